@@ -1,0 +1,143 @@
+//! Typed identifiers shared by every crate: never pass bare integers across crate APIs.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub u64);
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = std::num::ParseIntError;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                s.parse().map($name)
+            }
+        }
+    };
+}
+
+id_type!(
+    /// A device known to the store (assigned when it is first registered).
+    DeviceId
+);
+id_type!(
+    /// An enterprise (tenant owning devices).
+    EnterpriseId
+);
+id_type!(
+    /// A portal account (platform admin for now; channels and sub-accounts later).
+    AccountId
+);
+
+/// Milliseconds since the Unix epoch, UTC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct UnixMillis(pub i64);
+
+impl UnixMillis {
+    /// The current wall-clock time. Only I/O shells call this; cores take time as input.
+    pub fn now() -> Self {
+        let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        UnixMillis(i64::try_from(since.as_millis()).unwrap_or(i64::MAX))
+    }
+}
+
+/// A device MAC address: exactly 12 lowercase hexadecimal digits, no separators (SPEC ING-2).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Mac([u8; 12]);
+
+/// Why a string is not a [`Mac`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MacError {
+    /// The string does not have exactly 12 characters.
+    #[error("a MAC address has 12 hex digits, got {0} characters")]
+    Length(usize),
+    /// A character is not a lowercase hex digit.
+    #[error("a MAC address uses lowercase hex digits 0-9a-f without separators")]
+    Character,
+}
+
+impl Mac {
+    /// Parses the strict wire form: 12 lowercase hex digits.
+    pub fn parse(s: &str) -> Result<Mac, MacError> {
+        let bytes = s.as_bytes();
+        if bytes.len() != 12 {
+            return Err(MacError::Length(s.chars().count()));
+        }
+        let mut out = [0u8; 12];
+        for (slot, &b) in out.iter_mut().zip(bytes) {
+            if !matches!(b, b'0'..=b'9' | b'a'..=b'f') {
+                return Err(MacError::Character);
+            }
+            *slot = b;
+        }
+        Ok(Mac(out))
+    }
+
+    /// The MAC as its 12-digit string.
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).expect("Mac holds only ASCII hex digits by construction")
+    }
+}
+
+impl fmt::Debug for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Mac({})", self.as_str())
+    }
+}
+
+impl fmt::Display for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Mac {
+    type Err = MacError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Mac::parse(s)
+    }
+}
+
+impl Serialize for Mac {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Mac {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Mac::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mac_accepts_only_the_strict_form() {
+        assert_eq!(Mac::parse("001565aabbcc").map(|m| m.to_string()).as_deref(), Ok("001565aabbcc"));
+        for (input, err) in [
+            ("001565AABBCC", MacError::Character),
+            ("00:15:65:aa:bb", MacError::Length(14)),
+            ("001565aabbc", MacError::Length(11)),
+            ("001565aabbcg", MacError::Character),
+            ("", MacError::Length(0)),
+        ] {
+            assert_eq!(Mac::parse(input), Err(err), "{input:?}");
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! Wire format and shared domain types of fleetpulse.
+//!
+//! This crate does no I/O. It holds:
+//! - typed identifiers ([`ids`]) used across every crate API;
+//! - the device protocol: rkyv messages ([`wire`]) carried in length-prefixed frames ([`codec`]);
+//! - the alarm type table of SPEC §3 with stable codes and severities ([`alarm_types`]);
+//! - domain types decoded and validated from the wire ([`domain`]).
+//!
+//! Network bytes only ever reach rkyv through its checked API (`from_bytes`), after the frame
+//! length has been checked against a maximum *before* any allocation.
+
+pub mod alarm_types;
+pub mod codec;
+pub mod domain;
+pub mod ids;
+pub mod wire;
+
+pub use alarm_types::{ALARM_TYPES, AlarmType, AlarmTypeCode, Severity};
+pub use codec::{DecodeError, FrameDecoder, FrameEncoder, MAX_FRAME_LEN};
+pub use ids::{AccountId, DeviceId, EnterpriseId, Mac, MacError, UnixMillis};
+
+/// ALPN protocol identifier spoken by devices and the ingest tier.
+pub const ALPN: &[u8] = b"fleetpulse/1";
+
+/// Version of the message set in [`wire`]; a device sends it in its `Hello`.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// QUIC application error codes with which the ingest tier closes a device connection.
+///
+/// They are part of the protocol: a device (or the load tester) can tell why it was closed.
+pub mod close_code {
+    /// Normal close (shutdown of a session by either side without error).
+    pub const NORMAL: u32 = 0;
+    /// The provisioning credential in `Hello` is unknown.
+    pub const BAD_CREDENTIAL: u32 = 1;
+    /// A frame announced a length above the maximum frame size.
+    pub const FRAME_TOO_LARGE: u32 = 2;
+    /// A frame's bytes failed rkyv validation.
+    pub const MALFORMED_FRAME: u32 = 3;
+    /// Frames arrived out of protocol order (data before `Hello`, a second `Hello`, ...).
+    pub const PROTOCOL_VIOLATION: u32 = 4;
+    /// The device identity is already registered to another enterprise.
+    pub const DEVICE_CONFLICT: u32 = 5;
+    /// A newer connection of the same device replaced this one.
+    pub const REPLACED: u32 = 6;
+    /// The server is shutting down; reconnect later.
+    pub const SHUTTING_DOWN: u32 = 7;
+    /// The server failed internally; reconnect later.
+    pub const SERVER_ERROR: u32 = 8;
+    /// No `Hello` arrived in time after the connection opened.
+    pub const HELLO_TIMEOUT: u32 = 9;
+    /// The `Hello` itself was invalid (bad MAC, unsupported protocol version, ...).
+    pub const BAD_HELLO: u32 = 10;
+}

@@ -1,0 +1,665 @@
+//! The embedded backend: one SQLite database (`fleetpulse.db`, WAL mode) under the data
+//! directory, needing no other server (STO-1).
+//!
+//! Writes go through the single [`writer`] thread with group commit; reads use a small pool of
+//! read-only connections on blocking threads. Entity and event tables live in one file so that
+//! a batch of events and its delivery marks commit atomically.
+
+mod schema;
+mod writer;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use fleetpulse_proto::domain::{AlarmChangeKind, DeviceKey};
+use fleetpulse_proto::{AccountId, AlarmTypeCode, DeviceId, EnterpriseId, Mac, Severity, UnixMillis};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
+use tokio::sync::{Semaphore, mpsc};
+
+pub use schema::CURRENT_VERSION as SCHEMA_VERSION;
+pub use writer::WriterStats;
+
+use crate::*;
+use writer::{FnJob, WriteJob};
+
+/// Settings of the embedded store.
+#[derive(Debug, Clone)]
+pub struct EmbeddedConfig {
+    /// `synchronous=FULL` (fsync every commit: survives power loss) instead of `NORMAL`
+    /// (survives a process crash only). Group commit keeps FULL affordable; default true.
+    pub fsync: bool,
+    /// Read-only connections in the pool.
+    pub readers: usize,
+    /// Write jobs that may wait for the writer before senders are held back.
+    pub queue_depth: usize,
+    /// Rows after which the writer stops adding jobs to a group and commits.
+    pub max_rows_per_commit: usize,
+}
+
+impl Default for EmbeddedConfig {
+    fn default() -> Self {
+        EmbeddedConfig { fsync: true, readers: 4, queue_depth: 1024, max_rows_per_commit: 50_000 }
+    }
+}
+
+/// File name of the database inside the data directory.
+pub const DB_FILE: &str = "fleetpulse.db";
+
+/// The embedded store; implements both [`EntityStore`] and [`EventStore`].
+#[derive(Debug)]
+pub struct EmbeddedStore {
+    jobs: mpsc::Sender<Box<dyn WriteJob>>,
+    readers: Arc<ReadPool>,
+    stats: Arc<WriterStats>,
+    closing: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for dyn WriteJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "WriteJob({} rows)", self.rows())
+    }
+}
+
+fn backend(e: rusqlite::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        backend(e)
+    }
+}
+
+fn open_connection(path: &Path, flags: OpenFlags, fsync: bool) -> Result<Connection> {
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", if fsync { "FULL" } else { "NORMAL" })?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+impl EmbeddedStore {
+    /// Opens (creating if needed) the database under `data_dir`, migrates it and starts the
+    /// writer thread.
+    pub fn open(data_dir: &Path, config: EmbeddedConfig) -> Result<EmbeddedStore> {
+        std::fs::create_dir_all(data_dir)?;
+        let path = data_dir.join(DB_FILE);
+        let mut conn = open_connection(&path, OpenFlags::default(), config.fsync)?;
+        schema::migrate(&mut conn)?;
+        let readers = (0..config.readers.max(1))
+            .map(|_| open_connection(&path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX, false))
+            .collect::<Result<Vec<_>>>()?;
+        let (tx, rx) = mpsc::channel(config.queue_depth.max(1));
+        let stats = Arc::new(WriterStats::default());
+        let closing = Arc::new(AtomicBool::new(false));
+        let writer = writer::Writer {
+            conn,
+            jobs: rx,
+            max_rows_per_commit: config.max_rows_per_commit.max(1),
+            stats: stats.clone(),
+            closing: closing.clone(),
+        };
+        std::thread::Builder::new().name("store-writer".into()).spawn(move || writer.run())?;
+        Ok(EmbeddedStore {
+            jobs: tx,
+            readers: Arc::new(ReadPool { permits: Semaphore::new(readers.len()), conns: Mutex::new(readers) }),
+            stats,
+            closing,
+        })
+    }
+
+    /// Counters of the writer thread.
+    pub fn writer_stats(&self) -> &WriterStats {
+        &self.stats
+    }
+
+    /// Jobs waiting for the writer.
+    pub fn queue_depth(&self) -> usize {
+        self.jobs.max_capacity() - self.jobs.capacity()
+    }
+
+    /// Makes the writer give up retrying failed commits (used on shutdown).
+    pub fn begin_close(&self) {
+        self.closing.store(true, Ordering::Relaxed);
+    }
+
+    async fn write<T, F>(&self, rows: usize, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnMut(&Connection) -> Result<T> + Send + 'static,
+    {
+        let (job, done) = FnJob::new(rows, f);
+        self.submit(job).await?;
+        done.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn submit(&self, job: Box<dyn WriteJob>) -> Result<()> {
+        self.jobs.send(job).await.map_err(|_| StoreError::Closed)
+    }
+
+    async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        self.readers.clone().run(f).await
+    }
+}
+
+/// Read-only connections, each used by one blocking task at a time.
+#[derive(Debug)]
+struct ReadPool {
+    permits: Semaphore,
+    conns: Mutex<Vec<Connection>>,
+}
+
+impl ReadPool {
+    async fn run<T, F>(self: Arc<Self>, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let permit = self.permits.acquire().await.map_err(|_| StoreError::Closed)?;
+        let conn = self
+            .conns
+            .lock()
+            .map_err(|_| StoreError::Backend("reader pool poisoned".into()))?
+            .pop()
+            .expect("a permit guarantees a free connection");
+        let pool = self.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let result = f(&conn);
+            if let Ok(mut conns) = pool.conns.lock() {
+                conns.push(conn);
+            }
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("read task failed: {e}")))?;
+        drop(permit);
+        result
+    }
+}
+
+// ---- row mapping ----
+
+fn account_from_row(r: &Row<'_>) -> rusqlite::Result<Account> {
+    let role: String = r.get(3)?;
+    Ok(Account {
+        id: AccountId(r.get(0)?),
+        email: r.get(1)?,
+        password_hash: r.get(2)?,
+        role: Role::parse(&role).unwrap_or(Role::PlatformAdmin),
+        created_at: UnixMillis(r.get(4)?),
+    })
+}
+
+fn enterprise_from_row(r: &Row<'_>) -> rusqlite::Result<Enterprise> {
+    Ok(Enterprise {
+        id: EnterpriseId(r.get(0)?),
+        name: r.get(1)?,
+        credential: r.get(2)?,
+        created_at: UnixMillis(r.get(3)?),
+    })
+}
+
+const DEVICE_COLUMNS: &str = "id, enterprise_id, mac, serial, model, firmware, name, created_at";
+
+fn device_from_row(r: &Row<'_>) -> rusqlite::Result<Device> {
+    let mac: Option<String> = r.get(2)?;
+    Ok(Device {
+        id: DeviceId(r.get(0)?),
+        enterprise_id: EnterpriseId(r.get(1)?),
+        mac: mac.and_then(|m| Mac::parse(&m).ok()),
+        serial: r.get(3)?,
+        model: r.get(4)?,
+        firmware: r.get(5)?,
+        name: r.get(6)?,
+        created_at: UnixMillis(r.get(7)?),
+    })
+}
+
+fn alarm_record_from_row(r: &Row<'_>) -> rusqlite::Result<AlarmRecord> {
+    let code = AlarmTypeCode(r.get(3)?);
+    let alarm_type = code.alarm_type();
+    let status: String = r.get(9)?;
+    Ok(AlarmRecord {
+        id: r.get(0)?,
+        device_id: DeviceId(r.get(1)?),
+        enterprise_id: EnterpriseId(r.get(2)?),
+        code,
+        name: alarm_type.map_or("Unknown", |t| t.name),
+        severity: alarm_type.map_or(Severity::Minor, |t| t.severity),
+        first_at: UnixMillis(r.get(4)?),
+        latest_at: UnixMillis(r.get(5)?),
+        count: r.get(6)?,
+        description: r.get(7)?,
+        status: if status == "active" { AlarmStatus::Active } else { AlarmStatus::Cleared },
+        cleared_at: r.get::<_, Option<i64>>(8)?.map(UnixMillis),
+    })
+}
+
+fn find_device(c: &Connection, key: &DeviceKey) -> rusqlite::Result<Option<Device>> {
+    match key {
+        DeviceKey::Mac(mac) => c
+            .prepare_cached(&format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE mac = ?1"))?
+            .query_row([mac.as_str()], device_from_row)
+            .optional(),
+        DeviceKey::Serial(sn) => c
+            .prepare_cached(&format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE serial = ?1 AND mac IS NULL"))?
+            .query_row([sn], device_from_row)
+            .optional(),
+    }
+}
+
+fn register_device(c: &Connection, new: &NewDevice) -> Result<RegisteredDevice> {
+    if let Some(mut device) = find_device(c, &new.key)? {
+        if device.enterprise_id != new.enterprise_id {
+            return Err(StoreError::DeviceConflict);
+        }
+        if device.model != new.model || device.firmware != new.firmware {
+            c.prepare_cached("UPDATE devices SET model = ?2, firmware = ?3 WHERE id = ?1")?.execute(params![
+                device.id.0,
+                new.model,
+                new.firmware
+            ])?;
+            device.model.clone_from(&new.model);
+            device.firmware.clone_from(&new.firmware);
+        }
+        return Ok(RegisteredDevice { device, created: false });
+    }
+    let mac = match &new.key {
+        DeviceKey::Mac(m) => Some(*m),
+        DeviceKey::Serial(_) => None,
+    };
+    let serial = match &new.key {
+        DeviceKey::Serial(s) => Some(s.clone()),
+        DeviceKey::Mac(_) => new.serial.clone(),
+    };
+    c.prepare_cached(
+        "INSERT INTO devices (enterprise_id, mac, serial, model, firmware, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        new.enterprise_id.0,
+        mac.as_ref().map(Mac::as_str),
+        serial,
+        new.model,
+        new.firmware,
+        new.at.0
+    ])?;
+    Ok(RegisteredDevice {
+        device: Device {
+            id: DeviceId(c.last_insert_rowid() as u64),
+            enterprise_id: new.enterprise_id,
+            mac,
+            serial,
+            model: new.model.clone(),
+            firmware: new.firmware.clone(),
+            name: String::new(),
+            created_at: new.at,
+        },
+        created: true,
+    })
+}
+
+fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation)
+}
+
+fn append_batch(c: &Connection, b: &EventBatch) -> Result<()> {
+    if !b.status.is_empty() {
+        let mut st = c.prepare_cached(
+            "INSERT INTO status_events (device_id, enterprise_id, seq, at, sip_summary, call_status, firmware, \
+             public_ip, private_ip, uptime_s, last_reboot, lines) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        )?;
+        for e in &b.status {
+            let s = &e.status;
+            let lines = serde_json::to_string(&s.lines).map_err(|e| StoreError::Backend(e.to_string()))?;
+            st.execute(params![
+                e.device_id.0,
+                e.enterprise_id.0,
+                e.seq,
+                e.at.0,
+                serde_json::to_value(s.sip_summary()).ok().and_then(|v| v.as_str().map(str::to_owned)),
+                serde_json::to_value(s.call_status).ok().and_then(|v| v.as_str().map(str::to_owned)),
+                s.firmware,
+                s.public_ip.map(|ip| ip.to_string()),
+                s.private_ip.map(|ip| ip.to_string()),
+                s.uptime_s,
+                s.last_reboot.map(|t| t.0),
+                lines,
+            ])?;
+        }
+    }
+    if !b.resources.is_empty() {
+        let mut st = c.prepare_cached(
+            "INSERT INTO resource_reports (device_id, enterprise_id, seq, at, cpu_centi_pct, mem_used, mem_total) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?;
+        for e in &b.resources {
+            st.execute(params![
+                e.device_id.0,
+                e.enterprise_id.0,
+                e.seq,
+                e.at.0,
+                e.sample.cpu_centi_pct,
+                e.sample.mem_used_bytes,
+                e.sample.mem_total_bytes
+            ])?;
+        }
+    }
+    if !b.alarms.is_empty() {
+        let mut st = c.prepare_cached(
+            "INSERT INTO alarm_events (device_id, enterprise_id, seq, at, code, clear, description, log) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?;
+        for e in &b.alarms {
+            st.execute(params![
+                e.device_id.0,
+                e.enterprise_id.0,
+                e.seq,
+                e.at.0,
+                e.code.0,
+                e.clear,
+                e.description,
+                e.log
+            ])?;
+        }
+    }
+    for ch in &b.alarm_changes {
+        match &ch.kind {
+            AlarmChangeKind::Raise { description } => {
+                c.prepare_cached(
+                    "INSERT INTO alarm_records (device_id, enterprise_id, code, first_at, latest_at, count, description, status) \
+                     VALUES (?1, ?2, ?3, ?4, ?4, 1, ?5, 'active') \
+                     ON CONFLICT (device_id, code) DO UPDATE SET latest_at = max(latest_at, excluded.latest_at), \
+                     count = count + 1, description = excluded.description, status = 'active', cleared_at = NULL",
+                )?
+                .execute(params![ch.device_id.0, ch.enterprise_id.0, ch.code.0, ch.at.0, description])?;
+            }
+            AlarmChangeKind::Clear => {
+                c.prepare_cached(
+                    "UPDATE alarm_records SET status = 'cleared', cleared_at = ?3 \
+                     WHERE device_id = ?1 AND code = ?2 AND status = 'active'",
+                )?
+                .execute(params![ch.device_id.0, ch.code.0, ch.at.0])?;
+            }
+        }
+    }
+    if !b.delivery.is_empty() {
+        let mut st = c.prepare_cached(
+            "INSERT INTO delivery_marks (device_id, last_seq) VALUES (?1, ?2) \
+             ON CONFLICT (device_id) DO UPDATE SET last_seq = max(last_seq, excluded.last_seq)",
+        )?;
+        for (device, seq) in &b.delivery {
+            st.execute(params![device.0, seq])?;
+        }
+    }
+    Ok(())
+}
+
+/// An append job: re-appliable (the batch is kept until the group commits).
+struct AppendJob {
+    batch: EventBatch,
+    reply: tokio::sync::oneshot::Sender<Result<()>>,
+}
+
+impl WriteJob for AppendJob {
+    fn rows(&self) -> usize {
+        self.batch.rows()
+    }
+
+    fn apply(&mut self, conn: &Connection) -> Result<()> {
+        append_batch(conn, &self.batch)
+    }
+
+    fn finish(self: Box<Self>, outcome: Result<()>) {
+        let _ = self.reply.send(outcome);
+    }
+}
+
+#[async_trait]
+impl EntityStore for EmbeddedStore {
+    async fn create_account(&self, new: NewAccount) -> Result<Account> {
+        let now = UnixMillis::now();
+        self.write(1, move |c| {
+            c.prepare_cached("INSERT INTO accounts (email, password_hash, role, created_at) VALUES (?1, ?2, ?3, ?4)")?
+                .execute(params![new.email, new.password_hash, new.role.as_str(), now.0])
+                .map_err(|e| if is_unique_violation(&e) { StoreError::AlreadyExists("email") } else { backend(e) })?;
+            Ok(Account {
+                id: AccountId(c.last_insert_rowid() as u64),
+                email: new.email.clone(),
+                password_hash: new.password_hash.clone(),
+                role: new.role,
+                created_at: now,
+            })
+        })
+        .await
+    }
+
+    async fn account_by_email(&self, email: &str) -> Result<Option<Account>> {
+        let email = email.to_owned();
+        self.read(move |c| {
+            Ok(c.prepare_cached("SELECT id, email, password_hash, role, created_at FROM accounts WHERE email = ?1")?
+                .query_row([email], account_from_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn account(&self, id: AccountId) -> Result<Option<Account>> {
+        self.read(move |c| {
+            Ok(c.prepare_cached("SELECT id, email, password_hash, role, created_at FROM accounts WHERE id = ?1")?
+                .query_row([id.0], account_from_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn count_accounts(&self, role: Role) -> Result<u64> {
+        self.read(move |c| {
+            Ok(c.prepare_cached("SELECT count(*) FROM accounts WHERE role = ?1")?
+                .query_row([role.as_str()], |r| r.get(0))?)
+        })
+        .await
+    }
+
+    async fn create_session(&self, s: Session) -> Result<()> {
+        self.write(1, move |c| {
+            c.prepare_cached("DELETE FROM sessions WHERE expires_at < ?1")?.execute([s.created_at.0])?;
+            c.prepare_cached(
+                "INSERT INTO sessions (token_hash, account_id, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![&s.token_hash.0[..], s.account_id.0, s.created_at.0, s.expires_at.0])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn session(&self, token_hash: TokenHash, now: UnixMillis) -> Result<Option<Session>> {
+        self.read(move |c| {
+            Ok(c.prepare_cached(
+                "SELECT account_id, created_at, expires_at FROM sessions WHERE token_hash = ?1 AND expires_at > ?2",
+            )?
+            .query_row(params![&token_hash.0[..], now.0], |r| {
+                Ok(Session {
+                    token_hash,
+                    account_id: AccountId(r.get(0)?),
+                    created_at: UnixMillis(r.get(1)?),
+                    expires_at: UnixMillis(r.get(2)?),
+                })
+            })
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn create_enterprise(&self, new: NewEnterprise) -> Result<Enterprise> {
+        let now = UnixMillis::now();
+        self.write(1, move |c| {
+            c.prepare_cached("INSERT INTO enterprises (name, credential, created_at) VALUES (?1, ?2, ?3)")?
+                .execute(params![new.name, new.credential, now.0])
+                .map_err(
+                    |e| if is_unique_violation(&e) { StoreError::AlreadyExists("credential") } else { backend(e) },
+                )?;
+            Ok(Enterprise {
+                id: EnterpriseId(c.last_insert_rowid() as u64),
+                name: new.name.clone(),
+                credential: new.credential.clone(),
+                created_at: now,
+            })
+        })
+        .await
+    }
+
+    async fn enterprise(&self, id: EnterpriseId) -> Result<Option<Enterprise>> {
+        self.read(move |c| {
+            Ok(c.prepare_cached("SELECT id, name, credential, created_at FROM enterprises WHERE id = ?1")?
+                .query_row([id.0], enterprise_from_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn enterprise_by_credential(&self, credential: &str) -> Result<Option<Enterprise>> {
+        let credential = credential.to_owned();
+        self.read(move |c| {
+            Ok(c.prepare_cached("SELECT id, name, credential, created_at FROM enterprises WHERE credential = ?1")?
+                .query_row([credential], enterprise_from_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn list_enterprises(&self, page: Page) -> Result<Vec<Enterprise>> {
+        self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT id, name, credential, created_at FROM enterprises WHERE id > ?1 ORDER BY id LIMIT ?2",
+            )?;
+            let rows = st.query_map(params![page.after, page.limit], enterprise_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn register_device(&self, new: NewDevice) -> Result<RegisteredDevice> {
+        // Fast path without a write: the device exists, unchanged, in this enterprise.
+        let lookup = new.clone();
+        let existing = self.read(move |c| Ok(find_device(c, &lookup.key)?)).await?;
+        if let Some(device) = existing {
+            if device.enterprise_id != new.enterprise_id {
+                return Err(StoreError::DeviceConflict);
+            }
+            if device.model == new.model && device.firmware == new.firmware {
+                return Ok(RegisteredDevice { device, created: false });
+            }
+        }
+        self.write(1, move |c| register_device(c, &new)).await
+    }
+
+    async fn device(&self, id: DeviceId) -> Result<Option<Device>> {
+        self.read(move |c| {
+            Ok(c.prepare_cached(&format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE id = ?1"))?
+                .query_row([id.0], device_from_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn list_devices(&self, enterprise: Option<EnterpriseId>, page: Page) -> Result<Vec<Device>> {
+        self.read(move |c| {
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {DEVICE_COLUMNS} FROM devices WHERE (?1 IS NULL OR enterprise_id = ?1) AND id > ?2 ORDER BY id LIMIT ?3"
+            ))?;
+            let rows = st.query_map(params![enterprise.map(|e| e.0), page.after, page.limit], device_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl EventStore for EmbeddedStore {
+    async fn append(&self, batch: EventBatch) -> Result<()> {
+        let (reply, done) = tokio::sync::oneshot::channel();
+        self.submit(Box::new(AppendJob { batch, reply })).await?;
+        done.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn last_seq(&self, device: DeviceId) -> Result<u64> {
+        self.read(move |c| {
+            Ok(c.prepare_cached("SELECT last_seq FROM delivery_marks WHERE device_id = ?1")?
+                .query_row([device.0], |r| r.get(0))
+                .optional()?
+                .unwrap_or(0))
+        })
+        .await
+    }
+
+    async fn list_alarm_records(&self, filter: AlarmFilter, page: Page) -> Result<Vec<AlarmRecord>> {
+        self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT id, device_id, enterprise_id, code, first_at, latest_at, count, description, cleared_at, status \
+                 FROM alarm_records WHERE (?1 IS NULL OR enterprise_id = ?1) AND (?2 IS NULL OR device_id = ?2) \
+                 AND id > ?3 ORDER BY id LIMIT ?4",
+            )?;
+            let rows = st.query_map(
+                params![filter.enterprise.map(|e| e.0), filter.device.map(|d| d.0), page.after, page.limit],
+                alarm_record_from_row,
+            )?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn stored_sequences(&self, enterprise: EnterpriseId, page: Page) -> Result<Vec<StoredSequences>> {
+        self.read(move |c| {
+            let mut devices = c.prepare_cached(&format!(
+                "SELECT {DEVICE_COLUMNS} FROM devices WHERE enterprise_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3"
+            ))?;
+            let devices = devices
+                .query_map(params![enterprise.0, page.after, page.limit], device_from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut seqs = c.prepare_cached(
+                "SELECT seq FROM status_events WHERE device_id = ?1 \
+                 UNION ALL SELECT seq FROM resource_reports WHERE device_id = ?1 \
+                 UNION ALL SELECT seq FROM alarm_events WHERE device_id = ?1 AND seq > 0 ORDER BY 1",
+            )?;
+            let mut out = Vec::with_capacity(devices.len());
+            for d in devices {
+                let all = seqs.query_map([d.id.0], |r| r.get::<_, u64>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+                out.push(StoredSequences {
+                    device_id: d.id,
+                    mac: d.mac,
+                    serial: d.serial,
+                    rows: all.len() as u64,
+                    ranges: to_ranges(all),
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn event_counts(&self) -> Result<EventCounts> {
+        self.read(|c| {
+            let count = |table: &str| -> rusqlite::Result<u64> {
+                c.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+            };
+            Ok(EventCounts {
+                status: count("status_events")?,
+                resources: count("resource_reports")?,
+                alarms: count("alarm_events")?,
+                alarm_records: count("alarm_records")?,
+            })
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests;

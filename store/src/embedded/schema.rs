@@ -1,0 +1,141 @@
+//! Versioned schema migrations of the embedded store, applied on open (STO-5).
+//!
+//! `PRAGMA user_version` holds the applied version. Migrations are append-only: never edit one
+//! that has shipped; add the next.
+
+use rusqlite::Connection;
+
+use crate::{Result, StoreError};
+
+/// Every migration, in order; the version of `MIGRATIONS[i]` is `i + 1`.
+const MIGRATIONS: &[&str] = &[
+    // 1: foundation. Entity tables first, then the append-only event tables.
+    r#"
+    CREATE TABLE accounts (
+        id            INTEGER PRIMARY KEY,
+        email         TEXT NOT NULL UNIQUE COLLATE NOCASE,
+        password_hash TEXT NOT NULL,
+        role          TEXT NOT NULL,
+        created_at    INTEGER NOT NULL
+    );
+    CREATE TABLE sessions (
+        token_hash BLOB PRIMARY KEY,
+        account_id INTEGER NOT NULL REFERENCES accounts(id),
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE enterprises (
+        id         INTEGER PRIMARY KEY,
+        name       TEXT NOT NULL,
+        credential TEXT NOT NULL UNIQUE,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE devices (
+        id            INTEGER PRIMARY KEY,
+        enterprise_id INTEGER NOT NULL REFERENCES enterprises(id),
+        mac           TEXT UNIQUE,
+        serial        TEXT,
+        model         TEXT NOT NULL,
+        firmware      TEXT NOT NULL,
+        name          TEXT NOT NULL DEFAULT '',
+        created_at    INTEGER NOT NULL
+    );
+    CREATE UNIQUE INDEX devices_serial_without_mac ON devices(serial) WHERE mac IS NULL;
+    CREATE INDEX devices_enterprise ON devices(enterprise_id, id);
+
+    CREATE TABLE delivery_marks (
+        device_id INTEGER PRIMARY KEY,
+        last_seq  INTEGER NOT NULL
+    );
+    CREATE TABLE status_events (
+        device_id     INTEGER NOT NULL,
+        enterprise_id INTEGER NOT NULL,
+        seq           INTEGER NOT NULL,
+        at            INTEGER NOT NULL,
+        sip_summary   TEXT NOT NULL,
+        call_status   TEXT NOT NULL,
+        firmware      TEXT NOT NULL,
+        public_ip     TEXT,
+        private_ip    TEXT,
+        uptime_s      INTEGER NOT NULL,
+        last_reboot   INTEGER,
+        lines         TEXT NOT NULL
+    );
+    CREATE INDEX status_events_device ON status_events(device_id, seq);
+    CREATE TABLE resource_reports (
+        device_id     INTEGER NOT NULL,
+        enterprise_id INTEGER NOT NULL,
+        seq           INTEGER NOT NULL,
+        at            INTEGER NOT NULL,
+        cpu_centi_pct INTEGER NOT NULL,
+        mem_used      INTEGER NOT NULL,
+        mem_total     INTEGER NOT NULL
+    );
+    CREATE INDEX resource_reports_device ON resource_reports(device_id, seq);
+    CREATE TABLE alarm_events (
+        device_id     INTEGER NOT NULL,
+        enterprise_id INTEGER NOT NULL,
+        seq           INTEGER NOT NULL,
+        at            INTEGER NOT NULL,
+        code          INTEGER NOT NULL,
+        clear         INTEGER NOT NULL,
+        description   TEXT NOT NULL,
+        log           BLOB
+    );
+    CREATE INDEX alarm_events_device ON alarm_events(device_id, seq);
+    CREATE TABLE alarm_records (
+        id            INTEGER PRIMARY KEY,
+        device_id     INTEGER NOT NULL,
+        enterprise_id INTEGER NOT NULL,
+        code          INTEGER NOT NULL,
+        first_at      INTEGER NOT NULL,
+        latest_at     INTEGER NOT NULL,
+        count         INTEGER NOT NULL,
+        description   TEXT NOT NULL,
+        status        TEXT NOT NULL,
+        cleared_at    INTEGER,
+        UNIQUE (device_id, code)
+    );
+    CREATE INDEX alarm_records_enterprise ON alarm_records(enterprise_id, latest_at);
+    "#,
+];
+
+/// The schema version this build writes.
+pub const CURRENT_VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// Applies the migrations above the database's version, each in its own transaction.
+pub fn migrate(conn: &mut Connection) -> Result<u32> {
+    let current: u32 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|e| StoreError::Migration { version: 0, reason: e.to_string() })?;
+    if current > CURRENT_VERSION {
+        return Err(StoreError::Migration {
+            version: current,
+            reason: format!("the database is newer than this build (schema {CURRENT_VERSION})"),
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let version = i as u32 + 1;
+        let fail = |e: rusqlite::Error| StoreError::Migration { version, reason: e.to_string() };
+        let tx = conn.transaction().map_err(fail)?;
+        tx.execute_batch(sql).map_err(fail)?;
+        tx.pragma_update(None, "user_version", version).map_err(fail)?;
+        tx.commit().map_err(fail)?;
+        tracing::info!(message = "Applied schema migration.", version);
+    }
+    Ok(CURRENT_VERSION)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_apply_once_and_refuse_newer_databases() {
+        let mut conn = Connection::open_in_memory().expect("open");
+        assert_eq!(migrate(&mut conn).expect("first"), CURRENT_VERSION);
+        assert_eq!(migrate(&mut conn).expect("idempotent"), CURRENT_VERSION);
+        conn.pragma_update(None, "user_version", CURRENT_VERSION + 1).expect("bump");
+        assert!(matches!(migrate(&mut conn), Err(StoreError::Migration { .. })));
+    }
+}

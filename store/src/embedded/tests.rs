@@ -1,0 +1,151 @@
+//! Behaviour of the embedded store against a real SQLite file in a temp directory.
+
+use super::*;
+use fleetpulse_proto::domain::{AlarmChange, CallStatus, DeviceStatus, ResourceSample};
+
+fn open(dir: &Path) -> EmbeddedStore {
+    EmbeddedStore::open(dir, EmbeddedConfig { fsync: false, ..EmbeddedConfig::default() }).expect("open store")
+}
+
+async fn enterprise(store: &EmbeddedStore, name: &str) -> Enterprise {
+    store
+        .create_enterprise(NewEnterprise { name: name.into(), credential: format!("cred-{name}") })
+        .await
+        .expect("create enterprise")
+}
+
+fn new_device(e: EnterpriseId, mac: &str) -> NewDevice {
+    NewDevice {
+        enterprise_id: e,
+        key: DeviceKey::Mac(Mac::parse(mac).expect("mac")),
+        serial: None,
+        model: "T54W".into(),
+        firmware: "1.0".into(),
+        at: UnixMillis(1),
+    }
+}
+
+fn resource(d: DeviceId, e: EnterpriseId, seq: u64) -> ResourceEvent {
+    ResourceEvent {
+        device_id: d,
+        enterprise_id: e,
+        seq,
+        at: UnixMillis(seq as i64),
+        sample: ResourceSample { cpu_centi_pct: 100, mem_used_bytes: 1, mem_total_bytes: 2 },
+    }
+}
+
+#[tokio::test]
+async fn devices_are_auto_added_once_and_never_cross_enterprises() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let a = enterprise(&store, "a").await;
+    let b = enterprise(&store, "b").await;
+    let first = store.register_device(new_device(a.id, "001565000001")).await.expect("register");
+    assert!(first.created);
+    let again = store.register_device(new_device(a.id, "001565000001")).await.expect("again");
+    assert_eq!((again.created, again.device.id), (false, first.device.id));
+    let mut upgraded = new_device(a.id, "001565000001");
+    upgraded.firmware = "2.0".into();
+    let upgraded = store.register_device(upgraded).await.expect("firmware change");
+    assert_eq!(upgraded.device.firmware, "2.0");
+    assert!(matches!(store.register_device(new_device(b.id, "001565000001")).await, Err(StoreError::DeviceConflict)));
+    assert_eq!(store.list_devices(Some(b.id), Page::first(10)).await.expect("list").len(), 0);
+    assert_eq!(store.enterprise_by_credential("cred-b").await.expect("lookup").map(|e| e.id), Some(b.id));
+}
+
+#[tokio::test]
+async fn appended_events_survive_reopen_with_marks_and_sequences() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (e, d) = {
+        let store = open(dir.path());
+        let e = enterprise(&store, "a").await;
+        let d = store.register_device(new_device(e.id, "001565000002")).await.expect("register").device.id;
+        let status = StatusEvent {
+            device_id: d,
+            enterprise_id: e.id,
+            seq: 3,
+            at: UnixMillis(3),
+            status: DeviceStatus {
+                lines: vec![],
+                call_status: CallStatus::Idle,
+                firmware: "1".into(),
+                public_ip: Some("203.0.113.1".parse().expect("ip")),
+                private_ip: None,
+                uptime_s: 5,
+                last_reboot: None,
+            },
+        };
+        let batch = EventBatch {
+            status: vec![status],
+            resources: vec![resource(d, e.id, 1), resource(d, e.id, 2), resource(d, e.id, 2), resource(d, e.id, 7)],
+            delivery: vec![(d, 7)],
+            ..EventBatch::default()
+        };
+        store.append(batch).await.expect("append");
+        // A lower mark never moves the delivery mark back.
+        store.append(EventBatch { delivery: vec![(d, 4)], ..EventBatch::default() }).await.expect("append mark");
+        (e, d)
+    };
+    let store = open(dir.path());
+    assert_eq!(store.last_seq(d).await.expect("last seq"), 7);
+    let seqs = store.stored_sequences(e.id, Page::first(10)).await.expect("sequences");
+    assert_eq!(seqs.len(), 1);
+    assert_eq!((seqs[0].rows, seqs[0].ranges.clone()), (5, vec![(1, 3), (7, 7)]));
+    let counts = store.event_counts().await.expect("counts");
+    assert_eq!((counts.status, counts.resources), (1, 4));
+}
+
+#[tokio::test]
+async fn alarm_records_aggregate_per_device_and_type() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let e = enterprise(&store, "a").await;
+    let d = store.register_device(new_device(e.id, "001565000003")).await.expect("register").device.id;
+    let change = |at, kind| AlarmChange {
+        device_id: d,
+        enterprise_id: e.id,
+        code: fleetpulse_proto::alarm_types::OFFLINE,
+        at: UnixMillis(at),
+        kind,
+    };
+    let raise = |at, text: &str| change(at, AlarmChangeKind::Raise { description: text.into() });
+    store
+        .append(EventBatch { alarm_changes: vec![raise(10, "first"), raise(20, "second")], ..EventBatch::default() })
+        .await
+        .expect("raise");
+    store
+        .append(EventBatch { alarm_changes: vec![change(30, AlarmChangeKind::Clear)], ..EventBatch::default() })
+        .await
+        .expect("clear");
+    let records = store
+        .list_alarm_records(AlarmFilter { enterprise: Some(e.id), device: None }, Page::first(10))
+        .await
+        .expect("list");
+    assert_eq!(records.len(), 1);
+    let r = &records[0];
+    assert_eq!(
+        (r.first_at, r.latest_at, r.count, r.description.as_str()),
+        (UnixMillis(10), UnixMillis(20), 2, "second")
+    );
+    assert_eq!((r.name, r.status, r.cleared_at), ("Offline", AlarmStatus::Cleared, Some(UnixMillis(30))));
+    let other = store
+        .list_alarm_records(AlarmFilter { enterprise: Some(EnterpriseId(999)), device: None }, Page::first(10))
+        .await;
+    assert!(other.expect("list").is_empty());
+}
+
+#[tokio::test]
+async fn a_failing_job_is_rolled_back_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(open(dir.path()));
+    let account =
+        |email: &str| NewAccount { email: email.into(), password_hash: "h".into(), role: Role::PlatformAdmin };
+    store.create_account(account("a@example.com")).await.expect("first");
+    // Submit a duplicate and a good one concurrently so they likely share a group commit.
+    let (dup, ok) =
+        tokio::join!(store.create_account(account("A@example.com")), store.create_account(account("b@example.com")));
+    assert!(matches!(dup, Err(StoreError::AlreadyExists("email"))));
+    assert_eq!(ok.expect("second").email, "b@example.com");
+    assert_eq!(store.count_accounts(Role::PlatformAdmin).await.expect("count"), 2);
+}

@@ -1,0 +1,122 @@
+//! The storage API of fleetpulse and its embedded backend.
+//!
+//! Two halves, kept apart so that a scale-out backend can put each on the engine built for it:
+//! - [`EntityStore`]: portal entities (accounts, sessions, enterprises, devices), mutable rows.
+//! - [`EventStore`]: append-only event streams (status events, resource reports, alarm events),
+//!   the aggregated alarm records, and the per-device delivery marks used to drop duplicates.
+//!
+//! [`EventStore::append`] returns only once the batch is durable: ingest acknowledges a frame to
+//! its device only after that. The embedded backend ([`embedded`]) keeps everything in one
+//! SQLite database under the data directory, written by one thread with group commit.
+
+pub mod embedded;
+mod model;
+
+pub use model::*;
+
+use async_trait::async_trait;
+use fleetpulse_proto::{DeviceId, EnterpriseId};
+use std::sync::Arc;
+
+/// Errors of every store operation.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database engine failed (I/O, corruption, a bug in a query).
+    #[error("database error: {0}")]
+    Backend(String),
+    /// The device identity is registered to another enterprise.
+    #[error("the device is registered to another enterprise")]
+    DeviceConflict,
+    /// A unique value (email, name, credential) is already taken.
+    #[error("{0} already exists")]
+    AlreadyExists(&'static str),
+    /// The store was shut down.
+    #[error("the store is shut down")]
+    Closed,
+    /// A schema migration failed on start.
+    #[error("schema migration {version} failed: {reason}")]
+    Migration {
+        /// The migration's version.
+        version: u32,
+        /// Why it failed.
+        reason: String,
+    },
+    /// The data directory could not be used.
+    #[error("data directory: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Result alias for store operations.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Portal entities: accounts, sessions, enterprises, devices.
+#[async_trait]
+pub trait EntityStore: Send + Sync + 'static {
+    /// Creates an account; [`StoreError::AlreadyExists`] if the email is taken.
+    async fn create_account(&self, new: NewAccount) -> Result<Account>;
+    /// The account with this email (case-insensitive).
+    async fn account_by_email(&self, email: &str) -> Result<Option<Account>>;
+    /// The account with this id.
+    async fn account(&self, id: fleetpulse_proto::AccountId) -> Result<Option<Account>>;
+    /// Number of accounts with the role.
+    async fn count_accounts(&self, role: Role) -> Result<u64>;
+    /// Stores a session under the hash of its token.
+    async fn create_session(&self, session: Session) -> Result<()>;
+    /// The unexpired session with this token hash, if any.
+    async fn session(&self, token_hash: TokenHash, now: fleetpulse_proto::UnixMillis) -> Result<Option<Session>>;
+    /// Creates an enterprise with a fresh provisioning credential.
+    async fn create_enterprise(&self, new: NewEnterprise) -> Result<Enterprise>;
+    /// The enterprise with this id.
+    async fn enterprise(&self, id: EnterpriseId) -> Result<Option<Enterprise>>;
+    /// The enterprise owning this provisioning credential.
+    async fn enterprise_by_credential(&self, credential: &str) -> Result<Option<Enterprise>>;
+    /// Enterprises ordered by id, after the cursor.
+    async fn list_enterprises(&self, page: Page) -> Result<Vec<Enterprise>>;
+    /// Finds the device by its key or adds it to the enterprise (ING-2 auto-add).
+    ///
+    /// [`StoreError::DeviceConflict`] if the key belongs to another enterprise.
+    async fn register_device(&self, new: NewDevice) -> Result<RegisteredDevice>;
+    /// The device with this id.
+    async fn device(&self, id: DeviceId) -> Result<Option<Device>>;
+    /// Devices ordered by id, after the cursor, optionally of one enterprise.
+    async fn list_devices(&self, enterprise: Option<EnterpriseId>, page: Page) -> Result<Vec<Device>>;
+}
+
+/// Append-only event streams, aggregated alarm records and delivery marks.
+#[async_trait]
+pub trait EventStore: Send + Sync + 'static {
+    /// Appends a batch; returns once it is durable. A batch is applied whole or not at all.
+    async fn append(&self, batch: EventBatch) -> Result<()>;
+    /// The highest sequence number durably applied for the device (0 if none).
+    async fn last_seq(&self, device: DeviceId) -> Result<u64>;
+    /// Aggregated alarm records, newest first.
+    async fn list_alarm_records(&self, filter: AlarmFilter, page: Page) -> Result<Vec<AlarmRecord>>;
+    /// Per device of the enterprise (ordered by id, after the cursor): how many persisted rows
+    /// carry a device sequence number, and which distinct numbers, as ranges (LT-3).
+    async fn stored_sequences(&self, enterprise: EnterpriseId, page: Page) -> Result<Vec<StoredSequences>>;
+    /// Number of event rows of each kind, for metrics and tests.
+    async fn event_counts(&self) -> Result<EventCounts>;
+}
+
+/// A store: both halves, possibly served by different engines.
+#[derive(Clone)]
+pub struct Store {
+    /// Portal entities.
+    pub entities: Arc<dyn EntityStore>,
+    /// Event streams.
+    pub events: Arc<dyn EventStore>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens the embedded store under `data_dir`.
+    pub fn open_embedded(data_dir: &std::path::Path, config: embedded::EmbeddedConfig) -> Result<Store> {
+        let db = Arc::new(embedded::EmbeddedStore::open(data_dir, config)?);
+        Ok(Store { entities: db.clone(), events: db })
+    }
+}
