@@ -1,1 +1,294 @@
-fn main() {}
+//! The `fleetpulse` binary: wires ingest, store and the management API into one process (OPS-1).
+
+mod config;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use fleetpulse_admin_api::{ApiConfig, ApiState, BootstrapOutcome};
+use fleetpulse_ingest::{Ingest, IngestConfig, IngestMetrics, TlsSource};
+use fleetpulse_store::Store;
+use fleetpulse_store::embedded::EmbeddedConfig;
+
+use config::FileConfig;
+
+#[derive(Debug, Parser)]
+#[command(name = "fleetpulse", version, about = "Device telemetry and alarm pipeline")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs the server: QUIC ingest, store and management API.
+    Serve(ServeArgs),
+    /// Runs the server with a simulated fleet of phones, for a first look.
+    Demo {
+        #[command(flatten)]
+        serve: ServeArgs,
+        /// Simulated devices.
+        #[arg(long, default_value_t = 1000)]
+        devices: u32,
+    },
+    /// Applies schema migrations to the data directory and exits.
+    Migrate {
+        /// Data directory.
+        #[arg(long, env = "FLEETPULSE_DATA_DIR", default_value = "fleetpulse-data")]
+        data_dir: PathBuf,
+    },
+    /// Creates the platform admin if none exists (password from FLEETPULSE_ADMIN_PASSWORD or generated).
+    CreateAdmin {
+        /// Data directory.
+        #[arg(long, env = "FLEETPULSE_DATA_DIR", default_value = "fleetpulse-data")]
+        data_dir: PathBuf,
+        /// Admin email.
+        #[arg(long, env = "FLEETPULSE_ADMIN_EMAIL")]
+        email: Option<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Config file (TOML); flags and environment override it.
+    #[arg(long, env = "FLEETPULSE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory (database, development certificate).
+    #[arg(long, env = "FLEETPULSE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// UDP address for device QUIC connections.
+    #[arg(long, env = "FLEETPULSE_QUIC_ADDR")]
+    quic_addr: Option<SocketAddr>,
+    /// TCP address of the management API.
+    #[arg(long, env = "FLEETPULSE_HTTP_ADDR")]
+    http_addr: Option<SocketAddr>,
+}
+
+/// Everything `serve` needs, resolved from flags, environment, file and defaults.
+#[derive(Debug)]
+struct Settings {
+    data_dir: PathBuf,
+    quic_addr: SocketAddr,
+    http_addr: SocketAddr,
+    file: FileConfig,
+}
+
+fn resolve(args: ServeArgs, defaults: (&str, &str, &str)) -> anyhow::Result<Settings> {
+    let file = match &args.config {
+        Some(path) => FileConfig::load(path)?,
+        None => FileConfig::default(),
+    };
+    let parse = |s: &str| s.parse::<SocketAddr>().context("default address");
+    Ok(Settings {
+        data_dir: args.data_dir.or(file.data_dir.clone()).unwrap_or_else(|| defaults.0.into()),
+        quic_addr: match args.quic_addr.or(file.quic_addr) {
+            Some(a) => a,
+            None => parse(defaults.1)?,
+        },
+        http_addr: match args.http_addr.or(file.http_addr) {
+            Some(a) => a,
+            None => parse(defaults.2)?,
+        },
+        file,
+    })
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FLEETPULSE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => {
+                let settings = resolve(args, ("fleetpulse-data", "0.0.0.0:4433", "127.0.0.1:8080"))?;
+                let server = Server::start(settings).await?;
+                shutdown_signal().await;
+                server.stop().await;
+                Ok(())
+            }
+            Command::Demo { serve, devices } => demo(serve, devices).await,
+            Command::Migrate { data_dir } => {
+                Store::open_embedded(&data_dir, EmbeddedConfig::default())?;
+                println!("schema at version {}", fleetpulse_store::embedded::SCHEMA_VERSION);
+                Ok(())
+            }
+            Command::CreateAdmin { data_dir, email } => {
+                let store = Store::open_embedded(&data_dir, EmbeddedConfig::default())?;
+                bootstrap(&store, email).await
+            }
+        }
+    })
+}
+
+async fn bootstrap(store: &Store, email: Option<String>) -> anyhow::Result<()> {
+    let email = email.or_else(|| std::env::var("FLEETPULSE_ADMIN_EMAIL").ok());
+    let password = std::env::var("FLEETPULSE_ADMIN_PASSWORD").ok();
+    let outcome = fleetpulse_admin_api::bootstrap_admin(store, email, password)
+        .await
+        .map_err(|e| anyhow::anyhow!("creating the platform admin: {e}"))?;
+    match outcome {
+        BootstrapOutcome::Created { email, generated_password: Some(password), .. } => {
+            // Printed once, on the first start: the only place a generated password appears.
+            println!("created platform admin {email} with password {password} (shown once; change it)");
+        }
+        BootstrapOutcome::Created { email, generated_password: None, .. } => {
+            println!("created platform admin {email}");
+        }
+        BootstrapOutcome::AlreadyPresent => {}
+    }
+    Ok(())
+}
+
+/// A running server.
+struct Server {
+    ingest: Ingest,
+    http: tokio::task::JoinHandle<std::io::Result<()>>,
+    http_stop: tokio::sync::oneshot::Sender<()>,
+    ready: Arc<AtomicBool>,
+    quic_addr: SocketAddr,
+    http_addr: SocketAddr,
+    data_dir: PathBuf,
+}
+
+impl Server {
+    async fn start(settings: Settings) -> anyhow::Result<Server> {
+        let Settings { data_dir, quic_addr, http_addr, file } = settings;
+        let store = Store::open_embedded(
+            &data_dir,
+            EmbeddedConfig { fsync: file.store.fsync.unwrap_or(true), ..EmbeddedConfig::default() },
+        )
+        .with_context(|| format!("opening the store in {}", data_dir.display()))?;
+        bootstrap(&store, None).await?;
+
+        let mut registry = prometheus_client::registry::Registry::default();
+        let metrics = IngestMetrics::register(&mut registry);
+        let mut ingest_config = IngestConfig::new(quic_addr, &data_dir);
+        if let (Some(cert), Some(key)) = (file.tls.cert.clone(), file.tls.key.clone()) {
+            ingest_config.tls = TlsSource::Files { cert, key };
+        }
+        let i = &file.ingest;
+        ingest_config.shards = i.shards.unwrap_or(0);
+        ingest_config.endpoints = i.endpoints.unwrap_or(0);
+        ingest_config.missed_heartbeats = i.missed_heartbeats.unwrap_or(3);
+        if let Some(v) = i.max_connections {
+            ingest_config.max_connections = v;
+        }
+        let l = &mut ingest_config.limits;
+        l.device_per_s = i.device_rate.unwrap_or(l.device_per_s);
+        l.device_burst = i.device_burst.unwrap_or(l.device_burst);
+        l.enterprise_per_s = i.enterprise_rate.unwrap_or(l.enterprise_per_s);
+        l.enterprise_burst = i.enterprise_burst.unwrap_or(l.enterprise_burst);
+        let ingest = Ingest::start(ingest_config, store.clone(), metrics).await?;
+
+        let ready = Arc::new(AtomicBool::new(false));
+        let state = ApiState {
+            store,
+            live: ingest.live(),
+            registry: Arc::new(registry),
+            ready: ready.clone(),
+            config: ApiConfig::default(),
+        };
+        let listener = tokio::net::TcpListener::bind(http_addr)
+            .await
+            .with_context(|| format!("binding the HTTP address {http_addr}"))?;
+        let http_addr = listener.local_addr()?;
+        let (http_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let app = fleetpulse_admin_api::app(state);
+        let http = tokio::spawn(async move {
+            axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await
+        });
+        ready.store(true, Ordering::SeqCst);
+        let quic_addr = ingest.local_addr();
+        // One parseable line: tests and scripts read the bound addresses from it.
+        println!("fleetpulse listening quic={quic_addr} http={http_addr} data_dir={}", data_dir.display());
+        Ok(Server { ingest, http, http_stop, ready, quic_addr, http_addr, data_dir })
+    }
+
+    /// Graceful stop: not ready, sessions closed after their acknowledged frames are durable,
+    /// then the API.
+    async fn stop(self) {
+        tracing::info!(message = "Shutting down.");
+        self.ready.store(false, Ordering::SeqCst);
+        self.ingest.shutdown(Duration::from_secs(10)).await;
+        let _ = self.http_stop.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.http).await;
+        tracing::info!(message = "Stopped.");
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(error) => {
+            tracing::warn!(message = "Cannot listen for SIGTERM.", %error);
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+}
+
+async fn demo(args: ServeArgs, devices: u32) -> anyhow::Result<()> {
+    let settings = resolve(args, ("fleetpulse-demo-data", "127.0.0.1:4433", "127.0.0.1:8080"))?;
+    let email = std::env::var("FLEETPULSE_ADMIN_EMAIL").unwrap_or_else(|_| "admin@localhost".into());
+    // The demo drives its fleet through the API, so it needs the password: a fixed default
+    // unless one is given. The demo listens on loopback only by default.
+    let password = std::env::var("FLEETPULSE_ADMIN_PASSWORD").unwrap_or_else(|_| "demo-password".into());
+    let store = Store::open_embedded(&settings.data_dir, EmbeddedConfig::default())?;
+    fleetpulse_admin_api::bootstrap_admin(&store, Some(email.clone()), Some(password.clone()))
+        .await
+        .map_err(|e| anyhow::anyhow!("creating the demo admin: {e}"))?;
+    drop(store);
+    let server = Server::start(settings).await?;
+    let api = format!("http://{}", server.http_addr);
+    println!();
+    println!("fleetpulse demo: {devices} simulated phones are connecting.");
+    println!("  management API   {api}  (admin {email} / {password})");
+    println!("  metrics          {api}/metrics");
+    println!("  devices          curl -H \"Authorization: Bearer $TOKEN\" {api}/api/v1/devices");
+    println!("  get a token      curl -X POST {api}/api/v1/auth/login -H 'content-type: application/json' \\");
+    println!("                     -d '{{\"email\":\"{email}\",\"password\":\"{password}\"}}'");
+    println!("  CA certificate   {}", server.data_dir.join("tls/ca.pem").display());
+    println!("Press Ctrl-C to stop.");
+    let quic_addr = match server.quic_addr {
+        a if a.ip().is_unspecified() => SocketAddr::new([127, 0, 0, 1].into(), a.port()),
+        a => a,
+    };
+    let fleet = fleetpulse_loadtest::LoadConfig {
+        quic_addr,
+        api: api.clone(),
+        admin_email: email,
+        admin_password: password,
+        ca_cert: server.data_dir.join("tls/ca.pem"),
+        devices,
+        duration: Duration::from_secs(365 * 24 * 3600),
+        rate_per_device: 0.2,
+        heartbeat_interval_s: 30,
+        progress: false,
+        ..fleetpulse_loadtest::LoadConfig::default()
+    };
+    let report = fleetpulse_loadtest::run_until(fleet, shutdown_signal()).await;
+    server.stop().await;
+    let report = report?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}

@@ -1,1 +1,113 @@
-//! placeholder
+//! Management HTTP/JSON API of fleetpulse: accounts and sessions, enterprises, devices with their
+//! live state, alarm records, the load-test verification endpoint, and the operational endpoints
+//! (`/healthz`, `/readyz`, `/metrics`).
+//!
+//! [`app`] builds the whole API as one [`axum::Router`]; the binary serves it and tests call it
+//! with `tower::ServiceExt::oneshot`, without a socket. Every error, including extractor
+//! rejections and unknown routes, is answered as `{"error": {"code", "message"}}` by [`ApiError`].
+//!
+//! Code map:
+//! - `error`: [`ApiError`], the one error type of the crate, and its HTTP mapping;
+//! - `extract`: `Json`, `Path` and `Query` wrappers whose rejections are [`ApiError`]s;
+//! - `auth`: password hashing, sessions, the `AuthAdmin` extractor (the one place where access
+//!   scope is decided), login/logout, [`bootstrap_admin`];
+//! - `secrets`: random tokens, credentials and passwords, token hashes;
+//! - `metrics`: the API's own counters and the live-device gauges, rendered with the shared
+//!   registry on `/metrics`;
+//! - `routes`: one module per resource, each exposing `router()`.
+//!
+//! *API Boundary*: only this crate speaks HTTP/JSON. It reads the store and the ingest tier's
+//! [`LiveState`]; it never writes events.
+
+mod auth;
+mod error;
+mod extract;
+mod metrics;
+mod routes;
+mod secrets;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use fleetpulse_ingest::LiveState;
+use fleetpulse_store::Store;
+use prometheus_client::registry::Registry;
+
+pub use auth::{
+    BootstrapOutcome, DEFAULT_ADMIN_EMAIL, MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS, bootstrap_admin, hash_password,
+    verify_password,
+};
+pub use error::ApiError;
+
+/// Settings of the API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiConfig {
+    /// How long a login session stays valid; default 12 hours.
+    pub session_ttl: Duration,
+    /// Largest accepted request body; default 64 KiB. Larger bodies get 413 `payload_too_large`.
+    pub max_body_bytes: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig { session_ttl: Duration::from_secs(12 * 3600), max_body_bytes: 64 * 1024 }
+    }
+}
+
+/// Everything the API reads from the rest of the process.
+#[derive(Debug, Clone)]
+pub struct ApiState {
+    /// Entities and events.
+    pub store: Store,
+    /// Live device state written by the ingest tier.
+    pub live: Arc<LiveState>,
+    /// Metrics of the other components, rendered first on `/metrics`. The API does not register
+    /// into it (it is shared immutably); its own metrics live in a registry of its own, rendered
+    /// after this one in the same exposition.
+    pub registry: Arc<Registry>,
+    /// True once the process serves traffic; `/readyz` answers 503 while false.
+    pub ready: Arc<AtomicBool>,
+    /// Settings.
+    pub config: ApiConfig,
+}
+
+/// What handlers and extractors share: the caller's state plus the API's own metrics.
+#[derive(Debug)]
+pub(crate) struct AppContext {
+    pub(crate) api: ApiState,
+    pub(crate) metrics: metrics::ApiMetrics,
+    /// Bounds concurrent argon2 computations (19 MiB each) to one per core.
+    pub(crate) password_checks: Arc<tokio::sync::Semaphore>,
+}
+
+/// Router state: cheap to clone.
+pub(crate) type AppState = Arc<AppContext>;
+
+/// The whole API: every route, the JSON fallbacks for unknown routes and methods, the body limit
+/// and the request counters.
+pub fn app(state: ApiState) -> Router {
+    let max_body_bytes = state.config.max_body_bytes;
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let ctx: AppState = Arc::new(AppContext {
+        metrics: metrics::ApiMetrics::new(state.live.clone()),
+        password_checks: Arc::new(tokio::sync::Semaphore::new(cores)),
+        api: state,
+    });
+    Router::new()
+        .merge(routes::ops::router())
+        .merge(auth::router())
+        .merge(routes::enterprises::router())
+        .merge(routes::devices::router())
+        .merge(routes::alarms::router())
+        .fallback(routes::unknown_route)
+        .method_not_allowed_fallback(routes::method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(ctx.clone(), metrics::count_requests))
+        .with_state(ctx)
+}
+
+#[cfg(test)]
+mod tests;

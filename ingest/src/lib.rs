@@ -1,1 +1,267 @@
-//! placeholder
+//! The QUIC ingest tier of fleetpulse (ING-1..7).
+//!
+//! ```text
+//! UDP socket × N (SO_REUSEPORT) ─▶ quinn Endpoint × N ─▶ session task per connection
+//!     session: Hello → authenticate → register → Welcome → read loop ─▶ shard queue (bounded)
+//!     shard × M: dedup (device, seq) → live state, alarm engine, offline detector → EventBatch
+//!               → store.append (durable) → acks back to the sessions, in order
+//! ```
+//!
+//! *Architecture invariant*: a frame is acknowledged only after it is applied and, for persisted
+//! kinds, durable in the store. *Architecture invariant*: every queue is bounded; when the store
+//! or a shard falls behind, sessions stop reading and QUIC flow control slows the devices.
+
+pub mod live;
+pub mod metrics;
+pub mod offline;
+pub mod router;
+mod session;
+mod shard;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use fleetpulse_proto::{DeviceId, EnterpriseId};
+use fleetpulse_store::Store;
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+pub use live::{LiveCounts, LiveDevice, LiveState};
+pub use metrics::IngestMetrics;
+pub use router::ShardRouter;
+pub use session::RateLimits;
+pub use tls::TlsSource;
+
+/// Errors starting the ingest tier.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The certificate or key could not be generated, read or used.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// A socket could not be bound or a file written.
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Settings of the ingest tier.
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    /// UDP address devices connect to.
+    pub quic_addr: SocketAddr,
+    /// Endpoints (sockets) sharing the port; 0 = one per core.
+    pub endpoints: usize,
+    /// Shards; 0 = one per core.
+    pub shards: usize,
+    /// Commands each shard queue holds before sessions wait.
+    pub shard_queue_depth: usize,
+    /// Rows a shard collects into one batch at most.
+    pub max_batch_rows: usize,
+    /// Largest frame accepted, bytes.
+    pub max_frame_len: usize,
+    /// Time a new connection has to open its stream and send Hello.
+    pub hello_timeout: Duration,
+    /// QUIC idle timeout. Devices with heartbeat intervals longer than this need QUIC keep-alives.
+    pub idle_timeout: Duration,
+    /// Missed heartbeat intervals before a device is offline.
+    pub missed_heartbeats: u32,
+    /// Most simultaneous connections; more are refused.
+    pub max_connections: usize,
+    /// Certificate source.
+    pub tls: TlsSource,
+    /// Folder for the persistent stateless-reset key.
+    pub state_dir: std::path::PathBuf,
+    /// Rate limits.
+    pub limits: RateLimits,
+}
+
+impl IngestConfig {
+    /// Defaults for a data directory.
+    pub fn new(quic_addr: SocketAddr, data_dir: &std::path::Path) -> IngestConfig {
+        IngestConfig {
+            quic_addr,
+            endpoints: 0,
+            shards: 0,
+            shard_queue_depth: 1024,
+            max_batch_rows: 20_000,
+            max_frame_len: fleetpulse_proto::MAX_FRAME_LEN,
+            hello_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(600),
+            missed_heartbeats: 3,
+            max_connections: 250_000,
+            tls: TlsSource::Dev { dir: data_dir.join("tls") },
+            state_dir: data_dir.join("tls"),
+            limits: RateLimits::default(),
+        }
+    }
+}
+
+/// Shared by every session.
+pub(crate) struct Context {
+    config: IngestConfig,
+    store: Store,
+    metrics: IngestMetrics,
+    router: ShardRouter,
+    shards: Vec<mpsc::Sender<shard::ShardCmd>>,
+    connections: DashMap<DeviceId, quinn::Connection>,
+    credentials: DashMap<String, EnterpriseId>,
+    enterprise_limiter: DefaultKeyedRateLimiter<EnterpriseId>,
+    shutdown: watch::Receiver<bool>,
+}
+
+/// The running ingest tier.
+#[derive(Debug)]
+pub struct Ingest {
+    live: Arc<LiveState>,
+    local_addr: SocketAddr,
+    endpoints: Vec<quinn::Endpoint>,
+    shutdown: watch::Sender<bool>,
+    context: Option<Arc<Context>>,
+    shard_tasks: Vec<JoinHandle<()>>,
+    accept_tasks: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context").field("shards", &self.shards.len()).finish_non_exhaustive()
+    }
+}
+
+fn bind_sockets(addr: SocketAddr, n: usize) -> std::io::Result<Vec<std::net::UdpSocket>> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let mut out = Vec::with_capacity(n);
+    let mut bound = addr;
+    for _ in 0..n {
+        let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+        s.set_reuse_port(true)?;
+        if addr.is_ipv6() {
+            s.set_only_v6(false).ok();
+        }
+        // Larger buffers absorb bursts of handshakes; the kernel caps them at rmem_max.
+        s.set_recv_buffer_size(4 << 20).ok();
+        s.set_send_buffer_size(4 << 20).ok();
+        s.bind(&bound.into())?;
+        if bound.port() == 0 {
+            bound = s.local_addr()?.as_socket().unwrap_or(addr);
+        }
+        out.push(s.into());
+    }
+    Ok(out)
+}
+
+impl Ingest {
+    /// Binds the endpoints and starts the shards and accept loops.
+    pub async fn start(config: IngestConfig, store: Store, metrics: IngestMetrics) -> Result<Ingest, IngestError> {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let n_endpoints = if config.endpoints == 0 { cores } else { config.endpoints };
+        let n_shards = if config.shards == 0 { cores } else { config.shards };
+        let server_config = tls::server_config(&config.tls, config.idle_timeout)?;
+        let reset_key = tls::reset_key(&config.state_dir)?;
+        let sockets = bind_sockets(config.quic_addr, n_endpoints)?;
+        let local_addr = sockets[0].local_addr()?;
+        let live = Arc::new(LiveState::new());
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+
+        let shard_config = shard::ShardConfig {
+            max_batch_rows: config.max_batch_rows,
+            missed_heartbeats: config.missed_heartbeats,
+        };
+        let mut shards = Vec::with_capacity(n_shards);
+        let mut shard_tasks = Vec::with_capacity(n_shards);
+        for _ in 0..n_shards {
+            let (tx, rx) = mpsc::channel(config.shard_queue_depth.max(1));
+            let shard = shard::Shard::new(shard_config, live.clone(), store.clone(), metrics.clone());
+            shard_tasks.push(tokio::spawn(shard.run(rx)));
+            shards.push(tx);
+        }
+        let limits = config.limits;
+        let context = Arc::new(Context {
+            router: ShardRouter::new(n_shards),
+            shards,
+            connections: DashMap::new(),
+            credentials: DashMap::new(),
+            enterprise_limiter: RateLimiter::keyed(
+                Quota::per_second(limits.enterprise_per_s).allow_burst(limits.enterprise_burst),
+            ),
+            shutdown: shutdown_rx,
+            store,
+            metrics,
+            config,
+        });
+
+        let mut endpoints = Vec::with_capacity(n_endpoints);
+        let mut accept_tasks = Vec::with_capacity(n_endpoints);
+        for socket in sockets {
+            let endpoint = quinn::Endpoint::new(
+                quinn::EndpointConfig::new(reset_key.clone()),
+                Some(server_config.clone()),
+                socket,
+                Arc::new(quinn::TokioRuntime),
+            )?;
+            accept_tasks.push(tokio::spawn(accept_loop(endpoint.clone(), context.clone())));
+            endpoints.push(endpoint);
+        }
+        tracing::info!(message = "Ingest listening.", addr = %local_addr, endpoints = n_endpoints, shards = n_shards);
+        Ok(Ingest {
+            live,
+            local_addr,
+            endpoints,
+            shutdown: shutdown_tx,
+            context: Some(context),
+            shard_tasks,
+            accept_tasks,
+        })
+    }
+
+    /// The bound UDP address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Live device state, for the API.
+    pub fn live(&self) -> Arc<LiveState> {
+        self.live.clone()
+    }
+
+    /// Stops accepting, closes every session (`SHUTTING_DOWN`), lets the shards commit what they
+    /// hold, and waits (at most `grace`) for the endpoints to go idle.
+    pub async fn shutdown(mut self, grace: Duration) {
+        for e in &self.endpoints {
+            e.set_server_config(None);
+        }
+        for t in &self.accept_tasks {
+            t.abort();
+        }
+        let _ = self.shutdown.send(true);
+        // Sessions hold clones of the shard senders; once they and this one are gone the shards
+        // drain and stop.
+        drop(self.context.take());
+        let shards = futures_join_all(std::mem::take(&mut self.shard_tasks));
+        if tokio::time::timeout(grace, shards).await.is_err() {
+            tracing::warn!(message = "Shards did not drain in time.");
+        }
+        for e in &self.endpoints {
+            let _ = tokio::time::timeout(grace, e.wait_idle()).await;
+        }
+    }
+}
+
+async fn futures_join_all(tasks: Vec<JoinHandle<()>>) {
+    for t in tasks {
+        let _ = t.await;
+    }
+}
+
+async fn accept_loop(endpoint: quinn::Endpoint, ctx: Arc<Context>) {
+    while let Some(incoming) = endpoint.accept().await {
+        if ctx.connections.len() >= ctx.config.max_connections {
+            ctx.metrics.connection_errors.get_or_create(&metrics::ReasonLabel { reason: "too_many_connections" }).inc();
+            incoming.refuse();
+            continue;
+        }
+        tokio::spawn(session::run(incoming, ctx.clone()));
+    }
+}

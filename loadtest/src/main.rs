@@ -1,1 +1,203 @@
-fn main() {}
+//! `fleetpulse-loadtest`: the command line around [`fleetpulse_loadtest::run_until`].
+//!
+//! Prints the JSON report to stdout (logs and progress go to stderr) and exits with 0 when
+//! verification found nothing missing or duplicated, 2 when it did, 1 when the run failed.
+//! Ctrl-C ends the sending phase early; the run still drains, verifies and reports.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use fleetpulse_loadtest::{LoadConfig, MessageMix, parse_duration};
+use tracing_subscriber::EnvFilter;
+
+/// Simulates a fleet of devices against a fleetpulse server and verifies that every
+/// acknowledged message was stored.
+#[derive(Debug, Parser)]
+#[command(name = "fleetpulse-loadtest", version)]
+struct Args {
+    /// QUIC address of the ingest server.
+    #[arg(long, default_value = "127.0.0.1:4433")]
+    quic_addr: SocketAddr,
+    /// TLS server name to verify the server certificate against.
+    #[arg(long, default_value = "localhost")]
+    server_name: String,
+    /// Base URL of the management API.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    api: String,
+    /// Admin login used to create the enterprise and to verify.
+    #[arg(long, env = "FLEETPULSE_ADMIN_EMAIL")]
+    admin_email: String,
+    /// Password of the admin login.
+    #[arg(long, env = "FLEETPULSE_ADMIN_PASSWORD", hide_env_values = true)]
+    admin_password: String,
+    /// PEM file with the CA certificate that signed the server's certificate.
+    #[arg(long)]
+    ca_cert: PathBuf,
+    /// Number of simulated devices (one QUIC connection each).
+    #[arg(long, default_value_t = 100)]
+    devices: u32,
+    /// Length of the sending phase: 30s, 2m, 1h, 250ms or plain seconds.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Data frames per second per device (open model; heartbeats come on top).
+    #[arg(long, default_value_t = 1.0)]
+    rate: f64,
+    /// Weights of the data message kinds; kinds left out get 0.
+    #[arg(long, default_value = "status=1,resource=1,alarm=0.2,heartbeat=0")]
+    mix: MessageMix,
+    /// Heartbeat interval in seconds (5..=3600).
+    #[arg(long, default_value_t = 30)]
+    heartbeat_interval: u32,
+    /// Frames per schedule tick, written together (the rate counts frames).
+    #[arg(long, default_value_t = 1)]
+    burst: u32,
+    /// New connections per second while connecting the fleet; 0 = unlimited.
+    #[arg(long, default_value_t = 1000)]
+    connect_rate: u32,
+    /// How long to wait after the sending phase for outstanding frames to be acknowledged.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    drain_timeout: Duration,
+    /// Extra devices presenting a wrong credential; each must be rejected.
+    #[arg(long, default_value_t = 0)]
+    bad_credential_devices: u32,
+    /// Also write the JSON report to this file.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Do not print a progress line every second.
+    #[arg(long)]
+    no_progress: bool,
+    /// Use this existing enterprise instead of creating one (needs --credential).
+    #[arg(long, requires = "credential")]
+    enterprise_id: Option<u64>,
+    /// Provisioning credential of --enterprise-id.
+    #[arg(long, requires = "enterprise_id")]
+    credential: Option<String>,
+}
+
+impl Args {
+    fn into_config(self) -> LoadConfig {
+        LoadConfig {
+            quic_addr: self.quic_addr,
+            server_name: self.server_name,
+            api: self.api,
+            admin_email: self.admin_email,
+            admin_password: self.admin_password,
+            ca_cert: self.ca_cert,
+            devices: self.devices,
+            duration: self.duration,
+            rate_per_device: self.rate,
+            mix: self.mix,
+            heartbeat_interval_s: self.heartbeat_interval,
+            burst: self.burst,
+            connect_rate: self.connect_rate,
+            drain_timeout: self.drain_timeout,
+            bad_credential_devices: self.bad_credential_devices,
+            report: self.report,
+            progress: !self.no_progress,
+            credential: self.enterprise_id.zip(self.credential),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")))
+        .with_writer(std::io::stderr)
+        .init();
+    let config = Args::parse().into_config();
+    match run(config) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(2),
+        Err(error) => {
+            eprintln!("fleetpulse-loadtest: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the test, prints the report; `Ok(passed)`.
+fn run(config: LoadConfig) -> anyhow::Result<bool> {
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
+    let report = runtime.block_on(fleetpulse_loadtest::run_until(config, async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            // Without a signal handler the run simply lasts its duration.
+            std::future::pending::<()>().await;
+        }
+    }))?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    if !report.passed() {
+        eprintln!(
+            "fleetpulse-loadtest: verification failed: {} missing, {} duplicated",
+            report.verified.missing, report.verified.duplicated
+        );
+    }
+    Ok(report.passed())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn flags_map_onto_the_config() {
+        let args = Args::try_parse_from([
+            "fleetpulse-loadtest",
+            "--admin-email",
+            "a@b.c",
+            "--admin-password",
+            "pw",
+            "--ca-cert",
+            "ca.pem",
+            "--devices",
+            "10",
+            "--duration",
+            "2m",
+            "--rate",
+            "0.5",
+            "--mix",
+            "alarm=1",
+            "--no-progress",
+            "--enterprise-id",
+            "7",
+            "--credential",
+            "secret",
+        ])
+        .expect("valid arguments");
+        let cfg = args.into_config();
+        assert_eq!(cfg.devices, 10);
+        assert_eq!(cfg.duration, Duration::from_secs(120));
+        assert_eq!(cfg.mix.alarm, 1.0);
+        assert_eq!(cfg.mix.status, 0.0);
+        assert!(!cfg.progress);
+        assert_eq!(cfg.credential, Some((7, "secret".to_owned())));
+        assert_eq!(cfg.drain_timeout, Duration::from_secs(30));
+        cfg.validate().expect("valid config");
+    }
+
+    #[test]
+    fn enterprise_id_needs_a_credential() {
+        let result = Args::try_parse_from([
+            "fleetpulse-loadtest",
+            "--admin-email",
+            "a",
+            "--admin-password",
+            "b",
+            "--ca-cert",
+            "c",
+            "--enterprise-id",
+            "7",
+        ]);
+        assert!(result.is_err());
+    }
+}

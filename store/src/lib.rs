@@ -89,7 +89,7 @@ pub trait EventStore: Send + Sync + 'static {
     async fn append(&self, batch: EventBatch) -> Result<()>;
     /// The highest sequence number durably applied for the device (0 if none).
     async fn last_seq(&self, device: DeviceId) -> Result<u64>;
-    /// Aggregated alarm records, newest first.
+    /// Aggregated alarm records, ordered by record id (keyset pagination).
     async fn list_alarm_records(&self, filter: AlarmFilter, page: Page) -> Result<Vec<AlarmRecord>>;
     /// Per device of the enterprise (ordered by id, after the cursor): how many persisted rows
     /// carry a device sequence number, and which distinct numbers, as ranges (LT-3).

@@ -132,7 +132,7 @@ impl EmbeddedStore {
         T: Send + 'static,
         F: FnMut(&Connection) -> Result<T> + Send + 'static,
     {
-        let (job, done) = FnJob::new(rows, f);
+        let (job, done) = FnJob::boxed(rows, f);
         self.submit(job).await?;
         done.await.map_err(|_| StoreError::Closed)?
     }

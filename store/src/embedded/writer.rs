@@ -39,7 +39,7 @@ where
     T: Send + 'static,
     F: FnMut(&Connection) -> Result<T> + Send + 'static,
 {
-    pub(super) fn new(rows: usize, f: F) -> (Box<dyn WriteJob>, oneshot::Receiver<Result<T>>) {
+    pub(super) fn boxed(rows: usize, f: F) -> (Box<dyn WriteJob>, oneshot::Receiver<Result<T>>) {
         let (reply, rx) = oneshot::channel();
         (Box::new(FnJob { f, rows, value: None, reply }), rx)
     }

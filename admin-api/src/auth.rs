@@ -1,0 +1,375 @@
+//! Accounts and sessions: password hashing, the first admin, login/logout, and the
+//! [`AuthAdmin`] bearer-token extractor every other `/api/v1` route requires.
+//!
+//! Passwords are hashed with argon2id at the OWASP parameters (19 MiB, 2 passes, 1 lane) and
+//! stored as PHC strings. Hashing and verification run on the blocking pool, at most one per core
+//! at a time, so that a burst of logins cannot stall the async workers or exhaust memory.
+//! Sessions are random 32-byte tokens given to the client once; the store keeps only their
+//! SHA-256 ([`secrets::token_hash`]).
+
+use std::sync::{Arc, LazyLock};
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use axum::Router;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::routing::post;
+use fleetpulse_proto::{AccountId, EnterpriseId, UnixMillis};
+use fleetpulse_store::{Account, NewAccount, Role, Session, Store};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::extract::Json;
+use crate::secrets;
+
+/// Fewest characters a password may have.
+pub const MIN_PASSWORD_CHARS: usize = 8;
+/// Most characters a password may have (a bound on hashing work, far above any real password).
+pub const MAX_PASSWORD_CHARS: usize = 1024;
+/// Email of the first admin when none is given.
+pub const DEFAULT_ADMIN_EMAIL: &str = "admin@localhost";
+/// Length of a generated first-admin password.
+const GENERATED_PASSWORD_CHARS: usize = 20;
+/// Longest accepted email (RFC 5321 path limit).
+const MAX_EMAIL_CHARS: usize = 254;
+
+/// argon2id with the OWASP recommended parameters: m = 19456 KiB, t = 2, p = 1.
+fn argon2id() -> Argon2<'static> {
+    let params = Params::new(19 * 1024, 2, 1, None).expect("the OWASP argon2 parameters are within argon2's bounds");
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+}
+
+/// Hashes a password with argon2id (m = 19456 KiB, t = 2, p = 1) and a random 16-byte salt;
+/// returns the PHC string (`$argon2id$v=19$m=19456,t=2,p=1$<salt>$<hash>`).
+///
+/// Enforces the password policy: [`MIN_PASSWORD_CHARS`] to [`MAX_PASSWORD_CHARS`] characters,
+/// else [`ApiError::InvalidRequest`]. CPU- and memory-heavy (tens of milliseconds, 19 MiB): call
+/// it from a blocking context.
+pub fn hash_password(pw: &str) -> Result<String, ApiError> {
+    let chars = pw.chars().count();
+    if chars < MIN_PASSWORD_CHARS {
+        return Err(ApiError::invalid(format!("a password has at least {MIN_PASSWORD_CHARS} characters")));
+    }
+    if chars > MAX_PASSWORD_CHARS {
+        return Err(ApiError::invalid(format!("a password has at most {MAX_PASSWORD_CHARS} characters")));
+    }
+    let mut salt = [0u8; 16];
+    rand::rng().fill_bytes(&mut salt);
+    let salt = SaltString::encode_b64(&salt).map_err(|e| ApiError::Internal(format!("password salt: {e}")))?;
+    argon2id()
+        .hash_password(pw.as_bytes(), &salt)
+        .map(|hash| hash.to_string())
+        .map_err(|e| ApiError::Internal(format!("password hashing: {e}")))
+}
+
+/// True if `pw` matches the PHC string `phc`; false if it does not or `phc` is not a valid
+/// argon2 PHC string. Verification uses the parameters recorded in `phc`. As heavy as
+/// [`hash_password`].
+pub fn verify_password(pw: &str, phc: &str) -> bool {
+    match PasswordHash::new(phc) {
+        Ok(hash) => argon2id().verify_password(pw.as_bytes(), &hash).is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// A hash verified when a login names an unknown email, so that the answer takes as long as for
+/// a known email with a wrong password and timing does not reveal which accounts exist.
+static TIMING_DUMMY_HASH: LazyLock<String> = LazyLock::new(|| {
+    hash_password("fleetpulse timing dummy password")
+        .expect("hashing a constant password of valid length with constant parameters cannot fail")
+});
+
+/// Runs `f` (an argon2 computation) on the blocking pool while holding one of the hashing
+/// permits. The permit moves into the blocking task, so the bound holds even when the request is
+/// abandoned while the computation runs.
+async fn password_work<T, F>(permits: &Arc<Semaphore>, f: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    let permit = permits
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| ApiError::Internal("password hashing permits closed".into()))?;
+    tokio::task::spawn_blocking(move || {
+        let value = f();
+        drop(permit);
+        value
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("password hashing task: {e}")))
+}
+
+/// Trims an email and checks its shape (something@something, no spaces, bounded length).
+fn normalize_email(email: &str) -> Result<String, ApiError> {
+    let email = email.trim();
+    let well_formed = email.chars().count() <= MAX_EMAIL_CHARS
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+        && email.split_once('@').is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty());
+    if well_formed {
+        Ok(email.to_owned())
+    } else {
+        Err(ApiError::invalid(format!("{email:?} is not an email address")))
+    }
+}
+
+/// What [`bootstrap_admin`] did.
+#[derive(Clone, PartialEq, Eq)]
+pub enum BootstrapOutcome {
+    /// A platform admin existed already; nothing was changed.
+    AlreadyPresent,
+    /// The first platform admin was created.
+    Created {
+        /// Its id.
+        account_id: AccountId,
+        /// Its login email.
+        email: String,
+        /// The password, if it was generated: the binary prints it once; it is stored nowhere.
+        generated_password: Option<String>,
+    },
+}
+
+impl std::fmt::Debug for BootstrapOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BootstrapOutcome::AlreadyPresent => f.write_str("AlreadyPresent"),
+            BootstrapOutcome::Created { account_id, email, generated_password } => f
+                .debug_struct("Created")
+                .field("account_id", account_id)
+                .field("email", email)
+                .field("generated_password", &generated_password.as_ref().map(|_| "<redacted>"))
+                .finish(),
+        }
+    }
+}
+
+/// Creates the first platform admin if there is none.
+///
+/// `email` defaults to [`DEFAULT_ADMIN_EMAIL`]; if `password` is `None`, a random 20-character
+/// alphanumeric password is generated and returned in the outcome. If a platform admin exists,
+/// nothing is done and the arguments are not even validated. Errors: 400 `invalid_request` for an
+/// email that is not one or a password outside the policy, 409 `conflict` if the email is taken
+/// (by a non-admin account), 500 on store failures.
+pub async fn bootstrap_admin(
+    store: &Store,
+    email: Option<String>,
+    password: Option<String>,
+) -> Result<BootstrapOutcome, ApiError> {
+    if store.entities.count_accounts(Role::PlatformAdmin).await? > 0 {
+        return Ok(BootstrapOutcome::AlreadyPresent);
+    }
+    let email = normalize_email(email.as_deref().unwrap_or(DEFAULT_ADMIN_EMAIL))?;
+    let (password, generated) = match password {
+        Some(pw) => (pw, false),
+        None => (secrets::random_password(GENERATED_PASSWORD_CHARS), true),
+    };
+    let pw = password.clone();
+    let password_hash = tokio::task::spawn_blocking(move || hash_password(&pw))
+        .await
+        .map_err(|e| ApiError::Internal(format!("password hashing task: {e}")))??;
+    let account = store.entities.create_account(NewAccount { email, password_hash, role: Role::PlatformAdmin }).await?;
+    tracing::info!(message = "Created the first platform admin.", account_id = %account.id, email = %account.email);
+    Ok(BootstrapOutcome::Created {
+        account_id: account.id,
+        email: account.email,
+        generated_password: generated.then_some(password),
+    })
+}
+
+/// An account as the API shows it (never with its password hash).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub(crate) struct AccountView {
+    pub(crate) id: AccountId,
+    pub(crate) email: String,
+    pub(crate) role: Role,
+}
+
+impl From<&Account> for AccountView {
+    fn from(a: &Account) -> Self {
+        AccountView { id: a.id, email: a.email.clone(), role: a.role }
+    }
+}
+
+/// What an authenticated account may see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scope {
+    /// Every enterprise: a platform admin.
+    Platform,
+}
+
+impl Scope {
+    /// The scope an account's role grants. Tenancy (enterprise and channel accounts) is added
+    /// here and in the two checks below, nowhere else.
+    fn of(account: &Account) -> Scope {
+        match account.role {
+            Role::PlatformAdmin => Scope::Platform,
+        }
+    }
+}
+
+/// An authenticated caller: a valid, unexpired session of an existing account.
+///
+/// Extracting it answers 401 `unauthorized` (with `WWW-Authenticate: Bearer`) when the
+/// `Authorization: Bearer <token>` header is missing or malformed, or names no live session.
+#[derive(Debug, Clone)]
+pub(crate) struct AuthAdmin {
+    /// The account.
+    pub(crate) account: AccountView,
+    /// What it may see.
+    pub(crate) scope: Scope,
+}
+
+impl AuthAdmin {
+    /// The enterprise a listing is restricted to: the one requested, within the caller's scope.
+    pub(crate) fn enterprise_filter(&self, requested: Option<EnterpriseId>) -> Option<EnterpriseId> {
+        match self.scope {
+            Scope::Platform => requested,
+        }
+    }
+
+    /// Whether the caller may see data of the enterprise; callers answer 404 when not, so that
+    /// out-of-scope resources look like absent ones.
+    pub(crate) fn can_see(&self, _enterprise: EnterpriseId) -> bool {
+        match self.scope {
+            Scope::Platform => true,
+        }
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header (scheme case-insensitive).
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+impl FromRequestParts<AppState> for AuthAdmin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, ctx: &AppState) -> Result<Self, Self::Rejection> {
+        let token = bearer_token(&parts.headers).ok_or(ApiError::Unauthorized)?;
+        let entities = &ctx.api.store.entities;
+        let session =
+            entities.session(secrets::token_hash(token), UnixMillis::now()).await?.ok_or(ApiError::Unauthorized)?;
+        let account = entities.account(session.account_id).await?.ok_or(ApiError::Unauthorized)?;
+        Ok(AuthAdmin { scope: Scope::of(&account), account: AccountView::from(&account) })
+    }
+}
+
+/// Routes of this module.
+pub(crate) fn router() -> Router<AppState> {
+    Router::new().route("/api/v1/auth/login", post(login)).route("/api/v1/auth/logout", post(logout))
+}
+
+#[derive(Deserialize)]
+struct LoginRequest {
+    email: String,
+    password: String,
+}
+
+#[derive(Serialize)]
+struct LoginResponse {
+    token: String,
+    expires_at: UnixMillis,
+    account: AccountView,
+}
+
+/// `POST /api/v1/auth/login`: checks the password and opens a session.
+async fn login(State(ctx): State<AppState>, Json(req): Json<LoginRequest>) -> Result<Json<LoginResponse>, ApiError> {
+    let account = match normalize_email(&req.email) {
+        Ok(email) => ctx.api.store.entities.account_by_email(&email).await?,
+        Err(_) => None,
+    };
+    let password = req.password;
+    let matches = match &account {
+        Some(a) => {
+            let phc = a.password_hash.clone();
+            password_work(&ctx.password_checks, move || verify_password(&password, &phc)).await?
+        }
+        None => {
+            password_work(&ctx.password_checks, move || verify_password(&password, &TIMING_DUMMY_HASH)).await?;
+            false
+        }
+    };
+    let account = match account {
+        Some(a) if matches => a,
+        _ => {
+            ctx.metrics.login_failed();
+            return Err(ApiError::InvalidCredentials);
+        }
+    };
+    let token = secrets::new_session_token();
+    let now = UnixMillis::now();
+    let ttl = i64::try_from(ctx.api.config.session_ttl.as_millis()).unwrap_or(i64::MAX);
+    let expires_at = UnixMillis(now.0.saturating_add(ttl));
+    ctx.api
+        .store
+        .entities
+        .create_session(Session {
+            token_hash: secrets::token_hash(&token),
+            account_id: account.id,
+            created_at: now,
+            expires_at,
+        })
+        .await?;
+    Ok(Json(LoginResponse { token, expires_at, account: AccountView::from(&account) }))
+}
+
+/// `POST /api/v1/auth/logout`: 204 for an authenticated caller.
+///
+/// The store API cannot delete a session yet, so the token stays valid until it expires: the
+/// client must forget it. Revocation comes with `EntityStore::delete_session`.
+async fn logout(_auth: AuthAdmin) -> StatusCode {
+    StatusCode::NO_CONTENT
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashes_are_argon2id_owasp_phc_strings_that_verify() {
+        let phc = hash_password("correct horse battery").expect("hash");
+        assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
+        assert!(verify_password("correct horse battery", &phc));
+        assert!(!verify_password("correct horse battery!", &phc));
+        assert!(!verify_password("correct horse battery", "not a phc string"));
+        assert_ne!(phc, hash_password("correct horse battery").expect("hash"), "salts differ");
+    }
+
+    #[test]
+    fn password_policy_bounds_the_length() {
+        assert!(matches!(hash_password("1234567"), Err(ApiError::InvalidRequest(_))));
+        assert!(matches!(hash_password(&"x".repeat(MAX_PASSWORD_CHARS + 1)), Err(ApiError::InvalidRequest(_))));
+        assert!(hash_password("12345678").is_ok());
+    }
+
+    #[test]
+    fn emails_are_trimmed_and_checked() {
+        assert_eq!(normalize_email("  a@b ").ok().as_deref(), Some("a@b"));
+        for bad in ["", "ab", "@b", "a@", "a b@c", "a@b\n c"] {
+            assert!(normalize_email(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn bearer_tokens_are_read_from_the_authorization_header() {
+        let mut h = HeaderMap::new();
+        assert_eq!(bearer_token(&h), None);
+        h.insert(header::AUTHORIZATION, "Bearer abc".parse().expect("header value"));
+        assert_eq!(bearer_token(&h), Some("abc"));
+        h.insert(header::AUTHORIZATION, "bearer  abc ".parse().expect("header value"));
+        assert_eq!(bearer_token(&h), Some("abc"));
+        h.insert(header::AUTHORIZATION, "Basic abc".parse().expect("header value"));
+        assert_eq!(bearer_token(&h), None);
+        h.insert(header::AUTHORIZATION, "Bearer ".parse().expect("header value"));
+        assert_eq!(bearer_token(&h), None);
+    }
+}

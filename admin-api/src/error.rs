@@ -1,0 +1,128 @@
+//! The one error type of the API and its HTTP mapping.
+//!
+//! Every failure leaves the API as `{"error": {"code": "<stable_snake_case>", "message": "..."}}`.
+//! Codes are part of the API contract; messages are for humans and may change. Server-side
+//! failures (5xx) are logged with their cause and answered with a generic message: causes never
+//! reach clients.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use fleetpulse_store::StoreError;
+use serde::Serialize;
+
+/// Errors of the API, each with a fixed HTTP status and a stable code.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 401 `unauthorized`: login with an unknown email or a wrong password (one message for
+    /// both, so that the answer does not reveal which accounts exist).
+    #[error("invalid email or password")]
+    InvalidCredentials,
+    /// 401 `unauthorized`: no bearer token, a malformed one, or an unknown or expired session.
+    #[error("a valid bearer token is required")]
+    Unauthorized,
+    /// 404 `not_found`: the resource (named here) does not exist, or the route is unknown.
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// 400 `invalid_request`: the path, query or body is malformed or fails validation.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// 409 `conflict`: the request collides with existing data.
+    #[error("{0}")]
+    Conflict(String),
+    /// 405 `method_not_allowed`: the route exists but not with this method.
+    #[error("method not allowed on this route")]
+    MethodNotAllowed,
+    /// 413 `payload_too_large`: the body exceeds the configured limit.
+    #[error("the request body is too large")]
+    PayloadTooLarge,
+    /// 415 `unsupported_media_type`: the body is not declared as `application/json`.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// 503 `not_ready`: the process is starting or shutting down.
+    #[error("the service is not ready")]
+    NotReady,
+    /// 500 `internal`: the store failed; the cause is logged, never shown.
+    #[error("store failure: {0}")]
+    Store(StoreError),
+    /// 500 `internal`: any other server-side failure (a bug, a panicked blocking task); the cause
+    /// is logged, never shown.
+    #[error("internal failure: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// HTTP status of the error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::InvalidCredentials | ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Store(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Stable machine-readable code of the error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::InvalidCredentials | ApiError::Unauthorized => "unauthorized",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::InvalidRequest(_) => "invalid_request",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::PayloadTooLarge => "payload_too_large",
+            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
+            ApiError::NotReady => "not_ready",
+            ApiError::Store(_) | ApiError::Internal(_) => "internal",
+        }
+    }
+
+    /// Shorthand for [`ApiError::InvalidRequest`].
+    pub(crate) fn invalid(message: impl Into<String>) -> ApiError {
+        ApiError::InvalidRequest(message.into())
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::AlreadyExists(what) => ApiError::Conflict(format!("{what} already exists")),
+            StoreError::DeviceConflict => ApiError::Conflict("the device is registered to another enterprise".into()),
+            other => ApiError::Store(other),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: ErrorDetail<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorDetail<'a> {
+    code: &'a str,
+    message: &'a str,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::error!(message = "Request failed.", error = %self);
+            "internal server error".to_owned()
+        } else {
+            self.to_string()
+        };
+        let body = ErrorBody { error: ErrorDetail { code: self.code(), message: &message } };
+        let mut response = (status, Json(body)).into_response();
+        if matches!(self, ApiError::Unauthorized) {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}

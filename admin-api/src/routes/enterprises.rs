@@ -1,0 +1,142 @@
+//! Enterprises: listing, creation (with a fresh provisioning credential), lookup, and the
+//! stored-sequences verification endpoint the load tester uses to count stored messages.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use fleetpulse_proto::{DeviceId, EnterpriseId};
+use fleetpulse_store::{Enterprise, NewEnterprise, StoredSequences};
+use serde::{Deserialize, Serialize};
+
+use crate::AppState;
+use crate::auth::AuthAdmin;
+use crate::error::ApiError;
+use crate::extract::{Json, Path, Query};
+use crate::routes::{ListPage, next_after, page};
+use crate::secrets;
+
+/// Most characters of an enterprise name, after trimming.
+const MAX_NAME_CHARS: usize = 128;
+/// Default and largest page of the enterprise listing.
+const LIST_DEFAULT: u32 = 50;
+const LIST_MAX: u32 = 1000;
+/// Default and largest page of the stored-sequences listing.
+const SEQUENCES_DEFAULT: u32 = 1000;
+const SEQUENCES_MAX: u32 = 1000;
+
+/// Routes of this module.
+pub(crate) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/enterprises", get(list).post(create))
+        .route("/api/v1/enterprises/{id}", get(show))
+        .route("/api/v1/enterprises/{id}/stored-sequences", get(stored_sequences))
+}
+
+#[derive(Debug, Deserialize)]
+struct PageQuery {
+    after: Option<u64>,
+    limit: Option<u32>,
+}
+
+/// `GET /api/v1/enterprises?after=&limit=`: enterprises ordered by id.
+async fn list(
+    _auth: AuthAdmin,
+    State(ctx): State<AppState>,
+    Query(q): Query<PageQuery>,
+) -> Result<Json<ListPage<Enterprise>>, ApiError> {
+    let page = page(q.after, q.limit, LIST_DEFAULT, LIST_MAX)?;
+    let items = ctx.api.store.entities.list_enterprises(page).await?;
+    Ok(Json(ListPage::new(items, page, |e| e.id.0)))
+}
+
+#[derive(Debug, Deserialize)]
+struct CreateEnterprise {
+    name: String,
+}
+
+/// Trims a name and checks it: 1 to 128 characters, no control characters.
+fn enterprise_name(name: &str) -> Result<String, ApiError> {
+    let name = name.trim();
+    let chars = name.chars().count();
+    if chars == 0 || chars > MAX_NAME_CHARS {
+        return Err(ApiError::invalid(format!("name must have 1 to {MAX_NAME_CHARS} characters")));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(ApiError::invalid("name must not contain control characters"));
+    }
+    Ok(name.to_owned())
+}
+
+/// `POST /api/v1/enterprises` `{"name"}`: 201 with the enterprise and its new credential.
+async fn create(
+    auth: AuthAdmin,
+    State(ctx): State<AppState>,
+    Json(req): Json<CreateEnterprise>,
+) -> Result<Response, ApiError> {
+    let name = enterprise_name(&req.name)?;
+    let enterprise = ctx
+        .api
+        .store
+        .entities
+        .create_enterprise(NewEnterprise { name, credential: secrets::random_hex::<32>() })
+        .await?;
+    tracing::info!(message = "Created an enterprise.", enterprise_id = %enterprise.id, by_account = %auth.account.id);
+    let location = HeaderValue::try_from(format!("/api/v1/enterprises/{}", enterprise.id))
+        .map_err(|e| ApiError::Internal(format!("location header: {e}")))?;
+    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(enterprise)).into_response())
+}
+
+/// The enterprise, or 404 if it does not exist or is outside the caller's scope.
+async fn find(ctx: &AppState, auth: &AuthAdmin, id: EnterpriseId) -> Result<Enterprise, ApiError> {
+    match ctx.api.store.entities.enterprise(id).await? {
+        Some(e) if auth.can_see(e.id) => Ok(e),
+        _ => Err(ApiError::NotFound("enterprise")),
+    }
+}
+
+/// `GET /api/v1/enterprises/{id}`.
+async fn show(
+    auth: AuthAdmin,
+    State(ctx): State<AppState>,
+    Path(id): Path<EnterpriseId>,
+) -> Result<Json<Enterprise>, ApiError> {
+    Ok(Json(find(&ctx, &auth, id).await?))
+}
+
+#[derive(Debug, Serialize)]
+struct StoredSequencesPage {
+    devices: Vec<StoredSequences>,
+    next_after: Option<DeviceId>,
+}
+
+/// `GET /api/v1/enterprises/{id}/stored-sequences?after=&limit=`: per device of the enterprise,
+/// ordered by id, how many persisted rows carry a sequence number and which distinct numbers.
+async fn stored_sequences(
+    auth: AuthAdmin,
+    State(ctx): State<AppState>,
+    Path(id): Path<EnterpriseId>,
+    Query(q): Query<PageQuery>,
+) -> Result<Json<StoredSequencesPage>, ApiError> {
+    let page = page(q.after, q.limit, SEQUENCES_DEFAULT, SEQUENCES_MAX)?;
+    let enterprise = find(&ctx, &auth, id).await?;
+    let devices = ctx.api.store.events.stored_sequences(enterprise.id, page).await?;
+    let next_after = next_after(&devices, page, |d| d.device_id.0).map(DeviceId);
+    Ok(Json(StoredSequencesPage { devices, next_after }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_trimmed_and_bounded() {
+        assert_eq!(enterprise_name("  Acme  ").ok().as_deref(), Some("Acme"));
+        assert_eq!(enterprise_name(&"é".repeat(128)).ok().map(|n| n.chars().count()), Some(128));
+        for bad in ["", "   ", "a\u{7}b"] {
+            assert!(enterprise_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(enterprise_name(&"x".repeat(129)).is_err());
+    }
+}

@@ -1,0 +1,126 @@
+//! Tests of the whole API through `app()` with `oneshot`: a real embedded store in a temporary
+//! directory, no sockets.
+
+mod auth;
+mod ops;
+mod resources;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use fleetpulse_ingest::LiveState;
+use fleetpulse_store::Store;
+use fleetpulse_store::embedded::EmbeddedConfig;
+use http_body_util::BodyExt;
+use prometheus_client::registry::Registry;
+use serde_json::Value;
+use tower::ServiceExt;
+
+use crate::{ApiConfig, ApiState, BootstrapOutcome, app, bootstrap_admin};
+
+const ADMIN_EMAIL: &str = "ops@example.com";
+const ADMIN_PASSWORD: &str = "s3cret-enough";
+
+/// An app over a fresh store, with handles on what the tests drive.
+struct Harness {
+    _dir: tempfile::TempDir,
+    store: Store,
+    ready: Arc<AtomicBool>,
+    app: Router,
+}
+
+fn harness() -> Harness {
+    harness_with(ApiConfig::default(), Registry::default())
+}
+
+fn harness_with(config: ApiConfig, registry: Registry) -> Harness {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open_embedded(dir.path(), EmbeddedConfig { fsync: false, ..EmbeddedConfig::default() })
+        .expect("open store");
+    let ready = Arc::new(AtomicBool::new(false));
+    let state = ApiState {
+        store: store.clone(),
+        live: Arc::new(LiveState::new()),
+        registry: Arc::new(registry),
+        ready: ready.clone(),
+        config,
+    };
+    Harness { _dir: dir, store, ready, app: app(state) }
+}
+
+/// A response, read whole.
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8(self.body.clone()).expect("UTF-8 body")
+    }
+
+    /// Asserts the status and the JSON error shape with this code.
+    fn assert_error(&self, status: StatusCode, code: &str) {
+        assert_eq!(self.status, status, "{}", String::from_utf8_lossy(&self.body));
+        assert_eq!(
+            self.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()),
+            Some("application/json"),
+            "error responses are JSON"
+        );
+        let body = self.json();
+        assert_eq!(body["error"]["code"], code, "{body}");
+        assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    }
+}
+
+impl Harness {
+    async fn send(&self, req: Request<Body>) -> Reply {
+        let response = self.app.clone().oneshot(req).await.expect("the router is infallible");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.into_body().collect().await.expect("read body").to_bytes().to_vec();
+        Reply { status, headers, body }
+    }
+
+    /// Sends a request with an optional bearer token and an optional JSON body.
+    async fn call(&self, method: Method, uri: &str, token: Option<&str>, body: Option<Value>) -> Reply {
+        let mut req = Request::builder().method(method).uri(uri);
+        if let Some(token) = token {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let req = match body {
+            Some(body) => req.header(header::CONTENT_TYPE, "application/json").body(Body::from(body.to_string())),
+            None => req.body(Body::empty()),
+        };
+        self.send(req.expect("valid request")).await
+    }
+
+    async fn get(&self, uri: &str, token: &str) -> Reply {
+        self.call(Method::GET, uri, Some(token), None).await
+    }
+
+    async fn login(&self, email: &str, password: &str) -> Reply {
+        let body = serde_json::json!({ "email": email, "password": password });
+        self.call(Method::POST, "/api/v1/auth/login", None, Some(body)).await
+    }
+
+    /// Creates the admin and logs in; returns the bearer token.
+    async fn admin_token(&self) -> String {
+        let outcome = bootstrap_admin(&self.store, Some(ADMIN_EMAIL.into()), Some(ADMIN_PASSWORD.into()))
+            .await
+            .expect("bootstrap");
+        assert!(matches!(outcome, BootstrapOutcome::Created { .. }));
+        let reply = self.login(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        reply.json()["token"].as_str().expect("token").to_owned()
+    }
+}

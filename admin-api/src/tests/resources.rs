@@ -1,0 +1,265 @@
+//! Enterprises, devices, alarms and stored sequences; request validation in the JSON error shape.
+
+use axum::http::{Method, StatusCode, header};
+use fleetpulse_proto::domain::{AlarmChange, AlarmChangeKind, DeviceKey, ResourceSample};
+use fleetpulse_proto::{DeviceId, EnterpriseId, Mac, UnixMillis, alarm_types};
+use fleetpulse_store::{AlarmEvent, EventBatch, NewDevice, ResourceEvent};
+use serde_json::json;
+
+use super::*;
+
+async fn create_enterprise(h: &Harness, token: &str, name: &str) -> Value {
+    let reply = h.call(Method::POST, "/api/v1/enterprises", Some(token), Some(json!({ "name": name }))).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
+    let body = reply.json();
+    let location = reply.headers.get(header::LOCATION).and_then(|v| v.to_str().ok()).expect("location");
+    assert_eq!(location, format!("/api/v1/enterprises/{}", body["id"]));
+    body
+}
+
+async fn register(h: &Harness, enterprise: u64, key: DeviceKey) -> DeviceId {
+    let serial = match &key {
+        DeviceKey::Serial(sn) => sn.clone(),
+        DeviceKey::Mac(_) => "SN-1".into(),
+    };
+    let new = NewDevice {
+        enterprise_id: EnterpriseId(enterprise),
+        key,
+        serial: Some(serial),
+        model: "T54W".into(),
+        firmware: "1.0".into(),
+        at: UnixMillis(1),
+    };
+    h.store.entities.register_device(new).await.expect("register").device.id
+}
+
+fn mac(s: &str) -> DeviceKey {
+    DeviceKey::Mac(Mac::parse(s).expect("mac"))
+}
+
+#[tokio::test]
+async fn enterprises_are_created_fetched_and_listed_by_pages() {
+    let h = harness();
+    let token = h.admin_token().await;
+    let a = create_enterprise(&h, &token, "  Acme  ").await;
+    assert_eq!(a["name"], "Acme");
+    let credential = a["credential"].as_str().expect("credential");
+    assert_eq!(credential.len(), 64);
+    assert!(credential.bytes().all(|b| b.is_ascii_hexdigit()));
+    assert!(a["id"].is_u64() && a["created_at"].is_i64(), "{a}");
+    let b = create_enterprise(&h, &token, "Globex").await;
+    let c = create_enterprise(&h, &token, "Initech").await;
+    assert_ne!(a["credential"], b["credential"]);
+
+    let fetched = h.get(&format!("/api/v1/enterprises/{}", a["id"]), &token).await;
+    assert_eq!(fetched.status, StatusCode::OK);
+    assert_eq!(fetched.json(), a);
+
+    let first = h.get("/api/v1/enterprises?limit=2", &token).await.json();
+    assert_eq!(first["items"], json!([a, b]));
+    assert_eq!(first["next_after"], b["id"]);
+    let second = h.get(&format!("/api/v1/enterprises?limit=2&after={}", b["id"]), &token).await.json();
+    assert_eq!(second, json!({ "items": [c], "next_after": null }));
+    let all = h.get("/api/v1/enterprises", &token).await.json();
+    assert_eq!(all, json!({ "items": [a, b, c], "next_after": null }));
+}
+
+#[tokio::test]
+async fn invalid_enterprise_names_are_rejected() {
+    let h = harness();
+    let token = h.admin_token().await;
+    for name in ["", "   ", &"x".repeat(129)] {
+        let reply = h.call(Method::POST, "/api/v1/enterprises", Some(&token), Some(json!({ "name": name }))).await;
+        reply.assert_error(StatusCode::BAD_REQUEST, "invalid_request");
+    }
+}
+
+#[tokio::test]
+async fn unknown_resources_and_routes_are_json_404s() {
+    let h = harness();
+    let token = h.admin_token().await;
+    for uri in ["/api/v1/enterprises/999", "/api/v1/devices/999", "/api/v1/enterprises/999/stored-sequences", "/nope"] {
+        h.get(uri, &token).await.assert_error(StatusCode::NOT_FOUND, "not_found");
+    }
+    let wrong_method = h.call(Method::DELETE, "/api/v1/enterprises", Some(&token), None).await;
+    wrong_method.assert_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+}
+
+#[tokio::test]
+async fn malformed_paths_and_queries_are_invalid_requests() {
+    let h = harness();
+    let token = h.admin_token().await;
+    for uri in [
+        "/api/v1/enterprises/abc",
+        "/api/v1/devices/-1",
+        "/api/v1/enterprises?limit=0",
+        "/api/v1/enterprises?limit=1001",
+        "/api/v1/enterprises?limit=many",
+        "/api/v1/devices?enterprise_id=x",
+        "/api/v1/alarms?after=-3",
+        "/api/v1/enterprises/1/stored-sequences?limit=1001",
+    ] {
+        h.get(uri, &token).await.assert_error(StatusCode::BAD_REQUEST, "invalid_request");
+    }
+}
+
+#[tokio::test]
+async fn malformed_bodies_are_json_errors() {
+    let h = harness_with(ApiConfig { max_body_bytes: 1024, ..ApiConfig::default() }, Registry::default());
+    let token = h.admin_token().await;
+    let post = |content_type: Option<&'static str>, body: String| {
+        let mut req = Request::builder()
+            .method(Method::POST)
+            .uri("/api/v1/enterprises")
+            .header(header::AUTHORIZATION, format!("Bearer {token}"));
+        if let Some(ct) = content_type {
+            req = req.header(header::CONTENT_TYPE, ct);
+        }
+        req.body(Body::from(body)).expect("request")
+    };
+    let json_ct = Some("application/json");
+    h.send(post(json_ct, "{\"name\": ".into())).await.assert_error(StatusCode::BAD_REQUEST, "invalid_request");
+    h.send(post(json_ct, "{}".into())).await.assert_error(StatusCode::BAD_REQUEST, "invalid_request");
+    h.send(post(json_ct, "{\"name\": 5}".into())).await.assert_error(StatusCode::BAD_REQUEST, "invalid_request");
+    h.send(post(None, "{\"name\": \"a\"}".into()))
+        .await
+        .assert_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
+    h.send(post(Some("text/plain"), "{\"name\": \"a\"}".into()))
+        .await
+        .assert_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
+    let huge = json!({ "name": "x".repeat(2000) }).to_string();
+    h.send(post(json_ct, huge)).await.assert_error(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+    let login = Request::builder()
+        .method(Method::POST)
+        .uri("/api/v1/auth/login")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from("not json"))
+        .expect("request");
+    h.send(login).await.assert_error(StatusCode::BAD_REQUEST, "invalid_request");
+    let listed = h.get("/api/v1/enterprises", &token).await.json();
+    assert_eq!(listed["items"], json!([]), "nothing was created");
+}
+
+#[tokio::test]
+async fn devices_are_listed_with_their_live_state() {
+    let h = harness();
+    let token = h.admin_token().await;
+    let a = create_enterprise(&h, &token, "a").await["id"].as_u64().expect("id");
+    let b = create_enterprise(&h, &token, "b").await["id"].as_u64().expect("id");
+    let d1 = register(&h, a, mac("001565000001")).await;
+    let d2 = register(&h, b, mac("001565000002")).await;
+    let d3 = register(&h, a, DeviceKey::Serial("SN-3".into())).await;
+
+    let one = h.get(&format!("/api/v1/devices/{d1}"), &token).await;
+    assert_eq!(one.status, StatusCode::OK);
+    let one = one.json();
+    assert_eq!(
+        one,
+        json!({
+            "id": d1.0, "enterprise_id": a, "mac": "001565000001", "serial": "SN-1", "model": "T54W",
+            "firmware": "1.0", "name": "", "created_at": one["created_at"], "live": null, "online": false,
+        })
+    );
+
+    let all = h.get("/api/v1/devices", &token).await.json();
+    let ids: Vec<_> = all["items"].as_array().expect("items").iter().map(|d| d["id"].clone()).collect();
+    assert_eq!(ids, vec![json!(d1.0), json!(d2.0), json!(d3.0)]);
+    let of_a = h.get(&format!("/api/v1/devices?enterprise_id={a}&limit=1"), &token).await.json();
+    assert_eq!(of_a["items"][0]["id"], d1.0);
+    assert_eq!(of_a["next_after"], d1.0);
+    let rest = h.get(&format!("/api/v1/devices?enterprise_id={a}&limit=1&after={d1}"), &token).await.json();
+    assert_eq!(rest["items"][0]["id"], d3.0);
+    assert_eq!(rest["items"][0]["mac"], Value::Null);
+}
+
+#[tokio::test]
+async fn alarm_records_are_listed_with_filters() {
+    let h = harness();
+    let token = h.admin_token().await;
+    let e = create_enterprise(&h, &token, "a").await["id"].as_u64().expect("id");
+    let d1 = register(&h, e, mac("001565000001")).await;
+    let d2 = register(&h, e, mac("001565000002")).await;
+    let raise = |device, code| AlarmChange {
+        device_id: device,
+        enterprise_id: EnterpriseId(e),
+        code,
+        at: UnixMillis(10),
+        kind: AlarmChangeKind::Raise { description: "gone".into() },
+    };
+    let batch = EventBatch {
+        alarm_changes: vec![raise(d1, alarm_types::OFFLINE), raise(d2, alarm_types::OFFLINE)],
+        ..EventBatch::default()
+    };
+    h.store.events.append(batch).await.expect("append");
+
+    let all = h.get("/api/v1/alarms", &token).await.json();
+    assert_eq!(all["items"].as_array().map(Vec::len), Some(2));
+    let of_d2 = h.get(&format!("/api/v1/alarms?device_id={d2}"), &token).await.json();
+    let record = &of_d2["items"][0];
+    assert_eq!(of_d2["items"].as_array().map(Vec::len), Some(1));
+    assert_eq!((record["device_id"].as_u64(), record["enterprise_id"].as_u64()), (Some(d2.0), Some(e)));
+    assert_eq!(
+        (&record["code"], &record["name"], &record["severity"]),
+        (&json!(109), &json!("Offline"), &json!("critical"))
+    );
+    assert_eq!(
+        (&record["status"], &record["count"], &record["description"]),
+        (&json!("active"), &json!(1), &json!("gone"))
+    );
+    let page = h.get("/api/v1/alarms?limit=1", &token).await.json();
+    assert_eq!(page["next_after"], page["items"][0]["id"]);
+    let none = h.get(&format!("/api/v1/alarms?enterprise_id={}", e + 1), &token).await.json();
+    assert_eq!(none, json!({ "items": [], "next_after": null }));
+}
+
+#[tokio::test]
+async fn stored_sequences_count_rows_and_ranges_per_device() {
+    let h = harness();
+    let token = h.admin_token().await;
+    let e = create_enterprise(&h, &token, "a").await["id"].as_u64().expect("id");
+    let other = create_enterprise(&h, &token, "b").await["id"].as_u64().expect("id");
+    let d1 = register(&h, e, mac("001565000001")).await;
+    let d2 = register(&h, e, DeviceKey::Serial("SN-2".into())).await;
+    register(&h, other, mac("001565000003")).await;
+    let resource = |seq| ResourceEvent {
+        device_id: d1,
+        enterprise_id: EnterpriseId(e),
+        seq,
+        at: UnixMillis(1),
+        sample: ResourceSample { cpu_centi_pct: 1, mem_used_bytes: 1, mem_total_bytes: 2 },
+    };
+    let alarm = |seq| AlarmEvent {
+        device_id: d1,
+        enterprise_id: EnterpriseId(e),
+        seq,
+        at: UnixMillis(1),
+        code: alarm_types::OFFLINE,
+        clear: false,
+        description: String::new(),
+        log: None,
+    };
+    let batch = EventBatch {
+        resources: vec![resource(1), resource(2), resource(3), resource(3)],
+        alarms: vec![alarm(5), alarm(0)],
+        delivery: vec![(d1, 5)],
+        ..EventBatch::default()
+    };
+    h.store.events.append(batch).await.expect("append");
+
+    let reply = h.get(&format!("/api/v1/enterprises/{e}/stored-sequences"), &token).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(
+        reply.json(),
+        json!({
+            "devices": [
+                { "device_id": d1.0, "mac": "001565000001", "serial": "SN-1", "rows": 5, "ranges": [[1, 3], [5, 5]] },
+                { "device_id": d2.0, "mac": null, "serial": "SN-2", "rows": 0, "ranges": [] },
+            ],
+            "next_after": null,
+        })
+    );
+    let first = h.get(&format!("/api/v1/enterprises/{e}/stored-sequences?limit=1"), &token).await.json();
+    assert_eq!((first["devices"].as_array().map(Vec::len), &first["next_after"]), (Some(1), &json!(d1.0)));
+    let second = h.get(&format!("/api/v1/enterprises/{e}/stored-sequences?limit=1&after={d1}"), &token).await.json();
+    assert_eq!((&second["devices"][0]["device_id"], &second["next_after"]), (&json!(d2.0), &json!(d2.0)));
+}

@@ -1,0 +1,385 @@
+//! One device connection: handshake, authentication, then the read loop and the ack writer.
+//!
+//! The read loop decodes frames (bounded by the maximum frame size), validates them, applies the
+//! device's and the enterprise's rate limits by *waiting* (so a flooding device is slowed by QUIC
+//! flow control rather than cut off), and hands them to the device's shard. The ack writer
+//! awaits the shard's answers in order and sends cumulative acknowledgements, coalescing those
+//! that are ready together. A bad frame closes only this connection.
+
+use std::collections::VecDeque;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use fleetpulse_proto::domain::{DeviceHello, DeviceMessage};
+use fleetpulse_proto::wire::{Ack, Downlink, Rejected, Uplink, Welcome};
+use fleetpulse_proto::{DecodeError, DeviceId, EnterpriseId, FrameDecoder, FrameEncoder, UnixMillis, close_code};
+use fleetpulse_store::{NewDevice, StoreError};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use quinn::{RecvStream, SendStream, VarInt};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::Context;
+use crate::metrics::{ReasonLabel, ScopeLabel};
+use crate::shard::{AckResult, Frame, ShardCmd};
+
+/// Largest chunk read from a stream at once.
+const READ_CHUNK: usize = 16 * 1024;
+/// Commands a session may have waiting for acknowledgement.
+const MAX_IN_FLIGHT: usize = 256;
+
+/// Why a session ended; closes the connection with `code`.
+#[derive(Debug)]
+struct Close {
+    code: u32,
+    reason: String,
+}
+
+impl Close {
+    fn new(code: u32, reason: impl Into<String>) -> Close {
+        Close { code, reason: reason.into() }
+    }
+}
+
+/// Items for the ack writer, in stream order.
+enum Outbound {
+    Pending(oneshot::Receiver<AckResult>),
+    Rejected(u64, String),
+}
+
+/// Decrements the open-connections gauge when the session ends, however it ends.
+struct OpenGuard(crate::metrics::IngestMetrics);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.connections_open.dec();
+    }
+}
+
+/// Serves one incoming connection to its end.
+pub(crate) async fn run(incoming: quinn::Incoming, ctx: Arc<Context>) {
+    let conn = match incoming.await {
+        Ok(conn) => conn,
+        Err(error) => {
+            tracing::debug!(message = "Handshake failed.", %error);
+            ctx.metrics.connection_errors.get_or_create(&ReasonLabel { reason: "handshake" }).inc();
+            return;
+        }
+    };
+    ctx.metrics.connections_accepted.inc();
+    ctx.metrics.connections_open.inc();
+    let _guard = OpenGuard(ctx.metrics.clone());
+    let mut shutdown = ctx.shutdown.clone();
+    let outcome = tokio::select! {
+        r = serve(&conn, &ctx) => r,
+        _ = shutdown.wait_for(|s| *s) => Err(Close::new(close_code::SHUTTING_DOWN, "server shutting down")),
+    };
+    match outcome {
+        Ok(()) => conn.close(VarInt::from_u32(close_code::NORMAL), b"bye"),
+        Err(close) => {
+            if close.code != close_code::NORMAL {
+                tracing::debug!(message = "Closing device connection.", code = close.code, reason = %close.reason);
+            }
+            conn.close(VarInt::from_u32(close.code), close.reason.as_bytes());
+        }
+    }
+}
+
+fn protocol_error(ctx: &Context, reason: &'static str, code: u32, detail: String) -> Close {
+    ctx.metrics.connection_errors.get_or_create(&ReasonLabel { reason }).inc();
+    Close::new(code, detail)
+}
+
+/// Reads the next frame, `Ok(None)` when the device finished its stream.
+async fn next_uplink(recv: &mut RecvStream, decoder: &mut FrameDecoder, ctx: &Context) -> Result<Option<Uplink>, Close> {
+    loop {
+        match decoder.next_frame::<Uplink>() {
+            Ok(Some(frame)) => return Ok(Some(frame)),
+            Ok(None) => {}
+            Err(DecodeError::TooLarge { len, max }) => {
+                return Err(protocol_error(
+                    ctx,
+                    "frame_too_large",
+                    close_code::FRAME_TOO_LARGE,
+                    format!("frame of {len} bytes exceeds {max}"),
+                ));
+            }
+            Err(DecodeError::Malformed(e)) => {
+                return Err(protocol_error(ctx, "malformed_frame", close_code::MALFORMED_FRAME, e));
+            }
+        }
+        match recv.read_chunk(READ_CHUNK, true).await {
+            Ok(Some(chunk)) => decoder.push(&chunk.bytes),
+            Ok(None) => return Ok(None),
+            Err(error) => return Err(Close::new(close_code::NORMAL, format!("stream ended: {error}"))),
+        }
+    }
+}
+
+async fn serve(conn: &quinn::Connection, ctx: &Arc<Context>) -> Result<(), Close> {
+    let timeout = ctx.config.hello_timeout;
+    let (mut send, mut recv) = tokio::time::timeout(timeout, conn.accept_bi())
+        .await
+        .map_err(|_| protocol_error(ctx, "hello_timeout", close_code::HELLO_TIMEOUT, "no stream opened".into()))?
+        .map_err(|e| Close::new(close_code::NORMAL, format!("connection lost: {e}")))?;
+    let mut decoder = FrameDecoder::new(ctx.config.max_frame_len);
+    let hello = match tokio::time::timeout(timeout, next_uplink(&mut recv, &mut decoder, ctx)).await {
+        Err(_) => return Err(protocol_error(ctx, "hello_timeout", close_code::HELLO_TIMEOUT, "no Hello".into())),
+        Ok(Ok(Some(Uplink::Hello(hello)))) => hello,
+        Ok(Ok(Some(Uplink::Data(_)))) => {
+            return Err(protocol_error(ctx, "data_before_hello", close_code::PROTOCOL_VIOLATION, "Hello first".into()));
+        }
+        Ok(Ok(None)) => return Ok(()),
+        Ok(Err(close)) => return Err(close),
+    };
+    let hello = DeviceHello::try_from(hello)
+        .map_err(|e| protocol_error(ctx, "bad_hello", close_code::BAD_HELLO, e.to_string()))?;
+    let enterprise = authenticate(ctx, &hello.credential).await?;
+    let registered = ctx
+        .store
+        .entities
+        .register_device(NewDevice {
+            enterprise_id: enterprise,
+            key: hello.key.clone(),
+            serial: hello.serial.clone(),
+            model: hello.model.clone(),
+            firmware: hello.firmware.clone(),
+            at: UnixMillis::now(),
+        })
+        .await
+        .map_err(|e| match e {
+            StoreError::DeviceConflict => protocol_error(
+                ctx,
+                "device_conflict",
+                close_code::DEVICE_CONFLICT,
+                "device registered to another enterprise".into(),
+            ),
+            e => server_error(ctx, e),
+        })?;
+    let device = registered.device.id;
+    if registered.created {
+        tracing::info!(message = "Device auto-added.", %device, %enterprise);
+    }
+    let committed = ctx.store.events.last_seq(device).await.map_err(|e| server_error(ctx, e))?;
+
+    // One connection per device: a newer one replaces an older one.
+    if let Some(old) = ctx.connections.insert(device, conn.clone()) {
+        old.close(VarInt::from_u32(close_code::REPLACED), b"replaced by a newer connection");
+    }
+    let shard = ctx.shards[ctx.router.shard_for(device)].clone();
+    let result = async {
+        shard
+            .send(ShardCmd::Open {
+                device,
+                enterprise,
+                heartbeat_interval_s: hello.heartbeat_interval_s,
+                committed_seq: committed,
+            })
+            .await
+            .map_err(|_| Close::new(close_code::SHUTTING_DOWN, "server shutting down"))?;
+        let mut out = BytesMut::new();
+        let mut encoder = FrameEncoder::default();
+        let welcome =
+            Downlink::Welcome(Welcome { device_id: device.0, last_seq: committed, server_time_ms: UnixMillis::now().0 });
+        encoder.encode(&welcome, &mut out).map_err(|e| Close::new(close_code::SERVER_ERROR, e.to_string()))?;
+        send.write_all(&out).await.map_err(|e| Close::new(close_code::NORMAL, e.to_string()))?;
+        ctx.metrics.sessions_started.inc();
+
+        let (out_tx, out_rx) = mpsc::channel(MAX_IN_FLIGHT);
+        let reader = read_loop(ctx, device, enterprise, &mut recv, decoder, &shard, out_tx);
+        let writer = ack_loop(ctx, &mut send, out_rx, encoder);
+        let (read, write) = tokio::join!(reader, writer);
+        read.and(write)
+    }
+    .await;
+    let _ = shard.send(ShardCmd::Disconnected { device }).await;
+    ctx.connections.remove_if(&device, |_, c| c.stable_id() == conn.stable_id());
+    result
+}
+
+fn server_error(ctx: &Context, error: StoreError) -> Close {
+    tracing::error!(message = "Store failed during a device handshake.", %error);
+    protocol_error(ctx, "server_error", close_code::SERVER_ERROR, "server error".into())
+}
+
+async fn authenticate(ctx: &Context, credential: &str) -> Result<EnterpriseId, Close> {
+    if let Some(e) = ctx.credentials.get(credential) {
+        return Ok(*e);
+    }
+    match ctx.store.entities.enterprise_by_credential(credential).await {
+        Ok(Some(e)) => {
+            if ctx.credentials.len() < 100_000 {
+                ctx.credentials.insert(credential.to_owned(), e.id);
+            }
+            Ok(e.id)
+        }
+        Ok(None) => {
+            ctx.metrics.auth_failures.inc();
+            Err(Close::new(close_code::BAD_CREDENTIAL, "unknown provisioning credential"))
+        }
+        Err(e) => Err(server_error(ctx, e)),
+    }
+}
+
+async fn read_loop(
+    ctx: &Context,
+    device: DeviceId,
+    enterprise: EnterpriseId,
+    recv: &mut RecvStream,
+    mut decoder: FrameDecoder,
+    shard: &mpsc::Sender<ShardCmd>,
+    out: mpsc::Sender<Outbound>,
+) -> Result<(), Close> {
+    let limits = ctx.config.limits;
+    let device_limiter: DefaultDirectRateLimiter =
+        RateLimiter::direct(Quota::per_second(limits.device_per_s).allow_burst(limits.device_burst));
+    loop {
+        let Some(first) = next_uplink(recv, &mut decoder, ctx).await? else { return Ok(()) };
+        let mut frames = Vec::new();
+        let mut uplink = Some(first);
+        // Take every frame already buffered, so one read becomes one shard command.
+        while let Some(u) = uplink {
+            match u {
+                Uplink::Hello(_) => {
+                    return Err(protocol_error(
+                        ctx,
+                        "second_hello",
+                        close_code::PROTOCOL_VIOLATION,
+                        "Hello sent twice".into(),
+                    ));
+                }
+                Uplink::Data(df) if df.seq == 0 => {
+                    return Err(protocol_error(ctx, "zero_seq", close_code::PROTOCOL_VIOLATION, "seq starts at 1".into()));
+                }
+                Uplink::Data(df) => match DeviceMessage::try_from(df.body) {
+                    Ok(msg) => frames.push(Frame { seq: df.seq, msg: Some(msg) }),
+                    Err(invalid) => {
+                        ctx.metrics.rejected_frames.get_or_create(&ReasonLabel { reason: "invalid_content" }).inc();
+                        frames.push(Frame { seq: df.seq, msg: None });
+                        let _ = out.send(Outbound::Rejected(df.seq, invalid.to_string())).await;
+                    }
+                },
+            }
+            uplink = match decoder.next_frame::<Uplink>() {
+                Ok(u) => u,
+                Err(_) => None, // reported by next_uplink on the next turn
+            };
+            if frames.len() >= 1024 {
+                break;
+            }
+        }
+        throttle(ctx, &device_limiter, enterprise, frames.len(), limits).await;
+        let (done, answer) = oneshot::channel();
+        ctx.metrics.shard_queue_depth.inc();
+        if shard.send(ShardCmd::Frames { device, frames, at: UnixMillis::now(), done }).await.is_err() {
+            ctx.metrics.shard_queue_depth.dec();
+            return Err(Close::new(close_code::SHUTTING_DOWN, "server shutting down"));
+        }
+        if out.send(Outbound::Pending(answer)).await.is_err() {
+            return Ok(()); // the ack writer ended; it reports why
+        }
+    }
+}
+
+/// Waits until the device's and the enterprise's rate limits allow `n` more frames.
+async fn throttle(ctx: &Context, device: &DefaultDirectRateLimiter, enterprise: EnterpriseId, n: usize, limits: RateLimits) {
+    let mut left = n as u32;
+    while left > 0 {
+        let step = left.min(limits.device_burst.get()).min(limits.enterprise_burst.get());
+        let k = NonZeroU32::new(step).expect("step is at least 1");
+        if !matches!(device.check_n(k), Ok(Ok(()))) {
+            ctx.metrics.rate_limited.get_or_create(&ScopeLabel { scope: "device" }).inc();
+            let _ = device.until_n_ready(k).await;
+        }
+        if !matches!(ctx.enterprise_limiter.check_key_n(&enterprise, k), Ok(Ok(()))) {
+            ctx.metrics.rate_limited.get_or_create(&ScopeLabel { scope: "enterprise" }).inc();
+            let _ = ctx.enterprise_limiter.until_key_n_ready(&enterprise, k).await;
+        }
+        left -= step;
+    }
+}
+
+async fn ack_loop(
+    ctx: &Context,
+    send: &mut SendStream,
+    mut rx: mpsc::Receiver<Outbound>,
+    mut encoder: FrameEncoder,
+) -> Result<(), Close> {
+    let mut queue: VecDeque<Outbound> = VecDeque::new();
+    let mut out = BytesMut::new();
+    let mut acked = 0u64;
+    let mut latest = 0u64;
+    let store_failed = || Close::new(close_code::SERVER_ERROR, "store unavailable; resend after reconnecting");
+    loop {
+        let item = match queue.pop_front() {
+            Some(item) => item,
+            None => match rx.recv().await {
+                Some(item) => item,
+                None => return Ok(()),
+            },
+        };
+        let mut next = Some(item);
+        // Handle the first item (waiting if needed), then every following one that is ready.
+        while let Some(item) = next.take() {
+            match item {
+                Outbound::Rejected(seq, reason) => {
+                    let _ = encoder.encode(&Downlink::Rejected(Rejected { seq, reason }), &mut out);
+                }
+                Outbound::Pending(mut answer) => {
+                    let result = if out.is_empty() && latest == acked {
+                        (&mut answer).await
+                    } else {
+                        match answer.try_recv() {
+                            Ok(r) => Ok(r),
+                            Err(oneshot::error::TryRecvError::Empty) => {
+                                queue.push_front(Outbound::Pending(answer));
+                                break;
+                            }
+                            Err(oneshot::error::TryRecvError::Closed) => return Err(store_failed()),
+                        }
+                    };
+                    match result {
+                        Ok(Ok(seq)) => latest = latest.max(seq),
+                        Ok(Err(())) | Err(_) => return Err(store_failed()),
+                    }
+                }
+            }
+            while queue.len() < MAX_IN_FLIGHT {
+                match rx.try_recv() {
+                    Ok(item) => queue.push_back(item),
+                    Err(_) => break,
+                }
+            }
+            next = queue.pop_front();
+        }
+        if latest > acked {
+            let _ = encoder.encode(&Downlink::Ack(Ack { seq: latest }), &mut out);
+            acked = latest;
+            ctx.metrics.acks_sent.inc();
+        }
+        if !out.is_empty() {
+            send.write_all(&out).await.map_err(|e| Close::new(close_code::NORMAL, format!("send failed: {e}")))?;
+            out.clear();
+        }
+    }
+}
+
+/// Rate limits (ING-6).
+#[derive(Debug, Clone, Copy)]
+pub struct RateLimits {
+    /// Sustained frames per second per device.
+    pub device_per_s: NonZeroU32,
+    /// Burst per device.
+    pub device_burst: NonZeroU32,
+    /// Sustained frames per second per enterprise.
+    pub enterprise_per_s: NonZeroU32,
+    /// Burst per enterprise.
+    pub enterprise_burst: NonZeroU32,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        let n = |v: u32| NonZeroU32::new(v).expect("nonzero constant");
+        RateLimits { device_per_s: n(200), device_burst: n(1000), enterprise_per_s: n(200_000), enterprise_burst: n(400_000) }
+    }
+}

@@ -1,0 +1,166 @@
+//! TLS and QUIC configuration of the ingest endpoints (ING-1).
+//!
+//! Production passes a certificate chain and key (PEM). Without them, a development CA and a
+//! server certificate signed by it are generated into `<data-dir>/tls/` on first start and reused
+//! afterwards; clients trust `tls/ca.pem`. The stateless-reset key is kept in the same folder so
+//! that after a restart the server resets old connections at once and devices reconnect quickly.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use quinn::crypto::rustls::QuicServerConfig;
+use quinn::{IdleTimeout, TransportConfig, VarInt};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::IngestError;
+
+/// Where the server's certificate comes from.
+#[derive(Debug, Clone)]
+pub enum TlsSource {
+    /// A development CA and certificate under `<dir>`, generated if missing.
+    Dev {
+        /// Folder holding `ca.pem`, `server.pem`, `server.key`.
+        dir: PathBuf,
+    },
+    /// Given PEM files.
+    Files {
+        /// Certificate chain.
+        cert: PathBuf,
+        /// Private key.
+        key: PathBuf,
+    },
+}
+
+/// Names the development certificate is valid for.
+pub const DEV_CERT_NAMES: &[&str] = &["localhost", "127.0.0.1", "::1"];
+
+fn tls_err(what: &str, e: impl std::fmt::Display) -> IngestError {
+    IngestError::Tls(format!("{what}: {e}"))
+}
+
+/// Generates the development CA and server certificate into `dir` unless they exist.
+pub fn ensure_dev_cert(dir: &Path) -> Result<(), IngestError> {
+    let (ca_path, cert_path, key_path) = (dir.join("ca.pem"), dir.join("server.pem"), dir.join("server.key"));
+    if ca_path.exists() && cert_path.exists() && key_path.exists() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir)?;
+    let ca_key = rcgen::KeyPair::generate().map_err(|e| tls_err("CA key", e))?;
+    let mut ca_params = rcgen::CertificateParams::default();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "fleetpulse development CA");
+    ca_params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
+    let ca_cert = ca_params.self_signed(&ca_key).map_err(|e| tls_err("CA certificate", e))?;
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = rcgen::KeyPair::generate().map_err(|e| tls_err("server key", e))?;
+    let mut params = rcgen::CertificateParams::new(DEV_CERT_NAMES.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        .map_err(|e| tls_err("server names", e))?;
+    params.distinguished_name.push(rcgen::DnType::CommonName, "fleetpulse ingest (development)");
+    let cert = params.signed_by(&key, &issuer).map_err(|e| tls_err("server certificate", e))?;
+    std::fs::write(&ca_path, ca_cert.pem())?;
+    std::fs::write(&cert_path, cert.pem())?;
+    write_private(&key_path, key.serialize_pem().as_bytes())?;
+    tracing::info!(message = "Generated a development certificate.", ca = %ca_path.display());
+    Ok(())
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+/// Loads the certificate chain and key.
+fn load(source: &TlsSource) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), IngestError> {
+    let (cert, key) = match source {
+        TlsSource::Dev { dir } => {
+            ensure_dev_cert(dir)?;
+            (dir.join("server.pem"), dir.join("server.key"))
+        }
+        TlsSource::Files { cert, key } => (cert.clone(), key.clone()),
+    };
+    let chain = CertificateDer::pem_file_iter(&cert)
+        .map_err(|e| tls_err(&cert.display().to_string(), e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| tls_err(&cert.display().to_string(), e))?;
+    let key = PrivateKeyDer::from_pem_file(&key).map_err(|e| tls_err(&key.display().to_string(), e))?;
+    Ok((chain, key))
+}
+
+/// Transport settings sized for a phone: one bidirectional stream, small windows, no MTU
+/// discovery, no datagrams, NewReno, and no server keep-alive (device heartbeats keep the path
+/// alive).
+pub fn device_transport(idle_timeout: Duration) -> Result<TransportConfig, IngestError> {
+    let mut t = TransportConfig::default();
+    t.max_concurrent_bidi_streams(VarInt::from_u32(1))
+        .max_concurrent_uni_streams(VarInt::from_u32(0))
+        .stream_receive_window(VarInt::from_u32(32 * 1024))
+        .receive_window(VarInt::from_u32(64 * 1024))
+        .send_window(64 * 1024)
+        .mtu_discovery_config(None)
+        .datagram_receive_buffer_size(None)
+        .datagram_send_buffer_size(0)
+        .keep_alive_interval(None)
+        .congestion_controller_factory(Arc::new(quinn::congestion::NewRenoConfig::default()))
+        .max_idle_timeout(Some(IdleTimeout::try_from(idle_timeout).map_err(|e| tls_err("idle timeout", e))?));
+    Ok(t)
+}
+
+/// The quinn server configuration: TLS 1.3 only, ALPN `fleetpulse/1`.
+pub fn server_config(source: &TlsSource, idle_timeout: Duration) -> Result<quinn::ServerConfig, IngestError> {
+    let (chain, key) = load(source)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| tls_err("TLS versions", e))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| tls_err("certificate", e))?;
+    tls.alpn_protocols = vec![fleetpulse_proto::ALPN.to_vec()];
+    tls.max_early_data_size = 0;
+    let crypto = QuicServerConfig::try_from(tls).map_err(|e| tls_err("QUIC TLS", e))?;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    config.transport_config(Arc::new(device_transport(idle_timeout)?));
+    Ok(config)
+}
+
+/// The stateless-reset key, persisted in `dir/reset.key` so that it survives restarts.
+pub fn reset_key(dir: &Path) -> Result<Arc<ring::hmac::Key>, IngestError> {
+    use rand::RngCore;
+    let path = dir.join("reset.key");
+    let secret = match std::fs::read(&path) {
+        Ok(bytes) if bytes.len() == 32 => bytes,
+        _ => {
+            std::fs::create_dir_all(dir)?;
+            let mut bytes = vec![0u8; 32];
+            rand::rng().fill_bytes(&mut bytes);
+            write_private(&path, &bytes)?;
+            bytes
+        }
+    };
+    Ok(Arc::new(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &secret)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dev_certificate_is_generated_once_and_loads() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        ensure_dev_cert(dir.path()).expect("generate");
+        let first = std::fs::read(dir.path().join("server.pem")).expect("cert");
+        ensure_dev_cert(dir.path()).expect("reuse");
+        assert_eq!(std::fs::read(dir.path().join("server.pem")).expect("cert"), first);
+        server_config(&TlsSource::Dev { dir: dir.path().into() }, Duration::from_secs(60)).expect("config");
+        let k1 = std::fs::read(dir.path().join("reset.key")).ok();
+        reset_key(dir.path()).expect("key");
+        reset_key(dir.path()).expect("key again");
+        assert!(k1.is_none());
+        assert_eq!(std::fs::read(dir.path().join("reset.key")).expect("key").len(), 32);
+    }
+}

@@ -1,0 +1,169 @@
+//! The management API calls the load test makes: login, create an enterprise, read back the
+//! stored sequence numbers of its devices.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use fleetpulse_proto::{DeviceId, EnterpriseId};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+/// Page size when reading stored sequences (the API's maximum).
+const PAGE_LIMIT: u32 = 1000;
+
+/// An enterprise created for the run.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Enterprise {
+    /// Its id.
+    pub id: EnterpriseId,
+    /// Its name.
+    pub name: String,
+    /// The provisioning credential its devices present in `Hello`.
+    pub credential: String,
+}
+
+/// What the store holds for one device: its row count and distinct sequence numbers.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct StoredSequences {
+    /// The device.
+    pub device_id: DeviceId,
+    /// Its MAC, if it identifies by MAC.
+    pub mac: Option<String>,
+    /// Its serial number, if it identifies by serial.
+    pub serial: Option<String>,
+    /// Stored rows of persisted kinds.
+    pub rows: u64,
+    /// Distinct stored sequence numbers as sorted inclusive `[first, last]` ranges.
+    #[serde(default)]
+    pub ranges: Vec<(u64, u64)>,
+}
+
+#[derive(Deserialize)]
+struct StoredSequencesPage {
+    devices: Vec<StoredSequences>,
+    next_after: Option<DeviceId>,
+}
+
+#[derive(Deserialize)]
+struct LoginResponse {
+    token: String,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Deserialize)]
+struct ErrorDetail {
+    code: String,
+    message: String,
+}
+
+/// A logged-in management API client.
+#[derive(Debug, Clone)]
+pub struct ApiClient {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl ApiClient {
+    /// Logs in at `base` (e.g. `http://127.0.0.1:8080`) with an admin's email and password.
+    pub async fn login(base: &str, email: &str, password: &str) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .context("building the HTTP client")?;
+        let base = base.trim_end_matches('/').to_owned();
+        let response = http
+            .post(format!("{base}/api/v1/auth/login"))
+            .json(&serde_json::json!({ "email": email, "password": password }))
+            .send()
+            .await
+            .with_context(|| format!("logging in at {base}"))?;
+        let login: LoginResponse = parse(response, "login").await?;
+        Ok(ApiClient { http, base, token: login.token })
+    }
+
+    /// Creates an enterprise named `name`.
+    pub async fn create_enterprise(&self, name: &str) -> anyhow::Result<Enterprise> {
+        let response = self
+            .http
+            .post(format!("{}/api/v1/enterprises", self.base))
+            .bearer_auth(&self.token)
+            .json(&serde_json::json!({ "name": name }))
+            .send()
+            .await
+            .context("creating the enterprise")?;
+        parse(response, "create enterprise").await
+    }
+
+    /// The stored sequences of every device of `enterprise`, all pages.
+    pub async fn stored_sequences(&self, enterprise: EnterpriseId) -> anyhow::Result<Vec<StoredSequences>> {
+        let url = format!("{}/api/v1/enterprises/{enterprise}/stored-sequences", self.base);
+        let mut devices = Vec::new();
+        let mut after: Option<DeviceId> = None;
+        loop {
+            let mut request = self.http.get(&url).bearer_auth(&self.token).query(&[("limit", PAGE_LIMIT)]);
+            if let Some(after) = after {
+                request = request.query(&[("after", after.0)]);
+            }
+            let response = request.send().await.context("reading stored sequences")?;
+            let page: StoredSequencesPage = parse(response, "stored sequences").await?;
+            devices.extend(page.devices);
+            match page.next_after {
+                None => return Ok(devices),
+                Some(next) if after.is_some_and(|a| next <= a) => {
+                    bail!("stored sequences: next_after {next} does not advance past {after:?}")
+                }
+                Some(next) => after = Some(next),
+            }
+        }
+    }
+}
+
+/// Decodes a successful JSON answer, or turns the API's error body into an error.
+async fn parse<T: DeserializeOwned>(response: reqwest::Response, what: &str) -> anyhow::Result<T> {
+    let status = response.status();
+    let body = response.bytes().await.with_context(|| format!("{what}: reading the response"))?;
+    if !status.is_success() {
+        match serde_json::from_slice::<ErrorBody>(&body) {
+            Ok(e) => bail!("{what}: HTTP {status}: {} ({})", e.error.message, e.error.code),
+            Err(_) => bail!("{what}: HTTP {status}: {}", String::from_utf8_lossy(&body)),
+        }
+    }
+    serde_json::from_slice(&body)
+        .with_context(|| format!("{what}: unexpected response {}", String::from_utf8_lossy(&body)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_sequences_page_decodes() {
+        let page: StoredSequencesPage = serde_json::from_str(
+            r#"{"devices": [
+                {"device_id": 7, "mac": "001565aabbcc", "serial": null, "rows": 5, "ranges": [[1, 3], [5, 6]]},
+                {"device_id": 9, "mac": null, "serial": "SN1", "rows": 0, "ranges": []}
+            ], "next_after": 9}"#,
+        )
+        .expect("valid page");
+        assert_eq!(page.next_after, Some(DeviceId(9)));
+        assert_eq!(page.devices[0].ranges, [(1, 3), (5, 6)]);
+        assert_eq!(page.devices[1].serial.as_deref(), Some("SN1"));
+        let last: StoredSequencesPage =
+            serde_json::from_str(r#"{"devices": [], "next_after": null}"#).expect("valid page");
+        assert!(last.next_after.is_none());
+    }
+
+    #[test]
+    fn enterprise_decodes_and_ignores_extra_fields() {
+        let e: Enterprise =
+            serde_json::from_str(r#"{"id": 3, "name": "loadtest-1", "credential": "c", "created_at": 1}"#)
+                .expect("valid");
+        assert_eq!(e, Enterprise { id: EnterpriseId(3), name: "loadtest-1".into(), credential: "c".into() });
+    }
+}

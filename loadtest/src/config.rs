@@ -1,0 +1,296 @@
+//! Run configuration: [`LoadConfig`], the message mix, and the parsers the command line uses.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::{Context, bail, ensure};
+use fleetpulse_proto::domain::HEARTBEAT_INTERVAL_S;
+use rand::Rng;
+
+use crate::identity::MacPlan;
+
+/// Everything one load-test run needs.
+///
+/// [`LoadConfig::default`] gives the command line's defaults except that `progress` is off and
+/// `ca_cert` is empty (it must be set).
+#[derive(Debug, Clone)]
+pub struct LoadConfig {
+    /// The ingest server's QUIC address.
+    pub quic_addr: SocketAddr,
+    /// TLS server name to verify the server certificate against.
+    pub server_name: String,
+    /// Base URL of the management API, e.g. `http://127.0.0.1:8080`.
+    pub api: String,
+    /// Login of the platform admin used to create the enterprise and to verify.
+    pub admin_email: String,
+    /// Password of `admin_email`.
+    pub admin_password: String,
+    /// PEM file with the CA certificate(s) that signed the server certificate.
+    pub ca_cert: PathBuf,
+    /// Number of simulated devices (each one QUIC connection).
+    pub devices: u32,
+    /// Length of the sending phase.
+    pub duration: Duration,
+    /// Data frames per second per device (open model; heartbeats come on top).
+    pub rate_per_device: f64,
+    /// Weights of the data message kinds.
+    pub mix: MessageMix,
+    /// Heartbeat interval announced in `Hello` and kept by every device, seconds.
+    pub heartbeat_interval_s: u32,
+    /// Frames generated per schedule tick and written per flush (`rate_per_device` counts frames).
+    pub burst: u32,
+    /// New device connections per second (token-bucket pacing), 0 = unlimited.
+    pub connect_rate: u32,
+    /// How long to wait after the sending phase for outstanding frames to be acknowledged.
+    pub drain_timeout: Duration,
+    /// Extra devices that present a wrong credential and must be rejected by the server.
+    pub bad_credential_devices: u32,
+    /// Where to write the JSON report, if anywhere.
+    pub report: Option<PathBuf>,
+    /// Print a progress line to stderr every second.
+    pub progress: bool,
+    /// Use this existing enterprise (id, provisioning credential) instead of creating one.
+    pub credential: Option<(u64, String)>,
+}
+
+impl Default for LoadConfig {
+    fn default() -> Self {
+        LoadConfig {
+            quic_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 4433)),
+            server_name: "localhost".into(),
+            api: "http://127.0.0.1:8080".into(),
+            admin_email: String::new(),
+            admin_password: String::new(),
+            ca_cert: PathBuf::new(),
+            devices: 100,
+            duration: Duration::from_secs(60),
+            rate_per_device: 1.0,
+            mix: MessageMix::default(),
+            heartbeat_interval_s: 30,
+            burst: 1,
+            connect_rate: 1000,
+            drain_timeout: Duration::from_secs(30),
+            bad_credential_devices: 0,
+            report: None,
+            progress: false,
+            credential: None,
+        }
+    }
+}
+
+impl LoadConfig {
+    /// Checks the values that would otherwise fail in the middle of a run.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let total = u64::from(self.devices) + u64::from(self.bad_credential_devices);
+        ensure!(
+            total <= u64::from(MacPlan::MAX_DEVICES),
+            "at most {} devices (including bad-credential devices) per run",
+            MacPlan::MAX_DEVICES
+        );
+        ensure!(
+            self.rate_per_device.is_finite() && self.rate_per_device >= 0.0,
+            "the per-device rate must be a finite number >= 0"
+        );
+        ensure!(self.burst >= 1, "burst must be at least 1");
+        ensure!(
+            HEARTBEAT_INTERVAL_S.contains(&self.heartbeat_interval_s),
+            "the heartbeat interval must be within {HEARTBEAT_INTERVAL_S:?} seconds"
+        );
+        ensure!(
+            self.rate_per_device == 0.0 || self.mix.total() > 0.0,
+            "the message mix needs at least one positive weight"
+        );
+        ensure!(!self.api.is_empty(), "the API base URL is empty");
+        ensure!(!self.ca_cert.as_os_str().is_empty(), "the CA certificate path is empty");
+        Ok(())
+    }
+}
+
+/// The kinds of sequenced message a simulated device sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MessageKind {
+    /// Liveness; sequenced and acknowledged but not stored.
+    Heartbeat,
+    /// Full status after a change; stored.
+    Status,
+    /// CPU and memory; stored.
+    Resource,
+    /// Alarm raise or clear; stored.
+    Alarm,
+}
+
+impl MessageKind {
+    /// Whether the server stores this kind (and so verification expects it).
+    pub fn is_persisted(self) -> bool {
+        !matches!(self, MessageKind::Heartbeat)
+    }
+}
+
+/// Relative weights of the data message kinds; the kind of each data frame is drawn from them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MessageMix {
+    /// Weight of status changes.
+    pub status: f64,
+    /// Weight of resource reports.
+    pub resource: f64,
+    /// Weight of alarms.
+    pub alarm: f64,
+    /// Weight of heartbeats among data frames (the periodic heartbeats come on top).
+    pub heartbeat: f64,
+}
+
+impl Default for MessageMix {
+    fn default() -> Self {
+        MessageMix { status: 1.0, resource: 1.0, alarm: 0.2, heartbeat: 0.0 }
+    }
+}
+
+impl MessageMix {
+    /// Sum of the weights.
+    pub fn total(&self) -> f64 {
+        self.status + self.resource + self.alarm + self.heartbeat
+    }
+
+    /// Draws one kind with probability proportional to its weight.
+    ///
+    /// A mix whose weights are all zero yields [`MessageKind::Status`].
+    pub fn draw(&self, rng: &mut impl Rng) -> MessageKind {
+        let mut point = rng.random::<f64>() * self.total();
+        let mut last_positive = MessageKind::Status;
+        for (weight, kind) in [
+            (self.status, MessageKind::Status),
+            (self.resource, MessageKind::Resource),
+            (self.alarm, MessageKind::Alarm),
+            (self.heartbeat, MessageKind::Heartbeat),
+        ] {
+            if weight > 0.0 {
+                if point < weight {
+                    return kind;
+                }
+                point -= weight;
+                last_positive = kind;
+            }
+        }
+        // Only reached when rounding leaves `point` a hair above the sum of the weights.
+        last_positive
+    }
+}
+
+/// Parses `status=1,resource=1,alarm=0.2,heartbeat=0`. Kinds left out get weight 0.
+impl FromStr for MessageMix {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut mix = MessageMix { status: 0.0, resource: 0.0, alarm: 0.0, heartbeat: 0.0 };
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (name, value) = part.split_once('=').with_context(|| format!("`{part}`: expected kind=weight"))?;
+            let value: f64 = value.trim().parse().with_context(|| format!("`{part}`: the weight is not a number"))?;
+            ensure!(value.is_finite() && value >= 0.0, "`{part}`: a weight must be finite and >= 0");
+            let slot = match name.trim() {
+                "status" => &mut mix.status,
+                "resource" => &mut mix.resource,
+                "alarm" => &mut mix.alarm,
+                "heartbeat" => &mut mix.heartbeat,
+                other => bail!("unknown message kind `{other}` (status, resource, alarm, heartbeat)"),
+            };
+            *slot = value;
+        }
+        ensure!(mix.total() > 0.0, "the message mix needs at least one positive weight");
+        Ok(mix)
+    }
+}
+
+/// Parses a duration: `30s`, `2m`, `1h`, `250ms`, or a plain number of seconds (`45`, `1.5`).
+pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    ensure!(!number.is_empty(), "`{s}`: expected a number, e.g. 30s, 2m, 1h, 250ms or 45");
+    let value: f64 = number.parse().with_context(|| format!("`{s}`: not a number"))?;
+    let seconds_per_unit = match unit.trim() {
+        "" | "s" => 1.0,
+        "ms" => 0.001,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        other => bail!("`{s}`: unknown unit `{other}` (ms, s, m, h)"),
+    };
+    Duration::try_from_secs_f64(value * seconds_per_unit).with_context(|| format!("`{s}`: out of range"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand::rngs::SmallRng;
+
+    #[test]
+    fn durations_parse_with_and_without_units() {
+        for (input, want) in [
+            ("30s", Duration::from_secs(30)),
+            ("2m", Duration::from_secs(120)),
+            ("1h", Duration::from_secs(3600)),
+            ("250ms", Duration::from_millis(250)),
+            ("45", Duration::from_secs(45)),
+            ("1.5", Duration::from_millis(1500)),
+            (" 10 s ", Duration::from_secs(10)),
+            ("0", Duration::ZERO),
+        ] {
+            assert_eq!(parse_duration(input).expect(input), want, "{input}");
+        }
+        for bad in ["", "s", "-1s", "10x", "1.2.3s", "abc"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} should not parse");
+        }
+    }
+
+    #[test]
+    fn mix_parses_and_leaves_out_kinds_at_zero() {
+        let mix: MessageMix = "status=1,resource=1,alarm=0.2,heartbeat=0".parse().expect("valid");
+        assert_eq!(mix, MessageMix::default());
+        let only_alarms: MessageMix = "alarm=3".parse().expect("valid");
+        assert_eq!(only_alarms, MessageMix { status: 0.0, resource: 0.0, alarm: 3.0, heartbeat: 0.0 });
+        for bad in ["", "status=0", "status", "status=x", "status=-1", "video=1", "status=inf"] {
+            assert!(bad.parse::<MessageMix>().is_err(), "{bad:?} should not parse");
+        }
+    }
+
+    #[test]
+    fn mix_draws_follow_the_weights() {
+        let mix = MessageMix { status: 5.0, resource: 3.0, alarm: 2.0, heartbeat: 0.0 };
+        let mut rng = SmallRng::seed_from_u64(7);
+        let n = 100_000;
+        let mut counts = std::collections::HashMap::new();
+        for _ in 0..n {
+            *counts.entry(mix.draw(&mut rng)).or_insert(0u32) += 1;
+        }
+        let share = |k| f64::from(counts.get(&k).copied().unwrap_or(0)) / f64::from(n);
+        assert!((share(MessageKind::Status) - 0.5).abs() < 0.01, "{counts:?}");
+        assert!((share(MessageKind::Resource) - 0.3).abs() < 0.01, "{counts:?}");
+        assert!((share(MessageKind::Alarm) - 0.2).abs() < 0.01, "{counts:?}");
+        assert_eq!(share(MessageKind::Heartbeat), 0.0, "zero weight is never drawn");
+    }
+
+    #[test]
+    fn a_single_kind_mix_always_draws_it() {
+        let mix = MessageMix { status: 0.0, resource: 0.0, alarm: 0.0, heartbeat: 1.0 };
+        let mut rng = SmallRng::seed_from_u64(1);
+        assert!((0..1000).all(|_| mix.draw(&mut rng) == MessageKind::Heartbeat));
+    }
+
+    #[test]
+    fn validation_catches_bad_values() {
+        let ok = LoadConfig { ca_cert: "ca.pem".into(), ..LoadConfig::default() };
+        ok.validate().expect("defaults are valid");
+        let bad = [
+            LoadConfig { burst: 0, ..ok.clone() },
+            LoadConfig { heartbeat_interval_s: 1, ..ok.clone() },
+            LoadConfig { rate_per_device: f64::NAN, ..ok.clone() },
+            LoadConfig { devices: MacPlan::MAX_DEVICES, bad_credential_devices: 1, ..ok.clone() },
+            LoadConfig { ca_cert: PathBuf::new(), ..ok.clone() },
+        ];
+        for cfg in bad {
+            assert!(cfg.validate().is_err(), "{cfg:?}");
+        }
+    }
+}

@@ -1,0 +1,697 @@
+//! The async shell of a run: sets up through the API, connects the simulated devices at the
+//! configured pace, drives every device's session over QUIC, drains, closes, verifies, and
+//! assembles the [`Report`].
+//!
+//! Each device is one tokio task holding its [`DeviceSession`], its [`Schedule`] and its QUIC
+//! connection, nothing bigger. Devices of one client endpoint share latency histograms; run-wide
+//! counters are atomics. The run moves through three [`Phase`]s broadcast on a watch channel:
+//! sending, draining (no new frames; outstanding ones are resent until acknowledged), closing.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use bytes::{Buf, BytesMut};
+use fleetpulse_proto::close_code;
+use fleetpulse_proto::wire::{DataFrame, Downlink, Uplink};
+use fleetpulse_proto::{DeviceId, EnterpriseId, FrameDecoder, FrameEncoder, UnixMillis};
+use quinn::VarInt;
+use rand::Rng;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::api::ApiClient;
+use crate::config::{LoadConfig, MessageMix};
+use crate::device::DeviceSession;
+use crate::identity::MacPlan;
+use crate::messages::DeviceProfile;
+use crate::quic::{self, LinkError};
+use crate::report::{Connections, Latency, Report, Verified};
+use crate::schedule::{self, Schedule, ScheduleParams};
+use crate::stats::{Counters, GroupLatency, new_histogram};
+use crate::verify::{self, AckedDevice};
+
+/// Longest time for connect + `Hello` → `Welcome` before the attempt counts as failed.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(20);
+/// First reconnect delay; doubles per failed attempt.
+const BACKOFF_BASE: Duration = Duration::from_millis(100);
+/// Longest reconnect delay.
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// How long to wait for close frames to leave the endpoints at the end.
+const CLOSE_WAIT: Duration = Duration::from_secs(3);
+/// How often verification looks again while acknowledged frames are not yet visible.
+const VERIFY_RETRIES: u32 = 3;
+const VERIFY_RETRY_DELAY: Duration = Duration::from_secs(2);
+
+/// Where the run is; every device task watches it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Devices generate and send frames.
+    Sending,
+    /// No frames intended after `gen_end_us` are generated; outstanding ones get acknowledged.
+    Draining { gen_end_us: u64 },
+    /// Devices close their connections (code 0) and end.
+    Closing { gen_end_us: u64 },
+}
+
+/// What every device task shares.
+#[derive(Debug)]
+struct Fleet {
+    server: SocketAddr,
+    server_name: String,
+    credential: String,
+    heartbeat_interval_s: u32,
+    burst: u32,
+    mix: MessageMix,
+    schedule: ScheduleParams,
+    macs: MacPlan,
+    run_seed: u64,
+    run_start: Instant,
+    run_start_ms: i64,
+    counters: Arc<Counters>,
+}
+
+impl Fleet {
+    fn now_us(&self) -> u64 {
+        u64::try_from(self.run_start.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
+    /// The instant `us` after the run start (far in the future for `u64::MAX`).
+    fn instant_at(&self, us: u64) -> Instant {
+        self.run_start
+            .checked_add(Duration::from_micros(us))
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365))
+    }
+
+    fn profile(&self, index: u32) -> DeviceProfile {
+        DeviceProfile::new(self.macs.mac(index), self.run_seed ^ u64::from(index).wrapping_mul(0x2545_f491_4f6c_dd1d))
+    }
+}
+
+/// The devices of one client endpoint.
+#[derive(Debug)]
+struct Group {
+    endpoint: quinn::Endpoint,
+    latency: GroupLatency,
+}
+
+/// Runs the load test for `cfg.duration`.
+pub async fn run(cfg: LoadConfig) -> anyhow::Result<Report> {
+    run_until(cfg, std::future::pending()).await
+}
+
+/// Runs the load test until `stop` resolves or `cfg.duration` passes, whichever is first; then
+/// drains, closes, verifies and reports. Writes the report to `cfg.report` if set.
+pub async fn run_until(cfg: LoadConfig, stop: impl Future<Output = ()> + Send) -> anyhow::Result<Report> {
+    cfg.validate()?;
+    let client_config = quic::client_config(&cfg.ca_cert)?;
+    let api = ApiClient::login(&cfg.api, &cfg.admin_email, &cfg.admin_password).await?;
+    let (enterprise, credential) = match &cfg.credential {
+        Some((id, credential)) => (EnterpriseId(*id), credential.clone()),
+        None => {
+            let created = api.create_enterprise(&format!("loadtest-{}", UnixMillis::now().0)).await?;
+            tracing::info!(enterprise = %created.id, name = %created.name, "created the enterprise");
+            (created.id, created.credential)
+        }
+    };
+    let connections = u64::from(cfg.devices) + u64::from(cfg.bad_credential_devices);
+    let groups: Vec<Arc<Group>> =
+        quic::client_endpoints(quic::endpoint_count(connections), cfg.quic_addr, &client_config)?
+            .into_iter()
+            .map(|endpoint| Arc::new(Group { endpoint, latency: GroupLatency::default() }))
+            .collect();
+
+    let (macs, run_seed) = {
+        let mut rng = rand::rng();
+        (MacPlan::random(&mut rng), rng.random())
+    };
+    tracing::info!(mac_prefix = format!("{:06x}", macs.prefix()), devices = cfg.devices, "starting the run");
+    let fleet = Arc::new(Fleet {
+        server: cfg.quic_addr,
+        server_name: cfg.server_name.clone(),
+        credential,
+        heartbeat_interval_s: cfg.heartbeat_interval_s,
+        burst: cfg.burst,
+        mix: cfg.mix,
+        schedule: ScheduleParams {
+            rate_per_s: cfg.rate_per_device,
+            burst: cfg.burst,
+            heartbeat_interval_us: u64::from(cfg.heartbeat_interval_s) * 1_000_000,
+        },
+        macs,
+        run_seed,
+        run_start: Instant::now(),
+        run_start_ms: UnixMillis::now().0,
+        counters: Arc::new(Counters::default()),
+    });
+    let (phase_tx, phase_rx) = watch::channel(Phase::Sending);
+    let progress = cfg.progress.then(|| tokio::spawn(crate::stats::progress(fleet.counters.clone(), fleet.run_start)));
+
+    // Sending phase: connect devices at the configured pace until the duration ends or `stop`.
+    let mut devices: Vec<JoinHandle<AckedDevice>> = Vec::with_capacity(cfg.devices as usize);
+    let mut rejected: Vec<JoinHandle<()>> = Vec::with_capacity(cfg.bad_credential_devices as usize);
+    tokio::select! {
+        () = async {
+            spawn_devices(&cfg, &fleet, &groups, &phase_rx, &mut devices, &mut rejected).await;
+            std::future::pending::<()>().await;
+        } => {}
+        () = tokio::time::sleep(cfg.duration) => {}
+        () = stop => {}
+    }
+    let gen_end_us = fleet.now_us();
+    let acked_while_sending = Counters::get(&fleet.counters.acked);
+    phase_tx.send_replace(Phase::Draining { gen_end_us });
+
+    // Draining phase: wait for every device to have its frames acknowledged.
+    let drain_deadline = Instant::now() + cfg.drain_timeout;
+    let drained = loop {
+        if Counters::get(&fleet.counters.undrained) == 0 {
+            break true;
+        }
+        if Instant::now() >= drain_deadline {
+            tracing::warn!(
+                devices = Counters::get(&fleet.counters.undrained),
+                "drain timeout: some devices still have unacknowledged frames"
+            );
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    phase_tx.send_replace(Phase::Closing { gen_end_us });
+
+    let mut acked_devices = Vec::with_capacity(devices.len());
+    for task in devices {
+        match task.await {
+            Ok(device) => acked_devices.push(device),
+            Err(error) => {
+                tracing::warn!(%error, "a device task failed");
+                Counters::incr(&fleet.counters.errors);
+            }
+        }
+    }
+    for task in rejected {
+        if let Err(error) = task.await {
+            tracing::warn!(%error, "a bad-credential device task failed");
+            Counters::incr(&fleet.counters.errors);
+        }
+    }
+    let close_wait = async {
+        for group in &groups {
+            group.endpoint.wait_idle().await;
+        }
+    };
+    if tokio::time::timeout(CLOSE_WAIT, close_wait).await.is_err() {
+        tracing::debug!("endpoints still closing connections; going on");
+    }
+    if let Some(progress) = progress {
+        progress.abort();
+    }
+
+    let verified = verify_run(&api, enterprise, &acked_devices).await?;
+    let report = build_report(&cfg, &fleet, &groups, enterprise, gen_end_us, acked_while_sending, drained, verified);
+    if let Some(path) = &cfg.report {
+        let json = serde_json::to_vec_pretty(&report)?;
+        // A single small file at the very end: blocking the runtime briefly does no harm.
+        std::fs::write(path, json).with_context(|| format!("writing the report to {}", path.display()))?;
+    }
+    Ok(report)
+}
+
+/// Spawns the bad-credential devices, then the regular ones, at `cfg.connect_rate` per second.
+async fn spawn_devices(
+    cfg: &LoadConfig,
+    fleet: &Arc<Fleet>,
+    groups: &[Arc<Group>],
+    phase: &watch::Receiver<Phase>,
+    devices: &mut Vec<JoinHandle<AckedDevice>>,
+    rejected: &mut Vec<JoinHandle<()>>,
+) {
+    let pace = (cfg.connect_rate > 0).then(|| Duration::from_secs_f64(1.0 / f64::from(cfg.connect_rate)));
+    let start = Instant::now();
+    let bad = (cfg.devices..cfg.devices + cfg.bad_credential_devices).map(|i| (i, false));
+    let good = (0..cfg.devices).map(|i| (i, true));
+    for (n, (index, regular)) in bad.chain(good).enumerate() {
+        match pace {
+            // Token bucket of one token refilled every `pace`: connection n starts at n * pace.
+            Some(pace) => tokio::time::sleep_until(start + pace.mul_f64(n as f64)).await,
+            None if n % 1024 == 1023 => tokio::task::yield_now().await,
+            None => {}
+        }
+        let group = groups[n % groups.len()].clone();
+        let drain = DrainGuard::new(fleet.counters.clone());
+        if regular {
+            devices.push(tokio::spawn(device_task(fleet.clone(), group, index, phase.clone(), drain)));
+        } else {
+            rejected.push(tokio::spawn(bad_credential_task(fleet.clone(), group, index, phase.clone(), drain)));
+        }
+    }
+}
+
+/// Counts a device as undrained from its spawn until it has nothing left to send (or ends).
+#[derive(Debug)]
+struct DrainGuard {
+    counters: Arc<Counters>,
+    done: AtomicBool,
+}
+
+impl DrainGuard {
+    fn new(counters: Arc<Counters>) -> Self {
+        Counters::incr(&counters.undrained);
+        DrainGuard { counters, done: AtomicBool::new(false) }
+    }
+
+    fn done(&self) {
+        if !self.done.swap(true, Ordering::Relaxed) {
+            self.counters.undrained.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for DrainGuard {
+    fn drop(&mut self) {
+        self.done();
+    }
+}
+
+/// Reconnect delay after `failures` consecutive failed attempts (0 after a lost session):
+/// 100 ms doubling up to 2 s, of which the upper half is random ("equal jitter").
+fn backoff_delay(failures: u32, rng: &mut impl Rng) -> Duration {
+    let full = BACKOFF_BASE.saturating_mul(1 << failures.min(8)).min(BACKOFF_MAX);
+    full / 2 + full.mul_f64(rng.random::<f64>() / 2.0)
+}
+
+/// Resolves when the device should give up connecting: the run is closing, or it is draining and
+/// the device has nothing left to send.
+async fn until_stopped(phase: &mut watch::Receiver<Phase>, has_work: impl Fn(u64) -> bool) {
+    loop {
+        match *phase.borrow_and_update() {
+            Phase::Closing { .. } => return,
+            Phase::Draining { gen_end_us } if !has_work(gen_end_us) => return,
+            _ => {}
+        }
+        if phase.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The state one device keeps across its connections.
+#[derive(Debug)]
+struct DeviceState {
+    profile: DeviceProfile,
+    session: DeviceSession,
+    /// Starts with the first `Welcome`.
+    schedule: Option<Schedule>,
+    encoder: FrameEncoder,
+}
+
+impl DeviceState {
+    /// Whether frames intended up to `gen_end_us` remain unacknowledged or ungenerated.
+    fn has_work(&self, gen_end_us: u64) -> bool {
+        !self.session.is_idle() || self.schedule.as_ref().is_some_and(|s| s.next_due_us() <= gen_end_us)
+    }
+
+    /// Moves every frame due up to `horizon_us` from the schedule into the session, while it has room.
+    fn generate(&mut self, horizon_us: u64, mix: &MessageMix) {
+        let Some(schedule) = &mut self.schedule else { return };
+        let mut rng = rand::rng();
+        while !self.session.is_full() {
+            let Some(due) = schedule.pop_due(horizon_us) else { break };
+            let kind = schedule::kind_of(due, mix, &mut rng);
+            self.session.push(kind, due.intended_us);
+        }
+    }
+
+    /// When the schedule next wants to generate, if it can and should.
+    fn next_wake_us(&self, phase: Phase) -> Option<u64> {
+        let due = self.schedule.as_ref()?.next_due_us();
+        let limit = match phase {
+            Phase::Sending => u64::MAX - 1,
+            Phase::Draining { gen_end_us } | Phase::Closing { gen_end_us } => gen_end_us,
+        };
+        // A full window is woken by acknowledgements, not by the clock.
+        (due <= limit && !self.session.is_full()).then_some(due)
+    }
+
+    /// Encodes up to `burst` frames from the session into `out`.
+    fn fill(&mut self, out: &mut BytesMut, fleet: &Fleet) {
+        for _ in 0..fleet.burst {
+            let Some(tx) = self.session.poll_transmit() else { break };
+            let f = tx.frame;
+            let body = self.profile.message(f.kind, f.seq, f.intended_us, fleet.run_start_ms);
+            let frame = Uplink::Data(DataFrame { seq: f.seq, sent_at_ms: UnixMillis::now().0, body });
+            if let Err(error) = self.encoder.encode(&frame, out) {
+                tracing::warn!(%error, seq = f.seq, "could not encode a frame");
+                Counters::incr(&fleet.counters.errors);
+                continue;
+            }
+            Counters::incr(if tx.resend { &fleet.counters.resent } else { &fleet.counters.sent });
+        }
+    }
+
+    /// Applies every complete downlink frame in `decoder`.
+    fn handle_downlink(&mut self, decoder: &mut FrameDecoder, fleet: &Fleet, group: &Group) -> Result<(), LinkError> {
+        loop {
+            let message = match decoder.next_frame::<Downlink>() {
+                Ok(Some(message)) => message,
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(LinkError::other(format!("undecodable downlink frame: {e}"))),
+            };
+            let now_us = fleet.now_us();
+            let resolved = match message {
+                Downlink::Ack(ack) => {
+                    group.latency.with_ack(|h| self.session.handle_ack(ack.seq, now_us, |l| h.saturating_record(l)))
+                }
+                Downlink::Rejected(rejected) => {
+                    tracing::debug!(mac = %self.profile.mac, seq = rejected.seq, reason = %rejected.reason, "frame rejected");
+                    group
+                        .latency
+                        .with_ack(|h| self.session.handle_rejected(rejected.seq, now_us, |l| h.saturating_record(l)))
+                }
+                Downlink::Welcome(_) => return Err(LinkError::other("a second Welcome in one session")),
+            };
+            fleet.counters.resolved(resolved);
+            if let Some(anomaly) = resolved.anomaly {
+                tracing::warn!(mac = %self.profile.mac, ?anomaly, "the server acknowledged something impossible");
+                Counters::incr(&fleet.counters.errors);
+            }
+        }
+    }
+}
+
+/// How a session ended.
+enum SessionEnd {
+    /// The run is closing; the connection was closed with code 0.
+    Closing,
+    /// The connection was lost.
+    Lost(LinkError),
+}
+
+/// One simulated device: connects, drives sessions, reconnects with backoff until the run closes.
+async fn device_task(
+    fleet: Arc<Fleet>,
+    group: Arc<Group>,
+    index: u32,
+    mut phase: watch::Receiver<Phase>,
+    drain: DrainGuard,
+) -> AckedDevice {
+    let mut dev = DeviceState {
+        profile: fleet.profile(index),
+        session: DeviceSession::new(),
+        schedule: None,
+        encoder: FrameEncoder::default(),
+    };
+    let hello = Uplink::Hello(dev.profile.hello(&fleet.credential, fleet.heartbeat_interval_s));
+    let mut device_id: Option<DeviceId> = None;
+    let mut failures = 0u32;
+    loop {
+        // Snapshot of the work left: it cannot change while disconnected.
+        let pending = !dev.session.is_idle();
+        let next_due = dev.schedule.as_ref().map_or(u64::MAX, Schedule::next_due_us);
+        let has_work = move |gen_end_us: u64| pending || next_due <= gen_end_us;
+        let attempt_start = Instant::now();
+        let attempt = tokio::time::timeout(
+            SETUP_TIMEOUT,
+            quic::open_session(&group.endpoint, fleet.server, &fleet.server_name, &hello, &mut dev.encoder),
+        );
+        let result = tokio::select! {
+            result = attempt => result.unwrap_or_else(|_| Err(LinkError::other("timed out waiting for Welcome"))),
+            () = until_stopped(&mut phase, has_work) => break,
+        };
+        match result {
+            Ok((link, welcome)) => {
+                group.latency.record_setup(attempt_start.elapsed());
+                let now_us = fleet.now_us();
+                if device_id.is_none() {
+                    Counters::incr(&fleet.counters.established);
+                    fleet.counters.last_first_session_us.fetch_max(now_us, Ordering::Relaxed);
+                } else {
+                    Counters::incr(&fleet.counters.reconnects);
+                }
+                device_id = Some(DeviceId(welcome.device_id));
+                failures = 0;
+                let resolved = group
+                    .latency
+                    .with_ack(|h| dev.session.handle_welcome(welcome.last_seq, now_us, |l| h.saturating_record(l)));
+                fleet.counters.resolved(resolved);
+                if let Some(anomaly) = resolved.anomaly {
+                    tracing::warn!(mac = %dev.profile.mac, ?anomaly, "the server's Welcome is impossible");
+                    Counters::incr(&fleet.counters.errors);
+                }
+                if dev.schedule.is_none() {
+                    dev.schedule = Some(Schedule::new(fleet.schedule, now_us, &mut rand::rng()));
+                }
+                Counters::incr(&fleet.counters.connected);
+                let end = drive(&fleet, &group, &mut dev, link, &mut phase, &drain).await;
+                fleet.counters.connected.fetch_sub(1, Ordering::Relaxed);
+                dev.session.handle_disconnect();
+                match end {
+                    SessionEnd::Closing => break,
+                    SessionEnd::Lost(error) => {
+                        Counters::incr(&fleet.counters.errors);
+                        if !note_lost(&fleet, &dev.profile, &error, "connection lost") {
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(error) => {
+                if !note_lost(&fleet, &dev.profile, &error, "connection attempt failed") {
+                    Counters::incr(&fleet.counters.errors);
+                    break;
+                }
+                Counters::incr(&fleet.counters.failed_attempts);
+                Counters::incr(&fleet.counters.errors);
+                failures = failures.saturating_add(1);
+            }
+        }
+        let delay = backoff_delay(failures, &mut rand::rng());
+        let pending = !dev.session.is_idle();
+        let next_due = dev.schedule.as_ref().map_or(u64::MAX, Schedule::next_due_us);
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = until_stopped(&mut phase, move |gen_end_us| pending || next_due <= gen_end_us) => break,
+        }
+    }
+    drain.done();
+    let gen_end_us = match *phase.borrow() {
+        Phase::Sending => fleet.now_us(),
+        Phase::Draining { gen_end_us } | Phase::Closing { gen_end_us } => gen_end_us,
+    };
+    if let Some(schedule) = &dev.schedule {
+        Counters::add(&fleet.counters.not_sent, schedule.owed(gen_end_us));
+    }
+    AckedDevice { mac: dev.profile.mac, device_id, acked_persisted: dev.session.into_acked_persisted() }
+}
+
+/// Logs why a connection ended; returns whether the device may try again (not for a bad credential).
+fn note_lost(fleet: &Fleet, profile: &DeviceProfile, error: &LinkError, what: &str) -> bool {
+    match error.code {
+        Some(close_code::BAD_CREDENTIAL) => {
+            tracing::warn!(mac = %profile.mac, detail = %error.detail, "the server rejected the credential; not retrying");
+            Counters::incr(&fleet.counters.rejected_connections);
+            false
+        }
+        Some(close_code::SHUTTING_DOWN | close_code::SERVER_ERROR) | None => {
+            tracing::debug!(mac = %profile.mac, detail = %error.detail, "{what}; reconnecting");
+            true
+        }
+        Some(code) => {
+            tracing::warn!(mac = %profile.mac, code, detail = %error.detail, "{what}: closed by the server; reconnecting");
+            true
+        }
+    }
+}
+
+/// Runs one session until the connection is lost or the run closes.
+async fn drive(
+    fleet: &Fleet,
+    group: &Group,
+    dev: &mut DeviceState,
+    mut link: quic::Link,
+    phase: &mut watch::Receiver<Phase>,
+    drain: &DrainGuard,
+) -> SessionEnd {
+    let wake = tokio::time::sleep_until(fleet.instant_at(u64::MAX));
+    tokio::pin!(wake);
+    let mut armed_at: Option<u64> = None;
+    loop {
+        let current = *phase.borrow_and_update();
+        let now_us = fleet.now_us();
+        let horizon_us = match current {
+            Phase::Sending => now_us,
+            Phase::Draining { gen_end_us } => now_us.min(gen_end_us),
+            Phase::Closing { .. } => {
+                link.conn.close(VarInt::from_u32(close_code::NORMAL), b"load test done");
+                return SessionEnd::Closing;
+            }
+        };
+        dev.generate(horizon_us, &fleet.mix);
+        if let Phase::Draining { gen_end_us } = current
+            && !dev.has_work(gen_end_us)
+        {
+            drain.done();
+        }
+        if link.out.is_empty() {
+            dev.fill(&mut link.out, fleet);
+        }
+        let next_wake = dev.next_wake_us(current);
+        if next_wake != armed_at {
+            if let Some(at) = next_wake {
+                wake.as_mut().reset(fleet.instant_at(at));
+            }
+            armed_at = next_wake;
+        }
+        tokio::select! {
+            read = link.recv.read_chunk(quic::READ_CHUNK, true) => match read {
+                Ok(Some(chunk)) => {
+                    link.decoder.push(&chunk.bytes);
+                    if let Err(error) = dev.handle_downlink(&mut link.decoder, fleet, group) {
+                        return SessionEnd::Lost(error);
+                    }
+                }
+                Ok(None) => return SessionEnd::Lost(LinkError::from_stream(&link.conn, "finished by the server").await),
+                Err(error) => return SessionEnd::Lost(LinkError::from_read(&link.conn, error).await),
+            },
+            written = link.send.write(&link.out), if !link.out.is_empty() => match written {
+                Ok(n) => link.out.advance(n),
+                Err(error) => return SessionEnd::Lost(LinkError::from_write(&link.conn, error).await),
+            },
+            () = wake.as_mut(), if armed_at.is_some() => armed_at = None,
+            changed = phase.changed() => {
+                if changed.is_err() {
+                    link.conn.close(VarInt::from_u32(close_code::NORMAL), b"load test done");
+                    return SessionEnd::Closing;
+                }
+            }
+        }
+    }
+}
+
+/// A device that presents a wrong credential once and expects to be closed with BAD_CREDENTIAL.
+async fn bad_credential_task(
+    fleet: Arc<Fleet>,
+    group: Arc<Group>,
+    index: u32,
+    mut phase: watch::Receiver<Phase>,
+    drain: DrainGuard,
+) {
+    let profile = fleet.profile(index);
+    let credential = format!("wrong-{:016x}", rand::random::<u64>());
+    let hello = Uplink::Hello(profile.hello(&credential, fleet.heartbeat_interval_s));
+    let mut encoder = FrameEncoder::default();
+    let attempt = tokio::time::timeout(
+        SETUP_TIMEOUT,
+        quic::open_session(&group.endpoint, fleet.server, &fleet.server_name, &hello, &mut encoder),
+    );
+    let result = tokio::select! {
+        result = attempt => result.unwrap_or_else(|_| Err(LinkError::other("timed out waiting for the rejection"))),
+        () = until_stopped(&mut phase, |_| true) => return,
+    };
+    match result {
+        Err(LinkError { code: Some(close_code::BAD_CREDENTIAL), .. }) => {
+            Counters::incr(&fleet.counters.rejected_connections);
+        }
+        Err(error) => {
+            tracing::warn!(mac = %profile.mac, detail = %error.detail, code = ?error.code, "a bad-credential device was not rejected with BAD_CREDENTIAL");
+            Counters::incr(&fleet.counters.failed_attempts);
+            Counters::incr(&fleet.counters.errors);
+        }
+        Ok((link, _)) => {
+            tracing::warn!(mac = %profile.mac, "the server accepted a wrong credential");
+            Counters::incr(&fleet.counters.errors);
+            link.conn.close(VarInt::from_u32(close_code::NORMAL), b"load test done");
+        }
+    }
+    drain.done();
+}
+
+/// Compares the store with the acknowledged frames, looking again a few times while frames are
+/// missing (a store may make acknowledged data visible with a delay, e.g. when draining a spool).
+async fn verify_run(api: &ApiClient, enterprise: EnterpriseId, devices: &[AckedDevice]) -> anyhow::Result<Verified> {
+    let mut attempt = 0;
+    loop {
+        let verified = match api.stored_sequences(enterprise).await {
+            Ok(stored) => verify::verify(devices, &stored),
+            Err(error) if attempt < VERIFY_RETRIES => {
+                tracing::warn!(%error, "reading the stored sequences failed; trying again");
+                attempt += 1;
+                tokio::time::sleep(VERIFY_RETRY_DELAY).await;
+                continue;
+            }
+            Err(error) => return Err(error.context("verification")),
+        };
+        if verified.missing == 0 || attempt >= VERIFY_RETRIES {
+            return Ok(verified);
+        }
+        tracing::info!(missing = verified.missing, "acknowledged frames not (yet) stored; looking again");
+        attempt += 1;
+        tokio::time::sleep(VERIFY_RETRY_DELAY).await;
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build_report(
+    cfg: &LoadConfig,
+    fleet: &Fleet,
+    groups: &[Arc<Group>],
+    enterprise: EnterpriseId,
+    gen_end_us: u64,
+    acked_while_sending: u64,
+    drained: bool,
+    verified: Verified,
+) -> Report {
+    let mut ack = new_histogram();
+    let mut setup = new_histogram();
+    for group in groups {
+        group.latency.merge_into(&mut ack, &mut setup);
+    }
+    let c = &fleet.counters;
+    let per_second = |count: u64, us: u64| if us == 0 { 0.0 } else { count as f64 * 1e6 / us as f64 };
+    Report {
+        devices: cfg.devices,
+        duration_s: gen_end_us as f64 / 1e6,
+        sent: Counters::get(&c.sent),
+        acked: Counters::get(&c.acked),
+        errors: Counters::get(&c.errors),
+        rate_msgs_per_s: per_second(acked_while_sending, gen_end_us),
+        ack_latency_us: Latency::from_histogram(&ack),
+        verified,
+        connections: Connections {
+            established: Counters::get(&c.established),
+            reconnects: Counters::get(&c.reconnects),
+            rejected_connections: Counters::get(&c.rejected_connections),
+            failed_attempts: Counters::get(&c.failed_attempts),
+            setup_rate_per_s: per_second(Counters::get(&c.established), Counters::get(&c.last_first_session_us)),
+            setup_latency_us: Latency::from_histogram(&setup),
+        },
+        rejected_frames: Counters::get(&c.rejected_frames),
+        enterprise_id: enterprise.0,
+        resent: Counters::get(&c.resent),
+        not_sent: Counters::get(&c.not_sent),
+        drained,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand::rngs::SmallRng;
+
+    #[test]
+    fn backoff_doubles_from_100ms_to_2s_with_jitter() {
+        let mut rng = SmallRng::seed_from_u64(3);
+        for (failures, full_ms) in [(0, 100), (1, 200), (2, 400), (4, 1600), (5, 2000), (30, 2000)] {
+            for _ in 0..100 {
+                let d = backoff_delay(failures, &mut rng);
+                let full = Duration::from_millis(full_ms);
+                assert!(d >= full / 2 && d <= full, "{failures}: {d:?}");
+            }
+        }
+    }
+}

@@ -1,0 +1,333 @@
+//! Runs the load tester against an in-process fake server (a QUIC ingest speaking the device
+//! protocol and the three management API routes it uses) to check the async shell end to end:
+//! connecting, acknowledging, reconnecting and resending, rejection, draining and verification.
+//!
+//! The fake server is deliberately simple; the real server's end-to-end tests live elsewhere.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bytes::BytesMut;
+use fleetpulse_loadtest::{LoadConfig, MessageMix, Report};
+use fleetpulse_proto::close_code;
+use fleetpulse_proto::wire::{Ack, Downlink, Message, Uplink, Welcome};
+use fleetpulse_proto::{ALPN, FrameDecoder, FrameEncoder};
+use quinn::VarInt;
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+const CREDENTIAL: &str = "the-right-credential";
+const TOKEN: &str = "token-1";
+
+/// How the fake ingest misbehaves.
+#[derive(Debug, Clone, Copy, Default)]
+struct Faults {
+    /// Close each connection with SHUTTING_DOWN after applying this many frames on it; the last
+    /// frame is applied but never acknowledged (the next `Welcome` covers it).
+    drop_after: Option<u64>,
+    /// Acknowledge but do not store every n-th persisted frame (a data-losing server).
+    lose_every: Option<u64>,
+}
+
+#[derive(Debug, Default)]
+struct FakeDevice {
+    id: u64,
+    mac: String,
+    last_seq: u64,
+    /// Stored rows per sequence number.
+    rows: BTreeMap<u64, u64>,
+    persisted_seen: u64,
+}
+
+#[derive(Debug, Default)]
+struct Store {
+    devices: HashMap<String, FakeDevice>,
+    next_id: u64,
+}
+
+struct FakeServer {
+    quic_addr: SocketAddr,
+    api: String,
+    ca_pem: tempfile::NamedTempFile,
+    store: Arc<Mutex<Store>>,
+}
+
+fn tls_material() -> (String, rustls::ServerConfig) {
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("CA key")).expect("CA");
+    let server_key = KeyPair::generate().expect("server key");
+    let server_cert = CertificateParams::new(vec!["localhost".to_owned()])
+        .expect("server params")
+        .signed_by(&server_key, &ca)
+        .expect("server cert");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("TLS 1.3")
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![server_cert.der().clone()],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(server_key.serialize_der())),
+        )
+        .expect("server TLS config");
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    (ca.pem(), tls)
+}
+
+async fn start(faults: Faults) -> FakeServer {
+    let (ca_pem, tls) = tls_material();
+    let ca_file = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(ca_file.path(), ca_pem).expect("write CA");
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls).expect("QUIC TLS");
+    let endpoint = quinn::Endpoint::server(
+        quinn::ServerConfig::with_crypto(Arc::new(crypto)),
+        "127.0.0.1:0".parse().expect("address"),
+    )
+    .expect("server endpoint");
+    let quic_addr = endpoint.local_addr().expect("local address");
+    let store = Arc::new(Mutex::new(Store::default()));
+    let ingest_store = store.clone();
+    tokio::spawn(async move {
+        while let Some(incoming) = endpoint.accept().await {
+            let store = ingest_store.clone();
+            tokio::spawn(async move {
+                if let Ok(conn) = incoming.await {
+                    serve_device(conn, store, faults).await;
+                }
+            });
+        }
+    });
+
+    let app = Router::new()
+        .route("/api/v1/auth/login", post(login))
+        .route("/api/v1/enterprises", post(create_enterprise))
+        .route("/api/v1/enterprises/{id}/stored-sequences", get(stored_sequences))
+        .with_state(store.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind API");
+    let api = format!("http://{}", listener.local_addr().expect("API address"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    FakeServer { quic_addr, api, ca_pem: ca_file, store }
+}
+
+async fn read_frame(recv: &mut quinn::RecvStream, decoder: &mut FrameDecoder) -> Option<Uplink> {
+    loop {
+        if let Some(frame) = decoder.next_frame::<Uplink>().ok()? {
+            return Some(frame);
+        }
+        let chunk = recv.read_chunk(64 * 1024, true).await.ok()??;
+        decoder.push(&chunk.bytes);
+    }
+}
+
+async fn send(send: &mut quinn::SendStream, encoder: &mut FrameEncoder, msg: Downlink) -> bool {
+    let mut out = BytesMut::new();
+    encoder.encode(&msg, &mut out).expect("encode");
+    send.write_all(&out).await.is_ok()
+}
+
+async fn serve_device(conn: quinn::Connection, store: Arc<Mutex<Store>>, faults: Faults) {
+    let Ok((mut tx, mut rx)) = conn.accept_bi().await else { return };
+    let (mut decoder, mut encoder) = (FrameDecoder::default(), FrameEncoder::default());
+    let Some(Uplink::Hello(hello)) = read_frame(&mut rx, &mut decoder).await else {
+        conn.close(VarInt::from_u32(close_code::PROTOCOL_VIOLATION), b"expected Hello");
+        return;
+    };
+    if hello.credential != CREDENTIAL {
+        conn.close(VarInt::from_u32(close_code::BAD_CREDENTIAL), b"bad credential");
+        return;
+    }
+    let (device_id, last_seq) = {
+        let mut store = store.lock().expect("lock");
+        store.next_id += 1;
+        let next_id = store.next_id;
+        let device = store.devices.entry(hello.mac.clone()).or_insert_with(|| FakeDevice {
+            id: next_id,
+            mac: hello.mac.clone(),
+            ..FakeDevice::default()
+        });
+        (device.id, device.last_seq)
+    };
+    let welcome = Downlink::Welcome(Welcome { device_id, last_seq, server_time_ms: 0 });
+    if !send(&mut tx, &mut encoder, welcome).await {
+        return;
+    }
+    let mut applied = 0;
+    while let Some(frame) = read_frame(&mut rx, &mut decoder).await {
+        let Uplink::Data(frame) = frame else {
+            conn.close(VarInt::from_u32(close_code::PROTOCOL_VIOLATION), b"second Hello");
+            return;
+        };
+        {
+            let mut store = store.lock().expect("lock");
+            let device = store.devices.get_mut(&hello.mac).expect("registered above");
+            if frame.seq == device.last_seq + 1 {
+                device.last_seq = frame.seq;
+                if !matches!(frame.body, Message::Heartbeat(_)) {
+                    device.persisted_seen += 1;
+                    let lose = faults.lose_every.is_some_and(|n| device.persisted_seen % n == 0);
+                    if !lose {
+                        *device.rows.entry(frame.seq).or_default() += 1;
+                    }
+                }
+            } else if frame.seq > device.last_seq + 1 {
+                conn.close(VarInt::from_u32(close_code::PROTOCOL_VIOLATION), b"sequence gap");
+                return;
+            }
+        }
+        applied += 1;
+        if faults.drop_after.is_some_and(|n| applied >= n) {
+            conn.close(VarInt::from_u32(close_code::SHUTTING_DOWN), b"going away");
+            return;
+        }
+        if !send(&mut tx, &mut encoder, Downlink::Ack(Ack { seq: frame.seq })).await {
+            return;
+        }
+    }
+}
+
+fn authorized(headers: &HeaderMap) -> bool {
+    headers.get("authorization").and_then(|v| v.to_str().ok()) == Some(&format!("Bearer {TOKEN}"))
+}
+
+async fn login(Json(body): Json<Value>) -> (StatusCode, Json<Value>) {
+    if body["email"] == "admin@example.com" && body["password"] == "pw" {
+        (StatusCode::OK, Json(json!({ "token": TOKEN, "expires_at": 0 })))
+    } else {
+        (StatusCode::UNAUTHORIZED, Json(json!({ "error": { "code": "unauthorized", "message": "wrong login" } })))
+    }
+}
+
+async fn create_enterprise(headers: HeaderMap, Json(body): Json<Value>) -> (StatusCode, Json<Value>) {
+    if !authorized(&headers) {
+        return (StatusCode::UNAUTHORIZED, Json(json!({ "error": { "code": "unauthorized", "message": "no" } })));
+    }
+    let name = body["name"].clone();
+    (StatusCode::CREATED, Json(json!({ "id": 1, "name": name, "credential": CREDENTIAL, "created_at": 0 })))
+}
+
+#[derive(Deserialize)]
+struct PageQuery {
+    after: Option<u64>,
+    limit: Option<usize>,
+}
+
+async fn stored_sequences(
+    State(store): State<Arc<Mutex<Store>>>,
+    headers: HeaderMap,
+    Path(_enterprise): Path<u64>,
+    Query(page): Query<PageQuery>,
+) -> (StatusCode, Json<Value>) {
+    if !authorized(&headers) {
+        return (StatusCode::UNAUTHORIZED, Json(json!({ "error": { "code": "unauthorized", "message": "no" } })));
+    }
+    let store = store.lock().expect("lock");
+    let mut devices: Vec<&FakeDevice> =
+        store.devices.values().filter(|d| d.id > page.after.unwrap_or(0)).collect();
+    devices.sort_by_key(|d| d.id);
+    // A small page size so that the client has to page.
+    let limit = page.limit.unwrap_or(1000).min(7);
+    let next_after = (devices.len() > limit).then(|| devices[limit - 1].id);
+    let entries: Vec<Value> = devices
+        .into_iter()
+        .take(limit)
+        .map(|d| {
+            let mut ranges: Vec<[u64; 2]> = Vec::new();
+            for &seq in d.rows.keys() {
+                match ranges.last_mut() {
+                    Some(last) if last[1] + 1 == seq => last[1] = seq,
+                    _ => ranges.push([seq, seq]),
+                }
+            }
+            json!({ "device_id": d.id, "mac": d.mac, "serial": null, "rows": d.rows.values().sum::<u64>(), "ranges": ranges })
+        })
+        .collect();
+    (StatusCode::OK, Json(json!({ "devices": entries, "next_after": next_after })))
+}
+
+fn config(server: &FakeServer) -> LoadConfig {
+    LoadConfig {
+        quic_addr: server.quic_addr,
+        api: server.api.clone(),
+        admin_email: "admin@example.com".into(),
+        admin_password: "pw".into(),
+        ca_cert: server.ca_pem.path().to_path_buf(),
+        devices: 20,
+        duration: Duration::from_secs(2),
+        rate_per_device: 20.0,
+        heartbeat_interval_s: 5,
+        connect_rate: 0,
+        drain_timeout: Duration::from_secs(10),
+        ..LoadConfig::default()
+    }
+}
+
+fn stored_rows(server: &FakeServer) -> u64 {
+    server.store.lock().expect("lock").devices.values().flat_map(|d| d.rows.values()).sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healthy_server_stores_everything_acknowledged() {
+    let server = start(Faults::default()).await;
+    let report_file = tempfile::NamedTempFile::new().expect("temp file");
+    let cfg = LoadConfig {
+        bad_credential_devices: 3,
+        burst: 2,
+        mix: MessageMix { heartbeat: 0.5, ..MessageMix::default() },
+        report: Some(report_file.path().to_path_buf()),
+        ..config(&server)
+    };
+    let report = fleetpulse_loadtest::run(cfg).await.expect("the run succeeds");
+    assert!(report.passed(), "{report:#?}");
+    assert!(report.drained, "{report:#?}");
+    assert_eq!(report.connections.established, 20, "{report:#?}");
+    assert_eq!(report.connections.rejected_connections, 3, "{report:#?}");
+    assert_eq!((report.connections.reconnects, report.errors), (0, 0), "{report:#?}");
+    assert_eq!(report.sent, report.acked, "{report:#?}");
+    // About 20 devices x 20 frames/s x 2 s, less the connection time.
+    assert!(report.sent > 400, "{report:#?}");
+    assert!(report.verified.stored > 0 && report.verified.stored < report.acked, "heartbeats are not stored");
+    assert_eq!(report.verified.stored, stored_rows(&server));
+    assert!(report.ack_latency_us.max > 0 && report.connections.setup_latency_us.p50 > 0);
+    assert!(report.rate_msgs_per_s > 0.0 && report.connections.setup_rate_per_s > 0.0);
+    let written: Report = serde_json::from_slice(&std::fs::read(report_file.path()).expect("report file"))
+        .expect("the report file is a report");
+    assert_eq!(written, report);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_connections_are_resumed_without_loss_or_duplicates() {
+    let server = start(Faults { drop_after: Some(13), ..Faults::default() }).await;
+    let report = fleetpulse_loadtest::run(config(&server)).await.expect("the run succeeds");
+    assert!(report.passed(), "{report:#?}");
+    assert!(report.drained, "{report:#?}");
+    assert!(report.connections.reconnects >= 20, "{report:#?}");
+    assert_eq!(report.sent, report.acked, "{report:#?}");
+    assert_eq!(report.verified.stored, stored_rows(&server));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verification_catches_a_server_that_loses_acknowledged_frames() {
+    let server = start(Faults { lose_every: Some(10), ..Faults::default() }).await;
+    let cfg = LoadConfig { devices: 5, duration: Duration::from_secs(1), ..config(&server) };
+    let report = fleetpulse_loadtest::run(cfg).await.expect("the run succeeds");
+    assert!(!report.passed());
+    assert!(report.verified.missing > 0, "{report:#?}");
+    assert_eq!(report.verified.duplicated, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_admin_password_fails_the_run() {
+    let server = start(Faults::default()).await;
+    let cfg = LoadConfig { admin_password: "nope".into(), ..config(&server) };
+    let error = fleetpulse_loadtest::run(cfg).await.expect_err("login fails");
+    assert!(format!("{error:#}").contains("wrong login"), "{error:#}");
+}

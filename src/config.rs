@@ -1,0 +1,102 @@
+//! Configuration of `fleetpulse serve`: flags over environment over config file over defaults.
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use serde::Deserialize;
+
+/// The config file (TOML). Every field is optional; see `docs/CONFIG.md` in README for meaning.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Data directory.
+    pub data_dir: Option<PathBuf>,
+    /// QUIC listen address.
+    pub quic_addr: Option<SocketAddr>,
+    /// HTTP listen address.
+    pub http_addr: Option<SocketAddr>,
+    /// Production certificate.
+    #[serde(default)]
+    pub tls: TlsFile,
+    /// Ingest tuning.
+    #[serde(default)]
+    pub ingest: IngestFile,
+    /// Store tuning.
+    #[serde(default)]
+    pub store: StoreFile,
+}
+
+/// `[tls]`: both or neither.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFile {
+    /// PEM certificate chain.
+    pub cert: Option<PathBuf>,
+    /// PEM private key.
+    pub key: Option<PathBuf>,
+}
+
+/// `[ingest]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestFile {
+    /// Shards (0 = one per core).
+    pub shards: Option<usize>,
+    /// Endpoints sharing the UDP port (0 = one per core).
+    pub endpoints: Option<usize>,
+    /// Missed heartbeat intervals before offline.
+    pub missed_heartbeats: Option<u32>,
+    /// Most simultaneous connections.
+    pub max_connections: Option<usize>,
+    /// Frames per second per device.
+    pub device_rate: Option<NonZeroU32>,
+    /// Burst per device.
+    pub device_burst: Option<NonZeroU32>,
+    /// Frames per second per enterprise.
+    pub enterprise_rate: Option<NonZeroU32>,
+    /// Burst per enterprise.
+    pub enterprise_burst: Option<NonZeroU32>,
+}
+
+/// `[store]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreFile {
+    /// fsync every commit (survives power loss); default true.
+    pub fsync: Option<bool>,
+}
+
+impl FileConfig {
+    /// Reads and parses a config file; errors name the file.
+    pub fn load(path: &Path) -> anyhow::Result<FileConfig> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_full_file_and_rejects_unknown_keys() {
+        let cfg: FileConfig = toml::from_str(
+            r#"
+            data_dir = "/var/lib/fleetpulse"
+            quic_addr = "0.0.0.0:4433"
+            [ingest]
+            shards = 4
+            device_rate = 50
+            [store]
+            fsync = false
+            "#,
+        )
+        .expect("valid");
+        assert_eq!(cfg.ingest.shards, Some(4));
+        assert_eq!(cfg.store.fsync, Some(false));
+        assert!(toml::from_str::<FileConfig>("quic_adr = \"x\"").is_err());
+        assert!(toml::from_str::<FileConfig>("[ingest]\ndevice_rate = 0").is_err());
+    }
+}
