@@ -72,7 +72,7 @@ pub struct IngestConfig {
     pub max_connections: usize,
     /// Certificate source.
     pub tls: TlsSource,
-    /// Folder for the persistent stateless-reset key.
+    /// Folder for the persistent endpoint keys (stateless reset, connection ids).
     pub state_dir: std::path::PathBuf,
     /// Rate limits.
     pub limits: RateLimits,
@@ -159,7 +159,7 @@ impl Ingest {
         let n_endpoints = if config.endpoints == 0 { cores } else { config.endpoints };
         let n_shards = if config.shards == 0 { cores } else { config.shards };
         let server_config = tls::server_config(&config.tls, config.idle_timeout)?;
-        let reset_key = tls::reset_key(&config.state_dir)?;
+        let keys = tls::endpoint_keys(&config.state_dir)?;
         let sockets = bind_sockets(config.quic_addr, n_endpoints)?;
         let local_addr = sockets[0].local_addr()?;
         let live = Arc::new(LiveState::new());
@@ -196,7 +196,7 @@ impl Ingest {
         let mut accept_tasks = Vec::with_capacity(n_endpoints);
         for socket in sockets {
             let endpoint = quinn::Endpoint::new(
-                quinn::EndpointConfig::new(reset_key.clone()),
+                keys.endpoint_config(),
                 Some(server_config.clone()),
                 socket,
                 Arc::new(quinn::TokioRuntime),

@@ -2,7 +2,7 @@
 //!
 //! Production passes a certificate chain and key (PEM). Without them, a development CA and a
 //! server certificate signed by it are generated into `<data-dir>/tls/` on first start and reused
-//! afterwards; clients trust `tls/ca.pem`. The stateless-reset key is kept in the same folder so
+//! afterwards; clients trust `tls/ca.pem`. The stateless-reset and connection-id keys are kept in the same folder so
 //! that after a restart the server resets old connections at once and devices reconnect quickly.
 
 use std::path::{Path, PathBuf};
@@ -128,21 +128,52 @@ pub fn server_config(source: &TlsSource, idle_timeout: Duration) -> Result<quinn
     Ok(config)
 }
 
-/// The stateless-reset key, persisted in `dir/reset.key` so that it survives restarts.
-pub fn reset_key(dir: &Path) -> Result<Arc<ring::hmac::Key>, IngestError> {
+/// Endpoint secrets that must survive restarts.
+#[derive(Clone)]
+pub struct EndpointKeys {
+    /// Key of stateless-reset tokens: a restarted server resets old connections at once.
+    pub reset: Arc<ring::hmac::Key>,
+    /// Key of the connection-id generator: a restarted server recognises its own connection
+    /// ids (instead of dropping their packets as invalid) and answers them with a reset.
+    pub cid: u64,
+}
+
+impl std::fmt::Debug for EndpointKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EndpointKeys(..)")
+    }
+}
+
+impl EndpointKeys {
+    /// The quinn endpoint configuration using these keys.
+    pub fn endpoint_config(&self) -> quinn::EndpointConfig {
+        let mut config = quinn::EndpointConfig::new(self.reset.clone());
+        let cid = self.cid;
+        config.cid_generator(move || Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid)));
+        config
+    }
+}
+
+/// Loads the endpoint secrets from `dir/endpoint.key`, creating them on first start.
+pub fn endpoint_keys(dir: &Path) -> Result<EndpointKeys, IngestError> {
     use rand::RngCore;
-    let path = dir.join("reset.key");
+    const LEN: usize = 40;
+    let path = dir.join("endpoint.key");
     let secret = match std::fs::read(&path) {
-        Ok(bytes) if bytes.len() == 32 => bytes,
+        Ok(bytes) if bytes.len() == LEN => bytes,
         _ => {
             std::fs::create_dir_all(dir)?;
-            let mut bytes = vec![0u8; 32];
+            let mut bytes = vec![0u8; LEN];
             rand::rng().fill_bytes(&mut bytes);
             write_private(&path, &bytes)?;
             bytes
         }
     };
-    Ok(Arc::new(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &secret)))
+    let (reset, cid) = secret.split_at(32);
+    Ok(EndpointKeys {
+        reset: Arc::new(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, reset)),
+        cid: u64::from_le_bytes(cid.try_into().expect("8 bytes remain")),
+    })
 }
 
 #[cfg(test)]
@@ -157,10 +188,10 @@ mod tests {
         ensure_dev_cert(dir.path()).expect("reuse");
         assert_eq!(std::fs::read(dir.path().join("server.pem")).expect("cert"), first);
         server_config(&TlsSource::Dev { dir: dir.path().into() }, Duration::from_secs(60)).expect("config");
-        let k1 = std::fs::read(dir.path().join("reset.key")).ok();
-        reset_key(dir.path()).expect("key");
-        reset_key(dir.path()).expect("key again");
-        assert!(k1.is_none());
-        assert_eq!(std::fs::read(dir.path().join("reset.key")).expect("key").len(), 32);
+        assert!(!dir.path().join("endpoint.key").exists());
+        let first = endpoint_keys(dir.path()).expect("keys");
+        let again = endpoint_keys(dir.path()).expect("keys again");
+        assert_eq!(first.cid, again.cid);
+        assert_eq!(std::fs::read(dir.path().join("endpoint.key")).expect("key").len(), 40);
     }
 }

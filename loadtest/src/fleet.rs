@@ -36,7 +36,11 @@ use crate::stats::{Counters, GroupLatency, new_histogram};
 use crate::verify::{self, AckedDevice};
 
 /// Longest time for connect + `Hello` → `Welcome` before the attempt counts as failed.
-const SETUP_TIMEOUT: Duration = Duration::from_secs(20);
+const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// With frames unacknowledged, a connection on which nothing arrives for this long is taken as
+/// dead and replaced. A killed server sends no close, and a restarted one cannot reset the old
+/// connections, so without this a device would wait for the 60 s idle timeout.
+const ACK_TIMEOUT: Duration = Duration::from_secs(15);
 /// First reconnect delay; doubles per failed attempt.
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
 /// Longest reconnect delay.
@@ -163,18 +167,18 @@ pub async fn run_until(cfg: LoadConfig, stop: impl Future<Output = ()> + Send) -
         () = stop => {}
     }
     let gen_end_us = fleet.now_us();
-    let acked_while_sending = Counters::get(&fleet.counters.acked);
+    let acked_while_sending = fleet.counters.acked.get();
     phase_tx.send_replace(Phase::Draining { gen_end_us });
 
     // Draining phase: wait for every device to have its frames acknowledged.
     let drain_deadline = Instant::now() + cfg.drain_timeout;
     let drained = loop {
-        if Counters::get(&fleet.counters.undrained) == 0 {
+        if fleet.counters.undrained.get() == 0 {
             break true;
         }
         if Instant::now() >= drain_deadline {
             tracing::warn!(
-                devices = Counters::get(&fleet.counters.undrained),
+                devices = fleet.counters.undrained.get(),
                 "drain timeout: some devices still have unacknowledged frames"
             );
             break false;
@@ -189,14 +193,14 @@ pub async fn run_until(cfg: LoadConfig, stop: impl Future<Output = ()> + Send) -
             Ok(device) => acked_devices.push(device),
             Err(error) => {
                 tracing::warn!(%error, "a device task failed");
-                Counters::incr(&fleet.counters.errors);
+                fleet.counters.errors.incr();
             }
         }
     }
     for task in rejected {
         if let Err(error) = task.await {
             tracing::warn!(%error, "a bad-credential device task failed");
-            Counters::incr(&fleet.counters.errors);
+            fleet.counters.errors.incr();
         }
     }
     let close_wait = async {
@@ -260,13 +264,13 @@ struct DrainGuard {
 
 impl DrainGuard {
     fn new(counters: Arc<Counters>) -> Self {
-        Counters::incr(&counters.undrained);
+        counters.undrained.incr();
         DrainGuard { counters, done: AtomicBool::new(false) }
     }
 
     fn done(&self) {
         if !self.done.swap(true, Ordering::Relaxed) {
-            self.counters.undrained.fetch_sub(1, Ordering::Relaxed);
+            self.counters.undrained.decr();
         }
     }
 }
@@ -284,13 +288,29 @@ fn backoff_delay(failures: u32, rng: &mut impl Rng) -> Duration {
     full / 2 + full.mul_f64(rng.random::<f64>() / 2.0)
 }
 
-/// Resolves when the device should give up connecting: the run is closing, or it is draining and
-/// the device has nothing left to send.
-async fn until_stopped(phase: &mut watch::Receiver<Phase>, has_work: impl Fn(u64) -> bool) {
+/// A snapshot of what a device has left to do.
+#[derive(Debug, Clone, Copy)]
+struct WorkLeft {
+    /// Some frames are unacknowledged.
+    unacked: bool,
+    /// Intended time of the next frame the schedule owes (`u64::MAX`: none).
+    next_due_us: u64,
+}
+
+impl WorkLeft {
+    /// Whether anything intended up to `gen_end_us` is still to be sent or acknowledged.
+    fn before(self, gen_end_us: u64) -> bool {
+        self.unacked || self.next_due_us <= gen_end_us
+    }
+}
+
+/// Resolves when a disconnected device should stop trying: the run is closing, or it is draining
+/// and the device has nothing left to send (its work cannot change while it is disconnected).
+async fn until_stopped(phase: &mut watch::Receiver<Phase>, work: WorkLeft) {
     loop {
         match *phase.borrow_and_update() {
             Phase::Closing { .. } => return,
-            Phase::Draining { gen_end_us } if !has_work(gen_end_us) => return,
+            Phase::Draining { gen_end_us } if !work.before(gen_end_us) => return,
             _ => {}
         }
         if phase.changed().await.is_err() {
@@ -310,9 +330,11 @@ struct DeviceState {
 }
 
 impl DeviceState {
-    /// Whether frames intended up to `gen_end_us` remain unacknowledged or ungenerated.
-    fn has_work(&self, gen_end_us: u64) -> bool {
-        !self.session.is_idle() || self.schedule.as_ref().is_some_and(|s| s.next_due_us() <= gen_end_us)
+    fn work_left(&self) -> WorkLeft {
+        WorkLeft {
+            unacked: !self.session.is_idle(),
+            next_due_us: self.schedule.as_ref().map_or(u64::MAX, Schedule::next_due_us),
+        }
     }
 
     /// Moves every frame due up to `horizon_us` from the schedule into the session, while it has room.
@@ -346,10 +368,10 @@ impl DeviceState {
             let frame = Uplink::Data(DataFrame { seq: f.seq, sent_at_ms: UnixMillis::now().0, body });
             if let Err(error) = self.encoder.encode(&frame, out) {
                 tracing::warn!(%error, seq = f.seq, "could not encode a frame");
-                Counters::incr(&fleet.counters.errors);
+                fleet.counters.errors.incr();
                 continue;
             }
-            Counters::incr(if tx.resend { &fleet.counters.resent } else { &fleet.counters.sent });
+            if tx.resend { &fleet.counters.resent } else { &fleet.counters.sent }.incr();
         }
     }
 
@@ -377,7 +399,7 @@ impl DeviceState {
             fleet.counters.resolved(resolved);
             if let Some(anomaly) = resolved.anomaly {
                 tracing::warn!(mac = %self.profile.mac, ?anomaly, "the server acknowledged something impossible");
-                Counters::incr(&fleet.counters.errors);
+                fleet.counters.errors.incr();
             }
         }
     }
@@ -409,10 +431,7 @@ async fn device_task(
     let mut device_id: Option<DeviceId> = None;
     let mut failures = 0u32;
     loop {
-        // Snapshot of the work left: it cannot change while disconnected.
-        let pending = !dev.session.is_idle();
-        let next_due = dev.schedule.as_ref().map_or(u64::MAX, Schedule::next_due_us);
-        let has_work = move |gen_end_us: u64| pending || next_due <= gen_end_us;
+        let work = dev.work_left();
         let attempt_start = Instant::now();
         let attempt = tokio::time::timeout(
             SETUP_TIMEOUT,
@@ -420,17 +439,17 @@ async fn device_task(
         );
         let result = tokio::select! {
             result = attempt => result.unwrap_or_else(|_| Err(LinkError::other("timed out waiting for Welcome"))),
-            () = until_stopped(&mut phase, has_work) => break,
+            () = until_stopped(&mut phase, work) => break,
         };
         match result {
             Ok((link, welcome)) => {
                 group.latency.record_setup(attempt_start.elapsed());
                 let now_us = fleet.now_us();
                 if device_id.is_none() {
-                    Counters::incr(&fleet.counters.established);
-                    fleet.counters.last_first_session_us.fetch_max(now_us, Ordering::Relaxed);
+                    fleet.counters.established.incr();
+                    fleet.counters.last_first_session_us.raise_to(now_us);
                 } else {
-                    Counters::incr(&fleet.counters.reconnects);
+                    fleet.counters.reconnects.incr();
                 }
                 device_id = Some(DeviceId(welcome.device_id));
                 failures = 0;
@@ -440,19 +459,19 @@ async fn device_task(
                 fleet.counters.resolved(resolved);
                 if let Some(anomaly) = resolved.anomaly {
                     tracing::warn!(mac = %dev.profile.mac, ?anomaly, "the server's Welcome is impossible");
-                    Counters::incr(&fleet.counters.errors);
+                    fleet.counters.errors.incr();
                 }
                 if dev.schedule.is_none() {
                     dev.schedule = Some(Schedule::new(fleet.schedule, now_us, &mut rand::rng()));
                 }
-                Counters::incr(&fleet.counters.connected);
+                fleet.counters.connected.incr();
                 let end = drive(&fleet, &group, &mut dev, link, &mut phase, &drain).await;
-                fleet.counters.connected.fetch_sub(1, Ordering::Relaxed);
+                fleet.counters.connected.decr();
                 dev.session.handle_disconnect();
                 match end {
                     SessionEnd::Closing => break,
                     SessionEnd::Lost(error) => {
-                        Counters::incr(&fleet.counters.errors);
+                        fleet.counters.errors.incr();
                         if !note_lost(&fleet, &dev.profile, &error, "connection lost") {
                             break;
                         }
@@ -460,21 +479,18 @@ async fn device_task(
                 }
             }
             Err(error) => {
+                fleet.counters.errors.incr();
                 if !note_lost(&fleet, &dev.profile, &error, "connection attempt failed") {
-                    Counters::incr(&fleet.counters.errors);
                     break;
                 }
-                Counters::incr(&fleet.counters.failed_attempts);
-                Counters::incr(&fleet.counters.errors);
+                fleet.counters.failed_attempts.incr();
                 failures = failures.saturating_add(1);
             }
         }
         let delay = backoff_delay(failures, &mut rand::rng());
-        let pending = !dev.session.is_idle();
-        let next_due = dev.schedule.as_ref().map_or(u64::MAX, Schedule::next_due_us);
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
-            () = until_stopped(&mut phase, move |gen_end_us| pending || next_due <= gen_end_us) => break,
+            () = until_stopped(&mut phase, dev.work_left()) => break,
         }
     }
     drain.done();
@@ -483,7 +499,7 @@ async fn device_task(
         Phase::Draining { gen_end_us } | Phase::Closing { gen_end_us } => gen_end_us,
     };
     if let Some(schedule) = &dev.schedule {
-        Counters::add(&fleet.counters.not_sent, schedule.owed(gen_end_us));
+        fleet.counters.not_sent.add(schedule.owed(gen_end_us));
     }
     AckedDevice { mac: dev.profile.mac, device_id, acked_persisted: dev.session.into_acked_persisted() }
 }
@@ -493,7 +509,7 @@ fn note_lost(fleet: &Fleet, profile: &DeviceProfile, error: &LinkError, what: &s
     match error.code {
         Some(close_code::BAD_CREDENTIAL) => {
             tracing::warn!(mac = %profile.mac, detail = %error.detail, "the server rejected the credential; not retrying");
-            Counters::incr(&fleet.counters.rejected_connections);
+            fleet.counters.rejected_connections.incr();
             false
         }
         Some(close_code::SHUTTING_DOWN | close_code::SERVER_ERROR) | None => {
@@ -519,6 +535,10 @@ async fn drive(
     let wake = tokio::time::sleep_until(fleet.instant_at(u64::MAX));
     tokio::pin!(wake);
     let mut armed_at: Option<u64> = None;
+    // Fires lazily: when it does, the deadline is checked against `last_heard` and re-armed.
+    let mut last_heard = Instant::now();
+    let stall = tokio::time::sleep_until(last_heard + ACK_TIMEOUT);
+    tokio::pin!(stall);
     loop {
         let current = *phase.borrow_and_update();
         let now_us = fleet.now_us();
@@ -530,9 +550,14 @@ async fn drive(
                 return SessionEnd::Closing;
             }
         };
+        let was_idle = dev.session.is_idle();
         dev.generate(horizon_us, &fleet.mix);
+        if was_idle && !dev.session.is_idle() {
+            // Waiting for acknowledgements starts now, not at the last frame received.
+            last_heard = Instant::now();
+        }
         if let Phase::Draining { gen_end_us } = current
-            && !dev.has_work(gen_end_us)
+            && !dev.work_left().before(gen_end_us)
         {
             drain.done();
         }
@@ -549,6 +574,7 @@ async fn drive(
         tokio::select! {
             read = link.recv.read_chunk(quic::READ_CHUNK, true) => match read {
                 Ok(Some(chunk)) => {
+                    last_heard = Instant::now();
                     link.decoder.push(&chunk.bytes);
                     if let Err(error) = dev.handle_downlink(&mut link.decoder, fleet, group) {
                         return SessionEnd::Lost(error);
@@ -562,6 +588,13 @@ async fn drive(
                 Err(error) => return SessionEnd::Lost(LinkError::from_write(&link.conn, error).await),
             },
             () = wake.as_mut(), if armed_at.is_some() => armed_at = None,
+            () = stall.as_mut(), if !dev.session.is_idle() => {
+                if last_heard.elapsed() >= ACK_TIMEOUT {
+                    link.conn.close(VarInt::from_u32(close_code::NORMAL), b"no acknowledgement");
+                    return SessionEnd::Lost(LinkError::other("nothing received while frames were unacknowledged"));
+                }
+                stall.as_mut().reset(last_heard + ACK_TIMEOUT);
+            }
             changed = phase.changed() => {
                 if changed.is_err() {
                     link.conn.close(VarInt::from_u32(close_code::NORMAL), b"load test done");
@@ -590,20 +623,21 @@ async fn bad_credential_task(
     );
     let result = tokio::select! {
         result = attempt => result.unwrap_or_else(|_| Err(LinkError::other("timed out waiting for the rejection"))),
-        () = until_stopped(&mut phase, |_| true) => return,
+        // Its one attempt counts until the run closes.
+        () = until_stopped(&mut phase, WorkLeft { unacked: true, next_due_us: u64::MAX }) => return,
     };
     match result {
         Err(LinkError { code: Some(close_code::BAD_CREDENTIAL), .. }) => {
-            Counters::incr(&fleet.counters.rejected_connections);
+            fleet.counters.rejected_connections.incr();
         }
         Err(error) => {
             tracing::warn!(mac = %profile.mac, detail = %error.detail, code = ?error.code, "a bad-credential device was not rejected with BAD_CREDENTIAL");
-            Counters::incr(&fleet.counters.failed_attempts);
-            Counters::incr(&fleet.counters.errors);
+            fleet.counters.failed_attempts.incr();
+            fleet.counters.errors.incr();
         }
         Ok((link, _)) => {
             tracing::warn!(mac = %profile.mac, "the server accepted a wrong credential");
-            Counters::incr(&fleet.counters.errors);
+            fleet.counters.errors.incr();
             link.conn.close(VarInt::from_u32(close_code::NORMAL), b"load test done");
         }
     }
@@ -655,24 +689,24 @@ fn build_report(
     Report {
         devices: cfg.devices,
         duration_s: gen_end_us as f64 / 1e6,
-        sent: Counters::get(&c.sent),
-        acked: Counters::get(&c.acked),
-        errors: Counters::get(&c.errors),
+        sent: c.sent.get(),
+        acked: c.acked.get(),
+        errors: c.errors.get(),
         rate_msgs_per_s: per_second(acked_while_sending, gen_end_us),
         ack_latency_us: Latency::from_histogram(&ack),
         verified,
         connections: Connections {
-            established: Counters::get(&c.established),
-            reconnects: Counters::get(&c.reconnects),
-            rejected_connections: Counters::get(&c.rejected_connections),
-            failed_attempts: Counters::get(&c.failed_attempts),
-            setup_rate_per_s: per_second(Counters::get(&c.established), Counters::get(&c.last_first_session_us)),
+            established: c.established.get(),
+            reconnects: c.reconnects.get(),
+            rejected_connections: c.rejected_connections.get(),
+            failed_attempts: c.failed_attempts.get(),
+            setup_rate_per_s: per_second(c.established.get(), c.last_first_session_us.get()),
             setup_latency_us: Latency::from_histogram(&setup),
         },
-        rejected_frames: Counters::get(&c.rejected_frames),
+        rejected_frames: c.rejected_frames.get(),
         enterprise_id: enterprise.0,
-        resent: Counters::get(&c.resent),
-        not_sent: Counters::get(&c.not_sent),
+        resent: c.resent.get(),
+        not_sent: c.not_sent.get(),
         drained,
     }
 }

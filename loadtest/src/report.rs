@@ -109,13 +109,13 @@ mod tests {
 
     #[test]
     fn latency_percentiles_from_a_histogram() {
-        let mut h = Histogram::<u64>::new(3).expect("valid precision");
+        let mut h = crate::stats::new_histogram();
         for v in 1..=1000 {
             h.saturating_record(v);
         }
         let l = Latency::from_histogram(&h);
         assert_eq!((l.p50, l.p99, l.p999, l.max), (500, 990, 999, 1000));
-        let empty = Histogram::<u64>::new(3).expect("valid precision");
+        let empty = crate::stats::new_histogram();
         assert_eq!(Latency::from_histogram(&empty), Latency::default());
     }
 

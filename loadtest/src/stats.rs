@@ -8,52 +8,75 @@ use hdrhistogram::Histogram;
 
 use crate::device::Resolved;
 
-/// Counters every device task updates.
+/// A run-wide event count (relaxed atomics: only totals matter).
 #[derive(Debug, Default)]
-pub(crate) struct Counters {
-    pub sent: AtomicU64,
-    pub resent: AtomicU64,
-    pub acked: AtomicU64,
-    pub rejected_frames: AtomicU64,
-    pub errors: AtomicU64,
-    pub established: AtomicU64,
-    pub reconnects: AtomicU64,
-    pub rejected_connections: AtomicU64,
-    pub failed_attempts: AtomicU64,
-    pub not_sent: AtomicU64,
-    /// Devices with a session up right now.
-    pub connected: AtomicU64,
-    /// Devices that still have frames to get acknowledged (or may generate more).
-    pub undrained: AtomicU64,
-    /// Run time (µs) at which the latest first session was established.
-    pub last_first_session_us: AtomicU64,
-}
+pub(crate) struct Counter(AtomicU64);
 
-impl Counters {
-    pub fn add(counter: &AtomicU64, n: u64) {
+impl Counter {
+    pub fn incr(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn add(&self, n: u64) {
         if n > 0 {
-            counter.fetch_add(n, Ordering::Relaxed);
+            self.0.fetch_add(n, Ordering::Relaxed);
         }
     }
 
-    pub fn incr(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
+    /// For gauges: undoes one `incr`.
+    pub fn decr(&self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 
-    pub fn get(counter: &AtomicU64) -> u64 {
-        counter.load(Ordering::Relaxed)
+    /// Raises the value to at least `value`.
+    pub fn raise_to(&self, value: u64) {
+        self.0.fetch_max(value, Ordering::Relaxed);
     }
 
-    /// Counts what a server message resolved.
-    pub fn resolved(&self, r: Resolved) {
-        Counters::add(&self.acked, r.acked);
-        Counters::add(&self.rejected_frames, r.rejected);
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
     }
 }
 
-/// A new latency histogram: microseconds, 3 significant figures, growing as needed.
+/// Counters every device task updates.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub sent: Counter,
+    pub resent: Counter,
+    pub acked: Counter,
+    pub rejected_frames: Counter,
+    pub errors: Counter,
+    pub established: Counter,
+    pub reconnects: Counter,
+    pub rejected_connections: Counter,
+    pub failed_attempts: Counter,
+    pub not_sent: Counter,
+    /// Devices with a session up right now (a gauge).
+    pub connected: Counter,
+    /// Devices that still have frames to get acknowledged or may generate more (a gauge).
+    pub undrained: Counter,
+    /// Run time (µs) at which the latest first session was established.
+    pub last_first_session_us: Counter,
+}
+
+impl Counters {
+    /// Counts what a server message resolved.
+    pub fn resolved(&self, r: Resolved) {
+        self.acked.add(r.acked);
+        self.rejected_frames.add(r.rejected);
+    }
+}
+
+/// Highest latency a histogram tells apart (one hour in microseconds); larger values are
+/// recorded as this value.
+pub(crate) const HIGHEST_LATENCY_US: u64 = 3_600_000_000;
+
+/// A new latency histogram: microseconds, 3 significant figures, up to [`HIGHEST_LATENCY_US`].
+///
+/// Fixed bounds rather than auto-resizing: `saturating_record` never resizes, so an
+/// auto-resizing histogram would clamp every value above its tiny initial range.
 pub(crate) fn new_histogram() -> Histogram<u64> {
-    Histogram::new(3).expect("3 significant figures is a valid precision")
+    Histogram::new_with_bounds(1, HIGHEST_LATENCY_US, 3).expect("valid bounds and precision")
 }
 
 /// Latency histograms shared by one group of devices (those of one endpoint); merged at the end.
@@ -101,18 +124,45 @@ pub(crate) async fn progress(counters: std::sync::Arc<Counters>, started: tokio:
     let mut last_at = started;
     loop {
         let now = ticker.tick().await;
-        let acked = Counters::get(&counters.acked);
+        let acked = counters.acked.get();
         let per_s = acked.saturating_sub(last_acked) as f64 / now.duration_since(last_at).as_secs_f64().max(1e-3);
         (last_acked, last_at) = (acked, now);
         eprintln!(
             "[{:>6.1}s] connected {:>7}  sent {:>10}  acked {:>10}  {:>9.0} msg/s  reconnects {:>6}  errors {:>6}",
             now.duration_since(started).as_secs_f64(),
-            Counters::get(&counters.connected),
-            Counters::get(&counters.sent),
+            counters.connected.get(),
+            counters.sent.get(),
             acked,
             per_s,
-            Counters::get(&counters.reconnects),
-            Counters::get(&counters.errors),
+            counters.reconnects.get(),
+            counters.errors.get(),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histograms_keep_large_values_and_clamp_beyond_an_hour() {
+        let mut h = new_histogram();
+        h.saturating_record(1);
+        h.saturating_record(2_500_000);
+        assert_eq!(h.max(), h.highest_equivalent(2_500_000));
+        assert!(h.max().abs_diff(2_500_000) <= 2_500, "3 significant figures");
+        h.saturating_record(u64::MAX);
+        assert_eq!(h.max(), h.highest_equivalent(HIGHEST_LATENCY_US));
+    }
+
+    #[test]
+    fn group_histograms_merge() {
+        let group = GroupLatency::default();
+        group.with_ack(|h| h.saturating_record(1_000_000));
+        group.record_setup(Duration::from_millis(5));
+        let (mut ack, mut setup) = (new_histogram(), new_histogram());
+        group.merge_into(&mut ack, &mut setup);
+        assert_eq!((ack.len(), setup.len()), (1, 1));
+        assert!(setup.max().abs_diff(5_000) <= 5);
     }
 }
