@@ -1,6 +1,8 @@
 //! End-to-end: the real `fleetpulse` binary on loopback, driven by the load tester and by bare
 //! device connections. Nothing acknowledged may be lost, also across SIGKILL.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::time::Duration;
@@ -151,7 +153,8 @@ async fn silent_devices_go_offline_raise_an_alarm_and_recover_on_reconnect() {
     let mut dev = good_device(&server, &credential, "0015650000aa", 5).await;
     dev.send(&[RawDevice::data(1, Message::Heartbeat(Heartbeat { uptime_s: 1 }))]).await;
     assert!(matches!(dev.next().await, Some(Downlink::Ack(a)) if a.seq == 1));
-    let device_id = api.get(&format!("/api/v1/devices?enterprise_id={enterprise}")).await["items"][0]["id"].as_u64().unwrap();
+    let device_id =
+        api.get(&format!("/api/v1/devices?enterprise_id={enterprise}")).await["items"][0]["id"].as_u64().unwrap();
     assert_eq!(api.get(&format!("/api/v1/devices/{device_id}")).await["online"], true);
 
     // Silence: one missed 5 s interval makes it offline.

@@ -20,7 +20,12 @@ pub enum AlarmInput<'a> {
 }
 
 /// Evaluates one input for one device at `at`: the change to apply to its alarm records.
-pub fn evaluate(device_id: DeviceId, enterprise_id: EnterpriseId, at: UnixMillis, input: AlarmInput<'_>) -> AlarmChange {
+pub fn evaluate(
+    device_id: DeviceId,
+    enterprise_id: EnterpriseId,
+    at: UnixMillis,
+    input: AlarmInput<'_>,
+) -> AlarmChange {
     let (code, kind) = match input {
         AlarmInput::Reported(alarm) if alarm.clear => (alarm.alarm_type.code, AlarmChangeKind::Clear),
         AlarmInput::Reported(alarm) => {

@@ -165,10 +165,8 @@ impl Ingest {
         let live = Arc::new(LiveState::new());
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
-        let shard_config = shard::ShardConfig {
-            max_batch_rows: config.max_batch_rows,
-            missed_heartbeats: config.missed_heartbeats,
-        };
+        let shard_config =
+            shard::ShardConfig { max_batch_rows: config.max_batch_rows, missed_heartbeats: config.missed_heartbeats };
         let mut shards = Vec::with_capacity(n_shards);
         let mut shard_tasks = Vec::with_capacity(n_shards);
         for _ in 0..n_shards {

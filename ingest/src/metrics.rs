@@ -98,7 +98,11 @@ impl IngestMetrics {
         r.register("connection_errors", "Connections closed for a protocol error", m.connection_errors.clone());
         r.register("frames_received", "Frames received by message kind", m.frames_received.clone());
         r.register("duplicate_frames", "Frames dropped as duplicates", m.duplicate_frames.clone());
-        r.register("rejected_frames", "Frames with invalid content, acknowledged and not stored", m.rejected_frames.clone());
+        r.register(
+            "rejected_frames",
+            "Frames with invalid content, acknowledged and not stored",
+            m.rejected_frames.clone(),
+        );
         r.register("rate_limited", "Waits imposed by rate limits", m.rate_limited.clone());
         r.register("shard_queue_depth", "Frames waiting in shard queues", m.shard_queue_depth.clone());
         r.register("store_batches", "Batches appended to the store", m.store_batches.clone());

@@ -90,23 +90,29 @@ fn protocol_error(ctx: &Context, reason: &'static str, code: u32, detail: String
     Close::new(code, detail)
 }
 
+fn decode_error(ctx: &Context, error: DecodeError) -> Close {
+    match error {
+        DecodeError::TooLarge { len, max } => protocol_error(
+            ctx,
+            "frame_too_large",
+            close_code::FRAME_TOO_LARGE,
+            format!("frame of {len} bytes exceeds {max}"),
+        ),
+        DecodeError::Malformed(e) => protocol_error(ctx, "malformed_frame", close_code::MALFORMED_FRAME, e),
+    }
+}
+
 /// Reads the next frame, `Ok(None)` when the device finished its stream.
-async fn next_uplink(recv: &mut RecvStream, decoder: &mut FrameDecoder, ctx: &Context) -> Result<Option<Uplink>, Close> {
+async fn next_uplink(
+    recv: &mut RecvStream,
+    decoder: &mut FrameDecoder,
+    ctx: &Context,
+) -> Result<Option<Uplink>, Close> {
     loop {
         match decoder.next_frame::<Uplink>() {
             Ok(Some(frame)) => return Ok(Some(frame)),
             Ok(None) => {}
-            Err(DecodeError::TooLarge { len, max }) => {
-                return Err(protocol_error(
-                    ctx,
-                    "frame_too_large",
-                    close_code::FRAME_TOO_LARGE,
-                    format!("frame of {len} bytes exceeds {max}"),
-                ));
-            }
-            Err(DecodeError::Malformed(e)) => {
-                return Err(protocol_error(ctx, "malformed_frame", close_code::MALFORMED_FRAME, e));
-            }
+            Err(e) => return Err(decode_error(ctx, e)),
         }
         match recv.read_chunk(READ_CHUNK, true).await {
             Ok(Some(chunk)) => decoder.push(&chunk.bytes),
@@ -179,8 +185,11 @@ async fn serve(conn: &quinn::Connection, ctx: &Arc<Context>) -> Result<(), Close
             .map_err(|_| Close::new(close_code::SHUTTING_DOWN, "server shutting down"))?;
         let mut out = BytesMut::new();
         let mut encoder = FrameEncoder::default();
-        let welcome =
-            Downlink::Welcome(Welcome { device_id: device.0, last_seq: committed, server_time_ms: UnixMillis::now().0 });
+        let welcome = Downlink::Welcome(Welcome {
+            device_id: device.0,
+            last_seq: committed,
+            server_time_ms: UnixMillis::now().0,
+        });
         encoder.encode(&welcome, &mut out).map_err(|e| Close::new(close_code::SERVER_ERROR, e.to_string()))?;
         send.write_all(&out).await.map_err(|e| Close::new(close_code::NORMAL, e.to_string()))?;
         ctx.metrics.sessions_started.inc();
@@ -249,7 +258,12 @@ async fn read_loop(
                     ));
                 }
                 Uplink::Data(df) if df.seq == 0 => {
-                    return Err(protocol_error(ctx, "zero_seq", close_code::PROTOCOL_VIOLATION, "seq starts at 1".into()));
+                    return Err(protocol_error(
+                        ctx,
+                        "zero_seq",
+                        close_code::PROTOCOL_VIOLATION,
+                        "seq starts at 1".into(),
+                    ));
                 }
                 Uplink::Data(df) => match DeviceMessage::try_from(df.body) {
                     Ok(msg) => frames.push(Frame { seq: df.seq, msg: Some(msg) }),
@@ -260,10 +274,7 @@ async fn read_loop(
                     }
                 },
             }
-            uplink = match decoder.next_frame::<Uplink>() {
-                Ok(u) => u,
-                Err(_) => None, // reported by next_uplink on the next turn
-            };
+            uplink = decoder.next_frame::<Uplink>().map_err(|e| decode_error(ctx, e))?;
             if frames.len() >= 1024 {
                 break;
             }
@@ -282,7 +293,13 @@ async fn read_loop(
 }
 
 /// Waits until the device's and the enterprise's rate limits allow `n` more frames.
-async fn throttle(ctx: &Context, device: &DefaultDirectRateLimiter, enterprise: EnterpriseId, n: usize, limits: RateLimits) {
+async fn throttle(
+    ctx: &Context,
+    device: &DefaultDirectRateLimiter,
+    enterprise: EnterpriseId,
+    n: usize,
+    limits: RateLimits,
+) {
     let mut left = n as u32;
     while left > 0 {
         let step = left.min(limits.device_burst.get()).min(limits.enterprise_burst.get());
@@ -380,6 +397,11 @@ pub struct RateLimits {
 impl Default for RateLimits {
     fn default() -> Self {
         let n = |v: u32| NonZeroU32::new(v).expect("nonzero constant");
-        RateLimits { device_per_s: n(200), device_burst: n(1000), enterprise_per_s: n(200_000), enterprise_burst: n(400_000) }
+        RateLimits {
+            device_per_s: n(200),
+            device_burst: n(1000),
+            enterprise_per_s: n(200_000),
+            enterprise_burst: n(400_000),
+        }
     }
 }

@@ -238,7 +238,13 @@ impl Shard {
                 DeviceMessage::Resource(sample) => {
                     self.metrics.frames_received.get_or_create(&KIND_RESOURCE).inc();
                     self.live.modify(device, |d| d.resources = Some((at, sample)));
-                    batch.resources.push(ResourceEvent { device_id: device, enterprise_id: enterprise, seq, at, sample });
+                    batch.resources.push(ResourceEvent {
+                        device_id: device,
+                        enterprise_id: enterprise,
+                        seq,
+                        at,
+                        sample,
+                    });
                     persisted = true;
                 }
                 DeviceMessage::Alarm(alarm) => {

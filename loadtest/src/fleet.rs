@@ -21,7 +21,7 @@ use fleetpulse_proto::{DeviceId, EnterpriseId, FrameDecoder, FrameEncoder, UnixM
 use quinn::VarInt;
 use rand::Rng;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::api::ApiClient;
@@ -69,7 +69,6 @@ struct Fleet {
     server_name: String,
     credential: String,
     heartbeat_interval_s: u32,
-    burst: u32,
     mix: MessageMix,
     schedule: ScheduleParams,
     macs: MacPlan,
@@ -139,7 +138,6 @@ pub async fn run_until(cfg: LoadConfig, stop: impl Future<Output = ()> + Send) -
         server_name: cfg.server_name.clone(),
         credential,
         heartbeat_interval_s: cfg.heartbeat_interval_s,
-        burst: cfg.burst,
         mix: cfg.mix,
         schedule: ScheduleParams {
             rate_per_s: cfg.rate_per_device,
@@ -153,11 +151,15 @@ pub async fn run_until(cfg: LoadConfig, stop: impl Future<Output = ()> + Send) -
         counters: Arc::new(Counters::default()),
     });
     let (phase_tx, phase_rx) = watch::channel(Phase::Sending);
-    let progress = cfg.progress.then(|| tokio::spawn(crate::stats::progress(fleet.counters.clone(), fleet.run_start)));
+    // Task sets abort their tasks when dropped, so cancelling this future stops the whole fleet.
+    let mut progress = JoinSet::new();
+    if cfg.progress {
+        progress.spawn(crate::stats::progress(fleet.counters.clone(), fleet.run_start));
+    }
 
     // Sending phase: connect devices at the configured pace until the duration ends or `stop`.
-    let mut devices: Vec<JoinHandle<AckedDevice>> = Vec::with_capacity(cfg.devices as usize);
-    let mut rejected: Vec<JoinHandle<()>> = Vec::with_capacity(cfg.bad_credential_devices as usize);
+    let mut devices: JoinSet<AckedDevice> = JoinSet::new();
+    let mut rejected: JoinSet<()> = JoinSet::new();
     tokio::select! {
         () = async {
             spawn_devices(&cfg, &fleet, &groups, &phase_rx, &mut devices, &mut rejected).await;
@@ -188,8 +190,8 @@ pub async fn run_until(cfg: LoadConfig, stop: impl Future<Output = ()> + Send) -
     phase_tx.send_replace(Phase::Closing { gen_end_us });
 
     let mut acked_devices = Vec::with_capacity(devices.len());
-    for task in devices {
-        match task.await {
+    while let Some(result) = devices.join_next().await {
+        match result {
             Ok(device) => acked_devices.push(device),
             Err(error) => {
                 tracing::warn!(%error, "a device task failed");
@@ -197,8 +199,8 @@ pub async fn run_until(cfg: LoadConfig, stop: impl Future<Output = ()> + Send) -
             }
         }
     }
-    for task in rejected {
-        if let Err(error) = task.await {
+    while let Some(result) = rejected.join_next().await {
+        if let Err(error) = result {
             tracing::warn!(%error, "a bad-credential device task failed");
             fleet.counters.errors.incr();
         }
@@ -211,9 +213,7 @@ pub async fn run_until(cfg: LoadConfig, stop: impl Future<Output = ()> + Send) -
     if tokio::time::timeout(CLOSE_WAIT, close_wait).await.is_err() {
         tracing::debug!("endpoints still closing connections; going on");
     }
-    if let Some(progress) = progress {
-        progress.abort();
-    }
+    progress.abort_all();
 
     let verified = verify_run(&api, enterprise, &acked_devices).await?;
     let report = build_report(&cfg, &fleet, &groups, enterprise, gen_end_us, acked_while_sending, drained, verified);
@@ -231,8 +231,8 @@ async fn spawn_devices(
     fleet: &Arc<Fleet>,
     groups: &[Arc<Group>],
     phase: &watch::Receiver<Phase>,
-    devices: &mut Vec<JoinHandle<AckedDevice>>,
-    rejected: &mut Vec<JoinHandle<()>>,
+    devices: &mut JoinSet<AckedDevice>,
+    rejected: &mut JoinSet<()>,
 ) {
     let pace = (cfg.connect_rate > 0).then(|| Duration::from_secs_f64(1.0 / f64::from(cfg.connect_rate)));
     let start = Instant::now();
@@ -248,9 +248,9 @@ async fn spawn_devices(
         let group = groups[n % groups.len()].clone();
         let drain = DrainGuard::new(fleet.counters.clone());
         if regular {
-            devices.push(tokio::spawn(device_task(fleet.clone(), group, index, phase.clone(), drain)));
+            devices.spawn(device_task(fleet.clone(), group, index, phase.clone(), drain));
         } else {
-            rejected.push(tokio::spawn(bad_credential_task(fleet.clone(), group, index, phase.clone(), drain)));
+            rejected.spawn(bad_credential_task(fleet.clone(), group, index, phase.clone(), drain));
         }
     }
 }
@@ -361,7 +361,7 @@ impl DeviceState {
 
     /// Encodes up to `burst` frames from the session into `out`.
     fn fill(&mut self, out: &mut BytesMut, fleet: &Fleet) {
-        for _ in 0..fleet.burst {
+        for _ in 0..fleet.schedule.burst {
             let Some(tx) = self.session.poll_transmit() else { break };
             let f = tx.frame;
             let body = self.profile.message(f.kind, f.seq, f.intended_us, fleet.run_start_ms);

@@ -1,7 +1,8 @@
 //! `fleetpulse-loadtest`: the command line around [`fleetpulse_loadtest::run_until`].
 //!
-//! Prints the JSON report to stdout (logs and progress go to stderr) and exits with 0 when
-//! verification found nothing missing or duplicated, 2 when it did, 1 when the run failed.
+//! Prints the JSON report to stdout (logs and progress go to stderr). Exit codes: 0 when
+//! verification found nothing missing or duplicated, 3 when it did, 1 when the run failed,
+//! 2 for a command-line error.
 //! Ctrl-C ends the sending phase early; the run still drains, verifies and reports.
 
 use std::net::SocketAddr;
@@ -111,7 +112,7 @@ fn main() -> ExitCode {
     let config = Args::parse().into_config();
     match run(config) {
         Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::from(2),
+        Ok(false) => ExitCode::from(3),
         Err(error) => {
             eprintln!("fleetpulse-loadtest: {error:#}");
             ExitCode::FAILURE

@@ -367,3 +367,15 @@ async fn a_silent_server_is_left_and_the_frames_resent_elsewhere() {
     // The frames held by the silent connection waited for the 15 s acknowledgement timeout.
     assert!(report.ack_latency_us.max >= 15_000_000, "{report:#?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_until_stops_when_told_even_without_a_duration() {
+    let server = start(Faults::default()).await;
+    let cfg = LoadConfig { devices: 3, duration: Duration::MAX, ..config(&server) };
+    let report = fleetpulse_loadtest::run_until(cfg, tokio::time::sleep(Duration::from_secs(1)))
+        .await
+        .expect("the run succeeds");
+    assert!(report.passed(), "{report:#?}");
+    assert!((0.9..5.0).contains(&report.duration_s), "{report:#?}");
+    assert!(report.acked > 0 && report.sent == report.acked, "{report:#?}");
+}

@@ -361,7 +361,8 @@ mod tests {
     fn hello_validation() {
         let ok = DeviceHello::try_from(hello()).expect("valid");
         assert_eq!(ok.key, DeviceKey::Mac(Mac::parse("001565aabbcc").expect("mac")));
-        let cases: Vec<(fn(&mut wire::Hello), InvalidMessage)> = vec![
+        type Mutation = fn(&mut wire::Hello);
+        let cases: Vec<(Mutation, InvalidMessage)> = vec![
             (|h| h.mac = "00:15".into(), InvalidMessage::Mac(MacError::Length(5))),
             (|h| h.mac.clear(), InvalidMessage::NoIdentity),
             (|h| h.protocol_version = 9, InvalidMessage::ProtocolVersion(9)),

@@ -129,11 +129,20 @@ impl Api {
     }
 
     pub async fn get(&self, path: &str) -> serde_json::Value {
-        self.client.get(format!("{}{path}", self.base)).bearer_auth(&self.token).send().await.unwrap().json().await.unwrap()
+        self.client
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 
     pub async fn post(&self, path: &str, body: serde_json::Value) -> serde_json::Value {
-        let resp = self.client.post(format!("{}{path}", self.base)).bearer_auth(&self.token).json(&body).send().await.unwrap();
+        let resp =
+            self.client.post(format!("{}{path}", self.base)).bearer_auth(&self.token).json(&body).send().await.unwrap();
         assert!(resp.status().is_success(), "{path}: {}", resp.status());
         resp.json().await.unwrap()
     }
@@ -152,7 +161,9 @@ impl Api {
 /// Reads a counter's value from Prometheus text.
 pub fn metric(text: &str, name: &str) -> f64 {
     text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')).map(|v| v.trim().parse::<f64>().unwrap()))
+        .find_map(|l| {
+            l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')).map(|v| v.trim().parse::<f64>().unwrap())
+        })
         .unwrap_or(0.0)
 }
 
@@ -192,7 +203,14 @@ impl RawDevice {
         let endpoint = client_endpoint(&server.ca_cert());
         let conn = endpoint.connect(server.quic_addr, "localhost").unwrap().await.expect("handshake");
         let (send, recv) = conn.open_bi().await.unwrap();
-        RawDevice { conn, send, recv, decoder: FrameDecoder::default(), encoder: FrameEncoder::default(), _endpoint: endpoint }
+        RawDevice {
+            conn,
+            send,
+            recv,
+            decoder: FrameDecoder::default(),
+            encoder: FrameEncoder::default(),
+            _endpoint: endpoint,
+        }
     }
 
     pub fn hello(mac: &str, credential: &str, heartbeat_interval_s: u32) -> Uplink {
@@ -230,7 +248,9 @@ impl RawDevice {
                 return Some(d);
             }
             let mut buf = [0u8; 4096];
-            match tokio::time::timeout(Duration::from_secs(20), self.recv.read(&mut buf)).await.expect("no answer in 20 s")
+            match tokio::time::timeout(Duration::from_secs(20), self.recv.read(&mut buf))
+                .await
+                .expect("no answer in 20 s")
             {
                 Ok(Some(n)) => self.decoder.push(&buf[..n]),
                 _ => return None,
