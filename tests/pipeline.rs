@@ -175,3 +175,38 @@ async fn silent_devices_go_offline_raise_an_alarm_and_recover_on_reconnect() {
     let alarms = api.get(&format!("/api/v1/alarms?device_id={device_id}")).await;
     assert_eq!(alarms["items"][0]["status"], "cleared");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_device_is_slowed_and_counted_while_others_carry_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = TestServer::start(dir.path(), None, "[ingest]\ndevice_rate = 100\ndevice_burst = 100\n");
+    let api = Api::login(&server.api()).await;
+    let (_, credential) = api.enterprise("flood").await;
+    let mut flood = good_device(&server, &credential, "0015650000f1", 30).await;
+    let mut calm = good_device(&server, &credential, "0015650000f2", 30).await;
+
+    // 600 frames at once: six times the burst. They are all acknowledged, just not at once.
+    let frames: Vec<_> = (1..=600).map(resource).collect();
+    let started = std::time::Instant::now();
+    flood.send(&frames).await;
+    // Meanwhile the calm device is answered promptly.
+    let calm_started = std::time::Instant::now();
+    calm.send(&[resource(1)]).await;
+    assert!(matches!(calm.next().await, Some(Downlink::Ack(a)) if a.seq == 1));
+    let calm_latency = calm_started.elapsed();
+    let mut acked = 0;
+    while acked < 600 {
+        match flood.next().await {
+            Some(Downlink::Ack(a)) => acked = a.seq,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let flood_time = started.elapsed();
+    assert!(flood_time >= Duration::from_secs(4), "600 frames at 100/s after a burst of 100: {flood_time:?}");
+    assert!(calm_latency < Duration::from_secs(1), "the calm device waited {calm_latency:?}");
+    let metrics = api.metrics().await;
+    assert!(metric(&metrics, "fleetpulse_ingest_rate_limited_total{scope=\"device\"}") >= 1.0, "{metrics}");
+
+    // SIGTERM: a clean exit.
+    assert!(server.terminate().success());
+}

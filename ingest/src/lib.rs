@@ -64,12 +64,15 @@ pub struct IngestConfig {
     pub max_frame_len: usize,
     /// Time a new connection has to open its stream and send Hello.
     pub hello_timeout: Duration,
-    /// QUIC idle timeout. Devices with heartbeat intervals longer than this need QUIC keep-alives.
+    /// QUIC idle timeout: frees the state of vanished peers. Devices whose heartbeat interval is
+    /// longer than this must send QUIC keep-alives.
     pub idle_timeout: Duration,
     /// Missed heartbeat intervals before a device is offline.
     pub missed_heartbeats: u32,
     /// Most simultaneous connections; more are refused.
     pub max_connections: usize,
+    /// Most handshakes in progress at once; more are refused and the devices retry.
+    pub max_handshakes: usize,
     /// Certificate source.
     pub tls: TlsSource,
     /// Folder for the persistent endpoint keys (stateless reset, connection ids).
@@ -89,9 +92,10 @@ impl IngestConfig {
             max_batch_rows: 20_000,
             max_frame_len: fleetpulse_proto::MAX_FRAME_LEN,
             hello_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(600),
+            idle_timeout: Duration::from_secs(120),
             missed_heartbeats: 3,
             max_connections: 250_000,
+            max_handshakes: 2_048,
             tls: TlsSource::Dev { dir: data_dir.join("tls") },
             state_dir: data_dir.join("tls"),
             limits: RateLimits::default(),
@@ -109,6 +113,7 @@ pub(crate) struct Context {
     connections: DashMap<DeviceId, quinn::Connection>,
     credentials: DashMap<String, EnterpriseId>,
     enterprise_limiter: DefaultKeyedRateLimiter<EnterpriseId>,
+    handshakes: Arc<tokio::sync::Semaphore>,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -184,6 +189,7 @@ impl Ingest {
             enterprise_limiter: RateLimiter::keyed(
                 Quota::per_second(limits.enterprise_per_s).allow_burst(limits.enterprise_burst),
             ),
+            handshakes: Arc::new(tokio::sync::Semaphore::new(config.max_handshakes.max(1))),
             shutdown: shutdown_rx,
             store,
             metrics,

@@ -58,14 +58,28 @@ impl Drop for OpenGuard {
 
 /// Serves one incoming connection to its end.
 pub(crate) async fn run(incoming: quinn::Incoming, ctx: Arc<Context>) {
-    let conn = match incoming.await {
-        Ok(conn) => conn,
-        Err(error) => {
+    // Bounded handshakes: beyond the limit, new connections are refused (the device retries)
+    // instead of piling up half-open state.
+    let Ok(permit) = ctx.handshakes.clone().try_acquire_owned() else {
+        ctx.metrics.connection_errors.get_or_create(&ReasonLabel { reason: "handshake_limit" }).inc();
+        incoming.refuse();
+        return;
+    };
+    // A handshake that does not finish within the Hello timeout is abandoned: without this, a
+    // half-open connection would hold its state until the idle timeout.
+    let conn = match tokio::time::timeout(ctx.config.hello_timeout, incoming).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(error)) => {
             tracing::debug!(message = "Handshake failed.", %error);
             ctx.metrics.connection_errors.get_or_create(&ReasonLabel { reason: "handshake" }).inc();
             return;
         }
+        Err(_) => {
+            ctx.metrics.connection_errors.get_or_create(&ReasonLabel { reason: "handshake_timeout" }).inc();
+            return;
+        }
     };
+    drop(permit);
     ctx.metrics.connections_accepted.inc();
     ctx.metrics.connections_open.inc();
     let _guard = OpenGuard(ctx.metrics.clone());

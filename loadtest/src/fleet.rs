@@ -111,7 +111,7 @@ pub async fn run(cfg: LoadConfig) -> anyhow::Result<Report> {
 /// drains, closes, verifies and reports. Writes the report to `cfg.report` if set.
 pub async fn run_until(cfg: LoadConfig, stop: impl Future<Output = ()> + Send) -> anyhow::Result<Report> {
     cfg.validate()?;
-    let client_config = quic::client_config(&cfg.ca_cert)?;
+    let client_config = quic::client_config(&cfg.ca_cert, cfg.heartbeat_interval_s)?;
     let api = ApiClient::login(&cfg.api, &cfg.admin_email, &cfg.admin_password).await?;
     let (enterprise, credential) = match &cfg.credential {
         Some((id, credential)) => (EnterpriseId(*id), credential.clone()),

@@ -34,8 +34,11 @@ const SOCKET_BUFFER: usize = 8 << 20;
 const CLOSE_REASON_WAIT: Duration = Duration::from_secs(2);
 
 /// Transport settings for many small, mostly idle connections: small windows, no MTU discovery,
-/// no datagrams, no uni streams, NewReno, and heartbeats (not QUIC pings) as keep-alive.
-pub fn transport_config() -> TransportConfig {
+/// no datagrams, no uni streams, NewReno, and heartbeats (not QUIC pings) as keep-alive, unless
+/// the heartbeat interval is longer than half the idle timeout: then QUIC pings keep the path
+/// alive between heartbeats, as a real device with a long interval would.
+pub fn transport_config(heartbeat_interval_s: u32) -> TransportConfig {
+    let keep_alive = (heartbeat_interval_s > 30).then(|| Duration::from_secs(25));
     let mut t = TransportConfig::default();
     t.stream_receive_window(VarInt::from_u32(32 * 1024))
         .receive_window(VarInt::from_u32(64 * 1024))
@@ -45,13 +48,13 @@ pub fn transport_config() -> TransportConfig {
         .datagram_receive_buffer_size(None)
         .congestion_controller_factory(Arc::new(quinn::congestion::NewRenoConfig::default()))
         .max_idle_timeout(Some(IdleTimeout::from(VarInt::from_u32(60_000))))
-        .keep_alive_interval(None);
+        .keep_alive_interval(keep_alive);
     t
 }
 
 /// The client configuration: TLS 1.3 trusting only the CA certificates in `ca_cert` (PEM),
 /// ALPN [`ALPN`], and [`transport_config`].
-pub fn client_config(ca_cert: &Path) -> anyhow::Result<ClientConfig> {
+pub fn client_config(ca_cert: &Path, heartbeat_interval_s: u32) -> anyhow::Result<ClientConfig> {
     let mut roots = RootCertStore::empty();
     let certs = CertificateDer::pem_file_iter(ca_cert)
         .with_context(|| format!("reading the CA certificate {}", ca_cert.display()))?;
@@ -69,7 +72,7 @@ pub fn client_config(ca_cert: &Path) -> anyhow::Result<ClientConfig> {
     tls.alpn_protocols = vec![ALPN.to_vec()];
     let quic = QuicClientConfig::try_from(tls).context("QUIC TLS configuration")?;
     let mut config = ClientConfig::new(Arc::new(quic));
-    config.transport_config(Arc::new(transport_config()));
+    config.transport_config(Arc::new(transport_config(heartbeat_interval_s)));
     Ok(config)
 }
 
@@ -240,8 +243,8 @@ mod tests {
         std::fs::create_dir_all(&dir).expect("temp dir");
         let empty = dir.join("empty.pem");
         std::fs::write(&empty, "").expect("write");
-        assert!(client_config(&empty).is_err());
-        assert!(client_config(&dir.join("absent.pem")).is_err());
+        assert!(client_config(&empty, 30).is_err());
+        assert!(client_config(&dir.join("absent.pem"), 30).is_err());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
