@@ -432,7 +432,7 @@ mod tests {
 }
 
 /// A change to an aggregated alarm record, as decided by the alarm engine and applied by the store.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AlarmChange {
     /// The device.
     pub device_id: crate::DeviceId,
@@ -447,7 +447,7 @@ pub struct AlarmChange {
 }
 
 /// What an [`AlarmChange`] does to the record of its (device, type).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AlarmChangeKind {
     /// The alarm occurred: create the record or bump its count and latest time; it is active.
     Raise {

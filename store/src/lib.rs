@@ -9,8 +9,11 @@
 //! its device only after that. The embedded backend ([`embedded`]) keeps everything in one
 //! SQLite database under the data directory, written by one thread with group commit.
 
+pub mod clickhouse;
 pub mod embedded;
 mod model;
+pub mod postgres;
+pub mod spool;
 
 pub use model::*;
 
@@ -91,9 +94,9 @@ pub trait EventStore: Send + Sync + 'static {
     async fn last_seq(&self, device: DeviceId) -> Result<u64>;
     /// Aggregated alarm records, ordered by record id (keyset pagination).
     async fn list_alarm_records(&self, filter: AlarmFilter, page: Page) -> Result<Vec<AlarmRecord>>;
-    /// Per device of the enterprise (ordered by id, after the cursor): how many persisted rows
-    /// carry a device sequence number, and which distinct numbers, as ranges (LT-3).
-    async fn stored_sequences(&self, enterprise: EnterpriseId, page: Page) -> Result<Vec<StoredSequences>>;
+    /// Per device: how many persisted rows carry a device sequence number, and which distinct
+    /// numbers, as ranges (LT-3). Devices without rows are answered with zero rows.
+    async fn device_sequences(&self, devices: &[DeviceId]) -> Result<Vec<DeviceSequences>>;
     /// Number of event rows of each kind, for metrics and tests.
     async fn event_counts(&self) -> Result<EventCounts>;
 }
@@ -114,6 +117,25 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
+    /// Stored sequence numbers of a page of the enterprise's devices (ordered by id), for the
+    /// load tester's verification: entities give the devices, events their sequences.
+    pub async fn stored_sequences(&self, enterprise: EnterpriseId, page: Page) -> Result<Vec<StoredSequences>> {
+        let devices = self.entities.list_devices(Some(enterprise), page).await?;
+        let ids: Vec<DeviceId> = devices.iter().map(|d| d.id).collect();
+        let mut seqs = self.events.device_sequences(&ids).await?.into_iter();
+        Ok(devices
+            .into_iter()
+            .map(|d| {
+                let s = seqs.find(|s| s.device_id == d.id).unwrap_or(DeviceSequences {
+                    device_id: d.id,
+                    rows: 0,
+                    ranges: Vec::new(),
+                });
+                StoredSequences { device_id: d.id, mac: d.mac, serial: d.serial, rows: s.rows, ranges: s.ranges }
+            })
+            .collect())
+    }
+
     /// Opens the embedded store under `data_dir`.
     pub fn open_embedded(data_dir: &std::path::Path, config: embedded::EmbeddedConfig) -> Result<Store> {
         let db = Arc::new(embedded::EmbeddedStore::open(data_dir, config)?);

@@ -2,7 +2,7 @@
 
 use fleetpulse_proto::domain::{AlarmChange, DeviceKey, DeviceStatus, ResourceSample};
 use fleetpulse_proto::{AccountId, AlarmTypeCode, DeviceId, EnterpriseId, Mac, Severity, UnixMillis};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Keyset pagination: rows with an id above `after`, at most `limit` of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,7 +155,7 @@ pub struct RegisteredDevice {
 }
 
 /// A status report as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusEvent {
     /// The device.
     pub device_id: DeviceId,
@@ -170,7 +170,7 @@ pub struct StatusEvent {
 }
 
 /// A resource report as stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResourceEvent {
     /// The device.
     pub device_id: DeviceId,
@@ -185,7 +185,7 @@ pub struct ResourceEvent {
 }
 
 /// One alarm occurrence as stored (raw, before aggregation).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AlarmEvent {
     /// The device.
     pub device_id: DeviceId,
@@ -206,7 +206,7 @@ pub struct AlarmEvent {
 }
 
 /// Everything one group of frames changes; applied atomically by [`crate::EventStore::append`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventBatch {
     /// Status reports.
     pub status: Vec<StatusEvent>,
@@ -289,6 +289,17 @@ pub struct StoredSequences {
     pub mac: Option<Mac>,
     /// Its serial.
     pub serial: Option<String>,
+    /// Persisted rows carrying a device sequence number.
+    pub rows: u64,
+    /// Distinct sequence numbers as sorted, inclusive, non-adjacent ranges.
+    pub ranges: Vec<(u64, u64)>,
+}
+
+/// Stored sequence numbers of one device, as the event store knows them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeviceSequences {
+    /// The device.
+    pub device_id: DeviceId,
     /// Persisted rows carrying a device sequence number.
     pub rows: u64,
     /// Distinct sequence numbers as sorted, inclusive, non-adjacent ranges.

@@ -121,7 +121,7 @@ async fn stored_sequences(
 ) -> Result<Json<StoredSequencesPage>, ApiError> {
     let page = page(q.after, q.limit, SEQUENCES_DEFAULT, SEQUENCES_MAX)?;
     let enterprise = find(&ctx, &auth, id).await?;
-    let devices = ctx.api.store.events.stored_sequences(enterprise.id, page).await?;
+    let devices = ctx.api.store.stored_sequences(enterprise.id, page).await?;
     let next_after = next_after(&devices, page, |d| d.device_id.0).map(DeviceId);
     Ok(Json(StoredSequencesPage { devices, next_after }))
 }

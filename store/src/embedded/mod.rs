@@ -620,29 +620,18 @@ impl EventStore for EmbeddedStore {
         .await
     }
 
-    async fn stored_sequences(&self, enterprise: EnterpriseId, page: Page) -> Result<Vec<StoredSequences>> {
+    async fn device_sequences(&self, devices: &[DeviceId]) -> Result<Vec<DeviceSequences>> {
+        let devices = devices.to_vec();
         self.read(move |c| {
-            let mut devices = c.prepare_cached(&format!(
-                "SELECT {DEVICE_COLUMNS} FROM devices WHERE enterprise_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3"
-            ))?;
-            let devices = devices
-                .query_map(params![enterprise.0, page.after, page.limit], device_from_row)?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
             let mut seqs = c.prepare_cached(
                 "SELECT seq FROM status_events WHERE device_id = ?1 \
                  UNION ALL SELECT seq FROM resource_reports WHERE device_id = ?1 \
                  UNION ALL SELECT seq FROM alarm_events WHERE device_id = ?1 AND seq > 0 ORDER BY 1",
             )?;
             let mut out = Vec::with_capacity(devices.len());
-            for d in devices {
-                let all = seqs.query_map([d.id.0], |r| r.get::<_, u64>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
-                out.push(StoredSequences {
-                    device_id: d.id,
-                    mac: d.mac,
-                    serial: d.serial,
-                    rows: all.len() as u64,
-                    ranges: to_ranges(all),
-                });
+            for device_id in devices {
+                let all = seqs.query_map([device_id.0], |r| r.get::<_, u64>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+                out.push(DeviceSequences { device_id, rows: all.len() as u64, ranges: to_ranges(all) });
             }
             Ok(out)
         })

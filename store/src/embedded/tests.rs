@@ -57,7 +57,7 @@ async fn devices_are_auto_added_once_and_never_cross_enterprises() {
 #[tokio::test]
 async fn appended_events_survive_reopen_with_marks_and_sequences() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (e, d) = {
+    let (_e, d) = {
         let store = open(dir.path());
         let e = enterprise(&store, "a").await;
         let d = store.register_device(new_device(e.id, "001565000002")).await.expect("register").device.id;
@@ -89,7 +89,7 @@ async fn appended_events_survive_reopen_with_marks_and_sequences() {
     };
     let store = open(dir.path());
     assert_eq!(store.last_seq(d).await.expect("last seq"), 7);
-    let seqs = store.stored_sequences(e.id, Page::first(10)).await.expect("sequences");
+    let seqs = store.device_sequences(&[d]).await.expect("sequences");
     assert_eq!(seqs.len(), 1);
     assert_eq!((seqs[0].rows, seqs[0].ranges.clone()), (5, vec![(1, 3), (7, 7)]));
     let counts = store.event_counts().await.expect("counts");

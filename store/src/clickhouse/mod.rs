@@ -1,0 +1,1 @@
+//! ClickHouse event backend (to be written).

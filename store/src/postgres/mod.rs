@@ -1,0 +1,1 @@
+//! PostgreSQL entity backend (to be written).

@@ -1,0 +1,1 @@
+//! Durable local spool (to be written).

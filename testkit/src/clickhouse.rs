@@ -1,0 +1,1 @@
+//! Starts a throwaway ClickHouse server (to be written).

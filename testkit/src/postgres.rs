@@ -1,0 +1,1 @@
+//! Starts a throwaway PostgreSQL cluster (to be written).
