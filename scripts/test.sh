@@ -1,10 +1,21 @@
 #!/usr/bin/env bash
 # The test command (README): installs what the tests need on a fresh Debian machine, then runs
-# every test of the workspace. Servers the tests need are started by the tests themselves.
+# every test of the workspace. The tests start their own servers (ClickHouse, PostgreSQL) on free
+# loopback ports in temporary directories; nothing is skipped when a server is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Nothing beyond the Rust toolchain is needed yet: the embedded store is bundled SQLite and the
-# QUIC stack is pure Rust (ring). Later backends add their Debian packages here.
+need=()
+command -v clickhouse-server >/dev/null 2>&1 || command -v clickhouse >/dev/null 2>&1 || need+=(clickhouse-server)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing test servers: ${need[*]}"
+  if [ "$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+  # The packages may start system services; the tests use their own instances.
+  $sudo service clickhouse-server stop >/dev/null 2>&1 || true
+  $sudo service postgresql stop >/dev/null 2>&1 || true
+fi
 
 cargo test --workspace --all-targets --no-fail-fast

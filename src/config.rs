@@ -64,8 +64,32 @@ pub struct IngestFile {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreFile {
-    /// fsync every commit (survives power loss); default true.
+    /// `embedded` (default) or `clickhouse` (ClickHouse for events + PostgreSQL for entities).
+    pub backend: Option<StoreBackend>,
+    /// Embedded store: fsync every commit (survives power loss); default true.
     pub fsync: Option<bool>,
+    /// Scale-out: ClickHouse HTTP URL, e.g. `http://127.0.0.1:8123`.
+    pub clickhouse_url: Option<String>,
+    /// Scale-out: ClickHouse database (default `fleetpulse`).
+    pub clickhouse_database: Option<String>,
+    /// Scale-out: ClickHouse user.
+    pub clickhouse_user: Option<String>,
+    /// Scale-out: ClickHouse password.
+    pub clickhouse_password: Option<String>,
+    /// Scale-out: PostgreSQL URL, e.g. `postgres://fleetpulse@127.0.0.1/fleetpulse`.
+    pub postgres_url: Option<String>,
+    /// Scale-out: bound of the local spool in front of ClickHouse, bytes (default 1 GiB).
+    pub spool_max_bytes: Option<u64>,
+}
+
+/// Which store backend serves the process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    /// SQLite under the data directory; needs no other server.
+    Embedded,
+    /// ClickHouse for events, PostgreSQL for entities, a spool under the data directory.
+    Clickhouse,
 }
 
 impl FileConfig {

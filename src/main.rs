@@ -15,7 +15,7 @@ use fleetpulse_ingest::{Ingest, IngestConfig, IngestMetrics, TlsSource};
 use fleetpulse_store::Store;
 use fleetpulse_store::embedded::EmbeddedConfig;
 
-use config::FileConfig;
+use config::{FileConfig, StoreBackend};
 
 #[derive(Debug, Parser)]
 #[command(name = "fleetpulse", version, about = "Device telemetry and alarm pipeline")]
@@ -36,21 +36,11 @@ enum Command {
         #[arg(long, default_value_t = 1000)]
         devices: u32,
     },
-    /// Applies schema migrations to the data directory and exits.
-    Migrate {
-        /// Data directory.
-        #[arg(long, env = "FLEETPULSE_DATA_DIR", default_value = "fleetpulse-data")]
-        data_dir: PathBuf,
-    },
-    /// Creates the platform admin if none exists (password from FLEETPULSE_ADMIN_PASSWORD or generated).
-    CreateAdmin {
-        /// Data directory.
-        #[arg(long, env = "FLEETPULSE_DATA_DIR", default_value = "fleetpulse-data")]
-        data_dir: PathBuf,
-        /// Admin email.
-        #[arg(long, env = "FLEETPULSE_ADMIN_EMAIL")]
-        email: Option<String>,
-    },
+    /// Applies schema migrations of the configured store and exits.
+    Migrate(ServeArgs),
+    /// Creates the platform admin if none exists (email and password from FLEETPULSE_ADMIN_EMAIL
+    /// and FLEETPULSE_ADMIN_PASSWORD; a password is generated and printed if none is given).
+    CreateAdmin(ServeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -67,6 +57,15 @@ struct ServeArgs {
     /// TCP address of the management API.
     #[arg(long, env = "FLEETPULSE_HTTP_ADDR")]
     http_addr: Option<SocketAddr>,
+    /// Store backend: `embedded` (default) or `clickhouse` (with PostgreSQL for entities).
+    #[arg(long, env = "FLEETPULSE_STORE", value_enum)]
+    store: Option<StoreBackend>,
+    /// ClickHouse HTTP URL (scale-out store).
+    #[arg(long, env = "FLEETPULSE_CLICKHOUSE_URL")]
+    clickhouse_url: Option<String>,
+    /// PostgreSQL URL (scale-out store).
+    #[arg(long, env = "FLEETPULSE_POSTGRES_URL")]
+    postgres_url: Option<String>,
 }
 
 /// Everything `serve` needs, resolved from flags, environment, file and defaults.
@@ -79,10 +78,14 @@ struct Settings {
 }
 
 fn resolve(args: ServeArgs, defaults: (&str, &str, &str)) -> anyhow::Result<Settings> {
-    let file = match &args.config {
+    let mut file = match &args.config {
         Some(path) => FileConfig::load(path)?,
         None => FileConfig::default(),
     };
+    // Flags and environment override the file's store section.
+    file.store.backend = args.store.or(file.store.backend);
+    file.store.clickhouse_url = args.clickhouse_url.or(file.store.clickhouse_url.take());
+    file.store.postgres_url = args.postgres_url.or(file.store.postgres_url.take());
     let parse = |s: &str| s.parse::<SocketAddr>().context("default address");
     Ok(Settings {
         data_dir: args.data_dir.or(file.data_dir.clone()).unwrap_or_else(|| defaults.0.into()),
@@ -118,14 +121,15 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             }
             Command::Demo { serve, devices } => demo(serve, devices).await,
-            Command::Migrate { data_dir } => {
-                Store::open_embedded(&data_dir, EmbeddedConfig::default())?;
-                println!("schema at version {}", fleetpulse_store::embedded::SCHEMA_VERSION);
+            Command::Migrate(args) => {
+                let settings = resolve(args, ("fleetpulse-data", "0.0.0.0:4433", "127.0.0.1:8080"))?;
+                open_store(&settings).await?;
+                println!("migrations applied");
                 Ok(())
             }
-            Command::CreateAdmin { data_dir, email } => {
-                let store = Store::open_embedded(&data_dir, EmbeddedConfig::default())?;
-                bootstrap(&store, email).await
+            Command::CreateAdmin(args) => {
+                let settings = resolve(args, ("fleetpulse-data", "0.0.0.0:4433", "127.0.0.1:8080"))?;
+                bootstrap(&open_store(&settings).await?, None).await
             }
         }
     })
@@ -150,6 +154,41 @@ async fn bootstrap(store: &Store, email: Option<String>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Opens the configured store (migrating it).
+async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
+    let s = &settings.file.store;
+    match s.backend.unwrap_or(StoreBackend::Embedded) {
+        StoreBackend::Embedded => Store::open_embedded(
+            &settings.data_dir,
+            EmbeddedConfig { fsync: s.fsync.unwrap_or(true), ..EmbeddedConfig::default() },
+        )
+        .with_context(|| format!("opening the embedded store in {}", settings.data_dir.display())),
+        StoreBackend::Clickhouse => {
+            let config = fleetpulse_store::ScaleOutConfig {
+                postgres_url: s
+                    .postgres_url
+                    .clone()
+                    .context("the clickhouse store needs a PostgreSQL URL (--postgres-url)")?,
+                clickhouse: fleetpulse_store::clickhouse::ClickHouseConfig {
+                    url: s
+                        .clickhouse_url
+                        .clone()
+                        .context("the clickhouse store needs a ClickHouse URL (--clickhouse-url)")?,
+                    database: s.clickhouse_database.clone().unwrap_or_else(|| "fleetpulse".into()),
+                    user: s.clickhouse_user.clone(),
+                    password: s.clickhouse_password.clone(),
+                },
+                spool: fleetpulse_store::spool::SpoolConfig {
+                    dir: settings.data_dir.join("spool"),
+                    max_bytes: s.spool_max_bytes.unwrap_or(1 << 30),
+                    ..fleetpulse_store::spool::SpoolConfig::default()
+                },
+            };
+            Store::open_scaleout(config).await.context("opening the scale-out store (ClickHouse + PostgreSQL)")
+        }
+    }
+}
+
 /// A running server.
 struct Server {
     ingest: Ingest,
@@ -163,12 +202,8 @@ struct Server {
 
 impl Server {
     async fn start(settings: Settings) -> anyhow::Result<Server> {
+        let store = open_store(&settings).await?;
         let Settings { data_dir, quic_addr, http_addr, file } = settings;
-        let store = Store::open_embedded(
-            &data_dir,
-            EmbeddedConfig { fsync: file.store.fsync.unwrap_or(true), ..EmbeddedConfig::default() },
-        )
-        .with_context(|| format!("opening the store in {}", data_dir.display()))?;
         bootstrap(&store, None).await?;
 
         let mut registry = prometheus_client::registry::Registry::default();
@@ -253,11 +288,13 @@ async fn demo(args: ServeArgs, devices: u32) -> anyhow::Result<()> {
     // The demo drives its fleet through the API, so it needs the password: a fixed default
     // unless one is given. The demo listens on loopback only by default.
     let password = std::env::var("FLEETPULSE_ADMIN_PASSWORD").unwrap_or_else(|_| "demo-password".into());
-    let store = Store::open_embedded(&settings.data_dir, EmbeddedConfig::default())?;
-    fleetpulse_admin_api::bootstrap_admin(&store, Some(email.clone()), Some(password.clone()))
-        .await
-        .map_err(|e| anyhow::anyhow!("creating the demo admin: {e}"))?;
-    drop(store);
+    // With both variables set the server bootstraps the admin itself; otherwise create it here.
+    if std::env::var_os("FLEETPULSE_ADMIN_EMAIL").is_none() || std::env::var_os("FLEETPULSE_ADMIN_PASSWORD").is_none() {
+        let store = open_store(&settings).await?;
+        fleetpulse_admin_api::bootstrap_admin(&store, Some(email.clone()), Some(password.clone()))
+            .await
+            .map_err(|e| anyhow::anyhow!("creating the demo admin: {e}"))?;
+    }
     let server = Server::start(settings).await?;
     let api = format!("http://{}", server.http_addr);
     println!();

@@ -194,6 +194,7 @@ async fn serve(conn: &quinn::Connection, ctx: &Arc<Context>) -> Result<(), Close
                 enterprise,
                 heartbeat_interval_s: hello.heartbeat_interval_s,
                 committed_seq: committed,
+                connection: conn.stable_id(),
             })
             .await
             .map_err(|_| Close::new(close_code::SHUTTING_DOWN, "server shutting down"))?;
@@ -215,7 +216,7 @@ async fn serve(conn: &quinn::Connection, ctx: &Arc<Context>) -> Result<(), Close
         read.and(write)
     }
     .await;
-    let _ = shard.send(ShardCmd::Disconnected { device }).await;
+    let _ = shard.send(ShardCmd::Disconnected { device, connection: conn.stable_id() }).await;
     ctx.connections.remove_if(&device, |_, c| c.stable_id() == conn.stable_id());
     result
 }

@@ -38,11 +38,17 @@ pub(crate) type AckResult = Result<u64, ()>;
 #[derive(Debug)]
 pub(crate) enum ShardCmd {
     /// A device authenticated; `committed_seq` is the store's delivery mark.
-    Open { device: DeviceId, enterprise: EnterpriseId, heartbeat_interval_s: u32, committed_seq: u64 },
+    Open {
+        device: DeviceId,
+        enterprise: EnterpriseId,
+        heartbeat_interval_s: u32,
+        committed_seq: u64,
+        connection: usize,
+    },
     /// Frames read from the device's stream, in order.
     Frames { device: DeviceId, frames: Vec<Frame>, at: UnixMillis, done: oneshot::Sender<AckResult> },
-    /// The device's connection closed.
-    Disconnected { device: DeviceId },
+    /// The device's connection closed (ignored if a newer connection of the device opened since).
+    Disconnected { device: DeviceId, connection: usize },
 }
 
 /// Shard settings.
@@ -54,6 +60,8 @@ pub(crate) struct ShardConfig {
 
 struct DeviceState {
     enterprise: EnterpriseId,
+    /// The device's current connection (quinn's stable id).
+    connection: usize,
     heartbeat_interval_s: u32,
     accepted_seq: u64,
     online: bool,
@@ -146,27 +154,40 @@ impl Shard {
 
     fn handle(&mut self, cmd: ShardCmd) {
         match cmd {
-            ShardCmd::Open { device, enterprise, heartbeat_interval_s, committed_seq } => {
-                self.open(device, enterprise, heartbeat_interval_s, committed_seq)
+            ShardCmd::Open { device, enterprise, heartbeat_interval_s, committed_seq, connection } => {
+                self.open(device, enterprise, heartbeat_interval_s, committed_seq, connection)
             }
             ShardCmd::Frames { device, frames, at, done } => {
                 self.metrics.shard_queue_depth.dec();
                 self.frames(device, frames, at, done)
             }
-            ShardCmd::Disconnected { device } => self.live.modify(device, |d| d.connected = false),
+            ShardCmd::Disconnected { device, connection } => {
+                if self.devices.get(&device).is_some_and(|s| s.connection == connection) {
+                    self.live.modify(device, |d| d.connected = false);
+                }
+            }
         }
     }
 
-    fn open(&mut self, device: DeviceId, enterprise: EnterpriseId, heartbeat_interval_s: u32, committed_seq: u64) {
+    fn open(
+        &mut self,
+        device: DeviceId,
+        enterprise: EnterpriseId,
+        heartbeat_interval_s: u32,
+        committed_seq: u64,
+        connection: usize,
+    ) {
         let now = UnixMillis::now();
         let state = self.devices.entry(device).or_insert(DeviceState {
             enterprise,
+            connection,
             heartbeat_interval_s,
             accepted_seq: committed_seq,
             online: false,
         });
         state.accepted_seq = state.accepted_seq.max(committed_seq);
         state.heartbeat_interval_s = heartbeat_interval_s;
+        state.connection = connection;
         let accepted = state.accepted_seq;
         if !state.online {
             state.online = true;

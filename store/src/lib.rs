@@ -13,6 +13,7 @@ pub mod clickhouse;
 pub mod embedded;
 mod model;
 pub mod postgres;
+pub mod scaleout;
 pub mod spool;
 
 pub use model::*;
@@ -140,5 +141,28 @@ impl Store {
     pub fn open_embedded(data_dir: &std::path::Path, config: embedded::EmbeddedConfig) -> Result<Store> {
         let db = Arc::new(embedded::EmbeddedStore::open(data_dir, config)?);
         Ok(Store { entities: db.clone(), events: db })
+    }
+}
+
+/// Settings of the scale-out store.
+#[derive(Debug, Clone)]
+pub struct ScaleOutConfig {
+    /// PostgreSQL URL for the entities.
+    pub postgres_url: String,
+    /// ClickHouse for the events.
+    pub clickhouse: clickhouse::ClickHouseConfig,
+    /// The local spool in front of ClickHouse.
+    pub spool: spool::SpoolConfig,
+}
+
+impl Store {
+    /// Opens the scale-out store: PostgreSQL (migrated), ClickHouse (schema created), and the
+    /// spool (recovered), with its drainer running.
+    pub async fn open_scaleout(config: ScaleOutConfig) -> Result<Store> {
+        let entities = postgres::PgEntityStore::connect(&config.postgres_url, 16).await?;
+        let events = clickhouse::ClickHouseEvents::connect(config.clickhouse).await?;
+        let spool = spool::Spool::open(config.spool)?;
+        let events = scaleout::SpooledEvents::start(Arc::new(events), spool).await?;
+        Ok(Store { entities: Arc::new(entities), events: Arc::new(events) })
     }
 }

@@ -266,3 +266,29 @@ impl RawDevice {
         }
     }
 }
+
+/// The `[store]` lines that select the scale-out backend on fresh databases of the given servers.
+pub fn scaleout_config(
+    pg: &fleetpulse_testkit::postgres::PostgresServer,
+    ch: &fleetpulse_testkit::clickhouse::ClickHouseServer,
+    name: &str,
+) -> String {
+    format!(
+        "backend = \"clickhouse\"\nclickhouse_url = \"{}\"\nclickhouse_database = \"{name}\"\npostgres_url = \"{}\"\n",
+        ch.url(),
+        pg.create_database(name)
+    )
+}
+
+impl TestServer {
+    /// Resident memory of the server process, KiB.
+    pub fn rss_kib(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .ok()
+            .and_then(|s| {
+                s.lines().find_map(|l| l.strip_prefix("VmRSS:").map(|v| v.trim().trim_end_matches(" kB").parse().ok()))
+            })
+            .flatten()
+            .unwrap_or(0)
+    }
+}

@@ -630,7 +630,8 @@ impl EventStore for EmbeddedStore {
             )?;
             let mut out = Vec::with_capacity(devices.len());
             for device_id in devices {
-                let all = seqs.query_map([device_id.0], |r| r.get::<_, u64>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+                let all =
+                    seqs.query_map([device_id.0], |r| r.get::<_, u64>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
                 out.push(DeviceSequences { device_id, rows: all.len() as u64, ranges: to_ranges(all) });
             }
             Ok(out)

@@ -1,1 +1,384 @@
-//! PostgreSQL entity backend (to be written).
+//! PostgreSQL backend of the portal entities ([`EntityStore`]) for the scale-out store.
+//!
+//! Behaves like the embedded backend's entity half, errors included; the events live elsewhere
+//! (ClickHouse). Unlike the embedded store, whose single writer serialises every write, many
+//! connections write here at once, so device registration is written to be race-free: the
+//! insert yields to a concurrent one (`ON CONFLICT DO NOTHING`) and the device is read again.
+//!
+//! No SQL type crosses the module boundary: ids are `BIGINT` in the database and typed `u64`
+//! ids outside; an id above `i64::MAX` cannot exist, so looking one up finds nothing.
+
+mod schema;
+
+use async_trait::async_trait;
+use fleetpulse_proto::domain::DeviceKey;
+use fleetpulse_proto::{AccountId, DeviceId, EnterpriseId, Mac, UnixMillis};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Connection, Row};
+
+pub use schema::CURRENT_VERSION as SCHEMA_VERSION;
+
+use crate::*;
+
+/// How long connecting, and each operation waiting for a free connection, may take.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Attempts at registering a device that keeps losing races with concurrent registrations of
+/// the same key. The second attempt always settles it (rows are never deleted); the bound only
+/// turns a bug into an error instead of a loop.
+const REGISTER_ATTEMPTS: usize = 3;
+
+/// The PostgreSQL entity store: a connection pool over a migrated database.
+#[derive(Debug, Clone)]
+pub struct PgEntityStore {
+    pool: PgPool,
+}
+
+impl PgEntityStore {
+    /// Connects to `url` (`postgres://user@host:port/database`) with a pool of at most
+    /// `max_connections` (at least 1) connections, and applies the schema migrations the
+    /// database lacks.
+    ///
+    /// [`StoreError::Backend`] if the database cannot be reached, [`StoreError::Migration`] if
+    /// its schema cannot be brought up to date (including when it is newer than this build).
+    pub async fn connect(url: &str, max_connections: u32) -> Result<PgEntityStore> {
+        let options: PgConnectOptions = url.parse().map_err(backend)?;
+        // Migrate over one plain connection first: an unreachable server then fails at once
+        // with its cause, where the pool would retry until its timeout and report only that.
+        let mut conn = tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&options))
+            .await
+            .map_err(|_| StoreError::Backend(format!("no connection to PostgreSQL within {CONNECT_TIMEOUT:?}")))?
+            .map_err(backend)?;
+        let version = schema::migrate(&mut conn).await?;
+        if let Err(error) = conn.close().await {
+            tracing::debug!(message = "Closing the migration connection failed.", %error);
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .acquire_timeout(CONNECT_TIMEOUT)
+            .connect_with(options)
+            .await
+            .map_err(backend)?;
+        tracing::info!(message = "Connected to the PostgreSQL entity store.", schema_version = version);
+        Ok(PgEntityStore { pool })
+    }
+
+    /// Closes the pool: waits for checked-out connections to return, then every later
+    /// operation fails with [`StoreError::Closed`].
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn find_device(&self, key: &DeviceKey) -> Result<Option<Device>> {
+        let query = match key {
+            DeviceKey::Mac(mac) => sqlx::query(DEVICE_BY_MAC).bind(mac.as_str()),
+            DeviceKey::Serial(serial) => sqlx::query(DEVICE_BY_SERIAL).bind(serial.as_str()),
+        };
+        query.fetch_optional(&self.pool).await.map_err(backend)?.as_ref().map(device_from_row).transpose()
+    }
+}
+
+// ---- errors ----
+
+fn backend(e: sqlx::Error) -> StoreError {
+    match e {
+        sqlx::Error::PoolClosed => StoreError::Closed,
+        e => StoreError::Backend(e.to_string()),
+    }
+}
+
+/// Maps a unique violation (SQLSTATE 23505) to [`StoreError::AlreadyExists`]`(what)`.
+fn unique_as(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |e| match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::AlreadyExists(what),
+        _ => backend(e),
+    }
+}
+
+/// The database form of an id, or `None` for an id no row can have.
+fn db_id(id: u64) -> Option<i64> {
+    i64::try_from(id).ok()
+}
+
+/// A row id or a count read from the database (never negative).
+fn row_id(id: i64) -> u64 {
+    u64::try_from(id).unwrap_or_default()
+}
+
+// ---- row mapping ----
+
+fn account_from_row(r: &PgRow) -> Result<Account> {
+    let role: String = r.try_get("role").map_err(backend)?;
+    Ok(Account {
+        id: AccountId(row_id(r.try_get("id").map_err(backend)?)),
+        email: r.try_get("email").map_err(backend)?,
+        password_hash: r.try_get("password_hash").map_err(backend)?,
+        role: Role::parse(&role).unwrap_or(Role::PlatformAdmin),
+        created_at: UnixMillis(r.try_get("created_at").map_err(backend)?),
+    })
+}
+
+fn enterprise_from_row(r: &PgRow) -> Result<Enterprise> {
+    Ok(Enterprise {
+        id: EnterpriseId(row_id(r.try_get("id").map_err(backend)?)),
+        name: r.try_get("name").map_err(backend)?,
+        credential: r.try_get("credential").map_err(backend)?,
+        created_at: UnixMillis(r.try_get("created_at").map_err(backend)?),
+    })
+}
+
+fn device_from_row(r: &PgRow) -> Result<Device> {
+    let mac: Option<String> = r.try_get("mac").map_err(backend)?;
+    Ok(Device {
+        id: DeviceId(row_id(r.try_get("id").map_err(backend)?)),
+        enterprise_id: EnterpriseId(row_id(r.try_get("enterprise_id").map_err(backend)?)),
+        mac: mac.and_then(|m| Mac::parse(&m).ok()),
+        serial: r.try_get("serial").map_err(backend)?,
+        model: r.try_get("model").map_err(backend)?,
+        firmware: r.try_get("firmware").map_err(backend)?,
+        name: r.try_get("name").map_err(backend)?,
+        created_at: UnixMillis(r.try_get("created_at").map_err(backend)?),
+    })
+}
+
+fn session_from_row(token_hash: TokenHash, r: &PgRow) -> Result<Session> {
+    Ok(Session {
+        token_hash,
+        account_id: AccountId(row_id(r.try_get("account_id").map_err(backend)?)),
+        created_at: UnixMillis(r.try_get("created_at").map_err(backend)?),
+        expires_at: UnixMillis(r.try_get("expires_at").map_err(backend)?),
+    })
+}
+
+// ---- queries (static strings: sqlx takes only `'static` SQL without an assertion) ----
+
+const DEVICE_BY_MAC: &str =
+    "SELECT id, enterprise_id, mac, serial, model, firmware, name, created_at FROM devices WHERE mac = $1";
+const DEVICE_BY_SERIAL: &str = "SELECT id, enterprise_id, mac, serial, model, firmware, name, created_at \
+     FROM devices WHERE serial = $1 AND mac IS NULL";
+const DEVICE_BY_ID: &str =
+    "SELECT id, enterprise_id, mac, serial, model, firmware, name, created_at FROM devices WHERE id = $1";
+const DEVICE_PAGE: &str = "SELECT id, enterprise_id, mac, serial, model, firmware, name, created_at \
+     FROM devices WHERE id > $1 ORDER BY id LIMIT $2";
+const ENTERPRISE_DEVICE_PAGE: &str = "SELECT id, enterprise_id, mac, serial, model, firmware, name, created_at \
+     FROM devices WHERE enterprise_id = $1 AND id > $2 ORDER BY id LIMIT $3";
+/// Adds a device unless a concurrent registration added its key first (then returns no row).
+const INSERT_DEVICE: &str = "INSERT INTO devices (enterprise_id, mac, serial, model, firmware, created_at) \
+     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING \
+     RETURNING id, enterprise_id, mac, serial, model, firmware, name, created_at";
+const UPDATE_DEVICE: &str = "UPDATE devices SET model = $2, firmware = $3 WHERE id = $1 \
+     RETURNING id, enterprise_id, mac, serial, model, firmware, name, created_at";
+
+#[async_trait]
+impl EntityStore for PgEntityStore {
+    async fn create_account(&self, new: NewAccount) -> Result<Account> {
+        let now = UnixMillis::now();
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO accounts (email, password_hash, role, created_at) VALUES ($1, $2, $3, $4) RETURNING id",
+        )
+        .bind(&new.email)
+        .bind(&new.password_hash)
+        .bind(new.role.as_str())
+        .bind(now.0)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(unique_as("email"))?;
+        Ok(Account {
+            id: AccountId(row_id(id)),
+            email: new.email,
+            password_hash: new.password_hash,
+            role: new.role,
+            created_at: now,
+        })
+    }
+
+    async fn account_by_email(&self, email: &str) -> Result<Option<Account>> {
+        sqlx::query("SELECT id, email, password_hash, role, created_at FROM accounts WHERE lower(email) = lower($1)")
+            .bind(email)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?
+            .as_ref()
+            .map(account_from_row)
+            .transpose()
+    }
+
+    async fn account(&self, id: AccountId) -> Result<Option<Account>> {
+        let Some(id) = db_id(id.0) else { return Ok(None) };
+        sqlx::query("SELECT id, email, password_hash, role, created_at FROM accounts WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?
+            .as_ref()
+            .map(account_from_row)
+            .transpose()
+    }
+
+    async fn count_accounts(&self, role: Role) -> Result<u64> {
+        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM accounts WHERE role = $1")
+            .bind(role.as_str())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(row_id(count))
+    }
+
+    async fn create_session(&self, s: Session) -> Result<()> {
+        let account = db_id(s.account_id.0).unwrap_or(i64::MAX);
+        // One statement, so one transaction: purge the sessions expired by the new one's
+        // creation time, then store it (as the embedded store does in one write job).
+        sqlx::query(
+            "WITH purged AS (DELETE FROM sessions WHERE expires_at < $3) \
+             INSERT INTO sessions (token_hash, account_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&s.token_hash.0[..])
+        .bind(account)
+        .bind(s.created_at.0)
+        .bind(s.expires_at.0)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn session(&self, token_hash: TokenHash, now: UnixMillis) -> Result<Option<Session>> {
+        sqlx::query("SELECT account_id, created_at, expires_at FROM sessions WHERE token_hash = $1 AND expires_at > $2")
+            .bind(&token_hash.0[..])
+            .bind(now.0)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?
+            .map(|r| session_from_row(token_hash, &r))
+            .transpose()
+    }
+
+    async fn create_enterprise(&self, new: NewEnterprise) -> Result<Enterprise> {
+        let now = UnixMillis::now();
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO enterprises (name, credential, created_at) VALUES ($1, $2, $3) RETURNING id",
+        )
+        .bind(&new.name)
+        .bind(&new.credential)
+        .bind(now.0)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(unique_as("credential"))?;
+        Ok(Enterprise { id: EnterpriseId(row_id(id)), name: new.name, credential: new.credential, created_at: now })
+    }
+
+    async fn enterprise(&self, id: EnterpriseId) -> Result<Option<Enterprise>> {
+        let Some(id) = db_id(id.0) else { return Ok(None) };
+        sqlx::query("SELECT id, name, credential, created_at FROM enterprises WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?
+            .as_ref()
+            .map(enterprise_from_row)
+            .transpose()
+    }
+
+    async fn enterprise_by_credential(&self, credential: &str) -> Result<Option<Enterprise>> {
+        sqlx::query("SELECT id, name, credential, created_at FROM enterprises WHERE credential = $1")
+            .bind(credential)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?
+            .as_ref()
+            .map(enterprise_from_row)
+            .transpose()
+    }
+
+    async fn list_enterprises(&self, page: Page) -> Result<Vec<Enterprise>> {
+        let Some(after) = db_id(page.after) else { return Ok(Vec::new()) };
+        sqlx::query("SELECT id, name, credential, created_at FROM enterprises WHERE id > $1 ORDER BY id LIMIT $2")
+            .bind(after)
+            .bind(i64::from(page.limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(enterprise_from_row)
+            .collect()
+    }
+
+    async fn register_device(&self, new: NewDevice) -> Result<RegisteredDevice> {
+        let enterprise = db_id(new.enterprise_id.0).unwrap_or(i64::MAX);
+        let mac = match &new.key {
+            DeviceKey::Mac(m) => Some(*m),
+            DeviceKey::Serial(_) => None,
+        };
+        let serial = match &new.key {
+            DeviceKey::Serial(s) => Some(s.as_str()),
+            DeviceKey::Mac(_) => new.serial.as_deref(),
+        };
+        for _ in 0..REGISTER_ATTEMPTS {
+            if let Some(device) = self.find_device(&new.key).await? {
+                if device.enterprise_id != new.enterprise_id {
+                    return Err(StoreError::DeviceConflict);
+                }
+                // Fast path without a write: the device exists, unchanged, in this enterprise.
+                if device.model == new.model && device.firmware == new.firmware {
+                    return Ok(RegisteredDevice { device, created: false });
+                }
+                let updated = sqlx::query(UPDATE_DEVICE)
+                    .bind(db_id(device.id.0).unwrap_or(i64::MAX))
+                    .bind(&new.model)
+                    .bind(&new.firmware)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(backend)?;
+                if let Some(row) = updated {
+                    return Ok(RegisteredDevice { device: device_from_row(&row)?, created: false });
+                }
+                continue;
+            }
+            let inserted = sqlx::query(INSERT_DEVICE)
+                .bind(enterprise)
+                .bind(mac.as_ref().map(Mac::as_str))
+                .bind(serial)
+                .bind(&new.model)
+                .bind(&new.firmware)
+                .bind(new.at.0)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(backend)?;
+            if let Some(row) = inserted {
+                return Ok(RegisteredDevice { device: device_from_row(&row)?, created: true });
+            }
+            // A concurrent registration added the key between our read and our insert.
+        }
+        Err(StoreError::Backend(format!("device registration did not settle after {REGISTER_ATTEMPTS} attempts")))
+    }
+
+    async fn device(&self, id: DeviceId) -> Result<Option<Device>> {
+        let Some(id) = db_id(id.0) else { return Ok(None) };
+        sqlx::query(DEVICE_BY_ID)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?
+            .as_ref()
+            .map(device_from_row)
+            .transpose()
+    }
+
+    async fn list_devices(&self, enterprise: Option<EnterpriseId>, page: Page) -> Result<Vec<Device>> {
+        let Some(after) = db_id(page.after) else { return Ok(Vec::new()) };
+        let limit = i64::from(page.limit);
+        // Two statements rather than `($1 IS NULL OR enterprise_id = $1)`, so that the
+        // enterprise's page is read from the (enterprise_id, id) index whatever the plan cache.
+        let query = match enterprise {
+            Some(e) => {
+                let Some(e) = db_id(e.0) else { return Ok(Vec::new()) };
+                sqlx::query(ENTERPRISE_DEVICE_PAGE).bind(e).bind(after).bind(limit)
+            }
+            None => sqlx::query(DEVICE_PAGE).bind(after).bind(limit),
+        };
+        query.fetch_all(&self.pool).await.map_err(backend)?.iter().map(device_from_row).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,96 @@
+//! Versioned schema migrations of the PostgreSQL entity store, applied on connect.
+//!
+//! The migrations are SQL strings compiled into the binary and run by sqlx's migrator, which
+//! records them in `_sqlx_migrations` (with a checksum) under an advisory lock, so that several
+//! processes connecting at once migrate once. Migrations are append-only: never edit one that
+//! has shipped (its checksum would no longer match); add the next.
+
+use std::borrow::Cow;
+
+use sqlx::SqlSafeStr;
+use sqlx::migrate::{MigrateError, Migration, MigrationType, Migrator};
+use sqlx::postgres::PgConnection;
+
+use crate::{Result, StoreError};
+
+/// Every migration, in order: (description, SQL); the version of `MIGRATIONS[i]` is `i + 1`.
+const MIGRATIONS: &[(&str, &str)] = &[(
+    "entities",
+    // 1: the portal entities, as in the embedded schema. Ids are identities (never reused),
+    // times are unix milliseconds, token hashes are SHA-256 digests.
+    r#"
+    CREATE TABLE accounts (
+        id            BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        email         TEXT NOT NULL,
+        password_hash TEXT NOT NULL,
+        role          TEXT NOT NULL,
+        created_at    BIGINT NOT NULL
+    );
+    CREATE UNIQUE INDEX accounts_email_lower ON accounts (lower(email));
+
+    CREATE TABLE sessions (
+        token_hash BYTEA PRIMARY KEY,
+        account_id BIGINT NOT NULL REFERENCES accounts (id),
+        created_at BIGINT NOT NULL,
+        expires_at BIGINT NOT NULL
+    );
+    CREATE INDEX sessions_expires ON sessions (expires_at);
+
+    CREATE TABLE enterprises (
+        id         BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        name       TEXT NOT NULL,
+        credential TEXT NOT NULL UNIQUE,
+        created_at BIGINT NOT NULL
+    );
+
+    CREATE TABLE devices (
+        id            BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        enterprise_id BIGINT NOT NULL REFERENCES enterprises (id),
+        mac           TEXT UNIQUE,
+        serial        TEXT,
+        model         TEXT NOT NULL,
+        firmware      TEXT NOT NULL,
+        name          TEXT NOT NULL DEFAULT '',
+        created_at    BIGINT NOT NULL
+    );
+    CREATE UNIQUE INDEX devices_serial_without_mac ON devices (serial) WHERE mac IS NULL;
+    CREATE INDEX devices_enterprise ON devices (enterprise_id, id);
+    "#,
+)];
+
+/// The schema version this build writes.
+pub const CURRENT_VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// The migrator over [`MIGRATIONS`].
+fn migrator() -> Migrator {
+    let migrations = MIGRATIONS
+        .iter()
+        .zip(1..)
+        .map(|(&(description, sql), version)| {
+            Migration::new(version, Cow::Borrowed(description), MigrationType::Simple, sql.into_sql_str(), false)
+        })
+        .collect();
+    Migrator::with_migrations(migrations)
+}
+
+/// Applies the migrations the database lacks, each in its own transaction.
+///
+/// Fails with [`StoreError::Migration`] if one fails, if an applied one was changed, or if the
+/// database has migrations this build does not know (it is newer than this build).
+pub async fn migrate(conn: &mut PgConnection) -> Result<u32> {
+    migrator().run(conn).await.map_err(|e| {
+        let version = match &e {
+            MigrateError::ExecuteMigration(_, v)
+            | MigrateError::VersionMissing(v)
+            | MigrateError::VersionMismatch(v)
+            | MigrateError::VersionNotPresent(v)
+            | MigrateError::VersionTooOld(v, _)
+            | MigrateError::VersionTooNew(v, _)
+            | MigrateError::Dirty(v) => u32::try_from(*v).unwrap_or(u32::MAX),
+            _ => 0,
+        };
+        StoreError::Migration { version, reason: e.to_string() }
+    })?;
+    tracing::debug!(message = "PostgreSQL entity schema is current.", version = CURRENT_VERSION);
+    Ok(CURRENT_VERSION)
+}

@@ -1,0 +1,295 @@
+//! Behaviour of the PostgreSQL entity store against a real server: one server per test binary
+//! (the testkit's shared instance), one fresh database per test.
+
+use super::*;
+use fleetpulse_testkit::postgres::PostgresServer;
+
+/// A store over a fresh database named after the test.
+async fn store(test: &str) -> (PgEntityStore, String) {
+    let url = PostgresServer::shared().create_database(test);
+    let store = PgEntityStore::connect(&url, 4).await.expect("connect and migrate");
+    (store, url)
+}
+
+fn account(email: &str) -> NewAccount {
+    NewAccount { email: email.into(), password_hash: "phc".into(), role: Role::PlatformAdmin }
+}
+
+async fn enterprise(store: &PgEntityStore, name: &str) -> Enterprise {
+    store
+        .create_enterprise(NewEnterprise { name: name.into(), credential: format!("cred-{name}") })
+        .await
+        .expect("create enterprise")
+}
+
+fn mac(n: u32) -> Mac {
+    Mac::parse(&format!("0015650{n:05x}")).expect("mac")
+}
+
+fn new_device(e: EnterpriseId, key: DeviceKey) -> NewDevice {
+    NewDevice { enterprise_id: e, key, serial: None, model: "T54W".into(), firmware: "1.0".into(), at: UnixMillis(1) }
+}
+
+/// The transaction id that last wrote the device row: changes exactly when the row is updated.
+async fn row_version(store: &PgEntityStore, id: DeviceId) -> String {
+    sqlx::query_scalar("SELECT xmin::text FROM devices WHERE id = $1")
+        .bind(db_id(id.0).expect("a stored id"))
+        .fetch_one(&store.pool)
+        .await
+        .expect("xmin")
+}
+
+#[tokio::test]
+async fn accounts_have_unique_case_insensitive_emails() {
+    let (store, _) = store("accounts").await;
+    let before = UnixMillis::now();
+    let created = store.create_account(account("Admin@Example.com")).await.expect("create");
+    assert_eq!((created.email.as_str(), created.password_hash.as_str()), ("Admin@Example.com", "phc"));
+    assert!(created.created_at >= before);
+    for dup in ["Admin@Example.com", "admin@example.com", "ADMIN@EXAMPLE.COM"] {
+        assert!(
+            matches!(store.create_account(account(dup)).await, Err(StoreError::AlreadyExists("email"))),
+            "{dup} is taken"
+        );
+    }
+    assert_eq!(store.account_by_email("aDmIn@example.COM").await.expect("by email"), Some(created.clone()));
+    assert_eq!(store.account_by_email("other@example.com").await.expect("by email"), None);
+    assert_eq!(store.account(created.id).await.expect("by id"), Some(created.clone()));
+    assert_eq!(store.account(AccountId(created.id.0 + 1_000)).await.expect("by id"), None);
+    assert_eq!(store.account(AccountId(u64::MAX)).await.expect("id beyond BIGINT"), None);
+    let second = store.create_account(account("b@example.com")).await.expect("second");
+    assert!(second.id.0 > created.id.0);
+    assert_eq!(store.count_accounts(Role::PlatformAdmin).await.expect("count"), 2);
+}
+
+#[tokio::test]
+async fn sessions_expire_by_time_and_expired_ones_are_purged() {
+    let (store, _) = store("sessions").await;
+    let owner = store.create_account(account("a@example.com")).await.expect("account");
+    let session = |hash: u8, created, expires| Session {
+        token_hash: TokenHash([hash; 32]),
+        account_id: owner.id,
+        created_at: UnixMillis(created),
+        expires_at: UnixMillis(expires),
+    };
+    store.create_session(session(1, 1_000, 5_000)).await.expect("create");
+    assert_eq!(
+        store.session(TokenHash([1; 32]), UnixMillis(4_999)).await.expect("read"),
+        Some(session(1, 1_000, 5_000))
+    );
+    assert_eq!(store.session(TokenHash([1; 32]), UnixMillis(5_000)).await.expect("read"), None);
+    assert_eq!(store.session(TokenHash([2; 32]), UnixMillis(1)).await.expect("read"), None);
+
+    // Creating a session removes the ones expired before its creation time, not the others.
+    store.create_session(session(2, 4_000, 9_000)).await.expect("create");
+    store.create_session(session(3, 6_000, 9_000)).await.expect("create");
+    let left: Vec<Vec<u8>> = sqlx::query_scalar("SELECT token_hash FROM sessions ORDER BY token_hash")
+        .fetch_all(&store.pool)
+        .await
+        .expect("sessions");
+    assert_eq!(left, vec![vec![2; 32], vec![3; 32]]);
+
+    // A reused token and an unknown account are backend errors, as in the embedded store.
+    assert!(matches!(store.create_session(session(3, 6_000, 9_000)).await, Err(StoreError::Backend(_))));
+    let orphan = Session { account_id: AccountId(owner.id.0 + 1_000), ..session(4, 6_000, 9_000) };
+    assert!(matches!(store.create_session(orphan).await, Err(StoreError::Backend(_))));
+}
+
+#[tokio::test]
+async fn enterprises_have_unique_credentials_and_keyset_pages() {
+    let (store, _) = store("enterprises").await;
+    let mut created = Vec::new();
+    for i in 0..5 {
+        created.push(enterprise(&store, &format!("e{i}")).await);
+    }
+    let dup = store.create_enterprise(NewEnterprise { name: "other".into(), credential: "cred-e0".into() }).await;
+    assert!(matches!(dup, Err(StoreError::AlreadyExists("credential"))));
+    assert_eq!(store.enterprise(created[1].id).await.expect("by id"), Some(created[1].clone()));
+    assert_eq!(store.enterprise(EnterpriseId(u64::MAX)).await.expect("by id"), None);
+    assert_eq!(store.enterprise_by_credential("cred-e3").await.expect("by credential"), Some(created[3].clone()));
+    assert_eq!(store.enterprise_by_credential("CRED-E3").await.expect("credentials are exact"), None);
+
+    let mut paged = Vec::new();
+    let mut page = Page::first(2);
+    loop {
+        let rows = store.list_enterprises(page).await.expect("page");
+        assert!(rows.len() <= 2);
+        let Some(last) = rows.last() else { break };
+        page.after = last.id.0;
+        paged.extend(rows);
+    }
+    assert_eq!(paged, created);
+    assert!(store.list_enterprises(Page::first(0)).await.expect("empty page").is_empty());
+    assert!(store.list_enterprises(Page { after: u64::MAX, limit: 10 }).await.expect("past the end").is_empty());
+}
+
+#[tokio::test]
+async fn devices_are_auto_added_once_and_never_cross_enterprises() {
+    let (store, _) = store("devices_auto_add").await;
+    let a = enterprise(&store, "a").await;
+    let b = enterprise(&store, "b").await;
+    let mut with_serial = new_device(a.id, DeviceKey::Mac(mac(1)));
+    with_serial.serial = Some("SN-MAC-1".into());
+    let first = store.register_device(with_serial).await.expect("register");
+    assert!(first.created);
+    let expected = Device {
+        id: first.device.id,
+        enterprise_id: a.id,
+        mac: Some(mac(1)),
+        serial: Some("SN-MAC-1".into()),
+        model: "T54W".into(),
+        firmware: "1.0".into(),
+        name: String::new(),
+        created_at: UnixMillis(1),
+    };
+    assert_eq!(first.device, expected);
+    assert_eq!(store.device(first.device.id).await.expect("by id"), Some(expected.clone()));
+
+    // The fast path: an unchanged known device is answered without a write.
+    let version = row_version(&store, first.device.id).await;
+    let again = store.register_device(new_device(a.id, DeviceKey::Mac(mac(1)))).await.expect("again");
+    assert_eq!(again, RegisteredDevice { device: expected.clone(), created: false });
+    assert_eq!(row_version(&store, first.device.id).await, version);
+
+    // A new firmware is written.
+    let mut upgraded = new_device(a.id, DeviceKey::Mac(mac(1)));
+    upgraded.firmware = "2.0".into();
+    let upgraded = store.register_device(upgraded).await.expect("firmware change");
+    assert_eq!((upgraded.created, upgraded.device.firmware.as_str()), (false, "2.0"));
+    assert_ne!(row_version(&store, first.device.id).await, version);
+    assert_eq!(store.device(first.device.id).await.expect("by id").map(|d| d.firmware), Some("2.0".into()));
+
+    assert!(matches!(
+        store.register_device(new_device(b.id, DeviceKey::Mac(mac(1)))).await,
+        Err(StoreError::DeviceConflict)
+    ));
+    assert!(store.list_devices(Some(b.id), Page::first(10)).await.expect("list").is_empty());
+    assert_eq!(store.device(DeviceId(first.device.id.0 + 1_000)).await.expect("by id"), None);
+    assert_eq!(store.device(DeviceId(u64::MAX)).await.expect("by id"), None);
+    // An unknown enterprise is refused by the foreign key.
+    assert!(matches!(
+        store.register_device(new_device(EnterpriseId(999_999), DeviceKey::Mac(mac(2)))).await,
+        Err(StoreError::Backend(_))
+    ));
+}
+
+#[tokio::test]
+async fn serial_only_devices_are_unique_by_serial_without_mac() {
+    let (store, _) = store("devices_serial").await;
+    let a = enterprise(&store, "a").await;
+    let b = enterprise(&store, "b").await;
+    let sn = store.register_device(new_device(a.id, DeviceKey::Serial("SN-1".into()))).await.expect("register");
+    assert!(sn.created);
+    assert_eq!((sn.device.mac, sn.device.serial.as_deref()), (None, Some("SN-1")));
+    let again = store.register_device(new_device(a.id, DeviceKey::Serial("SN-1".into()))).await.expect("again");
+    assert_eq!((again.created, again.device.id), (false, sn.device.id));
+    assert!(matches!(
+        store.register_device(new_device(b.id, DeviceKey::Serial("SN-1".into()))).await,
+        Err(StoreError::DeviceConflict)
+    ));
+    // A device with a MAC may carry the same serial: it is keyed by its MAC.
+    let mut with_mac = new_device(b.id, DeviceKey::Mac(mac(7)));
+    with_mac.serial = Some("SN-1".into());
+    let with_mac = store.register_device(with_mac).await.expect("mac device with the serial");
+    assert!(with_mac.created);
+    assert_ne!(with_mac.device.id, sn.device.id);
+    // The serial-only key still finds the serial-only device.
+    let found = store.register_device(new_device(a.id, DeviceKey::Serial("SN-1".into()))).await.expect("found");
+    assert_eq!(found.device.id, sn.device.id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_registrations_of_one_device_add_it_once() {
+    let (store, _) = store("devices_concurrent").await;
+    let e = enterprise(&store, "a").await;
+    for key in [DeviceKey::Mac(mac(3)), DeviceKey::Serial("SN-RACE".into())] {
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..16 {
+            let (store, new) = (store.clone(), new_device(e.id, key.clone()));
+            tasks.spawn(async move { store.register_device(new).await });
+        }
+        let results: Vec<RegisteredDevice> =
+            tasks.join_all().await.into_iter().collect::<Result<_>>().expect("every registration succeeds");
+        assert_eq!(results.iter().filter(|r| r.created).count(), 1, "{key:?} added once");
+        assert!(results.iter().all(|r| r.device.id == results[0].device.id));
+    }
+    assert_eq!(store.list_devices(Some(e.id), Page::first(10)).await.expect("list").len(), 2);
+}
+
+#[tokio::test]
+async fn device_pages_follow_ids_per_enterprise() {
+    let (store, _) = store("devices_pages").await;
+    let a = enterprise(&store, "a").await;
+    let b = enterprise(&store, "b").await;
+    let mut all = Vec::new();
+    for n in 0..7 {
+        let owner = if n % 3 == 0 { b.id } else { a.id };
+        all.push(store.register_device(new_device(owner, DeviceKey::Mac(mac(n)))).await.expect("register").device);
+    }
+    let collect = |enterprise: Option<EnterpriseId>| {
+        let store = store.clone();
+        async move {
+            let mut out = Vec::new();
+            let mut page = Page::first(2);
+            loop {
+                let rows = store.list_devices(enterprise, page).await.expect("page");
+                assert!(rows.len() <= 2);
+                let Some(last) = rows.last() else { return out };
+                page.after = last.id.0;
+                out.extend(rows);
+            }
+        }
+    };
+    assert_eq!(collect(None).await, all);
+    let of_a: Vec<Device> = all.iter().filter(|d| d.enterprise_id == a.id).cloned().collect();
+    assert_eq!(collect(Some(a.id)).await, of_a);
+    assert_eq!(collect(Some(b.id)).await.len(), 3);
+    assert!(collect(Some(EnterpriseId(u64::MAX))).await.is_empty());
+    let after_first = store.list_devices(None, Page { after: all[0].id.0, limit: 1 }).await.expect("page");
+    assert_eq!(after_first, vec![all[1].clone()]);
+}
+
+#[tokio::test]
+async fn migrations_are_idempotent_on_reconnect_and_refuse_newer_databases() {
+    let (store, url) = store("migrations").await;
+    let e = enterprise(&store, "kept").await;
+    store.close().await;
+
+    let store = PgEntityStore::connect(&url, 2).await.expect("reconnect");
+    assert_eq!(store.enterprise(e.id).await.expect("read"), Some(e));
+    let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+        .fetch_all(&store.pool)
+        .await
+        .expect("migrations table");
+    assert_eq!(applied, (1..=i64::from(SCHEMA_VERSION)).collect::<Vec<_>>());
+
+    // A database migrated by a newer build is refused, not silently used.
+    let newer = i64::from(SCHEMA_VERSION) + 1;
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES ($1, 'from the future', true, '\\x00', 0)",
+    )
+    .bind(newer)
+    .execute(&store.pool)
+    .await
+    .expect("pretend a newer build migrated");
+    store.close().await;
+    match PgEntityStore::connect(&url, 2).await {
+        Err(StoreError::Migration { version, .. }) => assert_eq!(i64::from(version), newer),
+        other => panic!("expected a migration error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn unreachable_and_closed_stores_report_errors() {
+    let port = fleetpulse_testkit::free_port();
+    let unreachable = PgEntityStore::connect(&format!("postgres://postgres@127.0.0.1:{port}/none"), 1).await;
+    assert!(matches!(unreachable, Err(StoreError::Backend(_))), "{unreachable:?}");
+    let missing = PostgresServer::shared().url().replace("/fleetpulse", "/no_such_database");
+    assert!(matches!(PgEntityStore::connect(&missing, 1).await, Err(StoreError::Backend(_))));
+
+    let (store, _) = store("closed").await;
+    store.close().await;
+    assert!(matches!(store.count_accounts(Role::PlatformAdmin).await, Err(StoreError::Closed)));
+    assert!(matches!(store.create_account(account("a@example.com")).await, Err(StoreError::Closed)));
+}

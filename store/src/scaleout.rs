@@ -1,0 +1,198 @@
+//! The scale-out store (STO-2, STO-3): PostgreSQL for entities, ClickHouse for events, and a
+//! durable local spool in front of ClickHouse.
+//!
+//! Every event batch is appended to the [`Spool`] (fsynced, group commit) before `append`
+//! returns, so an acknowledged frame survives a crash of this process and any outage of
+//! ClickHouse. A drainer task reads spooled records in order, merges them into one batch,
+//! inserts it into ClickHouse (retrying with backoff while ClickHouse is unreachable; the rows are
+//! idempotent, so a retry after an ambiguous failure does not double count) and then acknowledges
+//! them to the spool. When the spool is full, `append` waits: acknowledgements to devices stop
+//! instead of data being dropped.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use fleetpulse_proto::DeviceId;
+
+use crate::spool::{RecordId, Spool, SpoolError};
+use crate::*;
+
+/// Most spooled records merged into one insert.
+const DRAIN_RECORDS: usize = 512;
+/// Most spooled bytes merged into one insert.
+const DRAIN_BYTES: usize = 16 << 20;
+
+impl From<SpoolError> for StoreError {
+    fn from(e: SpoolError) -> Self {
+        match e {
+            SpoolError::Closed => StoreError::Closed,
+            e => StoreError::Backend(format!("spool: {e}")),
+        }
+    }
+}
+
+/// Counters of the drainer, for metrics.
+#[derive(Debug, Default)]
+pub struct DrainStats {
+    /// Spooled records drained into the inner store.
+    pub drained_records: AtomicU64,
+    /// Failed inserts (each retried).
+    pub insert_failures: AtomicU64,
+    /// Spooled records that could not be decoded (skipped and counted; never expected).
+    pub undecodable_records: AtomicU64,
+}
+
+/// The highest delivery mark of every device this process has seen, and the spool record still
+/// holding it (None once drained). Marks only grow, so a cached mark is never stale: devices
+/// known here can start sessions even while ClickHouse is unreachable.
+type Marks = Mutex<HashMap<DeviceId, (u64, Option<RecordId>)>>;
+
+/// An [`EventStore`] that makes batches durable in a spool and drains them into `inner`.
+pub struct SpooledEvents {
+    inner: Arc<dyn EventStore>,
+    spool: Spool,
+    marks: Arc<Marks>,
+    stats: Arc<DrainStats>,
+}
+
+impl std::fmt::Debug for SpooledEvents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpooledEvents").field("spool", &self.spool.stats()).finish_non_exhaustive()
+    }
+}
+
+fn decode(bytes: &[u8], stats: &DrainStats) -> Option<EventBatch> {
+    match serde_json::from_slice(bytes) {
+        Ok(batch) => Some(batch),
+        Err(error) => {
+            stats.undecodable_records.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(message = "Skipping an undecodable spool record.", %error);
+            None
+        }
+    }
+}
+
+fn note_marks(marks: &Marks, batch: &EventBatch, id: RecordId) {
+    let mut marks = marks.lock().unwrap_or_else(|p| p.into_inner());
+    for (device, seq) in &batch.delivery {
+        let entry = marks.entry(*device).or_insert((*seq, Some(id)));
+        if *seq >= entry.0 {
+            *entry = (*seq, Some(id));
+        }
+    }
+}
+
+impl SpooledEvents {
+    /// Recovers the delivery marks of records still in the spool and starts the drainer.
+    pub async fn start(inner: Arc<dyn EventStore>, spool: Spool) -> Result<SpooledEvents> {
+        let marks = Arc::new(Marks::default());
+        let stats = Arc::new(DrainStats::default());
+        // Nothing appends yet: a read that finds nothing within a moment has seen every record
+        // (the pending count alone could include records that turn out corrupt when read).
+        let mut after = None;
+        for _ in 0..=spool.stats().pending_records {
+            let read = spool.read_after(after, DRAIN_RECORDS, DRAIN_BYTES);
+            let Ok(records) = tokio::time::timeout(Duration::from_millis(200), read).await else { break };
+            for (id, bytes) in &records? {
+                if let Some(batch) = decode(bytes, &stats) {
+                    note_marks(&marks, &batch, *id);
+                }
+                after = Some(*id);
+            }
+        }
+        tokio::spawn(drain(inner.clone(), spool.clone(), marks.clone(), stats.clone()));
+        Ok(SpooledEvents { inner, spool, marks, stats })
+    }
+
+    /// The spool, for metrics.
+    pub fn spool(&self) -> &Spool {
+        &self.spool
+    }
+
+    /// Counters of the drainer.
+    pub fn drain_stats(&self) -> &DrainStats {
+        &self.stats
+    }
+}
+
+/// Moves spooled batches into the inner store, in order, forever.
+async fn drain(inner: Arc<dyn EventStore>, spool: Spool, marks: Arc<Marks>, stats: Arc<DrainStats>) {
+    let mut after: Option<RecordId> = None;
+    loop {
+        let records = match spool.read_after(after, DRAIN_RECORDS, DRAIN_BYTES).await {
+            Ok(records) => records,
+            Err(SpoolError::Closed) => return,
+            Err(error) => {
+                tracing::error!(message = "Reading the spool failed; retrying.", %error);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let Some(&(last, _)) = records.last() else { continue };
+        let mut merged = EventBatch::default();
+        for (_, bytes) in &records {
+            if let Some(b) = decode(bytes, &stats) {
+                merged.status.extend(b.status);
+                merged.resources.extend(b.resources);
+                merged.alarms.extend(b.alarms);
+                merged.alarm_changes.extend(b.alarm_changes);
+                merged.delivery.extend(b.delivery);
+            }
+        }
+        let mut backoff = Duration::from_millis(100);
+        while let Err(error) = inner.append(merged.clone()).await {
+            stats.insert_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(message = "Draining the spool failed; retrying.", %error, backoff_ms = backoff.as_millis() as u64);
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+        if let Err(error) = spool.ack(last) {
+            // Not fatal: the records are in the inner store; after a restart they are drained
+            // again, which the idempotent rows absorb.
+            tracing::error!(message = "Acknowledging drained spool records failed.", %error);
+        }
+        stats.drained_records.fetch_add(records.len() as u64, Ordering::Relaxed);
+        for (_, pending) in marks.lock().unwrap_or_else(|p| p.into_inner()).values_mut() {
+            if pending.is_some_and(|id| id <= last) {
+                *pending = None;
+            }
+        }
+        after = Some(last);
+    }
+}
+
+#[async_trait]
+impl EventStore for SpooledEvents {
+    async fn append(&self, batch: EventBatch) -> Result<()> {
+        let bytes = serde_json::to_vec(&batch).map_err(|e| StoreError::Backend(format!("encoding a batch: {e}")))?;
+        let id = self.spool.append(bytes).await?;
+        note_marks(&self.marks, &batch, id);
+        Ok(())
+    }
+
+    async fn last_seq(&self, device: DeviceId) -> Result<u64> {
+        if let Some((seq, _)) = self.marks.lock().unwrap_or_else(|p| p.into_inner()).get(&device) {
+            return Ok(*seq);
+        }
+        let stored = self.inner.last_seq(device).await?;
+        let mut marks = self.marks.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = marks.entry(device).or_insert((stored, None));
+        entry.0 = entry.0.max(stored);
+        Ok(entry.0)
+    }
+
+    async fn list_alarm_records(&self, filter: AlarmFilter, page: Page) -> Result<Vec<AlarmRecord>> {
+        self.inner.list_alarm_records(filter, page).await
+    }
+
+    async fn device_sequences(&self, devices: &[DeviceId]) -> Result<Vec<DeviceSequences>> {
+        self.inner.device_sequences(devices).await
+    }
+
+    async fn event_counts(&self) -> Result<EventCounts> {
+        self.inner.event_counts().await
+    }
+}

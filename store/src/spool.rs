@@ -1,1 +1,0 @@
-//! Durable local spool (to be written).

@@ -1,0 +1,245 @@
+//! One conformance suite for the store API, run against every backend: the embedded SQLite
+//! store and the scale-out store (PostgreSQL entities, ClickHouse events behind the spool), both
+//! on real servers started by the test.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::future::Future;
+use std::time::Duration;
+
+use fleetpulse_proto::alarm_types::OFFLINE;
+use fleetpulse_proto::domain::{AlarmChange, AlarmChangeKind, CallStatus, DeviceKey, DeviceStatus, ResourceSample};
+use fleetpulse_proto::{AccountId, DeviceId, EnterpriseId, Mac, UnixMillis};
+use fleetpulse_store::*;
+
+/// Reads in the scale-out store lag the spool by the drain time: poll until `check` passes.
+async fn eventually<T, F, Fut>(what: &str, mut read: F, check: impl Fn(&T) -> bool) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T>>,
+    T: std::fmt::Debug,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let value = read().await.expect(what);
+        if check(&value) {
+            return value;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("{what}: still {value:?} after 10 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn mac(n: u32) -> Mac {
+    Mac::parse(&format!("0015650{n:05x}")).unwrap()
+}
+
+fn new_device(e: EnterpriseId, key: DeviceKey) -> NewDevice {
+    NewDevice { enterprise_id: e, key, serial: None, model: "T54W".into(), firmware: "1.0".into(), at: UnixMillis(5) }
+}
+
+async fn entities(store: &Store) {
+    let s = &store.entities;
+    // Accounts: unique email, case-insensitive lookup.
+    let account = s
+        .create_account(NewAccount {
+            email: "Admin@Example.com".into(),
+            password_hash: "phc".into(),
+            role: Role::PlatformAdmin,
+        })
+        .await
+        .unwrap();
+    let dup = s.create_account(NewAccount {
+        email: "admin@example.com".into(),
+        password_hash: "x".into(),
+        role: Role::PlatformAdmin,
+    });
+    assert!(matches!(dup.await, Err(StoreError::AlreadyExists("email"))));
+    assert_eq!(s.account_by_email("ADMIN@example.com").await.unwrap().map(|a| a.id), Some(account.id));
+    assert_eq!(s.account(account.id).await.unwrap().map(|a| a.password_hash), Some("phc".into()));
+    assert_eq!(s.account(AccountId(999_999)).await.unwrap(), None);
+    assert_eq!(s.count_accounts(Role::PlatformAdmin).await.unwrap(), 1);
+
+    // Sessions expire by time.
+    let session = |hash: u8, expires| Session {
+        token_hash: TokenHash([hash; 32]),
+        account_id: account.id,
+        created_at: UnixMillis(1_000),
+        expires_at: UnixMillis(expires),
+    };
+    s.create_session(session(1, 5_000)).await.unwrap();
+    assert!(s.session(TokenHash([1; 32]), UnixMillis(4_999)).await.unwrap().is_some());
+    assert!(s.session(TokenHash([1; 32]), UnixMillis(5_000)).await.unwrap().is_none());
+    assert!(s.session(TokenHash([2; 32]), UnixMillis(1)).await.unwrap().is_none());
+
+    // Enterprises: unique credentials, lookup, keyset pagination.
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let e = s
+            .create_enterprise(NewEnterprise { name: format!("e{i}"), credential: format!("cred-{i}") })
+            .await
+            .unwrap();
+        ids.push(e.id);
+    }
+    let dup = s.create_enterprise(NewEnterprise { name: "x".into(), credential: "cred-0".into() }).await;
+    assert!(matches!(dup, Err(StoreError::AlreadyExists("credential"))));
+    assert_eq!(s.enterprise_by_credential("cred-3").await.unwrap().map(|e| e.id), Some(ids[3]));
+    assert_eq!(s.enterprise_by_credential("nope").await.unwrap(), None);
+    assert_eq!(s.enterprise(ids[1]).await.unwrap().map(|e| e.name), Some("e1".into()));
+    let first = s.list_enterprises(Page::first(2)).await.unwrap();
+    let next = s.list_enterprises(Page { after: first[1].id.0, limit: 10 }).await.unwrap();
+    assert_eq!(first.iter().chain(&next).map(|e| e.id).collect::<Vec<_>>(), ids);
+
+    // Devices: auto-add once, update firmware, conflicts across enterprises, serial-only keys.
+    let (a, b) = (ids[0], ids[1]);
+    let d1 = s.register_device(new_device(a, DeviceKey::Mac(mac(1)))).await.unwrap();
+    assert!(d1.created);
+    assert_eq!(d1.device.mac, Some(mac(1)));
+    let again = s.register_device(new_device(a, DeviceKey::Mac(mac(1)))).await.unwrap();
+    assert_eq!((again.created, again.device.id), (false, d1.device.id));
+    let mut upgraded = new_device(a, DeviceKey::Mac(mac(1)));
+    upgraded.firmware = "2.0".into();
+    assert_eq!(s.register_device(upgraded).await.unwrap().device.firmware, "2.0");
+    assert_eq!(s.device(d1.device.id).await.unwrap().map(|d| d.firmware), Some("2.0".into()));
+    assert!(matches!(s.register_device(new_device(b, DeviceKey::Mac(mac(1)))).await, Err(StoreError::DeviceConflict)));
+    let sn = s.register_device(new_device(a, DeviceKey::Serial("SN-1".into()))).await.unwrap();
+    assert!(sn.created);
+    assert_eq!(sn.device.serial.as_deref(), Some("SN-1"));
+    assert!(matches!(
+        s.register_device(new_device(b, DeviceKey::Serial("SN-1".into()))).await,
+        Err(StoreError::DeviceConflict)
+    ));
+    let d2 = s.register_device(new_device(b, DeviceKey::Mac(mac(2)))).await.unwrap();
+    let in_a: Vec<_> = s.list_devices(Some(a), Page::first(10)).await.unwrap().iter().map(|d| d.id).collect();
+    assert_eq!(in_a, vec![d1.device.id, sn.device.id]);
+    let all = s.list_devices(None, Page::first(10)).await.unwrap();
+    assert_eq!(all.len(), 3);
+    let after = s.list_devices(None, Page { after: d1.device.id.0, limit: 1 }).await.unwrap();
+    assert_eq!(after.iter().map(|d| d.id).collect::<Vec<_>>(), vec![sn.device.id]);
+    assert_eq!(s.device(DeviceId(d2.device.id.0 + 1_000)).await.unwrap(), None);
+}
+
+async fn events(store: &Store) {
+    let e =
+        store.entities.create_enterprise(NewEnterprise { name: "ev".into(), credential: "ev".into() }).await.unwrap();
+    let d = store.entities.register_device(new_device(e.id, DeviceKey::Mac(mac(10)))).await.unwrap().device.id;
+    let other = store.entities.register_device(new_device(e.id, DeviceKey::Mac(mac(11)))).await.unwrap().device.id;
+    let ev = &store.events;
+    assert_eq!(ev.last_seq(d).await.unwrap(), 0);
+
+    let status = StatusEvent {
+        device_id: d,
+        enterprise_id: e.id,
+        seq: 1,
+        at: UnixMillis(1_700_000_000_001),
+        status: DeviceStatus {
+            lines: vec![],
+            call_status: CallStatus::InCall,
+            firmware: "2.0".into(),
+            public_ip: Some("203.0.113.9".parse().unwrap()),
+            private_ip: None,
+            uptime_s: 9,
+            last_reboot: Some(UnixMillis(1_699_999_000_000)),
+        },
+    };
+    let resource = |seq| ResourceEvent {
+        device_id: d,
+        enterprise_id: e.id,
+        seq,
+        at: UnixMillis(1_700_000_000_000 + seq as i64),
+        sample: ResourceSample { cpu_centi_pct: 5_000, mem_used_bytes: 1, mem_total_bytes: 2 },
+    };
+    let alarm = AlarmEvent {
+        device_id: d,
+        enterprise_id: e.id,
+        seq: 5,
+        at: UnixMillis(1_700_000_000_005),
+        code: fleetpulse_proto::AlarmTypeCode(105),
+        clear: false,
+        description: "crash".into(),
+        log: Some(vec![1, 2, 3]),
+    };
+    let change = |at, kind| AlarmChange { device_id: d, enterprise_id: e.id, code: OFFLINE, at: UnixMillis(at), kind };
+    let raise = |at, text: &str| change(at, AlarmChangeKind::Raise { description: text.into() });
+    ev.append(EventBatch {
+        status: vec![status],
+        resources: vec![resource(2), resource(3)],
+        alarms: vec![alarm],
+        alarm_changes: vec![raise(1_700_000_000_010, "first"), raise(1_700_000_000_020, "second")],
+        delivery: vec![(d, 5)],
+    })
+    .await
+    .unwrap();
+    assert_eq!(ev.last_seq(d).await.unwrap(), 5, "the delivery mark is visible as soon as append returns");
+    ev.append(EventBatch { resources: vec![resource(7)], delivery: vec![(d, 7)], ..EventBatch::default() })
+        .await
+        .unwrap();
+    ev.append(EventBatch { delivery: vec![(d, 6)], ..EventBatch::default() }).await.unwrap();
+    assert_eq!(ev.last_seq(d).await.unwrap(), 7, "marks never move back");
+
+    let both = [d, other];
+    let seqs = eventually("device sequences", || ev.device_sequences(&both), |s| s.iter().any(|s| s.rows == 5)).await;
+    let mine = seqs.iter().find(|s| s.device_id == d).unwrap();
+    assert_eq!((mine.rows, mine.ranges.clone()), (5, vec![(1, 3), (5, 5), (7, 7)]));
+    assert!(seqs.iter().filter(|s| s.device_id == other).all(|s| s.rows == 0));
+    let stored = store.stored_sequences(e.id, Page::first(10)).await.unwrap();
+    assert_eq!(stored.len(), 2);
+    assert_eq!((stored[0].mac, stored[0].rows), (Some(mac(10)), 5));
+
+    let filter = AlarmFilter { enterprise: Some(e.id), device: None };
+    let records =
+        eventually("alarm records", || ev.list_alarm_records(filter, Page::first(10)), |r| r.len() == 1).await;
+    let r = &records[0];
+    assert_eq!((r.count, r.description.as_str(), r.status), (2, "second", AlarmStatus::Active));
+    assert_eq!((r.first_at, r.latest_at), (UnixMillis(1_700_000_000_010), UnixMillis(1_700_000_000_020)));
+    assert_eq!((r.name, r.device_id), ("Offline", d));
+    ev.append(EventBatch {
+        alarm_changes: vec![change(1_700_000_000_030, AlarmChangeKind::Clear)],
+        ..EventBatch::default()
+    })
+    .await
+    .unwrap();
+    let records = eventually(
+        "cleared alarm",
+        || ev.list_alarm_records(filter, Page::first(10)),
+        |r| r.first().is_some_and(|r| r.status == AlarmStatus::Cleared),
+    )
+    .await;
+    assert_eq!(records[0].cleared_at, Some(UnixMillis(1_700_000_000_030)));
+    let by_device = ev.list_alarm_records(AlarmFilter { enterprise: None, device: Some(other) }, Page::first(10)).await;
+    assert!(by_device.unwrap().is_empty());
+    let counts = eventually("event counts", || ev.event_counts(), |c| c.resources == 3).await;
+    assert_eq!((counts.status, counts.resources, counts.alarms, counts.alarm_records), (1, 3, 1, 1));
+}
+
+async fn suite(store: Store) {
+    entities(&store).await;
+    events(&store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_backend_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = embedded::EmbeddedConfig { fsync: false, ..embedded::EmbeddedConfig::default() };
+    suite(Store::open_embedded(dir.path(), config).unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaleout_backend_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = fleetpulse_testkit::postgres::PostgresServer::shared();
+    let ch = fleetpulse_testkit::clickhouse::ClickHouseServer::shared();
+    let config = ScaleOutConfig {
+        postgres_url: pg.create_database("conformance"),
+        clickhouse: clickhouse::ClickHouseConfig {
+            url: ch.url(),
+            database: "conformance".into(),
+            user: None,
+            password: None,
+        },
+        spool: spool::SpoolConfig { dir: dir.path().join("spool"), ..spool::SpoolConfig::default() },
+    };
+    suite(Store::open_scaleout(config).await.unwrap()).await;
+}
