@@ -80,6 +80,8 @@ pub struct StoreFile {
     pub postgres_url: Option<String>,
     /// Scale-out: bound of the local spool in front of ClickHouse, bytes (default 1 GiB).
     pub spool_max_bytes: Option<u64>,
+    /// Days of telemetry (status events, resource reports, alarm events) kept; default 30.
+    pub retention_days: Option<u32>,
 }
 
 /// Which store backend serves the process.

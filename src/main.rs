@@ -198,6 +198,7 @@ struct Server {
     quic_addr: SocketAddr,
     http_addr: SocketAddr,
     data_dir: PathBuf,
+    retention: tokio::task::JoinHandle<()>,
 }
 
 impl Server {
@@ -205,6 +206,7 @@ impl Server {
         let store = open_store(&settings).await?;
         let Settings { data_dir, quic_addr, http_addr, file } = settings;
         bootstrap(&store, None).await?;
+        let retention = tokio::spawn(retention(store.clone(), file.store.retention_days.unwrap_or(30)));
 
         let mut registry = prometheus_client::registry::Registry::default();
         let metrics = IngestMetrics::register(&mut registry);
@@ -251,7 +253,7 @@ impl Server {
         let quic_addr = ingest.local_addr();
         // One parseable line: tests and scripts read the bound addresses from it.
         println!("fleetpulse listening quic={quic_addr} http={http_addr} data_dir={}", data_dir.display());
-        Ok(Server { ingest, http, http_stop, ready, quic_addr, http_addr, data_dir })
+        Ok(Server { ingest, http, http_stop, ready, quic_addr, http_addr, data_dir, retention })
     }
 
     /// Graceful stop: not ready, sessions closed after their acknowledged frames are durable,
@@ -259,10 +261,24 @@ impl Server {
     async fn stop(self) {
         tracing::info!(message = "Shutting down.");
         self.ready.store(false, Ordering::SeqCst);
+        self.retention.abort();
         self.ingest.shutdown(Duration::from_secs(10)).await;
         let _ = self.http_stop.send(());
         let _ = tokio::time::timeout(Duration::from_secs(5), self.http).await;
         tracing::info!(message = "Stopped.");
+    }
+}
+
+/// Retention (STO-4): drops telemetry older than `days`, at start and every six hours.
+async fn retention(store: Store, days: u32) {
+    let mut every = tokio::time::interval(Duration::from_secs(6 * 3600));
+    loop {
+        every.tick().await;
+        let cutoff = fleetpulse_proto::UnixMillis(fleetpulse_proto::UnixMillis::now().0 - i64::from(days) * 86_400_000);
+        match store.events.apply_retention(cutoff).await {
+            Ok(removed) => tracing::info!(message = "Retention applied.", days, removed),
+            Err(error) => tracing::warn!(message = "Retention failed; retrying later.", %error),
+        }
     }
 }
 

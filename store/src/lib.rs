@@ -100,6 +100,11 @@ pub trait EventStore: Send + Sync + 'static {
     async fn device_sequences(&self, devices: &[DeviceId]) -> Result<Vec<DeviceSequences>>;
     /// Number of event rows of each kind, for metrics and tests.
     async fn event_counts(&self) -> Result<EventCounts>;
+    /// Retention (STO-4): removes status events, resource reports and alarm events older than
+    /// `cutoff` (at the backend's granularity: ClickHouse drops whole days). Aggregated alarm
+    /// records and delivery marks stay. Returns the number of rows (embedded) or partitions
+    /// (ClickHouse) removed.
+    async fn apply_retention(&self, cutoff: fleetpulse_proto::UnixMillis) -> Result<u64>;
 }
 
 /// A store: both halves, possibly served by different engines.

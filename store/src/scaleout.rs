@@ -195,4 +195,8 @@ impl EventStore for SpooledEvents {
     async fn event_counts(&self) -> Result<EventCounts> {
         self.inner.event_counts().await
     }
+
+    async fn apply_retention(&self, cutoff: fleetpulse_proto::UnixMillis) -> Result<u64> {
+        self.inner.apply_retention(cutoff).await
+    }
 }

@@ -214,9 +214,34 @@ async fn events(store: &Store) {
     assert_eq!((counts.status, counts.resources, counts.alarms, counts.alarm_records), (1, 3, 1, 1));
 }
 
+/// Retention removes old telemetry (at day granularity at least) and keeps recent rows.
+async fn retention(store: &Store) {
+    let e =
+        store.entities.create_enterprise(NewEnterprise { name: "ret".into(), credential: "ret".into() }).await.unwrap();
+    let d = store.entities.register_device(new_device(e.id, DeviceKey::Mac(mac(20)))).await.unwrap().device.id;
+    const DAY: i64 = 86_400_000;
+    let now = UnixMillis::now().0;
+    let at = |age_days: i64, seq| ResourceEvent {
+        device_id: d,
+        enterprise_id: e.id,
+        seq,
+        at: UnixMillis(now - age_days * DAY),
+        sample: ResourceSample { cpu_centi_pct: 1, mem_used_bytes: 1, mem_total_bytes: 1 },
+    };
+    let batch =
+        EventBatch { resources: vec![at(40, 1), at(35, 2), at(0, 3)], delivery: vec![(d, 3)], ..EventBatch::default() };
+    store.events.append(batch).await.unwrap();
+    let ids = [d];
+    eventually("retention rows", || store.events.device_sequences(&ids), |s| s[0].rows == 3).await;
+    assert!(store.events.apply_retention(UnixMillis(now - 30 * DAY)).await.unwrap() > 0);
+    let left = store.events.device_sequences(&[d]).await.unwrap();
+    assert_eq!((left[0].rows, left[0].ranges.clone()), (1, vec![(3, 3)]));
+}
+
 async fn suite(store: Store) {
     entities(&store).await;
     events(&store).await;
+    retention(&store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

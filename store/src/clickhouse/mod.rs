@@ -371,4 +371,12 @@ impl EventStore for ClickHouseEvents {
         .await?;
         Ok(EventCounts { status, resources, alarms, alarm_records })
     }
+
+    async fn apply_retention(&self, cutoff: UnixMillis) -> Result<u64> {
+        let mut dropped = 0u64;
+        for table in schema::PARTITIONED_TABLES {
+            dropped += u64::from(self.drop_partitions_older_than(table, cutoff).await?);
+        }
+        Ok(dropped)
+    }
 }

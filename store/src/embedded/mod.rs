@@ -653,6 +653,17 @@ impl EventStore for EmbeddedStore {
         })
         .await
     }
+
+    async fn apply_retention(&self, cutoff: UnixMillis) -> Result<u64> {
+        self.write(1, move |c| {
+            let mut removed = 0u64;
+            for table in ["status_events", "resource_reports", "alarm_events"] {
+                removed += c.execute(&format!("DELETE FROM {table} WHERE at < ?1"), [cutoff.0])? as u64;
+            }
+            Ok(removed)
+        })
+        .await
+    }
 }
 
 #[cfg(test)]
