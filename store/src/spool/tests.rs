@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 use std::fs::{self, OpenOptions};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use proptest::prelude::*;
 use tokio::time::timeout;
@@ -408,36 +408,6 @@ async fn a_drainer_keeps_up_with_appenders_through_a_small_spool() {
     assert_eq!(segment_files(dir.path()).len(), 1, "only the newest segment is left");
     drop(spool);
     assert!(pending(&open(&cfg)).await.is_empty());
-}
-
-/// Prints the append throughput of 1 KiB records with fsync from concurrent appenders.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "prints a throughput figure: cargo test -p fleetpulse-store spool -- --ignored --nocapture"]
-async fn append_throughput() {
-    let dir = tempfile::tempdir().unwrap();
-    let spool = open(&SpoolConfig { max_bytes: 1 << 30, ..config(dir.path()) });
-    for (appenders, per_appender) in [(1, 200), (16, 500), (256, 100)] {
-        let start = Instant::now();
-        let tasks: Vec<_> = (0..appenders)
-            .map(|_| {
-                let spool = spool.clone();
-                tokio::spawn(async move {
-                    for _ in 0..per_appender {
-                        spool.append(vec![b'x'; 1024]).await.unwrap();
-                    }
-                })
-            })
-            .collect();
-        for task in tasks {
-            task.await.unwrap();
-        }
-        let n = appenders * per_appender;
-        let secs = start.elapsed().as_secs_f64();
-        println!(
-            "spool append, 1 KiB, fsync, {appenders:>3} appenders: {n} records in {secs:.2} s = {:.0} records/s",
-            n as f64 / secs
-        );
-    }
 }
 
 // ---- Model check ----------------------------------------------------------------------------
