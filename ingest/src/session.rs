@@ -178,7 +178,7 @@ async fn serve(conn: &quinn::Connection, ctx: &Arc<Context>) -> Result<(), Close
         })?;
     let device = registered.device.id;
     if registered.created {
-        tracing::info!(message = "Device auto-added.", %device, %enterprise);
+        tracing::debug!(message = "Device auto-added.", %device, %enterprise);
     }
     let committed = ctx.store.events.last_seq(device).await.map_err(|e| server_error(ctx, e))?;
 
