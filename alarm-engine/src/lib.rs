@@ -1,12 +1,94 @@
-//! Sans-I/O alarm evaluation core (ALM-8): events and their time in, alarm record changes out.
+//! Sans-I/O alarm evaluation core (ALM-8): events and their time in, actions out.
 //!
-//! *Architecture invariant*: this crate does no I/O and reads no clock; the ingest shards feed
-//! it and the store applies what it returns. It starts small (device alarms and the derived
-//! Offline alarm); strategies, thresholds and notifications build on the same shape.
+//! *Architecture invariant*: this crate does no I/O and reads no clock; every input carries its
+//! time. The ingest shards feed it and the store, the API and the mail outbox carry out what it
+//! returns.
+//!
+//! - [`evaluate`]: the stateless mapping of one input to the alarm record change the store applies
+//!   (used by the ingest shards).
+//! - [`AlarmEngine`] ([`engine`]): the stateful core on top of it: alarm lifecycle (ALM-2),
+//!   strategies ([`strategy`], ALM-3), threshold rules ([`threshold`], ALM-4) and notification
+//!   planning with idempotency keys ([`notify`], ALM-5), driven by `handle_*(now, ..)` inputs and
+//!   drained with [`AlarmEngine::poll_action`].
+
+pub mod engine;
+pub mod notify;
+pub mod strategy;
+pub mod threshold;
+
+pub use engine::{Action, AlarmEngine, AlarmStatus, EngineStats, Transition};
+pub use notify::{IdempotencyKey, Notification, NotifiedAlarm, Stage};
+pub use strategy::{AlarmStrategy, NotifySettings, Receiver, StrategyId};
+pub use threshold::{HIGH_CPU, HIGH_MEMORY, Metric, ThresholdRule};
 
 use fleetpulse_proto::alarm_types::OFFLINE;
 use fleetpulse_proto::domain::{AlarmChange, AlarmChangeKind, DeviceAlarm};
-use fleetpulse_proto::{DeviceId, EnterpriseId, UnixMillis};
+use fleetpulse_proto::{AlarmTypeCode, DeviceId, EnterpriseId, UnixMillis};
+
+/// Why the engine refused a configuration or an input.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    /// A strategy given for one enterprise belongs to another.
+    #[error("strategy {strategy} belongs to enterprise {enterprise}")]
+    WrongEnterprise {
+        /// The strategy.
+        strategy: StrategyId,
+        /// The enterprise it names.
+        enterprise: EnterpriseId,
+    },
+    /// Two strategies have the same id.
+    #[error("strategy {0} is given twice")]
+    DuplicateStrategy(StrategyId),
+    /// More strategies than [`strategy::MAX_STRATEGIES_PER_ENTERPRISE`].
+    #[error("an enterprise has at most {max} alarm strategies")]
+    TooManyStrategies {
+        /// The limit.
+        max: usize,
+    },
+    /// More receivers than [`strategy::MAX_RECEIVERS_PER_STRATEGY`].
+    #[error("strategy {strategy} has more than {max} receivers")]
+    TooManyReceivers {
+        /// The strategy.
+        strategy: StrategyId,
+        /// The limit.
+        max: usize,
+    },
+    /// A group or repeat interval of zero (it would notify in a loop).
+    #[error("strategy {strategy} has a zero group or repeat interval")]
+    ZeroInterval {
+        /// The strategy.
+        strategy: StrategyId,
+    },
+    /// A threshold limit of 100 % or more can never be exceeded.
+    #[error(
+        "strategy {strategy} has a threshold of {above_centi_pct} hundredths of a percent; the limit is below 10000"
+    )]
+    ThresholdOutOfRange {
+        /// The strategy.
+        strategy: StrategyId,
+        /// The rejected limit.
+        above_centi_pct: u16,
+    },
+    /// The enabled strategies of an enterprise have too many distinct threshold limits or rules
+    /// for one metric (each distinct limit costs a window per device).
+    #[error("at most {max_limits} distinct limits and {max_rules} rules per metric ({metric:?})")]
+    TooManyThresholds {
+        /// The metric.
+        metric: Metric,
+        /// Limit on distinct limits.
+        max_limits: usize,
+        /// Limit on distinct rules.
+        max_rules: usize,
+    },
+    /// Acknowledge or clear of an alarm that is not active.
+    #[error("alarm {code:?} of device {device} is not active")]
+    NotActive {
+        /// The device.
+        device: DeviceId,
+        /// The alarm type.
+        code: AlarmTypeCode,
+    },
+}
 
 /// Something that happened to a device, as the alarm engine sees it.
 #[derive(Debug, Clone, Copy)]
@@ -42,7 +124,6 @@ pub fn evaluate(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fleetpulse_proto::AlarmTypeCode;
 
     fn check(input: AlarmInput<'_>, want_code: u16, want_raise: Option<&str>) {
         let change = evaluate(DeviceId(1), EnterpriseId(2), UnixMillis(3), input);

@@ -6,7 +6,6 @@
 
 use std::sync::LazyLock;
 
-use fleetpulse_proto::alarm_types::{OFFLINE, OFFLINE_ASSOCIATED_DEVICE_BACK_ONLINE};
 use fleetpulse_proto::wire::{
     AlarmAction, AlarmReport, CallStatus, Heartbeat, Hello, IpAddress, Message, ResourceReport, SipLine, SipState,
     StatusChange,
@@ -30,13 +29,9 @@ const MODELS: [(&str, &str); 5] = [
 const MEMORY_TOTALS: [u64; 4] = [256 << 20, 512 << 20, 1 << 30, 2 << 30];
 
 /// Alarm types a device reports on its own: those without a log attachment, minus the types the
-/// server derives itself (offline, back online).
-static DEVICE_ALARMS: LazyLock<Vec<&'static AlarmType>> = LazyLock::new(|| {
-    ALARM_TYPES
-        .iter()
-        .filter(|t| !t.has_log && t.code != OFFLINE && t.code != OFFLINE_ASSOCIATED_DEVICE_BACK_ONLINE)
-        .collect()
-});
+/// server derives itself (offline, back online, thresholds).
+static DEVICE_ALARMS: LazyLock<Vec<&'static AlarmType>> =
+    LazyLock::new(|| ALARM_TYPES.iter().filter(|t| !t.has_log && !t.derived).collect());
 
 /// The fixed traits of one simulated device.
 #[derive(Debug, Clone)]
@@ -156,7 +151,9 @@ mod tests {
     #[test]
     fn device_alarms_exclude_logs_and_derived_types() {
         assert!(!DEVICE_ALARMS.is_empty());
-        assert!(DEVICE_ALARMS.iter().all(|t| !t.has_log && t.code != OFFLINE));
+        assert!(
+            DEVICE_ALARMS.iter().all(|t| !t.has_log && !t.derived && t.code != fleetpulse_proto::alarm_types::OFFLINE)
+        );
     }
 
     #[test]

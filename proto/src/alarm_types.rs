@@ -54,10 +54,17 @@ pub struct AlarmType {
     pub severity: Severity,
     /// Whether alarms of this type carry a downloadable alarm log (ALM-1).
     pub has_log: bool,
+    /// Raised by the server itself (offline detection, thresholds), never reported by devices.
+    pub derived: bool,
 }
 
 const fn t(code: u16, name: &'static str, severity: Severity, has_log: bool) -> AlarmType {
-    AlarmType { code: AlarmTypeCode(code), name, severity, has_log }
+    AlarmType { code: AlarmTypeCode(code), name, severity, has_log, derived: false }
+}
+
+/// A type the server raises itself.
+const fn derived(code: u16, name: &'static str, severity: Severity) -> AlarmType {
+    AlarmType { code: AlarmTypeCode(code), name, severity, has_log: false, derived: true }
 }
 
 use Severity::{Critical, Major, Minor};
@@ -77,7 +84,7 @@ pub const ALARM_TYPES: &[AlarmType] = &[
     t(106, "Application no response", Critical, true),
     t(107, "Kernel panic", Critical, true),
     t(108, "Exit program", Critical, false),
-    t(109, "Offline", Critical, false),
+    derived(109, "Offline", Critical),
     t(110, "Associated device offline", Critical, false),
     t(111, "Wireless mic low power", Critical, false),
     t(112, "Wireless mic power off or disconnect", Critical, false),
@@ -86,7 +93,7 @@ pub const ALARM_TYPES: &[AlarmType] = &[
     t(203, "Meet now failure", Major, false),
     t(204, "BToE pairing failure", Major, false),
     t(205, "Exchange discovery failure", Major, false),
-    t(206, "Offline associated device back online", Major, false),
+    derived(206, "Offline associated device back online", Major),
     t(301, "Call failed", Minor, false),
     t(302, "Visual voicemail retrieve failure", Minor, false),
     t(303, "Hold failure", Minor, false),
@@ -99,6 +106,9 @@ pub const ALARM_TYPES: &[AlarmType] = &[
     t(310, "Call log retrieve failure", Minor, false),
     t(311, "Outlook contact retrieve failure", Minor, false),
     t(312, "Bluetooth paired failed", Minor, false),
+    // 4xx: derived threshold alarms, raised by the alarm engine from resource samples (ALM-4).
+    derived(401, "High CPU usage", Major),
+    derived(402, "High memory usage", Major),
 ];
 
 impl AlarmTypeCode {
@@ -115,8 +125,11 @@ mod tests {
     #[test]
     fn table_is_sorted_unique_and_complete() {
         assert!(ALARM_TYPES.windows(2).all(|w| w[0].code < w[1].code));
-        let count = |s| ALARM_TYPES.iter().filter(|t| t.severity == s).count();
+        // SPEC §3 (codes below 400) has 12 critical, 6 major and 12 minor types.
+        let count = |s| ALARM_TYPES.iter().filter(|t| t.code.0 < 400 && t.severity == s).count();
         assert_eq!((count(Critical), count(Major), count(Minor)), (12, 6, 12));
+        let derived: Vec<_> = ALARM_TYPES.iter().filter(|t| t.derived).map(|t| t.code.0).collect();
+        assert_eq!(derived, [109, 206, 401, 402]);
         let with_logs: Vec<_> = ALARM_TYPES.iter().filter(|t| t.has_log).map(|t| t.name).collect();
         assert_eq!(with_logs, ["Application crash", "Application no response", "Kernel panic"]);
     }

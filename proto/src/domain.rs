@@ -53,6 +53,9 @@ pub enum InvalidMessage {
     /// Unknown alarm type code.
     #[error("unknown alarm type code {0}")]
     UnknownAlarmType(u16),
+    /// The alarm type is raised by the server (offline detection, thresholds), not by devices.
+    #[error("alarm type {0} is raised by the server, not reported by devices")]
+    DerivedAlarmType(u16),
     /// A log was attached to an alarm type that carries none.
     #[error("alarm type {0} carries no log")]
     UnexpectedLog(u16),
@@ -323,6 +326,9 @@ impl TryFrom<wire::Message> for DeviceMessage {
             }
             wire::Message::Alarm(a) => {
                 let alarm_type = AlarmTypeCode(a.code).alarm_type().ok_or(InvalidMessage::UnknownAlarmType(a.code))?;
+                if alarm_type.derived {
+                    return Err(InvalidMessage::DerivedAlarmType(a.code));
+                }
                 if a.log.is_some() && !alarm_type.has_log {
                     return Err(InvalidMessage::UnexpectedLog(a.code));
                 }
@@ -396,6 +402,8 @@ mod tests {
         }
         assert_eq!(DeviceMessage::try_from(alarm(301, Some(vec![1]))), Err(InvalidMessage::UnexpectedLog(301)));
         assert_eq!(DeviceMessage::try_from(alarm(999, None)), Err(InvalidMessage::UnknownAlarmType(999)));
+        assert_eq!(DeviceMessage::try_from(alarm(109, None)), Err(InvalidMessage::DerivedAlarmType(109)));
+        assert_eq!(DeviceMessage::try_from(alarm(401, None)), Err(InvalidMessage::DerivedAlarmType(401)));
         let res = |cpu, used| {
             wire::Message::ResourceReport(wire::ResourceReport {
                 cpu_centi_pct: cpu,

@@ -1,0 +1,121 @@
+//! Alarm strategies (ALM-3): which alarms of an enterprise reach which receivers, and how often.
+//!
+//! A strategy is plain configuration; [`crate::AlarmEngine::set_strategies`] validates it once and
+//! keeps a compiled form, so evaluating an alarm never re-checks it.
+
+use fleetpulse_proto::{AlarmTypeCode, EnterpriseId, Severity};
+
+use crate::threshold::ThresholdRule;
+
+/// Most strategies one enterprise may have.
+pub const MAX_STRATEGIES_PER_ENTERPRISE: usize = 64;
+/// Most receivers one strategy may have.
+pub const MAX_RECEIVERS_PER_STRATEGY: usize = 100;
+
+/// Identifies an alarm strategy (assigned by the store; unique across enterprises).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StrategyId(pub u64);
+
+impl std::fmt::Display for StrategyId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Who a notification goes to.
+///
+/// Only plain addresses exist yet; accounts and sub-accounts (resolved to their current address
+/// when the email is sent) come with the account store.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Receiver {
+    /// A plain email address.
+    Email(String),
+}
+
+/// When notifications go out, with Alertmanager's meaning.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NotifySettings {
+    /// How long the first alarm of a new group waits for others before the group is sent.
+    /// Zero means no grouping: every alarm, resolution and reminder is sent on its own, at once.
+    pub group_wait_ms: u64,
+    /// How long after a group's last notification newly firing or resolved alarms of that group
+    /// are sent. Must be positive.
+    pub group_interval_ms: u64,
+    /// How often a still active, unacknowledged alarm is sent again. Must be positive.
+    pub repeat_interval_ms: u64,
+}
+
+impl Default for NotifySettings {
+    /// 10 s group wait, 60 s group interval, 4 h repeat interval.
+    fn default() -> Self {
+        NotifySettings { group_wait_ms: 10_000, group_interval_ms: 60_000, repeat_interval_ms: 4 * 3_600_000 }
+    }
+}
+
+/// An enterprise's alarm strategy (ALM-3, "Enterprise Alarm Settings" in the guides).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AlarmStrategy {
+    /// Its id.
+    pub id: StrategyId,
+    /// The enterprise it belongs to.
+    pub enterprise_id: EnterpriseId,
+    /// Name shown in the portal.
+    pub name: String,
+    /// A disabled strategy notifies nobody (its threshold rules do not apply either).
+    pub enabled: bool,
+    /// Alarm types it selects; empty selects every type.
+    pub alarm_types: Vec<AlarmTypeCode>,
+    /// Severities it selects; empty selects every severity.
+    pub severities: Vec<Severity>,
+    /// Who is notified.
+    pub receivers: Vec<Receiver>,
+    /// When notifications go out.
+    pub notify: NotifySettings,
+    /// Threshold rules on resource samples (ALM-4).
+    pub thresholds: Vec<ThresholdRule>,
+}
+
+impl AlarmStrategy {
+    /// Whether this strategy notifies about alarms of `code` with `severity`.
+    ///
+    /// A strategy selects an alarm when it is enabled and both its type list and its severity list
+    /// are empty or contain the alarm's. Derived threshold alarms (401, 402) are selected the same
+    /// way: a strategy's own threshold rules do not select them by themselves.
+    pub fn selects(&self, code: AlarmTypeCode, severity: Severity) -> bool {
+        self.enabled
+            && (self.alarm_types.is_empty() || self.alarm_types.contains(&code))
+            && (self.severities.is_empty() || self.severities.contains(&severity))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(enabled: bool, types: &[u16], severities: &[Severity], code: u16, severity: Severity, want: bool) {
+        let strategy = AlarmStrategy {
+            id: StrategyId(1),
+            enterprise_id: EnterpriseId(1),
+            name: "s".into(),
+            enabled,
+            alarm_types: types.iter().map(|&c| AlarmTypeCode(c)).collect(),
+            severities: severities.to_vec(),
+            receivers: vec![],
+            notify: NotifySettings::default(),
+            thresholds: vec![],
+        };
+        assert_eq!(strategy.selects(AlarmTypeCode(code), severity), want, "{types:?} {severities:?} {code}");
+    }
+
+    #[test]
+    fn selection() {
+        use Severity::*;
+        check(true, &[], &[], 109, Critical, true);
+        check(false, &[], &[], 109, Critical, false);
+        check(true, &[109], &[], 109, Critical, true);
+        check(true, &[105], &[], 109, Critical, false);
+        check(true, &[], &[Minor], 109, Critical, false);
+        check(true, &[], &[Minor, Critical], 109, Critical, true);
+        check(true, &[109], &[Minor], 109, Critical, false);
+    }
+}
