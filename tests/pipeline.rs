@@ -37,6 +37,9 @@ async fn a_thousand_devices_stream_and_nothing_acknowledged_is_missing() {
     let items = devices["items"].as_array().expect("items");
     assert_eq!(items.len(), 1000);
     assert!(items.iter().all(|d| d["live"]["last_seq"].as_u64().unwrap_or(0) > 0), "live state per device");
+    let metrics = api.metrics().await;
+    assert!(metric(&metrics, "fleetpulse_store_rows_total") >= report.verified.stored as f64, "{metrics}");
+    assert_eq!(metric(&metrics, "fleetpulse_devices_connected"), 0.0, "the load tester closed its connections");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

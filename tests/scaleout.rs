@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestServer, scaleout_config};
+use common::{Api, TestServer, metric, scaleout_config};
 use fleetpulse_testkit::clickhouse::ClickHouseServer;
 use fleetpulse_testkit::postgres::PostgresServer;
 
@@ -30,6 +30,9 @@ async fn load_test_on_the_scaleout_store_misses_nothing() {
     assert_eq!(report.acked, report.sent);
     assert_eq!(report.verified.missing, 0);
     assert_eq!(report.verified.duplicated, 0);
+    let metrics = Api::login(&server.api()).await.metrics().await;
+    assert!(metric(&metrics, "fleetpulse_spool_drained_records_total") > 0.0, "{metrics}");
+    assert_eq!(metric(&metrics, "fleetpulse_spool_pending_records"), 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

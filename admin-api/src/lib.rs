@@ -92,7 +92,7 @@ pub fn app(state: ApiState) -> Router {
     let max_body_bytes = state.config.max_body_bytes;
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let ctx: AppState = Arc::new(AppContext {
-        metrics: metrics::ApiMetrics::new(state.live.clone()),
+        metrics: metrics::ApiMetrics::new(state.live.clone(), state.store.clone()),
         password_checks: Arc::new(tokio::sync::Semaphore::new(cores)),
         api: state,
     });

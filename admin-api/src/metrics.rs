@@ -18,6 +18,7 @@ use fleetpulse_ingest::LiveState;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::text::{encode_eof, encode_registry};
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
@@ -41,7 +42,7 @@ pub(crate) struct ApiMetrics {
 
 impl ApiMetrics {
     /// Creates the metrics, their registry and the live-device collector.
-    pub(crate) fn new(live: Arc<LiveState>) -> ApiMetrics {
+    pub(crate) fn new(live: Arc<LiveState>, store: fleetpulse_store::Store) -> ApiMetrics {
         let mut registry = Registry::default();
         let requests = Family::<ClassLabel, Counter>::default();
         for class in CLASSES {
@@ -60,6 +61,7 @@ impl ApiMetrics {
             login_failures.clone(),
         );
         registry.register_collector(Box::new(LiveDeviceGauges { live }));
+        registry.register_collector(Box::new(StoreGauges { store }));
         ApiMetrics { registry, requests, login_failures }
     }
 
@@ -112,6 +114,27 @@ impl Collector for LiveDeviceGauges {
 }
 
 /// Middleware: counts every response (fallbacks and rejections included) by status class.
+/// The store backend's own numbers (writer queue, commits, spool), read at scrape time.
+#[derive(Debug)]
+struct StoreGauges {
+    store: fleetpulse_store::Store,
+}
+
+impl Collector for StoreGauges {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        for m in self.store.events.metrics() {
+            if m.counter {
+                let counter = ConstCounter::new(m.value);
+                counter.encode(encoder.encode_descriptor(m.name, m.help, None, counter.metric_type())?)?;
+            } else {
+                let gauge = ConstGauge::new(m.value as i64);
+                gauge.encode(encoder.encode_descriptor(m.name, m.help, None, gauge.metric_type())?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 pub(crate) async fn count_requests(State(ctx): State<AppState>, req: Request, next: Next) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();

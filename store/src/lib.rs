@@ -105,6 +105,24 @@ pub trait EventStore: Send + Sync + 'static {
     /// records and delivery marks stay. Returns the number of rows (embedded) or partitions
     /// (ClickHouse) removed.
     async fn apply_retention(&self, cutoff: fleetpulse_proto::UnixMillis) -> Result<u64>;
+    /// The backend's own numbers for `/metrics` (queue depths, commits, spool state), read at
+    /// scrape time.
+    fn metrics(&self) -> Vec<StoreMetric> {
+        Vec::new()
+    }
+}
+
+/// One number a store reports for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreMetric {
+    /// Prometheus name (without the `_total` suffix of counters).
+    pub name: &'static str,
+    /// Help text.
+    pub help: &'static str,
+    /// The value.
+    pub value: u64,
+    /// A monotonic counter (else a gauge).
+    pub counter: bool,
 }
 
 /// A store: both halves, possibly served by different engines.

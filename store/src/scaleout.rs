@@ -199,4 +199,42 @@ impl EventStore for SpooledEvents {
     async fn apply_retention(&self, cutoff: fleetpulse_proto::UnixMillis) -> Result<u64> {
         self.inner.apply_retention(cutoff).await
     }
+
+    fn metrics(&self) -> Vec<StoreMetric> {
+        let spool = self.spool.stats();
+        let gauge = |name, help, value| StoreMetric { name, help, value, counter: false };
+        let counter = |name, help, value| StoreMetric { name, help, value, counter: true };
+        let mut out = vec![
+            gauge("fleetpulse_spool_pending_records", "Spooled batches not yet in ClickHouse", spool.pending_records),
+            gauge(
+                "fleetpulse_spool_pending_bytes",
+                "Bytes of spooled batches not yet in ClickHouse",
+                spool.pending_bytes,
+            ),
+            gauge("fleetpulse_spool_segments", "Spool segment files", spool.segments),
+            counter(
+                "fleetpulse_spool_corrupt_records",
+                "Corrupt spool regions skipped since start",
+                spool.corrupt_records,
+            ),
+            counter("fleetpulse_spool_torn_tails", "Torn spool tails cut at open", spool.torn_tails),
+            counter(
+                "fleetpulse_spool_drained_records",
+                "Spooled batches drained into ClickHouse",
+                self.stats.drained_records.load(Ordering::Relaxed),
+            ),
+            counter(
+                "fleetpulse_spool_insert_failures",
+                "Failed ClickHouse inserts while draining (each retried)",
+                self.stats.insert_failures.load(Ordering::Relaxed),
+            ),
+            counter(
+                "fleetpulse_spool_undecodable_records",
+                "Spool records that could not be decoded",
+                self.stats.undecodable_records.load(Ordering::Relaxed),
+            ),
+        ];
+        out.extend(self.inner.metrics());
+        out
+    }
 }

@@ -654,6 +654,28 @@ impl EventStore for EmbeddedStore {
         .await
     }
 
+    fn metrics(&self) -> Vec<StoreMetric> {
+        let st = &self.stats;
+        let counter = |name, help, v: &std::sync::atomic::AtomicU64| StoreMetric {
+            name,
+            help,
+            value: v.load(Ordering::Relaxed),
+            counter: true,
+        };
+        vec![
+            StoreMetric {
+                name: "fleetpulse_store_writer_queue_depth",
+                help: "Write jobs waiting for the embedded store's writer",
+                value: self.queue_depth() as u64,
+                counter: false,
+            },
+            counter("fleetpulse_store_commits", "Group commits of the embedded store", &st.commits),
+            counter("fleetpulse_store_rows", "Rows committed by the embedded store", &st.rows),
+            counter("fleetpulse_store_commit_failures", "Failed commit attempts (each retried)", &st.commit_failures),
+            counter("fleetpulse_store_job_failures", "Write jobs rolled back alone", &st.job_failures),
+        ]
+    }
+
     async fn apply_retention(&self, cutoff: UnixMillis) -> Result<u64> {
         self.write(1, move |c| {
             let mut removed = 0u64;
