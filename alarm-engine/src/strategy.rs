@@ -12,15 +12,7 @@ pub const MAX_STRATEGIES_PER_ENTERPRISE: usize = 64;
 /// Most receivers one strategy may have.
 pub const MAX_RECEIVERS_PER_STRATEGY: usize = 100;
 
-/// Identifies an alarm strategy (assigned by the store; unique across enterprises).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct StrategyId(pub u64);
-
-impl std::fmt::Display for StrategyId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
-    }
-}
+pub use fleetpulse_proto::StrategyId;
 
 /// Who a notification goes to.
 ///

@@ -39,6 +39,10 @@ id_type!(
     /// A portal account (platform admin for now; channels and sub-accounts later).
     AccountId
 );
+id_type!(
+    /// An alarm strategy (assigned by the store; unique across enterprises).
+    StrategyId
+);
 
 /// Milliseconds since the Unix epoch, UTC.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

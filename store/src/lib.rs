@@ -84,6 +84,26 @@ pub trait EntityStore: Send + Sync + 'static {
     async fn device(&self, id: DeviceId) -> Result<Option<Device>>;
     /// Devices ordered by id, after the cursor, optionally of one enterprise.
     async fn list_devices(&self, enterprise: Option<EnterpriseId>, page: Page) -> Result<Vec<Device>>;
+    /// Creates an alarm strategy of the enterprise.
+    async fn create_strategy(
+        &self,
+        enterprise: EnterpriseId,
+        settings: StrategySettings,
+        at: fleetpulse_proto::UnixMillis,
+    ) -> Result<StoredStrategy>;
+    /// The strategy with this id.
+    async fn strategy(&self, id: fleetpulse_proto::StrategyId) -> Result<Option<StoredStrategy>>;
+    /// The enterprise's strategies, ordered by id.
+    async fn list_strategies(&self, enterprise: EnterpriseId) -> Result<Vec<StoredStrategy>>;
+    /// Replaces a strategy's settings; `None` if it does not exist.
+    async fn update_strategy(
+        &self,
+        id: fleetpulse_proto::StrategyId,
+        settings: StrategySettings,
+        at: fleetpulse_proto::UnixMillis,
+    ) -> Result<Option<StoredStrategy>>;
+    /// Deletes a strategy; false if it did not exist.
+    async fn delete_strategy(&self, id: fleetpulse_proto::StrategyId) -> Result<bool>;
 }
 
 /// Append-only event streams, aggregated alarm records and delivery marks.

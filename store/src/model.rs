@@ -1,7 +1,7 @@
 //! Rows and arguments of the store API. Backend-neutral: no SQL types leak out.
 
 use fleetpulse_proto::domain::{AlarmChange, DeviceKey, DeviceStatus, ResourceSample};
-use fleetpulse_proto::{AccountId, AlarmTypeCode, DeviceId, EnterpriseId, Mac, Severity, UnixMillis};
+use fleetpulse_proto::{AccountId, AlarmTypeCode, DeviceId, EnterpriseId, Mac, Severity, StrategyId, UnixMillis};
 use serde::{Deserialize, Serialize};
 
 /// Keyset pagination: rows with an id above `after`, at most `limit` of them.
@@ -341,4 +341,63 @@ mod tests {
         assert_eq!(to_ranges([1, 2, 3, 5, 5, 6, 9]), vec![(1, 3), (5, 6), (9, 9)]);
         assert_eq!(to_ranges([4, 4, 4]), vec![(4, 4)]);
     }
+}
+
+/// The metric of a threshold rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ThresholdMetric {
+    /// CPU usage.
+    Cpu,
+    /// Memory usage (used / total).
+    Memory,
+}
+
+/// A threshold rule as stored: `metric` above `above_centi_pct` for `for_ms` (ALM-4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredThreshold {
+    /// The metric.
+    pub metric: ThresholdMetric,
+    /// Limit in hundredths of a percent.
+    pub above_centi_pct: u16,
+    /// How long the metric must stay above the limit.
+    pub for_ms: u64,
+}
+
+/// An alarm strategy's settings (ALM-3), as the API edits them and the alarm engine reads them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StrategySettings {
+    /// Display name.
+    pub name: String,
+    /// Disabled strategies notify nobody.
+    pub enabled: bool,
+    /// Selected alarm types (empty = all).
+    pub alarm_types: Vec<AlarmTypeCode>,
+    /// Selected severities (empty = all).
+    pub severities: Vec<Severity>,
+    /// Email addresses notified.
+    pub receivers: Vec<String>,
+    /// Wait before the first notification of a group.
+    pub group_wait_ms: u64,
+    /// Wait between notifications of an open group.
+    pub group_interval_ms: u64,
+    /// Reminder interval for alarms still active and unacknowledged.
+    pub repeat_interval_ms: u64,
+    /// CPU and memory threshold rules.
+    pub thresholds: Vec<StoredThreshold>,
+}
+
+/// A stored alarm strategy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StoredStrategy {
+    /// Identifier.
+    pub id: StrategyId,
+    /// Owning enterprise.
+    pub enterprise_id: EnterpriseId,
+    /// Settings.
+    pub settings: StrategySettings,
+    /// Creation time.
+    pub created_at: UnixMillis,
+    /// Last change.
+    pub updated_at: UnixMillis,
 }

@@ -98,6 +98,17 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX alarm_records_enterprise ON alarm_records(enterprise_id, latest_at);
     "#,
+    // 2: alarm strategies (ALM-3); the settings are one JSON document.
+    r#"
+    CREATE TABLE alarm_strategies (
+        id            INTEGER PRIMARY KEY,
+        enterprise_id INTEGER NOT NULL REFERENCES enterprises(id),
+        settings      TEXT NOT NULL,
+        created_at    INTEGER NOT NULL,
+        updated_at    INTEGER NOT NULL
+    );
+    CREATE INDEX alarm_strategies_enterprise ON alarm_strategies(enterprise_id, id);
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -14,11 +14,12 @@ use sqlx::postgres::PgConnection;
 use crate::{Result, StoreError};
 
 /// Every migration, in order: (description, SQL); the version of `MIGRATIONS[i]` is `i + 1`.
-const MIGRATIONS: &[(&str, &str)] = &[(
-    "entities",
-    // 1: the portal entities, as in the embedded schema. Ids are identities (never reused),
-    // times are unix milliseconds, token hashes are SHA-256 digests.
-    r#"
+const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "entities",
+        // 1: the portal entities, as in the embedded schema. Ids are identities (never reused),
+        // times are unix milliseconds, token hashes are SHA-256 digests.
+        r#"
     CREATE TABLE accounts (
         id            BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
         email         TEXT NOT NULL,
@@ -56,7 +57,22 @@ const MIGRATIONS: &[(&str, &str)] = &[(
     CREATE UNIQUE INDEX devices_serial_without_mac ON devices (serial) WHERE mac IS NULL;
     CREATE INDEX devices_enterprise ON devices (enterprise_id, id);
     "#,
-)];
+    ),
+    (
+        "alarm strategies",
+        // 2: alarm strategies (ALM-3); the settings are one JSON document, as in the embedded store.
+        r#"
+    CREATE TABLE alarm_strategies (
+        id            BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        enterprise_id BIGINT NOT NULL REFERENCES enterprises (id),
+        settings      TEXT NOT NULL,
+        created_at    BIGINT NOT NULL,
+        updated_at    BIGINT NOT NULL
+    );
+    CREATE INDEX alarm_strategies_enterprise ON alarm_strategies (enterprise_id, id);
+    "#,
+    ),
+];
 
 /// The schema version this build writes.
 pub const CURRENT_VERSION: u32 = MIGRATIONS.len() as u32;
