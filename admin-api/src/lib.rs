@@ -102,6 +102,7 @@ pub fn app(state: ApiState) -> Router {
         .merge(routes::enterprises::router())
         .merge(routes::devices::router())
         .merge(routes::alarms::router())
+        .merge(routes::strategies::router())
         .fallback(routes::unknown_route)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))

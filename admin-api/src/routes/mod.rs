@@ -5,6 +5,7 @@ pub(crate) mod alarms;
 pub(crate) mod devices;
 pub(crate) mod enterprises;
 pub(crate) mod ops;
+pub(crate) mod strategies;
 
 use fleetpulse_store::Page;
 use serde::Serialize;

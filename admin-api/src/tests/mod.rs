@@ -4,6 +4,7 @@
 mod auth;
 mod ops;
 mod resources;
+mod strategies;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;

@@ -1,0 +1,292 @@
+//! Alarm strategies (ALM-3): per enterprise, created, listed, read, replaced, enabled or
+//! disabled, and deleted. A strategy names the alarm types and severities it selects, who is
+//! notified, how notifications are grouped and repeated, and its CPU / memory threshold rules.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use fleetpulse_proto::{AlarmTypeCode, EnterpriseId, Severity, StrategyId, UnixMillis};
+use fleetpulse_store::{StoredStrategy, StoredThreshold, StrategySettings, ThresholdMetric};
+use serde::{Deserialize, Serialize};
+
+use crate::AppState;
+use crate::auth::AuthAdmin;
+use crate::error::ApiError;
+use crate::extract::{Json, Path};
+
+/// Most strategies of one enterprise.
+pub(crate) const MAX_STRATEGIES: usize = 64;
+/// Most receivers of one strategy.
+const MAX_RECEIVERS: usize = 100;
+/// Most threshold rules of one strategy.
+const MAX_THRESHOLDS: usize = 8;
+const MINUTE_MS: u64 = 60_000;
+const HOUR_MS: u64 = 60 * MINUTE_MS;
+const DAY_MS: u64 = 24 * HOUR_MS;
+
+/// Routes of this module.
+pub(crate) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/enterprises/{id}/alarm-strategies", get(list).post(create))
+        .route("/api/v1/alarm-strategies/{id}", get(show).put(replace).delete(remove))
+        .route("/api/v1/alarm-strategies/{id}/enable", post(enable))
+        .route("/api/v1/alarm-strategies/{id}/disable", post(disable))
+}
+
+/// A threshold rule in a request: `metric` above `above_percent` for `for_minutes`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ThresholdRequest {
+    metric: ThresholdMetric,
+    above_percent: f64,
+    for_minutes: u64,
+}
+
+/// The body of create and replace. Intervals default to Alertmanager-like values.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StrategyRequest {
+    name: String,
+    #[serde(default = "yes")]
+    enabled: bool,
+    #[serde(default)]
+    alarm_types: Vec<u16>,
+    #[serde(default)]
+    severities: Vec<Severity>,
+    receivers: Vec<String>,
+    #[serde(default = "default_group_wait")]
+    group_wait_ms: u64,
+    #[serde(default = "default_group_interval")]
+    group_interval_ms: u64,
+    #[serde(default = "default_repeat_interval")]
+    repeat_interval_ms: u64,
+    #[serde(default)]
+    thresholds: Vec<ThresholdRequest>,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_group_wait() -> u64 {
+    10_000
+}
+fn default_group_interval() -> u64 {
+    MINUTE_MS
+}
+fn default_repeat_interval() -> u64 {
+    4 * HOUR_MS
+}
+
+/// A plausible single address: one `@` with text on both sides, no spaces or control
+/// characters, at most 254 characters (the address is used as an SMTP recipient later).
+fn email(raw: &str) -> Result<String, ApiError> {
+    let s = raw.trim();
+    let bad = || ApiError::invalid(format!("{s:?} is not an email address"));
+    if s.len() > 254 || s.chars().any(|c| c.is_control() || c.is_whitespace() || matches!(c, '<' | '>' | ',' | ';')) {
+        return Err(bad());
+    }
+    match s.split_once('@') {
+        Some((local, domain)) if !local.is_empty() && domain.contains('.') && !domain.contains('@') => Ok(s.to_owned()),
+        _ => Err(bad()),
+    }
+}
+
+fn within(name: &str, value: u64, range: std::ops::RangeInclusive<u64>) -> Result<u64, ApiError> {
+    if range.contains(&value) {
+        Ok(value)
+    } else {
+        Err(ApiError::invalid(format!("{name} must be between {} and {} ms", range.start(), range.end())))
+    }
+}
+
+/// Checks a request and turns it into stored settings.
+fn settings(req: StrategyRequest) -> Result<StrategySettings, ApiError> {
+    let name = req.name.trim();
+    if name.is_empty() || name.chars().count() > 128 || name.chars().any(char::is_control) {
+        return Err(ApiError::invalid("name must have 1 to 128 characters and no control characters"));
+    }
+    let mut alarm_types = Vec::with_capacity(req.alarm_types.len());
+    for code in req.alarm_types {
+        let code = AlarmTypeCode(code);
+        if code.alarm_type().is_none() {
+            return Err(ApiError::invalid(format!("unknown alarm type code {}", code.0)));
+        }
+        if !alarm_types.contains(&code) {
+            alarm_types.push(code);
+        }
+    }
+    let mut severities = req.severities;
+    severities.sort();
+    severities.dedup();
+    if req.receivers.is_empty() || req.receivers.len() > MAX_RECEIVERS {
+        return Err(ApiError::invalid(format!("a strategy has 1 to {MAX_RECEIVERS} receivers")));
+    }
+    let mut receivers: Vec<String> = Vec::with_capacity(req.receivers.len());
+    for r in &req.receivers {
+        let r = email(r)?;
+        if !receivers.iter().any(|x| x.eq_ignore_ascii_case(&r)) {
+            receivers.push(r);
+        }
+    }
+    if req.thresholds.len() > MAX_THRESHOLDS {
+        return Err(ApiError::invalid(format!("a strategy has at most {MAX_THRESHOLDS} threshold rules")));
+    }
+    let thresholds = req
+        .thresholds
+        .into_iter()
+        .map(|t| {
+            if !(t.above_percent > 0.0 && t.above_percent < 100.0) {
+                return Err(ApiError::invalid("a threshold is a percentage above 0 and below 100"));
+            }
+            Ok(StoredThreshold {
+                metric: t.metric,
+                above_centi_pct: (t.above_percent * 100.0).round() as u16,
+                for_ms: within("for_minutes", t.for_minutes, 0..=24 * 60)? * MINUTE_MS,
+            })
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    Ok(StrategySettings {
+        name: name.to_owned(),
+        enabled: req.enabled,
+        alarm_types,
+        severities,
+        receivers,
+        group_wait_ms: within("group_wait_ms", req.group_wait_ms, 0..=HOUR_MS)?,
+        group_interval_ms: within("group_interval_ms", req.group_interval_ms, 1_000..=DAY_MS)?,
+        repeat_interval_ms: within("repeat_interval_ms", req.repeat_interval_ms, MINUTE_MS..=7 * DAY_MS)?,
+        thresholds,
+    })
+}
+
+#[derive(Debug, Serialize)]
+struct StrategyList {
+    items: Vec<StoredStrategy>,
+}
+
+/// The enterprise, checked against the caller's scope (404 outside it).
+async fn enterprise(ctx: &AppState, auth: &AuthAdmin, id: EnterpriseId) -> Result<EnterpriseId, ApiError> {
+    match ctx.api.store.entities.enterprise(id).await? {
+        Some(e) if auth.can_see(e.id) => Ok(e.id),
+        _ => Err(ApiError::NotFound("enterprise")),
+    }
+}
+
+/// The strategy, checked against the caller's scope through its enterprise (404 outside it).
+async fn find(ctx: &AppState, auth: &AuthAdmin, id: StrategyId) -> Result<StoredStrategy, ApiError> {
+    match ctx.api.store.entities.strategy(id).await? {
+        Some(s) if auth.can_see(s.enterprise_id) => Ok(s),
+        _ => Err(ApiError::NotFound("alarm strategy")),
+    }
+}
+
+/// `GET /api/v1/enterprises/{id}/alarm-strategies`.
+async fn list(
+    auth: AuthAdmin,
+    State(ctx): State<AppState>,
+    Path(id): Path<EnterpriseId>,
+) -> Result<Json<StrategyList>, ApiError> {
+    let id = enterprise(&ctx, &auth, id).await?;
+    Ok(Json(StrategyList { items: ctx.api.store.entities.list_strategies(id).await? }))
+}
+
+/// `POST /api/v1/enterprises/{id}/alarm-strategies`: 201 with the strategy.
+async fn create(
+    auth: AuthAdmin,
+    State(ctx): State<AppState>,
+    Path(id): Path<EnterpriseId>,
+    Json(req): Json<StrategyRequest>,
+) -> Result<Response, ApiError> {
+    let id = enterprise(&ctx, &auth, id).await?;
+    let settings = settings(req)?;
+    if ctx.api.store.entities.list_strategies(id).await?.len() >= MAX_STRATEGIES {
+        return Err(ApiError::Conflict(format!("an enterprise has at most {MAX_STRATEGIES} alarm strategies")));
+    }
+    let created = ctx.api.store.entities.create_strategy(id, settings, UnixMillis::now()).await?;
+    tracing::info!(message = "Created an alarm strategy.", strategy = %created.id, enterprise = %id, by_account = %auth.account.id);
+    Ok((StatusCode::CREATED, Json(created)).into_response())
+}
+
+/// `GET /api/v1/alarm-strategies/{id}`.
+async fn show(
+    auth: AuthAdmin,
+    State(ctx): State<AppState>,
+    Path(id): Path<StrategyId>,
+) -> Result<Json<StoredStrategy>, ApiError> {
+    Ok(Json(find(&ctx, &auth, id).await?))
+}
+
+/// `PUT /api/v1/alarm-strategies/{id}`: replaces the settings.
+async fn replace(
+    auth: AuthAdmin,
+    State(ctx): State<AppState>,
+    Path(id): Path<StrategyId>,
+    Json(req): Json<StrategyRequest>,
+) -> Result<Json<StoredStrategy>, ApiError> {
+    find(&ctx, &auth, id).await?;
+    let settings = settings(req)?;
+    let updated = ctx.api.store.entities.update_strategy(id, settings, UnixMillis::now()).await?;
+    updated.map(Json).ok_or(ApiError::NotFound("alarm strategy"))
+}
+
+async fn set_enabled(
+    ctx: &AppState,
+    auth: &AuthAdmin,
+    id: StrategyId,
+    enabled: bool,
+) -> Result<Json<StoredStrategy>, ApiError> {
+    let mut settings = find(ctx, auth, id).await?.settings;
+    settings.enabled = enabled;
+    let updated = ctx.api.store.entities.update_strategy(id, settings, UnixMillis::now()).await?;
+    updated.map(Json).ok_or(ApiError::NotFound("alarm strategy"))
+}
+
+/// `POST /api/v1/alarm-strategies/{id}/enable`.
+async fn enable(
+    auth: AuthAdmin,
+    State(ctx): State<AppState>,
+    Path(id): Path<StrategyId>,
+) -> Result<Json<StoredStrategy>, ApiError> {
+    set_enabled(&ctx, &auth, id, true).await
+}
+
+/// `POST /api/v1/alarm-strategies/{id}/disable`.
+async fn disable(
+    auth: AuthAdmin,
+    State(ctx): State<AppState>,
+    Path(id): Path<StrategyId>,
+) -> Result<Json<StoredStrategy>, ApiError> {
+    set_enabled(&ctx, &auth, id, false).await
+}
+
+/// `DELETE /api/v1/alarm-strategies/{id}`: 204.
+async fn remove(
+    auth: AuthAdmin,
+    State(ctx): State<AppState>,
+    Path(id): Path<StrategyId>,
+) -> Result<StatusCode, ApiError> {
+    find(&ctx, &auth, id).await?;
+    if ctx.api.store.entities.delete_strategy(id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound("alarm strategy"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn email_addresses() {
+        for ok in ["a@b.co", " ops@example.com "] {
+            assert!(email(ok).is_ok(), "{ok}");
+        }
+        for bad in
+            ["", "a", "a@b", "@b.co", "a@b.co\r\nBcc: x@y.z", "a b@c.de", "a@b@c.de", "<a@b.co>", "a@b.co,c@d.ef"]
+        {
+            assert!(email(bad).is_err(), "{bad:?}");
+        }
+    }
+}
