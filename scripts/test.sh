@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The test command (README): installs what the tests need on a fresh Debian machine, then runs
-# every test of the workspace. The tests start their own servers (ClickHouse, PostgreSQL) on free
+# every test of the workspace. The tests start their own servers (ClickHouse, PostgreSQL, SMTP) on free
 # loopback ports in temporary directories; nothing is skipped when a server is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-command -v clickhouse-server >/dev/null 2>&1 || command -v clickhouse >/dev/null 2>&1 || need+=(clickhouse-server)
+{ command -v clickhouse-server || [ -x /usr/sbin/clickhouse-server ] || command -v clickhouse; } >/dev/null 2>&1 || need+=(clickhouse-server)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+/usr/bin/python3 -c 'import aiosmtpd' >/dev/null 2>&1 || need+=(python3-aiosmtpd)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing test servers: ${need[*]}"
   if [ "$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi

@@ -113,8 +113,10 @@ pub trait EventStore: Send + Sync + 'static {
     async fn append(&self, batch: EventBatch) -> Result<()>;
     /// The highest sequence number durably applied for the device (0 if none).
     async fn last_seq(&self, device: DeviceId) -> Result<u64>;
-    /// Aggregated alarm records, ordered by record id (keyset pagination).
+    /// Aggregated alarm records matching the filter, ordered by record id (keyset pagination).
     async fn list_alarm_records(&self, filter: AlarmFilter, page: Page) -> Result<Vec<AlarmRecord>>;
+    /// The alarm record with this id.
+    async fn alarm_record(&self, id: u64) -> Result<Option<AlarmRecord>>;
     /// Per device: how many persisted rows carry a device sequence number, and which distinct
     /// numbers, as ranges (LT-3). Devices without rows are answered with zero rows.
     async fn device_sequences(&self, devices: &[DeviceId]) -> Result<Vec<DeviceSequences>>;

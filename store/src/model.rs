@@ -271,13 +271,31 @@ pub struct AlarmRecord {
     pub cleared_at: Option<UnixMillis>,
 }
 
-/// Filters of [`crate::EventStore::list_alarm_records`].
+/// Filters of [`crate::EventStore::list_alarm_records`]; `None` means any.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct AlarmFilter {
     /// Only this enterprise.
     pub enterprise: Option<EnterpriseId>,
     /// Only this device.
     pub device: Option<DeviceId>,
+    /// Only this alarm type.
+    pub code: Option<AlarmTypeCode>,
+    /// Only alarm types of this severity.
+    pub severity: Option<Severity>,
+    /// Only active or only cleared records.
+    pub status: Option<AlarmStatus>,
+    /// Latest occurrence at or after this time.
+    pub latest_from: Option<UnixMillis>,
+    /// Latest occurrence before this time.
+    pub latest_to: Option<UnixMillis>,
+}
+
+impl AlarmFilter {
+    /// The alarm type codes the severity filter selects (`None`: no severity filter).
+    pub fn severity_codes(&self) -> Option<Vec<u16>> {
+        self.severity
+            .map(|s| fleetpulse_proto::ALARM_TYPES.iter().filter(|t| t.severity == s).map(|t| t.code.0).collect())
+    }
 }
 
 /// Stored sequence numbers of one device (LT-3 verification).

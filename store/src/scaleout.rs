@@ -188,6 +188,10 @@ impl EventStore for SpooledEvents {
         self.inner.list_alarm_records(filter, page).await
     }
 
+    async fn alarm_record(&self, id: u64) -> Result<Option<AlarmRecord>> {
+        self.inner.alarm_record(id).await
+    }
+
     async fn device_sequences(&self, devices: &[DeviceId]) -> Result<Vec<DeviceSequences>> {
         self.inner.device_sequences(devices).await
     }

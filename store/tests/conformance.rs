@@ -188,7 +188,7 @@ async fn events(store: &Store) {
     assert_eq!(stored.len(), 2);
     assert_eq!((stored[0].mac, stored[0].rows), (Some(mac(10)), 5));
 
-    let filter = AlarmFilter { enterprise: Some(e.id), device: None };
+    let filter = AlarmFilter { enterprise: Some(e.id), device: None, ..AlarmFilter::default() };
     let records =
         eventually("alarm records", || ev.list_alarm_records(filter, Page::first(10)), |r| r.len() == 1).await;
     let r = &records[0];
@@ -208,7 +208,24 @@ async fn events(store: &Store) {
     )
     .await;
     assert_eq!(records[0].cleared_at, Some(UnixMillis(1_700_000_000_030)));
-    let by_device = ev.list_alarm_records(AlarmFilter { enterprise: None, device: Some(other) }, Page::first(10)).await;
+    let only = |f: AlarmFilter| async move { ev.list_alarm_records(f, Page::first(10)).await.unwrap().len() };
+    let base = AlarmFilter { enterprise: Some(e.id), ..AlarmFilter::default() };
+    assert_eq!(only(AlarmFilter { code: Some(OFFLINE), ..base }).await, 1);
+    assert_eq!(only(AlarmFilter { code: Some(fleetpulse_proto::AlarmTypeCode(105)), ..base }).await, 0);
+    assert_eq!(only(AlarmFilter { severity: Some(fleetpulse_proto::Severity::Critical), ..base }).await, 1);
+    assert_eq!(only(AlarmFilter { severity: Some(fleetpulse_proto::Severity::Minor), ..base }).await, 0);
+    assert_eq!(only(AlarmFilter { status: Some(AlarmStatus::Cleared), ..base }).await, 1);
+    assert_eq!(only(AlarmFilter { status: Some(AlarmStatus::Active), ..base }).await, 0);
+    assert_eq!(only(AlarmFilter { latest_from: Some(UnixMillis(1_700_000_000_020)), ..base }).await, 1);
+    assert_eq!(only(AlarmFilter { latest_to: Some(UnixMillis(1_700_000_000_020)), ..base }).await, 0);
+    assert_eq!(ev.alarm_record(records[0].id).await.unwrap().map(|r| r.device_id), Some(d));
+    assert_eq!(ev.alarm_record(records[0].id + 12_345).await.unwrap(), None);
+    let by_device = ev
+        .list_alarm_records(
+            AlarmFilter { enterprise: None, device: Some(other), ..AlarmFilter::default() },
+            Page::first(10),
+        )
+        .await;
     assert!(by_device.unwrap().is_empty());
     let counts = eventually("event counts", || ev.event_counts(), |c| c.resources == 3).await;
     assert_eq!((counts.status, counts.resources, counts.alarms, counts.alarm_records), (1, 3, 1, 1));

@@ -4,6 +4,7 @@
 
 pub mod clickhouse;
 pub mod postgres;
+pub mod smtp;
 
 /// A free TCP port on 127.0.0.1 (bound and released; the caller binds it right away).
 pub fn free_port() -> u16 {

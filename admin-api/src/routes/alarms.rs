@@ -3,14 +3,14 @@
 use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
-use fleetpulse_proto::{DeviceId, EnterpriseId};
-use fleetpulse_store::{AlarmFilter, AlarmRecord};
+use fleetpulse_proto::{AlarmTypeCode, DeviceId, EnterpriseId, Severity, UnixMillis};
+use fleetpulse_store::{AlarmFilter, AlarmRecord, AlarmStatus};
 use serde::Deserialize;
 
 use crate::AppState;
 use crate::auth::AuthAdmin;
 use crate::error::ApiError;
-use crate::extract::{Json, Query};
+use crate::extract::{Json, Path, Query};
 use crate::routes::{ListPage, page};
 
 /// Default and largest page of the alarm listing.
@@ -19,25 +19,76 @@ const LIST_MAX: u32 = 1000;
 
 /// Routes of this module.
 pub(crate) fn router() -> Router<AppState> {
-    Router::new().route("/api/v1/alarms", get(list))
+    Router::new().route("/api/v1/alarms", get(list)).route("/api/v1/alarms/{id}", get(show))
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ListQuery {
     enterprise_id: Option<EnterpriseId>,
     device_id: Option<DeviceId>,
+    /// Alarm type code.
+    code: Option<u16>,
+    severity: Option<Severity>,
+    status: Option<AlarmStatusParam>,
+    /// Latest occurrence at or after (unix ms).
+    from: Option<i64>,
+    /// Latest occurrence before (unix ms).
+    to: Option<i64>,
     after: Option<u64>,
     limit: Option<u32>,
 }
 
-/// `GET /api/v1/alarms?enterprise_id=&device_id=&after=&limit=`: alarm records ordered by id.
+/// `status` query values.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum AlarmStatusParam {
+    Active,
+    Cleared,
+}
+
+/// `GET /api/v1/alarms?enterprise_id=&device_id=&code=&severity=&status=&from=&to=&after=&limit=`:
+/// alarm records ordered by id.
 async fn list(
     auth: AuthAdmin,
     State(ctx): State<AppState>,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<ListPage<AlarmRecord>>, ApiError> {
     let page = page(q.after, q.limit, LIST_DEFAULT, LIST_MAX)?;
-    let filter = AlarmFilter { enterprise: auth.enterprise_filter(q.enterprise_id), device: q.device_id };
+    if let Some(code) = q.code.map(AlarmTypeCode)
+        && code.alarm_type().is_none()
+    {
+        return Err(ApiError::invalid(format!("unknown alarm type code {}", code.0)));
+    }
+    if let (Some(from), Some(to)) = (q.from, q.to)
+        && from >= to
+    {
+        return Err(ApiError::invalid("from must be before to"));
+    }
+    let filter = AlarmFilter {
+        enterprise: auth.enterprise_filter(q.enterprise_id),
+        device: q.device_id,
+        code: q.code.map(AlarmTypeCode),
+        severity: q.severity,
+        status: q.status.map(|s| match s {
+            AlarmStatusParam::Active => AlarmStatus::Active,
+            AlarmStatusParam::Cleared => AlarmStatus::Cleared,
+        }),
+        latest_from: q.from.map(UnixMillis),
+        latest_to: q.to.map(UnixMillis),
+    };
     let items = ctx.api.store.events.list_alarm_records(filter, page).await?;
     Ok(Json(ListPage::new(items, page, |a| a.id)))
+}
+
+/// `GET /api/v1/alarms/{id}`: one alarm record (404 outside the caller's scope).
+async fn show(
+    auth: AuthAdmin,
+    State(ctx): State<AppState>,
+    Path(id): Path<u64>,
+) -> Result<Json<AlarmRecord>, ApiError> {
+    match ctx.api.store.events.alarm_record(id).await? {
+        Some(record) if auth.can_see(record.enterprise_id) => Ok(Json(record)),
+        _ => Err(ApiError::NotFound("alarm")),
+    }
 }

@@ -210,6 +210,26 @@ async fn alarm_records_are_listed_with_filters() {
     assert_eq!(page["next_after"], page["items"][0]["id"]);
     let none = h.get(&format!("/api/v1/alarms?enterprise_id={}", e + 1), &token).await.json();
     assert_eq!(none, json!({ "items": [], "next_after": null }));
+
+    for (query, expected) in [
+        ("code=109", 2),
+        ("code=105", 0),
+        ("severity=critical", 2),
+        ("severity=minor", 0),
+        ("status=active", 2),
+        ("status=cleared", 0),
+        ("from=10&to=11", 2),
+        ("from=11", 0),
+    ] {
+        let found = h.get(&format!("/api/v1/alarms?{query}"), &token).await.json();
+        assert_eq!(found["items"].as_array().map(Vec::len), Some(expected), "{query}");
+    }
+    for bad in ["code=999", "severity=fatal", "status=open", "from=5&to=5", "colour=red"] {
+        h.get(&format!("/api/v1/alarms?{bad}"), &token).await.assert_error(StatusCode::BAD_REQUEST, "invalid_request");
+    }
+    let id = record["id"].as_u64().expect("id");
+    assert_eq!(h.get(&format!("/api/v1/alarms/{id}"), &token).await.json()["device_id"].as_u64(), Some(d2.0));
+    h.get(&format!("/api/v1/alarms/{}", id + 100), &token).await.assert_error(StatusCode::NOT_FOUND, "not_found");
 }
 
 #[tokio::test]

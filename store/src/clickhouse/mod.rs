@@ -310,6 +310,27 @@ impl EventStore for ClickHouseEvents {
         if filter.device.is_some() {
             sql.push_str(" AND device_id = ?");
         }
+        if filter.code.is_some() {
+            sql.push_str(" AND code = ?");
+        }
+        if let Some(status) = filter.status {
+            // A literal from our own enum, not user text.
+            sql.push_str(match status {
+                AlarmStatus::Active => " AND status = 'active'",
+                AlarmStatus::Cleared => " AND status = 'cleared'",
+            });
+        }
+        if filter.latest_from.is_some() {
+            sql.push_str(" AND latest_at >= ?");
+        }
+        if filter.latest_to.is_some() {
+            sql.push_str(" AND latest_at < ?");
+        }
+        match filter.severity_codes() {
+            Some(codes) if codes.is_empty() => return Ok(Vec::new()),
+            Some(codes) => sql.push_str(&format!(" AND code IN ({})", id_list(codes.into_iter().map(u64::from)))),
+            None => {}
+        }
         sql.push_str(" ORDER BY id LIMIT ?");
         let mut query = self.client.query(&sql).bind(page.after);
         if let Some(e) = filter.enterprise {
@@ -318,9 +339,31 @@ impl EventStore for ClickHouseEvents {
         if let Some(d) = filter.device {
             query = query.bind(d.0);
         }
+        if let Some(c) = filter.code {
+            query = query.bind(c.0);
+        }
+        if let Some(t) = filter.latest_from {
+            query = query.bind(t.0);
+        }
+        if let Some(t) = filter.latest_to {
+            query = query.bind(t.0);
+        }
         let rows: Vec<AlarmRecordRow> =
             timed("list_alarm_records", async { query.bind(page.limit).fetch_all().await.map_err(backend) }).await?;
         Ok(rows.into_iter().map(AlarmRecordRow::into_record).collect())
+    }
+
+    async fn alarm_record(&self, id: u64) -> Result<Option<AlarmRecord>> {
+        let rows: Vec<AlarmRecordRow> = timed("alarm_record", async {
+            self.client
+                .query("SELECT ?fields FROM alarm_records FINAL WHERE id = ? LIMIT 1")
+                .bind(id)
+                .fetch_all()
+                .await
+                .map_err(backend)
+        })
+        .await?;
+        Ok(rows.into_iter().next().map(AlarmRecordRow::into_record))
     }
 
     async fn device_sequences(&self, devices: &[DeviceId]) -> Result<Vec<DeviceSequences>> {

@@ -123,7 +123,10 @@ fn full_batch() -> EventBatch {
 
 async fn record(store: &ClickHouseEvents, device: DeviceId, code: u16) -> Option<AlarmRecord> {
     let page = store
-        .list_alarm_records(AlarmFilter { enterprise: None, device: Some(device) }, Page::first(100))
+        .list_alarm_records(
+            AlarmFilter { enterprise: None, device: Some(device), ..AlarmFilter::default() },
+            Page::first(100),
+        )
         .await
         .expect("list records");
     page.into_iter().find(|r| r.code == AlarmTypeCode(code))
@@ -274,7 +277,10 @@ async fn alarm_records_page_by_id_with_filters() {
     let mut after = 0;
     loop {
         let page = store
-            .list_alarm_records(AlarmFilter { enterprise: Some(E), device: None }, Page { after, limit: 2 })
+            .list_alarm_records(
+                AlarmFilter { enterprise: Some(E), device: None, ..AlarmFilter::default() },
+                Page { after, limit: 2 },
+            )
             .await
             .expect("page");
         assert!(page.len() <= 2);
@@ -287,10 +293,10 @@ async fn alarm_records_page_by_id_with_filters() {
     let all = store.list_alarm_records(AlarmFilter::default(), Page::first(100)).await.expect("all");
     assert_eq!(all.len(), 6);
     assert!(all.windows(2).all(|w| w[0].id < w[1].id), "ordered by id");
-    let device2 = AlarmFilter { enterprise: Some(E), device: Some(DeviceId(2)) };
+    let device2 = AlarmFilter { enterprise: Some(E), device: Some(DeviceId(2)), ..AlarmFilter::default() };
     let records = store.list_alarm_records(device2, Page::first(100)).await.expect("device 2");
     assert_eq!(records.iter().map(|r| r.code.0).collect::<Vec<_>>(), vec![101, 105]);
-    let elsewhere = AlarmFilter { enterprise: Some(other), device: None };
+    let elsewhere = AlarmFilter { enterprise: Some(other), device: None, ..AlarmFilter::default() };
     assert_eq!(store.list_alarm_records(elsewhere, Page::first(100)).await.expect("other").len(), 1);
     assert!(store.list_alarm_records(AlarmFilter::default(), Page::first(0)).await.expect("limit 0").is_empty());
 }

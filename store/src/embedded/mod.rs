@@ -688,17 +688,52 @@ impl EventStore for EmbeddedStore {
     }
 
     async fn list_alarm_records(&self, filter: AlarmFilter, page: Page) -> Result<Vec<AlarmRecord>> {
+        // The severity filter becomes a list of codes (integers from the static table).
+        let severity = match filter.severity_codes() {
+            Some(codes) if codes.is_empty() => return Ok(Vec::new()),
+            Some(codes) => {
+                format!(" AND code IN ({})", codes.iter().map(u16::to_string).collect::<Vec<_>>().join(","))
+            }
+            None => String::new(),
+        };
+        let status = filter.status.map(|s| match s {
+            AlarmStatus::Active => "active",
+            AlarmStatus::Cleared => "cleared",
+        });
         self.read(move |c| {
-            let mut st = c.prepare_cached(
+            let mut st = c.prepare_cached(&format!(
                 "SELECT id, device_id, enterprise_id, code, first_at, latest_at, count, description, cleared_at, status \
                  FROM alarm_records WHERE (?1 IS NULL OR enterprise_id = ?1) AND (?2 IS NULL OR device_id = ?2) \
-                 AND id > ?3 ORDER BY id LIMIT ?4",
-            )?;
+                 AND (?5 IS NULL OR code = ?5) AND (?6 IS NULL OR status = ?6) \
+                 AND (?7 IS NULL OR latest_at >= ?7) AND (?8 IS NULL OR latest_at < ?8){severity} \
+                 AND id > ?3 ORDER BY id LIMIT ?4"
+            ))?;
             let rows = st.query_map(
-                params![filter.enterprise.map(|e| e.0), filter.device.map(|d| d.0), page.after, page.limit],
+                params![
+                    filter.enterprise.map(|e| e.0),
+                    filter.device.map(|d| d.0),
+                    page.after,
+                    page.limit,
+                    filter.code.map(|c| c.0),
+                    status,
+                    filter.latest_from.map(|t| t.0),
+                    filter.latest_to.map(|t| t.0),
+                ],
                 alarm_record_from_row,
             )?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn alarm_record(&self, id: u64) -> Result<Option<AlarmRecord>> {
+        self.read(move |c| {
+            Ok(c.prepare_cached(
+                "SELECT id, device_id, enterprise_id, code, first_at, latest_at, count, description, cleared_at, status \
+                 FROM alarm_records WHERE id = ?1",
+            )?
+            .query_row([id], alarm_record_from_row)
+            .optional()?)
         })
         .await
     }

@@ -119,7 +119,10 @@ async fn alarm_records_aggregate_per_device_and_type() {
         .await
         .expect("clear");
     let records = store
-        .list_alarm_records(AlarmFilter { enterprise: Some(e.id), device: None }, Page::first(10))
+        .list_alarm_records(
+            AlarmFilter { enterprise: Some(e.id), device: None, ..AlarmFilter::default() },
+            Page::first(10),
+        )
         .await
         .expect("list");
     assert_eq!(records.len(), 1);
@@ -130,7 +133,10 @@ async fn alarm_records_aggregate_per_device_and_type() {
     );
     assert_eq!((r.name, r.status, r.cleared_at), ("Offline", AlarmStatus::Cleared, Some(UnixMillis(30))));
     let other = store
-        .list_alarm_records(AlarmFilter { enterprise: Some(EnterpriseId(999)), device: None }, Page::first(10))
+        .list_alarm_records(
+            AlarmFilter { enterprise: Some(EnterpriseId(999)), device: None, ..AlarmFilter::default() },
+            Page::first(10),
+        )
         .await;
     assert!(other.expect("list").is_empty());
 }

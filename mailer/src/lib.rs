@@ -1,0 +1,61 @@
+//! SMTP shell of the alarm notifications (SPEC ALM-5): renders an engine [`Notification`] as an
+//! email and sends it with lettre.
+//!
+//! Rendering ([`render`]) is a pure function of the notification and a [`RenderContext`] (only the
+//! `Date` header is the time of rendering); sending ([`Mailer::send`]) classifies every failure as
+//! [`SendError::Transient`] (retry with backoff) or [`SendError::Permanent`] (do not retry), which
+//! is all the durable outbox needs to know.
+//!
+//! [`Notification`]: fleetpulse_alarm_engine::Notification
+
+mod config;
+mod render;
+mod send;
+
+pub use config::{Security, SmtpConfig};
+pub use lettre::Message;
+pub use lettre::message::Mailbox;
+pub use render::{MAX_SUBJECT_DESCRIPTION_CHARS, RenderContext, render};
+pub use send::Mailer;
+
+/// Everything that can go wrong in this crate.
+#[derive(Debug, thiserror::Error)]
+pub enum MailError {
+    /// An address (the configured sender or a receiver) is not a valid mailbox.
+    #[error("invalid {what} address {address:?}: {source}")]
+    Address {
+        /// Which address: "sender" or "receiver".
+        what: &'static str,
+        /// The text that failed to parse.
+        address: String,
+        /// Why it failed.
+        source: lettre::address::AddressError,
+    },
+    /// lettre refused to build the message (e.g. a missing header).
+    #[error("cannot build the message: {0}")]
+    Message(#[from] lettre::error::Error),
+    /// The SMTP transport cannot be set up from the configuration (e.g. TLS parameters).
+    #[error("cannot set up the SMTP transport: {0}")]
+    Transport(String),
+    /// Sending failed in a way that may succeed later: a 4xx reply, a connection failure or a
+    /// timeout. Retry with backoff.
+    #[error("transient SMTP failure: {0}")]
+    Transient(String),
+    /// The server rejected the message for good (5xx reply) or the client cannot send it at all.
+    /// Do not retry.
+    #[error("permanent SMTP failure: {0}")]
+    Permanent(String),
+}
+
+/// What [`Mailer::send`] fails with: always [`MailError::Transient`] or [`MailError::Permanent`].
+///
+/// An alias rather than a second enum, so that the crate has one error type; match it as
+/// `SendError::Transient(_)` / `SendError::Permanent(_)`.
+pub type SendError = MailError;
+
+impl MailError {
+    /// Whether sending again later may succeed (only [`MailError::Transient`]).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, MailError::Transient(_))
+    }
+}

@@ -1,0 +1,81 @@
+//! Sending rendered messages over SMTP, with every failure classified as transient or permanent.
+
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::{AsyncSmtpTransportBuilder, Error as SmtpError};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+
+use crate::config::{Security, SmtpConfig};
+use crate::{MailError, SendError};
+
+/// Sends messages through one SMTP relay (a new connection per message).
+#[derive(Clone)]
+pub struct Mailer {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    from: lettre::message::Mailbox,
+}
+
+impl std::fmt::Debug for Mailer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mailer").field("from", &self.from).finish_non_exhaustive()
+    }
+}
+
+impl Mailer {
+    /// A mailer for the relay in `config`. Does not connect yet.
+    ///
+    /// # Errors
+    ///
+    /// [`MailError::Address`] if `config.from` is not a valid mailbox, [`MailError::Transport`] if
+    /// the TLS parameters cannot be built or only one of username and password is set.
+    pub fn new(config: SmtpConfig) -> Result<Mailer, MailError> {
+        let from = config.from.parse().map_err(|source| MailError::Address {
+            what: "sender",
+            address: config.from.clone(),
+            source,
+        })?;
+        let transport_error = |e: SmtpError| MailError::Transport(e.to_string());
+        let mut builder: AsyncSmtpTransportBuilder = match config.security {
+            Security::Plain => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&config.host),
+            Security::StartTls => {
+                AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&config.host).map_err(transport_error)?
+            }
+            Security::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&config.host).map_err(transport_error)?,
+        };
+        builder = builder.port(config.port).timeout(Some(config.timeout));
+        match (config.username, config.password) {
+            (Some(user), Some(password)) => builder = builder.credentials(Credentials::new(user, password)),
+            (None, None) => {}
+            _ => return Err(MailError::Transport("username and password must be set together".to_owned())),
+        }
+        Ok(Mailer { transport: builder.build(), from })
+    }
+
+    /// The configured sender, for [`crate::RenderContext::from`].
+    pub fn from_mailbox(&self) -> &lettre::message::Mailbox {
+        &self.from
+    }
+
+    /// Sends `msg` to the recipients of its `To`/`Cc`/`Bcc` headers.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::Transient`] for a 4xx reply, a connection failure, a timeout or a TLS failure
+    /// (retry with backoff); [`SendError::Permanent`] for a 5xx reply or a message the client
+    /// cannot send (do not retry).
+    pub async fn send(&self, msg: Message) -> Result<(), SendError> {
+        self.transport.send(msg).await.map(|_| ()).map_err(classify)
+    }
+}
+
+/// Transient unless the server said no for good (5xx) or the client cannot send the message.
+fn classify(e: SmtpError) -> SendError {
+    // The text names the reply code ("permanent error (550): ...").
+    let text = e.to_string();
+    let code = e.status().map(u16::from);
+    if e.is_permanent() || e.is_client() || code.is_some_and(|c| (500..600).contains(&c)) {
+        MailError::Permanent(text)
+    } else {
+        // `is_transient()` (4xx), `is_timeout()`, connection and TLS failures, a garbled reply.
+        MailError::Transient(text)
+    }
+}

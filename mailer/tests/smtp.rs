@@ -1,0 +1,108 @@
+//! End-to-end: rendered notifications sent with [`Mailer`] to a real SMTP server (aiosmtpd), and
+//! the classification of its refusals and of an unreachable relay.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use fleetpulse_alarm_engine::{IdempotencyKey, Notification, NotifiedAlarm, Receiver, Stage, StrategyId};
+use fleetpulse_mailer::{MailError, Mailer, Message, RenderContext, Security, SendError, SmtpConfig, render};
+use fleetpulse_proto::{AlarmTypeCode, DeviceId, EnterpriseId, UnixMillis};
+use fleetpulse_testkit::smtp::SmtpServer;
+
+fn config(port: u16) -> SmtpConfig {
+    SmtpConfig {
+        host: "127.0.0.1".to_owned(),
+        port,
+        security: Security::Plain,
+        username: None,
+        password: None,
+        from: "fleetpulse <alarms@example.com>".to_owned(),
+        timeout: Duration::from_secs(5),
+    }
+}
+
+fn message(mailer: &Mailer) -> Message {
+    let notification = Notification {
+        receiver: Receiver::Email("ops@example.com".to_owned()),
+        enterprise_id: EnterpriseId(7),
+        strategy_id: StrategyId(1),
+        stage: Stage::Firing,
+        items: vec![NotifiedAlarm {
+            device_id: DeviceId(1),
+            code: AlarmTypeCode(109),
+            first_at: UnixMillis(1_709_210_096_000),
+            latest_at: UnixMillis(1_709_210_096_000),
+            count: 1,
+            description: "no heartbeat <for 90 s>".to_owned(),
+            resolved_at: None,
+            key: IdempotencyKey([0x42; 16]),
+        }],
+        key: IdempotencyKey([0x42; 16]),
+    };
+    let ctx = RenderContext {
+        from: mailer.from_mailbox().clone(),
+        portal_url: "https://portal.example.com".to_owned(),
+        enterprise_name: "Acme".to_owned(),
+        device_labels: HashMap::from([(DeviceId(1), "001565aabbcc".to_owned())]),
+    };
+    render(&notification, &ctx).expect("renders")
+}
+
+#[tokio::test]
+async fn rendered_notification_arrives_with_both_parts_and_message_id() {
+    let server = SmtpServer::start();
+    let mailer = Mailer::new(config(server.port())).expect("mailer");
+    mailer.send(message(&mailer)).await.expect("sent");
+    let messages = server.messages();
+    assert_eq!(messages.len(), 1, "{messages:#?}");
+    let m = &messages[0];
+    let key = "42".repeat(16);
+    for expected in [
+        format!("Message-ID: <{key}@fleetpulse>"),
+        format!("X-Fleetpulse-Key: {key}"),
+        "To: ops@example.com".to_owned(),
+        "multipart/alternative".to_owned(),
+        "Content-Type: text/plain; charset=utf-8".to_owned(),
+        "Content-Type: text/html; charset=utf-8".to_owned(),
+        "Description: no heartbeat <for 90 s>".to_owned(),
+        "no heartbeat &lt;for 90 s&gt;".to_owned(),
+    ] {
+        assert!(m.contains(&expected), "missing {expected:?} in\n{m}");
+    }
+}
+
+#[tokio::test]
+async fn reply_451_is_transient_and_a_retry_succeeds() {
+    let server = SmtpServer::start_failing(451, 1);
+    let mailer = Mailer::new(config(server.port())).expect("mailer");
+    let err = mailer.send(message(&mailer)).await.expect_err("refused once");
+    assert!(matches!(err, SendError::Transient(ref text) if text.contains("451")), "{err:?}");
+    assert!(err.is_transient());
+    mailer.send(message(&mailer)).await.expect("accepted the second time");
+    assert_eq!(server.messages().len(), 1);
+}
+
+#[tokio::test]
+async fn reply_550_is_permanent() {
+    let server = SmtpServer::start_failing(550, usize::MAX);
+    let mailer = Mailer::new(config(server.port())).expect("mailer");
+    let err = mailer.send(message(&mailer)).await.expect_err("rejected");
+    assert!(matches!(err, SendError::Permanent(ref text) if text.contains("550")), "{err:?}");
+    assert!(!err.is_transient());
+    assert!(server.messages().is_empty());
+}
+
+#[tokio::test]
+async fn unreachable_relay_is_transient() {
+    let port = fleetpulse_testkit::free_port();
+    let mailer = Mailer::new(config(port)).expect("mailer");
+    let err = mailer.send(message(&mailer)).await.expect_err("nobody listens");
+    assert!(matches!(err, SendError::Transient(_)), "{err:?}");
+}
+
+#[test]
+fn invalid_sender_is_an_address_error() {
+    let mut c = config(25);
+    c.from = "not a mailbox".to_owned();
+    assert!(matches!(Mailer::new(c), Err(MailError::Address { what: "sender", .. })));
+}
