@@ -462,6 +462,17 @@ pub enum AlarmChangeKind {
         /// Latest description.
         description: String,
     },
-    /// The condition ended: an active record becomes cleared.
+    /// The condition ended (the device recovered or cleared it): an active or acknowledged
+    /// record becomes cleared.
     Clear,
+    /// An account acknowledged the alarm: an active record becomes acknowledged (ALM-2).
+    Acknowledge {
+        /// Who.
+        by: crate::AccountId,
+    },
+    /// An account cleared the alarm by hand: an active or acknowledged record becomes cleared.
+    ManualClear {
+        /// Who.
+        by: crate::AccountId,
+    },
 }

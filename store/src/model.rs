@@ -236,10 +236,23 @@ impl EventBatch {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AlarmStatus {
-    /// Raised and not cleared.
+    /// Raised, neither acknowledged nor cleared.
     Active,
-    /// Cleared by recovery or by the device.
+    /// Acknowledged by an account; still not cleared (further raises keep it acknowledged).
+    Acknowledged,
+    /// Cleared by recovery, by the device or by an account.
     Cleared,
+}
+
+impl AlarmStatus {
+    /// Name in the store and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlarmStatus::Active => "active",
+            AlarmStatus::Acknowledged => "acknowledged",
+            AlarmStatus::Cleared => "cleared",
+        }
+    }
 }
 
 /// An alarm aggregated per (device, type) (ALM-1).
@@ -269,6 +282,12 @@ pub struct AlarmRecord {
     pub status: AlarmStatus,
     /// When it was cleared.
     pub cleared_at: Option<UnixMillis>,
+    /// Who cleared it by hand (None for recovery and device clears).
+    pub cleared_by: Option<AccountId>,
+    /// When it was acknowledged (in its current activation).
+    pub acknowledged_at: Option<UnixMillis>,
+    /// Who acknowledged it.
+    pub acknowledged_by: Option<AccountId>,
 }
 
 /// Filters of [`crate::EventStore::list_alarm_records`]; `None` means any.

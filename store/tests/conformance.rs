@@ -231,6 +231,47 @@ async fn events(store: &Store) {
     assert_eq!((counts.status, counts.resources, counts.alarms, counts.alarm_records), (1, 3, 1, 1));
 }
 
+/// Alarm lifecycle (ALM-2): active → acknowledged → cleared with who and when; a raise keeps an
+/// acknowledgement, a raise after a clear starts a new activation.
+async fn lifecycle(store: &Store) {
+    let e =
+        store.entities.create_enterprise(NewEnterprise { name: "lc".into(), credential: "lc".into() }).await.unwrap();
+    let d = store.entities.register_device(new_device(e.id, DeviceKey::Mac(mac(30)))).await.unwrap().device.id;
+    let (alice, bob) = (AccountId(7), AccountId(8));
+    let code = fleetpulse_proto::AlarmTypeCode(301);
+    let change = |at, kind| AlarmChange { device_id: d, enterprise_id: e.id, code, at: UnixMillis(at), kind };
+    let apply =
+        |kind, at| store.events.append(EventBatch { alarm_changes: vec![change(at, kind)], ..EventBatch::default() });
+    let filter = AlarmFilter { device: Some(d), ..AlarmFilter::default() };
+    let read = || async move { store.events.list_alarm_records(filter, Page::first(10)).await.map(|mut r| r.pop()) };
+    let status_is = |want: AlarmStatus, count: u64| {
+        move |r: &Option<AlarmRecord>| r.as_ref().is_some_and(|r| r.status == want && r.count == count)
+    };
+
+    apply(AlarmChangeKind::Raise { description: "a".into() }, 100).await.unwrap();
+    apply(AlarmChangeKind::Acknowledge { by: alice }, 110).await.unwrap();
+    let r = eventually("acknowledged", read, status_is(AlarmStatus::Acknowledged, 1)).await.unwrap();
+    assert_eq!((r.acknowledged_at, r.acknowledged_by), (Some(UnixMillis(110)), Some(alice)));
+    // A second acknowledgement changes nothing; a raise keeps the acknowledgement.
+    apply(AlarmChangeKind::Acknowledge { by: bob }, 115).await.unwrap();
+    apply(AlarmChangeKind::Raise { description: "b".into() }, 120).await.unwrap();
+    let r = eventually("raised again", read, status_is(AlarmStatus::Acknowledged, 2)).await.unwrap();
+    assert_eq!((r.acknowledged_by, r.description.as_str()), (Some(alice), "b"));
+    apply(AlarmChangeKind::ManualClear { by: bob }, 130).await.unwrap();
+    let r = eventually("cleared by hand", read, status_is(AlarmStatus::Cleared, 2)).await.unwrap();
+    assert_eq!((r.cleared_at, r.cleared_by), (Some(UnixMillis(130)), Some(bob)));
+    // Acknowledging a cleared alarm changes nothing; a raise starts a new, unacknowledged activation.
+    apply(AlarmChangeKind::Acknowledge { by: alice }, 135).await.unwrap();
+    apply(AlarmChangeKind::Raise { description: "c".into() }, 140).await.unwrap();
+    let r = eventually("new activation", read, status_is(AlarmStatus::Active, 3)).await.unwrap();
+    assert_eq!((r.acknowledged_at, r.acknowledged_by, r.cleared_at, r.cleared_by), (None, None, None, None));
+    apply(AlarmChangeKind::Clear, 150).await.unwrap();
+    let r = eventually("recovered", read, status_is(AlarmStatus::Cleared, 3)).await.unwrap();
+    assert_eq!((r.cleared_at, r.cleared_by), (Some(UnixMillis(150)), None));
+    let acked = AlarmFilter { status: Some(AlarmStatus::Acknowledged), ..filter };
+    assert!(store.events.list_alarm_records(acked, Page::first(10)).await.unwrap().is_empty());
+}
+
 /// Retention removes old telemetry (at day granularity at least) and keeps recent rows.
 async fn retention(store: &Store) {
     let e =
@@ -293,6 +334,7 @@ async fn suite(store: Store) {
     entities(&store).await;
     strategies(&store).await;
     events(&store).await;
+    lifecycle(&store).await;
     retention(&store).await;
 }
 

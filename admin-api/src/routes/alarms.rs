@@ -2,9 +2,10 @@
 
 use axum::Router;
 use axum::extract::State;
-use axum::routing::get;
+use axum::routing::{get, post};
+use fleetpulse_proto::domain::{AlarmChange, AlarmChangeKind};
 use fleetpulse_proto::{AlarmTypeCode, DeviceId, EnterpriseId, Severity, UnixMillis};
-use fleetpulse_store::{AlarmFilter, AlarmRecord, AlarmStatus};
+use fleetpulse_store::{AlarmFilter, AlarmRecord, AlarmStatus, EventBatch};
 use serde::Deserialize;
 
 use crate::AppState;
@@ -19,7 +20,11 @@ const LIST_MAX: u32 = 1000;
 
 /// Routes of this module.
 pub(crate) fn router() -> Router<AppState> {
-    Router::new().route("/api/v1/alarms", get(list)).route("/api/v1/alarms/{id}", get(show))
+    Router::new()
+        .route("/api/v1/alarms", get(list))
+        .route("/api/v1/alarms/{id}", get(show))
+        .route("/api/v1/alarms/{id}/acknowledge", post(acknowledge))
+        .route("/api/v1/alarms/{id}/clear", post(clear))
 }
 
 #[derive(Debug, Deserialize)]
@@ -44,6 +49,7 @@ struct ListQuery {
 #[serde(rename_all = "snake_case")]
 enum AlarmStatusParam {
     Active,
+    Acknowledged,
     Cleared,
 }
 
@@ -72,6 +78,7 @@ async fn list(
         severity: q.severity,
         status: q.status.map(|s| match s {
             AlarmStatusParam::Active => AlarmStatus::Active,
+            AlarmStatusParam::Acknowledged => AlarmStatus::Acknowledged,
             AlarmStatusParam::Cleared => AlarmStatus::Cleared,
         }),
         latest_from: q.from.map(UnixMillis),
@@ -81,14 +88,75 @@ async fn list(
     Ok(Json(ListPage::new(items, page, |a| a.id)))
 }
 
-/// `GET /api/v1/alarms/{id}`: one alarm record (404 outside the caller's scope).
+/// The alarm record, or 404 if it does not exist or is outside the caller's scope.
+async fn find(ctx: &AppState, auth: &AuthAdmin, id: u64) -> Result<AlarmRecord, ApiError> {
+    match ctx.api.store.events.alarm_record(id).await? {
+        Some(record) if auth.can_see(record.enterprise_id) => Ok(record),
+        _ => Err(ApiError::NotFound("alarm")),
+    }
+}
+
+/// `GET /api/v1/alarms/{id}`: one alarm record.
 async fn show(
     auth: AuthAdmin,
     State(ctx): State<AppState>,
     Path(id): Path<u64>,
 ) -> Result<Json<AlarmRecord>, ApiError> {
-    match ctx.api.store.events.alarm_record(id).await? {
-        Some(record) if auth.can_see(record.enterprise_id) => Ok(Json(record)),
-        _ => Err(ApiError::NotFound("alarm")),
+    Ok(Json(find(&ctx, &auth, id).await?))
+}
+
+/// Appends one lifecycle change of the record and answers the record as it is after it (the
+/// same rule the store applies; on the scale-out store reads show it once drained).
+async fn change(ctx: &AppState, mut record: AlarmRecord, kind: AlarmChangeKind) -> Result<Json<AlarmRecord>, ApiError> {
+    let at = UnixMillis::now();
+    let change = AlarmChange {
+        device_id: record.device_id,
+        enterprise_id: record.enterprise_id,
+        code: record.code,
+        at,
+        kind: kind.clone(),
+    };
+    ctx.api.store.events.append(EventBatch { alarm_changes: vec![change], ..EventBatch::default() }).await?;
+    match kind {
+        AlarmChangeKind::Acknowledge { by } => {
+            record.status = AlarmStatus::Acknowledged;
+            record.acknowledged_at = Some(at);
+            record.acknowledged_by = Some(by);
+        }
+        AlarmChangeKind::ManualClear { by } => {
+            record.status = AlarmStatus::Cleared;
+            record.cleared_at = Some(at);
+            record.cleared_by = Some(by);
+        }
+        AlarmChangeKind::Raise { .. } | AlarmChangeKind::Clear => {}
     }
+    Ok(Json(record))
+}
+
+/// `POST /api/v1/alarms/{id}/acknowledge`: an active alarm becomes acknowledged (ALM-2); 409
+/// for an alarm that is already acknowledged or cleared.
+async fn acknowledge(
+    auth: AuthAdmin,
+    State(ctx): State<AppState>,
+    Path(id): Path<u64>,
+) -> Result<Json<AlarmRecord>, ApiError> {
+    let record = find(&ctx, &auth, id).await?;
+    if record.status != AlarmStatus::Active {
+        return Err(ApiError::Conflict(format!("the alarm is {}, not active", record.status.as_str())));
+    }
+    change(&ctx, record, AlarmChangeKind::Acknowledge { by: auth.account.id }).await
+}
+
+/// `POST /api/v1/alarms/{id}/clear`: an active or acknowledged alarm is cleared by hand; 409 for
+/// an alarm that is already cleared.
+async fn clear(
+    auth: AuthAdmin,
+    State(ctx): State<AppState>,
+    Path(id): Path<u64>,
+) -> Result<Json<AlarmRecord>, ApiError> {
+    let record = find(&ctx, &auth, id).await?;
+    if record.status == AlarmStatus::Cleared {
+        return Err(ApiError::Conflict("the alarm is already cleared".into()));
+    }
+    change(&ctx, record, AlarmChangeKind::ManualClear { by: auth.account.id }).await
 }

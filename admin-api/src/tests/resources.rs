@@ -230,6 +230,28 @@ async fn alarm_records_are_listed_with_filters() {
     let id = record["id"].as_u64().expect("id");
     assert_eq!(h.get(&format!("/api/v1/alarms/{id}"), &token).await.json()["device_id"].as_u64(), Some(d2.0));
     h.get(&format!("/api/v1/alarms/{}", id + 100), &token).await.assert_error(StatusCode::NOT_FOUND, "not_found");
+
+    // Lifecycle: acknowledge, then clear by hand, with who and when; each only once.
+    let ack = h.call(Method::POST, &format!("/api/v1/alarms/{id}/acknowledge"), Some(&token), None).await;
+    assert_eq!(ack.status, StatusCode::OK, "{}", ack.text());
+    let shown = h.get(&format!("/api/v1/alarms/{id}"), &token).await.json();
+    assert_eq!(shown["status"], "acknowledged");
+    assert!(shown["acknowledged_by"].as_u64().is_some() && shown["acknowledged_at"].as_i64().is_some());
+    let again = h.call(Method::POST, &format!("/api/v1/alarms/{id}/acknowledge"), Some(&token), None).await;
+    again.assert_error(StatusCode::CONFLICT, "conflict");
+    let acknowledged = h.get("/api/v1/alarms?status=acknowledged", &token).await.json();
+    assert_eq!(acknowledged["items"].as_array().map(Vec::len), Some(1));
+    let cleared = h.call(Method::POST, &format!("/api/v1/alarms/{id}/clear"), Some(&token), None).await;
+    assert_eq!(cleared.json()["status"], "cleared");
+    let shown = h.get(&format!("/api/v1/alarms/{id}"), &token).await.json();
+    assert_eq!(
+        (shown["status"].clone(), shown["cleared_by"].clone()),
+        (json!("cleared"), shown["acknowledged_by"].clone())
+    );
+    let twice = h.call(Method::POST, &format!("/api/v1/alarms/{id}/clear"), Some(&token), None).await;
+    twice.assert_error(StatusCode::CONFLICT, "conflict");
+    let missing = h.call(Method::POST, &format!("/api/v1/alarms/{}/clear", id + 100), Some(&token), None).await;
+    missing.assert_error(StatusCode::NOT_FOUND, "not_found");
 }
 
 #[tokio::test]

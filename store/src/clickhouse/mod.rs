@@ -317,6 +317,7 @@ impl EventStore for ClickHouseEvents {
             // A literal from our own enum, not user text.
             sql.push_str(match status {
                 AlarmStatus::Active => " AND status = 'active'",
+                AlarmStatus::Acknowledged => " AND status = 'acknowledged'",
                 AlarmStatus::Cleared => " AND status = 'cleared'",
             });
         }

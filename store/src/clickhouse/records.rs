@@ -13,9 +13,9 @@
 use std::collections::HashMap;
 
 use fleetpulse_proto::domain::{AlarmChange, AlarmChangeKind};
-use fleetpulse_proto::{AlarmTypeCode, DeviceId, EnterpriseId, UnixMillis};
+use fleetpulse_proto::{AccountId, AlarmTypeCode, DeviceId, EnterpriseId, UnixMillis};
 
-use crate::{EventBatch, Result, StoreError};
+use crate::{AlarmStatus, EventBatch, Result, StoreError};
 
 /// Record ids are `device_id << 16 | code`, so device ids must fit in 48 bits.
 const MAX_DEVICE_ID: u64 = (1 << 48) - 1;
@@ -43,17 +43,30 @@ pub(super) struct RecordState {
     pub latest_at: UnixMillis,
     pub count: u64,
     pub description: String,
-    pub active: bool,
+    pub status: AlarmStatus,
     pub cleared_at: Option<UnixMillis>,
+    pub cleared_by: Option<AccountId>,
+    pub acknowledged_at: Option<UnixMillis>,
+    pub acknowledged_by: Option<AccountId>,
     /// Fingerprint of the batch changes that produced this state.
     pub applied: u64,
 }
 
 impl RecordState {
-    /// The `ReplacingMergeTree` version: grows with every change of state (a raise adds 1 or 2,
-    /// a clear adds 1), so the newest state wins whatever the order parts merge in.
+    /// The `ReplacingMergeTree` version: `count * 3 + stage` (active 0, acknowledged 1, cleared
+    /// 2). It grows with every change of state — a raise adds at least 1, an acknowledgement 1,
+    /// a clear 1 or 2 — so the newest state wins whatever the order parts merge in.
     pub fn version(&self) -> u64 {
-        self.count.saturating_mul(2).saturating_add(u64::from(!self.active))
+        let stage = match self.status {
+            AlarmStatus::Active => 0,
+            AlarmStatus::Acknowledged => 1,
+            AlarmStatus::Cleared => 2,
+        };
+        self.count.saturating_mul(3).saturating_add(stage)
+    }
+
+    fn is_open(&self) -> bool {
+        self.status != AlarmStatus::Cleared
     }
 }
 
@@ -119,6 +132,14 @@ fn fingerprint(delivery_mark: Option<u64>, changes: &[&AlarmChange]) -> u64 {
                 h.write(description.as_bytes());
             }
             AlarmChangeKind::Clear => h.write(&[2]),
+            AlarmChangeKind::Acknowledge { by } => {
+                h.write(&[3]);
+                h.write(&by.0.to_le_bytes());
+            }
+            AlarmChangeKind::ManualClear { by } => {
+                h.write(&[4]);
+                h.write(&by.0.to_le_bytes());
+            }
         }
     }
     // 0 means "no batch" in rows written before any change; keep it out of the range.
@@ -165,25 +186,51 @@ pub(super) fn apply(current: Option<&RecordState>, group: &RecordChanges<'_>) ->
                         latest_at: change.at,
                         count: 1,
                         description: description.clone(),
-                        active: true,
+                        status: AlarmStatus::Active,
                         cleared_at: None,
+                        cleared_by: None,
+                        acknowledged_at: None,
+                        acknowledged_by: None,
                         applied: 0,
                     },
+                    // A raise of a cleared record starts a new activation: not acknowledged.
+                    Some(s) if !s.is_open() => RecordState {
+                        latest_at: s.latest_at.max(change.at),
+                        count: s.count.saturating_add(1),
+                        description: description.clone(),
+                        status: AlarmStatus::Active,
+                        cleared_at: None,
+                        cleared_by: None,
+                        acknowledged_at: None,
+                        acknowledged_by: None,
+                        ..s
+                    },
+                    // A raise of an open record keeps its acknowledgement.
                     Some(s) => RecordState {
                         latest_at: s.latest_at.max(change.at),
                         count: s.count.saturating_add(1),
                         description: description.clone(),
-                        active: true,
-                        cleared_at: None,
                         ..s
                     },
                 });
             }
-            AlarmChangeKind::Clear => {
-                if let Some(s) = state.as_mut().filter(|s| s.active) {
+            AlarmChangeKind::Clear | AlarmChangeKind::ManualClear { .. } => {
+                if let Some(s) = state.as_mut().filter(|s| s.is_open()) {
                     changed = true;
-                    s.active = false;
+                    s.status = AlarmStatus::Cleared;
                     s.cleared_at = Some(change.at);
+                    s.cleared_by = match &change.kind {
+                        AlarmChangeKind::ManualClear { by } => Some(*by),
+                        _ => None,
+                    };
+                }
+            }
+            AlarmChangeKind::Acknowledge { by } => {
+                if let Some(s) = state.as_mut().filter(|s| s.status == AlarmStatus::Active) {
+                    changed = true;
+                    s.status = AlarmStatus::Acknowledged;
+                    s.acknowledged_at = Some(change.at);
+                    s.acknowledged_by = Some(*by);
                 }
             }
         }
@@ -277,14 +324,14 @@ mod tests {
             (s.count, s.first_at, s.latest_at, s.description.as_str()),
             (2, UnixMillis(10), UnixMillis(10), "b")
         );
-        assert!(s.active);
-        assert_eq!(s.version(), 4);
+        assert_eq!(s.status, AlarmStatus::Active);
+        assert_eq!(s.version(), 6);
         let b1 = batch(vec![raise(10, "a")], Some(1));
         let b2 = batch(vec![change(20, AlarmChangeKind::Clear), change(30, AlarmChangeKind::Clear)], Some(2));
         let s = run(&[b1.clone(), b2.clone()]).expect("record");
-        assert_eq!((s.active, s.cleared_at, s.version()), (false, Some(UnixMillis(20)), 3));
+        assert_eq!((s.status, s.cleared_at, s.version()), (AlarmStatus::Cleared, Some(UnixMillis(20)), 5));
         let s = run(&[b1, b2, batch(vec![raise(40, "c")], Some(3))]).expect("record");
-        assert_eq!((s.active, s.cleared_at, s.count, s.latest_at), (true, None, 2, UnixMillis(40)));
+        assert_eq!((s.status, s.cleared_at, s.count, s.latest_at), (AlarmStatus::Active, None, 2, UnixMillis(40)));
         assert_eq!(run(&[batch(vec![change(1, AlarmChangeKind::Clear)], None)]), None, "clear of a missing record");
     }
 

@@ -2,7 +2,7 @@
 //! conversions from and to the store's domain types.
 
 use ::clickhouse::Row;
-use fleetpulse_proto::{AlarmTypeCode, DeviceId, EnterpriseId, Severity, UnixMillis};
+use fleetpulse_proto::{AccountId, AlarmTypeCode, DeviceId, EnterpriseId, Severity, UnixMillis};
 use serde::{Deserialize, Serialize};
 
 use super::records::RecordState;
@@ -116,6 +116,23 @@ pub(super) struct DeliveryRow {
 /// `status` values of `alarm_records` (`Enum8`, RowBinary `Int8`).
 const ACTIVE: i8 = 1;
 const CLEARED: i8 = 2;
+const ACKNOWLEDGED: i8 = 3;
+
+fn status_code(status: AlarmStatus) -> i8 {
+    match status {
+        AlarmStatus::Active => ACTIVE,
+        AlarmStatus::Acknowledged => ACKNOWLEDGED,
+        AlarmStatus::Cleared => CLEARED,
+    }
+}
+
+fn status_of(code: i8) -> AlarmStatus {
+    match code {
+        ACTIVE => AlarmStatus::Active,
+        ACKNOWLEDGED => AlarmStatus::Acknowledged,
+        _ => AlarmStatus::Cleared,
+    }
+}
 
 /// An `alarm_records` row: the full state of a record at a version.
 #[derive(Debug, Clone, PartialEq, Eq, Row, Serialize, Deserialize)]
@@ -132,6 +149,9 @@ pub(super) struct AlarmRecordRow {
     pub cleared_at: Option<i64>,
     pub version: u64,
     pub applied: u64,
+    pub acknowledged_at: Option<i64>,
+    pub acknowledged_by: Option<u64>,
+    pub cleared_by: Option<u64>,
 }
 
 impl AlarmRecordRow {
@@ -145,10 +165,13 @@ impl AlarmRecordRow {
             latest_at: s.latest_at.0,
             count: s.count,
             description: s.description.clone(),
-            status: if s.active { ACTIVE } else { CLEARED },
+            status: status_code(s.status),
             cleared_at: s.cleared_at.map(|t| t.0),
             version: s.version(),
             applied: s.applied,
+            acknowledged_at: s.acknowledged_at.map(|t| t.0),
+            acknowledged_by: s.acknowledged_by.map(|a| a.0),
+            cleared_by: s.cleared_by.map(|a| a.0),
         }
     }
 
@@ -162,8 +185,11 @@ impl AlarmRecordRow {
             latest_at: UnixMillis(self.latest_at),
             count: self.count,
             description: self.description,
-            active: self.status == ACTIVE,
+            status: status_of(self.status),
             cleared_at: self.cleared_at.map(UnixMillis),
+            cleared_by: self.cleared_by.map(AccountId),
+            acknowledged_at: self.acknowledged_at.map(UnixMillis),
+            acknowledged_by: self.acknowledged_by.map(AccountId),
             applied: self.applied,
         }
     }
@@ -182,8 +208,11 @@ impl AlarmRecordRow {
             latest_at: UnixMillis(self.latest_at),
             count: self.count,
             description: self.description,
-            status: if self.status == ACTIVE { AlarmStatus::Active } else { AlarmStatus::Cleared },
+            status: status_of(self.status),
             cleared_at: self.cleared_at.map(UnixMillis),
+            cleared_by: self.cleared_by.map(AccountId),
+            acknowledged_at: self.acknowledged_at.map(UnixMillis),
+            acknowledged_by: self.acknowledged_by.map(AccountId),
         }
     }
 }

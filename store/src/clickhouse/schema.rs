@@ -82,6 +82,14 @@ ORDER BY device_id"#,
 ) ENGINE = ReplacingMergeTree(version)
 ORDER BY (enterprise_id, device_id, code)"#,
     ],
+    // 2: alarm lifecycle (ALM-2): acknowledged status, who acknowledged, who cleared by hand.
+    // 18.16 has no `ADD COLUMN IF NOT EXISTS`: the three columns are added in one statement, so
+    // they are added together or not at all (MODIFY of the enum is idempotent).
+    &[
+        "ALTER TABLE alarm_records MODIFY COLUMN status Enum8('active' = 1, 'cleared' = 2, 'acknowledged' = 3)",
+        "ALTER TABLE alarm_records ADD COLUMN acknowledged_at Nullable(Int64), \
+         ADD COLUMN acknowledged_by Nullable(UInt64), ADD COLUMN cleared_by Nullable(UInt64)",
+    ],
 ];
 
 /// The schema version this build writes.

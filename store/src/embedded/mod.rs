@@ -242,10 +242,21 @@ fn alarm_record_from_row(r: &Row<'_>) -> rusqlite::Result<AlarmRecord> {
         latest_at: UnixMillis(r.get(5)?),
         count: r.get(6)?,
         description: r.get(7)?,
-        status: if status == "active" { AlarmStatus::Active } else { AlarmStatus::Cleared },
+        status: match status.as_str() {
+            "active" => AlarmStatus::Active,
+            "acknowledged" => AlarmStatus::Acknowledged,
+            _ => AlarmStatus::Cleared,
+        },
         cleared_at: r.get::<_, Option<i64>>(8)?.map(UnixMillis),
+        cleared_by: r.get::<_, Option<u64>>(10)?.map(AccountId),
+        acknowledged_at: r.get::<_, Option<i64>>(11)?.map(UnixMillis),
+        acknowledged_by: r.get::<_, Option<u64>>(12)?.map(AccountId),
     })
 }
+
+/// The columns `alarm_record_from_row` reads, in its order.
+const ALARM_RECORD_COLUMNS: &str = "id, device_id, enterprise_id, code, first_at, latest_at, count, description, \
+     cleared_at, status, cleared_by, acknowledged_at, acknowledged_by";
 
 fn strategy_from_row(r: &Row<'_>) -> rusqlite::Result<StoredStrategy> {
     let settings: String = r.get(2)?;
@@ -399,16 +410,31 @@ fn append_batch(c: &Connection, b: &EventBatch) -> Result<()> {
                     "INSERT INTO alarm_records (device_id, enterprise_id, code, first_at, latest_at, count, description, status) \
                      VALUES (?1, ?2, ?3, ?4, ?4, 1, ?5, 'active') \
                      ON CONFLICT (device_id, code) DO UPDATE SET latest_at = max(latest_at, excluded.latest_at), \
-                     count = count + 1, description = excluded.description, status = 'active', cleared_at = NULL",
+                     count = count + 1, description = excluded.description, \
+                     acknowledged_at = CASE WHEN status = 'cleared' THEN NULL ELSE acknowledged_at END, \
+                     acknowledged_by = CASE WHEN status = 'cleared' THEN NULL ELSE acknowledged_by END, \
+                     status = CASE WHEN status = 'cleared' THEN 'active' ELSE status END, \
+                     cleared_at = NULL, cleared_by = NULL",
                 )?
                 .execute(params![ch.device_id.0, ch.enterprise_id.0, ch.code.0, ch.at.0, description])?;
             }
-            AlarmChangeKind::Clear => {
+            AlarmChangeKind::Clear | AlarmChangeKind::ManualClear { .. } => {
+                let by = match &ch.kind {
+                    AlarmChangeKind::ManualClear { by } => Some(by.0),
+                    _ => None,
+                };
                 c.prepare_cached(
-                    "UPDATE alarm_records SET status = 'cleared', cleared_at = ?3 \
+                    "UPDATE alarm_records SET status = 'cleared', cleared_at = ?3, cleared_by = ?4 \
+                     WHERE device_id = ?1 AND code = ?2 AND status IN ('active', 'acknowledged')",
+                )?
+                .execute(params![ch.device_id.0, ch.code.0, ch.at.0, by])?;
+            }
+            AlarmChangeKind::Acknowledge { by } => {
+                c.prepare_cached(
+                    "UPDATE alarm_records SET status = 'acknowledged', acknowledged_at = ?3, acknowledged_by = ?4 \
                      WHERE device_id = ?1 AND code = ?2 AND status = 'active'",
                 )?
-                .execute(params![ch.device_id.0, ch.code.0, ch.at.0])?;
+                .execute(params![ch.device_id.0, ch.code.0, ch.at.0, by.0])?;
             }
         }
     }
@@ -696,14 +722,10 @@ impl EventStore for EmbeddedStore {
             }
             None => String::new(),
         };
-        let status = filter.status.map(|s| match s {
-            AlarmStatus::Active => "active",
-            AlarmStatus::Cleared => "cleared",
-        });
+        let status = filter.status.map(AlarmStatus::as_str);
         self.read(move |c| {
             let mut st = c.prepare_cached(&format!(
-                "SELECT id, device_id, enterprise_id, code, first_at, latest_at, count, description, cleared_at, status \
-                 FROM alarm_records WHERE (?1 IS NULL OR enterprise_id = ?1) AND (?2 IS NULL OR device_id = ?2) \
+                "SELECT {ALARM_RECORD_COLUMNS} FROM alarm_records WHERE (?1 IS NULL OR enterprise_id = ?1) AND (?2 IS NULL OR device_id = ?2) \
                  AND (?5 IS NULL OR code = ?5) AND (?6 IS NULL OR status = ?6) \
                  AND (?7 IS NULL OR latest_at >= ?7) AND (?8 IS NULL OR latest_at < ?8){severity} \
                  AND id > ?3 ORDER BY id LIMIT ?4"
@@ -728,12 +750,9 @@ impl EventStore for EmbeddedStore {
 
     async fn alarm_record(&self, id: u64) -> Result<Option<AlarmRecord>> {
         self.read(move |c| {
-            Ok(c.prepare_cached(
-                "SELECT id, device_id, enterprise_id, code, first_at, latest_at, count, description, cleared_at, status \
-                 FROM alarm_records WHERE id = ?1",
-            )?
-            .query_row([id], alarm_record_from_row)
-            .optional()?)
+            Ok(c.prepare_cached(&format!("SELECT {ALARM_RECORD_COLUMNS} FROM alarm_records WHERE id = ?1"))?
+                .query_row([id], alarm_record_from_row)
+                .optional()?)
         })
         .await
     }

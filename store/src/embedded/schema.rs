@@ -109,6 +109,12 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX alarm_strategies_enterprise ON alarm_strategies(enterprise_id, id);
     "#,
+    // 3: alarm lifecycle (ALM-2): who acknowledged and who cleared by hand.
+    r#"
+    ALTER TABLE alarm_records ADD COLUMN acknowledged_at INTEGER;
+    ALTER TABLE alarm_records ADD COLUMN acknowledged_by INTEGER;
+    ALTER TABLE alarm_records ADD COLUMN cleared_by INTEGER;
+    "#,
 ];
 
 /// The schema version this build writes.
