@@ -117,6 +117,13 @@ pub trait EventStore: Send + Sync + 'static {
     async fn list_alarm_records(&self, filter: AlarmFilter, page: Page) -> Result<Vec<AlarmRecord>>;
     /// The alarm record with this id.
     async fn alarm_record(&self, id: u64) -> Result<Option<AlarmRecord>>;
+    /// The newest alarm log the device attached to an alarm of this type (ALM-1: Application
+    /// crash, Application no response, Kernel panic), with the time of its alarm.
+    async fn alarm_log(
+        &self,
+        device: DeviceId,
+        code: fleetpulse_proto::AlarmTypeCode,
+    ) -> Result<Option<(fleetpulse_proto::UnixMillis, Vec<u8>)>>;
     /// Per device: how many persisted rows carry a device sequence number, and which distinct
     /// numbers, as ranges (LT-3). Devices without rows are answered with zero rows.
     async fn device_sequences(&self, devices: &[DeviceId]) -> Result<Vec<DeviceSequences>>;

@@ -192,6 +192,14 @@ impl EventStore for SpooledEvents {
         self.inner.alarm_record(id).await
     }
 
+    async fn alarm_log(
+        &self,
+        device: DeviceId,
+        code: fleetpulse_proto::AlarmTypeCode,
+    ) -> Result<Option<(fleetpulse_proto::UnixMillis, Vec<u8>)>> {
+        self.inner.alarm_log(device, code).await
+    }
+
     async fn device_sequences(&self, devices: &[DeviceId]) -> Result<Vec<DeviceSequences>> {
         self.inner.device_sequences(devices).await
     }

@@ -227,6 +227,10 @@ async fn events(store: &Store) {
         )
         .await;
     assert!(by_device.unwrap().is_empty());
+    let crash = fleetpulse_proto::AlarmTypeCode(105);
+    let log = eventually("alarm log", || ev.alarm_log(d, crash), Option::is_some).await;
+    assert_eq!(log, Some((UnixMillis(1_700_000_000_005), vec![1, 2, 3])));
+    assert_eq!(ev.alarm_log(d, fleetpulse_proto::AlarmTypeCode(301)).await.unwrap(), None);
     let counts = eventually("event counts", || ev.event_counts(), |c| c.resources == 3).await;
     assert_eq!((counts.status, counts.resources, counts.alarms, counts.alarm_records), (1, 3, 1, 1));
 }

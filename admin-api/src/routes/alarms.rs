@@ -2,6 +2,8 @@
 
 use axum::Router;
 use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use fleetpulse_proto::domain::{AlarmChange, AlarmChangeKind};
 use fleetpulse_proto::{AlarmTypeCode, DeviceId, EnterpriseId, Severity, UnixMillis};
@@ -25,6 +27,7 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/api/v1/alarms/{id}", get(show))
         .route("/api/v1/alarms/{id}/acknowledge", post(acknowledge))
         .route("/api/v1/alarms/{id}/clear", post(clear))
+        .route("/api/v1/alarms/{id}/log", get(log))
 }
 
 #[derive(Debug, Deserialize)]
@@ -103,6 +106,26 @@ async fn show(
     Path(id): Path<u64>,
 ) -> Result<Json<AlarmRecord>, ApiError> {
     Ok(Json(find(&ctx, &auth, id).await?))
+}
+
+/// `GET /api/v1/alarms/{id}/log`: the newest alarm log the device attached to this alarm (ALM-1:
+/// Application crash, Application no response, Kernel panic), as a file download; 404 if none.
+async fn log(auth: AuthAdmin, State(ctx): State<AppState>, Path(id): Path<u64>) -> Result<Response, ApiError> {
+    let record = find(&ctx, &auth, id).await?;
+    let Some((at, bytes)) = ctx.api.store.events.alarm_log(record.device_id, record.code).await? else {
+        return Err(ApiError::NotFound("alarm log"));
+    };
+    let disposition = format!("attachment; filename=\"alarm-{id}-{}.log\"", at.0);
+    let disposition =
+        HeaderValue::try_from(disposition).map_err(|e| ApiError::Internal(format!("content-disposition: {e}")))?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream")),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        bytes,
+    )
+        .into_response())
 }
 
 /// Appends one lifecycle change of the record and answers the record as it is after it (the

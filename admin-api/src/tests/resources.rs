@@ -252,6 +252,48 @@ async fn alarm_records_are_listed_with_filters() {
     twice.assert_error(StatusCode::CONFLICT, "conflict");
     let missing = h.call(Method::POST, &format!("/api/v1/alarms/{}/clear", id + 100), Some(&token), None).await;
     missing.assert_error(StatusCode::NOT_FOUND, "not_found");
+    // No log was attached to this alarm.
+    h.get(&format!("/api/v1/alarms/{id}/log"), &token).await.assert_error(StatusCode::NOT_FOUND, "not_found");
+}
+
+#[tokio::test]
+async fn alarm_logs_are_downloadable() {
+    let h = harness();
+    let token = h.admin_token().await;
+    let e = create_enterprise(&h, &token, "logs").await["id"].as_u64().expect("id");
+    let d = register(&h, e, mac("001565000009")).await;
+    let crash = fleetpulse_proto::AlarmTypeCode(105);
+    let event = |at, log: Vec<u8>| AlarmEvent {
+        device_id: d,
+        enterprise_id: EnterpriseId(e),
+        seq: at as u64,
+        at: UnixMillis(at),
+        code: crash,
+        clear: false,
+        description: "segfault".into(),
+        log: Some(log),
+    };
+    let raise = |at| AlarmChange {
+        device_id: d,
+        enterprise_id: EnterpriseId(e),
+        code: crash,
+        at: UnixMillis(at),
+        kind: AlarmChangeKind::Raise { description: "segfault".into() },
+    };
+    let batch = EventBatch {
+        alarms: vec![event(10, b"old\0log".to_vec()), event(20, b"new\xfflog".to_vec())],
+        alarm_changes: vec![raise(10), raise(20)],
+        ..EventBatch::default()
+    };
+    h.store.events.append(batch).await.expect("append");
+    let id = h.get("/api/v1/alarms", &token).await.json()["items"][0]["id"].as_u64().expect("id");
+    let reply = h.get(&format!("/api/v1/alarms/{id}/log"), &token).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body, b"new\xfflog".to_vec(), "the newest log, bytes as sent");
+    assert_eq!(
+        reply.headers.get(header::CONTENT_DISPOSITION).and_then(|v| v.to_str().ok()),
+        Some(format!("attachment; filename=\"alarm-{id}-20.log\"").as_str())
+    );
 }
 
 #[tokio::test]

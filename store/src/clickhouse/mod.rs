@@ -354,6 +354,27 @@ impl EventStore for ClickHouseEvents {
         Ok(rows.into_iter().map(AlarmRecordRow::into_record).collect())
     }
 
+    async fn alarm_log(
+        &self,
+        device: DeviceId,
+        code: fleetpulse_proto::AlarmTypeCode,
+    ) -> Result<Option<(UnixMillis, Vec<u8>)>> {
+        let rows: Vec<AlarmEventRow> = timed("alarm_log", async {
+            self.client
+                .query(
+                    "SELECT ?fields FROM alarm_events FINAL WHERE device_id = ? AND code = ? AND log IS NOT NULL \
+                     ORDER BY at_ms DESC LIMIT 1",
+                )
+                .bind(device.0)
+                .bind(code.0)
+                .fetch_all()
+                .await
+                .map_err(backend)
+        })
+        .await?;
+        Ok(rows.into_iter().next().and_then(|r| r.log.map(|log| (UnixMillis(r.at_ms), log))))
+    }
+
     async fn alarm_record(&self, id: u64) -> Result<Option<AlarmRecord>> {
         let rows: Vec<AlarmRecordRow> = timed("alarm_record", async {
             self.client

@@ -748,6 +748,18 @@ impl EventStore for EmbeddedStore {
         .await
     }
 
+    async fn alarm_log(&self, device: DeviceId, code: AlarmTypeCode) -> Result<Option<(UnixMillis, Vec<u8>)>> {
+        self.read(move |c| {
+            Ok(c.prepare_cached(
+                "SELECT at, log FROM alarm_events WHERE device_id = ?1 AND code = ?2 AND log IS NOT NULL \
+                 ORDER BY at DESC LIMIT 1",
+            )?
+            .query_row(params![device.0, code.0], |r| Ok((UnixMillis(r.get(0)?), r.get::<_, Vec<u8>>(1)?)))
+            .optional()?)
+        })
+        .await
+    }
+
     async fn alarm_record(&self, id: u64) -> Result<Option<AlarmRecord>> {
         self.read(move |c| {
             Ok(c.prepare_cached(&format!("SELECT {ALARM_RECORD_COLUMNS} FROM alarm_records WHERE id = ?1"))?
