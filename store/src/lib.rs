@@ -104,6 +104,21 @@ pub trait EntityStore: Send + Sync + 'static {
     ) -> Result<Option<StoredStrategy>>;
     /// Deletes a strategy; false if it did not exist.
     async fn delete_strategy(&self, id: fleetpulse_proto::StrategyId) -> Result<bool>;
+    /// Queues a notification in the durable outbox; false (and nothing changes) if a message
+    /// with the same idempotency key was queued before.
+    async fn enqueue_outbox(&self, message: NewOutboxMessage, now: fleetpulse_proto::UnixMillis) -> Result<bool>;
+    /// Pending messages whose next attempt is due at `now`, oldest first, at most `limit`.
+    async fn due_outbox(&self, now: fleetpulse_proto::UnixMillis, limit: u32) -> Result<Vec<OutboxMessage>>;
+    /// Records an attempt's outcome: `Sent`, `Failed` (permanent), or `Pending` again with the
+    /// time of the next attempt (transient). Counts the attempt; only pending messages change.
+    async fn record_outbox_attempt(
+        &self,
+        id: u64,
+        outcome: OutboxState,
+        at: fleetpulse_proto::UnixMillis,
+        next_attempt_at: fleetpulse_proto::UnixMillis,
+        error: Option<String>,
+    ) -> Result<Option<OutboxMessage>>;
 }
 
 /// Append-only event streams, aggregated alarm records and delivery marks.

@@ -438,3 +438,79 @@ pub struct StoredStrategy {
     /// Last change.
     pub updated_at: UnixMillis,
 }
+
+/// Where a notification in the outbox stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutboxState {
+    /// Waiting for its (next) attempt.
+    Pending,
+    /// Accepted by the SMTP server.
+    Sent,
+    /// Given up on (a permanent failure).
+    Failed,
+}
+
+impl OutboxState {
+    /// Name in the store.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutboxState::Pending => "pending",
+            OutboxState::Sent => "sent",
+            OutboxState::Failed => "failed",
+        }
+    }
+
+    /// Inverse of [`OutboxState::as_str`].
+    pub fn parse(s: &str) -> Option<OutboxState> {
+        match s {
+            "pending" => Some(OutboxState::Pending),
+            "sent" => Some(OutboxState::Sent),
+            "failed" => Some(OutboxState::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// A notification to send, as queued in the durable outbox (ALM-5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewOutboxMessage {
+    /// Idempotency key (hex): one message per (alarm, stage, receiver); a second enqueue of the
+    /// same key is ignored.
+    pub key: String,
+    /// The enterprise the notification is about.
+    pub enterprise_id: EnterpriseId,
+    /// Receiver address.
+    pub receiver: String,
+    /// The notification, serialized by the sender (opaque to the store).
+    pub payload: String,
+    /// Earliest time of the first attempt.
+    pub not_before: UnixMillis,
+}
+
+/// A notification in the outbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OutboxMessage {
+    /// Identifier.
+    pub id: u64,
+    /// Idempotency key.
+    pub key: String,
+    /// The enterprise.
+    pub enterprise_id: EnterpriseId,
+    /// Receiver address.
+    pub receiver: String,
+    /// The serialized notification.
+    pub payload: String,
+    /// Where it stands.
+    pub state: OutboxState,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Time of the next attempt (pending only).
+    pub next_attempt_at: UnixMillis,
+    /// Why the last attempt failed.
+    pub last_error: Option<String>,
+    /// When it was queued.
+    pub created_at: UnixMillis,
+    /// When the SMTP server accepted it.
+    pub sent_at: Option<UnixMillis>,
+}

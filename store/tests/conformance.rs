@@ -235,6 +235,65 @@ async fn events(store: &Store) {
     assert_eq!((counts.status, counts.resources, counts.alarms, counts.alarm_records), (1, 3, 1, 1));
 }
 
+/// The durable notification outbox (ALM-5): one message per idempotency key, due messages in
+/// order, attempts recorded; only pending messages change.
+async fn outbox(store: &Store) {
+    let s = &store.entities;
+    let message = |key: &str, not_before| NewOutboxMessage {
+        key: key.into(),
+        enterprise_id: EnterpriseId(1),
+        receiver: "noc@example.com".into(),
+        payload: format!("{{\"key\":\"{key}\"}}"),
+        not_before: UnixMillis(not_before),
+    };
+    assert!(s.enqueue_outbox(message("k1", 100), UnixMillis(50)).await.unwrap());
+    assert!(s.enqueue_outbox(message("k2", 200), UnixMillis(60)).await.unwrap());
+    assert!(!s.enqueue_outbox(message("k1", 10), UnixMillis(70)).await.unwrap(), "same key: ignored");
+    assert!(s.due_outbox(UnixMillis(99), 10).await.unwrap().is_empty());
+    let due = s.due_outbox(UnixMillis(250), 10).await.unwrap();
+    assert_eq!(due.iter().map(|m| m.key.as_str()).collect::<Vec<_>>(), ["k1", "k2"]);
+    let first = &due[0];
+    assert_eq!(
+        (first.state, first.attempts, first.created_at, first.payload.as_str()),
+        (OutboxState::Pending, 0, UnixMillis(50), "{\"key\":\"k1\"}")
+    );
+    // A transient failure: pending again later, the attempt counted.
+    let retry = s.record_outbox_attempt(
+        first.id,
+        OutboxState::Pending,
+        UnixMillis(260),
+        UnixMillis(1_000),
+        Some("451 try again".into()),
+    );
+    let retry = retry.await.unwrap().unwrap();
+    assert_eq!((retry.state, retry.attempts, retry.next_attempt_at), (OutboxState::Pending, 1, UnixMillis(1_000)));
+    assert_eq!(retry.last_error.as_deref(), Some("451 try again"));
+    assert_eq!(s.due_outbox(UnixMillis(300), 10).await.unwrap().len(), 1, "k1 waits for its retry");
+    let sent = s
+        .record_outbox_attempt(first.id, OutboxState::Sent, UnixMillis(1_010), UnixMillis(1_010), None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((sent.state, sent.attempts, sent.sent_at), (OutboxState::Sent, 2, Some(UnixMillis(1_010))));
+    // A sent message does not change again (a late duplicate outcome is ignored).
+    let late =
+        s.record_outbox_attempt(first.id, OutboxState::Failed, UnixMillis(1_020), UnixMillis(1_020), Some("x".into()));
+    assert_eq!(late.await.unwrap().map(|m| (m.state, m.attempts)), Some((OutboxState::Sent, 2)));
+    let failed = s.record_outbox_attempt(
+        due[1].id,
+        OutboxState::Failed,
+        UnixMillis(1_030),
+        UnixMillis(1_030),
+        Some("550 rejected".into()),
+    );
+    assert_eq!(failed.await.unwrap().map(|m| m.state), Some(OutboxState::Failed));
+    assert!(s.due_outbox(UnixMillis(10_000), 10).await.unwrap().is_empty());
+    assert_eq!(
+        s.record_outbox_attempt(999_999, OutboxState::Sent, UnixMillis(1), UnixMillis(1), None).await.unwrap(),
+        None
+    );
+}
+
 /// Alarm lifecycle (ALM-2): active → acknowledged → cleared with who and when; a raise keeps an
 /// acknowledgement, a raise after a clear starts a new activation.
 async fn lifecycle(store: &Store) {
@@ -337,6 +396,7 @@ async fn strategies(store: &Store) {
 async fn suite(store: Store) {
     entities(&store).await;
     strategies(&store).await;
+    outbox(&store).await;
     events(&store).await;
     lifecycle(&store).await;
     retention(&store).await;

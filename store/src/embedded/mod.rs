@@ -270,6 +270,26 @@ fn strategy_from_row(r: &Row<'_>) -> rusqlite::Result<StoredStrategy> {
     })
 }
 
+const OUTBOX_COLUMNS: &str =
+    "id, key, enterprise_id, receiver, payload, state, attempts, next_attempt_at, last_error, created_at, sent_at";
+
+fn outbox_from_row(r: &Row<'_>) -> rusqlite::Result<OutboxMessage> {
+    let state: String = r.get(5)?;
+    Ok(OutboxMessage {
+        id: r.get(0)?,
+        key: r.get(1)?,
+        enterprise_id: EnterpriseId(r.get(2)?),
+        receiver: r.get(3)?,
+        payload: r.get(4)?,
+        state: OutboxState::parse(&state).unwrap_or(OutboxState::Failed),
+        attempts: r.get(6)?,
+        next_attempt_at: UnixMillis(r.get(7)?),
+        last_error: r.get(8)?,
+        created_at: UnixMillis(r.get(9)?),
+        sent_at: r.get::<_, Option<i64>>(10)?.map(UnixMillis),
+    })
+}
+
 fn settings_json(settings: &StrategySettings) -> Result<String> {
     serde_json::to_string(settings).map_err(|e| StoreError::Backend(format!("encoding strategy settings: {e}")))
 }
@@ -692,6 +712,52 @@ impl EntityStore for EmbeddedStore {
     async fn delete_strategy(&self, id: fleetpulse_proto::StrategyId) -> Result<bool> {
         self.write(1, move |c| Ok(c.prepare_cached("DELETE FROM alarm_strategies WHERE id = ?1")?.execute([id.0])? > 0))
             .await
+    }
+
+    async fn enqueue_outbox(&self, m: NewOutboxMessage, now: UnixMillis) -> Result<bool> {
+        self.write(1, move |c| {
+            let added = c
+                .prepare_cached(
+                    "INSERT INTO outbox (key, enterprise_id, receiver, payload, state, next_attempt_at, created_at) \
+                     VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?6) ON CONFLICT (key) DO NOTHING",
+                )?
+                .execute(params![m.key, m.enterprise_id.0, m.receiver, m.payload, m.not_before.0, now.0])?;
+            Ok(added > 0)
+        })
+        .await
+    }
+
+    async fn due_outbox(&self, now: UnixMillis, limit: u32) -> Result<Vec<OutboxMessage>> {
+        self.read(move |c| {
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE state = 'pending' AND next_attempt_at <= ?1 \
+                 ORDER BY next_attempt_at, id LIMIT ?2"
+            ))?;
+            let rows = st.query_map(params![now.0, limit], outbox_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn record_outbox_attempt(
+        &self,
+        id: u64,
+        outcome: OutboxState,
+        at: UnixMillis,
+        next_attempt_at: UnixMillis,
+        error: Option<String>,
+    ) -> Result<Option<OutboxMessage>> {
+        self.write(1, move |c| {
+            c.prepare_cached(
+                "UPDATE outbox SET state = ?2, attempts = attempts + 1, next_attempt_at = ?3, last_error = ?4, \
+                 sent_at = CASE WHEN ?2 = 'sent' THEN ?5 ELSE sent_at END WHERE id = ?1 AND state = 'pending'",
+            )?
+            .execute(params![id, outcome.as_str(), next_attempt_at.0, error, at.0])?;
+            Ok(c.prepare_cached(&format!("SELECT {OUTBOX_COLUMNS} FROM outbox WHERE id = ?1"))?
+                .query_row([id], outbox_from_row)
+                .optional()?)
+        })
+        .await
     }
 }
 

@@ -115,6 +115,23 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE alarm_records ADD COLUMN acknowledged_by INTEGER;
     ALTER TABLE alarm_records ADD COLUMN cleared_by INTEGER;
     "#,
+    // 4: the durable notification outbox (ALM-5): one row per idempotency key.
+    r#"
+    CREATE TABLE outbox (
+        id              INTEGER PRIMARY KEY,
+        key             TEXT NOT NULL UNIQUE,
+        enterprise_id   INTEGER NOT NULL,
+        receiver        TEXT NOT NULL,
+        payload         TEXT NOT NULL,
+        state           TEXT NOT NULL,
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER NOT NULL,
+        last_error      TEXT,
+        created_at      INTEGER NOT NULL,
+        sent_at         INTEGER
+    );
+    CREATE INDEX outbox_due ON outbox(state, next_attempt_at);
+    "#,
 ];
 
 /// The schema version this build writes.

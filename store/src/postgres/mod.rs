@@ -130,6 +130,24 @@ fn strategy_from_row(r: &PgRow) -> Result<StoredStrategy> {
     })
 }
 
+fn outbox_from_row(r: &PgRow) -> Result<OutboxMessage> {
+    let state: String = r.try_get("state").map_err(backend)?;
+    let attempts: i32 = r.try_get("attempts").map_err(backend)?;
+    Ok(OutboxMessage {
+        id: row_id(r.try_get("id").map_err(backend)?),
+        key: r.try_get("key").map_err(backend)?,
+        enterprise_id: EnterpriseId(row_id(r.try_get("enterprise_id").map_err(backend)?)),
+        receiver: r.try_get("receiver").map_err(backend)?,
+        payload: r.try_get("payload").map_err(backend)?,
+        state: OutboxState::parse(&state).unwrap_or(OutboxState::Failed),
+        attempts: u32::try_from(attempts).unwrap_or(0),
+        next_attempt_at: UnixMillis(r.try_get("next_attempt_at").map_err(backend)?),
+        last_error: r.try_get("last_error").map_err(backend)?,
+        created_at: UnixMillis(r.try_get("created_at").map_err(backend)?),
+        sent_at: r.try_get::<Option<i64>, _>("sent_at").map_err(backend)?.map(UnixMillis),
+    })
+}
+
 fn settings_json(settings: &StrategySettings) -> Result<String> {
     serde_json::to_string(settings).map_err(|e| StoreError::Backend(format!("encoding strategy settings: {e}")))
 }
@@ -475,6 +493,74 @@ impl EntityStore for PgEntityStore {
             .await
             .map_err(backend)?;
         Ok(done.rows_affected() > 0)
+    }
+
+    async fn enqueue_outbox(&self, m: NewOutboxMessage, now: UnixMillis) -> Result<bool> {
+        let e = db_id(m.enterprise_id.0).ok_or_else(|| StoreError::Backend("enterprise id out of range".into()))?;
+        let done = sqlx::query(
+            "INSERT INTO outbox (key, enterprise_id, receiver, payload, state, next_attempt_at, created_at) \
+             VALUES ($1, $2, $3, $4, 'pending', $5, $6) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(&m.key)
+        .bind(e)
+        .bind(&m.receiver)
+        .bind(&m.payload)
+        .bind(m.not_before.0)
+        .bind(now.0)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn due_outbox(&self, now: UnixMillis, limit: u32) -> Result<Vec<OutboxMessage>> {
+        sqlx::query(
+            "SELECT id, key, enterprise_id, receiver, payload, state, attempts, next_attempt_at, last_error, \
+             created_at, sent_at FROM outbox WHERE state = 'pending' AND next_attempt_at <= $1 \
+             ORDER BY next_attempt_at, id LIMIT $2",
+        )
+        .bind(now.0)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?
+        .iter()
+        .map(outbox_from_row)
+        .collect()
+    }
+
+    async fn record_outbox_attempt(
+        &self,
+        id: u64,
+        outcome: OutboxState,
+        at: UnixMillis,
+        next_attempt_at: UnixMillis,
+        error: Option<String>,
+    ) -> Result<Option<OutboxMessage>> {
+        let Some(id) = db_id(id) else { return Ok(None) };
+        sqlx::query(
+            "UPDATE outbox SET state = $2, attempts = attempts + 1, next_attempt_at = $3, last_error = $4, \
+             sent_at = CASE WHEN $2 = 'sent' THEN $5 ELSE sent_at END WHERE id = $1 AND state = 'pending'",
+        )
+        .bind(id)
+        .bind(outcome.as_str())
+        .bind(next_attempt_at.0)
+        .bind(error)
+        .bind(at.0)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        sqlx::query(
+            "SELECT id, key, enterprise_id, receiver, payload, state, attempts, next_attempt_at, last_error, \
+             created_at, sent_at FROM outbox WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?
+        .as_ref()
+        .map(outbox_from_row)
+        .transpose()
     }
 }
 

@@ -72,6 +72,26 @@ const MIGRATIONS: &[(&str, &str)] = &[
     CREATE INDEX alarm_strategies_enterprise ON alarm_strategies (enterprise_id, id);
     "#,
     ),
+    (
+        "notification outbox",
+        // 3: the durable notification outbox (ALM-5): one row per idempotency key.
+        r#"
+    CREATE TABLE outbox (
+        id              BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        key             TEXT NOT NULL UNIQUE,
+        enterprise_id   BIGINT NOT NULL,
+        receiver        TEXT NOT NULL,
+        payload         TEXT NOT NULL,
+        state           TEXT NOT NULL,
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at BIGINT NOT NULL,
+        last_error      TEXT,
+        created_at      BIGINT NOT NULL,
+        sent_at         BIGINT
+    );
+    CREATE INDEX outbox_due ON outbox (state, next_attempt_at);
+    "#,
+    ),
 ];
 
 /// The schema version this build writes.
