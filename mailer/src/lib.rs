@@ -9,12 +9,14 @@
 //! [`Notification`]: fleetpulse_alarm_engine::Notification
 
 mod config;
+pub mod outbox;
 mod render;
 mod send;
 
 pub use config::{Security, SmtpConfig};
 pub use lettre::Message;
 pub use lettre::message::Mailbox;
+pub use outbox::{OutboxConfig, OutboxError, OutboxWorker, PassStats, enqueue};
 pub use render::{MAX_SUBJECT_DESCRIPTION_CHARS, RenderContext, render};
 pub use send::Mailer;
 

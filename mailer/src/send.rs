@@ -65,6 +65,16 @@ impl Mailer {
     pub async fn send(&self, msg: Message) -> Result<(), SendError> {
         self.transport.send(msg).await.map(|_| ()).map_err(classify)
     }
+
+    /// Sends an already formatted message (as kept in the outbox) to `receiver`, from the
+    /// configured sender. Errors as [`Mailer::send`]; an invalid receiver is permanent.
+    pub async fn send_raw(&self, receiver: &str, formatted: &[u8]) -> Result<(), SendError> {
+        let to: lettre::Address =
+            receiver.parse().map_err(|e| MailError::Permanent(format!("invalid receiver {receiver:?}: {e}")))?;
+        let envelope = lettre::address::Envelope::new(Some(self.from.email.clone()), vec![to])
+            .map_err(|e| MailError::Permanent(format!("envelope: {e}")))?;
+        self.transport.send_raw(&envelope, formatted).await.map(|_| ()).map_err(classify)
+    }
 }
 
 /// Transient unless the server said no for good (5xx) or the client cannot send the message.
