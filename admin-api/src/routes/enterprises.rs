@@ -89,7 +89,7 @@ async fn create(
 }
 
 /// The enterprise, or 404 if it does not exist or is outside the caller's scope.
-async fn find(ctx: &AppState, auth: &AuthAdmin, id: EnterpriseId) -> Result<Enterprise, ApiError> {
+pub(crate) async fn find(ctx: &AppState, auth: &AuthAdmin, id: EnterpriseId) -> Result<Enterprise, ApiError> {
     match ctx.api.store.entities.enterprise(id).await? {
         Some(e) if auth.can_see(e.id) => Ok(e),
         _ => Err(ApiError::NotFound("enterprise")),

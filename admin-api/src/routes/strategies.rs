@@ -15,6 +15,7 @@ use crate::AppState;
 use crate::auth::AuthAdmin;
 use crate::error::ApiError;
 use crate::extract::{Json, Path};
+use crate::routes::enterprises;
 
 /// Most strategies of one enterprise.
 pub(crate) const MAX_STRATEGIES: usize = 64;
@@ -165,14 +166,6 @@ struct StrategyList {
     items: Vec<StoredStrategy>,
 }
 
-/// The enterprise, checked against the caller's scope (404 outside it).
-async fn enterprise(ctx: &AppState, auth: &AuthAdmin, id: EnterpriseId) -> Result<EnterpriseId, ApiError> {
-    match ctx.api.store.entities.enterprise(id).await? {
-        Some(e) if auth.can_see(e.id) => Ok(e.id),
-        _ => Err(ApiError::NotFound("enterprise")),
-    }
-}
-
 /// The strategy, checked against the caller's scope through its enterprise (404 outside it).
 async fn find(ctx: &AppState, auth: &AuthAdmin, id: StrategyId) -> Result<StoredStrategy, ApiError> {
     match ctx.api.store.entities.strategy(id).await? {
@@ -187,7 +180,7 @@ async fn list(
     State(ctx): State<AppState>,
     Path(id): Path<EnterpriseId>,
 ) -> Result<Json<StrategyList>, ApiError> {
-    let id = enterprise(&ctx, &auth, id).await?;
+    let id = enterprises::find(&ctx, &auth, id).await?.id;
     Ok(Json(StrategyList { items: ctx.api.store.entities.list_strategies(id).await? }))
 }
 
@@ -198,7 +191,7 @@ async fn create(
     Path(id): Path<EnterpriseId>,
     Json(req): Json<StrategyRequest>,
 ) -> Result<Response, ApiError> {
-    let id = enterprise(&ctx, &auth, id).await?;
+    let id = enterprises::find(&ctx, &auth, id).await?.id;
     let settings = settings(req)?;
     if ctx.api.store.entities.list_strategies(id).await?.len() >= MAX_STRATEGIES {
         return Err(ApiError::Conflict(format!("an enterprise has at most {MAX_STRATEGIES} alarm strategies")));

@@ -195,24 +195,24 @@ impl AlarmRecordRow {
     }
 
     pub fn into_record(self) -> AlarmRecord {
-        let code = AlarmTypeCode(self.code);
-        let alarm_type = code.alarm_type();
+        let s = self.into_state();
+        let alarm_type = s.code.alarm_type();
         AlarmRecord {
-            id: self.id,
-            device_id: DeviceId(self.device_id),
-            enterprise_id: EnterpriseId(self.enterprise_id),
-            code,
+            id: s.id,
+            device_id: s.device_id,
+            enterprise_id: s.enterprise_id,
+            code: s.code,
             name: alarm_type.map_or("Unknown", |t| t.name),
             severity: alarm_type.map_or(Severity::Minor, |t| t.severity),
-            first_at: UnixMillis(self.first_at),
-            latest_at: UnixMillis(self.latest_at),
-            count: self.count,
-            description: self.description,
-            status: status_of(self.status),
-            cleared_at: self.cleared_at.map(UnixMillis),
-            cleared_by: self.cleared_by.map(AccountId),
-            acknowledged_at: self.acknowledged_at.map(UnixMillis),
-            acknowledged_by: self.acknowledged_by.map(AccountId),
+            first_at: s.first_at,
+            latest_at: s.latest_at,
+            count: s.count,
+            description: s.description,
+            status: s.status,
+            cleared_at: s.cleared_at,
+            cleared_by: s.cleared_by,
+            acknowledged_at: s.acknowledged_at,
+            acknowledged_by: s.acknowledged_by,
         }
     }
 }
