@@ -43,7 +43,7 @@ use crate::strategy::{
     AlarmStrategy, MAX_RECEIVERS_PER_STRATEGY, MAX_STRATEGIES_PER_ENTERPRISE, NotifySettings, Receiver,
 };
 use crate::threshold::{Metric, MetricRules, ThresholdOutcome, ThresholdState};
-use crate::{AlarmInput, EngineError};
+use crate::{AlarmInput, DeviceEvent, DeviceInput, EngineError};
 
 /// Description of the derived Offline alarm (the same text [`crate::evaluate`] uses).
 const OFFLINE_DESCRIPTION: &str = "The device missed its heartbeats.";
@@ -130,6 +130,31 @@ struct ActiveAlarm {
     description: String,
     acknowledged: Option<(AccountId, UnixMillis)>,
     routes: Vec<Route>,
+    /// Number of the first reminder: 1, or for an alarm restored after a restart the number
+    /// its age implies (so that reminder keys go on where the previous process stopped).
+    first_reminder: u32,
+}
+
+/// An alarm that was active when the previous process stopped, as the store kept it: what
+/// [`AlarmEngine::restore_alarm`] takes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RestoredAlarm {
+    /// The device.
+    pub device_id: DeviceId,
+    /// Its enterprise.
+    pub enterprise_id: EnterpriseId,
+    /// The alarm type.
+    pub code: AlarmTypeCode,
+    /// Start of the activation (the record's first time).
+    pub first_at: UnixMillis,
+    /// Latest raise.
+    pub latest_at: UnixMillis,
+    /// Raises during the activation.
+    pub count: u32,
+    /// Latest description.
+    pub description: String,
+    /// Who acknowledged it and when.
+    pub acknowledged: Option<(AccountId, UnixMillis)>,
 }
 
 #[derive(Debug)]
@@ -404,6 +429,62 @@ impl AlarmEngine {
         Ok(())
     }
 
+    /// Takes over an alarm that was active when the previous process stopped (from the store's
+    /// alarm records), so that it is repeated, resolved and acknowledged like one raised here.
+    ///
+    /// Its firing notification is planned again: the engine cannot know whether the previous
+    /// process queued it, so the shell leaves out items whose idempotency key is already in the
+    /// outbox (keys depend only on the activation, so they are the same). Reminders are numbered
+    /// from the alarm's age (`1 + age / repeat_interval`), so a reminder queued before the
+    /// restart is recognised by its key too. A threshold alarm (401/402) is taken as holding:
+    /// the next sample under every limit clears it. An alarm already known is left alone.
+    pub fn restore_alarm(&mut self, now: UnixMillis, alarm: RestoredAlarm) {
+        let now = self.begin(now);
+        let RestoredAlarm { device_id: device, enterprise_id: enterprise, code, .. } = alarm;
+        if self.alarms.contains_key(&(device, code)) {
+            return;
+        }
+        let routes = self.routes_for(enterprise, code);
+        let keys: Vec<GroupKey> = routes.iter().map(|r| r.group).collect();
+        let age = u64::try_from(now.0.saturating_sub(alarm.first_at.0)).unwrap_or(0);
+        let first_reminder = keys
+            .iter()
+            .filter_map(|k| self.enterprises.get(&enterprise).and_then(|c| settings_of(c, k)))
+            .map(|s| 1 + age / s.repeat_interval_ms.max(1))
+            .min()
+            .map_or(1, |n| u32::try_from(n).unwrap_or(u32::MAX));
+        if let Some(metric) = Metric::ALL.into_iter().find(|m| m.alarm_code() == code) {
+            let generation = self.enterprises.get(&enterprise).map_or(0, |c| c.rules(metric).generation);
+            self.thresholds.insert((device, metric), ThresholdState::restored_active(generation));
+        }
+        self.alarms.insert(
+            (device, code),
+            ActiveAlarm {
+                enterprise,
+                activation: alarm.first_at,
+                latest_at: alarm.latest_at,
+                count: alarm.count.max(1),
+                description: alarm.description,
+                acknowledged: alarm.acknowledged,
+                routes,
+                first_reminder,
+            },
+        );
+        self.queue_firing(now, AlarmRef { device, code, activation: alarm.first_at }, &keys);
+        self.handle_timeout(now);
+    }
+
+    /// Applies one owned [`DeviceEvent`] (what the ingest shards send).
+    pub fn handle_event(&mut self, event: &DeviceEvent) {
+        let DeviceEvent { device_id, enterprise_id, at, ref input } = *event;
+        match input {
+            DeviceInput::Alarm(alarm) => self.handle_device_alarm(at, device_id, enterprise_id, alarm),
+            DeviceInput::Offline => self.handle_offline(at, device_id, enterprise_id),
+            DeviceInput::Online => self.handle_online(at, device_id, enterprise_id),
+            DeviceInput::Resources(sample) => self.handle_resource_sample(at, device_id, enterprise_id, sample),
+        }
+    }
+
     /// Runs every timer due at `now`.
     pub fn handle_timeout(&mut self, now: UnixMillis) {
         let now = self.advance(now);
@@ -496,37 +577,51 @@ impl AlarmEngine {
                 alarm.count = alarm.count.saturating_add(1);
                 alarm.description = description;
             }
-            Entry::Vacant(v) => {
-                let mut routes = Vec::new();
-                if let (Some(config), Some(ty)) = (self.enterprises.get(&enterprise), code.alarm_type()) {
-                    for s in config.strategies.iter().filter(|s| s.strategy.selects(code, ty.severity)) {
-                        for &receiver in &s.receivers {
-                            let group = GroupKey { enterprise, strategy: s.strategy.id, receiver };
-                            // A receiver listed twice in one strategy is notified once.
-                            if !routes.iter().any(|r: &Route| r.group == group) {
-                                routes.push(Route { group, sent: false, reminder: None });
-                            }
-                        }
+            Entry::Vacant(_) => {
+                let routes = self.routes_for(enterprise, code);
+                let keys: Vec<GroupKey> = routes.iter().map(|r| r.group).collect();
+                self.alarms.insert(
+                    (device, code),
+                    ActiveAlarm {
+                        enterprise,
+                        activation: now,
+                        latest_at: now,
+                        count: 1,
+                        description,
+                        acknowledged: None,
+                        routes,
+                        first_reminder: 1,
+                    },
+                );
+                self.queue_firing(now, AlarmRef { device, code, activation: now }, &keys);
+            }
+        }
+    }
+
+    /// The (strategy, receiver) groups an alarm of `code` in `enterprise` is routed to now.
+    fn routes_for(&self, enterprise: EnterpriseId, code: AlarmTypeCode) -> Vec<Route> {
+        let mut routes = Vec::new();
+        if let (Some(config), Some(ty)) = (self.enterprises.get(&enterprise), code.alarm_type()) {
+            for s in config.strategies.iter().filter(|s| s.strategy.selects(code, ty.severity)) {
+                for &receiver in &s.receivers {
+                    let group = GroupKey { enterprise, strategy: s.strategy.id, receiver };
+                    // A receiver listed twice in one strategy is notified once.
+                    if !routes.iter().any(|r: &Route| r.group == group) {
+                        routes.push(Route { group, sent: false, reminder: None });
                     }
                 }
-                let keys: Vec<GroupKey> = routes.iter().map(|r| r.group).collect();
-                v.insert(ActiveAlarm {
-                    enterprise,
-                    activation: now,
-                    latest_at: now,
-                    count: 1,
-                    description,
-                    acknowledged: None,
-                    routes,
-                });
-                let alarm = AlarmRef { device, code, activation: now };
-                for key in keys {
-                    let Some(group) = self.open_group(key) else { continue };
-                    group.pending.push(alarm);
-                    group.schedule_flush(now);
-                    self.reschedule(key);
-                }
             }
+        }
+        routes
+    }
+
+    /// Queues the firing notification of `alarm` in each of `groups`.
+    fn queue_firing(&mut self, now: UnixMillis, alarm: AlarmRef, groups: &[GroupKey]) {
+        for &key in groups {
+            let Some(group) = self.open_group(key) else { continue };
+            group.pending.push(alarm);
+            group.schedule_flush(now);
+            self.reschedule(key);
         }
     }
 
@@ -636,7 +731,7 @@ impl AlarmEngine {
                 if alarm.acknowledged.is_none() {
                     let due = add(now, repeat_ms);
                     route.reminder = Some(due);
-                    let repeat = RepeatDue { activation: alarm_ref.activation, number: 1 };
+                    let repeat = RepeatDue { activation: alarm_ref.activation, number: alarm.first_reminder };
                     group.repeats.insert((due, alarm_ref.device, alarm_ref.code), repeat);
                 }
                 let item_key = IdempotencyKey::item(&key, &receiver, &alarm_ref, Stage::Firing, 0);

@@ -16,13 +16,13 @@ pub mod notify;
 pub mod strategy;
 pub mod threshold;
 
-pub use engine::{Action, AlarmEngine, AlarmStatus, EngineStats, Transition};
+pub use engine::{Action, AlarmEngine, AlarmStatus, EngineStats, RestoredAlarm, Transition};
 pub use notify::{IdempotencyKey, Notification, NotifiedAlarm, Stage};
 pub use strategy::{AlarmStrategy, NotifySettings, Receiver, StrategyId};
 pub use threshold::{HIGH_CPU, HIGH_MEMORY, Metric, ThresholdRule};
 
 use fleetpulse_proto::alarm_types::OFFLINE;
-use fleetpulse_proto::domain::{AlarmChange, AlarmChangeKind, DeviceAlarm};
+use fleetpulse_proto::domain::{AlarmChange, AlarmChangeKind, DeviceAlarm, ResourceSample};
 use fleetpulse_proto::{AlarmTypeCode, DeviceId, EnterpriseId, UnixMillis};
 
 /// Why the engine refused a configuration or an input.
@@ -99,6 +99,33 @@ pub enum AlarmInput<'a> {
     WentOffline,
     /// The device connected again after being offline.
     BackOnline,
+}
+
+/// What happened to a device, owned: what the ingest shards hand to the engine once the event is
+/// durable.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeviceInput {
+    /// The device reported an alarm (raise or clear).
+    Alarm(DeviceAlarm),
+    /// The offline detector found the device's heartbeats missing.
+    Offline,
+    /// The device connected again after being offline (or for the first time since a restart).
+    Online,
+    /// A CPU/memory report (for threshold rules).
+    Resources(ResourceSample),
+}
+
+/// A [`DeviceInput`] of one device at one time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceEvent {
+    /// The device.
+    pub device_id: DeviceId,
+    /// Its enterprise.
+    pub enterprise_id: EnterpriseId,
+    /// When it happened (server time of receipt).
+    pub at: UnixMillis,
+    /// What happened.
+    pub input: DeviceInput,
 }
 
 /// Evaluates one input for one device at `at`: the change to apply to its alarm records.

@@ -153,6 +153,37 @@ pub struct Notification {
     pub key: IdempotencyKey,
 }
 
+impl Notification {
+    /// Keeps the items `keep` accepts and derives the key of what is left (the key a notification
+    /// of just those items has); false if no item is left.
+    ///
+    /// The shell uses it to leave out items an earlier process already queued.
+    pub fn retain_items(&mut self, keep: impl FnMut(&NotifiedAlarm) -> bool) -> bool {
+        let before = self.items.len();
+        self.items.retain(keep);
+        if self.items.len() != before {
+            self.key = IdempotencyKey::digest(&self.items);
+        }
+        !self.items.is_empty()
+    }
+}
+
+impl IdempotencyKey {
+    /// Parses the 32 lowercase or uppercase hex digits [`fmt::Display`] writes.
+    pub fn parse_hex(s: &str) -> Option<IdempotencyKey> {
+        let bytes = s.as_bytes();
+        if bytes.len() != 32 {
+            return None;
+        }
+        let mut key = [0u8; 16];
+        for (i, pair) in bytes.chunks_exact(2).enumerate() {
+            let text = std::str::from_utf8(pair).ok()?;
+            key[i] = u8::from_str_radix(text, 16).ok()?;
+        }
+        Some(IdempotencyKey(key))
+    }
+}
+
 /// One notification group: (enterprise, strategy, interned receiver).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) struct GroupKey {
@@ -274,5 +305,46 @@ mod tests {
             assert_ne!(*v, base, "variant {i}");
         }
         assert_eq!(base.to_string().len(), 32);
+        assert_eq!(IdempotencyKey::parse_hex(&base.to_string()), Some(base));
+        assert_eq!(IdempotencyKey::parse_hex(&base.to_string().to_uppercase()), Some(base));
+        for bad in ["", "00", &"g".repeat(32), &"0".repeat(33), "é0000000000000000000000000000000"] {
+            assert_eq!(IdempotencyKey::parse_hex(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn retaining_items_rederives_the_key() {
+        let group = GroupKey { enterprise: EnterpriseId(1), strategy: StrategyId(2), receiver: 0 };
+        let receiver = Receiver::Email("a@example.com".into());
+        let item = |device: u64| {
+            let alarm = AlarmRef { device: DeviceId(device), code: AlarmTypeCode(109), activation: UnixMillis(4) };
+            NotifiedAlarm {
+                device_id: alarm.device,
+                code: alarm.code,
+                first_at: alarm.activation,
+                latest_at: alarm.activation,
+                count: 1,
+                description: String::new(),
+                resolved_at: None,
+                key: IdempotencyKey::item(&group, &receiver, &alarm, Stage::Firing, 0),
+            }
+        };
+        let items = vec![item(1), item(2), item(3)];
+        let mut n = Notification {
+            receiver: receiver.clone(),
+            enterprise_id: group.enterprise,
+            strategy_id: group.strategy,
+            stage: Stage::Firing,
+            key: IdempotencyKey::digest(&items),
+            items,
+        };
+        let all = n.key;
+        assert!(n.retain_items(|_| true));
+        assert_eq!(n.key, all);
+        assert!(n.retain_items(|i| i.device_id != DeviceId(2)));
+        assert_eq!(n.key, IdempotencyKey::digest(&[item(1), item(3)]));
+        assert!(n.retain_items(|i| i.device_id == DeviceId(3)));
+        assert_eq!(n.key, item(3).key, "one item: the item's own key");
+        assert!(!n.retain_items(|_| false));
     }
 }

@@ -188,6 +188,12 @@ impl ThresholdState {
         ThresholdState { since: [NO_WINDOW; MAX_LIMITS_PER_METRIC], generation, active: false }
     }
 
+    /// The state of a derived alarm that was active before a restart: no window is open, so the
+    /// next sample under every limit clears it.
+    pub(crate) fn restored_active(generation: u32) -> Self {
+        ThresholdState { active: true, ..ThresholdState::new(generation) }
+    }
+
     /// Applies a sample of `value` taken at `now`.
     pub(crate) fn observe(&mut self, rules: &MetricRules, now: UnixMillis, value: u16) -> ThresholdOutcome {
         if self.generation != rules.generation {
