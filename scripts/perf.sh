@@ -3,16 +3,52 @@
 # drives it with `fleetpulse-loadtest`, and reads the server's CPU time and RSS from /proc.
 #   scripts/perf.sh throughput DEVICES RATE BURST SECONDS   # CPU per message, ack latency
 #   scripts/perf.sh idle DEVICES [SECONDS]                  # RSS per idle connection, setup rate
+#   scripts/perf.sh alarms DEVICES ALARM_RATE SECONDS       # device alarm -> SMTP accepted latency (ALM-5)
+# alarms: the server sends its notification emails to the load tester's SMTP sink (config file
+# below, grouping off); RATE (data frames per second per device, default 0), SMTP_PORT (default: a
+# free port) and ALARM_DRAIN_TIMEOUT (seconds, default 30) may be set in the environment.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+usage() {
+  echo "usage: $0 throughput DEVICES RATE BURST SECONDS | idle DEVICES [SECONDS] | alarms DEVICES ALARM_RATE SECONDS" >&2
+  exit 2
+}
+case "${1:-}" in
+throughput) [ $# -eq 5 ] || usage ;;
+idle) [ $# -eq 2 ] || [ $# -eq 3 ] || usage ;;
+alarms) [ $# -eq 4 ] || usage ;;
+*) usage ;;
+esac
 target="${CARGO_TARGET_DIR:-target}/release"
 [ -x "$target/fleetpulse" ] && [ -x "$target/fleetpulse-loadtest" ] || cargo build --release -p fleetpulse -p fleetpulse-loadtest
 work=$(mktemp -d)
-trap 'kill $server 2>/dev/null || true; rm -rf "$work"' EXIT
+server=
+trap 'if [ -n "$server" ]; then kill "$server" 2>/dev/null || true; fi; rm -rf "$work"' EXIT
 export FLEETPULSE_ADMIN_EMAIL=perf@localhost FLEETPULSE_ADMIN_PASSWORD=perf-password FLEETPULSE_LOG=warn
-"$target/fleetpulse" serve --data-dir "$work/data" --quic-addr 127.0.0.1:0 --http-addr 127.0.0.1:0 >"$work/out" &
+serve_args=()
+if [ "$1" = alarms ]; then
+  smtp_port=${SMTP_PORT:-$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
+  cat >"$work/server.toml" <<TOML
+[smtp]
+host = "127.0.0.1"
+port = $smtp_port
+security = "plain"
+from = "fleetpulse <alarms@fleetpulse.test>"
+
+[notify]
+portal_url = "http://127.0.0.1:8080"
+per_receiver_per_minute = 100000
+global_per_second = 100000
+TOML
+  serve_args+=(--config "$work/server.toml")
+fi
+"$target/fleetpulse" serve ${serve_args[@]+"${serve_args[@]}"} --data-dir "$work/data" --quic-addr 127.0.0.1:0 \
+  --http-addr 127.0.0.1:0 >"$work/out" &
 server=$!
-until grep -q "fleetpulse listening" "$work/out" 2>/dev/null; do sleep 0.1; done
+until grep -q "fleetpulse listening" "$work/out" 2>/dev/null; do
+  kill -0 "$server" 2>/dev/null || { echo "$0: fleetpulse serve exited before listening" >&2; exit 1; }
+  sleep 0.1
+done
 line=$(grep "fleetpulse listening" "$work/out")
 quic=$(sed 's/.*quic=\([^ ]*\).*/\1/' <<<"$line"); http=$(sed 's/.*http=\([^ ]*\).*/\1/' <<<"$line")
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$server/stat"; }
@@ -20,7 +56,7 @@ rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$server/status"; }
 hz=$(getconf CLK_TCK)
 lt() { "$target/fleetpulse-loadtest" --quic-addr "$quic" --api "http://$http" --ca-cert "$work/data/tls/ca.pem" \
         --no-progress --report "$work/report.json" "$@" >/dev/null; }
-case "${1:-}" in
+case "$1" in
 throughput)
   devices=$2 rate=$3 burst=$4 secs=$5
   t0=$(cpu_ticks)
@@ -51,5 +87,17 @@ print(json.dumps({"devices": n, "rss_before_kib": r0, "rss_connected_kib": r1,
   "setup_rate_per_s": round(r["connections"]["setup_rate_per_s"]), "setup_latency_us": r["connections"]["setup_latency_us"]}))
 PY
   ;;
-*) echo "usage: $0 throughput DEVICES RATE BURST SECONDS | idle DEVICES [SECONDS]" >&2; exit 2 ;;
+alarms)
+  devices=$2 alarm_rate=$3 secs=$4
+  rc=0
+  lt --devices "$devices" --rate "${RATE:-0}" --duration "${secs}s" --heartbeat-interval 30 --connect-rate 2000 \
+     --alarm-rate "$alarm_rate" --smtp-sink "127.0.0.1:$smtp_port" --alarm-drain-timeout "${ALARM_DRAIN_TIMEOUT:-30}s" || rc=$?
+  [ -s "$work/report.json" ] || { echo "$0: fleetpulse-loadtest failed (exit $rc)" >&2; exit 1; }
+  python3 - "$work/report.json" "$alarm_rate" "$rc" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+print(json.dumps({"devices": r["devices"], "alarm_rate": float(sys.argv[2]), "duration_s": round(r["duration_s"], 1),
+  "alarm_email": r.get("alarm_email"), "verified": r["verified"], "loadtest_exit": int(sys.argv[3])}))
+PY
+  ;;
 esac

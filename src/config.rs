@@ -26,6 +26,31 @@ pub struct FileConfig {
     /// Store tuning.
     #[serde(default)]
     pub store: StoreFile,
+    /// SMTP relay for alarm emails (ALM-5). Without it notifications are queued in the outbox
+    /// and sent once a relay is configured.
+    pub smtp: Option<fleetpulse_mailer::SmtpConfig>,
+    /// Alarm notification settings.
+    #[serde(default)]
+    pub notify: NotifyFile,
+}
+
+/// `[notify]`: how alarm emails are sent.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyFile {
+    /// Base URL of the portal used in links (default: `http://<http_addr>`).
+    pub portal_url: Option<String>,
+    /// Emails per receiver per minute (default 10); what is over goes into the next digest.
+    pub per_receiver_per_minute: Option<NonZeroU32>,
+    /// Emails per second over all receivers (default 50).
+    pub global_per_second: Option<NonZeroU32>,
+    /// Attempts before a transiently failing email is given up (default 12).
+    pub max_attempts: Option<u32>,
+    /// Delay before the first retry, seconds; doubles per attempt (default 5).
+    pub backoff_base_s: Option<u64>,
+    /// Outbox messages taken per pass, and so the most one digest merges (default 500, at most
+    /// 10,000).
+    pub batch: Option<u32>,
 }
 
 /// `[tls]`: both or neither.
@@ -117,11 +142,22 @@ mod tests {
             device_rate = 50
             [store]
             fsync = false
+            [smtp]
+            host = "smtp.example.com"
+            port = 587
+            security = "start_tls"
+            from = "fleetpulse <alarms@example.com>"
+            [notify]
+            portal_url = "https://portal.example.com"
+            per_receiver_per_minute = 5
             "#,
         )
         .expect("valid");
         assert_eq!(cfg.ingest.shards, Some(4));
         assert_eq!(cfg.store.fsync, Some(false));
+        assert_eq!(cfg.smtp.as_ref().map(|s| s.port), Some(587));
+        assert_eq!(cfg.notify.per_receiver_per_minute.map(|n| n.get()), Some(5));
+        assert!(toml::from_str::<FileConfig>("[notify]\nper_receiver = 1").is_err());
         assert!(toml::from_str::<FileConfig>("quic_adr = \"x\"").is_err());
         assert!(toml::from_str::<FileConfig>("[ingest]\ndevice_rate = 0").is_err());
     }

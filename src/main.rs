@@ -12,6 +12,7 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use fleetpulse_admin_api::{ApiConfig, ApiState, BootstrapOutcome};
 use fleetpulse_ingest::{Ingest, IngestConfig, IngestMetrics, TlsSource};
+use fleetpulse_mailer::{AlarmService, Mailer, OutboxConfig, OutboxWorker};
 use fleetpulse_store::Store;
 use fleetpulse_store::embedded::EmbeddedConfig;
 
@@ -199,6 +200,25 @@ struct Server {
     http_addr: SocketAddr,
     data_dir: PathBuf,
     retention: tokio::task::JoinHandle<()>,
+    alarms: AlarmService,
+    outbox: Option<tokio::task::JoinHandle<()>>,
+    stop_alarms: tokio::sync::watch::Sender<bool>,
+}
+
+/// Device event batches queued from the shards to the alarm engine before they wait.
+const ALARM_EVENT_QUEUE: usize = 1_024;
+
+/// The outbox worker's settings from `[notify]`.
+fn outbox_config(n: &config::NotifyFile) -> OutboxConfig {
+    let d = OutboxConfig::default();
+    OutboxConfig {
+        per_receiver_per_minute: n.per_receiver_per_minute.unwrap_or(d.per_receiver_per_minute),
+        global_per_second: n.global_per_second.unwrap_or(d.global_per_second),
+        max_attempts: n.max_attempts.unwrap_or(d.max_attempts).max(1),
+        backoff_base: n.backoff_base_s.map_or(d.backoff_base, Duration::from_secs),
+        batch: n.batch.unwrap_or(d.batch).clamp(1, 10_000),
+        ..d
+    }
 }
 
 impl Server {
@@ -226,6 +246,32 @@ impl Server {
         l.device_burst = i.device_burst.unwrap_or(l.device_burst);
         l.enterprise_per_s = i.enterprise_rate.unwrap_or(l.enterprise_per_s);
         l.enterprise_burst = i.enterprise_burst.unwrap_or(l.enterprise_burst);
+        // The alarm engine and the mail outbox (ALM-5).
+        let listener = tokio::net::TcpListener::bind(http_addr)
+            .await
+            .with_context(|| format!("binding the HTTP address {http_addr}"))?;
+        let http_addr = listener.local_addr()?;
+        let (stop_alarms, stop_rx) = tokio::sync::watch::channel(false);
+        let worker = match file.smtp.clone() {
+            Some(smtp) => {
+                let mailer = Mailer::new(smtp).context("the [smtp] section")?;
+                let portal = file.notify.portal_url.clone().unwrap_or_else(|| format!("http://{http_addr}"));
+                Some(OutboxWorker::new(store.clone(), mailer, &portal, outbox_config(&file.notify)))
+            }
+            None => {
+                tracing::warn!(
+                    message = "No [smtp] section: alarm notifications are queued, not sent, until one is configured."
+                );
+                None
+            }
+        };
+        let (alarm_tx, alarm_rx) = tokio::sync::mpsc::channel(ALARM_EVENT_QUEUE);
+        let alarms =
+            AlarmService::start(store.clone(), alarm_rx, worker.as_ref().map(OutboxWorker::waker), stop_rx.clone())
+                .await
+                .context("starting the alarm engine")?;
+        let outbox = worker.map(|w| tokio::spawn(w.run(stop_rx)));
+        ingest_config.alarm_events = Some(alarm_tx);
         let ingest = Ingest::start(ingest_config, store.clone(), metrics).await?;
 
         let ready = Arc::new(AtomicBool::new(false));
@@ -235,11 +281,8 @@ impl Server {
             registry: Arc::new(registry),
             ready: ready.clone(),
             config: ApiConfig::default(),
+            alarms: Some(alarms.handle.clone()),
         };
-        let listener = tokio::net::TcpListener::bind(http_addr)
-            .await
-            .with_context(|| format!("binding the HTTP address {http_addr}"))?;
-        let http_addr = listener.local_addr()?;
         let (http_stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let app = fleetpulse_admin_api::app(state);
         let http = tokio::spawn(async move {
@@ -253,7 +296,19 @@ impl Server {
         let quic_addr = ingest.local_addr();
         // One parseable line: tests and scripts read the bound addresses from it.
         println!("fleetpulse listening quic={quic_addr} http={http_addr} data_dir={}", data_dir.display());
-        Ok(Server { ingest, http, http_stop, ready, quic_addr, http_addr, data_dir, retention })
+        Ok(Server {
+            ingest,
+            http,
+            http_stop,
+            ready,
+            quic_addr,
+            http_addr,
+            data_dir,
+            retention,
+            alarms,
+            outbox,
+            stop_alarms,
+        })
     }
 
     /// Graceful stop: not ready, sessions closed after their acknowledged frames are durable,
@@ -265,6 +320,14 @@ impl Server {
         self.ingest.shutdown(Duration::from_secs(10)).await;
         let _ = self.http_stop.send(());
         let _ = tokio::time::timeout(Duration::from_secs(5), self.http).await;
+        // The shards are gone: the engine has seen every durable event; let the effects reach
+        // the outbox, then stop the worker (what it has not sent stays queued).
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.alarms.engine_task).await;
+        let _ = self.stop_alarms.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.alarms.effects_task).await;
+        if let Some(outbox) = self.outbox {
+            let _ = tokio::time::timeout(Duration::from_secs(5), outbox).await;
+        }
         tracing::info!(message = "Stopped.");
     }
 }

@@ -2,8 +2,10 @@
 //!
 //! Inputs are `handle_*(now, ..)` calls, outputs are drained with [`AlarmEngine::poll_action`].
 //! Each input first runs the timers due at `now`, then applies itself, then runs the timers it
-//! made due (a strategy without grouping notifies in the same call). Time only moves forward: a
-//! `now` earlier than one already seen is taken as the latest time seen.
+//! made due (a strategy without grouping notifies in the same call). The engine's clock only moves
+//! forward: a `now` earlier than one already seen is taken as the latest time seen for timers;
+//! a device event still keeps its own time as the alarm's time (its activation, first and latest
+//! times, threshold windows), so that alarm identities match the times the store recorded.
 //!
 //! # Lifecycle (ALM-2)
 //!
@@ -311,28 +313,28 @@ impl AlarmEngine {
         enterprise: EnterpriseId,
         alarm: &DeviceAlarm,
     ) {
-        let now = self.begin(now);
+        let clock = self.begin(now);
         let code = alarm.alarm_type.code;
         if alarm.clear {
             self.clear(now, device, enterprise, code, None);
         } else {
             self.raise(now, device, enterprise, code, alarm.description.clone());
         }
-        self.handle_timeout(now);
+        self.handle_timeout(clock);
     }
 
     /// The offline detector found the device's heartbeats missing: raise Offline.
     pub fn handle_offline(&mut self, now: UnixMillis, device: DeviceId, enterprise: EnterpriseId) {
-        let now = self.begin(now);
+        let clock = self.begin(now);
         self.raise(now, device, enterprise, OFFLINE, OFFLINE_DESCRIPTION.into());
-        self.handle_timeout(now);
+        self.handle_timeout(clock);
     }
 
     /// The device is back online: its Offline alarm clears.
     pub fn handle_online(&mut self, now: UnixMillis, device: DeviceId, enterprise: EnterpriseId) {
-        let now = self.begin(now);
+        let clock = self.begin(now);
         self.clear(now, device, enterprise, OFFLINE, None);
-        self.handle_timeout(now);
+        self.handle_timeout(clock);
     }
 
     /// A CPU/memory sample: evaluates the enterprise's threshold rules (see [`crate::threshold`]).
@@ -343,7 +345,7 @@ impl AlarmEngine {
         enterprise: EnterpriseId,
         sample: &ResourceSample,
     ) {
-        let now = self.begin(now);
+        let clock = self.begin(now);
         let no_rules = MetricRules::default();
         for metric in Metric::ALL {
             // A sample without a value for the metric (memory total 0) tells nothing about it.
@@ -376,7 +378,7 @@ impl AlarmEngine {
                 ThresholdOutcome::Clear => self.clear(now, device, enterprise, metric.alarm_code(), None),
             }
         }
-        self.handle_timeout(now);
+        self.handle_timeout(clock);
     }
 
     /// An account acknowledged an active alarm: it is no longer repeated. Acknowledging an
@@ -470,7 +472,7 @@ impl AlarmEngine {
                 first_reminder,
             },
         );
-        self.queue_firing(now, AlarmRef { device, code, activation: alarm.first_at }, &keys);
+        self.queue_firing(AlarmRef { device, code, activation: alarm.first_at }, &keys);
         self.handle_timeout(now);
     }
 
@@ -593,7 +595,7 @@ impl AlarmEngine {
                         first_reminder: 1,
                     },
                 );
-                self.queue_firing(now, AlarmRef { device, code, activation: now }, &keys);
+                self.queue_firing(AlarmRef { device, code, activation: now }, &keys);
             }
         }
     }
@@ -616,11 +618,12 @@ impl AlarmEngine {
     }
 
     /// Queues the firing notification of `alarm` in each of `groups`.
-    fn queue_firing(&mut self, now: UnixMillis, alarm: AlarmRef, groups: &[GroupKey]) {
+    fn queue_firing(&mut self, alarm: AlarmRef, groups: &[GroupKey]) {
+        let clock = self.now;
         for &key in groups {
             let Some(group) = self.open_group(key) else { continue };
             group.pending.push(alarm);
-            group.schedule_flush(now);
+            group.schedule_flush(clock);
             self.reschedule(key);
         }
     }
@@ -645,6 +648,7 @@ impl AlarmEngine {
             transition: Transition::Cleared { by },
         });
         let alarm_ref = AlarmRef { device, code, activation: alarm.activation };
+        let clock = self.now;
         for route in alarm.routes.iter().filter(|r| r.sent) {
             let key = route.group;
             let Some(receiver) = self.receivers.get(key.receiver as usize).cloned() else { continue };
@@ -659,7 +663,7 @@ impl AlarmEngine {
                 resolved_at: Some(now),
                 key: IdempotencyKey::item(&key, &receiver, &alarm_ref, Stage::Resolved, 0),
             });
-            group.schedule_flush(now);
+            group.schedule_flush(clock);
             self.reschedule(key);
         }
         // After the resolutions are queued, so that their group stays open (group_interval applies).

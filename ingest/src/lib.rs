@@ -79,6 +79,9 @@ pub struct IngestConfig {
     pub state_dir: std::path::PathBuf,
     /// Rate limits.
     pub limits: RateLimits,
+    /// Where the shards send device events for the alarm engine once they are durable (none:
+    /// alarm records are still kept, nobody is notified).
+    pub alarm_events: Option<mpsc::Sender<Vec<fleetpulse_alarm_engine::DeviceEvent>>>,
 }
 
 impl IngestConfig {
@@ -99,6 +102,7 @@ impl IngestConfig {
             tls: TlsSource::Dev { dir: data_dir.join("tls") },
             state_dir: data_dir.join("tls"),
             limits: RateLimits::default(),
+            alarm_events: None,
         }
     }
 }
@@ -176,7 +180,13 @@ impl Ingest {
         let mut shard_tasks = Vec::with_capacity(n_shards);
         for _ in 0..n_shards {
             let (tx, rx) = mpsc::channel(config.shard_queue_depth.max(1));
-            let shard = shard::Shard::new(shard_config, live.clone(), store.clone(), metrics.clone());
+            let shard = shard::Shard::new(
+                shard_config,
+                live.clone(),
+                store.clone(),
+                metrics.clone(),
+                config.alarm_events.clone(),
+            );
             shard_tasks.push(tokio::spawn(shard.run(rx)));
             shards.push(tx);
         }

@@ -66,6 +66,10 @@ pub struct IngestMetrics {
     pub offline_transitions: Counter,
     /// Devices online.
     pub devices_online: Gauge,
+    /// Event batches handed to the alarm engine.
+    pub alarm_event_batches: Counter,
+    /// Times a shard waited because the alarm engine's queue was full.
+    pub alarm_queue_full: Counter,
 }
 
 impl IngestMetrics {
@@ -89,6 +93,8 @@ impl IngestMetrics {
             acks_sent: Counter::default(),
             offline_transitions: Counter::default(),
             devices_online: Gauge::default(),
+            alarm_event_batches: Counter::default(),
+            alarm_queue_full: Counter::default(),
         };
         let r = registry.sub_registry_with_prefix("fleetpulse_ingest");
         r.register("connections_open", "Open device connections", m.connections_open.clone());
@@ -112,6 +118,8 @@ impl IngestMetrics {
         r.register("acks_sent", "Cumulative acknowledgements sent", m.acks_sent.clone());
         r.register("offline_transitions", "Devices that went offline", m.offline_transitions.clone());
         r.register("devices_online", "Devices online", m.devices_online.clone());
+        r.register("alarm_event_batches", "Event batches handed to the alarm engine", m.alarm_event_batches.clone());
+        r.register("alarm_queue_full", "Shard waits on a full alarm engine queue", m.alarm_queue_full.clone());
         m
     }
 }

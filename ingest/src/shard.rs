@@ -13,9 +13,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fleetpulse_alarm_engine::{AlarmInput, evaluate};
+use fleetpulse_alarm_engine::{AlarmInput, DeviceEvent, DeviceInput, evaluate};
 use fleetpulse_proto::alarm_types::OFFLINE;
-use fleetpulse_proto::domain::{DeviceMessage, SipSummary};
+use fleetpulse_proto::domain::{DeviceAlarm, DeviceMessage, SipSummary};
 use fleetpulse_proto::{DeviceId, EnterpriseId, UnixMillis};
 use fleetpulse_store::{AlarmEvent, EventBatch, ResourceEvent, StatusEvent, StoreError};
 use tokio::sync::{mpsc, oneshot};
@@ -65,6 +65,21 @@ struct DeviceState {
     heartbeat_interval_s: u32,
     accepted_seq: u64,
     online: bool,
+    /// Time of the device's latest alarm-relevant event (alarm, resource report, offline,
+    /// online); see [`DeviceState::stamp`].
+    last_event_at: UnixMillis,
+}
+
+impl DeviceState {
+    /// The time an alarm-relevant event received at `at` is recorded with: `at`, or 1 ms after
+    /// the device's previous one. Alarm activations are identified by their start time (that is
+    /// what survives in the store), so a raise, clear and raise again within one millisecond —
+    /// one read of a flapping device — must not share it.
+    fn stamp(&mut self, at: UnixMillis) -> UnixMillis {
+        let stamped = UnixMillis(at.0.max(self.last_event_at.0.saturating_add(1)));
+        self.last_event_at = stamped;
+        stamped
+    }
 }
 
 struct Waiter {
@@ -78,9 +93,14 @@ struct Pending {
     batch: EventBatch,
     waiters: Vec<Waiter>,
     marks: HashMap<DeviceId, u64>,
+    /// What the alarm engine gets once the batch is durable.
+    alarm_events: Vec<DeviceEvent>,
 }
 
-type Inflight = Pin<Box<dyn Future<Output = (Result<(), StoreError>, Vec<Waiter>, HashSet<DeviceId>)> + Send>>;
+/// What a commit reports back: its outcome, the sessions waiting on it, their devices, and the
+/// events for the alarm engine.
+type Committed = (Result<(), StoreError>, Vec<Waiter>, HashSet<DeviceId>, Vec<DeviceEvent>);
+type Inflight = Pin<Box<dyn Future<Output = Committed> + Send>>;
 
 pub(crate) struct Shard {
     config: ShardConfig,
@@ -91,6 +111,9 @@ pub(crate) struct Shard {
     store: fleetpulse_store::Store,
     metrics: IngestMetrics,
     pending: Pending,
+    alarm_events: Option<mpsc::Sender<Vec<DeviceEvent>>>,
+    /// Durable events not yet handed to the alarm engine.
+    alarm_outgoing: Option<Vec<DeviceEvent>>,
 }
 
 impl Shard {
@@ -99,8 +122,11 @@ impl Shard {
         live: Arc<LiveState>,
         store: fleetpulse_store::Store,
         metrics: IngestMetrics,
+        alarm_events: Option<mpsc::Sender<Vec<DeviceEvent>>>,
     ) -> Shard {
         Shard {
+            alarm_events,
+            alarm_outgoing: None,
             config,
             devices: HashMap::new(),
             detector: OfflineDetector::new(config.missed_heartbeats),
@@ -129,6 +155,7 @@ impl Shard {
                 outcome = async { inflight.as_mut().expect("guarded by is_some").await }, if inflight.is_some() => {
                     inflight = None;
                     self.finish(outcome);
+                    self.hand_to_alarm_engine().await;
                 }
                 cmd = rx.recv(), if open && has_room => match cmd {
                     Some(cmd) => self.handle(cmd),
@@ -145,6 +172,28 @@ impl Shard {
             if inflight.is_none() {
                 inflight = self.flush();
             }
+        }
+    }
+
+    /// Gives the alarm engine the events of the batch just committed. Waits when its queue is
+    /// full (counted): the engine evaluates millions of events a second, so this is a storm's
+    /// backpressure, not a normal state; nothing is dropped.
+    async fn hand_to_alarm_engine(&mut self) {
+        let (Some(tx), Some(events)) = (&self.alarm_events, self.alarm_outgoing.take()) else { return };
+        self.metrics.alarm_event_batches.inc();
+        match tx.try_send(events) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(events)) => {
+                self.metrics.alarm_queue_full.inc();
+                let _ = tx.send(events).await;
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+
+    fn event(&mut self, device_id: DeviceId, enterprise_id: EnterpriseId, at: UnixMillis, input: DeviceInput) {
+        if self.alarm_events.is_some() {
+            self.pending.alarm_events.push(DeviceEvent { device_id, enterprise_id, at, input });
         }
     }
 
@@ -184,6 +233,7 @@ impl Shard {
             heartbeat_interval_s,
             accepted_seq: committed_seq,
             online: false,
+            last_event_at: UnixMillis(0),
         });
         state.accepted_seq = state.accepted_seq.max(committed_seq);
         state.heartbeat_interval_s = heartbeat_interval_s;
@@ -191,10 +241,12 @@ impl Shard {
         let accepted = state.accepted_seq;
         if !state.online {
             state.online = true;
+            let now = state.stamp(now);
             self.metrics.devices_online.inc();
             // Clears an Offline alarm left active, also one raised before a restart.
             let change = evaluate(device, enterprise, now, AlarmInput::BackOnline);
             self.pending.batch.alarm_changes.push(change);
+            self.event(device, enterprise, now, DeviceInput::Online);
         }
         self.detector.seen(device, self.clock(), heartbeat_interval_s);
         self.live.update(
@@ -232,7 +284,6 @@ impl Shard {
             return;
         };
         let enterprise = state.enterprise;
-        let batch = &mut self.pending.batch;
         let mut persisted = false;
         for frame in frames {
             if frame.seq <= state.accepted_seq {
@@ -253,12 +304,28 @@ impl Shard {
                         d.sip = sip;
                         d.status = Some(copy);
                     });
-                    batch.status.push(StatusEvent { device_id: device, enterprise_id: enterprise, seq, at, status });
+                    self.pending.batch.status.push(StatusEvent {
+                        device_id: device,
+                        enterprise_id: enterprise,
+                        seq,
+                        at,
+                        status,
+                    });
                     persisted = true;
                 }
                 DeviceMessage::Resource(sample) => {
                     self.metrics.frames_received.get_or_create(&KIND_RESOURCE).inc();
                     self.live.modify(device, |d| d.resources = Some((at, sample)));
+                    if self.alarm_events.is_some() {
+                        let event = DeviceEvent {
+                            device_id: device,
+                            enterprise_id: enterprise,
+                            at: state.stamp(at),
+                            input: DeviceInput::Resources(sample),
+                        };
+                        self.pending.alarm_events.push(event);
+                    }
+                    let batch = &mut self.pending.batch;
                     batch.resources.push(ResourceEvent {
                         device_id: device,
                         enterprise_id: enterprise,
@@ -270,6 +337,21 @@ impl Shard {
                 }
                 DeviceMessage::Alarm(alarm) => {
                     self.metrics.frames_received.get_or_create(&KIND_ALARM).inc();
+                    let at = state.stamp(at);
+                    if self.alarm_events.is_some() {
+                        // The engine needs no log (up to 64 KiB; it is stored with the event).
+                        let DeviceAlarm { alarm_type, clear, ref description, .. } = alarm;
+                        let engine_alarm =
+                            DeviceAlarm { alarm_type, clear, description: description.clone(), log: None };
+                        let input = DeviceInput::Alarm(engine_alarm);
+                        self.pending.alarm_events.push(DeviceEvent {
+                            device_id: device,
+                            enterprise_id: enterprise,
+                            at,
+                            input,
+                        });
+                    }
+                    let batch = &mut self.pending.batch;
                     batch.alarm_changes.push(evaluate(device, enterprise, at, AlarmInput::Reported(&alarm)));
                     batch.alarms.push(AlarmEvent {
                         device_id: device,
@@ -309,6 +391,7 @@ impl Shard {
                 continue;
             }
             state.online = false;
+            let now = state.stamp(now);
             self.metrics.offline_transitions.inc();
             self.metrics.devices_online.dec();
             self.live.modify(device, |d| {
@@ -327,6 +410,8 @@ impl Shard {
                 log: None,
             });
             self.pending.batch.alarm_changes.push(change);
+            let enterprise = state.enterprise;
+            self.event(device, enterprise, now, DeviceInput::Offline);
         }
     }
 
@@ -336,7 +421,7 @@ impl Shard {
         if self.pending_is_empty() {
             return None;
         }
-        let Pending { mut batch, waiters, marks } = std::mem::take(&mut self.pending);
+        let Pending { mut batch, waiters, marks, alarm_events } = std::mem::take(&mut self.pending);
         if batch.is_empty() {
             for w in waiters {
                 let _ = w.done.send(Ok(w.ack));
@@ -356,13 +441,16 @@ impl Shard {
                 metrics.store_batches.inc();
                 metrics.store_rows.inc_by(rows);
             }
-            (result, waiters, devices)
+            (result, waiters, devices, alarm_events)
         }))
     }
 
-    fn finish(&mut self, (result, waiters, devices): (Result<(), StoreError>, Vec<Waiter>, HashSet<DeviceId>)) {
+    fn finish(&mut self, (result, waiters, devices, alarm_events): Committed) {
         match result {
             Ok(()) => {
+                if !alarm_events.is_empty() {
+                    self.alarm_outgoing = Some(alarm_events);
+                }
                 for w in waiters {
                     let _ = w.done.send(Ok(w.ack));
                 }
@@ -385,6 +473,7 @@ impl Shard {
                 b.resources.retain(|e| keep(&e.device_id));
                 b.alarms.retain(|e| keep(&e.device_id));
                 b.alarm_changes.retain(|e| keep(&e.device_id));
+                self.pending.alarm_events.retain(|e| keep(&e.device_id));
                 self.pending.marks.retain(|d, _| keep(d));
                 let (failed, kept): (Vec<_>, Vec<_>) =
                     std::mem::take(&mut self.pending.waiters).into_iter().partition(|w| devices.contains(&w.device));

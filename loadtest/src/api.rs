@@ -1,12 +1,12 @@
 //! The management API calls the load test makes: login, create an enterprise, read back the
-//! stored sequence numbers of its devices.
+//! stored sequence numbers of its devices, create and delete the alarm strategy of injected alarms.
 
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use fleetpulse_proto::{DeviceId, EnterpriseId};
-use serde::Deserialize;
+use fleetpulse_proto::{DeviceId, EnterpriseId, StrategyId};
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 /// Page size when reading stored sequences (the API's maximum).
 const PAGE_LIMIT: u32 = 1000;
@@ -36,6 +36,55 @@ pub struct StoredSequences {
     /// Distinct stored sequence numbers as sorted inclusive `[first, last]` ranges.
     #[serde(default)]
     pub ranges: Vec<(u64, u64)>,
+}
+
+/// The body of `POST /api/v1/enterprises/{id}/alarm-strategies` (the server refuses unknown fields).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StrategyRequest {
+    /// Display name.
+    pub name: String,
+    /// Whether it selects anything.
+    pub enabled: bool,
+    /// Alarm type codes it selects (empty: all).
+    pub alarm_types: Vec<u16>,
+    /// Severities it selects (`critical`, `major`, `minor`; empty: all).
+    pub severities: Vec<String>,
+    /// Email addresses notified.
+    pub receivers: Vec<String>,
+    /// How long a new group waits for more alarms; 0 turns grouping off (0..=1 h).
+    pub group_wait_ms: u64,
+    /// Wait between notifications of an open group (1 s..=1 day).
+    pub group_interval_ms: u64,
+    /// Reminder interval of active, unacknowledged alarms (1 min..=7 days).
+    pub repeat_interval_ms: u64,
+    /// CPU / memory threshold rules (none here).
+    pub thresholds: Vec<serde_json::Value>,
+}
+
+impl StrategyRequest {
+    /// The strategy of a load test's injected alarms: selects only `alarm_type`, notifies
+    /// `receiver` of every firing at once (grouping off) and sends reminders only after a week,
+    /// the longest repeat interval, so that a run sees firing and resolved emails only.
+    pub fn injected_alarms(name: String, alarm_type: u16, receiver: &str) -> Self {
+        StrategyRequest {
+            name,
+            enabled: true,
+            alarm_types: vec![alarm_type],
+            severities: Vec::new(),
+            receivers: vec![receiver.trim().to_owned()],
+            group_wait_ms: 0,
+            group_interval_ms: 1_000,
+            repeat_interval_ms: 7 * 24 * 3_600_000,
+            thresholds: Vec::new(),
+        }
+    }
+}
+
+/// A created alarm strategy (the fields the load test needs).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct CreatedStrategy {
+    /// Its id.
+    pub id: StrategyId,
 }
 
 #[derive(Deserialize)]
@@ -100,6 +149,35 @@ impl ApiClient {
         parse(response, "create enterprise").await
     }
 
+    /// Creates an alarm strategy for `enterprise`.
+    pub async fn create_alarm_strategy(
+        &self,
+        enterprise: EnterpriseId,
+        request: &StrategyRequest,
+    ) -> anyhow::Result<CreatedStrategy> {
+        let response = self
+            .http
+            .post(format!("{}/api/v1/enterprises/{enterprise}/alarm-strategies", self.base))
+            .bearer_auth(&self.token)
+            .json(request)
+            .send()
+            .await
+            .context("creating the alarm strategy")?;
+        parse(response, "create alarm strategy").await
+    }
+
+    /// Deletes an alarm strategy.
+    pub async fn delete_alarm_strategy(&self, id: StrategyId) -> anyhow::Result<()> {
+        let response = self
+            .http
+            .delete(format!("{}/api/v1/alarm-strategies/{id}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .context("deleting the alarm strategy")?;
+        parse_empty(response, "delete alarm strategy").await
+    }
+
     /// The stored sequences of every device of `enterprise`, all pages.
     pub async fn stored_sequences(&self, enterprise: EnterpriseId) -> anyhow::Result<Vec<StoredSequences>> {
         let url = format!("{}/api/v1/enterprises/{enterprise}/stored-sequences", self.base);
@@ -126,6 +204,18 @@ impl ApiClient {
 
 /// Decodes a successful JSON answer, or turns the API's error body into an error.
 async fn parse<T: DeserializeOwned>(response: reqwest::Response, what: &str) -> anyhow::Result<T> {
+    let body = success_body(response, what).await?;
+    serde_json::from_slice(&body)
+        .with_context(|| format!("{what}: unexpected response {}", String::from_utf8_lossy(&body)))
+}
+
+/// Checks for a successful answer whose body does not matter.
+async fn parse_empty(response: reqwest::Response, what: &str) -> anyhow::Result<()> {
+    success_body(response, what).await.map(drop)
+}
+
+/// The body of a successful answer, or the API's error body as an error.
+async fn success_body(response: reqwest::Response, what: &str) -> anyhow::Result<bytes::Bytes> {
     let status = response.status();
     let body = response.bytes().await.with_context(|| format!("{what}: reading the response"))?;
     if !status.is_success() {
@@ -134,8 +224,7 @@ async fn parse<T: DeserializeOwned>(response: reqwest::Response, what: &str) -> 
             Err(_) => bail!("{what}: HTTP {status}: {}", String::from_utf8_lossy(&body)),
         }
     }
-    serde_json::from_slice(&body)
-        .with_context(|| format!("{what}: unexpected response {}", String::from_utf8_lossy(&body)))
+    Ok(body)
 }
 
 #[cfg(test)]
@@ -157,6 +246,25 @@ mod tests {
         let last: StoredSequencesPage =
             serde_json::from_str(r#"{"devices": [], "next_after": null}"#).expect("valid page");
         assert!(last.next_after.is_none());
+    }
+
+    #[test]
+    fn the_injected_alarm_strategy_has_the_servers_field_names() {
+        let request = StrategyRequest::injected_alarms("loadtest-alarms".into(), 105, " lt@example.com ");
+        let json = serde_json::to_value(&request).expect("serializes");
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "name": "loadtest-alarms", "enabled": true, "alarm_types": [105], "severities": [],
+                "receivers": ["lt@example.com"], "group_wait_ms": 0, "group_interval_ms": 1000,
+                "repeat_interval_ms": 604_800_000u64, "thresholds": []
+            })
+        );
+        let created: CreatedStrategy = serde_json::from_str(
+            r#"{"id": 12, "enterprise_id": 3, "settings": {"name": "x"}, "created_at": 1, "updated_at": 1}"#,
+        )
+        .expect("valid");
+        assert_eq!(created.id, StrategyId(12));
     }
 
     #[test]

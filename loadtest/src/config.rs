@@ -53,6 +53,15 @@ pub struct LoadConfig {
     pub progress: bool,
     /// Use this existing enterprise (id, provisioning credential) instead of creating one.
     pub credential: Option<(u64, String)>,
+    /// Injected alarm raises per second across the fleet (each cleared again before the device's
+    /// next raise), on top of the data frames; 0 = none.
+    pub alarm_rate: f64,
+    /// Run an SMTP sink here and measure injected alarm → email latency.
+    pub smtp_sink: Option<SocketAddr>,
+    /// Receiver of the alarm strategy created for the injected alarms.
+    pub alarm_receiver: String,
+    /// How long to wait after the drain for the emails of injected alarms.
+    pub alarm_drain_timeout: Duration,
 }
 
 impl Default for LoadConfig {
@@ -76,6 +85,10 @@ impl Default for LoadConfig {
             report: None,
             progress: false,
             credential: None,
+            alarm_rate: 0.0,
+            smtp_sink: None,
+            alarm_receiver: "loadtest@example.com".into(),
+            alarm_drain_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -102,6 +115,16 @@ impl LoadConfig {
             self.rate_per_device == 0.0 || self.mix.total() > 0.0,
             "the message mix needs at least one positive weight"
         );
+        ensure!(self.alarm_rate.is_finite() && self.alarm_rate >= 0.0, "the alarm rate must be a finite number >= 0");
+        ensure!(self.alarm_rate == 0.0 || self.devices > 0, "injected alarms need at least one device");
+        if self.alarm_rate > 0.0 && self.smtp_sink.is_some() {
+            let receiver = self.alarm_receiver.trim();
+            ensure!(
+                receiver.split_once('@').is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'))
+                    && !receiver.contains(char::is_whitespace),
+                "the alarm receiver `{receiver}` is not an email address"
+            );
+        }
         ensure!(!self.api.is_empty(), "the API base URL is empty");
         ensure!(!self.ca_cert.as_os_str().is_empty(), "the CA certificate path is empty");
         Ok(())
@@ -117,8 +140,16 @@ pub enum MessageKind {
     Status,
     /// CPU and memory; stored.
     Resource,
-    /// Alarm raise or clear; stored.
+    /// Alarm raise or clear of a random type; stored.
     Alarm,
+    /// An injected alarm (`--alarm-rate`): raise number `n` of the run, whose description carries
+    /// its token, or the clear that follows it; stored.
+    InjectedAlarm {
+        /// The raise's number in the run (see [`crate::alarms::DeviceTokens`]).
+        n: u64,
+        /// The clear after raise `n` rather than the raise.
+        clear: bool,
+    },
 }
 
 impl MessageKind {
@@ -288,6 +319,15 @@ mod tests {
             LoadConfig { rate_per_device: f64::NAN, ..ok.clone() },
             LoadConfig { devices: MacPlan::MAX_DEVICES, bad_credential_devices: 1, ..ok.clone() },
             LoadConfig { ca_cert: PathBuf::new(), ..ok.clone() },
+            LoadConfig { alarm_rate: -1.0, ..ok.clone() },
+            LoadConfig { alarm_rate: f64::INFINITY, ..ok.clone() },
+            LoadConfig { alarm_rate: 1.0, devices: 0, ..ok.clone() },
+            LoadConfig {
+                alarm_rate: 1.0,
+                smtp_sink: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 2525))),
+                alarm_receiver: "nobody".into(),
+                ..ok.clone()
+            },
         ];
         for cfg in bad {
             assert!(cfg.validate().is_err(), "{cfg:?}");

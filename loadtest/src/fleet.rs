@@ -6,6 +6,9 @@
 //! connection, nothing bigger. Devices of one client endpoint share latency histograms; run-wide
 //! counters are atomics. The run moves through three [`Phase`]s broadcast on a watch channel:
 //! sending, draining (no new frames; outstanding ones are resent until acknowledged), closing.
+//!
+//! With an SMTP sink, the run also creates an alarm strategy for its injected alarms before it
+//! starts and, after closing, waits for the emails of the injected alarms (see [`crate::alarms`]).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -24,14 +27,16 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::api::ApiClient;
-use crate::config::{LoadConfig, MessageMix};
+use crate::alarms::{AlarmTracker, DeviceTokens, INJECTED_ALARM, MAX_OUTSTANDING, RunTag};
+use crate::api::{ApiClient, StrategyRequest};
+use crate::config::{LoadConfig, MessageKind, MessageMix};
 use crate::device::DeviceSession;
 use crate::identity::MacPlan;
 use crate::messages::DeviceProfile;
 use crate::quic::{self, LinkError};
-use crate::report::{Connections, Latency, Report, Verified};
+use crate::report::{AlarmEmail, Connections, Latency, Report, Verified};
 use crate::schedule::{self, Schedule, ScheduleParams};
+use crate::smtp_sink::{MessageHandler, SinkLimits, SmtpSink};
 use crate::stats::{Counters, GroupLatency, new_histogram};
 use crate::verify::{self, AckedDevice};
 
@@ -50,6 +55,9 @@ const CLOSE_WAIT: Duration = Duration::from_secs(3);
 /// How often verification looks again while acknowledged frames are not yet visible.
 const VERIFY_RETRIES: u32 = 3;
 const VERIFY_RETRY_DELAY: Duration = Duration::from_secs(2);
+/// Below this time from an injected raise to its clear, a server may see the clear before it sent
+/// the firing notification (and then sends none): the run warns.
+const SHORT_ALARM_STEP: Duration = Duration::from_millis(500);
 
 /// Where the run is; every device task watches it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +81,12 @@ struct Fleet {
     schedule: ScheduleParams,
     macs: MacPlan,
     run_seed: u64,
+    /// Simulated devices (numbering of injected alarms).
+    devices: u32,
+    /// Names the run in the tokens of injected alarms.
+    run_tag: RunTag,
+    /// Tracks injected alarms until their email arrives (with an SMTP sink only).
+    alarms: Option<Arc<AlarmTracker>>,
     run_start: Instant,
     run_start_ms: i64,
     counters: Arc<Counters>,
@@ -92,6 +106,7 @@ impl Fleet {
 
     fn profile(&self, index: u32) -> DeviceProfile {
         DeviceProfile::new(self.macs.mac(index), self.run_seed ^ u64::from(index).wrapping_mul(0x2545_f491_4f6c_dd1d))
+            .with_run_tag(self.run_tag)
     }
 }
 
@@ -112,6 +127,24 @@ pub async fn run(cfg: LoadConfig) -> anyhow::Result<Report> {
 pub async fn run_until(cfg: LoadConfig, stop: impl Future<Output = ()> + Send) -> anyhow::Result<Report> {
     cfg.validate()?;
     let client_config = quic::client_config(&cfg.ca_cert, cfg.heartbeat_interval_s)?;
+    let (macs, run_seed, run_tag) = {
+        let mut rng = rand::rng();
+        (MacPlan::random(&mut rng), rng.random(), RunTag(rng.random()))
+    };
+    // The sink first: a taken port should fail the run before anything is created.
+    let (tracker, sink) = match cfg.smtp_sink {
+        Some(addr) => {
+            let tracker = Arc::new(AlarmTracker::new(run_tag, MAX_OUTSTANDING));
+            let on_message = tracker.clone();
+            let handler: MessageHandler = Arc::new(move |at, message: &[u8]| on_message.email_accepted(at, message));
+            let sink = SmtpSink::bind(addr, SinkLimits::default(), handler)
+                .await
+                .with_context(|| format!("starting the SMTP sink on {addr}"))?;
+            tracing::info!(addr = %sink.local_addr(), run_tag = %run_tag, "SMTP sink listening");
+            (Some(tracker), Some(sink))
+        }
+        None => (None, None),
+    };
     let api = ApiClient::login(&cfg.api, &cfg.admin_email, &cfg.admin_password).await?;
     let (enterprise, credential) = match &cfg.credential {
         Some((id, credential)) => (EnterpriseId(*id), credential.clone()),
@@ -121,6 +154,26 @@ pub async fn run_until(cfg: LoadConfig, stop: impl Future<Output = ()> + Send) -
             (created.id, created.credential)
         }
     };
+    let alarm_rate_per_device = if cfg.alarm_rate > 0.0 { cfg.alarm_rate / f64::from(cfg.devices) } else { 0.0 };
+    let strategy = if alarm_rate_per_device > 0.0 && sink.is_some() {
+        let request =
+            StrategyRequest::injected_alarms(format!("loadtest-{run_tag}"), INJECTED_ALARM.0, &cfg.alarm_receiver);
+        let created = api.create_alarm_strategy(enterprise, &request).await?;
+        tracing::info!(strategy = %created.id, receiver = %cfg.alarm_receiver, "created the alarm strategy");
+        Some(created.id)
+    } else {
+        None
+    };
+    if alarm_rate_per_device > 0.0 {
+        let step = Duration::from_secs_f64(0.5 / alarm_rate_per_device);
+        if step < SHORT_ALARM_STEP {
+            tracing::warn!(
+                ?step,
+                "each device clears its injected alarm soon after raising it; a server may drop firing \
+                 notifications of alarms that cleared first (use more devices or a lower alarm rate)"
+            );
+        }
+    }
     let connections = u64::from(cfg.devices) + u64::from(cfg.bad_credential_devices);
     let groups: Vec<Arc<Group>> =
         quic::client_endpoints(quic::endpoint_count(connections), cfg.quic_addr, &client_config)?
@@ -128,10 +181,6 @@ pub async fn run_until(cfg: LoadConfig, stop: impl Future<Output = ()> + Send) -
             .map(|endpoint| Arc::new(Group { endpoint, latency: GroupLatency::default() }))
             .collect();
 
-    let (macs, run_seed) = {
-        let mut rng = rand::rng();
-        (MacPlan::random(&mut rng), rng.random())
-    };
     tracing::info!(mac_prefix = format!("{:06x}", macs.prefix()), devices = cfg.devices, "starting the run");
     let fleet = Arc::new(Fleet {
         server: cfg.quic_addr,
@@ -143,9 +192,13 @@ pub async fn run_until(cfg: LoadConfig, stop: impl Future<Output = ()> + Send) -
             rate_per_s: cfg.rate_per_device,
             burst: cfg.burst,
             heartbeat_interval_us: u64::from(cfg.heartbeat_interval_s) * 1_000_000,
+            alarm_rate_per_s: alarm_rate_per_device,
         },
         macs,
         run_seed,
+        devices: cfg.devices,
+        run_tag,
+        alarms: tracker.clone(),
         run_start: Instant::now(),
         run_start_ms: UnixMillis::now().0,
         counters: Arc::new(Counters::default()),
@@ -215,14 +268,51 @@ pub async fn run_until(cfg: LoadConfig, stop: impl Future<Output = ()> + Send) -
     }
     progress.abort_all();
 
-    let verified = verify_run(&api, enterprise, &acked_devices).await?;
-    let report = build_report(&cfg, &fleet, &groups, enterprise, gen_end_us, acked_while_sending, drained, verified);
+    // Verification and the wait for alarm emails go on at the same time.
+    let alarm_wait = async {
+        match &tracker {
+            Some(tracker) => Some(wait_for_alarm_emails(tracker, cfg.alarm_drain_timeout).await),
+            None => None,
+        }
+    };
+    let (verified, alarm_email) = tokio::join!(verify_run(&api, enterprise, &acked_devices), alarm_wait);
+    drop(sink);
+    if let Some(id) = strategy
+        && let Err(error) = api.delete_alarm_strategy(id).await
+    {
+        tracing::warn!(strategy = %id, error = %format!("{error:#}"), "could not delete the alarm strategy");
+    }
+    let verified = verified?;
+    let mut report =
+        build_report(&cfg, &fleet, &groups, enterprise, gen_end_us, acked_while_sending, drained, verified);
+    report.alarm_email = alarm_email;
     if let Some(path) = &cfg.report {
         let json = serde_json::to_vec_pretty(&report)?;
         // A single small file at the very end: blocking the runtime briefly does no harm.
         std::fs::write(path, json).with_context(|| format!("writing the report to {}", path.display()))?;
     }
     Ok(report)
+}
+
+/// Waits until every tracked injected alarm has been seen in an email, or `timeout`.
+async fn wait_for_alarm_emails(tracker: &AlarmTracker, timeout: Duration) -> AlarmEmail {
+    let deadline = Instant::now() + timeout;
+    let outstanding = tracker.outstanding();
+    if outstanding > 0 {
+        tracing::info!(outstanding, "waiting for the emails of injected alarms");
+    }
+    loop {
+        let outstanding = tracker.outstanding();
+        if outstanding == 0 {
+            break;
+        }
+        if Instant::now() >= deadline {
+            tracing::warn!(outstanding, "alarm drain timeout: some injected alarms were not emailed");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tracker.summary()
 }
 
 /// Spawns the bad-credential devices, then the regular ones, at `cfg.connect_rate` per second.
@@ -323,6 +413,8 @@ async fn until_stopped(phase: &mut watch::Receiver<Phase>, work: WorkLeft) {
 #[derive(Debug)]
 struct DeviceState {
     profile: DeviceProfile,
+    /// Numbers its injected alarms.
+    tokens: DeviceTokens,
     session: DeviceSession,
     /// Starts with the first `Welcome`.
     schedule: Option<Schedule>,
@@ -337,14 +429,18 @@ impl DeviceState {
         }
     }
 
-    /// Moves every frame due up to `horizon_us` from the schedule into the session, while it has room.
-    fn generate(&mut self, horizon_us: u64, mix: &MessageMix) {
+    /// Moves every frame due up to `horizon_us` from the schedule into the session, while it has
+    /// room; registers injected alarm raises with the tracker.
+    fn generate(&mut self, horizon_us: u64, fleet: &Fleet) {
         let Some(schedule) = &mut self.schedule else { return };
         let mut rng = rand::rng();
         while !self.session.is_full() {
             let Some(due) = schedule.pop_due(horizon_us) else { break };
-            let kind = schedule::kind_of(due, mix, &mut rng);
+            let kind = schedule::kind_of(due, &fleet.mix, self.tokens, &mut rng);
             self.session.push(kind, due.intended_us);
+            if let (MessageKind::InjectedAlarm { n, clear: false }, Some(tracker)) = (kind, &fleet.alarms) {
+                tracker.injected(n, fleet.instant_at(due.intended_us));
+            }
         }
     }
 
@@ -423,6 +519,7 @@ async fn device_task(
 ) -> AckedDevice {
     let mut dev = DeviceState {
         profile: fleet.profile(index),
+        tokens: DeviceTokens { index, devices: fleet.devices },
         session: DeviceSession::new(),
         schedule: None,
         encoder: FrameEncoder::default(),
@@ -551,7 +648,7 @@ async fn drive(
             }
         };
         let was_idle = dev.session.is_idle();
-        dev.generate(horizon_us, &fleet.mix);
+        dev.generate(horizon_us, fleet);
         if was_idle && !dev.session.is_idle() {
             // Waiting for acknowledgements starts now, not at the last frame received.
             last_heard = Instant::now();
@@ -708,6 +805,7 @@ fn build_report(
         resent: c.resent.get(),
         not_sent: c.not_sent.get(),
         drained,
+        alarm_email: None,
     }
 }
 

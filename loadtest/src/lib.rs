@@ -1,6 +1,7 @@
 //! `fleetpulse-loadtest`: simulates a fleet of devices speaking the fleetpulse protocol over
 //! QUIC, measures throughput and acknowledgement latency, and verifies through the management API
-//! that every acknowledged message was stored exactly once (SPEC LT-1 basic, LT-2, LT-3).
+//! that every acknowledged message was stored exactly once (SPEC LT-1 basic, LT-2, LT-3), and
+//! optionally injects alarms and measures their end-to-end email latency (ALM-5).
 //!
 //! # Code map
 //! - [`config`]: [`LoadConfig`], [`MessageMix`], duration and mix parsing.
@@ -11,7 +12,9 @@
 //! - [`device`]: the per-device session state machine (sans-I/O): numbering, unacknowledged
 //!   frames, resend after `Welcome`, acknowledged persisted sequence numbers.
 //! - [`verify`]: the comparison of acknowledged frames with the store (pure).
-//! - [`api`]: the management API calls (login, create enterprise, stored sequences).
+//! - [`alarms`]: injected alarms: their tokens, finding tokens in emails, the latency tracker.
+//! - [`smtp_sink`]: a minimal SMTP server that accepts the notification emails.
+//! - [`api`]: the management API calls (login, create enterprise, stored sequences, alarm strategy).
 //! - [`report`]: the JSON [`Report`].
 //! - `quic`, `fleet`, `stats`: the async shell (QUIC sessions, device tasks, phases, counters).
 //!
@@ -20,8 +23,10 @@
 //!   or a `Rejected` first covers it; only acknowledged persisted frames are expected in the store.
 //! - Per-device memory is bounded: at most [`device::MAX_UNACKED`] pending frames of a few words
 //!   each (bodies are rebuilt when sent), plus the acknowledged persisted sequence numbers.
+//!   Injected alarm tokens awaiting their email are bounded by [`alarms::MAX_OUTSTANDING`].
 //! - Nothing panics on what the server sends; impossible answers are counted as errors and logged.
 
+pub mod alarms;
 pub mod api;
 pub mod config;
 pub mod device;
@@ -31,9 +36,10 @@ pub mod messages;
 mod quic;
 pub mod report;
 pub mod schedule;
+pub mod smtp_sink;
 mod stats;
 pub mod verify;
 
 pub use config::{LoadConfig, MessageKind, MessageMix, parse_duration};
 pub use fleet::{run, run_until};
-pub use report::{Connections, Latency, Report, Verified};
+pub use report::{AlarmEmail, Connections, Latency, Report, Verified};

@@ -77,6 +77,21 @@ struct Args {
     /// Provisioning credential of --enterprise-id.
     #[arg(long, requires = "enterprise_id")]
     credential: Option<String>,
+    /// Injected alarms per second across the fleet: each device raises an "Application crash"
+    /// alarm carrying a unique token and clears it before its next raise; 0 = off.
+    #[arg(long, default_value_t = 0.0)]
+    alarm_rate: f64,
+    /// Run an SMTP sink on this address (e.g. 127.0.0.1:2525), create an alarm strategy for the
+    /// injected alarms (grouping off) and report alarm → email latency; point the server's SMTP
+    /// relay here.
+    #[arg(long)]
+    smtp_sink: Option<SocketAddr>,
+    /// Receiver of the alarm strategy for the injected alarms.
+    #[arg(long, default_value = "loadtest@example.com")]
+    alarm_receiver: String,
+    /// How long to wait after the drain for the emails of injected alarms.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    alarm_drain_timeout: Duration,
 }
 
 impl Args {
@@ -100,6 +115,10 @@ impl Args {
             report: self.report,
             progress: !self.no_progress,
             credential: self.enterprise_id.zip(self.credential),
+            alarm_rate: self.alarm_rate,
+            smtp_sink: self.smtp_sink,
+            alarm_receiver: self.alarm_receiver,
+            alarm_drain_timeout: self.alarm_drain_timeout,
         }
     }
 }
@@ -183,6 +202,37 @@ mod tests {
         assert!(!cfg.progress);
         assert_eq!(cfg.credential, Some((7, "secret".to_owned())));
         assert_eq!(cfg.drain_timeout, Duration::from_secs(30));
+        assert_eq!((cfg.alarm_rate, cfg.smtp_sink), (0.0, None), "no alarms by default");
+        assert_eq!(cfg.alarm_receiver, "loadtest@example.com");
+        assert_eq!(cfg.alarm_drain_timeout, Duration::from_secs(30));
+        cfg.validate().expect("valid config");
+    }
+
+    #[test]
+    fn alarm_flags_map_onto_the_config() {
+        let args = Args::try_parse_from([
+            "fleetpulse-loadtest",
+            "--admin-email",
+            "a@b.c",
+            "--admin-password",
+            "pw",
+            "--ca-cert",
+            "ca.pem",
+            "--alarm-rate",
+            "25.5",
+            "--smtp-sink",
+            "127.0.0.1:2525",
+            "--alarm-receiver",
+            "ops@example.org",
+            "--alarm-drain-timeout",
+            "2m",
+        ])
+        .expect("valid arguments");
+        let cfg = args.into_config();
+        assert_eq!(cfg.alarm_rate, 25.5);
+        assert_eq!(cfg.smtp_sink, Some("127.0.0.1:2525".parse().expect("address")));
+        assert_eq!(cfg.alarm_receiver, "ops@example.org");
+        assert_eq!(cfg.alarm_drain_timeout, Duration::from_secs(120));
         cfg.validate().expect("valid config");
     }
 

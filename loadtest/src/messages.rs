@@ -14,6 +14,7 @@ use fleetpulse_proto::{ALARM_TYPES, AlarmType, Mac, PROTOCOL_VERSION};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
+use crate::alarms::{self, INJECTED_ALARM, RunTag};
 use crate::config::MessageKind;
 
 /// Models a simulated device can be, with a plausible firmware version each.
@@ -43,6 +44,8 @@ pub struct DeviceProfile {
     firmware: &'static str,
     /// Uptime when the run started, seconds.
     boot_uptime_s: u64,
+    /// The run's tag, in the tokens of injected alarms.
+    run_tag: RunTag,
 }
 
 impl DeviceProfile {
@@ -50,7 +53,20 @@ impl DeviceProfile {
     pub fn new(mac: Mac, seed: u64) -> Self {
         let mut rng = SmallRng::seed_from_u64(seed);
         let (model, firmware) = MODELS[rng.random_range(0..MODELS.len())];
-        DeviceProfile { mac, seed, model, firmware, boot_uptime_s: rng.random_range(60..30 * 86_400) }
+        DeviceProfile {
+            mac,
+            seed,
+            model,
+            firmware,
+            boot_uptime_s: rng.random_range(60..30 * 86_400),
+            run_tag: RunTag::default(),
+        }
+    }
+
+    /// The same device in the run tagged `tag` (its injected alarms carry the tag in their tokens).
+    pub fn with_run_tag(mut self, tag: RunTag) -> Self {
+        self.run_tag = tag;
+        self
     }
 
     /// The `Hello` this device opens every session with.
@@ -92,6 +108,17 @@ impl DeviceProfile {
                     log: None,
                 })
             }
+            MessageKind::InjectedAlarm { n, clear } => Message::Alarm(AlarmReport {
+                code: INJECTED_ALARM.0,
+                action: if clear { AlarmAction::Clear } else { AlarmAction::Raise },
+                // The token first, so that it survives any truncation of the description.
+                description: if clear {
+                    "fleetpulse-loadtest injected alarm cleared".to_owned()
+                } else {
+                    format!("{} (fleetpulse-loadtest injected alarm)", alarms::token(self.run_tag, n))
+                },
+                log: None,
+            }),
         }
     }
 
@@ -128,19 +155,48 @@ mod tests {
         DeviceProfile::new(Mac::parse("abcdef000001").expect("valid"), 42)
     }
 
+    const KINDS: [MessageKind; 6] = [
+        MessageKind::Heartbeat,
+        MessageKind::Status,
+        MessageKind::Resource,
+        MessageKind::Alarm,
+        MessageKind::InjectedAlarm { n: 12_345, clear: false },
+        MessageKind::InjectedAlarm { n: 12_345, clear: true },
+    ];
+
     #[test]
     fn bodies_are_deterministic_per_seq() {
         let p = profile();
-        for kind in [MessageKind::Heartbeat, MessageKind::Status, MessageKind::Resource, MessageKind::Alarm] {
+        for kind in KINDS {
             assert_eq!(p.message(kind, 7, 1_000, 5), p.message(kind, 7, 1_000, 5));
         }
+    }
+
+    #[test]
+    fn injected_alarms_carry_their_token_and_pass_validation() {
+        let tag = RunTag(0x1234_abcd);
+        let p = profile().with_run_tag(tag);
+        let raise = DeviceMessage::try_from(p.message(KINDS[4], 1, 0, 0)).expect("valid");
+        let clear = DeviceMessage::try_from(p.message(KINDS[5], 2, 0, 0)).expect("valid");
+        match (raise, clear) {
+            (DeviceMessage::Alarm(raise), DeviceMessage::Alarm(clear)) => {
+                assert_eq!((raise.alarm_type.code, raise.clear), (INJECTED_ALARM, false));
+                assert_eq!((clear.alarm_type.code, clear.clear), (INJECTED_ALARM, true));
+                assert!(raise.description.starts_with("lt-alarm-1234abcd-12345 "), "{}", raise.description);
+                assert_eq!(alarms::find_tokens(raise.description.as_bytes(), tag), [12_345]);
+                assert!(alarms::find_tokens(clear.description.as_bytes(), tag).is_empty());
+                assert!(!INJECTED_ALARM.alarm_type().expect("known").derived);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(DEVICE_ALARMS.iter().all(|t| t.code != INJECTED_ALARM), "the mix never sends the injected type");
     }
 
     #[test]
     fn every_generated_body_passes_the_servers_validation() {
         let p = profile();
         for seq in 1..2_000 {
-            for kind in [MessageKind::Heartbeat, MessageKind::Status, MessageKind::Resource, MessageKind::Alarm] {
+            for kind in KINDS {
                 let msg = p.message(kind, seq, seq * 1_000, 1_700_000_000_000);
                 let domain = DeviceMessage::try_from(msg.clone()).unwrap_or_else(|e| panic!("{msg:?}: {e}"));
                 assert_eq!(domain.is_persisted(), kind.is_persisted());

@@ -38,6 +38,9 @@ pub struct Report {
     /// Whether every generated frame was acknowledged before the drain timeout.
     #[serde(default)]
     pub drained: bool,
+    /// Injected alarms and their emails (only with an SMTP sink).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alarm_email: Option<AlarmEmail>,
 }
 
 impl Report {
@@ -52,6 +55,9 @@ impl Report {
 pub struct Latency {
     /// Median.
     pub p50: u64,
+    /// 90th percentile.
+    #[serde(default)]
+    pub p90: u64,
     /// 99th percentile.
     pub p99: u64,
     /// 99.9th percentile.
@@ -68,11 +74,34 @@ impl Latency {
         }
         Latency {
             p50: h.value_at_quantile(0.5),
+            p90: h.value_at_quantile(0.9),
             p99: h.value_at_quantile(0.99),
             p999: h.value_at_quantile(0.999),
             max: h.max(),
         }
     }
+}
+
+/// End-to-end latency of injected alarms: device alarm → email accepted by the SMTP sink (ALM-5).
+///
+/// `injected = emailed + missing + untracked`.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AlarmEmail {
+    /// Alarm raises injected (each a new activation whose description carries a unique token).
+    pub injected: u64,
+    /// Raises whose token arrived in an email the sink accepted.
+    pub emailed: u64,
+    /// Tracked raises whose token had not arrived when the alarm drain ended.
+    pub missing: u64,
+    /// From each raise's intended send time to the sink accepting the first email with its token
+    /// (microseconds; counts the time a frame waited on the device, like `ack_latency_us`).
+    pub latency_us: Latency,
+    /// Raises not tracked because too many tokens were outstanding (neither emailed nor missing).
+    #[serde(default)]
+    pub untracked: u64,
+    /// Messages the sink accepted (every firing and resolved notification, with or without a token).
+    #[serde(default)]
+    pub emails: u64,
 }
 
 /// The result of comparing the store with the acknowledged frames (LT-3).
@@ -114,7 +143,7 @@ mod tests {
             h.saturating_record(v);
         }
         let l = Latency::from_histogram(&h);
-        assert_eq!((l.p50, l.p99, l.p999, l.max), (500, 990, 999, 1000));
+        assert_eq!((l.p50, l.p90, l.p99, l.p999, l.max), (500, 900, 990, 999, 1000));
         let empty = crate::stats::new_histogram();
         assert_eq!(Latency::from_histogram(&empty), Latency::default());
     }
@@ -128,7 +157,7 @@ mod tests {
             acked: 9,
             errors: 0,
             rate_msgs_per_s: 6.0,
-            ack_latency_us: Latency { p50: 1, p99: 2, p999: 3, max: 4 },
+            ack_latency_us: Latency { p50: 1, p90: 2, p99: 2, p999: 3, max: 4 },
             verified: Verified { stored: 7, missing: 0, duplicated: 0 },
             connections: Connections { established: 2, ..Connections::default() },
             rejected_frames: 0,
@@ -136,9 +165,11 @@ mod tests {
             resent: 1,
             not_sent: 0,
             drained: true,
+            alarm_email: None,
         };
         let json = serde_json::to_value(&report).expect("serializes");
         assert_eq!(json["verified"]["missing"], 0);
+        assert!(json.get("alarm_email").is_none(), "no section without a sink");
         assert_eq!(json["ack_latency_us"]["p999"], 3);
         let back: Report = serde_json::from_value(json.clone()).expect("deserializes");
         assert_eq!(back, report);
@@ -146,7 +177,30 @@ mod tests {
         for extra in ["resent", "not_sent", "drained"] {
             trimmed.as_object_mut().expect("object").remove(extra);
         }
+        trimmed["ack_latency_us"].as_object_mut().expect("object").remove("p90");
         assert!(serde_json::from_value::<Report>(trimmed).is_ok());
         assert!(report.passed());
+    }
+
+    #[test]
+    fn the_alarm_email_section_has_the_documented_shape() {
+        let section = AlarmEmail {
+            injected: 10,
+            emailed: 8,
+            missing: 1,
+            latency_us: Latency { p50: 1, p90: 2, p99: 3, p999: 4, max: 5 },
+            untracked: 1,
+            emails: 16,
+        };
+        let json = serde_json::to_value(section).expect("serializes");
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "injected": 10, "emailed": 8, "missing": 1,
+                "latency_us": { "p50": 1, "p90": 2, "p99": 3, "p999": 4, "max": 5 },
+                "untracked": 1, "emails": 16
+            })
+        );
+        assert_eq!(serde_json::from_value::<AlarmEmail>(json).expect("deserializes"), section);
     }
 }

@@ -2,6 +2,10 @@
 //! protocol and the three management API routes it uses) to check the async shell end to end:
 //! connecting, acknowledging, reconnecting and resending, rejection, draining and verification.
 //!
+//! With a mail port, the fake server also plays the alarm engine and mailer for injected alarms:
+//! it emails (with lettre, as the real mailer does) every raise of the injected type and every
+//! clear, so that the load tester's SMTP sink and latency measurement are exercised end to end.
+//!
 //! The fake server is deliberately simple; the real server's end-to-end tests live elsewhere.
 
 use std::collections::{BTreeMap, HashMap};
@@ -11,12 +15,12 @@ use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use bytes::BytesMut;
 use fleetpulse_loadtest::{LoadConfig, MessageMix, Report};
 use fleetpulse_proto::close_code;
-use fleetpulse_proto::wire::{Ack, Downlink, Message, Uplink, Welcome};
+use fleetpulse_proto::wire::{Ack, AlarmAction, Downlink, Message, Uplink, Welcome};
 use fleetpulse_proto::{ALPN, FrameDecoder, FrameEncoder};
 use quinn::VarInt;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
@@ -49,13 +53,27 @@ struct FakeDevice {
     rows: BTreeMap<u64, u64>,
     persisted_seen: u64,
     connections: u64,
+    /// Description of the latest raise of the injected alarm type.
+    last_raise: Option<String>,
 }
 
 #[derive(Debug, Default)]
 struct Store {
     devices: HashMap<String, FakeDevice>,
     next_id: u64,
+    /// Port of the SMTP relay (the load tester's sink) to email injected alarms to.
+    mail_port: Option<u16>,
+    /// Bodies of the alarm strategies created.
+    strategies: Vec<Value>,
+    /// Ids of the alarm strategies deleted.
+    deleted_strategies: Vec<u64>,
+    /// Emails handed to the relay, and those it refused or that failed.
+    mails_sent: u64,
+    mail_errors: u64,
 }
+
+/// The type the load tester injects.
+const INJECTED_TYPE: u16 = 105;
 
 struct FakeServer {
     quic_addr: SocketAddr,
@@ -88,6 +106,10 @@ fn tls_material() -> (String, rustls::ServerConfig) {
 }
 
 async fn start(faults: Faults) -> FakeServer {
+    start_with_mail(faults, None).await
+}
+
+async fn start_with_mail(faults: Faults, mail_port: Option<u16>) -> FakeServer {
     let (ca_pem, tls) = tls_material();
     let ca_file = tempfile::NamedTempFile::new().expect("temp file");
     std::fs::write(ca_file.path(), ca_pem).expect("write CA");
@@ -98,7 +120,7 @@ async fn start(faults: Faults) -> FakeServer {
     )
     .expect("server endpoint");
     let quic_addr = endpoint.local_addr().expect("local address");
-    let store = Arc::new(Mutex::new(Store::default()));
+    let store = Arc::new(Mutex::new(Store { mail_port, ..Store::default() }));
     let ingest_store = store.clone();
     tokio::spawn(async move {
         while let Some(incoming) = endpoint.accept().await {
@@ -115,6 +137,8 @@ async fn start(faults: Faults) -> FakeServer {
         .route("/api/v1/auth/login", post(login))
         .route("/api/v1/enterprises", post(create_enterprise))
         .route("/api/v1/enterprises/{id}/stored-sequences", get(stored_sequences))
+        .route("/api/v1/enterprises/{id}/alarm-strategies", post(create_strategy))
+        .route("/api/v1/alarm-strategies/{id}", delete(delete_strategy))
         .with_state(store.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind API");
     let api = format!("http://{}", listener.local_addr().expect("API address"));
@@ -171,11 +195,28 @@ async fn serve_device(conn: quinn::Connection, store: Arc<Mutex<Store>>, faults:
             conn.close(VarInt::from_u32(close_code::PROTOCOL_VIOLATION), b"second Hello");
             return;
         };
+        let mut mail = None;
         {
-            let mut store = store.lock().expect("lock");
+            let mut guard = store.lock().expect("lock");
+            let store = &mut *guard;
+            let mail_port = store.mail_port.filter(|_| !store.strategies.is_empty());
             let device = store.devices.get_mut(&hello.mac).expect("registered above");
             if frame.seq == device.last_seq + 1 {
                 device.last_seq = frame.seq;
+                if let Message::Alarm(alarm) = &frame.body
+                    && alarm.code == INJECTED_TYPE
+                    && let Some(port) = mail_port
+                {
+                    // Grouping off: every firing and every resolution is its own email.
+                    let stage = match alarm.action {
+                        AlarmAction::Raise => {
+                            device.last_raise = Some(alarm.description.clone());
+                            Some(("Firing", alarm.description.clone()))
+                        }
+                        AlarmAction::Clear => device.last_raise.take().map(|d| ("Resolved", d)),
+                    };
+                    mail = stage.map(|(stage, description)| (port, stage, description));
+                }
                 if !matches!(frame.body, Message::Heartbeat(_)) {
                     device.persisted_seen += 1;
                     let lose = faults.lose_every.is_some_and(|n| device.persisted_seen.is_multiple_of(n));
@@ -187,6 +228,9 @@ async fn serve_device(conn: quinn::Connection, store: Arc<Mutex<Store>>, faults:
                 conn.close(VarInt::from_u32(close_code::PROTOCOL_VIOLATION), b"sequence gap");
                 return;
             }
+        }
+        if let Some((port, stage, description)) = mail {
+            tokio::spawn(send_mail(store.clone(), port, stage, description));
         }
         applied += 1;
         if connection == 1 && faults.silent_after.is_some_and(|n| applied >= n) {
@@ -201,6 +245,33 @@ async fn serve_device(conn: quinn::Connection, store: Arc<Mutex<Store>>, faults:
         if !send(&mut tx, &mut encoder, Downlink::Ack(Ack { seq: frame.seq })).await {
             return;
         }
+    }
+}
+
+/// Emails one notification through the relay on `port`, built with lettre like the real mailer's:
+/// a folded non-ASCII subject and a multipart/alternative body, whose mostly non-ASCII text part
+/// lettre encodes as base64 and whose long HTML line it encodes as quoted-printable with a soft
+/// line break right after the token.
+async fn send_mail(store: Arc<Mutex<Store>>, port: u16, stage: &'static str, description: String) {
+    use lettre::message::{MultiPart, SinglePart};
+    use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+
+    let padding = "é".repeat(61);
+    let text =
+        format!("{stage} alarms for Acme — 1 alarm\n\n- Application crash ({padding})\n  Description: {description}\n");
+    let html = format!("<html><body><h1>{stage} alarms</h1><p>Description: {description}</p></body></html>");
+    let message = lettre::Message::builder()
+        .from("fleetpulse <alarms@fleetpulse.test>".parse().expect("mailbox"))
+        .to("loadtest@example.com".parse().expect("mailbox"))
+        .subject(format!("[fleetpulse] {stage}: Application crash on device: {description} — Acme"))
+        .multipart(MultiPart::alternative().singlepart(SinglePart::plain(text)).singlepart(SinglePart::html(html)))
+        .expect("message");
+    let transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous("127.0.0.1").port(port).build();
+    let sent = transport.send(message).await;
+    let mut store = store.lock().expect("lock");
+    match sent {
+        Ok(_) => store.mails_sent += 1,
+        Err(_) => store.mail_errors += 1,
     }
 }
 
@@ -222,6 +293,36 @@ async fn create_enterprise(headers: HeaderMap, Json(body): Json<Value>) -> (Stat
     }
     let name = body["name"].clone();
     (StatusCode::CREATED, Json(json!({ "id": 1, "name": name, "credential": CREDENTIAL, "created_at": 0 })))
+}
+
+async fn create_strategy(
+    State(store): State<Arc<Mutex<Store>>>,
+    headers: HeaderMap,
+    Path(enterprise): Path<u64>,
+    Json(body): Json<Value>,
+) -> (StatusCode, Json<Value>) {
+    if !authorized(&headers) {
+        return (StatusCode::UNAUTHORIZED, Json(json!({ "error": { "code": "unauthorized", "message": "no" } })));
+    }
+    let mut store = store.lock().expect("lock");
+    store.strategies.push(body.clone());
+    let id = 40 + store.strategies.len() as u64;
+    (
+        StatusCode::CREATED,
+        Json(json!({ "id": id, "enterprise_id": enterprise, "settings": body, "created_at": 0, "updated_at": 0 })),
+    )
+}
+
+async fn delete_strategy(
+    State(store): State<Arc<Mutex<Store>>>,
+    headers: HeaderMap,
+    Path(id): Path<u64>,
+) -> StatusCode {
+    if !authorized(&headers) {
+        return StatusCode::UNAUTHORIZED;
+    }
+    store.lock().expect("lock").deleted_strategies.push(id);
+    StatusCode::NO_CONTENT
 }
 
 #[derive(Deserialize)]
@@ -312,6 +413,59 @@ async fn a_healthy_server_stores_everything_acknowledged() {
     // Floats may differ in the last digit after a JSON round trip; the counts must not.
     assert_eq!((written.sent, written.acked, written.verified), (report.sent, report.acked, report.verified));
     assert!((written.rate_msgs_per_s - report.rate_msgs_per_s).abs() < 1e-6);
+    assert!(report.alarm_email.is_none() && written.alarm_email.is_none(), "no SMTP sink, no section");
+}
+
+/// A port nobody listens on right now.
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("address").port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn injected_alarms_are_emailed_to_the_sink_and_measured() {
+    let port = free_port();
+    let server = start_with_mail(Faults::default(), Some(port)).await;
+    let cfg = LoadConfig {
+        devices: 4,
+        rate_per_device: 5.0,
+        // 2 raises per second and device: a raise, its clear 250 ms later, the next raise ...
+        alarm_rate: 8.0,
+        smtp_sink: Some(format!("127.0.0.1:{port}").parse().expect("address")),
+        alarm_receiver: "ops@example.org".into(),
+        alarm_drain_timeout: Duration::from_secs(20),
+        ..config(&server)
+    };
+    let report = fleetpulse_loadtest::run(cfg).await.expect("the run succeeds");
+    assert!(report.passed() && report.drained, "{report:#?}");
+    let alarms = report.alarm_email.expect("an alarm_email section");
+    assert!(alarms.injected >= 8, "{report:#?}");
+    assert_eq!((alarms.emailed, alarms.missing, alarms.untracked), (alarms.injected, 0, 0), "{alarms:#?}");
+    let l = alarms.latency_us;
+    assert!(l.p50 > 0 && l.p50 <= l.p90 && l.p90 <= l.p99 && l.p99 <= l.p999 && l.p999 <= l.max, "{l:?}");
+    assert!(l.max < 10_000_000, "{l:?}");
+    let store = server.store.lock().expect("lock");
+    assert_eq!(store.mail_errors, 0);
+    // Firing and resolved emails alike reached the sink; the resolved ones were not counted twice.
+    assert_eq!(alarms.emails, store.mails_sent, "{alarms:#?}");
+    assert!(alarms.emails > alarms.injected, "{alarms:#?}");
+    assert_eq!(store.strategies.len(), 1);
+    let strategy = &store.strategies[0];
+    assert_eq!(strategy["alarm_types"], json!([105]));
+    assert_eq!(strategy["receivers"], json!(["ops@example.org"]));
+    assert_eq!((strategy["enabled"].clone(), strategy["group_wait_ms"].clone()), (json!(true), json!(0)));
+    assert!(strategy["repeat_interval_ms"].as_u64().expect("a number") >= 3_600_000);
+    assert_eq!(store.deleted_strategies, [41], "the run removes its strategy");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taken_sink_port_fails_the_run_before_it_starts() {
+    let server = start_with_mail(Faults::default(), None).await;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let cfg = LoadConfig { alarm_rate: 1.0, smtp_sink: Some(taken.local_addr().expect("address")), ..config(&server) };
+    let error = fleetpulse_loadtest::run(cfg).await.expect_err("the sink cannot bind");
+    assert!(format!("{error:#}").contains("SMTP sink"), "{error:#}");
+    assert!(server.store.lock().expect("lock").devices.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,15 +8,18 @@
 //! sends the message again after the restart (at most once more per crash), with the same
 //! `Message-ID`, so receivers can tell.
 
+use std::collections::HashMap;
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::Duration;
 
-use fleetpulse_proto::{EnterpriseId, UnixMillis};
-use fleetpulse_store::{NewOutboxMessage, OutboxState, Store, StoreError};
+use fleetpulse_proto::UnixMillis;
+use fleetpulse_store::{NewOutboxMessage, OutboxMessage, OutboxState, Store, StoreError};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
-use lettre::Message;
+use tokio::sync::Notify;
 
-use crate::{MailError, Mailer};
+use crate::payload::OutboxPayload;
+use crate::{MailError, Mailer, RenderContext, render};
 
 /// Settings of the outbox worker.
 #[derive(Debug, Clone)]
@@ -41,7 +44,7 @@ impl Default for OutboxConfig {
     fn default() -> Self {
         let n = |v| NonZeroU32::new(v).expect("nonzero constant");
         OutboxConfig {
-            batch: 100,
+            batch: 500,
             poll_interval: Duration::from_secs(1),
             backoff_base: Duration::from_secs(5),
             backoff_max: Duration::from_secs(15 * 60),
@@ -52,11 +55,15 @@ impl Default for OutboxConfig {
     }
 }
 
-/// What one pass did.
+/// What one pass did (counts of outbox messages, except `emails` and `digests`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PassStats {
     /// Accepted by the SMTP server.
     pub sent: u32,
+    /// Emails accepted (a digest carries several messages).
+    pub emails: u32,
+    /// Digests among the emails.
+    pub digests: u32,
     /// Failed transiently, retried later.
     pub retried: u32,
     /// Given up (permanent failure or too many attempts).
@@ -76,21 +83,44 @@ pub enum OutboxError {
     Message(String),
 }
 
-/// Queues a rendered message for `receiver` under its idempotency key; false if the key was
-/// queued before (nothing changes then).
-pub async fn enqueue(
-    store: &Store,
-    key: &str,
-    enterprise_id: EnterpriseId,
-    receiver: &str,
-    message: &Message,
-    not_before: UnixMillis,
-) -> Result<bool, OutboxError> {
-    let payload = String::from_utf8(message.formatted())
-        .map_err(|e| OutboxError::Message(format!("formatted message is not UTF-8: {e}")))?;
-    let new =
-        NewOutboxMessage { key: key.to_owned(), enterprise_id, receiver: receiver.to_owned(), payload, not_before };
-    Ok(store.entities.enqueue_outbox(new, UnixMillis::now()).await?)
+/// One notification to queue: its receiver and payload.
+#[derive(Debug, Clone)]
+pub struct Queued {
+    /// Receiver address.
+    pub receiver: String,
+    /// What the email says.
+    pub payload: OutboxPayload,
+    /// Keys of every alarm item the notification is about (listed or omitted), recorded so that a
+    /// later process can leave them out ([`EntityStore::outbox_known_items`]).
+    ///
+    /// [`EntityStore::outbox_known_items`]: fleetpulse_store::EntityStore::outbox_known_items
+    pub item_keys: Vec<String>,
+    /// Earliest time of the first attempt.
+    pub not_before: UnixMillis,
+}
+
+/// Queues notifications in one transaction; returns how many were new (a key queued before is
+/// left alone).
+pub async fn enqueue(store: &Store, queued: Vec<Queued>) -> Result<usize, OutboxError> {
+    let mut added = 0;
+    let now = UnixMillis::now();
+    let mut queued = queued.into_iter().peekable();
+    while queued.peek().is_some() {
+        let chunk: Vec<NewOutboxMessage> = queued
+            .by_ref()
+            .take(fleetpulse_store::MAX_OUTBOX_BATCH)
+            .map(|q| NewOutboxMessage {
+                key: q.payload.key.clone(),
+                enterprise_id: q.payload.enterprise_id,
+                receiver: q.receiver,
+                payload: q.payload.to_json(),
+                item_keys: q.item_keys,
+                not_before: q.not_before,
+            })
+            .collect();
+        added += store.entities.enqueue_outbox_batch(chunk, now).await?.into_iter().filter(|&new| new).count();
+    }
+    Ok(added)
 }
 
 /// Sends due outbox messages.
@@ -98,21 +128,31 @@ pub async fn enqueue(
 pub struct OutboxWorker {
     store: Store,
     mailer: Mailer,
+    render: RenderContext,
     config: OutboxConfig,
+    wake: Arc<Notify>,
     per_receiver: DefaultKeyedRateLimiter<String>,
     global: DefaultDirectRateLimiter,
 }
 
 impl OutboxWorker {
-    /// A worker sending through `mailer`.
-    pub fn new(store: Store, mailer: Mailer, config: OutboxConfig) -> OutboxWorker {
+    /// A worker sending through `mailer`, rendering with the portal's address `portal_url`.
+    pub fn new(store: Store, mailer: Mailer, portal_url: &str, config: OutboxConfig) -> OutboxWorker {
         OutboxWorker {
+            render: RenderContext { from: mailer.from_mailbox().clone(), portal_url: portal_url.to_owned() },
+            wake: Arc::new(Notify::new()),
             per_receiver: RateLimiter::keyed(Quota::per_minute(config.per_receiver_per_minute)),
             global: RateLimiter::direct(Quota::per_second(config.global_per_second)),
             store,
             mailer,
             config,
         }
+    }
+
+    /// Wakes the worker's loop at once (after new messages were queued) instead of at its next
+    /// poll.
+    pub fn waker(&self) -> Arc<Notify> {
+        self.wake.clone()
     }
 
     /// The delay before the retry after `attempts` attempts.
@@ -122,33 +162,91 @@ impl OutboxWorker {
     }
 
     /// One pass over the messages due at `now`.
+    ///
+    /// The due messages of one receiver go out one by one while its rate limit allows all of them;
+    /// otherwise, if it allows one more message, they go out together as one digest; otherwise
+    /// they wait for a later pass. Nothing over a limit is dropped.
     pub async fn run_once(&self, now: UnixMillis) -> Result<PassStats, OutboxError> {
         let mut stats = PassStats::default();
-        for m in self.store.entities.due_outbox(now, self.config.batch).await? {
-            if self.per_receiver.check_key(&m.receiver).is_err() || self.global.check().is_err() {
-                stats.deferred += 1;
-                continue;
-            }
-            let (outcome, next, error) = match self.mailer.send_raw(&m.receiver, m.payload.as_bytes()).await {
-                Ok(()) => {
-                    stats.sent += 1;
-                    (OutboxState::Sent, now, None)
+        let due = self.store.entities.due_outbox(now, self.config.batch).await?;
+        for (receiver, messages) in by_receiver(due) {
+            let n = u32::try_from(messages.len()).ok().and_then(NonZeroU32::new);
+            let all_fit = n.is_some_and(|n| matches!(self.per_receiver.check_key_n(&receiver, n), Ok(Ok(()))));
+            if all_fit {
+                for m in messages {
+                    if self.global.check().is_err() {
+                        stats.deferred += 1;
+                        continue;
+                    }
+                    self.send(now, &receiver, vec![m], &mut stats).await?;
                 }
-                Err(MailError::Transient(e)) if m.attempts + 1 < self.config.max_attempts => {
-                    stats.retried += 1;
-                    let delay = i64::try_from(self.backoff(m.attempts + 1).as_millis()).unwrap_or(i64::MAX);
-                    tracing::warn!(message = "Notification not sent; retrying.", id = m.id, error = %e, delay_ms = delay);
-                    (OutboxState::Pending, UnixMillis(now.0.saturating_add(delay)), Some(e))
+            } else if self.per_receiver.check_key(&receiver).is_ok() && self.global.check().is_ok() {
+                stats.digests += u32::from(messages.len() > 1);
+                self.send(now, &receiver, messages, &mut stats).await?;
+            } else {
+                stats.deferred += u32::try_from(messages.len()).unwrap_or(u32::MAX);
+            }
+        }
+        Ok(stats)
+    }
+
+    /// Renders `messages` as one email to `receiver`, sends it and records the outcome on each.
+    async fn send(
+        &self,
+        now: UnixMillis,
+        receiver: &str,
+        messages: Vec<OutboxMessage>,
+        stats: &mut PassStats,
+    ) -> Result<(), OutboxError> {
+        // A payload that cannot be read is given up alone; the others still go out.
+        let mut payloads = Vec::with_capacity(messages.len());
+        let mut readable = Vec::with_capacity(messages.len());
+        for m in messages {
+            match OutboxPayload::from_json(&m.payload) {
+                Ok(p) => {
+                    payloads.push(p);
+                    readable.push(m);
                 }
                 Err(e) => {
                     stats.failed += 1;
-                    tracing::error!(message = "Notification given up.", id = m.id, error = %e);
-                    (OutboxState::Failed, now, Some(e.to_string()))
+                    tracing::error!(message = "Notification given up: unreadable payload.", id = m.id, error = %e);
+                    let error = Some(e.to_string());
+                    self.store.entities.record_outbox_attempt(m.id, OutboxState::Failed, now, now, error).await?;
                 }
-            };
-            self.store.entities.record_outbox_attempt(m.id, outcome, now, next, error).await?;
+            }
         }
-        Ok(stats)
+        let Some(attempts) = readable.iter().map(|m| m.attempts).max() else { return Ok(()) };
+        let result = match render(receiver, &payloads, &self.render) {
+            Ok(message) => self.mailer.send(message).await,
+            Err(e) => Err(MailError::Permanent(format!("cannot render: {e}"))),
+        };
+        let count = u32::try_from(readable.len()).unwrap_or(u32::MAX);
+        let (outcome, next, error) = match result {
+            Ok(()) => {
+                if fault_abort_after_accept() {
+                    tracing::error!(message = "Injected fault: aborting after the SMTP server accepted a message.");
+                    std::process::abort();
+                }
+                stats.sent += count;
+                stats.emails += 1;
+                (OutboxState::Sent, now, None)
+            }
+            Err(MailError::Transient(e)) if attempts + 1 < self.config.max_attempts => {
+                stats.retried += count;
+                let delay = i64::try_from(self.backoff(attempts + 1).as_millis()).unwrap_or(i64::MAX);
+                tracing::warn!(message = "Notification not sent; retrying.", receiver, messages = count, error = %e, delay_ms = delay);
+                (OutboxState::Pending, UnixMillis(now.0.saturating_add(delay)), Some(e))
+            }
+            Err(e) => {
+                stats.failed += count;
+                tracing::error!(message = "Notification given up.", receiver, messages = count, error = %e);
+                (OutboxState::Failed, now, Some(e.to_string()))
+            }
+        };
+        for m in readable {
+            self.store.entities.record_outbox_attempt(m.id, outcome, now, next, error.clone()).await?;
+        }
+        Ok(())
     }
 
     /// Runs passes until `stop` turns true; store failures are logged and retried.
@@ -164,8 +262,33 @@ impl OutboxWorker {
             };
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
+                _ = self.wake.notified() => {}
                 _ = stop.wait_for(|s| *s) => return,
             }
         }
     }
+}
+
+/// Fault injection for the crash test (ALM-5): with `FLEETPULSE_FAULT=abort-after-smtp-accept`
+/// the process aborts right after the SMTP server accepted a message and before it is marked
+/// sent: the worst moment to crash. Read once.
+fn fault_abort_after_accept() -> bool {
+    static FAULT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *FAULT.get_or_init(|| std::env::var("FLEETPULSE_FAULT").is_ok_and(|v| v == "abort-after-smtp-accept"))
+}
+
+/// The messages grouped by receiver, in the order of each receiver's oldest message.
+fn by_receiver(messages: Vec<OutboxMessage>) -> Vec<(String, Vec<OutboxMessage>)> {
+    let mut groups: Vec<(String, Vec<OutboxMessage>)> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    for m in messages {
+        match index.get(&m.receiver) {
+            Some(&i) => groups[i].1.push(m),
+            None => {
+                index.insert(m.receiver.clone(), groups.len());
+                groups.push((m.receiver.clone(), vec![m]));
+            }
+        }
+    }
+    groups
 }

@@ -7,8 +7,11 @@
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use fleetpulse_mailer::{Mailer, Message, OutboxConfig, OutboxWorker, PassStats, Security, SmtpConfig, enqueue};
-use fleetpulse_proto::{EnterpriseId, UnixMillis};
+use fleetpulse_mailer::{
+    Mailer, OutboxConfig, OutboxPayload, OutboxWorker, PassStats, PayloadItem, PayloadStage, Queued, Security,
+    SmtpConfig, enqueue,
+};
+use fleetpulse_proto::{DeviceId, EnterpriseId, StrategyId, UnixMillis};
 use fleetpulse_store::Store;
 use fleetpulse_store::embedded::EmbeddedConfig;
 use fleetpulse_testkit::smtp::SmtpServer;
@@ -26,21 +29,44 @@ fn mailer(port: u16) -> Mailer {
     .expect("mailer")
 }
 
-fn message(subject: &str, to: &str) -> Message {
-    Message::builder()
-        .from("fleetpulse <alarms@example.com>".parse().unwrap())
-        .to(to.parse().unwrap())
-        .subject(subject)
-        .body(format!("body of {subject}"))
-        .unwrap()
+/// A one-alarm notification whose description and key are `name` (keys are 32 hex digits).
+fn payload(name: &str) -> OutboxPayload {
+    let key = format!("{:0>32}", name.bytes().map(|b| format!("{b:02x}")).collect::<String>());
+    OutboxPayload {
+        version: 1,
+        stage: PayloadStage::Firing,
+        enterprise_id: EnterpriseId(1),
+        enterprise_name: "Acme".into(),
+        strategy_id: StrategyId(1),
+        key: key[key.len() - 32..].to_owned(),
+        items: vec![PayloadItem {
+            device_id: DeviceId(1),
+            device_label: "lobby".into(),
+            code: 105,
+            first_at: 0,
+            latest_at: 0,
+            count: 1,
+            description: name.into(),
+            resolved_at: None,
+            key: key[key.len() - 32..].to_owned(),
+        }],
+        omitted: 0,
+    }
 }
 
 fn store(dir: &std::path::Path) -> Store {
     Store::open_embedded(dir, EmbeddedConfig { fsync: false, ..EmbeddedConfig::default() }).unwrap()
 }
 
-async fn queue(store: &Store, key: &str, to: &str) -> bool {
-    enqueue(store, key, EnterpriseId(1), to, &message(key, to), UnixMillis(0)).await.unwrap()
+async fn queue(store: &Store, name: &str, to: &str) -> bool {
+    let payload = payload(name);
+    let item_keys = vec![payload.key.clone()];
+    let queued = Queued { receiver: to.into(), payload, item_keys, not_before: UnixMillis(0) };
+    enqueue(store, vec![queued]).await.unwrap() == 1
+}
+
+fn new_worker(store: &Store, port: u16, config: OutboxConfig) -> OutboxWorker {
+    OutboxWorker::new(store.clone(), mailer(port), "https://portal.example.com", config)
 }
 
 #[tokio::test]
@@ -51,15 +77,16 @@ async fn queued_messages_are_sent_once() {
     assert!(queue(&store, "alarm-1", "ops@example.com").await);
     assert!(queue(&store, "alarm-2", "noc@example.com").await);
     assert!(!queue(&store, "alarm-1", "ops@example.com").await, "the same key is queued once");
-    let worker = OutboxWorker::new(store.clone(), mailer(server.port()), OutboxConfig::default());
+    let worker = new_worker(&store, server.port(), OutboxConfig::default());
     let now = UnixMillis::now();
-    assert_eq!(worker.run_once(now).await.unwrap(), PassStats { sent: 2, ..PassStats::default() });
+    assert_eq!(worker.run_once(now).await.unwrap(), PassStats { sent: 2, emails: 2, ..PassStats::default() });
     assert_eq!(worker.run_once(now).await.unwrap(), PassStats::default(), "nothing is sent twice");
     let messages = server.messages();
     assert_eq!(messages.len(), 2);
     assert!(
-        messages.iter().any(|m| m.contains("Subject: alarm-1"))
-            && messages.iter().any(|m| m.contains("Subject: alarm-2"))
+        messages.iter().any(|m| m.contains("Application crash on lobby: alarm-1"))
+            && messages.iter().any(|m| m.contains("Application crash on lobby: alarm-2")),
+        "{messages:#?}"
     );
 }
 
@@ -71,7 +98,7 @@ async fn transient_refusals_are_retried_after_a_backoff_and_permanent_ones_are_n
 
     let busy = SmtpServer::start_failing(451, 1);
     assert!(queue(&store, "retry-me", "ops@example.com").await);
-    let worker = OutboxWorker::new(store.clone(), mailer(busy.port()), config.clone());
+    let worker = new_worker(&store, busy.port(), config.clone());
     let now = UnixMillis::now();
     assert_eq!(worker.run_once(now).await.unwrap(), PassStats { retried: 1, ..PassStats::default() });
     assert_eq!(
@@ -81,20 +108,20 @@ async fn transient_refusals_are_retried_after_a_backoff_and_permanent_ones_are_n
     );
     assert_eq!(
         worker.run_once(UnixMillis(now.0 + 5_000)).await.unwrap(),
-        PassStats { sent: 1, ..PassStats::default() }
+        PassStats { sent: 1, emails: 1, ..PassStats::default() }
     );
     assert_eq!(busy.messages().len(), 1, "delivered once, after the retry");
 
     let hostile = SmtpServer::start_failing(550, usize::MAX);
     assert!(queue(&store, "reject-me", "ops@example.com").await);
-    let worker = OutboxWorker::new(store.clone(), mailer(hostile.port()), config);
+    let worker = new_worker(&store, hostile.port(), config);
     assert_eq!(worker.run_once(now).await.unwrap(), PassStats { failed: 1, ..PassStats::default() });
     assert_eq!(worker.run_once(UnixMillis(now.0 + 3_600_000)).await.unwrap(), PassStats::default(), "never retried");
     assert!(hostile.messages().is_empty());
 }
 
 #[tokio::test]
-async fn a_receiver_over_its_rate_limit_is_deferred_not_dropped() {
+async fn what_a_rate_limit_holds_back_goes_out_in_one_digest_and_nothing_is_dropped() {
     let server = SmtpServer::start();
     let dir = tempfile::tempdir().unwrap();
     let store = store(dir.path());
@@ -103,10 +130,56 @@ async fn a_receiver_over_its_rate_limit_is_deferred_not_dropped() {
     }
     assert!(queue(&store, "other", "noc@example.com").await);
     let config = OutboxConfig { per_receiver_per_minute: NonZeroU32::new(2).unwrap(), ..OutboxConfig::default() };
-    let worker = OutboxWorker::new(store.clone(), mailer(server.port()), config);
+    let worker = new_worker(&store, server.port(), config);
     let stats = worker.run_once(UnixMillis::now()).await.unwrap();
-    assert_eq!((stats.sent, stats.deferred), (3, 3), "two for ops, one for noc; three wait");
+    assert_eq!(stats, PassStats { sent: 6, emails: 2, digests: 1, ..PassStats::default() }, "5 for ops in one digest");
+    let messages = server.messages();
+    assert_eq!(messages.len(), 2);
+    let digest = messages.iter().find(|m| m.contains("To: ops@example.com")).expect("the digest");
+    assert!(digest.contains("Digest: 5 notifications, 5 alarms"), "{digest}");
+    for i in 0..5 {
+        assert!(digest.contains(&format!("storm-{i}")), "storm-{i} in the digest");
+    }
+
+    // The second token of the minute goes to the next digest; after it, ops is over its limit and
+    // what comes is kept (deferred), not dropped.
+    for i in 5..8 {
+        assert!(queue(&store, &format!("storm-{i}"), "ops@example.com").await);
+    }
+    let stats = worker.run_once(UnixMillis::now()).await.unwrap();
+    assert_eq!(stats, PassStats { sent: 3, emails: 1, digests: 1, ..PassStats::default() });
+    assert!(queue(&store, "storm-8", "ops@example.com").await);
+    let stats = worker.run_once(UnixMillis::now()).await.unwrap();
+    assert_eq!(stats, PassStats { deferred: 1, ..PassStats::default() });
     let due = store.entities.due_outbox(UnixMillis::now(), 10).await.unwrap();
-    assert_eq!(due.len(), 3, "the deferred messages are still queued");
-    assert_eq!(server.messages().len(), 3);
+    assert_eq!(due.iter().map(|m| m.key.as_str()).collect::<Vec<_>>(), [payload("storm-8").key.as_str()]);
+    assert_eq!(server.messages().len(), 3, "at most the rate limit of emails");
+}
+
+#[tokio::test]
+async fn a_crash_after_acceptance_sends_at_most_once_more_with_the_same_message_id() {
+    let server = SmtpServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path());
+    assert!(queue(&store, "crash", "ops@example.com").await);
+    // The process that "crashes": its email is accepted, its Sent record never written.
+    let message = fleetpulse_mailer::render(
+        "ops@example.com",
+        &[payload("crash")],
+        &fleetpulse_mailer::RenderContext {
+            from: "fleetpulse <alarms@example.com>".parse().unwrap(),
+            portal_url: "https://portal.example.com".into(),
+        },
+    )
+    .unwrap();
+    mailer(server.port()).send(message).await.unwrap();
+    // The next process sends it again, once.
+    let worker = new_worker(&store, server.port(), OutboxConfig::default());
+    assert_eq!(worker.run_once(UnixMillis::now()).await.unwrap().emails, 1);
+    assert_eq!(worker.run_once(UnixMillis::now()).await.unwrap(), PassStats::default());
+    let messages = server.messages();
+    assert_eq!(messages.len(), 2);
+    let id = |m: &str| m.lines().find(|l| l.starts_with("Message-ID:")).map(str::to_owned);
+    assert_eq!(id(&messages[0]), id(&messages[1]), "receivers can tell the duplicate");
+    assert!(id(&messages[0]).is_some());
 }

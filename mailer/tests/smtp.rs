@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use fleetpulse_alarm_engine::{IdempotencyKey, Notification, NotifiedAlarm, Receiver, Stage, StrategyId};
-use fleetpulse_mailer::{MailError, Mailer, Message, RenderContext, Security, SendError, SmtpConfig, render};
+use fleetpulse_mailer::{
+    MailError, Mailer, Message, OutboxPayload, RenderContext, Security, SendError, SmtpConfig, render,
+};
 use fleetpulse_proto::{AlarmTypeCode, DeviceId, EnterpriseId, UnixMillis};
 use fleetpulse_testkit::smtp::SmtpServer;
 
@@ -39,13 +41,11 @@ fn message(mailer: &Mailer) -> Message {
         }],
         key: IdempotencyKey([0x42; 16]),
     };
-    let ctx = RenderContext {
-        from: mailer.from_mailbox().clone(),
-        portal_url: "https://portal.example.com".to_owned(),
-        enterprise_name: "Acme".to_owned(),
-        device_labels: HashMap::from([(DeviceId(1), "001565aabbcc".to_owned())]),
-    };
-    render(&notification, &ctx).expect("renders")
+    let ctx =
+        RenderContext { from: mailer.from_mailbox().clone(), portal_url: "https://portal.example.com".to_owned() };
+    let labels = HashMap::from([(DeviceId(1), "001565aabbcc".to_owned())]);
+    let payload = OutboxPayload::new(&notification, "Acme", &labels);
+    render("ops@example.com", &[payload], &ctx).expect("renders")
 }
 
 #[tokio::test]

@@ -48,6 +48,26 @@ pub enum StoreError {
     /// The data directory could not be used.
     #[error("data directory: {0}")]
     Io(#[from] std::io::Error),
+    /// The caller's arguments break a documented bound of the operation (nothing was changed).
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+}
+
+/// Most messages one [`EntityStore::enqueue_outbox_batch`] may queue.
+pub const MAX_OUTBOX_BATCH: usize = 1_000;
+
+/// Most item keys one [`EntityStore::outbox_known_items`] may ask about.
+pub const MAX_OUTBOX_ITEM_QUERY: usize = 10_000;
+
+/// Most records one [`EventStore::latest_alarm_records`] returns, whatever limit it is given.
+pub const MAX_LATEST_ALARM_RECORDS: u32 = 500;
+
+/// [`StoreError::InvalidInput`] if `count` items exceed the bound `max` of `what`.
+pub(crate) fn check_bound(what: &str, count: usize, max: usize) -> Result<()> {
+    if count > max {
+        return Err(StoreError::InvalidInput(format!("{count} {what} in one call (at most {max})")));
+    }
+    Ok(())
 }
 
 /// Result alias for store operations.
@@ -104,9 +124,30 @@ pub trait EntityStore: Send + Sync + 'static {
     ) -> Result<Option<StoredStrategy>>;
     /// Deletes a strategy; false if it did not exist.
     async fn delete_strategy(&self, id: fleetpulse_proto::StrategyId) -> Result<bool>;
-    /// Queues a notification in the durable outbox; false (and nothing changes) if a message
-    /// with the same idempotency key was queued before.
-    async fn enqueue_outbox(&self, message: NewOutboxMessage, now: fleetpulse_proto::UnixMillis) -> Result<bool>;
+    /// Queues a notification in the durable outbox with its item keys; false (and nothing
+    /// changes, item keys included) if a message with the same idempotency key was queued before.
+    ///
+    /// A batch of one: see [`EntityStore::enqueue_outbox_batch`].
+    async fn enqueue_outbox(&self, message: NewOutboxMessage, now: fleetpulse_proto::UnixMillis) -> Result<bool> {
+        let queued = self.enqueue_outbox_batch(vec![message], now).await?;
+        queued.first().copied().ok_or_else(|| StoreError::Backend("the outbox batch answered no message".into()))
+    }
+    /// Queues notifications in the durable outbox, all in one transaction; returns per message
+    /// (in order) whether it was newly queued.
+    ///
+    /// A message whose idempotency key was queued before, or appears earlier in the batch, is
+    /// not queued (false) and its item keys are not recorded. A queued message records its item
+    /// keys, except those already recorded (by an earlier message or earlier in the batch).
+    /// [`StoreError::InvalidInput`] (and nothing changes) for more than [`MAX_OUTBOX_BATCH`]
+    /// messages.
+    async fn enqueue_outbox_batch(
+        &self,
+        messages: Vec<NewOutboxMessage>,
+        now: fleetpulse_proto::UnixMillis,
+    ) -> Result<Vec<bool>>;
+    /// Which of the given alarm item keys a queued outbox message recorded (each once, in any
+    /// order). [`StoreError::InvalidInput`] for more than [`MAX_OUTBOX_ITEM_QUERY`] keys.
+    async fn outbox_known_items(&self, keys: &[String]) -> Result<Vec<String>>;
     /// Pending messages whose next attempt is due at `now`, oldest first, at most `limit`.
     async fn due_outbox(&self, now: fleetpulse_proto::UnixMillis, limit: u32) -> Result<Vec<OutboxMessage>>;
     /// Records an attempt's outcome: `Sent`, `Failed` (permanent), or `Pending` again with the
@@ -132,6 +173,11 @@ pub trait EventStore: Send + Sync + 'static {
     async fn list_alarm_records(&self, filter: AlarmFilter, page: Page) -> Result<Vec<AlarmRecord>>;
     /// The alarm record with this id.
     async fn alarm_record(&self, id: u64) -> Result<Option<AlarmRecord>>;
+    /// The most recently occurred alarm records matching the filter (as in
+    /// [`EventStore::list_alarm_records`]), ordered by latest occurrence then id, both
+    /// descending; at most `limit`, and never more than [`MAX_LATEST_ALARM_RECORDS`] (ALM-6,
+    /// the bell icon).
+    async fn latest_alarm_records(&self, filter: AlarmFilter, limit: u32) -> Result<Vec<AlarmRecord>>;
     /// The newest alarm log the device attached to an alarm of this type (ALM-1: Application
     /// crash, Application no response, Kernel panic), with the time of its alarm.
     async fn alarm_log(

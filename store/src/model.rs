@@ -290,7 +290,8 @@ pub struct AlarmRecord {
     pub acknowledged_by: Option<AccountId>,
 }
 
-/// Filters of [`crate::EventStore::list_alarm_records`]; `None` means any.
+/// Filters of [`crate::EventStore::list_alarm_records`] and
+/// [`crate::EventStore::latest_alarm_records`]; `None` means any.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct AlarmFilter {
     /// Only this enterprise.
@@ -486,6 +487,10 @@ pub struct NewOutboxMessage {
     pub payload: String,
     /// Earliest time of the first attempt.
     pub not_before: UnixMillis,
+    /// Idempotency keys of the alarm items the message carries; recorded with the message so
+    /// that a later message can leave out items already queued
+    /// ([`crate::EntityStore::outbox_known_items`]).
+    pub item_keys: Vec<String>,
 }
 
 /// A notification in the outbox.

@@ -192,6 +192,10 @@ impl EventStore for SpooledEvents {
         self.inner.alarm_record(id).await
     }
 
+    async fn latest_alarm_records(&self, filter: AlarmFilter, limit: u32) -> Result<Vec<AlarmRecord>> {
+        self.inner.latest_alarm_records(filter, limit).await
+    }
+
     async fn alarm_log(
         &self,
         device: DeviceId,

@@ -245,6 +245,7 @@ async fn outbox(store: &Store) {
         receiver: "noc@example.com".into(),
         payload: format!("{{\"key\":\"{key}\"}}"),
         not_before: UnixMillis(not_before),
+        item_keys: Vec::new(),
     };
     assert!(s.enqueue_outbox(message("k1", 100), UnixMillis(50)).await.unwrap());
     assert!(s.enqueue_outbox(message("k2", 200), UnixMillis(60)).await.unwrap());
@@ -292,6 +293,173 @@ async fn outbox(store: &Store) {
         s.record_outbox_attempt(999_999, OutboxState::Sent, UnixMillis(1), UnixMillis(1), None).await.unwrap(),
         None
     );
+}
+
+/// Item keys of outbox messages (exactly-once notification items): recorded with a newly queued
+/// message, reported by `outbox_known_items`; batches queue per message in one transaction.
+/// Runs after `outbox`, which leaves nothing due and queued `k1`.
+async fn outbox_items(store: &Store) {
+    let s = &store.entities;
+    let message = |key: &str, items: &[&str]| NewOutboxMessage {
+        key: key.into(),
+        enterprise_id: EnterpriseId(1),
+        receiver: "noc@example.com".into(),
+        payload: format!("payload of {key}"),
+        not_before: UnixMillis(20_000),
+        item_keys: items.iter().map(|&i| i.to_owned()).collect(),
+    };
+    let strings = |keys: &[&str]| keys.iter().map(|&k| k.to_owned()).collect::<Vec<String>>();
+    let known = |keys: Vec<String>| async move {
+        let mut known = s.outbox_known_items(&keys).await.unwrap();
+        known.sort();
+        known
+    };
+    let due_keys = || async {
+        s.due_outbox(UnixMillis(30_000), 5_000).await.unwrap().into_iter().map(|m| m.key).collect::<Vec<_>>()
+    };
+
+    assert!(known(strings(&["a1", "a2"])).await.is_empty(), "nothing recorded yet");
+    assert!(s.enqueue_outbox(message("m1", &["a1", "a2"]), UnixMillis(20_000)).await.unwrap());
+    assert_eq!(known(strings(&["x", "a2", "y", "a1", "a2"])).await, ["a1", "a2"], "known and unknown keys mixed");
+    // A message whose key was queued before changes nothing: its item keys are not recorded.
+    assert!(!s.enqueue_outbox(message("m1", &["a3"]), UnixMillis(20_001)).await.unwrap());
+    assert!(known(strings(&["a3"])).await.is_empty());
+    assert!(s.outbox_known_items(&[]).await.unwrap().is_empty());
+
+    // A batch: a duplicate key inside it, a key queued earlier (by `outbox` and above), an item
+    // key shared inside the batch and one recorded before.
+    let batch = vec![
+        message("c2", &["i1", "i2"]),
+        message("c2", &["i9"]),
+        message("k1", &["i8"]),
+        message("c1", &["i2", "i3"]),
+        message("m1", &["i7"]),
+        message("c3", &["a1", "i4"]),
+    ];
+    let queued = s.enqueue_outbox_batch(batch, UnixMillis(20_002)).await.unwrap();
+    assert_eq!(queued, [true, false, false, true, false, true]);
+    assert_eq!(
+        known(strings(&["i1", "i2", "i3", "i4", "i7", "i8", "i9", "a1", "a3"])).await,
+        ["a1", "i1", "i2", "i3", "i4"]
+    );
+    // Equally due messages of a batch come in batch order; the first of a duplicate key stays.
+    let due = s.due_outbox(UnixMillis(30_000), 100).await.unwrap();
+    assert_eq!(due.iter().map(|m| m.key.as_str()).collect::<Vec<_>>(), ["m1", "c2", "c1", "c3"]);
+    assert_eq!((due[1].payload.as_str(), due[1].created_at), ("payload of c2", UnixMillis(20_002)));
+    assert!(s.enqueue_outbox_batch(Vec::new(), UnixMillis(20_003)).await.unwrap().is_empty());
+
+    // Over the limit: an error, and nothing of the batch is queued or recorded.
+    let too_many: Vec<_> =
+        (0..=MAX_OUTBOX_BATCH).map(|i| message(&format!("big-{i}"), &[format!("big-item-{i}").as_str()])).collect();
+    let refused = s.enqueue_outbox_batch(too_many, UnixMillis(20_004)).await;
+    assert!(matches!(refused, Err(StoreError::InvalidInput(_))), "{refused:?}");
+    assert_eq!(due_keys().await, ["m1", "c2", "c1", "c3"]);
+    assert!(known(vec!["big-item-0".into(), format!("big-item-{MAX_OUTBOX_BATCH}")]).await.is_empty());
+
+    // A batch failing part-way (an enterprise id no backend can store) changes nothing either.
+    let mut unstorable = message("atomic-2", &["atomic-item-2"]);
+    unstorable.enterprise_id = EnterpriseId(u64::MAX);
+    let failed = s.enqueue_outbox_batch(vec![message("atomic-1", &["atomic-item-1"]), unstorable], UnixMillis(20_004));
+    assert!(failed.await.is_err());
+    assert_eq!(due_keys().await, ["m1", "c2", "c1", "c3"]);
+    assert!(known(strings(&["atomic-item-1", "atomic-item-2"])).await.is_empty());
+
+    // The largest batch and the largest lookup (several chunks on SQLite) are served whole.
+    let full: Vec<_> = (0..MAX_OUTBOX_BATCH)
+        .map(|i| message(&format!("full-{i:04}"), &[format!("full-item-{i:04}").as_str()]))
+        .collect();
+    let queued = s.enqueue_outbox_batch(full, UnixMillis(20_005)).await.unwrap();
+    assert!(queued.len() == MAX_OUTBOX_BATCH && queued.iter().all(|&q| q));
+    let mut lookup: Vec<String> = (0..MAX_OUTBOX_ITEM_QUERY - 3).map(|i| format!("unknown-{i}")).collect();
+    lookup.extend(strings(&["full-item-0999", "i3", "full-item-0000"]));
+    assert_eq!(known(lookup).await, ["full-item-0000", "full-item-0999", "i3"]);
+    let too_many: Vec<String> = (0..=MAX_OUTBOX_ITEM_QUERY).map(|i| format!("i{i}")).collect();
+    assert!(matches!(s.outbox_known_items(&too_many).await, Err(StoreError::InvalidInput(_))));
+    assert_eq!(due_keys().await.len(), 4 + MAX_OUTBOX_BATCH);
+}
+
+/// The latest alarms feed (ALM-6): newest occurrence first (ties by id, descending), at most the
+/// limit (capped), filtered as `list_alarm_records`. Its times are later than any other case's,
+/// so its records lead the unfiltered feed.
+async fn latest_alarms(store: &Store) {
+    let ev = &store.events;
+    let e = store.entities.create_enterprise(NewEnterprise { name: "bell".into(), credential: "bell".into() });
+    let e = e.await.unwrap();
+    let other = store.entities.create_enterprise(NewEnterprise { name: "bell2".into(), credential: "bell2".into() });
+    let other = other.await.unwrap();
+    let d1 = store.entities.register_device(new_device(e.id, DeviceKey::Mac(mac(40)))).await.unwrap().device.id;
+    let d2 = store.entities.register_device(new_device(e.id, DeviceKey::Mac(mac(41)))).await.unwrap().device.id;
+    let d3 = store.entities.register_device(new_device(other.id, DeviceKey::Mac(mac(42)))).await.unwrap().device.id;
+    const T: i64 = 1_800_000_000_000;
+    let raise = |d: DeviceId, enterprise: EnterpriseId, code: u16, at: i64, text: &str| AlarmChange {
+        device_id: d,
+        enterprise_id: enterprise,
+        code: fleetpulse_proto::AlarmTypeCode(code),
+        at: UnixMillis(T + at),
+        kind: AlarmChangeKind::Raise { description: text.into() },
+    };
+    let changes = vec![
+        raise(d1, e.id, 101, 10, "d1-101"),
+        raise(d1, e.id, 105, 30, "d1-105"),
+        raise(d2, e.id, 101, 20, "d2-101"),
+        raise(d2, e.id, 105, 30, "d2-105"),
+        raise(d3, other.id, 101, 25, "d3-101"),
+        // A later raise moves a record to the front of the feed.
+        raise(d1, e.id, 101, 40, "d1-101 again"),
+    ];
+    ev.append(EventBatch { alarm_changes: changes, ..EventBatch::default() }).await.unwrap();
+    let mine = AlarmFilter { enterprise: Some(e.id), ..AlarmFilter::default() };
+    let feed = eventually("latest alarms", || ev.latest_alarm_records(mine, 10), |r| r.len() == 4).await;
+    // Two records share the time of their latest occurrence: the higher id comes first.
+    let id_of = |device| feed.iter().find(|r| r.device_id == device && r.code.0 == 105).unwrap().id;
+    let tie = if id_of(d1) > id_of(d2) { ["d1-105", "d2-105"] } else { ["d2-105", "d1-105"] };
+    let descriptions = |records: &[AlarmRecord]| records.iter().map(|r| r.description.clone()).collect::<Vec<_>>();
+    assert_eq!(descriptions(&feed), ["d1-101 again", tie[0], tie[1], "d2-101"]);
+    assert!(feed.windows(2).all(|w| (w[0].latest_at, w[0].id) > (w[1].latest_at, w[1].id)));
+    assert_eq!((feed[0].count, feed[0].latest_at, feed[0].first_at), (2, UnixMillis(T + 40), UnixMillis(T + 10)));
+    assert!(feed.iter().all(|r| r.enterprise_id == e.id));
+
+    // The limit, and the filters of `list_alarm_records`.
+    assert_eq!(descriptions(&ev.latest_alarm_records(mine, 2).await.unwrap()), ["d1-101 again", tie[0]]);
+    assert!(ev.latest_alarm_records(mine, 0).await.unwrap().is_empty());
+    let theirs = ev.latest_alarm_records(AlarmFilter { enterprise: Some(other.id), ..mine }, 10).await.unwrap();
+    assert_eq!(descriptions(&theirs), ["d3-101"]);
+    let by_device = ev.latest_alarm_records(AlarmFilter { device: Some(d2), ..mine }, 10).await.unwrap();
+    assert_eq!(descriptions(&by_device), ["d2-105", "d2-101"]);
+    let crashes = AlarmFilter { code: Some(fleetpulse_proto::AlarmTypeCode(105)), ..mine };
+    assert_eq!(descriptions(&ev.latest_alarm_records(crashes, 10).await.unwrap()), tie);
+    let older = AlarmFilter { latest_to: Some(UnixMillis(T + 30)), ..mine };
+    assert_eq!(descriptions(&ev.latest_alarm_records(older, 10).await.unwrap()), ["d2-101"]);
+    let none = AlarmFilter { enterprise: Some(EnterpriseId(999_999)), ..AlarmFilter::default() };
+    assert!(ev.latest_alarm_records(none, 10).await.unwrap().is_empty());
+
+    // Unfiltered: every enterprise, these records first (the other cases' are older).
+    let all = ev.latest_alarm_records(AlarmFilter::default(), 10).await.unwrap();
+    assert_eq!(descriptions(&all[..5]), ["d1-101 again", tie[0], tie[1], "d3-101", "d2-101"]);
+    assert!(all.len() > 5, "the other cases' records follow");
+    assert!(all.windows(2).all(|w| (w[0].latest_at, w[0].id) > (w[1].latest_at, w[1].id)));
+
+    // A later raise stored apart from the first state of the record: still one record.
+    let again = raise(d2, e.id, 101, 50, "d2-101 again");
+    ev.append(EventBatch { alarm_changes: vec![again], ..EventBatch::default() }).await.unwrap();
+    let moved = |r: &Vec<AlarmRecord>| r.first().is_some_and(|r| r.description == "d2-101 again");
+    let feed = eventually("raised again", || ev.latest_alarm_records(mine, 10), moved).await;
+    assert_eq!(descriptions(&feed), ["d2-101 again", "d1-101 again", tie[0], tie[1]]);
+    assert_eq!((feed[0].count, feed[0].latest_at), (2, UnixMillis(T + 50)));
+
+    // The cap: never more than MAX_LATEST_ALARM_RECORDS, even when asked for more.
+    let crowd = store.entities.create_enterprise(NewEnterprise { name: "crowd".into(), credential: "crowd".into() });
+    let crowd = crowd.await.unwrap();
+    let d = store.entities.register_device(new_device(crowd.id, DeviceKey::Mac(mac(43)))).await.unwrap().device.id;
+    let many = MAX_LATEST_ALARM_RECORDS as u16 + 20;
+    let changes = (1..=many).map(|code| raise(d, crowd.id, code, i64::from(code), "many")).collect();
+    ev.append(EventBatch { alarm_changes: changes, ..EventBatch::default() }).await.unwrap();
+    let crowded = AlarmFilter { enterprise: Some(crowd.id), ..AlarmFilter::default() };
+    let page = Page::first(1_000);
+    eventually("many records", || ev.list_alarm_records(crowded, page), |r| r.len() == usize::from(many)).await;
+    let capped = ev.latest_alarm_records(crowded, 1_000).await.unwrap();
+    assert_eq!(capped.len(), MAX_LATEST_ALARM_RECORDS as usize);
+    assert_eq!((capped[0].code.0, capped[capped.len() - 1].code.0), (many, many - MAX_LATEST_ALARM_RECORDS as u16 + 1));
 }
 
 /// Alarm lifecycle (ALM-2): active → acknowledged → cleared with who and when; a raise keeps an
@@ -397,8 +565,10 @@ async fn suite(store: Store) {
     entities(&store).await;
     strategies(&store).await;
     outbox(&store).await;
+    outbox_items(&store).await;
     events(&store).await;
     lifecycle(&store).await;
+    latest_alarms(&store).await;
     retention(&store).await;
 }
 

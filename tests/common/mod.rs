@@ -28,6 +28,16 @@ pub struct TestServer {
 impl TestServer {
     /// Starts the server on `data_dir`; `ports` fixes the addresses (for restarts), else port 0.
     pub fn start(data_dir: &Path, ports: Option<(SocketAddr, SocketAddr)>, extra_config: &str) -> TestServer {
+        TestServer::start_with_env(data_dir, ports, extra_config, &[])
+    }
+
+    /// [`TestServer::start`] with extra environment variables.
+    pub fn start_with_env(
+        data_dir: &Path,
+        ports: Option<(SocketAddr, SocketAddr)>,
+        extra_config: &str,
+        env: &[(&str, &str)],
+    ) -> TestServer {
         let (quic, http) = ports.unwrap_or(("127.0.0.1:0".parse().unwrap(), "127.0.0.1:0".parse().unwrap()));
         let config = data_dir.join("test-config.toml");
         std::fs::create_dir_all(data_dir).unwrap();
@@ -40,6 +50,7 @@ impl TestServer {
             .env("FLEETPULSE_ADMIN_EMAIL", ADMIN_EMAIL)
             .env("FLEETPULSE_ADMIN_PASSWORD", ADMIN_PASSWORD)
             .env("FLEETPULSE_LOG", std::env::var("FLEETPULSE_LOG").unwrap_or_else(|_| "warn".into()))
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -72,6 +83,18 @@ impl TestServer {
     }
 
     /// SIGKILL: no chance to flush anything.
+    /// Waits for the process to exit by itself (e.g. an injected fault), up to `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
     pub fn kill9(&mut self) {
         self.child.kill().expect("kill");
         self.child.wait().expect("reap");
@@ -138,6 +161,17 @@ impl Api {
             .json()
             .await
             .unwrap()
+    }
+
+    pub async fn delete(&self, path: &str) -> reqwest::StatusCode {
+        self.client.delete(format!("{}{path}", self.base)).bearer_auth(&self.token).send().await.unwrap().status()
+    }
+
+    pub async fn put(&self, path: &str, body: serde_json::Value) -> serde_json::Value {
+        let resp =
+            self.client.put(format!("{}{path}", self.base)).bearer_auth(&self.token).json(&body).send().await.unwrap();
+        assert!(resp.status().is_success(), "{path}: {}", resp.status());
+        resp.json().await.unwrap()
     }
 
     pub async fn post(&self, path: &str, body: serde_json::Value) -> serde_json::Value {

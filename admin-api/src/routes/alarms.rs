@@ -5,6 +5,7 @@ use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use fleetpulse_mailer::Control;
 use fleetpulse_proto::domain::{AlarmChange, AlarmChangeKind};
 use fleetpulse_proto::{AlarmTypeCode, DeviceId, EnterpriseId, Severity, UnixMillis};
 use fleetpulse_store::{AlarmFilter, AlarmRecord, AlarmStatus, EventBatch};
@@ -24,6 +25,7 @@ const LIST_MAX: u32 = 1000;
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
         .route("/api/v1/alarms", get(list))
+        .route("/api/v1/alarms/latest", get(latest))
         .route("/api/v1/alarms/{id}", get(show))
         .route("/api/v1/alarms/{id}/acknowledge", post(acknowledge))
         .route("/api/v1/alarms/{id}/clear", post(clear))
@@ -91,6 +93,53 @@ async fn list(
     Ok(Json(ListPage::new(items, page, |a| a.id)))
 }
 
+/// Default and largest length of the latest-alarms feed.
+const LATEST_DEFAULT: u32 = 20;
+const LATEST_MAX: u32 = 100;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LatestQuery {
+    enterprise_id: Option<EnterpriseId>,
+    /// Only active (unacknowledged, uncleared) alarms.
+    #[serde(default)]
+    active_only: bool,
+    /// The client's "seen up to" time (unix ms): items after it count as unread.
+    since: Option<i64>,
+    limit: Option<u32>,
+}
+
+/// The latest-alarms feed.
+#[derive(Debug, serde::Serialize)]
+struct LatestFeed {
+    /// Newest first (by latest occurrence).
+    items: Vec<AlarmRecord>,
+    /// Items whose latest occurrence is after `since` (all items without `since`).
+    unread: usize,
+}
+
+/// `GET /api/v1/alarms/latest?enterprise_id=&active_only=&since=&limit=`: the "latest alarms"
+/// feed behind the portal's bell icon (ALM-6): the caller's alarm records with the newest
+/// occurrence first, and how many of them are newer than the client's `since`.
+async fn latest(
+    auth: AuthAdmin,
+    State(ctx): State<AppState>,
+    Query(q): Query<LatestQuery>,
+) -> Result<Json<LatestFeed>, ApiError> {
+    let limit = q.limit.unwrap_or(LATEST_DEFAULT);
+    if limit == 0 || limit > LATEST_MAX {
+        return Err(ApiError::invalid(format!("limit must be between 1 and {LATEST_MAX}")));
+    }
+    let filter = AlarmFilter {
+        enterprise: auth.enterprise_filter(q.enterprise_id),
+        status: q.active_only.then_some(AlarmStatus::Active),
+        ..AlarmFilter::default()
+    };
+    let items = ctx.api.store.events.latest_alarm_records(filter, limit).await?;
+    let unread = items.iter().filter(|a| q.since.is_none_or(|since| a.latest_at.0 > since)).count();
+    Ok(Json(LatestFeed { items, unread }))
+}
+
 /// The alarm record, or 404 if it does not exist or is outside the caller's scope.
 async fn find(ctx: &AppState, auth: &AuthAdmin, id: u64) -> Result<AlarmRecord, ApiError> {
     match ctx.api.store.events.alarm_record(id).await? {
@@ -140,6 +189,14 @@ async fn change(ctx: &AppState, mut record: AlarmRecord, kind: AlarmChangeKind) 
         kind: kind.clone(),
     };
     ctx.api.store.events.append(EventBatch { alarm_changes: vec![change], ..EventBatch::default() }).await?;
+    if let Some(alarms) = &ctx.api.alarms {
+        let (device_id, code) = (record.device_id, record.code);
+        match kind {
+            AlarmChangeKind::Acknowledge { by } => alarms.send(Control::Acknowledged { device_id, code, by, at }).await,
+            AlarmChangeKind::ManualClear { by } => alarms.send(Control::Cleared { device_id, code, by, at }).await,
+            AlarmChangeKind::Raise { .. } | AlarmChangeKind::Clear => {}
+        }
+    }
     match kind {
         AlarmChangeKind::Acknowledge { by } => {
             record.status = AlarmStatus::Acknowledged;

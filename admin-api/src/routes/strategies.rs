@@ -184,6 +184,13 @@ async fn list(
     Ok(Json(StrategyList { items: ctx.api.store.entities.list_strategies(id).await? }))
 }
 
+/// Tells the running alarm engine to reload the enterprise's strategies.
+async fn changed(ctx: &AppState, enterprise: EnterpriseId) {
+    if let Some(alarms) = &ctx.api.alarms {
+        alarms.send(fleetpulse_mailer::Control::StrategiesChanged(enterprise)).await;
+    }
+}
+
 /// `POST /api/v1/enterprises/{id}/alarm-strategies`: 201 with the strategy.
 async fn create(
     auth: AuthAdmin,
@@ -197,6 +204,7 @@ async fn create(
         return Err(ApiError::Conflict(format!("an enterprise has at most {MAX_STRATEGIES} alarm strategies")));
     }
     let created = ctx.api.store.entities.create_strategy(id, settings, UnixMillis::now()).await?;
+    changed(&ctx, id).await;
     tracing::info!(message = "Created an alarm strategy.", strategy = %created.id, enterprise = %id, by_account = %auth.account.id);
     Ok((StatusCode::CREATED, Json(created)).into_response())
 }
@@ -217,9 +225,10 @@ async fn replace(
     Path(id): Path<StrategyId>,
     Json(req): Json<StrategyRequest>,
 ) -> Result<Json<StoredStrategy>, ApiError> {
-    find(&ctx, &auth, id).await?;
+    let enterprise = find(&ctx, &auth, id).await?.enterprise_id;
     let settings = settings(req)?;
     let updated = ctx.api.store.entities.update_strategy(id, settings, UnixMillis::now()).await?;
+    changed(&ctx, enterprise).await;
     updated.map(Json).ok_or(ApiError::NotFound("alarm strategy"))
 }
 
@@ -229,9 +238,10 @@ async fn set_enabled(
     id: StrategyId,
     enabled: bool,
 ) -> Result<Json<StoredStrategy>, ApiError> {
-    let mut settings = find(ctx, auth, id).await?.settings;
+    let StoredStrategy { enterprise_id, mut settings, .. } = find(ctx, auth, id).await?;
     settings.enabled = enabled;
     let updated = ctx.api.store.entities.update_strategy(id, settings, UnixMillis::now()).await?;
+    changed(ctx, enterprise_id).await;
     updated.map(Json).ok_or(ApiError::NotFound("alarm strategy"))
 }
 
@@ -259,8 +269,9 @@ async fn remove(
     State(ctx): State<AppState>,
     Path(id): Path<StrategyId>,
 ) -> Result<StatusCode, ApiError> {
-    find(&ctx, &auth, id).await?;
+    let enterprise = find(&ctx, &auth, id).await?.enterprise_id;
     if ctx.api.store.entities.delete_strategy(id).await? {
+        changed(&ctx, enterprise).await;
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::NotFound("alarm strategy"))

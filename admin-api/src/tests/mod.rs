@@ -48,6 +48,7 @@ fn harness_with(config: ApiConfig, registry: Registry) -> Harness {
         registry: Arc::new(registry),
         ready: ready.clone(),
         config,
+        alarms: None,
     };
     Harness { _dir: dir, store, ready, app: app(state) }
 }

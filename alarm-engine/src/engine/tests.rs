@@ -625,3 +625,28 @@ fn a_restored_threshold_alarm_clears_on_the_next_low_sample() {
     assert_eq!(got, ["1s a@x/s1 firing d4/401x1", "2s -d4/401", "2s cleared d4/401", "2s a@x/s1 resolved d4/401x1"]);
     assert_eq!(engine.stats(), EngineStats::default());
 }
+
+#[test]
+fn an_event_keeps_its_own_time_when_the_clock_is_ahead() {
+    // Device 1's event moved the clock to 5 s; device 2's raise of 3 s and its clear and raise
+    // again at 3.001 s and 3.002 s are two activations with their own times and keys.
+    let s = [with_notify(strategy(1, &["a@x"]), 0, 1, 3600)];
+    let mut engine = AlarmEngine::new();
+    engine.set_strategies(E, s.to_vec()).expect("valid strategies");
+    engine.handle_device_alarm(UnixMillis(5_000), DeviceId(1), E, &device_alarm(CRASH, false));
+    engine.handle_device_alarm(UnixMillis(3_000), DeviceId(2), E, &device_alarm(CRASH, false));
+    engine.handle_device_alarm(UnixMillis(3_001), DeviceId(2), E, &device_alarm(CRASH, true));
+    engine.handle_device_alarm(UnixMillis(3_002), DeviceId(2), E, &device_alarm(CRASH, false));
+    let mut firing = Vec::new();
+    while let Some(action) = engine.poll_action() {
+        if let Action::Notify(n) = action
+            && n.stage == Stage::Firing
+        {
+            firing.extend(n.items.iter().map(|i| (i.device_id.0, i.first_at.0, i.key)));
+        }
+    }
+    assert_eq!(firing.iter().map(|f| (f.0, f.1)).collect::<Vec<_>>(), [(1, 5_000), (2, 3_000), (2, 3_002)]);
+    assert_ne!(firing[1].2, firing[2].2, "two activations, two keys");
+    let status = engine.alarm_status(DeviceId(2), AlarmTypeCode(CRASH)).expect("active");
+    assert_eq!((status.first_at, status.latest_at), (UnixMillis(3_002), UnixMillis(3_002)));
+}

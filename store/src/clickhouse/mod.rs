@@ -125,6 +125,62 @@ fn id_list(ids: impl IntoIterator<Item = u64>) -> String {
     ids.into_iter().map(|id| id.to_string()).collect::<Vec<_>>().join(",")
 }
 
+/// The `AND ...` terms of an alarm filter, with a `?` for each value [`bind_alarm_filter`]
+/// binds; `None` if the filter matches no record.
+fn alarm_filter_terms(filter: &AlarmFilter) -> Option<String> {
+    let mut sql = String::new();
+    if filter.enterprise.is_some() {
+        sql.push_str(" AND enterprise_id = ?");
+    }
+    if filter.device.is_some() {
+        sql.push_str(" AND device_id = ?");
+    }
+    if filter.code.is_some() {
+        sql.push_str(" AND code = ?");
+    }
+    if let Some(status) = filter.status {
+        // A literal from our own enum, not user text.
+        sql.push_str(match status {
+            AlarmStatus::Active => " AND status = 'active'",
+            AlarmStatus::Acknowledged => " AND status = 'acknowledged'",
+            AlarmStatus::Cleared => " AND status = 'cleared'",
+        });
+    }
+    if filter.latest_from.is_some() {
+        sql.push_str(" AND latest_at >= ?");
+    }
+    if filter.latest_to.is_some() {
+        sql.push_str(" AND latest_at < ?");
+    }
+    match filter.severity_codes() {
+        Some(codes) if codes.is_empty() => return None,
+        Some(codes) => sql.push_str(&format!(" AND code IN ({})", id_list(codes.into_iter().map(u64::from)))),
+        None => {}
+    }
+    Some(sql)
+}
+
+/// Binds the values of [`alarm_filter_terms`], in its order (the client formats and escapes
+/// them into the query text: 18.16 has no server-side parameters).
+fn bind_alarm_filter(mut query: ::clickhouse::query::Query, filter: &AlarmFilter) -> ::clickhouse::query::Query {
+    if let Some(e) = filter.enterprise {
+        query = query.bind(e.0);
+    }
+    if let Some(d) = filter.device {
+        query = query.bind(d.0);
+    }
+    if let Some(c) = filter.code {
+        query = query.bind(c.0);
+    }
+    if let Some(t) = filter.latest_from {
+        query = query.bind(t.0);
+    }
+    if let Some(t) = filter.latest_to {
+        query = query.bind(t.0);
+    }
+    query
+}
+
 impl ClickHouseEvents {
     /// Connects, creates the database if missing and applies the schema migrations.
     pub async fn connect(config: ClickHouseConfig) -> Result<ClickHouseEvents> {
@@ -303,54 +359,26 @@ impl EventStore for ClickHouseEvents {
     }
 
     async fn list_alarm_records(&self, filter: AlarmFilter, page: Page) -> Result<Vec<AlarmRecord>> {
-        let mut sql = String::from("SELECT ?fields FROM alarm_records FINAL WHERE id > ?");
-        if filter.enterprise.is_some() {
-            sql.push_str(" AND enterprise_id = ?");
-        }
-        if filter.device.is_some() {
-            sql.push_str(" AND device_id = ?");
-        }
-        if filter.code.is_some() {
-            sql.push_str(" AND code = ?");
-        }
-        if let Some(status) = filter.status {
-            // A literal from our own enum, not user text.
-            sql.push_str(match status {
-                AlarmStatus::Active => " AND status = 'active'",
-                AlarmStatus::Acknowledged => " AND status = 'acknowledged'",
-                AlarmStatus::Cleared => " AND status = 'cleared'",
-            });
-        }
-        if filter.latest_from.is_some() {
-            sql.push_str(" AND latest_at >= ?");
-        }
-        if filter.latest_to.is_some() {
-            sql.push_str(" AND latest_at < ?");
-        }
-        match filter.severity_codes() {
-            Some(codes) if codes.is_empty() => return Ok(Vec::new()),
-            Some(codes) => sql.push_str(&format!(" AND code IN ({})", id_list(codes.into_iter().map(u64::from)))),
-            None => {}
-        }
-        sql.push_str(" ORDER BY id LIMIT ?");
-        let mut query = self.client.query(&sql).bind(page.after);
-        if let Some(e) = filter.enterprise {
-            query = query.bind(e.0);
-        }
-        if let Some(d) = filter.device {
-            query = query.bind(d.0);
-        }
-        if let Some(c) = filter.code {
-            query = query.bind(c.0);
-        }
-        if let Some(t) = filter.latest_from {
-            query = query.bind(t.0);
-        }
-        if let Some(t) = filter.latest_to {
-            query = query.bind(t.0);
-        }
+        let Some(terms) = alarm_filter_terms(&filter) else { return Ok(Vec::new()) };
+        let sql = format!("SELECT ?fields FROM alarm_records FINAL WHERE id > ?{terms} ORDER BY id LIMIT ?");
+        let query = bind_alarm_filter(self.client.query(&sql).bind(page.after), &filter).bind(page.limit);
         let rows: Vec<AlarmRecordRow> =
-            timed("list_alarm_records", async { query.bind(page.limit).fetch_all().await.map_err(backend) }).await?;
+            timed("list_alarm_records", async { query.fetch_all().await.map_err(backend) }).await?;
+        Ok(rows.into_iter().map(AlarmRecordRow::into_record).collect())
+    }
+
+    async fn latest_alarm_records(&self, filter: AlarmFilter, limit: u32) -> Result<Vec<AlarmRecord>> {
+        let limit = limit.min(MAX_LATEST_ALARM_RECORDS);
+        let Some(terms) = alarm_filter_terms(&filter) else { return Ok(Vec::new()) };
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        // `FINAL` first: the order and the filter see each record's newest state only.
+        let sql =
+            format!("SELECT ?fields FROM alarm_records FINAL WHERE 1{terms} ORDER BY latest_at DESC, id DESC LIMIT ?");
+        let query = bind_alarm_filter(self.client.query(&sql), &filter).bind(limit);
+        let rows: Vec<AlarmRecordRow> =
+            timed("latest_alarm_records", async { query.fetch_all().await.map_err(backend) }).await?;
         Ok(rows.into_iter().map(AlarmRecordRow::into_record).collect())
     }
 

@@ -44,6 +44,10 @@ impl Default for EmbeddedConfig {
     }
 }
 
+/// Item keys per lookup of [`EntityStore::outbox_known_items`] (far below SQLite's limit of
+/// 32766 variables per statement).
+const ITEM_KEYS_PER_QUERY: usize = 500;
+
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "fleetpulse.db";
 
@@ -257,6 +261,68 @@ fn alarm_record_from_row(r: &Row<'_>) -> rusqlite::Result<AlarmRecord> {
 /// The columns `alarm_record_from_row` reads, in its order.
 const ALARM_RECORD_COLUMNS: &str = "id, device_id, enterprise_id, code, first_at, latest_at, count, description, \
      cleared_at, status, cleared_by, acknowledged_at, acknowledged_by";
+
+/// A value bound to a statement built at run time.
+type SqlValue = Box<dyn rusqlite::ToSql + Send>;
+
+/// The `WHERE` clause of an alarm filter (empty if it filters nothing) and its values in order,
+/// or `None` if it matches no record. Only the filters given become terms, so that the planner
+/// can pick the index that fits (a term like `(?1 IS NULL OR enterprise_id = ?1)` cannot use one).
+fn alarm_filter_sql(filter: &AlarmFilter) -> Option<(String, Vec<SqlValue>)> {
+    let mut terms: Vec<String> = Vec::new();
+    let mut values: Vec<SqlValue> = Vec::new();
+    if let Some(e) = filter.enterprise {
+        terms.push("enterprise_id = ?".into());
+        values.push(Box::new(e.0));
+    }
+    if let Some(d) = filter.device {
+        terms.push("device_id = ?".into());
+        values.push(Box::new(d.0));
+    }
+    if let Some(code) = filter.code {
+        terms.push("code = ?".into());
+        values.push(Box::new(code.0));
+    }
+    if let Some(status) = filter.status {
+        terms.push("status = ?".into());
+        values.push(Box::new(status.as_str()));
+    }
+    if let Some(t) = filter.latest_from {
+        terms.push("latest_at >= ?".into());
+        values.push(Box::new(t.0));
+    }
+    if let Some(t) = filter.latest_to {
+        terms.push("latest_at < ?".into());
+        values.push(Box::new(t.0));
+    }
+    match filter.severity_codes() {
+        Some(codes) if codes.is_empty() => return None,
+        // Integers from the static table of alarm types: nothing to escape.
+        Some(codes) => {
+            terms.push(format!("code IN ({})", codes.iter().map(u16::to_string).collect::<Vec<_>>().join(",")))
+        }
+        None => {}
+    }
+    let clause = if terms.is_empty() { String::new() } else { format!(" WHERE {}", terms.join(" AND ")) };
+    Some((clause, values))
+}
+
+/// The query of [`EventStore::latest_alarm_records`] and its values, or `None` if it returns
+/// nothing (a zero limit, a filter matching no record). Newest first along
+/// `alarm_records_latest`, or `alarm_records_enterprise` for one enterprise: both indexes end in
+/// the rowid (`id`), so neither the order nor the limit needs a sort of every matching record.
+fn latest_alarm_records_sql(filter: &AlarmFilter, limit: u32) -> Option<(String, Vec<SqlValue>)> {
+    let limit = limit.min(MAX_LATEST_ALARM_RECORDS);
+    if limit == 0 {
+        return None;
+    }
+    let (conditions, mut values) = alarm_filter_sql(filter)?;
+    values.push(Box::new(limit));
+    let sql = format!(
+        "SELECT {ALARM_RECORD_COLUMNS} FROM alarm_records{conditions} ORDER BY latest_at DESC, id DESC LIMIT ?"
+    );
+    Some((sql, values))
+}
 
 fn strategy_from_row(r: &Row<'_>) -> rusqlite::Result<StoredStrategy> {
     let settings: String = r.get(2)?;
@@ -714,15 +780,62 @@ impl EntityStore for EmbeddedStore {
             .await
     }
 
-    async fn enqueue_outbox(&self, m: NewOutboxMessage, now: UnixMillis) -> Result<bool> {
-        self.write(1, move |c| {
-            let added = c
-                .prepare_cached(
-                    "INSERT INTO outbox (key, enterprise_id, receiver, payload, state, next_attempt_at, created_at) \
-                     VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?6) ON CONFLICT (key) DO NOTHING",
-                )?
-                .execute(params![m.key, m.enterprise_id.0, m.receiver, m.payload, m.not_before.0, now.0])?;
-            Ok(added > 0)
+    async fn enqueue_outbox_batch(&self, messages: Vec<NewOutboxMessage>, now: UnixMillis) -> Result<Vec<bool>> {
+        check_bound("outbox messages", messages.len(), MAX_OUTBOX_BATCH)?;
+        if messages.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = messages.iter().map(|m| 1 + m.item_keys.len()).sum();
+        // One write job: one savepoint of one commit, so the batch is applied whole or not at all.
+        self.write(rows, move |c| {
+            let mut message = c.prepare_cached(
+                "INSERT INTO outbox (key, enterprise_id, receiver, payload, state, next_attempt_at, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?6) ON CONFLICT (key) DO NOTHING",
+            )?;
+            let mut item = c.prepare_cached(
+                "INSERT INTO outbox_items (item_key, message_id) VALUES (?1, ?2) ON CONFLICT (item_key) DO NOTHING",
+            )?;
+            let mut queued = Vec::with_capacity(messages.len());
+            for m in &messages {
+                let added =
+                    message.execute(params![m.key, m.enterprise_id.0, m.receiver, m.payload, m.not_before.0, now.0])?
+                        > 0;
+                if added {
+                    let id = c.last_insert_rowid();
+                    for key in &m.item_keys {
+                        item.execute(params![key, id])?;
+                    }
+                }
+                queued.push(added);
+            }
+            Ok(queued)
+        })
+        .await
+    }
+
+    async fn outbox_known_items(&self, keys: &[String]) -> Result<Vec<String>> {
+        check_bound("outbox item keys", keys.len(), MAX_OUTBOX_ITEM_QUERY)?;
+        let mut keys = keys.to_vec();
+        keys.sort_unstable();
+        keys.dedup();
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.read(move |c| {
+            let placeholders = vec!["?"; ITEM_KEYS_PER_QUERY].join(",");
+            let mut st =
+                c.prepare_cached(&format!("SELECT item_key FROM outbox_items WHERE item_key IN ({placeholders})"))?;
+            let mut known = Vec::new();
+            for chunk in keys.chunks(ITEM_KEYS_PER_QUERY) {
+                let Some(last) = chunk.last() else { continue };
+                // A short chunk repeats its last key, so that every chunk uses the one statement.
+                let padded = chunk.iter().chain(std::iter::repeat(last)).take(ITEM_KEYS_PER_QUERY);
+                let rows = st.query_map(rusqlite::params_from_iter(padded), |r| r.get::<_, String>(0))?;
+                for key in rows {
+                    known.push(key?);
+                }
+            }
+            Ok(known)
         })
         .await
     }
@@ -809,6 +922,16 @@ impl EventStore for EmbeddedStore {
                 ],
                 alarm_record_from_row,
             )?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn latest_alarm_records(&self, filter: AlarmFilter, limit: u32) -> Result<Vec<AlarmRecord>> {
+        let Some((sql, values)) = latest_alarm_records_sql(&filter, limit) else { return Ok(Vec::new()) };
+        self.read(move |c| {
+            let mut st = c.prepare_cached(&sql)?;
+            let rows = st.query_map(rusqlite::params_from_iter(values.iter()), alarm_record_from_row)?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await

@@ -132,6 +132,16 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX outbox_due ON outbox(state, next_attempt_at);
     "#,
+    // 5: outbox item keys (exactly-once notification items across restarts), and the latest
+    // alarms feed (ALM-6): newest records first without scanning them all. The enterprise's
+    // feed uses `alarm_records_enterprise` (enterprise_id, latest_at); both end in the rowid.
+    r#"
+    CREATE TABLE outbox_items (
+        item_key   TEXT PRIMARY KEY,
+        message_id INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX alarm_records_latest ON alarm_records(latest_at);
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -155,3 +155,30 @@ async fn a_failing_job_is_rolled_back_alone() {
     assert_eq!(ok.expect("second").email, "b@example.com");
     assert_eq!(store.count_accounts(Role::PlatformAdmin).await.expect("count"), 2);
 }
+
+#[tokio::test]
+async fn the_latest_alarms_feed_reads_an_index_in_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _store = open(dir.path());
+    let conn = Connection::open(dir.path().join(DB_FILE)).expect("open");
+    let plan = |filter: AlarmFilter| {
+        let (sql, values) = latest_alarm_records_sql(&filter, 50).expect("a query");
+        let mut st = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).expect("explain");
+        let rows = st
+            .query_map(rusqlite::params_from_iter(values.iter()), |r| r.get::<_, String>(3))
+            .expect("plan")
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .expect("plan rows");
+        rows.join("; ")
+    };
+    let all = plan(AlarmFilter::default());
+    assert!(all.contains("USING INDEX alarm_records_latest") && !all.contains("TEMP B-TREE"), "{all}");
+    let active = plan(AlarmFilter { status: Some(AlarmStatus::Active), ..AlarmFilter::default() });
+    assert!(active.contains("USING INDEX alarm_records_latest") && !active.contains("TEMP B-TREE"), "{active}");
+    let one = plan(AlarmFilter { enterprise: Some(EnterpriseId(1)), ..AlarmFilter::default() });
+    assert!(
+        one.contains("USING INDEX alarm_records_enterprise (enterprise_id=?)") && !one.contains("TEMP B-TREE"),
+        "{one}"
+    );
+    assert!(latest_alarm_records_sql(&AlarmFilter::default(), 0).is_none());
+}

@@ -10,6 +10,8 @@
 
 mod schema;
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use fleetpulse_proto::domain::DeviceKey;
 use fleetpulse_proto::{AccountId, DeviceId, EnterpriseId, Mac, UnixMillis};
@@ -200,6 +202,14 @@ const ENTERPRISE_DEVICE_PAGE: &str = "SELECT id, enterprise_id, mac, serial, mod
 const INSERT_DEVICE: &str = "INSERT INTO devices (enterprise_id, mac, serial, model, firmware, created_at) \
      VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING \
      RETURNING id, enterprise_id, mac, serial, model, firmware, name, created_at";
+/// Queues the messages of a batch (distinct keys), in array order, unless their key was queued
+/// before; returns the id and key of each message it queued.
+const INSERT_OUTBOX_BATCH: &str = "INSERT INTO outbox \
+     (key, enterprise_id, receiver, payload, state, next_attempt_at, created_at) \
+     SELECT m.key, m.enterprise_id, m.receiver, m.payload, 'pending', m.not_before, $6 \
+     FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bigint[]) WITH ORDINALITY \
+     AS m (key, enterprise_id, receiver, payload, not_before, n) ORDER BY m.n \
+     ON CONFLICT (key) DO NOTHING RETURNING id, key";
 const UPDATE_DEVICE: &str = "UPDATE devices SET model = $2, firmware = $3 WHERE id = $1 \
      RETURNING id, enterprise_id, mac, serial, model, firmware, name, created_at";
 
@@ -495,22 +505,89 @@ impl EntityStore for PgEntityStore {
         Ok(done.rows_affected() > 0)
     }
 
-    async fn enqueue_outbox(&self, m: NewOutboxMessage, now: UnixMillis) -> Result<bool> {
-        let e = db_id(m.enterprise_id.0).ok_or_else(|| StoreError::Backend("enterprise id out of range".into()))?;
-        let done = sqlx::query(
-            "INSERT INTO outbox (key, enterprise_id, receiver, payload, state, next_attempt_at, created_at) \
-             VALUES ($1, $2, $3, $4, 'pending', $5, $6) ON CONFLICT (key) DO NOTHING",
-        )
-        .bind(&m.key)
-        .bind(e)
-        .bind(&m.receiver)
-        .bind(&m.payload)
-        .bind(m.not_before.0)
-        .bind(now.0)
-        .execute(&self.pool)
-        .await
-        .map_err(backend)?;
-        Ok(done.rows_affected() > 0)
+    async fn enqueue_outbox_batch(&self, messages: Vec<NewOutboxMessage>, now: UnixMillis) -> Result<Vec<bool>> {
+        check_bound("outbox messages", messages.len(), MAX_OUTBOX_BATCH)?;
+        if messages.is_empty() {
+            return Ok(Vec::new());
+        }
+        // The first message of each key; a later one with the same key is not queued.
+        let mut first: HashMap<&str, usize> = HashMap::with_capacity(messages.len());
+        for (i, m) in messages.iter().enumerate() {
+            first.entry(m.key.as_str()).or_insert(i);
+        }
+        // In batch order, so that ids (and the order of equally due messages) follow the batch,
+        // as in the embedded store. Two concurrent batches sharing keys in opposite orders may
+        // deadlock: PostgreSQL then aborts one, which fails (nothing queued) and can be retried.
+        let mut candidates: Vec<usize> = first.values().copied().collect();
+        candidates.sort_unstable();
+        let candidates: Vec<&NewOutboxMessage> = candidates.into_iter().map(|i| &messages[i]).collect();
+        let mut keys = Vec::with_capacity(candidates.len());
+        let mut enterprises = Vec::with_capacity(candidates.len());
+        let mut receivers = Vec::with_capacity(candidates.len());
+        let mut payloads = Vec::with_capacity(candidates.len());
+        let mut not_before = Vec::with_capacity(candidates.len());
+        for m in &candidates {
+            keys.push(m.key.as_str());
+            enterprises.push(
+                db_id(m.enterprise_id.0).ok_or_else(|| StoreError::Backend("enterprise id out of range".into()))?,
+            );
+            receivers.push(m.receiver.as_str());
+            payloads.push(m.payload.as_str());
+            not_before.push(m.not_before.0);
+        }
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let inserted: Vec<(i64, String)> = sqlx::query_as(INSERT_OUTBOX_BATCH)
+            .bind(&keys)
+            .bind(&enterprises)
+            .bind(&receivers)
+            .bind(&payloads)
+            .bind(&not_before)
+            .bind(now.0)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(backend)?;
+        let ids: HashMap<&str, i64> = inserted.iter().map(|(id, key)| (key.as_str(), *id)).collect();
+        let queued: Vec<bool> = messages
+            .iter()
+            .enumerate()
+            .map(|(i, m)| first.get(m.key.as_str()) == Some(&i) && ids.contains_key(m.key.as_str()))
+            .collect();
+        // Each item key once, claimed by the first queued message carrying it; in key order.
+        let mut items: HashMap<&str, i64> = HashMap::new();
+        for (m, _) in messages.iter().zip(&queued).filter(|(_, q)| **q) {
+            let Some(&id) = ids.get(m.key.as_str()) else { continue };
+            for key in &m.item_keys {
+                items.entry(key.as_str()).or_insert(id);
+            }
+        }
+        if !items.is_empty() {
+            let mut items: Vec<(&str, i64)> = items.into_iter().collect();
+            items.sort_unstable();
+            let (item_keys, message_ids): (Vec<&str>, Vec<i64>) = items.into_iter().unzip();
+            sqlx::query(
+                "INSERT INTO outbox_items (item_key, message_id) \
+                 SELECT * FROM unnest($1::text[], $2::bigint[]) ON CONFLICT (item_key) DO NOTHING",
+            )
+            .bind(&item_keys)
+            .bind(&message_ids)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok(queued)
+    }
+
+    async fn outbox_known_items(&self, keys: &[String]) -> Result<Vec<String>> {
+        check_bound("outbox item keys", keys.len(), MAX_OUTBOX_ITEM_QUERY)?;
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        sqlx::query_scalar("SELECT item_key FROM outbox_items WHERE item_key = ANY($1)")
+            .bind(keys)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)
     }
 
     async fn due_outbox(&self, now: UnixMillis, limit: u32) -> Result<Vec<OutboxMessage>> {

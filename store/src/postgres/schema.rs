@@ -92,6 +92,17 @@ const MIGRATIONS: &[(&str, &str)] = &[
     CREATE INDEX outbox_due ON outbox (state, next_attempt_at);
     "#,
     ),
+    (
+        "outbox item keys",
+        // 4: the idempotency keys of the alarm items queued messages carry (exactly-once
+        // notification items across restarts): one row per item key, naming the message.
+        r#"
+    CREATE TABLE outbox_items (
+        item_key   TEXT PRIMARY KEY,
+        message_id BIGINT NOT NULL
+    );
+    "#,
+    ),
 ];
 
 /// The schema version this build writes.

@@ -1,0 +1,319 @@
+//! End-to-end alarm notifications (ALM-5): the real `fleetpulse` binary, real devices over QUIC
+//! and a real SMTP server (aiosmtpd) on loopback; the assertions are on what arrived there.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Api, RawDevice, TestServer};
+use fleetpulse_proto::wire::{AlarmAction, AlarmReport, Downlink, Heartbeat, Message, Uplink};
+use fleetpulse_testkit::smtp::SmtpServer;
+use serde_json::json;
+
+/// Runs that load both cores: one at a time.
+static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The `[smtp]` and `[notify]` sections for the test relay, plus `extra` lines.
+fn mail_config(smtp: &SmtpServer, notify_extra: &str) -> String {
+    format!(
+        "[smtp]\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"plain\"\nfrom = \"fleetpulse <alarms@fleetpulse.test>\"\ntimeout = 5\n\
+         [notify]\nportal_url = \"https://portal.fleetpulse.test\"\nbackoff_base_s = 1\n{notify_extra}",
+        smtp.port()
+    )
+}
+
+/// Creates a strategy for `enterprise` from the default below patched with `patch`.
+async fn strategy(api: &Api, enterprise: u64, patch: serde_json::Value) -> u64 {
+    let mut body = json!({
+        "name": "ops",
+        "enabled": true,
+        "alarm_types": [],
+        "severities": [],
+        "receivers": ["ops@example.test"],
+        "group_wait_ms": 0,
+        "group_interval_ms": 1000,
+        "repeat_interval_ms": 3_600_000,
+    });
+    for (k, v) in patch.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    let created = api.post(&format!("/api/v1/enterprises/{enterprise}/alarm-strategies"), body).await;
+    created["id"].as_u64().unwrap()
+}
+
+/// A device that said Hello and got its Welcome.
+async fn device(server: &TestServer, credential: &str, mac: &str) -> RawDevice {
+    let mut dev = RawDevice::connect(server).await;
+    dev.send(&[RawDevice::hello(mac, credential, 30)]).await;
+    match dev.next().await {
+        Some(Downlink::Welcome(_)) => dev,
+        other => panic!("expected Welcome, got {other:?}"),
+    }
+}
+
+fn alarm(seq: u64, code: u16, raise: bool, description: &str) -> Uplink {
+    let action = if raise { AlarmAction::Raise } else { AlarmAction::Clear };
+    RawDevice::data(seq, Message::Alarm(AlarmReport { code, action, description: description.into(), log: None }))
+}
+
+/// Reads acknowledgements until `seq` is acknowledged.
+async fn acked(dev: &mut RawDevice, seq: u64) {
+    loop {
+        match dev.next().await {
+            Some(Downlink::Ack(a)) if a.seq >= seq => return,
+            Some(Downlink::Ack(_)) => {}
+            other => panic!("expected Ack, got {other:?}"),
+        }
+    }
+}
+
+/// Waits until the relay holds at least `n` messages; returns them.
+async fn emails(smtp: &SmtpServer, n: usize, timeout: Duration) -> Vec<String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let messages = smtp.messages();
+        if messages.len() >= n || Instant::now() > deadline {
+            return messages;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The `To:` address of a saved message.
+fn to(message: &str) -> &str {
+    message.lines().find_map(|l| l.strip_prefix("To: ")).unwrap_or("")
+}
+
+fn message_id(message: &str) -> Option<&str> {
+    message.lines().find_map(|l| l.strip_prefix("Message-ID: "))
+}
+
+/// Notifications an email carries: the count a digest states, else 1.
+fn notifications_in(message: &str) -> usize {
+    let Some(pos) = message.find(" notifications held back by the rate limit") else { return 1 };
+    let start = message[..pos].rfind(|c: char| !c.is_ascii_digit()).map_or(0, |i| i + 1);
+    message[start..pos].parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_is_one_email_reminders_follow_and_a_restart_sends_nothing_twice() {
+    let smtp = SmtpServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = mail_config(&smtp, "");
+    let mut server = TestServer::start(dir.path(), None, &config);
+    let ports = (server.quic_addr, server.http_addr);
+    let api = Api::login(&server.api()).await;
+    let (enterprise, credential) = api.enterprise("Burst Co").await;
+    strategy(&api, enterprise, json!({"group_wait_ms": 1500, "repeat_interval_ms": 60_000})).await;
+
+    // Three devices crash within a moment: one email lists all three.
+    let mut devices = Vec::new();
+    for i in 0..3 {
+        let mut dev = device(&server, &credential, &format!("00156500b0{i:02}")).await;
+        dev.send(&[alarm(1, 105, true, &format!("segfault in app {i}"))]).await;
+        acked(&mut dev, 1).await;
+        devices.push(dev);
+    }
+    let first = emails(&smtp, 1, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let first_batch = smtp.messages();
+    assert_eq!(first_batch.len(), 1, "one grouped email: {first:#?}");
+    let email = &first_batch[0];
+    assert_eq!(to(email), "ops@example.test");
+    assert!(email.contains("Firing alarms for Burst Co: 3 alarms"), "{email}");
+    for i in 0..3 {
+        assert!(email.contains(&format!("segfault in app {i}")), "{email}");
+    }
+    assert!(email.contains("Details:     https://portal.fleetpulse.test/alarms?device_id="), "{email}");
+
+    // SIGKILL and restart: the active alarms are taken over, their firing email is not sent again.
+    drop(devices);
+    server.kill9();
+    let restarted_at = Instant::now();
+    let server = TestServer::start(dir.path(), Some(ports), &config);
+    let api = Api::login(&server.api()).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(smtp.messages().len(), 1, "nothing sent twice after the restart");
+
+    // One alarm acknowledged: the reminder a minute later lists the other two.
+    let active = api.get(&format!("/api/v1/alarms?enterprise_id={enterprise}&status=active")).await;
+    let ids: Vec<u64> = active["items"].as_array().unwrap().iter().map(|a| a["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids.len(), 3, "{active}");
+    api.post(&format!("/api/v1/alarms/{}/acknowledge", ids[0]), json!({})).await;
+    let with_reminder = emails(&smtp, 2, Duration::from_secs(90)).await;
+    assert_eq!(with_reminder.len(), 2, "a reminder after the repeat interval");
+    assert!(restarted_at.elapsed() >= Duration::from_secs(55), "not before the repeat interval");
+    let reminder = &with_reminder[1];
+    assert!(reminder.contains("Reminder: alarms still active for Burst Co: 2 alarms"), "{reminder}");
+
+    // A manual clear sends its resolution.
+    api.post(&format!("/api/v1/alarms/{}/clear", ids[1]), json!({})).await;
+    let all = emails(&smtp, 3, Duration::from_secs(10)).await;
+    assert_eq!(all.len(), 3);
+    assert!(all[2].contains("Resolved alarms for Burst Co: 1 alarm"), "{}", all[2]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disabled_strategies_and_unselected_types_or_severities_send_nothing() {
+    let smtp = SmtpServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), None, &mail_config(&smtp, ""));
+    let api = Api::login(&server.api()).await;
+    let (enterprise, credential) = api.enterprise("Quiet Co").await;
+    let disabled = strategy(&api, enterprise, json!({"enabled": false, "receivers": ["a@quiet.test"]})).await;
+    strategy(&api, enterprise, json!({"alarm_types": [301], "receivers": ["b@quiet.test"]})).await;
+    strategy(&api, enterprise, json!({"severities": ["critical"], "receivers": ["c@quiet.test"]})).await;
+
+    let mut dev = device(&server, &credential, "0015650000c1").await;
+    dev.send(&[alarm(1, 202, true, "rebooted")]).await; // major: no strategy selects it
+    acked(&mut dev, 1).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(smtp.messages().is_empty(), "{:#?}", smtp.messages());
+
+    dev.send(&[alarm(2, 301, true, "call failed")]).await; // minor, type 301: only b
+    acked(&mut dev, 2).await;
+    let got = emails(&smtp, 1, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(smtp.messages().len(), 1, "{got:#?}");
+    assert_eq!(to(&got[0]), "b@quiet.test");
+
+    // Enabling a strategy takes effect at once (the engine reloads on the API's change).
+    api.post(&format!("/api/v1/alarm-strategies/{disabled}/enable"), json!({})).await;
+    dev.send(&[alarm(3, 203, true, "meet now failed")]).await; // major: now a gets it
+    acked(&mut dev, 3).await;
+    let got = emails(&smtp, 2, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(smtp.messages().len(), 2, "{got:#?}");
+    assert_eq!(to(&got[1]), "a@quiet.test");
+    assert!(got[1].contains("Meet now failure"), "{}", got[1]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transient_smtp_refusal_is_retried_and_delivered_once() {
+    let smtp = SmtpServer::start_failing(451, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), None, &mail_config(&smtp, ""));
+    let api = Api::login(&server.api()).await;
+    let (enterprise, credential) = api.enterprise("Retry Co").await;
+    strategy(&api, enterprise, json!({})).await;
+    let mut dev = device(&server, &credential, "0015650000d1").await;
+    let sent = Instant::now();
+    dev.send(&[alarm(1, 102, true, "register failure")]).await;
+    acked(&mut dev, 1).await;
+    let got = emails(&smtp, 1, Duration::from_secs(15)).await;
+    assert_eq!(got.len(), 1, "delivered after the retry");
+    assert!(sent.elapsed() >= Duration::from_millis(900), "after the 1 s backoff");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(smtp.messages().len(), 1, "once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_between_smtp_acceptance_and_the_sent_mark_sends_at_most_twice() {
+    let smtp = SmtpServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = mail_config(&smtp, "");
+    let fault = [("FLEETPULSE_FAULT", "abort-after-smtp-accept")];
+    let mut server = TestServer::start_with_env(dir.path(), None, &config, &fault);
+    let ports = (server.quic_addr, server.http_addr);
+    let api = Api::login(&server.api()).await;
+    let (enterprise, credential) = api.enterprise("Crash Co").await;
+    strategy(&api, enterprise, json!({})).await;
+    let mut dev = device(&server, &credential, "0015650000e1").await;
+    dev.send(&[alarm(1, 107, true, "kernel panic")]).await;
+    acked(&mut dev, 1).await;
+    assert!(server.wait_exit(Duration::from_secs(15)).is_some(), "the injected fault aborts the server");
+    assert_eq!(smtp.messages().len(), 1, "accepted before the crash");
+
+    let _restarted = TestServer::start(dir.path(), Some(ports), &config);
+    let got = emails(&smtp, 2, Duration::from_secs(15)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let all = smtp.messages();
+    assert_eq!(all.len(), 2, "at least once, at most twice: {got:#?}");
+    assert_eq!(message_id(&all[0]), message_id(&all[1]), "the duplicate carries the same Message-ID");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storm_of_10000_alarms_is_rate_limited_into_digests_and_other_enterprises_keep_flowing() {
+    let _heavy = HEAVY.lock().await;
+    const PER_MINUTE: usize = 6;
+    const DEVICES: u64 = 20;
+    const CYCLES: u64 = 500; // raise + clear per device: 10,000 raises in all
+    let smtp = SmtpServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "{}per_receiver_per_minute = {PER_MINUTE}\nbatch = 10000\n\
+         [ingest]\ndevice_rate = 100000\ndevice_burst = 100000\nenterprise_rate = 100000\nenterprise_burst = 100000\n",
+        mail_config(&smtp, "")
+    );
+    let server = TestServer::start(dir.path(), None, &config);
+    let api = Api::login(&server.api()).await;
+    let (storm, storm_credential) = api.enterprise("Storm Co").await;
+    strategy(&api, storm, json!({"receivers": ["storm@example.test"]})).await; // grouping off: the worst case
+    let (_calm, calm_credential) = api.enterprise("Calm Co").await;
+    let mut calm = device(&server, &calm_credential, "0015650000f0").await;
+
+    // Another enterprise's device sends a heartbeat every 100 ms for the whole run (the storm's
+    // ingest, evaluation, outbox and digests); its worst acknowledgement time is measured.
+    let (stop_calm, stopped) = tokio::sync::watch::channel(false);
+    let calm_task = tokio::spawn(async move {
+        let (mut worst, mut seq) = (Duration::ZERO, 0);
+        while !*stopped.borrow() {
+            seq += 1;
+            let t0 = Instant::now();
+            calm.send(&[RawDevice::data(seq, Message::Heartbeat(Heartbeat { uptime_s: seq }))]).await;
+            acked(&mut calm, seq).await;
+            worst = worst.max(t0.elapsed());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        (worst, seq)
+    });
+
+    let started = Instant::now();
+    let mut storm_tasks = Vec::new();
+    for d in 0..DEVICES {
+        let mut dev = device(&server, &storm_credential, &format!("0015650010{d:02}")).await;
+        storm_tasks.push(tokio::spawn(async move {
+            let frames: Vec<Uplink> =
+                (0..CYCLES * 2).map(|i| alarm(i + 1, 105, i % 2 == 0, &format!("storm {d}/{}", i / 2))).collect();
+            for chunk in frames.chunks(100) {
+                dev.send(chunk).await;
+            }
+            acked(&mut dev, CYCLES * 2).await;
+            dev
+        }));
+    }
+    for t in storm_tasks {
+        t.await.unwrap();
+    }
+    println!("storm ingested in {:.1} s", started.elapsed().as_secs_f64());
+
+    // Every notification (a firing and a resolution per raise) arrives, merged into digests.
+    let expected = (DEVICES * CYCLES * 2) as usize;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let messages = loop {
+        let messages = smtp.messages();
+        let delivered: usize = messages.iter().map(|m| notifications_in(m)).sum();
+        if delivered >= expected || Instant::now() > deadline {
+            break messages;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let elapsed_min = started.elapsed().as_secs_f64() / 60.0;
+    let delivered: usize = messages.iter().map(|m| notifications_in(m)).sum();
+    println!("{} emails carried {delivered} notifications in {:.1} s", messages.len(), elapsed_min * 60.0);
+    stop_calm.send(true).unwrap();
+    let (worst, heartbeats) = calm_task.await.unwrap();
+    println!("worst calm acknowledgement {worst:?} over {heartbeats} heartbeats");
+    assert!(heartbeats >= 20, "the calm device was measured throughout");
+    assert!(worst < Duration::from_secs(2), "the calm enterprise stalled for {worst:?}");
+    if delivered != expected {
+        let kept = dir.keep();
+        println!("data directory kept for inspection: {}", kept.display());
+    }
+    assert_eq!(delivered, expected, "nothing dropped");
+    let allowed = PER_MINUTE + (elapsed_min * PER_MINUTE as f64).ceil() as usize;
+    assert!(messages.len() <= allowed, "{} emails, the rate limit allows {allowed}", messages.len());
+    assert!(messages.iter().all(|m| to(m) == "storm@example.test"));
+}
