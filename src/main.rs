@@ -12,7 +12,7 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use fleetpulse_admin_api::{ApiConfig, ApiState, BootstrapOutcome};
 use fleetpulse_ingest::{Ingest, IngestConfig, IngestMetrics, TlsSource};
-use fleetpulse_mailer::{AlarmService, Mailer, OutboxConfig, OutboxWorker};
+use fleetpulse_mailer::{AlarmMetrics, AlarmService, Mailer, OutboxConfig, OutboxWorker};
 use fleetpulse_store::Store;
 use fleetpulse_store::embedded::EmbeddedConfig;
 
@@ -252,11 +252,13 @@ impl Server {
             .with_context(|| format!("binding the HTTP address {http_addr}"))?;
         let http_addr = listener.local_addr()?;
         let (stop_alarms, stop_rx) = tokio::sync::watch::channel(false);
+        let alarm_metrics = AlarmMetrics::register(&mut registry);
         let worker = match file.smtp.clone() {
             Some(smtp) => {
                 let mailer = Mailer::new(smtp).context("the [smtp] section")?;
                 let portal = file.notify.portal_url.clone().unwrap_or_else(|| format!("http://{http_addr}"));
-                Some(OutboxWorker::new(store.clone(), mailer, &portal, outbox_config(&file.notify)))
+                let worker = OutboxWorker::new(store.clone(), mailer, &portal, outbox_config(&file.notify));
+                Some(worker.with_metrics(alarm_metrics.clone()))
             }
             None => {
                 tracing::warn!(
@@ -266,10 +268,10 @@ impl Server {
             }
         };
         let (alarm_tx, alarm_rx) = tokio::sync::mpsc::channel(ALARM_EVENT_QUEUE);
-        let alarms =
-            AlarmService::start(store.clone(), alarm_rx, worker.as_ref().map(OutboxWorker::waker), stop_rx.clone())
-                .await
-                .context("starting the alarm engine")?;
+        let wake = worker.as_ref().map(OutboxWorker::waker);
+        let alarms = AlarmService::start(store.clone(), alarm_rx, wake, stop_rx.clone(), alarm_metrics)
+            .await
+            .context("starting the alarm engine")?;
         let outbox = worker.map(|w| tokio::spawn(w.run(stop_rx)));
         ingest_config.alarm_events = Some(alarm_tx);
         let ingest = Ingest::start(ingest_config, store.clone(), metrics).await?;

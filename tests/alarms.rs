@@ -7,8 +7,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Api, RawDevice, TestServer};
-use fleetpulse_proto::wire::{AlarmAction, AlarmReport, Downlink, Heartbeat, Message, Uplink};
+use common::{Api, RawDevice, TestServer, metric};
+use fleetpulse_proto::wire::{AlarmAction, AlarmReport, Downlink, Heartbeat, Message, ResourceReport, Uplink};
 use fleetpulse_testkit::smtp::SmtpServer;
 use serde_json::json;
 
@@ -316,4 +316,60 @@ async fn a_storm_of_10000_alarms_is_rate_limited_into_digests_and_other_enterpri
     let allowed = PER_MINUTE + (elapsed_min * PER_MINUTE as f64).ceil() as usize;
     assert!(messages.len() <= allowed, "{} emails, the rate limit allows {allowed}", messages.len());
     assert!(messages.iter().all(|m| to(m) == "storm@example.test"));
+    // The worker records the digests' messages as sent after the relay accepted them.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let metrics = loop {
+        let metrics = api.metrics().await;
+        if metric(&metrics, "fleetpulse_outbox_messages_sent_total") >= expected as f64 || Instant::now() > deadline {
+            break metrics;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(metric(&metrics, "fleetpulse_alarm_events_total") >= 20_000.0, "{metrics}");
+    assert_eq!(metric(&metrics, "fleetpulse_alarm_notifications_queued_total"), expected as f64);
+    assert_eq!(metric(&metrics, "fleetpulse_outbox_messages_sent_total"), expected as f64);
+    assert_eq!(metric(&metrics, "fleetpulse_outbox_emails_sent_total"), messages.len() as f64);
+    assert!(metric(&metrics, "fleetpulse_outbox_digests_sent_total") >= 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cpu_threshold_raises_high_cpu_usage_and_a_low_sample_clears_it() {
+    let smtp = SmtpServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), None, &mail_config(&smtp, ""));
+    let api = Api::login(&server.api()).await;
+    let (enterprise, credential) = api.enterprise("Hot Co").await;
+    let rule = json!([{"metric": "cpu", "above_percent": 80.0, "for_minutes": 0}]);
+    strategy(&api, enterprise, json!({"alarm_types": [401], "thresholds": rule})).await;
+    let mut dev = device(&server, &credential, "0015650000a7").await;
+    let cpu = |seq: u64, pct: u16| {
+        RawDevice::data(
+            seq,
+            Message::ResourceReport(ResourceReport { cpu_centi_pct: pct * 100, mem_used_bytes: 1, mem_total_bytes: 4 }),
+        )
+    };
+    dev.send(&[cpu(1, 50), cpu(2, 95)]).await;
+    acked(&mut dev, 2).await;
+    let got = emails(&smtp, 1, Duration::from_secs(10)).await;
+    assert_eq!(got.len(), 1);
+    assert!(got[0].contains("Firing alarms for Hot Co: 1 alarm") && got[0].contains("High CPU usage"), "{}", got[0]);
+    let path = format!("/api/v1/alarms?enterprise_id={enterprise}&code=401");
+    let records = api.get(&path).await;
+    assert_eq!(records["items"].as_array().unwrap().len(), 1, "{records}");
+    assert_eq!(records["items"][0]["status"], "active");
+
+    dev.send(&[cpu(3, 10)]).await;
+    acked(&mut dev, 3).await;
+    let got = emails(&smtp, 2, Duration::from_secs(10)).await;
+    assert_eq!(got.len(), 2);
+    assert!(got[1].contains("Resolved alarms for Hot Co: 1 alarm"), "{}", got[1]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while api.get(&path).await["items"][0]["status"] != "cleared" {
+        assert!(Instant::now() < deadline, "the record clears");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The feed behind the bell icon shows it, newest first.
+    let feed = api.get(&format!("/api/v1/alarms/latest?enterprise_id={enterprise}")).await;
+    assert_eq!(feed["items"][0]["code"], 401, "{feed}");
+    assert_eq!(feed["unread"], 1);
 }

@@ -9,6 +9,7 @@
 //! [`Notification`]: fleetpulse_alarm_engine::Notification
 
 mod config;
+mod metrics;
 pub mod outbox;
 pub mod payload;
 mod render;
@@ -18,6 +19,7 @@ pub mod service;
 pub use config::{Security, SmtpConfig};
 pub use lettre::Message;
 pub use lettre::message::Mailbox;
+pub use metrics::AlarmMetrics;
 pub use outbox::{OutboxConfig, OutboxError, OutboxWorker, PassStats, Queued, enqueue};
 pub use payload::{MAX_ITEMS_PER_MESSAGE, OutboxPayload, PayloadItem, PayloadStage};
 pub use render::{MAX_DIGEST_ITEMS, MAX_SUBJECT_DESCRIPTION_CHARS, RenderContext, render};

@@ -10,16 +10,17 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use fleetpulse_proto::UnixMillis;
 use fleetpulse_store::{NewOutboxMessage, OutboxMessage, OutboxState, Store, StoreError};
+use governor::clock::DefaultClock;
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio::sync::Notify;
 
 use crate::payload::OutboxPayload;
-use crate::{MailError, Mailer, RenderContext, render};
+use crate::{AlarmMetrics, MailError, Mailer, RenderContext, render};
 
 /// Settings of the outbox worker.
 #[derive(Debug, Clone)]
@@ -131,6 +132,9 @@ pub struct OutboxWorker {
     render: RenderContext,
     config: OutboxConfig,
     wake: Arc<Notify>,
+    metrics: AlarmMetrics,
+    /// Receivers over their rate limit, until when (left out of the due query meanwhile).
+    blocked: Mutex<HashMap<String, Instant>>,
     per_receiver: DefaultKeyedRateLimiter<String>,
     global: DefaultDirectRateLimiter,
 }
@@ -141,12 +145,20 @@ impl OutboxWorker {
         OutboxWorker {
             render: RenderContext { from: mailer.from_mailbox().clone(), portal_url: portal_url.to_owned() },
             wake: Arc::new(Notify::new()),
+            metrics: AlarmMetrics::default(),
+            blocked: Mutex::new(HashMap::new()),
             per_receiver: RateLimiter::keyed(Quota::per_minute(config.per_receiver_per_minute)),
             global: RateLimiter::direct(Quota::per_second(config.global_per_second)),
             store,
             mailer,
             config,
         }
+    }
+
+    /// Counts what the worker does in `metrics` (registered by the caller).
+    pub fn with_metrics(mut self, metrics: AlarmMetrics) -> OutboxWorker {
+        self.metrics = metrics;
+        self
     }
 
     /// Wakes the worker's loop at once (after new messages were queued) instead of at its next
@@ -168,7 +180,15 @@ impl OutboxWorker {
     /// they wait for a later pass. Nothing over a limit is dropped.
     pub async fn run_once(&self, now: UnixMillis) -> Result<PassStats, OutboxError> {
         let mut stats = PassStats::default();
-        let due = self.store.entities.due_outbox(now, self.config.batch).await?;
+        // Receivers over their limit are left out of the query, so that a receiver with a large
+        // backlog does not fill every batch and starve the others.
+        let except: Vec<String> = {
+            let mut blocked = self.blocked.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let instant = Instant::now();
+            blocked.retain(|_, until| *until > instant);
+            blocked.keys().take(fleetpulse_store::MAX_OUTBOX_EXCEPT).cloned().collect()
+        };
+        let due = self.store.entities.due_outbox_except(now, self.config.batch, &except).await?;
         for (receiver, messages) in by_receiver(due) {
             let n = u32::try_from(messages.len()).ok().and_then(NonZeroU32::new);
             let all_fit = n.is_some_and(|n| matches!(self.per_receiver.check_key_n(&receiver, n), Ok(Ok(()))));
@@ -180,10 +200,20 @@ impl OutboxWorker {
                     }
                     self.send(now, &receiver, vec![m], &mut stats).await?;
                 }
-            } else if self.per_receiver.check_key(&receiver).is_ok() && self.global.check().is_ok() {
-                stats.digests += u32::from(messages.len() > 1);
-                self.send(now, &receiver, messages, &mut stats).await?;
             } else {
+                match self.per_receiver.check_key(&receiver) {
+                    Ok(()) if self.global.check().is_ok() => {
+                        stats.digests += u32::from(messages.len() > 1);
+                        self.send(now, &receiver, messages, &mut stats).await?;
+                        continue;
+                    }
+                    Ok(()) => {}
+                    Err(not_until) => {
+                        let wait = not_until.wait_time_from(governor::clock::Clock::now(&DefaultClock::default()));
+                        let mut blocked = self.blocked.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                        blocked.insert(receiver, Instant::now() + wait);
+                    }
+                }
                 stats.deferred += u32::try_from(messages.len()).unwrap_or(u32::MAX);
             }
         }
@@ -252,7 +282,17 @@ impl OutboxWorker {
     /// Runs passes until `stop` turns true; store failures are logged and retried.
     pub async fn run(self, mut stop: tokio::sync::watch::Receiver<bool>) {
         loop {
-            let pause = match self.run_once(UnixMillis::now()).await {
+            let pass = self.run_once(UnixMillis::now()).await;
+            if let Ok(stats) = &pass {
+                let m = &self.metrics;
+                m.emails_sent.inc_by(u64::from(stats.emails));
+                m.messages_sent.inc_by(u64::from(stats.sent));
+                m.digests_sent.inc_by(u64::from(stats.digests));
+                m.deferred.inc_by(u64::from(stats.deferred));
+                m.retried.inc_by(u64::from(stats.retried));
+                m.failed.inc_by(u64::from(stats.failed));
+            }
+            let pause = match pass {
                 Ok(stats) if stats.sent + stats.retried + stats.failed > 0 => Duration::ZERO,
                 Ok(_) => self.config.poll_interval,
                 Err(error) => {

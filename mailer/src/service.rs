@@ -32,6 +32,7 @@ use fleetpulse_store::{
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::AlarmMetrics;
 use crate::outbox::{Queued, enqueue};
 use crate::payload::OutboxPayload;
 
@@ -100,26 +101,11 @@ enum Effect {
     Notify(Notification),
 }
 
-/// Numbers of the service, for metrics and tests.
-#[derive(Debug, Default)]
-pub struct ServiceStats {
-    /// Device events evaluated.
-    pub events: std::sync::atomic::AtomicU64,
-    /// Notifications queued in the outbox.
-    pub queued: std::sync::atomic::AtomicU64,
-    /// Notifications (or items) left out because an earlier process queued them.
-    pub known_items_skipped: std::sync::atomic::AtomicU64,
-    /// Alarms taken over from the store at start.
-    pub restored: std::sync::atomic::AtomicU64,
-}
-
 /// The running alarm service.
 #[derive(Debug)]
 pub struct AlarmService {
     /// The API's handle.
     pub handle: AlarmHandle,
-    /// Its numbers.
-    pub stats: Arc<ServiceStats>,
     /// The engine task (ends when the event senders are gone or `stop` turns true).
     pub engine_task: JoinHandle<()>,
     /// The effects task (ends after the engine task).
@@ -138,8 +124,8 @@ impl AlarmService {
         events: mpsc::Receiver<Vec<DeviceEvent>>,
         outbox_wake: Option<Arc<Notify>>,
         stop: watch::Receiver<bool>,
+        metrics: AlarmMetrics,
     ) -> Result<AlarmService, StoreError> {
-        let stats = Arc::new(ServiceStats::default());
         let mut engine = AlarmEngine::new();
         load_strategies(&store, &mut engine).await?;
         let now = UnixMillis::now();
@@ -162,7 +148,7 @@ impl AlarmService {
                     },
                 );
             }
-            stats.restored.fetch_add(records.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            metrics.restored.inc_by(records.len() as u64);
             match records.last() {
                 Some(last) if records.len() == LOAD_PAGE as usize => page = Page { after: last.id, limit: LOAD_PAGE },
                 _ => break,
@@ -171,9 +157,9 @@ impl AlarmService {
         let (control_tx, control_rx) = mpsc::channel(CONTROL_QUEUE);
         let (effect_tx, effect_rx) = mpsc::channel(EFFECT_QUEUE);
         let engine_task =
-            tokio::spawn(run_engine(engine, store.clone(), events, control_rx, effect_tx, stop, stats.clone()));
-        let effects_task = tokio::spawn(run_effects(store, effect_rx, outbox_wake, stats.clone()));
-        Ok(AlarmService { handle: AlarmHandle { control: control_tx }, stats, engine_task, effects_task })
+            tokio::spawn(run_engine(engine, store.clone(), events, control_rx, effect_tx, stop, metrics.clone()));
+        let effects_task = tokio::spawn(run_effects(store, effect_rx, outbox_wake, metrics));
+        Ok(AlarmService { handle: AlarmHandle { control: control_tx }, engine_task, effects_task })
     }
 }
 
@@ -241,7 +227,7 @@ async fn run_engine(
     mut control: mpsc::Receiver<Control>,
     effects: mpsc::Sender<Effect>,
     mut stop: watch::Receiver<bool>,
-    stats: Arc<ServiceStats>,
+    metrics: AlarmMetrics,
 ) {
     let mut actions = Vec::new();
     let mut control_open = true;
@@ -266,7 +252,7 @@ async fn run_engine(
             },
             batch = events.recv() => match batch {
                 Some(batch) => {
-                    stats.events.fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    metrics.events.inc_by(batch.len() as u64);
                     for event in &batch {
                         engine.handle_event(event);
                     }
@@ -278,6 +264,11 @@ async fn run_engine(
             }
         }
         engine.drain_actions(&mut actions);
+        let state = engine.stats();
+        metrics.active_alarms.set(i64::try_from(state.active_alarms).unwrap_or(i64::MAX));
+        metrics.open_groups.set(i64::try_from(state.open_groups).unwrap_or(i64::MAX));
+        metrics.scheduled_reminders.set(i64::try_from(state.scheduled_repeats).unwrap_or(i64::MAX));
+        metrics.threshold_states.set(i64::try_from(state.threshold_states).unwrap_or(i64::MAX));
         for action in actions.drain(..) {
             let effect = match action {
                 Action::Record(change) if keep_records && (change.code == HIGH_CPU || change.code == HIGH_MEMORY) => {
@@ -322,7 +313,7 @@ async fn run_effects(
     store: Store,
     mut effects: mpsc::Receiver<Effect>,
     outbox_wake: Option<Arc<Notify>>,
-    stats: Arc<ServiceStats>,
+    metrics: AlarmMetrics,
 ) {
     let mut names = Names::default();
     let mut batch = Vec::with_capacity(256);
@@ -344,13 +335,13 @@ async fn run_effects(
         }
         let mut backoff = Backoff::new();
         let queued = loop {
-            match prepare(&store, &mut names, notifications.clone(), &stats).await {
+            match prepare(&store, &mut names, notifications.clone(), &metrics).await {
                 Ok(queued) => break queued,
                 Err(error) => backoff.wait("prepare notifications", &error).await,
             }
         };
         let added = retry("queue notifications", || enqueue(&store, queued.clone())).await;
-        stats.queued.fetch_add(added as u64, std::sync::atomic::Ordering::Relaxed);
+        metrics.queued.inc_by(added as u64);
         if let Some(wake) = &outbox_wake {
             wake.notify_one();
         }
@@ -396,7 +387,7 @@ async fn prepare(
     store: &Store,
     names: &mut Names,
     mut notifications: Vec<Notification>,
-    stats: &ServiceStats,
+    metrics: &AlarmMetrics,
 ) -> Result<Vec<Queued>, crate::OutboxError> {
     let keys: Vec<String> = notifications.iter().flat_map(|n| n.items.iter().map(|i| i.key.to_string())).collect();
     let mut known = std::collections::HashSet::new();
@@ -407,7 +398,7 @@ async fn prepare(
         let before: usize = notifications.iter().map(|n| n.items.len()).sum();
         notifications.retain_mut(|n| n.retain_items(|i| !known.contains(&i.key.to_string())));
         let after: usize = notifications.iter().map(|n| n.items.len()).sum();
-        stats.known_items_skipped.fetch_add((before - after) as u64, std::sync::atomic::Ordering::Relaxed);
+        metrics.known_items_skipped.inc_by((before - after) as u64);
     }
     let now = UnixMillis::now();
     let mut queued = Vec::with_capacity(notifications.len());

@@ -183,3 +183,27 @@ async fn a_crash_after_acceptance_sends_at_most_once_more_with_the_same_message_
     assert_eq!(id(&messages[0]), id(&messages[1]), "receivers can tell the duplicate");
     assert!(id(&messages[0]).is_some());
 }
+
+#[tokio::test]
+async fn a_receiver_with_a_backlog_over_its_limit_does_not_starve_the_others() {
+    let server = SmtpServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path());
+    for i in 0..20 {
+        assert!(queue(&store, &format!("backlog-{i}"), "busy@example.com").await);
+    }
+    let config =
+        OutboxConfig { per_receiver_per_minute: NonZeroU32::new(1).unwrap(), batch: 5, ..OutboxConfig::default() };
+    let worker = new_worker(&store, server.port(), config);
+    let stats = worker.run_once(UnixMillis::now()).await.unwrap();
+    assert_eq!((stats.emails, stats.sent, stats.digests), (1, 5, 1), "the oldest five in one digest");
+    assert_eq!(worker.run_once(UnixMillis::now()).await.unwrap().deferred, 5, "busy is over its limit");
+    // Behind busy's backlog of 15, a message for another receiver still goes out at once.
+    assert!(queue(&store, "quiet-1", "quiet@example.com").await);
+    let stats = worker.run_once(UnixMillis::now()).await.unwrap();
+    assert_eq!((stats.emails, stats.sent, stats.deferred), (1, 1, 0), "{stats:?}");
+    let messages = server.messages();
+    assert_eq!(messages.len(), 2);
+    assert!(messages[1].contains("To: quiet@example.com"), "{}", messages[1]);
+    assert_eq!(store.entities.due_outbox(UnixMillis::now(), 100).await.unwrap().len(), 15, "busy's rest waits");
+}

@@ -59,6 +59,9 @@ pub const MAX_OUTBOX_BATCH: usize = 1_000;
 /// Most item keys one [`EntityStore::outbox_known_items`] may ask about.
 pub const MAX_OUTBOX_ITEM_QUERY: usize = 10_000;
 
+/// Most receivers one [`EntityStore::due_outbox_except`] may leave out.
+pub const MAX_OUTBOX_EXCEPT: usize = 1_000;
+
 /// Most records one [`EventStore::latest_alarm_records`] returns, whatever limit it is given.
 pub const MAX_LATEST_ALARM_RECORDS: u32 = 500;
 
@@ -148,8 +151,24 @@ pub trait EntityStore: Send + Sync + 'static {
     /// Which of the given alarm item keys a queued outbox message recorded (each once, in any
     /// order). [`StoreError::InvalidInput`] for more than [`MAX_OUTBOX_ITEM_QUERY`] keys.
     async fn outbox_known_items(&self, keys: &[String]) -> Result<Vec<String>>;
-    /// Pending messages whose next attempt is due at `now`, oldest first, at most `limit`.
-    async fn due_outbox(&self, now: fleetpulse_proto::UnixMillis, limit: u32) -> Result<Vec<OutboxMessage>>;
+    /// Pending messages whose next attempt is due at `now`, oldest first (by next attempt, then
+    /// in the order queued), at most `limit`.
+    async fn due_outbox(&self, now: fleetpulse_proto::UnixMillis, limit: u32) -> Result<Vec<OutboxMessage>> {
+        self.due_outbox_except(now, limit, &[]).await
+    }
+    /// Like [`EntityStore::due_outbox`], leaving out messages to the given receivers (those the
+    /// caller cannot send to right now); at most [`MAX_OUTBOX_EXCEPT`] receivers.
+    ///
+    /// The limit applies to what is left, so a receiver with a large backlog left out does not
+    /// crowd the others out of the batch. Receivers compare exactly (case-sensitive); repeated
+    /// or unknown ones are harmless. [`StoreError::InvalidInput`] for more than
+    /// [`MAX_OUTBOX_EXCEPT`] receivers.
+    async fn due_outbox_except(
+        &self,
+        now: fleetpulse_proto::UnixMillis,
+        limit: u32,
+        except: &[String],
+    ) -> Result<Vec<OutboxMessage>>;
     /// Records an attempt's outcome: `Sent`, `Failed` (permanent), or `Pending` again with the
     /// time of the next attempt (transient). Counts the attempt; only pending messages change.
     async fn record_outbox_attempt(

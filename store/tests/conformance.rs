@@ -378,6 +378,91 @@ async fn outbox_items(store: &Store) {
     assert_eq!(due_keys().await.len(), 4 + MAX_OUTBOX_BATCH);
 }
 
+/// Due messages leaving out some receivers (those over their rate limit): the others in the
+/// order of `due_outbox`, the limit applied to what is left. Runs after `outbox_items`, which
+/// leaves a backlog of 1,004 messages to `noc@example.com` due from 20,000 on.
+async fn outbox_except(store: &Store) {
+    let s = &store.entities;
+    let message = |key: &str, receiver: &str, not_before| NewOutboxMessage {
+        key: key.into(),
+        enterprise_id: EnterpriseId(1),
+        receiver: format!("{receiver}@example.com"),
+        payload: format!("payload of {key}"),
+        not_before: UnixMillis(not_before),
+        item_keys: Vec::new(),
+    };
+    // Queued out of time order; x2/x3 and x6/x7 share a time (queue order breaks the tie).
+    let batch = vec![
+        message("x5", "b", 10_003),
+        message("x1", "a", 10_000),
+        message("x6", "c", 10_004),
+        message("x2", "b", 10_001),
+        message("x7", "a", 10_004),
+        message("x3", "c", 10_001),
+        message("x4", "a", 10_002),
+        message("x8", "b", 14_000),
+        message("x9", "c", 25_000),
+    ];
+    assert!(s.enqueue_outbox_batch(batch, UnixMillis(9_000)).await.unwrap().iter().all(|&q| q));
+    let receivers = |names: &[&str]| names.iter().map(|n| format!("{n}@example.com")).collect::<Vec<String>>();
+    let now = UnixMillis(12_000);
+    let except = |limit: u32, names: Vec<String>| async move {
+        let due = s.due_outbox_except(now, limit, &names).await.unwrap();
+        due.into_iter().map(|m| m.key).collect::<Vec<_>>()
+    };
+
+    let all = s.due_outbox(now, 100).await.unwrap();
+    assert_eq!(all.iter().map(|m| m.key.as_str()).collect::<Vec<_>>(), ["x1", "x2", "x3", "x4", "x5", "x6", "x7"]);
+    assert_eq!(s.due_outbox_except(now, 100, &[]).await.unwrap(), all, "leaving out none is due_outbox");
+    assert_eq!(s.due_outbox_except(now, 3, &[]).await.unwrap(), s.due_outbox(now, 3).await.unwrap());
+    assert_eq!(except(100, receivers(&["a"])).await, ["x2", "x3", "x5", "x6"]);
+    assert_eq!(except(100, receivers(&["b", "c"])).await, ["x1", "x4", "x7"]);
+    assert_eq!(except(100, receivers(&["c", "b", "c"])).await, ["x1", "x4", "x7"], "repeated receivers");
+    assert!(except(100, receivers(&["a", "b", "c"])).await.is_empty());
+    assert_eq!(except(100, receivers(&["nobody"])).await, ["x1", "x2", "x3", "x4", "x5", "x6", "x7"]);
+    assert_eq!(except(100, vec!["A@example.com".into()]).await.len(), 7, "receivers compare exactly");
+    // The limit applies after leaving receivers out.
+    assert_eq!(except(2, receivers(&["a"])).await, ["x2", "x3"]);
+    assert_eq!(except(2, receivers(&["b", "c"])).await, ["x1", "x4"]);
+    assert!(except(0, receivers(&["a"])).await.is_empty());
+
+    // The longest list: every receiver counts, wherever it is in the list.
+    let mut full: Vec<String> = (0..MAX_OUTBOX_EXCEPT - 2).map(|i| format!("filler-{i:04}@example.com")).collect();
+    full.insert(0, "a@example.com".into());
+    full.insert(MAX_OUTBOX_EXCEPT / 2, "c@example.com".into());
+    assert_eq!(full.len(), MAX_OUTBOX_EXCEPT);
+    assert_eq!(except(100, full.clone()).await, ["x2", "x5"]);
+    // Over the bound: an error.
+    full.push("b@example.com".into());
+    let refused = s.due_outbox_except(now, 100, &full).await;
+    assert!(matches!(refused, Err(StoreError::InvalidInput(_))), "{refused:?}");
+
+    // Only pending messages: a sent one is gone whatever is left out.
+    let x4 = all.iter().find(|m| m.key == "x4").unwrap().id;
+    s.record_outbox_attempt(x4, OutboxState::Sent, UnixMillis(12_001), UnixMillis(12_001), None).await.unwrap();
+    assert_eq!(except(100, receivers(&["b", "c"])).await, ["x1", "x7"]);
+
+    // The starvation this serves: a backlog (to noc@) fills every batch and hides x9 behind it;
+    // leaving its receiver out reaches the others.
+    let later = UnixMillis(30_000);
+    let due = s.due_outbox(later, 20).await.unwrap();
+    assert_eq!(
+        due.iter().map(|m| m.key.as_str()).take(8).collect::<Vec<_>>(),
+        ["x1", "x2", "x3", "x5", "x6", "x7", "x8", "m1"]
+    );
+    assert!(due.iter().all(|m| m.key != "x9"));
+    let noc = receivers(&["noc"]);
+    let others = s.due_outbox_except(later, 20, &noc).await.unwrap();
+    assert_eq!(
+        others.iter().map(|m| m.key.as_str()).collect::<Vec<_>>(),
+        ["x1", "x2", "x3", "x5", "x6", "x7", "x8", "x9"]
+    );
+    let backlog = s.due_outbox_except(later, 5_000, &receivers(&["a", "b", "c"])).await.unwrap();
+    assert_eq!(backlog.len(), 4 + MAX_OUTBOX_BATCH);
+    assert!(backlog.iter().all(|m| m.receiver == "noc@example.com"));
+    assert!(backlog.windows(2).all(|w| (w[0].next_attempt_at, w[0].id) < (w[1].next_attempt_at, w[1].id)));
+}
+
 /// The latest alarms feed (ALM-6): newest occurrence first (ties by id, descending), at most the
 /// limit (capped), filtered as `list_alarm_records`. Its times are later than any other case's,
 /// so its records lead the unfiltered feed.
@@ -566,6 +651,7 @@ async fn suite(store: Store) {
     strategies(&store).await;
     outbox(&store).await;
     outbox_items(&store).await;
+    outbox_except(&store).await;
     events(&store).await;
     lifecycle(&store).await;
     latest_alarms(&store).await;

@@ -336,6 +336,29 @@ fn strategy_from_row(r: &Row<'_>) -> rusqlite::Result<StoredStrategy> {
     })
 }
 
+/// Receiver slots of the [`EntityStore::due_outbox_except`] statement for `count` receivers:
+/// none for none, else the next power of two (at least 8, at most [`MAX_OUTBOX_EXCEPT`]), so
+/// that a handful of cached statements serve every list.
+fn except_slots(count: usize) -> usize {
+    if count == 0 { 0 } else { count.next_power_of_two().clamp(8, MAX_OUTBOX_EXCEPT) }
+}
+
+/// The query of [`EntityStore::due_outbox_except`] with `slots` receivers left out: `?1` is the
+/// time, `?2` the limit, `?3`… the receivers. Walks `outbox_due` (state, next_attempt_at, and
+/// the rowid `id` last) in order, so neither the order nor the limit sorts the due messages.
+fn due_outbox_sql(slots: usize) -> String {
+    let except = if slots == 0 {
+        String::new()
+    } else {
+        let placeholders = (3..3 + slots).map(|i| format!("?{i}")).collect::<Vec<_>>().join(",");
+        format!(" AND receiver NOT IN ({placeholders})")
+    };
+    format!(
+        "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE state = 'pending' AND next_attempt_at <= ?1{except} \
+         ORDER BY next_attempt_at, id LIMIT ?2"
+    )
+}
+
 const OUTBOX_COLUMNS: &str =
     "id, key, enterprise_id, receiver, payload, state, attempts, next_attempt_at, last_error, created_at, sent_at";
 
@@ -840,13 +863,22 @@ impl EntityStore for EmbeddedStore {
         .await
     }
 
-    async fn due_outbox(&self, now: UnixMillis, limit: u32) -> Result<Vec<OutboxMessage>> {
+    async fn due_outbox_except(&self, now: UnixMillis, limit: u32, except: &[String]) -> Result<Vec<OutboxMessage>> {
+        check_bound("excepted outbox receivers", except.len(), MAX_OUTBOX_EXCEPT)?;
+        let slots = except_slots(except.len());
+        let except = except.to_vec();
         self.read(move |c| {
-            let mut st = c.prepare_cached(&format!(
-                "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE state = 'pending' AND next_attempt_at <= ?1 \
-                 ORDER BY next_attempt_at, id LIMIT ?2"
-            ))?;
-            let rows = st.query_map(params![now.0, limit], outbox_from_row)?;
+            let mut st = c.prepare_cached(&due_outbox_sql(slots))?;
+            let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(2 + slots);
+            values.push(&now.0);
+            values.push(&limit);
+            if let Some(last) = except.last() {
+                // Short lists repeat their last receiver to fill the statement's slots.
+                values.extend(
+                    except.iter().chain(std::iter::repeat(last)).take(slots).map(|r| r as &dyn rusqlite::ToSql),
+                );
+            }
+            let rows = st.query_map(&*values, outbox_from_row)?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await

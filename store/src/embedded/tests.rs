@@ -182,3 +182,35 @@ async fn the_latest_alarms_feed_reads_an_index_in_order() {
     );
     assert!(latest_alarm_records_sql(&AlarmFilter::default(), 0).is_none());
 }
+
+#[tokio::test]
+async fn due_outbox_walks_the_due_index_in_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _store = open(dir.path());
+    let conn = Connection::open(dir.path().join(DB_FILE)).expect("open");
+    let plan = |slots: usize| {
+        let mut st = conn.prepare(&format!("EXPLAIN QUERY PLAN {}", due_outbox_sql(slots))).expect("explain");
+        let receivers = (0..slots).map(|i| format!("r{i}@example.com"));
+        let values: Vec<SqlValue> = [Box::new(1_000_i64) as SqlValue, Box::new(10_u32)]
+            .into_iter()
+            .chain(receivers.map(|r| Box::new(r) as SqlValue))
+            .collect();
+        let rows = st
+            .query_map(rusqlite::params_from_iter(values.iter()), |r| r.get::<_, String>(3))
+            .expect("plan")
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .expect("plan rows");
+        rows.join("; ")
+    };
+    for slots in [0, 8, MAX_OUTBOX_EXCEPT] {
+        let plan = plan(slots);
+        assert!(
+            plan.contains("USING INDEX outbox_due (state=? AND next_attempt_at<?)") && !plan.contains("TEMP B-TREE"),
+            "{slots} slots: {plan}"
+        );
+    }
+    assert_eq!(
+        [0, 1, 7, 8, 9, 300, 512, 513, 999, MAX_OUTBOX_EXCEPT].map(except_slots),
+        [0, 8, 8, 8, 16, 512, 512, MAX_OUTBOX_EXCEPT, MAX_OUTBOX_EXCEPT, MAX_OUTBOX_EXCEPT]
+    );
+}

@@ -590,14 +590,16 @@ impl EntityStore for PgEntityStore {
             .map_err(backend)
     }
 
-    async fn due_outbox(&self, now: UnixMillis, limit: u32) -> Result<Vec<OutboxMessage>> {
+    async fn due_outbox_except(&self, now: UnixMillis, limit: u32, except: &[String]) -> Result<Vec<OutboxMessage>> {
+        check_bound("excepted outbox receivers", except.len(), MAX_OUTBOX_EXCEPT)?;
         sqlx::query(
             "SELECT id, key, enterprise_id, receiver, payload, state, attempts, next_attempt_at, last_error, \
              created_at, sent_at FROM outbox WHERE state = 'pending' AND next_attempt_at <= $1 \
-             ORDER BY next_attempt_at, id LIMIT $2",
+             AND NOT (receiver = ANY($3::text[])) ORDER BY next_attempt_at, id LIMIT $2",
         )
         .bind(now.0)
         .bind(i64::from(limit))
+        .bind(except)
         .fetch_all(&self.pool)
         .await
         .map_err(backend)?
