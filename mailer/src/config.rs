@@ -33,6 +33,10 @@ pub struct SmtpConfig {
     pub password: Option<String>,
     /// Sender mailbox, e.g. `fleetpulse <alarms@example.com>`.
     pub from: String,
+    /// Extra trusted root certificate (PEM) for a relay with a private CA; the public web roots
+    /// are trusted either way.
+    #[serde(default)]
+    pub ca_cert: Option<std::path::PathBuf>,
     /// Timeout of each SMTP command (connect, each reply).
     #[serde(default = "default_timeout", with = "seconds")]
     pub timeout: Duration,
@@ -48,6 +52,7 @@ impl std::fmt::Debug for SmtpConfig {
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("from", &self.from)
+            .field("ca_cert", &self.ca_cert)
             .field("timeout", &self.timeout)
             .finish()
     }

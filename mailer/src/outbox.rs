@@ -14,13 +14,20 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fleetpulse_proto::UnixMillis;
-use fleetpulse_store::{NewOutboxMessage, OutboxMessage, OutboxState, Store, StoreError};
+use fleetpulse_store::{NewOutboxMessage, OutboxAttempt, OutboxMessage, OutboxState, Store, StoreError};
+use futures_util::StreamExt as _;
+use futures_util::stream::FuturesUnordered;
 use governor::clock::DefaultClock;
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio::sync::Notify;
 
 use crate::payload::OutboxPayload;
 use crate::{AlarmMetrics, MailError, Mailer, RenderContext, render};
+
+/// Outcomes are recorded in one transaction per this many sends (and at the end of a pass): a
+/// crash after the SMTP server accepted a message and before its outcome is recorded sends it
+/// once more after the restart, so this bounds how many such messages one crash can repeat.
+const RECORD_EVERY: usize = 32;
 
 /// Settings of the outbox worker.
 #[derive(Debug, Clone)]
@@ -39,6 +46,8 @@ pub struct OutboxConfig {
     pub per_receiver_per_minute: NonZeroU32,
     /// Messages per second over all receivers.
     pub global_per_second: NonZeroU32,
+    /// Emails in flight at once (the SMTP connection pool holds up to 10 connections).
+    pub concurrency: usize,
 }
 
 impl Default for OutboxConfig {
@@ -52,6 +61,7 @@ impl Default for OutboxConfig {
             max_attempts: 12,
             per_receiver_per_minute: n(10),
             global_per_second: n(50),
+            concurrency: 10,
         }
     }
 }
@@ -71,6 +81,17 @@ pub struct PassStats {
     pub failed: u32,
     /// Left for a later pass by a rate limit.
     pub deferred: u32,
+}
+
+impl PassStats {
+    fn add(&mut self, other: PassStats) {
+        self.sent += other.sent;
+        self.emails += other.emails;
+        self.digests += other.digests;
+        self.deferred += other.deferred;
+        self.retried += other.retried;
+        self.failed += other.failed;
+    }
 }
 
 /// Why the worker could not make progress.
@@ -135,6 +156,8 @@ pub struct OutboxWorker {
     metrics: AlarmMetrics,
     /// Receivers over their rate limit, until when (left out of the due query meanwhile).
     blocked: Mutex<HashMap<String, Instant>>,
+    /// Outcomes of sent messages the store has not taken yet.
+    unrecorded: Mutex<Vec<OutboxAttempt>>,
     per_receiver: DefaultKeyedRateLimiter<String>,
     global: DefaultDirectRateLimiter,
 }
@@ -147,6 +170,7 @@ impl OutboxWorker {
             wake: Arc::new(Notify::new()),
             metrics: AlarmMetrics::default(),
             blocked: Mutex::new(HashMap::new()),
+            unrecorded: Mutex::new(Vec::new()),
             per_receiver: RateLimiter::keyed(Quota::per_minute(config.per_receiver_per_minute)),
             global: RateLimiter::direct(Quota::per_second(config.global_per_second)),
             store,
@@ -180,6 +204,9 @@ impl OutboxWorker {
     /// they wait for a later pass. Nothing over a limit is dropped.
     pub async fn run_once(&self, now: UnixMillis) -> Result<PassStats, OutboxError> {
         let mut stats = PassStats::default();
+        let unrecorded =
+            std::mem::take(&mut *self.unrecorded.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        self.record(unrecorded).await?;
         // Receivers over their limit are left out of the query, so that a receiver with a large
         // backlog does not fill every batch and starve the others.
         let except: Vec<String> = {
@@ -189,6 +216,8 @@ impl OutboxWorker {
             blocked.keys().take(fleetpulse_store::MAX_OUTBOX_EXCEPT).cloned().collect()
         };
         let due = self.store.entities.due_outbox_except(now, self.config.batch, &except).await?;
+        // Decide what goes out (rate limits), then send with bounded concurrency.
+        let mut emails: Vec<(String, Vec<OutboxMessage>)> = Vec::new();
         for (receiver, messages) in by_receiver(due) {
             let n = u32::try_from(messages.len()).ok().and_then(NonZeroU32::new);
             let all_fit = n.is_some_and(|n| matches!(self.per_receiver.check_key_n(&receiver, n), Ok(Ok(()))));
@@ -198,25 +227,41 @@ impl OutboxWorker {
                         stats.deferred += 1;
                         continue;
                     }
-                    self.send(now, &receiver, vec![m], &mut stats).await?;
+                    emails.push((receiver.clone(), vec![m]));
                 }
-            } else {
-                match self.per_receiver.check_key(&receiver) {
-                    Ok(()) if self.global.check().is_ok() => {
-                        stats.digests += u32::from(messages.len() > 1);
-                        self.send(now, &receiver, messages, &mut stats).await?;
-                        continue;
-                    }
-                    Ok(()) => {}
-                    Err(not_until) => {
-                        let wait = not_until.wait_time_from(governor::clock::Clock::now(&DefaultClock::default()));
-                        let mut blocked = self.blocked.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                        blocked.insert(receiver, Instant::now() + wait);
-                    }
+                continue;
+            }
+            match self.per_receiver.check_key(&receiver) {
+                Ok(()) if self.global.check().is_ok() => {
+                    stats.digests += u32::from(messages.len() > 1);
+                    emails.push((receiver, messages));
+                    continue;
                 }
-                stats.deferred += u32::try_from(messages.len()).unwrap_or(u32::MAX);
+                Ok(()) => {}
+                Err(not_until) => {
+                    let wait = not_until.wait_time_from(governor::clock::Clock::now(&DefaultClock::default()));
+                    let mut blocked = self.blocked.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    blocked.insert(receiver, Instant::now() + wait);
+                }
+            }
+            stats.deferred += u32::try_from(messages.len()).unwrap_or(u32::MAX);
+        }
+        let mut outcomes = Vec::new();
+        let mut emails = emails.into_iter();
+        let mut in_flight = FuturesUnordered::new();
+        loop {
+            while in_flight.len() < self.config.concurrency.max(1) {
+                let Some((receiver, messages)) = emails.next() else { break };
+                in_flight.push(self.send(now, receiver, messages));
+            }
+            let Some((sent, attempts)) = in_flight.next().await else { break };
+            stats.add(sent);
+            outcomes.extend(attempts);
+            if outcomes.len() >= RECORD_EVERY {
+                self.record(std::mem::take(&mut outcomes)).await?;
             }
         }
+        self.record(outcomes).await?;
         Ok(stats)
     }
 
@@ -224,10 +269,12 @@ impl OutboxWorker {
     async fn send(
         &self,
         now: UnixMillis,
-        receiver: &str,
+        receiver: String,
         messages: Vec<OutboxMessage>,
-        stats: &mut PassStats,
-    ) -> Result<(), OutboxError> {
+    ) -> (PassStats, Vec<OutboxAttempt>) {
+        let receiver = receiver.as_str();
+        let mut stats = PassStats::default();
+        let mut outcomes = Vec::with_capacity(messages.len());
         // A payload that cannot be read is given up alone; the others still go out.
         let mut payloads = Vec::with_capacity(messages.len());
         let mut readable = Vec::with_capacity(messages.len());
@@ -241,11 +288,17 @@ impl OutboxWorker {
                     stats.failed += 1;
                     tracing::error!(message = "Notification given up: unreadable payload.", id = m.id, error = %e);
                     let error = Some(e.to_string());
-                    self.store.entities.record_outbox_attempt(m.id, OutboxState::Failed, now, now, error).await?;
+                    outcomes.push(OutboxAttempt {
+                        id: m.id,
+                        outcome: OutboxState::Failed,
+                        at: now,
+                        next_attempt_at: now,
+                        error,
+                    });
                 }
             }
         }
-        let Some(attempts) = readable.iter().map(|m| m.attempts).max() else { return Ok(()) };
+        let Some(attempts) = readable.iter().map(|m| m.attempts).max() else { return (stats, outcomes) };
         let result = match render(receiver, &payloads, &self.render) {
             Ok(message) => self.mailer.send(message).await,
             Err(e) => Err(MailError::Permanent(format!("cannot render: {e}"))),
@@ -273,8 +326,29 @@ impl OutboxWorker {
                 (OutboxState::Failed, now, Some(e.to_string()))
             }
         };
-        for m in readable {
-            self.store.entities.record_outbox_attempt(m.id, outcome, now, next, error.clone()).await?;
+        outcomes.extend(readable.into_iter().map(|m| OutboxAttempt {
+            id: m.id,
+            outcome,
+            at: now,
+            next_attempt_at: next,
+            error: error.clone(),
+        }));
+        (stats, outcomes)
+    }
+
+    /// Records the outcomes not yet recorded, in store-sized chunks. What fails stays in
+    /// `unrecorded` and is recorded before anything else is sent, so a store outage cannot make
+    /// the worker send a message again and again.
+    async fn record(&self, mut outcomes: Vec<OutboxAttempt>) -> Result<(), OutboxError> {
+        while !outcomes.is_empty() {
+            let rest = outcomes.split_off(outcomes.len().min(fleetpulse_store::MAX_OUTBOX_BATCH));
+            let chunk = std::mem::replace(&mut outcomes, rest);
+            if let Err(error) = self.store.entities.record_outbox_attempts(chunk.clone()).await {
+                let mut unrecorded = self.unrecorded.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                unrecorded.extend(chunk);
+                unrecorded.extend(outcomes);
+                return Err(error.into());
+            }
         }
         Ok(())
     }

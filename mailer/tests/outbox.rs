@@ -25,6 +25,7 @@ fn mailer(port: u16) -> Mailer {
         password: None,
         from: "fleetpulse <alarms@example.com>".into(),
         timeout: Duration::from_secs(5),
+        ca_cert: None,
     })
     .expect("mailer")
 }

@@ -9,7 +9,7 @@ use fleetpulse_mailer::{
     MailError, Mailer, Message, OutboxPayload, RenderContext, Security, SendError, SmtpConfig, render,
 };
 use fleetpulse_proto::{AlarmTypeCode, DeviceId, EnterpriseId, UnixMillis};
-use fleetpulse_testkit::smtp::SmtpServer;
+use fleetpulse_testkit::smtp::{SmtpServer, TlsMode};
 
 fn config(port: u16) -> SmtpConfig {
     SmtpConfig {
@@ -20,6 +20,7 @@ fn config(port: u16) -> SmtpConfig {
         password: None,
         from: "fleetpulse <alarms@example.com>".to_owned(),
         timeout: Duration::from_secs(5),
+        ca_cert: None,
     }
 }
 
@@ -105,4 +106,41 @@ fn invalid_sender_is_an_address_error() {
     let mut c = config(25);
     c.from = "not a mailbox".to_owned();
     assert!(matches!(Mailer::new(c), Err(MailError::Address { what: "sender", .. })));
+}
+
+/// Sends one message over `security` to a TLS test server of `mode`, trusting its CA or not.
+async fn send_over_tls(mode: TlsMode, security: Security, trust_ca: bool) -> (Result<(), MailError>, usize) {
+    let server = SmtpServer::start_tls(mode);
+    let config = SmtpConfig {
+        host: "localhost".to_owned(),
+        security,
+        ca_cert: trust_ca.then(|| server.ca_pem().expect("a TLS server has a CA").to_owned()),
+        ..config(server.port())
+    };
+    let mailer = Mailer::new(config).expect("mailer");
+    let result = mailer.send(message(&mailer)).await;
+    (result, server.messages().len())
+}
+
+#[tokio::test]
+async fn starttls_and_implicit_tls_deliver_to_a_relay_with_a_private_ca() {
+    let (result, saved) = send_over_tls(TlsMode::StartTls, Security::StartTls, true).await;
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!(saved, 1);
+    let (result, saved) = send_over_tls(TlsMode::Implicit, Security::Tls, true).await;
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!(saved, 1);
+}
+
+#[tokio::test]
+async fn an_untrusted_certificate_or_a_missing_starttls_is_refused_before_sending() {
+    // The relay's certificate is not signed by a trusted root: nothing is sent.
+    let (result, saved) = send_over_tls(TlsMode::StartTls, Security::StartTls, false).await;
+    assert!(result.is_err(), "an untrusted relay certificate must fail");
+    assert_eq!(saved, 0);
+    // STARTTLS required, but the relay does not offer it: no plain-text fallback.
+    let server = SmtpServer::start();
+    let mailer = Mailer::new(SmtpConfig { security: Security::StartTls, ..config(server.port()) }).expect("mailer");
+    assert!(mailer.send(message(&mailer)).await.is_err(), "no fallback to plain text");
+    assert!(server.messages().is_empty());
 }

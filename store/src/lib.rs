@@ -179,6 +179,9 @@ pub trait EntityStore: Send + Sync + 'static {
         next_attempt_at: fleetpulse_proto::UnixMillis,
         error: Option<String>,
     ) -> Result<Option<OutboxMessage>>;
+    /// Records the outcomes of several attempts in one transaction (like
+    /// [`EntityStore::record_outbox_attempt`] for each); at most [`MAX_OUTBOX_BATCH`].
+    async fn record_outbox_attempts(&self, attempts: Vec<OutboxAttempt>) -> Result<()>;
 }
 
 /// Append-only event streams, aggregated alarm records and delivery marks.

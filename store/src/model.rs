@@ -473,6 +473,21 @@ impl OutboxState {
     }
 }
 
+/// The outcome of one attempt at sending an outbox message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxAttempt {
+    /// The message.
+    pub id: u64,
+    /// `Sent`, `Failed` (permanent) or `Pending` again (transient).
+    pub outcome: OutboxState,
+    /// When the attempt was made.
+    pub at: UnixMillis,
+    /// When to try again (`Pending` only).
+    pub next_attempt_at: UnixMillis,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
 /// A notification to send, as queued in the durable outbox (ALM-5).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewOutboxMessage {

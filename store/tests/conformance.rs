@@ -293,6 +293,35 @@ async fn outbox(store: &Store) {
         s.record_outbox_attempt(999_999, OutboxState::Sent, UnixMillis(1), UnixMillis(1), None).await.unwrap(),
         None
     );
+
+    // Several outcomes in one call (a digest, or a pass of the worker).
+    assert!(s.enqueue_outbox(message("k3", 100), UnixMillis(80)).await.unwrap());
+    assert!(s.enqueue_outbox(message("k4", 100), UnixMillis(90)).await.unwrap());
+    let due = s.due_outbox(UnixMillis(10_000), 10).await.unwrap();
+    assert_eq!(due.iter().map(|m| m.key.as_str()).collect::<Vec<_>>(), ["k3", "k4"]);
+    let attempt = |id, outcome, next: i64| OutboxAttempt {
+        id,
+        outcome,
+        at: UnixMillis(10_000),
+        next_attempt_at: UnixMillis(next),
+        error: None,
+    };
+    let attempts = vec![
+        attempt(due[0].id, OutboxState::Sent, 10_000),
+        attempt(due[1].id, OutboxState::Pending, 20_000),
+        attempt(first.id, OutboxState::Pending, 0), // already sent: unchanged
+        attempt(999_999, OutboxState::Sent, 0),     // unknown: ignored
+    ];
+    s.record_outbox_attempts(attempts).await.unwrap();
+    let due = s.due_outbox(UnixMillis(19_999), 10).await.unwrap();
+    assert!(due.is_empty(), "k3 sent, k4 waits: {due:?}");
+    let due = s.due_outbox(UnixMillis(20_000), 10).await.unwrap();
+    assert_eq!(due.iter().map(|m| (m.key.as_str(), m.attempts)).collect::<Vec<_>>(), [("k4", 1)]);
+    let too_many = vec![attempt(due[0].id, OutboxState::Sent, 0); fleetpulse_store::MAX_OUTBOX_BATCH + 1];
+    assert!(s.record_outbox_attempts(too_many).await.is_err());
+    assert_eq!(s.due_outbox(UnixMillis(20_000), 10).await.unwrap().len(), 1, "an over-long call changes nothing");
+    s.record_outbox_attempts(vec![attempt(due[0].id, OutboxState::Sent, 0)]).await.unwrap();
+    assert!(s.due_outbox(UnixMillis(i64::MAX), 10).await.unwrap().is_empty());
 }
 
 /// Item keys of outbox messages (exactly-once notification items): recorded with a newly queued

@@ -57,7 +57,36 @@ pub struct SmtpServer {
     child: Child,
     port: u16,
     mail_dir: PathBuf,
+    ca_pem: Option<PathBuf>,
     _dir: tempfile::TempDir,
+}
+
+/// How a TLS test server is reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsMode {
+    /// Plain connection that must be upgraded with `STARTTLS` (aiosmtpd `--tlscert`, TLS required).
+    StartTls,
+    /// TLS from the first byte (aiosmtpd `--smtpscert`).
+    Implicit,
+}
+
+/// Writes a fresh CA and a `localhost` / `127.0.0.1` server certificate signed by it into `dir`:
+/// `ca.pem`, `server.pem`, `server.key`.
+fn write_test_pki(dir: &Path) {
+    let ca_key = rcgen::KeyPair::generate().expect("CA key");
+    let mut ca_params = rcgen::CertificateParams::default();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "fleetpulse SMTP test CA");
+    ca_params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
+    let ca_cert = ca_params.self_signed(&ca_key).expect("CA certificate");
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = rcgen::KeyPair::generate().expect("server key");
+    let params = rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+        .expect("server certificate names");
+    let cert = params.signed_by(&key, &issuer).expect("server certificate");
+    fs::write(dir.join("ca.pem"), ca_cert.pem()).expect("write ca.pem");
+    fs::write(dir.join("server.pem"), cert.pem()).expect("write server.pem");
+    fs::write(dir.join("server.key"), key.serialize_pem()).expect("write server.key");
 }
 
 impl SmtpServer {
@@ -87,6 +116,31 @@ impl SmtpServer {
             cmd.env("PYTHONPATH", dir).args(["-c", "fleetpulse_smtp_handler.Handler"]).arg(mail_dir);
             cmd.arg(code.to_string()).arg(times.to_string());
         })
+    }
+
+    /// Starts a server that accepts and saves every message over TLS, with a certificate for
+    /// `localhost` and `127.0.0.1` from a CA made for it ([`SmtpServer::ca_pem`]).
+    ///
+    /// # Panics
+    ///
+    /// As [`SmtpServer::start`].
+    pub fn start_tls(mode: TlsMode) -> SmtpServer {
+        let mut server = SmtpServer::launch(|dir, mail_dir, cmd| {
+            write_test_pki(dir);
+            let (cert_flag, key_flag) = match mode {
+                TlsMode::StartTls => ("--tlscert", "--tlskey"),
+                TlsMode::Implicit => ("--smtpscert", "--smtpskey"),
+            };
+            cmd.arg(cert_flag).arg(dir.join("server.pem")).arg(key_flag).arg(dir.join("server.key"));
+            cmd.args(["-c", "aiosmtpd.handlers.Mailbox"]).arg(mail_dir);
+        });
+        server.ca_pem = Some(server._dir.path().join("ca.pem"));
+        server
+    }
+
+    /// The CA certificate (PEM) that signed a [`SmtpServer::start_tls`] server's certificate.
+    pub fn ca_pem(&self) -> Option<&Path> {
+        self.ca_pem.as_deref()
     }
 
     /// The port it listens on (127.0.0.1).
@@ -132,7 +186,7 @@ impl SmtpServer {
             let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {PYTHON} -m aiosmtpd: {e}"));
             let outcome = wait_until_listening(&mut child, port);
             if outcome == Startup::Listening {
-                return SmtpServer { child, port, mail_dir, _dir: dir };
+                return SmtpServer { child, port, mail_dir, ca_pem: None, _dir: dir };
             }
             let _ = child.kill();
             let _ = child.wait();

@@ -884,6 +884,30 @@ impl EntityStore for EmbeddedStore {
         .await
     }
 
+    async fn record_outbox_attempts(&self, attempts: Vec<OutboxAttempt>) -> Result<()> {
+        if attempts.len() > crate::MAX_OUTBOX_BATCH {
+            return Err(StoreError::InvalidInput(format!(
+                "{} outbox attempts; at most {} per call",
+                attempts.len(),
+                crate::MAX_OUTBOX_BATCH
+            )));
+        }
+        if attempts.is_empty() {
+            return Ok(());
+        }
+        self.write(attempts.len(), move |c| {
+            let mut st = c.prepare_cached(
+                "UPDATE outbox SET state = ?2, attempts = attempts + 1, next_attempt_at = ?3, last_error = ?4, \
+                 sent_at = CASE WHEN ?2 = 'sent' THEN ?5 ELSE sent_at END WHERE id = ?1 AND state = 'pending'",
+            )?;
+            for a in &attempts {
+                st.execute(params![a.id, a.outcome.as_str(), a.next_attempt_at.0, a.error, a.at.0])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
     async fn record_outbox_attempt(
         &self,
         id: u64,

@@ -608,6 +608,33 @@ impl EntityStore for PgEntityStore {
         .collect()
     }
 
+    async fn record_outbox_attempts(&self, attempts: Vec<OutboxAttempt>) -> Result<()> {
+        if attempts.len() > crate::MAX_OUTBOX_BATCH {
+            return Err(StoreError::InvalidInput(format!(
+                "{} outbox attempts; at most {} per call",
+                attempts.len(),
+                crate::MAX_OUTBOX_BATCH
+            )));
+        }
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        for a in attempts {
+            let Some(id) = db_id(a.id) else { continue };
+            sqlx::query(
+                "UPDATE outbox SET state = $2, attempts = attempts + 1, next_attempt_at = $3, last_error = $4, \
+                 sent_at = CASE WHEN $2 = 'sent' THEN $5 ELSE sent_at END WHERE id = $1 AND state = 'pending'",
+            )
+            .bind(id)
+            .bind(a.outcome.as_str())
+            .bind(a.next_attempt_at.0)
+            .bind(a.error)
+            .bind(a.at.0)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        }
+        tx.commit().await.map_err(backend)
+    }
+
     async fn record_outbox_attempt(
         &self,
         id: u64,
