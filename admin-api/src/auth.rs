@@ -15,6 +15,7 @@ use axum::Router;
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use fleetpulse_proto::{AccountId, EnterpriseId, UnixMillis};
 use fleetpulse_store::{Account, NewAccount, Role, Session, Store};
@@ -263,6 +264,19 @@ impl FromRequestParts<AppState> for AuthAdmin {
     }
 }
 
+/// The account of the request's live session, if it has one (for the operation log).
+pub(crate) async fn session_account(ctx: &AppState, headers: &HeaderMap) -> Option<Account> {
+    let token = bearer_token(headers)?;
+    let entities = &ctx.api.store.entities;
+    let session = entities.session(secrets::token_hash(token), UnixMillis::now()).await.ok()??;
+    entities.account(session.account_id).await.ok()?
+}
+
+/// Wrong passwords in a row that lock an account (ACC-2).
+pub const MAX_LOGIN_FAILURES: u32 = 10;
+/// How long a locked account stays locked.
+pub const LOCKOUT: std::time::Duration = std::time::Duration::from_secs(5 * 60);
+
 /// Routes of this module.
 pub(crate) fn router() -> Router<AppState> {
     Router::new().route("/api/v1/auth/login", post(login)).route("/api/v1/auth/logout", post(logout))
@@ -282,11 +296,36 @@ struct LoginResponse {
 }
 
 /// `POST /api/v1/auth/login`: checks the password and opens a session.
-async fn login(State(ctx): State<AppState>, Json(req): Json<LoginRequest>) -> Result<Json<LoginResponse>, ApiError> {
+///
+/// Ten wrong passwords in a row lock the account for five minutes (ACC-2); a locked account,
+/// an unknown email and a wrong password get the same answer after the same work, so the answer
+/// does not tell which accounts exist. The operation log records the email tried.
+async fn login(State(ctx): State<AppState>, Json(req): Json<LoginRequest>) -> Response {
+    let email: String = req.email.trim().chars().take(320).collect();
+    let mut account_id = None;
+    let result = login_checked(&ctx, req, &mut account_id).await;
+    let mut response = match result {
+        Ok(ok) => Json(ok).into_response(),
+        Err(error) => error.into_response(),
+    };
+    response.extensions_mut().insert(crate::routes::oplog::Actor { account_id, email });
+    response
+}
+
+/// The login; `account_id` is set to the account the email names (for the operation log, also
+/// when the login fails).
+async fn login_checked(
+    ctx: &AppState,
+    req: LoginRequest,
+    account_id: &mut Option<AccountId>,
+) -> Result<LoginResponse, ApiError> {
     let account = match normalize_email(&req.email) {
         Ok(email) => ctx.api.store.entities.account_by_email(&email).await?,
         Err(_) => None,
     };
+    *account_id = account.as_ref().map(|a| a.id);
+    let now = UnixMillis::now();
+    let locked = account.as_ref().is_some_and(|a| a.locked_until.is_some_and(|until| until > now));
     let password = req.password;
     let matches = match &account {
         Some(a) => {
@@ -299,14 +338,23 @@ async fn login(State(ctx): State<AppState>, Json(req): Json<LoginRequest>) -> Re
         }
     };
     let account = match account {
-        Some(a) if matches => a,
-        _ => {
+        Some(a) if matches && !locked => a,
+        other => {
             ctx.metrics.login_failed();
+            if let Some(a) = other.filter(|_| !locked) {
+                let lock_ms = u64::try_from(LOCKOUT.as_millis()).unwrap_or(u64::MAX);
+                let after = ctx.api.store.entities.record_login_failure(a.id, now, MAX_LOGIN_FAILURES, lock_ms).await?;
+                if after.is_some_and(|a| a.locked_until.is_some_and(|until| until > now)) {
+                    tracing::warn!(message = "Account locked after repeated wrong passwords.", account = %a.id);
+                }
+            }
             return Err(ApiError::InvalidCredentials);
         }
     };
+    if account.failed_logins > 0 || account.locked_until.is_some() {
+        ctx.api.store.entities.record_login_success(account.id).await?;
+    }
     let token = secrets::new_session_token();
-    let now = UnixMillis::now();
     let ttl = i64::try_from(ctx.api.config.session_ttl.as_millis()).unwrap_or(i64::MAX);
     let expires_at = UnixMillis(now.0.saturating_add(ttl));
     ctx.api
@@ -319,7 +367,7 @@ async fn login(State(ctx): State<AppState>, Json(req): Json<LoginRequest>) -> Re
             expires_at,
         })
         .await?;
-    Ok(Json(LoginResponse { token, expires_at, account: AccountView::from(&account) }))
+    Ok(LoginResponse { token, expires_at, account: AccountView::from(&account) })
 }
 
 /// `POST /api/v1/auth/logout`: 204 for an authenticated caller.

@@ -25,6 +25,7 @@ mod extract;
 mod metrics;
 mod routes;
 mod secrets;
+pub mod totp;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -106,6 +107,8 @@ pub fn app(state: ApiState) -> Router {
         .merge(routes::devices::router())
         .merge(routes::alarms::router())
         .merge(routes::strategies::router())
+        .merge(routes::oplog::router())
+        .route_layer(axum::middleware::from_fn_with_state(ctx.clone(), routes::oplog::record))
         .fallback(routes::unknown_route)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))

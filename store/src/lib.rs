@@ -65,6 +65,46 @@ pub const MAX_OUTBOX_EXCEPT: usize = 1_000;
 /// Most records one [`EventStore::latest_alarm_records`] returns, whatever limit it is given.
 pub const MAX_LATEST_ALARM_RECORDS: u32 = 500;
 
+/// Most rows one [`EntityStore::append_operation_logs`] may append.
+pub const MAX_OPERATION_LOG_BATCH: usize = 1_000;
+
+/// Most rows one [`EntityStore::list_operation_logs`] returns, whatever limit it is given.
+pub const MAX_OPERATION_LOG_PAGE: u32 = 1_000;
+
+/// Longest [`NewOperationLog::account_email`], in bytes.
+pub const MAX_OPERATION_LOG_EMAIL: usize = 320;
+
+/// Longest [`NewOperationLog::operation`], in bytes.
+pub const MAX_OPERATION_LOG_OPERATION: usize = 200;
+
+/// Longest [`NewOperationLog::method`], in bytes.
+pub const MAX_OPERATION_LOG_METHOD: usize = 16;
+
+/// Longest [`NewOperationLog::path`], in bytes.
+pub const MAX_OPERATION_LOG_PATH: usize = 2_048;
+
+/// Longest [`NewOperationLog::ip`], in bytes.
+pub const MAX_OPERATION_LOG_IP: usize = 64;
+
+/// Largest `max_failures` of [`EntityStore::record_login_failure`].
+pub const MAX_LOGIN_FAILURE_THRESHOLD: u32 = 1_000;
+
+/// [`StoreError::InvalidInput`] unless `max_failures` is within 1..=[`MAX_LOGIN_FAILURE_THRESHOLD`];
+/// else the time the lock of [`EntityStore::record_login_failure`] runs out (saturating).
+pub(crate) fn login_lock_until(
+    now: fleetpulse_proto::UnixMillis,
+    max_failures: u32,
+    lock_for_ms: u64,
+) -> Result<fleetpulse_proto::UnixMillis> {
+    if max_failures == 0 || max_failures > MAX_LOGIN_FAILURE_THRESHOLD {
+        return Err(StoreError::InvalidInput(format!(
+            "max_failures {max_failures} (must be 1 to {MAX_LOGIN_FAILURE_THRESHOLD})"
+        )));
+    }
+    let lock = i64::try_from(lock_for_ms).unwrap_or(i64::MAX);
+    Ok(fleetpulse_proto::UnixMillis(now.0.saturating_add(lock)))
+}
+
 /// [`StoreError::InvalidInput`] if `count` items exceed the bound `max` of `what`.
 pub(crate) fn check_bound(what: &str, count: usize, max: usize) -> Result<()> {
     if count > max {
@@ -182,6 +222,35 @@ pub trait EntityStore: Send + Sync + 'static {
     /// Records the outcomes of several attempts in one transaction (like
     /// [`EntityStore::record_outbox_attempt`] for each); at most [`MAX_OUTBOX_BATCH`].
     async fn record_outbox_attempts(&self, attempts: Vec<OutboxAttempt>) -> Result<()>;
+    /// Appends rows to the operation log (LOG-1), all in one transaction, in order (ids
+    /// increase along the batch).
+    ///
+    /// [`StoreError::InvalidInput`] (and nothing is appended) for more than
+    /// [`MAX_OPERATION_LOG_BATCH`] rows or a row that [`NewOperationLog::validate`] refuses.
+    /// The log is append-only: there is no method to change or remove a row, and the database
+    /// itself refuses updates and deletes of it.
+    async fn append_operation_logs(&self, rows: Vec<NewOperationLog>) -> Result<()>;
+    /// Operation log rows matching the filter, newest first (by id, descending): those with an
+    /// id below `page.after` when it is above 0, else from the newest; at most `page.limit`,
+    /// and never more than [`MAX_OPERATION_LOG_PAGE`].
+    async fn list_operation_logs(&self, filter: OperationLogFilter, page: Page) -> Result<Vec<OperationLog>>;
+    /// Counts a wrong password of the account (ACC-2), atomically: when the count reaches
+    /// `max_failures`, the account is locked until `now + lock_for_ms` (saturating) and the
+    /// count starts again from 0. Returns the account as updated, or `None` if it does not exist.
+    ///
+    /// The caller refuses logins of a locked account ([`Account::is_locked`]) before checking
+    /// their password. [`StoreError::InvalidInput`] unless `max_failures` is within
+    /// 1..=[`MAX_LOGIN_FAILURE_THRESHOLD`].
+    async fn record_login_failure(
+        &self,
+        account: fleetpulse_proto::AccountId,
+        now: fleetpulse_proto::UnixMillis,
+        max_failures: u32,
+        lock_for_ms: u64,
+    ) -> Result<Option<Account>>;
+    /// A successful login (ACC-2): forgets the account's wrong passwords and lifts its lock.
+    /// Nothing happens for an unknown account.
+    async fn record_login_success(&self, account: fleetpulse_proto::AccountId) -> Result<()>;
 }
 
 /// Append-only event streams, aggregated alarm records and delivery marks.

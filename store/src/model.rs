@@ -55,6 +55,17 @@ pub struct Account {
     pub role: Role,
     /// Creation time.
     pub created_at: UnixMillis,
+    /// Wrong passwords since the last successful login or the last lock (ACC-2).
+    pub failed_logins: u32,
+    /// Until when logins are refused (ACC-2); a time in the past means not locked.
+    pub locked_until: Option<UnixMillis>,
+}
+
+impl Account {
+    /// True if logins are refused at `now` (the lock has not run out yet).
+    pub fn is_locked(&self, now: UnixMillis) -> bool {
+        self.locked_until.is_some_and(|until| now < until)
+    }
 }
 
 /// Arguments of [`crate::EntityStore::create_account`].
@@ -379,6 +390,16 @@ mod tests {
         assert_eq!(to_ranges([1, 2, 3, 5, 5, 6, 9]), vec![(1, 3), (5, 6), (9, 9)]);
         assert_eq!(to_ranges([4, 4, 4]), vec![(4, 4)]);
     }
+
+    #[test]
+    fn operation_outcomes_are_snake_case_and_round_trip() {
+        use super::OperationOutcome;
+        for (outcome, name) in [(OperationOutcome::Success, "success"), (OperationOutcome::Failure, "failure")] {
+            assert_eq!(serde_json::to_value(outcome).expect("serialize"), serde_json::json!(name));
+            assert_eq!((outcome.as_str(), OperationOutcome::parse(name)), (name, Some(outcome)));
+        }
+        assert_eq!(OperationOutcome::parse("Success"), None);
+    }
 }
 
 /// The metric of a threshold rule.
@@ -533,4 +554,148 @@ pub struct OutboxMessage {
     pub created_at: UnixMillis,
     /// When the SMTP server accepted it.
     pub sent_at: Option<UnixMillis>,
+}
+
+/// Whether a logged operation succeeded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OperationOutcome {
+    /// The request did what it asked for (a 2xx or 3xx status).
+    Success,
+    /// The request was refused or failed.
+    Failure,
+}
+
+impl OperationOutcome {
+    /// Name in the store and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OperationOutcome::Success => "success",
+            OperationOutcome::Failure => "failure",
+        }
+    }
+
+    /// Inverse of [`OperationOutcome::as_str`].
+    pub fn parse(s: &str) -> Option<OperationOutcome> {
+        match s {
+            "success" => Some(OperationOutcome::Success),
+            "failure" => Some(OperationOutcome::Failure),
+            _ => None,
+        }
+    }
+}
+
+/// One state-changing request, as [`crate::EntityStore::append_operation_logs`] records it
+/// (LOG-1). Text fields are bounded (see [`NewOperationLog::validate`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NewOperationLog {
+    /// The signed-in account, if any (none for a failed login of an unknown email).
+    pub account_id: Option<AccountId>,
+    /// The account's email (or the email a failed login gave), at most
+    /// [`crate::MAX_OPERATION_LOG_EMAIL`] bytes.
+    pub account_email: String,
+    /// The enterprise the account acted as, if any.
+    pub acting_as: Option<EnterpriseId>,
+    /// The operation type: method and route template, e.g. `POST /api/v1/enterprises`; at most
+    /// [`crate::MAX_OPERATION_LOG_OPERATION`] bytes.
+    pub operation: String,
+    /// HTTP method, at most [`crate::MAX_OPERATION_LOG_METHOD`] bytes.
+    pub method: String,
+    /// The concrete request path, at most [`crate::MAX_OPERATION_LOG_PATH`] bytes.
+    pub path: String,
+    /// Client IP address, at most [`crate::MAX_OPERATION_LOG_IP`] bytes.
+    pub ip: String,
+    /// When the request was made.
+    pub at: UnixMillis,
+    /// HTTP status of the response.
+    pub status: u16,
+    /// Whether it succeeded.
+    pub outcome: OperationOutcome,
+}
+
+impl NewOperationLog {
+    /// [`crate::StoreError::InvalidInput`] if a text field is longer than its bound or holds a
+    /// NUL character (which PostgreSQL cannot store), or an id is beyond what a database row
+    /// can hold (above `i64::MAX`).
+    pub fn validate(&self) -> crate::Result<()> {
+        let fields = [
+            ("account_email", &self.account_email, crate::MAX_OPERATION_LOG_EMAIL),
+            ("operation", &self.operation, crate::MAX_OPERATION_LOG_OPERATION),
+            ("method", &self.method, crate::MAX_OPERATION_LOG_METHOD),
+            ("path", &self.path, crate::MAX_OPERATION_LOG_PATH),
+            ("ip", &self.ip, crate::MAX_OPERATION_LOG_IP),
+        ];
+        for (name, value, max) in fields {
+            if value.len() > max {
+                return Err(crate::StoreError::InvalidInput(format!(
+                    "operation log {name} of {} bytes (at most {max})",
+                    value.len()
+                )));
+            }
+            if value.contains('\0') {
+                return Err(crate::StoreError::InvalidInput(format!("operation log {name} holds a NUL character")));
+            }
+        }
+        let ids = [("account_id", self.account_id.map(|a| a.0)), ("acting_as", self.acting_as.map(|e| e.0))];
+        for (name, id) in ids {
+            if id.is_some_and(|id| i64::try_from(id).is_err()) {
+                return Err(crate::StoreError::InvalidInput(format!("operation log {name} out of range")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A recorded operation (LOG-1). Rows are never changed or removed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OperationLog {
+    /// Identifier: increases with every row appended.
+    pub id: u64,
+    /// The signed-in account, if any.
+    pub account_id: Option<AccountId>,
+    /// The account's email.
+    pub account_email: String,
+    /// The enterprise the account acted as, if any.
+    pub acting_as: Option<EnterpriseId>,
+    /// The operation type (method and route template).
+    pub operation: String,
+    /// HTTP method.
+    pub method: String,
+    /// The concrete request path.
+    pub path: String,
+    /// Client IP address.
+    pub ip: String,
+    /// When the request was made.
+    pub at: UnixMillis,
+    /// HTTP status of the response.
+    pub status: u16,
+    /// Whether it succeeded.
+    pub outcome: OperationOutcome,
+}
+
+/// Filters of [`crate::EntityStore::list_operation_logs`]; `None` means any.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct OperationLogFilter {
+    /// Made at or after this time.
+    pub from: Option<UnixMillis>,
+    /// Made before this time.
+    pub to: Option<UnixMillis>,
+    /// Only this operation type (exact match).
+    pub operation: Option<String>,
+    /// Only requests of this account.
+    pub account_id: Option<AccountId>,
+    /// Only requests made acting as this enterprise.
+    pub enterprise: Option<EnterpriseId>,
+}
+
+impl OperationLogFilter {
+    /// True if no row can match: an operation type no row can have (longer than
+    /// [`crate::MAX_OPERATION_LOG_OPERATION`] or holding a NUL character), or an id above
+    /// `i64::MAX`. The backends answer such a filter with no rows without asking the database.
+    pub fn matches_nothing(&self) -> bool {
+        let impossible_id = |id: Option<u64>| id.is_some_and(|id| i64::try_from(id).is_err());
+        self.operation.as_ref().is_some_and(|op| op.len() > crate::MAX_OPERATION_LOG_OPERATION || op.contains('\0'))
+            || impossible_id(self.account_id.map(|a| a.0))
+            || impossible_id(self.enterprise.map(|e| e.0))
+    }
 }

@@ -4,6 +4,7 @@
 pub(crate) mod alarms;
 pub(crate) mod devices;
 pub(crate) mod enterprises;
+pub(crate) mod oplog;
 pub(crate) mod ops;
 pub(crate) mod strategies;
 

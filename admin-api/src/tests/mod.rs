@@ -2,6 +2,7 @@
 //! directory, no sockets.
 
 mod auth;
+mod oplog;
 mod ops;
 mod resources;
 mod strategies;

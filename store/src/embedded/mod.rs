@@ -195,6 +195,9 @@ impl ReadPool {
 
 // ---- row mapping ----
 
+/// The columns `account_from_row` reads, in its order.
+const ACCOUNT_COLUMNS: &str = "id, email, password_hash, role, created_at, failed_logins, locked_until";
+
 fn account_from_row(r: &Row<'_>) -> rusqlite::Result<Account> {
     let role: String = r.get(3)?;
     Ok(Account {
@@ -203,7 +206,71 @@ fn account_from_row(r: &Row<'_>) -> rusqlite::Result<Account> {
         password_hash: r.get(2)?,
         role: Role::parse(&role).unwrap_or(Role::PlatformAdmin),
         created_at: UnixMillis(r.get(4)?),
+        failed_logins: r.get(5)?,
+        locked_until: r.get::<_, Option<i64>>(6)?.map(UnixMillis),
     })
+}
+
+/// The columns `operation_log_from_row` reads, in its order.
+const OPERATION_LOG_COLUMNS: &str =
+    "id, account_id, account_email, acting_as, operation, method, path, ip, at, status, outcome";
+
+fn operation_log_from_row(r: &Row<'_>) -> rusqlite::Result<OperationLog> {
+    let outcome: String = r.get(10)?;
+    Ok(OperationLog {
+        id: r.get(0)?,
+        account_id: r.get::<_, Option<u64>>(1)?.map(AccountId),
+        account_email: r.get(2)?,
+        acting_as: r.get::<_, Option<u64>>(3)?.map(EnterpriseId),
+        operation: r.get(4)?,
+        method: r.get(5)?,
+        path: r.get(6)?,
+        ip: r.get(7)?,
+        at: UnixMillis(r.get(8)?),
+        status: r.get(9)?,
+        outcome: OperationOutcome::parse(&outcome).unwrap_or(OperationOutcome::Failure),
+    })
+}
+
+/// The query of [`EntityStore::list_operation_logs`] and its values, or `None` if it returns
+/// nothing (a zero limit, a filter no row can match). Only the filters given become terms, so that the planner can pick the
+/// index that fits; every index of the table ends in the rowid (`id`), so a page of one account,
+/// enterprise or operation type is read in order without sorting the matching rows.
+fn operation_log_sql(filter: &OperationLogFilter, page: Page) -> Option<(String, Vec<SqlValue>)> {
+    let limit = page.limit.min(MAX_OPERATION_LOG_PAGE);
+    if limit == 0 || filter.matches_nothing() {
+        return None;
+    }
+    let mut terms: Vec<&str> = Vec::new();
+    let mut values: Vec<SqlValue> = Vec::new();
+    if let Some(a) = filter.account_id {
+        terms.push("account_id = ?");
+        values.push(Box::new(i64::try_from(a.0).ok()?));
+    }
+    if let Some(e) = filter.enterprise {
+        terms.push("acting_as = ?");
+        values.push(Box::new(i64::try_from(e.0).ok()?));
+    }
+    if let Some(op) = &filter.operation {
+        terms.push("operation = ?");
+        values.push(Box::new(op.clone()));
+    }
+    if let Some(t) = filter.from {
+        terms.push("at >= ?");
+        values.push(Box::new(t.0));
+    }
+    if let Some(t) = filter.to {
+        terms.push("at < ?");
+        values.push(Box::new(t.0));
+    }
+    if page.after > 0 {
+        // Every id is below one beyond `i64::MAX`.
+        terms.push("id < ?");
+        values.push(Box::new(i64::try_from(page.after).unwrap_or(i64::MAX)));
+    }
+    values.push(Box::new(limit));
+    let clause = if terms.is_empty() { String::new() } else { format!(" WHERE {}", terms.join(" AND ")) };
+    Some((format!("SELECT {OPERATION_LOG_COLUMNS} FROM operation_log{clause} ORDER BY id DESC LIMIT ?"), values))
 }
 
 fn enterprise_from_row(r: &Row<'_>) -> rusqlite::Result<Enterprise> {
@@ -593,6 +660,8 @@ impl EntityStore for EmbeddedStore {
                 password_hash: new.password_hash.clone(),
                 role: new.role,
                 created_at: now,
+                failed_logins: 0,
+                locked_until: None,
             })
         })
         .await
@@ -601,7 +670,7 @@ impl EntityStore for EmbeddedStore {
     async fn account_by_email(&self, email: &str) -> Result<Option<Account>> {
         let email = email.to_owned();
         self.read(move |c| {
-            Ok(c.prepare_cached("SELECT id, email, password_hash, role, created_at FROM accounts WHERE email = ?1")?
+            Ok(c.prepare_cached(&format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE email = ?1"))?
                 .query_row([email], account_from_row)
                 .optional()?)
         })
@@ -610,7 +679,7 @@ impl EntityStore for EmbeddedStore {
 
     async fn account(&self, id: AccountId) -> Result<Option<Account>> {
         self.read(move |c| {
-            Ok(c.prepare_cached("SELECT id, email, password_hash, role, created_at FROM accounts WHERE id = ?1")?
+            Ok(c.prepare_cached(&format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ?1"))?
                 .query_row([id.0], account_from_row)
                 .optional()?)
         })
@@ -925,6 +994,84 @@ impl EntityStore for EmbeddedStore {
             Ok(c.prepare_cached(&format!("SELECT {OUTBOX_COLUMNS} FROM outbox WHERE id = ?1"))?
                 .query_row([id], outbox_from_row)
                 .optional()?)
+        })
+        .await
+    }
+
+    async fn append_operation_logs(&self, rows: Vec<NewOperationLog>) -> Result<()> {
+        check_bound("operation log rows", rows.len(), MAX_OPERATION_LOG_BATCH)?;
+        rows.iter().try_for_each(NewOperationLog::validate)?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        // One write job: one savepoint of one commit, so the batch is appended whole or not at all.
+        self.write(rows.len(), move |c| {
+            let mut st = c.prepare_cached(
+                "INSERT INTO operation_log (account_id, account_email, acting_as, operation, method, path, ip, at, \
+                 status, outcome) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )?;
+            for row in &rows {
+                st.execute(params![
+                    row.account_id.map(|a| a.0),
+                    row.account_email,
+                    row.acting_as.map(|e| e.0),
+                    row.operation,
+                    row.method,
+                    row.path,
+                    row.ip,
+                    row.at.0,
+                    row.status,
+                    row.outcome.as_str(),
+                ])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_operation_logs(&self, filter: OperationLogFilter, page: Page) -> Result<Vec<OperationLog>> {
+        let Some((sql, values)) = operation_log_sql(&filter, page) else { return Ok(Vec::new()) };
+        self.read(move |c| {
+            let mut st = c.prepare_cached(&sql)?;
+            let rows = st.query_map(rusqlite::params_from_iter(values.iter()), operation_log_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn record_login_failure(
+        &self,
+        account: AccountId,
+        now: UnixMillis,
+        max_failures: u32,
+        lock_for_ms: u64,
+    ) -> Result<Option<Account>> {
+        let until = login_lock_until(now, max_failures, lock_for_ms)?;
+        let Ok(account) = i64::try_from(account.0) else { return Ok(None) };
+        // One statement in one write job: the single writer serialises concurrent failures, and
+        // the `SET` expressions all read the row as it was before this update.
+        self.write(1, move |c| {
+            Ok(c.prepare_cached(&format!(
+                "UPDATE accounts SET \
+                 failed_logins = CASE WHEN failed_logins + 1 >= ?2 THEN 0 ELSE failed_logins + 1 END, \
+                 locked_until = CASE WHEN failed_logins + 1 >= ?2 THEN ?3 ELSE locked_until END \
+                 WHERE id = ?1 RETURNING {ACCOUNT_COLUMNS}"
+            ))?
+            .query_row(params![account, max_failures, until.0], account_from_row)
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn record_login_success(&self, account: AccountId) -> Result<()> {
+        let Ok(account) = i64::try_from(account.0) else { return Ok(()) };
+        self.write(1, move |c| {
+            c.prepare_cached(
+                "UPDATE accounts SET failed_logins = 0, locked_until = NULL \
+                 WHERE id = ?1 AND (failed_logins <> 0 OR locked_until IS NOT NULL)",
+            )?
+            .execute([account])?;
+            Ok(())
         })
         .await
     }

@@ -142,6 +142,41 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX alarm_records_latest ON alarm_records(latest_at);
     "#,
+    // 6: login protection (ACC-2): wrong passwords since the last success or lock, and the lock.
+    r#"
+    ALTER TABLE accounts ADD COLUMN failed_logins INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE accounts ADD COLUMN locked_until INTEGER;
+    "#,
+    // 7: the operation log (LOG-1), append-only: the triggers refuse every update and delete,
+    // whoever issues them. Pages are read newest first by id (the rowid); the indexes serve
+    // the filters by account, enterprise, operation type and time.
+    r#"
+    CREATE TABLE operation_log (
+        id            INTEGER PRIMARY KEY,
+        account_id    INTEGER,
+        account_email TEXT NOT NULL,
+        acting_as     INTEGER,
+        operation     TEXT NOT NULL,
+        method        TEXT NOT NULL,
+        path          TEXT NOT NULL,
+        ip            TEXT NOT NULL,
+        at            INTEGER NOT NULL,
+        status        INTEGER NOT NULL,
+        outcome       TEXT NOT NULL
+    );
+    CREATE INDEX operation_log_account ON operation_log(account_id, id);
+    CREATE INDEX operation_log_acting_as ON operation_log(acting_as, id);
+    CREATE INDEX operation_log_operation ON operation_log(operation, id);
+    CREATE INDEX operation_log_at ON operation_log(at);
+    CREATE TRIGGER operation_log_no_update BEFORE UPDATE ON operation_log
+    BEGIN
+        SELECT RAISE(ABORT, 'operation log is append-only');
+    END;
+    CREATE TRIGGER operation_log_no_delete BEFORE DELETE ON operation_log
+    BEGIN
+        SELECT RAISE(ABORT, 'operation log is append-only');
+    END;
+    "#,
 ];
 
 /// The schema version this build writes.
@@ -181,5 +216,24 @@ mod tests {
         assert_eq!(migrate(&mut conn).expect("idempotent"), CURRENT_VERSION);
         conn.pragma_update(None, "user_version", CURRENT_VERSION + 1).expect("bump");
         assert!(matches!(migrate(&mut conn), Err(StoreError::Migration { .. })));
+    }
+
+    #[test]
+    fn login_protection_columns_default_for_existing_accounts() {
+        let mut conn = Connection::open_in_memory().expect("open");
+        for sql in &MIGRATIONS[..5] {
+            conn.execute_batch(sql).expect("migration");
+        }
+        conn.pragma_update(None, "user_version", 5).expect("version 5");
+        conn.execute(
+            "INSERT INTO accounts (email, password_hash, role, created_at) VALUES ('a@b', 'h', 'platform_admin', 1)",
+            [],
+        )
+        .expect("an account of version 5");
+        assert_eq!(migrate(&mut conn).expect("migrate"), CURRENT_VERSION);
+        let (failed, locked): (u32, Option<i64>) = conn
+            .query_row("SELECT failed_logins, locked_until FROM accounts", [], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("the account");
+        assert_eq!((failed, locked), (0, None));
     }
 }

@@ -214,3 +214,78 @@ async fn due_outbox_walks_the_due_index_in_order() {
         [0, 8, 8, 8, 16, 512, 512, MAX_OUTBOX_EXCEPT, MAX_OUTBOX_EXCEPT, MAX_OUTBOX_EXCEPT]
     );
 }
+
+fn operation(at: i64) -> NewOperationLog {
+    NewOperationLog {
+        account_id: Some(AccountId(1)),
+        account_email: "a@example.com".into(),
+        acting_as: None,
+        operation: "POST /api/v1/enterprises".into(),
+        method: "POST".into(),
+        path: "/api/v1/enterprises".into(),
+        ip: "203.0.113.1".into(),
+        at: UnixMillis(at),
+        status: 201,
+        outcome: OperationOutcome::Success,
+    }
+}
+
+#[tokio::test]
+async fn the_operation_log_refuses_updates_and_deletes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    store.append_operation_logs(vec![operation(1), operation(2)]).await.expect("append");
+    let before = store.list_operation_logs(OperationLogFilter::default(), Page::first(10)).await.expect("list");
+    assert_eq!(before.len(), 2);
+    let conn = Connection::open(dir.path().join(DB_FILE)).expect("open");
+    conn.busy_timeout(std::time::Duration::from_secs(10)).expect("busy timeout");
+    for sql in [
+        "UPDATE operation_log SET status = 500",
+        "UPDATE operation_log SET account_email = 'x' WHERE id = 1",
+        "DELETE FROM operation_log WHERE id = 1",
+        "DELETE FROM operation_log",
+    ] {
+        let error = conn.execute(sql, []).expect_err(sql).to_string();
+        assert!(error.contains("operation log is append-only"), "{sql}: {error}");
+    }
+    // Not even through the store's own writer.
+    let through_writer = store.write(1, |c| Ok(c.execute("DELETE FROM operation_log", [])?)).await;
+    assert!(
+        matches!(through_writer, Err(StoreError::Backend(ref e)) if e.contains("append-only")),
+        "{through_writer:?}"
+    );
+    let after = store.list_operation_logs(OperationLogFilter::default(), Page::first(10)).await.expect("list");
+    assert_eq!(after, before);
+    // Appending still works.
+    store.append_operation_logs(vec![operation(3)]).await.expect("append after refusals");
+    assert_eq!(store.list_operation_logs(OperationLogFilter::default(), Page::first(10)).await.expect("list").len(), 3);
+}
+
+#[tokio::test]
+async fn operation_log_pages_read_an_index_in_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _store = open(dir.path());
+    let conn = Connection::open(dir.path().join(DB_FILE)).expect("open");
+    let plan = |filter: OperationLogFilter| {
+        let (sql, values) = operation_log_sql(&filter, Page { after: 100, limit: 50 }).expect("a query");
+        let mut st = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).expect("explain");
+        let rows = st
+            .query_map(rusqlite::params_from_iter(values.iter()), |r| r.get::<_, String>(3))
+            .expect("plan")
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .expect("plan rows");
+        rows.join("; ")
+    };
+    let all = plan(OperationLogFilter::default());
+    assert!(all.contains("INTEGER PRIMARY KEY") && !all.contains("TEMP B-TREE"), "{all}");
+    let mine = plan(OperationLogFilter { account_id: Some(AccountId(1)), ..OperationLogFilter::default() });
+    assert!(mine.contains("USING INDEX operation_log_account (account_id=? AND id<?)"), "{mine}");
+    assert!(!mine.contains("TEMP B-TREE"), "{mine}");
+    let theirs = plan(OperationLogFilter { enterprise: Some(EnterpriseId(1)), ..OperationLogFilter::default() });
+    assert!(theirs.contains("USING INDEX operation_log_acting_as") && !theirs.contains("TEMP B-TREE"), "{theirs}");
+    let kind = plan(OperationLogFilter { operation: Some("POST /x".into()), ..OperationLogFilter::default() });
+    assert!(kind.contains("USING INDEX operation_log_operation") && !kind.contains("TEMP B-TREE"), "{kind}");
+    assert!(operation_log_sql(&OperationLogFilter::default(), Page::first(0)).is_none());
+    let beyond = OperationLogFilter { account_id: Some(AccountId(u64::MAX)), ..OperationLogFilter::default() };
+    assert!(operation_log_sql(&beyond, Page::first(10)).is_none());
+}

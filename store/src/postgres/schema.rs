@@ -103,6 +103,50 @@ const MIGRATIONS: &[(&str, &str)] = &[
     );
     "#,
     ),
+    (
+        "login protection",
+        // 5: login protection (ACC-2): wrong passwords since the last success or lock, and the lock.
+        r#"
+    ALTER TABLE accounts ADD COLUMN failed_logins INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE accounts ADD COLUMN locked_until BIGINT;
+    "#,
+    ),
+    (
+        "operation log",
+        // 6: the operation log (LOG-1), append-only: statement triggers refuse every UPDATE,
+        // DELETE and TRUNCATE, whoever issues them (even when no row matches). Pages are read
+        // newest first by id; the indexes serve the filters by account, enterprise, operation
+        // type and time.
+        r#"
+    CREATE TABLE operation_log (
+        id            BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        account_id    BIGINT,
+        account_email TEXT NOT NULL,
+        acting_as     BIGINT,
+        operation     TEXT NOT NULL,
+        method        TEXT NOT NULL,
+        path          TEXT NOT NULL,
+        ip            TEXT NOT NULL,
+        at            BIGINT NOT NULL,
+        status        INTEGER NOT NULL,
+        outcome       TEXT NOT NULL
+    );
+    CREATE INDEX operation_log_account ON operation_log (account_id, id);
+    CREATE INDEX operation_log_acting_as ON operation_log (acting_as, id);
+    CREATE INDEX operation_log_operation ON operation_log (operation, id);
+    CREATE INDEX operation_log_at ON operation_log (at);
+
+    CREATE FUNCTION operation_log_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        RAISE EXCEPTION 'operation log is append-only' USING ERRCODE = 'insufficient_privilege';
+    END;
+    $$;
+    CREATE TRIGGER operation_log_no_change BEFORE UPDATE OR DELETE ON operation_log
+        FOR EACH STATEMENT EXECUTE FUNCTION operation_log_append_only();
+    CREATE TRIGGER operation_log_no_truncate BEFORE TRUNCATE ON operation_log
+        FOR EACH STATEMENT EXECUTE FUNCTION operation_log_append_only();
+    "#,
+    ),
 ];
 
 /// The schema version this build writes.

@@ -293,3 +293,61 @@ async fn unreachable_and_closed_stores_report_errors() {
     assert!(matches!(store.count_accounts(Role::PlatformAdmin).await, Err(StoreError::Closed)));
     assert!(matches!(store.create_account(account("a@example.com")).await, Err(StoreError::Closed)));
 }
+
+fn operation(at: i64) -> NewOperationLog {
+    NewOperationLog {
+        account_id: Some(AccountId(1)),
+        account_email: "a@example.com".into(),
+        acting_as: Some(EnterpriseId(2)),
+        operation: "POST /api/v1/enterprises".into(),
+        method: "POST".into(),
+        path: "/api/v1/enterprises".into(),
+        ip: "203.0.113.1".into(),
+        at: UnixMillis(at),
+        status: 201,
+        outcome: OperationOutcome::Success,
+    }
+}
+
+#[tokio::test]
+async fn the_operation_log_refuses_updates_deletes_and_truncation() {
+    let (store, _) = store("operation_log_append_only").await;
+    store.append_operation_logs(vec![operation(1), operation(2)]).await.expect("append");
+    let before = store.list_operation_logs(OperationLogFilter::default(), Page::first(10)).await.expect("list");
+    assert_eq!(before.len(), 2);
+    for sql in [
+        "UPDATE operation_log SET status = 500",
+        "UPDATE operation_log SET account_email = 'x' WHERE id = 1",
+        "UPDATE operation_log SET status = 500 WHERE false",
+        "DELETE FROM operation_log WHERE id = 1",
+        "DELETE FROM operation_log",
+        "TRUNCATE operation_log",
+        "INSERT INTO operation_log (account_email, operation, method, path, ip, at, status, outcome) \
+         VALUES ('e', 'o', 'm', 'p', 'i', 3, 200, 'success') ON CONFLICT (id) DO UPDATE SET status = 1",
+    ] {
+        let error = sqlx::query(sql).execute(&store.pool).await.expect_err(sql);
+        let Some(db) = error.as_database_error() else { panic!("{sql}: {error}") };
+        assert!(db.message().contains("operation log is append-only"), "{sql}: {error}");
+        assert_eq!(db.code().as_deref(), Some("42501"), "{sql}: insufficient_privilege");
+    }
+    let after = store.list_operation_logs(OperationLogFilter::default(), Page::first(10)).await.expect("list");
+    assert_eq!(after, before);
+    store.append_operation_logs(vec![operation(3)]).await.expect("append after refusals");
+    assert_eq!(store.list_operation_logs(OperationLogFilter::default(), Page::first(10)).await.expect("list").len(), 3);
+}
+
+#[tokio::test]
+async fn concurrent_login_failures_each_count_once() {
+    let (store, _) = store("login_failures_concurrent").await;
+    let account = store.create_account(account("a@example.com")).await.expect("account");
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..64 {
+        let store = store.clone();
+        tasks.spawn(async move { store.record_login_failure(account.id, UnixMillis(1_000), 10, 5).await });
+    }
+    let results: Vec<Option<Account>> = tasks.join_all().await.into_iter().collect::<Result<_>>().expect("counted");
+    let locks = results.iter().flatten().filter(|a| a.failed_logins == 0).count();
+    assert_eq!(locks, 6, "64 failures, a lock every 10");
+    let after = store.account(account.id).await.expect("read").expect("the account");
+    assert_eq!((after.failed_logins, after.locked_until), (4, Some(UnixMillis(1_005))));
+}

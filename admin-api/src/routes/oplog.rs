@@ -1,0 +1,216 @@
+//! The operation log (LOG-1): one row per state-changing request, written by a middleware on
+//! every matched route, listed with filters and exported as CSV. No route edits or deletes a row,
+//! and the stores refuse updates and deletes of the table themselves.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::http::{HeaderValue, Method, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use fleetpulse_proto::{AccountId, EnterpriseId, UnixMillis};
+use fleetpulse_store::{NewOperationLog, OperationLog, OperationLogFilter, OperationOutcome, Page};
+use serde::Deserialize;
+
+use crate::AppState;
+use crate::auth::AuthAdmin;
+use crate::error::ApiError;
+use crate::extract::{Json, Query};
+use crate::routes::{ListPage, page};
+
+/// Default and largest page of the listing.
+const LIST_DEFAULT: u32 = 100;
+const LIST_MAX: u32 = 1000;
+/// Most rows one CSV export carries.
+const EXPORT_MAX_ROWS: usize = 100_000;
+/// Longest concrete path kept in a row.
+const MAX_PATH_CHARS: usize = 2048;
+
+/// Routes of this module.
+pub(crate) fn router() -> Router<AppState> {
+    Router::new().route("/api/v1/operation-logs", get(list)).route("/api/v1/operation-logs/export", get(export))
+}
+
+/// Who made a request, when the handler knows it better than the bearer token (login): set in
+/// the response's extensions.
+#[derive(Debug, Clone)]
+pub(crate) struct Actor {
+    /// The account, if the email named one.
+    pub(crate) account_id: Option<AccountId>,
+    /// The email the caller gave or has.
+    pub(crate) email: String,
+}
+
+/// Middleware on every matched route: after a state-changing request (any method but GET, HEAD
+/// and OPTIONS) is answered, writes its row. A failed write is logged; the answer stands.
+pub(crate) async fn record(State(ctx): State<AppState>, req: Request, next: Next) -> Response {
+    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        return next.run(req).await;
+    }
+    let method = req.method().to_string();
+    let operation = match req.extensions().get::<MatchedPath>() {
+        Some(route) => format!("{method} {}", route.as_str()),
+        None => format!("{method} {}", req.uri().path()),
+    };
+    let path: String = req.uri().path().chars().take(MAX_PATH_CHARS).collect();
+    let ip = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string()).unwrap_or_default();
+    let caller = crate::auth::session_account(&ctx, req.headers()).await;
+    let at = UnixMillis::now();
+    let response = next.run(req).await;
+    let (account_id, account_email) = match (response.extensions().get::<Actor>(), caller) {
+        (Some(actor), _) => (actor.account_id, actor.email.clone()),
+        (None, Some(account)) => (Some(account.id), account.email),
+        (None, None) => (None, String::new()),
+    };
+    let status = response.status();
+    let row = NewOperationLog {
+        account_id,
+        account_email: account_email.chars().take(320).collect(),
+        acting_as: None,
+        operation,
+        method,
+        path,
+        ip,
+        at,
+        status: status.as_u16(),
+        outcome: if status.is_success() { OperationOutcome::Success } else { OperationOutcome::Failure },
+    };
+    if let Err(error) = ctx.api.store.entities.append_operation_logs(vec![row]).await {
+        tracing::error!(message = "Operation log row not written.", %error);
+    }
+    response
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    /// At or after (unix ms).
+    from: Option<i64>,
+    /// Before (unix ms).
+    to: Option<i64>,
+    /// Operation type, e.g. `POST /api/v1/enterprises`.
+    operation: Option<String>,
+    account_id: Option<AccountId>,
+    enterprise_id: Option<EnterpriseId>,
+    after: Option<u64>,
+    limit: Option<u32>,
+}
+
+fn filter(q: &ListQuery) -> Result<OperationLogFilter, ApiError> {
+    if let (Some(from), Some(to)) = (q.from, q.to)
+        && from >= to
+    {
+        return Err(ApiError::invalid("from must be before to"));
+    }
+    if q.operation.as_ref().is_some_and(|o| o.chars().count() > 200) {
+        return Err(ApiError::invalid("operation is at most 200 characters"));
+    }
+    Ok(OperationLogFilter {
+        from: q.from.map(UnixMillis),
+        to: q.to.map(UnixMillis),
+        operation: q.operation.clone(),
+        account_id: q.account_id,
+        enterprise: q.enterprise_id,
+    })
+}
+
+/// `GET /api/v1/operation-logs?from=&to=&operation=&account_id=&enterprise_id=&after=&limit=`:
+/// newest first; `next_after` continues with older rows.
+async fn list(
+    _auth: AuthAdmin,
+    State(ctx): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<ListPage<OperationLog>>, ApiError> {
+    let page = page(q.after, q.limit, LIST_DEFAULT, LIST_MAX)?;
+    let items = ctx.api.store.entities.list_operation_logs(filter(&q)?, page).await?;
+    Ok(Json(ListPage::new(items, page, |r| r.id)))
+}
+
+/// `GET /api/v1/operation-logs/export?…` (the list's filters): `text/csv`, newest first, at most
+/// 100,000 rows.
+async fn export(
+    _auth: AuthAdmin,
+    State(ctx): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, ApiError> {
+    let filter = filter(&q)?;
+    let mut csv = String::from("id,time,account_id,account_email,acting_as,operation,method,path,ip,status,result\r\n");
+    let mut page = Page { after: q.after.unwrap_or(0), limit: LIST_MAX };
+    let mut rows = 0;
+    while rows < EXPORT_MAX_ROWS {
+        let items = ctx.api.store.entities.list_operation_logs(filter.clone(), page).await?;
+        for r in &items {
+            write_row(&mut csv, r);
+        }
+        rows += items.len();
+        match items.last() {
+            Some(last) if items.len() == LIST_MAX as usize => page.after = last.id,
+            _ => break,
+        }
+    }
+    let mut response = csv.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8"));
+    headers.insert(header::CONTENT_DISPOSITION, HeaderValue::from_static("attachment; filename=\"operation-log.csv\""));
+    Ok(response)
+}
+
+fn write_row(csv: &mut String, r: &OperationLog) {
+    let fields = [
+        r.id.to_string(),
+        r.at.0.to_string(),
+        r.account_id.map(|a| a.to_string()).unwrap_or_default(),
+        r.account_email.clone(),
+        r.acting_as.map(|e| e.to_string()).unwrap_or_default(),
+        r.operation.clone(),
+        r.method.clone(),
+        r.path.clone(),
+        r.ip.clone(),
+        r.status.to_string(),
+        match r.outcome {
+            OperationOutcome::Success => "success".to_owned(),
+            OperationOutcome::Failure => "failure".to_owned(),
+        },
+    ];
+    for (i, f) in fields.iter().enumerate() {
+        if i > 0 {
+            csv.push(',');
+        }
+        let _ = write!(csv, "{}", csv_field(f));
+    }
+    csv.push_str("\r\n");
+}
+
+/// One CSV field (RFC 4180): quoted when it holds a separator, quote or line break, quotes
+/// doubled; a field a spreadsheet would take as a formula (`=`, `+`, `-`, `@`, tab, CR) gets a
+/// leading `'` (CSV injection).
+fn csv_field(value: &str) -> String {
+    let value =
+        if value.starts_with(['=', '+', '-', '@', '\t', '\r']) { format!("'{value}") } else { value.to_owned() };
+    if value.contains([',', '"', '\r', '\n']) { format!("\"{}\"", value.replace('"', "\"\"")) } else { value }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_fields_are_quoted_and_defused() {
+        for (raw, want) in [
+            ("plain", "plain"),
+            ("a,b", "\"a,b\""),
+            ("say \"hi\"", "\"say \"\"hi\"\"\""),
+            ("two\nlines", "\"two\nlines\""),
+            ("=HYPERLINK(\"x\")", "\"'=HYPERLINK(\"\"x\"\")\""),
+            ("+1", "'+1"),
+            ("-1", "'-1"),
+            ("@SUM(A1)", "'@SUM(A1)"),
+            ("", ""),
+        ] {
+            assert_eq!(csv_field(raw), want, "{raw:?}");
+        }
+    }
+}
