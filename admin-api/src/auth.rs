@@ -257,8 +257,20 @@ impl FromRequestParts<AppState> for AuthAdmin {
     async fn from_request_parts(parts: &mut Parts, ctx: &AppState) -> Result<Self, Self::Rejection> {
         let token = bearer_token(&parts.headers).ok_or(ApiError::Unauthorized)?;
         let entities = &ctx.api.store.entities;
-        let session =
-            entities.session(secrets::token_hash(token), UnixMillis::now()).await?.ok_or(ApiError::Unauthorized)?;
+        let now = UnixMillis::now();
+        let hash = secrets::token_hash(token);
+        let session = entities.session(hash, now).await?.ok_or(ApiError::Unauthorized)?;
+        let idle = now.0.saturating_sub(session.last_seen_at.0);
+        if idle > i64::try_from(ctx.api.config.session_idle.as_millis()).unwrap_or(i64::MAX) {
+            entities.delete_session(hash).await?;
+            return Err(ApiError::Unauthorized);
+        }
+        // Written at most once a minute per session (or a quarter of the idle limit, if shorter),
+        // not on every request.
+        let idle_ms = i64::try_from(ctx.api.config.session_idle.as_millis()).unwrap_or(i64::MAX);
+        if idle > TOUCH_AFTER_MS.min(idle_ms / 4) {
+            entities.touch_session(hash, now).await?;
+        }
         let account = entities.account(session.account_id).await?.ok_or(ApiError::Unauthorized)?;
         Ok(AuthAdmin { scope: Scope::of(&account), account: AccountView::from(&account) })
     }
@@ -272,6 +284,9 @@ pub(crate) async fn session_account(ctx: &AppState, headers: &HeaderMap) -> Opti
     entities.account(session.account_id).await.ok()?
 }
 
+/// A session's last use is written when it is older than this (idle expiry has minute precision).
+const TOUCH_AFTER_MS: i64 = 60_000;
+
 /// Wrong passwords in a row that lock an account (ACC-2).
 pub const MAX_LOGIN_FAILURES: u32 = 10;
 /// How long a locked account stays locked.
@@ -279,13 +294,94 @@ pub const LOCKOUT: std::time::Duration = std::time::Duration::from_secs(5 * 60);
 
 /// Routes of this module.
 pub(crate) fn router() -> Router<AppState> {
-    Router::new().route("/api/v1/auth/login", post(login)).route("/api/v1/auth/logout", post(logout))
+    Router::new()
+        .route("/api/v1/auth/login", post(login))
+        .route("/api/v1/auth/logout", post(logout))
+        .route("/api/v1/account/totp/setup", post(totp_setup))
+        .route("/api/v1/account/totp", post(totp_enable))
+        .route("/api/v1/account/totp/disable", post(totp_disable))
+}
+
+/// Issuer shown in authenticator apps.
+const TOTP_ISSUER: &str = "fleetpulse";
+
+#[derive(Serialize)]
+struct TotpSetup {
+    /// Base32 secret to type into an authenticator app.
+    secret: String,
+    /// The same as an `otpauth://` URI (for a QR code).
+    otpauth_uri: String,
+}
+
+/// `POST /api/v1/account/totp/setup`: a fresh secret for the caller's authenticator app. Nothing
+/// is stored until `POST /api/v1/account/totp` confirms it with a code.
+async fn totp_setup(auth: AuthAdmin) -> Json<TotpSetup> {
+    let secret = crate::totp::TotpSecret::random();
+    Json(TotpSetup { otpauth_uri: secret.otpauth_uri(TOTP_ISSUER, &auth.account.email), secret: secret.to_base32() })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TotpEnable {
+    secret: String,
+    code: String,
+}
+
+/// `POST /api/v1/account/totp` `{secret, code}`: turns on login protection by TOTP (ACC-3) once
+/// `code` proves the app holds `secret`; from then on every login needs a code. 204.
+async fn totp_enable(
+    auth: AuthAdmin,
+    State(ctx): State<AppState>,
+    Json(req): Json<TotpEnable>,
+) -> Result<StatusCode, ApiError> {
+    let secret = crate::totp::TotpSecret::from_base32(&req.secret)
+        .ok_or_else(|| ApiError::invalid("secret must be the 32-character base32 secret from setup"))?;
+    let now_s = u64::try_from(UnixMillis::now().0 / 1000).unwrap_or(0);
+    let step = crate::totp::verify(&secret, &req.code, now_s, None)
+        .map_err(|e| ApiError::invalid(format!("the code does not match the secret: {e}")))?;
+    let entities = &ctx.api.store.entities;
+    if !entities.set_totp(auth.account.id, Some(*secret.as_bytes())).await? {
+        return Err(ApiError::NotFound("account"));
+    }
+    // The code just used cannot log in again.
+    entities.record_totp_step(auth.account.id, step).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TotpDisable {
+    code: String,
+}
+
+/// `POST /api/v1/account/totp/disable` `{code}`: turns TOTP off with a current code. 204; 400 if
+/// TOTP is not on or the code is wrong or used.
+async fn totp_disable(
+    auth: AuthAdmin,
+    State(ctx): State<AppState>,
+    Json(req): Json<TotpDisable>,
+) -> Result<StatusCode, ApiError> {
+    let entities = &ctx.api.store.entities;
+    let account = entities.account(auth.account.id).await?.ok_or(ApiError::NotFound("account"))?;
+    let secret = account.totp_secret.ok_or_else(|| ApiError::invalid("TOTP is not turned on"))?;
+    let now_s = u64::try_from(UnixMillis::now().0 / 1000).unwrap_or(0);
+    let secret = crate::totp::TotpSecret::from_bytes(secret);
+    let step = crate::totp::verify(&secret, &req.code, now_s, account.totp_last_step)
+        .map_err(|e| ApiError::invalid(format!("the code is not valid: {e}")))?;
+    if !entities.record_totp_step(account.id, step).await? {
+        return Err(ApiError::invalid("the code was already used"));
+    }
+    entities.set_totp(account.id, None).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(Deserialize)]
 struct LoginRequest {
     email: String,
     password: String,
+    /// The authenticator app's current code, for accounts with TOTP (ACC-3).
+    #[serde(default)]
+    code: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -324,6 +420,7 @@ async fn login_checked(
         Err(_) => None,
     };
     *account_id = account.as_ref().map(|a| a.id);
+    let req_code = req.code;
     let now = UnixMillis::now();
     let locked = account.as_ref().is_some_and(|a| a.locked_until.is_some_and(|until| until > now));
     let password = req.password;
@@ -351,6 +448,23 @@ async fn login_checked(
             return Err(ApiError::InvalidCredentials);
         }
     };
+    if let Some(secret) = account.totp_secret {
+        let Some(code) = req_code else { return Err(ApiError::MfaRequired) };
+        let secret = crate::totp::TotpSecret::from_bytes(secret);
+        let now_s = u64::try_from(now.0 / 1000).unwrap_or(0);
+        let step = crate::totp::verify(&secret, &code, now_s, account.totp_last_step).ok();
+        // Each code works once: the step is claimed atomically (a replay loses the race).
+        let claimed = match step {
+            Some(step) => ctx.api.store.entities.record_totp_step(account.id, step).await?,
+            None => false,
+        };
+        if !claimed {
+            ctx.metrics.login_failed();
+            let lock_ms = u64::try_from(LOCKOUT.as_millis()).unwrap_or(u64::MAX);
+            ctx.api.store.entities.record_login_failure(account.id, now, MAX_LOGIN_FAILURES, lock_ms).await?;
+            return Err(ApiError::InvalidCredentials);
+        }
+    }
     if account.failed_logins > 0 || account.locked_until.is_some() {
         ctx.api.store.entities.record_login_success(account.id).await?;
     }
@@ -364,18 +478,19 @@ async fn login_checked(
             token_hash: secrets::token_hash(&token),
             account_id: account.id,
             created_at: now,
+            last_seen_at: now,
             expires_at,
         })
         .await?;
     Ok(LoginResponse { token, expires_at, account: AccountView::from(&account) })
 }
 
-/// `POST /api/v1/auth/logout`: 204 for an authenticated caller.
-///
-/// The store API cannot delete a session yet, so the token stays valid until it expires: the
-/// client must forget it. Revocation comes with `EntityStore::delete_session`.
-async fn logout(_auth: AuthAdmin) -> StatusCode {
-    StatusCode::NO_CONTENT
+/// `POST /api/v1/auth/logout`: ends the caller's session (its token stops working); 204.
+async fn logout(_auth: AuthAdmin, State(ctx): State<AppState>, headers: HeaderMap) -> Result<StatusCode, ApiError> {
+    if let Some(token) = bearer_token(&headers) {
+        ctx.api.store.entities.delete_session(secrets::token_hash(token)).await?;
+    }
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[cfg(test)]

@@ -21,6 +21,10 @@ pub enum ApiError {
     /// 401 `unauthorized`: no bearer token, a malformed one, or an unknown or expired session.
     #[error("a valid bearer token is required")]
     Unauthorized,
+    /// 401 `mfa_required`: the password was right and the account has a TOTP authenticator:
+    /// send its current `code` with the login.
+    #[error("a code from the authenticator app is required")]
+    MfaRequired,
     /// 404 `not_found`: the resource (named here) does not exist, or the route is unknown.
     #[error("{0} not found")]
     NotFound(&'static str),
@@ -55,7 +59,7 @@ impl ApiError {
     /// HTTP status of the error.
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::InvalidCredentials | ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::InvalidCredentials | ApiError::Unauthorized | ApiError::MfaRequired => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
@@ -71,6 +75,7 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::InvalidCredentials | ApiError::Unauthorized => "unauthorized",
+            ApiError::MfaRequired => "mfa_required",
             ApiError::NotFound(_) => "not_found",
             ApiError::InvalidRequest(_) => "invalid_request",
             ApiError::Conflict(_) => "conflict",

@@ -48,13 +48,19 @@ pub use error::ApiError;
 pub struct ApiConfig {
     /// How long a login session stays valid; default 12 hours.
     pub session_ttl: Duration,
+    /// A session unused for this long ends (ACC-2); default 30 minutes.
+    pub session_idle: Duration,
     /// Largest accepted request body; default 64 KiB. Larger bodies get 413 `payload_too_large`.
     pub max_body_bytes: usize,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        ApiConfig { session_ttl: Duration::from_secs(12 * 3600), max_body_bytes: 64 * 1024 }
+        ApiConfig {
+            session_ttl: Duration::from_secs(12 * 3600),
+            session_idle: Duration::from_secs(30 * 60),
+            max_body_bytes: 64 * 1024,
+        }
     }
 }
 

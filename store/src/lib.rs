@@ -105,6 +105,12 @@ pub(crate) fn login_lock_until(
     Ok(fleetpulse_proto::UnixMillis(now.0.saturating_add(lock)))
 }
 
+/// [`StoreError::InvalidInput`] unless the TOTP step of [`EntityStore::record_totp_step`] fits
+/// in a database row (`i64`); else the step as stored.
+pub(crate) fn totp_step(step: u64) -> Result<i64> {
+    i64::try_from(step).map_err(|_| StoreError::InvalidInput(format!("TOTP step {step} (at most {})", i64::MAX)))
+}
+
 /// [`StoreError::InvalidInput`] if `count` items exceed the bound `max` of `what`.
 pub(crate) fn check_bound(what: &str, count: usize, max: usize) -> Result<()> {
     if count > max {
@@ -131,6 +137,21 @@ pub trait EntityStore: Send + Sync + 'static {
     async fn create_session(&self, session: Session) -> Result<()>;
     /// The unexpired session with this token hash, if any.
     async fn session(&self, token_hash: TokenHash, now: fleetpulse_proto::UnixMillis) -> Result<Option<Session>>;
+    /// Records a use of the session (ACC-2 idle expiry): its `last_seen_at` becomes
+    /// `max(last_seen_at, now)`, so it never moves back. Nothing happens for an unknown session.
+    async fn touch_session(&self, token_hash: TokenHash, now: fleetpulse_proto::UnixMillis) -> Result<()>;
+    /// Deletes the session (logout); false if there was none.
+    async fn delete_session(&self, token_hash: TokenHash) -> Result<bool>;
+    /// Deletes every session of the account; returns how many there were.
+    async fn delete_account_sessions(&self, account: fleetpulse_proto::AccountId) -> Result<u64>;
+    /// Sets (or, with `None`, clears) the account's TOTP secret (ACC-3) and forgets its last
+    /// accepted step; false for an unknown account.
+    async fn set_totp(&self, account: fleetpulse_proto::AccountId, secret: Option<[u8; 20]>) -> Result<bool>;
+    /// Accepts TOTP time step `step` for the account (ACC-3), atomically (one conditional
+    /// update): its `totp_last_step` becomes `step` only if it is unset or below `step`.
+    /// Returns whether it did: false for a replayed or older step, or an unknown account.
+    /// [`StoreError::InvalidInput`] for a step above `i64::MAX`.
+    async fn record_totp_step(&self, account: fleetpulse_proto::AccountId, step: u64) -> Result<bool>;
     /// Creates an enterprise with a fresh provisioning credential.
     async fn create_enterprise(&self, new: NewEnterprise) -> Result<Enterprise>;
     /// The enterprise with this id.

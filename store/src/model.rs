@@ -43,7 +43,9 @@ impl Role {
 }
 
 /// A portal account.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Its `Debug` leaves out the TOTP secret (it shows only whether one is set).
+#[derive(Clone, PartialEq, Eq)]
 pub struct Account {
     /// Identifier.
     pub id: AccountId,
@@ -59,6 +61,28 @@ pub struct Account {
     pub failed_logins: u32,
     /// Until when logins are refused (ACC-2); a time in the past means not locked.
     pub locked_until: Option<UnixMillis>,
+    /// The TOTP secret (ACC-3), if the account has enrolled a second factor. Never printed by
+    /// `Debug`.
+    pub totp_secret: Option<[u8; 20]>,
+    /// The last TOTP time step accepted for the account (ACC-3: a code is used at most once);
+    /// `None` before the first one, and again after [`crate::EntityStore::set_totp`].
+    pub totp_last_step: Option<u64>,
+}
+
+impl std::fmt::Debug for Account {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Account")
+            .field("id", &self.id)
+            .field("email", &self.email)
+            .field("password_hash", &self.password_hash)
+            .field("role", &self.role)
+            .field("created_at", &self.created_at)
+            .field("failed_logins", &self.failed_logins)
+            .field("locked_until", &self.locked_until)
+            .field("totp_secret", &self.totp_secret.as_ref().map(|_| "<redacted>"))
+            .field("totp_last_step", &self.totp_last_step)
+            .finish()
+    }
 }
 
 impl Account {
@@ -94,6 +118,9 @@ pub struct Session {
     pub created_at: UnixMillis,
     /// Expiry time.
     pub expires_at: UnixMillis,
+    /// Last use (ACC-2: sessions expire after a while idle); only moves forward
+    /// ([`crate::EntityStore::touch_session`]).
+    pub last_seen_at: UnixMillis,
 }
 
 /// An enterprise.

@@ -68,6 +68,7 @@ async fn entities(store: &Store) {
         account_id: account.id,
         created_at: UnixMillis(1_000),
         expires_at: UnixMillis(expires),
+        last_seen_at: UnixMillis(1_000),
     };
     s.create_session(session(1, 5_000)).await.unwrap();
     assert!(s.session(TokenHash([1; 32]), UnixMillis(4_999)).await.unwrap().is_some());
@@ -897,9 +898,129 @@ async fn login_protection(store: &Store) {
     assert_eq!((after.failed_logins, after.locked_until), (5, Some(UnixMillis(NOW + 100 + LOCK as i64))));
 }
 
+/// Session activity and logout (ACC-2): `last_seen_at` is stored as given and only moves
+/// forward; logout deletes one session, or all of an account's.
+async fn session_lifecycle(store: &Store) {
+    let s = &store.entities;
+    let new = |email: &str| NewAccount { email: email.into(), password_hash: "phc".into(), role: Role::PlatformAdmin };
+    let alice = s.create_account(new("sessions-alice@example.com")).await.unwrap();
+    let bob = s.create_account(new("sessions-bob@example.com")).await.unwrap();
+    let session = |hash: u8, account: AccountId| Session {
+        token_hash: TokenHash([hash; 32]),
+        account_id: account,
+        created_at: UnixMillis(10_000),
+        expires_at: UnixMillis(1_000_000),
+        last_seen_at: UnixMillis(10_500),
+    };
+    let read = |hash: u8| s.session(TokenHash([hash; 32]), UnixMillis(20_000));
+    for (hash, account) in [(40, alice.id), (41, alice.id), (42, bob.id)] {
+        s.create_session(session(hash, account)).await.unwrap();
+    }
+    assert_eq!(read(40).await.unwrap(), Some(session(40, alice.id)), "last_seen_at is stored as given");
+
+    // Touching moves last_seen_at forward only, and only of that session.
+    s.touch_session(TokenHash([40; 32]), UnixMillis(12_000)).await.unwrap();
+    assert_eq!(read(40).await.unwrap().unwrap().last_seen_at, UnixMillis(12_000));
+    s.touch_session(TokenHash([40; 32]), UnixMillis(11_000)).await.unwrap();
+    assert_eq!(read(40).await.unwrap().unwrap().last_seen_at, UnixMillis(12_000), "never back");
+    s.touch_session(TokenHash([40; 32]), UnixMillis(12_000)).await.unwrap();
+    assert_eq!(read(40).await.unwrap().unwrap().last_seen_at, UnixMillis(12_000));
+    assert_eq!(read(41).await.unwrap(), Some(session(41, alice.id)), "other sessions are untouched");
+    s.touch_session(TokenHash([49; 32]), UnixMillis(12_000)).await.unwrap();
+    assert_eq!(read(49).await.unwrap(), None, "touching an unknown session creates none");
+
+    // Logout deletes the one session, once.
+    assert!(s.delete_session(TokenHash([40; 32])).await.unwrap());
+    assert_eq!(read(40).await.unwrap(), None);
+    assert!(!s.delete_session(TokenHash([40; 32])).await.unwrap());
+    assert!(read(41).await.unwrap().is_some());
+
+    // Deleting an account's sessions leaves other accounts' sessions.
+    s.create_session(session(43, alice.id)).await.unwrap();
+    assert_eq!(s.delete_account_sessions(alice.id).await.unwrap(), 2);
+    assert_eq!((read(41).await.unwrap(), read(43).await.unwrap()), (None, None));
+    assert_eq!(read(42).await.unwrap(), Some(session(42, bob.id)));
+    assert_eq!(s.delete_account_sessions(alice.id).await.unwrap(), 0);
+    assert_eq!(s.delete_account_sessions(AccountId(999_999)).await.unwrap(), 0);
+    assert_eq!(s.delete_account_sessions(AccountId(u64::MAX)).await.unwrap(), 0);
+    assert_eq!(s.delete_account_sessions(bob.id).await.unwrap(), 1);
+    assert_eq!(read(42).await.unwrap(), None);
+}
+
+/// TOTP state (ACC-3): the secret round-trips and is never printed; a step is accepted once
+/// and only above the last one, atomically.
+async fn totp(store: &Store) {
+    let s = &store.entities;
+    let new = |email: &str| NewAccount { email: email.into(), password_hash: "phc".into(), role: Role::PlatformAdmin };
+    let account = s.create_account(new("totp@example.com")).await.unwrap();
+    let other = s.create_account(new("totp-other@example.com")).await.unwrap();
+    assert_eq!((account.totp_secret, account.totp_last_step), (None, None));
+    assert_eq!(s.account(account.id).await.unwrap(), Some(account.clone()));
+    let state = |id: AccountId| async move {
+        let a = s.account(id).await.unwrap().unwrap();
+        (a.totp_secret, a.totp_last_step)
+    };
+
+    const SECRET: [u8; 20] = [0xAB; 20];
+    assert!(s.set_totp(account.id, Some(SECRET)).await.unwrap());
+    assert_eq!(state(account.id).await, (Some(SECRET), None));
+    let read = s.account_by_email("TOTP@example.com").await.unwrap().unwrap();
+    assert_eq!(read.totp_secret, Some(SECRET));
+    let printed = format!("{read:?}");
+    assert!(!printed.contains("171") && !printed.contains("ab") && !printed.contains("AB"), "{printed}");
+
+    // Steps: 5 once, then neither 5 again nor 4; 6 after it.
+    assert!(s.record_totp_step(account.id, 5).await.unwrap());
+    assert_eq!(state(account.id).await, (Some(SECRET), Some(5)));
+    assert!(!s.record_totp_step(account.id, 5).await.unwrap(), "replay");
+    assert!(!s.record_totp_step(account.id, 4).await.unwrap(), "older step");
+    assert_eq!(state(account.id).await, (Some(SECRET), Some(5)));
+    assert!(s.record_totp_step(account.id, 6).await.unwrap());
+    assert_eq!(state(account.id).await, (Some(SECRET), Some(6)));
+    assert_eq!(state(other.id).await, (None, None), "other accounts are untouched");
+
+    // Bounds: steps up to i64::MAX.
+    let huge = s.record_totp_step(account.id, i64::MAX as u64 + 1).await;
+    assert!(matches!(huge, Err(StoreError::InvalidInput(_))), "{huge:?}");
+    assert_eq!(state(account.id).await, (Some(SECRET), Some(6)));
+    assert!(s.record_totp_step(account.id, i64::MAX as u64).await.unwrap());
+    assert!(!s.record_totp_step(account.id, i64::MAX as u64).await.unwrap());
+    assert_eq!(state(account.id).await, (Some(SECRET), Some(i64::MAX as u64)));
+
+    // A new secret forgets the last step; clearing removes the secret.
+    let renewed = [7; 20];
+    assert!(s.set_totp(account.id, Some(renewed)).await.unwrap());
+    assert_eq!(state(account.id).await, (Some(renewed), None));
+    assert!(s.record_totp_step(account.id, 1).await.unwrap());
+    assert!(s.set_totp(account.id, None).await.unwrap());
+    assert_eq!(state(account.id).await, (None, None));
+    let cleared = s.account(account.id).await.unwrap().unwrap();
+    assert_eq!((cleared.email, cleared.password_hash), (account.email.clone(), account.password_hash.clone()));
+
+    // Unknown accounts.
+    for unknown in [AccountId(999_999), AccountId(u64::MAX)] {
+        assert!(!s.set_totp(unknown, Some(SECRET)).await.unwrap());
+        assert!(!s.set_totp(unknown, None).await.unwrap());
+        assert!(!s.record_totp_step(unknown, 5).await.unwrap());
+    }
+
+    // Concurrent attempts at the same step: exactly one is accepted.
+    assert!(s.set_totp(other.id, Some(SECRET)).await.unwrap());
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let entities = store.entities.clone();
+        tasks.spawn(async move { entities.record_totp_step(other.id, 100).await });
+    }
+    let accepted = tasks.join_all().await.into_iter().filter(|r| *r.as_ref().unwrap()).count();
+    assert_eq!(accepted, 1);
+    assert_eq!(state(other.id).await, (Some(SECRET), Some(100)));
+}
+
 async fn suite(store: Store) {
     entities(&store).await;
     login_protection(&store).await;
+    session_lifecycle(&store).await;
+    totp(&store).await;
     operation_log(&store).await;
     strategies(&store).await;
     outbox(&store).await;

@@ -5,6 +5,7 @@ mod auth;
 mod oplog;
 mod ops;
 mod resources;
+mod sessions;
 mod strategies;
 
 use std::sync::Arc;

@@ -196,7 +196,8 @@ impl ReadPool {
 // ---- row mapping ----
 
 /// The columns `account_from_row` reads, in its order.
-const ACCOUNT_COLUMNS: &str = "id, email, password_hash, role, created_at, failed_logins, locked_until";
+const ACCOUNT_COLUMNS: &str =
+    "id, email, password_hash, role, created_at, failed_logins, locked_until, totp_secret, totp_last_step";
 
 fn account_from_row(r: &Row<'_>) -> rusqlite::Result<Account> {
     let role: String = r.get(3)?;
@@ -208,6 +209,8 @@ fn account_from_row(r: &Row<'_>) -> rusqlite::Result<Account> {
         created_at: UnixMillis(r.get(4)?),
         failed_logins: r.get(5)?,
         locked_until: r.get::<_, Option<i64>>(6)?.map(UnixMillis),
+        totp_secret: r.get(7)?,
+        totp_last_step: r.get::<_, Option<i64>>(8)?.map(|s| u64::try_from(s).unwrap_or_default()),
     })
 }
 
@@ -662,6 +665,8 @@ impl EntityStore for EmbeddedStore {
                 created_at: now,
                 failed_logins: 0,
                 locked_until: None,
+                totp_secret: None,
+                totp_last_step: None,
             })
         })
         .await
@@ -698,9 +703,16 @@ impl EntityStore for EmbeddedStore {
         self.write(1, move |c| {
             c.prepare_cached("DELETE FROM sessions WHERE expires_at < ?1")?.execute([s.created_at.0])?;
             c.prepare_cached(
-                "INSERT INTO sessions (token_hash, account_id, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT INTO sessions (token_hash, account_id, created_at, expires_at, last_seen_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
             )?
-            .execute(params![&s.token_hash.0[..], s.account_id.0, s.created_at.0, s.expires_at.0])?;
+            .execute(params![
+                &s.token_hash.0[..],
+                s.account_id.0,
+                s.created_at.0,
+                s.expires_at.0,
+                s.last_seen_at.0
+            ])?;
             Ok(())
         })
         .await
@@ -709,7 +721,8 @@ impl EntityStore for EmbeddedStore {
     async fn session(&self, token_hash: TokenHash, now: UnixMillis) -> Result<Option<Session>> {
         self.read(move |c| {
             Ok(c.prepare_cached(
-                "SELECT account_id, created_at, expires_at FROM sessions WHERE token_hash = ?1 AND expires_at > ?2",
+                "SELECT account_id, created_at, expires_at, last_seen_at FROM sessions \
+                 WHERE token_hash = ?1 AND expires_at > ?2",
             )?
             .query_row(params![&token_hash.0[..], now.0], |r| {
                 Ok(Session {
@@ -717,9 +730,61 @@ impl EntityStore for EmbeddedStore {
                     account_id: AccountId(r.get(0)?),
                     created_at: UnixMillis(r.get(1)?),
                     expires_at: UnixMillis(r.get(2)?),
+                    last_seen_at: UnixMillis(r.get(3)?),
                 })
             })
             .optional()?)
+        })
+        .await
+    }
+
+    async fn touch_session(&self, token_hash: TokenHash, now: UnixMillis) -> Result<()> {
+        self.write(1, move |c| {
+            c.prepare_cached("UPDATE sessions SET last_seen_at = ?2 WHERE token_hash = ?1 AND last_seen_at < ?2")?
+                .execute(params![&token_hash.0[..], now.0])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_session(&self, token_hash: TokenHash) -> Result<bool> {
+        self.write(1, move |c| {
+            Ok(c.prepare_cached("DELETE FROM sessions WHERE token_hash = ?1")?.execute([&token_hash.0[..]])? > 0)
+        })
+        .await
+    }
+
+    async fn delete_account_sessions(&self, account: AccountId) -> Result<u64> {
+        let Ok(account) = i64::try_from(account.0) else { return Ok(0) };
+        self.write(1, move |c| {
+            let deleted = c.prepare_cached("DELETE FROM sessions WHERE account_id = ?1")?.execute([account])?;
+            Ok(deleted as u64)
+        })
+        .await
+    }
+
+    async fn set_totp(&self, account: AccountId, secret: Option<[u8; 20]>) -> Result<bool> {
+        let Ok(account) = i64::try_from(account.0) else { return Ok(false) };
+        self.write(1, move |c| {
+            let secret: Option<&[u8]> = secret.as_ref().map(|s| &s[..]);
+            Ok(c.prepare_cached("UPDATE accounts SET totp_secret = ?2, totp_last_step = NULL WHERE id = ?1")?
+                .execute(params![account, secret])?
+                > 0)
+        })
+        .await
+    }
+
+    async fn record_totp_step(&self, account: AccountId, step: u64) -> Result<bool> {
+        let step = totp_step(step)?;
+        let Ok(account) = i64::try_from(account.0) else { return Ok(false) };
+        // One conditional statement: of concurrent attempts at the same step, one updates.
+        self.write(1, move |c| {
+            Ok(c.prepare_cached(
+                "UPDATE accounts SET totp_last_step = ?2 \
+                 WHERE id = ?1 AND (totp_last_step IS NULL OR totp_last_step < ?2)",
+            )?
+            .execute([account, step])?
+                > 0)
         })
         .await
     }

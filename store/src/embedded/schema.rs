@@ -177,6 +177,18 @@ const MIGRATIONS: &[&str] = &[
         SELECT RAISE(ABORT, 'operation log is append-only');
     END;
     "#,
+    // 8: idle session expiry (ACC-2): when each session was last used (existing sessions: at
+    // their creation), and logout of all of an account's sessions; the TOTP second factor
+    // (ACC-3): the secret and the last step accepted (replay protection).
+    r#"
+    ALTER TABLE sessions ADD COLUMN last_seen_at INTEGER NOT NULL DEFAULT 0;
+    UPDATE sessions SET last_seen_at = created_at;
+    CREATE INDEX sessions_account ON sessions(account_id);
+    ALTER TABLE accounts ADD COLUMN totp_secret BLOB
+        CHECK (totp_secret IS NULL OR (typeof(totp_secret) = 'blob' AND length(totp_secret) = 20));
+    ALTER TABLE accounts ADD COLUMN totp_last_step INTEGER
+        CHECK (totp_last_step IS NULL OR totp_last_step >= 0);
+    "#,
 ];
 
 /// The schema version this build writes.
@@ -235,5 +247,28 @@ mod tests {
             .query_row("SELECT failed_logins, locked_until FROM accounts", [], |r| Ok((r.get(0)?, r.get(1)?)))
             .expect("the account");
         assert_eq!((failed, locked), (0, None));
+    }
+
+    #[test]
+    fn session_and_totp_columns_default_for_existing_rows() {
+        let mut conn = Connection::open_in_memory().expect("open");
+        for sql in &MIGRATIONS[..7] {
+            conn.execute_batch(sql).expect("migration");
+        }
+        conn.pragma_update(None, "user_version", 7).expect("version 7");
+        conn.execute_batch(
+            "INSERT INTO accounts (id, email, password_hash, role, created_at) VALUES (1, 'a@b', 'h', 'platform_admin', 1);
+             INSERT INTO sessions (token_hash, account_id, created_at, expires_at) VALUES (x'01', 1, 1234, 9999);",
+        )
+        .expect("rows of version 7");
+        assert_eq!(migrate(&mut conn).expect("migrate"), CURRENT_VERSION);
+        let seen: i64 = conn.query_row("SELECT last_seen_at FROM sessions", [], |r| r.get(0)).expect("session");
+        assert_eq!(seen, 1234);
+        let (secret, step): (Option<Vec<u8>>, Option<i64>) = conn
+            .query_row("SELECT totp_secret, totp_last_step FROM accounts", [], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("the account");
+        assert_eq!((secret, step), (None, None));
+        // A secret of another length is refused by the database itself.
+        assert!(conn.execute("UPDATE accounts SET totp_secret = x'0102'", []).is_err());
     }
 }

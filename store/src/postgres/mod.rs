@@ -119,6 +119,15 @@ fn account_from_row(r: &PgRow) -> Result<Account> {
         created_at: UnixMillis(r.try_get("created_at").map_err(backend)?),
         failed_logins: u32::try_from(r.try_get::<i32, _>("failed_logins").map_err(backend)?).unwrap_or(0),
         locked_until: r.try_get::<Option<i64>, _>("locked_until").map_err(backend)?.map(UnixMillis),
+        totp_secret: r
+            .try_get::<Option<Vec<u8>>, _>("totp_secret")
+            .map_err(backend)?
+            .map(|s| {
+                <[u8; 20]>::try_from(s.as_slice())
+                    .map_err(|_| StoreError::Backend(format!("a TOTP secret of {} bytes", s.len())))
+            })
+            .transpose()?,
+        totp_last_step: r.try_get::<Option<i64>, _>("totp_last_step").map_err(backend)?.map(row_id),
     })
 }
 
@@ -203,6 +212,7 @@ fn session_from_row(token_hash: TokenHash, r: &PgRow) -> Result<Session> {
         account_id: AccountId(row_id(r.try_get("account_id").map_err(backend)?)),
         created_at: UnixMillis(r.try_get("created_at").map_err(backend)?),
         expires_at: UnixMillis(r.try_get("expires_at").map_err(backend)?),
+        last_seen_at: UnixMillis(r.try_get("last_seen_at").map_err(backend)?),
     })
 }
 
@@ -230,16 +240,21 @@ const INSERT_OUTBOX_BATCH: &str = "INSERT INTO outbox \
      FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bigint[]) WITH ORDINALITY \
      AS m (key, enterprise_id, receiver, payload, not_before, n) ORDER BY m.n \
      ON CONFLICT (key) DO NOTHING RETURNING id, key";
-const ACCOUNT_BY_EMAIL: &str = "SELECT id, email, password_hash, role, created_at, failed_logins, locked_until \
-     FROM accounts WHERE lower(email) = lower($1)";
-const ACCOUNT_BY_ID: &str = "SELECT id, email, password_hash, role, created_at, failed_logins, locked_until \
-     FROM accounts WHERE id = $1";
+const ACCOUNT_BY_EMAIL: &str = "SELECT id, email, password_hash, role, created_at, failed_logins, locked_until, \
+     totp_secret, totp_last_step FROM accounts WHERE lower(email) = lower($1)";
+const ACCOUNT_BY_ID: &str = "SELECT id, email, password_hash, role, created_at, failed_logins, locked_until, \
+     totp_secret, totp_last_step FROM accounts WHERE id = $1";
 /// Counts a wrong password: one statement, so concurrent failures each count (the row lock
 /// orders them) and the `SET` expressions all read the row as it was before this update.
 const RECORD_LOGIN_FAILURE: &str = "UPDATE accounts SET \
      failed_logins = CASE WHEN failed_logins + 1 >= $2 THEN 0 ELSE failed_logins + 1 END, \
      locked_until = CASE WHEN failed_logins + 1 >= $2 THEN $3 ELSE locked_until END \
-     WHERE id = $1 RETURNING id, email, password_hash, role, created_at, failed_logins, locked_until";
+     WHERE id = $1 RETURNING id, email, password_hash, role, created_at, failed_logins, locked_until, \
+     totp_secret, totp_last_step";
+/// Accepts a TOTP step: one conditional statement, so of concurrent attempts at the same step
+/// exactly one updates (the row lock orders them; the later ones see the step recorded).
+const RECORD_TOTP_STEP: &str = "UPDATE accounts SET totp_last_step = $2 \
+     WHERE id = $1 AND (totp_last_step IS NULL OR totp_last_step < $2)";
 /// Appends the rows of a batch in array order (ids follow the batch), in one statement.
 const INSERT_OPERATION_LOGS: &str = "INSERT INTO operation_log \
      (account_id, account_email, acting_as, operation, method, path, ip, at, status, outcome) \
@@ -276,6 +291,8 @@ impl EntityStore for PgEntityStore {
             created_at: now,
             failed_logins: 0,
             locked_until: None,
+            totp_secret: None,
+            totp_last_step: None,
         })
     }
 
@@ -317,12 +334,14 @@ impl EntityStore for PgEntityStore {
         // creation time, then store it (as the embedded store does in one write job).
         sqlx::query(
             "WITH purged AS (DELETE FROM sessions WHERE expires_at < $3) \
-             INSERT INTO sessions (token_hash, account_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+             INSERT INTO sessions (token_hash, account_id, created_at, expires_at, last_seen_at) \
+             VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(&s.token_hash.0[..])
         .bind(account)
         .bind(s.created_at.0)
         .bind(s.expires_at.0)
+        .bind(s.last_seen_at.0)
         .execute(&self.pool)
         .await
         .map_err(backend)?;
@@ -330,14 +349,64 @@ impl EntityStore for PgEntityStore {
     }
 
     async fn session(&self, token_hash: TokenHash, now: UnixMillis) -> Result<Option<Session>> {
-        sqlx::query("SELECT account_id, created_at, expires_at FROM sessions WHERE token_hash = $1 AND expires_at > $2")
+        sqlx::query(
+            "SELECT account_id, created_at, expires_at, last_seen_at FROM sessions \
+             WHERE token_hash = $1 AND expires_at > $2",
+        )
+        .bind(&token_hash.0[..])
+        .bind(now.0)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?
+        .map(|r| session_from_row(token_hash, &r))
+        .transpose()
+    }
+
+    async fn touch_session(&self, token_hash: TokenHash, now: UnixMillis) -> Result<()> {
+        sqlx::query("UPDATE sessions SET last_seen_at = $2 WHERE token_hash = $1 AND last_seen_at < $2")
             .bind(&token_hash.0[..])
             .bind(now.0)
-            .fetch_optional(&self.pool)
+            .execute(&self.pool)
             .await
-            .map_err(backend)?
-            .map(|r| session_from_row(token_hash, &r))
-            .transpose()
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn delete_session(&self, token_hash: TokenHash) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
+            .bind(&token_hash.0[..])
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn delete_account_sessions(&self, account: AccountId) -> Result<u64> {
+        let Some(id) = db_id(account.0) else { return Ok(0) };
+        let done = sqlx::query("DELETE FROM sessions WHERE account_id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn set_totp(&self, account: AccountId, secret: Option<[u8; 20]>) -> Result<bool> {
+        let Some(id) = db_id(account.0) else { return Ok(false) };
+        let done = sqlx::query("UPDATE accounts SET totp_secret = $2, totp_last_step = NULL WHERE id = $1")
+            .bind(id)
+            .bind(secret.as_ref().map(|s| &s[..]))
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn record_totp_step(&self, account: AccountId, step: u64) -> Result<bool> {
+        let step = totp_step(step)?;
+        let Some(id) = db_id(account.0) else { return Ok(false) };
+        let done = sqlx::query(RECORD_TOTP_STEP).bind(id).bind(step).execute(&self.pool).await.map_err(backend)?;
+        Ok(done.rows_affected() > 0)
     }
 
     async fn create_enterprise(&self, new: NewEnterprise) -> Result<Enterprise> {

@@ -147,6 +147,22 @@ const MIGRATIONS: &[(&str, &str)] = &[
         FOR EACH STATEMENT EXECUTE FUNCTION operation_log_append_only();
     "#,
     ),
+    (
+        "session activity and totp",
+        // 7: idle session expiry (ACC-2): when each session was last used (existing sessions: at
+        // their creation), and logout of all of an account's sessions; the TOTP second factor
+        // (ACC-3): the secret and the last step accepted (replay protection).
+        r#"
+    ALTER TABLE sessions ADD COLUMN last_seen_at BIGINT;
+    UPDATE sessions SET last_seen_at = created_at;
+    ALTER TABLE sessions ALTER COLUMN last_seen_at SET NOT NULL;
+    CREATE INDEX sessions_account ON sessions (account_id);
+    ALTER TABLE accounts ADD COLUMN totp_secret BYTEA
+        CHECK (totp_secret IS NULL OR octet_length(totp_secret) = 20);
+    ALTER TABLE accounts ADD COLUMN totp_last_step BIGINT
+        CHECK (totp_last_step IS NULL OR totp_last_step >= 0);
+    "#,
+    ),
 ];
 
 /// The schema version this build writes.

@@ -71,6 +71,7 @@ async fn sessions_expire_by_time_and_expired_ones_are_purged() {
         account_id: owner.id,
         created_at: UnixMillis(created),
         expires_at: UnixMillis(expires),
+        last_seen_at: UnixMillis(created),
     };
     store.create_session(session(1, 1_000, 5_000)).await.expect("create");
     assert_eq!(
