@@ -11,14 +11,13 @@ use std::sync::{Arc, LazyLock};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
-use axum::Router;
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use fleetpulse_proto::{AccountId, EnterpriseId, UnixMillis};
-use fleetpulse_store::{Account, NewAccount, Role, Session, Store};
+use axum::routing::{MethodRouter, post};
+use fleetpulse_proto::{AccountId, ChannelId, EnterpriseId, UnixMillis};
+use fleetpulse_store::{Account, Enterprise, NewAccount, Role, Session, Store};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
@@ -88,7 +87,7 @@ static TIMING_DUMMY_HASH: LazyLock<String> = LazyLock::new(|| {
 /// Runs `f` (an argon2 computation) on the blocking pool while holding one of the hashing
 /// permits. The permit moves into the blocking task, so the bound holds even when the request is
 /// abandoned while the computation runs.
-async fn password_work<T, F>(permits: &Arc<Semaphore>, f: F) -> Result<T, ApiError>
+pub(crate) async fn password_work<T, F>(permits: &Arc<Semaphore>, f: F) -> Result<T, ApiError>
 where
     T: Send + 'static,
     F: FnOnce() -> T + Send + 'static,
@@ -108,7 +107,7 @@ where
 }
 
 /// Trims an email and checks its shape (something@something, no spaces, bounded length).
-fn normalize_email(email: &str) -> Result<String, ApiError> {
+pub(crate) fn normalize_email(email: &str) -> Result<String, ApiError> {
     let email = email.trim();
     let well_formed = email.chars().count() <= MAX_EMAIL_CHARS
         && !email.chars().any(|c| c.is_whitespace() || c.is_control())
@@ -174,7 +173,8 @@ pub async fn bootstrap_admin(
     let password_hash = tokio::task::spawn_blocking(move || hash_password(&pw))
         .await
         .map_err(|e| ApiError::Internal(format!("password hashing task: {e}")))??;
-    let account = store.entities.create_account(NewAccount { email, password_hash, role: Role::PlatformAdmin }).await?;
+    let new = NewAccount { email, password_hash, role: Role::PlatformAdmin, channel_id: None, enterprise_id: None };
+    let account = store.entities.create_account(new).await?;
     tracing::info!(message = "Created the first platform admin.", account_id = %account.id, email = %account.email);
     Ok(BootstrapOutcome::Created {
         account_id: account.id,
@@ -197,19 +197,34 @@ impl From<&Account> for AccountView {
     }
 }
 
-/// What an authenticated account may see.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What an authenticated account may see (TEN-4): resolved once per request from its role.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Scope {
-    /// Every enterprise: a platform admin.
+    /// Everything: a platform admin.
     Platform,
+    /// A channel admin: its channel and every sub-channel below it, and their enterprises.
+    Channel {
+        /// The account's channel.
+        channel: ChannelId,
+        /// It and its descendants, sorted.
+        subtree: Vec<ChannelId>,
+    },
+    /// An enterprise admin: that enterprise only.
+    Enterprise(EnterpriseId),
 }
 
 impl Scope {
-    /// The scope an account's role grants. Tenancy (enterprise and channel accounts) is added
-    /// here and in the two checks below, nowhere else.
-    fn of(account: &Account) -> Scope {
-        match account.role {
-            Role::PlatformAdmin => Scope::Platform,
+    /// The scope an account's role grants. Every tenant check goes through [`AuthAdmin`]'s
+    /// methods below, nowhere else.
+    async fn of(ctx: &AppState, account: &Account) -> Result<Scope, ApiError> {
+        match (account.role, account.channel_id, account.enterprise_id) {
+            (Role::PlatformAdmin, _, _) => Ok(Scope::Platform),
+            (Role::ChannelAdmin, Some(channel), _) => {
+                Ok(Scope::Channel { channel, subtree: ctx.api.store.entities.channel_subtree(channel).await? })
+            }
+            (Role::EnterpriseAdmin, _, Some(enterprise)) => Ok(Scope::Enterprise(enterprise)),
+            // A tenant account without its tenant sees nothing.
+            _ => Err(ApiError::Unauthorized),
         }
     }
 }
@@ -227,18 +242,67 @@ pub(crate) struct AuthAdmin {
 }
 
 impl AuthAdmin {
-    /// The enterprise a listing is restricted to: the one requested, within the caller's scope.
-    pub(crate) fn enterprise_filter(&self, requested: Option<EnterpriseId>) -> Option<EnterpriseId> {
-        match self.scope {
-            Scope::Platform => requested,
+    /// The enterprise a listing is restricted to. A platform admin gets what it asked for; an
+    /// enterprise admin its own enterprise (another one is 404); a channel admin the requested
+    /// enterprise if it is in its subtree (else 404) — channel accounts must name one for
+    /// enterprise-level listings.
+    pub(crate) async fn enterprise_filter(
+        &self,
+        ctx: &AppState,
+        requested: Option<EnterpriseId>,
+    ) -> Result<Option<EnterpriseId>, ApiError> {
+        match (&self.scope, requested) {
+            (Scope::Platform, requested) => Ok(requested),
+            (Scope::Enterprise(own), None) => Ok(Some(*own)),
+            (Scope::Enterprise(_) | Scope::Channel { .. }, Some(id)) => {
+                if self.can_see(ctx, id).await? {
+                    Ok(Some(id))
+                } else {
+                    Err(ApiError::NotFound("enterprise"))
+                }
+            }
+            (Scope::Channel { .. }, None) => {
+                Err(ApiError::invalid("enterprise_id is required for channel accounts on this listing"))
+            }
         }
     }
 
     /// Whether the caller may see data of the enterprise; callers answer 404 when not, so that
     /// out-of-scope resources look like absent ones.
-    pub(crate) fn can_see(&self, _enterprise: EnterpriseId) -> bool {
-        match self.scope {
+    pub(crate) async fn can_see(&self, ctx: &AppState, enterprise: EnterpriseId) -> Result<bool, ApiError> {
+        match &self.scope {
+            Scope::Platform => Ok(true),
+            Scope::Enterprise(own) => Ok(*own == enterprise),
+            Scope::Channel { .. } => {
+                let found = ctx.api.store.entities.enterprise(enterprise).await?;
+                Ok(found.is_some_and(|e| self.can_see_enterprise(&e)))
+            }
+        }
+    }
+
+    /// [`AuthAdmin::can_see`] for an enterprise already loaded.
+    pub(crate) fn can_see_enterprise(&self, e: &Enterprise) -> bool {
+        match &self.scope {
             Scope::Platform => true,
+            Scope::Enterprise(own) => *own == e.id,
+            Scope::Channel { .. } => e.channel_id.is_some_and(|c| self.can_see_channel(c)),
+        }
+    }
+
+    /// Whether the channel is the caller's or below it (platform: every channel).
+    pub(crate) fn can_see_channel(&self, channel: ChannelId) -> bool {
+        match &self.scope {
+            Scope::Platform => true,
+            Scope::Channel { subtree, .. } => subtree.binary_search(&channel).is_ok(),
+            Scope::Enterprise(_) => false,
+        }
+    }
+
+    /// 403 unless the caller is a platform admin (features only the platform has).
+    pub(crate) fn require_platform(&self) -> Result<(), ApiError> {
+        match self.scope {
+            Scope::Platform => Ok(()),
+            _ => Err(ApiError::Forbidden),
         }
     }
 }
@@ -272,7 +336,7 @@ impl FromRequestParts<AppState> for AuthAdmin {
             entities.touch_session(hash, now).await?;
         }
         let account = entities.account(session.account_id).await?.ok_or(ApiError::Unauthorized)?;
-        Ok(AuthAdmin { scope: Scope::of(&account), account: AccountView::from(&account) })
+        Ok(AuthAdmin { scope: Scope::of(ctx, &account).await?, account: AccountView::from(&account) })
     }
 }
 
@@ -292,14 +356,15 @@ pub const MAX_LOGIN_FAILURES: u32 = 10;
 /// How long a locked account stays locked.
 pub const LOCKOUT: std::time::Duration = std::time::Duration::from_secs(5 * 60);
 
-/// Routes of this module.
-pub(crate) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/auth/login", post(login))
-        .route("/api/v1/auth/logout", post(logout))
-        .route("/api/v1/account/totp/setup", post(totp_setup))
-        .route("/api/v1/account/totp", post(totp_enable))
-        .route("/api/v1/account/totp/disable", post(totp_disable))
+/// Routes of this module: (path, handlers by method).
+pub(crate) fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
+    vec![
+        ("/api/v1/auth/login", post(login)),
+        ("/api/v1/auth/logout", post(logout)),
+        ("/api/v1/account/totp/setup", post(totp_setup)),
+        ("/api/v1/account/totp", post(totp_enable)),
+        ("/api/v1/account/totp/disable", post(totp_disable)),
+    ]
 }
 
 /// Issuer shown in authenticator apps.

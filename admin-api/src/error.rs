@@ -25,6 +25,10 @@ pub enum ApiError {
     /// send its current `code` with the login.
     #[error("a code from the authenticator app is required")]
     MfaRequired,
+    /// 403 `forbidden`: the caller's role does not have this feature (tenant objects out of
+    /// scope are 404, never 403).
+    #[error("this account may not use this feature")]
+    Forbidden,
     /// 404 `not_found`: the resource (named here) does not exist, or the route is unknown.
     #[error("{0} not found")]
     NotFound(&'static str),
@@ -60,6 +64,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::InvalidCredentials | ApiError::Unauthorized | ApiError::MfaRequired => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
@@ -76,6 +81,7 @@ impl ApiError {
         match self {
             ApiError::InvalidCredentials | ApiError::Unauthorized => "unauthorized",
             ApiError::MfaRequired => "mfa_required",
+            ApiError::Forbidden => "forbidden",
             ApiError::NotFound(_) => "not_found",
             ApiError::InvalidRequest(_) => "invalid_request",
             ApiError::Conflict(_) => "conflict",
@@ -98,6 +104,7 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::AlreadyExists(what) => ApiError::Conflict(format!("{what} already exists")),
             StoreError::DeviceConflict => ApiError::Conflict("the device is registered to another enterprise".into()),
+            StoreError::InvalidInput(message) => ApiError::InvalidRequest(message),
             other => ApiError::Store(other),
         }
     }

@@ -106,14 +106,8 @@ pub fn app(state: ApiState) -> Router {
         password_checks: Arc::new(tokio::sync::Semaphore::new(cores)),
         api: state,
     });
-    Router::new()
-        .merge(routes::ops::router())
-        .merge(auth::router())
-        .merge(routes::enterprises::router())
-        .merge(routes::devices::router())
-        .merge(routes::alarms::router())
-        .merge(routes::strategies::router())
-        .merge(routes::oplog::router())
+    let router = routes::all().into_iter().fold(Router::new(), |router, (path, handlers)| router.route(path, handlers));
+    router
         .route_layer(axum::middleware::from_fn_with_state(ctx.clone(), routes::oplog::record))
         .fallback(routes::unknown_route)
         .method_not_allowed_fallback(routes::method_not_allowed)

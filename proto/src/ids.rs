@@ -36,6 +36,11 @@ id_type!(
     EnterpriseId
 );
 id_type!(
+    /// A channel: a reseller or distributor between the platform and its enterprises (TEN-1);
+    /// channels nest (sub-channels) where the parent allows it.
+    ChannelId
+);
+id_type!(
     /// A portal account (platform admin for now; channels and sub-accounts later).
     AccountId
 );

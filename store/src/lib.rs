@@ -19,6 +19,7 @@ pub mod spool;
 pub use model::*;
 
 use async_trait::async_trait;
+use fleetpulse_proto::ids::ChannelId;
 use fleetpulse_proto::{DeviceId, EnterpriseId};
 use std::sync::Arc;
 
@@ -52,6 +53,12 @@ pub enum StoreError {
     #[error("invalid input: {0}")]
     InvalidInput(String),
 }
+
+/// Most channels one [`EntityStore::channel_subtree`] returns: a larger subtree is refused.
+pub const MAX_CHANNEL_SUBTREE: usize = 10_000;
+
+/// Most channel ids one [`EntityStore::list_enterprises_in`] may filter by.
+pub const MAX_ENTERPRISE_CHANNEL_FILTER: usize = 10_000;
 
 /// Most messages one [`EntityStore::enqueue_outbox_batch`] may queue.
 pub const MAX_OUTBOX_BATCH: usize = 1_000;
@@ -119,6 +126,33 @@ pub(crate) fn check_bound(what: &str, count: usize, max: usize) -> Result<()> {
     Ok(())
 }
 
+/// [`StoreError::InvalidInput`] unless the parent of a new channel exists (`allows` is its
+/// `allow_sub_channels`, `None` if there is no such channel) and allows sub-channels.
+pub(crate) fn check_parent_channel(parent: ChannelId, allows: Option<bool>) -> Result<()> {
+    match allows {
+        None => Err(StoreError::InvalidInput(format!("parent channel {parent} does not exist"))),
+        Some(false) => Err(StoreError::InvalidInput(format!("parent channel {parent} does not allow sub-channels"))),
+        Some(true) => Ok(()),
+    }
+}
+
+/// [`StoreError::InvalidInput`] unless the referenced row (`what` `id`, e.g. "channel 7") exists.
+pub(crate) fn check_exists(what: &str, id: u64, exists: bool) -> Result<()> {
+    if exists { Ok(()) } else { Err(StoreError::InvalidInput(format!("{what} {id} does not exist"))) }
+}
+
+/// [`StoreError::InvalidInput`] if a subtree read with a bound of one beyond
+/// [`MAX_CHANNEL_SUBTREE`] hit it; else the ids, sorted.
+pub(crate) fn bounded_subtree(root: ChannelId, mut ids: Vec<ChannelId>) -> Result<Vec<ChannelId>> {
+    if ids.len() > MAX_CHANNEL_SUBTREE {
+        return Err(StoreError::InvalidInput(format!(
+            "the subtree of channel {root} has more than {MAX_CHANNEL_SUBTREE} channels"
+        )));
+    }
+    ids.sort_unstable();
+    Ok(ids)
+}
+
 /// Result alias for store operations.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -126,6 +160,11 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 #[async_trait]
 pub trait EntityStore: Send + Sync + 'static {
     /// Creates an account; [`StoreError::AlreadyExists`] if the email is taken.
+    ///
+    /// [`StoreError::InvalidInput`] (and nothing is created) unless the tenant fields fit the
+    /// role ([`NewAccount::validate_tenant`]: a platform admin has neither, a channel admin
+    /// exactly a channel, an enterprise admin exactly an enterprise), or if that channel or
+    /// enterprise does not exist.
     async fn create_account(&self, new: NewAccount) -> Result<Account>;
     /// The account with this email (case-insensitive).
     async fn account_by_email(&self, email: &str) -> Result<Option<Account>>;
@@ -152,14 +191,39 @@ pub trait EntityStore: Send + Sync + 'static {
     /// Returns whether it did: false for a replayed or older step, or an unknown account.
     /// [`StoreError::InvalidInput`] for a step above `i64::MAX`.
     async fn record_totp_step(&self, account: fleetpulse_proto::AccountId, step: u64) -> Result<bool>;
-    /// Creates an enterprise with a fresh provisioning credential.
+    /// Creates an enterprise with a fresh provisioning credential, under `new.channel_id` if
+    /// given ([`StoreError::InvalidInput`] if that channel does not exist).
     async fn create_enterprise(&self, new: NewEnterprise) -> Result<Enterprise>;
     /// The enterprise with this id.
     async fn enterprise(&self, id: EnterpriseId) -> Result<Option<Enterprise>>;
     /// The enterprise owning this provisioning credential.
     async fn enterprise_by_credential(&self, credential: &str) -> Result<Option<Enterprise>>;
     /// Enterprises ordered by id, after the cursor.
-    async fn list_enterprises(&self, page: Page) -> Result<Vec<Enterprise>>;
+    async fn list_enterprises(&self, page: Page) -> Result<Vec<Enterprise>> {
+        self.list_enterprises_in(None, page).await
+    }
+    /// Enterprises ordered by id, after the cursor: all of them (`None`), or those whose
+    /// channel is one of `channels` (enterprises without a channel never match a list; an
+    /// empty list matches nothing). Typically `channels` is a [`EntityStore::channel_subtree`].
+    /// [`StoreError::InvalidInput`] for more than [`MAX_ENTERPRISE_CHANNEL_FILTER`] ids.
+    async fn list_enterprises_in(&self, channels: Option<&[ChannelId]>, page: Page) -> Result<Vec<Enterprise>>;
+    /// Creates a channel (TEN-1) at `now`: a top-level one, or a sub-channel of
+    /// `new.parent_id`.
+    ///
+    /// [`StoreError::InvalidInput`] (and nothing is created) if [`NewChannel::validate`]
+    /// refuses it (a name not of 1 to [`MAX_CHANNEL_NAME`] characters), if the parent does not
+    /// exist, or if the parent does not allow sub-channels.
+    async fn create_channel(&self, new: NewChannel, now: fleetpulse_proto::UnixMillis) -> Result<Channel>;
+    /// The channel with this id.
+    async fn channel(&self, id: ChannelId) -> Result<Option<Channel>>;
+    /// Channels ordered by id, after the cursor (at most `page.limit`): all of them (`None`),
+    /// or the strict descendants of `within` (its sub-channels, theirs, and so on; not
+    /// `within` itself, and nothing for an unknown channel).
+    async fn list_channels(&self, within: Option<ChannelId>, page: Page) -> Result<Vec<Channel>>;
+    /// The ids of `root` and of all its descendants, ordered by id; empty for an unknown
+    /// channel. [`StoreError::InvalidInput`] if the subtree has more than
+    /// [`MAX_CHANNEL_SUBTREE`] channels.
+    async fn channel_subtree(&self, root: ChannelId) -> Result<Vec<ChannelId>>;
     /// Finds the device by its key or adds it to the enterprise (ING-2 auto-add).
     ///
     /// [`StoreError::DeviceConflict`] if the key belongs to another enterprise.
@@ -389,5 +453,31 @@ impl Store {
         let spool = spool::Spool::open(config.spool)?;
         let events = scaleout::SpooledEvents::start(Arc::new(events), spool).await?;
         Ok(Store { entities: Arc::new(entities), events: Arc::new(events) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_subtree_above_the_bound_is_refused_and_one_at_it_is_sorted() {
+        let at_bound: Vec<ChannelId> = (0..MAX_CHANNEL_SUBTREE as u64).rev().map(ChannelId).collect();
+        let sorted = bounded_subtree(ChannelId(0), at_bound).expect("at the bound");
+        assert_eq!(sorted.len(), MAX_CHANNEL_SUBTREE);
+        assert!(sorted.windows(2).all(|w| w[0] < w[1]));
+        let above: Vec<ChannelId> = (0..=MAX_CHANNEL_SUBTREE as u64).map(ChannelId).collect();
+        assert!(matches!(bounded_subtree(ChannelId(0), above), Err(StoreError::InvalidInput(_))));
+    }
+
+    #[test]
+    fn parent_checks_name_the_reason() {
+        let err = |r: Result<()>| match r {
+            Err(StoreError::InvalidInput(m)) => m,
+            other => panic!("{other:?}"),
+        };
+        assert!(err(check_parent_channel(ChannelId(3), None)).contains("parent channel 3 does not exist"));
+        assert!(err(check_parent_channel(ChannelId(3), Some(false))).contains("does not allow sub-channels"));
+        assert!(check_parent_channel(ChannelId(3), Some(true)).is_ok());
     }
 }

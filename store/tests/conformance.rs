@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use fleetpulse_proto::alarm_types::OFFLINE;
 use fleetpulse_proto::domain::{AlarmChange, AlarmChangeKind, CallStatus, DeviceKey, DeviceStatus, ResourceSample};
+use fleetpulse_proto::ids::ChannelId;
 use fleetpulse_proto::{AccountId, DeviceId, EnterpriseId, Mac, UnixMillis};
 use fleetpulse_store::*;
 
@@ -48,6 +49,8 @@ async fn entities(store: &Store) {
             email: "Admin@Example.com".into(),
             password_hash: "phc".into(),
             role: Role::PlatformAdmin,
+            channel_id: None,
+            enterprise_id: None,
         })
         .await
         .unwrap();
@@ -55,6 +58,8 @@ async fn entities(store: &Store) {
         email: "admin@example.com".into(),
         password_hash: "x".into(),
         role: Role::PlatformAdmin,
+        channel_id: None,
+        enterprise_id: None,
     });
     assert!(matches!(dup.await, Err(StoreError::AlreadyExists("email"))));
     assert_eq!(s.account_by_email("ADMIN@example.com").await.unwrap().map(|a| a.id), Some(account.id));
@@ -79,12 +84,17 @@ async fn entities(store: &Store) {
     let mut ids = Vec::new();
     for i in 0..5 {
         let e = s
-            .create_enterprise(NewEnterprise { name: format!("e{i}"), credential: format!("cred-{i}") })
+            .create_enterprise(NewEnterprise {
+                name: format!("e{i}"),
+                credential: format!("cred-{i}"),
+                channel_id: None,
+            })
             .await
             .unwrap();
         ids.push(e.id);
     }
-    let dup = s.create_enterprise(NewEnterprise { name: "x".into(), credential: "cred-0".into() }).await;
+    let dup =
+        s.create_enterprise(NewEnterprise { name: "x".into(), credential: "cred-0".into(), channel_id: None }).await;
     assert!(matches!(dup, Err(StoreError::AlreadyExists("credential"))));
     assert_eq!(s.enterprise_by_credential("cred-3").await.unwrap().map(|e| e.id), Some(ids[3]));
     assert_eq!(s.enterprise_by_credential("nope").await.unwrap(), None);
@@ -123,8 +133,11 @@ async fn entities(store: &Store) {
 }
 
 async fn events(store: &Store) {
-    let e =
-        store.entities.create_enterprise(NewEnterprise { name: "ev".into(), credential: "ev".into() }).await.unwrap();
+    let e = store
+        .entities
+        .create_enterprise(NewEnterprise { name: "ev".into(), credential: "ev".into(), channel_id: None })
+        .await
+        .unwrap();
     let d = store.entities.register_device(new_device(e.id, DeviceKey::Mac(mac(10)))).await.unwrap().device.id;
     let other = store.entities.register_device(new_device(e.id, DeviceKey::Mac(mac(11)))).await.unwrap().device.id;
     let ev = &store.events;
@@ -498,9 +511,17 @@ async fn outbox_except(store: &Store) {
 /// so its records lead the unfiltered feed.
 async fn latest_alarms(store: &Store) {
     let ev = &store.events;
-    let e = store.entities.create_enterprise(NewEnterprise { name: "bell".into(), credential: "bell".into() });
+    let e = store.entities.create_enterprise(NewEnterprise {
+        name: "bell".into(),
+        credential: "bell".into(),
+        channel_id: None,
+    });
     let e = e.await.unwrap();
-    let other = store.entities.create_enterprise(NewEnterprise { name: "bell2".into(), credential: "bell2".into() });
+    let other = store.entities.create_enterprise(NewEnterprise {
+        name: "bell2".into(),
+        credential: "bell2".into(),
+        channel_id: None,
+    });
     let other = other.await.unwrap();
     let d1 = store.entities.register_device(new_device(e.id, DeviceKey::Mac(mac(40)))).await.unwrap().device.id;
     let d2 = store.entities.register_device(new_device(e.id, DeviceKey::Mac(mac(41)))).await.unwrap().device.id;
@@ -563,7 +584,11 @@ async fn latest_alarms(store: &Store) {
     assert_eq!((feed[0].count, feed[0].latest_at), (2, UnixMillis(T + 50)));
 
     // The cap: never more than MAX_LATEST_ALARM_RECORDS, even when asked for more.
-    let crowd = store.entities.create_enterprise(NewEnterprise { name: "crowd".into(), credential: "crowd".into() });
+    let crowd = store.entities.create_enterprise(NewEnterprise {
+        name: "crowd".into(),
+        credential: "crowd".into(),
+        channel_id: None,
+    });
     let crowd = crowd.await.unwrap();
     let d = store.entities.register_device(new_device(crowd.id, DeviceKey::Mac(mac(43)))).await.unwrap().device.id;
     let many = MAX_LATEST_ALARM_RECORDS as u16 + 20;
@@ -580,8 +605,11 @@ async fn latest_alarms(store: &Store) {
 /// Alarm lifecycle (ALM-2): active → acknowledged → cleared with who and when; a raise keeps an
 /// acknowledgement, a raise after a clear starts a new activation.
 async fn lifecycle(store: &Store) {
-    let e =
-        store.entities.create_enterprise(NewEnterprise { name: "lc".into(), credential: "lc".into() }).await.unwrap();
+    let e = store
+        .entities
+        .create_enterprise(NewEnterprise { name: "lc".into(), credential: "lc".into(), channel_id: None })
+        .await
+        .unwrap();
     let d = store.entities.register_device(new_device(e.id, DeviceKey::Mac(mac(30)))).await.unwrap().device.id;
     let (alice, bob) = (AccountId(7), AccountId(8));
     let code = fleetpulse_proto::AlarmTypeCode(301);
@@ -620,8 +648,11 @@ async fn lifecycle(store: &Store) {
 
 /// Retention removes old telemetry (at day granularity at least) and keeps recent rows.
 async fn retention(store: &Store) {
-    let e =
-        store.entities.create_enterprise(NewEnterprise { name: "ret".into(), credential: "ret".into() }).await.unwrap();
+    let e = store
+        .entities
+        .create_enterprise(NewEnterprise { name: "ret".into(), credential: "ret".into(), channel_id: None })
+        .await
+        .unwrap();
     let d = store.entities.register_device(new_device(e.id, DeviceKey::Mac(mac(20)))).await.unwrap().device.id;
     const DAY: i64 = 86_400_000;
     let now = UnixMillis::now().0;
@@ -645,8 +676,14 @@ async fn retention(store: &Store) {
 /// Alarm strategies (ALM-3): create, read, list per enterprise, update, delete.
 async fn strategies(store: &Store) {
     let s = &store.entities;
-    let a = s.create_enterprise(NewEnterprise { name: "sa".into(), credential: "sa".into() }).await.unwrap();
-    let b = s.create_enterprise(NewEnterprise { name: "sb".into(), credential: "sb".into() }).await.unwrap();
+    let a = s
+        .create_enterprise(NewEnterprise { name: "sa".into(), credential: "sa".into(), channel_id: None })
+        .await
+        .unwrap();
+    let b = s
+        .create_enterprise(NewEnterprise { name: "sb".into(), credential: "sb".into(), channel_id: None })
+        .await
+        .unwrap();
     let settings = |name: &str| StrategySettings {
         name: name.into(),
         enabled: true,
@@ -835,7 +872,13 @@ async fn operation_log(store: &Store) {
 /// once each count.
 async fn login_protection(store: &Store) {
     let s = &store.entities;
-    let new = |email: &str| NewAccount { email: email.into(), password_hash: "phc".into(), role: Role::PlatformAdmin };
+    let new = |email: &str| NewAccount {
+        email: email.into(),
+        password_hash: "phc".into(),
+        role: Role::PlatformAdmin,
+        channel_id: None,
+        enterprise_id: None,
+    };
     let account = s.create_account(new("locked@example.com")).await.unwrap();
     let other = s.create_account(new("bystander@example.com")).await.unwrap();
     assert_eq!((account.failed_logins, account.locked_until), (0, None));
@@ -902,7 +945,13 @@ async fn login_protection(store: &Store) {
 /// forward; logout deletes one session, or all of an account's.
 async fn session_lifecycle(store: &Store) {
     let s = &store.entities;
-    let new = |email: &str| NewAccount { email: email.into(), password_hash: "phc".into(), role: Role::PlatformAdmin };
+    let new = |email: &str| NewAccount {
+        email: email.into(),
+        password_hash: "phc".into(),
+        role: Role::PlatformAdmin,
+        channel_id: None,
+        enterprise_id: None,
+    };
     let alice = s.create_account(new("sessions-alice@example.com")).await.unwrap();
     let bob = s.create_account(new("sessions-bob@example.com")).await.unwrap();
     let session = |hash: u8, account: AccountId| Session {
@@ -951,7 +1000,13 @@ async fn session_lifecycle(store: &Store) {
 /// and only above the last one, atomically.
 async fn totp(store: &Store) {
     let s = &store.entities;
-    let new = |email: &str| NewAccount { email: email.into(), password_hash: "phc".into(), role: Role::PlatformAdmin };
+    let new = |email: &str| NewAccount {
+        email: email.into(),
+        password_hash: "phc".into(),
+        role: Role::PlatformAdmin,
+        channel_id: None,
+        enterprise_id: None,
+    };
     let account = s.create_account(new("totp@example.com")).await.unwrap();
     let other = s.create_account(new("totp-other@example.com")).await.unwrap();
     assert_eq!((account.totp_secret, account.totp_last_step), (None, None));
@@ -1016,6 +1071,187 @@ async fn totp(store: &Store) {
     assert_eq!(state(other.id).await, (Some(SECRET), Some(100)));
 }
 
+fn new_channel(name: &str, parent_id: Option<ChannelId>, allow_sub_channels: bool) -> NewChannel {
+    NewChannel {
+        name: name.into(),
+        parent_id,
+        allow_sub_channels,
+        device_management: true,
+        rps: false,
+        contact: "Ann".into(),
+        email: format!("{name}@example.com"),
+    }
+}
+
+fn invalid<T: std::fmt::Debug>(result: Result<T>, needle: &str) {
+    match result {
+        Err(StoreError::InvalidInput(message)) => assert!(message.contains(needle), "{message:?} lacks {needle:?}"),
+        other => panic!("expected InvalidInput({needle:?}), got {other:?}"),
+    }
+}
+
+/// Tenants (TEN-1..4): the channel tree, enterprises in channels, tenant admin accounts.
+async fn tenants(store: &Store) {
+    let s = &store.entities;
+    let ids = |channels: Vec<Channel>| channels.into_iter().map(|c| c.id).collect::<Vec<_>>();
+
+    // The tree: two top-level channels, sub-channels only where the parent allows them.
+    let top = s.create_channel(new_channel("top", None, true), UnixMillis(10)).await.unwrap();
+    assert_eq!((top.parent_id, top.created_at, top.name.as_str()), (None, UnixMillis(10), "top"));
+    assert_eq!(s.channel(top.id).await.unwrap(), Some(top.clone()));
+    let sibling = s.create_channel(new_channel("sibling", None, false), UnixMillis(11)).await.unwrap();
+    let sub = s.create_channel(new_channel("sub", Some(top.id), true), UnixMillis(12)).await.unwrap();
+    assert_eq!(sub.parent_id, Some(top.id));
+    let leaf = s.create_channel(new_channel("leaf", Some(sub.id), false), UnixMillis(13)).await.unwrap();
+    let mut flags = new_channel("sub2", Some(top.id), false);
+    (flags.device_management, flags.rps) = (false, true);
+    let sub2 = s.create_channel(flags, UnixMillis(14)).await.unwrap();
+    let stored = s.channel(sub2.id).await.unwrap().unwrap();
+    assert_eq!(stored, sub2);
+    assert_eq!(
+        (stored.allow_sub_channels, stored.device_management, stored.rps, stored.contact.as_str()),
+        (false, false, true, "Ann")
+    );
+    assert_eq!(stored.email, "sub2@example.com");
+
+    // Refused: under a channel that forbids sub-channels, under an unknown parent, bad names.
+    invalid(
+        s.create_channel(new_channel("x", Some(leaf.id), true), UnixMillis(15)).await,
+        "does not allow sub-channels",
+    );
+    invalid(
+        s.create_channel(new_channel("x", Some(sibling.id), true), UnixMillis(15)).await,
+        "does not allow sub-channels",
+    );
+    let unknown = ChannelId(sub2.id.0 + 1_000);
+    invalid(s.create_channel(new_channel("x", Some(unknown), true), UnixMillis(15)).await, "does not exist");
+    invalid(
+        s.create_channel(new_channel("x", Some(ChannelId(u64::MAX)), true), UnixMillis(15)).await,
+        "does not exist",
+    );
+    invalid(s.create_channel(new_channel("", None, true), UnixMillis(15)).await, "channel name");
+    invalid(s.create_channel(new_channel(&"n".repeat(201), None, true), UnixMillis(15)).await, "channel name");
+    // The bound counts characters, not bytes.
+    let wide = s.create_channel(new_channel(&"é".repeat(200), None, false), UnixMillis(16)).await.unwrap();
+    assert_eq!(s.channel(wide.id).await.unwrap().map(|c| c.name.chars().count()), Some(200));
+    assert_eq!(s.channel(unknown).await.unwrap(), None);
+    assert_eq!(s.channel(ChannelId(u64::MAX)).await.unwrap(), None);
+    // Nothing was created by the refused calls.
+    let all = vec![top.id, sibling.id, sub.id, leaf.id, sub2.id, wide.id];
+    assert_eq!(ids(s.list_channels(None, Page::first(100)).await.unwrap()), all);
+    assert_eq!(ids(s.list_channels(None, Page { after: sub.id.0, limit: 2 }).await.unwrap()), vec![leaf.id, sub2.id]);
+
+    // A subtree: strict descendants only, never the root, a sibling or another tree.
+    assert_eq!(ids(s.list_channels(Some(top.id), Page::first(100)).await.unwrap()), vec![sub.id, leaf.id, sub2.id]);
+    assert_eq!(ids(s.list_channels(Some(top.id), Page::first(2)).await.unwrap()), vec![sub.id, leaf.id]);
+    assert_eq!(ids(s.list_channels(Some(top.id), Page { after: sub.id.0, limit: 1 }).await.unwrap()), vec![leaf.id]);
+    assert_eq!(ids(s.list_channels(Some(top.id), Page { after: sub2.id.0, limit: 10 }).await.unwrap()), vec![]);
+    assert_eq!(ids(s.list_channels(Some(sub.id), Page::first(100)).await.unwrap()), vec![leaf.id]);
+    assert_eq!(ids(s.list_channels(Some(leaf.id), Page::first(100)).await.unwrap()), vec![]);
+    assert_eq!(ids(s.list_channels(Some(sibling.id), Page::first(100)).await.unwrap()), vec![]);
+    assert_eq!(ids(s.list_channels(Some(unknown), Page::first(100)).await.unwrap()), vec![]);
+    assert_eq!(s.channel_subtree(top.id).await.unwrap(), vec![top.id, sub.id, leaf.id, sub2.id]);
+    assert_eq!(s.channel_subtree(sub.id).await.unwrap(), vec![sub.id, leaf.id]);
+    assert_eq!(s.channel_subtree(sibling.id).await.unwrap(), vec![sibling.id]);
+    assert_eq!(s.channel_subtree(unknown).await.unwrap(), vec![]);
+    assert_eq!(s.channel_subtree(ChannelId(u64::MAX)).await.unwrap(), vec![]);
+
+    // Enterprises in channels.
+    let enterprise =
+        |name: &str, channel_id| NewEnterprise { name: name.into(), credential: format!("t-{name}"), channel_id };
+    let e_top = s.create_enterprise(enterprise("e-top", Some(top.id))).await.unwrap();
+    assert_eq!(e_top.channel_id, Some(top.id));
+    let e_leaf = s.create_enterprise(enterprise("e-leaf", Some(leaf.id))).await.unwrap();
+    let e_sibling = s.create_enterprise(enterprise("e-sibling", Some(sibling.id))).await.unwrap();
+    let e_none = s.create_enterprise(enterprise("e-none", None)).await.unwrap();
+    assert_eq!(e_none.channel_id, None);
+    invalid(s.create_enterprise(enterprise("e-unknown", Some(unknown))).await, "does not exist");
+    invalid(s.create_enterprise(enterprise("e-huge", Some(ChannelId(u64::MAX)))).await, "does not exist");
+    assert_eq!(s.enterprise_by_credential("t-e-unknown").await.unwrap(), None);
+    assert_eq!(s.enterprise(e_leaf.id).await.unwrap(), Some(e_leaf.clone()));
+    assert_eq!(s.enterprise_by_credential("t-e-leaf").await.unwrap().and_then(|e| e.channel_id), Some(leaf.id));
+    let eids = |es: Vec<Enterprise>| es.into_iter().map(|e| e.id).collect::<Vec<_>>();
+    let top_tree = s.channel_subtree(top.id).await.unwrap();
+    let in_top = s.list_enterprises_in(Some(&top_tree), Page::first(100)).await.unwrap();
+    assert_eq!(in_top, vec![e_top.clone(), e_leaf.clone()]);
+    assert_eq!(eids(s.list_enterprises_in(Some(&top_tree), Page::first(1)).await.unwrap()), vec![e_top.id]);
+    let next = Page { after: e_top.id.0, limit: 10 };
+    assert_eq!(eids(s.list_enterprises_in(Some(&top_tree), next).await.unwrap()), vec![e_leaf.id]);
+    let sub_tree = s.channel_subtree(sub.id).await.unwrap();
+    assert_eq!(eids(s.list_enterprises_in(Some(&sub_tree), Page::first(100)).await.unwrap()), vec![e_leaf.id]);
+    let odd = [sibling.id, ChannelId(u64::MAX), sibling.id];
+    assert_eq!(eids(s.list_enterprises_in(Some(&odd), Page::first(100)).await.unwrap()), vec![e_sibling.id]);
+    assert_eq!(eids(s.list_enterprises_in(Some(&[]), Page::first(100)).await.unwrap()), vec![]);
+    assert_eq!(eids(s.list_enterprises_in(Some(&[sub2.id]), Page::first(100)).await.unwrap()), vec![]);
+    let from_top = Page { after: e_top.id.0 - 1, limit: 100 };
+    let everything = vec![e_top.id, e_leaf.id, e_sibling.id, e_none.id];
+    assert_eq!(eids(s.list_enterprises_in(None, from_top).await.unwrap()), everything);
+    assert_eq!(eids(s.list_enterprises(from_top).await.unwrap()), everything);
+    let too_many = vec![top.id; MAX_ENTERPRISE_CHANNEL_FILTER + 1];
+    invalid(s.list_enterprises_in(Some(&too_many), Page::first(1)).await, "channel ids");
+    let most = vec![top.id; MAX_ENTERPRISE_CHANNEL_FILTER];
+    assert_eq!(eids(s.list_enterprises_in(Some(&most), Page::first(100)).await.unwrap()), vec![e_top.id]);
+
+    // Tenant admin accounts: the role decides which tenant an account has, and it must exist.
+    let account = |email: &str, role, channel_id, enterprise_id| NewAccount {
+        email: email.into(),
+        password_hash: "phc".into(),
+        role,
+        channel_id,
+        enterprise_id,
+    };
+    let channel_admin =
+        s.create_account(account("ch@example.com", Role::ChannelAdmin, Some(sub.id), None)).await.unwrap();
+    assert_eq!(
+        (channel_admin.role, channel_admin.channel_id, channel_admin.enterprise_id),
+        (Role::ChannelAdmin, Some(sub.id), None)
+    );
+    let read = s.account(channel_admin.id).await.unwrap().unwrap();
+    assert_eq!(read, channel_admin);
+    let enterprise_admin =
+        s.create_account(account("ent@example.com", Role::EnterpriseAdmin, None, Some(e_leaf.id))).await.unwrap();
+    let read = s.account_by_email("ENT@example.com").await.unwrap().unwrap();
+    assert_eq!(read, enterprise_admin);
+    assert_eq!((read.role, read.channel_id, read.enterprise_id), (Role::EnterpriseAdmin, None, Some(e_leaf.id)));
+    let refused = [
+        account("r1@example.com", Role::PlatformAdmin, Some(top.id), None),
+        account("r2@example.com", Role::PlatformAdmin, None, Some(e_top.id)),
+        account("r3@example.com", Role::ChannelAdmin, None, None),
+        account("r4@example.com", Role::ChannelAdmin, Some(top.id), Some(e_top.id)),
+        account("r5@example.com", Role::EnterpriseAdmin, None, None),
+        account("r6@example.com", Role::EnterpriseAdmin, Some(top.id), Some(e_top.id)),
+        account("r7@example.com", Role::EnterpriseAdmin, Some(top.id), None),
+        account("r8@example.com", Role::ChannelAdmin, None, Some(e_top.id)),
+    ];
+    for new in refused {
+        let email = new.email.clone();
+        invalid(s.create_account(new).await, "account has");
+        assert_eq!(s.account_by_email(&email).await.unwrap(), None, "{email}");
+    }
+    invalid(
+        s.create_account(account("r9@example.com", Role::ChannelAdmin, Some(unknown), None)).await,
+        "does not exist",
+    );
+    let unknown_enterprise = EnterpriseId(e_none.id.0 + 1_000);
+    invalid(
+        s.create_account(account("r10@example.com", Role::EnterpriseAdmin, None, Some(unknown_enterprise))).await,
+        "does not exist",
+    );
+    invalid(
+        s.create_account(account("r11@example.com", Role::EnterpriseAdmin, None, Some(EnterpriseId(u64::MAX)))).await,
+        "does not exist",
+    );
+    for email in ["r9@example.com", "r10@example.com", "r11@example.com"] {
+        assert_eq!(s.account_by_email(email).await.unwrap(), None, "{email}");
+    }
+    assert_eq!(s.count_accounts(Role::ChannelAdmin).await.unwrap(), 1);
+    assert_eq!(s.count_accounts(Role::EnterpriseAdmin).await.unwrap(), 1);
+    for role in [Role::PlatformAdmin, Role::ChannelAdmin, Role::EnterpriseAdmin] {
+        assert_eq!(Role::parse(role.as_str()), Some(role));
+    }
+    assert_eq!(Role::parse("root"), None);
+}
+
 async fn suite(store: Store) {
     entities(&store).await;
     login_protection(&store).await;
@@ -1030,6 +1266,7 @@ async fn suite(store: Store) {
     lifecycle(&store).await;
     latest_alarms(&store).await;
     retention(&store).await;
+    tenants(&store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

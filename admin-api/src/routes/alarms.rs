@@ -1,10 +1,9 @@
 //! Alarm records aggregated per (device, alarm type).
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use fleetpulse_mailer::Control;
 use fleetpulse_proto::domain::{AlarmChange, AlarmChangeKind};
 use fleetpulse_proto::{AlarmTypeCode, DeviceId, EnterpriseId, Severity, UnixMillis};
@@ -21,15 +20,16 @@ use crate::routes::{ListPage, page};
 const LIST_DEFAULT: u32 = 50;
 const LIST_MAX: u32 = 1000;
 
-/// Routes of this module.
-pub(crate) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/alarms", get(list))
-        .route("/api/v1/alarms/latest", get(latest))
-        .route("/api/v1/alarms/{id}", get(show))
-        .route("/api/v1/alarms/{id}/acknowledge", post(acknowledge))
-        .route("/api/v1/alarms/{id}/clear", post(clear))
-        .route("/api/v1/alarms/{id}/log", get(log))
+/// Routes of this module: (path, handlers by method).
+pub(crate) fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
+    vec![
+        ("/api/v1/alarms", get(list)),
+        ("/api/v1/alarms/latest", get(latest)),
+        ("/api/v1/alarms/{id}", get(show)),
+        ("/api/v1/alarms/{id}/acknowledge", post(acknowledge)),
+        ("/api/v1/alarms/{id}/clear", post(clear)),
+        ("/api/v1/alarms/{id}/log", get(log)),
+    ]
 }
 
 #[derive(Debug, Deserialize)]
@@ -77,7 +77,7 @@ async fn list(
         return Err(ApiError::invalid("from must be before to"));
     }
     let filter = AlarmFilter {
-        enterprise: auth.enterprise_filter(q.enterprise_id),
+        enterprise: auth.enterprise_filter(&ctx, q.enterprise_id).await?,
         device: q.device_id,
         code: q.code.map(AlarmTypeCode),
         severity: q.severity,
@@ -131,7 +131,7 @@ async fn latest(
         return Err(ApiError::invalid(format!("limit must be between 1 and {LATEST_MAX}")));
     }
     let filter = AlarmFilter {
-        enterprise: auth.enterprise_filter(q.enterprise_id),
+        enterprise: auth.enterprise_filter(&ctx, q.enterprise_id).await?,
         status: q.active_only.then_some(AlarmStatus::Active),
         ..AlarmFilter::default()
     };
@@ -143,7 +143,7 @@ async fn latest(
 /// The alarm record, or 404 if it does not exist or is outside the caller's scope.
 async fn find(ctx: &AppState, auth: &AuthAdmin, id: u64) -> Result<AlarmRecord, ApiError> {
     match ctx.api.store.events.alarm_record(id).await? {
-        Some(record) if auth.can_see(record.enterprise_id) => Ok(record),
+        Some(record) if auth.can_see(ctx, record.enterprise_id).await? => Ok(record),
         _ => Err(ApiError::NotFound("alarm")),
     }
 }

@@ -1,8 +1,7 @@
 //! Devices: the store's rows joined with the ingest tier's live state.
 
-use axum::Router;
 use axum::extract::State;
-use axum::routing::get;
+use axum::routing::{MethodRouter, get};
 use fleetpulse_ingest::LiveDevice;
 use fleetpulse_proto::{DeviceId, EnterpriseId};
 use fleetpulse_store::Device;
@@ -18,9 +17,9 @@ use crate::routes::{ListPage, page};
 const LIST_DEFAULT: u32 = 50;
 const LIST_MAX: u32 = 1000;
 
-/// Routes of this module.
-pub(crate) fn router() -> Router<AppState> {
-    Router::new().route("/api/v1/devices", get(list)).route("/api/v1/devices/{id}", get(show))
+/// Routes of this module: (path, handlers by method).
+pub(crate) fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
+    vec![("/api/v1/devices", get(list)), ("/api/v1/devices/{id}", get(show))]
 }
 
 /// A device as the API shows it: the stored row, its live state (null if the device was not
@@ -55,7 +54,8 @@ async fn list(
     Query(q): Query<ListQuery>,
 ) -> Result<Json<ListPage<DeviceView>>, ApiError> {
     let page = page(q.after, q.limit, LIST_DEFAULT, LIST_MAX)?;
-    let devices = ctx.api.store.entities.list_devices(auth.enterprise_filter(q.enterprise_id), page).await?;
+    let enterprise = auth.enterprise_filter(&ctx, q.enterprise_id).await?;
+    let devices = ctx.api.store.entities.list_devices(enterprise, page).await?;
     let items = devices.into_iter().map(|d| DeviceView::new(&ctx, d)).collect();
     Ok(Json(ListPage::new(items, page, |d| d.device.id.0)))
 }
@@ -67,7 +67,7 @@ async fn show(
     Path(id): Path<DeviceId>,
 ) -> Result<Json<DeviceView>, ApiError> {
     match ctx.api.store.entities.device(id).await? {
-        Some(d) if auth.can_see(d.enterprise_id) => Ok(Json(DeviceView::new(&ctx, d))),
+        Some(d) if auth.can_see(&ctx, d.enterprise_id).await? => Ok(Json(DeviceView::new(&ctx, d))),
         _ => Err(ApiError::NotFound("device")),
     }
 }

@@ -1,17 +1,16 @@
 //! Enterprises: listing, creation (with a fresh provisioning credential), lookup, and the
 //! stored-sequences verification endpoint the load tester uses to count stored messages.
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use fleetpulse_proto::{DeviceId, EnterpriseId};
+use axum::routing::{MethodRouter, get};
+use fleetpulse_proto::{ChannelId, DeviceId, EnterpriseId};
 use fleetpulse_store::{Enterprise, NewEnterprise, StoredSequences};
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
-use crate::auth::AuthAdmin;
+use crate::auth::{AuthAdmin, Scope};
 use crate::error::ApiError;
 use crate::extract::{Json, Path, Query};
 use crate::routes::{ListPage, next_after, page};
@@ -26,12 +25,13 @@ const LIST_MAX: u32 = 1000;
 const SEQUENCES_DEFAULT: u32 = 1000;
 const SEQUENCES_MAX: u32 = 1000;
 
-/// Routes of this module.
-pub(crate) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/enterprises", get(list).post(create))
-        .route("/api/v1/enterprises/{id}", get(show))
-        .route("/api/v1/enterprises/{id}/stored-sequences", get(stored_sequences))
+/// Routes of this module: (path, handlers by method).
+pub(crate) fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
+    vec![
+        ("/api/v1/enterprises", get(list).post(create)),
+        ("/api/v1/enterprises/{id}", get(show)),
+        ("/api/v1/enterprises/{id}/stored-sequences", get(stored_sequences)),
+    ]
 }
 
 #[derive(Debug, Deserialize)]
@@ -40,20 +40,30 @@ struct PageQuery {
     limit: Option<u32>,
 }
 
-/// `GET /api/v1/enterprises?after=&limit=`: enterprises ordered by id.
+/// `GET /api/v1/enterprises?after=&limit=`: the enterprises the caller may see, ordered by id.
 async fn list(
-    _auth: AuthAdmin,
+    auth: AuthAdmin,
     State(ctx): State<AppState>,
     Query(q): Query<PageQuery>,
 ) -> Result<Json<ListPage<Enterprise>>, ApiError> {
     let page = page(q.after, q.limit, LIST_DEFAULT, LIST_MAX)?;
-    let items = ctx.api.store.entities.list_enterprises(page).await?;
+    let entities = &ctx.api.store.entities;
+    let items = match &auth.scope {
+        Scope::Platform => entities.list_enterprises(page).await?,
+        Scope::Channel { subtree, .. } => entities.list_enterprises_in(Some(subtree), page).await?,
+        Scope::Enterprise(own) if own.0 > page.after => entities.enterprise(*own).await?.into_iter().collect(),
+        Scope::Enterprise(_) => Vec::new(),
+    };
     Ok(Json(ListPage::new(items, page, |e| e.id.0)))
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct CreateEnterprise {
     name: String,
+    /// The managing channel (a channel account: its own by default, or one below it).
+    #[serde(default)]
+    channel_id: Option<ChannelId>,
 }
 
 /// Trims a name and checks it: 1 to 128 characters, no control characters.
@@ -76,12 +86,14 @@ async fn create(
     Json(req): Json<CreateEnterprise>,
 ) -> Result<Response, ApiError> {
     let name = enterprise_name(&req.name)?;
-    let enterprise = ctx
-        .api
-        .store
-        .entities
-        .create_enterprise(NewEnterprise { name, credential: secrets::random_hex::<32>() })
-        .await?;
+    let channel_id = match (&auth.scope, req.channel_id) {
+        (Scope::Enterprise(_), _) => return Err(ApiError::Forbidden),
+        (Scope::Channel { channel, .. }, None) => Some(*channel),
+        (_, Some(channel)) if !auth.can_see_channel(channel) => return Err(ApiError::NotFound("channel")),
+        (_, requested) => requested,
+    };
+    let new = NewEnterprise { name, credential: secrets::random_hex::<32>(), channel_id };
+    let enterprise = ctx.api.store.entities.create_enterprise(new).await?;
     tracing::info!(message = "Created an enterprise.", enterprise_id = %enterprise.id, by_account = %auth.account.id);
     let location = HeaderValue::try_from(format!("/api/v1/enterprises/{}", enterprise.id))
         .map_err(|e| ApiError::Internal(format!("location header: {e}")))?;
@@ -91,7 +103,7 @@ async fn create(
 /// The enterprise, or 404 if it does not exist or is outside the caller's scope.
 pub(crate) async fn find(ctx: &AppState, auth: &AuthAdmin, id: EnterpriseId) -> Result<Enterprise, ApiError> {
     match ctx.api.store.entities.enterprise(id).await? {
-        Some(e) if auth.can_see(e.id) => Ok(e),
+        Some(e) if auth.can_see_enterprise(&e) => Ok(e),
         _ => Err(ApiError::NotFound("enterprise")),
     }
 }

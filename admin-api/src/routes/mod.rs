@@ -7,11 +7,32 @@ pub(crate) mod enterprises;
 pub(crate) mod oplog;
 pub(crate) mod ops;
 pub(crate) mod strategies;
+pub(crate) mod tenants;
 
+use axum::routing::MethodRouter;
 use fleetpulse_store::Page;
 use serde::Serialize;
 
+use crate::AppState;
 use crate::error::ApiError;
+
+/// Every route of the API: the router is built from exactly this table, so tests can walk it
+/// (the authorization matrix fails when a route is missing from it).
+pub(crate) fn all() -> Vec<(&'static str, MethodRouter<AppState>)> {
+    [
+        ops::routes(),
+        crate::auth::routes(),
+        enterprises::routes(),
+        devices::routes(),
+        alarms::routes(),
+        strategies::routes(),
+        oplog::routes(),
+        tenants::routes(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
 
 /// Builds a [`Page`] from the `after` and `limit` query parameters: `limit` defaults to
 /// `default` and must be within `1..=max`, else 400 `invalid_request`.

@@ -5,12 +5,11 @@
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 
-use axum::Router;
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{MethodRouter, get};
 use fleetpulse_proto::{AccountId, EnterpriseId, UnixMillis};
 use fleetpulse_store::{NewOperationLog, OperationLog, OperationLogFilter, OperationOutcome, Page};
 use serde::Deserialize;
@@ -29,9 +28,9 @@ const EXPORT_MAX_ROWS: usize = 100_000;
 /// Longest concrete path kept in a row.
 const MAX_PATH_CHARS: usize = 2048;
 
-/// Routes of this module.
-pub(crate) fn router() -> Router<AppState> {
-    Router::new().route("/api/v1/operation-logs", get(list)).route("/api/v1/operation-logs/export", get(export))
+/// Routes of this module: (path, handlers by method).
+pub(crate) fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
+    vec![("/api/v1/operation-logs", get(list)), ("/api/v1/operation-logs/export", get(export))]
 }
 
 /// Who made a request, when the handler knows it better than the bearer token (login): set in
@@ -120,10 +119,13 @@ fn filter(q: &ListQuery) -> Result<OperationLogFilter, ApiError> {
 /// `GET /api/v1/operation-logs?from=&to=&operation=&account_id=&enterprise_id=&after=&limit=`:
 /// newest first; `next_after` continues with older rows.
 async fn list(
-    _auth: AuthAdmin,
+    auth: AuthAdmin,
     State(ctx): State<AppState>,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<ListPage<OperationLog>>, ApiError> {
+    // Tenants' own views of the log (rows of their subtree) come with the portal; for now the
+    // platform's only.
+    auth.require_platform()?;
     let page = page(q.after, q.limit, LIST_DEFAULT, LIST_MAX)?;
     let items = ctx.api.store.entities.list_operation_logs(filter(&q)?, page).await?;
     Ok(Json(ListPage::new(items, page, |r| r.id)))
@@ -132,10 +134,11 @@ async fn list(
 /// `GET /api/v1/operation-logs/export?…` (the list's filters): `text/csv`, newest first, at most
 /// 100,000 rows.
 async fn export(
-    _auth: AuthAdmin,
+    auth: AuthAdmin,
     State(ctx): State<AppState>,
     Query(q): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
+    auth.require_platform()?;
     let filter = filter(&q)?;
     let mut csv = String::from("id,time,account_id,account_email,acting_as,operation,method,path,ip,status,result\r\n");
     let mut page = Page { after: q.after.unwrap_or(0), limit: LIST_MAX };

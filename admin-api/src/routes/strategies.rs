@@ -2,11 +2,10 @@
 //! disabled, and deleted. A strategy names the alarm types and severities it selects, who is
 //! notified, how notifications are grouped and repeated, and its CPU / memory threshold rules.
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use fleetpulse_proto::{AlarmTypeCode, EnterpriseId, Severity, StrategyId, UnixMillis};
 use fleetpulse_store::{StoredStrategy, StoredThreshold, StrategySettings, ThresholdMetric};
 use serde::{Deserialize, Serialize};
@@ -27,13 +26,14 @@ const MINUTE_MS: u64 = 60_000;
 const HOUR_MS: u64 = 60 * MINUTE_MS;
 const DAY_MS: u64 = 24 * HOUR_MS;
 
-/// Routes of this module.
-pub(crate) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/enterprises/{id}/alarm-strategies", get(list).post(create))
-        .route("/api/v1/alarm-strategies/{id}", get(show).put(replace).delete(remove))
-        .route("/api/v1/alarm-strategies/{id}/enable", post(enable))
-        .route("/api/v1/alarm-strategies/{id}/disable", post(disable))
+/// Routes of this module: (path, handlers by method).
+pub(crate) fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
+    vec![
+        ("/api/v1/enterprises/{id}/alarm-strategies", get(list).post(create)),
+        ("/api/v1/alarm-strategies/{id}", get(show).put(replace).delete(remove)),
+        ("/api/v1/alarm-strategies/{id}/enable", post(enable)),
+        ("/api/v1/alarm-strategies/{id}/disable", post(disable)),
+    ]
 }
 
 /// A threshold rule in a request: `metric` above `above_percent` for `for_minutes`.
@@ -169,7 +169,7 @@ struct StrategyList {
 /// The strategy, checked against the caller's scope through its enterprise (404 outside it).
 async fn find(ctx: &AppState, auth: &AuthAdmin, id: StrategyId) -> Result<StoredStrategy, ApiError> {
     match ctx.api.store.entities.strategy(id).await? {
-        Some(s) if auth.can_see(s.enterprise_id) => Ok(s),
+        Some(s) if auth.can_see(ctx, s.enterprise_id).await? => Ok(s),
         _ => Err(ApiError::NotFound("alarm strategy")),
     }
 }

@@ -7,6 +7,7 @@ mod ops;
 mod resources;
 mod sessions;
 mod strategies;
+mod tenancy;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use fleetpulse_proto::domain::{AlarmChangeKind, DeviceKey};
+use fleetpulse_proto::ids::ChannelId;
 use fleetpulse_proto::{AccountId, AlarmTypeCode, DeviceId, EnterpriseId, Mac, Severity, UnixMillis};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 use tokio::sync::{Semaphore, mpsc};
@@ -196,16 +197,26 @@ impl ReadPool {
 // ---- row mapping ----
 
 /// The columns `account_from_row` reads, in its order.
-const ACCOUNT_COLUMNS: &str =
-    "id, email, password_hash, role, created_at, failed_logins, locked_until, totp_secret, totp_last_step";
+const ACCOUNT_COLUMNS: &str = "id, email, password_hash, role, created_at, failed_logins, locked_until, totp_secret, \
+     totp_last_step, channel_id, enterprise_id";
 
 fn account_from_row(r: &Row<'_>) -> rusqlite::Result<Account> {
     let role: String = r.get(3)?;
+    // An unknown role is an error, never some default role: that could grant too much.
+    let role = Role::parse(&role).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            3,
+            rusqlite::types::Type::Text,
+            format!("unknown role {role:?}").into(),
+        )
+    })?;
     Ok(Account {
         id: AccountId(r.get(0)?),
         email: r.get(1)?,
         password_hash: r.get(2)?,
-        role: Role::parse(&role).unwrap_or(Role::PlatformAdmin),
+        role,
+        channel_id: r.get::<_, Option<u64>>(9)?.map(ChannelId),
+        enterprise_id: r.get::<_, Option<u64>>(10)?.map(EnterpriseId),
         created_at: UnixMillis(r.get(4)?),
         failed_logins: r.get(5)?,
         locked_until: r.get::<_, Option<i64>>(6)?.map(UnixMillis),
@@ -276,13 +287,49 @@ fn operation_log_sql(filter: &OperationLogFilter, page: Page) -> Option<(String,
     Some((format!("SELECT {OPERATION_LOG_COLUMNS} FROM operation_log{clause} ORDER BY id DESC LIMIT ?"), values))
 }
 
+/// The columns `enterprise_from_row` reads, in its order.
+const ENTERPRISE_COLUMNS: &str = "id, name, credential, created_at, channel_id";
+
 fn enterprise_from_row(r: &Row<'_>) -> rusqlite::Result<Enterprise> {
     Ok(Enterprise {
         id: EnterpriseId(r.get(0)?),
         name: r.get(1)?,
         credential: r.get(2)?,
         created_at: UnixMillis(r.get(3)?),
+        channel_id: r.get::<_, Option<u64>>(4)?.map(ChannelId),
     })
+}
+
+/// The columns `channel_from_row` reads, in its order.
+const CHANNEL_COLUMNS: &str =
+    "id, name, parent_id, allow_sub_channels, device_management, rps, contact, email, created_at";
+
+fn channel_from_row(r: &Row<'_>) -> rusqlite::Result<Channel> {
+    Ok(Channel {
+        id: ChannelId(r.get(0)?),
+        name: r.get(1)?,
+        parent_id: r.get::<_, Option<u64>>(2)?.map(ChannelId),
+        allow_sub_channels: r.get(3)?,
+        device_management: r.get(4)?,
+        rps: r.get(5)?,
+        contact: r.get(6)?,
+        email: r.get(7)?,
+        created_at: UnixMillis(r.get(8)?),
+    })
+}
+
+/// A page cursor as the database compares it: every id is at most `i64::MAX`.
+fn db_after(after: u64) -> i64 {
+    i64::try_from(after).unwrap_or(i64::MAX)
+}
+
+/// Whether a row with this id exists in `table` (a fixed table name, never input).
+fn row_exists(c: &Connection, table: &str, id: u64) -> Result<bool> {
+    let Ok(id) = i64::try_from(id) else { return Ok(false) };
+    Ok(c.prepare_cached(&format!("SELECT 1 FROM {table} WHERE id = ?1"))?
+        .query_row([id], |_| Ok(()))
+        .optional()?
+        .is_some())
 }
 
 const DEVICE_COLUMNS: &str = "id, enterprise_id, mac, serial, model, firmware, name, created_at";
@@ -652,16 +699,35 @@ impl WriteJob for AppendJob {
 #[async_trait]
 impl EntityStore for EmbeddedStore {
     async fn create_account(&self, new: NewAccount) -> Result<Account> {
+        new.validate_tenant()?;
         let now = UnixMillis::now();
         self.write(1, move |c| {
-            c.prepare_cached("INSERT INTO accounts (email, password_hash, role, created_at) VALUES (?1, ?2, ?3, ?4)")?
-                .execute(params![new.email, new.password_hash, new.role.as_str(), now.0])
-                .map_err(|e| if is_unique_violation(&e) { StoreError::AlreadyExists("email") } else { backend(e) })?;
+            if let Some(channel) = new.channel_id {
+                check_exists("channel", channel.0, row_exists(c, "channels", channel.0)?)?;
+            }
+            if let Some(enterprise) = new.enterprise_id {
+                check_exists("enterprise", enterprise.0, row_exists(c, "enterprises", enterprise.0)?)?;
+            }
+            c.prepare_cached(
+                "INSERT INTO accounts (email, password_hash, role, created_at, channel_id, enterprise_id) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                new.email,
+                new.password_hash,
+                new.role.as_str(),
+                now.0,
+                new.channel_id.map(|ch| ch.0),
+                new.enterprise_id.map(|e| e.0)
+            ])
+            .map_err(|e| if is_unique_violation(&e) { StoreError::AlreadyExists("email") } else { backend(e) })?;
             Ok(Account {
                 id: AccountId(c.last_insert_rowid() as u64),
                 email: new.email.clone(),
                 password_hash: new.password_hash.clone(),
                 role: new.role,
+                channel_id: new.channel_id,
+                enterprise_id: new.enterprise_id,
                 created_at: now,
                 failed_logins: 0,
                 locked_until: None,
@@ -792,15 +858,19 @@ impl EntityStore for EmbeddedStore {
     async fn create_enterprise(&self, new: NewEnterprise) -> Result<Enterprise> {
         let now = UnixMillis::now();
         self.write(1, move |c| {
-            c.prepare_cached("INSERT INTO enterprises (name, credential, created_at) VALUES (?1, ?2, ?3)")?
-                .execute(params![new.name, new.credential, now.0])
-                .map_err(
-                    |e| if is_unique_violation(&e) { StoreError::AlreadyExists("credential") } else { backend(e) },
-                )?;
+            if let Some(channel) = new.channel_id {
+                check_exists("channel", channel.0, row_exists(c, "channels", channel.0)?)?;
+            }
+            c.prepare_cached(
+                "INSERT INTO enterprises (name, credential, created_at, channel_id) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![new.name, new.credential, now.0, new.channel_id.map(|ch| ch.0)])
+            .map_err(|e| if is_unique_violation(&e) { StoreError::AlreadyExists("credential") } else { backend(e) })?;
             Ok(Enterprise {
                 id: EnterpriseId(c.last_insert_rowid() as u64),
                 name: new.name.clone(),
                 credential: new.credential.clone(),
+                channel_id: new.channel_id,
                 created_at: now,
             })
         })
@@ -809,7 +879,7 @@ impl EntityStore for EmbeddedStore {
 
     async fn enterprise(&self, id: EnterpriseId) -> Result<Option<Enterprise>> {
         self.read(move |c| {
-            Ok(c.prepare_cached("SELECT id, name, credential, created_at FROM enterprises WHERE id = ?1")?
+            Ok(c.prepare_cached(&format!("SELECT {ENTERPRISE_COLUMNS} FROM enterprises WHERE id = ?1"))?
                 .query_row([id.0], enterprise_from_row)
                 .optional()?)
         })
@@ -819,22 +889,146 @@ impl EntityStore for EmbeddedStore {
     async fn enterprise_by_credential(&self, credential: &str) -> Result<Option<Enterprise>> {
         let credential = credential.to_owned();
         self.read(move |c| {
-            Ok(c.prepare_cached("SELECT id, name, credential, created_at FROM enterprises WHERE credential = ?1")?
+            Ok(c.prepare_cached(&format!("SELECT {ENTERPRISE_COLUMNS} FROM enterprises WHERE credential = ?1"))?
                 .query_row([credential], enterprise_from_row)
                 .optional()?)
         })
         .await
     }
 
-    async fn list_enterprises(&self, page: Page) -> Result<Vec<Enterprise>> {
+    async fn list_enterprises_in(&self, channels: Option<&[ChannelId]>, page: Page) -> Result<Vec<Enterprise>> {
+        let after = db_after(page.after);
+        let Some(channels) = channels else {
+            return self
+                .read(move |c| {
+                    let mut st = c.prepare_cached(&format!(
+                        "SELECT {ENTERPRISE_COLUMNS} FROM enterprises WHERE id > ?1 ORDER BY id LIMIT ?2"
+                    ))?;
+                    let rows = st.query_map(params![after, page.limit], enterprise_from_row)?;
+                    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+                })
+                .await;
+        };
+        check_bound("channel ids", channels.len(), MAX_ENTERPRISE_CHANNEL_FILTER)?;
+        // The ids as one JSON array (one statement whatever their number); an id no row can
+        // have is left out.
+        let ids: Vec<i64> = channels.iter().filter_map(|ch| i64::try_from(ch.0).ok()).collect();
+        if ids.is_empty() || page.limit == 0 {
+            return Ok(Vec::new());
+        }
+        let ids = serde_json::to_string(&ids).map_err(|e| StoreError::Backend(format!("encoding channel ids: {e}")))?;
         self.read(move |c| {
-            let mut st = c.prepare_cached(
-                "SELECT id, name, credential, created_at FROM enterprises WHERE id > ?1 ORDER BY id LIMIT ?2",
-            )?;
-            let rows = st.query_map(params![page.after, page.limit], enterprise_from_row)?;
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {ENTERPRISE_COLUMNS} FROM enterprises \
+                 WHERE channel_id IN (SELECT value FROM json_each(?1)) AND id > ?2 ORDER BY id LIMIT ?3"
+            ))?;
+            let rows = st.query_map(params![ids, after, page.limit], enterprise_from_row)?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await
+    }
+
+    async fn create_channel(&self, new: NewChannel, now: UnixMillis) -> Result<Channel> {
+        new.validate()?;
+        self.write(1, move |c| {
+            if let Some(parent) = new.parent_id {
+                let allows: Option<bool> = match i64::try_from(parent.0) {
+                    Ok(id) => c
+                        .prepare_cached("SELECT allow_sub_channels FROM channels WHERE id = ?1")?
+                        .query_row([id], |r| r.get(0))
+                        .optional()?,
+                    Err(_) => None,
+                };
+                check_parent_channel(parent, allows)?;
+            }
+            c.prepare_cached(
+                "INSERT INTO channels \
+                 (name, parent_id, allow_sub_channels, device_management, rps, contact, email, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                new.name,
+                new.parent_id.map(|p| p.0),
+                new.allow_sub_channels,
+                new.device_management,
+                new.rps,
+                new.contact,
+                new.email,
+                now.0
+            ])?;
+            Ok(Channel {
+                id: ChannelId(c.last_insert_rowid() as u64),
+                name: new.name.clone(),
+                parent_id: new.parent_id,
+                allow_sub_channels: new.allow_sub_channels,
+                device_management: new.device_management,
+                rps: new.rps,
+                contact: new.contact.clone(),
+                email: new.email.clone(),
+                created_at: now,
+            })
+        })
+        .await
+    }
+
+    async fn channel(&self, id: ChannelId) -> Result<Option<Channel>> {
+        let Ok(id) = i64::try_from(id.0) else { return Ok(None) };
+        self.read(move |c| {
+            Ok(c.prepare_cached(&format!("SELECT {CHANNEL_COLUMNS} FROM channels WHERE id = ?1"))?
+                .query_row([id], channel_from_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn list_channels(&self, within: Option<ChannelId>, page: Page) -> Result<Vec<Channel>> {
+        let after = db_after(page.after);
+        let within = match within.map(|w| i64::try_from(w.0)) {
+            None => None,
+            Some(Ok(w)) => Some(w),
+            Some(Err(_)) => return Ok(Vec::new()),
+        };
+        self.read(move |c| {
+            let rows = match within {
+                None => c
+                    .prepare_cached(&format!(
+                        "SELECT {CHANNEL_COLUMNS} FROM channels WHERE id > ?1 ORDER BY id LIMIT ?2"
+                    ))?
+                    .query_map(params![after, page.limit], channel_from_row)?
+                    .collect::<rusqlite::Result<Vec<_>>>()?,
+                Some(root) => c
+                    .prepare_cached(&format!(
+                        "WITH RECURSIVE sub(id) AS (\
+                         SELECT id FROM channels WHERE parent_id = ?1 \
+                         UNION ALL SELECT c.id FROM channels c JOIN sub ON c.parent_id = sub.id) \
+                         SELECT {CHANNEL_COLUMNS} FROM channels \
+                         WHERE id IN (SELECT id FROM sub) AND id > ?2 ORDER BY id LIMIT ?3"
+                    ))?
+                    .query_map(params![root, after, page.limit], channel_from_row)?
+                    .collect::<rusqlite::Result<Vec<_>>>()?,
+            };
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn channel_subtree(&self, root: ChannelId) -> Result<Vec<ChannelId>> {
+        let Ok(id) = i64::try_from(root.0) else { return Ok(Vec::new()) };
+        let ids = self
+            .read(move |c| {
+                // No ORDER BY: the walk stops after the bound instead of visiting the whole tree.
+                let mut st = c.prepare_cached(
+                    "WITH RECURSIVE sub(id) AS (\
+                     SELECT id FROM channels WHERE id = ?1 \
+                     UNION ALL SELECT c.id FROM channels c JOIN sub ON c.parent_id = sub.id) \
+                     SELECT id FROM sub LIMIT ?2",
+                )?;
+                let rows =
+                    st.query_map(params![id, MAX_CHANNEL_SUBTREE as i64 + 1], |r| r.get::<_, u64>(0).map(ChannelId))?;
+                Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            })
+            .await?;
+        bounded_subtree(root, ids)
     }
 
     async fn register_device(&self, new: NewDevice) -> Result<RegisteredDevice> {

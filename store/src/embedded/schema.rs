@@ -189,6 +189,29 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE accounts ADD COLUMN totp_last_step INTEGER
         CHECK (totp_last_step IS NULL OR totp_last_step >= 0);
     "#,
+    // 9: tenants (TEN-1..4): the channel tree (a channel's parent always exists before it, so
+    // the tree has no cycles), the channel each enterprise belongs to, and the tenant of
+    // channel and enterprise admin accounts.
+    r#"
+    CREATE TABLE channels (
+        id                 INTEGER PRIMARY KEY,
+        name               TEXT NOT NULL,
+        parent_id          INTEGER REFERENCES channels(id),
+        allow_sub_channels INTEGER NOT NULL,
+        device_management  INTEGER NOT NULL,
+        rps                INTEGER NOT NULL,
+        contact            TEXT NOT NULL,
+        email              TEXT NOT NULL,
+        created_at         INTEGER NOT NULL
+    );
+    CREATE INDEX channels_parent ON channels(parent_id, id);
+    ALTER TABLE enterprises ADD COLUMN channel_id INTEGER REFERENCES channels(id);
+    CREATE INDEX enterprises_channel ON enterprises(channel_id, id);
+    ALTER TABLE accounts ADD COLUMN channel_id INTEGER REFERENCES channels(id);
+    ALTER TABLE accounts ADD COLUMN enterprise_id INTEGER REFERENCES enterprises(id);
+    CREATE INDEX accounts_channel ON accounts(channel_id);
+    CREATE INDEX accounts_enterprise ON accounts(enterprise_id);
+    "#,
 ];
 
 /// The schema version this build writes.
@@ -270,5 +293,30 @@ mod tests {
         assert_eq!((secret, step), (None, None));
         // A secret of another length is refused by the database itself.
         assert!(conn.execute("UPDATE accounts SET totp_secret = x'0102'", []).is_err());
+    }
+
+    #[test]
+    fn tenant_columns_are_null_for_existing_rows() {
+        let mut conn = Connection::open_in_memory().expect("open");
+        conn.pragma_update(None, "foreign_keys", "ON").expect("foreign keys");
+        for sql in &MIGRATIONS[..8] {
+            conn.execute_batch(sql).expect("migration");
+        }
+        conn.pragma_update(None, "user_version", 8).expect("version 8");
+        conn.execute_batch(
+            "INSERT INTO accounts (id, email, password_hash, role, created_at) VALUES (1, 'a@b', 'h', 'platform_admin', 1);
+             INSERT INTO enterprises (id, name, credential, created_at) VALUES (1, 'e', 'c', 1);",
+        )
+        .expect("rows of version 8");
+        assert_eq!(migrate(&mut conn).expect("migrate"), CURRENT_VERSION);
+        let (channel, enterprise): (Option<i64>, Option<i64>) = conn
+            .query_row("SELECT channel_id, enterprise_id FROM accounts", [], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("the account");
+        assert_eq!((channel, enterprise), (None, None));
+        let channel: Option<i64> =
+            conn.query_row("SELECT channel_id FROM enterprises", [], |r| r.get(0)).expect("the enterprise");
+        assert_eq!(channel, None);
+        // The database itself refuses a channel that does not exist.
+        assert!(conn.execute("UPDATE enterprises SET channel_id = 42", []).is_err());
     }
 }

@@ -9,7 +9,7 @@ fn open(dir: &Path) -> EmbeddedStore {
 
 async fn enterprise(store: &EmbeddedStore, name: &str) -> Enterprise {
     store
-        .create_enterprise(NewEnterprise { name: name.into(), credential: format!("cred-{name}") })
+        .create_enterprise(NewEnterprise { name: name.into(), credential: format!("cred-{name}"), channel_id: None })
         .await
         .expect("create enterprise")
 }
@@ -145,8 +145,13 @@ async fn alarm_records_aggregate_per_device_and_type() {
 async fn a_failing_job_is_rolled_back_alone() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Arc::new(open(dir.path()));
-    let account =
-        |email: &str| NewAccount { email: email.into(), password_hash: "h".into(), role: Role::PlatformAdmin };
+    let account = |email: &str| NewAccount {
+        email: email.into(),
+        password_hash: "h".into(),
+        role: Role::PlatformAdmin,
+        channel_id: None,
+        enterprise_id: None,
+    };
     store.create_account(account("a@example.com")).await.expect("first");
     // Submit a duplicate and a good one concurrently so they likely share a group commit.
     let (dup, ok) =

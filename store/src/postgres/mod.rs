@@ -14,6 +14,7 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use fleetpulse_proto::domain::DeviceKey;
+use fleetpulse_proto::ids::ChannelId;
 use fleetpulse_proto::{AccountId, DeviceId, EnterpriseId, Mac, UnixMillis};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, Row};
@@ -71,6 +72,16 @@ impl PgEntityStore {
         self.pool.close().await;
     }
 
+    async fn channel_row_exists(&self, id: ChannelId) -> Result<bool> {
+        let Some(id) = db_id(id.0) else { return Ok(false) };
+        let found: Option<i32> = sqlx::query_scalar("SELECT 1 FROM channels WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(found.is_some())
+    }
+
     async fn find_device(&self, key: &DeviceKey) -> Result<Option<Device>> {
         let query = match key {
             DeviceKey::Mac(mac) => sqlx::query(DEVICE_BY_MAC).bind(mac.as_str()),
@@ -111,11 +122,15 @@ fn row_id(id: i64) -> u64 {
 
 fn account_from_row(r: &PgRow) -> Result<Account> {
     let role: String = r.try_get("role").map_err(backend)?;
+    // An unknown role is an error, never some default role: that could grant too much.
+    let role = Role::parse(&role).ok_or_else(|| StoreError::Backend(format!("unknown account role {role:?}")))?;
     Ok(Account {
         id: AccountId(row_id(r.try_get("id").map_err(backend)?)),
         email: r.try_get("email").map_err(backend)?,
         password_hash: r.try_get("password_hash").map_err(backend)?,
-        role: Role::parse(&role).unwrap_or(Role::PlatformAdmin),
+        role,
+        channel_id: r.try_get::<Option<i64>, _>("channel_id").map_err(backend)?.map(|c| ChannelId(row_id(c))),
+        enterprise_id: r.try_get::<Option<i64>, _>("enterprise_id").map_err(backend)?.map(|e| EnterpriseId(row_id(e))),
         created_at: UnixMillis(r.try_get("created_at").map_err(backend)?),
         failed_logins: u32::try_from(r.try_get::<i32, _>("failed_logins").map_err(backend)?).unwrap_or(0),
         locked_until: r.try_get::<Option<i64>, _>("locked_until").map_err(backend)?.map(UnixMillis),
@@ -188,6 +203,21 @@ fn enterprise_from_row(r: &PgRow) -> Result<Enterprise> {
         id: EnterpriseId(row_id(r.try_get("id").map_err(backend)?)),
         name: r.try_get("name").map_err(backend)?,
         credential: r.try_get("credential").map_err(backend)?,
+        channel_id: r.try_get::<Option<i64>, _>("channel_id").map_err(backend)?.map(|c| ChannelId(row_id(c))),
+        created_at: UnixMillis(r.try_get("created_at").map_err(backend)?),
+    })
+}
+
+fn channel_from_row(r: &PgRow) -> Result<Channel> {
+    Ok(Channel {
+        id: ChannelId(row_id(r.try_get("id").map_err(backend)?)),
+        name: r.try_get("name").map_err(backend)?,
+        parent_id: r.try_get::<Option<i64>, _>("parent_id").map_err(backend)?.map(|p| ChannelId(row_id(p))),
+        allow_sub_channels: r.try_get("allow_sub_channels").map_err(backend)?,
+        device_management: r.try_get("device_management").map_err(backend)?,
+        rps: r.try_get("rps").map_err(backend)?,
+        contact: r.try_get("contact").map_err(backend)?,
+        email: r.try_get("email").map_err(backend)?,
         created_at: UnixMillis(r.try_get("created_at").map_err(backend)?),
     })
 }
@@ -241,16 +271,16 @@ const INSERT_OUTBOX_BATCH: &str = "INSERT INTO outbox \
      AS m (key, enterprise_id, receiver, payload, not_before, n) ORDER BY m.n \
      ON CONFLICT (key) DO NOTHING RETURNING id, key";
 const ACCOUNT_BY_EMAIL: &str = "SELECT id, email, password_hash, role, created_at, failed_logins, locked_until, \
-     totp_secret, totp_last_step FROM accounts WHERE lower(email) = lower($1)";
+     totp_secret, totp_last_step, channel_id, enterprise_id FROM accounts WHERE lower(email) = lower($1)";
 const ACCOUNT_BY_ID: &str = "SELECT id, email, password_hash, role, created_at, failed_logins, locked_until, \
-     totp_secret, totp_last_step FROM accounts WHERE id = $1";
+     totp_secret, totp_last_step, channel_id, enterprise_id FROM accounts WHERE id = $1";
 /// Counts a wrong password: one statement, so concurrent failures each count (the row lock
 /// orders them) and the `SET` expressions all read the row as it was before this update.
 const RECORD_LOGIN_FAILURE: &str = "UPDATE accounts SET \
      failed_logins = CASE WHEN failed_logins + 1 >= $2 THEN 0 ELSE failed_logins + 1 END, \
      locked_until = CASE WHEN failed_logins + 1 >= $2 THEN $3 ELSE locked_until END \
      WHERE id = $1 RETURNING id, email, password_hash, role, created_at, failed_logins, locked_until, \
-     totp_secret, totp_last_step";
+     totp_secret, totp_last_step, channel_id, enterprise_id";
 /// Accepts a TOTP step: one conditional statement, so of concurrent attempts at the same step
 /// exactly one updates (the row lock orders them; the later ones see the step recorded).
 const RECORD_TOTP_STEP: &str = "UPDATE accounts SET totp_last_step = $2 \
@@ -266,28 +296,80 @@ const INSERT_OPERATION_LOGS: &str = "INSERT INTO operation_log \
 /// The start of every [`EntityStore::list_operation_logs`] query; the filters follow.
 const OPERATION_LOG_PAGE: &str = "SELECT id, account_id, account_email, acting_as, operation, method, path, ip, at, \
      status, outcome FROM operation_log WHERE true";
+const ENTERPRISE_BY_ID: &str = "SELECT id, name, credential, created_at, channel_id FROM enterprises WHERE id = $1";
+const ENTERPRISE_BY_CREDENTIAL: &str =
+    "SELECT id, name, credential, created_at, channel_id FROM enterprises WHERE credential = $1";
+const ENTERPRISE_PAGE: &str =
+    "SELECT id, name, credential, created_at, channel_id FROM enterprises WHERE id > $1 ORDER BY id LIMIT $2";
+const ENTERPRISE_IN_CHANNELS_PAGE: &str = "SELECT id, name, credential, created_at, channel_id FROM enterprises \
+     WHERE channel_id = ANY($1::bigint[]) AND id > $2 ORDER BY id LIMIT $3";
+const CHANNEL_BY_ID: &str = "SELECT id, name, parent_id, allow_sub_channels, device_management, rps, contact, email, \
+     created_at FROM channels WHERE id = $1";
+const CHANNEL_PAGE: &str = "SELECT id, name, parent_id, allow_sub_channels, device_management, rps, contact, email, \
+     created_at FROM channels WHERE id > $1 ORDER BY id LIMIT $2";
+/// The strict descendants of channel `$1`, after the cursor.
+const CHANNEL_DESCENDANTS_PAGE: &str = "WITH RECURSIVE sub(id) AS (\
+     SELECT id FROM channels WHERE parent_id = $1 \
+     UNION ALL SELECT c.id FROM channels c JOIN sub ON c.parent_id = sub.id) \
+     SELECT id, name, parent_id, allow_sub_channels, device_management, rps, contact, email, created_at \
+     FROM channels WHERE id IN (SELECT id FROM sub) AND id > $2 ORDER BY id LIMIT $3";
+/// Channel `$1` and its descendants, at most `$2` (no ORDER BY: the walk stops at the bound).
+const CHANNEL_SUBTREE: &str = "WITH RECURSIVE sub(id) AS (\
+     SELECT id FROM channels WHERE id = $1 \
+     UNION ALL SELECT c.id FROM channels c JOIN sub ON c.parent_id = sub.id) \
+     SELECT id FROM sub LIMIT $2";
+const INSERT_CHANNEL: &str = "INSERT INTO channels \
+     (name, parent_id, allow_sub_channels, device_management, rps, contact, email, created_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id";
 const UPDATE_DEVICE: &str = "UPDATE devices SET model = $2, firmware = $3 WHERE id = $1 \
      RETURNING id, enterprise_id, mac, serial, model, firmware, name, created_at";
 
 #[async_trait]
 impl EntityStore for PgEntityStore {
     async fn create_account(&self, new: NewAccount) -> Result<Account> {
+        new.validate_tenant()?;
         let now = UnixMillis::now();
+        // The tenant must exist; the foreign keys refuse it too (rows are never deleted, so
+        // that is only a backstop).
+        let channel = match new.channel_id {
+            Some(c) => {
+                check_exists("channel", c.0, self.channel_row_exists(c).await?)?;
+                db_id(c.0)
+            }
+            None => None,
+        };
+        let enterprise = match new.enterprise_id {
+            Some(e) => {
+                check_exists("enterprise", e.0, self.enterprise(e).await?.is_some())?;
+                db_id(e.0)
+            }
+            None => None,
+        };
         let id: i64 = sqlx::query_scalar(
-            "INSERT INTO accounts (email, password_hash, role, created_at) VALUES ($1, $2, $3, $4) RETURNING id",
+            "INSERT INTO accounts (email, password_hash, role, created_at, channel_id, enterprise_id) \
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
         )
         .bind(&new.email)
         .bind(&new.password_hash)
         .bind(new.role.as_str())
         .bind(now.0)
+        .bind(channel)
+        .bind(enterprise)
         .fetch_one(&self.pool)
         .await
-        .map_err(unique_as("email"))?;
+        .map_err(|e| match &e {
+            sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
+                StoreError::InvalidInput("the account's channel or enterprise does not exist".into())
+            }
+            _ => unique_as("email")(e),
+        })?;
         Ok(Account {
             id: AccountId(row_id(id)),
             email: new.email,
             password_hash: new.password_hash,
             role: new.role,
+            channel_id: new.channel_id,
+            enterprise_id: new.enterprise_id,
             created_at: now,
             failed_logins: 0,
             locked_until: None,
@@ -411,21 +493,39 @@ impl EntityStore for PgEntityStore {
 
     async fn create_enterprise(&self, new: NewEnterprise) -> Result<Enterprise> {
         let now = UnixMillis::now();
+        let channel = match new.channel_id {
+            Some(c) => {
+                check_exists("channel", c.0, self.channel_row_exists(c).await?)?;
+                db_id(c.0)
+            }
+            None => None,
+        };
+        let missing = format!("channel {} does not exist", new.channel_id.map(|c| c.0).unwrap_or_default());
         let id: i64 = sqlx::query_scalar(
-            "INSERT INTO enterprises (name, credential, created_at) VALUES ($1, $2, $3) RETURNING id",
+            "INSERT INTO enterprises (name, credential, created_at, channel_id) VALUES ($1, $2, $3, $4) RETURNING id",
         )
         .bind(&new.name)
         .bind(&new.credential)
         .bind(now.0)
+        .bind(channel)
         .fetch_one(&self.pool)
         .await
-        .map_err(unique_as("credential"))?;
-        Ok(Enterprise { id: EnterpriseId(row_id(id)), name: new.name, credential: new.credential, created_at: now })
+        .map_err(|e| match &e {
+            sqlx::Error::Database(db) if db.is_foreign_key_violation() => StoreError::InvalidInput(missing),
+            _ => unique_as("credential")(e),
+        })?;
+        Ok(Enterprise {
+            id: EnterpriseId(row_id(id)),
+            name: new.name,
+            credential: new.credential,
+            channel_id: new.channel_id,
+            created_at: now,
+        })
     }
 
     async fn enterprise(&self, id: EnterpriseId) -> Result<Option<Enterprise>> {
         let Some(id) = db_id(id.0) else { return Ok(None) };
-        sqlx::query("SELECT id, name, credential, created_at FROM enterprises WHERE id = $1")
+        sqlx::query(ENTERPRISE_BY_ID)
             .bind(id)
             .fetch_optional(&self.pool)
             .await
@@ -436,7 +536,7 @@ impl EntityStore for PgEntityStore {
     }
 
     async fn enterprise_by_credential(&self, credential: &str) -> Result<Option<Enterprise>> {
-        sqlx::query("SELECT id, name, credential, created_at FROM enterprises WHERE credential = $1")
+        sqlx::query(ENTERPRISE_BY_CREDENTIAL)
             .bind(credential)
             .fetch_optional(&self.pool)
             .await
@@ -446,17 +546,103 @@ impl EntityStore for PgEntityStore {
             .transpose()
     }
 
-    async fn list_enterprises(&self, page: Page) -> Result<Vec<Enterprise>> {
+    async fn list_enterprises_in(&self, channels: Option<&[ChannelId]>, page: Page) -> Result<Vec<Enterprise>> {
+        if let Some(channels) = channels {
+            check_bound("channel ids", channels.len(), MAX_ENTERPRISE_CHANNEL_FILTER)?;
+        }
         let Some(after) = db_id(page.after) else { return Ok(Vec::new()) };
-        sqlx::query("SELECT id, name, credential, created_at FROM enterprises WHERE id > $1 ORDER BY id LIMIT $2")
-            .bind(after)
-            .bind(i64::from(page.limit))
-            .fetch_all(&self.pool)
+        let query = match channels {
+            None => sqlx::query(ENTERPRISE_PAGE).bind(after).bind(i64::from(page.limit)),
+            Some(channels) => {
+                // An id no row can have is left out.
+                let ids: Vec<i64> = channels.iter().filter_map(|c| db_id(c.0)).collect();
+                if ids.is_empty() {
+                    return Ok(Vec::new());
+                }
+                sqlx::query(ENTERPRISE_IN_CHANNELS_PAGE).bind(ids).bind(after).bind(i64::from(page.limit))
+            }
+        };
+        query.fetch_all(&self.pool).await.map_err(backend)?.iter().map(enterprise_from_row).collect()
+    }
+
+    async fn create_channel(&self, new: NewChannel, now: UnixMillis) -> Result<Channel> {
+        new.validate()?;
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let parent = match new.parent_id {
+            Some(parent) => {
+                // FOR SHARE: the parent row stays as read until the new channel commits.
+                let allows: Option<bool> = match db_id(parent.0) {
+                    Some(id) => sqlx::query_scalar("SELECT allow_sub_channels FROM channels WHERE id = $1 FOR SHARE")
+                        .bind(id)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(backend)?,
+                    None => None,
+                };
+                check_parent_channel(parent, allows)?;
+                db_id(parent.0)
+            }
+            None => None,
+        };
+        let id: i64 = sqlx::query_scalar(INSERT_CHANNEL)
+            .bind(&new.name)
+            .bind(parent)
+            .bind(new.allow_sub_channels)
+            .bind(new.device_management)
+            .bind(new.rps)
+            .bind(&new.contact)
+            .bind(&new.email)
+            .bind(now.0)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(Channel {
+            id: ChannelId(row_id(id)),
+            name: new.name,
+            parent_id: new.parent_id,
+            allow_sub_channels: new.allow_sub_channels,
+            device_management: new.device_management,
+            rps: new.rps,
+            contact: new.contact,
+            email: new.email,
+            created_at: now,
+        })
+    }
+
+    async fn channel(&self, id: ChannelId) -> Result<Option<Channel>> {
+        let Some(id) = db_id(id.0) else { return Ok(None) };
+        sqlx::query(CHANNEL_BY_ID)
+            .bind(id)
+            .fetch_optional(&self.pool)
             .await
             .map_err(backend)?
-            .iter()
-            .map(enterprise_from_row)
-            .collect()
+            .as_ref()
+            .map(channel_from_row)
+            .transpose()
+    }
+
+    async fn list_channels(&self, within: Option<ChannelId>, page: Page) -> Result<Vec<Channel>> {
+        let Some(after) = db_id(page.after) else { return Ok(Vec::new()) };
+        let query = match within {
+            None => sqlx::query(CHANNEL_PAGE).bind(after).bind(i64::from(page.limit)),
+            Some(root) => {
+                let Some(root) = db_id(root.0) else { return Ok(Vec::new()) };
+                sqlx::query(CHANNEL_DESCENDANTS_PAGE).bind(root).bind(after).bind(i64::from(page.limit))
+            }
+        };
+        query.fetch_all(&self.pool).await.map_err(backend)?.iter().map(channel_from_row).collect()
+    }
+
+    async fn channel_subtree(&self, root: ChannelId) -> Result<Vec<ChannelId>> {
+        let Some(id) = db_id(root.0) else { return Ok(Vec::new()) };
+        let ids: Vec<i64> = sqlx::query_scalar(CHANNEL_SUBTREE)
+            .bind(id)
+            .bind(MAX_CHANNEL_SUBTREE as i64 + 1)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?;
+        bounded_subtree(root, ids.into_iter().map(|i| ChannelId(row_id(i))).collect())
     }
 
     async fn register_device(&self, new: NewDevice) -> Result<RegisteredDevice> {

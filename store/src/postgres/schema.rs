@@ -163,6 +163,33 @@ const MIGRATIONS: &[(&str, &str)] = &[
         CHECK (totp_last_step IS NULL OR totp_last_step >= 0);
     "#,
     ),
+    (
+        "tenants",
+        // 8: tenants (TEN-1..4): the channel tree (a channel's parent always exists before it,
+        // so its id is smaller and the tree has no cycles), the channel each enterprise belongs
+        // to, and the tenant of channel and enterprise admin accounts.
+        r#"
+    CREATE TABLE channels (
+        id                 BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        name               TEXT NOT NULL,
+        parent_id          BIGINT REFERENCES channels (id),
+        allow_sub_channels BOOLEAN NOT NULL,
+        device_management  BOOLEAN NOT NULL,
+        rps                BOOLEAN NOT NULL,
+        contact            TEXT NOT NULL,
+        email              TEXT NOT NULL,
+        created_at         BIGINT NOT NULL,
+        CHECK (parent_id IS NULL OR parent_id < id)
+    );
+    CREATE INDEX channels_parent ON channels (parent_id, id);
+    ALTER TABLE enterprises ADD COLUMN channel_id BIGINT REFERENCES channels (id);
+    CREATE INDEX enterprises_channel ON enterprises (channel_id, id);
+    ALTER TABLE accounts ADD COLUMN channel_id BIGINT REFERENCES channels (id);
+    ALTER TABLE accounts ADD COLUMN enterprise_id BIGINT REFERENCES enterprises (id);
+    CREATE INDEX accounts_channel ON accounts (channel_id);
+    CREATE INDEX accounts_enterprise ON accounts (enterprise_id);
+    "#,
+    ),
 ];
 
 /// The schema version this build writes.

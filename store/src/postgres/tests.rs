@@ -12,12 +12,18 @@ async fn store(test: &str) -> (PgEntityStore, String) {
 }
 
 fn account(email: &str) -> NewAccount {
-    NewAccount { email: email.into(), password_hash: "phc".into(), role: Role::PlatformAdmin }
+    NewAccount {
+        email: email.into(),
+        password_hash: "phc".into(),
+        role: Role::PlatformAdmin,
+        channel_id: None,
+        enterprise_id: None,
+    }
 }
 
 async fn enterprise(store: &PgEntityStore, name: &str) -> Enterprise {
     store
-        .create_enterprise(NewEnterprise { name: name.into(), credential: format!("cred-{name}") })
+        .create_enterprise(NewEnterprise { name: name.into(), credential: format!("cred-{name}"), channel_id: None })
         .await
         .expect("create enterprise")
 }
@@ -103,7 +109,9 @@ async fn enterprises_have_unique_credentials_and_keyset_pages() {
     for i in 0..5 {
         created.push(enterprise(&store, &format!("e{i}")).await);
     }
-    let dup = store.create_enterprise(NewEnterprise { name: "other".into(), credential: "cred-e0".into() }).await;
+    let dup = store
+        .create_enterprise(NewEnterprise { name: "other".into(), credential: "cred-e0".into(), channel_id: None })
+        .await;
     assert!(matches!(dup, Err(StoreError::AlreadyExists("credential"))));
     assert_eq!(store.enterprise(created[1].id).await.expect("by id"), Some(created[1].clone()));
     assert_eq!(store.enterprise(EnterpriseId(u64::MAX)).await.expect("by id"), None);

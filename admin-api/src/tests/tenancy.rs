@@ -1,0 +1,242 @@
+//! Tenant isolation (TEN-4, ALM-7): the authorization matrix, walked from the route table, and
+//! the channel tree's visibility.
+
+use axum::http::{Method, StatusCode};
+use fleetpulse_proto::domain::{AlarmChange, AlarmChangeKind, DeviceKey};
+use fleetpulse_proto::{AlarmTypeCode, ChannelId, EnterpriseId, Mac, UnixMillis};
+use fleetpulse_store::{EventBatch, NewAccount, NewChannel, NewDevice, NewEnterprise, Role, StrategySettings};
+use serde_json::{Value, json};
+
+use super::*;
+use crate::auth::hash_password;
+
+/// Routes that are not about tenant objects: the caller's own session and account, and ops.
+const SELF_ROUTES: &[&str] = &[
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/api/v1/auth/login",
+    "/api/v1/auth/logout",
+    "/api/v1/account/totp/setup",
+    "/api/v1/account/totp",
+    "/api/v1/account/totp/disable",
+];
+
+/// Listings checked by content (they take no foreign id): nothing foreign may appear.
+const LISTINGS: &[&str] = &["/api/v1/enterprises", "/api/v1/channels"];
+
+struct World {
+    h: Harness,
+    channel_admin: String,
+    enterprise_admin: String,
+    a: ChannelId,
+    b: ChannelId,
+    ea: EnterpriseId,
+    ea1: EnterpriseId,
+    eb: EnterpriseId,
+    /// Objects of enterprise EB (channel B): foreign to both tenant accounts.
+    device: u64,
+    alarm: u64,
+    strategy: u64,
+}
+
+async fn channel(h: &Harness, name: &str, parent: Option<ChannelId>) -> ChannelId {
+    let new = NewChannel {
+        name: name.into(),
+        parent_id: parent,
+        allow_sub_channels: true,
+        device_management: true,
+        rps: false,
+        contact: String::new(),
+        email: String::new(),
+    };
+    h.store.entities.create_channel(new, UnixMillis(1)).await.expect("channel").id
+}
+
+async fn enterprise_in(h: &Harness, name: &str, channel: ChannelId) -> EnterpriseId {
+    let new = NewEnterprise { name: name.into(), credential: format!("cred-{name}"), channel_id: Some(channel) };
+    h.store.entities.create_enterprise(new).await.expect("enterprise").id
+}
+
+async fn account(
+    h: &Harness,
+    email: &str,
+    role: Role,
+    channel: Option<ChannelId>,
+    enterprise: Option<EnterpriseId>,
+) -> String {
+    let new = NewAccount {
+        email: email.into(),
+        password_hash: hash_password("tenant-password").expect("hash"),
+        role,
+        channel_id: channel,
+        enterprise_id: enterprise,
+    };
+    h.store.entities.create_account(new).await.expect("account");
+    let reply = h.login(email, "tenant-password").await;
+    reply.json()["token"].as_str().expect("token").to_owned()
+}
+
+async fn world() -> World {
+    let h = harness();
+    h.admin_token().await;
+    let a = channel(&h, "A", None).await;
+    let a1 = channel(&h, "A1", Some(a)).await;
+    let b = channel(&h, "B", None).await;
+    let ea = enterprise_in(&h, "EA", a).await;
+    let ea1 = enterprise_in(&h, "EA1", a1).await;
+    let eb = enterprise_in(&h, "EB", b).await;
+    let channel_admin = account(&h, "channel-a@example.com", Role::ChannelAdmin, Some(a), None).await;
+    let enterprise_admin = account(&h, "enterprise-a@example.com", Role::EnterpriseAdmin, None, Some(ea)).await;
+
+    let new = NewDevice {
+        enterprise_id: eb,
+        key: DeviceKey::Mac(Mac::parse("00156500bb01").expect("mac")),
+        serial: Some("SN-B".into()),
+        model: "T54W".into(),
+        firmware: "1.0".into(),
+        at: UnixMillis(1),
+    };
+    let device = h.store.entities.register_device(new).await.expect("device").device.id;
+    let raise = AlarmChange {
+        device_id: device,
+        enterprise_id: eb,
+        code: AlarmTypeCode(105),
+        at: UnixMillis(10),
+        kind: AlarmChangeKind::Raise { description: "crash".into() },
+    };
+    h.store.events.append(EventBatch { alarm_changes: vec![raise], ..EventBatch::default() }).await.expect("alarm");
+    let filter = fleetpulse_store::AlarmFilter { enterprise: Some(eb), ..Default::default() };
+    let alarm =
+        h.store.events.list_alarm_records(filter, fleetpulse_store::Page::first(10)).await.expect("alarms")[0].id;
+    let settings = StrategySettings {
+        name: "B ops".into(),
+        enabled: true,
+        alarm_types: vec![],
+        severities: vec![],
+        receivers: vec!["ops@b.example".into()],
+        group_wait_ms: 0,
+        group_interval_ms: 60_000,
+        repeat_interval_ms: 3_600_000,
+        thresholds: vec![],
+    };
+    let strategy = h.store.entities.create_strategy(eb, settings, UnixMillis(1)).await.expect("strategy").id.0;
+    World { h, channel_admin, enterprise_admin, a, b, ea, ea1, eb, device: device.0, alarm, strategy }
+}
+
+fn strategy_body() -> Value {
+    json!({"name": "x", "receivers": ["x@example.com"]})
+}
+
+/// The concrete request for a route aimed at tenant B's objects, or `None` for self routes and
+/// listings. Panics for a route the matrix does not know: add it here when adding a route.
+fn foreign_request(w: &World, path: &str, method: &Method) -> Option<(String, Option<Value>)> {
+    if SELF_ROUTES.contains(&path) || (LISTINGS.contains(&path) && method == Method::GET) {
+        return None;
+    }
+    let id = |prefix: &str| path.starts_with(prefix) && path.contains("{id}");
+    let uri = if id("/api/v1/enterprises/") {
+        path.replace("{id}", &w.eb.to_string())
+    } else if id("/api/v1/devices/") {
+        path.replace("{id}", &w.device.to_string())
+    } else if id("/api/v1/alarms/") {
+        path.replace("{id}", &w.alarm.to_string())
+    } else if id("/api/v1/alarm-strategies/") {
+        path.replace("{id}", &w.strategy.to_string())
+    } else if id("/api/v1/channels/") {
+        path.replace("{id}", &w.b.to_string())
+    } else if matches!(
+        path,
+        "/api/v1/devices"
+            | "/api/v1/alarms"
+            | "/api/v1/alarms/latest"
+            | "/api/v1/operation-logs"
+            | "/api/v1/operation-logs/export"
+    ) {
+        format!("{path}?enterprise_id={}", w.eb)
+    } else if matches!(path, "/api/v1/enterprises" | "/api/v1/channels" | "/api/v1/accounts") {
+        path.to_owned()
+    } else {
+        panic!("route {path} is not in the authorization matrix: say which tenant object it reaches");
+    };
+    let body = match (path, method) {
+        (_, m) if m == Method::GET || m == Method::DELETE => None,
+        ("/api/v1/enterprises", _) => Some(json!({"name": "intruder", "channel_id": w.b})),
+        ("/api/v1/channels", _) => Some(json!({"name": "intruder", "parent_id": w.b})),
+        ("/api/v1/accounts", _) => Some(json!({
+            "email": "intruder@example.com", "password": "long-enough-1", "role": "enterprise_admin", "enterprise_id": w.eb
+        })),
+        (p, _) if p.ends_with("alarm-strategies") || p == "/api/v1/alarm-strategies/{id}" => Some(strategy_body()),
+        _ => Some(json!({})),
+    };
+    Some((uri, body))
+}
+
+#[tokio::test]
+async fn every_route_answers_404_or_403_for_another_tenants_objects() {
+    let w = world().await;
+    let mut cells = 0;
+    for (caller, token) in [("channel A admin", &w.channel_admin), ("enterprise EA admin", &w.enterprise_admin)] {
+        for (path, _) in crate::routes::all() {
+            for method in [Method::GET, Method::POST, Method::PUT, Method::DELETE] {
+                let Some((uri, body)) = foreign_request(&w, path, &method) else { continue };
+                let reply = w.h.call(method.clone(), &uri, Some(token), body).await;
+                if reply.status == StatusCode::METHOD_NOT_ALLOWED {
+                    continue;
+                }
+                cells += 1;
+                assert!(!reply.text().contains("route not found"), "{method} {uri}: the matrix must reach the route");
+                assert!(
+                    matches!(reply.status, StatusCode::NOT_FOUND | StatusCode::FORBIDDEN),
+                    "{caller}: {method} {uri} answered {} {}",
+                    reply.status,
+                    reply.text()
+                );
+            }
+        }
+    }
+    assert!(cells >= 30, "the matrix covered {cells} cells");
+    // Nothing of B changed.
+    let strategy = w.h.store.entities.strategy(fleetpulse_proto::StrategyId(w.strategy)).await.unwrap().expect("kept");
+    assert_eq!(strategy.settings.name, "B ops");
+    let alarm = w.h.store.events.alarm_record(w.alarm).await.unwrap().expect("kept");
+    assert_eq!(alarm.status, fleetpulse_store::AlarmStatus::Active);
+}
+
+#[tokio::test]
+async fn listings_show_a_channel_its_subtree_and_an_enterprise_itself() {
+    let w = world().await;
+    let ids = |r: Reply| -> Vec<u64> {
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        r.json()["items"].as_array().expect("items").iter().map(|e| e["id"].as_u64().expect("id")).collect()
+    };
+    let mine = ids(w.h.get("/api/v1/enterprises", &w.channel_admin).await);
+    assert_eq!(mine, [w.ea.0, w.ea1.0], "channel A sees EA and its sub-channel's EA1, not EB");
+    assert_eq!(ids(w.h.get("/api/v1/enterprises", &w.enterprise_admin).await), [w.ea.0]);
+    let channels = ids(w.h.get("/api/v1/channels", &w.channel_admin).await);
+    assert_eq!(channels.len(), 1, "only A1 below A: {channels:?}");
+    assert!(!channels.contains(&w.b.0) && !channels.contains(&w.a.0));
+    w.h.get("/api/v1/channels", &w.enterprise_admin).await.assert_error(StatusCode::FORBIDDEN, "forbidden");
+
+    // Inside its scope a channel works normally: sub-channel enterprise, new enterprise in A.
+    assert_eq!(w.h.get(&format!("/api/v1/enterprises/{}", w.ea1), &w.channel_admin).await.status, StatusCode::OK);
+    w.h.get(&format!("/api/v1/enterprises/{}", w.ea1), &w.enterprise_admin)
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "not_found");
+    let created =
+        w.h.call(Method::POST, "/api/v1/enterprises", Some(&w.channel_admin), Some(json!({"name": "EA2"}))).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text());
+    assert_eq!(created.json()["channel_id"], w.a.0);
+    let devices = w.h.get(&format!("/api/v1/devices?enterprise_id={}", w.ea), &w.enterprise_admin).await;
+    assert_eq!(devices.status, StatusCode::OK);
+    let own = w.h.get("/api/v1/devices", &w.enterprise_admin).await;
+    assert_eq!(own.status, StatusCode::OK, "an enterprise admin's listing defaults to its enterprise");
+    // A sub-channel of a channel that forbids them is refused (400), an enterprise admin cannot
+    // create accounts (403).
+    let forbid = w.h.call(Method::POST, "/api/v1/channels", Some(&w.channel_admin), Some(json!({"name": "A2"}))).await;
+    assert_eq!(forbid.status, StatusCode::CREATED, "A allows sub-channels: {}", forbid.text());
+    let a2 = forbid.json()["id"].as_u64().expect("id");
+    let below = json!({"name": "A2x", "parent_id": a2});
+    let refused = w.h.call(Method::POST, "/api/v1/channels", Some(&w.channel_admin), Some(below)).await;
+    refused.assert_error(StatusCode::BAD_REQUEST, "invalid_request");
+}
