@@ -791,26 +791,9 @@ impl NewOperationLog {
 pub struct OperationLog {
     /// Identifier: increases with every row appended.
     pub id: u64,
-    /// The signed-in account, if any.
-    pub account_id: Option<AccountId>,
-    /// The account's email.
-    pub account_email: String,
-    /// The enterprise the account acted as, if any.
-    pub acting_as: Option<EnterpriseId>,
-    /// The operation type (method and route template).
-    pub operation: String,
-    /// HTTP method.
-    pub method: String,
-    /// The concrete request path.
-    pub path: String,
-    /// Client IP address.
-    pub ip: String,
-    /// When the request was made.
-    pub at: UnixMillis,
-    /// HTTP status of the response.
-    pub status: u16,
-    /// Whether it succeeded.
-    pub outcome: OperationOutcome,
+    /// The row as it was appended.
+    #[serde(flatten)]
+    pub entry: NewOperationLog,
 }
 
 /// Filters of [`crate::EntityStore::list_operation_logs`]; `None` means any.

@@ -760,25 +760,14 @@ async fn operation_log(store: &Store) {
     let all = s.list_operation_logs(OperationLogFilter::default(), Page::first(100)).await.unwrap();
     // Newest first: the batches' rows in reverse, every field as given.
     let appended: Vec<NewOperationLog> = first.iter().chain(&second).rev().cloned().collect();
-    let stored: Vec<NewOperationLog> = all
-        .iter()
-        .map(|r| NewOperationLog {
-            account_id: r.account_id,
-            account_email: r.account_email.clone(),
-            acting_as: r.acting_as,
-            operation: r.operation.clone(),
-            method: r.method.clone(),
-            path: r.path.clone(),
-            ip: r.ip.clone(),
-            at: r.at,
-            status: r.status,
-            outcome: r.outcome,
-        })
-        .collect();
+    let stored: Vec<NewOperationLog> = all.iter().map(|r| r.entry.clone()).collect();
     assert_eq!(stored, appended);
     assert!(all.windows(2).all(|w| w[0].id > w[1].id), "ids descend");
-    assert_eq!((all[5].path.as_str(), all[5].method.as_str()), ("/api/v1/enterprises", "POST"));
-    assert_eq!((all[0].path.as_str(), all[4].outcome), ("/api/v1/strategies/60", OperationOutcome::Failure));
+    assert_eq!((all[5].entry.path.as_str(), all[5].entry.method.as_str()), ("/api/v1/enterprises", "POST"));
+    assert_eq!(
+        (all[0].entry.path.as_str(), all[4].entry.outcome),
+        ("/api/v1/strategies/60", OperationOutcome::Failure)
+    );
 
     // Keyset pages: ids below the cursor, newest first.
     let mut paged = Vec::new();
@@ -801,7 +790,7 @@ async fn operation_log(store: &Store) {
     // Filters, alone and together; each in the newest-first order.
     let ats = |filter: OperationLogFilter| async move {
         let rows = s.list_operation_logs(filter, Page::first(100)).await.unwrap();
-        rows.iter().map(|r| r.at.0 - T).collect::<Vec<_>>()
+        rows.iter().map(|r| r.entry.at.0 - T).collect::<Vec<_>>()
     };
     let f = OperationLogFilter::default;
     assert_eq!(ats(OperationLogFilter { from: Some(UnixMillis(T + 30)), ..f() }).await, [60, 50, 40, 30]);
@@ -821,7 +810,7 @@ async fn operation_log(store: &Store) {
     assert_eq!(ats(alice_updates.clone()).await, [60, 30]);
     assert_eq!(ats(OperationLogFilter { enterprise: Some(acme), ..window }).await, [30]);
     let page = s.list_operation_logs(alice_updates, Page { after: all[0].id, limit: 10 }).await.unwrap();
-    assert_eq!(page.iter().map(|r| r.at.0 - T).collect::<Vec<_>>(), [30], "filters and the cursor together");
+    assert_eq!(page.iter().map(|r| r.entry.at.0 - T).collect::<Vec<_>>(), [30], "filters and the cursor together");
 
     // Bounds: each field at its limit is kept, one byte more refuses the whole batch.
     let mut longest = row(Some(bob), None, CREATE, 70, 201);
@@ -852,7 +841,7 @@ async fn operation_log(store: &Store) {
     s.append_operation_logs(vec![longest.clone()]).await.unwrap();
     let newest = s.list_operation_logs(OperationLogFilter::default(), Page::first(1)).await.unwrap();
     assert_eq!(
-        (newest[0].path.len(), newest[0].account_email.len()),
+        (newest[0].entry.path.len(), newest[0].entry.account_email.len()),
         (MAX_OPERATION_LOG_PATH, MAX_OPERATION_LOG_EMAIL)
     );
     assert!(newest[0].id > all[0].id);
@@ -862,7 +851,7 @@ async fn operation_log(store: &Store) {
     s.append_operation_logs(full).await.unwrap();
     let huge = s.list_operation_logs(OperationLogFilter::default(), Page::first(u32::MAX)).await.unwrap();
     assert_eq!(huge.len(), MAX_OPERATION_LOG_PAGE as usize);
-    assert_eq!((huge[0].at, huge[999].at), (UnixMillis(T + 1_099), UnixMillis(T + 100)));
+    assert_eq!((huge[0].entry.at, huge[999].entry.at), (UnixMillis(T + 1_099), UnixMillis(T + 100)));
     let rest = s.list_operation_logs(OperationLogFilter::default(), Page { after: huge[999].id, limit: 100 }).await;
     assert_eq!(rest.unwrap()[1..], all[..]);
 }

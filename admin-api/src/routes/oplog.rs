@@ -161,9 +161,10 @@ async fn export(
     Ok(response)
 }
 
-fn write_row(csv: &mut String, r: &OperationLog) {
+fn write_row(csv: &mut String, row: &OperationLog) {
+    let r = &row.entry;
     let fields = [
-        r.id.to_string(),
+        row.id.to_string(),
         r.at.0.to_string(),
         r.account_id.map(|a| a.to_string()).unwrap_or_default(),
         r.account_email.clone(),

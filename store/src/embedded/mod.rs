@@ -231,8 +231,7 @@ const OPERATION_LOG_COLUMNS: &str =
 
 fn operation_log_from_row(r: &Row<'_>) -> rusqlite::Result<OperationLog> {
     let outcome: String = r.get(10)?;
-    Ok(OperationLog {
-        id: r.get(0)?,
+    let entry = NewOperationLog {
         account_id: r.get::<_, Option<u64>>(1)?.map(AccountId),
         account_email: r.get(2)?,
         acting_as: r.get::<_, Option<u64>>(3)?.map(EnterpriseId),
@@ -243,7 +242,8 @@ fn operation_log_from_row(r: &Row<'_>) -> rusqlite::Result<OperationLog> {
         at: UnixMillis(r.get(8)?),
         status: r.get(9)?,
         outcome: OperationOutcome::parse(&outcome).unwrap_or(OperationOutcome::Failure),
-    })
+    };
+    Ok(OperationLog { id: r.get(0)?, entry })
 }
 
 /// The query of [`EntityStore::list_operation_logs`] and its values, or `None` if it returns

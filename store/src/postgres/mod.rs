@@ -149,8 +149,7 @@ fn account_from_row(r: &PgRow) -> Result<Account> {
 fn operation_log_from_row(r: &PgRow) -> Result<OperationLog> {
     let outcome: String = r.try_get("outcome").map_err(backend)?;
     let status: i32 = r.try_get("status").map_err(backend)?;
-    Ok(OperationLog {
-        id: row_id(r.try_get("id").map_err(backend)?),
+    let entry = NewOperationLog {
         account_id: r.try_get::<Option<i64>, _>("account_id").map_err(backend)?.map(|a| AccountId(row_id(a))),
         account_email: r.try_get("account_email").map_err(backend)?,
         acting_as: r.try_get::<Option<i64>, _>("acting_as").map_err(backend)?.map(|e| EnterpriseId(row_id(e))),
@@ -161,7 +160,8 @@ fn operation_log_from_row(r: &PgRow) -> Result<OperationLog> {
         at: UnixMillis(r.try_get("at").map_err(backend)?),
         status: u16::try_from(status).unwrap_or_default(),
         outcome: OperationOutcome::parse(&outcome).unwrap_or(OperationOutcome::Failure),
-    })
+    };
+    Ok(OperationLog { id: row_id(r.try_get("id").map_err(backend)?), entry })
 }
 
 fn strategy_from_row(r: &PgRow) -> Result<StoredStrategy> {
