@@ -336,6 +336,10 @@ impl FromRequestParts<AppState> for AuthAdmin {
             entities.touch_session(hash, now).await?;
         }
         let account = entities.account(session.account_id).await?.ok_or(ApiError::Unauthorized)?;
+        // Freezing deletes the sessions; a frozen account's token is refused all the same (TEN-2).
+        if account.frozen {
+            return Err(ApiError::Unauthorized);
+        }
         Ok(AuthAdmin { scope: Scope::of(ctx, &account).await?, account: AccountView::from(&account) })
     }
 }
@@ -460,7 +464,7 @@ struct LoginResponse {
 ///
 /// Ten wrong passwords in a row lock the account for five minutes (ACC-2); a locked account,
 /// an unknown email and a wrong password get the same answer after the same work, so the answer
-/// does not tell which accounts exist. The operation log records the email tried.
+/// does not tell which accounts exist. A frozen account (TEN-2) gets that answer too. The operation log records the email tried.
 async fn login(State(ctx): State<AppState>, Json(req): Json<LoginRequest>) -> Response {
     let email: String = req.email.trim().chars().take(320).collect();
     let mut account_id = None;
@@ -488,6 +492,8 @@ async fn login_checked(
     let req_code = req.code;
     let now = UnixMillis::now();
     let locked = account.as_ref().is_some_and(|a| a.locked_until.is_some_and(|until| until > now));
+    // A frozen account (TEN-2) gets the answer of a wrong password, after the same work.
+    let frozen = account.as_ref().is_some_and(|a| a.frozen);
     let password = req.password;
     let matches = match &account {
         Some(a) => {
@@ -500,10 +506,10 @@ async fn login_checked(
         }
     };
     let account = match account {
-        Some(a) if matches && !locked => a,
+        Some(a) if matches && !locked && !frozen => a,
         other => {
             ctx.metrics.login_failed();
-            if let Some(a) = other.filter(|_| !locked) {
+            if let Some(a) = other.filter(|_| !locked && !frozen) {
                 let lock_ms = u64::try_from(LOCKOUT.as_millis()).unwrap_or(u64::MAX);
                 let after = ctx.api.store.entities.record_login_failure(a.id, now, MAX_LOGIN_FAILURES, lock_ms).await?;
                 if after.is_some_and(|a| a.locked_until.is_some_and(|until| until > now)) {

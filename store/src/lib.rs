@@ -60,6 +60,9 @@ pub const MAX_CHANNEL_SUBTREE: usize = 10_000;
 /// Most channel ids one [`EntityStore::list_enterprises_in`] may filter by.
 pub const MAX_ENTERPRISE_CHANNEL_FILTER: usize = 10_000;
 
+/// Most ids each list of an [`AccountFilter`] of [`EntityStore::list_accounts`] may hold.
+pub const MAX_ACCOUNT_FILTER: usize = 10_000;
+
 /// Most messages one [`EntityStore::enqueue_outbox_batch`] may queue.
 pub const MAX_OUTBOX_BATCH: usize = 1_000;
 
@@ -170,6 +173,13 @@ pub trait EntityStore: Send + Sync + 'static {
     async fn account_by_email(&self, email: &str) -> Result<Option<Account>>;
     /// The account with this id.
     async fn account(&self, id: fleetpulse_proto::AccountId) -> Result<Option<Account>>;
+    /// Accounts matching the filter ([`AccountFilter`]), ordered by id, after the cursor (at
+    /// most `page.limit`). [`StoreError::InvalidInput`] for a list of more than
+    /// [`MAX_ACCOUNT_FILTER`] ids.
+    async fn list_accounts(&self, filter: AccountFilter, page: Page) -> Result<Vec<Account>>;
+    /// Freezes (or unfreezes) the account (TEN-2); freezing also deletes all its sessions, in
+    /// the same transaction. False for an unknown account.
+    async fn set_account_frozen(&self, account: fleetpulse_proto::AccountId, frozen: bool) -> Result<bool>;
     /// Number of accounts with the role.
     async fn count_accounts(&self, role: Role) -> Result<u64>;
     /// Stores a session under the hash of its token.

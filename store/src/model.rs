@@ -83,6 +83,8 @@ pub struct Account {
     /// The last TOTP time step accepted for the account (ACC-3: a code is used at most once);
     /// `None` before the first one, and again after [`crate::EntityStore::set_totp`].
     pub totp_last_step: Option<u64>,
+    /// Frozen by an administrator (TEN-2): the account cannot log in and has no sessions.
+    pub frozen: bool,
 }
 
 impl std::fmt::Debug for Account {
@@ -99,6 +101,7 @@ impl std::fmt::Debug for Account {
             .field("locked_until", &self.locked_until)
             .field("totp_secret", &self.totp_secret.as_ref().map(|_| "<redacted>"))
             .field("totp_last_step", &self.totp_last_step)
+            .field("frozen", &self.frozen)
             .finish()
     }
 }
@@ -108,6 +111,18 @@ impl Account {
     pub fn is_locked(&self, now: UnixMillis) -> bool {
         self.locked_until.is_some_and(|until| now < until)
     }
+}
+
+/// Filter of [`crate::EntityStore::list_accounts`]: with both `None`, every account; else the
+/// accounts whose channel is one of `channels` or whose enterprise is one of `enterprises`
+/// (each list at most [`crate::MAX_ACCOUNT_FILTER`] ids; an empty or absent list matches
+/// nothing then).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccountFilter {
+    /// Accounts of these channels (channel admins).
+    pub channels: Option<Vec<ChannelId>>,
+    /// Accounts of these enterprises (enterprise admins).
+    pub enterprises: Option<Vec<EnterpriseId>>,
 }
 
 /// Arguments of [`crate::EntityStore::create_account`].

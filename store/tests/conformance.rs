@@ -1239,6 +1239,67 @@ async fn tenants(store: &Store) {
         assert_eq!(Role::parse(role.as_str()), Some(role));
     }
     assert_eq!(Role::parse("root"), None);
+
+    // Listing accounts (TEN-2): all of them, or those of the given channels or enterprises.
+    let ids = |accounts: Vec<Account>| accounts.into_iter().map(|a| a.id).collect::<Vec<_>>();
+    let all = ids(s.list_accounts(AccountFilter::default(), Page::first(10_000)).await.unwrap());
+    assert!(all.windows(2).all(|w| w[0] < w[1]), "{all:?}");
+    assert!(all.contains(&channel_admin.id) && all.contains(&enterprise_admin.id), "{all:?}");
+    let after_first = ids(s.list_accounts(AccountFilter::default(), Page { after: all[0].0, limit: 1 }).await.unwrap());
+    assert_eq!(after_first, vec![all[1]]);
+    let filter = |channels: Option<Vec<ChannelId>>, enterprises: Option<Vec<EnterpriseId>>| AccountFilter {
+        channels,
+        enterprises,
+    };
+    let listed = |f: AccountFilter| async move { ids(s.list_accounts(f, Page::first(100)).await.unwrap()) };
+    assert_eq!(listed(filter(Some(sub_tree.clone()), None)).await, vec![channel_admin.id]);
+    assert_eq!(listed(filter(None, Some(vec![e_leaf.id]))).await, vec![enterprise_admin.id]);
+    let both = filter(Some(vec![sub.id]), Some(vec![e_leaf.id, EnterpriseId(u64::MAX)]));
+    assert_eq!(listed(both.clone()).await, vec![channel_admin.id, enterprise_admin.id]);
+    let page = Page { after: channel_admin.id.0, limit: 100 };
+    assert_eq!(ids(s.list_accounts(both, page).await.unwrap()), vec![enterprise_admin.id]);
+    assert_eq!(listed(filter(Some(vec![top.id]), Some(vec![e_top.id]))).await, vec![]);
+    assert_eq!(listed(filter(Some(vec![]), None)).await, vec![]);
+    assert_eq!(listed(filter(None, Some(vec![]))).await, vec![]);
+    invalid(
+        s.list_accounts(filter(Some(vec![top.id; MAX_ACCOUNT_FILTER + 1]), None), Page::first(1)).await,
+        "channel ids",
+    );
+    invalid(
+        s.list_accounts(filter(None, Some(vec![e_top.id; MAX_ACCOUNT_FILTER + 1])), Page::first(1)).await,
+        "enterprise ids",
+    );
+
+    // Freezing (TEN-2) sets the flag and ends the account's sessions; unfreezing clears it.
+    assert!(!enterprise_admin.frozen);
+    let session = |n: u8, account: AccountId| Session {
+        token_hash: TokenHash([n; 32]),
+        account_id: account,
+        created_at: UnixMillis(1_000),
+        expires_at: UnixMillis(i64::MAX),
+        last_seen_at: UnixMillis(1_000),
+    };
+    s.create_session(session(201, enterprise_admin.id)).await.unwrap();
+    s.create_session(session(202, enterprise_admin.id)).await.unwrap();
+    s.create_session(session(203, channel_admin.id)).await.unwrap();
+    assert!(s.set_account_frozen(enterprise_admin.id, true).await.unwrap());
+    assert!(s.account(enterprise_admin.id).await.unwrap().unwrap().frozen);
+    assert!(s.account_by_email("ent@example.com").await.unwrap().unwrap().frozen);
+    for n in [201, 202] {
+        assert_eq!(s.session(TokenHash([n; 32]), UnixMillis(2_000)).await.unwrap(), None);
+    }
+    assert!(s.session(TokenHash([203; 32]), UnixMillis(2_000)).await.unwrap().is_some());
+    assert!(!s.account(channel_admin.id).await.unwrap().unwrap().frozen);
+    assert!(s.set_account_frozen(enterprise_admin.id, false).await.unwrap());
+    assert!(!s.account(enterprise_admin.id).await.unwrap().unwrap().frozen);
+    s.create_session(session(204, enterprise_admin.id)).await.unwrap();
+    assert!(s.set_account_frozen(enterprise_admin.id, false).await.unwrap());
+    assert!(s.session(TokenHash([204; 32]), UnixMillis(2_000)).await.unwrap().is_some(), "unfreezing keeps sessions");
+    let unknown_account = AccountId(all.last().unwrap().0 + 1_000);
+    assert!(!s.set_account_frozen(unknown_account, true).await.unwrap());
+    assert!(!s.set_account_frozen(AccountId(u64::MAX), true).await.unwrap());
+    assert!(s.delete_account_sessions(enterprise_admin.id).await.unwrap() == 1);
+    assert!(s.delete_account_sessions(channel_admin.id).await.unwrap() == 1);
 }
 
 async fn suite(store: Store) {

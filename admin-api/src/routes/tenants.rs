@@ -1,12 +1,13 @@
-//! The tenant tree (TEN-1..4): channels and sub-channels, and tenant accounts. A channel account
-//! works inside its own subtree; an enterprise account has no access to these routes (403).
+//! The tenant tree (TEN-1..4): channels and sub-channels, and tenant accounts (listing, creating,
+//! freezing). A channel account works inside its own subtree; an enterprise account has no
+//! access to these routes (403).
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
-use fleetpulse_proto::{ChannelId, EnterpriseId};
-use fleetpulse_store::{Channel, NewAccount, NewChannel, Role};
+use fleetpulse_proto::{AccountId, ChannelId, EnterpriseId};
+use fleetpulse_store::{Account, AccountFilter, Channel, MAX_ACCOUNT_FILTER, NewAccount, NewChannel, Page, Role};
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
@@ -23,7 +24,10 @@ pub(crate) fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
     vec![
         ("/api/v1/channels", get(list).post(create)),
         ("/api/v1/channels/{id}", get(show)),
-        ("/api/v1/accounts", post(create_account)),
+        ("/api/v1/accounts", get(list_accounts).post(create_account)),
+        ("/api/v1/accounts/{id}", get(show_account)),
+        ("/api/v1/accounts/{id}/freeze", post(freeze_account)),
+        ("/api/v1/accounts/{id}/unfreeze", post(unfreeze_account)),
     ]
 }
 
@@ -128,13 +132,28 @@ struct CreateAccount {
     enterprise_id: Option<EnterpriseId>,
 }
 
+/// An account as the API shows it: never its password hash nor its TOTP secret.
 #[derive(Debug, Serialize)]
-struct CreatedAccount {
-    id: fleetpulse_proto::AccountId,
+struct AccountBody {
+    id: AccountId,
     email: String,
     role: Role,
     channel_id: Option<ChannelId>,
     enterprise_id: Option<EnterpriseId>,
+    frozen: bool,
+}
+
+impl From<Account> for AccountBody {
+    fn from(a: Account) -> Self {
+        AccountBody {
+            id: a.id,
+            email: a.email,
+            role: a.role,
+            channel_id: a.channel_id,
+            enterprise_id: a.enterprise_id,
+            frozen: a.frozen,
+        }
+    }
 }
 
 /// `POST /api/v1/accounts` `{email, password, role, channel_id?, enterprise_id?}`: creates a
@@ -172,12 +191,113 @@ async fn create_account(
         enterprise_id: req.enterprise_id,
     };
     let account = ctx.api.store.entities.create_account(new).await?;
-    let body = CreatedAccount {
-        id: account.id,
-        email: account.email,
-        role: account.role,
-        channel_id: account.channel_id,
-        enterprise_id: account.enterprise_id,
+    Ok((StatusCode::CREATED, Json(AccountBody::from(account))).into_response())
+}
+
+/// Enterprises read per page while collecting a channel admin's account filter.
+const ENTERPRISE_FILTER_PAGE: u32 = 1000;
+
+/// `GET /api/v1/accounts`: every account (platform), or the accounts of the channels of the
+/// caller's subtree and of the enterprises in it (channel admin), ordered by id.
+async fn list_accounts(
+    auth: AuthAdmin,
+    State(ctx): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<ListPage<AccountBody>>, ApiError> {
+    let page = page(q.after, q.limit, LIST_DEFAULT, LIST_MAX)?;
+    let filter = match &auth.scope {
+        Scope::Platform => AccountFilter::default(),
+        Scope::Enterprise(_) => return Err(ApiError::Forbidden),
+        Scope::Channel { subtree, .. } => {
+            // The enterprises of the subtree, page by page, bounded like the filter itself.
+            let entities = &ctx.api.store.entities;
+            let mut enterprises = Vec::new();
+            let mut after = 0;
+            loop {
+                let batch =
+                    entities.list_enterprises_in(Some(subtree), Page { after, limit: ENTERPRISE_FILTER_PAGE }).await?;
+                enterprises.extend(batch.iter().map(|e| e.id));
+                if enterprises.len() > MAX_ACCOUNT_FILTER {
+                    return Err(ApiError::invalid(format!(
+                        "the subtree has more than {MAX_ACCOUNT_FILTER} enterprises to list accounts of"
+                    )));
+                }
+                match batch.last() {
+                    Some(last) if batch.len() >= ENTERPRISE_FILTER_PAGE as usize => after = last.id.0,
+                    _ => break,
+                }
+            }
+            AccountFilter { channels: Some(subtree.clone()), enterprises: Some(enterprises) }
+        }
     };
-    Ok((StatusCode::CREATED, Json(body)).into_response())
+    let items = ctx.api.store.entities.list_accounts(filter, page).await?;
+    let items: Vec<AccountBody> = items.into_iter().map(AccountBody::from).collect();
+    Ok(Json(ListPage::new(items, page, |a| a.id.0)))
+}
+
+/// The account, or 404 when it does not exist or the caller may not see it: visible to the
+/// platform; to a channel admin when its channel is in the caller's subtree or its enterprise
+/// is visible (platform admin accounts never are). Enterprise admins: 403.
+async fn find_account(ctx: &AppState, auth: &AuthAdmin, id: AccountId) -> Result<Account, ApiError> {
+    if matches!(auth.scope, Scope::Enterprise(_)) {
+        return Err(ApiError::Forbidden);
+    }
+    let Some(account) = ctx.api.store.entities.account(id).await? else {
+        return Err(ApiError::NotFound("account"));
+    };
+    let visible = match (&auth.scope, account.role) {
+        (Scope::Platform, _) => true,
+        (_, Role::PlatformAdmin) => false,
+        _ => {
+            account.channel_id.is_some_and(|c| auth.can_see_channel(c))
+                || match account.enterprise_id {
+                    Some(e) => auth.can_see(ctx, e).await?,
+                    None => false,
+                }
+        }
+    };
+    if visible { Ok(account) } else { Err(ApiError::NotFound("account")) }
+}
+
+/// `GET /api/v1/accounts/{id}`.
+async fn show_account(
+    auth: AuthAdmin,
+    State(ctx): State<AppState>,
+    Path(id): Path<AccountId>,
+) -> Result<Json<AccountBody>, ApiError> {
+    Ok(Json(AccountBody::from(find_account(&ctx, &auth, id).await?)))
+}
+
+/// Freezes or unfreezes a visible account other than the caller's (409 for its own).
+async fn set_frozen(ctx: &AppState, auth: &AuthAdmin, id: AccountId, frozen: bool) -> Result<AccountBody, ApiError> {
+    let account = find_account(ctx, auth, id).await?;
+    if account.id == auth.account.id {
+        return Err(ApiError::Conflict("an account cannot freeze or unfreeze itself".into()));
+    }
+    let entities = &ctx.api.store.entities;
+    if !entities.set_account_frozen(account.id, frozen).await? {
+        return Err(ApiError::NotFound("account"));
+    }
+    let account = entities.account(account.id).await?.ok_or(ApiError::NotFound("account"))?;
+    Ok(AccountBody::from(account))
+}
+
+/// `POST /api/v1/accounts/{id}/freeze` (TEN-2): the account can no longer log in and its
+/// sessions end; 200 with the account.
+async fn freeze_account(
+    auth: AuthAdmin,
+    State(ctx): State<AppState>,
+    Path(id): Path<AccountId>,
+) -> Result<Json<AccountBody>, ApiError> {
+    Ok(Json(set_frozen(&ctx, &auth, id, true).await?))
+}
+
+/// `POST /api/v1/accounts/{id}/unfreeze` (TEN-2): the account can log in again; 200 with the
+/// account.
+async fn unfreeze_account(
+    auth: AuthAdmin,
+    State(ctx): State<AppState>,
+    Path(id): Path<AccountId>,
+) -> Result<Json<AccountBody>, ApiError> {
+    Ok(Json(set_frozen(&ctx, &auth, id, false).await?))
 }

@@ -23,10 +23,11 @@ const SELF_ROUTES: &[&str] = &[
 ];
 
 /// Listings checked by content (they take no foreign id): nothing foreign may appear.
-const LISTINGS: &[&str] = &["/api/v1/enterprises", "/api/v1/channels"];
+const LISTINGS: &[&str] = &["/api/v1/enterprises", "/api/v1/channels", "/api/v1/accounts"];
 
 struct World {
     h: Harness,
+    platform: String,
     channel_admin: String,
     enterprise_admin: String,
     a: ChannelId,
@@ -38,6 +39,8 @@ struct World {
     device: u64,
     alarm: u64,
     strategy: u64,
+    /// The enterprise admin account of EB.
+    eb_admin: u64,
 }
 
 async fn channel(h: &Harness, name: &str, parent: Option<ChannelId>) -> ChannelId {
@@ -79,7 +82,7 @@ async fn account(
 
 async fn world() -> World {
     let h = harness();
-    h.admin_token().await;
+    let platform = h.admin_token().await;
     let a = channel(&h, "A", None).await;
     let a1 = channel(&h, "A1", Some(a)).await;
     let b = channel(&h, "B", None).await;
@@ -88,6 +91,9 @@ async fn world() -> World {
     let eb = enterprise_in(&h, "EB", b).await;
     let channel_admin = account(&h, "channel-a@example.com", Role::ChannelAdmin, Some(a), None).await;
     let enterprise_admin = account(&h, "enterprise-a@example.com", Role::EnterpriseAdmin, None, Some(ea)).await;
+    account(&h, "enterprise-b@example.com", Role::EnterpriseAdmin, None, Some(eb)).await;
+    let eb_admin =
+        h.store.entities.account_by_email("enterprise-b@example.com").await.expect("read").expect("EB admin");
 
     let new = NewDevice {
         enterprise_id: eb,
@@ -121,7 +127,21 @@ async fn world() -> World {
         thresholds: vec![],
     };
     let strategy = h.store.entities.create_strategy(eb, settings, UnixMillis(1)).await.expect("strategy").id.0;
-    World { h, channel_admin, enterprise_admin, a, b, ea, ea1, eb, device: device.0, alarm, strategy }
+    World {
+        h,
+        platform,
+        channel_admin,
+        enterprise_admin,
+        a,
+        b,
+        ea,
+        ea1,
+        eb,
+        device: device.0,
+        alarm,
+        strategy,
+        eb_admin: eb_admin.id.0,
+    }
 }
 
 fn strategy_body() -> Value {
@@ -145,6 +165,8 @@ fn foreign_request(w: &World, path: &str, method: &Method) -> Option<(String, Op
         path.replace("{id}", &w.strategy.to_string())
     } else if id("/api/v1/channels/") {
         path.replace("{id}", &w.b.to_string())
+    } else if id("/api/v1/accounts/") {
+        path.replace("{id}", &w.eb_admin.to_string())
     } else if matches!(
         path,
         "/api/v1/devices"
@@ -195,8 +217,10 @@ async fn every_route_answers_404_or_403_for_another_tenants_objects() {
             }
         }
     }
-    assert!(cells >= 30, "the matrix covered {cells} cells");
+    assert!(cells >= 36, "the matrix covered {cells} cells");
     // Nothing of B changed.
+    let eb_admin = w.h.store.entities.account(fleetpulse_proto::AccountId(w.eb_admin)).await.unwrap().expect("kept");
+    assert!(!eb_admin.frozen);
     let strategy = w.h.store.entities.strategy(fleetpulse_proto::StrategyId(w.strategy)).await.unwrap().expect("kept");
     assert_eq!(strategy.settings.name, "B ops");
     let alarm = w.h.store.events.alarm_record(w.alarm).await.unwrap().expect("kept");
@@ -217,6 +241,17 @@ async fn listings_show_a_channel_its_subtree_and_an_enterprise_itself() {
     assert_eq!(channels.len(), 1, "only A1 below A: {channels:?}");
     assert!(!channels.contains(&w.b.0) && !channels.contains(&w.a.0));
     w.h.get("/api/v1/channels", &w.enterprise_admin).await.assert_error(StatusCode::FORBIDDEN, "forbidden");
+    let accounts = ids(w.h.get("/api/v1/accounts", &w.channel_admin).await);
+    let id_of = |email: &str| {
+        let h = &w.h;
+        let email = email.to_owned();
+        async move { h.store.entities.account_by_email(&email).await.expect("read").expect("account").id.0 }
+    };
+    let (own, ea_admin) = (id_of("channel-a@example.com").await, id_of("enterprise-a@example.com").await);
+    assert_eq!(accounts, [own, ea_admin], "channel A lists its own channel's and its enterprises' accounts");
+    let all = ids(w.h.get("/api/v1/accounts", &w.platform).await);
+    assert!(all.contains(&w.eb_admin) && all.contains(&own) && all.len() == 4, "{all:?}");
+    w.h.get("/api/v1/accounts", &w.enterprise_admin).await.assert_error(StatusCode::FORBIDDEN, "forbidden");
 
     // Inside its scope a channel works normally: sub-channel enterprise, new enterprise in A.
     assert_eq!(w.h.get(&format!("/api/v1/enterprises/{}", w.ea1), &w.channel_admin).await.status, StatusCode::OK);
@@ -239,4 +274,65 @@ async fn listings_show_a_channel_its_subtree_and_an_enterprise_itself() {
     let below = json!({"name": "A2x", "parent_id": a2});
     let refused = w.h.call(Method::POST, "/api/v1/channels", Some(&w.channel_admin), Some(below)).await;
     refused.assert_error(StatusCode::BAD_REQUEST, "invalid_request");
+}
+
+#[tokio::test]
+async fn freezing_ends_sessions_and_refuses_logins_until_unfrozen() {
+    let w = world().await;
+    let ea_admin = w.h.store.entities.account_by_email("enterprise-a@example.com").await.unwrap().expect("EA admin");
+    let uri = |action: &str| format!("/api/v1/accounts/{}{action}", ea_admin.id);
+    assert_eq!(w.h.get("/api/v1/devices", &w.enterprise_admin).await.status, StatusCode::OK);
+
+    // The channel admin sees and freezes an enterprise admin of its subtree; no secrets shown.
+    let shown = w.h.get(&uri(""), &w.channel_admin).await;
+    assert_eq!(shown.status, StatusCode::OK, "{}", shown.text());
+    assert_eq!(shown.json()["frozen"], false);
+    let frozen = w.h.call(Method::POST, &uri("/freeze"), Some(&w.channel_admin), None).await;
+    assert_eq!(frozen.status, StatusCode::OK, "{}", frozen.text());
+    assert_eq!(frozen.json()["frozen"], true);
+    assert_eq!(frozen.json()["email"], "enterprise-a@example.com");
+    for reply in [&shown, &frozen] {
+        let text = reply.text();
+        assert!(!text.contains("password") && !text.contains("totp") && !text.contains("argon2"), "{text}");
+    }
+    assert!(w.h.store.entities.account(ea_admin.id).await.unwrap().expect("account").frozen);
+
+    // Its session ended, and its login gets the answer of a wrong password.
+    w.h.get("/api/v1/devices", &w.enterprise_admin).await.assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    let wrong = w.h.login("enterprise-a@example.com", "not-the-password").await;
+    let refused = w.h.login("enterprise-a@example.com", "tenant-password").await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    assert_eq!((refused.status, refused.json()), (wrong.status, wrong.json()), "frozen looks like a wrong password");
+
+    // Another channel's account is not found; an account cannot freeze itself; an enterprise
+    // admin has no access.
+    let foreign = format!("/api/v1/accounts/{}/freeze", w.eb_admin);
+    w.h.call(Method::POST, &foreign, Some(&w.channel_admin), None)
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "not_found");
+    let own = w.h.store.entities.account_by_email("channel-a@example.com").await.unwrap().expect("own").id;
+    let itself = format!("/api/v1/accounts/{own}/freeze");
+    w.h.call(Method::POST, &itself, Some(&w.channel_admin), None).await.assert_error(StatusCode::CONFLICT, "conflict");
+    let platform = w.h.store.entities.account_by_email(ADMIN_EMAIL).await.unwrap().expect("platform").id;
+    let platform_uri = format!("/api/v1/accounts/{platform}/freeze");
+    w.h.call(Method::POST, &platform_uri, Some(&w.channel_admin), None)
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "not_found");
+    w.h.call(Method::POST, &platform_uri, Some(&w.platform), None).await.assert_error(StatusCode::CONFLICT, "conflict");
+    let other = w.h.login("enterprise-b@example.com", "tenant-password").await;
+    let other = other.json()["token"].as_str().expect("token").to_owned();
+    w.h.call(Method::POST, &uri("/unfreeze"), Some(&other), None)
+        .await
+        .assert_error(StatusCode::FORBIDDEN, "forbidden");
+    let missing = format!("/api/v1/accounts/{}", w.eb_admin + 1_000);
+    w.h.get(&missing, &w.platform).await.assert_error(StatusCode::NOT_FOUND, "not_found");
+
+    // Unfrozen, it logs in again.
+    let unfrozen = w.h.call(Method::POST, &uri("/unfreeze"), Some(&w.channel_admin), None).await;
+    assert_eq!(unfrozen.status, StatusCode::OK, "{}", unfrozen.text());
+    assert_eq!(unfrozen.json()["frozen"], false);
+    let again = w.h.login("enterprise-a@example.com", "tenant-password").await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.text());
+    let token = again.json()["token"].as_str().expect("token").to_owned();
+    assert_eq!(w.h.get("/api/v1/devices", &token).await.status, StatusCode::OK);
 }

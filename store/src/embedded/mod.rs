@@ -198,7 +198,7 @@ impl ReadPool {
 
 /// The columns `account_from_row` reads, in its order.
 const ACCOUNT_COLUMNS: &str = "id, email, password_hash, role, created_at, failed_logins, locked_until, totp_secret, \
-     totp_last_step, channel_id, enterprise_id";
+     totp_last_step, channel_id, enterprise_id, frozen";
 
 fn account_from_row(r: &Row<'_>) -> rusqlite::Result<Account> {
     let role: String = r.get(3)?;
@@ -222,6 +222,7 @@ fn account_from_row(r: &Row<'_>) -> rusqlite::Result<Account> {
         locked_until: r.get::<_, Option<i64>>(6)?.map(UnixMillis),
         totp_secret: r.get(7)?,
         totp_last_step: r.get::<_, Option<i64>>(8)?.map(|s| u64::try_from(s).unwrap_or_default()),
+        frozen: r.get(11)?,
     })
 }
 
@@ -733,6 +734,7 @@ impl EntityStore for EmbeddedStore {
                 locked_until: None,
                 totp_secret: None,
                 totp_last_step: None,
+                frozen: false,
             })
         })
         .await
@@ -753,6 +755,61 @@ impl EntityStore for EmbeddedStore {
             Ok(c.prepare_cached(&format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ?1"))?
                 .query_row([id.0], account_from_row)
                 .optional()?)
+        })
+        .await
+    }
+
+    async fn list_accounts(&self, filter: AccountFilter, page: Page) -> Result<Vec<Account>> {
+        let after = db_after(page.after);
+        if filter.channels.is_none() && filter.enterprises.is_none() {
+            return self
+                .read(move |c| {
+                    let mut st = c.prepare_cached(&format!(
+                        "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id > ?1 ORDER BY id LIMIT ?2"
+                    ))?;
+                    let rows = st.query_map(params![after, page.limit], account_from_row)?;
+                    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+                })
+                .await;
+        }
+        let channels = filter.channels.unwrap_or_default();
+        let enterprises = filter.enterprises.unwrap_or_default();
+        check_bound("channel ids", channels.len(), MAX_ACCOUNT_FILTER)?;
+        check_bound("enterprise ids", enterprises.len(), MAX_ACCOUNT_FILTER)?;
+        // The ids as JSON arrays (one statement whatever their number); an id no row can have
+        // is left out.
+        let channels: Vec<i64> = channels.iter().filter_map(|ch| i64::try_from(ch.0).ok()).collect();
+        let enterprises: Vec<i64> = enterprises.iter().filter_map(|e| i64::try_from(e.0).ok()).collect();
+        if (channels.is_empty() && enterprises.is_empty()) || page.limit == 0 {
+            return Ok(Vec::new());
+        }
+        let encode = |ids: &[i64]| {
+            serde_json::to_string(ids).map_err(|e| StoreError::Backend(format!("encoding account filter: {e}")))
+        };
+        let (channels, enterprises) = (encode(&channels)?, encode(&enterprises)?);
+        self.read(move |c| {
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {ACCOUNT_COLUMNS} FROM accounts \
+                 WHERE (channel_id IN (SELECT value FROM json_each(?1)) \
+                 OR enterprise_id IN (SELECT value FROM json_each(?2))) AND id > ?3 ORDER BY id LIMIT ?4"
+            ))?;
+            let rows = st.query_map(params![channels, enterprises, after, page.limit], account_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn set_account_frozen(&self, account: AccountId, frozen: bool) -> Result<bool> {
+        let Ok(account) = i64::try_from(account.0) else { return Ok(false) };
+        // One write job: the flag and the deletion of the sessions commit together.
+        self.write(1, move |c| {
+            let found =
+                c.prepare_cached("UPDATE accounts SET frozen = ?2 WHERE id = ?1")?.execute(params![account, frozen])?
+                    > 0;
+            if found && frozen {
+                c.prepare_cached("DELETE FROM sessions WHERE account_id = ?1")?.execute([account])?;
+            }
+            Ok(found)
         })
         .await
     }

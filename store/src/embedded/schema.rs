@@ -212,6 +212,10 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX accounts_channel ON accounts(channel_id);
     CREATE INDEX accounts_enterprise ON accounts(enterprise_id);
     "#,
+    // 10: frozen accounts (TEN-2): cannot log in; freezing deletes their sessions.
+    r#"
+    ALTER TABLE accounts ADD COLUMN frozen INTEGER NOT NULL DEFAULT 0 CHECK (frozen IN (0, 1));
+    "#,
 ];
 
 /// The schema version this build writes.
@@ -318,5 +322,22 @@ mod tests {
         assert_eq!(channel, None);
         // The database itself refuses a channel that does not exist.
         assert!(conn.execute("UPDATE enterprises SET channel_id = 42", []).is_err());
+    }
+
+    #[test]
+    fn existing_accounts_are_not_frozen() {
+        let mut conn = Connection::open_in_memory().expect("open");
+        for sql in &MIGRATIONS[..9] {
+            conn.execute_batch(sql).expect("migration");
+        }
+        conn.pragma_update(None, "user_version", 9).expect("version 9");
+        conn.execute(
+            "INSERT INTO accounts (email, password_hash, role, created_at) VALUES ('a@b', 'h', 'platform_admin', 1)",
+            [],
+        )
+        .expect("an account of version 9");
+        assert_eq!(migrate(&mut conn).expect("migrate"), CURRENT_VERSION);
+        let frozen: bool = conn.query_row("SELECT frozen FROM accounts", [], |r| r.get(0)).expect("the account");
+        assert!(!frozen);
     }
 }

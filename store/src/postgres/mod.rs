@@ -143,6 +143,7 @@ fn account_from_row(r: &PgRow) -> Result<Account> {
             })
             .transpose()?,
         totp_last_step: r.try_get::<Option<i64>, _>("totp_last_step").map_err(backend)?.map(row_id),
+        frozen: r.try_get("frozen").map_err(backend)?,
     })
 }
 
@@ -271,16 +272,21 @@ const INSERT_OUTBOX_BATCH: &str = "INSERT INTO outbox \
      AS m (key, enterprise_id, receiver, payload, not_before, n) ORDER BY m.n \
      ON CONFLICT (key) DO NOTHING RETURNING id, key";
 const ACCOUNT_BY_EMAIL: &str = "SELECT id, email, password_hash, role, created_at, failed_logins, locked_until, \
-     totp_secret, totp_last_step, channel_id, enterprise_id FROM accounts WHERE lower(email) = lower($1)";
+     totp_secret, totp_last_step, channel_id, enterprise_id, frozen FROM accounts WHERE lower(email) = lower($1)";
 const ACCOUNT_BY_ID: &str = "SELECT id, email, password_hash, role, created_at, failed_logins, locked_until, \
-     totp_secret, totp_last_step, channel_id, enterprise_id FROM accounts WHERE id = $1";
+     totp_secret, totp_last_step, channel_id, enterprise_id, frozen FROM accounts WHERE id = $1";
+const ACCOUNT_PAGE: &str = "SELECT id, email, password_hash, role, created_at, failed_logins, locked_until, \
+     totp_secret, totp_last_step, channel_id, enterprise_id, frozen FROM accounts WHERE id > $1 ORDER BY id LIMIT $2";
+const ACCOUNT_FILTERED_PAGE: &str = "SELECT id, email, password_hash, role, created_at, failed_logins, \
+     locked_until, totp_secret, totp_last_step, channel_id, enterprise_id, frozen FROM accounts \
+     WHERE (channel_id = ANY($1::bigint[]) OR enterprise_id = ANY($2::bigint[])) AND id > $3 ORDER BY id LIMIT $4";
 /// Counts a wrong password: one statement, so concurrent failures each count (the row lock
 /// orders them) and the `SET` expressions all read the row as it was before this update.
 const RECORD_LOGIN_FAILURE: &str = "UPDATE accounts SET \
      failed_logins = CASE WHEN failed_logins + 1 >= $2 THEN 0 ELSE failed_logins + 1 END, \
      locked_until = CASE WHEN failed_logins + 1 >= $2 THEN $3 ELSE locked_until END \
      WHERE id = $1 RETURNING id, email, password_hash, role, created_at, failed_logins, locked_until, \
-     totp_secret, totp_last_step, channel_id, enterprise_id";
+     totp_secret, totp_last_step, channel_id, enterprise_id, frozen";
 /// Accepts a TOTP step: one conditional statement, so of concurrent attempts at the same step
 /// exactly one updates (the row lock orders them; the later ones see the step recorded).
 const RECORD_TOTP_STEP: &str = "UPDATE accounts SET totp_last_step = $2 \
@@ -375,6 +381,7 @@ impl EntityStore for PgEntityStore {
             locked_until: None,
             totp_secret: None,
             totp_last_step: None,
+            frozen: false,
         })
     }
 
@@ -461,6 +468,47 @@ impl EntityStore for PgEntityStore {
             .await
             .map_err(backend)?;
         Ok(done.rows_affected() > 0)
+    }
+
+    async fn list_accounts(&self, filter: AccountFilter, page: Page) -> Result<Vec<Account>> {
+        let Some(after) = db_id(page.after) else { return Ok(Vec::new()) };
+        let query = if filter.channels.is_none() && filter.enterprises.is_none() {
+            sqlx::query(ACCOUNT_PAGE).bind(after).bind(i64::from(page.limit))
+        } else {
+            let channels = filter.channels.unwrap_or_default();
+            let enterprises = filter.enterprises.unwrap_or_default();
+            check_bound("channel ids", channels.len(), MAX_ACCOUNT_FILTER)?;
+            check_bound("enterprise ids", enterprises.len(), MAX_ACCOUNT_FILTER)?;
+            // An id no row can have is left out.
+            let channels: Vec<i64> = channels.iter().filter_map(|c| db_id(c.0)).collect();
+            let enterprises: Vec<i64> = enterprises.iter().filter_map(|e| db_id(e.0)).collect();
+            if channels.is_empty() && enterprises.is_empty() {
+                return Ok(Vec::new());
+            }
+            sqlx::query(ACCOUNT_FILTERED_PAGE).bind(channels).bind(enterprises).bind(after).bind(i64::from(page.limit))
+        };
+        query.fetch_all(&self.pool).await.map_err(backend)?.iter().map(account_from_row).collect()
+    }
+
+    async fn set_account_frozen(&self, account: AccountId, frozen: bool) -> Result<bool> {
+        let Some(id) = db_id(account.0) else { return Ok(false) };
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let done = sqlx::query("UPDATE accounts SET frozen = $2 WHERE id = $1")
+            .bind(id)
+            .bind(frozen)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        let found = done.rows_affected() > 0;
+        if found && frozen {
+            sqlx::query("DELETE FROM sessions WHERE account_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok(found)
     }
 
     async fn delete_account_sessions(&self, account: AccountId) -> Result<u64> {

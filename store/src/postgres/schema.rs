@@ -190,6 +190,13 @@ const MIGRATIONS: &[(&str, &str)] = &[
     CREATE INDEX accounts_enterprise ON accounts (enterprise_id);
     "#,
     ),
+    (
+        "frozen accounts",
+        // 9: frozen accounts (TEN-2): cannot log in; freezing deletes their sessions.
+        r#"
+    ALTER TABLE accounts ADD COLUMN frozen BOOLEAN NOT NULL DEFAULT false;
+    "#,
+    ),
 ];
 
 /// The schema version this build writes.
