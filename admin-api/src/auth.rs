@@ -51,13 +51,7 @@ fn argon2id() -> Argon2<'static> {
 /// else [`ApiError::InvalidRequest`]. CPU- and memory-heavy (tens of milliseconds, 19 MiB): call
 /// it from a blocking context.
 pub fn hash_password(pw: &str) -> Result<String, ApiError> {
-    let chars = pw.chars().count();
-    if chars < MIN_PASSWORD_CHARS {
-        return Err(ApiError::invalid(format!("a password has at least {MIN_PASSWORD_CHARS} characters")));
-    }
-    if chars > MAX_PASSWORD_CHARS {
-        return Err(ApiError::invalid(format!("a password has at most {MAX_PASSWORD_CHARS} characters")));
-    }
+    check_password_policy(pw)?;
     let mut salt = [0u8; 16];
     rand::rng().fill_bytes(&mut salt);
     let salt = SaltString::encode_b64(&salt).map_err(|e| ApiError::Internal(format!("password salt: {e}")))?;
@@ -65,6 +59,19 @@ pub fn hash_password(pw: &str) -> Result<String, ApiError> {
         .hash_password(pw.as_bytes(), &salt)
         .map(|hash| hash.to_string())
         .map_err(|e| ApiError::Internal(format!("password hashing: {e}")))
+}
+
+/// The password policy: [`MIN_PASSWORD_CHARS`] to [`MAX_PASSWORD_CHARS`] characters, else
+/// [`ApiError::InvalidRequest`]. Cheap.
+fn check_password_policy(pw: &str) -> Result<(), ApiError> {
+    let chars = pw.chars().count();
+    if chars < MIN_PASSWORD_CHARS {
+        return Err(ApiError::invalid(format!("a password has at least {MIN_PASSWORD_CHARS} characters")));
+    }
+    if chars > MAX_PASSWORD_CHARS {
+        return Err(ApiError::invalid(format!("a password has at most {MAX_PASSWORD_CHARS} characters")));
+    }
+    Ok(())
 }
 
 /// True if `pw` matches the PHC string `phc`; false if it does not or `phc` is not a valid
@@ -173,7 +180,15 @@ pub async fn bootstrap_admin(
     let password_hash = tokio::task::spawn_blocking(move || hash_password(&pw))
         .await
         .map_err(|e| ApiError::Internal(format!("password hashing task: {e}")))??;
-    let new = NewAccount { email, password_hash, role: Role::PlatformAdmin, channel_id: None, enterprise_id: None };
+    // The first admin chose its password (or was shown the generated one): no forced change.
+    let new = NewAccount {
+        email,
+        password_hash,
+        role: Role::PlatformAdmin,
+        channel_id: None,
+        enterprise_id: None,
+        must_change_password: false,
+    };
     let account = store.entities.create_account(new).await?;
     tracing::info!(message = "Created the first platform admin.", account_id = %account.id, email = %account.email);
     Ok(BootstrapOutcome::Created {
@@ -232,7 +247,9 @@ impl Scope {
 /// An authenticated caller: a valid, unexpired session of an existing account.
 ///
 /// Extracting it answers 401 `unauthorized` (with `WWW-Authenticate: Bearer`) when the
-/// `Authorization: Bearer <token>` header is missing or malformed, or names no live session.
+/// `Authorization: Bearer <token>` header is missing or malformed, or names no live session,
+/// and 403 `password_change_required` while the account must change its password (ACC-2),
+/// except on [`PASSWORD_CHANGE_PATHS`].
 #[derive(Debug, Clone)]
 pub(crate) struct AuthAdmin {
     /// The account.
@@ -340,9 +357,16 @@ impl FromRequestParts<AppState> for AuthAdmin {
         if account.frozen {
             return Err(ApiError::Unauthorized);
         }
+        // ACC-2: an account that must change its password may do only that, or log out.
+        if account.must_change_password && !PASSWORD_CHANGE_PATHS.contains(&parts.uri.path()) {
+            return Err(ApiError::PasswordChangeRequired);
+        }
         Ok(AuthAdmin { scope: Scope::of(ctx, &account).await?, account: AccountView::from(&account) })
     }
 }
+
+/// The only routes an account that must change its password may use (ACC-2).
+const PASSWORD_CHANGE_PATHS: &[&str] = &["/api/v1/account/password", "/api/v1/auth/logout"];
 
 /// The account of the request's live session, if it has one (for the operation log).
 pub(crate) async fn session_account(ctx: &AppState, headers: &HeaderMap) -> Option<Account> {
@@ -365,6 +389,7 @@ pub(crate) fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
     vec![
         ("/api/v1/auth/login", post(login)),
         ("/api/v1/auth/logout", post(logout)),
+        ("/api/v1/account/password", post(change_password)),
         ("/api/v1/account/totp/setup", post(totp_setup)),
         ("/api/v1/account/totp", post(totp_enable)),
         ("/api/v1/account/totp/disable", post(totp_disable)),
@@ -458,6 +483,9 @@ struct LoginResponse {
     token: String,
     expires_at: UnixMillis,
     account: AccountView,
+    /// The account must change its password (`POST /api/v1/account/password`) before it may use
+    /// any other route (ACC-2).
+    must_change_password: bool,
 }
 
 /// `POST /api/v1/auth/login`: checks the password and opens a session.
@@ -539,6 +567,11 @@ async fn login_checked(
     if account.failed_logins > 0 || account.locked_until.is_some() {
         ctx.api.store.entities.record_login_success(account.id).await?;
     }
+    open_session(ctx, &account, now).await
+}
+
+/// Opens a session of the account (a fresh token) and answers as a login does.
+async fn open_session(ctx: &AppState, account: &Account, now: UnixMillis) -> Result<LoginResponse, ApiError> {
     let token = secrets::new_session_token();
     let ttl = i64::try_from(ctx.api.config.session_ttl.as_millis()).unwrap_or(i64::MAX);
     let expires_at = UnixMillis(now.0.saturating_add(ttl));
@@ -553,7 +586,75 @@ async fn login_checked(
             expires_at,
         })
         .await?;
-    Ok(LoginResponse { token, expires_at, account: AccountView::from(&account) })
+    Ok(LoginResponse {
+        token,
+        expires_at,
+        account: AccountView::from(account),
+        must_change_password: account.must_change_password,
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PasswordChange {
+    current_password: String,
+    new_password: String,
+}
+
+/// `POST /api/v1/account/password` `{current_password, new_password}`: changes the caller's
+/// password (ACC-2; also how an account that must change its password does so).
+///
+/// 400 if the new password is outside the policy or equals the current one; 401 `unauthorized`
+/// if the current password is wrong (counted as a failed login, so it locks the account like
+/// login does) or the account is locked. On success the new argon2id hash is stored, the
+/// forced change is cleared, and **every** session of the account ends, the caller's too: the
+/// answer is 200 with a fresh session, shaped like the login answer
+/// (`{token, expires_at, account, must_change_password: false}`).
+async fn change_password(
+    auth: AuthAdmin,
+    State(ctx): State<AppState>,
+    Json(req): Json<PasswordChange>,
+) -> Result<Json<LoginResponse>, ApiError> {
+    check_password_policy(&req.new_password)?;
+    if req.new_password == req.current_password {
+        return Err(ApiError::invalid("the new password must differ from the current one"));
+    }
+    let entities = &ctx.api.store.entities;
+    let account = entities.account(auth.account.id).await?.ok_or(ApiError::Unauthorized)?;
+    let now = UnixMillis::now();
+    // A locked account (ACC-2) gets the answer of a wrong password, after the same work.
+    let locked = account.is_locked(now);
+    let phc = account.password_hash.clone();
+    let PasswordChange { current_password, new_password } = req;
+    let new_hash = password_work(&ctx.password_checks, move || {
+        if verify_password(&current_password, &phc) { hash_password(&new_password).map(Some) } else { Ok(None) }
+    })
+    .await??;
+    let new_hash = match new_hash {
+        Some(hash) if !locked => hash,
+        _ => {
+            ctx.metrics.login_failed();
+            if !locked {
+                let lock_ms = u64::try_from(LOCKOUT.as_millis()).unwrap_or(u64::MAX);
+                let after = entities.record_login_failure(account.id, now, MAX_LOGIN_FAILURES, lock_ms).await?;
+                if after.is_some_and(|a| a.is_locked(now)) {
+                    tracing::warn!(message = "Account locked after repeated wrong passwords.", account = %account.id);
+                }
+            }
+            return Err(ApiError::InvalidCredentials);
+        }
+    };
+    if !entities.set_password(account.id, new_hash, false).await? {
+        return Err(ApiError::Unauthorized);
+    }
+    if account.failed_logins > 0 || account.locked_until.is_some() {
+        entities.record_login_success(account.id).await?;
+    }
+    // Every session ends (a stolen one too); the caller continues with a fresh one.
+    entities.delete_account_sessions(account.id).await?;
+    let account = entities.account(account.id).await?.ok_or(ApiError::Unauthorized)?;
+    tracing::info!(message = "Password changed.", account = %account.id);
+    Ok(Json(open_session(&ctx, &account, now).await?))
 }
 
 /// `POST /api/v1/auth/logout`: ends the caller's session (its token stops working); 204.

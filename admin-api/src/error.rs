@@ -29,6 +29,11 @@ pub enum ApiError {
     /// scope are 404, never 403).
     #[error("this account may not use this feature")]
     Forbidden,
+    /// 403 `password_change_required`: the account must change its password (ACC-2: first
+    /// login of an account created by another account) before anything but
+    /// `POST /api/v1/account/password` and `POST /api/v1/auth/logout`.
+    #[error("the password must be changed first (POST /api/v1/account/password)")]
+    PasswordChangeRequired,
     /// 404 `not_found`: the resource (named here) does not exist, or the route is unknown.
     #[error("{0} not found")]
     NotFound(&'static str),
@@ -64,7 +69,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::InvalidCredentials | ApiError::Unauthorized | ApiError::MfaRequired => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden => StatusCode::FORBIDDEN,
+            ApiError::Forbidden | ApiError::PasswordChangeRequired => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
@@ -82,6 +87,7 @@ impl ApiError {
             ApiError::InvalidCredentials | ApiError::Unauthorized => "unauthorized",
             ApiError::MfaRequired => "mfa_required",
             ApiError::Forbidden => "forbidden",
+            ApiError::PasswordChangeRequired => "password_change_required",
             ApiError::NotFound(_) => "not_found",
             ApiError::InvalidRequest(_) => "invalid_request",
             ApiError::Conflict(_) => "conflict",

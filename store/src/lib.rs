@@ -180,6 +180,14 @@ pub trait EntityStore: Send + Sync + 'static {
     /// Freezes (or unfreezes) the account (TEN-2); freezing also deletes all its sessions, in
     /// the same transaction. False for an unknown account.
     async fn set_account_frozen(&self, account: fleetpulse_proto::AccountId, frozen: bool) -> Result<bool>;
+    /// Replaces the account's password hash and sets whether it must change its password
+    /// (ACC-2). False for an unknown account. Sessions are left alone (the caller ends them).
+    async fn set_password(
+        &self,
+        account: fleetpulse_proto::AccountId,
+        password_hash: String,
+        must_change: bool,
+    ) -> Result<bool>;
     /// Number of accounts with the role.
     async fn count_accounts(&self, role: Role) -> Result<u64>;
     /// Stores a session under the hash of its token.

@@ -85,6 +85,9 @@ pub struct Account {
     pub totp_last_step: Option<u64>,
     /// Frozen by an administrator (TEN-2): the account cannot log in and has no sessions.
     pub frozen: bool,
+    /// The account must change its password before it may do anything else (ACC-2: first
+    /// login of an account created by another account).
+    pub must_change_password: bool,
 }
 
 impl std::fmt::Debug for Account {
@@ -102,6 +105,7 @@ impl std::fmt::Debug for Account {
             .field("totp_secret", &self.totp_secret.as_ref().map(|_| "<redacted>"))
             .field("totp_last_step", &self.totp_last_step)
             .field("frozen", &self.frozen)
+            .field("must_change_password", &self.must_change_password)
             .finish()
     }
 }
@@ -139,6 +143,8 @@ pub struct NewAccount {
     /// The enterprise of a [`Role::EnterpriseAdmin`]: required for it, refused for the other
     /// roles.
     pub enterprise_id: Option<EnterpriseId>,
+    /// Whether the account must change its password at its first login (ACC-2).
+    pub must_change_password: bool,
 }
 
 impl NewAccount {

@@ -51,6 +51,7 @@ async fn entities(store: &Store) {
             role: Role::PlatformAdmin,
             channel_id: None,
             enterprise_id: None,
+            must_change_password: false,
         })
         .await
         .unwrap();
@@ -60,6 +61,7 @@ async fn entities(store: &Store) {
         role: Role::PlatformAdmin,
         channel_id: None,
         enterprise_id: None,
+        must_change_password: false,
     });
     assert!(matches!(dup.await, Err(StoreError::AlreadyExists("email"))));
     assert_eq!(s.account_by_email("ADMIN@example.com").await.unwrap().map(|a| a.id), Some(account.id));
@@ -867,6 +869,7 @@ async fn login_protection(store: &Store) {
         role: Role::PlatformAdmin,
         channel_id: None,
         enterprise_id: None,
+        must_change_password: false,
     };
     let account = s.create_account(new("locked@example.com")).await.unwrap();
     let other = s.create_account(new("bystander@example.com")).await.unwrap();
@@ -940,6 +943,7 @@ async fn session_lifecycle(store: &Store) {
         role: Role::PlatformAdmin,
         channel_id: None,
         enterprise_id: None,
+        must_change_password: false,
     };
     let alice = s.create_account(new("sessions-alice@example.com")).await.unwrap();
     let bob = s.create_account(new("sessions-bob@example.com")).await.unwrap();
@@ -995,6 +999,7 @@ async fn totp(store: &Store) {
         role: Role::PlatformAdmin,
         channel_id: None,
         enterprise_id: None,
+        must_change_password: false,
     };
     let account = s.create_account(new("totp@example.com")).await.unwrap();
     let other = s.create_account(new("totp-other@example.com")).await.unwrap();
@@ -1188,6 +1193,7 @@ async fn tenants(store: &Store) {
         role,
         channel_id,
         enterprise_id,
+        must_change_password: false,
     };
     let channel_admin =
         s.create_account(account("ch@example.com", Role::ChannelAdmin, Some(sub.id), None)).await.unwrap();
@@ -1302,8 +1308,44 @@ async fn tenants(store: &Store) {
     assert!(s.delete_account_sessions(channel_admin.id).await.unwrap() == 1);
 }
 
+/// Forced password change (ACC-2): the flag is stored as created, and `set_password` replaces
+/// the hash and the flag of that account only.
+async fn password_change(store: &Store) {
+    let s = &store.entities;
+    let new = |email: &str, must_change_password| NewAccount {
+        email: email.into(),
+        password_hash: "old-phc".into(),
+        role: Role::PlatformAdmin,
+        channel_id: None,
+        enterprise_id: None,
+        must_change_password,
+    };
+    let forced = s.create_account(new("pw-forced@example.com", true)).await.unwrap();
+    let free = s.create_account(new("pw-free@example.com", false)).await.unwrap();
+    assert!(forced.must_change_password);
+    assert!(!free.must_change_password);
+    assert!(s.account(forced.id).await.unwrap().unwrap().must_change_password);
+    assert!(s.account_by_email("pw-forced@example.com").await.unwrap().unwrap().must_change_password);
+    assert!(!s.account(free.id).await.unwrap().unwrap().must_change_password);
+
+    assert!(s.set_password(forced.id, "new-phc".into(), false).await.unwrap());
+    let after = s.account(forced.id).await.unwrap().unwrap();
+    assert_eq!((after.password_hash.as_str(), after.must_change_password), ("new-phc", false));
+    let untouched = s.account(free.id).await.unwrap().unwrap();
+    assert_eq!((untouched.password_hash.as_str(), untouched.must_change_password), ("old-phc", false));
+
+    // An administrator can force a change again.
+    assert!(s.set_password(free.id, "reset-phc".into(), true).await.unwrap());
+    let reset = s.account(free.id).await.unwrap().unwrap();
+    assert_eq!((reset.password_hash.as_str(), reset.must_change_password), ("reset-phc", true));
+
+    assert!(!s.set_password(AccountId(999_999), "x".into(), false).await.unwrap());
+    assert!(!s.set_password(AccountId(u64::MAX), "x".into(), false).await.unwrap());
+}
+
 async fn suite(store: Store) {
     entities(&store).await;
+    password_change(&store).await;
     login_protection(&store).await;
     session_lifecycle(&store).await;
     totp(&store).await;

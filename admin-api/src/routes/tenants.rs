@@ -189,6 +189,8 @@ async fn create_account(
         role: req.role,
         channel_id: req.channel_id,
         enterprise_id: req.enterprise_id,
+        // ACC-2: an account created by another account changes its password at first login.
+        must_change_password: true,
     };
     let account = ctx.api.store.entities.create_account(new).await?;
     Ok((StatusCode::CREATED, Json(AccountBody::from(account))).into_response())

@@ -118,3 +118,90 @@ async fn bootstrap_rejects_short_passwords_and_bad_emails() {
     let given = bootstrap_admin(&h.store, None, Some("12345678".into())).await.expect("bootstrap");
     assert!(matches!(given, BootstrapOutcome::Created { generated_password: None, .. }), "{given:?}");
 }
+
+#[tokio::test]
+async fn accounts_created_through_the_api_must_change_their_password_first() {
+    let h = harness();
+    let admin = h.admin_token().await;
+    // The bootstrap admin need not change its password.
+    let admin_login = h.login(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    assert_eq!(admin_login.json()["must_change_password"], false);
+
+    let create = serde_json::json!({
+        "email": "new-admin@example.com", "password": "initial-pass", "role": "platform_admin"
+    });
+    let created = h.call(Method::POST, "/api/v1/accounts", Some(&admin), Some(create)).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text());
+
+    // Its login says so, and every other route answers 403 until the change.
+    let login = h.login("new-admin@example.com", "initial-pass").await;
+    assert_eq!(login.status, StatusCode::OK, "{}", login.text());
+    assert_eq!(login.json()["must_change_password"], true);
+    let token = login.json()["token"].as_str().expect("token").to_owned();
+    let second = h.login("new-admin@example.com", "initial-pass").await;
+    let second = second.json()["token"].as_str().expect("token").to_owned();
+    for uri in ["/api/v1/enterprises", "/api/v1/devices", "/api/v1/accounts"] {
+        h.get(uri, &token).await.assert_error(StatusCode::FORBIDDEN, "password_change_required");
+    }
+    h.call(Method::POST, "/api/v1/account/totp/setup", Some(&token), None)
+        .await
+        .assert_error(StatusCode::FORBIDDEN, "password_change_required");
+
+    let change = |current: &str, new: &str| serde_json::json!({ "current_password": current, "new_password": new });
+    let path = "/api/v1/account/password";
+    // A wrong current password is a failed login (401); a too-short or unchanged new one is 400.
+    h.call(Method::POST, path, Some(&token), Some(change("wrong-password", "brand-new-pass")))
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    let account = h.store.entities.account_by_email("new-admin@example.com").await.unwrap().expect("account");
+    assert_eq!(account.failed_logins, 1);
+    assert!(account.must_change_password);
+    h.call(Method::POST, path, Some(&token), Some(change("initial-pass", "short")))
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "invalid_request");
+    h.call(Method::POST, path, Some(&token), Some(change("initial-pass", "initial-pass")))
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "invalid_request");
+    h.call(Method::POST, path, None, Some(change("initial-pass", "brand-new-pass")))
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
+
+    // The change works and answers a fresh session; every earlier session ends.
+    let changed = h.call(Method::POST, path, Some(&token), Some(change("initial-pass", "brand-new-pass"))).await;
+    assert_eq!(changed.status, StatusCode::OK, "{}", changed.text());
+    let body = changed.json();
+    assert_eq!(body["must_change_password"], false);
+    assert_eq!(body["account"]["email"], "new-admin@example.com");
+    let fresh = body["token"].as_str().expect("token").to_owned();
+    for old in [&token, &second] {
+        h.get("/api/v1/enterprises", old).await.assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    }
+    assert_eq!(h.get("/api/v1/enterprises", &fresh).await.status, StatusCode::OK);
+    let account = h.store.entities.account_by_email("new-admin@example.com").await.unwrap().expect("account");
+    assert!(!account.must_change_password);
+    assert_eq!(account.failed_logins, 0);
+    assert!(account.password_hash.starts_with("$argon2id$"));
+
+    // The old password no longer logs in; the new one does, without a forced change.
+    h.login("new-admin@example.com", "initial-pass").await.assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    let again = h.login("new-admin@example.com", "brand-new-pass").await;
+    assert_eq!(again.status, StatusCode::OK);
+    assert_eq!(again.json()["must_change_password"], false);
+    let token = again.json()["token"].as_str().expect("token").to_owned();
+    assert_eq!(h.get("/api/v1/accounts", &token).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn an_account_that_must_change_its_password_may_log_out() {
+    let h = harness();
+    let admin = h.admin_token().await;
+    let create = serde_json::json!({
+        "email": "leaver@example.com", "password": "initial-pass", "role": "platform_admin"
+    });
+    assert_eq!(h.call(Method::POST, "/api/v1/accounts", Some(&admin), Some(create)).await.status, StatusCode::CREATED);
+    let login = h.login("leaver@example.com", "initial-pass").await;
+    let token = login.json()["token"].as_str().expect("token").to_owned();
+    let out = h.call(Method::POST, "/api/v1/auth/logout", Some(&token), None).await;
+    assert_eq!(out.status, StatusCode::NO_CONTENT);
+    h.get("/api/v1/enterprises", &token).await.assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
+}

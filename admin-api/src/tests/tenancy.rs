@@ -17,6 +17,7 @@ const SELF_ROUTES: &[&str] = &[
     "/metrics",
     "/api/v1/auth/login",
     "/api/v1/auth/logout",
+    "/api/v1/account/password",
     "/api/v1/account/totp/setup",
     "/api/v1/account/totp",
     "/api/v1/account/totp/disable",
@@ -74,6 +75,7 @@ async fn account(
         role,
         channel_id: channel,
         enterprise_id: enterprise,
+        must_change_password: false,
     };
     h.store.entities.create_account(new).await.expect("account");
     let reply = h.login(email, "tenant-password").await;

@@ -198,7 +198,7 @@ impl ReadPool {
 
 /// The columns `account_from_row` reads, in its order.
 const ACCOUNT_COLUMNS: &str = "id, email, password_hash, role, created_at, failed_logins, locked_until, totp_secret, \
-     totp_last_step, channel_id, enterprise_id, frozen";
+     totp_last_step, channel_id, enterprise_id, frozen, must_change_password";
 
 fn account_from_row(r: &Row<'_>) -> rusqlite::Result<Account> {
     let role: String = r.get(3)?;
@@ -223,6 +223,7 @@ fn account_from_row(r: &Row<'_>) -> rusqlite::Result<Account> {
         totp_secret: r.get(7)?,
         totp_last_step: r.get::<_, Option<i64>>(8)?.map(|s| u64::try_from(s).unwrap_or_default()),
         frozen: r.get(11)?,
+        must_change_password: r.get(12)?,
     })
 }
 
@@ -710,8 +711,8 @@ impl EntityStore for EmbeddedStore {
                 check_exists("enterprise", enterprise.0, row_exists(c, "enterprises", enterprise.0)?)?;
             }
             c.prepare_cached(
-                "INSERT INTO accounts (email, password_hash, role, created_at, channel_id, enterprise_id) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO accounts (email, password_hash, role, created_at, channel_id, enterprise_id, \
+                 must_change_password) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?
             .execute(params![
                 new.email,
@@ -719,7 +720,8 @@ impl EntityStore for EmbeddedStore {
                 new.role.as_str(),
                 now.0,
                 new.channel_id.map(|ch| ch.0),
-                new.enterprise_id.map(|e| e.0)
+                new.enterprise_id.map(|e| e.0),
+                new.must_change_password
             ])
             .map_err(|e| if is_unique_violation(&e) { StoreError::AlreadyExists("email") } else { backend(e) })?;
             Ok(Account {
@@ -735,6 +737,7 @@ impl EntityStore for EmbeddedStore {
                 totp_secret: None,
                 totp_last_step: None,
                 frozen: false,
+                must_change_password: new.must_change_password,
             })
         })
         .await
@@ -810,6 +813,16 @@ impl EntityStore for EmbeddedStore {
                 c.prepare_cached("DELETE FROM sessions WHERE account_id = ?1")?.execute([account])?;
             }
             Ok(found)
+        })
+        .await
+    }
+
+    async fn set_password(&self, account: AccountId, password_hash: String, must_change: bool) -> Result<bool> {
+        let Ok(account) = i64::try_from(account.0) else { return Ok(false) };
+        self.write(1, move |c| {
+            Ok(c.prepare_cached("UPDATE accounts SET password_hash = ?2, must_change_password = ?3 WHERE id = ?1")?
+                .execute(params![account, password_hash, must_change])?
+                > 0)
         })
         .await
     }

@@ -216,6 +216,11 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE accounts ADD COLUMN frozen INTEGER NOT NULL DEFAULT 0 CHECK (frozen IN (0, 1));
     "#,
+    // 11: first login forces a password change (ACC-2).
+    r#"
+    ALTER TABLE accounts ADD COLUMN must_change_password INTEGER NOT NULL DEFAULT 0
+        CHECK (must_change_password IN (0, 1));
+    "#,
 ];
 
 /// The schema version this build writes.
@@ -339,5 +344,23 @@ mod tests {
         assert_eq!(migrate(&mut conn).expect("migrate"), CURRENT_VERSION);
         let frozen: bool = conn.query_row("SELECT frozen FROM accounts", [], |r| r.get(0)).expect("the account");
         assert!(!frozen);
+    }
+
+    #[test]
+    fn existing_accounts_need_not_change_their_password() {
+        let mut conn = Connection::open_in_memory().expect("open");
+        for sql in &MIGRATIONS[..10] {
+            conn.execute_batch(sql).expect("migration");
+        }
+        conn.pragma_update(None, "user_version", 10).expect("version 10");
+        conn.execute(
+            "INSERT INTO accounts (email, password_hash, role, created_at) VALUES ('a@b', 'h', 'platform_admin', 1)",
+            [],
+        )
+        .expect("an account of version 10");
+        assert_eq!(migrate(&mut conn).expect("migrate"), CURRENT_VERSION);
+        let must: bool =
+            conn.query_row("SELECT must_change_password FROM accounts", [], |r| r.get(0)).expect("the account");
+        assert!(!must);
     }
 }

@@ -151,6 +151,7 @@ async fn a_failing_job_is_rolled_back_alone() {
         role: Role::PlatformAdmin,
         channel_id: None,
         enterprise_id: None,
+        must_change_password: false,
     };
     store.create_account(account("a@example.com")).await.expect("first");
     // Submit a duplicate and a good one concurrently so they likely share a group commit.

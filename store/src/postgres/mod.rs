@@ -144,6 +144,7 @@ fn account_from_row(r: &PgRow) -> Result<Account> {
             .transpose()?,
         totp_last_step: r.try_get::<Option<i64>, _>("totp_last_step").map_err(backend)?.map(row_id),
         frozen: r.try_get("frozen").map_err(backend)?,
+        must_change_password: r.try_get("must_change_password").map_err(backend)?,
     })
 }
 
@@ -272,13 +273,13 @@ const INSERT_OUTBOX_BATCH: &str = "INSERT INTO outbox \
      AS m (key, enterprise_id, receiver, payload, not_before, n) ORDER BY m.n \
      ON CONFLICT (key) DO NOTHING RETURNING id, key";
 const ACCOUNT_BY_EMAIL: &str = "SELECT id, email, password_hash, role, created_at, failed_logins, locked_until, \
-     totp_secret, totp_last_step, channel_id, enterprise_id, frozen FROM accounts WHERE lower(email) = lower($1)";
+     totp_secret, totp_last_step, channel_id, enterprise_id, frozen, must_change_password FROM accounts WHERE lower(email) = lower($1)";
 const ACCOUNT_BY_ID: &str = "SELECT id, email, password_hash, role, created_at, failed_logins, locked_until, \
-     totp_secret, totp_last_step, channel_id, enterprise_id, frozen FROM accounts WHERE id = $1";
+     totp_secret, totp_last_step, channel_id, enterprise_id, frozen, must_change_password FROM accounts WHERE id = $1";
 const ACCOUNT_PAGE: &str = "SELECT id, email, password_hash, role, created_at, failed_logins, locked_until, \
-     totp_secret, totp_last_step, channel_id, enterprise_id, frozen FROM accounts WHERE id > $1 ORDER BY id LIMIT $2";
+     totp_secret, totp_last_step, channel_id, enterprise_id, frozen, must_change_password FROM accounts WHERE id > $1 ORDER BY id LIMIT $2";
 const ACCOUNT_FILTERED_PAGE: &str = "SELECT id, email, password_hash, role, created_at, failed_logins, \
-     locked_until, totp_secret, totp_last_step, channel_id, enterprise_id, frozen FROM accounts \
+     locked_until, totp_secret, totp_last_step, channel_id, enterprise_id, frozen, must_change_password FROM accounts \
      WHERE (channel_id = ANY($1::bigint[]) OR enterprise_id = ANY($2::bigint[])) AND id > $3 ORDER BY id LIMIT $4";
 /// Counts a wrong password: one statement, so concurrent failures each count (the row lock
 /// orders them) and the `SET` expressions all read the row as it was before this update.
@@ -286,7 +287,7 @@ const RECORD_LOGIN_FAILURE: &str = "UPDATE accounts SET \
      failed_logins = CASE WHEN failed_logins + 1 >= $2 THEN 0 ELSE failed_logins + 1 END, \
      locked_until = CASE WHEN failed_logins + 1 >= $2 THEN $3 ELSE locked_until END \
      WHERE id = $1 RETURNING id, email, password_hash, role, created_at, failed_logins, locked_until, \
-     totp_secret, totp_last_step, channel_id, enterprise_id, frozen";
+     totp_secret, totp_last_step, channel_id, enterprise_id, frozen, must_change_password";
 /// Accepts a TOTP step: one conditional statement, so of concurrent attempts at the same step
 /// exactly one updates (the row lock orders them; the later ones see the step recorded).
 const RECORD_TOTP_STEP: &str = "UPDATE accounts SET totp_last_step = $2 \
@@ -352,8 +353,8 @@ impl EntityStore for PgEntityStore {
             None => None,
         };
         let id: i64 = sqlx::query_scalar(
-            "INSERT INTO accounts (email, password_hash, role, created_at, channel_id, enterprise_id) \
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+            "INSERT INTO accounts (email, password_hash, role, created_at, channel_id, enterprise_id, \
+             must_change_password) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
         )
         .bind(&new.email)
         .bind(&new.password_hash)
@@ -361,6 +362,7 @@ impl EntityStore for PgEntityStore {
         .bind(now.0)
         .bind(channel)
         .bind(enterprise)
+        .bind(new.must_change_password)
         .fetch_one(&self.pool)
         .await
         .map_err(|e| match &e {
@@ -382,6 +384,7 @@ impl EntityStore for PgEntityStore {
             totp_secret: None,
             totp_last_step: None,
             frozen: false,
+            must_change_password: new.must_change_password,
         })
     }
 
@@ -406,6 +409,18 @@ impl EntityStore for PgEntityStore {
             .as_ref()
             .map(account_from_row)
             .transpose()
+    }
+
+    async fn set_password(&self, account: AccountId, password_hash: String, must_change: bool) -> Result<bool> {
+        let Some(id) = db_id(account.0) else { return Ok(false) };
+        let done = sqlx::query("UPDATE accounts SET password_hash = $2, must_change_password = $3 WHERE id = $1")
+            .bind(id)
+            .bind(password_hash)
+            .bind(must_change)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(done.rows_affected() > 0)
     }
 
     async fn count_accounts(&self, role: Role) -> Result<u64> {

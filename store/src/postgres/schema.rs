@@ -197,6 +197,13 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ALTER TABLE accounts ADD COLUMN frozen BOOLEAN NOT NULL DEFAULT false;
     "#,
     ),
+    (
+        "forced password change",
+        // 10: first login forces a password change (ACC-2).
+        r#"
+    ALTER TABLE accounts ADD COLUMN must_change_password BOOLEAN NOT NULL DEFAULT false;
+    "#,
+    ),
 ];
 
 /// The schema version this build writes.

@@ -18,6 +18,7 @@ fn account(email: &str) -> NewAccount {
         role: Role::PlatformAdmin,
         channel_id: None,
         enterprise_id: None,
+        must_change_password: false,
     }
 }
 
