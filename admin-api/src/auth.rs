@@ -396,6 +396,21 @@ pub(crate) fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
     ]
 }
 
+/// Counts a wrong password or code of an existing account toward its lockout (ACC-2).
+async fn count_login_failure(ctx: &AppState, account: AccountId, now: UnixMillis) -> Result<(), ApiError> {
+    let lock_ms = u64::try_from(LOCKOUT.as_millis()).unwrap_or(u64::MAX);
+    let after = ctx.api.store.entities.record_login_failure(account, now, MAX_LOGIN_FAILURES, lock_ms).await?;
+    if after.is_some_and(|a| a.is_locked(now)) {
+        tracing::warn!(message = "Account locked after repeated wrong passwords.", %account);
+    }
+    Ok(())
+}
+
+/// Whole seconds since the epoch (the TOTP clock).
+fn unix_seconds(t: UnixMillis) -> u64 {
+    u64::try_from(t.0 / 1000).unwrap_or(0)
+}
+
 /// Issuer shown in authenticator apps.
 const TOTP_ISSUER: &str = "fleetpulse";
 
@@ -430,7 +445,7 @@ async fn totp_enable(
 ) -> Result<StatusCode, ApiError> {
     let secret = crate::totp::TotpSecret::from_base32(&req.secret)
         .ok_or_else(|| ApiError::invalid("secret must be the 32-character base32 secret from setup"))?;
-    let now_s = u64::try_from(UnixMillis::now().0 / 1000).unwrap_or(0);
+    let now_s = unix_seconds(UnixMillis::now());
     let step = crate::totp::verify(&secret, &req.code, now_s, None)
         .map_err(|e| ApiError::invalid(format!("the code does not match the secret: {e}")))?;
     let entities = &ctx.api.store.entities;
@@ -458,7 +473,7 @@ async fn totp_disable(
     let entities = &ctx.api.store.entities;
     let account = entities.account(auth.account.id).await?.ok_or(ApiError::NotFound("account"))?;
     let secret = account.totp_secret.ok_or_else(|| ApiError::invalid("TOTP is not turned on"))?;
-    let now_s = u64::try_from(UnixMillis::now().0 / 1000).unwrap_or(0);
+    let now_s = unix_seconds(UnixMillis::now());
     let secret = crate::totp::TotpSecret::from_bytes(secret);
     let step = crate::totp::verify(&secret, &req.code, now_s, account.totp_last_step)
         .map_err(|e| ApiError::invalid(format!("the code is not valid: {e}")))?;
@@ -519,7 +534,7 @@ async fn login_checked(
     *account_id = account.as_ref().map(|a| a.id);
     let req_code = req.code;
     let now = UnixMillis::now();
-    let locked = account.as_ref().is_some_and(|a| a.locked_until.is_some_and(|until| until > now));
+    let locked = account.as_ref().is_some_and(|a| a.is_locked(now));
     // A frozen account (TEN-2) gets the answer of a wrong password, after the same work.
     let frozen = account.as_ref().is_some_and(|a| a.frozen);
     let password = req.password;
@@ -538,11 +553,7 @@ async fn login_checked(
         other => {
             ctx.metrics.login_failed();
             if let Some(a) = other.filter(|_| !locked && !frozen) {
-                let lock_ms = u64::try_from(LOCKOUT.as_millis()).unwrap_or(u64::MAX);
-                let after = ctx.api.store.entities.record_login_failure(a.id, now, MAX_LOGIN_FAILURES, lock_ms).await?;
-                if after.is_some_and(|a| a.locked_until.is_some_and(|until| until > now)) {
-                    tracing::warn!(message = "Account locked after repeated wrong passwords.", account = %a.id);
-                }
+                count_login_failure(ctx, a.id, now).await?;
             }
             return Err(ApiError::InvalidCredentials);
         }
@@ -550,8 +561,7 @@ async fn login_checked(
     if let Some(secret) = account.totp_secret {
         let Some(code) = req_code else { return Err(ApiError::MfaRequired) };
         let secret = crate::totp::TotpSecret::from_bytes(secret);
-        let now_s = u64::try_from(now.0 / 1000).unwrap_or(0);
-        let step = crate::totp::verify(&secret, &code, now_s, account.totp_last_step).ok();
+        let step = crate::totp::verify(&secret, &code, unix_seconds(now), account.totp_last_step).ok();
         // Each code works once: the step is claimed atomically (a replay loses the race).
         let claimed = match step {
             Some(step) => ctx.api.store.entities.record_totp_step(account.id, step).await?,
@@ -559,8 +569,7 @@ async fn login_checked(
         };
         if !claimed {
             ctx.metrics.login_failed();
-            let lock_ms = u64::try_from(LOCKOUT.as_millis()).unwrap_or(u64::MAX);
-            ctx.api.store.entities.record_login_failure(account.id, now, MAX_LOGIN_FAILURES, lock_ms).await?;
+            count_login_failure(ctx, account.id, now).await?;
             return Err(ApiError::InvalidCredentials);
         }
     }
@@ -635,11 +644,7 @@ async fn change_password(
         _ => {
             ctx.metrics.login_failed();
             if !locked {
-                let lock_ms = u64::try_from(LOCKOUT.as_millis()).unwrap_or(u64::MAX);
-                let after = entities.record_login_failure(account.id, now, MAX_LOGIN_FAILURES, lock_ms).await?;
-                if after.is_some_and(|a| a.is_locked(now)) {
-                    tracing::warn!(message = "Account locked after repeated wrong passwords.", account = %account.id);
-                }
+                count_login_failure(&ctx, account.id, now).await?;
             }
             return Err(ApiError::InvalidCredentials);
         }

@@ -67,6 +67,11 @@ impl std::fmt::Debug for dyn WriteJob {
     }
 }
 
+/// Records one attempt's outcome on a pending outbox message (id, state, next attempt, error,
+/// time); a message that is no longer pending does not change.
+const RECORD_OUTBOX_ATTEMPT: &str = "UPDATE outbox SET state = ?2, attempts = attempts + 1, next_attempt_at = ?3, \
+     last_error = ?4, sent_at = CASE WHEN ?2 = 'sent' THEN ?5 ELSE sent_at END WHERE id = ?1 AND state = 'pending'";
+
 fn backend(e: rusqlite::Error) -> StoreError {
     StoreError::Backend(e.to_string())
 }
@@ -1283,21 +1288,12 @@ impl EntityStore for EmbeddedStore {
     }
 
     async fn record_outbox_attempts(&self, attempts: Vec<OutboxAttempt>) -> Result<()> {
-        if attempts.len() > crate::MAX_OUTBOX_BATCH {
-            return Err(StoreError::InvalidInput(format!(
-                "{} outbox attempts; at most {} per call",
-                attempts.len(),
-                crate::MAX_OUTBOX_BATCH
-            )));
-        }
+        check_bound("outbox attempts", attempts.len(), MAX_OUTBOX_BATCH)?;
         if attempts.is_empty() {
             return Ok(());
         }
         self.write(attempts.len(), move |c| {
-            let mut st = c.prepare_cached(
-                "UPDATE outbox SET state = ?2, attempts = attempts + 1, next_attempt_at = ?3, last_error = ?4, \
-                 sent_at = CASE WHEN ?2 = 'sent' THEN ?5 ELSE sent_at END WHERE id = ?1 AND state = 'pending'",
-            )?;
+            let mut st = c.prepare_cached(RECORD_OUTBOX_ATTEMPT)?;
             for a in &attempts {
                 st.execute(params![a.id, a.outcome.as_str(), a.next_attempt_at.0, a.error, a.at.0])?;
             }
@@ -1315,11 +1311,13 @@ impl EntityStore for EmbeddedStore {
         error: Option<String>,
     ) -> Result<Option<OutboxMessage>> {
         self.write(1, move |c| {
-            c.prepare_cached(
-                "UPDATE outbox SET state = ?2, attempts = attempts + 1, next_attempt_at = ?3, last_error = ?4, \
-                 sent_at = CASE WHEN ?2 = 'sent' THEN ?5 ELSE sent_at END WHERE id = ?1 AND state = 'pending'",
-            )?
-            .execute(params![id, outcome.as_str(), next_attempt_at.0, error, at.0])?;
+            c.prepare_cached(RECORD_OUTBOX_ATTEMPT)?.execute(params![
+                id,
+                outcome.as_str(),
+                next_attempt_at.0,
+                error,
+                at.0
+            ])?;
             Ok(c.prepare_cached(&format!("SELECT {OUTBOX_COLUMNS} FROM outbox WHERE id = ?1"))?
                 .query_row([id], outbox_from_row)
                 .optional()?)

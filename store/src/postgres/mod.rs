@@ -91,6 +91,11 @@ impl PgEntityStore {
     }
 }
 
+/// Records one attempt's outcome on a pending outbox message (id, state, next attempt, error,
+/// time); a message that is no longer pending does not change.
+const RECORD_OUTBOX_ATTEMPT: &str = "UPDATE outbox SET state = $2, attempts = attempts + 1, next_attempt_at = $3, \
+     last_error = $4, sent_at = CASE WHEN $2 = 'sent' THEN $5 ELSE sent_at END WHERE id = $1 AND state = 'pending'";
+
 // ---- errors ----
 
 fn backend(e: sqlx::Error) -> StoreError {
@@ -970,28 +975,19 @@ impl EntityStore for PgEntityStore {
     }
 
     async fn record_outbox_attempts(&self, attempts: Vec<OutboxAttempt>) -> Result<()> {
-        if attempts.len() > crate::MAX_OUTBOX_BATCH {
-            return Err(StoreError::InvalidInput(format!(
-                "{} outbox attempts; at most {} per call",
-                attempts.len(),
-                crate::MAX_OUTBOX_BATCH
-            )));
-        }
+        check_bound("outbox attempts", attempts.len(), MAX_OUTBOX_BATCH)?;
         let mut tx = self.pool.begin().await.map_err(backend)?;
         for a in attempts {
             let Some(id) = db_id(a.id) else { continue };
-            sqlx::query(
-                "UPDATE outbox SET state = $2, attempts = attempts + 1, next_attempt_at = $3, last_error = $4, \
-                 sent_at = CASE WHEN $2 = 'sent' THEN $5 ELSE sent_at END WHERE id = $1 AND state = 'pending'",
-            )
-            .bind(id)
-            .bind(a.outcome.as_str())
-            .bind(a.next_attempt_at.0)
-            .bind(a.error)
-            .bind(a.at.0)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
+            sqlx::query(RECORD_OUTBOX_ATTEMPT)
+                .bind(id)
+                .bind(a.outcome.as_str())
+                .bind(a.next_attempt_at.0)
+                .bind(a.error)
+                .bind(a.at.0)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
         }
         tx.commit().await.map_err(backend)
     }
@@ -1005,18 +1001,15 @@ impl EntityStore for PgEntityStore {
         error: Option<String>,
     ) -> Result<Option<OutboxMessage>> {
         let Some(id) = db_id(id) else { return Ok(None) };
-        sqlx::query(
-            "UPDATE outbox SET state = $2, attempts = attempts + 1, next_attempt_at = $3, last_error = $4, \
-             sent_at = CASE WHEN $2 = 'sent' THEN $5 ELSE sent_at END WHERE id = $1 AND state = 'pending'",
-        )
-        .bind(id)
-        .bind(outcome.as_str())
-        .bind(next_attempt_at.0)
-        .bind(error)
-        .bind(at.0)
-        .execute(&self.pool)
-        .await
-        .map_err(backend)?;
+        sqlx::query(RECORD_OUTBOX_ATTEMPT)
+            .bind(id)
+            .bind(outcome.as_str())
+            .bind(next_attempt_at.0)
+            .bind(error)
+            .bind(at.0)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
         sqlx::query(
             "SELECT id, key, enterprise_id, receiver, payload, state, attempts, next_attempt_at, last_error, \
              created_at, sent_at FROM outbox WHERE id = $1",
