@@ -182,6 +182,8 @@ pub async fn bootstrap_admin(
         .map_err(|e| ApiError::Internal(format!("password hashing task: {e}")))??;
     // The first admin chose its password (or was shown the generated one): no forced change.
     let new = NewAccount {
+        parent_id: None,
+        permissions: None,
         email,
         password_hash,
         role: Role::PlatformAdmin,
@@ -588,6 +590,7 @@ async fn open_session(ctx: &AppState, account: &Account, now: UnixMillis) -> Res
         .store
         .entities
         .create_session(Session {
+            acting: None,
             token_hash: secrets::token_hash(&token),
             account_id: account.id,
             created_at: now,

@@ -34,7 +34,12 @@ fn store(c: &mut Criterion) {
         let (enterprise, devices) = rt.block_on(async {
             let e = store
                 .entities
-                .create_enterprise(NewEnterprise { name: "bench".into(), credential: "bench".into(), channel_id: None })
+                .create_enterprise(NewEnterprise {
+                    profile: Default::default(),
+                    name: "bench".into(),
+                    credential: "bench".into(),
+                    channel_id: None,
+                })
                 .await
                 .expect("enterprise");
             let mut devices = Vec::new();

@@ -15,8 +15,10 @@ mod model;
 pub mod postgres;
 pub mod scaleout;
 pub mod spool;
+mod tenancy;
 
 pub use model::*;
+pub use tenancy::*;
 
 use async_trait::async_trait;
 use fleetpulse_proto::ids::ChannelId;
@@ -156,6 +158,29 @@ pub(crate) fn bounded_subtree(root: ChannelId, mut ids: Vec<ChannelId>) -> Resul
     Ok(ids)
 }
 
+/// [`StoreError::InvalidInput`] unless a new sub-account's parent (`found`) exists, is itself a
+/// full account (sub-accounts do not nest) and has the same role and tenant.
+pub(crate) fn check_sub_account_parent(new: &NewAccount, found: Option<&Account>) -> Result<()> {
+    let Some(parent) = found else {
+        return Err(StoreError::InvalidInput(format!(
+            "parent account {} does not exist",
+            new.parent_id.map_or(0, |p| p.0)
+        )));
+    };
+    if parent.parent_id.is_some() {
+        return Err(StoreError::InvalidInput("a sub-account cannot have sub-accounts".into()));
+    }
+    if (parent.role, parent.channel_id, parent.enterprise_id) != (new.role, new.channel_id, new.enterprise_id) {
+        return Err(StoreError::InvalidInput("a sub-account has the role and tenant of its parent account".into()));
+    }
+    Ok(())
+}
+
+/// An enterprise profile as stored (JSON).
+pub(crate) fn encode_profile(profile: &EnterpriseProfile) -> Result<String> {
+    serde_json::to_string(profile).map_err(|e| StoreError::Backend(format!("encoding an enterprise profile: {e}")))
+}
+
 /// Result alias for store operations.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -187,6 +212,13 @@ pub trait EntityStore: Send + Sync + 'static {
         account: fleetpulse_proto::AccountId,
         password_hash: String,
         must_change: bool,
+    ) -> Result<bool>;
+    /// Replaces a sub-account's permissions (TEN-5); false for an unknown account or a full
+    /// account (which has none to replace).
+    async fn set_account_permissions(
+        &self,
+        account: fleetpulse_proto::AccountId,
+        permissions: Permissions,
     ) -> Result<bool>;
     /// Number of accounts with the role.
     async fn count_accounts(&self, role: Role) -> Result<u64>;
@@ -224,7 +256,34 @@ pub trait EntityStore: Send + Sync + 'static {
     /// channel is one of `channels` (enterprises without a channel never match a list; an
     /// empty list matches nothing). Typically `channels` is a [`EntityStore::channel_subtree`].
     /// [`StoreError::InvalidInput`] for more than [`MAX_ENTERPRISE_CHANNEL_FILTER`] ids.
-    async fn list_enterprises_in(&self, channels: Option<&[ChannelId]>, page: Page) -> Result<Vec<Enterprise>>;
+    async fn list_enterprises_in(&self, channels: Option<&[ChannelId]>, page: Page) -> Result<Vec<Enterprise>> {
+        let filter = EnterpriseFilter { channels: channels.map(<[ChannelId]>::to_vec), ..EnterpriseFilter::default() };
+        self.search_enterprises(filter, page).await
+    }
+    /// Enterprises matching the filter ([`EnterpriseFilter`]: channels or ids, and a
+    /// case-insensitive substring of the name, emails or contact), ordered by id, after the
+    /// cursor. [`StoreError::InvalidInput`] for more than [`MAX_ENTERPRISE_CHANNEL_FILTER`] ids
+    /// in a list, or a search of more than [`MAX_SEARCH_CHARS`] characters.
+    async fn search_enterprises(&self, filter: EnterpriseFilter, page: Page) -> Result<Vec<Enterprise>>;
+    /// Replaces an enterprise's name and profile (TEN-2 edit); `None` for an unknown one.
+    /// [`StoreError::InvalidInput`] (nothing changed) for a profile
+    /// [`EnterpriseProfile::validate`] refuses.
+    async fn update_enterprise(
+        &self,
+        id: EnterpriseId,
+        name: String,
+        profile: EnterpriseProfile,
+    ) -> Result<Option<Enterprise>>;
+    /// Moves the enterprise's authorization of its channel (TEN-3) to `to`, atomically, only if
+    /// it is one of `from` now; returns the enterprise as updated, or `None` (nothing changed)
+    /// if it does not exist or stands elsewhere. Leaving [`ChannelAuthorization::Accepted`]
+    /// also ends every session acting inside the enterprise, in the same transaction.
+    async fn set_channel_authorization(
+        &self,
+        id: EnterpriseId,
+        from: &[ChannelAuthorization],
+        to: ChannelAuthorization,
+    ) -> Result<Option<Enterprise>>;
     /// Creates a channel (TEN-1) at `now`: a top-level one, or a sub-channel of
     /// `new.parent_id`.
     ///
@@ -237,7 +296,16 @@ pub trait EntityStore: Send + Sync + 'static {
     /// Channels ordered by id, after the cursor (at most `page.limit`): all of them (`None`),
     /// or the strict descendants of `within` (its sub-channels, theirs, and so on; not
     /// `within` itself, and nothing for an unknown channel).
-    async fn list_channels(&self, within: Option<ChannelId>, page: Page) -> Result<Vec<Channel>>;
+    async fn list_channels(&self, within: Option<ChannelId>, page: Page) -> Result<Vec<Channel>> {
+        self.search_channels(within, None, page).await
+    }
+    /// [`EntityStore::list_channels`], keeping only channels whose name, contact or email
+    /// contains `q`, ignoring case. [`StoreError::InvalidInput`] for a search of more than
+    /// [`MAX_SEARCH_CHARS`] characters.
+    async fn search_channels(&self, within: Option<ChannelId>, q: Option<&str>, page: Page) -> Result<Vec<Channel>>;
+    /// Replaces a channel's editable fields (TEN-2 edit); `None` for an unknown channel.
+    /// [`StoreError::InvalidInput`] (nothing changed) if [`ChannelUpdate::validate`] refuses it.
+    async fn update_channel(&self, id: ChannelId, update: ChannelUpdate) -> Result<Option<Channel>>;
     /// The ids of `root` and of all its descendants, ordered by id; empty for an unknown
     /// channel. [`StoreError::InvalidInput`] if the subtree has more than
     /// [`MAX_CHANNEL_SUBTREE`] channels.

@@ -88,6 +88,11 @@ pub struct Account {
     /// The account must change its password before it may do anything else (ACC-2: first
     /// login of an account created by another account).
     pub must_change_password: bool,
+    /// The account that created this sub-account (TEN-5); `None` for a full account.
+    pub parent_id: Option<AccountId>,
+    /// A sub-account's permissions (TEN-5); `None` for a full account (everything its role
+    /// allows).
+    pub permissions: Option<crate::Permissions>,
 }
 
 impl std::fmt::Debug for Account {
@@ -106,6 +111,8 @@ impl std::fmt::Debug for Account {
             .field("totp_last_step", &self.totp_last_step)
             .field("frozen", &self.frozen)
             .field("must_change_password", &self.must_change_password)
+            .field("parent_id", &self.parent_id)
+            .field("permissions", &self.permissions)
             .finish()
     }
 }
@@ -127,6 +134,11 @@ pub struct AccountFilter {
     pub channels: Option<Vec<ChannelId>>,
     /// Accounts of these enterprises (enterprise admins).
     pub enterprises: Option<Vec<EnterpriseId>>,
+    /// Only the sub-accounts of this account (TEN-5).
+    pub parent: Option<AccountId>,
+    /// Only accounts whose email contains this, ignoring case (at most
+    /// [`crate::MAX_SEARCH_CHARS`] characters).
+    pub q: Option<String>,
 }
 
 /// Arguments of [`crate::EntityStore::create_account`].
@@ -145,6 +157,11 @@ pub struct NewAccount {
     pub enterprise_id: Option<EnterpriseId>,
     /// Whether the account must change its password at its first login (ACC-2).
     pub must_change_password: bool,
+    /// The account creating this one as its sub-account (TEN-5): it must exist and have the same
+    /// role and tenant.
+    pub parent_id: Option<AccountId>,
+    /// A sub-account's permissions; `None` for a full account. Given exactly for sub-accounts.
+    pub permissions: Option<crate::Permissions>,
 }
 
 impl NewAccount {
@@ -164,6 +181,11 @@ impl NewAccount {
                 Role::EnterpriseAdmin => "an enterprise and no channel",
             };
             return Err(crate::StoreError::InvalidInput(format!("a {} account has {expected}", self.role.as_str())));
+        }
+        if self.parent_id.is_some() != self.permissions.is_some() {
+            return Err(crate::StoreError::InvalidInput(
+                "a sub-account has a parent account and permissions; a full account neither".into(),
+            ));
         }
         Ok(())
     }
@@ -187,6 +209,8 @@ pub struct Session {
     /// Last use (ACC-2: sessions expire after a while idle); only moves forward
     /// ([`crate::EntityStore::touch_session`]).
     pub last_seen_at: UnixMillis,
+    /// The tenant a channel account acts for in this session (TEN-3), if any.
+    pub acting: Option<crate::Acting>,
 }
 
 /// An enterprise.
@@ -202,6 +226,11 @@ pub struct Enterprise {
     pub channel_id: Option<ChannelId>,
     /// Creation time.
     pub created_at: UnixMillis,
+    /// Permissions, emails, country, time zone, unit, contact (TEN-1).
+    #[serde(flatten)]
+    pub profile: crate::EnterpriseProfile,
+    /// Whether its channel may act inside it (TEN-3).
+    pub channel_authorization: crate::ChannelAuthorization,
 }
 
 /// Arguments of [`crate::EntityStore::create_enterprise`].
@@ -213,6 +242,9 @@ pub struct NewEnterprise {
     pub credential: String,
     /// The channel the enterprise belongs to (`None`: directly under the platform); must exist.
     pub channel_id: Option<ChannelId>,
+    /// Permissions, emails, country, time zone, unit, contact (TEN-1); must pass
+    /// [`crate::EnterpriseProfile::validate`].
+    pub profile: crate::EnterpriseProfile,
 }
 
 /// Longest [`NewChannel::name`], in characters.
@@ -237,6 +269,10 @@ pub struct Channel {
     pub contact: String,
     /// Contact email.
     pub email: String,
+    /// Contact phone.
+    pub phone: String,
+    /// Country or area (ISO 3166-1 alpha-2), or empty.
+    pub country: String,
     /// Creation time.
     pub created_at: UnixMillis,
 }
@@ -258,6 +294,10 @@ pub struct NewChannel {
     pub contact: String,
     /// Contact email.
     pub email: String,
+    /// Contact phone.
+    pub phone: String,
+    /// Country or area (ISO 3166-1 alpha-2), or empty.
+    pub country: String,
 }
 
 impl NewChannel {
@@ -275,6 +315,11 @@ impl NewChannel {
                 return Err(crate::StoreError::InvalidInput(format!("channel {field} holds a NUL character")));
             }
         }
+        crate::tenancy::check_text("contact", &self.contact, crate::MAX_PROFILE_CONTACT)?;
+        crate::tenancy::check_text("email", &self.email, crate::MAX_PROFILE_EMAIL)?;
+        crate::tenancy::check_email("email", &self.email)?;
+        crate::tenancy::check_phone(&self.phone)?;
+        crate::tenancy::check_country(&self.country)?;
         Ok(())
     }
 }

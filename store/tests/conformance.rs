@@ -46,6 +46,8 @@ async fn entities(store: &Store) {
     // Accounts: unique email, case-insensitive lookup.
     let account = s
         .create_account(NewAccount {
+            parent_id: None,
+            permissions: None,
             email: "Admin@Example.com".into(),
             password_hash: "phc".into(),
             role: Role::PlatformAdmin,
@@ -56,6 +58,8 @@ async fn entities(store: &Store) {
         .await
         .unwrap();
     let dup = s.create_account(NewAccount {
+        parent_id: None,
+        permissions: None,
         email: "admin@example.com".into(),
         password_hash: "x".into(),
         role: Role::PlatformAdmin,
@@ -71,6 +75,7 @@ async fn entities(store: &Store) {
 
     // Sessions expire by time.
     let session = |hash: u8, expires| Session {
+        acting: None,
         token_hash: TokenHash([hash; 32]),
         account_id: account.id,
         created_at: UnixMillis(1_000),
@@ -87,6 +92,7 @@ async fn entities(store: &Store) {
     for i in 0..5 {
         let e = s
             .create_enterprise(NewEnterprise {
+                profile: Default::default(),
                 name: format!("e{i}"),
                 credential: format!("cred-{i}"),
                 channel_id: None,
@@ -95,8 +101,14 @@ async fn entities(store: &Store) {
             .unwrap();
         ids.push(e.id);
     }
-    let dup =
-        s.create_enterprise(NewEnterprise { name: "x".into(), credential: "cred-0".into(), channel_id: None }).await;
+    let dup = s
+        .create_enterprise(NewEnterprise {
+            profile: Default::default(),
+            name: "x".into(),
+            credential: "cred-0".into(),
+            channel_id: None,
+        })
+        .await;
     assert!(matches!(dup, Err(StoreError::AlreadyExists("credential"))));
     assert_eq!(s.enterprise_by_credential("cred-3").await.unwrap().map(|e| e.id), Some(ids[3]));
     assert_eq!(s.enterprise_by_credential("nope").await.unwrap(), None);
@@ -137,7 +149,12 @@ async fn entities(store: &Store) {
 async fn events(store: &Store) {
     let e = store
         .entities
-        .create_enterprise(NewEnterprise { name: "ev".into(), credential: "ev".into(), channel_id: None })
+        .create_enterprise(NewEnterprise {
+            profile: Default::default(),
+            name: "ev".into(),
+            credential: "ev".into(),
+            channel_id: None,
+        })
         .await
         .unwrap();
     let d = store.entities.register_device(new_device(e.id, DeviceKey::Mac(mac(10)))).await.unwrap().device.id;
@@ -514,12 +531,14 @@ async fn outbox_except(store: &Store) {
 async fn latest_alarms(store: &Store) {
     let ev = &store.events;
     let e = store.entities.create_enterprise(NewEnterprise {
+        profile: Default::default(),
         name: "bell".into(),
         credential: "bell".into(),
         channel_id: None,
     });
     let e = e.await.unwrap();
     let other = store.entities.create_enterprise(NewEnterprise {
+        profile: Default::default(),
         name: "bell2".into(),
         credential: "bell2".into(),
         channel_id: None,
@@ -587,6 +606,7 @@ async fn latest_alarms(store: &Store) {
 
     // The cap: never more than MAX_LATEST_ALARM_RECORDS, even when asked for more.
     let crowd = store.entities.create_enterprise(NewEnterprise {
+        profile: Default::default(),
         name: "crowd".into(),
         credential: "crowd".into(),
         channel_id: None,
@@ -609,7 +629,12 @@ async fn latest_alarms(store: &Store) {
 async fn lifecycle(store: &Store) {
     let e = store
         .entities
-        .create_enterprise(NewEnterprise { name: "lc".into(), credential: "lc".into(), channel_id: None })
+        .create_enterprise(NewEnterprise {
+            profile: Default::default(),
+            name: "lc".into(),
+            credential: "lc".into(),
+            channel_id: None,
+        })
         .await
         .unwrap();
     let d = store.entities.register_device(new_device(e.id, DeviceKey::Mac(mac(30)))).await.unwrap().device.id;
@@ -652,7 +677,12 @@ async fn lifecycle(store: &Store) {
 async fn retention(store: &Store) {
     let e = store
         .entities
-        .create_enterprise(NewEnterprise { name: "ret".into(), credential: "ret".into(), channel_id: None })
+        .create_enterprise(NewEnterprise {
+            profile: Default::default(),
+            name: "ret".into(),
+            credential: "ret".into(),
+            channel_id: None,
+        })
         .await
         .unwrap();
     let d = store.entities.register_device(new_device(e.id, DeviceKey::Mac(mac(20)))).await.unwrap().device.id;
@@ -679,11 +709,21 @@ async fn retention(store: &Store) {
 async fn strategies(store: &Store) {
     let s = &store.entities;
     let a = s
-        .create_enterprise(NewEnterprise { name: "sa".into(), credential: "sa".into(), channel_id: None })
+        .create_enterprise(NewEnterprise {
+            profile: Default::default(),
+            name: "sa".into(),
+            credential: "sa".into(),
+            channel_id: None,
+        })
         .await
         .unwrap();
     let b = s
-        .create_enterprise(NewEnterprise { name: "sb".into(), credential: "sb".into(), channel_id: None })
+        .create_enterprise(NewEnterprise {
+            profile: Default::default(),
+            name: "sb".into(),
+            credential: "sb".into(),
+            channel_id: None,
+        })
         .await
         .unwrap();
     let settings = |name: &str| StrategySettings {
@@ -864,6 +904,8 @@ async fn operation_log(store: &Store) {
 async fn login_protection(store: &Store) {
     let s = &store.entities;
     let new = |email: &str| NewAccount {
+        parent_id: None,
+        permissions: None,
         email: email.into(),
         password_hash: "phc".into(),
         role: Role::PlatformAdmin,
@@ -938,6 +980,8 @@ async fn login_protection(store: &Store) {
 async fn session_lifecycle(store: &Store) {
     let s = &store.entities;
     let new = |email: &str| NewAccount {
+        parent_id: None,
+        permissions: None,
         email: email.into(),
         password_hash: "phc".into(),
         role: Role::PlatformAdmin,
@@ -948,6 +992,7 @@ async fn session_lifecycle(store: &Store) {
     let alice = s.create_account(new("sessions-alice@example.com")).await.unwrap();
     let bob = s.create_account(new("sessions-bob@example.com")).await.unwrap();
     let session = |hash: u8, account: AccountId| Session {
+        acting: None,
         token_hash: TokenHash([hash; 32]),
         account_id: account,
         created_at: UnixMillis(10_000),
@@ -994,6 +1039,8 @@ async fn session_lifecycle(store: &Store) {
 async fn totp(store: &Store) {
     let s = &store.entities;
     let new = |email: &str| NewAccount {
+        parent_id: None,
+        permissions: None,
         email: email.into(),
         password_hash: "phc".into(),
         role: Role::PlatformAdmin,
@@ -1067,6 +1114,8 @@ async fn totp(store: &Store) {
 
 fn new_channel(name: &str, parent_id: Option<ChannelId>, allow_sub_channels: bool) -> NewChannel {
     NewChannel {
+        phone: String::new(),
+        country: String::new(),
         name: name.into(),
         parent_id,
         allow_sub_channels,
@@ -1151,8 +1200,12 @@ async fn tenants(store: &Store) {
     assert_eq!(s.channel_subtree(ChannelId(u64::MAX)).await.unwrap(), vec![]);
 
     // Enterprises in channels.
-    let enterprise =
-        |name: &str, channel_id| NewEnterprise { name: name.into(), credential: format!("t-{name}"), channel_id };
+    let enterprise = |name: &str, channel_id| NewEnterprise {
+        profile: Default::default(),
+        name: name.into(),
+        credential: format!("t-{name}"),
+        channel_id,
+    };
     let e_top = s.create_enterprise(enterprise("e-top", Some(top.id))).await.unwrap();
     assert_eq!(e_top.channel_id, Some(top.id));
     let e_leaf = s.create_enterprise(enterprise("e-leaf", Some(leaf.id))).await.unwrap();
@@ -1188,6 +1241,8 @@ async fn tenants(store: &Store) {
 
     // Tenant admin accounts: the role decides which tenant an account has, and it must exist.
     let account = |email: &str, role, channel_id, enterprise_id| NewAccount {
+        parent_id: None,
+        permissions: None,
         email: email.into(),
         password_hash: "phc".into(),
         role,
@@ -1256,6 +1311,7 @@ async fn tenants(store: &Store) {
     let filter = |channels: Option<Vec<ChannelId>>, enterprises: Option<Vec<EnterpriseId>>| AccountFilter {
         channels,
         enterprises,
+        ..AccountFilter::default()
     };
     let listed = |f: AccountFilter| async move { ids(s.list_accounts(f, Page::first(100)).await.unwrap()) };
     assert_eq!(listed(filter(Some(sub_tree.clone()), None)).await, vec![channel_admin.id]);
@@ -1279,6 +1335,7 @@ async fn tenants(store: &Store) {
     // Freezing (TEN-2) sets the flag and ends the account's sessions; unfreezing clears it.
     assert!(!enterprise_admin.frozen);
     let session = |n: u8, account: AccountId| Session {
+        acting: None,
         token_hash: TokenHash([n; 32]),
         account_id: account,
         created_at: UnixMillis(1_000),
@@ -1313,6 +1370,8 @@ async fn tenants(store: &Store) {
 async fn password_change(store: &Store) {
     let s = &store.entities;
     let new = |email: &str, must_change_password| NewAccount {
+        parent_id: None,
+        permissions: None,
         email: email.into(),
         password_hash: "old-phc".into(),
         role: Role::PlatformAdmin,
@@ -1343,6 +1402,229 @@ async fn password_change(store: &Store) {
     assert!(!s.set_password(AccountId(u64::MAX), "x".into(), false).await.unwrap());
 }
 
+/// TEN-1, TEN-2, TEN-3, TEN-5: profiles, searches, edits, the channel authorization and acting
+/// sessions, sub-accounts.
+async fn tenant_profiles(store: &Store) {
+    let s = &store.entities;
+    let channel = |name: &str, contact: &str| NewChannel {
+        name: name.into(),
+        parent_id: None,
+        allow_sub_channels: true,
+        device_management: true,
+        rps: false,
+        contact: contact.into(),
+        email: format!("{}@channels.example", name.to_lowercase().replace(' ', "-")),
+        phone: "+49 30 1234".into(),
+        country: "DE".into(),
+    };
+    let north = s.create_channel(channel("Profile North", "Jürgen Müller"), UnixMillis(1)).await.unwrap();
+    assert_eq!((north.phone.as_str(), north.country.as_str()), ("+49 30 1234", "DE"));
+    let south = s.create_channel(channel("Profile South", "Ana"), UnixMillis(2)).await.unwrap();
+    let bad = NewChannel { country: "Germany".into(), ..channel("Bad", "x") };
+    assert!(matches!(s.create_channel(bad, UnixMillis(3)).await, Err(StoreError::InvalidInput(_))));
+    let found = |cs: Vec<Channel>| cs.into_iter().map(|c| c.id).collect::<Vec<_>>();
+    // Case-insensitive substring over name, contact and email, Unicode included.
+    assert_eq!(found(s.search_channels(None, Some("MÜLLER"), Page::first(100)).await.unwrap()), vec![north.id]);
+    assert_eq!(found(s.search_channels(None, Some("profile s"), Page::first(100)).await.unwrap()), vec![south.id]);
+    assert_eq!(
+        found(s.search_channels(None, Some("@CHANNELS.example"), Page::first(100)).await.unwrap())
+            .into_iter()
+            .filter(|c| [north.id, south.id].contains(c))
+            .count(),
+        2
+    );
+    assert!(matches!(
+        s.search_channels(None, Some(&"x".repeat(MAX_SEARCH_CHARS + 1)), Page::first(1)).await,
+        Err(StoreError::InvalidInput(_))
+    ));
+    let update = ChannelUpdate {
+        name: "Profile Nord".into(),
+        allow_sub_channels: false,
+        device_management: false,
+        rps: true,
+        contact: "Erika".into(),
+        email: "nord@channels.example".into(),
+        phone: "".into(),
+        country: "AT".into(),
+    };
+    let edited = s.update_channel(north.id, update.clone()).await.unwrap().unwrap();
+    assert_eq!((edited.name.as_str(), edited.rps, edited.country.as_str()), ("Profile Nord", true, "AT"));
+    assert_eq!(edited.parent_id, north.parent_id);
+    assert_eq!(s.channel(north.id).await.unwrap(), Some(edited.clone()));
+    assert!(found(s.search_channels(None, Some("müller"), Page::first(100)).await.unwrap()).is_empty());
+    assert_eq!(found(s.search_channels(None, Some("erika"), Page::first(100)).await.unwrap()), vec![north.id]);
+    assert_eq!(s.update_channel(ChannelId(999_999), update.clone()).await.unwrap(), None);
+    let bad = ChannelUpdate { name: String::new(), ..update };
+    assert!(matches!(s.update_channel(north.id, bad).await, Err(StoreError::InvalidInput(_))));
+
+    // Enterprises: the profile round-trips; search over name, emails and contact.
+    let profile = EnterpriseProfile {
+        device_management: true,
+        rps: true,
+        master_admin_email: "Boss@Zeta.example".into(),
+        register_email: "register@zeta.example".into(),
+        country: "FR".into(),
+        time_zone: "Europe/Paris".into(),
+        temperature_unit: TemperatureUnit::Fahrenheit,
+        contact: "Zoé Durand".into(),
+        phone: "+33 1 23".into(),
+    };
+    let zeta = s
+        .create_enterprise(NewEnterprise {
+            name: "Zeta Widgets".into(),
+            credential: "profile-zeta".into(),
+            channel_id: Some(north.id),
+            profile: profile.clone(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(zeta.profile, profile);
+    assert_eq!(zeta.channel_authorization, ChannelAuthorization::None);
+    assert_eq!(s.enterprise(zeta.id).await.unwrap(), Some(zeta.clone()));
+    let omega = s
+        .create_enterprise(NewEnterprise {
+            name: "Omega".into(),
+            credential: "profile-omega".into(),
+            channel_id: Some(south.id),
+            profile: EnterpriseProfile::default(),
+        })
+        .await
+        .unwrap();
+    let invalid = NewEnterprise {
+        name: "Bad".into(),
+        credential: "profile-bad".into(),
+        channel_id: None,
+        profile: EnterpriseProfile { time_zone: "not a zone".into(), ..EnterpriseProfile::default() },
+    };
+    assert!(matches!(s.create_enterprise(invalid).await, Err(StoreError::InvalidInput(_))));
+    let search = |channels: Option<Vec<ChannelId>>, ids: Option<Vec<EnterpriseId>>, q: &str| {
+        let filter = EnterpriseFilter { channels, ids, q: Some(q.into()) };
+        async move {
+            s.search_enterprises(filter, Page::first(100)).await.unwrap().into_iter().map(|e| e.id).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(search(None, None, "zoé").await, vec![zeta.id]);
+    assert_eq!(search(None, None, "BOSS@zeta").await, vec![zeta.id]);
+    assert_eq!(search(None, None, "register@").await, vec![zeta.id]);
+    assert_eq!(search(None, None, "OMEGA").await, vec![omega.id]);
+    // Channels OR ids, then the search.
+    assert_eq!(search(Some(vec![north.id]), Some(vec![omega.id]), "").await, vec![zeta.id, omega.id]);
+    assert_eq!(search(Some(vec![south.id]), None, "").await, vec![omega.id]);
+    assert_eq!(search(Some(vec![]), Some(vec![zeta.id]), "widgets").await, vec![zeta.id]);
+    assert_eq!(search(Some(vec![]), Some(vec![]), "").await, Vec::<EnterpriseId>::new());
+    assert_eq!(search(Some(vec![south.id]), None, "zeta").await, Vec::<EnterpriseId>::new());
+    let edited_profile = EnterpriseProfile { contact: "Yann".into(), ..profile };
+    let edited = s.update_enterprise(zeta.id, "Zeta SA".into(), edited_profile.clone()).await.unwrap().unwrap();
+    assert_eq!((edited.name.as_str(), &edited.profile), ("Zeta SA", &edited_profile));
+    assert_eq!(edited.credential, zeta.credential);
+    assert_eq!(search(None, None, "zoé").await, Vec::<EnterpriseId>::new());
+    assert_eq!(search(None, None, "yann").await, vec![zeta.id]);
+    assert_eq!(
+        s.update_enterprise(EnterpriseId(999_999), "x".into(), EnterpriseProfile::default()).await.unwrap(),
+        None
+    );
+    let bad = EnterpriseProfile { country: "fr".into(), ..EnterpriseProfile::default() };
+    assert!(matches!(s.update_enterprise(zeta.id, "x".into(), bad).await, Err(StoreError::InvalidInput(_))));
+
+    // TEN-3: the authorization moves only from the states given; leaving "accepted" ends the
+    // sessions acting inside the enterprise (and no others).
+    use ChannelAuthorization as A;
+    assert_eq!(s.set_channel_authorization(zeta.id, &[A::Pending], A::Accepted).await.unwrap(), None);
+    let pending = s.set_channel_authorization(zeta.id, &[A::None, A::Rejected], A::Pending).await.unwrap().unwrap();
+    assert_eq!(pending.channel_authorization, A::Pending);
+    let accepted = s.set_channel_authorization(zeta.id, &[A::Pending], A::Accepted).await.unwrap().unwrap();
+    assert_eq!(accepted.channel_authorization, A::Accepted);
+    assert_eq!(s.set_channel_authorization(EnterpriseId(999_999), &[A::None], A::Pending).await.unwrap(), None);
+    let channel_admin = s
+        .create_account(NewAccount {
+            email: "acting@north.example".into(),
+            password_hash: "phc".into(),
+            role: Role::ChannelAdmin,
+            channel_id: Some(north.id),
+            enterprise_id: None,
+            must_change_password: false,
+            parent_id: None,
+            permissions: None,
+        })
+        .await
+        .unwrap();
+    let session = |byte: u8, acting: Option<Acting>| Session {
+        token_hash: TokenHash([byte; 32]),
+        account_id: channel_admin.id,
+        created_at: UnixMillis::now(),
+        expires_at: UnixMillis(UnixMillis::now().0 + 3_600_000),
+        last_seen_at: UnixMillis::now(),
+        acting,
+    };
+    let (plain, inside, sub) = (
+        session(71, None),
+        session(72, Some(Acting::Enterprise(zeta.id))),
+        session(73, Some(Acting::Channel(south.id))),
+    );
+    for sess in [&plain, &inside, &sub] {
+        s.create_session(sess.clone()).await.unwrap();
+    }
+    let now = UnixMillis::now();
+    assert_eq!(
+        s.session(inside.token_hash, now).await.unwrap().and_then(|x| x.acting),
+        Some(Acting::Enterprise(zeta.id))
+    );
+    assert_eq!(s.session(sub.token_hash, now).await.unwrap().and_then(|x| x.acting), Some(Acting::Channel(south.id)));
+    let revoked = s.set_channel_authorization(zeta.id, &[A::Accepted], A::None).await.unwrap().unwrap();
+    assert_eq!(revoked.channel_authorization, A::None);
+    assert_eq!(s.session(inside.token_hash, now).await.unwrap(), None);
+    assert!(s.session(plain.token_hash, now).await.unwrap().is_some());
+    assert!(s.session(sub.token_hash, now).await.unwrap().is_some());
+
+    // TEN-5: sub-accounts have their parent's role and tenant, do not nest, and list by parent.
+    let perms = Permissions {
+        features: vec![Feature::Alarms, Feature::Devices],
+        data: DataPermission::Only { channels: vec![], enterprises: vec![zeta.id] },
+    };
+    let sub_account = |email: &str, parent: AccountId, channel: ChannelId| NewAccount {
+        email: email.into(),
+        password_hash: "phc".into(),
+        role: Role::ChannelAdmin,
+        channel_id: Some(channel),
+        enterprise_id: None,
+        must_change_password: true,
+        parent_id: Some(parent),
+        permissions: Some(perms.clone()),
+    };
+    let child = s.create_account(sub_account("Helper.One@north.example", channel_admin.id, north.id)).await.unwrap();
+    assert_eq!((child.parent_id, child.permissions.as_ref()), (Some(channel_admin.id), Some(&perms)));
+    assert_eq!(s.account(child.id).await.unwrap().and_then(|a| a.permissions), Some(perms.clone()));
+    for refused in [
+        sub_account("x1@north.example", channel_admin.id, south.id),
+        sub_account("x2@north.example", child.id, north.id),
+        sub_account("x3@north.example", AccountId(999_999), north.id),
+        NewAccount { permissions: None, ..sub_account("x4@north.example", channel_admin.id, north.id) },
+    ] {
+        assert!(matches!(s.create_account(refused).await, Err(StoreError::InvalidInput(_))));
+    }
+    let listed = |filter: AccountFilter| async move {
+        s.list_accounts(filter, Page::first(100)).await.unwrap().into_iter().map(|a| a.id).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        listed(AccountFilter { parent: Some(channel_admin.id), ..AccountFilter::default() }).await,
+        vec![child.id]
+    );
+    assert_eq!(
+        listed(AccountFilter { q: Some("HELPER.one".into()), ..AccountFilter::default() }).await,
+        vec![child.id]
+    );
+    let in_north =
+        AccountFilter { channels: Some(vec![north.id]), q: Some("north.example".into()), ..AccountFilter::default() };
+    assert_eq!(listed(in_north).await, vec![channel_admin.id, child.id]);
+    let wider = Permissions { features: Feature::ALL.to_vec(), data: DataPermission::All };
+    assert!(s.set_account_permissions(child.id, wider.clone()).await.unwrap());
+    assert_eq!(s.account(child.id).await.unwrap().and_then(|a| a.permissions), Some(wider.clone()));
+    // A full account has no permissions to replace.
+    assert!(!s.set_account_permissions(channel_admin.id, wider.clone()).await.unwrap());
+    assert_eq!(s.account(channel_admin.id).await.unwrap().and_then(|a| a.permissions), None);
+    assert!(!s.set_account_permissions(AccountId(999_999), wider).await.unwrap());
+}
+
 async fn suite(store: Store) {
     entities(&store).await;
     password_change(&store).await;
@@ -1359,6 +1641,7 @@ async fn suite(store: Store) {
     latest_alarms(&store).await;
     retention(&store).await;
     tenants(&store).await;
+    tenant_profiles(&store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -92,7 +92,7 @@ async fn create(
         (_, Some(channel)) if !auth.can_see_channel(channel) => return Err(ApiError::NotFound("channel")),
         (_, requested) => requested,
     };
-    let new = NewEnterprise { name, credential: secrets::random_hex::<32>(), channel_id };
+    let new = NewEnterprise { profile: Default::default(), name, credential: secrets::random_hex::<32>(), channel_id };
     let enterprise = ctx.api.store.entities.create_enterprise(new).await?;
     tracing::info!(message = "Created an enterprise.", enterprise_id = %enterprise.id, by_account = %auth.account.id);
     let location = HeaderValue::try_from(format!("/api/v1/enterprises/{}", enterprise.id))

@@ -108,6 +108,8 @@ async fn create(
         (Scope::Platform, None) => None,
     };
     let new = NewChannel {
+        phone: String::new(),
+        country: String::new(),
         name: req.name.trim().to_owned(),
         parent_id,
         allow_sub_channels: req.allow_sub_channels,
@@ -184,6 +186,8 @@ async fn create_account(
     let password = req.password;
     let password_hash = password_work(&ctx.password_checks, move || hash_password(&password)).await??;
     let new = NewAccount {
+        parent_id: None,
+        permissions: None,
         email,
         password_hash,
         role: req.role,
@@ -229,7 +233,7 @@ async fn list_accounts(
                     _ => break,
                 }
             }
-            AccountFilter { channels: Some(subtree.clone()), enterprises: Some(enterprises) }
+            AccountFilter { parent: None, q: None, channels: Some(subtree.clone()), enterprises: Some(enterprises) }
         }
     };
     let items = ctx.api.store.entities.list_accounts(filter, page).await?;

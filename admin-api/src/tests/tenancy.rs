@@ -46,6 +46,8 @@ struct World {
 
 async fn channel(h: &Harness, name: &str, parent: Option<ChannelId>) -> ChannelId {
     let new = NewChannel {
+        phone: String::new(),
+        country: String::new(),
         name: name.into(),
         parent_id: parent,
         allow_sub_channels: true,
@@ -58,7 +60,12 @@ async fn channel(h: &Harness, name: &str, parent: Option<ChannelId>) -> ChannelI
 }
 
 async fn enterprise_in(h: &Harness, name: &str, channel: ChannelId) -> EnterpriseId {
-    let new = NewEnterprise { name: name.into(), credential: format!("cred-{name}"), channel_id: Some(channel) };
+    let new = NewEnterprise {
+        profile: Default::default(),
+        name: name.into(),
+        credential: format!("cred-{name}"),
+        channel_id: Some(channel),
+    };
     h.store.entities.create_enterprise(new).await.expect("enterprise").id
 }
 
@@ -70,6 +77,8 @@ async fn account(
     enterprise: Option<EnterpriseId>,
 ) -> String {
     let new = NewAccount {
+        parent_id: None,
+        permissions: None,
         email: email.into(),
         password_hash: hash_password("tenant-password").expect("hash"),
         role,

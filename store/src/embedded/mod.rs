@@ -203,7 +203,7 @@ impl ReadPool {
 
 /// The columns `account_from_row` reads, in its order.
 const ACCOUNT_COLUMNS: &str = "id, email, password_hash, role, created_at, failed_logins, locked_until, totp_secret, \
-     totp_last_step, channel_id, enterprise_id, frozen, must_change_password";
+     totp_last_step, channel_id, enterprise_id, frozen, must_change_password, parent_id, permissions";
 
 fn account_from_row(r: &Row<'_>) -> rusqlite::Result<Account> {
     let role: String = r.get(3)?;
@@ -229,7 +229,55 @@ fn account_from_row(r: &Row<'_>) -> rusqlite::Result<Account> {
         totp_last_step: r.get::<_, Option<i64>>(8)?.map(|s| u64::try_from(s).unwrap_or_default()),
         frozen: r.get(11)?,
         must_change_password: r.get(12)?,
+        parent_id: r.get::<_, Option<u64>>(13)?.map(AccountId),
+        permissions: r.get::<_, Option<String>>(14)?.map(|p| json_column(14, &p, Permissions::decode)).transpose()?,
     })
+}
+
+/// A JSON column decoded, or a conversion error naming the column (never a default: a profile
+/// or permissions read wrong could show or grant the wrong thing).
+fn json_column<T>(
+    index: usize,
+    text: &str,
+    decode: impl FnOnce(&str) -> std::result::Result<T, serde_json::Error>,
+) -> rusqlite::Result<T> {
+    decode(text).map_err(|e| rusqlite::Error::FromSqlConversionFailure(index, rusqlite::types::Type::Text, e.into()))
+}
+
+/// Ids as one JSON array for `json_each` (one statement whatever their number); ids no row can
+/// have (above `i64::MAX`) are left out.
+fn json_ids(ids: impl Iterator<Item = u64>) -> Result<String> {
+    let ids: Vec<i64> = ids.filter_map(|id| i64::try_from(id).ok()).collect();
+    serde_json::to_string(&ids).map_err(|e| StoreError::Backend(format!("encoding ids: {e}")))
+}
+
+/// The query of [`EntityStore::list_accounts`] and its values.
+fn account_filter_sql(filter: &AccountFilter, page: Page) -> Result<(String, Vec<SqlValue>)> {
+    let mut terms: Vec<&str> = Vec::new();
+    let mut values: Vec<SqlValue> = Vec::new();
+    if filter.channels.is_some() || filter.enterprises.is_some() {
+        let channels = filter.channels.as_deref().unwrap_or_default();
+        let enterprises = filter.enterprises.as_deref().unwrap_or_default();
+        check_bound("channel ids", channels.len(), MAX_ACCOUNT_FILTER)?;
+        check_bound("enterprise ids", enterprises.len(), MAX_ACCOUNT_FILTER)?;
+        terms.push(
+            "(channel_id IN (SELECT value FROM json_each(?)) OR enterprise_id IN (SELECT value FROM json_each(?)))",
+        );
+        values.push(Box::new(json_ids(channels.iter().map(|c| c.0))?));
+        values.push(Box::new(json_ids(enterprises.iter().map(|e| e.0))?));
+    }
+    if let Some(parent) = filter.parent {
+        terms.push("parent_id = ?");
+        values.push(Box::new(db_after(parent.0)));
+    }
+    if let Some(q) = search_needle(filter.q.as_deref())? {
+        terms.push("instr(lower(email), ?) > 0");
+        values.push(Box::new(q));
+    }
+    terms.push("id > ?");
+    values.push(Box::new(db_after(page.after)));
+    values.push(Box::new(page.limit));
+    Ok((format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE {} ORDER BY id LIMIT ?", terms.join(" AND ")), values))
 }
 
 /// The columns `operation_log_from_row` reads, in its order.
@@ -295,7 +343,7 @@ fn operation_log_sql(filter: &OperationLogFilter, page: Page) -> Option<(String,
 }
 
 /// The columns `enterprise_from_row` reads, in its order.
-const ENTERPRISE_COLUMNS: &str = "id, name, credential, created_at, channel_id";
+const ENTERPRISE_COLUMNS: &str = "id, name, credential, created_at, channel_id, profile, channel_authorization";
 
 fn enterprise_from_row(r: &Row<'_>) -> rusqlite::Result<Enterprise> {
     Ok(Enterprise {
@@ -304,12 +352,23 @@ fn enterprise_from_row(r: &Row<'_>) -> rusqlite::Result<Enterprise> {
         credential: r.get(2)?,
         created_at: UnixMillis(r.get(3)?),
         channel_id: r.get::<_, Option<u64>>(4)?.map(ChannelId),
+        profile: json_column(5, &r.get::<_, String>(5)?, |t| serde_json::from_str(t))?,
+        channel_authorization: {
+            let a: String = r.get(6)?;
+            ChannelAuthorization::parse(&a).ok_or_else(|| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    6,
+                    rusqlite::types::Type::Text,
+                    format!("unknown channel authorization {a:?}").into(),
+                )
+            })?
+        },
     })
 }
 
 /// The columns `channel_from_row` reads, in its order.
 const CHANNEL_COLUMNS: &str =
-    "id, name, parent_id, allow_sub_channels, device_management, rps, contact, email, created_at";
+    "id, name, parent_id, allow_sub_channels, device_management, rps, contact, email, created_at, phone, country";
 
 fn channel_from_row(r: &Row<'_>) -> rusqlite::Result<Channel> {
     Ok(Channel {
@@ -322,6 +381,8 @@ fn channel_from_row(r: &Row<'_>) -> rusqlite::Result<Channel> {
         contact: r.get(6)?,
         email: r.get(7)?,
         created_at: UnixMillis(r.get(8)?),
+        phone: r.get(9)?,
+        country: r.get(10)?,
     })
 }
 
@@ -715,9 +776,17 @@ impl EntityStore for EmbeddedStore {
             if let Some(enterprise) = new.enterprise_id {
                 check_exists("enterprise", enterprise.0, row_exists(c, "enterprises", enterprise.0)?)?;
             }
+            if let Some(parent) = new.parent_id {
+                let found = c
+                    .prepare_cached(&format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ?1"))?
+                    .query_row([db_after(parent.0)], account_from_row)
+                    .optional()?;
+                check_sub_account_parent(&new, found.as_ref())?;
+            }
+            let permissions = new.permissions.as_ref().map(Permissions::encode).transpose()?;
             c.prepare_cached(
                 "INSERT INTO accounts (email, password_hash, role, created_at, channel_id, enterprise_id, \
-                 must_change_password) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                 must_change_password, parent_id, permissions) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?
             .execute(params![
                 new.email,
@@ -726,7 +795,9 @@ impl EntityStore for EmbeddedStore {
                 now.0,
                 new.channel_id.map(|ch| ch.0),
                 new.enterprise_id.map(|e| e.0),
-                new.must_change_password
+                new.must_change_password,
+                new.parent_id.map(|p| p.0),
+                permissions
             ])
             .map_err(|e| if is_unique_violation(&e) { StoreError::AlreadyExists("email") } else { backend(e) })?;
             Ok(Account {
@@ -743,6 +814,8 @@ impl EntityStore for EmbeddedStore {
                 totp_last_step: None,
                 frozen: false,
                 must_change_password: new.must_change_password,
+                parent_id: new.parent_id,
+                permissions: new.permissions.clone(),
             })
         })
         .await
@@ -768,41 +841,22 @@ impl EntityStore for EmbeddedStore {
     }
 
     async fn list_accounts(&self, filter: AccountFilter, page: Page) -> Result<Vec<Account>> {
-        let after = db_after(page.after);
-        if filter.channels.is_none() && filter.enterprises.is_none() {
-            return self
-                .read(move |c| {
-                    let mut st = c.prepare_cached(&format!(
-                        "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id > ?1 ORDER BY id LIMIT ?2"
-                    ))?;
-                    let rows = st.query_map(params![after, page.limit], account_from_row)?;
-                    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-                })
-                .await;
-        }
-        let channels = filter.channels.unwrap_or_default();
-        let enterprises = filter.enterprises.unwrap_or_default();
-        check_bound("channel ids", channels.len(), MAX_ACCOUNT_FILTER)?;
-        check_bound("enterprise ids", enterprises.len(), MAX_ACCOUNT_FILTER)?;
-        // The ids as JSON arrays (one statement whatever their number); an id no row can have
-        // is left out.
-        let channels: Vec<i64> = channels.iter().filter_map(|ch| i64::try_from(ch.0).ok()).collect();
-        let enterprises: Vec<i64> = enterprises.iter().filter_map(|e| i64::try_from(e.0).ok()).collect();
-        if (channels.is_empty() && enterprises.is_empty()) || page.limit == 0 {
-            return Ok(Vec::new());
-        }
-        let encode = |ids: &[i64]| {
-            serde_json::to_string(ids).map_err(|e| StoreError::Backend(format!("encoding account filter: {e}")))
-        };
-        let (channels, enterprises) = (encode(&channels)?, encode(&enterprises)?);
+        let (sql, values) = account_filter_sql(&filter, page)?;
         self.read(move |c| {
-            let mut st = c.prepare_cached(&format!(
-                "SELECT {ACCOUNT_COLUMNS} FROM accounts \
-                 WHERE (channel_id IN (SELECT value FROM json_each(?1)) \
-                 OR enterprise_id IN (SELECT value FROM json_each(?2))) AND id > ?3 ORDER BY id LIMIT ?4"
-            ))?;
-            let rows = st.query_map(params![channels, enterprises, after, page.limit], account_from_row)?;
+            let mut st = c.prepare_cached(&sql)?;
+            let rows = st.query_map(rusqlite::params_from_iter(values.iter()), account_from_row)?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn set_account_permissions(&self, account: AccountId, permissions: Permissions) -> Result<bool> {
+        let Ok(account) = i64::try_from(account.0) else { return Ok(false) };
+        let permissions = permissions.normalized()?.encode()?;
+        self.write(1, move |c| {
+            Ok(c.prepare_cached("UPDATE accounts SET permissions = ?2 WHERE id = ?1 AND permissions IS NOT NULL")?
+                .execute(params![account, permissions])?
+                > 0)
         })
         .await
     }
@@ -844,15 +898,23 @@ impl EntityStore for EmbeddedStore {
         self.write(1, move |c| {
             c.prepare_cached("DELETE FROM sessions WHERE expires_at < ?1")?.execute([s.created_at.0])?;
             c.prepare_cached(
-                "INSERT INTO sessions (token_hash, account_id, created_at, expires_at, last_seen_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO sessions (token_hash, account_id, created_at, expires_at, last_seen_at, \
+                 acting_enterprise_id, acting_channel_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?
             .execute(params![
                 &s.token_hash.0[..],
                 s.account_id.0,
                 s.created_at.0,
                 s.expires_at.0,
-                s.last_seen_at.0
+                s.last_seen_at.0,
+                match s.acting {
+                    Some(Acting::Enterprise(e)) => Some(e.0),
+                    _ => None,
+                },
+                match s.acting {
+                    Some(Acting::Channel(ch)) => Some(ch.0),
+                    _ => None,
+                },
             ])?;
             Ok(())
         })
@@ -862,8 +924,8 @@ impl EntityStore for EmbeddedStore {
     async fn session(&self, token_hash: TokenHash, now: UnixMillis) -> Result<Option<Session>> {
         self.read(move |c| {
             Ok(c.prepare_cached(
-                "SELECT account_id, created_at, expires_at, last_seen_at FROM sessions \
-                 WHERE token_hash = ?1 AND expires_at > ?2",
+                "SELECT account_id, created_at, expires_at, last_seen_at, acting_enterprise_id, acting_channel_id \
+                 FROM sessions WHERE token_hash = ?1 AND expires_at > ?2",
             )?
             .query_row(params![&token_hash.0[..], now.0], |r| {
                 Ok(Session {
@@ -872,6 +934,11 @@ impl EntityStore for EmbeddedStore {
                     created_at: UnixMillis(r.get(1)?),
                     expires_at: UnixMillis(r.get(2)?),
                     last_seen_at: UnixMillis(r.get(3)?),
+                    acting: match (r.get::<_, Option<u64>>(4)?, r.get::<_, Option<u64>>(5)?) {
+                        (Some(e), _) => Some(Acting::Enterprise(EnterpriseId(e))),
+                        (None, Some(ch)) => Some(Acting::Channel(ChannelId(ch))),
+                        (None, None) => None,
+                    },
                 })
             })
             .optional()?)
@@ -931,15 +998,19 @@ impl EntityStore for EmbeddedStore {
     }
 
     async fn create_enterprise(&self, new: NewEnterprise) -> Result<Enterprise> {
+        new.profile.validate()?;
         let now = UnixMillis::now();
+        let profile = encode_profile(&new.profile)?;
+        let search = enterprise_search_text(&new.name, &new.profile);
         self.write(1, move |c| {
             if let Some(channel) = new.channel_id {
                 check_exists("channel", channel.0, row_exists(c, "channels", channel.0)?)?;
             }
             c.prepare_cached(
-                "INSERT INTO enterprises (name, credential, created_at, channel_id) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT INTO enterprises (name, credential, created_at, channel_id, profile, search_text) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?
-            .execute(params![new.name, new.credential, now.0, new.channel_id.map(|ch| ch.0)])
+            .execute(params![new.name, new.credential, now.0, new.channel_id.map(|ch| ch.0), profile, search])
             .map_err(|e| if is_unique_violation(&e) { StoreError::AlreadyExists("credential") } else { backend(e) })?;
             Ok(Enterprise {
                 id: EnterpriseId(c.last_insert_rowid() as u64),
@@ -947,7 +1018,59 @@ impl EntityStore for EmbeddedStore {
                 credential: new.credential.clone(),
                 channel_id: new.channel_id,
                 created_at: now,
+                profile: new.profile.clone(),
+                channel_authorization: ChannelAuthorization::None,
             })
+        })
+        .await
+    }
+
+    async fn update_enterprise(
+        &self,
+        id: EnterpriseId,
+        name: String,
+        profile: EnterpriseProfile,
+    ) -> Result<Option<Enterprise>> {
+        profile.validate()?;
+        let Ok(id) = i64::try_from(id.0) else { return Ok(None) };
+        let search = enterprise_search_text(&name, &profile);
+        let encoded = encode_profile(&profile)?;
+        self.write(1, move |c| {
+            c.prepare_cached("UPDATE enterprises SET name = ?2, profile = ?3, search_text = ?4 WHERE id = ?1")?
+                .execute(params![id, name, encoded, search])?;
+            Ok(c.prepare_cached(&format!("SELECT {ENTERPRISE_COLUMNS} FROM enterprises WHERE id = ?1"))?
+                .query_row([id], enterprise_from_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn set_channel_authorization(
+        &self,
+        id: EnterpriseId,
+        from: &[ChannelAuthorization],
+        to: ChannelAuthorization,
+    ) -> Result<Option<Enterprise>> {
+        let Ok(id) = i64::try_from(id.0) else { return Ok(None) };
+        let from: Vec<&'static str> = from.iter().map(|a| a.as_str()).collect();
+        let from = serde_json::to_string(&from).map_err(|e| StoreError::Backend(format!("encoding states: {e}")))?;
+        self.write(1, move |c| {
+            let changed = c
+                .prepare_cached(
+                    "UPDATE enterprises SET channel_authorization = ?2 \
+                     WHERE id = ?1 AND channel_authorization IN (SELECT value FROM json_each(?3))",
+                )?
+                .execute(params![id, to.as_str(), from])?
+                > 0;
+            if !changed {
+                return Ok(None);
+            }
+            if to != ChannelAuthorization::Accepted {
+                c.prepare_cached("DELETE FROM sessions WHERE acting_enterprise_id = ?1")?.execute([id])?;
+            }
+            Ok(c.prepare_cached(&format!("SELECT {ENTERPRISE_COLUMNS} FROM enterprises WHERE id = ?1"))?
+                .query_row([id], enterprise_from_row)
+                .optional()?)
         })
         .await
     }
@@ -971,33 +1094,30 @@ impl EntityStore for EmbeddedStore {
         .await
     }
 
-    async fn list_enterprises_in(&self, channels: Option<&[ChannelId]>, page: Page) -> Result<Vec<Enterprise>> {
-        let after = db_after(page.after);
-        let Some(channels) = channels else {
-            return self
-                .read(move |c| {
-                    let mut st = c.prepare_cached(&format!(
-                        "SELECT {ENTERPRISE_COLUMNS} FROM enterprises WHERE id > ?1 ORDER BY id LIMIT ?2"
-                    ))?;
-                    let rows = st.query_map(params![after, page.limit], enterprise_from_row)?;
-                    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-                })
-                .await;
-        };
-        check_bound("channel ids", channels.len(), MAX_ENTERPRISE_CHANNEL_FILTER)?;
-        // The ids as one JSON array (one statement whatever their number); an id no row can
-        // have is left out.
-        let ids: Vec<i64> = channels.iter().filter_map(|ch| i64::try_from(ch.0).ok()).collect();
-        if ids.is_empty() || page.limit == 0 {
-            return Ok(Vec::new());
+    async fn search_enterprises(&self, filter: EnterpriseFilter, page: Page) -> Result<Vec<Enterprise>> {
+        let mut terms: Vec<&str> = Vec::new();
+        let mut values: Vec<SqlValue> = Vec::new();
+        if filter.channels.is_some() || filter.ids.is_some() {
+            let channels = filter.channels.as_deref().unwrap_or_default();
+            let ids = filter.ids.as_deref().unwrap_or_default();
+            check_bound("channel ids", channels.len(), MAX_ENTERPRISE_CHANNEL_FILTER)?;
+            check_bound("enterprise ids", ids.len(), MAX_ENTERPRISE_CHANNEL_FILTER)?;
+            terms.push("(channel_id IN (SELECT value FROM json_each(?)) OR id IN (SELECT value FROM json_each(?)))");
+            values.push(Box::new(json_ids(channels.iter().map(|c| c.0))?));
+            values.push(Box::new(json_ids(ids.iter().map(|e| e.0))?));
         }
-        let ids = serde_json::to_string(&ids).map_err(|e| StoreError::Backend(format!("encoding channel ids: {e}")))?;
+        if let Some(q) = search_needle(filter.q.as_deref())? {
+            terms.push("instr(search_text, ?) > 0");
+            values.push(Box::new(q));
+        }
+        terms.push("id > ?");
+        values.push(Box::new(db_after(page.after)));
+        values.push(Box::new(page.limit));
+        let sql =
+            format!("SELECT {ENTERPRISE_COLUMNS} FROM enterprises WHERE {} ORDER BY id LIMIT ?", terms.join(" AND "));
         self.read(move |c| {
-            let mut st = c.prepare_cached(&format!(
-                "SELECT {ENTERPRISE_COLUMNS} FROM enterprises \
-                 WHERE channel_id IN (SELECT value FROM json_each(?1)) AND id > ?2 ORDER BY id LIMIT ?3"
-            ))?;
-            let rows = st.query_map(params![ids, after, page.limit], enterprise_from_row)?;
+            let mut st = c.prepare_cached(&sql)?;
+            let rows = st.query_map(rusqlite::params_from_iter(values.iter()), enterprise_from_row)?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await
@@ -1018,8 +1138,8 @@ impl EntityStore for EmbeddedStore {
             }
             c.prepare_cached(
                 "INSERT INTO channels \
-                 (name, parent_id, allow_sub_channels, device_management, rps, contact, email, created_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                 (name, parent_id, allow_sub_channels, device_management, rps, contact, email, created_at, \
+                 phone, country, search_text) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             )?
             .execute(params![
                 new.name,
@@ -1029,7 +1149,10 @@ impl EntityStore for EmbeddedStore {
                 new.rps,
                 new.contact,
                 new.email,
-                now.0
+                now.0,
+                new.phone,
+                new.country,
+                channel_search_text(&new.name, &new.contact, &new.email),
             ])?;
             Ok(Channel {
                 id: ChannelId(c.last_insert_rowid() as u64),
@@ -1040,6 +1163,8 @@ impl EntityStore for EmbeddedStore {
                 rps: new.rps,
                 contact: new.contact.clone(),
                 email: new.email.clone(),
+                phone: new.phone.clone(),
+                country: new.country.clone(),
                 created_at: now,
             })
         })
@@ -1056,20 +1181,23 @@ impl EntityStore for EmbeddedStore {
         .await
     }
 
-    async fn list_channels(&self, within: Option<ChannelId>, page: Page) -> Result<Vec<Channel>> {
+    async fn search_channels(&self, within: Option<ChannelId>, q: Option<&str>, page: Page) -> Result<Vec<Channel>> {
         let after = db_after(page.after);
         let within = match within.map(|w| i64::try_from(w.0)) {
             None => None,
             Some(Ok(w)) => Some(w),
             Some(Err(_)) => return Ok(Vec::new()),
         };
+        // An empty needle is in every text.
+        let q = search_needle(q)?.unwrap_or_default();
         self.read(move |c| {
             let rows = match within {
                 None => c
                     .prepare_cached(&format!(
-                        "SELECT {CHANNEL_COLUMNS} FROM channels WHERE id > ?1 ORDER BY id LIMIT ?2"
+                        "SELECT {CHANNEL_COLUMNS} FROM channels WHERE id > ?1 AND instr(search_text, ?3) > 0 \
+                         ORDER BY id LIMIT ?2"
                     ))?
-                    .query_map(params![after, page.limit], channel_from_row)?
+                    .query_map(params![after, page.limit, q], channel_from_row)?
                     .collect::<rusqlite::Result<Vec<_>>>()?,
                 Some(root) => c
                     .prepare_cached(&format!(
@@ -1077,12 +1205,40 @@ impl EntityStore for EmbeddedStore {
                          SELECT id FROM channels WHERE parent_id = ?1 \
                          UNION ALL SELECT c.id FROM channels c JOIN sub ON c.parent_id = sub.id) \
                          SELECT {CHANNEL_COLUMNS} FROM channels \
-                         WHERE id IN (SELECT id FROM sub) AND id > ?2 ORDER BY id LIMIT ?3"
+                         WHERE id IN (SELECT id FROM sub) AND id > ?2 AND instr(search_text, ?4) > 0 \
+                         ORDER BY id LIMIT ?3"
                     ))?
-                    .query_map(params![root, after, page.limit], channel_from_row)?
+                    .query_map(params![root, after, page.limit, q], channel_from_row)?
                     .collect::<rusqlite::Result<Vec<_>>>()?,
             };
             Ok(rows)
+        })
+        .await
+    }
+
+    async fn update_channel(&self, id: ChannelId, u: ChannelUpdate) -> Result<Option<Channel>> {
+        u.validate()?;
+        let Ok(id) = i64::try_from(id.0) else { return Ok(None) };
+        self.write(1, move |c| {
+            c.prepare_cached(
+                "UPDATE channels SET name = ?2, allow_sub_channels = ?3, device_management = ?4, rps = ?5, \
+                 contact = ?6, email = ?7, phone = ?8, country = ?9, search_text = ?10 WHERE id = ?1",
+            )?
+            .execute(params![
+                id,
+                u.name,
+                u.allow_sub_channels,
+                u.device_management,
+                u.rps,
+                u.contact,
+                u.email,
+                u.phone,
+                u.country,
+                channel_search_text(&u.name, &u.contact, &u.email),
+            ])?;
+            Ok(c.prepare_cached(&format!("SELECT {CHANNEL_COLUMNS} FROM channels WHERE id = ?1"))?
+                .query_row([id], channel_from_row)
+                .optional()?)
         })
         .await
     }

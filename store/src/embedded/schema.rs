@@ -221,6 +221,27 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE accounts ADD COLUMN must_change_password INTEGER NOT NULL DEFAULT 0
         CHECK (must_change_password IN (0, 1));
     "#,
+    // 12: tenant profiles and search (TEN-1, TEN-2): the enterprise profile as JSON, the
+    // channel's phone and country, the lower-cased text searches look in; the enterprise's
+    // authorization of its channel and sessions acting inside a tenant (TEN-3); sub-accounts
+    // with their permissions as JSON (TEN-5).
+    r#"
+    ALTER TABLE enterprises ADD COLUMN profile TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE enterprises ADD COLUMN search_text TEXT NOT NULL DEFAULT '';
+    UPDATE enterprises SET search_text = lower(name);
+    ALTER TABLE enterprises ADD COLUMN channel_authorization TEXT NOT NULL DEFAULT 'none'
+        CHECK (channel_authorization IN ('none', 'pending', 'accepted', 'rejected'));
+    ALTER TABLE channels ADD COLUMN phone TEXT NOT NULL DEFAULT '';
+    ALTER TABLE channels ADD COLUMN country TEXT NOT NULL DEFAULT '';
+    ALTER TABLE channels ADD COLUMN search_text TEXT NOT NULL DEFAULT '';
+    UPDATE channels SET search_text = lower(name || char(10) || contact || char(10) || email);
+    ALTER TABLE accounts ADD COLUMN parent_id INTEGER REFERENCES accounts(id);
+    ALTER TABLE accounts ADD COLUMN permissions TEXT;
+    CREATE INDEX accounts_parent ON accounts(parent_id);
+    ALTER TABLE sessions ADD COLUMN acting_enterprise_id INTEGER REFERENCES enterprises(id);
+    ALTER TABLE sessions ADD COLUMN acting_channel_id INTEGER REFERENCES channels(id);
+    CREATE INDEX sessions_acting_enterprise ON sessions(acting_enterprise_id) WHERE acting_enterprise_id IS NOT NULL;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -9,7 +9,12 @@ fn open(dir: &Path) -> EmbeddedStore {
 
 async fn enterprise(store: &EmbeddedStore, name: &str) -> Enterprise {
     store
-        .create_enterprise(NewEnterprise { name: name.into(), credential: format!("cred-{name}"), channel_id: None })
+        .create_enterprise(NewEnterprise {
+            profile: Default::default(),
+            name: name.into(),
+            credential: format!("cred-{name}"),
+            channel_id: None,
+        })
         .await
         .expect("create enterprise")
 }
@@ -146,6 +151,8 @@ async fn a_failing_job_is_rolled_back_alone() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Arc::new(open(dir.path()));
     let account = |email: &str| NewAccount {
+        parent_id: None,
+        permissions: None,
         email: email.into(),
         password_hash: "h".into(),
         role: Role::PlatformAdmin,

@@ -150,6 +150,12 @@ fn account_from_row(r: &PgRow) -> Result<Account> {
         totp_last_step: r.try_get::<Option<i64>, _>("totp_last_step").map_err(backend)?.map(row_id),
         frozen: r.try_get("frozen").map_err(backend)?,
         must_change_password: r.try_get("must_change_password").map_err(backend)?,
+        parent_id: r.try_get::<Option<i64>, _>("parent_id").map_err(backend)?.map(|p| AccountId(row_id(p))),
+        permissions: r
+            .try_get::<Option<String>, _>("permissions")
+            .map_err(backend)?
+            .map(|p| Permissions::decode(&p).map_err(|e| StoreError::Backend(format!("decoding permissions: {e}"))))
+            .transpose()?,
     })
 }
 
@@ -212,6 +218,13 @@ fn enterprise_from_row(r: &PgRow) -> Result<Enterprise> {
         credential: r.try_get("credential").map_err(backend)?,
         channel_id: r.try_get::<Option<i64>, _>("channel_id").map_err(backend)?.map(|c| ChannelId(row_id(c))),
         created_at: UnixMillis(r.try_get("created_at").map_err(backend)?),
+        profile: serde_json::from_str(&r.try_get::<String, _>("profile").map_err(backend)?)
+            .map_err(|e| StoreError::Backend(format!("decoding an enterprise profile: {e}")))?,
+        channel_authorization: {
+            let a: String = r.try_get("channel_authorization").map_err(backend)?;
+            ChannelAuthorization::parse(&a)
+                .ok_or_else(|| StoreError::Backend(format!("unknown channel authorization {a:?}")))?
+        },
     })
 }
 
@@ -226,6 +239,8 @@ fn channel_from_row(r: &PgRow) -> Result<Channel> {
         contact: r.try_get("contact").map_err(backend)?,
         email: r.try_get("email").map_err(backend)?,
         created_at: UnixMillis(r.try_get("created_at").map_err(backend)?),
+        phone: r.try_get("phone").map_err(backend)?,
+        country: r.try_get("country").map_err(backend)?,
     })
 }
 
@@ -250,6 +265,14 @@ fn session_from_row(token_hash: TokenHash, r: &PgRow) -> Result<Session> {
         created_at: UnixMillis(r.try_get("created_at").map_err(backend)?),
         expires_at: UnixMillis(r.try_get("expires_at").map_err(backend)?),
         last_seen_at: UnixMillis(r.try_get("last_seen_at").map_err(backend)?),
+        acting: match (
+            r.try_get::<Option<i64>, _>("acting_enterprise_id").map_err(backend)?,
+            r.try_get::<Option<i64>, _>("acting_channel_id").map_err(backend)?,
+        ) {
+            (Some(e), _) => Some(Acting::Enterprise(EnterpriseId(row_id(e)))),
+            (None, Some(c)) => Some(Acting::Channel(ChannelId(row_id(c)))),
+            (None, None) => None,
+        },
     })
 }
 
@@ -277,22 +300,42 @@ const INSERT_OUTBOX_BATCH: &str = "INSERT INTO outbox \
      FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bigint[]) WITH ORDINALITY \
      AS m (key, enterprise_id, receiver, payload, not_before, n) ORDER BY m.n \
      ON CONFLICT (key) DO NOTHING RETURNING id, key";
-const ACCOUNT_BY_EMAIL: &str = "SELECT id, email, password_hash, role, created_at, failed_logins, locked_until, \
-     totp_secret, totp_last_step, channel_id, enterprise_id, frozen, must_change_password FROM accounts WHERE lower(email) = lower($1)";
-const ACCOUNT_BY_ID: &str = "SELECT id, email, password_hash, role, created_at, failed_logins, locked_until, \
-     totp_secret, totp_last_step, channel_id, enterprise_id, frozen, must_change_password FROM accounts WHERE id = $1";
-const ACCOUNT_PAGE: &str = "SELECT id, email, password_hash, role, created_at, failed_logins, locked_until, \
-     totp_secret, totp_last_step, channel_id, enterprise_id, frozen, must_change_password FROM accounts WHERE id > $1 ORDER BY id LIMIT $2";
-const ACCOUNT_FILTERED_PAGE: &str = "SELECT id, email, password_hash, role, created_at, failed_logins, \
-     locked_until, totp_secret, totp_last_step, channel_id, enterprise_id, frozen, must_change_password FROM accounts \
-     WHERE (channel_id = ANY($1::bigint[]) OR enterprise_id = ANY($2::bigint[])) AND id > $3 ORDER BY id LIMIT $4";
+/// The columns `account_from_row` reads.
+macro_rules! account_columns {
+    () => {
+        "id, email, password_hash, role, created_at, failed_logins, locked_until, totp_secret, totp_last_step, \
+         channel_id, enterprise_id, frozen, must_change_password, parent_id, permissions"
+    };
+}
+/// The columns `enterprise_from_row` reads.
+macro_rules! enterprise_columns {
+    () => {
+        "id, name, credential, created_at, channel_id, profile, channel_authorization"
+    };
+}
+/// The columns `channel_from_row` reads.
+macro_rules! channel_columns {
+    () => {
+        "id, name, parent_id, allow_sub_channels, device_management, rps, contact, email, created_at, phone, country"
+    };
+}
+const ACCOUNT_BY_EMAIL: &str = concat!("SELECT ", account_columns!(), " FROM accounts WHERE lower(email) = lower($1)");
+const ACCOUNT_BY_ID: &str = concat!("SELECT ", account_columns!(), " FROM accounts WHERE id = $1");
+/// Every filter of [`EntityStore::list_accounts`] is a parameter (NULL: not filtering).
+const ACCOUNT_FILTERED_PAGE: &str = concat!(
+    "SELECT ",
+    account_columns!(),
+    " FROM accounts WHERE ($1::bigint[] IS NULL OR channel_id = ANY($1) OR enterprise_id = ANY($2::bigint[])) \
+     AND ($5::bigint IS NULL OR parent_id = $5) AND ($6::text IS NULL OR strpos(lower(email), $6) > 0) \
+     AND id > $3 ORDER BY id LIMIT $4"
+);
 /// Counts a wrong password: one statement, so concurrent failures each count (the row lock
 /// orders them) and the `SET` expressions all read the row as it was before this update.
 const RECORD_LOGIN_FAILURE: &str = "UPDATE accounts SET \
      failed_logins = CASE WHEN failed_logins + 1 >= $2 THEN 0 ELSE failed_logins + 1 END, \
      locked_until = CASE WHEN failed_logins + 1 >= $2 THEN $3 ELSE locked_until END \
      WHERE id = $1 RETURNING id, email, password_hash, role, created_at, failed_logins, locked_until, \
-     totp_secret, totp_last_step, channel_id, enterprise_id, frozen, must_change_password";
+     totp_secret, totp_last_step, channel_id, enterprise_id, frozen, must_change_password, parent_id, permissions";
 /// Accepts a TOTP step: one conditional statement, so of concurrent attempts at the same step
 /// exactly one updates (the row lock orders them; the later ones see the step recorded).
 const RECORD_TOTP_STEP: &str = "UPDATE accounts SET totp_last_step = $2 \
@@ -308,31 +351,51 @@ const INSERT_OPERATION_LOGS: &str = "INSERT INTO operation_log \
 /// The start of every [`EntityStore::list_operation_logs`] query; the filters follow.
 const OPERATION_LOG_PAGE: &str = "SELECT id, account_id, account_email, acting_as, operation, method, path, ip, at, \
      status, outcome FROM operation_log WHERE true";
-const ENTERPRISE_BY_ID: &str = "SELECT id, name, credential, created_at, channel_id FROM enterprises WHERE id = $1";
+const ENTERPRISE_BY_ID: &str = concat!("SELECT ", enterprise_columns!(), " FROM enterprises WHERE id = $1");
 const ENTERPRISE_BY_CREDENTIAL: &str =
-    "SELECT id, name, credential, created_at, channel_id FROM enterprises WHERE credential = $1";
-const ENTERPRISE_PAGE: &str =
-    "SELECT id, name, credential, created_at, channel_id FROM enterprises WHERE id > $1 ORDER BY id LIMIT $2";
-const ENTERPRISE_IN_CHANNELS_PAGE: &str = "SELECT id, name, credential, created_at, channel_id FROM enterprises \
-     WHERE channel_id = ANY($1::bigint[]) AND id > $2 ORDER BY id LIMIT $3";
-const CHANNEL_BY_ID: &str = "SELECT id, name, parent_id, allow_sub_channels, device_management, rps, contact, email, \
-     created_at FROM channels WHERE id = $1";
-const CHANNEL_PAGE: &str = "SELECT id, name, parent_id, allow_sub_channels, device_management, rps, contact, email, \
-     created_at FROM channels WHERE id > $1 ORDER BY id LIMIT $2";
+    concat!("SELECT ", enterprise_columns!(), " FROM enterprises WHERE credential = $1");
+/// Every filter of [`EntityStore::search_enterprises`] is a parameter (NULL: not filtering).
+const ENTERPRISE_SEARCH_PAGE: &str = concat!(
+    "SELECT ",
+    enterprise_columns!(),
+    " FROM enterprises WHERE ($1::bigint[] IS NULL OR channel_id = ANY($1) OR id = ANY($2::bigint[])) \
+     AND ($3::text IS NULL OR strpos(search_text, $3) > 0) AND id > $4 ORDER BY id LIMIT $5"
+);
+const UPDATE_ENTERPRISE: &str = concat!(
+    "UPDATE enterprises SET name = $2, profile = $3, search_text = $4 WHERE id = $1 RETURNING ",
+    enterprise_columns!()
+);
+const SET_CHANNEL_AUTHORIZATION: &str = concat!(
+    "UPDATE enterprises SET channel_authorization = $2 WHERE id = $1 AND channel_authorization = ANY($3::text[]) \
+     RETURNING ",
+    enterprise_columns!()
+);
+const CHANNEL_BY_ID: &str = concat!("SELECT ", channel_columns!(), " FROM channels WHERE id = $1");
+const CHANNEL_PAGE: &str = concat!(
+    "SELECT ",
+    channel_columns!(),
+    " FROM channels WHERE id > $1 AND strpos(search_text, $3) > 0 ORDER BY id LIMIT $2"
+);
+const UPDATE_CHANNEL: &str = concat!(
+    "UPDATE channels SET name = $2, allow_sub_channels = $3, device_management = $4, rps = $5, contact = $6, \
+     email = $7, phone = $8, country = $9, search_text = $10 WHERE id = $1 RETURNING ",
+    channel_columns!()
+);
 /// The strict descendants of channel `$1`, after the cursor.
 const CHANNEL_DESCENDANTS_PAGE: &str = "WITH RECURSIVE sub(id) AS (\
      SELECT id FROM channels WHERE parent_id = $1 \
      UNION ALL SELECT c.id FROM channels c JOIN sub ON c.parent_id = sub.id) \
-     SELECT id, name, parent_id, allow_sub_channels, device_management, rps, contact, email, created_at \
-     FROM channels WHERE id IN (SELECT id FROM sub) AND id > $2 ORDER BY id LIMIT $3";
+     SELECT id, name, parent_id, allow_sub_channels, device_management, rps, contact, email, created_at, phone, \
+     country FROM channels WHERE id IN (SELECT id FROM sub) AND id > $2 AND strpos(search_text, $4) > 0 \
+     ORDER BY id LIMIT $3";
 /// Channel `$1` and its descendants, at most `$2` (no ORDER BY: the walk stops at the bound).
 const CHANNEL_SUBTREE: &str = "WITH RECURSIVE sub(id) AS (\
      SELECT id FROM channels WHERE id = $1 \
      UNION ALL SELECT c.id FROM channels c JOIN sub ON c.parent_id = sub.id) \
      SELECT id FROM sub LIMIT $2";
 const INSERT_CHANNEL: &str = "INSERT INTO channels \
-     (name, parent_id, allow_sub_channels, device_management, rps, contact, email, created_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id";
+     (name, parent_id, allow_sub_channels, device_management, rps, contact, email, created_at, phone, country, \
+     search_text) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id";
 const UPDATE_DEVICE: &str = "UPDATE devices SET model = $2, firmware = $3 WHERE id = $1 \
      RETURNING id, enterprise_id, mac, serial, model, firmware, name, created_at";
 
@@ -357,9 +420,13 @@ impl EntityStore for PgEntityStore {
             }
             None => None,
         };
+        if let Some(parent) = new.parent_id {
+            check_sub_account_parent(&new, self.account(parent).await?.as_ref())?;
+        }
+        let permissions = new.permissions.as_ref().map(Permissions::encode).transpose()?;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO accounts (email, password_hash, role, created_at, channel_id, enterprise_id, \
-             must_change_password) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+             must_change_password, parent_id, permissions) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
         )
         .bind(&new.email)
         .bind(&new.password_hash)
@@ -368,6 +435,8 @@ impl EntityStore for PgEntityStore {
         .bind(channel)
         .bind(enterprise)
         .bind(new.must_change_password)
+        .bind(new.parent_id.and_then(|p| db_id(p.0)))
+        .bind(permissions)
         .fetch_one(&self.pool)
         .await
         .map_err(|e| match &e {
@@ -390,6 +459,8 @@ impl EntityStore for PgEntityStore {
             totp_last_step: None,
             frozen: false,
             must_change_password: new.must_change_password,
+            parent_id: new.parent_id,
+            permissions: new.permissions,
         })
     }
 
@@ -443,14 +514,22 @@ impl EntityStore for PgEntityStore {
         // creation time, then store it (as the embedded store does in one write job).
         sqlx::query(
             "WITH purged AS (DELETE FROM sessions WHERE expires_at < $3) \
-             INSERT INTO sessions (token_hash, account_id, created_at, expires_at, last_seen_at) \
-             VALUES ($1, $2, $3, $4, $5)",
+             INSERT INTO sessions (token_hash, account_id, created_at, expires_at, last_seen_at, \
+             acting_enterprise_id, acting_channel_id) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&s.token_hash.0[..])
         .bind(account)
         .bind(s.created_at.0)
         .bind(s.expires_at.0)
         .bind(s.last_seen_at.0)
+        .bind(match s.acting {
+            Some(Acting::Enterprise(e)) => db_id(e.0),
+            _ => None,
+        })
+        .bind(match s.acting {
+            Some(Acting::Channel(c)) => db_id(c.0),
+            _ => None,
+        })
         .execute(&self.pool)
         .await
         .map_err(backend)?;
@@ -459,8 +538,8 @@ impl EntityStore for PgEntityStore {
 
     async fn session(&self, token_hash: TokenHash, now: UnixMillis) -> Result<Option<Session>> {
         sqlx::query(
-            "SELECT account_id, created_at, expires_at, last_seen_at FROM sessions \
-             WHERE token_hash = $1 AND expires_at > $2",
+            "SELECT account_id, created_at, expires_at, last_seen_at, acting_enterprise_id, acting_channel_id \
+             FROM sessions WHERE token_hash = $1 AND expires_at > $2",
         )
         .bind(&token_hash.0[..])
         .bind(now.0)
@@ -492,8 +571,8 @@ impl EntityStore for PgEntityStore {
 
     async fn list_accounts(&self, filter: AccountFilter, page: Page) -> Result<Vec<Account>> {
         let Some(after) = db_id(page.after) else { return Ok(Vec::new()) };
-        let query = if filter.channels.is_none() && filter.enterprises.is_none() {
-            sqlx::query(ACCOUNT_PAGE).bind(after).bind(i64::from(page.limit))
+        let tenants = if filter.channels.is_none() && filter.enterprises.is_none() {
+            None
         } else {
             let channels = filter.channels.unwrap_or_default();
             let enterprises = filter.enterprises.unwrap_or_default();
@@ -502,12 +581,35 @@ impl EntityStore for PgEntityStore {
             // An id no row can have is left out.
             let channels: Vec<i64> = channels.iter().filter_map(|c| db_id(c.0)).collect();
             let enterprises: Vec<i64> = enterprises.iter().filter_map(|e| db_id(e.0)).collect();
-            if channels.is_empty() && enterprises.is_empty() {
-                return Ok(Vec::new());
-            }
-            sqlx::query(ACCOUNT_FILTERED_PAGE).bind(channels).bind(enterprises).bind(after).bind(i64::from(page.limit))
+            Some((channels, enterprises))
         };
-        query.fetch_all(&self.pool).await.map_err(backend)?.iter().map(account_from_row).collect()
+        let q = search_needle(filter.q.as_deref())?;
+        let (channels, enterprises) = tenants.unzip();
+        sqlx::query(ACCOUNT_FILTERED_PAGE)
+            .bind(channels)
+            .bind(enterprises)
+            .bind(after)
+            .bind(i64::from(page.limit))
+            .bind(filter.parent.map(|p| db_id(p.0).unwrap_or(i64::MAX)))
+            .bind(q)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(account_from_row)
+            .collect()
+    }
+
+    async fn set_account_permissions(&self, account: AccountId, permissions: Permissions) -> Result<bool> {
+        let Some(id) = db_id(account.0) else { return Ok(false) };
+        let permissions = permissions.normalized()?.encode()?;
+        let done = sqlx::query("UPDATE accounts SET permissions = $2 WHERE id = $1 AND permissions IS NOT NULL")
+            .bind(id)
+            .bind(permissions)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(done.rows_affected() > 0)
     }
 
     async fn set_account_frozen(&self, account: AccountId, frozen: bool) -> Result<bool> {
@@ -569,13 +671,17 @@ impl EntityStore for PgEntityStore {
             None => None,
         };
         let missing = format!("channel {} does not exist", new.channel_id.map(|c| c.0).unwrap_or_default());
+        new.profile.validate()?;
         let id: i64 = sqlx::query_scalar(
-            "INSERT INTO enterprises (name, credential, created_at, channel_id) VALUES ($1, $2, $3, $4) RETURNING id",
+            "INSERT INTO enterprises (name, credential, created_at, channel_id, profile, search_text) \
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
         )
         .bind(&new.name)
         .bind(&new.credential)
         .bind(now.0)
         .bind(channel)
+        .bind(encode_profile(&new.profile)?)
+        .bind(enterprise_search_text(&new.name, &new.profile))
         .fetch_one(&self.pool)
         .await
         .map_err(|e| match &e {
@@ -588,7 +694,58 @@ impl EntityStore for PgEntityStore {
             credential: new.credential,
             channel_id: new.channel_id,
             created_at: now,
+            profile: new.profile,
+            channel_authorization: ChannelAuthorization::None,
         })
+    }
+
+    async fn update_enterprise(
+        &self,
+        id: EnterpriseId,
+        name: String,
+        profile: EnterpriseProfile,
+    ) -> Result<Option<Enterprise>> {
+        profile.validate()?;
+        let Some(id) = db_id(id.0) else { return Ok(None) };
+        sqlx::query(UPDATE_ENTERPRISE)
+            .bind(id)
+            .bind(&name)
+            .bind(encode_profile(&profile)?)
+            .bind(enterprise_search_text(&name, &profile))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?
+            .as_ref()
+            .map(enterprise_from_row)
+            .transpose()
+    }
+
+    async fn set_channel_authorization(
+        &self,
+        id: EnterpriseId,
+        from: &[ChannelAuthorization],
+        to: ChannelAuthorization,
+    ) -> Result<Option<Enterprise>> {
+        let Some(id) = db_id(id.0) else { return Ok(None) };
+        let from: Vec<&'static str> = from.iter().map(|a| a.as_str()).collect();
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let row = sqlx::query(SET_CHANNEL_AUTHORIZATION)
+            .bind(id)
+            .bind(to.as_str())
+            .bind(from)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(backend)?;
+        let Some(row) = row else { return Ok(None) };
+        if to != ChannelAuthorization::Accepted {
+            sqlx::query("DELETE FROM sessions WHERE acting_enterprise_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+        }
+        tx.commit().await.map_err(backend)?;
+        enterprise_from_row(&row).map(Some)
     }
 
     async fn enterprise(&self, id: EnterpriseId) -> Result<Option<Enterprise>> {
@@ -614,23 +771,34 @@ impl EntityStore for PgEntityStore {
             .transpose()
     }
 
-    async fn list_enterprises_in(&self, channels: Option<&[ChannelId]>, page: Page) -> Result<Vec<Enterprise>> {
-        if let Some(channels) = channels {
-            check_bound("channel ids", channels.len(), MAX_ENTERPRISE_CHANNEL_FILTER)?;
-        }
+    async fn search_enterprises(&self, filter: EnterpriseFilter, page: Page) -> Result<Vec<Enterprise>> {
         let Some(after) = db_id(page.after) else { return Ok(Vec::new()) };
-        let query = match channels {
-            None => sqlx::query(ENTERPRISE_PAGE).bind(after).bind(i64::from(page.limit)),
-            Some(channels) => {
-                // An id no row can have is left out.
-                let ids: Vec<i64> = channels.iter().filter_map(|c| db_id(c.0)).collect();
-                if ids.is_empty() {
-                    return Ok(Vec::new());
-                }
-                sqlx::query(ENTERPRISE_IN_CHANNELS_PAGE).bind(ids).bind(after).bind(i64::from(page.limit))
-            }
+        let tenants = if filter.channels.is_none() && filter.ids.is_none() {
+            None
+        } else {
+            let channels = filter.channels.unwrap_or_default();
+            let ids = filter.ids.unwrap_or_default();
+            check_bound("channel ids", channels.len(), MAX_ENTERPRISE_CHANNEL_FILTER)?;
+            check_bound("enterprise ids", ids.len(), MAX_ENTERPRISE_CHANNEL_FILTER)?;
+            // An id no row can have is left out.
+            let channels: Vec<i64> = channels.iter().filter_map(|c| db_id(c.0)).collect();
+            let ids: Vec<i64> = ids.iter().filter_map(|e| db_id(e.0)).collect();
+            Some((channels, ids))
         };
-        query.fetch_all(&self.pool).await.map_err(backend)?.iter().map(enterprise_from_row).collect()
+        let q = search_needle(filter.q.as_deref())?;
+        let (channels, ids) = tenants.unzip();
+        sqlx::query(ENTERPRISE_SEARCH_PAGE)
+            .bind(channels)
+            .bind(ids)
+            .bind(q)
+            .bind(after)
+            .bind(i64::from(page.limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(enterprise_from_row)
+            .collect()
     }
 
     async fn create_channel(&self, new: NewChannel, now: UnixMillis) -> Result<Channel> {
@@ -661,6 +829,9 @@ impl EntityStore for PgEntityStore {
             .bind(&new.contact)
             .bind(&new.email)
             .bind(now.0)
+            .bind(&new.phone)
+            .bind(&new.country)
+            .bind(channel_search_text(&new.name, &new.contact, &new.email))
             .fetch_one(&mut *tx)
             .await
             .map_err(backend)?;
@@ -674,6 +845,8 @@ impl EntityStore for PgEntityStore {
             rps: new.rps,
             contact: new.contact,
             email: new.email,
+            phone: new.phone,
+            country: new.country,
             created_at: now,
         })
     }
@@ -690,16 +863,41 @@ impl EntityStore for PgEntityStore {
             .transpose()
     }
 
-    async fn list_channels(&self, within: Option<ChannelId>, page: Page) -> Result<Vec<Channel>> {
+    async fn search_channels(&self, within: Option<ChannelId>, q: Option<&str>, page: Page) -> Result<Vec<Channel>> {
         let Some(after) = db_id(page.after) else { return Ok(Vec::new()) };
+        // An empty needle is in every text.
+        let q = search_needle(q)?.unwrap_or_default();
         let query = match within {
-            None => sqlx::query(CHANNEL_PAGE).bind(after).bind(i64::from(page.limit)),
+            None => sqlx::query(CHANNEL_PAGE).bind(after).bind(i64::from(page.limit)).bind(q),
             Some(root) => {
                 let Some(root) = db_id(root.0) else { return Ok(Vec::new()) };
-                sqlx::query(CHANNEL_DESCENDANTS_PAGE).bind(root).bind(after).bind(i64::from(page.limit))
+                sqlx::query(CHANNEL_DESCENDANTS_PAGE).bind(root).bind(after).bind(i64::from(page.limit)).bind(q)
             }
         };
         query.fetch_all(&self.pool).await.map_err(backend)?.iter().map(channel_from_row).collect()
+    }
+
+    async fn update_channel(&self, id: ChannelId, u: ChannelUpdate) -> Result<Option<Channel>> {
+        u.validate()?;
+        let Some(id) = db_id(id.0) else { return Ok(None) };
+        let search = channel_search_text(&u.name, &u.contact, &u.email);
+        sqlx::query(UPDATE_CHANNEL)
+            .bind(id)
+            .bind(u.name)
+            .bind(u.allow_sub_channels)
+            .bind(u.device_management)
+            .bind(u.rps)
+            .bind(u.contact)
+            .bind(u.email)
+            .bind(u.phone)
+            .bind(u.country)
+            .bind(search)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?
+            .as_ref()
+            .map(channel_from_row)
+            .transpose()
     }
 
     async fn channel_subtree(&self, root: ChannelId) -> Result<Vec<ChannelId>> {

@@ -204,6 +204,30 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ALTER TABLE accounts ADD COLUMN must_change_password BOOLEAN NOT NULL DEFAULT false;
     "#,
     ),
+    (
+        "tenant profiles, authorization, sub-accounts",
+        // 11: tenant profiles and search (TEN-1, TEN-2): the enterprise profile as JSON text, the
+        // channel's phone and country, the lower-cased text searches look in; the enterprise's
+        // authorization of its channel and sessions acting inside a tenant (TEN-3); sub-accounts
+        // with their permissions as JSON text (TEN-5).
+        r#"
+    ALTER TABLE enterprises ADD COLUMN profile TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE enterprises ADD COLUMN search_text TEXT NOT NULL DEFAULT '';
+    UPDATE enterprises SET search_text = lower(name);
+    ALTER TABLE enterprises ADD COLUMN channel_authorization TEXT NOT NULL DEFAULT 'none'
+        CHECK (channel_authorization IN ('none', 'pending', 'accepted', 'rejected'));
+    ALTER TABLE channels ADD COLUMN phone TEXT NOT NULL DEFAULT '';
+    ALTER TABLE channels ADD COLUMN country TEXT NOT NULL DEFAULT '';
+    ALTER TABLE channels ADD COLUMN search_text TEXT NOT NULL DEFAULT '';
+    UPDATE channels SET search_text = lower(name || chr(10) || contact || chr(10) || email);
+    ALTER TABLE accounts ADD COLUMN parent_id BIGINT REFERENCES accounts (id);
+    ALTER TABLE accounts ADD COLUMN permissions TEXT;
+    CREATE INDEX accounts_parent ON accounts (parent_id);
+    ALTER TABLE sessions ADD COLUMN acting_enterprise_id BIGINT REFERENCES enterprises (id);
+    ALTER TABLE sessions ADD COLUMN acting_channel_id BIGINT REFERENCES channels (id);
+    CREATE INDEX sessions_acting_enterprise ON sessions (acting_enterprise_id) WHERE acting_enterprise_id IS NOT NULL;
+    "#,
+    ),
 ];
 
 /// The schema version this build writes.

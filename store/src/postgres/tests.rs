@@ -13,6 +13,8 @@ async fn store(test: &str) -> (PgEntityStore, String) {
 
 fn account(email: &str) -> NewAccount {
     NewAccount {
+        parent_id: None,
+        permissions: None,
         email: email.into(),
         password_hash: "phc".into(),
         role: Role::PlatformAdmin,
@@ -24,7 +26,12 @@ fn account(email: &str) -> NewAccount {
 
 async fn enterprise(store: &PgEntityStore, name: &str) -> Enterprise {
     store
-        .create_enterprise(NewEnterprise { name: name.into(), credential: format!("cred-{name}"), channel_id: None })
+        .create_enterprise(NewEnterprise {
+            profile: Default::default(),
+            name: name.into(),
+            credential: format!("cred-{name}"),
+            channel_id: None,
+        })
         .await
         .expect("create enterprise")
 }
@@ -74,6 +81,7 @@ async fn sessions_expire_by_time_and_expired_ones_are_purged() {
     let (store, _) = store("sessions").await;
     let owner = store.create_account(account("a@example.com")).await.expect("account");
     let session = |hash: u8, created, expires| Session {
+        acting: None,
         token_hash: TokenHash([hash; 32]),
         account_id: owner.id,
         created_at: UnixMillis(created),
@@ -111,7 +119,12 @@ async fn enterprises_have_unique_credentials_and_keyset_pages() {
         created.push(enterprise(&store, &format!("e{i}")).await);
     }
     let dup = store
-        .create_enterprise(NewEnterprise { name: "other".into(), credential: "cred-e0".into(), channel_id: None })
+        .create_enterprise(NewEnterprise {
+            profile: Default::default(),
+            name: "other".into(),
+            credential: "cred-e0".into(),
+            channel_id: None,
+        })
         .await;
     assert!(matches!(dup, Err(StoreError::AlreadyExists("credential"))));
     assert_eq!(store.enterprise(created[1].id).await.expect("by id"), Some(created[1].clone()));
