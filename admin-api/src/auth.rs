@@ -17,7 +17,9 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, post};
 use fleetpulse_proto::{AccountId, ChannelId, EnterpriseId, UnixMillis};
-use fleetpulse_store::{Account, Enterprise, NewAccount, Role, Session, Store};
+use fleetpulse_store::{
+    Account, Acting, ChannelAuthorization, DataPermission, Enterprise, Feature, NewAccount, Role, Session, Store,
+};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
@@ -214,35 +216,124 @@ impl From<&Account> for AccountView {
     }
 }
 
-/// What an authenticated account may see (TEN-4): resolved once per request from its role.
+/// What an authenticated account may see (TEN-4): resolved once per request from its role, its
+/// data permissions if it is a sub-account (TEN-5), and the tenant its session acts for (TEN-3).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Scope {
     /// Everything: a platform admin.
     Platform,
-    /// A channel admin: its channel and every sub-channel below it, and their enterprises.
+    /// Part of the channel tree: a channel admin's channel and every sub-channel below it, and
+    /// their enterprises; for a sub-account with data permissions, the channels and enterprises
+    /// it was given (within its parent's scope).
     Channel {
-        /// The account's channel.
-        channel: ChannelId,
-        /// It and its descendants, sorted.
+        /// Where new channels and enterprises go by default: the account's own channel (none
+        /// for a platform sub-account).
+        channel: Option<ChannelId>,
+        /// The visible channels, sorted.
         subtree: Vec<ChannelId>,
+        /// Enterprises visible besides those of `subtree`, sorted (sub-accounts given single
+        /// enterprises).
+        enterprises: Vec<EnterpriseId>,
+        /// The visible channels are exactly the subtree of `channel` (no data restriction).
+        whole_subtree: bool,
     },
-    /// An enterprise admin: that enterprise only.
+    /// An enterprise admin, or a channel account acting inside the enterprise: that enterprise only.
     Enterprise(EnterpriseId),
 }
 
 impl Scope {
-    /// The scope an account's role grants. Every tenant check goes through [`AuthAdmin`]'s
-    /// methods below, nowhere else.
-    async fn of(ctx: &AppState, account: &Account) -> Result<Scope, ApiError> {
-        match (account.role, account.channel_id, account.enterprise_id) {
-            (Role::PlatformAdmin, _, _) => Ok(Scope::Platform),
-            (Role::ChannelAdmin, Some(channel), _) => {
-                Ok(Scope::Channel { channel, subtree: ctx.api.store.entities.channel_subtree(channel).await? })
-            }
-            (Role::EnterpriseAdmin, _, Some(enterprise)) => Ok(Scope::Enterprise(enterprise)),
+    /// The scope of an account, acting as its session says. Every tenant check goes through
+    /// [`AuthAdmin`]'s methods below, nowhere else.
+    async fn of(ctx: &AppState, account: &Account, acting: Option<Acting>) -> Result<Scope, ApiError> {
+        let entities = &ctx.api.store.entities;
+        let full = match (account.role, account.channel_id, account.enterprise_id) {
+            (Role::PlatformAdmin, _, _) => Scope::Platform,
+            (Role::ChannelAdmin, Some(channel), _) => Scope::Channel {
+                channel: Some(channel),
+                subtree: entities.channel_subtree(channel).await?,
+                enterprises: Vec::new(),
+                whole_subtree: true,
+            },
+            (Role::EnterpriseAdmin, _, Some(enterprise)) => Scope::Enterprise(enterprise),
             // A tenant account without its tenant sees nothing.
-            _ => Err(ApiError::Unauthorized),
+            _ => return Err(ApiError::Unauthorized),
+        };
+        let scope = match account.permissions.as_ref().map(|p| &p.data) {
+            Some(DataPermission::Only { channels, enterprises }) => full.restricted(ctx, channels, enterprises).await?,
+            Some(DataPermission::All) | None => full,
+        };
+        // TEN-3: a session acting inside a tenant sees that tenant only, while the account still
+        // sees it (and, for an enterprise, while the enterprise authorizes its channel).
+        match acting {
+            None => Ok(scope),
+            Some(Acting::Enterprise(id)) => {
+                let enterprise = entities.enterprise(id).await?.ok_or(ApiError::Unauthorized)?;
+                let probe = AuthAdmin::probe(scope);
+                if probe.can_see_enterprise(&enterprise)
+                    && enterprise.channel_authorization == ChannelAuthorization::Accepted
+                {
+                    Ok(Scope::Enterprise(id))
+                } else {
+                    Err(ApiError::Unauthorized)
+                }
+            }
+            Some(Acting::Channel(id)) => {
+                if AuthAdmin::probe(scope).can_see_channel(id) {
+                    Ok(Scope::Channel {
+                        channel: Some(id),
+                        subtree: entities.channel_subtree(id).await?,
+                        enterprises: Vec::new(),
+                        whole_subtree: true,
+                    })
+                } else {
+                    Err(ApiError::Unauthorized)
+                }
+            }
         }
+    }
+
+    /// A scope that sees nothing (a sub-account whose data permissions name nothing it may see).
+    fn nothing() -> Scope {
+        Scope::Channel { channel: None, subtree: Vec::new(), enterprises: Vec::new(), whole_subtree: false }
+    }
+
+    /// This scope narrowed to the given channels (each with its subtree) and enterprises, as far
+    /// as they are inside it (TEN-5 data permissions).
+    async fn restricted(
+        self,
+        ctx: &AppState,
+        channels: &[ChannelId],
+        enterprises: &[EnterpriseId],
+    ) -> Result<Scope, ApiError> {
+        let entities = &ctx.api.store.entities;
+        let outer = AuthAdmin::probe(self.clone());
+        let (default_channel, mut visible) = match &self {
+            Scope::Enterprise(own) => {
+                // An enterprise sub-account sees its enterprise or nothing.
+                let allowed = enterprises.contains(own);
+                return Ok(if allowed { self } else { Scope::nothing() });
+            }
+            Scope::Platform => (None, Vec::new()),
+            Scope::Channel { channel, .. } => (*channel, Vec::new()),
+        };
+        for &channel in channels.iter().filter(|&&c| outer.can_see_channel(c)) {
+            visible.extend(entities.channel_subtree(channel).await?);
+            if visible.len() > fleetpulse_store::MAX_CHANNEL_SUBTREE {
+                return Err(ApiError::invalid("the data permissions cover too many channels"));
+            }
+        }
+        visible.sort_unstable();
+        visible.dedup();
+        let mut extra = Vec::new();
+        for &id in enterprises {
+            if let Some(e) = entities.enterprise(id).await?
+                && outer.can_see_enterprise(&e)
+            {
+                extra.push(id);
+            }
+        }
+        extra.sort_unstable();
+        Ok(Scope::Channel { channel: default_channel, subtree: visible, enterprises: extra, whole_subtree: false })
     }
 }
 
@@ -258,12 +349,36 @@ pub(crate) struct AuthAdmin {
     pub(crate) account: AccountView,
     /// What it may see.
     pub(crate) scope: Scope,
+    /// The features it may use: `None` for a full account (everything its role allows), the
+    /// list for a sub-account (TEN-5).
+    pub(crate) features: Option<Vec<Feature>>,
+    /// The tenant the session acts for (TEN-3).
+    pub(crate) acting: Option<Acting>,
 }
 
 impl AuthAdmin {
+    /// A caller with this scope and nothing else, for scope arithmetic.
+    fn probe(scope: Scope) -> AuthAdmin {
+        AuthAdmin {
+            account: AccountView { id: AccountId(0), email: String::new(), role: Role::PlatformAdmin },
+            scope,
+            features: None,
+            acting: None,
+        }
+    }
+
+    /// 403 unless the caller may use the feature: full accounts may use every feature their
+    /// role allows, sub-accounts those they were given (TEN-5).
+    pub(crate) fn require(&self, feature: Feature) -> Result<(), ApiError> {
+        match &self.features {
+            Some(features) if !features.contains(&feature) => Err(ApiError::Forbidden),
+            _ => Ok(()),
+        }
+    }
+
     /// The enterprise a listing is restricted to. A platform admin gets what it asked for; an
     /// enterprise admin its own enterprise (another one is 404); a channel admin the requested
-    /// enterprise if it is in its subtree (else 404) — channel accounts must name one for
+    /// enterprise if it is in its scope (else 404) — channel accounts must name one for
     /// enterprise-level listings.
     pub(crate) async fn enterprise_filter(
         &self,
@@ -304,7 +419,9 @@ impl AuthAdmin {
         match &self.scope {
             Scope::Platform => true,
             Scope::Enterprise(own) => *own == e.id,
-            Scope::Channel { .. } => e.channel_id.is_some_and(|c| self.can_see_channel(c)),
+            Scope::Channel { enterprises, .. } => {
+                e.channel_id.is_some_and(|c| self.can_see_channel(c)) || enterprises.binary_search(&e.id).is_ok()
+            }
         }
     }
 
@@ -314,6 +431,20 @@ impl AuthAdmin {
             Scope::Platform => true,
             Scope::Channel { subtree, .. } => subtree.binary_search(&channel).is_ok(),
             Scope::Enterprise(_) => false,
+        }
+    }
+
+    /// Whether the caller may change things inside the enterprise (strategies, alarm
+    /// acknowledgements): the platform, the enterprise's own accounts, and a channel account
+    /// acting inside it with its authorization (TEN-3). A channel account not acting sees the
+    /// enterprise's data but changes nothing in it: 403 `acting_required` from
+    /// [`AuthAdmin::require_act`].
+    pub(crate) async fn require_act(&self, ctx: &AppState, enterprise: EnterpriseId) -> Result<(), ApiError> {
+        match &self.scope {
+            Scope::Platform => Ok(()),
+            Scope::Enterprise(own) if *own == enterprise => Ok(()),
+            _ if !self.can_see(ctx, enterprise).await? => Err(ApiError::NotFound("enterprise")),
+            _ => Err(ApiError::ActingRequired),
         }
     }
 
@@ -355,6 +486,7 @@ impl FromRequestParts<AppState> for AuthAdmin {
             entities.touch_session(hash, now).await?;
         }
         let account = entities.account(session.account_id).await?.ok_or(ApiError::Unauthorized)?;
+        let acting = session.acting;
         // Freezing deletes the sessions; a frozen account's token is refused all the same (TEN-2).
         if account.frozen {
             return Err(ApiError::Unauthorized);
@@ -363,19 +495,25 @@ impl FromRequestParts<AppState> for AuthAdmin {
         if account.must_change_password && !PASSWORD_CHANGE_PATHS.contains(&parts.uri.path()) {
             return Err(ApiError::PasswordChangeRequired);
         }
-        Ok(AuthAdmin { scope: Scope::of(ctx, &account).await?, account: AccountView::from(&account) })
+        Ok(AuthAdmin {
+            scope: Scope::of(ctx, &account, acting).await?,
+            features: account.permissions.as_ref().map(|p| p.features.clone()),
+            acting,
+            account: AccountView::from(&account),
+        })
     }
 }
 
 /// The only routes an account that must change its password may use (ACC-2).
 const PASSWORD_CHANGE_PATHS: &[&str] = &["/api/v1/account/password", "/api/v1/auth/logout"];
 
-/// The account of the request's live session, if it has one (for the operation log).
-pub(crate) async fn session_account(ctx: &AppState, headers: &HeaderMap) -> Option<Account> {
+/// The account of the request's live session and the tenant the session acts for, if it has
+/// one (for the operation log).
+pub(crate) async fn session_account(ctx: &AppState, headers: &HeaderMap) -> Option<(Account, Option<Acting>)> {
     let token = bearer_token(headers)?;
     let entities = &ctx.api.store.entities;
     let session = entities.session(secrets::token_hash(token), UnixMillis::now()).await.ok()??;
-    entities.account(session.account_id).await.ok()?
+    Some((entities.account(session.account_id).await.ok()??, session.acting))
 }
 
 /// A session's last use is written when it is older than this (idle expiry has minute precision).
@@ -581,8 +719,34 @@ async fn login_checked(
     open_session(ctx, &account, now).await
 }
 
+/// Opens a session of the account acting for a tenant (TEN-3) and answers with it, shaped like
+/// the login answer plus `acting`. The caller checked that the account may act there; the scope
+/// is checked again on every request made with the session.
+pub(crate) async fn act_as(ctx: &AppState, account: AccountId, acting: Acting) -> Result<Response, ApiError> {
+    let account = ctx.api.store.entities.account(account).await?.ok_or(ApiError::Unauthorized)?;
+    let session = open_session_acting(ctx, &account, UnixMillis::now(), Some(acting)).await?;
+    tracing::info!(message = "Session acting inside a tenant opened.", account = %account.id, ?acting);
+    #[derive(Serialize)]
+    struct Acted {
+        #[serde(flatten)]
+        session: LoginResponse,
+        acting: Acting,
+    }
+    Ok(Json(Acted { session, acting }).into_response())
+}
+
 /// Opens a session of the account (a fresh token) and answers as a login does.
 async fn open_session(ctx: &AppState, account: &Account, now: UnixMillis) -> Result<LoginResponse, ApiError> {
+    open_session_acting(ctx, account, now, None).await
+}
+
+/// [`open_session`], acting for a tenant (TEN-3) if given.
+async fn open_session_acting(
+    ctx: &AppState,
+    account: &Account,
+    now: UnixMillis,
+    acting: Option<Acting>,
+) -> Result<LoginResponse, ApiError> {
     let token = secrets::new_session_token();
     let ttl = i64::try_from(ctx.api.config.session_ttl.as_millis()).unwrap_or(i64::MAX);
     let expires_at = UnixMillis(now.0.saturating_add(ttl));
@@ -590,7 +754,7 @@ async fn open_session(ctx: &AppState, account: &Account, now: UnixMillis) -> Res
         .store
         .entities
         .create_session(Session {
-            acting: None,
+            acting,
             token_hash: secrets::token_hash(&token),
             account_id: account.id,
             created_at: now,

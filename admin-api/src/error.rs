@@ -34,6 +34,15 @@ pub enum ApiError {
     /// `POST /api/v1/account/password` and `POST /api/v1/auth/logout`.
     #[error("the password must be changed first (POST /api/v1/account/password)")]
     PasswordChangeRequired,
+    /// 403 `acting_required`: a channel account changes something inside an enterprise only
+    /// while acting inside it, with the enterprise's authorization (TEN-3:
+    /// `POST /api/v1/enterprises/{id}/act`).
+    #[error("act inside the enterprise first (POST /api/v1/enterprises/{{id}}/act, with its authorization)")]
+    ActingRequired,
+    /// 403 `authorization_required`: the enterprise has not authorized its channel to act inside
+    /// it (TEN-3).
+    #[error("the enterprise has not authorized its channel to act inside it")]
+    AuthorizationRequired,
     /// 404 `not_found`: the resource (named here) does not exist, or the route is unknown.
     #[error("{0} not found")]
     NotFound(&'static str),
@@ -69,7 +78,10 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::InvalidCredentials | ApiError::Unauthorized | ApiError::MfaRequired => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden | ApiError::PasswordChangeRequired => StatusCode::FORBIDDEN,
+            ApiError::Forbidden
+            | ApiError::PasswordChangeRequired
+            | ApiError::ActingRequired
+            | ApiError::AuthorizationRequired => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
@@ -87,6 +99,8 @@ impl ApiError {
             ApiError::InvalidCredentials | ApiError::Unauthorized => "unauthorized",
             ApiError::MfaRequired => "mfa_required",
             ApiError::Forbidden => "forbidden",
+            ApiError::ActingRequired => "acting_required",
+            ApiError::AuthorizationRequired => "authorization_required",
             ApiError::PasswordChangeRequired => "password_change_required",
             ApiError::NotFound(_) => "not_found",
             ApiError::InvalidRequest(_) => "invalid_request",

@@ -15,6 +15,7 @@ use crate::auth::AuthAdmin;
 use crate::error::ApiError;
 use crate::extract::{Json, Path, Query};
 use crate::routes::{ListPage, page};
+use fleetpulse_store::Feature;
 
 /// Default and largest page of the alarm listing.
 const LIST_DEFAULT: u32 = 50;
@@ -65,6 +66,7 @@ async fn list(
     State(ctx): State<AppState>,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<ListPage<AlarmRecord>>, ApiError> {
+    auth.require(Feature::Alarms)?;
     let page = page(q.after, q.limit, LIST_DEFAULT, LIST_MAX)?;
     if let Some(code) = q.code.map(AlarmTypeCode)
         && code.alarm_type().is_none()
@@ -126,6 +128,7 @@ async fn latest(
     State(ctx): State<AppState>,
     Query(q): Query<LatestQuery>,
 ) -> Result<Json<LatestFeed>, ApiError> {
+    auth.require(Feature::Alarms)?;
     let limit = q.limit.unwrap_or(LATEST_DEFAULT);
     if limit == 0 || limit > LATEST_MAX {
         return Err(ApiError::invalid(format!("limit must be between 1 and {LATEST_MAX}")));
@@ -142,6 +145,7 @@ async fn latest(
 
 /// The alarm record, or 404 if it does not exist or is outside the caller's scope.
 async fn find(ctx: &AppState, auth: &AuthAdmin, id: u64) -> Result<AlarmRecord, ApiError> {
+    auth.require(Feature::Alarms)?;
     match ctx.api.store.events.alarm_record(id).await? {
         Some(record) if auth.can_see(ctx, record.enterprise_id).await? => Ok(record),
         _ => Err(ApiError::NotFound("alarm")),
@@ -221,6 +225,7 @@ async fn acknowledge(
     Path(id): Path<u64>,
 ) -> Result<Json<AlarmRecord>, ApiError> {
     let record = find(&ctx, &auth, id).await?;
+    auth.require_act(&ctx, record.enterprise_id).await?;
     if record.status != AlarmStatus::Active {
         return Err(ApiError::Conflict(format!("the alarm is {}, not active", record.status.as_str())));
     }
@@ -235,6 +240,7 @@ async fn clear(
     Path(id): Path<u64>,
 ) -> Result<Json<AlarmRecord>, ApiError> {
     let record = find(&ctx, &auth, id).await?;
+    auth.require_act(&ctx, record.enterprise_id).await?;
     if record.status == AlarmStatus::Cleared {
         return Err(ApiError::Conflict("the alarm is already cleared".into()));
     }

@@ -53,6 +53,7 @@ async fn list(
     State(ctx): State<AppState>,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<ListPage<DeviceView>>, ApiError> {
+    auth.require(fleetpulse_store::Feature::Devices)?;
     let page = page(q.after, q.limit, LIST_DEFAULT, LIST_MAX)?;
     let enterprise = auth.enterprise_filter(&ctx, q.enterprise_id).await?;
     let devices = ctx.api.store.entities.list_devices(enterprise, page).await?;
@@ -66,6 +67,7 @@ async fn show(
     State(ctx): State<AppState>,
     Path(id): Path<DeviceId>,
 ) -> Result<Json<DeviceView>, ApiError> {
+    auth.require(fleetpulse_store::Feature::Devices)?;
     match ctx.api.store.entities.device(id).await? {
         Some(d) if auth.can_see(&ctx, d.enterprise_id).await? => Ok(Json(DeviceView::new(&ctx, d))),
         _ => Err(ApiError::NotFound("device")),

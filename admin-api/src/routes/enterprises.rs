@@ -1,12 +1,17 @@
-//! Enterprises: listing, creation (with a fresh provisioning credential), lookup, and the
-//! stored-sequences verification endpoint the load tester uses to count stored messages.
+//! Enterprises: listing with search, creation (with a fresh provisioning credential) and edits
+//! of the profile (TEN-1, TEN-2), lookup, the enterprise's authorization of its channel and a
+//! channel acting inside it (TEN-3), and the stored-sequences verification endpoint the load
+//! tester uses to count stored messages.
 
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, get};
+use axum::routing::{MethodRouter, get, post};
 use fleetpulse_proto::{ChannelId, DeviceId, EnterpriseId};
-use fleetpulse_store::{Enterprise, NewEnterprise, StoredSequences};
+use fleetpulse_store::{
+    Acting, ChannelAuthorization, Enterprise, EnterpriseFilter, EnterpriseProfile, Feature, NewEnterprise,
+    StoredSequences,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
@@ -29,7 +34,12 @@ const SEQUENCES_MAX: u32 = 1000;
 pub(crate) fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
     vec![
         ("/api/v1/enterprises", get(list).post(create)),
-        ("/api/v1/enterprises/{id}", get(show)),
+        ("/api/v1/enterprises/{id}", get(show).put(edit)),
+        ("/api/v1/enterprises/{id}/authorization", post(request_authorization)),
+        ("/api/v1/enterprises/{id}/authorization/accept", post(accept_authorization)),
+        ("/api/v1/enterprises/{id}/authorization/reject", post(reject_authorization)),
+        ("/api/v1/enterprises/{id}/authorization/revoke", post(revoke_authorization)),
+        ("/api/v1/enterprises/{id}/act", post(act)),
         ("/api/v1/enterprises/{id}/stored-sequences", get(stored_sequences)),
     ]
 }
@@ -40,30 +50,97 @@ struct PageQuery {
     limit: Option<u32>,
 }
 
-/// `GET /api/v1/enterprises?after=&limit=`: the enterprises the caller may see, ordered by id.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    /// Case-insensitive substring of the name, master administrator or register email, or
+    /// contact.
+    q: Option<String>,
+    after: Option<u64>,
+    limit: Option<u32>,
+}
+
+/// `GET /api/v1/enterprises?q=&after=&limit=`: the enterprises the caller may see, ordered by
+/// id, optionally only those matching the search.
 async fn list(
     auth: AuthAdmin,
     State(ctx): State<AppState>,
-    Query(q): Query<PageQuery>,
+    Query(q): Query<ListQuery>,
 ) -> Result<Json<ListPage<Enterprise>>, ApiError> {
     let page = page(q.after, q.limit, LIST_DEFAULT, LIST_MAX)?;
     let entities = &ctx.api.store.entities;
-    let items = match &auth.scope {
-        Scope::Platform => entities.list_enterprises(page).await?,
-        Scope::Channel { subtree, .. } => entities.list_enterprises_in(Some(subtree), page).await?,
-        Scope::Enterprise(own) if own.0 > page.after => entities.enterprise(*own).await?.into_iter().collect(),
-        Scope::Enterprise(_) => Vec::new(),
-    };
+    let mut filter = EnterpriseFilter { q: q.q, ..EnterpriseFilter::default() };
+    match &auth.scope {
+        Scope::Platform => {}
+        Scope::Channel { subtree, enterprises, .. } => {
+            filter.channels = Some(subtree.clone());
+            filter.ids = Some(enterprises.clone());
+        }
+        Scope::Enterprise(own) => filter.ids = Some(vec![*own]),
+    }
+    let items = entities.search_enterprises(filter, page).await?;
     Ok(Json(ListPage::new(items, page, |e| e.id.0)))
 }
 
+// No `deny_unknown_fields` on the structs that flatten the profile (serde cannot combine them):
+// the keys neither takes land in `unknown`, which must stay empty (`ProfileFields::apply`).
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct CreateEnterprise {
     name: String,
     /// The managing channel (a channel account: its own by default, or one below it).
     #[serde(default)]
     channel_id: Option<ChannelId>,
+    /// Permissions, emails, country, time zone, unit, contact, phone (TEN-1).
+    #[serde(flatten)]
+    profile: ProfileFields,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+/// The keys of a request body no field took.
+type Unknown = std::collections::BTreeMap<String, serde::de::IgnoredAny>;
+
+/// 400 naming the first unknown key, if any.
+fn refuse_unknown(unknown: &Unknown) -> Result<(), ApiError> {
+    match unknown.keys().next() {
+        Some(key) => Err(ApiError::invalid(format!("unknown field {key:?}"))),
+        None => Ok(()),
+    }
+}
+
+/// The profile fields of a request, each optional: absent ones keep their value (or default).
+#[derive(Debug, Default, Deserialize)]
+struct ProfileFields {
+    device_management: Option<bool>,
+    rps: Option<bool>,
+    master_admin_email: Option<String>,
+    register_email: Option<String>,
+    country: Option<String>,
+    time_zone: Option<String>,
+    temperature_unit: Option<fleetpulse_store::TemperatureUnit>,
+    contact: Option<String>,
+    phone: Option<String>,
+}
+
+impl ProfileFields {
+    /// `base` with the given fields replaced (text trimmed), checked by
+    /// [`EnterpriseProfile::validate`] (400 naming the field).
+    fn apply(self, base: &EnterpriseProfile) -> Result<EnterpriseProfile, ApiError> {
+        let text = |v: Option<String>, old: &str| v.map_or_else(|| old.to_owned(), |v| v.trim().to_owned());
+        let profile = EnterpriseProfile {
+            device_management: self.device_management.unwrap_or(base.device_management),
+            rps: self.rps.unwrap_or(base.rps),
+            master_admin_email: text(self.master_admin_email, &base.master_admin_email),
+            register_email: text(self.register_email, &base.register_email),
+            country: text(self.country, &base.country),
+            time_zone: text(self.time_zone, &base.time_zone),
+            temperature_unit: self.temperature_unit.unwrap_or(base.temperature_unit),
+            contact: text(self.contact, &base.contact),
+            phone: text(self.phone, &base.phone),
+        };
+        profile.validate()?;
+        Ok(profile)
+    }
 }
 
 /// Trims a name and checks it: 1 to 128 characters, no control characters.
@@ -79,20 +156,26 @@ fn enterprise_name(name: &str) -> Result<String, ApiError> {
     Ok(name.to_owned())
 }
 
-/// `POST /api/v1/enterprises` `{"name"}`: 201 with the enterprise and its new credential.
+/// `POST /api/v1/enterprises` `{name, channel_id?, device_management?, rps?,
+/// master_admin_email?, register_email?, country?, time_zone?, temperature_unit?, contact?,
+/// phone?}`: 201 with the enterprise and its new credential.
 async fn create(
     auth: AuthAdmin,
     State(ctx): State<AppState>,
     Json(req): Json<CreateEnterprise>,
 ) -> Result<Response, ApiError> {
+    auth.require(Feature::Enterprises)?;
+    refuse_unknown(&req.unknown)?;
     let name = enterprise_name(&req.name)?;
     let channel_id = match (&auth.scope, req.channel_id) {
         (Scope::Enterprise(_), _) => return Err(ApiError::Forbidden),
-        (Scope::Channel { channel, .. }, None) => Some(*channel),
         (_, Some(channel)) if !auth.can_see_channel(channel) => return Err(ApiError::NotFound("channel")),
+        (Scope::Channel { channel: Some(own), .. }, None) if auth.can_see_channel(*own) => Some(*own),
+        (Scope::Channel { .. }, None) => return Err(ApiError::invalid("channel_id is required")),
         (_, requested) => requested,
     };
-    let new = NewEnterprise { profile: Default::default(), name, credential: secrets::random_hex::<32>(), channel_id };
+    let profile = req.profile.apply(&EnterpriseProfile::default())?;
+    let new = NewEnterprise { profile, name, credential: secrets::random_hex::<32>(), channel_id };
     let enterprise = ctx.api.store.entities.create_enterprise(new).await?;
     tracing::info!(message = "Created an enterprise.", enterprise_id = %enterprise.id, by_account = %auth.account.id);
     let location = HeaderValue::try_from(format!("/api/v1/enterprises/{}", enterprise.id))
@@ -115,6 +198,126 @@ async fn show(
     Path(id): Path<EnterpriseId>,
 ) -> Result<Json<Enterprise>, ApiError> {
     Ok(Json(find(&ctx, &auth, id).await?))
+}
+
+#[derive(Debug, Deserialize)]
+struct EditEnterprise {
+    name: Option<String>,
+    #[serde(flatten)]
+    profile: ProfileFields,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+/// `PUT /api/v1/enterprises/{id}` with any of the fields of the creation but `channel_id`: the
+/// given fields change, the others stay (TEN-2 edit). The enterprise's own accounts may edit
+/// everything but its permissions (`device_management`, `rps`: granted by its channel; 403).
+async fn edit(
+    auth: AuthAdmin,
+    State(ctx): State<AppState>,
+    Path(id): Path<EnterpriseId>,
+    Json(req): Json<EditEnterprise>,
+) -> Result<Json<Enterprise>, ApiError> {
+    auth.require(Feature::Enterprises)?;
+    refuse_unknown(&req.unknown)?;
+    let current = find(&ctx, &auth, id).await?;
+    let name = match req.name {
+        Some(name) => enterprise_name(&name)?,
+        None => current.name.clone(),
+    };
+    let profile = req.profile.apply(&current.profile)?;
+    let permissions_changed =
+        (profile.device_management, profile.rps) != (current.profile.device_management, current.profile.rps);
+    if permissions_changed && matches!(auth.scope, Scope::Enterprise(_)) {
+        return Err(ApiError::Forbidden);
+    }
+    let updated = ctx.api.store.entities.update_enterprise(id, name, profile).await?;
+    Ok(Json(updated.ok_or(ApiError::NotFound("enterprise"))?))
+}
+
+/// `POST /api/v1/enterprises/{id}/authorization`: the managing channel asks the enterprise for
+/// the right to act inside it (TEN-3); 200 with the enterprise, now `pending`. Channel accounts
+/// only (403 for others); 409 while one is pending or granted.
+async fn request_authorization(
+    auth: AuthAdmin,
+    State(ctx): State<AppState>,
+    Path(id): Path<EnterpriseId>,
+) -> Result<Json<Enterprise>, ApiError> {
+    auth.require(Feature::Enterprises)?;
+    if !matches!(auth.scope, Scope::Channel { .. }) {
+        return Err(ApiError::Forbidden);
+    }
+    find(&ctx, &auth, id).await?;
+    use ChannelAuthorization as A;
+    let moved = ctx.api.store.entities.set_channel_authorization(id, &[A::None, A::Rejected], A::Pending).await?;
+    moved.map(Json).ok_or_else(|| ApiError::Conflict("the authorization is already pending or granted".into()))
+}
+
+/// Moves the caller's own enterprise's authorization from one of `from` to `to`: only the
+/// enterprise's own accounts, and not a channel acting inside it (403); 409 from another state.
+async fn answer_authorization(
+    ctx: &AppState,
+    auth: &AuthAdmin,
+    id: EnterpriseId,
+    from: &[ChannelAuthorization],
+    to: ChannelAuthorization,
+) -> Result<Json<Enterprise>, ApiError> {
+    find(ctx, auth, id).await?;
+    if !matches!(auth.scope, Scope::Enterprise(_)) || auth.acting.is_some() {
+        return Err(ApiError::Forbidden);
+    }
+    let moved = ctx.api.store.entities.set_channel_authorization(id, from, to).await?;
+    moved.map(Json).ok_or_else(|| {
+        let from: Vec<&str> = from.iter().map(|a| a.as_str()).collect();
+        ApiError::Conflict(format!("the authorization is not {}", from.join(" or ")))
+    })
+}
+
+/// `POST /api/v1/enterprises/{id}/authorization/accept`: the enterprise lets its channel act
+/// inside it (TEN-3); from `pending` only.
+async fn accept_authorization(
+    auth: AuthAdmin,
+    State(ctx): State<AppState>,
+    Path(id): Path<EnterpriseId>,
+) -> Result<Json<Enterprise>, ApiError> {
+    use ChannelAuthorization as A;
+    answer_authorization(&ctx, &auth, id, &[A::Pending], A::Accepted).await
+}
+
+/// `POST /api/v1/enterprises/{id}/authorization/reject`: the enterprise refuses; from `pending`.
+async fn reject_authorization(
+    auth: AuthAdmin,
+    State(ctx): State<AppState>,
+    Path(id): Path<EnterpriseId>,
+) -> Result<Json<Enterprise>, ApiError> {
+    use ChannelAuthorization as A;
+    answer_authorization(&ctx, &auth, id, &[A::Pending], A::Rejected).await
+}
+
+/// `POST /api/v1/enterprises/{id}/authorization/revoke`: the enterprise withdraws a granted or
+/// pending authorization; the channel's sessions acting inside it end at once.
+async fn revoke_authorization(
+    auth: AuthAdmin,
+    State(ctx): State<AppState>,
+    Path(id): Path<EnterpriseId>,
+) -> Result<Json<Enterprise>, ApiError> {
+    use ChannelAuthorization as A;
+    answer_authorization(&ctx, &auth, id, &[A::Accepted, A::Pending], A::None).await
+}
+
+/// `POST /api/v1/enterprises/{id}/act`: a channel account "logs into" an enterprise of its
+/// subtree that authorized it (TEN-3): 200 with a NEW session (shaped like the login answer)
+/// whose scope is that enterprise; every change made with it is logged as acting for the
+/// enterprise. 403 `authorization_required` without the authorization; 403 for other accounts.
+async fn act(auth: AuthAdmin, State(ctx): State<AppState>, Path(id): Path<EnterpriseId>) -> Result<Response, ApiError> {
+    if !matches!(auth.scope, Scope::Channel { .. }) || auth.acting.is_some() {
+        return Err(ApiError::Forbidden);
+    }
+    let enterprise = find(&ctx, &auth, id).await?;
+    if enterprise.channel_authorization != ChannelAuthorization::Accepted {
+        return Err(ApiError::AuthorizationRequired);
+    }
+    crate::auth::act_as(&ctx, auth.account.id, Acting::Enterprise(enterprise.id)).await
 }
 
 #[derive(Debug, Serialize)]

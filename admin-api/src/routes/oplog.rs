@@ -59,16 +59,21 @@ pub(crate) async fn record(State(ctx): State<AppState>, req: Request, next: Next
     let caller = crate::auth::session_account(&ctx, req.headers()).await;
     let at = UnixMillis::now();
     let response = next.run(req).await;
+    // TEN-3: a change made by a channel account acting inside an enterprise is recorded as such.
+    let acting_as = match &caller {
+        Some((_, Some(fleetpulse_store::Acting::Enterprise(e)))) => Some(*e),
+        _ => None,
+    };
     let (account_id, account_email) = match (response.extensions().get::<Actor>(), caller) {
         (Some(actor), _) => (actor.account_id, actor.email.clone()),
-        (None, Some(account)) => (Some(account.id), account.email),
+        (None, Some((account, _))) => (Some(account.id), account.email),
         (None, None) => (None, String::new()),
     };
     let status = response.status();
     let row = NewOperationLog {
         account_id,
         account_email: account_email.chars().take(320).collect(),
-        acting_as: None,
+        acting_as,
         operation,
         method,
         path,
@@ -126,6 +131,7 @@ async fn list(
     // Tenants' own views of the log (rows of their subtree) come with the portal; for now the
     // platform's only.
     auth.require_platform()?;
+    auth.require(fleetpulse_store::Feature::OperationLog)?;
     let page = page(q.after, q.limit, LIST_DEFAULT, LIST_MAX)?;
     let items = ctx.api.store.entities.list_operation_logs(filter(&q)?, page).await?;
     Ok(Json(ListPage::new(items, page, |r| r.id)))
@@ -139,6 +145,7 @@ async fn export(
     Query(q): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
     auth.require_platform()?;
+    auth.require(fleetpulse_store::Feature::OperationLog)?;
     let filter = filter(&q)?;
     let mut csv = String::from("id,time,account_id,account_email,acting_as,operation,method,path,ip,status,result\r\n");
     let mut page = Page { after: q.after.unwrap_or(0), limit: LIST_MAX };

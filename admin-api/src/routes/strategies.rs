@@ -15,6 +15,7 @@ use crate::auth::AuthAdmin;
 use crate::error::ApiError;
 use crate::extract::{Json, Path};
 use crate::routes::enterprises;
+use fleetpulse_store::Feature;
 
 /// Most strategies of one enterprise.
 pub(crate) const MAX_STRATEGIES: usize = 64;
@@ -168,6 +169,7 @@ struct StrategyList {
 
 /// The strategy, checked against the caller's scope through its enterprise (404 outside it).
 async fn find(ctx: &AppState, auth: &AuthAdmin, id: StrategyId) -> Result<StoredStrategy, ApiError> {
+    auth.require(Feature::Strategies)?;
     match ctx.api.store.entities.strategy(id).await? {
         Some(s) if auth.can_see(ctx, s.enterprise_id).await? => Ok(s),
         _ => Err(ApiError::NotFound("alarm strategy")),
@@ -180,6 +182,7 @@ async fn list(
     State(ctx): State<AppState>,
     Path(id): Path<EnterpriseId>,
 ) -> Result<Json<StrategyList>, ApiError> {
+    auth.require(Feature::Strategies)?;
     let id = enterprises::find(&ctx, &auth, id).await?.id;
     Ok(Json(StrategyList { items: ctx.api.store.entities.list_strategies(id).await? }))
 }
@@ -198,7 +201,9 @@ async fn create(
     Path(id): Path<EnterpriseId>,
     Json(req): Json<StrategyRequest>,
 ) -> Result<Response, ApiError> {
+    auth.require(Feature::Strategies)?;
     let id = enterprises::find(&ctx, &auth, id).await?.id;
+    auth.require_act(&ctx, id).await?;
     let settings = settings(req)?;
     if ctx.api.store.entities.list_strategies(id).await?.len() >= MAX_STRATEGIES {
         return Err(ApiError::Conflict(format!("an enterprise has at most {MAX_STRATEGIES} alarm strategies")));
@@ -226,6 +231,7 @@ async fn replace(
     Json(req): Json<StrategyRequest>,
 ) -> Result<Json<StoredStrategy>, ApiError> {
     let enterprise = find(&ctx, &auth, id).await?.enterprise_id;
+    auth.require_act(&ctx, enterprise).await?;
     let settings = settings(req)?;
     let updated = ctx.api.store.entities.update_strategy(id, settings, UnixMillis::now()).await?;
     changed(&ctx, enterprise).await;
@@ -239,6 +245,7 @@ async fn set_enabled(
     enabled: bool,
 ) -> Result<Json<StoredStrategy>, ApiError> {
     let StoredStrategy { enterprise_id, mut settings, .. } = find(ctx, auth, id).await?;
+    auth.require_act(ctx, enterprise_id).await?;
     settings.enabled = enabled;
     let updated = ctx.api.store.entities.update_strategy(id, settings, UnixMillis::now()).await?;
     changed(ctx, enterprise_id).await;
@@ -270,6 +277,7 @@ async fn remove(
     Path(id): Path<StrategyId>,
 ) -> Result<StatusCode, ApiError> {
     let enterprise = find(&ctx, &auth, id).await?.enterprise_id;
+    auth.require_act(&ctx, enterprise).await?;
     if ctx.api.store.entities.delete_strategy(id).await? {
         changed(&ctx, enterprise).await;
         Ok(StatusCode::NO_CONTENT)

@@ -1,13 +1,17 @@
-//! The tenant tree (TEN-1..4): channels and sub-channels, and tenant accounts (listing, creating,
-//! freezing). A channel account works inside its own subtree; an enterprise account has no
-//! access to these routes (403).
+//! The tenant tree (TEN-1..5): channels and sub-channels (search, edit, acting inside a
+//! sub-channel), tenant accounts (listing with search, creating, freezing) and sub-accounts with
+//! their permissions. A channel account works inside its own subtree; an enterprise account has
+//! no access to the channel and account routes (403), but manages its own sub-accounts.
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
 use fleetpulse_proto::{AccountId, ChannelId, EnterpriseId};
-use fleetpulse_store::{Account, AccountFilter, Channel, MAX_ACCOUNT_FILTER, NewAccount, NewChannel, Page, Role};
+use fleetpulse_store::{
+    Account, AccountFilter, Acting, Channel, ChannelUpdate, DataPermission, Feature, MAX_ACCOUNT_FILTER, NewAccount,
+    NewChannel, Page, Permissions, Role,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
@@ -23,8 +27,11 @@ const LIST_MAX: u32 = 1000;
 pub(crate) fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
     vec![
         ("/api/v1/channels", get(list).post(create)),
-        ("/api/v1/channels/{id}", get(show)),
+        ("/api/v1/channels/{id}", get(show).put(edit)),
+        ("/api/v1/channels/{id}/act", post(act)),
         ("/api/v1/accounts", get(list_accounts).post(create_account)),
+        ("/api/v1/sub-accounts", get(list_sub_accounts).post(create_sub_account)),
+        ("/api/v1/sub-accounts/{id}/permissions", axum::routing::put(set_permissions)),
         ("/api/v1/accounts/{id}", get(show_account)),
         ("/api/v1/accounts/{id}/freeze", post(freeze_account)),
         ("/api/v1/accounts/{id}/unfreeze", post(unfreeze_account)),
@@ -34,24 +41,48 @@ pub(crate) fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
+    /// Case-insensitive substring: of the name, contact or email (channels), of the email
+    /// (accounts).
+    q: Option<String>,
     after: Option<u64>,
     limit: Option<u32>,
 }
 
-/// `GET /api/v1/channels`: every channel (platform) or the sub-channels below the caller's
-/// channel, ordered by id.
+/// `GET /api/v1/channels?q=&after=&limit=`: every channel (platform), the sub-channels below the
+/// caller's channel, or the channels a sub-account's data permissions give it; ordered by id,
+/// optionally only those matching the search.
 async fn list(
     auth: AuthAdmin,
     State(ctx): State<AppState>,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<ListPage<Channel>>, ApiError> {
     let page = page(q.after, q.limit, LIST_DEFAULT, LIST_MAX)?;
-    let within = match &auth.scope {
-        Scope::Platform => None,
-        Scope::Channel { channel, .. } => Some(*channel),
+    let entities = &ctx.api.store.entities;
+    let items = match &auth.scope {
+        Scope::Platform => entities.search_channels(None, q.q.as_deref(), page).await?,
+        Scope::Channel { channel: Some(root), whole_subtree: true, .. } => {
+            entities.search_channels(Some(*root), q.q.as_deref(), page).await?
+        }
+        Scope::Channel { subtree, .. } => {
+            // Data permissions: the given channels, read one by one (a page at most).
+            let needle = q.q.as_deref().map(|n| n.trim().to_lowercase()).filter(|n| !n.is_empty());
+            let mut items = Vec::new();
+            for &id in subtree.iter().filter(|c| c.0 > page.after) {
+                if items.len() >= page.limit as usize {
+                    break;
+                }
+                if let Some(c) = entities.channel(id).await?
+                    && needle.as_ref().is_none_or(|n| {
+                        [&c.name, &c.contact, &c.email].iter().any(|f| f.to_lowercase().contains(n.as_str()))
+                    })
+                {
+                    items.push(c);
+                }
+            }
+            items
+        }
         Scope::Enterprise(_) => return Err(ApiError::Forbidden),
     };
-    let items = ctx.api.store.entities.list_channels(within, page).await?;
     Ok(Json(ListPage::new(items, page, |c| c.id.0)))
 }
 
@@ -93,6 +124,11 @@ struct CreateChannel {
     contact: String,
     #[serde(default)]
     email: String,
+    #[serde(default)]
+    phone: String,
+    /// ISO 3166-1 alpha-2, e.g. "DE".
+    #[serde(default)]
+    country: String,
 }
 
 /// `POST /api/v1/channels`: 201 with the channel.
@@ -101,25 +137,88 @@ async fn create(
     State(ctx): State<AppState>,
     Json(req): Json<CreateChannel>,
 ) -> Result<Response, ApiError> {
+    auth.require(Feature::Channels)?;
     let parent_id = match (&auth.scope, req.parent_id) {
         (Scope::Enterprise(_), _) => return Err(ApiError::Forbidden),
-        (Scope::Channel { channel, .. }, None) => Some(*channel),
         (_, Some(parent)) => Some(find(&ctx, &auth, parent).await?.id),
+        (Scope::Channel { channel: Some(own), .. }, None) if auth.can_see_channel(*own) => Some(*own),
+        (Scope::Channel { .. }, None) => return Err(ApiError::invalid("parent_id is required")),
         (Scope::Platform, None) => None,
     };
     let new = NewChannel {
-        phone: String::new(),
-        country: String::new(),
         name: req.name.trim().to_owned(),
         parent_id,
         allow_sub_channels: req.allow_sub_channels,
         device_management: req.device_management,
         rps: req.rps,
-        contact: req.contact,
-        email: req.email,
+        contact: req.contact.trim().to_owned(),
+        email: req.email.trim().to_owned(),
+        phone: req.phone.trim().to_owned(),
+        country: req.country.trim().to_owned(),
     };
     let channel = ctx.api.store.entities.create_channel(new, fleetpulse_proto::UnixMillis::now()).await?;
     Ok((StatusCode::CREATED, Json(channel)).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EditChannel {
+    name: Option<String>,
+    allow_sub_channels: Option<bool>,
+    device_management: Option<bool>,
+    rps: Option<bool>,
+    contact: Option<String>,
+    email: Option<String>,
+    phone: Option<String>,
+    country: Option<String>,
+}
+
+/// `PUT /api/v1/channels/{id}` with any of the fields of the creation but `parent_id`: the
+/// given fields change, the others stay (TEN-2 edit). A channel account edits the channels below
+/// its own; its own channel's permissions (`allow_sub_channels`, `device_management`, `rps`)
+/// are granted from above (403 if it changes them).
+async fn edit(
+    auth: AuthAdmin,
+    State(ctx): State<AppState>,
+    Path(id): Path<ChannelId>,
+    Json(req): Json<EditChannel>,
+) -> Result<Json<Channel>, ApiError> {
+    auth.require(Feature::Channels)?;
+    let current = find(&ctx, &auth, id).await?;
+    let text = |v: Option<String>, old: &str| v.map_or_else(|| old.to_owned(), |v| v.trim().to_owned());
+    let update = ChannelUpdate {
+        name: text(req.name, &current.name),
+        allow_sub_channels: req.allow_sub_channels.unwrap_or(current.allow_sub_channels),
+        device_management: req.device_management.unwrap_or(current.device_management),
+        rps: req.rps.unwrap_or(current.rps),
+        contact: text(req.contact, &current.contact),
+        email: text(req.email, &current.email),
+        phone: text(req.phone, &current.phone),
+        country: text(req.country, &current.country),
+    };
+    let own = matches!(auth.scope, Scope::Channel { channel: Some(own), .. } if own == id);
+    let flags = |c: &ChannelUpdate| (c.allow_sub_channels, c.device_management, c.rps);
+    if own && flags(&update) != (current.allow_sub_channels, current.device_management, current.rps) {
+        return Err(ApiError::Forbidden);
+    }
+    let updated = ctx.api.store.entities.update_channel(id, update).await?;
+    Ok(Json(updated.ok_or(ApiError::NotFound("channel"))?))
+}
+
+/// `POST /api/v1/channels/{id}/act`: a channel account "logs into" one of its sub-channels
+/// (TEN-3: freely, no authorization needed): 200 with a NEW session (shaped like the login
+/// answer) whose scope is that sub-channel's subtree. 403 for other accounts and for the
+/// caller's own channel.
+async fn act(auth: AuthAdmin, State(ctx): State<AppState>, Path(id): Path<ChannelId>) -> Result<Response, ApiError> {
+    let own = match auth.scope {
+        Scope::Channel { channel: Some(own), .. } if auth.acting.is_none() => own,
+        _ => return Err(ApiError::Forbidden),
+    };
+    let channel = find(&ctx, &auth, id).await?;
+    if channel.id == own {
+        return Err(ApiError::Forbidden);
+    }
+    crate::auth::act_as(&ctx, auth.account.id, Acting::Channel(channel.id)).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -143,6 +242,10 @@ struct AccountBody {
     channel_id: Option<ChannelId>,
     enterprise_id: Option<EnterpriseId>,
     frozen: bool,
+    /// The account whose sub-account this is (TEN-5).
+    parent_id: Option<AccountId>,
+    /// A sub-account's permissions.
+    permissions: Option<Permissions>,
 }
 
 impl From<Account> for AccountBody {
@@ -154,6 +257,8 @@ impl From<Account> for AccountBody {
             channel_id: a.channel_id,
             enterprise_id: a.enterprise_id,
             frozen: a.frozen,
+            parent_id: a.parent_id,
+            permissions: a.permissions,
         }
     }
 }
@@ -166,6 +271,7 @@ async fn create_account(
     State(ctx): State<AppState>,
     Json(req): Json<CreateAccount>,
 ) -> Result<Response, ApiError> {
+    auth.require(Feature::Accounts)?;
     match (&auth.scope, req.role) {
         (Scope::Enterprise(_), _) => return Err(ApiError::Forbidden),
         (Scope::Channel { .. }, Role::PlatformAdmin) => return Err(ApiError::Forbidden),
@@ -210,14 +316,15 @@ async fn list_accounts(
     State(ctx): State<AppState>,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<ListPage<AccountBody>>, ApiError> {
+    auth.require(Feature::Accounts)?;
     let page = page(q.after, q.limit, LIST_DEFAULT, LIST_MAX)?;
-    let filter = match &auth.scope {
+    let mut filter = match &auth.scope {
         Scope::Platform => AccountFilter::default(),
         Scope::Enterprise(_) => return Err(ApiError::Forbidden),
-        Scope::Channel { subtree, .. } => {
+        Scope::Channel { subtree, enterprises: extra, .. } => {
             // The enterprises of the subtree, page by page, bounded like the filter itself.
             let entities = &ctx.api.store.entities;
-            let mut enterprises = Vec::new();
+            let mut enterprises = extra.clone();
             let mut after = 0;
             loop {
                 let batch =
@@ -233,9 +340,14 @@ async fn list_accounts(
                     _ => break,
                 }
             }
-            AccountFilter { parent: None, q: None, channels: Some(subtree.clone()), enterprises: Some(enterprises) }
+            AccountFilter {
+                channels: Some(subtree.clone()),
+                enterprises: Some(enterprises),
+                ..AccountFilter::default()
+            }
         }
     };
+    filter.q = q.q;
     let items = ctx.api.store.entities.list_accounts(filter, page).await?;
     let items: Vec<AccountBody> = items.into_iter().map(AccountBody::from).collect();
     Ok(Json(ListPage::new(items, page, |a| a.id.0)))
@@ -245,6 +357,7 @@ async fn list_accounts(
 /// platform; to a channel admin when its channel is in the caller's subtree or its enterprise
 /// is visible (platform admin accounts never are). Enterprise admins: 403.
 async fn find_account(ctx: &AppState, auth: &AuthAdmin, id: AccountId) -> Result<Account, ApiError> {
+    auth.require(Feature::Accounts)?;
     if matches!(auth.scope, Scope::Enterprise(_)) {
         return Err(ApiError::Forbidden);
     }
@@ -306,4 +419,129 @@ async fn unfreeze_account(
     Path(id): Path<AccountId>,
 ) -> Result<Json<AccountBody>, ApiError> {
     Ok(Json(set_frozen(&ctx, &auth, id, false).await?))
+}
+
+/// Most sub-accounts one account may have.
+const MAX_SUB_ACCOUNTS: usize = 500;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PermissionsBody {
+    /// The features the sub-account may use.
+    features: Vec<Feature>,
+    /// Whose data it sees: `"all"` (everything its parent sees) or `{"only": {"channels": [..],
+    /// "enterprises": [..]}}`.
+    data: DataPermission,
+}
+
+impl PermissionsBody {
+    /// The permissions, checked against the caller: every channel and enterprise named must be
+    /// one it sees (404 otherwise, as for any object out of scope); at most 1,000 of each.
+    async fn checked(self, ctx: &AppState, auth: &AuthAdmin) -> Result<Permissions, ApiError> {
+        let permissions = Permissions { features: self.features, data: self.data }.normalized()?;
+        if let DataPermission::Only { channels, enterprises } = &permissions.data {
+            for &channel in channels {
+                if !auth.can_see_channel(channel) || ctx.api.store.entities.channel(channel).await?.is_none() {
+                    return Err(ApiError::NotFound("channel"));
+                }
+            }
+            for &enterprise in enterprises {
+                if !auth.can_see(ctx, enterprise).await?
+                    || ctx.api.store.entities.enterprise(enterprise).await?.is_none()
+                {
+                    return Err(ApiError::NotFound("enterprise"));
+                }
+            }
+        }
+        Ok(permissions)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct CreateSubAccount {
+    email: String,
+    password: String,
+    #[serde(flatten)]
+    permissions: PermissionsBody,
+}
+
+/// 403 unless the caller is a full account (sub-accounts have no sub-accounts) acting for no one.
+fn require_full_account(auth: &AuthAdmin) -> Result<(), ApiError> {
+    if auth.features.is_some() || auth.acting.is_some() { Err(ApiError::Forbidden) } else { Ok(()) }
+}
+
+/// `POST /api/v1/sub-accounts` `{email, password, features, data}` (TEN-5): creates a
+/// sub-account of the caller, with its role and tenant, the given features, and data
+/// permissions within the caller's scope. 201. Full accounts only (403 for sub-accounts); the
+/// sub-account changes its password at first login.
+async fn create_sub_account(
+    auth: AuthAdmin,
+    State(ctx): State<AppState>,
+    Json(req): Json<CreateSubAccount>,
+) -> Result<Response, ApiError> {
+    require_full_account(&auth)?;
+    let entities = &ctx.api.store.entities;
+    let parent = entities.account(auth.account.id).await?.ok_or(ApiError::Unauthorized)?;
+    let existing = AccountFilter { parent: Some(parent.id), ..AccountFilter::default() };
+    if entities.list_accounts(existing, Page::first(MAX_SUB_ACCOUNTS as u32)).await?.len() >= MAX_SUB_ACCOUNTS {
+        return Err(ApiError::Conflict(format!("an account has at most {MAX_SUB_ACCOUNTS} sub-accounts")));
+    }
+    let permissions = req.permissions.checked(&ctx, &auth).await?;
+    let email = normalize_email(&req.email)?;
+    let password = req.password;
+    let password_hash = password_work(&ctx.password_checks, move || hash_password(&password)).await??;
+    let new = NewAccount {
+        email,
+        password_hash,
+        role: parent.role,
+        channel_id: parent.channel_id,
+        enterprise_id: parent.enterprise_id,
+        must_change_password: true,
+        parent_id: Some(parent.id),
+        permissions: Some(permissions),
+    };
+    let account = entities.create_account(new).await?;
+    Ok((StatusCode::CREATED, Json(AccountBody::from(account))).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PageOnly {
+    after: Option<u64>,
+    limit: Option<u32>,
+}
+
+/// `GET /api/v1/sub-accounts?after=&limit=`: the caller's sub-accounts, ordered by id.
+async fn list_sub_accounts(
+    auth: AuthAdmin,
+    State(ctx): State<AppState>,
+    Query(q): Query<PageOnly>,
+) -> Result<Json<ListPage<AccountBody>>, ApiError> {
+    require_full_account(&auth)?;
+    let page = page(q.after, q.limit, LIST_DEFAULT, LIST_MAX)?;
+    let filter = AccountFilter { parent: Some(auth.account.id), ..AccountFilter::default() };
+    let items = ctx.api.store.entities.list_accounts(filter, page).await?;
+    Ok(Json(ListPage::new(items.into_iter().map(AccountBody::from).collect(), page, |a| a.id.0)))
+}
+
+/// `PUT /api/v1/sub-accounts/{id}/permissions` `{features, data}`: replaces the permissions of
+/// one of the caller's sub-accounts (another account's: 404). They apply from its next request.
+async fn set_permissions(
+    auth: AuthAdmin,
+    State(ctx): State<AppState>,
+    Path(id): Path<AccountId>,
+    Json(req): Json<PermissionsBody>,
+) -> Result<Json<AccountBody>, ApiError> {
+    require_full_account(&auth)?;
+    let entities = &ctx.api.store.entities;
+    match entities.account(id).await? {
+        Some(a) if a.parent_id == Some(auth.account.id) => {}
+        _ => return Err(ApiError::NotFound("account")),
+    }
+    let permissions = req.checked(&ctx, &auth).await?;
+    if !entities.set_account_permissions(id, permissions).await? {
+        return Err(ApiError::NotFound("account"));
+    }
+    let account = entities.account(id).await?.ok_or(ApiError::NotFound("account"))?;
+    Ok(Json(AccountBody::from(account)))
 }

@@ -4,6 +4,7 @@
 mod auth;
 mod oplog;
 mod ops;
+mod portal;
 mod resources;
 mod sessions;
 mod strategies;

@@ -24,7 +24,7 @@ const SELF_ROUTES: &[&str] = &[
 ];
 
 /// Listings checked by content (they take no foreign id): nothing foreign may appear.
-const LISTINGS: &[&str] = &["/api/v1/enterprises", "/api/v1/channels", "/api/v1/accounts"];
+const LISTINGS: &[&str] = &["/api/v1/enterprises", "/api/v1/channels", "/api/v1/accounts", "/api/v1/sub-accounts"];
 
 struct World {
     h: Harness,
@@ -42,6 +42,12 @@ struct World {
     strategy: u64,
     /// The enterprise admin account of EB.
     eb_admin: u64,
+    /// A sub-account of channel B's admin that sees only EB2 (another enterprise of channel B):
+    /// the sibling of `eb_sub`, which sees EB.
+    sibling: String,
+    /// The sub-account of channel B's admin that sees EB.
+    eb_sub: u64,
+    eb2: EnterpriseId,
 }
 
 async fn channel(h: &Harness, name: &str, parent: Option<ChannelId>) -> ChannelId {
@@ -76,9 +82,22 @@ async fn account(
     channel: Option<ChannelId>,
     enterprise: Option<EnterpriseId>,
 ) -> String {
+    sub_account(h, email, role, channel, enterprise, None).await
+}
+
+/// Creates an account (a sub-account of `parent` with these permissions, if given) and logs in.
+async fn sub_account(
+    h: &Harness,
+    email: &str,
+    role: Role,
+    channel: Option<ChannelId>,
+    enterprise: Option<EnterpriseId>,
+    parent: Option<(fleetpulse_proto::AccountId, fleetpulse_store::Permissions)>,
+) -> String {
+    let (parent_id, permissions) = parent.unzip();
     let new = NewAccount {
-        parent_id: None,
-        permissions: None,
+        parent_id,
+        permissions,
         email: email.into(),
         password_hash: hash_password("tenant-password").expect("hash"),
         role,
@@ -105,6 +124,20 @@ async fn world() -> World {
     account(&h, "enterprise-b@example.com", Role::EnterpriseAdmin, None, Some(eb)).await;
     let eb_admin =
         h.store.entities.account_by_email("enterprise-b@example.com").await.expect("read").expect("EB admin");
+    // Sibling sub-accounts of channel B's admin, with every feature: one sees EB, one EB2 only.
+    let eb2 = enterprise_in(&h, "EB2", b).await;
+    account(&h, "channel-b@example.com", Role::ChannelAdmin, Some(b), None).await;
+    let b_admin = h.store.entities.account_by_email("channel-b@example.com").await.expect("read").expect("B admin");
+    let only = |e: EnterpriseId| fleetpulse_store::Permissions {
+        features: fleetpulse_store::Feature::ALL.to_vec(),
+        data: fleetpulse_store::DataPermission::Only { channels: vec![], enterprises: vec![e] },
+    };
+    let sub = |email: &'static str, e: EnterpriseId| {
+        sub_account(&h, email, Role::ChannelAdmin, Some(b), None, Some((b_admin.id, only(e))))
+    };
+    sub("sub-eb@example.com", eb).await;
+    let sibling = sub("sub-eb2@example.com", eb2).await;
+    let eb_sub = h.store.entities.account_by_email("sub-eb@example.com").await.expect("read").expect("sub").id.0;
 
     let new = NewDevice {
         enterprise_id: eb,
@@ -152,6 +185,9 @@ async fn world() -> World {
         alarm,
         strategy,
         eb_admin: eb_admin.id.0,
+        sibling,
+        eb_sub,
+        eb2,
     }
 }
 
@@ -178,6 +214,8 @@ fn foreign_request(w: &World, path: &str, method: &Method) -> Option<(String, Op
         path.replace("{id}", &w.b.to_string())
     } else if id("/api/v1/accounts/") {
         path.replace("{id}", &w.eb_admin.to_string())
+    } else if id("/api/v1/sub-accounts/") {
+        path.replace("{id}", &w.eb_sub.to_string())
     } else if matches!(
         path,
         "/api/v1/devices"
@@ -187,7 +225,7 @@ fn foreign_request(w: &World, path: &str, method: &Method) -> Option<(String, Op
             | "/api/v1/operation-logs/export"
     ) {
         format!("{path}?enterprise_id={}", w.eb)
-    } else if matches!(path, "/api/v1/enterprises" | "/api/v1/channels" | "/api/v1/accounts") {
+    } else if matches!(path, "/api/v1/enterprises" | "/api/v1/channels" | "/api/v1/accounts" | "/api/v1/sub-accounts") {
         path.to_owned()
     } else {
         panic!("route {path} is not in the authorization matrix: say which tenant object it reaches");
@@ -199,6 +237,11 @@ fn foreign_request(w: &World, path: &str, method: &Method) -> Option<(String, Op
         ("/api/v1/accounts", _) => Some(json!({
             "email": "intruder@example.com", "password": "long-enough-1", "role": "enterprise_admin", "enterprise_id": w.eb
         })),
+        ("/api/v1/sub-accounts", _) => Some(json!({
+            "email": "intruder-sub@example.com", "password": "long-enough-1", "features": ["devices"],
+            "data": {"only": {"enterprises": [w.eb]}}
+        })),
+        ("/api/v1/sub-accounts/{id}/permissions", _) => Some(json!({"features": ["devices"], "data": "all"})),
         (p, _) if p.ends_with("alarm-strategies") || p == "/api/v1/alarm-strategies/{id}" => Some(strategy_body()),
         _ => Some(json!({})),
     };
@@ -209,7 +252,12 @@ fn foreign_request(w: &World, path: &str, method: &Method) -> Option<(String, Op
 async fn every_route_answers_404_or_403_for_another_tenants_objects() {
     let w = world().await;
     let mut cells = 0;
-    for (caller, token) in [("channel A admin", &w.channel_admin), ("enterprise EA admin", &w.enterprise_admin)] {
+    let callers = [
+        ("channel A admin", &w.channel_admin),
+        ("enterprise EA admin", &w.enterprise_admin),
+        ("channel B sub-account seeing EB2 only (sibling of EB's)", &w.sibling),
+    ];
+    for (caller, token) in callers {
         for (path, _) in crate::routes::all() {
             for method in [Method::GET, Method::POST, Method::PUT, Method::DELETE] {
                 let Some((uri, body)) = foreign_request(&w, path, &method) else { continue };
@@ -228,7 +276,7 @@ async fn every_route_answers_404_or_403_for_another_tenants_objects() {
             }
         }
     }
-    assert!(cells >= 36, "the matrix covered {cells} cells");
+    assert!(cells >= 100, "the matrix covered {cells} cells");
     // Nothing of B changed.
     let eb_admin = w.h.store.entities.account(fleetpulse_proto::AccountId(w.eb_admin)).await.unwrap().expect("kept");
     assert!(!eb_admin.frozen);
@@ -236,6 +284,28 @@ async fn every_route_answers_404_or_403_for_another_tenants_objects() {
     assert_eq!(strategy.settings.name, "B ops");
     let alarm = w.h.store.events.alarm_record(w.alarm).await.unwrap().expect("kept");
     assert_eq!(alarm.status, fleetpulse_store::AlarmStatus::Active);
+    assert_eq!(
+        w.h.store.entities.enterprise(w.eb).await.unwrap().expect("kept").channel_authorization,
+        fleetpulse_store::ChannelAuthorization::None
+    );
+    // The sibling's listings hold only what its data permissions give it.
+    let listed = |uri: &'static str| {
+        let h = &w.h;
+        let token = w.sibling.clone();
+        async move {
+            let r = h.get(uri, &token).await;
+            assert_eq!(r.status, StatusCode::OK, "{uri}: {}", r.text());
+            r.json()["items"]
+                .as_array()
+                .expect("items")
+                .iter()
+                .map(|e| e["id"].as_u64().expect("id"))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(listed("/api/v1/enterprises").await, [w.eb2.0]);
+    assert!(listed("/api/v1/channels").await.is_empty());
+    assert!(listed("/api/v1/accounts").await.iter().all(|&a| a != w.eb_admin));
 }
 
 #[tokio::test]
@@ -261,7 +331,7 @@ async fn listings_show_a_channel_its_subtree_and_an_enterprise_itself() {
     let (own, ea_admin) = (id_of("channel-a@example.com").await, id_of("enterprise-a@example.com").await);
     assert_eq!(accounts, [own, ea_admin], "channel A lists its own channel's and its enterprises' accounts");
     let all = ids(w.h.get("/api/v1/accounts", &w.platform).await);
-    assert!(all.contains(&w.eb_admin) && all.contains(&own) && all.len() == 4, "{all:?}");
+    assert!(all.contains(&w.eb_admin) && all.contains(&own) && all.contains(&w.eb_sub) && all.len() == 7, "{all:?}");
     w.h.get("/api/v1/accounts", &w.enterprise_admin).await.assert_error(StatusCode::FORBIDDEN, "forbidden");
 
     // Inside its scope a channel works normally: sub-channel enterprise, new enterprise in A.
