@@ -203,7 +203,7 @@ pub async fn bootstrap_admin(
 }
 
 /// An account as the API shows it (never with its password hash).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub(crate) struct AccountView {
     pub(crate) id: AccountId,
     pub(crate) email: String,
@@ -554,8 +554,8 @@ fn unix_seconds(t: UnixMillis) -> u64 {
 /// Issuer shown in authenticator apps.
 const TOTP_ISSUER: &str = "fleetpulse";
 
-#[derive(Serialize)]
-struct TotpSetup {
+#[derive(Serialize, schemars::JsonSchema)]
+pub(crate) struct TotpSetup {
     /// Base32 secret to type into an authenticator app.
     secret: String,
     /// The same as an `otpauth://` URI (for a QR code).
@@ -569,9 +569,9 @@ async fn totp_setup(auth: AuthAdmin) -> Json<TotpSetup> {
     Json(TotpSetup { otpauth_uri: secret.otpauth_uri(TOTP_ISSUER, &auth.account.email), secret: secret.to_base32() })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct TotpEnable {
+pub(crate) struct TotpEnable {
     secret: String,
     code: String,
 }
@@ -597,9 +597,9 @@ async fn totp_enable(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct TotpDisable {
+pub(crate) struct TotpDisable {
     code: String,
 }
 
@@ -624,8 +624,8 @@ async fn totp_disable(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
-struct LoginRequest {
+#[derive(Deserialize, schemars::JsonSchema)]
+pub(crate) struct LoginRequest {
     email: String,
     password: String,
     /// The authenticator app's current code, for accounts with TOTP (ACC-3).
@@ -633,8 +633,8 @@ struct LoginRequest {
     code: Option<String>,
 }
 
-#[derive(Serialize)]
-struct LoginResponse {
+#[derive(Serialize, schemars::JsonSchema)]
+pub(crate) struct LoginResponse {
     token: String,
     expires_at: UnixMillis,
     account: AccountView,
@@ -726,13 +726,17 @@ pub(crate) async fn act_as(ctx: &AppState, account: AccountId, acting: Acting) -
     let account = ctx.api.store.entities.account(account).await?.ok_or(ApiError::Unauthorized)?;
     let session = open_session_acting(ctx, &account, UnixMillis::now(), Some(acting)).await?;
     tracing::info!(message = "Session acting inside a tenant opened.", account = %account.id, ?acting);
-    #[derive(Serialize)]
-    struct Acted {
-        #[serde(flatten)]
-        session: LoginResponse,
-        acting: Acting,
-    }
-    Ok(Json(Acted { session, acting }).into_response())
+    Ok(Json(ActingSession { session, acting }).into_response())
+}
+
+/// The answer of `POST /api/v1/enterprises/{id}/act` and `POST /api/v1/channels/{id}/act`: a
+/// new session acting for the tenant.
+#[derive(Serialize, schemars::JsonSchema)]
+pub(crate) struct ActingSession {
+    #[serde(flatten)]
+    session: LoginResponse,
+    /// For whom the session acts.
+    acting: Acting,
 }
 
 /// Opens a session of the account (a fresh token) and answers as a login does.
@@ -770,9 +774,9 @@ async fn open_session_acting(
     })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct PasswordChange {
+pub(crate) struct PasswordChange {
     current_password: String,
     new_password: String,
 }

@@ -23,6 +23,7 @@ mod auth;
 mod error;
 mod extract;
 mod metrics;
+mod openapi;
 mod routes;
 mod secrets;
 pub mod totp;

@@ -12,7 +12,7 @@ use fleetpulse_proto::{DeviceId, EnterpriseId, UnixMillis};
 use serde::Serialize;
 
 /// What the ingest tier knows about a device right now.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct LiveDevice {
     /// Owning enterprise.
     pub enterprise_id: EnterpriseId,
@@ -95,7 +95,7 @@ impl LiveState {
 }
 
 /// Device counts.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct LiveCounts {
     /// Online devices.
     pub online: u64,

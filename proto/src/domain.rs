@@ -134,7 +134,7 @@ impl TryFrom<wire::Hello> for DeviceHello {
 }
 
 /// SIP registration state of one line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SipState {
     /// Registered.
@@ -146,7 +146,7 @@ pub enum SipState {
 }
 
 /// A device's SIP account status over all lines (PDMS-E "account status").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SipSummary {
     /// Every line registered.
@@ -160,7 +160,7 @@ pub enum SipSummary {
 }
 
 /// Call status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CallStatus {
     /// No call.
@@ -170,7 +170,7 @@ pub enum CallStatus {
 }
 
 /// One SIP line.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SipLine {
     /// Line number.
     pub line: u8,
@@ -181,7 +181,7 @@ pub struct SipLine {
 }
 
 /// A device's reported status.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct DeviceStatus {
     /// SIP registration per line.
     pub lines: Vec<SipLine>,
@@ -213,7 +213,7 @@ impl DeviceStatus {
 }
 
 /// CPU and memory sample.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ResourceSample {
     /// CPU usage in hundredths of a percent (0..=10000).
     pub cpu_centi_pct: u16,
@@ -440,7 +440,7 @@ mod tests {
 }
 
 /// A change to an aggregated alarm record, as decided by the alarm engine and applied by the store.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AlarmChange {
     /// The device.
     pub device_id: crate::DeviceId,
@@ -455,7 +455,7 @@ pub struct AlarmChange {
 }
 
 /// What an [`AlarmChange`] does to the record of its (device, type).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum AlarmChangeKind {
     /// The alarm occurred: create the record or bump its count and latest time; it is active.
     Raise {

@@ -22,7 +22,7 @@ impl Page {
 }
 
 /// What an account may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Operates the whole platform.
@@ -214,7 +214,7 @@ pub struct Session {
 }
 
 /// An enterprise.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Enterprise {
     /// Identifier.
     pub id: EnterpriseId,
@@ -251,7 +251,7 @@ pub struct NewEnterprise {
 pub const MAX_CHANNEL_NAME: usize = 200;
 
 /// A channel (TEN-1): a reseller or distributor; channels form a tree under the platform.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Channel {
     /// Identifier.
     pub id: ChannelId,
@@ -278,7 +278,7 @@ pub struct Channel {
 }
 
 /// Arguments of [`crate::EntityStore::create_channel`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct NewChannel {
     /// Display name, 1 to [`MAX_CHANNEL_NAME`] characters.
     pub name: String,
@@ -325,7 +325,7 @@ impl NewChannel {
 }
 
 /// A device known to the store.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Device {
     /// Identifier.
     pub id: DeviceId,
@@ -372,7 +372,7 @@ pub struct RegisteredDevice {
 }
 
 /// A status report as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct StatusEvent {
     /// The device.
     pub device_id: DeviceId,
@@ -387,7 +387,7 @@ pub struct StatusEvent {
 }
 
 /// A resource report as stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ResourceEvent {
     /// The device.
     pub device_id: DeviceId,
@@ -402,7 +402,7 @@ pub struct ResourceEvent {
 }
 
 /// One alarm occurrence as stored (raw, before aggregation).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AlarmEvent {
     /// The device.
     pub device_id: DeviceId,
@@ -423,7 +423,7 @@ pub struct AlarmEvent {
 }
 
 /// Everything one group of frames changes; applied atomically by [`crate::EventStore::append`].
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct EventBatch {
     /// Status reports.
     pub status: Vec<StatusEvent>,
@@ -450,7 +450,7 @@ impl EventBatch {
 }
 
 /// Whether an alarm record is still active.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AlarmStatus {
     /// Raised, neither acknowledged nor cleared.
@@ -473,7 +473,7 @@ impl AlarmStatus {
 }
 
 /// An alarm aggregated per (device, type) (ALM-1).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct AlarmRecord {
     /// Identifier.
     pub id: u64,
@@ -536,7 +536,7 @@ impl AlarmFilter {
 }
 
 /// Stored sequence numbers of one device (LT-3 verification).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct StoredSequences {
     /// The device.
     pub device_id: DeviceId,
@@ -551,7 +551,7 @@ pub struct StoredSequences {
 }
 
 /// Stored sequence numbers of one device, as the event store knows them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct DeviceSequences {
     /// The device.
     pub device_id: DeviceId,
@@ -562,7 +562,7 @@ pub struct DeviceSequences {
 }
 
 /// Row counts per event table.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct EventCounts {
     /// Status events.
     pub status: u64,
@@ -609,7 +609,7 @@ mod tests {
 }
 
 /// The metric of a threshold rule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ThresholdMetric {
     /// CPU usage.
@@ -619,7 +619,7 @@ pub enum ThresholdMetric {
 }
 
 /// A threshold rule as stored: `metric` above `above_centi_pct` for `for_ms` (ALM-4).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct StoredThreshold {
     /// The metric.
     pub metric: ThresholdMetric,
@@ -630,7 +630,7 @@ pub struct StoredThreshold {
 }
 
 /// An alarm strategy's settings (ALM-3), as the API edits them and the alarm engine reads them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct StrategySettings {
     /// Display name.
     pub name: String,
@@ -653,7 +653,7 @@ pub struct StrategySettings {
 }
 
 /// A stored alarm strategy.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct StoredStrategy {
     /// Identifier.
     pub id: StrategyId,
@@ -668,7 +668,7 @@ pub struct StoredStrategy {
 }
 
 /// Where a notification in the outbox stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OutboxState {
     /// Waiting for its (next) attempt.
@@ -736,7 +736,7 @@ pub struct NewOutboxMessage {
 }
 
 /// A notification in the outbox.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct OutboxMessage {
     /// Identifier.
     pub id: u64,
@@ -763,7 +763,7 @@ pub struct OutboxMessage {
 }
 
 /// Whether a logged operation succeeded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OperationOutcome {
     /// The request did what it asked for (a 2xx or 3xx status).
@@ -793,7 +793,7 @@ impl OperationOutcome {
 
 /// One state-changing request, as [`crate::EntityStore::append_operation_logs`] records it
 /// (LOG-1). Text fields are bounded (see [`NewOperationLog::validate`]).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct NewOperationLog {
     /// The signed-in account, if any (none for a failed login of an unknown email).
     pub account_id: Option<AccountId>,
@@ -853,7 +853,7 @@ impl NewOperationLog {
 }
 
 /// A recorded operation (LOG-1). Rows are never changed or removed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct OperationLog {
     /// Identifier: increases with every row appended.
     pub id: u64,
@@ -863,7 +863,7 @@ pub struct OperationLog {
 }
 
 /// Filters of [`crate::EntityStore::list_operation_logs`]; `None` means any.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct OperationLogFilter {
     /// Made at or after this time.
     pub from: Option<UnixMillis>,

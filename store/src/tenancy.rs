@@ -22,7 +22,7 @@ pub const MAX_SEARCH_CHARS: usize = 128;
 pub const MAX_DATA_PERMISSION_IDS: usize = 1_000;
 
 /// The unit temperatures are shown in (TEN-1).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TemperatureUnit {
     /// Degrees Celsius.
@@ -34,7 +34,7 @@ pub enum TemperatureUnit {
 
 /// What the guides list for an enterprise besides its name (TEN-1). Every field has a default, so
 /// a request may give only some.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct EnterpriseProfile {
     /// The enterprise may manage its devices.
@@ -145,7 +145,7 @@ pub(crate) fn search_needle(q: Option<&str>) -> Result<Option<String>> {
 
 /// Where an enterprise stands with its managing channel (TEN-3): the channel may act inside the
 /// enterprise only while the enterprise has accepted.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ChannelAuthorization {
     /// Nothing asked (or the authorization was revoked).
@@ -237,7 +237,7 @@ impl ChannelUpdate {
 }
 
 /// A portal feature a sub-account may be allowed (TEN-5).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Feature {
     /// Device lists, details and the dashboard.
@@ -270,7 +270,7 @@ impl Feature {
 }
 
 /// Which tenants' data a sub-account may see (TEN-5).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum DataPermission {
     /// Everything its parent account sees.
@@ -288,7 +288,7 @@ pub enum DataPermission {
 }
 
 /// A sub-account's permissions (TEN-5): what it may do and whose data it may see.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Permissions {
     /// The features it may use, sorted, each once.
@@ -331,7 +331,7 @@ impl Permissions {
 }
 
 /// Whom a session acts for, when a channel account has "logged into" a tenant below it (TEN-3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Acting {
     /// Inside an enterprise that authorized its channel.

@@ -33,9 +33,9 @@ pub(crate) fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
     ]
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct ListQuery {
+pub(crate) struct ListQuery {
     enterprise_id: Option<EnterpriseId>,
     device_id: Option<DeviceId>,
     /// Alarm type code.
@@ -51,9 +51,9 @@ struct ListQuery {
 }
 
 /// `status` query values.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
-enum AlarmStatusParam {
+pub(crate) enum AlarmStatusParam {
     Active,
     Acknowledged,
     Cleared,
@@ -99,9 +99,9 @@ async fn list(
 const LATEST_DEFAULT: u32 = 20;
 const LATEST_MAX: u32 = 100;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct LatestQuery {
+pub(crate) struct LatestQuery {
     enterprise_id: Option<EnterpriseId>,
     /// Only active (unacknowledged, uncleared) alarms.
     #[serde(default)]
@@ -112,8 +112,8 @@ struct LatestQuery {
 }
 
 /// The latest-alarms feed.
-#[derive(Debug, serde::Serialize)]
-struct LatestFeed {
+#[derive(Debug, serde::Serialize, schemars::JsonSchema)]
+pub(crate) struct LatestFeed {
     /// Newest first (by latest occurrence).
     items: Vec<AlarmRecord>,
     /// Items whose latest occurrence is after `since` (all items without `since`).

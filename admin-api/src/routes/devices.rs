@@ -24,8 +24,8 @@ pub(crate) fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
 
 /// A device as the API shows it: the stored row, its live state (null if the device was not
 /// seen since the process started) and whether it is online.
-#[derive(Debug, Serialize)]
-struct DeviceView {
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub(crate) struct DeviceView {
     #[serde(flatten)]
     device: Device,
     live: Option<LiveDevice>,
@@ -40,8 +40,8 @@ impl DeviceView {
     }
 }
 
-#[derive(Debug, Deserialize)]
-struct ListQuery {
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub(crate) struct ListQuery {
     enterprise_id: Option<EnterpriseId>,
     after: Option<u64>,
     limit: Option<u32>,

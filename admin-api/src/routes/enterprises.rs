@@ -44,15 +44,15 @@ pub(crate) fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
     ]
 }
 
-#[derive(Debug, Deserialize)]
-struct PageQuery {
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub(crate) struct PageQuery {
     after: Option<u64>,
     limit: Option<u32>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct ListQuery {
+pub(crate) struct ListQuery {
     /// Case-insensitive substring of the name, master administrator or register email, or
     /// contact.
     q: Option<String>,
@@ -84,8 +84,8 @@ async fn list(
 
 // No `deny_unknown_fields` on the structs that flatten the profile (serde cannot combine them):
 // the keys neither takes land in `unknown`, which must stay empty (`ProfileFields::apply`).
-#[derive(Debug, Deserialize)]
-struct CreateEnterprise {
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub(crate) struct CreateEnterprise {
     name: String,
     /// The managing channel (a channel account: its own by default, or one below it).
     #[serde(default)]
@@ -94,6 +94,7 @@ struct CreateEnterprise {
     #[serde(flatten)]
     profile: ProfileFields,
     #[serde(flatten)]
+    #[schemars(skip)]
     unknown: Unknown,
 }
 
@@ -109,8 +110,8 @@ fn refuse_unknown(unknown: &Unknown) -> Result<(), ApiError> {
 }
 
 /// The profile fields of a request, each optional: absent ones keep their value (or default).
-#[derive(Debug, Default, Deserialize)]
-struct ProfileFields {
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
+pub(crate) struct ProfileFields {
     device_management: Option<bool>,
     rps: Option<bool>,
     master_admin_email: Option<String>,
@@ -200,12 +201,13 @@ async fn show(
     Ok(Json(find(&ctx, &auth, id).await?))
 }
 
-#[derive(Debug, Deserialize)]
-struct EditEnterprise {
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub(crate) struct EditEnterprise {
     name: Option<String>,
     #[serde(flatten)]
     profile: ProfileFields,
     #[serde(flatten)]
+    #[schemars(skip)]
     unknown: Unknown,
 }
 
@@ -320,8 +322,8 @@ async fn act(auth: AuthAdmin, State(ctx): State<AppState>, Path(id): Path<Enterp
     crate::auth::act_as(&ctx, auth.account.id, Acting::Enterprise(enterprise.id)).await
 }
 
-#[derive(Debug, Serialize)]
-struct StoredSequencesPage {
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub(crate) struct StoredSequencesPage {
     devices: Vec<StoredSequences>,
     next_after: Option<DeviceId>,
 }

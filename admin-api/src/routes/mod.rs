@@ -28,6 +28,7 @@ pub(crate) fn all() -> Vec<(&'static str, MethodRouter<AppState>)> {
         strategies::routes(),
         oplog::routes(),
         tenants::routes(),
+        crate::openapi::routes(),
     ]
     .into_iter()
     .flatten()
@@ -51,7 +52,7 @@ pub(crate) fn next_after<T>(items: &[T], page: Page, id: impl Fn(&T) -> u64) -> 
 }
 
 /// One page of a listing.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub(crate) struct ListPage<T> {
     /// The rows, ordered by id.
     pub(crate) items: Vec<T>,

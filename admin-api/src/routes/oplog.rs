@@ -88,9 +88,9 @@ pub(crate) async fn record(State(ctx): State<AppState>, req: Request, next: Next
     response
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct ListQuery {
+pub(crate) struct ListQuery {
     /// At or after (unix ms).
     from: Option<i64>,
     /// Before (unix ms).

@@ -38,18 +38,18 @@ pub(crate) fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
 }
 
 /// A threshold rule in a request: `metric` above `above_percent` for `for_minutes`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct ThresholdRequest {
+pub(crate) struct ThresholdRequest {
     metric: ThresholdMetric,
     above_percent: f64,
     for_minutes: u64,
 }
 
 /// The body of create and replace. Intervals default to Alertmanager-like values.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct StrategyRequest {
+pub(crate) struct StrategyRequest {
     name: String,
     #[serde(default = "yes")]
     enabled: bool,
@@ -162,8 +162,8 @@ fn settings(req: StrategyRequest) -> Result<StrategySettings, ApiError> {
     })
 }
 
-#[derive(Debug, Serialize)]
-struct StrategyList {
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub(crate) struct StrategyList {
     items: Vec<StoredStrategy>,
 }
 

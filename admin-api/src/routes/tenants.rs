@@ -38,9 +38,9 @@ pub(crate) fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
     ]
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct ListQuery {
+pub(crate) struct ListQuery {
     /// Case-insensitive substring: of the name, contact or email (channels), of the email
     /// (accounts).
     q: Option<String>,
@@ -106,9 +106,9 @@ async fn show(
     Ok(Json(find(&ctx, &auth, id).await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateChannel {
+pub(crate) struct CreateChannel {
     name: String,
     /// The parent: none for a top-level channel (platform only); a channel account creates
     /// sub-channels below its own channel (the default) where the parent allows them.
@@ -160,9 +160,9 @@ async fn create(
     Ok((StatusCode::CREATED, Json(channel)).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct EditChannel {
+pub(crate) struct EditChannel {
     name: Option<String>,
     allow_sub_channels: Option<bool>,
     device_management: Option<bool>,
@@ -221,9 +221,9 @@ async fn act(auth: AuthAdmin, State(ctx): State<AppState>, Path(id): Path<Channe
     crate::auth::act_as(&ctx, auth.account.id, Acting::Channel(channel.id)).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateAccount {
+pub(crate) struct CreateAccount {
     email: String,
     password: String,
     role: Role,
@@ -234,8 +234,8 @@ struct CreateAccount {
 }
 
 /// An account as the API shows it: never its password hash nor its TOTP secret.
-#[derive(Debug, Serialize)]
-struct AccountBody {
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub(crate) struct AccountBody {
     id: AccountId,
     email: String,
     role: Role,
@@ -424,9 +424,9 @@ async fn unfreeze_account(
 /// Most sub-accounts one account may have.
 const MAX_SUB_ACCOUNTS: usize = 500;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct PermissionsBody {
+pub(crate) struct PermissionsBody {
     /// The features the sub-account may use.
     features: Vec<Feature>,
     /// Whose data it sees: `"all"` (everything its parent sees) or `{"only": {"channels": [..],
@@ -457,8 +457,8 @@ impl PermissionsBody {
     }
 }
 
-#[derive(Debug, Deserialize)]
-struct CreateSubAccount {
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub(crate) struct CreateSubAccount {
     email: String,
     password: String,
     #[serde(flatten)]
@@ -504,9 +504,9 @@ async fn create_sub_account(
     Ok((StatusCode::CREATED, Json(AccountBody::from(account))).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct PageOnly {
+pub(crate) struct PageOnly {
     after: Option<u64>,
     limit: Option<u32>,
 }

@@ -2,6 +2,7 @@
 //! directory, no sockets.
 
 mod auth;
+mod openapi;
 mod oplog;
 mod ops;
 mod portal;

@@ -21,6 +21,7 @@ const SELF_ROUTES: &[&str] = &[
     "/api/v1/account/totp/setup",
     "/api/v1/account/totp",
     "/api/v1/account/totp/disable",
+    "/api/v1/openapi.json",
 ];
 
 /// Listings checked by content (they take no foreign id): nothing foreign may appear.
