@@ -18,7 +18,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, post};
 use fleetpulse_proto::{AccountId, ChannelId, EnterpriseId, UnixMillis};
 use fleetpulse_store::{
-    Account, Acting, ChannelAuthorization, DataPermission, Enterprise, Feature, NewAccount, Role, Session, Store,
+    Account, Acting, ChannelAuthorization, DataPermission, Enterprise, EnterpriseFilter, Feature, NewAccount, Role,
+    Session, Store,
 };
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
@@ -397,6 +398,50 @@ impl AuthAdmin {
             }
             (Scope::Channel { .. }, None) => {
                 Err(ApiError::invalid("enterprise_id is required for channel accounts on this listing"))
+            }
+        }
+    }
+
+    /// The enterprise filter of a listing across enterprises: the requested enterprise (checked
+    /// as [`AuthAdmin::enterprise_filter`] does), else every enterprise the caller sees — `None`
+    /// for the platform (no filter), the list for a channel or sub-account scope.
+    pub(crate) async fn listing_filter(
+        &self,
+        ctx: &AppState,
+        requested: Option<EnterpriseId>,
+    ) -> Result<(Option<EnterpriseId>, Option<Vec<EnterpriseId>>), ApiError> {
+        match (&self.scope, requested) {
+            (Scope::Channel { .. }, None) => Ok((None, self.visible_enterprises(ctx).await?)),
+            _ => Ok((self.enterprise_filter(ctx, requested).await?, None)),
+        }
+    }
+
+    /// Every enterprise the caller sees: `None` for the platform (all of them), else the ids,
+    /// sorted. 400 beyond [`fleetpulse_store::MAX_ENTERPRISE_CHANNEL_FILTER`] (a listing of that
+    /// many enterprises must name one).
+    pub(crate) async fn visible_enterprises(&self, ctx: &AppState) -> Result<Option<Vec<EnterpriseId>>, ApiError> {
+        const PAGE: u32 = 1000;
+        let (channels, extra) = match &self.scope {
+            Scope::Platform => return Ok(None),
+            Scope::Enterprise(own) => return Ok(Some(vec![*own])),
+            Scope::Channel { subtree, enterprises, .. } => (subtree, enterprises),
+        };
+        let filter = EnterpriseFilter { channels: Some(channels.clone()), ids: Some(extra.clone()), q: None };
+        let mut ids = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = fleetpulse_store::Page { after, limit: PAGE };
+            let batch = ctx.api.store.entities.search_enterprises(filter.clone(), page).await?;
+            ids.extend(batch.iter().map(|e| e.id));
+            if ids.len() > fleetpulse_store::MAX_ENTERPRISE_CHANNEL_FILTER {
+                return Err(ApiError::invalid(format!(
+                    "the caller sees more than {} enterprises: name one with enterprise_id",
+                    fleetpulse_store::MAX_ENTERPRISE_CHANNEL_FILTER
+                )));
+            }
+            match batch.last() {
+                Some(last) if batch.len() >= PAGE as usize => after = last.id.0,
+                _ => return Ok(Some(ids)),
             }
         }
     }

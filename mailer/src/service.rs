@@ -132,7 +132,7 @@ impl AlarmService {
         let mut page = Page::first(LOAD_PAGE);
         let active = AlarmFilter { status: Some(AlarmStatus::Active), ..AlarmFilter::default() };
         loop {
-            let records = store.events.list_alarm_records(active, page).await?;
+            let records = store.events.list_alarm_records(active.clone(), page).await?;
             for r in &records {
                 engine.restore_alarm(
                     now,

@@ -509,10 +509,13 @@ pub struct AlarmRecord {
 
 /// Filters of [`crate::EventStore::list_alarm_records`] and
 /// [`crate::EventStore::latest_alarm_records`]; `None` means any.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AlarmFilter {
     /// Only this enterprise.
     pub enterprise: Option<EnterpriseId>,
+    /// Only these enterprises (a channel account's subtree); at most
+    /// [`crate::MAX_ENTERPRISE_CHANNEL_FILTER`] ids, an empty list matches nothing.
+    pub enterprises: Option<Vec<EnterpriseId>>,
     /// Only this device.
     pub device: Option<DeviceId>,
     /// Only this alarm type.
@@ -528,6 +531,20 @@ pub struct AlarmFilter {
 }
 
 impl AlarmFilter {
+    /// The ` AND enterprise_id IN (…)` term of [`AlarmFilter::enterprises`] (integers: nothing to
+    /// escape), empty without that filter; `Ok(None)` if the list is empty (no record matches).
+    /// [`crate::StoreError::InvalidInput`] for more than
+    /// [`crate::MAX_ENTERPRISE_CHANNEL_FILTER`] ids.
+    pub fn enterprises_term(&self) -> crate::Result<Option<String>> {
+        let Some(ids) = &self.enterprises else { return Ok(Some(String::new())) };
+        crate::check_bound("enterprise ids", ids.len(), crate::MAX_ENTERPRISE_CHANNEL_FILTER)?;
+        if ids.is_empty() {
+            return Ok(None);
+        }
+        let list: Vec<String> = ids.iter().map(|e| e.0.to_string()).collect();
+        Ok(Some(format!(" AND enterprise_id IN ({})", list.join(","))))
+    }
+
     /// The alarm type codes the severity filter selects (`None`: no severity filter).
     pub fn severity_codes(&self) -> Option<Vec<u16>> {
         self.severity

@@ -223,7 +223,7 @@ async fn events(store: &Store) {
 
     let filter = AlarmFilter { enterprise: Some(e.id), device: None, ..AlarmFilter::default() };
     let records =
-        eventually("alarm records", || ev.list_alarm_records(filter, Page::first(10)), |r| r.len() == 1).await;
+        eventually("alarm records", || ev.list_alarm_records(filter.clone(), Page::first(10)), |r| r.len() == 1).await;
     let r = &records[0];
     assert_eq!((r.count, r.description.as_str(), r.status), (2, "second", AlarmStatus::Active));
     assert_eq!((r.first_at, r.latest_at), (UnixMillis(1_700_000_000_010), UnixMillis(1_700_000_000_020)));
@@ -236,21 +236,30 @@ async fn events(store: &Store) {
     .unwrap();
     let records = eventually(
         "cleared alarm",
-        || ev.list_alarm_records(filter, Page::first(10)),
+        || ev.list_alarm_records(filter.clone(), Page::first(10)),
         |r| r.first().is_some_and(|r| r.status == AlarmStatus::Cleared),
     )
     .await;
     assert_eq!(records[0].cleared_at, Some(UnixMillis(1_700_000_000_030)));
     let only = |f: AlarmFilter| async move { ev.list_alarm_records(f, Page::first(10)).await.unwrap().len() };
     let base = AlarmFilter { enterprise: Some(e.id), ..AlarmFilter::default() };
-    assert_eq!(only(AlarmFilter { code: Some(OFFLINE), ..base }).await, 1);
-    assert_eq!(only(AlarmFilter { code: Some(fleetpulse_proto::AlarmTypeCode(105)), ..base }).await, 0);
-    assert_eq!(only(AlarmFilter { severity: Some(fleetpulse_proto::Severity::Critical), ..base }).await, 1);
-    assert_eq!(only(AlarmFilter { severity: Some(fleetpulse_proto::Severity::Minor), ..base }).await, 0);
-    assert_eq!(only(AlarmFilter { status: Some(AlarmStatus::Cleared), ..base }).await, 1);
-    assert_eq!(only(AlarmFilter { status: Some(AlarmStatus::Active), ..base }).await, 0);
-    assert_eq!(only(AlarmFilter { latest_from: Some(UnixMillis(1_700_000_000_020)), ..base }).await, 1);
-    assert_eq!(only(AlarmFilter { latest_to: Some(UnixMillis(1_700_000_000_020)), ..base }).await, 0);
+    assert_eq!(only(AlarmFilter { code: Some(OFFLINE), ..base.clone() }).await, 1);
+    assert_eq!(only(AlarmFilter { code: Some(fleetpulse_proto::AlarmTypeCode(105)), ..base.clone() }).await, 0);
+    assert_eq!(only(AlarmFilter { severity: Some(fleetpulse_proto::Severity::Critical), ..base.clone() }).await, 1);
+    assert_eq!(only(AlarmFilter { severity: Some(fleetpulse_proto::Severity::Minor), ..base.clone() }).await, 0);
+    assert_eq!(only(AlarmFilter { status: Some(AlarmStatus::Cleared), ..base.clone() }).await, 1);
+    assert_eq!(only(AlarmFilter { status: Some(AlarmStatus::Active), ..base.clone() }).await, 0);
+    assert_eq!(only(AlarmFilter { latest_from: Some(UnixMillis(1_700_000_000_020)), ..base.clone() }).await, 1);
+    assert_eq!(only(AlarmFilter { latest_to: Some(UnixMillis(1_700_000_000_020)), ..base.clone() }).await, 0);
+    // A set of enterprises (a channel's subtree): bounded; an empty set matches nothing.
+    let among = |ids: Vec<EnterpriseId>| AlarmFilter { enterprises: Some(ids), ..AlarmFilter::default() };
+    assert_eq!(only(among(vec![EnterpriseId(999_998), e.id])).await, 1);
+    assert_eq!(only(among(vec![EnterpriseId(999_998)])).await, 0);
+    assert_eq!(only(among(vec![])).await, 0);
+    assert_eq!(ev.latest_alarm_records(among(vec![e.id]), 10).await.unwrap().len(), 1);
+    assert!(ev.latest_alarm_records(among(vec![]), 10).await.unwrap().is_empty());
+    let too_many = among((0..=MAX_ENTERPRISE_CHANNEL_FILTER as u64).map(EnterpriseId).collect());
+    assert!(matches!(ev.list_alarm_records(too_many, Page::first(1)).await, Err(StoreError::InvalidInput(_))));
     assert_eq!(ev.alarm_record(records[0].id).await.unwrap().map(|r| r.device_id), Some(d));
     assert_eq!(ev.alarm_record(records[0].id + 12_345).await.unwrap(), None);
     let by_device = ev
@@ -566,7 +575,7 @@ async fn latest_alarms(store: &Store) {
     ];
     ev.append(EventBatch { alarm_changes: changes, ..EventBatch::default() }).await.unwrap();
     let mine = AlarmFilter { enterprise: Some(e.id), ..AlarmFilter::default() };
-    let feed = eventually("latest alarms", || ev.latest_alarm_records(mine, 10), |r| r.len() == 4).await;
+    let feed = eventually("latest alarms", || ev.latest_alarm_records(mine.clone(), 10), |r| r.len() == 4).await;
     // Two records share the time of their latest occurrence: the higher id comes first.
     let id_of = |device| feed.iter().find(|r| r.device_id == device && r.code.0 == 105).unwrap().id;
     let tie = if id_of(d1) > id_of(d2) { ["d1-105", "d2-105"] } else { ["d2-105", "d1-105"] };
@@ -577,15 +586,15 @@ async fn latest_alarms(store: &Store) {
     assert!(feed.iter().all(|r| r.enterprise_id == e.id));
 
     // The limit, and the filters of `list_alarm_records`.
-    assert_eq!(descriptions(&ev.latest_alarm_records(mine, 2).await.unwrap()), ["d1-101 again", tie[0]]);
-    assert!(ev.latest_alarm_records(mine, 0).await.unwrap().is_empty());
-    let theirs = ev.latest_alarm_records(AlarmFilter { enterprise: Some(other.id), ..mine }, 10).await.unwrap();
+    assert_eq!(descriptions(&ev.latest_alarm_records(mine.clone(), 2).await.unwrap()), ["d1-101 again", tie[0]]);
+    assert!(ev.latest_alarm_records(mine.clone(), 0).await.unwrap().is_empty());
+    let theirs = ev.latest_alarm_records(AlarmFilter { enterprise: Some(other.id), ..mine.clone() }, 10).await.unwrap();
     assert_eq!(descriptions(&theirs), ["d3-101"]);
-    let by_device = ev.latest_alarm_records(AlarmFilter { device: Some(d2), ..mine }, 10).await.unwrap();
+    let by_device = ev.latest_alarm_records(AlarmFilter { device: Some(d2), ..mine.clone() }, 10).await.unwrap();
     assert_eq!(descriptions(&by_device), ["d2-105", "d2-101"]);
-    let crashes = AlarmFilter { code: Some(fleetpulse_proto::AlarmTypeCode(105)), ..mine };
+    let crashes = AlarmFilter { code: Some(fleetpulse_proto::AlarmTypeCode(105)), ..mine.clone() };
     assert_eq!(descriptions(&ev.latest_alarm_records(crashes, 10).await.unwrap()), tie);
-    let older = AlarmFilter { latest_to: Some(UnixMillis(T + 30)), ..mine };
+    let older = AlarmFilter { latest_to: Some(UnixMillis(T + 30)), ..mine.clone() };
     assert_eq!(descriptions(&ev.latest_alarm_records(older, 10).await.unwrap()), ["d2-101"]);
     let none = AlarmFilter { enterprise: Some(EnterpriseId(999_999)), ..AlarmFilter::default() };
     assert!(ev.latest_alarm_records(none, 10).await.unwrap().is_empty());
@@ -600,7 +609,7 @@ async fn latest_alarms(store: &Store) {
     let again = raise(d2, e.id, 101, 50, "d2-101 again");
     ev.append(EventBatch { alarm_changes: vec![again], ..EventBatch::default() }).await.unwrap();
     let moved = |r: &Vec<AlarmRecord>| r.first().is_some_and(|r| r.description == "d2-101 again");
-    let feed = eventually("raised again", || ev.latest_alarm_records(mine, 10), moved).await;
+    let feed = eventually("raised again", || ev.latest_alarm_records(mine.clone(), 10), moved).await;
     assert_eq!(descriptions(&feed), ["d2-101 again", "d1-101 again", tie[0], tie[1]]);
     assert_eq!((feed[0].count, feed[0].latest_at), (2, UnixMillis(T + 50)));
 
@@ -618,8 +627,8 @@ async fn latest_alarms(store: &Store) {
     ev.append(EventBatch { alarm_changes: changes, ..EventBatch::default() }).await.unwrap();
     let crowded = AlarmFilter { enterprise: Some(crowd.id), ..AlarmFilter::default() };
     let page = Page::first(1_000);
-    eventually("many records", || ev.list_alarm_records(crowded, page), |r| r.len() == usize::from(many)).await;
-    let capped = ev.latest_alarm_records(crowded, 1_000).await.unwrap();
+    eventually("many records", || ev.list_alarm_records(crowded.clone(), page), |r| r.len() == usize::from(many)).await;
+    let capped = ev.latest_alarm_records(crowded.clone(), 1_000).await.unwrap();
     assert_eq!(capped.len(), MAX_LATEST_ALARM_RECORDS as usize);
     assert_eq!((capped[0].code.0, capped[capped.len() - 1].code.0), (many, many - MAX_LATEST_ALARM_RECORDS as u16 + 1));
 }
@@ -644,7 +653,10 @@ async fn lifecycle(store: &Store) {
     let apply =
         |kind, at| store.events.append(EventBatch { alarm_changes: vec![change(at, kind)], ..EventBatch::default() });
     let filter = AlarmFilter { device: Some(d), ..AlarmFilter::default() };
-    let read = || async move { store.events.list_alarm_records(filter, Page::first(10)).await.map(|mut r| r.pop()) };
+    let read = || {
+        let filter = filter.clone();
+        async move { store.events.list_alarm_records(filter, Page::first(10)).await.map(|mut r| r.pop()) }
+    };
     let status_is = |want: AlarmStatus, count: u64| {
         move |r: &Option<AlarmRecord>| r.as_ref().is_some_and(|r| r.status == want && r.count == count)
     };

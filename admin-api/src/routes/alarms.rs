@@ -78,8 +78,10 @@ async fn list(
     {
         return Err(ApiError::invalid("from must be before to"));
     }
+    let (enterprise, enterprises) = auth.listing_filter(&ctx, q.enterprise_id).await?;
     let filter = AlarmFilter {
-        enterprise: auth.enterprise_filter(&ctx, q.enterprise_id).await?,
+        enterprise,
+        enterprises,
         device: q.device_id,
         code: q.code.map(AlarmTypeCode),
         severity: q.severity,
@@ -133,8 +135,10 @@ async fn latest(
     if limit == 0 || limit > LATEST_MAX {
         return Err(ApiError::invalid(format!("limit must be between 1 and {LATEST_MAX}")));
     }
+    let (enterprise, enterprises) = auth.listing_filter(&ctx, q.enterprise_id).await?;
     let filter = AlarmFilter {
-        enterprise: auth.enterprise_filter(&ctx, q.enterprise_id).await?,
+        enterprise,
+        enterprises,
         status: q.active_only.then_some(AlarmStatus::Active),
         ..AlarmFilter::default()
     };

@@ -9,8 +9,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
 use fleetpulse_proto::{AccountId, ChannelId, EnterpriseId};
 use fleetpulse_store::{
-    Account, AccountFilter, Acting, Channel, ChannelUpdate, DataPermission, Feature, MAX_ACCOUNT_FILTER, NewAccount,
-    NewChannel, Page, Permissions, Role,
+    Account, AccountFilter, Acting, Channel, ChannelUpdate, DataPermission, Feature, NewAccount, NewChannel, Page,
+    Permissions, Role,
 };
 use serde::{Deserialize, Serialize};
 
@@ -306,9 +306,6 @@ async fn create_account(
     Ok((StatusCode::CREATED, Json(AccountBody::from(account))).into_response())
 }
 
-/// Enterprises read per page while collecting a channel admin's account filter.
-const ENTERPRISE_FILTER_PAGE: u32 = 1000;
-
 /// `GET /api/v1/accounts`: every account (platform), or the accounts of the channels of the
 /// caller's subtree and of the enterprises in it (channel admin), ordered by id.
 async fn list_accounts(
@@ -321,31 +318,11 @@ async fn list_accounts(
     let mut filter = match &auth.scope {
         Scope::Platform => AccountFilter::default(),
         Scope::Enterprise(_) => return Err(ApiError::Forbidden),
-        Scope::Channel { subtree, enterprises: extra, .. } => {
-            // The enterprises of the subtree, page by page, bounded like the filter itself.
-            let entities = &ctx.api.store.entities;
-            let mut enterprises = extra.clone();
-            let mut after = 0;
-            loop {
-                let batch =
-                    entities.list_enterprises_in(Some(subtree), Page { after, limit: ENTERPRISE_FILTER_PAGE }).await?;
-                enterprises.extend(batch.iter().map(|e| e.id));
-                if enterprises.len() > MAX_ACCOUNT_FILTER {
-                    return Err(ApiError::invalid(format!(
-                        "the subtree has more than {MAX_ACCOUNT_FILTER} enterprises to list accounts of"
-                    )));
-                }
-                match batch.last() {
-                    Some(last) if batch.len() >= ENTERPRISE_FILTER_PAGE as usize => after = last.id.0,
-                    _ => break,
-                }
-            }
-            AccountFilter {
-                channels: Some(subtree.clone()),
-                enterprises: Some(enterprises),
-                ..AccountFilter::default()
-            }
-        }
+        Scope::Channel { subtree, .. } => AccountFilter {
+            channels: Some(subtree.clone()),
+            enterprises: auth.visible_enterprises(&ctx).await?,
+            ..AccountFilter::default()
+        },
     };
     filter.q = q.q;
     let items = ctx.api.store.entities.list_accounts(filter, page).await?;

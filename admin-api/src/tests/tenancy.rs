@@ -344,6 +344,14 @@ async fn listings_show_a_channel_its_subtree_and_an_enterprise_itself() {
         w.h.call(Method::POST, "/api/v1/enterprises", Some(&w.channel_admin), Some(json!({"name": "EA2"}))).await;
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.text());
     assert_eq!(created.json()["channel_id"], w.a.0);
+    // Alarms across the whole subtree without naming an enterprise: none of B's.
+    let alarms = w.h.get("/api/v1/alarms", &w.channel_admin).await;
+    assert_eq!(alarms.status, StatusCode::OK, "{}", alarms.text());
+    assert!(alarms.json()["items"].as_array().expect("items").is_empty(), "{}", alarms.text());
+    let b_alarms = w.h.get("/api/v1/alarms/latest", &w.platform).await;
+    assert_eq!(b_alarms.json()["items"].as_array().expect("items").len(), 1, "the platform sees B's alarm");
+    let sibling = w.h.get("/api/v1/alarms/latest", &w.sibling).await;
+    assert!(sibling.json()["items"].as_array().expect("items").is_empty(), "{}", sibling.text());
     let devices = w.h.get(&format!("/api/v1/devices?enterprise_id={}", w.ea), &w.enterprise_admin).await;
     assert_eq!(devices.status, StatusCode::OK);
     let own = w.h.get("/api/v1/devices", &w.enterprise_admin).await;

@@ -127,8 +127,8 @@ fn id_list(ids: impl IntoIterator<Item = u64>) -> String {
 
 /// The `AND ...` terms of an alarm filter, with a `?` for each value [`bind_alarm_filter`]
 /// binds; `None` if the filter matches no record.
-fn alarm_filter_terms(filter: &AlarmFilter) -> Option<String> {
-    let mut sql = String::new();
+fn alarm_filter_terms(filter: &AlarmFilter) -> Result<Option<String>> {
+    let Some(mut sql) = filter.enterprises_term()? else { return Ok(None) };
     if filter.enterprise.is_some() {
         sql.push_str(" AND enterprise_id = ?");
     }
@@ -153,11 +153,11 @@ fn alarm_filter_terms(filter: &AlarmFilter) -> Option<String> {
         sql.push_str(" AND latest_at < ?");
     }
     match filter.severity_codes() {
-        Some(codes) if codes.is_empty() => return None,
+        Some(codes) if codes.is_empty() => return Ok(None),
         Some(codes) => sql.push_str(&format!(" AND code IN ({})", id_list(codes.into_iter().map(u64::from)))),
         None => {}
     }
-    Some(sql)
+    Ok(Some(sql))
 }
 
 /// Binds the values of [`alarm_filter_terms`], in its order (the client formats and escapes
@@ -359,7 +359,7 @@ impl EventStore for ClickHouseEvents {
     }
 
     async fn list_alarm_records(&self, filter: AlarmFilter, page: Page) -> Result<Vec<AlarmRecord>> {
-        let Some(terms) = alarm_filter_terms(&filter) else { return Ok(Vec::new()) };
+        let Some(terms) = alarm_filter_terms(&filter)? else { return Ok(Vec::new()) };
         let sql = format!("SELECT ?fields FROM alarm_records FINAL WHERE id > ?{terms} ORDER BY id LIMIT ?");
         let query = bind_alarm_filter(self.client.query(&sql).bind(page.after), &filter).bind(page.limit);
         let rows: Vec<AlarmRecordRow> =
@@ -369,7 +369,7 @@ impl EventStore for ClickHouseEvents {
 
     async fn latest_alarm_records(&self, filter: AlarmFilter, limit: u32) -> Result<Vec<AlarmRecord>> {
         let limit = limit.min(MAX_LATEST_ALARM_RECORDS);
-        let Some(terms) = alarm_filter_terms(&filter) else { return Ok(Vec::new()) };
+        let Some(terms) = alarm_filter_terms(&filter)? else { return Ok(Vec::new()) };
         if limit == 0 {
             return Ok(Vec::new());
         }

@@ -453,9 +453,14 @@ type SqlValue = Box<dyn rusqlite::ToSql + Send>;
 /// The `WHERE` clause of an alarm filter (empty if it filters nothing) and its values in order,
 /// or `None` if it matches no record. Only the filters given become terms, so that the planner
 /// can pick the index that fits (a term like `(?1 IS NULL OR enterprise_id = ?1)` cannot use one).
-fn alarm_filter_sql(filter: &AlarmFilter) -> Option<(String, Vec<SqlValue>)> {
+fn alarm_filter_sql(filter: &AlarmFilter) -> Result<Option<(String, Vec<SqlValue>)>> {
     let mut terms: Vec<String> = Vec::new();
     let mut values: Vec<SqlValue> = Vec::new();
+    match filter.enterprises_term()? {
+        None => return Ok(None),
+        Some(term) if !term.is_empty() => terms.push(term.trim_start_matches(" AND ").to_owned()),
+        Some(_) => {}
+    }
     if let Some(e) = filter.enterprise {
         terms.push("enterprise_id = ?".into());
         values.push(Box::new(e.0));
@@ -481,7 +486,7 @@ fn alarm_filter_sql(filter: &AlarmFilter) -> Option<(String, Vec<SqlValue>)> {
         values.push(Box::new(t.0));
     }
     match filter.severity_codes() {
-        Some(codes) if codes.is_empty() => return None,
+        Some(codes) if codes.is_empty() => return Ok(None),
         // Integers from the static table of alarm types: nothing to escape.
         Some(codes) => {
             terms.push(format!("code IN ({})", codes.iter().map(u16::to_string).collect::<Vec<_>>().join(",")))
@@ -489,24 +494,24 @@ fn alarm_filter_sql(filter: &AlarmFilter) -> Option<(String, Vec<SqlValue>)> {
         None => {}
     }
     let clause = if terms.is_empty() { String::new() } else { format!(" WHERE {}", terms.join(" AND ")) };
-    Some((clause, values))
+    Ok(Some((clause, values)))
 }
 
 /// The query of [`EventStore::latest_alarm_records`] and its values, or `None` if it returns
 /// nothing (a zero limit, a filter matching no record). Newest first along
 /// `alarm_records_latest`, or `alarm_records_enterprise` for one enterprise: both indexes end in
 /// the rowid (`id`), so neither the order nor the limit needs a sort of every matching record.
-fn latest_alarm_records_sql(filter: &AlarmFilter, limit: u32) -> Option<(String, Vec<SqlValue>)> {
+fn latest_alarm_records_sql(filter: &AlarmFilter, limit: u32) -> Result<Option<(String, Vec<SqlValue>)>> {
     let limit = limit.min(MAX_LATEST_ALARM_RECORDS);
     if limit == 0 {
-        return None;
+        return Ok(None);
     }
-    let (conditions, mut values) = alarm_filter_sql(filter)?;
+    let Some((conditions, mut values)) = alarm_filter_sql(filter)? else { return Ok(None) };
     values.push(Box::new(limit));
     let sql = format!(
         "SELECT {ALARM_RECORD_COLUMNS} FROM alarm_records{conditions} ORDER BY latest_at DESC, id DESC LIMIT ?"
     );
-    Some((sql, values))
+    Ok(Some((sql, values)))
 }
 
 fn strategy_from_row(r: &Row<'_>) -> rusqlite::Result<StoredStrategy> {
@@ -1587,12 +1592,13 @@ impl EventStore for EmbeddedStore {
             }
             None => String::new(),
         };
+        let Some(enterprises) = filter.enterprises_term()? else { return Ok(Vec::new()) };
         let status = filter.status.map(AlarmStatus::as_str);
         self.read(move |c| {
             let mut st = c.prepare_cached(&format!(
                 "SELECT {ALARM_RECORD_COLUMNS} FROM alarm_records WHERE (?1 IS NULL OR enterprise_id = ?1) AND (?2 IS NULL OR device_id = ?2) \
                  AND (?5 IS NULL OR code = ?5) AND (?6 IS NULL OR status = ?6) \
-                 AND (?7 IS NULL OR latest_at >= ?7) AND (?8 IS NULL OR latest_at < ?8){severity} \
+                 AND (?7 IS NULL OR latest_at >= ?7) AND (?8 IS NULL OR latest_at < ?8){severity}{enterprises} \
                  AND id > ?3 ORDER BY id LIMIT ?4"
             ))?;
             let rows = st.query_map(
@@ -1614,7 +1620,7 @@ impl EventStore for EmbeddedStore {
     }
 
     async fn latest_alarm_records(&self, filter: AlarmFilter, limit: u32) -> Result<Vec<AlarmRecord>> {
-        let Some((sql, values)) = latest_alarm_records_sql(&filter, limit) else { return Ok(Vec::new()) };
+        let Some((sql, values)) = latest_alarm_records_sql(&filter, limit)? else { return Ok(Vec::new()) };
         self.read(move |c| {
             let mut st = c.prepare_cached(&sql)?;
             let rows = st.query_map(rusqlite::params_from_iter(values.iter()), alarm_record_from_row)?;
