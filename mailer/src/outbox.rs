@@ -21,6 +21,7 @@ use governor::clock::DefaultClock;
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio::sync::Notify;
 
+use crate::account_email::{StoredPayload, render_account};
 use crate::payload::OutboxPayload;
 use crate::{AlarmMetrics, MailError, Mailer, RenderContext, render};
 
@@ -275,15 +276,18 @@ impl OutboxWorker {
         let receiver = receiver.as_str();
         let mut stats = PassStats::default();
         let mut outcomes = Vec::with_capacity(messages.len());
-        // A payload that cannot be read is given up alone; the others still go out.
+        // A payload that cannot be read is given up alone; the others still go out. Account
+        // emails go out one by one, never in a digest.
         let mut payloads = Vec::with_capacity(messages.len());
         let mut readable = Vec::with_capacity(messages.len());
+        let mut accounts = Vec::new();
         for m in messages {
-            match OutboxPayload::from_json(&m.payload) {
-                Ok(p) => {
+            match StoredPayload::from_json(&m.payload) {
+                Ok(StoredPayload::Alarm(p)) => {
                     payloads.push(p);
                     readable.push(m);
                 }
+                Ok(StoredPayload::Account(p)) => accounts.push((m, p)),
                 Err(e) => {
                     stats.failed += 1;
                     tracing::error!(message = "Notification given up: unreadable payload.", id = m.id, error = %e);
@@ -298,12 +302,37 @@ impl OutboxWorker {
                 }
             }
         }
-        let Some(attempts) = readable.iter().map(|m| m.attempts).max() else { return (stats, outcomes) };
+        for (m, p) in accounts {
+            let result = match render_account(receiver, &p, &self.render) {
+                Ok(message) => self.mailer.send(message).await,
+                Err(e) => Err(MailError::Permanent(format!("cannot render: {e}"))),
+            };
+            self.settle(now, receiver, result, vec![m], &mut stats, &mut outcomes);
+        }
+        if readable.is_empty() {
+            return (stats, outcomes);
+        }
         let result = match render(receiver, &payloads, &self.render) {
             Ok(message) => self.mailer.send(message).await,
             Err(e) => Err(MailError::Permanent(format!("cannot render: {e}"))),
         };
-        let count = u32::try_from(readable.len()).unwrap_or(u32::MAX);
+        self.settle(now, receiver, result, readable, &mut stats, &mut outcomes);
+        (stats, outcomes)
+    }
+
+    /// Records the outcome of sending `messages` as one email: sent, retried later with backoff
+    /// (transient failure, attempts left) or given up.
+    fn settle(
+        &self,
+        now: UnixMillis,
+        receiver: &str,
+        result: Result<(), MailError>,
+        messages: Vec<OutboxMessage>,
+        stats: &mut PassStats,
+        outcomes: &mut Vec<OutboxAttempt>,
+    ) {
+        let attempts = messages.iter().map(|m| m.attempts).max().unwrap_or(0);
+        let count = u32::try_from(messages.len()).unwrap_or(u32::MAX);
         let (outcome, next, error) = match result {
             Ok(()) => {
                 if fault_abort_after_accept() {
@@ -326,14 +355,13 @@ impl OutboxWorker {
                 (OutboxState::Failed, now, Some(e.to_string()))
             }
         };
-        outcomes.extend(readable.into_iter().map(|m| OutboxAttempt {
+        outcomes.extend(messages.into_iter().map(|m| OutboxAttempt {
             id: m.id,
             outcome,
             at: now,
             next_attempt_at: next,
             error: error.clone(),
         }));
-        (stats, outcomes)
     }
 
     /// Records the outcomes not yet recorded, in store-sized chunks. What fails stays in
