@@ -246,8 +246,12 @@ impl Scope {
 
 /// An authenticated caller: a valid, unexpired session of an existing account.
 ///
+/// The session token comes from the `Authorization: Bearer <token>` header or, without that
+/// header, from the `fp_session` cookie ([`crate::cookies`]): a cookie request that changes state
+/// must carry the session's CSRF token, else 403 `csrf_failed`.
+///
 /// Extracting it answers 401 `unauthorized` (with `WWW-Authenticate: Bearer`) when the
-/// `Authorization: Bearer <token>` header is missing or malformed, or names no live session,
+/// token is missing or malformed, or names no live session,
 /// and 403 `password_change_required` while the account must change its password (ACC-2),
 /// except on [`PASSWORD_CHANGE_PATHS`].
 #[derive(Debug, Clone)]
