@@ -42,6 +42,10 @@ fn code_hash(challenge: &str, code: &str) -> TokenHash {
 /// After a right password: `Ok` if the account needs no emailed code; else a challenge is
 /// stored, the code emailed, and the answer is [`ApiError::LoginCodeRequired`].
 pub(crate) async fn require_email_code(ctx: &AppState, account: &Account, now: UnixMillis) -> Result<(), ApiError> {
+    // TOTP, when enrolled, is the second factor already checked.
+    if account.totp_secret.is_some() {
+        return Ok(());
+    }
     let entities = &ctx.api.store.entities;
     let settings = entities.account_settings(account.id).await?.unwrap_or_default();
     if settings.login_protection != LoginProtection::Email {

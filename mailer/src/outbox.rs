@@ -21,7 +21,7 @@ use governor::clock::DefaultClock;
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio::sync::Notify;
 
-use crate::account_email::{StoredPayload, render_account};
+use crate::account_email::{AccountEmailPayload, StoredPayload, render_account};
 use crate::payload::OutboxPayload;
 use crate::{AlarmMetrics, MailError, Mailer, RenderContext, render};
 
@@ -302,6 +302,20 @@ impl OutboxWorker {
                 }
             }
         }
+        // Of several account emails of one kind, only the newest goes out: it replaced the
+        // others (a new reset link or login code voids the earlier ones), and a flood of requests
+        // cannot turn into a flood of emails once the receiver's rate limit holds them together.
+        let (accounts, superseded) = newest_per_kind(accounts);
+        for m in superseded {
+            tracing::debug!(message = "Account email superseded by a newer one; not sent.", id = m.id);
+            outcomes.push(OutboxAttempt {
+                id: m.id,
+                outcome: OutboxState::Failed,
+                at: now,
+                next_attempt_at: now,
+                error: Some("superseded by a newer account email of the same kind".into()),
+            });
+        }
         for (m, p) in accounts {
             let result = match render_account(receiver, &p, &self.render) {
                 Ok(message) => self.mailer.send(message).await,
@@ -417,6 +431,23 @@ impl OutboxWorker {
 fn fault_abort_after_accept() -> bool {
     static FAULT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *FAULT.get_or_init(|| std::env::var("FLEETPULSE_FAULT").is_ok_and(|v| v == "abort-after-smtp-accept"))
+}
+
+/// The newest account email (highest id) of each kind, and the older ones it supersedes.
+fn newest_per_kind(
+    accounts: Vec<(OutboxMessage, AccountEmailPayload)>,
+) -> (Vec<(OutboxMessage, AccountEmailPayload)>, Vec<OutboxMessage>) {
+    let mut newest: Vec<(OutboxMessage, AccountEmailPayload)> = Vec::new();
+    let mut superseded = Vec::new();
+    for (m, p) in accounts {
+        let kind = std::mem::discriminant(&p.email);
+        match newest.iter_mut().find(|(_, q)| std::mem::discriminant(&q.email) == kind) {
+            Some(slot) if slot.0.id < m.id => superseded.push(std::mem::replace(slot, (m, p)).0),
+            Some(_) => superseded.push(m),
+            None => newest.push((m, p)),
+        }
+    }
+    (newest, superseded)
 }
 
 /// The messages grouped by receiver, in the order of each receiver's oldest message.
