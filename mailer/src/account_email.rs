@@ -97,6 +97,25 @@ impl AccountEmailPayload {
         serde_json::to_string(self).expect("a payload of strings and numbers always serializes")
     }
 
+    /// The payload without its secrets (reset token, login code, temporary password): what the
+    /// outbox keeps once the email is no longer pending.
+    pub fn redacted(&self) -> AccountEmailPayload {
+        let email = match &self.email {
+            AccountEmail::PasswordReset { expires_at, .. } => {
+                AccountEmail::PasswordReset { token: String::new(), expires_at: *expires_at }
+            }
+            AccountEmail::LoginCode { expires_at, .. } => {
+                AccountEmail::LoginCode { code: String::new(), expires_at: *expires_at }
+            }
+            AccountEmail::AccountCreated { login_email, role, .. } => AccountEmail::AccountCreated {
+                login_email: login_email.clone(),
+                role: role.clone(),
+                temporary_password: None,
+            },
+        };
+        AccountEmailPayload { email, ..self.clone() }
+    }
+
     /// Parses a stored payload, checking its size, kind and version.
     pub fn from_json(json: &str) -> Result<AccountEmailPayload, OutboxError> {
         if json.len() > MAX_PAYLOAD_BYTES {
@@ -284,6 +303,7 @@ mod tests {
         newer.version = 2;
         assert!(StoredPayload::from_json(&newer.to_json()).is_err());
         assert!(!format!("{p:?}").contains("00ff"), "Debug leaves secrets out");
+        assert!(!p.redacted().to_json().contains("00ff"), "redaction removes the token");
     }
 
     #[test]

@@ -159,6 +159,9 @@ pub struct OutboxWorker {
     blocked: Mutex<HashMap<String, Instant>>,
     /// Outcomes of sent messages the store has not taken yet.
     unrecorded: Mutex<Vec<OutboxAttempt>>,
+    /// Account emails settled in this pass, with their payloads without secrets: stored once
+    /// their outcome is recorded.
+    redactions: Mutex<Vec<(u64, String)>>,
     per_receiver: DefaultKeyedRateLimiter<String>,
     global: DefaultDirectRateLimiter,
 }
@@ -172,6 +175,7 @@ impl OutboxWorker {
             metrics: AlarmMetrics::default(),
             blocked: Mutex::new(HashMap::new()),
             unrecorded: Mutex::new(Vec::new()),
+            redactions: Mutex::new(Vec::new()),
             per_receiver: RateLimiter::keyed(Quota::per_minute(config.per_receiver_per_minute)),
             global: RateLimiter::direct(Quota::per_second(config.global_per_second)),
             store,
@@ -263,7 +267,22 @@ impl OutboxWorker {
             }
         }
         self.record(outcomes).await?;
+        self.redact().await;
         Ok(stats)
+    }
+
+    /// Removes the secrets from the payloads of the account emails settled in this pass (their
+    /// outcomes are recorded by now; a message still pending is left alone by the store).
+    async fn redact(&self) {
+        let redactions =
+            std::mem::take(&mut *self.redactions.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        for (id, payload) in redactions {
+            match self.store.entities.redact_outbox_payload(id, payload).await {
+                Ok(true) => {}
+                Ok(false) => tracing::debug!(message = "Account email still pending; not redacted.", id),
+                Err(error) => tracing::warn!(message = "Account email not redacted.", id, %error),
+            }
+        }
     }
 
     /// Renders `messages` as one email to `receiver`, sends it and records the outcome on each.
@@ -306,7 +325,13 @@ impl OutboxWorker {
         // others (a new reset link or login code voids the earlier ones), and a flood of requests
         // cannot turn into a flood of emails once the receiver's rate limit holds them together.
         let (accounts, superseded) = newest_per_kind(accounts);
-        for m in superseded {
+        let mut redactions: Vec<(u64, String)> = accounts
+            .iter()
+            .map(|(m, p)| (m.id, p.redacted().to_json()))
+            .chain(superseded.iter().map(|(m, p)| (m.id, p.redacted().to_json())))
+            .collect();
+        self.redactions.lock().unwrap_or_else(std::sync::PoisonError::into_inner).append(&mut redactions);
+        for (m, _) in superseded {
             tracing::debug!(message = "Account email superseded by a newer one; not sent.", id = m.id);
             outcomes.push(OutboxAttempt {
                 id: m.id,
@@ -436,14 +461,14 @@ fn fault_abort_after_accept() -> bool {
 /// The newest account email (highest id) of each kind, and the older ones it supersedes.
 fn newest_per_kind(
     accounts: Vec<(OutboxMessage, AccountEmailPayload)>,
-) -> (Vec<(OutboxMessage, AccountEmailPayload)>, Vec<OutboxMessage>) {
+) -> (Vec<(OutboxMessage, AccountEmailPayload)>, Vec<(OutboxMessage, AccountEmailPayload)>) {
     let mut newest: Vec<(OutboxMessage, AccountEmailPayload)> = Vec::new();
     let mut superseded = Vec::new();
     for (m, p) in accounts {
         let kind = std::mem::discriminant(&p.email);
         match newest.iter_mut().find(|(_, q)| std::mem::discriminant(&q.email) == kind) {
-            Some(slot) if slot.0.id < m.id => superseded.push(std::mem::replace(slot, (m, p)).0),
-            Some(_) => superseded.push(m),
+            Some(slot) if slot.0.id < m.id => superseded.push(std::mem::replace(slot, (m, p))),
+            Some(_) => superseded.push((m, p)),
             None => newest.push((m, p)),
         }
     }

@@ -402,6 +402,11 @@ pub trait EntityStore: Send + Sync + 'static {
     /// Marks a challenge used once its code was right, atomically: true for the one call that
     /// did; false if it is unknown, expired at `now`, or used already.
     async fn finish_login_challenge(&self, id_hash: TokenHash, now: fleetpulse_proto::UnixMillis) -> Result<bool>;
+    /// Replaces the payload of an outbox message that is no longer pending (sent or given up),
+    /// to remove the secrets an account email carried (reset link, login code, temporary
+    /// password). False (and nothing changes) for an unknown or still pending message, so a
+    /// message that may still be sent keeps what it needs.
+    async fn redact_outbox_payload(&self, id: u64, payload: String) -> Result<bool>;
 }
 
 /// Append-only event streams, aggregated alarm records and delivery marks.

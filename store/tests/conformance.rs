@@ -1469,6 +1469,22 @@ async fn account_self_service(s: &dyn EntityStore) {
     assert_eq!(s.claim_login_challenge_attempt(TokenHash([4; 32]), UnixMillis(8_000), 5).await.unwrap(), None);
     assert!(s.claim_login_challenge_attempt(TokenHash([5; 32]), UnixMillis(8_000), 5).await.unwrap().is_some());
     invalid(s.create_login_challenge(LoginChallenge { account_id: missing, ..challenge(6, 9_000) }).await, "account");
+
+    // Outbox payloads are redacted only once no longer pending.
+    let message = NewOutboxMessage {
+        key: "account-email-redaction".into(),
+        enterprise_id: EnterpriseId(0),
+        receiver: "self-service@example.com".into(),
+        payload: "secret".into(),
+        not_before: UnixMillis(0),
+        item_keys: Vec::new(),
+    };
+    assert!(s.enqueue_outbox(message, UnixMillis(1)).await.unwrap());
+    let id = s.due_outbox(UnixMillis(10), 1000).await.unwrap().into_iter().find(|m| m.payload == "secret").unwrap().id;
+    assert!(!s.redact_outbox_payload(id, "redacted".into()).await.unwrap(), "still pending");
+    s.record_outbox_attempt(id, OutboxState::Sent, UnixMillis(20), UnixMillis(20), None).await.unwrap();
+    assert!(s.redact_outbox_payload(id, "redacted".into()).await.unwrap());
+    assert!(!s.redact_outbox_payload(u64::MAX, "redacted".into()).await.unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -162,4 +162,14 @@ impl EmbeddedStore {
         })
         .await
     }
+
+    pub(super) async fn redact_outbox_payload_impl(&self, id: u64, payload: String) -> Result<bool> {
+        let Ok(id) = i64::try_from(id) else { return Ok(false) };
+        self.write(1, move |c| {
+            Ok(c.prepare_cached("UPDATE outbox SET payload = ?2 WHERE id = ?1 AND state <> 'pending'")?
+                .execute(params![id, payload])?
+                > 0)
+        })
+        .await
+    }
 }

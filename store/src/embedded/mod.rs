@@ -1438,6 +1438,10 @@ impl EntityStore for EmbeddedStore {
     async fn finish_login_challenge(&self, id_hash: TokenHash, now: UnixMillis) -> Result<bool> {
         self.finish_login_challenge_impl(id_hash, now).await
     }
+
+    async fn redact_outbox_payload(&self, id: u64, payload: String) -> Result<bool> {
+        self.redact_outbox_payload_impl(id, payload).await
+    }
 }
 
 #[async_trait]

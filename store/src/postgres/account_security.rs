@@ -178,4 +178,15 @@ impl PgEntityStore {
                 .map_err(backend)?;
         Ok(done.rows_affected() > 0)
     }
+
+    pub(super) async fn redact_outbox_payload_impl(&self, id: u64, payload: String) -> Result<bool> {
+        let Some(id) = db_id(id) else { return Ok(false) };
+        let done = sqlx::query("UPDATE outbox SET payload = $2 WHERE id = $1 AND state <> 'pending'")
+            .bind(id)
+            .bind(payload)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(done.rows_affected() > 0)
+    }
 }

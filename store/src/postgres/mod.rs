@@ -1161,6 +1161,10 @@ impl EntityStore for PgEntityStore {
     async fn finish_login_challenge(&self, id_hash: TokenHash, now: UnixMillis) -> Result<bool> {
         self.finish_login_challenge_impl(id_hash, now).await
     }
+
+    async fn redact_outbox_payload(&self, id: u64, payload: String) -> Result<bool> {
+        self.redact_outbox_payload_impl(id, payload).await
+    }
 }
 
 #[cfg(test)]
