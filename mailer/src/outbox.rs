@@ -458,11 +458,12 @@ fn fault_abort_after_accept() -> bool {
     *FAULT.get_or_init(|| std::env::var("FLEETPULSE_FAULT").is_ok_and(|v| v == "abort-after-smtp-accept"))
 }
 
+/// An account email due in the outbox, with its parsed payload.
+type AccountMessage = (OutboxMessage, AccountEmailPayload);
+
 /// The newest account email (highest id) of each kind, and the older ones it supersedes.
-fn newest_per_kind(
-    accounts: Vec<(OutboxMessage, AccountEmailPayload)>,
-) -> (Vec<(OutboxMessage, AccountEmailPayload)>, Vec<(OutboxMessage, AccountEmailPayload)>) {
-    let mut newest: Vec<(OutboxMessage, AccountEmailPayload)> = Vec::new();
+fn newest_per_kind(accounts: Vec<AccountMessage>) -> (Vec<AccountMessage>, Vec<AccountMessage>) {
+    let mut newest: Vec<AccountMessage> = Vec::new();
     let mut superseded = Vec::new();
     for (m, p) in accounts {
         let kind = std::mem::discriminant(&p.email);
