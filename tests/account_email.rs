@@ -67,3 +67,37 @@ async fn a_forgotten_password_is_reset_once_by_the_emailed_link() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(smtp.messages().len(), 1, "nothing was sent for the unknown email");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_emailed_login_code_opens_a_new_session() {
+    let smtp = SmtpServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), None, &mail_config(&smtp, ""));
+    let base = server.api();
+    let api = common::Api::login(&base).await;
+    let settings = api.put("/api/v1/account", json!({"login_protection": "email"})).await;
+    assert_eq!(settings["login_protection"], "email");
+
+    let client = reqwest::Client::new();
+    let login = json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD});
+    let (status, answer) = post(&client, &base, "/api/v1/auth/login", login).await;
+    assert_eq!((status, answer["error"]["code"].as_str()), (401, Some("mfa_required")));
+    let challenge = answer["challenge"].as_str().unwrap().to_owned();
+    let arrived = emails(&smtp, 1, Duration::from_secs(20)).await;
+    assert_eq!(arrived.len(), 1, "the code arrives");
+    let email = decoded(&arrived[0]);
+    let marker = "Your fleetpulse login code is ";
+    let start = email.find(marker).unwrap_or_else(|| panic!("no code in {email}")) + marker.len();
+    let code: String = email[start..].chars().take_while(char::is_ascii_digit).collect();
+    assert_eq!(code.len(), 6, "{email}");
+
+    let verify = json!({"challenge": challenge, "code": code});
+    let (status, session) = post(&client, &base, "/api/v1/auth/login/verify", verify.clone()).await;
+    assert_eq!(status, 200, "{session}");
+    let token = session["token"].as_str().unwrap();
+    assert_ne!(token, challenge);
+    let me = client.get(format!("{base}/api/v1/account")).bearer_auth(token).send().await.unwrap();
+    assert_eq!(me.status().as_u16(), 200);
+    let (again, _) = post(&client, &base, "/api/v1/auth/login/verify", verify).await;
+    assert_eq!(again, 401, "the code works once");
+}

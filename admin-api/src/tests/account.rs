@@ -112,6 +112,19 @@ async fn cookie_sessions_need_the_csrf_token_to_change_anything() {
     let bearer = h.call(Method::POST, "/api/v1/enterprises", Some(token), Some(json!({"name": "Bearer Co"}))).await;
     assert_eq!(bearer.status, StatusCode::CREATED);
 
+    // A password change by cookie continues in a fresh cookie with a fresh CSRF token.
+    let change = json!({"current_password": ADMIN_PASSWORD, "new_password": "changed-password"});
+    let changed = with_cookie(&h, Method::POST, "/api/v1/account/password", token, Some(&csrf), Some(change)).await;
+    assert_eq!(changed.status, StatusCode::OK, "{}", changed.text());
+    let set_cookie = changed.headers.get(header::SET_COOKIE).and_then(|v| v.to_str().ok()).expect("Set-Cookie");
+    let fresh = set_cookie.split("; ").next().and_then(|c| c.strip_prefix("fp_session=")).expect("cookie").to_owned();
+    assert_ne!(fresh, token);
+    let fresh_csrf = changed.json()["csrf_token"].as_str().expect("csrf_token").to_owned();
+    with_cookie(&h, Method::GET, "/api/v1/enterprises", token, None, None)
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    let (token, csrf) = (fresh.as_str(), fresh_csrf);
+
     // Logout (with the CSRF token) ends the session and clears the cookie.
     with_cookie(&h, Method::POST, "/api/v1/auth/logout", token, None, None)
         .await
