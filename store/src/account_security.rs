@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::{StoreError, TokenHash};
 
 /// Longest [`AccountSettings::contact_name`], in characters.
-pub const MAX_CONTACT_NAME_CHARS: usize = 100;
+pub const MAX_CONTACT_NAME_CHARS: usize = 128;
 /// Longest [`AccountSettings::phone`], in characters.
 pub const MAX_PHONE_CHARS: usize = 32;
 /// Longest [`AccountSettings::country`], in characters.

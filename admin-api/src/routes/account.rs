@@ -190,7 +190,7 @@ struct SettingsUpdate {
 }
 
 /// `PUT /api/v1/account` `{contact_name?, phone?, country?, login_protection?}` (ACC-5): changes
-/// the given settings (trimmed; bounded: contact name 100, phone 32 characters of digits,
+/// the given settings (trimmed; bounded: contact name 128, phone 32 characters of digits,
 /// spaces and `+ - ( ) .`, country 64); 200 with all of them. `login_protection` switches
 /// between `none` and `email`; TOTP has its own routes: asking for `totp` without it enrolled is
 /// 400, and while it is on, `none` or `email` is 409 (turn it off first).

@@ -295,7 +295,7 @@ async fn settings_are_read_validated_and_saved() {
     assert_eq!(h.get("/api/v1/account", &token).await.json(), saved);
     for bad in [
         json!({"phone": "call me maybe"}),
-        json!({"contact_name": "x".repeat(101)}),
+        json!({"contact_name": "x".repeat(129)}),
         json!({"country": "a\u{7}b"}),
         json!({"login_protection": "totp"}),
         json!({"login_protection": "sms"}),
