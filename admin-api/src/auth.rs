@@ -1,5 +1,6 @@
 //! Accounts and sessions: password hashing, the first admin, login/logout, and the
-//! [`AuthAdmin`] bearer-token extractor every other `/api/v1` route requires.
+//! [`AuthAdmin`] extractor (bearer token, or session cookie with CSRF protection) every other
+//! `/api/v1` route requires.
 //!
 //! Passwords are hashed with argon2id at the OWASP parameters (19 MiB, 2 passes, 1 lane) and
 //! stored as PHC strings. Hashing and verification run on the blocking pool, at most one per core
@@ -518,6 +519,11 @@ pub(crate) struct LoginResponse {
 /// Ten wrong passwords in a row lock the account for five minutes (ACC-2); a locked account,
 /// an unknown email and a wrong password get the same answer after the same work, so the answer
 /// does not tell which accounts exist. A frozen account (TEN-2) gets that answer too. The operation log records the email tried.
+///
+/// With `"cookie": true` the session comes as the `fp_session` cookie and the body carries a
+/// `csrf_token` instead of the token (ACC-1, [`crate::cookies`]). An account with login
+/// protection by email gets 401 `mfa_required` with a `challenge` instead (ACC-3,
+/// [`crate::login_code`]).
 async fn login(State(ctx): State<AppState>, Json(req): Json<LoginRequest>) -> Response {
     let email: String = req.email.trim().chars().take(320).collect();
     let mut account_id = None;
