@@ -1,5 +1,6 @@
 //! Accounts and sessions: password hashing, the first admin, login/logout, and the
-//! [`AuthAdmin`] bearer-token extractor every other `/api/v1` route requires.
+//! [`AuthAdmin`] extractor (bearer token, or session cookie with CSRF protection) every other
+//! `/api/v1` route requires.
 //!
 //! Passwords are hashed with argon2id at the OWASP parameters (19 MiB, 2 passes, 1 lane) and
 //! stored as PHC strings. Hashing and verification run on the blocking pool, at most one per core
@@ -66,7 +67,7 @@ pub fn hash_password(pw: &str) -> Result<String, ApiError> {
 
 /// The password policy: [`MIN_PASSWORD_CHARS`] to [`MAX_PASSWORD_CHARS`] characters, else
 /// [`ApiError::InvalidRequest`]. Cheap.
-fn check_password_policy(pw: &str) -> Result<(), ApiError> {
+pub(crate) fn check_password_policy(pw: &str) -> Result<(), ApiError> {
     let chars = pw.chars().count();
     if chars < MIN_PASSWORD_CHARS {
         return Err(ApiError::invalid(format!("a password has at least {MIN_PASSWORD_CHARS} characters")));
@@ -340,8 +341,12 @@ impl Scope {
 
 /// An authenticated caller: a valid, unexpired session of an existing account.
 ///
+/// The session token comes from the `Authorization: Bearer <token>` header or, without that
+/// header, from the `fp_session` cookie ([`crate::cookies`]): a cookie request that changes state
+/// must carry the session's CSRF token, else 403 `csrf_failed`.
+///
 /// Extracting it answers 401 `unauthorized` (with `WWW-Authenticate: Bearer`) when the
-/// `Authorization: Bearer <token>` header is missing or malformed, or names no live session,
+/// token is missing or malformed, or names no live session,
 /// and 403 `password_change_required` while the account must change its password (ACC-2),
 /// except on [`PASSWORD_CHANGE_PATHS`].
 #[derive(Debug, Clone)]
@@ -503,7 +508,7 @@ impl AuthAdmin {
 }
 
 /// The token of an `Authorization: Bearer <token>` header (scheme case-insensitive).
-fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.trim().split_once(' ')?;
     let token = token.trim();
@@ -514,7 +519,7 @@ impl FromRequestParts<AppState> for AuthAdmin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, ctx: &AppState) -> Result<Self, Self::Rejection> {
-        let token = bearer_token(&parts.headers).ok_or(ApiError::Unauthorized)?;
+        let (token, source) = crate::cookies::request_token(&parts.headers).ok_or(ApiError::Unauthorized)?;
         let entities = &ctx.api.store.entities;
         let now = UnixMillis::now();
         let hash = secrets::token_hash(token);
@@ -530,6 +535,7 @@ impl FromRequestParts<AppState> for AuthAdmin {
         if idle > TOUCH_AFTER_MS.min(idle_ms / 4) {
             entities.touch_session(hash, now).await?;
         }
+        crate::cookies::check_csrf(&parts.method, &parts.headers, token, source)?;
         let account = entities.account(session.account_id).await?.ok_or(ApiError::Unauthorized)?;
         let acting = session.acting;
         // Freezing deletes the sessions; a frozen account's token is refused all the same (TEN-2).
@@ -552,10 +558,10 @@ impl FromRequestParts<AppState> for AuthAdmin {
 /// The only routes an account that must change its password may use (ACC-2).
 const PASSWORD_CHANGE_PATHS: &[&str] = &["/api/v1/account/password", "/api/v1/auth/logout"];
 
-/// The account of the request's live session and the tenant the session acts for, if it has
-/// one (for the operation log).
+/// The account of the request's live session (bearer token or cookie) and the tenant the
+/// session acts for, if it has one (for the operation log).
 pub(crate) async fn session_account(ctx: &AppState, headers: &HeaderMap) -> Option<(Account, Option<Acting>)> {
-    let token = bearer_token(headers)?;
+    let (token, _) = crate::cookies::request_token(headers)?;
     let entities = &ctx.api.store.entities;
     let session = entities.session(secrets::token_hash(token), UnixMillis::now()).await.ok()??;
     Some((entities.account(session.account_id).await.ok()??, session.acting))
@@ -582,7 +588,7 @@ pub(crate) fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
 }
 
 /// Counts a wrong password or code of an existing account toward its lockout (ACC-2).
-async fn count_login_failure(ctx: &AppState, account: AccountId, now: UnixMillis) -> Result<(), ApiError> {
+pub(crate) async fn count_login_failure(ctx: &AppState, account: AccountId, now: UnixMillis) -> Result<(), ApiError> {
     let lock_ms = u64::try_from(LOCKOUT.as_millis()).unwrap_or(u64::MAX);
     let after = ctx.api.store.entities.record_login_failure(account, now, MAX_LOGIN_FAILURES, lock_ms).await?;
     if after.is_some_and(|a| a.is_locked(now)) {
@@ -676,16 +682,21 @@ pub(crate) struct LoginRequest {
     /// The authenticator app's current code, for accounts with TOTP (ACC-3).
     #[serde(default)]
     code: Option<String>,
+    /// Answer with a session cookie and a CSRF token instead of a bearer token (ACC-1).
+    #[serde(default)]
+    cookie: bool,
 }
 
+/// A fresh session, as login answers it.
 #[derive(Serialize, schemars::JsonSchema)]
 pub(crate) struct LoginResponse {
-    token: String,
-    expires_at: UnixMillis,
-    account: AccountView,
+    /// The bearer token (left out of cookie answers, see [`crate::cookies`]).
+    pub(crate) token: String,
+    pub(crate) expires_at: UnixMillis,
+    pub(crate) account: AccountView,
     /// The account must change its password (`POST /api/v1/account/password`) before it may use
     /// any other route (ACC-2).
-    must_change_password: bool,
+    pub(crate) must_change_password: bool,
 }
 
 /// `POST /api/v1/auth/login`: checks the password and opens a session.
@@ -693,14 +704,18 @@ pub(crate) struct LoginResponse {
 /// Ten wrong passwords in a row lock the account for five minutes (ACC-2); a locked account,
 /// an unknown email and a wrong password get the same answer after the same work, so the answer
 /// does not tell which accounts exist. A frozen account (TEN-2) gets that answer too. The operation log records the email tried.
+///
+/// With `"cookie": true` the session comes as the `fp_session` cookie and the body carries a
+/// `csrf_token` instead of the token (ACC-1, [`crate::cookies`]). An account with login
+/// protection by email gets 401 `mfa_required` with a `challenge` instead (ACC-3,
+/// [`crate::login_code`]).
 async fn login(State(ctx): State<AppState>, Json(req): Json<LoginRequest>) -> Response {
     let email: String = req.email.trim().chars().take(320).collect();
     let mut account_id = None;
+    let cookie = req.cookie;
     let result = login_checked(&ctx, req, &mut account_id).await;
-    let mut response = match result {
-        Ok(ok) => Json(ok).into_response(),
-        Err(error) => error.into_response(),
-    };
+    let result = result.and_then(|ok| crate::cookies::session_response(&ok, &ok.token, cookie, session_ttl_s(&ctx)));
+    let mut response = result.unwrap_or_else(IntoResponse::into_response);
     response.extensions_mut().insert(crate::routes::oplog::Actor { account_id, email });
     response
 }
@@ -758,6 +773,8 @@ async fn login_checked(
             return Err(ApiError::InvalidCredentials);
         }
     }
+    // ACC-3: with login protection by email, the session opens at POST /api/v1/auth/login/verify.
+    crate::login_code::require_email_code(ctx, &account, now).await?;
     if account.failed_logins > 0 || account.locked_until.is_some() {
         ctx.api.store.entities.record_login_success(account.id).await?;
     }
@@ -784,8 +801,17 @@ pub(crate) struct ActingSession {
     acting: Acting,
 }
 
+/// The session lifetime in whole seconds (the cookie's `Max-Age`).
+pub(crate) fn session_ttl_s(ctx: &AppState) -> u64 {
+    ctx.api.config.session_ttl.as_secs()
+}
+
 /// Opens a session of the account (a fresh token) and answers as a login does.
-async fn open_session(ctx: &AppState, account: &Account, now: UnixMillis) -> Result<LoginResponse, ApiError> {
+pub(crate) async fn open_session(
+    ctx: &AppState,
+    account: &Account,
+    now: UnixMillis,
+) -> Result<LoginResponse, ApiError> {
     open_session_acting(ctx, account, now, None).await
 }
 
@@ -838,8 +864,9 @@ pub(crate) struct PasswordChange {
 async fn change_password(
     auth: AuthAdmin,
     State(ctx): State<AppState>,
+    headers: HeaderMap,
     Json(req): Json<PasswordChange>,
-) -> Result<Json<LoginResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     check_password_policy(&req.new_password)?;
     if req.new_password == req.current_password {
         return Err(ApiError::invalid("the new password must differ from the current one"));
@@ -875,15 +902,21 @@ async fn change_password(
     entities.delete_account_sessions(account.id).await?;
     let account = entities.account(account.id).await?.ok_or(ApiError::Unauthorized)?;
     tracing::info!(message = "Password changed.", account = %account.id);
-    Ok(Json(open_session(&ctx, &account, now).await?))
+    let session = open_session(&ctx, &account, now).await?;
+    // A browser session continues in a fresh cookie.
+    let cookie = crate::cookies::request_token(&headers).is_some_and(|(_, s)| s == crate::cookies::TokenSource::Cookie);
+    crate::cookies::session_response(&session, &session.token, cookie, session_ttl_s(&ctx))
 }
 
-/// `POST /api/v1/auth/logout`: ends the caller's session (its token stops working); 204.
-async fn logout(_auth: AuthAdmin, State(ctx): State<AppState>, headers: HeaderMap) -> Result<StatusCode, ApiError> {
-    if let Some(token) = bearer_token(&headers) {
+/// `POST /api/v1/auth/logout`: ends the caller's session (its token stops working); 204, with
+/// the session cookie cleared (`Max-Age=0`).
+async fn logout(_auth: AuthAdmin, State(ctx): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    if let Some((token, _)) = crate::cookies::request_token(&headers) {
         ctx.api.store.entities.delete_session(secrets::token_hash(token)).await?;
     }
-    Ok(StatusCode::NO_CONTENT)
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    response.headers_mut().insert(header::SET_COOKIE, crate::cookies::cleared_cookie());
+    Ok(response)
 }
 
 #[cfg(test)]

@@ -64,6 +64,25 @@ pub enum ApiError {
     /// 503 `not_ready`: the process is starting or shutting down.
     #[error("the service is not ready")]
     NotReady,
+    /// 403 `csrf_failed`: a state-changing request authenticated by the session cookie lacks
+    /// the session's CSRF token in `X-CSRF-Token` (ACC-1).
+    #[error("the X-CSRF-Token header must carry this session's CSRF token")]
+    CsrfFailed,
+    /// 401 `mfa_required` with a `challenge`: the password was right and the account has login
+    /// protection by email (ACC-3): a code was emailed; send it with the challenge to
+    /// `POST /api/v1/auth/login/verify`.
+    #[error("a login code was emailed: send it with the challenge to POST /api/v1/auth/login/verify")]
+    LoginCodeRequired(String),
+    /// 401 `invalid_code`: the emailed login code is wrong (counted toward the lockout).
+    #[error("the login code is wrong")]
+    InvalidLoginCode,
+    /// 401 `invalid_challenge`: the login challenge is unknown, used, expired or out of
+    /// attempts: log in again.
+    #[error("the login challenge is unknown, used, expired or out of attempts: log in again")]
+    InvalidChallenge,
+    /// 400 `invalid_reset_token`: the password reset token is unknown, used or expired (ACC-4).
+    #[error("the password reset link is unknown, used or expired: ask for a new one")]
+    InvalidResetToken,
     /// 500 `internal`: the store failed; the cause is logged, never shown.
     #[error("store failure: {0}")]
     Store(StoreError),
@@ -77,11 +96,18 @@ impl ApiError {
     /// HTTP status of the error.
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::InvalidCredentials | ApiError::Unauthorized | ApiError::MfaRequired => StatusCode::UNAUTHORIZED,
+            ApiError::InvalidCredentials
+            | ApiError::Unauthorized
+            | ApiError::MfaRequired
+            | ApiError::LoginCodeRequired(_)
+            | ApiError::InvalidLoginCode
+            | ApiError::InvalidChallenge => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden
             | ApiError::PasswordChangeRequired
             | ApiError::ActingRequired
-            | ApiError::AuthorizationRequired => StatusCode::FORBIDDEN,
+            | ApiError::AuthorizationRequired
+            | ApiError::CsrfFailed => StatusCode::FORBIDDEN,
+            ApiError::InvalidResetToken => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
@@ -97,7 +123,11 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::InvalidCredentials | ApiError::Unauthorized => "unauthorized",
-            ApiError::MfaRequired => "mfa_required",
+            ApiError::MfaRequired | ApiError::LoginCodeRequired(_) => "mfa_required",
+            ApiError::CsrfFailed => "csrf_failed",
+            ApiError::InvalidLoginCode => "invalid_code",
+            ApiError::InvalidChallenge => "invalid_challenge",
+            ApiError::InvalidResetToken => "invalid_reset_token",
             ApiError::Forbidden => "forbidden",
             ApiError::ActingRequired => "acting_required",
             ApiError::AuthorizationRequired => "authorization_required",
@@ -133,6 +163,9 @@ impl From<StoreError> for ApiError {
 #[derive(Serialize)]
 struct ErrorBody<'a> {
     error: ErrorDetail<'a>,
+    /// The login challenge of [`ApiError::LoginCodeRequired`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    challenge: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -150,7 +183,11 @@ impl IntoResponse for ApiError {
         } else {
             self.to_string()
         };
-        let body = ErrorBody { error: ErrorDetail { code: self.code(), message: &message } };
+        let challenge = match &self {
+            ApiError::LoginCodeRequired(challenge) => Some(challenge.as_str()),
+            _ => None,
+        };
+        let body = ErrorBody { error: ErrorDetail { code: self.code(), message: &message }, challenge };
         let mut response = (status, Json(body)).into_response();
         if matches!(self, ApiError::Unauthorized) {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

@@ -11,7 +11,11 @@
 //! - `extract`: `Json`, `Path` and `Query` wrappers whose rejections are [`ApiError`]s;
 //! - `auth`: password hashing, sessions, the `AuthAdmin` extractor (the one place where access
 //!   scope is decided), login/logout, [`bootstrap_admin`];
-//! - `secrets`: random tokens, credentials and passwords, token hashes;
+//! - `cookies`: browser sessions (ACC-1): the session cookie and its CSRF token;
+//! - `login_code`: login protection by emailed code (ACC-3): challenges and their verification;
+//! - `account_email`: account emails (reset links, login codes, new accounts) queued in the
+//!   durable outbox;
+//! - `secrets`: random tokens, credentials and passwords, token hashes, constant-time compares;
 //! - `metrics`: the API's own counters and the live-device gauges, rendered with the shared
 //!   registry on `/metrics`;
 //! - `routes`: one module per resource, each exposing `router()`.
@@ -19,9 +23,12 @@
 //! *API Boundary*: only this crate speaks HTTP/JSON. It reads the store and the ingest tier's
 //! [`LiveState`]; it never writes events.
 
+mod account_email;
 mod auth;
+mod cookies;
 mod error;
 mod extract;
+mod login_code;
 mod metrics;
 mod openapi;
 mod routes;
@@ -53,6 +60,10 @@ pub struct ApiConfig {
     pub session_idle: Duration,
     /// Largest accepted request body; default 64 KiB. Larger bodies get 413 `payload_too_large`.
     pub max_body_bytes: usize,
+    /// How long an emailed password reset link works (ACC-4); default 10 minutes.
+    pub password_reset_ttl: Duration,
+    /// How long an emailed login code works (ACC-3); default 10 minutes.
+    pub login_code_ttl: Duration,
 }
 
 impl Default for ApiConfig {
@@ -61,6 +72,8 @@ impl Default for ApiConfig {
             session_ttl: Duration::from_secs(12 * 3600),
             session_idle: Duration::from_secs(30 * 60),
             max_body_bytes: 64 * 1024,
+            password_reset_ttl: Duration::from_secs(10 * 60),
+            login_code_ttl: Duration::from_secs(10 * 60),
         }
     }
 }

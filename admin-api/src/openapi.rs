@@ -19,7 +19,7 @@ use serde_json::{Map, Value, json};
 
 use crate::AppState;
 use crate::auth::{ActingSession, LoginRequest, LoginResponse, PasswordChange, TotpDisable, TotpEnable, TotpSetup};
-use crate::routes::{ListPage, alarms, devices, enterprises, oplog, strategies, tenants};
+use crate::routes::{ListPage, account, alarms, devices, enterprises, oplog, strategies, tenants};
 
 /// Routes of this module: (path, handlers by method).
 pub(crate) fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
@@ -138,6 +138,24 @@ pub(crate) fn operations() -> Vec<Operation> {
             .body::<LoginRequest>()
             .answers::<LoginResponse>(200),
         post_("/api/v1/auth/logout", AUTH, "End the caller's session").answers_raw(204, ""),
+        post_("/api/v1/auth/login/verify", AUTH, "Finish a login protected by an emailed code: a new session")
+            .public()
+            .body::<crate::login_code::VerifyRequest>()
+            .answers::<LoginResponse>(200),
+        post_("/api/v1/auth/forgot-password", AUTH, "Email a single-use reset link (202 for any address)")
+            .public()
+            .body::<account::ForgotPassword>()
+            .answers_raw(202, ""),
+        post_("/api/v1/auth/reset-password", AUTH, "Set a new password with a reset link's token")
+            .public()
+            .body::<account::ResetPassword>()
+            .answers_raw(204, ""),
+        get_("/api/v1/account", AUTH, "The caller's settings").answers::<account::SettingsBody>(200),
+        put_("/api/v1/account", AUTH, "Change the caller's settings (given fields change)")
+            .body::<account::SettingsUpdate>()
+            .answers::<account::SettingsBody>(200),
+        post_("/api/v1/accounts/{id}/reset-password", TENANTS, "Email an account a reset link (admins)")
+            .answers_raw(202, ""),
         post_(
             "/api/v1/account/password",
             AUTH,

@@ -8,6 +8,7 @@
 //!
 //! [`Notification`]: fleetpulse_alarm_engine::Notification
 
+pub mod account_email;
 mod config;
 mod metrics;
 pub mod outbox;
@@ -16,6 +17,7 @@ mod render;
 mod send;
 pub mod service;
 
+pub use account_email::{AccountEmail, AccountEmailPayload, StoredPayload, render_account};
 pub use config::{Security, SmtpConfig};
 pub use lettre::Message;
 pub use lettre::message::Mailbox;

@@ -21,6 +21,7 @@ use governor::clock::DefaultClock;
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio::sync::Notify;
 
+use crate::account_email::{AccountEmailPayload, StoredPayload, render_account};
 use crate::payload::OutboxPayload;
 use crate::{AlarmMetrics, MailError, Mailer, RenderContext, render};
 
@@ -158,6 +159,9 @@ pub struct OutboxWorker {
     blocked: Mutex<HashMap<String, Instant>>,
     /// Outcomes of sent messages the store has not taken yet.
     unrecorded: Mutex<Vec<OutboxAttempt>>,
+    /// Account emails settled in this pass, with their payloads without secrets: stored once
+    /// their outcome is recorded.
+    redactions: Mutex<Vec<(u64, String)>>,
     per_receiver: DefaultKeyedRateLimiter<String>,
     global: DefaultDirectRateLimiter,
 }
@@ -171,6 +175,7 @@ impl OutboxWorker {
             metrics: AlarmMetrics::default(),
             blocked: Mutex::new(HashMap::new()),
             unrecorded: Mutex::new(Vec::new()),
+            redactions: Mutex::new(Vec::new()),
             per_receiver: RateLimiter::keyed(Quota::per_minute(config.per_receiver_per_minute)),
             global: RateLimiter::direct(Quota::per_second(config.global_per_second)),
             store,
@@ -262,7 +267,22 @@ impl OutboxWorker {
             }
         }
         self.record(outcomes).await?;
+        self.redact().await;
         Ok(stats)
+    }
+
+    /// Removes the secrets from the payloads of the account emails settled in this pass (their
+    /// outcomes are recorded by now; a message still pending is left alone by the store).
+    async fn redact(&self) {
+        let redactions =
+            std::mem::take(&mut *self.redactions.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        for (id, payload) in redactions {
+            match self.store.entities.redact_outbox_payload(id, payload).await {
+                Ok(true) => {}
+                Ok(false) => tracing::debug!(message = "Account email still pending; not redacted.", id),
+                Err(error) => tracing::warn!(message = "Account email not redacted.", id, %error),
+            }
+        }
     }
 
     /// Renders `messages` as one email to `receiver`, sends it and records the outcome on each.
@@ -275,15 +295,18 @@ impl OutboxWorker {
         let receiver = receiver.as_str();
         let mut stats = PassStats::default();
         let mut outcomes = Vec::with_capacity(messages.len());
-        // A payload that cannot be read is given up alone; the others still go out.
+        // A payload that cannot be read is given up alone; the others still go out. Account
+        // emails go out one by one, never in a digest.
         let mut payloads = Vec::with_capacity(messages.len());
         let mut readable = Vec::with_capacity(messages.len());
+        let mut accounts = Vec::new();
         for m in messages {
-            match OutboxPayload::from_json(&m.payload) {
-                Ok(p) => {
+            match StoredPayload::from_json(&m.payload) {
+                Ok(StoredPayload::Alarm(p)) => {
                     payloads.push(p);
                     readable.push(m);
                 }
+                Ok(StoredPayload::Account(p)) => accounts.push((m, p)),
                 Err(e) => {
                     stats.failed += 1;
                     tracing::error!(message = "Notification given up: unreadable payload.", id = m.id, error = %e);
@@ -298,12 +321,57 @@ impl OutboxWorker {
                 }
             }
         }
-        let Some(attempts) = readable.iter().map(|m| m.attempts).max() else { return (stats, outcomes) };
+        // Of several account emails of one kind, only the newest goes out: it replaced the
+        // others (a new reset link or login code voids the earlier ones), and a flood of requests
+        // cannot turn into a flood of emails once the receiver's rate limit holds them together.
+        let (accounts, superseded) = newest_per_kind(accounts);
+        let mut redactions: Vec<(u64, String)> = accounts
+            .iter()
+            .map(|(m, p)| (m.id, p.redacted().to_json()))
+            .chain(superseded.iter().map(|(m, p)| (m.id, p.redacted().to_json())))
+            .collect();
+        self.redactions.lock().unwrap_or_else(std::sync::PoisonError::into_inner).append(&mut redactions);
+        for (m, _) in superseded {
+            tracing::debug!(message = "Account email superseded by a newer one; not sent.", id = m.id);
+            outcomes.push(OutboxAttempt {
+                id: m.id,
+                outcome: OutboxState::Failed,
+                at: now,
+                next_attempt_at: now,
+                error: Some("superseded by a newer account email of the same kind".into()),
+            });
+        }
+        for (m, p) in accounts {
+            let result = match render_account(receiver, &p, &self.render) {
+                Ok(message) => self.mailer.send(message).await,
+                Err(e) => Err(MailError::Permanent(format!("cannot render: {e}"))),
+            };
+            self.settle(now, receiver, result, vec![m], &mut stats, &mut outcomes);
+        }
+        if readable.is_empty() {
+            return (stats, outcomes);
+        }
         let result = match render(receiver, &payloads, &self.render) {
             Ok(message) => self.mailer.send(message).await,
             Err(e) => Err(MailError::Permanent(format!("cannot render: {e}"))),
         };
-        let count = u32::try_from(readable.len()).unwrap_or(u32::MAX);
+        self.settle(now, receiver, result, readable, &mut stats, &mut outcomes);
+        (stats, outcomes)
+    }
+
+    /// Records the outcome of sending `messages` as one email: sent, retried later with backoff
+    /// (transient failure, attempts left) or given up.
+    fn settle(
+        &self,
+        now: UnixMillis,
+        receiver: &str,
+        result: Result<(), MailError>,
+        messages: Vec<OutboxMessage>,
+        stats: &mut PassStats,
+        outcomes: &mut Vec<OutboxAttempt>,
+    ) {
+        let attempts = messages.iter().map(|m| m.attempts).max().unwrap_or(0);
+        let count = u32::try_from(messages.len()).unwrap_or(u32::MAX);
         let (outcome, next, error) = match result {
             Ok(()) => {
                 if fault_abort_after_accept() {
@@ -326,14 +394,13 @@ impl OutboxWorker {
                 (OutboxState::Failed, now, Some(e.to_string()))
             }
         };
-        outcomes.extend(readable.into_iter().map(|m| OutboxAttempt {
+        outcomes.extend(messages.into_iter().map(|m| OutboxAttempt {
             id: m.id,
             outcome,
             at: now,
             next_attempt_at: next,
             error: error.clone(),
         }));
-        (stats, outcomes)
     }
 
     /// Records the outcomes not yet recorded, in store-sized chunks. What fails stays in
@@ -389,6 +456,24 @@ impl OutboxWorker {
 fn fault_abort_after_accept() -> bool {
     static FAULT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *FAULT.get_or_init(|| std::env::var("FLEETPULSE_FAULT").is_ok_and(|v| v == "abort-after-smtp-accept"))
+}
+
+/// An account email due in the outbox, with its parsed payload.
+type AccountMessage = (OutboxMessage, AccountEmailPayload);
+
+/// The newest account email (highest id) of each kind, and the older ones it supersedes.
+fn newest_per_kind(accounts: Vec<AccountMessage>) -> (Vec<AccountMessage>, Vec<AccountMessage>) {
+    let mut newest: Vec<AccountMessage> = Vec::new();
+    let mut superseded = Vec::new();
+    for (m, p) in accounts {
+        let kind = std::mem::discriminant(&p.email);
+        match newest.iter_mut().find(|(_, q)| std::mem::discriminant(&q.email) == kind) {
+            Some(slot) if slot.0.id < m.id => superseded.push(std::mem::replace(slot, (m, p))),
+            Some(_) => superseded.push((m, p)),
+            None => newest.push((m, p)),
+        }
+    }
+    (newest, superseded)
 }
 
 /// The messages grouped by receiver, in the order of each receiver's oldest message.

@@ -272,7 +272,7 @@ fn body_description(a: &PayloadItem) -> String {
 
 /// `s` on one line: every control character (CR, LF, TAB, ...) becomes a space, and runs of
 /// whitespace collapse to one space; leading and trailing whitespace is removed.
-fn single_line(s: &str) -> String {
+pub(crate) fn single_line(s: &str) -> String {
     let cleaned: String = s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
     cleaned.split_whitespace().collect::<Vec<_>>().join(" ")
 }
@@ -288,7 +288,7 @@ fn truncate(s: &str, max: usize) -> String {
 }
 
 /// Escapes the characters that are special in HTML text and attribute values.
-fn escape_html(s: &str) -> String {
+pub(crate) fn escape_html(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -304,7 +304,7 @@ fn escape_html(s: &str) -> String {
 }
 
 /// `t` as RFC 3339 in UTC with second precision, e.g. `2024-05-06T07:08:09Z`.
-fn rfc3339(t: UnixMillis) -> String {
+pub(crate) fn rfc3339(t: UnixMillis) -> String {
     let secs = t.0.div_euclid(1000);
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);

@@ -208,3 +208,44 @@ async fn a_receiver_with_a_backlog_over_its_limit_does_not_starve_the_others() {
     assert!(messages[1].contains("To: quiet@example.com"), "{}", messages[1]);
     assert_eq!(store.entities.due_outbox(UnixMillis::now(), 100).await.unwrap().len(), 15, "busy's rest waits");
 }
+
+/// Queues a password reset email (token `token`) to `to` under its own key.
+async fn queue_reset(store: &Store, token: &str, to: &str) {
+    use fleetpulse_mailer::{AccountEmail, AccountEmailPayload};
+    let key = format!("{:0>32}", token);
+    let payload =
+        AccountEmailPayload::new(key.clone(), AccountEmail::PasswordReset { token: token.into(), expires_at: 0 });
+    let message = fleetpulse_store::NewOutboxMessage {
+        key,
+        enterprise_id: EnterpriseId(0),
+        receiver: to.into(),
+        payload: payload.to_json(),
+        not_before: UnixMillis(0),
+        item_keys: Vec::new(),
+    };
+    assert!(store.entities.enqueue_outbox(message, UnixMillis::now()).await.unwrap());
+}
+
+#[tokio::test]
+async fn account_emails_go_out_alone_and_only_the_newest_of_a_kind() {
+    let server = SmtpServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path());
+    for token in ["aaa1", "aaa2", "aaa3"] {
+        queue_reset(&store, token, "user@example.com").await;
+    }
+    assert!(queue(&store, "alarm-1", "user@example.com").await);
+    let config = OutboxConfig { per_receiver_per_minute: NonZeroU32::new(1).unwrap(), ..OutboxConfig::default() };
+    let worker = new_worker(&store, server.port(), config);
+    let stats = worker.run_once(UnixMillis::now()).await.unwrap();
+    assert_eq!((stats.sent, stats.emails), (2, 2), "{stats:?}");
+    let messages: Vec<String> = server.messages().iter().map(|m| m.replace("=\r\n", "").replace("=3D", "=")).collect();
+    assert_eq!(messages.len(), 2, "{messages:#?}");
+    let reset = messages.iter().find(|m| m.contains("Reset your password")).expect("the reset email");
+    assert!(reset.contains("https://portal.example.com/reset-password?token=aaa3"), "the newest link: {reset}");
+    assert!(!reset.contains("aaa1") && !reset.contains("Application crash"), "alone: {reset}");
+    assert!(messages.iter().any(|m| m.contains("Application crash on lobby: alarm-1")));
+    // The superseded ones are settled, not retried.
+    assert_eq!(worker.run_once(UnixMillis::now()).await.unwrap(), PassStats::default());
+    assert!(store.entities.due_outbox(UnixMillis(i64::MAX / 2), 10).await.unwrap().is_empty());
+}

@@ -9,6 +9,7 @@
 //! its device only after that. The embedded backend ([`embedded`]) keeps everything in one
 //! SQLite database under the data directory, written by one thread with group commit.
 
+mod account_security;
 pub mod clickhouse;
 pub mod embedded;
 mod model;
@@ -17,6 +18,7 @@ pub mod scaleout;
 pub mod spool;
 mod tenancy;
 
+pub use account_security::*;
 pub use model::*;
 pub use tenancy::*;
 
@@ -422,6 +424,57 @@ pub trait EntityStore: Send + Sync + 'static {
     /// A successful login (ACC-2): forgets the account's wrong passwords and lifts its lock.
     /// Nothing happens for an unknown account.
     async fn record_login_success(&self, account: fleetpulse_proto::AccountId) -> Result<()>;
+
+    // ---- account self-service (ACC-3..5): settings, password resets, emailed login codes ----
+
+    /// The account's settings (ACC-5): the [`AccountSettings::default`] if it never saved any;
+    /// `None` for an unknown account.
+    async fn account_settings(&self, account: fleetpulse_proto::AccountId) -> Result<Option<AccountSettings>>;
+    /// Replaces the account's settings; false for an unknown account.
+    /// [`StoreError::InvalidInput`] (and nothing changes) if [`AccountSettings::validate`]
+    /// refuses them.
+    async fn set_account_settings(
+        &self,
+        account: fleetpulse_proto::AccountId,
+        settings: AccountSettings,
+    ) -> Result<bool>;
+    /// Stores a password reset token (ACC-4). In the same transaction the account's earlier
+    /// tokens and every token expired at `reset.created_at` are deleted, so an account has at
+    /// most one live token and the table stays bounded. [`StoreError::InvalidInput`] (nothing
+    /// stored) for an unknown account.
+    async fn create_password_reset(&self, reset: PasswordReset) -> Result<()>;
+    /// Uses up a password reset token, atomically (one conditional statement): if it exists and
+    /// is unused and unexpired at `now`, it is marked used and its account returned; else
+    /// `None` (unknown, expired, or used before: of concurrent uses, one wins).
+    async fn consume_password_reset(
+        &self,
+        token_hash: TokenHash,
+        now: fleetpulse_proto::UnixMillis,
+    ) -> Result<Option<fleetpulse_proto::AccountId>>;
+    /// Stores an emailed login code challenge (ACC-3). In the same transaction the account's
+    /// earlier challenges and every challenge expired at `challenge.created_at` are deleted (one
+    /// live challenge per account). `challenge.attempts` is ignored (a new challenge has none).
+    /// [`StoreError::InvalidInput`] (nothing stored) for an unknown account.
+    async fn create_login_challenge(&self, challenge: LoginChallenge) -> Result<()>;
+    /// Counts an attempt at a challenge's code, atomically (one conditional statement): if the
+    /// challenge is live at `now` (unused, unexpired, fewer than `max_attempts` attempts made),
+    /// its attempts go up by one and it is returned, with the new count, for the caller to
+    /// compare the code; else `None`. [`StoreError::InvalidInput`] unless `max_attempts` is
+    /// within 1..=[`MAX_LOGIN_CHALLENGE_ATTEMPTS`].
+    async fn claim_login_challenge_attempt(
+        &self,
+        id_hash: TokenHash,
+        now: fleetpulse_proto::UnixMillis,
+        max_attempts: u32,
+    ) -> Result<Option<LoginChallenge>>;
+    /// Marks a challenge used once its code was right, atomically: true for the one call that
+    /// did; false if it is unknown, expired at `now`, or used already.
+    async fn finish_login_challenge(&self, id_hash: TokenHash, now: fleetpulse_proto::UnixMillis) -> Result<bool>;
+    /// Replaces the payload of an outbox message that is no longer pending (sent or given up),
+    /// to remove the secrets an account email carried (reset link, login code, temporary
+    /// password). False (and nothing changes) for an unknown or still pending message, so a
+    /// message that may still be sent keeps what it needs.
+    async fn redact_outbox_payload(&self, id: u64, payload: String) -> Result<bool>;
 }
 
 /// Append-only event streams, aggregated alarm records and delivery marks.

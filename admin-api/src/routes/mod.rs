@@ -1,6 +1,7 @@
 //! Route modules, one per resource, each exposing `router()`, and what they share: keyset
 //! pagination and the JSON fallbacks for unknown routes and methods.
 
+pub(crate) mod account;
 pub(crate) mod alarms;
 pub(crate) mod devices;
 pub(crate) mod enterprises;
@@ -28,6 +29,7 @@ pub(crate) fn all() -> Vec<(&'static str, MethodRouter<AppState>)> {
         strategies::routes(),
         oplog::routes(),
         tenants::routes(),
+        account::routes(),
         crate::openapi::routes(),
     ]
     .into_iter()

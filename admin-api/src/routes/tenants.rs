@@ -225,7 +225,9 @@ async fn act(auth: AuthAdmin, State(ctx): State<AppState>, Path(id): Path<Channe
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateAccount {
     email: String,
-    password: String,
+    /// The first password; generated (and emailed) when absent.
+    #[serde(default)]
+    password: Option<String>,
     role: Role,
     #[serde(default)]
     channel_id: Option<ChannelId>,
@@ -263,9 +265,10 @@ impl From<Account> for AccountBody {
     }
 }
 
-/// `POST /api/v1/accounts` `{email, password, role, channel_id?, enterprise_id?}`: creates a
+/// `POST /api/v1/accounts` `{email, password?, role, channel_id?, enterprise_id?}`: creates a
 /// platform admin (platform only), a channel admin of a channel in the caller's subtree, or an
-/// enterprise admin of an enterprise the caller may see. 201.
+/// enterprise admin of an enterprise the caller may see. 201. Without a password one is
+/// generated; the account's details (and that temporary password) are emailed to it (TEN-1).
 async fn create_account(
     auth: AuthAdmin,
     State(ctx): State<AppState>,
@@ -286,10 +289,11 @@ async fn create_account(
         return Err(ApiError::NotFound("enterprise"));
     }
     let email = normalize_email(&req.email)?;
-    if req.password.chars().count() < MIN_PASSWORD_CHARS {
+    let (password, generated) = crate::account_email::initial_password(req.password);
+    if password.chars().count() < MIN_PASSWORD_CHARS {
         return Err(ApiError::invalid(format!("a password has at least {MIN_PASSWORD_CHARS} characters")));
     }
-    let password = req.password;
+    let temporary = generated.then(|| password.clone());
     let password_hash = password_work(&ctx.password_checks, move || hash_password(&password)).await??;
     let new = NewAccount {
         parent_id: None,
@@ -303,6 +307,7 @@ async fn create_account(
         must_change_password: true,
     };
     let account = ctx.api.store.entities.create_account(new).await?;
+    crate::account_email::queue_account_created(&ctx, &account, temporary.as_deref()).await?;
     Ok((StatusCode::CREATED, Json(AccountBody::from(account))).into_response())
 }
 
@@ -333,7 +338,7 @@ async fn list_accounts(
 /// The account, or 404 when it does not exist or the caller may not see it: visible to the
 /// platform; to a channel admin when its channel is in the caller's subtree or its enterprise
 /// is visible (platform admin accounts never are). Enterprise admins: 403.
-async fn find_account(ctx: &AppState, auth: &AuthAdmin, id: AccountId) -> Result<Account, ApiError> {
+pub(crate) async fn find_account(ctx: &AppState, auth: &AuthAdmin, id: AccountId) -> Result<Account, ApiError> {
     auth.require(Feature::Accounts)?;
     if matches!(auth.scope, Scope::Enterprise(_)) {
         return Err(ApiError::Forbidden);

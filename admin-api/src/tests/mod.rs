@@ -1,6 +1,7 @@
 //! Tests of the whole API through `app()` with `oneshot`: a real embedded store in a temporary
 //! directory, no sockets.
 
+mod account;
 mod auth;
 mod openapi;
 mod oplog;

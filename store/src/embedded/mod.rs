@@ -5,6 +5,7 @@
 //! read-only connections on blocking threads. Entity and event tables live in one file so that
 //! a batch of events and its delivery marks commit atomically.
 
+mod account_security;
 mod schema;
 mod writer;
 
@@ -1562,6 +1563,45 @@ impl EntityStore for EmbeddedStore {
             Ok(())
         })
         .await
+    }
+
+    // Account self-service (ACC-3..5): in `account_security.rs`.
+
+    async fn account_settings(&self, account: AccountId) -> Result<Option<AccountSettings>> {
+        self.account_settings_impl(account).await
+    }
+
+    async fn set_account_settings(&self, account: AccountId, settings: AccountSettings) -> Result<bool> {
+        self.set_account_settings_impl(account, settings).await
+    }
+
+    async fn create_password_reset(&self, reset: PasswordReset) -> Result<()> {
+        self.create_password_reset_impl(reset).await
+    }
+
+    async fn consume_password_reset(&self, token_hash: TokenHash, now: UnixMillis) -> Result<Option<AccountId>> {
+        self.consume_password_reset_impl(token_hash, now).await
+    }
+
+    async fn create_login_challenge(&self, challenge: LoginChallenge) -> Result<()> {
+        self.create_login_challenge_impl(challenge).await
+    }
+
+    async fn claim_login_challenge_attempt(
+        &self,
+        id_hash: TokenHash,
+        now: UnixMillis,
+        max_attempts: u32,
+    ) -> Result<Option<LoginChallenge>> {
+        self.claim_login_challenge_attempt_impl(id_hash, now, max_attempts).await
+    }
+
+    async fn finish_login_challenge(&self, id_hash: TokenHash, now: UnixMillis) -> Result<bool> {
+        self.finish_login_challenge_impl(id_hash, now).await
+    }
+
+    async fn redact_outbox_payload(&self, id: u64, payload: String) -> Result<bool> {
+        self.redact_outbox_payload_impl(id, payload).await
     }
 }
 

@@ -242,6 +242,37 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE sessions ADD COLUMN acting_channel_id INTEGER REFERENCES channels(id);
     CREATE INDEX sessions_acting_enterprise ON sessions(acting_enterprise_id) WHERE acting_enterprise_id IS NOT NULL;
     "#,
+    // 13: account self-service (ACC-3..5): settings (contact details, login protection), password
+    // reset tokens and emailed login code challenges, each secret only as its SHA-256.
+    r#"
+    CREATE TABLE account_settings (
+        account_id       INTEGER PRIMARY KEY REFERENCES accounts(id),
+        contact_name     TEXT NOT NULL,
+        phone            TEXT NOT NULL,
+        country          TEXT NOT NULL,
+        login_protection TEXT NOT NULL CHECK (login_protection IN ('none', 'email'))
+    );
+    CREATE TABLE password_resets (
+        token_hash BLOB PRIMARY KEY CHECK (length(token_hash) = 32),
+        account_id INTEGER NOT NULL REFERENCES accounts(id),
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        used_at    INTEGER
+    ) WITHOUT ROWID;
+    CREATE INDEX password_resets_account ON password_resets(account_id);
+    CREATE INDEX password_resets_expires ON password_resets(expires_at);
+    CREATE TABLE login_challenges (
+        id_hash    BLOB PRIMARY KEY CHECK (length(id_hash) = 32),
+        account_id INTEGER NOT NULL REFERENCES accounts(id),
+        code_hash  BLOB NOT NULL CHECK (length(code_hash) = 32),
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        attempts   INTEGER NOT NULL DEFAULT 0,
+        used       INTEGER NOT NULL DEFAULT 0 CHECK (used IN (0, 1))
+    ) WITHOUT ROWID;
+    CREATE INDEX login_challenges_account ON login_challenges(account_id);
+    CREATE INDEX login_challenges_expires ON login_challenges(expires_at);
+    "#,
 ];
 
 /// The schema version this build writes.
