@@ -535,9 +535,13 @@ impl FromRequestParts<AppState> for AuthAdmin {
         if idle > TOUCH_AFTER_MS.min(idle_ms / 4) {
             entities.touch_session(hash, now).await?;
         }
-        crate::cookies::check_csrf(&parts.method, &parts.headers, token, source)?;
         let account = entities.account(session.account_id).await?.ok_or(ApiError::Unauthorized)?;
         let acting = session.acting;
+        // The operation log records who made the request, also when it is refused below.
+        if let Some(slot) = parts.extensions.get::<crate::routes::oplog::CallerSlot>() {
+            slot.fill(&account, acting);
+        }
+        crate::cookies::check_csrf(&parts.method, &parts.headers, token, source)?;
         // Freezing deletes the sessions; a frozen account's token is refused all the same (TEN-2).
         if account.frozen {
             return Err(ApiError::Unauthorized);
@@ -557,15 +561,6 @@ impl FromRequestParts<AppState> for AuthAdmin {
 
 /// The only routes an account that must change its password may use (ACC-2).
 const PASSWORD_CHANGE_PATHS: &[&str] = &["/api/v1/account/password", "/api/v1/auth/logout"];
-
-/// The account of the request's live session (bearer token or cookie) and the tenant the
-/// session acts for, if it has one (for the operation log).
-pub(crate) async fn session_account(ctx: &AppState, headers: &HeaderMap) -> Option<(Account, Option<Acting>)> {
-    let (token, _) = crate::cookies::request_token(headers)?;
-    let entities = &ctx.api.store.entities;
-    let session = entities.session(secrets::token_hash(token), UnixMillis::now()).await.ok()??;
-    Some((entities.account(session.account_id).await.ok()??, session.acting))
-}
 
 /// A session's last use is written when it is older than this (idle expiry has minute precision).
 const TOUCH_AFTER_MS: i64 = 60_000;

@@ -43,6 +43,31 @@ pub(crate) struct Actor {
     pub(crate) email: String,
 }
 
+/// The caller of a state-changing request, as the auth extractor found it: the middleware puts
+/// an empty slot into the request and reads it after the handler ran.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct CallerSlot(std::sync::Arc<std::sync::OnceLock<Caller>>);
+
+/// Who made a request through a session.
+#[derive(Debug, Clone)]
+pub(crate) struct Caller {
+    account_id: AccountId,
+    email: String,
+    /// The enterprise the session acts inside (TEN-3).
+    acting_as: Option<EnterpriseId>,
+}
+
+impl CallerSlot {
+    /// Records the session's account (the first time only).
+    pub(crate) fn fill(&self, account: &fleetpulse_store::Account, acting: Option<fleetpulse_store::Acting>) {
+        let acting_as = match acting {
+            Some(fleetpulse_store::Acting::Enterprise(e)) => Some(e),
+            _ => None,
+        };
+        let _ = self.0.set(Caller { account_id: account.id, email: account.email.clone(), acting_as });
+    }
+}
+
 /// Middleware on every matched route: after a state-changing request (any method but GET, HEAD
 /// and OPTIONS) is answered, writes its row. A failed write is logged; the answer stands.
 pub(crate) async fn record(State(ctx): State<AppState>, req: Request, next: Next) -> Response {
@@ -56,17 +81,19 @@ pub(crate) async fn record(State(ctx): State<AppState>, req: Request, next: Next
     };
     let path: String = req.uri().path().chars().take(MAX_PATH_CHARS).collect();
     let ip = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string()).unwrap_or_default();
-    let caller = crate::auth::session_account(&ctx, req.headers()).await;
+    // The auth extractor fills the slot once it knows the session's account: one session
+    // lookup per request, shared with the handler.
+    let slot = CallerSlot::default();
+    let mut req = req;
+    req.extensions_mut().insert(slot.clone());
     let at = UnixMillis::now();
     let response = next.run(req).await;
+    let caller = slot.0.get().cloned();
     // TEN-3: a change made by a channel account acting inside an enterprise is recorded as such.
-    let acting_as = match &caller {
-        Some((_, Some(fleetpulse_store::Acting::Enterprise(e)))) => Some(*e),
-        _ => None,
-    };
+    let acting_as = caller.as_ref().and_then(|c| c.acting_as);
     let (account_id, account_email) = match (response.extensions().get::<Actor>(), caller) {
         (Some(actor), _) => (actor.account_id, actor.email.clone()),
-        (None, Some((account, _))) => (Some(account.id), account.email),
+        (None, Some(caller)) => (Some(caller.account_id), caller.email),
         (None, None) => (None, String::new()),
     };
     let status = response.status();

@@ -237,6 +237,15 @@ async fn a_channel_acts_inside_an_enterprise_only_with_its_authorization() {
     assert_eq!((row["acting_as"].as_u64(), row["account_email"].as_str()), (Some(e.0), Some("north@example.com")));
     let plain = rows.iter().find(|r| r["operation"] == "POST /api/v1/enterprises/{id}/authorization").expect("row");
     assert!(plain["acting_as"].is_null(), "{plain}");
+    // A refused change is logged with its caller too (the auth extractor names it to the log).
+    let refused = rows
+        .iter()
+        .find(|r| r["operation"] == "POST /api/v1/enterprises/{id}/alarm-strategies" && r["status"] == 403)
+        .expect("the refused creation is logged");
+    assert_eq!(
+        (refused["account_email"].as_str(), refused["outcome"].as_str()),
+        (Some("north@example.com"), Some("failure"))
+    );
 
     // Revoked: the acting session ends at once; the channel's own session stays.
     let revoked = t.h.call(Method::POST, &uri("/authorization/revoke"), Some(&t.enterprise_admin), None).await;
