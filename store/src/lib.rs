@@ -10,6 +10,7 @@
 //! SQLite database under the data directory, written by one thread with group commit.
 
 pub mod clickhouse;
+mod device_sql;
 pub mod embedded;
 mod model;
 pub mod postgres;
@@ -156,6 +157,30 @@ pub(crate) fn bounded_subtree(root: ChannelId, mut ids: Vec<ChannelId>) -> Resul
     Ok(ids)
 }
 
+/// Checks a device query and page ([`DeviceQuery::validate`], a limit of 1 to
+/// [`MAX_DEVICE_PAGE`], a cursor of this sort); `None` if nothing can match, else the cursor.
+pub(crate) fn prepare_device_query(
+    query: &DeviceQuery,
+    page: &DevicePageRequest,
+) -> Result<Option<Option<DeviceCursor>>> {
+    query.validate()?;
+    if page.limit == 0 || page.limit > MAX_DEVICE_PAGE {
+        return Err(StoreError::InvalidInput(format!("page limit {} (must be 1 to {MAX_DEVICE_PAGE})", page.limit)));
+    }
+    let cursor = page.cursor.as_deref().map(|c| DeviceCursor::decode(c, query.sort, query.descending)).transpose()?;
+    if query.matches_nothing() {
+        return Ok(None);
+    }
+    Ok(Some(cursor))
+}
+
+/// A device page from the rows read (at most `limit`): the next cursor if the page is full.
+pub(crate) fn finish_device_page(items: Vec<DeviceSummary>, query: &DeviceQuery, limit: u32, total: u64) -> DevicePage {
+    let full = u32::try_from(items.len()).is_ok_and(|n| n >= limit);
+    let next_cursor = if full { items.last().map(|last| DeviceCursor::after(last, query).encode()) } else { None };
+    DevicePage { items, next_cursor, total }
+}
+
 /// Result alias for store operations.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -250,6 +275,27 @@ pub trait EntityStore: Send + Sync + 'static {
     async fn device(&self, id: DeviceId) -> Result<Option<Device>>;
     /// Devices ordered by id, after the cursor, optionally of one enterprise.
     async fn list_devices(&self, enterprise: Option<EnterpriseId>, page: Page) -> Result<Vec<Device>>;
+    /// Applies changes to the devices' persisted snapshots ([`DeviceSnapshotUpdate`]), all in
+    /// one transaction: online flags, and the fields of the latest status report (firmware,
+    /// addresses, SIP status and lines, call status, uptime, last reboot, report time). A report
+    /// older than the one stored is ignored; several updates of one device are merged in order
+    /// ([`coalesce_snapshot_updates`]); unknown devices are skipped.
+    /// [`StoreError::InvalidInput`] (and nothing changes) for more than [`MAX_SNAPSHOT_BATCH`].
+    async fn update_device_snapshots(&self, updates: Vec<DeviceSnapshotUpdate>) -> Result<()>;
+    /// Marks every device offline; returns how many were online. Run at server start: a device
+    /// is online only once it connects to this process (single-node assumption: with several
+    /// ingest nodes sharing the store this would mark the other nodes' devices offline).
+    async fn mark_devices_offline(&self) -> Result<u64>;
+    /// Devices matching the query, with their enterprise and snapshot, in the query's order
+    /// (then by id), after the page's cursor (keyset pagination), at most `page.limit`; and the
+    /// number of all matches.
+    ///
+    /// [`StoreError::InvalidInput`] if [`DeviceQuery::validate`] refuses the query, for a
+    /// limit outside 1..=[`MAX_DEVICE_PAGE`], or for a cursor that is malformed or belongs to
+    /// another sort.
+    async fn query_devices(&self, query: DeviceQuery, page: DevicePageRequest) -> Result<DevicePage>;
+    /// The device with its enterprise and snapshot.
+    async fn device_summary(&self, id: DeviceId) -> Result<Option<DeviceSummary>>;
     /// Creates an alarm strategy of the enterprise.
     async fn create_strategy(
         &self,

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use fleetpulse_proto::catalog::DeviceType;
 use fleetpulse_proto::domain::{AlarmChangeKind, DeviceKey};
 use fleetpulse_proto::ids::ChannelId;
 use fleetpulse_proto::{AccountId, AlarmTypeCode, DeviceId, EnterpriseId, Mac, Severity, UnixMillis};
@@ -104,6 +105,7 @@ impl EmbeddedStore {
         let path = data_dir.join(DB_FILE);
         let mut conn = open_connection(&path, OpenFlags::default(), config.fsync)?;
         schema::migrate(&mut conn)?;
+        refresh_device_types(&conn)?;
         let readers = (0..config.readers.max(1))
             .map(|_| open_connection(&path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX, false))
             .collect::<Result<Vec<_>>>()?;
@@ -528,11 +530,8 @@ fn register_device(c: &Connection, new: &NewDevice) -> Result<RegisteredDevice> 
             return Err(StoreError::DeviceConflict);
         }
         if device.model != new.model || device.firmware != new.firmware {
-            c.prepare_cached("UPDATE devices SET model = ?2, firmware = ?3 WHERE id = ?1")?.execute(params![
-                device.id.0,
-                new.model,
-                new.firmware
-            ])?;
+            c.prepare_cached("UPDATE devices SET model = ?2, firmware = ?3, device_type = ?4 WHERE id = ?1")?
+                .execute(params![device.id.0, new.model, new.firmware, DeviceType::of_model(&new.model).as_str()])?;
             device.model.clone_from(&new.model);
             device.firmware.clone_from(&new.firmware);
         }
@@ -547,7 +546,8 @@ fn register_device(c: &Connection, new: &NewDevice) -> Result<RegisteredDevice> 
         DeviceKey::Mac(_) => new.serial.clone(),
     };
     c.prepare_cached(
-        "INSERT INTO devices (enterprise_id, mac, serial, model, firmware, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO devices (enterprise_id, mac, serial, model, firmware, created_at, device_type) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?
     .execute(params![
         new.enterprise_id.0,
@@ -555,7 +555,8 @@ fn register_device(c: &Connection, new: &NewDevice) -> Result<RegisteredDevice> 
         serial,
         new.model,
         new.firmware,
-        new.at.0
+        new.at.0,
+        DeviceType::of_model(&new.model).as_str()
     ])?;
     Ok(RegisteredDevice {
         device: Device {
@@ -570,6 +571,103 @@ fn register_device(c: &Connection, new: &NewDevice) -> Result<RegisteredDevice> 
         },
         created: true,
     })
+}
+
+/// Sets every device's type from the catalog ([`DeviceType::of_model`]): run on open, so that
+/// rows from before the snapshot migration, and rows of models a newer catalog knows, get the
+/// type of this build. Reads the distinct (model, type) pairs, updates only those that differ.
+fn refresh_device_types(c: &Connection) -> Result<()> {
+    let pairs: Vec<(String, String)> = c
+        .prepare("SELECT DISTINCT model, device_type FROM devices")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (model, stored) in pairs {
+        let want = DeviceType::of_model(&model).as_str();
+        if stored != want {
+            c.execute(
+                "UPDATE devices SET device_type = ?2 WHERE model = ?1 AND device_type = ?3",
+                params![model, want, stored],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Applies snapshot updates (distinct devices) inside the writer's transaction.
+fn apply_snapshot_updates(c: &Connection, updates: &[DeviceSnapshotUpdate]) -> Result<()> {
+    let mut online = c.prepare_cached("UPDATE devices SET online = ?2 WHERE id = ?1")?;
+    let mut report = c.prepare_cached(
+        "UPDATE devices SET firmware = CASE WHEN ?2 = '' THEN firmware ELSE ?2 END, public_ip = ?3, private_ip = ?4, \
+         sip_status = ?5, call_status = ?6, last_report_at = ?7, uptime_s = ?8, last_reboot = ?9, sip_lines = ?10 \
+         WHERE id = ?1 AND last_report_at <= ?7",
+    )?;
+    for u in updates {
+        let Ok(id) = i64::try_from(u.device_id.0) else { continue };
+        if let Some(o) = u.online {
+            online.execute(params![id, o])?;
+        }
+        if let Some(r) = &u.report {
+            let s = &r.status;
+            let lines = serde_json::to_string(&s.lines).map_err(|e| StoreError::Backend(e.to_string()))?;
+            report.execute(params![
+                id,
+                s.firmware,
+                s.public_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+                s.private_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+                crate::device_sql::sip_name(s.sip_summary()),
+                crate::device_sql::call_name(s.call_status),
+                r.at.0,
+                i64::try_from(s.uptime_s).unwrap_or(i64::MAX),
+                s.last_reboot.map(|t| t.0),
+                lines,
+            ])?;
+        }
+    }
+    Ok(())
+}
+
+/// Reads a row of [`crate::device_sql::SUMMARY_COLUMNS`].
+fn summary_from_row(r: &Row<'_>) -> rusqlite::Result<DeviceSummary> {
+    let device = device_from_row(r)?;
+    let device_type: String = r.get(10)?;
+    let call: Option<String> = r.get(13)?;
+    let public_ip: String = r.get(14)?;
+    let private_ip: String = r.get(15)?;
+    let last_report_at: i64 = r.get(16)?;
+    let uptime: Option<i64> = r.get(17)?;
+    let lines: String = r.get(19)?;
+    let sip: String = r.get(12)?;
+    Ok(DeviceSummary {
+        device,
+        enterprise_name: r.get(8)?,
+        channel_id: r.get::<_, Option<u64>>(9)?.map(ChannelId),
+        snapshot: DeviceSnapshot {
+            device_type: DeviceType::parse(&device_type).unwrap_or(DeviceType::Other),
+            online: r.get(11)?,
+            sip_status: crate::device_sql::parse_sip(&sip),
+            call_status: call.as_deref().and_then(crate::device_sql::parse_call),
+            public_ip: (!public_ip.is_empty()).then_some(public_ip),
+            private_ip: (!private_ip.is_empty()).then_some(private_ip),
+            last_report_at: (last_report_at > 0).then_some(UnixMillis(last_report_at)),
+            uptime_s: uptime.and_then(|u| u64::try_from(u).ok()),
+            last_reboot: r.get::<_, Option<i64>>(18)?.map(UnixMillis),
+            lines: serde_json::from_str(&lines).unwrap_or_default(),
+        },
+    })
+}
+
+/// Binds the arguments of a shared device query to SQLite values.
+fn sqlite_args(args: Vec<crate::device_sql::Arg>) -> Vec<SqlValue> {
+    use crate::device_sql::Arg;
+    args.into_iter()
+        .map(|a| -> SqlValue {
+            match a {
+                Arg::Int(i) => Box::new(i),
+                Arg::Text(t) => Box::new(t),
+                Arg::Ids(ids) => Box::new(serde_json::Value::from(ids).to_string()),
+            }
+        })
+        .collect()
 }
 
 fn is_unique_violation(e: &rusqlite::Error) -> bool {
@@ -1137,6 +1235,52 @@ impl EntityStore for EmbeddedStore {
             ))?;
             let rows = st.query_map(params![enterprise.map(|e| e.0), page.after, page.limit], device_from_row)?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn update_device_snapshots(&self, updates: Vec<DeviceSnapshotUpdate>) -> Result<()> {
+        check_bound("snapshot updates", updates.len(), MAX_SNAPSHOT_BATCH)?;
+        if updates.is_empty() {
+            return Ok(());
+        }
+        let updates = coalesce_snapshot_updates(updates);
+        self.write(updates.len(), move |c| apply_snapshot_updates(c, &updates)).await
+    }
+
+    async fn mark_devices_offline(&self) -> Result<u64> {
+        self.write(1, |c| Ok(c.execute("UPDATE devices SET online = 0 WHERE online = 1", [])? as u64)).await
+    }
+
+    async fn query_devices(&self, query: DeviceQuery, page: DevicePageRequest) -> Result<DevicePage> {
+        let Some(cursor) = prepare_device_query(&query, &page)? else {
+            return Ok(DevicePage { items: Vec::new(), next_cursor: None, total: 0 });
+        };
+        self.read(move |c| {
+            use crate::device_sql::{Dialect, count_sql, page_sql};
+            let count = count_sql(&query, Dialect::Sqlite);
+            let total: i64 = c
+                .prepare_cached(&count.sql)?
+                .query_row(rusqlite::params_from_iter(sqlite_args(count.args)), |r| r.get(0))?;
+            let built = page_sql(&query, cursor.as_ref(), page.limit, Dialect::Sqlite);
+            let mut st = c.prepare_cached(&built.sql)?;
+            let items = st
+                .query_map(rusqlite::params_from_iter(sqlite_args(built.args)), summary_from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(finish_device_page(items, &query, page.limit, u64::try_from(total).unwrap_or(0)))
+        })
+        .await
+    }
+
+    async fn device_summary(&self, id: DeviceId) -> Result<Option<DeviceSummary>> {
+        let Ok(id) = i64::try_from(id.0) else { return Ok(None) };
+        self.read(move |c| {
+            Ok(c.prepare_cached(&format!(
+                "SELECT {} FROM devices d JOIN enterprises e ON e.id = d.enterprise_id WHERE d.id = ?1",
+                crate::device_sql::SUMMARY_COLUMNS
+            ))?
+            .query_row([id], summary_from_row)
+            .optional()?)
         })
         .await
     }

@@ -221,6 +221,33 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE accounts ADD COLUMN must_change_password INTEGER NOT NULL DEFAULT 0
         CHECK (must_change_password IN (0, 1));
     "#,
+    // device snapshot (DEV-1, DEV-3): the device's type (from its model, refreshed on open by
+    // the catalog), its online flag and what its last status report said; one index per sort
+    // column of the device list, each ending in the id (keyset pagination over (key, id)).
+    // Missing IPs are '' and a device never reported has last_report_at 0, so that every sort
+    // key is NOT NULL.
+    r#"
+    ALTER TABLE devices ADD COLUMN device_type TEXT NOT NULL DEFAULT 'other';
+    ALTER TABLE devices ADD COLUMN online INTEGER NOT NULL DEFAULT 0 CHECK (online IN (0, 1));
+    ALTER TABLE devices ADD COLUMN sip_status TEXT NOT NULL DEFAULT 'unknown';
+    ALTER TABLE devices ADD COLUMN call_status TEXT;
+    ALTER TABLE devices ADD COLUMN public_ip TEXT NOT NULL DEFAULT '';
+    ALTER TABLE devices ADD COLUMN private_ip TEXT NOT NULL DEFAULT '';
+    ALTER TABLE devices ADD COLUMN last_report_at INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE devices ADD COLUMN uptime_s INTEGER;
+    ALTER TABLE devices ADD COLUMN last_reboot INTEGER;
+    ALTER TABLE devices ADD COLUMN sip_lines TEXT NOT NULL DEFAULT '[]';
+    CREATE INDEX devices_sort_mac ON devices(COALESCE(mac, ''), id);
+    CREATE INDEX devices_sort_name ON devices(name, id);
+    CREATE INDEX devices_sort_model ON devices(model, id);
+    CREATE INDEX devices_sort_firmware ON devices(firmware, id);
+    CREATE INDEX devices_sort_public_ip ON devices(public_ip, id);
+    CREATE INDEX devices_sort_private_ip ON devices(private_ip, id);
+    CREATE INDEX devices_sort_online ON devices(online, id);
+    CREATE INDEX devices_sort_last_report ON devices(last_report_at, id);
+    CREATE INDEX devices_sort_created ON devices(created_at, id);
+    CREATE INDEX devices_type ON devices(device_type, online);
+    "#,
 ];
 
 /// The schema version this build writes.

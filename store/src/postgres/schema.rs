@@ -204,6 +204,35 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ALTER TABLE accounts ADD COLUMN must_change_password BOOLEAN NOT NULL DEFAULT false;
     "#,
     ),
+    (
+        "device snapshot",
+        // device snapshot (DEV-1, DEV-3), as in the embedded schema: the type (refreshed on
+        // connect from the catalog), the online flag (0/1, a number so that it sorts and pages
+        // like SQLite's) and the last status report. One index per sort column ending in the id;
+        // text keys sort by bytes (COLLATE "C"), as in SQLite, whatever the database's locale.
+        r#"
+    ALTER TABLE devices ADD COLUMN device_type TEXT NOT NULL DEFAULT 'other';
+    ALTER TABLE devices ADD COLUMN online SMALLINT NOT NULL DEFAULT 0 CHECK (online IN (0, 1));
+    ALTER TABLE devices ADD COLUMN sip_status TEXT NOT NULL DEFAULT 'unknown';
+    ALTER TABLE devices ADD COLUMN call_status TEXT;
+    ALTER TABLE devices ADD COLUMN public_ip TEXT NOT NULL DEFAULT '';
+    ALTER TABLE devices ADD COLUMN private_ip TEXT NOT NULL DEFAULT '';
+    ALTER TABLE devices ADD COLUMN last_report_at BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE devices ADD COLUMN uptime_s BIGINT;
+    ALTER TABLE devices ADD COLUMN last_reboot BIGINT;
+    ALTER TABLE devices ADD COLUMN sip_lines TEXT NOT NULL DEFAULT '[]';
+    CREATE INDEX devices_sort_mac ON devices ((COALESCE(mac, '') COLLATE "C"), id);
+    CREATE INDEX devices_sort_name ON devices ((name COLLATE "C"), id);
+    CREATE INDEX devices_sort_model ON devices ((model COLLATE "C"), id);
+    CREATE INDEX devices_sort_firmware ON devices ((firmware COLLATE "C"), id);
+    CREATE INDEX devices_sort_public_ip ON devices ((public_ip COLLATE "C"), id);
+    CREATE INDEX devices_sort_private_ip ON devices ((private_ip COLLATE "C"), id);
+    CREATE INDEX devices_sort_online ON devices (online, id);
+    CREATE INDEX devices_sort_last_report ON devices (last_report_at, id);
+    CREATE INDEX devices_sort_created ON devices (created_at, id);
+    CREATE INDEX devices_type ON devices (device_type, online);
+    "#,
+    ),
 ];
 
 /// The schema version this build writes.
