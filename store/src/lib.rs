@@ -428,6 +428,16 @@ pub trait EventStore: Send + Sync + 'static {
     /// Per device: how many persisted rows carry a device sequence number, and which distinct
     /// numbers, as ranges (LT-3). Devices without rows are answered with zero rows.
     async fn device_sequences(&self, devices: &[DeviceId]) -> Result<Vec<DeviceSequences>>;
+    /// The device's CPU/memory samples received in `[from, to)`, newest first (by device
+    /// sequence number, which follows receipt time), at most `limit` and never more than
+    /// [`MAX_RESOURCE_HISTORY`].
+    async fn resource_history(
+        &self,
+        device: DeviceId,
+        from: fleetpulse_proto::UnixMillis,
+        to: fleetpulse_proto::UnixMillis,
+        limit: u32,
+    ) -> Result<Vec<ResourcePoint>>;
     /// Number of event rows of each kind, for metrics and tests.
     async fn event_counts(&self) -> Result<EventCounts>;
     /// Retention (STO-4): removes status events, resource reports and alarm events older than

@@ -845,6 +845,19 @@ impl OperationLogFilter {
     }
 }
 
+/// Most samples one [`crate::EventStore::resource_history`] returns, whatever limit it is given.
+pub const MAX_RESOURCE_HISTORY: u32 = 1_000;
+
+/// One CPU/memory sample of a device's history (DEV-3, DIA-1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ResourcePoint {
+    /// Server receive time.
+    pub at: UnixMillis,
+    /// The sample.
+    #[serde(flatten)]
+    pub sample: ResourceSample,
+}
+
 /// Most updates one [`crate::EntityStore::update_device_snapshots`] call may carry.
 pub const MAX_SNAPSHOT_BATCH: usize = 1_000;
 

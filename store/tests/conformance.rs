@@ -1603,6 +1603,48 @@ async fn device_lists(store: &Store) {
     );
     invalid(page(DeviceQuery { model: Some("a\0b".into()), ..DeviceQuery::default() }, None, 10).await, "NUL");
 
+    // CPU/memory history: newest first, in [from, to), bounded.
+    let sample = |cpu: u16| ResourceSample { cpu_centi_pct: cpu, mem_used_bytes: 1, mem_total_bytes: 2 };
+    let resources: Vec<ResourceEvent> = (1..=6u64)
+        .map(|seq| ResourceEvent {
+            device_id: ids[0],
+            enterprise_id: ea,
+            seq,
+            at: UnixMillis(100_000 + seq as i64),
+            sample: sample(seq as u16 * 100),
+        })
+        .chain(std::iter::once(ResourceEvent {
+            device_id: ids[1],
+            enterprise_id: ea,
+            seq: 1,
+            at: UnixMillis(100_003),
+            sample: sample(1),
+        }))
+        .collect();
+    let delivery = vec![(ids[0], 6), (ids[1], 1)];
+    store.events.append(EventBatch { resources, delivery, ..EventBatch::default() }).await.unwrap();
+    let history = eventually(
+        "resource history",
+        || store.events.resource_history(ids[0], UnixMillis(100_002), UnixMillis(100_006), 10),
+        |h| h.len() == 4,
+    )
+    .await;
+    let at: Vec<i64> = history.iter().map(|p| p.at.0).collect();
+    assert_eq!(at, [100_005, 100_004, 100_003, 100_002]);
+    assert_eq!(history[0].sample, sample(500));
+    let limited = store.events.resource_history(ids[0], UnixMillis(0), UnixMillis(i64::MAX), 2).await.unwrap();
+    assert_eq!(limited.iter().map(|p| p.at.0).collect::<Vec<_>>(), [100_006, 100_005]);
+    assert!(store.events.resource_history(ids[0], UnixMillis(5), UnixMillis(5), 10).await.unwrap().is_empty());
+    assert!(store.events.resource_history(ids[0], UnixMillis(0), UnixMillis(i64::MAX), 0).await.unwrap().is_empty());
+    assert!(
+        store
+            .events
+            .resource_history(DeviceId(u64::MAX), UnixMillis(0), UnixMillis(i64::MAX), 5)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
     // A restart: every device offline until it connects again.
     assert!(s.mark_devices_offline().await.unwrap() >= 3);
     let q = DeviceQuery { online: Some(true), ..scoped(DeviceQuery::default()) };

@@ -1651,6 +1651,39 @@ impl EventStore for EmbeddedStore {
         .await
     }
 
+    async fn resource_history(
+        &self,
+        device: DeviceId,
+        from: UnixMillis,
+        to: UnixMillis,
+        limit: u32,
+    ) -> Result<Vec<ResourcePoint>> {
+        let limit = limit.min(MAX_RESOURCE_HISTORY);
+        let Ok(device) = i64::try_from(device.0) else { return Ok(Vec::new()) };
+        if limit == 0 || from >= to {
+            return Ok(Vec::new());
+        }
+        self.read(move |c| {
+            // Walks the (device_id, seq) index backwards: newest first without a sort.
+            let mut st = c.prepare_cached(
+                "SELECT at, cpu_centi_pct, mem_used, mem_total FROM resource_reports \
+                 WHERE device_id = ?1 AND at >= ?2 AND at < ?3 ORDER BY seq DESC LIMIT ?4",
+            )?;
+            let rows = st.query_map(params![device, from.0, to.0, limit], |r| {
+                Ok(ResourcePoint {
+                    at: UnixMillis(r.get(0)?),
+                    sample: fleetpulse_proto::domain::ResourceSample {
+                        cpu_centi_pct: r.get(1)?,
+                        mem_used_bytes: r.get(2)?,
+                        mem_total_bytes: r.get(3)?,
+                    },
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
     async fn event_counts(&self) -> Result<EventCounts> {
         self.read(|c| {
             let count = |table: &str| -> rusqlite::Result<u64> {
