@@ -2,6 +2,7 @@
 //! directory, no sockets.
 
 mod auth;
+mod devices;
 mod oplog;
 mod ops;
 mod resources;
