@@ -208,6 +208,29 @@ pub(crate) fn count_sql(q: &DeviceQuery, dialect: Dialect) -> Built {
     b
 }
 
+/// Counts of the query's matches by device type: rows of (type, devices, online devices).
+pub(crate) fn by_type_sql(q: &DeviceQuery, dialect: Dialect) -> Built {
+    let mut b = Built::new(dialect);
+    b.push("SELECT d.device_type, count(*), COALESCE(sum(d.online), 0) FROM devices d WHERE 1 = 1");
+    push_filters(&mut b, q);
+    b.push(" GROUP BY d.device_type");
+    b
+}
+
+/// Counts of the query's matches by model, the most common first: rows of (model, devices,
+/// online devices), at most `limit`.
+pub(crate) fn by_model_sql(q: &DeviceQuery, limit: u32, dialect: Dialect) -> Built {
+    let mut b = Built::new(dialect);
+    b.push("SELECT d.model, count(*) AS n, COALESCE(sum(d.online), 0) FROM devices d WHERE 1 = 1");
+    push_filters(&mut b, q);
+    b.push(&format!(
+        " GROUP BY d.model ORDER BY n DESC, d.model{} LIMIT ",
+        if dialect == Dialect::Postgres { " COLLATE \"C\"" } else { "" }
+    ));
+    b.bind(Arg::Int(i64::from(limit)));
+    b
+}
+
 /// The page: `limit` rows after `cursor`, in the query's order.
 pub(crate) fn page_sql(q: &DeviceQuery, cursor: Option<&DeviceCursor>, limit: u32, dialect: Dialect) -> Built {
     let mut b = Built::new(dialect);

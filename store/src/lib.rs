@@ -294,6 +294,10 @@ pub trait EntityStore: Send + Sync + 'static {
     /// limit outside 1..=[`MAX_DEVICE_PAGE`], or for a cursor that is malformed or belongs to
     /// another sort.
     async fn query_devices(&self, query: DeviceQuery, page: DevicePageRequest) -> Result<DevicePage>;
+    /// Device counts of the devices matching the query (its sort is ignored), for the dashboard
+    /// (DEV-2): total and online, by type, by model (the [`MAX_DASHBOARD_MODELS`] most common).
+    /// [`StoreError::InvalidInput`] if [`DeviceQuery::validate`] refuses the query.
+    async fn device_dashboard(&self, query: DeviceQuery) -> Result<DeviceDashboard>;
     /// The device with its enterprise and snapshot.
     async fn device_summary(&self, id: DeviceId) -> Result<Option<DeviceSummary>>;
     /// Creates an alarm strategy of the enterprise.

@@ -845,6 +845,73 @@ impl OperationLogFilter {
     }
 }
 
+/// Most models a [`DeviceDashboard`] lists (the most common ones).
+pub const MAX_DASHBOARD_MODELS: u32 = 1_000;
+
+/// Devices and online devices of one group of a [`DeviceDashboard`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeviceCount<K> {
+    /// The group: a device type or a model.
+    pub key: K,
+    /// Devices.
+    pub total: u64,
+    /// Of them online.
+    pub online: u64,
+}
+
+/// The dashboard of a set of devices (DEV-2): [`crate::EntityStore::device_dashboard`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeviceDashboard {
+    /// Devices.
+    pub total: u64,
+    /// Of them online.
+    pub online: u64,
+    /// By device type, in [`DeviceType::ALL`] order (types without devices left out).
+    pub by_type: Vec<DeviceCount<DeviceType>>,
+    /// By model, the most common first, at most [`MAX_DASHBOARD_MODELS`].
+    pub by_model: Vec<DeviceCount<String>>,
+    /// Whether more models exist than `by_model` lists.
+    pub models_truncated: bool,
+}
+
+impl DeviceDashboard {
+    /// Assembles a dashboard from the rows of the two group queries: (type name, total, online)
+    /// and (model, total, online), the latter read with a limit of one beyond the bound.
+    pub(crate) fn from_groups(types: Vec<(String, i64, i64)>, mut models: Vec<(String, i64, i64)>) -> DeviceDashboard {
+        let n = |v: i64| u64::try_from(v).unwrap_or(0);
+        let mut by_type: Vec<DeviceCount<DeviceType>> = types
+            .into_iter()
+            .map(|(t, total, online)| DeviceCount {
+                key: DeviceType::parse(&t).unwrap_or(DeviceType::Other),
+                total: n(total),
+                online: n(online),
+            })
+            .collect();
+        by_type.sort_by_key(|c| c.key);
+        // Unknown stored names all read as Other: merge them.
+        by_type.dedup_by(|later, earlier| {
+            let same = later.key == earlier.key;
+            if same {
+                earlier.total += later.total;
+                earlier.online += later.online;
+            }
+            same
+        });
+        let models_truncated = models.len() > MAX_DASHBOARD_MODELS as usize;
+        models.truncate(MAX_DASHBOARD_MODELS as usize);
+        DeviceDashboard {
+            total: by_type.iter().map(|c| c.total).sum(),
+            online: by_type.iter().map(|c| c.online).sum(),
+            by_type,
+            by_model: models
+                .into_iter()
+                .map(|(key, total, online)| DeviceCount { key, total: n(total), online: n(online) })
+                .collect(),
+            models_truncated,
+        }
+    }
+}
+
 /// Most samples one [`crate::EventStore::resource_history`] returns, whatever limit it is given.
 pub const MAX_RESOURCE_HISTORY: u32 = 1_000;
 

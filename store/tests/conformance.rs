@@ -1603,6 +1603,38 @@ async fn device_lists(store: &Store) {
     );
     invalid(page(DeviceQuery { model: Some("a\0b".into()), ..DeviceQuery::default() }, None, 10).await, "NUL");
 
+    // Dashboard: totals, by type, by model (most common first), under the same filters.
+    let dash = s.device_dashboard(scoped(DeviceQuery::default())).await.unwrap();
+    assert_eq!(dash.total, ids.len() as u64);
+    assert_eq!(dash.online, mine.iter().filter(|d| d.snapshot.online).count() as u64);
+    let types: Vec<(DeviceType, u64)> = dash.by_type.iter().map(|c| (c.key, c.total)).collect();
+    assert_eq!(
+        types,
+        [
+            (DeviceType::Phone, 4),
+            (DeviceType::Usb, 2),
+            (DeviceType::RoomSystem, 1),
+            (DeviceType::Workspace, 1),
+            (DeviceType::Other, 1)
+        ]
+    );
+    assert_eq!((dash.by_model[0].key.as_str(), dash.by_model[0].total), ("T54W", 2));
+    assert_eq!(dash.by_model.len(), 8);
+    assert!(!dash.models_truncated);
+    let phones = s
+        .device_dashboard(scoped(DeviceQuery { device_type: Some(DeviceType::Phone), ..DeviceQuery::default() }))
+        .await
+        .unwrap();
+    assert_eq!((phones.total, phones.by_type.len()), (4, 1));
+    let online_phones = phones.by_type[0].online;
+    assert_eq!(
+        online_phones,
+        mine.iter().filter(|d| d.snapshot.online && d.snapshot.device_type == DeviceType::Phone).count() as u64
+    );
+    let empty = s.device_dashboard(DeviceQuery { enterprises: Some(vec![]), ..DeviceQuery::default() }).await.unwrap();
+    assert_eq!((empty.total, empty.by_type.len(), empty.by_model.len()), (0, 0, 0));
+    invalid(s.device_dashboard(DeviceQuery { private_ip: Some("x".into()), ..DeviceQuery::default() }).await, "prefix");
+
     // CPU/memory history: newest first, in [from, to), bounded.
     let sample = |cpu: u16| ResourceSample { cpu_centi_pct: cpu, mem_used_bytes: 1, mem_total_bytes: 2 };
     let resources: Vec<ResourceEvent> = (1..=6u64)

@@ -2,6 +2,7 @@
 //! pagination and the JSON fallbacks for unknown routes and methods.
 
 pub(crate) mod alarms;
+pub(crate) mod dashboard;
 pub(crate) mod devices;
 pub(crate) mod enterprises;
 pub(crate) mod oplog;
@@ -24,6 +25,7 @@ pub(crate) fn all() -> Vec<(&'static str, MethodRouter<AppState>)> {
         crate::auth::routes(),
         enterprises::routes(),
         devices::routes(),
+        dashboard::routes(),
         alarms::routes(),
         strategies::routes(),
         oplog::routes(),

@@ -243,3 +243,32 @@ async fn the_detail_shows_the_status_model_and_the_resource_history() {
     f.h.get("/api/v1/devices/999999/resources", &f.platform).await.assert_error(StatusCode::NOT_FOUND, "not_found");
     let _ = f.ea1;
 }
+
+#[tokio::test]
+async fn the_dashboard_counts_the_devices_of_the_scope() {
+    let f = fleet().await;
+    let dash = f.h.get("/api/v1/dashboard", &f.platform).await;
+    assert_eq!(dash.status, StatusCode::OK, "{}", dash.text());
+    let dash = dash.json();
+    assert_eq!((&dash["total"], &dash["online"]), (&json!(4), &json!(3)));
+    assert_eq!(
+        dash["by_type"],
+        json!([{"key": "phone", "total": 3, "online": 2}, {"key": "usb", "total": 1, "online": 1}])
+    );
+    assert_eq!(dash["by_model"][0], json!({"key": "T54W", "total": 2, "online": 2}));
+    assert_eq!(dash["models_truncated"], false);
+    let channel = f.h.get("/api/v1/dashboard", &f.channel_admin).await.json();
+    assert_eq!((&channel["total"], &channel["online"]), (&json!(3), &json!(2)));
+    let own = f.h.get("/api/v1/dashboard", &f.enterprise_admin).await.json();
+    assert_eq!((&own["total"], &own["online"]), (&json!(2), &json!(1)));
+    let one = f.h.get(&format!("/api/v1/dashboard?enterprise_id={}", f.ea1), &f.channel_admin).await.json();
+    assert_eq!(one["total"], 1);
+    f.h.get(&format!("/api/v1/dashboard?enterprise_id={}", f.eb), &f.channel_admin)
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "not_found");
+    for bad in ["?limit=3", "?sort=model", "?cursor=x", "?colour=red"] {
+        f.h.get(&format!("/api/v1/dashboard{bad}"), &f.platform)
+            .await
+            .assert_error(StatusCode::BAD_REQUEST, "invalid_request");
+    }
+}

@@ -172,6 +172,7 @@ fn foreign_request(w: &World, path: &str, method: &Method) -> Option<(String, Op
     } else if matches!(
         path,
         "/api/v1/devices"
+            | "/api/v1/dashboard"
             | "/api/v1/alarms"
             | "/api/v1/alarms/latest"
             | "/api/v1/operation-logs"

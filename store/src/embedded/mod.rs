@@ -1272,6 +1272,27 @@ impl EntityStore for EmbeddedStore {
         .await
     }
 
+    async fn device_dashboard(&self, query: DeviceQuery) -> Result<DeviceDashboard> {
+        query.validate()?;
+        if query.matches_nothing() {
+            return Ok(DeviceDashboard::from_groups(Vec::new(), Vec::new()));
+        }
+        self.read(move |c| {
+            use crate::device_sql::{Dialect, by_model_sql, by_type_sql};
+            let groups = |built: crate::device_sql::Built| -> Result<Vec<(String, i64, i64)>> {
+                let mut st = c.prepare_cached(&built.sql)?;
+                let rows = st.query_map(rusqlite::params_from_iter(sqlite_args(built.args)), |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })?;
+                Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            };
+            let types = groups(by_type_sql(&query, Dialect::Sqlite))?;
+            let models = groups(by_model_sql(&query, MAX_DASHBOARD_MODELS + 1, Dialect::Sqlite))?;
+            Ok(DeviceDashboard::from_groups(types, models))
+        })
+        .await
+    }
+
     async fn device_summary(&self, id: DeviceId) -> Result<Option<DeviceSummary>> {
         let Ok(id) = i64::try_from(id.0) else { return Ok(None) };
         self.read(move |c| {

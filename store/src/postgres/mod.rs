@@ -973,6 +973,27 @@ impl EntityStore for PgEntityStore {
         Ok(finish_device_page(items, &query, page.limit, u64::try_from(total).unwrap_or(0)))
     }
 
+    async fn device_dashboard(&self, query: DeviceQuery) -> Result<DeviceDashboard> {
+        use crate::device_sql::{Dialect, by_model_sql, by_type_sql};
+        query.validate()?;
+        if query.matches_nothing() {
+            return Ok(DeviceDashboard::from_groups(Vec::new(), Vec::new()));
+        }
+        let read = |rows: Vec<PgRow>| -> Result<Vec<(String, i64, i64)>> {
+            rows.iter()
+                .map(|r| {
+                    Ok((r.try_get(0).map_err(backend)?, r.try_get(1).map_err(backend)?, r.try_get(2).map_err(backend)?))
+                })
+                .collect()
+        };
+        let types = pg_query(by_type_sql(&query, Dialect::Postgres)).fetch_all(&self.pool).await.map_err(backend)?;
+        let models = pg_query(by_model_sql(&query, MAX_DASHBOARD_MODELS + 1, Dialect::Postgres))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(DeviceDashboard::from_groups(read(types)?, read(models)?))
+    }
+
     async fn device_summary(&self, id: DeviceId) -> Result<Option<DeviceSummary>> {
         let Some(id) = db_id(id.0) else { return Ok(None) };
         sqlx::query(DEVICE_SUMMARY_BY_ID)
