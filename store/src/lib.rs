@@ -298,6 +298,23 @@ pub trait EntityStore: Send + Sync + 'static {
     /// (DEV-2): total and online, by type, by model (the [`MAX_DASHBOARD_MODELS`] most common).
     /// [`StoreError::InvalidInput`] if [`DeviceQuery::validate`] refuses the query.
     async fn device_dashboard(&self, query: DeviceQuery) -> Result<DeviceDashboard>;
+    /// Saves a device search label of the account (DEV-1). [`StoreError::AlreadyExists`] if
+    /// the account has a label of that name; [`StoreError::InvalidInput`] (and nothing is saved)
+    /// if [`NewDeviceLabel::validate`] refuses it, if the account already has
+    /// [`MAX_DEVICE_LABELS`] labels (checked atomically with the insert), or if the account
+    /// does not exist.
+    async fn create_device_label(&self, new: NewDeviceLabel, now: fleetpulse_proto::UnixMillis) -> Result<DeviceLabel>;
+    /// The account's labels, ordered by id (at most [`MAX_DEVICE_LABELS`]).
+    async fn list_device_labels(&self, account: fleetpulse_proto::AccountId) -> Result<Vec<DeviceLabel>>;
+    /// Deletes the account's label; false if it has none with this id (another account's
+    /// label included).
+    async fn delete_device_label(&self, account: fleetpulse_proto::AccountId, id: u64) -> Result<bool>;
+    /// The account's chosen device list columns; `None` if it never chose.
+    async fn device_columns(&self, account: fleetpulse_proto::AccountId) -> Result<Option<Vec<String>>>;
+    /// Replaces the account's chosen device list columns (the caller checks the names against
+    /// its column set). [`StoreError::InvalidInput`] unless [`check_device_columns`] accepts
+    /// them or if the account does not exist.
+    async fn set_device_columns(&self, account: fleetpulse_proto::AccountId, columns: Vec<String>) -> Result<()>;
     /// The device with its enterprise and snapshot.
     async fn device_summary(&self, id: DeviceId) -> Result<Option<DeviceSummary>>;
     /// Creates an alarm strategy of the enterprise.

@@ -845,6 +845,79 @@ impl OperationLogFilter {
     }
 }
 
+/// Most saved device search labels per account (DEV-1).
+pub const MAX_DEVICE_LABELS: usize = 50;
+
+/// Longest [`NewDeviceLabel::name`], in characters.
+pub const MAX_DEVICE_LABEL_NAME: usize = 100;
+
+/// Longest [`NewDeviceLabel::filter`], in bytes.
+pub const MAX_DEVICE_LABEL_FILTER: usize = 4_096;
+
+/// Most entries of an account's chosen device list columns.
+pub const MAX_DEVICE_COLUMNS: usize = 32;
+
+/// Longest name of a chosen device list column, in bytes.
+pub const MAX_DEVICE_COLUMN_NAME: usize = 32;
+
+/// A saved device search (DEV-1 "search label") of an account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeviceLabel {
+    /// Identifier.
+    pub id: u64,
+    /// The account it belongs to.
+    pub account_id: AccountId,
+    /// Its name, unique per account.
+    pub name: String,
+    /// The saved filter: a device-list query string (validated by the API before saving).
+    pub filter: String,
+    /// When it was saved.
+    pub created_at: UnixMillis,
+}
+
+/// Arguments of [`crate::EntityStore::create_device_label`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewDeviceLabel {
+    /// The account.
+    pub account_id: AccountId,
+    /// 1 to [`MAX_DEVICE_LABEL_NAME`] characters, no control characters.
+    pub name: String,
+    /// At most [`MAX_DEVICE_LABEL_FILTER`] bytes, no NUL.
+    pub filter: String,
+}
+
+impl NewDeviceLabel {
+    /// [`crate::StoreError::InvalidInput`] unless the name has 1 to [`MAX_DEVICE_LABEL_NAME`]
+    /// characters without control characters and the filter at most [`MAX_DEVICE_LABEL_FILTER`]
+    /// bytes without NUL.
+    pub fn validate(&self) -> crate::Result<()> {
+        let chars = self.name.chars().count();
+        if chars == 0 || chars > MAX_DEVICE_LABEL_NAME || self.name.chars().any(char::is_control) {
+            return Err(crate::StoreError::InvalidInput(format!(
+                "a label name has 1 to {MAX_DEVICE_LABEL_NAME} characters and no control characters"
+            )));
+        }
+        if self.filter.len() > MAX_DEVICE_LABEL_FILTER || self.filter.contains('\0') {
+            return Err(crate::StoreError::InvalidInput(format!(
+                "a label filter has at most {MAX_DEVICE_LABEL_FILTER} bytes and no NUL"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// [`crate::StoreError::InvalidInput`] unless the column list has at most
+/// [`MAX_DEVICE_COLUMNS`] names of at most [`MAX_DEVICE_COLUMN_NAME`] bytes without NUL.
+pub fn check_device_columns(columns: &[String]) -> crate::Result<()> {
+    crate::check_bound("columns", columns.len(), MAX_DEVICE_COLUMNS)?;
+    if columns.iter().any(|c| c.len() > MAX_DEVICE_COLUMN_NAME || c.contains('\0')) {
+        return Err(crate::StoreError::InvalidInput(format!(
+            "a column name has at most {MAX_DEVICE_COLUMN_NAME} bytes and no NUL"
+        )));
+    }
+    Ok(())
+}
+
 /// Most models a [`DeviceDashboard`] lists (the most common ones).
 pub const MAX_DASHBOARD_MODELS: u32 = 1_000;
 

@@ -1683,6 +1683,67 @@ async fn device_lists(store: &Store) {
     assert_eq!(page(q, None, 10).await.unwrap().total, 0);
 }
 
+/// Saved device search labels and chosen columns (DEV-1): per account, bounded, unique names.
+async fn device_labels(store: &Store) {
+    let s = &*store.entities;
+    let account = |email: &str| NewAccount {
+        email: email.into(),
+        password_hash: "phc".into(),
+        role: Role::PlatformAdmin,
+        channel_id: None,
+        enterprise_id: None,
+        must_change_password: false,
+    };
+    let me = s.create_account(account("labels-me@example.com")).await.unwrap().id;
+    let other = s.create_account(account("labels-other@example.com")).await.unwrap().id;
+    let label =
+        |account, name: &str| NewDeviceLabel { account_id: account, name: name.into(), filter: "online=true".into() };
+    let first = s.create_device_label(label(me, "Online"), UnixMillis(7)).await.unwrap();
+    assert_eq!(
+        (first.account_id, first.name.as_str(), first.filter.as_str(), first.created_at),
+        (me, "Online", "online=true", UnixMillis(7))
+    );
+    assert!(matches!(
+        s.create_device_label(label(me, "Online"), UnixMillis(8)).await,
+        Err(StoreError::AlreadyExists("label name"))
+    ));
+    let theirs = s.create_device_label(label(other, "Online"), UnixMillis(8)).await.unwrap();
+    for i in 1..MAX_DEVICE_LABELS {
+        s.create_device_label(label(me, &format!("label {i}")), UnixMillis(9)).await.unwrap();
+    }
+    invalid(s.create_device_label(label(me, "one too many"), UnixMillis(9)).await, "at most 50 labels");
+    let mine = s.list_device_labels(me).await.unwrap();
+    assert_eq!(mine.len(), MAX_DEVICE_LABELS);
+    assert_eq!(mine[0], first);
+    assert!(mine.windows(2).all(|w| w[0].id < w[1].id));
+    assert_eq!(s.list_device_labels(other).await.unwrap(), [theirs.clone()]);
+    assert!(!s.delete_device_label(me, theirs.id).await.unwrap(), "another account's label is not mine to delete");
+    assert!(s.delete_device_label(me, first.id).await.unwrap());
+    assert!(!s.delete_device_label(me, first.id).await.unwrap());
+    assert!(!s.delete_device_label(me, u64::MAX).await.unwrap());
+    s.create_device_label(label(me, "Online"), UnixMillis(10)).await.unwrap();
+    invalid(s.create_device_label(label(me, ""), UnixMillis(10)).await, "label name");
+    invalid(
+        s.create_device_label(label(me, &"x".repeat(MAX_DEVICE_LABEL_NAME + 1)), UnixMillis(10)).await,
+        "label name",
+    );
+    let long = NewDeviceLabel { account_id: other, name: "long".into(), filter: "q=".repeat(MAX_DEVICE_LABEL_FILTER) };
+    invalid(s.create_device_label(long, UnixMillis(10)).await, "label filter");
+    invalid(s.create_device_label(label(AccountId(999_999), "x"), UnixMillis(10)).await, "does not exist");
+    invalid(s.create_device_label(label(AccountId(u64::MAX), "x"), UnixMillis(10)).await, "does not exist");
+
+    assert_eq!(s.device_columns(me).await.unwrap(), None);
+    let columns: Vec<String> = ["mac", "model", "online"].map(String::from).to_vec();
+    s.set_device_columns(me, columns.clone()).await.unwrap();
+    assert_eq!(s.device_columns(me).await.unwrap(), Some(columns));
+    s.set_device_columns(me, vec!["name".into()]).await.unwrap();
+    assert_eq!(s.device_columns(me).await.unwrap(), Some(vec!["name".to_owned()]));
+    assert_eq!(s.device_columns(other).await.unwrap(), None);
+    invalid(s.set_device_columns(me, vec!["x".into(); MAX_DEVICE_COLUMNS + 1]).await, "columns");
+    invalid(s.set_device_columns(me, vec!["x".repeat(MAX_DEVICE_COLUMN_NAME + 1)]).await, "column name");
+    invalid(s.set_device_columns(AccountId(999_999), vec![]).await, "does not exist");
+}
+
 async fn suite(store: Store) {
     entities(&store).await;
     password_change(&store).await;
@@ -1730,7 +1791,9 @@ async fn scaleout_backend_conforms() {
 async fn embedded_device_lists_conform() {
     let dir = tempfile::tempdir().unwrap();
     let config = embedded::EmbeddedConfig { fsync: false, ..embedded::EmbeddedConfig::default() };
-    device_lists(&Store::open_embedded(dir.path(), config).unwrap()).await;
+    let store = Store::open_embedded(dir.path(), config).unwrap();
+    device_lists(&store).await;
+    device_labels(&store).await;
 }
 
 /// The scale-out store of a test of its own (one PostgreSQL and one ClickHouse database).
@@ -1748,5 +1811,7 @@ async fn scaleout(name: &str, dir: &std::path::Path) -> Store {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scaleout_device_lists_conform() {
     let dir = tempfile::tempdir().unwrap();
-    device_lists(&scaleout("device_lists", dir.path()).await).await;
+    let store = scaleout("device_lists", dir.path()).await;
+    device_lists(&store).await;
+    device_labels(&store).await;
 }

@@ -3,6 +3,7 @@
 
 pub(crate) mod alarms;
 pub(crate) mod dashboard;
+pub(crate) mod device_labels;
 pub(crate) mod devices;
 pub(crate) mod enterprises;
 pub(crate) mod oplog;
@@ -26,6 +27,7 @@ pub(crate) fn all() -> Vec<(&'static str, MethodRouter<AppState>)> {
         enterprises::routes(),
         devices::routes(),
         dashboard::routes(),
+        device_labels::routes(),
         alarms::routes(),
         strategies::routes(),
         oplog::routes(),

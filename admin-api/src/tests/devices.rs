@@ -1,7 +1,7 @@
 //! The device list (DEV-1): filters, sorts and cursors as query parameters, scoped to the
 //! caller's tenants; the device detail (DEV-3) and its CPU/memory history.
 
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use fleetpulse_proto::domain::{CallStatus, DeviceKey, DeviceStatus, ResourceSample, SipLine, SipState};
 use fleetpulse_proto::{ChannelId, DeviceId, EnterpriseId, Mac, UnixMillis};
 use fleetpulse_store::{
@@ -270,5 +270,67 @@ async fn the_dashboard_counts_the_devices_of_the_scope() {
         f.h.get(&format!("/api/v1/dashboard{bad}"), &f.platform)
             .await
             .assert_error(StatusCode::BAD_REQUEST, "invalid_request");
+    }
+}
+
+#[tokio::test]
+async fn labels_and_columns_belong_to_the_account() {
+    let f = fleet().await;
+    let h = &f.h;
+    let post =
+        async |token: &str, body: Value| h.call(Method::POST, "/api/v1/device-labels", Some(token), Some(body)).await;
+    let saved =
+        post(&f.channel_admin, json!({"name": "Online phones", "filter": "online=true&device_type=phone"})).await;
+    assert_eq!(saved.status, StatusCode::CREATED, "{}", saved.text());
+    let label = saved.json();
+    assert_eq!((&label["name"], &label["filter"]), (&json!("Online phones"), &json!("online=true&device_type=phone")));
+    post(&f.channel_admin, json!({"name": "Online phones", "filter": ""}))
+        .await
+        .assert_error(StatusCode::CONFLICT, "conflict");
+    for bad in [
+        json!({"name": "x", "filter": "sort=colour"}),
+        json!({"name": "x", "filter": "limit=5"}),
+        json!({"name": "", "filter": ""}),
+        json!({"name": "x"}),
+        json!({"name": "x", "filter": "", "extra": 1}),
+    ] {
+        post(&f.channel_admin, bad).await.assert_error(StatusCode::BAD_REQUEST, "invalid_request");
+    }
+    let foreign = json!({"name": "x", "filter": format!("enterprise_id={}", f.eb)});
+    post(&f.channel_admin, foreign).await.assert_error(StatusCode::NOT_FOUND, "not_found");
+    let mine = h.get("/api/v1/device-labels", &f.channel_admin).await.json();
+    assert_eq!(mine["items"].as_array().map(Vec::len), Some(1));
+    assert_eq!(h.get("/api/v1/device-labels", &f.enterprise_admin).await.json()["items"], json!([]));
+    let uri = format!("/api/v1/device-labels/{}", label["id"]);
+    h.call(Method::DELETE, &uri, Some(&f.enterprise_admin), None)
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "not_found");
+    assert_eq!(h.call(Method::DELETE, &uri, Some(&f.channel_admin), None).await.status, StatusCode::NO_CONTENT);
+    h.call(Method::DELETE, &uri, Some(&f.channel_admin), None).await.assert_error(StatusCode::NOT_FOUND, "not_found");
+    for i in 0..50 {
+        let reply = post(&f.platform, json!({"name": format!("l{i}"), "filter": "online=false"})).await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
+    }
+    post(&f.platform, json!({"name": "l50", "filter": ""}))
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "invalid_request");
+
+    let columns = h.get("/api/v1/account/device-columns", &f.enterprise_admin).await.json();
+    assert_eq!(columns["columns"].as_array().map(Vec::len), Some(12), "every column until chosen");
+    let put = async |token: &str, body: Value| {
+        h.call(Method::PUT, "/api/v1/account/device-columns", Some(token), Some(body)).await
+    };
+    let chosen = put(&f.enterprise_admin, json!({"columns": ["mac", "online", "last_report_at"]})).await;
+    assert_eq!(chosen.status, StatusCode::OK, "{}", chosen.text());
+    let read = h.get("/api/v1/account/device-columns", &f.enterprise_admin).await.json();
+    assert_eq!(read, json!({"columns": ["mac", "online", "last_report_at"]}));
+    assert_eq!(
+        h.get("/api/v1/account/device-columns", &f.channel_admin).await.json()["columns"].as_array().map(Vec::len),
+        Some(12)
+    );
+    for bad in
+        [json!({"columns": ["mac", "colour"]}), json!({"columns": []}), json!({"columns": ["mac", "mac"]}), json!({})]
+    {
+        put(&f.enterprise_admin, bad).await.assert_error(StatusCode::BAD_REQUEST, "invalid_request");
     }
 }

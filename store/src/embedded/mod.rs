@@ -1293,6 +1293,99 @@ impl EntityStore for EmbeddedStore {
         .await
     }
 
+    async fn create_device_label(&self, new: NewDeviceLabel, now: UnixMillis) -> Result<DeviceLabel> {
+        new.validate()?;
+        let Ok(account) = i64::try_from(new.account_id.0) else {
+            return Err(StoreError::InvalidInput(format!("account {} does not exist", new.account_id)));
+        };
+        // The single writer serialises the count and the insert.
+        self.write(1, move |c| {
+            check_exists("account", new.account_id.0, row_exists(c, "accounts", new.account_id.0)?)?;
+            let count: i64 = c
+                .prepare_cached("SELECT count(*) FROM device_labels WHERE account_id = ?1")?
+                .query_row([account], |r| r.get(0))?;
+            if usize::try_from(count).unwrap_or(usize::MAX) >= MAX_DEVICE_LABELS {
+                return Err(StoreError::InvalidInput(format!("an account has at most {MAX_DEVICE_LABELS} labels")));
+            }
+            let inserted = c
+                .prepare_cached(
+                    "INSERT INTO device_labels (account_id, name, filter, created_at) VALUES (?1, ?2, ?3, ?4)",
+                )?
+                .execute(params![account, new.name, new.filter, now.0]);
+            match inserted {
+                Err(e) if is_unique_violation(&e) => return Err(StoreError::AlreadyExists("label name")),
+                other => other?,
+            };
+            Ok(DeviceLabel {
+                id: c.last_insert_rowid() as u64,
+                account_id: new.account_id,
+                name: new.name.clone(),
+                filter: new.filter.clone(),
+                created_at: now,
+            })
+        })
+        .await
+    }
+
+    async fn list_device_labels(&self, account: AccountId) -> Result<Vec<DeviceLabel>> {
+        let Ok(id) = i64::try_from(account.0) else { return Ok(Vec::new()) };
+        self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT id, account_id, name, filter, created_at FROM device_labels WHERE account_id = ?1 ORDER BY id LIMIT ?2",
+            )?;
+            let rows = st.query_map(params![id, MAX_DEVICE_LABELS as i64], |r| {
+                Ok(DeviceLabel {
+                    id: r.get(0)?,
+                    account_id: AccountId(r.get(1)?),
+                    name: r.get(2)?,
+                    filter: r.get(3)?,
+                    created_at: UnixMillis(r.get(4)?),
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn delete_device_label(&self, account: AccountId, id: u64) -> Result<bool> {
+        let (Ok(account), Ok(id)) = (i64::try_from(account.0), i64::try_from(id)) else { return Ok(false) };
+        self.write(1, move |c| {
+            Ok(c.prepare_cached("DELETE FROM device_labels WHERE id = ?1 AND account_id = ?2")?
+                .execute([id, account])?
+                > 0)
+        })
+        .await
+    }
+
+    async fn device_columns(&self, account: AccountId) -> Result<Option<Vec<String>>> {
+        let Ok(account) = i64::try_from(account.0) else { return Ok(None) };
+        let stored: Option<String> = self
+            .read(move |c| {
+                Ok(c.prepare_cached("SELECT columns FROM device_columns WHERE account_id = ?1")?
+                    .query_row([account], |r| r.get(0))
+                    .optional()?)
+            })
+            .await?;
+        stored
+            .map(|s| serde_json::from_str(&s).map_err(|e| StoreError::Backend(format!("stored device columns: {e}"))))
+            .transpose()
+    }
+
+    async fn set_device_columns(&self, account: AccountId, columns: Vec<String>) -> Result<()> {
+        check_device_columns(&columns)?;
+        let json = serde_json::to_string(&columns).map_err(|e| StoreError::Backend(e.to_string()))?;
+        self.write(1, move |c| {
+            check_exists("account", account.0, row_exists(c, "accounts", account.0)?)?;
+            c.prepare_cached(
+                "INSERT INTO device_columns (account_id, columns) VALUES (?1, ?2) \
+                 ON CONFLICT (account_id) DO UPDATE SET columns = excluded.columns",
+            )?
+            .execute(params![account.0, json])?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn device_summary(&self, id: DeviceId) -> Result<Option<DeviceSummary>> {
         let Ok(id) = i64::try_from(id.0) else { return Ok(None) };
         self.read(move |c| {

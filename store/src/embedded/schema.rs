@@ -248,6 +248,22 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX devices_sort_created ON devices(created_at, id);
     CREATE INDEX devices_type ON devices(device_type, online);
     "#,
+    // saved device search labels (at most 50 per account, names unique per account) and the
+    // chosen device list columns of each account (DEV-1).
+    r#"
+    CREATE TABLE device_labels (
+        id         INTEGER PRIMARY KEY,
+        account_id INTEGER NOT NULL REFERENCES accounts(id),
+        name       TEXT NOT NULL,
+        filter     TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        UNIQUE (account_id, name)
+    );
+    CREATE TABLE device_columns (
+        account_id INTEGER PRIMARY KEY REFERENCES accounts(id),
+        columns    TEXT NOT NULL
+    );
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -994,6 +994,113 @@ impl EntityStore for PgEntityStore {
         Ok(DeviceDashboard::from_groups(read(types)?, read(models)?))
     }
 
+    async fn create_device_label(&self, new: NewDeviceLabel, now: UnixMillis) -> Result<DeviceLabel> {
+        new.validate()?;
+        let missing = || StoreError::InvalidInput(format!("account {} does not exist", new.account_id));
+        let account = db_id(new.account_id.0).ok_or_else(missing)?;
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        // Locks the account row: concurrent saves of one account count one after the other.
+        let found: Option<i64> = sqlx::query_scalar("SELECT id FROM accounts WHERE id = $1 FOR UPDATE")
+            .bind(account)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(backend)?;
+        if found.is_none() {
+            return Err(missing());
+        }
+        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM device_labels WHERE account_id = $1")
+            .bind(account)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(backend)?;
+        if usize::try_from(count).unwrap_or(usize::MAX) >= MAX_DEVICE_LABELS {
+            return Err(StoreError::InvalidInput(format!("an account has at most {MAX_DEVICE_LABELS} labels")));
+        }
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO device_labels (account_id, name, filter, created_at) VALUES ($1, $2, $3, $4) RETURNING id",
+        )
+        .bind(account)
+        .bind(&new.name)
+        .bind(&new.filter)
+        .bind(now.0)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(unique_as("label name"))?;
+        tx.commit().await.map_err(backend)?;
+        Ok(DeviceLabel {
+            id: row_id(id),
+            account_id: new.account_id,
+            name: new.name,
+            filter: new.filter,
+            created_at: now,
+        })
+    }
+
+    async fn list_device_labels(&self, account: AccountId) -> Result<Vec<DeviceLabel>> {
+        let Some(account) = db_id(account.0) else { return Ok(Vec::new()) };
+        let rows: Vec<(i64, i64, String, String, i64)> = sqlx::query_as(
+            "SELECT id, account_id, name, filter, created_at FROM device_labels WHERE account_id = $1 ORDER BY id LIMIT $2",
+        )
+        .bind(account)
+        .bind(MAX_DEVICE_LABELS as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, account, name, filter, at)| DeviceLabel {
+                id: row_id(id),
+                account_id: AccountId(row_id(account)),
+                name,
+                filter,
+                created_at: UnixMillis(at),
+            })
+            .collect())
+    }
+
+    async fn delete_device_label(&self, account: AccountId, id: u64) -> Result<bool> {
+        let (Some(account), Some(id)) = (db_id(account.0), db_id(id)) else { return Ok(false) };
+        let done = sqlx::query("DELETE FROM device_labels WHERE id = $1 AND account_id = $2")
+            .bind(id)
+            .bind(account)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn device_columns(&self, account: AccountId) -> Result<Option<Vec<String>>> {
+        let Some(account) = db_id(account.0) else { return Ok(None) };
+        let stored: Option<String> = sqlx::query_scalar("SELECT columns FROM device_columns WHERE account_id = $1")
+            .bind(account)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        stored
+            .map(|s| serde_json::from_str(&s).map_err(|e| StoreError::Backend(format!("stored device columns: {e}"))))
+            .transpose()
+    }
+
+    async fn set_device_columns(&self, account: AccountId, columns: Vec<String>) -> Result<()> {
+        check_device_columns(&columns)?;
+        let missing = || StoreError::InvalidInput(format!("account {account} does not exist"));
+        let id = db_id(account.0).ok_or_else(missing)?;
+        let json = serde_json::to_string(&columns).map_err(|e| StoreError::Backend(e.to_string()))?;
+        let done = sqlx::query(
+            "INSERT INTO device_columns (account_id, columns) SELECT id, $2 FROM accounts WHERE id = $1 \
+             ON CONFLICT (account_id) DO UPDATE SET columns = excluded.columns",
+        )
+        .bind(id)
+        .bind(json)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        if done.rows_affected() == 0 {
+            return Err(missing());
+        }
+        Ok(())
+    }
+
     async fn device_summary(&self, id: DeviceId) -> Result<Option<DeviceSummary>> {
         let Some(id) = db_id(id.0) else { return Ok(None) };
         sqlx::query(DEVICE_SUMMARY_BY_ID)

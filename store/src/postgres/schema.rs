@@ -233,6 +233,25 @@ const MIGRATIONS: &[(&str, &str)] = &[
     CREATE INDEX devices_type ON devices (device_type, online);
     "#,
     ),
+    (
+        "device labels and columns",
+        // saved device search labels (at most 50 per account, names unique per account) and the
+        // chosen device list columns of each account (DEV-1), as in the embedded schema.
+        r#"
+    CREATE TABLE device_labels (
+        id         BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        account_id BIGINT NOT NULL REFERENCES accounts (id),
+        name       TEXT NOT NULL,
+        filter     TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        UNIQUE (account_id, name)
+    );
+    CREATE TABLE device_columns (
+        account_id BIGINT PRIMARY KEY REFERENCES accounts (id),
+        columns    TEXT NOT NULL
+    );
+    "#,
+    ),
 ];
 
 /// The schema version this build writes.
