@@ -1716,7 +1716,7 @@ async fn device_labels(store: &Store) {
     assert_eq!(mine.len(), MAX_DEVICE_LABELS);
     assert_eq!(mine[0], first);
     assert!(mine.windows(2).all(|w| w[0].id < w[1].id));
-    assert_eq!(s.list_device_labels(other).await.unwrap(), [theirs.clone()]);
+    assert_eq!(s.list_device_labels(other).await.unwrap(), std::slice::from_ref(&theirs));
     assert!(!s.delete_device_label(me, theirs.id).await.unwrap(), "another account's label is not mine to delete");
     assert!(s.delete_device_label(me, first.id).await.unwrap());
     assert!(!s.delete_device_label(me, first.id).await.unwrap());
