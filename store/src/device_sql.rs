@@ -78,18 +78,6 @@ pub(crate) fn sort_expr(column: DeviceSortColumn, dialect: Dialect) -> &'static 
     }
 }
 
-/// `%`, `_` and `\` escaped for a `LIKE ... ESCAPE '\'` pattern.
-fn like_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if matches!(c, '%' | '_' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
 fn ids<T>(list: &[T], id: impl Fn(&T) -> u64) -> Vec<i64> {
     // `DeviceQuery::validate` refused ids beyond i64.
     list.iter().map(|x| i64::try_from(id(x)).unwrap_or(i64::MAX)).collect()
@@ -142,17 +130,22 @@ fn push_filters(b: &mut Built, q: &DeviceQuery) {
         b.bind(Arg::Int(t.0));
     }
     if let Some(text) = q.q.as_deref().filter(|t| !t.is_empty()) {
-        let pattern = format!("%{}%", like_escape(&text.to_ascii_lowercase()));
-        b.push(" AND (");
-        for (i, column) in ["COALESCE(d.mac, '')", "d.name", "COALESCE(d.serial, '')", "d.model"].iter().enumerate() {
-            if i > 0 {
-                b.push(" OR ");
+        // `search` is MAC, name, serial and model in lower case joined by U+001F, which `q` never
+        // holds (validated), so a match lies within one field. SQLite finds the ids by scanning
+        // the column's index (smaller than the table); PostgreSQL scans the stored column.
+        let needle = Arg::Text(text.to_ascii_lowercase());
+        match b.dialect {
+            Dialect::Sqlite => {
+                b.push(" AND d.id IN (SELECT id FROM devices WHERE instr(search, ");
+                b.bind(needle);
+                b.push(") > 0)");
             }
-            b.push(&format!("lower({column}) LIKE "));
-            b.bind(Arg::Text(pattern.clone()));
-            b.push(" ESCAPE '\\'");
+            Dialect::Postgres => {
+                b.push(" AND strpos(d.search, ");
+                b.bind(needle);
+                b.push(") > 0");
+            }
         }
-        b.push(")");
     }
 }
 
@@ -277,9 +270,9 @@ mod tests {
         };
         let lite = page_sql(&q, Some(&cursor), 10, Dialect::Sqlite);
         assert!(lite.sql.contains("json_each(?)") && lite.sql.contains("(d.name, d.id) < (?, ?)"), "{}", lite.sql);
-        assert_eq!(lite.args[1], Arg::Text("%50\\%\\_%".into()));
+        assert_eq!(lite.args[1], Arg::Text("50%_".into()));
         let pg = page_sql(&q, Some(&cursor), 10, Dialect::Postgres);
-        assert!(pg.sql.contains("$1::bigint[]") && pg.sql.contains("LIMIT $8"), "{}", pg.sql);
+        assert!(pg.sql.contains("$1::bigint[]") && pg.sql.contains("LIMIT $5"), "{}", pg.sql);
         assert!(!pg.sql.contains("50%"), "values are never spliced");
     }
 }

@@ -1210,7 +1210,8 @@ pub struct DeviceQuery {
     pub reported_from: Option<UnixMillis>,
     /// Last report before this time.
     pub reported_to: Option<UnixMillis>,
-    /// Case-insensitive substring of MAC, name, serial or model (ASCII case folding).
+    /// Case-insensitive substring of MAC, name, serial or model (ASCII case folding; no control
+    /// characters).
     pub q: Option<String>,
     /// Sort column.
     pub sort: DeviceSortColumn,
@@ -1276,6 +1277,9 @@ impl DeviceQuery {
         check_text("public_ip", &self.public_ip)?;
         check_text("private_ip", &self.private_ip)?;
         check_text("q", &self.q)?;
+        if self.q.as_ref().is_some_and(|q| q.chars().any(char::is_control)) {
+            return Err(crate::StoreError::InvalidInput("q filter holds a control character".into()));
+        }
         for (what, prefix) in [("public_ip", &self.public_ip), ("private_ip", &self.private_ip)] {
             if prefix.as_ref().is_some_and(|p| !p.chars().all(|c| c.is_ascii_hexdigit() || c == '.' || c == ':')) {
                 return Err(crate::StoreError::InvalidInput(format!(

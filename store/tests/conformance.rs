@@ -1602,6 +1602,7 @@ async fn device_lists(store: &Store) {
         "q filter",
     );
     invalid(page(DeviceQuery { model: Some("a\0b".into()), ..DeviceQuery::default() }, None, 10).await, "NUL");
+    invalid(page(DeviceQuery { q: Some("a\u{1f}b".into()), ..DeviceQuery::default() }, None, 10).await, "control");
 
     // Dashboard: totals, by type, by model (most common first), under the same filters.
     let dash = s.device_dashboard(scoped(DeviceQuery::default())).await.unwrap();

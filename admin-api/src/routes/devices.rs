@@ -198,6 +198,18 @@ struct DeviceItem {
     live: Option<LiveDevice>,
 }
 
+impl DeviceItem {
+    /// The row with the live state: `online` shows the live flag when the device was seen since
+    /// start (the stored snapshot follows it within a second; filters use the stored one).
+    fn new(ctx: &AppState, mut summary: DeviceSummary) -> DeviceItem {
+        let live = ctx.api.live.get(summary.device.id);
+        if let Some(l) = &live {
+            summary.snapshot.online = l.online;
+        }
+        DeviceItem { summary, live }
+    }
+}
+
 /// One page of the device list.
 #[derive(Debug, Serialize)]
 struct DeviceListPage {
@@ -220,11 +232,7 @@ async fn list(
     let query = DeviceQuery { enterprises, channels, ..params.query };
     let page = DevicePageRequest { cursor: params.cursor, limit: params.limit.unwrap_or(LIST_DEFAULT) };
     let found = ctx.api.store.entities.query_devices(query, page).await?;
-    let items = found
-        .items
-        .into_iter()
-        .map(|summary| DeviceItem { live: ctx.api.live.get(summary.device.id), summary })
-        .collect();
+    let items = found.items.into_iter().map(|summary| DeviceItem::new(&ctx, summary)).collect();
     Ok(Json(DeviceListPage { items, next_cursor: found.next_cursor, total: found.total }))
 }
 
@@ -269,10 +277,10 @@ async fn show(
         Some(d) if auth.can_see(&ctx, d.device.enterprise_id).await? => d,
         _ => return Err(ApiError::NotFound("device")),
     };
-    let live = ctx.api.live.get(id);
-    let s = &summary.snapshot;
+    let item = DeviceItem::new(&ctx, summary);
+    let s = &item.summary.snapshot;
     let status = StatusModel {
-        online: live.as_ref().map_or(s.online, |l| l.online),
+        online: s.online,
         sip_status: s.sip_status,
         sip_registration: s.lines.clone(),
         call_status: s.call_status,
@@ -282,7 +290,7 @@ async fn show(
         last_report_at: s.last_report_at,
         last_provision: None,
     };
-    Ok(Json(DeviceDetail { item: DeviceItem { summary, live }, status }))
+    Ok(Json(DeviceDetail { item, status }))
 }
 
 #[derive(Debug, Deserialize)]

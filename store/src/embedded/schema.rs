@@ -225,7 +225,9 @@ const MIGRATIONS: &[&str] = &[
     // the catalog), its online flag and what its last status report said; one index per sort
     // column of the device list, each ending in the id (keyset pagination over (key, id)).
     // Missing IPs are '' and a device never reported has last_report_at 0, so that every sort
-    // key is NOT NULL.
+    // key is NOT NULL. (model, online) answers the dashboard's by-model counts and the common
+    // "online + model" filter from the index alone; `search` (MAC, name, serial and model, lower
+    // case, joined by U+001F) is what `q` looks in: its index is scanned instead of the table.
     r#"
     ALTER TABLE devices ADD COLUMN device_type TEXT NOT NULL DEFAULT 'other';
     ALTER TABLE devices ADD COLUMN online INTEGER NOT NULL DEFAULT 0 CHECK (online IN (0, 1));
@@ -247,6 +249,11 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX devices_sort_last_report ON devices(last_report_at, id);
     CREATE INDEX devices_sort_created ON devices(created_at, id);
     CREATE INDEX devices_type ON devices(device_type, online);
+    CREATE INDEX devices_model_online ON devices(model, online);
+    ALTER TABLE devices ADD COLUMN search TEXT GENERATED ALWAYS AS (
+        lower(COALESCE(mac, '') || char(31) || name || char(31) || COALESCE(serial, '') || char(31) || model)
+    ) VIRTUAL;
+    CREATE INDEX devices_search ON devices(search);
     "#,
     // saved device search labels (at most 50 per account, names unique per account) and the
     // chosen device list columns of each account (DEV-1).

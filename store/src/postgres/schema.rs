@@ -210,6 +210,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
         // connect from the catalog), the online flag (0/1, a number so that it sorts and pages
         // like SQLite's) and the last status report. One index per sort column ending in the id;
         // text keys sort by bytes (COLLATE "C"), as in SQLite, whatever the database's locale.
+        // (model, online) and the stored `search` column as in the embedded schema.
         r#"
     ALTER TABLE devices ADD COLUMN device_type TEXT NOT NULL DEFAULT 'other';
     ALTER TABLE devices ADD COLUMN online SMALLINT NOT NULL DEFAULT 0 CHECK (online IN (0, 1));
@@ -231,6 +232,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
     CREATE INDEX devices_sort_last_report ON devices (last_report_at, id);
     CREATE INDEX devices_sort_created ON devices (created_at, id);
     CREATE INDEX devices_type ON devices (device_type, online);
+    CREATE INDEX devices_model_online ON devices (model, online);
+    ALTER TABLE devices ADD COLUMN search TEXT GENERATED ALWAYS AS (
+        lower(COALESCE(mac, '') || chr(31) || name || chr(31) || COALESCE(serial, '') || chr(31) || model)
+    ) STORED;
     "#,
     ),
     (
