@@ -134,8 +134,8 @@ async fn fleet() -> Fleet {
                     state: if registered { SipState::Registered } else { SipState::Unregistered },
                 };
                 let status = DeviceStatus {
-                    lines: vec![line(1, i % 5 != 0), line(2, i % 3 != 0)],
-                    call_status: if i % 9 == 0 { CallStatus::InCall } else { CallStatus::Idle },
+                    lines: vec![line(1, !i.is_multiple_of(5)), line(2, !i.is_multiple_of(3))],
+                    call_status: if i.is_multiple_of(9) { CallStatus::InCall } else { CallStatus::Idle },
                     firmware: String::new(),
                     public_ip: Some(format!("203.0.{}.{}", (i / 256) % 256, i % 256).parse().unwrap()),
                     private_ip: Some(format!("10.{}.{}.{}", i % 16, (i / 256) % 256, i % 256).parse().unwrap()),
