@@ -397,6 +397,46 @@ mod tests {
     }
 
     #[test]
+    fn existing_devices_get_an_empty_snapshot_and_their_type_on_open() {
+        let mut conn = Connection::open_in_memory().expect("open");
+        for sql in &MIGRATIONS[..11] {
+            conn.execute_batch(sql).expect("migration");
+        }
+        conn.pragma_update(None, "user_version", 11).expect("version 11");
+        conn.execute_batch(
+            "INSERT INTO enterprises (id, name, credential, created_at) VALUES (1, 'e', 'c', 1);
+             INSERT INTO devices (enterprise_id, mac, serial, model, firmware, created_at)
+                 VALUES (1, '001565aabbcc', 'SN-X', 'SIP-T48S', '1.0', 1), (1, NULL, 'SN-Y', 'UVC86', '1.0', 2);",
+        )
+        .expect("devices of version 11");
+        assert_eq!(migrate(&mut conn).expect("migrate"), CURRENT_VERSION);
+        let row: (String, bool, String, String, i64, String) = conn
+            .query_row(
+                "SELECT device_type, online, sip_status, public_ip, last_report_at, search FROM devices WHERE id = 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
+            )
+            .expect("the device");
+        assert_eq!(
+            row,
+            (
+                "other".into(),
+                false,
+                "unknown".into(),
+                String::new(),
+                0,
+                "001565aabbcc\u{1f}\u{1f}sn-x\u{1f}sip-t48s".into()
+            )
+        );
+        super::super::refresh_device_types(&conn).expect("refresh");
+        let types: Vec<String> = conn
+            .prepare("SELECT device_type FROM devices ORDER BY id")
+            .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
+            .expect("types");
+        assert_eq!(types, ["phone", "usb"]);
+    }
+
+    #[test]
     fn existing_accounts_need_not_change_their_password() {
         let mut conn = Connection::open_in_memory().expect("open");
         for sql in &MIGRATIONS[..10] {
