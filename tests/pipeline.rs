@@ -213,3 +213,61 @@ async fn a_flooding_device_is_slowed_and_counted_while_others_carry_on() {
     // SIGTERM: a clean exit.
     assert!(server.terminate().success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_reports_reach_the_device_list_within_seconds() {
+    use fleetpulse_proto::wire::{CallStatus, IpAddress, SipLine, SipState, StatusChange};
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), None, "");
+    let api = Api::login(&server.api()).await;
+    let (enterprise, credential) = api.enterprise("snapshots").await;
+    let mut dev = good_device(&server, &credential, "0015650000c1", 30).await;
+    let status = StatusChange {
+        lines: vec![
+            SipLine { line: 1, account: "1001@pbx".into(), state: SipState::Registered },
+            SipLine { line: 2, account: "1002@pbx".into(), state: SipState::Unregistered },
+        ],
+        call_status: CallStatus::InCall,
+        firmware: "96.86.0.100".into(),
+        public_ip: Some(IpAddress::V4([203, 0, 113, 77])),
+        private_ip: Some(IpAddress::V4([10, 1, 2, 3])),
+        uptime_s: 4_242,
+        last_reboot_ms: Some(1_700_000_000_000),
+    };
+    dev.send(&[
+        RawDevice::data(1, Message::StatusChange(status)),
+        RawDevice::data(2, Message::Heartbeat(Heartbeat { uptime_s: 1 })),
+    ])
+    .await;
+    let mut acked = 0;
+    while acked < 2 {
+        match dev.next().await {
+            Some(Downlink::Ack(a)) => acked = a.seq,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    // The snapshot writer flushes at least every second.
+    let query =
+        format!("/api/v1/devices?enterprise_id={enterprise}&online=true&public_ip=203.0.113.&sip_status=partial");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let page = loop {
+        let page = api.get(&query).await;
+        if page["total"] == 1 || std::time::Instant::now() > deadline {
+            break page;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(page["total"], 1, "{page}");
+    let item = &page["items"][0];
+    assert_eq!(
+        (&item["firmware"], &item["private_ip"], &item["call_status"]),
+        (&serde_json::json!("96.86.0.100"), &serde_json::json!("10.1.2.3"), &serde_json::json!("in_call"))
+    );
+    let detail = api.get(&format!("/api/v1/devices/{}", item["id"])).await;
+    assert_eq!(detail["status"]["sip_registration"][1]["state"], "unregistered", "{detail}");
+    assert_eq!(detail["status"]["uptime_s"], 4_242);
+    let metrics = api.metrics().await;
+    assert!(metric(&metrics, "fleetpulse_ingest_snapshot_updates_total") >= 1.0, "{metrics}");
+    let dashboard = api.get(&format!("/api/v1/dashboard?enterprise_id={enterprise}")).await;
+    assert_eq!((&dashboard["total"], &dashboard["online"]), (&serde_json::json!(1), &serde_json::json!(1)));
+}

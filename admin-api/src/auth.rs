@@ -451,6 +451,50 @@ impl AuthAdmin {
         }
     }
 
+    /// The enterprise and channel filters of a device listing or dashboard (DEV-1, DEV-2), from
+    /// the requested ones (`None`: not given) and the caller's scope:
+    /// - a platform admin gets what it asked for (nothing: every device);
+    /// - an enterprise admin its own enterprise; any other requested enterprise, and any
+    ///   channel filter, is 404;
+    /// - a channel account (or sub-account) the enterprises it sees
+    ///   ([`AuthAdmin::visible_enterprises`]), or those it named if it sees all of them (else
+    ///   404); requested channels must be ones it sees (else 404).
+    pub(crate) async fn device_scope(
+        &self,
+        ctx: &AppState,
+        enterprises: Option<Vec<EnterpriseId>>,
+        channels: Option<Vec<ChannelId>>,
+    ) -> Result<(Option<Vec<EnterpriseId>>, Option<Vec<ChannelId>>), ApiError> {
+        match &self.scope {
+            Scope::Platform => Ok((enterprises, channels)),
+            Scope::Enterprise(own) => {
+                if enterprises.as_ref().is_some_and(|e| e.iter().any(|e| e != own)) {
+                    return Err(ApiError::NotFound("enterprise"));
+                }
+                if channels.is_some() {
+                    return Err(ApiError::NotFound("channel"));
+                }
+                Ok((Some(vec![*own]), None))
+            }
+            Scope::Channel { .. } => {
+                if channels.as_ref().is_some_and(|c| c.iter().any(|c| !self.can_see_channel(*c))) {
+                    return Err(ApiError::NotFound("channel"));
+                }
+                let visible = self.visible_enterprises(ctx).await?.unwrap_or_default();
+                match enterprises {
+                    Some(requested) => {
+                        let set: std::collections::HashSet<EnterpriseId> = visible.into_iter().collect();
+                        if requested.iter().any(|e| !set.contains(e)) {
+                            return Err(ApiError::NotFound("enterprise"));
+                        }
+                        Ok((Some(requested), channels))
+                    }
+                    None => Ok((Some(visible), channels)),
+                }
+            }
+        }
+    }
+
     /// Whether the caller may see data of the enterprise; callers answer 404 when not, so that
     /// out-of-scope resources look like absent ones.
     pub(crate) async fn can_see(&self, ctx: &AppState, enterprise: EnterpriseId) -> Result<bool, ApiError> {

@@ -19,7 +19,7 @@ use serde_json::{Map, Value, json};
 
 use crate::AppState;
 use crate::auth::{ActingSession, LoginRequest, LoginResponse, PasswordChange, TotpDisable, TotpEnable, TotpSetup};
-use crate::routes::{ListPage, account, alarms, devices, enterprises, oplog, strategies, tenants};
+use crate::routes::{ListPage, account, alarms, device_labels, devices, enterprises, oplog, strategies, tenants};
 
 /// Routes of this module: (path, handlers by method).
 pub(crate) fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
@@ -227,10 +227,28 @@ pub(crate) fn operations() -> Vec<Operation> {
             .body::<tenants::PermissionsBody>()
             .answers::<tenants::AccountBody>(200),
         // Devices.
-        get_("/api/v1/devices", DEVICES, "Devices the caller sees")
-            .query::<devices::ListQuery>()
-            .answers::<ListPage<devices::DeviceView>>(200),
-        get_("/api/v1/devices/{id}", DEVICES, "One device with its live state").answers::<devices::DeviceView>(200),
+        get_("/api/v1/devices", DEVICES, "Devices the caller sees: filters, search, sort, keyset pages, total")
+            .query::<devices::DeviceParams>()
+            .answers::<devices::DeviceListPage>(200),
+        get_("/api/v1/devices/{id}", DEVICES, "One device in the PDMS-E status model")
+            .answers::<devices::DeviceDetail>(200),
+        get_("/api/v1/devices/{id}/resources", DEVICES, "A device's CPU and memory history, newest first")
+            .query::<devices::HistoryQuery>()
+            .answers::<devices::History>(200),
+        get_("/api/v1/dashboard", DEVICES, "Device counts: online/total, by type, by model (the list's filters)")
+            .query::<devices::DeviceParams>()
+            .answers::<fleetpulse_store::DeviceDashboard>(200),
+        get_("/api/v1/device-labels", DEVICES, "The caller's saved device searches")
+            .answers::<device_labels::Labels>(200),
+        post_("/api/v1/device-labels", DEVICES, "Save a device search under a name")
+            .body::<device_labels::LabelRequest>()
+            .answers::<fleetpulse_store::DeviceLabel>(201),
+        delete_("/api/v1/device-labels/{id}", DEVICES, "Delete a saved device search").answers_raw(204, ""),
+        get_("/api/v1/account/device-columns", DEVICES, "The caller's chosen device-list columns")
+            .answers::<device_labels::Columns>(200),
+        put_("/api/v1/account/device-columns", DEVICES, "Choose the device-list columns")
+            .body::<device_labels::Columns>()
+            .answers::<device_labels::Columns>(200),
         // Alarms.
         get_("/api/v1/alarms", ALARMS, "Alarm records, filtered")
             .query::<alarms::ListQuery>()

@@ -5,6 +5,7 @@
 //!     session: Hello → authenticate → register → Welcome → read loop ─▶ shard queue (bounded)
 //!     shard × M: dedup (device, seq) → live state, alarm engine, offline detector → EventBatch
 //!               → store.append (durable) → acks back to the sessions, in order
+//!               → (durable) status reports, online/offline → snapshot writer (coalesced, ≤ 1 s)
 //! ```
 //!
 //! *Architecture invariant*: a frame is acknowledged only after it is applied and, for persisted
@@ -17,6 +18,7 @@ pub mod offline;
 pub mod router;
 mod session;
 mod shard;
+pub mod snapshots;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -45,6 +47,9 @@ pub enum IngestError {
     /// A socket could not be bound or a file written.
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
+    /// The store refused a start-up write (marking every device offline).
+    #[error("store: {0}")]
+    Store(String),
 }
 
 /// Settings of the ingest tier.
@@ -131,6 +136,7 @@ pub struct Ingest {
     context: Option<Arc<Context>>,
     shard_tasks: Vec<JoinHandle<()>>,
     accept_tasks: Vec<JoinHandle<()>>,
+    snapshot_task: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -176,6 +182,13 @@ impl Ingest {
 
         let shard_config =
             shard::ShardConfig { max_batch_rows: config.max_batch_rows, missed_heartbeats: config.missed_heartbeats };
+        // Single-node assumption: a device is online only once it connects to this process.
+        match store.entities.mark_devices_offline().await {
+            Ok(n) => tracing::info!(message = "Marked devices offline until they connect again.", devices = n),
+            Err(error) => return Err(IngestError::Store(error.to_string())),
+        }
+        let (snapshot_tx, snapshot_rx) = mpsc::channel(snapshots::QUEUE_BATCHES);
+        let snapshot_task = tokio::spawn(snapshots::run(snapshot_rx, store.clone(), metrics.clone()));
         let mut shards = Vec::with_capacity(n_shards);
         let mut shard_tasks = Vec::with_capacity(n_shards);
         for _ in 0..n_shards {
@@ -186,10 +199,13 @@ impl Ingest {
                 store.clone(),
                 metrics.clone(),
                 config.alarm_events.clone(),
+                snapshot_tx.clone(),
             );
             shard_tasks.push(tokio::spawn(shard.run(rx)));
             shards.push(tx);
         }
+        // The writer stops once every shard (and with it every sender) is gone.
+        drop(snapshot_tx);
         let limits = config.limits;
         let context = Arc::new(Context {
             router: ShardRouter::new(n_shards),
@@ -227,6 +243,7 @@ impl Ingest {
             context: Some(context),
             shard_tasks,
             accept_tasks,
+            snapshot_task: Some(snapshot_task),
         })
     }
 
@@ -256,6 +273,11 @@ impl Ingest {
         let shards = futures_join_all(std::mem::take(&mut self.shard_tasks));
         if tokio::time::timeout(grace, shards).await.is_err() {
             tracing::warn!(message = "Shards did not drain in time.");
+        }
+        if let Some(task) = self.snapshot_task.take()
+            && tokio::time::timeout(grace, task).await.is_err()
+        {
+            tracing::warn!(message = "The device snapshot writer did not finish in time.");
         }
         for e in &self.endpoints {
             let _ = tokio::time::timeout(grace, e.wait_idle()).await;

@@ -70,6 +70,12 @@ pub struct IngestMetrics {
     pub alarm_event_batches: Counter,
     /// Times a shard waited because the alarm engine's queue was full.
     pub alarm_queue_full: Counter,
+    /// Times a shard waited because the device snapshot writer's queue was full.
+    pub snapshot_queue_full: Counter,
+    /// Device snapshot updates written to the store.
+    pub snapshot_updates: Counter,
+    /// Failed device snapshot writes (kept and retried).
+    pub snapshot_write_errors: Counter,
 }
 
 impl IngestMetrics {
@@ -95,6 +101,9 @@ impl IngestMetrics {
             devices_online: Gauge::default(),
             alarm_event_batches: Counter::default(),
             alarm_queue_full: Counter::default(),
+            snapshot_queue_full: Counter::default(),
+            snapshot_updates: Counter::default(),
+            snapshot_write_errors: Counter::default(),
         };
         let r = registry.sub_registry_with_prefix("fleetpulse_ingest");
         r.register("connections_open", "Open device connections", m.connections_open.clone());
@@ -120,6 +129,9 @@ impl IngestMetrics {
         r.register("devices_online", "Devices online", m.devices_online.clone());
         r.register("alarm_event_batches", "Event batches handed to the alarm engine", m.alarm_event_batches.clone());
         r.register("alarm_queue_full", "Shard waits on a full alarm engine queue", m.alarm_queue_full.clone());
+        r.register("snapshot_queue_full", "Shard waits on a full device snapshot queue", m.snapshot_queue_full.clone());
+        r.register("snapshot_updates", "Device snapshot updates written", m.snapshot_updates.clone());
+        r.register("snapshot_write_errors", "Failed device snapshot writes", m.snapshot_write_errors.clone());
         m
     }
 }

@@ -17,7 +17,9 @@ use fleetpulse_alarm_engine::{AlarmInput, DeviceEvent, DeviceInput, evaluate};
 use fleetpulse_proto::alarm_types::OFFLINE;
 use fleetpulse_proto::domain::{DeviceAlarm, DeviceMessage, SipSummary};
 use fleetpulse_proto::{DeviceId, EnterpriseId, UnixMillis};
-use fleetpulse_store::{AlarmEvent, EventBatch, ResourceEvent, StatusEvent, StoreError};
+use fleetpulse_store::{
+    AlarmEvent, DeviceReport, DeviceSnapshotUpdate, EventBatch, ResourceEvent, StatusEvent, StoreError,
+};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::live::{LiveDevice, LiveState};
@@ -95,11 +97,13 @@ struct Pending {
     marks: HashMap<DeviceId, u64>,
     /// What the alarm engine gets once the batch is durable.
     alarm_events: Vec<DeviceEvent>,
+    /// What the device snapshot writer gets once the batch is durable.
+    snapshots: Vec<DeviceSnapshotUpdate>,
 }
 
-/// What a commit reports back: its outcome, the sessions waiting on it, their devices, and the
-/// events for the alarm engine.
-type Committed = (Result<(), StoreError>, Vec<Waiter>, HashSet<DeviceId>, Vec<DeviceEvent>);
+/// What a commit reports back: its outcome, the sessions waiting on it, their devices, the
+/// events for the alarm engine and the updates for the snapshot writer.
+type Committed = (Result<(), StoreError>, Vec<Waiter>, HashSet<DeviceId>, Vec<DeviceEvent>, Vec<DeviceSnapshotUpdate>);
 type Inflight = Pin<Box<dyn Future<Output = Committed> + Send>>;
 
 pub(crate) struct Shard {
@@ -114,6 +118,9 @@ pub(crate) struct Shard {
     alarm_events: Option<mpsc::Sender<Vec<DeviceEvent>>>,
     /// Durable events not yet handed to the alarm engine.
     alarm_outgoing: Option<Vec<DeviceEvent>>,
+    snapshots: mpsc::Sender<Vec<DeviceSnapshotUpdate>>,
+    /// Durable snapshot updates not yet handed to the snapshot writer.
+    snapshot_outgoing: Option<Vec<DeviceSnapshotUpdate>>,
 }
 
 impl Shard {
@@ -123,10 +130,13 @@ impl Shard {
         store: fleetpulse_store::Store,
         metrics: IngestMetrics,
         alarm_events: Option<mpsc::Sender<Vec<DeviceEvent>>>,
+        snapshots: mpsc::Sender<Vec<DeviceSnapshotUpdate>>,
     ) -> Shard {
         Shard {
             alarm_events,
             alarm_outgoing: None,
+            snapshots,
+            snapshot_outgoing: None,
             config,
             devices: HashMap::new(),
             detector: OfflineDetector::new(config.missed_heartbeats),
@@ -156,6 +166,7 @@ impl Shard {
                     inflight = None;
                     self.finish(outcome);
                     self.hand_to_alarm_engine().await;
+                    self.hand_to_snapshot_writer().await;
                 }
                 cmd = rx.recv(), if open && has_room => match cmd {
                     Some(cmd) => self.handle(cmd),
@@ -189,6 +200,24 @@ impl Shard {
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
+    }
+
+    /// Gives the snapshot writer the status reports and online/offline transitions of the batch
+    /// just committed. Waits when its queue is full (counted), never drops.
+    async fn hand_to_snapshot_writer(&mut self) {
+        let Some(updates) = self.snapshot_outgoing.take() else { return };
+        match self.snapshots.try_send(updates) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(updates)) => {
+                self.metrics.snapshot_queue_full.inc();
+                let _ = self.snapshots.send(updates).await;
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+
+    fn presence(&mut self, device_id: DeviceId, online: bool) {
+        self.pending.snapshots.push(DeviceSnapshotUpdate { device_id, online: Some(online), report: None });
     }
 
     fn event(&mut self, device_id: DeviceId, enterprise_id: EnterpriseId, at: UnixMillis, input: DeviceInput) {
@@ -247,6 +276,7 @@ impl Shard {
             let change = evaluate(device, enterprise, now, AlarmInput::BackOnline);
             self.pending.batch.alarm_changes.push(change);
             self.event(device, enterprise, now, DeviceInput::Online);
+            self.presence(device, true);
         }
         self.detector.seen(device, self.clock(), heartbeat_interval_s);
         self.live.update(
@@ -300,6 +330,11 @@ impl Shard {
                 DeviceMessage::Status(status) => {
                     self.metrics.frames_received.get_or_create(&KIND_STATUS).inc();
                     let (sip, copy) = (status.sip_summary(), status.clone());
+                    self.pending.snapshots.push(DeviceSnapshotUpdate {
+                        device_id: device,
+                        online: None,
+                        report: Some(DeviceReport { at, status: copy.clone() }),
+                    });
                     self.live.modify(device, |d| {
                         d.sip = sip;
                         d.status = Some(copy);
@@ -412,6 +447,7 @@ impl Shard {
             self.pending.batch.alarm_changes.push(change);
             let enterprise = state.enterprise;
             self.event(device, enterprise, now, DeviceInput::Offline);
+            self.presence(device, false);
         }
     }
 
@@ -421,7 +457,7 @@ impl Shard {
         if self.pending_is_empty() {
             return None;
         }
-        let Pending { mut batch, waiters, marks, alarm_events } = std::mem::take(&mut self.pending);
+        let Pending { mut batch, waiters, marks, alarm_events, snapshots } = std::mem::take(&mut self.pending);
         if batch.is_empty() {
             for w in waiters {
                 let _ = w.done.send(Ok(w.ack));
@@ -441,15 +477,18 @@ impl Shard {
                 metrics.store_batches.inc();
                 metrics.store_rows.inc_by(rows);
             }
-            (result, waiters, devices, alarm_events)
+            (result, waiters, devices, alarm_events, snapshots)
         }))
     }
 
-    fn finish(&mut self, (result, waiters, devices, alarm_events): Committed) {
+    fn finish(&mut self, (result, waiters, devices, alarm_events, snapshots): Committed) {
         match result {
             Ok(()) => {
                 if !alarm_events.is_empty() {
                     self.alarm_outgoing = Some(alarm_events);
+                }
+                if !snapshots.is_empty() {
+                    self.snapshot_outgoing = Some(snapshots);
                 }
                 for w in waiters {
                     let _ = w.done.send(Ok(w.ack));
@@ -474,6 +513,7 @@ impl Shard {
                 b.alarms.retain(|e| keep(&e.device_id));
                 b.alarm_changes.retain(|e| keep(&e.device_id));
                 self.pending.alarm_events.retain(|e| keep(&e.device_id));
+                self.pending.snapshots.retain(|u| keep(&u.device_id));
                 self.pending.marks.retain(|d, _| keep(d));
                 let (failed, kept): (Vec<_>, Vec<_>) =
                     std::mem::take(&mut self.pending.waiters).into_iter().partition(|w| devices.contains(&w.device));

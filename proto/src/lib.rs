@@ -4,12 +4,14 @@
 //! - typed identifiers ([`ids`]) used across every crate API;
 //! - the device protocol: rkyv messages ([`wire`]) carried in length-prefixed frames ([`codec`]);
 //! - the alarm type table of SPEC §3 with stable codes and severities ([`alarm_types`]);
-//! - domain types decoded and validated from the wire ([`domain`]).
+//! - domain types decoded and validated from the wire ([`domain`]);
+//! - the device catalog: the kind of device a model is ([`catalog`]).
 //!
 //! Network bytes only ever reach rkyv through its checked API (`from_bytes`), after the frame
 //! length has been checked against a maximum *before* any allocation.
 
 pub mod alarm_types;
+pub mod catalog;
 pub mod codec;
 pub mod domain;
 pub mod ids;

@@ -11,6 +11,7 @@
 
 mod account_security;
 pub mod clickhouse;
+mod device_sql;
 pub mod embedded;
 mod model;
 pub mod postgres;
@@ -183,6 +184,30 @@ pub(crate) fn encode_profile(profile: &EnterpriseProfile) -> Result<String> {
     serde_json::to_string(profile).map_err(|e| StoreError::Backend(format!("encoding an enterprise profile: {e}")))
 }
 
+/// Checks a device query and page ([`DeviceQuery::validate`], a limit of 1 to
+/// [`MAX_DEVICE_PAGE`], a cursor of this sort); `None` if nothing can match, else the cursor.
+pub(crate) fn prepare_device_query(
+    query: &DeviceQuery,
+    page: &DevicePageRequest,
+) -> Result<Option<Option<DeviceCursor>>> {
+    query.validate()?;
+    if page.limit == 0 || page.limit > MAX_DEVICE_PAGE {
+        return Err(StoreError::InvalidInput(format!("page limit {} (must be 1 to {MAX_DEVICE_PAGE})", page.limit)));
+    }
+    let cursor = page.cursor.as_deref().map(|c| DeviceCursor::decode(c, query.sort, query.descending)).transpose()?;
+    if query.matches_nothing() {
+        return Ok(None);
+    }
+    Ok(Some(cursor))
+}
+
+/// A device page from the rows read (at most `limit`): the next cursor if the page is full.
+pub(crate) fn finish_device_page(items: Vec<DeviceSummary>, query: &DeviceQuery, limit: u32, total: u64) -> DevicePage {
+    let full = u32::try_from(items.len()).is_ok_and(|n| n >= limit);
+    let next_cursor = if full { items.last().map(|last| DeviceCursor::after(last, query).encode()) } else { None };
+    DevicePage { items, next_cursor, total }
+}
+
 /// Result alias for store operations.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -320,6 +345,48 @@ pub trait EntityStore: Send + Sync + 'static {
     async fn device(&self, id: DeviceId) -> Result<Option<Device>>;
     /// Devices ordered by id, after the cursor, optionally of one enterprise.
     async fn list_devices(&self, enterprise: Option<EnterpriseId>, page: Page) -> Result<Vec<Device>>;
+    /// Applies changes to the devices' persisted snapshots ([`DeviceSnapshotUpdate`]), all in
+    /// one transaction: online flags, and the fields of the latest status report (firmware,
+    /// addresses, SIP status and lines, call status, uptime, last reboot, report time). A report
+    /// older than the one stored is ignored; several updates of one device are merged in order
+    /// ([`coalesce_snapshot_updates`]); unknown devices are skipped.
+    /// [`StoreError::InvalidInput`] (and nothing changes) for more than [`MAX_SNAPSHOT_BATCH`].
+    async fn update_device_snapshots(&self, updates: Vec<DeviceSnapshotUpdate>) -> Result<()>;
+    /// Marks every device offline; returns how many were online. Run at server start: a device
+    /// is online only once it connects to this process (single-node assumption: with several
+    /// ingest nodes sharing the store this would mark the other nodes' devices offline).
+    async fn mark_devices_offline(&self) -> Result<u64>;
+    /// Devices matching the query, with their enterprise and snapshot, in the query's order
+    /// (then by id), after the page's cursor (keyset pagination), at most `page.limit`; and the
+    /// number of all matches.
+    ///
+    /// [`StoreError::InvalidInput`] if [`DeviceQuery::validate`] refuses the query, for a
+    /// limit outside 1..=[`MAX_DEVICE_PAGE`], or for a cursor that is malformed or belongs to
+    /// another sort.
+    async fn query_devices(&self, query: DeviceQuery, page: DevicePageRequest) -> Result<DevicePage>;
+    /// Device counts of the devices matching the query (its sort is ignored), for the dashboard
+    /// (DEV-2): total and online, by type, by model (the [`MAX_DASHBOARD_MODELS`] most common).
+    /// [`StoreError::InvalidInput`] if [`DeviceQuery::validate`] refuses the query.
+    async fn device_dashboard(&self, query: DeviceQuery) -> Result<DeviceDashboard>;
+    /// Saves a device search label of the account (DEV-1). [`StoreError::AlreadyExists`] if
+    /// the account has a label of that name; [`StoreError::InvalidInput`] (and nothing is saved)
+    /// if [`NewDeviceLabel::validate`] refuses it, if the account already has
+    /// [`MAX_DEVICE_LABELS`] labels (checked atomically with the insert), or if the account
+    /// does not exist.
+    async fn create_device_label(&self, new: NewDeviceLabel, now: fleetpulse_proto::UnixMillis) -> Result<DeviceLabel>;
+    /// The account's labels, ordered by id (at most [`MAX_DEVICE_LABELS`]).
+    async fn list_device_labels(&self, account: fleetpulse_proto::AccountId) -> Result<Vec<DeviceLabel>>;
+    /// Deletes the account's label; false if it has none with this id (another account's
+    /// label included).
+    async fn delete_device_label(&self, account: fleetpulse_proto::AccountId, id: u64) -> Result<bool>;
+    /// The account's chosen device list columns; `None` if it never chose.
+    async fn device_columns(&self, account: fleetpulse_proto::AccountId) -> Result<Option<Vec<String>>>;
+    /// Replaces the account's chosen device list columns (the caller checks the names against
+    /// its column set). [`StoreError::InvalidInput`] unless [`check_device_columns`] accepts
+    /// them or if the account does not exist.
+    async fn set_device_columns(&self, account: fleetpulse_proto::AccountId, columns: Vec<String>) -> Result<()>;
+    /// The device with its enterprise and snapshot.
+    async fn device_summary(&self, id: DeviceId) -> Result<Option<DeviceSummary>>;
     /// Creates an alarm strategy of the enterprise.
     async fn create_strategy(
         &self,
@@ -503,6 +570,16 @@ pub trait EventStore: Send + Sync + 'static {
     /// Per device: how many persisted rows carry a device sequence number, and which distinct
     /// numbers, as ranges (LT-3). Devices without rows are answered with zero rows.
     async fn device_sequences(&self, devices: &[DeviceId]) -> Result<Vec<DeviceSequences>>;
+    /// The device's CPU/memory samples received in `[from, to)`, newest first (by device
+    /// sequence number, which follows receipt time), at most `limit` and never more than
+    /// [`MAX_RESOURCE_HISTORY`].
+    async fn resource_history(
+        &self,
+        device: DeviceId,
+        from: fleetpulse_proto::UnixMillis,
+        to: fleetpulse_proto::UnixMillis,
+        limit: u32,
+    ) -> Result<Vec<ResourcePoint>>;
     /// Number of event rows of each kind, for metrics and tests.
     async fn event_counts(&self) -> Result<EventCounts>;
     /// Retention (STO-4): removes status events, resource reports and alarm events older than

@@ -208,6 +208,16 @@ impl EventStore for SpooledEvents {
         self.inner.device_sequences(devices).await
     }
 
+    async fn resource_history(
+        &self,
+        device: DeviceId,
+        from: fleetpulse_proto::UnixMillis,
+        to: fleetpulse_proto::UnixMillis,
+        limit: u32,
+    ) -> Result<Vec<ResourcePoint>> {
+        self.inner.resource_history(device, from, to, limit).await
+    }
+
     async fn event_counts(&self) -> Result<EventCounts> {
         self.inner.event_counts().await
     }

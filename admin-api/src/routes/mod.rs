@@ -3,6 +3,8 @@
 
 pub(crate) mod account;
 pub(crate) mod alarms;
+pub(crate) mod dashboard;
+pub(crate) mod device_labels;
 pub(crate) mod devices;
 pub(crate) mod enterprises;
 pub(crate) mod oplog;
@@ -25,6 +27,8 @@ pub(crate) fn all() -> Vec<(&'static str, MethodRouter<AppState>)> {
         crate::auth::routes(),
         enterprises::routes(),
         devices::routes(),
+        dashboard::routes(),
+        device_labels::routes(),
         alarms::routes(),
         strategies::routes(),
         oplog::routes(),

@@ -3,6 +3,7 @@
 
 mod account;
 mod auth;
+mod devices;
 mod openapi;
 mod oplog;
 mod ops;

@@ -4,7 +4,9 @@
 use axum::http::{Method, StatusCode};
 use fleetpulse_proto::domain::{AlarmChange, AlarmChangeKind, DeviceKey};
 use fleetpulse_proto::{AlarmTypeCode, ChannelId, EnterpriseId, Mac, UnixMillis};
-use fleetpulse_store::{EventBatch, NewAccount, NewChannel, NewDevice, NewEnterprise, Role, StrategySettings};
+use fleetpulse_store::{
+    EventBatch, NewAccount, NewChannel, NewDevice, NewDeviceLabel, NewEnterprise, Role, StrategySettings,
+};
 use serde_json::{Value, json};
 
 use super::*;
@@ -26,10 +28,12 @@ const SELF_ROUTES: &[&str] = &[
     "/api/v1/account/totp",
     "/api/v1/account/totp/disable",
     "/api/v1/openapi.json",
+    "/api/v1/account/device-columns",
 ];
 
 /// Listings checked by content (they take no foreign id): nothing foreign may appear.
-const LISTINGS: &[&str] = &["/api/v1/enterprises", "/api/v1/channels", "/api/v1/accounts", "/api/v1/sub-accounts"];
+const LISTINGS: &[&str] =
+    &["/api/v1/enterprises", "/api/v1/channels", "/api/v1/accounts", "/api/v1/sub-accounts", "/api/v1/device-labels"];
 
 struct World {
     h: Harness,
@@ -53,6 +57,8 @@ struct World {
     /// The sub-account of channel B's admin that sees EB.
     eb_sub: u64,
     eb2: EnterpriseId,
+    /// A saved device search of EB's admin.
+    label: u64,
 }
 
 async fn channel(h: &Harness, name: &str, parent: Option<ChannelId>) -> ChannelId {
@@ -176,6 +182,8 @@ async fn world() -> World {
         thresholds: vec![],
     };
     let strategy = h.store.entities.create_strategy(eb, settings, UnixMillis(1)).await.expect("strategy").id.0;
+    let label = NewDeviceLabel { account_id: eb_admin.id, name: "B online".into(), filter: "online=true".into() };
+    let label = h.store.entities.create_device_label(label, UnixMillis(1)).await.expect("label").id;
     World {
         h,
         platform,
@@ -193,6 +201,7 @@ async fn world() -> World {
         sibling,
         eb_sub,
         eb2,
+        label,
     }
 }
 
@@ -221,16 +230,26 @@ fn foreign_request(w: &World, path: &str, method: &Method) -> Option<(String, Op
         path.replace("{id}", &w.eb_admin.to_string())
     } else if id("/api/v1/sub-accounts/") {
         path.replace("{id}", &w.eb_sub.to_string())
+    } else if id("/api/v1/device-labels/") {
+        path.replace("{id}", &w.label.to_string())
     } else if matches!(
         path,
         "/api/v1/devices"
+            | "/api/v1/dashboard"
             | "/api/v1/alarms"
             | "/api/v1/alarms/latest"
             | "/api/v1/operation-logs"
             | "/api/v1/operation-logs/export"
     ) {
         format!("{path}?enterprise_id={}", w.eb)
-    } else if matches!(path, "/api/v1/enterprises" | "/api/v1/channels" | "/api/v1/accounts" | "/api/v1/sub-accounts") {
+    } else if matches!(
+        path,
+        "/api/v1/enterprises"
+            | "/api/v1/channels"
+            | "/api/v1/accounts"
+            | "/api/v1/sub-accounts"
+            | "/api/v1/device-labels"
+    ) {
         path.to_owned()
     } else {
         panic!("route {path} is not in the authorization matrix: say which tenant object it reaches");
@@ -239,6 +258,7 @@ fn foreign_request(w: &World, path: &str, method: &Method) -> Option<(String, Op
         (_, m) if m == Method::GET || m == Method::DELETE => None,
         ("/api/v1/enterprises", _) => Some(json!({"name": "intruder", "channel_id": w.b})),
         ("/api/v1/channels", _) => Some(json!({"name": "intruder", "parent_id": w.b})),
+        ("/api/v1/device-labels", _) => Some(json!({"name": "intruder", "filter": format!("enterprise_id={}", w.eb)})),
         ("/api/v1/accounts", _) => Some(json!({
             "email": "intruder@example.com", "password": "long-enough-1", "role": "enterprise_admin", "enterprise_id": w.eb
         })),
@@ -287,6 +307,8 @@ async fn every_route_answers_404_or_403_for_another_tenants_objects() {
     assert!(!eb_admin.frozen);
     let strategy = w.h.store.entities.strategy(fleetpulse_proto::StrategyId(w.strategy)).await.unwrap().expect("kept");
     assert_eq!(strategy.settings.name, "B ops");
+    let labels = w.h.store.entities.list_device_labels(fleetpulse_proto::AccountId(w.eb_admin)).await.unwrap();
+    assert_eq!(labels.iter().map(|l| l.id).collect::<Vec<_>>(), [w.label]);
     let alarm = w.h.store.events.alarm_record(w.alarm).await.unwrap().expect("kept");
     assert_eq!(alarm.status, fleetpulse_store::AlarmStatus::Active);
     assert_eq!(

@@ -450,6 +450,48 @@ impl EventStore for ClickHouseEvents {
             .collect())
     }
 
+    async fn resource_history(
+        &self,
+        device: DeviceId,
+        from: UnixMillis,
+        to: UnixMillis,
+        limit: u32,
+    ) -> Result<Vec<ResourcePoint>> {
+        let limit = limit.min(MAX_RESOURCE_HISTORY);
+        if limit == 0 || from >= to {
+            return Ok(Vec::new());
+        }
+        // The `at` bounds let ClickHouse skip the days' partitions outside the range.
+        let rows: Vec<ResourceRow> = timed("resource_history", async {
+            self.client
+                .query(
+                    "SELECT ?fields FROM resource_reports FINAL WHERE device_id = ? AND at_ms >= ? AND at_ms < ? \
+                     AND at >= toDateTime(?) AND at <= toDateTime(?) ORDER BY seq DESC, at_ms DESC LIMIT ?",
+                )
+                .bind(device.0)
+                .bind(from.0)
+                .bind(to.0)
+                .bind(from.0.div_euclid(1000).clamp(0, 4_291_747_199))
+                .bind(to.0.div_euclid(1000).clamp(0, 4_291_747_199))
+                .bind(limit)
+                .fetch_all()
+                .await
+                .map_err(backend)
+        })
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| ResourcePoint {
+                at: UnixMillis(r.at_ms),
+                sample: fleetpulse_proto::domain::ResourceSample {
+                    cpu_centi_pct: r.cpu_centi_pct,
+                    mem_used_bytes: r.mem_used,
+                    mem_total_bytes: r.mem_total,
+                },
+            })
+            .collect())
+    }
+
     async fn event_counts(&self) -> Result<EventCounts> {
         let (status, resources, alarms, alarm_records) = timed("event_counts", async {
             self.client

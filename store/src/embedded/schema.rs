@@ -273,6 +273,56 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX login_challenges_account ON login_challenges(account_id);
     CREATE INDEX login_challenges_expires ON login_challenges(expires_at);
     "#,
+    // 14: device snapshot (DEV-1, DEV-3): the device's type (from its model, refreshed on open by
+    // the catalog), its online flag and what its last status report said; one index per sort
+    // column of the device list, each ending in the id (keyset pagination over (key, id)).
+    // Missing IPs are '' and a device never reported has last_report_at 0, so that every sort
+    // key is NOT NULL. (model, online) answers the dashboard's by-model counts and the common
+    // "online + model" filter from the index alone; `search` (MAC, name, serial and model, lower
+    // case, joined by U+001F) is what `q` looks in: its index is scanned instead of the table.
+    r#"
+    ALTER TABLE devices ADD COLUMN device_type TEXT NOT NULL DEFAULT 'other';
+    ALTER TABLE devices ADD COLUMN online INTEGER NOT NULL DEFAULT 0 CHECK (online IN (0, 1));
+    ALTER TABLE devices ADD COLUMN sip_status TEXT NOT NULL DEFAULT 'unknown';
+    ALTER TABLE devices ADD COLUMN call_status TEXT;
+    ALTER TABLE devices ADD COLUMN public_ip TEXT NOT NULL DEFAULT '';
+    ALTER TABLE devices ADD COLUMN private_ip TEXT NOT NULL DEFAULT '';
+    ALTER TABLE devices ADD COLUMN last_report_at INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE devices ADD COLUMN uptime_s INTEGER;
+    ALTER TABLE devices ADD COLUMN last_reboot INTEGER;
+    ALTER TABLE devices ADD COLUMN sip_lines TEXT NOT NULL DEFAULT '[]';
+    CREATE INDEX devices_sort_mac ON devices(COALESCE(mac, ''), id);
+    CREATE INDEX devices_sort_name ON devices(name, id);
+    CREATE INDEX devices_sort_model ON devices(model, id);
+    CREATE INDEX devices_sort_firmware ON devices(firmware, id);
+    CREATE INDEX devices_sort_public_ip ON devices(public_ip, id);
+    CREATE INDEX devices_sort_private_ip ON devices(private_ip, id);
+    CREATE INDEX devices_sort_online ON devices(online, id);
+    CREATE INDEX devices_sort_last_report ON devices(last_report_at, id);
+    CREATE INDEX devices_sort_created ON devices(created_at, id);
+    CREATE INDEX devices_type ON devices(device_type, online);
+    CREATE INDEX devices_model_online ON devices(model, online);
+    ALTER TABLE devices ADD COLUMN search TEXT GENERATED ALWAYS AS (
+        lower(COALESCE(mac, '') || char(31) || name || char(31) || COALESCE(serial, '') || char(31) || model)
+    ) VIRTUAL;
+    CREATE INDEX devices_search ON devices(search);
+    "#,
+    // 15: saved device search labels (at most 50 per account, names unique per account) and the
+    // chosen device list columns of each account (DEV-1).
+    r#"
+    CREATE TABLE device_labels (
+        id         INTEGER PRIMARY KEY,
+        account_id INTEGER NOT NULL REFERENCES accounts(id),
+        name       TEXT NOT NULL,
+        filter     TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        UNIQUE (account_id, name)
+    );
+    CREATE TABLE device_columns (
+        account_id INTEGER PRIMARY KEY REFERENCES accounts(id),
+        columns    TEXT NOT NULL
+    );
+    "#,
 ];
 
 /// The schema version this build writes.
@@ -396,6 +446,46 @@ mod tests {
         assert_eq!(migrate(&mut conn).expect("migrate"), CURRENT_VERSION);
         let frozen: bool = conn.query_row("SELECT frozen FROM accounts", [], |r| r.get(0)).expect("the account");
         assert!(!frozen);
+    }
+
+    #[test]
+    fn existing_devices_get_an_empty_snapshot_and_their_type_on_open() {
+        let mut conn = Connection::open_in_memory().expect("open");
+        for sql in &MIGRATIONS[..11] {
+            conn.execute_batch(sql).expect("migration");
+        }
+        conn.pragma_update(None, "user_version", 11).expect("version 11");
+        conn.execute_batch(
+            "INSERT INTO enterprises (id, name, credential, created_at) VALUES (1, 'e', 'c', 1);
+             INSERT INTO devices (enterprise_id, mac, serial, model, firmware, created_at)
+                 VALUES (1, '001565aabbcc', 'SN-X', 'SIP-T48S', '1.0', 1), (1, NULL, 'SN-Y', 'UVC86', '1.0', 2);",
+        )
+        .expect("devices of version 11");
+        assert_eq!(migrate(&mut conn).expect("migrate"), CURRENT_VERSION);
+        let row: (String, bool, String, String, i64, String) = conn
+            .query_row(
+                "SELECT device_type, online, sip_status, public_ip, last_report_at, search FROM devices WHERE id = 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
+            )
+            .expect("the device");
+        assert_eq!(
+            row,
+            (
+                "other".into(),
+                false,
+                "unknown".into(),
+                String::new(),
+                0,
+                "001565aabbcc\u{1f}\u{1f}sn-x\u{1f}sip-t48s".into()
+            )
+        );
+        super::super::refresh_device_types(&conn).expect("refresh");
+        let types: Vec<String> = conn
+            .prepare("SELECT device_type FROM devices ORDER BY id")
+            .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
+            .expect("types");
+        assert_eq!(types, ["phone", "usb"]);
     }
 
     #[test]

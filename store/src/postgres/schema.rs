@@ -263,6 +263,59 @@ const MIGRATIONS: &[(&str, &str)] = &[
     CREATE INDEX login_challenges_expires ON login_challenges (expires_at);
     "#,
     ),
+    (
+        "device snapshot",
+        // 13: device snapshot (DEV-1, DEV-3), as in the embedded schema: the type (refreshed on
+        // connect from the catalog), the online flag (0/1, a number so that it sorts and pages
+        // like SQLite's) and the last status report. One index per sort column ending in the id;
+        // text keys sort by bytes (COLLATE "C"), as in SQLite, whatever the database's locale.
+        // (model, online) and the stored `search` column as in the embedded schema.
+        r#"
+    ALTER TABLE devices ADD COLUMN device_type TEXT NOT NULL DEFAULT 'other';
+    ALTER TABLE devices ADD COLUMN online SMALLINT NOT NULL DEFAULT 0 CHECK (online IN (0, 1));
+    ALTER TABLE devices ADD COLUMN sip_status TEXT NOT NULL DEFAULT 'unknown';
+    ALTER TABLE devices ADD COLUMN call_status TEXT;
+    ALTER TABLE devices ADD COLUMN public_ip TEXT NOT NULL DEFAULT '';
+    ALTER TABLE devices ADD COLUMN private_ip TEXT NOT NULL DEFAULT '';
+    ALTER TABLE devices ADD COLUMN last_report_at BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE devices ADD COLUMN uptime_s BIGINT;
+    ALTER TABLE devices ADD COLUMN last_reboot BIGINT;
+    ALTER TABLE devices ADD COLUMN sip_lines TEXT NOT NULL DEFAULT '[]';
+    CREATE INDEX devices_sort_mac ON devices ((COALESCE(mac, '') COLLATE "C"), id);
+    CREATE INDEX devices_sort_name ON devices ((name COLLATE "C"), id);
+    CREATE INDEX devices_sort_model ON devices ((model COLLATE "C"), id);
+    CREATE INDEX devices_sort_firmware ON devices ((firmware COLLATE "C"), id);
+    CREATE INDEX devices_sort_public_ip ON devices ((public_ip COLLATE "C"), id);
+    CREATE INDEX devices_sort_private_ip ON devices ((private_ip COLLATE "C"), id);
+    CREATE INDEX devices_sort_online ON devices (online, id);
+    CREATE INDEX devices_sort_last_report ON devices (last_report_at, id);
+    CREATE INDEX devices_sort_created ON devices (created_at, id);
+    CREATE INDEX devices_type ON devices (device_type, online);
+    CREATE INDEX devices_model_online ON devices (model, online);
+    ALTER TABLE devices ADD COLUMN search TEXT GENERATED ALWAYS AS (
+        lower(COALESCE(mac, '') || chr(31) || name || chr(31) || COALESCE(serial, '') || chr(31) || model)
+    ) STORED;
+    "#,
+    ),
+    (
+        "device labels and columns",
+        // 14: saved device search labels (at most 50 per account, names unique per account) and the
+        // chosen device list columns of each account (DEV-1), as in the embedded schema.
+        r#"
+    CREATE TABLE device_labels (
+        id         BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        account_id BIGINT NOT NULL REFERENCES accounts (id),
+        name       TEXT NOT NULL,
+        filter     TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        UNIQUE (account_id, name)
+    );
+    CREATE TABLE device_columns (
+        account_id BIGINT PRIMARY KEY REFERENCES accounts (id),
+        columns    TEXT NOT NULL
+    );
+    "#,
+    ),
 ];
 
 /// The schema version this build writes.
