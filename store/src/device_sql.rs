@@ -133,9 +133,9 @@ fn push_filters(b: &mut Built, q: &DeviceQuery) {
         // `search` is MAC, name, serial and model in lower case joined by U+001F, which `q` never
         // holds (validated), so a match lies within one field. SQLite finds the ids by scanning
         // the column's index (smaller than the table); PostgreSQL scans the stored column.
-        let needle = Arg::Text(text.to_ascii_lowercase());
         match b.dialect {
             Dialect::Sqlite => {
+                let needle = Arg::Text(text.to_ascii_lowercase());
                 // INDEXED BY: the planner would scan the table and compute the column per row
                 // (about 4 times slower at 100,000 devices).
                 b.push(" AND d.id IN (SELECT id FROM devices INDEXED BY devices_search WHERE instr(search, ");
@@ -143,12 +143,26 @@ fn push_filters(b: &mut Built, q: &DeviceQuery) {
                 b.push(") > 0)");
             }
             Dialect::Postgres => {
-                b.push(" AND strpos(d.search, ");
-                b.bind(needle);
-                b.push(") > 0");
+                // LIKE '%…%' (the needle's wildcards escaped) is what the pg_trgm index
+                // `devices_search_trgm` answers; without the extension it scans.
+                b.push(" AND d.search LIKE ");
+                b.bind(Arg::Text(format!("%{}%", like_escape(&text.to_ascii_lowercase()))));
             }
         }
     }
+}
+
+/// `text` with PostgreSQL's `LIKE` wildcards (`%`, `_`) and its escape character (`\\`) escaped,
+/// so it matches itself only.
+fn like_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// The stored name of a SIP summary.
@@ -276,5 +290,13 @@ mod tests {
         let pg = page_sql(&q, Some(&cursor), 10, Dialect::Postgres);
         assert!(pg.sql.contains("$1::bigint[]") && pg.sql.contains("LIMIT $5"), "{}", pg.sql);
         assert!(!pg.sql.contains("50%"), "values are never spliced");
+        assert!(pg.sql.contains("d.search LIKE $2"), "{}", pg.sql);
+        assert_eq!(pg.args[1], Arg::Text("%50\\%\\_%".into()), "wildcards escaped, then wrapped");
+    }
+
+    #[test]
+    fn like_escapes_its_wildcards_and_escape_character() {
+        assert_eq!(like_escape("a%b_c\\d"), "a\\%b\\_c\\\\d");
+        assert_eq!(like_escape("0015650abc"), "0015650abc");
     }
 }

@@ -1844,8 +1844,17 @@ async fn device_lists(store: &Store) {
     check("q serial", q, Box::new(|d| d.device.serial.as_deref() == Some("SN-Fridge-5"))).await;
     let q = DeviceQuery { q: Some(mac(0xd02).as_str()[6..].to_owned()), ..DeviceQuery::default() };
     check("q mac", q, Box::new(|d| d.device.mac == Some(mac(0xd02)))).await;
-    let q = DeviceQuery { q: Some("%".into()), ..DeviceQuery::default() };
-    check("q wildcard is literal", q, Box::new(|_| false)).await;
+    for (wildcard, name) in [("%", "q % is literal"), ("_", "q _ is literal"), ("\\", "q \\ is literal")] {
+        let q = DeviceQuery { q: Some(wildcard.into()), ..DeviceQuery::default() };
+        let holds = move |d: &DeviceSummary| {
+            let mac = d.device.mac.map(|m| m.as_str().to_owned()).unwrap_or_default();
+            let serial = d.device.serial.clone().unwrap_or_default();
+            [mac, d.device.name.clone(), serial, d.device.model.clone()]
+                .iter()
+                .any(|f| f.to_lowercase().contains(wildcard))
+        };
+        check(name, q, Box::new(holds)).await;
+    }
     let q = DeviceQuery { online: Some(true), model: Some("T54W".into()), ..DeviceQuery::default() };
     check("combined", q, Box::new(|d| d.snapshot.online && d.device.model == "T54W")).await;
     let none = s

@@ -374,3 +374,23 @@ async fn concurrent_login_failures_each_count_once() {
     let after = store.account(account.id).await.expect("read").expect("the account");
     assert_eq!((after.failed_logins, after.locked_until), (4, Some(UnixMillis(1_005))));
 }
+
+#[tokio::test]
+async fn device_search_uses_the_trigram_index_where_pg_trgm_exists() {
+    let (store, _) = store("device_search_trgm").await;
+    // Debian's server ships pg_trgm: the migration created the index, and a search plans on it.
+    let index: Option<String> =
+        sqlx::query_scalar("SELECT indexname::text FROM pg_indexes WHERE indexname = 'devices_search_trgm'")
+            .fetch_optional(&store.pool)
+            .await
+            .expect("read the catalog");
+    assert_eq!(index.as_deref(), Some("devices_search_trgm"));
+    // One connection: the planner setting holds for the session only.
+    let mut conn = store.pool.acquire().await.expect("connection");
+    sqlx::query("SET enable_seqscan = off").execute(&mut *conn).await.expect("planner setting");
+    let plan: Vec<String> = sqlx::query_scalar("EXPLAIN SELECT id FROM devices d WHERE d.search LIKE '%0015650%'")
+        .fetch_all(&mut *conn)
+        .await
+        .expect("explain");
+    assert!(plan.iter().any(|line| line.contains("devices_search_trgm")), "{plan:?}");
+}
