@@ -207,7 +207,7 @@ pub(crate) fn operations() -> Vec<Operation> {
         get_("/api/v1/enterprises/{id}/stored-sequences", TENANTS, "Stored sequence numbers per device (load test)")
             .query::<enterprises::PageQuery>()
             .answers::<enterprises::StoredSequencesPage>(200),
-        get_("/api/v1/accounts", TENANTS, "Accounts the caller sees, searchable by email")
+        get_("/api/v1/accounts", TENANTS, "Accounts the caller sees, searchable by email or contact name")
             .query::<tenants::ListQuery>()
             .answers::<ListPage<tenants::AccountBody>>(200),
         post_("/api/v1/accounts", TENANTS, "Create an account of a tenant the caller sees")

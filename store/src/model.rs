@@ -137,8 +137,8 @@ pub struct AccountFilter {
     pub enterprises: Option<Vec<EnterpriseId>>,
     /// Only the sub-accounts of this account (TEN-5).
     pub parent: Option<AccountId>,
-    /// Only accounts whose email contains this, ignoring case (at most
-    /// [`crate::MAX_SEARCH_CHARS`] characters).
+    /// Only accounts whose email or contact name (their settings) contains this, ignoring case
+    /// (at most [`crate::MAX_SEARCH_CHARS`] characters).
     pub q: Option<String>,
 }
 

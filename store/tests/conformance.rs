@@ -2129,7 +2129,17 @@ async fn account_self_service(s: &dyn EntityStore) {
     assert!(!s.set_account_settings(missing, changed.clone()).await.unwrap());
     let bad = AccountSettings { phone: "not a phone".into(), ..changed.clone() };
     invalid(s.set_account_settings(account.id, bad).await, "phone");
-    assert_eq!(s.account_settings(account.id).await.unwrap(), Some(changed), "nothing changed");
+    assert_eq!(s.account_settings(account.id).await.unwrap(), Some(changed.clone()), "nothing changed");
+    // TEN-2: accounts are found by their contact name too, ignoring case (Unicode included).
+    let renamed = AccountSettings { contact_name: "Zoë Ångström".into(), ..changed };
+    assert!(s.set_account_settings(account.id, renamed).await.unwrap());
+    let found = |q: &str| {
+        let filter = AccountFilter { q: Some(q.into()), ..AccountFilter::default() };
+        async move { s.list_accounts(filter, Page::first(100)).await.unwrap().into_iter().map(|a| a.id).collect::<Vec<_>>() }
+    };
+    assert_eq!(found("ÅNGSTRÖM").await, vec![account.id]);
+    assert_eq!(found("self-service@").await, vec![account.id]);
+    assert!(found("Ada").await.is_empty(), "the old contact name is gone");
 
     // Reset tokens: single use, expire, one live token per account.
     let reset = |hash: u8, created: i64| PasswordReset {

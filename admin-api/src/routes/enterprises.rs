@@ -18,7 +18,7 @@ use crate::AppState;
 use crate::auth::{AuthAdmin, Scope};
 use crate::error::ApiError;
 use crate::extract::{Json, Path, Query};
-use crate::routes::{ListPage, next_after, page};
+use crate::routes::{ListPage, Unknown, next_after, page, refuse_unknown};
 use crate::secrets;
 
 /// Most characters of an enterprise name, after trimming.
@@ -96,17 +96,6 @@ pub(crate) struct CreateEnterprise {
     #[serde(flatten)]
     #[schemars(skip)]
     unknown: Unknown,
-}
-
-/// The keys of a request body no field took.
-type Unknown = std::collections::BTreeMap<String, serde::de::IgnoredAny>;
-
-/// 400 naming the first unknown key, if any.
-fn refuse_unknown(unknown: &Unknown) -> Result<(), ApiError> {
-    match unknown.keys().next() {
-        Some(key) => Err(ApiError::invalid(format!("unknown field {key:?}"))),
-        None => Ok(()),
-    }
 }
 
 /// The profile fields of a request, each optional: absent ones keep their value (or default).

@@ -57,6 +57,19 @@ pub(crate) fn next_after<T>(items: &[T], page: Page, id: impl Fn(&T) -> u64) -> 
     if full { items.last().map(id) } else { None }
 }
 
+/// The keys of a request body that no field took: for bodies that flatten a struct, where serde
+/// cannot deny unknown fields itself (`#[serde(flatten)] unknown: Unknown`, then
+/// [`refuse_unknown`]).
+pub(crate) type Unknown = std::collections::BTreeMap<String, serde::de::IgnoredAny>;
+
+/// 400 naming the first unknown key, if any.
+pub(crate) fn refuse_unknown(unknown: &Unknown) -> Result<(), ApiError> {
+    match unknown.keys().next() {
+        Some(key) => Err(ApiError::invalid(format!("unknown field {key:?}"))),
+        None => Ok(()),
+    }
+}
+
 /// One page of a listing.
 #[derive(Debug, Serialize, schemars::JsonSchema)]
 pub(crate) struct ListPage<T> {

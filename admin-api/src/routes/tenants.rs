@@ -18,7 +18,7 @@ use crate::AppState;
 use crate::auth::{AuthAdmin, MIN_PASSWORD_CHARS, Scope, hash_password, normalize_email, password_work};
 use crate::error::ApiError;
 use crate::extract::{Json, Path, Query};
-use crate::routes::{ListPage, page};
+use crate::routes::{ListPage, Unknown, page, refuse_unknown};
 
 const LIST_DEFAULT: u32 = 50;
 const LIST_MAX: u32 = 1000;
@@ -41,8 +41,8 @@ pub(crate) fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ListQuery {
-    /// Case-insensitive substring: of the name, contact or email (channels), of the email
-    /// (accounts).
+    /// Case-insensitive substring: of the name, contact or email (channels), of the email or
+    /// contact name (accounts).
     q: Option<String>,
     after: Option<u64>,
     limit: Option<u32>,
@@ -442,9 +442,14 @@ impl PermissionsBody {
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub(crate) struct CreateSubAccount {
     email: String,
-    password: String,
+    /// The first password; generated (and emailed) when absent.
+    #[serde(default)]
+    password: Option<String>,
     #[serde(flatten)]
     permissions: PermissionsBody,
+    #[serde(flatten)]
+    #[schemars(skip)]
+    unknown: Unknown,
 }
 
 /// 403 unless the caller is a full account (sub-accounts have no sub-accounts) acting for no one.
@@ -452,16 +457,18 @@ fn require_full_account(auth: &AuthAdmin) -> Result<(), ApiError> {
     if auth.features.is_some() || auth.acting.is_some() { Err(ApiError::Forbidden) } else { Ok(()) }
 }
 
-/// `POST /api/v1/sub-accounts` `{email, password, features, data}` (TEN-5): creates a
+/// `POST /api/v1/sub-accounts` `{email, password?, features, data}` (TEN-5): creates a
 /// sub-account of the caller, with its role and tenant, the given features, and data
 /// permissions within the caller's scope. 201. Full accounts only (403 for sub-accounts); the
-/// sub-account changes its password at first login.
+/// sub-account changes its password at first login. Its details (and the generated password,
+/// if none was given) are emailed to it, as for any new account (TEN-1).
 async fn create_sub_account(
     auth: AuthAdmin,
     State(ctx): State<AppState>,
     Json(req): Json<CreateSubAccount>,
 ) -> Result<Response, ApiError> {
     require_full_account(&auth)?;
+    refuse_unknown(&req.unknown)?;
     let entities = &ctx.api.store.entities;
     let parent = entities.account(auth.account.id).await?.ok_or(ApiError::Unauthorized)?;
     let existing = AccountFilter { parent: Some(parent.id), ..AccountFilter::default() };
@@ -470,7 +477,8 @@ async fn create_sub_account(
     }
     let permissions = req.permissions.checked(&ctx, &auth).await?;
     let email = normalize_email(&req.email)?;
-    let password = req.password;
+    let (password, generated) = crate::account_email::initial_password(req.password);
+    let temporary = generated.then(|| password.clone());
     let password_hash = password_work(&ctx.password_checks, move || hash_password(&password)).await??;
     let new = NewAccount {
         email,
@@ -483,6 +491,7 @@ async fn create_sub_account(
         permissions: Some(permissions),
     };
     let account = entities.create_account(new).await?;
+    crate::account_email::queue_account_created(&ctx, &account, temporary.as_deref()).await?;
     Ok((StatusCode::CREATED, Json(AccountBody::from(account))).into_response())
 }
 

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use super::*;
 
 /// The account emails queued to `receiver`, oldest first.
-async fn account_emails(h: &Harness, receiver: &str) -> Vec<AccountEmail> {
+pub(super) async fn account_emails(h: &Harness, receiver: &str) -> Vec<AccountEmail> {
     let due = h.store.entities.due_outbox(UnixMillis(i64::MAX / 2), 1000).await.expect("outbox");
     due.into_iter()
         .filter(|m| m.receiver == receiver)

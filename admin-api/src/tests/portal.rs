@@ -310,7 +310,25 @@ async fn sub_accounts_get_only_their_features_and_data() {
     create(body("x@example.com", json!(["teleport"]), json!("all")))
         .await
         .assert_error(StatusCode::BAD_REQUEST, "invalid_request");
-    assert_eq!(ids(&t.h.get("/api/v1/sub-accounts", &t.channel_admin).await), [viewer_id]);
+    let unknown = json!({"email": "y@example.com", "features": [], "data": "all", "colour": "red"});
+    let refused = create(unknown).await;
+    refused.assert_error(StatusCode::BAD_REQUEST, "invalid_request");
+    assert!(refused.text().contains("colour"), "{}", refused.text());
+    // Like any new account, a sub-account is emailed its details (TEN-1): here with the
+    // password generated for it.
+    let generated = create(json!({"email": "auditor@example.com", "features": ["operation_log"], "data": "all"})).await;
+    assert_eq!(generated.status, StatusCode::CREATED, "{}", generated.text());
+    let emails = super::account::account_emails(&t.h, "auditor@example.com").await;
+    let temporary = match emails.as_slice() {
+        [fleetpulse_mailer::AccountEmail::AccountCreated { temporary_password: Some(p), role, .. }] => {
+            assert_eq!(role, "channel_admin");
+            p.clone()
+        }
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(t.h.login("auditor@example.com", &temporary).await.json()["must_change_password"], true);
+    let auditor_id = generated.json()["id"].as_u64().expect("id");
+    assert_eq!(ids(&t.h.get("/api/v1/sub-accounts", &t.channel_admin).await), [viewer_id, auditor_id]);
 
     // First login changes the password; then the sub-account sees only its data and features.
     let first = token(&t.h, "viewer@example.com", PASSWORD).await;

@@ -46,17 +46,19 @@ impl EmbeddedStore {
         let Ok(id) = i64::try_from(account.0) else { return Ok(false) };
         self.write(1, move |c| {
             Ok(c.prepare_cached(
-                "INSERT INTO account_settings (account_id, contact_name, phone, country, login_protection) \
-                 SELECT ?1, ?2, ?3, ?4, ?5 WHERE EXISTS (SELECT 1 FROM accounts WHERE id = ?1) \
+                "INSERT INTO account_settings (account_id, contact_name, phone, country, login_protection, \
+                 contact_search) SELECT ?1, ?2, ?3, ?4, ?5, ?6 WHERE EXISTS (SELECT 1 FROM accounts WHERE id = ?1) \
                  ON CONFLICT (account_id) DO UPDATE SET contact_name = excluded.contact_name, \
-                 phone = excluded.phone, country = excluded.country, login_protection = excluded.login_protection",
+                 phone = excluded.phone, country = excluded.country, login_protection = excluded.login_protection, \
+                 contact_search = excluded.contact_search",
             )?
             .execute(params![
                 id,
                 settings.contact_name,
                 settings.phone,
                 settings.country,
-                settings.login_protection.as_str()
+                settings.login_protection.as_str(),
+                crate::search_text(&[&settings.contact_name]),
             ])? > 0)
         })
         .await

@@ -274,7 +274,11 @@ fn account_filter_sql(filter: &AccountFilter, page: Page) -> Result<(String, Vec
         values.push(Box::new(db_after(parent.0)));
     }
     if let Some(q) = search_needle(filter.q.as_deref())? {
-        terms.push("instr(lower(email), ?) > 0");
+        terms.push(
+            "(instr(lower(email), ?) > 0 \
+             OR id IN (SELECT account_id FROM account_settings WHERE instr(contact_search, ?) > 0))",
+        );
+        values.push(Box::new(q.clone()));
         values.push(Box::new(q));
     }
     terms.push("id > ?");

@@ -43,16 +43,18 @@ impl PgEntityStore {
         settings.validate()?;
         let Some(id) = db_id(account.0) else { return Ok(false) };
         let done = sqlx::query(
-            "INSERT INTO account_settings (account_id, contact_name, phone, country, login_protection) \
-             SELECT $1, $2, $3, $4, $5 WHERE EXISTS (SELECT 1 FROM accounts WHERE id = $1) \
+            "INSERT INTO account_settings (account_id, contact_name, phone, country, login_protection, \
+             contact_search) SELECT $1, $2, $3, $4, $5, $6 WHERE EXISTS (SELECT 1 FROM accounts WHERE id = $1) \
              ON CONFLICT (account_id) DO UPDATE SET contact_name = excluded.contact_name, \
-             phone = excluded.phone, country = excluded.country, login_protection = excluded.login_protection",
+             phone = excluded.phone, country = excluded.country, login_protection = excluded.login_protection, \
+             contact_search = excluded.contact_search",
         )
         .bind(id)
         .bind(&settings.contact_name)
         .bind(&settings.phone)
         .bind(&settings.country)
         .bind(settings.login_protection.as_str())
+        .bind(crate::search_text(&[&settings.contact_name]))
         .execute(&self.pool)
         .await
         .map_err(backend)?;

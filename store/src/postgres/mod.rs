@@ -430,7 +430,8 @@ const ACCOUNT_FILTERED_PAGE: &str = concat!(
     "SELECT ",
     account_columns!(),
     " FROM accounts WHERE ($1::bigint[] IS NULL OR channel_id = ANY($1) OR enterprise_id = ANY($2::bigint[])) \
-     AND ($5::bigint IS NULL OR parent_id = $5) AND ($6::text IS NULL OR strpos(lower(email), $6) > 0) \
+     AND ($5::bigint IS NULL OR parent_id = $5) AND ($6::text IS NULL OR strpos(lower(email), $6) > 0 \
+     OR id IN (SELECT account_id FROM account_settings WHERE strpos(contact_search, $6) > 0)) \
      AND id > $3 ORDER BY id LIMIT $4"
 );
 /// Counts a wrong password: one statement, so concurrent failures each count (the row lock

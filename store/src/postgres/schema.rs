@@ -337,6 +337,15 @@ const MIGRATIONS: &[(&str, &str)] = &[
     END $$;
     "#,
     ),
+    (
+        "account contact search",
+        // 16: account search by contact name (TEN-2): the settings' contact name lower-cased
+        // (full Unicode, by the store) for case-insensitive substring search.
+        r#"
+    ALTER TABLE account_settings ADD COLUMN contact_search TEXT NOT NULL DEFAULT '';
+    UPDATE account_settings SET contact_search = lower(contact_name);
+    "#,
+    ),
 ];
 
 /// The schema version this build writes.
