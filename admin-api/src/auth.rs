@@ -541,14 +541,6 @@ impl AuthAdmin {
             _ => Err(ApiError::ActingRequired),
         }
     }
-
-    /// 403 unless the caller is a platform admin (features only the platform has).
-    pub(crate) fn require_platform(&self) -> Result<(), ApiError> {
-        match self.scope {
-            Scope::Platform => Ok(()),
-            _ => Err(ApiError::Forbidden),
-        }
-    }
 }
 
 /// The token of an `Authorization: Bearer <token>` header (scheme case-insensitive).

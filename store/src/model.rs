@@ -893,6 +893,27 @@ pub struct OperationLogFilter {
     pub account_id: Option<AccountId>,
     /// Only requests made acting as this enterprise.
     pub enterprise: Option<EnterpriseId>,
+    /// Only the rows a tenant may see ([`OperationLogScope`]); `None`: every row.
+    pub within: Option<OperationLogScope>,
+}
+
+/// The operation-log rows a tenant may see (LOG-1): those made by one of `accounts` (its own
+/// and its subtree's), or made acting inside one of `enterprises` (TEN-3). Each list holds at
+/// most [`crate::MAX_ACCOUNT_FILTER`] ids; with both empty nothing matches.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+pub struct OperationLogScope {
+    /// Rows of these accounts.
+    pub accounts: Vec<AccountId>,
+    /// Rows acting inside these enterprises.
+    pub enterprises: Vec<EnterpriseId>,
+}
+
+impl OperationLogScope {
+    /// [`crate::StoreError::InvalidInput`] for a list above [`crate::MAX_ACCOUNT_FILTER`] ids.
+    pub fn check(&self) -> crate::Result<()> {
+        crate::check_bound("account ids", self.accounts.len(), crate::MAX_ACCOUNT_FILTER)?;
+        crate::check_bound("enterprise ids", self.enterprises.len(), crate::MAX_ACCOUNT_FILTER)
+    }
 }
 
 impl OperationLogFilter {
@@ -904,6 +925,7 @@ impl OperationLogFilter {
         self.operation.as_ref().is_some_and(|op| op.len() > crate::MAX_OPERATION_LOG_OPERATION || op.contains('\0'))
             || impossible_id(self.account_id.map(|a| a.0))
             || impossible_id(self.enterprise.map(|e| e.0))
+            || self.within.as_ref().is_some_and(|w| w.accounts.is_empty() && w.enterprises.is_empty())
     }
 }
 

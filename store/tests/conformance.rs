@@ -865,6 +865,17 @@ async fn operation_log(store: &Store) {
     let alice_updates = OperationLogFilter { account_id: Some(alice), operation: Some(UPDATE.into()), ..f() };
     assert_eq!(ats(alice_updates.clone()).await, [60, 30]);
     assert_eq!(ats(OperationLogFilter { enterprise: Some(acme), ..window }).await, [30]);
+    // A tenant's view: its accounts' rows or rows acting inside its enterprises.
+    let within = |accounts: Vec<AccountId>, enterprises: Vec<EnterpriseId>| OperationLogFilter {
+        within: Some(OperationLogScope { accounts, enterprises }),
+        ..f()
+    };
+    assert_eq!(ats(within(vec![alice], vec![])).await, [60, 30, 10]);
+    assert_eq!(ats(within(vec![], vec![acme])).await, [60, 50, 30]);
+    assert_eq!(ats(within(vec![alice], vec![acme])).await, [60, 50, 30, 10]);
+    assert_eq!(ats(within(vec![], vec![])).await, [0; 0]);
+    let crowd = within((0..=MAX_ACCOUNT_FILTER as u64).map(AccountId).collect(), vec![]);
+    assert!(matches!(s.list_operation_logs(crowd, Page::first(1)).await, Err(StoreError::InvalidInput(_))));
     let page = s.list_operation_logs(alice_updates, Page { after: all[0].id, limit: 10 }).await.unwrap();
     assert_eq!(page.iter().map(|r| r.entry.at.0 - T).collect::<Vec<_>>(), [30], "filters and the cursor together");
 

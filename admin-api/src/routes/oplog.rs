@@ -1,5 +1,6 @@
 //! The operation log (LOG-1): one row per state-changing request, written by a middleware on
-//! every matched route, listed with filters and exported as CSV. No route edits or deletes a row,
+//! every matched route, listed with filters and exported as CSV — the platform every row, a
+//! tenant the rows of the accounts it sees and of channels acting inside its enterprises. No route edits or deletes a row,
 //! and the stores refuse updates and deletes of the table themselves.
 
 use std::fmt::Write as _;
@@ -11,11 +12,14 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get};
 use fleetpulse_proto::{AccountId, EnterpriseId, UnixMillis};
-use fleetpulse_store::{NewOperationLog, OperationLog, OperationLogFilter, OperationOutcome, Page};
+use fleetpulse_store::{
+    AccountFilter, MAX_ACCOUNT_FILTER, NewOperationLog, OperationLog, OperationLogFilter, OperationLogScope,
+    OperationOutcome, Page,
+};
 use serde::Deserialize;
 
 use crate::AppState;
-use crate::auth::AuthAdmin;
+use crate::auth::{AuthAdmin, Scope};
 use crate::error::ApiError;
 use crate::extract::{Json, Query};
 use crate::routes::{ListPage, page};
@@ -130,6 +134,54 @@ pub(crate) struct ListQuery {
     limit: Option<u32>,
 }
 
+/// The filter of a listing or export: the query's filters, within what the caller may see
+/// (LOG-1 for tenants): the platform every row; a tenant the rows of the accounts it sees and
+/// the rows made acting inside its enterprises ([`OperationLogScope`]).
+async fn scoped_filter(ctx: &AppState, auth: &AuthAdmin, q: &ListQuery) -> Result<OperationLogFilter, ApiError> {
+    auth.require(fleetpulse_store::Feature::OperationLog)?;
+    let mut filter = filter(q)?;
+    let (accounts, enterprises) = match &auth.scope {
+        Scope::Platform => return Ok(filter),
+        Scope::Enterprise(own) => {
+            let accounts = AccountFilter { enterprises: Some(vec![*own]), ..AccountFilter::default() };
+            (accounts, vec![*own])
+        }
+        Scope::Channel { subtree, .. } => {
+            let enterprises = auth.visible_enterprises(ctx).await?.unwrap_or_default();
+            let accounts = AccountFilter {
+                channels: Some(subtree.clone()),
+                enterprises: Some(enterprises.clone()),
+                ..AccountFilter::default()
+            };
+            (accounts, enterprises)
+        }
+    };
+    let mut ids = Vec::new();
+    let mut after = 0;
+    loop {
+        let batch = ctx.api.store.entities.list_accounts(accounts.clone(), Page { after, limit: 1_000 }).await?;
+        ids.extend(batch.iter().map(|a| a.id));
+        if ids.len() > MAX_ACCOUNT_FILTER {
+            return Err(ApiError::invalid(format!(
+                "more than {MAX_ACCOUNT_FILTER} accounts are in scope: filter by account_id"
+            )));
+        }
+        match batch.last() {
+            Some(last) if batch.len() == 1_000 => after = last.id.0,
+            _ => break,
+        }
+    }
+    // Filters naming another tenant's account or enterprise are not found, like its objects.
+    if filter.account_id.is_some_and(|a| !ids.contains(&a)) {
+        return Err(ApiError::NotFound("account"));
+    }
+    if filter.enterprise.is_some_and(|e| !enterprises.contains(&e)) {
+        return Err(ApiError::NotFound("enterprise"));
+    }
+    filter.within = Some(OperationLogScope { accounts: ids, enterprises });
+    Ok(filter)
+}
+
 fn filter(q: &ListQuery) -> Result<OperationLogFilter, ApiError> {
     if let (Some(from), Some(to)) = (q.from, q.to)
         && from >= to
@@ -145,6 +197,7 @@ fn filter(q: &ListQuery) -> Result<OperationLogFilter, ApiError> {
         operation: q.operation.clone(),
         account_id: q.account_id,
         enterprise: q.enterprise_id,
+        within: None,
     })
 }
 
@@ -155,12 +208,9 @@ async fn list(
     State(ctx): State<AppState>,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<ListPage<OperationLog>>, ApiError> {
-    // Tenants' own views of the log (rows of their subtree) come with the portal; for now the
-    // platform's only.
-    auth.require_platform()?;
-    auth.require(fleetpulse_store::Feature::OperationLog)?;
     let page = page(q.after, q.limit, LIST_DEFAULT, LIST_MAX)?;
-    let items = ctx.api.store.entities.list_operation_logs(filter(&q)?, page).await?;
+    let filter = scoped_filter(&ctx, &auth, &q).await?;
+    let items = ctx.api.store.entities.list_operation_logs(filter, page).await?;
     Ok(Json(ListPage::new(items, page, |r| r.id)))
 }
 
@@ -171,9 +221,7 @@ async fn export(
     State(ctx): State<AppState>,
     Query(q): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
-    auth.require_platform()?;
-    auth.require(fleetpulse_store::Feature::OperationLog)?;
-    let filter = filter(&q)?;
+    let filter = scoped_filter(&ctx, &auth, &q).await?;
     let mut csv = String::from("id,time,account_id,account_email,acting_as,operation,method,path,ip,status,result\r\n");
     let mut page = Page { after: q.after.unwrap_or(0), limit: LIST_MAX };
     let mut rows = 0;

@@ -247,6 +247,25 @@ async fn a_channel_acts_inside_an_enterprise_only_with_its_authorization() {
         (Some("north@example.com"), Some("failure"))
     );
 
+    // The enterprise reads its own log: its accounts' rows and what its channel did inside it,
+    // nothing of the platform's or of other tenants'; another enterprise's filter is not found.
+    let own_log = t.h.get("/api/v1/operation-logs?limit=100", &t.enterprise_admin).await;
+    assert_eq!(own_log.status, StatusCode::OK, "{}", own_log.text());
+    let own_rows = own_log.json()["items"].as_array().expect("items").clone();
+    assert!(own_rows.iter().any(|r| r["acting_as"] == e.0 && r["status"] == 201), "{own_rows:?}");
+    assert!(own_rows.iter().any(|r| r["operation"] == "POST /api/v1/enterprises/{id}/authorization/accept"));
+    assert!(own_rows.iter().all(|r| r["account_email"] == "acme@example.com" || r["acting_as"] == e.0), "{own_rows:?}");
+    t.h.get(&format!("/api/v1/operation-logs?enterprise_id={}", e.0 + 1_000), &t.enterprise_admin)
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "not_found");
+    let csv = t.h.get("/api/v1/operation-logs/export", &t.enterprise_admin).await;
+    assert_eq!(csv.status, StatusCode::OK);
+    assert!(!csv.text().contains(ADMIN_EMAIL), "the platform's rows stay out of the export");
+    // The channel sees its subtree's rows, those it made acting inside the enterprise included.
+    let channel_log = t.h.get("/api/v1/operation-logs?limit=100", &t.channel_admin).await;
+    let channel_rows = channel_log.json()["items"].as_array().expect("items").clone();
+    assert!(channel_rows.iter().any(|r| r["acting_as"] == e.0), "{channel_rows:?}");
+
     // Revoked: the acting session ends at once; the channel's own session stays.
     let revoked = t.h.call(Method::POST, &uri("/authorization/revoke"), Some(&t.enterprise_admin), None).await;
     assert_eq!(revoked.json()["channel_authorization"], "none", "{}", revoked.text());

@@ -339,6 +339,11 @@ fn operation_log_sql(filter: &OperationLogFilter, page: Page) -> Option<(String,
         terms.push("at < ?");
         values.push(Box::new(t.0));
     }
+    if let Some(within) = &filter.within {
+        terms.push("(account_id IN (SELECT value FROM json_each(?)) OR acting_as IN (SELECT value FROM json_each(?)))");
+        values.push(Box::new(json_ids(within.accounts.iter().map(|a| a.0)).ok()?));
+        values.push(Box::new(json_ids(within.enterprises.iter().map(|e| e.0)).ok()?));
+    }
     if page.after > 0 {
         // Every id is below one beyond `i64::MAX`.
         terms.push("id < ?");
@@ -1781,6 +1786,9 @@ impl EntityStore for EmbeddedStore {
     }
 
     async fn list_operation_logs(&self, filter: OperationLogFilter, page: Page) -> Result<Vec<OperationLog>> {
+        if let Some(within) = &filter.within {
+            within.check()?;
+        }
         let Some((sql, values)) = operation_log_sql(&filter, page) else { return Ok(Vec::new()) };
         self.read(move |c| {
             let mut st = c.prepare_cached(&sql)?;

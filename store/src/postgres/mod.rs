@@ -1585,6 +1585,9 @@ impl EntityStore for PgEntityStore {
 
     async fn list_operation_logs(&self, filter: OperationLogFilter, page: Page) -> Result<Vec<OperationLog>> {
         let limit = page.limit.min(MAX_OPERATION_LOG_PAGE);
+        if let Some(within) = &filter.within {
+            within.check()?;
+        }
         if limit == 0 || filter.matches_nothing() {
             return Ok(Vec::new());
         }
@@ -1607,6 +1610,12 @@ impl EntityStore for PgEntityStore {
         }
         if let Some(t) = filter.to {
             query.push(" AND at < ").push_bind(t.0);
+        }
+        if let Some(within) = &filter.within {
+            let accounts: Vec<i64> = within.accounts.iter().filter_map(|a| db_id(a.0)).collect();
+            let enterprises: Vec<i64> = within.enterprises.iter().filter_map(|e| db_id(e.0)).collect();
+            query.push(" AND (account_id = ANY(").push_bind(accounts);
+            query.push("::bigint[]) OR acting_as = ANY(").push_bind(enterprises).push("::bigint[]))");
         }
         if page.after > 0 {
             // Every id is below one beyond BIGINT.
