@@ -245,7 +245,8 @@ async fn request_authorization(
 }
 
 /// Moves the caller's own enterprise's authorization from one of `from` to `to`: only the
-/// enterprise's own accounts, and not a channel acting inside it (403); 409 from another state.
+/// enterprise's own accounts (sub-accounts with the `enterprises` feature), and not a channel
+/// acting inside it (403); 409 from another state.
 async fn answer_authorization(
     ctx: &AppState,
     auth: &AuthAdmin,
@@ -253,6 +254,7 @@ async fn answer_authorization(
     from: &[ChannelAuthorization],
     to: ChannelAuthorization,
 ) -> Result<Json<Enterprise>, ApiError> {
+    auth.require(Feature::Enterprises)?;
     find(ctx, auth, id).await?;
     if !matches!(auth.scope, Scope::Enterprise(_)) || auth.acting.is_some() {
         return Err(ApiError::Forbidden);
@@ -299,8 +301,10 @@ async fn revoke_authorization(
 /// `POST /api/v1/enterprises/{id}/act`: a channel account "logs into" an enterprise of its
 /// subtree that authorized it (TEN-3): 200 with a NEW session (shaped like the login answer)
 /// whose scope is that enterprise; every change made with it is logged as acting for the
-/// enterprise. 403 `authorization_required` without the authorization; 403 for other accounts.
+/// enterprise. 403 `authorization_required` without the authorization; 403 for other accounts
+/// (and for sub-accounts without the `enterprises` feature).
 async fn act(auth: AuthAdmin, State(ctx): State<AppState>, Path(id): Path<EnterpriseId>) -> Result<Response, ApiError> {
+    auth.require(Feature::Enterprises)?;
     if !matches!(auth.scope, Scope::Channel { .. }) || auth.acting.is_some() {
         return Err(ApiError::Forbidden);
     }

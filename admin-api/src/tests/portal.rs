@@ -370,6 +370,11 @@ async fn sub_accounts_get_only_their_features_and_data() {
         .await
         .assert_error(StatusCode::FORBIDDEN, "forbidden");
     t.h.get("/api/v1/accounts", &viewer).await.assert_error(StatusCode::FORBIDDEN, "forbidden");
+    for action in ["authorization", "act"] {
+        t.h.call(Method::POST, &format!("/api/v1/enterprises/{other}/{action}"), Some(&viewer), None)
+            .await
+            .assert_error(StatusCode::FORBIDDEN, "forbidden");
+    }
     t.h.get("/api/v1/sub-accounts", &viewer).await.assert_error(StatusCode::FORBIDDEN, "forbidden");
     t.h.call(
         Method::POST,
