@@ -4,10 +4,7 @@
 use axum::http::{Method, StatusCode};
 use fleetpulse_proto::domain::{CallStatus, DeviceKey, DeviceStatus, ResourceSample, SipLine, SipState};
 use fleetpulse_proto::{ChannelId, DeviceId, EnterpriseId, Mac, UnixMillis};
-use fleetpulse_store::{
-    DeviceReport, DeviceSnapshotUpdate, EventBatch, NewAccount, NewChannel, NewDevice, NewEnterprise, ResourceEvent,
-    Role,
-};
+use fleetpulse_store::{DeviceReport, DeviceSnapshotUpdate, EventBatch, NewAccount, NewDevice, ResourceEvent, Role};
 use serde_json::json;
 
 use super::*;
@@ -68,30 +65,13 @@ fn status(ip: &str, lines: &[SipState]) -> DeviceStatus {
 pub(super) async fn fleet() -> Fleet {
     let h = harness();
     let platform = h.admin_token().await;
-    let channel = |name: &str, parent| NewChannel {
-        phone: String::new(),
-        country: String::new(),
-        name: name.into(),
-        parent_id: parent,
-        allow_sub_channels: true,
-        device_management: true,
-        rps: false,
-        contact: String::new(),
-        email: String::new(),
-    };
+    let a = stored_channel(&h, "A", None).await;
+    let a1 = stored_channel(&h, "A1", Some(a)).await;
+    let b = stored_channel(&h, "B", None).await;
+    let ea = stored_enterprise(&h, "EA", a).await;
+    let ea1 = stored_enterprise(&h, "EA1", a1).await;
+    let eb = stored_enterprise(&h, "EB", b).await;
     let s = &h.store.entities;
-    let a = s.create_channel(channel("A", None), UnixMillis(1)).await.expect("A").id;
-    let a1 = s.create_channel(channel("A1", Some(a)), UnixMillis(1)).await.expect("A1").id;
-    let b = s.create_channel(channel("B", None), UnixMillis(1)).await.expect("B").id;
-    let enterprise = |name: &str, c| NewEnterprise {
-        profile: Default::default(),
-        name: name.into(),
-        credential: format!("c-{name}"),
-        channel_id: Some(c),
-    };
-    let ea = s.create_enterprise(enterprise("EA", a)).await.expect("EA").id;
-    let ea1 = s.create_enterprise(enterprise("EA1", a1)).await.expect("EA1").id;
-    let eb = s.create_enterprise(enterprise("EB", b)).await.expect("EB").id;
     let mut devices = Vec::new();
     for (i, (e, model)) in [(ea, "T54W"), (ea, "VP59"), (ea1, "UVC86"), (eb, "T54W")].into_iter().enumerate() {
         let new = NewDevice {
@@ -125,8 +105,7 @@ pub(super) async fn fleet() -> Fleet {
 }
 
 fn ids(reply: &Reply) -> Vec<u64> {
-    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
-    reply.json()["items"].as_array().expect("items").iter().map(|d| d["id"].as_u64().expect("id")).collect()
+    item_ids(reply)
 }
 
 #[tokio::test]

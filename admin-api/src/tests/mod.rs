@@ -133,3 +133,44 @@ impl Harness {
         reply.json()["token"].as_str().expect("token").to_owned()
     }
 }
+
+/// A channel that allows sub-channels (and devices), created in the store.
+async fn stored_channel(
+    h: &Harness,
+    name: &str,
+    parent: Option<fleetpulse_proto::ChannelId>,
+) -> fleetpulse_proto::ChannelId {
+    let new = fleetpulse_store::NewChannel {
+        name: name.into(),
+        parent_id: parent,
+        allow_sub_channels: true,
+        device_management: true,
+        rps: false,
+        contact: String::new(),
+        email: String::new(),
+        phone: String::new(),
+        country: String::new(),
+    };
+    h.store.entities.create_channel(new, fleetpulse_proto::UnixMillis(1)).await.expect("channel").id
+}
+
+/// An enterprise of the channel, created in the store (credential `cred-<name>`).
+async fn stored_enterprise(
+    h: &Harness,
+    name: &str,
+    channel: fleetpulse_proto::ChannelId,
+) -> fleetpulse_proto::EnterpriseId {
+    let new = fleetpulse_store::NewEnterprise {
+        name: name.into(),
+        credential: format!("cred-{name}"),
+        channel_id: Some(channel),
+        profile: Default::default(),
+    };
+    h.store.entities.create_enterprise(new).await.expect("enterprise").id
+}
+
+/// The ids of a listing's `items` (asserting a 200).
+fn item_ids(reply: &Reply) -> Vec<u64> {
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    reply.json()["items"].as_array().expect("items").iter().map(|i| i["id"].as_u64().expect("id")).collect()
+}

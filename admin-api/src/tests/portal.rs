@@ -45,35 +45,16 @@ async fn token(h: &Harness, email: &str, password: &str) -> String {
 async fn tree() -> Tree {
     let h = harness();
     let platform = h.admin_token().await;
-    let channel_of = |name: &str, parent| NewChannel {
-        name: name.into(),
-        parent_id: parent,
-        allow_sub_channels: true,
-        device_management: true,
-        rps: false,
-        contact: String::new(),
-        email: String::new(),
-        phone: String::new(),
-        country: String::new(),
-    };
-    let channel = h.store.entities.create_channel(channel_of("North", None), UnixMillis(1)).await.expect("c").id;
-    let sub_channel =
-        h.store.entities.create_channel(channel_of("North-1", Some(channel)), UnixMillis(2)).await.expect("c").id;
-    let new = NewEnterprise {
-        name: "Acme".into(),
-        credential: "cred-acme".into(),
-        channel_id: Some(channel),
-        profile: Default::default(),
-    };
-    let enterprise = h.store.entities.create_enterprise(new).await.expect("enterprise").id;
+    let channel = stored_channel(&h, "North", None).await;
+    let sub_channel = stored_channel(&h, "North-1", Some(channel)).await;
+    let enterprise = stored_enterprise(&h, "Acme", channel).await;
     let channel_admin = new_account(&h, "north@example.com", Role::ChannelAdmin, Some(channel), None).await;
     let enterprise_admin = new_account(&h, "acme@example.com", Role::EnterpriseAdmin, None, Some(enterprise)).await;
     Tree { h, platform, channel, sub_channel, enterprise, channel_admin, enterprise_admin }
 }
 
 fn ids(reply: &Reply) -> Vec<u64> {
-    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
-    reply.json()["items"].as_array().expect("items").iter().map(|i| i["id"].as_u64().expect("id")).collect()
+    item_ids(reply)
 }
 
 #[tokio::test]

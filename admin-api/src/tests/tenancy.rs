@@ -4,9 +4,7 @@
 use axum::http::{Method, StatusCode};
 use fleetpulse_proto::domain::{AlarmChange, AlarmChangeKind, DeviceKey};
 use fleetpulse_proto::{AlarmTypeCode, ChannelId, EnterpriseId, Mac, UnixMillis};
-use fleetpulse_store::{
-    EventBatch, NewAccount, NewChannel, NewDevice, NewDeviceLabel, NewEnterprise, Role, StrategySettings,
-};
+use fleetpulse_store::{EventBatch, NewAccount, NewDevice, NewDeviceLabel, Role, StrategySettings};
 use serde_json::{Value, json};
 
 use super::*;
@@ -61,31 +59,6 @@ struct World {
     label: u64,
 }
 
-async fn channel(h: &Harness, name: &str, parent: Option<ChannelId>) -> ChannelId {
-    let new = NewChannel {
-        phone: String::new(),
-        country: String::new(),
-        name: name.into(),
-        parent_id: parent,
-        allow_sub_channels: true,
-        device_management: true,
-        rps: false,
-        contact: String::new(),
-        email: String::new(),
-    };
-    h.store.entities.create_channel(new, UnixMillis(1)).await.expect("channel").id
-}
-
-async fn enterprise_in(h: &Harness, name: &str, channel: ChannelId) -> EnterpriseId {
-    let new = NewEnterprise {
-        profile: Default::default(),
-        name: name.into(),
-        credential: format!("cred-{name}"),
-        channel_id: Some(channel),
-    };
-    h.store.entities.create_enterprise(new).await.expect("enterprise").id
-}
-
 async fn account(
     h: &Harness,
     email: &str,
@@ -124,19 +97,19 @@ async fn sub_account(
 async fn world() -> World {
     let h = harness();
     let platform = h.admin_token().await;
-    let a = channel(&h, "A", None).await;
-    let a1 = channel(&h, "A1", Some(a)).await;
-    let b = channel(&h, "B", None).await;
-    let ea = enterprise_in(&h, "EA", a).await;
-    let ea1 = enterprise_in(&h, "EA1", a1).await;
-    let eb = enterprise_in(&h, "EB", b).await;
+    let a = stored_channel(&h, "A", None).await;
+    let a1 = stored_channel(&h, "A1", Some(a)).await;
+    let b = stored_channel(&h, "B", None).await;
+    let ea = stored_enterprise(&h, "EA", a).await;
+    let ea1 = stored_enterprise(&h, "EA1", a1).await;
+    let eb = stored_enterprise(&h, "EB", b).await;
     let channel_admin = account(&h, "channel-a@example.com", Role::ChannelAdmin, Some(a), None).await;
     let enterprise_admin = account(&h, "enterprise-a@example.com", Role::EnterpriseAdmin, None, Some(ea)).await;
     account(&h, "enterprise-b@example.com", Role::EnterpriseAdmin, None, Some(eb)).await;
     let eb_admin =
         h.store.entities.account_by_email("enterprise-b@example.com").await.expect("read").expect("EB admin");
     // Sibling sub-accounts of channel B's admin, with every feature: one sees EB, one EB2 only.
-    let eb2 = enterprise_in(&h, "EB2", b).await;
+    let eb2 = stored_enterprise(&h, "EB2", b).await;
     account(&h, "channel-b@example.com", Role::ChannelAdmin, Some(b), None).await;
     let b_admin = h.store.entities.account_by_email("channel-b@example.com").await.expect("read").expect("B admin");
     let only = |e: EnterpriseId| fleetpulse_store::Permissions {

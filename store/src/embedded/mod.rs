@@ -254,34 +254,50 @@ fn json_ids(ids: impl Iterator<Item = u64>) -> Result<String> {
     serde_json::to_string(&ids).map_err(|e| StoreError::Backend(format!("encoding ids: {e}")))
 }
 
+/// Adds the term of a "channel in … OR enterprise in …" filter and its two values when either list
+/// is given (`column` holds the enterprise: `enterprise_id` of accounts, `id` of enterprises);
+/// each list at most `max` ids.
+fn push_tenant_term(
+    terms: &mut Vec<String>,
+    values: &mut Vec<SqlValue>,
+    column: &str,
+    (channels, enterprises): (Option<&[ChannelId]>, Option<&[EnterpriseId]>),
+    max: usize,
+) -> Result<()> {
+    if channels.is_none() && enterprises.is_none() {
+        return Ok(());
+    }
+    let (channels, enterprises) = (channels.unwrap_or_default(), enterprises.unwrap_or_default());
+    check_bound("channel ids", channels.len(), max)?;
+    check_bound("enterprise ids", enterprises.len(), max)?;
+    terms.push(format!(
+        "(channel_id IN (SELECT value FROM json_each(?)) OR {column} IN (SELECT value FROM json_each(?)))"
+    ));
+    values.push(Box::new(json_ids(channels.iter().map(|c| c.0))?));
+    values.push(Box::new(json_ids(enterprises.iter().map(|e| e.0))?));
+    Ok(())
+}
+
 /// The query of [`EntityStore::list_accounts`] and its values.
 fn account_filter_sql(filter: &AccountFilter, page: Page) -> Result<(String, Vec<SqlValue>)> {
-    let mut terms: Vec<&str> = Vec::new();
+    let mut terms: Vec<String> = Vec::new();
     let mut values: Vec<SqlValue> = Vec::new();
-    if filter.channels.is_some() || filter.enterprises.is_some() {
-        let channels = filter.channels.as_deref().unwrap_or_default();
-        let enterprises = filter.enterprises.as_deref().unwrap_or_default();
-        check_bound("channel ids", channels.len(), MAX_ACCOUNT_FILTER)?;
-        check_bound("enterprise ids", enterprises.len(), MAX_ACCOUNT_FILTER)?;
-        terms.push(
-            "(channel_id IN (SELECT value FROM json_each(?)) OR enterprise_id IN (SELECT value FROM json_each(?)))",
-        );
-        values.push(Box::new(json_ids(channels.iter().map(|c| c.0))?));
-        values.push(Box::new(json_ids(enterprises.iter().map(|e| e.0))?));
-    }
+    let tenants = (filter.channels.as_deref(), filter.enterprises.as_deref());
+    push_tenant_term(&mut terms, &mut values, "enterprise_id", tenants, MAX_ACCOUNT_FILTER)?;
     if let Some(parent) = filter.parent {
-        terms.push("parent_id = ?");
+        terms.push("parent_id = ?".into());
         values.push(Box::new(db_after(parent.0)));
     }
     if let Some(q) = search_needle(filter.q.as_deref())? {
         terms.push(
             "(instr(lower(email), ?) > 0 \
-             OR id IN (SELECT account_id FROM account_settings WHERE instr(contact_search, ?) > 0))",
+             OR id IN (SELECT account_id FROM account_settings WHERE instr(contact_search, ?) > 0))"
+                .into(),
         );
         values.push(Box::new(q.clone()));
         values.push(Box::new(q));
     }
-    terms.push("id > ?");
+    terms.push("id > ?".into());
     values.push(Box::new(db_after(page.after)));
     values.push(Box::new(page.limit));
     Ok((format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE {} ORDER BY id LIMIT ?", terms.join(" AND ")), values))
@@ -1208,22 +1224,15 @@ impl EntityStore for EmbeddedStore {
     }
 
     async fn search_enterprises(&self, filter: EnterpriseFilter, page: Page) -> Result<Vec<Enterprise>> {
-        let mut terms: Vec<&str> = Vec::new();
+        let mut terms: Vec<String> = Vec::new();
         let mut values: Vec<SqlValue> = Vec::new();
-        if filter.channels.is_some() || filter.ids.is_some() {
-            let channels = filter.channels.as_deref().unwrap_or_default();
-            let ids = filter.ids.as_deref().unwrap_or_default();
-            check_bound("channel ids", channels.len(), MAX_ENTERPRISE_CHANNEL_FILTER)?;
-            check_bound("enterprise ids", ids.len(), MAX_ENTERPRISE_CHANNEL_FILTER)?;
-            terms.push("(channel_id IN (SELECT value FROM json_each(?)) OR id IN (SELECT value FROM json_each(?)))");
-            values.push(Box::new(json_ids(channels.iter().map(|c| c.0))?));
-            values.push(Box::new(json_ids(ids.iter().map(|e| e.0))?));
-        }
+        let tenants = (filter.channels.as_deref(), filter.ids.as_deref());
+        push_tenant_term(&mut terms, &mut values, "id", tenants, MAX_ENTERPRISE_CHANNEL_FILTER)?;
         if let Some(q) = search_needle(filter.q.as_deref())? {
-            terms.push("instr(search_text, ?) > 0");
+            terms.push("instr(search_text, ?) > 0".into());
             values.push(Box::new(q));
         }
-        terms.push("id > ?");
+        terms.push("id > ?".into());
         values.push(Box::new(db_after(page.after)));
         values.push(Box::new(page.limit));
         let sql =

@@ -121,6 +121,26 @@ fn db_id(id: u64) -> Option<i64> {
     i64::try_from(id).ok()
 }
 
+/// The channel and enterprise lists of a "channel in … OR enterprise in …" filter as database
+/// arrays, each checked against `max`; `None` when neither is given (no filter). An id no row can
+/// have is left out.
+fn tenant_arrays(
+    channels: Option<Vec<ChannelId>>,
+    enterprises: Option<Vec<EnterpriseId>>,
+    max: usize,
+) -> Result<Option<(Vec<i64>, Vec<i64>)>> {
+    if channels.is_none() && enterprises.is_none() {
+        return Ok(None);
+    }
+    let (channels, enterprises) = (channels.unwrap_or_default(), enterprises.unwrap_or_default());
+    check_bound("channel ids", channels.len(), max)?;
+    check_bound("enterprise ids", enterprises.len(), max)?;
+    Ok(Some((
+        channels.iter().filter_map(|c| db_id(c.0)).collect(),
+        enterprises.iter().filter_map(|e| db_id(e.0)).collect(),
+    )))
+}
+
 /// A row id or a count read from the database (never negative).
 fn row_id(id: i64) -> u64 {
     u64::try_from(id).unwrap_or_default()
@@ -676,20 +696,8 @@ impl EntityStore for PgEntityStore {
 
     async fn list_accounts(&self, filter: AccountFilter, page: Page) -> Result<Vec<Account>> {
         let Some(after) = db_id(page.after) else { return Ok(Vec::new()) };
-        let tenants = if filter.channels.is_none() && filter.enterprises.is_none() {
-            None
-        } else {
-            let channels = filter.channels.unwrap_or_default();
-            let enterprises = filter.enterprises.unwrap_or_default();
-            check_bound("channel ids", channels.len(), MAX_ACCOUNT_FILTER)?;
-            check_bound("enterprise ids", enterprises.len(), MAX_ACCOUNT_FILTER)?;
-            // An id no row can have is left out.
-            let channels: Vec<i64> = channels.iter().filter_map(|c| db_id(c.0)).collect();
-            let enterprises: Vec<i64> = enterprises.iter().filter_map(|e| db_id(e.0)).collect();
-            Some((channels, enterprises))
-        };
+        let (channels, enterprises) = tenant_arrays(filter.channels, filter.enterprises, MAX_ACCOUNT_FILTER)?.unzip();
         let q = search_needle(filter.q.as_deref())?;
-        let (channels, enterprises) = tenants.unzip();
         sqlx::query(ACCOUNT_FILTERED_PAGE)
             .bind(channels)
             .bind(enterprises)
@@ -878,20 +886,8 @@ impl EntityStore for PgEntityStore {
 
     async fn search_enterprises(&self, filter: EnterpriseFilter, page: Page) -> Result<Vec<Enterprise>> {
         let Some(after) = db_id(page.after) else { return Ok(Vec::new()) };
-        let tenants = if filter.channels.is_none() && filter.ids.is_none() {
-            None
-        } else {
-            let channels = filter.channels.unwrap_or_default();
-            let ids = filter.ids.unwrap_or_default();
-            check_bound("channel ids", channels.len(), MAX_ENTERPRISE_CHANNEL_FILTER)?;
-            check_bound("enterprise ids", ids.len(), MAX_ENTERPRISE_CHANNEL_FILTER)?;
-            // An id no row can have is left out.
-            let channels: Vec<i64> = channels.iter().filter_map(|c| db_id(c.0)).collect();
-            let ids: Vec<i64> = ids.iter().filter_map(|e| db_id(e.0)).collect();
-            Some((channels, ids))
-        };
+        let (channels, ids) = tenant_arrays(filter.channels, filter.ids, MAX_ENTERPRISE_CHANNEL_FILTER)?.unzip();
         let q = search_needle(filter.q.as_deref())?;
-        let (channels, ids) = tenants.unzip();
         sqlx::query(ENTERPRISE_SEARCH_PAGE)
             .bind(channels)
             .bind(ids)
