@@ -326,15 +326,11 @@ impl Scope {
         }
         visible.sort_unstable();
         visible.dedup();
-        let mut extra = Vec::new();
-        for &id in enterprises {
-            if let Some(e) = entities.enterprise(id).await?
-                && outer.can_see_enterprise(&e)
-            {
-                extra.push(id);
-            }
-        }
-        extra.sort_unstable();
+        // The listed enterprises in one read (at most MAX_DATA_PERMISSION_IDS of them).
+        let listed = EnterpriseFilter { ids: Some(enterprises.to_vec()), ..EnterpriseFilter::default() };
+        let page = fleetpulse_store::Page::first(fleetpulse_store::MAX_DATA_PERMISSION_IDS as u32);
+        let found = entities.search_enterprises(listed, page).await?;
+        let extra: Vec<EnterpriseId> = found.iter().filter(|e| outer.can_see_enterprise(e)).map(|e| e.id).collect();
         Ok(Scope::Channel { channel: default_channel, subtree: visible, enterprises: extra, whole_subtree: false })
     }
 }

@@ -19,7 +19,9 @@ use serde_json::{Map, Value, json};
 
 use crate::AppState;
 use crate::auth::{ActingSession, LoginRequest, LoginResponse, PasswordChange, TotpDisable, TotpEnable, TotpSetup};
-use crate::routes::{ListPage, account, alarms, device_labels, devices, enterprises, oplog, strategies, tenants};
+use crate::routes::{
+    ListPage, SearchQuery, account, alarms, device_labels, devices, enterprises, oplog, strategies, tenants,
+};
 
 /// Routes of this module: (path, handlers by method).
 pub(crate) fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
@@ -173,7 +175,7 @@ pub(crate) fn operations() -> Vec<Operation> {
             .answers_raw(204, ""),
         // Tenants.
         get_("/api/v1/channels", TENANTS, "Channels the caller sees, searchable")
-            .query::<tenants::ListQuery>()
+            .query::<SearchQuery>()
             .answers::<ListPage<Channel>>(200),
         post_("/api/v1/channels", TENANTS, "Create a channel or sub-channel")
             .body::<tenants::CreateChannel>()
@@ -185,7 +187,7 @@ pub(crate) fn operations() -> Vec<Operation> {
         post_("/api/v1/channels/{id}/act", TENANTS, "Act inside a sub-channel: a new session scoped to it")
             .answers::<ActingSession>(200),
         get_("/api/v1/enterprises", TENANTS, "Enterprises the caller sees, searchable")
-            .query::<enterprises::ListQuery>()
+            .query::<SearchQuery>()
             .answers::<ListPage<Enterprise>>(200),
         post_("/api/v1/enterprises", TENANTS, "Create an enterprise with its profile and a fresh credential")
             .body::<enterprises::CreateEnterprise>()
@@ -208,7 +210,7 @@ pub(crate) fn operations() -> Vec<Operation> {
             .query::<enterprises::PageQuery>()
             .answers::<enterprises::StoredSequencesPage>(200),
         get_("/api/v1/accounts", TENANTS, "Accounts the caller sees, searchable by email or contact name")
-            .query::<tenants::ListQuery>()
+            .query::<SearchQuery>()
             .answers::<ListPage<tenants::AccountBody>>(200),
         post_("/api/v1/accounts", TENANTS, "Create an account of a tenant the caller sees")
             .body::<tenants::CreateAccount>()

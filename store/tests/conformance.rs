@@ -39,6 +39,20 @@ fn mac(n: u32) -> Mac {
     Mac::parse(&format!("0015650{n:05x}")).unwrap()
 }
 
+/// A full platform-admin account with this email (password hash "phc").
+fn platform_admin(email: &str) -> NewAccount {
+    NewAccount {
+        email: email.into(),
+        password_hash: "phc".into(),
+        role: Role::PlatformAdmin,
+        channel_id: None,
+        enterprise_id: None,
+        must_change_password: false,
+        parent_id: None,
+        permissions: None,
+    }
+}
+
 fn new_device(e: EnterpriseId, key: DeviceKey) -> NewDevice {
     NewDevice { enterprise_id: e, key, serial: None, model: "T54W".into(), firmware: "1.0".into(), at: UnixMillis(5) }
 }
@@ -928,16 +942,7 @@ async fn operation_log(store: &Store) {
 /// once each count.
 async fn login_protection(store: &Store) {
     let s = &store.entities;
-    let new = |email: &str| NewAccount {
-        parent_id: None,
-        permissions: None,
-        email: email.into(),
-        password_hash: "phc".into(),
-        role: Role::PlatformAdmin,
-        channel_id: None,
-        enterprise_id: None,
-        must_change_password: false,
-    };
+    let new = |email: &str| platform_admin(email);
     let account = s.create_account(new("locked@example.com")).await.unwrap();
     let other = s.create_account(new("bystander@example.com")).await.unwrap();
     assert_eq!((account.failed_logins, account.locked_until), (0, None));
@@ -1004,16 +1009,7 @@ async fn login_protection(store: &Store) {
 /// forward; logout deletes one session, or all of an account's.
 async fn session_lifecycle(store: &Store) {
     let s = &store.entities;
-    let new = |email: &str| NewAccount {
-        parent_id: None,
-        permissions: None,
-        email: email.into(),
-        password_hash: "phc".into(),
-        role: Role::PlatformAdmin,
-        channel_id: None,
-        enterprise_id: None,
-        must_change_password: false,
-    };
+    let new = |email: &str| platform_admin(email);
     let alice = s.create_account(new("sessions-alice@example.com")).await.unwrap();
     let bob = s.create_account(new("sessions-bob@example.com")).await.unwrap();
     let session = |hash: u8, account: AccountId| Session {
@@ -1063,16 +1059,7 @@ async fn session_lifecycle(store: &Store) {
 /// and only above the last one, atomically.
 async fn totp(store: &Store) {
     let s = &store.entities;
-    let new = |email: &str| NewAccount {
-        parent_id: None,
-        permissions: None,
-        email: email.into(),
-        password_hash: "phc".into(),
-        role: Role::PlatformAdmin,
-        channel_id: None,
-        enterprise_id: None,
-        must_change_password: false,
-    };
+    let new = |email: &str| platform_admin(email);
     let account = s.create_account(new("totp@example.com")).await.unwrap();
     let other = s.create_account(new("totp-other@example.com")).await.unwrap();
     assert_eq!((account.totp_secret, account.totp_last_step), (None, None));
@@ -2002,16 +1989,7 @@ async fn device_lists(store: &Store) {
 /// Saved device search labels and chosen columns (DEV-1): per account, bounded, unique names.
 async fn device_labels(store: &Store) {
     let s = &*store.entities;
-    let account = |email: &str| NewAccount {
-        parent_id: None,
-        permissions: None,
-        email: email.into(),
-        password_hash: "phc".into(),
-        role: Role::PlatformAdmin,
-        channel_id: None,
-        enterprise_id: None,
-        must_change_password: false,
-    };
+    let account = |email: &str| platform_admin(email);
     let me = s.create_account(account("labels-me@example.com")).await.unwrap().id;
     let other = s.create_account(account("labels-other@example.com")).await.unwrap().id;
     let label =
@@ -2108,19 +2086,7 @@ async fn scaleout_backend_conforms() {
 
 /// Account self-service (ACC-3..5): settings, single-use reset tokens, login code challenges.
 async fn account_self_service(s: &dyn EntityStore) {
-    let account = s
-        .create_account(NewAccount {
-            email: "self-service@example.com".into(),
-            password_hash: "phc".into(),
-            role: Role::PlatformAdmin,
-            channel_id: None,
-            enterprise_id: None,
-            must_change_password: false,
-            parent_id: None,
-            permissions: None,
-        })
-        .await
-        .unwrap();
+    let account = s.create_account(platform_admin("self-service@example.com")).await.unwrap();
     let missing = AccountId(999_999);
 
     // Settings: defaults until saved, validated, replaced whole.

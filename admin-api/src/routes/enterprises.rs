@@ -18,7 +18,7 @@ use crate::AppState;
 use crate::auth::{AuthAdmin, Scope};
 use crate::error::ApiError;
 use crate::extract::{Json, Path, Query};
-use crate::routes::{ListPage, Unknown, next_after, page, refuse_unknown};
+use crate::routes::{ListPage, SearchQuery, Unknown, next_after, page, refuse_unknown};
 use crate::secrets;
 
 /// Most characters of an enterprise name, after trimming.
@@ -50,22 +50,12 @@ pub(crate) struct PageQuery {
     limit: Option<u32>,
 }
 
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct ListQuery {
-    /// Case-insensitive substring of the name, master administrator or register email, or
-    /// contact.
-    q: Option<String>,
-    after: Option<u64>,
-    limit: Option<u32>,
-}
-
 /// `GET /api/v1/enterprises?q=&after=&limit=`: the enterprises the caller may see, ordered by
 /// id, optionally only those matching the search.
 async fn list(
     auth: AuthAdmin,
     State(ctx): State<AppState>,
-    Query(q): Query<ListQuery>,
+    Query(q): Query<SearchQuery>,
 ) -> Result<Json<ListPage<Enterprise>>, ApiError> {
     let page = page(q.after, q.limit, LIST_DEFAULT, LIST_MAX)?;
     let entities = &ctx.api.store.entities;

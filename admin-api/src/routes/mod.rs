@@ -14,7 +14,7 @@ pub(crate) mod tenants;
 
 use axum::routing::MethodRouter;
 use fleetpulse_store::Page;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -68,6 +68,17 @@ pub(crate) fn refuse_unknown(unknown: &Unknown) -> Result<(), ApiError> {
         Some(key) => Err(ApiError::invalid(format!("unknown field {key:?}"))),
         None => Ok(()),
     }
+}
+
+/// The query string of a searchable listing: `q` (a case-insensitive substring of the fields
+/// the listing names) and the keyset page.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SearchQuery {
+    /// Case-insensitive substring search.
+    pub(crate) q: Option<String>,
+    pub(crate) after: Option<u64>,
+    pub(crate) limit: Option<u32>,
 }
 
 /// One page of a listing.

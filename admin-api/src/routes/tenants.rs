@@ -18,7 +18,7 @@ use crate::AppState;
 use crate::auth::{AuthAdmin, MIN_PASSWORD_CHARS, Scope, hash_password, normalize_email, password_work};
 use crate::error::ApiError;
 use crate::extract::{Json, Path, Query};
-use crate::routes::{ListPage, Unknown, page, refuse_unknown};
+use crate::routes::{ListPage, SearchQuery, Unknown, page, refuse_unknown};
 
 const LIST_DEFAULT: u32 = 50;
 const LIST_MAX: u32 = 1000;
@@ -38,23 +38,13 @@ pub(crate) fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
     ]
 }
 
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct ListQuery {
-    /// Case-insensitive substring: of the name, contact or email (channels), of the email or
-    /// contact name (accounts).
-    q: Option<String>,
-    after: Option<u64>,
-    limit: Option<u32>,
-}
-
 /// `GET /api/v1/channels?q=&after=&limit=`: every channel (platform), the sub-channels below the
 /// caller's channel, or the channels a sub-account's data permissions give it; ordered by id,
 /// optionally only those matching the search.
 async fn list(
     auth: AuthAdmin,
     State(ctx): State<AppState>,
-    Query(q): Query<ListQuery>,
+    Query(q): Query<SearchQuery>,
 ) -> Result<Json<ListPage<Channel>>, ApiError> {
     let page = page(q.after, q.limit, LIST_DEFAULT, LIST_MAX)?;
     let entities = &ctx.api.store.entities;
@@ -316,7 +306,7 @@ async fn create_account(
 async fn list_accounts(
     auth: AuthAdmin,
     State(ctx): State<AppState>,
-    Query(q): Query<ListQuery>,
+    Query(q): Query<SearchQuery>,
 ) -> Result<Json<ListPage<AccountBody>>, ApiError> {
     auth.require(Feature::Accounts)?;
     let page = page(q.after, q.limit, LIST_DEFAULT, LIST_MAX)?;
@@ -428,10 +418,9 @@ impl PermissionsBody {
                 }
             }
             for &enterprise in enterprises {
-                if !auth.can_see(ctx, enterprise).await?
-                    || ctx.api.store.entities.enterprise(enterprise).await?.is_none()
-                {
-                    return Err(ApiError::NotFound("enterprise"));
+                match ctx.api.store.entities.enterprise(enterprise).await? {
+                    Some(e) if auth.can_see_enterprise(&e) => {}
+                    _ => return Err(ApiError::NotFound("enterprise")),
                 }
             }
         }

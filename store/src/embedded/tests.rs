@@ -169,6 +169,17 @@ async fn a_failing_job_is_rolled_back_alone() {
     assert_eq!(store.count_accounts(Role::PlatformAdmin).await.expect("count"), 2);
 }
 
+/// SQLite's plan of the statement with these values, its steps joined by "; ".
+fn query_plan(conn: &Connection, sql: &str, values: &[SqlValue]) -> String {
+    let mut st = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).expect("explain");
+    let rows = st
+        .query_map(rusqlite::params_from_iter(values.iter()), |r| r.get::<_, String>(3))
+        .expect("plan")
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .expect("plan rows");
+    rows.join("; ")
+}
+
 #[tokio::test]
 async fn the_latest_alarms_feed_reads_an_index_in_order() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -176,13 +187,7 @@ async fn the_latest_alarms_feed_reads_an_index_in_order() {
     let conn = Connection::open(dir.path().join(DB_FILE)).expect("open");
     let plan = |filter: AlarmFilter| {
         let (sql, values) = latest_alarm_records_sql(&filter, 50).expect("valid").expect("a query");
-        let mut st = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).expect("explain");
-        let rows = st
-            .query_map(rusqlite::params_from_iter(values.iter()), |r| r.get::<_, String>(3))
-            .expect("plan")
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .expect("plan rows");
-        rows.join("; ")
+        query_plan(&conn, &sql, &values)
     };
     let all = plan(AlarmFilter::default());
     assert!(all.contains("USING INDEX alarm_records_latest") && !all.contains("TEMP B-TREE"), "{all}");
@@ -281,13 +286,7 @@ async fn operation_log_pages_read_an_index_in_order() {
     let conn = Connection::open(dir.path().join(DB_FILE)).expect("open");
     let plan = |filter: OperationLogFilter| {
         let (sql, values) = operation_log_sql(&filter, Page { after: 100, limit: 50 }).expect("a query");
-        let mut st = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).expect("explain");
-        let rows = st
-            .query_map(rusqlite::params_from_iter(values.iter()), |r| r.get::<_, String>(3))
-            .expect("plan")
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .expect("plan rows");
-        rows.join("; ")
+        query_plan(&conn, &sql, &values)
     };
     let all = plan(OperationLogFilter::default());
     assert!(all.contains("INTEGER PRIMARY KEY") && !all.contains("TEMP B-TREE"), "{all}");
