@@ -10,9 +10,9 @@ use fleetpulse_proto::{EnterpriseId, UnixMillis};
 use fleetpulse_store::{Account, NewOutboxMessage, PasswordReset};
 use sha2::{Digest, Sha256};
 
-use crate::AppState;
 use crate::error::ApiError;
 use crate::secrets;
+use crate::state::AppState;
 
 /// The enterprise an account email is filed under in the outbox: the account's, or 0 for
 /// accounts of no enterprise (platform and channel admins).

@@ -10,11 +10,11 @@ use fleetpulse_proto::{AlarmTypeCode, DeviceId, EnterpriseId, Severity, UnixMill
 use fleetpulse_store::{AlarmFilter, AlarmRecord, AlarmStatus, EventBatch};
 use serde::Deserialize;
 
-use crate::AppState;
 use crate::auth::AuthAdmin;
 use crate::error::ApiError;
 use crate::extract::{Json, Path, Query};
-use crate::routes::{ListPage, page};
+use crate::routes::listing::{ListPage, page};
+use crate::state::AppState;
 use fleetpulse_store::Feature;
 
 /// Default and largest page of the alarm listing.

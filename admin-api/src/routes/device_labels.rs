@@ -10,11 +10,11 @@ use fleetpulse_proto::UnixMillis;
 use fleetpulse_store::{DeviceLabel, NewDeviceLabel};
 use serde::{Deserialize, Serialize};
 
-use crate::AppState;
 use crate::auth::AuthAdmin;
 use crate::error::ApiError;
 use crate::extract::{Json, Path};
 use crate::routes::devices::parse_device_params;
+use crate::state::AppState;
 
 /// The columns a device list can show (DEV-1), in their default order.
 pub(crate) const DEVICE_COLUMNS: &[&str] = &[

@@ -13,10 +13,10 @@ use fleetpulse_store::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::AppState;
 use crate::auth::AuthAdmin;
 use crate::error::ApiError;
 use crate::extract::{Json, Path, Query};
+use crate::state::AppState;
 use fleetpulse_store::Feature;
 
 /// Default page of the device listing.

@@ -10,11 +10,11 @@ use fleetpulse_proto::{AlarmTypeCode, EnterpriseId, Severity, StrategyId, UnixMi
 use fleetpulse_store::{StoredStrategy, StoredThreshold, StrategySettings, ThresholdMetric};
 use serde::{Deserialize, Serialize};
 
-use crate::AppState;
 use crate::auth::AuthAdmin;
 use crate::error::ApiError;
 use crate::extract::{Json, Path};
 use crate::routes::enterprises;
+use crate::state::AppState;
 use fleetpulse_store::Feature;
 
 /// Most strategies of one enterprise.

@@ -77,7 +77,7 @@ async fn every_state_changing_request_writes_one_row_and_reads_write_none() {
 async fn ten_wrong_passwords_lock_the_account_with_the_same_answer() {
     let h = harness();
     h.admin_token().await;
-    for _ in 0..crate::auth::MAX_LOGIN_FAILURES {
+    for _ in 0..crate::login::MAX_LOGIN_FAILURES {
         h.login(ADMIN_EMAIL, "wrong password").await.assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
     }
     // Locked: the right password gets the answer a wrong one gets.
@@ -94,7 +94,7 @@ async fn ten_wrong_passwords_lock_the_account_with_the_same_answer() {
     // the failure count starts over.
     h.store.entities.record_login_success(account.id).await.unwrap();
     assert_eq!(h.login(ADMIN_EMAIL, ADMIN_PASSWORD).await.status, StatusCode::OK);
-    for _ in 0..crate::auth::MAX_LOGIN_FAILURES - 1 {
+    for _ in 0..crate::login::MAX_LOGIN_FAILURES - 1 {
         h.login(ADMIN_EMAIL, "wrong password").await;
     }
     assert_eq!(h.login(ADMIN_EMAIL, ADMIN_PASSWORD).await.status, StatusCode::OK, "nine failures do not lock");
