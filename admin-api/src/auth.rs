@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use fleetpulse_proto::{AccountId, ChannelId, EnterpriseId, UnixMillis};
+use fleetpulse_proto::{AccountId, ChannelId, EnterpriseId};
 use fleetpulse_store::{Account, Acting, Channel, Enterprise, EnterpriseFilter, Feature};
 
 use crate::error::ApiError;
@@ -257,7 +257,7 @@ impl FromRequestParts<AppState> for AuthAdmin {
     async fn from_request_parts(parts: &mut Parts, ctx: &AppState) -> Result<Self, Self::Rejection> {
         let (token, source) = crate::cookies::request_token(&parts.headers).ok_or(ApiError::Unauthorized)?;
         let entities = &ctx.api.store.entities;
-        let now = UnixMillis::now();
+        let now = ctx.clock.now();
         let hash = secrets::token_hash(token);
         let session = entities.session(hash, now).await?.ok_or(ApiError::Unauthorized)?;
         let idle = now.0.saturating_sub(session.last_seen_at.0);

@@ -8,6 +8,7 @@
 //!
 //! Code map, lowest layer first (a module uses only modules above it in this list):
 //! - `error`: [`ApiError`], the one error type of the crate, and its HTTP mapping;
+//! - `clock`: [`Clock`], where the API reads the time (system, or manual in tests);
 //! - `secrets`, `totp`, `email_address`, `password` (argon2id, the policy, bounded password
 //!   work), `extract` (`Json`, `Path` and `Query` wrappers whose rejections are [`ApiError`]s),
 //!   `openapi` (the OpenAPI document's assembly, knowing no route), `metrics`;
@@ -29,6 +30,7 @@
 mod account_email;
 mod auth;
 mod bootstrap;
+mod clock;
 mod cookies;
 mod email_address;
 mod error;
@@ -51,6 +53,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 
 pub use bootstrap::{BootstrapOutcome, DEFAULT_ADMIN_EMAIL, bootstrap_admin};
+pub use clock::{Clock, ManualClock};
 pub use error::ApiError;
 pub use password::{MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS, hash_password, verify_password};
 pub use state::{ApiConfig, ApiState};
@@ -58,13 +61,19 @@ pub use state::{ApiConfig, ApiState};
 use crate::state::{AppContext, AppState};
 
 /// The whole API: every route, the JSON fallbacks for unknown routes and methods, the body limit
-/// and the request counters.
+/// and the request counters; on the system clock.
 pub fn app(state: ApiState) -> Router {
+    app_with_clock(state, Clock::System)
+}
+
+/// [`app`] reading the time from `clock` (tests pass a [`ManualClock`] they advance).
+pub fn app_with_clock(state: ApiState, clock: Clock) -> Router {
     let max_body_bytes = state.config.max_body_bytes;
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let ctx: AppState = Arc::new(AppContext {
         metrics: Arc::new(metrics::ApiMetrics::new(state.live.clone(), state.store.clone())),
         password_checks: Arc::new(tokio::sync::Semaphore::new(cores)),
+        clock,
         api: state,
     });
     let router = routes::all().into_iter().fold(Router::new(), |router, (path, handlers)| router.route(path, handlers));

@@ -61,7 +61,7 @@ pub(crate) async fn count_login_failure(ctx: &AppState, account: AccountId, now:
 /// is checked again on every request made with the session.
 pub(crate) async fn act_as(ctx: &AppState, account: AccountId, acting: Acting) -> Result<Response, ApiError> {
     let account = ctx.api.store.entities.account(account).await?.ok_or(ApiError::Unauthorized)?;
-    let session = open_session_acting(ctx, &account, UnixMillis::now(), Some(acting)).await?;
+    let session = open_session_acting(ctx, &account, ctx.clock.now(), Some(acting)).await?;
     tracing::info!(message = "Session acting inside a tenant opened.", account = %account.id, ?acting);
     Ok(Json(ActingSession { session, acting }).into_response())
 }

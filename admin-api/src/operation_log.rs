@@ -8,7 +8,7 @@ use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
-use fleetpulse_proto::{AccountId, EnterpriseId, UnixMillis};
+use fleetpulse_proto::{AccountId, EnterpriseId};
 use fleetpulse_store::{NewOperationLog, OperationOutcome};
 
 use crate::state::AppState;
@@ -69,7 +69,7 @@ pub(crate) async fn record(State(ctx): State<AppState>, req: Request, next: Next
     let slot = CallerSlot::default();
     let mut req = req;
     req.extensions_mut().insert(slot.clone());
-    let at = UnixMillis::now();
+    let at = ctx.clock.now();
     let response = next.run(req).await;
     let caller = slot.0.get().cloned();
     // TEN-3: a change made by a channel account acting inside an enterprise is recorded as such.

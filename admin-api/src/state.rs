@@ -9,6 +9,7 @@ use fleetpulse_ingest::LiveState;
 use fleetpulse_store::Store;
 use prometheus_client::registry::Registry;
 
+use crate::clock::Clock;
 use crate::metrics;
 
 /// Settings of the API.
@@ -65,6 +66,8 @@ pub(crate) struct AppContext {
     pub(crate) metrics: Arc<metrics::ApiMetrics>,
     /// Bounds concurrent argon2 computations (19 MiB each) to one per core.
     pub(crate) password_checks: Arc<tokio::sync::Semaphore>,
+    /// Where every time the API decides with is read.
+    pub(crate) clock: Clock,
 }
 
 /// Router state: cheap to clone.

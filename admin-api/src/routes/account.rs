@@ -10,7 +10,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
-use fleetpulse_proto::{AccountId, UnixMillis};
+use fleetpulse_proto::AccountId;
 use fleetpulse_store::{AccountSettings, LoginProtection};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
@@ -104,7 +104,7 @@ async fn reset_password(State(ctx): State<AppState>, Json(req): Json<ResetPasswo
     let new_hash = password_work(&ctx.password_checks, move || hash_password(&new_password)).await??;
     let entities = &ctx.api.store.entities;
     let account_id = entities
-        .consume_password_reset(secrets::token_hash(&token), UnixMillis::now())
+        .consume_password_reset(secrets::token_hash(&token), ctx.clock.now())
         .await?
         .ok_or(ApiError::InvalidResetToken)?;
     if !entities.set_password(account_id, new_hash, false).await? {

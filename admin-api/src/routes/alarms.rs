@@ -188,7 +188,7 @@ async fn log(auth: AuthAdmin, State(ctx): State<AppState>, Path(id): Path<u64>) 
 /// Appends one lifecycle change of the record and answers the record as it is after it (the
 /// same rule the store applies; on the scale-out store reads show it once drained).
 async fn change(ctx: &AppState, mut record: AlarmRecord, kind: AlarmChangeKind) -> Result<Json<AlarmRecord>, ApiError> {
-    let at = UnixMillis::now();
+    let at = ctx.clock.now();
     let change = AlarmChange {
         device_id: record.device_id,
         enterprise_id: record.enterprise_id,

@@ -76,7 +76,7 @@ async fn totp_enable(
 ) -> Result<StatusCode, ApiError> {
     let secret = crate::totp::TotpSecret::from_base32(&req.secret)
         .ok_or_else(|| ApiError::invalid("secret must be the 32-character base32 secret from setup"))?;
-    let now_s = unix_seconds(UnixMillis::now());
+    let now_s = unix_seconds(ctx.clock.now());
     let step = crate::totp::verify(&secret, &req.code, now_s, None)
         .map_err(|e| ApiError::invalid(format!("the code does not match the secret: {e}")))?;
     let entities = &ctx.api.store.entities;
@@ -104,7 +104,7 @@ async fn totp_disable(
     let entities = &ctx.api.store.entities;
     let account = entities.account(auth.account.id).await?.ok_or(ApiError::NotFound("account"))?;
     let secret = account.totp_secret.ok_or_else(|| ApiError::invalid("TOTP is not turned on"))?;
-    let now_s = unix_seconds(UnixMillis::now());
+    let now_s = unix_seconds(ctx.clock.now());
     let secret = crate::totp::TotpSecret::from_bytes(secret);
     let step = crate::totp::verify(&secret, &req.code, now_s, account.totp_last_step)
         .map_err(|e| ApiError::invalid(format!("the code is not valid: {e}")))?;
@@ -161,7 +161,7 @@ async fn login_checked(
     };
     *account_id = account.as_ref().map(|a| a.id);
     let req_code = req.code;
-    let now = UnixMillis::now();
+    let now = ctx.clock.now();
     let locked = account.as_ref().is_some_and(|a| a.is_locked(now));
     // A frozen account (TEN-2) gets the answer of a wrong password, after the same work.
     let frozen = account.as_ref().is_some_and(|a| a.frozen);
@@ -237,7 +237,7 @@ async fn change_password(
     }
     let entities = &ctx.api.store.entities;
     let account = entities.account(auth.account.id).await?.ok_or(ApiError::Unauthorized)?;
-    let now = UnixMillis::now();
+    let now = ctx.clock.now();
     // A locked account (ACC-2) gets the answer of a wrong password, after the same work.
     let locked = account.is_locked(now);
     let phc = account.password_hash.clone();
@@ -317,7 +317,7 @@ async fn verify_checked(ctx: &AppState, req: VerifyRequest, actor: &mut Option<A
         return Err(ApiError::InvalidChallenge);
     }
     let entities = &ctx.api.store.entities;
-    let now = UnixMillis::now();
+    let now = ctx.clock.now();
     let id_hash = secrets::token_hash(&req.challenge);
     let challenge = entities
         .claim_login_challenge_attempt(id_hash, now, MAX_CODE_ATTEMPTS)

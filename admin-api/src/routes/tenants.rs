@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
-use fleetpulse_proto::{AccountId, ChannelId, EnterpriseId, UnixMillis};
+use fleetpulse_proto::{AccountId, ChannelId, EnterpriseId};
 use fleetpulse_store::{
     Account, AccountFilter, Acting, Channel, ChannelUpdate, DataPermission, Feature, NewAccount, NewChannel, Page,
     Permissions, Role,
@@ -137,7 +137,7 @@ async fn create(
         phone: req.phone.trim().to_owned(),
         country: req.country.trim().to_owned(),
     };
-    let channel = ctx.api.store.entities.create_channel(new, UnixMillis::now()).await?;
+    let channel = ctx.api.store.entities.create_channel(new, ctx.clock.now()).await?;
     Ok((StatusCode::CREATED, Json(channel)).into_response())
 }
 
