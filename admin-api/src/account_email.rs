@@ -10,9 +10,9 @@ use fleetpulse_proto::{EnterpriseId, UnixMillis};
 use fleetpulse_store::{Account, NewOutboxMessage, PasswordReset};
 use sha2::{Digest, Sha256};
 
-use crate::AppState;
 use crate::error::ApiError;
 use crate::secrets;
+use crate::state::AppState;
 
 /// The enterprise an account email is filed under in the outbox: the account's, or 0 for
 /// accounts of no enterprise (platform and channel admins).
@@ -39,7 +39,7 @@ pub(crate) async fn queue(
     about: &[u8],
     email: AccountEmail,
 ) -> Result<(), ApiError> {
-    let now = UnixMillis::now();
+    let now = ctx.clock.now();
     let key = email_key(kind, about);
     let payload = AccountEmailPayload::new(key.clone(), email);
     let message = NewOutboxMessage {
@@ -84,7 +84,7 @@ pub(crate) async fn queue_account_created(
 /// ACC-4: issues a single-use reset token for the account (replacing any earlier one), valid
 /// for the configured `password_reset_ttl`, and queues the email with its link.
 pub(crate) async fn issue_password_reset(ctx: &AppState, account: &Account) -> Result<(), ApiError> {
-    let now = UnixMillis::now();
+    let now = ctx.clock.now();
     let token = secrets::new_session_token();
     let token_hash = secrets::token_hash(&token);
     let ttl = i64::try_from(ctx.api.config.password_reset_ttl.as_millis()).unwrap_or(i64::MAX);

@@ -1,4 +1,5 @@
-//! Browser sessions (ACC-1): the session token in an `HttpOnly` cookie, with CSRF protection.
+//! The request's session token: a bearer token, or (browser sessions, ACC-1) the token in an
+//! `HttpOnly` cookie, with CSRF protection.
 //!
 //! A login with `"cookie": true` answers with `Set-Cookie: fp_session=<token>; HttpOnly; Secure;
 //! SameSite=Strict; Path=/api; Max-Age=<session ttl>` and, instead of the token, a `csrf_token`
@@ -38,9 +39,17 @@ pub(crate) enum TokenSource {
 /// else the `fp_session` cookie.
 pub(crate) fn request_token(headers: &HeaderMap) -> Option<(&str, TokenSource)> {
     if headers.contains_key(header::AUTHORIZATION) {
-        return crate::auth::bearer_token(headers).map(|t| (t, TokenSource::Bearer));
+        return bearer_token(headers).map(|t| (t, TokenSource::Bearer));
     }
     cookie_token(headers).map(|t| (t, TokenSource::Cookie))
+}
+
+/// The token of an `Authorization: Bearer <token>` header (scheme case-insensitive).
+pub(crate) fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 /// The value of the `fp_session` cookie, from any `Cookie` header.
@@ -155,5 +164,19 @@ mod tests {
         h.insert(CSRF_HEADER, csrf_token(&token).parse().expect("value"));
         assert!(check_csrf(&Method::POST, &h, &token, TokenSource::Cookie).is_ok());
         assert_ne!(csrf_token(&token), token, "the CSRF token is not the session token");
+    }
+
+    #[test]
+    fn bearer_tokens_are_read_from_the_authorization_header() {
+        let mut h = HeaderMap::new();
+        assert_eq!(bearer_token(&h), None);
+        h.insert(header::AUTHORIZATION, "Bearer abc".parse().expect("header value"));
+        assert_eq!(bearer_token(&h), Some("abc"));
+        h.insert(header::AUTHORIZATION, "bearer  abc ".parse().expect("header value"));
+        assert_eq!(bearer_token(&h), Some("abc"));
+        h.insert(header::AUTHORIZATION, "Basic abc".parse().expect("header value"));
+        assert_eq!(bearer_token(&h), None);
+        h.insert(header::AUTHORIZATION, "Bearer ".parse().expect("header value"));
+        assert_eq!(bearer_token(&h), None);
     }
 }

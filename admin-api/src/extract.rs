@@ -88,3 +88,16 @@ where
         }
     }
 }
+
+/// The keys of a request body that no field took: for bodies that flatten a struct, where serde
+/// cannot deny unknown fields itself (`#[serde(flatten)] unknown: Unknown`, then
+/// [`refuse_unknown`]).
+pub(crate) type Unknown = std::collections::BTreeMap<String, serde::de::IgnoredAny>;
+
+/// 400 naming the first unknown key, if any.
+pub(crate) fn refuse_unknown(unknown: &Unknown) -> Result<(), ApiError> {
+    match unknown.keys().next() {
+        Some(key) => Err(ApiError::invalid(format!("unknown field {key:?}"))),
+        None => Ok(()),
+    }
+}

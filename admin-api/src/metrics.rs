@@ -24,8 +24,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
-use crate::AppState;
-
 /// Label set of the request counter: the status class (`2xx`, `4xx`, ...).
 type ClassLabel = [(&'static str, &'static str); 1];
 
@@ -135,11 +133,12 @@ impl Collector for StoreGauges {
     }
 }
 
-pub(crate) async fn count_requests(State(ctx): State<AppState>, req: Request, next: Next) -> Response {
+/// Middleware on every request: counts the answer by status class and logs it at debug level.
+pub(crate) async fn count_requests(State(metrics): State<Arc<ApiMetrics>>, req: Request, next: Next) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let response = next.run(req).await;
-    ctx.metrics.request_answered(response.status());
+    metrics.request_answered(response.status());
     tracing::debug!(message = "Request answered.", %method, %path, status = response.status().as_u16());
     response
 }

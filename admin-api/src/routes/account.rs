@@ -1,7 +1,7 @@
 //! The caller's own account and password recovery (ACC-3..5): settings, forgotten passwords,
-//! reset links (also triggered by admins), and the emailed login code's verification route.
+//! reset links (also triggered by admins).
 //!
-//! `forgot-password`, `reset-password` and `login/verify` need no session; the others go
+//! `forgot-password` and `reset-password` need no session; the others go
 //! through [`AuthAdmin`] like every other route.
 
 use std::sync::{Arc, LazyLock};
@@ -10,17 +10,19 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
-use fleetpulse_proto::{AccountId, UnixMillis};
+use fleetpulse_proto::AccountId;
 use fleetpulse_store::{AccountSettings, LoginProtection};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
-use crate::AppState;
-use crate::auth::{AuthAdmin, check_password_policy, hash_password, normalize_email, password_work};
+use crate::auth::AuthAdmin;
+use crate::email_address::normalize_email;
 use crate::error::ApiError;
 use crate::extract::{Json, Path};
-use crate::routes::oplog::Actor;
+use crate::operation_log::Actor;
+use crate::password::{check_password_policy, hash_password, password_work};
 use crate::secrets;
+use crate::state::AppState;
 
 /// Forgotten-password requests whose work (lookup, token, email) runs at once after their 202;
 /// more wait for a free slot.
@@ -31,7 +33,6 @@ const MAX_RESET_TOKEN_CHARS: usize = 128;
 /// Routes of this module: (path, handlers by method).
 pub(crate) fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
     vec![
-        ("/api/v1/auth/login/verify", post(crate::login_code::verify)),
         ("/api/v1/auth/forgot-password", post(forgot_password)),
         ("/api/v1/auth/reset-password", post(reset_password)),
         ("/api/v1/account", get(show_settings).put(update_settings)),
@@ -103,7 +104,7 @@ async fn reset_password(State(ctx): State<AppState>, Json(req): Json<ResetPasswo
     let new_hash = password_work(&ctx.password_checks, move || hash_password(&new_password)).await??;
     let entities = &ctx.api.store.entities;
     let account_id = entities
-        .consume_password_reset(secrets::token_hash(&token), UnixMillis::now())
+        .consume_password_reset(secrets::token_hash(&token), ctx.clock.now())
         .await?
         .ok_or(ApiError::InvalidResetToken)?;
     if !entities.set_password(account_id, new_hash, false).await? {

@@ -10,11 +10,11 @@ use fleetpulse_proto::{AlarmTypeCode, DeviceId, EnterpriseId, Severity, UnixMill
 use fleetpulse_store::{AlarmFilter, AlarmRecord, AlarmStatus, EventBatch};
 use serde::Deserialize;
 
-use crate::AppState;
 use crate::auth::AuthAdmin;
 use crate::error::ApiError;
 use crate::extract::{Json, Path, Query};
-use crate::routes::{ListPage, page};
+use crate::routes::listing::{ListPage, page};
+use crate::state::AppState;
 use fleetpulse_store::Feature;
 
 /// Default and largest page of the alarm listing.
@@ -188,7 +188,7 @@ async fn log(auth: AuthAdmin, State(ctx): State<AppState>, Path(id): Path<u64>) 
 /// Appends one lifecycle change of the record and answers the record as it is after it (the
 /// same rule the store applies; on the scale-out store reads show it once drained).
 async fn change(ctx: &AppState, mut record: AlarmRecord, kind: AlarmChangeKind) -> Result<Json<AlarmRecord>, ApiError> {
-    let at = UnixMillis::now();
+    let at = ctx.clock.now();
     let change = AlarmChange {
         device_id: record.device_id,
         enterprise_id: record.enterprise_id,

@@ -6,11 +6,11 @@ use axum::extract::{RawQuery, State};
 use axum::routing::{MethodRouter, get};
 use fleetpulse_store::{DeviceDashboard, DeviceQuery};
 
-use crate::AppState;
 use crate::auth::AuthAdmin;
 use crate::error::ApiError;
 use crate::extract::Json;
 use crate::routes::devices::parse_device_params;
+use crate::state::AppState;
 
 /// Routes of this module: (path, handlers by method).
 pub(crate) fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {

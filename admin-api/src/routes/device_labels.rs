@@ -6,15 +6,14 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, delete, get};
-use fleetpulse_proto::UnixMillis;
 use fleetpulse_store::{DeviceLabel, NewDeviceLabel};
 use serde::{Deserialize, Serialize};
 
-use crate::AppState;
 use crate::auth::AuthAdmin;
 use crate::error::ApiError;
 use crate::extract::{Json, Path};
 use crate::routes::devices::parse_device_params;
+use crate::state::AppState;
 
 /// The columns a device list can show (DEV-1), in their default order.
 pub(crate) const DEVICE_COLUMNS: &[&str] = &[
@@ -77,7 +76,7 @@ async fn create(
     }
     auth.device_scope(&ctx, params.enterprises, params.channels).await?;
     let new = NewDeviceLabel { account_id: auth.account.id, name: req.name.trim().to_owned(), filter: req.filter };
-    let label = ctx.api.store.entities.create_device_label(new, UnixMillis::now()).await?;
+    let label = ctx.api.store.entities.create_device_label(new, ctx.clock.now()).await?;
     Ok((StatusCode::CREATED, Json(label)).into_response())
 }
 

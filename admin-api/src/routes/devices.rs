@@ -13,10 +13,10 @@ use fleetpulse_store::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::AppState;
 use crate::auth::AuthAdmin;
 use crate::error::ApiError;
 use crate::extract::{Json, Path, Query};
+use crate::state::AppState;
 use fleetpulse_store::Feature;
 
 /// Default page of the device listing.
@@ -354,7 +354,7 @@ async fn resources(
     if !(1..=MAX_RESOURCE_HISTORY).contains(&limit) {
         return Err(ApiError::invalid(format!("limit must be between 1 and {MAX_RESOURCE_HISTORY}")));
     }
-    let to = q.to.unwrap_or_else(|| UnixMillis::now().0.saturating_add(1));
+    let to = q.to.unwrap_or_else(|| ctx.clock.now().0.saturating_add(1));
     let from = q.from.unwrap_or_else(|| to.saturating_sub(HISTORY_SPAN_MS));
     if from >= to {
         return Err(ApiError::invalid("from must be before to"));

@@ -14,12 +14,13 @@ use fleetpulse_store::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::AppState;
-use crate::auth::{AuthAdmin, Scope};
+use crate::auth::AuthAdmin;
 use crate::error::ApiError;
-use crate::extract::{Json, Path, Query};
-use crate::routes::{ListPage, SearchQuery, Unknown, next_after, page, refuse_unknown};
+use crate::extract::{Json, Path, Query, Unknown, refuse_unknown};
+use crate::policy::{self, EnterpriseListing, Target};
+use crate::routes::listing::{ListPage, SearchQuery, next_after, page};
 use crate::secrets;
+use crate::state::AppState;
 
 /// Most characters of an enterprise name, after trimming.
 const MAX_NAME_CHARS: usize = 128;
@@ -60,13 +61,13 @@ async fn list(
     let page = page(q.after, q.limit, LIST_DEFAULT, LIST_MAX)?;
     let entities = &ctx.api.store.entities;
     let mut filter = EnterpriseFilter { q: q.q, ..EnterpriseFilter::default() };
-    match &auth.scope {
-        Scope::Platform => {}
-        Scope::Channel { subtree, enterprises, .. } => {
-            filter.channels = Some(subtree.clone());
-            filter.ids = Some(enterprises.clone());
+    match policy::enterprise_listing(&auth.caller) {
+        EnterpriseListing::All => {}
+        EnterpriseListing::Within { channels, enterprises } => {
+            filter.channels = Some(channels);
+            filter.ids = Some(enterprises);
         }
-        Scope::Enterprise(own) => filter.ids = Some(vec![*own]),
+        EnterpriseListing::Only(ids) => filter.ids = Some(ids),
     }
     let items = entities.search_enterprises(filter, page).await?;
     Ok(Json(ListPage::new(items, page, |e| e.id.0)))
@@ -147,13 +148,8 @@ async fn create(
     auth.require(Feature::Enterprises)?;
     refuse_unknown(&req.unknown)?;
     let name = enterprise_name(&req.name)?;
-    let channel_id = match (&auth.scope, req.channel_id) {
-        (Scope::Enterprise(_), _) => return Err(ApiError::Forbidden),
-        (_, Some(channel)) if !auth.can_see_channel(channel) => return Err(ApiError::NotFound("channel")),
-        (Scope::Channel { channel: Some(own), .. }, None) if auth.can_see_channel(*own) => Some(*own),
-        (Scope::Channel { .. }, None) => return Err(ApiError::invalid("channel_id is required")),
-        (_, requested) => requested,
-    };
+    auth.decide(&ctx, Target::NewEnterprise { channel: req.channel_id }).await?;
+    let channel_id = req.channel_id.or_else(|| policy::home_channel(&auth.caller));
     let profile = req.profile.apply(&EnterpriseProfile::default())?;
     let new = NewEnterprise { profile, name, credential: secrets::random_hex::<32>(), channel_id };
     let enterprise = ctx.api.store.entities.create_enterprise(new).await?;
@@ -165,10 +161,8 @@ async fn create(
 
 /// The enterprise, or 404 if it does not exist or is outside the caller's scope.
 pub(crate) async fn find(ctx: &AppState, auth: &AuthAdmin, id: EnterpriseId) -> Result<Enterprise, ApiError> {
-    match ctx.api.store.entities.enterprise(id).await? {
-        Some(e) if auth.can_see_enterprise(&e) => Ok(e),
-        _ => Err(ApiError::NotFound("enterprise")),
-    }
+    let mut looked = auth.decide(ctx, Target::Enterprise(id)).await?;
+    looked.take_enterprise(id).ok_or(ApiError::NotFound("enterprise"))
 }
 
 /// `GET /api/v1/enterprises/{id}`.
@@ -209,8 +203,8 @@ async fn edit(
     let profile = req.profile.apply(&current.profile)?;
     let permissions_changed =
         (profile.device_management, profile.rps) != (current.profile.device_management, current.profile.rps);
-    if permissions_changed && matches!(auth.scope, Scope::Enterprise(_)) {
-        return Err(ApiError::Forbidden);
+    if permissions_changed {
+        auth.decide(&ctx, Target::EnterprisePermissions(id)).await?;
     }
     let updated = ctx.api.store.entities.update_enterprise(id, name, profile).await?;
     Ok(Json(updated.ok_or(ApiError::NotFound("enterprise"))?))
@@ -225,10 +219,7 @@ async fn request_authorization(
     Path(id): Path<EnterpriseId>,
 ) -> Result<Json<Enterprise>, ApiError> {
     auth.require(Feature::Enterprises)?;
-    if !matches!(auth.scope, Scope::Channel { .. }) {
-        return Err(ApiError::Forbidden);
-    }
-    find(&ctx, &auth, id).await?;
+    auth.decide(&ctx, Target::RequestAuthorization(id)).await?;
     use ChannelAuthorization as A;
     let moved = ctx.api.store.entities.set_channel_authorization(id, &[A::None, A::Rejected], A::Pending).await?;
     moved.map(Json).ok_or_else(|| ApiError::Conflict("the authorization is already pending or granted".into()))
@@ -245,10 +236,7 @@ async fn answer_authorization(
     to: ChannelAuthorization,
 ) -> Result<Json<Enterprise>, ApiError> {
     auth.require(Feature::Enterprises)?;
-    find(ctx, auth, id).await?;
-    if !matches!(auth.scope, Scope::Enterprise(_)) || auth.acting.is_some() {
-        return Err(ApiError::Forbidden);
-    }
+    auth.decide(ctx, Target::AnswerAuthorization(id)).await?;
     let moved = ctx.api.store.entities.set_channel_authorization(id, from, to).await?;
     moved.map(Json).ok_or_else(|| {
         let from: Vec<&str> = from.iter().map(|a| a.as_str()).collect();
@@ -295,14 +283,8 @@ async fn revoke_authorization(
 /// (and for sub-accounts without the `enterprises` feature).
 async fn act(auth: AuthAdmin, State(ctx): State<AppState>, Path(id): Path<EnterpriseId>) -> Result<Response, ApiError> {
     auth.require(Feature::Enterprises)?;
-    if !matches!(auth.scope, Scope::Channel { .. }) || auth.acting.is_some() {
-        return Err(ApiError::Forbidden);
-    }
-    let enterprise = find(&ctx, &auth, id).await?;
-    if enterprise.channel_authorization != ChannelAuthorization::Accepted {
-        return Err(ApiError::AuthorizationRequired);
-    }
-    crate::auth::act_as(&ctx, auth.account.id, Acting::Enterprise(enterprise.id)).await
+    auth.decide(&ctx, Target::ActInEnterprise(id)).await?;
+    crate::login::act_as(&ctx, auth.account.id, Acting::Enterprise(id)).await
 }
 
 #[derive(Debug, Serialize, schemars::JsonSchema)]

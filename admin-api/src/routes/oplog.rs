@@ -1,122 +1,36 @@
-//! The operation log (LOG-1): one row per state-changing request, written by a middleware on
-//! every matched route, listed with filters and exported as CSV — the platform every row, a
-//! tenant the rows of the accounts it sees and of channels acting inside its enterprises. No route edits or deletes a row,
-//! and the stores refuse updates and deletes of the table themselves.
+//! The operation log's listing and CSV export (LOG-1): the platform every row, a tenant the rows
+//! of the accounts it sees and of channels acting inside its enterprises. Rows are written by
+//! the middleware of `operation_log.rs`; no route edits or deletes a row, and the stores refuse
+//! updates and deletes of the table themselves.
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, MatchedPath, Request, State};
-use axum::http::{HeaderValue, Method, header};
-use axum::middleware::Next;
+use axum::extract::State;
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get};
 use fleetpulse_proto::{AccountId, EnterpriseId, UnixMillis};
 use fleetpulse_store::{
-    AccountFilter, MAX_ACCOUNT_FILTER, NewOperationLog, OperationLog, OperationLogFilter, OperationLogScope,
-    OperationOutcome, Page,
+    AccountFilter, MAX_ACCOUNT_FILTER, OperationLog, OperationLogFilter, OperationLogScope, OperationOutcome, Page,
 };
 use serde::Deserialize;
 
-use crate::AppState;
-use crate::auth::{AuthAdmin, Scope};
+use crate::auth::AuthAdmin;
 use crate::error::ApiError;
 use crate::extract::{Json, Query};
-use crate::routes::{ListPage, page};
+use crate::policy::{self, AccountListing};
+use crate::routes::listing::{ListPage, page};
+use crate::state::AppState;
 
 /// Default and largest page of the listing.
 const LIST_DEFAULT: u32 = 100;
 const LIST_MAX: u32 = 1000;
 /// Most rows one CSV export carries.
 const EXPORT_MAX_ROWS: usize = 100_000;
-/// Longest concrete path kept in a row.
-const MAX_PATH_CHARS: usize = 2048;
 
 /// Routes of this module: (path, handlers by method).
 pub(crate) fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
     vec![("/api/v1/operation-logs", get(list)), ("/api/v1/operation-logs/export", get(export))]
-}
-
-/// Who made a request, when the handler knows it better than the bearer token (login): set in
-/// the response's extensions.
-#[derive(Debug, Clone)]
-pub(crate) struct Actor {
-    /// The account, if the email named one.
-    pub(crate) account_id: Option<AccountId>,
-    /// The email the caller gave or has.
-    pub(crate) email: String,
-}
-
-/// The caller of a state-changing request, as the auth extractor found it: the middleware puts
-/// an empty slot into the request and reads it after the handler ran.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct CallerSlot(std::sync::Arc<std::sync::OnceLock<Caller>>);
-
-/// Who made a request through a session.
-#[derive(Debug, Clone)]
-pub(crate) struct Caller {
-    account_id: AccountId,
-    email: String,
-    /// The enterprise the session acts inside (TEN-3).
-    acting_as: Option<EnterpriseId>,
-}
-
-impl CallerSlot {
-    /// Records the session's account (the first time only).
-    pub(crate) fn fill(&self, account: &fleetpulse_store::Account, acting: Option<fleetpulse_store::Acting>) {
-        let acting_as = match acting {
-            Some(fleetpulse_store::Acting::Enterprise(e)) => Some(e),
-            _ => None,
-        };
-        let _ = self.0.set(Caller { account_id: account.id, email: account.email.clone(), acting_as });
-    }
-}
-
-/// Middleware on every matched route: after a state-changing request (any method but GET, HEAD
-/// and OPTIONS) is answered, writes its row. A failed write is logged; the answer stands.
-pub(crate) async fn record(State(ctx): State<AppState>, req: Request, next: Next) -> Response {
-    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
-        return next.run(req).await;
-    }
-    let method = req.method().to_string();
-    let operation = match req.extensions().get::<MatchedPath>() {
-        Some(route) => format!("{method} {}", route.as_str()),
-        None => format!("{method} {}", req.uri().path()),
-    };
-    let path: String = req.uri().path().chars().take(MAX_PATH_CHARS).collect();
-    let ip = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string()).unwrap_or_default();
-    // The auth extractor fills the slot once it knows the session's account: one session
-    // lookup per request, shared with the handler.
-    let slot = CallerSlot::default();
-    let mut req = req;
-    req.extensions_mut().insert(slot.clone());
-    let at = UnixMillis::now();
-    let response = next.run(req).await;
-    let caller = slot.0.get().cloned();
-    // TEN-3: a change made by a channel account acting inside an enterprise is recorded as such.
-    let acting_as = caller.as_ref().and_then(|c| c.acting_as);
-    let (account_id, account_email) = match (response.extensions().get::<Actor>(), caller) {
-        (Some(actor), _) => (actor.account_id, actor.email.clone()),
-        (None, Some(caller)) => (Some(caller.account_id), caller.email),
-        (None, None) => (None, String::new()),
-    };
-    let status = response.status();
-    let row = NewOperationLog {
-        account_id,
-        account_email: account_email.chars().take(320).collect(),
-        acting_as,
-        operation,
-        method,
-        path,
-        ip,
-        at,
-        status: status.as_u16(),
-        outcome: if status.is_success() { OperationOutcome::Success } else { OperationOutcome::Failure },
-    };
-    if let Err(error) = ctx.api.store.entities.append_operation_logs(vec![row]).await {
-        tracing::error!(message = "Operation log row not written.", %error);
-    }
-    response
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -140,16 +54,16 @@ pub(crate) struct ListQuery {
 async fn scoped_filter(ctx: &AppState, auth: &AuthAdmin, q: &ListQuery) -> Result<OperationLogFilter, ApiError> {
     auth.require(fleetpulse_store::Feature::OperationLog)?;
     let mut filter = filter(q)?;
-    let (accounts, enterprises) = match &auth.scope {
-        Scope::Platform => return Ok(filter),
-        Scope::Enterprise(own) => {
-            let accounts = AccountFilter { enterprises: Some(vec![*own]), ..AccountFilter::default() };
-            (accounts, vec![*own])
+    let (accounts, enterprises) = match policy::operation_log_listing(&auth.caller) {
+        AccountListing::All => return Ok(filter),
+        AccountListing::Enterprise(own) => {
+            let accounts = AccountFilter { enterprises: Some(vec![own]), ..AccountFilter::default() };
+            (accounts, vec![own])
         }
-        Scope::Channel { subtree, .. } => {
+        AccountListing::Channels(channels) => {
             let enterprises = auth.visible_enterprises(ctx).await?.unwrap_or_default();
             let accounts = AccountFilter {
-                channels: Some(subtree.clone()),
+                channels: Some(channels),
                 enterprises: Some(enterprises.clone()),
                 ..AccountFilter::default()
             };

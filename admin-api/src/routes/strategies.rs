@@ -6,15 +6,15 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
-use fleetpulse_proto::{AlarmTypeCode, EnterpriseId, Severity, StrategyId, UnixMillis};
+use fleetpulse_proto::{AlarmTypeCode, EnterpriseId, Severity, StrategyId};
 use fleetpulse_store::{StoredStrategy, StoredThreshold, StrategySettings, ThresholdMetric};
 use serde::{Deserialize, Serialize};
 
-use crate::AppState;
 use crate::auth::AuthAdmin;
 use crate::error::ApiError;
 use crate::extract::{Json, Path};
 use crate::routes::enterprises;
+use crate::state::AppState;
 use fleetpulse_store::Feature;
 
 /// Most strategies of one enterprise.
@@ -208,7 +208,7 @@ async fn create(
     if ctx.api.store.entities.list_strategies(id).await?.len() >= MAX_STRATEGIES {
         return Err(ApiError::Conflict(format!("an enterprise has at most {MAX_STRATEGIES} alarm strategies")));
     }
-    let created = ctx.api.store.entities.create_strategy(id, settings, UnixMillis::now()).await?;
+    let created = ctx.api.store.entities.create_strategy(id, settings, ctx.clock.now()).await?;
     changed(&ctx, id).await;
     tracing::info!(message = "Created an alarm strategy.", strategy = %created.id, enterprise = %id, by_account = %auth.account.id);
     Ok((StatusCode::CREATED, Json(created)).into_response())
@@ -233,7 +233,7 @@ async fn replace(
     let enterprise = find(&ctx, &auth, id).await?.enterprise_id;
     auth.require_act(&ctx, enterprise).await?;
     let settings = settings(req)?;
-    let updated = ctx.api.store.entities.update_strategy(id, settings, UnixMillis::now()).await?;
+    let updated = ctx.api.store.entities.update_strategy(id, settings, ctx.clock.now()).await?;
     changed(&ctx, enterprise).await;
     updated.map(Json).ok_or(ApiError::NotFound("alarm strategy"))
 }
@@ -247,7 +247,7 @@ async fn set_enabled(
     let StoredStrategy { enterprise_id, mut settings, .. } = find(ctx, auth, id).await?;
     auth.require_act(ctx, enterprise_id).await?;
     settings.enabled = enabled;
-    let updated = ctx.api.store.entities.update_strategy(id, settings, UnixMillis::now()).await?;
+    let updated = ctx.api.store.entities.update_strategy(id, settings, ctx.clock.now()).await?;
     changed(ctx, enterprise_id).await;
     updated.map(Json).ok_or(ApiError::NotFound("alarm strategy"))
 }

@@ -14,11 +14,14 @@ use fleetpulse_store::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::AppState;
-use crate::auth::{AuthAdmin, MIN_PASSWORD_CHARS, Scope, hash_password, normalize_email, password_work};
+use crate::auth::AuthAdmin;
+use crate::email_address::normalize_email;
 use crate::error::ApiError;
-use crate::extract::{Json, Path, Query};
-use crate::routes::{ListPage, SearchQuery, Unknown, page, refuse_unknown};
+use crate::extract::{Json, Path, Query, Unknown, refuse_unknown};
+use crate::password::{MIN_PASSWORD_CHARS, hash_password, password_work};
+use crate::policy::{self, AccountListing, ChannelListing, Target, TenantTree};
+use crate::routes::listing::{ListPage, SearchQuery, page};
+use crate::state::AppState;
 
 const LIST_DEFAULT: u32 = 50;
 const LIST_MAX: u32 = 1000;
@@ -48,12 +51,10 @@ async fn list(
 ) -> Result<Json<ListPage<Channel>>, ApiError> {
     let page = page(q.after, q.limit, LIST_DEFAULT, LIST_MAX)?;
     let entities = &ctx.api.store.entities;
-    let items = match &auth.scope {
-        Scope::Platform => entities.search_channels(None, q.q.as_deref(), page).await?,
-        Scope::Channel { channel: Some(root), whole_subtree: true, .. } => {
-            entities.search_channels(Some(*root), q.q.as_deref(), page).await?
-        }
-        Scope::Channel { subtree, .. } => {
+    let items = match policy::channel_listing(&auth.caller)? {
+        ChannelListing::All => entities.search_channels(None, q.q.as_deref(), page).await?,
+        ChannelListing::Subtree(root) => entities.search_channels(Some(root), q.q.as_deref(), page).await?,
+        ChannelListing::Only(subtree) => {
             // Data permissions: the given channels, read one by one (a page at most).
             let needle = q.q.as_deref().map(|n| n.trim().to_lowercase()).filter(|n| !n.is_empty());
             let mut items = Vec::new();
@@ -71,20 +72,15 @@ async fn list(
             }
             items
         }
-        Scope::Enterprise(_) => return Err(ApiError::Forbidden),
     };
     Ok(Json(ListPage::new(items, page, |c| c.id.0)))
 }
 
 /// The channel, or 404 when it does not exist or is outside the caller's subtree.
+/// Enterprise accounts: 403.
 async fn find(ctx: &AppState, auth: &AuthAdmin, id: ChannelId) -> Result<Channel, ApiError> {
-    if matches!(auth.scope, Scope::Enterprise(_)) {
-        return Err(ApiError::Forbidden);
-    }
-    match ctx.api.store.entities.channel(id).await? {
-        Some(c) if auth.can_see_channel(c.id) => Ok(c),
-        _ => Err(ApiError::NotFound("channel")),
-    }
+    let mut looked = auth.decide(ctx, Target::Channel(id)).await?;
+    looked.take_channel(id).ok_or(ApiError::NotFound("channel"))
 }
 
 /// `GET /api/v1/channels/{id}`.
@@ -128,13 +124,8 @@ async fn create(
     Json(req): Json<CreateChannel>,
 ) -> Result<Response, ApiError> {
     auth.require(Feature::Channels)?;
-    let parent_id = match (&auth.scope, req.parent_id) {
-        (Scope::Enterprise(_), _) => return Err(ApiError::Forbidden),
-        (_, Some(parent)) => Some(find(&ctx, &auth, parent).await?.id),
-        (Scope::Channel { channel: Some(own), .. }, None) if auth.can_see_channel(*own) => Some(*own),
-        (Scope::Channel { .. }, None) => return Err(ApiError::invalid("parent_id is required")),
-        (Scope::Platform, None) => None,
-    };
+    auth.decide(&ctx, Target::NewChannel { parent: req.parent_id }).await?;
+    let parent_id = req.parent_id.or_else(|| policy::home_channel(&auth.caller));
     let new = NewChannel {
         name: req.name.trim().to_owned(),
         parent_id,
@@ -146,7 +137,7 @@ async fn create(
         phone: req.phone.trim().to_owned(),
         country: req.country.trim().to_owned(),
     };
-    let channel = ctx.api.store.entities.create_channel(new, fleetpulse_proto::UnixMillis::now()).await?;
+    let channel = ctx.api.store.entities.create_channel(new, ctx.clock.now()).await?;
     Ok((StatusCode::CREATED, Json(channel)).into_response())
 }
 
@@ -186,10 +177,9 @@ async fn edit(
         phone: text(req.phone, &current.phone),
         country: text(req.country, &current.country),
     };
-    let own = matches!(auth.scope, Scope::Channel { channel: Some(own), .. } if own == id);
     let flags = |c: &ChannelUpdate| (c.allow_sub_channels, c.device_management, c.rps);
-    if own && flags(&update) != (current.allow_sub_channels, current.device_management, current.rps) {
-        return Err(ApiError::Forbidden);
+    if flags(&update) != (current.allow_sub_channels, current.device_management, current.rps) {
+        auth.decide(&ctx, Target::ChannelFlags(id)).await?;
     }
     let updated = ctx.api.store.entities.update_channel(id, update).await?;
     Ok(Json(updated.ok_or(ApiError::NotFound("channel"))?))
@@ -200,15 +190,8 @@ async fn edit(
 /// answer) whose scope is that sub-channel's subtree. 403 for other accounts and for the
 /// caller's own channel.
 async fn act(auth: AuthAdmin, State(ctx): State<AppState>, Path(id): Path<ChannelId>) -> Result<Response, ApiError> {
-    let own = match auth.scope {
-        Scope::Channel { channel: Some(own), .. } if auth.acting.is_none() => own,
-        _ => return Err(ApiError::Forbidden),
-    };
-    let channel = find(&ctx, &auth, id).await?;
-    if channel.id == own {
-        return Err(ApiError::Forbidden);
-    }
-    crate::auth::act_as(&ctx, auth.account.id, Acting::Channel(channel.id)).await
+    auth.decide(&ctx, Target::ActInChannel(id)).await?;
+    crate::login::act_as(&ctx, auth.account.id, Acting::Channel(id)).await
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -265,19 +248,8 @@ async fn create_account(
     Json(req): Json<CreateAccount>,
 ) -> Result<Response, ApiError> {
     auth.require(Feature::Accounts)?;
-    match (&auth.scope, req.role) {
-        (Scope::Enterprise(_), _) => return Err(ApiError::Forbidden),
-        (Scope::Channel { .. }, Role::PlatformAdmin) => return Err(ApiError::Forbidden),
-        _ => {}
-    }
-    if let Some(channel) = req.channel_id {
-        find(&ctx, &auth, channel).await?;
-    }
-    if let Some(enterprise) = req.enterprise_id
-        && !auth.can_see(&ctx, enterprise).await?
-    {
-        return Err(ApiError::NotFound("enterprise"));
-    }
+    let target = Target::NewAccount { role: req.role, channel: req.channel_id, enterprise: req.enterprise_id };
+    auth.decide(&ctx, target).await?;
     let email = normalize_email(&req.email)?;
     let (password, generated) = crate::account_email::initial_password(req.password);
     if password.chars().count() < MIN_PASSWORD_CHARS {
@@ -310,14 +282,13 @@ async fn list_accounts(
 ) -> Result<Json<ListPage<AccountBody>>, ApiError> {
     auth.require(Feature::Accounts)?;
     let page = page(q.after, q.limit, LIST_DEFAULT, LIST_MAX)?;
-    let mut filter = match &auth.scope {
-        Scope::Platform => AccountFilter::default(),
-        Scope::Enterprise(_) => return Err(ApiError::Forbidden),
-        Scope::Channel { subtree, .. } => AccountFilter {
-            channels: Some(subtree.clone()),
+    let mut filter = match policy::account_listing(&auth.caller)? {
+        AccountListing::Channels(channels) => AccountFilter {
+            channels: Some(channels),
             enterprises: auth.visible_enterprises(&ctx).await?,
             ..AccountFilter::default()
         },
+        AccountListing::All | AccountListing::Enterprise(_) => AccountFilter::default(),
     };
     filter.q = q.q;
     let items = ctx.api.store.entities.list_accounts(filter, page).await?;
@@ -330,24 +301,8 @@ async fn list_accounts(
 /// is visible (platform admin accounts never are). Enterprise admins: 403.
 pub(crate) async fn find_account(ctx: &AppState, auth: &AuthAdmin, id: AccountId) -> Result<Account, ApiError> {
     auth.require(Feature::Accounts)?;
-    if matches!(auth.scope, Scope::Enterprise(_)) {
-        return Err(ApiError::Forbidden);
-    }
-    let Some(account) = ctx.api.store.entities.account(id).await? else {
-        return Err(ApiError::NotFound("account"));
-    };
-    let visible = match (&auth.scope, account.role) {
-        (Scope::Platform, _) => true,
-        (_, Role::PlatformAdmin) => false,
-        _ => {
-            account.channel_id.is_some_and(|c| auth.can_see_channel(c))
-                || match account.enterprise_id {
-                    Some(e) => auth.can_see(ctx, e).await?,
-                    None => false,
-                }
-        }
-    };
-    if visible { Ok(account) } else { Err(ApiError::NotFound("account")) }
+    let mut looked = auth.decide(ctx, Target::Account(id)).await?;
+    looked.take_account(id).ok_or(ApiError::NotFound("account"))
 }
 
 /// `GET /api/v1/accounts/{id}`.
@@ -361,10 +316,9 @@ async fn show_account(
 
 /// Freezes or unfreezes a visible account other than the caller's (409 for its own).
 async fn set_frozen(ctx: &AppState, auth: &AuthAdmin, id: AccountId, frozen: bool) -> Result<AccountBody, ApiError> {
-    let account = find_account(ctx, auth, id).await?;
-    if account.id == auth.account.id {
-        return Err(ApiError::Conflict("an account cannot freeze or unfreeze itself".into()));
-    }
+    auth.require(Feature::Accounts)?;
+    let mut looked = auth.decide(ctx, Target::Freeze(id)).await?;
+    let account = looked.take_account(id).ok_or(ApiError::NotFound("account"))?;
     let entities = &ctx.api.store.entities;
     if !entities.set_account_frozen(account.id, frozen).await? {
         return Err(ApiError::NotFound("account"));
@@ -413,15 +367,10 @@ impl PermissionsBody {
         let permissions = Permissions { features: self.features, data: self.data }.normalized()?;
         if let DataPermission::Only { channels, enterprises } = &permissions.data {
             for &channel in channels {
-                if !auth.can_see_channel(channel) || ctx.api.store.entities.channel(channel).await?.is_none() {
-                    return Err(ApiError::NotFound("channel"));
-                }
+                auth.decide(ctx, Target::GrantChannel(channel)).await?;
             }
             for &enterprise in enterprises {
-                match ctx.api.store.entities.enterprise(enterprise).await? {
-                    Some(e) if auth.can_see_enterprise(&e) => {}
-                    _ => return Err(ApiError::NotFound("enterprise")),
-                }
+                auth.decide(ctx, Target::GrantEnterprise(enterprise)).await?;
             }
         }
         Ok(permissions)
@@ -443,7 +392,7 @@ pub(crate) struct CreateSubAccount {
 
 /// 403 unless the caller is a full account (sub-accounts have no sub-accounts) acting for no one.
 fn require_full_account(auth: &AuthAdmin) -> Result<(), ApiError> {
-    if auth.features.is_some() || auth.acting.is_some() { Err(ApiError::Forbidden) } else { Ok(()) }
+    Ok(policy::decide(&auth.caller, &Target::SubAccounts, &TenantTree::default())?)
 }
 
 /// `POST /api/v1/sub-accounts` `{email, password?, features, data}` (TEN-5): creates a
@@ -514,10 +463,7 @@ async fn set_permissions(
 ) -> Result<Json<AccountBody>, ApiError> {
     require_full_account(&auth)?;
     let entities = &ctx.api.store.entities;
-    match entities.account(id).await? {
-        Some(a) if a.parent_id == Some(auth.account.id) => {}
-        _ => return Err(ApiError::NotFound("account")),
-    }
+    auth.decide(&ctx, Target::SubAccount(id)).await?;
     let permissions = req.checked(&ctx, &auth).await?;
     if !entities.set_account_permissions(id, permissions).await? {
         return Err(ApiError::NotFound("account"));

@@ -167,7 +167,7 @@ async fn an_expired_link_is_refused_and_a_locked_account_can_reset() {
     h.admin_token().await;
     assert_eq!(forgot(&h, ADMIN_EMAIL).await.status, StatusCode::ACCEPTED);
     let expired = reset_token(nth_email(&h, ADMIN_EMAIL, 0).await);
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    h.clock.advance(Duration::from_millis(400));
     reset(&h, &expired, "brand-new-password").await.assert_error(StatusCode::BAD_REQUEST, "invalid_reset_token");
 
     // Locked by ten wrong passwords: the right one is refused, a reset lifts the lock.
@@ -305,4 +305,38 @@ async fn settings_are_read_validated_and_saved() {
         reply.assert_error(StatusCode::BAD_REQUEST, "invalid_request");
     }
     assert_eq!(h.get("/api/v1/account", &token).await.json(), saved, "nothing changed");
+}
+
+#[tokio::test]
+async fn a_reset_link_works_for_ten_minutes() {
+    let h = harness();
+    h.admin_token().await;
+    assert_eq!(forgot(&h, ADMIN_EMAIL).await.status, StatusCode::ACCEPTED);
+    let token = reset_token(nth_email(&h, ADMIN_EMAIL, 0).await);
+    h.clock.advance(Duration::from_secs(9 * 60 + 59));
+    assert_eq!(reset(&h, &token, "brand-new-password").await.status, StatusCode::NO_CONTENT, "at 9:59");
+
+    assert_eq!(forgot(&h, ADMIN_EMAIL).await.status, StatusCode::ACCEPTED);
+    let token = reset_token(nth_email(&h, ADMIN_EMAIL, 1).await);
+    h.clock.advance(Duration::from_secs(10 * 60 + 1));
+    reset(&h, &token, "another-new-password").await.assert_error(StatusCode::BAD_REQUEST, "invalid_reset_token");
+    assert_eq!(h.login(ADMIN_EMAIL, "brand-new-password").await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn an_emailed_login_code_works_for_ten_minutes() {
+    let h = harness();
+    let token = h.admin_token().await;
+    let put = json!({"login_protection": "email"});
+    assert_eq!(h.call(Method::PUT, "/api/v1/account", Some(&token), Some(put)).await.status, StatusCode::OK);
+
+    let first = challenge(&h).await;
+    let code = login_code(nth_email(&h, ADMIN_EMAIL, 0).await);
+    h.clock.advance(Duration::from_secs(9 * 60 + 59));
+    assert_eq!(verify(&h, &first, &code).await.status, StatusCode::OK, "at 9:59");
+
+    let second = challenge(&h).await;
+    let code = login_code(nth_email(&h, ADMIN_EMAIL, 1).await);
+    h.clock.advance(Duration::from_secs(10 * 60 + 1));
+    verify(&h, &second, &code).await.assert_error(StatusCode::UNAUTHORIZED, "invalid_challenge");
 }

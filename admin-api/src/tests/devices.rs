@@ -8,7 +8,7 @@ use fleetpulse_store::{DeviceReport, DeviceSnapshotUpdate, EventBatch, NewAccoun
 use serde_json::json;
 
 use super::*;
-use crate::auth::hash_password;
+use crate::hash_password;
 
 pub(super) struct Fleet {
     pub(super) h: Harness,

@@ -1,5 +1,5 @@
 //! Tests of the whole API through `app()` with `oneshot`: a real embedded store in a temporary
-//! directory, no sockets.
+//! directory, no sockets, and a manual clock that stands still until a test advances it.
 
 mod account;
 mod auth;
@@ -27,7 +27,7 @@ use prometheus_client::registry::Registry;
 use serde_json::Value;
 use tower::ServiceExt;
 
-use crate::{ApiConfig, ApiState, BootstrapOutcome, app, bootstrap_admin};
+use crate::{ApiConfig, ApiState, BootstrapOutcome, ManualClock, app_with_clock, bootstrap_admin};
 
 const ADMIN_EMAIL: &str = "ops@example.com";
 const ADMIN_PASSWORD: &str = "s3cret-enough";
@@ -37,6 +37,9 @@ struct Harness {
     _dir: tempfile::TempDir,
     store: Store,
     ready: Arc<AtomicBool>,
+    /// The API's clock: starts at the wall-clock time the harness is built and moves only when
+    /// a test advances it.
+    clock: ManualClock,
     app: Router,
 }
 
@@ -57,7 +60,8 @@ fn harness_with(config: ApiConfig, registry: Registry) -> Harness {
         config,
         alarms: None,
     };
-    Harness { _dir: dir, store, ready, app: app(state) }
+    let clock = ManualClock::new(fleetpulse_proto::UnixMillis::now());
+    Harness { _dir: dir, store, ready, app: app_with_clock(state, clock.clock()), clock }
 }
 
 /// A response, read whole.

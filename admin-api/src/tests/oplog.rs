@@ -77,7 +77,7 @@ async fn every_state_changing_request_writes_one_row_and_reads_write_none() {
 async fn ten_wrong_passwords_lock_the_account_with_the_same_answer() {
     let h = harness();
     h.admin_token().await;
-    for _ in 0..crate::auth::MAX_LOGIN_FAILURES {
+    for _ in 0..crate::login::MAX_LOGIN_FAILURES {
         h.login(ADMIN_EMAIL, "wrong password").await.assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
     }
     // Locked: the right password gets the answer a wrong one gets.
@@ -87,17 +87,30 @@ async fn ten_wrong_passwords_lock_the_account_with_the_same_answer() {
     assert_eq!(locked.body, unknown.body);
     let account = h.store.entities.account_by_email(ADMIN_EMAIL).await.unwrap().expect("account");
     let until = account.locked_until.expect("locked");
-    let expected = fleetpulse_proto::UnixMillis::now().0 + 5 * 60 * 1000;
-    assert!((expected - 60_000..=expected).contains(&until.0), "locked for five minutes: {until:?}");
+    assert_eq!(until.0, h.clock.now().0 + 5 * 60 * 1000, "locked for five minutes");
 
-    // Once the lock is over (simulated by clearing it in the store), the password works again and
-    // the failure count starts over.
-    h.store.entities.record_login_success(account.id).await.unwrap();
+    // Once the lock is over, the password works again and the failure count starts over.
+    h.clock.advance(crate::login::LOCKOUT);
     assert_eq!(h.login(ADMIN_EMAIL, ADMIN_PASSWORD).await.status, StatusCode::OK);
-    for _ in 0..crate::auth::MAX_LOGIN_FAILURES - 1 {
+    for _ in 0..crate::login::MAX_LOGIN_FAILURES - 1 {
         h.login(ADMIN_EMAIL, "wrong password").await;
     }
     assert_eq!(h.login(ADMIN_EMAIL, ADMIN_PASSWORD).await.status, StatusCode::OK, "nine failures do not lock");
     let account = h.store.entities.account_by_email(ADMIN_EMAIL).await.unwrap().expect("account");
     assert_eq!((account.failed_logins, account.locked_until), (0, None), "a success resets the count");
+}
+
+#[tokio::test]
+async fn a_lockout_ends_after_five_minutes_and_not_before() {
+    let h = harness();
+    h.admin_token().await;
+    for _ in 0..crate::login::MAX_LOGIN_FAILURES {
+        h.login(ADMIN_EMAIL, "wrong password").await.assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    }
+    h.clock.advance(std::time::Duration::from_secs(4 * 60 + 59));
+    h.login(ADMIN_EMAIL, ADMIN_PASSWORD).await.assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    let account = h.store.entities.account_by_email(ADMIN_EMAIL).await.unwrap().expect("account");
+    assert_eq!(account.failed_logins, 0, "a locked account's attempts are not counted");
+    h.clock.advance(std::time::Duration::from_secs(1));
+    assert_eq!(h.login(ADMIN_EMAIL, ADMIN_PASSWORD).await.status, StatusCode::OK, "at 5:00");
 }

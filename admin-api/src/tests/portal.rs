@@ -7,7 +7,7 @@ use fleetpulse_store::{NewAccount, NewChannel, NewEnterprise, Role};
 use serde_json::{Value, json};
 
 use super::*;
-use crate::auth::hash_password;
+use crate::hash_password;
 
 const PASSWORD: &str = "portal-password";
 

@@ -28,16 +28,49 @@ async fn an_idle_session_ends_and_a_used_one_stays() {
     let token = h.admin_token().await;
     // Used every 150 ms for well over the idle limit: still valid.
     for _ in 0..8 {
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        h.clock.advance(Duration::from_millis(150));
         assert_eq!(h.get("/api/v1/enterprises", &token).await.status, StatusCode::OK);
     }
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    h.clock.advance(Duration::from_millis(600));
     h.get("/api/v1/enterprises", &token).await.assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
     h.get("/api/v1/enterprises", &token).await.assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
 }
 
-fn now_s() -> u64 {
-    u64::try_from(fleetpulse_proto::UnixMillis::now().0 / 1000).unwrap_or(0)
+#[tokio::test]
+async fn a_session_ends_after_thirty_idle_minutes_and_use_keeps_it_alive() {
+    let h = harness();
+    let token = h.admin_token().await;
+    let other = h.login(ADMIN_EMAIL, ADMIN_PASSWORD).await.json()["token"].as_str().expect("token").to_owned();
+    // Used every 29 minutes for two hours: still valid.
+    for _ in 0..4 {
+        h.clock.advance(Duration::from_secs(29 * 60));
+        assert_eq!(h.get("/api/v1/enterprises", &token).await.status, StatusCode::OK);
+    }
+    // The other session, unused all that time, has ended.
+    h.get("/api/v1/enterprises", &other).await.assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    // Exactly thirty idle minutes are still allowed; a moment more is not.
+    h.clock.advance(Duration::from_secs(30 * 60));
+    assert_eq!(h.get("/api/v1/enterprises", &token).await.status, StatusCode::OK);
+    h.clock.advance(Duration::from_secs(30 * 60) + Duration::from_millis(1));
+    h.get("/api/v1/enterprises", &token).await.assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
+}
+
+#[tokio::test]
+async fn a_session_ends_after_its_lifetime_however_much_it_is_used() {
+    let h = harness();
+    let token = h.admin_token().await;
+    // 12 hours of use every 25 minutes.
+    for _ in 0..28 {
+        h.clock.advance(Duration::from_secs(25 * 60));
+        assert_eq!(h.get("/api/v1/enterprises", &token).await.status, StatusCode::OK);
+    }
+    h.clock.advance(Duration::from_secs(20 * 60 + 1));
+    h.get("/api/v1/enterprises", &token).await.assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
+}
+
+/// The API's clock in whole seconds (the TOTP clock).
+fn now_s(h: &Harness) -> u64 {
+    u64::try_from(h.clock.now().0 / 1000).unwrap_or(0)
 }
 
 fn code(secret: &TotpSecret, at_s: u64) -> String {
@@ -70,10 +103,10 @@ async fn with_totp_on_a_login_needs_a_fresh_code_and_each_code_works_once() {
             Some(json!({"secret": secret_text, "code": "000000"})),
         )
         .await;
-    if code(&secret, now_s()) != "000000" {
+    if code(&secret, now_s(&h)) != "000000" {
         wrong.assert_error(StatusCode::BAD_REQUEST, "invalid_request");
     }
-    let t = now_s();
+    let t = now_s(&h);
     let enable = json!({"secret": secret_text, "code": code(&secret, t)});
     assert_eq!(
         h.call(Method::POST, "/api/v1/account/totp", Some(&token), Some(enable)).await.status,
@@ -102,4 +135,34 @@ async fn with_totp_on_a_login_needs_a_fresh_code_and_each_code_works_once() {
     off.assert_error(StatusCode::BAD_REQUEST, "invalid_request");
     let account = h.store.entities.account_by_email(ADMIN_EMAIL).await.unwrap().expect("account");
     assert!(account.totp_secret.is_some() && account.totp_last_step.is_some());
+}
+
+#[tokio::test]
+async fn a_totp_code_works_in_its_step_and_not_two_steps_later() {
+    let h = harness();
+    let token = h.admin_token().await;
+    let setup = h.call(Method::POST, "/api/v1/account/totp/setup", Some(&token), None).await.json();
+    let secret_text = setup["secret"].as_str().expect("secret").to_owned();
+    let secret = TotpSecret::from_base32(&secret_text).expect("base32 secret");
+    let enable = json!({"secret": secret_text, "code": code(&secret, now_s(&h))});
+    let reply = h.call(Method::POST, "/api/v1/account/totp", Some(&token), Some(enable)).await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+
+    // Three steps later, the code of two steps ago is refused; the current one logs in.
+    h.clock.advance(Duration::from_secs(90));
+    let t = now_s(&h);
+    let stale = code(&secret, t - 60);
+    let current = code(&secret, t);
+    if stale != current {
+        login_with_code(&h, Some(&stale)).await.assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    }
+    assert_eq!(login_with_code(&h, Some(&current)).await.status, StatusCode::OK);
+    // The previous step's code would have been allowed (clock drift), but it is older than the
+    // code just used: each step works once.
+    login_with_code(&h, Some(&code(&secret, t - 30))).await.assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    // The next step's code works, once.
+    h.clock.advance(Duration::from_secs(30));
+    let next = code(&secret, now_s(&h));
+    assert_eq!(login_with_code(&h, Some(&next)).await.status, StatusCode::OK);
+    login_with_code(&h, Some(&next)).await.assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
 }

@@ -8,7 +8,7 @@ use fleetpulse_store::{EventBatch, NewAccount, NewDevice, NewDeviceLabel, Role, 
 use serde_json::{Value, json};
 
 use super::*;
-use crate::auth::hash_password;
+use crate::hash_password;
 
 /// Routes that are not about tenant objects: the caller's own session and account, and ops.
 const SELF_ROUTES: &[&str] = &[

@@ -1,0 +1,199 @@
+//! `GET /api/v1/openapi.json`: the OpenAPI document of the API, built from [`operations`], one
+//! per served method of the route table ([`crate::routes::all`]), each naming the types its
+//! handler takes and answers (assembled by `openapi.rs`).
+
+use std::sync::LazyLock;
+
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, get};
+use fleetpulse_store::{AlarmRecord, Channel, Enterprise, OperationLog, StoredStrategy};
+use serde_json::Value;
+
+use crate::login::{ActingSession, LoginResponse};
+use crate::openapi::{Operation, delete_, document, get_, post_, put_};
+use crate::routes::listing::{ListPage, SearchQuery};
+use crate::routes::session::{LoginRequest, PasswordChange, TotpDisable, TotpEnable, TotpSetup, VerifyRequest};
+use crate::routes::{account, alarms, device_labels, devices, enterprises, oplog, strategies, tenants};
+use crate::state::AppState;
+
+/// Routes of this module: (path, handlers by method).
+pub(crate) fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
+    vec![("/api/v1/openapi.json", get(serve))]
+}
+
+/// The document, generated once per process.
+static DOCUMENT: LazyLock<String> = LazyLock::new(|| document(operations()).to_string());
+
+/// `GET /api/v1/openapi.json` (no login needed): the OpenAPI 3.0 document of every route.
+async fn serve() -> Response {
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], DOCUMENT.as_str()).into_response()
+}
+
+/// Every operation of the API.
+pub(crate) fn operations() -> Vec<Operation> {
+    const OPS: &str = "operations";
+    const AUTH: &str = "accounts and sessions";
+    const TENANTS: &str = "tenants";
+    const DEVICES: &str = "devices";
+    const ALARMS: &str = "alarms";
+    const LOG: &str = "operation log";
+    vec![
+        get_("/healthz", OPS, "Liveness: 200 while the process answers").public().answers::<Value>(200),
+        get_("/readyz", OPS, "Readiness: 200 once serving, 503 while starting or stopping")
+            .public()
+            .answers::<Value>(200),
+        get_("/metrics", OPS, "Prometheus metrics (OpenMetrics text)")
+            .public()
+            .answers_raw(200, "application/openmetrics-text"),
+        get_("/api/v1/openapi.json", OPS, "This document").public().answers::<Value>(200),
+        // Accounts and sessions.
+        post_("/api/v1/auth/login", AUTH, "Log in with email and password (and a TOTP code when enrolled)")
+            .public()
+            .body::<LoginRequest>()
+            .answers::<LoginResponse>(200),
+        post_("/api/v1/auth/logout", AUTH, "End the caller's session").answers_raw(204, ""),
+        post_("/api/v1/auth/login/verify", AUTH, "Finish a login protected by an emailed code: a new session")
+            .public()
+            .body::<VerifyRequest>()
+            .answers::<LoginResponse>(200),
+        post_("/api/v1/auth/forgot-password", AUTH, "Email a single-use reset link (202 for any address)")
+            .public()
+            .body::<account::ForgotPassword>()
+            .answers_raw(202, ""),
+        post_("/api/v1/auth/reset-password", AUTH, "Set a new password with a reset link's token")
+            .public()
+            .body::<account::ResetPassword>()
+            .answers_raw(204, ""),
+        get_("/api/v1/account", AUTH, "The caller's settings").answers::<account::SettingsBody>(200),
+        put_("/api/v1/account", AUTH, "Change the caller's settings (given fields change)")
+            .body::<account::SettingsUpdate>()
+            .answers::<account::SettingsBody>(200),
+        post_("/api/v1/accounts/{id}/reset-password", TENANTS, "Email an account a reset link (admins)")
+            .answers_raw(202, ""),
+        post_(
+            "/api/v1/account/password",
+            AUTH,
+            "Change the caller's password; every session ends, a new one is returned",
+        )
+        .body::<PasswordChange>()
+        .answers::<LoginResponse>(200),
+        post_("/api/v1/account/totp/setup", AUTH, "A fresh TOTP secret for an authenticator app")
+            .answers::<TotpSetup>(200),
+        post_("/api/v1/account/totp", AUTH, "Turn on TOTP login protection with a first code")
+            .body::<TotpEnable>()
+            .answers_raw(204, ""),
+        post_("/api/v1/account/totp/disable", AUTH, "Turn off TOTP with a current code")
+            .body::<TotpDisable>()
+            .answers_raw(204, ""),
+        // Tenants.
+        get_("/api/v1/channels", TENANTS, "Channels the caller sees, searchable")
+            .query::<SearchQuery>()
+            .answers::<ListPage<Channel>>(200),
+        post_("/api/v1/channels", TENANTS, "Create a channel or sub-channel")
+            .body::<tenants::CreateChannel>()
+            .answers::<Channel>(201),
+        get_("/api/v1/channels/{id}", TENANTS, "One channel").answers::<Channel>(200),
+        put_("/api/v1/channels/{id}", TENANTS, "Edit a channel (given fields change)")
+            .body::<tenants::EditChannel>()
+            .answers::<Channel>(200),
+        post_("/api/v1/channels/{id}/act", TENANTS, "Act inside a sub-channel: a new session scoped to it")
+            .answers::<ActingSession>(200),
+        get_("/api/v1/enterprises", TENANTS, "Enterprises the caller sees, searchable")
+            .query::<SearchQuery>()
+            .answers::<ListPage<Enterprise>>(200),
+        post_("/api/v1/enterprises", TENANTS, "Create an enterprise with its profile and a fresh credential")
+            .body::<enterprises::CreateEnterprise>()
+            .answers::<Enterprise>(201),
+        get_("/api/v1/enterprises/{id}", TENANTS, "One enterprise").answers::<Enterprise>(200),
+        put_("/api/v1/enterprises/{id}", TENANTS, "Edit an enterprise (given fields change)")
+            .body::<enterprises::EditEnterprise>()
+            .answers::<Enterprise>(200),
+        post_("/api/v1/enterprises/{id}/authorization", TENANTS, "The channel asks the enterprise for authorization")
+            .answers::<Enterprise>(200),
+        post_("/api/v1/enterprises/{id}/authorization/accept", TENANTS, "The enterprise accepts its channel")
+            .answers::<Enterprise>(200),
+        post_("/api/v1/enterprises/{id}/authorization/reject", TENANTS, "The enterprise rejects its channel")
+            .answers::<Enterprise>(200),
+        post_("/api/v1/enterprises/{id}/authorization/revoke", TENANTS, "The enterprise revokes the authorization")
+            .answers::<Enterprise>(200),
+        post_("/api/v1/enterprises/{id}/act", TENANTS, "Act inside an authorizing enterprise: a new session")
+            .answers::<ActingSession>(200),
+        get_("/api/v1/enterprises/{id}/stored-sequences", TENANTS, "Stored sequence numbers per device (load test)")
+            .query::<enterprises::PageQuery>()
+            .answers::<enterprises::StoredSequencesPage>(200),
+        get_("/api/v1/accounts", TENANTS, "Accounts the caller sees, searchable by email or contact name")
+            .query::<SearchQuery>()
+            .answers::<ListPage<tenants::AccountBody>>(200),
+        post_("/api/v1/accounts", TENANTS, "Create an account of a tenant the caller sees")
+            .body::<tenants::CreateAccount>()
+            .answers::<tenants::AccountBody>(201),
+        get_("/api/v1/accounts/{id}", TENANTS, "One account").answers::<tenants::AccountBody>(200),
+        post_("/api/v1/accounts/{id}/freeze", TENANTS, "Freeze an account: no login, sessions end")
+            .answers::<tenants::AccountBody>(200),
+        post_("/api/v1/accounts/{id}/unfreeze", TENANTS, "Unfreeze an account").answers::<tenants::AccountBody>(200),
+        get_("/api/v1/sub-accounts", TENANTS, "The caller's sub-accounts")
+            .query::<tenants::PageOnly>()
+            .answers::<ListPage<tenants::AccountBody>>(200),
+        post_("/api/v1/sub-accounts", TENANTS, "Create a sub-account with feature and data permissions")
+            .body::<tenants::CreateSubAccount>()
+            .answers::<tenants::AccountBody>(201),
+        put_("/api/v1/sub-accounts/{id}/permissions", TENANTS, "Replace a sub-account's permissions")
+            .body::<tenants::PermissionsBody>()
+            .answers::<tenants::AccountBody>(200),
+        // Devices.
+        get_("/api/v1/devices", DEVICES, "Devices the caller sees: filters, search, sort, keyset pages, total")
+            .query::<devices::DeviceParams>()
+            .answers::<devices::DeviceListPage>(200),
+        get_("/api/v1/devices/{id}", DEVICES, "One device in the PDMS-E status model")
+            .answers::<devices::DeviceDetail>(200),
+        get_("/api/v1/devices/{id}/resources", DEVICES, "A device's CPU and memory history, newest first")
+            .query::<devices::HistoryQuery>()
+            .answers::<devices::History>(200),
+        get_("/api/v1/dashboard", DEVICES, "Device counts: online/total, by type, by model (the list's filters)")
+            .query::<devices::DeviceParams>()
+            .answers::<fleetpulse_store::DeviceDashboard>(200),
+        get_("/api/v1/device-labels", DEVICES, "The caller's saved device searches")
+            .answers::<device_labels::Labels>(200),
+        post_("/api/v1/device-labels", DEVICES, "Save a device search under a name")
+            .body::<device_labels::LabelRequest>()
+            .answers::<fleetpulse_store::DeviceLabel>(201),
+        delete_("/api/v1/device-labels/{id}", DEVICES, "Delete a saved device search").answers_raw(204, ""),
+        get_("/api/v1/account/device-columns", DEVICES, "The caller's chosen device-list columns")
+            .answers::<device_labels::Columns>(200),
+        put_("/api/v1/account/device-columns", DEVICES, "Choose the device-list columns")
+            .body::<device_labels::Columns>()
+            .answers::<device_labels::Columns>(200),
+        // Alarms.
+        get_("/api/v1/alarms", ALARMS, "Alarm records, filtered")
+            .query::<alarms::ListQuery>()
+            .answers::<ListPage<AlarmRecord>>(200),
+        get_("/api/v1/alarms/latest", ALARMS, "The latest alarms (the bell)")
+            .query::<alarms::LatestQuery>()
+            .answers::<alarms::LatestFeed>(200),
+        get_("/api/v1/alarms/{id}", ALARMS, "One alarm record").answers::<AlarmRecord>(200),
+        post_("/api/v1/alarms/{id}/acknowledge", ALARMS, "Acknowledge an active alarm").answers::<AlarmRecord>(200),
+        post_("/api/v1/alarms/{id}/clear", ALARMS, "Clear an alarm by hand").answers::<AlarmRecord>(200),
+        get_("/api/v1/alarms/{id}/log", ALARMS, "The alarm log file the device attached")
+            .answers_raw(200, "application/octet-stream"),
+        get_("/api/v1/enterprises/{id}/alarm-strategies", ALARMS, "The enterprise's alarm strategies")
+            .answers::<strategies::StrategyList>(200),
+        post_("/api/v1/enterprises/{id}/alarm-strategies", ALARMS, "Create an alarm strategy")
+            .body::<strategies::StrategyRequest>()
+            .answers::<StoredStrategy>(201),
+        get_("/api/v1/alarm-strategies/{id}", ALARMS, "One alarm strategy").answers::<StoredStrategy>(200),
+        put_("/api/v1/alarm-strategies/{id}", ALARMS, "Replace an alarm strategy's settings")
+            .body::<strategies::StrategyRequest>()
+            .answers::<StoredStrategy>(200),
+        delete_("/api/v1/alarm-strategies/{id}", ALARMS, "Delete an alarm strategy").answers_raw(204, ""),
+        post_("/api/v1/alarm-strategies/{id}/enable", ALARMS, "Enable a strategy").answers::<StoredStrategy>(200),
+        post_("/api/v1/alarm-strategies/{id}/disable", ALARMS, "Disable a strategy").answers::<StoredStrategy>(200),
+        // Operation log.
+        get_("/api/v1/operation-logs", LOG, "Operation log rows, newest first")
+            .query::<oplog::ListQuery>()
+            .answers::<ListPage<OperationLog>>(200),
+        get_("/api/v1/operation-logs/export", LOG, "The operation log as CSV")
+            .query::<oplog::ListQuery>()
+            .answers_raw(200, "text/csv"),
+    ]
+}
