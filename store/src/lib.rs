@@ -10,6 +10,7 @@
 //! SQLite database under the data directory, written by one thread with group commit.
 
 mod account_security;
+mod alarm_lifecycle;
 pub mod clickhouse;
 mod device_sql;
 pub mod embedded;
@@ -20,6 +21,7 @@ pub mod spool;
 mod tenancy;
 
 pub use account_security::*;
+pub use alarm_lifecycle::{AlarmLifecycle, Unchanged};
 pub use model::*;
 pub use tenancy::*;
 

@@ -7,7 +7,7 @@ use axum::routing::{MethodRouter, get, post};
 use fleetpulse_mailer::Control;
 use fleetpulse_proto::domain::{AlarmChange, AlarmChangeKind};
 use fleetpulse_proto::{AlarmTypeCode, DeviceId, EnterpriseId, Severity, UnixMillis};
-use fleetpulse_store::{AlarmFilter, AlarmRecord, AlarmStatus, EventBatch};
+use fleetpulse_store::{AlarmFilter, AlarmLifecycle, AlarmRecord, AlarmStatus, EventBatch};
 use serde::Deserialize;
 
 use crate::auth::AuthAdmin;
@@ -185,10 +185,14 @@ async fn log(auth: AuthAdmin, State(ctx): State<AppState>, Path(id): Path<u64>) 
         .into_response())
 }
 
-/// Appends one lifecycle change of the record and answers the record as it is after it (the
-/// same rule the store applies; on the scale-out store reads show it once drained).
-async fn change(ctx: &AppState, mut record: AlarmRecord, kind: AlarmChangeKind) -> Result<Json<AlarmRecord>, ApiError> {
+/// Appends one lifecycle change of the record and answers the record as it is after it, by the
+/// rule the store applies ([`AlarmLifecycle::apply`]; on the scale-out store reads show it once
+/// drained). A change the rule refuses (acknowledging an alarm that is not active, clearing a
+/// cleared one) is 409 with the rule's reason, and nothing is appended.
+async fn change(ctx: &AppState, record: AlarmRecord, kind: AlarmChangeKind) -> Result<Json<AlarmRecord>, ApiError> {
     let at = ctx.clock.now();
+    let next = AlarmLifecycle::apply(Some(&record.lifecycle()), at, &kind)
+        .map_err(|unchanged| ApiError::Conflict(unchanged.to_string()))?;
     let change = AlarmChange {
         device_id: record.device_id,
         enterprise_id: record.enterprise_id,
@@ -205,20 +209,7 @@ async fn change(ctx: &AppState, mut record: AlarmRecord, kind: AlarmChangeKind) 
             AlarmChangeKind::Raise { .. } | AlarmChangeKind::Clear => {}
         }
     }
-    match kind {
-        AlarmChangeKind::Acknowledge { by } => {
-            record.status = AlarmStatus::Acknowledged;
-            record.acknowledged_at = Some(at);
-            record.acknowledged_by = Some(by);
-        }
-        AlarmChangeKind::ManualClear { by } => {
-            record.status = AlarmStatus::Cleared;
-            record.cleared_at = Some(at);
-            record.cleared_by = Some(by);
-        }
-        AlarmChangeKind::Raise { .. } | AlarmChangeKind::Clear => {}
-    }
-    Ok(Json(record))
+    Ok(Json(record.with_lifecycle(next)))
 }
 
 /// `POST /api/v1/alarms/{id}/acknowledge`: an active alarm becomes acknowledged (ALM-2); 409
@@ -230,9 +221,6 @@ async fn acknowledge(
 ) -> Result<Json<AlarmRecord>, ApiError> {
     let record = find(&ctx, &auth, id).await?;
     auth.require_act(&ctx, record.enterprise_id).await?;
-    if record.status != AlarmStatus::Active {
-        return Err(ApiError::Conflict(format!("the alarm is {}, not active", record.status.as_str())));
-    }
     change(&ctx, record, AlarmChangeKind::Acknowledge { by: auth.account.id }).await
 }
 
@@ -245,8 +233,5 @@ async fn clear(
 ) -> Result<Json<AlarmRecord>, ApiError> {
     let record = find(&ctx, &auth, id).await?;
     auth.require_act(&ctx, record.enterprise_id).await?;
-    if record.status == AlarmStatus::Cleared {
-        return Err(ApiError::Conflict("the alarm is already cleared".into()));
-    }
     change(&ctx, record, AlarmChangeKind::ManualClear { by: auth.account.id }).await
 }

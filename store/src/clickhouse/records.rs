@@ -1,10 +1,9 @@
 //! Aggregated alarm records computed in memory: the full state of each record after a batch's
 //! changes, written as one `alarm_records` row (no I/O here).
 //!
-//! The state machine mirrors the embedded store's SQL exactly. A raise creates the record
-//! (count 1, first and latest time, active) or bumps it (count + 1, latest time = max, the new
-//! description, active, no clear time). A clear turns only an active record into a cleared one
-//! with its clear time; it does nothing to a cleared or missing record.
+//! Each change goes through the lifecycle rule both stores share ([`AlarmLifecycle::apply`]);
+//! what is kept here is ClickHouse's part: the full state per record, its version, and the
+//! fingerprint that makes a resent batch change nothing.
 //!
 //! Re-applying a batch must not count twice: each written state carries the fingerprint of the
 //! changes that produced it (`applied`). When the current state already carries the fingerprint
@@ -15,7 +14,7 @@ use std::collections::HashMap;
 use fleetpulse_proto::domain::{AlarmChange, AlarmChangeKind};
 use fleetpulse_proto::{AccountId, AlarmTypeCode, DeviceId, EnterpriseId, UnixMillis};
 
-use crate::{AlarmStatus, EventBatch, Result, StoreError};
+use crate::{AlarmLifecycle, AlarmStatus, EventBatch, Result, StoreError};
 
 /// Record ids are `device_id << 16 | code`, so device ids must fit in 48 bits.
 const MAX_DEVICE_ID: u64 = (1 << 48) - 1;
@@ -65,8 +64,19 @@ impl RecordState {
         self.count.saturating_mul(3).saturating_add(stage)
     }
 
-    fn is_open(&self) -> bool {
-        self.status != AlarmStatus::Cleared
+    /// The fields the lifecycle rule reads and changes.
+    fn lifecycle(&self) -> AlarmLifecycle {
+        AlarmLifecycle {
+            first_at: self.first_at,
+            latest_at: self.latest_at,
+            count: self.count,
+            description: self.description.clone(),
+            status: self.status,
+            cleared_at: self.cleared_at,
+            cleared_by: self.cleared_by,
+            acknowledged_at: self.acknowledged_at,
+            acknowledged_by: self.acknowledged_by,
+        }
     }
 }
 
@@ -166,78 +176,36 @@ impl Fnv1a {
 
 /// The state after applying `group` to `current`, or `None` if nothing is to be written: the
 /// changes were applied before, or they change nothing (a clear of a cleared or missing record).
+/// Each change goes through the one lifecycle rule, [`AlarmLifecycle::apply`].
 pub(super) fn apply(current: Option<&RecordState>, group: &RecordChanges<'_>) -> Option<RecordState> {
     if current.is_some_and(|s| s.applied == group.fingerprint) {
         return None;
     }
-    let mut state = current.cloned();
+    let mut state = current.map(RecordState::lifecycle);
     let mut changed = false;
     for change in &group.changes {
-        match &change.kind {
-            AlarmChangeKind::Raise { description } => {
-                changed = true;
-                state = Some(match state {
-                    None => RecordState {
-                        id: group.id,
-                        enterprise_id: group.enterprise_id,
-                        device_id: group.device_id,
-                        code: group.code,
-                        first_at: change.at,
-                        latest_at: change.at,
-                        count: 1,
-                        description: description.clone(),
-                        status: AlarmStatus::Active,
-                        cleared_at: None,
-                        cleared_by: None,
-                        acknowledged_at: None,
-                        acknowledged_by: None,
-                        applied: 0,
-                    },
-                    // A raise of a cleared record starts a new activation: not acknowledged.
-                    Some(s) if !s.is_open() => RecordState {
-                        latest_at: s.latest_at.max(change.at),
-                        count: s.count.saturating_add(1),
-                        description: description.clone(),
-                        status: AlarmStatus::Active,
-                        cleared_at: None,
-                        cleared_by: None,
-                        acknowledged_at: None,
-                        acknowledged_by: None,
-                        ..s
-                    },
-                    // A raise of an open record keeps its acknowledgement.
-                    Some(s) => RecordState {
-                        latest_at: s.latest_at.max(change.at),
-                        count: s.count.saturating_add(1),
-                        description: description.clone(),
-                        ..s
-                    },
-                });
-            }
-            AlarmChangeKind::Clear | AlarmChangeKind::ManualClear { .. } => {
-                if let Some(s) = state.as_mut().filter(|s| s.is_open()) {
-                    changed = true;
-                    s.status = AlarmStatus::Cleared;
-                    s.cleared_at = Some(change.at);
-                    s.cleared_by = match &change.kind {
-                        AlarmChangeKind::ManualClear { by } => Some(*by),
-                        _ => None,
-                    };
-                }
-            }
-            AlarmChangeKind::Acknowledge { by } => {
-                if let Some(s) = state.as_mut().filter(|s| s.status == AlarmStatus::Active) {
-                    changed = true;
-                    s.status = AlarmStatus::Acknowledged;
-                    s.acknowledged_at = Some(change.at);
-                    s.acknowledged_by = Some(*by);
-                }
-            }
+        if let Ok(next) = AlarmLifecycle::apply(state.as_ref(), change.at, &change.kind) {
+            changed = true;
+            state = Some(next);
         }
     }
-    let mut state = state.filter(|_| changed)?;
-    state.applied = group.fingerprint;
-    Some(state)
+    let l = state.filter(|_| changed)?;
+    Some(RecordState {
+        id: group.id,
+        enterprise_id: current.map_or(group.enterprise_id, |s| s.enterprise_id),
+        device_id: group.device_id,
+        code: group.code,
+        first_at: l.first_at,
+        latest_at: l.latest_at,
+        count: l.count,
+        description: l.description,
+        status: l.status,
+        cleared_at: l.cleared_at,
+        cleared_by: l.cleared_by,
+        acknowledged_at: l.acknowledged_at,
+        acknowledged_by: l.acknowledged_by,
+        applied: group.fingerprint,
+    })
 }
 
 /// Current states of recently used records, bounded; one entry is evicted (arbitrarily) per

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use fleetpulse_proto::catalog::DeviceType;
-use fleetpulse_proto::domain::{AlarmChangeKind, DeviceKey};
+use fleetpulse_proto::domain::{AlarmChange, DeviceKey};
 use fleetpulse_proto::ids::ChannelId;
 use fleetpulse_proto::{AccountId, AlarmTypeCode, DeviceId, EnterpriseId, Mac, Severity, UnixMillis};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
@@ -827,39 +827,7 @@ fn append_batch(c: &Connection, b: &EventBatch) -> Result<()> {
         }
     }
     for ch in &b.alarm_changes {
-        match &ch.kind {
-            AlarmChangeKind::Raise { description } => {
-                c.prepare_cached(
-                    "INSERT INTO alarm_records (device_id, enterprise_id, code, first_at, latest_at, count, description, status) \
-                     VALUES (?1, ?2, ?3, ?4, ?4, 1, ?5, 'active') \
-                     ON CONFLICT (device_id, code) DO UPDATE SET latest_at = max(latest_at, excluded.latest_at), \
-                     count = count + 1, description = excluded.description, \
-                     acknowledged_at = CASE WHEN status = 'cleared' THEN NULL ELSE acknowledged_at END, \
-                     acknowledged_by = CASE WHEN status = 'cleared' THEN NULL ELSE acknowledged_by END, \
-                     status = CASE WHEN status = 'cleared' THEN 'active' ELSE status END, \
-                     cleared_at = NULL, cleared_by = NULL",
-                )?
-                .execute(params![ch.device_id.0, ch.enterprise_id.0, ch.code.0, ch.at.0, description])?;
-            }
-            AlarmChangeKind::Clear | AlarmChangeKind::ManualClear { .. } => {
-                let by = match &ch.kind {
-                    AlarmChangeKind::ManualClear { by } => Some(by.0),
-                    _ => None,
-                };
-                c.prepare_cached(
-                    "UPDATE alarm_records SET status = 'cleared', cleared_at = ?3, cleared_by = ?4 \
-                     WHERE device_id = ?1 AND code = ?2 AND status IN ('active', 'acknowledged')",
-                )?
-                .execute(params![ch.device_id.0, ch.code.0, ch.at.0, by])?;
-            }
-            AlarmChangeKind::Acknowledge { by } => {
-                c.prepare_cached(
-                    "UPDATE alarm_records SET status = 'acknowledged', acknowledged_at = ?3, acknowledged_by = ?4 \
-                     WHERE device_id = ?1 AND code = ?2 AND status = 'active'",
-                )?
-                .execute(params![ch.device_id.0, ch.code.0, ch.at.0, by.0])?;
-            }
-        }
+        apply_alarm_change(c, ch)?;
     }
     if !b.delivery.is_empty() {
         let mut st = c.prepare_cached(
@@ -870,6 +838,65 @@ fn append_batch(c: &Connection, b: &EventBatch) -> Result<()> {
             st.execute(params![device.0, seq])?;
         }
     }
+    Ok(())
+}
+
+/// Applies one alarm change to its aggregated record through the lifecycle rule both stores share
+/// ([`AlarmLifecycle::apply`]): reads the record, and writes it back only if the change changes it.
+fn apply_alarm_change(c: &Connection, ch: &AlarmChange) -> Result<()> {
+    let row = c
+        .prepare_cached(
+            "SELECT first_at, latest_at, count, description, status, cleared_at, cleared_by, acknowledged_at, \
+             acknowledged_by FROM alarm_records WHERE device_id = ?1 AND code = ?2",
+        )?
+        .query_row(params![ch.device_id.0, ch.code.0], |r| {
+            let status: String = r.get(4)?;
+            let lifecycle = AlarmLifecycle {
+                first_at: UnixMillis(r.get(0)?),
+                latest_at: UnixMillis(r.get(1)?),
+                count: r.get(2)?,
+                description: r.get(3)?,
+                status: AlarmStatus::Active,
+                cleared_at: r.get::<_, Option<i64>>(5)?.map(UnixMillis),
+                cleared_by: r.get::<_, Option<u64>>(6)?.map(AccountId),
+                acknowledged_at: r.get::<_, Option<i64>>(7)?.map(UnixMillis),
+                acknowledged_by: r.get::<_, Option<u64>>(8)?.map(AccountId),
+            };
+            Ok((lifecycle, status))
+        })
+        .optional()?;
+    let current = match row {
+        None => None,
+        Some((lifecycle, status)) => Some(AlarmLifecycle {
+            status: AlarmStatus::parse(&status)
+                .ok_or_else(|| StoreError::Backend(format!("unknown alarm status {status:?}")))?,
+            ..lifecycle
+        }),
+    };
+    let Ok(next) = AlarmLifecycle::apply(current.as_ref(), ch.at, &ch.kind) else { return Ok(()) };
+    c.prepare_cached(
+        "INSERT INTO alarm_records (device_id, enterprise_id, code, first_at, latest_at, count, description, status, \
+         cleared_at, cleared_by, acknowledged_at, acknowledged_by) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
+         ON CONFLICT (device_id, code) DO UPDATE SET first_at = excluded.first_at, latest_at = excluded.latest_at, \
+         count = excluded.count, description = excluded.description, status = excluded.status, \
+         cleared_at = excluded.cleared_at, cleared_by = excluded.cleared_by, \
+         acknowledged_at = excluded.acknowledged_at, acknowledged_by = excluded.acknowledged_by",
+    )?
+    .execute(params![
+        ch.device_id.0,
+        ch.enterprise_id.0,
+        ch.code.0,
+        next.first_at.0,
+        next.latest_at.0,
+        next.count,
+        next.description,
+        next.status.as_str(),
+        next.cleared_at.map(|t| t.0),
+        next.cleared_by.map(|a| a.0),
+        next.acknowledged_at.map(|t| t.0),
+        next.acknowledged_by.map(|a| a.0),
+    ])?;
     Ok(())
 }
 

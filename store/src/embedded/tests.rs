@@ -1,7 +1,7 @@
 //! Behaviour of the embedded store against a real SQLite file in a temp directory.
 
 use super::*;
-use fleetpulse_proto::domain::{AlarmChange, CallStatus, DeviceStatus, ResourceSample};
+use fleetpulse_proto::domain::{AlarmChange, AlarmChangeKind, CallStatus, DeviceStatus, ResourceSample};
 
 fn open(dir: &Path) -> EmbeddedStore {
     EmbeddedStore::open(dir, EmbeddedConfig { fsync: false, ..EmbeddedConfig::default() }).expect("open store")
