@@ -14,6 +14,7 @@
 
 use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
+use cookie::{Cookie, SameSite};
 use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
@@ -52,16 +53,18 @@ pub(crate) fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
-/// The value of the `fp_session` cookie, from any `Cookie` header.
+/// The value of the `fp_session` cookie, from any `Cookie` header (parsed by the `cookie`
+/// crate: RFC 6265 pairs, whitespace and a quoted value handled; pairs it cannot parse skipped).
 fn cookie_token(headers: &HeaderMap) -> Option<&str> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == SESSION_COOKIE)
-        .map(|(_, value)| value.trim())
+        .flat_map(Cookie::split_parse)
+        .filter_map(Result::ok)
+        .find(|c| c.name() == SESSION_COOKIE)
+        .and_then(|c| c.value_raw())
+        .map(|v| v.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(v))
         .filter(|v| !v.is_empty() && v.len() <= MAX_TOKEN_CHARS)
 }
 
@@ -97,17 +100,26 @@ pub(crate) fn check_csrf(
     }
 }
 
-/// `Set-Cookie` value opening a browser session for `max_age_s` seconds.
-fn session_cookie(token: &str, max_age_s: u64) -> Result<HeaderValue, ApiError> {
-    HeaderValue::from_str(&format!(
-        "{SESSION_COOKIE}={token}; HttpOnly; Secure; SameSite=Strict; Path=/api; Max-Age={max_age_s}"
-    ))
-    .map_err(|e| ApiError::Internal(format!("session cookie: {e}")))
+/// The session cookie with its attributes: sent only over HTTPS, to the API, never to scripts
+/// nor with requests from other sites; alive for `max_age_s` seconds (0: remove it).
+fn session_cookie(token: &str, max_age_s: u64) -> Cookie<'_> {
+    Cookie::build((SESSION_COOKIE, token))
+        .http_only(true)
+        .secure(true)
+        .same_site(SameSite::Strict)
+        .path("/api")
+        .max_age(cookie::time::Duration::seconds(i64::try_from(max_age_s).unwrap_or(i64::MAX)))
+        .build()
+}
+
+/// `Set-Cookie` value of `cookie`.
+fn set_cookie(cookie: &Cookie<'_>) -> Result<HeaderValue, ApiError> {
+    HeaderValue::from_str(&cookie.to_string()).map_err(|e| ApiError::Internal(format!("session cookie: {e}")))
 }
 
 /// `Set-Cookie` value ending the browser session.
-pub(crate) fn cleared_cookie() -> HeaderValue {
-    HeaderValue::from_static("fp_session=; HttpOnly; Secure; SameSite=Strict; Path=/api; Max-Age=0")
+pub(crate) fn cleared_cookie() -> Result<HeaderValue, ApiError> {
+    set_cookie(&session_cookie("", 0))
 }
 
 /// The answer of a successful login (or code verification, or password change): the session
@@ -128,7 +140,7 @@ pub(crate) fn session_response<T: serde::Serialize>(
         fields.insert("csrf_token".into(), csrf_token(token).into());
     }
     let mut response = axum::Json(json).into_response();
-    response.headers_mut().insert(header::SET_COOKIE, session_cookie(token, max_age_s)?);
+    response.headers_mut().insert(header::SET_COOKIE, set_cookie(&session_cookie(token, max_age_s))?);
     Ok(response)
 }
 
@@ -148,6 +160,10 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::COOKIE, "fp_session=".parse().expect("value"));
         assert_eq!(request_token(&h), None);
+        h.insert(header::COOKIE, "broken; fp_session=\"q123\"".parse().expect("value"));
+        assert_eq!(request_token(&h), Some(("q123", TokenSource::Cookie)), "a quoted value is unquoted");
+        h.insert(header::COOKIE, format!("fp_session={}", "a".repeat(129)).parse().expect("value"));
+        assert_eq!(request_token(&h), None, "an overlong value is not a token");
     }
 
     #[test]
@@ -178,5 +194,20 @@ mod tests {
         assert_eq!(bearer_token(&h), None);
         h.insert(header::AUTHORIZATION, "Bearer ".parse().expect("header value"));
         assert_eq!(bearer_token(&h), None);
+    }
+
+    #[test]
+    fn the_session_cookie_carries_every_protective_attribute() {
+        let opened = set_cookie(&session_cookie("abc", 43_200)).expect("a hex token is a valid header");
+        let opened = opened.to_str().expect("ASCII");
+        assert!(opened.starts_with("fp_session=abc;"), "{opened}");
+        let cleared = cleared_cookie().expect("valid header");
+        let cleared = cleared.to_str().expect("ASCII");
+        assert!(cleared.starts_with("fp_session=;"), "{cleared}");
+        for (value, age) in [(opened, "Max-Age=43200"), (cleared, "Max-Age=0")] {
+            for attr in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/api", age] {
+                assert!(value.split("; ").any(|a| a == attr), "{attr} missing from {value}");
+            }
+        }
     }
 }

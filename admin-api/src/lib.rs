@@ -32,6 +32,7 @@ mod auth;
 mod bootstrap;
 mod clock;
 mod cookies;
+mod csv_export;
 mod email_address;
 mod error;
 mod extract;

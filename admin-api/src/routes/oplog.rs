@@ -3,11 +3,8 @@
 //! the middleware of `operation_log.rs`; no route edits or deletes a row, and the stores refuse
 //! updates and deletes of the table themselves.
 
-use std::fmt::Write as _;
-
 use axum::extract::State;
-use axum::http::{HeaderValue, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{MethodRouter, get};
 use fleetpulse_proto::{AccountId, EnterpriseId, UnixMillis};
 use fleetpulse_store::{
@@ -16,6 +13,7 @@ use fleetpulse_store::{
 use serde::Deserialize;
 
 use crate::auth::AuthAdmin;
+use crate::csv_export::CsvDownload;
 use crate::error::ApiError;
 use crate::extract::{Json, Query};
 use crate::policy::{self, AccountListing};
@@ -136,13 +134,25 @@ async fn export(
     Query(q): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
     let filter = scoped_filter(&ctx, &auth, &q).await?;
-    let mut csv = String::from("id,time,account_id,account_email,acting_as,operation,method,path,ip,status,result\r\n");
+    let mut csv = CsvDownload::new(&[
+        "id",
+        "time",
+        "account_id",
+        "account_email",
+        "acting_as",
+        "operation",
+        "method",
+        "path",
+        "ip",
+        "status",
+        "result",
+    ])?;
     let mut page = Page { after: q.after.unwrap_or(0), limit: LIST_MAX };
     let mut rows = 0;
     while rows < EXPORT_MAX_ROWS {
         let items = ctx.api.store.entities.list_operation_logs(filter.clone(), page).await?;
         for r in &items {
-            write_row(&mut csv, r);
+            csv.record(fields(r))?;
         }
         rows += items.len();
         match items.last() {
@@ -150,16 +160,13 @@ async fn export(
             _ => break,
         }
     }
-    let mut response = csv.into_response();
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8"));
-    headers.insert(header::CONTENT_DISPOSITION, HeaderValue::from_static("attachment; filename=\"operation-log.csv\""));
-    Ok(response)
+    csv.into_response("operation-log.csv")
 }
 
-fn write_row(csv: &mut String, row: &OperationLog) {
+/// The export's fields of one row, in the header's order.
+fn fields(row: &OperationLog) -> [String; 11] {
     let r = &row.entry;
-    let fields = [
+    [
         row.id.to_string(),
         r.at.0.to_string(),
         r.account_id.map(|a| a.to_string()).unwrap_or_default(),
@@ -174,43 +181,5 @@ fn write_row(csv: &mut String, row: &OperationLog) {
             OperationOutcome::Success => "success".to_owned(),
             OperationOutcome::Failure => "failure".to_owned(),
         },
-    ];
-    for (i, f) in fields.iter().enumerate() {
-        if i > 0 {
-            csv.push(',');
-        }
-        let _ = write!(csv, "{}", csv_field(f));
-    }
-    csv.push_str("\r\n");
-}
-
-/// One CSV field (RFC 4180): quoted when it holds a separator, quote or line break, quotes
-/// doubled; a field a spreadsheet would take as a formula (`=`, `+`, `-`, `@`, tab, CR) gets a
-/// leading `'` (CSV injection).
-fn csv_field(value: &str) -> String {
-    let value =
-        if value.starts_with(['=', '+', '-', '@', '\t', '\r']) { format!("'{value}") } else { value.to_owned() };
-    if value.contains([',', '"', '\r', '\n']) { format!("\"{}\"", value.replace('"', "\"\"")) } else { value }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn csv_fields_are_quoted_and_defused() {
-        for (raw, want) in [
-            ("plain", "plain"),
-            ("a,b", "\"a,b\""),
-            ("say \"hi\"", "\"say \"\"hi\"\"\""),
-            ("two\nlines", "\"two\nlines\""),
-            ("=HYPERLINK(\"x\")", "\"'=HYPERLINK(\"\"x\"\")\""),
-            ("+1", "'+1"),
-            ("-1", "'-1"),
-            ("@SUM(A1)", "'@SUM(A1)"),
-            ("", ""),
-        ] {
-            assert_eq!(csv_field(raw), want, "{raw:?}");
-        }
-    }
+    ]
 }

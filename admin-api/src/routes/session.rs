@@ -279,7 +279,7 @@ async fn logout(_auth: AuthAdmin, State(ctx): State<AppState>, headers: HeaderMa
         ctx.api.store.entities.delete_session(secrets::token_hash(token)).await?;
     }
     let mut response = StatusCode::NO_CONTENT.into_response();
-    response.headers_mut().insert(header::SET_COOKIE, crate::cookies::cleared_cookie());
+    response.headers_mut().insert(header::SET_COOKIE, crate::cookies::cleared_cookie()?);
     Ok(response)
 }
 
