@@ -22,15 +22,11 @@ pub const MAX_LOGIN_CHALLENGE_ATTEMPTS: u32 = 100;
 pub trait AccountSecurityStore: Send + Sync + 'static {
     /// The account's settings (ACC-5): the [`AccountSettings::default`] if it never saved any;
     /// `None` for an unknown account.
-    async fn account_settings(&self, account: fleetpulse_proto::AccountId) -> Result<Option<AccountSettings>>;
+    async fn account_settings(&self, account: AccountId) -> Result<Option<AccountSettings>>;
     /// Replaces the account's settings; false for an unknown account.
     /// [`StoreError::InvalidInput`] (and nothing changes) if [`AccountSettings::validate`]
     /// refuses them.
-    async fn set_account_settings(
-        &self,
-        account: fleetpulse_proto::AccountId,
-        settings: AccountSettings,
-    ) -> Result<bool>;
+    async fn set_account_settings(&self, account: AccountId, settings: AccountSettings) -> Result<bool>;
     /// Stores a password reset token (ACC-4). In the same transaction the account's earlier
     /// tokens and every token expired at `reset.created_at` are deleted, so an account has at
     /// most one live token and the table stays bounded. [`StoreError::InvalidInput`] (nothing
@@ -39,11 +35,7 @@ pub trait AccountSecurityStore: Send + Sync + 'static {
     /// Uses up a password reset token, atomically (one conditional statement): if it exists and
     /// is unused and unexpired at `now`, it is marked used and its account returned; else
     /// `None` (unknown, expired, or used before: of concurrent uses, one wins).
-    async fn consume_password_reset(
-        &self,
-        token_hash: TokenHash,
-        now: fleetpulse_proto::UnixMillis,
-    ) -> Result<Option<fleetpulse_proto::AccountId>>;
+    async fn consume_password_reset(&self, token_hash: TokenHash, now: UnixMillis) -> Result<Option<AccountId>>;
     /// Stores an emailed login code challenge (ACC-3). In the same transaction the account's
     /// earlier challenges and every challenge expired at `challenge.created_at` are deleted (one
     /// live challenge per account). `challenge.attempts` is ignored (a new challenge has none).
@@ -57,12 +49,12 @@ pub trait AccountSecurityStore: Send + Sync + 'static {
     async fn claim_login_challenge_attempt(
         &self,
         id_hash: TokenHash,
-        now: fleetpulse_proto::UnixMillis,
+        now: UnixMillis,
         max_attempts: u32,
     ) -> Result<Option<LoginChallenge>>;
     /// Marks a challenge used once its code was right, atomically: true for the one call that
     /// did; false if it is unknown, expired at `now`, or used already.
-    async fn finish_login_challenge(&self, id_hash: TokenHash, now: fleetpulse_proto::UnixMillis) -> Result<bool>;
+    async fn finish_login_challenge(&self, id_hash: TokenHash, now: UnixMillis) -> Result<bool>;
 }
 
 /// How an account proves itself after its password (ACC-3), as stored in its settings. TOTP is

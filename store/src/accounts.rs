@@ -31,50 +31,41 @@ pub trait AccountStore: Send + Sync + 'static {
     /// The account with this email (case-insensitive).
     async fn account_by_email(&self, email: &str) -> Result<Option<Account>>;
     /// The account with this id.
-    async fn account(&self, id: fleetpulse_proto::AccountId) -> Result<Option<Account>>;
+    async fn account(&self, id: AccountId) -> Result<Option<Account>>;
     /// Accounts matching the filter ([`AccountFilter`]), ordered by id, after the cursor (at
     /// most `page.limit`). [`StoreError::InvalidInput`] for a list of more than
     /// [`MAX_ACCOUNT_FILTER`] ids.
     async fn list_accounts(&self, filter: AccountFilter, page: Page) -> Result<Vec<Account>>;
     /// Freezes (or unfreezes) the account (TEN-2); freezing also deletes all its sessions, in
     /// the same transaction. False for an unknown account.
-    async fn set_account_frozen(&self, account: fleetpulse_proto::AccountId, frozen: bool) -> Result<bool>;
+    async fn set_account_frozen(&self, account: AccountId, frozen: bool) -> Result<bool>;
     /// Replaces the account's password hash and sets whether it must change its password
     /// (ACC-2). False for an unknown account. Sessions are left alone (the caller ends them).
-    async fn set_password(
-        &self,
-        account: fleetpulse_proto::AccountId,
-        password_hash: String,
-        must_change: bool,
-    ) -> Result<bool>;
+    async fn set_password(&self, account: AccountId, password_hash: String, must_change: bool) -> Result<bool>;
     /// Replaces a sub-account's permissions (TEN-5); false for an unknown account or a full
     /// account (which has none to replace).
-    async fn set_account_permissions(
-        &self,
-        account: fleetpulse_proto::AccountId,
-        permissions: Permissions,
-    ) -> Result<bool>;
+    async fn set_account_permissions(&self, account: AccountId, permissions: Permissions) -> Result<bool>;
     /// Number of accounts with the role.
     async fn count_accounts(&self, role: Role) -> Result<u64>;
     /// Stores a session under the hash of its token.
     async fn create_session(&self, session: Session) -> Result<()>;
     /// The unexpired session with this token hash, if any.
-    async fn session(&self, token_hash: TokenHash, now: fleetpulse_proto::UnixMillis) -> Result<Option<Session>>;
+    async fn session(&self, token_hash: TokenHash, now: UnixMillis) -> Result<Option<Session>>;
     /// Records a use of the session (ACC-2 idle expiry): its `last_seen_at` becomes
     /// `max(last_seen_at, now)`, so it never moves back. Nothing happens for an unknown session.
-    async fn touch_session(&self, token_hash: TokenHash, now: fleetpulse_proto::UnixMillis) -> Result<()>;
+    async fn touch_session(&self, token_hash: TokenHash, now: UnixMillis) -> Result<()>;
     /// Deletes the session (logout); false if there was none.
     async fn delete_session(&self, token_hash: TokenHash) -> Result<bool>;
     /// Deletes every session of the account; returns how many there were.
-    async fn delete_account_sessions(&self, account: fleetpulse_proto::AccountId) -> Result<u64>;
+    async fn delete_account_sessions(&self, account: AccountId) -> Result<u64>;
     /// Sets (or, with `None`, clears) the account's TOTP secret (ACC-3) and forgets its last
     /// accepted step; false for an unknown account.
-    async fn set_totp(&self, account: fleetpulse_proto::AccountId, secret: Option<[u8; 20]>) -> Result<bool>;
+    async fn set_totp(&self, account: AccountId, secret: Option<[u8; 20]>) -> Result<bool>;
     /// Accepts TOTP time step `step` for the account (ACC-3), atomically (one conditional
     /// update): its `totp_last_step` becomes `step` only if it is unset or below `step`.
     /// Returns whether it did: false for a replayed or older step, or an unknown account.
     /// [`StoreError::InvalidInput`] for a step above `i64::MAX`.
-    async fn record_totp_step(&self, account: fleetpulse_proto::AccountId, step: u64) -> Result<bool>;
+    async fn record_totp_step(&self, account: AccountId, step: u64) -> Result<bool>;
     /// Counts a wrong password of the account (ACC-2), atomically: when the count reaches
     /// `max_failures`, the account is locked until `now + lock_for_ms` (saturating) and the
     /// count starts again from 0. Returns the account as updated, or `None` if it does not exist.
@@ -84,14 +75,14 @@ pub trait AccountStore: Send + Sync + 'static {
     /// 1..=[`MAX_LOGIN_FAILURE_THRESHOLD`].
     async fn record_login_failure(
         &self,
-        account: fleetpulse_proto::AccountId,
-        now: fleetpulse_proto::UnixMillis,
+        account: AccountId,
+        now: UnixMillis,
         max_failures: u32,
         lock_for_ms: u64,
     ) -> Result<Option<Account>>;
     /// A successful login (ACC-2): forgets the account's wrong passwords and lifts its lock.
     /// Nothing happens for an unknown account.
-    async fn record_login_success(&self, account: fleetpulse_proto::AccountId) -> Result<()>;
+    async fn record_login_success(&self, account: AccountId) -> Result<()>;
 }
 
 /// What an account may do.
@@ -388,18 +379,14 @@ pub enum Acting {
 
 /// [`StoreError::InvalidInput`] unless `max_failures` is within 1..=[`MAX_LOGIN_FAILURE_THRESHOLD`];
 /// else the time the lock of [`AccountStore::record_login_failure`] runs out (saturating).
-pub(crate) fn login_lock_until(
-    now: fleetpulse_proto::UnixMillis,
-    max_failures: u32,
-    lock_for_ms: u64,
-) -> Result<fleetpulse_proto::UnixMillis> {
+pub(crate) fn login_lock_until(now: UnixMillis, max_failures: u32, lock_for_ms: u64) -> Result<UnixMillis> {
     if max_failures == 0 || max_failures > MAX_LOGIN_FAILURE_THRESHOLD {
         return Err(StoreError::InvalidInput(format!(
             "max_failures {max_failures} (must be 1 to {MAX_LOGIN_FAILURE_THRESHOLD})"
         )));
     }
     let lock = i64::try_from(lock_for_ms).unwrap_or(i64::MAX);
-    Ok(fleetpulse_proto::UnixMillis(now.0.saturating_add(lock)))
+    Ok(UnixMillis(now.0.saturating_add(lock)))
 }
 
 /// [`StoreError::InvalidInput`] unless the TOTP step of [`AccountStore::record_totp_step`] fits

@@ -83,18 +83,18 @@ pub trait DeviceStore: Send + Sync + 'static {
     /// if [`NewDeviceLabel::validate`] refuses it, if the account already has
     /// [`MAX_DEVICE_LABELS`] labels (checked atomically with the insert), or if the account
     /// does not exist.
-    async fn create_device_label(&self, new: NewDeviceLabel, now: fleetpulse_proto::UnixMillis) -> Result<DeviceLabel>;
+    async fn create_device_label(&self, new: NewDeviceLabel, now: UnixMillis) -> Result<DeviceLabel>;
     /// The account's labels, ordered by id (at most [`MAX_DEVICE_LABELS`]).
-    async fn list_device_labels(&self, account: fleetpulse_proto::AccountId) -> Result<Vec<DeviceLabel>>;
+    async fn list_device_labels(&self, account: AccountId) -> Result<Vec<DeviceLabel>>;
     /// Deletes the account's label; false if it has none with this id (another account's
     /// label included).
-    async fn delete_device_label(&self, account: fleetpulse_proto::AccountId, id: u64) -> Result<bool>;
+    async fn delete_device_label(&self, account: AccountId, id: u64) -> Result<bool>;
     /// The account's chosen device list columns; `None` if it never chose.
-    async fn device_columns(&self, account: fleetpulse_proto::AccountId) -> Result<Option<Vec<String>>>;
+    async fn device_columns(&self, account: AccountId) -> Result<Option<Vec<String>>>;
     /// Replaces the account's chosen device list columns (the caller checks the names against
     /// its column set). [`StoreError::InvalidInput`] unless [`check_device_columns`] accepts
     /// them or if the account does not exist.
-    async fn set_device_columns(&self, account: fleetpulse_proto::AccountId, columns: Vec<String>) -> Result<()>;
+    async fn set_device_columns(&self, account: AccountId, columns: Vec<String>) -> Result<()>;
     /// The device with its enterprise and snapshot.
     async fn device_summary(&self, id: DeviceId) -> Result<Option<DeviceSummary>>;
 }

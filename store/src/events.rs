@@ -33,11 +33,7 @@ pub trait EventStore: Send + Sync + 'static {
     async fn latest_alarm_records(&self, filter: AlarmFilter, limit: u32) -> Result<Vec<AlarmRecord>>;
     /// The newest alarm log the device attached to an alarm of this type (ALM-1: Application
     /// crash, Application no response, Kernel panic), with the time of its alarm.
-    async fn alarm_log(
-        &self,
-        device: DeviceId,
-        code: fleetpulse_proto::AlarmTypeCode,
-    ) -> Result<Option<(fleetpulse_proto::UnixMillis, Vec<u8>)>>;
+    async fn alarm_log(&self, device: DeviceId, code: AlarmTypeCode) -> Result<Option<(UnixMillis, Vec<u8>)>>;
     /// Per device: how many persisted rows carry a device sequence number, and which distinct
     /// numbers, as ranges (LT-3). Devices without rows are answered with zero rows.
     async fn device_sequences(&self, devices: &[DeviceId]) -> Result<Vec<DeviceSequences>>;
@@ -47,8 +43,8 @@ pub trait EventStore: Send + Sync + 'static {
     async fn resource_history(
         &self,
         device: DeviceId,
-        from: fleetpulse_proto::UnixMillis,
-        to: fleetpulse_proto::UnixMillis,
+        from: UnixMillis,
+        to: UnixMillis,
         limit: u32,
     ) -> Result<Vec<ResourcePoint>>;
     /// Number of event rows of each kind, for metrics and tests.
@@ -57,7 +53,7 @@ pub trait EventStore: Send + Sync + 'static {
     /// `cutoff` (at the backend's granularity: ClickHouse drops whole days). Aggregated alarm
     /// records and delivery marks stay. Returns the number of rows (embedded) or partitions
     /// (ClickHouse) removed.
-    async fn apply_retention(&self, cutoff: fleetpulse_proto::UnixMillis) -> Result<u64>;
+    async fn apply_retention(&self, cutoff: UnixMillis) -> Result<u64>;
     /// The backend's own numbers for `/metrics` (queue depths, commits, spool state), read at
     /// scrape time.
     fn metrics(&self) -> Vec<StoreMetric> {

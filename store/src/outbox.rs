@@ -24,7 +24,7 @@ pub trait OutboxStore: Send + Sync + 'static {
     /// changes, item keys included) if a message with the same idempotency key was queued before.
     ///
     /// A batch of one: see [`OutboxStore::enqueue_outbox_batch`].
-    async fn enqueue_outbox(&self, message: NewOutboxMessage, now: fleetpulse_proto::UnixMillis) -> Result<bool> {
+    async fn enqueue_outbox(&self, message: NewOutboxMessage, now: UnixMillis) -> Result<bool> {
         let queued = self.enqueue_outbox_batch(vec![message], now).await?;
         queued.first().copied().ok_or_else(|| StoreError::Backend("the outbox batch answered no message".into()))
     }
@@ -36,17 +36,13 @@ pub trait OutboxStore: Send + Sync + 'static {
     /// keys, except those already recorded (by an earlier message or earlier in the batch).
     /// [`StoreError::InvalidInput`] (and nothing changes) for more than [`MAX_OUTBOX_BATCH`]
     /// messages.
-    async fn enqueue_outbox_batch(
-        &self,
-        messages: Vec<NewOutboxMessage>,
-        now: fleetpulse_proto::UnixMillis,
-    ) -> Result<Vec<bool>>;
+    async fn enqueue_outbox_batch(&self, messages: Vec<NewOutboxMessage>, now: UnixMillis) -> Result<Vec<bool>>;
     /// Which of the given alarm item keys a queued outbox message recorded (each once, in any
     /// order). [`StoreError::InvalidInput`] for more than [`MAX_OUTBOX_ITEM_QUERY`] keys.
     async fn outbox_known_items(&self, keys: &[String]) -> Result<Vec<String>>;
     /// Pending messages whose next attempt is due at `now`, oldest first (by next attempt, then
     /// in the order queued), at most `limit`.
-    async fn due_outbox(&self, now: fleetpulse_proto::UnixMillis, limit: u32) -> Result<Vec<OutboxMessage>> {
+    async fn due_outbox(&self, now: UnixMillis, limit: u32) -> Result<Vec<OutboxMessage>> {
         self.due_outbox_except(now, limit, &[]).await
     }
     /// Like [`OutboxStore::due_outbox`], leaving out messages to the given receivers (those the
@@ -56,20 +52,15 @@ pub trait OutboxStore: Send + Sync + 'static {
     /// crowd the others out of the batch. Receivers compare exactly (case-sensitive); repeated
     /// or unknown ones are harmless. [`StoreError::InvalidInput`] for more than
     /// [`MAX_OUTBOX_EXCEPT`] receivers.
-    async fn due_outbox_except(
-        &self,
-        now: fleetpulse_proto::UnixMillis,
-        limit: u32,
-        except: &[String],
-    ) -> Result<Vec<OutboxMessage>>;
+    async fn due_outbox_except(&self, now: UnixMillis, limit: u32, except: &[String]) -> Result<Vec<OutboxMessage>>;
     /// Records an attempt's outcome: `Sent`, `Failed` (permanent), or `Pending` again with the
     /// time of the next attempt (transient). Counts the attempt; only pending messages change.
     async fn record_outbox_attempt(
         &self,
         id: u64,
         outcome: OutboxState,
-        at: fleetpulse_proto::UnixMillis,
-        next_attempt_at: fleetpulse_proto::UnixMillis,
+        at: UnixMillis,
+        next_attempt_at: UnixMillis,
         error: Option<String>,
     ) -> Result<Option<OutboxMessage>>;
     /// Records the outcomes of several attempts in one transaction (like

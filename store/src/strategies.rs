@@ -15,21 +15,21 @@ pub trait StrategyStore: Send + Sync + 'static {
         &self,
         enterprise: EnterpriseId,
         settings: StrategySettings,
-        at: fleetpulse_proto::UnixMillis,
+        at: UnixMillis,
     ) -> Result<StoredStrategy>;
     /// The strategy with this id.
-    async fn strategy(&self, id: fleetpulse_proto::StrategyId) -> Result<Option<StoredStrategy>>;
+    async fn strategy(&self, id: StrategyId) -> Result<Option<StoredStrategy>>;
     /// The enterprise's strategies, ordered by id.
     async fn list_strategies(&self, enterprise: EnterpriseId) -> Result<Vec<StoredStrategy>>;
     /// Replaces a strategy's settings; `None` if it does not exist.
     async fn update_strategy(
         &self,
-        id: fleetpulse_proto::StrategyId,
+        id: StrategyId,
         settings: StrategySettings,
-        at: fleetpulse_proto::UnixMillis,
+        at: UnixMillis,
     ) -> Result<Option<StoredStrategy>>;
     /// Deletes a strategy; false if it did not exist.
-    async fn delete_strategy(&self, id: fleetpulse_proto::StrategyId) -> Result<bool>;
+    async fn delete_strategy(&self, id: StrategyId) -> Result<bool>;
 }
 
 /// The metric of a threshold rule.

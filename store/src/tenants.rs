@@ -79,7 +79,7 @@ pub trait TenantStore: Send + Sync + 'static {
     /// [`StoreError::InvalidInput`] (and nothing is created) if [`NewChannel::validate`]
     /// refuses it (a name not of 1 to [`MAX_CHANNEL_NAME`] characters), if the parent does not
     /// exist, or if the parent does not allow sub-channels.
-    async fn create_channel(&self, new: NewChannel, now: fleetpulse_proto::UnixMillis) -> Result<Channel>;
+    async fn create_channel(&self, new: NewChannel, now: UnixMillis) -> Result<Channel>;
     /// The channel with this id.
     async fn channel(&self, id: ChannelId) -> Result<Option<Channel>>;
     /// Channels ordered by id, after the cursor (at most `page.limit`): all of them (`None`),
