@@ -1,6 +1,6 @@
-//! Rows of the account self-service features: account settings (ACC-5) with the login
-//! protection choice (ACC-3), single-use password reset tokens (ACC-4) and emailed login code
-//! challenges (ACC-3). Backend-neutral; every secret is kept as a SHA-256 ([`TokenHash`]).
+//! Account self-service (`AccountSecurityStore`) and its rows: account settings (ACC-5) with the
+//! login protection choice (ACC-3), single-use password reset tokens (ACC-4) and emailed login
+//! code challenges (ACC-3). Backend-neutral; every secret is kept as a SHA-256 ([`TokenHash`]).
 
 use async_trait::async_trait;
 use fleetpulse_proto::{AccountId, UnixMillis};

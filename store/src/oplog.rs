@@ -34,7 +34,7 @@ pub trait OperationLogStore: Send + Sync + 'static {
     /// Appends rows to the operation log (LOG-1), all in one transaction, in order (ids
     /// increase along the batch).
     ///
-    /// [`StoreError::InvalidInput`] (and nothing is appended) for more than
+    /// [`StoreError::InvalidInput`](crate::StoreError::InvalidInput) (and nothing is appended) for more than
     /// [`MAX_OPERATION_LOG_BATCH`] rows or a row that [`NewOperationLog::validate`] refuses.
     /// The log is append-only: there is no method to change or remove a row, and the database
     /// itself refuses updates and deletes of it.

@@ -52,7 +52,7 @@ pub trait TenantStore: Send + Sync + 'static {
     /// Enterprises matching the filter ([`EnterpriseFilter`]: channels or ids, and a
     /// case-insensitive substring of the name, emails or contact), ordered by id, after the
     /// cursor. [`StoreError::InvalidInput`] for more than [`MAX_ENTERPRISE_CHANNEL_FILTER`] ids
-    /// in a list, or a search of more than [`MAX_SEARCH_CHARS`] characters.
+    /// in a list, or a search of more than [`MAX_SEARCH_CHARS`](crate::MAX_SEARCH_CHARS) characters.
     async fn search_enterprises(&self, filter: EnterpriseFilter, page: Page) -> Result<Vec<Enterprise>>;
     /// Replaces an enterprise's name and profile (TEN-2 edit); `None` for an unknown one.
     /// [`StoreError::InvalidInput`] (nothing changed) for a profile
@@ -90,7 +90,7 @@ pub trait TenantStore: Send + Sync + 'static {
     }
     /// [`TenantStore::list_channels`], keeping only channels whose name, contact or email
     /// contains `q`, ignoring case. [`StoreError::InvalidInput`] for a search of more than
-    /// [`MAX_SEARCH_CHARS`] characters.
+    /// [`MAX_SEARCH_CHARS`](crate::MAX_SEARCH_CHARS) characters.
     async fn search_channels(&self, within: Option<ChannelId>, q: Option<&str>, page: Page) -> Result<Vec<Channel>>;
     /// Replaces a channel's editable fields (TEN-2 edit); `None` for an unknown channel.
     /// [`StoreError::InvalidInput`] (nothing changed) if [`ChannelUpdate::validate`] refuses it.
@@ -354,7 +354,7 @@ pub struct EnterpriseFilter {
     pub channels: Option<Vec<ChannelId>>,
     /// These enterprises.
     pub ids: Option<Vec<EnterpriseId>>,
-    /// Case-insensitive substring search (at most [`MAX_SEARCH_CHARS`] characters).
+    /// Case-insensitive substring search (at most [`MAX_SEARCH_CHARS`](crate::MAX_SEARCH_CHARS) characters).
     pub q: Option<String>,
 }
 
