@@ -2,7 +2,7 @@
 
 use super::*;
 
-pub(crate) fn status(lines: &[SipState], ip: &str, private: &str, firmware: &str, call: CallStatus) -> DeviceStatus {
+fn status(lines: &[SipState], ip: &str, private: &str, firmware: &str, call: CallStatus) -> DeviceStatus {
     DeviceStatus {
         lines: lines
             .iter()
@@ -18,16 +18,16 @@ pub(crate) fn status(lines: &[SipState], ip: &str, private: &str, firmware: &str
     }
 }
 
-pub(crate) fn report(device: DeviceId, at: i64, status: DeviceStatus) -> DeviceSnapshotUpdate {
+fn report(device: DeviceId, at: i64, status: DeviceStatus) -> DeviceSnapshotUpdate {
     DeviceSnapshotUpdate { device_id: device, online: None, report: Some(DeviceReport { at: UnixMillis(at), status }) }
 }
 
-pub(crate) fn presence(device: DeviceId, online: bool) -> DeviceSnapshotUpdate {
+fn presence(device: DeviceId, online: bool) -> DeviceSnapshotUpdate {
     DeviceSnapshotUpdate { device_id: device, online: Some(online), report: None }
 }
 
 /// Every page of the query, `limit` rows at a time, following the cursors.
-pub(crate) async fn all_pages(s: &dyn EntityStore, query: &DeviceQuery, limit: u32) -> (Vec<DeviceSummary>, u64) {
+async fn all_pages(s: &dyn EntityStore, query: &DeviceQuery, limit: u32) -> (Vec<DeviceSummary>, u64) {
     let (mut rows, mut cursor, mut total) = (Vec::new(), None, None);
     for _ in 0..100 {
         let page = s.query_devices(query.clone(), DevicePageRequest { cursor: cursor.clone(), limit }).await.unwrap();
@@ -43,7 +43,7 @@ pub(crate) async fn all_pages(s: &dyn EntityStore, query: &DeviceQuery, limit: u
     panic!("more than 100 pages");
 }
 
-pub(crate) fn sort_key(d: &DeviceSummary, column: DeviceSortColumn) -> (String, i64) {
+fn sort_key(d: &DeviceSummary, column: DeviceSortColumn) -> (String, i64) {
     let text = |s: &str| (s.to_owned(), 0);
     match column {
         DeviceSortColumn::Mac => text(d.device.mac.map(|m| m.as_str().to_owned()).unwrap_or_default().as_str()),
