@@ -257,7 +257,7 @@ impl Server {
             Some(smtp) => {
                 let mailer = Mailer::new(smtp).context("the [smtp] section")?;
                 let portal = file.notify.portal_url.clone().unwrap_or_else(|| format!("http://{http_addr}"));
-                let worker = OutboxWorker::new(store.clone(), mailer, &portal, outbox_config(&file.notify));
+                let worker = OutboxWorker::new(store.entities.clone(), mailer, &portal, outbox_config(&file.notify));
                 Some(worker.with_metrics(alarm_metrics.clone()))
             }
             None => {

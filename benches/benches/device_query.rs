@@ -1,4 +1,4 @@
-//! `EntityStore::query_devices` and `device_dashboard` at 100,000 devices on both entity
+//! `DeviceStore::query_devices` and `device_dashboard` at 100,000 devices on both entity
 //! backends: the embedded SQLite store and PostgreSQL (a throwaway server from `testkit`). The
 //! store calls alone, without HTTP (the API's numbers: `admin-api/benches/device_list.rs`).
 //! `cargo bench -p fleetpulse-benches --bench device_query`

@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 use fleetpulse_proto::{DeviceId, EnterpriseId};
-use fleetpulse_store::Store;
+use fleetpulse_store::{DeviceStore, EventStore, Store, TenantStore};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -115,7 +115,12 @@ impl IngestConfig {
 /// Shared by every session.
 pub(crate) struct Context {
     config: IngestConfig,
-    store: Store,
+    /// Provisioning credentials (session authentication).
+    tenants: Arc<dyn TenantStore>,
+    /// Device registration (ING-2 auto-add).
+    devices: Arc<dyn DeviceStore>,
+    /// Delivery marks (`Welcome.last_seq`).
+    events: Arc<dyn EventStore>,
     metrics: IngestMetrics,
     router: ShardRouter,
     shards: Vec<mpsc::Sender<shard::ShardCmd>>,
@@ -188,7 +193,7 @@ impl Ingest {
             Err(error) => return Err(IngestError::Store(error.to_string())),
         }
         let (snapshot_tx, snapshot_rx) = mpsc::channel(snapshots::QUEUE_BATCHES);
-        let snapshot_task = tokio::spawn(snapshots::run(snapshot_rx, store.clone(), metrics.clone()));
+        let snapshot_task = tokio::spawn(snapshots::run(snapshot_rx, store.entities.clone(), metrics.clone()));
         let mut shards = Vec::with_capacity(n_shards);
         let mut shard_tasks = Vec::with_capacity(n_shards);
         for _ in 0..n_shards {
@@ -217,7 +222,9 @@ impl Ingest {
             ),
             handshakes: Arc::new(tokio::sync::Semaphore::new(config.max_handshakes.max(1))),
             shutdown: shutdown_rx,
-            store,
+            tenants: store.entities.clone(),
+            devices: store.entities.clone(),
+            events: store.events.clone(),
             metrics,
             config,
         });

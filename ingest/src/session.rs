@@ -156,8 +156,7 @@ async fn serve(conn: &quinn::Connection, ctx: &Arc<Context>) -> Result<(), Close
         .map_err(|e| protocol_error(ctx, "bad_hello", close_code::BAD_HELLO, e.to_string()))?;
     let enterprise = authenticate(ctx, &hello.credential).await?;
     let registered = ctx
-        .store
-        .entities
+        .devices
         .register_device(NewDevice {
             enterprise_id: enterprise,
             key: hello.key.clone(),
@@ -180,7 +179,7 @@ async fn serve(conn: &quinn::Connection, ctx: &Arc<Context>) -> Result<(), Close
     if registered.created {
         tracing::debug!(message = "Device auto-added.", %device, %enterprise);
     }
-    let committed = ctx.store.events.last_seq(device).await.map_err(|e| server_error(ctx, e))?;
+    let committed = ctx.events.last_seq(device).await.map_err(|e| server_error(ctx, e))?;
 
     // One connection per device: a newer one replaces an older one.
     if let Some(old) = ctx.connections.insert(device, conn.clone()) {
@@ -230,7 +229,7 @@ async fn authenticate(ctx: &Context, credential: &str) -> Result<EnterpriseId, C
     if let Some(e) = ctx.credentials.get(credential) {
         return Ok(*e);
     }
-    match ctx.store.entities.enterprise_by_credential(credential).await {
+    match ctx.tenants.enterprise_by_credential(credential).await {
         Ok(Some(e)) => {
             if ctx.credentials.len() < 100_000 {
                 ctx.credentials.insert(credential.to_owned(), e.id);

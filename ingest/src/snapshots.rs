@@ -4,7 +4,7 @@
 //! Shards hand it, once a batch is durable, the status reports and online/offline transitions
 //! of that batch. It coalesces them per device (the latest update of each part wins, see
 //! [`DeviceSnapshotUpdate::merge`]) and writes them with
-//! [`fleetpulse_store::EntityStore::update_device_snapshots`] at most every
+//! [`fleetpulse_store::DeviceStore::update_device_snapshots`] at most every
 //! [`FLUSH_INTERVAL`], or as soon as [`FLUSH_ENTRIES`] devices wait, in batches of at most
 //! [`fleetpulse_store::MAX_SNAPSHOT_BATCH`]. Heartbeats never reach it (they write nothing).
 //!
@@ -14,10 +14,11 @@
 //! most one entry per device, so it is bounded by the fleet.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use fleetpulse_proto::DeviceId;
-use fleetpulse_store::{DeviceSnapshotUpdate, MAX_SNAPSHOT_BATCH, Store};
+use fleetpulse_store::{DeviceSnapshotUpdate, DeviceStore, MAX_SNAPSHOT_BATCH};
 use tokio::sync::mpsc;
 
 use crate::metrics::IngestMetrics;
@@ -86,7 +87,11 @@ impl SnapshotCoalescer {
 }
 
 /// Runs the writer until every sender is gone, then writes what is left.
-pub(crate) async fn run(mut rx: mpsc::Receiver<Vec<DeviceSnapshotUpdate>>, store: Store, metrics: IngestMetrics) {
+pub(crate) async fn run(
+    mut rx: mpsc::Receiver<Vec<DeviceSnapshotUpdate>>,
+    devices: Arc<dyn DeviceStore>,
+    metrics: IngestMetrics,
+) {
     let mut pending = SnapshotCoalescer::default();
     let mut tick = tokio::time::interval(FLUSH_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -104,7 +109,7 @@ pub(crate) async fn run(mut rx: mpsc::Receiver<Vec<DeviceSnapshotUpdate>>, store
             },
             _ = tick.tick() => {}
         }
-        flush(&mut pending, &store, &metrics).await;
+        flush(&mut pending, devices.as_ref(), &metrics).await;
     }
     // Shutdown: a few attempts, then what is left is lost (the next start marks every device
     // offline anyway, and the next report of each device restores its snapshot).
@@ -112,16 +117,16 @@ pub(crate) async fn run(mut rx: mpsc::Receiver<Vec<DeviceSnapshotUpdate>>, store
         if pending.is_empty() {
             break;
         }
-        flush(&mut pending, &store, &metrics).await;
+        flush(&mut pending, devices.as_ref(), &metrics).await;
     }
 }
 
 /// Writes everything pending, batch by batch; a failed batch goes back and the flush stops.
-async fn flush(pending: &mut SnapshotCoalescer, store: &Store, metrics: &IngestMetrics) {
+async fn flush(pending: &mut SnapshotCoalescer, devices: &dyn DeviceStore, metrics: &IngestMetrics) {
     while !pending.is_empty() {
         let batch = pending.take_batch();
         let n = batch.len() as u64;
-        match store.entities.update_device_snapshots(batch.clone()).await {
+        match devices.update_device_snapshots(batch.clone()).await {
             Ok(()) => {
                 metrics.snapshot_updates.inc_by(n);
             }

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fleetpulse_proto::UnixMillis;
-use fleetpulse_store::{NewOutboxMessage, OutboxAttempt, OutboxMessage, OutboxState, Store, StoreError};
+use fleetpulse_store::{NewOutboxMessage, OutboxAttempt, OutboxMessage, OutboxState, OutboxStore, StoreError};
 use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
 use governor::clock::DefaultClock;
@@ -114,9 +114,9 @@ pub struct Queued {
     /// What the email says.
     pub payload: OutboxPayload,
     /// Keys of every alarm item the notification is about (listed or omitted), recorded so that a
-    /// later process can leave them out ([`EntityStore::outbox_known_items`]).
+    /// later process can leave them out ([`OutboxStore::outbox_known_items`]).
     ///
-    /// [`EntityStore::outbox_known_items`]: fleetpulse_store::EntityStore::outbox_known_items
+    /// [`OutboxStore::outbox_known_items`]: fleetpulse_store::OutboxStore::outbox_known_items
     pub item_keys: Vec<String>,
     /// Earliest time of the first attempt.
     pub not_before: UnixMillis,
@@ -124,7 +124,7 @@ pub struct Queued {
 
 /// Queues notifications in one transaction; returns how many were new (a key queued before is
 /// left alone).
-pub async fn enqueue(store: &Store, queued: Vec<Queued>) -> Result<usize, OutboxError> {
+pub async fn enqueue(outbox: &dyn OutboxStore, queued: Vec<Queued>) -> Result<usize, OutboxError> {
     let mut added = 0;
     let now = UnixMillis::now();
     let mut queued = queued.into_iter().peekable();
@@ -141,7 +141,7 @@ pub async fn enqueue(store: &Store, queued: Vec<Queued>) -> Result<usize, Outbox
                 not_before: q.not_before,
             })
             .collect();
-        added += store.entities.enqueue_outbox_batch(chunk, now).await?.into_iter().filter(|&new| new).count();
+        added += outbox.enqueue_outbox_batch(chunk, now).await?.into_iter().filter(|&new| new).count();
     }
     Ok(added)
 }
@@ -149,7 +149,7 @@ pub async fn enqueue(store: &Store, queued: Vec<Queued>) -> Result<usize, Outbox
 /// Sends due outbox messages.
 #[derive(Debug)]
 pub struct OutboxWorker {
-    store: Store,
+    outbox: Arc<dyn OutboxStore>,
     mailer: Mailer,
     render: RenderContext,
     config: OutboxConfig,
@@ -168,7 +168,7 @@ pub struct OutboxWorker {
 
 impl OutboxWorker {
     /// A worker sending through `mailer`, rendering with the portal's address `portal_url`.
-    pub fn new(store: Store, mailer: Mailer, portal_url: &str, config: OutboxConfig) -> OutboxWorker {
+    pub fn new(outbox: Arc<dyn OutboxStore>, mailer: Mailer, portal_url: &str, config: OutboxConfig) -> OutboxWorker {
         OutboxWorker {
             render: RenderContext { from: mailer.from_mailbox().clone(), portal_url: portal_url.to_owned() },
             wake: Arc::new(Notify::new()),
@@ -178,7 +178,7 @@ impl OutboxWorker {
             redactions: Mutex::new(Vec::new()),
             per_receiver: RateLimiter::keyed(Quota::per_minute(config.per_receiver_per_minute)),
             global: RateLimiter::direct(Quota::per_second(config.global_per_second)),
-            store,
+            outbox,
             mailer,
             config,
         }
@@ -220,7 +220,7 @@ impl OutboxWorker {
             blocked.retain(|_, until| *until > instant);
             blocked.keys().take(fleetpulse_store::MAX_OUTBOX_EXCEPT).cloned().collect()
         };
-        let due = self.store.entities.due_outbox_except(now, self.config.batch, &except).await?;
+        let due = self.outbox.due_outbox_except(now, self.config.batch, &except).await?;
         // Decide what goes out (rate limits), then send with bounded concurrency.
         let mut emails: Vec<(String, Vec<OutboxMessage>)> = Vec::new();
         for (receiver, messages) in by_receiver(due) {
@@ -277,7 +277,7 @@ impl OutboxWorker {
         let redactions =
             std::mem::take(&mut *self.redactions.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
         for (id, payload) in redactions {
-            match self.store.entities.redact_outbox_payload(id, payload).await {
+            match self.outbox.redact_outbox_payload(id, payload).await {
                 Ok(true) => {}
                 Ok(false) => tracing::debug!(message = "Account email still pending; not redacted.", id),
                 Err(error) => tracing::warn!(message = "Account email not redacted.", id, %error),
@@ -410,7 +410,7 @@ impl OutboxWorker {
         while !outcomes.is_empty() {
             let rest = outcomes.split_off(outcomes.len().min(fleetpulse_store::MAX_OUTBOX_BATCH));
             let chunk = std::mem::replace(&mut outcomes, rest);
-            if let Err(error) = self.store.entities.record_outbox_attempts(chunk.clone()).await {
+            if let Err(error) = self.outbox.record_outbox_attempts(chunk.clone()).await {
                 let mut unrecorded = self.unrecorded.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 unrecorded.extend(chunk);
                 unrecorded.extend(outcomes);

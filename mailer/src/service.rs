@@ -340,7 +340,7 @@ async fn run_effects(
                 Err(error) => backoff.wait("prepare notifications", &error).await,
             }
         };
-        let added = retry("queue notifications", || enqueue(&store, queued.clone())).await;
+        let added = retry("queue notifications", || enqueue(store.entities.as_ref(), queued.clone())).await;
         metrics.queued.inc_by(added as u64);
         if let Some(wake) = &outbox_wake {
             wake.notify_one();

@@ -63,11 +63,11 @@ async fn queue(store: &Store, name: &str, to: &str) -> bool {
     let payload = payload(name);
     let item_keys = vec![payload.key.clone()];
     let queued = Queued { receiver: to.into(), payload, item_keys, not_before: UnixMillis(0) };
-    enqueue(store, vec![queued]).await.unwrap() == 1
+    enqueue(store.entities.as_ref(), vec![queued]).await.unwrap() == 1
 }
 
 fn new_worker(store: &Store, port: u16, config: OutboxConfig) -> OutboxWorker {
-    OutboxWorker::new(store.clone(), mailer(port), "https://portal.example.com", config)
+    OutboxWorker::new(store.entities.clone(), mailer(port), "https://portal.example.com", config)
 }
 
 #[tokio::test]

@@ -1,11 +1,12 @@
-//! Rows of the account self-service features: account settings (ACC-5) with the login
-//! protection choice (ACC-3), single-use password reset tokens (ACC-4) and emailed login code
-//! challenges (ACC-3). Backend-neutral; every secret is kept as a SHA-256 ([`TokenHash`]).
+//! Account self-service (`AccountSecurityStore`) and its rows: account settings (ACC-5) with the
+//! login protection choice (ACC-3), single-use password reset tokens (ACC-4) and emailed login
+//! code challenges (ACC-3). Backend-neutral; every secret is kept as a SHA-256 ([`TokenHash`]).
 
+use async_trait::async_trait;
 use fleetpulse_proto::{AccountId, UnixMillis};
 use serde::{Deserialize, Serialize};
 
-use crate::{StoreError, TokenHash};
+use crate::{Result, StoreError, TokenHash};
 
 /// Longest [`AccountSettings::contact_name`], in characters.
 pub const MAX_CONTACT_NAME_CHARS: usize = 128;
@@ -13,8 +14,48 @@ pub const MAX_CONTACT_NAME_CHARS: usize = 128;
 pub const MAX_PHONE_CHARS: usize = 32;
 /// Longest [`AccountSettings::country`], in characters.
 pub const MAX_COUNTRY_CHARS: usize = 64;
-/// Largest `max_attempts` of [`crate::EntityStore::claim_login_challenge_attempt`].
+/// Largest `max_attempts` of [`crate::AccountSecurityStore::claim_login_challenge_attempt`].
 pub const MAX_LOGIN_CHALLENGE_ATTEMPTS: u32 = 100;
+
+/// Account self-service: settings, password resets and emailed login code challenges.
+#[async_trait]
+pub trait AccountSecurityStore: Send + Sync + 'static {
+    /// The account's settings (ACC-5): the [`AccountSettings::default`] if it never saved any;
+    /// `None` for an unknown account.
+    async fn account_settings(&self, account: AccountId) -> Result<Option<AccountSettings>>;
+    /// Replaces the account's settings; false for an unknown account.
+    /// [`StoreError::InvalidInput`] (and nothing changes) if [`AccountSettings::validate`]
+    /// refuses them.
+    async fn set_account_settings(&self, account: AccountId, settings: AccountSettings) -> Result<bool>;
+    /// Stores a password reset token (ACC-4). In the same transaction the account's earlier
+    /// tokens and every token expired at `reset.created_at` are deleted, so an account has at
+    /// most one live token and the table stays bounded. [`StoreError::InvalidInput`] (nothing
+    /// stored) for an unknown account.
+    async fn create_password_reset(&self, reset: PasswordReset) -> Result<()>;
+    /// Uses up a password reset token, atomically (one conditional statement): if it exists and
+    /// is unused and unexpired at `now`, it is marked used and its account returned; else
+    /// `None` (unknown, expired, or used before: of concurrent uses, one wins).
+    async fn consume_password_reset(&self, token_hash: TokenHash, now: UnixMillis) -> Result<Option<AccountId>>;
+    /// Stores an emailed login code challenge (ACC-3). In the same transaction the account's
+    /// earlier challenges and every challenge expired at `challenge.created_at` are deleted (one
+    /// live challenge per account). `challenge.attempts` is ignored (a new challenge has none).
+    /// [`StoreError::InvalidInput`] (nothing stored) for an unknown account.
+    async fn create_login_challenge(&self, challenge: LoginChallenge) -> Result<()>;
+    /// Counts an attempt at a challenge's code, atomically (one conditional statement): if the
+    /// challenge is live at `now` (unused, unexpired, fewer than `max_attempts` attempts made),
+    /// its attempts go up by one and it is returned, with the new count, for the caller to
+    /// compare the code; else `None`. [`StoreError::InvalidInput`] unless `max_attempts` is
+    /// within 1..=[`MAX_LOGIN_CHALLENGE_ATTEMPTS`].
+    async fn claim_login_challenge_attempt(
+        &self,
+        id_hash: TokenHash,
+        now: UnixMillis,
+        max_attempts: u32,
+    ) -> Result<Option<LoginChallenge>>;
+    /// Marks a challenge used once its code was right, atomically: true for the one call that
+    /// did; false if it is unknown, expired at `now`, or used already.
+    async fn finish_login_challenge(&self, id_hash: TokenHash, now: UnixMillis) -> Result<bool>;
+}
 
 /// How an account proves itself after its password (ACC-3), as stored in its settings. TOTP is
 /// not a setting: an account with a TOTP secret ([`crate::Account::totp_secret`]) always needs a
@@ -115,7 +156,7 @@ pub struct LoginChallenge {
     /// From when it no longer works.
     pub expires_at: UnixMillis,
     /// Attempts at its code so far (the one being made included, when returned by
-    /// [`crate::EntityStore::claim_login_challenge_attempt`]).
+    /// [`crate::AccountSecurityStore::claim_login_challenge_attempt`]).
     pub attempts: u32,
 }
 

@@ -1,4 +1,4 @@
-//! The SQL of [`crate::EntityStore::query_devices`], shared by the embedded (SQLite) and the
+//! The SQL of [`crate::DeviceStore::query_devices`], shared by the embedded (SQLite) and the
 //! PostgreSQL backends: the same filters, sort expressions and keyset condition, written for
 //! each dialect. Values are always bound, never spliced into the text.
 

@@ -3,17 +3,19 @@
 //! what it deletes and inserts commits together; the single-use checks are single conditional
 //! statements.
 
+use async_trait::async_trait;
 use fleetpulse_proto::{AccountId, UnixMillis};
 use rusqlite::{OptionalExtension, params};
 
 use super::{EmbeddedStore, row_exists};
 use crate::{
-    AccountSettings, LoginChallenge, LoginProtection, PasswordReset, Result, StoreError, TokenHash,
-    check_challenge_attempts, check_exists,
+    AccountSecurityStore, AccountSettings, LoginChallenge, LoginProtection, PasswordReset, Result, StoreError,
+    TokenHash, check_challenge_attempts, check_exists,
 };
 
-impl EmbeddedStore {
-    pub(super) async fn account_settings_impl(&self, account: AccountId) -> Result<Option<AccountSettings>> {
+#[async_trait]
+impl AccountSecurityStore for EmbeddedStore {
+    async fn account_settings(&self, account: AccountId) -> Result<Option<AccountSettings>> {
         let Ok(id) = i64::try_from(account.0) else { return Ok(None) };
         self.read(move |c| {
             if !row_exists(c, "accounts", account.0)? {
@@ -37,11 +39,7 @@ impl EmbeddedStore {
         .await
     }
 
-    pub(super) async fn set_account_settings_impl(
-        &self,
-        account: AccountId,
-        settings: AccountSettings,
-    ) -> Result<bool> {
+    async fn set_account_settings(&self, account: AccountId, settings: AccountSettings) -> Result<bool> {
         settings.validate()?;
         let Ok(id) = i64::try_from(account.0) else { return Ok(false) };
         self.write(1, move |c| {
@@ -64,7 +62,7 @@ impl EmbeddedStore {
         .await
     }
 
-    pub(super) async fn create_password_reset_impl(&self, reset: PasswordReset) -> Result<()> {
+    async fn create_password_reset(&self, reset: PasswordReset) -> Result<()> {
         let id = i64::try_from(reset.account_id.0).unwrap_or(i64::MAX);
         self.write(1, move |c| {
             check_exists("account", reset.account_id.0, row_exists(c, "accounts", reset.account_id.0)?)?;
@@ -79,11 +77,7 @@ impl EmbeddedStore {
         .await
     }
 
-    pub(super) async fn consume_password_reset_impl(
-        &self,
-        token_hash: TokenHash,
-        now: UnixMillis,
-    ) -> Result<Option<AccountId>> {
+    async fn consume_password_reset(&self, token_hash: TokenHash, now: UnixMillis) -> Result<Option<AccountId>> {
         self.write(1, move |c| {
             Ok(c.prepare_cached(
                 "UPDATE password_resets SET used_at = ?2 \
@@ -96,7 +90,7 @@ impl EmbeddedStore {
         .await
     }
 
-    pub(super) async fn create_login_challenge_impl(&self, ch: LoginChallenge) -> Result<()> {
+    async fn create_login_challenge(&self, ch: LoginChallenge) -> Result<()> {
         let id = i64::try_from(ch.account_id.0).unwrap_or(i64::MAX);
         self.write(1, move |c| {
             check_exists("account", ch.account_id.0, row_exists(c, "accounts", ch.account_id.0)?)?;
@@ -118,7 +112,7 @@ impl EmbeddedStore {
         .await
     }
 
-    pub(super) async fn claim_login_challenge_attempt_impl(
+    async fn claim_login_challenge_attempt(
         &self,
         id_hash: TokenHash,
         now: UnixMillis,
@@ -154,22 +148,12 @@ impl EmbeddedStore {
         .await
     }
 
-    pub(super) async fn finish_login_challenge_impl(&self, id_hash: TokenHash, now: UnixMillis) -> Result<bool> {
+    async fn finish_login_challenge(&self, id_hash: TokenHash, now: UnixMillis) -> Result<bool> {
         self.write(1, move |c| {
             Ok(c.prepare_cached(
                 "UPDATE login_challenges SET used = 1 WHERE id_hash = ?1 AND used = 0 AND expires_at > ?2",
             )?
             .execute(params![&id_hash.0[..], now.0])?
-                > 0)
-        })
-        .await
-    }
-
-    pub(super) async fn redact_outbox_payload_impl(&self, id: u64, payload: String) -> Result<bool> {
-        let Ok(id) = i64::try_from(id) else { return Ok(false) };
-        self.write(1, move |c| {
-            Ok(c.prepare_cached("UPDATE outbox SET payload = ?2 WHERE id = ?1 AND state <> 'pending'")?
-                .execute(params![id, payload])?
                 > 0)
         })
         .await

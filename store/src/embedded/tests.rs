@@ -1,7 +1,12 @@
 //! Behaviour of the embedded store against a real SQLite file in a temp directory.
 
+use super::events::latest_alarm_records_sql;
+use super::oplog::operation_log_sql;
+use super::outbox::{due_outbox_sql, except_slots};
 use super::*;
-use fleetpulse_proto::domain::{AlarmChange, AlarmChangeKind, CallStatus, DeviceStatus, ResourceSample};
+use fleetpulse_proto::domain::{AlarmChange, CallStatus, DeviceStatus, ResourceSample};
+use fleetpulse_proto::domain::{AlarmChangeKind, DeviceKey};
+use fleetpulse_proto::{AccountId, DeviceId, EnterpriseId, Mac, UnixMillis};
 
 fn open(dir: &Path) -> EmbeddedStore {
     EmbeddedStore::open(dir, EmbeddedConfig { fsync: false, ..EmbeddedConfig::default() }).expect("open store")

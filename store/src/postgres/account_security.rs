@@ -2,17 +2,32 @@
 //! login code challenges. What an operation deletes and inserts runs in one transaction; the
 //! single-use checks are single conditional statements.
 
+use async_trait::async_trait;
 use fleetpulse_proto::{AccountId, UnixMillis};
 use sqlx::Row;
 
 use super::{PgEntityStore, backend, db_id, row_id};
 use crate::{
-    AccountSettings, LoginChallenge, LoginProtection, PasswordReset, Result, StoreError, TokenHash,
-    check_challenge_attempts, check_exists,
+    AccountSecurityStore, AccountSettings, LoginChallenge, LoginProtection, PasswordReset, Result, StoreError,
+    TokenHash, check_challenge_attempts, check_exists,
 };
 
 impl PgEntityStore {
-    pub(super) async fn account_settings_impl(&self, account: AccountId) -> Result<Option<AccountSettings>> {
+    /// Whether the account exists.
+    async fn account_exists(&self, account: AccountId) -> Result<bool> {
+        let Some(id) = db_id(account.0) else { return Ok(false) };
+        let found: Option<i32> = sqlx::query_scalar("SELECT 1 FROM accounts WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(found.is_some())
+    }
+}
+
+#[async_trait]
+impl AccountSecurityStore for PgEntityStore {
+    async fn account_settings(&self, account: AccountId) -> Result<Option<AccountSettings>> {
         let Some(id) = db_id(account.0) else { return Ok(None) };
         let row = sqlx::query(
             "SELECT s.contact_name, s.phone, s.country, s.login_protection FROM accounts a \
@@ -35,11 +50,7 @@ impl PgEntityStore {
         }))
     }
 
-    pub(super) async fn set_account_settings_impl(
-        &self,
-        account: AccountId,
-        settings: AccountSettings,
-    ) -> Result<bool> {
+    async fn set_account_settings(&self, account: AccountId, settings: AccountSettings) -> Result<bool> {
         settings.validate()?;
         let Some(id) = db_id(account.0) else { return Ok(false) };
         let done = sqlx::query(
@@ -61,18 +72,7 @@ impl PgEntityStore {
         Ok(done.rows_affected() > 0)
     }
 
-    /// Whether the account exists.
-    async fn account_exists(&self, account: AccountId) -> Result<bool> {
-        let Some(id) = db_id(account.0) else { return Ok(false) };
-        let found: Option<i32> = sqlx::query_scalar("SELECT 1 FROM accounts WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend)?;
-        Ok(found.is_some())
-    }
-
-    pub(super) async fn create_password_reset_impl(&self, reset: PasswordReset) -> Result<()> {
+    async fn create_password_reset(&self, reset: PasswordReset) -> Result<()> {
         check_exists("account", reset.account_id.0, self.account_exists(reset.account_id).await?)?;
         let id = db_id(reset.account_id.0).unwrap_or(i64::MAX);
         let mut tx = self.pool.begin().await.map_err(backend)?;
@@ -95,11 +95,7 @@ impl PgEntityStore {
         tx.commit().await.map_err(backend)
     }
 
-    pub(super) async fn consume_password_reset_impl(
-        &self,
-        token_hash: TokenHash,
-        now: UnixMillis,
-    ) -> Result<Option<AccountId>> {
+    async fn consume_password_reset(&self, token_hash: TokenHash, now: UnixMillis) -> Result<Option<AccountId>> {
         let id: Option<i64> = sqlx::query_scalar(
             "UPDATE password_resets SET used_at = $2 \
              WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2 RETURNING account_id",
@@ -112,7 +108,7 @@ impl PgEntityStore {
         Ok(id.map(|id| AccountId(row_id(id))))
     }
 
-    pub(super) async fn create_login_challenge_impl(&self, ch: LoginChallenge) -> Result<()> {
+    async fn create_login_challenge(&self, ch: LoginChallenge) -> Result<()> {
         check_exists("account", ch.account_id.0, self.account_exists(ch.account_id).await?)?;
         let id = db_id(ch.account_id.0).unwrap_or(i64::MAX);
         let mut tx = self.pool.begin().await.map_err(backend)?;
@@ -137,7 +133,7 @@ impl PgEntityStore {
         tx.commit().await.map_err(backend)
     }
 
-    pub(super) async fn claim_login_challenge_attempt_impl(
+    async fn claim_login_challenge_attempt(
         &self,
         id_hash: TokenHash,
         now: UnixMillis,
@@ -170,7 +166,7 @@ impl PgEntityStore {
         }))
     }
 
-    pub(super) async fn finish_login_challenge_impl(&self, id_hash: TokenHash, now: UnixMillis) -> Result<bool> {
+    async fn finish_login_challenge(&self, id_hash: TokenHash, now: UnixMillis) -> Result<bool> {
         let done =
             sqlx::query("UPDATE login_challenges SET used = true WHERE id_hash = $1 AND NOT used AND expires_at > $2")
                 .bind(&id_hash.0[..])
@@ -178,17 +174,6 @@ impl PgEntityStore {
                 .execute(&self.pool)
                 .await
                 .map_err(backend)?;
-        Ok(done.rows_affected() > 0)
-    }
-
-    pub(super) async fn redact_outbox_payload_impl(&self, id: u64, payload: String) -> Result<bool> {
-        let Some(id) = db_id(id) else { return Ok(false) };
-        let done = sqlx::query("UPDATE outbox SET payload = $2 WHERE id = $1 AND state <> 'pending'")
-            .bind(id)
-            .bind(payload)
-            .execute(&self.pool)
-            .await
-            .map_err(backend)?;
         Ok(done.rows_affected() > 0)
     }
 }

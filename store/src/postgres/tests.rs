@@ -2,6 +2,8 @@
 //! (the testkit's shared instance), one fresh database per test.
 
 use super::*;
+use fleetpulse_proto::domain::DeviceKey;
+use fleetpulse_proto::{AccountId, DeviceId, EnterpriseId, Mac, UnixMillis};
 use fleetpulse_testkit::postgres::PostgresServer;
 
 /// A store over a fresh database named after the test.

@@ -1,0 +1,92 @@
+//! Alarm strategies (`StrategyStore`, ALM-3, ALM-4): per enterprise, the settings the alarm
+//! engine evaluates (threshold rules, notification receivers and repeats).
+
+use async_trait::async_trait;
+use fleetpulse_proto::{AlarmTypeCode, EnterpriseId, Severity, StrategyId, UnixMillis};
+use serde::{Deserialize, Serialize};
+
+use crate::Result;
+
+/// Alarm strategies of enterprises.
+#[async_trait]
+pub trait StrategyStore: Send + Sync + 'static {
+    /// Creates an alarm strategy of the enterprise.
+    async fn create_strategy(
+        &self,
+        enterprise: EnterpriseId,
+        settings: StrategySettings,
+        at: UnixMillis,
+    ) -> Result<StoredStrategy>;
+    /// The strategy with this id.
+    async fn strategy(&self, id: StrategyId) -> Result<Option<StoredStrategy>>;
+    /// The enterprise's strategies, ordered by id.
+    async fn list_strategies(&self, enterprise: EnterpriseId) -> Result<Vec<StoredStrategy>>;
+    /// Replaces a strategy's settings; `None` if it does not exist.
+    async fn update_strategy(
+        &self,
+        id: StrategyId,
+        settings: StrategySettings,
+        at: UnixMillis,
+    ) -> Result<Option<StoredStrategy>>;
+    /// Deletes a strategy; false if it did not exist.
+    async fn delete_strategy(&self, id: StrategyId) -> Result<bool>;
+}
+
+/// The metric of a threshold rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ThresholdMetric {
+    /// CPU usage.
+    Cpu,
+    /// Memory usage (used / total).
+    Memory,
+}
+
+/// A threshold rule as stored: `metric` above `above_centi_pct` for `for_ms` (ALM-4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct StoredThreshold {
+    /// The metric.
+    pub metric: ThresholdMetric,
+    /// Limit in hundredths of a percent.
+    pub above_centi_pct: u16,
+    /// How long the metric must stay above the limit.
+    pub for_ms: u64,
+}
+
+/// An alarm strategy's settings (ALM-3), as the API edits them and the alarm engine reads them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct StrategySettings {
+    /// Display name.
+    pub name: String,
+    /// Disabled strategies notify nobody.
+    pub enabled: bool,
+    /// Selected alarm types (empty = all).
+    pub alarm_types: Vec<AlarmTypeCode>,
+    /// Selected severities (empty = all).
+    pub severities: Vec<Severity>,
+    /// Email addresses notified.
+    pub receivers: Vec<String>,
+    /// Wait before the first notification of a group.
+    pub group_wait_ms: u64,
+    /// Wait between notifications of an open group.
+    pub group_interval_ms: u64,
+    /// Reminder interval for alarms still active and unacknowledged.
+    pub repeat_interval_ms: u64,
+    /// CPU and memory threshold rules.
+    pub thresholds: Vec<StoredThreshold>,
+}
+
+/// A stored alarm strategy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+pub struct StoredStrategy {
+    /// Identifier.
+    pub id: StrategyId,
+    /// Owning enterprise.
+    pub enterprise_id: EnterpriseId,
+    /// Settings.
+    pub settings: StrategySettings,
+    /// Creation time.
+    pub created_at: UnixMillis,
+    /// Last change.
+    pub updated_at: UnixMillis,
+}
