@@ -42,6 +42,9 @@ use crate::live::LiveUpdate;
 use crate::metrics::{IngestMetrics, KindLabel};
 use crate::offline::{Millis, OfflineDetector};
 
+#[cfg(test)]
+mod tests;
+
 /// One sequenced frame; `msg` is `None` when its content was rejected (it still takes its seq).
 #[derive(Debug)]
 pub(crate) struct Frame {
