@@ -43,6 +43,8 @@ use crate::metrics::{IngestMetrics, KindLabel};
 use crate::offline::{Millis, OfflineDetector};
 
 #[cfg(test)]
+mod model_check;
+#[cfg(test)]
 mod tests;
 
 /// One sequenced frame; `msg` is `None` when its content was rejected (it still takes its seq).
