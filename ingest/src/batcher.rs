@@ -25,8 +25,9 @@
 //! offered by `poll_commit` only after `handle_committed`. A waiter is answered `Ok` only once
 //! every batch holding rows of its frames (and every batch before them) is durable, in the order
 //! the waiters came in. A failed commit answers its waiters and the pending waiters of the same
-//! devices with `Err` and forgets those devices, so that they open again from the store's
-//! delivery mark and resend.
+//! devices with `Err` and drops those devices' pending rows; their frames are refused until they
+//! open again, from the store's delivery mark, and resend. They stay online until their
+//! heartbeats are missing, like any reconnecting device.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
@@ -97,6 +98,9 @@ struct DeviceState {
     /// Highest seq accepted (in a committed, committing or pending batch, or applied in memory).
     accepted_seq: u64,
     online: bool,
+    /// A commit of its frames failed: its frames are refused until it opens again, and the next
+    /// Open takes the store's delivery mark as the accepted seq and announces it online again.
+    resync: bool,
     /// Time of the device's latest alarm-relevant event (alarm, resource report, offline,
     /// online); see [`DeviceState::stamp`].
     last_event_at: UnixMillis,
@@ -158,7 +162,7 @@ impl<W> Pending<W> {
 struct Committing<W> {
     id: BatchId,
     waiters: Vec<Waiter<W>>,
-    /// The devices of its waiters (forgotten if the commit fails).
+    /// The devices of its waiters (resynchronised if the commit fails).
     devices: HashSet<DeviceId>,
     alarm_events: Vec<DeviceEvent>,
     snapshots: Vec<DeviceSnapshotUpdate>,
@@ -224,16 +228,21 @@ impl<W> ShardBatcher<W> {
             heartbeat_interval_s,
             accepted_seq: committed_seq,
             online: false,
+            resync: false,
             last_event_at: UnixMillis(0),
         });
-        state.accepted_seq = state.accepted_seq.max(committed_seq);
+        let resync = std::mem::take(&mut state.resync);
+        state.accepted_seq = if resync { committed_seq } else { state.accepted_seq.max(committed_seq) };
         state.heartbeat_interval_s = heartbeat_interval_s;
         state.connection = connection;
         let accepted = state.accepted_seq;
-        if !state.online {
-            state.online = true;
+        // After a failed commit the transition is announced again: it may have been lost with it.
+        if !state.online || resync {
+            if !state.online {
+                state.online = true;
+                self.metrics.devices_online.inc();
+            }
             let at = state.stamp(now.wall);
-            self.metrics.devices_online.inc();
             // Clears an Offline alarm left active, also one raised before a restart.
             let change = evaluate(device, enterprise, at, AlarmInput::BackOnline);
             self.pending.batch.alarm_changes.push(change);
@@ -257,8 +266,8 @@ impl<W> ShardBatcher<W> {
     /// acknowledged with it and dropped if they come later). Rejected frames take their seq and
     /// store nothing. Only `now.mono` is read (the heartbeat deadline); what is recorded has `at`.
     pub(crate) fn handle_frames(&mut self, now: Now, device: DeviceId, frames: Vec<Frame>, at: UnixMillis, waiter: W) {
-        let Some(state) = self.devices.get_mut(&device) else {
-            // Frames without an Open (the device's state was reset after a store failure).
+        let Some(state) = self.devices.get_mut(&device).filter(|s| !s.resync) else {
+            // Frames without an Open, or after a failed commit of the device's frames.
             self.acks.push_back((waiter, Err(())));
             return;
         };
@@ -423,8 +432,9 @@ impl<W> ShardBatcher<W> {
     ///
     /// `Ok`: its waiters are answered with their acknowledgements, its device events and
     /// snapshot updates are released. `Err`: its waiters and the pending waiters of the same
-    /// devices are answered `Err`, and those devices are forgotten with their pending rows, so
-    /// that nothing later of theirs commits past the lost frames; they open again and resend.
+    /// devices are answered `Err`, and those devices' pending rows are dropped, so that nothing
+    /// later of theirs commits past the lost frames; their frames are refused until they open
+    /// again, and that Open takes the store's mark as the accepted seq.
     /// An `id` that is not committing is ignored.
     pub(crate) fn handle_committed(&mut self, id: BatchId, result: Result<(), StoreError>) {
         let Some(committing) = self.committing.take_if(|c| c.id == id) else {
@@ -447,8 +457,9 @@ impl<W> ShardBatcher<W> {
                 tracing::error!(message = "Append failed; the devices' sessions are closed and they will resend.", %error, devices = devices.len());
                 self.acks.extend(waiters.into_iter().map(|w| (w.waiter, Err(()))));
                 for device in &devices {
-                    self.devices.remove(device);
-                    self.detector.forget(*device);
+                    if let Some(state) = self.devices.get_mut(device) {
+                        state.resync = true;
+                    }
                 }
                 let keep = |d: &DeviceId| !devices.contains(d);
                 let pending = &mut self.pending;

@@ -494,10 +494,26 @@ fn a_failed_commit_answers_its_waiters_and_the_pending_ones_of_its_devices_with_
           ack w5 ok 1
           engine d3 online@6s, d3 resources@6001ms
           snapshots d3 online
+        # the failed sessions close; d1 opens again, d2 does not come back and goes offline
+        9s disconnect d1
+          live d1 disconnected
+        9s disconnect d2
+          live d2 disconnected
         10s open d1 mark=0 conn=2
           live d1 opened@10s seq=0
         10s metrics
-          metrics online=4 offline=0 duplicates=0 store_errors=1 received heartbeat=0 status=2 resource=3 alarm=0 command_result=0
+          metrics online=3 offline=0 duplicates=0 store_errors=1 received heartbeat=0 status=2 resource=3 alarm=0 command_result=0
+        # its online transition is announced again (it may have been in the lost batch)
+        11s commit
+          commit b4: -d1/109@10s
+        11s ok b4
+          engine d1 online@10s
+          snapshots d1 online
+        36s tick
+          live d2 offline
+          live d3 offline
+        36s metrics
+          metrics online=1 offline=2 duplicates=0 store_errors=1 received heartbeat=0 status=2 resource=3 alarm=0 command_result=0
         ",
     );
 }
