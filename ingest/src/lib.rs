@@ -12,6 +12,7 @@
 //! kinds, durable in the store. *Architecture invariant*: every queue is bounded; when the store
 //! or a shard falls behind, sessions stop reading and QUIC flow control slows the devices.
 
+mod batcher;
 pub mod live;
 pub mod metrics;
 pub mod offline;

@@ -80,18 +80,77 @@ impl LiveState {
         UnixMillis(self.started.load(Ordering::Relaxed))
     }
 
-    /// Applies `f` to the device's entry, creating it with `init` if absent.
-    pub(crate) fn update(&self, id: DeviceId, init: impl FnOnce() -> LiveDevice, f: impl FnOnce(&mut LiveDevice)) {
-        let mut entry = self.devices.entry(id).or_insert_with(init);
-        f(&mut entry);
+    /// Applies one change decided by a shard (the shard owns the device; see [`LiveUpdate`]).
+    pub(crate) fn apply(&self, update: LiveUpdate) {
+        match update {
+            LiveUpdate::Opened { device, enterprise, at, heartbeat_interval_s, last_seq } => {
+                let mut entry = self.devices.entry(device).or_insert_with(|| LiveDevice {
+                    enterprise_id: enterprise,
+                    online: true,
+                    connected: true,
+                    last_seen: at,
+                    online_since: Some(at),
+                    heartbeat_interval_s,
+                    sip: SipSummary::Unknown,
+                    status: None,
+                    resources: None,
+                    last_seq,
+                });
+                let d = &mut *entry;
+                if !d.online {
+                    d.online_since = Some(at);
+                }
+                d.online = true;
+                d.connected = true;
+                d.last_seen = at;
+                d.heartbeat_interval_s = heartbeat_interval_s;
+                d.last_seq = last_seq;
+            }
+            LiveUpdate::Disconnected { device } => self.modify(device, |d| d.connected = false),
+            LiveUpdate::Status { device, status } => {
+                let sip = status.sip_summary();
+                self.modify(device, |d| {
+                    d.sip = sip;
+                    d.status = Some(status);
+                });
+            }
+            LiveUpdate::Resources { device, at, sample } => self.modify(device, |d| d.resources = Some((at, sample))),
+            LiveUpdate::Seen { device, at, last_seq } => self.modify(device, |d| {
+                d.last_seen = at;
+                d.last_seq = last_seq;
+            }),
+            LiveUpdate::Offline { device } => self.modify(device, |d| {
+                d.online = false;
+                d.online_since = None;
+            }),
+        }
     }
 
     /// Applies `f` to the device's entry if present.
-    pub(crate) fn modify(&self, id: DeviceId, f: impl FnOnce(&mut LiveDevice)) {
+    fn modify(&self, id: DeviceId, f: impl FnOnce(&mut LiveDevice)) {
         if let Some(mut d) = self.devices.get_mut(&id) {
             f(&mut d);
         }
     }
+}
+
+/// A change to one device's live state, decided by the device's shard core
+/// ([`crate::batcher::ShardBatcher`]) and applied by its shell with [`LiveState::apply`].
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum LiveUpdate {
+    /// The device opened a session at `at`: online (since `at` if it was not), connected; the
+    /// entry is created if the device is new.
+    Opened { device: DeviceId, enterprise: EnterpriseId, at: UnixMillis, heartbeat_interval_s: u32, last_seq: u64 },
+    /// The device's current connection closed.
+    Disconnected { device: DeviceId },
+    /// A status report was applied (the SIP summary is derived from it).
+    Status { device: DeviceId, status: DeviceStatus },
+    /// A CPU/memory sample received at `at` was applied.
+    Resources { device: DeviceId, at: UnixMillis, sample: ResourceSample },
+    /// Frames received at `at` were applied up to `last_seq`.
+    Seen { device: DeviceId, at: UnixMillis, last_seq: u64 },
+    /// The device missed its heartbeats.
+    Offline { device: DeviceId },
 }
 
 /// Device counts.
