@@ -21,7 +21,7 @@ pub use account_email::{AccountEmail, AccountEmailPayload, StoredPayload, render
 pub use config::{Security, SmtpConfig};
 pub use lettre::Message;
 pub use lettre::message::Mailbox;
-pub use metrics::AlarmMetrics;
+pub use metrics::{AlarmMetrics, OutboxMetrics};
 pub use outbox::{OutboxConfig, OutboxError, OutboxWorker, PassStats, Queued, enqueue};
 pub use payload::{MAX_ITEMS_PER_MESSAGE, OutboxPayload, PayloadItem, PayloadStage};
 pub use render::{MAX_DIGEST_ITEMS, MAX_SUBJECT_DESCRIPTION_CHARS, RenderContext, render};

@@ -5,7 +5,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-/// The numbers of the alarm engine's shell and of the outbox worker.
+/// The numbers of the alarm engine's shell.
 #[derive(Debug, Clone, Default)]
 pub struct AlarmMetrics {
     /// Device events evaluated.
@@ -24,18 +24,6 @@ pub struct AlarmMetrics {
     pub scheduled_reminders: Gauge,
     /// Device-metric threshold windows.
     pub threshold_states: Gauge,
-    /// Emails the SMTP server accepted.
-    pub emails_sent: Counter,
-    /// Outbox messages sent (a digest carries several).
-    pub messages_sent: Counter,
-    /// Digests sent.
-    pub digests_sent: Counter,
-    /// Messages left for a later pass by a rate limit.
-    pub deferred: Counter,
-    /// Messages that failed transiently and are retried.
-    pub retried: Counter,
-    /// Messages given up (permanent failure or too many attempts).
-    pub failed: Counter,
 }
 
 impl AlarmMetrics {
@@ -55,6 +43,32 @@ impl AlarmMetrics {
         r.register("open_groups", "Open notification groups", m.open_groups.clone());
         r.register("scheduled_reminders", "Scheduled reminders", m.scheduled_reminders.clone());
         r.register("threshold_states", "Device-metric threshold windows", m.threshold_states.clone());
+        m
+    }
+}
+
+/// The numbers of the outbox worker.
+#[derive(Debug, Clone, Default)]
+pub struct OutboxMetrics {
+    /// Emails the SMTP server accepted.
+    pub emails_sent: Counter,
+    /// Outbox messages sent (a digest carries several).
+    pub messages_sent: Counter,
+    /// Digests sent.
+    pub digests_sent: Counter,
+    /// Messages left for a later pass by a rate limit.
+    pub deferred: Counter,
+    /// Messages that failed transiently and are retried.
+    pub retried: Counter,
+    /// Messages given up (permanent failure or too many attempts).
+    pub failed: Counter,
+}
+
+impl OutboxMetrics {
+    /// Creates the metrics and registers them. They are registered whether or not a worker runs
+    /// (without SMTP they stay at zero).
+    pub fn register(registry: &mut Registry) -> OutboxMetrics {
+        let m = OutboxMetrics::default();
         let r = registry.sub_registry_with_prefix("fleetpulse_outbox");
         r.register("emails_sent", "Emails accepted by the SMTP server", m.emails_sent.clone());
         r.register("messages_sent", "Outbox messages sent (a digest carries several)", m.messages_sent.clone());

@@ -23,7 +23,7 @@ use tokio::sync::Notify;
 
 use crate::account_email::{AccountEmailPayload, StoredPayload, render_account};
 use crate::payload::OutboxPayload;
-use crate::{AlarmMetrics, MailError, Mailer, RenderContext, render};
+use crate::{MailError, Mailer, OutboxMetrics, RenderContext, render};
 
 /// Outcomes are recorded in one transaction per this many sends (and at the end of a pass): a
 /// crash after the SMTP server accepted a message and before its outcome is recorded sends it
@@ -154,7 +154,7 @@ pub struct OutboxWorker {
     render: RenderContext,
     config: OutboxConfig,
     wake: Arc<Notify>,
-    metrics: AlarmMetrics,
+    metrics: OutboxMetrics,
     /// Receivers over their rate limit, until when (left out of the due query meanwhile).
     blocked: Mutex<HashMap<String, Instant>>,
     /// Outcomes of sent messages the store has not taken yet.
@@ -172,7 +172,7 @@ impl OutboxWorker {
         OutboxWorker {
             render: RenderContext { from: mailer.from_mailbox().clone(), portal_url: portal_url.to_owned() },
             wake: Arc::new(Notify::new()),
-            metrics: AlarmMetrics::default(),
+            metrics: OutboxMetrics::default(),
             blocked: Mutex::new(HashMap::new()),
             unrecorded: Mutex::new(Vec::new()),
             redactions: Mutex::new(Vec::new()),
@@ -185,7 +185,7 @@ impl OutboxWorker {
     }
 
     /// Counts what the worker does in `metrics` (registered by the caller).
-    pub fn with_metrics(mut self, metrics: AlarmMetrics) -> OutboxWorker {
+    pub fn with_metrics(mut self, metrics: OutboxMetrics) -> OutboxWorker {
         self.metrics = metrics;
         self
     }
