@@ -11,8 +11,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use fleetpulse_admin_api::{ApiConfig, ApiState, BootstrapOutcome};
+use fleetpulse_alarm_service::{AlarmMetrics, AlarmService};
 use fleetpulse_ingest::{Ingest, IngestConfig, IngestMetrics, TlsSource};
-use fleetpulse_mailer::{AlarmMetrics, AlarmService, Mailer, OutboxConfig, OutboxMetrics, OutboxWorker};
+use fleetpulse_mailer::{Mailer, OutboxConfig, OutboxMetrics, OutboxWorker};
 use fleetpulse_store::Store;
 use fleetpulse_store::embedded::EmbeddedConfig;
 

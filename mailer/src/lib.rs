@@ -15,18 +15,16 @@ pub mod outbox;
 pub mod payload;
 mod render;
 mod send;
-pub mod service;
 
 pub use account_email::{AccountEmail, AccountEmailPayload, StoredPayload, render_account};
 pub use config::{Security, SmtpConfig};
 pub use lettre::Message;
 pub use lettre::message::Mailbox;
-pub use metrics::{AlarmMetrics, OutboxMetrics};
+pub use metrics::OutboxMetrics;
 pub use outbox::{OutboxConfig, OutboxError, OutboxWorker, PassStats, Queued, enqueue};
 pub use payload::{MAX_ITEMS_PER_MESSAGE, OutboxPayload, PayloadItem, PayloadStage};
 pub use render::{MAX_DIGEST_ITEMS, MAX_SUBJECT_DESCRIPTION_CHARS, RenderContext, render};
 pub use send::Mailer;
-pub use service::{AlarmHandle, AlarmService, Control};
 
 /// Everything that can go wrong in this crate.
 #[derive(Debug, thiserror::Error)]

@@ -32,9 +32,11 @@ use fleetpulse_store::{
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::AlarmMetrics;
-use crate::outbox::{Queued, enqueue};
-use crate::payload::OutboxPayload;
+use fleetpulse_mailer::{MAX_ITEMS_PER_MESSAGE, OutboxError, OutboxPayload, Queued, enqueue};
+
+mod metrics;
+
+pub use metrics::AlarmMetrics;
 
 /// Capacity of the queue from the engine task to the effects task (in actions).
 const EFFECT_QUEUE: usize = 8_192;
@@ -388,7 +390,7 @@ async fn prepare(
     names: &mut Names,
     mut notifications: Vec<Notification>,
     metrics: &AlarmMetrics,
-) -> Result<Vec<Queued>, crate::OutboxError> {
+) -> Result<Vec<Queued>, OutboxError> {
     let keys: Vec<String> = notifications.iter().flat_map(|n| n.items.iter().map(|i| i.key.to_string())).collect();
     let mut known = std::collections::HashSet::new();
     for chunk in keys.chunks(KNOWN_ITEMS_CHUNK) {
@@ -405,7 +407,7 @@ async fn prepare(
     for n in notifications {
         let enterprise_name = names.enterprise(store, n.enterprise_id).await?;
         let mut labels = HashMap::new();
-        for item in n.items.iter().take(crate::MAX_ITEMS_PER_MESSAGE) {
+        for item in n.items.iter().take(MAX_ITEMS_PER_MESSAGE) {
             labels.insert(item.device_id, names.device(store, item.device_id).await?);
         }
         let Receiver::Email(receiver) = &n.receiver;
