@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fleetpulse_alarm_engine::{Notification, Receiver};
-use fleetpulse_mailer::{MAX_ITEMS_PER_MESSAGE, OutboxError, OutboxPayload, Queued, enqueue};
+use fleetpulse_mailer::{MAX_ITEMS_PER_MESSAGE, OutboxError, Queued, enqueue};
 use fleetpulse_proto::UnixMillis;
 use fleetpulse_proto::domain::AlarmChange;
 use fleetpulse_store::{EventBatch, Store};
@@ -16,6 +16,7 @@ use tokio::sync::{Notify, mpsc};
 
 use crate::AlarmMetrics;
 use crate::names::Names;
+use crate::payload::outbox_payload;
 
 /// Most item keys checked against the outbox per query.
 const KNOWN_ITEMS_CHUNK: usize = 5_000;
@@ -133,7 +134,7 @@ async fn prepare(
         let Receiver::Email(receiver) = &n.receiver;
         queued.push(Queued {
             receiver: receiver.clone(),
-            payload: OutboxPayload::new(&n, &enterprise_name, &labels),
+            payload: outbox_payload(&n, &enterprise_name, &labels),
             item_keys: n.items.iter().map(|i| i.key.to_string()).collect(),
             not_before: now,
         });

@@ -11,7 +11,8 @@
 //! - The engine task ([`engine_task`]) does no I/O except reading strategies when the API says
 //!   they changed ([`control`]); its actions go to the effects task ([`effects`]), which writes
 //!   derived threshold alarm records (401/402, the only records the shards do not write) and
-//!   queues notifications in the durable outbox (the mailer's, which renders and sends them).
+//!   queues notifications in the durable outbox as the mailer's payloads ([`payload`]), which the
+//!   mailer's outbox worker renders and sends.
 //! - At start the service loads every enterprise's strategies and takes over the alarms the
 //!   store has as active ([`load`], [`AlarmEngine::restore_alarm`]); notification items the
 //!   outbox already has (queued before a restart) are left out by their idempotency keys, so
@@ -33,6 +34,7 @@ mod engine_task;
 mod load;
 mod metrics;
 mod names;
+mod payload;
 
 pub use control::{AlarmHandle, Control};
 pub use load::engine_strategy;
