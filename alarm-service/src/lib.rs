@@ -8,13 +8,13 @@
 //!
 //! - The shards send an event only after it is durable, so the engine never acts on something
 //!   the store may lose. Both queues are bounded: when they are full, the sender waits.
-//! - The engine task ([`engine_task`]) does no I/O except reading strategies when the API says
-//!   they changed ([`control`]); its actions go to the effects task ([`effects`]), which writes
+//! - The engine task (`engine_task.rs`) does no I/O except reading strategies when the API says
+//!   they changed (`control.rs`); its actions go to the effects task (`effects.rs`), which writes
 //!   derived threshold alarm records (401/402, the only records the shards do not write) and
-//!   queues notifications in the durable outbox as the mailer's payloads ([`payload`]), which the
+//!   queues notifications in the durable outbox as the mailer's payloads (`payload.rs`), which the
 //!   mailer's outbox worker renders and sends.
 //! - At start the service loads every enterprise's strategies and takes over the alarms the
-//!   store has as active ([`load`], [`AlarmEngine::restore_alarm`]); notification items the
+//!   store has as active (`load.rs`, [`AlarmEngine::restore_alarm`]); notification items the
 //!   outbox already has (queued before a restart) are left out by their idempotency keys, so
 //!   nothing is sent twice and nothing queued is forgotten.
 //!

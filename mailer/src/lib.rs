@@ -1,12 +1,16 @@
-//! SMTP shell of the alarm notifications (SPEC ALM-5): renders an engine [`Notification`] as an
-//! email and sends it with lettre.
+//! Mail of fleetpulse (SPEC ALM-5 and the account emails): renders what the durable outbox keeps (alarm
+//! notifications the alarm service queues, account emails the admin API queues) as emails, sends
+//! them over SMTP with lettre, and runs the outbox worker that sends the due ones.
 //!
-//! Rendering ([`render`]) is a pure function of the notification and a [`RenderContext`] (only the
-//! `Date` header is the time of rendering); sending ([`Mailer::send`]) classifies every failure as
-//! [`SendError::Transient`] (retry with backoff) or [`SendError::Permanent`] (do not retry), which
-//! is all the durable outbox needs to know.
+//! Rendering ([`render`], [`render_account`]) is a pure function of the stored payload and a
+//! [`RenderContext`] (only the `Date` header is the time of rendering); sending ([`Mailer::send`])
+//! classifies every failure as [`SendError::Transient`] (retry with backoff) or
+//! [`SendError::Permanent`] (do not retry), which is all the [`OutboxWorker`] needs to know.
 //!
-//! [`Notification`]: fleetpulse_alarm_engine::Notification
+//! *Architecture invariant*: the only crate that speaks SMTP, and it evaluates no alarms. The
+//! alarm service (`fleetpulse-alarm-service`, which depends on this crate, never the reverse)
+//! produces [`OutboxPayload`]s and queues them with [`enqueue`]; of the alarm engine this crate
+//! only uses the idempotency key's hex form (the `Message-ID`).
 
 pub mod account_email;
 mod config;
