@@ -25,7 +25,7 @@ pub use config::{Security, SmtpConfig};
 pub use lettre::Message;
 pub use lettre::message::Mailbox;
 pub use metrics::OutboxMetrics;
-pub use outbox::{OutboxConfig, OutboxError, OutboxWorker, PassStats, Queued, enqueue};
+pub use outbox::{OutboxConfig, OutboxWorker, PassStats, Queued, enqueue};
 pub use payload::{MAX_ITEMS_PER_MESSAGE, OutboxPayload, PAYLOAD_VERSION, PayloadItem, PayloadStage};
 pub use render::{MAX_DIGEST_ITEMS, MAX_SUBJECT_DESCRIPTION_CHARS, RenderContext, render};
 pub use send::Mailer;
@@ -57,6 +57,13 @@ pub enum MailError {
     /// Do not retry.
     #[error("permanent SMTP failure: {0}")]
     Permanent(String),
+    /// The store failed while queueing, reading or recording outbox messages.
+    #[error("outbox store: {0}")]
+    Store(#[from] fleetpulse_store::StoreError),
+    /// A payload could not be read back from the outbox (too large, not JSON, unknown kind or
+    /// version).
+    #[error("outbox message: {0}")]
+    Payload(String),
 }
 
 /// What [`Mailer::send`] fails with: always [`MailError::Transient`] or [`MailError::Permanent`].
@@ -64,6 +71,11 @@ pub enum MailError {
 /// An alias rather than a second enum, so that the crate has one error type; match it as
 /// `SendError::Transient(_)` / `SendError::Permanent(_)`.
 pub type SendError = MailError;
+
+/// Why the outbox could not make progress: always [`MailError::Store`] or [`MailError::Payload`].
+///
+/// An alias like [`SendError`], so that the crate has one error type.
+pub type OutboxError = MailError;
 
 impl MailError {
     /// Whether sending again later may succeed (only [`MailError::Transient`]).

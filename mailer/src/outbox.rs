@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fleetpulse_proto::UnixMillis;
-use fleetpulse_store::{NewOutboxMessage, OutboxAttempt, OutboxMessage, OutboxState, Store, StoreError};
+use fleetpulse_store::{NewOutboxMessage, OutboxAttempt, OutboxMessage, OutboxState, Store};
 use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
 use governor::clock::DefaultClock;
@@ -23,7 +23,7 @@ use tokio::sync::Notify;
 
 use crate::account_email::{AccountEmailPayload, StoredPayload, render_account};
 use crate::payload::OutboxPayload;
-use crate::{MailError, Mailer, OutboxMetrics, RenderContext, render};
+use crate::{MailError, Mailer, OutboxError, OutboxMetrics, RenderContext, render};
 
 /// Outcomes are recorded in one transaction per this many sends (and at the end of a pass): a
 /// crash after the SMTP server accepted a message and before its outcome is recorded sends it
@@ -93,17 +93,6 @@ impl PassStats {
         self.retried += other.retried;
         self.failed += other.failed;
     }
-}
-
-/// Why the worker could not make progress.
-#[derive(Debug, thiserror::Error)]
-pub enum OutboxError {
-    /// The store failed.
-    #[error("outbox store: {0}")]
-    Store(#[from] StoreError),
-    /// The message could not be formatted for the outbox.
-    #[error("outbox message: {0}")]
-    Message(String),
 }
 
 /// One notification to queue: its receiver and payload.

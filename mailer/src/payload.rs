@@ -9,7 +9,7 @@
 use fleetpulse_proto::{DeviceId, EnterpriseId, StrategyId};
 use serde::{Deserialize, Serialize};
 
-use crate::OutboxError;
+use crate::{MailError, OutboxError};
 
 /// Most alarms one queued notification lists; the rest are counted in [`OutboxPayload::omitted`]
 /// (a storm grouped into one notification must not make a megabyte email).
@@ -89,12 +89,12 @@ impl OutboxPayload {
     /// Parses a stored payload, checking its size and version.
     pub fn from_json(json: &str) -> Result<OutboxPayload, OutboxError> {
         if json.len() > MAX_PAYLOAD_BYTES {
-            return Err(OutboxError::Message(format!("payload of {} bytes is over the limit", json.len())));
+            return Err(MailError::Payload(format!("payload of {} bytes is over the limit", json.len())));
         }
         let payload: OutboxPayload =
-            serde_json::from_str(json).map_err(|e| OutboxError::Message(format!("payload: {e}")))?;
+            serde_json::from_str(json).map_err(|e| MailError::Payload(format!("payload: {e}")))?;
         if payload.version != PAYLOAD_VERSION {
-            return Err(OutboxError::Message(format!("payload version {} is not {PAYLOAD_VERSION}", payload.version)));
+            return Err(MailError::Payload(format!("payload version {} is not {PAYLOAD_VERSION}", payload.version)));
         }
         Ok(payload)
     }
