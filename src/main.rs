@@ -11,8 +11,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use fleetpulse_admin_api::{ApiConfig, ApiState, BootstrapOutcome};
+use fleetpulse_alarm_service::{AlarmMetrics, AlarmService};
 use fleetpulse_ingest::{Ingest, IngestConfig, IngestMetrics, TlsSource};
-use fleetpulse_mailer::{AlarmMetrics, AlarmService, Mailer, OutboxConfig, OutboxWorker};
+use fleetpulse_mailer::{Mailer, OutboxConfig, OutboxMetrics, OutboxWorker};
 use fleetpulse_store::Store;
 use fleetpulse_store::embedded::EmbeddedConfig;
 
@@ -253,12 +254,13 @@ impl Server {
         let http_addr = listener.local_addr()?;
         let (stop_alarms, stop_rx) = tokio::sync::watch::channel(false);
         let alarm_metrics = AlarmMetrics::register(&mut registry);
+        let outbox_metrics = OutboxMetrics::register(&mut registry);
         let worker = match file.smtp.clone() {
             Some(smtp) => {
                 let mailer = Mailer::new(smtp).context("the [smtp] section")?;
                 let portal = file.notify.portal_url.clone().unwrap_or_else(|| format!("http://{http_addr}"));
                 let worker = OutboxWorker::new(store.entities.clone(), mailer, &portal, outbox_config(&file.notify));
-                Some(worker.with_metrics(alarm_metrics.clone()))
+                Some(worker.with_metrics(outbox_metrics))
             }
             None => {
                 tracing::warn!(

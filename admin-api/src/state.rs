@@ -56,7 +56,7 @@ pub struct ApiState {
     pub config: ApiConfig,
     /// The running alarm engine, told about acknowledgements, manual clears and strategy changes
     /// after they are stored (none: they take effect at the next start).
-    pub alarms: Option<fleetpulse_mailer::AlarmHandle>,
+    pub alarms: Option<fleetpulse_alarm_service::AlarmHandle>,
 }
 
 /// What handlers and extractors share: the caller's state plus the API's own metrics.

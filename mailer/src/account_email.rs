@@ -119,15 +119,12 @@ impl AccountEmailPayload {
     /// Parses a stored payload, checking its size, kind and version.
     pub fn from_json(json: &str) -> Result<AccountEmailPayload, OutboxError> {
         if json.len() > MAX_PAYLOAD_BYTES {
-            return Err(OutboxError::Message(format!(
-                "account email payload of {} bytes is over the limit",
-                json.len()
-            )));
+            return Err(MailError::Payload(format!("account email payload of {} bytes is over the limit", json.len())));
         }
         let p: AccountEmailPayload =
-            serde_json::from_str(json).map_err(|e| OutboxError::Message(format!("account email payload: {e}")))?;
+            serde_json::from_str(json).map_err(|e| MailError::Payload(format!("account email payload: {e}")))?;
         if p.kind != KIND || p.version != ACCOUNT_EMAIL_VERSION {
-            return Err(OutboxError::Message(format!(
+            return Err(MailError::Payload(format!(
                 "account email payload kind {:?} version {} is not {KIND:?} {ACCOUNT_EMAIL_VERSION}",
                 p.kind, p.version
             )));
@@ -154,13 +151,13 @@ impl StoredPayload {
             kind: Option<String>,
         }
         if json.len() > MAX_PAYLOAD_BYTES.max(1 << 20) {
-            return Err(OutboxError::Message(format!("payload of {} bytes is over the limit", json.len())));
+            return Err(MailError::Payload(format!("payload of {} bytes is over the limit", json.len())));
         }
-        let kind: Kind = serde_json::from_str(json).map_err(|e| OutboxError::Message(format!("payload: {e}")))?;
+        let kind: Kind = serde_json::from_str(json).map_err(|e| MailError::Payload(format!("payload: {e}")))?;
         match kind.kind.as_deref() {
             None => OutboxPayload::from_json(json).map(StoredPayload::Alarm),
             Some(KIND) => AccountEmailPayload::from_json(json).map(StoredPayload::Account),
-            Some(other) => Err(OutboxError::Message(format!("unknown payload kind {other:?}"))),
+            Some(other) => Err(MailError::Payload(format!("unknown payload kind {other:?}"))),
         }
     }
 }

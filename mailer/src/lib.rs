@@ -1,12 +1,16 @@
-//! SMTP shell of the alarm notifications (SPEC ALM-5): renders an engine [`Notification`] as an
-//! email and sends it with lettre.
+//! Mail of fleetpulse (SPEC ALM-5 and the account emails): renders what the durable outbox keeps (alarm
+//! notifications the alarm service queues, account emails the admin API queues) as emails, sends
+//! them over SMTP with lettre, and runs the outbox worker that sends the due ones.
 //!
-//! Rendering ([`render`]) is a pure function of the notification and a [`RenderContext`] (only the
-//! `Date` header is the time of rendering); sending ([`Mailer::send`]) classifies every failure as
-//! [`SendError::Transient`] (retry with backoff) or [`SendError::Permanent`] (do not retry), which
-//! is all the durable outbox needs to know.
+//! Rendering ([`render`], [`render_account`]) is a pure function of the stored payload and a
+//! [`RenderContext`] (only the `Date` header is the time of rendering); sending ([`Mailer::send`])
+//! classifies every failure as [`SendError::Transient`] (retry with backoff) or
+//! [`SendError::Permanent`] (do not retry), which is all the [`OutboxWorker`] needs to know.
 //!
-//! [`Notification`]: fleetpulse_alarm_engine::Notification
+//! *Architecture invariant*: the only crate that speaks SMTP, and it evaluates no alarms. The
+//! alarm service (`fleetpulse-alarm-service`, which depends on this crate, never the reverse)
+//! produces [`OutboxPayload`]s and queues them with [`enqueue`]; of the alarm engine this crate
+//! only uses the idempotency key's hex form (the `Message-ID`).
 
 pub mod account_email;
 mod config;
@@ -15,18 +19,16 @@ pub mod outbox;
 pub mod payload;
 mod render;
 mod send;
-pub mod service;
 
 pub use account_email::{AccountEmail, AccountEmailPayload, StoredPayload, render_account};
 pub use config::{Security, SmtpConfig};
 pub use lettre::Message;
 pub use lettre::message::Mailbox;
-pub use metrics::AlarmMetrics;
-pub use outbox::{OutboxConfig, OutboxError, OutboxWorker, PassStats, Queued, enqueue};
-pub use payload::{MAX_ITEMS_PER_MESSAGE, OutboxPayload, PayloadItem, PayloadStage};
+pub use metrics::OutboxMetrics;
+pub use outbox::{OutboxConfig, OutboxWorker, PassStats, Queued, enqueue};
+pub use payload::{MAX_ITEMS_PER_MESSAGE, OutboxPayload, PAYLOAD_VERSION, PayloadItem, PayloadStage};
 pub use render::{MAX_DIGEST_ITEMS, MAX_SUBJECT_DESCRIPTION_CHARS, RenderContext, render};
 pub use send::Mailer;
-pub use service::{AlarmHandle, AlarmService, Control};
 
 /// Everything that can go wrong in this crate.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +57,13 @@ pub enum MailError {
     /// Do not retry.
     #[error("permanent SMTP failure: {0}")]
     Permanent(String),
+    /// The store failed while queueing, reading or recording outbox messages.
+    #[error("outbox store: {0}")]
+    Store(#[from] fleetpulse_store::StoreError),
+    /// A payload could not be read back from the outbox (too large, not JSON, unknown kind or
+    /// version).
+    #[error("outbox message: {0}")]
+    Payload(String),
 }
 
 /// What [`Mailer::send`] fails with: always [`MailError::Transient`] or [`MailError::Permanent`].
@@ -62,6 +71,11 @@ pub enum MailError {
 /// An alias rather than a second enum, so that the crate has one error type; match it as
 /// `SendError::Transient(_)` / `SendError::Permanent(_)`.
 pub type SendError = MailError;
+
+/// Why the outbox could not make progress: always [`MailError::Store`] or [`MailError::Payload`].
+///
+/// An alias like [`SendError`], so that the crate has one error type.
+pub type OutboxError = MailError;
 
 impl MailError {
     /// Whether sending again later may succeed (only [`MailError::Transient`]).

@@ -1,29 +1,11 @@
-//! Prometheus metrics of the alarm service and the outbox worker (`fleetpulse_alarm_*`,
-//! `fleetpulse_outbox_*` on `/metrics`).
+//! Prometheus metrics of the outbox worker (`fleetpulse_outbox_*` on `/metrics`).
 
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-/// The numbers of the alarm engine's shell and of the outbox worker.
+/// The numbers of the outbox worker.
 #[derive(Debug, Clone, Default)]
-pub struct AlarmMetrics {
-    /// Device events evaluated.
-    pub events: Counter,
-    /// Active alarms taken over from the store at start.
-    pub restored: Counter,
-    /// Notifications queued in the outbox.
-    pub queued: Counter,
-    /// Notification items left out because an earlier process had queued them.
-    pub known_items_skipped: Counter,
-    /// Active alarms in the engine.
-    pub active_alarms: Gauge,
-    /// Open notification groups.
-    pub open_groups: Gauge,
-    /// Scheduled reminders.
-    pub scheduled_reminders: Gauge,
-    /// Device-metric threshold windows.
-    pub threshold_states: Gauge,
+pub struct OutboxMetrics {
     /// Emails the SMTP server accepted.
     pub emails_sent: Counter,
     /// Outbox messages sent (a digest carries several).
@@ -38,23 +20,11 @@ pub struct AlarmMetrics {
     pub failed: Counter,
 }
 
-impl AlarmMetrics {
-    /// Creates the metrics and registers them.
-    pub fn register(registry: &mut Registry) -> AlarmMetrics {
-        let m = AlarmMetrics::default();
-        let r = registry.sub_registry_with_prefix("fleetpulse_alarm");
-        r.register("events", "Device events evaluated by the alarm engine", m.events.clone());
-        r.register("restored", "Active alarms taken over from the store at start", m.restored.clone());
-        r.register("notifications_queued", "Notifications queued in the outbox", m.queued.clone());
-        r.register(
-            "known_items_skipped",
-            "Notification items left out because they were queued before a restart",
-            m.known_items_skipped.clone(),
-        );
-        r.register("active", "Active alarms in the engine", m.active_alarms.clone());
-        r.register("open_groups", "Open notification groups", m.open_groups.clone());
-        r.register("scheduled_reminders", "Scheduled reminders", m.scheduled_reminders.clone());
-        r.register("threshold_states", "Device-metric threshold windows", m.threshold_states.clone());
+impl OutboxMetrics {
+    /// Creates the metrics and registers them. They are registered whether or not a worker runs
+    /// (without SMTP they stay at zero).
+    pub fn register(registry: &mut Registry) -> OutboxMetrics {
+        let m = OutboxMetrics::default();
         let r = registry.sub_registry_with_prefix("fleetpulse_outbox");
         r.register("emails_sent", "Emails accepted by the SMTP server", m.emails_sent.clone());
         r.register("messages_sent", "Outbox messages sent (a digest carries several)", m.messages_sent.clone());

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fleetpulse_proto::UnixMillis;
-use fleetpulse_store::{NewOutboxMessage, OutboxAttempt, OutboxMessage, OutboxState, OutboxStore, StoreError};
+use fleetpulse_store::{NewOutboxMessage, OutboxAttempt, OutboxMessage, OutboxState, OutboxStore};
 use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
 use governor::clock::DefaultClock;
@@ -23,7 +23,7 @@ use tokio::sync::Notify;
 
 use crate::account_email::{AccountEmailPayload, StoredPayload, render_account};
 use crate::payload::OutboxPayload;
-use crate::{AlarmMetrics, MailError, Mailer, RenderContext, render};
+use crate::{MailError, Mailer, OutboxError, OutboxMetrics, RenderContext, render};
 
 /// Outcomes are recorded in one transaction per this many sends (and at the end of a pass): a
 /// crash after the SMTP server accepted a message and before its outcome is recorded sends it
@@ -95,17 +95,6 @@ impl PassStats {
     }
 }
 
-/// Why the worker could not make progress.
-#[derive(Debug, thiserror::Error)]
-pub enum OutboxError {
-    /// The store failed.
-    #[error("outbox store: {0}")]
-    Store(#[from] StoreError),
-    /// The message could not be formatted for the outbox.
-    #[error("outbox message: {0}")]
-    Message(String),
-}
-
 /// One notification to queue: its receiver and payload.
 #[derive(Debug, Clone)]
 pub struct Queued {
@@ -154,7 +143,7 @@ pub struct OutboxWorker {
     render: RenderContext,
     config: OutboxConfig,
     wake: Arc<Notify>,
-    metrics: AlarmMetrics,
+    metrics: OutboxMetrics,
     /// Receivers over their rate limit, until when (left out of the due query meanwhile).
     blocked: Mutex<HashMap<String, Instant>>,
     /// Outcomes of sent messages the store has not taken yet.
@@ -172,7 +161,7 @@ impl OutboxWorker {
         OutboxWorker {
             render: RenderContext { from: mailer.from_mailbox().clone(), portal_url: portal_url.to_owned() },
             wake: Arc::new(Notify::new()),
-            metrics: AlarmMetrics::default(),
+            metrics: OutboxMetrics::default(),
             blocked: Mutex::new(HashMap::new()),
             unrecorded: Mutex::new(Vec::new()),
             redactions: Mutex::new(Vec::new()),
@@ -185,7 +174,7 @@ impl OutboxWorker {
     }
 
     /// Counts what the worker does in `metrics` (registered by the caller).
-    pub fn with_metrics(mut self, metrics: AlarmMetrics) -> OutboxWorker {
+    pub fn with_metrics(mut self, metrics: OutboxMetrics) -> OutboxWorker {
         self.metrics = metrics;
         self
     }

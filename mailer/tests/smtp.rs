@@ -1,14 +1,13 @@
 //! End-to-end: rendered notifications sent with [`Mailer`] to a real SMTP server (aiosmtpd), and
 //! the classification of its refusals and of an unreachable relay.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use fleetpulse_alarm_engine::{IdempotencyKey, Notification, NotifiedAlarm, Receiver, Stage, StrategyId};
 use fleetpulse_mailer::{
-    MailError, Mailer, Message, OutboxPayload, RenderContext, Security, SendError, SmtpConfig, render,
+    MailError, Mailer, Message, OutboxPayload, PAYLOAD_VERSION, PayloadItem, PayloadStage, RenderContext, Security,
+    SendError, SmtpConfig, render,
 };
-use fleetpulse_proto::{AlarmTypeCode, DeviceId, EnterpriseId, UnixMillis};
+use fleetpulse_proto::{DeviceId, EnterpriseId, StrategyId};
 use fleetpulse_testkit::smtp::{SmtpServer, TlsMode};
 
 fn config(port: u16) -> SmtpConfig {
@@ -25,27 +24,29 @@ fn config(port: u16) -> SmtpConfig {
 }
 
 fn message(mailer: &Mailer) -> Message {
-    let notification = Notification {
-        receiver: Receiver::Email("ops@example.com".to_owned()),
+    let key = "42".repeat(16);
+    let payload = OutboxPayload {
+        version: PAYLOAD_VERSION,
+        stage: PayloadStage::Firing,
         enterprise_id: EnterpriseId(7),
+        enterprise_name: "Acme".to_owned(),
         strategy_id: StrategyId(1),
-        stage: Stage::Firing,
-        items: vec![NotifiedAlarm {
+        key: key.clone(),
+        items: vec![PayloadItem {
             device_id: DeviceId(1),
-            code: AlarmTypeCode(109),
-            first_at: UnixMillis(1_709_210_096_000),
-            latest_at: UnixMillis(1_709_210_096_000),
+            device_label: "001565aabbcc".to_owned(),
+            code: 109,
+            first_at: 1_709_210_096_000,
+            latest_at: 1_709_210_096_000,
             count: 1,
             description: "no heartbeat <for 90 s>".to_owned(),
             resolved_at: None,
-            key: IdempotencyKey([0x42; 16]),
+            key,
         }],
-        key: IdempotencyKey([0x42; 16]),
+        omitted: 0,
     };
     let ctx =
         RenderContext { from: mailer.from_mailbox().clone(), portal_url: "https://portal.example.com".to_owned() };
-    let labels = HashMap::from([(DeviceId(1), "001565aabbcc".to_owned())]);
-    let payload = OutboxPayload::new(&notification, "Acme", &labels);
     render("ops@example.com", &[payload], &ctx).expect("renders")
 }
 

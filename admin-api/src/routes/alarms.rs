@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
-use fleetpulse_mailer::Control;
+use fleetpulse_alarm_service::Control;
 use fleetpulse_proto::domain::{AlarmChange, AlarmChangeKind};
 use fleetpulse_proto::{AlarmTypeCode, DeviceId, EnterpriseId, Severity, UnixMillis};
 use fleetpulse_store::{AlarmFilter, AlarmLifecycle, AlarmRecord, AlarmStatus, EventBatch};

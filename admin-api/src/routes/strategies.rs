@@ -190,7 +190,7 @@ async fn list(
 /// Tells the running alarm engine to reload the enterprise's strategies.
 async fn changed(ctx: &AppState, enterprise: EnterpriseId) {
     if let Some(alarms) = &ctx.api.alarms {
-        alarms.send(fleetpulse_mailer::Control::StrategiesChanged(enterprise)).await;
+        alarms.send(fleetpulse_alarm_service::Control::StrategiesChanged(enterprise)).await;
     }
 }
 

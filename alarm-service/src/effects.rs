@@ -1,0 +1,143 @@
+//! The effects task: carries out what the engine decided. Derived threshold alarm records
+//! (401/402) are appended to the event store; notifications are checked against the items the
+//! outbox already has (queued before a restart), given the names the email shows, and queued.
+//! A failing store is retried with backoff, never dropped: the bounded queues in front wait.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fleetpulse_alarm_engine::{Notification, Receiver};
+use fleetpulse_mailer::{MAX_ITEMS_PER_MESSAGE, OutboxError, Queued, enqueue};
+use fleetpulse_proto::UnixMillis;
+use fleetpulse_proto::domain::AlarmChange;
+use fleetpulse_store::{EventBatch, Store};
+use tokio::sync::{Notify, mpsc};
+
+use crate::AlarmMetrics;
+use crate::names::Names;
+use crate::payload::outbox_payload;
+
+/// Most item keys checked against the outbox per query.
+const KNOWN_ITEMS_CHUNK: usize = 5_000;
+
+/// What the engine task hands to the effects task.
+#[derive(Debug)]
+pub(crate) enum Effect {
+    /// A derived threshold alarm record change.
+    Record(AlarmChange),
+    /// A notification to queue.
+    Notify(Notification),
+}
+
+/// Carries out the engine's effects until the engine task is gone; `outbox_wake` is notified
+/// after notifications were queued.
+pub(crate) async fn run_effects(
+    store: Store,
+    mut effects: mpsc::Receiver<Effect>,
+    outbox_wake: Option<Arc<Notify>>,
+    metrics: AlarmMetrics,
+) {
+    let mut names = Names::default();
+    let mut batch = Vec::with_capacity(256);
+    while effects.recv_many(&mut batch, 256).await > 0 {
+        let mut records = Vec::new();
+        let mut notifications = Vec::new();
+        for effect in batch.drain(..) {
+            match effect {
+                Effect::Record(change) => records.push(change),
+                Effect::Notify(n) => notifications.push(n),
+            }
+        }
+        if !records.is_empty() {
+            let batch = EventBatch { alarm_changes: records, ..EventBatch::default() };
+            retry("write threshold alarm records", || store.events.append(batch.clone())).await;
+        }
+        if notifications.is_empty() {
+            continue;
+        }
+        let mut backoff = Backoff::new();
+        let queued = loop {
+            match prepare(&store, &mut names, notifications.clone(), &metrics).await {
+                Ok(queued) => break queued,
+                Err(error) => backoff.wait("prepare notifications", &error).await,
+            }
+        };
+        let added = retry("queue notifications", || enqueue(store.entities.as_ref(), queued.clone())).await;
+        metrics.queued.inc_by(added as u64);
+        if let Some(wake) = &outbox_wake {
+            wake.notify_one();
+        }
+    }
+}
+
+/// Runs `op` until it succeeds, backing off up to 30 s between attempts: what the engine decided
+/// must not be dropped because the store hiccuped (the queues in front wait meanwhile).
+async fn retry<T, E: std::fmt::Display + Sync, F: Future<Output = Result<T, E>>>(
+    what: &str,
+    mut op: impl FnMut() -> F,
+) -> T {
+    let mut backoff = Backoff::new();
+    loop {
+        match op().await {
+            Ok(v) => return v,
+            Err(error) => backoff.wait(what, &error).await,
+        }
+    }
+}
+
+/// Exponential backoff from 100 ms to 30 s.
+struct Backoff(Duration);
+
+impl Backoff {
+    fn log(&self, what: &str, error: &dyn std::fmt::Display) {
+        tracing::error!(message = "Alarm service store operation failed; retrying.", what, %error, delay_ms = self.0.as_millis() as u64);
+    }
+
+    fn new() -> Backoff {
+        Backoff(Duration::from_millis(100))
+    }
+
+    async fn wait(&mut self, what: &str, error: &(dyn std::fmt::Display + Sync)) {
+        self.log(what, error);
+        tokio::time::sleep(self.0).await;
+        self.0 = (self.0 * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// Leaves out items an earlier process queued, and adds the names the email shows.
+async fn prepare(
+    store: &Store,
+    names: &mut Names,
+    mut notifications: Vec<Notification>,
+    metrics: &AlarmMetrics,
+) -> Result<Vec<Queued>, OutboxError> {
+    let keys: Vec<String> = notifications.iter().flat_map(|n| n.items.iter().map(|i| i.key.to_string())).collect();
+    let mut known = HashSet::new();
+    for chunk in keys.chunks(KNOWN_ITEMS_CHUNK) {
+        known.extend(store.entities.outbox_known_items(chunk).await?);
+    }
+    if !known.is_empty() {
+        let before: usize = notifications.iter().map(|n| n.items.len()).sum();
+        notifications.retain_mut(|n| n.retain_items(|i| !known.contains(&i.key.to_string())));
+        let after: usize = notifications.iter().map(|n| n.items.len()).sum();
+        metrics.known_items_skipped.inc_by((before - after) as u64);
+    }
+    let now = UnixMillis::now();
+    let mut queued = Vec::with_capacity(notifications.len());
+    for n in notifications {
+        let enterprise_name = names.enterprise(store, n.enterprise_id).await?;
+        let mut labels = HashMap::new();
+        for item in n.items.iter().take(MAX_ITEMS_PER_MESSAGE) {
+            labels.insert(item.device_id, names.device(store, item.device_id).await?);
+        }
+        let Receiver::Email(receiver) = &n.receiver;
+        queued.push(Queued {
+            receiver: receiver.clone(),
+            payload: outbox_payload(&n, &enterprise_name, &labels),
+            item_keys: n.items.iter().map(|i| i.key.to_string()).collect(),
+            not_before: now,
+        });
+    }
+    Ok(queued)
+}

@@ -1,0 +1,110 @@
+//! What the engine reads from the store: every enterprise's strategies at start (and one
+//! enterprise's again when the API says they changed), and the alarms it takes over at start.
+
+use fleetpulse_alarm_engine::{
+    AlarmEngine, AlarmStrategy, Metric, NotifySettings, Receiver, RestoredAlarm, ThresholdRule,
+};
+use fleetpulse_proto::{EnterpriseId, UnixMillis};
+use fleetpulse_store::{AlarmFilter, AlarmStatus, Page, Store, StoreError, StoredStrategy, ThresholdMetric};
+
+use crate::AlarmMetrics;
+
+/// Rows read per page while loading strategies and active alarms.
+const LOAD_PAGE: u32 = 1_000;
+
+/// The engine form of a stored strategy.
+pub fn engine_strategy(s: &StoredStrategy) -> AlarmStrategy {
+    let settings = &s.settings;
+    AlarmStrategy {
+        id: s.id,
+        enterprise_id: s.enterprise_id,
+        name: settings.name.clone(),
+        enabled: settings.enabled,
+        alarm_types: settings.alarm_types.clone(),
+        severities: settings.severities.clone(),
+        receivers: settings.receivers.iter().map(|r| Receiver::Email(r.clone())).collect(),
+        notify: NotifySettings {
+            group_wait_ms: settings.group_wait_ms,
+            group_interval_ms: settings.group_interval_ms,
+            repeat_interval_ms: settings.repeat_interval_ms,
+        },
+        thresholds: settings
+            .thresholds
+            .iter()
+            .map(|t| ThresholdRule {
+                metric: match t.metric {
+                    ThresholdMetric::Cpu => Metric::Cpu,
+                    ThresholdMetric::Memory => Metric::Memory,
+                },
+                above_centi_pct: t.above_centi_pct,
+                for_ms: t.for_ms,
+            })
+            .collect(),
+    }
+}
+
+/// Reads every enterprise's strategies into the engine.
+pub(crate) async fn load_strategies(store: &Store, engine: &mut AlarmEngine) -> Result<(), StoreError> {
+    let mut page = Page::first(LOAD_PAGE);
+    loop {
+        let enterprises = store.entities.list_enterprises(page).await?;
+        for e in &enterprises {
+            reload(store, engine, e.id).await?;
+        }
+        match enterprises.last() {
+            Some(last) if enterprises.len() == LOAD_PAGE as usize => page = Page { after: last.id.0, limit: LOAD_PAGE },
+            _ => return Ok(()),
+        }
+    }
+}
+
+/// Reads the enterprise's strategies into the engine. A set the engine refuses (the API
+/// validates with the same limits, so only an older row could) is logged and leaves the previous
+/// one in place.
+pub(crate) async fn reload(
+    store: &Store,
+    engine: &mut AlarmEngine,
+    enterprise: EnterpriseId,
+) -> Result<(), StoreError> {
+    let strategies: Vec<AlarmStrategy> =
+        store.entities.list_strategies(enterprise).await?.iter().map(engine_strategy).collect();
+    if let Err(error) = engine.set_strategies(enterprise, strategies) {
+        tracing::error!(message = "Alarm strategies refused; the previous ones stay.", %enterprise, %error);
+    }
+    Ok(())
+}
+
+/// Hands the engine every alarm the store has as active, with its activation and
+/// acknowledgement, so that it keeps their keys, reminders and resolutions after a restart.
+pub(crate) async fn restore_active_alarms(
+    store: &Store,
+    engine: &mut AlarmEngine,
+    metrics: &AlarmMetrics,
+) -> Result<(), StoreError> {
+    let now = UnixMillis::now();
+    let mut page = Page::first(LOAD_PAGE);
+    let active = AlarmFilter { status: Some(AlarmStatus::Active), ..AlarmFilter::default() };
+    loop {
+        let records = store.events.list_alarm_records(active.clone(), page).await?;
+        for r in &records {
+            engine.restore_alarm(
+                now,
+                RestoredAlarm {
+                    device_id: r.device_id,
+                    enterprise_id: r.enterprise_id,
+                    code: r.code,
+                    first_at: r.first_at,
+                    latest_at: r.latest_at,
+                    count: u32::try_from(r.count).unwrap_or(u32::MAX),
+                    description: r.description.clone(),
+                    acknowledged: r.acknowledged_by.zip(r.acknowledged_at),
+                },
+            );
+        }
+        metrics.restored.inc_by(records.len() as u64);
+        match records.last() {
+            Some(last) if records.len() == LOAD_PAGE as usize => page = Page { after: last.id, limit: LOAD_PAGE },
+            _ => return Ok(()),
+        }
+    }
+}
