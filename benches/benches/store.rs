@@ -1,8 +1,8 @@
 //! Embedded store writes: rows per second of `EventStore::append` with group commit.
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use fleetpulse_proto::domain::{DeviceKey, ResourceSample};
-use fleetpulse_proto::{DeviceId, EnterpriseId, Mac, UnixMillis};
+use fleetpulse_proto::domain::{AlarmChange, AlarmChangeKind, DeviceKey, ResourceSample};
+use fleetpulse_proto::{AccountId, AlarmTypeCode, DeviceId, EnterpriseId, Mac, UnixMillis};
 use fleetpulse_store::embedded::EmbeddedConfig;
 use fleetpulse_store::{EventBatch, NewDevice, NewEnterprise, ResourceEvent, Store};
 
@@ -72,8 +72,46 @@ fn store(c: &mut Criterion) {
                 BatchSize::LargeInput,
             )
         });
+        if !fsync {
+            // Alarm-record changes through the lifecycle rule: each batch raises, acknowledges or
+            // clears one alarm type on each of the 1,000 devices, in turn.
+            let mut round = 0u64;
+            group.throughput(Throughput::Elements(devices.len() as u64));
+            group.bench_function("alarm_changes_1k_no_fsync", |b| {
+                b.iter_batched(
+                    || {
+                        round += 1;
+                        alarm_changes(enterprise, &devices, round)
+                    },
+                    |batch| rt.block_on(store.events.append(batch)).expect("append"),
+                    BatchSize::LargeInput,
+                )
+            });
+            group.throughput(Throughput::Elements(ROWS));
+        }
     }
     group.finish();
+}
+
+/// One alarm-record change per device: raise, acknowledge, raise again, clear, by `round`.
+fn alarm_changes(enterprise: EnterpriseId, devices: &[DeviceId], round: u64) -> EventBatch {
+    let kind = match round % 4 {
+        0 => AlarmChangeKind::Raise { description: "registration failed".into() },
+        1 => AlarmChangeKind::Acknowledge { by: AccountId(1) },
+        2 => AlarmChangeKind::Raise { description: "registration failed again".into() },
+        _ => AlarmChangeKind::Clear,
+    };
+    let alarm_changes = devices
+        .iter()
+        .map(|d| AlarmChange {
+            device_id: *d,
+            enterprise_id: enterprise,
+            code: AlarmTypeCode(102),
+            at: UnixMillis(1_700_000_000_000 + round as i64),
+            kind: kind.clone(),
+        })
+        .collect();
+    EventBatch { alarm_changes, ..EventBatch::default() }
 }
 
 criterion_group!(benches, store);

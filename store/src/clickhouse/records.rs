@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 
 use fleetpulse_proto::domain::{AlarmChange, AlarmChangeKind};
-use fleetpulse_proto::{AccountId, AlarmTypeCode, DeviceId, EnterpriseId, UnixMillis};
+use fleetpulse_proto::{AlarmTypeCode, DeviceId, EnterpriseId};
 
 use crate::{AlarmLifecycle, AlarmStatus, EventBatch, Result, StoreError};
 
@@ -38,15 +38,8 @@ pub(super) struct RecordState {
     pub enterprise_id: EnterpriseId,
     pub device_id: DeviceId,
     pub code: AlarmTypeCode,
-    pub first_at: UnixMillis,
-    pub latest_at: UnixMillis,
-    pub count: u64,
-    pub description: String,
-    pub status: AlarmStatus,
-    pub cleared_at: Option<UnixMillis>,
-    pub cleared_by: Option<AccountId>,
-    pub acknowledged_at: Option<UnixMillis>,
-    pub acknowledged_by: Option<AccountId>,
+    /// What the lifecycle rule reads and changes.
+    pub life: AlarmLifecycle,
     /// Fingerprint of the batch changes that produced this state.
     pub applied: u64,
 }
@@ -56,27 +49,12 @@ impl RecordState {
     /// 2). It grows with every change of state — a raise adds at least 1, an acknowledgement 1,
     /// a clear 1 or 2 — so the newest state wins whatever the order parts merge in.
     pub fn version(&self) -> u64 {
-        let stage = match self.status {
+        let stage = match self.life.status {
             AlarmStatus::Active => 0,
             AlarmStatus::Acknowledged => 1,
             AlarmStatus::Cleared => 2,
         };
-        self.count.saturating_mul(3).saturating_add(stage)
-    }
-
-    /// The fields the lifecycle rule reads and changes.
-    fn lifecycle(&self) -> AlarmLifecycle {
-        AlarmLifecycle {
-            first_at: self.first_at,
-            latest_at: self.latest_at,
-            count: self.count,
-            description: self.description.clone(),
-            status: self.status,
-            cleared_at: self.cleared_at,
-            cleared_by: self.cleared_by,
-            acknowledged_at: self.acknowledged_at,
-            acknowledged_by: self.acknowledged_by,
-        }
+        self.life.count.saturating_mul(3).saturating_add(stage)
     }
 }
 
@@ -181,7 +159,7 @@ pub(super) fn apply(current: Option<&RecordState>, group: &RecordChanges<'_>) ->
     if current.is_some_and(|s| s.applied == group.fingerprint) {
         return None;
     }
-    let mut state = current.map(RecordState::lifecycle);
+    let mut state = current.map(|s| s.life.clone());
     let mut changed = false;
     for change in &group.changes {
         if let Ok(next) = AlarmLifecycle::apply(state.as_ref(), change.at, &change.kind) {
@@ -189,21 +167,13 @@ pub(super) fn apply(current: Option<&RecordState>, group: &RecordChanges<'_>) ->
             state = Some(next);
         }
     }
-    let l = state.filter(|_| changed)?;
+    let life = state.filter(|_| changed)?;
     Some(RecordState {
         id: group.id,
         enterprise_id: current.map_or(group.enterprise_id, |s| s.enterprise_id),
         device_id: group.device_id,
         code: group.code,
-        first_at: l.first_at,
-        latest_at: l.latest_at,
-        count: l.count,
-        description: l.description,
-        status: l.status,
-        cleared_at: l.cleared_at,
-        cleared_by: l.cleared_by,
-        acknowledged_at: l.acknowledged_at,
-        acknowledged_by: l.acknowledged_by,
+        life,
         applied: group.fingerprint,
     })
 }
@@ -249,6 +219,7 @@ impl RecordCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fleetpulse_proto::UnixMillis;
 
     fn change(at: i64, kind: AlarmChangeKind) -> AlarmChange {
         AlarmChange {
@@ -289,17 +260,20 @@ mod tests {
     fn raises_count_and_clears_only_active_records() {
         let s = run(&[batch(vec![raise(10, "a")], Some(1)), batch(vec![raise(5, "b")], Some(2))]).expect("record");
         assert_eq!(
-            (s.count, s.first_at, s.latest_at, s.description.as_str()),
+            (s.life.count, s.life.first_at, s.life.latest_at, s.life.description.as_str()),
             (2, UnixMillis(10), UnixMillis(10), "b")
         );
-        assert_eq!(s.status, AlarmStatus::Active);
+        assert_eq!(s.life.status, AlarmStatus::Active);
         assert_eq!(s.version(), 6);
         let b1 = batch(vec![raise(10, "a")], Some(1));
         let b2 = batch(vec![change(20, AlarmChangeKind::Clear), change(30, AlarmChangeKind::Clear)], Some(2));
         let s = run(&[b1.clone(), b2.clone()]).expect("record");
-        assert_eq!((s.status, s.cleared_at, s.version()), (AlarmStatus::Cleared, Some(UnixMillis(20)), 5));
+        assert_eq!((s.life.status, s.life.cleared_at, s.version()), (AlarmStatus::Cleared, Some(UnixMillis(20)), 5));
         let s = run(&[b1, b2, batch(vec![raise(40, "c")], Some(3))]).expect("record");
-        assert_eq!((s.status, s.cleared_at, s.count, s.latest_at), (AlarmStatus::Active, None, 2, UnixMillis(40)));
+        assert_eq!(
+            (s.life.status, s.life.cleared_at, s.life.count, s.life.latest_at),
+            (AlarmStatus::Active, None, 2, UnixMillis(40))
+        );
         assert_eq!(run(&[batch(vec![change(1, AlarmChangeKind::Clear)], None)]), None, "clear of a missing record");
     }
 
@@ -310,7 +284,7 @@ mod tests {
         assert_eq!(run(&[b.clone(), b.clone()]), Some(once.clone()));
         // Same changes, later delivery mark: new frames, counted.
         let later = batch(vec![raise(10, "a"), raise(11, "a")], Some(5));
-        assert_eq!(run(&[b, later]).map(|s| s.count), Some(4));
+        assert_eq!(run(&[b, later]).map(|s| s.life.count), Some(4));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use fleetpulse_proto::{AccountId, AlarmTypeCode, DeviceId, EnterpriseId, Severit
 use serde::{Deserialize, Serialize};
 
 use super::records::RecordState;
-use crate::{AlarmEvent, AlarmRecord, AlarmStatus, ResourceEvent, Result, StatusEvent, StoreError};
+use crate::{AlarmEvent, AlarmLifecycle, AlarmRecord, AlarmStatus, ResourceEvent, Result, StatusEvent, StoreError};
 
 /// The snake_case name serde gives a unit enum variant (as the embedded store stores them).
 fn variant_name<T: Serialize>(value: T) -> String {
@@ -156,22 +156,23 @@ pub(super) struct AlarmRecordRow {
 
 impl AlarmRecordRow {
     pub fn from_state(s: &RecordState) -> AlarmRecordRow {
+        let l = &s.life;
         AlarmRecordRow {
             id: s.id,
             enterprise_id: s.enterprise_id.0,
             device_id: s.device_id.0,
             code: s.code.0,
-            first_at: s.first_at.0,
-            latest_at: s.latest_at.0,
-            count: s.count,
-            description: s.description.clone(),
-            status: status_code(s.status),
-            cleared_at: s.cleared_at.map(|t| t.0),
+            first_at: l.first_at.0,
+            latest_at: l.latest_at.0,
+            count: l.count,
+            description: l.description.clone(),
+            status: status_code(l.status),
+            cleared_at: l.cleared_at.map(|t| t.0),
             version: s.version(),
             applied: s.applied,
-            acknowledged_at: s.acknowledged_at.map(|t| t.0),
-            acknowledged_by: s.acknowledged_by.map(|a| a.0),
-            cleared_by: s.cleared_by.map(|a| a.0),
+            acknowledged_at: l.acknowledged_at.map(|t| t.0),
+            acknowledged_by: l.acknowledged_by.map(|a| a.0),
+            cleared_by: l.cleared_by.map(|a| a.0),
         }
     }
 
@@ -181,15 +182,17 @@ impl AlarmRecordRow {
             enterprise_id: EnterpriseId(self.enterprise_id),
             device_id: DeviceId(self.device_id),
             code: AlarmTypeCode(self.code),
-            first_at: UnixMillis(self.first_at),
-            latest_at: UnixMillis(self.latest_at),
-            count: self.count,
-            description: self.description,
-            status: status_of(self.status),
-            cleared_at: self.cleared_at.map(UnixMillis),
-            cleared_by: self.cleared_by.map(AccountId),
-            acknowledged_at: self.acknowledged_at.map(UnixMillis),
-            acknowledged_by: self.acknowledged_by.map(AccountId),
+            life: AlarmLifecycle {
+                first_at: UnixMillis(self.first_at),
+                latest_at: UnixMillis(self.latest_at),
+                count: self.count,
+                description: self.description,
+                status: status_of(self.status),
+                cleared_at: self.cleared_at.map(UnixMillis),
+                cleared_by: self.cleared_by.map(AccountId),
+                acknowledged_at: self.acknowledged_at.map(UnixMillis),
+                acknowledged_by: self.acknowledged_by.map(AccountId),
+            },
             applied: self.applied,
         }
     }
@@ -197,6 +200,7 @@ impl AlarmRecordRow {
     pub fn into_record(self) -> AlarmRecord {
         let s = self.into_state();
         let alarm_type = s.code.alarm_type();
+        let l = s.life;
         AlarmRecord {
             id: s.id,
             device_id: s.device_id,
@@ -204,15 +208,15 @@ impl AlarmRecordRow {
             code: s.code,
             name: alarm_type.map_or("Unknown", |t| t.name),
             severity: alarm_type.map_or(Severity::Minor, |t| t.severity),
-            first_at: s.first_at,
-            latest_at: s.latest_at,
-            count: s.count,
-            description: s.description,
-            status: s.status,
-            cleared_at: s.cleared_at,
-            cleared_by: s.cleared_by,
-            acknowledged_at: s.acknowledged_at,
-            acknowledged_by: s.acknowledged_by,
+            first_at: l.first_at,
+            latest_at: l.latest_at,
+            count: l.count,
+            description: l.description,
+            status: l.status,
+            cleared_at: l.cleared_at,
+            cleared_by: l.cleared_by,
+            acknowledged_at: l.acknowledged_at,
+            acknowledged_by: l.acknowledged_by,
         }
     }
 }
