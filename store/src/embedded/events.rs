@@ -187,57 +187,94 @@ fn append_batch(c: &Connection, b: &EventBatch) -> Result<()> {
 fn apply_alarm_change(c: &Connection, ch: &AlarmChange) -> Result<()> {
     let row = c
         .prepare_cached(
-            "SELECT first_at, latest_at, count, description, status, cleared_at, cleared_by, acknowledged_at, \
+            "SELECT id, first_at, latest_at, count, description, status, cleared_at, cleared_by, acknowledged_at, \
              acknowledged_by FROM alarm_records WHERE device_id = ?1 AND code = ?2",
         )?
         .query_row(params![ch.device_id.0, ch.code.0], |r| {
-            let status: String = r.get(4)?;
+            let status: String = r.get(5)?;
             let lifecycle = AlarmLifecycle {
-                first_at: UnixMillis(r.get(0)?),
-                latest_at: UnixMillis(r.get(1)?),
-                count: r.get(2)?,
-                description: r.get(3)?,
+                first_at: UnixMillis(r.get(1)?),
+                latest_at: UnixMillis(r.get(2)?),
+                count: r.get(3)?,
+                description: r.get(4)?,
                 status: AlarmStatus::Active,
-                cleared_at: r.get::<_, Option<i64>>(5)?.map(UnixMillis),
-                cleared_by: r.get::<_, Option<u64>>(6)?.map(AccountId),
-                acknowledged_at: r.get::<_, Option<i64>>(7)?.map(UnixMillis),
-                acknowledged_by: r.get::<_, Option<u64>>(8)?.map(AccountId),
+                cleared_at: r.get::<_, Option<i64>>(6)?.map(UnixMillis),
+                cleared_by: r.get::<_, Option<u64>>(7)?.map(AccountId),
+                acknowledged_at: r.get::<_, Option<i64>>(8)?.map(UnixMillis),
+                acknowledged_by: r.get::<_, Option<u64>>(9)?.map(AccountId),
             };
-            Ok((lifecycle, status))
+            Ok((r.get::<_, i64>(0)?, lifecycle, status))
         })
         .optional()?;
     let current = match row {
         None => None,
-        Some((lifecycle, status)) => Some(AlarmLifecycle {
-            status: AlarmStatus::parse(&status)
-                .ok_or_else(|| StoreError::Backend(format!("unknown alarm status {status:?}")))?,
-            ..lifecycle
-        }),
+        Some((id, lifecycle, status)) => Some((
+            id,
+            AlarmLifecycle {
+                status: AlarmStatus::parse(&status)
+                    .ok_or_else(|| StoreError::Backend(format!("unknown alarm status {status:?}")))?,
+                ..lifecycle
+            },
+        )),
     };
-    let Ok(next) = AlarmLifecycle::apply(current.as_ref(), ch.at, &ch.kind) else { return Ok(()) };
-    c.prepare_cached(
-        "INSERT INTO alarm_records (device_id, enterprise_id, code, first_at, latest_at, count, description, status, \
-         cleared_at, cleared_by, acknowledged_at, acknowledged_by) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
-         ON CONFLICT (device_id, code) DO UPDATE SET first_at = excluded.first_at, latest_at = excluded.latest_at, \
-         count = excluded.count, description = excluded.description, status = excluded.status, \
-         cleared_at = excluded.cleared_at, cleared_by = excluded.cleared_by, \
-         acknowledged_at = excluded.acknowledged_at, acknowledged_by = excluded.acknowledged_by",
-    )?
-    .execute(params![
-        ch.device_id.0,
-        ch.enterprise_id.0,
-        ch.code.0,
-        next.first_at.0,
-        next.latest_at.0,
-        next.count,
-        next.description,
+    let Ok(next) = AlarmLifecycle::apply(current.as_ref().map(|(_, l)| l), ch.at, &ch.kind) else { return Ok(()) };
+    let stage = (
         next.status.as_str(),
         next.cleared_at.map(|t| t.0),
         next.cleared_by.map(|a| a.0),
         next.acknowledged_at.map(|t| t.0),
         next.acknowledged_by.map(|a| a.0),
-    ])?;
+    );
+    match current {
+        None => {
+            c.prepare_cached(
+                "INSERT INTO alarm_records (device_id, enterprise_id, code, first_at, latest_at, count, description, \
+                 status, cleared_at, cleared_by, acknowledged_at, acknowledged_by) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            )?
+            .execute(params![
+                ch.device_id.0,
+                ch.enterprise_id.0,
+                ch.code.0,
+                next.first_at.0,
+                next.latest_at.0,
+                next.count,
+                next.description,
+                stage.0,
+                stage.1,
+                stage.2,
+                stage.3,
+                stage.4,
+            ])?;
+        }
+        // An acknowledgement or a clear: only the stage columns change, so the indexes over the
+        // occurrence times are left alone.
+        Some((id, old)) if (old.first_at, old.latest_at, old.count) == (next.first_at, next.latest_at, next.count) => {
+            c.prepare_cached(
+                "UPDATE alarm_records SET status = ?2, cleared_at = ?3, cleared_by = ?4, acknowledged_at = ?5, \
+                 acknowledged_by = ?6 WHERE id = ?1",
+            )?
+            .execute(params![id, stage.0, stage.1, stage.2, stage.3, stage.4])?;
+        }
+        Some((id, _)) => {
+            c.prepare_cached(
+                "UPDATE alarm_records SET first_at = ?2, latest_at = ?3, count = ?4, description = ?5, status = ?6, \
+                 cleared_at = ?7, cleared_by = ?8, acknowledged_at = ?9, acknowledged_by = ?10 WHERE id = ?1",
+            )?
+            .execute(params![
+                id,
+                next.first_at.0,
+                next.latest_at.0,
+                next.count,
+                next.description,
+                stage.0,
+                stage.1,
+                stage.2,
+                stage.3,
+                stage.4,
+            ])?;
+        }
+    }
     Ok(())
 }
 
