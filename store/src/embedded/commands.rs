@@ -55,19 +55,21 @@ static ENTERPRISE_PENDING_COUNT: LazyLock<String> =
 /// most `?3`, become sent at `?2`. Named index: without statistics SQLite would rather walk all
 /// of the device's commands along `commands_device` for their order.
 static CLAIM: LazyLock<String> = LazyLock::new(|| {
+    let send = CommandTransition::Send.sql_states();
     format!(
-        "UPDATE commands SET state = 'sent', attempts = attempts + 1, sent_at = ?2 WHERE id IN \
-         (SELECT id FROM commands INDEXED BY commands_device_pending WHERE device_id = ?1 AND state IN {PENDING_SQL} AND state IN {} AND deadline > ?2 \
-         ORDER BY id LIMIT ?3) AND state IN {} RETURNING {COMMAND_COLUMNS}",
-        CommandTransition::Send.sql_states(),
-        CommandTransition::Send.sql_states(),
+        "UPDATE commands SET state = '{}', attempts = attempts + 1, sent_at = ?2 WHERE id IN \
+         (SELECT id FROM commands INDEXED BY commands_device_pending WHERE device_id = ?1 \
+         AND state IN {PENDING_SQL} AND state IN {send} AND deadline > ?2 ORDER BY id LIMIT ?3) \
+         AND state IN {send} RETURNING {COMMAND_COLUMNS}",
+        CommandTransition::Send.target().as_str()
     )
 });
 
 /// Requeues the device's (`?1`) sent commands.
 static REQUEUE: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "UPDATE commands SET state = 'queued' WHERE device_id = ?1 AND state IN {PENDING_SQL} AND state IN {}",
+        "UPDATE commands SET state = '{}' WHERE device_id = ?1 AND state IN {PENDING_SQL} AND state IN {}",
+        CommandTransition::Requeue.target().as_str(),
         CommandTransition::Requeue.sql_states()
     )
 });
@@ -75,7 +77,8 @@ static REQUEUE: LazyLock<String> = LazyLock::new(|| {
 /// Cancels the queued command `?1` at `?2` for the reason `?3`.
 static CANCEL: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "UPDATE commands SET state = 'cancelled', finished_at = ?2, reason = ?3 WHERE id = ?1 AND state IN {}",
+        "UPDATE commands SET state = '{}', finished_at = ?2, reason = ?3 WHERE id = ?1 AND state IN {}",
+        CommandTransition::Cancel.target().as_str(),
         CommandTransition::Cancel.sql_states()
     )
 });
@@ -89,9 +92,10 @@ static EXPIRE: LazyLock<String> = LazyLock::new(|| {
         .map(|s| format!(" WHEN '{}' THEN '{}'", s.as_str(), s.expiry_reason()))
         .collect();
     format!(
-        "UPDATE commands SET state = 'expired', finished_at = ?1, reason = CASE state{reasons} END WHERE id IN \
+        "UPDATE commands SET state = '{}', finished_at = ?1, reason = CASE state{reasons} END WHERE id IN \
          (SELECT id FROM commands WHERE state IN {PENDING_SQL} AND deadline <= ?1 ORDER BY deadline, id LIMIT ?2) \
          AND state IN {} RETURNING {COMMAND_COLUMNS}",
+        CommandTransition::Expire.target().as_str(),
         CommandTransition::Expire.sql_states()
     )
 });

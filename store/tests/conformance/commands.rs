@@ -411,3 +411,38 @@ pub(crate) async fn command_pages(store: &Store) {
     assert_eq!(page(u64::MAX, 100).await, newest);
     assert!(s.list_device_commands(DeviceId(987_654_321), Page::first(10)).await.unwrap().is_empty());
 }
+
+/// Concurrent callers: batches racing for the last places under a limit never exceed it
+/// together, and sessions claiming one device's commands at once send each command once.
+pub(crate) async fn command_races(store: &Store) {
+    let s = &store.entities;
+    let (e, by, d) = fleet(store, 9, 1).await;
+    let limits = CommandLimits { per_device: 50, per_enterprise: 1_000 };
+    let batches = (0..4).map(|_| {
+        let s = s.clone();
+        let batch = vec![command(d[0], e, by, "race", LATER); 20];
+        tokio::spawn(async move { s.enqueue_commands_within(batch, limits, UnixMillis(10)).await.unwrap() })
+    });
+    let mut queued = 0;
+    for batch in batches.collect::<Vec<_>>() {
+        queued += batch.await.unwrap().iter().filter(|a| a.is_ok()).count();
+    }
+    assert_eq!(queued, 50, "the limit holds across concurrent batches");
+    let claims = (0..4).map(|_| {
+        let s = s.clone();
+        let device = d[0];
+        tokio::spawn(async move { s.claim_commands_to_send(device, UnixMillis(20), 7).await.unwrap() })
+    });
+    let mut sent = Vec::new();
+    for claim in claims.collect::<Vec<_>>() {
+        sent.extend(claim.await.unwrap().into_iter().map(|c| (c.id, c.attempts)));
+    }
+    sent.extend(
+        s.claim_commands_to_send(d[0], UnixMillis(20), 100).await.unwrap().into_iter().map(|c| (c.id, c.attempts)),
+    );
+    sent.sort_unstable();
+    let mut ids: Vec<CommandId> = sent.iter().map(|(id, _)| *id).collect();
+    ids.dedup();
+    assert_eq!((sent.len(), ids.len()), (50, 50), "each command claimed once");
+    assert!(sent.iter().all(|(_, attempts)| *attempts == 1));
+}

@@ -113,6 +113,7 @@ async fn suite(store: Store) {
     commands::command_updates(&store).await;
     commands::command_expiry(&store).await;
     commands::command_pages(&store).await;
+    commands::command_races(&store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
