@@ -48,6 +48,11 @@ id_type!(
     /// An alarm strategy (assigned by the store; unique across enterprises).
     StrategyId
 );
+id_type!(
+    /// A command queued for a device (assigned by the store; unique across devices, never
+    /// reused, so that a device can drop a command it has already executed by its id).
+    CommandId
+);
 
 /// Milliseconds since the Unix epoch, UTC.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]

@@ -19,7 +19,7 @@ pub mod wire;
 
 pub use alarm_types::{ALARM_TYPES, AlarmType, AlarmTypeCode, Severity};
 pub use codec::{DecodeError, FrameDecoder, FrameEncoder, MAX_FRAME_LEN};
-pub use ids::{AccountId, ChannelId, DeviceId, EnterpriseId, Mac, MacError, StrategyId, UnixMillis};
+pub use ids::{AccountId, ChannelId, CommandId, DeviceId, EnterpriseId, Mac, MacError, StrategyId, UnixMillis};
 
 /// ALPN protocol identifier spoken by devices and the ingest tier.
 pub const ALPN: &[u8] = b"fleetpulse/1";

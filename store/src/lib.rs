@@ -5,7 +5,8 @@
 //!   in its own module with its rows: [`AccountStore`] (accounts, sessions, TOTP, lockout),
 //!   [`AccountSecurityStore`] (settings, password resets, login codes), [`TenantStore`]
 //!   (channels, enterprises), [`DeviceStore`] (devices, snapshots, lists), [`StrategyStore`]
-//!   (alarm strategies), [`OutboxStore`] (the notification outbox) and [`OperationLogStore`].
+//!   (alarm strategies), [`OutboxStore`] (the notification outbox), [`OperationLogStore`] and
+//!   [`CommandStore`] (the durable per-device command queue).
 //! - [`EventStore`] (`events.rs`): append-only event streams (status events, resource reports,
 //!   alarm events), the aggregated alarm records, and the per-device delivery marks used to drop
 //!   duplicates.
@@ -19,6 +20,7 @@ mod account_security;
 mod accounts;
 mod alarm_lifecycle;
 pub mod clickhouse;
+mod commands;
 mod device_sql;
 mod devices;
 pub mod embedded;
@@ -35,6 +37,7 @@ mod tenants;
 pub use account_security::*;
 pub use accounts::*;
 pub use alarm_lifecycle::{AlarmLifecycle, Unchanged};
+pub use commands::*;
 pub use devices::*;
 pub use events::*;
 pub use model::*;
@@ -84,7 +87,14 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// every type that implements all the domain traits; a caller that needs one domain takes that
 /// trait instead (`let devices: Arc<dyn DeviceStore> = store.entities.clone();`).
 pub trait EntityStore:
-    AccountStore + AccountSecurityStore + TenantStore + DeviceStore + StrategyStore + OutboxStore + OperationLogStore
+    AccountStore
+    + AccountSecurityStore
+    + TenantStore
+    + DeviceStore
+    + StrategyStore
+    + OutboxStore
+    + OperationLogStore
+    + CommandStore
 {
 }
 
@@ -96,6 +106,7 @@ impl<T> EntityStore for T where
         + StrategyStore
         + OutboxStore
         + OperationLogStore
+        + CommandStore
 {
 }
 
@@ -119,6 +130,7 @@ opaque_debug!(
     StrategyStore,
     OutboxStore,
     OperationLogStore,
+    CommandStore,
     EntityStore,
     EventStore
 );

@@ -7,10 +7,11 @@
 //!
 //! This file holds that plumbing and the row helpers the domain files share; each store trait is
 //! implemented in a file of its own (`accounts.rs`, `account_security.rs`, `tenants.rs`,
-//! `devices.rs`, `strategies.rs`, `outbox.rs`, `oplog.rs`, `events.rs`).
+//! `devices.rs`, `strategies.rs`, `outbox.rs`, `oplog.rs`, `commands.rs`, `events.rs`).
 
 mod account_security;
 mod accounts;
+mod commands;
 mod devices;
 mod events;
 mod oplog;

@@ -329,6 +329,39 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE account_settings ADD COLUMN contact_search TEXT NOT NULL DEFAULT '';
     UPDATE account_settings SET contact_search = lower(contact_name);
     "#,
+    // 17: the durable per-device command queue (issue 11). Pages of a device's commands are read
+    // newest first along `commands_device`; the partial indexes hold only pending commands (the
+    // list is repeated verbatim by the queries, so that SQLite can use them): a device's queued
+    // or sent ones in order (claim, requeue, its pending count), an enterprise's pending count,
+    // and the deadlines the expiry walks. Small on purpose: a queued command is a short row and
+    // four index entries (issue 11: at most 256 bytes of storage each).
+    r#"
+    CREATE TABLE commands (
+        id            INTEGER PRIMARY KEY,
+        device_id     INTEGER NOT NULL REFERENCES devices(id),
+        enterprise_id INTEGER NOT NULL REFERENCES enterprises(id),
+        kind          TEXT NOT NULL,
+        args          TEXT NOT NULL,
+        deadline      INTEGER NOT NULL,
+        issued_by     INTEGER NOT NULL REFERENCES accounts(id),
+        issued_at     INTEGER NOT NULL,
+        state         TEXT NOT NULL CHECK (state IN
+                          ('queued', 'sent', 'accepted', 'running', 'succeeded', 'failed', 'expired', 'cancelled')),
+        attempts      INTEGER NOT NULL DEFAULT 0,
+        sent_at       INTEGER,
+        accepted_at   INTEGER,
+        finished_at   INTEGER,
+        output        TEXT,
+        reason        TEXT
+    );
+    CREATE INDEX commands_device ON commands(device_id, id);
+    CREATE INDEX commands_device_pending ON commands(device_id, state, id)
+        WHERE state IN ('queued', 'sent', 'accepted', 'running');
+    CREATE INDEX commands_enterprise_pending ON commands(enterprise_id)
+        WHERE state IN ('queued', 'sent', 'accepted', 'running');
+    CREATE INDEX commands_pending_deadline ON commands(deadline)
+        WHERE state IN ('queued', 'sent', 'accepted', 'running');
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -306,3 +306,66 @@ async fn operation_log_pages_read_an_index_in_order() {
     let beyond = OperationLogFilter { account_id: Some(AccountId(u64::MAX)), ..OperationLogFilter::default() };
     assert!(operation_log_sql(&beyond, Page::first(10)).is_none());
 }
+
+#[tokio::test]
+async fn pending_commands_are_found_along_their_partial_indexes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _store = open(dir.path());
+    let conn = Connection::open(dir.path().join(DB_FILE)).expect("open");
+    for (sql, index) in super::commands::pending_statements() {
+        let values: Vec<SqlValue> = vec![Box::new("[1]"), Box::new(2_i64), Box::new(3_i64)];
+        let count = conn.prepare(&sql).expect("statement").parameter_count();
+        let plan = query_plan(&conn, &sql, &values[..count]);
+        let uses = |how: &str| plan.contains(&format!("USING {how}{index}"));
+        assert!((uses("INDEX ") || uses("COVERING INDEX ")) && !plan.contains("SCAN commands"), "{sql}: {plan}");
+    }
+}
+
+/// Issue 11's budget: at most 256 bytes of storage (table row and index entries) per queued
+/// command, measured with `dbstat` over 10,000 queued commands of 100 devices.
+#[tokio::test]
+async fn a_queued_command_takes_at_most_256_bytes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let e = enterprise(&store, "cmd").await;
+    let account = store
+        .create_account(NewAccount {
+            email: "ops@example.com".into(),
+            password_hash: "phc".into(),
+            role: Role::PlatformAdmin,
+            channel_id: None,
+            enterprise_id: None,
+            must_change_password: false,
+            parent_id: None,
+            permissions: None,
+        })
+        .await
+        .expect("account");
+    let mut batch = Vec::new();
+    for d in 0..100 {
+        let device = store.register_device(new_device(e.id, &format!("0015650{d:05x}"))).await.expect("device");
+        for i in 0..100 {
+            batch.push(NewCommand {
+                device_id: device.device.id,
+                enterprise_id: e.id,
+                kind: if i % 2 == 0 { "reboot".into() } else { "ping".into() },
+                args: if i % 2 == 0 { "{}".into() } else { r#"{"target":"192.168.1.1","count":4}"#.into() },
+                deadline: UnixMillis(1_767_225_600_000 + 86_400_000),
+                issued_by: account.id,
+            });
+        }
+    }
+    let queued = store.enqueue_commands(batch, UnixMillis(1_767_225_600_000)).await.expect("enqueue");
+    assert!(queued.iter().all(Result::is_ok));
+    let conn = Connection::open(dir.path().join(DB_FILE)).expect("open");
+    let bytes: i64 = conn
+        .query_row(
+            "SELECT sum(pgsize) FROM dbstat WHERE name = 'commands' OR name LIKE 'commands\\_%' ESCAPE '\\'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("dbstat");
+    let per_command = bytes / 10_000;
+    println!("storage per queued command: {per_command} bytes ({bytes} bytes for 10,000)");
+    assert!(per_command <= 256, "{per_command} bytes per queued command");
+}

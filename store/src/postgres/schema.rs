@@ -346,6 +346,39 @@ const MIGRATIONS: &[(&str, &str)] = &[
     UPDATE account_settings SET contact_search = lower(contact_name);
     "#,
     ),
+    (
+        "command queue",
+        // 17: the durable per-device command queue (issue 11), as in the embedded schema: a
+        // device's commands newest first, and partial indexes over pending commands only (a
+        // device's in order, an enterprise's count, the deadlines the expiry walks).
+        r#"
+    CREATE TABLE commands (
+        id            BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        device_id     BIGINT NOT NULL REFERENCES devices (id),
+        enterprise_id BIGINT NOT NULL REFERENCES enterprises (id),
+        kind          TEXT NOT NULL,
+        args          TEXT NOT NULL,
+        deadline      BIGINT NOT NULL,
+        issued_by     BIGINT NOT NULL REFERENCES accounts (id),
+        issued_at     BIGINT NOT NULL,
+        state         TEXT NOT NULL CHECK (state IN
+                          ('queued', 'sent', 'accepted', 'running', 'succeeded', 'failed', 'expired', 'cancelled')),
+        attempts      INTEGER NOT NULL DEFAULT 0,
+        sent_at       BIGINT,
+        accepted_at   BIGINT,
+        finished_at   BIGINT,
+        output        TEXT,
+        reason        TEXT
+    );
+    CREATE INDEX commands_device ON commands (device_id, id);
+    CREATE INDEX commands_device_pending ON commands (device_id, state, id)
+        WHERE state IN ('queued', 'sent', 'accepted', 'running');
+    CREATE INDEX commands_enterprise_pending ON commands (enterprise_id)
+        WHERE state IN ('queued', 'sent', 'accepted', 'running');
+    CREATE INDEX commands_pending_deadline ON commands (deadline)
+        WHERE state IN ('queued', 'sent', 'accepted', 'running');
+    "#,
+    ),
 ];
 
 /// The schema version this build writes.

@@ -13,11 +13,12 @@ use fleetpulse_proto::domain::{
     AlarmChange, AlarmChangeKind, CallStatus, DeviceKey, DeviceStatus, ResourceSample, SipLine, SipState,
 };
 use fleetpulse_proto::ids::ChannelId;
-use fleetpulse_proto::{AccountId, DeviceId, EnterpriseId, Mac, UnixMillis};
+use fleetpulse_proto::{AccountId, CommandId, DeviceId, EnterpriseId, Mac, UnixMillis};
 use fleetpulse_store::*;
 
 mod account_security;
 mod accounts;
+mod commands;
 mod devices;
 mod entities;
 mod events;
@@ -106,6 +107,13 @@ async fn suite(store: Store) {
     events::retention(&store).await;
     tenants::tenants(&store).await;
     tenants::tenant_profiles(&store).await;
+    commands::command_refusals(&store).await;
+    commands::command_limits(&store).await;
+    commands::command_sending(&store).await;
+    commands::command_updates(&store).await;
+    commands::command_expiry(&store).await;
+    commands::command_pages(&store).await;
+    commands::command_races(&store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
