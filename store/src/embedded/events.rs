@@ -27,11 +27,8 @@ fn alarm_record_from_row(r: &Row<'_>) -> rusqlite::Result<AlarmRecord> {
         latest_at: UnixMillis(r.get(5)?),
         count: r.get(6)?,
         description: r.get(7)?,
-        status: match status.as_str() {
-            "active" => AlarmStatus::Active,
-            "acknowledged" => AlarmStatus::Acknowledged,
-            _ => AlarmStatus::Cleared,
-        },
+        // Only this build writes the column; anything else reads as closed.
+        status: AlarmStatus::parse(&status).unwrap_or(AlarmStatus::Cleared),
         cleared_at: r.get::<_, Option<i64>>(8)?.map(UnixMillis),
         cleared_by: r.get::<_, Option<u64>>(10)?.map(AccountId),
         acknowledged_at: r.get::<_, Option<i64>>(11)?.map(UnixMillis),
