@@ -353,9 +353,9 @@ impl<W> ShardBatcher<W> {
                     });
                     persisted = true;
                 }
-                DeviceMessage::CommandResult { command_id, ok } => {
+                DeviceMessage::CommandResult { command_id, .. } => {
                     self.metrics.frames_received.get_or_create(&KIND_COMMAND_RESULT).inc();
-                    tracing::debug!(message = "Command result without a command.", %device, command_id, ok);
+                    tracing::debug!(message = "Command result without a command.", %device, %command_id);
                 }
             }
         }

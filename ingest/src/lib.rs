@@ -13,6 +13,7 @@
 //! or a shard falls behind, sessions stop reading and QUIC flow control slows the devices.
 
 mod batcher;
+pub mod downlink;
 pub mod live;
 pub mod metrics;
 pub mod offline;
@@ -33,6 +34,7 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+pub use downlink::CommandSignal;
 pub use live::{LiveCounts, LiveDevice, LiveState};
 pub use metrics::IngestMetrics;
 pub use router::ShardRouter;
@@ -126,6 +128,8 @@ pub(crate) struct Context {
     router: ShardRouter,
     shards: Vec<mpsc::Sender<shard::ShardCmd>>,
     connections: DashMap<DeviceId, quinn::Connection>,
+    /// Sessions to wake when commands are queued for their device.
+    command_signal: CommandSignal,
     credentials: DashMap<String, EnterpriseId>,
     enterprise_limiter: DefaultKeyedRateLimiter<EnterpriseId>,
     handshakes: Arc<tokio::sync::Semaphore>,
@@ -217,6 +221,7 @@ impl Ingest {
             router: ShardRouter::new(n_shards),
             shards,
             connections: DashMap::new(),
+            command_signal: CommandSignal::default(),
             credentials: DashMap::new(),
             enterprise_limiter: RateLimiter::keyed(
                 Quota::per_second(limits.enterprise_per_s).allow_burst(limits.enterprise_burst),
@@ -258,6 +263,12 @@ impl Ingest {
     /// The bound UDP address.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Wakes the sessions of devices with newly queued commands (the API and the task scheduler
+    /// call it after queueing).
+    pub fn command_signal(&self) -> CommandSignal {
+        self.context.as_ref().map(|c| c.command_signal.clone()).unwrap_or_default()
     }
 
     /// Live device state, for the API.

@@ -11,7 +11,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use fleetpulse_proto::domain::{DeviceHello, DeviceMessage};
+use fleetpulse_proto::domain::{DeviceHello, DeviceMessage, InvalidMessage};
 use fleetpulse_proto::wire::{Ack, Downlink, Rejected, Uplink, Welcome};
 use fleetpulse_proto::{DecodeError, DeviceId, EnterpriseId, FrameDecoder, FrameEncoder, UnixMillis, close_code};
 use fleetpulse_store::{NewDevice, StoreError};
@@ -152,8 +152,18 @@ async fn serve(conn: &quinn::Connection, ctx: &Arc<Context>) -> Result<(), Close
         Ok(Ok(None)) => return Ok(()),
         Ok(Err(close)) => return Err(close),
     };
-    let hello = DeviceHello::try_from(hello)
-        .map_err(|e| protocol_error(ctx, "bad_hello", close_code::BAD_HELLO, e.to_string()))?;
+    let hello = DeviceHello::try_from(hello).map_err(|e| match e {
+        InvalidMessage::ProtocolVersion(v) => {
+            let supported = fleetpulse_proto::SUPPORTED_PROTOCOL_VERSIONS;
+            let detail = format!(
+                "protocol version {v} is not supported: this server speaks versions {}..={}",
+                supported.start(),
+                supported.end()
+            );
+            protocol_error(ctx, "unsupported_version", close_code::UNSUPPORTED_VERSION, detail)
+        }
+        e => protocol_error(ctx, "bad_hello", close_code::BAD_HELLO, e.to_string()),
+    })?;
     let enterprise = authenticate(ctx, &hello.credential).await?;
     let registered = ctx
         .devices
@@ -185,6 +195,7 @@ async fn serve(conn: &quinn::Connection, ctx: &Arc<Context>) -> Result<(), Close
     if let Some(old) = ctx.connections.insert(device, conn.clone()) {
         old.close(VarInt::from_u32(close_code::REPLACED), b"replaced by a newer connection");
     }
+    let wake = ctx.command_signal.register(device);
     let shard = ctx.shards[ctx.router.shard_for(device)].clone();
     let result = async {
         shard
@@ -203,6 +214,8 @@ async fn serve(conn: &quinn::Connection, ctx: &Arc<Context>) -> Result<(), Close
             device_id: device.0,
             last_seq: committed,
             server_time_ms: UnixMillis::now().0,
+            protocol_version: hello.protocol_version,
+            max_file_bytes: 0,
         });
         encoder.encode(&welcome, &mut out).map_err(|e| Close::new(close_code::SERVER_ERROR, e.to_string()))?;
         send.write_all(&out).await.map_err(|e| Close::new(close_code::NORMAL, e.to_string()))?;
@@ -217,6 +230,7 @@ async fn serve(conn: &quinn::Connection, ctx: &Arc<Context>) -> Result<(), Close
     .await;
     let _ = shard.send(ShardCmd::Disconnected { device, connection: conn.stable_id() }).await;
     ctx.connections.remove_if(&device, |_, c| c.stable_id() == conn.stable_id());
+    ctx.command_signal.unregister(device, &wake);
     result
 }
 

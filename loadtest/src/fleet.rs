@@ -491,6 +491,8 @@ impl DeviceState {
                         .with_ack(|h| self.session.handle_rejected(rejected.seq, now_us, |l| h.saturating_record(l)))
                 }
                 Downlink::Welcome(_) => return Err(LinkError::other("a second Welcome in one session")),
+                // Commands are not answered yet: the server expires them at their deadline.
+                Downlink::Command(_) | Downlink::FileStored(_) | Downlink::FileRefused(_) => continue,
             };
             fleet.counters.resolved(resolved);
             if let Some(anomaly) = resolved.anomaly {

@@ -185,7 +185,13 @@ async fn serve_device(conn: quinn::Connection, store: Arc<Mutex<Store>>, faults:
         device.connections += 1;
         (device.id, device.last_seq, device.connections)
     };
-    let welcome = Downlink::Welcome(Welcome { device_id, last_seq, server_time_ms: 0 });
+    let welcome = Downlink::Welcome(Welcome {
+        device_id,
+        last_seq,
+        server_time_ms: 0,
+        protocol_version: fleetpulse_proto::PROTOCOL_VERSION,
+        max_file_bytes: 0,
+    });
     if !send(&mut tx, &mut encoder, welcome).await {
         return;
     }

@@ -197,6 +197,28 @@ mod tests {
         out
     }
 
+    /// A `Hello` as protocol version 1 encoded it (bytes recorded from the version 1 build).
+    const HELLO_V1: &str = "a0000000303031353635616162626363534e2d313233343536373839303132333435363738393039362e38362e302e313030000000000000010000008c000000c8ffffff97000000ccffffff54353457ffffffff8b000000d3ffffff736563726574ffff1e000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000";
+
+    #[test]
+    fn the_hello_layout_is_frozen_across_versions() {
+        let hello = Hello {
+            protocol_version: 1,
+            mac: "001565aabbcc".into(),
+            serial: "SN-12345678901234567890".into(),
+            model: "T54W".into(),
+            firmware: "96.86.0.100".into(),
+            credential: "secret".into(),
+            heartbeat_interval_s: 30,
+        };
+        let bytes = encode_all(&[Uplink::Hello(hello.clone())]);
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, HELLO_V1, "the Hello frame changed: older devices could not be refused clearly");
+        let mut dec = FrameDecoder::default();
+        dec.push(&bytes);
+        assert_eq!(dec.next_frame::<Uplink>().expect("decodes"), Some(Uplink::Hello(hello)));
+    }
+
     #[test]
     fn round_trips_when_fed_one_byte_at_a_time() {
         let msgs = sample();

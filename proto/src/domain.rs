@@ -21,6 +21,12 @@ pub const MAX_ALARM_LOG: usize = 192 * 1024;
 pub const MAX_SIP_LINES: usize = 32;
 /// Longest provisioning credential accepted.
 pub const MAX_CREDENTIAL: usize = 128;
+/// Longest command output a device may send, in bytes (a longer answer is rejected).
+pub const MAX_COMMAND_OUTPUT: usize = 65_536;
+/// Longest failure reason a device may send, in bytes (a longer answer is rejected).
+pub const MAX_COMMAND_REASON: usize = 256;
+/// Longest uploaded file name, in bytes.
+pub const MAX_FILE_NAME: usize = 128;
 /// Accepted heartbeat interval range, seconds.
 pub const HEARTBEAT_INTERVAL_S: std::ops::RangeInclusive<u32> = 5..=3600;
 
@@ -62,6 +68,13 @@ pub enum InvalidMessage {
     /// Too many SIP lines.
     #[error("more than {MAX_SIP_LINES} SIP lines")]
     TooManyLines,
+    /// A command answer with output or a reason its status does not carry.
+    #[error("a command answer {0}")]
+    CommandResult(&'static str),
+    /// An upload's file name is empty, too long, starts with a dot or has a character outside
+    /// `[A-Za-z0-9._-]`.
+    #[error("file name {0:?} is not 1 to 128 characters of [A-Za-z0-9._-] not starting with a dot")]
+    FileName(String),
 }
 
 fn bounded(field: &'static str, s: String, max: usize) -> Result<String, InvalidMessage> {
@@ -69,6 +82,22 @@ fn bounded(field: &'static str, s: String, max: usize) -> Result<String, Invalid
         return Err(InvalidMessage::TooLong { field, max });
     }
     Ok(sanitize(s))
+}
+
+/// Like [`sanitize`], but keeps line feeds and tabs: for multi-line command output.
+pub fn sanitize_multiline(s: String) -> String {
+    let bad = |c: char| c.is_control() && c != '\n' && c != '\t';
+    if s.chars().any(bad) { s.chars().map(|c| if bad(c) { ' ' } else { c }).collect() } else { s }
+}
+
+/// Checks an uploaded file's name (see [`InvalidMessage::FileName`]): the name becomes part of a
+/// path on the embedded store and of a download's `Content-Disposition`.
+pub fn check_file_name(name: &str) -> Result<(), InvalidMessage> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_FILE_NAME
+        && !name.starts_with('.')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if ok { Ok(()) } else { Err(InvalidMessage::FileName(name.chars().take(MAX_FILE_NAME).collect())) }
 }
 
 /// Replaces control characters with spaces: device text ends up in logs, emails and the portal.
@@ -88,6 +117,8 @@ pub enum DeviceKey {
 /// A validated `Hello`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeviceHello {
+    /// The protocol version of the session, within [`crate::SUPPORTED_PROTOCOL_VERSIONS`].
+    pub protocol_version: u16,
     /// The identity the device is registered under.
     pub key: DeviceKey,
     /// Serial number, if given (also when the key is the MAC).
@@ -106,7 +137,7 @@ impl TryFrom<wire::Hello> for DeviceHello {
     type Error = InvalidMessage;
 
     fn try_from(h: wire::Hello) -> Result<Self, Self::Error> {
-        if h.protocol_version != crate::PROTOCOL_VERSION {
+        if !crate::SUPPORTED_PROTOCOL_VERSIONS.contains(&h.protocol_version) {
             return Err(InvalidMessage::ProtocolVersion(h.protocol_version));
         }
         let serial = bounded("serial", h.serial, MAX_SHORT_TEXT)?;
@@ -123,6 +154,7 @@ impl TryFrom<wire::Hello> for DeviceHello {
             return Err(InvalidMessage::TooLong { field: "credential", max: MAX_CREDENTIAL });
         }
         Ok(DeviceHello {
+            protocol_version: h.protocol_version,
             key,
             serial,
             model: bounded("model", h.model, MAX_SHORT_TEXT)?,
@@ -250,13 +282,68 @@ pub enum DeviceMessage {
     Resource(ResourceSample),
     /// Alarm raised or cleared.
     Alarm(DeviceAlarm),
-    /// Result of a command (reserved for ING-8).
+    /// The device's answer to a command (ING-8).
     CommandResult {
         /// The command answered.
-        command_id: u64,
-        /// Success.
-        ok: bool,
+        command_id: crate::CommandId,
+        /// Where it stands.
+        progress: CommandProgress,
     },
+}
+
+/// A device's answer to a command, validated: output and reason are within their bounds and
+/// sanitized, and only the statuses that carry them have them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommandProgress {
+    /// The device took the command.
+    Accepted,
+    /// The device is running it.
+    Running,
+    /// It finished successfully.
+    Succeeded {
+        /// What it printed (at most [`MAX_COMMAND_OUTPUT`] bytes).
+        output: String,
+    },
+    /// It failed.
+    Failed {
+        /// What it printed (at most [`MAX_COMMAND_OUTPUT`] bytes).
+        output: String,
+        /// Why (at most [`MAX_COMMAND_REASON`] bytes, never empty).
+        reason: String,
+    },
+}
+
+impl TryFrom<wire::CommandResult> for CommandProgress {
+    type Error = InvalidMessage;
+
+    fn try_from(c: wire::CommandResult) -> Result<Self, Self::Error> {
+        if c.output.len() > MAX_COMMAND_OUTPUT {
+            return Err(InvalidMessage::TooLong { field: "command output", max: MAX_COMMAND_OUTPUT });
+        }
+        if c.reason.len() > MAX_COMMAND_REASON {
+            return Err(InvalidMessage::TooLong { field: "command failure reason", max: MAX_COMMAND_REASON });
+        }
+        let quiet = c.output.is_empty() && c.reason.is_empty();
+        Ok(match c.status {
+            wire::CommandStatus::Accepted if quiet => CommandProgress::Accepted,
+            wire::CommandStatus::Running if quiet => CommandProgress::Running,
+            wire::CommandStatus::Accepted | wire::CommandStatus::Running => {
+                return Err(InvalidMessage::CommandResult("without a result carries no output or reason"));
+            }
+            wire::CommandStatus::Succeeded if c.reason.is_empty() => {
+                CommandProgress::Succeeded { output: sanitize_multiline(c.output) }
+            }
+            wire::CommandStatus::Succeeded => {
+                return Err(InvalidMessage::CommandResult("of success carries no failure reason"));
+            }
+            wire::CommandStatus::Failed if c.reason.trim().is_empty() => {
+                return Err(InvalidMessage::CommandResult("of failure names its reason"));
+            }
+            wire::CommandStatus::Failed => {
+                CommandProgress::Failed { output: sanitize_multiline(c.output), reason: sanitize(c.reason) }
+            }
+        })
+    }
 }
 
 impl DeviceMessage {
@@ -342,7 +429,9 @@ impl TryFrom<wire::Message> for DeviceMessage {
                     log: a.log,
                 })
             }
-            wire::Message::CommandResult(c) => DeviceMessage::CommandResult { command_id: c.command_id, ok: c.ok },
+            wire::Message::CommandResult(c) => {
+                DeviceMessage::CommandResult { command_id: crate::CommandId(c.command_id), progress: c.try_into()? }
+            }
         })
     }
 }
@@ -372,6 +461,7 @@ mod tests {
             (|h| h.mac = "00:15".into(), InvalidMessage::Mac(MacError::Length(5))),
             (|h| h.mac.clear(), InvalidMessage::NoIdentity),
             (|h| h.protocol_version = 9, InvalidMessage::ProtocolVersion(9)),
+            (|h| h.protocol_version = 1, InvalidMessage::ProtocolVersion(1)),
             (|h| h.heartbeat_interval_s = 1, InvalidMessage::HeartbeatInterval(1)),
             (|h| h.model = "x".repeat(65), InvalidMessage::TooLong { field: "model", max: 64 }),
         ];
@@ -414,6 +504,55 @@ mod tests {
         assert!(DeviceMessage::try_from(res(10_000, 10)).is_ok());
         assert!(DeviceMessage::try_from(res(10_001, 1)).is_err());
         assert!(DeviceMessage::try_from(res(1, 11)).is_err());
+    }
+
+    #[test]
+    fn command_results_carry_only_what_their_status_allows() {
+        let answer = |status, output: &str, reason: &str| {
+            DeviceMessage::try_from(wire::Message::CommandResult(wire::CommandResult {
+                command_id: 7,
+                status,
+                output: output.into(),
+                reason: reason.into(),
+            }))
+        };
+        use wire::CommandStatus as S;
+        let progress = |m: Result<DeviceMessage, InvalidMessage>| match m {
+            Ok(DeviceMessage::CommandResult { command_id, progress }) => {
+                assert_eq!(command_id, crate::CommandId(7));
+                Ok(progress)
+            }
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e),
+        };
+        assert_eq!(progress(answer(S::Accepted, "", "")), Ok(CommandProgress::Accepted));
+        assert_eq!(progress(answer(S::Running, "", "")), Ok(CommandProgress::Running));
+        assert_eq!(
+            progress(answer(S::Succeeded, "64 bytes\n\tok\x07", "")),
+            Ok(CommandProgress::Succeeded { output: "64 bytes\n\tok ".into() })
+        );
+        assert_eq!(
+            progress(answer(S::Failed, "", "no\nroute")),
+            Ok(CommandProgress::Failed { output: String::new(), reason: "no route".into() })
+        );
+        assert!(matches!(answer(S::Accepted, "x", ""), Err(InvalidMessage::CommandResult(_))));
+        assert!(matches!(answer(S::Succeeded, "", "why"), Err(InvalidMessage::CommandResult(_))));
+        assert!(matches!(answer(S::Failed, "out", " "), Err(InvalidMessage::CommandResult(_))));
+        let long = "x".repeat(MAX_COMMAND_OUTPUT + 1);
+        assert!(matches!(answer(S::Succeeded, &long, ""), Err(InvalidMessage::TooLong { .. })));
+        assert!(answer(S::Succeeded, &long[1..], "").is_ok());
+        let long_reason = "x".repeat(MAX_COMMAND_REASON + 1);
+        assert!(matches!(answer(S::Failed, "", &long_reason), Err(InvalidMessage::TooLong { .. })));
+    }
+
+    #[test]
+    fn file_names_are_plain() {
+        for ok in ["syslog.txt", "capture-1.pcap", "a", &"a".repeat(MAX_FILE_NAME)] {
+            assert_eq!(check_file_name(ok), Ok(()), "{ok}");
+        }
+        for bad in ["", ".hidden", "../etc/passwd", "a/b", "a b", "ü.txt", "a\u{0}", &"a".repeat(MAX_FILE_NAME + 1)] {
+            assert!(check_file_name(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -24,8 +24,22 @@ pub use ids::{AccountId, ChannelId, CommandId, DeviceId, EnterpriseId, Mac, MacE
 /// ALPN protocol identifier spoken by devices and the ingest tier.
 pub const ALPN: &[u8] = b"fleetpulse/1";
 
-/// Version of the message set in [`wire`]; a device sends it in its `Hello`.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// The newest version of the message set in [`wire`]; a device sends the highest version it
+/// speaks in its `Hello`.
+///
+/// | version | adds |
+/// | --- | --- |
+/// | 1 | telemetry: heartbeats, status, resources, alarms, acknowledgements |
+/// | 2 | the downlink: commands and their results, file uploads; `Welcome` names the version |
+pub const PROTOCOL_VERSION: u16 = 2;
+
+/// The protocol versions this build speaks. A `Hello` with any other version is refused with
+/// [`close_code::UNSUPPORTED_VERSION`] and a reason naming this range.
+pub const SUPPORTED_PROTOCOL_VERSIONS: std::ops::RangeInclusive<u16> = 2..=2;
+
+/// Error code with which the server stops a file upload stream it refuses (the reason follows on
+/// the control stream as [`wire::Downlink::FileRefused`]).
+pub const FILE_REFUSED: u32 = 1;
 
 /// QUIC application error codes with which the ingest tier closes a device connection.
 ///
@@ -51,6 +65,9 @@ pub mod close_code {
     pub const SERVER_ERROR: u32 = 8;
     /// No `Hello` arrived in time after the connection opened.
     pub const HELLO_TIMEOUT: u32 = 9;
-    /// The `Hello` itself was invalid (bad MAC, unsupported protocol version, ...).
+    /// The `Hello` itself was invalid (bad MAC, bad heartbeat interval, ...).
     pub const BAD_HELLO: u32 = 10;
+    /// The device speaks a protocol version this server does not; the reason names the versions
+    /// the server speaks.
+    pub const UNSUPPORTED_VERSION: u32 = 11;
 }

@@ -60,7 +60,10 @@ fn frame(token: &str) -> Frame {
         }
         "a" => Some(alarm(false)),
         "c" => Some(alarm(true)),
-        "m" => Some(DeviceMessage::CommandResult { command_id: 7, ok: true }),
+        "m" => Some(DeviceMessage::CommandResult {
+            command_id: fleetpulse_proto::CommandId(7),
+            progress: fleetpulse_proto::domain::CommandProgress::Accepted,
+        }),
         "x" => None,
         other => panic!("unknown frame kind {other}"),
     };
