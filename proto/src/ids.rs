@@ -54,6 +54,15 @@ id_type!(
     CommandId
 );
 
+id_type!(
+    /// A file a device uploaded (assigned by the store; unique across devices).
+    FileId
+);
+id_type!(
+    /// A scheduled task (TSK-1; assigned by the store).
+    TaskId
+);
+
 /// Milliseconds since the Unix epoch, UTC.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(transparent)]

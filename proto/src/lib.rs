@@ -3,6 +3,7 @@
 //! This crate does no I/O. It holds:
 //! - typed identifiers ([`ids`]) used across every crate API;
 //! - the device protocol: rkyv messages ([`wire`]) carried in length-prefixed frames ([`codec`]);
+//! - the command catalog: every command kind and its arguments ([`commands`]);
 //! - the alarm type table of SPEC §3 with stable codes and severities ([`alarm_types`]);
 //! - domain types decoded and validated from the wire ([`domain`]);
 //! - the device catalog: the kind of device a model is ([`catalog`]).
@@ -13,13 +14,16 @@
 pub mod alarm_types;
 pub mod catalog;
 pub mod codec;
+pub mod commands;
 pub mod domain;
 pub mod ids;
 pub mod wire;
 
 pub use alarm_types::{ALARM_TYPES, AlarmType, AlarmTypeCode, Severity};
 pub use codec::{DecodeError, FrameDecoder, FrameEncoder, MAX_FRAME_LEN};
-pub use ids::{AccountId, ChannelId, CommandId, DeviceId, EnterpriseId, Mac, MacError, StrategyId, UnixMillis};
+pub use ids::{
+    AccountId, ChannelId, CommandId, DeviceId, EnterpriseId, FileId, Mac, MacError, StrategyId, TaskId, UnixMillis,
+};
 
 /// ALPN protocol identifier spoken by devices and the ingest tier.
 pub const ALPN: &[u8] = b"fleetpulse/1";

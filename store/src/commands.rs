@@ -40,11 +40,13 @@ pub const MAX_COMMAND_KIND: usize = 64;
 /// Longest [`NewCommand::args`] (JSON text), in bytes.
 pub const MAX_COMMAND_ARGS: usize = 4_096;
 
-/// Longest [`Command::output`] kept, in bytes: longer device output is truncated.
-pub const MAX_COMMAND_OUTPUT: usize = 65_536;
+/// Longest [`Command::output`] kept, in bytes: longer device output is truncated (the protocol
+/// already refuses longer answers).
+pub const MAX_COMMAND_OUTPUT: usize = fleetpulse_proto::domain::MAX_COMMAND_OUTPUT;
 
-/// Longest [`Command::reason`] kept, in bytes: a longer reason from a device is truncated.
-pub const MAX_COMMAND_REASON: usize = 256;
+/// Longest [`Command::reason`] kept, in bytes: a longer reason is truncated (the protocol
+/// already refuses longer answers).
+pub const MAX_COMMAND_REASON: usize = fleetpulse_proto::domain::MAX_COMMAND_REASON;
 
 /// Most rows one [`CommandStore::list_device_commands`] returns, whatever limit it is given.
 pub const MAX_COMMAND_PAGE: u32 = 1_000;

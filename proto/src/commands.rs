@@ -1,0 +1,297 @@
+//! The command catalog (ING-8, DIA-1..4): every command kind a device understands, its
+//! arguments with their bounds and defaults, and whether it answers with a file.
+//!
+//! The API validates a command against this table before queueing it
+//! ([`validate_command`] answers the arguments with every default filled in, so the device
+//! receives explicit values), the device side (the load tester) reads what to do from it, and
+//! the API documents it (`GET /api/v1/command-kinds`). Arguments are a JSON object; `null` or a
+//! missing object means "every default". Unknown kinds, unknown argument names, wrong types and
+//! out-of-range values are refused with a message naming the argument.
+
+use serde_json::{Map, Value};
+
+/// Most bytes a packet capture may produce (the device stops capturing there).
+pub const MAX_CAPTURE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// One command kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommandKind {
+    /// Its name in the API and on the wire.
+    pub name: &'static str,
+    /// What it does, for people.
+    pub summary: &'static str,
+    /// The file the device uploads as the command's result, if any (its usual name).
+    pub file: Option<&'static str>,
+    /// Its arguments.
+    pub args: &'static [Arg],
+}
+
+/// One argument of a command kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Arg {
+    /// Its name in the arguments object.
+    pub name: &'static str,
+    /// What it means, for people.
+    pub summary: &'static str,
+    /// Its type and bounds.
+    pub kind: ArgKind,
+}
+
+/// The type of an argument, with its bounds and default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArgKind {
+    /// An integer in `min..=max`; `default` when absent.
+    Integer {
+        /// Smallest value.
+        min: u64,
+        /// Largest value.
+        max: u64,
+        /// Value when absent.
+        default: u64,
+    },
+    /// A host name or an IP address (1 to 253 characters of `[A-Za-z0-9.:-]`); required.
+    Host,
+    /// Must be `true`: a confirmation for a destructive command; required.
+    Confirm,
+}
+
+/// Every command kind, in the order the portal lists them.
+pub const COMMAND_KINDS: &[CommandKind] = &[
+    CommandKind { name: "reboot", summary: "Reboot the device.", file: None, args: &[] },
+    CommandKind {
+        name: "factory_reset",
+        summary: "Reset the device to factory settings (erases its configuration).",
+        file: None,
+        args: &[Arg { name: "confirm", summary: "Must be true.", kind: ArgKind::Confirm }],
+    },
+    CommandKind {
+        name: "refresh_status",
+        summary: "Report status, SIP lines and CPU/memory now instead of at the next interval.",
+        file: None,
+        args: &[],
+    },
+    CommandKind {
+        name: "export_config",
+        summary: "Upload the device's configuration file.",
+        file: Some("config.cfg"),
+        args: &[],
+    },
+    CommandKind {
+        name: "upload_syslog",
+        summary: "Upload the device's system log.",
+        file: Some("syslog.txt"),
+        args: &[],
+    },
+    CommandKind {
+        name: "packet_capture_start",
+        summary: "Start a packet capture; it stops after the duration or size cap and is uploaded.",
+        file: Some("capture.pcap"),
+        args: &[
+            Arg {
+                name: "duration_s",
+                summary: "Longest capture, seconds.",
+                kind: ArgKind::Integer { min: 1, max: 600, default: 60 },
+            },
+            Arg {
+                name: "max_bytes",
+                summary: "Largest capture, bytes.",
+                kind: ArgKind::Integer { min: 1024, max: MAX_CAPTURE_BYTES, default: 10 * 1024 * 1024 },
+            },
+        ],
+    },
+    CommandKind {
+        name: "packet_capture_stop",
+        summary: "Stop a running packet capture early and upload it.",
+        file: Some("capture.pcap"),
+        args: &[],
+    },
+    CommandKind {
+        name: "ping",
+        summary: "Ping a host from the device; the output is the result text.",
+        file: None,
+        args: &[
+            Arg { name: "target", summary: "Host name or IP address.", kind: ArgKind::Host },
+            Arg {
+                name: "count",
+                summary: "Echo requests to send.",
+                kind: ArgKind::Integer { min: 1, max: 20, default: 4 },
+            },
+        ],
+    },
+    CommandKind {
+        name: "traceroute",
+        summary: "Trace the route to a host from the device; the output is the result text.",
+        file: None,
+        args: &[
+            Arg { name: "target", summary: "Host name or IP address.", kind: ArgKind::Host },
+            Arg { name: "max_hops", summary: "Most hops.", kind: ArgKind::Integer { min: 1, max: 64, default: 30 } },
+        ],
+    },
+    CommandKind {
+        name: "screenshot",
+        summary: "Upload a screenshot of the device's screen.",
+        file: Some("screenshot.png"),
+        args: &[],
+    },
+    CommandKind {
+        name: "diagnose",
+        summary: "One-click diagnosis: upload a bundle of status, configuration, logs and a short capture.",
+        file: Some("diagnosis.tar.gz"),
+        args: &[Arg {
+            name: "capture_s",
+            summary: "Length of the capture in the bundle, seconds.",
+            kind: ArgKind::Integer { min: 1, max: 60, default: 10 },
+        }],
+    },
+];
+
+/// Why a command was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    /// No such kind in [`COMMAND_KINDS`].
+    #[error("unknown command kind {0:?}")]
+    UnknownKind(String),
+    /// The arguments are not a JSON object (or null).
+    #[error("command arguments must be a JSON object")]
+    NotAnObject,
+    /// An argument the kind does not take.
+    #[error("command {kind} takes no argument {arg:?}")]
+    UnknownArg {
+        /// The kind.
+        kind: &'static str,
+        /// The argument given.
+        arg: String,
+    },
+    /// A required argument is missing.
+    #[error("command {kind} needs the argument {arg}")]
+    Missing {
+        /// The kind.
+        kind: &'static str,
+        /// The argument.
+        arg: &'static str,
+    },
+    /// An argument has the wrong type or is out of range.
+    #[error("argument {arg} of command {kind}: {reason}")]
+    Invalid {
+        /// The kind.
+        kind: &'static str,
+        /// The argument.
+        arg: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// The kind with this name.
+pub fn command_kind(name: &str) -> Option<&'static CommandKind> {
+    COMMAND_KINDS.iter().find(|k| k.name == name)
+}
+
+/// Validates a command and answers its arguments with every default filled in (a JSON object
+/// with exactly the kind's arguments).
+pub fn validate_command(kind: &str, args: &Value) -> Result<Value, CommandError> {
+    let spec = command_kind(kind).ok_or_else(|| CommandError::UnknownKind(kind.chars().take(64).collect()))?;
+    let given = match args {
+        Value::Null => Map::new(),
+        Value::Object(map) => map.clone(),
+        _ => return Err(CommandError::NotAnObject),
+    };
+    if let Some(unknown) = given.keys().find(|k| !spec.args.iter().any(|a| a.name == k.as_str())) {
+        return Err(CommandError::UnknownArg { kind: spec.name, arg: unknown.chars().take(64).collect() });
+    }
+    let mut out = Map::new();
+    for arg in spec.args {
+        let invalid = |reason: String| CommandError::Invalid { kind: spec.name, arg: arg.name, reason };
+        let value = given.get(arg.name);
+        let checked = match (arg.kind, value) {
+            (ArgKind::Integer { default, .. }, None) => Value::from(default),
+            (ArgKind::Integer { min, max, .. }, Some(v)) => match v.as_u64() {
+                Some(n) if (min..=max).contains(&n) => Value::from(n),
+                _ => return Err(invalid(format!("must be an integer from {min} to {max}"))),
+            },
+            (ArgKind::Host | ArgKind::Confirm, None) => {
+                return Err(CommandError::Missing { kind: spec.name, arg: arg.name });
+            }
+            (ArgKind::Host, Some(Value::String(host))) if is_host(host) => Value::from(host.as_str()),
+            (ArgKind::Host, Some(_)) => {
+                return Err(invalid(
+                    "must be a host name or IP address (1 to 253 characters of A-Z a-z 0-9 . : -)".into(),
+                ));
+            }
+            (ArgKind::Confirm, Some(Value::Bool(true))) => Value::Bool(true),
+            (ArgKind::Confirm, Some(_)) => return Err(invalid("must be true".into())),
+        };
+        out.insert(arg.name.to_owned(), checked);
+    }
+    Ok(Value::Object(out))
+}
+
+fn is_host(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && !s.starts_with('-')
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b".:-".contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn defaults_are_filled_and_bounds_enforced() {
+        assert_eq!(validate_command("reboot", &Value::Null), Ok(json!({})));
+        assert_eq!(
+            validate_command("ping", &json!({"target": "10.0.0.1"})),
+            Ok(json!({"target": "10.0.0.1", "count": 4}))
+        );
+        assert_eq!(
+            validate_command("traceroute", &json!({"target": "pbx.example.com", "max_hops": 64})),
+            Ok(json!({"target": "pbx.example.com", "max_hops": 64}))
+        );
+        assert_eq!(
+            validate_command("packet_capture_start", &json!({})),
+            Ok(json!({"duration_s": 60, "max_bytes": 10 * 1024 * 1024}))
+        );
+        assert!(matches!(
+            validate_command("ping", &json!({"target": "x", "count": 21})),
+            Err(CommandError::Invalid { .. })
+        ));
+        assert!(matches!(
+            validate_command("ping", &json!({"target": "x", "count": -1})),
+            Err(CommandError::Invalid { .. })
+        ));
+        assert!(matches!(
+            validate_command("ping", &json!({"target": "x", "count": "4"})),
+            Err(CommandError::Invalid { .. })
+        ));
+        assert!(matches!(validate_command("ping", &json!({})), Err(CommandError::Missing { arg: "target", .. })));
+        assert!(matches!(validate_command("ping", &json!({"target": "a b"})), Err(CommandError::Invalid { .. })));
+        assert!(matches!(validate_command("ping", &json!({"target": "-oProxy"})), Err(CommandError::Invalid { .. })));
+        assert!(matches!(validate_command("reboot", &json!({"now": true})), Err(CommandError::UnknownArg { .. })));
+        assert_eq!(validate_command("reboot", &json!([])), Err(CommandError::NotAnObject));
+        assert_eq!(validate_command("format_c", &json!({})), Err(CommandError::UnknownKind("format_c".into())));
+    }
+
+    #[test]
+    fn destructive_commands_need_confirmation() {
+        assert!(matches!(validate_command("factory_reset", &json!({})), Err(CommandError::Missing { .. })));
+        assert!(matches!(
+            validate_command("factory_reset", &json!({"confirm": false})),
+            Err(CommandError::Invalid { .. })
+        ));
+        assert_eq!(validate_command("factory_reset", &json!({"confirm": true})), Ok(json!({"confirm": true})));
+    }
+
+    #[test]
+    fn kinds_are_unique_wire_names() {
+        for (i, k) in COMMAND_KINDS.iter().enumerate() {
+            assert!(k.name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'), "{}", k.name);
+            assert!(COMMAND_KINDS[..i].iter().all(|o| o.name != k.name), "{} twice", k.name);
+            if let Some(file) = k.file {
+                assert_eq!(crate::domain::check_file_name(file), Ok(()));
+            }
+        }
+    }
+}
