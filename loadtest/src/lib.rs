@@ -15,6 +15,10 @@
 //! - [`alarms`]: injected alarms: their tokens, finding tokens in emails, the latency tracker.
 //! - [`smtp_sink`]: a minimal SMTP server that accepts the notification emails.
 //! - [`api`]: the management API calls (login, create enterprise, stored sequences, alarm strategy).
+//! - [`responder`]: how a device answers server commands (sans-I/O): accepted, a delay, a fake
+//!   file upload for file kinds, succeeded or failed; the ids it remembers so a resent command is
+//!   answered again and never executed twice.
+//! - [`upload`]: fake files (size and SHA-256 header) and their upload stream.
 //! - [`report`]: the JSON [`Report`].
 //! - `quic`, `fleet`, `stats`: the async shell (QUIC sessions, device tasks, phases, counters).
 //!
@@ -35,9 +39,11 @@ pub mod identity;
 pub mod messages;
 mod quic;
 pub mod report;
+pub mod responder;
 pub mod schedule;
 pub mod smtp_sink;
 mod stats;
+pub mod upload;
 pub mod verify;
 
 pub use config::{LoadConfig, MessageKind, MessageMix, parse_duration};
