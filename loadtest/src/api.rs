@@ -1,10 +1,11 @@
 //! The management API calls the load test makes: login, create an enterprise, read back the
-//! stored sequence numbers of its devices, create and delete the alarm strategy of injected alarms.
+//! stored sequence numbers of its devices, create and delete the alarm strategy of injected
+//! alarms, issue commands (one device or bulk) and read a command's state.
 
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use fleetpulse_proto::{DeviceId, EnterpriseId, StrategyId};
+use fleetpulse_proto::{CommandId, DeviceId, EnterpriseId, StrategyId};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -85,6 +86,53 @@ impl StrategyRequest {
 pub struct CreatedStrategy {
     /// Its id.
     pub id: StrategyId,
+}
+
+/// The body of `POST /api/v1/devices/{id}/commands` (and, with device ids, of the bulk route).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CommandRequest {
+    /// The command kind.
+    pub kind: String,
+    /// Its arguments.
+    pub args: serde_json::Value,
+    /// Seconds until its deadline.
+    pub deadline_s: u64,
+}
+
+/// One device's result of a bulk command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BulkResult {
+    /// The device, if the answer names it.
+    pub device_id: Option<DeviceId>,
+    /// The queued command, or why it was refused.
+    pub command: Result<CommandId, String>,
+}
+
+/// The command id in an answer: `command_id`, or `id`, or `command.id`.
+fn command_id_of(value: &serde_json::Value) -> Option<CommandId> {
+    value["command_id"]
+        .as_u64()
+        .or_else(|| value["id"].as_u64())
+        .or_else(|| value["command"]["id"].as_u64())
+        .map(CommandId)
+}
+
+/// The per-device results of a bulk answer (`results`, or `commands`), in order.
+fn bulk_results(answer: &serde_json::Value) -> anyhow::Result<Vec<BulkResult>> {
+    let items = answer["results"]
+        .as_array()
+        .or_else(|| answer["commands"].as_array())
+        .with_context(|| format!("bulk command: no per-device results in {answer}"))?;
+    Ok(items
+        .iter()
+        .map(|item| BulkResult {
+            device_id: item["device_id"].as_u64().map(DeviceId),
+            command: command_id_of(item).ok_or_else(|| {
+                let error = &item["error"];
+                error["message"].as_str().or_else(|| error.as_str()).unwrap_or("refused").to_owned()
+            }),
+        })
+        .collect())
 }
 
 #[derive(Deserialize)]
@@ -178,6 +226,54 @@ impl ApiClient {
         parse_empty(response, "delete alarm strategy").await
     }
 
+    /// Queues a command for one device; answers its id.
+    pub async fn issue_command(&self, device: DeviceId, request: &CommandRequest) -> anyhow::Result<CommandId> {
+        let response = self
+            .http
+            .post(format!("{}/api/v1/devices/{device}/commands", self.base))
+            .bearer_auth(&self.token)
+            .json(request)
+            .send()
+            .await
+            .context("issuing a command")?;
+        let answer: serde_json::Value = parse(response, "issue command").await?;
+        command_id_of(&answer).with_context(|| format!("issue command: no command id in {answer}"))
+    }
+
+    /// Queues one command for each of `devices` with the bulk route; answers per device.
+    pub async fn issue_bulk_command(
+        &self,
+        devices: &[DeviceId],
+        request: &CommandRequest,
+    ) -> anyhow::Result<Vec<BulkResult>> {
+        let body = serde_json::json!({
+            "kind": request.kind, "args": request.args, "deadline_s": request.deadline_s, "device_ids": devices,
+        });
+        let response = self
+            .http
+            .post(format!("{}/api/v1/commands", self.base))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .context("issuing a bulk command")?;
+        let answer: serde_json::Value = parse(response, "bulk command").await?;
+        bulk_results(&answer)
+    }
+
+    /// The state of a command (`queued`, `sent`, ..., `succeeded`, `failed`, `expired`, ...).
+    pub async fn command_state(&self, id: CommandId) -> anyhow::Result<String> {
+        let response = self
+            .http
+            .get(format!("{}/api/v1/commands/{id}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .context("reading a command")?;
+        let answer: serde_json::Value = parse(response, "command state").await?;
+        answer["state"].as_str().map(str::to_owned).with_context(|| format!("command state: no state in {answer}"))
+    }
+
     /// The stored sequences of every device of `enterprise`, all pages.
     pub async fn stored_sequences(&self, enterprise: EnterpriseId) -> anyhow::Result<Vec<StoredSequences>> {
         let url = format!("{}/api/v1/enterprises/{enterprise}/stored-sequences", self.base);
@@ -265,6 +361,30 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(created.id, StrategyId(12));
+    }
+
+    #[test]
+    fn command_answers_decode_in_the_shapes_the_api_may_use() {
+        assert_eq!(command_id_of(&serde_json::json!({"id": 5, "state": "queued"})), Some(CommandId(5)));
+        assert_eq!(command_id_of(&serde_json::json!({"command_id": 6})), Some(CommandId(6)));
+        assert_eq!(command_id_of(&serde_json::json!({"command": {"id": 7}})), Some(CommandId(7)));
+        assert_eq!(command_id_of(&serde_json::json!({"error": "x"})), None);
+        let results = bulk_results(&serde_json::json!({
+            "results": [
+                {"device_id": 1, "command_id": 10},
+                {"device_id": 2, "error": {"code": "too_many_commands", "message": "limit"}},
+            ],
+            "queued": 1, "refused": 1
+        }))
+        .expect("valid");
+        assert_eq!(
+            results,
+            [
+                BulkResult { device_id: Some(DeviceId(1)), command: Ok(CommandId(10)) },
+                BulkResult { device_id: Some(DeviceId(2)), command: Err("limit".into()) },
+            ]
+        );
+        assert!(bulk_results(&serde_json::json!({"queued": 0})).is_err());
     }
 
     #[test]

@@ -62,6 +62,44 @@ pub struct LoadConfig {
     pub alarm_receiver: String,
     /// How long to wait after the drain for the emails of injected alarms.
     pub alarm_drain_timeout: Duration,
+    /// How a device answers commands: from `accepted` to its result (or its file upload).
+    pub command_delay: Duration,
+    /// Share of commands a device answers `failed` (0..=1).
+    pub command_failure_rate: f64,
+    /// Size of the fake file a device uploads for a command kind that answers with a file.
+    pub file_bytes: u64,
+    /// Issue commands through the API once the fleet is connected, and measure them.
+    pub command_mode: Option<CommandMode>,
+}
+
+/// Most bytes of a fake file (`--file-bytes`).
+pub const MAX_FILE_BYTES: u64 = 1 << 30;
+
+/// The command mode of a run: which commands to issue through the API and how.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommandMode {
+    /// One at a time to random connected devices, or one bulk command to every device.
+    pub issue: CommandIssue,
+    /// The command kind (see `fleetpulse_proto::commands::COMMAND_KINDS`).
+    pub kind: String,
+    /// Its arguments (a JSON object).
+    pub args: serde_json::Value,
+    /// The deadline given to each command; a command not answered and stored by then (plus a
+    /// little) counts as unfinished.
+    pub deadline: Duration,
+}
+
+/// How the command mode issues its commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommandIssue {
+    /// `count` commands, one after the other (each waits for the previous one's stored result),
+    /// each to a device drawn at random from the connected ones.
+    OneByOne {
+        /// How many.
+        count: u32,
+    },
+    /// One bulk command to every connected device.
+    Bulk,
 }
 
 impl Default for LoadConfig {
@@ -89,6 +127,10 @@ impl Default for LoadConfig {
             smtp_sink: None,
             alarm_receiver: "loadtest@example.com".into(),
             alarm_drain_timeout: Duration::from_secs(30),
+            command_delay: Duration::from_millis(50),
+            command_failure_rate: 0.0,
+            file_bytes: 64 * 1024,
+            command_mode: None,
         }
     }
 }
@@ -125,6 +167,18 @@ impl LoadConfig {
                 "the alarm receiver `{receiver}` is not an email address"
             );
         }
+        ensure!((0.0..=1.0).contains(&self.command_failure_rate), "the command failure rate must be within 0..=1");
+        ensure!(self.file_bytes <= MAX_FILE_BYTES, "a fake file is at most {MAX_FILE_BYTES} bytes");
+        if let Some(mode) = &self.command_mode {
+            fleetpulse_proto::commands::validate_command(&mode.kind, &mode.args)
+                .with_context(|| format!("the command mode's command {}", mode.kind))?;
+            ensure!(mode.deadline >= Duration::from_secs(1), "the command deadline must be at least 1 s");
+            ensure!(self.devices > 0, "the command mode needs at least one device");
+            ensure!(
+                !matches!(mode.issue, CommandIssue::OneByOne { count: 0 }),
+                "the command mode needs at least one command"
+            );
+        }
         ensure!(!self.api.is_empty(), "the API base URL is empty");
         ensure!(!self.ca_cert.as_os_str().is_empty(), "the CA certificate path is empty");
         Ok(())
@@ -150,12 +204,15 @@ pub enum MessageKind {
         /// The clear after raise `n` rather than the raise.
         clear: bool,
     },
+    /// An answer to a server command; acknowledged, and stored by the server as the command's
+    /// state rather than as an event (so verification does not expect it in the stored sequences).
+    CommandResult(crate::responder::Answer),
 }
 
 impl MessageKind {
     /// Whether the server stores this kind (and so verification expects it).
     pub fn is_persisted(self) -> bool {
-        !matches!(self, MessageKind::Heartbeat)
+        !matches!(self, MessageKind::Heartbeat | MessageKind::CommandResult(_))
     }
 }
 
@@ -313,12 +370,33 @@ mod tests {
     fn validation_catches_bad_values() {
         let ok = LoadConfig { ca_cert: "ca.pem".into(), ..LoadConfig::default() };
         ok.validate().expect("defaults are valid");
+        let mode = CommandMode {
+            issue: CommandIssue::Bulk,
+            kind: "ping".into(),
+            args: serde_json::json!({ "target": "192.0.2.1" }),
+            deadline: Duration::from_secs(30),
+        };
+        LoadConfig { command_mode: Some(mode.clone()), ..ok.clone() }.validate().expect("a valid command mode");
         let bad = [
             LoadConfig { burst: 0, ..ok.clone() },
             LoadConfig { heartbeat_interval_s: 1, ..ok.clone() },
             LoadConfig { rate_per_device: f64::NAN, ..ok.clone() },
             LoadConfig { devices: MacPlan::MAX_DEVICES, bad_credential_devices: 1, ..ok.clone() },
             LoadConfig { ca_cert: PathBuf::new(), ..ok.clone() },
+            LoadConfig { command_failure_rate: 1.5, ..ok.clone() },
+            LoadConfig { file_bytes: MAX_FILE_BYTES + 1, ..ok.clone() },
+            LoadConfig {
+                command_mode: Some(CommandMode { kind: "selfdestruct".into(), ..mode.clone() }),
+                ..ok.clone()
+            },
+            LoadConfig {
+                command_mode: Some(CommandMode { args: serde_json::json!({}), ..mode.clone() }),
+                ..ok.clone()
+            },
+            LoadConfig {
+                command_mode: Some(CommandMode { issue: CommandIssue::OneByOne { count: 0 }, ..mode.clone() }),
+                ..ok.clone()
+            },
             LoadConfig { alarm_rate: -1.0, ..ok.clone() },
             LoadConfig { alarm_rate: f64::INFINITY, ..ok.clone() },
             LoadConfig { alarm_rate: 1.0, devices: 0, ..ok.clone() },

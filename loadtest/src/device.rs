@@ -119,6 +119,11 @@ impl DeviceSession {
         self.pending.len()
     }
 
+    /// The lowest sequence number not acknowledged yet: every frame below it is resolved.
+    pub fn first_unacked(&self) -> u64 {
+        self.pending.front().map_or(self.next_seq, |f| f.seq)
+    }
+
     /// Whether a session is up (a `Welcome` arrived and the connection was not lost since).
     pub fn is_connected(&self) -> bool {
         self.cursor.is_some()

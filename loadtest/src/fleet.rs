@@ -9,18 +9,24 @@
 //!
 //! With an SMTP sink, the run also creates an alarm strategy for its injected alarms before it
 //! starts and, after closing, waits for the emails of the injected alarms (see [`crate::alarms`]).
+//!
+//! Devices answer the server's commands (see [`crate::responder`]); in command mode the sending
+//! phase also runs the [`CommandPhase`] and lasts until it is done (see [`crate::command_mode`]).
+
+mod device_state;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
-use bytes::{Buf, BytesMut};
+use bytes::Buf;
 use fleetpulse_proto::close_code;
-use fleetpulse_proto::wire::{DataFrame, Downlink, Uplink};
-use fleetpulse_proto::{DeviceId, EnterpriseId, FrameDecoder, FrameEncoder, UnixMillis};
+use fleetpulse_proto::wire::Uplink;
+use fleetpulse_proto::{DeviceId, EnterpriseId, FrameEncoder, UnixMillis};
 use quinn::VarInt;
 use rand::Rng;
 use tokio::sync::watch;
@@ -29,16 +35,20 @@ use tokio::time::Instant;
 
 use crate::alarms::{AlarmTracker, DeviceTokens, INJECTED_ALARM, MAX_OUTSTANDING, RunTag};
 use crate::api::{ApiClient, StrategyRequest};
-use crate::config::{LoadConfig, MessageKind, MessageMix};
+use crate::command_mode::{CommandPhase, CommandTracker, DeviceSlots};
+use crate::config::{LoadConfig, MessageMix};
 use crate::device::DeviceSession;
 use crate::identity::MacPlan;
 use crate::messages::DeviceProfile;
 use crate::quic::{self, LinkError};
-use crate::report::{AlarmEmail, Connections, Latency, Report, Verified};
-use crate::schedule::{self, Schedule, ScheduleParams};
+use crate::report::{AlarmEmail, Connections, DeviceCommands, Latency, Report, Verified};
+use crate::responder::{CommandResponder, ResponderConfig};
+use crate::schedule::{Schedule, ScheduleParams};
 use crate::smtp_sink::{MessageHandler, SinkLimits, SmtpSink};
 use crate::stats::{Counters, GroupLatency, new_histogram};
+use crate::upload::{self, UploadEnd};
 use crate::verify::{self, AckedDevice};
+use device_state::{DeviceState, WorkLeft};
 
 /// Longest time for connect + `Hello` → `Welcome` before the attempt counts as failed.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -90,6 +100,12 @@ struct Fleet {
     run_start: Instant,
     run_start_ms: i64,
     counters: Arc<Counters>,
+    /// How devices run commands.
+    responder: ResponderConfig,
+    /// Records command times for the command mode (in command mode only).
+    commands: Option<Arc<CommandTracker>>,
+    /// Each device's id while it has a session.
+    slots: DeviceSlots,
 }
 
 impl Fleet {
@@ -202,7 +218,16 @@ pub async fn run_until(cfg: LoadConfig, stop: impl Future<Output = ()> + Send) -
         run_start: Instant::now(),
         run_start_ms: UnixMillis::now().0,
         counters: Arc::new(Counters::default()),
+        responder: ResponderConfig {
+            delay_us: u64::try_from(cfg.command_delay.as_micros()).unwrap_or(u64::MAX),
+            failure_rate: cfg.command_failure_rate,
+            file_bytes: cfg.file_bytes,
+        },
+        commands: cfg.command_mode.as_ref().map(|_| Arc::new(CommandTracker::default())),
+        slots: DeviceSlots::new(cfg.devices),
     });
+    let command_phase =
+        cfg.command_mode.clone().map(|mode| CommandPhase::new(mode, cfg.command_delay, fleet.run_start));
     let (phase_tx, phase_rx) = watch::channel(Phase::Sending);
     // Task sets abort their tasks when dropped, so cancelling this future stops the whole fleet.
     let mut progress = JoinSet::new();
@@ -210,15 +235,21 @@ pub async fn run_until(cfg: LoadConfig, stop: impl Future<Output = ()> + Send) -
         progress.spawn(crate::stats::progress(fleet.counters.clone(), fleet.run_start));
     }
 
-    // Sending phase: connect devices at the configured pace until the duration ends or `stop`.
+    // Sending phase: connect devices at the configured pace until the duration ends (and the
+    // command mode is done) or `stop`.
     let mut devices: JoinSet<AckedDevice> = JoinSet::new();
     let mut rejected: JoinSet<()> = JoinSet::new();
+    let commands = async {
+        if let (Some(phase), Some(tracker)) = (&command_phase, &fleet.commands) {
+            phase.run(&api, tracker, &fleet.slots).await;
+        }
+    };
     tokio::select! {
         () = async {
             spawn_devices(&cfg, &fleet, &groups, &phase_rx, &mut devices, &mut rejected).await;
             std::future::pending::<()>().await;
         } => {}
-        () = tokio::time::sleep(cfg.duration) => {}
+        ((), ()) = async { tokio::join!(tokio::time::sleep(cfg.duration), commands) } => {}
         () = stop => {}
     }
     let gen_end_us = fleet.now_us();
@@ -286,6 +317,9 @@ pub async fn run_until(cfg: LoadConfig, stop: impl Future<Output = ()> + Send) -
     let mut report =
         build_report(&cfg, &fleet, &groups, enterprise, gen_end_us, acked_while_sending, drained, verified);
     report.alarm_email = alarm_email;
+    if let (Some(phase), Some(tracker)) = (&command_phase, &fleet.commands) {
+        report.command_run = Some(phase.report(&api, tracker).await);
+    }
     if let Some(path) = &cfg.report {
         let json = serde_json::to_vec_pretty(&report)?;
         // A single small file at the very end: blocking the runtime briefly does no harm.
@@ -378,22 +412,6 @@ fn backoff_delay(failures: u32, rng: &mut impl Rng) -> Duration {
     full / 2 + full.mul_f64(rng.random::<f64>() / 2.0)
 }
 
-/// A snapshot of what a device has left to do.
-#[derive(Debug, Clone, Copy)]
-struct WorkLeft {
-    /// Some frames are unacknowledged.
-    unacked: bool,
-    /// Intended time of the next frame the schedule owes (`u64::MAX`: none).
-    next_due_us: u64,
-}
-
-impl WorkLeft {
-    /// Whether anything intended up to `gen_end_us` is still to be sent or acknowledged.
-    fn before(self, gen_end_us: u64) -> bool {
-        self.unacked || self.next_due_us <= gen_end_us
-    }
-}
-
 /// Resolves when a disconnected device should stop trying: the run is closing, or it is draining
 /// and the device has nothing left to send (its work cannot change while it is disconnected).
 async fn until_stopped(phase: &mut watch::Receiver<Phase>, work: WorkLeft) {
@@ -405,100 +423,6 @@ async fn until_stopped(phase: &mut watch::Receiver<Phase>, work: WorkLeft) {
         }
         if phase.changed().await.is_err() {
             return;
-        }
-    }
-}
-
-/// The state one device keeps across its connections.
-#[derive(Debug)]
-struct DeviceState {
-    profile: DeviceProfile,
-    /// Numbers its injected alarms.
-    tokens: DeviceTokens,
-    session: DeviceSession,
-    /// Starts with the first `Welcome`.
-    schedule: Option<Schedule>,
-    encoder: FrameEncoder,
-}
-
-impl DeviceState {
-    fn work_left(&self) -> WorkLeft {
-        WorkLeft {
-            unacked: !self.session.is_idle(),
-            next_due_us: self.schedule.as_ref().map_or(u64::MAX, Schedule::next_due_us),
-        }
-    }
-
-    /// Moves every frame due up to `horizon_us` from the schedule into the session, while it has
-    /// room; registers injected alarm raises with the tracker.
-    fn generate(&mut self, horizon_us: u64, fleet: &Fleet) {
-        let Some(schedule) = &mut self.schedule else { return };
-        let mut rng = rand::rng();
-        while !self.session.is_full() {
-            let Some(due) = schedule.pop_due(horizon_us) else { break };
-            let kind = schedule::kind_of(due, &fleet.mix, self.tokens, &mut rng);
-            self.session.push(kind, due.intended_us);
-            if let (MessageKind::InjectedAlarm { n, clear: false }, Some(tracker)) = (kind, &fleet.alarms) {
-                tracker.injected(n, fleet.instant_at(due.intended_us));
-            }
-        }
-    }
-
-    /// When the schedule next wants to generate, if it can and should.
-    fn next_wake_us(&self, phase: Phase) -> Option<u64> {
-        let due = self.schedule.as_ref()?.next_due_us();
-        let limit = match phase {
-            Phase::Sending => u64::MAX - 1,
-            Phase::Draining { gen_end_us } | Phase::Closing { gen_end_us } => gen_end_us,
-        };
-        // A full window is woken by acknowledgements, not by the clock.
-        (due <= limit && !self.session.is_full()).then_some(due)
-    }
-
-    /// Encodes up to `burst` frames from the session into `out`.
-    fn fill(&mut self, out: &mut BytesMut, fleet: &Fleet) {
-        for _ in 0..fleet.schedule.burst {
-            let Some(tx) = self.session.poll_transmit() else { break };
-            let f = tx.frame;
-            let body = self.profile.message(f.kind, f.seq, f.intended_us, fleet.run_start_ms);
-            let frame = Uplink::Data(DataFrame { seq: f.seq, sent_at_ms: UnixMillis::now().0, body });
-            if let Err(error) = self.encoder.encode(&frame, out) {
-                tracing::warn!(%error, seq = f.seq, "could not encode a frame");
-                fleet.counters.errors.incr();
-                continue;
-            }
-            if tx.resend { &fleet.counters.resent } else { &fleet.counters.sent }.incr();
-        }
-    }
-
-    /// Applies every complete downlink frame in `decoder`.
-    fn handle_downlink(&mut self, decoder: &mut FrameDecoder, fleet: &Fleet, group: &Group) -> Result<(), LinkError> {
-        loop {
-            let message = match decoder.next_frame::<Downlink>() {
-                Ok(Some(message)) => message,
-                Ok(None) => return Ok(()),
-                Err(e) => return Err(LinkError::other(format!("undecodable downlink frame: {e}"))),
-            };
-            let now_us = fleet.now_us();
-            let resolved = match message {
-                Downlink::Ack(ack) => {
-                    group.latency.with_ack(|h| self.session.handle_ack(ack.seq, now_us, |l| h.saturating_record(l)))
-                }
-                Downlink::Rejected(rejected) => {
-                    tracing::debug!(mac = %self.profile.mac, seq = rejected.seq, reason = %rejected.reason, "frame rejected");
-                    group
-                        .latency
-                        .with_ack(|h| self.session.handle_rejected(rejected.seq, now_us, |l| h.saturating_record(l)))
-                }
-                Downlink::Welcome(_) => return Err(LinkError::other("a second Welcome in one session")),
-                // Commands are not answered yet: the server expires them at their deadline.
-                Downlink::Command(_) | Downlink::FileStored(_) | Downlink::FileRefused(_) => continue,
-            };
-            fleet.counters.resolved(resolved);
-            if let Some(anomaly) = resolved.anomaly {
-                tracing::warn!(mac = %self.profile.mac, ?anomaly, "the server acknowledged something impossible");
-                fleet.counters.errors.incr();
-            }
         }
     }
 }
@@ -525,6 +449,7 @@ async fn device_task(
         session: DeviceSession::new(),
         schedule: None,
         encoder: FrameEncoder::default(),
+        commands: CommandResponder::new(fleet.responder),
     };
     let hello = Uplink::Hello(dev.profile.hello(&fleet.credential, fleet.heartbeat_interval_s));
     let mut device_id: Option<DeviceId> = None;
@@ -556,6 +481,7 @@ async fn device_task(
                     .latency
                     .with_ack(|h| dev.session.handle_welcome(welcome.last_seq, now_us, |l| h.saturating_record(l)));
                 fleet.counters.resolved(resolved);
+                dev.after_acks(&fleet);
                 if let Some(anomaly) = resolved.anomaly {
                     tracing::warn!(mac = %dev.profile.mac, ?anomaly, "the server's Welcome is impossible");
                     fleet.counters.errors.incr();
@@ -564,9 +490,12 @@ async fn device_task(
                     dev.schedule = Some(Schedule::new(fleet.schedule, now_us, &mut rand::rng()));
                 }
                 fleet.counters.connected.incr();
+                fleet.slots.set(index, device_id);
                 let end = drive(&fleet, &group, &mut dev, link, &mut phase, &drain).await;
+                fleet.slots.set(index, None);
                 fleet.counters.connected.decr();
                 dev.session.handle_disconnect();
+                dev.commands.handle_disconnect();
                 match end {
                     SessionEnd::Closing => break,
                     SessionEnd::Lost(error) => {
@@ -622,6 +551,9 @@ fn note_lost(fleet: &Fleet, profile: &DeviceProfile, error: &LinkError, what: &s
     }
 }
 
+/// A file upload in progress on a connection.
+type UploadFuture = Pin<Box<dyn Future<Output = UploadEnd> + Send>>;
+
 /// Runs one session until the connection is lost or the run closes.
 async fn drive(
     fleet: &Fleet,
@@ -638,6 +570,8 @@ async fn drive(
     let mut last_heard = Instant::now();
     let stall = tokio::time::sleep_until(last_heard + ACK_TIMEOUT);
     tokio::pin!(stall);
+    // The file upload in progress on this connection (one at a time), and its command.
+    let mut uploading: Option<(u64, UploadFuture)> = None;
     loop {
         let current = *phase.borrow_and_update();
         let now_us = fleet.now_us();
@@ -663,6 +597,13 @@ async fn drive(
         if link.out.is_empty() {
             dev.fill(&mut link.out, fleet);
         }
+        if uploading.is_none()
+            && let Some(next) = dev.commands.poll_upload()
+        {
+            let command_id = next.command_id;
+            let sending: UploadFuture = Box::pin(upload::send_file(link.conn.clone(), next));
+            uploading = Some((command_id, sending));
+        }
         let next_wake = dev.next_wake_us(current);
         if next_wake != armed_at {
             if let Some(at) = next_wake {
@@ -687,6 +628,16 @@ async fn drive(
                 Err(error) => return SessionEnd::Lost(LinkError::from_write(&link.conn, error).await),
             },
             () = wake.as_mut(), if armed_at.is_some() => armed_at = None,
+            end = async {
+                match uploading.as_mut() {
+                    Some((_, sending)) => sending.await,
+                    None => std::future::pending().await,
+                }
+            }, if uploading.is_some() => {
+                if let Some((command_id, _)) = uploading.take() {
+                    dev.upload_ended(command_id, end, fleet);
+                }
+            }
             () = stall.as_mut(), if !dev.session.is_idle() => {
                 if last_heard.elapsed() >= ACK_TIMEOUT {
                     link.conn.close(VarInt::from_u32(close_code::NORMAL), b"no acknowledgement");
@@ -808,6 +759,19 @@ fn build_report(
         not_sent: c.not_sent.get(),
         drained,
         alarm_email: None,
+        device_commands: DeviceCommands {
+            received: c.commands_received.get(),
+            executed: c.commands_executed.get(),
+            repeated: c.commands_repeated.get(),
+            refused: c.commands_refused.get(),
+            late: c.commands_late.get(),
+            succeeded: c.commands_succeeded.get(),
+            failed: c.commands_failed.get(),
+            files_uploaded: c.files_uploaded.get(),
+            files_stored: c.files_stored.get(),
+            files_refused: c.files_refused.get(),
+        },
+        command_run: None,
     }
 }
 

@@ -14,7 +14,14 @@
 //! - [`verify`]: the comparison of acknowledged frames with the store (pure).
 //! - [`alarms`]: injected alarms: their tokens, finding tokens in emails, the latency tracker.
 //! - [`smtp_sink`]: a minimal SMTP server that accepts the notification emails.
-//! - [`api`]: the management API calls (login, create enterprise, stored sequences, alarm strategy).
+//! - [`api`]: the management API calls (login, create enterprise, stored sequences, alarm strategy,
+//!   commands).
+//! - [`responder`]: how a device answers server commands (sans-I/O): accepted, a delay, a fake
+//!   file upload for file kinds, succeeded or failed; the ids it remembers so a resent command is
+//!   answered again and never executed twice.
+//! - [`upload`]: fake files (size and SHA-256 header) and their upload stream.
+//! - `command_mode`: the command mode (issue commands through the API, measure round trip and
+//!   bulk delivery with the times the devices record).
 //! - [`report`]: the JSON [`Report`].
 //! - `quic`, `fleet`, `stats`: the async shell (QUIC sessions, device tasks, phases, counters).
 //!
@@ -24,10 +31,13 @@
 //! - Per-device memory is bounded: at most [`device::MAX_UNACKED`] pending frames of a few words
 //!   each (bodies are rebuilt when sent), plus the acknowledged persisted sequence numbers.
 //!   Injected alarm tokens awaiting their email are bounded by [`alarms::MAX_OUTSTANDING`].
+//!   Remembered commands are bounded by [`responder::MAX_REMEMBERED`], uploads to one at a time
+//!   per device, generated chunk by chunk.
 //! - Nothing panics on what the server sends; impossible answers are counted as errors and logged.
 
 pub mod alarms;
 pub mod api;
+mod command_mode;
 pub mod config;
 pub mod device;
 mod fleet;
@@ -35,11 +45,13 @@ pub mod identity;
 pub mod messages;
 mod quic;
 pub mod report;
+pub mod responder;
 pub mod schedule;
 pub mod smtp_sink;
 mod stats;
+pub mod upload;
 pub mod verify;
 
-pub use config::{LoadConfig, MessageKind, MessageMix, parse_duration};
+pub use config::{CommandIssue, CommandMode, LoadConfig, MessageKind, MessageMix, parse_duration};
 pub use fleet::{run, run_until};
-pub use report::{AlarmEmail, Connections, Latency, Report, Verified};
+pub use report::{AlarmEmail, CommandRun, Connections, DeviceCommands, Latency, Report, Verified};

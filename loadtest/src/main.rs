@@ -4,6 +4,8 @@
 //! verification found nothing missing or duplicated, 3 when it did, 1 when the run failed,
 //! 2 for a command-line error.
 //! Ctrl-C ends the sending phase early; the run still drains, verifies and reports.
+//! In command mode (`--commands N` or `--bulk-command`) a summary of the commands also goes to
+//! stderr.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,7 +14,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use fleetpulse_loadtest::{LoadConfig, MessageMix, parse_duration};
+use fleetpulse_loadtest::responder::default_args;
+use fleetpulse_loadtest::{CommandIssue, CommandMode, LoadConfig, MessageMix, parse_duration};
 use tracing_subscriber::EnvFilter;
 
 /// Simulates a fleet of devices against a fleetpulse server and verifies that every
@@ -92,10 +95,51 @@ struct Args {
     /// How long to wait after the drain for the emails of injected alarms.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     alarm_drain_timeout: Duration,
+    /// How long a device takes from accepting a command to its result (or its file upload), ms.
+    #[arg(long, default_value_t = 50)]
+    command_delay_ms: u64,
+    /// Share of commands the devices answer `failed` (0..=1).
+    #[arg(long, default_value_t = 0.0)]
+    command_failure_rate: f64,
+    /// Size of the fake file a device uploads for a command kind that answers with a file, bytes.
+    #[arg(long, default_value_t = 64 * 1024)]
+    file_bytes: u64,
+    /// Command mode: once the fleet is connected, issue this many commands one after the other,
+    /// each to a random connected device, and report their round trip (issue -> result stored).
+    #[arg(long, conflicts_with = "bulk_command")]
+    commands: Option<u32>,
+    /// Command mode: once the fleet is connected, issue one bulk command to every device and
+    /// report the time until every device received it and every result was stored.
+    #[arg(long)]
+    bulk_command: bool,
+    /// The command kind the command mode issues.
+    #[arg(long, default_value = "ping")]
+    command_kind: String,
+    /// Its arguments as a JSON object (default: 127.0.0.1 for a host argument, defaults for the rest).
+    #[arg(long, value_parser = parse_json)]
+    command_args: Option<serde_json::Value>,
+    /// The deadline of each command the command mode issues.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    command_deadline: Duration,
+}
+
+fn parse_json(s: &str) -> anyhow::Result<serde_json::Value> {
+    serde_json::from_str(s).context("not JSON")
 }
 
 impl Args {
     fn into_config(self) -> LoadConfig {
+        let issue = match (self.commands, self.bulk_command) {
+            (Some(count), _) => Some(CommandIssue::OneByOne { count }),
+            (None, true) => Some(CommandIssue::Bulk),
+            (None, false) => None,
+        };
+        let command_mode = issue.map(|issue| CommandMode {
+            issue,
+            args: self.command_args.clone().unwrap_or_else(|| default_args(&self.command_kind)),
+            kind: self.command_kind.clone(),
+            deadline: self.command_deadline,
+        });
         LoadConfig {
             quic_addr: self.quic_addr,
             server_name: self.server_name,
@@ -119,6 +163,10 @@ impl Args {
             smtp_sink: self.smtp_sink,
             alarm_receiver: self.alarm_receiver,
             alarm_drain_timeout: self.alarm_drain_timeout,
+            command_delay: Duration::from_millis(self.command_delay_ms),
+            command_failure_rate: self.command_failure_rate,
+            file_bytes: self.file_bytes,
+            command_mode,
         }
     }
 }
@@ -150,6 +198,9 @@ fn run(config: LoadConfig) -> anyhow::Result<bool> {
         }
     }))?;
     println!("{}", serde_json::to_string_pretty(&report)?);
+    if let Some(commands) = &report.command_run {
+        eprintln!("{}", commands.summary());
+    }
     if !report.passed() {
         eprintln!(
             "fleetpulse-loadtest: verification failed: {} missing, {} duplicated",
@@ -234,6 +285,49 @@ mod tests {
         assert_eq!(cfg.alarm_receiver, "ops@example.org");
         assert_eq!(cfg.alarm_drain_timeout, Duration::from_secs(120));
         cfg.validate().expect("valid config");
+    }
+
+    #[test]
+    fn command_flags_map_onto_the_config() {
+        let base = ["fleetpulse-loadtest", "--admin-email", "a", "--admin-password", "b", "--ca-cert", "c"];
+        let cfg = Args::try_parse_from(base).expect("valid").into_config();
+        assert_eq!(cfg.command_mode, None);
+        assert_eq!(
+            (cfg.command_delay, cfg.command_failure_rate, cfg.file_bytes),
+            (Duration::from_millis(50), 0.0, 65_536)
+        );
+        let cfg = Args::try_parse_from(base.into_iter().chain(["--commands", "200", "--command-delay-ms", "0"]))
+            .expect("valid")
+            .into_config();
+        let mode = cfg.command_mode.clone().expect("command mode");
+        assert_eq!(mode.issue, CommandIssue::OneByOne { count: 200 });
+        assert_eq!((mode.kind.as_str(), mode.args.clone()), ("ping", serde_json::json!({ "target": "127.0.0.1" })));
+        assert_eq!(cfg.command_delay, Duration::ZERO);
+        cfg.validate().expect("valid config");
+        let cfg = Args::try_parse_from(base.into_iter().chain([
+            "--bulk-command",
+            "--command-kind",
+            "upload_syslog",
+            "--command-args",
+            "{}",
+            "--file-bytes",
+            "1024",
+            "--command-failure-rate",
+            "0.5",
+            "--command-deadline",
+            "2m",
+        ]))
+        .expect("valid")
+        .into_config();
+        let mode = cfg.command_mode.clone().expect("command mode");
+        assert_eq!(
+            (mode.issue, mode.kind.as_str(), mode.deadline),
+            (CommandIssue::Bulk, "upload_syslog", Duration::from_secs(120))
+        );
+        assert_eq!((cfg.file_bytes, cfg.command_failure_rate), (1024, 0.5));
+        cfg.validate().expect("valid config");
+        assert!(Args::try_parse_from(base.into_iter().chain(["--bulk-command", "--commands", "3"])).is_err());
+        assert!(Args::try_parse_from(base.into_iter().chain(["--commands", "3", "--command-args", "{"])).is_err());
     }
 
     #[test]

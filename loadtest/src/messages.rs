@@ -119,6 +119,9 @@ impl DeviceProfile {
                 },
                 log: None,
             }),
+            // The shell builds answers from the device's command responder; this is the body of
+            // an answer it no longer remembers.
+            MessageKind::CommandResult(answer) => Message::CommandResult(crate::responder::forgotten_answer(answer)),
         }
     }
 

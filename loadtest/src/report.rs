@@ -1,4 +1,6 @@
-//! The JSON report of a run (LT-2, LT-3).
+//! The JSON report of a run (LT-2, LT-3), and the text summary of its command sections.
+
+use std::collections::BTreeMap;
 
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
@@ -41,6 +43,113 @@ pub struct Report {
     /// Injected alarms and their emails (only with an SMTP sink).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alarm_email: Option<AlarmEmail>,
+    /// How the devices answered the commands the server sent.
+    #[serde(default)]
+    pub device_commands: DeviceCommands,
+    /// The command mode's commands and their latencies (only in command mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command_run: Option<CommandRun>,
+}
+
+/// How the simulated devices answered server commands (all 0 when the server sent none).
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeviceCommands {
+    /// `Command` messages received, repeats included.
+    pub received: u64,
+    /// Commands executed (a repeated command is never executed again).
+    pub executed: u64,
+    /// Commands received again and answered with their last answer.
+    pub repeated: u64,
+    /// Commands refused (unknown kind, bad arguments, no room to remember them), answered failed.
+    pub refused: u64,
+    /// Commands that arrived after their deadline (not executed, not answered).
+    pub late: u64,
+    /// Final answers the server acknowledged: succeeded.
+    pub succeeded: u64,
+    /// Final answers the server acknowledged: failed.
+    pub failed: u64,
+    /// File uploads written to the end of their stream.
+    pub files_uploaded: u64,
+    /// Uploads the server answered `FileStored`.
+    pub files_stored: u64,
+    /// Uploads the server answered `FileRefused` (or stopped).
+    pub files_refused: u64,
+}
+
+/// The command mode's commands (issue 11): counts, and latencies from the instant before the API
+/// call, microseconds.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommandRun {
+    /// `one_by_one` or `bulk`.
+    pub mode: String,
+    /// The command kind.
+    pub kind: String,
+    /// The devices' delay from `accepted` to their result, milliseconds (part of the round trip).
+    pub command_delay_ms: u64,
+    /// Devices addressed.
+    pub targets: u64,
+    /// Commands the API queued.
+    pub issued: u64,
+    /// Commands the API refused (or calls that failed).
+    pub refused: u64,
+    /// Issued commands whose device's final answer, succeeded, the server acknowledged.
+    pub succeeded: u64,
+    /// Issued commands whose device's final answer, failed, the server acknowledged.
+    pub failed: u64,
+    /// Issued commands without an acknowledged final answer when the mode stopped waiting.
+    pub unfinished: u64,
+    /// From the API call to the device receiving the command.
+    pub delivery_us: Latency,
+    /// From the API call to the server acknowledging the device's final answer (result stored).
+    pub round_trip_us: Latency,
+    /// From the (first) API call until every issued command had reached its device, if all did.
+    pub all_delivered_us: Option<u64>,
+    /// From the (first) API call until every issued command's result was stored, if all were.
+    pub all_stored_us: Option<u64>,
+    /// The states `GET /api/v1/commands/{id}` reported afterwards, with their counts.
+    pub api_states: BTreeMap<String, u64>,
+    /// Reads of `GET /api/v1/commands/{id}` that failed.
+    pub api_errors: u64,
+    /// Commands the devices saw but the tracker had no room for (not measured).
+    #[serde(default)]
+    pub untracked: u64,
+}
+
+impl CommandRun {
+    /// A few lines for people (stderr).
+    pub fn summary(&self) -> String {
+        let ms = |us: u64| us as f64 / 1000.0;
+        let l = &self.round_trip_us;
+        let d = &self.delivery_us;
+        let all = |v: Option<u64>| v.map_or_else(|| "not all".to_owned(), |us| format!("{:.1} ms", ms(us)));
+        format!(
+            "commands ({mode}, {kind}, device delay {delay} ms): {targets} devices, {issued} issued, {refused} refused, \
+             {ok} succeeded, {failed} failed, {unfinished} unfinished\n\
+             round trip (issue -> result stored) ms: p50 {:.1}  p90 {:.1}  p99 {:.1}  max {:.1}\n\
+             delivery (issue -> device) ms: p50 {:.1}  p90 {:.1}  p99 {:.1}  max {:.1}\n\
+             every device reached: {reached}; every result stored: {stored}; API states: {states:?}",
+            ms(l.p50),
+            ms(l.p90),
+            ms(l.p99),
+            ms(l.max),
+            ms(d.p50),
+            ms(d.p90),
+            ms(d.p99),
+            ms(d.max),
+            mode = self.mode,
+            kind = self.kind,
+            delay = self.command_delay_ms,
+            targets = self.targets,
+            issued = self.issued,
+            refused = self.refused,
+            ok = self.succeeded,
+            failed = self.failed,
+            unfinished = self.unfinished,
+            reached = all(self.all_delivered_us),
+            stored = all(self.all_stored_us),
+            states = self.api_states,
+        )
+    }
 }
 
 impl Report {
@@ -166,6 +275,8 @@ mod tests {
             not_sent: 0,
             drained: true,
             alarm_email: None,
+            device_commands: DeviceCommands { received: 2, executed: 1, repeated: 1, ..DeviceCommands::default() },
+            command_run: None,
         };
         let json = serde_json::to_value(&report).expect("serializes");
         assert_eq!(json["verified"]["missing"], 0);
@@ -173,13 +284,38 @@ mod tests {
         assert_eq!(json["ack_latency_us"]["p999"], 3);
         let back: Report = serde_json::from_value(json.clone()).expect("deserializes");
         assert_eq!(back, report);
+        assert!(json.get("command_run").is_none(), "no section without the command mode");
+        assert_eq!(json["device_commands"]["repeated"], 1);
         let mut trimmed = json;
-        for extra in ["resent", "not_sent", "drained"] {
+        for extra in ["resent", "not_sent", "drained", "device_commands"] {
             trimmed.as_object_mut().expect("object").remove(extra);
         }
         trimmed["ack_latency_us"].as_object_mut().expect("object").remove("p90");
         assert!(serde_json::from_value::<Report>(trimmed).is_ok());
         assert!(report.passed());
+    }
+
+    #[test]
+    fn the_command_run_section_round_trips_and_summarizes() {
+        let run = CommandRun {
+            mode: "bulk".into(),
+            kind: "reboot".into(),
+            targets: 3,
+            issued: 3,
+            succeeded: 2,
+            unfinished: 1,
+            round_trip_us: Latency { p50: 1_500, p90: 2_000, p99: 2_500, p999: 2_500, max: 3_000 },
+            all_delivered_us: Some(900),
+            api_states: [("succeeded".to_owned(), 2), ("sent".to_owned(), 1)].into(),
+            ..CommandRun::default()
+        };
+        let json = serde_json::to_value(&run).expect("serializes");
+        assert_eq!(json["all_stored_us"], serde_json::Value::Null);
+        assert_eq!(json["api_states"]["succeeded"], 2);
+        assert_eq!(serde_json::from_value::<CommandRun>(json).expect("deserializes"), run);
+        let text = run.summary();
+        assert!(text.contains("p99 2.5") && text.contains("every device reached: 0.9 ms"), "{text}");
+        assert!(text.contains("every result stored: not all"), "{text}");
     }
 
     #[test]

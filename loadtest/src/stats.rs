@@ -57,6 +57,16 @@ pub(crate) struct Counters {
     pub undrained: Counter,
     /// Run time (µs) at which the latest first session was established.
     pub last_first_session_us: Counter,
+    pub commands_received: Counter,
+    pub commands_executed: Counter,
+    pub commands_repeated: Counter,
+    pub commands_refused: Counter,
+    pub commands_late: Counter,
+    pub commands_succeeded: Counter,
+    pub commands_failed: Counter,
+    pub files_uploaded: Counter,
+    pub files_stored: Counter,
+    pub files_refused: Counter,
 }
 
 impl Counters {

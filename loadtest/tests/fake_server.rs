@@ -6,6 +6,10 @@
 //! it emails (with lettre, as the real mailer does) every raise of the injected type and every
 //! clear, so that the load tester's SMTP sink and latency measurement are exercised end to end.
 //!
+//! With a command plan, the fake ingest sends every device a command on every connection and
+//! records the answers and file uploads (checking each file's size and SHA-256); its API also has
+//! the command routes the command mode uses, which send commands down the devices' sessions.
+//!
 //! The fake server is deliberately simple; the real server's end-to-end tests live elsewhere.
 
 use std::collections::{BTreeMap, HashMap};
@@ -18,15 +22,19 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use bytes::BytesMut;
-use fleetpulse_loadtest::{LoadConfig, MessageMix, Report};
+use fleetpulse_loadtest::{CommandIssue, CommandMode, LoadConfig, MessageMix, Report};
 use fleetpulse_proto::close_code;
-use fleetpulse_proto::wire::{Ack, AlarmAction, Downlink, Message, Uplink, Welcome};
+use fleetpulse_proto::wire::{
+    Ack, AlarmAction, Command, CommandResult, CommandStatus, Downlink, FileHeader, FileRefused, FileStored, Message,
+    Uplink, Welcome,
+};
 use fleetpulse_proto::{ALPN, FrameDecoder, FrameEncoder};
 use quinn::VarInt;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use tokio::sync::mpsc;
 
 const CREDENTIAL: &str = "the-right-credential";
 const TOKEN: &str = "token-1";
@@ -42,6 +50,32 @@ struct Faults {
     /// On a device's first connection, stop reading and acknowledging after applying this many
     /// frames, without closing (a hung or killed server).
     silent_after: Option<u64>,
+    /// Send every device this command on every connection.
+    command: Option<CommandPlan>,
+}
+
+/// The command the fake ingest sends each device (id `COMMAND_BASE + device id`).
+#[derive(Debug, Clone, Copy)]
+struct CommandPlan {
+    kind: &'static str,
+    args: &'static str,
+    /// On a device's first connection, close it (SHUTTING_DOWN, unacknowledged) as soon as the
+    /// device accepted the command.
+    drop_after_accepted: bool,
+}
+
+const COMMAND_BASE: u64 = 1000;
+/// The largest file the fake ingest accepts.
+const MAX_FILE_BYTES: u64 = 1 << 20;
+
+/// A file upload the fake ingest read.
+#[derive(Debug, Clone)]
+struct ReceivedFile {
+    header: FileHeader,
+    /// Bytes that followed the header.
+    len: u64,
+    /// Whether their SHA-256 is the header's.
+    checksum_ok: bool,
 }
 
 #[derive(Debug, Default)]
@@ -55,6 +89,12 @@ struct FakeDevice {
     connections: u64,
     /// Description of the latest raise of the injected alarm type.
     last_raise: Option<String>,
+    /// Command answers applied, in order.
+    answers: Vec<CommandResult>,
+    /// File uploads read.
+    files: Vec<ReceivedFile>,
+    /// Sends downlink messages on the device's current session.
+    downlink: Option<mpsc::UnboundedSender<Downlink>>,
 }
 
 #[derive(Debug, Default)]
@@ -70,6 +110,9 @@ struct Store {
     /// Emails handed to the relay, and those it refused or that failed.
     mails_sent: u64,
     mail_errors: u64,
+    /// Commands issued through the API: id → (device MAC, state).
+    commands: HashMap<u64, (String, String)>,
+    next_command_id: u64,
 }
 
 /// The type the load tester injects.
@@ -139,6 +182,9 @@ async fn start_with_mail(faults: Faults, mail_port: Option<u16>) -> FakeServer {
         .route("/api/v1/enterprises/{id}/stored-sequences", get(stored_sequences))
         .route("/api/v1/enterprises/{id}/alarm-strategies", post(create_strategy))
         .route("/api/v1/alarm-strategies/{id}", delete(delete_strategy))
+        .route("/api/v1/devices/{id}/commands", post(issue_command))
+        .route("/api/v1/commands", post(issue_bulk_command))
+        .route("/api/v1/commands/{id}", get(command_state))
         .with_state(store.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind API");
     let api = format!("http://{}", listener.local_addr().expect("API address"));
@@ -173,6 +219,7 @@ async fn serve_device(conn: quinn::Connection, store: Arc<Mutex<Store>>, faults:
         conn.close(VarInt::from_u32(close_code::BAD_CREDENTIAL), b"bad credential");
         return;
     }
+    let (down_tx, mut down_rx) = mpsc::unbounded_channel();
     let (device_id, last_seq, connection) = {
         let mut store = store.lock().expect("lock");
         store.next_id += 1;
@@ -183,6 +230,7 @@ async fn serve_device(conn: quinn::Connection, store: Arc<Mutex<Store>>, faults:
             ..FakeDevice::default()
         });
         device.connections += 1;
+        device.downlink = Some(down_tx.clone());
         (device.id, device.last_seq, device.connections)
     };
     let welcome = Downlink::Welcome(Welcome {
@@ -190,18 +238,41 @@ async fn serve_device(conn: quinn::Connection, store: Arc<Mutex<Store>>, faults:
         last_seq,
         server_time_ms: 0,
         protocol_version: fleetpulse_proto::PROTOCOL_VERSION,
-        max_file_bytes: 0,
+        max_file_bytes: MAX_FILE_BYTES,
     });
     if !send(&mut tx, &mut encoder, welcome).await {
         return;
     }
+    tokio::spawn(read_uploads(conn.clone(), store.clone(), hello.mac.clone(), down_tx));
+    if let Some(plan) = faults.command {
+        let command = Downlink::Command(Command {
+            command_id: COMMAND_BASE + device_id,
+            kind: plan.kind.into(),
+            args_json: plan.args.into(),
+            deadline_ms: fleetpulse_proto::UnixMillis::now().0 + 60_000,
+        });
+        if !send(&mut tx, &mut encoder, command).await {
+            return;
+        }
+    }
     let mut applied = 0;
-    while let Some(frame) = read_frame(&mut rx, &mut decoder).await {
+    loop {
+        let frame = tokio::select! {
+            frame = read_frame(&mut rx, &mut decoder) => frame,
+            Some(down) = down_rx.recv() => {
+                if !send(&mut tx, &mut encoder, down).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        let Some(frame) = frame else { return };
         let Uplink::Data(frame) = frame else {
             conn.close(VarInt::from_u32(close_code::PROTOCOL_VIOLATION), b"second Hello");
             return;
         };
         let mut mail = None;
+        let mut accepted = false;
         {
             let mut guard = store.lock().expect("lock");
             let store = &mut *guard;
@@ -209,6 +280,22 @@ async fn serve_device(conn: quinn::Connection, store: Arc<Mutex<Store>>, faults:
             let device = store.devices.get_mut(&hello.mac).expect("registered above");
             if frame.seq == device.last_seq + 1 {
                 device.last_seq = frame.seq;
+                if let Message::CommandResult(result) = &frame.body {
+                    accepted = result.status == CommandStatus::Accepted;
+                    device.answers.push(result.clone());
+                    let state = match result.status {
+                        CommandStatus::Accepted => "accepted",
+                        CommandStatus::Running => "running",
+                        CommandStatus::Succeeded => "succeeded",
+                        CommandStatus::Failed => "failed",
+                    };
+                    if let Some(command) = store.commands.get_mut(&result.command_id)
+                        && command.1 != "succeeded"
+                        && command.1 != "failed"
+                    {
+                        command.1 = state.to_owned();
+                    }
+                }
                 if let Message::Alarm(alarm) = &frame.body
                     && alarm.code == INJECTED_TYPE
                     && let Some(port) = mail_port
@@ -223,7 +310,7 @@ async fn serve_device(conn: quinn::Connection, store: Arc<Mutex<Store>>, faults:
                     };
                     mail = stage.map(|(stage, description)| (port, stage, description));
                 }
-                if !matches!(frame.body, Message::Heartbeat(_)) {
+                if !matches!(frame.body, Message::Heartbeat(_) | Message::CommandResult(_)) {
                     device.persisted_seen += 1;
                     let lose = faults.lose_every.is_some_and(|n| device.persisted_seen.is_multiple_of(n));
                     if !lose {
@@ -244,13 +331,61 @@ async fn serve_device(conn: quinn::Connection, store: Arc<Mutex<Store>>, faults:
             conn.closed().await;
             return;
         }
-        if faults.drop_after.is_some_and(|n| applied >= n) {
+        let drop_now = faults.command.is_some_and(|p| p.drop_after_accepted) && connection == 1 && accepted;
+        if drop_now || faults.drop_after.is_some_and(|n| applied >= n) {
             conn.close(VarInt::from_u32(close_code::SHUTTING_DOWN), b"going away");
             return;
         }
         if !send(&mut tx, &mut encoder, Downlink::Ack(Ack { seq: frame.seq })).await {
             return;
         }
+    }
+}
+
+/// Reads the device's file uploads: a length-prefixed header, then the content; answers on the
+/// control stream (through `downlink`) whether it stored or refused the file.
+async fn read_uploads(
+    conn: quinn::Connection,
+    store: Arc<Mutex<Store>>,
+    mac: String,
+    downlink: mpsc::UnboundedSender<Downlink>,
+) {
+    while let Ok(mut stream) = conn.accept_uni().await {
+        let mut len = [0u8; 4];
+        if stream.read_exact(&mut len).await.is_err() {
+            continue;
+        }
+        let mut payload = vec![0u8; u32::from_le_bytes(len) as usize];
+        if payload.len() > 4096 || stream.read_exact(&mut payload).await.is_err() {
+            continue;
+        }
+        let mut decoder = FrameDecoder::default();
+        decoder.push(&len);
+        decoder.push(&payload);
+        let Ok(Some(header)) = decoder.next_frame::<FileHeader>() else { continue };
+        if header.size > MAX_FILE_BYTES {
+            let _ = stream.stop(VarInt::from_u32(fleetpulse_proto::FILE_REFUSED));
+            let _ = downlink.send(Downlink::FileRefused(FileRefused {
+                command_id: header.command_id,
+                name: header.name.clone(),
+                reason: format!("{} bytes is above the limit of {MAX_FILE_BYTES}", header.size),
+            }));
+            continue;
+        }
+        let Ok(content) = stream.read_to_end(MAX_FILE_BYTES as usize + 1).await else { continue };
+        let checksum_ok = ring::digest::digest(&ring::digest::SHA256, &content).as_ref() == header.sha256.as_slice();
+        let file = ReceivedFile { header: header.clone(), len: content.len() as u64, checksum_ok };
+        let answer = if checksum_ok && file.len == header.size {
+            Downlink::FileStored(FileStored { command_id: header.command_id, name: header.name, file_id: 77 })
+        } else {
+            Downlink::FileRefused(FileRefused {
+                command_id: header.command_id,
+                name: header.name,
+                reason: "bad checksum or size".into(),
+            })
+        };
+        store.lock().expect("lock").devices.get_mut(&mac).expect("registered").files.push(file);
+        let _ = downlink.send(answer);
     }
 }
 
@@ -329,6 +464,75 @@ async fn delete_strategy(
     }
     store.lock().expect("lock").deleted_strategies.push(id);
     StatusCode::NO_CONTENT
+}
+
+/// Queues a command for the device with id `device_id` and sends it down its session at once.
+fn queue_command(store: &mut Store, device_id: u64, body: &Value) -> Option<u64> {
+    let device = store.devices.values().find(|d| d.id == device_id)?;
+    let (mac, downlink) = (device.mac.clone(), device.downlink.clone()?);
+    store.next_command_id += 1;
+    let id = 5000 + store.next_command_id;
+    store.commands.insert(id, (mac, "sent".to_owned()));
+    let deadline_ms = fleetpulse_proto::UnixMillis::now().0 + 1000 * body["deadline_s"].as_i64().unwrap_or(60);
+    let command = Command {
+        command_id: id,
+        kind: body["kind"].as_str().unwrap_or_default().to_owned(),
+        args_json: body["args"].to_string(),
+        deadline_ms,
+    };
+    downlink.send(Downlink::Command(command)).ok()?;
+    Some(id)
+}
+
+async fn issue_command(
+    State(store): State<Arc<Mutex<Store>>>,
+    headers: HeaderMap,
+    Path(device_id): Path<u64>,
+    Json(body): Json<Value>,
+) -> (StatusCode, Json<Value>) {
+    if !authorized(&headers) {
+        return (StatusCode::UNAUTHORIZED, Json(json!({ "error": { "code": "unauthorized", "message": "no" } })));
+    }
+    match queue_command(&mut store.lock().expect("lock"), device_id, &body) {
+        Some(id) => (StatusCode::CREATED, Json(json!({ "id": id, "device_id": device_id, "state": "queued" }))),
+        None => (StatusCode::NOT_FOUND, Json(json!({ "error": { "code": "not_found", "message": "no device" } }))),
+    }
+}
+
+async fn issue_bulk_command(
+    State(store): State<Arc<Mutex<Store>>>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> (StatusCode, Json<Value>) {
+    if !authorized(&headers) {
+        return (StatusCode::UNAUTHORIZED, Json(json!({ "error": { "code": "unauthorized", "message": "no" } })));
+    }
+    let mut store = store.lock().expect("lock");
+    let results: Vec<Value> = body["device_ids"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_u64)
+        .map(|device_id| match queue_command(&mut store, device_id, &body) {
+            Some(id) => json!({ "device_id": device_id, "command_id": id }),
+            None => json!({ "device_id": device_id, "error": { "code": "not_found", "message": "no device" } }),
+        })
+        .collect();
+    (StatusCode::OK, Json(json!({ "results": results })))
+}
+
+async fn command_state(
+    State(store): State<Arc<Mutex<Store>>>,
+    headers: HeaderMap,
+    Path(id): Path<u64>,
+) -> (StatusCode, Json<Value>) {
+    if !authorized(&headers) {
+        return (StatusCode::UNAUTHORIZED, Json(json!({ "error": { "code": "unauthorized", "message": "no" } })));
+    }
+    match store.lock().expect("lock").commands.get(&id) {
+        Some((_, state)) => (StatusCode::OK, Json(json!({ "id": id, "state": state }))),
+        None => (StatusCode::NOT_FOUND, Json(json!({ "error": { "code": "not_found", "message": "no command" } }))),
+    }
 }
 
 #[derive(Deserialize)]
@@ -538,4 +742,161 @@ async fn run_until_stops_when_told_even_without_a_duration() {
     assert!(report.passed(), "{report:#?}");
     assert!((0.9..5.0).contains(&report.duration_s), "{report:#?}");
     assert!(report.acked > 0 && report.sent == report.acked, "{report:#?}");
+}
+
+/// The answers every device gave, as `status` names in order, and its executions of the plan's
+/// command (`COMMAND_BASE + id`).
+fn answers_by_device(server: &FakeServer) -> Vec<(u64, Vec<CommandResult>)> {
+    let store = server.store.lock().expect("lock");
+    let mut devices: Vec<(u64, Vec<CommandResult>)> =
+        store.devices.values().map(|d| (d.id, d.answers.clone())).collect();
+    devices.sort_by_key(|(id, _)| *id);
+    devices
+}
+
+fn statuses(answers: &[CommandResult]) -> Vec<CommandStatus> {
+    answers.iter().map(|a| a.status).collect()
+}
+
+fn command_config(server: &FakeServer) -> LoadConfig {
+    LoadConfig { devices: 5, rate_per_device: 2.0, duration: Duration::from_secs(1), ..config(server) }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_accept_a_command_and_answer_it_with_its_output() {
+    let plan = CommandPlan { kind: "ping", args: r#"{"target": "192.0.2.7", "count": 2}"#, drop_after_accepted: false };
+    let server = start(Faults { command: Some(plan), ..Faults::default() }).await;
+    let report = fleetpulse_loadtest::run(command_config(&server)).await.expect("the run succeeds");
+    assert!(report.passed() && report.drained, "{report:#?}");
+    let c = report.device_commands;
+    assert_eq!((c.received, c.executed, c.repeated, c.succeeded, c.failed), (5, 5, 0, 5, 0), "{c:?}");
+    for (id, answers) in answers_by_device(&server) {
+        assert_eq!(statuses(&answers), [CommandStatus::Accepted, CommandStatus::Succeeded], "device {id}");
+        assert!(answers.iter().all(|a| a.command_id == COMMAND_BASE + id));
+        let output = &answers[1].output;
+        assert!(output.starts_with("PING 192.0.2.7") && output.contains("2 packets transmitted"), "{output}");
+        assert!(answers.iter().all(|a| a.reason.is_empty()));
+    }
+    // Answers are acknowledged frames, but not stored sequences.
+    assert_eq!(report.sent, report.acked, "{report:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_rate_of_one_answers_failed_with_a_reason() {
+    let plan = CommandPlan { kind: "reboot", args: "null", drop_after_accepted: false };
+    let server = start(Faults { command: Some(plan), ..Faults::default() }).await;
+    let cfg = LoadConfig { command_failure_rate: 1.0, ..command_config(&server) };
+    let report = fleetpulse_loadtest::run(cfg).await.expect("the run succeeds");
+    let c = report.device_commands;
+    assert_eq!((c.executed, c.succeeded, c.failed), (5, 0, 5), "{c:?}");
+    for (id, answers) in answers_by_device(&server) {
+        assert_eq!(statuses(&answers), [CommandStatus::Accepted, CommandStatus::Failed], "device {id}");
+        assert!(answers[1].reason.contains("simulated failure"), "{:?}", answers[1]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_kind_uploads_a_file_matching_its_header_before_answering() {
+    let plan = CommandPlan { kind: "upload_syslog", args: "{}", drop_after_accepted: false };
+    let server = start(Faults { command: Some(plan), ..Faults::default() }).await;
+    let cfg = LoadConfig { file_bytes: 100_000, ..command_config(&server) };
+    let report = fleetpulse_loadtest::run(cfg).await.expect("the run succeeds");
+    let c = report.device_commands;
+    assert_eq!((c.files_uploaded, c.files_stored, c.files_refused, c.succeeded), (5, 5, 0, 5), "{c:?}");
+    let store = server.store.lock().expect("lock");
+    for device in store.devices.values() {
+        let [file] = device.files.as_slice() else { panic!("one file per device: {:?}", device.files) };
+        assert_eq!((file.header.size, file.len), (100_000, 100_000));
+        assert!(file.checksum_ok, "the SHA-256 in the header is the content's");
+        assert_eq!((file.header.command_id, file.header.name.as_str()), (COMMAND_BASE + device.id, "syslog.txt"));
+        assert_eq!(statuses(&device.answers), [CommandStatus::Accepted, CommandStatus::Succeeded]);
+        assert!(device.answers[1].output.contains("stored as file 77"), "{:?}", device.answers[1]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_above_the_servers_limit_is_refused_and_the_command_fails() {
+    let plan = CommandPlan { kind: "screenshot", args: "{}", drop_after_accepted: false };
+    let server = start(Faults { command: Some(plan), ..Faults::default() }).await;
+    let cfg = LoadConfig { file_bytes: MAX_FILE_BYTES + 1, ..command_config(&server) };
+    let report = fleetpulse_loadtest::run(cfg).await.expect("the run succeeds");
+    let c = report.device_commands;
+    assert_eq!((c.files_refused, c.files_stored, c.failed), (5, 0, 5), "{c:?}");
+    for (_, answers) in answers_by_device(&server) {
+        assert_eq!(statuses(&answers), [CommandStatus::Accepted, CommandStatus::Failed]);
+        assert!(answers[1].reason.starts_with("file refused: "), "{:?}", answers[1]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_resent_after_a_reconnect_is_answered_again_but_executed_once() {
+    let plan = CommandPlan { kind: "reboot", args: "{}", drop_after_accepted: true };
+    let server = start(Faults { command: Some(plan), ..Faults::default() }).await;
+    let cfg = LoadConfig { command_delay: Duration::from_millis(300), ..command_config(&server) };
+    let report = fleetpulse_loadtest::run(cfg).await.expect("the run succeeds");
+    assert!(report.passed() && report.drained, "{report:#?}");
+    let c = report.device_commands;
+    assert_eq!(report.connections.reconnects, 5, "{report:#?}");
+    assert_eq!((c.received, c.executed, c.repeated, c.succeeded), (10, 5, 5, 5), "{c:?}");
+    for (id, answers) in answers_by_device(&server) {
+        let statuses = statuses(&answers);
+        // Accepted on the first connection; on the second, the last answer again (accepted, or
+        // succeeded if the delay ended first) and the result: three answers of one execution.
+        assert_eq!(statuses.len(), 3, "device {id}: {statuses:?}");
+        assert_eq!(statuses.first(), Some(&CommandStatus::Accepted), "device {id}: {statuses:?}");
+        assert_eq!(statuses.last(), Some(&CommandStatus::Succeeded), "device {id}: {statuses:?}");
+        let outputs: std::collections::HashSet<&str> =
+            answers.iter().filter(|a| a.status == CommandStatus::Succeeded).map(|a| a.output.as_str()).collect();
+        assert_eq!(outputs.len(), 1, "a repeated answer is the same answer: {answers:?}");
+    }
+}
+
+fn command_mode(issue: CommandIssue) -> CommandMode {
+    CommandMode {
+        issue,
+        kind: "traceroute".into(),
+        args: json!({ "target": "192.0.2.9" }),
+        deadline: Duration::from_secs(10),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_mode_measures_commands_one_by_one() {
+    let server = start(Faults::default()).await;
+    let cfg = LoadConfig {
+        command_mode: Some(command_mode(CommandIssue::OneByOne { count: 12 })),
+        duration: Duration::from_millis(100),
+        ..command_config(&server)
+    };
+    let report = fleetpulse_loadtest::run(cfg).await.expect("the run succeeds");
+    let run = report.command_run.expect("a command_run section");
+    assert_eq!((run.mode.as_str(), run.kind.as_str(), run.command_delay_ms), ("one_by_one", "traceroute", 50));
+    assert_eq!((run.targets, run.issued, run.refused), (12, 12, 0), "{run:#?}");
+    assert_eq!((run.succeeded, run.failed, run.unfinished), (12, 0, 0), "{run:#?}");
+    assert_eq!(run.api_states, [("succeeded".to_owned(), 12)].into(), "{run:#?}");
+    // The round trip includes the devices' 50 ms and ends after the delivery.
+    let (d, r) = (run.delivery_us, run.round_trip_us);
+    assert!(r.p50 >= 50_000 && d.max < r.max && d.p50 <= r.p50, "{run:#?}");
+    assert!(r.p50 <= r.p90 && r.p90 <= r.p99 && r.p99 <= r.max, "{run:#?}");
+    assert_eq!(report.device_commands.executed, 12);
+    assert_eq!(server.store.lock().expect("lock").commands.len(), 12);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_mode_sends_one_bulk_command_to_every_device() {
+    let server = start(Faults::default()).await;
+    let cfg = LoadConfig {
+        command_mode: Some(command_mode(CommandIssue::Bulk)),
+        command_failure_rate: 1.0,
+        duration: Duration::from_millis(100),
+        devices: 8,
+        ..command_config(&server)
+    };
+    let report = fleetpulse_loadtest::run(cfg).await.expect("the run succeeds");
+    let run = report.command_run.expect("a command_run section");
+    assert_eq!((run.mode.as_str(), run.targets, run.issued, run.refused), ("bulk", 8, 8, 0), "{run:#?}");
+    assert_eq!((run.succeeded, run.failed, run.unfinished), (0, 8, 0), "{run:#?}");
+    let (delivered, stored) = (run.all_delivered_us.expect("all delivered"), run.all_stored_us.expect("all stored"));
+    assert!(delivered < stored && stored >= run.round_trip_us.p50, "{run:#?}");
+    assert_eq!(run.api_states, [("failed".to_owned(), 8)].into(), "{run:#?}");
 }
