@@ -286,6 +286,7 @@ impl Server {
             ready: ready.clone(),
             config: ApiConfig::default(),
             alarms: Some(alarms.handle.clone()),
+            downlink: ingest.command_signal(),
         };
         let (http_stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let app = fleetpulse_admin_api::app(state);
