@@ -144,6 +144,21 @@ impl StoredFile {
     }
 }
 
+/// Deletes every file expired at `now` ([`FileStore::delete_expired_files`], `batch` at a
+/// time) until a call deletes none; answers how many. What the retention task runs.
+pub async fn delete_all_expired_files(files: &dyn FileStore, now: UnixMillis, batch: u32) -> Result<u64> {
+    let mut total = 0;
+    if batch == 0 {
+        return Ok(0);
+    }
+    loop {
+        match files.delete_expired_files(now, batch).await? {
+            0 => return Ok(total),
+            n => total += n,
+        }
+    }
+}
+
 /// Lowercase hex of bytes.
 pub(crate) fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";

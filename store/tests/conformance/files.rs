@@ -302,6 +302,15 @@ pub(crate) async fn file_expiry(s: &dyn EntityStore, dir: &Path) {
     assert_eq!(s.delete_expired_files(UnixMillis(400), 10).await.unwrap(), 1);
     let next = s.store_file(new_file(d, e, "n.bin", 1, 60, LATER), &local(dir, "one", b"1")).await.unwrap();
     assert!(next.id > newest.id, "{:?} after {:?}", next.id, newest.id);
+
+    // The retention task's loop: batch after batch until none is left.
+    let one = local(dir, "one", b"1");
+    for _ in 0..5 {
+        s.store_file(new_file(d, e, "r.bin", 1, 60, 500), &one).await.unwrap();
+    }
+    assert_eq!(delete_all_expired_files(s, UnixMillis(500), 2).await.unwrap(), 5);
+    assert_eq!(delete_all_expired_files(s, UnixMillis(500), 2).await.unwrap(), 0);
+    assert_eq!(ids(&s.list_device_files(d, Page::first(10)).await.unwrap()), [next.id, files[3].id]);
 }
 
 /// Every file case on one store; `dir` holds the content files the cases upload from.
