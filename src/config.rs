@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use serde::Deserialize;
@@ -32,6 +33,54 @@ pub struct FileConfig {
     /// Alarm notification settings.
     #[serde(default)]
     pub notify: NotifyFile,
+    /// Files devices upload in answer to commands.
+    #[serde(default)]
+    pub files: FilesFile,
+}
+
+/// `[files]`: files devices upload in answer to commands (issue 11).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilesFile {
+    /// Days an uploaded file is kept before it is deleted (default 10; 1 to 3650).
+    pub retention_days: Option<u32>,
+    /// Largest file a device may upload, bytes (default 64 MiB; 1 byte to 1 GiB, the store's
+    /// bound).
+    pub max_bytes: Option<u64>,
+}
+
+/// The `[files]` settings, checked ([`FilesFile::resolve`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FilesConfig {
+    /// Largest upload, bytes.
+    pub max_bytes: u64,
+    /// How long an uploaded file is kept.
+    pub retention: Duration,
+}
+
+/// Default of `[files] retention_days`.
+pub const DEFAULT_FILE_RETENTION_DAYS: u32 = 10;
+
+/// Longest `[files] retention_days`.
+pub const MAX_FILE_RETENTION_DAYS: u32 = 3_650;
+
+/// Default of `[files] max_bytes`: 64 MiB.
+pub const DEFAULT_FILE_MAX_BYTES: u64 = 64 * 1024 * 1024;
+
+impl FilesFile {
+    /// The settings with their defaults, or an error naming the key and its bounds.
+    pub fn resolve(&self) -> anyhow::Result<FilesConfig> {
+        let days = self.retention_days.unwrap_or(DEFAULT_FILE_RETENTION_DAYS);
+        if !(1..=MAX_FILE_RETENTION_DAYS).contains(&days) {
+            anyhow::bail!("[files] retention_days must be from 1 to {MAX_FILE_RETENTION_DAYS}, not {days}");
+        }
+        let max_bytes = self.max_bytes.unwrap_or(DEFAULT_FILE_MAX_BYTES);
+        let limit = fleetpulse_store::MAX_STORED_FILE_BYTES;
+        if !(1..=limit).contains(&max_bytes) {
+            anyhow::bail!("[files] max_bytes must be from 1 to {limit} (1 GiB), not {max_bytes}");
+        }
+        Ok(FilesConfig { max_bytes, retention: Duration::from_secs(u64::from(days) * 86_400) })
+    }
 }
 
 /// `[notify]`: how alarm emails are sent.
@@ -160,5 +209,26 @@ mod tests {
         assert!(toml::from_str::<FileConfig>("[notify]\nper_receiver = 1").is_err());
         assert!(toml::from_str::<FileConfig>("quic_adr = \"x\"").is_err());
         assert!(toml::from_str::<FileConfig>("[ingest]\ndevice_rate = 0").is_err());
+    }
+
+    #[test]
+    fn files_default_bound_and_name_the_bad_key() {
+        let files = |text: &str| toml::from_str::<FileConfig>(text).expect("parses").files.resolve();
+        let defaults = files("").expect("defaults");
+        assert_eq!(defaults, FilesConfig { max_bytes: 64 * 1024 * 1024, retention: Duration::from_secs(10 * 86_400) });
+        let set = files("[files]\nretention_days = 1\nmax_bytes = 1048576").expect("valid");
+        assert_eq!(set, FilesConfig { max_bytes: 1 << 20, retention: Duration::from_secs(86_400) });
+        assert_eq!(files("[files]\nmax_bytes = 1073741824").expect("1 GiB").max_bytes, 1 << 30);
+        for (bad, needle) in [
+            ("[files]\nretention_days = 0", "retention_days"),
+            ("[files]\nretention_days = 3651", "retention_days"),
+            ("[files]\nmax_bytes = 0", "max_bytes"),
+            ("[files]\nmax_bytes = 1073741825", "max_bytes"),
+        ] {
+            let message = files(bad).expect_err(bad).to_string();
+            assert!(message.contains(needle), "{message}");
+        }
+        assert!(toml::from_str::<FileConfig>("[files]\nretention = 3").is_err(), "unknown keys are refused");
+        assert!(toml::from_str::<FileConfig>("[files]\nmax_bytes = -1").is_err());
     }
 }

@@ -77,6 +77,8 @@ struct Settings {
     quic_addr: SocketAddr,
     http_addr: SocketAddr,
     file: FileConfig,
+    /// `[files]`, checked.
+    files: config::FilesConfig,
 }
 
 fn resolve(args: ServeArgs, defaults: (&str, &str, &str)) -> anyhow::Result<Settings> {
@@ -99,6 +101,7 @@ fn resolve(args: ServeArgs, defaults: (&str, &str, &str)) -> anyhow::Result<Sett
             Some(a) => a,
             None => parse(defaults.2)?,
         },
+        files: file.files.resolve()?,
         file,
     })
 }
@@ -201,6 +204,7 @@ struct Server {
     http_addr: SocketAddr,
     data_dir: PathBuf,
     retention: tokio::task::JoinHandle<()>,
+    file_retention: tokio::task::JoinHandle<()>,
     alarms: AlarmService,
     outbox: Option<tokio::task::JoinHandle<()>>,
     stop_alarms: tokio::sync::watch::Sender<bool>,
@@ -225,9 +229,15 @@ fn outbox_config(n: &config::NotifyFile) -> OutboxConfig {
 impl Server {
     async fn start(settings: Settings) -> anyhow::Result<Server> {
         let store = open_store(&settings).await?;
-        let Settings { data_dir, quic_addr, http_addr, file } = settings;
+        let Settings { data_dir, quic_addr, http_addr, file, files } = settings;
         bootstrap(&store, None).await?;
         let retention = tokio::spawn(retention(store.clone(), file.store.retention_days.unwrap_or(30)));
+        let file_retention = tokio::spawn(file_retention(store.entities.clone()));
+        tracing::info!(
+            message = "Uploaded files are kept for their retention.",
+            max_bytes = files.max_bytes,
+            retention_days = files.retention.as_secs() / 86_400
+        );
 
         let mut registry = prometheus_client::registry::Registry::default();
         let metrics = IngestMetrics::register(&mut registry);
@@ -286,6 +296,7 @@ impl Server {
             ready: ready.clone(),
             config: ApiConfig::default(),
             alarms: Some(alarms.handle.clone()),
+            downlink: ingest.command_signal(),
         };
         let (http_stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let app = fleetpulse_admin_api::app(state);
@@ -309,6 +320,7 @@ impl Server {
             http_addr,
             data_dir,
             retention,
+            file_retention,
             alarms,
             outbox,
             stop_alarms,
@@ -321,6 +333,7 @@ impl Server {
         tracing::info!(message = "Shutting down.");
         self.ready.store(false, Ordering::SeqCst);
         self.retention.abort();
+        self.file_retention.abort();
         self.ingest.shutdown(Duration::from_secs(10)).await;
         let _ = self.http_stop.send(());
         let _ = tokio::time::timeout(Duration::from_secs(5), self.http).await;
@@ -348,6 +361,24 @@ async fn retention(store: Store, days: u32) {
         }
     }
 }
+
+/// Uploaded files past their expiry (issue 11): deleted at start and every ten minutes,
+/// [`FILE_DELETE_BATCH`] at a time until none is left.
+async fn file_retention(files: Arc<dyn fleetpulse_store::EntityStore>) {
+    let mut every = tokio::time::interval(Duration::from_secs(600));
+    loop {
+        every.tick().await;
+        let now = fleetpulse_proto::UnixMillis::now();
+        match fleetpulse_store::delete_all_expired_files(files.as_ref(), now, FILE_DELETE_BATCH).await {
+            Ok(0) => {}
+            Ok(deleted) => tracing::info!(message = "Expired files deleted.", deleted),
+            Err(error) => tracing::warn!(message = "Deleting expired files failed; retrying later.", %error),
+        }
+    }
+}
+
+/// Files one call of the file retention deletes.
+const FILE_DELETE_BATCH: u32 = 1_000;
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};

@@ -177,6 +177,7 @@ async fn fleet() -> Fleet {
         ready: Arc::new(AtomicBool::new(true)),
         config: ApiConfig { session_idle: Duration::from_secs(24 * 3600), ..ApiConfig::default() },
         alarms: None,
+        downlink: Default::default(),
     };
     let app = app(state);
     let platform = login(&app, "bench@example.com", "bench-password").await;

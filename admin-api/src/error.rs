@@ -52,6 +52,10 @@ pub enum ApiError {
     /// 409 `conflict`: the request collides with existing data.
     #[error("{0}")]
     Conflict(String),
+    /// 429 `limit_exceeded`: storing would take the owner above a count limit (pending commands
+    /// of a device or an enterprise, stored files of a device); retry once it has fewer.
+    #[error("{0}")]
+    LimitExceeded(String),
     /// 405 `method_not_allowed`: the route exists but not with this method.
     #[error("method not allowed on this route")]
     MethodNotAllowed,
@@ -111,6 +115,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::LimitExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -135,6 +140,7 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::InvalidRequest(_) => "invalid_request",
             ApiError::Conflict(_) => "conflict",
+            ApiError::LimitExceeded(_) => "limit_exceeded",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
@@ -155,6 +161,7 @@ impl From<StoreError> for ApiError {
             StoreError::AlreadyExists(what) => ApiError::Conflict(format!("{what} already exists")),
             StoreError::DeviceConflict => ApiError::Conflict("the device is registered to another enterprise".into()),
             StoreError::InvalidInput(message) => ApiError::InvalidRequest(message),
+            StoreError::LimitExceeded(message) => ApiError::LimitExceeded(message),
             other => ApiError::Store(other),
         }
     }

@@ -1,5 +1,5 @@
 //! Recording the operation log (LOG-1): the middleware that writes one row per state-changing
-//! request on every matched route, and the slots through which the auth extractor and the
+//! request (and per file download) on every matched route, and the slots through which the auth extractor and the
 //! login handlers tell it who made the request. The listing and export are `routes/oplog.rs`.
 
 use std::net::SocketAddr;
@@ -51,15 +51,22 @@ impl CallerSlot {
     }
 }
 
+/// Reads recorded like changes: downloads of what devices uploaded (issue 11), whether they
+/// succeed or not. Route templates, as in the route table.
+pub(crate) const AUDITED_READS: &[&str] = &["/api/v1/files/{id}/content"];
+
 /// Middleware on every matched route: after a state-changing request (any method but GET, HEAD
-/// and OPTIONS) is answered, writes its row. A failed write is logged; the answer stands.
+/// and OPTIONS) or a GET of an [`AUDITED_READS`] route is answered, writes its row. A failed
+/// write is logged; the answer stands.
 pub(crate) async fn record(State(ctx): State<AppState>, req: Request, next: Next) -> Response {
-    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+    let route = req.extensions().get::<MatchedPath>().map(|r| r.as_str().to_owned());
+    let audited = *req.method() == Method::GET && route.as_deref().is_some_and(|r| AUDITED_READS.contains(&r));
+    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) && !audited {
         return next.run(req).await;
     }
     let method = req.method().to_string();
-    let operation = match req.extensions().get::<MatchedPath>() {
-        Some(route) => format!("{method} {}", route.as_str()),
+    let operation = match route {
+        Some(route) => format!("{method} {route}"),
         None => format!("{method} {}", req.uri().path()),
     };
     let path: String = req.uri().path().chars().take(MAX_PATH_CHARS).collect();

@@ -57,6 +57,9 @@ pub struct ApiState {
     /// The running alarm engine, told about acknowledgements, manual clears and strategy changes
     /// after they are stored (none: they take effect at the next start).
     pub alarms: Option<fleetpulse_alarm_service::AlarmHandle>,
+    /// Wakes the ingest sessions of devices that have new commands queued (a device connected
+    /// to another node, or to none, gets them when it next connects or its session is woken).
+    pub downlink: fleetpulse_ingest::CommandSignal,
 }
 
 /// What handlers and extractors share: the caller's state plus the API's own metrics.

@@ -7,14 +7,14 @@ use std::sync::LazyLock;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get};
-use fleetpulse_store::{AlarmRecord, Channel, Enterprise, OperationLog, StoredStrategy};
+use fleetpulse_store::{AlarmRecord, Channel, Enterprise, OperationLog, StoredFile, StoredStrategy};
 use serde_json::Value;
 
 use crate::login::{ActingSession, LoginResponse};
 use crate::openapi::{Operation, delete_, document, get_, post_, put_};
 use crate::routes::listing::{ListPage, SearchQuery};
 use crate::routes::session::{LoginRequest, PasswordChange, TotpDisable, TotpEnable, TotpSetup, VerifyRequest};
-use crate::routes::{account, alarms, device_labels, devices, enterprises, oplog, strategies, tenants};
+use crate::routes::{account, alarms, commands, device_labels, devices, enterprises, oplog, strategies, tenants};
 use crate::state::AppState;
 
 /// Routes of this module: (path, handlers by method).
@@ -37,6 +37,7 @@ pub(crate) fn operations() -> Vec<Operation> {
     const TENANTS: &str = "tenants";
     const DEVICES: &str = "devices";
     const ALARMS: &str = "alarms";
+    const COMMANDS: &str = "commands and files";
     const LOG: &str = "operation log";
     vec![
         get_("/healthz", OPS, "Liveness: 200 while the process answers").public().answers::<Value>(200),
@@ -164,6 +165,28 @@ pub(crate) fn operations() -> Vec<Operation> {
         put_("/api/v1/account/device-columns", DEVICES, "Choose the device-list columns")
             .body::<device_labels::Columns>()
             .answers::<device_labels::Columns>(200),
+        // Commands and files.
+        get_("/api/v1/command-kinds", COMMANDS, "The command catalog: every kind with its arguments")
+            .answers::<commands::Kinds>(200),
+        post_("/api/v1/devices/{id}/commands", COMMANDS, "Queue a command for a device and wake its session")
+            .body::<commands::IssueCommand>()
+            .answers::<commands::CommandBody>(201),
+        get_("/api/v1/devices/{id}/commands", COMMANDS, "A device's commands, newest first")
+            .query::<commands::PageQuery>()
+            .answers::<ListPage<commands::CommandBody>>(200),
+        post_("/api/v1/commands", COMMANDS, "Queue one command for many devices (by ids or by device filter)")
+            .body::<commands::BulkCommand>()
+            .answers::<commands::BulkResult>(200),
+        get_("/api/v1/commands/{id}", COMMANDS, "One command, with the ids of its files")
+            .answers::<commands::CommandBody>(200),
+        delete_("/api/v1/commands/{id}", COMMANDS, "Cancel a queued command (409 once it is sent)")
+            .answers::<commands::CommandBody>(200),
+        get_("/api/v1/devices/{id}/files", COMMANDS, "Files a device uploaded, newest first")
+            .query::<commands::PageQuery>()
+            .answers::<ListPage<StoredFile>>(200),
+        get_("/api/v1/files/{id}", COMMANDS, "One uploaded file's metadata").answers::<StoredFile>(200),
+        get_("/api/v1/files/{id}/content", COMMANDS, "Download an uploaded file (recorded in the operation log)")
+            .answers_raw(200, "application/octet-stream"),
         // Alarms.
         get_("/api/v1/alarms", ALARMS, "Alarm records, filtered")
             .query::<alarms::ListQuery>()

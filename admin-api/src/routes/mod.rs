@@ -3,11 +3,13 @@
 
 pub(crate) mod account;
 pub(crate) mod alarms;
+pub(crate) mod commands;
 pub(crate) mod dashboard;
 pub(crate) mod device_labels;
 pub(crate) mod devices;
 pub(crate) mod docs;
 pub(crate) mod enterprises;
+pub(crate) mod files;
 pub(crate) mod listing;
 pub(crate) mod oplog;
 pub(crate) mod ops;
@@ -28,6 +30,8 @@ pub(crate) fn all() -> Vec<(&'static str, MethodRouter<AppState>)> {
         session::routes(),
         enterprises::routes(),
         devices::routes(),
+        commands::routes(),
+        files::routes(),
         dashboard::routes(),
         device_labels::routes(),
         alarms::routes(),

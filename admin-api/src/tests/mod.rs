@@ -3,6 +3,7 @@
 
 mod account;
 mod auth;
+mod commands;
 mod devices;
 mod openapi;
 mod oplog;
@@ -59,6 +60,7 @@ fn harness_with(config: ApiConfig, registry: Registry) -> Harness {
         ready: ready.clone(),
         config,
         alarms: None,
+        downlink: fleetpulse_ingest::CommandSignal::default(),
     };
     let clock = ManualClock::new(fleetpulse_proto::UnixMillis::now());
     Harness { _dir: dir, store, ready, app: app_with_clock(state, clock.clock()), clock }

@@ -27,7 +27,12 @@ const SELF_ROUTES: &[&str] = &[
     "/api/v1/account/totp/disable",
     "/api/v1/openapi.json",
     "/api/v1/account/device-columns",
+    "/api/v1/command-kinds",
 ];
+
+/// Routes that take foreign ids in the body and answer per id: checked by content below (every
+/// foreign device `not_found`, nothing queued).
+const BY_CONTENT: &[&str] = &["/api/v1/commands"];
 
 /// Listings checked by content (they take no foreign id): nothing foreign may appear.
 const LISTINGS: &[&str] =
@@ -57,6 +62,9 @@ struct World {
     eb2: EnterpriseId,
     /// A saved device search of EB's admin.
     label: u64,
+    /// A command queued for `device`, and a file it uploaded.
+    command: u64,
+    file: u64,
 }
 
 async fn account(
@@ -157,6 +165,7 @@ async fn world() -> World {
     let strategy = h.store.entities.create_strategy(eb, settings, UnixMillis(1)).await.expect("strategy").id.0;
     let label = NewDeviceLabel { account_id: eb_admin.id, name: "B online".into(), filter: "online=true".into() };
     let label = h.store.entities.create_device_label(label, UnixMillis(1)).await.expect("label").id;
+    let (command, file) = super::commands::command_and_file(&h, device, eb, eb_admin.id).await;
     World {
         h,
         platform,
@@ -175,6 +184,8 @@ async fn world() -> World {
         eb_sub,
         eb2,
         label,
+        command: command.0,
+        file: file.0,
     }
 }
 
@@ -185,7 +196,8 @@ fn strategy_body() -> Value {
 /// The concrete request for a route aimed at tenant B's objects, or `None` for self routes and
 /// listings. Panics for a route the matrix does not know: add it here when adding a route.
 fn foreign_request(w: &World, path: &str, method: &Method) -> Option<(String, Option<Value>)> {
-    if SELF_ROUTES.contains(&path) || (LISTINGS.contains(&path) && method == Method::GET) {
+    if SELF_ROUTES.contains(&path) || BY_CONTENT.contains(&path) || (LISTINGS.contains(&path) && method == Method::GET)
+    {
         return None;
     }
     let id = |prefix: &str| path.starts_with(prefix) && path.contains("{id}");
@@ -205,6 +217,10 @@ fn foreign_request(w: &World, path: &str, method: &Method) -> Option<(String, Op
         path.replace("{id}", &w.eb_sub.to_string())
     } else if id("/api/v1/device-labels/") {
         path.replace("{id}", &w.label.to_string())
+    } else if id("/api/v1/commands/") {
+        path.replace("{id}", &w.command.to_string())
+    } else if id("/api/v1/files/") {
+        path.replace("{id}", &w.file.to_string())
     } else if matches!(
         path,
         "/api/v1/devices"
@@ -240,6 +256,7 @@ fn foreign_request(w: &World, path: &str, method: &Method) -> Option<(String, Op
             "data": {"only": {"enterprises": [w.eb]}}
         })),
         ("/api/v1/sub-accounts/{id}/permissions", _) => Some(json!({"features": ["devices"], "data": "all"})),
+        ("/api/v1/devices/{id}/commands", _) => Some(json!({"kind": "reboot"})),
         (p, _) if p.ends_with("alarm-strategies") || p == "/api/v1/alarm-strategies/{id}" => Some(strategy_body()),
         _ => Some(json!({})),
     };
@@ -275,6 +292,22 @@ async fn every_route_answers_404_or_403_for_another_tenants_objects() {
         }
     }
     assert!(cells >= 100, "the matrix covered {cells} cells");
+    // Bulk commands name foreign devices in the body: each is not found, none is queued.
+    for (caller, token) in callers {
+        let by_ids = json!({"kind": "reboot", "device_ids": [w.device]});
+        let reply = w.h.call(Method::POST, "/api/v1/commands", Some(token), Some(by_ids)).await;
+        assert_eq!(reply.status, StatusCode::OK, "{caller}: {}", reply.text());
+        assert_eq!(reply.json()["queued"], 0, "{caller}: {}", reply.text());
+        assert_eq!(reply.json()["results"][0]["error"]["code"], "not_found", "{caller}: {}", reply.text());
+        let by_filter = json!({"kind": "reboot", "filter": {"enterprise_id": w.eb}});
+        let reply = w.h.call(Method::POST, "/api/v1/commands", Some(token), Some(by_filter)).await;
+        let refused = matches!(reply.status, StatusCode::NOT_FOUND | StatusCode::FORBIDDEN);
+        assert!(refused || reply.json()["queued"] == 0, "{caller}: {} {}", reply.status, reply.text());
+    }
+    let device = fleetpulse_proto::DeviceId(w.device);
+    let commands = w.h.store.entities.list_device_commands(device, fleetpulse_store::Page::first(10)).await.unwrap();
+    assert_eq!(commands.len(), 1, "only the world's own command");
+    assert_eq!(commands[0].state, fleetpulse_store::CommandState::Queued, "not cancelled");
     // Nothing of B changed.
     let eb_admin = w.h.store.entities.account(fleetpulse_proto::AccountId(w.eb_admin)).await.unwrap().expect("kept");
     assert!(!eb_admin.frozen);
