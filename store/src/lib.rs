@@ -6,7 +6,8 @@
 //!   [`AccountSecurityStore`] (settings, password resets, login codes), [`TenantStore`]
 //!   (channels, enterprises), [`DeviceStore`] (devices, snapshots, lists), [`StrategyStore`]
 //!   (alarm strategies), [`OutboxStore`] (the notification outbox), [`OperationLogStore`] and
-//!   [`CommandStore`] (the durable per-device command queue).
+//!   [`CommandStore`] (the durable per-device command queue), [`TaskStore`] (scheduled tasks,
+//!   their runs and per-device results).
 //! - [`EventStore`] (`events.rs`): append-only event streams (status events, resource reports,
 //!   alarm events), the aggregated alarm records, and the per-device delivery marks used to drop
 //!   duplicates.
@@ -32,6 +33,7 @@ pub mod postgres;
 pub mod scaleout;
 pub mod spool;
 mod strategies;
+mod tasks;
 mod tenants;
 
 pub use account_security::*;
@@ -44,6 +46,7 @@ pub use model::*;
 pub use oplog::*;
 pub use outbox::*;
 pub use strategies::*;
+pub use tasks::*;
 pub use tenants::*;
 
 use fleetpulse_proto::{DeviceId, EnterpriseId};
@@ -95,6 +98,7 @@ pub trait EntityStore:
     + OutboxStore
     + OperationLogStore
     + CommandStore
+    + TaskStore
 {
 }
 
@@ -107,6 +111,7 @@ impl<T> EntityStore for T where
         + OutboxStore
         + OperationLogStore
         + CommandStore
+        + TaskStore
 {
 }
 
@@ -131,6 +136,7 @@ opaque_debug!(
     OutboxStore,
     OperationLogStore,
     CommandStore,
+    TaskStore,
     EntityStore,
     EventStore
 );

@@ -7,7 +7,8 @@
 //!
 //! This file holds that plumbing and the row helpers the domain files share; each store trait is
 //! implemented in a file of its own (`accounts.rs`, `account_security.rs`, `tenants.rs`,
-//! `devices.rs`, `strategies.rs`, `outbox.rs`, `oplog.rs`, `commands.rs`, `events.rs`).
+//! `devices.rs`, `strategies.rs`, `outbox.rs`, `oplog.rs`, `commands.rs`, `tasks.rs`,
+//! `events.rs`).
 
 mod account_security;
 mod accounts;
@@ -18,6 +19,7 @@ mod oplog;
 mod outbox;
 mod schema;
 mod strategies;
+mod tasks;
 mod tenants;
 mod writer;
 
