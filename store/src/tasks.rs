@@ -352,7 +352,7 @@ impl TaskChange {
     }
 
     /// The state it leads to.
-    pub(crate) fn target(self) -> TaskState {
+    pub fn target(self) -> TaskState {
         match self {
             TaskChange::Pause => TaskState::Paused,
             TaskChange::Resume { .. } => TaskState::Active,

@@ -11,6 +11,7 @@ mod portal;
 mod resources;
 mod sessions;
 mod strategies;
+mod tasks;
 mod tenancy;
 
 use std::sync::Arc;
