@@ -429,10 +429,8 @@ impl NewTask {
                 }
             }
         }
-        if let TaskSchedule::Weekly { days, .. } = &self.schedule {
-            if days.is_empty() {
-                return Err(invalid("a weekly schedule names at least one day"));
-            }
+        if matches!(&self.schedule, TaskSchedule::Weekly { days, .. } if days.is_empty()) {
+            return Err(invalid("a weekly schedule names at least one day"));
         }
         let zone_ok = !self.time_zone.is_empty()
             && self.time_zone.chars().count() <= MAX_TASK_TIME_ZONE

@@ -175,7 +175,7 @@ pub(crate) async fn task_run_cycle(store: &Store) {
         "claimed once"
     );
     assert_eq!(s.task(task.id).await.unwrap().unwrap().next_run_at, Some(UnixMillis(200_000)));
-    assert_eq!(s.pending_runs(10).await.unwrap(), [run.clone()]);
+    assert_eq!(s.pending_runs(10).await.unwrap(), std::slice::from_ref(&run));
 
     let mut targets = devices.clone();
     targets.push(foreign[0]);
@@ -253,10 +253,8 @@ pub(crate) async fn task_run_cycle(store: &Store) {
     assert_eq!(s.task_runs(task.id, Page { after: missed.id.0, limit: 10 }).await.unwrap()[0].id, run.id);
 
     // Only the last runs are kept.
-    let mut due = 300_000;
-    for _ in 0..MAX_RUNS_PER_TASK {
+    for due in (300_000..).take(MAX_RUNS_PER_TASK) {
         s.claim_run(task.id, UnixMillis(due), Some(UnixMillis(due + 1)), true, UnixMillis(due)).await.unwrap().unwrap();
-        due += 1;
     }
     let kept = s.task_runs(task.id, Page::first(1000)).await.unwrap();
     assert_eq!(kept.len(), MAX_RUNS_PER_TASK);
