@@ -54,6 +54,8 @@ pub struct SchedulerPass {
     pub missed: u64,
     /// Commands queued.
     pub commands: u64,
+    /// Runs or claims that failed (logged; a pending run is retried by the next pass).
+    pub failed: u64,
 }
 
 /// Batches one pass reads at most (a bound on a pass, whatever the store answers).
@@ -118,46 +120,71 @@ impl Scheduler {
     }
 
     /// One pass at the clock's time: finishes pending runs, then runs (or records as missed)
-    /// every due task. A store error ends the pass; what it claimed stays pending and the next
-    /// pass finishes it.
+    /// every due task. A run or claim that fails is logged and counted, and the pass goes on
+    /// with the others (what was claimed stays pending; the next pass finishes it); `Err` only
+    /// when the store cannot even list what is pending or due.
     pub async fn tick(&self) -> Result<SchedulerPass, StoreError> {
         let now = self.clock.now();
         let mut pass = SchedulerPass::default();
         let batch = self.config.batch.max(1);
         for _ in 0..MAX_BATCHES_PER_PASS {
             let pending = self.store.pending_runs(batch).await?;
+            let failed_before = pass.failed;
             for run in &pending {
-                self.finish(run, now, &mut pass).await?;
-                pass.recovered += 1;
+                match self.finish(run, now, &mut pass).await {
+                    Ok(()) => pass.recovered += 1,
+                    Err(error) => self.failed(&mut pass, run.task_id, &error),
+                }
             }
-            if pending.len() < batch as usize {
+            // A batch that failed whole would be read again as it is: the next pass retries it.
+            if pending.len() < batch as usize || pass.failed - failed_before == pending.len() as u64 {
                 break;
             }
         }
         let late_after = i64::try_from(self.config.late_after.as_millis()).unwrap_or(i64::MAX);
         for _ in 0..MAX_BATCHES_PER_PASS {
             let due = self.store.due_tasks(now, batch).await?;
+            let failed_before = pass.failed;
             for task in &due {
-                let tz = time_zone(&task.time_zone).unwrap_or_else(|error| {
-                    tracing::warn!(message = "A task's time zone is unknown; using UTC.", task = %task.id, %error);
-                    jiff::tz::TimeZone::UTC
-                });
-                let Some(d) = due_run(task, &tz, now, late_after) else { continue };
-                match self.store.claim_run(task.id, d.due, d.next, d.missed, now).await? {
-                    Some(run) if run.state == RunState::Pending => self.finish(&run, now, &mut pass).await?,
-                    Some(run) => {
-                        pass.missed += 1;
-                        tracing::info!(message = "Recorded a missed task run.", task = %task.id, run = %run.id);
-                    }
-                    // Another scheduler claimed it, or the task changed meanwhile.
-                    None => {}
+                if let Err(error) = self.run_due(task, now, late_after, &mut pass).await {
+                    self.failed(&mut pass, task.id, &error);
                 }
             }
-            if due.len() < batch as usize {
+            if due.len() < batch as usize || pass.failed - failed_before == due.len() as u64 {
                 break;
             }
         }
         Ok(pass)
+    }
+
+    fn failed(&self, pass: &mut SchedulerPass, task: fleetpulse_proto::TaskId, error: &StoreError) {
+        pass.failed += 1;
+        tracing::warn!(message = "A scheduled task run failed; the next pass retries it.", task = %task, %error);
+    }
+
+    /// Claims the due run of `task` and runs it, or records it as missed.
+    async fn run_due(
+        &self,
+        task: &Task,
+        now: UnixMillis,
+        late_after: i64,
+        pass: &mut SchedulerPass,
+    ) -> Result<(), StoreError> {
+        let tz = time_zone(&task.time_zone).unwrap_or_else(|error| {
+            tracing::warn!(message = "A task's time zone is unknown; using UTC.", task = %task.id, %error);
+            jiff::tz::TimeZone::UTC
+        });
+        let Some(d) = due_run(task, &tz, now, late_after) else { return Ok(()) };
+        match self.store.claim_run(task.id, d.due, d.next, d.missed, now).await? {
+            Some(run) if run.state == RunState::Pending => self.finish(&run, now, pass).await?,
+            Some(run) => {
+                pass.missed += 1;
+                tracing::info!(message = "Recorded a missed task run.", task = %task.id, run = %run.id);
+            }
+            // Another scheduler claimed it, or the task changed meanwhile.
+            None => {}
+        }
+        Ok(())
     }
 
     /// Resolves the run's targets, finishes it (queues its commands) and wakes their devices.
