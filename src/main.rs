@@ -208,6 +208,8 @@ struct Server {
     alarms: AlarmService,
     outbox: Option<tokio::task::JoinHandle<()>>,
     stop_alarms: tokio::sync::watch::Sender<bool>,
+    scheduler: tokio::task::JoinHandle<()>,
+    stop_scheduler: tokio::sync::watch::Sender<bool>,
 }
 
 /// Device event batches queued from the shards to the alarm engine before they wait.
@@ -287,6 +289,15 @@ impl Server {
         let outbox = worker.map(|w| tokio::spawn(w.run(stop_rx)));
         ingest_config.alarm_events = Some(alarm_tx);
         let ingest = Ingest::start(ingest_config, store.clone(), metrics).await?;
+        // The task scheduler (TSK-1): runs due scheduled tasks and wakes their devices' sessions.
+        let (stop_scheduler, scheduler_stop) = tokio::sync::watch::channel(false);
+        let scheduler = fleetpulse_admin_api::Scheduler::new(
+            store.entities.clone(),
+            ingest.command_signal(),
+            fleetpulse_admin_api::Clock::System,
+            fleetpulse_admin_api::SchedulerConfig::default(),
+        );
+        let scheduler = tokio::spawn(scheduler.run(scheduler_stop));
 
         let ready = Arc::new(AtomicBool::new(false));
         let state = ApiState {
@@ -324,6 +335,8 @@ impl Server {
             alarms,
             outbox,
             stop_alarms,
+            scheduler,
+            stop_scheduler,
         })
     }
 
@@ -334,6 +347,9 @@ impl Server {
         self.ready.store(false, Ordering::SeqCst);
         self.retention.abort();
         self.file_retention.abort();
+        // A run it claimed but did not finish stays pending; the next start finishes it.
+        let _ = self.stop_scheduler.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.scheduler).await;
         self.ingest.shutdown(Duration::from_secs(10)).await;
         let _ = self.http_stop.send(());
         let _ = tokio::time::timeout(Duration::from_secs(5), self.http).await;

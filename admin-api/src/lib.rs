@@ -11,7 +11,8 @@
 //! - `clock`: [`Clock`], where the API reads the time (system, or manual in tests);
 //! - `secrets`, `totp`, `email_address`, `password` (argon2id, the policy, bounded password
 //!   work), `extract` (`Json`, `Path` and `Query` wrappers whose rejections are [`ApiError`]s),
-//!   `openapi` (the OpenAPI document's assembly, knowing no route), `metrics`;
+//!   `openapi` (the OpenAPI document's assembly, knowing no route), `metrics`, `schedule` (the
+//!   sans-I/O core of scheduled tasks: next occurrences in a time zone, due runs);
 //! - `state`: [`ApiConfig`], [`ApiState`] and the router state;
 //! - `policy`: who may see and change what, a pure function of caller, target and tenant tree;
 //! - `bootstrap`: [`bootstrap_admin`], the first platform admin;
@@ -22,7 +23,8 @@
 //! - `login`: opening sessions and counting login failures toward the lockout;
 //! - `login_code`: login protection by emailed code (ACC-3): challenges;
 //! - `auth`: the `AuthAdmin` extractor (session, idle expiry, frozen, the caller's scope);
-//! - `routes`: one module per resource, each exposing `routes()`, and the route table.
+//! - `routes`: one module per resource, each exposing `routes()`, and the route table;
+//! - `scheduler`: [`Scheduler`], the loop that runs due scheduled tasks (the binary starts it).
 //!
 //! *API Boundary*: only this crate speaks HTTP/JSON. It reads the store and the ingest tier's
 //! [`LiveState`](fleetpulse_ingest::LiveState); it never writes events.
@@ -44,6 +46,8 @@ mod operation_log;
 mod password;
 mod policy;
 mod routes;
+mod schedule;
+mod scheduler;
 mod secrets;
 mod state;
 pub mod totp;
@@ -57,6 +61,7 @@ pub use bootstrap::{BootstrapOutcome, DEFAULT_ADMIN_EMAIL, bootstrap_admin};
 pub use clock::{Clock, ManualClock};
 pub use error::ApiError;
 pub use password::{MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS, hash_password, verify_password};
+pub use scheduler::{Scheduler, SchedulerConfig, SchedulerPass};
 pub use state::{ApiConfig, ApiState};
 
 use crate::state::{AppContext, AppState};

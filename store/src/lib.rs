@@ -6,8 +6,9 @@
 //!   [`AccountSecurityStore`] (settings, password resets, login codes), [`TenantStore`]
 //!   (channels, enterprises), [`DeviceStore`] (devices, snapshots, lists), [`StrategyStore`]
 //!   (alarm strategies), [`OutboxStore`] (the notification outbox), [`OperationLogStore`] and
-//!   [`CommandStore`] (the durable per-device command queue) and [`FileStore`] (files devices
-//!   upload, with their content).
+//!   [`CommandStore`] (the durable per-device command queue), [`FileStore`] (files devices
+//!   upload, with their content) and [`TaskStore`] (scheduled tasks, their runs and per-device
+//!   results).
 //! - [`EventStore`] (`events.rs`): append-only event streams (status events, resource reports,
 //!   alarm events), the aggregated alarm records, and the per-device delivery marks used to drop
 //!   duplicates.
@@ -34,6 +35,7 @@ pub mod postgres;
 pub mod scaleout;
 pub mod spool;
 mod strategies;
+mod tasks;
 mod tenants;
 
 pub use account_security::*;
@@ -47,6 +49,7 @@ pub use model::*;
 pub use oplog::*;
 pub use outbox::*;
 pub use strategies::*;
+pub use tasks::*;
 pub use tenants::*;
 
 use fleetpulse_proto::{DeviceId, EnterpriseId};
@@ -104,6 +107,7 @@ pub trait EntityStore:
     + OperationLogStore
     + CommandStore
     + FileStore
+    + TaskStore
 {
 }
 
@@ -117,6 +121,7 @@ impl<T> EntityStore for T where
         + OperationLogStore
         + CommandStore
         + FileStore
+        + TaskStore
 {
 }
 
@@ -142,6 +147,7 @@ opaque_debug!(
     OperationLogStore,
     CommandStore,
     FileStore,
+    TaskStore,
     EntityStore,
     EventStore
 );

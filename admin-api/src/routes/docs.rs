@@ -14,7 +14,9 @@ use crate::login::{ActingSession, LoginResponse};
 use crate::openapi::{Operation, delete_, document, get_, post_, put_};
 use crate::routes::listing::{ListPage, SearchQuery};
 use crate::routes::session::{LoginRequest, PasswordChange, TotpDisable, TotpEnable, TotpSetup, VerifyRequest};
-use crate::routes::{account, alarms, commands, device_labels, devices, enterprises, oplog, strategies, tenants};
+use crate::routes::{
+    account, alarms, commands, device_labels, devices, enterprises, oplog, strategies, tasks, tenants,
+};
 use crate::state::AppState;
 
 /// Routes of this module: (path, handlers by method).
@@ -39,6 +41,7 @@ pub(crate) fn operations() -> Vec<Operation> {
     const ALARMS: &str = "alarms";
     const COMMANDS: &str = "commands and files";
     const LOG: &str = "operation log";
+    const TASKS: &str = "scheduled tasks";
     vec![
         get_("/healthz", OPS, "Liveness: 200 while the process answers").public().answers::<Value>(200),
         get_("/readyz", OPS, "Readiness: 200 once serving, 503 while starting or stopping")
@@ -211,6 +214,24 @@ pub(crate) fn operations() -> Vec<Operation> {
         delete_("/api/v1/alarm-strategies/{id}", ALARMS, "Delete an alarm strategy").answers_raw(204, ""),
         post_("/api/v1/alarm-strategies/{id}/enable", ALARMS, "Enable a strategy").answers::<StoredStrategy>(200),
         post_("/api/v1/alarm-strategies/{id}/disable", ALARMS, "Disable a strategy").answers::<StoredStrategy>(200),
+        // Scheduled tasks.
+        get_("/api/v1/tasks", TASKS, "Scheduled tasks the caller sees, by id")
+            .query::<tasks::TaskListQuery>()
+            .answers::<ListPage<fleetpulse_store::Task>>(200),
+        post_("/api/v1/tasks", TASKS, "Schedule a command for devices: once, daily or weekly")
+            .body::<tasks::TaskRequest>()
+            .answers::<fleetpulse_store::Task>(201),
+        get_("/api/v1/tasks/{id}", TASKS, "One scheduled task").answers::<fleetpulse_store::Task>(200),
+        delete_("/api/v1/tasks/{id}", TASKS, "Cancel an active or paused task").answers::<fleetpulse_store::Task>(200),
+        post_("/api/v1/tasks/{id}/pause", TASKS, "Pause an active task").answers::<fleetpulse_store::Task>(200),
+        post_("/api/v1/tasks/{id}/resume", TASKS, "Resume a paused task from its next occurrence")
+            .answers::<fleetpulse_store::Task>(200),
+        get_("/api/v1/tasks/{id}/runs", TASKS, "A task's runs, newest first")
+            .query::<tasks::PageQuery>()
+            .answers::<ListPage<fleetpulse_store::TaskRun>>(200),
+        get_("/api/v1/tasks/{id}/runs/{run}", TASKS, "A run: totals and per-device results")
+            .query::<tasks::PageQuery>()
+            .answers::<tasks::RunDetail>(200),
         // Operation log.
         get_("/api/v1/operation-logs", LOG, "Operation log rows, newest first")
             .query::<oplog::ListQuery>()

@@ -15,6 +15,7 @@ pub(crate) mod oplog;
 pub(crate) mod ops;
 pub(crate) mod session;
 pub(crate) mod strategies;
+pub(crate) mod tasks;
 pub(crate) mod tenants;
 
 use axum::routing::MethodRouter;
@@ -36,6 +37,7 @@ pub(crate) fn all() -> Vec<(&'static str, MethodRouter<AppState>)> {
         device_labels::routes(),
         alarms::routes(),
         strategies::routes(),
+        tasks::routes(),
         oplog::routes(),
         tenants::routes(),
         account::routes(),

@@ -12,6 +12,7 @@ mod portal;
 mod resources;
 mod sessions;
 mod strategies;
+mod tasks;
 mod tenancy;
 
 use std::sync::Arc;

@@ -65,6 +65,9 @@ struct World {
     /// A command queued for `device`, and a file it uploaded.
     command: u64,
     file: u64,
+    /// A scheduled task of EB and one of its runs.
+    task: u64,
+    run: u64,
 }
 
 async fn account(
@@ -166,6 +169,22 @@ async fn world() -> World {
     let label = NewDeviceLabel { account_id: eb_admin.id, name: "B online".into(), filter: "online=true".into() };
     let label = h.store.entities.create_device_label(label, UnixMillis(1)).await.expect("label").id;
     let (command, file) = super::commands::command_and_file(&h, device, eb, eb_admin.id).await;
+    let task = fleetpulse_store::NewTask {
+        enterprise_id: eb,
+        name: "B reboot".into(),
+        kind: "reboot".into(),
+        args: "{}".into(),
+        deadline_s: 3_600,
+        targets: fleetpulse_store::TaskTargets::DeviceIds(vec![device]),
+        schedule: fleetpulse_store::TaskSchedule::Once { at: UnixMillis(100) },
+        time_zone: "UTC".into(),
+        missed: fleetpulse_store::MissedRuns::RunOnce,
+        created_by: eb_admin.id,
+        next_run_at: UnixMillis(100),
+    };
+    let task = h.store.entities.create_task(task, UnixMillis(1)).await.expect("task").id;
+    let run = h.store.entities.claim_run(task, UnixMillis(100), None, true, UnixMillis(200)).await.expect("claim");
+    let run = run.expect("a run").id.0;
     World {
         h,
         platform,
@@ -186,6 +205,8 @@ async fn world() -> World {
         label,
         command: command.0,
         file: file.0,
+        task: task.0,
+        run,
     }
 }
 
@@ -221,6 +242,8 @@ fn foreign_request(w: &World, path: &str, method: &Method) -> Option<(String, Op
         path.replace("{id}", &w.command.to_string())
     } else if id("/api/v1/files/") {
         path.replace("{id}", &w.file.to_string())
+    } else if id("/api/v1/tasks/") {
+        path.replace("{id}", &w.task.to_string()).replace("{run}", &w.run.to_string())
     } else if matches!(
         path,
         "/api/v1/devices"
@@ -229,6 +252,7 @@ fn foreign_request(w: &World, path: &str, method: &Method) -> Option<(String, Op
             | "/api/v1/alarms/latest"
             | "/api/v1/operation-logs"
             | "/api/v1/operation-logs/export"
+            | "/api/v1/tasks"
     ) {
         format!("{path}?enterprise_id={}", w.eb)
     } else if matches!(
@@ -258,6 +282,10 @@ fn foreign_request(w: &World, path: &str, method: &Method) -> Option<(String, Op
         ("/api/v1/sub-accounts/{id}/permissions", _) => Some(json!({"features": ["devices"], "data": "all"})),
         ("/api/v1/devices/{id}/commands", _) => Some(json!({"kind": "reboot"})),
         (p, _) if p.ends_with("alarm-strategies") || p == "/api/v1/alarm-strategies/{id}" => Some(strategy_body()),
+        ("/api/v1/tasks", _) => Some(json!({
+            "enterprise_id": w.eb, "kind": "reboot", "targets": {"device_ids": [w.device]},
+            "schedule": {"kind": "daily", "time": "03:00"}
+        })),
         _ => Some(json!({})),
     };
     Some((uri, body))
@@ -315,6 +343,10 @@ async fn every_route_answers_404_or_403_for_another_tenants_objects() {
     assert_eq!(strategy.settings.name, "B ops");
     let labels = w.h.store.entities.list_device_labels(fleetpulse_proto::AccountId(w.eb_admin)).await.unwrap();
     assert_eq!(labels.iter().map(|l| l.id).collect::<Vec<_>>(), [w.label]);
+    let task = w.h.store.entities.task(fleetpulse_proto::TaskId(w.task)).await.unwrap().expect("kept");
+    assert_eq!(task.state, fleetpulse_store::TaskState::Completed, "B's task is as it was");
+    let tasks = w.h.store.entities.list_tasks(None, fleetpulse_store::Page::first(10)).await.unwrap();
+    assert_eq!(tasks.len(), 1, "no task was created for B");
     let alarm = w.h.store.events.alarm_record(w.alarm).await.unwrap().expect("kept");
     assert_eq!(alarm.status, fleetpulse_store::AlarmStatus::Active);
     assert_eq!(

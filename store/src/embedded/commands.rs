@@ -135,6 +135,42 @@ fn queue_counts(c: &Connection, commands: &[NewCommand]) -> Result<QueueCounts> 
     Ok(counts)
 }
 
+/// Admits and inserts a batch of commands on the writer's connection (inside its transaction),
+/// answering per command the stored command or why it was refused. Shared with the task
+/// scheduler's run, which queues its commands in the same transaction as its results.
+pub(super) fn enqueue_on(
+    c: &Connection,
+    commands: &[NewCommand],
+    limits: CommandLimits,
+    now: UnixMillis,
+) -> Result<Vec<Result<Command, CommandRefusal>>> {
+    let admitted = admit_commands(commands, queue_counts(c, commands)?, limits, now);
+    let mut insert = c.prepare_cached(
+        "INSERT INTO commands (device_id, enterprise_id, kind, args, deadline, issued_by, issued_at, state) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued')",
+    )?;
+    let mut answers = Vec::with_capacity(commands.len());
+    for (new, admitted) in commands.iter().zip(admitted) {
+        answers.push(match admitted {
+            Ok(()) => {
+                insert.execute(params![
+                    new.device_id.0,
+                    new.enterprise_id.0,
+                    new.kind,
+                    new.args,
+                    new.deadline.0,
+                    new.issued_by.0,
+                    now.0
+                ])?;
+                let id = CommandId(u64::try_from(c.last_insert_rowid()).unwrap_or_default());
+                Ok(Command::queued(id, new.clone(), now))
+            }
+            Err(refusal) => Err(refusal),
+        });
+    }
+    Ok(answers)
+}
+
 #[async_trait]
 impl CommandStore for EmbeddedStore {
     async fn enqueue_commands_within(
@@ -149,34 +185,7 @@ impl CommandStore for EmbeddedStore {
         }
         // One write job: the counts and the inserts run on the one writer, so no other write
         // comes between them.
-        self.write(commands.len(), move |c| {
-            let admitted = admit_commands(&commands, queue_counts(c, &commands)?, limits, now);
-            let mut insert = c.prepare_cached(
-                "INSERT INTO commands (device_id, enterprise_id, kind, args, deadline, issued_by, issued_at, state) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued')",
-            )?;
-            let mut answers = Vec::with_capacity(commands.len());
-            for (new, admitted) in commands.iter().zip(admitted) {
-                answers.push(match admitted {
-                    Ok(()) => {
-                        insert.execute(params![
-                            new.device_id.0,
-                            new.enterprise_id.0,
-                            new.kind,
-                            new.args,
-                            new.deadline.0,
-                            new.issued_by.0,
-                            now.0
-                        ])?;
-                        let id = CommandId(u64::try_from(c.last_insert_rowid()).unwrap_or_default());
-                        Ok(Command::queued(id, new.clone(), now))
-                    }
-                    Err(refusal) => Err(refusal),
-                });
-            }
-            Ok(answers)
-        })
-        .await
+        self.write(commands.len(), move |c| enqueue_on(c, &commands, limits, now)).await
     }
 
     async fn command(&self, id: CommandId) -> Result<Option<Command>> {

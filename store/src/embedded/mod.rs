@@ -7,7 +7,8 @@
 //!
 //! This file holds that plumbing and the row helpers the domain files share; each store trait is
 //! implemented in a file of its own (`accounts.rs`, `account_security.rs`, `tenants.rs`,
-//! `devices.rs`, `strategies.rs`, `outbox.rs`, `oplog.rs`, `commands.rs`, `files.rs`, `events.rs`).
+//! `devices.rs`, `strategies.rs`, `outbox.rs`, `oplog.rs`, `commands.rs`, `files.rs`, `tasks.rs`,
+//! `events.rs`).
 
 mod account_security;
 mod accounts;
@@ -19,6 +20,7 @@ mod oplog;
 mod outbox;
 mod schema;
 mod strategies;
+mod tasks;
 mod tenants;
 mod writer;
 

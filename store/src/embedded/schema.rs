@@ -383,6 +383,53 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX files_device ON files(device_id, id);
     CREATE INDEX files_expiry ON files(expires_at);
     "#,
+    // Scheduled tasks (TSK-1, issue 11): tasks with their schedule and targets as JSON,
+    // the due walk along a partial index of active tasks; runs unique per (task, occurrence) so
+    // that an occurrence is claimed once; per-device results (command or refusal) of each run.
+    // Runs and results go with their task (ON DELETE CASCADE) when finished tasks are pruned.
+    r#"
+    CREATE TABLE tasks (
+        id            INTEGER PRIMARY KEY,
+        enterprise_id INTEGER NOT NULL REFERENCES enterprises(id),
+        name          TEXT NOT NULL,
+        kind          TEXT NOT NULL,
+        args          TEXT NOT NULL,
+        deadline_s    INTEGER NOT NULL,
+        targets       TEXT NOT NULL,
+        schedule      TEXT NOT NULL,
+        time_zone     TEXT NOT NULL,
+        missed        TEXT NOT NULL CHECK (missed IN ('run_once', 'skip')),
+        state         TEXT NOT NULL CHECK (state IN ('active', 'paused', 'cancelled', 'completed')),
+        created_by    INTEGER NOT NULL REFERENCES accounts(id),
+        created_at    INTEGER NOT NULL,
+        updated_at    INTEGER NOT NULL,
+        next_run_at   INTEGER
+    );
+    CREATE INDEX tasks_enterprise ON tasks(enterprise_id, id);
+    CREATE INDEX tasks_due ON tasks(next_run_at) WHERE state = 'active';
+    CREATE TABLE task_runs (
+        id            INTEGER PRIMARY KEY,
+        task_id       INTEGER NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
+        scheduled_for INTEGER NOT NULL,
+        claimed_at    INTEGER NOT NULL,
+        state         TEXT NOT NULL CHECK (state IN ('pending', 'done', 'missed')),
+        finished_at   INTEGER,
+        matched       INTEGER NOT NULL DEFAULT 0,
+        queued        INTEGER NOT NULL DEFAULT 0,
+        refused       INTEGER NOT NULL DEFAULT 0,
+        note          TEXT,
+        UNIQUE (task_id, scheduled_for)
+    );
+    CREATE INDEX task_runs_task ON task_runs(task_id, id);
+    CREATE INDEX task_runs_pending ON task_runs(id) WHERE state = 'pending';
+    CREATE TABLE task_run_devices (
+        run_id     INTEGER NOT NULL REFERENCES task_runs(id) ON DELETE CASCADE,
+        device_id  INTEGER NOT NULL,
+        command_id INTEGER,
+        refusal    TEXT,
+        PRIMARY KEY (run_id, device_id)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// The schema version this build writes.

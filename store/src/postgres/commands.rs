@@ -146,6 +146,78 @@ fn db_ids(ids: impl Iterator<Item = u64>) -> Vec<i64> {
     ids.filter_map(db_id).collect()
 }
 
+/// Admits and inserts a batch of commands inside the caller's transaction, locking the batch's
+/// enterprises until the caller commits; answers per command the stored command or why it
+/// was refused. Shared with the task scheduler's run, which queues its commands in the same
+/// transaction as its results.
+pub(super) async fn enqueue_in(
+    conn: &mut sqlx::PgConnection,
+    commands: Vec<NewCommand>,
+    limits: CommandLimits,
+    now: UnixMillis,
+) -> Result<Vec<Result<Command, CommandRefusal>>> {
+    if commands.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (devices, enterprises) = batch_keys(&commands);
+    let devices = db_ids(devices.iter().map(|d| d.0));
+    let enterprises = db_ids(enterprises.iter().map(|e| e.0));
+    sqlx::query(LOCK_ENTERPRISES).bind(&enterprises).execute(&mut *conn).await.map_err(backend)?;
+    let mut counts = QueueCounts::default();
+    let owners: Vec<(i64, i64)> =
+        sqlx::query_as(DEVICE_OWNERS).bind(&devices).fetch_all(&mut *conn).await.map_err(backend)?;
+    counts.owners = owners.into_iter().map(|(d, e)| (DeviceId(row_id(d)), EnterpriseId(row_id(e)))).collect();
+    let pending: Vec<(i64, i64)> = sqlx::query_as(AssertSqlSafe(DEVICE_PENDING_COUNTS.as_str()))
+        .bind(&devices)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(backend)?;
+    counts.devices = pending.into_iter().map(|(d, n)| (DeviceId(row_id(d)), row_id(n))).collect();
+    let pending: Vec<(i64, i64)> = sqlx::query_as(AssertSqlSafe(ENTERPRISE_PENDING_COUNTS.as_str()))
+        .bind(&enterprises)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(backend)?;
+    counts.enterprises = pending.into_iter().map(|(e, n)| (EnterpriseId(row_id(e)), row_id(n))).collect();
+    let admitted = admit_commands(&commands, counts, limits, now);
+    let queued: Vec<&NewCommand> = commands.iter().zip(&admitted).filter(|(_, a)| a.is_ok()).map(|(c, _)| c).collect();
+    let mut ids: Vec<i64> = if queued.is_empty() {
+        Vec::new()
+    } else {
+        let column = |f: fn(&NewCommand) -> u64| -> Result<Vec<i64>> {
+            queued
+                .iter()
+                .map(|c| db_id(f(c)).ok_or_else(|| StoreError::InvalidInput(format!("id {} out of range", f(c)))))
+                .collect()
+        };
+        sqlx::query_scalar(INSERT_COMMANDS)
+            .bind(column(|c| c.device_id.0)?)
+            .bind(column(|c| c.enterprise_id.0)?)
+            .bind(queued.iter().map(|c| c.kind.as_str()).collect::<Vec<_>>())
+            .bind(queued.iter().map(|c| c.args.as_str()).collect::<Vec<_>>())
+            .bind(queued.iter().map(|c| c.deadline.0).collect::<Vec<_>>())
+            .bind(column(|c| c.issued_by.0)?)
+            .bind(now.0)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(backend)?
+    };
+    // Identities are drawn in insert order: the sorted ids follow the batch.
+    ids.sort_unstable();
+    let mut ids = ids.into_iter();
+    commands
+        .into_iter()
+        .zip(admitted)
+        .map(|(new, admitted)| match admitted {
+            Ok(()) => {
+                let id = ids.next().ok_or_else(|| StoreError::Backend("fewer command ids than commands".into()))?;
+                Ok(Ok(Command::queued(CommandId(row_id(id)), new, now)))
+            }
+            Err(refusal) => Ok(Err(refusal)),
+        })
+        .collect()
+}
+
 #[async_trait]
 impl CommandStore for PgEntityStore {
     async fn enqueue_commands_within(
@@ -158,66 +230,10 @@ impl CommandStore for PgEntityStore {
         if commands.is_empty() {
             return Ok(Vec::new());
         }
-        let (devices, enterprises) = batch_keys(&commands);
-        let devices = db_ids(devices.iter().map(|d| d.0));
-        let enterprises = db_ids(enterprises.iter().map(|e| e.0));
         let mut tx = self.pool.begin().await.map_err(backend)?;
-        sqlx::query(LOCK_ENTERPRISES).bind(&enterprises).execute(&mut *tx).await.map_err(backend)?;
-        let mut counts = QueueCounts::default();
-        let owners: Vec<(i64, i64)> =
-            sqlx::query_as(DEVICE_OWNERS).bind(&devices).fetch_all(&mut *tx).await.map_err(backend)?;
-        counts.owners = owners.into_iter().map(|(d, e)| (DeviceId(row_id(d)), EnterpriseId(row_id(e)))).collect();
-        let pending: Vec<(i64, i64)> = sqlx::query_as(AssertSqlSafe(DEVICE_PENDING_COUNTS.as_str()))
-            .bind(&devices)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(backend)?;
-        counts.devices = pending.into_iter().map(|(d, n)| (DeviceId(row_id(d)), row_id(n))).collect();
-        let pending: Vec<(i64, i64)> = sqlx::query_as(AssertSqlSafe(ENTERPRISE_PENDING_COUNTS.as_str()))
-            .bind(&enterprises)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(backend)?;
-        counts.enterprises = pending.into_iter().map(|(e, n)| (EnterpriseId(row_id(e)), row_id(n))).collect();
-        let admitted = admit_commands(&commands, counts, limits, now);
-        let queued: Vec<&NewCommand> =
-            commands.iter().zip(&admitted).filter(|(_, a)| a.is_ok()).map(|(c, _)| c).collect();
-        let mut ids: Vec<i64> = if queued.is_empty() {
-            Vec::new()
-        } else {
-            let column = |f: fn(&NewCommand) -> u64| -> Result<Vec<i64>> {
-                queued
-                    .iter()
-                    .map(|c| db_id(f(c)).ok_or_else(|| StoreError::InvalidInput(format!("id {} out of range", f(c)))))
-                    .collect()
-            };
-            sqlx::query_scalar(INSERT_COMMANDS)
-                .bind(column(|c| c.device_id.0)?)
-                .bind(column(|c| c.enterprise_id.0)?)
-                .bind(queued.iter().map(|c| c.kind.as_str()).collect::<Vec<_>>())
-                .bind(queued.iter().map(|c| c.args.as_str()).collect::<Vec<_>>())
-                .bind(queued.iter().map(|c| c.deadline.0).collect::<Vec<_>>())
-                .bind(column(|c| c.issued_by.0)?)
-                .bind(now.0)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(backend)?
-        };
+        let answers = enqueue_in(&mut tx, commands, limits, now).await?;
         tx.commit().await.map_err(backend)?;
-        // Identities are drawn in insert order: the sorted ids follow the batch.
-        ids.sort_unstable();
-        let mut ids = ids.into_iter();
-        commands
-            .into_iter()
-            .zip(admitted)
-            .map(|(new, admitted)| match admitted {
-                Ok(()) => {
-                    let id = ids.next().ok_or_else(|| StoreError::Backend("fewer command ids than commands".into()))?;
-                    Ok(Ok(Command::queued(CommandId(row_id(id)), new, now)))
-                }
-                Err(refusal) => Ok(Err(refusal)),
-            })
-            .collect()
+        Ok(answers)
     }
 
     async fn command(&self, id: CommandId) -> Result<Option<Command>> {

@@ -11,7 +11,7 @@
 //!
 //! This file holds the pool and the helpers the domain files share; each domain trait is
 //! implemented in a file of its own (`accounts.rs`, `account_security.rs`, `tenants.rs`,
-//! `devices.rs`, `strategies.rs`, `outbox.rs`, `oplog.rs`, `commands.rs`, `files.rs`).
+//! `devices.rs`, `strategies.rs`, `outbox.rs`, `oplog.rs`, `commands.rs`, `files.rs`, `tasks.rs`).
 
 mod account_security;
 mod accounts;
@@ -22,6 +22,7 @@ mod oplog;
 mod outbox;
 mod schema;
 mod strategies;
+mod tasks;
 mod tenants;
 
 use fleetpulse_proto::EnterpriseId;

@@ -408,6 +408,55 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ALTER TABLE file_chunks ALTER COLUMN bytes SET STORAGE EXTERNAL;
     "#,
     ),
+    (
+        "scheduled tasks",
+        // Scheduled tasks (TSK-1, issue 11), as in the embedded schema: the due walk along a
+        // partial index of active tasks, runs unique per (task, occurrence), per-device results;
+        // runs and results go with their task when finished tasks are pruned.
+        r#"
+    CREATE TABLE tasks (
+        id            BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        enterprise_id BIGINT NOT NULL REFERENCES enterprises (id),
+        name          TEXT NOT NULL,
+        kind          TEXT NOT NULL,
+        args          TEXT NOT NULL,
+        deadline_s    BIGINT NOT NULL,
+        targets       TEXT NOT NULL,
+        schedule      TEXT NOT NULL,
+        time_zone     TEXT NOT NULL,
+        missed        TEXT NOT NULL CHECK (missed IN ('run_once', 'skip')),
+        state         TEXT NOT NULL CHECK (state IN ('active', 'paused', 'cancelled', 'completed')),
+        created_by    BIGINT NOT NULL REFERENCES accounts (id),
+        created_at    BIGINT NOT NULL,
+        updated_at    BIGINT NOT NULL,
+        next_run_at   BIGINT
+    );
+    CREATE INDEX tasks_enterprise ON tasks (enterprise_id, id);
+    CREATE INDEX tasks_due ON tasks (next_run_at) WHERE state = 'active';
+    CREATE TABLE task_runs (
+        id            BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        task_id       BIGINT NOT NULL REFERENCES tasks (id) ON DELETE CASCADE,
+        scheduled_for BIGINT NOT NULL,
+        claimed_at    BIGINT NOT NULL,
+        state         TEXT NOT NULL CHECK (state IN ('pending', 'done', 'missed')),
+        finished_at   BIGINT,
+        matched       BIGINT NOT NULL DEFAULT 0,
+        queued        BIGINT NOT NULL DEFAULT 0,
+        refused       BIGINT NOT NULL DEFAULT 0,
+        note          TEXT,
+        UNIQUE (task_id, scheduled_for)
+    );
+    CREATE INDEX task_runs_task ON task_runs (task_id, id);
+    CREATE INDEX task_runs_pending ON task_runs (id) WHERE state = 'pending';
+    CREATE TABLE task_run_devices (
+        run_id     BIGINT NOT NULL REFERENCES task_runs (id) ON DELETE CASCADE,
+        device_id  BIGINT NOT NULL,
+        command_id BIGINT,
+        refusal    TEXT,
+        PRIMARY KEY (run_id, device_id)
+    );
+    "#,
+    ),
 ];
 
 /// The schema version this build writes.

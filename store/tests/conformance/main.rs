@@ -13,7 +13,7 @@ use fleetpulse_proto::domain::{
     AlarmChange, AlarmChangeKind, CallStatus, DeviceKey, DeviceStatus, ResourceSample, SipLine, SipState,
 };
 use fleetpulse_proto::ids::ChannelId;
-use fleetpulse_proto::{AccountId, CommandId, DeviceId, EnterpriseId, FileId, Mac, UnixMillis};
+use fleetpulse_proto::{AccountId, CommandId, DeviceId, EnterpriseId, FileId, Mac, TaskId, UnixMillis};
 use fleetpulse_store::*;
 
 mod account_security;
@@ -26,6 +26,7 @@ mod files;
 mod oplog;
 mod outbox;
 mod strategies;
+mod tasks;
 mod tenants;
 
 /// Reads in the scale-out store lag the spool by the drain time: poll until `check` passes.
@@ -115,6 +116,9 @@ async fn suite(store: Store) {
     commands::command_expiry(&store).await;
     commands::command_pages(&store).await;
     commands::command_races(&store).await;
+    tasks::task_lifecycle(&store).await;
+    tasks::task_run_cycle(&store).await;
+    tasks::task_races(&store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
