@@ -3,6 +3,7 @@
 
 mod account;
 mod auth;
+mod console;
 mod devices;
 mod openapi;
 mod oplog;
