@@ -77,17 +77,21 @@ export function renderList(main, ctx) {
     }
   }
 
-  async function saveLabel() {
-    const name = prompt("Name of this saved search");
-    if (!name) return;
-    const f = { ...filters };
-    try {
-      await post("/api/v1/device-labels", { name, filter: qs(f).slice(1) });
-      mount(notice, okBox(`Saved as “${name}”.`));
-      loadLabels();
-    } catch (e) {
-      mount(notice, errorBox(e));
-    }
+  function saveLabel() {
+    const name = h("input", { name: "label_name", maxlength: 64, required: true });
+    const save = h("button", { class: "primary", type: "submit" }, "Save search");
+    const errors = h("div");
+    const f = h("form", { class: "row", id: "label-form" }, field("Name of this saved search", name), save, h("button", { type: "button", onclick: () => notice.replaceChildren() }, "Cancel"), errors);
+    f.addEventListener("submit", (e) => {
+      e.preventDefault();
+      busy(save, errors, async () => {
+        await post("/api/v1/device-labels", { name: name.value.trim(), filter: qs(filters).slice(1) });
+        mount(notice, okBox(`Saved as “${name.value.trim()}”.`));
+        loadLabels();
+      });
+    });
+    mount(notice, f);
+    name.focus();
   }
 
   function chooseColumns() {

@@ -79,8 +79,6 @@ struct Asset {
 struct Console {
     /// Hashed name → asset.
     assets: HashMap<String, Asset>,
-    /// Source name → hashed name.
-    names: Vec<(&'static str, String)>,
     shell: String,
     not_found: String,
 }
@@ -98,7 +96,7 @@ impl Console {
             assets.insert(hashed.clone(), Asset { content_type: content_type(name), body });
             names.push((name, hashed));
         }
-        Console { shell: rewrite(SHELL, &names), not_found: rewrite(NOT_FOUND, &names), assets, names }
+        Console { shell: rewrite(SHELL, &names), not_found: rewrite(NOT_FOUND, &names), assets }
     }
 }
 
@@ -138,16 +136,21 @@ pub(crate) fn is_console_route(path: &str) -> bool {
     let mut segments = rest.split('/');
     match (segments.next(), segments.next(), segments.next()) {
         (Some(""), None, None) => true,
-        (Some(first), second, None) if ROUTES.contains(&first) => {
-            second.is_none_or(|s| s.is_empty() || s == "new" || (s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit())))
-        }
+        (Some(first), second, None) if ROUTES.contains(&first) => second
+            .is_none_or(|s| s.is_empty() || s == "new" || (s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit()))),
         _ => false,
     }
 }
 
-/// The hashed name of a console source (tests and the documentation of sizes).
+/// The hashed name of a console source.
+#[cfg(test)]
 pub(crate) fn asset_name(source: &str) -> Option<String> {
-    CONSOLE.names.iter().find(|(name, _)| *name == source).map(|(_, hashed)| hashed.clone())
+    let (stem, ext) = source.rsplit_once('.')?;
+    CONSOLE
+        .assets
+        .keys()
+        .find(|k| k.len() == source.len() + 13 && k.starts_with(&format!("{stem}.")) && k.ends_with(&format!(".{ext}")))
+        .cloned()
 }
 
 /// The headers every console answer carries.

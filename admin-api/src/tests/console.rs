@@ -10,13 +10,15 @@ use serde_json::json;
 
 use super::*;
 
-fn header_of<'a>(reply: &'a Reply, name: header::HeaderName) -> &'a str {
+fn header_of(reply: &Reply, name: header::HeaderName) -> &str {
     reply.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
 }
 
 fn assert_csp(reply: &Reply) {
     let csp = header_of(reply, header::CONTENT_SECURITY_POLICY);
-    for directive in ["default-src 'self'", "script-src 'self'", "frame-ancestors 'none'", "base-uri 'none'", "object-src 'none'"] {
+    for directive in
+        ["default-src 'self'", "script-src 'self'", "frame-ancestors 'none'", "base-uri 'none'", "object-src 'none'"]
+    {
         assert!(csp.contains(directive), "{directive} missing from {csp:?}");
     }
     assert!(!csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"), "{csp}");
@@ -68,7 +70,9 @@ async fn the_console_is_served_with_hashed_assets_and_a_strict_csp() {
     }
     h.call(Method::GET, "/api/v1/nope", None, None).await.assert_error(StatusCode::NOT_FOUND, "not_found");
     h.call(Method::GET, "/api", None, None).await.assert_error(StatusCode::NOT_FOUND, "not_found");
-    h.call(Method::POST, "/devices", None, None).await.assert_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+    h.call(Method::POST, "/devices", None, None)
+        .await
+        .assert_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
 }
 
 #[tokio::test]
@@ -85,17 +89,33 @@ async fn a_reloaded_page_reads_its_session_and_csrf_token_again() {
     let session = session.json();
     assert_eq!(session["csrf_token"], json!(csrf), "the same token the login gave");
     assert_eq!((&session["account"]["email"], &session["must_change_password"]), (&json!(ADMIN_EMAIL), &json!(false)));
-    assert_eq!((&session["acting"], &session["time_zone"], &session["features"]), (&Value::Null, &Value::Null, &Value::Null));
+    assert_eq!(
+        (&session["acting"], &session["time_zone"], &session["features"]),
+        (&Value::Null, &Value::Null, &Value::Null)
+    );
     // A bearer session has no CSRF token; no session is 401.
     assert_eq!(h.get("/api/v1/auth/session", &bearer).await.json()["csrf_token"], Value::Null);
-    h.call(Method::GET, "/api/v1/auth/session", None, None).await.assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    h.call(Method::GET, "/api/v1/auth/session", None, None)
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
 
     // An enterprise account sees its enterprise's time zone; before its first password change
     // it may read its session (and nothing else).
-    let e = h.call(Method::POST, "/api/v1/enterprises", Some(&bearer), Some(json!({"name": "Zoned", "time_zone": "Asia/Tokyo"}))).await;
+    let e = h
+        .call(
+            Method::POST,
+            "/api/v1/enterprises",
+            Some(&bearer),
+            Some(json!({"name": "Zoned", "time_zone": "Asia/Tokyo"})),
+        )
+        .await;
     let e = e.json()["id"].as_u64().expect("id");
-    let account = json!({"email": "e@example.com", "password": "first-password", "role": "enterprise_admin", "enterprise_id": e});
-    assert_eq!(h.call(Method::POST, "/api/v1/accounts", Some(&bearer), Some(account)).await.status, StatusCode::CREATED);
+    let account =
+        json!({"email": "e@example.com", "password": "first-password", "role": "enterprise_admin", "enterprise_id": e});
+    assert_eq!(
+        h.call(Method::POST, "/api/v1/accounts", Some(&bearer), Some(account)).await.status,
+        StatusCode::CREATED
+    );
     let token = h.login("e@example.com", "first-password").await.json()["token"].as_str().expect("token").to_owned();
     let session = h.get("/api/v1/auth/session", &token).await.json();
     assert_eq!((&session["must_change_password"], &session["enterprise_id"]), (&json!(true), &json!(e)));
@@ -112,7 +132,9 @@ async fn the_alarm_summary_counts_by_severity_and_time() {
         .expect("id");
     let now = h.clock.now().0;
     let mut changes = Vec::new();
-    for (i, (code, ago_h)) in [(alarm_types::OFFLINE, 1), (alarm_types::OFFLINE, 5), (alarm_types::OFFLINE, 30)].iter().enumerate() {
+    for (i, (code, ago_h)) in
+        [(alarm_types::OFFLINE, 1), (alarm_types::OFFLINE, 5), (alarm_types::OFFLINE, 30)].iter().enumerate()
+    {
         let new = NewDevice {
             enterprise_id: EnterpriseId(e),
             key: DeviceKey::Mac(Mac::parse(&format!("00156500000{i}")).expect("mac")),
@@ -132,7 +154,10 @@ async fn the_alarm_summary_counts_by_severity_and_time() {
     }
     h.store.events.append(EventBatch { alarm_changes: changes, ..EventBatch::default() }).await.expect("append");
     let first = h.get("/api/v1/alarms?limit=1", &token).await.json()["items"][0]["id"].as_u64().expect("id");
-    assert_eq!(h.call(Method::POST, &format!("/api/v1/alarms/{first}/acknowledge"), Some(&token), None).await.status, StatusCode::OK);
+    assert_eq!(
+        h.call(Method::POST, &format!("/api/v1/alarms/{first}/acknowledge"), Some(&token), None).await.status,
+        StatusCode::OK
+    );
 
     let s = h.get("/api/v1/alarms/summary", &token).await;
     assert_eq!(s.status, StatusCode::OK, "{}", s.text());
