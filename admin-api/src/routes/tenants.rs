@@ -188,7 +188,8 @@ async fn edit(
 /// `POST /api/v1/channels/{id}/act`: a channel account "logs into" one of its sub-channels
 /// (TEN-3: freely, no authorization needed): 200 with a NEW session (shaped like the login
 /// answer) whose scope is that sub-channel's subtree. 403 for other accounts and for the
-/// caller's own channel.
+/// caller's own channel. From a browser (the session cookie) the acting session comes as the new
+/// cookie with its `csrf_token`, and the browser's session ends.
 async fn act(
     auth: AuthAdmin,
     State(ctx): State<AppState>,
