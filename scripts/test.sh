@@ -9,6 +9,7 @@ need=()
 { command -v clickhouse-server || [ -x /usr/sbin/clickhouse-server ] || command -v clickhouse; } >/dev/null 2>&1 || need+=(clickhouse-server)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 /usr/bin/python3 -c 'import aiosmtpd' >/dev/null 2>&1 || need+=(python3-aiosmtpd)
+{ [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; } || need+=(chromium chromium-driver)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing test servers: ${need[*]}"
   if [ "$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi

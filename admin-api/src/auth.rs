@@ -296,8 +296,9 @@ impl FromRequestParts<AppState> for AuthAdmin {
     }
 }
 
-/// The only routes an account that must change its password may use (ACC-2).
-const PASSWORD_CHANGE_PATHS: &[&str] = &["/api/v1/account/password", "/api/v1/auth/logout"];
+/// The only routes an account that must change its password may use (ACC-2): the change, logout,
+/// and reading its own session.
+const PASSWORD_CHANGE_PATHS: &[&str] = &["/api/v1/account/password", "/api/v1/auth/logout", "/api/v1/auth/session"];
 
 /// A session's last use is written when it is older than this (idle expiry has minute precision).
 const TOUCH_AFTER_MS: i64 = 60_000;

@@ -25,6 +25,8 @@
 //! - `auth`: the `AuthAdmin` extractor (session, idle expiry, frozen, the caller's scope);
 //! - `routes`: one module per resource, each exposing `routes()`, and the route table;
 //! - `scheduler`: [`Scheduler`], the loop that runs due scheduled tasks (the binary starts it).
+//! - `console`: the web console's embedded assets, served by the router's fallback (the API's
+//!   JSON 404 stays for unknown `/api/…` paths).
 //!
 //! *API Boundary*: only this crate speaks HTTP/JSON. It reads the store and the ingest tier's
 //! [`LiveState`](fleetpulse_ingest::LiveState); it never writes events.
@@ -33,6 +35,7 @@ mod account_email;
 mod auth;
 mod bootstrap;
 mod clock;
+mod console;
 mod cookies;
 mod csv_export;
 mod email_address;
@@ -66,7 +69,8 @@ pub use state::{ApiConfig, ApiState};
 
 use crate::state::{AppContext, AppState};
 
-/// The whole API: every route, the JSON fallbacks for unknown routes and methods, the body limit
+/// The whole API: every route, the web console (the fallback; the JSON 404 for unknown `/api`
+/// routes), the JSON fallback for unknown methods, the body limit
 /// and the request counters; on the system clock.
 pub fn app(state: ApiState) -> Router {
     app_with_clock(state, Clock::System)
@@ -85,7 +89,7 @@ pub fn app_with_clock(state: ApiState, clock: Clock) -> Router {
     let router = routes::all().into_iter().fold(Router::new(), |router, (path, handlers)| router.route(path, handlers));
     router
         .route_layer(axum::middleware::from_fn_with_state(ctx.clone(), operation_log::record))
-        .fallback(routes::unknown_route)
+        .fallback(console::serve)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(ctx.metrics.clone(), metrics::count_requests))

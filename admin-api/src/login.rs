@@ -59,10 +59,26 @@ pub(crate) async fn count_login_failure(ctx: &AppState, account: AccountId, now:
 /// Opens a session of the account acting for a tenant (TEN-3) and answers with it, shaped like
 /// the login answer plus `acting`. The caller checked that the account may act there; the scope
 /// is checked again on every request made with the session.
-pub(crate) async fn act_as(ctx: &AppState, account: AccountId, acting: Acting) -> Result<Response, ApiError> {
+///
+/// A browser (a request authenticated by the session cookie, `headers`) continues in the acting
+/// session: it comes as the new session cookie with its `csrf_token` in the body (as a cookie
+/// login answers), and the session the browser held ends, since the browser no longer holds
+/// its token (ending the acting session is logging out).
+pub(crate) async fn act_as(
+    ctx: &AppState,
+    account: AccountId,
+    acting: Acting,
+    headers: &axum::http::HeaderMap,
+) -> Result<Response, ApiError> {
     let account = ctx.api.store.entities.account(account).await?.ok_or(ApiError::Unauthorized)?;
     let session = open_session_acting(ctx, &account, ctx.clock.now(), Some(acting)).await?;
     tracing::info!(message = "Session acting inside a tenant opened.", account = %account.id, ?acting);
+    let token = session.token.clone();
+    let browser = crate::cookies::request_token(headers).filter(|(_, s)| *s == crate::cookies::TokenSource::Cookie);
+    if let Some((old, _)) = browser {
+        ctx.api.store.entities.delete_session(secrets::token_hash(old)).await?;
+        return crate::cookies::session_response(&ActingSession { session, acting }, &token, true, session_ttl_s(ctx));
+    }
     Ok(Json(ActingSession { session, acting }).into_response())
 }
 

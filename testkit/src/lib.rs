@@ -1,7 +1,8 @@
 //! Test support: real database servers for tests, each in a temporary directory on a free
 //! loopback port, stopped when dropped. A missing server binary is an error that says how to
-//! install it (tests never skip).
+//! install it (tests never skip). `browser` drives headless Chromium through chromedriver.
 
+pub mod browser;
 pub mod clickhouse;
 pub mod postgres;
 pub mod smtp;

@@ -13,9 +13,11 @@ use serde_json::Value;
 use crate::login::{ActingSession, LoginResponse};
 use crate::openapi::{Operation, delete_, document, get_, post_, put_};
 use crate::routes::listing::{ListPage, SearchQuery};
-use crate::routes::session::{LoginRequest, PasswordChange, TotpDisable, TotpEnable, TotpSetup, VerifyRequest};
+use crate::routes::session::{
+    LoginRequest, PasswordChange, SessionView, TotpDisable, TotpEnable, TotpSetup, VerifyRequest,
+};
 use crate::routes::{
-    account, alarms, commands, device_labels, devices, enterprises, oplog, strategies, tasks, tenants,
+    account, alarm_summary, alarms, commands, device_labels, devices, enterprises, oplog, strategies, tasks, tenants,
 };
 use crate::state::AppState;
 
@@ -61,6 +63,8 @@ pub(crate) fn operations() -> Vec<Operation> {
             .public()
             .body::<VerifyRequest>()
             .answers::<LoginResponse>(200),
+        get_("/api/v1/auth/session", AUTH, "The caller's session (and a browser session's CSRF token)")
+            .answers::<SessionView>(200),
         post_("/api/v1/auth/forgot-password", AUTH, "Email a single-use reset link (202 for any address)")
             .public()
             .body::<account::ForgotPassword>()
@@ -197,6 +201,9 @@ pub(crate) fn operations() -> Vec<Operation> {
         get_("/api/v1/alarms/latest", ALARMS, "The latest alarms (the bell)")
             .query::<alarms::LatestQuery>()
             .answers::<alarms::LatestFeed>(200),
+        get_("/api/v1/alarms/summary", ALARMS, "Alarm counts by severity and over time (the dashboard)")
+            .query::<alarm_summary::SummaryQuery>()
+            .answers::<alarm_summary::AlarmSummary>(200),
         get_("/api/v1/alarms/{id}", ALARMS, "One alarm record").answers::<AlarmRecord>(200),
         post_("/api/v1/alarms/{id}/acknowledge", ALARMS, "Acknowledge an active alarm").answers::<AlarmRecord>(200),
         post_("/api/v1/alarms/{id}/clear", ALARMS, "Clear an alarm by hand").answers::<AlarmRecord>(200),

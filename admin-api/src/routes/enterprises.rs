@@ -280,11 +280,17 @@ async fn revoke_authorization(
 /// subtree that authorized it (TEN-3): 200 with a NEW session (shaped like the login answer)
 /// whose scope is that enterprise; every change made with it is logged as acting for the
 /// enterprise. 403 `authorization_required` without the authorization; 403 for other accounts
-/// (and for sub-accounts without the `enterprises` feature).
-async fn act(auth: AuthAdmin, State(ctx): State<AppState>, Path(id): Path<EnterpriseId>) -> Result<Response, ApiError> {
+/// (and for sub-accounts without the `enterprises` feature). From a browser (the session cookie)
+/// the acting session comes as the new cookie with its `csrf_token`, and the browser's session ends.
+async fn act(
+    auth: AuthAdmin,
+    State(ctx): State<AppState>,
+    headers: axum::http::HeaderMap,
+    Path(id): Path<EnterpriseId>,
+) -> Result<Response, ApiError> {
     auth.require(Feature::Enterprises)?;
     auth.decide(&ctx, Target::ActInEnterprise(id)).await?;
-    crate::login::act_as(&ctx, auth.account.id, Acting::Enterprise(id)).await
+    crate::login::act_as(&ctx, auth.account.id, Acting::Enterprise(id), &headers).await
 }
 
 #[derive(Debug, Serialize, schemars::JsonSchema)]

@@ -1,7 +1,8 @@
 //! The route table ([`all`]): route modules, one per resource, each exposing `routes()`; and the
-//! JSON fallbacks for unknown routes and methods. Listings share `listing.rs`.
+//! JSON fallback for unknown methods (unknown paths: `console::serve`). Listings share `listing.rs`.
 
 pub(crate) mod account;
+pub(crate) mod alarm_summary;
 pub(crate) mod alarms;
 pub(crate) mod commands;
 pub(crate) mod dashboard;
@@ -36,6 +37,7 @@ pub(crate) fn all() -> Vec<(&'static str, MethodRouter<AppState>)> {
         dashboard::routes(),
         device_labels::routes(),
         alarms::routes(),
+        alarm_summary::routes(),
         strategies::routes(),
         tasks::routes(),
         oplog::routes(),
@@ -46,11 +48,6 @@ pub(crate) fn all() -> Vec<(&'static str, MethodRouter<AppState>)> {
     .into_iter()
     .flatten()
     .collect()
-}
-
-/// Fallback for paths no route matches: 404 `not_found`.
-pub(crate) async fn unknown_route() -> ApiError {
-    ApiError::NotFound("route")
 }
 
 /// Fallback for a known path with a method it does not serve: 405 `method_not_allowed`.

@@ -8,9 +8,9 @@
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, post};
+use axum::routing::{MethodRouter, get, post};
 use fleetpulse_proto::{AccountId, UnixMillis};
-use fleetpulse_store::Account;
+use fleetpulse_store::{Account, Acting, Feature};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::AuthAdmin;
@@ -34,6 +34,7 @@ pub(crate) fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
         ("/api/v1/account/totp", post(totp_enable)),
         ("/api/v1/account/totp/disable", post(totp_disable)),
         ("/api/v1/auth/login/verify", post(verify)),
+        ("/api/v1/auth/session", get(current_session)),
     ]
 }
 
@@ -342,4 +343,54 @@ async fn verify_checked(ctx: &AppState, req: VerifyRequest, actor: &mut Option<A
     }
     let session = open_session(ctx, &account, now).await?;
     crate::cookies::session_response(&session, &session.token, req.cookie, session_ttl_s(ctx))
+}
+
+/// `GET /api/v1/auth/session`: the caller's own session.
+#[derive(Serialize, schemars::JsonSchema)]
+pub(crate) struct SessionView {
+    account: crate::login::AccountView,
+    /// The account must change its password before anything else (ACC-2).
+    must_change_password: bool,
+    /// For whom the session acts (TEN-3), if it does.
+    acting: Option<Acting>,
+    /// The enterprise the session's data is limited to (an enterprise account, or a session
+    /// acting inside one).
+    enterprise_id: Option<fleetpulse_proto::EnterpriseId>,
+    /// The time zone to show times in: that enterprise's profile time zone; null otherwise (the
+    /// client's own).
+    time_zone: Option<String>,
+    /// The features of a sub-account; null: every feature of its role.
+    features: Option<Vec<Feature>>,
+    /// The CSRF token of a session authenticated by the session cookie (null for bearer
+    /// sessions): what a browser page reloaded after login needs to change anything (ACC-1).
+    csrf_token: Option<String>,
+}
+
+/// `GET /api/v1/auth/session`: who the caller is and, for a browser session, its CSRF token
+/// again (a reloaded console page has lost the login answer). Reads only the caller's own
+/// session; allowed while the password must be changed, so the console can say so.
+async fn current_session(
+    auth: AuthAdmin,
+    State(ctx): State<AppState>,
+    headers: HeaderMap,
+) -> Result<axum::Json<SessionView>, ApiError> {
+    let entities = &ctx.api.store.entities;
+    let account = entities.account(auth.account.id).await?.ok_or(ApiError::Unauthorized)?;
+    let enterprise_id = crate::policy::own_enterprise(&auth.caller);
+    let time_zone = match enterprise_id {
+        Some(id) => entities.enterprise(id).await?.map(|e| e.profile.time_zone).filter(|tz| !tz.is_empty()),
+        None => None,
+    };
+    let csrf_token = crate::cookies::request_token(&headers)
+        .filter(|(_, source)| *source == crate::cookies::TokenSource::Cookie)
+        .map(|(token, _)| crate::cookies::csrf_token(token));
+    Ok(axum::Json(SessionView {
+        account: auth.account,
+        must_change_password: account.must_change_password,
+        acting: auth.caller.acting,
+        enterprise_id,
+        time_zone,
+        features: auth.caller.features,
+        csrf_token,
+    }))
 }

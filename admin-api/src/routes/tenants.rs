@@ -188,10 +188,16 @@ async fn edit(
 /// `POST /api/v1/channels/{id}/act`: a channel account "logs into" one of its sub-channels
 /// (TEN-3: freely, no authorization needed): 200 with a NEW session (shaped like the login
 /// answer) whose scope is that sub-channel's subtree. 403 for other accounts and for the
-/// caller's own channel.
-async fn act(auth: AuthAdmin, State(ctx): State<AppState>, Path(id): Path<ChannelId>) -> Result<Response, ApiError> {
+/// caller's own channel. From a browser (the session cookie) the acting session comes as the new
+/// cookie with its `csrf_token`, and the browser's session ends.
+async fn act(
+    auth: AuthAdmin,
+    State(ctx): State<AppState>,
+    headers: axum::http::HeaderMap,
+    Path(id): Path<ChannelId>,
+) -> Result<Response, ApiError> {
     auth.decide(&ctx, Target::ActInChannel(id)).await?;
-    crate::login::act_as(&ctx, auth.account.id, Acting::Channel(id)).await
+    crate::login::act_as(&ctx, auth.account.id, Acting::Channel(id), &headers).await
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]

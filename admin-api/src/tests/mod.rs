@@ -4,6 +4,7 @@
 mod account;
 mod auth;
 mod commands;
+mod console;
 mod devices;
 mod openapi;
 mod oplog;

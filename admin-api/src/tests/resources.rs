@@ -78,7 +78,10 @@ async fn invalid_enterprise_names_are_rejected() {
 async fn unknown_resources_and_routes_are_json_404s() {
     let h = harness();
     let token = h.admin_token().await;
-    for uri in ["/api/v1/enterprises/999", "/api/v1/devices/999", "/api/v1/enterprises/999/stored-sequences", "/nope"] {
+    // Unknown paths outside `/api` are the console's 404 page (`tests/console.rs`).
+    for uri in
+        ["/api/v1/enterprises/999", "/api/v1/devices/999", "/api/v1/enterprises/999/stored-sequences", "/api/nope"]
+    {
         h.get(uri, &token).await.assert_error(StatusCode::NOT_FOUND, "not_found");
     }
     let wrong_method = h.call(Method::DELETE, "/api/v1/enterprises", Some(&token), None).await;

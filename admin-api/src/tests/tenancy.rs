@@ -17,6 +17,7 @@ const SELF_ROUTES: &[&str] = &[
     "/metrics",
     "/api/v1/auth/login",
     "/api/v1/auth/login/verify",
+    "/api/v1/auth/session",
     "/api/v1/auth/forgot-password",
     "/api/v1/auth/reset-password",
     "/api/v1/auth/logout",
@@ -250,6 +251,7 @@ fn foreign_request(w: &World, path: &str, method: &Method) -> Option<(String, Op
             | "/api/v1/dashboard"
             | "/api/v1/alarms"
             | "/api/v1/alarms/latest"
+            | "/api/v1/alarms/summary"
             | "/api/v1/operation-logs"
             | "/api/v1/operation-logs/export"
             | "/api/v1/tasks"

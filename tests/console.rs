@@ -1,0 +1,325 @@
+//! The web console in a real browser (UI-1): headless Chromium driven through chromedriver
+//! against the real binary with a seeded fleet. Each flow saves screenshots under
+//! `<target>/console-screenshots/`.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::alarms::{acked, alarm, device};
+use common::{ADMIN_EMAIL, ADMIN_PASSWORD, Api, RawDevice, TestServer};
+use fleetpulse_proto::wire::{Message, ResourceReport};
+use fleetpulse_testkit::browser::Browser;
+use serde_json::{Value, json};
+
+/// `<target>/console-screenshots/<name>.png` (the target directory the binary was built in).
+fn shot(name: &str) -> PathBuf {
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_fleetpulse"));
+    let target = bin.parent().and_then(|p| p.parent()).expect("target/<profile>/fleetpulse");
+    target.join("console-screenshots").join(format!("{name}.png"))
+}
+
+/// No uncaught error in the page, no error in the browser's console (HTTP error answers the
+/// console handles, such as the 401 of the session probe before login, are not errors of the page).
+async fn assert_clean(b: &Browser) {
+    let errors = b.execute("return window.__errors || ['the app did not start'];", json!([])).await;
+    assert_eq!(errors, json!([]), "uncaught errors in the console");
+    let severe: Vec<_> = b
+        .console_log()
+        .await
+        .into_iter()
+        .filter(|(level, source, _)| level == "SEVERE" && source != "network")
+        .collect();
+    assert!(severe.is_empty(), "browser console errors: {severe:?}");
+}
+
+async fn sign_in(b: &Browser, server: &TestServer, email: &str, password: &str) {
+    b.goto(&format!("{}/login", server.api())).await;
+    b.type_into("#login-form input[name=email]", email).await;
+    b.type_into("#login-form input[name=password]", password).await;
+    b.click_on("#login-submit").await;
+}
+
+/// Waits until the API's dashboard shows `online` devices online.
+async fn wait_online(api: &Api, online: u64) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while api.get("/api/v1/dashboard").await["online"] != json!(online) {
+        assert!(Instant::now() < deadline, "devices did not come online");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A bearer session of an account created with a first password, after its forced change.
+async fn first_login(api: &Api, email: &str, first: &str, second: &str) -> String {
+    let c = &api.client;
+    let login: Value = c
+        .post(format!("{}/api/v1/auth/login", api.base))
+        .json(&json!({"email": email, "password": first}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = login["token"].as_str().expect("token");
+    let changed: Value = c
+        .post(format!("{}/api/v1/account/password", api.base))
+        .bearer_auth(token)
+        .json(&json!({"current_password": first, "new_password": second}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    changed["token"].as_str().expect("a fresh token").to_owned()
+}
+
+async fn post_as(api: &Api, token: &str, path: &str) {
+    let r = api.client.post(format!("{}{path}", api.base)).bearer_auth(token).json(&json!({})).send().await.unwrap();
+    assert!(r.status().is_success(), "{path}: {}", r.status());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_walks_the_portal_in_a_browser() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), None, "");
+    let api = Api::login(&server.api()).await;
+    let (acme, credential) = api.enterprise("Acme").await;
+    // A seeded fleet: three phones online, one raising an alarm and reporting CPU and memory.
+    let mut fleet = Vec::new();
+    for i in 1..=3 {
+        fleet.push(device(&server, &credential, &format!("00156500000{i}")).await);
+    }
+    let resources = |seq, cpu| {
+        RawDevice::data(
+            seq,
+            Message::ResourceReport(ResourceReport {
+                cpu_centi_pct: cpu,
+                mem_used_bytes: 300 << 20,
+                mem_total_bytes: 1 << 30,
+            }),
+        )
+    };
+    fleet[0].send(&[alarm(1, 105, true, "segfault in app"), resources(2, 2500), resources(3, 4200)]).await;
+    acked(&mut fleet[0], 3).await;
+    wait_online(&api, 3).await;
+    // A channel with an enterprise that authorized it (TEN-3), and the channel's admin.
+    let channel = api.post("/api/v1/channels", json!({"name": "Resellers"})).await["id"].as_u64().unwrap();
+    let inside =
+        api.post("/api/v1/enterprises", json!({"name": "Globex", "channel_id": channel})).await["id"].as_u64().unwrap();
+    api.post("/api/v1/accounts", json!({"email": "reseller@example.com", "password": "first-password", "role": "channel_admin", "channel_id": channel})).await;
+    api.post("/api/v1/accounts", json!({"email": "globex@example.com", "password": "first-password", "role": "enterprise_admin", "enterprise_id": inside})).await;
+    let reseller = first_login(&api, "reseller@example.com", "first-password", "reseller-password").await;
+    post_as(&api, &reseller, &format!("/api/v1/enterprises/{inside}/authorization")).await;
+    let globex = first_login(&api, "globex@example.com", "first-password", "globex-password").await;
+    post_as(&api, &globex, &format!("/api/v1/enterprises/{inside}/authorization/accept")).await;
+
+    let b = Browser::start().await;
+    // Login → dashboard.
+    b.goto(&server.api()).await;
+    b.wait_path("/login").await;
+    sign_in(&b, &server, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    b.wait_path("/dashboard").await;
+    b.wait_text("#tile-online", "3 / 3").await;
+    b.wait_text("#severity-tiles", "Active critical").await;
+    b.find("svg.chart rect.critical").await;
+    b.screenshot(&shot("01-dashboard")).await;
+    assert_clean(&b).await;
+
+    // Filter devices → open one.
+    b.click_on("#sidebar a[href='/devices']").await;
+    b.wait_text("#device-total", "3 devices").await;
+    b.type_into("#device-filters input[name=q]", "001565000001").await;
+    b.click_on("#device-filters button[type=submit]").await;
+    b.wait_text("#device-total", "1 device match").await;
+    b.click_on("#save-label").await;
+    b.type_into("#label-form input[name=label_name]", "first phone").await;
+    b.click_on("#label-form button[type=submit]").await;
+    b.wait_text("#labels", "first phone").await;
+    b.screenshot(&shot("02-devices-filtered")).await;
+    b.click_on("#device-list td a").await;
+    b.wait_text("#device-status", "T54W").await;
+    b.click_on("#tab-1").await;
+    b.find("#panel-1 svg.chart path.line").await;
+    b.click_on("#tab-3").await;
+    b.find("#commands-placeholder").await;
+    b.click_on("#tab-2").await;
+    b.wait_text("#panel-2", "Application crash").await;
+    b.screenshot(&shot("03-device-alarms")).await;
+
+    // Acknowledge an alarm; the latest-alarms indicator knows it.
+    b.click_on("#panel-2 td a").await;
+    b.wait_text("#alarm-status", "active").await;
+    b.click_on("#acknowledge").await;
+    b.wait_text("#alarm-status", "acknowledged").await;
+    b.wait_text("#bell", "Alarms").await;
+    b.screenshot(&shot("04-alarm-acknowledged")).await;
+    let records = api.get(&format!("/api/v1/alarms?enterprise_id={acme}")).await;
+    assert_eq!(records["items"][0]["status"], json!("acknowledged"), "{records}");
+
+    // Create a strategy: the API's validation message first, then saved.
+    b.goto(&format!("{}/strategies/new?enterprise_id={acme}", server.api())).await;
+    b.type_into("#strategy-form input[name=name]", "night shift").await;
+    b.type_into("#strategy-form textarea[name=receivers]", "not an address").await;
+    b.click_on("#save-strategy").await;
+    b.wait_text("#strategy-errors", "is not an email address").await;
+    b.type_into("#strategy-form textarea[name=receivers]", "noc@example.com").await;
+    b.click_on("#save-strategy").await;
+    b.wait_path("/strategies").await;
+    b.wait_text("#strategy-list", "night shift").await;
+    b.screenshot(&shot("05-strategies")).await;
+    let stored = api.get(&format!("/api/v1/enterprises/{acme}/alarm-strategies")).await;
+    assert_eq!(stored["items"][0]["settings"]["receivers"], json!(["noc@example.com"]), "{stored}");
+    assert_clean(&b).await;
+
+    // Log out; the channel's admin signs in and acts as its enterprise.
+    b.click_on("#logout").await;
+    b.wait_path("/login").await;
+    sign_in(&b, &server, "reseller@example.com", "reseller-password").await;
+    b.wait_path("/dashboard").await;
+    b.click_on("#sidebar a[href='/tenants']").await;
+    b.click_on(&format!("button.act[data-enterprise='{inside}']")).await;
+    b.wait_text("#acting", &format!("Acting as enterprise #{inside}")).await;
+    b.wait_text("#dash-devices", "No devices yet").await;
+    b.screenshot(&shot("06-acting")).await;
+    let session = b
+        .execute_async(
+            "fetch('/api/v1/auth/session').then(r => r.json()).then(arguments[arguments.length - 1]);",
+            json!([]),
+        )
+        .await;
+    assert_eq!(session["acting"], json!({"enterprise": inside}), "{session}");
+    assert_clean(&b).await;
+    b.click_on("#logout").await;
+    b.wait_path("/login").await;
+    let status = b
+        .execute_async("fetch('/api/v1/auth/session').then(r => arguments[arguments.length - 1](r.status));", json!([]))
+        .await;
+    assert_eq!(status, json!(401), "logged out");
+    b.quit().await;
+    drop(fleet);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lockout_and_the_first_password_change_are_seen_in_the_browser() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), None, "");
+    let api = Api::login(&server.api()).await;
+    let (acme, _) = api.enterprise("Acme").await;
+    for email in ["locked@example.com", "fresh@example.com"] {
+        api.post(
+            "/api/v1/accounts",
+            json!({"email": email, "password": "first-password", "role": "enterprise_admin", "enterprise_id": acme}),
+        )
+        .await;
+    }
+    let b = Browser::start().await;
+    // Ten wrong passwords lock the account: the right one is then refused too.
+    b.goto(&format!("{}/login", server.api())).await;
+    for i in 0..10 {
+        b.type_into("#login-form input[name=email]", "locked@example.com").await;
+        b.type_into("#login-form input[name=password]", &format!("wrong-password-{i}")).await;
+        b.click_on("#login-submit").await;
+        b.wait_text("#login-error", "Wrong email or password").await;
+        b.execute("document.getElementById('login-error').replaceChildren();", json!([])).await;
+    }
+    b.type_into("#login-form input[name=password]", "first-password").await;
+    b.click_on("#login-submit").await;
+    b.wait_text("#login-error", "locked").await;
+    b.find("#lock-hint").await;
+    b.screenshot(&shot("07-lockout")).await;
+    assert!(b.url().await.ends_with("/login"), "still at the login page");
+
+    // A new account must change its password before anything else.
+    b.type_into("#login-form input[name=email]", "fresh@example.com").await;
+    b.type_into("#login-form input[name=password]", "first-password").await;
+    b.click_on("#login-submit").await;
+    b.wait_path("/change-password").await;
+    b.screenshot(&shot("08-first-password-change")).await;
+    b.type_into("#password-form input[name=current_password]", "first-password").await;
+    b.type_into("#password-form input[name=new_password]", "a-better-password").await;
+    b.type_into("#password-form input[name=again]", "a-better-password").await;
+    b.click_on("#password-form button[type=submit]").await;
+    b.wait_path("/dashboard").await;
+    b.wait_text("#who", "fresh@example.com").await;
+    // A reload keeps the session (the CSRF token comes again from GET /api/v1/auth/session).
+    b.goto(&format!("{}/account", server.api())).await;
+    b.wait_text("#settings-form", "Contact").await;
+    b.type_into("#settings-form input[name=contact_name]", "Fresh Admin").await;
+    b.click_on("#settings-form button[type=submit]").await;
+    b.wait_text("#account-notice", "Settings saved").await;
+    assert_clean(&b).await;
+    b.quit().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_browser_enforces_csrf_and_csp_and_shows_a_404_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), None, "");
+    let page = reqwest::get(format!("{}/dashboard", server.api())).await.unwrap();
+    let csp = page.headers()["content-security-policy"].to_str().unwrap().to_owned();
+    for directive in ["default-src 'self'", "frame-ancestors 'none'", "base-uri 'none'", "object-src 'none'"] {
+        assert!(csp.contains(directive), "{csp}");
+    }
+    let b = Browser::start().await;
+    // First load, cold: every byte the console needs, and when it was interactive.
+    b.goto(&format!("{}/login", server.api())).await;
+    b.find("#login-form").await;
+    let timing = b
+        .execute(
+            "const n = performance.getEntriesByType('navigation')[0];
+             const r = performance.getEntriesByType('resource').filter(e => e.name.includes('/assets/'));
+             return {shell: n.transferSize, body: n.encodedBodySize, assets: r.reduce((s, e) => s + e.encodedBodySize, 0),
+                     count: r.length, interactive: n.domInteractive, loaded: n.loadEventEnd};",
+            json!([]),
+        )
+        .await;
+    let bytes = timing["body"].as_u64().unwrap() + timing["assets"].as_u64().unwrap();
+    println!("console first load: {bytes} bytes in {} files; {timing}", timing["count"]);
+    assert!(bytes <= 300 * 1024, "first load {bytes} bytes");
+    sign_in(&b, &server, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    b.wait_path("/dashboard").await;
+    // The session cookie alone changes nothing: a fetch without the CSRF header is refused.
+    let refused = b
+        .execute_async(
+            "fetch('/api/v1/enterprises', {method: 'POST', headers: {'Content-Type': 'application/json'}, body: '{\"name\": \"Forged\"}'})
+               .then(r => r.json().then(j => arguments[arguments.length - 1]({status: r.status, code: j.error.code})));",
+            json!([]),
+        )
+        .await;
+    assert_eq!(refused, json!({"status": 403, "code": "csrf_failed"}));
+    // The console itself sends it: the same creation through the Tenants page works.
+    b.click_on("#sidebar a[href='/tenants']").await;
+    b.type_into("#create-enterprise input[name=name]", "Initech").await;
+    b.click_on("#create-enterprise button[type=submit]").await;
+    b.wait_text("#tenant-notice", "Initech").await;
+    let api = Api::login(&server.api()).await;
+    let names: Vec<Value> =
+        api.get("/api/v1/enterprises").await["items"].as_array().unwrap().iter().map(|e| e["name"].clone()).collect();
+    assert_eq!(names, vec![json!("Initech")], "the forged request created nothing");
+    // Inline script is blocked by the CSP.
+    let blocked = b
+        .execute_async(
+            "const done = arguments[arguments.length - 1];
+             document.addEventListener('securitypolicyviolation', e => done(e.violatedDirective), {once: true});
+             const s = document.createElement('script'); s.textContent = 'window.__inline = 1'; document.body.append(s);
+             setTimeout(() => done(window.__inline ? 'ran' : 'no event'), 2000);",
+            json!([]),
+        )
+        .await;
+    assert!(blocked.as_str().is_some_and(|d| d.starts_with("script-src")), "{blocked}");
+    b.console_log().await; // the violation report is expected
+    assert_eq!(b.execute("return window.__errors;", json!([])).await, json!([]));
+    // Unknown pages get the 404 page; the API keeps its JSON 404.
+    b.goto(&format!("{}/no-such-page", server.api())).await;
+    b.wait_text("h1", "Page not found").await;
+    b.screenshot(&shot("09-not-found")).await;
+    let api_404 = reqwest::get(format!("{}/api/v1/no-such-route", server.api())).await.unwrap();
+    assert_eq!(api_404.status(), 404);
+    assert_eq!(api_404.json::<Value>().await.unwrap()["error"]["code"], json!("not_found"));
+    b.quit().await;
+}
