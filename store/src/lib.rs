@@ -6,7 +6,8 @@
 //!   [`AccountSecurityStore`] (settings, password resets, login codes), [`TenantStore`]
 //!   (channels, enterprises), [`DeviceStore`] (devices, snapshots, lists), [`StrategyStore`]
 //!   (alarm strategies), [`OutboxStore`] (the notification outbox), [`OperationLogStore`] and
-//!   [`CommandStore`] (the durable per-device command queue).
+//!   [`CommandStore`] (the durable per-device command queue) and [`FileStore`] (files devices
+//!   upload, with their content).
 //! - [`EventStore`] (`events.rs`): append-only event streams (status events, resource reports,
 //!   alarm events), the aggregated alarm records, and the per-device delivery marks used to drop
 //!   duplicates.
@@ -25,6 +26,7 @@ mod device_sql;
 mod devices;
 pub mod embedded;
 mod events;
+mod files;
 mod model;
 mod oplog;
 mod outbox;
@@ -40,6 +42,7 @@ pub use alarm_lifecycle::{AlarmLifecycle, Unchanged};
 pub use commands::*;
 pub use devices::*;
 pub use events::*;
+pub use files::*;
 pub use model::*;
 pub use oplog::*;
 pub use outbox::*;
@@ -78,6 +81,11 @@ pub enum StoreError {
     /// The caller's arguments break a documented bound of the operation (nothing was changed).
     #[error("invalid input: {0}")]
     InvalidInput(String),
+    /// Storing would take an owner above a documented count limit (e.g.
+    /// [`MAX_FILES_PER_DEVICE`]); nothing was changed, and the same call may succeed once the
+    /// owner has fewer.
+    #[error("limit exceeded: {0}")]
+    LimitExceeded(String),
 }
 
 /// Result alias for store operations.
@@ -95,6 +103,7 @@ pub trait EntityStore:
     + OutboxStore
     + OperationLogStore
     + CommandStore
+    + FileStore
 {
 }
 
@@ -107,6 +116,7 @@ impl<T> EntityStore for T where
         + OutboxStore
         + OperationLogStore
         + CommandStore
+        + FileStore
 {
 }
 
@@ -131,6 +141,7 @@ opaque_debug!(
     OutboxStore,
     OperationLogStore,
     CommandStore,
+    FileStore,
     EntityStore,
     EventStore
 );

@@ -7,13 +7,14 @@
 //!
 //! This file holds that plumbing and the row helpers the domain files share; each store trait is
 //! implemented in a file of its own (`accounts.rs`, `account_security.rs`, `tenants.rs`,
-//! `devices.rs`, `strategies.rs`, `outbox.rs`, `oplog.rs`, `commands.rs`, `events.rs`).
+//! `devices.rs`, `strategies.rs`, `outbox.rs`, `oplog.rs`, `commands.rs`, `files.rs`, `events.rs`).
 
 mod account_security;
 mod accounts;
 mod commands;
 mod devices;
 mod events;
+mod files;
 mod oplog;
 mod outbox;
 mod schema;
@@ -67,6 +68,10 @@ pub struct EmbeddedStore {
     readers: Arc<ReadPool>,
     stats: Arc<WriterStats>,
     closing: Arc<AtomicBool>,
+    /// Where file content lives (`<data_dir>/files`).
+    files_dir: std::path::PathBuf,
+    /// Whether file content is fsynced before its row completes (as [`EmbeddedConfig::fsync`]).
+    fsync: bool,
 }
 
 impl std::fmt::Debug for dyn WriteJob {
@@ -108,6 +113,8 @@ impl EmbeddedStore {
         let mut conn = open_connection(&path, OpenFlags::default(), config.fsync)?;
         schema::migrate(&mut conn)?;
         refresh_device_types(&conn)?;
+        let files_dir = data_dir.join(files::FILES_DIR);
+        files::recover(&conn, &files_dir)?;
         let readers = (0..config.readers.max(1))
             .map(|_| open_connection(&path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX, false))
             .collect::<Result<Vec<_>>>()?;
@@ -127,6 +134,8 @@ impl EmbeddedStore {
             readers: Arc::new(ReadPool { permits: Semaphore::new(readers.len()), conns: Mutex::new(readers) }),
             stats,
             closing,
+            files_dir,
+            fsync: config.fsync,
         })
     }
 
@@ -150,9 +159,7 @@ impl EmbeddedStore {
         T: Send + 'static,
         F: FnMut(&Connection) -> Result<T> + Send + 'static,
     {
-        let (job, done) = FnJob::boxed(rows, f);
-        self.submit(job).await?;
-        done.await.map_err(|_| StoreError::Closed)?
+        write_on(&self.jobs, rows, f).await
     }
 
     async fn submit(&self, job: Box<dyn WriteJob>) -> Result<()> {
@@ -166,6 +173,18 @@ impl EmbeddedStore {
     {
         self.readers.clone().run(f).await
     }
+}
+
+/// Runs a write job on the writer behind `jobs` (what [`EmbeddedStore::write`] does, for a task
+/// that holds a clone of the sender instead of the store).
+async fn write_on<T, F>(jobs: &mpsc::Sender<Box<dyn WriteJob>>, rows: usize, f: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnMut(&Connection) -> Result<T> + Send + 'static,
+{
+    let (job, done) = FnJob::boxed(rows, f);
+    jobs.send(job).await.map_err(|_| StoreError::Closed)?;
+    done.await.map_err(|_| StoreError::Closed)?
 }
 
 /// Read-only connections, each used by one blocking task at a time.

@@ -362,6 +362,27 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX commands_pending_deadline ON commands(deadline)
         WHERE state IN ('queued', 'sent', 'accepted', 'running');
     "#,
+    // Files devices upload (issue 11). The content is a file `files/<id>` beside the database; a
+    // row is `complete` only once that file is in place (see `embedded/files.rs` for the order of
+    // writes and what opening the store sweeps after a crash). Pages of a device's files are read
+    // newest first along `files_device`; the expiry walks `files_expiry`. AUTOINCREMENT: files are
+    // deleted, and the id of a deleted file must never name another one (a download link).
+    r#"
+    CREATE TABLE files (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        device_id     INTEGER NOT NULL REFERENCES devices(id),
+        enterprise_id INTEGER NOT NULL REFERENCES enterprises(id),
+        command_id    INTEGER REFERENCES commands(id),
+        name          TEXT NOT NULL,
+        size          INTEGER NOT NULL CHECK (size >= 0),
+        sha256        BLOB NOT NULL CHECK (length(sha256) = 32),
+        created_at    INTEGER NOT NULL,
+        expires_at    INTEGER NOT NULL,
+        complete      INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX files_device ON files(device_id, id);
+    CREATE INDEX files_expiry ON files(expires_at);
+    "#,
 ];
 
 /// The schema version this build writes.

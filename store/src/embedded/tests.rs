@@ -6,7 +6,8 @@ use super::outbox::{due_outbox_sql, except_slots};
 use super::*;
 use fleetpulse_proto::domain::{AlarmChange, CallStatus, DeviceStatus, ResourceSample};
 use fleetpulse_proto::domain::{AlarmChangeKind, DeviceKey};
-use fleetpulse_proto::{AccountId, DeviceId, EnterpriseId, Mac, UnixMillis};
+use fleetpulse_proto::{AccountId, DeviceId, EnterpriseId, FileId, Mac, UnixMillis};
+use rusqlite::params;
 
 fn open(dir: &Path) -> EmbeddedStore {
     EmbeddedStore::open(dir, EmbeddedConfig { fsync: false, ..EmbeddedConfig::default() }).expect("open store")
@@ -368,4 +369,69 @@ async fn a_queued_command_takes_at_most_256_bytes() {
     let per_command = bytes / 10_000;
     println!("storage per queued command: {per_command} bytes ({bytes} bytes for 10,000)");
     assert!(per_command <= 256, "{per_command} bytes per queued command");
+}
+
+/// The files directory's entries, sorted.
+fn file_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir.join(files::FILES_DIR))
+        .expect("files dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// The crash story of `files.rs`: a stored file is `files/<id>` and nothing else; what an
+/// interrupted store or delete leaves (temporary content, a row not complete and its content,
+/// content without a row) is swept on open, and a complete file survives.
+#[tokio::test]
+async fn opening_sweeps_what_an_interrupted_upload_left() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let upload = dir.path().join("upload");
+    std::fs::write(&upload, b"hello").expect("write upload");
+    let (kept, pending) = {
+        let store = open(dir.path());
+        let e = enterprise(&store, "files").await;
+        let d = store.register_device(new_device(e.id, "001565000001")).await.expect("device").device.id;
+        let file = NewFile {
+            device_id: d,
+            enterprise_id: e.id,
+            command_id: None,
+            name: "a.txt".into(),
+            size: 5,
+            sha256: [1; 32],
+            created_at: UnixMillis(1),
+            expires_at: UnixMillis(1_000),
+        };
+        let kept = store.store_file(file.clone(), &upload).await.expect("store");
+        assert_eq!(file_names(dir.path()), [kept.id.0.to_string()], "no temporary file is left");
+        // A row not complete (step 2 done, step 4 not), as a crash leaves it.
+        let pending = store
+            .write(1, move |c| {
+                c.execute(
+                    "INSERT INTO files (device_id, enterprise_id, name, size, sha256, created_at, expires_at, complete) \
+                     VALUES (?1, ?2, 'b.txt', 5, zeroblob(32), 1, 1000, 0)",
+                    params![d.0, e.id.0],
+                )?;
+                Ok(FileId(u64::try_from(c.last_insert_rowid()).unwrap_or_default()))
+            })
+            .await
+            .expect("pending row");
+        assert_eq!(store.file(pending).await.expect("read"), None, "an incomplete file is never answered");
+        assert!(store.list_device_files(d, Page::first(10)).await.expect("list").iter().all(|f| f.id != pending));
+        (kept, pending)
+    };
+    let files_dir = dir.path().join(files::FILES_DIR);
+    for name in [pending.0.to_string(), "999999".into(), "tmp-1-2-3".into(), "notes".into()] {
+        std::fs::write(files_dir.join(name), b"left").expect("leftover");
+    }
+    let store = open(dir.path());
+    assert_eq!(file_names(dir.path()), [kept.id.0.to_string(), "notes".into()], "only foreign names are kept");
+    assert_eq!(store.file(kept.id).await.expect("read"), Some(kept.clone()));
+    assert_eq!(store.file_chunk(kept.id, 0).await.expect("chunk"), Some(b"hello".to_vec()));
+    let rows = store
+        .read(|c| Ok(c.query_row("SELECT count(*) FROM files", [], |r| r.get::<_, i64>(0))?))
+        .await
+        .expect("count");
+    assert_eq!(rows, 1, "the incomplete row is gone");
 }

@@ -11,12 +11,13 @@
 //!
 //! This file holds the pool and the helpers the domain files share; each domain trait is
 //! implemented in a file of its own (`accounts.rs`, `account_security.rs`, `tenants.rs`,
-//! `devices.rs`, `strategies.rs`, `outbox.rs`, `oplog.rs`, `commands.rs`).
+//! `devices.rs`, `strategies.rs`, `outbox.rs`, `oplog.rs`, `commands.rs`, `files.rs`).
 
 mod account_security;
 mod accounts;
 mod commands;
 mod devices;
+mod files;
 mod oplog;
 mod outbox;
 mod schema;

@@ -379,6 +379,35 @@ const MIGRATIONS: &[(&str, &str)] = &[
         WHERE state IN ('queued', 'sent', 'accepted', 'running');
     "#,
     ),
+    (
+        "uploaded files",
+        // Files devices upload (issue 11): the metadata in `files`, the content in `file_chunks`
+        // (one row per FILE_CHUNK, deleted with its file) so that any node can serve a download.
+        // A file and all of its chunks are inserted in one transaction. The chunks are stored
+        // uncompressed (uploads are mostly compressed already; compressing again costs CPU).
+        r#"
+    CREATE TABLE files (
+        id            BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        device_id     BIGINT NOT NULL REFERENCES devices (id),
+        enterprise_id BIGINT NOT NULL REFERENCES enterprises (id),
+        command_id    BIGINT REFERENCES commands (id),
+        name          TEXT NOT NULL,
+        size          BIGINT NOT NULL CHECK (size >= 0),
+        sha256        BYTEA NOT NULL CHECK (length(sha256) = 32),
+        created_at    BIGINT NOT NULL,
+        expires_at    BIGINT NOT NULL
+    );
+    CREATE INDEX files_device ON files (device_id, id);
+    CREATE INDEX files_expiry ON files (expires_at);
+    CREATE TABLE file_chunks (
+        file_id BIGINT NOT NULL REFERENCES files (id) ON DELETE CASCADE,
+        idx     INTEGER NOT NULL CHECK (idx >= 0),
+        bytes   BYTEA NOT NULL,
+        PRIMARY KEY (file_id, idx)
+    );
+    ALTER TABLE file_chunks ALTER COLUMN bytes SET STORAGE EXTERNAL;
+    "#,
+    ),
 ];
 
 /// The schema version this build writes.

@@ -13,7 +13,7 @@ use fleetpulse_proto::domain::{
     AlarmChange, AlarmChangeKind, CallStatus, DeviceKey, DeviceStatus, ResourceSample, SipLine, SipState,
 };
 use fleetpulse_proto::ids::ChannelId;
-use fleetpulse_proto::{AccountId, CommandId, DeviceId, EnterpriseId, Mac, UnixMillis};
+use fleetpulse_proto::{AccountId, CommandId, DeviceId, EnterpriseId, FileId, Mac, UnixMillis};
 use fleetpulse_store::*;
 
 mod account_security;
@@ -22,6 +22,7 @@ mod commands;
 mod devices;
 mod entities;
 mod events;
+mod files;
 mod oplog;
 mod outbox;
 mod strategies;
@@ -183,4 +184,22 @@ async fn scaleout_device_lists_conform() {
     let store = scaleout("device_lists", dir.path()).await;
     devices::device_lists(&store).await;
     devices::device_labels(&store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_files_conform() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = embedded::EmbeddedConfig { fsync: false, ..embedded::EmbeddedConfig::default() };
+    let store = Store::open_embedded(&dir.path().join("data"), config).unwrap();
+    let uploads = dir.path().join("uploads");
+    std::fs::create_dir_all(&uploads).unwrap();
+    files::files(store.entities.as_ref(), &uploads).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_files_conform() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = fleetpulse_testkit::postgres::PostgresServer::shared();
+    let store = postgres::PgEntityStore::connect(&pg.create_database("files"), 4).await.unwrap();
+    files::files(&store, dir.path()).await;
 }
