@@ -24,6 +24,7 @@ mod session;
 mod shard;
 pub mod snapshots;
 pub mod tls;
+mod uploads;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,7 +32,7 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 use fleetpulse_proto::{DeviceId, EnterpriseId};
-use fleetpulse_store::{CommandStore, DeviceStore, EventStore, Store, TenantStore};
+use fleetpulse_store::{CommandStore, DeviceStore, EventStore, FileStore, Store, TenantStore};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -96,6 +97,8 @@ pub struct IngestConfig {
     pub max_file_bytes: u64,
     /// How long an uploaded file is kept.
     pub file_retention: Duration,
+    /// Folder for uploads in progress (temporary files; leftovers are deleted at start).
+    pub upload_dir: std::path::PathBuf,
 }
 
 /// Default of [`IngestConfig::max_file_bytes`]: 64 MiB.
@@ -125,6 +128,7 @@ impl IngestConfig {
             alarm_events: None,
             max_file_bytes: DEFAULT_MAX_FILE_BYTES,
             file_retention: DEFAULT_FILE_RETENTION,
+            upload_dir: data_dir.join("uploads"),
         }
     }
 }
@@ -140,6 +144,8 @@ pub(crate) struct Context {
     events: Arc<dyn EventStore>,
     /// The durable command queue (ING-8).
     commands: Arc<dyn CommandStore>,
+    /// Uploaded files (ING-8).
+    files: Arc<dyn FileStore>,
     metrics: IngestMetrics,
     router: ShardRouter,
     shards: Vec<mpsc::Sender<shard::ShardCmd>>,
@@ -202,6 +208,7 @@ impl Ingest {
         let n_shards = if config.shards == 0 { cores } else { config.shards };
         let server_config = tls::server_config(&config.tls, config.idle_timeout)?;
         let keys = tls::endpoint_keys(&config.state_dir)?;
+        uploads::prepare_upload_dir(&config.upload_dir)?;
         let sockets = bind_sockets(config.quic_addr, n_endpoints)?;
         let local_addr = sockets[0].local_addr()?;
         let live = Arc::new(LiveState::new());
@@ -251,6 +258,7 @@ impl Ingest {
             devices: store.entities.clone(),
             events: store.events.clone(),
             commands: store.entities.clone(),
+            files: store.entities.clone(),
             metrics,
             config,
         });

@@ -93,6 +93,12 @@ pub struct IngestMetrics {
     pub commands_expired: Counter,
     /// Failed expiry rounds (tried again at the next tick).
     pub command_expiry_errors: Counter,
+    /// Uploaded files stored.
+    pub files_stored: Counter,
+    /// Bytes of uploaded files stored.
+    pub file_bytes_stored: Counter,
+    /// File uploads refused (nothing stored), by reason.
+    pub files_refused: Family<ReasonLabel, Counter>,
 }
 
 impl IngestMetrics {
@@ -126,6 +132,9 @@ impl IngestMetrics {
             command_answers_unknown: Counter::default(),
             commands_expired: Counter::default(),
             command_expiry_errors: Counter::default(),
+            files_stored: Counter::default(),
+            file_bytes_stored: Counter::default(),
+            files_refused: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("fleetpulse_ingest");
         r.register("connections_open", "Open device connections", m.connections_open.clone());
@@ -163,6 +172,9 @@ impl IngestMetrics {
         );
         r.register("commands_expired", "Commands expired at their deadline", m.commands_expired.clone());
         r.register("command_expiry_errors", "Failed command expiry rounds", m.command_expiry_errors.clone());
+        r.register("files_stored", "Uploaded files stored", m.files_stored.clone());
+        r.register("file_bytes_stored", "Bytes of uploaded files stored", m.file_bytes_stored.clone());
+        r.register("files_refused", "File uploads refused, by reason", m.files_refused.clone());
         m
     }
 }

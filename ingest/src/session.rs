@@ -6,8 +6,8 @@
 //! flow control rather than cut off), records command answers in the command store, and hands
 //! the frames to the device's shard. The command sender ([`crate::commands`]) claims the device's
 //! queued commands. The writer ([`crate::outbound`]) is the one task writing the control stream:
-//! acknowledgements (in order, coalesced), rejections and commands. A bad frame closes only this
-//! connection.
+//! acknowledgements (in order, coalesced), rejections, commands and file outcomes. Upload streams
+//! ([`crate::uploads`]) run beside it. A bad frame closes only this connection.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -26,6 +26,7 @@ use crate::commands::{Answer, record_answer, send_commands};
 use crate::metrics::{ReasonLabel, ScopeLabel};
 use crate::outbound::{MAX_OUTBOUND, Outbound, write_loop};
 use crate::shard::{Frame, ShardCmd};
+use crate::uploads::{Uploader, receive_uploads};
 
 /// Largest chunk read from a stream at once.
 const READ_CHUNK: usize = 16 * 1024;
@@ -218,6 +219,7 @@ async fn serve(conn: &quinn::Connection, ctx: &Arc<Context>) -> Result<(), Close
 
         let (out_tx, out_rx) = mpsc::channel(MAX_OUTBOUND);
         let commands = out_tx.downgrade();
+        let files = out_tx.downgrade();
         let reader = read_loop(ctx, device, enterprise, &mut recv, decoder, &shard, out_tx);
         let writer = write_loop(ctx, &mut send, out_rx, encoder);
         let io = async {
@@ -232,9 +234,20 @@ async fn serve(conn: &quinn::Connection, ctx: &Arc<Context>) -> Result<(), Close
                 std::future::pending().await
             }
         };
+        // Upload streams run beside the control stream; they end the session only when the store
+        // fails.
+        let uploads = async {
+            if hello.protocol_version >= 2 {
+                let uploader = Uploader { device, enterprise };
+                receive_uploads(ctx.clone(), conn.clone(), uploader, files).await
+            } else {
+                std::future::pending().await
+            }
+        };
         tokio::select! {
             result = io => result,
             Err(close) = sender => Err(close),
+            Err(close) = uploads => Err(close),
         }
     }
     .await;

@@ -331,3 +331,48 @@ impl Device {
         self._endpoint.wait_idle().await;
     }
 }
+
+/// SHA-256 of `bytes`.
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    ring::digest::digest(&ring::digest::SHA256, bytes).as_ref().try_into().expect("32 bytes")
+}
+
+/// `n` bytes that are not all alike (a simple LCG), so a misplaced chunk shows.
+pub fn content(n: usize) -> Vec<u8> {
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    (0..n)
+        .map(|_| {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (x >> 56) as u8
+        })
+        .collect()
+}
+
+impl Device {
+    /// Opens an upload stream and sends the header (nothing else).
+    pub async fn upload_header(&self, header: &wire::FileHeader) -> quinn::SendStream {
+        let mut send = self.conn.open_uni().await.expect("upload stream");
+        let mut out = BytesMut::new();
+        FrameEncoder::default().encode(header, &mut out).expect("encode the header");
+        send.write_all(&out).await.expect("send the header");
+        send
+    }
+
+    /// Uploads a file: the header, `content`, the end of the stream.
+    pub async fn upload(&self, header: &wire::FileHeader, content: &[u8]) -> quinn::SendStream {
+        let mut send = self.upload_header(header).await;
+        // A refused upload may be stopped while it is being written.
+        if send.write_all(content).await.is_ok() {
+            let _ = send.finish();
+        }
+        send
+    }
+}
+
+/// The code a stream was stopped with, waiting at most [`WAIT`].
+pub async fn stopped_with(send: &mut quinn::SendStream) -> Option<u64> {
+    match tokio::time::timeout(WAIT, send.stopped()).await.expect("stopped or finished in time") {
+        Ok(code) => code.map(|c| c.into_inner()),
+        Err(_) => None,
+    }
+}
