@@ -1,8 +1,13 @@
-//! The QUIC ingest tier of fleetpulse (ING-1..7).
+//! The QUIC ingest tier of fleetpulse (ING-1..8).
 //!
 //! ```text
 //! UDP socket × N (SO_REUSEPORT) ─▶ quinn Endpoint × N ─▶ session task per connection
 //!     session: Hello → authenticate → register → Welcome → read loop ─▶ shard queue (bounded)
+//!              read loop: command answers → command store (durable) before the shard
+//!              command sender: requeue unanswered → claim queued → writer; waits on CommandSignal
+//!              upload streams (≤ 2): header checked → temp file + SHA-256 → file store
+//!              writer: the one task on the control stream (acks, rejections, commands, files)
+//!     command expiry: every second, pending commands past their deadline → expired
 //!     shard × M: dedup (device, seq) → live state, alarm engine, offline detector → EventBatch
 //!               → store.append (durable) → acks back to the sessions, in order
 //!               → (durable) status reports, online/offline → snapshot writer (coalesced, ≤ 1 s)
