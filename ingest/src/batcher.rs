@@ -355,7 +355,9 @@ impl<W> ShardBatcher<W> {
                 }
                 DeviceMessage::CommandResult { command_id, .. } => {
                     self.metrics.frames_received.get_or_create(&KIND_COMMAND_RESULT).inc();
-                    tracing::debug!(message = "Command result without a command.", %device, %command_id);
+                    // The session recorded the answer in the command store before handing it here;
+                    // the frame only takes its seq.
+                    tracing::trace!(message = "Command answer sequenced.", %device, %command_id);
                 }
             }
         }

@@ -1,8 +1,13 @@
-//! The QUIC ingest tier of fleetpulse (ING-1..7).
+//! The QUIC ingest tier of fleetpulse (ING-1..8).
 //!
 //! ```text
 //! UDP socket × N (SO_REUSEPORT) ─▶ quinn Endpoint × N ─▶ session task per connection
 //!     session: Hello → authenticate → register → Welcome → read loop ─▶ shard queue (bounded)
+//!              read loop: command answers → command store (durable) before the shard
+//!              command sender: requeue unanswered → claim queued → writer; waits on CommandSignal
+//!              upload streams (≤ 2): header checked → temp file + SHA-256 → file store
+//!              writer: the one task on the control stream (acks, rejections, commands, files)
+//!     command expiry: every second, pending commands past their deadline → expired
 //!     shard × M: dedup (device, seq) → live state, alarm engine, offline detector → EventBatch
 //!               → store.append (durable) → acks back to the sessions, in order
 //!               → (durable) status reports, online/offline → snapshot writer (coalesced, ≤ 1 s)
@@ -13,15 +18,18 @@
 //! or a shard falls behind, sessions stop reading and QUIC flow control slows the devices.
 
 mod batcher;
+mod commands;
 pub mod downlink;
 pub mod live;
 pub mod metrics;
 pub mod offline;
+mod outbound;
 pub mod router;
 mod session;
 mod shard;
 pub mod snapshots;
 pub mod tls;
+mod uploads;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,7 +37,7 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 use fleetpulse_proto::{DeviceId, EnterpriseId};
-use fleetpulse_store::{DeviceStore, EventStore, Store, TenantStore};
+use fleetpulse_store::{CommandStore, DeviceStore, EventStore, FileStore, Store, TenantStore};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -90,7 +98,19 @@ pub struct IngestConfig {
     /// Where the shards send device events for the alarm engine once they are durable (none:
     /// alarm records are still kept, nobody is notified).
     pub alarm_events: Option<mpsc::Sender<Vec<fleetpulse_alarm_engine::DeviceEvent>>>,
+    /// Largest file a device may upload, bytes (sent in `Welcome.max_file_bytes`).
+    pub max_file_bytes: u64,
+    /// How long an uploaded file is kept.
+    pub file_retention: Duration,
+    /// Folder for uploads in progress (temporary files; leftovers are deleted at start).
+    pub upload_dir: std::path::PathBuf,
 }
+
+/// Default of [`IngestConfig::max_file_bytes`]: 64 MiB.
+pub const DEFAULT_MAX_FILE_BYTES: u64 = 64 << 20;
+
+/// Default of [`IngestConfig::file_retention`]: 10 days.
+pub const DEFAULT_FILE_RETENTION: Duration = Duration::from_secs(10 * 24 * 3600);
 
 impl IngestConfig {
     /// Defaults for a data directory.
@@ -111,6 +131,9 @@ impl IngestConfig {
             state_dir: data_dir.join("tls"),
             limits: RateLimits::default(),
             alarm_events: None,
+            max_file_bytes: DEFAULT_MAX_FILE_BYTES,
+            file_retention: DEFAULT_FILE_RETENTION,
+            upload_dir: data_dir.join("uploads"),
         }
     }
 }
@@ -124,6 +147,10 @@ pub(crate) struct Context {
     devices: Arc<dyn DeviceStore>,
     /// Delivery marks (`Welcome.last_seq`).
     events: Arc<dyn EventStore>,
+    /// The durable command queue (ING-8).
+    commands: Arc<dyn CommandStore>,
+    /// Uploaded files (ING-8).
+    files: Arc<dyn FileStore>,
     metrics: IngestMetrics,
     router: ShardRouter,
     shards: Vec<mpsc::Sender<shard::ShardCmd>>,
@@ -147,6 +174,7 @@ pub struct Ingest {
     shard_tasks: Vec<JoinHandle<()>>,
     accept_tasks: Vec<JoinHandle<()>>,
     snapshot_task: Option<JoinHandle<()>>,
+    expiry_task: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -185,6 +213,7 @@ impl Ingest {
         let n_shards = if config.shards == 0 { cores } else { config.shards };
         let server_config = tls::server_config(&config.tls, config.idle_timeout)?;
         let keys = tls::endpoint_keys(&config.state_dir)?;
+        uploads::prepare_upload_dir(&config.upload_dir)?;
         let sockets = bind_sockets(config.quic_addr, n_endpoints)?;
         let local_addr = sockets[0].local_addr()?;
         let live = Arc::new(LiveState::new());
@@ -216,6 +245,8 @@ impl Ingest {
         }
         // The writer stops once every shard (and with it every sender) is gone.
         drop(snapshot_tx);
+        let expiry_task =
+            tokio::spawn(commands::expire_commands(store.entities.clone(), metrics.clone(), shutdown_rx.clone()));
         let limits = config.limits;
         let context = Arc::new(Context {
             router: ShardRouter::new(n_shards),
@@ -231,6 +262,8 @@ impl Ingest {
             tenants: store.entities.clone(),
             devices: store.entities.clone(),
             events: store.events.clone(),
+            commands: store.entities.clone(),
+            files: store.entities.clone(),
             metrics,
             config,
         });
@@ -257,6 +290,7 @@ impl Ingest {
             shard_tasks,
             accept_tasks,
             snapshot_task: Some(snapshot_task),
+            expiry_task: Some(expiry_task),
         })
     }
 
@@ -286,6 +320,11 @@ impl Ingest {
             t.abort();
         }
         let _ = self.shutdown.send(true);
+        if let Some(task) = self.expiry_task.take()
+            && tokio::time::timeout(grace, task).await.is_err()
+        {
+            tracing::warn!(message = "The command expiry task did not stop in time.");
+        }
         // Sessions hold clones of the shard senders; once they and this one are gone the shards
         // drain and stop.
         drop(self.context.take());

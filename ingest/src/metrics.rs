@@ -29,6 +29,13 @@ pub struct ScopeLabel {
     pub scope: &'static str,
 }
 
+/// A label with one `status` value.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabel {
+    /// `accepted`, `running`, `succeeded` or `failed`.
+    pub status: &'static str,
+}
+
 /// Every ingest metric. Cheap to clone (handles to shared atomics).
 #[derive(Clone, Debug)]
 pub struct IngestMetrics {
@@ -76,6 +83,22 @@ pub struct IngestMetrics {
     pub snapshot_updates: Counter,
     /// Failed device snapshot writes (kept and retried).
     pub snapshot_write_errors: Counter,
+    /// Commands handed to a session's writer (ING-8).
+    pub commands_sent: Counter,
+    /// Device answers to commands recorded, by status.
+    pub command_answers: Family<StatusLabel, Counter>,
+    /// Device answers naming an unknown command or another device's (rejected).
+    pub command_answers_unknown: Counter,
+    /// Commands expired at their deadline.
+    pub commands_expired: Counter,
+    /// Failed expiry rounds (tried again at the next tick).
+    pub command_expiry_errors: Counter,
+    /// Uploaded files stored.
+    pub files_stored: Counter,
+    /// Bytes of uploaded files stored.
+    pub file_bytes_stored: Counter,
+    /// File uploads refused (nothing stored), by reason.
+    pub files_refused: Family<ReasonLabel, Counter>,
 }
 
 impl IngestMetrics {
@@ -104,6 +127,14 @@ impl IngestMetrics {
             snapshot_queue_full: Counter::default(),
             snapshot_updates: Counter::default(),
             snapshot_write_errors: Counter::default(),
+            commands_sent: Counter::default(),
+            command_answers: Family::default(),
+            command_answers_unknown: Counter::default(),
+            commands_expired: Counter::default(),
+            command_expiry_errors: Counter::default(),
+            files_stored: Counter::default(),
+            file_bytes_stored: Counter::default(),
+            files_refused: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("fleetpulse_ingest");
         r.register("connections_open", "Open device connections", m.connections_open.clone());
@@ -132,6 +163,18 @@ impl IngestMetrics {
         r.register("snapshot_queue_full", "Shard waits on a full device snapshot queue", m.snapshot_queue_full.clone());
         r.register("snapshot_updates", "Device snapshot updates written", m.snapshot_updates.clone());
         r.register("snapshot_write_errors", "Failed device snapshot writes", m.snapshot_write_errors.clone());
+        r.register("commands_sent", "Commands sent to devices", m.commands_sent.clone());
+        r.register("command_answers", "Device answers to commands recorded, by status", m.command_answers.clone());
+        r.register(
+            "command_answers_unknown",
+            "Device answers for unknown commands or another device's, rejected",
+            m.command_answers_unknown.clone(),
+        );
+        r.register("commands_expired", "Commands expired at their deadline", m.commands_expired.clone());
+        r.register("command_expiry_errors", "Failed command expiry rounds", m.command_expiry_errors.clone());
+        r.register("files_stored", "Uploaded files stored", m.files_stored.clone());
+        r.register("file_bytes_stored", "Bytes of uploaded files stored", m.file_bytes_stored.clone());
+        r.register("files_refused", "File uploads refused, by reason", m.files_refused.clone());
         m
     }
 }

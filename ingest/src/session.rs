@@ -1,50 +1,46 @@
-//! One device connection: handshake, authentication, then the read loop and the ack writer.
+//! One device connection: handshake, authentication, then the read loop, the command sender and
+//! the control stream's writer.
 //!
 //! The read loop decodes frames (bounded by the maximum frame size), validates them, applies the
 //! device's and the enterprise's rate limits by *waiting* (so a flooding device is slowed by QUIC
-//! flow control rather than cut off), and hands them to the device's shard. The ack writer
-//! awaits the shard's answers in order and sends cumulative acknowledgements, coalescing those
-//! that are ready together. A bad frame closes only this connection.
+//! flow control rather than cut off), records command answers in the command store, and hands
+//! the frames to the device's shard. The command sender ([`crate::commands`]) claims the device's
+//! queued commands. The writer ([`crate::outbound`]) is the one task writing the control stream:
+//! acknowledgements (in order, coalesced), rejections, commands and file outcomes. Upload streams
+//! ([`crate::uploads`]) run beside it. A bad frame closes only this connection.
 
-use std::collections::VecDeque;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use bytes::BytesMut;
 use fleetpulse_proto::domain::{DeviceHello, DeviceMessage, InvalidMessage};
-use fleetpulse_proto::wire::{Ack, Downlink, Rejected, Uplink, Welcome};
+use fleetpulse_proto::wire::{Downlink, Uplink, Welcome};
 use fleetpulse_proto::{DecodeError, DeviceId, EnterpriseId, FrameDecoder, FrameEncoder, UnixMillis, close_code};
 use fleetpulse_store::{NewDevice, StoreError};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use quinn::{RecvStream, SendStream, VarInt};
+use quinn::{RecvStream, VarInt};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::Context;
+use crate::commands::{Answer, record_answer, send_commands};
 use crate::metrics::{ReasonLabel, ScopeLabel};
-use crate::shard::{AckResult, Frame, ShardCmd};
+use crate::outbound::{MAX_OUTBOUND, Outbound, write_loop};
+use crate::shard::{Frame, ShardCmd};
+use crate::uploads::{Uploader, receive_uploads};
 
 /// Largest chunk read from a stream at once.
 const READ_CHUNK: usize = 16 * 1024;
-/// Commands a session may have waiting for acknowledgement.
-const MAX_IN_FLIGHT: usize = 256;
-
 /// Why a session ended; closes the connection with `code`.
 #[derive(Debug)]
-struct Close {
-    code: u32,
-    reason: String,
+pub(crate) struct Close {
+    pub(crate) code: u32,
+    pub(crate) reason: String,
 }
 
 impl Close {
-    fn new(code: u32, reason: impl Into<String>) -> Close {
+    pub(crate) fn new(code: u32, reason: impl Into<String>) -> Close {
         Close { code, reason: reason.into() }
     }
-}
-
-/// Items for the ack writer, in stream order.
-enum Outbound {
-    Pending(oneshot::Receiver<AckResult>),
-    Rejected(u64, String),
 }
 
 /// Decrements the open-connections gauge when the session ends, however it ends.
@@ -215,17 +211,44 @@ async fn serve(conn: &quinn::Connection, ctx: &Arc<Context>) -> Result<(), Close
             last_seq: committed,
             server_time_ms: UnixMillis::now().0,
             protocol_version: hello.protocol_version,
-            max_file_bytes: 0,
+            max_file_bytes: ctx.config.max_file_bytes,
         });
         encoder.encode(&welcome, &mut out).map_err(|e| Close::new(close_code::SERVER_ERROR, e.to_string()))?;
         send.write_all(&out).await.map_err(|e| Close::new(close_code::NORMAL, e.to_string()))?;
         ctx.metrics.sessions_started.inc();
 
-        let (out_tx, out_rx) = mpsc::channel(MAX_IN_FLIGHT);
+        let (out_tx, out_rx) = mpsc::channel(MAX_OUTBOUND);
+        let commands = out_tx.downgrade();
+        let files = out_tx.downgrade();
         let reader = read_loop(ctx, device, enterprise, &mut recv, decoder, &shard, out_tx);
-        let writer = ack_loop(ctx, &mut send, out_rx, encoder);
-        let (read, write) = tokio::join!(reader, writer);
-        read.and(write)
+        let writer = write_loop(ctx, &mut send, out_rx, encoder);
+        let io = async {
+            let (read, write) = tokio::join!(reader, writer);
+            read.and(write)
+        };
+        // The sender ends with the session; it ends the session only when the store fails.
+        let sender = async {
+            if hello.protocol_version >= 2 {
+                send_commands(ctx, device, &wake, commands).await
+            } else {
+                std::future::pending().await
+            }
+        };
+        // Upload streams run beside the control stream; they end the session only when the store
+        // fails.
+        let uploads = async {
+            if hello.protocol_version >= 2 {
+                let uploader = Uploader { device, enterprise };
+                receive_uploads(ctx.clone(), conn.clone(), uploader, files).await
+            } else {
+                std::future::pending().await
+            }
+        };
+        tokio::select! {
+            result = io => result,
+            Err(close) = sender => Err(close),
+            Err(close) = uploads => Err(close),
+        }
     }
     .await;
     let _ = shard.send(ShardCmd::Disconnected { device, connection: conn.stable_id() }).await;
@@ -294,6 +317,23 @@ async fn read_loop(
                     ));
                 }
                 Uplink::Data(df) => match DeviceMessage::try_from(df.body) {
+                    Ok(DeviceMessage::CommandResult { command_id, progress }) => {
+                        // Durable before the frame can be acknowledged.
+                        match record_answer(ctx, device, command_id, progress.clone()).await? {
+                            Answer::Recorded => frames.push(Frame {
+                                seq: df.seq,
+                                msg: Some(DeviceMessage::CommandResult { command_id, progress }),
+                            }),
+                            Answer::Unknown(reason) => {
+                                ctx.metrics
+                                    .rejected_frames
+                                    .get_or_create(&ReasonLabel { reason: "unknown_command" })
+                                    .inc();
+                                frames.push(Frame { seq: df.seq, msg: None });
+                                let _ = out.send(Outbound::Rejected(df.seq, reason)).await;
+                            }
+                        }
+                    }
                     Ok(msg) => frames.push(Frame { seq: df.seq, msg: Some(msg) }),
                     Err(invalid) => {
                         ctx.metrics.rejected_frames.get_or_create(&ReasonLabel { reason: "invalid_content" }).inc();
@@ -341,71 +381,6 @@ async fn throttle(
             let _ = ctx.enterprise_limiter.until_key_n_ready(&enterprise, k).await;
         }
         left -= step;
-    }
-}
-
-async fn ack_loop(
-    ctx: &Context,
-    send: &mut SendStream,
-    mut rx: mpsc::Receiver<Outbound>,
-    mut encoder: FrameEncoder,
-) -> Result<(), Close> {
-    let mut queue: VecDeque<Outbound> = VecDeque::new();
-    let mut out = BytesMut::new();
-    let mut acked = 0u64;
-    let mut latest = 0u64;
-    let store_failed = || Close::new(close_code::SERVER_ERROR, "store unavailable; resend after reconnecting");
-    loop {
-        let item = match queue.pop_front() {
-            Some(item) => item,
-            None => match rx.recv().await {
-                Some(item) => item,
-                None => return Ok(()),
-            },
-        };
-        let mut next = Some(item);
-        // Handle the first item (waiting if needed), then every following one that is ready.
-        while let Some(item) = next.take() {
-            match item {
-                Outbound::Rejected(seq, reason) => {
-                    let _ = encoder.encode(&Downlink::Rejected(Rejected { seq, reason }), &mut out);
-                }
-                Outbound::Pending(mut answer) => {
-                    let result = if out.is_empty() && latest == acked {
-                        (&mut answer).await
-                    } else {
-                        match answer.try_recv() {
-                            Ok(r) => Ok(r),
-                            Err(oneshot::error::TryRecvError::Empty) => {
-                                queue.push_front(Outbound::Pending(answer));
-                                break;
-                            }
-                            Err(oneshot::error::TryRecvError::Closed) => return Err(store_failed()),
-                        }
-                    };
-                    match result {
-                        Ok(Ok(seq)) => latest = latest.max(seq),
-                        Ok(Err(())) | Err(_) => return Err(store_failed()),
-                    }
-                }
-            }
-            while queue.len() < MAX_IN_FLIGHT {
-                match rx.try_recv() {
-                    Ok(item) => queue.push_back(item),
-                    Err(_) => break,
-                }
-            }
-            next = queue.pop_front();
-        }
-        if latest > acked {
-            let _ = encoder.encode(&Downlink::Ack(Ack { seq: latest }), &mut out);
-            acked = latest;
-            ctx.metrics.acks_sent.inc();
-        }
-        if !out.is_empty() {
-            send.write_all(&out).await.map_err(|e| Close::new(close_code::NORMAL, format!("send failed: {e}")))?;
-            out.clear();
-        }
     }
 }
 

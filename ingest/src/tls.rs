@@ -91,15 +91,22 @@ fn load(source: &TlsSource) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyD
     Ok((chain, key))
 }
 
-/// Transport settings sized for a phone: one bidirectional stream, small windows, no MTU
-/// discovery, no datagrams, NewReno, and no server keep-alive (device heartbeats keep the path
-/// alive).
+/// Transport settings sized for a phone: one bidirectional stream, a few upload streams, small
+/// windows, no MTU discovery, no datagrams, NewReno, and no server keep-alive (device heartbeats
+/// keep the path alive).
+///
+/// One upload stream more than [`crate::uploads::MAX_UPLOADS`] may be open, so that the server
+/// sees it and refuses it with a reason instead of the device waiting on stream credit. The
+/// connection's window is the control stream's plus one per upload, so uploads never starve the
+/// control stream of flow-control credit.
 pub fn device_transport(idle_timeout: Duration) -> Result<TransportConfig, IngestError> {
+    const STREAM_WINDOW: u32 = 32 * 1024;
+    let uploads = crate::uploads::MAX_UPLOADS as u32;
     let mut t = TransportConfig::default();
     t.max_concurrent_bidi_streams(VarInt::from_u32(1))
-        .max_concurrent_uni_streams(VarInt::from_u32(0))
-        .stream_receive_window(VarInt::from_u32(32 * 1024))
-        .receive_window(VarInt::from_u32(64 * 1024))
+        .max_concurrent_uni_streams(VarInt::from_u32(uploads + 1))
+        .stream_receive_window(VarInt::from_u32(STREAM_WINDOW))
+        .receive_window(VarInt::from_u32(STREAM_WINDOW * (1 + uploads)))
         .send_window(64 * 1024)
         .mtu_discovery_config(None)
         .datagram_receive_buffer_size(None)

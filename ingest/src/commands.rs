@@ -1,0 +1,166 @@
+//! Commands down a device's session (ING-8): the sender that claims the device's queued
+//! commands and hands them to the session's writer, the application of the device's answers to
+//! the store, and the expiry task of the ingest tier.
+//!
+//! *Architecture invariant*: a device's answer is durable in the command store before the frame
+//! carrying it goes to the shard, so the acknowledgement (sent after the shard's batch commit)
+//! means the answer is stored. The command store's transitions only move forward, so a resent
+//! answer changes nothing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fleetpulse_proto::domain::CommandProgress;
+use fleetpulse_proto::wire::{self, Downlink};
+use fleetpulse_proto::{CommandId, DeviceId, UnixMillis, close_code};
+use fleetpulse_store::{CommandStore, CommandUpdate, StoreError};
+use tokio::sync::{Notify, mpsc, watch};
+
+use crate::Context;
+use crate::metrics::{IngestMetrics, StatusLabel};
+use crate::outbound::Outbound;
+use crate::session::Close;
+
+/// Commands one claim takes; the sender claims again while a claim comes back full.
+pub(crate) const CLAIM_BATCH: u32 = 32;
+
+/// Commands one expiry round expires at most.
+const EXPIRE_BATCH: u32 = 10_000;
+
+/// Expiry rounds run back to back at most before the task waits for its next tick.
+const EXPIRE_ROUNDS: usize = 10;
+
+/// How often the expiry task looks for commands past their deadline.
+const EXPIRE_EVERY: Duration = Duration::from_secs(1);
+
+fn store_failed(error: StoreError) -> Close {
+    tracing::error!(message = "Command store failed during a session.", %error);
+    Close::new(close_code::SERVER_ERROR, "store unavailable; reconnect later")
+}
+
+/// Sends the device's queued commands: first puts the commands an earlier session sent but the
+/// device never accepted back in the queue, then claims and sends until the queue is empty, then
+/// waits for `wake`. Ends (`Ok`) when the session's writer is gone; `Err` when the store fails.
+pub(crate) async fn send_commands(
+    ctx: &Context,
+    device: DeviceId,
+    wake: &Notify,
+    out: mpsc::WeakSender<Outbound>,
+) -> Result<(), Close> {
+    let requeued = ctx.commands.requeue_unanswered(device).await.map_err(store_failed)?;
+    if requeued > 0 {
+        tracing::debug!(message = "Commands sent to an earlier session requeued.", %device, requeued);
+    }
+    loop {
+        let claimed =
+            ctx.commands.claim_commands_to_send(device, UnixMillis::now(), CLAIM_BATCH).await.map_err(store_failed)?;
+        let full = claimed.len() >= CLAIM_BATCH as usize;
+        for command in claimed {
+            let frame = Downlink::Command(wire::Command {
+                command_id: command.id.0,
+                kind: command.kind,
+                args_json: command.args,
+                deadline_ms: command.deadline.0,
+            });
+            // A weak sender: the writer ends once the read loop is done, whatever this task holds.
+            let Some(tx) = out.upgrade() else { return Ok(()) };
+            if tx.send(Outbound::Frame(Box::new(frame))).await.is_err() {
+                return Ok(());
+            }
+            ctx.metrics.commands_sent.inc();
+        }
+        if !full {
+            wake.notified().await;
+        }
+    }
+}
+
+/// What became of a device's answer.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Answer {
+    /// Stored (or already stored: updates only move forward).
+    Recorded,
+    /// No such command of this device; the frame is rejected with this reason.
+    Unknown(String),
+}
+
+/// Applies the device's answer to its command in the store, before its frame goes to the shard.
+pub(crate) async fn record_answer(
+    ctx: &Context,
+    device: DeviceId,
+    command: CommandId,
+    progress: CommandProgress,
+) -> Result<Answer, Close> {
+    let (status, update) = command_update(progress);
+    let recorded =
+        ctx.commands.record_command_update(command, device, update, UnixMillis::now()).await.map_err(store_failed)?;
+    if recorded.is_none() {
+        ctx.metrics.command_answers_unknown.inc();
+        return Ok(Answer::Unknown(format!("command {command} is not a command of this device")));
+    }
+    ctx.metrics.command_answers.get_or_create(&StatusLabel { status }).inc();
+    Ok(Answer::Recorded)
+}
+
+/// The store's update for a device's progress report, and the status label it is counted under.
+pub(crate) fn command_update(progress: CommandProgress) -> (&'static str, CommandUpdate) {
+    match progress {
+        CommandProgress::Accepted => ("accepted", CommandUpdate::Accepted),
+        CommandProgress::Running => ("running", CommandUpdate::Running),
+        CommandProgress::Succeeded { output } => ("succeeded", CommandUpdate::Succeeded { output }),
+        CommandProgress::Failed { output, reason } => ("failed", CommandUpdate::Failed { output, reason }),
+    }
+}
+
+/// The expiry task of the ingest tier: every [`EXPIRE_EVERY`], pending commands past their
+/// deadline become `expired`, [`EXPIRE_BATCH`] at a time and at most [`EXPIRE_ROUNDS`] batches
+/// per tick. Stops when `shutdown` turns true (or its sender is gone). A store failure is
+/// logged, counted and tried again at the next tick.
+pub(crate) async fn expire_commands(
+    store: Arc<dyn CommandStore>,
+    metrics: IngestMetrics,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(EXPIRE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            changed = shutdown.changed() => if changed.is_err() || *shutdown.borrow() { return },
+        }
+        for _ in 0..EXPIRE_ROUNDS {
+            match store.expire_commands(UnixMillis::now(), EXPIRE_BATCH).await {
+                Ok(expired) => {
+                    metrics.commands_expired.inc_by(expired.len() as u64);
+                    if expired.len() < EXPIRE_BATCH as usize {
+                        break;
+                    }
+                }
+                Err(error) => {
+                    metrics.command_expiry_errors.inc();
+                    tracing::warn!(message = "Expiring commands failed; trying again.", %error);
+                    break;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_maps_to_the_store_update_with_its_label() {
+        assert_eq!(command_update(CommandProgress::Accepted), ("accepted", CommandUpdate::Accepted));
+        assert_eq!(command_update(CommandProgress::Running), ("running", CommandUpdate::Running));
+        assert_eq!(
+            command_update(CommandProgress::Succeeded { output: "ok".into() }),
+            ("succeeded", CommandUpdate::Succeeded { output: "ok".into() })
+        );
+        assert_eq!(
+            command_update(CommandProgress::Failed { output: "o".into(), reason: "r".into() }),
+            ("failed", CommandUpdate::Failed { output: "o".into(), reason: "r".into() })
+        );
+    }
+}
