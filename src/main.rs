@@ -235,12 +235,6 @@ impl Server {
         bootstrap(&store, None).await?;
         let retention = tokio::spawn(retention(store.clone(), file.store.retention_days.unwrap_or(30)));
         let file_retention = tokio::spawn(file_retention(store.entities.clone()));
-        tracing::info!(
-            message = "Uploaded files are kept for their retention.",
-            max_bytes = files.max_bytes,
-            retention_days = files.retention.as_secs() / 86_400
-        );
-
         let mut registry = prometheus_client::registry::Registry::default();
         let metrics = IngestMetrics::register(&mut registry);
         let mut ingest_config = IngestConfig::new(quic_addr, &data_dir);
@@ -251,6 +245,8 @@ impl Server {
         ingest_config.shards = i.shards.unwrap_or(0);
         ingest_config.endpoints = i.endpoints.unwrap_or(0);
         ingest_config.missed_heartbeats = i.missed_heartbeats.unwrap_or(3);
+        ingest_config.max_file_bytes = files.max_bytes;
+        ingest_config.file_retention = files.retention;
         if let Some(v) = i.max_connections {
             ingest_config.max_connections = v;
         }
