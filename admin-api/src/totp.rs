@@ -103,6 +103,14 @@ impl fmt::Debug for TotpSecret {
     }
 }
 
+/// `uri` (an `otpauth://` URI) as a QR code in SVG: medium error correction, 4 px per module
+/// with the standard 4-module quiet zone, black on white. `None` when the text is too long for
+/// a QR code (an `otpauth://` URI with a bounded email address never is).
+pub fn qr_svg(uri: &str) -> Option<String> {
+    let code = qrcode::QrCode::with_error_correction_level(uri.as_bytes(), qrcode::EcLevel::M).ok()?;
+    Some(code.render::<qrcode::render::svg::Color<'_>>().module_dimensions(4, 4).quiet_zone(true).build())
+}
+
 /// Why [`verify`] refused a code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum TotpError {
