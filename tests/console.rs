@@ -91,6 +91,11 @@ async fn choose(b: &Browser, css: &str, value: &str) {
     assert_eq!(chosen, json!(value), "{css} has no option {value}");
 }
 
+/// Scrolls the element matching `css` into view (for the screenshot that follows).
+async fn show(b: &Browser, css: &str) {
+    b.execute("document.querySelector(arguments[0]).scrollIntoView({block: 'start'});", json!([css])).await;
+}
+
 async fn post_as(api: &Api, token: &str, path: &str) {
     let r = api.client.post(format!("{}{path}", api.base)).bearer_auth(token).json(&json!({})).send().await.unwrap();
     assert!(r.status().is_success(), "{path}: {}", r.status());
@@ -387,6 +392,7 @@ async fn commands_tasks_and_the_totp_qr_code_in_the_browser() {
     b.wait_text(&format!(".command-state[data-command='{ping}']"), "cancelled").await;
     assert_eq!(api.get(&format!("/api/v1/commands/{ping}")).await["state"], json!("cancelled"));
     b.wait_text("#file-list", "no files").await;
+    show(&b, "#command-list").await;
     b.screenshot(&shot("10-device-commands")).await;
     assert_clean(&b).await;
 
@@ -398,6 +404,7 @@ async fn commands_tasks_and_the_totp_qr_code_in_the_browser() {
     b.wait_text("#bulk-target", "The 1 device matching this filter").await;
     b.click_on("#bulk-send").await;
     b.wait_text("#bulk-result", "1 command queued").await;
+    show(&b, "#bulk-form").await;
     b.screenshot(&shot("11-bulk-command")).await;
     let sent = commands(format!("/api/v1/devices/{id}/commands")).await;
     assert_eq!((sent.len(), &sent[0]["kind"]), (2, &json!("refresh_status")), "{sent:?}");
@@ -432,6 +439,7 @@ async fn commands_tasks_and_the_totp_qr_code_in_the_browser() {
     b.click_on(&format!("#resume-task-{tid}")).await;
     b.wait_text(&format!(".task-state[data-task='{tid}']"), "active").await;
     assert_eq!(api.get(&format!("/api/v1/tasks/{tid}")).await["state"], json!("active"));
+    show(&b, "#task-list").await;
     b.screenshot(&shot("12-tasks")).await;
     b.click_on(&format!("#task-list a[href='/tasks/{tid}']")).await;
     b.wait_text("#task-detail", "daily at 03:00 (Europe/Berlin)").await;
@@ -452,6 +460,7 @@ async fn commands_tasks_and_the_totp_qr_code_in_the_browser() {
         .await;
     assert_eq!(qr["svg"], json!(true), "{qr}");
     assert!(qr["width"].as_u64().unwrap() > 100, "{qr}");
+    show(&b, "#totp-confirm").await;
     b.screenshot(&shot("13-totp-qr")).await;
     assert_clean(&b).await;
     b.quit().await;

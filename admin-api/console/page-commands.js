@@ -36,7 +36,7 @@ export function kindPicker(kinds, idPrefix) {
     const k = kinds.find((x) => x.name === kindSelect.value) || kinds[0];
     mount(summary, k.summary, k.file ? ` The device uploads ${k.file}.` : "");
     mount(argsSlot, k.args.map((a) => {
-      if (a.type === "confirm") return h("div", { class: "field confirm" }, checkbox("arg:" + a.name, `${a.summary} (confirm)`, false));
+      if (a.type === "confirm") return h("div", { class: "field confirm" }, checkbox("arg:" + a.name, `I confirm: ${k.summary.replace(/\.$/, "").toLowerCase()}.`, false));
       if (a.type === "integer") {
         const input = h("input", { name: "arg:" + a.name, type: "number", min: a.min, max: a.max, placeholder: String(a.default), step: 1 });
         return field(`${a.name.replace(/_/g, " ")}`, input, `${a.summary}: ${a.min.toLocaleString()} to ${a.max.toLocaleString()}, default ${a.default.toLocaleString()}.`);
