@@ -343,7 +343,7 @@ async fn the_browser_enforces_csrf_and_csp_and_shows_a_404_page() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn commands_tasks_and_the_totp_qr_code_in_the_browser() {
+async fn commands_tasks_the_totp_qr_code_and_tenant_forms_in_the_browser() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path(), None, "");
     let api = Api::login(&server.api()).await;
@@ -462,6 +462,29 @@ async fn commands_tasks_and_the_totp_qr_code_in_the_browser() {
     assert!(qr["width"].as_u64().unwrap() > 100, "{qr}");
     show(&b, "#totp-confirm").await;
     b.screenshot(&shot("13-totp-qr")).await;
+    assert_clean(&b).await;
+
+    // Tenants: a channel, then its admin's account, created from their forms.
+    b.click_on("#sidebar a[href='/tenants']").await;
+    b.type_into("#create-channel input[name=name]", "Partners").await;
+    b.click_on("#create-channel button[type=submit]").await;
+    b.wait_text("#tenant-notice", "Channel “Partners” created").await;
+    let channel = api.get("/api/v1/channels").await["items"][0].clone();
+    assert_eq!(channel["name"], json!("Partners"), "{channel}");
+    b.type_into("#create-account input[name=email]", "partner@example.com").await;
+    b.type_into("#create-account input[name=password]", "first-password").await;
+    choose(&b, "#create-account select[name=role]", "channel_admin").await;
+    b.type_into("#create-account input[name=channel_id]", &channel["id"].to_string()).await;
+    b.click_on("#create-account button[type=submit]").await;
+    b.wait_text("#tenant-notice", "Account partner@example.com created").await;
+    let accounts = api.get("/api/v1/accounts").await;
+    let partner =
+        accounts["items"].as_array().unwrap().iter().find(|a| a["email"] == json!("partner@example.com")).cloned();
+    assert_eq!(
+        partner.map(|a| (a["role"].clone(), a["channel_id"].clone())),
+        Some((json!("channel_admin"), channel["id"].clone()))
+    );
+    b.screenshot(&shot("14-tenant-forms")).await;
     assert_clean(&b).await;
     b.quit().await;
     drop(phone);
