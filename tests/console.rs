@@ -453,13 +453,15 @@ async fn commands_tasks_the_totp_qr_code_and_tenant_forms_in_the_browser() {
     let qr = b
         .execute_async(
             "const img = document.getElementById('totp-qr'); const done = arguments[arguments.length - 1];
-             const report = () => done({svg: img.src.startsWith('data:image/svg+xml'), width: img.naturalWidth});
+             const report = () => done({svg: img.src.startsWith('data:image/svg+xml'), width: img.naturalWidth,
+                                         bytes: decodeURIComponent(img.src.split(',')[1]).length});
              img.complete ? report() : img.addEventListener('load', report);",
             json!([]),
         )
         .await;
     assert_eq!(qr["svg"], json!(true), "{qr}");
     assert!(qr["width"].as_u64().unwrap() > 100, "{qr}");
+    println!("totp qr code: {qr}");
     show(&b, "#totp-confirm").await;
     b.screenshot(&shot("13-totp-qr")).await;
     assert_clean(&b).await;
