@@ -78,6 +78,24 @@ async fn first_login(api: &Api, email: &str, first: &str, second: &str) -> Strin
     changed["token"].as_str().expect("a fresh token").to_owned()
 }
 
+/// Chooses `value` in the `<select>` matching `css` as a person would (the change event fires).
+async fn choose(b: &Browser, css: &str, value: &str) {
+    b.find(css).await;
+    let chosen = b
+        .execute(
+            "const s = document.querySelector(arguments[0]); s.value = arguments[1];
+             s.dispatchEvent(new Event('change', {bubbles: true})); return s.value;",
+            json!([css, value]),
+        )
+        .await;
+    assert_eq!(chosen, json!(value), "{css} has no option {value}");
+}
+
+/// Scrolls the element matching `css` into view (for the screenshot that follows).
+async fn show(b: &Browser, css: &str) {
+    b.execute("document.querySelector(arguments[0]).scrollIntoView({block: 'start'});", json!([css])).await;
+}
+
 async fn post_as(api: &Api, token: &str, path: &str) {
     let r = api.client.post(format!("{}{path}", api.base)).bearer_auth(token).json(&json!({})).send().await.unwrap();
     assert!(r.status().is_success(), "{path}: {}", r.status());
@@ -146,7 +164,7 @@ async fn an_admin_walks_the_portal_in_a_browser() {
     b.click_on("#tab-1").await;
     b.find("#panel-1 svg.chart path.line").await;
     b.click_on("#tab-3").await;
-    b.find("#commands-placeholder").await;
+    b.find("#command-form").await;
     b.click_on("#tab-2").await;
     b.wait_text("#panel-2", "Application crash").await;
     b.screenshot(&shot("03-device-alarms")).await;
@@ -322,4 +340,154 @@ async fn the_browser_enforces_csrf_and_csp_and_shows_a_404_page() {
     assert_eq!(api_404.status(), 404);
     assert_eq!(api_404.json::<Value>().await.unwrap()["error"]["code"], json!("not_found"));
     b.quit().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_tasks_the_totp_qr_code_and_tenant_forms_in_the_browser() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), None, "");
+    let api = Api::login(&server.api()).await;
+    let (acme, credential) = api.enterprise("Acme").await;
+    let phone = device(&server, &credential, "001565000009").await;
+    wait_online(&api, 1).await;
+    let id = api.get("/api/v1/devices").await["items"][0]["id"].as_u64().unwrap();
+    let commands = |path: String| {
+        let api = &api;
+        async move { api.get(&path).await["items"].as_array().unwrap().clone() }
+    };
+
+    let b = Browser::start().await;
+    sign_in(&b, &server, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    b.wait_path("/dashboard").await;
+    // A device's commands tab: a ping with its target is queued (no ingest sends it in this
+    // test's binary yet, or it is sent: either is listed).
+    b.goto(&format!("{}/devices/{id}", server.api())).await;
+    b.click_on("#tab-3").await;
+    b.find("#command-form").await;
+    choose(&b, "#command-kind", "ping").await;
+    b.type_into("#command-args input[name='arg:target']", "10.0.0.1").await;
+    b.click_on("#send-command").await;
+    b.wait_text("#command-errors", "is queued").await;
+    let listed = b.wait_text("#command-list", "10.0.0.1").await;
+    assert!(listed.contains("queued") || listed.contains("sent"), "{listed}");
+    let sent = commands(format!("/api/v1/devices/{id}/commands")).await;
+    assert_eq!(
+        (sent.len(), &sent[0]["kind"], &sent[0]["args"]),
+        (1, &json!("ping"), &json!({"target": "10.0.0.1", "count": 4}))
+    );
+    let ping = sent[0]["id"].as_u64().unwrap();
+    // A bad argument: the API's message, naming it, in place; nothing queued.
+    b.type_into("#command-args input[name='arg:count']", "99").await;
+    b.click_on("#send-command").await;
+    let refused = b.wait_text("#command-errors", "count").await;
+    assert!(refused.contains("1 to 20"), "{refused}");
+    assert_eq!(commands(format!("/api/v1/devices/{id}/commands")).await.len(), 1);
+    // A factory reset wants the confirmation ticked before anything is sent.
+    choose(&b, "#command-kind", "factory_reset").await;
+    b.click_on("#send-command").await;
+    b.wait_text("#command-errors", "tick the confirmation").await;
+    assert_eq!(commands(format!("/api/v1/devices/{id}/commands")).await.len(), 1);
+    // Cancel the queued ping.
+    b.click_on(&format!("#cancel-{ping}")).await;
+    b.wait_text(&format!(".command-state[data-command='{ping}']"), "cancelled").await;
+    assert_eq!(api.get(&format!("/api/v1/commands/{ping}")).await["state"], json!("cancelled"));
+    b.wait_text("#file-list", "no files").await;
+    show(&b, "#command-list").await;
+    b.screenshot(&shot("10-device-commands")).await;
+    assert_clean(&b).await;
+
+    // The device list's bulk command to the devices of its filter.
+    b.goto(&format!("{}/devices?model=T54W", server.api())).await;
+    b.wait_text("#device-total", "1 device match").await;
+    b.click_on("#bulk-command").await;
+    choose(&b, "#bulk-kind", "refresh_status").await;
+    b.wait_text("#bulk-target", "The 1 device matching this filter").await;
+    b.click_on("#bulk-send").await;
+    b.wait_text("#bulk-result", "1 command queued").await;
+    show(&b, "#bulk-form").await;
+    b.screenshot(&shot("11-bulk-command")).await;
+    let sent = commands(format!("/api/v1/devices/{id}/commands")).await;
+    assert_eq!((sent.len(), &sent[0]["kind"]), (2, &json!("refresh_status")), "{sent:?}");
+
+    // A daily task from the tasks page; paused and resumed.
+    b.click_on("#sidebar a[href='/tasks']").await;
+    b.wait_text("#task-list", "No scheduled tasks yet").await;
+    b.type_into("#task-form input[name=enterprise_id]", &acme.to_string()).await;
+    b.type_into("#task-form input[name=name]", "nightly reboot").await;
+    choose(&b, "#task-kind", "reboot").await;
+    b.type_into("#task-form input[name=filter]", "model=T54W").await;
+    choose(&b, "#task-form select[name=schedule_kind]", "daily").await;
+    b.type_into("#task-form input[name=time_zone]", "Europe/Berlin").await;
+    b.click_on("#create-task").await;
+    b.wait_text("#task-notice", "first run").await;
+    b.wait_text("#task-list", "nightly reboot").await;
+    let task = api.get("/api/v1/tasks").await["items"][0].clone();
+    let tid = task["id"].as_u64().unwrap();
+    assert_eq!(
+        (&task["schedule"], &task["time_zone"], &task["targets"], &task["state"]),
+        (
+            &json!({"kind": "daily", "time": "03:00"}),
+            &json!("Europe/Berlin"),
+            &json!({"filter": "model=T54W"}),
+            &json!("active")
+        ),
+        "{task}"
+    );
+    b.click_on(&format!("#pause-task-{tid}")).await;
+    b.wait_text(&format!(".task-state[data-task='{tid}']"), "paused").await;
+    assert_eq!(api.get(&format!("/api/v1/tasks/{tid}")).await["state"], json!("paused"));
+    b.click_on(&format!("#resume-task-{tid}")).await;
+    b.wait_text(&format!(".task-state[data-task='{tid}']"), "active").await;
+    assert_eq!(api.get(&format!("/api/v1/tasks/{tid}")).await["state"], json!("active"));
+    show(&b, "#task-list").await;
+    b.screenshot(&shot("12-tasks")).await;
+    b.click_on(&format!("#task-list a[href='/tasks/{tid}']")).await;
+    b.wait_text("#task-detail", "daily at 03:00 (Europe/Berlin)").await;
+    b.wait_text("#run-list", "No runs yet").await;
+    assert_clean(&b).await;
+
+    // The authenticator set-up shows its QR code: an SVG image the browser decoded.
+    b.click_on("#sidebar a[href='/account']").await;
+    b.click_on("#totp-setup").await;
+    b.find("#totp-qr").await;
+    let qr = b
+        .execute_async(
+            "const img = document.getElementById('totp-qr'); const done = arguments[arguments.length - 1];
+             const report = () => done({svg: img.src.startsWith('data:image/svg+xml'), width: img.naturalWidth,
+                                         bytes: decodeURIComponent(img.src.split(',')[1]).length});
+             img.complete ? report() : img.addEventListener('load', report);",
+            json!([]),
+        )
+        .await;
+    assert_eq!(qr["svg"], json!(true), "{qr}");
+    assert!(qr["width"].as_u64().unwrap() > 100, "{qr}");
+    println!("totp qr code: {qr}");
+    show(&b, "#totp-confirm").await;
+    b.screenshot(&shot("13-totp-qr")).await;
+    assert_clean(&b).await;
+
+    // Tenants: a channel, then its admin's account, created from their forms.
+    b.click_on("#sidebar a[href='/tenants']").await;
+    b.type_into("#create-channel input[name=name]", "Partners").await;
+    b.click_on("#create-channel button[type=submit]").await;
+    b.wait_text("#tenant-notice", "Channel “Partners” created").await;
+    let channel = api.get("/api/v1/channels").await["items"][0].clone();
+    assert_eq!(channel["name"], json!("Partners"), "{channel}");
+    b.type_into("#create-account input[name=email]", "partner@example.com").await;
+    b.type_into("#create-account input[name=password]", "first-password").await;
+    choose(&b, "#create-account select[name=role]", "channel_admin").await;
+    b.type_into("#create-account input[name=channel_id]", &channel["id"].to_string()).await;
+    b.click_on("#create-account button[type=submit]").await;
+    b.wait_text("#tenant-notice", "Account partner@example.com created").await;
+    let accounts = api.get("/api/v1/accounts").await;
+    let partner =
+        accounts["items"].as_array().unwrap().iter().find(|a| a["email"] == json!("partner@example.com")).cloned();
+    assert_eq!(
+        partner.map(|a| (a["role"].clone(), a["channel_id"].clone())),
+        Some((json!("channel_admin"), channel["id"].clone()))
+    );
+    b.screenshot(&shot("14-tenant-forms")).await;
+    assert_clean(&b).await;
+    b.quit().await;
+    drop(phone);
 }

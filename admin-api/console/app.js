@@ -11,6 +11,7 @@ import * as strategies from "./page-strategies.js";
 import * as tenants from "./page-tenants.js";
 import * as account from "./page-account.js";
 import * as oplog from "./page-oplog.js";
+import * as tasks from "./page-tasks.js";
 
 // Uncaught errors, for people (the console) and for the browser tests (window.__errors).
 window.__errors = [];
@@ -27,6 +28,8 @@ const ROUTES = [
   [/^\/devices\/(\d+)$/, devices.renderDetail, "devices"],
   [/^\/alarms$/, alarms.renderList, "alarms"],
   [/^\/alarms\/(\d+)$/, alarms.renderDetail, "alarms"],
+  [/^\/tasks$/, tasks.renderList, "devices"],
+  [/^\/tasks\/(\d+)$/, tasks.renderDetail, "devices"],
   [/^\/strategies$/, strategies.renderList, "strategies"],
   [/^\/strategies\/new$/, strategies.renderEdit, "strategies"],
   [/^\/strategies\/(\d+)$/, strategies.renderEdit, "strategies"],
@@ -38,6 +41,7 @@ const ROUTES = [
 const NAV = [
   ["/dashboard", "Dashboard", "devices"],
   ["/devices", "Devices", "devices"],
+  ["/tasks", "Scheduled tasks", "devices"],
   ["/alarms", "Alarms", "alarms"],
   ["/strategies", "Alarm strategies", "strategies"],
   ["/tenants", "Tenants", null],

@@ -57,7 +57,8 @@ export function render(main, ctx) {
       const code = h("input", { name: "code", inputmode: "numeric", maxlength: 6, autocomplete: "one-time-code" });
       const confirm = h("button", { class: "primary", type: "submit" }, "Turn on");
       const f = h("form", { id: "totp-confirm" },
-        h("p", {}, "Add this account to your authenticator app with the secret below (or open the otpauth link on the phone), then enter the code it shows."),
+        h("p", {}, "Scan this code with your authenticator app (or type the secret below into it), then enter the code it shows."),
+        h("img", { id: "totp-qr", class: "qr", src: "data:image/svg+xml;charset=utf-8," + encodeURIComponent(t.qr_svg), alt: "QR code of the authenticator set-up (the same as the secret and link below)" }),
         h("dl", { class: "kv" }, h("dt", {}, "Secret"), h("dd", {}, h("code", { id: "totp-secret" }, t.secret)), h("dt", {}, "Link"), h("dd", {}, h("pre", { class: "code" }, t.otpauth_uri))),
         field("Code from the app", code), h("div", { class: "actions" }, confirm));
       f.addEventListener("submit", (e) => { e.preventDefault(); busy(confirm, errors, async () => { await post("/api/v1/account/totp", { secret: t.secret, code: code.value.trim() }); mount(notice, okBox("The authenticator app is on: logins now need its code.")); reload(); }); });

@@ -1,9 +1,10 @@
 // Devices: the list (the API's filters, search, sort, keyset paging with next and previous,
-// chosen columns, saved search labels) and a device's detail (status, SIP lines, CPU and memory
-// over time, its alarms, and the place the commands and diagnostics tab will take).
+// chosen columns, saved search labels, a command to the matching or selected devices) and a
+// device's detail (status, SIP lines, CPU and memory over time, its alarms, its commands and files).
 
 import { del, get, post, put, qs } from "./api.js";
 import { percentLine } from "./chart.js";
+import { bulkForm, commandsPanel } from "./page-commands.js";
 import { badge, busy, checkbox, emptyState, errorBox, field, fmtDuration, fmtTime, formValues, h, link, loading, mount, okBox, select, table } from "./ui.js";
 
 const PAGE = 50;
@@ -54,7 +55,9 @@ export function renderList(main, ctx) {
       h("button", { class: "primary", type: "submit" }, "Apply filters"),
       h("button", { type: "button", onclick: () => ctx.navigate("/devices") }, "Clear"),
       h("button", { type: "button", id: "save-label", onclick: saveLabel }, "Save as label"),
-      h("button", { type: "button", id: "choose-columns", onclick: chooseColumns }, "Columns")),
+      h("button", { type: "button", id: "choose-columns", onclick: chooseColumns }, "Columns"),
+      h("button", { type: "button", id: "bulk-command", onclick: bulkCommand }, "Send command…"),
+      h("button", { type: "button", id: "schedule-task", onclick: () => ctx.navigate("/tasks" + qs({ filter: qs(taskFilter()).slice(1), enterprise_id: filters.enterprise_id })) }, "Schedule a task…")),
   );
   form.addEventListener("submit", (e) => {
     e.preventDefault();
@@ -64,6 +67,13 @@ export function renderList(main, ctx) {
     ctx.navigate("/devices" + qs(v));
   });
   const dialog = h("dialog", { id: "columns-dialog", "aria-labelledby": "columns-title" });
+  const selected = new Set();
+  let total = 0;
+  // A task's filter is the list's without tenant parameters (a task targets its enterprise).
+  const taskFilter = () => Object.fromEntries(Object.entries(filters).filter(([k]) => k !== "enterprise_id"));
+  function bulkCommand() {
+    bulkForm(notice, { filters, total, selected: [...selected], onClose: () => notice.replaceChildren() });
+  }
   mount(main, h("h1", {}, "Devices"), labelsSlot, form, notice, listSlot, dialog);
 
   async function loadLabels() {
@@ -119,7 +129,13 @@ export function renderList(main, ctx) {
     const cursor = cursors[cursors.length - 1];
     try {
       const page = await get("/api/v1/devices", { ...filters, cursor, limit: PAGE });
-      const cols = columns.filter((c) => COLUMNS[c]).map((c) => ({ label: COLUMNS[c][0], cell: COLUMNS[c][1] }));
+      total = page.total;
+      const pick = (d) => {
+        const box = h("input", { type: "checkbox", class: "row-select", "data-device": d.id, "aria-label": `Select device ${d.mac || d.id}`, checked: selected.has(d.id) });
+        box.addEventListener("change", () => { if (box.checked) selected.add(d.id); else selected.delete(d.id); });
+        return box;
+      };
+      const cols = [{ label: h("span", { class: "sr-only" }, "Select"), cell: pick }, ...columns.filter((c) => COLUMNS[c]).map((c) => ({ label: COLUMNS[c][0], cell: COLUMNS[c][1] }))];
       const n = cursors.length - 1;
       const prev = h("button", { type: "button", id: "prev-page", disabled: n === 0, onclick: () => { cursors.pop(); loadPage(); } }, "Previous");
       const next = h("button", { type: "button", id: "next-page", disabled: !page.next_cursor, onclick: () => { cursors.push(page.next_cursor); loadPage(); } }, "Next");
@@ -237,10 +253,4 @@ async function alarmsPanel(panel, d) {
   } catch (e) {
     mount(panel, e.status === 403 ? h("p", { class: "muted" }, "This account may not see alarms.") : errorBox(e, () => alarmsPanel(panel, d)));
   }
-}
-
-function commandsPanel(panel) {
-  // COMMANDS-TAB: the command and diagnostics API (issue 11) lands from another branch; this tab
-  // gets its page in that issue. Nothing here calls it yet.
-  mount(panel, h("div", { id: "commands-placeholder", class: "empty" }, "Commands and diagnostics (reboot, packet capture, logs) will appear here once the device command API is available."));
 }

@@ -1,9 +1,9 @@
 // Tenants: channels and enterprises the caller sees (search, keyset paging), acting inside an
 // enterprise or a sub-channel, the enterprise's answer to its channel's authorization, accounts
-// and freezing.
+// and freezing; creating channels, enterprises and accounts.
 
 import { get, post, setCsrf } from "./api.js";
-import { badge, busy, errorBox, field, fmtTime, h, loading, mount, okBox, table } from "./ui.js";
+import { badge, busy, checkbox, errorBox, field, fmtTime, h, loading, mount, okBox, select, table } from "./ui.js";
 
 function pagedList(title, path, columns, emptyText, id) {
   const afters = [0];
@@ -28,6 +28,34 @@ function pagedList(title, path, columns, emptyText, id) {
   }
   load();
   return h("section", {}, h("h2", {}, title), path === "/api/v1/accounts" ? null : form, slot);
+}
+
+/**
+ * A creation form: fields [name, label, type | options], posted to `path` as JSON (numbers as
+ * numbers, checkboxes as booleans, empty fields left out); the API's message in place.
+ */
+function createForm(id, title, action, fields, notice, said, path) {
+  const errors = h("div");
+  const create = h("button", { class: "primary", type: "submit" }, action);
+  const controls = fields.map(([name, label, type]) => Array.isArray(type) ? field(label, select(name, type, type[0][0]))
+    : type === "checkbox" ? checkbox(name, label, false)
+    : field(label, h("input", { name, type, min: type === "number" ? 1 : null, autocomplete: type === "password" ? "new-password" : null })));
+  const form = h("form", { class: "panel", id, novalidate: true }, h("h2", {}, title), h("div", { class: "row" }, controls), errors, h("div", { class: "actions" }, create));
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    const body = {};
+    for (const [name, , type] of fields) {
+      const el = form.elements[name];
+      if (type === "checkbox") body[name] = el.checked;
+      else if (el.value.trim() !== "") body[name] = type === "number" ? Number(el.value) : type === "password" ? el.value : el.value.trim();
+    }
+    busy(create, errors, async () => {
+      const made = await post(path, body);
+      mount(notice, okBox(said(made)));
+      form.reset();
+    });
+  });
+  return form;
 }
 
 export function render(main, ctx) {
@@ -84,15 +112,20 @@ export function render(main, ctx) {
       { label: "Created", cell: (e) => fmtTime(e.created_at) },
       { label: "", cell: (e) => role !== "channel_admin" ? "" : e.channel_authorization === "accepted" ? act("enterprises", e.id, e.name) : e.channel_authorization === "pending" ? "waiting for the enterprise" : button("Ask for authorization", `/api/v1/enterprises/${e.id}/authorization`, reload) },
     ], "No enterprises yet.", "enterprise-list"));
+    sections.push(createForm("create-channel", "New channel", "Create channel", [
+      ["name", "Name", "text"], ["parent_id", role === "platform_admin" ? "Parent channel id (empty: top level)" : "Parent channel id (empty: yours)", "number"],
+      ["allow_sub_channels", "May create sub-channels", "checkbox"], ["device_management", "Device management", "checkbox"]],
+    notice, (made) => `Channel “${made.name}” created (#${made.id}).`, "/api/v1/channels"));
     const name = h("input", { name: "name", required: true });
     const tz = h("input", { name: "time_zone", placeholder: "Europe/Berlin" });
+    const channelOf = h("input", { name: "channel_id", type: "number", min: 1 });
     const create = h("button", { class: "primary", type: "submit" }, "Create enterprise");
     const errors = h("div");
-    const form = h("form", { class: "panel", id: "create-enterprise" }, h("h2", {}, "New enterprise"), h("div", { class: "row" }, field("Name", name), field("Time zone", tz)), errors, h("div", { class: "actions" }, create));
+    const form = h("form", { class: "panel", id: "create-enterprise" }, h("h2", {}, "New enterprise"), h("div", { class: "row" }, field("Name", name), field("Time zone", tz), field("Channel id (empty: yours, or none)", channelOf)), errors, h("div", { class: "actions" }, create));
     form.addEventListener("submit", (e) => {
       e.preventDefault();
       busy(create, errors, async () => {
-        const made = await post("/api/v1/enterprises", { name: name.value.trim(), time_zone: tz.value.trim() || undefined });
+        const made = await post("/api/v1/enterprises", { name: name.value.trim(), time_zone: tz.value.trim() || undefined, channel_id: channelOf.value ? Number(channelOf.value) : undefined });
         mount(notice, okBox(`Enterprise “${made.name}” created (#${made.id}). Its device credential: ${made.credential}`));
         form.reset();
       });
@@ -107,6 +140,11 @@ export function render(main, ctx) {
       { label: "State", cell: (a) => (a.frozen ? badge("frozen") : badge("enabled", "active")) },
       { label: "", cell: (a) => (a.id === s.account.id ? "(you)" : button(a.frozen ? "Unfreeze" : "Freeze", `/api/v1/accounts/${a.id}/${a.frozen ? "unfreeze" : "freeze"}`, reload)) },
     ], "No accounts.", "account-list"));
+    sections.push(createForm("create-account", "New account", "Create account", [
+      ["email", "Email", "email"], ["password", "First password (empty: generated and emailed)", "password"],
+      ["role", "Role", [["enterprise_admin", "Enterprise admin"], ["channel_admin", "Channel admin"], ...(role === "platform_admin" ? [["platform_admin", "Platform admin"]] : [])]],
+      ["enterprise_id", "Enterprise id (enterprise admin)", "number"], ["channel_id", "Channel id (channel admin)", "number"]],
+    notice, (made) => `Account ${made.email} created (#${made.id}); it changes its password at the first login.`, "/api/v1/accounts"));
   }
   mount(main, h("h1", {}, "Tenants"), s.acting ? h("p", { class: "alert info" }, "You are acting inside a tenant: sign out to stop.") : null, notice, sections);
 }

@@ -52,13 +52,19 @@ pub(crate) struct TotpSetup {
     secret: String,
     /// The same as an `otpauth://` URI (for a QR code).
     otpauth_uri: String,
+    /// The URI as a QR code: an SVG document (black modules on white, 4-module quiet zone),
+    /// for an `<img>` (`data:image/svg+xml,…`) an authenticator app's camera can scan.
+    qr_svg: String,
 }
 
 /// `POST /api/v1/account/totp/setup`: a fresh secret for the caller's authenticator app. Nothing
 /// is stored until `POST /api/v1/account/totp` confirms it with a code.
-async fn totp_setup(auth: AuthAdmin) -> Json<TotpSetup> {
+async fn totp_setup(auth: AuthAdmin) -> Result<Json<TotpSetup>, ApiError> {
     let secret = crate::totp::TotpSecret::random();
-    Json(TotpSetup { otpauth_uri: secret.otpauth_uri(TOTP_ISSUER, &auth.account.email), secret: secret.to_base32() })
+    let otpauth_uri = secret.otpauth_uri(TOTP_ISSUER, &auth.account.email);
+    let qr_svg = crate::totp::qr_svg(&otpauth_uri)
+        .ok_or_else(|| ApiError::Internal("the otpauth URI does not fit a QR code".into()))?;
+    Ok(Json(TotpSetup { otpauth_uri, secret: secret.to_base32(), qr_svg }))
 }
 
 #[derive(Deserialize, schemars::JsonSchema)]

@@ -1,6 +1,7 @@
 //! The web console as the router serves it: the shell on console routes, hashed immutable
 //! assets, the CSP on every console answer, the 404 page, the JSON 404 kept under `/api`; the
-//! session route a reloaded page reads its CSRF token from; the dashboard's alarm summary.
+//! session route a reloaded page reads its CSRF token from; the dashboard's alarm summary; the
+//! TOTP set-up's QR code.
 
 use axum::http::{Method, StatusCode, header};
 use fleetpulse_proto::domain::{AlarmChange, AlarmChangeKind, DeviceKey};
@@ -175,4 +176,47 @@ async fn the_alarm_summary_counts_by_severity_and_time() {
     assert_eq!(other["active"], json!({"critical": 0, "major": 0, "minor": 0}));
     h.get("/api/v1/alarms/summary?buckets=0", &token).await.assert_error(StatusCode::BAD_REQUEST, "invalid_request");
     h.get("/api/v1/alarms/summary?from=10&to=5", &token).await.assert_error(StatusCode::BAD_REQUEST, "invalid_request");
+}
+
+#[tokio::test]
+async fn the_totp_setup_answers_its_uri_as_an_svg_qr_code() {
+    let h = harness();
+    let token = h.admin_token().await;
+    let setup = h.call(Method::POST, "/api/v1/account/totp/setup", Some(&token), None).await.json();
+    let uri = setup["otpauth_uri"].as_str().expect("otpauth_uri");
+    let svg = setup["qr_svg"].as_str().expect("qr_svg");
+    // An SVG document with nothing but shapes in it.
+    assert!(svg.starts_with("<?xml") && svg.contains("<svg xmlns=\"http://www.w3.org/2000/svg\""), "{svg}");
+    assert!(!svg.contains("<script") && !svg.contains("style") && !svg.contains("href"), "{svg}");
+    // A QR code of version v is 17 + 4v modules wide, plus the 4-module quiet zone each side,
+    // drawn 4 px per module: the size says it is a real code, of a version the URI needs.
+    let width: u32 = svg
+        .split("width=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .and_then(|w| w.parse().ok())
+        .expect("a width");
+    let modules = width / 4 - 8;
+    assert_eq!((width % 4, (modules - 17) % 4), (0, 0), "{width}");
+    assert!((5..=10).contains(&((modules - 17) / 4)), "version of a ~100-character URI: {modules} modules");
+    // The path draws exactly the dark modules of the URI's QR code, inside the quiet zone.
+    let code = qrcode::QrCode::with_error_correction_level(uri.as_bytes(), qrcode::EcLevel::M).expect("a QR code");
+    let n = code.width();
+    assert_eq!(n as u32, modules);
+    let mut drawn = vec![qrcode::Color::Light; n * n];
+    let d = svg.split(" d=\"").nth(1).and_then(|rest| rest.split('"').next()).expect("a path");
+    for segment in d.split('M').skip(1) {
+        let (xy, rest) = segment.split_once('h').expect("M x y h run");
+        let (x, y) = xy.split_once(' ').expect("x y");
+        let (x, y): (usize, usize) = (x.parse().expect("x"), y.parse().expect("y"));
+        let run: usize = rest.split('v').next().and_then(|r| r.parse().ok()).expect("run");
+        assert!(x >= 4 && y >= 4 && x + run <= n + 4 && y < n + 4, "{segment} outside the code");
+        for cell in &mut drawn[(y - 4) * n + x - 4..(y - 4) * n + x - 4 + run] {
+            *cell = qrcode::Color::Dark;
+        }
+    }
+    assert!(drawn == code.to_colors(), "the SVG is not the URI's QR code");
+    // Each setup is a fresh secret, so a fresh code.
+    let again = h.call(Method::POST, "/api/v1/account/totp/setup", Some(&token), None).await.json();
+    assert_ne!(again["qr_svg"], setup["qr_svg"]);
 }
