@@ -4,6 +4,8 @@
 #   scripts/perf.sh throughput DEVICES RATE BURST SECONDS   # CPU per message, ack latency
 #   scripts/perf.sh idle DEVICES [SECONDS]                  # RSS per idle connection, setup rate
 #   scripts/perf.sh alarms DEVICES ALARM_RATE SECONDS       # device alarm -> SMTP accepted latency (ALM-5)
+#   scripts/perf.sh commands DEVICES COMMANDS               # command round trip through the API (ING-8)
+#   scripts/perf.sh bulk DEVICES [KIND]                     # one bulk command to every device (ING-8)
 # alarms: the server sends its notification emails to the load tester's SMTP sink (config file
 # below, grouping off); RATE (data frames per second per device, default 0), SMTP_PORT (default: a
 # free port) and ALARM_DRAIN_TIMEOUT (seconds, default 30) may be set in the environment.
@@ -11,12 +13,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 usage() {
   echo "usage: $0 throughput DEVICES RATE BURST SECONDS | idle DEVICES [SECONDS] | alarms DEVICES ALARM_RATE SECONDS" >&2
+  echo "       $0 commands DEVICES COMMANDS | bulk DEVICES [KIND]" >&2
   exit 2
 }
 case "${1:-}" in
 throughput) [ $# -eq 5 ] || usage ;;
 idle) [ $# -eq 2 ] || [ $# -eq 3 ] || usage ;;
 alarms) [ $# -eq 4 ] || usage ;;
+commands) [ $# -eq 3 ] || usage ;;
+bulk) [ $# -eq 2 ] || [ $# -eq 3 ] || usage ;;
 *) usage ;;
 esac
 target="${CARGO_TARGET_DIR:-target}/release"
@@ -98,6 +103,21 @@ import json, sys
 r = json.load(open(sys.argv[1]))
 print(json.dumps({"devices": r["devices"], "alarm_rate": float(sys.argv[2]), "duration_s": round(r["duration_s"], 1),
   "alarm_email": r.get("alarm_email"), "verified": r["verified"], "loadtest_exit": int(sys.argv[3])}))
+PY
+  ;;
+commands | bulk)
+  devices=$2
+  if [ "$1" = commands ]; then mode=(--commands "$3" --command-kind ping --command-args '{"target": "10.0.0.1"}');
+  else mode=(--bulk-command --command-kind "${3:-reboot}"); fi
+  rc=0
+  lt --devices "$devices" --rate 0 --duration 10s --heartbeat-interval 60 --connect-rate 2000 \
+     --command-delay-ms "${COMMAND_DELAY_MS:-0}" "${mode[@]}" || rc=$?
+  [ -s "$work/report.json" ] || { echo "$0: fleetpulse-loadtest failed (exit $rc)" >&2; exit 1; }
+  python3 - "$work/report.json" "$rc" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+print(json.dumps({"devices": r["devices"], "command_run": r.get("command_run"),
+  "device_commands": r.get("device_commands"), "loadtest_exit": int(sys.argv[2])}))
 PY
   ;;
 esac
