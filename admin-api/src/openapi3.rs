@@ -10,6 +10,7 @@
 //! | tuple `items: [A, B]` (+ `minItems = maxItems`)| `items: A` when all equal, else `items: {anyOf: [A, B]}`; the order is stated in the description |
 //! | `anyOf: [X, {enum: [null], nullable}]`        | `allOf: [X]` + `nullable: true` (siblings kept)|
 //! | `{enum: [null], nullable}` alone (always null) | `{type: object, nullable: true}`              |
+//! | `oneOf` of one-value string enums (documented unit variants) | one `enum`, the variants' docs as a list in the description |
 //!
 //! `additionalProperties: true|false` stays: 3.0 allows a boolean there.
 //!
@@ -36,6 +37,7 @@ pub(crate) fn schema_to_3_0(schema: &mut Value) {
     let Value::Object(map) = schema else { return };
     // Before the branches are rewritten: the null branch must still look like one.
     nullable_any_of(map);
+    unit_variants(map);
     for key in ONE_SCHEMA {
         match map.get_mut(key) {
             // `additionalProperties: bool` is valid 3.0.
@@ -157,6 +159,33 @@ fn schema_name(schema: &Value) -> String {
     }
 }
 
+/// `oneOf: [{type: string, enum: [a], description: A}, ...]` (what schemars makes of an enum
+/// whose unit variants have doc comments) → `type: string, enum: [a, ...]`: generators make one
+/// enum of it instead of one class per value.
+fn unit_variants(map: &mut Map<String, Value>) {
+    let Some(Value::Array(variants)) = map.get("oneOf") else { return };
+    let value_of = |v: &Value| -> Option<(Value, Option<String>)> {
+        let single = v.get("enum")?.as_array().filter(|e| e.len() == 1)?;
+        (v.get("type")? == "string").then_some(())?;
+        Some((single[0].clone(), v.get("description").and_then(Value::as_str).map(str::to_owned)))
+    };
+    let Some(values): Option<Vec<_>> = variants.iter().map(value_of).collect() else { return };
+    let notes: Vec<String> = values
+        .iter()
+        .filter_map(|(value, doc)| doc.as_ref().map(|d| format!("- `{}`: {}", value.as_str().unwrap_or(""), d)))
+        .collect();
+    map.remove("oneOf");
+    map.insert("type".into(), json!("string"));
+    map.insert("enum".into(), Value::Array(values.into_iter().map(|(v, _)| v).collect()));
+    if !notes.is_empty() {
+        let description = match map.get("description").and_then(Value::as_str) {
+            Some(d) => format!("{d}\n\n{}", notes.join("\n")),
+            None => notes.join("\n"),
+        };
+        map.insert("description".into(), Value::String(description));
+    }
+}
+
 /// Is this the null branch schemars leaves in an `anyOf` (`{enum: [null]}`, `{type: null}`)?
 fn is_null_branch(schema: &Value) -> bool {
     schema.get("type").and_then(Value::as_str) == Some("null")
@@ -217,6 +246,20 @@ mod tests {
             json!({"$ref": "#/components/schemas/DataPermissionOnlyThese"})
         );
         assert_eq!(schemas["DataPermissionOnlyThese"], json!({"type": "object", "properties": {"a": {}}}));
+    }
+
+    #[test]
+    fn documented_unit_variants_become_one_enum() {
+        check(
+            json!({"description": "Role.", "oneOf": [
+                {"type": "string", "enum": ["admin"], "description": "All."},
+                {"type": "string", "enum": ["viewer"]}
+            ]}),
+            json!({"description": "Role.\n\n- `admin`: All.", "type": "string", "enum": ["admin", "viewer"]}),
+        );
+        // A data-carrying variant: left alone.
+        let mixed = json!({"oneOf": [{"type": "string", "enum": ["all"]}, {"type": "object"}]});
+        check(mixed.clone(), mixed);
     }
 
     #[test]
