@@ -16,6 +16,9 @@ use schemars::generate::SchemaSettings;
 use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde_json::{Map, Value, json};
 
+/// An example body.
+type ExampleFn = fn() -> Value;
+
 /// A schema of `T` from the generator (a `$ref` into the components for named types).
 type SchemaFn = fn(&mut SchemaGenerator) -> Schema;
 
@@ -46,7 +49,7 @@ pub(crate) struct Operation {
     /// 404 with a path id): 409, 429, a login's 401.
     extra_errors: &'static [u16],
     /// Examples of the request body and of the success body.
-    examples: (Option<fn() -> Value>, Option<fn() -> Value>),
+    examples: (Option<ExampleFn>, Option<ExampleFn>),
 }
 
 impl Operation {
@@ -72,13 +75,13 @@ impl Operation {
     }
 
     /// An example of the request body.
-    pub(crate) fn example_request(mut self, example: fn() -> Value) -> Operation {
+    pub(crate) fn example_request(mut self, example: ExampleFn) -> Operation {
         self.examples.0 = Some(example);
         self
     }
 
     /// An example of the success body.
-    pub(crate) fn example_answer(mut self, example: fn() -> Value) -> Operation {
+    pub(crate) fn example_answer(mut self, example: ExampleFn) -> Operation {
         self.examples.1 = Some(example);
         self
     }
