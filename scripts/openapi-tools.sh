@@ -4,7 +4,8 @@
 #
 #   scripts/openapi-tools.sh validate DOC.json         validates DOC with openapi-spec-validator
 #   scripts/openapi-tools.sh client DOC.json OUT_DIR   generates the Python client of DOC into
-#                                                      OUT_DIR/<sha256 of DOC>/fpclient (cached)
+#                                                      OUT_DIR/<sha256 of DOC>/fpclient (cached;
+#                                                      other documents' clients are removed)
 #                                                      and prints that directory's parent
 #   scripts/openapi-tools.sh python ARGS...            runs the venv's python
 #
@@ -42,6 +43,8 @@ case "${1:-}" in
       (cd "$tmp" && "$venv/bin/openapi-python-client" generate --path "$doc" --meta none --output-path fpclient >&2)
       rm -rf "$out"
       mv "$tmp" "$out"
+      # Keep only this document's client: the cache stays one client big.
+      find "$3" -mindepth 1 -maxdepth 1 -type d ! -path "$out" -exec rm -rf {} +
     fi
     echo "$out"
     ;;
