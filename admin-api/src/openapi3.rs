@@ -10,6 +10,7 @@
 //! | tuple `items: [A, B]` (+ `minItems = maxItems`)| `items: A` when all equal, else `items: {anyOf: [A, B]}`; the order is stated in the description |
 //! | `anyOf: [X, {enum: [null], nullable}]`        | `allOf: [X]` + `nullable: true` (siblings kept)|
 //! | `{enum: [null], nullable}` alone (always null) | `{type: object, nullable: true}`              |
+//! | an optional query parameter's `nullable` / null enum value | dropped (absent, never null) |
 //! | `oneOf` of one-value string enums (documented unit variants) | one `enum`, the variants' docs as a list in the description |
 //!
 //! `additionalProperties: true|false` stays: 3.0 allows a boolean there.
@@ -72,8 +73,12 @@ pub(crate) fn document_to_3_0(doc: &mut Value) {
         for operation in methods.values_mut() {
             if let Some(Value::Array(parameters)) = operation.get_mut("parameters") {
                 for parameter in parameters {
+                    let optional = parameter["in"] == "query" && parameter["required"] != true;
                     if let Some(schema) = parameter.get_mut("schema") {
                         schema_to_3_0(schema);
+                        if optional {
+                            optional_query_schema(schema);
+                        }
                     }
                 }
             }
@@ -88,6 +93,26 @@ pub(crate) fn document_to_3_0(doc: &mut Value) {
                 }
             }
         }
+    }
+}
+
+/// An optional query parameter is absent, never null: no `nullable`, no null in `enum`, and an
+/// inline `allOf` of one schema (what `nullable_any_of` left) merged into the schema.
+pub(crate) fn optional_query_schema(schema: &mut Value) {
+    let Value::Object(map) = schema else { return };
+    map.remove("nullable");
+    let single_inline = match map.get("allOf") {
+        Some(Value::Array(all)) if all.len() == 1 && all[0].get("$ref").is_none() => all[0].as_object().cloned(),
+        _ => None,
+    };
+    if let Some(inner) = single_inline {
+        map.remove("allOf");
+        for (key, value) in inner {
+            map.entry(key).or_insert(value);
+        }
+    }
+    if let Some(Value::Array(values)) = map.get_mut("enum") {
+        values.retain(|v| !v.is_null());
     }
 }
 
@@ -260,6 +285,20 @@ mod tests {
         // A data-carrying variant: left alone.
         let mixed = json!({"oneOf": [{"type": "string", "enum": ["all"]}, {"type": "object"}]});
         check(mixed.clone(), mixed);
+    }
+
+    #[test]
+    fn optional_query_parameters_are_not_nullable() {
+        let mut status = json!({"type": "string", "enum": ["active", null], "nullable": true});
+        super::optional_query_schema(&mut status);
+        assert_eq!(status, json!({"type": "string", "enum": ["active"]}));
+        let mut severity =
+            json!({"allOf": [{"type": "string", "enum": ["major"], "description": "S."}], "nullable": true});
+        super::optional_query_schema(&mut severity);
+        assert_eq!(severity, json!({"type": "string", "enum": ["major"], "description": "S."}));
+        let mut reference = json!({"allOf": [{"$ref": "#/components/schemas/A"}], "nullable": true});
+        super::optional_query_schema(&mut reference);
+        assert_eq!(reference, json!({"allOf": [{"$ref": "#/components/schemas/A"}]}));
     }
 
     #[test]
