@@ -193,7 +193,7 @@ const ERRORS: [(u16, &str, &str, &str); 7] = [
         it has fewer",
         "limit_exceeded",
     ),
-    (503, "NotReady", "The process is starting or stopping, or the store is unavailable", "not_ready"),
+    (503, "NotReady", "The process is starting or stopping", "not_ready"),
 ];
 
 /// `components/responses`: one error answer per status, all of the error shape.
