@@ -9,6 +9,9 @@ need=()
 { command -v clickhouse-server || [ -x /usr/sbin/clickhouse-server ] || command -v clickhouse; } >/dev/null 2>&1 || need+=(clickhouse-server)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 /usr/bin/python3 -c 'import aiosmtpd' >/dev/null 2>&1 || need+=(python3-aiosmtpd)
+# tests/openapi_client.rs: scripts/openapi-tools.sh makes a venv (PyPI: openapi-spec-validator,
+# openapi-python-client) under the target dir.
+/usr/bin/python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
 { [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; } || need+=(chromium chromium-driver)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing test servers: ${need[*]}"

@@ -1,6 +1,7 @@
 //! The `fleetpulse` binary: wires ingest, store and the management API into one process (OPS-1).
 
 mod config;
+mod ctl;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -43,6 +44,9 @@ enum Command {
     /// Creates the platform admin if none exists (email and password from FLEETPULSE_ADMIN_EMAIL
     /// and FLEETPULSE_ADMIN_PASSWORD; a password is generated and printed if none is given).
     CreateAdmin(ServeArgs),
+    /// A command-line client of the management API (login, devices, alarms, strategies, the
+    /// operation log); exit codes in docs/api/ctl.md.
+    Ctl(ctl::CtlArgs),
 }
 
 #[derive(Debug, Args)]
@@ -114,6 +118,10 @@ fn init_tracing() {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let cli = match cli.command {
+        Command::Ctl(args) => std::process::exit(ctl::run(args)),
+        _ => cli,
+    };
     init_tracing();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
@@ -132,6 +140,7 @@ fn main() -> anyhow::Result<()> {
                 println!("migrations applied");
                 Ok(())
             }
+            Command::Ctl(_) => unreachable!("ctl runs before the runtime starts"),
             Command::CreateAdmin(args) => {
                 let settings = resolve(args, ("fleetpulse-data", "0.0.0.0:4433", "127.0.0.1:8080"))?;
                 bootstrap(&open_store(&settings).await?, None).await

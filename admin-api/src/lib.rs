@@ -11,7 +11,8 @@
 //! - `clock`: [`Clock`], where the API reads the time (system, or manual in tests);
 //! - `secrets`, `totp`, `email_address`, `password` (argon2id, the policy, bounded password
 //!   work), `extract` (`Json`, `Path` and `Query` wrappers whose rejections are [`ApiError`]s),
-//!   `openapi` (the OpenAPI document's assembly, knowing no route), `metrics`, `schedule` (the
+//!   `openapi` (the OpenAPI document's assembly, knowing no route) and `openapi3` (its
+//!   schemas rewritten into OpenAPI 3.0 form), `metrics`, `schedule` (the
 //!   sans-I/O core of scheduled tasks: next occurrences in a time zone, due runs);
 //! - `state`: [`ApiConfig`], [`ApiState`] and the router state;
 //! - `policy`: who may see and change what, a pure function of caller, target and tenant tree;
@@ -45,6 +46,7 @@ mod login;
 mod login_code;
 mod metrics;
 mod openapi;
+mod openapi3;
 mod operation_log;
 mod password;
 mod policy;

@@ -21,6 +21,8 @@ use crate::routes::{
 };
 use crate::state::AppState;
 
+mod examples;
+
 /// Routes of this module: (path, handlers by method).
 pub(crate) fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
     vec![("/api/v1/openapi.json", get(serve))]
@@ -28,6 +30,12 @@ pub(crate) fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
 
 /// The document, generated once per process.
 static DOCUMENT: LazyLock<String> = LazyLock::new(|| document(operations()).to_string());
+
+/// The served document's text.
+#[cfg(test)]
+pub(crate) fn served_document() -> String {
+    DOCUMENT.clone()
+}
 
 /// `GET /api/v1/openapi.json` (no login needed): the OpenAPI 3.0 document of every route.
 async fn serve() -> Response {
@@ -48,7 +56,8 @@ pub(crate) fn operations() -> Vec<Operation> {
         get_("/healthz", OPS, "Liveness: 200 while the process answers").public().answers::<Value>(200),
         get_("/readyz", OPS, "Readiness: 200 once serving, 503 while starting or stopping")
             .public()
-            .answers::<Value>(200),
+            .answers::<Value>(200)
+            .may_fail(&[503]),
         get_("/metrics", OPS, "Prometheus metrics (OpenMetrics text)")
             .public()
             .answers_raw(200, "application/openmetrics-text"),
@@ -57,12 +66,16 @@ pub(crate) fn operations() -> Vec<Operation> {
         post_("/api/v1/auth/login", AUTH, "Log in with email and password (and a TOTP code when enrolled)")
             .public()
             .body::<LoginRequest>()
-            .answers::<LoginResponse>(200),
+            .answers::<LoginResponse>(200)
+            .may_fail(&[401])
+            .example_request(examples::login_request)
+            .example_answer(examples::login_response),
         post_("/api/v1/auth/logout", AUTH, "End the caller's session").answers_raw(204, ""),
         post_("/api/v1/auth/login/verify", AUTH, "Finish a login protected by an emailed code: a new session")
             .public()
             .body::<VerifyRequest>()
-            .answers::<LoginResponse>(200),
+            .answers::<LoginResponse>(200)
+            .may_fail(&[401]),
         get_("/api/v1/auth/session", AUTH, "The caller's session (and a browser session's CSRF token)")
             .answers::<SessionView>(200),
         post_("/api/v1/auth/forgot-password", AUTH, "Email a single-use reset link (202 for any address)")
@@ -76,9 +89,11 @@ pub(crate) fn operations() -> Vec<Operation> {
         get_("/api/v1/account", AUTH, "The caller's settings").answers::<account::SettingsBody>(200),
         put_("/api/v1/account", AUTH, "Change the caller's settings (given fields change)")
             .body::<account::SettingsUpdate>()
-            .answers::<account::SettingsBody>(200),
+            .answers::<account::SettingsBody>(200)
+            .may_fail(&[409]),
         post_("/api/v1/accounts/{id}/reset-password", TENANTS, "Email an account a reset link (admins)")
-            .answers_raw(202, ""),
+            .answers_raw(202, "")
+            .may_fail(&[409]),
         post_(
             "/api/v1/account/password",
             AUTH,
@@ -100,7 +115,8 @@ pub(crate) fn operations() -> Vec<Operation> {
             .answers::<ListPage<Channel>>(200),
         post_("/api/v1/channels", TENANTS, "Create a channel or sub-channel")
             .body::<tenants::CreateChannel>()
-            .answers::<Channel>(201),
+            .answers::<Channel>(201)
+            .may_fail(&[409]),
         get_("/api/v1/channels/{id}", TENANTS, "One channel").answers::<Channel>(200),
         put_("/api/v1/channels/{id}", TENANTS, "Edit a channel (given fields change)")
             .body::<tenants::EditChannel>()
@@ -112,19 +128,24 @@ pub(crate) fn operations() -> Vec<Operation> {
             .answers::<ListPage<Enterprise>>(200),
         post_("/api/v1/enterprises", TENANTS, "Create an enterprise with its profile and a fresh credential")
             .body::<enterprises::CreateEnterprise>()
-            .answers::<Enterprise>(201),
+            .answers::<Enterprise>(201)
+            .may_fail(&[409]),
         get_("/api/v1/enterprises/{id}", TENANTS, "One enterprise").answers::<Enterprise>(200),
         put_("/api/v1/enterprises/{id}", TENANTS, "Edit an enterprise (given fields change)")
             .body::<enterprises::EditEnterprise>()
             .answers::<Enterprise>(200),
         post_("/api/v1/enterprises/{id}/authorization", TENANTS, "The channel asks the enterprise for authorization")
-            .answers::<Enterprise>(200),
+            .answers::<Enterprise>(200)
+            .may_fail(&[409]),
         post_("/api/v1/enterprises/{id}/authorization/accept", TENANTS, "The enterprise accepts its channel")
-            .answers::<Enterprise>(200),
+            .answers::<Enterprise>(200)
+            .may_fail(&[409]),
         post_("/api/v1/enterprises/{id}/authorization/reject", TENANTS, "The enterprise rejects its channel")
-            .answers::<Enterprise>(200),
+            .answers::<Enterprise>(200)
+            .may_fail(&[409]),
         post_("/api/v1/enterprises/{id}/authorization/revoke", TENANTS, "The enterprise revokes the authorization")
-            .answers::<Enterprise>(200),
+            .answers::<Enterprise>(200)
+            .may_fail(&[409]),
         post_("/api/v1/enterprises/{id}/act", TENANTS, "Act inside an authorizing enterprise: a new session")
             .answers::<ActingSession>(200),
         get_("/api/v1/enterprises/{id}/stored-sequences", TENANTS, "Stored sequence numbers per device (load test)")
@@ -135,24 +156,30 @@ pub(crate) fn operations() -> Vec<Operation> {
             .answers::<ListPage<tenants::AccountBody>>(200),
         post_("/api/v1/accounts", TENANTS, "Create an account of a tenant the caller sees")
             .body::<tenants::CreateAccount>()
-            .answers::<tenants::AccountBody>(201),
+            .answers::<tenants::AccountBody>(201)
+            .may_fail(&[409]),
         get_("/api/v1/accounts/{id}", TENANTS, "One account").answers::<tenants::AccountBody>(200),
         post_("/api/v1/accounts/{id}/freeze", TENANTS, "Freeze an account: no login, sessions end")
-            .answers::<tenants::AccountBody>(200),
-        post_("/api/v1/accounts/{id}/unfreeze", TENANTS, "Unfreeze an account").answers::<tenants::AccountBody>(200),
+            .answers::<tenants::AccountBody>(200)
+            .may_fail(&[409]),
+        post_("/api/v1/accounts/{id}/unfreeze", TENANTS, "Unfreeze an account")
+            .answers::<tenants::AccountBody>(200)
+            .may_fail(&[409]),
         get_("/api/v1/sub-accounts", TENANTS, "The caller's sub-accounts")
             .query::<tenants::PageOnly>()
             .answers::<ListPage<tenants::AccountBody>>(200),
         post_("/api/v1/sub-accounts", TENANTS, "Create a sub-account with feature and data permissions")
             .body::<tenants::CreateSubAccount>()
-            .answers::<tenants::AccountBody>(201),
+            .answers::<tenants::AccountBody>(201)
+            .may_fail(&[409]),
         put_("/api/v1/sub-accounts/{id}/permissions", TENANTS, "Replace a sub-account's permissions")
             .body::<tenants::PermissionsBody>()
             .answers::<tenants::AccountBody>(200),
         // Devices.
         get_("/api/v1/devices", DEVICES, "Devices the caller sees: filters, search, sort, keyset pages, total")
             .query::<devices::DeviceParams>()
-            .answers::<devices::DeviceListPage>(200),
+            .answers::<devices::DeviceListPage>(200)
+            .example_answer(examples::device_page),
         get_("/api/v1/devices/{id}", DEVICES, "One device in the PDMS-E status model")
             .answers::<devices::DeviceDetail>(200),
         get_("/api/v1/devices/{id}/resources", DEVICES, "A device's CPU and memory history, newest first")
@@ -165,7 +192,8 @@ pub(crate) fn operations() -> Vec<Operation> {
             .answers::<device_labels::Labels>(200),
         post_("/api/v1/device-labels", DEVICES, "Save a device search under a name")
             .body::<device_labels::LabelRequest>()
-            .answers::<fleetpulse_store::DeviceLabel>(201),
+            .answers::<fleetpulse_store::DeviceLabel>(201)
+            .may_fail(&[409]),
         delete_("/api/v1/device-labels/{id}", DEVICES, "Delete a saved device search").answers_raw(204, ""),
         get_("/api/v1/account/device-columns", DEVICES, "The caller's chosen device-list columns")
             .answers::<device_labels::Columns>(200),
@@ -177,17 +205,20 @@ pub(crate) fn operations() -> Vec<Operation> {
             .answers::<commands::Kinds>(200),
         post_("/api/v1/devices/{id}/commands", COMMANDS, "Queue a command for a device and wake its session")
             .body::<commands::IssueCommand>()
-            .answers::<commands::CommandBody>(201),
+            .answers::<commands::CommandBody>(201)
+            .may_fail(&[429]),
         get_("/api/v1/devices/{id}/commands", COMMANDS, "A device's commands, newest first")
             .query::<commands::PageQuery>()
             .answers::<ListPage<commands::CommandBody>>(200),
         post_("/api/v1/commands", COMMANDS, "Queue one command for many devices (by ids or by device filter)")
             .body::<commands::BulkCommand>()
-            .answers::<commands::BulkResult>(200),
+            .answers::<commands::BulkResult>(200)
+            .may_fail(&[429]),
         get_("/api/v1/commands/{id}", COMMANDS, "One command, with the ids of its files")
             .answers::<commands::CommandBody>(200),
         delete_("/api/v1/commands/{id}", COMMANDS, "Cancel a queued command (409 once it is sent)")
-            .answers::<commands::CommandBody>(200),
+            .answers::<commands::CommandBody>(200)
+            .may_fail(&[409]),
         get_("/api/v1/devices/{id}/files", COMMANDS, "Files a device uploaded, newest first")
             .query::<commands::PageQuery>()
             .answers::<ListPage<StoredFile>>(200),
@@ -205,15 +236,21 @@ pub(crate) fn operations() -> Vec<Operation> {
             .query::<alarm_summary::SummaryQuery>()
             .answers::<alarm_summary::AlarmSummary>(200),
         get_("/api/v1/alarms/{id}", ALARMS, "One alarm record").answers::<AlarmRecord>(200),
-        post_("/api/v1/alarms/{id}/acknowledge", ALARMS, "Acknowledge an active alarm").answers::<AlarmRecord>(200),
-        post_("/api/v1/alarms/{id}/clear", ALARMS, "Clear an alarm by hand").answers::<AlarmRecord>(200),
+        post_("/api/v1/alarms/{id}/acknowledge", ALARMS, "Acknowledge an active alarm")
+            .answers::<AlarmRecord>(200)
+            .may_fail(&[409])
+            .example_answer(examples::acknowledged_alarm),
+        post_("/api/v1/alarms/{id}/clear", ALARMS, "Clear an alarm by hand")
+            .answers::<AlarmRecord>(200)
+            .may_fail(&[409]),
         get_("/api/v1/alarms/{id}/log", ALARMS, "The alarm log file the device attached")
             .answers_raw(200, "application/octet-stream"),
         get_("/api/v1/enterprises/{id}/alarm-strategies", ALARMS, "The enterprise's alarm strategies")
             .answers::<strategies::StrategyList>(200),
         post_("/api/v1/enterprises/{id}/alarm-strategies", ALARMS, "Create an alarm strategy")
             .body::<strategies::StrategyRequest>()
-            .answers::<StoredStrategy>(201),
+            .answers::<StoredStrategy>(201)
+            .may_fail(&[409]),
         get_("/api/v1/alarm-strategies/{id}", ALARMS, "One alarm strategy").answers::<StoredStrategy>(200),
         put_("/api/v1/alarm-strategies/{id}", ALARMS, "Replace an alarm strategy's settings")
             .body::<strategies::StrategyRequest>()
@@ -229,10 +266,15 @@ pub(crate) fn operations() -> Vec<Operation> {
             .body::<tasks::TaskRequest>()
             .answers::<fleetpulse_store::Task>(201),
         get_("/api/v1/tasks/{id}", TASKS, "One scheduled task").answers::<fleetpulse_store::Task>(200),
-        delete_("/api/v1/tasks/{id}", TASKS, "Cancel an active or paused task").answers::<fleetpulse_store::Task>(200),
-        post_("/api/v1/tasks/{id}/pause", TASKS, "Pause an active task").answers::<fleetpulse_store::Task>(200),
+        delete_("/api/v1/tasks/{id}", TASKS, "Cancel an active or paused task")
+            .answers::<fleetpulse_store::Task>(200)
+            .may_fail(&[409]),
+        post_("/api/v1/tasks/{id}/pause", TASKS, "Pause an active task")
+            .answers::<fleetpulse_store::Task>(200)
+            .may_fail(&[409]),
         post_("/api/v1/tasks/{id}/resume", TASKS, "Resume a paused task from its next occurrence")
-            .answers::<fleetpulse_store::Task>(200),
+            .answers::<fleetpulse_store::Task>(200)
+            .may_fail(&[409]),
         get_("/api/v1/tasks/{id}/runs", TASKS, "A task's runs, newest first")
             .query::<tasks::PageQuery>()
             .answers::<ListPage<fleetpulse_store::TaskRun>>(200),

@@ -86,8 +86,8 @@ async fn the_document_covers_exactly_the_served_routes() {
     refs(&doc, &mut all);
     assert!(!all.is_empty());
     for r in all {
-        let name = r.strip_prefix("#/components/schemas/").unwrap_or_else(|| panic!("{r}"));
-        assert!(doc["components"]["schemas"].get(name).is_some(), "{r} does not resolve");
+        let target = r.strip_prefix("#").and_then(|p| doc.pointer(p));
+        assert!(target.is_some(), "{r} does not resolve");
     }
     let login = &doc["paths"]["/api/v1/auth/login"]["post"];
     let body = &login["requestBody"]["content"]["application/json"]["schema"]["$ref"];
@@ -97,4 +97,66 @@ async fn the_document_covers_exactly_the_served_routes() {
     assert_eq!(login["security"], serde_json::json!([]), "login needs no session");
     let search = doc["paths"]["/api/v1/enterprises"]["get"]["parameters"].as_array().expect("parameters");
     assert!(search.iter().any(|p| p["name"] == "q" && p["in"] == "query"), "{search:?}");
+}
+
+/// The document is OpenAPI 3.0 throughout: no boolean schema, no tuple `items`, no `"null"`
+/// type (the independent validator runs on the served document in `tests/openapi_client.rs`).
+#[tokio::test]
+async fn the_document_has_no_json_schema_2020_leftovers() {
+    fn walk(value: &Value, path: &str, in_schema: bool, found: &mut Vec<String>) {
+        match value {
+            Value::Bool(_) if in_schema => found.push(format!("{path}: boolean schema")),
+            Value::Object(map) => {
+                for (key, v) in map {
+                    if matches!(key.as_str(), "example" | "default" | "enum") {
+                        continue;
+                    }
+                    let here = format!("{path}/{key}");
+                    match key.as_str() {
+                        "items" if v.is_array() => found.push(format!("{here}: tuple items")),
+                        "type" if v.is_array() || v == "null" => found.push(format!("{here}: {v}")),
+                        "const" | "prefixItems" | "$defs" | "examples" if in_schema => found.push(here.clone()),
+                        _ => {}
+                    }
+                    let child_is_schema = matches!(key.as_str(), "schema" | "items" | "not")
+                        || (in_schema && key == "additionalProperties" && v.is_object())
+                        || path.ends_with("/properties")
+                        || path.ends_with("/components/schemas");
+                    walk(v, &here, child_is_schema, found);
+                }
+            }
+            Value::Array(items) => {
+                let list_of_schemas = ["allOf", "anyOf", "oneOf"].iter().any(|k| path.ends_with(k));
+                for (i, v) in items.iter().enumerate() {
+                    walk(v, &format!("{path}/{i}"), list_of_schemas, found);
+                }
+            }
+            _ => {}
+        }
+    }
+    let doc: Value = serde_json::from_str(&crate::routes::docs::served_document()).expect("JSON");
+    let mut found = Vec::new();
+    walk(&doc, "", false, &mut found);
+    assert!(found.is_empty(), "not OpenAPI 3.0: {found:#?}");
+    // Every operation documents its errors in the one shape; examples on the main operations.
+    for (path, methods) in doc["paths"].as_object().expect("paths") {
+        for (method, op) in methods.as_object().expect("methods") {
+            let responses = op["responses"].as_object().expect("responses");
+            assert!(responses.contains_key("default"), "{method} {path}");
+            if op["security"] != serde_json::json!([]) {
+                assert!(responses.contains_key("401") && responses.contains_key("403"), "{method} {path}");
+            }
+            if path.contains('{') {
+                assert!(responses.contains_key("404"), "{method} {path}");
+            }
+        }
+    }
+    let ack = &doc["paths"]["/api/v1/alarms/{id}/acknowledge"]["post"];
+    assert!(ack["responses"]["409"].is_object(), "{ack}");
+    assert!(ack["responses"]["200"]["content"]["application/json"]["example"]["status"] == "acknowledged");
+    let schemes = doc["components"]["securitySchemes"].as_object().expect("schemes");
+    assert_eq!(schemes["csrf_token"]["name"], "X-CSRF-Token");
+    assert_eq!(schemes["session_cookie"]["name"], "fp_session");
+    let unknown = &doc["components"]["responses"]["NotFound"]["content"]["application/json"]["example"];
+    assert_eq!(unknown["error"]["code"], "not_found");
 }
