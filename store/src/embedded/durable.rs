@@ -40,8 +40,8 @@ pub struct Durable {
     pub rows: u64,
 }
 
-/// Creates the counter row if the database has none (outside the migrations: it belongs to the
-/// writer, not to a domain).
+/// Creates the counter row if the database has none, and the maintenance thread's probe table
+/// (outside the migrations: both belong to the writer, not to a domain).
 pub(super) fn ensure_table(conn: &Connection) -> Result<()> {
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS durable_commits (
@@ -49,7 +49,8 @@ pub(super) fn ensure_table(conn: &Connection) -> Result<()> {
              commits INTEGER NOT NULL,
              rows    INTEGER NOT NULL
          );
-         INSERT OR IGNORE INTO durable_commits (id, commits, rows) VALUES (1, 0, 0);",
+         INSERT OR IGNORE INTO durable_commits (id, commits, rows) VALUES (1, 0, 0);
+         CREATE TABLE IF NOT EXISTS write_probe (bytes BLOB NOT NULL);",
     )?;
     Ok(())
 }

@@ -220,17 +220,42 @@ pub fn repair(data_dir: &Path) -> Result<RepairReport> {
     durable::ensure_table(&new)?;
     let held = durable::in_database(&new)?;
     durable::MarkFile::open(data_dir, true)?.write(held)?;
+    remove_dangling(&new, &mut report)?;
     new.pragma_update(None, "foreign_keys", "ON")?;
-    let dangling = foreign_key_problems(&new)?;
-    if !dangling.is_empty() {
-        report.notes.push(format!(
-            "{} rows (or more) refer to rows that were lost, e.g. {}",
-            dangling.len(),
-            dangling[0]
-        ));
-    }
     new.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")?;
     Ok(report)
+}
+
+/// Removes the salvaged rows that refer to lost rows (a device whose enterprise was lost), until
+/// none is left, counting them as lost with their table.
+fn remove_dangling(conn: &Connection, report: &mut RepairReport) -> rusqlite::Result<()> {
+    for _ in 0..16 {
+        let dangling: Vec<(String, Option<i64>)> = {
+            let mut stmt = conn.prepare("PRAGMA foreign_key_check")?;
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?
+        };
+        if dangling.is_empty() {
+            return Ok(());
+        }
+        for (table, rowid) in dangling {
+            let removed = match rowid {
+                Some(rowid) => conn.execute(&format!("DELETE FROM main.\"{table}\" WHERE rowid = ?1"), [rowid])? as u64,
+                None => {
+                    report.notes.push(format!("{table}: a row refers to a lost row and has no rowid to remove it by"));
+                    return Ok(());
+                }
+            };
+            match report.tables.iter_mut().find(|t| t.0 == table) {
+                Some(t) => {
+                    t.1 = t.1.saturating_sub(removed);
+                    t.2 = t.2.map(|lost| lost + removed);
+                }
+                None => report.tables.push((table, 0, Some(removed))),
+            }
+        }
+    }
+    report.notes.push("rows referring to lost rows remain after 16 passes".into());
+    Ok(())
 }
 
 /// Copies one table from `old` to `main`; returns (rows copied, rows lost if countable).

@@ -1,11 +1,13 @@
 //! The embedded store's maintenance thread: keeps the WAL small and finds out when a store that
 //! could not write can write again.
 //!
-//! Every [`TICK`]: while the store is not writable it sends the writer an empty probe job (its
-//! group commit succeeds as soon as space returns, which clears the flag) and tries
+//! Every [`TICK`]: while the store is not writable it sends the writer a probe job that writes
+//! and deletes [`PROBE_BYTES`] in one commit (it succeeds once that much space is back, which
+//! clears the flag: readiness does not flap on a disk that has room for tiny commits only) and tries
 //! `wal_checkpoint(TRUNCATE)` (a WAL that outgrew the disk is folded back and cut to zero bytes
-//! once the database file can take its pages); while writable, a WAL that has seen commits and
-//! then [`IDLE_CHECKPOINT_AFTER`] without any is checkpointed and truncated. Size is bounded by
+//! once the database file can take its pages); while writable, a WAL that has seen commits is
+//! checkpointed and truncated once the store has been quiet (at most
+//! [`QUIET_COMMITS_PER_TICK`] commits a second) for [`IDLE_CHECKPOINT_AFTER`]. Size is bounded by
 //! `wal_autocheckpoint` and `journal_size_limit` on the writer's connection.
 //!
 //! The checkpoint connection waits at most [`CHECKPOINT_BUSY`] for locks, so a checkpoint never
@@ -23,8 +25,15 @@ use super::writer::{FnJob, WriteJob, WriterStats};
 
 /// How often the thread looks.
 const TICK: Duration = Duration::from_secs(1);
-/// Quiet time after the last commit before the WAL is checkpointed and truncated.
+/// Quiet time before the WAL is checkpointed and truncated (also the least time between two
+/// such checkpoints).
 pub const IDLE_CHECKPOINT_AFTER: Duration = Duration::from_secs(5);
+/// Commits per tick that still count as quiet (the scheduler, the outbox and the alarm engine
+/// write a little all the time).
+const QUIET_COMMITS_PER_TICK: u64 = 5;
+/// Bytes the probe writes (and deletes in the same commit): the headroom a store that could not
+/// write must have again before it reports itself writable.
+pub const PROBE_BYTES: i64 = 1 << 20;
 /// The longest a checkpoint waits for the writer or readers.
 const CHECKPOINT_BUSY: Duration = Duration::from_millis(200);
 
@@ -49,7 +58,8 @@ impl Maintenance {
             tracing::warn!(message = "Setting the checkpoint busy timeout failed.", %error);
         }
         let mut last_commits = self.stats.commits.load(Ordering::Relaxed);
-        let mut last_change = Instant::now();
+        let mut quiet_since = Instant::now();
+        let mut last_checkpoint = Instant::now();
         let mut dirty = false;
         loop {
             std::thread::sleep(TICK);
@@ -58,19 +68,36 @@ impl Maintenance {
             }
             let Some(jobs) = self.jobs.upgrade() else { return };
             let commits = self.stats.commits.load(Ordering::Relaxed);
-            if commits != last_commits {
-                last_commits = commits;
-                last_change = Instant::now();
-                dirty = true;
+            let delta = commits.wrapping_sub(last_commits);
+            last_commits = commits;
+            dirty |= delta > 0;
+            if delta > QUIET_COMMITS_PER_TICK {
+                quiet_since = Instant::now();
             }
             if self.stats.unwritable.load(Ordering::Relaxed) {
                 checkpoint(&conn);
-                let (probe, _answer) = FnJob::boxed(0, |_: &Connection| Ok(()));
-                // A full queue already holds jobs that probe the store.
-                let _ = jobs.try_send(probe);
                 dirty = true;
-            } else if dirty && last_change.elapsed() >= IDLE_CHECKPOINT_AFTER && checkpoint(&conn) {
-                dirty = false;
+                let (probe, answer) = FnJob::boxed(0, |c: &Connection| {
+                    c.execute("INSERT INTO write_probe (bytes) VALUES (zeroblob(?1))", [PROBE_BYTES])?;
+                    c.execute("DELETE FROM write_probe", [])?;
+                    Ok(())
+                });
+                drop(jobs);
+                let Some(jobs) = self.jobs.upgrade() else { return };
+                if jobs.try_send(probe).is_err() {
+                    continue; // a full queue: try again next tick
+                }
+                drop(jobs);
+                if let Ok(Ok(())) = answer.blocking_recv() {
+                    self.stats.unwritable.store(false, Ordering::Relaxed);
+                    tracing::warn!(message = "The embedded store can write again.");
+                }
+            } else if dirty
+                && quiet_since.elapsed() >= IDLE_CHECKPOINT_AFTER
+                && last_checkpoint.elapsed() >= IDLE_CHECKPOINT_AFTER
+            {
+                last_checkpoint = Instant::now();
+                dirty = !checkpoint(&conn);
             }
         }
     }

@@ -6,7 +6,7 @@
 //! the group), writes the durable mark ([`super::durable`]) and only then answers the jobs. A job
 //! whose statements fail is rolled back alone. A commit that fails (disk full, I/O error) is
 //! retried briefly, then its jobs fail promptly with [`StoreError::Unavailable`] and the store
-//! reports itself not writable until a commit succeeds again (the maintenance thread probes it):
+//! reports itself not writable until the maintenance thread's probe commits with headroom:
 //! a full disk stops acknowledgements and answers callers, without losing what was acknowledged.
 
 use std::sync::Arc;
@@ -89,7 +89,8 @@ pub struct WriterStats {
     pub commit_failures: AtomicU64,
     /// Write jobs answered [`StoreError::Unavailable`] because their group could not commit.
     pub unavailable_jobs: AtomicU64,
-    /// True while the last commit failed (the store cannot write); cleared by the next success.
+    /// True since a commit failed (the store cannot write); cleared by the maintenance thread's
+    /// probe, a commit with [`super::maintenance::PROBE_BYTES`] of headroom.
     pub unwritable: AtomicBool,
     /// Durable mark writes that failed (the commit itself was durable).
     pub mark_failures: AtomicU64,
@@ -147,10 +148,10 @@ impl Writer {
                     self.stats.jobs.fetch_add(group.len() as u64, Ordering::Relaxed);
                     self.stats.rows.fetch_add(rows as u64, Ordering::Relaxed);
                     self.stats.job_failures.fetch_add(failed, Ordering::Relaxed);
+                    // Only the maintenance thread's probe (which needs headroom) clears the
+                    // flag: a small commit that fits on an almost full disk does not.
                     if unavailable {
                         self.stats.unwritable.store(true, Ordering::Relaxed);
-                    } else if self.stats.unwritable.swap(false, Ordering::Relaxed) {
-                        tracing::warn!(message = "The embedded store can write again.");
                     }
                     return outcomes;
                 }
