@@ -1,7 +1,7 @@
 //! Integrity of the embedded database: the check bounded in time at open, the full check
 //! (`fleetpulse check`) and the salvage into a new file (`fleetpulse repair`).
 //!
-//! At open a database up to [`FULL_CHECK_AT_OPEN_BYTES`] gets `PRAGMA integrity_check` (it also
+//! At open a database up to [`FULL_CHECK_AT_OPEN_BYTES`] (32 MiB) gets `PRAGMA integrity_check` (it also
 //! compares every index with its table, which catches a changed unique value such as a MAC
 //! address); a larger one gets `PRAGMA quick_check` (page structure and record formats, no
 //! index comparison). Either is interrupted after [`OPEN_CHECK_BUDGET`]: the start then goes on
@@ -15,8 +15,10 @@ use rusqlite::{Connection, OpenFlags};
 use super::{DB_FILE, durable};
 use crate::{Result, StoreError};
 
-/// Databases up to this size get the full `integrity_check` at open.
-pub const FULL_CHECK_AT_OPEN_BYTES: u64 = 256 << 20;
+/// Databases up to this size get the full `integrity_check` at open. Measured: 16.4 s for
+/// `integrity_check` and 1.5 s for `quick_check` on a 129 MiB file (2 million resource rows,
+/// two indexes) on the shared 2-core test machine, so about 4 s at this size.
+pub const FULL_CHECK_AT_OPEN_BYTES: u64 = 32 << 20;
 
 /// The longest the check at open may take before it is interrupted.
 pub const OPEN_CHECK_BUDGET: Duration = Duration::from_secs(10);
