@@ -2,6 +2,7 @@
 
 mod config;
 mod ctl;
+mod integrity;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -41,6 +42,13 @@ enum Command {
     },
     /// Applies schema migrations of the configured store and exits.
     Migrate(ServeArgs),
+    /// Checks the data directory fully: the embedded database (`integrity_check`, foreign keys,
+    /// the durable mark) and the spool's checksums. Read-only; exits non-zero on damage.
+    Check(ServeArgs),
+    /// Salvages what is readable of the embedded database into a new file (the damaged files
+    /// are kept aside as `fleetpulse.db.damaged-<time>`) and reports what was lost. Stop the
+    /// server first.
+    Repair(ServeArgs),
     /// Creates the platform admin if none exists (email and password from FLEETPULSE_ADMIN_EMAIL
     /// and FLEETPULSE_ADMIN_PASSWORD; a password is generated and printed if none is given).
     CreateAdmin(ServeArgs),
@@ -72,6 +80,10 @@ struct ServeArgs {
     /// PostgreSQL URL (scale-out store).
     #[arg(long, env = "FLEETPULSE_POSTGRES_URL")]
     postgres_url: Option<String>,
+    /// Start even though the embedded database holds fewer commits than were acknowledged (a
+    /// lost or damaged write-ahead log, an older file restored): the loss is logged and accepted.
+    #[arg(long)]
+    accept_loss: bool,
 }
 
 /// Everything `serve` needs, resolved from flags, environment, file and defaults.
@@ -83,6 +95,8 @@ struct Settings {
     file: FileConfig,
     /// `[files]`, checked.
     files: config::FilesConfig,
+    /// `--accept-loss`.
+    accept_loss: bool,
 }
 
 fn resolve(args: ServeArgs, defaults: (&str, &str, &str)) -> anyhow::Result<Settings> {
@@ -107,6 +121,7 @@ fn resolve(args: ServeArgs, defaults: (&str, &str, &str)) -> anyhow::Result<Sett
         },
         files: file.files.resolve()?,
         file,
+        accept_loss: args.accept_loss,
     })
 }
 
@@ -141,6 +156,14 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             }
             Command::Ctl(_) => unreachable!("ctl runs before the runtime starts"),
+            Command::Check(args) => {
+                let settings = resolve(args, ("fleetpulse-data", "0.0.0.0:4433", "127.0.0.1:8080"))?;
+                integrity::check(&settings.data_dir)
+            }
+            Command::Repair(args) => {
+                let settings = resolve(args, ("fleetpulse-data", "0.0.0.0:4433", "127.0.0.1:8080"))?;
+                integrity::repair(&settings.data_dir)
+            }
             Command::CreateAdmin(args) => {
                 let settings = resolve(args, ("fleetpulse-data", "0.0.0.0:4433", "127.0.0.1:8080"))?;
                 bootstrap(&open_store(&settings).await?, None).await
@@ -174,7 +197,11 @@ async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
     match s.backend.unwrap_or(StoreBackend::Embedded) {
         StoreBackend::Embedded => Store::open_embedded(
             &settings.data_dir,
-            EmbeddedConfig { fsync: s.fsync.unwrap_or(true), ..EmbeddedConfig::default() },
+            EmbeddedConfig {
+                fsync: s.fsync.unwrap_or(true),
+                accept_loss: settings.accept_loss,
+                ..EmbeddedConfig::default()
+            },
         )
         .with_context(|| format!("opening the embedded store in {}", settings.data_dir.display())),
         StoreBackend::Clickhouse => {
@@ -240,7 +267,7 @@ fn outbox_config(n: &config::NotifyFile) -> OutboxConfig {
 impl Server {
     async fn start(settings: Settings) -> anyhow::Result<Server> {
         let store = open_store(&settings).await?;
-        let Settings { data_dir, quic_addr, http_addr, file, files } = settings;
+        let Settings { data_dir, quic_addr, http_addr, file, files, .. } = settings;
         bootstrap(&store, None).await?;
         let retention = tokio::spawn(retention(store.clone(), file.store.retention_days.unwrap_or(30)));
         let file_retention = tokio::spawn(file_retention(store.entities.clone()));

@@ -262,14 +262,21 @@ impl FromRequestParts<AppState> for AuthAdmin {
         let session = entities.session(hash, now).await?.ok_or(ApiError::Unauthorized)?;
         let idle = now.0.saturating_sub(session.last_seen_at.0);
         if idle > i64::try_from(ctx.api.config.session_idle.as_millis()).unwrap_or(i64::MAX) {
-            entities.delete_session(hash).await?;
+            // Best effort: an expired session is refused whether or not its row could go.
+            if let Err(error) = entities.delete_session(hash).await {
+                tracing::warn!(message = "Deleting an expired session failed.", %error);
+            }
             return Err(ApiError::Unauthorized);
         }
         // Written at most once a minute per session (or a quarter of the idle limit, if shorter),
         // not on every request.
         let idle_ms = i64::try_from(ctx.api.config.session_idle.as_millis()).unwrap_or(i64::MAX);
-        if idle > TOUCH_AFTER_MS.min(idle_ms / 4) {
-            entities.touch_session(hash, now).await?;
+        // Best effort: a store that cannot write (full disk) must not fail every read; the
+        // session merely looks idler than it is until a touch succeeds.
+        if idle > TOUCH_AFTER_MS.min(idle_ms / 4)
+            && let Err(error) = entities.touch_session(hash, now).await
+        {
+            tracing::warn!(message = "Touching the session failed; the request goes on.", %error);
         }
         let account = entities.account(session.account_id).await?.ok_or(ApiError::Unauthorized)?;
         let acting = session.acting;

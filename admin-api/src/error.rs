@@ -68,6 +68,10 @@ pub enum ApiError {
     /// 503 `not_ready`: the process is starting or shutting down.
     #[error("the service is not ready")]
     NotReady,
+    /// 503 `storage_unavailable`: the store cannot complete writes now (disk full, I/O error);
+    /// nothing was changed: retry later. The cause is logged, never shown.
+    #[error("the storage cannot complete writes right now; nothing was changed: retry later")]
+    StorageUnavailable(String),
     /// 403 `csrf_failed`: a state-changing request authenticated by the session cookie lacks
     /// the session's CSRF token in `X-CSRF-Token` (ACC-1).
     #[error("the X-CSRF-Token header must carry this session's CSRF token")]
@@ -119,7 +123,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::NotReady | ApiError::StorageUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Store(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -145,6 +149,7 @@ impl ApiError {
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::NotReady => "not_ready",
+            ApiError::StorageUnavailable(_) => "storage_unavailable",
             ApiError::Store(_) | ApiError::Internal(_) => "internal",
         }
     }
@@ -162,6 +167,7 @@ impl From<StoreError> for ApiError {
             StoreError::DeviceConflict => ApiError::Conflict("the device is registered to another enterprise".into()),
             StoreError::InvalidInput(message) => ApiError::InvalidRequest(message),
             StoreError::LimitExceeded(message) => ApiError::LimitExceeded(message),
+            StoreError::Unavailable(cause) => ApiError::StorageUnavailable(cause),
             other => ApiError::Store(other),
         }
     }
@@ -187,6 +193,9 @@ impl IntoResponse for ApiError {
         let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!(message = "Request failed.", error = %self);
             "internal server error".to_owned()
+        } else if let ApiError::StorageUnavailable(cause) = &self {
+            tracing::warn!(message = "Request failed: the store cannot write.", %cause);
+            self.to_string()
         } else {
             self.to_string()
         };

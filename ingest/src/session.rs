@@ -222,9 +222,18 @@ async fn serve(conn: &quinn::Connection, ctx: &Arc<Context>) -> Result<(), Close
         let files = out_tx.downgrade();
         let reader = read_loop(ctx, device, enterprise, &mut recv, decoder, &shard, out_tx);
         let writer = write_loop(ctx, &mut send, out_rx, encoder);
+        // The writer ends after the reader (which holds its queue) and flushes the last acks;
+        // a writer that stops on a store failure (no ack can come) ends the session at once
+        // instead of leaving the device waiting on a reader that is still alive.
         let io = async {
-            let (read, write) = tokio::join!(reader, writer);
-            read.and(write)
+            let (mut reader, mut writer) = (std::pin::pin!(reader), std::pin::pin!(writer));
+            tokio::select! {
+                write = &mut writer => match write {
+                    Err(close) => Err(close),
+                    Ok(()) => reader.await,
+                },
+                read = &mut reader => read.and(writer.await),
+            }
         };
         // The sender ends with the session; it ends the session only when the store fails.
         let sender = async {

@@ -59,6 +59,11 @@ pub trait EventStore: Send + Sync + 'static {
     fn metrics(&self) -> Vec<StoreMetric> {
         Vec::new()
     }
+    /// Whether the store can complete writes now (false while its disk is full or failing);
+    /// `/readyz` answers 503 while false. Backends that cannot tell answer true.
+    fn writable(&self) -> bool {
+        true
+    }
 }
 
 /// One number a store reports for metrics.

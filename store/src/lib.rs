@@ -84,6 +84,18 @@ pub enum StoreError {
     /// The caller's arguments break a documented bound of the operation (nothing was changed).
     #[error("invalid input: {0}")]
     InvalidInput(String),
+    /// The storage cannot complete writes right now (disk full, I/O error, damaged file);
+    /// nothing was changed, and the same call may succeed once the storage recovers.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// A file of the store is damaged; the message says what and what to do. Raised on open
+    /// (the store refuses to start) and by the full check.
+    #[error("{0}")]
+    Damaged(String),
+    /// The store holds fewer commits than it acknowledged (a lost or truncated write-ahead log,
+    /// a restored older file); the message says what was lost and what to do.
+    #[error("{0}")]
+    DataLost(String),
     /// Storing would take an owner above a documented count limit (e.g.
     /// [`MAX_FILES_PER_DEVICE`]); nothing was changed, and the same call may succeed once the
     /// owner has fewer.

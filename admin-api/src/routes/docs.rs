@@ -54,10 +54,14 @@ pub(crate) fn operations() -> Vec<Operation> {
     const TASKS: &str = "scheduled tasks";
     vec![
         get_("/healthz", OPS, "Liveness: 200 while the process answers").public().answers::<Value>(200),
-        get_("/readyz", OPS, "Readiness: 200 once serving, 503 while starting or stopping")
-            .public()
-            .answers::<Value>(200)
-            .may_fail(&[503]),
+        get_(
+            "/readyz",
+            OPS,
+            "Readiness: 200 once serving, 503 while starting, stopping or while the store cannot write",
+        )
+        .public()
+        .answers::<Value>(200)
+        .may_fail(&[503]),
         get_("/metrics", OPS, "Prometheus metrics (OpenMetrics text)")
             .public()
             .answers_raw(200, "application/openmetrics-text"),

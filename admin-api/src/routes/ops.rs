@@ -26,9 +26,17 @@ async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// `GET /readyz`: 200 once the process serves traffic, else 503 `not_ready`.
+/// `GET /readyz`: 200 once the process serves traffic, else 503 `not_ready`; 503
+/// `storage_unavailable` while the store cannot write (disk full, I/O error), 200 again once it
+/// can.
 async fn readyz(State(ctx): State<AppState>) -> Result<Json<Value>, ApiError> {
-    if ctx.api.ready.load(Ordering::Acquire) { Ok(Json(json!({ "status": "ready" }))) } else { Err(ApiError::NotReady) }
+    if !ctx.api.ready.load(Ordering::Acquire) {
+        return Err(ApiError::NotReady);
+    }
+    if !ctx.api.store.events.writable() {
+        return Err(ApiError::StorageUnavailable("the store reports that it cannot write".into()));
+    }
+    Ok(Json(json!({ "status": "ready" })))
 }
 
 /// `GET /metrics`: the shared registry, then the API's own metrics and the live-device gauges.

@@ -464,9 +464,29 @@ impl EventStore for EmbeddedStore {
             },
             counter("fleetpulse_store_commits", "Group commits of the embedded store", &st.commits),
             counter("fleetpulse_store_rows", "Rows committed by the embedded store", &st.rows),
-            counter("fleetpulse_store_commit_failures", "Failed commit attempts (each retried)", &st.commit_failures),
+            counter(
+                "fleetpulse_store_commit_failures",
+                "Failed commit attempts (disk full, I/O error)",
+                &st.commit_failures,
+            ),
+            counter(
+                "fleetpulse_store_write_unavailable",
+                "Write jobs answered storage_unavailable because the store could not commit",
+                &st.unavailable_jobs,
+            ),
+            counter("fleetpulse_store_mark_failures", "Durable mark writes that failed", &st.mark_failures),
+            StoreMetric {
+                name: "fleetpulse_store_writable",
+                help: "1 while the embedded store can commit, 0 while its writes fail",
+                value: u64::from(!st.unwritable.load(Ordering::Relaxed)),
+                counter: false,
+            },
             counter("fleetpulse_store_job_failures", "Write jobs rolled back alone", &st.job_failures),
         ]
+    }
+
+    fn writable(&self) -> bool {
+        !self.stats.unwritable.load(Ordering::Relaxed)
     }
 
     async fn apply_retention(&self, cutoff: UnixMillis) -> Result<u64> {

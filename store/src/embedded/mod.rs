@@ -14,8 +14,11 @@ mod account_security;
 mod accounts;
 mod commands;
 mod devices;
+pub mod durable;
 mod events;
 mod files;
+pub mod integrity;
+mod maintenance;
 mod oplog;
 mod outbox;
 mod schema;
@@ -52,11 +55,14 @@ pub struct EmbeddedConfig {
     pub queue_depth: usize,
     /// Rows after which the writer stops adding jobs to a group and commits.
     pub max_rows_per_commit: usize,
+    /// Start even if the database holds fewer commits than the durable mark says were
+    /// acknowledged (the loss is logged and the mark lowered); `serve --accept-loss`.
+    pub accept_loss: bool,
 }
 
 impl Default for EmbeddedConfig {
     fn default() -> Self {
-        EmbeddedConfig { fsync: true, readers: 4, queue_depth: 1024, max_rows_per_commit: 50_000 }
+        EmbeddedConfig { fsync: true, readers: 4, queue_depth: 1024, max_rows_per_commit: 50_000, accept_loss: false }
     }
 }
 
@@ -83,7 +89,14 @@ impl std::fmt::Debug for dyn WriteJob {
 }
 
 fn backend(e: rusqlite::Error) -> StoreError {
-    StoreError::Backend(e.to_string())
+    use rusqlite::ErrorCode as C;
+    match e.sqlite_error_code() {
+        // The storage, not the statement: the same call may succeed once it recovers.
+        Some(C::DiskFull | C::SystemIoFailure | C::CannotOpen | C::ReadOnly | C::DatabaseCorrupt | C::NotADatabase) => {
+            StoreError::Unavailable(e.to_string())
+        }
+        _ => StoreError::Backend(e.to_string()),
+    }
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -92,7 +105,12 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
-fn open_connection(path: &Path, flags: OpenFlags, fsync: bool) -> Result<Connection> {
+/// WAL pages after which a commit checkpoints (`wal_autocheckpoint`).
+pub const WAL_AUTOCHECKPOINT_PAGES: i64 = 2_000;
+/// Size the WAL file is cut back to after a checkpoint (`journal_size_limit`).
+pub const WAL_SIZE_LIMIT_BYTES: i64 = 8 << 20;
+
+fn open_connection(path: &Path, flags: OpenFlags, fsync: bool) -> rusqlite::Result<Connection> {
     let conn = Connection::open_with_flags(path, flags)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -100,8 +118,11 @@ fn open_connection(path: &Path, flags: OpenFlags, fsync: bool) -> Result<Connect
     conn.pragma_update(None, "foreign_keys", "ON")?;
     // 64 MiB page cache: index pages of recent devices stay hot between commits.
     conn.pragma_update(None, "cache_size", -65_536)?;
-    // Checkpoint less often (the WAL grows to ~40 MiB between checkpoints).
-    conn.pragma_update(None, "wal_autocheckpoint", 10_000)?;
+    // Checkpoint every 2,000 pages (8 MiB at 4 KiB pages) and cut the WAL file back to
+    // 8 MiB after: a truncated or damaged WAL can only lose a little, and a full disk leaves
+    // little to fold back (the maintenance thread also truncates it when idle).
+    conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
+    conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT_BYTES)?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }
@@ -112,14 +133,25 @@ impl EmbeddedStore {
     pub fn open(data_dir: &Path, config: EmbeddedConfig) -> Result<EmbeddedStore> {
         std::fs::create_dir_all(data_dir)?;
         let path = data_dir.join(DB_FILE);
-        let mut conn = open_connection(&path, OpenFlags::default(), config.fsync)?;
+        let mut conn = open_connection(&path, OpenFlags::default(), config.fsync).map_err(|e| {
+            if integrity::is_damage(&e) {
+                StoreError::Damaged(integrity::damage_message(data_dir, &[e.to_string()]))
+            } else {
+                StoreError::from(e)
+            }
+        })?;
+        integrity::check_at_open(&conn, data_dir)?;
         schema::migrate(&mut conn)?;
+        durable::ensure_table(&conn)?;
+        let held = durable::verify(&conn, data_dir, config.accept_loss)?;
+        let mark = durable::MarkFile::open(data_dir, config.fsync)?;
+        mark.write(held)?;
         refresh_device_types(&conn)?;
         let files_dir = data_dir.join(files::FILES_DIR);
         files::recover(&conn, &files_dir)?;
         let readers = (0..config.readers.max(1))
             .map(|_| open_connection(&path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX, false))
-            .collect::<Result<Vec<_>>>()?;
+            .collect::<rusqlite::Result<Vec<_>>>()?;
         let (tx, rx) = mpsc::channel(config.queue_depth.max(1));
         let stats = Arc::new(WriterStats::default());
         let closing = Arc::new(AtomicBool::new(false));
@@ -129,8 +161,16 @@ impl EmbeddedStore {
             max_rows_per_commit: config.max_rows_per_commit.max(1),
             stats: stats.clone(),
             closing: closing.clone(),
+            mark,
         };
         std::thread::Builder::new().name("store-writer".into()).spawn(move || writer.run())?;
+        let maintenance = maintenance::Maintenance {
+            path: path.clone(),
+            jobs: tx.downgrade(),
+            stats: stats.clone(),
+            closing: closing.clone(),
+        };
+        std::thread::Builder::new().name("store-maintenance".into()).spawn(move || maintenance.run())?;
         Ok(EmbeddedStore {
             jobs: tx,
             readers: Arc::new(ReadPool { permits: Semaphore::new(readers.len()), conns: Mutex::new(readers) }),

@@ -3,9 +3,11 @@
 //! Every write is a [`WriteJob`] sent over a bounded channel (senders wait when it is full:
 //! that is the store's backpressure). The thread takes every job that is waiting, up to a row
 //! limit, applies each inside its own savepoint of one transaction, commits once (one fsync for
-//! the group) and only then answers the jobs. A job whose statements fail is rolled back alone;
-//! a commit that fails is retried with backoff, so a full disk stops acknowledgements instead of
-//! losing them.
+//! the group), writes the durable mark ([`super::durable`]) and only then answers the jobs. A job
+//! whose statements fail is rolled back alone. A commit that fails (disk full, I/O error) is
+//! retried briefly, then its jobs fail promptly with [`StoreError::Unavailable`] and the store
+//! reports itself not writable until the maintenance thread's probe commits with headroom:
+//! a full disk stops acknowledgements and answers callers, without losing what was acknowledged.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -14,7 +16,11 @@ use std::time::Duration;
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
+use super::durable::{self, MarkFile};
 use crate::{Result, StoreError};
+
+/// Commit attempts of a group while the store is writable (after the last, its jobs fail).
+const ATTEMPTS_WHILE_WRITABLE: u32 = 3;
 
 /// A unit of work for the writer. `apply` may run more than once if a commit is retried.
 pub(super) trait WriteJob: Send {
@@ -79,8 +85,15 @@ pub struct WriterStats {
     pub jobs: AtomicU64,
     /// Rows committed.
     pub rows: AtomicU64,
-    /// Failed commit attempts (each retried).
+    /// Failed commit attempts (disk full, I/O error).
     pub commit_failures: AtomicU64,
+    /// Write jobs answered [`StoreError::Unavailable`] because their group could not commit.
+    pub unavailable_jobs: AtomicU64,
+    /// True since a commit failed (the store cannot write); cleared by the maintenance thread's
+    /// probe, a commit with [`super::maintenance::PROBE_BYTES`] of headroom.
+    pub unwritable: AtomicBool,
+    /// Durable mark writes that failed (the commit itself was durable).
+    pub mark_failures: AtomicU64,
     /// Jobs rolled back alone because their statements failed.
     pub job_failures: AtomicU64,
 }
@@ -91,6 +104,7 @@ pub(super) struct Writer {
     pub(super) max_rows_per_commit: usize,
     pub(super) stats: Arc<WriterStats>,
     pub(super) closing: Arc<AtomicBool>,
+    pub(super) mark: MarkFile,
 }
 
 impl Writer {
@@ -118,35 +132,59 @@ impl Writer {
     }
 
     fn commit_with_retry(&mut self, group: &mut [Box<dyn WriteJob>], rows: usize) -> Vec<Result<()>> {
-        let mut backoff = Duration::from_millis(10);
-        loop {
-            match commit_group(&mut self.conn, group) {
-                Ok(outcomes) => {
+        let mut backoff = Duration::from_millis(20);
+        let attempts = if self.stats.unwritable.load(Ordering::Relaxed) { 1 } else { ATTEMPTS_WHILE_WRITABLE };
+        let mut last_error = String::new();
+        for attempt in 1..=attempts {
+            match commit_group(&mut self.conn, group, rows) {
+                Ok((outcomes, held)) => {
+                    if let Err(error) = self.mark.write(held) {
+                        self.stats.mark_failures.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(message = "Writing the durable mark failed; the commit itself is durable.", %error);
+                    }
                     let failed = outcomes.iter().filter(|o| o.is_err()).count() as u64;
+                    let unavailable = outcomes.iter().any(|o| matches!(o, Err(StoreError::Unavailable(_))));
                     self.stats.commits.fetch_add(1, Ordering::Relaxed);
                     self.stats.jobs.fetch_add(group.len() as u64, Ordering::Relaxed);
                     self.stats.rows.fetch_add(rows as u64, Ordering::Relaxed);
                     self.stats.job_failures.fetch_add(failed, Ordering::Relaxed);
+                    // Only the maintenance thread's probe (which needs headroom) clears the
+                    // flag: a small commit that fits on an almost full disk does not.
+                    if unavailable {
+                        self.stats.unwritable.store(true, Ordering::Relaxed);
+                    }
                     return outcomes;
                 }
                 Err(error) => {
                     self.stats.commit_failures.fetch_add(1, Ordering::Relaxed);
-                    if self.closing.load(Ordering::Relaxed) {
-                        tracing::error!(message = "Commit failed while closing; giving up.", %error);
-                        return group.iter().map(|_| Err(StoreError::Backend(error.to_string()))).collect();
+                    last_error = error.to_string();
+                    if attempt < attempts && !self.closing.load(Ordering::Relaxed) {
+                        tracing::warn!(message = "Commit failed; retrying.", %error, backoff_ms = backoff.as_millis() as u64);
+                        std::thread::sleep(backoff);
+                        backoff *= 4;
                     }
-                    tracing::error!(message = "Commit failed; retrying.", %error, backoff_ms = backoff.as_millis() as u64);
-                    std::thread::sleep(backoff);
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
         }
+        if !self.stats.unwritable.swap(true, Ordering::Relaxed) {
+            tracing::error!(
+                message = "The embedded store cannot write; writes fail with storage_unavailable until a commit succeeds.",
+                error = %last_error
+            );
+        }
+        self.stats.unavailable_jobs.fetch_add(group.len() as u64, Ordering::Relaxed);
+        group.iter().map(|_| Err(StoreError::Unavailable(last_error.clone()))).collect()
     }
 }
 
 /// One transaction over the group, one savepoint per job. `Err` only if the transaction itself
 /// could not begin or commit.
-fn commit_group(conn: &mut Connection, group: &mut [Box<dyn WriteJob>]) -> rusqlite::Result<Vec<Result<()>>> {
+/// Returns the jobs' outcomes and the durable totals the commit reached.
+fn commit_group(
+    conn: &mut Connection,
+    group: &mut [Box<dyn WriteJob>],
+    rows: usize,
+) -> rusqlite::Result<(Vec<Result<()>>, durable::Durable)> {
     let mut tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let mut outcomes = Vec::with_capacity(group.len());
     for job in group.iter_mut() {
@@ -162,6 +200,7 @@ fn commit_group(conn: &mut Connection, group: &mut [Box<dyn WriteJob>]) -> rusql
             }
         }
     }
+    let held = durable::bump(&tx, rows)?;
     tx.commit()?;
-    Ok(outcomes)
+    Ok((outcomes, held))
 }

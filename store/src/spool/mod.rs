@@ -41,6 +41,7 @@ use std::thread::JoinHandle;
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
 use files::Segment;
+pub use files::{SpoolCheck, check};
 use format::HEADER_LEN;
 use writer::{Active, AppendJob, SpoolWriter};
 
