@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::AuthAdmin;
 use crate::error::ApiError;
-use crate::extract::{Json, Path};
+use crate::extract::{Json, Path, RowId};
 use crate::routes::devices::parse_device_params;
 use crate::state::AppState;
 
@@ -81,7 +81,11 @@ async fn create(
 }
 
 /// `DELETE /api/v1/device-labels/{id}`: 204; 404 if the caller has no such label.
-async fn remove(auth: AuthAdmin, State(ctx): State<AppState>, Path(id): Path<u64>) -> Result<StatusCode, ApiError> {
+async fn remove(
+    auth: AuthAdmin,
+    State(ctx): State<AppState>,
+    Path(RowId(id)): Path<RowId>,
+) -> Result<StatusCode, ApiError> {
     if ctx.api.store.entities.delete_device_label(auth.account.id, id).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {

@@ -6,6 +6,7 @@ mod auth;
 mod commands;
 mod console;
 mod devices;
+mod hostile_ids;
 mod openapi;
 mod oplog;
 mod ops;
