@@ -53,6 +53,7 @@ mod schedule;
 mod scheduler;
 mod secrets;
 mod state;
+mod text;
 pub mod totp;
 
 use std::sync::Arc;

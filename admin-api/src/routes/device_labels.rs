@@ -14,6 +14,8 @@ use crate::error::ApiError;
 use crate::extract::{Json, Path, RowId};
 use crate::routes::devices::parse_device_params;
 use crate::state::AppState;
+use crate::text;
+use fleetpulse_store::MAX_DEVICE_LABEL_NAME;
 
 /// The columns a device list can show (DEV-1), in their default order.
 pub(crate) const DEVICE_COLUMNS: &[&str] = &[
@@ -75,7 +77,11 @@ async fn create(
         return Err(ApiError::invalid("a label's filter takes no cursor or limit"));
     }
     auth.device_scope(&ctx, params.enterprises, params.channels).await?;
-    let new = NewDeviceLabel { account_id: auth.account.id, name: req.name.trim().to_owned(), filter: req.filter };
+    let new = NewDeviceLabel {
+        account_id: auth.account.id,
+        name: text::name("name", &req.name, MAX_DEVICE_LABEL_NAME)?,
+        filter: req.filter,
+    };
     let label = ctx.api.store.entities.create_device_label(new, ctx.clock.now()).await?;
     Ok((StatusCode::CREATED, Json(label)).into_response())
 }

@@ -7,6 +7,7 @@ mod commands;
 mod console;
 mod devices;
 mod hostile_ids;
+mod hostile_text;
 mod openapi;
 mod oplog;
 mod ops;
