@@ -57,7 +57,12 @@ static FORGOT_PASSWORD_SLOTS: LazyLock<Arc<Semaphore>> =
 /// answer, so known and unknown emails answer alike: for a known, unfrozen account a
 /// single-use reset token (valid `password_reset_ttl`) replaces any earlier one and an email
 /// with the link `{portal_url}/reset-password?token=…` is queued.
-async fn forgot_password(State(ctx): State<AppState>, Json(req): Json<ForgotPassword>) -> Result<Response, ApiError> {
+async fn forgot_password(
+    State(ctx): State<AppState>,
+    ip: crate::rate_limit::ClientIp,
+    Json(req): Json<ForgotPassword>,
+) -> Result<Response, ApiError> {
+    ctx.login_limits.check(ip.0, Some(&req.email))?;
     let email = normalize_email(&req.email)?;
     let slot = FORGOT_PASSWORD_SLOTS
         .clone()
