@@ -210,3 +210,19 @@ async fn at_the_connection_cap_newcomers_are_refused_and_the_probes_still_answer
     assert_eq!(over("probe_only"), 5.0, "{text}");
     assert_eq!(over("refused"), 1.0, "{text}");
 }
+
+#[tokio::test]
+async fn metrics_can_move_to_their_own_address() {
+    let free = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let metrics_addr = free.local_addr().expect("address");
+    drop(free);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path(), None, &format!("[http]\nmetrics_addr = \"{metrics_addr}\"\n"));
+    let api = reqwest::get(format!("{}/metrics", server.api())).await.expect("request");
+    assert_eq!(api.status(), 404, "the API no longer serves /metrics");
+    let own = reqwest::get(format!("http://{metrics_addr}/metrics")).await.expect("request");
+    assert_eq!(own.status(), 200);
+    assert!(own.text().await.expect("body").contains("http_connections_open"));
+    let other = reqwest::get(format!("http://{metrics_addr}/healthz")).await.expect("request");
+    assert_eq!(other.status(), 404, "the metrics address serves only /metrics");
+}
