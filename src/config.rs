@@ -36,6 +36,65 @@ pub struct FileConfig {
     /// Files devices upload in answer to commands.
     #[serde(default)]
     pub files: FilesFile,
+    /// Limits of the HTTP server and of the account requests.
+    #[serde(default)]
+    pub http: HttpFile,
+}
+
+/// `[http]`: limits of the HTTP server (issue 19); every key defaults to
+/// [`fleetpulse_admin_api::HttpLimits::default`] / [`fleetpulse_admin_api::LoginRateLimits::default`].
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpFile {
+    /// Seconds a request's header may take to arrive (default 10).
+    pub header_read_timeout_s: Option<NonZeroU32>,
+    /// Seconds a request's body may take to arrive (default 30).
+    pub body_read_timeout_s: Option<NonZeroU32>,
+    /// Seconds a connection may sit without a byte before it is closed (default 60).
+    pub idle_timeout_s: Option<NonZeroU32>,
+    /// Concurrent connections (default 1024); keep it well below `ulimit -n`.
+    pub max_connections: Option<NonZeroU32>,
+    /// Connections past the cap that may still ask for /healthz and /readyz (default 16).
+    pub probe_connections: Option<u32>,
+    /// Logins, login codes and forgotten-password requests per minute per client IP (default 60).
+    pub login_per_ip_per_minute: Option<NonZeroU32>,
+    /// The same per account (email) (default 20).
+    pub login_per_account_per_minute: Option<NonZeroU32>,
+    /// Serve `/metrics` on this address instead of the API's (which then answers 404).
+    pub metrics_addr: Option<SocketAddr>,
+    /// Require `Authorization: Bearer <token>` on `/metrics`.
+    pub metrics_token: Option<String>,
+}
+
+impl HttpFile {
+    /// The server limits, with `max_body_bytes` from the API's settings.
+    pub fn limits(&self, max_body_bytes: usize) -> fleetpulse_admin_api::HttpLimits {
+        let d = fleetpulse_admin_api::HttpLimits::default();
+        let secs = |v: Option<NonZeroU32>, d: Duration| v.map_or(d, |v| Duration::from_secs(v.get().into()));
+        fleetpulse_admin_api::HttpLimits {
+            header_read_timeout: secs(self.header_read_timeout_s, d.header_read_timeout),
+            body_read_timeout: secs(self.body_read_timeout_s, d.body_read_timeout),
+            idle_timeout: secs(self.idle_timeout_s, d.idle_timeout),
+            max_connections: self.max_connections.map_or(d.max_connections, |v| v.get() as usize),
+            probe_connections: self.probe_connections.map_or(d.probe_connections, |v| v as usize),
+            max_body_bytes: max_body_bytes as u64,
+        }
+    }
+
+    /// The API settings this section changes, on `base`.
+    pub fn api_config(&self, base: fleetpulse_admin_api::ApiConfig) -> fleetpulse_admin_api::ApiConfig {
+        let d = base.login_rate.clone();
+        fleetpulse_admin_api::ApiConfig {
+            login_rate: fleetpulse_admin_api::LoginRateLimits {
+                per_ip_per_minute: self.login_per_ip_per_minute.unwrap_or(d.per_ip_per_minute),
+                per_account_per_minute: self.login_per_account_per_minute.unwrap_or(d.per_account_per_minute),
+                ..d
+            },
+            metrics_separate: self.metrics_addr.is_some(),
+            metrics_token: self.metrics_token.clone().filter(|t| !t.is_empty()),
+            ..base
+        }
+    }
 }
 
 /// `[files]`: files devices upload in answer to commands (issue 11).
@@ -209,6 +268,30 @@ mod tests {
         assert!(toml::from_str::<FileConfig>("[notify]\nper_receiver = 1").is_err());
         assert!(toml::from_str::<FileConfig>("quic_adr = \"x\"").is_err());
         assert!(toml::from_str::<FileConfig>("[ingest]\ndevice_rate = 0").is_err());
+    }
+
+    #[test]
+    fn http_limits_default_and_override() {
+        let http = |text: &str| toml::from_str::<FileConfig>(text).expect("parses").http;
+        assert_eq!(
+            http("").limits(1024),
+            fleetpulse_admin_api::HttpLimits { max_body_bytes: 1024, ..Default::default() }
+        );
+        let set = http(
+            "[http]\nheader_read_timeout_s = 2\nmax_connections = 8\nprobe_connections = 0\nlogin_per_ip_per_minute = 3\nmetrics_token = \"t\"",
+        );
+        let limits = set.limits(1);
+        assert_eq!(
+            (limits.header_read_timeout, limits.max_connections, limits.probe_connections),
+            (Duration::from_secs(2), 8, 0)
+        );
+        let api = set.api_config(fleetpulse_admin_api::ApiConfig::default());
+        assert_eq!(
+            (api.login_rate.per_ip_per_minute.get(), api.metrics_token.as_deref(), api.metrics_separate),
+            (3, Some("t"), false)
+        );
+        assert!(toml::from_str::<FileConfig>("[http]\nmax_connections = 0").is_err());
+        assert!(toml::from_str::<FileConfig>("[http]\nheader_timeout = 1").is_err());
     }
 
     #[test]

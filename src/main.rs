@@ -332,23 +332,46 @@ impl Server {
         let scheduler = tokio::spawn(scheduler.run(scheduler_stop));
 
         let ready = Arc::new(AtomicBool::new(false));
+        let api_config = file.http.api_config(ApiConfig::default());
+        let limits = file.http.limits(api_config.max_body_bytes);
+        let http_metrics = fleetpulse_admin_api::HttpMetrics::register(&mut registry);
         let state = ApiState {
             store,
             live: ingest.live(),
             registry: Arc::new(registry),
             ready: ready.clone(),
-            config: ApiConfig::default(),
+            config: api_config,
             alarms: Some(alarms.handle.clone()),
             downlink: ingest.command_signal(),
         };
         let (http_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let app = fleetpulse_admin_api::app(state);
+        let (app, metrics_app) = fleetpulse_admin_api::app_and_metrics(state);
+        // `[http] metrics_addr`: /metrics on its own listener (same limits), stopped with the API.
+        let metrics_listener = match file.http.metrics_addr {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding the metrics address {addr}"))?,
+            ),
+            None => None,
+        };
+        let (stop_all, _) = tokio::sync::broadcast::channel::<()>(1);
+        if let Some(listener) = metrics_listener {
+            let mut stop = stop_all.subscribe();
+            let (limits, metrics) = (limits.clone(), http_metrics.clone());
+            tokio::spawn(async move {
+                let stopped = async move {
+                    let _ = stop.recv().await;
+                };
+                fleetpulse_admin_api::serve::serve(listener, metrics_app, limits, metrics, stopped).await
+            });
+        }
         let http = tokio::spawn(async move {
-            axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await
+            let stopped = async move {
+                let _ = stopped.await;
+                let _ = stop_all.send(());
+            };
+            fleetpulse_admin_api::serve::serve(listener, app, limits, http_metrics, stopped).await
         });
         ready.store(true, Ordering::SeqCst);
         let quic_addr = ingest.local_addr();

@@ -1,20 +1,16 @@
-//! The shape of a login email: trimmed, something@something, no spaces, bounded length.
+//! Login and receiver emails: trimmed and parsed by the mailer's own check
+//! ([`fleetpulse_mailer::parse_receiver`], lettre's address type), so that the API stores no
+//! address the mailer cannot send to.
 
 use crate::error::ApiError;
 
-/// Longest accepted email (RFC 5321 path limit).
-const MAX_EMAIL_CHARS: usize = 254;
-
-/// Trims an email and checks its shape (something@something, no spaces, bounded length).
+/// Trims an email and checks it is a bare address the mailer can send to (ASCII, no display
+/// name, no quoted local part, no list, at most 254 bytes).
 pub(crate) fn normalize_email(email: &str) -> Result<String, ApiError> {
     let email = email.trim();
-    let well_formed = email.chars().count() <= MAX_EMAIL_CHARS
-        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
-        && email.split_once('@').is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty());
-    if well_formed {
-        Ok(email.to_owned())
-    } else {
-        Err(ApiError::invalid(format!("{email:?} is not an email address")))
+    match fleetpulse_mailer::parse_receiver(email) {
+        Ok(address) => Ok(address.to_string()),
+        Err(_) => Err(ApiError::invalid(format!("{email:?} is not an email address"))),
     }
 }
 
@@ -23,11 +19,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn emails_are_trimmed_and_checked() {
+    fn emails_are_trimmed_and_parsed_like_the_mailer_does() {
         assert_eq!(normalize_email("  a@b ").ok().as_deref(), Some("a@b"));
-        for bad in ["", "ab", "@b", "a@", "a b@c", "a@b\n c"] {
-            assert!(normalize_email(bad).is_err(), "{bad:?}");
+        for bad in [
+            "",
+            "ab",
+            "@b",
+            "a@",
+            "a b@c",
+            "a@b\n c",
+            // Issue 19: accepted before, then dropped by the mailer as a permanent failure.
+            "\"evil>\"@x.y",
+            "a@x.y,evil@z.w",
+            "bcc:evil@x.y",
+            "x@y.z>",
+            "ümlaut@x.y",
+            "Evil <a@x.y>",
+        ] {
+            let e = normalize_email(bad).expect_err(bad);
+            assert_eq!((e.code(), e.status().as_u16()), ("invalid_request", 400), "{bad:?}");
         }
-        assert!(normalize_email(&format!("a@{}", "b".repeat(MAX_EMAIL_CHARS))).is_err());
+        assert!(normalize_email(&format!("a@{}", "b".repeat(254))).is_err());
     }
 }

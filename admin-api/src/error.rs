@@ -56,6 +56,13 @@ pub enum ApiError {
     /// of a device or an enterprise, stored files of a device); retry once it has fewer.
     #[error("{0}")]
     LimitExceeded(String),
+    /// 429 `rate_limited` with `Retry-After`: too many login, login-code or forgotten-password
+    /// requests from this IP or for this account; retry after the given seconds.
+    #[error("too many requests: retry in {retry_after_s} s")]
+    RateLimited {
+        /// Seconds until a retry may succeed (the `Retry-After` header).
+        retry_after_s: u64,
+    },
     /// 405 `method_not_allowed`: the route exists but not with this method.
     #[error("method not allowed on this route")]
     MethodNotAllowed,
@@ -119,7 +126,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::LimitExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::LimitExceeded(_) | ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -145,6 +152,7 @@ impl ApiError {
             ApiError::InvalidRequest(_) => "invalid_request",
             ApiError::Conflict(_) => "conflict",
             ApiError::LimitExceeded(_) => "limit_exceeded",
+            ApiError::RateLimited { .. } => "rate_limited",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
@@ -205,6 +213,9 @@ impl IntoResponse for ApiError {
         };
         let body = ErrorBody { error: ErrorDetail { code: self.code(), message: &message }, challenge };
         let mut response = (status, Json(body)).into_response();
+        if let ApiError::RateLimited { retry_after_s } = self {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s));
+        }
         if matches!(self, ApiError::Unauthorized) {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }

@@ -4,8 +4,13 @@
 //!
 //! Mapping: a body over the limit is 413 `payload_too_large`, a body not declared as JSON is 415
 //! `unsupported_media_type`, any other client mistake (bad JSON syntax, missing or mistyped
-//! fields, unparsable path or query) is 400 `invalid_request`; rejections axum classifies as
-//! server errors (a route declared with the wrong parameters) are 500 `internal`.
+//! fields, unparsable query) is 400 `invalid_request`; a path whose parameters do not parse is
+//! 404 `not_found` (it names nothing); rejections axum classifies as server errors (a route
+//! declared with the wrong parameters) are 500 `internal`.
+//!
+//! Ids are parsed into their domain types here, once: the id types refuse values above
+//! [`fleetpulse_proto::MAX_ID`] (what the stores' `BIGINT` holds), so an out-of-range id is 404 in
+//! a path and 400 in a query or body, never a store failure.
 
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
@@ -51,9 +56,17 @@ impl<T: Serialize> IntoResponse for Json<T> {
     }
 }
 
-/// Path parameters.
+/// Path parameters. A path whose parameters do not parse (a non-number, a negative number or an
+/// id above [`fleetpulse_proto::MAX_ID`] where an id belongs) names nothing: 404 `not_found`,
+/// like a missing object.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Path<T>(pub T);
+
+/// A bare-number id in a path (alarm records, device labels): at most
+/// [`fleetpulse_proto::MAX_ID`], like the id newtypes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(transparent)]
+pub(crate) struct RowId(#[serde(deserialize_with = "fleetpulse_proto::deserialize_id")] pub u64);
 
 impl<T, S> FromRequestParts<S> for Path<T>
 where
@@ -65,6 +78,7 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         match axum::extract::Path::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Path(value)) => Ok(Path(value)),
+            Err(e) if e.status().is_client_error() => Err(ApiError::NotFound("resource")),
             Err(e) => Err(rejection(e.status(), e.body_text())),
         }
     }

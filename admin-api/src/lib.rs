@@ -50,11 +50,14 @@ mod openapi3;
 mod operation_log;
 mod password;
 mod policy;
+mod rate_limit;
 mod routes;
 mod schedule;
 mod scheduler;
 mod secrets;
+pub mod serve;
 mod state;
+mod text;
 pub mod totp;
 
 use std::sync::Arc;
@@ -66,7 +69,9 @@ pub use bootstrap::{BootstrapOutcome, DEFAULT_ADMIN_EMAIL, bootstrap_admin};
 pub use clock::{Clock, ManualClock};
 pub use error::ApiError;
 pub use password::{MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS, hash_password, verify_password};
+pub use rate_limit::LoginRateLimits;
 pub use scheduler::{Scheduler, SchedulerConfig, SchedulerPass};
+pub use serve::{HttpLimits, HttpMetrics};
 pub use state::{ApiConfig, ApiState};
 
 use crate::state::{AppContext, AppState};
@@ -78,24 +83,41 @@ pub fn app(state: ApiState) -> Router {
     app_with_clock(state, Clock::System)
 }
 
+/// [`app`] and, for a separate listener, a router serving only `GET /metrics` from the same
+/// state (with [`ApiConfig::metrics_separate`], the API's own `/metrics` answers 404).
+pub fn app_and_metrics(state: ApiState) -> (Router, Router) {
+    let (api, ctx) = build(state, Clock::System);
+    let metrics = Router::new()
+        .route("/metrics", routes::ops::metrics_only())
+        .layer(axum::Extension(routes::ops::MetricsListener))
+        .with_state(ctx);
+    (api, metrics)
+}
+
 /// [`app`] reading the time from `clock` (tests pass a [`ManualClock`] they advance).
 pub fn app_with_clock(state: ApiState, clock: Clock) -> Router {
+    build(state, clock).0
+}
+
+fn build(state: ApiState, clock: Clock) -> (Router, AppState) {
     let max_body_bytes = state.config.max_body_bytes;
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let ctx: AppState = Arc::new(AppContext {
         metrics: Arc::new(metrics::ApiMetrics::new(state.live.clone(), state.store.clone())),
         password_checks: Arc::new(tokio::sync::Semaphore::new(cores)),
         clock,
+        login_limits: rate_limit::LoginLimiter::new(&state.config.login_rate),
         api: state,
     });
     let router = routes::all().into_iter().fold(Router::new(), |router, (path, handlers)| router.route(path, handlers));
-    router
+    let api = router
         .route_layer(axum::middleware::from_fn_with_state(ctx.clone(), operation_log::record))
         .fallback(console::serve)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(ctx.metrics.clone(), metrics::count_requests))
-        .with_state(ctx)
+        .with_state(ctx.clone());
+    (api, ctx)
 }
 
 #[cfg(test)]

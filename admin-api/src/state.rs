@@ -25,6 +25,13 @@ pub struct ApiConfig {
     pub password_reset_ttl: Duration,
     /// How long an emailed login code works (ACC-3); default 10 minutes.
     pub login_code_ttl: Duration,
+    /// Rate limits of logins, login codes and forgotten-password requests.
+    pub login_rate: crate::rate_limit::LoginRateLimits,
+    /// `/metrics` is served on a separate listener ([`crate::app_and_metrics`]) and the API's own
+    /// `/metrics` answers 404.
+    pub metrics_separate: bool,
+    /// If set, `GET /metrics` requires `Authorization: Bearer <this>` (else 401).
+    pub metrics_token: Option<String>,
 }
 
 impl Default for ApiConfig {
@@ -35,6 +42,9 @@ impl Default for ApiConfig {
             max_body_bytes: 64 * 1024,
             password_reset_ttl: Duration::from_secs(10 * 60),
             login_code_ttl: Duration::from_secs(10 * 60),
+            login_rate: crate::rate_limit::LoginRateLimits::default(),
+            metrics_separate: false,
+            metrics_token: None,
         }
     }
 }
@@ -71,6 +81,8 @@ pub(crate) struct AppContext {
     pub(crate) password_checks: Arc<tokio::sync::Semaphore>,
     /// Where every time the API decides with is read.
     pub(crate) clock: Clock,
+    /// Rate limits of the unauthenticated account requests.
+    pub(crate) login_limits: crate::rate_limit::LoginLimiter,
 }
 
 /// Router state: cheap to clone.

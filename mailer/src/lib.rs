@@ -17,6 +17,7 @@ mod config;
 mod metrics;
 pub mod outbox;
 pub mod payload;
+mod receiver;
 mod render;
 mod send;
 
@@ -27,6 +28,7 @@ pub use lettre::message::Mailbox;
 pub use metrics::OutboxMetrics;
 pub use outbox::{OutboxConfig, OutboxWorker, PassStats, Queued, enqueue};
 pub use payload::{MAX_ITEMS_PER_MESSAGE, OutboxPayload, PAYLOAD_VERSION, PayloadItem, PayloadStage};
+pub use receiver::{MAX_RECEIVER_BYTES, parse_receiver};
 pub use render::{MAX_DIGEST_ITEMS, MAX_SUBJECT_DESCRIPTION_CHARS, RenderContext, render};
 pub use send::Mailer;
 
@@ -42,6 +44,14 @@ pub enum MailError {
         address: String,
         /// Why it failed.
         source: lettre::address::AddressError,
+    },
+    /// A receiver address the mailer cannot send to ([`parse_receiver`]).
+    #[error("{address:?} is not an email address the mailer can send to: {why}")]
+    Receiver {
+        /// The text that was refused.
+        address: String,
+        /// Why.
+        why: String,
     },
     /// lettre refused to build the message (e.g. a missing header).
     #[error("cannot build the message: {0}")]

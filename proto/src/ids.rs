@@ -5,12 +5,44 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+/// The largest id the stores can hold: ids are `u64` newtypes stored as SQL `BIGINT` (`i64`).
+/// Ids from outside (JSON bodies, paths, query strings) above it are refused when they are
+/// deserialized or parsed, so that no out-of-range id reaches a store (where the conversion
+/// would fail as a server error instead of "no such object").
+pub const MAX_ID: u64 = i64::MAX as u64;
+
+/// Deserializes a `u64` id, refusing values above [`MAX_ID`] (for `#[serde(deserialize_with)]`
+/// on bare-integer ids and for the id newtypes).
+pub fn deserialize_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let id = u64::deserialize(d)?;
+    if id > MAX_ID {
+        return Err(serde::de::Error::custom(format_args!("id {id} out of range (at most {MAX_ID})")));
+    }
+    Ok(id)
+}
+
+/// Parses a decimal id in `0..=MAX_ID` (no sign): above it, the error is `i64`'s overflow.
+pub fn parse_id(s: &str) -> Result<u64, std::num::ParseIntError> {
+    let id: u64 = s.parse()?;
+    // Within u64 but above MAX_ID: i64's parse reports the overflow in the same error type.
+    s.parse::<i64>()?;
+    Ok(id)
+}
+
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
+        ///
+        /// At most [`MAX_ID`]: deserializing or parsing a larger value fails.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, schemars::JsonSchema)]
         #[serde(transparent)]
         pub struct $name(pub u64);
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                deserialize_id(d).map($name)
+            }
+        }
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -21,7 +53,7 @@ macro_rules! id_type {
         impl FromStr for $name {
             type Err = std::num::ParseIntError;
             fn from_str(s: &str) -> Result<Self, Self::Err> {
-                s.parse().map($name)
+                parse_id(s).map($name)
             }
         }
     };
@@ -164,6 +196,20 @@ impl schemars::JsonSchema for Mac {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_from_outside_stay_within_what_the_stores_hold() {
+        let json = |s: &str| serde_json::from_str::<DeviceId>(s).ok();
+        assert_eq!(json("0"), Some(DeviceId(0)));
+        assert_eq!(json("9223372036854775807"), Some(DeviceId(MAX_ID)));
+        for bad in ["9223372036854775808", "18446744073709551615", "18446744073709551616", "-1", "\"7\"", "1.5"] {
+            assert_eq!(json(bad), None, "{bad}");
+        }
+        assert_eq!("9223372036854775807".parse::<EnterpriseId>().ok(), Some(EnterpriseId(MAX_ID)));
+        for bad in ["9223372036854775808", "18446744073709551616", "-1", "-0", "+", "x", ""] {
+            assert!(bad.parse::<EnterpriseId>().is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn mac_accepts_only_the_strict_form() {

@@ -59,9 +59,10 @@ pub const MAX_RUN_NOTE: usize = 1_024;
 pub const TASK_DEADLINE_RANGE_S: std::ops::RangeInclusive<u64> = 60..=7 * 86_400;
 
 /// The identifier of a run of a task (assigned by the store; unique across tasks).
+/// At most [`fleetpulse_proto::MAX_ID`]: deserializing a larger value fails.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(transparent)]
-pub struct TaskRunId(pub u64);
+pub struct TaskRunId(#[serde(deserialize_with = "fleetpulse_proto::deserialize_id")] pub u64);
 
 impl std::fmt::Display for TaskRunId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

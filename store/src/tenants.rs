@@ -200,6 +200,7 @@ impl NewChannel {
                 return Err(crate::StoreError::InvalidInput(format!("channel {field} holds a NUL character")));
             }
         }
+        check_text("name", &self.name, MAX_CHANNEL_NAME)?;
         check_text("contact", &self.contact, crate::MAX_PROFILE_CONTACT)?;
         check_text("email", &self.email, crate::MAX_PROFILE_EMAIL)?;
         check_email("email", &self.email)?;

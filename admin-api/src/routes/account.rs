@@ -23,6 +23,8 @@ use crate::operation_log::Actor;
 use crate::password::{check_password_policy, hash_password, password_work};
 use crate::secrets;
 use crate::state::AppState;
+use crate::text;
+use fleetpulse_store::{MAX_CONTACT_NAME_CHARS, MAX_COUNTRY_CHARS, MAX_PHONE_CHARS};
 
 /// Forgotten-password requests whose work (lookup, token, email) runs at once after their 202;
 /// more wait for a free slot.
@@ -55,7 +57,12 @@ static FORGOT_PASSWORD_SLOTS: LazyLock<Arc<Semaphore>> =
 /// answer, so known and unknown emails answer alike: for a known, unfrozen account a
 /// single-use reset token (valid `password_reset_ttl`) replaces any earlier one and an email
 /// with the link `{portal_url}/reset-password?token=…` is queued.
-async fn forgot_password(State(ctx): State<AppState>, Json(req): Json<ForgotPassword>) -> Result<Response, ApiError> {
+async fn forgot_password(
+    State(ctx): State<AppState>,
+    ip: crate::rate_limit::ClientIp,
+    Json(req): Json<ForgotPassword>,
+) -> Result<Response, ApiError> {
+    ctx.login_limits.check(ip.0, Some(&req.email))?;
     let email = normalize_email(&req.email)?;
     let slot = FORGOT_PASSWORD_SLOTS
         .clone()
@@ -220,11 +227,13 @@ async fn update_settings(
         (Some(Protection::None), false) => LoginProtection::None,
         (Some(Protection::Email), false) => LoginProtection::Email,
     };
-    let trimmed = |new: Option<String>, old: String| new.map_or(old, |v| v.trim().to_owned());
+    let given = |field: &str, new: Option<String>, old: String, max: usize| {
+        text::optional(field, new, max).map(|v| v.unwrap_or(old))
+    };
     let settings = AccountSettings {
-        contact_name: trimmed(req.contact_name, current.contact_name),
-        phone: trimmed(req.phone, current.phone),
-        country: trimmed(req.country, current.country),
+        contact_name: given("contact_name", req.contact_name, current.contact_name, MAX_CONTACT_NAME_CHARS)?,
+        phone: given("phone", req.phone, current.phone, MAX_PHONE_CHARS)?,
+        country: given("country", req.country, current.country, MAX_COUNTRY_CHARS)?,
         login_protection,
     };
     if !entities.set_account_settings(id, settings).await? {

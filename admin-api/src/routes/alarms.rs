@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use crate::auth::AuthAdmin;
 use crate::error::ApiError;
-use crate::extract::{Json, Path, Query};
+use crate::extract::{Json, Path, Query, RowId};
 use crate::routes::listing::{ListPage, page};
 use crate::state::AppState;
 use fleetpulse_store::Feature;
@@ -160,14 +160,14 @@ async fn find(ctx: &AppState, auth: &AuthAdmin, id: u64) -> Result<AlarmRecord, 
 async fn show(
     auth: AuthAdmin,
     State(ctx): State<AppState>,
-    Path(id): Path<u64>,
+    Path(RowId(id)): Path<RowId>,
 ) -> Result<Json<AlarmRecord>, ApiError> {
     Ok(Json(find(&ctx, &auth, id).await?))
 }
 
 /// `GET /api/v1/alarms/{id}/log`: the newest alarm log the device attached to this alarm (ALM-1:
 /// Application crash, Application no response, Kernel panic), as a file download; 404 if none.
-async fn log(auth: AuthAdmin, State(ctx): State<AppState>, Path(id): Path<u64>) -> Result<Response, ApiError> {
+async fn log(auth: AuthAdmin, State(ctx): State<AppState>, Path(RowId(id)): Path<RowId>) -> Result<Response, ApiError> {
     let record = find(&ctx, &auth, id).await?;
     let Some((at, bytes)) = ctx.api.store.events.alarm_log(record.device_id, record.code).await? else {
         return Err(ApiError::NotFound("alarm log"));
@@ -217,7 +217,7 @@ async fn change(ctx: &AppState, record: AlarmRecord, kind: AlarmChangeKind) -> R
 async fn acknowledge(
     auth: AuthAdmin,
     State(ctx): State<AppState>,
-    Path(id): Path<u64>,
+    Path(RowId(id)): Path<RowId>,
 ) -> Result<Json<AlarmRecord>, ApiError> {
     let record = find(&ctx, &auth, id).await?;
     auth.require_act(&ctx, record.enterprise_id).await?;
@@ -229,7 +229,7 @@ async fn acknowledge(
 async fn clear(
     auth: AuthAdmin,
     State(ctx): State<AppState>,
-    Path(id): Path<u64>,
+    Path(RowId(id)): Path<RowId>,
 ) -> Result<Json<AlarmRecord>, ApiError> {
     let record = find(&ctx, &auth, id).await?;
     auth.require_act(&ctx, record.enterprise_id).await?;

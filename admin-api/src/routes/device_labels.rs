@@ -11,9 +11,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::AuthAdmin;
 use crate::error::ApiError;
-use crate::extract::{Json, Path};
+use crate::extract::{Json, Path, RowId};
 use crate::routes::devices::parse_device_params;
 use crate::state::AppState;
+use crate::text;
+use fleetpulse_store::MAX_DEVICE_LABEL_NAME;
 
 /// The columns a device list can show (DEV-1), in their default order.
 pub(crate) const DEVICE_COLUMNS: &[&str] = &[
@@ -75,13 +77,21 @@ async fn create(
         return Err(ApiError::invalid("a label's filter takes no cursor or limit"));
     }
     auth.device_scope(&ctx, params.enterprises, params.channels).await?;
-    let new = NewDeviceLabel { account_id: auth.account.id, name: req.name.trim().to_owned(), filter: req.filter };
+    let new = NewDeviceLabel {
+        account_id: auth.account.id,
+        name: text::name("name", &req.name, MAX_DEVICE_LABEL_NAME)?,
+        filter: req.filter,
+    };
     let label = ctx.api.store.entities.create_device_label(new, ctx.clock.now()).await?;
     Ok((StatusCode::CREATED, Json(label)).into_response())
 }
 
 /// `DELETE /api/v1/device-labels/{id}`: 204; 404 if the caller has no such label.
-async fn remove(auth: AuthAdmin, State(ctx): State<AppState>, Path(id): Path<u64>) -> Result<StatusCode, ApiError> {
+async fn remove(
+    auth: AuthAdmin,
+    State(ctx): State<AppState>,
+    Path(RowId(id)): Path<RowId>,
+) -> Result<StatusCode, ApiError> {
     if ctx.api.store.entities.delete_device_label(auth.account.id, id).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {

@@ -21,9 +21,11 @@ use crate::policy::{self, EnterpriseListing, Target};
 use crate::routes::listing::{ListPage, SearchQuery, next_after, page};
 use crate::secrets;
 use crate::state::AppState;
+use crate::text;
+use fleetpulse_store::{MAX_COUNTRY_CHARS, MAX_PROFILE_CONTACT, MAX_PROFILE_PHONE, MAX_PROFILE_TIME_ZONE};
 
 /// Most characters of an enterprise name, after trimming.
-const MAX_NAME_CHARS: usize = 128;
+const MAX_NAME_CHARS: usize = text::MAX_NAME_CHARS;
 /// Default and largest page of the enterprise listing.
 const LIST_DEFAULT: u32 = 50;
 const LIST_MAX: u32 = 1000;
@@ -107,34 +109,31 @@ impl ProfileFields {
     /// `base` with the given fields replaced (text trimmed), checked by
     /// [`EnterpriseProfile::validate`] (400 naming the field).
     fn apply(self, base: &EnterpriseProfile) -> Result<EnterpriseProfile, ApiError> {
-        let text = |v: Option<String>, old: &str| v.map_or_else(|| old.to_owned(), |v| v.trim().to_owned());
+        let given = |field: &str, v: Option<String>, old: &str, max: usize| {
+            text::optional(field, v, max).map(|v| v.unwrap_or_else(|| old.to_owned()))
+        };
+        let email = |field: &str, v: Option<String>, old: &str| {
+            v.map_or_else(|| Ok(old.to_owned()), |v| text::optional_email(field, &v))
+        };
         let profile = EnterpriseProfile {
             device_management: self.device_management.unwrap_or(base.device_management),
             rps: self.rps.unwrap_or(base.rps),
-            master_admin_email: text(self.master_admin_email, &base.master_admin_email),
-            register_email: text(self.register_email, &base.register_email),
-            country: text(self.country, &base.country),
-            time_zone: text(self.time_zone, &base.time_zone),
+            master_admin_email: email("master_admin_email", self.master_admin_email, &base.master_admin_email)?,
+            register_email: email("register_email", self.register_email, &base.register_email)?,
+            country: given("country", self.country, &base.country, MAX_COUNTRY_CHARS)?,
+            time_zone: given("time_zone", self.time_zone, &base.time_zone, MAX_PROFILE_TIME_ZONE)?,
             temperature_unit: self.temperature_unit.unwrap_or(base.temperature_unit),
-            contact: text(self.contact, &base.contact),
-            phone: text(self.phone, &base.phone),
+            contact: given("contact", self.contact, &base.contact, MAX_PROFILE_CONTACT)?,
+            phone: given("phone", self.phone, &base.phone, MAX_PROFILE_PHONE)?,
         };
         profile.validate()?;
         Ok(profile)
     }
 }
 
-/// Trims a name and checks it: 1 to 128 characters, no control characters.
+/// Trims a name and checks it ([`text::name`]).
 fn enterprise_name(name: &str) -> Result<String, ApiError> {
-    let name = name.trim();
-    let chars = name.chars().count();
-    if chars == 0 || chars > MAX_NAME_CHARS {
-        return Err(ApiError::invalid(format!("name must have 1 to {MAX_NAME_CHARS} characters")));
-    }
-    if name.chars().any(char::is_control) {
-        return Err(ApiError::invalid("name must not contain control characters"));
-    }
-    Ok(name.to_owned())
+    text::name("name", name, MAX_NAME_CHARS)
 }
 
 /// `POST /api/v1/enterprises` `{name, channel_id?, device_management?, rps?,

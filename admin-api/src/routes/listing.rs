@@ -13,7 +13,18 @@ pub(crate) fn page(after: Option<u64>, limit: Option<u32>, default: u32, max: u3
     if !(1..=max).contains(&limit) {
         return Err(ApiError::invalid(format!("limit must be between 1 and {max}")));
     }
-    Ok(Page { after: after.unwrap_or(0), limit })
+    Ok(Page { after: cursor(after)?, limit })
+}
+
+/// The `after` cursor of a listing (0 if none): an id, so at most [`fleetpulse_proto::MAX_ID`],
+/// else 400 `invalid_request` (the stores could not look it up).
+pub(crate) fn cursor(after: Option<u64>) -> Result<u64, ApiError> {
+    match after {
+        Some(after) if after > fleetpulse_proto::MAX_ID => {
+            Err(ApiError::invalid(format!("after must be at most {}", fleetpulse_proto::MAX_ID)))
+        }
+        after => Ok(after.unwrap_or(0)),
+    }
 }
 
 /// The cursor of the next page: the last id if the page is full (there may be more), else none.
@@ -60,6 +71,8 @@ mod tests {
         assert_eq!(page(Some(7), Some(1000), 50, 1000).ok(), Some(Page { after: 7, limit: 1000 }));
         assert!(page(None, Some(0), 50, 1000).is_err());
         assert!(page(None, Some(1001), 50, 1000).is_err());
+        assert!(page(Some(fleetpulse_proto::MAX_ID), None, 50, 1000).is_ok());
+        assert!(page(Some(fleetpulse_proto::MAX_ID + 1), None, 50, 1000).is_err());
         let p = Page { after: 0, limit: 2 };
         assert_eq!(next_after(&[3u64, 5], p, |&x| x), Some(5));
         assert_eq!(next_after(&[3u64], p, |&x| x), None);

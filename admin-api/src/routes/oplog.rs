@@ -147,7 +147,7 @@ async fn export(
         "status",
         "result",
     ])?;
-    let mut page = Page { after: q.after.unwrap_or(0), limit: LIST_MAX };
+    let mut page = Page { after: crate::routes::listing::cursor(q.after)?, limit: LIST_MAX };
     let mut rows = 0;
     while rows < EXPORT_MAX_ROWS {
         let items = ctx.api.store.entities.list_operation_logs(filter.clone(), page).await?;

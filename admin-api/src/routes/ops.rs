@@ -40,8 +40,34 @@ async fn readyz(State(ctx): State<AppState>) -> Result<Json<Value>, ApiError> {
 }
 
 /// `GET /metrics`: the shared registry, then the API's own metrics and the live-device gauges.
-async fn metrics(State(ctx): State<AppState>) -> Result<Response, ApiError> {
+async fn metrics(
+    State(ctx): State<AppState>,
+    listener: Option<axum::Extension<MetricsListener>>,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, ApiError> {
+    if ctx.api.config.metrics_separate && listener.is_none() {
+        return Err(ApiError::NotFound("route"));
+    }
+    if let Some(token) = &ctx.api.config.metrics_token {
+        let given =
+            headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+        // Compared as SHA-256 digests: the time taken says nothing about the token's bytes.
+        use sha2::Digest as _;
+        let ok = given.is_some_and(|g| sha2::Sha256::digest(g.as_bytes()) == sha2::Sha256::digest(token.as_bytes()));
+        if !ok {
+            return Err(ApiError::Unauthorized);
+        }
+    }
     let text =
         ctx.metrics.render(&ctx.api.registry).map_err(|e| ApiError::Internal(format!("encoding metrics: {e}")))?;
     Ok(([(header::CONTENT_TYPE, HeaderValue::from_static(OPENMETRICS))], text).into_response())
+}
+
+/// Marks requests that came in on the separate metrics listener ([`crate::app_and_metrics`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MetricsListener;
+
+/// `GET /metrics` alone, for the separate metrics listener.
+pub(crate) fn metrics_only() -> MethodRouter<AppState> {
+    get(metrics)
 }

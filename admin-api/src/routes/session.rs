@@ -21,6 +21,7 @@ use crate::login::{LoginResponse, count_login_failure, open_session, session_ttl
 use crate::login_code::{MAX_CHALLENGE_CHARS, MAX_CODE_ATTEMPTS, code_hash};
 use crate::operation_log::Actor;
 use crate::password::{TIMING_DUMMY_HASH, check_password_policy, hash_password, password_work, verify_password};
+use crate::rate_limit::ClientIp;
 use crate::secrets;
 use crate::state::AppState;
 
@@ -144,8 +145,11 @@ pub(crate) struct LoginRequest {
 /// `csrf_token` instead of the token (ACC-1, [`crate::cookies`]). An account with login
 /// protection by email gets 401 `mfa_required` with a `challenge` instead (ACC-3,
 /// [`crate::login_code`]).
-async fn login(State(ctx): State<AppState>, Json(req): Json<LoginRequest>) -> Response {
+async fn login(State(ctx): State<AppState>, ip: ClientIp, Json(req): Json<LoginRequest>) -> Response {
     let email: String = req.email.trim().chars().take(320).collect();
+    if let Err(limited) = ctx.login_limits.check(ip.0, Some(&email)) {
+        return limited.into_response();
+    }
     let mut account_id = None;
     let cookie = req.cookie;
     let result = login_checked(&ctx, req, &mut account_id).await;
@@ -305,7 +309,10 @@ pub(crate) struct VerifyRequest {
 /// digits; 401 `invalid_code` for a wrong code (counted toward the lockout), 401
 /// `invalid_challenge` for an unknown, used, expired or exhausted challenge, 401
 /// `unauthorized` when the account was locked or frozen meanwhile.
-async fn verify(State(ctx): State<AppState>, Json(req): Json<VerifyRequest>) -> Response {
+async fn verify(State(ctx): State<AppState>, ip: ClientIp, Json(req): Json<VerifyRequest>) -> Response {
+    if let Err(limited) = ctx.login_limits.check(ip.0, None) {
+        return limited.into_response();
+    }
     let mut actor = None;
     let result = verify_checked(&ctx, req, &mut actor).await;
     let mut response = result.unwrap_or_else(IntoResponse::into_response);

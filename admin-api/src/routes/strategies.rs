@@ -15,6 +15,7 @@ use crate::error::ApiError;
 use crate::extract::{Json, Path};
 use crate::routes::enterprises;
 use crate::state::AppState;
+use crate::text;
 use fleetpulse_store::Feature;
 
 /// Most strategies of one enterprise.
@@ -81,17 +82,13 @@ fn default_repeat_interval() -> u64 {
     4 * HOUR_MS
 }
 
-/// A plausible single address: one `@` with text on both sides, no spaces or control
-/// characters, at most 254 characters (the address is used as an SMTP recipient later).
+/// A receiver: an address the mailer can send to (the mailer's own check) in a domain with a
+/// dot (alarm mail goes out to the internet, not to a local host name).
 fn email(raw: &str) -> Result<String, ApiError> {
-    let s = raw.trim();
-    let bad = || ApiError::invalid(format!("{s:?} is not an email address"));
-    if s.len() > 254 || s.chars().any(|c| c.is_control() || c.is_whitespace() || matches!(c, '<' | '>' | ',' | ';')) {
-        return Err(bad());
-    }
-    match s.split_once('@') {
-        Some((local, domain)) if !local.is_empty() && domain.contains('.') && !domain.contains('@') => Ok(s.to_owned()),
-        _ => Err(bad()),
+    let address = crate::email_address::normalize_email(raw)?;
+    match address.rsplit_once('@') {
+        Some((_, domain)) if domain.contains('.') => Ok(address),
+        _ => Err(ApiError::invalid(format!("{address:?} is not an email address"))),
     }
 }
 
@@ -105,10 +102,7 @@ fn within(name: &str, value: u64, range: std::ops::RangeInclusive<u64>) -> Resul
 
 /// Checks a request and turns it into stored settings.
 fn settings(req: StrategyRequest) -> Result<StrategySettings, ApiError> {
-    let name = req.name.trim();
-    if name.is_empty() || name.chars().count() > 128 || name.chars().any(char::is_control) {
-        return Err(ApiError::invalid("name must have 1 to 128 characters and no control characters"));
-    }
+    let name = text::name("name", &req.name, text::MAX_NAME_CHARS)?;
     let mut alarm_types = Vec::with_capacity(req.alarm_types.len());
     for code in req.alarm_types {
         let code = AlarmTypeCode(code);

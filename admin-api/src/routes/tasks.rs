@@ -21,6 +21,8 @@ use crate::routes::enterprises;
 use crate::routes::listing::{ListPage, next_after, page};
 use crate::schedule::{next_occurrence, time_zone};
 use crate::state::AppState;
+use crate::text;
+use fleetpulse_store::MAX_TASK_NAME;
 
 /// Default lifetime of a run's commands, seconds.
 const DEFAULT_DEADLINE_S: u64 = 3_600;
@@ -167,7 +169,10 @@ async fn create(
     .ok_or_else(|| ApiError::invalid("the schedule has no occurrence after now"))?;
     let new = fleetpulse_store::NewTask {
         enterprise_id: enterprise.id,
-        name: req.name.map_or_else(|| req.kind.clone(), |n| n.trim().to_owned()),
+        name: match req.name {
+            Some(n) => text::name("name", &n, MAX_TASK_NAME)?,
+            None => req.kind.clone(),
+        },
         kind: req.kind,
         args: args.to_string(),
         deadline_s,

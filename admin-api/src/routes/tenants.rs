@@ -22,6 +22,8 @@ use crate::password::{MIN_PASSWORD_CHARS, hash_password, password_work};
 use crate::policy::{self, AccountListing, ChannelListing, Target, TenantTree};
 use crate::routes::listing::{ListPage, SearchQuery, page};
 use crate::state::AppState;
+use crate::text;
+use fleetpulse_store::{MAX_CHANNEL_NAME, MAX_COUNTRY_CHARS, MAX_PROFILE_CONTACT, MAX_PROFILE_PHONE};
 
 const LIST_DEFAULT: u32 = 50;
 const LIST_MAX: u32 = 1000;
@@ -127,15 +129,15 @@ async fn create(
     auth.decide(&ctx, Target::NewChannel { parent: req.parent_id }).await?;
     let parent_id = req.parent_id.or_else(|| policy::home_channel(&auth.caller));
     let new = NewChannel {
-        name: req.name.trim().to_owned(),
+        name: text::name("name", &req.name, MAX_CHANNEL_NAME)?,
         parent_id,
         allow_sub_channels: req.allow_sub_channels,
         device_management: req.device_management,
         rps: req.rps,
-        contact: req.contact.trim().to_owned(),
-        email: req.email.trim().to_owned(),
-        phone: req.phone.trim().to_owned(),
-        country: req.country.trim().to_owned(),
+        contact: text::text("contact", &req.contact, MAX_PROFILE_CONTACT)?,
+        email: text::optional_email("email", &req.email)?,
+        phone: text::text("phone", &req.phone, MAX_PROFILE_PHONE)?,
+        country: text::text("country", &req.country, MAX_COUNTRY_CHARS)?,
     };
     let channel = ctx.api.store.entities.create_channel(new, ctx.clock.now()).await?;
     Ok((StatusCode::CREATED, Json(channel)).into_response())
@@ -166,16 +168,20 @@ async fn edit(
 ) -> Result<Json<Channel>, ApiError> {
     auth.require(Feature::Channels)?;
     let current = find(&ctx, &auth, id).await?;
-    let text = |v: Option<String>, old: &str| v.map_or_else(|| old.to_owned(), |v| v.trim().to_owned());
+    let given = |field: &str, v: Option<String>, old: &str, max: usize| {
+        text::optional(field, v, max).map(|v| v.unwrap_or_else(|| old.to_owned()))
+    };
+    let name = req.name.map(|n| text::name("name", &n, MAX_CHANNEL_NAME)).transpose()?;
+    let email = req.email.map(|e| text::optional_email("email", &e)).transpose()?;
     let update = ChannelUpdate {
-        name: text(req.name, &current.name),
+        name: name.unwrap_or(current.name.clone()),
         allow_sub_channels: req.allow_sub_channels.unwrap_or(current.allow_sub_channels),
         device_management: req.device_management.unwrap_or(current.device_management),
         rps: req.rps.unwrap_or(current.rps),
-        contact: text(req.contact, &current.contact),
-        email: text(req.email, &current.email),
-        phone: text(req.phone, &current.phone),
-        country: text(req.country, &current.country),
+        contact: given("contact", req.contact, &current.contact, MAX_PROFILE_CONTACT)?,
+        email: email.unwrap_or(current.email.clone()),
+        phone: given("phone", req.phone, &current.phone, MAX_PROFILE_PHONE)?,
+        country: given("country", req.country, &current.country, MAX_COUNTRY_CHARS)?,
     };
     let flags = |c: &ChannelUpdate| (c.allow_sub_channels, c.device_management, c.rps);
     if flags(&update) != (current.allow_sub_channels, current.device_management, current.rps) {

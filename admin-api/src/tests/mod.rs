@@ -6,6 +6,8 @@ mod auth;
 mod commands;
 mod console;
 mod devices;
+mod hostile_ids;
+mod hostile_text;
 mod openapi;
 mod oplog;
 mod ops;

@@ -89,12 +89,14 @@ async fn unknown_resources_and_routes_are_json_404s() {
 }
 
 #[tokio::test]
-async fn malformed_paths_and_queries_are_invalid_requests() {
+async fn malformed_queries_are_invalid_requests_and_malformed_paths_name_nothing() {
     let h = harness();
     let token = h.admin_token().await;
+    // A path that does not parse names no object (issue 19): 404 like a missing one.
+    for uri in ["/api/v1/enterprises/abc", "/api/v1/devices/-1"] {
+        h.get(uri, &token).await.assert_error(StatusCode::NOT_FOUND, "not_found");
+    }
     for uri in [
-        "/api/v1/enterprises/abc",
-        "/api/v1/devices/-1",
         "/api/v1/enterprises?limit=0",
         "/api/v1/enterprises?limit=1001",
         "/api/v1/enterprises?limit=many",
