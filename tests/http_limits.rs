@@ -3,6 +3,8 @@
 //! refuses newcomers while `/healthz` still answers, logins are rate limited, and `/metrics`
 //! can require a token.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::time::Duration;
