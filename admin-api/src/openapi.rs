@@ -189,8 +189,9 @@ const ERRORS: [(u16, &str, &str, &str); 7] = [
     (
         429,
         "LimitExceeded",
-        "A count limit is reached (e.g. pending commands of a device); retry once \
-        it has fewer",
+        "A count limit is reached (`limit_exceeded`, e.g. pending commands of a device: retry once \
+        it has fewer) or a rate limit (`rate_limited`, logins and reset requests: retry after the \
+        `Retry-After` seconds)",
         "limit_exceeded",
     ),
     (503, "NotReady", "The process is starting or stopping", "not_ready"),

@@ -71,7 +71,7 @@ pub(crate) fn operations() -> Vec<Operation> {
             .public()
             .body::<LoginRequest>()
             .answers::<LoginResponse>(200)
-            .may_fail(&[401])
+            .may_fail(&[401, 429])
             .example_request(examples::login_request)
             .example_answer(examples::login_response),
         post_("/api/v1/auth/logout", AUTH, "End the caller's session").answers_raw(204, ""),
@@ -79,13 +79,14 @@ pub(crate) fn operations() -> Vec<Operation> {
             .public()
             .body::<VerifyRequest>()
             .answers::<LoginResponse>(200)
-            .may_fail(&[401]),
+            .may_fail(&[401, 429]),
         get_("/api/v1/auth/session", AUTH, "The caller's session (and a browser session's CSRF token)")
             .answers::<SessionView>(200),
         post_("/api/v1/auth/forgot-password", AUTH, "Email a single-use reset link (202 for any address)")
             .public()
             .body::<account::ForgotPassword>()
-            .answers_raw(202, ""),
+            .answers_raw(202, "")
+            .may_fail(&[429]),
         post_("/api/v1/auth/reset-password", AUTH, "Set a new password with a reset link's token")
             .public()
             .body::<account::ResetPassword>()
