@@ -173,7 +173,7 @@ fn summary_from_row(r: &Row<'_>) -> rusqlite::Result<DeviceSummary> {
 }
 
 /// Binds the arguments of a shared device query to SQLite values.
-fn sqlite_args(args: Vec<crate::device_sql::Arg>) -> Vec<SqlValue> {
+pub(super) fn sqlite_args(args: Vec<crate::device_sql::Arg>) -> Vec<SqlValue> {
     use crate::device_sql::Arg;
     args.into_iter()
         .map(|a| -> SqlValue {

@@ -16,6 +16,7 @@ mod commands;
 mod devices;
 mod events;
 mod files;
+mod inventory;
 mod oplog;
 mod outbox;
 mod schema;
