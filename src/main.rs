@@ -304,6 +304,7 @@ impl Server {
             config: ApiConfig::default(),
             alarms: Some(alarms.handle.clone()),
             downlink: ingest.command_signal(),
+            sessions: ingest.session_closer(),
         };
         let (http_stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let app = fleetpulse_admin_api::app(state);

@@ -6,6 +6,7 @@ mod auth;
 mod commands;
 mod console;
 mod devices;
+mod inventory;
 mod openapi;
 mod oplog;
 mod ops;
@@ -63,6 +64,7 @@ fn harness_with(config: ApiConfig, registry: Registry) -> Harness {
         config,
         alarms: None,
         downlink: fleetpulse_ingest::CommandSignal::default(),
+        sessions: fleetpulse_ingest::SessionCloser::default(),
     };
     let clock = ManualClock::new(fleetpulse_proto::UnixMillis::now());
     Harness { _dir: dir, store, ready, app: app_with_clock(state, clock.clock()), clock }
