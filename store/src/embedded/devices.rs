@@ -61,10 +61,11 @@ pub(super) fn register_device(c: &Connection, new: &NewDevice) -> Result<Registe
         DeviceKey::Serial(s) => Some(s.clone()),
         DeviceKey::Mac(_) => new.serial.clone(),
     };
-    c.prepare_cached(
-        "INSERT INTO devices (enterprise_id, mac, serial, model, firmware, created_at, device_type) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    )?
+    c.prepare_cached(&format!(
+        "INSERT INTO devices (id, enterprise_id, mac, serial, model, firmware, created_at, device_type) \
+         VALUES ({}, ?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        super::inventory::NEXT_DEVICE_ID
+    ))?
     .execute(params![
         new.enterprise_id.0,
         mac.as_ref().map(Mac::as_str),

@@ -13,6 +13,11 @@ use crate::inventory::{
 };
 use crate::*;
 
+/// The id of the next device: above every device and every deleted one (SQLite would reuse
+/// the id of a deleted last row; see the migration of `device_id_high`).
+pub(super) const NEXT_DEVICE_ID: &str =
+    "(SELECT max((SELECT COALESCE(max(id), 0) FROM devices), (SELECT high FROM device_id_high)) + 1)";
+
 const COLUMNS: &str = "id, enterprise_id, mac, serial, model, firmware, name, created_at, attributes";
 
 fn device_from_row(r: &Row<'_>) -> rusqlite::Result<(Device, Attributes)> {
@@ -61,10 +66,10 @@ fn editable(d: &Device, attributes: Attributes) -> Editable {
 fn insert(c: &Connection, new: &NewInventoryDevice) -> Result<Device> {
     let attributes = encode_attributes(&new.attributes)?;
     let inserted = c
-        .prepare_cached(
-            "INSERT INTO devices (enterprise_id, mac, serial, model, firmware, name, created_at, device_type, attributes) \
-             VALUES (?1, ?2, ?3, ?4, '', ?5, ?6, ?7, ?8)",
-        )?
+        .prepare_cached(&format!(
+            "INSERT INTO devices (id, enterprise_id, mac, serial, model, firmware, name, created_at, device_type, \
+             attributes) VALUES ({NEXT_DEVICE_ID}, ?1, ?2, ?3, ?4, '', ?5, ?6, ?7, ?8)"
+        ))?
         .execute(params![
             new.enterprise_id.0,
             new.mac.as_ref().map(Mac::as_str),
@@ -240,6 +245,7 @@ impl InventoryStore for EmbeddedStore {
                 let removed = delete_files(c, raw)?;
                 c.prepare_cached("DELETE FROM commands WHERE device_id = ?1")?.execute([raw])?;
                 c.prepare_cached("DELETE FROM devices WHERE id = ?1")?.execute([raw])?;
+                c.prepare_cached("UPDATE device_id_high SET high = max(high, ?1)")?.execute([raw])?;
                 Ok(Some((d, removed)))
             })
             .await?;

@@ -432,10 +432,15 @@ const MIGRATIONS: &[&str] = &[
     "#,
     // Device inventory (DEV-4, issue 12): per-device attributes (a JSON object, at most 32
     // keys) on the device row; import logs and their row errors (at most 10,000 per import,
-    // one per line), deleted with their import. A device gains a site and groups later in
+    // one per line), deleted with their import. `device_id_high` holds the highest id ever
+    // deleted: devices are inserted with an explicit id above it, because SQLite would give the
+    // next device the id of a deleted last one, and events, delivery marks and alarm records of
+    // the deleted device (kept until retention) must never be taken for the new one's. A device gains a site and groups later in
     // tables of their own (device → site column, device_groups(device, group, priority)).
     r#"
     ALTER TABLE devices ADD COLUMN attributes TEXT NOT NULL DEFAULT '{}';
+    CREATE TABLE device_id_high (high INTEGER NOT NULL);
+    INSERT INTO device_id_high (high) VALUES (0);
     CREATE TABLE device_imports (
         id            INTEGER PRIMARY KEY AUTOINCREMENT,
         enterprise_id INTEGER NOT NULL REFERENCES enterprises(id),

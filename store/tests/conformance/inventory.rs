@@ -135,6 +135,10 @@ pub(crate) async fn inventory_devices(store: &Store) {
     assert!(s.delete_device(d.id).await.unwrap().is_none());
     let again = s.add_device(added(e1, Some(mac(0x7a001)), None)).await.unwrap();
     assert_ne!(again.id, d.id);
+    // Ids are never reused, not even the last one's (its events may outlive it).
+    s.delete_device(again.id).await.unwrap().unwrap();
+    let next = s.register_device(new_device(e1, DeviceKey::Mac(mac(0x7a001)))).await.unwrap().device;
+    assert!(next.id.0 > again.id.0, "{:?} after {:?}", next.id, again.id);
 }
 
 /// Import batches in each mode and the import log.
