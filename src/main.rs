@@ -343,6 +343,7 @@ impl Server {
             config: api_config,
             alarms: Some(alarms.handle.clone()),
             downlink: ingest.command_signal(),
+            sessions: ingest.session_closer(),
         };
         let (http_stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (app, metrics_app) = fleetpulse_admin_api::app_and_metrics(state);

@@ -178,6 +178,7 @@ async fn fleet() -> Fleet {
         config: ApiConfig { session_idle: Duration::from_secs(24 * 3600), ..ApiConfig::default() },
         alarms: None,
         downlink: Default::default(),
+        sessions: Default::default(),
     };
     let app = app(state);
     let platform = login(&app, "bench@example.com", "bench-password").await;

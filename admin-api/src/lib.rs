@@ -39,6 +39,7 @@ mod clock;
 mod console;
 mod cookies;
 mod csv_export;
+mod csv_import;
 mod email_address;
 mod error;
 mod extract;

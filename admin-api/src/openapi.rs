@@ -138,6 +138,9 @@ pub(crate) fn post_(path: &'static str, tag: &'static str, summary: &'static str
 pub(crate) fn put_(path: &'static str, tag: &'static str, summary: &'static str) -> Operation {
     Operation::new(Method::PUT, path, tag, summary)
 }
+pub(crate) fn patch_(path: &'static str, tag: &'static str, summary: &'static str) -> Operation {
+    Operation::new(Method::PATCH, path, tag, summary)
+}
 pub(crate) fn delete_(path: &'static str, tag: &'static str, summary: &'static str) -> Operation {
     Operation::new(Method::DELETE, path, tag, summary)
 }

@@ -70,6 +70,8 @@ pub struct ApiState {
     /// Wakes the ingest sessions of devices that have new commands queued (a device connected
     /// to another node, or to none, gets them when it next connects or its session is woken).
     pub downlink: fleetpulse_ingest::CommandSignal,
+    /// Closes the ingest session of a device an admin deleted or moved.
+    pub sessions: fleetpulse_ingest::SessionCloser,
 }
 
 /// What handlers and extractors share: the caller's state plus the API's own metrics.

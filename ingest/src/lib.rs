@@ -18,6 +18,7 @@
 //! or a shard falls behind, sessions stop reading and QUIC flow control slows the devices.
 
 mod batcher;
+pub mod closer;
 mod commands;
 pub mod downlink;
 pub mod live;
@@ -42,6 +43,7 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+pub use closer::SessionCloser;
 pub use downlink::CommandSignal;
 pub use live::{LiveCounts, LiveDevice, LiveState};
 pub use metrics::IngestMetrics;
@@ -154,7 +156,7 @@ pub(crate) struct Context {
     metrics: IngestMetrics,
     router: ShardRouter,
     shards: Vec<mpsc::Sender<shard::ShardCmd>>,
-    connections: DashMap<DeviceId, quinn::Connection>,
+    connections: Arc<DashMap<DeviceId, quinn::Connection>>,
     /// Sessions to wake when commands are queued for their device.
     command_signal: CommandSignal,
     credentials: DashMap<String, EnterpriseId>,
@@ -251,7 +253,7 @@ impl Ingest {
         let context = Arc::new(Context {
             router: ShardRouter::new(n_shards),
             shards,
-            connections: DashMap::new(),
+            connections: Arc::new(DashMap::new()),
             command_signal: CommandSignal::default(),
             credentials: DashMap::new(),
             enterprise_limiter: RateLimiter::keyed(
@@ -303,6 +305,11 @@ impl Ingest {
     /// call it after queueing).
     pub fn command_signal(&self) -> CommandSignal {
         self.context.as_ref().map(|c| c.command_signal.clone()).unwrap_or_default()
+    }
+
+    /// Closes the session of a device an admin deleted or moved (the API calls it).
+    pub fn session_closer(&self) -> SessionCloser {
+        self.context.as_ref().map(|c| SessionCloser::new(c.connections.clone())).unwrap_or_default()
     }
 
     /// Live device state, for the API.

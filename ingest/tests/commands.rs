@@ -162,3 +162,24 @@ async fn protocol_version_1_is_refused_naming_the_versions_spoken() {
         other => panic!("expected an application close, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_deleted_device_s_session_is_closed_with_device_deleted() {
+    let h = Harness::start().await;
+    let device = Device::connect(&h, "00155d0000d1").await;
+    let deleted = h.store.entities.delete_device(device.id).await.expect("delete").expect("the device");
+    assert_eq!(deleted.id, device.id);
+    let closer = h.ingest().session_closer();
+    assert!(closer.close(device.id, close_code::DEVICE_DELETED, "deleted by an admin"));
+    assert!(!closer.close(device.id, close_code::DEVICE_DELETED, "deleted by an admin"), "closed once");
+    match tokio::time::timeout(WAIT, device.conn.closed()).await.expect("closed in time") {
+        quinn::ConnectionError::ApplicationClosed(c) => {
+            assert_eq!(c.error_code.into_inner(), u64::from(close_code::DEVICE_DELETED));
+            assert_eq!(String::from_utf8_lossy(&c.reason), "deleted by an admin");
+        }
+        other => panic!("expected an application close, got {other:?}"),
+    }
+    // Connecting again adds the device anew, with a new id.
+    let again = Device::connect(&h, "00155d0000d1").await;
+    assert_ne!(again.id, device.id);
+}

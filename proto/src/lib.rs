@@ -75,4 +75,10 @@ pub mod close_code {
     /// The device speaks a protocol version this server does not; the reason names the versions
     /// the server speaks.
     pub const UNSUPPORTED_VERSION: u32 = 11;
+    /// An admin deleted the device; it is added anew (a new id) if it connects again with its
+    /// enterprise's credential.
+    pub const DEVICE_DELETED: u32 = 12;
+    /// An admin moved the device to another enterprise; it must reconnect with that
+    /// enterprise's credential.
+    pub const DEVICE_MOVED: u32 = 13;
 }

@@ -240,6 +240,16 @@ pub(crate) fn by_model_sql(q: &DeviceQuery, limit: u32, dialect: Dialect) -> Bui
     b
 }
 
+/// The ids of the query's matches in id order, at most `limit` (a bulk edit's targets).
+pub(crate) fn ids_sql(q: &DeviceQuery, limit: u64, dialect: Dialect) -> Built {
+    let mut b = Built::new(dialect);
+    b.push("SELECT d.id FROM devices d WHERE 1 = 1");
+    push_filters(&mut b, q);
+    b.push(" ORDER BY d.id LIMIT ");
+    b.bind(Arg::Int(i64::try_from(limit).unwrap_or(i64::MAX)));
+    b
+}
+
 /// The page: `limit` rows after `cursor`, in the query's order.
 pub(crate) fn page_sql(q: &DeviceQuery, cursor: Option<&DeviceCursor>, limit: u32, dialect: Dialect) -> Built {
     let mut b = Built::new(dialect);

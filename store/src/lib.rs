@@ -7,8 +7,8 @@
 //!   (channels, enterprises), [`DeviceStore`] (devices, snapshots, lists), [`StrategyStore`]
 //!   (alarm strategies), [`OutboxStore`] (the notification outbox), [`OperationLogStore`] and
 //!   [`CommandStore`] (the durable per-device command queue), [`FileStore`] (files devices
-//!   upload, with their content) and [`TaskStore`] (scheduled tasks, their runs and per-device
-//!   results).
+//!   upload, with their content), [`TaskStore`] (scheduled tasks, their runs and per-device
+//!   results) and [`InventoryStore`] (devices added, edited, moved, deleted and imported).
 //! - [`EventStore`] (`events.rs`): append-only event streams (status events, resource reports,
 //!   alarm events), the aggregated alarm records, and the per-device delivery marks used to drop
 //!   duplicates.
@@ -28,6 +28,7 @@ mod devices;
 pub mod embedded;
 mod events;
 mod files;
+mod inventory;
 mod model;
 mod oplog;
 mod outbox;
@@ -45,6 +46,7 @@ pub use commands::*;
 pub use devices::*;
 pub use events::*;
 pub use files::*;
+pub use inventory::*;
 pub use model::*;
 pub use oplog::*;
 pub use outbox::*;
@@ -120,6 +122,7 @@ pub trait EntityStore:
     + CommandStore
     + FileStore
     + TaskStore
+    + InventoryStore
 {
 }
 
@@ -134,6 +137,7 @@ impl<T> EntityStore for T where
         + CommandStore
         + FileStore
         + TaskStore
+        + InventoryStore
 {
 }
 
@@ -160,6 +164,7 @@ opaque_debug!(
     CommandStore,
     FileStore,
     TaskStore,
+    InventoryStore,
     EntityStore,
     EventStore
 );

@@ -316,7 +316,7 @@ pub(crate) struct BulkResult {
 
 /// The device list's query string of a bulk filter object: strings, numbers and booleans as
 /// they are written in a query string, arrays as repeated parameters.
-fn filter_query(filter: &serde_json::Map<String, Value>) -> Result<String, ApiError> {
+pub(crate) fn filter_query(filter: &serde_json::Map<String, Value>) -> Result<String, ApiError> {
     let mut pairs: Vec<(&str, String)> = Vec::new();
     for (name, value) in filter {
         if matches!(name.as_str(), "cursor" | "limit" | "sort" | "order") {

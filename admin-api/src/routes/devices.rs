@@ -2,7 +2,9 @@
 //! snapshot, the device detail in PDMS-E's status model, and its CPU/memory history.
 
 use axum::extract::{RawQuery, State};
-use axum::routing::{MethodRouter, get};
+use axum::routing::{MethodRouter, get, post};
+
+use crate::routes::{device_export, device_imports, inventory};
 use fleetpulse_ingest::LiveDevice;
 use fleetpulse_proto::catalog::DeviceType;
 use fleetpulse_proto::domain::{CallStatus, SipLine, SipSummary};
@@ -34,9 +36,15 @@ const HISTORY_DEFAULT: u32 = 100;
 /// Routes of this module: (path, handlers by method).
 pub(crate) fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
     vec![
-        ("/api/v1/devices", get(list)),
-        ("/api/v1/devices/{id}", get(show)),
+        ("/api/v1/devices", get(list).post(inventory::add)),
+        ("/api/v1/devices/export", get(device_export::export)),
+        ("/api/v1/devices/bulk-edit", post(inventory::bulk_edit)),
+        ("/api/v1/devices/{id}", get(show).patch(inventory::edit).delete(inventory::delete)),
+        ("/api/v1/devices/{id}/move", post(inventory::move_device)),
         ("/api/v1/devices/{id}/resources", get(resources)),
+        ("/api/v1/device-imports", post(device_imports::import)),
+        ("/api/v1/device-imports/{id}", get(device_imports::show)),
+        ("/api/v1/device-imports/{id}/errors.csv", get(device_imports::errors_csv)),
     ]
 }
 
@@ -297,6 +305,8 @@ pub(crate) struct DeviceDetail {
     #[serde(flatten)]
     item: DeviceItem,
     status: StatusModel,
+    /// Attributes given by admins or imports (DEV-4).
+    attributes: fleetpulse_store::Attributes,
 }
 
 /// `GET /api/v1/devices/{id}`: the device with its status model (DEV-3), or 404.
@@ -323,7 +333,8 @@ async fn show(
         last_report_at: s.last_report_at,
         last_provision: None,
     };
-    Ok(Json(DeviceDetail { item, status }))
+    let attributes = ctx.api.store.entities.device_attributes(id).await?.unwrap_or_default();
+    Ok(Json(DeviceDetail { item, status, attributes }))
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]

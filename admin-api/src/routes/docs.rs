@@ -11,13 +11,14 @@ use fleetpulse_store::{AlarmRecord, Channel, Enterprise, OperationLog, StoredFil
 use serde_json::Value;
 
 use crate::login::{ActingSession, LoginResponse};
-use crate::openapi::{Operation, delete_, document, get_, post_, put_};
+use crate::openapi::{Operation, delete_, document, get_, patch_, post_, put_};
 use crate::routes::listing::{ListPage, SearchQuery};
 use crate::routes::session::{
     LoginRequest, PasswordChange, SessionView, TotpDisable, TotpEnable, TotpSetup, VerifyRequest,
 };
 use crate::routes::{
-    account, alarm_summary, alarms, commands, device_labels, devices, enterprises, oplog, strategies, tasks, tenants,
+    account, alarm_summary, alarms, commands, device_imports, device_labels, devices, enterprises, inventory, oplog,
+    strategies, tasks, tenants,
 };
 use crate::state::AppState;
 
@@ -187,6 +188,30 @@ pub(crate) fn operations() -> Vec<Operation> {
             .example_answer(examples::device_page),
         get_("/api/v1/devices/{id}", DEVICES, "One device in the PDMS-E status model")
             .answers::<devices::DeviceDetail>(200),
+        post_("/api/v1/devices", DEVICES, "Add a device by MAC or serial, with model, name and attributes")
+            .body::<inventory::AddDevice>()
+            .answers::<inventory::InventoryDevice>(201),
+        patch_("/api/v1/devices/{id}", DEVICES, "Rename a device, change its model or attributes")
+            .body::<inventory::EditDevice>()
+            .answers::<inventory::InventoryDevice>(200),
+        delete_("/api/v1/devices/{id}", DEVICES, "Delete a device (its session is closed with DEVICE_DELETED)")
+            .answers_raw(204, "application/json"),
+        post_("/api/v1/devices/{id}/move", DEVICES, "Move a device to another enterprise in the caller's scope")
+            .body::<inventory::MoveDevice>()
+            .answers::<inventory::InventoryDevice>(200),
+        post_("/api/v1/devices/bulk-edit", DEVICES, "Change the model or attributes of the devices a filter chooses")
+            .body::<inventory::BulkEdit>()
+            .answers::<inventory::BulkEdited>(200),
+        get_("/api/v1/devices/export", DEVICES, "The device list as CSV (list filters, columns=...), streamed")
+            .query::<devices::DeviceParams>()
+            .answers_raw(200, "text/csv"),
+        post_("/api/v1/device-imports", DEVICES, "Import devices from a CSV body (streamed, each row validated)")
+            .query::<device_imports::ImportQuery>()
+            .answers::<device_imports::ImportReport>(201),
+        get_("/api/v1/device-imports/{id}", DEVICES, "An import log with its first row errors")
+            .answers::<device_imports::ImportReport>(200),
+        get_("/api/v1/device-imports/{id}/errors.csv", DEVICES, "Every row error of an import, as CSV")
+            .answers_raw(200, "text/csv"),
         get_("/api/v1/devices/{id}/resources", DEVICES, "A device's CPU and memory history, newest first")
             .query::<devices::HistoryQuery>()
             .answers::<devices::History>(200),

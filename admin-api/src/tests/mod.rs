@@ -8,6 +8,7 @@ mod console;
 mod devices;
 mod hostile_ids;
 mod hostile_text;
+mod inventory;
 mod openapi;
 mod oplog;
 mod ops;
@@ -65,6 +66,7 @@ fn harness_with(config: ApiConfig, registry: Registry) -> Harness {
         config,
         alarms: None,
         downlink: fleetpulse_ingest::CommandSignal::default(),
+        sessions: fleetpulse_ingest::SessionCloser::default(),
     };
     let clock = ManualClock::new(fleetpulse_proto::UnixMillis::now());
     Harness { _dir: dir, store, ready, app: app_with_clock(state, clock.clock()), clock }

@@ -33,7 +33,7 @@ const SELF_ROUTES: &[&str] = &[
 
 /// Routes that take foreign ids in the body and answer per id: checked by content below (every
 /// foreign device `not_found`, nothing queued).
-const BY_CONTENT: &[&str] = &["/api/v1/commands"];
+const BY_CONTENT: &[&str] = &["/api/v1/commands", "/api/v1/devices/bulk-edit"];
 
 /// Listings checked by content (they take no foreign id): nothing foreign may appear.
 const LISTINGS: &[&str] =
@@ -69,6 +69,8 @@ struct World {
     /// A scheduled task of EB and one of its runs.
     task: u64,
     run: u64,
+    /// A device import of EB.
+    import: u64,
 }
 
 async fn account(
@@ -186,6 +188,13 @@ async fn world() -> World {
     let task = h.store.entities.create_task(task, UnixMillis(1)).await.expect("task").id;
     let run = h.store.entities.claim_run(task, UnixMillis(100), None, true, UnixMillis(200)).await.expect("claim");
     let run = run.expect("a run").id.0;
+    let import = h
+        .store
+        .entities
+        .create_device_import(eb, eb_admin.id, fleetpulse_store::ImportMode::Merge, UnixMillis(1))
+        .await
+        .expect("import")
+        .id;
     World {
         h,
         platform,
@@ -208,6 +217,7 @@ async fn world() -> World {
         file: file.0,
         task: task.0,
         run,
+        import,
     }
 }
 
@@ -243,6 +253,8 @@ fn foreign_request(w: &World, path: &str, method: &Method) -> Option<(String, Op
         path.replace("{id}", &w.command.to_string())
     } else if id("/api/v1/files/") {
         path.replace("{id}", &w.file.to_string())
+    } else if id("/api/v1/device-imports/") {
+        path.replace("{id}", &w.import.to_string())
     } else if id("/api/v1/tasks/") {
         path.replace("{id}", &w.task.to_string()).replace("{run}", &w.run.to_string())
     } else if matches!(
@@ -255,6 +267,8 @@ fn foreign_request(w: &World, path: &str, method: &Method) -> Option<(String, Op
             | "/api/v1/operation-logs"
             | "/api/v1/operation-logs/export"
             | "/api/v1/tasks"
+            | "/api/v1/devices/export"
+            | "/api/v1/device-imports"
     ) {
         format!("{path}?enterprise_id={}", w.eb)
     } else if matches!(
@@ -283,6 +297,8 @@ fn foreign_request(w: &World, path: &str, method: &Method) -> Option<(String, Op
         })),
         ("/api/v1/sub-accounts/{id}/permissions", _) => Some(json!({"features": ["devices"], "data": "all"})),
         ("/api/v1/devices/{id}/commands", _) => Some(json!({"kind": "reboot"})),
+        ("/api/v1/devices/{id}/move", _) => Some(json!({"enterprise_id": w.eb})),
+        ("/api/v1/devices", m) if m == Method::POST => Some(json!({"enterprise_id": w.eb, "mac": "0015650fffff"})),
         (p, _) if p.ends_with("alarm-strategies") || p == "/api/v1/alarm-strategies/{id}" => Some(strategy_body()),
         ("/api/v1/tasks", _) => Some(json!({
             "enterprise_id": w.eb, "kind": "reboot", "targets": {"device_ids": [w.device]},
@@ -304,7 +320,7 @@ async fn every_route_answers_404_or_403_for_another_tenants_objects() {
     ];
     for (caller, token) in callers {
         for (path, _) in crate::routes::all() {
-            for method in [Method::GET, Method::POST, Method::PUT, Method::DELETE] {
+            for method in [Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE] {
                 let Some((uri, body)) = foreign_request(&w, path, &method) else { continue };
                 let reply = w.h.call(method.clone(), &uri, Some(token), body).await;
                 if reply.status == StatusCode::METHOD_NOT_ALLOWED {

@@ -61,10 +61,11 @@ pub(super) fn register_device(c: &Connection, new: &NewDevice) -> Result<Registe
         DeviceKey::Serial(s) => Some(s.clone()),
         DeviceKey::Mac(_) => new.serial.clone(),
     };
-    c.prepare_cached(
-        "INSERT INTO devices (enterprise_id, mac, serial, model, firmware, created_at, device_type) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    )?
+    c.prepare_cached(&format!(
+        "INSERT INTO devices (id, enterprise_id, mac, serial, model, firmware, created_at, device_type) \
+         VALUES ({}, ?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        super::inventory::NEXT_DEVICE_ID
+    ))?
     .execute(params![
         new.enterprise_id.0,
         mac.as_ref().map(Mac::as_str),
@@ -173,7 +174,7 @@ fn summary_from_row(r: &Row<'_>) -> rusqlite::Result<DeviceSummary> {
 }
 
 /// Binds the arguments of a shared device query to SQLite values.
-fn sqlite_args(args: Vec<crate::device_sql::Arg>) -> Vec<SqlValue> {
+pub(super) fn sqlite_args(args: Vec<crate::device_sql::Arg>) -> Vec<SqlValue> {
     use crate::device_sql::Arg;
     args.into_iter()
         .map(|a| -> SqlValue {

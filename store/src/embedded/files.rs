@@ -173,13 +173,13 @@ fn publish(tmp: &Path, dir: &Path, id: FileId, fsync: bool) -> Result<()> {
     Ok(())
 }
 
-fn content_path(dir: &Path, id: FileId) -> PathBuf {
+pub(super) fn content_path(dir: &Path, id: FileId) -> PathBuf {
     dir.join(id.0.to_string())
 }
 
 /// Removes a file that may already be gone, logging any other failure (what is left is swept
 /// by [`recover`] on the next open).
-fn remove_quietly(path: &Path) {
+pub(super) fn remove_quietly(path: &Path) {
     match std::fs::remove_file(path) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -188,7 +188,7 @@ fn remove_quietly(path: &Path) {
 }
 
 /// Runs blocking file I/O off the runtime's threads.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+pub(super) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f).await.map_err(|e| StoreError::Backend(format!("file task failed: {e}")))?
 }
 

@@ -18,6 +18,7 @@ pub mod durable;
 mod events;
 mod files;
 pub mod integrity;
+mod inventory;
 mod maintenance;
 mod oplog;
 mod outbox;

@@ -430,6 +430,42 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (run_id, device_id)
     ) WITHOUT ROWID;
     "#,
+    // Device inventory (DEV-4, issue 12): per-device attributes (a JSON object, at most 32
+    // keys) on the device row; import logs and their row errors (at most 10,000 per import,
+    // one per line), deleted with their import. `device_id_high` holds the highest id ever
+    // deleted: devices are inserted with an explicit id above it, because SQLite would give the
+    // next device the id of a deleted last one, and events, delivery marks and alarm records of
+    // the deleted device (kept until retention) must never be taken for the new one's. A device gains a site and groups later in
+    // tables of their own (device → site column, device_groups(device, group, priority)).
+    r#"
+    ALTER TABLE devices ADD COLUMN attributes TEXT NOT NULL DEFAULT '{}';
+    CREATE TABLE device_id_high (high INTEGER NOT NULL);
+    INSERT INTO device_id_high (high) VALUES (0);
+    CREATE TABLE device_imports (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        enterprise_id INTEGER NOT NULL REFERENCES enterprises(id),
+        account_id    INTEGER NOT NULL REFERENCES accounts(id),
+        mode          TEXT NOT NULL CHECK (mode IN ('create', 'overwrite', 'merge')),
+        state         TEXT NOT NULL CHECK (state IN ('running', 'done', 'aborted')),
+        started_at    INTEGER NOT NULL,
+        finished_at   INTEGER,
+        rows          INTEGER NOT NULL DEFAULT 0,
+        created       INTEGER NOT NULL DEFAULT 0,
+        updated       INTEGER NOT NULL DEFAULT 0,
+        skipped       INTEGER NOT NULL DEFAULT 0,
+        failed        INTEGER NOT NULL DEFAULT 0,
+        errors_kept   INTEGER NOT NULL DEFAULT 0,
+        note          TEXT
+    );
+    CREATE INDEX device_imports_enterprise ON device_imports(enterprise_id, id);
+    CREATE TABLE device_import_errors (
+        import_id INTEGER NOT NULL REFERENCES device_imports(id) ON DELETE CASCADE,
+        line      INTEGER NOT NULL,
+        col       TEXT NOT NULL,
+        reason    TEXT NOT NULL,
+        PRIMARY KEY (import_id, line)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// The schema version this build writes.

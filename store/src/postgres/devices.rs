@@ -99,7 +99,7 @@ fn summary_from_row(r: &PgRow) -> Result<DeviceSummary> {
 }
 
 /// A shared device query as a sqlx query with its values bound.
-fn pg_query(
+pub(super) fn pg_query(
     built: crate::device_sql::Built,
 ) -> sqlx::query::Query<'static, sqlx::Postgres, sqlx::postgres::PgArguments> {
     use crate::device_sql::Arg;

@@ -457,6 +457,38 @@ const MIGRATIONS: &[(&str, &str)] = &[
     );
     "#,
     ),
+    (
+        "device inventory",
+        // Device inventory (DEV-4), as in the embedded schema: attributes on the device row,
+        // import logs and their row errors (deleted with their import).
+        r#"
+    ALTER TABLE devices ADD COLUMN attributes TEXT NOT NULL DEFAULT '{}';
+    CREATE TABLE device_imports (
+        id            BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        enterprise_id BIGINT NOT NULL REFERENCES enterprises (id),
+        account_id    BIGINT NOT NULL REFERENCES accounts (id),
+        mode          TEXT NOT NULL CHECK (mode IN ('create', 'overwrite', 'merge')),
+        state         TEXT NOT NULL CHECK (state IN ('running', 'done', 'aborted')),
+        started_at    BIGINT NOT NULL,
+        finished_at   BIGINT,
+        rows          BIGINT NOT NULL DEFAULT 0,
+        created       BIGINT NOT NULL DEFAULT 0,
+        updated       BIGINT NOT NULL DEFAULT 0,
+        skipped       BIGINT NOT NULL DEFAULT 0,
+        failed        BIGINT NOT NULL DEFAULT 0,
+        errors_kept   BIGINT NOT NULL DEFAULT 0,
+        note          TEXT
+    );
+    CREATE INDEX device_imports_enterprise ON device_imports (enterprise_id, id);
+    CREATE TABLE device_import_errors (
+        import_id BIGINT NOT NULL REFERENCES device_imports (id) ON DELETE CASCADE,
+        line      BIGINT NOT NULL,
+        col       TEXT NOT NULL,
+        reason    TEXT NOT NULL,
+        PRIMARY KEY (import_id, line)
+    );
+    "#,
+    ),
 ];
 
 /// The schema version this build writes.

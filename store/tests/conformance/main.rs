@@ -23,6 +23,7 @@ mod devices;
 mod entities;
 mod events;
 mod files;
+mod inventory;
 mod oplog;
 mod outbox;
 mod strategies;
@@ -119,6 +120,8 @@ async fn suite(store: Store) {
     tasks::task_lifecycle(&store).await;
     tasks::task_run_cycle(&store).await;
     tasks::task_races(&store).await;
+    inventory::inventory_devices(&store).await;
+    inventory::inventory_imports(&store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

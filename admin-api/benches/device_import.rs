@@ -1,0 +1,126 @@
+//! Device CSV import and export through the router on the embedded store (DEV-4; issue 12's
+//! numbers: import of 10,000 rows ≤ 2 s and of 100,000 rows ≤ 15 s; export of 100,000 devices
+//! ≥ 50,000 rows/s). A measured run, not criterion: each import is a one-off (a second run
+//! would update instead of add). Prints the times.
+//! `cargo bench -p fleetpulse-admin-api --bench device_import`
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use fleetpulse_admin_api::{ApiConfig, ApiState, app, bootstrap_admin};
+use fleetpulse_ingest::LiveState;
+use fleetpulse_store::embedded::EmbeddedConfig;
+use fleetpulse_store::{NewEnterprise, Store};
+use http_body_util::BodyExt;
+use prometheus_client::registry::Registry;
+use tower::ServiceExt;
+
+async fn login(app: &Router) -> String {
+    let body = serde_json::json!({ "email": "bench@example.com", "password": "bench-password" }).to_string();
+    let req = Request::post("/api/v1/auth/login")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body))
+        .unwrap();
+    let res = app.clone().oneshot(req).await.unwrap();
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    v["token"].as_str().expect("token").to_owned()
+}
+
+/// A CSV of `rows` devices from MAC number `first`: name, model, a group list and two attributes.
+fn csv(first: u64, rows: u64) -> Vec<u8> {
+    let mut out = b"mac_address,endpoint_type,endpoint_name,endpoint_group,reg.1.address,site\n".to_vec();
+    for i in first..first + rows {
+        out.extend(
+            format!("{:012x},T54W,desk-{i},G1|G2,{},{}\n", 0x0015_6500_0000u64 + i, 1000 + i % 9000, i % 50).as_bytes(),
+        );
+    }
+    out
+}
+
+async fn import(app: &Router, token: &str, enterprise: u64, body: Vec<u8>) -> (Duration, serde_json::Value) {
+    let started = Instant::now();
+    let req = Request::post(format!("/api/v1/device-imports?enterprise_id={enterprise}&mode=merge"))
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(Body::from(body))
+        .unwrap();
+    let res = app.clone().oneshot(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    (started.elapsed(), serde_json::from_slice(&body).unwrap())
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_embedded(dir.path(), EmbeddedConfig::default()).unwrap();
+        bootstrap_admin(&store, Some("bench@example.com".into()), Some("bench-password".into())).await.unwrap();
+        let e = store
+            .entities
+            .create_enterprise(NewEnterprise {
+                name: "bench".into(),
+                credential: "bench".into(),
+                channel_id: None,
+                profile: Default::default(),
+            })
+            .await
+            .unwrap()
+            .id;
+        let state = ApiState {
+            store,
+            live: Arc::new(LiveState::new()),
+            registry: Arc::new(Registry::default()),
+            ready: Arc::new(AtomicBool::new(true)),
+            config: ApiConfig { session_idle: Duration::from_secs(24 * 3600), ..ApiConfig::default() },
+            alarms: None,
+            downlink: Default::default(),
+            sessions: Default::default(),
+        };
+        let app = app(state);
+        let token = login(&app).await;
+
+        for (first, rows) in [(0, 10_000), (10_000, 100_000)] {
+            let body = csv(first, rows);
+            let bytes = body.len();
+            let (took, log) = import(&app, &token, e.0, body).await;
+            assert_eq!(log["created"], rows, "{log}");
+            println!(
+                "import of {rows} rows ({:.1} MiB): {:.2} s ({:.0} rows/s)",
+                bytes as f64 / 1_048_576.0,
+                took.as_secs_f64(),
+                rows as f64 / took.as_secs_f64()
+            );
+        }
+
+        let started = Instant::now();
+        let req = Request::get(format!("/api/v1/devices/export?enterprise_id={}", e.0))
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .body(Body::empty())
+            .unwrap();
+        let res = app.clone().oneshot(req).await.unwrap();
+        let mut body = res.into_body();
+        let (mut bytes, mut lines) = (0usize, 0usize);
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame.unwrap().into_data() {
+                bytes += data.len();
+                lines += data.iter().filter(|&&b| b == b'\n').count();
+            }
+        }
+        let took = started.elapsed();
+        let rows = lines - 1;
+        assert_eq!(rows, 110_000);
+        println!(
+            "export of {rows} devices ({:.1} MiB): {:.2} s ({:.0} rows/s)",
+            bytes as f64 / 1_048_576.0,
+            took.as_secs_f64(),
+            rows as f64 / took.as_secs_f64()
+        );
+    });
+}
