@@ -17,5 +17,8 @@ chmod -R u+w "$db"
 git -C "$db/advisory-db-3157b0e258782691" init -q
 git -C "$db/advisory-db-3157b0e258782691" add -A
 git -C "$db/advisory-db-3157b0e258782691" -c user.email=ci@localhost -c user.name=ci commit -qm snapshot
+# cargo-deny reads `cargo metadata` offline: fetch every locked package first (every platform's,
+# also those this machine does not build, such as jiff's optional static tz database).
+cargo fetch --locked >/dev/null
 sed "s|@DB_PATH@|$db|" deny.toml.in > "$db/deny.toml"
 cargo deny --offline --config "$db/deny.toml" check advisories
