@@ -8,6 +8,8 @@
 //! The real fuzzer (`cargo fuzz run <target>`, nightly and libFuzzer) explores far more; this
 //! only keeps the targets building and their bodies honest on stable, in seconds.
 
+#[path = "../fuzz/bodies/device_csv.rs"]
+mod device_csv;
 #[path = "../fuzz/bodies/spool_records.rs"]
 mod spool_records;
 #[path = "../fuzz/bodies/uplink_frames.rs"]
@@ -116,6 +118,11 @@ fn smoke(target: &str, run: fn(&[u8]), seed: u64) {
 #[test]
 fn uplink_frames_survive_the_corpus_and_its_mutations() {
     smoke("uplink_frames", uplink_frames::run, 0x5EED_0001);
+}
+
+#[test]
+fn device_csv_survives_the_corpus_and_its_mutations() {
+    smoke("device_csv", device_csv::run, 0x5EED_0003);
 }
 
 #[test]

@@ -123,3 +123,19 @@ fn build(state: ApiState, clock: Clock) -> (Router, AppState) {
 
 #[cfg(test)]
 mod tests;
+
+/// Entry points for the fuzz targets (`fuzz/bodies/`) and the fuzz smoke test; not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Reads `data` as a device CSV import (header, then every row), as the import route does:
+    /// it must never panic, whatever the bytes; bounded by the reader's own record limit.
+    pub fn device_csv(data: &[u8]) {
+        if let Ok(csv) = crate::csv_import::DeviceCsv::open(data) {
+            for row in csv.take(100_000) {
+                if row.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
