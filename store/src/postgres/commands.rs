@@ -242,24 +242,17 @@ impl CommandStore for PgEntityStore {
     }
 
     async fn list_device_commands(&self, device: DeviceId, page: Page) -> Result<Vec<Command>> {
-        let limit = page.limit.min(MAX_COMMAND_PAGE);
-        let Some(device) = db_id(device.0) else { return Ok(Vec::new()) };
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        let before = if page.after == 0 { i64::MAX } else { db_id(page.after).unwrap_or(i64::MAX) };
-        sqlx::query(AssertSqlSafe(format!(
-            "SELECT {COMMAND_COLUMNS} FROM commands WHERE device_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
-        )))
-        .bind(device)
-        .bind(before)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        super::newest_first(
+            &self.pool,
+            COMMAND_COLUMNS,
+            "commands",
+            "device_id",
+            device.0,
+            page,
+            MAX_COMMAND_PAGE,
+            command_from_row,
+        )
         .await
-        .map_err(backend)?
-        .iter()
-        .map(command_from_row)
-        .collect()
     }
 
     async fn cancel_command(&self, id: CommandId, by: AccountId, now: UnixMillis) -> Result<Option<Command>> {

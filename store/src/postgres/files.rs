@@ -157,24 +157,17 @@ impl FileStore for PgEntityStore {
     }
 
     async fn list_device_files(&self, device: DeviceId, page: Page) -> Result<Vec<StoredFile>> {
-        let limit = page.limit.min(MAX_FILE_PAGE);
-        let Some(device) = db_id(device.0) else { return Ok(Vec::new()) };
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        let before = if page.after == 0 { i64::MAX } else { db_id(page.after).unwrap_or(i64::MAX) };
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {FILE_COLUMNS} FROM files WHERE device_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
-        )))
-        .bind(device)
-        .bind(before)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        super::newest_first(
+            &self.pool,
+            FILE_COLUMNS,
+            "files",
+            "device_id",
+            device.0,
+            page,
+            MAX_FILE_PAGE,
+            file_from_row,
+        )
         .await
-        .map_err(backend)?
-        .iter()
-        .map(file_from_row)
-        .collect()
     }
 
     async fn file_chunk(&self, id: FileId, index: u64) -> Result<Option<Vec<u8>>> {

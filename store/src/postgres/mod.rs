@@ -112,6 +112,41 @@ fn db_id(id: u64) -> Option<i64> {
     i64::try_from(id).ok()
 }
 
+/// One keyset page of `table`'s rows whose `owner` column is `owner_id`, newest first (by id):
+/// ids below `page.after` when it is above 0, else from the newest; at most `page.limit`, never
+/// more than `max`. The page every per-owner listing (a device's commands and files, a task's
+/// runs) reads.
+#[allow(clippy::too_many_arguments)]
+async fn newest_first<T>(
+    pool: &PgPool,
+    columns: &str,
+    table: &str,
+    owner: &str,
+    owner_id: u64,
+    page: Page,
+    max: u32,
+    from_row: fn(&sqlx::postgres::PgRow) -> Result<T>,
+) -> Result<Vec<T>> {
+    let limit = page.limit.min(max);
+    let Some(owner_id) = db_id(owner_id) else { return Ok(Vec::new()) };
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    let before = if page.after == 0 { i64::MAX } else { db_id(page.after).unwrap_or(i64::MAX) };
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {columns} FROM {table} WHERE {owner} = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
+    )))
+    .bind(owner_id)
+    .bind(before)
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await
+    .map_err(backend)?
+    .iter()
+    .map(from_row)
+    .collect()
+}
+
 /// The channel and enterprise lists of a "channel in … OR enterprise in …" filter as database
 /// arrays, each checked against `max`; `None` when neither is given (no filter). An id no row can
 /// have is left out.

@@ -359,21 +359,8 @@ impl TaskStore for PgEntityStore {
     }
 
     async fn task_runs(&self, task: TaskId, page: Page) -> Result<Vec<TaskRun>> {
-        let limit = page.limit.min(MAX_TASK_PAGE);
-        let Some(task) = db_id(task.0) else { return Ok(Vec::new()) };
-        let before = if page.after == 0 { i64::MAX } else { db_id(page.after).unwrap_or(i64::MAX) };
-        sqlx::query(AssertSqlSafe(format!(
-            "SELECT {RUN_COLUMNS} FROM task_runs WHERE task_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
-        )))
-        .bind(task)
-        .bind(before)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(backend)?
-        .iter()
-        .map(run_from_row)
-        .collect()
+        super::newest_first(&self.pool, RUN_COLUMNS, "task_runs", "task_id", task.0, page, MAX_TASK_PAGE, run_from_row)
+            .await
     }
 
     async fn task_run(&self, run: TaskRunId) -> Result<Option<TaskRun>> {
