@@ -412,7 +412,7 @@ fn parse_command(command: &Command) -> Result<(&'static commands::CommandKind, V
     } else {
         serde_json::from_str(&command.args_json).map_err(|e| format!("arguments are not JSON: {e}"))?
     };
-    let args = commands::validate_command(kind.name, &args).map_err(|e| e.to_string())?;
+    let args = commands::validate_internal_command(kind.name, &args).map_err(|e| e.to_string())?;
     Ok((kind, args))
 }
 

@@ -24,6 +24,9 @@ pub struct CommandKind {
     pub file: Option<&'static str>,
     /// Its arguments.
     pub args: &'static [Arg],
+    /// Issued only by fleetpulse itself (configuration and firmware pushes, PRV-4), never
+    /// through `POST /api/v1/devices/{id}/commands`: the API refuses it there as an unknown kind.
+    pub internal: bool,
 }
 
 /// One argument of a command kind.
@@ -57,30 +60,34 @@ pub enum ArgKind {
 
 /// Every command kind, in the order the portal lists them.
 pub const COMMAND_KINDS: &[CommandKind] = &[
-    CommandKind { name: "reboot", summary: "Reboot the device.", file: None, args: &[] },
+    CommandKind { name: "reboot", summary: "Reboot the device.", file: None, args: &[], internal: false },
     CommandKind {
         name: "factory_reset",
         summary: "Reset the device to factory settings (erases its configuration).",
         file: None,
         args: &[Arg { name: "confirm", summary: "Must be true.", kind: ArgKind::Confirm }],
+        internal: false,
     },
     CommandKind {
         name: "refresh_status",
         summary: "Report status, SIP lines and CPU/memory now instead of at the next interval.",
         file: None,
         args: &[],
+        internal: false,
     },
     CommandKind {
         name: "export_config",
         summary: "Upload the device's configuration file.",
         file: Some("config.cfg"),
         args: &[],
+        internal: false,
     },
     CommandKind {
         name: "upload_syslog",
         summary: "Upload the device's system log.",
         file: Some("syslog.txt"),
         args: &[],
+        internal: false,
     },
     CommandKind {
         name: "packet_capture_start",
@@ -98,12 +105,14 @@ pub const COMMAND_KINDS: &[CommandKind] = &[
                 kind: ArgKind::Integer { min: 1024, max: MAX_CAPTURE_BYTES, default: 10 * 1024 * 1024 },
             },
         ],
+        internal: false,
     },
     CommandKind {
         name: "packet_capture_stop",
         summary: "Stop a running packet capture early and upload it.",
         file: Some("capture.pcap"),
         args: &[],
+        internal: false,
     },
     CommandKind {
         name: "ping",
@@ -117,6 +126,7 @@ pub const COMMAND_KINDS: &[CommandKind] = &[
                 kind: ArgKind::Integer { min: 1, max: 20, default: 4 },
             },
         ],
+        internal: false,
     },
     CommandKind {
         name: "traceroute",
@@ -126,12 +136,14 @@ pub const COMMAND_KINDS: &[CommandKind] = &[
             Arg { name: "target", summary: "Host name or IP address.", kind: ArgKind::Host },
             Arg { name: "max_hops", summary: "Most hops.", kind: ArgKind::Integer { min: 1, max: 64, default: 30 } },
         ],
+        internal: false,
     },
     CommandKind {
         name: "screenshot",
         summary: "Upload a screenshot of the device's screen.",
         file: Some("screenshot.png"),
         args: &[],
+        internal: false,
     },
     CommandKind {
         name: "diagnose",
@@ -142,6 +154,7 @@ pub const COMMAND_KINDS: &[CommandKind] = &[
             summary: "Length of the capture in the bundle, seconds.",
             kind: ArgKind::Integer { min: 1, max: 60, default: 10 },
         }],
+        internal: false,
     },
 ];
 
@@ -187,9 +200,24 @@ pub fn command_kind(name: &str) -> Option<&'static CommandKind> {
     COMMAND_KINDS.iter().find(|k| k.name == name)
 }
 
-/// Validates a command and answers its arguments with every default filled in (a JSON object
-/// with exactly the kind's arguments).
+/// The kinds an admin may issue (every kind but the [`CommandKind::internal`] ones).
+pub fn admin_command_kinds() -> impl Iterator<Item = &'static CommandKind> {
+    COMMAND_KINDS.iter().filter(|k| !k.internal)
+}
+
+/// Validates a command an admin issues and answers its arguments with every default filled in
+/// (a JSON object with exactly the kind's arguments). An [`CommandKind::internal`] kind is
+/// refused as unknown.
 pub fn validate_command(kind: &str, args: &Value) -> Result<Value, CommandError> {
+    match command_kind(kind) {
+        Some(spec) if !spec.internal => validate_internal_command(kind, args),
+        _ => Err(CommandError::UnknownKind(kind.chars().take(64).collect())),
+    }
+}
+
+/// [`validate_command`] for any kind, internal ones included: for the commands fleetpulse
+/// issues itself and for the device side, which executes every kind.
+pub fn validate_internal_command(kind: &str, args: &Value) -> Result<Value, CommandError> {
     let spec = command_kind(kind).ok_or_else(|| CommandError::UnknownKind(kind.chars().take(64).collect()))?;
     let given = match args {
         Value::Null => Map::new(),

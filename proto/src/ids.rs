@@ -94,6 +94,22 @@ id_type!(
     /// A scheduled task (TSK-1; assigned by the store).
     TaskId
 );
+id_type!(
+    /// A site (PRV-1): a node of an enterprise's site tree, matched by subnet.
+    SiteId
+);
+id_type!(
+    /// A device group (PRV-2; assigned by the store).
+    GroupId
+);
+id_type!(
+    /// A configuration profile (PRV-3; assigned by the store).
+    ProfileId
+);
+id_type!(
+    /// A firmware image uploaded for a model (PRV-4; assigned by the store).
+    FirmwareId
+);
 
 /// Milliseconds since the Unix epoch, UTC.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]

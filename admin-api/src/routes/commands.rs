@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{MethodRouter, get, post};
-use fleetpulse_proto::commands::{ArgKind, COMMAND_KINDS, validate_command};
+use fleetpulse_proto::commands::{ArgKind, admin_command_kinds, validate_command};
 use fleetpulse_proto::{AccountId, CommandId, DeviceId, EnterpriseId, FileId, UnixMillis};
 use fleetpulse_store::{
     Command, CommandRefusal, CommandState, DevicePageRequest, DeviceQuery, Feature, MAX_COMMAND_BATCH,
@@ -91,8 +91,7 @@ pub(crate) struct Kinds {
 
 /// The catalog as the API shows it.
 pub(crate) fn catalog() -> Kinds {
-    let items = COMMAND_KINDS
-        .iter()
+    let items = admin_command_kinds()
         .map(|k| KindBody {
             name: k.name.into(),
             summary: k.summary.into(),
