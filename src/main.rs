@@ -330,6 +330,15 @@ impl Server {
             fleetpulse_admin_api::SchedulerConfig::default(),
         );
         let scheduler = tokio::spawn(scheduler.run(scheduler_stop));
+        // Single-node assumption: a device import still running was left by a process that stopped.
+        let note = "the server stopped before the import finished".to_owned();
+        match store.entities.abort_running_device_imports(note, fleetpulse_proto::UnixMillis::now()).await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::warn!(message = "Device imports left running by the last process marked aborted.", imports = n)
+            }
+            Err(error) => tracing::error!(message = "Device imports left running could not be marked aborted.", %error),
+        }
 
         let ready = Arc::new(AtomicBool::new(false));
         let api_config = file.http.api_config(ApiConfig::default());

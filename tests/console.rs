@@ -494,3 +494,251 @@ async fn commands_tasks_the_totp_qr_code_and_tenant_forms_in_the_browser() {
     b.quit().await;
     drop(phone);
 }
+
+/// Starts capturing what the console hands to `URL.createObjectURL` (its downloads), so a test
+/// can read a downloaded file's text: headless Chromium saves downloads nowhere.
+async fn capture_downloads(b: &Browser) {
+    b.execute(
+        "window.__blobs = []; const make = URL.createObjectURL;
+         URL.createObjectURL = (blob) => { window.__blobs.push(blob); return make.call(URL, blob); };",
+        json!([]),
+    )
+    .await;
+}
+
+/// The text of the `n`th file the console downloaded since [`capture_downloads`], waiting for it.
+async fn downloaded(b: &Browser, n: usize) -> String {
+    let text = b
+        .execute_async(
+            "const [n, done] = [arguments[0], arguments[arguments.length - 1]];
+             const poll = (left) => window.__blobs[n] ? window.__blobs[n].text().then(done)
+               : left ? setTimeout(() => poll(left - 1), 50) : done(null);
+             poll(200);",
+            json!([n]),
+        )
+        .await;
+    text.as_str().unwrap_or_else(|| panic!("no download #{n}")).to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_inventory_in_a_browser_add_edit_import_export_and_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), None, "");
+    let api = Api::login(&server.api()).await;
+    let (acme, _) = api.enterprise("Acme").await;
+    let b = Browser::start().await;
+    sign_in(&b, &server, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    b.wait_path("/dashboard").await;
+
+    // Add a device from the device list.
+    b.goto(&format!("{}/devices?enterprise_id={acme}", server.api())).await;
+    b.wait_text("#device-list", "No device matches these filters").await;
+    b.click_on("#add-device-link").await;
+    b.wait_path("/devices/new").await;
+    b.type_into("#add-device input[name=enterprise_id]", &acme.to_string()).await;
+    b.type_into("#add-device input[name=mac]", "00:15:65:AA:00:01").await;
+    b.type_into("#add-device input[name=model]", "T54W").await;
+    b.type_into("#add-device input[name=name]", "front desk").await;
+    b.type_into("#add-device textarea[name=attributes]", "room=12").await;
+    b.click_on("#add-device button[type=submit]").await;
+    b.wait_text("#device-status", "001565aa0001").await;
+    b.wait_text("h1", "front desk").await;
+    let id = api.get(&format!("/api/v1/devices?enterprise_id={acme}")).await["items"][0]["id"].as_u64().unwrap();
+    assert!(b.url().await.ends_with(&format!("/devices/{id}")));
+
+    // Edit it from its Manage tab: the API's refusal in place, then saved.
+    b.click_on("#tab-4").await;
+    b.type_into("#edit-device input[name=name]", "reception").await;
+    b.type_into("#edit-device textarea[name=attributes]", "Room=14").await;
+    b.click_on("#edit-device button[type=submit]").await;
+    b.wait_text("#edit-device", "may hold only").await;
+    b.type_into("#edit-device textarea[name=attributes]", "room=14\nfloor=2").await;
+    b.click_on("#edit-device button[type=submit]").await;
+    b.wait_text("#manage-notice", "Saved").await;
+    b.wait_text("h1", "reception").await;
+    let detail = api.get(&format!("/api/v1/devices/{id}")).await;
+    assert_eq!((&detail["name"], &detail["attributes"]), (&json!("reception"), &json!({"floor": "2", "room": "14"})));
+    b.screenshot(&shot("15-device-manage")).await;
+    assert_clean(&b).await;
+
+    // Import a CSV with one bad row: the row error with its line, errors.csv, the past imports.
+    let csv = dir.path().join("phones.csv");
+    std::fs::write(
+        &csv,
+        "mac_address;endpoint_type;endpoint_name;site\n0015650b0001;T46U;hall;north\nnot-a-mac;T46U;broken;north\n\
+         0015650b0002;T46U;lab;south\n",
+    )
+    .unwrap();
+    b.goto(&format!("{}/devices?enterprise_id={acme}", server.api())).await;
+    b.click_on("#import-link").await;
+    b.wait_path("/device-imports").await;
+    b.wait_text("#import-list", "No imports yet").await;
+    b.type_into("#import-form input[name=enterprise_id]", &acme.to_string()).await;
+    b.choose_file("#import-form input[type=file]", &csv).await;
+    choose(&b, "#import-form select[name=mode]", "merge").await;
+    b.click_on("#import-form button[type=submit]").await;
+    let log = b.wait_text("#import-log", "Refused rows").await;
+    assert!(log.contains("not-a-mac") || log.contains("mac_address"), "{log}");
+    let row = b.wait_text("#import-log tbody tr", "mac_address").await;
+    assert!(row.starts_with('3'), "the bad row is line 3: {row}");
+    b.wait_text("#import-created", "2").await;
+    b.wait_text("#import-progress-text", "done").await;
+    b.wait_text("#import-list", "#1").await;
+    capture_downloads(&b).await;
+    b.click_on("#errors-csv").await;
+    let errors = downloaded(&b, 0).await;
+    assert!(errors.starts_with("line,column,reason\r\n3,mac_address,"), "{errors}");
+    show(&b, "#import-log").await;
+    b.screenshot(&shot("16-device-import")).await;
+    let imports = api.get("/api/v1/device-imports").await;
+    assert_eq!(
+        (&imports["items"][0]["state"], &imports["items"][0]["failed"]),
+        (&json!("done"), &json!(1)),
+        "{imports}"
+    );
+    assert_clean(&b).await;
+
+    // Export the list under its filter; bulk edit the same filter.
+    b.goto(&format!("{}/devices?enterprise_id={acme}&model=T46U", server.api())).await;
+    b.wait_text("#device-total", "2 devices match").await;
+    capture_downloads(&b).await;
+    b.click_on("#export-csv").await;
+    let export = downloaded(&b, 0).await;
+    let lines: Vec<&str> = export.trim_end().split("\r\n").collect();
+    assert!(lines[0].starts_with("mac_address,serial_number,endpoint_type,endpoint_name"), "{export}");
+    assert_eq!(lines.len(), 3, "the header and the two T46U devices: {export}");
+    assert!(
+        lines[1..].iter().all(|l| l.contains("T46U")) && export.contains("hall") && export.contains("lab"),
+        "{export}"
+    );
+    b.click_on("#bulk-edit-open").await;
+    b.type_into("#bulk-edit textarea[name=attributes]", "site=\nfloor=1").await;
+    b.click_on("#bulk-edit button[type=submit]").await;
+    b.wait_text("main", "2 devices changed").await;
+    let listed = api.get(&format!("/api/v1/devices?enterprise_id={acme}&model=T46U")).await;
+    for d in listed["items"].as_array().unwrap() {
+        let attrs = api.get(&format!("/api/v1/devices/{}", d["id"])).await["attributes"].clone();
+        assert_eq!(attrs, json!({"floor": "1"}), "site removed, floor set");
+    }
+    b.screenshot(&shot("17-device-bulk-edit")).await;
+
+    // Delete the first device: it asks first.
+    b.goto(&format!("{}/devices/{id}", server.api())).await;
+    b.click_on("#tab-4").await;
+    b.click_on("#delete-device").await;
+    b.wait_text("#delete-section", "Delete reception?").await;
+    b.screenshot(&shot("18-device-delete-confirm")).await;
+    assert_eq!(
+        api.get(&format!("/api/v1/devices/{id}")).await["id"],
+        json!(id),
+        "nothing deleted before the confirmation"
+    );
+    b.click_on("#confirm-delete").await;
+    b.wait_path("/devices").await;
+    b.wait_text("main", "Device 001565aa0001 deleted").await;
+    let gone =
+        api.client.get(format!("{}/api/v1/devices/{id}", api.base)).bearer_auth(&api.token).send().await.unwrap();
+    assert_eq!(gone.status(), 404);
+    assert_clean(&b).await;
+    b.quit().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sub_accounts_and_a_channel_are_managed_in_the_browser() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), None, "");
+    let api = Api::login(&server.api()).await;
+    let channel = api
+        .post("/api/v1/channels", json!({"name": "Resellers", "allow_sub_channels": true, "device_management": true}))
+        .await["id"]
+        .as_u64()
+        .unwrap();
+    let globex =
+        api.post("/api/v1/enterprises", json!({"name": "Globex", "channel_id": channel})).await["id"].as_u64().unwrap();
+    let east =
+        api.post("/api/v1/channels", json!({"name": "East", "parent_id": channel})).await["id"].as_u64().unwrap();
+    api.post("/api/v1/accounts", json!({"email": "reseller@example.com", "password": "first-password", "role": "channel_admin", "channel_id": channel})).await;
+    first_login(&api, "reseller@example.com", "first-password", "reseller-password").await;
+
+    let b = Browser::start().await;
+    sign_in(&b, &server, "reseller@example.com", "reseller-password").await;
+    b.wait_path("/dashboard").await;
+    b.click_on("#sidebar a[href='/sub-accounts']").await;
+    b.wait_text("#sub-account-list", "No sub-accounts yet").await;
+    // Create one with the devices and alarms features and all data.
+    b.type_into("#create-sub-account input[name=email]", "helper@example.com").await;
+    b.type_into("#create-sub-account input[name=password]", "helper-first-1").await;
+    b.click_on("#new-feature-alarms").await;
+    b.click_on("#create-sub-account button[type=submit]").await;
+    b.wait_text("#sub-notice", "Sub-account helper@example.com created").await;
+    b.wait_text("#sub-account-list", "devices, alarms").await;
+    let accounts = api.get("/api/v1/accounts?q=helper").await;
+    let helper = accounts["items"][0].clone();
+    let hid = helper["id"].as_u64().unwrap();
+    assert_eq!(
+        (&helper["role"], &helper["channel_id"], &helper["permissions"]),
+        (&json!("channel_admin"), &json!(channel), &json!({"features": ["devices", "alarms"], "data": "all"})),
+        "{helper}"
+    );
+    // Narrow its permissions: only Globex, without alarms; an unknown enterprise is refused first.
+    b.click_on(&format!("button[data-edit='{hid}']")).await;
+    b.click_on("#edit-feature-alarms").await;
+    choose(&b, "#edit-permissions select[name=data]", "only").await;
+    b.type_into("#edit-permissions input[name=enterprises]", "999999").await;
+    b.click_on("#edit-permissions button[type=submit]").await;
+    b.wait_text("#edit-permissions", "not found").await;
+    b.type_into("#edit-permissions input[name=enterprises]", &globex.to_string()).await;
+    b.click_on("#edit-permissions button[type=submit]").await;
+    b.wait_text("#sub-notice", "Permissions of helper@example.com saved").await;
+    b.wait_text("#sub-account-list", &format!("Only enterprises #{globex}")).await;
+    let permissions = api.get(&format!("/api/v1/accounts/{hid}")).await["permissions"].clone();
+    assert_eq!(
+        permissions,
+        json!({"features": ["devices"], "data": {"only": {"channels": [], "enterprises": [globex]}}})
+    );
+    // Freeze it: it can no longer sign in; unfreeze it.
+    b.click_on(&format!("button[data-account='{hid}']")).await;
+    b.wait_text("#sub-notice", "is frozen").await;
+    b.wait_text("#sub-account-list", "frozen").await;
+    b.screenshot(&shot("19-sub-accounts")).await;
+    let login = |password: &'static str| {
+        let api = &api;
+        async move {
+            api.client
+                .post(format!("{}/api/v1/auth/login", api.base))
+                .json(&json!({"email": "helper@example.com", "password": password}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(login("helper-first-1").await, 401, "a frozen sub-account cannot sign in");
+    assert_eq!(api.get(&format!("/api/v1/accounts/{hid}")).await["frozen"], json!(true));
+    b.click_on(&format!("button[data-account='{hid}']")).await;
+    b.wait_text("#sub-notice", "active again").await;
+    assert_eq!(login("helper-first-1").await, 200);
+    assert_clean(&b).await;
+
+    // Edit a sub-channel: its contact and the permissions it grants.
+    b.click_on("#sidebar a[href='/tenants']").await;
+    b.click_on(&format!("#channel-list a[href='/channels/{east}']")).await;
+    b.wait_text("h1", "Channel East").await;
+    b.type_into("#edit-channel input[name=contact]", "Eve East").await;
+    b.click_on("#edit-channel input[name=allow_sub_channels]").await;
+    b.click_on("#edit-channel button[type=submit]").await;
+    b.wait_text("#channel-notice", "Channel “East” saved").await;
+    let stored = api.get(&format!("/api/v1/channels/{east}")).await;
+    assert_eq!((&stored["contact"], &stored["allow_sub_channels"]), (&json!("Eve East"), &json!(true)), "{stored}");
+    // Its own channel's permissions are granted from above: the API's refusal in place.
+    b.goto(&format!("{}/channels/{channel}", server.api())).await;
+    b.wait_text("h1", "Channel Resellers").await;
+    b.click_on("#edit-channel input[name=rps]").await;
+    b.click_on("#edit-channel button[type=submit]").await;
+    b.wait_text("#edit-channel", "may not").await;
+    b.screenshot(&shot("20-channel-edit")).await;
+    assert_eq!(api.get(&format!("/api/v1/channels/{channel}")).await["rps"], json!(false));
+    b.console_log().await; // the refused save is an expected 403
+    assert_eq!(b.execute("return window.__errors;", json!([])).await, json!([]));
+    b.quit().await;
+}

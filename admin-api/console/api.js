@@ -103,3 +103,32 @@ export async function download(path, fallbackName) {
   setTimeout(() => URL.revokeObjectURL(url), 10000);
   return blob.size;
 }
+
+/**
+ * Posts a file as the raw request body (a CSV import), reporting upload progress as
+ * onProgress(sentBytes, totalBytes) (fetch cannot). Answers the parsed JSON; throws ApiError.
+ */
+export function upload(path, file, onProgress) {
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open("POST", path);
+    xhr.setRequestHeader("Accept", "application/json");
+    xhr.setRequestHeader("Content-Type", file.type || "text/csv");
+    if (csrfToken) xhr.setRequestHeader("X-CSRF-Token", csrfToken);
+    xhr.upload.addEventListener("progress", (e) => onProgress && onProgress(e.loaded, e.lengthComputable ? e.total : file.size));
+    xhr.addEventListener("error", () => reject(new ApiError(0, "network", "The server could not be reached. Check the connection and try again.")));
+    xhr.addEventListener("load", () => {
+      let payload = null;
+      try {
+        payload = JSON.parse(xhr.responseText);
+      } catch (_) {
+        /* not JSON */
+      }
+      if (xhr.status >= 200 && xhr.status < 300) return resolve(payload);
+      const err = payload && payload.error ? payload.error : {};
+      if (xhr.status === 401) window.dispatchEvent(new CustomEvent("fp:signed-out"));
+      reject(new ApiError(xhr.status, err.code, err.message, payload));
+    });
+    xhr.send(file);
+  });
+}

@@ -12,6 +12,8 @@ import * as tenants from "./page-tenants.js";
 import * as account from "./page-account.js";
 import * as oplog from "./page-oplog.js";
 import * as tasks from "./page-tasks.js";
+import * as inventory from "./page-inventory.js";
+import * as subAccounts from "./page-sub-accounts.js";
 
 // Uncaught errors, for people (the console) and for the browser tests (window.__errors).
 window.__errors = [];
@@ -34,6 +36,11 @@ const ROUTES = [
   [/^\/strategies\/new$/, strategies.renderEdit, "strategies"],
   [/^\/strategies\/(\d+)$/, strategies.renderEdit, "strategies"],
   [/^\/tenants$/, tenants.render, null],
+  [/^\/devices\/new$/, inventory.renderAdd, "devices"],
+  [/^\/device-imports$/, inventory.renderImports, "devices"],
+  [/^\/device-imports\/(\d+)$/, inventory.renderImport, "devices"],
+  [/^\/sub-accounts$/, subAccounts.render, null],
+  [/^\/channels\/(\d+)$/, tenants.renderChannel, "channels"],
   [/^\/account$/, account.render, null],
   [/^\/operation-log$/, oplog.render, "operation_log"],
 ];
@@ -45,6 +52,7 @@ const NAV = [
   ["/alarms", "Alarms", "alarms"],
   ["/strategies", "Alarm strategies", "strategies"],
   ["/tenants", "Tenants", null],
+  ["/sub-accounts", "Sub-accounts", "full-account"],
   ["/operation-log", "Operation log", "operation_log"],
   ["/account", "Account settings", null],
 ];
@@ -56,6 +64,7 @@ const app = document.getElementById("app");
 function allowed(feature) {
   const s = state.session;
   if (!s || !feature) return true;
+  if (feature === "full-account") return !s.features && !s.acting;
   return !s.features || s.features.includes(feature);
 }
 

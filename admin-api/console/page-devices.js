@@ -1,10 +1,12 @@
 // Devices: the list (the API's filters, search, sort, keyset paging with next and previous,
-// chosen columns, saved search labels, a command to the matching or selected devices) and a
-// device's detail (status, SIP lines, CPU and memory over time, its alarms, its commands and files).
+// chosen columns, saved search labels, a command to the matching or selected devices; bulk edit,
+// CSV export, adding and importing from page-inventory.js) and a device's detail (status, SIP
+// lines, CPU and memory over time, its alarms, its commands and files, managing it).
 
 import { del, get, post, put, qs } from "./api.js";
 import { percentLine } from "./chart.js";
 import { bulkForm, commandsPanel } from "./page-commands.js";
+import { bulkEditForm, exportCsv, managePanel } from "./page-inventory.js";
 import { badge, busy, checkbox, emptyState, errorBox, field, fmtDuration, fmtTime, formValues, h, link, loading, mount, okBox, select, table } from "./ui.js";
 
 const PAGE = 50;
@@ -40,6 +42,8 @@ export function renderList(main, ctx) {
   const notice = h("div");
 
   const text = (name, label, type = "search") => field(label, h("input", { name, type, value: filters[name] || "" }));
+  const exportButton = h("button", { type: "button", id: "export-csv" }, "Export CSV");
+  exportButton.addEventListener("click", () => exportCsv(exportButton, notice, filters));
   const form = h("form", { class: "panel", id: "device-filters", role: "search" },
     h("div", { class: "row" },
       text("q", "Search (MAC, name, model, IP)"),
@@ -57,7 +61,11 @@ export function renderList(main, ctx) {
       h("button", { type: "button", id: "save-label", onclick: saveLabel }, "Save as label"),
       h("button", { type: "button", id: "choose-columns", onclick: chooseColumns }, "Columns"),
       h("button", { type: "button", id: "bulk-command", onclick: bulkCommand }, "Send command…"),
-      h("button", { type: "button", id: "schedule-task", onclick: () => ctx.navigate("/tasks" + qs({ filter: qs(taskFilter()).slice(1), enterprise_id: filters.enterprise_id })) }, "Schedule a task…")),
+      h("button", { type: "button", id: "schedule-task", onclick: () => ctx.navigate("/tasks" + qs({ filter: qs(taskFilter()).slice(1), enterprise_id: filters.enterprise_id })) }, "Schedule a task…"),
+      h("button", { type: "button", id: "bulk-edit-open", onclick: () => bulkEditForm(notice, { filters, total, onDone: loadPage }) }, "Edit matching…"),
+      exportButton,
+      h("a", { class: "button", href: "/devices/new" + qs({ enterprise_id: filters.enterprise_id }), "data-link": "", id: "add-device-link" }, "Add device"),
+      h("a", { class: "button", href: "/device-imports" + qs({ enterprise_id: filters.enterprise_id }), "data-link": "", id: "import-link" }, "Import CSV")),
   );
   form.addEventListener("submit", (e) => {
     e.preventDefault();
@@ -74,6 +82,7 @@ export function renderList(main, ctx) {
   function bulkCommand() {
     bulkForm(notice, { filters, total, selected: [...selected], onClose: () => notice.replaceChildren() });
   }
+  if (ctx.query.get("deleted")) mount(notice, okBox(`Device ${ctx.query.get("deleted")} deleted.`));
   mount(main, h("h1", {}, "Devices"), labelsSlot, form, notice, listSlot, dialog);
 
   async function loadLabels() {
@@ -165,7 +174,7 @@ export function renderList(main, ctx) {
 export function renderDetail(main, ctx) {
   const id = ctx.id;
   mount(main, h("h1", {}, `Device #${id}`), loading());
-  const tabs = ["Status", "Resources", "Alarms", "Commands & diagnostics"];
+  const tabs = ["Status", "Resources", "Alarms", "Commands & diagnostics", "Manage"];
 
   async function load() {
     let d;
@@ -194,7 +203,7 @@ export function renderDetail(main, ctx) {
       buttons.forEach((b, j) => { b.setAttribute("aria-selected", String(i === j)); b.tabIndex = i === j ? 0 : -1; panels[j].hidden = i !== j; });
       if (loaded.has(i)) return;
       loaded.add(i);
-      [statusPanel, resourcesPanel, alarmsPanel, commandsPanel][i](panels[i], d);
+      [statusPanel, resourcesPanel, alarmsPanel, commandsPanel, managePanel][i](panels[i], d);
     }
     mount(main, h("h1", {}, d.name || d.mac || `Device #${id}`), h("p", {}, link("/devices", "← Devices")), tablist, Object.values(panels));
     show(0);

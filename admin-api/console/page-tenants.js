@@ -1,9 +1,9 @@
 // Tenants: channels and enterprises the caller sees (search, keyset paging), acting inside an
 // enterprise or a sub-channel, the enterprise's answer to its channel's authorization, accounts
-// and freezing; creating channels, enterprises and accounts.
+// and freezing; creating channels, enterprises and accounts; editing a channel (/channels/{id}).
 
-import { get, post, setCsrf } from "./api.js";
-import { badge, busy, checkbox, errorBox, field, fmtTime, h, loading, mount, okBox, select, table } from "./ui.js";
+import { get, post, put, setCsrf } from "./api.js";
+import { badge, busy, checkbox, errorBox, field, fmtTime, h, link, loading, mount, okBox, select, table } from "./ui.js";
 
 function pagedList(title, path, columns, emptyText, id) {
   const afters = [0];
@@ -101,7 +101,7 @@ export function render(main, ctx) {
       { label: "Name", cell: (c) => c.name },
       { label: "Id", cell: (c) => c.id },
       { label: "Parent", cell: (c) => (c.parent_id ? `#${c.parent_id}` : "—") },
-      { label: "", cell: (c) => (role === "channel_admin" ? act("channels", c.id, c.name) : "") },
+      { label: "", cell: (c) => h("span", { class: "actions inline" }, link(`/channels/${c.id}`, "Edit"), role === "channel_admin" ? act("channels", c.id, c.name) : null) },
     ], "No channels.", "channel-list"));
     sections.push(pagedList("Enterprises", "/api/v1/enterprises", (reload) => [
       { label: "Name", cell: (e) => e.name },
@@ -149,3 +149,46 @@ export function render(main, ctx) {
   mount(main, h("h1", {}, "Tenants"), s.acting ? h("p", { class: "alert info" }, "You are acting inside a tenant: sign out to stop.") : null, notice, sections);
 }
 
+/**
+ * `/channels/{id}`: a channel's name, contact details and the permissions it grants below it
+ * (sub-channels, device management, RPS). A channel account cannot change its own channel's
+ * permissions (they are granted from above): the API says so (403).
+ */
+export function renderChannel(main, ctx) {
+  mount(main, h("h1", {}, `Channel #${ctx.id}`), loading());
+  async function load() {
+    let c;
+    try {
+      c = await get(`/api/v1/channels/${ctx.id}`);
+    } catch (e) {
+      return mount(main, h("h1", {}, `Channel #${ctx.id}`), e.status === 404 ? h("p", {}, "No such channel (or it is outside your scope). ", link("/tenants", "Back to tenants")) : errorBox(e, load));
+    }
+    const notice = h("div", { id: "channel-notice" });
+    const errors = h("div");
+    const input = (name, label, type = "text") => field(label, h("input", { name, type, value: c[name] || "", autocomplete: "off" }));
+    const save = h("button", { class: "primary", type: "submit" }, "Save channel");
+    const form = h("form", { class: "panel", id: "edit-channel", novalidate: true },
+      h("div", { class: "row" }, input("name", "Name"), input("contact", "Contact"), input("email", "Email", "email"), input("phone", "Phone"), input("country", "Country (ISO code)")),
+      h("fieldset", { class: "days" }, h("legend", {}, "What it may do"),
+        checkbox("allow_sub_channels", "May create sub-channels", c.allow_sub_channels),
+        checkbox("device_management", "Device management", c.device_management),
+        checkbox("rps", "RPS (redirection and provisioning)", c.rps)),
+      errors, h("div", { class: "actions" }, save, link("/tenants", "Back to tenants")));
+    form.addEventListener("submit", (e) => {
+      e.preventDefault();
+      busy(save, errors, async () => {
+        const body = {};
+        for (const name of ["name", "contact", "email", "phone", "country"]) body[name] = form.elements[name].value.trim();
+        for (const name of ["allow_sub_channels", "device_management", "rps"]) {
+          // Only what changed: a channel account may edit its own details, not its permissions.
+          if (form.elements[name].checked !== c[name]) body[name] = form.elements[name].checked;
+        }
+        c = await put(`/api/v1/channels/${c.id}`, body);
+        main.querySelector("h1").textContent = `Channel ${c.name}`;
+        mount(notice, okBox(`Channel “${c.name}” saved.`));
+      });
+    });
+    mount(main, h("h1", {}, `Channel ${c.name}`), h("p", { class: "muted" }, `#${c.id}`, c.parent_id ? ` · below channel #${c.parent_id}` : " · top level", ` · created ${fmtTime(c.created_at)}`), notice, form);
+  }
+  load();
+}

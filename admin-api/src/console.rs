@@ -42,11 +42,13 @@ const SOURCES: &[(&str, &str)] = &[
     ("page-login.js", include_str!("../console/page-login.js")),
     ("page-dashboard.js", include_str!("../console/page-dashboard.js")),
     ("page-commands.js", include_str!("../console/page-commands.js")),
+    ("page-inventory.js", include_str!("../console/page-inventory.js")),
     ("page-devices.js", include_str!("../console/page-devices.js")),
     ("page-tasks.js", include_str!("../console/page-tasks.js")),
     ("page-alarms.js", include_str!("../console/page-alarms.js")),
     ("page-strategies.js", include_str!("../console/page-strategies.js")),
     ("page-tenants.js", include_str!("../console/page-tenants.js")),
+    ("page-sub-accounts.js", include_str!("../console/page-sub-accounts.js")),
     ("page-account.js", include_str!("../console/page-account.js")),
     ("page-oplog.js", include_str!("../console/page-oplog.js")),
     ("app.js", include_str!("../console/app.js")),
@@ -70,6 +72,9 @@ const ROUTES: &[&str] = &[
     "tenants",
     "account",
     "operation-log",
+    "device-imports",
+    "sub-accounts",
+    "channels",
 ];
 
 /// One embedded asset, under its hashed name.

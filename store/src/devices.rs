@@ -74,6 +74,9 @@ pub trait DeviceStore: Send + Sync + 'static {
     /// limit outside 1..=[`MAX_DEVICE_PAGE`], or for a cursor that is malformed or belongs to
     /// another sort.
     async fn query_devices(&self, query: DeviceQuery, page: DevicePageRequest) -> Result<DevicePage>;
+    /// [`DeviceStore::query_devices`] without counting the matches (`total` is 0): one query
+    /// per page, for walking every match (the CSV export) where no total is shown.
+    async fn scan_devices(&self, query: DeviceQuery, page: DevicePageRequest) -> Result<DevicePage>;
     /// Device counts of the devices matching the query (its sort is ignored), for the dashboard
     /// (DEV-2): total and online, by type, by model (the [`MAX_DASHBOARD_MODELS`] most common).
     /// [`StoreError::InvalidInput`] if [`DeviceQuery::validate`] refuses the query.

@@ -41,6 +41,9 @@ pub const MAX_IMPORT_ERRORS: u64 = 10_000;
 /// Longest reason of a row error, in characters.
 pub const MAX_IMPORT_REASON: usize = 200;
 
+/// Most import logs of one [`InventoryStore::list_device_imports`] page.
+pub const MAX_IMPORT_PAGE: u32 = 200;
+
 /// A device's attributes: key → value, at most [`MAX_ATTRIBUTES`].
 pub type Attributes = BTreeMap<String, String>;
 
@@ -511,6 +514,18 @@ pub trait InventoryStore: Send + Sync + 'static {
     async fn device_import(&self, id: u64) -> Result<Option<DeviceImport>>;
     /// An import's row errors by line, after `after_line`, at most `limit` (≤ 1,000).
     async fn device_import_errors(&self, id: u64, after_line: u64, limit: u32) -> Result<Vec<ImportRowError>>;
+    /// Import logs, newest first: those of the given enterprises (`None`: every enterprise),
+    /// with an id below `before` when given, at most `limit` (≤ [`MAX_IMPORT_PAGE`]).
+    async fn list_device_imports(
+        &self,
+        enterprises: Option<Vec<EnterpriseId>>,
+        before: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<DeviceImport>>;
+    /// Ends every import log still running as aborted with the note; how many. Run at server
+    /// start: an import runs inside one request of one process, so a log still running then
+    /// was left by a process that stopped (single-node assumption, as for devices online).
+    async fn abort_running_device_imports(&self, note: String, at: UnixMillis) -> Result<u64>;
 }
 
 /// Checks a bulk edit: valid, no name, not empty.

@@ -186,6 +186,14 @@ impl Browser {
         self.raw("POST", &format!("/element/{}/value", e.0), Some(json!({ "text": text }))).await;
     }
 
+    /// Chooses the local file `path` in the `<input type=file>` matching `css`, as a person
+    /// picking it would (no clearing first: a file input has nothing typed to clear).
+    pub async fn choose_file(&self, css: &str, path: &Path) {
+        let e = self.find(css).await;
+        let text = path.to_str().expect("a UTF-8 path");
+        self.raw("POST", &format!("/element/{}/value", e.0), Some(json!({ "text": text }))).await;
+    }
+
     pub async fn text(&self, e: &Element) -> String {
         self.raw("GET", &format!("/element/{}/text", e.0), None).await.as_str().unwrap_or_default().to_owned()
     }

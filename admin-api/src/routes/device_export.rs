@@ -1,6 +1,7 @@
 //! `GET /api/v1/devices/export`: the device list as CSV under the list's own filters and sort,
 //! with the caller's chosen columns, streamed page by page along the keyset cursor (one page of
-//! 1,000 devices in memory at a time), every cell defused against formula injection.
+//! 1,000 devices in memory at a time; pages read without counting the matches), every cell
+//! defused against formula injection.
 
 use axum::body::{Body, Bytes};
 use axum::extract::{RawQuery, State};
@@ -126,7 +127,7 @@ async fn next_page(mut st: ExportState) -> Result<Option<(Bytes, ExportState)>, 
         return Ok(None);
     }
     let page = DevicePageRequest { cursor: st.cursor.take(), limit: MAX_DEVICE_PAGE };
-    let found = st.store.query_devices(st.query.clone(), page).await.map_err(|error| {
+    let found = st.store.scan_devices(st.query.clone(), page).await.map_err(|error| {
         tracing::error!(message = "Reading a device export page failed.", %error);
         std::io::Error::other(error.to_string())
     })?;

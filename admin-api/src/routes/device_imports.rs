@@ -12,6 +12,7 @@ use axum::response::Response;
 use fleetpulse_proto::EnterpriseId;
 use fleetpulse_store::{
     DeviceImport, Feature, ImportCounts, ImportMode, ImportOutcome, ImportRow, ImportRowError, ImportState,
+    MAX_IMPORT_PAGE,
 };
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -23,6 +24,7 @@ use crate::csv_import::{DeviceCsv, ReadRow};
 use crate::error::ApiError;
 use crate::extract::{Json, Path, Query};
 use crate::policy::Scope;
+use crate::routes::listing::{ListPage, page};
 use crate::state::AppState;
 
 /// Rows applied per store transaction.
@@ -226,24 +228,76 @@ pub(crate) async fn import(
     let mode = q.mode.unwrap_or(ImportMode::Create);
     let log =
         ctx.api.store.entities.create_device_import(enterprise, auth.caller.account, mode, ctx.clock.now()).await?;
+    // The rows are applied by a task of its own: a client that goes away mid-upload ends the
+    // body (the log ends aborted), never the work half-way with the log left running.
+    let run = Run { forwarder, parser, parsed: parsed_rx };
+    let applying = tokio::spawn(apply_all(ctx.clone(), log.clone(), run));
+    match applying.await {
+        Ok(result) => result?,
+        Err(error) => return Err(ApiError::Internal(format!("the import task failed: {error}"))),
+    }
+    Ok((StatusCode::CREATED, Json(report(&ctx, log.id).await?)))
+}
+
+/// The tasks of one import: the body forwarder, the parsing thread, and its output.
+struct Run {
+    forwarder: tokio::task::JoinHandle<()>,
+    parser: tokio::task::JoinHandle<()>,
+    parsed: mpsc::Receiver<Parsed>,
+}
+
+/// The first line of a batch.
+fn first_line(rows: &[ReadRow]) -> u64 {
+    rows.first().map_or(0, |r| match r {
+        Ok(row) => row.line,
+        Err(e) => e.line,
+    })
+}
+
+/// Applies every batch the parser sends and closes the log: done, or aborted with a note when
+/// the file could not be read to its end or the store failed (the batches before were applied
+/// and counted). Err only when the log could not be closed either (the store is gone: the next
+/// start aborts it, [`fleetpulse_store::InventoryStore::abort_running_device_imports`]).
+async fn apply_all(ctx: AppState, log: DeviceImport, mut run: Run) -> Result<(), ApiError> {
     let mut note = None;
-    while let Some(parsed) = parsed_rx.recv().await {
+    let mut failure = None;
+    while let Some(parsed) = run.parsed.recv().await {
         match parsed {
             Parsed::Rows(rows) => {
-                let (counts, errors) = apply(&ctx, &log, rows).await?;
-                ctx.api.store.entities.record_device_import(log.id, counts, errors).await?;
+                let line = first_line(&rows);
+                let applied = async {
+                    let (counts, errors) = apply(&ctx, &log, rows).await?;
+                    ctx.api.store.entities.record_device_import(log.id, counts, errors).await?;
+                    Ok::<(), ApiError>(())
+                }
+                .await;
+                if let Err(error) = applied {
+                    tracing::error!(message = "A device import stopped: the store failed.", import = log.id, %error);
+                    note = Some(format!(
+                        "stopped at line {line}: the store failed; the rows before it were applied, its batch \
+                         of up to {BATCH} rows may have been (import the file again in merge mode to be sure)"
+                    ));
+                    failure = Some(error);
+                    break;
+                }
             }
             Parsed::Stopped(why) => note = Some(why),
             Parsed::Header(_) => {}
         }
     }
-    forwarder.abort();
-    if let Err(e) = parser.await {
+    run.forwarder.abort();
+    // Closing the channel ends the parsing thread at its next batch.
+    drop(run.parsed);
+    if let Err(e) = run.parser.await
+        && failure.is_none()
+    {
         note = Some(format!("the file could not be read to its end: {e}"));
     }
     let state = if note.is_some() { ImportState::Aborted } else { ImportState::Done };
-    ctx.api.store.entities.finish_device_import(log.id, state, note, ctx.clock.now()).await?;
-    Ok((StatusCode::CREATED, Json(report(&ctx, log.id).await?)))
+    match ctx.api.store.entities.finish_device_import(log.id, state, note, ctx.clock.now()).await {
+        Ok(()) => Ok(()),
+        Err(error) => Err(failure.unwrap_or(error.into())),
+    }
 }
 
 async fn report(ctx: &AppState, id: u64) -> Result<ImportReport, ApiError> {
@@ -259,6 +313,36 @@ async fn visible(auth: &AuthAdmin, ctx: &AppState, id: u64) -> Result<DeviceImpo
         Some(i) if auth.can_see(ctx, i.enterprise_id).await? => Ok(i),
         _ => Err(ApiError::NotFound("device import")),
     }
+}
+
+/// `GET /api/v1/device-imports?enterprise_id=&after=&limit=`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ImportListQuery {
+    /// Only this enterprise's imports (one the caller sees); all it sees when left out.
+    enterprise_id: Option<EnterpriseId>,
+    /// The last id of the previous page (newest first: the next page holds older imports).
+    after: Option<u64>,
+    /// 1 to 200 (default 50).
+    limit: Option<u32>,
+}
+
+/// `GET /api/v1/device-imports`: the import logs of the enterprises the caller sees (or of
+/// one), newest first, keyset paged by `after`; without their row errors.
+pub(crate) async fn list(
+    auth: AuthAdmin,
+    State(ctx): State<AppState>,
+    Query(q): Query<ImportListQuery>,
+) -> Result<Json<ListPage<DeviceImport>>, ApiError> {
+    auth.require(Feature::Devices)?;
+    let page = page(q.after, q.limit, 50, MAX_IMPORT_PAGE)?;
+    let enterprises = match auth.listing_filter(&ctx, q.enterprise_id).await? {
+        (Some(one), _) => Some(vec![one]),
+        (None, many) => many,
+    };
+    let before = (page.after > 0).then_some(page.after);
+    let items = ctx.api.store.entities.list_device_imports(enterprises, before, page.limit).await?;
+    Ok(Json(ListPage::new(items, page, |i| i.id)))
 }
 
 /// `GET /api/v1/device-imports/{id}`: the import log and its first 100 row errors.

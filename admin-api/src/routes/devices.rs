@@ -42,7 +42,7 @@ pub(crate) fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
         ("/api/v1/devices/{id}", get(show).patch(inventory::edit).delete(inventory::delete)),
         ("/api/v1/devices/{id}/move", post(inventory::move_device)),
         ("/api/v1/devices/{id}/resources", get(resources)),
-        ("/api/v1/device-imports", post(device_imports::import)),
+        ("/api/v1/device-imports", get(device_imports::list).post(device_imports::import)),
         ("/api/v1/device-imports/{id}", get(device_imports::show)),
         ("/api/v1/device-imports/{id}/errors.csv", get(device_imports::errors_csv)),
     ]

@@ -181,6 +181,10 @@ pub(crate) fn operations() -> Vec<Operation> {
         put_("/api/v1/sub-accounts/{id}/permissions", TENANTS, "Replace a sub-account's permissions")
             .body::<tenants::PermissionsBody>()
             .answers::<tenants::AccountBody>(200),
+        post_("/api/v1/sub-accounts/{id}/freeze", TENANTS, "Freeze one of the caller's sub-accounts")
+            .answers::<tenants::AccountBody>(200),
+        post_("/api/v1/sub-accounts/{id}/unfreeze", TENANTS, "Unfreeze one of the caller's sub-accounts")
+            .answers::<tenants::AccountBody>(200),
         // Devices.
         get_("/api/v1/devices", DEVICES, "Devices the caller sees: filters, search, sort, keyset pages, total")
             .query::<devices::DeviceParams>()
@@ -208,6 +212,9 @@ pub(crate) fn operations() -> Vec<Operation> {
         post_("/api/v1/device-imports", DEVICES, "Import devices from a CSV body (streamed, each row validated)")
             .query::<device_imports::ImportQuery>()
             .answers::<device_imports::ImportReport>(201),
+        get_("/api/v1/device-imports", DEVICES, "Import logs of the enterprises the caller sees, newest first")
+            .query::<device_imports::ImportListQuery>()
+            .answers::<ListPage<fleetpulse_store::DeviceImport>>(200),
         get_("/api/v1/device-imports/{id}", DEVICES, "An import log with its first row errors")
             .answers::<device_imports::ImportReport>(200),
         get_("/api/v1/device-imports/{id}/errors.csv", DEVICES, "Every row error of an import, as CSV")

@@ -37,6 +37,8 @@ pub(crate) fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
         ("/api/v1/accounts", get(list_accounts).post(create_account)),
         ("/api/v1/sub-accounts", get(list_sub_accounts).post(create_sub_account)),
         ("/api/v1/sub-accounts/{id}/permissions", axum::routing::put(set_permissions)),
+        ("/api/v1/sub-accounts/{id}/freeze", post(freeze_sub_account)),
+        ("/api/v1/sub-accounts/{id}/unfreeze", post(unfreeze_sub_account)),
         ("/api/v1/accounts/{id}", get(show_account)),
         ("/api/v1/accounts/{id}/freeze", post(freeze_account)),
         ("/api/v1/accounts/{id}/unfreeze", post(unfreeze_account)),
@@ -482,4 +484,41 @@ async fn set_permissions(
     }
     let account = entities.account(id).await?.ok_or(ApiError::NotFound("account"))?;
     Ok(Json(AccountBody::from(account)))
+}
+
+/// Freezes or unfreezes one of the caller's sub-accounts (another account's: 404).
+async fn set_sub_account_frozen(
+    ctx: &AppState,
+    auth: &AuthAdmin,
+    id: AccountId,
+    frozen: bool,
+) -> Result<AccountBody, ApiError> {
+    require_full_account(auth)?;
+    auth.decide(ctx, Target::SubAccount(id)).await?;
+    let entities = &ctx.api.store.entities;
+    if !entities.set_account_frozen(id, frozen).await? {
+        return Err(ApiError::NotFound("account"));
+    }
+    let account = entities.account(id).await?.ok_or(ApiError::NotFound("account"))?;
+    Ok(AccountBody::from(account))
+}
+
+/// `POST /api/v1/sub-accounts/{id}/freeze` (TEN-5): one of the caller's sub-accounts can no
+/// longer log in and its sessions end; 200 with it. Unlike `/accounts/{id}/freeze` this is open
+/// to enterprise accounts too: every full account manages its own sub-accounts.
+async fn freeze_sub_account(
+    auth: AuthAdmin,
+    State(ctx): State<AppState>,
+    Path(id): Path<AccountId>,
+) -> Result<Json<AccountBody>, ApiError> {
+    Ok(Json(set_sub_account_frozen(&ctx, &auth, id, true).await?))
+}
+
+/// `POST /api/v1/sub-accounts/{id}/unfreeze` (TEN-5): the sub-account can log in again.
+async fn unfreeze_sub_account(
+    auth: AuthAdmin,
+    State(ctx): State<AppState>,
+    Path(id): Path<AccountId>,
+) -> Result<Json<AccountBody>, ApiError> {
+    Ok(Json(set_sub_account_frozen(&ctx, &auth, id, false).await?))
 }

@@ -1,6 +1,7 @@
 //! The device inventory through the API (DEV-4): add, edit, move, delete, bulk edit; CSV
 //! import with every kind of bad input answered per row (never a 500); the import log and its
-//! error download; the streamed export with formulas defused; the operation log.
+//! error download; the streamed export with formulas defused; the operation log; an import the
+//! store fails in the middle ends aborted; the import list.
 
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
@@ -214,4 +215,76 @@ async fn imports_update_in_each_mode_and_another_enterprises_devices_are_refused
     assert!(theirs.json()["errors"][0]["reason"].as_str().expect("reason").contains("another enterprise"));
     let bad_mode = import(&f.h, &f.admin, &q("replace"), b"mac_address\n").await;
     assert_eq!(bad_mode.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn an_import_the_store_fails_midway_ends_aborted_and_imports_are_listed_newest_first() {
+    let f = fixture().await;
+    let first = import(&f.h, &f.admin, &format!("enterprise_id={}", f.e), b"mac_address\n0015650c0001\n").await;
+    assert_eq!(first.json()["state"], "done", "{}", first.text());
+    // The store fails for real in the middle: a trigger (written through a second connection to
+    // the database file) refuses to count a log past 500 rows, i.e. the second batch.
+    let db = rusqlite::Connection::open(f.h._dir.path().join(fleetpulse_store::embedded::DB_FILE)).expect("open");
+    db.execute_batch(
+        "CREATE TRIGGER injected_failure BEFORE UPDATE OF rows ON device_imports WHEN NEW.rows > 500 \
+         BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
+    )
+    .expect("trigger");
+    let mut csv = b"mac_address,endpoint_name\n".to_vec();
+    for i in 0..700u64 {
+        csv.extend(format!("{:012x},d{i}\n", 0x0015_650d_0000u64 + i).as_bytes());
+    }
+    let reply = import(&f.h, &f.admin, &format!("enterprise_id={}", f.e), &csv).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
+    let log = reply.json();
+    assert_eq!(
+        (log["state"].clone(), log["rows"].clone(), log["created"].clone()),
+        (json!("aborted"), json!(500), json!(500)),
+        "{log}"
+    );
+    let note = log["note"].as_str().expect("a note");
+    assert!(note.contains("line 502") && note.contains("store failed"), "{note}");
+    assert!(!note.contains("injected"), "the store's own message stays in the server log: {note}");
+    assert!(log["finished_at"].as_i64().is_some(), "{log}");
+    db.execute_batch("DROP TRIGGER injected_failure;").expect("drop");
+
+    // A log a stopped process left running is aborted at the next start.
+    let e = fleetpulse_proto::EnterpriseId(f.e);
+    let admin = f.h.store.entities.account_by_email(ADMIN_EMAIL).await.expect("read").expect("admin").id;
+    let stale =
+        f.h.store
+            .entities
+            .create_device_import(e, admin, fleetpulse_store::ImportMode::Merge, fleetpulse_proto::UnixMillis(1))
+            .await
+            .expect("log");
+    let n =
+        f.h.store
+            .entities
+            .abort_running_device_imports("the server stopped".into(), fleetpulse_proto::UnixMillis(2))
+            .await;
+    assert_eq!(n.expect("abort"), 1);
+    let stale_log = f.h.get(&format!("/api/v1/device-imports/{}", stale.id), &f.admin).await.json();
+    assert_eq!(
+        (stale_log["state"].clone(), stale_log["note"].clone()),
+        (json!("aborted"), json!("the server stopped"))
+    );
+
+    // The list: newest first, keyset paged, by enterprise.
+    let other = import(&f.h, &f.admin, &format!("enterprise_id={}", f.other), b"mac_address\n0015650c0002\n").await;
+    let ids = |r: Reply| item_ids(&r);
+    let all = ids(f.h.get("/api/v1/device-imports", &f.admin).await);
+    let (a, b, c, d) = (
+        first.json()["id"].as_u64().unwrap_or(0),
+        log["id"].as_u64().unwrap_or(0),
+        stale.id,
+        other.json()["id"].as_u64().unwrap_or(0),
+    );
+    assert_eq!(all, [d, c, b, a]);
+    let page = f.h.get("/api/v1/device-imports?limit=2", &f.admin).await;
+    assert_eq!(page.json()["next_after"], c);
+    assert_eq!(ids(f.h.get(&format!("/api/v1/device-imports?limit=2&after={c}"), &f.admin).await), [b, a]);
+    assert_eq!(ids(f.h.get(&format!("/api/v1/device-imports?enterprise_id={}", f.other), &f.admin).await), [d]);
+    f.h.get("/api/v1/device-imports?limit=201", &f.admin)
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "invalid_request");
 }

@@ -384,4 +384,27 @@ async fn sub_accounts_get_only_their_features_and_data() {
         account.parent_id.map(|p| p.0),
         t.h.store.entities.account_by_email("north@example.com").await.expect("r").map(|a| a.id.0)
     );
+
+    // Its parent freezes it (its session ends) and unfreezes it; nobody else can, nor can it.
+    let freeze = format!("/api/v1/sub-accounts/{viewer_id}/freeze");
+    t.h.call(Method::POST, &freeze, Some(&t.enterprise_admin), None)
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "not_found");
+    t.h.call(Method::POST, &freeze, Some(&viewer), None).await.assert_error(StatusCode::FORBIDDEN, "forbidden");
+    let frozen = t.h.call(Method::POST, &freeze, Some(&t.channel_admin), None).await;
+    assert_eq!((frozen.status, frozen.json()["frozen"].clone()), (StatusCode::OK, json!(true)), "{}", frozen.text());
+    t.h.get("/api/v1/enterprises", &viewer).await.assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    assert_eq!(t.h.login("viewer@example.com", "viewer-password-2").await.status, StatusCode::UNAUTHORIZED);
+    let unfreeze = format!("/api/v1/sub-accounts/{viewer_id}/unfreeze");
+    let thawed = t.h.call(Method::POST, &unfreeze, Some(&t.channel_admin), None).await;
+    assert_eq!(thawed.json()["frozen"], false, "{}", thawed.text());
+    assert_eq!(t.h.login("viewer@example.com", "viewer-password-2").await.status, StatusCode::OK);
+    // An enterprise account manages its own sub-accounts the same way.
+    let own = json!({"email": "helper@example.com", "password": PASSWORD, "features": ["devices"], "data": "all"});
+    let helper = t.h.call(Method::POST, "/api/v1/sub-accounts", Some(&t.enterprise_admin), Some(own)).await;
+    assert_eq!(helper.status, StatusCode::CREATED, "{}", helper.text());
+    let helper = helper.json()["id"].as_u64().expect("id");
+    let r =
+        t.h.call(Method::POST, &format!("/api/v1/sub-accounts/{helper}/freeze"), Some(&t.enterprise_admin), None).await;
+    assert_eq!(r.json()["frozen"], true, "{}", r.text());
 }

@@ -387,6 +387,12 @@ async fn every_route_answers_404_or_403_for_another_tenants_objects() {
         }
     };
     assert_eq!(listed("/api/v1/enterprises").await, [w.eb2.0]);
+    // No caller lists EB's import among its own.
+    for (caller, token) in callers {
+        let imports = w.h.get("/api/v1/device-imports", token).await;
+        assert_eq!(imports.status, StatusCode::OK, "{caller}: {}", imports.text());
+        assert!(!item_ids(&imports).contains(&w.import), "{caller}: {}", imports.text());
+    }
     assert!(listed("/api/v1/channels").await.is_empty());
     assert!(listed("/api/v1/accounts").await.iter().all(|&a| a != w.eb_admin));
 }

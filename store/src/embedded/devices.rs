@@ -238,23 +238,11 @@ impl DeviceStore for EmbeddedStore {
     }
 
     async fn query_devices(&self, query: DeviceQuery, page: DevicePageRequest) -> Result<DevicePage> {
-        let Some(cursor) = prepare_device_query(&query, &page)? else {
-            return Ok(DevicePage { items: Vec::new(), next_cursor: None, total: 0 });
-        };
-        self.read(move |c| {
-            use crate::device_sql::{Dialect, count_sql, page_sql};
-            let count = count_sql(&query, Dialect::Sqlite);
-            let total: i64 = c
-                .prepare_cached(&count.sql)?
-                .query_row(rusqlite::params_from_iter(sqlite_args(count.args)), |r| r.get(0))?;
-            let built = page_sql(&query, cursor.as_ref(), page.limit, Dialect::Sqlite);
-            let mut st = c.prepare_cached(&built.sql)?;
-            let items = st
-                .query_map(rusqlite::params_from_iter(sqlite_args(built.args)), summary_from_row)?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok(finish_device_page(items, &query, page.limit, u64::try_from(total).unwrap_or(0)))
-        })
-        .await
+        self.device_page(query, page, true).await
+    }
+
+    async fn scan_devices(&self, query: DeviceQuery, page: DevicePageRequest) -> Result<DevicePage> {
+        self.device_page(query, page, false).await
     }
 
     async fn device_dashboard(&self, query: DeviceQuery) -> Result<DeviceDashboard> {
@@ -380,6 +368,32 @@ impl DeviceStore for EmbeddedStore {
             ))?
             .query_row([id], summary_from_row)
             .optional()?)
+        })
+        .await
+    }
+}
+
+impl EmbeddedStore {
+    /// A page of the device list; the total of the matches only when `count` (else 0).
+    async fn device_page(&self, query: DeviceQuery, page: DevicePageRequest, count: bool) -> Result<DevicePage> {
+        let Some(cursor) = prepare_device_query(&query, &page)? else {
+            return Ok(DevicePage { items: Vec::new(), next_cursor: None, total: 0 });
+        };
+        self.read(move |c| {
+            use crate::device_sql::{Dialect, count_sql, page_sql};
+            let total: i64 = if count {
+                let count = count_sql(&query, Dialect::Sqlite);
+                c.prepare_cached(&count.sql)?
+                    .query_row(rusqlite::params_from_iter(sqlite_args(count.args)), |r| r.get(0))?
+            } else {
+                0
+            };
+            let built = page_sql(&query, cursor.as_ref(), page.limit, Dialect::Sqlite);
+            let mut st = c.prepare_cached(&built.sql)?;
+            let items = st
+                .query_map(rusqlite::params_from_iter(sqlite_args(built.args)), summary_from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(finish_device_page(items, &query, page.limit, u64::try_from(total).unwrap_or(0)))
         })
         .await
     }

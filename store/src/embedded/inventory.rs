@@ -412,4 +412,55 @@ impl InventoryStore for EmbeddedStore {
         })
         .await
     }
+
+    async fn list_device_imports(
+        &self,
+        enterprises: Option<Vec<EnterpriseId>>,
+        before: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<DeviceImport>> {
+        let limit = limit.clamp(1, MAX_IMPORT_PAGE);
+        if let Some(list) = &enterprises {
+            check_bound("enterprises", list.len(), MAX_DEVICE_FILTER_IDS)?;
+            if list.is_empty() {
+                return Ok(Vec::new());
+            }
+        }
+        let before = before.map_or(i64::MAX, |b| i64::try_from(b).unwrap_or(i64::MAX));
+        self.read(move |c| {
+            let (sql, mut args): (String, Vec<i64>) = match &enterprises {
+                Some(list) => (
+                    format!(
+                        "SELECT {IMPORT_COLUMNS} FROM device_imports WHERE enterprise_id IN ({}) AND id < ? \
+                         ORDER BY id DESC LIMIT ?",
+                        vec!["?"; list.len()].join(", ")
+                    ),
+                    list.iter().map(|e| e.0 as i64).collect(),
+                ),
+                None => (
+                    format!("SELECT {IMPORT_COLUMNS} FROM device_imports WHERE id < ? ORDER BY id DESC LIMIT ?"),
+                    Vec::new(),
+                ),
+            };
+            args.push(before);
+            args.push(i64::from(limit));
+            let mut st = c.prepare(&sql)?;
+            let rows = st.query_map(rusqlite::params_from_iter(args), import_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn abort_running_device_imports(&self, note: String, at: UnixMillis) -> Result<u64> {
+        let note: String = note.chars().take(MAX_IMPORT_REASON).collect();
+        self.write(1, move |c| {
+            let n = c
+                .prepare_cached(
+                    "UPDATE device_imports SET state = 'aborted', note = ?1, finished_at = ?2 WHERE state = 'running'",
+                )?
+                .execute(params![note, at.0])?;
+            Ok(n as u64)
+        })
+        .await
+    }
 }

@@ -301,22 +301,11 @@ impl DeviceStore for PgEntityStore {
     }
 
     async fn query_devices(&self, query: DeviceQuery, page: DevicePageRequest) -> Result<DevicePage> {
-        use crate::device_sql::{Dialect, count_sql, page_sql};
-        let Some(cursor) = prepare_device_query(&query, &page)? else {
-            return Ok(DevicePage { items: Vec::new(), next_cursor: None, total: 0 });
-        };
-        let total: i64 = pg_query(count_sql(&query, Dialect::Postgres))
-            .fetch_one(&self.pool)
-            .await
-            .map_err(backend)?
-            .try_get(0)
-            .map_err(backend)?;
-        let rows = pg_query(page_sql(&query, cursor.as_ref(), page.limit, Dialect::Postgres))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(backend)?;
-        let items = rows.iter().map(summary_from_row).collect::<Result<Vec<_>>>()?;
-        Ok(finish_device_page(items, &query, page.limit, u64::try_from(total).unwrap_or(0)))
+        self.device_page(query, page, true).await
+    }
+
+    async fn scan_devices(&self, query: DeviceQuery, page: DevicePageRequest) -> Result<DevicePage> {
+        self.device_page(query, page, false).await
     }
 
     async fn device_dashboard(&self, query: DeviceQuery) -> Result<DeviceDashboard> {
@@ -457,5 +446,31 @@ impl DeviceStore for PgEntityStore {
             .as_ref()
             .map(summary_from_row)
             .transpose()
+    }
+}
+
+impl PgEntityStore {
+    /// A page of the device list; the total of the matches only when `count` (else 0).
+    async fn device_page(&self, query: DeviceQuery, page: DevicePageRequest, count: bool) -> Result<DevicePage> {
+        use crate::device_sql::{Dialect, count_sql, page_sql};
+        let Some(cursor) = prepare_device_query(&query, &page)? else {
+            return Ok(DevicePage { items: Vec::new(), next_cursor: None, total: 0 });
+        };
+        let total: i64 = if count {
+            pg_query(count_sql(&query, Dialect::Postgres))
+                .fetch_one(&self.pool)
+                .await
+                .map_err(backend)?
+                .try_get(0)
+                .map_err(backend)?
+        } else {
+            0
+        };
+        let rows = pg_query(page_sql(&query, cursor.as_ref(), page.limit, Dialect::Postgres))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?;
+        let items = rows.iter().map(summary_from_row).collect::<Result<Vec<_>>>()?;
+        Ok(finish_device_page(items, &query, page.limit, u64::try_from(total).unwrap_or(0)))
     }
 }

@@ -429,4 +429,50 @@ impl InventoryStore for PgEntityStore {
             })
             .collect()
     }
+
+    async fn list_device_imports(
+        &self,
+        enterprises: Option<Vec<EnterpriseId>>,
+        before: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<DeviceImport>> {
+        let limit = limit.clamp(1, MAX_IMPORT_PAGE);
+        let before = before.map_or(i64::MAX, |b| i64::try_from(b).unwrap_or(i64::MAX));
+        let rows = match enterprises {
+            Some(list) => {
+                check_bound("enterprises", list.len(), MAX_DEVICE_FILTER_IDS)?;
+                let ids: Vec<i64> = list.iter().filter_map(|e| db_id(e.0)).collect();
+                sqlx::query(
+                    "SELECT * FROM device_imports WHERE enterprise_id = ANY($1) AND id < $2 ORDER BY id DESC LIMIT $3",
+                )
+                .bind(ids)
+                .bind(before)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await
+            }
+            None => {
+                sqlx::query("SELECT * FROM device_imports WHERE id < $1 ORDER BY id DESC LIMIT $2")
+                    .bind(before)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await
+            }
+        }
+        .map_err(backend)?;
+        rows.iter().map(import_from_row).collect()
+    }
+
+    async fn abort_running_device_imports(&self, note: String, at: UnixMillis) -> Result<u64> {
+        let note: String = note.chars().take(MAX_IMPORT_REASON).collect();
+        let done = sqlx::query(
+            "UPDATE device_imports SET state = 'aborted', note = $1, finished_at = $2 WHERE state = 'running'",
+        )
+        .bind(note)
+        .bind(at.0)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(done.rows_affected())
+    }
 }

@@ -32,6 +32,13 @@ async fn all_pages(s: &dyn EntityStore, query: &DeviceQuery, limit: u32) -> (Vec
     for _ in 0..100 {
         let page = s.query_devices(query.clone(), DevicePageRequest { cursor: cursor.clone(), limit }).await.unwrap();
         assert!(page.items.len() <= limit as usize);
+        let scanned = s.scan_devices(query.clone(), DevicePageRequest { cursor: cursor.clone(), limit }).await.unwrap();
+        assert_eq!(
+            (&scanned.items, &scanned.next_cursor),
+            (&page.items, &page.next_cursor),
+            "a scan reads the same page"
+        );
+        assert_eq!(scanned.total, 0, "a scan does not count");
         assert!(total.is_none_or(|t| t == page.total), "the total is the same on every page");
         total = Some(page.total);
         rows.extend(page.items);

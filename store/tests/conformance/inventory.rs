@@ -200,4 +200,24 @@ pub(crate) async fn inventory_imports(store: &Store) {
     assert_eq!(errors[1].reason.chars().count(), MAX_IMPORT_REASON);
     assert_eq!(s.device_import_errors(log.id, 4, 100).await.unwrap().len(), 1);
     assert!(s.device_import(999_999).await.unwrap().is_none());
+
+    // Listing: newest first, by enterprise, keyset paged; a start aborts what still runs.
+    let second = s.create_device_import(e2, by, ImportMode::Create, UnixMillis(300)).await.unwrap();
+    let third = s.create_device_import(e1, by, ImportMode::Overwrite, UnixMillis(400)).await.unwrap();
+    let ids = |v: Vec<DeviceImport>| v.into_iter().map(|i| i.id).collect::<Vec<_>>();
+    let mine = ids(s.list_device_imports(Some(vec![e1]), None, 10).await.unwrap());
+    assert_eq!(mine, [third.id, log.id]);
+    let all = ids(s.list_device_imports(None, None, 10).await.unwrap());
+    assert_eq!(all[..3], [third.id, second.id, log.id]);
+    assert_eq!(ids(s.list_device_imports(Some(vec![e1, e2]), Some(third.id), 1).await.unwrap()), [second.id]);
+    assert!(s.list_device_imports(Some(vec![]), None, 10).await.unwrap().is_empty());
+    let aborted = s.abort_running_device_imports("the server stopped".into(), UnixMillis(500)).await.unwrap();
+    assert!(aborted >= 2, "{aborted}");
+    let read = s.device_import(third.id).await.unwrap().unwrap();
+    assert_eq!(
+        (read.state, read.note.as_deref(), read.finished_at),
+        (ImportState::Aborted, Some("the server stopped"), Some(UnixMillis(500)))
+    );
+    assert_eq!(s.device_import(log.id).await.unwrap().unwrap().state, ImportState::Done, "a finished log stays");
+    assert_eq!(s.abort_running_device_imports("again".into(), UnixMillis(600)).await.unwrap(), 0);
 }
