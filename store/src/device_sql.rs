@@ -95,8 +95,11 @@ fn push_filters(b: &mut Built, q: &DeviceQuery) {
         b.push(")");
     }
     if let Some(s) = &q.sites {
-        b.push(" AND d.site_id IN ");
+        // The sites and their descendants (the tree is acyclic and at most 16 deep; UNION
+        // would stop a cycle anyway).
+        b.push(" AND d.site_id IN (WITH RECURSIVE sub(id) AS (SELECT id FROM sites WHERE id IN ");
         b.bind(Arg::Ids(ids(s, |s| s.0)));
+        b.push(" UNION SELECT s.id FROM sites s JOIN sub ON s.parent_id = sub.id) SELECT id FROM sub)");
     }
     if let Some(t) = q.device_type {
         b.push(" AND d.device_type = ");

@@ -449,8 +449,8 @@ pub struct DeviceQuery {
     /// Devices whose enterprise is in one of these channels (at most
     /// [`MAX_DEVICE_FILTER_IDS`]; empty matches nothing).
     pub channels: Option<Vec<ChannelId>>,
-    /// Devices in these sites (at most [`MAX_DEVICE_FILTER_IDS`]; empty matches nothing); the
-    /// API passes a site with its descendants ([`crate::SiteStore::site_subtree`]).
+    /// Devices in these sites or any site below them (at most [`MAX_DEVICE_FILTER_IDS`]; empty
+    /// matches nothing).
     pub sites: Option<Vec<fleetpulse_proto::SiteId>>,
     /// Kind of device.
     pub device_type: Option<DeviceType>,

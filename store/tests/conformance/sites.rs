@@ -201,6 +201,8 @@ pub async fn sites(store: &Store) {
     // Deleting: the leaf first; its devices move to the site they match without it.
     report(s, d3, "20.1.9.9", "10.44.1.1", 400).await;
     assert_eq!(site_of(s, d3).await, Some(floor.id));
+    let below_hq = DeviceQuery { sites: Some(vec![hq.id]), ..DeviceQuery::default() };
+    assert_eq!(s.device_dashboard(below_hq).await.unwrap().total, 2, "HQ and its floor");
     assert!(s.delete_site(floor.id).await.unwrap());
     assert_eq!(site_of(s, d3).await, Some(hq.id));
     assert!(s.delete_site(hq.id).await.unwrap());
