@@ -75,6 +75,22 @@ export const post = (path, body) => call("POST", path, body === undefined ? {} :
 export const put = (path, body) => call("PUT", path, body);
 export const del = (path) => call("DELETE", path);
 
+/** Posts a file's text as the body (a CSV import); answers the parsed JSON, throws ApiError. */
+export async function upload(path, text, contentType) {
+  const headers = { Accept: "application/json", "Content-Type": contentType };
+  if (csrfToken) headers["X-CSRF-Token"] = csrfToken;
+  let response;
+  try {
+    response = await fetch(path, { method: "POST", headers, body: text, credentials: "same-origin", cache: "no-store" });
+  } catch (e) {
+    throw new ApiError(0, "network", "The server could not be reached. Check the connection and try again.");
+  }
+  const payload = await response.json().catch(() => null);
+  if (response.ok) return payload;
+  const err = payload && payload.error ? payload.error : {};
+  throw new ApiError(response.status, err.code, err.message, payload);
+}
+
 /** The caller's session (and the CSRF token again), or null when not signed in. */
 export async function session() {
   try {
