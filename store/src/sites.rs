@@ -519,6 +519,12 @@ impl MatcherCache {
     pub(crate) fn forget(&self, enterprise: EnterpriseId) {
         self.map.lock().unwrap_or_else(|e| e.into_inner()).remove(&enterprise);
     }
+
+    /// Forgets every matcher (after a site change that failed: the cache may hold what it
+    /// compiled from rows that were never committed).
+    pub(crate) fn clear(&self) {
+        self.map.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
 }
 
 /// The site of stored addresses (`''`: unknown): `None` without a parseable public address.

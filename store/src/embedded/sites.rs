@@ -167,7 +167,11 @@ impl SiteStore for EmbeddedStore {
                 site_by_id(c, id)?.ok_or_else(|| StoreError::Backend("the new site is gone".into()))
             })
             .await;
-        self.site_matchers.forget(enterprise);
+        if site.is_ok() {
+            self.site_matchers.forget(enterprise);
+        } else {
+            self.site_matchers.clear();
+        }
         site
     }
 
@@ -197,11 +201,13 @@ impl SiteStore for EmbeddedStore {
                 }
                 site_by_id(c, id)
             })
-            .await?;
-        if let Some(s) = &site {
-            self.site_matchers.forget(s.enterprise_id);
+            .await;
+        match &site {
+            Ok(Some(s)) => self.site_matchers.forget(s.enterprise_id),
+            Ok(None) => {}
+            Err(_) => self.site_matchers.clear(),
         }
-        Ok(site)
+        site
     }
 
     async fn delete_site(&self, id: SiteId) -> Result<bool> {
@@ -217,11 +223,13 @@ impl SiteStore for EmbeddedStore {
                 after_change(c, &cache, site.enterprise_id)?;
                 Ok(Some(site.enterprise_id))
             })
-            .await?;
-        if let Some(e) = deleted {
-            self.site_matchers.forget(e);
+            .await;
+        match &deleted {
+            Ok(Some(e)) => self.site_matchers.forget(*e),
+            Ok(None) => {}
+            Err(_) => self.site_matchers.clear(),
         }
-        Ok(deleted.is_some())
+        Ok(deleted?.is_some())
     }
 
     async fn site_device_counts(&self, enterprise: EnterpriseId) -> Result<Vec<SiteCount>> {
