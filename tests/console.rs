@@ -741,4 +741,60 @@ async fn sub_accounts_and_a_channel_are_managed_in_the_browser() {
     b.console_log().await; // the refused save is an expected 403
     assert_eq!(b.execute("return window.__errors;", json!([])).await, json!([]));
     b.quit().await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_is_made_in_the_browser_and_a_device_lands_in_it() {
+    use fleetpulse_proto::wire::{CallStatus, IpAddress, StatusChange};
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), None, "");
+    let api = Api::login(&server.api()).await;
+    let (acme, credential) = api.enterprise("Acme").await;
+    let mut phone = device(&server, &credential, "001565000a51").await;
+    let status = StatusChange {
+        lines: vec![],
+        call_status: CallStatus::Idle,
+        firmware: "96.86.0.100".into(),
+        public_ip: Some(IpAddress::V4([198, 51, 100, 7])),
+        private_ip: Some(IpAddress::V4([10, 1, 2, 3])),
+        uptime_s: 60,
+        last_reboot_ms: None,
+    };
+    phone.send(&[RawDevice::data(1, Message::StatusChange(status))]).await;
+    acked(&mut phone, 1).await;
+    let device_id = api.get(&format!("/api/v1/devices?enterprise_id={acme}")).await["items"][0]["id"].as_u64().unwrap();
+
+    let b = Browser::start().await;
+    sign_in(&b, &server, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    b.wait_path("/dashboard").await;
+    b.goto(&format!("{}/sites?enterprise_id={acme}", server.api())).await;
+    b.wait_text("#site-list", "Internet").await;
+    // The API's message for a subnet with host bits set, then the site saved.
+    b.type_into("#site-name", "Branch").await;
+    b.type_into("#site-subnets", "198.51.100.1/24 > 10.1.0.0/16").await;
+    b.click_on("#save-site").await;
+    b.wait_text("#site-errors", "198.51.100.0/24").await;
+    b.type_into("#site-subnets", "198.51.100.0/24 > 10.1.0.0/16").await;
+    b.click_on("#save-site").await;
+    b.wait_text("#site-notice", "Site created").await;
+    b.wait_text("#site-list", "Branch").await;
+    // A child site, then deleting the parent is refused with the reason.
+    b.type_into("#site-name", "Branch lab").await;
+    let branch = api.get(&format!("/api/v1/sites?enterprise_id={acme}")).await["roots"][0]["id"].as_u64().unwrap();
+    choose(&b, "#site-parent", &branch.to_string()).await;
+    b.click_on("#save-site").await;
+    b.wait_text("#site-list", "Branch lab").await;
+    b.execute("window.confirm = () => true;", json!([])).await;
+    b.click_on("button[aria-label='Delete site Branch']").await;
+    b.wait_text("#site-notice", "has child sites: \"Branch lab\"").await;
+    b.screenshot(&shot("20-sites")).await;
+    // The device is in Branch: its detail, the list's site column and filter, the dashboard.
+    b.goto(&format!("{}/devices/{device_id}", server.api())).await;
+    b.wait_text("#device-site", "Branch").await;
+    b.goto(&format!("{}/devices?enterprise_id={acme}&site_id={branch}", server.api())).await;
+    b.wait_text("#device-total", "1 device").await;
+    b.wait_text("#device-list", "Branch").await;
+    let tree = api.get(&format!("/api/v1/sites?enterprise_id={acme}")).await;
+    assert_eq!(tree["roots"][0]["devices"], json!(1), "{tree}");
+    assert_clean(&b).await;
+    b.quit().await;
+    drop(phone);
 }

@@ -14,6 +14,7 @@ import * as oplog from "./page-oplog.js";
 import * as tasks from "./page-tasks.js";
 import * as inventory from "./page-inventory.js";
 import * as subAccounts from "./page-sub-accounts.js";
+import * as sites from "./page-sites.js";
 
 // Uncaught errors, for people (the console) and for the browser tests (window.__errors).
 window.__errors = [];
@@ -32,6 +33,8 @@ const ROUTES = [
   [/^\/alarms\/(\d+)$/, alarms.renderDetail, "alarms"],
   [/^\/tasks$/, tasks.renderList, "devices"],
   [/^\/tasks\/(\d+)$/, tasks.renderDetail, "devices"],
+  [/^\/sites$/, sites.renderList, "devices"],
+  [/^\/sites\/(\d+)$/, sites.renderEdit, "devices"],
   [/^\/strategies$/, strategies.renderList, "strategies"],
   [/^\/strategies\/new$/, strategies.renderEdit, "strategies"],
   [/^\/strategies\/(\d+)$/, strategies.renderEdit, "strategies"],
@@ -49,6 +52,7 @@ const NAV = [
   ["/dashboard", "Dashboard", "devices"],
   ["/devices", "Devices", "devices"],
   ["/tasks", "Scheduled tasks", "devices"],
+  ["/sites", "Sites", "devices"],
   ["/alarms", "Alarms", "alarms"],
   ["/strategies", "Alarm strategies", "strategies"],
   ["/tenants", "Tenants", null],

@@ -33,6 +33,7 @@ export function render(main, ctx) {
         h("h2", {}, "By type"), table(row(), d.by_type.map((t) => ({ ...t, key: t.key.replace(/_/g, " ") })), "No devices.", "Devices by type"),
         h("h2", {}, "By model"), table(row(), d.by_model, "No devices.", "Devices by model"),
         d.models_truncated ? h("p", { class: "muted" }, "Only the most common models are listed.") : null,
+        d.by_site ? [h("h2", {}, "By site"), h("div", { id: "dash-by-site" }, table(row(), d.by_site.filter((s) => s.total).map((s) => ({ ...s, key: link(`/devices?site_id=${s.site_id}`, s.name) })), "No device has a site yet.", "Devices by site"))] : null,
       );
     } catch (e) {
       mount(devicesSlot, errorBox(e, loadDevices));

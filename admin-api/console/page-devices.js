@@ -10,7 +10,7 @@ import { bulkEditForm, exportCsv, managePanel } from "./page-inventory.js";
 import { badge, busy, checkbox, emptyState, errorBox, field, fmtDuration, fmtTime, formValues, h, link, loading, mount, okBox, select, table } from "./ui.js";
 
 const PAGE = 50;
-const FILTERS = ["q", "online", "device_type", "sip_status", "model", "firmware", "public_ip", "private_ip", "enterprise_id", "sort", "order"];
+const FILTERS = ["q", "online", "device_type", "sip_status", "model", "firmware", "public_ip", "private_ip", "site_id", "enterprise_id", "sort", "order"];
 const COLUMNS = {
   mac: ["MAC", (d) => link(`/devices/${d.id}`, d.mac || `#${d.id}`)],
   model: ["Model", (d) => d.model],
@@ -19,6 +19,7 @@ const COLUMNS = {
   public_ip: ["Public IP", (d) => d.public_ip || "—"],
   private_ip: ["Private IP", (d) => d.private_ip || "—"],
   firmware: ["Firmware", (d) => d.firmware],
+  site: ["Site", (d) => (d.site ? link(`/devices?site_id=${d.site.id}`, d.site.name) : "—")],
   online: ["Status", (d) => (d.online ? badge("on", "online") : badge("off", "offline"))],
   sip_status: ["SIP", (d) => badge(d.sip_status, d.sip_status)],
   channel: ["Sub-channel", (d) => (d.channel_id ? `#${d.channel_id}` : "—")],
@@ -51,6 +52,7 @@ export function renderList(main, ctx) {
       field("Type", select("device_type", [["", "Any"], ["phone", "Phone"], ["usb", "USB"], ["room_system", "Room system"], ["workspace", "Workspace"], ["other", "Other"]], filters.device_type)),
       field("SIP", select("sip_status", [["", "Any"], ["registered", "Registered"], ["partial", "Partial"], ["unregistered", "Unregistered"], ["unknown", "Unknown"]], filters.sip_status)),
       text("model", "Model", "text"), text("firmware", "Firmware", "text"), text("public_ip", "Public IP", "text"), text("private_ip", "Private IP", "text"),
+      text("site_id", "Site id (and sites below it)", "number"),
       ctx.session.enterprise_id ? null : text("enterprise_id", "Enterprise id", "number"),
       field("Sort by", select("sort", SORTS, filters.sort || "created")),
       field("Order", select("order", [["asc", "Ascending"], ["desc", "Descending"]], filters.order || "asc")),
@@ -220,6 +222,7 @@ function statusPanel(panel, d) {
       h("dt", {}, "Model"), h("dd", {}, d.model), h("dt", {}, "Firmware"), h("dd", {}, d.firmware),
       h("dt", {}, "Enterprise"), h("dd", {}, `${d.enterprise_name} (#${d.enterprise_id})`),
       h("dt", {}, "Public IP"), h("dd", {}, d.public_ip || "—"), h("dt", {}, "Private IP"), h("dd", {}, d.private_ip || "—"),
+      h("dt", {}, "Site"), h("dd", { id: "device-site" }, d.site ? link(`/sites/${d.site.id}`, d.site.name) : "—"),
       h("dt", {}, "SIP"), h("dd", {}, badge(st.sip_status, st.sip_status)),
       h("dt", {}, "Call"), h("dd", {}, st.call_status ? String(st.call_status).replace(/_/g, " ") : "—"),
       h("dt", {}, "Uptime"), h("dd", {}, fmtDuration(st.uptime_s)),

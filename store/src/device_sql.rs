@@ -94,6 +94,13 @@ fn push_filters(b: &mut Built, q: &DeviceQuery) {
         b.bind(Arg::Ids(ids(c, |c| c.0)));
         b.push(")");
     }
+    if let Some(s) = &q.sites {
+        // The sites and their descendants (the tree is acyclic and at most 16 deep; UNION
+        // would stop a cycle anyway).
+        b.push(" AND d.site_id IN (WITH RECURSIVE sub(id) AS (SELECT id FROM sites WHERE id IN ");
+        b.bind(Arg::Ids(ids(s, |s| s.0)));
+        b.push(" UNION SELECT s.id FROM sites s JOIN sub ON s.parent_id = sub.id) SELECT id FROM sub)");
+    }
     if let Some(t) = q.device_type {
         b.push(" AND d.device_type = ");
         b.bind(Arg::Text(t.as_str().into()));
@@ -207,7 +214,8 @@ pub(crate) fn parse_call(s: &str) -> Option<fleetpulse_proto::domain::CallStatus
 /// The columns every device summary query selects, in the order the row mappers read them.
 pub(crate) const SUMMARY_COLUMNS: &str = "d.id, d.enterprise_id, d.mac, d.serial, d.model, d.firmware, d.name, \
      d.created_at, e.name, e.channel_id, d.device_type, d.online, d.sip_status, d.call_status, d.public_ip, \
-     d.private_ip, d.last_report_at, d.uptime_s, d.last_reboot, d.sip_lines";
+     d.private_ip, d.last_report_at, d.uptime_s, d.last_reboot, d.sip_lines, d.site_id, \
+     (SELECT s.name FROM sites s WHERE s.id = d.site_id)";
 
 /// `SELECT count(*)` of the query's matches (no cursor).
 pub(crate) fn count_sql(q: &DeviceQuery, dialect: Dialect) -> Built {

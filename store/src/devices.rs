@@ -360,6 +360,8 @@ pub struct DeviceSummary {
     pub enterprise_name: String,
     /// Its enterprise's channel (the DEV-1 "sub-channel" column).
     pub channel_id: Option<ChannelId>,
+    /// Its site (PRV-1); `None` until it reports an address.
+    pub site: Option<crate::SiteRef>,
     /// The snapshot.
     #[serde(flatten)]
     pub snapshot: DeviceSnapshot,
@@ -450,6 +452,9 @@ pub struct DeviceQuery {
     /// Devices whose enterprise is in one of these channels (at most
     /// [`MAX_DEVICE_FILTER_IDS`]; empty matches nothing).
     pub channels: Option<Vec<ChannelId>>,
+    /// Devices in these sites or any site below them (at most [`MAX_DEVICE_FILTER_IDS`]; empty
+    /// matches nothing).
+    pub sites: Option<Vec<fleetpulse_proto::SiteId>>,
     /// Kind of device.
     pub device_type: Option<DeviceType>,
     /// Online or offline.
@@ -482,6 +487,7 @@ impl Default for DeviceQuery {
         DeviceQuery {
             enterprises: None,
             channels: None,
+            sites: None,
             device_type: None,
             online: None,
             sip_status: None,
@@ -530,6 +536,12 @@ impl DeviceQuery {
                 return Err(crate::StoreError::InvalidInput("channel id beyond i64".into()));
             }
         }
+        if let Some(s) = &self.sites {
+            crate::check_bound("site ids", s.len(), MAX_DEVICE_FILTER_IDS)?;
+            if s.iter().any(|s| i64::try_from(s.0).is_err()) {
+                return Err(crate::StoreError::InvalidInput("site id beyond i64".into()));
+            }
+        }
         check_text("model", &self.model)?;
         check_text("firmware", &self.firmware)?;
         check_text("public_ip", &self.public_ip)?;
@@ -550,7 +562,9 @@ impl DeviceQuery {
 
     /// Whether a list filter is empty, so that nothing can match.
     pub fn matches_nothing(&self) -> bool {
-        self.enterprises.as_ref().is_some_and(Vec::is_empty) || self.channels.as_ref().is_some_and(Vec::is_empty)
+        self.enterprises.as_ref().is_some_and(Vec::is_empty)
+            || self.channels.as_ref().is_some_and(Vec::is_empty)
+            || self.sites.as_ref().is_some_and(Vec::is_empty)
     }
 }
 

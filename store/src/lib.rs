@@ -8,7 +8,8 @@
 //!   (alarm strategies), [`OutboxStore`] (the notification outbox), [`OperationLogStore`] and
 //!   [`CommandStore`] (the durable per-device command queue), [`FileStore`] (files devices
 //!   upload, with their content), [`TaskStore`] (scheduled tasks, their runs and per-device
-//!   results) and [`InventoryStore`] (devices added, edited, moved, deleted and imported).
+//!   results), [`InventoryStore`] (devices added, edited, moved, deleted and imported) and
+//!   [`SiteStore`] (sites by subnet, PRV-1).
 //! - [`EventStore`] (`events.rs`): append-only event streams (status events, resource reports,
 //!   alarm events), the aggregated alarm records, and the per-device delivery marks used to drop
 //!   duplicates.
@@ -34,6 +35,7 @@ mod oplog;
 mod outbox;
 pub mod postgres;
 pub mod scaleout;
+mod sites;
 pub mod spool;
 mod strategies;
 mod tasks;
@@ -50,6 +52,7 @@ pub use inventory::*;
 pub use model::*;
 pub use oplog::*;
 pub use outbox::*;
+pub use sites::*;
 pub use strategies::*;
 pub use tasks::*;
 pub use tenants::*;
@@ -123,6 +126,7 @@ pub trait EntityStore:
     + FileStore
     + TaskStore
     + InventoryStore
+    + SiteStore
 {
 }
 
@@ -138,6 +142,7 @@ impl<T> EntityStore for T where
         + FileStore
         + TaskStore
         + InventoryStore
+        + SiteStore
 {
 }
 
@@ -165,6 +170,7 @@ opaque_debug!(
     FileStore,
     TaskStore,
     InventoryStore,
+    SiteStore,
     EntityStore,
     EventStore
 );

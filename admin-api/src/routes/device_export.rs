@@ -36,6 +36,7 @@ pub(crate) const EXPORT_COLUMNS: &[&str] = &[
     "last_report_at",
     "created_at",
     "attributes",
+    "site",
 ];
 
 /// Columns of an export that names none.
@@ -94,6 +95,7 @@ fn cell(d: &DeviceSummary, column: &str, attributes: Option<&str>) -> String {
         "last_report_at" => s.last_report_at.map(|t| t.0.to_string()).unwrap_or_default(),
         "created_at" => dev.created_at.0.to_string(),
         "attributes" => attributes.unwrap_or("{}").to_owned(),
+        "site" => d.site.as_ref().map(|s| s.name.clone()).unwrap_or_default(),
         _ => String::new(),
     }
 }

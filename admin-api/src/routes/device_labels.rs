@@ -25,6 +25,7 @@ pub(crate) const DEVICE_COLUMNS: &[&str] = &[
     "device_type",
     "public_ip",
     "private_ip",
+    "site",
     "firmware",
     "online",
     "sip_status",

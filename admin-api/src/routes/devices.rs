@@ -69,6 +69,7 @@ pub(crate) struct DeviceParams {
 pub(crate) const DEVICE_PARAMS: &[&str] = &[
     "enterprise_id",
     "channel_id",
+    "site_id",
     "device_type",
     "online",
     "sip_status",
@@ -97,7 +98,7 @@ impl schemars::JsonSchema for DeviceParams {
         let mut properties = serde_json::Map::new();
         for &name in DEVICE_PARAMS {
             let schema = match name {
-                "enterprise_id" | "channel_id" => {
+                "enterprise_id" | "channel_id" | "site_id" => {
                     serde_json::json!({"type": "integer", "format": "int64", "description": "may repeat"})
                 }
                 "reported_from" | "reported_to" => serde_json::json!({"type": "integer", "format": "int64"}),
@@ -154,6 +155,15 @@ pub(crate) fn parse_device_params(raw: &str) -> Result<DeviceParams, ApiError> {
                     return Err(ApiError::invalid(format!("at most {MAX_DEVICE_FILTER_IDS} channel_id values")));
                 }
                 list.push(ChannelId(number(&name, &value)?));
+            }
+            "site_id" => {
+                // The site and every site below it (PRV-1); a site the caller does not see
+                // matches none of the devices it sees.
+                let list = q.sites.get_or_insert_with(Vec::new);
+                if list.len() >= MAX_DEVICE_FILTER_IDS {
+                    return Err(ApiError::invalid(format!("at most {MAX_DEVICE_FILTER_IDS} site_id values")));
+                }
+                list.push(fleetpulse_proto::SiteId(number(&name, &value)?));
             }
             "device_type" => {
                 let t = DeviceType::parse(&value).ok_or_else(|| {

@@ -17,8 +17,8 @@ use crate::routes::session::{
     LoginRequest, PasswordChange, SessionView, TotpDisable, TotpEnable, TotpSetup, VerifyRequest,
 };
 use crate::routes::{
-    account, alarm_summary, alarms, commands, device_imports, device_labels, devices, enterprises, inventory, oplog,
-    strategies, tasks, tenants,
+    account, alarm_summary, alarms, commands, dashboard, device_imports, device_labels, devices, enterprises,
+    inventory, oplog, sites, strategies, tasks, tenants,
 };
 use crate::state::AppState;
 
@@ -53,6 +53,7 @@ pub(crate) fn operations() -> Vec<Operation> {
     const COMMANDS: &str = "commands and files";
     const LOG: &str = "operation log";
     const TASKS: &str = "scheduled tasks";
+    const SITES: &str = "sites";
     vec![
         get_("/healthz", OPS, "Liveness: 200 while the process answers").public().answers::<Value>(200),
         get_(
@@ -224,7 +225,7 @@ pub(crate) fn operations() -> Vec<Operation> {
             .answers::<devices::History>(200),
         get_("/api/v1/dashboard", DEVICES, "Device counts: online/total, by type, by model (the list's filters)")
             .query::<devices::DeviceParams>()
-            .answers::<fleetpulse_store::DeviceDashboard>(200),
+            .answers::<dashboard::Dashboard>(200),
         get_("/api/v1/device-labels", DEVICES, "The caller's saved device searches")
             .answers::<device_labels::Labels>(200),
         post_("/api/v1/device-labels", DEVICES, "Save a device search under a name")
@@ -318,6 +319,22 @@ pub(crate) fn operations() -> Vec<Operation> {
         get_("/api/v1/tasks/{id}/runs/{run}", TASKS, "A run: totals and per-device results")
             .query::<tasks::PageQuery>()
             .answers::<tasks::RunDetail>(200),
+        // Sites (PRV-1).
+        get_("/api/v1/sites", SITES, "An enterprise's sites as a tree, with device counts")
+            .query::<sites::SiteQuery>()
+            .answers::<sites::SiteTree>(200),
+        post_("/api/v1/sites", SITES, "Create a site (refused naming the site whose subnet or name it takes)")
+            .body::<sites::CreateSite>()
+            .answers::<fleetpulse_store::Site>(201),
+        get_("/api/v1/sites/{id}", SITES, "One site").answers::<fleetpulse_store::Site>(200),
+        patch_("/api/v1/sites/{id}", SITES, "Edit a site; devices are re-matched when its subnets change")
+            .body::<sites::EditSite>()
+            .answers::<fleetpulse_store::Site>(200),
+        delete_("/api/v1/sites/{id}", SITES, "Delete a site (not Internet or Intranet, not with child sites)")
+            .answers_raw(204, "application/json"),
+        post_("/api/v1/sites/import", SITES, "Import sites from a CSV body (per-row errors)")
+            .query::<sites::SiteQuery>()
+            .answers::<sites::SiteImportReport>(200),
         // Operation log.
         get_("/api/v1/operation-logs", LOG, "Operation log rows, newest first")
             .query::<oplog::ListQuery>()

@@ -18,6 +18,7 @@ pub(crate) mod listing;
 pub(crate) mod oplog;
 pub(crate) mod ops;
 pub(crate) mod session;
+pub(crate) mod sites;
 pub(crate) mod strategies;
 pub(crate) mod tasks;
 pub(crate) mod tenants;
@@ -43,6 +44,7 @@ pub(crate) fn all() -> Vec<(&'static str, MethodRouter<AppState>)> {
         alarm_summary::routes(),
         strategies::routes(),
         tasks::routes(),
+        sites::routes(),
         oplog::routes(),
         tenants::routes(),
         account::routes(),

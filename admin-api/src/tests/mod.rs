@@ -15,6 +15,7 @@ mod ops;
 mod portal;
 mod resources;
 mod sessions;
+mod sites;
 mod strategies;
 mod tasks;
 mod tenancy;

@@ -71,6 +71,8 @@ struct World {
     run: u64,
     /// A device import of EB.
     import: u64,
+    /// A site of EB.
+    site: u64,
 }
 
 async fn account(
@@ -195,6 +197,16 @@ async fn world() -> World {
         .await
         .expect("import")
         .id;
+    let site = fleetpulse_store::NewSite {
+        enterprise_id: eb,
+        parent_id: None,
+        name: "B HQ".into(),
+        description: String::new(),
+        location: String::new(),
+        subnets: vec![],
+        at: UnixMillis(1),
+    };
+    let site = h.store.entities.create_site(site).await.expect("site").id.0;
     World {
         h,
         platform,
@@ -218,6 +230,7 @@ async fn world() -> World {
         task: task.0,
         run,
         import,
+        site,
     }
 }
 
@@ -255,6 +268,8 @@ fn foreign_request(w: &World, path: &str, method: &Method) -> Option<(String, Op
         path.replace("{id}", &w.file.to_string())
     } else if id("/api/v1/device-imports/") {
         path.replace("{id}", &w.import.to_string())
+    } else if id("/api/v1/sites/") {
+        path.replace("{id}", &w.site.to_string())
     } else if id("/api/v1/tasks/") {
         path.replace("{id}", &w.task.to_string()).replace("{run}", &w.run.to_string())
     } else if matches!(
@@ -269,6 +284,8 @@ fn foreign_request(w: &World, path: &str, method: &Method) -> Option<(String, Op
             | "/api/v1/tasks"
             | "/api/v1/devices/export"
             | "/api/v1/device-imports"
+            | "/api/v1/sites"
+            | "/api/v1/sites/import"
     ) {
         format!("{path}?enterprise_id={}", w.eb)
     } else if matches!(
@@ -298,6 +315,8 @@ fn foreign_request(w: &World, path: &str, method: &Method) -> Option<(String, Op
         ("/api/v1/sub-accounts/{id}/permissions", _) => Some(json!({"features": ["devices"], "data": "all"})),
         ("/api/v1/devices/{id}/commands", _) => Some(json!({"kind": "reboot"})),
         ("/api/v1/devices/{id}/move", _) => Some(json!({"enterprise_id": w.eb})),
+        ("/api/v1/sites", _) => Some(json!({"enterprise_id": w.eb, "name": "intruder"})),
+        ("/api/v1/sites/{id}", _) => Some(json!({"name": "intruder"})),
         ("/api/v1/devices", m) if m == Method::POST => Some(json!({"enterprise_id": w.eb, "mac": "0015650fffff"})),
         (p, _) if p.ends_with("alarm-strategies") || p == "/api/v1/alarm-strategies/{id}" => Some(strategy_body()),
         ("/api/v1/tasks", _) => Some(json!({
@@ -361,6 +380,12 @@ async fn every_route_answers_404_or_403_for_another_tenants_objects() {
     assert_eq!(strategy.settings.name, "B ops");
     let labels = w.h.store.entities.list_device_labels(fleetpulse_proto::AccountId(w.eb_admin)).await.unwrap();
     assert_eq!(labels.iter().map(|l| l.id).collect::<Vec<_>>(), [w.label]);
+    let sites = w.h.store.entities.list_sites(w.eb).await.unwrap();
+    assert_eq!(
+        sites.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+        ["B HQ", "Internet", "Intranet"],
+        "B's sites"
+    );
     let task = w.h.store.entities.task(fleetpulse_proto::TaskId(w.task)).await.unwrap().expect("kept");
     assert_eq!(task.state, fleetpulse_store::TaskState::Completed, "B's task is as it was");
     let tasks = w.h.store.entities.list_tasks(None, fleetpulse_store::Page::first(10)).await.unwrap();

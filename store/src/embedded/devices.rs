@@ -111,12 +111,16 @@ pub(super) fn refresh_device_types(c: &Connection) -> Result<()> {
 }
 
 /// Applies snapshot updates (distinct devices) inside the writer's transaction.
-fn apply_snapshot_updates(c: &Connection, updates: &[DeviceSnapshotUpdate]) -> Result<()> {
+fn apply_snapshot_updates(
+    c: &Connection,
+    updates: &[DeviceSnapshotUpdate],
+    sites: &crate::sites::MatcherCache,
+) -> Result<()> {
     let mut online = c.prepare_cached("UPDATE devices SET online = ?2 WHERE id = ?1")?;
     let mut report = c.prepare_cached(
         "UPDATE devices SET firmware = CASE WHEN ?2 = '' THEN firmware ELSE ?2 END, public_ip = ?3, private_ip = ?4, \
-         sip_status = ?5, call_status = ?6, last_report_at = ?7, uptime_s = ?8, last_reboot = ?9, sip_lines = ?10 \
-         WHERE id = ?1 AND last_report_at <= ?7",
+         sip_status = ?5, call_status = ?6, last_report_at = ?7, uptime_s = ?8, last_reboot = ?9, sip_lines = ?10, \
+         site_id = ?11 WHERE id = ?1 AND last_report_at <= ?7",
     )?;
     for u in updates {
         let Ok(id) = i64::try_from(u.device_id.0) else { continue };
@@ -126,17 +130,23 @@ fn apply_snapshot_updates(c: &Connection, updates: &[DeviceSnapshotUpdate]) -> R
         if let Some(r) = &u.report {
             let s = &r.status;
             let lines = serde_json::to_string(&s.lines).map_err(|e| StoreError::Backend(e.to_string()))?;
+            let (public_ip, private_ip) = (
+                s.public_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+                s.private_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+            );
+            let site = super::sites::site_for_report(c, sites, id, &public_ip, &private_ip)?;
             report.execute(params![
                 id,
                 s.firmware,
-                s.public_ip.map(|ip| ip.to_string()).unwrap_or_default(),
-                s.private_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+                public_ip,
+                private_ip,
                 crate::device_sql::sip_name(s.sip_summary()),
                 crate::device_sql::call_name(s.call_status),
                 r.at.0,
                 i64::try_from(s.uptime_s).unwrap_or(i64::MAX),
                 s.last_reboot.map(|t| t.0),
                 lines,
+                site,
             ])?;
         }
     }
@@ -158,6 +168,7 @@ fn summary_from_row(r: &Row<'_>) -> rusqlite::Result<DeviceSummary> {
         device,
         enterprise_name: r.get(8)?,
         channel_id: r.get::<_, Option<u64>>(9)?.map(ChannelId),
+        site: crate::sites::SiteRef::from_columns(r.get(20)?, r.get(21)?),
         snapshot: DeviceSnapshot {
             device_type: DeviceType::parse(&device_type).unwrap_or(DeviceType::Other),
             online: r.get(11)?,
@@ -230,7 +241,8 @@ impl DeviceStore for EmbeddedStore {
             return Ok(());
         }
         let updates = coalesce_snapshot_updates(updates);
-        self.write(updates.len(), move |c| apply_snapshot_updates(c, &updates)).await
+        let sites = self.site_matchers.clone();
+        self.write(updates.len(), move |c| apply_snapshot_updates(c, &updates, &sites)).await
     }
 
     async fn mark_devices_offline(&self) -> Result<u64> {

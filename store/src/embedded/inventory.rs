@@ -118,7 +118,8 @@ fn write_edit(c: &Connection, d: &Device, next: &Editable, now: UnixMillis) -> R
         removed = delete_files(c, id)?;
     }
     c.prepare_cached(
-        "UPDATE devices SET enterprise_id = ?2, name = ?3, model = ?4, device_type = ?5, attributes = ?6 WHERE id = ?1",
+        "UPDATE devices SET site_id = CASE WHEN enterprise_id = ?2 THEN site_id END, enterprise_id = ?2, name = ?3, \
+         model = ?4, device_type = ?5, attributes = ?6 WHERE id = ?1",
     )?
     .execute(params![
         id,

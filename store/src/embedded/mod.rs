@@ -23,6 +23,7 @@ mod maintenance;
 mod oplog;
 mod outbox;
 mod schema;
+mod sites;
 mod strategies;
 mod tasks;
 mod tenants;
@@ -81,6 +82,8 @@ pub struct EmbeddedStore {
     files_dir: std::path::PathBuf,
     /// Whether file content is fsynced before its row completes (as [`EmbeddedConfig::fsync`]).
     fsync: bool,
+    /// The compiled site matcher of each enterprise (`sites.rs`).
+    site_matchers: Arc<crate::sites::MatcherCache>,
 }
 
 impl std::fmt::Debug for dyn WriteJob {
@@ -179,6 +182,7 @@ impl EmbeddedStore {
             closing,
             files_dir,
             fsync: config.fsync,
+            site_matchers: Arc::default(),
         })
     }
 

@@ -466,6 +466,41 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (import_id, line)
     ) WITHOUT ROWID;
     "#,
+    // Sites (PRV-1, issue 12): each enterprise's tree of sites, subnets as JSON (public subnets
+    // with their private ones), names unique per enterprise, one Internet and one Intranet per
+    // enterprise (created here for existing enterprises and by a trigger for new ones). A
+    // device's site is a column without a foreign key: deleting a site clears it and re-matches
+    // in the same transaction. The device index serves the dashboard's counts by site and the
+    // list filter.
+    r#"
+    CREATE TABLE sites (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        enterprise_id INTEGER NOT NULL REFERENCES enterprises(id),
+        parent_id     INTEGER REFERENCES sites(id),
+        kind          TEXT NOT NULL CHECK (kind IN ('internet', 'intranet', 'custom')),
+        name          TEXT NOT NULL,
+        description   TEXT NOT NULL DEFAULT '',
+        location      TEXT NOT NULL DEFAULT '',
+        subnets       TEXT NOT NULL DEFAULT '[]',
+        created_at    INTEGER NOT NULL,
+        updated_at    INTEGER NOT NULL,
+        UNIQUE (enterprise_id, name)
+    );
+    CREATE UNIQUE INDEX sites_default ON sites(enterprise_id, kind) WHERE kind <> 'custom';
+    CREATE INDEX sites_parent ON sites(parent_id);
+    INSERT INTO sites (enterprise_id, kind, name, description, created_at, updated_at)
+        SELECT id, 'internet', 'Internet', 'Devices outside the enterprise network', created_at, created_at FROM enterprises;
+    INSERT INTO sites (enterprise_id, kind, name, description, created_at, updated_at)
+        SELECT id, 'intranet', 'Intranet', 'Devices inside the enterprise network', created_at, created_at FROM enterprises;
+    CREATE TRIGGER enterprises_default_sites AFTER INSERT ON enterprises BEGIN
+        INSERT INTO sites (enterprise_id, kind, name, description, created_at, updated_at) VALUES
+            (NEW.id, 'internet', 'Internet', 'Devices outside the enterprise network', NEW.created_at, NEW.created_at),
+            (NEW.id, 'intranet', 'Intranet', 'Devices inside the enterprise network', NEW.created_at, NEW.created_at);
+    END;
+    ALTER TABLE devices ADD COLUMN site_id INTEGER;
+    CREATE INDEX devices_site ON devices(enterprise_id, site_id, online);
+    CREATE INDEX devices_site_id ON devices(site_id, id);
+    "#,
 ];
 
 /// The schema version this build writes.

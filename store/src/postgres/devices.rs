@@ -83,6 +83,10 @@ fn summary_from_row(r: &PgRow) -> Result<DeviceSummary> {
         device,
         enterprise_name: r.try_get(8).map_err(backend)?,
         channel_id: r.try_get::<Option<i64>, _>(9).map_err(backend)?.map(|c| ChannelId(row_id(c))),
+        site: crate::sites::SiteRef::from_columns(
+            r.try_get::<Option<i64>, _>(20).map_err(backend)?.map(row_id),
+            r.try_get(21).map_err(backend)?,
+        ),
         snapshot: DeviceSnapshot {
             device_type: DeviceType::parse(&device_type).unwrap_or(DeviceType::Other),
             online: online != 0,
@@ -131,7 +135,8 @@ const UPDATE_REPORTS: &str = "UPDATE devices d SET \
 /// A device with its enterprise and snapshot ([`crate::device_sql::SUMMARY_COLUMNS`]).
 const DEVICE_SUMMARY_BY_ID: &str = "SELECT d.id, d.enterprise_id, d.mac, d.serial, d.model, d.firmware, d.name, \
      d.created_at, e.name, e.channel_id, d.device_type, d.online, d.sip_status, d.call_status, d.public_ip, \
-     d.private_ip, d.last_report_at, d.uptime_s, d.last_reboot, d.sip_lines \
+     d.private_ip, d.last_report_at, d.uptime_s, d.last_reboot, d.sip_lines, d.site_id, \
+     (SELECT s.name FROM sites s WHERE s.id = d.site_id) \
      FROM devices d JOIN enterprises e ON e.id = d.enterprise_id WHERE d.id = $1";
 const DEVICE_BY_MAC: &str =
     "SELECT id, enterprise_id, mac, serial, model, firmware, name, created_at FROM devices WHERE mac = $1";
@@ -290,6 +295,7 @@ impl DeviceStore for PgEntityStore {
                 .execute(&mut *tx)
                 .await
                 .map_err(backend)?;
+            super::sites::rematch_reported(&mut tx, &self.site_matchers, &ids).await?;
         }
         tx.commit().await.map_err(backend)
     }

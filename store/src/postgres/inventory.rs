@@ -127,7 +127,8 @@ async fn write_edit(c: &mut PgConnection, d: &Device, next: &Editable, now: Unix
         sqlx::query("DELETE FROM files WHERE device_id = $1").bind(id).execute(&mut *c).await.map_err(backend)?;
     }
     sqlx::query(
-        "UPDATE devices SET enterprise_id = $2, name = $3, model = $4, device_type = $5, attributes = $6 WHERE id = $1",
+        "UPDATE devices SET site_id = CASE WHEN enterprise_id = $2 THEN site_id END, enterprise_id = $2, name = $3, \
+         model = $4, device_type = $5, attributes = $6 WHERE id = $1",
     )
     .bind(id)
     .bind(db_id(next.enterprise_id.0).unwrap_or(i64::MAX))

@@ -22,9 +22,12 @@ mod inventory;
 mod oplog;
 mod outbox;
 mod schema;
+mod sites;
 mod strategies;
 mod tasks;
 mod tenants;
+
+use std::sync::Arc;
 
 use fleetpulse_proto::EnterpriseId;
 use fleetpulse_proto::ids::ChannelId;
@@ -43,6 +46,8 @@ const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 #[derive(Debug, Clone)]
 pub struct PgEntityStore {
     pool: PgPool,
+    /// The compiled site matcher of each enterprise (`sites.rs`).
+    site_matchers: Arc<crate::sites::MatcherCache>,
 }
 
 impl PgEntityStore {
@@ -72,7 +77,7 @@ impl PgEntityStore {
             .await
             .map_err(backend)?;
         tracing::info!(message = "Connected to the PostgreSQL entity store.", schema_version = version);
-        Ok(PgEntityStore { pool })
+        Ok(PgEntityStore { pool, site_matchers: Arc::default() })
     }
 
     /// Closes the pool: waits for checked-out connections to return, then every later

@@ -489,6 +489,45 @@ const MIGRATIONS: &[(&str, &str)] = &[
     );
     "#,
     ),
+    (
+        "sites",
+        // Sites (PRV-1), as in the embedded schema: the tree, subnets as JSON, Internet and
+        // Intranet per enterprise (backfilled here, a trigger for new enterprises), the device's
+        // site column without a foreign key and its indexes.
+        r#"
+    CREATE TABLE sites (
+        id            BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        enterprise_id BIGINT NOT NULL REFERENCES enterprises (id),
+        parent_id     BIGINT REFERENCES sites (id),
+        kind          TEXT NOT NULL CHECK (kind IN ('internet', 'intranet', 'custom')),
+        name          TEXT NOT NULL,
+        description   TEXT NOT NULL DEFAULT '',
+        location      TEXT NOT NULL DEFAULT '',
+        subnets       TEXT NOT NULL DEFAULT '[]',
+        created_at    BIGINT NOT NULL,
+        updated_at    BIGINT NOT NULL,
+        UNIQUE (enterprise_id, name)
+    );
+    CREATE UNIQUE INDEX sites_default ON sites (enterprise_id, kind) WHERE kind <> 'custom';
+    CREATE INDEX sites_parent ON sites (parent_id);
+    INSERT INTO sites (enterprise_id, kind, name, description, created_at, updated_at)
+        SELECT id, 'internet', 'Internet', 'Devices outside the enterprise network', created_at, created_at FROM enterprises;
+    INSERT INTO sites (enterprise_id, kind, name, description, created_at, updated_at)
+        SELECT id, 'intranet', 'Intranet', 'Devices inside the enterprise network', created_at, created_at FROM enterprises;
+    CREATE FUNCTION enterprises_default_sites() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        INSERT INTO sites (enterprise_id, kind, name, description, created_at, updated_at) VALUES
+            (NEW.id, 'internet', 'Internet', 'Devices outside the enterprise network', NEW.created_at, NEW.created_at),
+            (NEW.id, 'intranet', 'Intranet', 'Devices inside the enterprise network', NEW.created_at, NEW.created_at);
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER enterprises_default_sites AFTER INSERT ON enterprises
+        FOR EACH ROW EXECUTE FUNCTION enterprises_default_sites();
+    ALTER TABLE devices ADD COLUMN site_id BIGINT;
+    CREATE INDEX devices_site ON devices (enterprise_id, site_id, online);
+    CREATE INDEX devices_site_id ON devices (site_id, id);
+    "#,
+    ),
 ];
 
 /// The schema version this build writes.
