@@ -222,11 +222,13 @@ async fn serve_connection(
                 if probe_only && !matches!(req.uri().path(), "/healthz" | "/readyz") {
                     return Ok::<_, std::convert::Infallible>(closing(busy()));
                 }
+                let streamed = STREAMED_UPLOADS.contains(&req.uri().path());
+                let max_body = if streamed { STREAMED_BODY_MAX } else { max_body };
                 if declared_length(&req).is_some_and(|n| n > max_body) {
                     metrics.closed("body_too_large");
                     return Ok(closing(ApiError::PayloadTooLarge.into_response()));
                 }
-                let req = req.map(|body| Body::new(TimedBody::new(body, body_timeout, kill, metrics)));
+                let req = req.map(|body| Body::new(TimedBody::new(body, body_timeout, streamed, kill, metrics)));
                 Ok(app.oneshot(req).await.unwrap_or_else(|never| match never {}))
             }
         })
@@ -278,6 +280,14 @@ fn closing(mut response: Response<Body>) -> Response<Body> {
 }
 
 /// The `Content-Length` a request declares, if any and valid.
+/// Routes that stream their body to disk and enforce their own limit (`[firmware] max_bytes`):
+/// the early 413 is at [`STREAMED_BODY_MAX`], and the body's deadline restarts with every piece
+/// that arrives (a large upload may take longer than the body timeout, a stalled one may not).
+const STREAMED_UPLOADS: &[&str] = &["/api/v1/firmware"];
+
+/// Largest body a [`STREAMED_UPLOADS`] route may declare (the store's bound of an image).
+const STREAMED_BODY_MAX: u64 = fleetpulse_store::MAX_FIRMWARE_IMAGE_BYTES;
+
 fn declared_length<B>(req: &Request<B>) -> Option<u64> {
     req.headers().get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
@@ -345,13 +355,22 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
 struct TimedBody {
     inner: hyper::body::Incoming,
     deadline: Pin<Box<tokio::time::Sleep>>,
+    timeout: Duration,
+    /// The deadline restarts with every frame (a streamed upload).
+    per_frame: bool,
     kill: Arc<Notify>,
     metrics: HttpMetrics,
 }
 
 impl TimedBody {
-    fn new(inner: hyper::body::Incoming, timeout: Duration, kill: Arc<Notify>, metrics: HttpMetrics) -> TimedBody {
-        TimedBody { inner, deadline: Box::pin(tokio::time::sleep(timeout)), kill, metrics }
+    fn new(
+        inner: hyper::body::Incoming,
+        timeout: Duration,
+        per_frame: bool,
+        kill: Arc<Notify>,
+        metrics: HttpMetrics,
+    ) -> TimedBody {
+        TimedBody { inner, deadline: Box::pin(tokio::time::sleep(timeout)), timeout, per_frame, kill, metrics }
     }
 }
 
@@ -364,6 +383,10 @@ impl hyper::body::Body for TimedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
         if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
+            if self.per_frame {
+                let next = tokio::time::Instant::now() + self.timeout;
+                self.deadline.as_mut().reset(next);
+            }
             return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
         }
         if self.deadline.as_mut().poll(cx).is_ready() {

@@ -17,8 +17,8 @@ use crate::routes::session::{
     LoginRequest, PasswordChange, SessionView, TotpDisable, TotpEnable, TotpSetup, VerifyRequest,
 };
 use crate::routes::{
-    account, alarm_summary, alarms, commands, device_imports, device_labels, devices, enterprises, inventory, oplog,
-    strategies, tasks, tenants,
+    account, alarm_summary, alarms, commands, device_imports, device_labels, devices, enterprises, firmware, inventory,
+    oplog, strategies, tasks, tenants,
 };
 use crate::state::AppState;
 
@@ -53,6 +53,7 @@ pub(crate) fn operations() -> Vec<Operation> {
     const COMMANDS: &str = "commands and files";
     const LOG: &str = "operation log";
     const TASKS: &str = "scheduled tasks";
+    const FIRMWARE: &str = "firmware";
     vec![
         get_("/healthz", OPS, "Liveness: 200 while the process answers").public().answers::<Value>(200),
         get_(
@@ -311,6 +312,30 @@ pub(crate) fn operations() -> Vec<Operation> {
         get_("/api/v1/tasks/{id}/runs/{run}", TASKS, "A run: totals and per-device results")
             .query::<tasks::PageQuery>()
             .answers::<tasks::RunDetail>(200),
+        // Firmware (PRV-4).
+        get_("/api/v1/firmware", FIRMWARE, "An enterprise's firmware images, newest first")
+            .query::<firmware::ListQuery>()
+            .answers::<ListPage<fleetpulse_store::FirmwareImage>>(200),
+        post_(
+            "/api/v1/firmware",
+            FIRMWARE,
+            "Upload a firmware image as the body (streamed, size-limited, SHA-256 computed)",
+        )
+        .query::<firmware::UploadQuery>()
+        .answers::<fleetpulse_store::FirmwareImage>(201)
+        .may_fail(&[413, 429]),
+        get_("/api/v1/firmware/{id}", FIRMWARE, "One firmware image").answers::<fleetpulse_store::FirmwareImage>(200),
+        delete_("/api/v1/firmware/{id}", FIRMWARE, "Delete a firmware image no pending upgrade uses")
+            .answers_raw(204, "")
+            .may_fail(&[409]),
+        post_(
+            "/api/v1/devices/{id}/firmware-upgrade",
+            FIRMWARE,
+            "Upgrade a device's firmware to an image of its model",
+        )
+        .body::<firmware::UpgradeRequest>()
+        .answers::<commands::CommandBody>(201)
+        .may_fail(&[409, 429]),
         // Operation log.
         get_("/api/v1/operation-logs", LOG, "Operation log rows, newest first")
             .query::<oplog::ListQuery>()
