@@ -145,7 +145,9 @@ pub(crate) async fn firmware(s: &dyn EntityStore, dir: &Path) {
     assert_eq!(s.delete_firmware(second.id).await.unwrap(), Some(FirmwareDeletion::Deleted));
     // A running upgrade is pending too.
     s.claim_commands_to_send(d, UnixMillis(300), 10).await.unwrap();
-    s.record_command_update(to_third.id, d, CommandUpdate::Running, UnixMillis(310)).await.unwrap();
+    s.record_command_update(to_third.id, d, CommandUpdate::Running { progress: String::new() }, UnixMillis(310))
+        .await
+        .unwrap();
     assert!(matches!(s.delete_firmware(third.id).await.unwrap(), Some(FirmwareDeletion::InUse { pending: 1, .. })));
     s.record_command_update(to_third.id, d, CommandUpdate::Succeeded { output: "2".into() }, UnixMillis(320))
         .await
