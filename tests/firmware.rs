@@ -4,6 +4,8 @@
 //! SHA-256, its result on the command and its new firmware in the device list after its next
 //! `Hello`; and the download server's refusals and ranges over real TLS.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::sync::Arc;
