@@ -39,6 +39,49 @@ pub struct FileConfig {
     /// Limits of the HTTP server and of the account requests.
     #[serde(default)]
     pub http: HttpFile,
+    /// Firmware uploads and the HTTPS download server (PRV-4).
+    #[serde(default)]
+    pub firmware: FirmwareFile,
+}
+
+/// `[firmware]`: firmware uploads and the HTTPS download server (PRV-4, `docs/api/firmware.md`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FirmwareFile {
+    /// TCP address of the HTTPS download server; unset: no download server (upgrades are
+    /// refused with 409). `--firmware-addr` overrides it.
+    pub https_listen: Option<SocketAddr>,
+    /// `https://host[:port]` devices are told to download from (default `https://<bound
+    /// address>`, with an unspecified address replaced by 127.0.0.1).
+    pub public_url: Option<String>,
+    /// Largest upload, bytes (default 256 MiB; 1 byte to 1 GiB).
+    pub max_bytes: Option<u64>,
+    /// Lifetime of a download link and its upgrade command, seconds (default 86400; 60 to
+    /// 604800).
+    pub link_ttl_s: Option<u64>,
+    /// The 32-byte token key (default `<data_dir>/firmware.key`, created on first start).
+    pub key_file: Option<PathBuf>,
+}
+
+impl FirmwareFile {
+    /// The checked upload limit and link lifetime, or an error naming the key and its bounds.
+    pub fn limits(&self) -> anyhow::Result<(u64, Duration)> {
+        let max = self.max_bytes.unwrap_or(fleetpulse_admin_api::firmware::DEFAULT_MAX_FIRMWARE_UPLOAD);
+        let bound = fleetpulse_store::MAX_FIRMWARE_IMAGE_BYTES;
+        if !(1..=bound).contains(&max) {
+            anyhow::bail!("[firmware] max_bytes must be from 1 to {bound} (1 GiB), not {max}");
+        }
+        let ttl = self.link_ttl_s.unwrap_or(fleetpulse_admin_api::firmware::DEFAULT_LINK_TTL.as_secs());
+        if !(60..=604_800).contains(&ttl) {
+            anyhow::bail!("[firmware] link_ttl_s must be from 60 to 604800, not {ttl}");
+        }
+        if let Some(url) = &self.public_url
+            && (!url.starts_with("https://") || url.len() > 512 || url.bytes().any(|b| !b.is_ascii_graphic()))
+        {
+            anyhow::bail!("[firmware] public_url must be an https:// URL without spaces, not {url:?}");
+        }
+        Ok((max, Duration::from_secs(ttl)))
+    }
 }
 
 /// `[http]`: limits of the HTTP server (issue 19); every key defaults to

@@ -71,6 +71,9 @@ struct ServeArgs {
     /// TCP address of the management API.
     #[arg(long, env = "FLEETPULSE_HTTP_ADDR")]
     http_addr: Option<SocketAddr>,
+    /// TCP address of the HTTPS firmware download server (`[firmware] https_listen`).
+    #[arg(long, env = "FLEETPULSE_FIRMWARE_ADDR")]
+    firmware_addr: Option<SocketAddr>,
     /// Store backend: `embedded` (default) or `clickhouse` (with PostgreSQL for entities).
     #[arg(long, env = "FLEETPULSE_STORE", value_enum)]
     store: Option<StoreBackend>,
@@ -108,6 +111,8 @@ fn resolve(args: ServeArgs, defaults: (&str, &str, &str)) -> anyhow::Result<Sett
     file.store.backend = args.store.or(file.store.backend);
     file.store.clickhouse_url = args.clickhouse_url.or(file.store.clickhouse_url.take());
     file.store.postgres_url = args.postgres_url.or(file.store.postgres_url.take());
+    file.firmware.https_listen = args.firmware_addr.or(file.firmware.https_listen);
+    file.firmware.limits()?;
     let parse = |s: &str| s.parse::<SocketAddr>().context("default address");
     Ok(Settings {
         data_dir: args.data_dir.or(file.data_dir.clone()).unwrap_or_else(|| defaults.0.into()),
@@ -246,6 +251,56 @@ struct Server {
     stop_alarms: tokio::sync::watch::Sender<bool>,
     scheduler: tokio::task::JoinHandle<()>,
     stop_scheduler: tokio::sync::watch::Sender<bool>,
+    /// Stops the firmware download server, if one runs.
+    firmware_downloads: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Where it listens.
+    firmware_addr: Option<SocketAddr>,
+}
+
+/// The firmware download server as started: the settings the API and the scheduler use.
+struct FirmwareDownloads {
+    settings: fleetpulse_admin_api::firmware::FirmwareSettings,
+    addr: Option<SocketAddr>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+/// Loads the token key and, with `[firmware] https_listen`, starts the HTTPS download server
+/// with the ingest's certificate.
+async fn start_firmware_downloads(
+    file: &FileConfig,
+    data_dir: &std::path::Path,
+    store: Arc<dyn fleetpulse_store::EntityStore>,
+) -> anyhow::Result<FirmwareDownloads> {
+    use fleetpulse_admin_api::firmware::{FirmwareKey, FirmwareSettings};
+    let f = &file.firmware;
+    let (max_upload_bytes, link_ttl) = f.limits()?;
+    let key_path = f.key_file.clone().unwrap_or_else(|| data_dir.join("firmware.key"));
+    let key = FirmwareKey::load_or_create(&key_path)
+        .with_context(|| format!("the firmware token key {}", key_path.display()))?;
+    let mut settings = FirmwareSettings { max_upload_bytes, download_base: None, key: key.clone(), link_ttl };
+    let Some(listen) = f.https_listen else {
+        return Ok(FirmwareDownloads { settings, addr: None, stop: None });
+    };
+    let source = match (file.tls.cert.clone(), file.tls.key.clone()) {
+        (Some(cert), Some(key)) => TlsSource::Files { cert, key },
+        _ => TlsSource::Dev { dir: data_dir.join("tls") },
+    };
+    let tls = fleetpulse_ingest::tls::https_server_config(&source).context("the firmware download certificate")?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding the firmware download address {listen}"))?;
+    let addr = listener.local_addr()?;
+    let shown = match addr {
+        a if a.ip().is_unspecified() => SocketAddr::new([127, 0, 0, 1].into(), a.port()),
+        a => a,
+    };
+    settings.download_base = Some(f.public_url.clone().unwrap_or_else(|| format!("https://{shown}")));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let ctx = fleetpulse_admin_api::firmware_download::DownloadContext { store, key };
+    tokio::spawn(fleetpulse_admin_api::firmware_download::serve_downloads(listener, Arc::new(tls), ctx, async move {
+        let _ = stopped.await;
+    }));
+    Ok(FirmwareDownloads { settings, addr: Some(addr), stop: Some(stop) })
 }
 
 /// Device event batches queued from the shards to the alarm engine before they wait.
@@ -323,13 +378,6 @@ impl Server {
         let ingest = Ingest::start(ingest_config, store.clone(), metrics).await?;
         // The task scheduler (TSK-1): runs due scheduled tasks and wakes their devices' sessions.
         let (stop_scheduler, scheduler_stop) = tokio::sync::watch::channel(false);
-        let scheduler = fleetpulse_admin_api::Scheduler::new(
-            store.entities.clone(),
-            ingest.command_signal(),
-            fleetpulse_admin_api::Clock::System,
-            fleetpulse_admin_api::SchedulerConfig::default(),
-        );
-        let scheduler = tokio::spawn(scheduler.run(scheduler_stop));
         // Single-node assumption: a device import still running was left by a process that stopped.
         let note = "the server stopped before the import finished".to_owned();
         match store.entities.abort_running_device_imports(note, fleetpulse_proto::UnixMillis::now()).await {
@@ -341,7 +389,9 @@ impl Server {
         }
 
         let ready = Arc::new(AtomicBool::new(false));
-        let api_config = file.http.api_config(ApiConfig::default());
+        let mut api_config = file.http.api_config(ApiConfig::default());
+        let firmware = start_firmware_downloads(&file, &data_dir, store.entities.clone()).await?;
+        api_config.firmware = firmware.settings.clone();
         let limits = file.http.limits(api_config.max_body_bytes);
         let http_metrics = fleetpulse_admin_api::HttpMetrics::register(&mut registry);
         let state = ApiState {
@@ -354,6 +404,16 @@ impl Server {
             downlink: ingest.command_signal(),
             sessions: ingest.session_closer(),
         };
+        let scheduler = fleetpulse_admin_api::Scheduler::new(
+            state.store.entities.clone(),
+            ingest.command_signal(),
+            fleetpulse_admin_api::Clock::System,
+            fleetpulse_admin_api::SchedulerConfig {
+                firmware: firmware.settings.clone(),
+                ..fleetpulse_admin_api::SchedulerConfig::default()
+            },
+        );
+        let scheduler = tokio::spawn(scheduler.run(scheduler_stop));
         let (http_stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (app, metrics_app) = fleetpulse_admin_api::app_and_metrics(state);
         // `[http] metrics_addr`: /metrics on its own listener (same limits), stopped with the API.
@@ -387,6 +447,9 @@ impl Server {
         let quic_addr = ingest.local_addr();
         // One parseable line: tests and scripts read the bound addresses from it.
         println!("fleetpulse listening quic={quic_addr} http={http_addr} data_dir={}", data_dir.display());
+        if let Some(addr) = firmware.addr {
+            println!("fleetpulse firmware downloads https={addr}");
+        }
         Ok(Server {
             ingest,
             http,
@@ -402,6 +465,8 @@ impl Server {
             stop_alarms,
             scheduler,
             stop_scheduler,
+            firmware_downloads: firmware.stop,
+            firmware_addr: firmware.addr,
         })
     }
 
@@ -417,6 +482,9 @@ impl Server {
         let _ = tokio::time::timeout(Duration::from_secs(5), self.scheduler).await;
         self.ingest.shutdown(Duration::from_secs(10)).await;
         let _ = self.http_stop.send(());
+        if let Some(stop) = self.firmware_downloads {
+            let _ = stop.send(());
+        }
         let _ = tokio::time::timeout(Duration::from_secs(5), self.http).await;
         // The shards are gone: the engine has seen every durable event; let the effects reach
         // the outbox, then stop the worker (what it has not sent stays queued).
@@ -478,7 +546,9 @@ async fn shutdown_signal() {
 }
 
 async fn demo(args: ServeArgs, devices: u32) -> anyhow::Result<()> {
-    let settings = resolve(args, ("fleetpulse-demo-data", "127.0.0.1:4433", "127.0.0.1:8080"))?;
+    let mut settings = resolve(args, ("fleetpulse-demo-data", "127.0.0.1:4433", "127.0.0.1:8080"))?;
+    // The demo serves firmware downloads too (loopback, next to the API).
+    settings.file.firmware.https_listen.get_or_insert(SocketAddr::from(([127, 0, 0, 1], 8444)));
     let email = std::env::var("FLEETPULSE_ADMIN_EMAIL").unwrap_or_else(|_| "admin@localhost".into());
     // The demo drives its fleet through the API, so it needs the password: a fixed default
     // unless one is given. The demo listens on loopback only by default.
@@ -500,6 +570,9 @@ async fn demo(args: ServeArgs, devices: u32) -> anyhow::Result<()> {
     println!("  get a token      curl -X POST {api}/api/v1/auth/login -H 'content-type: application/json' \\");
     println!("                     -d '{{\"email\":\"{email}\",\"password\":\"{password}\"}}'");
     println!("  CA certificate   {}", server.data_dir.join("tls/ca.pem").display());
+    if let Some(addr) = server.firmware_addr {
+        println!("  firmware         https://{addr}/firmware/<image>/<device>?token=… (docs/api/firmware.md)");
+    }
     println!("Press Ctrl-C to stop.");
     let quic_addr = match server.quic_addr {
         a if a.ip().is_unspecified() => SocketAddr::new([127, 0, 0, 1].into(), a.port()),

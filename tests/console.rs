@@ -798,3 +798,66 @@ async fn a_site_is_made_in_the_browser_and_a_device_lands_in_it() {
     b.quit().await;
     drop(phone);
 }
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn firmware_is_uploaded_and_devices_upgraded_from_the_browser() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), None, "[firmware]\nhttps_listen = \"127.0.0.1:0\"\n");
+    let api = Api::login(&server.api()).await;
+    let (acme, _) = api.enterprise("Acme").await;
+    let added =
+        api.post("/api/v1/devices", json!({"enterprise_id": acme, "mac": "001565000020", "model": "T54W"})).await;
+    let id = added["id"].as_u64().unwrap();
+    let image = dir.path().join("T54W-2.0.rom");
+    std::fs::write(&image, vec![0x5a; 300 * 1024]).unwrap();
+
+    let b = Browser::start().await;
+    sign_in(&b, &server, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    b.wait_path("/dashboard").await;
+    b.click_on("#sidebar a[href='/firmware']").await;
+    b.wait_text("#firmware-list", "No firmware images yet").await;
+    b.type_into("#firmware-model", "T54W").await;
+    b.type_into("#firmware-version", "2.0").await;
+    b.type_into("#firmware-file", image.to_str().unwrap()).await;
+    b.click_on("#firmware-upload").await;
+    b.wait_text("#firmware-notice", "Uploaded T54W 2.0").await;
+    b.wait_text("#firmware-list", "T54W-2.0.rom").await;
+    let images = api.get(&format!("/api/v1/firmware?enterprise_id={acme}")).await["items"].clone();
+    assert_eq!(
+        (images[0]["size"].as_u64(), images[0]["version"].as_str()),
+        (Some(300 * 1024), Some("2.0")),
+        "{images}"
+    );
+    let image_id = images[0]["id"].as_u64().unwrap();
+    b.screenshot(&shot("15-firmware")).await;
+
+    // A device's detail: its model's image, upgraded with one click.
+    b.goto(&format!("{}/devices/{id}", server.api())).await;
+    b.find("#device-upgrade").await;
+    b.click_on("#device-upgrade").await;
+    b.wait_text("#device-firmware", "Upgrade queued as command").await;
+    let commands = api.get(&format!("/api/v1/devices/{id}/commands")).await["items"].clone();
+    assert_eq!(
+        (commands[0]["kind"].as_str(), commands[0]["args"]["image"].as_u64()),
+        (Some("upgrade_firmware"), Some(image_id))
+    );
+    show(&b, "#device-firmware").await;
+    b.screenshot(&shot("16-device-firmware")).await;
+
+    // In use: the deletion is refused and says why.
+    b.click_on("#sidebar a[href='/firmware']").await;
+    b.click_on(&format!("#delete-firmware-{image_id}")).await;
+    b.wait_text("#firmware-notice", "pending upgrade").await;
+    // The devices of a filter, through a task.
+    b.type_into("#upgrade-filter", "online=false").await;
+    b.click_on("#upgrade-devices").await;
+    b.wait_text("#task-detail", "upgrade").await;
+    let tasks = api.get("/api/v1/tasks").await["items"].clone();
+    let args: Value = serde_json::from_str(tasks[0]["args"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        (tasks[0]["kind"].as_str(), args, tasks[0]["targets"]["filter"].as_str()),
+        (Some("upgrade_firmware"), json!({"image": image_id}), Some("model=T54W&online=false")),
+        "{tasks}"
+    );
+    assert_clean(&b).await;
+    b.quit().await;
+}

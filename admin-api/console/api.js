@@ -75,6 +75,34 @@ export const post = (path, body) => call("POST", path, body === undefined ? {} :
 export const put = (path, body) => call("PUT", path, body);
 export const del = (path) => call("DELETE", path);
 
+/** POSTs a file as the raw body (a firmware image), reporting progress as a share 0..1 (XHR:
+ * fetch has no upload progress); answers the parsed JSON, throws ApiError otherwise. */
+export function upload(path, file, onProgress) {
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open("POST", path);
+    xhr.setRequestHeader("Accept", "application/json");
+    xhr.setRequestHeader("Content-Type", "application/octet-stream");
+    if (csrfToken) xhr.setRequestHeader("X-CSRF-Token", csrfToken);
+    xhr.upload.onprogress = (e) => {
+      if (e.lengthComputable && onProgress) onProgress(e.loaded / e.total);
+    };
+    xhr.onload = () => {
+      let payload = null;
+      try {
+        payload = JSON.parse(xhr.responseText);
+      } catch (_) {
+        /* not JSON */
+      }
+      if (xhr.status >= 200 && xhr.status < 300) return resolve(payload);
+      const err = payload && payload.error ? payload.error : {};
+      reject(new ApiError(xhr.status, err.code, err.message, payload));
+    };
+    xhr.onerror = () => reject(new ApiError(0, "network", "The upload failed: the server could not be reached or closed the connection."));
+    xhr.send(file);
+  });
+}
+
 /** The caller's session (and the CSRF token again), or null when not signed in. */
 export async function session() {
   try {

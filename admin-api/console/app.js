@@ -15,6 +15,7 @@ import * as tasks from "./page-tasks.js";
 import * as inventory from "./page-inventory.js";
 import * as subAccounts from "./page-sub-accounts.js";
 import * as sites from "./page-sites.js";
+import * as firmware from "./page-firmware.js";
 
 // Uncaught errors, for people (the console) and for the browser tests (window.__errors).
 window.__errors = [];
@@ -35,6 +36,7 @@ const ROUTES = [
   [/^\/tasks\/(\d+)$/, tasks.renderDetail, "devices"],
   [/^\/sites$/, sites.renderList, "devices"],
   [/^\/sites\/(\d+)$/, sites.renderEdit, "devices"],
+  [/^\/firmware$/, firmware.render, "devices"],
   [/^\/strategies$/, strategies.renderList, "strategies"],
   [/^\/strategies\/new$/, strategies.renderEdit, "strategies"],
   [/^\/strategies\/(\d+)$/, strategies.renderEdit, "strategies"],
@@ -53,6 +55,7 @@ const NAV = [
   ["/devices", "Devices", "devices"],
   ["/tasks", "Scheduled tasks", "devices"],
   ["/sites", "Sites", "devices"],
+  ["/firmware", "Firmware", "devices"],
   ["/alarms", "Alarms", "alarms"],
   ["/strategies", "Alarm strategies", "strategies"],
   ["/tenants", "Tenants", null],

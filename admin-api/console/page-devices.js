@@ -7,6 +7,7 @@ import { del, get, post, put, qs } from "./api.js";
 import { percentLine } from "./chart.js";
 import { bulkForm, commandsPanel } from "./page-commands.js";
 import { bulkEditForm, exportCsv, managePanel } from "./page-inventory.js";
+import { deviceUpgrade } from "./page-firmware.js";
 import { badge, busy, checkbox, emptyState, errorBox, field, fmtDuration, fmtTime, formValues, h, link, loading, mount, okBox, select, table } from "./ui.js";
 
 const PAGE = 50;
@@ -215,6 +216,8 @@ export function renderDetail(main, ctx) {
 
 function statusPanel(panel, d) {
   const st = d.status;
+  const upgradeSlot = h("div", { id: "device-firmware" });
+  deviceUpgrade(upgradeSlot, d);
   mount(panel,
     h("dl", { class: "kv", id: "device-status" },
       h("dt", {}, "Status"), h("dd", {}, st.online ? badge("on", "online") : badge("off", "offline")),
@@ -230,6 +233,8 @@ function statusPanel(panel, d) {
       h("dt", {}, "Last report"), h("dd", {}, fmtTime(st.last_report_at)),
       h("dt", {}, "Licence"), h("dd", {}, st.licence_status),
       h("dt", {}, "Added"), h("dd", {}, fmtTime(d.created_at))),
+    h("h2", {}, "Firmware upgrade"),
+    upgradeSlot,
     h("h2", {}, "SIP lines"),
     table([{ label: "Line", cell: (l) => l.line }, { label: "Account", cell: (l) => l.account || "—" }, { label: "State", cell: (l) => badge(String(l.state).toLowerCase(), String(l.state).replace(/_/g, " ")) }],
       st.sip_registration || [], "The device has not reported SIP lines.", "SIP lines"));

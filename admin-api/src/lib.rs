@@ -14,6 +14,7 @@
 //!   `openapi` (the OpenAPI document's assembly, knowing no route) and `openapi3` (its
 //!   schemas rewritten into OpenAPI 3.0 form), `metrics`, `schedule` (the
 //!   sans-I/O core of scheduled tasks: next occurrences in a time zone, due runs);
+//! - `firmware_link`: firmware settings and per-device download tokens (sans-I/O);
 //! - `state`: [`ApiConfig`], [`ApiState`] and the router state;
 //! - `policy`: who may see and change what, a pure function of caller, target and tenant tree;
 //! - `bootstrap`: [`bootstrap_admin`], the first platform admin;
@@ -25,6 +26,8 @@
 //! - `login_code`: login protection by emailed code (ACC-3): challenges;
 //! - `auth`: the `AuthAdmin` extractor (session, idle expiry, frozen, the caller's scope);
 //! - `routes`: one module per resource, each exposing `routes()`, and the route table;
+//! - `firmware`: firmware upgrades of devices ([`firmware::upgrade_device`]) and of task runs;
+//!   `firmware_download`: the HTTPS server devices download images from;
 //! - `scheduler`: [`Scheduler`], the loop that runs due scheduled tasks (the binary starts it).
 //! - `console`: the web console's embedded assets, served by the router's fallback (the API's
 //!   JSON 404 stays for unknown `/api/…` paths).
@@ -43,6 +46,9 @@ mod csv_import;
 mod email_address;
 mod error;
 mod extract;
+pub mod firmware;
+pub mod firmware_download;
+mod firmware_link;
 mod login;
 mod login_code;
 mod metrics;

@@ -35,11 +35,18 @@ pub struct SchedulerConfig {
     pub late_after: Duration,
     /// Due tasks or pending runs read at a time.
     pub batch: u32,
+    /// Download links of `upgrade_firmware` tasks (the API's [`crate::ApiConfig::firmware`]).
+    pub firmware: crate::firmware::FirmwareSettings,
 }
 
 impl Default for SchedulerConfig {
     fn default() -> Self {
-        SchedulerConfig { max_sleep: Duration::from_secs(30), late_after: Duration::from_secs(120), batch: 100 }
+        SchedulerConfig {
+            max_sleep: Duration::from_secs(30),
+            late_after: Duration::from_secs(120),
+            batch: 100,
+            firmware: crate::firmware::FirmwareSettings::default(),
+        }
     }
 }
 
@@ -215,6 +222,15 @@ impl Scheduler {
     /// creator, with the task's deadline.
     async fn plan(&self, task: &Task, now: UnixMillis) -> Result<RunPlan, StoreError> {
         let (devices, matched, note) = self.targets(task).await?;
+        if task.kind == fleetpulse_proto::commands::UPGRADE_FIRMWARE {
+            let (commands, left_out) =
+                crate::firmware::task_commands(self.store.as_ref(), &self.config.firmware, task, devices, now).await?;
+            let note = match (note, left_out) {
+                (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+                (a, b) => a.or(b),
+            };
+            return Ok(RunPlan { commands, matched, note });
+        }
         let deadline_ms = i64::try_from(task.deadline_s.saturating_mul(1_000)).unwrap_or(i64::MAX);
         let commands = devices
             .into_iter()

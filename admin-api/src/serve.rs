@@ -222,11 +222,14 @@ async fn serve_connection(
                 if probe_only && !matches!(req.uri().path(), "/healthz" | "/readyz") {
                     return Ok::<_, std::convert::Infallible>(closing(busy()));
                 }
+                let streamed = streamed_upload_max(req.uri().path());
+                let max_body = streamed.unwrap_or(max_body);
+                let streamed = streamed.is_some();
                 if declared_length(&req).is_some_and(|n| n > max_body) {
                     metrics.closed("body_too_large");
                     return Ok(closing(ApiError::PayloadTooLarge.into_response()));
                 }
-                let req = req.map(|body| Body::new(TimedBody::new(body, body_timeout, kill, metrics)));
+                let req = req.map(|body| Body::new(TimedBody::new(body, body_timeout, streamed, kill, metrics)));
                 Ok(app.oneshot(req).await.unwrap_or_else(|never| match never {}))
             }
         })
@@ -278,6 +281,20 @@ fn closing(mut response: Response<Body>) -> Response<Body> {
 }
 
 /// The `Content-Length` a request declares, if any and valid.
+/// Routes that read their body as a stream and enforce their own limit (firmware images:
+/// `[firmware] max_bytes`; CSV imports: their row and byte limits), with the largest body each
+/// may declare: above it the early 413; below it the route decides. Their body's deadline
+/// restarts with every piece that arrives (a large upload may take longer than the body
+/// timeout, a stalled one may not).
+fn streamed_upload_max(path: &str) -> Option<u64> {
+    match path {
+        "/api/v1/firmware" => Some(fleetpulse_store::MAX_FIRMWARE_IMAGE_BYTES),
+        "/api/v1/device-imports" => Some(crate::routes::device_imports::PLATFORM_LIMIT_BYTES),
+        "/api/v1/sites/import" => Some(crate::routes::sites::MAX_IMPORT_BYTES as u64),
+        _ => None,
+    }
+}
+
 fn declared_length<B>(req: &Request<B>) -> Option<u64> {
     req.headers().get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
@@ -345,13 +362,22 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
 struct TimedBody {
     inner: hyper::body::Incoming,
     deadline: Pin<Box<tokio::time::Sleep>>,
+    timeout: Duration,
+    /// The deadline restarts with every frame (a streamed upload).
+    per_frame: bool,
     kill: Arc<Notify>,
     metrics: HttpMetrics,
 }
 
 impl TimedBody {
-    fn new(inner: hyper::body::Incoming, timeout: Duration, kill: Arc<Notify>, metrics: HttpMetrics) -> TimedBody {
-        TimedBody { inner, deadline: Box::pin(tokio::time::sleep(timeout)), kill, metrics }
+    fn new(
+        inner: hyper::body::Incoming,
+        timeout: Duration,
+        per_frame: bool,
+        kill: Arc<Notify>,
+        metrics: HttpMetrics,
+    ) -> TimedBody {
+        TimedBody { inner, deadline: Box::pin(tokio::time::sleep(timeout)), timeout, per_frame, kill, metrics }
     }
 }
 
@@ -364,6 +390,10 @@ impl hyper::body::Body for TimedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
         if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
+            if self.per_frame {
+                let next = tokio::time::Instant::now() + self.timeout;
+                self.deadline.as_mut().reset(next);
+            }
             return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
         }
         if self.deadline.as_mut().poll(cx).is_ready() {

@@ -32,6 +32,8 @@ pub struct ApiConfig {
     pub metrics_separate: bool,
     /// If set, `GET /metrics` requires `Authorization: Bearer <this>` (else 401).
     pub metrics_token: Option<String>,
+    /// Firmware uploads and download links (PRV-4).
+    pub firmware: crate::firmware_link::FirmwareSettings,
 }
 
 impl Default for ApiConfig {
@@ -45,6 +47,7 @@ impl Default for ApiConfig {
             login_rate: crate::rate_limit::LoginRateLimits::default(),
             metrics_separate: false,
             metrics_token: None,
+            firmware: crate::firmware_link::FirmwareSettings::default(),
         }
     }
 }

@@ -106,7 +106,7 @@ pub(crate) async fn record_answer(
 pub(crate) fn command_update(progress: CommandProgress) -> (&'static str, CommandUpdate) {
     match progress {
         CommandProgress::Accepted => ("accepted", CommandUpdate::Accepted),
-        CommandProgress::Running => ("running", CommandUpdate::Running),
+        CommandProgress::Running { progress } => ("running", CommandUpdate::Running { progress }),
         CommandProgress::Succeeded { output } => ("succeeded", CommandUpdate::Succeeded { output }),
         CommandProgress::Failed { output, reason } => ("failed", CommandUpdate::Failed { output, reason }),
     }
@@ -153,7 +153,10 @@ mod tests {
     #[test]
     fn progress_maps_to_the_store_update_with_its_label() {
         assert_eq!(command_update(CommandProgress::Accepted), ("accepted", CommandUpdate::Accepted));
-        assert_eq!(command_update(CommandProgress::Running), ("running", CommandUpdate::Running));
+        assert_eq!(
+            command_update(CommandProgress::Running { progress: "7%".into() }),
+            ("running", CommandUpdate::Running { progress: "7%".into() })
+        );
         assert_eq!(
             command_update(CommandProgress::Succeeded { output: "ok".into() }),
             ("succeeded", CommandUpdate::Succeeded { output: "ok".into() })

@@ -135,6 +135,21 @@ pub fn server_config(source: &TlsSource, idle_timeout: Duration) -> Result<quinn
     Ok(config)
 }
 
+/// The TLS configuration of an HTTPS/1.1 listener with the same certificate as the QUIC
+/// endpoints (the firmware download server, PRV-4): TLS 1.2 and 1.3, ALPN `http/1.1`.
+pub fn https_server_config(source: &TlsSource) -> Result<rustls::ServerConfig, IngestError> {
+    let (chain, key) = load(source)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls_err("TLS versions", e))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| tls_err("certificate", e))?;
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tls)
+}
+
 /// Endpoint secrets that must survive restarts.
 #[derive(Clone)]
 pub struct EndpointKeys {

@@ -13,6 +13,7 @@
 //! Devices answer the server's commands (see [`crate::responder`]); in command mode the sending
 //! phase also runs the [`CommandPhase`] and lasts until it is done (see [`crate::command_mode`]).
 
+mod bad_credential;
 mod device_state;
 
 use std::future::Future;
@@ -48,6 +49,7 @@ use crate::smtp_sink::{MessageHandler, SinkLimits, SmtpSink};
 use crate::stats::{Counters, GroupLatency, new_histogram};
 use crate::upload::{self, UploadEnd};
 use crate::verify::{self, AckedDevice};
+use bad_credential::bad_credential_task;
 use device_state::{DeviceState, WorkLeft};
 
 /// Longest time for connect + `Hello` → `Welcome` before the attempt counts as failed.
@@ -102,6 +104,8 @@ struct Fleet {
     counters: Arc<Counters>,
     /// How devices run commands.
     responder: ResponderConfig,
+    /// TLS of firmware downloads (trusting the run's CA, as the QUIC connections do).
+    downloads: Arc<rustls::ClientConfig>,
     /// Records command times for the command mode (in command mode only).
     commands: Option<Arc<CommandTracker>>,
     /// Each device's id while it has a session.
@@ -143,6 +147,7 @@ pub async fn run(cfg: LoadConfig) -> anyhow::Result<Report> {
 pub async fn run_until(cfg: LoadConfig, stop: impl Future<Output = ()> + Send) -> anyhow::Result<Report> {
     cfg.validate()?;
     let client_config = quic::client_config(&cfg.ca_cert, cfg.heartbeat_interval_s)?;
+    let downloads = crate::download::client_config(&cfg.ca_cert)?;
     let (macs, run_seed, run_tag) = {
         let mut rng = rand::rng();
         (MacPlan::random(&mut rng), rng.random(), RunTag(rng.random()))
@@ -218,6 +223,7 @@ pub async fn run_until(cfg: LoadConfig, stop: impl Future<Output = ()> + Send) -
         run_start: Instant::now(),
         run_start_ms: UnixMillis::now().0,
         counters: Arc::new(Counters::default()),
+        downloads,
         responder: ResponderConfig {
             delay_us: u64::try_from(cfg.command_delay.as_micros()).unwrap_or(u64::MAX),
             failure_rate: cfg.command_failure_rate,
@@ -433,6 +439,8 @@ enum SessionEnd {
     Closing,
     /// The connection was lost.
     Lost(LinkError),
+    /// The device restarts after a firmware upgrade (closed with code 0; it reconnects at once).
+    Reboot,
 }
 
 /// One simulated device: connects, drives sessions, reconnects with backoff until the run closes.
@@ -450,11 +458,14 @@ async fn device_task(
         schedule: None,
         encoder: FrameEncoder::default(),
         commands: CommandResponder::new(fleet.responder),
+        download: None,
+        reboot: false,
     };
-    let hello = Uplink::Hello(dev.profile.hello(&fleet.credential, fleet.heartbeat_interval_s));
     let mut device_id: Option<DeviceId> = None;
     let mut failures = 0u32;
     loop {
+        // Built per attempt: a firmware upgrade changes what the device reports.
+        let hello = Uplink::Hello(dev.profile.hello(&fleet.credential, fleet.heartbeat_interval_s));
         let work = dev.work_left();
         let attempt_start = Instant::now();
         let attempt = tokio::time::timeout(
@@ -498,6 +509,7 @@ async fn device_task(
                 dev.commands.handle_disconnect();
                 match end {
                     SessionEnd::Closing => break,
+                    SessionEnd::Reboot => continue,
                     SessionEnd::Lost(error) => {
                         fleet.counters.errors.incr();
                         if !note_lost(&fleet, &dev.profile, &error, "connection lost") {
@@ -583,6 +595,11 @@ async fn drive(
                 return SessionEnd::Closing;
             }
         };
+        if dev.reboot && dev.session.is_idle() {
+            dev.reboot = false;
+            link.conn.close(VarInt::from_u32(close_code::NORMAL), b"restarting after a firmware upgrade");
+            return SessionEnd::Reboot;
+        }
         let was_idle = dev.session.is_idle();
         dev.generate(horizon_us, fleet);
         if was_idle && !dev.session.is_idle() {
@@ -604,6 +621,7 @@ async fn drive(
             let sending: UploadFuture = Box::pin(upload::send_file(link.conn.clone(), next));
             uploading = Some((command_id, sending));
         }
+        dev.start_download(fleet);
         let next_wake = dev.next_wake_us(current);
         if next_wake != armed_at {
             if let Some(at) = next_wake {
@@ -628,6 +646,12 @@ async fn drive(
                 Err(error) => return SessionEnd::Lost(LinkError::from_write(&link.conn, error).await),
             },
             () = wake.as_mut(), if armed_at.is_some() => armed_at = None,
+            event = async {
+                match dev.download.as_mut() {
+                    Some((_, events)) => events.recv().await,
+                    None => std::future::pending().await,
+                }
+            }, if dev.download.is_some() => dev.download_event(event, fleet),
             end = async {
                 match uploading.as_mut() {
                     Some((_, sending)) => sending.await,
@@ -653,45 +677,6 @@ async fn drive(
             }
         }
     }
-}
-
-/// A device that presents a wrong credential once and expects to be closed with BAD_CREDENTIAL.
-async fn bad_credential_task(
-    fleet: Arc<Fleet>,
-    group: Arc<Group>,
-    index: u32,
-    mut phase: watch::Receiver<Phase>,
-    drain: DrainGuard,
-) {
-    let profile = fleet.profile(index);
-    let credential = format!("wrong-{:016x}", rand::random::<u64>());
-    let hello = Uplink::Hello(profile.hello(&credential, fleet.heartbeat_interval_s));
-    let mut encoder = FrameEncoder::default();
-    let attempt = tokio::time::timeout(
-        SETUP_TIMEOUT,
-        quic::open_session(&group.endpoint, fleet.server, &fleet.server_name, &hello, &mut encoder),
-    );
-    let result = tokio::select! {
-        result = attempt => result.unwrap_or_else(|_| Err(LinkError::other("timed out waiting for the rejection"))),
-        // Its one attempt counts until the run closes.
-        () = until_stopped(&mut phase, WorkLeft { unacked: true, next_due_us: u64::MAX }) => return,
-    };
-    match result {
-        Err(LinkError { code: Some(close_code::BAD_CREDENTIAL), .. }) => {
-            fleet.counters.rejected_connections.incr();
-        }
-        Err(error) => {
-            tracing::warn!(mac = %profile.mac, detail = %error.detail, code = ?error.code, "a bad-credential device was not rejected with BAD_CREDENTIAL");
-            fleet.counters.failed_attempts.incr();
-            fleet.counters.errors.incr();
-        }
-        Ok((link, _)) => {
-            tracing::warn!(mac = %profile.mac, "the server accepted a wrong credential");
-            fleet.counters.errors.incr();
-            link.conn.close(VarInt::from_u32(close_code::NORMAL), b"load test done");
-        }
-    }
-    drain.done();
 }
 
 /// Compares the store with the acknowledged frames, looking again a few times while frames are
@@ -770,6 +755,7 @@ fn build_report(
             files_uploaded: c.files_uploaded.get(),
             files_stored: c.files_stored.get(),
             files_refused: c.files_refused.get(),
+            firmware_upgrades: c.firmware_upgrades.get(),
         },
         command_run: None,
     }

@@ -40,6 +40,7 @@ pub mod api;
 mod command_mode;
 pub mod config;
 pub mod device;
+pub mod download;
 mod fleet;
 pub mod identity;
 pub mod messages;

@@ -41,7 +41,7 @@ pub struct DeviceProfile {
     pub mac: Mac,
     seed: u64,
     model: &'static str,
-    firmware: &'static str,
+    firmware: String,
     /// Uptime when the run started, seconds.
     boot_uptime_s: u64,
     /// The run's tag, in the tokens of injected alarms.
@@ -57,7 +57,7 @@ impl DeviceProfile {
             mac,
             seed,
             model,
-            firmware,
+            firmware: firmware.to_owned(),
             boot_uptime_s: rng.random_range(60..30 * 86_400),
             run_tag: RunTag::default(),
         }
@@ -69,6 +69,22 @@ impl DeviceProfile {
         self
     }
 
+    /// The firmware version it runs.
+    pub fn firmware(&self) -> &str {
+        &self.firmware
+    }
+
+    /// It now runs `version` (a firmware upgrade installed it): its next `Hello` and status
+    /// reports say so.
+    pub fn set_firmware(&mut self, version: String) {
+        self.firmware = version;
+    }
+
+    /// The device model.
+    pub fn model(&self) -> &str {
+        self.model
+    }
+
     /// The `Hello` this device opens every session with.
     pub fn hello(&self, credential: &str, heartbeat_interval_s: u32) -> Hello {
         Hello {
@@ -76,7 +92,7 @@ impl DeviceProfile {
             mac: self.mac.to_string(),
             serial: String::new(),
             model: self.model.into(),
-            firmware: self.firmware.into(),
+            firmware: self.firmware.clone(),
             credential: credential.into(),
             heartbeat_interval_s,
         }
@@ -139,7 +155,7 @@ impl DeviceProfile {
         StatusChange {
             lines,
             call_status: if rng.random_bool(0.3) { CallStatus::InCall } else { CallStatus::Idle },
-            firmware: self.firmware.into(),
+            firmware: self.firmware.clone(),
             // Documentation ranges (RFC 5737) and a private LAN address.
             public_ip: Some(IpAddress::V4([203, 0, 113, host[0] | 1])),
             private_ip: Some(IpAddress::V4([10, host[1], host[2], host[3] | 1])),

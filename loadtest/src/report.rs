@@ -74,6 +74,9 @@ pub struct DeviceCommands {
     pub files_stored: u64,
     /// Uploads the server answered `FileRefused` (or stopped).
     pub files_refused: u64,
+    /// Firmware upgrades downloaded, checked and installed (PRV-4).
+    #[serde(default)]
+    pub firmware_upgrades: u64,
 }
 
 /// The command mode's commands (issue 11): counts, and latencies from the instant before the API

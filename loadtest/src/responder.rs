@@ -12,7 +12,10 @@
 //! A command runs: `accepted` at once, then after the configured delay either `failed` (at the
 //! configured rate) or, for a kind whose catalog entry names a file, an upload of a fake file and,
 //! once the server answered `FileStored`/`FileRefused`, `succeeded`/`failed`; other kinds answer
-//! `succeeded` with plausible output (ping and traceroute text).
+//! `succeeded` with plausible output (ping and traceroute text). An `upgrade_firmware` command
+//! (PRV-4) is a download instead ([`CommandResponder::poll_download`]): its progress is answered
+//! `running` with `downloading N%`, its end `succeeded` (`installed firmware <version>`) or
+//! `failed` with the reason; the shell then reports the new version.
 //!
 //! *At most once*: the responder remembers the commands it accepted (at most
 //! [`MAX_REMEMBERED`], and only until their deadline once their final answer is acknowledged);
@@ -22,11 +25,13 @@
 
 use std::collections::VecDeque;
 
-use fleetpulse_proto::commands::{self, ArgKind};
+use fleetpulse_proto::commands::{self, ArgKind, UPGRADE_FIRMWARE};
 use fleetpulse_proto::domain::{MAX_COMMAND_OUTPUT, MAX_COMMAND_REASON};
 use fleetpulse_proto::wire::{Command, CommandResult, CommandStatus};
 use rand::Rng;
 use serde_json::Value;
+
+use crate::download::{Download, DownloadEvent};
 
 /// Most commands one device remembers.
 pub const MAX_REMEMBERED: usize = 256;
@@ -47,6 +52,8 @@ pub struct ResponderConfig {
 pub enum AnswerStatus {
     /// Taken; will run.
     Accepted,
+    /// Running, with progress text (a firmware download).
+    Running,
     /// Finished successfully.
     Succeeded,
     /// Failed (or refused).
@@ -56,12 +63,13 @@ pub enum AnswerStatus {
 impl AnswerStatus {
     /// Whether it is the command's last answer.
     pub fn is_final(self) -> bool {
-        !matches!(self, AnswerStatus::Accepted)
+        !matches!(self, AnswerStatus::Accepted | AnswerStatus::Running)
     }
 
     fn wire(self) -> CommandStatus {
         match self {
             AnswerStatus::Accepted => CommandStatus::Accepted,
+            AnswerStatus::Running => CommandStatus::Running,
             AnswerStatus::Succeeded => CommandStatus::Succeeded,
             AnswerStatus::Failed => CommandStatus::Failed,
         }
@@ -116,6 +124,10 @@ enum Stage {
     UploadDue,
     /// Its file is being uploaded or waits for the server's outcome.
     Uploading,
+    /// Its firmware download is to start on the next chance.
+    DownloadDue,
+    /// Its firmware download runs.
+    Downloading,
     /// Its final answer is given.
     Done,
 }
@@ -128,6 +140,10 @@ struct Entry {
     file: Option<&'static str>,
     /// The output of success (for file kinds, completed when the file is stored).
     output: String,
+    /// What an `upgrade_firmware` command downloads.
+    download: Option<Download>,
+    /// The latest progress text (answered with `running`).
+    progress: String,
     /// Set when the command fails (decided when it is accepted) or was refused.
     reason: Option<String>,
     stage: Stage,
@@ -201,6 +217,8 @@ impl CommandResponder {
             deadline_ms: command.deadline_ms,
             file: None,
             output: String::new(),
+            download: None,
+            progress: String::new(),
             reason: None,
             stage: Stage::Done,
             last: AnswerStatus::Failed,
@@ -215,6 +233,9 @@ impl CommandResponder {
             }
             Ok((kind, args)) => {
                 entry.file = kind.file;
+                if kind.name == UPGRADE_FIRMWARE {
+                    entry.download = Some(download_of(command.command_id, &args));
+                }
                 entry.output = fake_output(kind.name, &args, command.command_id);
                 if rng.random_bool(self.config.failure_rate.clamp(0.0, 1.0)) {
                     entry.reason = Some(format!("simulated failure of {} (--command-failure-rate)", kind.name));
@@ -255,6 +276,8 @@ impl CommandResponder {
             }
             if entry.reason.is_some() {
                 finish(&mut self.answers, entry, AnswerStatus::Failed);
+            } else if entry.download.is_some() {
+                entry.stage = Stage::DownloadDue;
             } else if entry.file.is_some() {
                 entry.stage = Stage::UploadDue;
             } else {
@@ -271,6 +294,40 @@ impl CommandResponder {
         let entry = self.entries.iter_mut().find(|e| e.stage == Stage::UploadDue)?;
         entry.stage = Stage::Uploading;
         Some(Upload { command_id: entry.id, name: entry.file?, size: self.config.file_bytes })
+    }
+
+    /// The next firmware download to start, if one is due and none runs (one at a time).
+    pub fn poll_download(&mut self) -> Option<Download> {
+        if self.entries.iter().any(|e| e.stage == Stage::Downloading) {
+            return None;
+        }
+        let entry = self.entries.iter_mut().find(|e| e.stage == Stage::DownloadDue)?;
+        entry.stage = Stage::Downloading;
+        entry.download.clone()
+    }
+
+    /// What the download of `command_id` reported: progress is answered `running`; its end
+    /// finishes the command. Answers the version installed, once it is.
+    pub fn handle_download_event(&mut self, command_id: u64, event: DownloadEvent) -> Option<String> {
+        let entry = self.entries.iter_mut().find(|e| e.id == command_id && e.stage == Stage::Downloading)?;
+        match event {
+            DownloadEvent::Progress(percent) => {
+                entry.progress = format!("downloading {percent}%");
+                entry.last = AnswerStatus::Running;
+                self.answers.push_back(Answer { command_id, status: AnswerStatus::Running });
+                None
+            }
+            DownloadEvent::Done(Ok(version)) => {
+                entry.output = format!("installed firmware {version}\n");
+                finish(&mut self.answers, entry, AnswerStatus::Succeeded);
+                Some(version)
+            }
+            DownloadEvent::Done(Err(reason)) => {
+                entry.reason = Some(truncate(&reason, MAX_COMMAND_REASON));
+                finish(&mut self.answers, entry, AnswerStatus::Failed);
+                None
+            }
+        }
     }
 
     /// The server stored (`Ok(file id)`) or refused (`Err(reason)`) the upload of `command_id`.
@@ -366,6 +423,7 @@ impl CommandResponder {
         };
         let (output, reason) = match answer.status {
             AnswerStatus::Accepted => (String::new(), String::new()),
+            AnswerStatus::Running => (entry.progress.clone(), String::new()),
             AnswerStatus::Succeeded => (entry.output.clone(), String::new()),
             AnswerStatus::Failed => (String::new(), entry.reason.clone().unwrap_or_else(|| "failed".to_owned())),
         };
@@ -414,6 +472,18 @@ fn parse_command(command: &Command) -> Result<(&'static commands::CommandKind, V
     };
     let args = commands::validate_internal_command(kind.name, &args).map_err(|e| e.to_string())?;
     Ok((kind, args))
+}
+
+/// The download of an `upgrade_firmware` command whose arguments the catalog accepted.
+fn download_of(command_id: u64, args: &Value) -> Download {
+    let text = |name: &str| args.get(name).and_then(Value::as_str).unwrap_or_default().to_owned();
+    Download {
+        command_id,
+        url: text("url"),
+        sha256: text("sha256"),
+        size: args.get("size").and_then(Value::as_u64).unwrap_or_default(),
+        version: text("version"),
+    }
 }
 
 /// Arguments for `kind` when none are given: every host argument is `127.0.0.1`, everything else

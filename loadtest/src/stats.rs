@@ -67,6 +67,7 @@ pub(crate) struct Counters {
     pub files_uploaded: Counter,
     pub files_stored: Counter,
     pub files_refused: Counter,
+    pub firmware_upgrades: Counter,
 }
 
 impl Counters {

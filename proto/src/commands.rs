@@ -56,7 +56,34 @@ pub enum ArgKind {
     Host,
     /// Must be `true`: a confirmation for a destructive command; required.
     Confirm,
+    /// An `https://` URL of at most [`MAX_URL_BYTES`] printable ASCII characters without
+    /// spaces; required.
+    HttpsUrl,
+    /// A SHA-256 digest as 64 lowercase hexadecimal digits; required.
+    Sha256,
+    /// An integer in `min..=max`; required (no default).
+    Count {
+        /// Smallest value.
+        min: u64,
+        /// Largest value.
+        max: u64,
+    },
+    /// Text of 1 to `max` bytes of printable ASCII without spaces (a version, a name); required.
+    Token {
+        /// Most bytes.
+        max: usize,
+    },
 }
+
+/// Longest [`ArgKind::HttpsUrl`], bytes.
+pub const MAX_URL_BYTES: usize = 2_048;
+
+/// Largest firmware image a device is told to download ([`UPGRADE_FIRMWARE`]'s `size`), bytes.
+pub const MAX_FIRMWARE_BYTES: u64 = 1 << 30;
+
+/// The internal kind of a firmware upgrade (PRV-4): download `url` over HTTPS, check `size` and
+/// `sha256`, install, then report `version` as the device's firmware.
+pub const UPGRADE_FIRMWARE: &str = "upgrade_firmware";
 
 /// Every command kind, in the order the portal lists them.
 pub const COMMAND_KINDS: &[CommandKind] = &[
@@ -156,6 +183,35 @@ pub const COMMAND_KINDS: &[CommandKind] = &[
         }],
         internal: false,
     },
+    CommandKind {
+        name: UPGRADE_FIRMWARE,
+        summary: "Download a firmware image over HTTPS, check its size and SHA-256, install it and restart with it.",
+        file: None,
+        args: &[
+            Arg {
+                name: "url",
+                summary: "Where to download the image (a per-device link with its token).",
+                kind: ArgKind::HttpsUrl,
+            },
+            Arg { name: "sha256", summary: "SHA-256 of the image, lowercase hex.", kind: ArgKind::Sha256 },
+            Arg {
+                name: "size",
+                summary: "Length of the image, bytes.",
+                kind: ArgKind::Count { min: 1, max: MAX_FIRMWARE_BYTES },
+            },
+            Arg {
+                name: "version",
+                summary: "The firmware version the image installs.",
+                kind: ArgKind::Token { max: 64 },
+            },
+            Arg {
+                name: "image",
+                summary: "The image's id in fleetpulse (for the record; the device does not need it).",
+                kind: ArgKind::Count { min: 1, max: i64::MAX as u64 },
+            },
+        ],
+        internal: true,
+    },
 ];
 
 /// Why a command was refused.
@@ -237,8 +293,29 @@ pub fn validate_internal_command(kind: &str, args: &Value) -> Result<Value, Comm
                 Some(n) if (min..=max).contains(&n) => Value::from(n),
                 _ => return Err(invalid(format!("must be an integer from {min} to {max}"))),
             },
-            (ArgKind::Host | ArgKind::Confirm, None) => {
+            (ArgKind::Host | ArgKind::Confirm | ArgKind::HttpsUrl | ArgKind::Sha256, None)
+            | (ArgKind::Count { .. } | ArgKind::Token { .. }, None) => {
                 return Err(CommandError::Missing { kind: spec.name, arg: arg.name });
+            }
+            (ArgKind::HttpsUrl, Some(Value::String(url))) if is_https_url(url) => Value::from(url.as_str()),
+            (ArgKind::HttpsUrl, Some(_)) => {
+                return Err(invalid(format!(
+                    "must be an https:// URL of at most {MAX_URL_BYTES} printable characters without spaces"
+                )));
+            }
+            (ArgKind::Sha256, Some(Value::String(hex)))
+                if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) =>
+            {
+                Value::from(hex.as_str())
+            }
+            (ArgKind::Sha256, Some(_)) => return Err(invalid("must be 64 lowercase hexadecimal digits".into())),
+            (ArgKind::Count { min, max }, Some(v)) => match v.as_u64() {
+                Some(n) if (min..=max).contains(&n) => Value::from(n),
+                _ => return Err(invalid(format!("must be an integer from {min} to {max}"))),
+            },
+            (ArgKind::Token { max }, Some(Value::String(text))) if is_token(text, max) => Value::from(text.as_str()),
+            (ArgKind::Token { max }, Some(_)) => {
+                return Err(invalid(format!("must be 1 to {max} printable characters without spaces")));
             }
             (ArgKind::Host, Some(Value::String(host))) if is_host(host) => Value::from(host.as_str()),
             (ArgKind::Host, Some(_)) => {
@@ -252,6 +329,14 @@ pub fn validate_internal_command(kind: &str, args: &Value) -> Result<Value, Comm
         out.insert(arg.name.to_owned(), checked);
     }
     Ok(Value::Object(out))
+}
+
+fn is_token(s: &str, max: usize) -> bool {
+    !s.is_empty() && s.len() <= max && s.bytes().all(|b| b.is_ascii_graphic())
+}
+
+fn is_https_url(s: &str) -> bool {
+    s.len() > "https://".len() && s.starts_with("https://") && is_token(s, MAX_URL_BYTES)
 }
 
 fn is_host(s: &str) -> bool {
@@ -310,6 +395,47 @@ mod tests {
             Err(CommandError::Invalid { .. })
         ));
         assert_eq!(validate_command("factory_reset", &json!({"confirm": true})), Ok(json!({"confirm": true})));
+    }
+
+    #[test]
+    fn firmware_upgrades_are_internal_and_fully_specified() {
+        let args = json!({
+            "url": "https://fleet.example.com:8444/firmware/3/7?token=abc",
+            "sha256": "ab".repeat(32),
+            "size": 1024,
+            "version": "2.1.0",
+            "image": 3,
+        });
+        assert!(matches!(validate_command(UPGRADE_FIRMWARE, &args), Err(CommandError::UnknownKind(_))));
+        assert_eq!(validate_internal_command(UPGRADE_FIRMWARE, &args), Ok(args.clone()));
+        assert!(admin_command_kinds().all(|k| k.name != UPGRADE_FIRMWARE));
+        let with = |name: &str, value: Value| {
+            let mut a = args.clone();
+            a[name] = value;
+            validate_internal_command(UPGRADE_FIRMWARE, &a)
+        };
+        for (name, bad) in [
+            ("url", json!("http://fleet.example.com/firmware/3/7")),
+            ("url", json!("https://")),
+            ("url", json!("https://a b")),
+            ("url", json!(format!("https://{}", "a".repeat(MAX_URL_BYTES)))),
+            ("sha256", json!("AB".repeat(32))),
+            ("sha256", json!("ab".repeat(31))),
+            ("size", json!(0)),
+            ("size", json!(MAX_FIRMWARE_BYTES + 1)),
+            ("version", json!("")),
+            ("version", json!("2.1 beta")),
+            ("version", json!("x".repeat(65))),
+            ("image", json!(0)),
+        ] {
+            assert!(matches!(with(name, bad.clone()), Err(CommandError::Invalid { .. })), "{name} = {bad}");
+        }
+        let mut missing = args.clone();
+        missing.as_object_mut().unwrap().remove("sha256");
+        assert!(matches!(
+            validate_internal_command(UPGRADE_FIRMWARE, &missing),
+            Err(CommandError::Missing { arg: "sha256", .. })
+        ));
     }
 
     #[test]

@@ -297,8 +297,12 @@ pub enum DeviceMessage {
 pub enum CommandProgress {
     /// The device took the command.
     Accepted,
-    /// The device is running it.
-    Running,
+    /// The device is running it, with what it says about its progress (`downloading 42%`;
+    /// empty when it says nothing).
+    Running {
+        /// Progress text (at most [`MAX_COMMAND_OUTPUT`] bytes), or empty.
+        progress: String,
+    },
     /// It finished successfully.
     Succeeded {
         /// What it printed (at most [`MAX_COMMAND_OUTPUT`] bytes).
@@ -326,9 +330,11 @@ impl TryFrom<wire::CommandResult> for CommandProgress {
         let quiet = c.output.is_empty() && c.reason.is_empty();
         Ok(match c.status {
             wire::CommandStatus::Accepted if quiet => CommandProgress::Accepted,
-            wire::CommandStatus::Running if quiet => CommandProgress::Running,
+            wire::CommandStatus::Running if c.reason.is_empty() => {
+                CommandProgress::Running { progress: sanitize(c.output) }
+            }
             wire::CommandStatus::Accepted | wire::CommandStatus::Running => {
-                return Err(InvalidMessage::CommandResult("without a result carries no output or reason"));
+                return Err(InvalidMessage::CommandResult("without a result carries no failure reason"));
             }
             wire::CommandStatus::Succeeded if c.reason.is_empty() => {
                 CommandProgress::Succeeded { output: sanitize_multiline(c.output) }
@@ -526,7 +532,11 @@ mod tests {
             Err(e) => Err(e),
         };
         assert_eq!(progress(answer(S::Accepted, "", "")), Ok(CommandProgress::Accepted));
-        assert_eq!(progress(answer(S::Running, "", "")), Ok(CommandProgress::Running));
+        assert_eq!(progress(answer(S::Running, "", "")), Ok(CommandProgress::Running { progress: String::new() }));
+        assert_eq!(
+            progress(answer(S::Running, "downloading\n42%", "")),
+            Ok(CommandProgress::Running { progress: "downloading 42%".into() })
+        );
         assert_eq!(
             progress(answer(S::Succeeded, "64 bytes\n\tok\x07", "")),
             Ok(CommandProgress::Succeeded { output: "64 bytes\n\tok ".into() })

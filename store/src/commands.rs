@@ -15,6 +15,10 @@
 //! "–" leaves the command as it is: device updates only move forward (a late `accepted` after
 //! `succeeded` changes nothing), and the last four states are final. Queued, sent, accepted and
 //! running commands are *pending*: they count against [`CommandLimits`].
+//!
+//! A `running` answer may carry progress text (a firmware download's percentage): it is stored
+//! as the command's output, also on a command already running — the one device update that
+//! changes a command without a transition (its state stays `running`).
 
 use std::collections::HashMap;
 
@@ -277,8 +281,12 @@ pub(crate) const PENDING_SQL: &str = "('queued', 'sent', 'accepted', 'running')"
 pub enum CommandUpdate {
     /// It accepted the command.
     Accepted,
-    /// It is running it (progress).
-    Running,
+    /// It is running it, with its progress text (empty: none; truncated to
+    /// [`MAX_COMMAND_OUTPUT`]), stored as the output.
+    Running {
+        /// What the device says about its progress.
+        progress: String,
+    },
     /// It finished it.
     Succeeded {
         /// What it printed (truncated to [`MAX_COMMAND_OUTPUT`]).
@@ -298,7 +306,7 @@ impl CommandUpdate {
     pub fn transition(&self) -> CommandTransition {
         match self {
             CommandUpdate::Accepted => CommandTransition::Accept,
-            CommandUpdate::Running => CommandTransition::Run,
+            CommandUpdate::Running { .. } => CommandTransition::Run,
             CommandUpdate::Succeeded { .. } => CommandTransition::Succeed,
             CommandUpdate::Failed { .. } => CommandTransition::Fail,
         }
@@ -307,7 +315,9 @@ impl CommandUpdate {
     /// The output and reason to store (truncated to their bounds), if the update carries them.
     pub(crate) fn bounded_output(&self) -> (Option<String>, Option<String>) {
         match self {
-            CommandUpdate::Accepted | CommandUpdate::Running => (None, None),
+            CommandUpdate::Accepted => (None, None),
+            CommandUpdate::Running { progress } if progress.is_empty() => (None, None),
+            CommandUpdate::Running { progress } => (Some(truncate_utf8(progress, MAX_COMMAND_OUTPUT)), None),
             CommandUpdate::Succeeded { output } => (Some(truncate_utf8(output, MAX_COMMAND_OUTPUT)), None),
             CommandUpdate::Failed { output, reason } => {
                 (Some(truncate_utf8(output, MAX_COMMAND_OUTPUT)), Some(truncate_utf8(reason, MAX_COMMAND_REASON)))
@@ -321,7 +331,7 @@ impl CommandUpdate {
     pub(crate) fn slot(&self) -> usize {
         match self {
             CommandUpdate::Accepted => 0,
-            CommandUpdate::Running => 1,
+            CommandUpdate::Running { .. } => 1,
             CommandUpdate::Succeeded { .. } => 2,
             CommandUpdate::Failed { .. } => 3,
         }
@@ -348,6 +358,12 @@ pub(crate) fn device_update_statements(p: char) -> [String; 4] {
             t.sql_states()
         )
     })
+}
+
+/// The statement storing a `running` answer's progress text on a command that is running
+/// already (no transition): output `p3` on command `p1` of device `p2`.
+pub(crate) fn progress_statement(p: char) -> String {
+    format!("UPDATE commands SET output = {p}3 WHERE id = {p}1 AND device_id = {p}2 AND state = 'running'")
 }
 
 /// The longest prefix of `text` of at most `max` bytes that ends on a character boundary.

@@ -10,6 +10,7 @@
 //!   upload, with their content), [`TaskStore`] (scheduled tasks, their runs and per-device
 //!   results), [`InventoryStore`] (devices added, edited, moved, deleted and imported) and
 //!   [`SiteStore`] (sites by subnet, PRV-1).
+//!   [`FirmwareStore`] (firmware images per enterprise, with their content).
 //! - [`EventStore`] (`events.rs`): append-only event streams (status events, resource reports,
 //!   alarm events), the aggregated alarm records, and the per-device delivery marks used to drop
 //!   duplicates.
@@ -29,6 +30,7 @@ mod devices;
 pub mod embedded;
 mod events;
 mod files;
+mod firmware;
 mod inventory;
 mod model;
 mod oplog;
@@ -48,6 +50,7 @@ pub use commands::*;
 pub use devices::*;
 pub use events::*;
 pub use files::*;
+pub use firmware::*;
 pub use inventory::*;
 pub use model::*;
 pub use oplog::*;
@@ -127,6 +130,7 @@ pub trait EntityStore:
     + TaskStore
     + InventoryStore
     + SiteStore
+    + FirmwareStore
 {
 }
 
@@ -143,6 +147,7 @@ impl<T> EntityStore for T where
         + TaskStore
         + InventoryStore
         + SiteStore
+        + FirmwareStore
 {
 }
 
@@ -171,6 +176,7 @@ opaque_debug!(
     TaskStore,
     InventoryStore,
     SiteStore,
+    FirmwareStore,
     EntityStore,
     EventStore
 );

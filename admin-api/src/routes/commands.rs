@@ -104,6 +104,11 @@ pub(crate) fn catalog() -> Kinds {
                         ArgKind::Integer { min, max, default } => ("integer", false, Some((min, max, default))),
                         ArgKind::Host => ("host", true, None),
                         ArgKind::Confirm => ("confirm", true, None),
+                        // Arguments of internal kinds only (never listed here).
+                        ArgKind::HttpsUrl => ("url", true, None),
+                        ArgKind::Sha256 => ("sha256", true, None),
+                        ArgKind::Count { min, max } => ("integer", true, Some((min, max, min))),
+                        ArgKind::Token { .. } => ("text", true, None),
                     };
                     ArgBody {
                         name: a.name.into(),

@@ -33,8 +33,11 @@ const BATCH: usize = 500;
 /// Body and row limits of an enterprise or channel admin's import (SPEC DEV-4: 10,000 rows).
 const LIMIT: Limits = Limits { bytes: 10 * 1024 * 1024, rows: 10_000 };
 
+/// The largest import body of any caller (a platform admin's).
+pub(crate) const PLATFORM_LIMIT_BYTES: u64 = 100 * 1024 * 1024;
+
 /// Body and row limits of a platform admin's import.
-const PLATFORM_LIMIT: Limits = Limits { bytes: 100 * 1024 * 1024, rows: 100_000 };
+const PLATFORM_LIMIT: Limits = Limits { bytes: PLATFORM_LIMIT_BYTES, rows: 100_000 };
 
 /// Row errors shown with an import log (the rest: `errors.csv`).
 const SHOWN_ERRORS: u32 = 100;

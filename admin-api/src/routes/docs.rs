@@ -18,7 +18,7 @@ use crate::routes::session::{
 };
 use crate::routes::{
     account, alarm_summary, alarms, commands, dashboard, device_imports, device_labels, devices, enterprises,
-    inventory, oplog, sites, strategies, tasks, tenants,
+    firmware, inventory, oplog, sites, strategies, tasks, tenants,
 };
 use crate::state::AppState;
 
@@ -54,6 +54,7 @@ pub(crate) fn operations() -> Vec<Operation> {
     const LOG: &str = "operation log";
     const TASKS: &str = "scheduled tasks";
     const SITES: &str = "sites";
+    const FIRMWARE: &str = "firmware";
     vec![
         get_("/healthz", OPS, "Liveness: 200 while the process answers").public().answers::<Value>(200),
         get_(
@@ -335,6 +336,30 @@ pub(crate) fn operations() -> Vec<Operation> {
         post_("/api/v1/sites/import", SITES, "Import sites from a CSV body (per-row errors)")
             .query::<sites::SiteQuery>()
             .answers::<sites::SiteImportReport>(200),
+        // Firmware (PRV-4).
+        get_("/api/v1/firmware", FIRMWARE, "An enterprise's firmware images, newest first")
+            .query::<firmware::ListQuery>()
+            .answers::<ListPage<fleetpulse_store::FirmwareImage>>(200),
+        post_(
+            "/api/v1/firmware",
+            FIRMWARE,
+            "Upload a firmware image as the body (streamed, size-limited, SHA-256 computed)",
+        )
+        .query::<firmware::UploadQuery>()
+        .answers::<fleetpulse_store::FirmwareImage>(201)
+        .may_fail(&[413, 429]),
+        get_("/api/v1/firmware/{id}", FIRMWARE, "One firmware image").answers::<fleetpulse_store::FirmwareImage>(200),
+        delete_("/api/v1/firmware/{id}", FIRMWARE, "Delete a firmware image no pending upgrade uses")
+            .answers_raw(204, "")
+            .may_fail(&[409]),
+        post_(
+            "/api/v1/devices/{id}/firmware-upgrade",
+            FIRMWARE,
+            "Upgrade a device's firmware to an image of its model",
+        )
+        .body::<firmware::UpgradeRequest>()
+        .answers::<commands::CommandBody>(201)
+        .may_fail(&[409, 429]),
         // Operation log.
         get_("/api/v1/operation-logs", LOG, "Operation log rows, newest first")
             .query::<oplog::ListQuery>()

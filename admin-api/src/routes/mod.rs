@@ -13,6 +13,7 @@ pub(crate) mod devices;
 pub(crate) mod docs;
 pub(crate) mod enterprises;
 pub(crate) mod files;
+pub(crate) mod firmware;
 pub(crate) mod inventory;
 pub(crate) mod listing;
 pub(crate) mod oplog;
@@ -38,6 +39,7 @@ pub(crate) fn all() -> Vec<(&'static str, MethodRouter<AppState>)> {
         devices::routes(),
         commands::routes(),
         files::routes(),
+        firmware::routes(),
         dashboard::routes(),
         device_labels::routes(),
         alarms::routes(),

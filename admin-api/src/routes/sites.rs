@@ -23,7 +23,7 @@ use crate::state::AppState;
 mod csv;
 
 /// Largest site import body (2,000 rows of about 2 KiB).
-const MAX_IMPORT_BYTES: usize = 4 * 1024 * 1024;
+pub(crate) const MAX_IMPORT_BYTES: usize = 4 * 1024 * 1024;
 
 /// Routes of this module: (path, handlers by method).
 pub(crate) fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {

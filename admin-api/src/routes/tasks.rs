@@ -53,7 +53,9 @@ pub(crate) struct TaskRequest {
     enterprise_id: Option<EnterpriseId>,
     /// A name for people; defaults to the kind.
     name: Option<String>,
-    /// A command kind (`GET /api/v1/command-kinds`).
+    /// A command kind (`GET /api/v1/command-kinds`), or `upgrade_firmware` (arguments
+    /// `{"image": <firmware image id>}`: each run gives each device of the image's model its own
+    /// download link).
     kind: String,
     /// The command's arguments (an object; defaults filled in).
     #[serde(default)]
@@ -139,8 +141,14 @@ async fn create(
         .ok_or_else(|| ApiError::invalid("enterprise_id is required"))?;
     let enterprise = enterprises::find(&ctx, &auth, enterprise).await?;
     auth.require_act(&ctx, enterprise.id).await?;
-    let args = fleetpulse_proto::commands::validate_command(&req.kind, &req.args)
-        .map_err(|e| ApiError::invalid(e.to_string()))?;
+    // A firmware upgrade task stores only its image; each run makes each device's own link.
+    let args = if req.kind == fleetpulse_proto::commands::UPGRADE_FIRMWARE {
+        crate::firmware::task_args(ctx.api.store.entities.as_ref(), enterprise.id, &req.args).await?
+    } else {
+        fleetpulse_proto::commands::validate_command(&req.kind, &req.args)
+            .map_err(|e| ApiError::invalid(e.to_string()))?
+            .to_string()
+    };
     let deadline_s = req.deadline_s.unwrap_or(DEFAULT_DEADLINE_S);
     if !TASK_DEADLINE_RANGE_S.contains(&deadline_s) {
         return Err(ApiError::invalid(format!(
@@ -174,7 +182,7 @@ async fn create(
             None => req.kind.clone(),
         },
         kind: req.kind,
-        args: args.to_string(),
+        args,
         deadline_s,
         targets: req.targets,
         schedule: req.schedule,

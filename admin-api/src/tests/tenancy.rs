@@ -73,6 +73,8 @@ struct World {
     import: u64,
     /// A site of EB.
     site: u64,
+    /// A firmware image of EB.
+    firmware: u64,
 }
 
 async fn account(
@@ -207,6 +209,7 @@ async fn world() -> World {
         at: UnixMillis(1),
     };
     let site = h.store.entities.create_site(site).await.expect("site").id.0;
+    let firmware = super::firmware::stored_image(&h, eb, eb_admin.id, "T54W", "2.0").await.id.0;
     World {
         h,
         platform,
@@ -231,6 +234,7 @@ async fn world() -> World {
         run,
         import,
         site,
+        firmware,
     }
 }
 
@@ -270,6 +274,10 @@ fn foreign_request(w: &World, path: &str, method: &Method) -> Option<(String, Op
         path.replace("{id}", &w.import.to_string())
     } else if id("/api/v1/sites/") {
         path.replace("{id}", &w.site.to_string())
+    } else if id("/api/v1/firmware/") {
+        path.replace("{id}", &w.firmware.to_string())
+    } else if path == "/api/v1/firmware" && method == Method::POST {
+        format!("{path}?enterprise_id={}&model=T54W&version=9", w.eb)
     } else if id("/api/v1/tasks/") {
         path.replace("{id}", &w.task.to_string()).replace("{run}", &w.run.to_string())
     } else if matches!(
@@ -286,6 +294,7 @@ fn foreign_request(w: &World, path: &str, method: &Method) -> Option<(String, Op
             | "/api/v1/device-imports"
             | "/api/v1/sites"
             | "/api/v1/sites/import"
+            | "/api/v1/firmware"
     ) {
         format!("{path}?enterprise_id={}", w.eb)
     } else if matches!(
@@ -314,6 +323,7 @@ fn foreign_request(w: &World, path: &str, method: &Method) -> Option<(String, Op
         })),
         ("/api/v1/sub-accounts/{id}/permissions", _) => Some(json!({"features": ["devices"], "data": "all"})),
         ("/api/v1/devices/{id}/commands", _) => Some(json!({"kind": "reboot"})),
+        ("/api/v1/devices/{id}/firmware-upgrade", _) => Some(json!({"image": w.firmware})),
         ("/api/v1/devices/{id}/move", _) => Some(json!({"enterprise_id": w.eb})),
         ("/api/v1/sites", _) => Some(json!({"enterprise_id": w.eb, "name": "intruder"})),
         ("/api/v1/sites/{id}", _) => Some(json!({"name": "intruder"})),
@@ -390,6 +400,8 @@ async fn every_route_answers_404_or_403_for_another_tenants_objects() {
     assert_eq!(task.state, fleetpulse_store::TaskState::Completed, "B's task is as it was");
     let tasks = w.h.store.entities.list_tasks(None, fleetpulse_store::Page::first(10)).await.unwrap();
     assert_eq!(tasks.len(), 1, "no task was created for B");
+    let image = fleetpulse_proto::FirmwareId(w.firmware);
+    assert!(w.h.store.entities.firmware(image).await.unwrap().is_some(), "B's firmware image is kept");
     let alarm = w.h.store.events.alarm_record(w.alarm).await.unwrap().expect("kept");
     assert_eq!(alarm.status, fleetpulse_store::AlarmStatus::Active);
     assert_eq!(

@@ -9,6 +9,7 @@ use super::{Fleet, Group, Phase};
 use crate::alarms::DeviceTokens;
 use crate::config::MessageKind;
 use crate::device::DeviceSession;
+use crate::download::{self, DownloadEvent};
 use crate::messages::DeviceProfile;
 use crate::quic::LinkError;
 use crate::responder::{AnswerStatus, CommandResponder, Received};
@@ -43,6 +44,12 @@ pub(super) struct DeviceState {
     pub(super) encoder: FrameEncoder,
     /// The commands it knows and runs.
     pub(super) commands: CommandResponder,
+    /// The firmware download that runs (its command, its events); it goes on across
+    /// connections, as a phone's would.
+    pub(super) download: Option<(u64, tokio::sync::mpsc::Receiver<DownloadEvent>)>,
+    /// A firmware upgrade was installed: the device restarts (reconnects with a new `Hello`)
+    /// once its answers are acknowledged.
+    pub(super) reboot: bool,
 }
 
 impl DeviceState {
@@ -124,6 +131,36 @@ impl DeviceState {
                 tracker.stored(id, now_us, status);
             }
         });
+    }
+
+    /// Starts the next firmware download the responder has due, if none runs.
+    pub(super) fn start_download(&mut self, fleet: &Fleet) {
+        if self.download.is_some() {
+            return;
+        }
+        let Some(job) = self.commands.poll_download() else { return };
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        self.download = Some((job.command_id, rx));
+        tokio::spawn(download::run(fleet.downloads.clone(), job, tx));
+    }
+
+    /// What the running download reported (`None`: its task is gone).
+    pub(super) fn download_event(&mut self, event: Option<DownloadEvent>, fleet: &Fleet) {
+        let Some((command_id, _)) = self.download else { return };
+        let event = event.unwrap_or_else(|| DownloadEvent::Done(Err("the download task ended".into())));
+        let done = matches!(event, DownloadEvent::Done(_));
+        if let DownloadEvent::Done(Err(reason)) = &event {
+            tracing::warn!(mac = %self.profile.mac, command_id, %reason, "a firmware download failed");
+        }
+        if let Some(version) = self.commands.handle_download_event(command_id, event) {
+            fleet.counters.firmware_upgrades.incr();
+            self.profile.set_firmware(version);
+            self.reboot = true;
+        }
+        if done {
+            self.download = None;
+        }
+        self.push_answers(fleet);
     }
 
     /// How an upload stream of `command_id` ended.

@@ -4,7 +4,7 @@ use rand::SeedableRng;
 use rand::rngs::SmallRng;
 
 use super::*;
-use AnswerStatus::{Accepted, Failed, Succeeded};
+use AnswerStatus::{Accepted, Failed, Running, Succeeded};
 
 const NOW_MS: i64 = 1_000_000;
 
@@ -26,6 +26,7 @@ fn answers(r: &mut CommandResponder, seq: &mut u64) -> Vec<String> {
         out.push(format!("{}:{:?}", a.command_id, a.status));
         match a.status {
             Accepted => assert!(result.output.is_empty() && result.reason.is_empty(), "{result:?}"),
+            Running => assert!(result.output.starts_with("downloading ") && result.reason.is_empty(), "{result:?}"),
             Succeeded => assert!(!result.output.is_empty() && result.reason.is_empty(), "{result:?}"),
             Failed => assert!(!result.reason.is_empty() && result.reason.len() <= MAX_COMMAND_REASON, "{result:?}"),
         }
@@ -172,10 +173,59 @@ fn default_args_fill_hosts_and_outputs_stay_within_bounds() {
     assert_eq!(default_args("reboot"), serde_json::json!({}));
     for kind in fleetpulse_proto::commands::COMMAND_KINDS {
         let args = commands::validate_internal_command(kind.name, &default_args(kind.name));
-        if kind.name != "factory_reset" {
+        // Internal kinds (firmware, configuration) have required arguments fleetpulse makes.
+        if kind.name != "factory_reset" && !kind.internal {
             let args = args.expect("defaults are valid");
             assert!(!fake_output(kind.name, &args, 3).is_empty());
         }
     }
     assert_eq!(truncate("ééé", 3), "é");
+}
+
+fn upgrade(id: u64) -> Command {
+    let args = serde_json::json!({
+        "url": "https://127.0.0.1:8444/firmware/3/7?token=1.ab",
+        "sha256": "ab".repeat(32),
+        "size": 1000,
+        "version": "2.0",
+        "image": 3,
+    });
+    command(id, UPGRADE_FIRMWARE, &args.to_string())
+}
+
+#[test]
+fn a_firmware_upgrade_is_a_download_with_progress_then_its_result() {
+    let mut r = CommandResponder::new(config(0.0));
+    let mut rng = SmallRng::seed_from_u64(1);
+    let mut seq = 1;
+    assert_eq!(r.handle_command(&upgrade(5), 0, NOW_MS, &mut rng), Received::Executed);
+    assert_eq!(answers(&mut r, &mut seq), ["5:Accepted"]);
+    assert_eq!(r.poll_download(), None, "not before the delay");
+    r.poll_timers(50_000);
+    let job = r.poll_download().expect("a download");
+    assert_eq!((job.command_id, job.size, job.version.as_str()), (5, 1000, "2.0"));
+    assert!(job.url.ends_with("token=1.ab"));
+    assert_eq!(r.poll_download(), None, "one at a time, once");
+    assert!(r.is_busy());
+    assert_eq!(r.handle_download_event(5, DownloadEvent::Progress(40)), None);
+    let running = r.peek_answer().expect("progress");
+    assert_eq!(r.result(running).output, "downloading 40%");
+    assert_eq!(answers(&mut r, &mut seq), ["5:Running"]);
+    assert_eq!(r.handle_download_event(5, DownloadEvent::Done(Ok("2.0".into()))), Some("2.0".into()));
+    let done = r.peek_answer().expect("the result");
+    assert_eq!(r.result(done).output, "installed firmware 2.0\n");
+    assert_eq!(answers(&mut r, &mut seq), ["5:Succeeded"]);
+    assert_eq!(r.handle_download_event(5, DownloadEvent::Progress(50)), None, "nothing after the end");
+    assert!(r.peek_answer().is_none() && !r.is_busy());
+
+    // A failed check fails the command with its reason.
+    assert_eq!(r.handle_command(&upgrade(6), 0, NOW_MS, &mut rng), Received::Executed);
+    r.poll_timers(50_000);
+    r.poll_download().expect("a download");
+    let failed = r.handle_download_event(6, DownloadEvent::Done(Err("sha256 mismatch: 00, not ab".into())));
+    assert_eq!(failed, None);
+    assert_eq!(answers(&mut r, &mut seq), ["6:Accepted", "6:Failed"]);
+    // A repeat is answered with the last answer, not downloaded again.
+    assert_eq!(r.handle_command(&upgrade(6), 0, NOW_MS, &mut rng), Received::Repeated);
+    assert_eq!(r.poll_download(), None);
 }

@@ -103,6 +103,9 @@ static EXPIRE: LazyLock<String> = LazyLock::new(|| {
 /// The device update statements ([`device_update_statements`]), in [`CommandUpdate::slot`] order.
 static UPDATES: LazyLock<[String; 4]> = LazyLock::new(|| device_update_statements('?'));
 
+/// The progress statement ([`progress_statement`]).
+static PROGRESS: LazyLock<String> = LazyLock::new(|| progress_statement('?'));
+
 /// The command with this id (`None` for an id no row can have).
 fn read_command(c: &Connection, id: CommandId) -> Result<Option<Command>> {
     let Ok(id) = i64::try_from(id.0) else { return Ok(None) };
@@ -252,8 +255,12 @@ impl CommandStore for EmbeddedStore {
         let (Ok(db_id), Ok(db_device)) = (i64::try_from(id.0), i64::try_from(device.0)) else { return Ok(None) };
         let sql = &UPDATES[update.slot()];
         let (output, reason) = update.bounded_output();
+        let progress = matches!(update, CommandUpdate::Running { .. }).then(|| output.clone()).flatten();
         self.write(1, move |c| {
             c.prepare_cached(sql)?.execute(params![db_id, db_device, now.0, output, reason])?;
+            if let Some(progress) = &progress {
+                c.prepare_cached(&PROGRESS)?.execute(params![db_id, db_device, progress])?;
+            }
             Ok(read_command(c, id)?.filter(|cmd| cmd.device_id == device))
         })
         .await

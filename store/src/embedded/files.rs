@@ -127,7 +127,7 @@ fn temporary_name() -> String {
 
 /// Step 1: copies exactly `size` bytes of `content` to a new temporary file in `dir`, one
 /// [`FILE_CHUNK`] at a time; answers its path. Nothing is left behind on failure.
-fn copy_in(content: &Path, dir: &Path, size: u64, fsync: bool) -> Result<PathBuf> {
+pub(super) fn copy_in(content: &Path, dir: &Path, size: u64, fsync: bool) -> Result<PathBuf> {
     let source = std::fs::File::open(content)?;
     let tmp = dir.join(temporary_name());
     let mut out = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
@@ -165,7 +165,7 @@ fn copy_in(content: &Path, dir: &Path, size: u64, fsync: bool) -> Result<PathBuf
 }
 
 /// Step 3: the temporary content becomes the content of file `id`.
-fn publish(tmp: &Path, dir: &Path, id: FileId, fsync: bool) -> Result<()> {
+pub(super) fn publish(tmp: &Path, dir: &Path, id: impl std::fmt::Display, fsync: bool) -> Result<()> {
     std::fs::rename(tmp, content_path(dir, id))?;
     if fsync {
         std::fs::File::open(dir)?.sync_all()?;
@@ -173,8 +173,8 @@ fn publish(tmp: &Path, dir: &Path, id: FileId, fsync: bool) -> Result<()> {
     Ok(())
 }
 
-pub(super) fn content_path(dir: &Path, id: FileId) -> PathBuf {
-    dir.join(id.0.to_string())
+pub(super) fn content_path(dir: &Path, id: impl std::fmt::Display) -> PathBuf {
+    dir.join(id.to_string())
 }
 
 /// Removes a file that may already be gone, logging any other failure (what is left is swept
@@ -193,12 +193,13 @@ pub(super) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + 
 }
 
 /// On open, before any write: deletes what an interrupted store or delete left behind (see the
-/// module documentation), and creates `dir` if needed.
-pub(super) fn recover(c: &Connection, dir: &Path) -> Result<()> {
+/// module documentation), and creates `dir` if needed. `table` is the table of the rows whose
+/// content `dir` holds (`files`, or `firmware_images` for `firmware/`).
+pub(super) fn recover(c: &Connection, dir: &Path, table: &str) -> Result<()> {
     std::fs::create_dir_all(dir)?;
-    let abandoned = c.execute("DELETE FROM files WHERE complete = 0", [])?;
+    let abandoned = c.execute(&format!("DELETE FROM {table} WHERE complete = 0"), [])?;
     let mut swept = 0u64;
-    let mut complete = c.prepare("SELECT 1 FROM files WHERE id = ?1 AND complete = 1")?;
+    let mut complete = c.prepare(&format!("SELECT 1 FROM {table} WHERE id = ?1 AND complete = 1"))?;
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name();
@@ -216,7 +217,12 @@ pub(super) fn recover(c: &Connection, dir: &Path) -> Result<()> {
         }
     }
     if abandoned > 0 || swept > 0 {
-        tracing::info!(message = "Removed files left incomplete by an earlier run.", rows = abandoned, files = swept);
+        tracing::info!(
+            message = "Removed files left incomplete by an earlier run.",
+            table,
+            rows = abandoned,
+            files = swept
+        );
     }
     Ok(())
 }

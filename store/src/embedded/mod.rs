@@ -17,6 +17,7 @@ mod devices;
 pub mod durable;
 mod events;
 mod files;
+mod firmware;
 pub mod integrity;
 mod inventory;
 mod maintenance;
@@ -80,6 +81,8 @@ pub struct EmbeddedStore {
     closing: Arc<AtomicBool>,
     /// Where file content lives (`<data_dir>/files`).
     files_dir: std::path::PathBuf,
+    /// Where firmware image content lives (`<data_dir>/firmware`).
+    firmware_dir: std::path::PathBuf,
     /// Whether file content is fsynced before its row completes (as [`EmbeddedConfig::fsync`]).
     fsync: bool,
     /// The compiled site matcher of each enterprise (`sites.rs`).
@@ -152,7 +155,9 @@ impl EmbeddedStore {
         mark.write(held)?;
         refresh_device_types(&conn)?;
         let files_dir = data_dir.join(files::FILES_DIR);
-        files::recover(&conn, &files_dir)?;
+        files::recover(&conn, &files_dir, "files")?;
+        let firmware_dir = data_dir.join(firmware::FIRMWARE_DIR);
+        files::recover(&conn, &firmware_dir, "firmware_images")?;
         let readers = (0..config.readers.max(1))
             .map(|_| open_connection(&path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX, false))
             .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -181,6 +186,7 @@ impl EmbeddedStore {
             stats,
             closing,
             files_dir,
+            firmware_dir,
             fsync: config.fsync,
             site_matchers: Arc::default(),
         })

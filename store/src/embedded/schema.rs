@@ -500,6 +500,24 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE devices ADD COLUMN site_id INTEGER;
     CREATE INDEX devices_site ON devices(enterprise_id, site_id, online);
     CREATE INDEX devices_site_id ON devices(site_id, id);
+    // Firmware images (PRV-4, issue 12): one enterprise's images for a model, content in
+    // `firmware/<id>` beside the database, written and swept like `files` (a row is `complete`
+    // once its content is in place). AUTOINCREMENT: an image id is part of download links and
+    // must never name another image after a deletion.
+    r#"
+    CREATE TABLE firmware_images (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        enterprise_id INTEGER NOT NULL REFERENCES enterprises(id),
+        model         TEXT NOT NULL,
+        version       TEXT NOT NULL,
+        name          TEXT NOT NULL,
+        size          INTEGER NOT NULL CHECK (size > 0),
+        sha256        BLOB NOT NULL CHECK (length(sha256) = 32),
+        uploaded_by   INTEGER NOT NULL REFERENCES accounts(id),
+        uploaded_at   INTEGER NOT NULL,
+        complete      INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX firmware_images_enterprise ON firmware_images(enterprise_id, id);
     "#,
 ];
 

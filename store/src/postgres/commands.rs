@@ -128,6 +128,10 @@ static EXPIRE: LazyLock<String> = LazyLock::new(|| {
 static UPDATES: LazyLock<[String; 4]> =
     LazyLock::new(|| device_update_statements('$').map(|sql| format!("{sql} RETURNING {COMMAND_COLUMNS}")));
 
+/// The progress statement ([`progress_statement`]), answering the command.
+static PROGRESS: LazyLock<String> =
+    LazyLock::new(|| format!("{} RETURNING {COMMAND_COLUMNS}", progress_statement('$')));
+
 impl PgEntityStore {
     async fn read_command(&self, id: i64) -> Result<Option<Command>> {
         sqlx::query(AssertSqlSafe(format!("SELECT {COMMAND_COLUMNS} FROM commands WHERE id = $1")))
@@ -307,7 +311,8 @@ impl CommandStore for PgEntityStore {
     ) -> Result<Option<Command>> {
         let (Some(id), Some(db_device)) = (db_id(id.0), db_id(device.0)) else { return Ok(None) };
         let (output, reason) = update.bounded_output();
-        let updated = sqlx::query(AssertSqlSafe(UPDATES[update.slot()].as_str()))
+        let progress = matches!(update, CommandUpdate::Running { .. }).then(|| output.clone()).flatten();
+        let mut updated = sqlx::query(AssertSqlSafe(UPDATES[update.slot()].as_str()))
             .bind(id)
             .bind(db_device)
             .bind(now.0)
@@ -316,6 +321,16 @@ impl CommandStore for PgEntityStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(backend)?;
+        if let Some(progress) = progress {
+            let noted = sqlx::query(AssertSqlSafe(PROGRESS.as_str()))
+                .bind(id)
+                .bind(db_device)
+                .bind(progress)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(backend)?;
+            updated = noted.or(updated);
+        }
         match updated {
             Some(row) => command_from_row(&row).map(Some),
             None => Ok(self.read_command(id).await?.filter(|cmd| cmd.device_id == device)),

@@ -37,7 +37,7 @@ fn file_from_row(r: &PgRow) -> Result<StoredFile> {
 }
 
 /// Reads from `source` until `buf` is full or the source ends; answers how many bytes.
-async fn read_full(source: &mut (impl AsyncReadExt + Unpin), buf: &mut [u8]) -> std::io::Result<usize> {
+pub(super) async fn read_full(source: &mut (impl AsyncReadExt + Unpin), buf: &mut [u8]) -> std::io::Result<usize> {
     let mut filled = 0;
     while filled < buf.len() {
         let n = source.read(&mut buf[filled..]).await?;

@@ -526,6 +526,30 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ALTER TABLE devices ADD COLUMN site_id BIGINT;
     CREATE INDEX devices_site ON devices (enterprise_id, site_id, online);
     CREATE INDEX devices_site_id ON devices (site_id, id);
+        "firmware images",
+        // Firmware images (PRV-4, issue 12): the metadata in `firmware_images`, the content in
+        // `firmware_chunks` (one row per FILE_CHUNK, deleted with its image), inserted in one
+        // transaction, so that any node serves a download.
+        r#"
+    CREATE TABLE firmware_images (
+        id            BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        enterprise_id BIGINT NOT NULL REFERENCES enterprises (id),
+        model         TEXT NOT NULL,
+        version       TEXT NOT NULL,
+        name          TEXT NOT NULL,
+        size          BIGINT NOT NULL CHECK (size > 0),
+        sha256        BYTEA NOT NULL CHECK (length(sha256) = 32),
+        uploaded_by   BIGINT NOT NULL REFERENCES accounts (id),
+        uploaded_at   BIGINT NOT NULL
+    );
+    CREATE INDEX firmware_images_enterprise ON firmware_images (enterprise_id, id);
+    CREATE TABLE firmware_chunks (
+        image_id BIGINT NOT NULL REFERENCES firmware_images (id) ON DELETE CASCADE,
+        idx      INTEGER NOT NULL CHECK (idx >= 0),
+        bytes    BYTEA NOT NULL,
+        PRIMARY KEY (image_id, idx)
+    );
+    ALTER TABLE firmware_chunks ALTER COLUMN bytes SET STORAGE EXTERNAL;
     "#,
     ),
 ];

@@ -255,9 +255,18 @@ pub(crate) async fn command_updates(store: &Store) {
     // accepted → running → succeeded, the output truncated on a character boundary.
     let accepted = update(ids[0], d[0], CommandUpdate::Accepted, 30).await.unwrap().unwrap();
     assert_eq!((accepted.state, accepted.accepted_at), (CommandState::Accepted, Some(UnixMillis(30))));
-    let running = update(ids[0], d[0], CommandUpdate::Running, 40).await.unwrap().unwrap();
+    let running = update(ids[0], d[0], CommandUpdate::Running { progress: String::new() }, 40).await.unwrap().unwrap();
     assert_eq!((running.state, running.accepted_at), (CommandState::Running, Some(UnixMillis(30))));
-    assert_eq!(update(ids[0], d[0], CommandUpdate::Running, 45).await.unwrap().unwrap(), running, "progress again");
+    assert_eq!(
+        update(ids[0], d[0], CommandUpdate::Running { progress: String::new() }, 45).await.unwrap().unwrap(),
+        running,
+        "progress again"
+    );
+    // Progress text is stored as the output, also on a command already running.
+    for text in ["downloading 10%", "downloading 60%"] {
+        let noted = update(ids[0], d[0], CommandUpdate::Running { progress: text.into() }, 46).await.unwrap().unwrap();
+        assert_eq!((noted.state, noted.output.as_deref()), (CommandState::Running, Some(text)));
+    }
     let output = format!("{}é", "x".repeat(MAX_COMMAND_OUTPUT - 1));
     let done = update(ids[0], d[0], CommandUpdate::Succeeded { output }, 50).await.unwrap().unwrap();
     assert_eq!(
@@ -269,7 +278,7 @@ pub(crate) async fn command_updates(store: &Store) {
     // Late or repeated answers change nothing.
     for late in [
         CommandUpdate::Accepted,
-        CommandUpdate::Running,
+        CommandUpdate::Running { progress: String::new() },
         CommandUpdate::Failed { output: "x".into(), reason: "y".into() },
     ] {
         assert_eq!(update(ids[0], d[0], late, 60).await.unwrap().unwrap(), done);
@@ -338,7 +347,9 @@ pub(crate) async fn command_expiry(store: &Store) {
     // The queued one is past its deadline at 200: not sent; the rest are.
     assert_eq!(s.claim_commands_to_send(d[0], UnixMillis(200), 10).await.unwrap().len(), 5);
     s.record_command_update(ids[1], d[0], CommandUpdate::Accepted, UnixMillis(210)).await.unwrap();
-    s.record_command_update(ids[2], d[0], CommandUpdate::Running, UnixMillis(210)).await.unwrap();
+    s.record_command_update(ids[2], d[0], CommandUpdate::Running { progress: String::new() }, UnixMillis(210))
+        .await
+        .unwrap();
     s.record_command_update(ids[3], d[0], CommandUpdate::Succeeded { output: String::new() }, UnixMillis(210))
         .await
         .unwrap();

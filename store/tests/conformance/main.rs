@@ -23,6 +23,7 @@ mod devices;
 mod entities;
 mod events;
 mod files;
+mod firmware;
 mod inventory;
 mod oplog;
 mod outbox;
@@ -211,4 +212,22 @@ async fn postgres_files_conform() {
     let pg = fleetpulse_testkit::postgres::PostgresServer::shared();
     let store = postgres::PgEntityStore::connect(&pg.create_database("files"), 4).await.unwrap();
     files::files(&store, dir.path()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_firmware_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = embedded::EmbeddedConfig { fsync: false, ..embedded::EmbeddedConfig::default() };
+    let store = Store::open_embedded(&dir.path().join("data"), config).unwrap();
+    let uploads = dir.path().join("uploads");
+    std::fs::create_dir_all(&uploads).unwrap();
+    firmware::firmware(store.entities.as_ref(), &uploads).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_firmware_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = fleetpulse_testkit::postgres::PostgresServer::shared();
+    let store = postgres::PgEntityStore::connect(&pg.create_database("firmware"), 4).await.unwrap();
+    firmware::firmware(&store, dir.path()).await;
 }
