@@ -741,6 +741,8 @@ async fn sub_accounts_and_a_channel_are_managed_in_the_browser() {
     b.console_log().await; // the refused save is an expected 403
     assert_eq!(b.execute("return window.__errors;", json!([])).await, json!([]));
     b.quit().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_site_is_made_in_the_browser_and_a_device_lands_in_it() {
     use fleetpulse_proto::wire::{CallStatus, IpAddress, StatusChange};
@@ -798,6 +800,7 @@ async fn a_site_is_made_in_the_browser_and_a_device_lands_in_it() {
     b.quit().await;
     drop(phone);
 }
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn firmware_is_uploaded_and_devices_upgraded_from_the_browser() {
     let dir = tempfile::tempdir().unwrap();
