@@ -6,6 +6,9 @@
 #   scripts/perf.sh alarms DEVICES ALARM_RATE SECONDS       # device alarm -> SMTP accepted latency (ALM-5)
 #   scripts/perf.sh commands DEVICES COMMANDS               # command round trip through the API (ING-8)
 #   scripts/perf.sh bulk DEVICES [KIND]                     # one bulk command to every device (ING-8)
+#   scripts/perf.sh compare [DEVICES] [BURST]               # fleetpulse, the QUIC floor and Mosquitto side
+#                                                           # by side: pinned cores, max-rate search, CPU per
+#                                                           # message at 80 % (issue 14; scripts/perf_compare.py)
 # alarms: the server sends its notification emails to the load tester's SMTP sink (config file
 # below, grouping off); RATE (data frames per second per device, default 0), SMTP_PORT (default: a
 # free port) and ALARM_DRAIN_TIMEOUT (seconds, default 30) may be set in the environment.
@@ -13,9 +16,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 usage() {
   echo "usage: $0 throughput DEVICES RATE BURST SECONDS | idle DEVICES [SECONDS] | alarms DEVICES ALARM_RATE SECONDS" >&2
-  echo "       $0 commands DEVICES COMMANDS | bulk DEVICES [KIND]" >&2
+  echo "       $0 commands DEVICES COMMANDS | bulk DEVICES [KIND] | compare [DEVICES] [BURST]" >&2
   exit 2
 }
+if [ "${1:-}" = compare ]; then
+  shift
+  exec python3 "$(dirname "$0")/perf_compare.py" "$@"
+fi
 case "${1:-}" in
 throughput) [ $# -eq 5 ] || usage ;;
 idle) [ $# -eq 2 ] || [ $# -eq 3 ] || usage ;;

@@ -101,6 +101,8 @@ struct Fleet {
     alarms: Option<Arc<AlarmTracker>>,
     run_start: Instant,
     run_start_ms: i64,
+    /// No device's schedule starts before this (µs since the run start; `--warmup`).
+    data_start_us: u64,
     counters: Arc<Counters>,
     /// How devices run commands.
     responder: ResponderConfig,
@@ -222,6 +224,7 @@ pub async fn run_until(cfg: LoadConfig, stop: impl Future<Output = ()> + Send) -
         alarms: tracker.clone(),
         run_start: Instant::now(),
         run_start_ms: UnixMillis::now().0,
+        data_start_us: u64::try_from(cfg.warmup.as_micros()).unwrap_or(u64::MAX),
         counters: Arc::new(Counters::default()),
         downloads,
         responder: ResponderConfig {
@@ -498,7 +501,8 @@ async fn device_task(
                     fleet.counters.errors.incr();
                 }
                 if dev.schedule.is_none() {
-                    dev.schedule = Some(Schedule::new(fleet.schedule, now_us, &mut rand::rng()));
+                    let start_us = now_us.max(fleet.data_start_us);
+                    dev.schedule = Some(Schedule::new(fleet.schedule, start_us, &mut rand::rng()));
                 }
                 fleet.counters.connected.incr();
                 fleet.slots.set(index, device_id);
@@ -727,7 +731,7 @@ fn build_report(
         sent: c.sent.get(),
         acked: c.acked.get(),
         errors: c.errors.get(),
-        rate_msgs_per_s: per_second(acked_while_sending, gen_end_us),
+        rate_msgs_per_s: per_second(acked_while_sending, gen_end_us.saturating_sub(fleet.data_start_us)),
         ack_latency_us: Latency::from_histogram(&ack),
         verified,
         connections: Connections {

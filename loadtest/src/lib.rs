@@ -23,6 +23,8 @@
 //! - `command_mode`: the command mode (issue commands through the API, measure round trip and
 //!   bulk delivery with the times the devices record).
 //! - [`report`]: the JSON [`Report`].
+//! - [`peer`]: the same devices against the reference points of `scripts/perf.sh compare`: the
+//!   QUIC floor (`quic_floor`) and an MQTT broker over TLS with QoS 1 (`fleetpulse-peerload`).
 //! - `quic`, `fleet`, `stats`: the async shell (QUIC sessions, device tasks, phases, counters).
 //!
 //! # Invariants
@@ -44,6 +46,7 @@ pub mod download;
 mod fleet;
 pub mod identity;
 pub mod messages;
+pub mod peer;
 mod quic;
 pub mod report;
 pub mod responder;

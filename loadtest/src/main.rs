@@ -59,6 +59,10 @@ struct Args {
     /// Frames per schedule tick, written together (the rate counts frames).
     #[arg(long, default_value_t = 1)]
     burst: u32,
+    /// Start of every device's schedule after the run start (devices connect meanwhile); part of
+    /// the duration.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    warmup: Duration,
     /// New connections per second while connecting the fleet; 0 = unlimited.
     #[arg(long, default_value_t = 1000)]
     connect_rate: u32,
@@ -153,6 +157,7 @@ impl Args {
             mix: self.mix,
             heartbeat_interval_s: self.heartbeat_interval,
             burst: self.burst,
+            warmup: self.warmup,
             connect_rate: self.connect_rate,
             drain_timeout: self.drain_timeout,
             bad_credential_devices: self.bad_credential_devices,

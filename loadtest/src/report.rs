@@ -18,7 +18,7 @@ pub struct Report {
     pub acked: u64,
     /// Failed connection attempts, unexpected closes, protocol anomalies.
     pub errors: u64,
-    /// Frames acknowledged during the sending phase per second of it.
+    /// Frames acknowledged during the sending phase per second of it (after `--warmup`).
     pub rate_msgs_per_s: f64,
     /// Acknowledgement latency from each frame's intended send time, microseconds.
     pub ack_latency_us: Latency,
