@@ -8,7 +8,8 @@
 //!   (alarm strategies), [`OutboxStore`] (the notification outbox), [`OperationLogStore`] and
 //!   [`CommandStore`] (the durable per-device command queue), [`FileStore`] (files devices
 //!   upload, with their content), [`TaskStore`] (scheduled tasks, their runs and per-device
-//!   results) and [`InventoryStore`] (devices added, edited, moved, deleted and imported).
+//!   results), [`InventoryStore`] (devices added, edited, moved, deleted and imported) and
+//!   [`ProfileStore`] (configuration profiles, deployments, provisioning records).
 //! - [`EventStore`] (`events.rs`): append-only event streams (status events, resource reports,
 //!   alarm events), the aggregated alarm records, and the per-device delivery marks used to drop
 //!   duplicates.
@@ -125,6 +126,7 @@ pub trait EntityStore:
     + FileStore
     + TaskStore
     + InventoryStore
+    + ProfileStore
 {
 }
 
@@ -140,6 +142,7 @@ impl<T> EntityStore for T where
         + FileStore
         + TaskStore
         + InventoryStore
+        + ProfileStore
 {
 }
 
@@ -167,6 +170,7 @@ opaque_debug!(
     FileStore,
     TaskStore,
     InventoryStore,
+    ProfileStore,
     EntityStore,
     EventStore
 );

@@ -22,6 +22,7 @@ mod inventory;
 mod maintenance;
 mod oplog;
 mod outbox;
+mod profiles;
 mod schema;
 mod strategies;
 mod tasks;

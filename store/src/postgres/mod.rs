@@ -21,6 +21,7 @@ mod files;
 mod inventory;
 mod oplog;
 mod outbox;
+mod profiles;
 mod schema;
 mod strategies;
 mod tasks;

@@ -26,6 +26,7 @@ mod files;
 mod inventory;
 mod oplog;
 mod outbox;
+mod profiles;
 mod strategies;
 mod tasks;
 mod tenants;
@@ -122,6 +123,7 @@ async fn suite(store: Store) {
     tasks::task_races(&store).await;
     inventory::inventory_devices(&store).await;
     inventory::inventory_imports(&store).await;
+    profiles::profiles(&store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
