@@ -104,6 +104,7 @@ pub(crate) fn catalog() -> Kinds {
                         ArgKind::Integer { min, max, default } => ("integer", false, Some((min, max, default))),
                         ArgKind::Host => ("host", true, None),
                         ArgKind::Confirm => ("confirm", true, None),
+                        ArgKind::ConfigChanges { .. } => ("config_changes", true, None),
                     };
                     ArgBody {
                         name: a.name.into(),
@@ -218,7 +219,7 @@ fn checked(
 
 /// The stable code and message of a refusal, as a bulk answer shows it and a single command
 /// answers it.
-fn refusal_error(refusal: CommandRefusal) -> ApiError {
+pub(crate) fn refusal_error(refusal: CommandRefusal) -> ApiError {
     match refusal {
         CommandRefusal::DeviceLimit { .. } | CommandRefusal::EnterpriseLimit { .. } => {
             ApiError::LimitExceeded(refusal.to_string())

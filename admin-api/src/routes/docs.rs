@@ -18,7 +18,7 @@ use crate::routes::session::{
 };
 use crate::routes::{
     account, alarm_summary, alarms, commands, device_imports, device_labels, devices, enterprises, inventory, oplog,
-    strategies, tasks, tenants,
+    profiles, strategies, tasks, tenants,
 };
 use crate::state::AppState;
 
@@ -319,4 +319,7 @@ pub(crate) fn operations() -> Vec<Operation> {
             .query::<oplog::ListQuery>()
             .answers_raw(200, "text/csv"),
     ]
+    .into_iter()
+    .chain(profiles::operations())
+    .collect()
 }

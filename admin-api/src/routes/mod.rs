@@ -17,6 +17,7 @@ pub(crate) mod inventory;
 pub(crate) mod listing;
 pub(crate) mod oplog;
 pub(crate) mod ops;
+pub(crate) mod profiles;
 pub(crate) mod session;
 pub(crate) mod strategies;
 pub(crate) mod tasks;
@@ -43,6 +44,7 @@ pub(crate) fn all() -> Vec<(&'static str, MethodRouter<AppState>)> {
         alarm_summary::routes(),
         strategies::routes(),
         tasks::routes(),
+        profiles::routes(),
         oplog::routes(),
         tenants::routes(),
         account::routes(),

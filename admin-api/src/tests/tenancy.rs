@@ -71,6 +71,8 @@ struct World {
     run: u64,
     /// A device import of EB.
     import: u64,
+    /// A configuration profile of EB.
+    profile: u64,
 }
 
 async fn account(
@@ -195,6 +197,13 @@ async fn world() -> World {
         .await
         .expect("import")
         .id;
+    let profile_settings = fleetpulse_store::ProfileSettings {
+        name: "B profile".into(),
+        description: String::new(),
+        parameters: [("call.autoAnswer.SIP".to_owned(), "1".to_owned())].into_iter().collect(),
+        firmware: Default::default(),
+    };
+    let profile = h.store.entities.create_profile(eb, profile_settings, UnixMillis(1)).await.expect("profile").id.0;
     World {
         h,
         platform,
@@ -218,6 +227,7 @@ async fn world() -> World {
         task: task.0,
         run,
         import,
+        profile,
     }
 }
 
@@ -255,6 +265,8 @@ fn foreign_request(w: &World, path: &str, method: &Method) -> Option<(String, Op
         path.replace("{id}", &w.file.to_string())
     } else if id("/api/v1/device-imports/") {
         path.replace("{id}", &w.import.to_string())
+    } else if id("/api/v1/profiles/") {
+        path.replace("{id}", &w.profile.to_string())
     } else if id("/api/v1/tasks/") {
         path.replace("{id}", &w.task.to_string()).replace("{run}", &w.run.to_string())
     } else if matches!(
@@ -269,6 +281,8 @@ fn foreign_request(w: &World, path: &str, method: &Method) -> Option<(String, Op
             | "/api/v1/tasks"
             | "/api/v1/devices/export"
             | "/api/v1/device-imports"
+            | "/api/v1/profiles"
+            | "/api/v1/profile-deployments"
     ) {
         format!("{path}?enterprise_id={}", w.eb)
     } else if matches!(
@@ -300,6 +314,12 @@ fn foreign_request(w: &World, path: &str, method: &Method) -> Option<(String, Op
         ("/api/v1/devices/{id}/move", _) => Some(json!({"enterprise_id": w.eb})),
         ("/api/v1/devices", m) if m == Method::POST => Some(json!({"enterprise_id": w.eb, "mac": "0015650fffff"})),
         (p, _) if p.ends_with("alarm-strategies") || p == "/api/v1/alarm-strategies/{id}" => Some(strategy_body()),
+        ("/api/v1/profiles", _) => Some(json!({"enterprise_id": w.eb, "name": "intruder"})),
+        ("/api/v1/profiles/{id}", _) => Some(json!({"name": "intruder"})),
+        ("/api/v1/profiles/{id}/copy", _) => Some(json!({"name": "intruder"})),
+        ("/api/v1/profile-deployments", _) => Some(json!({
+            "enterprise_id": w.eb, "target": {"container": "global"}, "profiles": [w.profile]
+        })),
         ("/api/v1/tasks", _) => Some(json!({
             "enterprise_id": w.eb, "kind": "reboot", "targets": {"device_ids": [w.device]},
             "schedule": {"kind": "daily", "time": "03:00"}
@@ -365,6 +385,9 @@ async fn every_route_answers_404_or_403_for_another_tenants_objects() {
     assert_eq!(task.state, fleetpulse_store::TaskState::Completed, "B's task is as it was");
     let tasks = w.h.store.entities.list_tasks(None, fleetpulse_store::Page::first(10)).await.unwrap();
     assert_eq!(tasks.len(), 1, "no task was created for B");
+    let profile = w.h.store.entities.profile(fleetpulse_proto::ProfileId(w.profile)).await.unwrap().expect("kept");
+    assert_eq!(profile.settings.name, "B profile");
+    assert!(w.h.store.entities.list_deployments(w.eb).await.unwrap().is_empty(), "no deployment was made for B");
     let alarm = w.h.store.events.alarm_record(w.alarm).await.unwrap().expect("kept");
     assert_eq!(alarm.status, fleetpulse_store::AlarmStatus::Active);
     assert_eq!(
