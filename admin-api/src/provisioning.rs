@@ -16,8 +16,8 @@ use fleetpulse_proto::commands::{MAX_CONFIG_CHANGES, validate_internal_command};
 use fleetpulse_proto::{AccountId, CommandId, DeviceId, EnterpriseId, GroupId, SiteId, UnixMillis};
 use fleetpulse_store::resolve::{DeviceFacts, ProfileSet, ResolvedConfiguration};
 use fleetpulse_store::{
-    Command, CommandState, Device, DevicePageRequest, DeviceQuery, MAX_COMMAND_ARGS, NewCommand, ProvisionPush,
-    ProvisionRecord, ProvisionResult, value_hash,
+    Command, CommandState, Device, DevicePageRequest, DeviceQuery, EntityStore, MAX_COMMAND_ARGS, NewCommand,
+    ProvisionPush, ProvisionRecord, ProvisionResult, StoreError, value_hash,
 };
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -42,15 +42,18 @@ pub(crate) struct Placement {
 }
 
 /// Where the device sits: its site path and its groups.
-pub(crate) async fn placement(_ctx: &AppState, _device: &Device) -> Result<Placement, ApiError> {
+pub(crate) async fn placement(_store: &dyn EntityStore, _device: &Device) -> Result<Placement, StoreError> {
     // joined at merge: SiteStore::device_site_path, GroupStore::device_groups
     Ok(Placement::default())
 }
 
 /// What resolution needs to know about the device.
-pub(crate) async fn device_facts(ctx: &AppState, device: &Device) -> Result<(DeviceFacts, Placement), ApiError> {
-    let placement = placement(ctx, device).await?;
-    let attributes = ctx.api.store.entities.device_attributes(device.id).await?.unwrap_or_default();
+pub(crate) async fn device_facts(
+    store: &dyn EntityStore,
+    device: &Device,
+) -> Result<(DeviceFacts, Placement), StoreError> {
+    let placement = placement(store, device).await?;
+    let attributes = store.device_attributes(device.id).await?.unwrap_or_default();
     let facts = DeviceFacts {
         id: device.id,
         mac: device.mac,
@@ -65,9 +68,9 @@ pub(crate) async fn device_facts(ctx: &AppState, device: &Device) -> Result<(Dev
 }
 
 /// The enterprise's profiles and deployments, indexed for resolution.
-pub(crate) async fn profile_set(ctx: &AppState, enterprise: EnterpriseId) -> Result<ProfileSet, ApiError> {
-    let profiles = ctx.api.store.entities.list_profiles(enterprise).await?;
-    let deployments = ctx.api.store.entities.list_deployments(enterprise).await?;
+pub(crate) async fn profile_set(store: &dyn EntityStore, enterprise: EnterpriseId) -> Result<ProfileSet, StoreError> {
+    let profiles = store.list_profiles(enterprise).await?;
+    let deployments = store.list_deployments(enterprise).await?;
     Ok(ProfileSet::new(&profiles, &deployments))
 }
 
@@ -78,6 +81,8 @@ pub(crate) struct PushPlan {
     pub(crate) commands: Vec<String>,
     /// Key → value hash of the configuration after the push.
     pub(crate) hashes: BTreeMap<String, String>,
+    /// Per command, the keys it changes: the new value's hash, or `None` for a removal.
+    pub(crate) changes: Vec<Vec<(String, Option<String>)>>,
     /// Keys set and keys removed.
     pub(crate) set: usize,
     /// Keys removed.
@@ -104,12 +109,16 @@ pub(crate) fn plan_push(resolved: &ResolvedConfiguration<'_>, record: &Provision
     keys.extend(record.confirmed.keys().map(String::as_str));
     keys.extend(pending.into_iter().flat_map(|h| h.keys().map(String::as_str)));
     let mut commands = Vec::new();
+    let mut changes: Vec<Vec<(String, Option<String>)>> = Vec::new();
     let (mut set, mut removed) = (0, 0);
     let mut chunk = Map::new();
     // `{"changes":{}}` is 14 bytes; each entry adds its key, value, colon and comma.
     let mut chunk_len = 14;
-    let flush = |chunk: &mut Map<String, Value>, commands: &mut Vec<String>| {
+    let flush = |chunk: &mut Map<String, Value>, commands: &mut Vec<String>, changes: &mut Vec<_>| {
         if !chunk.is_empty() {
+            let keys: Vec<(String, Option<String>)> =
+                chunk.iter().map(|(k, v)| (k.clone(), v.as_str().map(value_hash))).collect();
+            changes.push(keys);
             let args = serde_json::json!({ "changes": std::mem::take(chunk) });
             commands.push(args.to_string());
         }
@@ -129,7 +138,7 @@ pub(crate) fn plan_push(resolved: &ResolvedConfiguration<'_>, record: &Provision
         };
         let entry_len = Value::from(key).to_string().len() + value.to_string().len() + 2;
         if chunk.len() as u64 >= MAX_CONFIG_CHANGES || chunk_len + entry_len > MAX_COMMAND_ARGS {
-            flush(&mut chunk, &mut commands);
+            flush(&mut chunk, &mut commands, &mut changes);
             chunk_len = 14;
         }
         if value.is_null() {
@@ -140,8 +149,23 @@ pub(crate) fn plan_push(resolved: &ResolvedConfiguration<'_>, record: &Provision
         chunk_len += entry_len;
         chunk.insert(key.to_owned(), value);
     }
-    flush(&mut chunk, &mut commands);
-    PushPlan { commands, hashes: target.into_iter().map(|(k, (h, _))| (k, h)).collect(), set, removed }
+    flush(&mut chunk, &mut commands, &mut changes);
+    PushPlan { commands, hashes: target.into_iter().map(|(k, (h, _))| (k, h)).collect(), changes, set, removed }
+}
+
+impl PushPlan {
+    /// The configuration after only the first `n` commands: what the device confirmed with their
+    /// changes applied (all of them give [`PushPlan::hashes`]).
+    pub(crate) fn hashes_after(&self, confirmed: &BTreeMap<String, String>, n: usize) -> BTreeMap<String, String> {
+        let mut out = confirmed.clone();
+        for (key, hash) in self.changes.iter().take(n).flatten() {
+            match hash {
+                Some(h) => out.insert(key.clone(), h.clone()),
+                None => out.remove(key),
+            };
+        }
+        out
+    }
 }
 
 /// Settles a pending push from its commands' states (`None` for a command that no longer
@@ -218,15 +242,15 @@ pub(crate) fn last_provision(record: &ProvisionRecord) -> Option<LastProvision> 
 }
 
 /// The device's provisioning record, settled from its commands (saved when that changed it).
-pub(crate) async fn settled_record(ctx: &AppState, device: DeviceId) -> Result<ProvisionRecord, ApiError> {
-    let mut record = ctx.api.store.entities.provision_record(device).await?;
+pub(crate) async fn settled_record(store: &dyn EntityStore, device: DeviceId) -> Result<ProvisionRecord, StoreError> {
+    let mut record = store.provision_record(device).await?;
     if let Some(pending) = &record.pending {
         let mut commands = Vec::with_capacity(pending.commands.len());
         for id in &pending.commands {
-            commands.push(ctx.api.store.entities.command(*id).await?);
+            commands.push(store.command(*id).await?);
         }
         if settle(&mut record, &commands) {
-            ctx.api.store.entities.save_provision_record(record.clone()).await?;
+            store.save_provision_record(record.clone()).await?;
         }
     }
     Ok(record)
@@ -254,7 +278,7 @@ pub(crate) async fn provision(
     issued_by: AccountId,
     now: UnixMillis,
 ) -> Result<ProvisionOutcome, ApiError> {
-    let set = profile_set(ctx, device.enterprise_id).await?;
+    let set = profile_set(ctx.api.store.entities.as_ref(), device.enterprise_id).await?;
     provision_with(ctx, &set, device, issued_by, now).await
 }
 
@@ -266,8 +290,9 @@ pub(crate) async fn provision_with(
     issued_by: AccountId,
     now: UnixMillis,
 ) -> Result<ProvisionOutcome, ApiError> {
-    let mut record = settled_record(ctx, device.id).await?;
-    let (facts, _) = device_facts(ctx, device).await?;
+    let store = ctx.api.store.entities.as_ref();
+    let mut record = settled_record(store, device.id).await?;
+    let (facts, _) = device_facts(store, device).await?;
     let plan = plan_push(&set.resolve(&facts), &record);
     let mut outcome = ProvisionOutcome {
         device_id: device.id,
@@ -329,6 +354,101 @@ pub(crate) async fn provision_with(
     Ok(outcome)
 }
 
+/// The task kind that provisions its devices (TSK-1 over PRV-4): not a command of the catalog;
+/// at each run the scheduler resolves every target device's configuration and queues what
+/// changed ([`plan_task_run`]).
+pub(crate) const PROVISION_TASK: &str = "provision";
+
+/// The arguments of a [`PROVISION_TASK`]: none (`{}` or null).
+pub(crate) fn provision_task_args(args: &Value) -> Result<Value, ApiError> {
+    match args {
+        Value::Null => Ok(Value::Object(Map::new())),
+        Value::Object(m) if m.is_empty() => Ok(Value::Object(Map::new())),
+        _ => Err(ApiError::invalid("a provision task takes no arguments")),
+    }
+}
+
+/// What a provisioning task run queued per device: its settled record and the configuration
+/// the queued command brings it to.
+pub(crate) type TaskPushes = BTreeMap<DeviceId, (ProvisionRecord, BTreeMap<String, String>)>;
+
+/// A run of a [`PROVISION_TASK`]: for every target device (the task's enterprise's), the first
+/// `apply_config` command of what changed (a push needing more commands continues at the next
+/// run or on demand: the record confirms only what was sent). Devices already up to date get
+/// no command and are counted in the note.
+pub(crate) async fn plan_task_run(
+    store: &dyn EntityStore,
+    task: &fleetpulse_store::Task,
+    devices: Vec<DeviceId>,
+    matched: u64,
+    note: Option<String>,
+    now: UnixMillis,
+) -> Result<(fleetpulse_store::RunPlan, TaskPushes), StoreError> {
+    let set = profile_set(store, task.enterprise_id).await?;
+    let deadline_ms = i64::try_from(task.deadline_s.saturating_mul(1_000)).unwrap_or(i64::MAX);
+    let mut commands = Vec::new();
+    let mut pushes = TaskPushes::new();
+    let mut up_to_date = 0u64;
+    for id in devices {
+        let Some(device) = store.device(id).await?.filter(|d| d.enterprise_id == task.enterprise_id) else {
+            continue;
+        };
+        let mut record = settled_record(store, id).await?;
+        let (facts, _) = device_facts(store, &device).await?;
+        let plan = plan_push(&set.resolve(&facts), &record);
+        let Some(first) = plan.commands.first() else {
+            up_to_date += 1;
+            if record.pending.is_none() {
+                record.last_result = Some(ProvisionResult::UpToDate);
+                record.last_reason = None;
+                record.last_at = Some(now);
+                store.save_provision_record(record).await?;
+            }
+            continue;
+        };
+        commands.push(NewCommand {
+            device_id: id,
+            enterprise_id: task.enterprise_id,
+            kind: "apply_config".into(),
+            args: first.clone(),
+            deadline: UnixMillis(now.0.saturating_add(deadline_ms)),
+            issued_by: task.created_by,
+        });
+        let after = plan.hashes_after(&record.confirmed, 1);
+        pushes.insert(id, (record, after));
+    }
+    let note = match (note, up_to_date) {
+        (note, 0) => note,
+        (Some(n), k) => Some(format!("{n}; {k} devices were up to date")),
+        (None, k) => Some(format!("{k} devices were up to date")),
+    };
+    Ok((fleetpulse_store::RunPlan { commands, matched, note }, pushes))
+}
+
+/// After a provisioning task run: each device's record holds its queued command as the pending
+/// push (or the refusal as a failed provisioning).
+pub(crate) async fn record_task_pushes(
+    store: &dyn EntityStore,
+    results: &[fleetpulse_store::RunDevice],
+    mut pushes: TaskPushes,
+    now: UnixMillis,
+) -> Result<(), StoreError> {
+    for r in results {
+        let Some((mut record, hashes)) = pushes.remove(&r.device_id) else { continue };
+        match r.command_id {
+            Some(id) => record.pending = Some(ProvisionPush { commands: vec![id], hashes, at: now }),
+            None => {
+                record.pending = None;
+                record.last_result = Some(ProvisionResult::Failed);
+                record.last_reason = Some(format!("not queued: {}", r.refusal.as_deref().unwrap_or("refused")));
+                record.last_at = Some(now);
+            }
+        }
+        store.save_provision_record(record).await?;
+    }
+    Ok(())
+}
+
 /// Enterprises with a background push waiting to start (a change while one waits joins it).
 static WAITING: LazyLock<Mutex<HashSet<EnterpriseId>>> = LazyLock::new(|| Mutex::new(HashSet::new()));
 
@@ -358,7 +478,7 @@ pub(crate) fn push_changes_in_background(ctx: &AppState, enterprise: EnterpriseI
 }
 
 async fn push_online(ctx: &AppState, enterprise: EnterpriseId, by: AccountId) -> Result<u64, ApiError> {
-    let set = profile_set(ctx, enterprise).await?;
+    let set = profile_set(ctx.api.store.entities.as_ref(), enterprise).await?;
     let query = DeviceQuery { enterprises: Some(vec![enterprise]), online: Some(true), ..DeviceQuery::default() };
     let mut page = DevicePageRequest { cursor: None, limit: 500 };
     let mut done = 0;

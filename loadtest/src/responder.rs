@@ -467,13 +467,19 @@ fn parse_command(command: &Command) -> Result<(&'static commands::CommandKind, V
     Ok((kind, args))
 }
 
-/// Arguments for `kind` when none are given: every host argument is `127.0.0.1`, everything else
-/// takes its default.
+/// Arguments for `kind` when none are given: every host argument is `127.0.0.1`, configuration
+/// changes set `loadtest.sample`, everything else takes its default.
 pub fn default_args(kind: &str) -> Value {
     let mut args = serde_json::Map::new();
     for arg in commands::command_kind(kind).map_or(&[][..], |k| k.args) {
-        if arg.kind == ArgKind::Host {
-            args.insert(arg.name.to_owned(), Value::from("127.0.0.1"));
+        match arg.kind {
+            ArgKind::Host => {
+                args.insert(arg.name.to_owned(), Value::from("127.0.0.1"));
+            }
+            ArgKind::ConfigChanges { .. } => {
+                args.insert(arg.name.to_owned(), serde_json::json!({"loadtest.sample": "1"}));
+            }
+            _ => {}
         }
     }
     Value::Object(args)

@@ -65,6 +65,21 @@ fn the_first_push_sends_everything_and_the_next_only_changes() {
 }
 
 #[test]
+fn the_configuration_after_part_of_a_push_is_the_confirmed_one_with_those_changes() {
+    let mut record = ProvisionRecord::empty(DeviceId(7));
+    record.confirmed = [("gone".to_owned(), value_hash("x")), ("same".to_owned(), value_hash("1"))].into();
+    let short: Vec<(String, String)> = (0..250).map(|i| (format!("k{i:03}"), "1".to_owned())).collect();
+    let mut params: Vec<(&str, &str)> = short.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    params.push(("same", "1"));
+    let p = plan(&params, &record);
+    assert_eq!(p.commands.len(), 2);
+    assert_eq!(p.hashes_after(&record.confirmed, 2), p.hashes, "every command gives the target");
+    let first = p.hashes_after(&record.confirmed, 1);
+    assert_eq!(first.len(), 200, "the first command removes gone and sets 199 keys; same stays: {}", first.len());
+    assert_eq!(p.hashes_after(&record.confirmed, 0), record.confirmed);
+}
+
+#[test]
 fn keys_a_pending_push_changes_are_sent_again_when_the_target_moves_back() {
     let mut record = ProvisionRecord::empty(DeviceId(7));
     record.confirmed = plan(&[("a", "1")], &record).hashes;

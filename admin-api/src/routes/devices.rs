@@ -331,7 +331,9 @@ async fn show(
         uptime_s: s.uptime_s,
         last_reboot: s.last_reboot,
         last_report_at: s.last_report_at,
-        last_provision: crate::provisioning::last_provision(&crate::provisioning::settled_record(&ctx, id).await?),
+        last_provision: crate::provisioning::last_provision(
+            &crate::provisioning::settled_record(ctx.api.store.entities.as_ref(), id).await?,
+        ),
     };
     let attributes = ctx.api.store.entities.device_attributes(id).await?.unwrap_or_default();
     Ok(Json(DeviceDetail { item, status, attributes }))

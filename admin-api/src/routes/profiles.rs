@@ -397,10 +397,11 @@ async fn configuration(
     Path(id): Path<DeviceId>,
 ) -> Result<Json<EffectiveConfiguration>, ApiError> {
     let device = find_device(&ctx, &auth, id).await?;
-    let set = provisioning::profile_set(&ctx, device.enterprise_id).await?;
-    let (facts, placement) = provisioning::device_facts(&ctx, &device).await?;
+    let store = ctx.api.store.entities.as_ref();
+    let set = provisioning::profile_set(store, device.enterprise_id).await?;
+    let (facts, placement) = provisioning::device_facts(store, &device).await?;
     let resolved = set.resolve(&facts);
-    let record = provisioning::settled_record(&ctx, id).await?;
+    let record = provisioning::settled_record(store, id).await?;
     let parameters = resolved
         .parameters
         .iter()

@@ -139,8 +139,12 @@ async fn create(
         .ok_or_else(|| ApiError::invalid("enterprise_id is required"))?;
     let enterprise = enterprises::find(&ctx, &auth, enterprise).await?;
     auth.require_act(&ctx, enterprise.id).await?;
-    let args = fleetpulse_proto::commands::validate_command(&req.kind, &req.args)
-        .map_err(|e| ApiError::invalid(e.to_string()))?;
+    let args = if req.kind == crate::provisioning::PROVISION_TASK {
+        crate::provisioning::provision_task_args(&req.args)?
+    } else {
+        fleetpulse_proto::commands::validate_command(&req.kind, &req.args)
+            .map_err(|e| ApiError::invalid(e.to_string()))?
+    };
     let deadline_s = req.deadline_s.unwrap_or(DEFAULT_DEADLINE_S);
     if !TASK_DEADLINE_RANGE_S.contains(&deadline_s) {
         return Err(ApiError::invalid(format!(

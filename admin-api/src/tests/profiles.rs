@@ -205,3 +205,48 @@ async fn profiles_resolve_push_and_report_per_device() {
         assert!(paths.contains(&want), "{want} in the operation log: {paths:?}");
     }
 }
+
+#[tokio::test]
+async fn a_provision_task_resolves_each_device_at_run_time() {
+    use crate::{Scheduler, SchedulerConfig};
+    let h = harness();
+    let token = h.admin_token().await;
+    let channel = stored_channel(&h, "C", None).await;
+    let e = stored_enterprise(&h, "E", channel).await;
+    let (a, b) = (device(&h, e, "0004f2000011", "VVX500").await, device(&h, e, "0004f2000012", "T54W").await);
+    let settings = fleetpulse_store::ProfileSettings {
+        name: "all".into(),
+        description: String::new(),
+        parameters: [("cfg".to_owned(), "https://p/${mac_address}.cfg".to_owned())].into_iter().collect(),
+        firmware: Default::default(),
+    };
+    let profile = h.store.entities.create_profile(e, settings, UnixMillis(1)).await.expect("profile");
+    h.store
+        .entities
+        .set_deployment(e, fleetpulse_store::DeploymentTarget::Global, vec![profile.id], UnixMillis(1))
+        .await
+        .expect("deploy");
+    let bad = json!({"enterprise_id": e, "kind": "provision", "args": {"x": 1}, "targets": {"device_ids": [a]},
+        "schedule": {"kind": "daily", "time": "03:00"}});
+    h.call(Method::POST, "/api/v1/tasks", Some(&token), Some(bad))
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "invalid_request");
+    let when = h.clock.now().0 + 60_000;
+    let body = json!({"enterprise_id": e, "kind": "provision", "targets": {"filter": ""},
+        "schedule": {"kind": "once", "at": when}});
+    let task = h.call(Method::POST, "/api/v1/tasks", Some(&token), Some(body)).await;
+    assert_eq!(task.status, StatusCode::CREATED, "{}", task.text());
+    let task = task.json()["id"].as_u64().expect("id");
+    h.clock.advance(std::time::Duration::from_secs(60));
+    let s = Scheduler::new(h.store.entities.clone(), Default::default(), h.clock.clock(), SchedulerConfig::default());
+    let pass = s.tick().await.expect("tick");
+    assert_eq!((pass.runs, pass.commands), (1, 2), "{pass:?}");
+    assert_eq!(pushed(&h, a).await, [json!({"cfg": "https://p/0004f2000011.cfg"})], "resolved per device");
+    assert_eq!(pushed(&h, b).await, [json!({"cfg": "https://p/0004f2000012.cfg"})]);
+    let runs = h.get(&format!("/api/v1/tasks/{task}/runs"), &token).await.json();
+    let run = runs["items"][0]["id"].as_u64().expect("run");
+    let detail = h.get(&format!("/api/v1/tasks/{task}/runs/{run}"), &token).await.json();
+    assert_eq!(detail["devices"].as_array().map(Vec::len), Some(2), "per-device results: {detail}");
+    let device_detail = h.get(&format!("/api/v1/devices/{a}"), &token).await.json();
+    assert_eq!(device_detail["status"]["last_provision"]["result"], "pending", "{device_detail}");
+}

@@ -65,7 +65,7 @@ enum Segment {
 }
 
 /// A parsed parameter value: text and substitutions.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Template {
     /// The value as saved (what a template without substitutions resolves to).
     raw: String,
@@ -222,6 +222,8 @@ struct Layer {
 /// An enterprise's profiles and deployments, indexed for resolving many devices.
 #[derive(Debug, Default)]
 pub struct ProfileSet {
+    /// The template of no text (what a firmware winner points at).
+    empty: Template,
     profiles: Vec<CompiledProfile>,
     device: HashMap<DeviceId, Layer>,
     site: HashMap<SiteId, Layer>,
@@ -278,54 +280,147 @@ impl ProfileSet {
         set
     }
 
-    /// The deployments that apply to the device, highest rank first.
-    fn layers<'s, 'd>(&'s self, device: &'d DeviceFacts) -> impl Iterator<Item = &'s Layer> + use<'s, 'd> {
+    /// The deployments that apply to a device of this placement, highest rank first.
+    fn layers<'s, 'd>(
+        &'s self,
+        device: DeviceId,
+        sites: &'d [SiteId],
+        model: &'d str,
+        groups: &'d [GroupId],
+    ) -> impl Iterator<Item = &'s Layer> + use<'s, 'd> {
         self.device
-            .get(&device.id)
+            .get(&device)
             .into_iter()
-            .chain(device.sites.iter().filter_map(|s| self.site.get(s)))
-            .chain(self.model.get(&device.model))
-            .chain(device.groups.iter().filter_map(|g| self.group.get(g)))
+            .chain(sites.iter().filter_map(|s| self.site.get(s)))
+            .chain(self.model.get(model))
+            .chain(groups.iter().filter_map(|g| self.group.get(g)))
             .chain(self.global.as_ref())
+    }
+
+    /// The winning profile entry of every key for a device of this placement (no substitution
+    /// yet): what devices of one placement share.
+    fn merge<'s>(&'s self, device: DeviceId, sites: &[SiteId], model: &str, groups: &[GroupId]) -> Merged<'s> {
+        let mut winners = Vec::new();
+        let mut firmware = None;
+        for layer in self.layers(device, sites, model, groups) {
+            for (i, &pi) in layer.profiles.iter().enumerate() {
+                let profile = &self.profiles[pi];
+                let position = u32::try_from(i + 1).unwrap_or(u32::MAX);
+                for (key, template) in &profile.parameters {
+                    let rank = u32::try_from(winners.len()).unwrap_or(u32::MAX);
+                    winners.push(Winner { key, template, profile, layer, position, rank });
+                }
+                if firmware.is_none()
+                    && let Some(&id) = profile.firmware.get(model)
+                {
+                    firmware = Some((id, Winner { key: "", template: &self.empty, profile, layer, position, rank: 0 }));
+                }
+            }
+        }
+        // Candidates are in rank order; a stable sort by key keeps that order among equal keys,
+        // and dedup keeps the first of each key: the highest-ranked.
+        winners.sort_by(|a, b| a.key.cmp(b.key));
+        winners.dedup_by(|later, earlier| later.key == earlier.key);
+        let truncated = winners.len() > MAX_RESOLVED_PARAMETERS;
+        if truncated {
+            winners.sort_by_key(|w| w.rank);
+            winners.truncate(MAX_RESOLVED_PARAMETERS);
+            winners.sort_by(|a, b| a.key.cmp(b.key));
+        }
+        Merged { winners, firmware, truncated }
+    }
+
+    /// The values of a merged placement for one device (substitutions done).
+    fn render<'s>(merged: &Merged<'s>, device: &DeviceFacts) -> ResolvedConfiguration<'s> {
+        let parameters = merged
+            .winners
+            .iter()
+            .map(|w| {
+                let value = w.template.render(device);
+                let (value, problem) = if value.len() > MAX_PARAMETER_VALUE {
+                    (Cow::Borrowed(""), Some(format!("longer than {MAX_PARAMETER_VALUE} bytes after substitution")))
+                } else {
+                    (value, None)
+                };
+                (w.key, ResolvedParameter { value, origin: w.origin(), problem })
+            })
+            .collect();
+        let firmware = merged.firmware.map(|(firmware_id, w)| ResolvedFirmware { firmware_id, origin: w.origin() });
+        ResolvedConfiguration { parameters, firmware, truncated: merged.truncated }
     }
 
     /// The resultant configuration of the device.
     pub fn resolve<'a>(&'a self, device: &DeviceFacts) -> ResolvedConfiguration<'a> {
-        let mut out = ResolvedConfiguration::default();
-        for layer in self.layers(device) {
-            for (i, &pi) in layer.profiles.iter().enumerate() {
-                let p = &self.profiles[pi];
-                let origin = || Origin {
-                    profile_id: p.id,
-                    profile_name: &p.name,
-                    target: &layer.target,
-                    position: u32::try_from(i + 1).unwrap_or(u32::MAX),
-                };
-                for (key, template) in &p.parameters {
-                    if out.parameters.len() >= MAX_RESOLVED_PARAMETERS && !out.parameters.contains_key(key.as_str()) {
-                        out.truncated = true;
-                        continue;
-                    }
-                    if let std::collections::btree_map::Entry::Vacant(slot) = out.parameters.entry(key.as_str()) {
-                        let value = template.render(device);
-                        let (value, problem) = if value.len() > MAX_PARAMETER_VALUE {
-                            (
-                                Cow::Borrowed(""),
-                                Some(format!("longer than {MAX_PARAMETER_VALUE} bytes after substitution")),
-                            )
-                        } else {
-                            (value, None)
-                        };
-                        slot.insert(ResolvedParameter { value, origin: origin(), problem });
-                    }
-                }
-                if out.firmware.is_none()
-                    && let Some(&firmware_id) = p.firmware.get(&device.model)
-                {
-                    out.firmware = Some(ResolvedFirmware { firmware_id, origin: origin() });
-                }
-            }
-        }
-        out
+        let merged = self.merge(device.id, &device.sites, &device.model, &device.groups);
+        ProfileSet::render(&merged, device)
     }
+
+    /// A resolver for many devices: devices of one placement (site path, model, groups, and no
+    /// deployment of their own) share the ranking work.
+    pub fn resolver(&self) -> Resolver<'_> {
+        Resolver { set: self, cache: HashMap::new() }
+    }
+}
+
+/// Most placements a [`Resolver`] remembers (it forgets them all when full).
+pub const MAX_CACHED_PLACEMENTS: usize = 4_096;
+
+/// [`ProfileSet::resolve`] for many devices, remembering the merged ranking per placement.
+#[derive(Debug)]
+pub struct Resolver<'s> {
+    set: &'s ProfileSet,
+    cache: HashMap<(Vec<SiteId>, String, Vec<GroupId>), Merged<'s>>,
+}
+
+impl<'s> Resolver<'s> {
+    /// The resultant configuration of the device (equal to [`ProfileSet::resolve`]).
+    pub fn resolve(&mut self, device: &DeviceFacts) -> ResolvedConfiguration<'s> {
+        if self.set.device.contains_key(&device.id) {
+            return self.set.resolve(device);
+        }
+        let key = (device.sites.clone(), device.model.clone(), device.groups.clone());
+        if !self.cache.contains_key(&key) {
+            if self.cache.len() >= MAX_CACHED_PLACEMENTS {
+                self.cache.clear();
+            }
+            let merged = self.set.merge(device.id, &device.sites, &device.model, &device.groups);
+            self.cache.insert(key.clone(), merged);
+        }
+        match self.cache.get(&key) {
+            Some(merged) => ProfileSet::render(merged, device),
+            None => self.set.resolve(device),
+        }
+    }
+}
+
+/// The winning entry of one key (or the firmware's profile).
+#[derive(Debug, Clone, Copy)]
+struct Winner<'a> {
+    key: &'a str,
+    template: &'a Template,
+    profile: &'a CompiledProfile,
+    layer: &'a Layer,
+    position: u32,
+    /// Order of ranking among the candidates (lower wins).
+    rank: u32,
+}
+
+impl<'a> Winner<'a> {
+    fn origin(&self) -> Origin<'a> {
+        Origin {
+            profile_id: self.profile.id,
+            profile_name: &self.profile.name,
+            target: &self.layer.target,
+            position: self.position,
+        }
+    }
+}
+
+/// The merged ranking of one placement.
+#[derive(Debug)]
+struct Merged<'a> {
+    /// By key.
+    winners: Vec<Winner<'a>>,
+    firmware: Option<(FirmwareId, Winner<'a>)>,
+    truncated: bool,
 }

@@ -389,6 +389,9 @@ proptest! {
     fn the_winner_is_the_highest_ranked_deployment_holding_the_key((profiles, deployments, device) in arb_case()) {
         let set = ProfileSet::new(&profiles, &deployments);
         let resolved = set.resolve(&device);
+        let mut resolver = set.resolver();
+        prop_assert_eq!(&resolver.resolve(&device), &resolved, "the caching resolver agrees");
+        prop_assert_eq!(&resolver.resolve(&device), &resolved, "also from its cache");
         let by_id: BTreeMap<ProfileId, &StoredProfile> = profiles.iter().map(|p| (p.id, p)).collect();
         let mut candidates: Vec<((Container, usize, usize), &Deployment, &StoredProfile)> = Vec::new();
         for d in &deployments {
