@@ -184,6 +184,13 @@ pub struct ResolvedParameter<'a> {
     pub problem: Option<String>,
 }
 
+impl<'a> ResolvedConfiguration<'a> {
+    /// The resolved value of a key.
+    pub fn get(&self, key: &str) -> Option<&ResolvedParameter<'a>> {
+        self.parameters.binary_search_by(|(k, _)| (*k).cmp(key)).ok().map(|i| &self.parameters[i].1)
+    }
+}
+
 /// The firmware resolved for the device's model.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ResolvedFirmware<'a> {
@@ -196,8 +203,8 @@ pub struct ResolvedFirmware<'a> {
 /// The resultant configuration of one device.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
 pub struct ResolvedConfiguration<'a> {
-    /// Key → resolved value, by key.
-    pub parameters: BTreeMap<&'a str, ResolvedParameter<'a>>,
+    /// (key, resolved value), by key.
+    pub parameters: Vec<(&'a str, ResolvedParameter<'a>)>,
     /// The firmware for the device's model, if a profile names one.
     pub firmware: Option<ResolvedFirmware<'a>>,
     /// More than [`MAX_RESOLVED_PARAMETERS`] keys applied: the lowest-ranked were left out.

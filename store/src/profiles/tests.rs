@@ -151,7 +151,7 @@ fn containers_rank_device_site_model_group_global() {
         let set = ProfileSet::new(&profiles, &all[..all.len() - n]);
         let device = phone();
         let r = set.resolve(&device);
-        assert_eq!(r.parameters["k"].value, want_k[n - 1], "with the top {n} containers removed");
+        assert_eq!(r.get("k").expect("k").value, want_k[n - 1], "with the top {n} containers removed");
     }
 }
 
@@ -404,7 +404,7 @@ proptest! {
         candidates.sort_by_key(|c| c.0);
         for key in (0..4).map(|k| format!("k{k}")) {
             let want = candidates.iter().find(|c| c.2.settings.parameters.contains_key(&key));
-            match (want, resolved.parameters.get(key.as_str())) {
+            match (want, resolved.get(key.as_str())) {
                 (None, None) => {}
                 (Some((rank, d, p)), Some(got)) => {
                     prop_assert_eq!(got.origin.profile_id, p.id);
