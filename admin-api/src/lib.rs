@@ -57,6 +57,7 @@ mod openapi3;
 mod operation_log;
 mod password;
 mod policy;
+mod provisioning;
 mod rate_limit;
 mod routes;
 mod schedule;

@@ -196,14 +196,21 @@ impl Scheduler {
 
     /// Resolves the run's targets, finishes it (queues its commands) and wakes their devices.
     async fn finish(&self, run: &TaskRun, now: UnixMillis, pass: &mut SchedulerPass) -> Result<(), StoreError> {
-        let plan = match self.store.task(run.task_id).await? {
-            Some(task) => self.plan(&task, now).await?,
-            None => RunPlan { note: Some("the task no longer exists".into()), ..RunPlan::default() },
+        let (plan, pushes) = match self.store.task(run.task_id).await? {
+            Some(task) if task.kind == crate::provisioning::PROVISION_TASK => {
+                let (devices, matched, note) = self.targets(&task).await?;
+                crate::provisioning::plan_task_run(self.store.as_ref(), &task, devices, matched, note, now).await?
+            }
+            Some(task) => (self.plan(&task, now).await?, Default::default()),
+            None => {
+                (RunPlan { note: Some("the task no longer exists".into()), ..RunPlan::default() }, Default::default())
+            }
         };
         let Some(results) = self.store.finish_run(run.id, plan, now).await? else {
             // Another scheduler finished it.
             return Ok(());
         };
+        crate::provisioning::record_task_pushes(self.store.as_ref(), &results, pushes, now).await?;
         let woken: Vec<DeviceId> = results.iter().filter(|r| r.command_id.is_some()).map(|r| r.device_id).collect();
         pass.runs += 1;
         pass.commands += woken.len() as u64;

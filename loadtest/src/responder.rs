@@ -22,8 +22,12 @@
 //! a command it knows is answered with its last answer again and not executed a second time.
 //! A command that cannot be remembered (every slot holds one still running or unacknowledged) is
 //! refused with a `failed` answer and not executed, which keeps the promise too.
+//!
+//! `apply_config` (PRV-4) changes the device's configuration ([`CommandResponder::configuration`],
+//! at most [`MAX_CONFIGURATION`] parameters): its values are set and its `null`s removed when
+//! the command is executed.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 use fleetpulse_proto::commands::{self, ArgKind, UPGRADE_FIRMWARE};
 use fleetpulse_proto::domain::{MAX_COMMAND_OUTPUT, MAX_COMMAND_REASON};
@@ -35,6 +39,9 @@ use crate::download::{Download, DownloadEvent};
 
 /// Most commands one device remembers.
 pub const MAX_REMEMBERED: usize = 256;
+
+/// Most configuration parameters one simulated device holds.
+pub const MAX_CONFIGURATION: usize = 5_000;
 
 /// How simulated devices run commands.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -167,12 +174,25 @@ pub struct CommandResponder {
     answers: VecDeque<Answer>,
     /// Commands executed (never counts a repeated command).
     executions: u64,
+    /// The configuration `apply_config` commands built.
+    configuration: BTreeMap<String, String>,
 }
 
 impl CommandResponder {
     /// A device that knows no command yet.
     pub fn new(config: ResponderConfig) -> Self {
-        CommandResponder { config, entries: VecDeque::new(), answers: VecDeque::new(), executions: 0 }
+        CommandResponder {
+            config,
+            entries: VecDeque::new(),
+            answers: VecDeque::new(),
+            executions: 0,
+            configuration: BTreeMap::new(),
+        }
+    }
+
+    /// The configuration parameters `apply_config` commands set.
+    pub fn configuration(&self) -> &BTreeMap<String, String> {
+        &self.configuration
     }
 
     /// Commands this device executed.
@@ -239,6 +259,11 @@ impl CommandResponder {
                 entry.output = fake_output(kind.name, &args, command.command_id);
                 if rng.random_bool(self.config.failure_rate.clamp(0.0, 1.0)) {
                     entry.reason = Some(format!("simulated failure of {} (--command-failure-rate)", kind.name));
+                } else if kind.name == "apply_config" {
+                    match apply_config(&mut self.configuration, &args) {
+                        Ok(line) => entry.output = line,
+                        Err(reason) => entry.reason = Some(reason),
+                    }
                 }
                 None
             }
@@ -454,6 +479,32 @@ pub fn forgotten_answer(answer: Answer) -> CommandResult {
     }
 }
 
+/// Applies the `changes` of a validated `apply_config` to `configuration`; refuses (changing
+/// nothing) when the result would hold more than [`MAX_CONFIGURATION`] parameters.
+fn apply_config(configuration: &mut BTreeMap<String, String>, args: &Value) -> Result<String, String> {
+    let Some(changes) = args.get("changes").and_then(Value::as_object) else {
+        return Err("apply_config without changes".into());
+    };
+    let added = changes.iter().filter(|(k, v)| !v.is_null() && !configuration.contains_key(k.as_str())).count();
+    if configuration.len() + added > MAX_CONFIGURATION {
+        return Err(format!("configuration full: a device holds at most {MAX_CONFIGURATION} parameters"));
+    }
+    let (mut set, mut removed) = (0, 0);
+    for (key, value) in changes {
+        match value.as_str() {
+            Some(v) => {
+                configuration.insert(key.clone(), v.to_owned());
+                set += 1;
+            }
+            None => {
+                configuration.remove(key);
+                removed += 1;
+            }
+        }
+    }
+    Ok(format!("configuration applied: {set} set, {removed} removed, {} parameters\n", configuration.len()))
+}
+
 fn finish(answers: &mut VecDeque<Answer>, entry: &mut Entry, status: AnswerStatus) {
     entry.stage = Stage::Done;
     entry.last = status;
@@ -486,13 +537,19 @@ fn download_of(command_id: u64, args: &Value) -> Download {
     }
 }
 
-/// Arguments for `kind` when none are given: every host argument is `127.0.0.1`, everything else
-/// takes its default.
+/// Arguments for `kind` when none are given: every host argument is `127.0.0.1`, configuration
+/// changes set `loadtest.sample`, everything else takes its default.
 pub fn default_args(kind: &str) -> Value {
     let mut args = serde_json::Map::new();
     for arg in commands::command_kind(kind).map_or(&[][..], |k| k.args) {
-        if arg.kind == ArgKind::Host {
-            args.insert(arg.name.to_owned(), Value::from("127.0.0.1"));
+        match arg.kind {
+            ArgKind::Host => {
+                args.insert(arg.name.to_owned(), Value::from("127.0.0.1"));
+            }
+            ArgKind::ConfigChanges { .. } => {
+                args.insert(arg.name.to_owned(), serde_json::json!({"loadtest.sample": "1"}));
+            }
+            _ => {}
         }
     }
     Value::Object(args)

@@ -73,6 +73,14 @@ pub enum ArgKind {
         /// Most bytes.
         max: usize,
     },
+    /// Configuration changes: an object of at most `max_entries` parameter keys (1 to
+    /// [`MAX_CONFIG_KEY`] bytes of `[A-Za-z0-9._-]`), each a string value of at most
+    /// [`MAX_CONFIG_VALUE`] bytes without control characters (set it) or `null` (remove it);
+    /// required, not empty.
+    ConfigChanges {
+        /// Most keys in one command.
+        max_entries: u64,
+    },
 }
 
 /// Longest [`ArgKind::HttpsUrl`], bytes.
@@ -84,6 +92,15 @@ pub const MAX_FIRMWARE_BYTES: u64 = 1 << 30;
 /// The internal kind of a firmware upgrade (PRV-4): download `url` over HTTPS, check `size` and
 /// `sha256`, install, then report `version` as the device's firmware.
 pub const UPGRADE_FIRMWARE: &str = "upgrade_firmware";
+
+/// Longest parameter key of a configuration change, in bytes.
+pub const MAX_CONFIG_KEY: usize = 128;
+
+/// Longest parameter value of a configuration change, in bytes.
+pub const MAX_CONFIG_VALUE: usize = 1_024;
+
+/// Most keys in one `apply_config` command (a push with more changes is split over several).
+pub const MAX_CONFIG_CHANGES: u64 = 200;
 
 /// Every command kind, in the order the portal lists them.
 pub const COMMAND_KINDS: &[CommandKind] = &[
@@ -212,6 +229,17 @@ pub const COMMAND_KINDS: &[CommandKind] = &[
         ],
         internal: true,
     },
+    CommandKind {
+        name: "apply_config",
+        summary: "Apply configuration changes: set the given parameters, remove those given as null (PRV-4).",
+        file: None,
+        args: &[Arg {
+            name: "changes",
+            summary: "Parameter key → new value, or null to remove the parameter.",
+            kind: ArgKind::ConfigChanges { max_entries: MAX_CONFIG_CHANGES },
+        }],
+        internal: true,
+    },
 ];
 
 /// Why a command was refused.
@@ -325,6 +353,13 @@ pub fn validate_internal_command(kind: &str, args: &Value) -> Result<Value, Comm
             }
             (ArgKind::Confirm, Some(Value::Bool(true))) => Value::Bool(true),
             (ArgKind::Confirm, Some(_)) => return Err(invalid("must be true".into())),
+            (ArgKind::ConfigChanges { .. }, None) => {
+                return Err(CommandError::Missing { kind: spec.name, arg: arg.name });
+            }
+            (ArgKind::ConfigChanges { max_entries }, Some(v)) => {
+                check_config_changes(v, max_entries).map_err(invalid)?;
+                v.clone()
+            }
         };
         out.insert(arg.name.to_owned(), checked);
     }
@@ -337,6 +372,35 @@ fn is_token(s: &str, max: usize) -> bool {
 
 fn is_https_url(s: &str) -> bool {
     s.len() > "https://".len() && s.starts_with("https://") && is_token(s, MAX_URL_BYTES)
+}
+
+/// Why `v` is not a valid configuration-changes object ([`ArgKind::ConfigChanges`]).
+fn check_config_changes(v: &Value, max_entries: u64) -> Result<(), String> {
+    let Value::Object(map) = v else { return Err("must be an object of key → string or null".into()) };
+    if map.is_empty() || map.len() as u64 > max_entries {
+        return Err(format!("must hold 1 to {max_entries} keys"));
+    }
+    for (key, value) in map {
+        let key_ok = !key.is_empty()
+            && key.len() <= MAX_CONFIG_KEY
+            && key.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if !key_ok {
+            return Err(format!(
+                "key {:?} must be 1 to {MAX_CONFIG_KEY} characters of A-Z a-z 0-9 . _ -",
+                key.chars().take(64).collect::<String>()
+            ));
+        }
+        match value {
+            Value::Null => {}
+            Value::String(s) if s.len() <= MAX_CONFIG_VALUE && !s.chars().any(char::is_control) => {}
+            _ => {
+                return Err(format!(
+                    "the value of {key} must be null or a string of at most {MAX_CONFIG_VALUE} bytes without control characters"
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn is_host(s: &str) -> bool {
@@ -385,6 +449,28 @@ mod tests {
         assert!(matches!(validate_command("reboot", &json!({"now": true})), Err(CommandError::UnknownArg { .. })));
         assert_eq!(validate_command("reboot", &json!([])), Err(CommandError::NotAnObject));
         assert_eq!(validate_command("format_c", &json!({})), Err(CommandError::UnknownKind("format_c".into())));
+    }
+
+    #[test]
+    fn configuration_changes_are_bounded_and_internal() {
+        let ok = json!({"changes": {"call.autoAnswer.SIP": "1", "old.key": null}});
+        assert_eq!(validate_internal_command("apply_config", &ok), Ok(ok.clone()));
+        assert_eq!(validate_command("apply_config", &ok), Err(CommandError::UnknownKind("apply_config".into())));
+        assert!(!admin_command_kinds().any(|k| k.name == "apply_config"));
+        for bad in [
+            json!({}),
+            json!({"changes": {}}),
+            json!({"changes": []}),
+            json!({"changes": {"a b": "1"}}),
+            json!({"changes": {"k": 1}}),
+            json!({"changes": {"k": "a\nb"}}),
+            json!({"changes": {"k": "v".repeat(MAX_CONFIG_VALUE + 1)}}),
+            json!({"changes": {"k".repeat(MAX_CONFIG_KEY + 1): "v"}}),
+        ] {
+            assert!(validate_internal_command("apply_config", &bad).is_err(), "{bad}");
+        }
+        let many: Map<String, Value> = (0..=MAX_CONFIG_CHANGES).map(|i| (format!("k{i}"), Value::from("v"))).collect();
+        assert!(validate_internal_command("apply_config", &json!({"changes": many})).is_err());
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //!   results), [`InventoryStore`] (devices added, edited, moved, deleted and imported) and
 //!   [`SiteStore`] (sites by subnet, PRV-1).
 //!   [`FirmwareStore`] (firmware images per enterprise, with their content).
+//!   [`ProfileStore`] (configuration profiles, deployments, provisioning records).
 //! - [`EventStore`] (`events.rs`): append-only event streams (status events, resource reports,
 //!   alarm events), the aggregated alarm records, and the per-device delivery marks used to drop
 //!   duplicates.
@@ -36,6 +37,7 @@ mod model;
 mod oplog;
 mod outbox;
 pub mod postgres;
+mod profiles;
 pub mod scaleout;
 mod sites;
 pub mod spool;
@@ -56,6 +58,7 @@ pub use model::*;
 pub use oplog::*;
 pub use outbox::*;
 pub use sites::*;
+pub use profiles::*;
 pub use strategies::*;
 pub use tasks::*;
 pub use tenants::*;
@@ -131,6 +134,7 @@ pub trait EntityStore:
     + InventoryStore
     + SiteStore
     + FirmwareStore
+    + ProfileStore
 {
 }
 
@@ -148,6 +152,7 @@ impl<T> EntityStore for T where
         + InventoryStore
         + SiteStore
         + FirmwareStore
+        + ProfileStore
 {
 }
 
@@ -177,6 +182,7 @@ opaque_debug!(
     InventoryStore,
     SiteStore,
     FirmwareStore,
+    ProfileStore,
     EntityStore,
     EventStore
 );

@@ -109,6 +109,7 @@ pub(crate) fn catalog() -> Kinds {
                         ArgKind::Sha256 => ("sha256", true, None),
                         ArgKind::Count { min, max } => ("integer", true, Some((min, max, min))),
                         ArgKind::Token { .. } => ("text", true, None),
+                        ArgKind::ConfigChanges { .. } => ("config_changes", true, None),
                     };
                     ArgBody {
                         name: a.name.into(),
@@ -223,7 +224,7 @@ fn checked(
 
 /// The stable code and message of a refusal, as a bulk answer shows it and a single command
 /// answers it.
-fn refusal_error(refusal: CommandRefusal) -> ApiError {
+pub(crate) fn refusal_error(refusal: CommandRefusal) -> ApiError {
     match refusal {
         CommandRefusal::DeviceLimit { .. } | CommandRefusal::EnterpriseLimit { .. } => {
             ApiError::LimitExceeded(refusal.to_string())

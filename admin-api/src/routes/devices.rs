@@ -305,8 +305,8 @@ pub(crate) struct StatusModel {
     last_reboot: Option<UnixMillis>,
     /// Time of the last status report.
     last_report_at: Option<UnixMillis>,
-    /// Last provisioning result and time: null until provisioning exists (PRV-4).
-    last_provision: Option<()>,
+    /// Last provisioning result and time (PRV-4): null if the device was never provisioned.
+    last_provision: Option<crate::provisioning::LastProvision>,
 }
 
 /// The device detail: the list row plus the status model.
@@ -341,7 +341,9 @@ async fn show(
         uptime_s: s.uptime_s,
         last_reboot: s.last_reboot,
         last_report_at: s.last_report_at,
-        last_provision: None,
+        last_provision: crate::provisioning::last_provision(
+            &crate::provisioning::settled_record(ctx.api.store.entities.as_ref(), id).await?,
+        ),
     };
     let attributes = ctx.api.store.entities.device_attributes(id).await?.unwrap_or_default();
     Ok(Json(DeviceDetail { item, status, attributes }))

@@ -18,6 +18,7 @@ pub(crate) mod inventory;
 pub(crate) mod listing;
 pub(crate) mod oplog;
 pub(crate) mod ops;
+pub(crate) mod profiles;
 pub(crate) mod session;
 pub(crate) mod sites;
 pub(crate) mod strategies;
@@ -47,6 +48,7 @@ pub(crate) fn all() -> Vec<(&'static str, MethodRouter<AppState>)> {
         strategies::routes(),
         tasks::routes(),
         sites::routes(),
+        profiles::routes(),
         oplog::routes(),
         tenants::routes(),
         account::routes(),

@@ -144,6 +144,8 @@ async fn create(
     // A firmware upgrade task stores only its image; each run makes each device's own link.
     let args = if req.kind == fleetpulse_proto::commands::UPGRADE_FIRMWARE {
         crate::firmware::task_args(ctx.api.store.entities.as_ref(), enterprise.id, &req.args).await?
+    } else if req.kind == crate::provisioning::PROVISION_TASK {
+        crate::provisioning::provision_task_args(&req.args)?.to_string()
     } else {
         fleetpulse_proto::commands::validate_command(&req.kind, &req.args)
             .map_err(|e| ApiError::invalid(e.to_string()))?

@@ -14,6 +14,7 @@ mod openapi;
 mod oplog;
 mod ops;
 mod portal;
+mod profiles;
 mod resources;
 mod sessions;
 mod sites;

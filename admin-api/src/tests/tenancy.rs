@@ -75,6 +75,8 @@ struct World {
     site: u64,
     /// A firmware image of EB.
     firmware: u64,
+    /// A configuration profile of EB.
+    profile: u64,
 }
 
 async fn account(
@@ -210,6 +212,13 @@ async fn world() -> World {
     };
     let site = h.store.entities.create_site(site).await.expect("site").id.0;
     let firmware = super::firmware::stored_image(&h, eb, eb_admin.id, "T54W", "2.0").await.id.0;
+    let profile_settings = fleetpulse_store::ProfileSettings {
+        name: "B profile".into(),
+        description: String::new(),
+        parameters: [("call.autoAnswer.SIP".to_owned(), "1".to_owned())].into_iter().collect(),
+        firmware: Default::default(),
+    };
+    let profile = h.store.entities.create_profile(eb, profile_settings, UnixMillis(1)).await.expect("profile").id.0;
     World {
         h,
         platform,
@@ -235,6 +244,7 @@ async fn world() -> World {
         import,
         site,
         firmware,
+        profile,
     }
 }
 
@@ -278,6 +288,8 @@ fn foreign_request(w: &World, path: &str, method: &Method) -> Option<(String, Op
         path.replace("{id}", &w.firmware.to_string())
     } else if path == "/api/v1/firmware" && method == Method::POST {
         format!("{path}?enterprise_id={}&model=T54W&version=9", w.eb)
+    } else if id("/api/v1/profiles/") {
+        path.replace("{id}", &w.profile.to_string())
     } else if id("/api/v1/tasks/") {
         path.replace("{id}", &w.task.to_string()).replace("{run}", &w.run.to_string())
     } else if matches!(
@@ -295,6 +307,8 @@ fn foreign_request(w: &World, path: &str, method: &Method) -> Option<(String, Op
             | "/api/v1/sites"
             | "/api/v1/sites/import"
             | "/api/v1/firmware"
+            | "/api/v1/profiles"
+            | "/api/v1/profile-deployments"
     ) {
         format!("{path}?enterprise_id={}", w.eb)
     } else if matches!(
@@ -329,6 +343,12 @@ fn foreign_request(w: &World, path: &str, method: &Method) -> Option<(String, Op
         ("/api/v1/sites/{id}", _) => Some(json!({"name": "intruder"})),
         ("/api/v1/devices", m) if m == Method::POST => Some(json!({"enterprise_id": w.eb, "mac": "0015650fffff"})),
         (p, _) if p.ends_with("alarm-strategies") || p == "/api/v1/alarm-strategies/{id}" => Some(strategy_body()),
+        ("/api/v1/profiles", _) => Some(json!({"enterprise_id": w.eb, "name": "intruder"})),
+        ("/api/v1/profiles/{id}", _) => Some(json!({"name": "intruder"})),
+        ("/api/v1/profiles/{id}/copy", _) => Some(json!({"name": "intruder"})),
+        ("/api/v1/profile-deployments", _) => Some(json!({
+            "enterprise_id": w.eb, "target": {"container": "global"}, "profiles": [w.profile]
+        })),
         ("/api/v1/tasks", _) => Some(json!({
             "enterprise_id": w.eb, "kind": "reboot", "targets": {"device_ids": [w.device]},
             "schedule": {"kind": "daily", "time": "03:00"}
@@ -402,6 +422,9 @@ async fn every_route_answers_404_or_403_for_another_tenants_objects() {
     assert_eq!(tasks.len(), 1, "no task was created for B");
     let image = fleetpulse_proto::FirmwareId(w.firmware);
     assert!(w.h.store.entities.firmware(image).await.unwrap().is_some(), "B's firmware image is kept");
+    let profile = w.h.store.entities.profile(fleetpulse_proto::ProfileId(w.profile)).await.unwrap().expect("kept");
+    assert_eq!(profile.settings.name, "B profile");
+    assert!(w.h.store.entities.list_deployments(w.eb).await.unwrap().is_empty(), "no deployment was made for B");
     let alarm = w.h.store.events.alarm_record(w.alarm).await.unwrap().expect("kept");
     assert_eq!(alarm.status, fleetpulse_store::AlarmStatus::Active);
     assert_eq!(

@@ -228,4 +228,29 @@ fn a_firmware_upgrade_is_a_download_with_progress_then_its_result() {
     // A repeat is answered with the last answer, not downloaded again.
     assert_eq!(r.handle_command(&upgrade(6), 0, NOW_MS, &mut rng), Received::Repeated);
     assert_eq!(r.poll_download(), None);
+#[test]
+fn apply_config_sets_and_removes_parameters_once() {
+    let mut r = CommandResponder::new(config(0.0));
+    let mut rng = SmallRng::seed_from_u64(3);
+    let mut seq = 1;
+    let first = command(1, "apply_config", r#"{"changes": {"call.autoAnswer.SIP": "1", "old": "x"}}"#);
+    assert_eq!(r.handle_command(&first, 0, NOW_MS, &mut rng), Received::Executed);
+    let second = command(2, "apply_config", r#"{"changes": {"old": null, "cfg": "https://p/0004f2000001.cfg"}}"#);
+    assert_eq!(r.handle_command(&second, 0, NOW_MS, &mut rng), Received::Executed);
+    r.poll_timers(50_000);
+    assert_eq!(answers(&mut r, &mut seq), ["1:Accepted", "2:Accepted", "1:Succeeded", "2:Succeeded"]);
+    let want: BTreeMap<String, String> = [("call.autoAnswer.SIP", "1"), ("cfg", "https://p/0004f2000001.cfg")]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    assert_eq!(r.configuration(), &want);
+    // A resent command is not applied again.
+    let changed_meanwhile = command(3, "apply_config", r#"{"changes": {"call.autoAnswer.SIP": "0"}}"#);
+    r.handle_command(&changed_meanwhile, 60_000, NOW_MS, &mut rng);
+    assert_eq!(r.handle_command(&first, 60_000, NOW_MS, &mut rng), Received::Repeated);
+    assert_eq!(r.configuration()["call.autoAnswer.SIP"], "0");
+    // Bad changes are refused without touching the configuration.
+    let bad = command(4, "apply_config", r#"{"changes": {"bad key": "1"}}"#);
+    assert!(matches!(r.handle_command(&bad, 60_000, NOW_MS, &mut rng), Received::Refused(_)));
+    assert_eq!(r.configuration().len(), 2);
 }

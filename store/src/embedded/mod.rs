@@ -23,6 +23,7 @@ mod inventory;
 mod maintenance;
 mod oplog;
 mod outbox;
+mod profiles;
 mod schema;
 mod sites;
 mod strategies;

@@ -482,6 +482,17 @@ const MIGRATIONS: &[&str] = &[
         description   TEXT NOT NULL DEFAULT '',
         location      TEXT NOT NULL DEFAULT '',
         subnets       TEXT NOT NULL DEFAULT '[]',
+    // Configuration profiles (PRV-3, PRV-4, issue 12): profiles (settings as JSON, name unique
+    // per enterprise), deployments as one row per (target, position) so that a deployed profile
+    // cannot be deleted (the foreign key) and a deleted device takes its deployment with it, and
+    // the per-device provisioning record (JSON: confirmed key hashes, the pending push, the last
+    // result).
+    r#"
+    CREATE TABLE profiles (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        enterprise_id INTEGER NOT NULL REFERENCES enterprises(id),
+        name          TEXT NOT NULL,
+        settings      TEXT NOT NULL,
         created_at    INTEGER NOT NULL,
         updated_at    INTEGER NOT NULL,
         UNIQUE (enterprise_id, name)
@@ -518,6 +529,22 @@ const MIGRATIONS: &[&str] = &[
         complete      INTEGER NOT NULL DEFAULT 0
     );
     CREATE INDEX firmware_images_enterprise ON firmware_images(enterprise_id, id);
+    CREATE TABLE profile_deployments (
+        enterprise_id INTEGER NOT NULL REFERENCES enterprises(id),
+        container     TEXT NOT NULL CHECK (container IN ('device', 'site', 'model', 'group', 'global')),
+        member        TEXT NOT NULL,
+        device_id     INTEGER REFERENCES devices(id) ON DELETE CASCADE,
+        position      INTEGER NOT NULL,
+        profile_id    INTEGER NOT NULL REFERENCES profiles(id),
+        updated_at    INTEGER NOT NULL,
+        PRIMARY KEY (enterprise_id, container, member, position)
+    ) WITHOUT ROWID;
+    CREATE INDEX profile_deployments_profile ON profile_deployments(profile_id);
+    CREATE INDEX profile_deployments_device ON profile_deployments(device_id) WHERE device_id IS NOT NULL;
+    CREATE TABLE provision_records (
+        device_id INTEGER PRIMARY KEY REFERENCES devices(id) ON DELETE CASCADE,
+        record    TEXT NOT NULL
+    );
     "#,
 ];
 

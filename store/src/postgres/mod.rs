@@ -22,6 +22,7 @@ mod firmware;
 mod inventory;
 mod oplog;
 mod outbox;
+mod profiles;
 mod schema;
 mod sites;
 mod strategies;

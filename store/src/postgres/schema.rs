@@ -504,6 +504,13 @@ const MIGRATIONS: &[(&str, &str)] = &[
         description   TEXT NOT NULL DEFAULT '',
         location      TEXT NOT NULL DEFAULT '',
         subnets       TEXT NOT NULL DEFAULT '[]',
+        "configuration profiles, deployments and provisioning records",
+        r#"
+    CREATE TABLE profiles (
+        id            BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        enterprise_id BIGINT NOT NULL REFERENCES enterprises (id),
+        name          TEXT NOT NULL,
+        settings      TEXT NOT NULL,
         created_at    BIGINT NOT NULL,
         updated_at    BIGINT NOT NULL,
         UNIQUE (enterprise_id, name)
@@ -550,6 +557,22 @@ const MIGRATIONS: &[(&str, &str)] = &[
         PRIMARY KEY (image_id, idx)
     );
     ALTER TABLE firmware_chunks ALTER COLUMN bytes SET STORAGE EXTERNAL;
+    CREATE TABLE profile_deployments (
+        enterprise_id BIGINT NOT NULL REFERENCES enterprises (id),
+        container     TEXT NOT NULL CHECK (container IN ('device', 'site', 'model', 'group', 'global')),
+        member        TEXT NOT NULL,
+        device_id     BIGINT REFERENCES devices (id) ON DELETE CASCADE,
+        position      INTEGER NOT NULL,
+        profile_id    BIGINT NOT NULL REFERENCES profiles (id),
+        updated_at    BIGINT NOT NULL,
+        PRIMARY KEY (enterprise_id, container, member, position)
+    );
+    CREATE INDEX profile_deployments_profile ON profile_deployments (profile_id);
+    CREATE INDEX profile_deployments_device ON profile_deployments (device_id) WHERE device_id IS NOT NULL;
+    CREATE TABLE provision_records (
+        device_id BIGINT PRIMARY KEY REFERENCES devices (id) ON DELETE CASCADE,
+        record    TEXT NOT NULL
+    );
     "#,
     ),
 ];

@@ -28,6 +28,7 @@ mod inventory;
 mod oplog;
 mod outbox;
 mod sites;
+mod profiles;
 mod strategies;
 mod tasks;
 mod tenants;
@@ -125,6 +126,7 @@ async fn suite(store: Store) {
     inventory::inventory_devices(&store).await;
     inventory::inventory_imports(&store).await;
     sites::sites(&store).await;
+    profiles::profiles(&store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
