@@ -17,8 +17,8 @@ use crate::routes::session::{
     LoginRequest, PasswordChange, SessionView, TotpDisable, TotpEnable, TotpSetup, VerifyRequest,
 };
 use crate::routes::{
-    account, alarm_summary, alarms, commands, dashboard, device_imports, device_labels, devices, enterprises,
-    firmware, inventory, oplog, profiles, sites, strategies, tasks, tenants,
+    account, alarm_summary, alarms, commands, dashboard, device_imports, device_labels, devices, enterprises, firmware,
+    inventory, oplog, profiles, sites, strategies, tasks, tenants,
 };
 use crate::state::AppState;
 

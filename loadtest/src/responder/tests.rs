@@ -228,6 +228,8 @@ fn a_firmware_upgrade_is_a_download_with_progress_then_its_result() {
     // A repeat is answered with the last answer, not downloaded again.
     assert_eq!(r.handle_command(&upgrade(6), 0, NOW_MS, &mut rng), Received::Repeated);
     assert_eq!(r.poll_download(), None);
+}
+
 #[test]
 fn apply_config_sets_and_removes_parameters_once() {
     let mut r = CommandResponder::new(config(0.0));
