@@ -42,9 +42,8 @@ pub(crate) struct Placement {
 }
 
 /// Where the device sits: its site path and its groups.
-pub(crate) async fn placement(_store: &dyn EntityStore, _device: &Device) -> Result<Placement, StoreError> {
-    // joined at merge: SiteStore::device_site_path, GroupStore::device_groups
-    Ok(Placement::default())
+pub(crate) async fn placement(store: &dyn EntityStore, device: &Device) -> Result<Placement, StoreError> {
+    Ok(Placement { sites: store.device_site_path(device.id).await?, groups: Vec::new() })
 }
 
 /// What resolution needs to know about the device.

@@ -331,8 +331,13 @@ pub(crate) fn operations() -> Vec<Operation> {
         patch_("/api/v1/sites/{id}", SITES, "Edit a site; devices are re-matched when its subnets change")
             .body::<sites::EditSite>()
             .answers::<fleetpulse_store::Site>(200),
-        delete_("/api/v1/sites/{id}", SITES, "Delete a site (not Internet or Intranet, not with child sites)")
-            .answers_raw(204, "application/json"),
+        delete_(
+            "/api/v1/sites/{id}",
+            SITES,
+            "Delete a site (not Internet or Intranet, not with child sites or profiles deployed to it)",
+        )
+        .answers_raw(204, "application/json")
+        .may_fail(&[409]),
         post_("/api/v1/sites/import", SITES, "Import sites from a CSV body (per-row errors)")
             .query::<sites::SiteQuery>()
             .answers::<sites::SiteImportReport>(200),

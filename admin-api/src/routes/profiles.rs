@@ -367,8 +367,13 @@ async fn check_target(
                 return Err(ApiError::NotFound("device"));
             }
         }
-        // Checked at merge: SiteStore::site / GroupStore::group, the enterprise's own (404).
-        DeploymentTarget::Site { .. } | DeploymentTarget::Group { .. } => {}
+        DeploymentTarget::Site { site_id } => {
+            let site = ctx.api.store.entities.site(*site_id).await?;
+            if site.is_none_or(|s| s.enterprise_id != enterprise) {
+                return Err(ApiError::NotFound("site"));
+            }
+        }
+        DeploymentTarget::Group { .. } => {}
         DeploymentTarget::Model { .. } | DeploymentTarget::Global => {}
     }
     Ok(())

@@ -244,10 +244,22 @@ async fn edit(
 }
 
 /// `DELETE /api/v1/sites/{id}`: 204; its devices move to the site they match without it. 400
-/// for Internet and Intranet and for a site with child sites (named).
+/// for Internet and Intranet and for a site with child sites (named); 409 while configuration
+/// profiles are deployed to it.
 async fn remove(auth: AuthAdmin, State(ctx): State<AppState>, Path(id): Path<SiteId>) -> Result<StatusCode, ApiError> {
     let site = find(&ctx, &auth, id).await?;
     auth.require_act(&ctx, site.enterprise_id).await?;
+    // A site with profiles deployed to it stays until the deployment is emptied (PRV-3): its
+    // devices' configuration would otherwise change without anyone saying so.
+    let deployments = ctx.api.store.entities.list_deployments(site.enterprise_id).await?;
+    let target = fleetpulse_store::DeploymentTarget::Site { site_id: id };
+    if let Some(d) = deployments.iter().find(|d| d.target == target && !d.profiles.is_empty()) {
+        return Err(ApiError::Conflict(format!(
+            "site {} has {} configuration profile(s) deployed to it; empty its deployment first",
+            site.name,
+            d.profiles.len()
+        )));
+    }
     if ctx.api.store.entities.delete_site(id).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {

@@ -13,6 +13,7 @@ mod inventory;
 mod openapi;
 mod oplog;
 mod ops;
+mod placement;
 mod portal;
 mod profiles;
 mod resources;

@@ -27,7 +27,7 @@ async fn import(h: &Harness, token: &str, query: &str, csv: &str) -> Reply {
 }
 
 /// A device of the enterprise that reported these addresses.
-async fn reporting_device(
+pub(super) async fn reporting_device(
     h: &Harness,
     e: fleetpulse_proto::EnterpriseId,
     mac: &str,

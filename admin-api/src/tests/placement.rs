@@ -1,0 +1,116 @@
+//! Profiles meet sites and groups (PRV-1..3): a profile deployed to a site (or a parent site)
+//! or a group reaches the devices placed there, nearer sites and higher groups first; a
+//! deployment cannot name another enterprise's site or group (404); a site or group with
+//! profiles deployed to it is not deleted (409).
+
+use axum::http::{Method, StatusCode};
+use fleetpulse_proto::EnterpriseId;
+use serde_json::{Value, json};
+
+use super::sites::reporting_device;
+use super::*;
+
+/// The device's effective configuration as `key=value <- profile container` lines.
+async fn effective(h: &Harness, token: &str, device: u64) -> Vec<String> {
+    let config = h.get(&format!("/api/v1/devices/{device}/configuration"), token).await;
+    assert_eq!(config.status, StatusCode::OK, "{}", config.text());
+    config.json()["parameters"]
+        .as_array()
+        .expect("parameters")
+        .iter()
+        .map(|p| {
+            format!(
+                "{}={} <- {} {}",
+                p["key"].as_str().unwrap_or(""),
+                p["value"].as_str().unwrap_or(""),
+                p["origin"]["profile_name"].as_str().unwrap_or(""),
+                p["origin"]["container"].as_str().unwrap_or("")
+            )
+        })
+        .collect()
+}
+
+async fn created(h: &Harness, token: &str, path: &str, body: Value) -> u64 {
+    let reply = h.call(Method::POST, path, Some(token), Some(body)).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{path}: {}", reply.text());
+    reply.json()["id"].as_u64().expect("id")
+}
+
+async fn deploy(h: &Harness, token: &str, e: EnterpriseId, target: Value, profiles: &[u64]) -> Reply {
+    let body = json!({"enterprise_id": e, "target": target, "profiles": profiles});
+    h.call(Method::PUT, "/api/v1/profile-deployments", Some(token), Some(body)).await
+}
+
+#[tokio::test]
+async fn profiles_deployed_to_sites_reach_the_devices_in_them() {
+    let h = harness();
+    let token = h.admin_token().await;
+    let channel = stored_channel(&h, "C", None).await;
+    let e = stored_enterprise(&h, "E", channel).await;
+    let other = stored_enterprise(&h, "O", channel).await;
+    let phone = reporting_device(&h, e, "001565000b01", "20.1.9.9", "10.33.24.7").await;
+
+    let hq = json!({"enterprise_id": e, "name": "HQ",
+                    "subnets": [{"public": "20.1.0.0/16", "private": ["10.0.0.0/8"]}]});
+    let hq = created(&h, &token, "/api/v1/sites", hq).await;
+    let floor = json!({"enterprise_id": e, "name": "Floor 2", "parent_id": hq,
+                       "subnets": [{"public": "20.1.0.0/16", "private": ["10.33.24.0/24"]}]});
+    let floor = created(&h, &token, "/api/v1/sites", floor).await;
+    let foreign_site = created(&h, &token, "/api/v1/sites", json!({"enterprise_id": other, "name": "X"})).await;
+
+    let profile = |name: &str, auto: &str| json!({"enterprise_id": e, "name": name, "parameters": {"call.autoAnswer.SIP": auto, "site.name": name}});
+    let global = created(&h, &token, "/api/v1/profiles", profile("Global", "0")).await;
+    let building = created(&h, &token, "/api/v1/profiles", profile("Building", "1")).await;
+    let upstairs = created(
+        &h,
+        &token,
+        "/api/v1/profiles",
+        json!({"enterprise_id": e, "name": "Upstairs",
+        "parameters": {"site.name": "Upstairs"}}),
+    )
+    .await;
+
+    // The guide's example: a profile on the site beats the global one.
+    assert_eq!(deploy(&h, &token, e, json!({"container": "global"}), &[global]).await.status, StatusCode::OK);
+    assert_eq!(
+        effective(&h, &token, phone).await,
+        ["call.autoAnswer.SIP=0 <- Global global", "site.name=Global <- Global global"]
+    );
+    let on_hq = deploy(&h, &token, e, json!({"container": "site", "site_id": hq}), &[building]).await;
+    assert_eq!(on_hq.status, StatusCode::OK, "{}", on_hq.text());
+    // The device is in Floor 2, a child of HQ: the parent's profile reaches it...
+    assert_eq!(
+        effective(&h, &token, phone).await,
+        ["call.autoAnswer.SIP=1 <- Building site", "site.name=Building <- Building site"]
+    );
+    // ...and the nearer site's wins where both set a key.
+    assert_eq!(
+        deploy(&h, &token, e, json!({"container": "site", "site_id": floor}), &[upstairs]).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        effective(&h, &token, phone).await,
+        ["call.autoAnswer.SIP=1 <- Building site", "site.name=Upstairs <- Upstairs site"]
+    );
+
+    // Another enterprise's site, or none at all: 404, and nothing deployed.
+    deploy(&h, &token, e, json!({"container": "site", "site_id": foreign_site}), &[global])
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "not_found");
+    deploy(&h, &token, e, json!({"container": "site", "site_id": 999_999}), &[global])
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "not_found");
+
+    // A site with profiles deployed to it stays until its deployment is emptied.
+    let refused = h.call(Method::DELETE, &format!("/api/v1/sites/{floor}"), Some(&token), None).await;
+    refused.assert_error(StatusCode::CONFLICT, "conflict");
+    assert!(refused.text().contains("Floor 2"), "{}", refused.text());
+    assert_eq!(deploy(&h, &token, e, json!({"container": "site", "site_id": floor}), &[]).await.status, StatusCode::OK);
+    let deleted = h.call(Method::DELETE, &format!("/api/v1/sites/{floor}"), Some(&token), None).await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT, "{}", deleted.text());
+    assert_eq!(
+        effective(&h, &token, phone).await,
+        ["call.autoAnswer.SIP=1 <- Building site", "site.name=Building <- Building site"],
+        "the device is back in HQ"
+    );
+}
