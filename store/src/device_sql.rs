@@ -94,6 +94,12 @@ fn push_filters(b: &mut Built, q: &DeviceQuery) {
         b.bind(Arg::Ids(ids(c, |c| c.0)));
         b.push(")");
     }
+    if let Some(g) = q.group {
+        // The index (group_id, device_id) answers it.
+        b.push(" AND d.id IN (SELECT device_id FROM group_members WHERE group_id = ");
+        b.bind(Arg::Int(i64::try_from(g.0).unwrap_or(-1)));
+        b.push(")");
+    }
     if let Some(t) = q.device_type {
         b.push(" AND d.device_type = ");
         b.bind(Arg::Text(t.as_str().into()));

@@ -468,6 +468,8 @@ pub struct DeviceQuery {
     /// Case-insensitive substring of MAC, name, serial or model (ASCII case folding; no control
     /// characters).
     pub q: Option<String>,
+    /// Members of this device group (PRV-2).
+    pub group: Option<fleetpulse_proto::GroupId>,
     /// Sort column.
     pub sort: DeviceSortColumn,
     /// Descending instead of ascending.
@@ -489,6 +491,7 @@ impl Default for DeviceQuery {
             reported_from: None,
             reported_to: None,
             q: None,
+            group: None,
             sort: DeviceSortColumn::Created,
             descending: false,
         }
@@ -526,6 +529,9 @@ impl DeviceQuery {
             if c.iter().any(|c| i64::try_from(c.0).is_err()) {
                 return Err(crate::StoreError::InvalidInput("channel id beyond i64".into()));
             }
+        }
+        if self.group.is_some_and(|g| i64::try_from(g.0).is_err()) {
+            return Err(crate::StoreError::InvalidInput("group id beyond i64".into()));
         }
         check_text("model", &self.model)?;
         check_text("firmware", &self.firmware)?;

@@ -8,7 +8,8 @@
 //!   (alarm strategies), [`OutboxStore`] (the notification outbox), [`OperationLogStore`] and
 //!   [`CommandStore`] (the durable per-device command queue), [`FileStore`] (files devices
 //!   upload, with their content), [`TaskStore`] (scheduled tasks, their runs and per-device
-//!   results) and [`InventoryStore`] (devices added, edited, moved, deleted and imported).
+//!   results), [`InventoryStore`] (devices added, edited, moved, deleted and imported) and
+//!   [`GroupStore`] (device groups, ordered memberships, default groups).
 //! - [`EventStore`] (`events.rs`): append-only event streams (status events, resource reports,
 //!   alarm events), the aggregated alarm records, and the per-device delivery marks used to drop
 //!   duplicates.
@@ -28,6 +29,7 @@ mod devices;
 pub mod embedded;
 mod events;
 mod files;
+mod groups;
 mod inventory;
 mod model;
 mod oplog;
@@ -46,6 +48,7 @@ pub use commands::*;
 pub use devices::*;
 pub use events::*;
 pub use files::*;
+pub use groups::*;
 pub use inventory::*;
 pub use model::*;
 pub use oplog::*;
@@ -123,6 +126,7 @@ pub trait EntityStore:
     + FileStore
     + TaskStore
     + InventoryStore
+    + GroupStore
 {
 }
 
@@ -138,6 +142,7 @@ impl<T> EntityStore for T where
         + FileStore
         + TaskStore
         + InventoryStore
+        + GroupStore
 {
 }
 
@@ -165,6 +170,7 @@ opaque_debug!(
     FileStore,
     TaskStore,
     InventoryStore,
+    GroupStore,
     EntityStore,
     EventStore
 );

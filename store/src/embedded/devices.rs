@@ -75,9 +75,11 @@ pub(super) fn register_device(c: &Connection, new: &NewDevice) -> Result<Registe
         new.at.0,
         DeviceType::of_model(&new.model).as_str()
     ])?;
+    let id = DeviceId(c.last_insert_rowid() as u64);
+    super::groups::join_default_groups(c, new.enterprise_id, id)?;
     Ok(RegisteredDevice {
         device: Device {
-            id: DeviceId(c.last_insert_rowid() as u64),
+            id,
             enterprise_id: new.enterprise_id,
             mac,
             serial,

@@ -116,6 +116,7 @@ fn write_edit(c: &Connection, d: &Device, next: &Editable, now: UnixMillis) -> R
         ))?
         .execute(params![id, now.0, crate::inventory::MOVED_REASON])?;
         removed = delete_files(c, id)?;
+        super::groups::leave_all_groups(c, d.id)?;
     }
     c.prepare_cached(
         "UPDATE devices SET enterprise_id = ?2, name = ?3, model = ?4, device_type = ?5, attributes = ?6 WHERE id = ?1",

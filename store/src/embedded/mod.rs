@@ -17,6 +17,7 @@ mod devices;
 pub mod durable;
 mod events;
 mod files;
+mod groups;
 pub mod integrity;
 mod inventory;
 mod maintenance;

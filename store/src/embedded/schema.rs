@@ -466,6 +466,36 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (import_id, line)
     ) WITHOUT ROWID;
     "#,
+    // Device groups (PRV-2, issue 12): groups per enterprise (name unique by its lower-case key),
+    // memberships with a per-device order (`position`, lowest first: top priority), and the
+    // default groups an auto-added device joins, in order. Ids are never reused (AUTOINCREMENT):
+    // profiles deployed to a group refer to it by id. Memberships go with their device or group.
+    r#"
+    CREATE TABLE device_groups (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        enterprise_id INTEGER NOT NULL REFERENCES enterprises(id),
+        name          TEXT NOT NULL,
+        name_key      TEXT NOT NULL,
+        description   TEXT NOT NULL DEFAULT '',
+        created_at    INTEGER NOT NULL,
+        updated_at    INTEGER NOT NULL,
+        UNIQUE (enterprise_id, name_key)
+    );
+    CREATE TABLE group_members (
+        device_id INTEGER NOT NULL REFERENCES devices(id) ON DELETE CASCADE,
+        group_id  INTEGER NOT NULL REFERENCES device_groups(id) ON DELETE CASCADE,
+        position  INTEGER NOT NULL,
+        PRIMARY KEY (device_id, group_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX group_members_group ON group_members(group_id, device_id);
+    CREATE TABLE default_groups (
+        enterprise_id INTEGER NOT NULL REFERENCES enterprises(id),
+        group_id      INTEGER NOT NULL REFERENCES device_groups(id) ON DELETE CASCADE,
+        position      INTEGER NOT NULL,
+        PRIMARY KEY (enterprise_id, group_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX default_groups_group ON default_groups(group_id);
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -144,9 +144,14 @@ const DEVICE_PAGE: &str = "SELECT id, enterprise_id, mac, serial, model, firmwar
 const ENTERPRISE_DEVICE_PAGE: &str = "SELECT id, enterprise_id, mac, serial, model, firmware, name, created_at \
      FROM devices WHERE enterprise_id = $1 AND id > $2 ORDER BY id LIMIT $3";
 /// Adds a device unless a concurrent registration added its key first (then returns no row).
-const INSERT_DEVICE: &str = "INSERT INTO devices (enterprise_id, mac, serial, model, firmware, created_at, device_type) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING \
-     RETURNING id, enterprise_id, mac, serial, model, firmware, name, created_at";
+/// Inserts a device that added itself and, in the same statement, puts it into its enterprise's
+/// default groups (PRV-2).
+const INSERT_DEVICE: &str = "WITH d AS (INSERT INTO devices (enterprise_id, mac, serial, model, firmware, created_at, \
+     device_type) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING \
+     RETURNING id, enterprise_id, mac, serial, model, firmware, name, created_at), \
+     g AS (INSERT INTO group_members (device_id, group_id, position) \
+     SELECT d.id, x.group_id, x.position FROM d JOIN default_groups x ON x.enterprise_id = d.enterprise_id) \
+     SELECT * FROM d";
 const UPDATE_DEVICE: &str = "UPDATE devices SET model = $2, firmware = $3, device_type = $4 WHERE id = $1 \
      RETURNING id, enterprise_id, mac, serial, model, firmware, name, created_at";
 

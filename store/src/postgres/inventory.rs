@@ -125,6 +125,7 @@ async fn write_edit(c: &mut PgConnection, d: &Device, next: &Editable, now: Unix
         .await
         .map_err(backend)?;
         sqlx::query("DELETE FROM files WHERE device_id = $1").bind(id).execute(&mut *c).await.map_err(backend)?;
+        super::groups::leave_all_groups(c, d.enterprise_id, d.id).await?;
     }
     sqlx::query(
         "UPDATE devices SET enterprise_id = $2, name = $3, model = $4, device_type = $5, attributes = $6 WHERE id = $1",

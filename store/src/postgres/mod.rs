@@ -18,6 +18,7 @@ mod accounts;
 mod commands;
 mod devices;
 mod files;
+mod groups;
 mod inventory;
 mod oplog;
 mod outbox;

@@ -489,6 +489,36 @@ const MIGRATIONS: &[(&str, &str)] = &[
     );
     "#,
     ),
+    (
+        "device groups",
+        // Device groups (PRV-2), as in the embedded schema.
+        r#"
+    CREATE TABLE device_groups (
+        id            BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        enterprise_id BIGINT NOT NULL REFERENCES enterprises (id),
+        name          TEXT NOT NULL,
+        name_key      TEXT NOT NULL,
+        description   TEXT NOT NULL DEFAULT '',
+        created_at    BIGINT NOT NULL,
+        updated_at    BIGINT NOT NULL,
+        UNIQUE (enterprise_id, name_key)
+    );
+    CREATE TABLE group_members (
+        device_id BIGINT NOT NULL REFERENCES devices (id) ON DELETE CASCADE,
+        group_id  BIGINT NOT NULL REFERENCES device_groups (id) ON DELETE CASCADE,
+        position  BIGINT NOT NULL,
+        PRIMARY KEY (device_id, group_id)
+    );
+    CREATE INDEX group_members_group ON group_members (group_id, device_id);
+    CREATE TABLE default_groups (
+        enterprise_id BIGINT NOT NULL REFERENCES enterprises (id),
+        group_id      BIGINT NOT NULL REFERENCES device_groups (id) ON DELETE CASCADE,
+        position      BIGINT NOT NULL,
+        PRIMARY KEY (enterprise_id, group_id)
+    );
+    CREATE INDEX default_groups_group ON default_groups (group_id);
+    "#,
+    ),
 ];
 
 /// The schema version this build writes.

@@ -23,6 +23,7 @@ mod devices;
 mod entities;
 mod events;
 mod files;
+mod groups;
 mod inventory;
 mod oplog;
 mod outbox;
@@ -122,6 +123,7 @@ async fn suite(store: Store) {
     tasks::task_races(&store).await;
     inventory::inventory_devices(&store).await;
     inventory::inventory_imports(&store).await;
+    groups::groups(&store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
