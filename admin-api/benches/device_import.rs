@@ -15,8 +15,9 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use fleetpulse_admin_api::{ApiConfig, ApiState, app, bootstrap_admin};
 use fleetpulse_ingest::LiveState;
+use fleetpulse_proto::UnixMillis;
 use fleetpulse_store::embedded::EmbeddedConfig;
-use fleetpulse_store::{NewEnterprise, Store};
+use fleetpulse_store::{NewEnterprise, NewGroup, Store};
 use http_body_util::BodyExt;
 use prometheus_client::registry::Registry;
 use tower::ServiceExt;
@@ -73,6 +74,11 @@ fn main() {
             .await
             .unwrap()
             .id;
+        // The groups the rows name (an import creates none).
+        for name in ["G1", "G2"] {
+            let new = NewGroup { enterprise_id: e, name: name.into(), description: String::new(), at: UnixMillis(1) };
+            store.entities.create_group(new).await.unwrap();
+        }
         let state = ApiState {
             store,
             live: Arc::new(LiveState::new()),

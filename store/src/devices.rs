@@ -360,6 +360,8 @@ pub struct DeviceSummary {
     /// The snapshot.
     #[serde(flatten)]
     pub snapshot: DeviceSnapshot,
+    /// Its device groups, top priority first (PRV-2).
+    pub groups: Vec<crate::GroupRef>,
 }
 
 /// The column a device list is sorted by (then by id, in the same direction).

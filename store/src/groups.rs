@@ -257,6 +257,38 @@ pub(crate) fn plan_import_groups(
     Ok(out)
 }
 
+/// [`plan_import_groups`] for a row that may have no `endpoint_group` column (`wanted` is
+/// `None`: the groups stay as they are); the refusal as a row error's reason.
+pub(crate) fn import_groups(
+    mode: ImportMode,
+    current: Option<&[GroupId]>,
+    wanted: Option<&[GroupId]>,
+) -> std::result::Result<Option<Vec<GroupId>>, String> {
+    let Some(wanted) = wanted else { return Ok(None) };
+    match plan_import_groups(mode, current, wanted) {
+        Ok(list) => Ok(Some(list)),
+        Err(StoreError::InvalidInput(m)) => Err(m),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// The ids of the named groups (by [`group_name_key`], in order); the reason naming the first
+/// unknown one otherwise. An import creates no group: the guide's groups "must already exist in
+/// the service for the association to occur".
+pub(crate) fn resolve_group_names(
+    names: &[String],
+    known: &std::collections::HashMap<String, GroupId>,
+) -> std::result::Result<Vec<GroupId>, String> {
+    names
+        .iter()
+        .map(|n| {
+            known.get(&group_name_key(n)).copied().ok_or_else(|| {
+                format!("no group named {n:?} in the enterprise (create it first; an import creates no groups)")
+            })
+        })
+        .collect()
+}
+
 /// Splits an `endpoint_group` cell into group names (`|`-separated, each trimmed, empty parts
 /// dropped); [`StoreError::InvalidInput`] for a name [`check_group_name`] refuses or more than
 /// [`MAX_GROUPS_PER_DEVICE`] names.
@@ -272,6 +304,19 @@ pub fn parse_group_cell(cell: &str) -> Result<Vec<String>> {
         check_group_name(n)?;
     }
     Ok(names)
+}
+
+/// Fills in the groups of device list rows (one read for the page).
+pub(crate) async fn attach_groups(store: &dyn GroupStore, items: &mut [crate::DeviceSummary]) -> Result<()> {
+    if items.is_empty() {
+        return Ok(());
+    }
+    let refs = store.group_refs_of(items.iter().map(|d| d.device.id).collect()).await?;
+    let mut refs: std::collections::HashMap<DeviceId, Vec<GroupRef>> = refs.into_iter().collect();
+    for item in items {
+        item.groups = refs.remove(&item.device.id).unwrap_or_default();
+    }
+    Ok(())
 }
 
 /// Static device groups of an enterprise and their members (PRV-2).
@@ -383,6 +428,16 @@ mod tests {
         }
         let full: Vec<u64> = (1..=MAX_GROUPS_PER_DEVICE as u64).collect();
         assert!(plan_import_groups(ImportMode::Merge, Some(&g(&full)), &g(&[99])).is_err());
+    }
+
+    #[test]
+    fn import_names_resolve_case_insensitively_or_name_the_unknown_one() {
+        let known: std::collections::HashMap<String, GroupId> =
+            [("epgroup1".to_owned(), GroupId(1)), ("lab".to_owned(), GroupId(2))].into();
+        let names = |n: &[&str]| n.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert_eq!(resolve_group_names(&names(&["Lab", "EPGroup1"]), &known), Ok(g(&[2, 1])));
+        let err = resolve_group_names(&names(&["Lab", "Nope"]), &known).expect_err("unknown");
+        assert!(err.contains("\"Nope\""), "{err}");
     }
 
     #[test]

@@ -172,6 +172,7 @@ fn summary_from_row(r: &Row<'_>) -> rusqlite::Result<DeviceSummary> {
             last_reboot: r.get::<_, Option<i64>>(18)?.map(UnixMillis),
             lines: serde_json::from_str(&lines).unwrap_or_default(),
         },
+        groups: Vec::new(),
     })
 }
 
@@ -243,20 +244,23 @@ impl DeviceStore for EmbeddedStore {
         let Some(cursor) = prepare_device_query(&query, &page)? else {
             return Ok(DevicePage { items: Vec::new(), next_cursor: None, total: 0 });
         };
-        self.read(move |c| {
-            use crate::device_sql::{Dialect, count_sql, page_sql};
-            let count = count_sql(&query, Dialect::Sqlite);
-            let total: i64 = c
-                .prepare_cached(&count.sql)?
-                .query_row(rusqlite::params_from_iter(sqlite_args(count.args)), |r| r.get(0))?;
-            let built = page_sql(&query, cursor.as_ref(), page.limit, Dialect::Sqlite);
-            let mut st = c.prepare_cached(&built.sql)?;
-            let items = st
-                .query_map(rusqlite::params_from_iter(sqlite_args(built.args)), summary_from_row)?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok(finish_device_page(items, &query, page.limit, u64::try_from(total).unwrap_or(0)))
-        })
-        .await
+        let mut out = self
+            .read(move |c| {
+                use crate::device_sql::{Dialect, count_sql, page_sql};
+                let count = count_sql(&query, Dialect::Sqlite);
+                let total: i64 = c
+                    .prepare_cached(&count.sql)?
+                    .query_row(rusqlite::params_from_iter(sqlite_args(count.args)), |r| r.get(0))?;
+                let built = page_sql(&query, cursor.as_ref(), page.limit, Dialect::Sqlite);
+                let mut st = c.prepare_cached(&built.sql)?;
+                let items = st
+                    .query_map(rusqlite::params_from_iter(sqlite_args(built.args)), summary_from_row)?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                Ok(finish_device_page(items, &query, page.limit, u64::try_from(total).unwrap_or(0)))
+            })
+            .await?;
+        crate::groups::attach_groups(self, &mut out.items).await?;
+        Ok(out)
     }
 
     async fn device_dashboard(&self, query: DeviceQuery) -> Result<DeviceDashboard> {
@@ -375,14 +379,18 @@ impl DeviceStore for EmbeddedStore {
 
     async fn device_summary(&self, id: DeviceId) -> Result<Option<DeviceSummary>> {
         let Ok(id) = i64::try_from(id.0) else { return Ok(None) };
-        self.read(move |c| {
-            Ok(c.prepare_cached(&format!(
-                "SELECT {} FROM devices d JOIN enterprises e ON e.id = d.enterprise_id WHERE d.id = ?1",
-                crate::device_sql::SUMMARY_COLUMNS
-            ))?
-            .query_row([id], summary_from_row)
-            .optional()?)
-        })
-        .await
+        let found = self
+            .read(move |c| {
+                Ok(c.prepare_cached(&format!(
+                    "SELECT {} FROM devices d JOIN enterprises e ON e.id = d.enterprise_id WHERE d.id = ?1",
+                    crate::device_sql::SUMMARY_COLUMNS
+                ))?
+                .query_row([id], summary_from_row)
+                .optional()?)
+            })
+            .await?;
+        let Some(mut one) = found.map(|d| vec![d]) else { return Ok(None) };
+        crate::groups::attach_groups(self, &mut one).await?;
+        Ok(one.pop())
     }
 }

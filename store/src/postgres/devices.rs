@@ -95,6 +95,7 @@ fn summary_from_row(r: &PgRow) -> Result<DeviceSummary> {
             last_reboot: last_reboot.map(UnixMillis),
             lines: serde_json::from_str(&lines).unwrap_or_default(),
         },
+        groups: Vec::new(),
     })
 }
 
@@ -320,7 +321,8 @@ impl DeviceStore for PgEntityStore {
             .fetch_all(&self.pool)
             .await
             .map_err(backend)?;
-        let items = rows.iter().map(summary_from_row).collect::<Result<Vec<_>>>()?;
+        let mut items = rows.iter().map(summary_from_row).collect::<Result<Vec<_>>>()?;
+        crate::groups::attach_groups(self, &mut items).await?;
         Ok(finish_device_page(items, &query, page.limit, u64::try_from(total).unwrap_or(0)))
     }
 
@@ -454,13 +456,16 @@ impl DeviceStore for PgEntityStore {
 
     async fn device_summary(&self, id: DeviceId) -> Result<Option<DeviceSummary>> {
         let Some(id) = db_id(id.0) else { return Ok(None) };
-        sqlx::query(DEVICE_SUMMARY_BY_ID)
+        let found = sqlx::query(DEVICE_SUMMARY_BY_ID)
             .bind(id)
             .fetch_optional(&self.pool)
             .await
             .map_err(backend)?
             .as_ref()
             .map(summary_from_row)
-            .transpose()
+            .transpose()?;
+        let Some(mut one) = found.map(|d| vec![d]) else { return Ok(None) };
+        crate::groups::attach_groups(self, &mut one).await?;
+        Ok(one.pop())
     }
 }

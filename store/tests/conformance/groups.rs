@@ -171,6 +171,67 @@ pub(crate) async fn groups(store: &Store) {
     assert_eq!(s.group(a.id).await.unwrap().unwrap().members, before - 1);
 }
 
+fn import_row(line: u64, n: u32, groups: Option<&[&str]>) -> ImportRow {
+    ImportRow {
+        line,
+        mac: Some(mac(0x9b000 + n)),
+        serial: None,
+        model: None,
+        name: None,
+        attributes: Default::default(),
+        groups: groups.map(|g| g.iter().map(|s| (*s).to_owned()).collect()),
+    }
+}
+
+/// CSV import rows set groups by name: new devices and overwrite take the list, merge appends
+/// what is missing, create leaves existing devices alone; an unknown name fails its row only.
+pub(crate) async fn group_imports(store: &Store) {
+    let s = store.entities.as_ref();
+    let e = enterprise(s, "grp-import").await;
+    let g1 = s.create_group(group(e, "EPGroup1")).await.unwrap().id;
+    let g2 = s.create_group(group(e, "EPGroup2")).await.unwrap().id;
+    s.set_default_groups(e, vec![g2]).await.unwrap();
+    let out = s
+        .import_devices(
+            e,
+            ImportMode::Merge,
+            vec![
+                import_row(2, 1, Some(&["epgroup2", "EPGroup1"])),
+                import_row(3, 2, Some(&["EPGroup1", "Missing"])),
+                import_row(4, 3, None),
+            ],
+            UnixMillis(10),
+        )
+        .await
+        .unwrap();
+    let ImportOutcome::Created(d1) = out[0] else { panic!("created: {out:?}") };
+    assert!(matches!(&out[1], ImportOutcome::Failed("endpoint_group", r) if r.contains("\"Missing\"")), "{out:?}");
+    let ImportOutcome::Created(d3) = out[2] else { panic!("created: {out:?}") };
+    assert_eq!(s.device_groups(d1).await.unwrap(), [g2, g1]);
+    assert!(s.device_groups(d3).await.unwrap().is_empty(), "imports get no default groups");
+    let mac2 =
+        DeviceQuery { enterprises: Some(vec![e]), q: Some(mac(0x9b002).as_str().into()), ..DeviceQuery::default() };
+    let page = s.query_devices(mac2, DevicePageRequest { cursor: None, limit: 10 }).await.unwrap();
+    assert_eq!(page.total, 0, "a failed row adds nothing");
+
+    let again = |mode, groups: Option<&'static [&'static str]>| {
+        let rows = vec![import_row(2, 1, groups)];
+        async move { s.import_devices(e, mode, rows, UnixMillis(11)).await.unwrap() }
+    };
+    again(ImportMode::Merge, Some(&["EPGroup1"])).await;
+    assert_eq!(s.device_groups(d1).await.unwrap(), [g2, g1], "merge keeps the order and adds nothing twice");
+    again(ImportMode::Create, Some(&[])).await;
+    assert_eq!(s.device_groups(d1).await.unwrap(), [g2, g1], "create skips existing devices");
+    again(ImportMode::Overwrite, None).await;
+    assert_eq!(s.device_groups(d1).await.unwrap(), [g2, g1], "no column: groups untouched");
+    again(ImportMode::Overwrite, Some(&["EPGroup1"])).await;
+    assert_eq!(s.device_groups(d1).await.unwrap(), [g1]);
+    again(ImportMode::Merge, Some(&[])).await;
+    assert_eq!(s.device_groups(d1).await.unwrap(), [g1], "an empty cell merges nothing");
+    again(ImportMode::Overwrite, Some(&[])).await;
+    assert!(s.device_groups(d1).await.unwrap().is_empty(), "an empty cell overwrites with none");
+}
+
 async fn devices_of(s: &dyn EntityStore, e: EnterpriseId, n: u32) -> Vec<DeviceId> {
     let mut out = Vec::new();
     for i in 0..n {

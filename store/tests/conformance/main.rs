@@ -124,6 +124,7 @@ async fn suite(store: Store) {
     inventory::inventory_devices(&store).await;
     inventory::inventory_imports(&store).await;
     groups::groups(&store).await;
+    groups::group_imports(&store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
