@@ -139,8 +139,9 @@ pub enum GroupTargets {
     /// These devices (at most [`crate::MAX_DEVICE_FILTER_IDS`]); every one must be a device of
     /// the group's enterprise.
     Devices(Vec<DeviceId>),
-    /// The devices matching the query, inside the group's enterprise (its sort is ignored); at
-    /// most [`MAX_GROUP_MEMBER_CHANGE`] may match.
+    /// The devices matching the query within the group's enterprise (its sort is ignored; a
+    /// query naming only other enterprises matches nothing); at most
+    /// [`MAX_GROUP_MEMBER_CHANGE`] may match.
     Filter(DeviceQuery),
 }
 
@@ -194,9 +195,14 @@ pub(crate) fn plan_add(devices: &[Membership]) -> (Vec<DeviceId>, MemberChange) 
     (join, change)
 }
 
-/// The query narrowed to the group's enterprise.
+/// The query narrowed to the group's enterprise (a query naming other enterprises only matches
+/// nothing).
 pub(crate) fn scoped_query(query: &DeviceQuery, enterprise: EnterpriseId) -> DeviceQuery {
-    DeviceQuery { enterprises: Some(vec![enterprise]), ..query.clone() }
+    let enterprises = match &query.enterprises {
+        Some(list) if !list.contains(&enterprise) => Vec::new(),
+        _ => vec![enterprise],
+    };
+    DeviceQuery { enterprises: Some(enterprises), ..query.clone() }
 }
 
 /// Checks the targets before any work: the bound of an id list, a valid query.

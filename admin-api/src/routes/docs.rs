@@ -319,4 +319,7 @@ pub(crate) fn operations() -> Vec<Operation> {
             .query::<oplog::ListQuery>()
             .answers_raw(200, "text/csv"),
     ]
+    .into_iter()
+    .chain(crate::routes::groups::operations())
+    .collect()
 }

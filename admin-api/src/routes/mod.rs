@@ -13,6 +13,7 @@ pub(crate) mod devices;
 pub(crate) mod docs;
 pub(crate) mod enterprises;
 pub(crate) mod files;
+pub(crate) mod groups;
 pub(crate) mod inventory;
 pub(crate) mod listing;
 pub(crate) mod oplog;
@@ -43,6 +44,7 @@ pub(crate) fn all() -> Vec<(&'static str, MethodRouter<AppState>)> {
         alarm_summary::routes(),
         strategies::routes(),
         tasks::routes(),
+        groups::routes(),
         oplog::routes(),
         tenants::routes(),
         account::routes(),

@@ -6,6 +6,7 @@ mod auth;
 mod commands;
 mod console;
 mod devices;
+mod groups;
 mod hostile_ids;
 mod hostile_text;
 mod inventory;

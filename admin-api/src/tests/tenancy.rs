@@ -71,6 +71,8 @@ struct World {
     run: u64,
     /// A device import of EB.
     import: u64,
+    /// A device group of EB, with `device` as its member.
+    group: u64,
 }
 
 async fn account(
@@ -195,6 +197,15 @@ async fn world() -> World {
         .await
         .expect("import")
         .id;
+    let group = fleetpulse_store::NewGroup {
+        enterprise_id: eb,
+        name: "B desks".into(),
+        description: String::new(),
+        at: UnixMillis(1),
+    };
+    let group = h.store.entities.create_group(group).await.expect("group").id;
+    let members = fleetpulse_store::GroupTargets::Devices(vec![device]);
+    h.store.entities.add_group_members(group, members).await.expect("members");
     World {
         h,
         platform,
@@ -218,6 +229,7 @@ async fn world() -> World {
         task: task.0,
         run,
         import,
+        group: group.0,
     }
 }
 
@@ -255,6 +267,8 @@ fn foreign_request(w: &World, path: &str, method: &Method) -> Option<(String, Op
         path.replace("{id}", &w.file.to_string())
     } else if id("/api/v1/device-imports/") {
         path.replace("{id}", &w.import.to_string())
+    } else if id("/api/v1/groups/") {
+        path.replace("{id}", &w.group.to_string())
     } else if id("/api/v1/tasks/") {
         path.replace("{id}", &w.task.to_string()).replace("{run}", &w.run.to_string())
     } else if matches!(
@@ -269,6 +283,8 @@ fn foreign_request(w: &World, path: &str, method: &Method) -> Option<(String, Op
             | "/api/v1/tasks"
             | "/api/v1/devices/export"
             | "/api/v1/device-imports"
+            | "/api/v1/groups"
+            | "/api/v1/default-groups"
     ) {
         format!("{path}?enterprise_id={}", w.eb)
     } else if matches!(
@@ -298,6 +314,12 @@ fn foreign_request(w: &World, path: &str, method: &Method) -> Option<(String, Op
         ("/api/v1/sub-accounts/{id}/permissions", _) => Some(json!({"features": ["devices"], "data": "all"})),
         ("/api/v1/devices/{id}/commands", _) => Some(json!({"kind": "reboot"})),
         ("/api/v1/devices/{id}/move", _) => Some(json!({"enterprise_id": w.eb})),
+        ("/api/v1/devices/{id}/groups" | "/api/v1/default-groups", _) => Some(json!({"group_ids": [w.group]})),
+        ("/api/v1/groups", _) => Some(json!({"enterprise_id": w.eb, "name": "intruders"})),
+        ("/api/v1/groups/{id}", _) => Some(json!({"name": "intruders"})),
+        ("/api/v1/groups/{id}/members" | "/api/v1/groups/{id}/members/remove", _) => {
+            Some(json!({"device_ids": [w.device]}))
+        }
         ("/api/v1/devices", m) if m == Method::POST => Some(json!({"enterprise_id": w.eb, "mac": "0015650fffff"})),
         (p, _) if p.ends_with("alarm-strategies") || p == "/api/v1/alarm-strategies/{id}" => Some(strategy_body()),
         ("/api/v1/tasks", _) => Some(json!({
@@ -365,6 +387,12 @@ async fn every_route_answers_404_or_403_for_another_tenants_objects() {
     assert_eq!(task.state, fleetpulse_store::TaskState::Completed, "B's task is as it was");
     let tasks = w.h.store.entities.list_tasks(None, fleetpulse_store::Page::first(10)).await.unwrap();
     assert_eq!(tasks.len(), 1, "no task was created for B");
+    let group = w.h.store.entities.group(fleetpulse_proto::GroupId(w.group)).await.unwrap().expect("kept");
+    assert_eq!((group.name.as_str(), group.members), ("B desks", 1), "B's group is as it was");
+    assert_eq!(w.h.store.entities.device_groups(device).await.unwrap(), [group.id]);
+    assert!(w.h.store.entities.default_groups(w.eb).await.unwrap().is_empty());
+    let groups = w.h.store.entities.list_groups(None, 0, 100).await.unwrap();
+    assert_eq!(groups.len(), 1, "no group was created for B");
     let alarm = w.h.store.events.alarm_record(w.alarm).await.unwrap().expect("kept");
     assert_eq!(alarm.status, fleetpulse_store::AlarmStatus::Active);
     assert_eq!(
