@@ -246,6 +246,21 @@ pub(crate) fn by_model_sql(q: &DeviceQuery, limit: u32, dialect: Dialect) -> Bui
     b
 }
 
+/// Counts of the query's matches by device group (PRV-2), the most members first: rows of
+/// (group id, name, devices, online devices), at most `limit`. Reads memberships by the
+/// `group_members` primary key (device, group) from the matching devices.
+pub(crate) fn by_group_sql(q: &DeviceQuery, limit: u32, dialect: Dialect) -> Built {
+    let mut b = Built::new(dialect);
+    b.push(
+        "SELECT g.id, g.name, count(*) AS n, COALESCE(sum(d.online), 0) FROM devices d \
+         JOIN group_members m ON m.device_id = d.id JOIN device_groups g ON g.id = m.group_id WHERE 1 = 1",
+    );
+    push_filters(&mut b, q);
+    b.push(" GROUP BY g.id, g.name ORDER BY n DESC, g.id LIMIT ");
+    b.bind(Arg::Int(i64::from(limit)));
+    b
+}
+
 /// The ids of the query's matches in id order, at most `limit` (a bulk edit's targets).
 pub(crate) fn ids_sql(q: &DeviceQuery, limit: u64, dialect: Dialect) -> Built {
     let mut b = Built::new(dialect);

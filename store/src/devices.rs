@@ -228,6 +228,11 @@ pub struct DeviceDashboard {
     pub by_model: Vec<DeviceCount<String>>,
     /// Whether more models exist than `by_model` lists.
     pub models_truncated: bool,
+    /// By device group (PRV-2), the most members first, at most
+    /// [`crate::MAX_DASHBOARD_GROUPS`]; a device counts in each of its groups.
+    pub by_group: Vec<DeviceCount<crate::GroupRef>>,
+    /// Whether more groups exist than `by_group` lists.
+    pub groups_truncated: bool,
 }
 
 impl DeviceDashboard {
@@ -264,6 +269,8 @@ impl DeviceDashboard {
                 .map(|(key, total, online)| DeviceCount { key, total: n(total), online: n(online) })
                 .collect(),
             models_truncated,
+            by_group: Vec::new(),
+            groups_truncated: false,
         }
     }
 }

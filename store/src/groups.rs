@@ -25,6 +25,9 @@ pub const MAX_GROUP_DESCRIPTION: usize = 256;
 /// refused).
 pub const MAX_GROUP_MEMBER_CHANGE: u64 = crate::MAX_BULK_EDIT;
 
+/// Most groups a [`crate::DeviceDashboard`] lists (those with the most members).
+pub const MAX_DASHBOARD_GROUPS: u32 = 1_000;
+
 /// Largest page of [`GroupStore::list_groups`].
 pub const MAX_GROUP_PAGE: u32 = 1_000;
 
@@ -310,6 +313,22 @@ pub fn parse_group_cell(cell: &str) -> Result<Vec<String>> {
         check_group_name(n)?;
     }
     Ok(names)
+}
+
+/// Sets a dashboard's `by_group` from the rows of the group count query: (group id, name,
+/// devices, online devices), read with a limit of one beyond [`MAX_DASHBOARD_GROUPS`].
+pub(crate) fn set_dashboard_groups(dashboard: &mut crate::DeviceDashboard, mut rows: Vec<(i64, String, i64, i64)>) {
+    let n = |v: i64| u64::try_from(v).unwrap_or(0);
+    dashboard.groups_truncated = rows.len() > MAX_DASHBOARD_GROUPS as usize;
+    rows.truncate(MAX_DASHBOARD_GROUPS as usize);
+    dashboard.by_group = rows
+        .into_iter()
+        .map(|(id, name, total, online)| crate::DeviceCount {
+            key: GroupRef { id: GroupId(n(id)), name },
+            total: n(total),
+            online: n(online),
+        })
+        .collect();
 }
 
 /// Fills in the groups of device list rows (one read for the page).

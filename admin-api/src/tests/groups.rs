@@ -100,6 +100,14 @@ async fn groups_are_managed_and_devices_keep_an_ordered_list() {
     assert_eq!(listed["total"], 3);
     assert_eq!(names(&listed["items"][0]["groups"]), ["Desks", "Lab (east)"]);
     assert_eq!(h.get(&format!("/api/v1/devices?group={desks}"), &admin).await.json()["total"], 2);
+    let dash = h.get(&format!("/api/v1/dashboard?enterprise_id={}", e.0), &admin).await.json();
+    let by_group: Vec<(String, u64)> = dash["by_group"]
+        .as_array()
+        .expect("by_group")
+        .iter()
+        .map(|c| (c["key"]["name"].as_str().expect("name").to_owned(), c["total"].as_u64().expect("total")))
+        .collect();
+    assert_eq!(by_group, [("Lab (east)".to_owned(), 3), ("Desks".to_owned(), 2)], "{dash}");
 
     // Members along the keyset cursor.
     let first = h.get(&format!("/api/v1/groups/{lab}/members?limit=2"), &admin).await.json();

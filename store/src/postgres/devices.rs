@@ -344,7 +344,24 @@ impl DeviceStore for PgEntityStore {
             .fetch_all(&self.pool)
             .await
             .map_err(backend)?;
-        Ok(DeviceDashboard::from_groups(read(types)?, read(models)?))
+        let mut dashboard = DeviceDashboard::from_groups(read(types)?, read(models)?);
+        let groups = pg_query(crate::device_sql::by_group_sql(&query, MAX_DASHBOARD_GROUPS + 1, Dialect::Postgres))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?;
+        let rows = groups
+            .iter()
+            .map(|r| {
+                Ok((
+                    r.try_get(0).map_err(backend)?,
+                    r.try_get(1).map_err(backend)?,
+                    r.try_get(2).map_err(backend)?,
+                    r.try_get(3).map_err(backend)?,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        crate::groups::set_dashboard_groups(&mut dashboard, rows);
+        Ok(dashboard)
     }
 
     async fn create_device_label(&self, new: NewDeviceLabel, now: UnixMillis) -> Result<DeviceLabel> {

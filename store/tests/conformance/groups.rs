@@ -109,6 +109,17 @@ pub(crate) async fn groups(store: &Store) {
     let in_a = DeviceQuery { group: Some(a.id), ..DeviceQuery::default() };
     let page = s.query_devices(in_a, DevicePageRequest { cursor: None, limit: 10 }).await.unwrap();
     assert_eq!(page.total, 3);
+    assert_eq!(ids(&page.items[0].groups).len(), 2, "list rows carry their groups");
+    // The dashboard counts by group (a device in each of its groups), the most members first.
+    let dash = s.device_dashboard(DeviceQuery { enterprises: Some(vec![e1]), ..DeviceQuery::default() }).await.unwrap();
+    let count = |g: GroupId| dash.by_group.iter().find(|c| c.key.id == g).map(|c| (c.total, c.online));
+    assert_eq!((count(a.id), count(b.id), count(c.id)), (Some((3, 0)), Some((4, 0)), None));
+    assert_eq!(
+        (dash.by_group[0].key.id, dash.by_group[0].key.name.as_str(), dash.groups_truncated),
+        (b.id, "Lab 2", false)
+    );
+    let summary = s.device_summary(d[0]).await.unwrap().unwrap();
+    assert_eq!(ids(&summary.groups), [a.id, b.id], "the detail too, in priority order");
 
     // Remove by ids and by filter.
     let removed = s.remove_group_members(a.id, GroupTargets::Devices(vec![d[1], d[3]])).await.unwrap().unwrap();
