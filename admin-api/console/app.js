@@ -12,6 +12,7 @@ import * as tenants from "./page-tenants.js";
 import * as account from "./page-account.js";
 import * as oplog from "./page-oplog.js";
 import * as tasks from "./page-tasks.js";
+import * as groups from "./page-groups.js";
 
 // Uncaught errors, for people (the console) and for the browser tests (window.__errors).
 window.__errors = [];
@@ -30,6 +31,8 @@ const ROUTES = [
   [/^\/alarms\/(\d+)$/, alarms.renderDetail, "alarms"],
   [/^\/tasks$/, tasks.renderList, "devices"],
   [/^\/tasks\/(\d+)$/, tasks.renderDetail, "devices"],
+  [/^\/groups$/, groups.renderList, "devices"],
+  [/^\/groups\/(\d+)$/, groups.renderDetail, "devices"],
   [/^\/strategies$/, strategies.renderList, "strategies"],
   [/^\/strategies\/new$/, strategies.renderEdit, "strategies"],
   [/^\/strategies\/(\d+)$/, strategies.renderEdit, "strategies"],
@@ -41,6 +44,7 @@ const ROUTES = [
 const NAV = [
   ["/dashboard", "Dashboard", "devices"],
   ["/devices", "Devices", "devices"],
+  ["/groups", "Device groups", "devices"],
   ["/tasks", "Scheduled tasks", "devices"],
   ["/alarms", "Alarms", "alarms"],
   ["/strategies", "Alarm strategies", "strategies"],

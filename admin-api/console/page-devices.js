@@ -5,10 +5,11 @@
 import { del, get, post, put, qs } from "./api.js";
 import { percentLine } from "./chart.js";
 import { bulkForm, commandsPanel } from "./page-commands.js";
+import { groupsPanel } from "./page-groups.js";
 import { badge, busy, checkbox, emptyState, errorBox, field, fmtDuration, fmtTime, formValues, h, link, loading, mount, okBox, select, table } from "./ui.js";
 
 const PAGE = 50;
-const FILTERS = ["q", "online", "device_type", "sip_status", "model", "firmware", "public_ip", "private_ip", "enterprise_id", "sort", "order"];
+const FILTERS = ["q", "group", "online", "device_type", "sip_status", "model", "firmware", "public_ip", "private_ip", "enterprise_id", "sort", "order"];
 const COLUMNS = {
   mac: ["MAC", (d) => link(`/devices/${d.id}`, d.mac || `#${d.id}`)],
   model: ["Model", (d) => d.model],
@@ -22,6 +23,7 @@ const COLUMNS = {
   channel: ["Sub-channel", (d) => (d.channel_id ? `#${d.channel_id}` : "—")],
   enterprise: ["Enterprise", (d) => d.enterprise_name],
   last_report_at: ["Last report", (d) => fmtTime(d.last_report_at)],
+  groups: ["Groups", (d) => (d.groups && d.groups.length ? d.groups.map((g) => g.name).join(" › ") : "—")],
 };
 const SORTS = [["created", "Added"], ["mac", "MAC"], ["name", "Name"], ["model", "Model"], ["firmware", "Firmware"], ["public_ip", "Public IP"], ["private_ip", "Private IP"], ["online", "Status"], ["last_report_at", "Last report"], ["enterprise", "Enterprise"]];
 
@@ -40,6 +42,10 @@ export function renderList(main, ctx) {
   const notice = h("div");
 
   const text = (name, label, type = "search") => field(label, h("input", { name, type, value: filters[name] || "" }));
+  const groupSelect = select("group", [["", "Any"], ...(filters.group ? [[filters.group, `#${filters.group}`]] : [])], filters.group);
+  get("/api/v1/groups", { enterprise_id: filters.enterprise_id, limit: 1000 })
+    .then(({ items }) => mount(groupSelect, [["", "Any"], ...items.map((g) => [g.id, g.name])].map(([v, label]) => h("option", { value: v, selected: String(v) === String(filters.group ?? "") }, label))))
+    .catch(() => { /* the filter still works by id */ });
   const form = h("form", { class: "panel", id: "device-filters", role: "search" },
     h("div", { class: "row" },
       text("q", "Search (MAC, name, model, IP)"),
@@ -48,6 +54,7 @@ export function renderList(main, ctx) {
       field("SIP", select("sip_status", [["", "Any"], ["registered", "Registered"], ["partial", "Partial"], ["unregistered", "Unregistered"], ["unknown", "Unknown"]], filters.sip_status)),
       text("model", "Model", "text"), text("firmware", "Firmware", "text"), text("public_ip", "Public IP", "text"), text("private_ip", "Private IP", "text"),
       ctx.session.enterprise_id ? null : text("enterprise_id", "Enterprise id", "number"),
+      field("Group", groupSelect),
       field("Sort by", select("sort", SORTS, filters.sort || "created")),
       field("Order", select("order", [["asc", "Ascending"], ["desc", "Descending"]], filters.order || "asc")),
     ),
@@ -165,7 +172,7 @@ export function renderList(main, ctx) {
 export function renderDetail(main, ctx) {
   const id = ctx.id;
   mount(main, h("h1", {}, `Device #${id}`), loading());
-  const tabs = ["Status", "Resources", "Alarms", "Commands & diagnostics"];
+  const tabs = ["Status", "Resources", "Alarms", "Commands & diagnostics", "Groups"];
 
   async function load() {
     let d;
@@ -194,7 +201,7 @@ export function renderDetail(main, ctx) {
       buttons.forEach((b, j) => { b.setAttribute("aria-selected", String(i === j)); b.tabIndex = i === j ? 0 : -1; panels[j].hidden = i !== j; });
       if (loaded.has(i)) return;
       loaded.add(i);
-      [statusPanel, resourcesPanel, alarmsPanel, commandsPanel][i](panels[i], d);
+      [statusPanel, resourcesPanel, alarmsPanel, commandsPanel, groupsPanel][i](panels[i], d);
     }
     mount(main, h("h1", {}, d.name || d.mac || `Device #${id}`), h("p", {}, link("/devices", "← Devices")), tablist, Object.values(panels));
     show(0);

@@ -31,6 +31,7 @@ pub(crate) const DEVICE_COLUMNS: &[&str] = &[
     "channel",
     "enterprise",
     "last_report_at",
+    "groups",
 ];
 
 /// Routes of this module: (path, handlers by method).
