@@ -864,3 +864,63 @@ async fn firmware_is_uploaded_and_devices_upgraded_from_the_browser() {
     assert_clean(&b).await;
     b.quit().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_groups_in_the_browser() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), None, "");
+    let api = Api::login(&server.api()).await;
+    let (acme, credential) = api.enterprise("Acme").await;
+    // A group that devices join when they add themselves, before they connect.
+    let lab = api.post("/api/v1/groups", json!({"enterprise_id": acme, "name": "Lab"})).await["id"].as_u64().unwrap();
+    api.put(&format!("/api/v1/default-groups?enterprise_id={acme}"), json!({"group_ids": [lab]})).await;
+    let mut fleet = Vec::new();
+    for i in 1..=3 {
+        fleet.push(device(&server, &credential, &format!("00156500010{i}")).await);
+    }
+    wait_online(&api, 3).await;
+    let first =
+        api.get(&format!("/api/v1/devices?enterprise_id={acme}&sort=mac")).await["items"][0]["id"].as_u64().unwrap();
+
+    let b = Browser::start().await;
+    sign_in(&b, &server, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    b.wait_path("/dashboard").await;
+    b.wait_text("#dash-groups", "Lab").await;
+    // Create a group on the groups page; the default groups are listed there.
+    b.goto(&format!("{}/groups?enterprise_id={acme}", server.api())).await;
+    b.wait_text("#defaults-editor", "Lab").await;
+    b.type_into("#create-group input[name=name]", "Front desk").await;
+    b.click_on("#create-group button[type=submit]").await;
+    b.wait_text("#group-list", "Front desk").await;
+    b.screenshot(&shot("20-groups")).await;
+    // Its page: add the devices a filter finds, then see them as members.
+    let desk = api.get(&format!("/api/v1/groups?enterprise_id={acme}")).await["items"][1]["id"].as_u64().unwrap();
+    b.click_on(&format!("#group-list a[href='/groups/{desk}']")).await;
+    b.wait_text("#candidate-total", "3 devices match").await;
+    b.click_on("#add-matching").await;
+    b.wait_text("#group-notice", "3 device(s) joined").await;
+    b.wait_text("#member-total", "3 members").await;
+    b.click_on("#top-priority").await;
+    b.wait_text("#group-notice", "top-priority group").await;
+    b.screenshot(&shot("21-group-members")).await;
+    let detail = api.get(&format!("/api/v1/devices/{first}")).await;
+    let order: Vec<&str> = detail["groups"].as_array().unwrap().iter().map(|g| g["name"].as_str().unwrap()).collect();
+    assert_eq!(order, ["Front desk", "Lab"], "top priority: {detail}");
+    // The device list filters by group; the device's Groups tab reorders its groups.
+    b.goto(&format!("{}/devices?group={desk}", server.api())).await;
+    b.wait_text("#device-total", "3 devices match").await;
+    b.goto(&format!("{}/devices/{first}", server.api())).await;
+    b.wait_text("#device-status", "T54W").await;
+    b.click_on("#tab-5").await;
+    b.wait_text("#device-groups", "Front desk").await;
+    b.click_on(&format!("#device-groups li[data-group='{lab}'] button.up")).await;
+    b.click_on("#device-groups-save").await;
+    b.wait_text("#device-groups", "Saved").await;
+    b.screenshot(&shot("22-device-groups")).await;
+    let detail = api.get(&format!("/api/v1/devices/{first}")).await;
+    let order: Vec<&str> = detail["groups"].as_array().unwrap().iter().map(|g| g["name"].as_str().unwrap()).collect();
+    assert_eq!(order, ["Lab", "Front desk"], "{detail}");
+    assert_clean(&b).await;
+    b.quit().await;
+    drop(fleet);
+}

@@ -15,8 +15,9 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use fleetpulse_admin_api::{ApiConfig, ApiState, app, bootstrap_admin};
 use fleetpulse_ingest::LiveState;
+use fleetpulse_proto::UnixMillis;
 use fleetpulse_store::embedded::EmbeddedConfig;
-use fleetpulse_store::{DevicePageRequest, DeviceQuery, MAX_DEVICE_PAGE, NewEnterprise, Store};
+use fleetpulse_store::{DevicePageRequest, DeviceQuery, MAX_DEVICE_PAGE, NewEnterprise, NewGroup, Store};
 use http_body_util::BodyExt;
 use prometheus_client::registry::Registry;
 use tower::ServiceExt;
@@ -83,6 +84,11 @@ fn main() {
             .await
             .unwrap()
             .id;
+        // The groups the rows name (an import creates none).
+        for name in ["G1", "G2"] {
+            let new = NewGroup { enterprise_id: e, name: name.into(), description: String::new(), at: UnixMillis(1) };
+            store.entities.create_group(new).await.unwrap();
+        }
         let entities = store.entities.clone();
         let state = ApiState {
             store,

@@ -3,7 +3,8 @@
 //! platform admin and as a channel admin (its channel: 10 of the 100 enterprises).
 //!
 //! The fleet: 10 channels × 10 enterprises × 1,000 devices, 12 models, 60 % online, every
-//! device with a status report (public/private IPs, SIP lines, report times spread over a day).
+//! device with a status report (public/private IPs, SIP lines, report times spread over a day);
+//! 5 device groups per enterprise (500 in all), every device in 2 of them (200,000 memberships).
 //! `cargo bench -p fleetpulse-admin-api --bench device_list`
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -22,7 +23,8 @@ use fleetpulse_proto::domain::{CallStatus, DeviceKey, DeviceStatus, SipLine, Sip
 use fleetpulse_proto::{ChannelId, Mac, UnixMillis};
 use fleetpulse_store::embedded::EmbeddedConfig;
 use fleetpulse_store::{
-    DeviceReport, DeviceSnapshotUpdate, NewAccount, NewChannel, NewDevice, NewEnterprise, Role, Store,
+    DeviceReport, DeviceSnapshotUpdate, GroupTargets, NewAccount, NewChannel, NewDevice, NewEnterprise, NewGroup, Page,
+    Role, Store,
 };
 use http_body_util::BodyExt;
 use prometheus_client::registry::Registry;
@@ -51,6 +53,8 @@ struct Fleet {
     app: Router,
     platform: String,
     channel: String,
+    /// A group of the channel admin's first enterprise (about 400 members).
+    group: u64,
 }
 
 async fn call(app: &Router, uri: &str, token: &str) -> serde_json::Value {
@@ -157,6 +161,22 @@ async fn fleet() -> Fleet {
             .collect();
         s.update_device_snapshots(updates).await.unwrap();
     }
+    let mut first_group = None;
+    for &e in &enterprises {
+        let members = s.list_devices(Some(e), Page::first(1_000)).await.unwrap();
+        for k in 0..5 {
+            let new = NewGroup {
+                enterprise_id: e,
+                name: format!("group {k}"),
+                description: String::new(),
+                at: UnixMillis(1),
+            };
+            let g = s.create_group(new).await.unwrap().id;
+            first_group.get_or_insert(g.0);
+            let ids = members.iter().enumerate().filter(|(j, _)| j % 5 == k || (j + 1) % 5 == k).map(|(_, d)| d.id);
+            s.add_group_members(g, GroupTargets::Devices(ids.collect())).await.unwrap();
+        }
+    }
     bootstrap_admin(&store, Some("bench@example.com".into()), Some("bench-password".into())).await.unwrap();
     s.create_account(NewAccount {
         parent_id: None,
@@ -183,7 +203,7 @@ async fn fleet() -> Fleet {
     let app = app(state);
     let platform = login(&app, "bench@example.com", "bench-password").await;
     let channel = login(&app, "channel@example.com", "bench-password").await;
-    Fleet { _dir: dir, app, platform, channel }
+    Fleet { _dir: dir, app, platform, channel, group: first_group.expect("a group") }
 }
 
 /// The cursor after `rows` rows of the default order, walked 1,000 at a time.
@@ -217,6 +237,8 @@ fn device_list(c: &mut Criterion) {
             ("deep_page_cursor", format!("/api/v1/devices?limit=50&cursor={cursor}")),
             ("q_search", "/api/v1/devices?q=0001a2&limit=50".to_owned()),
             ("dashboard", "/api/v1/dashboard".to_owned()),
+            ("group_filter", format!("/api/v1/devices?group={}&limit=50", f.group)),
+            ("groups_list", "/api/v1/groups?limit=100".to_owned()),
         ];
         for (name, uri) in cases {
             group.bench_function(format!("{who}/{name}"), |b| b.iter(|| rt.block_on(call(&f.app, &uri, token))));

@@ -16,6 +16,7 @@ import * as inventory from "./page-inventory.js";
 import * as subAccounts from "./page-sub-accounts.js";
 import * as sites from "./page-sites.js";
 import * as firmware from "./page-firmware.js";
+import * as groups from "./page-groups.js";
 
 // Uncaught errors, for people (the console) and for the browser tests (window.__errors).
 window.__errors = [];
@@ -37,6 +38,8 @@ const ROUTES = [
   [/^\/sites$/, sites.renderList, "devices"],
   [/^\/sites\/(\d+)$/, sites.renderEdit, "devices"],
   [/^\/firmware$/, firmware.render, "devices"],
+  [/^\/groups$/, groups.renderList, "devices"],
+  [/^\/groups\/(\d+)$/, groups.renderDetail, "devices"],
   [/^\/strategies$/, strategies.renderList, "strategies"],
   [/^\/strategies\/new$/, strategies.renderEdit, "strategies"],
   [/^\/strategies\/(\d+)$/, strategies.renderEdit, "strategies"],
@@ -53,6 +56,7 @@ const ROUTES = [
 const NAV = [
   ["/dashboard", "Dashboard", "devices"],
   ["/devices", "Devices", "devices"],
+  ["/groups", "Device groups", "devices"],
   ["/tasks", "Scheduled tasks", "devices"],
   ["/sites", "Sites", "devices"],
   ["/firmware", "Firmware", "devices"],

@@ -1,4 +1,4 @@
-// The dashboard: devices online of total, by type and by model, alarm counts by severity, and a
+// The dashboard: devices online of total, by type, by model and by group, alarm counts by severity, and a
 // chart of alarms over time (GET /api/v1/dashboard, GET /api/v1/alarms/summary).
 
 import { get } from "./api.js";
@@ -34,6 +34,9 @@ export function render(main, ctx) {
         h("h2", {}, "By model"), table(row(), d.by_model, "No devices.", "Devices by model"),
         d.models_truncated ? h("p", { class: "muted" }, "Only the most common models are listed.") : null,
         d.by_site ? [h("h2", {}, "By site"), h("div", { id: "dash-by-site" }, table(row(), d.by_site.filter((s) => s.total).map((s) => ({ ...s, key: link(`/devices?site_id=${s.site_id}`, s.name) })), "No device has a site yet.", "Devices by site"))] : null,
+        h("h2", {}, "By group"),
+        h("div", { id: "dash-groups" }, table(row(), (d.by_group || []).map((g) => ({ ...g, key: link(`/devices?group=${g.key.id}`, g.key.name) })), "No device is in a group yet.", "Devices by group")),
+        d.groups_truncated ? h("p", { class: "muted" }, "Only the largest groups are listed.") : null,
       );
     } catch (e) {
       mount(devicesSlot, errorBox(e, loadDevices));

@@ -8,10 +8,11 @@ import { percentLine } from "./chart.js";
 import { bulkForm, commandsPanel } from "./page-commands.js";
 import { bulkEditForm, exportCsv, managePanel } from "./page-inventory.js";
 import { deviceUpgrade } from "./page-firmware.js";
+import { groupsPanel } from "./page-groups.js";
 import { badge, busy, checkbox, emptyState, errorBox, field, fmtDuration, fmtTime, formValues, h, link, loading, mount, okBox, select, table } from "./ui.js";
 
 const PAGE = 50;
-const FILTERS = ["q", "online", "device_type", "sip_status", "model", "firmware", "public_ip", "private_ip", "site_id", "enterprise_id", "sort", "order"];
+const FILTERS = ["q", "group", "online", "device_type", "sip_status", "model", "firmware", "public_ip", "private_ip", "site_id", "enterprise_id", "sort", "order"];
 const COLUMNS = {
   mac: ["MAC", (d) => link(`/devices/${d.id}`, d.mac || `#${d.id}`)],
   model: ["Model", (d) => d.model],
@@ -26,6 +27,7 @@ const COLUMNS = {
   channel: ["Sub-channel", (d) => (d.channel_id ? `#${d.channel_id}` : "—")],
   enterprise: ["Enterprise", (d) => d.enterprise_name],
   last_report_at: ["Last report", (d) => fmtTime(d.last_report_at)],
+  groups: ["Groups", (d) => (d.groups && d.groups.length ? d.groups.map((g) => g.name).join(" › ") : "—")],
 };
 const SORTS = [["created", "Added"], ["mac", "MAC"], ["name", "Name"], ["model", "Model"], ["firmware", "Firmware"], ["public_ip", "Public IP"], ["private_ip", "Private IP"], ["online", "Status"], ["last_report_at", "Last report"], ["enterprise", "Enterprise"]];
 
@@ -46,6 +48,10 @@ export function renderList(main, ctx) {
   const text = (name, label, type = "search") => field(label, h("input", { name, type, value: filters[name] || "" }));
   const exportButton = h("button", { type: "button", id: "export-csv" }, "Export CSV");
   exportButton.addEventListener("click", () => exportCsv(exportButton, notice, filters));
+  const groupSelect = select("group", [["", "Any"], ...(filters.group ? [[filters.group, `#${filters.group}`]] : [])], filters.group);
+  get("/api/v1/groups", { enterprise_id: filters.enterprise_id, limit: 1000 })
+    .then(({ items }) => mount(groupSelect, [["", "Any"], ...items.map((g) => [g.id, g.name])].map(([v, label]) => h("option", { value: v, selected: String(v) === String(filters.group ?? "") }, label))))
+    .catch(() => { /* the filter still works by id */ });
   const form = h("form", { class: "panel", id: "device-filters", role: "search" },
     h("div", { class: "row" },
       text("q", "Search (MAC, name, model, IP)"),
@@ -55,6 +61,7 @@ export function renderList(main, ctx) {
       text("model", "Model", "text"), text("firmware", "Firmware", "text"), text("public_ip", "Public IP", "text"), text("private_ip", "Private IP", "text"),
       text("site_id", "Site id (and sites below it)", "number"),
       ctx.session.enterprise_id ? null : text("enterprise_id", "Enterprise id", "number"),
+      field("Group", groupSelect),
       field("Sort by", select("sort", SORTS, filters.sort || "created")),
       field("Order", select("order", [["asc", "Ascending"], ["desc", "Descending"]], filters.order || "asc")),
     ),
@@ -177,7 +184,7 @@ export function renderList(main, ctx) {
 export function renderDetail(main, ctx) {
   const id = ctx.id;
   mount(main, h("h1", {}, `Device #${id}`), loading());
-  const tabs = ["Status", "Resources", "Alarms", "Commands & diagnostics", "Manage"];
+  const tabs = ["Status", "Resources", "Alarms", "Commands & diagnostics", "Manage", "Groups"];
 
   async function load() {
     let d;
@@ -206,7 +213,7 @@ export function renderDetail(main, ctx) {
       buttons.forEach((b, j) => { b.setAttribute("aria-selected", String(i === j)); b.tabIndex = i === j ? 0 : -1; panels[j].hidden = i !== j; });
       if (loaded.has(i)) return;
       loaded.add(i);
-      [statusPanel, resourcesPanel, alarmsPanel, commandsPanel, managePanel][i](panels[i], d);
+      [statusPanel, resourcesPanel, alarmsPanel, commandsPanel, managePanel, groupsPanel][i](panels[i], d);
     }
     mount(main, h("h1", {}, d.name || d.mac || `Device #${id}`), h("p", {}, link("/devices", "← Devices")), tablist, Object.values(panels));
     show(0);

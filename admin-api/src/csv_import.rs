@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use fleetpulse_proto::Mac;
 use fleetpulse_store::{
     ImportRow, ImportRowError, MAX_ATTRIBUTES, check_attribute_key, check_attribute_value, check_device_model,
-    check_device_name, check_serial,
+    check_device_name, check_serial, parse_group_cell,
 };
 
 /// Longest record (a line, or several when a quoted field holds line breaks), in bytes.
@@ -43,7 +43,7 @@ enum Column {
     Serial,
     Model,
     Name,
-    /// `endpoint_group`: kept as the attribute `endpoint_group` until groups exist (PRV-2).
+    /// `endpoint_group`: the device's groups by name, `|`-separated, top priority first (PRV-2).
     Groups,
     Attribute(String),
 }
@@ -288,8 +288,16 @@ impl<R: Read> DeviceCsv<R> {
                 ),
             ));
         }
-        let mut row =
-            ImportRow { line, mac: None, serial: None, model: None, name: None, attributes: Default::default() };
+        let groups = self.columns.contains(&Column::Groups).then(Vec::new);
+        let mut row = ImportRow {
+            line,
+            mac: None,
+            serial: None,
+            model: None,
+            name: None,
+            attributes: Default::default(),
+            groups,
+        };
         for (i, column) in self.columns.iter().enumerate() {
             let name = &self.names[i];
             let raw = self.record.get(i).unwrap_or_default();
@@ -318,14 +326,10 @@ impl<R: Read> DeviceCsv<R> {
                     check_device_name(value).map_err(|e| err(name, &reason(e)))?;
                     row.name = Some(value.to_owned());
                 }
-                Column::Groups | Column::Attribute(_) => {
-                    if matches!(column, Column::Groups)
-                        && value.split('|').any(|g| {
-                            g.is_empty() || !g.chars().all(|c| c.is_ascii_alphanumeric() || "#.-_()[]".contains(c))
-                        })
-                    {
-                        return Err(err(name, "group names may hold only a-z, A-Z, 0-9, # . - _ ( ) [ ], split by |"));
-                    }
+                Column::Groups => {
+                    row.groups = Some(parse_group_cell(value).map_err(|e| err(name, &reason(e)))?);
+                }
+                Column::Attribute(_) => {
                     check_attribute_value(name, value).map_err(|e| err(name, &reason(e)))?;
                     row.attributes.insert(name.clone(), value.to_owned());
                 }
@@ -462,8 +466,18 @@ mod tests {
             DeviceCsv::open(&b"MAC_Address,endpoint_group,reg.1.address,note\n0004F23EA4E1,G1|G2,1000,=1+2\n"[..])
                 .expect("header");
         let row = csv.next().expect("a row").expect("read").expect("valid");
-        assert_eq!(row.attributes["endpoint_group"], "G1|G2");
+        assert_eq!(row.groups, Some(vec!["G1".to_owned(), "G2".to_owned()]));
+        assert!(!row.attributes.contains_key("endpoint_group"));
         assert_eq!(row.attributes["reg.1.address"], "1000");
         assert_eq!(row.attributes["note"], "=1+2", "stored as text; defused on export");
+        // An empty cell is an empty list (overwrite clears, merge keeps); a bad name fails the row.
+        let mut csv =
+            DeviceCsv::open(&b"mac_address,endpoint_group\n0004F23EA4E2,\n0004F23EA4E3,ok|a;b\n"[..]).expect("header");
+        assert_eq!(csv.next().expect("a row").expect("read").expect("valid").groups, Some(Vec::new()));
+        let bad = csv.next().expect("a row").expect("read").expect_err("refused");
+        assert_eq!((bad.line, bad.column.as_str()), (3, "endpoint_group"));
+        assert!(bad.reason.contains("a;b"), "{}", bad.reason);
+        let none = DeviceCsv::open(&b"mac_address\n0004F23EA4E4\n"[..]).expect("header").next();
+        assert_eq!(none.expect("a row").expect("read").expect("valid").groups, None, "no column, no change");
     }
 }

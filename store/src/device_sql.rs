@@ -101,6 +101,12 @@ fn push_filters(b: &mut Built, q: &DeviceQuery) {
         b.bind(Arg::Ids(ids(s, |s| s.0)));
         b.push(" UNION SELECT s.id FROM sites s JOIN sub ON s.parent_id = sub.id) SELECT id FROM sub)");
     }
+    if let Some(g) = q.group {
+        // The index (group_id, device_id) answers it.
+        b.push(" AND d.id IN (SELECT device_id FROM group_members WHERE group_id = ");
+        b.bind(Arg::Int(i64::try_from(g.0).unwrap_or(-1)));
+        b.push(")");
+    }
     if let Some(t) = q.device_type {
         b.push(" AND d.device_type = ");
         b.bind(Arg::Text(t.as_str().into()));
@@ -244,6 +250,21 @@ pub(crate) fn by_model_sql(q: &DeviceQuery, limit: u32, dialect: Dialect) -> Bui
         " GROUP BY d.model ORDER BY n DESC, d.model{} LIMIT ",
         if dialect == Dialect::Postgres { " COLLATE \"C\"" } else { "" }
     ));
+    b.bind(Arg::Int(i64::from(limit)));
+    b
+}
+
+/// Counts of the query's matches by device group (PRV-2), the most members first: rows of
+/// (group id, name, devices, online devices), at most `limit`. Reads memberships by the
+/// `group_members` primary key (device, group) from the matching devices.
+pub(crate) fn by_group_sql(q: &DeviceQuery, limit: u32, dialect: Dialect) -> Built {
+    let mut b = Built::new(dialect);
+    b.push(
+        "SELECT g.id, g.name, count(*) AS n, COALESCE(sum(d.online), 0) FROM devices d \
+         JOIN group_members m ON m.device_id = d.id JOIN device_groups g ON g.id = m.group_id WHERE 1 = 1",
+    );
+    push_filters(&mut b, q);
+    b.push(" GROUP BY g.id, g.name ORDER BY n DESC, g.id LIMIT ");
     b.bind(Arg::Int(i64::from(limit)));
     b
 }

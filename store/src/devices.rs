@@ -231,6 +231,11 @@ pub struct DeviceDashboard {
     pub by_model: Vec<DeviceCount<String>>,
     /// Whether more models exist than `by_model` lists.
     pub models_truncated: bool,
+    /// By device group (PRV-2), the most members first, at most
+    /// [`crate::MAX_DASHBOARD_GROUPS`]; a device counts in each of its groups.
+    pub by_group: Vec<DeviceCount<crate::GroupRef>>,
+    /// Whether more groups exist than `by_group` lists.
+    pub groups_truncated: bool,
 }
 
 impl DeviceDashboard {
@@ -267,6 +272,8 @@ impl DeviceDashboard {
                 .map(|(key, total, online)| DeviceCount { key, total: n(total), online: n(online) })
                 .collect(),
             models_truncated,
+            by_group: Vec::new(),
+            groups_truncated: false,
         }
     }
 }
@@ -365,6 +372,8 @@ pub struct DeviceSummary {
     /// The snapshot.
     #[serde(flatten)]
     pub snapshot: DeviceSnapshot,
+    /// Its device groups, top priority first (PRV-2).
+    pub groups: Vec<crate::GroupRef>,
 }
 
 /// The column a device list is sorted by (then by id, in the same direction).
@@ -476,6 +485,8 @@ pub struct DeviceQuery {
     /// Case-insensitive substring of MAC, name, serial or model (ASCII case folding; no control
     /// characters).
     pub q: Option<String>,
+    /// Members of this device group (PRV-2).
+    pub group: Option<fleetpulse_proto::GroupId>,
     /// Sort column.
     pub sort: DeviceSortColumn,
     /// Descending instead of ascending.
@@ -498,6 +509,7 @@ impl Default for DeviceQuery {
             reported_from: None,
             reported_to: None,
             q: None,
+            group: None,
             sort: DeviceSortColumn::Created,
             descending: false,
         }
@@ -541,6 +553,9 @@ impl DeviceQuery {
             if s.iter().any(|s| i64::try_from(s.0).is_err()) {
                 return Err(crate::StoreError::InvalidInput("site id beyond i64".into()));
             }
+        }
+        if self.group.is_some_and(|g| i64::try_from(g.0).is_err()) {
+            return Err(crate::StoreError::InvalidInput("group id beyond i64".into()));
         }
         check_text("model", &self.model)?;
         check_text("firmware", &self.firmware)?;

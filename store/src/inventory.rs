@@ -293,6 +293,10 @@ pub struct ImportRow {
     pub name: Option<String>,
     /// Attributes (every other non-empty cell).
     pub attributes: Attributes,
+    /// Group names (`endpoint_group`, in priority order; checked with
+    /// [`crate::check_group_name`]): `None` without the column, empty for an empty cell (which
+    /// clears the groups in [`ImportMode::Overwrite`] and keeps them in [`ImportMode::Merge`]).
+    pub groups: Option<Vec<String>>,
 }
 
 /// What [`InventoryStore::import_devices`] did with a row.
@@ -565,6 +569,7 @@ mod tests {
             model: None,
             name: name.map(str::to_owned),
             attributes: attrs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            groups: None,
         }
     }
 

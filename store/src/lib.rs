@@ -12,6 +12,7 @@
 //!   [`SiteStore`] (sites by subnet, PRV-1).
 //!   [`FirmwareStore`] (firmware images per enterprise, with their content).
 //!   [`ProfileStore`] (configuration profiles, deployments, provisioning records).
+//!   [`GroupStore`] (device groups, ordered memberships, default groups).
 //! - [`EventStore`] (`events.rs`): append-only event streams (status events, resource reports,
 //!   alarm events), the aggregated alarm records, and the per-device delivery marks used to drop
 //!   duplicates.
@@ -32,6 +33,7 @@ pub mod embedded;
 mod events;
 mod files;
 mod firmware;
+mod groups;
 mod inventory;
 mod model;
 mod oplog;
@@ -53,6 +55,7 @@ pub use devices::*;
 pub use events::*;
 pub use files::*;
 pub use firmware::*;
+pub use groups::*;
 pub use inventory::*;
 pub use model::*;
 pub use oplog::*;
@@ -135,6 +138,7 @@ pub trait EntityStore:
     + SiteStore
     + FirmwareStore
     + ProfileStore
+    + GroupStore
 {
 }
 
@@ -153,6 +157,7 @@ impl<T> EntityStore for T where
         + SiteStore
         + FirmwareStore
         + ProfileStore
+        + GroupStore
 {
 }
 
@@ -183,6 +188,7 @@ opaque_debug!(
     SiteStore,
     FirmwareStore,
     ProfileStore,
+    GroupStore,
     EntityStore,
     EventStore
 );

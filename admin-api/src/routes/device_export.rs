@@ -24,6 +24,7 @@ pub(crate) const EXPORT_COLUMNS: &[&str] = &[
     "serial_number",
     "endpoint_type",
     "endpoint_name",
+    "endpoint_group",
     "id",
     "enterprise_id",
     "enterprise",
@@ -40,7 +41,7 @@ pub(crate) const EXPORT_COLUMNS: &[&str] = &[
 ];
 
 /// Columns of an export that names none.
-const DEFAULT_COLUMNS: usize = 15;
+const DEFAULT_COLUMNS: usize = 16;
 
 /// The query string without `columns`, and the chosen columns (checked).
 fn split_columns(raw: &str) -> Result<(String, Vec<&'static str>), ApiError> {
@@ -81,6 +82,7 @@ fn cell(d: &DeviceSummary, column: &str, attributes: Option<&str>) -> String {
         "serial_number" => opt(&dev.serial),
         "endpoint_type" => dev.model.clone(),
         "endpoint_name" => dev.name.clone(),
+        "endpoint_group" => d.groups.iter().map(|g| g.name.as_str()).collect::<Vec<_>>().join("|"),
         "id" => dev.id.0.to_string(),
         "enterprise_id" => dev.enterprise_id.0.to_string(),
         "enterprise" => d.enterprise_name.clone(),

@@ -32,6 +32,7 @@ pub(crate) const DEVICE_COLUMNS: &[&str] = &[
     "channel",
     "enterprise",
     "last_report_at",
+    "groups",
 ];
 
 /// Routes of this module: (path, handlers by method).

@@ -70,6 +70,7 @@ pub(crate) const DEVICE_PARAMS: &[&str] = &[
     "enterprise_id",
     "channel_id",
     "site_id",
+    "group",
     "device_type",
     "online",
     "sip_status",
@@ -100,6 +101,9 @@ impl schemars::JsonSchema for DeviceParams {
             let schema = match name {
                 "enterprise_id" | "channel_id" | "site_id" => {
                     serde_json::json!({"type": "integer", "format": "int64", "description": "may repeat"})
+                }
+                "group" => {
+                    serde_json::json!({"type": "integer", "format": "int64", "description": "a device group's id"})
                 }
                 "reported_from" | "reported_to" => serde_json::json!({"type": "integer", "format": "int64"}),
                 "limit" => serde_json::json!({"type": "integer", "minimum": 1, "maximum": MAX_DEVICE_PAGE}),
@@ -194,6 +198,13 @@ pub(crate) fn parse_device_params(raw: &str) -> Result<DeviceParams, ApiError> {
                 };
                 set_once(&mut q.sip_status, &name, s)?;
             }
+            "group" => {
+                let id: u64 = number(&name, &value)?;
+                if id > fleetpulse_proto::MAX_ID {
+                    return Err(ApiError::invalid(format!("group must be at most {}", fleetpulse_proto::MAX_ID)));
+                }
+                set_once(&mut q.group, &name, fleetpulse_proto::GroupId(id))?;
+            }
             "model" => set_once(&mut q.model, &name, value)?,
             "firmware" => set_once(&mut q.firmware, &name, value)?,
             "public_ip" => set_once(&mut q.public_ip, &name, value)?,
@@ -269,7 +280,7 @@ pub(crate) struct DeviceListPage {
     total: u64,
 }
 
-/// `GET /api/v1/devices?enterprise_id=&channel_id=&device_type=&online=&sip_status=&model=
+/// `GET /api/v1/devices?enterprise_id=&channel_id=&group=&device_type=&online=&sip_status=&model=
 /// &firmware=&public_ip=&private_ip=&reported_from=&reported_to=&q=&sort=&order=&cursor=&limit=`
 async fn list(
     auth: AuthAdmin,

@@ -375,5 +375,6 @@ pub(crate) fn operations() -> Vec<Operation> {
     ]
     .into_iter()
     .chain(profiles::operations())
+    .chain(crate::routes::groups::operations())
     .collect()
 }

@@ -14,6 +14,7 @@ pub(crate) mod docs;
 pub(crate) mod enterprises;
 pub(crate) mod files;
 pub(crate) mod firmware;
+pub(crate) mod groups;
 pub(crate) mod inventory;
 pub(crate) mod listing;
 pub(crate) mod oplog;
@@ -49,6 +50,7 @@ pub(crate) fn all() -> Vec<(&'static str, MethodRouter<AppState>)> {
         tasks::routes(),
         sites::routes(),
         profiles::routes(),
+        groups::routes(),
         oplog::routes(),
         tenants::routes(),
         account::routes(),

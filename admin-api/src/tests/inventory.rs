@@ -112,6 +112,15 @@ async fn devices_are_added_edited_moved_bulk_edited_and_deleted() {
 #[tokio::test]
 async fn a_bad_csv_gives_row_errors_never_a_500() {
     let f = fixture().await;
+    for name in ["G1", "G2"] {
+        let new = fleetpulse_store::NewGroup {
+            enterprise_id: fleetpulse_proto::EnterpriseId(f.e),
+            name: name.into(),
+            description: String::new(),
+            at: fleetpulse_proto::UnixMillis(1),
+        };
+        f.h.store.entities.create_group(new).await.expect("group");
+    }
     let mut csv = b"mac_address;endpoint_name;endpoint_group;note\n".to_vec();
     csv.extend(b"0015650A0001;desk;G1|G2;=HYPERLINK(\"x\")\n"); // 2: valid, formula kept as text
     csv.extend(b"zz;bad mac;;\n"); // 3: bad MAC
@@ -121,12 +130,13 @@ async fn a_bad_csv_gives_row_errors_never_a_500() {
     csv.extend(b"0015650A0005;x;;"); // 7: a 10 MB line
     csv.extend(std::iter::repeat_n(b'a', 10 * 1024 * 1024));
     csv.extend(b"\n0015650A0006;last;;\n"); // 8: valid
+    csv.extend(b"0015650A0007;nogroup;g2|Nope;\n"); // 9: a group that does not exist
     let reply = import(&f.h, &f.admin, &format!("enterprise_id={}&mode=merge", f.e), &csv).await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
     let log = reply.json();
     assert_eq!(
         (log["state"].clone(), log["rows"].clone(), log["created"].clone(), log["failed"].clone()),
-        (json!("done"), json!(7), json!(2), json!(5)),
+        (json!("done"), json!(8), json!(2), json!(6)),
         "{log}"
     );
     let errors: Vec<(u64, String)> = log["errors"]
@@ -142,16 +152,18 @@ async fn a_bad_csv_gives_row_errors_never_a_500() {
             (4, "mac_address".into()),
             (5, String::new()),
             (6, "endpoint_name".into()),
-            (7, String::new())
+            (7, String::new()),
+            (9, "endpoint_group".into())
         ]
     );
     let id = log["id"].as_u64().expect("id");
     let shown = f.h.get(&format!("/api/v1/device-imports/{id}"), &f.admin).await;
-    assert_eq!(shown.json()["failed"], 5);
+    assert_eq!(shown.json()["failed"], 6);
     let download = f.h.get(&format!("/api/v1/device-imports/{id}/errors.csv"), &f.admin).await;
     let text = download.text();
     assert!(text.starts_with("line,column,reason\r\n3,mac_address,"), "{text}");
-    assert_eq!(text.lines().count(), 6, "{text}");
+    assert_eq!(text.lines().count(), 7, "{text}");
+    assert!(text.contains("9,endpoint_group,\"no group named \"\"Nope\"\""), "{text}");
 
     // Bad headers: 400, nothing imported.
     for (bad, needle) in [
@@ -168,7 +180,7 @@ async fn a_bad_csv_gives_row_errors_never_a_500() {
     let export =
         f.h.get(
             &format!(
-                "/api/v1/devices/export?enterprise_id={}&sort=mac&columns=mac_address,endpoint_name,attributes",
+                "/api/v1/devices/export?enterprise_id={}&sort=mac&columns=mac_address,endpoint_name,endpoint_group,attributes",
                 f.e
             ),
             &f.admin,
@@ -178,9 +190,9 @@ async fn a_bad_csv_gives_row_errors_never_a_500() {
     assert_eq!(export.headers[header::CONTENT_TYPE], "text/csv; charset=utf-8");
     let text = export.text();
     let lines: Vec<&str> = text.split("\r\n").collect();
-    assert_eq!(lines[0], "mac_address,endpoint_name,attributes");
-    assert!(lines[1].starts_with("0015650a0001,desk,"), "{text}");
-    assert!(lines[1].contains("G1|G2") && lines[1].contains("=HYPERLINK"), "{text}");
+    assert_eq!(lines[0], "mac_address,endpoint_name,endpoint_group,attributes");
+    assert!(lines[1].starts_with("0015650a0001,desk,G1|G2,"), "the groups, in order: {text}");
+    assert!(!lines[1].contains("endpoint_group") && lines[1].contains("=HYPERLINK"), "{text}");
     assert!(lines[2].starts_with("0015650a0006,last,"), "{text}");
     let defused =
         f.h.get(&format!("/api/v1/devices/export?enterprise_id={}&columns=endpoint_name", f.e), &f.admin).await;

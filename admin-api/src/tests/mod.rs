@@ -7,6 +7,7 @@ mod commands;
 mod console;
 mod devices;
 mod firmware;
+mod groups;
 mod hostile_ids;
 mod hostile_text;
 mod inventory;

@@ -77,6 +77,8 @@ struct World {
     firmware: u64,
     /// A configuration profile of EB.
     profile: u64,
+    /// A device group of EB, with `device` as its member.
+    group: u64,
 }
 
 async fn account(
@@ -219,6 +221,15 @@ async fn world() -> World {
         firmware: Default::default(),
     };
     let profile = h.store.entities.create_profile(eb, profile_settings, UnixMillis(1)).await.expect("profile").id.0;
+    let group = fleetpulse_store::NewGroup {
+        enterprise_id: eb,
+        name: "B desks".into(),
+        description: String::new(),
+        at: UnixMillis(1),
+    };
+    let group = h.store.entities.create_group(group).await.expect("group").id;
+    let members = fleetpulse_store::GroupTargets::Devices(vec![device]);
+    h.store.entities.add_group_members(group, members).await.expect("members");
     World {
         h,
         platform,
@@ -245,6 +256,7 @@ async fn world() -> World {
         site,
         firmware,
         profile,
+        group: group.0,
     }
 }
 
@@ -290,6 +302,8 @@ fn foreign_request(w: &World, path: &str, method: &Method) -> Option<(String, Op
         format!("{path}?enterprise_id={}&model=T54W&version=9", w.eb)
     } else if id("/api/v1/profiles/") {
         path.replace("{id}", &w.profile.to_string())
+    } else if id("/api/v1/groups/") {
+        path.replace("{id}", &w.group.to_string())
     } else if id("/api/v1/tasks/") {
         path.replace("{id}", &w.task.to_string()).replace("{run}", &w.run.to_string())
     } else if matches!(
@@ -309,6 +323,8 @@ fn foreign_request(w: &World, path: &str, method: &Method) -> Option<(String, Op
             | "/api/v1/firmware"
             | "/api/v1/profiles"
             | "/api/v1/profile-deployments"
+            | "/api/v1/groups"
+            | "/api/v1/default-groups"
     ) {
         format!("{path}?enterprise_id={}", w.eb)
     } else if matches!(
@@ -341,6 +357,12 @@ fn foreign_request(w: &World, path: &str, method: &Method) -> Option<(String, Op
         ("/api/v1/devices/{id}/move", _) => Some(json!({"enterprise_id": w.eb})),
         ("/api/v1/sites", _) => Some(json!({"enterprise_id": w.eb, "name": "intruder"})),
         ("/api/v1/sites/{id}", _) => Some(json!({"name": "intruder"})),
+        ("/api/v1/devices/{id}/groups" | "/api/v1/default-groups", _) => Some(json!({"group_ids": [w.group]})),
+        ("/api/v1/groups", _) => Some(json!({"enterprise_id": w.eb, "name": "intruders"})),
+        ("/api/v1/groups/{id}", _) => Some(json!({"name": "intruders"})),
+        ("/api/v1/groups/{id}/members" | "/api/v1/groups/{id}/members/remove", _) => {
+            Some(json!({"device_ids": [w.device]}))
+        }
         ("/api/v1/devices", m) if m == Method::POST => Some(json!({"enterprise_id": w.eb, "mac": "0015650fffff"})),
         (p, _) if p.ends_with("alarm-strategies") || p == "/api/v1/alarm-strategies/{id}" => Some(strategy_body()),
         ("/api/v1/profiles", _) => Some(json!({"enterprise_id": w.eb, "name": "intruder"})),
@@ -425,6 +447,12 @@ async fn every_route_answers_404_or_403_for_another_tenants_objects() {
     let profile = w.h.store.entities.profile(fleetpulse_proto::ProfileId(w.profile)).await.unwrap().expect("kept");
     assert_eq!(profile.settings.name, "B profile");
     assert!(w.h.store.entities.list_deployments(w.eb).await.unwrap().is_empty(), "no deployment was made for B");
+    let group = w.h.store.entities.group(fleetpulse_proto::GroupId(w.group)).await.unwrap().expect("kept");
+    assert_eq!((group.name.as_str(), group.members), ("B desks", 1), "B's group is as it was");
+    assert_eq!(w.h.store.entities.device_groups(device).await.unwrap(), [group.id]);
+    assert!(w.h.store.entities.default_groups(w.eb).await.unwrap().is_empty());
+    let groups = w.h.store.entities.list_groups(None, 0, 100).await.unwrap();
+    assert_eq!(groups.len(), 1, "no group was created for B");
     let alarm = w.h.store.events.alarm_record(w.alarm).await.unwrap().expect("kept");
     assert_eq!(alarm.status, fleetpulse_store::AlarmStatus::Active);
     assert_eq!(

@@ -75,9 +75,11 @@ pub(super) fn register_device(c: &Connection, new: &NewDevice) -> Result<Registe
         new.at.0,
         DeviceType::of_model(&new.model).as_str()
     ])?;
+    let id = DeviceId(c.last_insert_rowid() as u64);
+    super::groups::join_default_groups(c, new.enterprise_id, id)?;
     Ok(RegisteredDevice {
         device: Device {
-            id: DeviceId(c.last_insert_rowid() as u64),
+            id,
             enterprise_id: new.enterprise_id,
             mac,
             serial,
@@ -181,6 +183,7 @@ fn summary_from_row(r: &Row<'_>) -> rusqlite::Result<DeviceSummary> {
             last_reboot: r.get::<_, Option<i64>>(18)?.map(UnixMillis),
             lines: serde_json::from_str(&lines).unwrap_or_default(),
         },
+        groups: Vec::new(),
     })
 }
 
@@ -273,7 +276,14 @@ impl DeviceStore for EmbeddedStore {
             };
             let types = groups(by_type_sql(&query, Dialect::Sqlite))?;
             let models = groups(by_model_sql(&query, MAX_DASHBOARD_MODELS + 1, Dialect::Sqlite))?;
-            Ok(DeviceDashboard::from_groups(types, models))
+            let mut dashboard = DeviceDashboard::from_groups(types, models);
+            let built = crate::device_sql::by_group_sql(&query, MAX_DASHBOARD_GROUPS + 1, Dialect::Sqlite);
+            let mut st = c.prepare_cached(&built.sql)?;
+            let rows = st.query_map(rusqlite::params_from_iter(sqlite_args(built.args)), |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })?;
+            crate::groups::set_dashboard_groups(&mut dashboard, rows.collect::<rusqlite::Result<Vec<_>>>()?);
+            Ok(dashboard)
         })
         .await
     }
@@ -373,15 +383,19 @@ impl DeviceStore for EmbeddedStore {
 
     async fn device_summary(&self, id: DeviceId) -> Result<Option<DeviceSummary>> {
         let Ok(id) = i64::try_from(id.0) else { return Ok(None) };
-        self.read(move |c| {
-            Ok(c.prepare_cached(&format!(
-                "SELECT {} FROM devices d JOIN enterprises e ON e.id = d.enterprise_id WHERE d.id = ?1",
-                crate::device_sql::SUMMARY_COLUMNS
-            ))?
-            .query_row([id], summary_from_row)
-            .optional()?)
-        })
-        .await
+        let found = self
+            .read(move |c| {
+                Ok(c.prepare_cached(&format!(
+                    "SELECT {} FROM devices d JOIN enterprises e ON e.id = d.enterprise_id WHERE d.id = ?1",
+                    crate::device_sql::SUMMARY_COLUMNS
+                ))?
+                .query_row([id], summary_from_row)
+                .optional()?)
+            })
+            .await?;
+        let Some(mut one) = found.map(|d| vec![d]) else { return Ok(None) };
+        crate::groups::attach_groups(self, &mut one).await?;
+        Ok(one.pop())
     }
 }
 
@@ -391,7 +405,7 @@ impl EmbeddedStore {
         let Some(cursor) = prepare_device_query(&query, &page)? else {
             return Ok(DevicePage { items: Vec::new(), next_cursor: None, total: 0 });
         };
-        self.read(move |c| {
+        let out = self.read(move |c| {
             use crate::device_sql::{Dialect, count_sql, page_sql};
             let total: i64 = if count {
                 let count = count_sql(&query, Dialect::Sqlite);
@@ -406,7 +420,9 @@ impl EmbeddedStore {
                 .query_map(rusqlite::params_from_iter(sqlite_args(built.args)), summary_from_row)?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(finish_device_page(items, &query, page.limit, u64::try_from(total).unwrap_or(0)))
-        })
-        .await
+        });
+        let mut out = out.await?;
+        crate::groups::attach_groups(self, &mut out.items).await?;
+        Ok(out)
     }
 }

@@ -8,6 +8,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::files::{blocking, content_path, remove_quietly};
 use super::{EmbeddedStore, is_unique_violation, row_exists};
+use crate::groups::{import_groups, resolve_group_names};
 use crate::inventory::{
     Editable, RowPlan, apply_edit, check_bulk_edit, decode_attributes, encode_attributes, plan_row,
 };
@@ -116,6 +117,7 @@ fn write_edit(c: &Connection, d: &Device, next: &Editable, now: UnixMillis) -> R
         ))?
         .execute(params![id, now.0, crate::inventory::MOVED_REASON])?;
         removed = delete_files(c, id)?;
+        super::groups::leave_all_groups(c, d.id)?;
     }
     c.prepare_cached(
         "UPDATE devices SET site_id = CASE WHEN enterprise_id = ?2 THEN site_id END, enterprise_id = ?2, name = ?3, \
@@ -268,8 +270,20 @@ impl InventoryStore for EmbeddedStore {
         }
         self.write(rows.len(), move |c| {
             check_exists("enterprise", enterprise.0, row_exists(c, "enterprises", enterprise.0)?)?;
+            let names = if rows.iter().any(|r| r.groups.as_ref().is_some_and(|g| !g.is_empty())) {
+                super::groups::group_names(c, enterprise)?
+            } else {
+                Default::default()
+            };
             let mut out = Vec::with_capacity(rows.len());
             for row in &rows {
+                let wanted = match row.groups.as_deref().map(|n| resolve_group_names(n, &names)).transpose() {
+                    Ok(w) => w,
+                    Err(reason) => {
+                        out.push(ImportOutcome::Failed("endpoint_group", reason));
+                        continue;
+                    }
+                };
                 let existing = by_key(c, row.mac.as_ref(), row.serial.as_deref())?;
                 let found = existing.as_ref().map(|(d, _)| d.clone());
                 let plan = plan_row(enterprise, mode, row, existing.map(|(d, a)| (d.id, editable(&d, a))));
@@ -284,15 +298,33 @@ impl InventoryStore for EmbeddedStore {
                             attributes: row.attributes.clone(),
                             at,
                         };
-                        match new.validate().and_then(|()| insert(c, &new)) {
-                            Ok(d) => ImportOutcome::Created(d.id),
-                            Err(e) => ImportOutcome::Failed("", e.to_string()),
+                        match (new.validate(), import_groups(mode, None, wanted.as_deref())) {
+                            (Err(e), _) => ImportOutcome::Failed("", e.to_string()),
+                            (_, Err(reason)) => ImportOutcome::Failed("endpoint_group", reason),
+                            (Ok(()), Ok(groups)) => match insert(c, &new) {
+                                Ok(d) => {
+                                    if let Some(groups) = groups {
+                                        super::groups::write_groups(c, d.id, &groups)?;
+                                    }
+                                    ImportOutcome::Created(d.id)
+                                }
+                                Err(e) => ImportOutcome::Failed("", e.to_string()),
+                            },
                         }
                     }
                     RowPlan::Update(id, next) => match found {
                         Some(d) => {
-                            write_edit(c, &d, &next, at)?;
-                            ImportOutcome::Updated(id)
+                            let current = super::groups::groups_of(c, id)?;
+                            match import_groups(mode, Some(&current), wanted.as_deref()) {
+                                Err(reason) => ImportOutcome::Failed("endpoint_group", reason),
+                                Ok(groups) => {
+                                    write_edit(c, &d, &next, at)?;
+                                    if let Some(groups) = groups {
+                                        super::groups::write_groups(c, id, &groups)?;
+                                    }
+                                    ImportOutcome::Updated(id)
+                                }
+                            }
                         }
                         None => ImportOutcome::Failed("", "the device vanished".into()),
                     },

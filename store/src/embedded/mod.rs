@@ -18,6 +18,7 @@ pub mod durable;
 mod events;
 mod files;
 mod firmware;
+mod groups;
 pub mod integrity;
 mod inventory;
 mod maintenance;

@@ -482,17 +482,6 @@ const MIGRATIONS: &[&str] = &[
         description   TEXT NOT NULL DEFAULT '',
         location      TEXT NOT NULL DEFAULT '',
         subnets       TEXT NOT NULL DEFAULT '[]',
-    // Configuration profiles (PRV-3, PRV-4, issue 12): profiles (settings as JSON, name unique
-    // per enterprise), deployments as one row per (target, position) so that a deployed profile
-    // cannot be deleted (the foreign key) and a deleted device takes its deployment with it, and
-    // the per-device provisioning record (JSON: confirmed key hashes, the pending push, the last
-    // result).
-    r#"
-    CREATE TABLE profiles (
-        id            INTEGER PRIMARY KEY AUTOINCREMENT,
-        enterprise_id INTEGER NOT NULL REFERENCES enterprises(id),
-        name          TEXT NOT NULL,
-        settings      TEXT NOT NULL,
         created_at    INTEGER NOT NULL,
         updated_at    INTEGER NOT NULL,
         UNIQUE (enterprise_id, name)
@@ -511,6 +500,69 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE devices ADD COLUMN site_id INTEGER;
     CREATE INDEX devices_site ON devices(enterprise_id, site_id, online);
     CREATE INDEX devices_site_id ON devices(site_id, id);
+    "#,
+    // Device groups (PRV-2, issue 12): groups per enterprise (name unique by its lower-case key),
+    // memberships with a per-device order (`position`, lowest first: top priority), and the
+    // default groups an auto-added device joins, in order. Ids are never reused (AUTOINCREMENT):
+    // profiles deployed to a group refer to it by id. Memberships go with their device or group.
+    r#"
+    CREATE TABLE device_groups (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        enterprise_id INTEGER NOT NULL REFERENCES enterprises(id),
+        name          TEXT NOT NULL,
+        name_key      TEXT NOT NULL,
+        description   TEXT NOT NULL DEFAULT '',
+        created_at    INTEGER NOT NULL,
+        updated_at    INTEGER NOT NULL,
+        UNIQUE (enterprise_id, name_key)
+    );
+    CREATE TABLE group_members (
+        device_id INTEGER NOT NULL REFERENCES devices(id) ON DELETE CASCADE,
+        group_id  INTEGER NOT NULL REFERENCES device_groups(id) ON DELETE CASCADE,
+        position  INTEGER NOT NULL,
+        PRIMARY KEY (device_id, group_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX group_members_group ON group_members(group_id, device_id);
+    CREATE TABLE default_groups (
+        enterprise_id INTEGER NOT NULL REFERENCES enterprises(id),
+        group_id      INTEGER NOT NULL REFERENCES device_groups(id) ON DELETE CASCADE,
+        position      INTEGER NOT NULL,
+        PRIMARY KEY (enterprise_id, group_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX default_groups_group ON default_groups(group_id);
+    "#,
+    // Configuration profiles (PRV-3, PRV-4, issue 12): profiles (settings as JSON, name unique
+    // per enterprise), deployments as one row per (target, position) so that a deployed profile
+    // cannot be deleted (the foreign key) and a deleted device takes its deployment with it, and
+    // the per-device provisioning record (JSON: confirmed key hashes, the pending push, the last
+    // result).
+    r#"
+    CREATE TABLE profiles (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        enterprise_id INTEGER NOT NULL REFERENCES enterprises(id),
+        name          TEXT NOT NULL,
+        settings      TEXT NOT NULL,
+        created_at    INTEGER NOT NULL,
+        updated_at    INTEGER NOT NULL,
+        UNIQUE (enterprise_id, name)
+    );
+    CREATE TABLE profile_deployments (
+        enterprise_id INTEGER NOT NULL REFERENCES enterprises(id),
+        container     TEXT NOT NULL CHECK (container IN ('device', 'site', 'model', 'group', 'global')),
+        member        TEXT NOT NULL,
+        device_id     INTEGER REFERENCES devices(id) ON DELETE CASCADE,
+        position      INTEGER NOT NULL,
+        profile_id    INTEGER NOT NULL REFERENCES profiles(id),
+        updated_at    INTEGER NOT NULL,
+        PRIMARY KEY (enterprise_id, container, member, position)
+    ) WITHOUT ROWID;
+    CREATE INDEX profile_deployments_profile ON profile_deployments(profile_id);
+    CREATE INDEX profile_deployments_device ON profile_deployments(device_id) WHERE device_id IS NOT NULL;
+    CREATE TABLE provision_records (
+        device_id INTEGER PRIMARY KEY REFERENCES devices(id) ON DELETE CASCADE,
+        record    TEXT NOT NULL
+    );
+    "#,
     // Firmware images (PRV-4, issue 12): one enterprise's images for a model, content in
     // `firmware/<id>` beside the database, written and swept like `files` (a row is `complete`
     // once its content is in place). AUTOINCREMENT: an image id is part of download links and
@@ -529,22 +581,6 @@ const MIGRATIONS: &[&str] = &[
         complete      INTEGER NOT NULL DEFAULT 0
     );
     CREATE INDEX firmware_images_enterprise ON firmware_images(enterprise_id, id);
-    CREATE TABLE profile_deployments (
-        enterprise_id INTEGER NOT NULL REFERENCES enterprises(id),
-        container     TEXT NOT NULL CHECK (container IN ('device', 'site', 'model', 'group', 'global')),
-        member        TEXT NOT NULL,
-        device_id     INTEGER REFERENCES devices(id) ON DELETE CASCADE,
-        position      INTEGER NOT NULL,
-        profile_id    INTEGER NOT NULL REFERENCES profiles(id),
-        updated_at    INTEGER NOT NULL,
-        PRIMARY KEY (enterprise_id, container, member, position)
-    ) WITHOUT ROWID;
-    CREATE INDEX profile_deployments_profile ON profile_deployments(profile_id);
-    CREATE INDEX profile_deployments_device ON profile_deployments(device_id) WHERE device_id IS NOT NULL;
-    CREATE TABLE provision_records (
-        device_id INTEGER PRIMARY KEY REFERENCES devices(id) ON DELETE CASCADE,
-        record    TEXT NOT NULL
-    );
     "#,
 ];
 

@@ -99,6 +99,7 @@ fn summary_from_row(r: &PgRow) -> Result<DeviceSummary> {
             last_reboot: last_reboot.map(UnixMillis),
             lines: serde_json::from_str(&lines).unwrap_or_default(),
         },
+        groups: Vec::new(),
     })
 }
 
@@ -149,9 +150,14 @@ const DEVICE_PAGE: &str = "SELECT id, enterprise_id, mac, serial, model, firmwar
 const ENTERPRISE_DEVICE_PAGE: &str = "SELECT id, enterprise_id, mac, serial, model, firmware, name, created_at \
      FROM devices WHERE enterprise_id = $1 AND id > $2 ORDER BY id LIMIT $3";
 /// Adds a device unless a concurrent registration added its key first (then returns no row).
-const INSERT_DEVICE: &str = "INSERT INTO devices (enterprise_id, mac, serial, model, firmware, created_at, device_type) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING \
-     RETURNING id, enterprise_id, mac, serial, model, firmware, name, created_at";
+/// Inserts a device that added itself and, in the same statement, puts it into its enterprise's
+/// default groups (PRV-2).
+const INSERT_DEVICE: &str = "WITH d AS (INSERT INTO devices (enterprise_id, mac, serial, model, firmware, created_at, \
+     device_type) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING \
+     RETURNING id, enterprise_id, mac, serial, model, firmware, name, created_at), \
+     g AS (INSERT INTO group_members (device_id, group_id, position) \
+     SELECT d.id, x.group_id, x.position FROM d JOIN default_groups x ON x.enterprise_id = d.enterprise_id) \
+     SELECT * FROM d";
 const UPDATE_DEVICE: &str = "UPDATE devices SET model = $2, firmware = $3, device_type = $4 WHERE id = $1 \
      RETURNING id, enterprise_id, mac, serial, model, firmware, name, created_at";
 
@@ -332,7 +338,24 @@ impl DeviceStore for PgEntityStore {
             .fetch_all(&self.pool)
             .await
             .map_err(backend)?;
-        Ok(DeviceDashboard::from_groups(read(types)?, read(models)?))
+        let mut dashboard = DeviceDashboard::from_groups(read(types)?, read(models)?);
+        let groups = pg_query(crate::device_sql::by_group_sql(&query, MAX_DASHBOARD_GROUPS + 1, Dialect::Postgres))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?;
+        let rows = groups
+            .iter()
+            .map(|r| {
+                Ok((
+                    r.try_get(0).map_err(backend)?,
+                    r.try_get(1).map_err(backend)?,
+                    r.try_get(2).map_err(backend)?,
+                    r.try_get(3).map_err(backend)?,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        crate::groups::set_dashboard_groups(&mut dashboard, rows);
+        Ok(dashboard)
     }
 
     async fn create_device_label(&self, new: NewDeviceLabel, now: UnixMillis) -> Result<DeviceLabel> {
@@ -444,14 +467,17 @@ impl DeviceStore for PgEntityStore {
 
     async fn device_summary(&self, id: DeviceId) -> Result<Option<DeviceSummary>> {
         let Some(id) = db_id(id.0) else { return Ok(None) };
-        sqlx::query(DEVICE_SUMMARY_BY_ID)
+        let found = sqlx::query(DEVICE_SUMMARY_BY_ID)
             .bind(id)
             .fetch_optional(&self.pool)
             .await
             .map_err(backend)?
             .as_ref()
             .map(summary_from_row)
-            .transpose()
+            .transpose()?;
+        let Some(mut one) = found.map(|d| vec![d]) else { return Ok(None) };
+        crate::groups::attach_groups(self, &mut one).await?;
+        Ok(one.pop())
     }
 }
 
@@ -476,7 +502,8 @@ impl PgEntityStore {
             .fetch_all(&self.pool)
             .await
             .map_err(backend)?;
-        let items = rows.iter().map(summary_from_row).collect::<Result<Vec<_>>>()?;
+        let mut items = rows.iter().map(summary_from_row).collect::<Result<Vec<_>>>()?;
+        crate::groups::attach_groups(self, &mut items).await?;
         Ok(finish_device_page(items, &query, page.limit, u64::try_from(total).unwrap_or(0)))
     }
 }

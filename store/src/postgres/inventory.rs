@@ -9,6 +9,7 @@ use sqlx::postgres::{PgConnection, PgRow};
 use sqlx::{Postgres, Row, Transaction};
 
 use super::{PgEntityStore, backend, db_id, row_id};
+use crate::groups::{import_groups, resolve_group_names};
 use crate::inventory::{
     Editable, RowPlan, apply_edit, check_bulk_edit, decode_attributes, encode_attributes, plan_row,
 };
@@ -125,6 +126,7 @@ async fn write_edit(c: &mut PgConnection, d: &Device, next: &Editable, now: Unix
         .await
         .map_err(backend)?;
         sqlx::query("DELETE FROM files WHERE device_id = $1").bind(id).execute(&mut *c).await.map_err(backend)?;
+        super::groups::leave_all_groups(c, d.enterprise_id, d.id).await?;
     }
     sqlx::query(
         "UPDATE devices SET site_id = CASE WHEN enterprise_id = $2 THEN site_id END, enterprise_id = $2, name = $3, \
@@ -258,8 +260,21 @@ impl InventoryStore for PgEntityStore {
         }
         let mut tx = self.begin().await?;
         check_exists("enterprise", enterprise.0, enterprise_exists(&mut tx, enterprise).await?)?;
+        let names = if rows.iter().any(|r| r.groups.is_some()) {
+            super::groups::lock_groups(&mut tx, enterprise).await?;
+            super::groups::group_names(&mut tx, enterprise).await?
+        } else {
+            Default::default()
+        };
         let mut out = Vec::with_capacity(rows.len());
         for row in &rows {
+            let wanted = match row.groups.as_deref().map(|n| resolve_group_names(n, &names)).transpose() {
+                Ok(w) => w,
+                Err(reason) => {
+                    out.push(ImportOutcome::Failed("endpoint_group", reason));
+                    continue;
+                }
+            };
             let existing = by_key(&mut tx, row.mac.as_ref(), row.serial.as_deref()).await?;
             let found = existing.as_ref().map(|(d, _)| d.clone());
             let plan = plan_row(enterprise, mode, row, existing.map(|(d, a)| (d.id, editable(&d, a))));
@@ -274,18 +289,33 @@ impl InventoryStore for PgEntityStore {
                         attributes: row.attributes.clone(),
                         at,
                     };
-                    match new.validate() {
-                        Err(e) => ImportOutcome::Failed("", e.to_string()),
-                        Ok(()) => match insert(&mut tx, &new).await? {
-                            Some(d) => ImportOutcome::Created(d.id),
+                    match (new.validate(), import_groups(mode, None, wanted.as_deref())) {
+                        (Err(e), _) => ImportOutcome::Failed("", e.to_string()),
+                        (_, Err(reason)) => ImportOutcome::Failed("endpoint_group", reason),
+                        (Ok(()), Ok(groups)) => match insert(&mut tx, &new).await? {
+                            Some(d) => {
+                                if let Some(groups) = groups {
+                                    super::groups::write_groups(&mut tx, d.id, &groups).await?;
+                                }
+                                ImportOutcome::Created(d.id)
+                            }
                             None => ImportOutcome::Failed("", "the device was added concurrently".into()),
                         },
                     }
                 }
                 RowPlan::Update(id, next) => match found {
                     Some(d) => {
-                        write_edit(&mut tx, &d, &next, at).await?;
-                        ImportOutcome::Updated(id)
+                        let current = super::groups::groups_of(&mut tx, id).await?;
+                        match import_groups(mode, Some(&current), wanted.as_deref()) {
+                            Err(reason) => ImportOutcome::Failed("endpoint_group", reason),
+                            Ok(groups) => {
+                                write_edit(&mut tx, &d, &next, at).await?;
+                                if let Some(groups) = groups {
+                                    super::groups::write_groups(&mut tx, id, &groups).await?;
+                                }
+                                ImportOutcome::Updated(id)
+                            }
+                        }
                     }
                     None => ImportOutcome::Failed("", "the device vanished".into()),
                 },

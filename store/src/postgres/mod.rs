@@ -19,6 +19,7 @@ mod commands;
 mod devices;
 mod files;
 mod firmware;
+mod groups;
 mod inventory;
 mod oplog;
 mod outbox;

@@ -504,13 +504,6 @@ const MIGRATIONS: &[(&str, &str)] = &[
         description   TEXT NOT NULL DEFAULT '',
         location      TEXT NOT NULL DEFAULT '',
         subnets       TEXT NOT NULL DEFAULT '[]',
-        "configuration profiles, deployments and provisioning records",
-        r#"
-    CREATE TABLE profiles (
-        id            BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-        enterprise_id BIGINT NOT NULL REFERENCES enterprises (id),
-        name          TEXT NOT NULL,
-        settings      TEXT NOT NULL,
         created_at    BIGINT NOT NULL,
         updated_at    BIGINT NOT NULL,
         UNIQUE (enterprise_id, name)
@@ -533,6 +526,69 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ALTER TABLE devices ADD COLUMN site_id BIGINT;
     CREATE INDEX devices_site ON devices (enterprise_id, site_id, online);
     CREATE INDEX devices_site_id ON devices (site_id, id);
+    "#,
+    ),
+    (
+        "device groups",
+        // Device groups (PRV-2), as in the embedded schema.
+        r#"
+    CREATE TABLE device_groups (
+        id            BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        enterprise_id BIGINT NOT NULL REFERENCES enterprises (id),
+        name          TEXT NOT NULL,
+        name_key      TEXT NOT NULL,
+        description   TEXT NOT NULL DEFAULT '',
+        created_at    BIGINT NOT NULL,
+        updated_at    BIGINT NOT NULL,
+        UNIQUE (enterprise_id, name_key)
+    );
+    CREATE TABLE group_members (
+        device_id BIGINT NOT NULL REFERENCES devices (id) ON DELETE CASCADE,
+        group_id  BIGINT NOT NULL REFERENCES device_groups (id) ON DELETE CASCADE,
+        position  BIGINT NOT NULL,
+        PRIMARY KEY (device_id, group_id)
+    );
+    CREATE INDEX group_members_group ON group_members (group_id, device_id);
+    CREATE TABLE default_groups (
+        enterprise_id BIGINT NOT NULL REFERENCES enterprises (id),
+        group_id      BIGINT NOT NULL REFERENCES device_groups (id) ON DELETE CASCADE,
+        position      BIGINT NOT NULL,
+        PRIMARY KEY (enterprise_id, group_id)
+    );
+    CREATE INDEX default_groups_group ON default_groups (group_id);
+    "#,
+    ),
+    (
+        "configuration profiles, deployments and provisioning records",
+        r#"
+    CREATE TABLE profiles (
+        id            BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        enterprise_id BIGINT NOT NULL REFERENCES enterprises (id),
+        name          TEXT NOT NULL,
+        settings      TEXT NOT NULL,
+        created_at    BIGINT NOT NULL,
+        updated_at    BIGINT NOT NULL,
+        UNIQUE (enterprise_id, name)
+    );
+    CREATE TABLE profile_deployments (
+        enterprise_id BIGINT NOT NULL REFERENCES enterprises (id),
+        container     TEXT NOT NULL CHECK (container IN ('device', 'site', 'model', 'group', 'global')),
+        member        TEXT NOT NULL,
+        device_id     BIGINT REFERENCES devices (id) ON DELETE CASCADE,
+        position      INTEGER NOT NULL,
+        profile_id    BIGINT NOT NULL REFERENCES profiles (id),
+        updated_at    BIGINT NOT NULL,
+        PRIMARY KEY (enterprise_id, container, member, position)
+    );
+    CREATE INDEX profile_deployments_profile ON profile_deployments (profile_id);
+    CREATE INDEX profile_deployments_device ON profile_deployments (device_id) WHERE device_id IS NOT NULL;
+    CREATE TABLE provision_records (
+        device_id BIGINT PRIMARY KEY REFERENCES devices (id) ON DELETE CASCADE,
+        record    TEXT NOT NULL
+    );
+    "#,
+    ),
+    (
         "firmware images",
         // Firmware images (PRV-4, issue 12): the metadata in `firmware_images`, the content in
         // `firmware_chunks` (one row per FILE_CHUNK, deleted with its image), inserted in one
@@ -557,22 +613,6 @@ const MIGRATIONS: &[(&str, &str)] = &[
         PRIMARY KEY (image_id, idx)
     );
     ALTER TABLE firmware_chunks ALTER COLUMN bytes SET STORAGE EXTERNAL;
-    CREATE TABLE profile_deployments (
-        enterprise_id BIGINT NOT NULL REFERENCES enterprises (id),
-        container     TEXT NOT NULL CHECK (container IN ('device', 'site', 'model', 'group', 'global')),
-        member        TEXT NOT NULL,
-        device_id     BIGINT REFERENCES devices (id) ON DELETE CASCADE,
-        position      INTEGER NOT NULL,
-        profile_id    BIGINT NOT NULL REFERENCES profiles (id),
-        updated_at    BIGINT NOT NULL,
-        PRIMARY KEY (enterprise_id, container, member, position)
-    );
-    CREATE INDEX profile_deployments_profile ON profile_deployments (profile_id);
-    CREATE INDEX profile_deployments_device ON profile_deployments (device_id) WHERE device_id IS NOT NULL;
-    CREATE TABLE provision_records (
-        device_id BIGINT PRIMARY KEY REFERENCES devices (id) ON DELETE CASCADE,
-        record    TEXT NOT NULL
-    );
     "#,
     ),
 ];

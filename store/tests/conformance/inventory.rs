@@ -35,6 +35,7 @@ fn row(line: u64, mac: Option<Mac>, name: Option<&str>, attrs: &[(&str, &str)]) 
         model: None,
         name: name.map(str::to_owned),
         attributes: attrs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+        groups: None,
     }
 }
 

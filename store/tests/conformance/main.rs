@@ -24,6 +24,7 @@ mod entities;
 mod events;
 mod files;
 mod firmware;
+mod groups;
 mod inventory;
 mod oplog;
 mod outbox;
@@ -127,6 +128,8 @@ async fn suite(store: Store) {
     inventory::inventory_imports(&store).await;
     sites::sites(&store).await;
     profiles::profiles(&store).await;
+    groups::groups(&store).await;
+    groups::group_imports(&store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
