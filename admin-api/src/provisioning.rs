@@ -43,7 +43,7 @@ pub(crate) struct Placement {
 
 /// Where the device sits: its site path and its groups.
 pub(crate) async fn placement(store: &dyn EntityStore, device: &Device) -> Result<Placement, StoreError> {
-    Ok(Placement { sites: store.device_site_path(device.id).await?, groups: Vec::new() })
+    Ok(Placement { sites: store.device_site_path(device.id).await?, groups: store.device_groups(device.id).await? })
 }
 
 /// What resolution needs to know about the device.

@@ -145,7 +145,7 @@ pub enum GroupTargets {
     /// The devices matching the query within the group's enterprise (its sort is ignored; a
     /// query naming only other enterprises matches nothing); at most
     /// [`MAX_GROUP_MEMBER_CHANGE`] may match.
-    Filter(DeviceQuery),
+    Filter(Box<DeviceQuery>),
 }
 
 /// What a membership change did.

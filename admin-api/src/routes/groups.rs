@@ -59,8 +59,13 @@ pub(crate) fn operations() -> Vec<Operation> {
             .body::<EditGroup>()
             .answers::<Group>(200)
             .may_fail(&[409]),
-        delete_("/api/v1/groups/{id}", GROUPS, "Delete a group with its memberships; says what it removed")
-            .answers::<DeletedGroup>(200),
+        delete_(
+            "/api/v1/groups/{id}",
+            GROUPS,
+            "Delete a group with its memberships; says what it removed (409 while profiles are deployed to it)",
+        )
+        .answers::<DeletedGroup>(200)
+        .may_fail(&[409]),
         get_("/api/v1/groups/{id}/members", GROUPS, "A group's devices, along the device list's keyset cursor")
             .query::<MembersQuery>()
             .answers::<DevicePage>(200),
@@ -266,7 +271,18 @@ async fn remove(
     State(ctx): State<AppState>,
     Path(id): Path<GroupId>,
 ) -> Result<Json<DeletedGroup>, ApiError> {
-    changeable(&auth, &ctx, id).await?;
+    let group = changeable(&auth, &ctx, id).await?;
+    // A group with profiles deployed to it stays until the deployment is emptied (PRV-3): its
+    // members' configuration would otherwise change without anyone saying so.
+    let deployments = ctx.api.store.entities.list_deployments(group.enterprise_id).await?;
+    let target = fleetpulse_store::DeploymentTarget::Group { group_id: id };
+    if let Some(d) = deployments.iter().find(|d| d.target == target && !d.profiles.is_empty()) {
+        return Err(ApiError::Conflict(format!(
+            "group {} has {} configuration profile(s) deployed to it; empty its deployment first",
+            group.name,
+            d.profiles.len()
+        )));
+    }
     let deleted = ctx.api.store.entities.delete_group(id).await?.ok_or(ApiError::NotFound("group"))?;
     tracing::info!(
         message = "Deleted a device group.",
@@ -303,7 +319,7 @@ fn targets(req: Members) -> Result<GroupTargets, ApiError> {
         (None, Some(filter)) => {
             let params = parse_device_params(&filter_query(&filter)?)?;
             let query = DeviceQuery { enterprises: params.enterprises, channels: params.channels, ..params.query };
-            Ok(GroupTargets::Filter(query))
+            Ok(GroupTargets::Filter(Box::new(query)))
         }
         _ => Err(ApiError::invalid("give exactly one of device_ids and filter")),
     }

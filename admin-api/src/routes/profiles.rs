@@ -373,7 +373,12 @@ async fn check_target(
                 return Err(ApiError::NotFound("site"));
             }
         }
-        DeploymentTarget::Group { .. } => {}
+        DeploymentTarget::Group { group_id } => {
+            let group = ctx.api.store.entities.group(*group_id).await?;
+            if group.is_none_or(|g| g.enterprise_id != enterprise) {
+                return Err(ApiError::NotFound("group"));
+            }
+        }
         DeploymentTarget::Model { .. } | DeploymentTarget::Global => {}
     }
     Ok(())

@@ -114,3 +114,62 @@ async fn profiles_deployed_to_sites_reach_the_devices_in_them() {
         "the device is back in HQ"
     );
 }
+
+#[tokio::test]
+async fn profiles_deployed_to_groups_follow_the_device_group_priority() {
+    let h = harness();
+    let token = h.admin_token().await;
+    let channel = stored_channel(&h, "C", None).await;
+    let e = stored_enterprise(&h, "E", channel).await;
+    let other = stored_enterprise(&h, "O", channel).await;
+    let phone = reporting_device(&h, e, "001565000c01", "20.1.9.9", "10.33.24.7").await;
+
+    let desks = created(&h, &token, "/api/v1/groups", json!({"enterprise_id": e, "name": "Desks"})).await;
+    let lobby = created(&h, &token, "/api/v1/groups", json!({"enterprise_id": e, "name": "Lobby"})).await;
+    let foreign_group = created(&h, &token, "/api/v1/groups", json!({"enterprise_id": other, "name": "X"})).await;
+    for group in [desks, lobby] {
+        let added = h
+            .call(
+                Method::POST,
+                &format!("/api/v1/groups/{group}/members"),
+                Some(&token),
+                Some(json!({"device_ids": [phone]})),
+            )
+            .await;
+        assert_eq!(added.status, StatusCode::OK, "{}", added.text());
+    }
+    let profile = |name: &str| json!({"enterprise_id": e, "name": name, "parameters": {"ring.tone": name}});
+    let quiet = created(&h, &token, "/api/v1/profiles", profile("Quiet")).await;
+    let loud = created(&h, &token, "/api/v1/profiles", profile("Loud")).await;
+    assert_eq!(
+        deploy(&h, &token, e, json!({"container": "group", "group_id": desks}), &[quiet]).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        deploy(&h, &token, e, json!({"container": "group", "group_id": lobby}), &[loud]).await.status,
+        StatusCode::OK
+    );
+
+    // Desks came first, so it is the device's top group.
+    assert_eq!(effective(&h, &token, phone).await, ["ring.tone=Quiet <- Quiet group"]);
+    // "Set to top priority" on Lobby: its profile wins now.
+    let top = h.call(Method::POST, &format!("/api/v1/groups/{lobby}/top-priority"), Some(&token), None).await;
+    assert_eq!(top.status, StatusCode::OK, "{}", top.text());
+    assert_eq!(effective(&h, &token, phone).await, ["ring.tone=Loud <- Loud group"]);
+
+    // Another enterprise's group: 404.
+    deploy(&h, &token, e, json!({"container": "group", "group_id": foreign_group}), &[quiet])
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "not_found");
+    // A group with profiles deployed to it stays until its deployment is emptied.
+    let refused = h.call(Method::DELETE, &format!("/api/v1/groups/{lobby}"), Some(&token), None).await;
+    refused.assert_error(StatusCode::CONFLICT, "conflict");
+    assert!(refused.text().contains("Lobby"), "{}", refused.text());
+    assert_eq!(
+        deploy(&h, &token, e, json!({"container": "group", "group_id": lobby}), &[]).await.status,
+        StatusCode::OK
+    );
+    let deleted = h.call(Method::DELETE, &format!("/api/v1/groups/{lobby}"), Some(&token), None).await;
+    assert_eq!(deleted.status, StatusCode::OK, "{}", deleted.text());
+    assert_eq!(effective(&h, &token, phone).await, ["ring.tone=Quiet <- Quiet group"]);
+}

@@ -75,7 +75,7 @@ pub(crate) async fn groups(store: &Store) {
     assert!(s.add_group_members(GroupId(999_999), GroupTargets::Devices(vec![d[0]])).await.unwrap().is_none());
     // By filter: inside the group's enterprise only, whatever the query says.
     let everyone = DeviceQuery { enterprises: Some(vec![e1, e2]), ..DeviceQuery::default() };
-    let by_filter = s.add_group_members(b.id, GroupTargets::Filter(everyone)).await.unwrap().unwrap();
+    let by_filter = s.add_group_members(b.id, GroupTargets::Filter(Box::new(everyone))).await.unwrap().unwrap();
     assert_eq!((by_filter.matched, by_filter.changed), (4, 4));
     assert!(s.device_groups(foreign).await.unwrap().is_empty());
     s.add_group_members(c.id, GroupTargets::Devices(vec![d[0]])).await.unwrap().unwrap();
@@ -126,7 +126,7 @@ pub(crate) async fn groups(store: &Store) {
     assert_eq!((removed.matched, removed.changed, removed.unchanged), (2, 1, 1));
     let q =
         DeviceQuery { enterprises: Some(vec![e1]), q: Some(mac(0x9a002).as_str().into()), ..DeviceQuery::default() };
-    assert_eq!(s.remove_group_members(b.id, GroupTargets::Filter(q)).await.unwrap().unwrap().changed, 1);
+    assert_eq!(s.remove_group_members(b.id, GroupTargets::Filter(Box::new(q))).await.unwrap().unwrap().changed, 1);
     assert_eq!(s.device_groups(d[2]).await.unwrap(), [a.id]);
 
     // Default groups: auto-added devices join them in order; added and imported ones do not.
