@@ -232,7 +232,8 @@ pub struct DeviceDashboard {
     /// Whether more models exist than `by_model` lists.
     pub models_truncated: bool,
     /// By device group (PRV-2), the most members first, at most
-    /// [`crate::MAX_DASHBOARD_GROUPS`]; a device counts in each of its groups.
+    /// [`crate::MAX_DASHBOARD_GROUPS`]; a device counts in each of its groups. Only for a query of
+    /// exactly one enterprise (empty otherwise: groups belong to one enterprise).
     pub by_group: Vec<DeviceCount<crate::GroupRef>>,
     /// Whether more groups exist than `by_group` lists.
     pub groups_truncated: bool,

@@ -277,12 +277,14 @@ impl DeviceStore for EmbeddedStore {
             let types = groups(by_type_sql(&query, Dialect::Sqlite))?;
             let models = groups(by_model_sql(&query, MAX_DASHBOARD_MODELS + 1, Dialect::Sqlite))?;
             let mut dashboard = DeviceDashboard::from_groups(types, models);
-            let built = crate::device_sql::by_group_sql(&query, MAX_DASHBOARD_GROUPS + 1, Dialect::Sqlite);
-            let mut st = c.prepare_cached(&built.sql)?;
-            let rows = st.query_map(rusqlite::params_from_iter(sqlite_args(built.args)), |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-            })?;
-            crate::groups::set_dashboard_groups(&mut dashboard, rows.collect::<rusqlite::Result<Vec<_>>>()?);
+            if crate::groups::dashboard_counts_groups(&query) {
+                let built = crate::device_sql::by_group_sql(&query, MAX_DASHBOARD_GROUPS + 1, Dialect::Sqlite);
+                let mut st = c.prepare_cached(&built.sql)?;
+                let rows = st.query_map(rusqlite::params_from_iter(sqlite_args(built.args)), |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })?;
+                crate::groups::set_dashboard_groups(&mut dashboard, rows.collect::<rusqlite::Result<Vec<_>>>()?);
+            }
             Ok(dashboard)
         })
         .await

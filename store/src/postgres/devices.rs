@@ -339,6 +339,9 @@ impl DeviceStore for PgEntityStore {
             .await
             .map_err(backend)?;
         let mut dashboard = DeviceDashboard::from_groups(read(types)?, read(models)?);
+        if !crate::groups::dashboard_counts_groups(&query) {
+            return Ok(dashboard);
+        }
         let groups = pg_query(crate::device_sql::by_group_sql(&query, MAX_DASHBOARD_GROUPS + 1, Dialect::Postgres))
             .fetch_all(&self.pool)
             .await

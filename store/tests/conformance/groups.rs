@@ -118,6 +118,9 @@ pub(crate) async fn groups(store: &Store) {
         (dash.by_group[0].key.id, dash.by_group[0].key.name.as_str(), dash.groups_truncated),
         (b.id, "Lab 2", false)
     );
+    let platform = s.device_dashboard(DeviceQuery::default()).await.unwrap();
+    assert!(platform.by_group.is_empty(), "counted by group only for one enterprise");
+    assert!(platform.total >= dash.total, "the other counts are kept");
     let summary = s.device_summary(d[0]).await.unwrap().unwrap();
     assert_eq!(ids(&summary.groups), [a.id, b.id], "the detail too, in priority order");
 
