@@ -75,34 +75,6 @@ export const post = (path, body) => call("POST", path, body === undefined ? {} :
 export const put = (path, body) => call("PUT", path, body);
 export const del = (path) => call("DELETE", path);
 
-/** POSTs a file as the raw body (a firmware image), reporting progress as a share 0..1 (XHR:
- * fetch has no upload progress); answers the parsed JSON, throws ApiError otherwise. */
-export function upload(path, file, onProgress) {
-  return new Promise((resolve, reject) => {
-    const xhr = new XMLHttpRequest();
-    xhr.open("POST", path);
-    xhr.setRequestHeader("Accept", "application/json");
-    xhr.setRequestHeader("Content-Type", "application/octet-stream");
-    if (csrfToken) xhr.setRequestHeader("X-CSRF-Token", csrfToken);
-    xhr.upload.onprogress = (e) => {
-      if (e.lengthComputable && onProgress) onProgress(e.loaded / e.total);
-    };
-    xhr.onload = () => {
-      let payload = null;
-      try {
-        payload = JSON.parse(xhr.responseText);
-      } catch (_) {
-        /* not JSON */
-      }
-      if (xhr.status >= 200 && xhr.status < 300) return resolve(payload);
-      const err = payload && payload.error ? payload.error : {};
-      reject(new ApiError(xhr.status, err.code, err.message, payload));
-    };
-    xhr.onerror = () => reject(new ApiError(0, "network", "The upload failed: the server could not be reached or closed the connection."));
-    xhr.send(file);
-  });
-}
-
 /** The caller's session (and the CSRF token again), or null when not signed in. */
 export async function session() {
   try {
@@ -133,15 +105,15 @@ export async function download(path, fallbackName) {
 }
 
 /**
- * Posts a file as the raw request body (a CSV import), reporting upload progress as
+ * Posts a file as the raw request body (a CSV import, a firmware image), reporting upload progress as
  * onProgress(sentBytes, totalBytes) (fetch cannot). Answers the parsed JSON; throws ApiError.
  */
-export function upload(path, file, onProgress) {
+export function upload(path, file, onProgress, contentType) {
   return new Promise((resolve, reject) => {
     const xhr = new XMLHttpRequest();
     xhr.open("POST", path);
     xhr.setRequestHeader("Accept", "application/json");
-    xhr.setRequestHeader("Content-Type", file.type || "text/csv");
+    xhr.setRequestHeader("Content-Type", contentType || file.type || "text/csv");
     if (csrfToken) xhr.setRequestHeader("X-CSRF-Token", csrfToken);
     xhr.upload.addEventListener("progress", (e) => onProgress && onProgress(e.loaded, e.lengthComputable ? e.total : file.size));
     xhr.addEventListener("error", () => reject(new ApiError(0, "network", "The server could not be reached. Check the connection and try again.")));

@@ -90,7 +90,7 @@ function uploadForm(slot, state, notice, uploaded) {
       bar.hidden = false;
       bar.value = 0;
       const path = `/api/v1/firmware?${new URLSearchParams({ enterprise_id: state.enterprise, model: model.value.trim(), version: version.value.trim(), name: chosen.name.replace(/[^A-Za-z0-9._-]/g, "_") })}`;
-      const image = await upload(path, chosen, (share) => { bar.value = Math.round(share * 100); });
+      const image = await upload(path, chosen, (sent, total) => { bar.value = total ? Math.round((sent / total) * 100) : 0; }, "application/octet-stream");
       bar.value = 100;
       mount(notice, okBox(`Uploaded ${image.model} ${image.version} (${fmtBytes(image.size)}, SHA-256 ${image.sha256}).`));
       form.reset();
