@@ -885,6 +885,8 @@ async fn device_groups_in_the_browser() {
     let b = Browser::start().await;
     sign_in(&b, &server, ADMIN_EMAIL, ADMIN_PASSWORD).await;
     b.wait_path("/dashboard").await;
+    b.wait_text("#dash-one-enterprise", "one enterprise").await;
+    b.goto(&format!("{}/dashboard?enterprise_id={acme}", server.api())).await;
     b.wait_text("#dash-groups", "Lab").await;
     // Create a group on the groups page; the default groups are listed there.
     b.goto(&format!("{}/groups?enterprise_id={acme}", server.api())).await;

@@ -1,7 +1,7 @@
-// The dashboard: devices online of total, by type, by model and by group, alarm counts by severity, and a
+// The dashboard: devices online of total, by type, by model (and, for one enterprise, by site and group), alarm counts by severity, and a
 // chart of alarms over time (GET /api/v1/dashboard, GET /api/v1/alarms/summary).
 
-import { get } from "./api.js";
+import { get, qs } from "./api.js";
 import { alarmBars } from "./chart.js";
 import { emptyState, errorBox, h, link, loading, mount, table, widthClass, zoneName } from "./ui.js";
 
@@ -12,12 +12,15 @@ export function render(main, ctx) {
   const devicesSlot = h("div", { id: "dash-devices" }, loading());
   const alarmsSlot = h("div", { id: "dash-alarms" }, loading());
   const toggle = h("div", { class: "row", role: "group", "aria-label": "Alarm chart window" },
-    ["day", "week"].map((k) => h("button", { type: "button", "aria-pressed": String(k === windowKey), onclick: () => { windowKey = k; history.replaceState(null, "", "/dashboard?window=" + k); load(); } }, k === "day" ? "Last 24 hours" : "Last 7 days")));
+    ["day", "week"].map((k) => h("button", { type: "button", "aria-pressed": String(k === windowKey), onclick: () => { windowKey = k; history.replaceState(null, "", "/dashboard" + qs({ window: k, enterprise_id: ctx.query.get("enterprise_id") })); load(); } }, k === "day" ? "Last 24 hours" : "Last 7 days")));
   mount(main, h("h1", {}, "Dashboard"), devicesSlot, h("div", { class: "row" }, h("h2", {}, "Alarms"), h("span", { class: "spacer" }), toggle), alarmsSlot);
 
   async function loadDevices() {
     try {
-      const d = await get("/api/v1/dashboard");
+      // `?enterprise_id=` narrows it to one enterprise (as an enterprise admin's own always is):
+      // only then are devices counted by site and by group.
+      const enterprise = ctx.query.get("enterprise_id");
+      const d = await get("/api/v1/dashboard", enterprise ? { enterprise_id: enterprise } : {});
       if (!d.total) return mount(devicesSlot, h("div", { class: "panel" }, emptyState("No devices yet. Devices appear here once they connect with their enterprise's credential.")));
       const row = (c) => [
         { label: "Name", cell: (r) => r.key },
@@ -34,9 +37,10 @@ export function render(main, ctx) {
         h("h2", {}, "By model"), table(row(), d.by_model, "No devices.", "Devices by model"),
         d.models_truncated ? h("p", { class: "muted" }, "Only the most common models are listed.") : null,
         d.by_site ? [h("h2", {}, "By site"), h("div", { id: "dash-by-site" }, table(row(), d.by_site.filter((s) => s.total).map((s) => ({ ...s, key: link(`/devices?site_id=${s.site_id}`, s.name) })), "No device has a site yet.", "Devices by site"))] : null,
-        h("h2", {}, "By group"),
-        h("div", { id: "dash-groups" }, table(row(), (d.by_group || []).map((g) => ({ ...g, key: link(`/devices?group=${g.key.id}`, g.key.name) })), "No device is in a group yet.", "Devices by group")),
-        d.groups_truncated ? h("p", { class: "muted" }, "Only the largest groups are listed.") : null,
+        d.by_site ? [h("h2", {}, "By group"),
+          h("div", { id: "dash-groups" }, table(row(), (d.by_group || []).map((g) => ({ ...g, key: link(`/devices?group=${g.key.id}`, g.key.name) })), "No device is in a group yet.", "Devices by group")),
+          d.groups_truncated ? h("p", { class: "muted" }, "Only the largest groups are listed.") : null]
+          : h("p", { class: "muted", id: "dash-one-enterprise" }, "Counts by site and by group are shown for one enterprise: open the dashboard from an enterprise, or add ?enterprise_id= to its address."),
       );
     } catch (e) {
       mount(devicesSlot, errorBox(e, loadDevices));
