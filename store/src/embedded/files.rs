@@ -227,21 +227,35 @@ pub(super) fn recover(c: &Connection, dir: &Path, table: &str) -> Result<()> {
     Ok(())
 }
 
-/// Steps 1 to 4 (see the module documentation), in a task of their own.
-async fn store(
-    jobs: mpsc::Sender<Box<dyn WriteJob>>,
-    dir: PathBuf,
-    fsync: bool,
-    file: NewFile,
+/// Where the embedded store keeps one kind of content (device files, firmware images): the
+/// writer, the directory beside the database, and whether to fsync.
+pub(super) struct ContentDir {
+    pub(super) jobs: mpsc::Sender<Box<dyn WriteJob>>,
+    pub(super) dir: PathBuf,
+    pub(super) fsync: bool,
+}
+
+/// Steps 1 to 4 (see the module documentation) for any content kept as `<dir>/<id>`: `content`
+/// (`size` bytes, already checked) copied to a temporary file, the row inserted pending by
+/// `insert`, the file renamed to its id, the row marked complete in `table`; what can be undone
+/// on a failure is undone now, the rest is swept on the next open ([`recover`]). The new id.
+pub(super) async fn store_content<I>(
+    to: ContentDir,
+    size: u64,
     content: PathBuf,
-) -> Result<StoredFile> {
-    let size = file.size;
+    table: &'static str,
+    insert: impl FnMut(&Connection) -> Result<I> + Send + 'static,
+    raw: fn(I) -> u64,
+) -> Result<I>
+where
+    I: Copy + std::fmt::Display + Send + 'static,
+{
+    let ContentDir { jobs, dir, fsync } = to;
     let tmp = {
         let dir = dir.clone();
         blocking(move || copy_in(&content, &dir, size, fsync)).await?
     };
-    let row = file.clone();
-    let id = match write_on(&jobs, 1, move |c| insert_pending(c, &row)).await {
+    let id = match write_on(&jobs, 1, insert).await {
         Ok(id) => id,
         Err(e) => {
             remove_quietly(&tmp);
@@ -255,7 +269,7 @@ async fn store(
     let completed = match published {
         Ok(()) => {
             write_on(&jobs, 1, move |c| {
-                c.prepare_cached("UPDATE files SET complete = 1 WHERE id = ?1")?.execute([id.0])?;
+                c.prepare_cached(&format!("UPDATE {table} SET complete = 1 WHERE id = ?1"))?.execute([raw(id)])?;
                 Ok(())
             })
             .await
@@ -263,21 +277,46 @@ async fn store(
         Err(e) => Err(e),
     };
     if let Err(e) = completed {
-        // Undo what can be undone now; a failure here is swept on the next open.
         remove_quietly(&tmp);
         remove_quietly(&content_path(&dir, id));
-        let _ = write_on(&jobs, 1, move |c| Ok(c.execute("DELETE FROM files WHERE id = ?1", [id.0])?)).await;
+        let _ =
+            write_on(&jobs, 1, move |c| Ok(c.execute(&format!("DELETE FROM {table} WHERE id = ?1"), [raw(id)])?)).await;
         return Err(e);
     }
-    Ok(file.stored(id))
+    Ok(id)
+}
+
+/// Chunk `index` of the content at `path` (`size` bytes, `what` naming it in errors); `None`
+/// past its end or when the content is gone (deleted since its row was read).
+pub(super) async fn read_content_chunk(path: PathBuf, size: u64, index: u64, what: String) -> Result<Option<Vec<u8>>> {
+    let Some((start, end)) = chunk_range(size, index) else { return Ok(None) };
+    blocking(move || {
+        let mut content = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        content.seek(std::io::SeekFrom::Start(start))?;
+        let mut chunk = vec![0; usize::try_from(end - start).expect("a chunk is at most FILE_CHUNK bytes")];
+        content
+            .read_exact(&mut chunk)
+            .map_err(|e| StoreError::Backend(format!("content of {what} is shorter than its {size} bytes: {e}")))?;
+        Ok(Some(chunk))
+    })
+    .await
 }
 
 #[async_trait]
 impl FileStore for EmbeddedStore {
     async fn store_file(&self, file: NewFile, content: &Path) -> Result<StoredFile> {
         file.validate()?;
-        let task = store(self.jobs.clone(), self.files_dir.clone(), self.fsync, file, content.to_path_buf());
-        tokio::spawn(task).await.map_err(|e| StoreError::Backend(format!("file store task failed: {e}")))?
+        let to = ContentDir { jobs: self.jobs.clone(), dir: self.files_dir.clone(), fsync: self.fsync };
+        let row = file.clone();
+        let task =
+            store_content(to, file.size, content.to_path_buf(), "files", move |c| insert_pending(c, &row), |id| id.0);
+        let id =
+            tokio::spawn(task).await.map_err(|e| StoreError::Backend(format!("file store task failed: {e}")))??;
+        Ok(file.stored(id))
     }
 
     async fn file(&self, id: FileId) -> Result<Option<StoredFile>> {
@@ -304,23 +343,7 @@ impl FileStore for EmbeddedStore {
 
     async fn file_chunk(&self, id: FileId, index: u64) -> Result<Option<Vec<u8>>> {
         let Some(file) = self.file(id).await? else { return Ok(None) };
-        let Some((start, end)) = chunk_range(file.size, index) else { return Ok(None) };
-        let path = content_path(&self.files_dir, id);
-        blocking(move || {
-            let mut content = match std::fs::File::open(&path) {
-                Ok(f) => f,
-                // Deleted (expired) since its row was read.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-                Err(e) => return Err(e.into()),
-            };
-            content.seek(std::io::SeekFrom::Start(start))?;
-            let mut chunk = vec![0; usize::try_from(end - start).expect("a chunk is at most FILE_CHUNK bytes")];
-            content.read_exact(&mut chunk).map_err(|e| {
-                StoreError::Backend(format!("content of file {id} is shorter than its {} bytes: {e}", file.size))
-            })?;
-            Ok(Some(chunk))
-        })
-        .await
+        read_content_chunk(content_path(&self.files_dir, id), file.size, index, format!("file {id}")).await
     }
 
     async fn delete_expired_files(&self, now: UnixMillis, limit: u32) -> Result<u64> {

@@ -2,20 +2,17 @@
 //! `<data_dir>/firmware/<id>`, written in the order of `embedded/files.rs` (content to a
 //! temporary file, row not complete, rename, row complete) and swept the same way on open.
 
-use std::io::{Read, Seek};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use async_trait::async_trait;
 use fleetpulse_proto::commands::UPGRADE_FIRMWARE;
 use fleetpulse_proto::{AccountId, CommandId, DeviceId, EnterpriseId, FirmwareId, UnixMillis};
 use rusqlite::{Connection, OptionalExtension, Row, params};
-use tokio::sync::mpsc;
 
-use super::files::{blocking, content_path, copy_in, publish, remove_quietly};
-use super::writer::WriteJob;
-use super::{EmbeddedStore, db_after, write_on};
+use super::files::{ContentDir, blocking, content_path, read_content_chunk, remove_quietly, store_content};
+use super::{EmbeddedStore, db_after};
 use crate::commands::PENDING_SQL;
-use crate::files::{chunk_range, hex};
+use crate::files::hex;
 use crate::*;
 
 /// The directory of image content inside the data directory.
@@ -104,56 +101,17 @@ pub(super) fn pending_upgrades(c: &Connection, enterprise: i64, id: i64) -> Resu
     Ok((count, named))
 }
 
-/// Content to a temporary file, the row, the rename, the row complete; undone on failure.
-async fn store(
-    jobs: mpsc::Sender<Box<dyn WriteJob>>,
-    dir: PathBuf,
-    fsync: bool,
-    image: NewFirmware,
-    content: PathBuf,
-) -> Result<FirmwareImage> {
-    let size = image.size;
-    let tmp = {
-        let dir = dir.clone();
-        blocking(move || copy_in(&content, &dir, size, fsync)).await?
-    };
-    let row = image.clone();
-    let id = match write_on(&jobs, 1, move |c| insert_pending(c, &row)).await {
-        Ok(id) => id,
-        Err(e) => {
-            remove_quietly(&tmp);
-            return Err(e);
-        }
-    };
-    let published = {
-        let (tmp, dir) = (tmp.clone(), dir.clone());
-        blocking(move || publish(&tmp, &dir, id, fsync)).await
-    };
-    let completed = match published {
-        Ok(()) => {
-            write_on(&jobs, 1, move |c| {
-                c.prepare_cached("UPDATE firmware_images SET complete = 1 WHERE id = ?1")?.execute([id.0])?;
-                Ok(())
-            })
-            .await
-        }
-        Err(e) => Err(e),
-    };
-    if let Err(e) = completed {
-        remove_quietly(&tmp);
-        remove_quietly(&content_path(&dir, id));
-        let _ = write_on(&jobs, 1, move |c| Ok(c.execute("DELETE FROM firmware_images WHERE id = ?1", [id.0])?)).await;
-        return Err(e);
-    }
-    Ok(image.stored(id))
-}
-
 #[async_trait]
 impl FirmwareStore for EmbeddedStore {
     async fn store_firmware(&self, image: NewFirmware, content: &Path) -> Result<FirmwareImage> {
         image.validate()?;
-        let task = store(self.jobs.clone(), self.firmware_dir.clone(), self.fsync, image, content.to_path_buf());
-        tokio::spawn(task).await.map_err(|e| StoreError::Backend(format!("firmware store task failed: {e}")))?
+        let to = ContentDir { jobs: self.jobs.clone(), dir: self.firmware_dir.clone(), fsync: self.fsync };
+        let row = image.clone();
+        let insert = move |c: &Connection| insert_pending(c, &row);
+        let task = store_content(to, image.size, content.to_path_buf(), "firmware_images", insert, |id| id.0);
+        let id =
+            tokio::spawn(task).await.map_err(|e| StoreError::Backend(format!("firmware store task failed: {e}")))??;
+        Ok(image.stored(id))
     }
 
     async fn firmware(&self, id: FirmwareId) -> Result<Option<FirmwareImage>> {
@@ -180,23 +138,7 @@ impl FirmwareStore for EmbeddedStore {
 
     async fn firmware_chunk(&self, id: FirmwareId, index: u64) -> Result<Option<Vec<u8>>> {
         let Some(image) = self.firmware(id).await? else { return Ok(None) };
-        let Some((start, end)) = chunk_range(image.size, index) else { return Ok(None) };
-        let path = content_path(&self.firmware_dir, id);
-        blocking(move || {
-            let mut content = match std::fs::File::open(&path) {
-                Ok(f) => f,
-                // Deleted since its row was read.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-                Err(e) => return Err(e.into()),
-            };
-            content.seek(std::io::SeekFrom::Start(start))?;
-            let mut chunk = vec![0; usize::try_from(end - start).expect("a chunk is at most FILE_CHUNK bytes")];
-            content.read_exact(&mut chunk).map_err(|e| {
-                StoreError::Backend(format!("content of firmware {id} is shorter than its {} bytes: {e}", image.size))
-            })?;
-            Ok(Some(chunk))
-        })
-        .await
+        read_content_chunk(content_path(&self.firmware_dir, id), image.size, index, format!("firmware {id}")).await
     }
 
     async fn delete_firmware(&self, id: FirmwareId) -> Result<Option<FirmwareDeletion>> {

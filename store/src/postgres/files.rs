@@ -49,6 +49,36 @@ pub(super) async fn read_full(source: &mut (impl AsyncReadExt + Unpin), buf: &mu
     Ok(filled)
 }
 
+/// Writes `source`, which must hold exactly `size` bytes, as the chunk rows of `id` with
+/// `insert` (`INSERT INTO <x>_chunks (<owner>, idx, bytes) VALUES ($1, $2, $3)`) inside the
+/// caller's transaction: one chunk in memory at a time, and one more byte than declared is
+/// read, to tell a longer file ([`wrong_size`] either way).
+pub(super) async fn insert_chunks(
+    tx: &mut sqlx::PgConnection,
+    insert: &'static str,
+    id: i64,
+    source: &mut (impl AsyncReadExt + Unpin),
+    size: u64,
+) -> Result<()> {
+    let mut buf = vec![0; FILE_CHUNK];
+    let mut total = 0u64;
+    for idx in 0i32.. {
+        let n = read_full(source, &mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+        if total > size {
+            return Err(wrong_size(size, total));
+        }
+        sqlx::query(insert).bind(id).bind(idx).bind(&buf[..n]).execute(&mut *tx).await.map_err(backend)?;
+    }
+    if total != size {
+        return Err(wrong_size(size, total));
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl FileStore for PgEntityStore {
     async fn store_file(&self, file: NewFile, content: &std::path::Path) -> Result<StoredFile> {
@@ -116,30 +146,8 @@ impl FileStore for PgEntityStore {
         .fetch_one(&mut *tx)
         .await
         .map_err(backend)?;
-        // One chunk in memory at a time; one more byte than declared is read, to tell a longer
-        // file.
-        let mut buf = vec![0; FILE_CHUNK];
-        let mut total = 0u64;
-        for idx in 0i32.. {
-            let n = read_full(&mut source, &mut buf).await?;
-            if n == 0 {
-                break;
-            }
-            total += n as u64;
-            if total > file.size {
-                return Err(wrong_size(file.size, total));
-            }
-            sqlx::query("INSERT INTO file_chunks (file_id, idx, bytes) VALUES ($1, $2, $3)")
-                .bind(id)
-                .bind(idx)
-                .bind(&buf[..n])
-                .execute(&mut *tx)
-                .await
-                .map_err(backend)?;
-        }
-        if total != file.size {
-            return Err(wrong_size(file.size, total));
-        }
+        let insert = "INSERT INTO file_chunks (file_id, idx, bytes) VALUES ($1, $2, $3)";
+        insert_chunks(&mut tx, insert, id, &mut source, file.size).await?;
         tx.commit().await.map_err(backend)?;
         Ok(file.stored(FileId(row_id(id))))
     }

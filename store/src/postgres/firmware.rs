@@ -11,7 +11,7 @@ use fleetpulse_proto::{AccountId, CommandId, DeviceId, EnterpriseId, FirmwareId,
 use sqlx::Row;
 use sqlx::postgres::PgRow;
 
-use super::files::read_full;
+use super::files::insert_chunks;
 use super::{PgEntityStore, backend, db_id, row_id};
 use crate::commands::PENDING_SQL;
 use crate::files::hex;
@@ -83,30 +83,8 @@ impl FirmwareStore for PgEntityStore {
         .fetch_one(&mut *tx)
         .await
         .map_err(backend)?;
-        // One chunk in memory at a time; one more byte than declared is read, to tell a longer
-        // file.
-        let mut buf = vec![0; FILE_CHUNK];
-        let mut total = 0u64;
-        for idx in 0i32.. {
-            let n = read_full(&mut source, &mut buf).await?;
-            if n == 0 {
-                break;
-            }
-            total += n as u64;
-            if total > image.size {
-                return Err(wrong_size(image.size, total));
-            }
-            sqlx::query("INSERT INTO firmware_chunks (image_id, idx, bytes) VALUES ($1, $2, $3)")
-                .bind(id)
-                .bind(idx)
-                .bind(&buf[..n])
-                .execute(&mut *tx)
-                .await
-                .map_err(backend)?;
-        }
-        if total != image.size {
-            return Err(wrong_size(image.size, total));
-        }
+        let insert = "INSERT INTO firmware_chunks (image_id, idx, bytes) VALUES ($1, $2, $3)";
+        insert_chunks(&mut tx, insert, id, &mut source, image.size).await?;
         tx.commit().await.map_err(backend)?;
         Ok(image.stored(FirmwareId(row_id(id))))
     }
