@@ -168,17 +168,22 @@ pub async fn run_until(cfg: LoadConfig, stop: impl Future<Output = ()> + Send) -
         }
         None => (None, None),
     };
-    let api = ApiClient::login(&cfg.api, &cfg.admin_email, &cfg.admin_password).await?;
-    let (enterprise, credential) = match &cfg.credential {
-        Some((id, credential)) => (EnterpriseId(*id), credential.clone()),
-        None => {
+    // A sink has no API: nothing is created, the devices' credential is not checked.
+    let api = match cfg.sink {
+        true => None,
+        false => Some(ApiClient::login(&cfg.api, &cfg.admin_email, &cfg.admin_password).await?),
+    };
+    let (enterprise, credential) = match (&cfg.credential, &api) {
+        (Some((id, credential)), _) => (EnterpriseId(*id), credential.clone()),
+        (None, None) => (EnterpriseId(0), "sink".to_owned()),
+        (None, Some(api)) => {
             let created = api.create_enterprise(&format!("loadtest-{}", UnixMillis::now().0)).await?;
             tracing::info!(enterprise = %created.id, name = %created.name, "created the enterprise");
             (created.id, created.credential)
         }
     };
     let alarm_rate_per_device = if cfg.alarm_rate > 0.0 { cfg.alarm_rate / f64::from(cfg.devices) } else { 0.0 };
-    let strategy = if alarm_rate_per_device > 0.0 && sink.is_some() {
+    let strategy = if let (true, Some(_), Some(api)) = (alarm_rate_per_device > 0.0, &sink, &api) {
         let request =
             StrategyRequest::injected_alarms(format!("loadtest-{run_tag}"), INJECTED_ALARM.0, &cfg.alarm_receiver);
         let created = api.create_alarm_strategy(enterprise, &request).await?;
@@ -249,8 +254,8 @@ pub async fn run_until(cfg: LoadConfig, stop: impl Future<Output = ()> + Send) -
     let mut devices: JoinSet<AckedDevice> = JoinSet::new();
     let mut rejected: JoinSet<()> = JoinSet::new();
     let commands = async {
-        if let (Some(phase), Some(tracker)) = (&command_phase, &fleet.commands) {
-            phase.run(&api, tracker, &fleet.slots).await;
+        if let (Some(phase), Some(tracker), Some(api)) = (&command_phase, &fleet.commands, &api) {
+            phase.run(api, tracker, &fleet.slots).await;
         }
     };
     tokio::select! {
@@ -315,9 +320,15 @@ pub async fn run_until(cfg: LoadConfig, stop: impl Future<Output = ()> + Send) -
             None => None,
         }
     };
-    let (verified, alarm_email) = tokio::join!(verify_run(&api, enterprise, &acked_devices), alarm_wait);
+    let verification = async {
+        match &api {
+            Some(api) => verify_run(api, enterprise, &acked_devices).await,
+            None => Ok(Verified::default()),
+        }
+    };
+    let (verified, alarm_email) = tokio::join!(verification, alarm_wait);
     drop(sink);
-    if let Some(id) = strategy
+    if let (Some(id), Some(api)) = (strategy, &api)
         && let Err(error) = api.delete_alarm_strategy(id).await
     {
         tracing::warn!(strategy = %id, error = %format!("{error:#}"), "could not delete the alarm strategy");
@@ -326,8 +337,9 @@ pub async fn run_until(cfg: LoadConfig, stop: impl Future<Output = ()> + Send) -
     let mut report =
         build_report(&cfg, &fleet, &groups, enterprise, gen_end_us, acked_while_sending, drained, verified);
     report.alarm_email = alarm_email;
-    if let (Some(phase), Some(tracker)) = (&command_phase, &fleet.commands) {
-        report.command_run = Some(phase.report(&api, tracker).await);
+    report.sink = cfg.sink;
+    if let (Some(phase), Some(tracker), Some(api)) = (&command_phase, &fleet.commands, &api) {
+        report.command_run = Some(phase.report(api, tracker).await);
     }
     if let Some(path) = &cfg.report {
         let json = serde_json::to_vec_pretty(&report)?;
@@ -734,6 +746,7 @@ fn build_report(
         rate_msgs_per_s: per_second(acked_while_sending, gen_end_us.saturating_sub(fleet.data_start_us)),
         ack_latency_us: Latency::from_histogram(&ack),
         verified,
+        sink: false,
         connections: Connections {
             established: c.established.get(),
             reconnects: c.reconnects.get(),
