@@ -9,6 +9,9 @@
 #   scripts/perf.sh compare [DEVICES] [BURST]               # fleetpulse, the QUIC floor and Mosquitto side
 #                                                           # by side: pinned cores, max-rate search, CPU per
 #                                                           # message at 80 % (issue 14; scripts/perf_compare.py)
+#   scripts/perf.sh sink DEVICES RATE BURST SECONDS         # the load tester itself against load_sink (issue 14
+#                                                           # item 5): its CPU per simulated message, RSS per
+#                                                           # simulated device (RATE = msg/s for the whole fleet)
 # alarms: the server sends its notification emails to the load tester's SMTP sink (config file
 # below, grouping off); RATE (data frames per second per device, default 0), SMTP_PORT (default: a
 # free port) and ALARM_DRAIN_TIMEOUT (seconds, default 30) may be set in the environment.
@@ -17,11 +20,73 @@ cd "$(dirname "$0")/.."
 usage() {
   echo "usage: $0 throughput DEVICES RATE BURST SECONDS | idle DEVICES [SECONDS] | alarms DEVICES ALARM_RATE SECONDS" >&2
   echo "       $0 commands DEVICES COMMANDS | bulk DEVICES [KIND] | compare [DEVICES] [BURST]" >&2
+  echo "       $0 sink DEVICES RATE BURST SECONDS" >&2
   exit 2
 }
+# Many devices: one TCP connection each in the MQTT mode, and the sink's and the servers' sockets.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 if [ "${1:-}" = compare ]; then
   shift
   exec python3 "$(dirname "$0")/perf_compare.py" "$@"
+fi
+if [ "${1:-}" = sink ]; then
+  [ $# -eq 5 ] || usage
+  devices=$2 rate=$3 burst=$4 secs=$5
+  target="${CARGO_TARGET_DIR:-target}/release"
+  [ -x "$target/load_sink" ] && [ -x "$target/fleetpulse-loadtest" ] ||
+    cargo build --release -p fleetpulse-loadtest -p fleetpulse-benches --bins
+  work=$(mktemp -d)
+  sink=
+  trap 'if [ -n "$sink" ]; then kill "$sink" 2>/dev/null || true; fi; rm -rf "$work"' EXIT
+  # The sink on SERVER_CORE, the load tester on LOAD_CORE: the load tester's CPU is its own.
+  # Both at NICE (default -10, as in compare) so that other work on the machine takes the spare time.
+  # The kernel groups processes by session (autogroup): nice only orders processes of one session,
+  # so each measured process gets a session of its own, and that group gets the nice value too.
+  pin() { local core=$1; shift; if [ -n "${NICE--10}" ]; then exec setsid nice -n "${NICE--10}" taskset -c "$core" "$@"; else exec setsid taskset -c "$core" "$@"; fi; }
+  autogroup_nice() {
+    [ -n "${NICE--10}" ] || return 0
+    for _ in $(seq 50); do [ "$(ps -o sid= -p "$1" | tr -d ' ')" = "$1" ] && break; sleep 0.02; done
+    echo "${NICE--10}" >"/proc/$1/autogroup" 2>/dev/null || true
+  }
+  pin "${SERVER_CORE:-1}" "$target/load_sink" --tls-dir "$work/tls" >"$work/sink.out" 2>"$work/sink.err" &
+  sink=$!
+  autogroup_nice $sink
+  until grep -q "load_sink listening" "$work/sink.out" 2>/dev/null; do
+    kill -0 "$sink" 2>/dev/null || { echo "$0: load_sink exited: $(cat "$work/sink.err")" >&2; exit 1; }
+    sleep 0.1
+  done
+  quic=$(sed 's/.*quic=\([^ ]*\).*/\1/' "$work/sink.out")
+  connect_rate=${CONNECT_RATE:-5000}
+  warmup=$(python3 -c "print(round($devices / $connect_rate + 2, 1))")
+  per_device=$(python3 -c "print($rate / $devices)")
+  pin "${LOAD_CORE:-0}" "$target/fleetpulse-loadtest" --sink --quic-addr "$quic" --ca-cert "$work/tls/ca.pem" \
+    --no-progress --report "$work/report.json" --devices "$devices" --rate "$per_device" --burst "$burst" \
+    --warmup "${warmup}s" --duration "$(python3 -c "print($warmup + $secs + 1)")s" --heartbeat-interval 30 \
+    --connect-rate "$connect_rate" --drain-timeout 10s >/dev/null &
+  lt=$!
+  autogroup_nice $lt
+  ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+  rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+  sleep "$(python3 -c "print($warmup + 1)")"
+  l0=$(ticks $lt) s0=$(ticks $sink) w0=$(date +%s.%N)
+  sleep "$(python3 -c "print($secs - 1)")"
+  l1=$(ticks $lt) s1=$(ticks $sink) w1=$(date +%s.%N) lrss=$(rss $lt) srss=$(rss $sink)
+  rc=0; wait $lt || rc=$?
+  python3 - "$work/report.json" "$l0" "$l1" "$s0" "$s1" "$w0" "$w1" "$lrss" "$srss" "$(getconf CLK_TCK)" "$rate" "$rc" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+l0, l1, s0, s1 = (int(x) for x in sys.argv[2:6]); w0, w1 = float(sys.argv[6]), float(sys.argv[7])
+lrss, srss, hz, rate, rc = int(sys.argv[8]), int(sys.argv[9]), int(sys.argv[10]), float(sys.argv[11]), int(sys.argv[12])
+span = w1 - w0; msgs = r["rate_msgs_per_s"] * span; n = r["connections"]["established"]
+print(json.dumps({"devices": r["devices"], "established": n, "offered_msgs_per_s": rate,
+  "acked_msgs_per_s": round(r["rate_msgs_per_s"]), "not_sent": r["not_sent"], "errors": r["errors"],
+  "loadtester_core_use": round((l1 - l0) / hz / span, 3), "sink_core_use": round((s1 - s0) / hz / span, 3),
+  "loadtester_cpu_us_per_msg": round((l1 - l0) / hz * 1e6 / max(msgs, 1), 2),
+  "loadtester_rss_kib": lrss, "loadtester_rss_per_device_kib": round(lrss / max(n, 1), 1), "sink_rss_kib": srss,
+  "ack_latency_us": r["ack_latency_us"], "setup_rate_per_s": round(r["connections"]["setup_rate_per_s"]),
+  "loadtest_exit": rc}))
+PY
+  exit 0
 fi
 case "${1:-}" in
 throughput) [ $# -eq 5 ] || usage ;;

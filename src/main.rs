@@ -136,6 +136,11 @@ fn init_tracing() {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
+/// mimalloc instead of glibc's malloc: the ingest path allocates per read (decoded frames, acks,
+/// batches) on one thread and frees on another; measured in `docs/PERFORMANCE.md` (issue 14).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let cli = match cli.command {

@@ -33,11 +33,15 @@ struct Args {
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     api: String,
     /// Admin login used to create the enterprise and to verify.
-    #[arg(long, env = "FLEETPULSE_ADMIN_EMAIL")]
-    admin_email: String,
+    #[arg(long, env = "FLEETPULSE_ADMIN_EMAIL", required_unless_present = "sink")]
+    admin_email: Option<String>,
     /// Password of the admin login.
-    #[arg(long, env = "FLEETPULSE_ADMIN_PASSWORD", hide_env_values = true)]
-    admin_password: String,
+    #[arg(long, env = "FLEETPULSE_ADMIN_PASSWORD", hide_env_values = true, required_unless_present = "sink")]
+    admin_password: Option<String>,
+    /// The server is `load_sink` (benches): no API, nothing created or verified; measures the
+    /// load tester itself.
+    #[arg(long)]
+    sink: bool,
     /// PEM file with the CA certificate that signed the server's certificate.
     #[arg(long)]
     ca_cert: PathBuf,
@@ -148,8 +152,8 @@ impl Args {
             quic_addr: self.quic_addr,
             server_name: self.server_name,
             api: self.api,
-            admin_email: self.admin_email,
-            admin_password: self.admin_password,
+            admin_email: self.admin_email.unwrap_or_default(),
+            admin_password: self.admin_password.unwrap_or_default(),
             ca_cert: self.ca_cert,
             devices: self.devices,
             duration: self.duration,
@@ -172,6 +176,7 @@ impl Args {
             command_failure_rate: self.command_failure_rate,
             file_bytes: self.file_bytes,
             command_mode,
+            sink: self.sink,
         }
     }
 }

@@ -22,8 +22,11 @@ pub struct Report {
     pub rate_msgs_per_s: f64,
     /// Acknowledgement latency from each frame's intended send time, microseconds.
     pub ack_latency_us: Latency,
-    /// What the store holds for the run's devices.
+    /// What the store holds for the run's devices (all 0 against a sink, which stores nothing).
     pub verified: Verified,
+    /// The server was a sink (`--sink`): nothing was verified.
+    #[serde(default)]
+    pub sink: bool,
     /// Connection statistics.
     pub connections: Connections,
     /// Frames the server rejected as invalid (counted in `acked`, not stored).
@@ -271,6 +274,7 @@ mod tests {
             rate_msgs_per_s: 6.0,
             ack_latency_us: Latency { p50: 1, p90: 2, p99: 2, p999: 3, max: 4 },
             verified: Verified { stored: 7, missing: 0, duplicated: 0 },
+            sink: false,
             connections: Connections { established: 2, ..Connections::default() },
             rejected_frames: 0,
             enterprise_id: 5,
@@ -290,7 +294,7 @@ mod tests {
         assert!(json.get("command_run").is_none(), "no section without the command mode");
         assert_eq!(json["device_commands"]["repeated"], 1);
         let mut trimmed = json;
-        for extra in ["resent", "not_sent", "drained", "device_commands"] {
+        for extra in ["resent", "not_sent", "drained", "device_commands", "sink"] {
             trimmed.as_object_mut().expect("object").remove(extra);
         }
         trimmed["ack_latency_us"].as_object_mut().expect("object").remove("p90");
