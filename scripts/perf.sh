@@ -2,6 +2,7 @@
 # Whole-system figures for docs/PERFORMANCE.md: starts a release `fleetpulse serve` on loopback,
 # drives it with `fleetpulse-loadtest`, and reads the server's CPU time and RSS from /proc.
 #   scripts/perf.sh throughput DEVICES RATE BURST SECONDS   # CPU per message, ack latency
+#                                                           # (TRANSPORT=https: over HTTPS ingest, ING-10)
 #   scripts/perf.sh idle DEVICES [SECONDS]                  # RSS per idle connection, setup rate
 #   scripts/perf.sh alarms DEVICES ALARM_RATE SECONDS       # device alarm -> SMTP accepted latency (ALM-5)
 #   scripts/perf.sh commands DEVICES COMMANDS               # command round trip through the API (ING-8)
@@ -31,7 +32,8 @@ commands) [ $# -eq 3 ] || usage ;;
 bulk) [ $# -eq 2 ] || [ $# -eq 3 ] || usage ;;
 *) usage ;;
 esac
-target="${CARGO_TARGET_DIR:-target}/release"
+# PROFILE=debug uses the dev build (for quick comparisons between transports only).
+target="${CARGO_TARGET_DIR:-target}/${PROFILE:-release}"
 [ -x "$target/fleetpulse" ] && [ -x "$target/fleetpulse-loadtest" ] || cargo build --release -p fleetpulse -p fleetpulse-loadtest
 work=$(mktemp -d)
 server=
@@ -54,6 +56,9 @@ global_per_second = 100000
 TOML
   serve_args+=(--config "$work/server.toml")
 fi
+if [ "${TRANSPORT:-quic}" = https ]; then
+  serve_args+=(--ingest-https-addr 127.0.0.1:0)
+fi
 "$target/fleetpulse" serve ${serve_args[@]+"${serve_args[@]}"} --data-dir "$work/data" --quic-addr 127.0.0.1:0 \
   --http-addr 127.0.0.1:0 >"$work/out" &
 server=$!
@@ -66,8 +71,13 @@ quic=$(sed 's/.*quic=\([^ ]*\).*/\1/' <<<"$line"); http=$(sed 's/.*http=\([^ ]*\
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$server/stat"; }
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$server/status"; }
 hz=$(getconf CLK_TCK)
+transport_args=()
+if [ "${TRANSPORT:-quic}" = https ]; then
+  until grep -q "fleetpulse ingest https=" "$work/out" 2>/dev/null; do sleep 0.1; done
+  transport_args=(--transport https --https-addr "$(sed -n 's/^fleetpulse ingest https=//p' "$work/out")")
+fi
 lt() { "$target/fleetpulse-loadtest" --quic-addr "$quic" --api "http://$http" --ca-cert "$work/data/tls/ca.pem" \
-        --no-progress --report "$work/report.json" "$@" >/dev/null; }
+        ${transport_args[@]+"${transport_args[@]}"} --no-progress --report "$work/report.json" "$@" >/dev/null; }
 case "$1" in
 throughput)
   devices=$2 rate=$3 burst=$4 secs=$5

@@ -74,6 +74,9 @@ struct ServeArgs {
     /// TCP address of the HTTPS firmware download server (`[firmware] https_listen`).
     #[arg(long, env = "FLEETPULSE_FIRMWARE_ADDR")]
     firmware_addr: Option<SocketAddr>,
+    /// TCP address of HTTPS ingest (`[ingest] https_listen`).
+    #[arg(long, env = "FLEETPULSE_INGEST_HTTPS_ADDR")]
+    ingest_https_addr: Option<SocketAddr>,
     /// Store backend: `embedded` (default) or `clickhouse` (with PostgreSQL for entities).
     #[arg(long, env = "FLEETPULSE_STORE", value_enum)]
     store: Option<StoreBackend>,
@@ -112,6 +115,7 @@ fn resolve(args: ServeArgs, defaults: (&str, &str, &str)) -> anyhow::Result<Sett
     file.store.clickhouse_url = args.clickhouse_url.or(file.store.clickhouse_url.take());
     file.store.postgres_url = args.postgres_url.or(file.store.postgres_url.take());
     file.firmware.https_listen = args.firmware_addr.or(file.firmware.https_listen);
+    file.ingest.https_listen = args.ingest_https_addr.or(file.ingest.https_listen);
     file.firmware.limits()?;
     let parse = |s: &str| s.parse::<SocketAddr>().context("default address");
     Ok(Settings {
@@ -341,6 +345,22 @@ impl Server {
         if let Some(v) = i.max_connections {
             ingest_config.max_connections = v;
         }
+        ingest_config.https_addr = i.https_listen;
+        for r in &i.relays {
+            anyhow::ensure!(
+                r.credential.len() >= 16,
+                "[[ingest.relays]] {}: the credential needs 16 characters",
+                r.name
+            );
+            ingest_config.relays.push(fleetpulse_ingest::https::RelayGrant {
+                name: r.name.clone(),
+                credential: r.credential.clone(),
+                enterprise: fleetpulse_proto::EnterpriseId(r.enterprise_id),
+            });
+        }
+        if let Some(v) = i.https_max_body_bytes {
+            ingest_config.https_max_body_bytes = v.clamp(1024, 64 << 20);
+        }
         let l = &mut ingest_config.limits;
         l.device_per_s = i.device_rate.unwrap_or(l.device_per_s);
         l.device_burst = i.device_burst.unwrap_or(l.device_burst);
@@ -449,6 +469,9 @@ impl Server {
         println!("fleetpulse listening quic={quic_addr} http={http_addr} data_dir={}", data_dir.display());
         if let Some(addr) = firmware.addr {
             println!("fleetpulse firmware downloads https={addr}");
+        }
+        if let Some(addr) = ingest.https_addr() {
+            println!("fleetpulse ingest https={addr}");
         }
         Ok(Server {
             ingest,

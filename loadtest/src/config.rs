@@ -74,6 +74,19 @@ pub struct LoadConfig {
     pub file_bytes: u64,
     /// Issue commands through the API once the fleet is connected, and measure them.
     pub command_mode: Option<CommandMode>,
+    /// How the devices reach the server.
+    pub transport: Transport,
+}
+
+/// How the simulated devices reach the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Transport {
+    /// One QUIC connection per device (`quic_addr`).
+    #[default]
+    Quic,
+    /// HTTPS ingest (ING-10) at this address: `POST /ingest/v1/frames`, one keep-alive
+    /// connection per device (see `https_mode`).
+    Https(SocketAddr),
 }
 
 /// Most bytes of a fake file (`--file-bytes`).
@@ -136,6 +149,7 @@ impl Default for LoadConfig {
             file_bytes: 64 * 1024,
             command_mode: None,
             warmup: Duration::ZERO,
+            transport: Transport::Quic,
         }
     }
 }
