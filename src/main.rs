@@ -52,9 +52,43 @@ enum Command {
     /// Creates the platform admin if none exists (email and password from FLEETPULSE_ADMIN_EMAIL
     /// and FLEETPULSE_ADMIN_PASSWORD; a password is generated and printed if none is given).
     CreateAdmin(ServeArgs),
+    /// Runs a relay (ING-9): accepts devices over QUIC at a site and carries them upstream over
+    /// one HTTP/2 connection to the server's HTTPS ingest (docs/ingest/relay.md).
+    Relay(RelayArgs),
     /// A command-line client of the management API (login, devices, alarms, strategies, the
     /// operation log); exit codes in docs/api/ctl.md.
     Ctl(ctl::CtlArgs),
+}
+
+#[derive(Debug, Args)]
+struct RelayArgs {
+    /// The server's HTTPS ingest address (`[ingest] https_listen`).
+    #[arg(long, env = "FLEETPULSE_RELAY_UPSTREAM")]
+    upstream: SocketAddr,
+    /// The TLS name of the server's certificate.
+    #[arg(long, default_value = "localhost")]
+    upstream_name: String,
+    /// PEM CA certificate the server's certificate is verified with.
+    #[arg(long, env = "FLEETPULSE_RELAY_UPSTREAM_CA")]
+    upstream_ca: PathBuf,
+    /// UDP address devices connect to.
+    #[arg(long, default_value = "0.0.0.0:4433")]
+    listen: SocketAddr,
+    /// The relay's own credential (the server's `[[ingest.relays]]` grants it one enterprise).
+    #[arg(long, env = "FLEETPULSE_RELAY_CREDENTIAL", hide_env_values = true)]
+    credential: String,
+    /// PEM certificate chain shown to devices.
+    #[arg(long)]
+    cert: PathBuf,
+    /// PEM private key of --cert.
+    #[arg(long)]
+    key: PathBuf,
+    /// Frames buffered per device before the relay stops reading it.
+    #[arg(long, default_value_t = 1024)]
+    device_queue: usize,
+    /// Folder for the relay's endpoint keys (kept across restarts).
+    #[arg(long, env = "FLEETPULSE_RELAY_STATE_DIR", default_value = "fleetpulse-relay-state")]
+    state_dir: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -158,6 +192,7 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             }
             Command::Demo { serve, devices } => demo(serve, devices).await,
+            Command::Relay(args) => relay(args).await,
             Command::Migrate(args) => {
                 let settings = resolve(args, ("fleetpulse-data", "0.0.0.0:4433", "127.0.0.1:8080"))?;
                 open_store(&settings).await?;
@@ -179,6 +214,27 @@ fn main() -> anyhow::Result<()> {
             }
         }
     })
+}
+
+/// `fleetpulse relay`: runs until SIGTERM or Ctrl-C.
+async fn relay(args: RelayArgs) -> anyhow::Result<()> {
+    use fleetpulse_ingest::relay::{Relay, RelayConfig};
+    let mut config = RelayConfig::new(
+        args.listen,
+        args.upstream,
+        args.upstream_ca,
+        args.credential,
+        TlsSource::Files { cert: args.cert, key: args.key },
+        args.state_dir,
+    );
+    config.upstream_name = args.upstream_name;
+    config.device_queue = args.device_queue.clamp(1, 65_536);
+    let relay = Relay::start(config).await.context("starting the relay")?;
+    // One parseable line: tests and scripts read the bound address from it.
+    println!("fleetpulse relay listening quic={}", relay.local_addr());
+    shutdown_signal().await;
+    relay.shutdown(Duration::from_secs(5)).await;
+    Ok(())
 }
 
 async fn bootstrap(store: &Store, email: Option<String>) -> anyhow::Result<()> {

@@ -1,4 +1,5 @@
-//! The QUIC ingest tier of fleetpulse (ING-1..8) and HTTPS ingest (ING-10).
+//! The QUIC ingest tier of fleetpulse (ING-1..8), HTTPS ingest (ING-10) and the relay (ING-9,
+//! [`relay`]: a separate process that carries a site's devices upstream over HTTPS ingest).
 //!
 //! ```text
 //! UDP socket × N (SO_REUSEPORT) ─▶ quinn Endpoint × N ─▶ session task per connection
@@ -30,6 +31,8 @@ pub mod live;
 pub mod metrics;
 pub mod offline;
 mod outbound;
+pub mod relay;
+mod relay_upstream;
 pub mod router;
 mod session;
 mod shard;
