@@ -2,6 +2,8 @@
 //! kill -9), duplicates dropped, bad credentials, oversized bodies, malformed frames, the JSON
 //! form over HTTP/2 with curl (as the documentation shows it).
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::net::SocketAddr;
@@ -71,7 +73,12 @@ async fn post_frames(server: &TestServer, https: SocketAddr, frames: &[Uplink]) 
 fn alarm(seq: u64, description: &str) -> Uplink {
     RawDevice::data(
         seq,
-        Message::Alarm(AlarmReport { code: 102, action: AlarmAction::Raise, description: description.into(), log: None }),
+        Message::Alarm(AlarmReport {
+            code: 102,
+            action: AlarmAction::Raise,
+            description: description.into(),
+            log: None,
+        }),
     )
 }
 

@@ -2,6 +2,8 @@
 //! relay grant, `fleetpulse relay` processes in front of it, devices speaking the unchanged
 //! device protocol to the relays.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::io::{BufRead, BufReader};
@@ -231,4 +233,34 @@ async fn devices_over_two_relays_one_killed_with_9_lose_and_duplicate_nothing() 
         assert_eq!(report.verified.duplicated, 0, "{name}");
     }
     drop((relay_a, relay_b));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_killed_with_9_behind_a_relay_loses_and_duplicates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, https, (enterprise, credential), _) = server_with_grant(dir.path()).await;
+    let relay = RelayProcess::start(&server, https, free_udp(), &dir.path().join("relay"));
+    let mut cfg = server.load_config(40, Duration::from_secs(12));
+    cfg.quic_addr = relay.addr;
+    cfg.credential = Some((enterprise, credential));
+    cfg.rate_per_device = 5.0;
+    cfg.heartbeat_interval_s = 30;
+    cfg.drain_timeout = Duration::from_secs(60);
+    let run = tokio::spawn(fleetpulse_loadtest::run(cfg));
+
+    // The server goes away under load; the relay holds its devices and retries the same frames.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let ports = (server.quic_addr, server.http_addr);
+    let mut server = server;
+    server.kill9();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let server = TestServer::start(dir.path(), Some(ports), &server_config(https, Some(enterprise)));
+    let report = run.await.unwrap().expect("load test");
+    println!("{}", serde_json::to_string(&report).unwrap());
+    assert!(report.drained, "every frame acknowledged in the end");
+    assert_eq!(report.acked, report.sent);
+    assert!(report.acked >= 1_000, "acked {}", report.acked);
+    assert_eq!(report.verified.missing, 0, "acknowledged = durable at the server");
+    assert_eq!(report.verified.duplicated, 0);
+    drop((relay, server));
 }

@@ -215,7 +215,7 @@ async fn device_task(
 ) -> (AckedDevice, bool) {
     let cfg = &shared.cfg;
     let mac = shared.macs.mac(index);
-    let profile = DeviceProfile::new(mac.clone(), shared.run_seed ^ u64::from(index));
+    let profile = DeviceProfile::new(mac, shared.run_seed ^ u64::from(index));
     let hello = Uplink::Hello(profile.hello(&shared.credential, cfg.heartbeat_interval_s));
     let mut rng = rand::rngs::SmallRng::seed_from_u64(shared.run_seed.wrapping_add(u64::from(index)));
     let mut session = DeviceSession::new();
