@@ -39,8 +39,9 @@ use crate::relay_upstream::{Failure, Upstream};
 use crate::session::Close;
 use crate::{IngestError, TlsSource, tls};
 
-/// Frames one upstream exchange carries at most.
-const FRAMES_PER_EXCHANGE: usize = 512;
+/// Frames one upstream exchange carries at most: below any sensible `[ingest] device_burst`
+/// (a request above the burst is refused whole).
+const FRAMES_PER_EXCHANGE: usize = 128;
 
 /// Settings of a relay.
 #[derive(Debug, Clone)]
