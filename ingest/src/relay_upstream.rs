@@ -119,9 +119,13 @@ impl Upstream {
         let request = hyper::Request::post(&self.uri)
             .header(crate::https::RELAY_HEADER, self.credential.clone())
             .header(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"))
+            // The server reserves memory for a body by its length (the limit without one).
+            .header(header::CONTENT_LENGTH, HeaderValue::from(body.len()))
             .body(Full::new(body.freeze()))
             .map_err(|e| Failure::Close(Close::new(close_code::SERVER_ERROR, e.to_string())))?;
         let exchange = async {
+            // Waits for stream credit (the server's concurrent stream limit) instead of failing.
+            sender.ready().await.map_err(|e| e.to_string())?;
             let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
             let status = response.status();
             let retry_after = response
@@ -136,11 +140,11 @@ impl Upstream {
             Ok(Ok(answer)) => answer,
             Ok(Err(error)) => {
                 tracing::debug!(message = "Upstream exchange failed; retrying.", %error);
-                self.forget().await;
+                self.forget_if_closed(&sender).await;
                 return Err(Failure::Retry(RETRY_AFTER));
             }
             Err(_) => {
-                self.forget().await;
+                self.forget_if_closed(&sender).await;
                 return Err(Failure::Retry(RETRY_AFTER));
             }
         };
@@ -152,9 +156,15 @@ impl Upstream {
         }
     }
 
-    /// Drops the connection (the next exchange reconnects).
-    async fn forget(&self) {
-        *self.sender.lock().await = None;
+    /// Drops the connection if it is closed (the next exchange reconnects); one failed stream
+    /// does not end the other devices' exchanges on a live connection.
+    async fn forget_if_closed(&self, failed: &SendRequest<Full<Bytes>>) {
+        if failed.is_closed() {
+            let mut slot = self.sender.lock().await;
+            if slot.as_ref().is_some_and(SendRequest::is_closed) {
+                *slot = None;
+            }
+        }
     }
 }
 
