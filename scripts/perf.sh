@@ -2,7 +2,10 @@
 # Whole-system figures for docs/PERFORMANCE.md: starts a release `fleetpulse serve` on loopback,
 # drives it with `fleetpulse-loadtest`, and reads the server's CPU time and RSS from /proc.
 #   scripts/perf.sh throughput DEVICES RATE BURST SECONDS   # CPU per message, ack latency
+#                                                           # (TRANSPORT=https: over HTTPS ingest, ING-10)
 #   scripts/perf.sh idle DEVICES [SECONDS]                  # RSS per idle connection, setup rate
+#   scripts/perf.sh relay-idle DEVICES RELAYS [SECONDS]     # server and relay RSS per idle device behind
+#                                                           # RELAYS `fleetpulse relay` processes (ING-9)
 #   scripts/perf.sh alarms DEVICES ALARM_RATE SECONDS       # device alarm -> SMTP accepted latency (ALM-5)
 #   scripts/perf.sh commands DEVICES COMMANDS               # command round trip through the API (ING-8)
 #   scripts/perf.sh bulk DEVICES [KIND]                     # one bulk command to every device (ING-8)
@@ -91,12 +94,14 @@ fi
 case "${1:-}" in
 throughput) [ $# -eq 5 ] || usage ;;
 idle) [ $# -eq 2 ] || [ $# -eq 3 ] || usage ;;
+relay-idle) [ $# -eq 3 ] || [ $# -eq 4 ] || usage ;;
 alarms) [ $# -eq 4 ] || usage ;;
 commands) [ $# -eq 3 ] || usage ;;
 bulk) [ $# -eq 2 ] || [ $# -eq 3 ] || usage ;;
 *) usage ;;
 esac
-target="${CARGO_TARGET_DIR:-target}/release"
+# PROFILE=debug uses the dev build (for quick comparisons between transports only).
+target="${CARGO_TARGET_DIR:-target}/${PROFILE:-release}"
 [ -x "$target/fleetpulse" ] && [ -x "$target/fleetpulse-loadtest" ] || cargo build --release -p fleetpulse -p fleetpulse-loadtest
 work=$(mktemp -d)
 server=
@@ -119,6 +124,21 @@ global_per_second = 100000
 TOML
   serve_args+=(--config "$work/server.toml")
 fi
+if [ "${TRANSPORT:-quic}" = https ]; then
+  serve_args+=(--ingest-https-addr 127.0.0.1:0)
+fi
+if [ "$1" = relay-idle ]; then
+  # The run's enterprise is the first one created (id 1); the relays are granted it.
+  cat >"$work/server.toml" <<TOML
+[ingest]
+https_listen = "127.0.0.1:0"
+[[ingest.relays]]
+name = "perf"
+credential = "perf-relay-credential-0123"
+enterprise_id = 1
+TOML
+  serve_args+=(--config "$work/server.toml")
+fi
 "$target/fleetpulse" serve ${serve_args[@]+"${serve_args[@]}"} --data-dir "$work/data" --quic-addr 127.0.0.1:0 \
   --http-addr 127.0.0.1:0 >"$work/out" &
 server=$!
@@ -131,8 +151,13 @@ quic=$(sed 's/.*quic=\([^ ]*\).*/\1/' <<<"$line"); http=$(sed 's/.*http=\([^ ]*\
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$server/stat"; }
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$server/status"; }
 hz=$(getconf CLK_TCK)
+transport_args=()
+if [ "${TRANSPORT:-quic}" = https ] || [ "$1" = relay-idle ]; then
+  until grep -q "fleetpulse ingest https=" "$work/out" 2>/dev/null; do sleep 0.1; done
+  transport_args=(--transport https --https-addr "$(sed -n 's/^fleetpulse ingest https=//p' "$work/out")")
+fi
 lt() { "$target/fleetpulse-loadtest" --quic-addr "$quic" --api "http://$http" --ca-cert "$work/data/tls/ca.pem" \
-        --no-progress --report "$work/report.json" "$@" >/dev/null; }
+        ${transport_args[@]+"${transport_args[@]}"} --no-progress --report "$work/report.json" "$@" >/dev/null; }
 case "$1" in
 throughput)
   devices=$2 rate=$3 burst=$4 secs=$5
@@ -175,6 +200,48 @@ import json, sys
 r = json.load(open(sys.argv[1]))
 print(json.dumps({"devices": r["devices"], "alarm_rate": float(sys.argv[2]), "duration_s": round(r["duration_s"], 1),
   "alarm_email": r.get("alarm_email"), "verified": r["verified"], "loadtest_exit": int(sys.argv[3])}))
+PY
+  ;;
+relay-idle)
+  devices=$2 relays=$3 secs=${4:-30}
+  https=$(sed -n 's/^fleetpulse ingest https=//p' "$work/out")
+  token=$(curl -sf "http://$http/api/v1/auth/login" -H 'Content-Type: application/json' \
+    -d "{\"email\": \"$FLEETPULSE_ADMIN_EMAIL\", \"password\": \"$FLEETPULSE_ADMIN_PASSWORD\"}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+  read -r eid cred < <(curl -sf "http://$http/api/v1/enterprises" -H "Authorization: Bearer $token" \
+    -H 'Content-Type: application/json' -d '{"name": "relay-perf"}' | python3 -c 'import json,sys; e=json.load(sys.stdin); print(e["id"], e["credential"])')
+  [ "$eid" = 1 ] || { echo "$0: the run's enterprise is $eid, not 1" >&2; exit 1; }
+  relay_pids=() relay_addrs=()
+  for i in $(seq 1 "$relays"); do
+    "$target/fleetpulse" relay --upstream "$https" --upstream-ca "$work/data/tls/ca.pem" --listen 127.0.0.1:0 \
+      --cert "$work/data/tls/server.pem" --key "$work/data/tls/server.key" --credential perf-relay-credential-0123 \
+      --state-dir "$work/relay-$i" >"$work/relay-$i.out" &
+    relay_pids+=($!)
+    until grep -q "fleetpulse relay listening" "$work/relay-$i.out" 2>/dev/null; do sleep 0.1; done
+    relay_addrs+=("$(sed -n 's/^fleetpulse relay listening quic=//p' "$work/relay-$i.out")")
+  done
+  trap 'kill "${relay_pids[@]}" 2>/dev/null || true; if [ -n "$server" ]; then kill "$server" 2>/dev/null || true; fi; rm -rf "$work"' EXIT
+  relay_rss() { local t=0; for p in "${relay_pids[@]}"; do t=$((t + $(awk '/VmRSS/ {print $2}' "/proc/$p/status"))); done; echo $t; }
+  sleep 1; r0=$(rss_kib); q0=$(relay_rss); t0=$(cpu_ticks)
+  lt_pids=()
+  for i in $(seq 0 $((relays - 1))); do
+    "$target/fleetpulse-loadtest" --quic-addr "${relay_addrs[$i]}" --api "http://$http" --ca-cert "$work/data/tls/ca.pem" \
+      --enterprise-id "$eid" --credential "$cred" --no-progress --report "$work/report-$i.json" \
+      --devices $((devices / relays)) --rate 0 --duration "${secs}s" --heartbeat-interval 300 \
+      --connect-rate "${CONNECT_RATE:-2000}" --drain-timeout 5s >/dev/null &
+    lt_pids+=($!)
+  done
+  sleep $((secs - 2)); r1=$(rss_kib); q1=$(relay_rss); t1=$(cpu_ticks)
+  wait "${lt_pids[@]}" || true
+  python3 - "$work" "$relays" "$r0" "$r1" "$q0" "$q1" "$t0" "$t1" "$hz" <<'PY'
+import json, sys
+work, relays = sys.argv[1], int(sys.argv[2]); r0, r1, q0, q1, t0, t1, hz = map(int, sys.argv[3:])
+reports = [json.load(open(f"{work}/report-{i}.json")) for i in range(relays)]
+n = sum(r["connections"]["established"] for r in reports)
+print(json.dumps({"devices": n, "relays": relays, "server_rss_before_kib": r0, "server_rss_connected_kib": r1,
+  "server_rss_per_device_bytes": round((r1 - r0) * 1024 / max(n, 1)),
+  "relay_rss_total_kib": q1, "relay_rss_per_device_kib": round((q1 - q0) / max(n, 1), 1),
+  "server_cpu_s_for_setup": (t1 - t0) / hz,
+  "verified": [r["verified"] for r in reports]}))
 PY
   ;;
 commands | bulk)

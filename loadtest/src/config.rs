@@ -77,6 +77,19 @@ pub struct LoadConfig {
     /// The server is `load_sink` (no API, nothing stored): no enterprise is created and nothing
     /// verified; for measuring the load tester's own cost (issue 14 item 5).
     pub sink: bool,
+    /// How the devices reach the server.
+    pub transport: Transport,
+}
+
+/// How the simulated devices reach the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Transport {
+    /// One QUIC connection per device (`quic_addr`).
+    #[default]
+    Quic,
+    /// HTTPS ingest (ING-10) at this address: `POST /ingest/v1/frames`, one keep-alive
+    /// connection per device (see `https_mode`).
+    Https(SocketAddr),
 }
 
 /// Most bytes of a fake file (`--file-bytes`).
@@ -140,6 +153,7 @@ impl Default for LoadConfig {
             command_mode: None,
             warmup: Duration::ZERO,
             sink: false,
+            transport: Transport::Quic,
         }
     }
 }

@@ -155,6 +155,9 @@ pub async fn run(cfg: LoadConfig) -> anyhow::Result<Report> {
 /// Runs the load test until `stop` resolves or `cfg.duration` passes, whichever is first; then
 /// drains, closes, verifies and reports. Writes the report to `cfg.report` if set.
 pub async fn run_until(cfg: LoadConfig, stop: impl Future<Output = ()> + Send) -> anyhow::Result<Report> {
+    if let crate::config::Transport::Https(addr) = cfg.transport {
+        return crate::https_mode::run(cfg, addr, stop).await;
+    }
     cfg.validate()?;
     let client_config = quic::client_config(&cfg.ca_cert, cfg.heartbeat_interval_s)?;
     let downloads = crate::download::client_config(&cfg.ca_cert)?;

@@ -15,7 +15,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use fleetpulse_loadtest::responder::default_args;
-use fleetpulse_loadtest::{CommandIssue, CommandMode, LoadConfig, MessageMix, parse_duration};
+use fleetpulse_loadtest::{CommandIssue, CommandMode, LoadConfig, MessageMix, Transport, parse_duration};
 use tracing_subscriber::EnvFilter;
 
 /// Simulates a fleet of devices against a fleetpulse server and verifies that every
@@ -26,6 +26,13 @@ struct Args {
     /// QUIC address of the ingest server.
     #[arg(long, default_value = "127.0.0.1:4433")]
     quic_addr: SocketAddr,
+    /// How devices reach the server: `quic` (one connection per device) or `https` (HTTPS
+    /// ingest at --https-addr, one keep-alive connection per device).
+    #[arg(long, default_value = "quic", value_parser = ["quic", "https"])]
+    transport: String,
+    /// TCP address of HTTPS ingest (`[ingest] https_listen`), for --transport https.
+    #[arg(long, required_if_eq("transport", "https"))]
+    https_addr: Option<SocketAddr>,
     /// TLS server name to verify the server certificate against.
     #[arg(long, default_value = "localhost")]
     server_name: String,
@@ -148,7 +155,12 @@ impl Args {
             kind: self.command_kind.clone(),
             deadline: self.command_deadline,
         });
+        let transport = match (self.transport.as_str(), self.https_addr) {
+            ("https", Some(addr)) => Transport::Https(addr),
+            _ => Transport::Quic,
+        };
         LoadConfig {
+            transport,
             quic_addr: self.quic_addr,
             server_name: self.server_name,
             api: self.api,
