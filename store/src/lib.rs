@@ -13,6 +13,7 @@
 //!   [`FirmwareStore`] (firmware images per enterprise, with their content).
 //!   [`ProfileStore`] (configuration profiles, deployments, provisioning records).
 //!   [`GroupStore`] (device groups, ordered memberships, default groups).
+//!   [`OrderStore`] (orders, statements, device allowances).
 //! - [`EventStore`] (`events.rs`): append-only event streams (status events, resource reports,
 //!   alarm events), the aggregated alarm records, and the per-device delivery marks used to drop
 //!   duplicates.
@@ -37,6 +38,7 @@ mod groups;
 mod inventory;
 mod model;
 mod oplog;
+mod orders;
 mod outbox;
 pub mod postgres;
 mod profiles;
@@ -59,6 +61,7 @@ pub use groups::*;
 pub use inventory::*;
 pub use model::*;
 pub use oplog::*;
+pub use orders::*;
 pub use outbox::*;
 pub use profiles::*;
 pub use sites::*;
@@ -139,6 +142,7 @@ pub trait EntityStore:
     + FirmwareStore
     + ProfileStore
     + GroupStore
+    + OrderStore
 {
 }
 
@@ -158,6 +162,7 @@ impl<T> EntityStore for T where
         + FirmwareStore
         + ProfileStore
         + GroupStore
+        + OrderStore
 {
 }
 
@@ -189,6 +194,7 @@ opaque_debug!(
     FirmwareStore,
     ProfileStore,
     GroupStore,
+    OrderStore,
     EntityStore,
     EventStore
 );

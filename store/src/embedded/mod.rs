@@ -23,6 +23,7 @@ pub mod integrity;
 mod inventory;
 mod maintenance;
 mod oplog;
+mod orders;
 mod outbox;
 mod profiles;
 mod schema;

@@ -582,6 +582,30 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX firmware_images_enterprise ON firmware_images(enterprise_id, id);
     "#,
+    // Orders (ORD-1, ORD-2, issue 17): what was sold to an enterprise, its validity as instants
+    // (local midnights in the enterprise's zone, computed by the API), cancelled only while
+    // pending. AUTOINCREMENT: order ids appear in emails and statements and are never reused.
+    // No foreign key on the accounts: an order outlives the account that placed it.
+    r#"
+    CREATE TABLE orders (
+        id                INTEGER PRIMARY KEY AUTOINCREMENT,
+        enterprise_id     INTEGER NOT NULL REFERENCES enterprises(id),
+        seller_channel_id INTEGER REFERENCES channels(id),
+        package           TEXT NOT NULL,
+        max_devices       INTEGER NOT NULL CHECK (max_devices > 0),
+        duration_months   INTEGER NOT NULL CHECK (duration_months > 0),
+        effective_date    TEXT NOT NULL,
+        starts_at         INTEGER NOT NULL,
+        ends_at           INTEGER NOT NULL CHECK (ends_at > starts_at),
+        amount            INTEGER NOT NULL CHECK (amount >= 0),
+        created_by        INTEGER NOT NULL,
+        created_at        INTEGER NOT NULL,
+        cancelled_at      INTEGER,
+        cancelled_by      INTEGER
+    );
+    CREATE INDEX orders_enterprise ON orders(enterprise_id, id);
+    CREATE INDEX orders_created ON orders(created_at);
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -22,6 +22,7 @@ mod firmware;
 mod groups;
 mod inventory;
 mod oplog;
+mod orders;
 mod outbox;
 mod profiles;
 mod schema;

@@ -615,6 +615,32 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ALTER TABLE firmware_chunks ALTER COLUMN bytes SET STORAGE EXTERNAL;
     "#,
     ),
+    (
+        "orders",
+        // Orders (ORD-1, ORD-2, issue 17): what was sold to an enterprise, its validity as
+        // instants, cancelled only while pending; no foreign key on the accounts (an order
+        // outlives the account that placed it).
+        r#"
+    CREATE TABLE orders (
+        id                BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        enterprise_id     BIGINT NOT NULL REFERENCES enterprises (id),
+        seller_channel_id BIGINT REFERENCES channels (id),
+        package           TEXT NOT NULL,
+        max_devices       BIGINT NOT NULL CHECK (max_devices > 0),
+        duration_months   BIGINT NOT NULL CHECK (duration_months > 0),
+        effective_date    TEXT NOT NULL,
+        starts_at         BIGINT NOT NULL,
+        ends_at           BIGINT NOT NULL CHECK (ends_at > starts_at),
+        amount            BIGINT NOT NULL CHECK (amount >= 0),
+        created_by        BIGINT NOT NULL,
+        created_at        BIGINT NOT NULL,
+        cancelled_at      BIGINT,
+        cancelled_by      BIGINT
+    );
+    CREATE INDEX orders_enterprise ON orders (enterprise_id, id);
+    CREATE INDEX orders_created ON orders (created_at);
+    "#,
+    ),
 ];
 
 /// The schema version this build writes.

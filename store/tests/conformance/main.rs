@@ -27,6 +27,7 @@ mod firmware;
 mod groups;
 mod inventory;
 mod oplog;
+mod orders;
 mod outbox;
 mod profiles;
 mod sites;
@@ -130,6 +131,7 @@ async fn suite(store: Store) {
     profiles::profiles(&store).await;
     groups::groups(&store).await;
     groups::group_imports(&store).await;
+    orders::orders(&store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
