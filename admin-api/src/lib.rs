@@ -55,6 +55,8 @@ mod metrics;
 mod openapi;
 mod openapi3;
 mod operation_log;
+mod order_email;
+mod order_terms;
 mod password;
 mod policy;
 mod provisioning;
