@@ -49,6 +49,7 @@ mod extract;
 pub mod firmware;
 pub mod firmware_download;
 mod firmware_link;
+mod licences;
 mod login;
 mod login_code;
 mod metrics;

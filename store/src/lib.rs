@@ -14,6 +14,7 @@
 //!   [`ProfileStore`] (configuration profiles, deployments, provisioning records).
 //!   [`GroupStore`] (device groups, ordered memberships, default groups).
 //!   [`OrderStore`] (orders, statements, device allowances).
+//!   [`LicenceStore`] (each device's licence status, ORD-3).
 //! - [`EventStore`] (`events.rs`): append-only event streams (status events, resource reports,
 //!   alarm events), the aggregated alarm records, and the per-device delivery marks used to drop
 //!   duplicates.
@@ -36,6 +37,7 @@ mod files;
 mod firmware;
 mod groups;
 mod inventory;
+mod licences;
 mod model;
 mod oplog;
 mod orders;
@@ -59,6 +61,7 @@ pub use files::*;
 pub use firmware::*;
 pub use groups::*;
 pub use inventory::*;
+pub use licences::*;
 pub use model::*;
 pub use oplog::*;
 pub use orders::*;
@@ -143,6 +146,7 @@ pub trait EntityStore:
     + ProfileStore
     + GroupStore
     + OrderStore
+    + LicenceStore
 {
 }
 
@@ -163,6 +167,7 @@ impl<T> EntityStore for T where
         + ProfileStore
         + GroupStore
         + OrderStore
+        + LicenceStore
 {
 }
 
@@ -195,6 +200,7 @@ opaque_debug!(
     ProfileStore,
     GroupStore,
     OrderStore,
+    LicenceStore,
     EntityStore,
     EventStore
 );

@@ -264,3 +264,64 @@ async fn searches_statements_and_exports_stay_in_scope() {
     let csv = w.h.get(&format!("/api/v1/statements/export?from={from}&to={to}"), &a).await.text();
     assert_eq!(csv.lines().last(), Some("totals,2 orders,,,,,14,168 device-months,,,,24000,,"), "{csv}");
 }
+
+#[tokio::test]
+async fn licences_follow_the_allowance_and_unlicensed_devices_get_no_commands() {
+    use fleetpulse_proto::Mac;
+    use fleetpulse_proto::domain::DeviceKey;
+    let w = world().await;
+    let mut devices = Vec::new();
+    for n in 0..3u32 {
+        let new = fleetpulse_store::NewDevice {
+            enterprise_id: w.ea,
+            key: DeviceKey::Mac(Mac::parse(&format!("0015650a{n:04x}")).expect("mac")),
+            serial: None,
+            model: "T54W".into(),
+            firmware: "1.0".into(),
+            at: UnixMillis(ms(NOW)),
+        };
+        devices.push(w.h.store.entities.register_device(new).await.expect("device").device.id.0);
+    }
+    let licence = |id: u64, token: String| {
+        let h = &w.h;
+        async move {
+            let r = h.get(&format!("/api/v1/devices/{id}"), &token).await;
+            assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+            r.json()["status"]["licence_status"].as_str().expect("status").to_owned()
+        }
+    };
+    assert_eq!(licence(devices[0], w.ea_admin.clone()).await, "unknown", "no order yet");
+    // Two devices allowed from today in Tokyo: the two oldest are licensed.
+    let placed = w.place(&w.a_admin, order(w.ea, 2, "2026-03-11")).await;
+    assert_eq!(placed.status, StatusCode::CREATED, "{}", placed.text());
+    assert_eq!(licence(devices[0], w.ea_admin.clone()).await, "licensed");
+    assert_eq!(licence(devices[2], w.ea_admin.clone()).await, "unlicensed");
+    let dashboard = w.h.get(&format!("/api/v1/dashboard?enterprise_id={}", w.ea), &w.a_admin).await;
+    assert_eq!(dashboard.status, StatusCode::OK, "{}", dashboard.text());
+    assert_eq!(dashboard.json()["licences"], json!({"metered": true, "allowance": 2, "licensed": 2, "unlicensed": 1}));
+    let unlicensed = w.h.get("/api/v1/devices?licence=unlicensed", &w.ea_admin).await;
+    assert_eq!(unlicensed.json()["total"], 1, "{}", unlicensed.text());
+    assert_eq!(unlicensed.json()["items"][0]["id"], devices[2]);
+    w.h.get("/api/v1/devices?licence=maybe", &w.ea_admin)
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "invalid_request");
+    // An unlicensed device keeps its place in the portal but gets no command; bulk commands
+    // refuse it alone.
+    let reboot = |id: u64| format!("/api/v1/devices/{id}/commands");
+    let refused = w.h.call(Method::POST, &reboot(devices[2]), Some(&w.ea_admin), Some(json!({"kind": "reboot"}))).await;
+    refused.assert_error(StatusCode::CONFLICT, "conflict");
+    assert!(refused.text().contains("unlicensed"), "{}", refused.text());
+    let queued = w.h.call(Method::POST, &reboot(devices[0]), Some(&w.ea_admin), Some(json!({"kind": "reboot"}))).await;
+    assert_eq!(queued.status, StatusCode::CREATED, "{}", queued.text());
+    let bulk = json!({"kind": "reboot", "device_ids": devices});
+    let bulk = w.h.call(Method::POST, "/api/v1/commands", Some(&w.ea_admin), Some(bulk)).await;
+    assert_eq!((bulk.status, &bulk.json()["queued"]), (StatusCode::OK, &json!(2)), "{}", bulk.text());
+    assert_eq!(bulk.json()["results"][2]["error"]["code"], "conflict", "{}", bulk.text());
+    // The order expires at local midnight a year on: nothing is licensed then, without anyone
+    // touching the order.
+    w.h.clock.set(UnixMillis(ms("2027-03-10T15:00:00Z")));
+    let token = w.h.login("ea@example.com", "tenant-password").await.json()["token"].as_str().expect("t").to_owned();
+    assert_eq!(licence(devices[0], token.clone()).await, "unlicensed");
+    let all = w.h.get("/api/v1/devices?licence=unlicensed", &token).await;
+    assert_eq!(all.json()["total"], 3, "{}", all.text());
+}

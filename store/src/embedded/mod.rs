@@ -21,6 +21,7 @@ mod firmware;
 mod groups;
 pub mod integrity;
 mod inventory;
+mod licences;
 mod maintenance;
 mod oplog;
 mod orders;

@@ -56,6 +56,17 @@ fn read_order(c: &Connection, id: OrderId) -> Result<Option<Order>> {
     .optional()?)
 }
 
+/// The orders of `enterprise` that are not cancelled (at most
+/// [`MAX_ORDERS_PER_ENTERPRISE`]).
+pub(super) fn live_orders(c: &Connection, enterprise: i64) -> Result<Vec<Order>> {
+    let mut st = c.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM orders o JOIN enterprises e ON e.id = o.enterprise_id \
+         WHERE o.enterprise_id = ?1 AND o.cancelled_at IS NULL"
+    ))?;
+    let rows = st.query_map([enterprise], order_from_row)?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
 /// The filter's nine parameters.
 fn filter_params(f: &OrderFilter) -> Result<Vec<rusqlite::types::Value>> {
     use rusqlite::types::Value;
@@ -122,6 +133,7 @@ impl OrderStore for EmbeddedStore {
                 new.created_at.0
             ])?;
             let id = OrderId(u64::try_from(c.last_insert_rowid()).unwrap_or_default());
+            super::licences::rank(c, enterprise, new.created_at)?;
             read_order(c, id)?.ok_or_else(|| StoreError::Backend("the new order was not read back".into()))
         })
         .await
@@ -177,6 +189,9 @@ impl OrderStore for EmbeddedStore {
                 )?
                 .execute(params![db, now.0, db_after(by.0)])?;
             let Some(order) = read_order(c, id)? else { return Ok(None) };
+            if changed == 1 {
+                super::licences::rank(c, db_after(order.enterprise_id.0), now)?;
+            }
             Ok(Some(if changed == 1 { OrderCancellation::Cancelled(order) } else { refused_cancellation(order) }))
         })
         .await

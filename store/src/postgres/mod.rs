@@ -21,6 +21,7 @@ mod files;
 mod firmware;
 mod groups;
 mod inventory;
+mod licences;
 mod oplog;
 mod orders;
 mod outbox;

@@ -74,6 +74,21 @@ fn bind_filter<'q>(
         .bind(f.expires_to.map(|t| t.0))
 }
 
+/// The orders of `enterprise` that are not cancelled.
+pub(super) async fn live_orders(c: &mut sqlx::PgConnection, enterprise: i64) -> Result<Vec<Order>> {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM orders o JOIN enterprises e ON e.id = o.enterprise_id \
+         WHERE o.enterprise_id = $1 AND o.cancelled_at IS NULL"
+    )))
+    .bind(enterprise)
+    .fetch_all(&mut *c)
+    .await
+    .map_err(backend)?
+    .iter()
+    .map(order_from_row)
+    .collect()
+}
+
 impl PgEntityStore {
     async fn read_order(&self, id: OrderId) -> Result<Option<Order>> {
         let Some(id) = db_id(id.0) else { return Ok(None) };
@@ -144,6 +159,7 @@ impl OrderStore for PgEntityStore {
         .fetch_one(&mut *tx)
         .await
         .map_err(backend)?;
+        super::licences::rank(&mut tx, enterprise, new.created_at).await?;
         tx.commit().await.map_err(backend)?;
         self.read_order(OrderId(row_id(id)))
             .await?
@@ -201,19 +217,28 @@ impl OrderStore for PgEntityStore {
 
     async fn cancel_order(&self, id: OrderId, by: AccountId, now: UnixMillis) -> Result<Option<OrderCancellation>> {
         let Some(db) = db_id(id.0) else { return Ok(None) };
-        let changed = sqlx::query(
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let cancelled: Option<i64> = sqlx::query_scalar(
             "UPDATE orders SET cancelled_at = $2, cancelled_by = $3 \
-             WHERE id = $1 AND cancelled_at IS NULL AND starts_at > $2",
+             WHERE id = $1 AND cancelled_at IS NULL AND starts_at > $2 RETURNING enterprise_id",
         )
         .bind(db)
         .bind(now.0)
         .bind(db_id(by.0).unwrap_or(i64::MAX))
-        .execute(&self.pool)
+        .fetch_optional(&mut *tx)
         .await
-        .map_err(backend)?
-        .rows_affected();
+        .map_err(backend)?;
+        if let Some(enterprise) = cancelled {
+            sqlx::query("SELECT id FROM enterprises WHERE id = $1 FOR NO KEY UPDATE")
+                .bind(enterprise)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+            super::licences::rank(&mut tx, enterprise, now).await?;
+        }
+        tx.commit().await.map_err(backend)?;
         let Some(order) = self.read_order(id).await? else { return Ok(None) };
-        Ok(Some(if changed == 1 { OrderCancellation::Cancelled(order) } else { refused_cancellation(order) }))
+        Ok(Some(if cancelled.is_some() { OrderCancellation::Cancelled(order) } else { refused_cancellation(order) }))
     }
 
     async fn allowance(&self, enterprise: EnterpriseId, now: UnixMillis) -> Result<u64> {

@@ -26,6 +26,7 @@ mod files;
 mod firmware;
 mod groups;
 mod inventory;
+mod licences;
 mod oplog;
 mod orders;
 mod outbox;
@@ -132,6 +133,7 @@ async fn suite(store: Store) {
     groups::groups(&store).await;
     groups::group_imports(&store).await;
     orders::orders(&store).await;
+    licences::licences(&store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
