@@ -82,6 +82,8 @@ const ROUTES: &[&str] = &[
     "device-imports",
     "sub-accounts",
     "channels",
+    "orders",
+    "statements",
 ];
 
 /// One embedded asset, under its hashed name.
