@@ -109,10 +109,10 @@ impl OrderStore for EmbeddedStore {
             if held >= MAX_ORDERS_PER_ENTERPRISE {
                 return Err(too_many_orders(new.enterprise_id));
             }
-            if let Some(seller) = new.seller_channel_id {
-                if !super::row_exists(c, "channels", seller.0)? {
-                    return Err(StoreError::InvalidInput(format!("channel {seller} does not exist")));
-                }
+            if let Some(seller) = new.seller_channel_id
+                && !super::row_exists(c, "channels", seller.0)?
+            {
+                return Err(StoreError::InvalidInput(format!("channel {seller} does not exist")));
             }
             c.prepare_cached(
                 "INSERT INTO orders (enterprise_id, seller_channel_id, package, max_devices, duration_months, \
