@@ -926,3 +926,66 @@ async fn device_groups_in_the_browser() {
     b.quit().await;
     drop(fleet);
 }
+
+/// Sets the value of the input matching `css` to a UTC date `days` from today (date inputs take
+/// typed text by the browser's locale; the value is what the form reads).
+async fn set_date(b: &Browser, css: &str, days: i64) -> String {
+    let date = b
+        .execute(
+            "const d = new Date(Date.now() + arguments[1] * 86400000).toISOString().slice(0, 10);
+             document.querySelector(arguments[0]).value = d; return d;",
+            json!([css, days]),
+        )
+        .await;
+    date.as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_are_placed_cancelled_and_stated_in_the_browser() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), None, "");
+    let api = Api::login(&server.api()).await;
+    let (acme, _) = api.enterprise("Acme").await;
+
+    let b = Browser::start().await;
+    sign_in(&b, &server, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    b.wait_path("/dashboard").await;
+    b.goto(&format!("{}/orders", server.api())).await;
+    b.wait_text("#orders-list", "No orders yet.").await;
+    // A date in the past: the API's reason in place, nothing placed.
+    b.type_into("#order-form input[name=enterprise_id]", &acme.to_string()).await;
+    b.type_into("#order-form input[name=max_devices]", "25").await;
+    set_date(&b, "#order-form input[name=effective_date]", -2).await;
+    b.click_on("#order-form button[type=submit]").await;
+    b.wait_text("#order-notice", "in the past").await;
+    // Tomorrow: placed and pending; then one effective today.
+    let tomorrow = set_date(&b, "#order-form input[name=effective_date]", 1).await;
+    b.click_on("#order-form button[type=submit]").await;
+    b.wait_text("#order-notice", "placed (pending)").await;
+    b.wait_text("#orders-list", &tomorrow).await;
+    set_date(&b, "#order-form input[name=effective_date]", 0).await;
+    b.click_on("#order-form button[type=submit]").await;
+    b.wait_text("#order-notice", "placed (active)").await;
+    b.screenshot(&shot("24-orders")).await;
+    // Only the pending order has a Cancel button; cancelling it is shown and listed.
+    let buttons = b.execute("return document.querySelectorAll('button.cancel-order').length;", json!([])).await;
+    assert_eq!(buttons, json!(1));
+    b.click_on("button.cancel-order").await;
+    b.wait_text("#orders-notice", "cancelled").await;
+    b.wait_text("#orders-list", "cancelled").await;
+    let orders = api.get(&format!("/api/v1/orders?enterprise_id={acme}")).await;
+    let statuses: Vec<&str> =
+        orders["items"].as_array().unwrap().iter().map(|o| o["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["active", "cancelled"], "{orders}");
+    // The statement: totals of both orders, and its export with the totals line.
+    b.goto(&format!("{}/statements", server.api())).await;
+    b.wait_text("#statement-totals", "2 orders, 50 devices, 600 device-months").await;
+    b.screenshot(&shot("25-statements")).await;
+    capture_downloads(&b).await;
+    b.click_on("#export-statement").await;
+    let csv = downloaded(&b, 0).await;
+    assert!(csv.starts_with("order_id,order_time,enterprise_id,enterprise,"), "{csv}");
+    assert!(csv.lines().last().unwrap().starts_with("totals,2 orders,"), "{csv}");
+    assert_clean(&b).await;
+    b.quit().await;
+}

@@ -17,6 +17,7 @@ import * as subAccounts from "./page-sub-accounts.js";
 import * as sites from "./page-sites.js";
 import * as firmware from "./page-firmware.js";
 import * as groups from "./page-groups.js";
+import * as orders from "./page-orders.js";
 
 // Uncaught errors, for people (the console) and for the browser tests (window.__errors).
 window.__errors = [];
@@ -51,6 +52,8 @@ const ROUTES = [
   [/^\/channels\/(\d+)$/, tenants.renderChannel, "channels"],
   [/^\/account$/, account.render, null],
   [/^\/operation-log$/, oplog.render, "operation_log"],
+  [/^\/orders$/, orders.renderOrders, "orders"],
+  [/^\/statements$/, orders.renderStatements, "orders"],
 ];
 
 const NAV = [
@@ -65,6 +68,8 @@ const NAV = [
   ["/tenants", "Tenants", null],
   ["/sub-accounts", "Sub-accounts", "full-account"],
   ["/operation-log", "Operation log", "operation_log"],
+  ["/orders", "Orders", "orders"],
+  ["/statements", "Statements", "orders"],
   ["/account", "Account settings", null],
 ];
 

@@ -12,7 +12,7 @@ import { groupsPanel } from "./page-groups.js";
 import { badge, busy, checkbox, emptyState, errorBox, field, fmtDuration, fmtTime, formValues, h, link, loading, mount, okBox, select, table } from "./ui.js";
 
 const PAGE = 50;
-const FILTERS = ["q", "group", "online", "device_type", "sip_status", "model", "firmware", "public_ip", "private_ip", "site_id", "enterprise_id", "sort", "order"];
+const FILTERS = ["q", "group", "online", "device_type", "sip_status", "licence", "model", "firmware", "public_ip", "private_ip", "site_id", "enterprise_id", "sort", "order"];
 const COLUMNS = {
   mac: ["MAC", (d) => link(`/devices/${d.id}`, d.mac || `#${d.id}`)],
   model: ["Model", (d) => d.model],
@@ -58,6 +58,7 @@ export function renderList(main, ctx) {
       field("Status", select("online", [["", "Any"], ["true", "Online"], ["false", "Offline"]], filters.online)),
       field("Type", select("device_type", [["", "Any"], ["phone", "Phone"], ["usb", "USB"], ["room_system", "Room system"], ["workspace", "Workspace"], ["other", "Other"]], filters.device_type)),
       field("SIP", select("sip_status", [["", "Any"], ["registered", "Registered"], ["partial", "Partial"], ["unregistered", "Unregistered"], ["unknown", "Unknown"]], filters.sip_status)),
+      field("Licence", select("licence", [["", "Any"], ["licensed", "Licensed"], ["unlicensed", "Unlicensed"], ["unknown", "Unknown"]], filters.licence)),
       text("model", "Model", "text"), text("firmware", "Firmware", "text"), text("public_ip", "Public IP", "text"), text("private_ip", "Private IP", "text"),
       text("site_id", "Site id (and sites below it)", "number"),
       ctx.session.enterprise_id ? null : text("enterprise_id", "Enterprise id", "number"),

@@ -260,6 +260,10 @@ pub(crate) enum Target {
     SubAccounts,
     /// One of the caller's own sub-accounts.
     SubAccount(AccountId),
+    /// Sell to an enterprise: place or cancel its orders (ORD-1). The platform sells to every
+    /// enterprise, a channel to those of its subtree it sees; an enterprise scope (an enterprise
+    /// admin, or a channel acting inside the enterprise) buys nothing itself (403).
+    Sell(EnterpriseId),
 }
 
 /// The one decision: may the caller do `target`, given the tree.
@@ -390,6 +394,10 @@ pub(crate) fn decide(caller: &Caller, target: &Target, tree: &TenantTree) -> Dec
         Target::SubAccount(id) => {
             let own = tree.account(id)?.is_some_and(|a| a.parent == Some(caller.account));
             allow_if(own, Refusal::NotFound("account"))
+        }
+        Target::Sell(id) => {
+            decide(caller, &Target::EnterpriseData(id), tree)?;
+            allow_if(!matches!(scope, Scope::Enterprise(_)), Refusal::Forbidden)
         }
     }
 }

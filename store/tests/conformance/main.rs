@@ -26,7 +26,9 @@ mod files;
 mod firmware;
 mod groups;
 mod inventory;
+mod licences;
 mod oplog;
+mod orders;
 mod outbox;
 mod profiles;
 mod sites;
@@ -130,6 +132,8 @@ async fn suite(store: Store) {
     profiles::profiles(&store).await;
     groups::groups(&store).await;
     groups::group_imports(&store).await;
+    orders::orders(&store).await;
+    licences::licences(&store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
