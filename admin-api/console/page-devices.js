@@ -9,6 +9,7 @@ import { bulkForm, commandsPanel } from "./page-commands.js";
 import { bulkEditForm, exportCsv, managePanel } from "./page-inventory.js";
 import { deviceUpgrade } from "./page-firmware.js";
 import { groupsPanel } from "./page-groups.js";
+import { configurationPanel } from "./page-profiles.js";
 import { badge, busy, checkbox, emptyState, errorBox, field, fmtDuration, fmtTime, formValues, h, link, loading, mount, okBox, select, table } from "./ui.js";
 
 const PAGE = 50;
@@ -185,7 +186,7 @@ export function renderList(main, ctx) {
 export function renderDetail(main, ctx) {
   const id = ctx.id;
   mount(main, h("h1", {}, `Device #${id}`), loading());
-  const tabs = ["Status", "Resources", "Alarms", "Commands & diagnostics", "Manage", "Groups"];
+  const tabs = ["Status", "Resources", "Alarms", "Commands & diagnostics", "Manage", "Groups", "Configuration"];
 
   async function load() {
     let d;
@@ -214,7 +215,7 @@ export function renderDetail(main, ctx) {
       buttons.forEach((b, j) => { b.setAttribute("aria-selected", String(i === j)); b.tabIndex = i === j ? 0 : -1; panels[j].hidden = i !== j; });
       if (loaded.has(i)) return;
       loaded.add(i);
-      [statusPanel, resourcesPanel, alarmsPanel, commandsPanel, managePanel, groupsPanel][i](panels[i], d);
+      [statusPanel, resourcesPanel, alarmsPanel, commandsPanel, managePanel, groupsPanel, configurationPanel][i](panels[i], d);
     }
     mount(main, h("h1", {}, d.name || d.mac || `Device #${id}`), h("p", {}, link("/devices", "← Devices")), tablist, Object.values(panels));
     show(0);

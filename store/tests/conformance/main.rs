@@ -129,6 +129,7 @@ async fn suite(store: Store) {
     inventory::inventory_devices(&store).await;
     inventory::inventory_imports(&store).await;
     sites::sites(&store).await;
+    sites::site_upserts(&store).await;
     profiles::profiles(&store).await;
     groups::groups(&store).await;
     groups::group_imports(&store).await;
