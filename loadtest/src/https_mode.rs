@@ -197,6 +197,7 @@ pub async fn run(
         alarm_email: None,
         device_commands: DeviceCommands::default(),
         command_run: None,
+        sink: false,
     };
     if let Some(path) = &shared.cfg.report {
         std::fs::write(path, serde_json::to_vec_pretty(&report)?)
