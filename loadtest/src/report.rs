@@ -43,6 +43,10 @@ pub struct Report {
     /// Injected alarms and their emails (only with an SMTP sink).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alarm_email: Option<AlarmEmail>,
+    /// The server's stages of the alarm → inbox path during the run, from its `/metrics` (only
+    /// with an SMTP sink, and when `/metrics` could be read).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alarm_stages: Vec<crate::stages::StageLatency>,
     /// How the devices answered the commands the server sent.
     #[serde(default)]
     pub device_commands: DeviceCommands,

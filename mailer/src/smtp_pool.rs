@@ -180,7 +180,9 @@ impl SmtpPool {
         let tcp = TcpStream::connect((relay.host.as_str(), relay.port))
             .await
             .map_err(|e| MailError::Transient(format!("connecting to {}:{}: {e}", relay.host, relay.port)))?;
-        tcp.set_nodelay(true).map_err(|e| MailError::Transient(format!("TCP_NODELAY: {e}")))?;
+        if nodelay() {
+            tcp.set_nodelay(true).map_err(|e| MailError::Transient(format!("TCP_NODELAY: {e}")))?;
+        }
         let tls =
             || relay.tls.clone().ok_or_else(|| MailError::Transport("TLS is configured without TLS parameters".into()));
         let mut conn = match relay.security {
@@ -203,6 +205,13 @@ impl SmtpPool {
         }
         Ok(conn)
     }
+}
+
+/// Whether connections set `TCP_NODELAY`: always, unless `FLEETPULSE_SMTP_NODELAY=off` asks for
+/// Nagle back (only to measure what it costs, `scripts/perf.sh alarms`). Read once.
+fn nodelay() -> bool {
+    static NODELAY: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *NODELAY.get_or_init(|| std::env::var("FLEETPULSE_SMTP_NODELAY").map_or(true, |v| v != "off"))
 }
 
 /// Transient unless the server said no for good (5xx) or the client cannot send the message.
