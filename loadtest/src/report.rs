@@ -282,12 +282,14 @@ mod tests {
             not_sent: 0,
             drained: true,
             alarm_email: None,
+            alarm_stages: Vec::new(),
             device_commands: DeviceCommands { received: 2, executed: 1, repeated: 1, ..DeviceCommands::default() },
             command_run: None,
         };
         let json = serde_json::to_value(&report).expect("serializes");
         assert_eq!(json["verified"]["missing"], 0);
         assert!(json.get("alarm_email").is_none(), "no section without a sink");
+        assert!(json.get("alarm_stages").is_none(), "no stages without a sink");
         assert_eq!(json["ack_latency_us"]["p999"], 3);
         let back: Report = serde_json::from_value(json.clone()).expect("deserializes");
         assert_eq!(back, report);
