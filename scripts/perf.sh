@@ -9,6 +9,9 @@
 #   scripts/perf.sh alarms DEVICES ALARM_RATE SECONDS       # device alarm -> SMTP accepted latency (ALM-5)
 #   scripts/perf.sh commands DEVICES COMMANDS               # command round trip through the API (ING-8)
 #   scripts/perf.sh bulk DEVICES [KIND]                     # one bulk command to every device (ING-8)
+#   scripts/perf.sh alarms-compare                          # alarm -> inbox, fleetpulse and Prometheus
+#                                                           # Alertmanager side by side (issue 20;
+#                                                           # scripts/alarms_compare.py)
 #   scripts/perf.sh compare [DEVICES] [BURST]               # fleetpulse, the QUIC floor and Mosquitto side
 #                                                           # by side: pinned cores, max-rate search, CPU per
 #                                                           # message at 80 % (issue 14; scripts/perf_compare.py)
@@ -22,12 +25,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 usage() {
   echo "usage: $0 throughput DEVICES RATE BURST SECONDS | idle DEVICES [SECONDS] | alarms DEVICES ALARM_RATE SECONDS" >&2
-  echo "       $0 commands DEVICES COMMANDS | bulk DEVICES [KIND] | compare [DEVICES] [BURST]" >&2
+  echo "       $0 commands DEVICES COMMANDS | bulk DEVICES [KIND] | compare [DEVICES] [BURST] | alarms-compare" >&2
   echo "       $0 sink DEVICES RATE BURST SECONDS" >&2
   exit 2
 }
 # Many devices: one TCP connection each in the MQTT mode, and the sink's and the servers' sockets.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+if [ "${1:-}" = alarms-compare ]; then
+  shift
+  exec python3 "$(dirname "$0")/alarms_compare.py" "$@"
+fi
 if [ "${1:-}" = compare ]; then
   shift
   exec python3 "$(dirname "$0")/perf_compare.py" "$@"
@@ -199,7 +206,8 @@ alarms)
 import json, sys
 r = json.load(open(sys.argv[1]))
 print(json.dumps({"devices": r["devices"], "alarm_rate": float(sys.argv[2]), "duration_s": round(r["duration_s"], 1),
-  "alarm_email": r.get("alarm_email"), "verified": r["verified"], "loadtest_exit": int(sys.argv[3])}))
+  "alarm_email": r.get("alarm_email"), "alarm_stages": r.get("alarm_stages", []), "verified": r["verified"],
+  "loadtest_exit": int(sys.argv[3])}))
 PY
   ;;
 relay-idle)

@@ -203,6 +203,10 @@ pub async fn run_until(cfg: LoadConfig, stop: impl Future<Output = ()> + Send) -
     } else {
         None
     };
+    let stages_before = match (strategy, &api) {
+        (Some(_), Some(api)) => scrape_stages(api).await,
+        _ => None,
+    };
     if alarm_rate_per_device > 0.0 {
         let step = Duration::from_secs_f64(0.5 / alarm_rate_per_device);
         if step < SHORT_ALARM_STEP {
@@ -339,6 +343,10 @@ pub async fn run_until(cfg: LoadConfig, stop: impl Future<Output = ()> + Send) -
         }
     };
     let (verified, alarm_email) = tokio::join!(verification, alarm_wait);
+    let stages_after = match (&stages_before, &api) {
+        (Some(_), Some(api)) => scrape_stages(api).await,
+        _ => None,
+    };
     drop(sink);
     if let (Some(id), Some(api)) = (strategy, &api)
         && let Err(error) = api.delete_alarm_strategy(id).await
@@ -350,6 +358,9 @@ pub async fn run_until(cfg: LoadConfig, stop: impl Future<Output = ()> + Send) -
         build_report(&cfg, &fleet, &groups, enterprise, gen_end_us, acked_while_sending, drained, verified);
     report.alarm_email = alarm_email;
     report.sink = cfg.sink;
+    if let (Some(before), Some(after)) = (&stages_before, &stages_after) {
+        report.alarm_stages = crate::stages::stages(before, after);
+    }
     if let (Some(phase), Some(tracker), Some(api)) = (&command_phase, &fleet.commands, &api) {
         report.command_run = Some(phase.report(api, tracker).await);
     }
@@ -362,6 +373,17 @@ pub async fn run_until(cfg: LoadConfig, stop: impl Future<Output = ()> + Send) -
 }
 
 /// Waits until every tracked injected alarm has been seen in an email, or `timeout`.
+/// The server's stage histograms now, or `None` (with a warning) if `/metrics` cannot be read.
+async fn scrape_stages(api: &ApiClient) -> Option<crate::stages::Snapshot> {
+    match api.metrics_text().await {
+        Ok(text) => Some(crate::stages::parse(&text)),
+        Err(error) => {
+            tracing::warn!(error = %format!("{error:#}"), "no stage histograms: /metrics not readable");
+            None
+        }
+    }
+}
+
 async fn wait_for_alarm_emails(tracker: &AlarmTracker, timeout: Duration) -> AlarmEmail {
     let deadline = Instant::now() + timeout;
     let outstanding = tracker.outstanding();
@@ -781,6 +803,7 @@ fn build_report(
         not_sent: c.not_sent.get(),
         drained,
         alarm_email: None,
+        alarm_stages: Vec::new(),
         device_commands: DeviceCommands {
             received: c.commands_received.get(),
             executed: c.commands_executed.get(),

@@ -55,6 +55,7 @@ pub mod report;
 pub mod responder;
 pub mod schedule;
 pub mod smtp_sink;
+pub mod stages;
 mod stats;
 pub mod upload;
 pub mod verify;

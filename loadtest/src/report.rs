@@ -46,6 +46,10 @@ pub struct Report {
     /// Injected alarms and their emails (only with an SMTP sink).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alarm_email: Option<AlarmEmail>,
+    /// The server's stages of the alarm → inbox path during the run, from its `/metrics` (only
+    /// with an SMTP sink, and when `/metrics` could be read).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alarm_stages: Vec<crate::stages::StageLatency>,
     /// How the devices answered the commands the server sent.
     #[serde(default)]
     pub device_commands: DeviceCommands,
@@ -282,12 +286,14 @@ mod tests {
             not_sent: 0,
             drained: true,
             alarm_email: None,
+            alarm_stages: Vec::new(),
             device_commands: DeviceCommands { received: 2, executed: 1, repeated: 1, ..DeviceCommands::default() },
             command_run: None,
         };
         let json = serde_json::to_value(&report).expect("serializes");
         assert_eq!(json["verified"]["missing"], 0);
         assert!(json.get("alarm_email").is_none(), "no section without a sink");
+        assert!(json.get("alarm_stages").is_none(), "no stages without a sink");
         assert_eq!(json["ack_latency_us"]["p999"], 3);
         let back: Report = serde_json::from_value(json.clone()).expect("deserializes");
         assert_eq!(back, report);
