@@ -198,6 +198,7 @@ pub async fn run(
         device_commands: DeviceCommands::default(),
         command_run: None,
         sink: false,
+        alarm_stages: Vec::new(),
     };
     if let Some(path) = &shared.cfg.report {
         std::fs::write(path, serde_json::to_vec_pretty(&report)?)

@@ -186,7 +186,10 @@ impl EmbeddedStore {
         std::thread::Builder::new().name("store-maintenance".into()).spawn(move || maintenance.run())?;
         Ok(EmbeddedStore {
             jobs: tx,
-            readers: Arc::new(ReadPool { permits: Arc::new(Semaphore::new(readers.len())), conns: Mutex::new(readers) }),
+            readers: Arc::new(ReadPool {
+                permits: Arc::new(Semaphore::new(readers.len())),
+                conns: Mutex::new(readers),
+            }),
             stats,
             closing,
             files_dir,
