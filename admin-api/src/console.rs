@@ -38,6 +38,7 @@ const SOURCES: &[(&str, &str)] = &[
     ("icon.svg", include_str!("../console/icon.svg")),
     ("api.js", include_str!("../console/api.js")),
     ("ui.js", include_str!("../console/ui.js")),
+    ("enterprise.js", include_str!("../console/enterprise.js")),
     ("chart.js", include_str!("../console/chart.js")),
     ("page-login.js", include_str!("../console/page-login.js")),
     ("page-dashboard.js", include_str!("../console/page-dashboard.js")),
