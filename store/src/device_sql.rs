@@ -85,9 +85,21 @@ fn ids<T>(list: &[T], id: impl Fn(&T) -> u64) -> Vec<i64> {
 
 /// Appends ` AND <term>` for every filter of the query.
 fn push_filters(b: &mut Built, q: &DeviceQuery) {
-    if let Some(e) = &q.enterprises {
-        b.push(" AND d.enterprise_id IN ");
-        b.bind(Arg::Ids(ids(e, |e| e.0)));
+    match q.enterprises.as_deref() {
+        // One enterprise (an enterprise admin's list, an export) is bound with `=`: a list
+        // bound as a set hides from the planner that the rows come from one enterprise, so it
+        // sorted all of that enterprise's devices for every page instead of walking the index
+        // (enterprise_id, created_at, id) from the cursor (110 pages of 1,000: 11 s against
+        // 0.5 s).
+        Some([one]) => {
+            b.push(" AND d.enterprise_id = ");
+            b.bind(Arg::Int(i64::try_from(one.0).unwrap_or(-1)));
+        }
+        Some(e) => {
+            b.push(" AND d.enterprise_id IN ");
+            b.bind(Arg::Ids(ids(e, |e| e.0)));
+        }
+        None => {}
     }
     if let Some(c) = &q.channels {
         b.push(" AND d.enterprise_id IN (SELECT id FROM enterprises WHERE channel_id IN ");
