@@ -493,7 +493,8 @@ impl Server {
                 firmware: firmware.settings.clone(),
                 ..fleetpulse_admin_api::SchedulerConfig::default()
             },
-        );
+        )
+        .with_alarms(alarms.handle.clone());
         let scheduler = tokio::spawn(scheduler.run(scheduler_stop));
         let (http_stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (app, metrics_app) = fleetpulse_admin_api::app_and_metrics(state);

@@ -11,7 +11,7 @@ use fleetpulse_alarm_engine::{Notification, Receiver};
 use fleetpulse_mailer::{MAX_ITEMS_PER_MESSAGE, OutboxError, Queued, enqueue};
 use fleetpulse_proto::UnixMillis;
 use fleetpulse_proto::domain::AlarmChange;
-use fleetpulse_store::{EventBatch, Store};
+use fleetpulse_store::{EventBatch, Store, WindowMark};
 use tokio::sync::{Notify, mpsc};
 
 use crate::AlarmMetrics;
@@ -28,6 +28,8 @@ pub(crate) enum Effect {
     Record(AlarmChange),
     /// A notification to queue, with when the engine decided it.
     Notify(Notification, Instant),
+    /// What a maintenance window did to an alarm, for the alarm's detail.
+    Mark(WindowMark),
 }
 
 /// Carries out the engine's effects until the engine task is gone; `outbox_wake` is notified
@@ -44,9 +46,11 @@ pub(crate) async fn run_effects(
         let mut records = Vec::new();
         let mut notifications = Vec::new();
         let mut decided = Vec::new();
+        let mut marks = Vec::new();
         for effect in batch.drain(..) {
             match effect {
                 Effect::Record(change) => records.push(change),
+                Effect::Mark(mark) => marks.push(mark),
                 Effect::Notify(n, at) => {
                     notifications.push(n);
                     decided.push(at);
@@ -56,6 +60,9 @@ pub(crate) async fn run_effects(
         if !records.is_empty() {
             let batch = EventBatch { alarm_changes: records, ..EventBatch::default() };
             retry("write threshold alarm records", || store.events.append(batch.clone())).await;
+        }
+        for mark in marks {
+            retry("write a maintenance window mark", || store.entities.record_window_mark(mark.clone())).await;
         }
         if notifications.is_empty() {
             continue;

@@ -15,6 +15,7 @@
 //!   [`GroupStore`] (device groups, ordered memberships, default groups).
 //!   [`OrderStore`] (orders, statements, device allowances).
 //!   [`LicenceStore`] (each device's licence status, ORD-3).
+//!   [`WindowStore`] (maintenance windows and the marks they leave on alarms, issue 18).
 //! - [`EventStore`] (`events.rs`): append-only event streams (status events, resource reports,
 //!   alarm events), the aggregated alarm records, and the per-device delivery marks used to drop
 //!   duplicates.
@@ -50,6 +51,7 @@ pub mod spool;
 mod strategies;
 mod tasks;
 mod tenants;
+mod windows;
 
 pub use account_security::*;
 pub use accounts::*;
@@ -71,6 +73,7 @@ pub use sites::*;
 pub use strategies::*;
 pub use tasks::*;
 pub use tenants::*;
+pub use windows::*;
 
 use fleetpulse_proto::{DeviceId, EnterpriseId};
 use std::sync::Arc;
@@ -147,6 +150,7 @@ pub trait EntityStore:
     + GroupStore
     + OrderStore
     + LicenceStore
+    + WindowStore
 {
 }
 
@@ -168,6 +172,7 @@ impl<T> EntityStore for T where
         + GroupStore
         + OrderStore
         + LicenceStore
+        + WindowStore
 {
 }
 
@@ -201,6 +206,7 @@ opaque_debug!(
     GroupStore,
     OrderStore,
     LicenceStore,
+    WindowStore,
     EntityStore,
     EventStore
 );

@@ -27,6 +27,7 @@ pub(crate) mod statements;
 pub(crate) mod strategies;
 pub(crate) mod tasks;
 pub(crate) mod tenants;
+pub(crate) mod windows;
 
 use axum::routing::MethodRouter;
 
@@ -50,6 +51,7 @@ pub(crate) fn all() -> Vec<(&'static str, MethodRouter<AppState>)> {
         alarm_summary::routes(),
         strategies::routes(),
         tasks::routes(),
+        windows::routes(),
         sites::routes(),
         profiles::routes(),
         groups::routes(),

@@ -32,6 +32,7 @@ mod sites;
 mod strategies;
 mod tasks;
 mod tenants;
+mod windows;
 mod writer;
 
 use std::path::Path;

@@ -658,6 +658,31 @@ const MIGRATIONS: &[&str] = &[
         WHERE enterprise_id = NEW.enterprise_id;
     END;
     "#,
+    // Maintenance windows (issue 18): settings as one JSON document, as strategies; the mark a
+    // window left on an alarm activation, one row per activation (the latest step).
+    r#"
+    CREATE TABLE maintenance_windows (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        enterprise_id INTEGER NOT NULL REFERENCES enterprises(id),
+        settings      TEXT NOT NULL,
+        created_at    INTEGER NOT NULL,
+        updated_at    INTEGER NOT NULL
+    );
+    CREATE INDEX maintenance_windows_enterprise ON maintenance_windows(enterprise_id, id);
+    CREATE TABLE alarm_window_marks (
+        device_id     INTEGER NOT NULL,
+        code          INTEGER NOT NULL,
+        first_at      INTEGER NOT NULL,
+        enterprise_id INTEGER NOT NULL,
+        window_id     INTEGER NOT NULL,
+        window_name   TEXT NOT NULL,
+        state         TEXT NOT NULL,
+        at            INTEGER NOT NULL,
+        until         INTEGER,
+        PRIMARY KEY (device_id, code, first_at)
+    ) WITHOUT ROWID;
+    CREATE INDEX alarm_window_marks_at ON alarm_window_marks(at);
+    "#,
 ];
 
 /// The schema version this build writes.

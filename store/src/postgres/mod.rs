@@ -31,6 +31,7 @@ mod sites;
 mod strategies;
 mod tasks;
 mod tenants;
+mod windows;
 
 use std::sync::Arc;
 

@@ -703,6 +703,34 @@ const MIGRATIONS: &[(&str, &str)] = &[
         EXECUTE FUNCTION fleetpulse_licence_device();
     "#,
     ),
+    (
+        "maintenance windows",
+        // Maintenance windows (issue 18): settings as one JSON document, as strategies; the mark
+        // a window left on an alarm activation, one row per activation (the latest step).
+        r#"
+    CREATE TABLE maintenance_windows (
+        id            BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        enterprise_id BIGINT NOT NULL REFERENCES enterprises (id),
+        settings      TEXT NOT NULL,
+        created_at    BIGINT NOT NULL,
+        updated_at    BIGINT NOT NULL
+    );
+    CREATE INDEX maintenance_windows_enterprise ON maintenance_windows (enterprise_id, id);
+    CREATE TABLE alarm_window_marks (
+        device_id     BIGINT NOT NULL,
+        code          INTEGER NOT NULL,
+        first_at      BIGINT NOT NULL,
+        enterprise_id BIGINT NOT NULL,
+        window_id     BIGINT NOT NULL,
+        window_name   TEXT NOT NULL,
+        state         TEXT NOT NULL,
+        at            BIGINT NOT NULL,
+        until         BIGINT,
+        PRIMARY KEY (device_id, code, first_at)
+    );
+    CREATE INDEX alarm_window_marks_at ON alarm_window_marks (at);
+    "#,
+    ),
 ];
 
 /// The schema version this build writes.

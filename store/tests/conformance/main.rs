@@ -35,6 +35,7 @@ mod sites;
 mod strategies;
 mod tasks;
 mod tenants;
+mod windows;
 
 /// Reads in the scale-out store lag the spool by the drain time: poll until `check` passes.
 async fn eventually<T, F, Fut>(what: &str, mut read: F, check: impl Fn(&T) -> bool) -> T
@@ -107,6 +108,7 @@ async fn suite(store: Store) {
     accounts::totp(&store).await;
     oplog::operation_log(&store).await;
     strategies::strategies(&store).await;
+    windows::windows(&store).await;
     outbox::outbox(&store).await;
     outbox::outbox_items(&store).await;
     outbox::outbox_except(&store).await;
