@@ -133,10 +133,10 @@ impl MaintenanceWindow {
         if self.enterprise_id != enterprise {
             return invalid("it belongs to another enterprise");
         }
-        if let WindowDevices::Listed(devices) = &self.devices {
-            if devices.len() > MAX_WINDOW_DEVICES {
-                return invalid("it lists more than 10000 devices");
-            }
+        if let WindowDevices::Listed(devices) = &self.devices
+            && devices.len() > MAX_WINDOW_DEVICES
+        {
+            return invalid("it lists more than 10000 devices");
         }
         match &self.schedule {
             WindowSchedule::Once { start, end } if end <= start => invalid("it ends before it starts"),

@@ -63,12 +63,12 @@ impl AlarmEngine {
         groups: &[GroupKey],
     ) {
         // An alarm no strategy routes notifies nobody: there is nothing to hold back.
-        if !groups.is_empty() {
-            if let Some((window, end)) = self.windows.suppressing(at, enterprise, alarm.device, alarm.code) {
-                let hold = Hold { enterprise, activation: alarm.activation, window, end };
-                self.hold(at, alarm.device, alarm.code, hold);
-                return;
-            }
+        if !groups.is_empty()
+            && let Some((window, end)) = self.windows.suppressing(at, enterprise, alarm.device, alarm.code)
+        {
+            let hold = Hold { enterprise, activation: alarm.activation, window, end };
+            self.hold(at, alarm.device, alarm.code, hold);
+            return;
         }
         self.queue_firing(alarm, groups);
     }
