@@ -342,9 +342,12 @@ async fn a_maintenance_window_holds_back_a_rollouts_reboots_and_notifies_what_is
     // The scheduler runs the task (it looks for due tasks at least every 30 s); both phones get
     // the command and reboot; the first comes back fine, the second does not.
     let runs = format!("/api/v1/tasks/{task_id}/runs");
-    until("the rollout runs", Duration::from_secs(60), || api.get(&runs), |r: &serde_json::Value| {
-        r["items"].as_array().is_some_and(|a| !a.is_empty())
-    })
+    until(
+        "the rollout runs",
+        Duration::from_secs(60),
+        || api.get(&runs),
+        |r: &serde_json::Value| r["items"].as_array().is_some_and(|a| !a.is_empty()),
+    )
     .await;
     let c1 = next_command(&mut d1).await;
     let c2 = next_command(&mut d2).await;
@@ -387,6 +390,19 @@ async fn a_maintenance_window_holds_back_a_rollouts_reboots_and_notifies_what_is
     assert!(!got[0].contains("phone 1"), "{}", got[0]);
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(smtp.messages().len(), 1, "once");
-    let story = api.get(&format!("/api/v1/alarms/{broken}/notifications")).await;
+    // The notification audit tells the whole story, the relay's reply and Message-ID included.
+    let story_path = format!("/api/v1/alarms/{broken}/notifications");
+    let story = until(
+        "the audit has the sent entry",
+        Duration::from_secs(10),
+        || api.get(&story_path),
+        |s: &serde_json::Value| s["entries"].as_array().is_some_and(|e| e.iter().any(|x| x["event"] == "sent")),
+    )
+    .await;
     assert_eq!(story["window"]["state"], "released", "{story}");
+    let events: Vec<&str> = story["entries"].as_array().unwrap().iter().map(|e| e["event"].as_str().unwrap()).collect();
+    assert_eq!(events, ["suppressed_by_window", "released", "planned", "sent"], "{story}");
+    let sent = &story["entries"][3]["detail"];
+    assert!(sent.as_str().unwrap().starts_with("accepted: 250"), "{story}");
+    assert!(sent.as_str().unwrap().contains(&format!("Message-ID {}", message_id(&got[0]).unwrap())), "{story}");
 }

@@ -1,5 +1,6 @@
 // Maintenance windows of an enterprise: list, create, edit, delete; and the alarm detail's
-// "Notifications" panel (the window that held the alarm's notification back). The API
+// "Notifications" panel (the window that held the alarm's notification back, and the
+// notification audit: planned, deferred, retried, sent or failed, with the relay's reply). The API
 // validates every field; its messages are shown as they come.
 
 import { del, get, post, put } from "./api.js";
@@ -154,12 +155,19 @@ export function notificationsPanel(alarmId) {
   const slot = h("div", { class: "panel", id: "alarm-notifications" }, h("h2", {}, "Notifications"), loading());
   (async () => {
     try {
-      const { window: mark } = await get(`/api/v1/alarms/${alarmId}/notifications`);
+      const story = await get(`/api/v1/alarms/${alarmId}/notifications`);
+      const mark = story.window;
       const line = mark
         ? h("p", { id: "alarm-window" }, `Suppressed by window “${mark.window_name}” (#${mark.window_id}) at ${fmtTime(mark.at)}: ${MARK_TEXT[mark.state] || mark.state}`,
           mark.state === "suppressed" ? (mark.until ? ` until ${fmtTime(mark.until)}.` : " while its task runs.") : ".")
         : h("p", { class: "muted", id: "alarm-window" }, "No maintenance window held this alarm back.");
-      mount(slot, h("h2", {}, "Notifications"), line);
+      const entries = table([
+        { label: "Time", cell: (e) => fmtTime(e.at) },
+        { label: "What", cell: (e) => e.event.replaceAll("_", " ") },
+        { label: "Receiver", cell: (e) => e.receiver || "—" },
+        { label: "Details", cell: (e) => e.detail, wrap: true },
+      ], story.entries, "No notification was planned for this alarm (no strategy selects it, or it is held back).", "Notification audit");
+      mount(slot, h("h2", {}, "Notifications"), line, h("div", { id: "alarm-audit" }, entries));
     } catch (e) {
       mount(slot, h("h2", {}, "Notifications"), errorBox(e));
     }

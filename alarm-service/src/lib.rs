@@ -32,6 +32,7 @@ use fleetpulse_store::{Store, StoreError};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 
+mod audit;
 mod control;
 mod effects;
 mod engine_task;

@@ -16,6 +16,7 @@
 //!   [`OrderStore`] (orders, statements, device allowances).
 //!   [`LicenceStore`] (each device's licence status, ORD-3).
 //!   [`WindowStore`] (maintenance windows and the marks they leave on alarms, issue 18).
+//!   [`NotificationAuditStore`] (what became of every alarm's notifications, and their retention).
 //! - [`EventStore`] (`events.rs`): append-only event streams (status events, resource reports,
 //!   alarm events), the aggregated alarm records, and the per-device delivery marks used to drop
 //!   duplicates.
@@ -28,6 +29,7 @@
 mod account_security;
 mod accounts;
 mod alarm_lifecycle;
+mod audit;
 pub mod clickhouse;
 mod commands;
 mod device_sql;
@@ -56,6 +58,7 @@ mod windows;
 pub use account_security::*;
 pub use accounts::*;
 pub use alarm_lifecycle::{AlarmLifecycle, Unchanged};
+pub use audit::*;
 pub use commands::*;
 pub use devices::*;
 pub use events::*;
@@ -151,6 +154,7 @@ pub trait EntityStore:
     + OrderStore
     + LicenceStore
     + WindowStore
+    + NotificationAuditStore
 {
 }
 
@@ -173,6 +177,7 @@ impl<T> EntityStore for T where
         + OrderStore
         + LicenceStore
         + WindowStore
+        + NotificationAuditStore
 {
 }
 
@@ -207,6 +212,7 @@ opaque_debug!(
     OrderStore,
     LicenceStore,
     WindowStore,
+    NotificationAuditStore,
     EntityStore,
     EventStore
 );

@@ -378,5 +378,6 @@ pub(crate) fn operations() -> Vec<Operation> {
     .chain(crate::routes::groups::operations())
     .chain(crate::routes::orders::operations())
     .chain(crate::routes::windows::operations())
+    .chain(crate::routes::alarm_notifications::operations())
     .collect()
 }

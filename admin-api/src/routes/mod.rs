@@ -2,6 +2,7 @@
 //! JSON fallback for unknown methods (unknown paths: `console::serve`). Listings share `listing.rs`.
 
 pub(crate) mod account;
+pub(crate) mod alarm_notifications;
 pub(crate) mod alarm_summary;
 pub(crate) mod alarms;
 pub(crate) mod commands;
@@ -52,6 +53,7 @@ pub(crate) fn all() -> Vec<(&'static str, MethodRouter<AppState>)> {
         strategies::routes(),
         tasks::routes(),
         windows::routes(),
+        alarm_notifications::routes(),
         sites::routes(),
         profiles::routes(),
         groups::routes(),

@@ -1,8 +1,8 @@
 //! Maintenance windows (issue 18): per enterprise, when alarms of some devices (the whole
 //! enterprise, sites, groups or a device list) and types are recorded but not notified: once,
 //! recurring in the enterprise's time zone, or while a scheduled task runs (a firmware
-//! rollout). Alarms still active when a window ends are notified then. And an alarm's
-//! notification story (`GET /api/v1/alarms/{id}/notifications`): the window that held it back.
+//! rollout). Alarms still active when a window ends are notified then; the window that held an
+//! alarm back shows in its notification story (`alarm_notifications.rs`).
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -10,14 +10,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get};
 use fleetpulse_proto::{AlarmTypeCode, EnterpriseId, WindowId};
 use fleetpulse_store::{
-    AlarmRecord, Feature, MAX_WINDOW_SCOPE_IDS, MAX_WINDOWS_PER_ENTERPRISE, StoredWindow, WindowMark, WindowScope,
-    WindowSettings, WindowTiming,
+    Feature, MAX_WINDOW_SCOPE_IDS, MAX_WINDOWS_PER_ENTERPRISE, StoredWindow, WindowScope, WindowSettings, WindowTiming,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::auth::AuthAdmin;
 use crate::error::ApiError;
-use crate::extract::{Json, Path, RowId};
+use crate::extract::{Json, Path};
 use crate::openapi::{Operation, delete_, get_, post_, put_};
 use crate::routes::enterprises;
 use crate::state::AppState;
@@ -33,7 +32,6 @@ pub(crate) fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
     vec![
         ("/api/v1/enterprises/{id}/maintenance-windows", get(list).post(create)),
         ("/api/v1/maintenance-windows/{id}", get(show).put(replace).delete(remove)),
-        ("/api/v1/alarms/{id}/notifications", get(notifications)),
     ]
 }
 
@@ -61,12 +59,6 @@ pub(crate) fn operations() -> Vec<Operation> {
             "Delete a maintenance window (what it held back is notified)",
         )
         .answers_raw(204, ""),
-        get_(
-            "/api/v1/alarms/{id}/notifications",
-            ALARMS,
-            "What happened to an alarm's notifications: the maintenance window that held it back",
-        )
-        .answers::<AlarmNotifications>(200),
     ]
 }
 
@@ -287,36 +279,4 @@ async fn remove(
     } else {
         Err(ApiError::NotFound("maintenance window"))
     }
-}
-
-/// An alarm's notification story.
-#[derive(Debug, Serialize, schemars::JsonSchema)]
-pub(crate) struct AlarmNotifications {
-    /// The alarm record.
-    alarm: AlarmRecord,
-    /// The maintenance window that held back its current (or last) activation's notification,
-    /// and what became of it; `null` when none did.
-    window: Option<WindowMark>,
-}
-
-/// `GET /api/v1/alarms/{id}/notifications`: what happened to the alarm's notifications.
-async fn notifications(
-    auth: AuthAdmin,
-    State(ctx): State<AppState>,
-    Path(RowId(id)): Path<RowId>,
-) -> Result<Json<AlarmNotifications>, ApiError> {
-    auth.require(Feature::Alarms)?;
-    let alarm = match ctx.api.store.events.alarm_record(id).await? {
-        Some(record) if auth.can_see(&ctx, record.enterprise_id).await? => record,
-        _ => return Err(ApiError::NotFound("alarm")),
-    };
-    let window = ctx
-        .api
-        .store
-        .entities
-        .window_marks(vec![(alarm.device_id, alarm.code, alarm.first_at)])
-        .await?
-        .into_iter()
-        .next();
-    Ok(Json(AlarmNotifications { alarm, window }))
 }

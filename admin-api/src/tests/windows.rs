@@ -4,7 +4,9 @@
 use axum::http::{Method, StatusCode};
 use fleetpulse_proto::domain::{AlarmChange, AlarmChangeKind, DeviceKey};
 use fleetpulse_proto::{AlarmTypeCode, Mac, UnixMillis, WindowId};
-use fleetpulse_store::{EventBatch, NewDevice, WindowMark, WindowMarkState};
+use fleetpulse_store::{
+    AlarmAuditEntry, AuditEvent, EventBatch, MessageAuditEntry, NewDevice, WindowMark, WindowMarkState,
+};
 use serde_json::json;
 
 use super::*;
@@ -152,5 +154,32 @@ async fn an_alarms_notifications_show_the_window_that_held_it_back() {
             "window_name": "Rollout", "state": "suppressed", "at": 10, "until": null
         })
     );
+    // The notification audit: the activation's entries and those of the message carrying it.
+    assert_eq!(shown["entries"], json!([]));
+    let planned = AlarmAuditEntry {
+        enterprise_id: e,
+        device_id: device,
+        code: AlarmTypeCode(202),
+        first_at: UnixMillis(10),
+        at: UnixMillis(20),
+        event: AuditEvent::Planned,
+        receiver: Some("ops@example.com".into()),
+        message_key: Some("k1".into()),
+        detail: "firing notification by strategy 1, alone".into(),
+    };
+    h.store.entities.record_alarm_audit(vec![planned]).await.expect("audit");
+    let sent = MessageAuditEntry {
+        message_key: "k1".into(),
+        receiver: "ops@example.com".into(),
+        at: UnixMillis(30),
+        event: AuditEvent::Sent,
+        detail: "accepted: 250 OK; Message-ID <k1@fleetpulse>".into(),
+    };
+    h.store.entities.record_message_audit(vec![sent]).await.expect("audit");
+    let shown = h.get(&uri, &token).await.json();
+    let events: Vec<&str> =
+        shown["entries"].as_array().expect("entries").iter().map(|e| e["event"].as_str().unwrap_or("")).collect();
+    assert_eq!(events, ["planned", "sent"], "{shown}");
+    assert_eq!(shown["entries"][1]["detail"], "accepted: 250 OK; Message-ID <k1@fleetpulse>");
     h.get("/api/v1/alarms/999999/notifications", &token).await.assert_error(StatusCode::NOT_FOUND, "not_found");
 }

@@ -12,6 +12,7 @@
 
 mod account_security;
 mod accounts;
+mod audit;
 mod commands;
 mod devices;
 pub mod durable;

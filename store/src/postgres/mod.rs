@@ -15,6 +15,7 @@
 
 mod account_security;
 mod accounts;
+mod audit;
 mod commands;
 mod devices;
 mod files;

@@ -18,6 +18,7 @@ use fleetpulse_store::*;
 
 mod account_security;
 mod accounts;
+mod audit;
 mod commands;
 mod devices;
 mod entities;
@@ -137,6 +138,7 @@ async fn suite(store: Store) {
     groups::group_imports(&store).await;
     orders::orders(&store).await;
     licences::licences(&store).await;
+    audit::notification_audit(&store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
