@@ -9,7 +9,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::alarms::{acked, alarm, device};
+use common::alarms::{acked, alarm, device, strategy};
 use common::{ADMIN_EMAIL, ADMIN_PASSWORD, Api, RawDevice, TestServer};
 use fleetpulse_proto::wire::{Message, ResourceReport};
 use fleetpulse_testkit::browser::Browser;
@@ -1095,4 +1095,59 @@ async fn profiles_are_deployed_in_the_browser_and_a_device_shows_its_configurati
     b.console_log().await; // the refused delete is an expected 409
     assert_eq!(b.execute("return window.__errors;", json!([])).await, json!([]));
     b.quit().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_maintenance_window_is_made_in_the_browser_and_shown_on_the_alarm_it_holds_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), None, "");
+    let api = Api::login(&server.api()).await;
+    let (acme, credential) = api.enterprise("Acme").await;
+    strategy(&api, acme, json!({})).await;
+
+    let b = Browser::start().await;
+    sign_in(&b, &server, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    b.wait_path("/dashboard").await;
+    b.goto(&format!("{}/windows?enterprise_id={acme}", server.api())).await;
+    b.wait_text("#window-list", "No maintenance windows").await;
+    // Every day from two minutes ago (UTC: the enterprise has no time zone) for an hour.
+    let now_s = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let start = (now_s / 60 + 24 * 60 - 2) % (24 * 60);
+    let start = format!("{:02}:{:02}", start / 60, start % 60);
+    b.goto(&format!("{}/windows/new?enterprise_id={acme}", server.api())).await;
+    b.type_into("#window-form input[name=name]", "Night works").await;
+    b.type_into("#window-form input[name=duration]", "0").await;
+    b.execute("document.querySelector('#window-form input[name=start_time]').value = arguments[0];", json!([start]))
+        .await;
+    b.click_on("#save-window").await;
+    b.wait_text("#window-errors", "1 minute to 7 days").await;
+    b.type_into("#window-form input[name=duration]", "60").await;
+    b.click_on("#save-window").await;
+    b.wait_text("#window-list", "Night works").await;
+    b.wait_text("#window-list", "every day").await;
+    b.screenshot(&shot("40-maintenance-windows")).await;
+
+    // A crash inside the window: recorded, held back, and the alarm's detail says by which window.
+    let mut phone = device(&server, &credential, "001565000c01").await;
+    phone.send(&[alarm(1, 105, true, "segfault during works")]).await;
+    acked(&mut phone, 1).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let id = loop {
+        let items = api.get(&format!("/api/v1/alarms?enterprise_id={acme}")).await["items"].clone();
+        if let Some(id) = items[0]["id"].as_u64() {
+            let story = api.get(&format!("/api/v1/alarms/{id}/notifications")).await;
+            if story["window"]["state"] == "suppressed" {
+                break id;
+            }
+        }
+        assert!(Instant::now() < deadline, "the window did not hold the alarm back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    b.goto(&format!("{}/alarms/{id}", server.api())).await;
+    b.wait_text("#alarm-window", "Suppressed by window “Night works”").await;
+    show(&b, "#alarm-notifications").await;
+    b.screenshot(&shot("41-alarm-held-by-window")).await;
+    assert_clean(&b).await;
+    b.quit().await;
+    drop(phone);
 }

@@ -8,6 +8,7 @@ import * as dashboard from "./page-dashboard.js";
 import * as devices from "./page-devices.js";
 import * as alarms from "./page-alarms.js";
 import * as strategies from "./page-strategies.js";
+import * as windows from "./page-windows.js";
 import * as tenants from "./page-tenants.js";
 import * as account from "./page-account.js";
 import * as oplog from "./page-oplog.js";
@@ -47,6 +48,9 @@ const ROUTES = [
   [/^\/strategies$/, strategies.renderList, "strategies"],
   [/^\/strategies\/new$/, strategies.renderEdit, "strategies"],
   [/^\/strategies\/(\d+)$/, strategies.renderEdit, "strategies"],
+  [/^\/windows$/, windows.renderList, "strategies"],
+  [/^\/windows\/new$/, windows.renderEdit, "strategies"],
+  [/^\/windows\/(\d+)$/, windows.renderEdit, "strategies"],
   [/^\/tenants$/, tenants.render, null],
   [/^\/devices\/new$/, inventory.renderAdd, "devices"],
   [/^\/device-imports$/, inventory.renderImports, "devices"],
@@ -69,6 +73,7 @@ const NAV = [
   ["/profiles", "Configuration profiles", "devices"],
   ["/alarms", "Alarms", "alarms"],
   ["/strategies", "Alarm strategies", "strategies"],
+  ["/windows", "Maintenance windows", "strategies"],
   ["/tenants", "Tenants", null],
   ["/sub-accounts", "Sub-accounts", "full-account"],
   ["/operation-log", "Operation log", "operation_log"],

@@ -82,12 +82,20 @@ pub struct Scheduler {
     signal: CommandSignal,
     clock: Clock,
     config: SchedulerConfig,
+    /// Told when a run starts, so that maintenance windows tied to the task are active at once.
+    alarms: Option<fleetpulse_alarm_service::AlarmHandle>,
 }
 
 impl Scheduler {
     /// A scheduler over the store, waking sessions through `signal`, reading time from `clock`.
     pub fn new(store: Arc<dyn EntityStore>, signal: CommandSignal, clock: Clock, config: SchedulerConfig) -> Scheduler {
-        Scheduler { store, signal, clock, config }
+        Scheduler { store, signal, clock, config, alarms: None }
+    }
+
+    /// Tells the alarm service when a task's run starts (maintenance windows tied to tasks).
+    pub fn with_alarms(mut self, alarms: fleetpulse_alarm_service::AlarmHandle) -> Scheduler {
+        self.alarms = Some(alarms);
+        self
     }
 
     /// Passes until `stop` turns true (or its sender is gone).
@@ -183,7 +191,12 @@ impl Scheduler {
         });
         let Some(d) = due_run(task, &tz, now, late_after) else { return Ok(()) };
         match self.store.claim_run(task.id, d.due, d.next, d.missed, now).await? {
-            Some(run) if run.state == RunState::Pending => self.finish(&run, now, pass).await?,
+            Some(run) if run.state == RunState::Pending => {
+                if let Some(alarms) = &self.alarms {
+                    alarms.send(fleetpulse_alarm_service::Control::TaskStarted(task.id)).await;
+                }
+                self.finish(&run, now, pass).await?;
+            }
             Some(run) => {
                 pass.missed += 1;
                 tracing::info!(message = "Recorded a missed task run.", task = %task.id, run = %run.id);

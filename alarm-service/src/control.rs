@@ -2,11 +2,12 @@
 //! ([`AlarmHandle`]), and how the engine task applies it.
 
 use fleetpulse_alarm_engine::AlarmEngine;
-use fleetpulse_proto::{AccountId, AlarmTypeCode, DeviceId, EnterpriseId, UnixMillis};
+use fleetpulse_proto::{AccountId, AlarmTypeCode, DeviceId, EnterpriseId, TaskId, UnixMillis};
 use fleetpulse_store::Store;
 use tokio::sync::mpsc;
 
 use crate::load::reload;
+use crate::windows::WindowShell;
 
 /// What the admin API tells the engine.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +36,11 @@ pub enum Control {
     },
     /// The enterprise's strategies changed in the store: reload them.
     StrategiesChanged(EnterpriseId),
+    /// The enterprise's maintenance windows changed in the store: reload them.
+    WindowsChanged(EnterpriseId),
+    /// A scheduled task's run was claimed: windows tied to the task are active from now on
+    /// (until the run has no command in progress).
+    TaskStarted(TaskId),
 }
 
 /// The API's handle on the running service.
@@ -59,7 +65,12 @@ impl AlarmHandle {
 }
 
 /// Applies a control message.
-pub(crate) async fn handle_control(engine: &mut AlarmEngine, store: &Store, control: Control) {
+pub(crate) async fn handle_control(
+    engine: &mut AlarmEngine,
+    windows: &mut WindowShell,
+    store: &Store,
+    control: Control,
+) {
     // An alarm that is not active in the engine (cleared meanwhile, or a race with the device)
     // has nothing left to notify: the API already answered from the store.
     match control {
@@ -75,5 +86,11 @@ pub(crate) async fn handle_control(engine: &mut AlarmEngine, store: &Store, cont
                 tracing::error!(message = "Cannot read changed alarm strategies.", %enterprise, %error);
             }
         }
+        Control::WindowsChanged(enterprise) => {
+            if let Err(error) = windows.reload(store, engine, enterprise).await {
+                tracing::error!(message = "Cannot read changed maintenance windows.", %enterprise, %error);
+            }
+        }
+        Control::TaskStarted(task) => engine.handle_task_running(UnixMillis::now(), task, true),
     }
 }

@@ -13,6 +13,10 @@
 //!   derived threshold alarm records (401/402, the only records the shards do not write) and
 //!   queues notifications in the durable outbox as the mailer's payloads (`payload.rs`), which the
 //!   mailer's outbox worker renders and sends.
+//! - Maintenance windows (`windows.rs`): loaded at start and when the API changes them, with
+//!   their sites and groups resolved to devices; the tasks they are tied to are watched for a
+//!   running run; the marks they leave on alarms ("suppressed by window X") are stored by the
+//!   effects task.
 //! - At start the service loads every enterprise's strategies and takes over the alarms the
 //!   store has as active (`load.rs`, [`AlarmEngine::restore_alarm`]); notification items the
 //!   outbox already has (queued before a restart) are left out by their idempotency keys, so
@@ -28,6 +32,7 @@ use fleetpulse_store::{Store, StoreError};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 
+mod audit;
 mod control;
 mod effects;
 mod engine_task;
@@ -35,6 +40,7 @@ mod load;
 mod metrics;
 mod names;
 mod payload;
+mod windows;
 
 pub use control::{AlarmHandle, Control};
 pub use load::engine_strategy;
@@ -72,11 +78,14 @@ impl AlarmService {
     ) -> Result<AlarmService, StoreError> {
         let mut engine = AlarmEngine::new();
         load::load_strategies(&store, &mut engine).await?;
+        let mut windows = windows::WindowShell::default();
+        windows.load_all(&store, &mut engine).await?;
         load::restore_active_alarms(&store, &mut engine, &metrics).await?;
         let (control_tx, control_rx) = mpsc::channel(CONTROL_QUEUE);
         let (effect_tx, effect_rx) = mpsc::channel(EFFECT_QUEUE);
         let engine_task = tokio::spawn(engine_task::run_engine(
             engine,
+            windows,
             store.clone(),
             events,
             control_rx,

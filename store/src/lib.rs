@@ -15,6 +15,8 @@
 //!   [`GroupStore`] (device groups, ordered memberships, default groups).
 //!   [`OrderStore`] (orders, statements, device allowances).
 //!   [`LicenceStore`] (each device's licence status, ORD-3).
+//!   [`WindowStore`] (maintenance windows and the marks they leave on alarms, issue 18).
+//!   [`NotificationAuditStore`] (what became of every alarm's notifications, and their retention).
 //! - [`EventStore`] (`events.rs`): append-only event streams (status events, resource reports,
 //!   alarm events), the aggregated alarm records, and the per-device delivery marks used to drop
 //!   duplicates.
@@ -27,6 +29,7 @@
 mod account_security;
 mod accounts;
 mod alarm_lifecycle;
+mod audit;
 pub mod clickhouse;
 mod commands;
 mod device_sql;
@@ -50,10 +53,12 @@ pub mod spool;
 mod strategies;
 mod tasks;
 mod tenants;
+mod windows;
 
 pub use account_security::*;
 pub use accounts::*;
 pub use alarm_lifecycle::{AlarmLifecycle, Unchanged};
+pub use audit::*;
 pub use commands::*;
 pub use devices::*;
 pub use events::*;
@@ -71,6 +76,7 @@ pub use sites::*;
 pub use strategies::*;
 pub use tasks::*;
 pub use tenants::*;
+pub use windows::*;
 
 use fleetpulse_proto::{DeviceId, EnterpriseId};
 use std::sync::Arc;
@@ -147,6 +153,8 @@ pub trait EntityStore:
     + GroupStore
     + OrderStore
     + LicenceStore
+    + WindowStore
+    + NotificationAuditStore
 {
 }
 
@@ -168,6 +176,8 @@ impl<T> EntityStore for T where
         + GroupStore
         + OrderStore
         + LicenceStore
+        + WindowStore
+        + NotificationAuditStore
 {
 }
 
@@ -201,6 +211,8 @@ opaque_debug!(
     GroupStore,
     OrderStore,
     LicenceStore,
+    WindowStore,
+    NotificationAuditStore,
     EntityStore,
     EventStore
 );

@@ -377,5 +377,7 @@ pub(crate) fn operations() -> Vec<Operation> {
     .chain(profiles::operations())
     .chain(crate::routes::groups::operations())
     .chain(crate::routes::orders::operations())
+    .chain(crate::routes::windows::operations())
+    .chain(crate::routes::alarm_notifications::operations())
     .collect()
 }

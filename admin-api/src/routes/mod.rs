@@ -2,6 +2,7 @@
 //! JSON fallback for unknown methods (unknown paths: `console::serve`). Listings share `listing.rs`.
 
 pub(crate) mod account;
+pub(crate) mod alarm_notifications;
 pub(crate) mod alarm_summary;
 pub(crate) mod alarms;
 pub(crate) mod commands;
@@ -27,6 +28,7 @@ pub(crate) mod statements;
 pub(crate) mod strategies;
 pub(crate) mod tasks;
 pub(crate) mod tenants;
+pub(crate) mod windows;
 
 use axum::routing::MethodRouter;
 
@@ -50,6 +52,8 @@ pub(crate) fn all() -> Vec<(&'static str, MethodRouter<AppState>)> {
         alarm_summary::routes(),
         strategies::routes(),
         tasks::routes(),
+        windows::routes(),
+        alarm_notifications::routes(),
         sites::routes(),
         profiles::routes(),
         groups::routes(),

@@ -53,6 +53,8 @@ struct World {
     device: u64,
     alarm: u64,
     strategy: u64,
+    /// A maintenance window of EB.
+    window: u64,
     /// The enterprise admin account of EB.
     eb_admin: u64,
     /// A sub-account of channel B's admin that sees only EB2 (another enterprise of channel B):
@@ -179,6 +181,19 @@ async fn world() -> World {
         thresholds: vec![],
     };
     let strategy = h.store.entities.create_strategy(eb, settings, UnixMillis(1)).await.expect("strategy").id.0;
+    let window = fleetpulse_store::WindowSettings {
+        name: "B nightly".into(),
+        enabled: true,
+        scope: fleetpulse_store::WindowScope::Enterprise,
+        alarm_types: vec![],
+        timing: fleetpulse_store::WindowTiming::Recurring {
+            weekdays: vec![],
+            hour: 1,
+            minute: 0,
+            duration_minutes: 60,
+        },
+    };
+    let window = h.store.entities.create_window(eb, window, UnixMillis(1)).await.expect("window").id.0;
     let label = NewDeviceLabel { account_id: eb_admin.id, name: "B online".into(), filter: "online=true".into() };
     let label = h.store.entities.create_device_label(label, UnixMillis(1)).await.expect("label").id;
     let (command, file) = super::commands::command_and_file(&h, device, eb, eb_admin.id).await;
@@ -259,6 +274,7 @@ async fn world() -> World {
         device: device.0,
         alarm,
         strategy,
+        window,
         eb_admin: eb_admin.id.0,
         sibling,
         eb_sub,
@@ -297,6 +313,8 @@ fn foreign_request(w: &World, path: &str, method: &Method) -> Option<(String, Op
         path.replace("{id}", &w.alarm.to_string())
     } else if id("/api/v1/alarm-strategies/") {
         path.replace("{id}", &w.strategy.to_string())
+    } else if id("/api/v1/maintenance-windows/") {
+        path.replace("{id}", &w.window.to_string())
     } else if id("/api/v1/channels/") {
         path.replace("{id}", &w.b.to_string())
     } else if id("/api/v1/accounts/") {
@@ -392,6 +410,9 @@ fn foreign_request(w: &World, path: &str, method: &Method) -> Option<(String, Op
         }
         ("/api/v1/devices", m) if m == Method::POST => Some(json!({"enterprise_id": w.eb, "mac": "0015650fffff"})),
         (p, _) if p.ends_with("alarm-strategies") || p == "/api/v1/alarm-strategies/{id}" => Some(strategy_body()),
+        (p, _) if p.ends_with("maintenance-windows") || p == "/api/v1/maintenance-windows/{id}" => {
+            Some(json!({"name": "intruder", "timing": {"kind": "once", "start": 1, "end": 2}}))
+        }
         ("/api/v1/profiles", _) => Some(json!({"enterprise_id": w.eb, "name": "intruder"})),
         ("/api/v1/profiles/{id}", _) => Some(json!({"name": "intruder"})),
         ("/api/v1/profiles/{id}/copy", _) => Some(json!({"name": "intruder"})),
@@ -457,6 +478,8 @@ async fn every_route_answers_404_or_403_for_another_tenants_objects() {
     assert!(!eb_admin.frozen);
     let strategy = w.h.store.entities.strategy(fleetpulse_proto::StrategyId(w.strategy)).await.unwrap().expect("kept");
     assert_eq!(strategy.settings.name, "B ops");
+    let window = w.h.store.entities.window(fleetpulse_proto::WindowId(w.window)).await.unwrap().expect("kept");
+    assert_eq!(window.settings.name, "B nightly");
     let labels = w.h.store.entities.list_device_labels(fleetpulse_proto::AccountId(w.eb_admin)).await.unwrap();
     assert_eq!(labels.iter().map(|l| l.id).collect::<Vec<_>>(), [w.label]);
     let sites = w.h.store.entities.list_sites(w.eb).await.unwrap();

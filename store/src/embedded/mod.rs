@@ -12,6 +12,7 @@
 
 mod account_security;
 mod accounts;
+mod audit;
 mod commands;
 mod devices;
 pub mod durable;
@@ -32,6 +33,7 @@ mod sites;
 mod strategies;
 mod tasks;
 mod tenants;
+mod windows;
 mod writer;
 
 use std::path::Path;

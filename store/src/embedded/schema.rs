@@ -664,6 +664,54 @@ const MIGRATIONS: &[&str] = &[
     r#"
     CREATE INDEX devices_enterprise_created ON devices(enterprise_id, created_at, id);
     "#,
+    // Maintenance windows (issue 18): settings as one JSON document, as strategies; the mark a
+    // window left on an alarm activation, one row per activation (the latest step).
+    r#"
+    CREATE TABLE maintenance_windows (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        enterprise_id INTEGER NOT NULL REFERENCES enterprises(id),
+        settings      TEXT NOT NULL,
+        created_at    INTEGER NOT NULL,
+        updated_at    INTEGER NOT NULL
+    );
+    CREATE INDEX maintenance_windows_enterprise ON maintenance_windows(enterprise_id, id);
+    CREATE TABLE alarm_window_marks (
+        device_id     INTEGER NOT NULL,
+        code          INTEGER NOT NULL,
+        first_at      INTEGER NOT NULL,
+        enterprise_id INTEGER NOT NULL,
+        window_id     INTEGER NOT NULL,
+        window_name   TEXT NOT NULL,
+        state         TEXT NOT NULL,
+        at            INTEGER NOT NULL,
+        until         INTEGER,
+        PRIMARY KEY (device_id, code, first_at)
+    ) WITHOUT ROWID;
+    CREATE INDEX alarm_window_marks_at ON alarm_window_marks(at);
+    "#,
+    // The notification audit (issue 18): alarm entries name their activation, message entries
+    // (device_id NULL) the outbox message's key; and what the retention pass deletes by: the
+    // settled outbox by age, item keys by message.
+    r#"
+    CREATE TABLE notification_audit (
+        id            INTEGER PRIMARY KEY,
+        enterprise_id INTEGER,
+        device_id     INTEGER,
+        code          INTEGER,
+        first_at      INTEGER,
+        at            INTEGER NOT NULL,
+        event         TEXT NOT NULL,
+        receiver      TEXT,
+        message_key   TEXT,
+        detail        TEXT NOT NULL
+    );
+    CREATE INDEX notification_audit_alarm ON notification_audit(device_id, code, first_at)
+        WHERE device_id IS NOT NULL;
+    CREATE INDEX notification_audit_message ON notification_audit(message_key) WHERE device_id IS NULL;
+    CREATE INDEX notification_audit_at ON notification_audit(at);
+    CREATE INDEX outbox_settled ON outbox(state, created_at);
+    CREATE INDEX outbox_items_message ON outbox_items(message_id);
+    "#,
 ];
 
 /// The schema version this build writes.

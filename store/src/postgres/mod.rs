@@ -15,6 +15,7 @@
 
 mod account_security;
 mod accounts;
+mod audit;
 mod commands;
 mod devices;
 mod files;
@@ -31,6 +32,7 @@ mod sites;
 mod strategies;
 mod tasks;
 mod tenants;
+mod windows;
 
 use std::sync::Arc;
 

@@ -711,6 +711,60 @@ const MIGRATIONS: &[(&str, &str)] = &[
     CREATE INDEX devices_enterprise_created ON devices (enterprise_id, created_at, id);
     "#,
     ),
+    (
+        "maintenance windows",
+        // Maintenance windows (issue 18): settings as one JSON document, as strategies; the mark
+        // a window left on an alarm activation, one row per activation (the latest step).
+        r#"
+    CREATE TABLE maintenance_windows (
+        id            BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        enterprise_id BIGINT NOT NULL REFERENCES enterprises (id),
+        settings      TEXT NOT NULL,
+        created_at    BIGINT NOT NULL,
+        updated_at    BIGINT NOT NULL
+    );
+    CREATE INDEX maintenance_windows_enterprise ON maintenance_windows (enterprise_id, id);
+    CREATE TABLE alarm_window_marks (
+        device_id     BIGINT NOT NULL,
+        code          INTEGER NOT NULL,
+        first_at      BIGINT NOT NULL,
+        enterprise_id BIGINT NOT NULL,
+        window_id     BIGINT NOT NULL,
+        window_name   TEXT NOT NULL,
+        state         TEXT NOT NULL,
+        at            BIGINT NOT NULL,
+        until         BIGINT,
+        PRIMARY KEY (device_id, code, first_at)
+    );
+    CREATE INDEX alarm_window_marks_at ON alarm_window_marks (at);
+    "#,
+    ),
+    (
+        "notification audit",
+        // The notification audit (issue 18): alarm entries name their activation, message
+        // entries (device_id NULL) the outbox message's key; and what the retention pass deletes
+        // by: the settled outbox by age, item keys by message.
+        r#"
+    CREATE TABLE notification_audit (
+        id            BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        enterprise_id BIGINT,
+        device_id     BIGINT,
+        code          INTEGER,
+        first_at      BIGINT,
+        at            BIGINT NOT NULL,
+        event         TEXT NOT NULL,
+        receiver      TEXT,
+        message_key   TEXT,
+        detail        TEXT NOT NULL
+    );
+    CREATE INDEX notification_audit_alarm ON notification_audit (device_id, code, first_at)
+        WHERE device_id IS NOT NULL;
+    CREATE INDEX notification_audit_message ON notification_audit (message_key) WHERE device_id IS NULL;
+    CREATE INDEX notification_audit_at ON notification_audit (at);
+    CREATE INDEX outbox_settled ON outbox (state, created_at);
+    CREATE INDEX outbox_items_message ON outbox_items (message_id);
+    "#,
+    ),
 ];
 
 /// The schema version this build writes.

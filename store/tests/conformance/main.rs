@@ -18,6 +18,7 @@ use fleetpulse_store::*;
 
 mod account_security;
 mod accounts;
+mod audit;
 mod commands;
 mod devices;
 mod entities;
@@ -35,6 +36,7 @@ mod sites;
 mod strategies;
 mod tasks;
 mod tenants;
+mod windows;
 
 /// Reads in the scale-out store lag the spool by the drain time: poll until `check` passes.
 async fn eventually<T, F, Fut>(what: &str, mut read: F, check: impl Fn(&T) -> bool) -> T
@@ -107,6 +109,7 @@ async fn suite(store: Store) {
     accounts::totp(&store).await;
     oplog::operation_log(&store).await;
     strategies::strategies(&store).await;
+    windows::windows(&store).await;
     outbox::outbox(&store).await;
     outbox::outbox_items(&store).await;
     outbox::outbox_except(&store).await;
@@ -135,6 +138,7 @@ async fn suite(store: Store) {
     groups::group_imports(&store).await;
     orders::orders(&store).await;
     licences::licences(&store).await;
+    audit::notification_audit(&store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
