@@ -2,7 +2,7 @@
 //! ([`AlarmHandle`]), and how the engine task applies it.
 
 use fleetpulse_alarm_engine::AlarmEngine;
-use fleetpulse_proto::{AccountId, AlarmTypeCode, DeviceId, EnterpriseId, UnixMillis};
+use fleetpulse_proto::{AccountId, AlarmTypeCode, ChannelId, DeviceId, EnterpriseId, UnixMillis};
 use fleetpulse_store::Store;
 use tokio::sync::mpsc;
 
@@ -35,6 +35,8 @@ pub enum Control {
     },
     /// The enterprise's strategies changed in the store: reload them.
     StrategiesChanged(EnterpriseId),
+    /// A channel's own strategies changed in the store: reload those of every enterprise below it.
+    ChannelStrategiesChanged(ChannelId),
 }
 
 /// The API's handle on the running service.
@@ -73,6 +75,20 @@ pub(crate) async fn handle_control(engine: &mut AlarmEngine, store: &Store, cont
             // A failed read leaves the previous strategies; the next change or start reads again.
             if let Err(error) = reload(store, engine, enterprise).await {
                 tracing::error!(message = "Cannot read changed alarm strategies.", %enterprise, %error);
+            }
+        }
+        Control::ChannelStrategiesChanged(channel) => {
+            let enterprises = match crate::inherited::enterprises_below(store, channel).await {
+                Ok(enterprises) => enterprises,
+                Err(error) => {
+                    tracing::error!(message = "Cannot read the enterprises below a channel.", %channel, %error);
+                    return;
+                }
+            };
+            for enterprise in enterprises {
+                if let Err(error) = reload(store, engine, enterprise).await {
+                    tracing::error!(message = "Cannot read changed alarm strategies.", %enterprise, %error);
+                }
             }
         }
     }

@@ -13,7 +13,8 @@
 //!   derived threshold alarm records (401/402, the only records the shards do not write) and
 //!   queues notifications in the durable outbox as the mailer's payloads (`payload.rs`), which the
 //!   mailer's outbox worker renders and sends.
-//! - At start the service loads every enterprise's strategies and takes over the alarms the
+//! - At start the service loads every enterprise's effective strategies (its own and those its
+//!   channels hand down, `inherited.rs`) and takes over the alarms the
 //!   store has as active (`load.rs`, [`AlarmEngine::restore_alarm`]); notification items the
 //!   outbox already has (queued before a restart) are left out by their idempotency keys, so
 //!   nothing is sent twice and nothing queued is forgotten.
@@ -31,6 +32,7 @@ use tokio::task::JoinHandle;
 mod control;
 mod effects;
 mod engine_task;
+pub mod inherited;
 mod load;
 mod metrics;
 mod names;

@@ -5,7 +5,8 @@
 //!   in its own module with its rows: [`AccountStore`] (accounts, sessions, TOTP, lockout),
 //!   [`AccountSecurityStore`] (settings, password resets, login codes), [`TenantStore`]
 //!   (channels, enterprises), [`DeviceStore`] (devices, snapshots, lists), [`StrategyStore`]
-//!   (alarm strategies), [`OutboxStore`] (the notification outbox), [`OperationLogStore`] and
+//!   (alarm strategies), [`InheritedStrategyStore`] (channels' strategies and enterprises'
+//!   choices about them), [`OutboxStore`] (the notification outbox), [`OperationLogStore`] and
 //!   [`CommandStore`] (the durable per-device command queue), [`FileStore`] (files devices
 //!   upload, with their content), [`TaskStore`] (scheduled tasks, their runs and per-device
 //!   results), [`InventoryStore`] (devices added, edited, moved, deleted and imported) and
@@ -48,6 +49,7 @@ pub mod scaleout;
 mod sites;
 pub mod spool;
 mod strategies;
+mod strategy_inheritance;
 mod tasks;
 mod tenants;
 
@@ -69,6 +71,7 @@ pub use outbox::*;
 pub use profiles::*;
 pub use sites::*;
 pub use strategies::*;
+pub use strategy_inheritance::*;
 pub use tasks::*;
 pub use tenants::*;
 
@@ -135,6 +138,7 @@ pub trait EntityStore:
     + TenantStore
     + DeviceStore
     + StrategyStore
+    + InheritedStrategyStore
     + OutboxStore
     + OperationLogStore
     + CommandStore
@@ -156,7 +160,8 @@ impl<T> EntityStore for T where
         + TenantStore
         + DeviceStore
         + StrategyStore
-        + OutboxStore
+        + InheritedStrategyStore
+            + OutboxStore
         + OperationLogStore
         + CommandStore
         + FileStore
@@ -189,6 +194,7 @@ opaque_debug!(
     TenantStore,
     DeviceStore,
     StrategyStore,
+    InheritedStrategyStore,
     OutboxStore,
     OperationLogStore,
     CommandStore,

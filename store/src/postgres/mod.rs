@@ -29,6 +29,7 @@ mod profiles;
 mod schema;
 mod sites;
 mod strategies;
+mod strategy_inheritance;
 mod tasks;
 mod tenants;
 

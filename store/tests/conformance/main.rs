@@ -107,6 +107,7 @@ async fn suite(store: Store) {
     accounts::totp(&store).await;
     oplog::operation_log(&store).await;
     strategies::strategies(&store).await;
+    strategies::inherited_strategies(&store).await;
     outbox::outbox(&store).await;
     outbox::outbox_items(&store).await;
     outbox::outbox_except(&store).await;
