@@ -19,7 +19,10 @@ pub mod notify;
 pub mod strategy;
 pub mod threshold;
 
-pub use engine::{Action, AlarmEngine, AlarmStatus, EngineStats, RestoredAlarm, Transition};
+pub use engine::{
+    Action, AlarmEngine, AlarmStatus, DurableState, EngineStats, RestoredAlarm, SavedResolution, SavedWindows,
+    Transition,
+};
 pub use inheritance::{
     Choice, EffectiveStrategies, EffectiveStrategy, Freedom, Inheritance, InheritedStrategy, Origin,
     Status as InheritedStatus,

@@ -17,7 +17,8 @@
 //!   channels hand down, `inherited.rs`) and takes over the alarms the
 //!   store has as active (`load.rs`, [`AlarmEngine::restore_alarm`]); notification items the
 //!   outbox already has (queued before a restart) are left out by their idempotency keys, so
-//!   nothing is sent twice and nothing queued is forgotten.
+//!   nothing is sent twice and nothing queued is forgotten. Open threshold windows and planned
+//!   resolutions are saved while it runs and restored after the active alarms (`durable.rs`).
 //!
 //! *Architecture invariant*: the engine's decisions are all in `fleetpulse-alarm-engine`; this
 //! crate only feeds it, keeps its clock, and carries out its actions.
@@ -30,6 +31,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 
 mod control;
+mod durable;
 mod effects;
 mod engine_task;
 pub mod inherited;
@@ -75,6 +77,7 @@ impl AlarmService {
         let mut engine = AlarmEngine::new();
         load::load_strategies(&store, &mut engine).await?;
         load::restore_active_alarms(&store, &mut engine, &metrics).await?;
+        durable::restore(&store, &mut engine).await?;
         let (control_tx, control_rx) = mpsc::channel(CONTROL_QUEUE);
         let (effect_tx, effect_rx) = mpsc::channel(EFFECT_QUEUE);
         let engine_task = tokio::spawn(engine_task::run_engine(

@@ -6,7 +6,8 @@
 //!   [`AccountSecurityStore`] (settings, password resets, login codes), [`TenantStore`]
 //!   (channels, enterprises), [`DeviceStore`] (devices, snapshots, lists), [`StrategyStore`]
 //!   (alarm strategies), [`InheritedStrategyStore`] (channels' strategies and enterprises'
-//!   choices about them), [`OutboxStore`] (the notification outbox), [`OperationLogStore`] and
+//!   choices about them), [`EngineStateStore`] (the alarm engine's saved windows and
+//!   resolutions), [`OutboxStore`] (the notification outbox), [`OperationLogStore`] and
 //!   [`CommandStore`] (the durable per-device command queue), [`FileStore`] (files devices
 //!   upload, with their content), [`TaskStore`] (scheduled tasks, their runs and per-device
 //!   results), [`InventoryStore`] (devices added, edited, moved, deleted and imported) and
@@ -33,6 +34,7 @@ mod commands;
 mod device_sql;
 mod devices;
 pub mod embedded;
+mod engine_state;
 mod events;
 mod files;
 mod firmware;
@@ -58,6 +60,7 @@ pub use accounts::*;
 pub use alarm_lifecycle::{AlarmLifecycle, Unchanged};
 pub use commands::*;
 pub use devices::*;
+pub use engine_state::*;
 pub use events::*;
 pub use files::*;
 pub use firmware::*;
@@ -139,6 +142,7 @@ pub trait EntityStore:
     + DeviceStore
     + StrategyStore
     + InheritedStrategyStore
+    + EngineStateStore
     + OutboxStore
     + OperationLogStore
     + CommandStore
@@ -161,7 +165,8 @@ impl<T> EntityStore for T where
         + DeviceStore
         + StrategyStore
         + InheritedStrategyStore
-            + OutboxStore
+        + EngineStateStore
+        + OutboxStore
         + OperationLogStore
         + CommandStore
         + FileStore
@@ -195,6 +200,7 @@ opaque_debug!(
     DeviceStore,
     StrategyStore,
     InheritedStrategyStore,
+    EngineStateStore,
     OutboxStore,
     OperationLogStore,
     CommandStore,

@@ -15,6 +15,7 @@ mod accounts;
 mod commands;
 mod devices;
 pub mod durable;
+mod engine_state;
 mod events;
 mod files;
 mod firmware;

@@ -690,6 +690,14 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX alarm_strategy_choices_strategy ON alarm_strategy_choices(strategy_id);
     CREATE INDEX alarm_strategy_choices_replacement ON alarm_strategy_choices(replacement_id);
     "#,
+    // The alarm engine's saved state (issue 18 item 6): one JSON document.
+    r#"
+    CREATE TABLE alarm_engine_state (
+        id       INTEGER PRIMARY KEY CHECK (id = 1),
+        state    TEXT NOT NULL,
+        saved_at INTEGER NOT NULL
+    );
+    "#,
 ];
 
 /// The schema version this build writes.

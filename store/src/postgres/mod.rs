@@ -17,6 +17,7 @@ mod account_security;
 mod accounts;
 mod commands;
 mod devices;
+mod engine_state;
 mod files;
 mod firmware;
 mod groups;

@@ -728,6 +728,17 @@ const MIGRATIONS: &[(&str, &str)] = &[
     CREATE INDEX alarm_strategy_choices_replacement ON alarm_strategy_choices (replacement_id);
     "#,
     ),
+    (
+        "alarm engine state",
+        // Issue 18 item 6: the alarm engine's saved state, one JSON document.
+        r#"
+    CREATE TABLE alarm_engine_state (
+        id       INTEGER PRIMARY KEY CHECK (id = 1),
+        state    TEXT NOT NULL,
+        saved_at BIGINT NOT NULL
+    );
+    "#,
+    ),
 ];
 
 /// The schema version this build writes.

@@ -108,6 +108,7 @@ async fn suite(store: Store) {
     oplog::operation_log(&store).await;
     strategies::strategies(&store).await;
     strategies::inherited_strategies(&store).await;
+    strategies::engine_state(&store).await;
     outbox::outbox(&store).await;
     outbox::outbox_items(&store).await;
     outbox::outbox_except(&store).await;

@@ -129,3 +129,36 @@ pub(crate) async fn inherited_strategies(store: &Store) {
     assert!(s.strategy_choices(e.id).await.unwrap().is_empty());
     assert_eq!(s.channel_strategy(t2.id).await.unwrap(), None);
 }
+
+/// The alarm engine's saved state (issue 18 item 6): none at first, then the latest saved.
+pub(crate) async fn engine_state(store: &Store) {
+    let s = &store.entities;
+    assert_eq!(s.engine_state().await.unwrap(), None);
+    let mut state = SavedEngineState {
+        version: ENGINE_STATE_VERSION,
+        windows: vec![StoredWindows {
+            device_id: DeviceId(7),
+            enterprise_id: EnterpriseId(3),
+            metric: ThresholdMetric::Cpu,
+            windows: vec![(9_000, UnixMillis(1_000)), (9_500, UnixMillis(2_000))],
+        }],
+        resolutions: vec![StoredResolution {
+            enterprise_id: EnterpriseId(3),
+            strategy_id: StrategyId(4),
+            receiver: "noc@example.com".into(),
+            device_id: DeviceId(7),
+            code: fleetpulse_proto::AlarmTypeCode(109),
+            first_at: UnixMillis(10),
+            latest_at: UnixMillis(11),
+            count: 2,
+            description: "The device missed its heartbeats.".into(),
+            resolved_at: Some(UnixMillis(12)),
+            key: "00112233445566778899aabbccddeeff".into(),
+        }],
+    };
+    s.save_engine_state(&state, UnixMillis(20)).await.unwrap();
+    assert_eq!(s.engine_state().await.unwrap().as_ref(), Some(&state));
+    state.resolutions.clear();
+    s.save_engine_state(&state, UnixMillis(21)).await.unwrap();
+    assert_eq!(s.engine_state().await.unwrap(), Some(state), "replaced whole");
+}
