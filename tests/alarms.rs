@@ -293,6 +293,61 @@ async fn a_cpu_threshold_raises_high_cpu_usage_and_a_low_sample_clears_it() {
     assert_eq!(feed["unread"], 1);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_strategy_notifies_for_an_enterprise_that_has_none_and_not_for_one_that_opted_out() {
+    let smtp = SmtpServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), None, &mail_config(&smtp, ""));
+    let api = Api::login(&server.api()).await;
+    let reseller = api.post("/api/v1/channels", json!({"name": "Reseller", "allow_sub_channels": true})).await["id"]
+        .as_u64()
+        .unwrap();
+    let dealer =
+        api.post("/api/v1/channels", json!({"name": "Dealer", "parent_id": reseller})).await["id"].as_u64().unwrap();
+    let enterprise = |name: &'static str| {
+        let api = &api;
+        async move {
+            let e = api.post("/api/v1/enterprises", json!({"name": name, "channel_id": dealer})).await;
+            (e["id"].as_u64().unwrap(), e["credential"].as_str().unwrap().to_owned())
+        }
+    };
+    let (_, shop_credential) = enterprise("Shop Co").await;
+    let (quiet, quiet_credential) = enterprise("Quiet Co").await;
+    let noc = api
+        .post(
+            &format!("/api/v1/channels/{reseller}/alarm-strategies"),
+            json!({
+                "name": "Reseller NOC",
+                "receivers": ["noc@reseller.test"],
+                "group_wait_ms": 0,
+                "group_interval_ms": 1000,
+                "inheritance": {"sub_channel_levels": 1, "enterprises_may": "opt_out"},
+            }),
+        )
+        .await["id"]
+        .as_u64()
+        .unwrap();
+    let chosen = api
+        .put(
+            &format!("/api/v1/enterprises/{quiet}/alarm-strategy-choices"),
+            json!({"strategy_id": noc, "choice": "opt_out"}),
+        )
+        .await;
+    assert_eq!(chosen["items"][0]["status"], "opted_out", "{chosen}");
+
+    let mut quiet_device = device(&server, &quiet_credential, "0015650000d2").await;
+    quiet_device.send(&[alarm(1, 105, true, "quiet crash")]).await;
+    acked(&mut quiet_device, 1).await;
+    let mut shop_device = device(&server, &shop_credential, "0015650000d1").await;
+    shop_device.send(&[alarm(1, 105, true, "shop crash")]).await;
+    acked(&mut shop_device, 1).await;
+    let got = emails(&smtp, 1, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(smtp.messages().len(), 1, "only the enterprise that did not opt out: {:#?}", smtp.messages());
+    assert_eq!(to(&got[0]), "noc@reseller.test");
+    assert!(got[0].contains("Shop Co") && got[0].contains("shop crash"), "{}", got[0]);
+}
+
 /// Reads downlinks until a command arrives (acknowledgements in between are skipped); its id.
 async fn next_command(dev: &mut RawDevice) -> u64 {
     loop {

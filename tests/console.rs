@@ -1098,6 +1098,45 @@ async fn profiles_are_deployed_in_the_browser_and_a_device_shows_its_configurati
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enterprise_sees_where_its_strategies_come_from_and_opts_out_in_the_browser() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), None, "");
+    let api = Api::login(&server.api()).await;
+    let reseller = api.post("/api/v1/channels", json!({"name": "Reseller"})).await["id"].as_u64().unwrap();
+    let shop =
+        api.post("/api/v1/enterprises", json!({"name": "Shop", "channel_id": reseller})).await["id"].as_u64().unwrap();
+
+    let b = Browser::start().await;
+    sign_in(&b, &server, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    b.wait_path("/dashboard").await;
+    // The channel's page: a strategy handed down to its enterprises, which may opt out.
+    b.goto(&format!("{}/channels/{reseller}", server.api())).await;
+    b.wait_text("#channel-strategies", "No channel strategies").await;
+    b.type_into("#channel-strategy-form input[name=name]", "Reseller NOC").await;
+    b.type_into("#channel-strategy-form textarea[name=receivers]", "not an address").await;
+    b.click_on("#save-channel-strategy").await;
+    b.wait_text("#channel-strategy-errors", "is not an email address").await;
+    b.type_into("#channel-strategy-form textarea[name=receivers]", "noc@reseller.example").await;
+    choose(&b, "#channel-strategy-form select[name=may]", "opt_out").await;
+    b.click_on("#save-channel-strategy").await;
+    b.wait_text("#channel-strategies", "noc@reseller.example").await;
+    b.wait_text("#channel-strategies", "whole subtree").await;
+    // The enterprise's strategies page says where it came from.
+    b.goto(&format!("{}/strategies?enterprise_id={shop}", server.api())).await;
+    b.wait_text("#effective-strategies", "channel Reseller (its own)").await;
+    b.wait_text("#effective-strategies", "noc@reseller.example").await;
+    b.click_on("button[aria-label='Opt out: Reseller NOC']").await;
+    b.wait_text("#effective-strategies", "opted out").await;
+    b.screenshot(&shot("30-effective-strategies")).await;
+    let effective = api.get(&format!("/api/v1/enterprises/{shop}/effective-alarm-strategies")).await;
+    assert_eq!(effective["items"][0]["status"], "opted_out", "{effective}");
+    b.click_on("button[aria-label='Inherit again: Reseller NOC']").await;
+    b.wait_text("#effective-strategies", "applies").await;
+    assert_clean(&b).await;
+    b.quit().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_maintenance_window_is_made_in_the_browser_and_shown_on_the_alarm_it_holds_back() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path(), None, "");

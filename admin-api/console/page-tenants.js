@@ -1,9 +1,11 @@
 // Tenants: channels and enterprises the caller sees (search, keyset paging), acting inside an
 // enterprise or a sub-channel, the enterprise's answer to its channel's authorization, accounts
-// and freezing; creating channels, enterprises and accounts; editing a channel (/channels/{id}).
+// and freezing; creating channels, enterprises and accounts; editing a channel (/channels/{id}),
+// with the strategies it hands down (`channel-strategies.js`).
 
 import { get, post, put, setCsrf } from "./api.js";
 import { badge, busy, checkbox, errorBox, field, fmtTime, h, link, loading, mount, okBox, select, table } from "./ui.js";
+import { channelStrategies } from "./channel-strategies.js";
 
 function pagedList(title, path, columns, emptyText, id) {
   const afters = [0];
@@ -189,6 +191,7 @@ export function renderChannel(main, ctx) {
       });
     });
     mount(main, h("h1", {}, `Channel ${c.name}`), h("p", { class: "muted" }, `#${c.id}`, c.parent_id ? ` · below channel #${c.parent_id}` : " · top level", ` · created ${fmtTime(c.created_at)}`), notice, form);
+    main.append(channelStrategies(c.id));
   }
   load();
 }

@@ -841,6 +841,10 @@ fn settings_of(config: &EnterpriseConfig, key: &GroupKey) -> Option<NotifySettin
         .map(|s| s.strategy.notify)
 }
 
+mod durable;
+
+pub use durable::{DurableState, SavedResolution, SavedWindows};
+
 #[cfg(test)]
 mod tests;
 mod windows;

@@ -10,14 +10,24 @@
 //!   strategies ([`strategy`], ALM-3), threshold rules ([`threshold`], ALM-4) and notification
 //!   planning with idempotency keys ([`notify`], ALM-5), maintenance windows ([`windows`]), driven by `handle_*(now, ..)` inputs and
 //!   drained with [`AlarmEngine::poll_action`].
+//! - [`inheritance`]: which strategies apply to an enterprise down the tenant tree (its own and
+//!   its channels'), and where each came from.
 
 pub mod engine;
+pub mod inheritance;
 pub mod notify;
 pub mod strategy;
 pub mod threshold;
 pub mod windows;
 
-pub use engine::{Action, AlarmEngine, AlarmStatus, EngineStats, RestoredAlarm, Transition};
+pub use engine::{
+    Action, AlarmEngine, AlarmStatus, DurableState, EngineStats, RestoredAlarm, SavedResolution, SavedWindows,
+    Transition,
+};
+pub use inheritance::{
+    Choice, EffectiveStrategies, EffectiveStrategy, Freedom, Inheritance, InheritedStrategy, Origin,
+    Status as InheritedStatus,
+};
 pub use notify::{IdempotencyKey, Notification, NotifiedAlarm, Stage};
 pub use strategy::{AlarmStrategy, NotifySettings, Receiver, StrategyId};
 pub use threshold::{HIGH_CPU, HIGH_MEMORY, Metric, ThresholdRule};

@@ -2,7 +2,7 @@
 //! ([`AlarmHandle`]), and how the engine task applies it.
 
 use fleetpulse_alarm_engine::AlarmEngine;
-use fleetpulse_proto::{AccountId, AlarmTypeCode, DeviceId, EnterpriseId, TaskId, UnixMillis};
+use fleetpulse_proto::{AccountId, AlarmTypeCode, ChannelId, DeviceId, EnterpriseId, TaskId, UnixMillis};
 use fleetpulse_store::Store;
 use tokio::sync::mpsc;
 
@@ -41,6 +41,8 @@ pub enum Control {
     /// A scheduled task's run was claimed: windows tied to the task are active from now on
     /// (until the run has no command in progress).
     TaskStarted(TaskId),
+    /// A channel's own strategies changed in the store: reload those of every enterprise below it.
+    ChannelStrategiesChanged(ChannelId),
 }
 
 /// The API's handle on the running service.
@@ -92,5 +94,19 @@ pub(crate) async fn handle_control(
             }
         }
         Control::TaskStarted(task) => engine.handle_task_running(UnixMillis::now(), task, true),
+        Control::ChannelStrategiesChanged(channel) => {
+            let enterprises = match crate::inherited::enterprises_below(store, channel).await {
+                Ok(enterprises) => enterprises,
+                Err(error) => {
+                    tracing::error!(message = "Cannot read the enterprises below a channel.", %channel, %error);
+                    return;
+                }
+            };
+            for enterprise in enterprises {
+                if let Err(error) = reload(store, engine, enterprise).await {
+                    tracing::error!(message = "Cannot read changed alarm strategies.", %enterprise, %error);
+                }
+            }
+        }
     }
 }

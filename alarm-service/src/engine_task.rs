@@ -35,6 +35,9 @@ pub(crate) async fn run_engine(
     // Both were just done by the start.
     task_poll.reset();
     resolve.reset();
+    let mut saved = None;
+    let mut save_tick = tokio::time::interval(crate::durable::SAVE_EVERY);
+    save_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         // Records of device-reported and offline alarms are written by the shards with the
         // events; the engine's own are only the derived threshold alarms. A manual clear is
@@ -46,7 +49,10 @@ pub(crate) async fn run_engine(
         });
         tokio::select! {
             biased;
-            _ = stopped(&mut stop) => break,
+            _ = stopped(&mut stop) => {
+                crate::durable::save_if_changed(&store, &engine, &mut saved).await;
+                break;
+            }
             c = control.recv(), if control_open => match c {
                 Some(c) => {
                     keep_records = !matches!(c, Control::Cleared { .. });
@@ -54,6 +60,8 @@ pub(crate) async fn run_engine(
                 }
                 None => control_open = false,
             },
+            // Before the events, so that a steady stream of them does not starve it.
+            _ = save_tick.tick() => crate::durable::save_if_changed(&store, &engine, &mut saved).await,
             batch = events.recv() => match batch {
                 Some(batch) => {
                     metrics.events.inc_by(batch.len() as u64);
@@ -66,7 +74,10 @@ pub(crate) async fn run_engine(
                         engine.handle_event(event);
                     }
                 }
-                None => break,
+                None => {
+                    crate::durable::save_if_changed(&store, &engine, &mut saved).await;
+                    break;
+                }
             },
             _ = tokio::time::sleep(sleep.unwrap_or(Duration::MAX)), if sleep.is_some() => {
                 engine.handle_timeout(UnixMillis::now());

@@ -5,7 +5,9 @@
 //!   in its own module with its rows: [`AccountStore`] (accounts, sessions, TOTP, lockout),
 //!   [`AccountSecurityStore`] (settings, password resets, login codes), [`TenantStore`]
 //!   (channels, enterprises), [`DeviceStore`] (devices, snapshots, lists), [`StrategyStore`]
-//!   (alarm strategies), [`OutboxStore`] (the notification outbox), [`OperationLogStore`] and
+//!   (alarm strategies), [`InheritedStrategyStore`] (channels' strategies and enterprises'
+//!   choices about them), [`EngineStateStore`] (the alarm engine's saved windows and
+//!   resolutions), [`OutboxStore`] (the notification outbox), [`OperationLogStore`] and
 //!   [`CommandStore`] (the durable per-device command queue), [`FileStore`] (files devices
 //!   upload, with their content), [`TaskStore`] (scheduled tasks, their runs and per-device
 //!   results), [`InventoryStore`] (devices added, edited, moved, deleted and imported) and
@@ -35,6 +37,7 @@ mod commands;
 mod device_sql;
 mod devices;
 pub mod embedded;
+mod engine_state;
 mod events;
 mod files;
 mod firmware;
@@ -51,6 +54,7 @@ pub mod scaleout;
 mod sites;
 pub mod spool;
 mod strategies;
+mod strategy_inheritance;
 mod tasks;
 mod tenants;
 mod windows;
@@ -61,6 +65,7 @@ pub use alarm_lifecycle::{AlarmLifecycle, Unchanged};
 pub use audit::*;
 pub use commands::*;
 pub use devices::*;
+pub use engine_state::*;
 pub use events::*;
 pub use files::*;
 pub use firmware::*;
@@ -74,6 +79,7 @@ pub use outbox::*;
 pub use profiles::*;
 pub use sites::*;
 pub use strategies::*;
+pub use strategy_inheritance::*;
 pub use tasks::*;
 pub use tenants::*;
 pub use windows::*;
@@ -141,6 +147,8 @@ pub trait EntityStore:
     + TenantStore
     + DeviceStore
     + StrategyStore
+    + InheritedStrategyStore
+    + EngineStateStore
     + OutboxStore
     + OperationLogStore
     + CommandStore
@@ -164,6 +172,8 @@ impl<T> EntityStore for T where
         + TenantStore
         + DeviceStore
         + StrategyStore
+        + InheritedStrategyStore
+        + EngineStateStore
         + OutboxStore
         + OperationLogStore
         + CommandStore
@@ -199,6 +209,8 @@ opaque_debug!(
     TenantStore,
     DeviceStore,
     StrategyStore,
+    InheritedStrategyStore,
+    EngineStateStore,
     OutboxStore,
     OperationLogStore,
     CommandStore,

@@ -5,6 +5,7 @@ pub(crate) mod account;
 pub(crate) mod alarm_notifications;
 pub(crate) mod alarm_summary;
 pub(crate) mod alarms;
+pub(crate) mod channel_strategies;
 pub(crate) mod commands;
 pub(crate) mod dashboard;
 pub(crate) mod device_export;
@@ -12,6 +13,7 @@ pub(crate) mod device_imports;
 pub(crate) mod device_labels;
 pub(crate) mod devices;
 pub(crate) mod docs;
+pub(crate) mod effective_strategies;
 pub(crate) mod enterprises;
 pub(crate) mod files;
 pub(crate) mod firmware;
@@ -51,6 +53,8 @@ pub(crate) fn all() -> Vec<(&'static str, MethodRouter<AppState>)> {
         alarms::routes(),
         alarm_summary::routes(),
         strategies::routes(),
+        channel_strategies::routes(),
+        effective_strategies::routes(),
         tasks::routes(),
         windows::routes(),
         alarm_notifications::routes(),

@@ -82,7 +82,7 @@ async fn list(
 
 /// The channel, or 404 when it does not exist or is outside the caller's subtree.
 /// Enterprise accounts: 403.
-async fn find(ctx: &AppState, auth: &AuthAdmin, id: ChannelId) -> Result<Channel, ApiError> {
+pub(crate) async fn find(ctx: &AppState, auth: &AuthAdmin, id: ChannelId) -> Result<Channel, ApiError> {
     let mut looked = auth.decide(ctx, Target::Channel(id)).await?;
     looked.take_channel(id).ok_or(ApiError::NotFound("channel"))
 }

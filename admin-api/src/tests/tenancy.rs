@@ -55,6 +55,8 @@ struct World {
     strategy: u64,
     /// A maintenance window of EB.
     window: u64,
+    /// A strategy of channel B, handed down to EB.
+    channel_strategy: u64,
     /// The enterprise admin account of EB.
     eb_admin: u64,
     /// A sub-account of channel B's admin that sees only EB2 (another enterprise of channel B):
@@ -180,7 +182,7 @@ async fn world() -> World {
         repeat_interval_ms: 3_600_000,
         thresholds: vec![],
     };
-    let strategy = h.store.entities.create_strategy(eb, settings, UnixMillis(1)).await.expect("strategy").id.0;
+    let strategy = h.store.entities.create_strategy(eb, settings.clone(), UnixMillis(1)).await.expect("strategy").id.0;
     let window = fleetpulse_store::WindowSettings {
         name: "B nightly".into(),
         enabled: true,
@@ -194,6 +196,12 @@ async fn world() -> World {
         },
     };
     let window = h.store.entities.create_window(eb, window, UnixMillis(1)).await.expect("window").id.0;
+    let inheritance = fleetpulse_store::StrategyInheritance {
+        sub_channel_levels: None,
+        enterprises_may: fleetpulse_store::EnterpriseFreedom::Override,
+    };
+    let channel_strategy =
+        h.store.entities.create_channel_strategy(b, settings, inheritance, UnixMillis(1)).await.expect("strategy").id.0;
     let label = NewDeviceLabel { account_id: eb_admin.id, name: "B online".into(), filter: "online=true".into() };
     let label = h.store.entities.create_device_label(label, UnixMillis(1)).await.expect("label").id;
     let (command, file) = super::commands::command_and_file(&h, device, eb, eb_admin.id).await;
@@ -275,6 +283,7 @@ async fn world() -> World {
         alarm,
         strategy,
         window,
+        channel_strategy,
         eb_admin: eb_admin.id.0,
         sibling,
         eb_sub,
@@ -311,6 +320,8 @@ fn foreign_request(w: &World, path: &str, method: &Method) -> Option<(String, Op
         path.replace("{id}", &w.device.to_string())
     } else if id("/api/v1/alarms/") {
         path.replace("{id}", &w.alarm.to_string())
+    } else if id("/api/v1/channel-alarm-strategies/") {
+        path.replace("{id}", &w.channel_strategy.to_string())
     } else if id("/api/v1/alarm-strategies/") {
         path.replace("{id}", &w.strategy.to_string())
     } else if id("/api/v1/maintenance-windows/") {
@@ -409,9 +420,18 @@ fn foreign_request(w: &World, path: &str, method: &Method) -> Option<(String, Op
             Some(json!({"device_ids": [w.device]}))
         }
         ("/api/v1/devices", m) if m == Method::POST => Some(json!({"enterprise_id": w.eb, "mac": "0015650fffff"})),
-        (p, _) if p.ends_with("alarm-strategies") || p == "/api/v1/alarm-strategies/{id}" => Some(strategy_body()),
+        (p, _)
+            if p.ends_with("alarm-strategies")
+                || p == "/api/v1/alarm-strategies/{id}"
+                || p == "/api/v1/channel-alarm-strategies/{id}" =>
+        {
+            Some(strategy_body())
+        }
         (p, _) if p.ends_with("maintenance-windows") || p == "/api/v1/maintenance-windows/{id}" => {
             Some(json!({"name": "intruder", "timing": {"kind": "once", "start": 1, "end": 2}}))
+        }
+        ("/api/v1/enterprises/{id}/alarm-strategy-choices", _) => {
+            Some(json!({"strategy_id": w.channel_strategy, "choice": "opt_out"}))
         }
         ("/api/v1/profiles", _) => Some(json!({"enterprise_id": w.eb, "name": "intruder"})),
         ("/api/v1/profiles/{id}", _) => Some(json!({"name": "intruder"})),
@@ -480,6 +500,10 @@ async fn every_route_answers_404_or_403_for_another_tenants_objects() {
     assert_eq!(strategy.settings.name, "B ops");
     let window = w.h.store.entities.window(fleetpulse_proto::WindowId(w.window)).await.unwrap().expect("kept");
     assert_eq!(window.settings.name, "B nightly");
+    let channel_strategy = fleetpulse_proto::StrategyId(w.channel_strategy);
+    let channel_strategy = w.h.store.entities.channel_strategy(channel_strategy).await.unwrap().expect("kept");
+    assert_eq!(channel_strategy.settings.name, "B ops");
+    assert!(w.h.store.entities.strategy_choices(w.eb).await.unwrap().is_empty(), "EB chose nothing");
     let labels = w.h.store.entities.list_device_labels(fleetpulse_proto::AccountId(w.eb_admin)).await.unwrap();
     assert_eq!(labels.iter().map(|l| l.id).collect::<Vec<_>>(), [w.label]);
     let sites = w.h.store.entities.list_sites(w.eb).await.unwrap();

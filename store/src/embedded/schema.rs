@@ -712,6 +712,46 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX outbox_settled ON outbox(state, created_at);
     CREATE INDEX outbox_items_message ON outbox_items(message_id);
     "#,
+    // Strategies down the tenant tree (issue 18): a strategy belongs to an enterprise or to a
+    // channel (one id space); a channel's says how far it reaches and what enterprises may do
+    // (JSON); enterprises' choices about inherited strategies. SQLite cannot drop a NOT NULL, so
+    // the table is rebuilt (nothing references it yet).
+    r#"
+    CREATE TABLE alarm_strategies_new (
+        id            INTEGER PRIMARY KEY,
+        enterprise_id INTEGER REFERENCES enterprises(id),
+        channel_id    INTEGER REFERENCES channels(id),
+        inheritance   TEXT,
+        settings      TEXT NOT NULL,
+        created_at    INTEGER NOT NULL,
+        updated_at    INTEGER NOT NULL,
+        CHECK ((enterprise_id IS NULL) <> (channel_id IS NULL)),
+        CHECK ((channel_id IS NULL) = (inheritance IS NULL))
+    );
+    INSERT INTO alarm_strategies_new (id, enterprise_id, settings, created_at, updated_at)
+        SELECT id, enterprise_id, settings, created_at, updated_at FROM alarm_strategies;
+    DROP TABLE alarm_strategies;
+    ALTER TABLE alarm_strategies_new RENAME TO alarm_strategies;
+    CREATE INDEX alarm_strategies_enterprise ON alarm_strategies(enterprise_id, id);
+    CREATE INDEX alarm_strategies_channel ON alarm_strategies(channel_id, id);
+    CREATE TABLE alarm_strategy_choices (
+        enterprise_id  INTEGER NOT NULL REFERENCES enterprises(id),
+        strategy_id    INTEGER NOT NULL REFERENCES alarm_strategies(id) ON DELETE CASCADE,
+        replacement_id INTEGER REFERENCES alarm_strategies(id) ON DELETE CASCADE,
+        at             INTEGER NOT NULL,
+        PRIMARY KEY (enterprise_id, strategy_id)
+    );
+    CREATE INDEX alarm_strategy_choices_strategy ON alarm_strategy_choices(strategy_id);
+    CREATE INDEX alarm_strategy_choices_replacement ON alarm_strategy_choices(replacement_id);
+    "#,
+    // The alarm engine's saved state (issue 18 item 6): one JSON document.
+    r#"
+    CREATE TABLE alarm_engine_state (
+        id       INTEGER PRIMARY KEY CHECK (id = 1),
+        state    TEXT NOT NULL,
+        saved_at INTEGER NOT NULL
+    );
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -765,6 +765,42 @@ const MIGRATIONS: &[(&str, &str)] = &[
     CREATE INDEX outbox_items_message ON outbox_items (message_id);
     "#,
     ),
+    (
+        "strategies down the tenant tree",
+        // Issue 18: a strategy belongs to an enterprise or to a channel (one id space); a
+        // channel's says how far it reaches and what enterprises may do (JSON); enterprises'
+        // choices about inherited strategies.
+        r#"
+    ALTER TABLE alarm_strategies ALTER COLUMN enterprise_id DROP NOT NULL;
+    ALTER TABLE alarm_strategies ADD COLUMN channel_id BIGINT REFERENCES channels (id);
+    ALTER TABLE alarm_strategies ADD COLUMN inheritance TEXT;
+    ALTER TABLE alarm_strategies ADD CONSTRAINT alarm_strategies_owner
+        CHECK ((enterprise_id IS NULL) <> (channel_id IS NULL));
+    ALTER TABLE alarm_strategies ADD CONSTRAINT alarm_strategies_inheritance
+        CHECK ((channel_id IS NULL) = (inheritance IS NULL));
+    CREATE INDEX alarm_strategies_channel ON alarm_strategies (channel_id, id);
+    CREATE TABLE alarm_strategy_choices (
+        enterprise_id  BIGINT NOT NULL REFERENCES enterprises (id),
+        strategy_id    BIGINT NOT NULL REFERENCES alarm_strategies (id) ON DELETE CASCADE,
+        replacement_id BIGINT REFERENCES alarm_strategies (id) ON DELETE CASCADE,
+        at             BIGINT NOT NULL,
+        PRIMARY KEY (enterprise_id, strategy_id)
+    );
+    CREATE INDEX alarm_strategy_choices_strategy ON alarm_strategy_choices (strategy_id);
+    CREATE INDEX alarm_strategy_choices_replacement ON alarm_strategy_choices (replacement_id);
+    "#,
+    ),
+    (
+        "alarm engine state",
+        // Issue 18 item 6: the alarm engine's saved state, one JSON document.
+        r#"
+    CREATE TABLE alarm_engine_state (
+        id       INTEGER PRIMARY KEY CHECK (id = 1),
+        state    TEXT NOT NULL,
+        saved_at BIGINT NOT NULL
+    );
+    "#,
+    ),
 ];
 
 /// The schema version this build writes.

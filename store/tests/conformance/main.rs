@@ -139,6 +139,9 @@ async fn suite(store: Store) {
     orders::orders(&store).await;
     licences::licences(&store).await;
     audit::notification_audit(&store).await;
+    // Last: they create channels, whose ids the tenant cases expect to start at 1.
+    strategies::inherited_strategies(&store).await;
+    strategies::engine_state(&store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
