@@ -44,11 +44,13 @@ mod orders;
 mod outbox;
 pub mod postgres;
 mod profiles;
+mod rps;
 pub mod scaleout;
 mod sites;
 pub mod spool;
 mod strategies;
 mod tasks;
+mod tenant_admin;
 mod tenants;
 
 pub use account_security::*;
@@ -67,9 +69,11 @@ pub use oplog::*;
 pub use orders::*;
 pub use outbox::*;
 pub use profiles::*;
+pub use rps::*;
 pub use sites::*;
 pub use strategies::*;
 pub use tasks::*;
+pub use tenant_admin::*;
 pub use tenants::*;
 
 use fleetpulse_proto::{DeviceId, EnterpriseId};
@@ -147,6 +151,8 @@ pub trait EntityStore:
     + GroupStore
     + OrderStore
     + LicenceStore
+    + TenantAdminStore
+    + RpsStore
 {
 }
 
@@ -168,6 +174,8 @@ impl<T> EntityStore for T where
         + GroupStore
         + OrderStore
         + LicenceStore
+        + TenantAdminStore
+        + RpsStore
 {
 }
 
@@ -201,6 +209,8 @@ opaque_debug!(
     GroupStore,
     OrderStore,
     LicenceStore,
+    TenantAdminStore,
+    RpsStore,
     EntityStore,
     EventStore
 );

@@ -27,10 +27,12 @@ mod oplog;
 mod orders;
 mod outbox;
 mod profiles;
+mod rps;
 mod schema;
 mod sites;
 mod strategies;
 mod tasks;
+mod tenant_admin;
 mod tenants;
 mod writer;
 

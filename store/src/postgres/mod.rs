@@ -26,10 +26,12 @@ mod oplog;
 mod orders;
 mod outbox;
 mod profiles;
+mod rps;
 mod schema;
 mod sites;
 mod strategies;
 mod tasks;
+mod tenant_admin;
 mod tenants;
 
 use std::sync::Arc;

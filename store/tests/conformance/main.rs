@@ -34,6 +34,7 @@ mod profiles;
 mod sites;
 mod strategies;
 mod tasks;
+mod tenant_admin;
 mod tenants;
 
 /// Reads in the scale-out store lag the spool by the drain time: poll until `check` passes.
@@ -135,6 +136,9 @@ async fn suite(store: Store) {
     groups::group_imports(&store).await;
     orders::orders(&store).await;
     licences::licences(&store).await;
+    tenant_admin::sub_account_deletion(&store).await;
+    tenant_admin::tenant_freezes(&store).await;
+    tenant_admin::rps_devices(&store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
