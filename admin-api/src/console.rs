@@ -54,6 +54,7 @@ const SOURCES: &[(&str, &str)] = &[
     ("page-alarms.js", include_str!("../console/page-alarms.js")),
     ("page-strategies.js", include_str!("../console/page-strategies.js")),
     ("page-tenants.js", include_str!("../console/page-tenants.js")),
+    ("page-rps.js", include_str!("../console/page-rps.js")),
     ("page-sub-accounts.js", include_str!("../console/page-sub-accounts.js")),
     ("page-account.js", include_str!("../console/page-account.js")),
     ("page-oplog.js", include_str!("../console/page-oplog.js")),

@@ -21,11 +21,13 @@ pub(crate) mod oplog;
 pub(crate) mod ops;
 pub(crate) mod orders;
 pub(crate) mod profiles;
+pub(crate) mod rps;
 pub(crate) mod session;
 pub(crate) mod sites;
 pub(crate) mod statements;
 pub(crate) mod strategies;
 pub(crate) mod tasks;
+pub(crate) mod tenant_admin;
 pub(crate) mod tenants;
 
 use axum::routing::MethodRouter;
@@ -57,6 +59,8 @@ pub(crate) fn all() -> Vec<(&'static str, MethodRouter<AppState>)> {
         statements::routes(),
         oplog::routes(),
         tenants::routes(),
+        tenant_admin::routes(),
+        rps::routes(),
         account::routes(),
         docs::routes(),
     ]

@@ -24,6 +24,7 @@ mod sites;
 mod strategies;
 mod tasks;
 mod tenancy;
+mod tenant_admin;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
