@@ -88,6 +88,7 @@ const ROUTES: &[&str] = &[
     "channels",
     "orders",
     "statements",
+    "rps",
 ];
 
 /// One embedded asset, under its hashed name.
