@@ -1098,6 +1098,84 @@ async fn profiles_are_deployed_in_the_browser_and_a_device_shows_its_configurati
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_are_frozen_moved_and_given_rps_devices_in_the_browser() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), None, "");
+    let api = Api::login(&server.api()).await;
+    let north = api.post("/api/v1/channels", json!({"name": "North"})).await["id"].as_u64().unwrap();
+    let south = api.post("/api/v1/channels", json!({"name": "South"})).await["id"].as_u64().unwrap();
+    let body = json!({"email": "north@example.com", "password": "first-password", "role": "channel_admin", "channel_id": north});
+    let north_admin = api.post("/api/v1/accounts", body).await["id"].as_u64().unwrap();
+    let helper =
+        json!({"email": "helper@example.com", "password": "first-password", "features": ["devices"], "data": "all"});
+    api.post("/api/v1/sub-accounts", helper).await;
+
+    let b = Browser::start().await;
+    sign_in(&b, &server, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    b.wait_path("/dashboard").await;
+    // TEN-1: an enterprise with its master administrator (who gets the account) and RPS.
+    b.click_on("#sidebar a[href='/tenants']").await;
+    b.type_into("#create-enterprise input[name=name]", "Umbrella").await;
+    b.type_into("#create-enterprise input[name=channel_id]", &north.to_string()).await;
+    b.type_into("#create-enterprise input[name=master_admin_email]", "boss@umbrella.example").await;
+    b.click_on("#create-enterprise input[name=rps]").await;
+    b.click_on("#create-enterprise button[type=submit]").await;
+    b.wait_text("#tenant-notice", "boss@umbrella.example was created").await;
+    let umbrella = api.get("/api/v1/enterprises?q=Umbrella").await["items"][0].clone();
+    assert_eq!((&umbrella["rps"], &umbrella["channel_id"]), (&json!(true), &json!(north)), "{umbrella}");
+    let e = umbrella["id"].as_u64().unwrap();
+    let accounts = api.get("/api/v1/accounts?q=boss%40umbrella").await;
+    assert_eq!(accounts["items"][0]["role"], "enterprise_admin", "{accounts}");
+
+    // TEN-5: freeze every account of channel North, then give back exactly those.
+    b.goto(&format!("{}/tenants", server.api())).await;
+    b.wait_text("#enterprise-list", "Umbrella").await;
+    b.click_on(&format!("[data-freeze='channels-{north}'] button")).await;
+    b.wait_text("#tenant-notice", "Froze 2 account(s)").await;
+    assert_eq!(api.get(&format!("/api/v1/accounts/{north_admin}")).await["frozen"], json!(true));
+    b.screenshot(&shot("26-tenant-frozen")).await;
+    b.click_on(&format!("[data-freeze='channels-{north}'] button + button")).await;
+    b.wait_text("#tenant-notice", "Unfroze 2 account(s)").await;
+    assert_eq!(api.get(&format!("/api/v1/accounts/{north_admin}")).await["frozen"], json!(false));
+
+    // Move Umbrella from North to South.
+    b.click_on(&format!("button[data-move='{e}']")).await;
+    b.type_into("#move-enterprise input[name=channel_id]", &south.to_string()).await;
+    b.click_on("#move-enterprise button[type=submit]").await;
+    b.wait_text("#tenant-notice", &format!("now belongs to channel #{south}")).await;
+    assert_eq!(api.get(&format!("/api/v1/enterprises/{e}")).await["channel_id"], json!(south));
+
+    // DEV-1: its RPS list; the device's lookup answers the URL.
+    b.goto(&format!("{}/rps?enterprise_id={e}", server.api())).await;
+    b.wait_text("#rps-list", "No RPS devices yet").await;
+    b.type_into("#add-rps input[name=key]", "00:15:65:12:34:56").await;
+    b.type_into("#add-rps input[name=server_url]", "https://dm.umbrella.example").await;
+    b.click_on("#add-rps button[type=submit]").await;
+    b.wait_text("#rps-list", "001565123456").await;
+    b.screenshot(&shot("27-rps-devices")).await;
+    let lookup = reqwest::get(format!("{}/api/v1/rps/redirect?mac=001565123456", server.api())).await.unwrap();
+    assert_eq!(lookup.json::<Value>().await.unwrap(), json!({"server_url": "https://dm.umbrella.example"}));
+
+    // TEN-5: a sub-account edited, then deleted (a confirmation in place).
+    b.click_on("#sidebar a[href='/sub-accounts']").await;
+    b.wait_text("#sub-account-list", "helper@example.com").await;
+    b.click_on("button[data-edit]").await;
+    b.type_into("#edit-permissions input[name=contact_name]", "Hal Helper").await;
+    b.click_on("#edit-permissions button[type=submit]").await;
+    b.wait_text("#sub-notice", "helper@example.com saved").await;
+    let subs = api.get("/api/v1/sub-accounts").await;
+    let id = subs["items"][0]["id"].as_u64().unwrap();
+    assert_eq!(api.get(&format!("/api/v1/sub-accounts/{id}")).await["contact_name"], "Hal Helper");
+    b.click_on("button[data-delete]").await;
+    b.click_on("#confirm-delete").await;
+    b.wait_text("#sub-notice", "is deleted").await;
+    b.wait_text("#sub-account-list", "No sub-accounts yet").await;
+    b.screenshot(&shot("28-sub-account-deleted")).await;
+    assert_clean(&b).await;
+    b.quit().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_enterprise_sees_where_its_strategies_come_from_and_opts_out_in_the_browser() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path(), None, "");

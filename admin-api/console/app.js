@@ -15,6 +15,7 @@ import * as oplog from "./page-oplog.js";
 import * as tasks from "./page-tasks.js";
 import * as inventory from "./page-inventory.js";
 import * as subAccounts from "./page-sub-accounts.js";
+import * as rps from "./page-rps.js";
 import * as sites from "./page-sites.js";
 import * as firmware from "./page-firmware.js";
 import * as groups from "./page-groups.js";
@@ -56,6 +57,7 @@ const ROUTES = [
   [/^\/device-imports$/, inventory.renderImports, "devices"],
   [/^\/device-imports\/(\d+)$/, inventory.renderImport, "devices"],
   [/^\/sub-accounts$/, subAccounts.render, null],
+  [/^\/rps$/, rps.render, "devices"],
   [/^\/channels\/(\d+)$/, tenants.renderChannel, "channels"],
   [/^\/account$/, account.render, null],
   [/^\/operation-log$/, oplog.render, "operation_log"],
@@ -71,6 +73,7 @@ const NAV = [
   ["/sites", "Sites", "devices"],
   ["/firmware", "Firmware", "devices"],
   ["/profiles", "Configuration profiles", "devices"],
+  ["/rps", "RPS devices", "devices"],
   ["/alarms", "Alarms", "alarms"],
   ["/strategies", "Alarm strategies", "strategies"],
   ["/windows", "Maintenance windows", "strategies"],

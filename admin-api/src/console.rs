@@ -57,6 +57,7 @@ const SOURCES: &[(&str, &str)] = &[
     ("page-strategies.js", include_str!("../console/page-strategies.js")),
     ("channel-strategies.js", include_str!("../console/channel-strategies.js")),
     ("page-tenants.js", include_str!("../console/page-tenants.js")),
+    ("page-rps.js", include_str!("../console/page-rps.js")),
     ("page-sub-accounts.js", include_str!("../console/page-sub-accounts.js")),
     ("page-account.js", include_str!("../console/page-account.js")),
     ("page-oplog.js", include_str!("../console/page-oplog.js")),
@@ -91,6 +92,7 @@ const ROUTES: &[&str] = &[
     "channels",
     "orders",
     "statements",
+    "rps",
 ];
 
 /// One embedded asset, under its hashed name.

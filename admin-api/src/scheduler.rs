@@ -209,7 +209,17 @@ impl Scheduler {
 
     /// Resolves the run's targets, finishes it (queues its commands) and wakes their devices.
     async fn finish(&self, run: &TaskRun, now: UnixMillis, pass: &mut SchedulerPass) -> Result<(), StoreError> {
-        let (plan, pushes) = match self.store.task(run.task_id).await? {
+        let task = self.store.task(run.task_id).await?;
+        // TEN-1: an enterprise whose channel turned device management off gets nothing sent.
+        let managed = match &task {
+            Some(task) => self.store.enterprise(task.enterprise_id).await?.is_none_or(|e| e.profile.device_management),
+            None => true,
+        };
+        let (plan, pushes) = match task {
+            Some(_) if !managed => {
+                let note = Some("the enterprise's device management permission is off: nothing was sent".into());
+                (RunPlan { note, ..RunPlan::default() }, Default::default())
+            }
             Some(task) if task.kind == crate::provisioning::PROVISION_TASK => {
                 let (devices, matched, note) = self.targets(&task).await?;
                 crate::provisioning::plan_task_run(self.store.as_ref(), &task, devices, matched, note, now).await?

@@ -50,12 +50,14 @@ mod orders;
 mod outbox;
 pub mod postgres;
 mod profiles;
+mod rps;
 pub mod scaleout;
 mod sites;
 pub mod spool;
 mod strategies;
 mod strategy_inheritance;
 mod tasks;
+mod tenant_admin;
 mod tenants;
 mod windows;
 
@@ -77,10 +79,12 @@ pub use oplog::*;
 pub use orders::*;
 pub use outbox::*;
 pub use profiles::*;
+pub use rps::*;
 pub use sites::*;
 pub use strategies::*;
 pub use strategy_inheritance::*;
 pub use tasks::*;
+pub use tenant_admin::*;
 pub use tenants::*;
 pub use windows::*;
 
@@ -163,6 +167,8 @@ pub trait EntityStore:
     + LicenceStore
     + WindowStore
     + NotificationAuditStore
+    + TenantAdminStore
+    + RpsStore
 {
 }
 
@@ -188,6 +194,8 @@ impl<T> EntityStore for T where
         + LicenceStore
         + WindowStore
         + NotificationAuditStore
+        + TenantAdminStore
+        + RpsStore
 {
 }
 
@@ -225,6 +233,8 @@ opaque_debug!(
     LicenceStore,
     WindowStore,
     NotificationAuditStore,
+    TenantAdminStore,
+    RpsStore,
     EntityStore,
     EventStore
 );

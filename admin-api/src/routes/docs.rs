@@ -134,9 +134,13 @@ pub(crate) fn operations() -> Vec<Operation> {
         get_("/api/v1/enterprises", TENANTS, "Enterprises the caller sees, searchable")
             .query::<SearchQuery>()
             .answers::<ListPage<Enterprise>>(200),
-        post_("/api/v1/enterprises", TENANTS, "Create an enterprise with its profile and a fresh credential")
-            .body::<enterprises::CreateEnterprise>()
-            .answers::<Enterprise>(201)
+        post_(
+            "/api/v1/enterprises",
+            TENANTS,
+            "Create an enterprise with its profile and a fresh credential; its master administrator (else register) email gets the enterprise admin account, emailed",
+        )
+        .body::<enterprises::CreateEnterprise>()
+        .answers::<enterprises::CreatedEnterprise>(201)
             .may_fail(&[409]),
         get_("/api/v1/enterprises/{id}", TENANTS, "One enterprise").answers::<Enterprise>(200),
         put_("/api/v1/enterprises/{id}", TENANTS, "Edit an enterprise (given fields change)")
@@ -416,5 +420,7 @@ pub(crate) fn operations() -> Vec<Operation> {
     .chain(crate::routes::orders::operations())
     .chain(crate::routes::windows::operations())
     .chain(crate::routes::alarm_notifications::operations())
+    .chain(crate::routes::tenant_admin::operations())
+    .chain(crate::routes::rps::operations())
     .collect()
 }

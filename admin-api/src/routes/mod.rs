@@ -24,11 +24,13 @@ pub(crate) mod oplog;
 pub(crate) mod ops;
 pub(crate) mod orders;
 pub(crate) mod profiles;
+pub(crate) mod rps;
 pub(crate) mod session;
 pub(crate) mod sites;
 pub(crate) mod statements;
 pub(crate) mod strategies;
 pub(crate) mod tasks;
+pub(crate) mod tenant_admin;
 pub(crate) mod tenants;
 pub(crate) mod windows;
 
@@ -65,6 +67,8 @@ pub(crate) fn all() -> Vec<(&'static str, MethodRouter<AppState>)> {
         statements::routes(),
         oplog::routes(),
         tenants::routes(),
+        tenant_admin::routes(),
+        rps::routes(),
         account::routes(),
         docs::routes(),
     ]

@@ -237,6 +237,13 @@ pub(crate) struct AccountBody {
     permissions: Option<Permissions>,
 }
 
+impl AccountBody {
+    /// A sub-account's permissions.
+    pub(crate) fn permissions(&self) -> Option<&Permissions> {
+        self.permissions.as_ref()
+    }
+}
+
 impl From<Account> for AccountBody {
     fn from(a: Account) -> Self {
         AccountBody {

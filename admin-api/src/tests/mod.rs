@@ -26,6 +26,7 @@ mod strategies;
 mod tasks;
 mod tenancy;
 mod windows;
+mod tenant_admin;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;

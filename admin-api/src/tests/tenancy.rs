@@ -29,6 +29,7 @@ const SELF_ROUTES: &[&str] = &[
     "/api/v1/openapi.json",
     "/api/v1/account/device-columns",
     "/api/v1/command-kinds",
+    "/api/v1/rps/redirect",
 ];
 
 /// Routes that take foreign ids in the body and answer per id: checked by content below (every
@@ -85,6 +86,8 @@ struct World {
     group: u64,
     /// A pending order of EB.
     order: u64,
+    /// An entry of EB's RPS device list.
+    rps: u64,
 }
 
 async fn account(
@@ -269,6 +272,13 @@ async fn world() -> World {
         created_at: UnixMillis(1),
     };
     let order = h.store.entities.create_order(order).await.expect("order").id.0;
+    let rps = fleetpulse_store::NewRpsDevice {
+        enterprise_id: eb,
+        key: DeviceKey::Mac(Mac::parse("00156500bb02").expect("mac")),
+        server_url: "https://rps.b.example".into(),
+        at: UnixMillis(1),
+    };
+    let rps = h.store.entities.add_rps_device(rps).await.expect("RPS entry").id.0;
     World {
         h,
         platform,
@@ -299,6 +309,7 @@ async fn world() -> World {
         profile,
         group: group.0,
         order,
+        rps,
     }
 }
 
@@ -350,6 +361,8 @@ fn foreign_request(w: &World, path: &str, method: &Method) -> Option<(String, Op
         path.replace("{id}", &w.profile.to_string())
     } else if id("/api/v1/groups/") {
         path.replace("{id}", &w.group.to_string())
+    } else if id("/api/v1/rps-devices/") {
+        path.replace("{id}", &w.rps.to_string())
     } else if id("/api/v1/orders/") {
         path.replace("{id}", &w.order.to_string())
     } else if id("/api/v1/tasks/") {
@@ -377,6 +390,8 @@ fn foreign_request(w: &World, path: &str, method: &Method) -> Option<(String, Op
             | "/api/v1/orders/export"
             | "/api/v1/statements"
             | "/api/v1/statements/export"
+            | "/api/v1/rps-devices"
+            | "/api/v1/rps-devices/import"
     ) {
         format!("{path}?enterprise_id={}", w.eb)
     } else if matches!(
@@ -416,6 +431,12 @@ fn foreign_request(w: &World, path: &str, method: &Method) -> Option<(String, Op
             "effective_date": "2999-01-01"
         })),
         ("/api/v1/groups/{id}", _) => Some(json!({"name": "intruders"})),
+        ("/api/v1/enterprises/{id}/move", _) => Some(json!({"channel_id": w.a})),
+        ("/api/v1/sub-accounts/{id}", _) => Some(json!({"contact_name": "intruder", "data": "all"})),
+        ("/api/v1/rps-devices", _) => {
+            Some(json!({"enterprise_id": w.eb, "mac": "001565000ffe", "server_url": "https://intruder.example"}))
+        }
+        ("/api/v1/rps-devices/{id}", _) => Some(json!({"server_url": "https://intruder.example"})),
         ("/api/v1/groups/{id}/members" | "/api/v1/groups/{id}/members/remove", _) => {
             Some(json!({"device_ids": [w.device]}))
         }
@@ -531,6 +552,15 @@ async fn every_route_answers_404_or_403_for_another_tenants_objects() {
     let b_orders = w.h.store.entities.list_orders(&b_orders, fleetpulse_store::Page::first(10)).await.unwrap();
     assert_eq!(b_orders.len(), 1, "no order was placed for B");
     assert_eq!(b_orders[0].cancelled_at, None, "B's order is not cancelled");
+    let rps = w.h.store.entities.rps_device(fleetpulse_proto::RpsDeviceId(w.rps)).await.unwrap().expect("kept");
+    assert_eq!(rps.server_url, "https://rps.b.example");
+    let b_freeze = w.h.store.entities.tenant_freeze(fleetpulse_store::TenantRef::Channel(w.b)).await.unwrap();
+    assert_eq!(b_freeze, None, "channel B is not frozen");
+    let eb_freeze = w.h.store.entities.tenant_freeze(fleetpulse_store::TenantRef::Enterprise(w.eb)).await.unwrap();
+    assert_eq!(eb_freeze, None, "EB is not frozen");
+    assert_eq!(w.h.store.entities.enterprise(w.eb).await.unwrap().expect("kept").channel_id, Some(w.b), "not moved");
+    let eb_sub = w.h.store.entities.account(fleetpulse_proto::AccountId(w.eb_sub)).await.unwrap().expect("not deleted");
+    assert_eq!(eb_sub.permissions.map(|p| p.features.len()), Some(fleetpulse_store::Feature::ALL.len()));
     let alarm = w.h.store.events.alarm_record(w.alarm).await.unwrap().expect("kept");
     assert_eq!(alarm.status, fleetpulse_store::AlarmStatus::Active);
     assert_eq!(

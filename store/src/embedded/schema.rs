@@ -752,6 +752,35 @@ const MIGRATIONS: &[&str] = &[
         saved_at INTEGER NOT NULL
     );
     "#,
+    // Tenancy (TEN-1, TEN-5, DEV-1, issue 17): a tenant freeze and the accounts it froze
+    // (`frozen_by`, so that unfreezing restores exactly those), deleted sub-accounts kept as
+    // tombstones (`deleted_at`), the RPS device list (one row per device key, unique across
+    // enterprises). Enterprises created before the device-management flag took effect had it
+    // off without meaning it (the API's default was off and it controlled nothing): it is turned
+    // on for them, so an upgrade takes no device action away.
+    r#"
+    ALTER TABLE accounts ADD COLUMN frozen_by TEXT;
+    ALTER TABLE accounts ADD COLUMN deleted_at INTEGER;
+    CREATE INDEX accounts_frozen_by ON accounts(frozen_by) WHERE frozen_by IS NOT NULL;
+    CREATE TABLE tenant_freezes (
+        kind       TEXT NOT NULL CHECK (kind IN ('channel', 'enterprise')),
+        tenant_id  INTEGER NOT NULL,
+        frozen_at  INTEGER NOT NULL,
+        frozen_by  INTEGER NOT NULL,
+        accounts   INTEGER NOT NULL CHECK (accounts >= 0),
+        PRIMARY KEY (kind, tenant_id)
+    ) WITHOUT ROWID;
+    UPDATE enterprises SET profile = json_set(profile, '$.device_management', json('true'));
+    CREATE TABLE rps_devices (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        enterprise_id INTEGER NOT NULL REFERENCES enterprises(id),
+        device_key    TEXT NOT NULL UNIQUE,
+        server_url    TEXT NOT NULL,
+        created_at    INTEGER NOT NULL,
+        updated_at    INTEGER NOT NULL
+    );
+    CREATE INDEX rps_devices_enterprise ON rps_devices(enterprise_id, id);
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -28,11 +28,13 @@ mod oplog;
 mod orders;
 mod outbox;
 mod profiles;
+mod rps;
 mod schema;
 mod sites;
 mod strategies;
 mod strategy_inheritance;
 mod tasks;
+mod tenant_admin;
 mod tenants;
 mod windows;
 

@@ -801,6 +801,35 @@ const MIGRATIONS: &[(&str, &str)] = &[
     );
     "#,
     ),
+    (
+        "tenancy",
+        // Tenancy (TEN-1, TEN-5, DEV-1, issue 17), as in the embedded schema: tenant freezes and
+        // the accounts each froze, deleted sub-accounts kept as tombstones, the RPS device list;
+        // the device-management flag turned on for enterprises created before it took effect.
+        r#"
+    ALTER TABLE accounts ADD COLUMN frozen_by TEXT;
+    ALTER TABLE accounts ADD COLUMN deleted_at BIGINT;
+    CREATE INDEX accounts_frozen_by ON accounts (frozen_by) WHERE frozen_by IS NOT NULL;
+    CREATE TABLE tenant_freezes (
+        kind       TEXT NOT NULL CHECK (kind IN ('channel', 'enterprise')),
+        tenant_id  BIGINT NOT NULL,
+        frozen_at  BIGINT NOT NULL,
+        frozen_by  BIGINT NOT NULL,
+        accounts   BIGINT NOT NULL CHECK (accounts >= 0),
+        PRIMARY KEY (kind, tenant_id)
+    );
+    UPDATE enterprises SET profile = jsonb_set(profile::jsonb, '{device_management}', 'true'::jsonb)::text;
+    CREATE TABLE rps_devices (
+        id            BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        enterprise_id BIGINT NOT NULL REFERENCES enterprises (id),
+        device_key    TEXT NOT NULL UNIQUE,
+        server_url    TEXT NOT NULL,
+        created_at    BIGINT NOT NULL,
+        updated_at    BIGINT NOT NULL
+    );
+    CREATE INDEX rps_devices_enterprise ON rps_devices (enterprise_id, id);
+    "#,
+    ),
 ];
 
 /// The schema version this build writes.

@@ -35,6 +35,7 @@ mod profiles;
 mod sites;
 mod strategies;
 mod tasks;
+mod tenant_admin;
 mod tenants;
 mod windows;
 
@@ -139,6 +140,9 @@ async fn suite(store: Store) {
     orders::orders(&store).await;
     licences::licences(&store).await;
     audit::notification_audit(&store).await;
+    tenant_admin::sub_account_deletion(&store).await;
+    tenant_admin::tenant_freezes(&store).await;
+    tenant_admin::rps_devices(&store).await;
     // Last: they create channels, whose ids the tenant cases expect to start at 1.
     strategies::inherited_strategies(&store).await;
     strategies::engine_state(&store).await;
