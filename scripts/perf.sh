@@ -58,6 +58,10 @@ if [ "${1:-}" = sink ]; then
     for _ in $(seq 50); do [ "$(ps -o sid= -p "$1" | tr -d ' ')" = "$1" ] && break; sleep 0.02; done
     echo "${NICE--10}" >"/proc/$1/autogroup" 2>/dev/null || true
   }
+  # UDP datagrams the kernel dropped for want of receive buffer (machine-wide: other tests on the
+  # machine count too), from before the sink starts to the end.
+  udp_drops() { awk '/^Udp:/ && $2 ~ /^[0-9]+$/ {print $6}' /proc/net/snmp; }
+  drops0=$(udp_drops)
   pin "${SERVER_CORE:-1}" "$target/load_sink" --tls-dir "$work/tls" >"$work/sink.out" 2>"$work/sink.err" &
   sink=$!
   autogroup_nice $sink
@@ -82,13 +86,19 @@ if [ "${1:-}" = sink ]; then
   sleep "$(python3 -c "print($secs - 1)")"
   l1=$(ticks $lt) s1=$(ticks $sink) w1=$(date +%s.%N) lrss=$(rss $lt) srss=$(rss $sink)
   rc=0; wait $lt || rc=$?
-  python3 - "$work/report.json" "$l0" "$l1" "$s0" "$s1" "$w0" "$w1" "$lrss" "$srss" "$(getconf CLK_TCK)" "$rate" "$rc" <<'PY'
+  drops=$(( $(udp_drops) - drops0 ))
+  # warmup_cpu_ms_per_device: each process's CPU from its start to the end of the warm-up (set-up
+  # and heartbeats) per established device: the set-up cost when every device came up in it.
+  python3 - "$work/report.json" "$l0" "$l1" "$s0" "$s1" "$w0" "$w1" "$lrss" "$srss" "$(getconf CLK_TCK)" "$rate" "$rc" "$drops" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
 l0, l1, s0, s1 = (int(x) for x in sys.argv[2:6]); w0, w1 = float(sys.argv[6]), float(sys.argv[7])
 lrss, srss, hz, rate, rc = int(sys.argv[8]), int(sys.argv[9]), int(sys.argv[10]), float(sys.argv[11]), int(sys.argv[12])
 span = w1 - w0; msgs = r["rate_msgs_per_s"] * span; n = r["connections"]["established"]
 print(json.dumps({"devices": r["devices"], "established": n, "offered_msgs_per_s": rate,
+  "reconnects": r["connections"]["reconnects"], "failed_attempts": r["connections"]["failed_attempts"],
+  "udp_rcvbuf_drops": int(sys.argv[13]),
+  "warmup_cpu_ms_per_device": {"loadtester": round(l0 / hz * 1e3 / max(n, 1), 3), "sink": round(s0 / hz * 1e3 / max(n, 1), 3)},
   "acked_msgs_per_s": round(r["rate_msgs_per_s"]), "not_sent": r["not_sent"], "errors": r["errors"],
   "loadtester_core_use": round((l1 - l0) / hz / span, 3), "sink_core_use": round((s1 - s0) / hz / span, 3),
   "loadtester_cpu_us_per_msg": round((l1 - l0) / hz * 1e6 / max(msgs, 1), 2),

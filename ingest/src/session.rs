@@ -17,9 +17,10 @@ use fleetpulse_proto::wire::{Downlink, Uplink, Welcome};
 use fleetpulse_proto::{DeviceId, EnterpriseId, FrameDecoder, FrameEncoder, UnixMillis, close_code};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use quinn::{RecvStream, VarInt};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use crate::Context;
+use crate::ack_slot::AckSlot;
 use crate::admission::{Admitted, admit, decode_error, protocol_error, sequence};
 use crate::commands::send_commands;
 use crate::metrics::{ReasonLabel, ScopeLabel};
@@ -165,8 +166,10 @@ async fn serve(conn: &quinn::Connection, ctx: &Arc<Context>) -> Result<(), Close
         let (out_tx, out_rx) = mpsc::channel(MAX_OUTBOUND);
         let commands = out_tx.downgrade();
         let files = out_tx.downgrade();
-        let reader = read_loop(ctx, device, enterprise, &mut recv, decoder, &shard, out_tx);
-        let writer = write_loop(ctx, &mut send, out_rx, encoder);
+        let slot = AckSlot::new();
+        let reader =
+            read_loop(ctx, device, enterprise, &mut recv, decoder, ToShard { queue: &shard, slot: &slot }, out_tx);
+        let writer = write_loop(ctx, &mut send, out_rx, &slot, encoder);
         // The writer ends after the reader (which holds its queue) and flushes the last acks;
         // a writer that stops on a store failure (no ack can come) ends the session at once
         // instead of leaving the device waiting on a reader that is still alive.
@@ -211,13 +214,19 @@ async fn serve(conn: &quinn::Connection, ctx: &Arc<Context>) -> Result<(), Close
     result
 }
 
+/// Where the read loop hands its reads and where their answers come back.
+struct ToShard<'a> {
+    queue: &'a mpsc::Sender<ShardCmd>,
+    slot: &'a Arc<AckSlot>,
+}
+
 async fn read_loop(
     ctx: &Context,
     device: DeviceId,
     enterprise: EnterpriseId,
     recv: &mut RecvStream,
     mut decoder: FrameDecoder,
-    shard: &mpsc::Sender<ShardCmd>,
+    ToShard { queue: shard, slot }: ToShard<'_>,
     out: mpsc::Sender<Outbound>,
 ) -> Result<(), Close> {
     let limits = ctx.config.limits;
@@ -241,14 +250,18 @@ async fn read_loop(
             }
         }
         throttle(ctx, &device_limiter, enterprise, frames.len(), limits).await;
-        let (done, answer) = oneshot::channel();
+        // At most `MAX_READS_IN_FLIGHT` reads unanswered; a failure is the writer's to report.
+        let state = slot.room().await;
+        if state.failed {
+            return Ok(());
+        }
+        // Taken after this read's rejections were queued: the writer reads the slot before the
+        // queue, so a `Rejected` always leaves before the `Ack` covering it.
+        let ticket = slot.ticket();
         ctx.metrics.shard_queue_depth.inc();
-        if shard.send(ShardCmd::Frames { device, frames, at: UnixMillis::now(), done }).await.is_err() {
+        if shard.send(ShardCmd::Read { device, frames, at: UnixMillis::now(), ticket }).await.is_err() {
             ctx.metrics.shard_queue_depth.dec();
             return Err(Close::new(close_code::SHUTTING_DOWN, "server shutting down"));
-        }
-        if out.send(Outbound::Pending(answer)).await.is_err() {
-            return Ok(()); // the ack writer ended; it reports why
         }
     }
 }

@@ -41,9 +41,10 @@ pub struct LoadConfig {
     pub heartbeat_interval_s: u32,
     /// Frames generated per schedule tick and written per flush (`rate_per_device` counts frames).
     pub burst: u32,
-    /// Part of the sending phase in which devices connect but send nothing: every device's
-    /// schedule starts at the end of it (or at its connection, if later), so that connection
-    /// set-up and device registration stay out of the measured latency. Counts in `duration`.
+    /// Part of the sending phase in which devices connect and heartbeat but send no data: every
+    /// device's data starts at the end of it (or at its connection, if later), so that connection
+    /// set-up and device registration stay out of the measured latency; its heartbeats start at
+    /// its connection. Counts in `duration`.
     pub warmup: Duration,
     /// New device connections per second (token-bucket pacing), 0 = unlimited.
     pub connect_rate: u32,

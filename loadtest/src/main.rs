@@ -70,8 +70,8 @@ struct Args {
     /// Frames per schedule tick, written together (the rate counts frames).
     #[arg(long, default_value_t = 1)]
     burst: u32,
-    /// Start of every device's schedule after the run start (devices connect meanwhile); part of
-    /// the duration.
+    /// Start of every device's data after the run start (devices connect and heartbeat meanwhile);
+    /// part of the duration.
     #[arg(long, default_value = "0s", value_parser = parse_duration)]
     warmup: Duration,
     /// New connections per second while connecting the fleet; 0 = unlimited.
