@@ -4,6 +4,11 @@
 //! device connects and whenever it is woken. Whoever queues commands (the API, the task
 //! scheduler) calls [`CommandSignal::wake`] after the commands are stored. A device without a
 //! session on this node is not woken: its commands wait in the store until it connects.
+//!
+//! Devices without a session (HTTPS ingest, relays: [`crate::https_commands`]) pick their
+//! commands up in the answer to a request. So that a heartbeat costs no store write, the signal
+//! also keeps the devices whose queue was found empty since it last changed ("checked"); a wake
+//! takes the device out again, and its next request claims.
 
 use std::sync::Arc;
 
@@ -15,6 +20,9 @@ use tokio::sync::Notify;
 #[derive(Debug, Clone, Default)]
 pub struct CommandSignal {
     sessions: Arc<DashMap<DeviceId, Arc<Notify>>>,
+    /// Devices without a session whose queue was found empty and not woken since: one entry
+    /// per such device (a few bytes), so requests of idle devices claim nothing.
+    checked: Arc<DashMap<DeviceId, ()>>,
 }
 
 impl CommandSignal {
@@ -22,10 +30,29 @@ impl CommandSignal {
     /// queued for them.
     pub fn wake(&self, devices: impl IntoIterator<Item = DeviceId>) {
         for device in devices {
+            self.checked.remove(&device);
             if let Some(session) = self.sessions.get(&device) {
                 session.notify_one();
             }
         }
+    }
+
+    /// Whether a request of the device should look for commands: its queue was not found empty
+    /// since it was last woken (or since this process started).
+    pub(crate) fn may_have_commands(&self, device: DeviceId) -> bool {
+        !self.checked.contains_key(&device)
+    }
+
+    /// Marks the device checked *before* its queue is claimed: a wake during the claim takes the
+    /// mark away again, so a command queued meanwhile is claimed by the next request.
+    pub(crate) fn checking(&self, device: DeviceId) {
+        self.checked.insert(device, ());
+    }
+
+    /// The claim found commands: the device's next request looks again (for more, and for the
+    /// ones it may not have received).
+    pub(crate) fn claimed(&self, device: DeviceId) {
+        self.checked.remove(&device);
     }
 
     /// How many sessions can be woken.

@@ -10,6 +10,8 @@
 //! dropped and covered by the ack. A request that fails (4xx, 5xx, a lost connection) acked
 //! nothing new; the client resends the same frames with the same seqs.
 //!
+//! Commands for the device ride on a 200's answer ([`crate::https_commands`]).
+//!
 //! | status | when |
 //! | --- | --- |
 //! | 200 | frames durable; the body says up to which seq, and which were rejected |
@@ -49,7 +51,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
 
 use crate::Context;
 use crate::admission::{Admitted, authenticate_hello, decode_error, protocol_error, register, sequence};
-use crate::https_json::{JsonError, JsonFrame, JsonRejected, JsonRequest, JsonResponse};
+use crate::https_commands::{RESEND_HEADER, pickup};
+use crate::https_json::{JsonCommand, JsonError, JsonFrame, JsonRejected, JsonRequest, JsonResponse};
 use crate::metrics::{ReasonLabel, ScopeLabel};
 use crate::session::Close;
 use crate::shard::{Frame, ShardCmd};
@@ -218,6 +221,8 @@ struct Outcome {
     protocol_version: u16,
     ack: u64,
     rejected: Vec<(u64, String)>,
+    /// Commands claimed for the device (protocol version 2).
+    commands: Vec<fleetpulse_proto::wire::Command>,
 }
 
 /// A refused request.
@@ -265,11 +270,12 @@ impl HttpsIngest {
                 }
             },
         };
+        let resend = req.headers().contains_key(RESEND_HEADER);
         let result = match self.read_body(req).await {
             // The body's share of the budget is held until the answer is ready.
             Ok((body, _permit)) => match form {
-                Form::Frames => self.frames(&body, relay).await,
-                Form::Json => self.json(&body, credential, relay).await,
+                Form::Frames => self.frames(&body, relay, resend).await,
+                Form::Json => self.json(&body, credential, relay, resend).await,
             },
             Err(refusal) => Err(refusal),
         };
@@ -316,7 +322,7 @@ impl HttpsIngest {
     }
 
     /// The binary form: `Hello`, then `Data` frames, length-prefixed as on the QUIC stream.
-    async fn frames(&self, body: &[u8], relay: Option<EnterpriseId>) -> Result<Outcome, Refusal> {
+    async fn frames(&self, body: &[u8], relay: Option<EnterpriseId>, resend: bool) -> Result<Outcome, Refusal> {
         let ctx = &self.ctx;
         let mut decoder = FrameDecoder::new(ctx.config.max_frame_len);
         decoder.push(body);
@@ -342,7 +348,7 @@ impl HttpsIngest {
                 .into());
             }
         };
-        self.session(hello, uplinks.collect(), relay).await
+        self.session(hello, uplinks.collect(), relay, resend).await
     }
 
     /// The JSON form; the credential is the `Authorization: Bearer` token.
@@ -351,6 +357,7 @@ impl HttpsIngest {
         body: &[u8],
         credential: Option<String>,
         relay: Option<EnterpriseId>,
+        resend: bool,
     ) -> Result<Outcome, Refusal> {
         let Some(credential) = credential else {
             self.ctx.metrics.auth_failures.inc();
@@ -360,7 +367,7 @@ impl HttpsIngest {
             protocol_error(&self.ctx, "malformed_frame", close_code::MALFORMED_FRAME, format!("invalid JSON: {e}"))
         })?;
         let hello = request.device.into_hello(credential);
-        self.session(hello, request.frames.into_iter().map(JsonFrame::into_uplink).collect(), relay).await
+        self.session(hello, request.frames.into_iter().map(JsonFrame::into_uplink).collect(), relay, resend).await
     }
 
     /// One request's session: admission, the frames to the shard, the durable answer.
@@ -369,8 +376,11 @@ impl HttpsIngest {
         hello: fleetpulse_proto::wire::Hello,
         uplinks: Vec<Uplink>,
         relay: Option<EnterpriseId>,
+        resend: bool,
     ) -> Result<Outcome, Refusal> {
         let ctx = &self.ctx;
+        // A connect (`Hello` alone) or a resend may follow an answer that never arrived.
+        let requeue = resend || uplinks.is_empty();
         let (hello, enterprise) = authenticate_hello(ctx, hello).await?;
         // A relay speaks only for the devices of its enterprise: refused per device, before the
         // device is registered.
@@ -474,7 +484,9 @@ impl HttpsIngest {
         .await;
         let _ = shard.send(ShardCmd::Disconnected { device, connection: session }).await;
         let (ack, rejected) = result?;
-        Ok(Outcome { device, last_seq: committed, protocol_version: hello.protocol_version, ack, rejected })
+        // After the frames: a command answer among them is recorded before anything is claimed.
+        let commands = pickup(ctx, device, hello.protocol_version, requeue).await;
+        Ok(Outcome { device, last_seq: committed, protocol_version: hello.protocol_version, ack, rejected, commands })
     }
 
     fn refuse(&self, refusal: Refusal) -> Response<Full<Bytes>> {
@@ -541,6 +553,7 @@ fn render(form: Form, outcome: Outcome) -> Response<Full<Bytes>> {
                 last_seq: outcome.last_seq,
                 ack: outcome.ack,
                 rejected: outcome.rejected.into_iter().map(|(seq, reason)| JsonRejected { seq, reason }).collect(),
+                commands: outcome.commands.into_iter().map(JsonCommand::from).collect(),
             };
             json_response(StatusCode::OK, &body)
         }
@@ -559,6 +572,7 @@ fn render(form: Form, outcome: Outcome) -> Response<Full<Bytes>> {
             if outcome.ack > 0 {
                 frames.push(Downlink::Ack(Ack { seq: outcome.ack }));
             }
+            frames.extend(outcome.commands.into_iter().map(Downlink::Command));
             for frame in &frames {
                 if let Err(error) = encoder.encode(frame, &mut out) {
                     // Our own frames are bounded below the frame limit; never expected.

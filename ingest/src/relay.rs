@@ -208,7 +208,8 @@ async fn next_uplink(recv: &mut RecvStream, decoder: &mut FrameDecoder) -> Resul
     }
 }
 
-/// Writes the server's answer frames to the device (a `Welcome` only when `welcome`).
+/// Writes the server's answer frames to the device: its `Welcome` only when `welcome` (the
+/// answer to the device's connect), and the `Rejected`, `Ack` and `Command` frames always.
 async fn write_answer(
     send: &mut SendStream,
     encoder: &mut FrameEncoder,
@@ -217,7 +218,7 @@ async fn write_answer(
 ) -> Result<(), Close> {
     let mut out = BytesMut::new();
     for frame in answer {
-        if matches!(frame, Downlink::Welcome(_)) != welcome {
+        if matches!(frame, Downlink::Welcome(_)) && !welcome {
             continue;
         }
         encoder.encode(frame, &mut out).map_err(|e| Close::new(close_code::SERVER_ERROR, e.to_string()))?;
@@ -228,14 +229,17 @@ async fn write_answer(
     Ok(())
 }
 
-/// One exchange, retried (with the same frames) until the server answers or refuses.
+/// One exchange, retried (with the same frames, marked as a resend so that commands in a lost
+/// answer come again) until the server answers or refuses.
 async fn exchange(shared: &Shared, hello: &Uplink, frames: &[Uplink]) -> Result<Vec<Downlink>, Close> {
+    let mut resend = false;
     loop {
-        match shared.upstream.exchange(hello, frames).await {
+        match shared.upstream.exchange(hello, frames, resend).await {
             Ok(answer) => return Ok(answer),
             Err(Failure::Retry(wait)) => tokio::time::sleep(wait).await,
             Err(Failure::Close(close)) => return Err(close),
         }
+        resend = true;
     }
 }
 

@@ -102,9 +102,14 @@ impl Upstream {
         Ok(sender)
     }
 
-    /// Sends the device's `hello` and `frames`; the server's answer frames (`Welcome`, any
-    /// `Rejected`, the `Ack`).
-    pub(crate) async fn exchange(&self, hello: &Uplink, frames: &[Uplink]) -> Result<Vec<Downlink>, Failure> {
+    /// Sends the device's `hello` and `frames` (`resend`: sent before, the answer was lost); the
+    /// server's answer frames (`Welcome`, any `Rejected`, the `Ack`, any `Command`s).
+    pub(crate) async fn exchange(
+        &self,
+        hello: &Uplink,
+        frames: &[Uplink],
+        resend: bool,
+    ) -> Result<Vec<Downlink>, Failure> {
         let mut encoder = FrameEncoder::default();
         let mut body = BytesMut::new();
         for frame in std::iter::once(hello).chain(frames) {
@@ -116,7 +121,11 @@ impl Upstream {
             tracing::warn!(message = "Upstream unreachable; retrying.", %error);
             Failure::Retry(RETRY_AFTER)
         })?;
-        let request = hyper::Request::post(&self.uri)
+        let mut request = hyper::Request::post(&self.uri);
+        if resend {
+            request = request.header(crate::https_commands::RESEND_HEADER, HeaderValue::from_static("1"));
+        }
+        let request = request
             .header(crate::https::RELAY_HEADER, self.credential.clone())
             .header(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"))
             // The server reserves memory for a body by its length (the limit without one).
