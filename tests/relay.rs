@@ -284,7 +284,7 @@ fn command_result(seq: u64, command_id: u64, status: CommandStatus, output: &str
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_command_reaches_a_device_behind_a_relay_with_its_next_exchange_and_its_answer_comes_back() {
+async fn commands_reach_a_device_behind_a_relay_and_its_answers_come_back() {
     let dir = tempfile::tempdir().unwrap();
     let (server, https, (_, credential), _) = server_with_grant(dir.path()).await;
     let relay = RelayProcess::start(&server, https, free_udp(), &dir.path().join("relay"));
@@ -333,6 +333,15 @@ async fn a_command_reaches_a_device_behind_a_relay_with_its_next_exchange_and_it
     let done = api.get(&format!("/api/v1/commands/{id}")).await;
     assert_eq!(done["state"], "succeeded", "{done}");
     assert_eq!(done["output"], "4 packets, 0 lost");
+
+    // A device that says nothing gets its command too: the relay's long poll learns it was woken
+    // and makes it exchange.
+    let second =
+        api.post(&format!("/api/v1/devices/{}/commands", w.device_id), serde_json::json!({"kind": "reboot"})).await;
+    match device.next().await {
+        Some(Downlink::Command(c)) => assert_eq!(c.command_id, second["id"].as_u64().unwrap()),
+        other => panic!("expected the second Command without sending anything, got {other:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

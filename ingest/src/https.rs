@@ -213,6 +213,9 @@ enum Form {
     Json,
 }
 
+/// Longest a relay's long poll (`/ingest/v1/relay/wakes`) waits for a woken device.
+pub const RELAY_WAKES_WAIT: Duration = Duration::from_secs(25);
+
 /// A request's outcome before it is rendered in its form.
 #[derive(Debug)]
 struct Outcome {
@@ -250,8 +253,10 @@ impl From<Close> for Refusal {
 impl HttpsIngest {
     async fn answer(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
         let form = match req.uri().path() {
-            "/ingest/v1/frames" => Form::Frames,
-            "/ingest/v1/messages" => Form::Json,
+            "/ingest/v1/frames" => Some(Form::Frames),
+            "/ingest/v1/messages" => Some(Form::Json),
+            // A relay's long poll for its woken devices.
+            "/ingest/v1/relay/wakes" => None,
             _ => return self.plain(StatusCode::NOT_FOUND, "not_found", "no such path"),
         };
         if req.method() != Method::POST {
@@ -269,6 +274,15 @@ impl HttpsIngest {
                     return self.refuse(Close::new(close_code::BAD_CREDENTIAL, "unknown relay credential").into());
                 }
             },
+        };
+        let Some(form) = form else {
+            return match relay {
+                Some(enterprise) => self.relay_wakes(enterprise, req.uri().query()).await,
+                None => {
+                    self.ctx.metrics.auth_failures.inc();
+                    self.refuse(Close::new(close_code::BAD_CREDENTIAL, "a relay credential is required").into())
+                }
+            };
         };
         let resend = req.headers().contains_key(RESEND_HEADER);
         let result = match self.read_body(req).await {
@@ -379,8 +393,6 @@ impl HttpsIngest {
         resend: bool,
     ) -> Result<Outcome, Refusal> {
         let ctx = &self.ctx;
-        // A connect (`Hello` alone) or a resend may follow an answer that never arrived.
-        let requeue = resend || uplinks.is_empty();
         let (hello, enterprise) = authenticate_hello(ctx, hello).await?;
         // A relay speaks only for the devices of its enterprise: refused per device, before the
         // device is registered.
@@ -485,8 +497,34 @@ impl HttpsIngest {
         let _ = shard.send(ShardCmd::Disconnected { device, connection: session }).await;
         let (ack, rejected) = result?;
         // After the frames: a command answer among them is recorded before anything is claimed.
-        let commands = pickup(ctx, device, hello.protocol_version, requeue).await;
+        let commands = pickup(ctx, device, hello.protocol_version, resend).await;
         Ok(Outcome { device, last_seq: committed, protocol_version: hello.protocol_version, ack, rejected, commands })
+    }
+
+    /// A relay's long poll: the devices of its enterprise woken (commands queued) after
+    /// `?after=N`, waiting up to [`RELAY_WAKES_WAIT`] for one; `{"next": n, "devices": [ids]}`.
+    /// The relay makes those of its devices exchange, and the answers carry their commands.
+    async fn relay_wakes(&self, enterprise: EnterpriseId, query: Option<&str>) -> Response<Full<Bytes>> {
+        let after = query
+            .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("after=")))
+            .and_then(|v| v.parse::<u64>().ok());
+        let woken = self.ctx.command_signal.woken();
+        let (devices, next) = match after {
+            // The first poll learns where the log stands.
+            None => (Vec::new(), woken.since(u64::MAX).1),
+            Some(after) => woken.wait_since(after, RELAY_WAKES_WAIT).await,
+        };
+        let mut mine = Vec::new();
+        for device in devices {
+            // Only the relay's own enterprise's devices: a relay learns nothing of others.
+            if let Ok(Some(d)) = self.ctx.devices.device(device).await
+                && d.enterprise_id == enterprise
+            {
+                mine.push(device.0);
+            }
+        }
+        self.ctx.metrics.https_requests.get_or_create(&ReasonLabel { reason: "ok" }).inc();
+        json_response(StatusCode::OK, &serde_json::json!({ "next": next, "devices": mine }))
     }
 
     fn refuse(&self, refusal: Refusal) -> Response<Full<Bytes>> {

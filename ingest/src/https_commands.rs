@@ -9,13 +9,14 @@
 //!
 //! | request (protocol version 2) | what it claims |
 //! | --- | --- |
-//! | a connect (`Hello` alone) or a resend ([`RESEND_HEADER`]) | commands sent earlier and never accepted are queued again, then up to [`COMMANDS_PER_ANSWER`] are claimed |
+//! | a resend ([`RESEND_HEADER`]: the answer to these frames was lost, or the device (re)connected) | commands sent earlier and never accepted are queued again, then up to [`COMMANDS_PER_ANSWER`] are claimed |
 //! | any other, of a device not found empty since its last wake | up to [`COMMANDS_PER_ANSWER`] |
 //! | any other, of a device found empty since | nothing: a heartbeat costs no store write |
 //!
-//! A command in an answer that never arrived stays `sent` until the device's next connect or
-//! resend queues it again (the relay marks its retried exchanges as resends), or until its
-//! deadline. A device runs a command at most once (it remembers the ids it accepted), so one
+//! A command in an answer that never arrived stays `sent` until the device's next resend queues
+//! it again (the relay marks a device's connect and its retried exchanges as resends), or until
+//! its deadline. A request without the header never requeues: a command just sent and not yet
+//! accepted is not sent again by the next heartbeat. A device runs a command at most once (it remembers the ids it accepted), so one
 //! sent twice is harmless.
 
 use fleetpulse_proto::wire;
@@ -23,8 +24,8 @@ use fleetpulse_proto::{DeviceId, UnixMillis};
 
 use crate::Context;
 
-/// A request header (any value) saying "these frames were sent before and the answer was lost":
-/// commands the device never accepted are sent again.
+/// A request header (any value) saying "the answer to these frames was lost" or "the device
+/// (re)connected": commands the device never accepted are sent again.
 pub const RESEND_HEADER: &str = "x-fleetpulse-resend";
 
 /// Commands one answer carries at most (the rest come with the next answers).

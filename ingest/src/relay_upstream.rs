@@ -165,6 +165,48 @@ impl Upstream {
         }
     }
 
+    /// The relay's long poll: devices of its enterprise with new commands, woken after `after`
+    /// (`None`: only where the server's log stands); `(next, device ids)`.
+    pub(crate) async fn wakes(&self, after: Option<u64>) -> Result<(u64, Vec<u64>), String> {
+        #[derive(serde::Deserialize)]
+        struct Wakes {
+            next: u64,
+            devices: Vec<u64>,
+        }
+        let mut sender = self.sender().await?;
+        let uri = match after {
+            Some(n) => format!("https://{}/ingest/v1/relay/wakes?after={n}", self.addr),
+            None => format!("https://{}/ingest/v1/relay/wakes", self.addr),
+        };
+        let request = hyper::Request::post(uri)
+            .header(crate::https::RELAY_HEADER, self.credential.clone())
+            .header(header::CONTENT_LENGTH, HeaderValue::from(0))
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| e.to_string())?;
+        let poll = async {
+            sender.ready().await.map_err(|e| e.to_string())?;
+            let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
+            let status = response.status();
+            let bytes = response.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+            if !status.is_success() {
+                return Err(format!("status {status}"));
+            }
+            serde_json::from_slice::<Wakes>(&bytes).map_err(|e| e.to_string())
+        };
+        let wait = crate::https::RELAY_WAKES_WAIT + Duration::from_secs(10);
+        match tokio::time::timeout(wait, poll).await {
+            Ok(Ok(w)) => Ok((w.next, w.devices)),
+            Ok(Err(error)) => {
+                self.forget_if_closed(&sender).await;
+                Err(error)
+            }
+            Err(_) => {
+                self.forget_if_closed(&sender).await;
+                Err("timed out".into())
+            }
+        }
+    }
+
     /// Drops the connection if it is closed (the next exchange reconnects); one failed stream
     /// does not end the other devices' exchanges on a live connection.
     async fn forget_if_closed(&self, failed: &SendRequest<Full<Bytes>>) {
