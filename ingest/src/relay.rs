@@ -340,7 +340,9 @@ async fn forward(
         }
     };
     let forwarder = async {
-        let mut frames = Vec::with_capacity(FRAMES_PER_EXCHANGE);
+        // Allocated per exchange, not kept: room for 128 frames held by every idle device costs
+        // 128 × size_of::<Uplink>() per device for nothing.
+        let mut frames = Vec::new();
         loop {
             tokio::select! {
                 first = rx.recv() => match first {
@@ -358,7 +360,7 @@ async fn forward(
             }
             let answer = exchange(shared, hello, &frames, false).await?;
             write_answer(&mut send, &mut encoder, &answer, false).await?;
-            frames.clear();
+            frames = Vec::new();
         }
         Ok::<(), Close>(())
     };
