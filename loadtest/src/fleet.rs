@@ -155,7 +155,7 @@ pub async fn run(cfg: LoadConfig) -> anyhow::Result<Report> {
 /// Runs the load test until `stop` resolves or `cfg.duration` passes, whichever is first; then
 /// drains, closes, verifies and reports. Writes the report to `cfg.report` if set.
 pub async fn run_until(cfg: LoadConfig, stop: impl Future<Output = ()> + Send) -> anyhow::Result<Report> {
-    if let crate::config::Transport::Https(addr) = cfg.transport {
+    if let crate::config::Transport::Https(addr) | crate::config::Transport::Relayed(addr) = cfg.transport {
         return crate::https_mode::run(cfg, addr, stop).await;
     }
     cfg.validate()?;
