@@ -169,7 +169,7 @@ mod tests {
                 Action::Record(c) => {
                     format!("{} {}", if c.kind == AlarmChangeKind::Clear { "clear" } else { "raise" }, c.code.0)
                 }
-                Action::Lifecycle { .. } => continue,
+                Action::Lifecycle { .. } | Action::Maintenance { .. } => continue,
                 Action::Notify(n) => format!("notify {:?} {}", n.stage, n.items.len()),
             });
         }
