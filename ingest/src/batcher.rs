@@ -16,7 +16,7 @@
 //! | output | what the shell does with it |
 //! | --- | --- |
 //! | [`poll_commit`](ShardBatcher::poll_commit) | commits the batch (`EventStore::append`), then calls `handle_committed` |
-//! | [`poll_ack`](ShardBatcher::poll_ack) | answers the waiter (the QUIC session's ack slot, or the HTTPS request's oneshot) |
+//! | [`poll_ack`](ShardBatcher::poll_ack) | answers the waiter (the session's oneshot) |
 //! | [`poll_live`](ShardBatcher::poll_live) | applies the change to [`crate::LiveState`] |
 //! | [`poll_alarm_events`](ShardBatcher::poll_alarm_events) | hands the durable device events to the alarm engine |
 //! | [`poll_snapshots`](ShardBatcher::poll_snapshots) | hands the durable snapshot updates to the snapshot writer |
@@ -118,7 +118,7 @@ impl DeviceState {
     }
 }
 
-/// A session waiting for its frames to be safe; `W` is the shell's token (where the answer goes).
+/// A session waiting for its frames to be safe; `W` is the shell's token (a oneshot sender).
 #[derive(Debug)]
 struct Waiter<W> {
     device: DeviceId,

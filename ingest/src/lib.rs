@@ -20,7 +20,6 @@
 //! kinds, durable in the store. *Architecture invariant*: every queue is bounded; when the store
 //! or a shard falls behind, sessions stop reading and QUIC flow control slows the devices.
 
-mod ack_slot;
 mod admission;
 mod batcher;
 pub mod closer;

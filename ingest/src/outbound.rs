@@ -1,114 +1,106 @@
 //! The one writer of a session's control stream: acknowledgements, rejections, commands and
-//! file outcomes.
+//! file outcomes, in the order they were queued.
 //!
-//! Rejections, commands and file outcomes go through one bounded queue of [`Outbound`] items, in
-//! order; acknowledgements come from the session's [`AckSlot`], where the shard leaves its
-//! answers. Each time the writer wakes it reads the slot, then takes every queued item, then
-//! writes one cumulative `Ack` for every read answered meanwhile: reading the slot first means a
-//! read's `Rejected` (queued before the read went to the shard) always leaves before the `Ack`
-//! covering it.
+//! Everything the server sends after `Welcome` goes through one bounded queue of [`Outbound`]
+//! items, so one task owns the stream's send half. Acknowledgements keep their rules: the writer
+//! awaits the shard's answers in order and sends cumulative acknowledgements, coalescing those
+//! that are ready together; a frame queued behind a pending acknowledgement waits for it.
+
+use std::collections::VecDeque;
 
 use bytes::BytesMut;
 use fleetpulse_proto::FrameEncoder;
 use fleetpulse_proto::close_code;
 use fleetpulse_proto::wire::{Ack, Downlink, Rejected};
 use quinn::SendStream;
-use tokio::sync::mpsc;
-use tokio::sync::mpsc::error::TryRecvError;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::Context;
-use crate::ack_slot::AckSlot;
 use crate::session::Close;
+use crate::shard::AckResult;
 
 /// Items the writer sends, in queue order. The queue holds at most [`MAX_OUTBOUND`].
 #[derive(Debug)]
 pub(crate) enum Outbound {
+    /// The shard's answer for a group of frames: an acknowledgement once it is durable.
+    Pending(oneshot::Receiver<AckResult>),
     /// A frame whose content was refused (it counts as acknowledged).
     Rejected(u64, String),
     /// Any other downlink frame (a command, a file outcome).
     Frame(Box<Downlink>),
 }
 
-/// Items a session may have queued for its writer.
+/// Items a session may have queued for its writer (frames awaiting acknowledgement included).
 pub(crate) const MAX_OUTBOUND: usize = 256;
 
-/// Writes what the session queues and acknowledges what the shard answers, until every sender of
-/// `rx` is gone and every read handed to the shard is answered, or the stream or a commit fails.
+/// Writes what the session queues until every sender is gone or the stream fails.
 pub(crate) async fn write_loop(
     ctx: &Context,
     send: &mut SendStream,
     mut rx: mpsc::Receiver<Outbound>,
-    slot: &AckSlot,
     mut encoder: FrameEncoder,
 ) -> Result<(), Close> {
+    let mut queue: VecDeque<Outbound> = VecDeque::new();
     let mut out = BytesMut::new();
     let mut acked = 0u64;
-    let mut open = true;
-    let mut next: Option<Outbound> = None;
+    let mut latest = 0u64;
+    let store_failed = || Close::new(close_code::SERVER_ERROR, "store unavailable; resend after reconnecting");
     loop {
-        let state = slot.state();
-        if state.failed {
-            return Err(Close::new(close_code::SERVER_ERROR, "store unavailable; resend after reconnecting"));
-        }
-        // After the slot: every read counted in `state` had its rejections queued before it.
-        let mut taken = 0;
-        while taken < MAX_OUTBOUND {
-            let item = match next.take() {
+        let item = match queue.pop_front() {
+            Some(item) => item,
+            None => match rx.recv().await {
                 Some(item) => item,
-                None => match rx.try_recv() {
-                    Ok(item) => item,
-                    Err(TryRecvError::Empty) => break,
-                    Err(TryRecvError::Disconnected) => {
-                        open = false;
-                        break;
+                None => return Ok(()),
+            },
+        };
+        let mut next = Some(item);
+        // Handle the first item (waiting if needed), then every following one that is ready.
+        while let Some(item) = next.take() {
+            match item {
+                Outbound::Rejected(seq, reason) => {
+                    let _ = encoder.encode(&Downlink::Rejected(Rejected { seq, reason }), &mut out);
+                }
+                Outbound::Frame(frame) => {
+                    if let Err(error) = encoder.encode(&*frame, &mut out) {
+                        // Our own frames are bounded below the frame limit; never expected.
+                        tracing::error!(message = "A downlink frame could not be encoded.", %error);
                     }
-                },
-            };
-            encode(&mut encoder, item, &mut out);
-            taken += 1;
+                }
+                Outbound::Pending(mut answer) => {
+                    let result = if out.is_empty() && latest == acked {
+                        (&mut answer).await
+                    } else {
+                        match answer.try_recv() {
+                            Ok(r) => Ok(r),
+                            Err(oneshot::error::TryRecvError::Empty) => {
+                                queue.push_front(Outbound::Pending(answer));
+                                break;
+                            }
+                            Err(oneshot::error::TryRecvError::Closed) => return Err(store_failed()),
+                        }
+                    };
+                    match result {
+                        Ok(Ok(seq)) => latest = latest.max(seq),
+                        Ok(Err(())) | Err(_) => return Err(store_failed()),
+                    }
+                }
+            }
+            while queue.len() < MAX_OUTBOUND {
+                match rx.try_recv() {
+                    Ok(item) => queue.push_back(item),
+                    Err(_) => break,
+                }
+            }
+            next = queue.pop_front();
         }
-        if state.acked > acked {
-            let _ = encoder.encode(&Downlink::Ack(Ack { seq: state.acked }), &mut out);
-            acked = state.acked;
+        if latest > acked {
+            let _ = encoder.encode(&Downlink::Ack(Ack { seq: latest }), &mut out);
+            acked = latest;
             ctx.metrics.acks_sent.inc();
         }
         if !out.is_empty() {
             send.write_all(&out).await.map_err(|e| Close::new(close_code::NORMAL, format!("send failed: {e}")))?;
             out.clear();
-            if out.capacity() > 4 * 1024 {
-                // A burst of commands or rejections is not kept for an idle session.
-                out = BytesMut::new();
-            }
         }
-        if taken == MAX_OUTBOUND {
-            continue;
-        }
-        if !open {
-            // The reader is done: flush the answers to what it handed the shard, then end.
-            if state.in_flight == 0 {
-                return Ok(());
-            }
-            slot.answered().await;
-            continue;
-        }
-        // An answer since `state` was read left a permit: `answered` then returns at once.
-        tokio::select! {
-            () = slot.answered() => {}
-            item = rx.recv() => match item {
-                Some(item) => next = Some(item),
-                None => open = false,
-            },
-        }
-    }
-}
-
-fn encode(encoder: &mut FrameEncoder, item: Outbound, out: &mut BytesMut) {
-    let result = match item {
-        Outbound::Rejected(seq, reason) => encoder.encode(&Downlink::Rejected(Rejected { seq, reason }), out),
-        Outbound::Frame(frame) => encoder.encode(&*frame, out),
-    };
-    if let Err(error) = result {
-        // Our own frames are bounded below the frame limit; never expected.
-        tracing::error!(message = "A downlink frame could not be encoded.", %error);
     }
 }

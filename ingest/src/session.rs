@@ -17,10 +17,9 @@ use fleetpulse_proto::wire::{Downlink, Uplink, Welcome};
 use fleetpulse_proto::{DeviceId, EnterpriseId, FrameDecoder, FrameEncoder, UnixMillis, close_code};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use quinn::{RecvStream, VarInt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::Context;
-use crate::ack_slot::AckSlot;
 use crate::admission::{Admitted, admit, decode_error, protocol_error, sequence};
 use crate::commands::send_commands;
 use crate::metrics::{ReasonLabel, ScopeLabel};
@@ -166,10 +165,8 @@ async fn serve(conn: &quinn::Connection, ctx: &Arc<Context>) -> Result<(), Close
         let (out_tx, out_rx) = mpsc::channel(MAX_OUTBOUND);
         let commands = out_tx.downgrade();
         let files = out_tx.downgrade();
-        let slot = AckSlot::new();
-        let reader =
-            read_loop(ctx, device, enterprise, &mut recv, decoder, ToShard { queue: &shard, slot: &slot }, out_tx);
-        let writer = write_loop(ctx, &mut send, out_rx, &slot, encoder);
+        let reader = read_loop(ctx, device, enterprise, &mut recv, decoder, &shard, out_tx);
+        let writer = write_loop(ctx, &mut send, out_rx, encoder);
         // The writer ends after the reader (which holds its queue) and flushes the last acks;
         // a writer that stops on a store failure (no ack can come) ends the session at once
         // instead of leaving the device waiting on a reader that is still alive.
@@ -214,19 +211,13 @@ async fn serve(conn: &quinn::Connection, ctx: &Arc<Context>) -> Result<(), Close
     result
 }
 
-/// Where the read loop hands its reads and where their answers come back.
-struct ToShard<'a> {
-    queue: &'a mpsc::Sender<ShardCmd>,
-    slot: &'a Arc<AckSlot>,
-}
-
 async fn read_loop(
     ctx: &Context,
     device: DeviceId,
     enterprise: EnterpriseId,
     recv: &mut RecvStream,
     mut decoder: FrameDecoder,
-    ToShard { queue: shard, slot }: ToShard<'_>,
+    shard: &mpsc::Sender<ShardCmd>,
     out: mpsc::Sender<Outbound>,
 ) -> Result<(), Close> {
     let limits = ctx.config.limits;
@@ -250,18 +241,14 @@ async fn read_loop(
             }
         }
         throttle(ctx, &device_limiter, enterprise, frames.len(), limits).await;
-        // At most `MAX_READS_IN_FLIGHT` reads unanswered; a failure is the writer's to report.
-        let state = slot.room().await;
-        if state.failed {
-            return Ok(());
-        }
-        // Taken after this read's rejections were queued: the writer reads the slot before the
-        // queue, so a `Rejected` always leaves before the `Ack` covering it.
-        let ticket = slot.ticket();
+        let (done, answer) = oneshot::channel();
         ctx.metrics.shard_queue_depth.inc();
-        if shard.send(ShardCmd::Read { device, frames, at: UnixMillis::now(), ticket }).await.is_err() {
+        if shard.send(ShardCmd::Frames { device, frames, at: UnixMillis::now(), done }).await.is_err() {
             ctx.metrics.shard_queue_depth.dec();
             return Err(Close::new(close_code::SHUTTING_DOWN, "server shutting down"));
+        }
+        if out.send(Outbound::Pending(answer)).await.is_err() {
+            return Ok(()); // the ack writer ended; it reports why
         }
     }
 }

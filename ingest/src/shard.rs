@@ -7,8 +7,7 @@
 //! committed, the next one accumulates (pipelined group commit); when the next one is full, the
 //! shard stops taking from its queue, the queue fills, sessions stop reading, and QUIC flow
 //! control slows the devices. A session's frames are acknowledged only after the batch holding
-//! them is durable; the core says when, and the shell leaves the answer in the session's
-//! [`crate::ack_slot::AckSlot`] (an HTTPS request's in its `oneshot`).
+//! them is durable; the core says when.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -20,7 +19,6 @@ use fleetpulse_proto::{DeviceId, EnterpriseId, UnixMillis};
 use fleetpulse_store::{DeviceSnapshotUpdate, StoreError};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::ack_slot::ReadTicket;
 pub(crate) use crate::batcher::{AckResult, Frame};
 use crate::batcher::{BatchId, BatcherConfig, CommitBatch, Now, ShardBatcher};
 use crate::live::LiveState;
@@ -37,11 +35,8 @@ pub(crate) enum ShardCmd {
         committed_seq: u64,
         connection: usize,
     },
-    /// Frames of one HTTPS request (or part of one), in order; answered on `done`.
+    /// Frames read from the device's stream, in order.
     Frames { device: DeviceId, frames: Vec<Frame>, at: UnixMillis, done: oneshot::Sender<AckResult> },
-    /// Frames of one read of a QUIC session's stream, in order; answered through the session's
-    /// [`crate::ack_slot::AckSlot`] (no channel per read).
-    Read { device: DeviceId, frames: Vec<Frame>, at: UnixMillis, ticket: ReadTicket },
     /// The device's connection closed (ignored if a newer connection of the device opened since).
     Disconnected { device: DeviceId, connection: usize },
 }
@@ -53,31 +48,11 @@ pub(crate) struct ShardConfig {
     pub missed_heartbeats: u32,
 }
 
-/// Where the answer to a group of frames goes.
-#[derive(Debug)]
-pub(crate) enum AckTo {
-    /// A waiting HTTPS request.
-    Request(oneshot::Sender<AckResult>),
-    /// A QUIC session's slot.
-    Slot(ReadTicket),
-}
-
-impl AckTo {
-    fn answer(self, result: AckResult) {
-        match self {
-            AckTo::Request(done) => {
-                let _ = done.send(result);
-            }
-            AckTo::Slot(ticket) => ticket.answer(result),
-        }
-    }
-}
-
 /// A commit in progress: the batch's id and the store's answer.
 type Inflight = Pin<Box<dyn Future<Output = (BatchId, Result<(), StoreError>)> + Send>>;
 
 pub(crate) struct Shard {
-    core: ShardBatcher<AckTo>,
+    core: ShardBatcher<oneshot::Sender<AckResult>>,
     epoch: Instant,
     live: Arc<LiveState>,
     store: fleetpulse_store::Store,
@@ -161,8 +136,8 @@ impl Shard {
         while let Some(update) = self.core.poll_live() {
             self.live.apply(update);
         }
-        while let Some((to, result)) = self.core.poll_ack() {
-            to.answer(result);
+        while let Some((done, result)) = self.core.poll_ack() {
+            let _ = done.send(result);
         }
     }
 
@@ -208,12 +183,7 @@ impl Shard {
             ShardCmd::Frames { device, frames, at, done } => {
                 self.metrics.shard_queue_depth.dec();
                 let now = self.now();
-                self.core.handle_frames(now, device, frames, at, AckTo::Request(done));
-            }
-            ShardCmd::Read { device, frames, at, ticket } => {
-                self.metrics.shard_queue_depth.dec();
-                let now = self.now();
-                self.core.handle_frames(now, device, frames, at, AckTo::Slot(ticket));
+                self.core.handle_frames(now, device, frames, at, done);
             }
             ShardCmd::Disconnected { device, connection } => self.core.handle_disconnected(device, connection),
         }
