@@ -25,8 +25,8 @@ mod sites;
 mod strategies;
 mod tasks;
 mod tenancy;
-mod windows;
 mod tenant_admin;
+mod windows;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
