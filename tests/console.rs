@@ -689,7 +689,7 @@ async fn sub_accounts_and_a_channel_are_managed_in_the_browser() {
     b.wait_text("#edit-permissions", "not found").await;
     b.type_into("#edit-permissions input[name=enterprises]", &globex.to_string()).await;
     b.click_on("#edit-permissions button[type=submit]").await;
-    b.wait_text("#sub-notice", "Permissions of helper@example.com saved").await;
+    b.wait_text("#sub-notice", "helper@example.com saved; its permissions apply from its next request.").await;
     b.wait_text("#sub-account-list", &format!("Only enterprises #{globex}")).await;
     let permissions = api.get(&format!("/api/v1/accounts/{hid}")).await["permissions"].clone();
     assert_eq!(
