@@ -328,7 +328,7 @@ mod tests {
     #[test]
     fn placeholders_follow_the_dialect_and_values_are_bound() {
         let q = DeviceQuery {
-            enterprises: Some(vec![EnterpriseId(3)]),
+            enterprises: Some(vec![EnterpriseId(3), EnterpriseId(4)]),
             q: Some("50%_".into()),
             sort: DeviceSortColumn::Name,
             descending: true,
@@ -348,6 +348,16 @@ mod tests {
         assert!(!pg.sql.contains("50%"), "values are never spliced");
         assert!(pg.sql.contains("d.search LIKE $2"), "{}", pg.sql);
         assert_eq!(pg.args[1], Arg::Text("%50\\%\\_%".into()), "wildcards escaped, then wrapped");
+    }
+
+    #[test]
+    fn one_enterprise_is_bound_with_equals_so_its_index_gives_the_order() {
+        let q = DeviceQuery { enterprises: Some(vec![EnterpriseId(3)]), ..DeviceQuery::default() };
+        let lite = page_sql(&q, None, 10, Dialect::Sqlite);
+        assert!(lite.sql.contains("d.enterprise_id = ?") && !lite.sql.contains("json_each"), "{}", lite.sql);
+        assert_eq!(lite.args[0], Arg::Int(3));
+        let pg = page_sql(&q, None, 10, Dialect::Postgres);
+        assert!(pg.sql.contains("d.enterprise_id = $1") && !pg.sql.contains("bigint[]"), "{}", pg.sql);
     }
 
     #[test]
