@@ -4,33 +4,11 @@
 
 use axum::http::{Method, StatusCode};
 use fleetpulse_proto::domain::DeviceKey;
-use fleetpulse_proto::{ChannelId, EnterpriseId, Mac, UnixMillis};
-use fleetpulse_store::{NewAccount, NewDevice, Role};
+use fleetpulse_proto::{Mac, UnixMillis};
+use fleetpulse_store::{NewDevice, Role};
 use serde_json::json;
 
 use super::*;
-use crate::hash_password;
-
-async fn login_as(
-    h: &Harness,
-    email: &str,
-    role: Role,
-    channel: Option<ChannelId>,
-    enterprise: Option<EnterpriseId>,
-) -> String {
-    let new = NewAccount {
-        parent_id: None,
-        permissions: None,
-        email: email.into(),
-        password_hash: hash_password("inherit-password").expect("hash"),
-        role,
-        channel_id: channel,
-        enterprise_id: enterprise,
-        must_change_password: false,
-    };
-    h.store.entities.create_account(new).await.expect("account");
-    h.login(email, "inherit-password").await.json()["token"].as_str().expect("token").to_owned()
-}
 
 fn channel_body(name: &str, levels: Option<u8>, may: &str) -> Value {
     json!({
@@ -68,8 +46,8 @@ async fn channel_strategies_reach_enterprises_which_choose_as_far_as_permitted()
     let top = stored_channel(&h, "Reseller", None).await;
     let sub = stored_channel(&h, "Dealer", Some(top)).await;
     let e = stored_enterprise(&h, "Shop", sub).await;
-    let channel = login_as(&h, "noc@reseller.example", Role::ChannelAdmin, Some(top), None).await;
-    let shop = login_as(&h, "admin@shop.example", Role::EnterpriseAdmin, None, Some(e)).await;
+    let channel = super::devices::token_of(&h, "noc@reseller.example", Role::ChannelAdmin, Some(top), None).await;
+    let shop = super::devices::token_of(&h, "admin@shop.example", Role::EnterpriseAdmin, None, Some(e)).await;
 
     let create = |body: Value| {
         let (h, channel) = (&h, &channel);
