@@ -15,7 +15,6 @@ use fleetpulse_proto::{EnterpriseId, Mac, RpsDeviceId};
 use fleetpulse_store::{
     Feature, ImportRowError, MAX_RPS_IMPORT_ROWS, NewRpsDevice, RpsDevice, RpsFilter, RpsImportOutcome,
 };
-use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::AuthAdmin;
@@ -253,20 +252,6 @@ pub(crate) struct RpsImportReport {
     errors: Vec<ImportRowError>,
 }
 
-/// Reads the body up to [`MAX_IMPORT_BYTES`] (refused as soon as it is over).
-async fn read_bounded(body: Body) -> Result<Vec<u8>, ApiError> {
-    let mut out = Vec::new();
-    let mut stream = body.into_data_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| ApiError::invalid(format!("the upload ended: {e}")))?;
-        if out.len() + chunk.len() > MAX_IMPORT_BYTES {
-            return Err(ApiError::invalid(format!("an RPS import has at most {} MiB", MAX_IMPORT_BYTES >> 20)));
-        }
-        out.extend_from_slice(&chunk);
-    }
-    Ok(out)
-}
-
 /// The column of an import row's URL.
 const URL_COLUMN: &str = "server_url";
 
@@ -284,7 +269,7 @@ async fn import(
 ) -> Result<Json<RpsImportReport>, ApiError> {
     let enterprise = named_enterprise(&ctx, &auth, q.enterprise_id).await?;
     may_use(&ctx, &auth, enterprise).await?;
-    let bytes = read_bounded(body).await?;
+    let bytes = super::sites::read_bounded(body, MAX_IMPORT_BYTES, "an RPS import").await?;
     let reader = crate::csv_import::DeviceCsv::open(bytes.as_slice()).map_err(|e| ApiError::invalid(e.0))?;
     let mut report = RpsImportReport::default();
     let mut lines = Vec::new();
