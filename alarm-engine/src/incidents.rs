@@ -138,6 +138,8 @@ pub enum IncidentStep {
     Back {
         /// The device.
         device_id: DeviceId,
+        /// Start of the activation that cleared.
+        activation: UnixMillis,
     },
     /// A member's alarm was raised again (it is no longer back).
     Again {

@@ -34,6 +34,19 @@ impl AlarmEngine {
         Ok(())
     }
 
+    /// The enterprises with an enabled strategy that has a site-incident rule (the shell keeps
+    /// their site directories).
+    pub fn incident_enterprises(&self) -> Vec<EnterpriseId> {
+        let mut out: Vec<EnterpriseId> = self
+            .enterprises
+            .iter()
+            .filter(|(_, c)| c.strategies.iter().any(|s| s.strategy.enabled && s.strategy.site_incident.is_some()))
+            .map(|(&e, _)| e)
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
     /// Incidents open now.
     pub fn open_incidents(&self) -> usize {
         self.incidents.open
@@ -296,10 +309,11 @@ impl AlarmEngine {
             return;
         }
         m.back = true;
+        let activation = m.activation;
         open.counts.back = open.counts.back.saturating_add(1);
         let counts = open.counts;
         if let Some(open) = self.incidents.tracks.get(&key).and_then(|t| t.open.as_ref()) {
-            let action = incident_action(now, &key, open, IncidentStep::Back { device_id: device });
+            let action = incident_action(now, &key, open, IncidentStep::Back { device_id: device, activation });
             self.actions.push_back(action);
         }
         // A strategy that lost its rule resolves its incidents at their next member back.

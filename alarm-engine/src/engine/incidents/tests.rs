@@ -104,7 +104,7 @@ fn render(at: UnixMillis, action: &Action) -> Option<String> {
             let step = match step {
                 IncidentStep::Opened { members } => format!("opened {}", devices(members.iter().map(|m| m.0.0))),
                 IncidentStep::Joined { device_id, .. } => format!("joined d{device_id}"),
-                IncidentStep::Back { device_id } => format!("back d{device_id}"),
+                IncidentStep::Back { device_id, .. } => format!("back d{device_id}"),
                 IncidentStep::Again { device_id, .. } => format!("again d{device_id}"),
                 IncidentStep::Resolved => "resolved".into(),
             };
