@@ -436,6 +436,39 @@ mod tests {
     }
 
     #[test]
+    fn an_incident_names_its_site_counts_and_type() {
+        let mut p = payload(PayloadStage::Firing, vec![alarm(1, 109, "no heartbeat"), alarm(2, 109, "")]);
+        p.omitted = 10;
+        p.incident = Some(PayloadIncident {
+            site_name: "Berlin-3\r\nBcc: x".into(),
+            code: 109,
+            opened_at: 0,
+            site_devices: 40,
+            affected: 12,
+            back: 0,
+            resolved_at: None,
+        });
+        assert_eq!(
+            subject(std::slice::from_ref(&p)),
+            "[fleetpulse] Incident: 12 of 40 devices at site Berlin-3 Bcc: x: Offline — Acme"
+        );
+        let text = text_body(std::slice::from_ref(&p), &ctx());
+        assert!(
+            text.contains("Opened 1970-01-01T00:00:00Z; 0 of 12 back. The alarms of 2 of its devices are listed."),
+            "{text}"
+        );
+        assert!(text.contains("... and 10 alarms not listed"), "{text}");
+        p.stage = PayloadStage::Resolved;
+        p.incident = p.incident.map(|i| PayloadIncident { back: 11, resolved_at: Some(60_000), ..i });
+        assert_eq!(
+            subject(std::slice::from_ref(&p)),
+            "[fleetpulse] Resolved: Incident resolved: 11 of 12 devices back at site Berlin-3 Bcc: x: Offline — Acme"
+        );
+        let html = html_body(std::slice::from_ref(&p), &ctx());
+        assert!(html.contains("resolved 1970-01-01T00:01:00Z"), "{html}");
+    }
+
+    #[test]
     fn html_part_escapes_device_supplied_text() {
         let mut item = alarm(2, 105, "<script>alert('x')</script>");
         item.device_label = "<b>dev</b>".to_owned();
