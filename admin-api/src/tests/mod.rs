@@ -10,6 +10,8 @@ mod firmware;
 mod groups;
 mod hostile_ids;
 mod hostile_text;
+mod incidents;
+mod incidents;
 mod inherited_strategies;
 mod inventory;
 mod openapi;

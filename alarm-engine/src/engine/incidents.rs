@@ -188,7 +188,15 @@ impl AlarmEngine {
         alarm: AlarmRef,
         groups: Vec<GroupKey>,
     ) {
-        if self.join_open(at, key, alarm) {
+        // An activation older than now was taken over after a restart: it may have been
+        // notified already, so it takes its place again in an incident it was a member of, and
+        // is otherwise planned as before (the outbox leaves out what was queued).
+        let fresh = alarm.activation == at;
+        if self.join_open(at, key, alarm, fresh) {
+            return;
+        }
+        if !fresh {
+            self.queue_firing(alarm, &groups);
             return;
         }
         if !self.incidents.tracks.contains_key(&key) && self.incidents.tracks.len() >= MAX_TRACKS {
@@ -242,10 +250,11 @@ impl AlarmEngine {
 
     /// Adds the alarm to the open incident of `key`, if there is one: a new member, a member
     /// raised again, or (after a restart) a member taking its place again silently.
-    fn join_open(&mut self, at: UnixMillis, key: TrackKey, alarm: AlarmRef) -> bool {
+    fn join_open(&mut self, at: UnixMillis, key: TrackKey, alarm: AlarmRef, fresh: bool) -> bool {
         let Some(open) = self.incidents.tracks.get_mut(&key).and_then(|t| t.open.as_mut()) else { return false };
         let step = match open.members.get_mut(&alarm.device) {
             Some(m) if m.activation == alarm.activation => return true,
+            _ if !fresh => return false,
             Some(m) => {
                 if m.back {
                     open.counts.back = open.counts.back.saturating_sub(1);

@@ -420,6 +420,26 @@ fn incident_survives_a_restart() {
 }
 
 #[test]
+fn incident_restart_does_not_group_alarms_notified_before_it() {
+    use In::*;
+    let r = SiteIncidentRule { min_fraction_pct: 0, ..rule(3, 100) };
+    check(
+        &[with_rule(Some(r))],
+        &[(0, Offline(1)), (70, Offline(2)), (140, Offline(3)), (300, Restart)],
+        400,
+        &[
+            "70s a@x firing d1",
+            "130s a@x firing d2",
+            "200s a@x firing d3",
+            "300s restarted",
+            // Planned again as after any restart (the outbox leaves out what it has), not as an
+            // incident of three.
+            "310s a@x firing d1-d3",
+        ],
+    );
+}
+
+#[test]
 fn incident_member_that_cleared_while_down_is_counted_back_at_restart() {
     let r = SiteIncidentRule { min_fraction_pct: 0, ..rule(3, 50) };
     let s = [with_rule(Some(r))];
