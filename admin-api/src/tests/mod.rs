@@ -11,7 +11,6 @@ mod groups;
 mod hostile_ids;
 mod hostile_text;
 mod incidents;
-mod incidents;
 mod inherited_strategies;
 mod inventory;
 mod openapi;
