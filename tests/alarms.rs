@@ -461,3 +461,110 @@ async fn a_maintenance_window_holds_back_a_rollouts_reboots_and_notifies_what_is
     assert!(sent.as_str().unwrap().starts_with("accepted: 250"), "{story}");
     assert!(sent.as_str().unwrap().contains(&format!("Message-ID {}", message_id(&got[0]).unwrap())), "{story}");
 }
+
+/// A device of the incident test: Hello with `heartbeat_s`, then its status from a public
+/// address in 203.0.113.0/24 (the site's network).
+async fn site_device(server: &TestServer, credential: &str, i: u8, heartbeat_s: u32) -> RawDevice {
+    use fleetpulse_proto::wire::{CallStatus, IpAddress, StatusChange};
+    let mut dev = RawDevice::connect(server).await;
+    dev.send(&[RawDevice::hello(&format!("0015650c00{i:02x}"), credential, heartbeat_s)]).await;
+    match dev.next().await {
+        Some(Downlink::Welcome(_)) => {}
+        other => panic!("expected Welcome, got {other:?}"),
+    }
+    let status = StatusChange {
+        lines: vec![],
+        call_status: CallStatus::Idle,
+        firmware: "96.86.0.100".into(),
+        public_ip: Some(IpAddress::V4([203, 0, 113, i])),
+        private_ip: None,
+        uptime_s: 10,
+        last_reboot_ms: None,
+    };
+    dev.send(&[RawDevice::data(1, Message::StatusChange(status))]).await;
+    acked(&mut dev, 1).await;
+    dev
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_devices_of_one_site_going_offline_send_one_incident_email_and_one_resolution() {
+    let smtp = SmtpServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), None, &mail_config(&smtp, ""));
+    let api = Api::login(&server.api()).await;
+    let (enterprise, credential) = api.enterprise("Site Co").await;
+    let site = json!({"enterprise_id": enterprise, "name": "Berlin-3", "subnets": [{"public": "203.0.113.0/24"}]});
+    let site_id = api.post("/api/v1/sites", site).await["id"].as_u64().unwrap();
+
+    // 40 phones at Berlin-3: 30 that beat every second (offline 3 s after they go quiet) and
+    // 10 that stay.
+    let mut leaving = Vec::new();
+    let mut staying = Vec::new();
+    for i in 1..=40u8 {
+        let heartbeat = if i <= 30 { 1 } else { 600 };
+        let dev = site_device(&server, &credential, i, heartbeat).await;
+        if i <= 30 { leaving.push(dev) } else { staying.push(dev) }
+    }
+    let in_site = format!("/api/v1/devices?enterprise_id={enterprise}&site_id={site_id}&limit=100");
+    until(
+        "40 phones are matched into Berlin-3",
+        Duration::from_secs(30),
+        || api.get(&in_site),
+        |v: &serde_json::Value| v["items"].as_array().is_some_and(|a| a.len() == 40),
+    )
+    .await;
+    let rule = json!({"min_devices": 5, "min_fraction_pct": 25, "window_s": 20, "resolve_fraction_pct": 100});
+    strategy(&api, enterprise, json!({"group_wait_ms": 1000, "site_incident": rule})).await;
+
+    // The 30 go quiet together: one incident email, not 30 alarms.
+    drop(leaving);
+    let incidents = format!("/api/v1/incidents?enterprise_id={enterprise}");
+    let listed = until(
+        "the incident counts all 30",
+        Duration::from_secs(60),
+        || api.get(&incidents),
+        |v: &serde_json::Value| v["items"][0]["affected"] == 30,
+    )
+    .await;
+    let incident = &listed["items"][0];
+    assert_eq!(
+        (incident["site_name"].as_str(), incident["site_devices"].as_u64()),
+        (Some("Berlin-3"), Some(40)),
+        "{listed}"
+    );
+    assert_eq!(incident["resolved_at"], serde_json::Value::Null, "{listed}");
+    // Past the window (20 s) and the group wait: still exactly one email.
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    let sent = smtp.messages();
+    assert_eq!(sent.len(), 1, "one incident email: {sent:#?}");
+    assert!(sent[0].contains("Incident: "), "{}", sent[0]);
+    assert!(sent[0].contains(" of 40 devices at site Berlin-3: Offline for Site Co."), "{}", sent[0]);
+    let id = incident["id"].as_u64().unwrap();
+    let detail = api.get(&format!("/api/v1/incidents/{id}")).await;
+    assert_eq!(detail["members"].as_array().map(Vec::len), Some(30), "{detail}");
+    // Each member alarm says which incident it is part of.
+    let active = api.get(&format!("/api/v1/alarms?enterprise_id={enterprise}&status=active&limit=100")).await;
+    let alarms = active["items"].as_array().unwrap();
+    assert_eq!(alarms.len(), 30, "{active}");
+    let one = alarms[0]["id"].as_u64().unwrap();
+    let story = api.get(&format!("/api/v1/alarms/{one}/notifications")).await;
+    assert_eq!(story["incidents"], json!([id]), "{story}");
+
+    // They come back: one resolution, once.
+    let mut back = Vec::new();
+    for i in 1..=30u8 {
+        back.push(site_device(&server, &credential, i, 600).await);
+    }
+    let sent = emails(&smtp, 2, Duration::from_secs(30)).await;
+    assert_eq!(sent.len(), 2, "{sent:#?}");
+    assert!(
+        sent[1].contains("Incident resolved: 30 of 30 devices back at site Berlin-3: Offline for Site Co."),
+        "{}",
+        sent[1]
+    );
+    let detail = api.get(&format!("/api/v1/incidents/{id}")).await;
+    assert_eq!((detail["back"].as_u64(), detail["resolved_at"].is_u64()), (Some(30), true), "{detail}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(smtp.messages().len(), 2, "nothing more: {:#?}", smtp.messages());
+    drop(staying);
+}

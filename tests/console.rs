@@ -1268,3 +1268,69 @@ async fn a_maintenance_window_is_made_in_the_browser_and_shown_on_the_alarm_it_h
     b.quit().await;
     drop(phone);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_incident_is_listed_and_shown_on_its_alarms_in_the_browser() {
+    use fleetpulse_proto::wire::{CallStatus, IpAddress, StatusChange};
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), None, "");
+    let api = Api::login(&server.api()).await;
+    let (acme, credential) = api.enterprise("Acme").await;
+    let site = json!({"enterprise_id": acme, "name": "Berlin-3", "subnets": [{"public": "198.51.100.0/24"}]});
+    let site_id = api.post("/api/v1/sites", site).await["id"].as_u64().unwrap();
+    // Three phones at Berlin-3 that beat every second.
+    let mut phones = Vec::new();
+    for i in 1..=3u8 {
+        let mut phone = RawDevice::connect(&server).await;
+        phone.send(&[RawDevice::hello(&format!("001565000d{i:02}"), &credential, 1)]).await;
+        assert!(matches!(phone.next().await, Some(fleetpulse_proto::wire::Downlink::Welcome(_))));
+        let status = StatusChange {
+            lines: vec![],
+            call_status: CallStatus::Idle,
+            firmware: "96.86.0.100".into(),
+            public_ip: Some(IpAddress::V4([198, 51, 100, i])),
+            private_ip: None,
+            uptime_s: 60,
+            last_reboot_ms: None,
+        };
+        phone.send(&[RawDevice::data(1, Message::StatusChange(status))]).await;
+        acked(&mut phone, 1).await;
+        phones.push(phone);
+    }
+    let in_site = format!("/api/v1/devices?enterprise_id={acme}&site_id={site_id}");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while api.get(&in_site).await["items"].as_array().map_or(0, Vec::len) < 3 {
+        assert!(Instant::now() < deadline, "the phones were not matched into Berlin-3");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let rule = json!({"min_devices": 2, "min_fraction_pct": 0, "window_s": 30, "resolve_fraction_pct": 100});
+    strategy(&api, acme, json!({"site_incident": rule})).await;
+    // They go quiet: one incident of the three.
+    drop(phones);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let id = loop {
+        let items = api.get(&format!("/api/v1/incidents?enterprise_id={acme}")).await["items"].clone();
+        if items[0]["affected"] == 3 {
+            break items[0]["id"].as_u64().unwrap();
+        }
+        assert!(Instant::now() < deadline, "no incident of the three phones: {items}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+
+    let b = Browser::start().await;
+    sign_in(&b, &server, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    b.wait_path("/dashboard").await;
+    b.goto(&format!("{}/incidents?enterprise_id={acme}", server.api())).await;
+    b.wait_text("#incident-list", "Berlin-3").await;
+    b.wait_text("#incident-list", "3 of 3").await;
+    b.click_on(&format!("#incident-list a[href='/incidents/{id}']")).await;
+    b.wait_text("#incident-summary", "3 of 3 devices at site Berlin-3: Offline; 0 back").await;
+    b.wait_text("#incident-members", "down").await;
+    b.screenshot(&shot("42-site-incident")).await;
+    // Its alarms say they are part of it.
+    let alarm = api.get(&format!("/api/v1/alarms?enterprise_id={acme}")).await["items"][0]["id"].as_u64().unwrap();
+    b.goto(&format!("{}/alarms/{alarm}", server.api())).await;
+    b.wait_text("#alarm-incidents", &format!("Part of incident #{id}")).await;
+    assert_clean(&b).await;
+    b.quit().await;
+}

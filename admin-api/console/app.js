@@ -9,6 +9,7 @@ import * as devices from "./page-devices.js";
 import * as alarms from "./page-alarms.js";
 import * as strategies from "./page-strategies.js";
 import * as windows from "./page-windows.js";
+import * as incidents from "./page-incidents.js";
 import * as tenants from "./page-tenants.js";
 import * as account from "./page-account.js";
 import * as oplog from "./page-oplog.js";
@@ -52,6 +53,8 @@ const ROUTES = [
   [/^\/windows$/, windows.renderList, "strategies"],
   [/^\/windows\/new$/, windows.renderEdit, "strategies"],
   [/^\/windows\/(\d+)$/, windows.renderEdit, "strategies"],
+  [/^\/incidents$/, incidents.renderList, "alarms"],
+  [/^\/incidents\/(\d+)$/, incidents.renderDetail, "alarms"],
   [/^\/tenants$/, tenants.render, null],
   [/^\/devices\/new$/, inventory.renderAdd, "devices"],
   [/^\/device-imports$/, inventory.renderImports, "devices"],
@@ -77,6 +80,7 @@ const NAV = [
   ["/alarms", "Alarms", "alarms"],
   ["/strategies", "Alarm strategies", "strategies"],
   ["/windows", "Maintenance windows", "strategies"],
+  ["/incidents", "Site incidents", "alarms"],
   ["/tenants", "Tenants", null],
   ["/sub-accounts", "Sub-accounts", "full-account"],
   ["/operation-log", "Operation log", "operation_log"],

@@ -6,6 +6,7 @@
 import { del, get, post, put } from "./api.js";
 import { badge, busy, checkbox, errorBox, field, fmtTime, h, link, loading, mount, okBox, select, table } from "./ui.js";
 import { enterpriseOf, enterprisePicker } from "./enterprise.js";
+import { incidentLine } from "./page-incidents.js";
 
 const DAYS = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
 
@@ -167,7 +168,7 @@ export function notificationsPanel(alarmId) {
         { label: "Receiver", cell: (e) => e.receiver || "—" },
         { label: "Details", cell: (e) => e.detail, wrap: true },
       ], story.entries, "No notification was planned for this alarm (no strategy selects it, or it is held back).", "Notification audit");
-      mount(slot, h("h2", {}, "Notifications"), line, h("div", { id: "alarm-audit" }, entries));
+      mount(slot, h("h2", {}, "Notifications"), line, incidentLine(story.incidents), h("div", { id: "alarm-audit" }, entries));
     } catch (e) {
       mount(slot, h("h2", {}, "Notifications"), errorBox(e));
     }

@@ -56,6 +56,7 @@ fn strategies() -> Vec<AlarmStrategy> {
         receivers: receivers.iter().map(|r| Receiver::Email((*r).to_owned())).collect(),
         notify: NotifySettings::default(),
         thresholds: vec![],
+        site_incident: None,
     };
     vec![
         base(1, &["ops@example.com", "noc@example.com"]),

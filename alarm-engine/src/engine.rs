@@ -38,6 +38,7 @@ use fleetpulse_proto::alarm_types::OFFLINE;
 use fleetpulse_proto::domain::{AlarmChange, AlarmChangeKind, DeviceAlarm, ResourceSample};
 use fleetpulse_proto::{AccountId, AlarmTypeCode, DeviceId, EnterpriseId, UnixMillis, WindowId};
 
+use crate::incidents::{IncidentBook, IncidentCounts, IncidentKey, IncidentStep};
 use crate::notify::{
     AlarmRef, Group, GroupKey, IdempotencyKey, Notification, NotifiedAlarm, RepeatDue, RepeatKey, Stage, add,
 };
@@ -89,6 +90,17 @@ pub enum Action {
         /// What it did.
         step: MaintenanceStep,
     },
+    /// A site incident opened, changed or resolved (issue 18 item 3).
+    Incident {
+        /// The incident.
+        incident: IncidentKey,
+        /// When.
+        at: UnixMillis,
+        /// What happened.
+        step: IncidentStep,
+        /// Its counts after the step.
+        counts: IncidentCounts,
+    },
 }
 
 /// A lifecycle step of an active alarm.
@@ -130,6 +142,8 @@ pub struct EngineStats {
     pub open_groups: usize,
     /// Scheduled reminders (one per group of each sent, active, unacknowledged alarm).
     pub scheduled_repeats: usize,
+    /// Open site incidents.
+    pub open_incidents: usize,
 }
 
 #[derive(Debug)]
@@ -215,6 +229,7 @@ pub struct AlarmEngine {
     actions: VecDeque<Action>,
     generation: u32,
     windows: WindowBook,
+    incidents: IncidentBook,
 }
 
 impl Default for AlarmEngine {
@@ -238,6 +253,7 @@ impl AlarmEngine {
             actions: VecDeque::new(),
             generation: 0,
             windows: WindowBook::default(),
+            incidents: IncidentBook::default(),
         }
     }
 
@@ -267,6 +283,9 @@ impl AlarmEngine {
             }
             if s.notify.group_interval_ms == 0 || s.notify.repeat_interval_ms == 0 {
                 return Err(EngineError::ZeroInterval { strategy: s.id });
+            }
+            if let Some(Err(reason)) = s.site_incident.map(|r| r.check()) {
+                return Err(EngineError::InvalidIncidentRule { strategy: s.id, reason });
             }
             if let Some(rule) = s.thresholds.iter().find(|r| r.above_centi_pct >= 10_000) {
                 return Err(EngineError::ThresholdOutOfRange { strategy: s.id, above_centi_pct: rule.above_centi_pct });
@@ -511,6 +530,7 @@ impl AlarmEngine {
     pub fn handle_timeout(&mut self, now: UnixMillis) {
         let now = self.advance(now);
         self.release_ended_windows(now);
+        self.release_held(now);
         while let Some(&(due, key)) = self.timers.first() {
             if due > now {
                 break;
@@ -523,10 +543,7 @@ impl AlarmEngine {
     /// every alarm of a due group cleared before its flush). Never later than needed.
     pub fn next_deadline(&self) -> Option<UnixMillis> {
         let groups = self.timers.first().map(|&(due, _)| due);
-        match (groups, self.windows.next_deadline()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [groups, self.windows.next_deadline(), self.incidents.next_deadline()].into_iter().flatten().min()
     }
 
     /// The next action, oldest first.
@@ -556,6 +573,7 @@ impl AlarmEngine {
             threshold_states: self.thresholds.len(),
             open_groups: self.groups.len(),
             scheduled_repeats: self.groups.values().map(|g| g.repeats.len()).sum(),
+            open_incidents: self.incidents.open,
         }
     }
 
@@ -698,6 +716,7 @@ impl AlarmEngine {
                 self.cancel_reminder(route.group, (due, device, code));
             }
         }
+        self.incident_member_cleared(now, device, code);
     }
 
     /// The group for `key`, opened if needed, if (strategy, receiver) is still configured.
@@ -814,6 +833,7 @@ impl AlarmEngine {
             stage,
             key: IdempotencyKey::digest(&items),
             items,
+            incident: None,
         }));
     }
 }
@@ -845,6 +865,7 @@ mod durable;
 
 pub use durable::{DurableState, SavedResolution, SavedWindows};
 
+mod incidents;
 #[cfg(test)]
 mod tests;
 mod windows;

@@ -200,6 +200,7 @@ mod tests {
             receivers: vec![Receiver::Email(format!("noc{id}@example.com"))],
             notify: NotifySettings::default(),
             thresholds: vec![],
+            site_incident: None,
         }
     }
 

@@ -8,12 +8,13 @@
 //!   (used by the ingest shards).
 //! - [`AlarmEngine`] ([`engine`]): the stateful core on top of it: alarm lifecycle (ALM-2),
 //!   strategies ([`strategy`], ALM-3), threshold rules ([`threshold`], ALM-4) and notification
-//!   planning with idempotency keys ([`notify`], ALM-5), maintenance windows ([`windows`]), driven by `handle_*(now, ..)` inputs and
+//!   planning with idempotency keys ([`notify`], ALM-5), maintenance windows ([`windows`]), site incidents ([`incidents`]), driven by `handle_*(now, ..)` inputs and
 //!   drained with [`AlarmEngine::poll_action`].
 //! - [`inheritance`]: which strategies apply to an enterprise down the tenant tree (its own and
 //!   its channels'), and where each came from.
 
 pub mod engine;
+pub mod incidents;
 pub mod inheritance;
 pub mod notify;
 pub mod strategy;
@@ -23,6 +24,9 @@ pub mod windows;
 pub use engine::{
     Action, AlarmEngine, AlarmStatus, DurableState, EngineStats, RestoredAlarm, SavedResolution, SavedWindows,
     Transition,
+};
+pub use incidents::{
+    IncidentCounts, IncidentKey, IncidentNote, IncidentStep, SavedIncident, SiteDevices, SiteIncidentRule,
 };
 pub use inheritance::{
     Choice, EffectiveStrategies, EffectiveStrategy, Freedom, Inheritance, InheritedStrategy, Origin,
@@ -97,6 +101,20 @@ pub enum EngineError {
     InvalidWindow {
         /// The window.
         window: WindowId,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// A site-incident rule out of its bounds (see [`incidents::SiteIncidentRule::check`]).
+    #[error("strategy {strategy}: {reason}")]
+    InvalidIncidentRule {
+        /// The strategy.
+        strategy: StrategyId,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// A site directory out of its bounds (see [`incidents`]).
+    #[error("site directory: {reason}")]
+    InvalidSites {
         /// What is wrong.
         reason: &'static str,
     },

@@ -25,6 +25,7 @@ use std::fmt;
 use fleetpulse_proto::{AlarmTypeCode, DeviceId, EnterpriseId, UnixMillis};
 use sha2::{Digest, Sha256};
 
+use crate::incidents::{IncidentKey, IncidentNote};
 use crate::strategy::{NotifySettings, Receiver, StrategyId};
 
 /// Which kind of message a notification is.
@@ -82,6 +83,33 @@ impl IdempotencyKey {
         h.update(alarm.activation.0.to_be_bytes());
         h.update([stage.tag()]);
         h.update(number.to_be_bytes());
+        IdempotencyKey::from_digest(h)
+    }
+
+    /// The key of one member's item in a site incident's notification.
+    pub(crate) fn incident_item(
+        group: &GroupKey,
+        receiver: &Receiver,
+        incident: &IncidentKey,
+        device: DeviceId,
+        stage: Stage,
+    ) -> Self {
+        let mut h = Sha256::new();
+        h.update(b"fleetpulse/incident-notification/v1\0");
+        h.update(group.enterprise.0.to_be_bytes());
+        h.update(group.strategy.0.to_be_bytes());
+        match receiver {
+            Receiver::Email(address) => {
+                h.update([1u8]);
+                h.update((address.len() as u64).to_be_bytes());
+                h.update(address.as_bytes());
+            }
+        }
+        h.update(incident.site_id.0.to_be_bytes());
+        h.update(incident.code.0.to_be_bytes());
+        h.update(incident.opened_at.0.to_be_bytes());
+        h.update(device.0.to_be_bytes());
+        h.update([stage.tag()]);
         IdempotencyKey::from_digest(h)
     }
 
@@ -151,6 +179,9 @@ pub struct Notification {
     pub items: Vec<NotifiedAlarm>,
     /// Deterministic key for exactly-once sending.
     pub key: IdempotencyKey,
+    /// A site incident's notification (its items are a sample of its members); `None` for
+    /// ordinary alarms.
+    pub incident: Option<IncidentNote>,
 }
 
 impl Notification {
@@ -337,6 +368,7 @@ mod tests {
             stage: Stage::Firing,
             key: IdempotencyKey::digest(&items),
             items,
+            incident: None,
         };
         let all = n.key;
         assert!(n.retain_items(|_| true));

@@ -5,6 +5,7 @@
 
 use fleetpulse_proto::{AlarmTypeCode, EnterpriseId, Severity};
 
+use crate::incidents::SiteIncidentRule;
 use crate::threshold::ThresholdRule;
 
 /// Most strategies one enterprise may have.
@@ -65,6 +66,9 @@ pub struct AlarmStrategy {
     pub notify: NotifySettings,
     /// Threshold rules on resource samples (ALM-4).
     pub thresholds: Vec<ThresholdRule>,
+    /// Site incidents: alarms it selects on many devices of one site within a short window are
+    /// notified as one incident (issue 18 item 3, [`crate::incidents`]); `None`: off.
+    pub site_incident: Option<SiteIncidentRule>,
 }
 
 impl AlarmStrategy {
@@ -95,6 +99,7 @@ mod tests {
             receivers: vec![],
             notify: NotifySettings::default(),
             thresholds: vec![],
+            site_incident: None,
         };
         assert_eq!(strategy.selects(AlarmTypeCode(code), severity), want, "{types:?} {severities:?} {code}");
     }

@@ -11,11 +11,13 @@
 use std::time::Duration;
 
 use fleetpulse_alarm_engine::{
-    AlarmEngine, DurableState, IdempotencyKey, Metric, NotifiedAlarm, Receiver, SavedResolution, SavedWindows,
+    AlarmEngine, DurableState, IdempotencyKey, IncidentCounts, IncidentKey, Metric, NotifiedAlarm, Receiver,
+    SavedIncident, SavedResolution, SavedWindows,
 };
 use fleetpulse_proto::UnixMillis;
 use fleetpulse_store::{
-    ENGINE_STATE_VERSION, SavedEngineState, Store, StoreError, StoredResolution, StoredWindows, ThresholdMetric,
+    ENGINE_STATE_VERSION, SavedEngineState, Store, StoreError, StoredOpenIncident, StoredResolution, StoredWindows,
+    ThresholdMetric,
 };
 
 /// How often the engine task saves its state when it changed.
@@ -56,17 +58,55 @@ fn stored(state: &DurableState) -> SavedEngineState {
                 key: r.item.key.to_string(),
             })
             .collect(),
+        incidents: state
+            .incidents
+            .iter()
+            .map(|i| StoredOpenIncident {
+                enterprise_id: i.key.enterprise_id,
+                strategy_id: i.key.strategy_id,
+                site_id: i.key.site_id,
+                code: i.key.code,
+                opened_at: i.key.opened_at,
+                site_devices: i.counts.site_devices,
+                affected: i.counts.affected,
+                back: i.counts.back,
+                members: i.members.clone(),
+            })
+            .collect(),
     }
 }
 
-/// Puts the saved state back into `engine` (after its strategies and active alarms). A document
-/// of another version, or an item with a damaged key, is left out with a warning.
-pub(crate) async fn restore(store: &Store, engine: &mut AlarmEngine) -> Result<(), StoreError> {
-    let Some(saved) = store.entities.engine_state().await? else { return Ok(()) };
+/// The saved state, if there is one of this build's version (another is ignored with a warning).
+pub(crate) async fn load(store: &Store) -> Result<Option<SavedEngineState>, StoreError> {
+    let Some(saved) = store.entities.engine_state().await? else { return Ok(None) };
     if saved.version != ENGINE_STATE_VERSION {
         tracing::warn!(message = "Saved alarm engine state of another version ignored.", version = saved.version);
-        return Ok(());
+        return Ok(None);
     }
+    Ok(Some(saved))
+}
+
+/// Puts back the open site incidents (after the strategies and site directories, before the
+/// active alarms, so that their members join them again without a notification).
+pub(crate) fn restore_incidents(saved: &SavedEngineState, engine: &mut AlarmEngine) {
+    for i in &saved.incidents {
+        engine.restore_incident(SavedIncident {
+            key: IncidentKey {
+                enterprise_id: i.enterprise_id,
+                strategy_id: i.strategy_id,
+                site_id: i.site_id,
+                code: i.code,
+                opened_at: i.opened_at,
+            },
+            counts: IncidentCounts { site_devices: i.site_devices, affected: i.affected, back: i.back },
+            members: i.members.clone(),
+        });
+    }
+}
+
+/// Puts the rest of the saved state back into `engine` (after its strategies and active
+/// alarms). An item with a damaged key is left out with a warning.
+pub(crate) fn restore(saved: SavedEngineState, engine: &mut AlarmEngine) {
     for w in saved.windows {
         let metric = match w.metric {
             ThresholdMetric::Cpu => Metric::Cpu,
@@ -101,7 +141,6 @@ pub(crate) async fn restore(store: &Store, engine: &mut AlarmEngine) -> Result<(
             SavedResolution { enterprise_id: r.enterprise_id, strategy_id: r.strategy_id, receiver, item },
         );
     }
-    Ok(())
 }
 
 /// Saves the engine's state if it differs from `last` (what was saved before); keeps `last` as

@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fleetpulse_alarm_engine::{Notification, Receiver};
+use fleetpulse_alarm_engine::{IncidentCounts, IncidentKey, IncidentStep, Notification, Receiver};
 use fleetpulse_mailer::{MAX_ITEMS_PER_MESSAGE, OutboxError, Queued, enqueue};
 use fleetpulse_proto::UnixMillis;
 use fleetpulse_proto::domain::AlarmChange;
@@ -30,6 +30,17 @@ pub(crate) enum Effect {
     Notify(Notification, Instant),
     /// What a maintenance window did to an alarm, for the alarm's detail.
     Mark(WindowMark),
+    /// A site incident's step, to store (issue 18 item 3).
+    Incident(Box<IncidentEffect>),
+}
+
+/// An engine incident step, as the effects task stores it.
+#[derive(Debug)]
+pub(crate) struct IncidentEffect {
+    pub(crate) incident: IncidentKey,
+    pub(crate) at: UnixMillis,
+    pub(crate) step: IncidentStep,
+    pub(crate) counts: IncidentCounts,
 }
 
 /// Carries out the engine's effects until the engine task is gone; `outbox_wake` is notified
@@ -47,10 +58,12 @@ pub(crate) async fn run_effects(
         let mut notifications = Vec::new();
         let mut decided = Vec::new();
         let mut marks = Vec::new();
+        let mut incidents = Vec::new();
         for effect in batch.drain(..) {
             match effect {
                 Effect::Record(change) => records.push(change),
                 Effect::Mark(mark) => marks.push(mark),
+                Effect::Incident(step) => incidents.push(step),
                 Effect::Notify(n, at) => {
                     notifications.push(n);
                     decided.push(at);
@@ -64,6 +77,17 @@ pub(crate) async fn run_effects(
         let mut audit: Vec<AlarmAuditEntry> = marks.iter().map(crate::audit::window_step).collect();
         for mark in marks {
             retry("write a maintenance window mark", || store.entities.record_window_mark(mark.clone())).await;
+        }
+        for i in incidents {
+            let mut backoff = Backoff::new();
+            let site_name = loop {
+                match names.site(&store, i.incident.site_id).await {
+                    Ok(name) => break name,
+                    Err(error) => backoff.wait("read a site's name", &error).await,
+                }
+            };
+            let update = crate::sites::update(&i.incident, i.at, &i.step, i.counts, site_name);
+            retry("write a site incident", || store.entities.record_incident(update.clone())).await;
         }
         if notifications.is_empty() {
             write_audit(&store, audit).await;
@@ -162,10 +186,14 @@ async fn prepare(
         for item in n.items.iter().take(MAX_ITEMS_PER_MESSAGE) {
             labels.insert(item.device_id, names.device(store, item.device_id).await?);
         }
+        let site_name = match &n.incident {
+            Some(i) => names.site(store, i.key.site_id).await?,
+            None => String::new(),
+        };
         let Receiver::Email(receiver) = &n.receiver;
         queued.push(Queued {
             receiver: receiver.clone(),
-            payload: outbox_payload(n, &enterprise_name, &labels),
+            payload: outbox_payload(n, &enterprise_name, &labels, &site_name),
             item_keys: n.items.iter().map(|i| i.key.to_string()).collect(),
             not_before: now,
         });

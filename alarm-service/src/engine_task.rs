@@ -10,7 +10,8 @@ use tokio::sync::{mpsc, watch};
 
 use crate::AlarmMetrics;
 use crate::control::{Control, handle_control};
-use crate::effects::Effect;
+use crate::effects::{Effect, IncidentEffect};
+use crate::sites::SiteShell;
 use crate::windows::{RESOLVE_EVERY, TASK_POLL, WindowShell};
 
 /// Runs the engine until the event senders are gone or `stop` turns true. Threshold alarm
@@ -19,6 +20,7 @@ use crate::windows::{RESOLVE_EVERY, TASK_POLL, WindowShell};
 pub(crate) async fn run_engine(
     mut engine: AlarmEngine,
     mut windows: WindowShell,
+    mut sites: SiteShell,
     store: Store,
     mut events: mpsc::Receiver<Vec<DeviceEvent>>,
     mut control: mpsc::Receiver<Control>,
@@ -56,7 +58,26 @@ pub(crate) async fn run_engine(
             c = control.recv(), if control_open => match c {
                 Some(c) => {
                     keep_records = !matches!(c, Control::Cleared { .. });
+                    let changed = match &c {
+                        Control::StrategiesChanged(e) => Some(vec![*e]),
+                        Control::ChannelStrategiesChanged(_) => None,
+                        _ => Some(Vec::new()),
+                    };
                     handle_control(&mut engine, &mut windows, &store, c).await;
+                    // Strategies that gained or lost a site-incident rule: read or forget sites.
+                    let result = match changed {
+                        Some(enterprises) => {
+                            let mut result = Ok(());
+                            for e in enterprises {
+                                result = result.and(sites.resolve(&store, &mut engine, e).await);
+                            }
+                            result
+                        }
+                        None => sites.resolve_all(&store, &mut engine).await,
+                    };
+                    if let Err(error) = result {
+                        tracing::error!(message = "Cannot read the sites of devices for site incidents.", %error);
+                    }
                 }
                 None => control_open = false,
             },
@@ -91,6 +112,9 @@ pub(crate) async fn run_engine(
                 if let Err(error) = windows.resolve_again(&store, &mut engine).await {
                     tracing::error!(message = "Cannot resolve the sites and groups of maintenance windows.", %error);
                 }
+                if let Err(error) = sites.resolve_all(&store, &mut engine).await {
+                    tracing::error!(message = "Cannot read the sites of devices for site incidents.", %error);
+                }
             }
         }
         engine.drain_actions(&mut actions);
@@ -100,6 +124,7 @@ pub(crate) async fn run_engine(
         metrics.open_groups.set(i64::try_from(state.open_groups).unwrap_or(i64::MAX));
         metrics.scheduled_reminders.set(i64::try_from(state.scheduled_repeats).unwrap_or(i64::MAX));
         metrics.threshold_states.set(i64::try_from(state.threshold_states).unwrap_or(i64::MAX));
+        metrics.open_incidents.set(i64::try_from(state.open_incidents).unwrap_or(i64::MAX));
         for action in actions.drain(..) {
             let effect = match action {
                 Action::Record(change) if keep_records && (change.code == HIGH_CPU || change.code == HIGH_MEMORY) => {
@@ -108,6 +133,9 @@ pub(crate) async fn run_engine(
                 Action::Notify(n) => Effect::Notify(n, decided),
                 Action::Maintenance { device_id, enterprise_id, code, activation, at, window, step } => {
                     Effect::Mark(windows.mark(device_id, enterprise_id, code, activation, at, window, step))
+                }
+                Action::Incident { incident, at, step, counts } => {
+                    Effect::Incident(Box::new(IncidentEffect { incident, at, step, counts }))
                 }
                 Action::Record(_) | Action::Lifecycle { .. } => continue,
             };

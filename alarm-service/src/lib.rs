@@ -13,6 +13,9 @@
 //!   derived threshold alarm records (401/402, the only records the shards do not write) and
 //!   queues notifications in the durable outbox as the mailer's payloads (`payload.rs`), which the
 //!   mailer's outbox worker renders and sends.
+//! - Site incidents (`sites.rs`): the engine's site directory read for the enterprises whose
+//!   strategies have a site-incident rule (at start, on strategy changes, every 5 minutes); the
+//!   incidents' steps stored by the effects task; open incidents saved with the durable state.
 //! - Maintenance windows (`windows.rs`): loaded at start and when the API changes them, with
 //!   their sites and groups resolved to devices; the tasks they are tied to are watched for a
 //!   running run; the marks they leave on alarms ("suppressed by window X") are stored by the
@@ -44,6 +47,7 @@ mod load;
 mod metrics;
 mod names;
 mod payload;
+mod sites;
 mod windows;
 
 pub use control::{AlarmHandle, Control};
@@ -84,13 +88,24 @@ impl AlarmService {
         load::load_strategies(&store, &mut engine).await?;
         let mut windows = windows::WindowShell::default();
         windows.load_all(&store, &mut engine).await?;
+        let mut sites = sites::SiteShell::default();
+        sites.resolve_all(&store, &mut engine).await?;
+        let saved = durable::load(&store).await?;
+        if let Some(saved) = &saved {
+            // Before the active alarms, so that members of an open incident join it silently.
+            durable::restore_incidents(saved, &mut engine);
+        }
         load::restore_active_alarms(&store, &mut engine, &metrics).await?;
-        durable::restore(&store, &mut engine).await?;
+        if let Some(saved) = saved {
+            durable::restore(saved, &mut engine);
+        }
+        engine.settle_incidents(fleetpulse_proto::UnixMillis::now());
         let (control_tx, control_rx) = mpsc::channel(CONTROL_QUEUE);
         let (effect_tx, effect_rx) = mpsc::channel(EFFECT_QUEUE);
         let engine_task = tokio::spawn(engine_task::run_engine(
             engine,
             windows,
+            sites,
             store.clone(),
             events,
             control_rx,

@@ -2,7 +2,7 @@
 //! one enterprise's again when the API says they changed), and the alarms it takes over at start.
 
 use fleetpulse_alarm_engine::{
-    AlarmEngine, AlarmStrategy, Metric, NotifySettings, Receiver, RestoredAlarm, ThresholdRule,
+    AlarmEngine, AlarmStrategy, Metric, NotifySettings, Receiver, RestoredAlarm, SiteIncidentRule, ThresholdRule,
 };
 use fleetpulse_proto::{EnterpriseId, UnixMillis};
 use fleetpulse_store::{AlarmFilter, AlarmStatus, Page, Store, StoreError, StoredStrategy, ThresholdMetric};
@@ -40,6 +40,12 @@ pub fn engine_strategy(s: &StoredStrategy) -> AlarmStrategy {
                 for_ms: t.for_ms,
             })
             .collect(),
+        site_incident: settings.site_incident.map(|r| SiteIncidentRule {
+            min_devices: r.min_devices,
+            min_fraction_pct: r.min_fraction_pct,
+            window_ms: u64::from(r.window_s) * 1_000,
+            resolve_fraction_pct: r.resolve_fraction_pct,
+        }),
     }
 }
 

@@ -25,6 +25,8 @@ pub struct AlarmMetrics {
     pub scheduled_reminders: Gauge,
     /// Device-metric threshold windows.
     pub threshold_states: Gauge,
+    /// Site incidents open now (issue 18 item 3).
+    pub open_incidents: Gauge,
     /// Stage: an event's receipt by the server (its `at`) until the engine evaluated it; covers
     /// the shard's durable append and the queue to the engine.
     pub received_to_engine_seconds: Histogram,
@@ -44,6 +46,7 @@ impl Default for AlarmMetrics {
             open_groups: Gauge::default(),
             scheduled_reminders: Gauge::default(),
             threshold_states: Gauge::default(),
+            open_incidents: Gauge::default(),
             received_to_engine_seconds: stage(),
             engine_to_outbox_seconds: stage(),
         }
@@ -67,6 +70,7 @@ impl AlarmMetrics {
         r.register("open_groups", "Open notification groups", m.open_groups.clone());
         r.register("scheduled_reminders", "Scheduled reminders", m.scheduled_reminders.clone());
         r.register("threshold_states", "Device-metric threshold windows", m.threshold_states.clone());
+        r.register("open_incidents", "Site incidents open now", m.open_incidents.clone());
         r.register(
             "received_to_engine_seconds",
             "Stage: device event received (then made durable) until the engine evaluated it",

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use fleetpulse_proto::{DeviceId, EnterpriseId};
+use fleetpulse_proto::{DeviceId, EnterpriseId, SiteId};
 use fleetpulse_store::{Store, StoreError};
 
 /// Most cached enterprise names and device labels before the caches start over.
@@ -14,6 +14,7 @@ const MAX_CACHED_NAMES: usize = 100_000;
 pub(crate) struct Names {
     enterprises: HashMap<EnterpriseId, String>,
     devices: HashMap<DeviceId, String>,
+    sites: HashMap<SiteId, String>,
 }
 
 impl Names {
@@ -26,6 +27,18 @@ impl Names {
             self.enterprises.clear();
         }
         self.enterprises.insert(id, name.clone());
+        Ok(name)
+    }
+
+    pub(crate) async fn site(&mut self, store: &Store, id: SiteId) -> Result<String, StoreError> {
+        if let Some(name) = self.sites.get(&id) {
+            return Ok(name.clone());
+        }
+        let name = store.entities.site(id).await?.map_or_else(|| format!("Site {id}"), |s| s.name);
+        if self.sites.len() >= MAX_CACHED_NAMES {
+            self.sites.clear();
+        }
+        self.sites.insert(id, name.clone());
         Ok(name)
     }
 

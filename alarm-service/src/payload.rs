@@ -5,16 +5,20 @@
 use std::collections::HashMap;
 
 use fleetpulse_alarm_engine::{Notification, Stage};
-use fleetpulse_mailer::{MAX_ITEMS_PER_MESSAGE, OutboxPayload, PAYLOAD_VERSION, PayloadItem, PayloadStage};
+use fleetpulse_mailer::{
+    MAX_ITEMS_PER_MESSAGE, OutboxPayload, PAYLOAD_VERSION, PayloadIncident, PayloadItem, PayloadStage,
+};
 use fleetpulse_proto::DeviceId;
 
 /// The payload of `n`, with the names to show; devices missing from `labels` are shown by id.
+/// A site incident's notification counts every device of the incident (its items are a sample).
 pub(crate) fn outbox_payload(
     n: &Notification,
     enterprise_name: &str,
     labels: &HashMap<DeviceId, String>,
+    site_name: &str,
 ) -> OutboxPayload {
-    let items = n
+    let items: Vec<PayloadItem> = n
         .items
         .iter()
         .take(MAX_ITEMS_PER_MESSAGE)
@@ -37,8 +41,20 @@ pub(crate) fn outbox_payload(
         enterprise_name: enterprise_name.to_owned(),
         strategy_id: n.strategy_id,
         key: n.key.to_string(),
+        omitted: match &n.incident {
+            Some(i) => i.counts.affected.saturating_sub(u32::try_from(items.len()).unwrap_or(u32::MAX)),
+            None => u32::try_from(n.items.len().saturating_sub(MAX_ITEMS_PER_MESSAGE)).unwrap_or(u32::MAX),
+        },
         items,
-        omitted: u32::try_from(n.items.len().saturating_sub(MAX_ITEMS_PER_MESSAGE)).unwrap_or(u32::MAX),
+        incident: n.incident.map(|i| PayloadIncident {
+            site_name: site_name.to_owned(),
+            code: i.key.code.0,
+            opened_at: i.key.opened_at.0,
+            site_devices: i.counts.site_devices,
+            affected: i.counts.affected,
+            back: i.counts.back,
+            resolved_at: i.resolved_at.map(|t| t.0),
+        }),
     }
 }
 
@@ -77,13 +93,14 @@ mod tests {
                 })
                 .collect(),
             key: IdempotencyKey([0xee; 16]),
+            incident: None,
         }
     }
 
     #[test]
     fn round_trips_through_json_with_labels() {
         let labels = HashMap::from([(DeviceId(1), "lobby phone".to_owned())]);
-        let p = outbox_payload(&notification(2), "Acme", &labels);
+        let p = outbox_payload(&notification(2), "Acme", &labels, "");
         assert_eq!(p.items[0].device_label, "lobby phone");
         assert_eq!(p.items[1].device_label, "2", "unlabelled devices are shown by id");
         assert_eq!((p.stage, p.omitted, p.alarm_count()), (PayloadStage::Resolved, 0, 2));
@@ -94,7 +111,7 @@ mod tests {
 
     #[test]
     fn lists_a_bounded_number_of_items() {
-        let p = outbox_payload(&notification(MAX_ITEMS_PER_MESSAGE + 7), "Acme", &HashMap::new());
+        let p = outbox_payload(&notification(MAX_ITEMS_PER_MESSAGE + 7), "Acme", &HashMap::new(), "");
         assert_eq!((p.items.len(), p.omitted), (MAX_ITEMS_PER_MESSAGE, 7));
         assert_eq!(p.alarm_count(), MAX_ITEMS_PER_MESSAGE as u64 + 7);
     }

@@ -29,7 +29,7 @@ pub use lettre::Message;
 pub use lettre::message::Mailbox;
 pub use metrics::OutboxMetrics;
 pub use outbox::{OutboxConfig, OutboxWorker, PassStats, Queued, enqueue};
-pub use payload::{MAX_ITEMS_PER_MESSAGE, OutboxPayload, PAYLOAD_VERSION, PayloadItem, PayloadStage};
+pub use payload::{MAX_ITEMS_PER_MESSAGE, OutboxPayload, PAYLOAD_VERSION, PayloadIncident, PayloadItem, PayloadStage};
 pub use receiver::{MAX_RECEIVER_BYTES, parse_receiver};
 pub use render::{MAX_DIGEST_ITEMS, MAX_SUBJECT_DESCRIPTION_CHARS, RenderContext, render};
 pub use send::Mailer;

@@ -73,6 +73,29 @@ pub struct OutboxPayload {
     pub items: Vec<PayloadItem>,
     /// Alarms of the notification not listed.
     pub omitted: u32,
+    /// A site incident's notification (issue 18 item 3): its items are a sample of its devices'
+    /// alarms. Absent for ordinary alarms (and in payloads queued by older builds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incident: Option<PayloadIncident>,
+}
+
+/// What a site incident's email says besides its sampled alarms.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayloadIncident {
+    /// The site's name when queued.
+    pub site_name: String,
+    /// The alarm type code the devices raised.
+    pub code: u16,
+    /// When the incident opened (Unix ms).
+    pub opened_at: i64,
+    /// Devices of the site.
+    pub site_devices: u32,
+    /// Devices whose alarm belongs to the incident.
+    pub affected: u32,
+    /// Of those, how many are back.
+    pub back: u32,
+    /// When it resolved (resolved notifications).
+    pub resolved_at: Option<i64>,
 }
 
 impl OutboxPayload {
@@ -126,6 +149,7 @@ mod tests {
                 })
                 .collect(),
             omitted: 7,
+            incident: None,
         }
     }
 

@@ -15,7 +15,7 @@ use lettre::message::{Mailbox, MultiPart, SinglePart};
 use sha2::{Digest, Sha256};
 
 use crate::MailError;
-use crate::payload::{OutboxPayload, PayloadItem, PayloadStage};
+use crate::payload::{OutboxPayload, PayloadIncident, PayloadItem, PayloadStage};
 
 /// Most characters of an alarm description shown in the subject.
 pub const MAX_SUBJECT_DESCRIPTION_CHARS: usize = 80;
@@ -124,6 +124,10 @@ fn subject(payloads: &[OutboxPayload]) -> String {
         PayloadStage::Repeat => s.push_str("Reminder: "),
         PayloadStage::Resolved => s.push_str("Resolved: "),
     }
+    if let Some(incident) = &p.incident {
+        let _ = write!(s, "{} — {}", incident_summary(incident), enterprise(p));
+        return s;
+    }
     let severity = p.items.iter().filter_map(|a| AlarmTypeCode(a.code).alarm_type()).map(|t| t.severity).min();
     s.push_str(severity.map_or("Alarm", severity_title));
     if let Some(first) = p.items.first() {
@@ -172,7 +176,12 @@ fn text_body(payloads: &[OutboxPayload], ctx: &RenderContext) -> String {
     }
     for (p, items) in listed(payloads) {
         let enterprise = single_line(&p.enterprise_name);
-        let _ = writeln!(t, "{} for {enterprise}: {}", stage_heading(p.stage), alarm_count(p.alarm_count()));
+        if let Some(incident) = &p.incident {
+            let _ = writeln!(t, "{} for {enterprise}.", incident_summary(incident));
+            let _ = writeln!(t, "{}", incident_details(incident, items.len()));
+        } else {
+            let _ = writeln!(t, "{} for {enterprise}: {}", stage_heading(p.stage), alarm_count(p.alarm_count()));
+        }
         for a in items {
             let _ = writeln!(t, "\n- {} ({})", type_name(a), severity_name(a));
             let _ = writeln!(t, "  Device:      {}", single_line(&a.device_label));
@@ -204,7 +213,13 @@ fn html_body(payloads: &[OutboxPayload], ctx: &RenderContext) -> String {
     }
     for (p, items) in listed(payloads) {
         let enterprise = escape_html(&single_line(&p.enterprise_name));
-        let _ = writeln!(h, "<h1>{} for {enterprise}: {}</h1>", stage_heading(p.stage), alarm_count(p.alarm_count()));
+        if let Some(incident) = &p.incident {
+            let _ = writeln!(h, "<h1>{} for {enterprise}</h1>", escape_html(&incident_summary(incident)));
+            let _ = writeln!(h, "<p>{}</p>", escape_html(&incident_details(incident, items.len())));
+        } else {
+            let _ =
+                writeln!(h, "<h1>{} for {enterprise}: {}</h1>", stage_heading(p.stage), alarm_count(p.alarm_count()));
+        }
         for a in items {
             let _ = writeln!(h, "<h2>{} ({})</h2>\n<table>", escape_html(&type_name(a)), severity_name(a));
             let mut row = |name: &str, value: &str| {
@@ -232,6 +247,27 @@ fn html_body(payloads: &[OutboxPayload], ctx: &RenderContext) -> String {
     }
     h.push_str("</body></html>\n");
     h
+}
+
+/// `Incident: 12 of 40 devices at site Berlin-3: Offline`, or when resolved
+/// `Incident resolved: 11 of 12 devices back at site Berlin-3: Offline`.
+fn incident_summary(i: &PayloadIncident) -> String {
+    let site = truncate(&single_line(&i.site_name), MAX_SUBJECT_NAME_CHARS);
+    let ty = AlarmTypeCode(i.code).alarm_type().map_or_else(|| format!("Alarm type {}", i.code), |t| t.name.to_owned());
+    match i.resolved_at {
+        Some(_) => format!("Incident resolved: {} of {} devices back at site {site}: {ty}", i.back, i.affected),
+        None => format!("Incident: {} of {} devices at site {site}: {ty}", i.affected, i.site_devices),
+    }
+}
+
+/// When it opened (and resolved), how many are back, and how many devices are listed.
+fn incident_details(i: &PayloadIncident, listed: usize) -> String {
+    let mut s = format!("Opened {}", rfc3339(UnixMillis(i.opened_at)));
+    if let Some(at) = i.resolved_at {
+        let _ = write!(s, ", resolved {}", rfc3339(UnixMillis(at)));
+    }
+    let _ = write!(s, "; {} of {} back. The alarms of {listed} of its devices are listed.", i.back, i.affected);
+    s
 }
 
 fn stage_heading(stage: PayloadStage) -> &'static str {
@@ -358,6 +394,7 @@ mod tests {
             key: "ab".repeat(16),
             items,
             omitted: 0,
+            incident: None,
         }
     }
 
@@ -396,6 +433,39 @@ mod tests {
         let mut resolved = payload(PayloadStage::Resolved, vec![alarm(3, 999, "x")]);
         resolved.omitted = 4;
         assert_eq!(subject(&[resolved]), "[fleetpulse] Resolved: Alarm: Alarm type 999 on 3: x (+4 more) — Acme");
+    }
+
+    #[test]
+    fn an_incident_names_its_site_counts_and_type() {
+        let mut p = payload(PayloadStage::Firing, vec![alarm(1, 109, "no heartbeat"), alarm(2, 109, "")]);
+        p.omitted = 10;
+        p.incident = Some(PayloadIncident {
+            site_name: "Berlin-3\r\nBcc: x".into(),
+            code: 109,
+            opened_at: 0,
+            site_devices: 40,
+            affected: 12,
+            back: 0,
+            resolved_at: None,
+        });
+        assert_eq!(
+            subject(std::slice::from_ref(&p)),
+            "[fleetpulse] Incident: 12 of 40 devices at site Berlin-3 Bcc: x: Offline — Acme"
+        );
+        let text = text_body(std::slice::from_ref(&p), &ctx());
+        assert!(
+            text.contains("Opened 1970-01-01T00:00:00Z; 0 of 12 back. The alarms of 2 of its devices are listed."),
+            "{text}"
+        );
+        assert!(text.contains("... and 10 alarms not listed"), "{text}");
+        p.stage = PayloadStage::Resolved;
+        p.incident = p.incident.map(|i| PayloadIncident { back: 11, resolved_at: Some(60_000), ..i });
+        assert_eq!(
+            subject(std::slice::from_ref(&p)),
+            "[fleetpulse] Resolved: Incident resolved: 11 of 12 devices back at site Berlin-3 Bcc: x: Offline — Acme"
+        );
+        let html = html_body(std::slice::from_ref(&p), &ctx());
+        assert!(html.contains("resolved 1970-01-01T00:01:00Z"), "{html}");
     }
 
     #[test]

@@ -52,6 +52,7 @@ fn payload(name: &str) -> OutboxPayload {
             key: key[key.len() - 32..].to_owned(),
         }],
         omitted: 0,
+        incident: None,
     }
 }
 

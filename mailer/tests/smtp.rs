@@ -44,6 +44,7 @@ fn message(mailer: &Mailer) -> Message {
             key,
         }],
         omitted: 0,
+        incident: None,
     };
     let ctx =
         RenderContext { from: mailer.from_mailbox().clone(), portal_url: "https://portal.example.com".to_owned() };

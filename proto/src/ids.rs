@@ -119,6 +119,10 @@ id_type!(
     WindowId
 );
 id_type!(
+    /// A site incident (issue 18 item 3; assigned by the store, never reused).
+    IncidentId
+);
+id_type!(
     /// An entry of an enterprise's RPS device list (DEV-1: a device's provisioning server).
     RpsDeviceId
 );

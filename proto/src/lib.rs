@@ -22,8 +22,9 @@ pub mod wire;
 pub use alarm_types::{ALARM_TYPES, AlarmType, AlarmTypeCode, Severity};
 pub use codec::{DecodeError, FrameDecoder, FrameEncoder, MAX_FRAME_LEN};
 pub use ids::{
-    AccountId, ChannelId, CommandId, DeviceId, EnterpriseId, FileId, FirmwareId, GroupId, MAX_ID, Mac, MacError,
-    OrderId, ProfileId, RpsDeviceId, SiteId, StrategyId, TaskId, UnixMillis, WindowId, deserialize_id, parse_id,
+    AccountId, ChannelId, CommandId, DeviceId, EnterpriseId, FileId, FirmwareId, GroupId, IncidentId, MAX_ID, Mac,
+    MacError, OrderId, ProfileId, RpsDeviceId, SiteId, StrategyId, TaskId, UnixMillis, WindowId, deserialize_id,
+    parse_id,
 };
 
 /// ALPN protocol identifier spoken by devices and the ingest tier.

@@ -31,6 +31,32 @@ pub struct SavedEngineState {
     pub windows: Vec<StoredWindows>,
     /// Planned, unsent resolutions.
     pub resolutions: Vec<StoredResolution>,
+    /// Open site incidents (issue 18 item 3); absent in documents of older builds.
+    #[serde(default)]
+    pub incidents: Vec<StoredOpenIncident>,
+}
+
+/// An open site incident with its members.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredOpenIncident {
+    /// The enterprise.
+    pub enterprise_id: EnterpriseId,
+    /// The strategy whose rule opened it.
+    pub strategy_id: StrategyId,
+    /// The site.
+    pub site_id: fleetpulse_proto::SiteId,
+    /// The alarm type.
+    pub code: AlarmTypeCode,
+    /// When it opened.
+    pub opened_at: UnixMillis,
+    /// Devices of the site when it opened.
+    pub site_devices: u32,
+    /// Devices whose alarm belonged to it.
+    pub affected: u32,
+    /// Of those, how many are back.
+    pub back: u32,
+    /// Members: device, start of its activation, whether back.
+    pub members: Vec<(DeviceId, UnixMillis, bool)>,
 }
 
 /// The open threshold windows of one device and metric.

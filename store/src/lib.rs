@@ -17,7 +17,8 @@
 //!   [`GroupStore`] (device groups, ordered memberships, default groups).
 //!   [`OrderStore`] (orders, statements, device allowances).
 //!   [`LicenceStore`] (each device's licence status, ORD-3).
-//!   [`WindowStore`] (maintenance windows and the marks they leave on alarms, issue 18).
+//!   [`WindowStore`] (maintenance windows and the marks they leave on alarms, issue 18),
+//!   [`IncidentStore`] (site incidents and their member alarms, issue 18 item 3).
 //!   [`NotificationAuditStore`] (what became of every alarm's notifications, and their retention).
 //! - [`EventStore`] (`events.rs`): append-only event streams (status events, resource reports,
 //!   alarm events), the aggregated alarm records, and the per-device delivery marks used to drop
@@ -42,6 +43,7 @@ mod events;
 mod files;
 mod firmware;
 mod groups;
+mod incidents;
 mod inventory;
 mod licences;
 mod model;
@@ -72,6 +74,7 @@ pub use events::*;
 pub use files::*;
 pub use firmware::*;
 pub use groups::*;
+pub use incidents::*;
 pub use inventory::*;
 pub use licences::*;
 pub use model::*;
@@ -166,6 +169,7 @@ pub trait EntityStore:
     + OrderStore
     + LicenceStore
     + WindowStore
+    + IncidentStore
     + NotificationAuditStore
     + TenantAdminStore
     + RpsStore
@@ -193,6 +197,7 @@ impl<T> EntityStore for T where
         + OrderStore
         + LicenceStore
         + WindowStore
+        + IncidentStore
         + NotificationAuditStore
         + TenantAdminStore
         + RpsStore
@@ -232,6 +237,7 @@ opaque_debug!(
     OrderStore,
     LicenceStore,
     WindowStore,
+    IncidentStore,
     NotificationAuditStore,
     TenantAdminStore,
     RpsStore,

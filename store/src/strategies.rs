@@ -74,6 +74,25 @@ pub struct StrategySettings {
     pub repeat_interval_ms: u64,
     /// CPU and memory threshold rules.
     pub thresholds: Vec<StoredThreshold>,
+    /// Site incidents (issue 18 item 3): many devices of one site raising the alarms this
+    /// strategy selects within a short window are notified as one incident; absent: off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site_incident: Option<StoredSiteIncident>,
+}
+
+/// A strategy's site-incident thresholds, as stored and edited (see the alarm engine's
+/// `incidents` module for what they mean).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StoredSiteIncident {
+    /// Fewest distinct devices of one site (at least 2).
+    pub min_devices: u32,
+    /// Fewest devices as a percentage of the site's devices (0–100).
+    pub min_fraction_pct: u8,
+    /// How long each new alarm is held and counted, in seconds (1–3600).
+    pub window_s: u32,
+    /// Percentage of the incident's devices back at which it resolves (1–100).
+    pub resolve_fraction_pct: u8,
 }
 
 /// A stored alarm strategy.

@@ -5,6 +5,7 @@
 
 use axum::extract::State;
 use axum::routing::{MethodRouter, get};
+use fleetpulse_proto::IncidentId;
 use fleetpulse_store::{AlarmRecord, AuditEntry, Feature, MAX_AUDIT_READ, WindowMark};
 use serde::Serialize;
 
@@ -39,6 +40,8 @@ pub(crate) struct AlarmNotifications {
     window: Option<WindowMark>,
     /// The activation's notification audit, oldest first (at most 500 entries).
     entries: Vec<AuditEntry>,
+    /// The site incidents the activation is part of (its notification went out with theirs).
+    incidents: Vec<IncidentId>,
 }
 
 /// `GET /api/v1/alarms/{id}/notifications`: what happened to the alarm's notifications.
@@ -55,5 +58,7 @@ async fn notifications(
     let entities = &ctx.api.store.entities;
     let window = entities.window_marks(vec![(alarm.device_id, alarm.code, alarm.first_at)]).await?.into_iter().next();
     let entries = entities.notification_audit(alarm.device_id, alarm.code, alarm.first_at, MAX_AUDIT_READ).await?;
-    Ok(Json(AlarmNotifications { alarm, window, entries }))
+    let activation = vec![(alarm.device_id, alarm.code, alarm.first_at)];
+    let incidents = entities.alarm_incidents(activation).await?.into_iter().map(|i| i.incident_id).collect();
+    Ok(Json(AlarmNotifications { alarm, window, entries, incidents }))
 }

@@ -420,6 +420,7 @@ pub(crate) fn operations() -> Vec<Operation> {
     .chain(crate::routes::orders::operations())
     .chain(crate::routes::windows::operations())
     .chain(crate::routes::alarm_notifications::operations())
+    .chain(crate::routes::incidents::operations())
     .chain(crate::routes::tenant_admin::operations())
     .chain(crate::routes::rps::operations())
     .collect()

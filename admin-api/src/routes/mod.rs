@@ -18,6 +18,7 @@ pub(crate) mod enterprises;
 pub(crate) mod files;
 pub(crate) mod firmware;
 pub(crate) mod groups;
+pub(crate) mod incidents;
 pub(crate) mod inventory;
 pub(crate) mod listing;
 pub(crate) mod oplog;
@@ -60,6 +61,7 @@ pub(crate) fn all() -> Vec<(&'static str, MethodRouter<AppState>)> {
         tasks::routes(),
         windows::routes(),
         alarm_notifications::routes(),
+        incidents::routes(),
         sites::routes(),
         profiles::routes(),
         groups::routes(),

@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
 use fleetpulse_proto::{AlarmTypeCode, EnterpriseId, Severity, StrategyId};
-use fleetpulse_store::{StoredStrategy, StoredThreshold, StrategySettings, ThresholdMetric};
+use fleetpulse_store::{StoredSiteIncident, StoredStrategy, StoredThreshold, StrategySettings, ThresholdMetric};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::AuthAdmin;
@@ -67,6 +67,9 @@ pub(crate) struct StrategyRequest {
     repeat_interval_ms: u64,
     #[serde(default)]
     thresholds: Vec<ThresholdRequest>,
+    /// Site incidents (issue 18 item 3): absent or null leaves them off.
+    #[serde(default)]
+    site_incident: Option<StoredSiteIncident>,
     /// A channel strategy's reach and what enterprises may do about it (channel strategies
     /// only: `/api/v1/channels/{id}/alarm-strategies`, where it defaults to the whole subtree,
     /// locked).
@@ -158,7 +161,25 @@ pub(crate) fn settings(req: StrategyRequest) -> Result<StrategySettings, ApiErro
         group_interval_ms: within("group_interval_ms", req.group_interval_ms, 1_000..=DAY_MS)?,
         repeat_interval_ms: within("repeat_interval_ms", req.repeat_interval_ms, MINUTE_MS..=7 * DAY_MS)?,
         thresholds,
+        site_incident: req.site_incident.map(site_incident).transpose()?,
     })
+}
+
+/// Checks a strategy's site-incident thresholds (the alarm engine's bounds).
+fn site_incident(rule: StoredSiteIncident) -> Result<StoredSiteIncident, ApiError> {
+    if !(2..=100_000).contains(&rule.min_devices) {
+        return Err(ApiError::invalid("site_incident.min_devices must be between 2 and 100000"));
+    }
+    if rule.min_fraction_pct > 100 {
+        return Err(ApiError::invalid("site_incident.min_fraction_pct must be at most 100"));
+    }
+    if !(1..=3_600).contains(&rule.window_s) {
+        return Err(ApiError::invalid("site_incident.window_s must be between 1 and 3600"));
+    }
+    if !(1..=100).contains(&rule.resolve_fraction_pct) {
+        return Err(ApiError::invalid("site_incident.resolve_fraction_pct must be between 1 and 100"));
+    }
+    Ok(rule)
 }
 
 /// [`settings`] of an enterprise's strategy, which inherits nothing further.

@@ -10,6 +10,7 @@ mod firmware;
 mod groups;
 mod hostile_ids;
 mod hostile_text;
+mod incidents;
 mod inherited_strategies;
 mod inventory;
 mod openapi;

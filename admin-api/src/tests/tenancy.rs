@@ -56,6 +56,7 @@ struct World {
     strategy: u64,
     /// A maintenance window of EB.
     window: u64,
+    incident: u64,
     /// A strategy of channel B, handed down to EB.
     channel_strategy: u64,
     /// The enterprise admin account of EB.
@@ -184,6 +185,7 @@ async fn world() -> World {
         group_interval_ms: 60_000,
         repeat_interval_ms: 3_600_000,
         thresholds: vec![],
+        site_incident: None,
     };
     let strategy = h.store.entities.create_strategy(eb, settings.clone(), UnixMillis(1)).await.expect("strategy").id.0;
     let window = fleetpulse_store::WindowSettings {
@@ -199,6 +201,21 @@ async fn world() -> World {
         },
     };
     let window = h.store.entities.create_window(eb, window, UnixMillis(1)).await.expect("window").id.0;
+    let incident = fleetpulse_store::IncidentUpdate {
+        enterprise_id: eb,
+        strategy_id: fleetpulse_proto::StrategyId(strategy),
+        site_id: fleetpulse_proto::SiteId(1),
+        site_name: "B HQ".into(),
+        code: fleetpulse_proto::AlarmTypeCode(109),
+        opened_at: UnixMillis(1),
+        at: UnixMillis(1),
+        site_devices: 1,
+        affected: 1,
+        back: 0,
+        resolved_at: None,
+        members: vec![],
+    };
+    let incident = h.store.entities.record_incident(incident).await.expect("incident").0;
     let inheritance = fleetpulse_store::StrategyInheritance {
         sub_channel_levels: None,
         enterprises_may: fleetpulse_store::EnterpriseFreedom::Override,
@@ -293,6 +310,7 @@ async fn world() -> World {
         alarm,
         strategy,
         window,
+        incident,
         channel_strategy,
         eb_admin: eb_admin.id.0,
         sibling,
@@ -337,6 +355,8 @@ fn foreign_request(w: &World, path: &str, method: &Method) -> Option<(String, Op
         path.replace("{id}", &w.strategy.to_string())
     } else if id("/api/v1/maintenance-windows/") {
         path.replace("{id}", &w.window.to_string())
+    } else if id("/api/v1/incidents/") {
+        path.replace("{id}", &w.incident.to_string())
     } else if id("/api/v1/channels/") {
         path.replace("{id}", &w.b.to_string())
     } else if id("/api/v1/accounts/") {
@@ -392,6 +412,7 @@ fn foreign_request(w: &World, path: &str, method: &Method) -> Option<(String, Op
             | "/api/v1/statements/export"
             | "/api/v1/rps-devices"
             | "/api/v1/rps-devices/import"
+            | "/api/v1/incidents"
     ) {
         format!("{path}?enterprise_id={}", w.eb)
     } else if matches!(

@@ -12,6 +12,8 @@
 //!   put back in its group with the same idempotency key, so it is sent once: the outbox leaves
 //!   out a key an earlier process already queued. A resolution whose strategy or receiver is gone
 //!   is dropped, as it would have been without the restart.
+//! - An open site incident is saved with its members, so that after a restart they stay in it
+//!   (their alarms are not notified on their own) and its resolution is sent once.
 
 use fleetpulse_proto::{DeviceId, EnterpriseId, UnixMillis};
 
@@ -53,6 +55,9 @@ pub struct DurableState {
     pub windows: Vec<SavedWindows>,
     /// Planned resolutions, by group and in their group's order.
     pub resolutions: Vec<SavedResolution>,
+    /// Open site incidents (issue 18 item 3), by key; put back with
+    /// [`AlarmEngine::restore_incident`] before the active alarms.
+    pub incidents: Vec<crate::incidents::SavedIncident>,
 }
 
 impl AlarmEngine {
@@ -88,7 +93,7 @@ impl AlarmEngine {
                 item: item.clone(),
             }));
         }
-        DurableState { windows, resolutions }
+        DurableState { windows, resolutions, incidents: self.saved_incidents() }
     }
 
     /// Puts back a device's open threshold windows (after [`AlarmEngine::restore_alarm`], so
@@ -152,6 +157,7 @@ mod tests {
             receivers: vec![Receiver::Email("noc@example.com".into())],
             notify: NotifySettings { group_wait_ms, group_interval_ms: 60_000, repeat_interval_ms: 3_600_000 },
             thresholds: rules,
+            site_incident: None,
         }
     }
 
@@ -169,7 +175,7 @@ mod tests {
                 Action::Record(c) => {
                     format!("{} {}", if c.kind == AlarmChangeKind::Clear { "clear" } else { "raise" }, c.code.0)
                 }
-                Action::Lifecycle { .. } | Action::Maintenance { .. } => continue,
+                Action::Lifecycle { .. } | Action::Maintenance { .. } | Action::Incident { .. } => continue,
                 Action::Notify(n) => format!("notify {:?} {}", n.stage, n.items.len()),
             });
         }

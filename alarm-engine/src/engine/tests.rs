@@ -45,6 +45,7 @@ fn strategy(id: u64, receivers: &[&str]) -> AlarmStrategy {
         receivers: receivers.iter().map(|r| Receiver::Email((*r).into())).collect(),
         notify: NotifySettings::default(),
         thresholds: vec![],
+        site_incident: None,
     }
 }
 
@@ -96,6 +97,12 @@ fn render(t: UnixMillis, action: &Action) -> String {
             let items: Vec<String> =
                 n.items.iter().map(|i| format!("d{}/{}x{}", i.device_id, i.code.0, i.count)).collect();
             format!("{t} {to}/s{} {stage} {}", n.strategy_id, items.join(" "))
+        }
+        Action::Incident { incident, step, counts, .. } => {
+            format!(
+                "{t} incident s{}/{} {step:?} {}/{} back {}",
+                incident.site_id, incident.code.0, counts.affected, counts.site_devices, counts.back
+            )
         }
         Action::Maintenance { device_id, code, window, .. } => format!("{t} window {window} d{device_id}/{}", code.0),
     }

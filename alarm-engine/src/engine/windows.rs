@@ -70,7 +70,7 @@ impl AlarmEngine {
             self.hold(at, alarm.device, alarm.code, hold);
             return;
         }
-        self.queue_firing(alarm, groups);
+        self.queue_or_group(at, enterprise, alarm, groups);
     }
 
     /// Runs the window ends due at `now`.

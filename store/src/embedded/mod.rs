@@ -21,6 +21,7 @@ mod events;
 mod files;
 mod firmware;
 mod groups;
+mod incidents;
 pub mod integrity;
 mod inventory;
 mod licences;

@@ -781,6 +781,35 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX rps_devices_enterprise ON rps_devices(enterprise_id, id);
     "#,
+    // Site incidents (issue 18 item 3): one row per incident, named by its natural key, and one
+    // per member alarm activation (found again by the activation for "part of incident X").
+    r#"
+    CREATE TABLE alarm_incidents (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        enterprise_id INTEGER NOT NULL,
+        strategy_id   INTEGER NOT NULL,
+        site_id       INTEGER NOT NULL,
+        site_name     TEXT NOT NULL,
+        code          INTEGER NOT NULL,
+        opened_at     INTEGER NOT NULL,
+        updated_at    INTEGER NOT NULL,
+        resolved_at   INTEGER,
+        site_devices  INTEGER NOT NULL,
+        affected      INTEGER NOT NULL,
+        back          INTEGER NOT NULL,
+        UNIQUE (enterprise_id, strategy_id, site_id, code, opened_at)
+    );
+    CREATE INDEX alarm_incidents_enterprise ON alarm_incidents(enterprise_id, id);
+    CREATE TABLE alarm_incident_members (
+        incident_id INTEGER NOT NULL REFERENCES alarm_incidents(id) ON DELETE CASCADE,
+        device_id   INTEGER NOT NULL,
+        code        INTEGER NOT NULL,
+        first_at    INTEGER NOT NULL,
+        back        INTEGER NOT NULL,
+        PRIMARY KEY (incident_id, device_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX alarm_incident_members_activation ON alarm_incident_members(device_id, code, first_at);
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -22,6 +22,7 @@ mod engine_state;
 mod files;
 mod firmware;
 mod groups;
+mod incidents;
 mod inventory;
 mod licences;
 mod oplog;

@@ -830,6 +830,37 @@ const MIGRATIONS: &[(&str, &str)] = &[
     CREATE INDEX rps_devices_enterprise ON rps_devices (enterprise_id, id);
     "#,
     ),
+    (
+        "site incidents",
+        // Site incidents (issue 18 item 3), as in the embedded schema.
+        r#"
+    CREATE TABLE alarm_incidents (
+        id            BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        enterprise_id BIGINT NOT NULL,
+        strategy_id   BIGINT NOT NULL,
+        site_id       BIGINT NOT NULL,
+        site_name     TEXT NOT NULL,
+        code          INTEGER NOT NULL,
+        opened_at     BIGINT NOT NULL,
+        updated_at    BIGINT NOT NULL,
+        resolved_at   BIGINT,
+        site_devices  BIGINT NOT NULL,
+        affected      BIGINT NOT NULL,
+        back          BIGINT NOT NULL,
+        UNIQUE (enterprise_id, strategy_id, site_id, code, opened_at)
+    );
+    CREATE INDEX alarm_incidents_enterprise ON alarm_incidents (enterprise_id, id);
+    CREATE TABLE alarm_incident_members (
+        incident_id BIGINT NOT NULL REFERENCES alarm_incidents (id) ON DELETE CASCADE,
+        device_id   BIGINT NOT NULL,
+        code        INTEGER NOT NULL,
+        first_at    BIGINT NOT NULL,
+        back        BOOLEAN NOT NULL,
+        PRIMARY KEY (incident_id, device_id)
+    );
+    CREATE INDEX alarm_incident_members_activation ON alarm_incident_members (device_id, code, first_at);
+    "#,
+    ),
 ];
 
 /// The schema version this build writes.

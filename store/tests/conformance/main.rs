@@ -26,6 +26,7 @@ mod events;
 mod files;
 mod firmware;
 mod groups;
+mod incidents;
 mod inventory;
 mod licences;
 mod oplog;
@@ -111,6 +112,7 @@ async fn suite(store: Store) {
     oplog::operation_log(&store).await;
     strategies::strategies(&store).await;
     windows::windows(&store).await;
+    incidents::incidents(&store).await;
     outbox::outbox(&store).await;
     outbox::outbox_items(&store).await;
     outbox::outbox_except(&store).await;

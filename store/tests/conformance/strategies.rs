@@ -34,6 +34,12 @@ pub(crate) async fn strategies(store: &Store) {
         group_interval_ms: 60_000,
         repeat_interval_ms: 14_400_000,
         thresholds: vec![StoredThreshold { metric: ThresholdMetric::Cpu, above_centi_pct: 9_000, for_ms: 600_000 }],
+        site_incident: Some(StoredSiteIncident {
+            min_devices: 5,
+            min_fraction_pct: 25,
+            window_s: 120,
+            resolve_fraction_pct: 80,
+        }),
     };
     let first = s.create_strategy(a.id, settings("night shift"), UnixMillis(10)).await.unwrap();
     let second = s.create_strategy(a.id, settings("day shift"), UnixMillis(11)).await.unwrap();
@@ -81,6 +87,7 @@ pub(crate) async fn inherited_strategies(store: &Store) {
         group_interval_ms: 60_000,
         repeat_interval_ms: 3_600_000,
         thresholds: vec![],
+        site_incident: None,
     };
     let all = StrategyInheritance { sub_channel_levels: None, enterprises_may: EnterpriseFreedom::Override };
     let own_only = StrategyInheritance { sub_channel_levels: Some(0), enterprises_may: EnterpriseFreedom::Locked };
@@ -154,6 +161,17 @@ pub(crate) async fn engine_state(store: &Store) {
             description: "The device missed its heartbeats.".into(),
             resolved_at: Some(UnixMillis(12)),
             key: "00112233445566778899aabbccddeeff".into(),
+        }],
+        incidents: vec![StoredOpenIncident {
+            enterprise_id: EnterpriseId(3),
+            strategy_id: StrategyId(4),
+            site_id: fleetpulse_proto::SiteId(5),
+            code: fleetpulse_proto::AlarmTypeCode(109),
+            opened_at: UnixMillis(9),
+            site_devices: 40,
+            affected: 12,
+            back: 1,
+            members: vec![(DeviceId(7), UnixMillis(8), false), (DeviceId(8), UnixMillis(9), true)],
         }],
     };
     s.save_engine_state(&state, UnixMillis(20)).await.unwrap();

@@ -40,6 +40,7 @@ fn strategy() -> AlarmStrategy {
         receivers: vec![Receiver::Email("a@x".into())],
         notify: NotifySettings { group_wait_ms: 10_000, group_interval_ms: 60_000, repeat_interval_ms: 1_000_000 },
         thresholds: vec![],
+        site_incident: None,
     }
 }
 
@@ -90,6 +91,12 @@ fn render(t: UnixMillis, action: &Action) -> String {
             };
             let items: Vec<String> = n.items.iter().map(|i| format!("d{}/{}", i.device_id, i.code.0)).collect();
             format!("{t} {stage} {}", items.join(" "))
+        }
+        Action::Incident { incident, step, counts, .. } => {
+            format!(
+                "{t} incident s{}/{} {step:?} {}/{} back {}",
+                incident.site_id, incident.code.0, counts.affected, counts.site_devices, counts.back
+            )
         }
         Action::Maintenance { device_id, code, window, step, .. } => {
             let step = match step {
