@@ -20,6 +20,7 @@ mod account_security;
 mod accounts;
 mod audit;
 mod commands;
+mod dead_letters;
 mod devices;
 mod entities;
 mod events;
@@ -111,6 +112,7 @@ async fn suite(store: Store) {
     oplog::operation_log(&store).await;
     strategies::strategies(&store).await;
     windows::windows(&store).await;
+    dead_letters::dead_letters(&store).await;
     outbox::outbox(&store).await;
     outbox::outbox_items(&store).await;
     outbox::outbox_except(&store).await;
