@@ -301,7 +301,7 @@ impl DeadLetterSink {
 
     /// Gives `letters` up; once one cannot be stored, the rest are only counted and logged (a
     /// failing store is not asked again for each: shutting down must not take minutes).
-    pub async fn record_many(&self, letters: impl IntoIterator<Item = NewDeadLetter>) {
+    pub async fn record_many(&self, letters: Vec<NewDeadLetter>) {
         let mut storing = true;
         for letter in letters {
             if storing {
@@ -314,7 +314,10 @@ impl DeadLetterSink {
     }
 
     fn count(&self, letter: &NewDeadLetter) {
-        self.metrics.total.get_or_create(&DeadLetterLabels { stage: letter.stage.as_str(), reason: letter.reason.code }).inc();
+        self.metrics
+            .total
+            .get_or_create(&DeadLetterLabels { stage: letter.stage.as_str(), reason: letter.reason.code })
+            .inc();
     }
 
     /// Gives `letter` up: counted, logged, stored (a few attempts); false if it could not be

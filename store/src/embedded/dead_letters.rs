@@ -88,7 +88,6 @@ impl DeadLetterStore for EmbeddedStore {
 
     async fn delete_dead_letter(&self, id: DeadLetterId) -> Result<bool> {
         let Ok(id) = i64::try_from(id.0) else { return Ok(false) };
-        self.write(1, move |c| Ok(c.prepare_cached("DELETE FROM dead_letters WHERE id = ?1")?.execute([id])? > 0))
-            .await
+        self.write(1, move |c| Ok(c.prepare_cached("DELETE FROM dead_letters WHERE id = ?1")?.execute([id])? > 0)).await
     }
 }

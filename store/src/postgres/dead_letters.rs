@@ -83,10 +83,10 @@ impl DeadLetterStore for PgEntityStore {
             "SELECT id, stage, reason, detail, enterprise_id, device_id, payload, attempts, at FROM dead_letters \
              WHERE id = $1",
         )
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend)?;
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?;
         row.as_ref().map(from_row).transpose()
     }
 
