@@ -533,3 +533,45 @@ async fn dead_letters_an_outbox_refusing_writes_is_retried_then_dead_lettered_an
     let log = api.get("/api/v1/operation-logs?operation=POST%20/api/v1/dead-letters/%7Bid%7D/replay").await;
     assert_eq!(log["items"].as_array().unwrap().len(), 3, "every replay is logged: {log}");
 }
+
+/// Issue 18 item 5: durable events the alarm engine was not handed (dead letters of stage
+/// `alarm_engine`, as a stopped engine leaves them) are evaluated when replayed; the same event
+/// replayed twice is emailed once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_of_the_alarm_engine_are_evaluated_when_replayed_and_emailed_once() {
+    let smtp = SmtpServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), None, &mail_config(&smtp, ""));
+    let api = Api::login(&server.api()).await;
+    let (enterprise, credential) = api.enterprise("Replay Co").await;
+    strategy(&api, enterprise, json!({"group_wait_ms": 200})).await;
+    let _phone = device(&server, &credential, "00156500d101").await;
+    let listed = api.get(&format!("/api/v1/devices?enterprise_id={enterprise}")).await;
+    let device_id = listed["items"][0]["id"].as_u64().unwrap();
+    let at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let event = json!({
+        "kind": "event", "device_id": device_id, "enterprise_id": enterprise, "at": at,
+        "input": {"input": "alarm", "code": 105, "clear": false, "description": "crash the engine never saw"}
+    });
+    let db = rusqlite::Connection::open(dir.path().join("fleetpulse.db")).unwrap();
+    db.busy_timeout(Duration::from_secs(10)).unwrap();
+    for _ in 0..2 {
+        db.execute(
+            "INSERT INTO dead_letters (stage, reason, detail, enterprise_id, device_id, payload, attempts, at) \
+             VALUES ('alarm_engine', 'stage_stopped', 'the alarm engine has stopped', ?1, ?2, ?3, 1, ?4)",
+            rusqlite::params![enterprise, device_id, event.to_string(), at],
+        )
+        .unwrap();
+    }
+    let letters = api.get("/api/v1/dead-letters?stage=alarm_engine").await;
+    let first = letters["items"][0]["id"].as_u64().unwrap();
+    let (status, body) = api.call(reqwest::Method::POST, &format!("/api/v1/dead-letters/{first}/replay"), None).await;
+    assert_eq!(status, 200, "{body}");
+    let sent = emails(&smtp, 1, Duration::from_secs(15)).await;
+    assert!(sent[0].contains("crash the engine never saw"), "{}", sent[0]);
+    let all = api.post("/api/v1/dead-letters/replay?stage=alarm_engine", json!({})).await;
+    assert_eq!((all["replayed"].as_u64(), all["failed"].as_array().map(Vec::len)), (Some(1), Some(0)), "{all}");
+    assert_eq!(api.get("/api/v1/dead-letters").await["items"], json!([]));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(smtp.messages().len(), 1, "the same event replayed twice is emailed once");
+}
