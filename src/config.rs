@@ -205,6 +205,10 @@ pub struct NotifyFile {
     /// Days sent or given-up outbox messages, their item keys and the notification audit are
     /// kept (default 30, at least 1).
     pub retention_days: Option<u32>,
+    /// Attempts at storing what the alarm engine decided (a threshold alarm record, a
+    /// notification, a window mark) while the store fails, 100 ms doubling to 30 s apart, before
+    /// it becomes a dead letter (default 8, at least 1; issue 18 item 5).
+    pub store_attempts: Option<u32>,
 }
 
 /// `[tls]`: both or neither.

@@ -395,7 +395,11 @@ impl Server {
         let notification_days = file.notify.retention_days.unwrap_or(30).max(1);
         let notification_retention = tokio::spawn(notification_retention(store.entities.clone(), notification_days));
         let mut registry = prometheus_client::registry::Registry::default();
-        let metrics = IngestMetrics::register(&mut registry);
+        let mut metrics = IngestMetrics::register(&mut registry);
+        // One set of dead-letter counters for the process (issue 18 item 5): shards, snapshot
+        // writer and alarm service count into it.
+        let dead_letters = fleetpulse_store::DeadLetterMetrics::register(&mut registry);
+        metrics.dead_letters = dead_letters.clone();
         let mut ingest_config = IngestConfig::new(quic_addr, &data_dir);
         if let (Some(cert), Some(key)) = (file.tls.cert.clone(), file.tls.key.clone()) {
             ingest_config.tls = TlsSource::Files { cert, key };
@@ -455,9 +459,14 @@ impl Server {
         };
         let (alarm_tx, alarm_rx) = tokio::sync::mpsc::channel(ALARM_EVENT_QUEUE);
         let wake = worker.as_ref().map(OutboxWorker::waker);
-        let alarms = AlarmService::start(store.clone(), alarm_rx, wake, stop_rx.clone(), alarm_metrics)
-            .await
-            .context("starting the alarm engine")?;
+        let mut alarm_options = fleetpulse_alarm_service::ServiceOptions { dead_letters, ..Default::default() };
+        if let Some(attempts) = file.notify.store_attempts {
+            alarm_options.retry.attempts = attempts.max(1);
+        }
+        let alarms =
+            AlarmService::start_with(store.clone(), alarm_rx, wake, stop_rx.clone(), alarm_metrics, alarm_options)
+                .await
+                .context("starting the alarm engine")?;
         let outbox = worker.map(|w| tokio::spawn(w.run(stop_rx)));
         ingest_config.alarm_events = Some(alarm_tx);
         let ingest = Ingest::start(ingest_config, store.clone(), metrics).await?;

@@ -7,7 +7,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::alarms::{acked, alarm, device, emails, mail_config, message_id, notifications_in, strategy, to};
+use common::alarms::{
+    acked, alarm, device, emails, mail_config, message_id, notifications_in, outbox_read_only, strategy, to,
+};
 use common::{Api, RawDevice, TestServer, metric, until};
 use fleetpulse_proto::wire::{CommandResult, CommandStatus, Downlink, Heartbeat, Message, ResourceReport, Uplink};
 use fleetpulse_testkit::smtp::SmtpServer;
@@ -460,6 +462,118 @@ async fn a_maintenance_window_holds_back_a_rollouts_reboots_and_notifies_what_is
     let sent = &story["entries"][3]["detail"];
     assert!(sent.as_str().unwrap().starts_with("accepted: 250"), "{story}");
     assert!(sent.as_str().unwrap().contains(&format!("Message-ID {}", message_id(&got[0]).unwrap())), "{story}");
+}
+
+/// Issue 18 item 5: a store that refuses the alarm service's outbox writes for a moment is
+/// retried and the email sent once it is back; refusing them past the retries dead-letters the
+/// notification (reason, metric, API listing), and a replay queues it: emailed once, even when
+/// replayed again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_an_outbox_refusing_writes_is_retried_then_dead_lettered_and_a_replay_emails_once() {
+    let smtp = SmtpServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    // 7 attempts, 100 ms doubling: given up after about 6.3 s.
+    let config = mail_config(&smtp, "store_attempts = 7\n");
+    let server = TestServer::start(dir.path(), None, &config);
+    let api = Api::login(&server.api()).await;
+    let (enterprise, credential) = api.enterprise("Dead Letter Co").await;
+    strategy(&api, enterprise, json!({"group_wait_ms": 200})).await;
+    let dead = "fleetpulse_dead_letters_total{stage=\"alarm_effects\",reason=\"store_unavailable\"}";
+
+    // Refused for about 2 s: retried, then sent once.
+    outbox_read_only(dir.path(), true);
+    let mut first = device(&server, &credential, "00156500d001").await;
+    first.send(&[alarm(1, 105, true, "crash while the outbox refused writes")]).await;
+    acked(&mut first, 1).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(smtp.messages().is_empty(), "nothing can be queued yet");
+    outbox_read_only(dir.path(), false);
+    let sent = emails(&smtp, 1, Duration::from_secs(15)).await;
+    assert!(sent[0].contains("crash while the outbox refused writes"), "{}", sent[0]);
+    assert_eq!(metric(&api.metrics().await, dead), 0.0, "retried, not given up");
+
+    // Refused past the retries: a dead letter, counted and listed; nothing sent.
+    outbox_read_only(dir.path(), true);
+    let mut second = device(&server, &credential, "00156500d002").await;
+    second.send(&[alarm(1, 106, true, "crash past the retries")]).await;
+    acked(&mut second, 1).await;
+    until("the dead letter's count", Duration::from_secs(30), || api.metrics(), |m| metric(m, dead) == 1.0).await;
+    let listed = api.get("/api/v1/dead-letters?stage=alarm_effects").await;
+    let items = listed["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{listed}");
+    let letter = &items[0];
+    assert_eq!(letter["reason"], "store_unavailable", "{letter}");
+    assert!(letter["detail"].as_str().unwrap().contains("read-only"), "{letter}");
+    assert_eq!((letter["attempts"].as_u64(), letter["enterprise_id"].as_u64()), (Some(7), Some(enterprise)));
+    assert_eq!(letter["payload"]["kind"], "notification", "{letter}");
+    assert_eq!(letter["payload"]["items"][0]["description"], "crash past the retries", "{letter}");
+    let id = letter["id"].as_u64().unwrap();
+    // The alarm itself is recorded (the shard stored it with the frame).
+    let active = api.get(&format!("/api/v1/alarms?enterprise_id={enterprise}&status=active")).await;
+    assert_eq!(active["items"].as_array().unwrap().len(), 2, "{active}");
+
+    // A replay while the outbox still refuses: 503, kept.
+    let replay = format!("/api/v1/dead-letters/{id}/replay");
+    let (status, body) = api.call(reqwest::Method::POST, &replay, None).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(api.get("/api/v1/dead-letters").await["items"].as_array().unwrap().len(), 1);
+
+    // Back: replayed, emailed once; the letter is gone, a second replay finds nothing.
+    outbox_read_only(dir.path(), false);
+    let (status, body) = api.call(reqwest::Method::POST, &replay, None).await;
+    assert_eq!((status, body["stage"].as_str()), (200, Some("alarm_effects")), "{body}");
+    let sent = emails(&smtp, 2, Duration::from_secs(15)).await;
+    assert!(sent[1].contains("crash past the retries"), "{}", sent[1]);
+    let (status, _) = api.call(reqwest::Method::POST, &replay, None).await;
+    assert_eq!(status, 404);
+    let all = api.post("/api/v1/dead-letters/replay?stage=alarm_effects", json!({})).await;
+    assert_eq!(all["replayed"], 0, "{all}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(smtp.messages().len(), 2, "each alarm emailed once");
+    let log = api.get("/api/v1/operation-logs?operation=POST%20/api/v1/dead-letters/%7Bid%7D/replay").await;
+    assert_eq!(log["items"].as_array().unwrap().len(), 3, "every replay is logged: {log}");
+}
+
+/// Issue 18 item 5: durable events the alarm engine was not handed (dead letters of stage
+/// `alarm_engine`, as a stopped engine leaves them) are evaluated when replayed; the same event
+/// replayed twice is emailed once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_of_the_alarm_engine_are_evaluated_when_replayed_and_emailed_once() {
+    let smtp = SmtpServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), None, &mail_config(&smtp, ""));
+    let api = Api::login(&server.api()).await;
+    let (enterprise, credential) = api.enterprise("Replay Co").await;
+    strategy(&api, enterprise, json!({"group_wait_ms": 200})).await;
+    let _phone = device(&server, &credential, "00156500d101").await;
+    let listed = api.get(&format!("/api/v1/devices?enterprise_id={enterprise}")).await;
+    let device_id = listed["items"][0]["id"].as_u64().unwrap();
+    let at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let event = json!({
+        "kind": "event", "device_id": device_id, "enterprise_id": enterprise, "at": at,
+        "input": {"input": "alarm", "code": 105, "clear": false, "description": "crash the engine never saw"}
+    });
+    let db = rusqlite::Connection::open(dir.path().join("fleetpulse.db")).unwrap();
+    db.busy_timeout(Duration::from_secs(10)).unwrap();
+    for _ in 0..2 {
+        db.execute(
+            "INSERT INTO dead_letters (stage, reason, detail, enterprise_id, device_id, payload, attempts, at) \
+             VALUES ('alarm_engine', 'stage_stopped', 'the alarm engine has stopped', ?1, ?2, ?3, 1, ?4)",
+            rusqlite::params![enterprise, device_id, event.to_string(), at],
+        )
+        .unwrap();
+    }
+    let letters = api.get("/api/v1/dead-letters?stage=alarm_engine").await;
+    let first = letters["items"][0]["id"].as_u64().unwrap();
+    let (status, body) = api.call(reqwest::Method::POST, &format!("/api/v1/dead-letters/{first}/replay"), None).await;
+    assert_eq!(status, 200, "{body}");
+    let sent = emails(&smtp, 1, Duration::from_secs(15)).await;
+    assert!(sent[0].contains("crash the engine never saw"), "{}", sent[0]);
+    let all = api.post("/api/v1/dead-letters/replay?stage=alarm_engine", json!({})).await;
+    assert_eq!((all["replayed"].as_u64(), all["failed"].as_array().map(Vec::len)), (Some(1), Some(0)), "{all}");
+    assert_eq!(api.get("/api/v1/dead-letters").await["items"], json!([]));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(smtp.messages().len(), 1, "the same event replayed twice is emailed once");
 }
 
 /// A device of the incident test: Hello with `heartbeat_s`, then its status from a public

@@ -9,7 +9,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::alarms::{acked, alarm, device, strategy};
+use common::alarms::{acked, alarm, device, outbox_read_only, strategy};
 use common::{ADMIN_EMAIL, ADMIN_PASSWORD, Api, RawDevice, TestServer};
 use fleetpulse_proto::wire::{Message, ResourceReport};
 use fleetpulse_testkit::browser::Browser;
@@ -1264,6 +1264,52 @@ async fn a_maintenance_window_is_made_in_the_browser_and_shown_on_the_alarm_it_h
     b.wait_text("#alarm-window", "Suppressed by window “Night works”").await;
     show(&b, "#alarm-notifications").await;
     b.screenshot(&shot("41-alarm-held-by-window")).await;
+    assert_clean(&b).await;
+    b.quit().await;
+    drop(phone);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_is_listed_and_replayed_in_the_browser() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), None, "[notify]\nstore_attempts = 1\n");
+    let api = Api::login(&server.api()).await;
+    let (acme, credential) = api.enterprise("Acme").await;
+    strategy(&api, acme, json!({})).await;
+    // The outbox refuses writes: the notification of a crash is given up at once.
+    outbox_read_only(dir.path(), true);
+    let mut phone = device(&server, &credential, "001565000d51").await;
+    phone.send(&[alarm(1, 105, true, "segfault with the outbox down")]).await;
+    acked(&mut phone, 1).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while api.get("/api/v1/dead-letters").await["items"].as_array().is_none_or(Vec::is_empty) {
+        assert!(Instant::now() < deadline, "no dead letter");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let b = Browser::start().await;
+    sign_in(&b, &server, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    b.wait_path("/dashboard").await;
+    b.click_on("a[href='/dead-letters']").await;
+    b.wait_path("/dead-letters").await;
+    b.wait_text("#dead-letters", "store_unavailable").await;
+    b.wait_text("#dead-letters", "notification").await;
+    choose(&b, "#dead-letter-stage", "alarm_effects").await;
+    b.wait_path("/dead-letters").await;
+    b.wait_text("#dead-letters", "read-only").await;
+    let url = b.execute("return location.search;", json!([])).await;
+    assert_eq!(url, json!("?stage=alarm_effects"));
+    b.screenshot(&shot("50-dead-letters")).await;
+    // Still refused: the 503 shows in place and the letter stays.
+    b.click_on("#dead-letters button.replay").await;
+    b.wait_text("#dead-letters-notice", "retry later").await;
+    outbox_read_only(dir.path(), false);
+    b.click_on("#dead-letters button.replay").await;
+    b.wait_text("#dead-letters-notice", "replayed").await;
+    b.wait_text("#dead-letters", "No dead letters").await;
+    b.screenshot(&shot("51-dead-letter-replayed")).await;
+    let outbox = api.get("/api/v1/dead-letters").await;
+    assert_eq!(outbox["items"], json!([]), "{outbox}");
     assert_clean(&b).await;
     b.quit().await;
     drop(phone);

@@ -22,6 +22,7 @@ import * as firmware from "./page-firmware.js";
 import * as groups from "./page-groups.js";
 import * as orders from "./page-orders.js";
 import * as profiles from "./page-profiles.js";
+import * as deadLetters from "./page-dead-letters.js";
 
 // Uncaught errors, for people (the console) and for the browser tests (window.__errors).
 window.__errors = [];
@@ -66,6 +67,7 @@ const ROUTES = [
   [/^\/operation-log$/, oplog.render, "operation_log"],
   [/^\/orders$/, orders.renderOrders, "orders"],
   [/^\/statements$/, orders.renderStatements, "orders"],
+  [/^\/dead-letters$/, deadLetters.render, "platform"],
 ];
 
 const NAV = [
@@ -86,6 +88,7 @@ const NAV = [
   ["/operation-log", "Operation log", "operation_log"],
   ["/orders", "Orders", "orders"],
   ["/statements", "Statements", "orders"],
+  ["/dead-letters", "Dead letters", "platform"],
   ["/account", "Account settings", null],
 ];
 
@@ -97,6 +100,7 @@ function allowed(feature) {
   const s = state.session;
   if (!s || !feature) return true;
   if (feature === "full-account") return !s.features && !s.acting;
+  if (feature === "platform") return s.account.role === "platform_admin" && !s.features;
   return !s.features || s.features.includes(feature);
 }
 

@@ -62,6 +62,7 @@ const SOURCES: &[(&str, &str)] = &[
     ("page-sub-accounts.js", include_str!("../console/page-sub-accounts.js")),
     ("page-account.js", include_str!("../console/page-account.js")),
     ("page-oplog.js", include_str!("../console/page-oplog.js")),
+    ("page-dead-letters.js", include_str!("../console/page-dead-letters.js")),
     ("app.js", include_str!("../console/app.js")),
 ];
 

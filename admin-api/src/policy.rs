@@ -519,6 +519,17 @@ pub(crate) fn lists_across_enterprises(caller: &Caller, requested: Option<Enterp
     matches!(caller.scope, Scope::Channel { .. }) && requested.is_none()
 }
 
+/// Whether the caller may see and replay the pipeline's dead letters (issue 18 item 5): full
+/// platform accounts only. Others get 403 on the listings (`one` is `None`) and 404 on one dead
+/// letter, as on any object outside their scope.
+pub(crate) fn dead_letters(caller: &Caller, one: Option<u64>) -> Decision {
+    match (&caller.scope, &caller.features, one) {
+        (Scope::Platform, None, _) => Ok(()),
+        (_, _, Some(_)) => Err(Refusal::NotFound("dead letter")),
+        (_, _, None) => Err(Refusal::Forbidden),
+    }
+}
+
 /// Which channels a channel listing shows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum ChannelListing {

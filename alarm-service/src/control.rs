@@ -4,8 +4,9 @@
 use fleetpulse_alarm_engine::AlarmEngine;
 use fleetpulse_proto::{AccountId, AlarmTypeCode, ChannelId, DeviceId, EnterpriseId, TaskId, UnixMillis};
 use fleetpulse_store::Store;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
+use crate::dead::{DeadPayload, ReplayError, ReplayRequest};
 use crate::load::reload;
 use crate::windows::WindowShell;
 
@@ -49,12 +50,28 @@ pub enum Control {
 #[derive(Debug, Clone)]
 pub struct AlarmHandle {
     control: mpsc::Sender<Control>,
+    replays: mpsc::Sender<ReplayRequest>,
 }
 
 impl AlarmHandle {
-    /// The handle sending into the engine task's control queue.
-    pub(crate) fn new(control: mpsc::Sender<Control>) -> AlarmHandle {
-        AlarmHandle { control }
+    /// The handle sending into the engine task's control and replay queues.
+    pub(crate) fn new(control: mpsc::Sender<Control>, replays: mpsc::Sender<ReplayRequest>) -> AlarmHandle {
+        AlarmHandle { control, replays }
+    }
+
+    /// Feeds a dead letter's copy (`DeadLetter::payload` of the stages `alarm_engine` and
+    /// `alarm_effects`) back into the stage it failed at, and waits until it was carried out.
+    ///
+    /// # Errors
+    ///
+    /// The copy is not one this build can take back, the stage failed again, or the service
+    /// has stopped.
+    pub async fn replay(&self, payload: &serde_json::Value) -> Result<(), ReplayError> {
+        let payload: DeadPayload =
+            serde_json::from_value(payload.clone()).map_err(|e| ReplayError::NotReplayable(e.to_string()))?;
+        let (done, answer) = oneshot::channel();
+        self.replays.send(ReplayRequest { payload, done }).await.map_err(|_| ReplayError::Stopped)?;
+        answer.await.map_err(|_| ReplayError::Stopped)?
     }
 
     /// Tells the engine; waits while its queue is full. Logs (and otherwise ignores) a stopped

@@ -1,20 +1,25 @@
 //! The effects task: carries out what the engine decided. Derived threshold alarm records
 //! (401/402) are appended to the event store; notifications are checked against the items the
 //! outbox already has (queued before a restart), given the names the email shows, and queued.
-//! A failing store is retried with backoff, never dropped: the bounded queues in front wait.
+//! A failing store is retried with backoff ([`RetryPolicy`]); what is still refused after the
+//! retries (or refused for good at once) becomes a dead letter with its copy (`dead.rs`), never
+//! dropped silently. Dead letters fed back ([`Effect::Replay`]) are carried out once, here.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use fleetpulse_alarm_engine::{IncidentCounts, IncidentKey, IncidentStep, Notification, Receiver};
 use fleetpulse_mailer::{MAX_ITEMS_PER_MESSAGE, OutboxError, Queued, enqueue};
 use fleetpulse_proto::UnixMillis;
 use fleetpulse_proto::domain::AlarmChange;
-use fleetpulse_store::{AlarmAuditEntry, EventBatch, MAX_AUDIT_BATCH, Store, WindowMark};
-use tokio::sync::{Notify, mpsc};
+use fleetpulse_store::{
+    AlarmAuditEntry, DeadLetterLabels, DeadLetterSink, EventBatch, IncidentUpdate, MAX_AUDIT_BATCH, Store, WindowMark,
+};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::AlarmMetrics;
+use crate::dead::{Attempts, DeadPayload, GivenUp, ReplayError, RetryPolicy, StoredNotification, retry};
 use crate::names::Names;
 use crate::payload::outbox_payload;
 
@@ -32,6 +37,8 @@ pub(crate) enum Effect {
     Mark(WindowMark),
     /// A site incident's step, to store (issue 18 item 3).
     Incident(Box<IncidentEffect>),
+    /// A dead letter's copy to carry out once more; the answer says whether it was.
+    Replay(DeadPayload, oneshot::Sender<Result<(), ReplayError>>),
 }
 
 /// An engine incident step, as the effects task stores it.
@@ -43,14 +50,25 @@ pub(crate) struct IncidentEffect {
     pub(crate) counts: IncidentCounts,
 }
 
+impl IncidentEffect {
+    /// The store's form of the step, with the site's name (empty when it could not be read).
+    pub(crate) fn update(&self, site_name: String) -> IncidentUpdate {
+        crate::sites::update(&self.incident, self.at, &self.step, self.counts, site_name)
+    }
+}
+
+/// What the effects task works with.
+pub(crate) struct EffectsShell {
+    pub(crate) store: Store,
+    pub(crate) outbox_wake: Option<Arc<Notify>>,
+    pub(crate) metrics: AlarmMetrics,
+    pub(crate) dead_letters: DeadLetterSink,
+    pub(crate) retry: RetryPolicy,
+}
+
 /// Carries out the engine's effects until the engine task is gone; `outbox_wake` is notified
 /// after notifications were queued.
-pub(crate) async fn run_effects(
-    store: Store,
-    mut effects: mpsc::Receiver<Effect>,
-    outbox_wake: Option<Arc<Notify>>,
-    metrics: AlarmMetrics,
-) {
+pub(crate) async fn run_effects(shell: EffectsShell, mut effects: mpsc::Receiver<Effect>) {
     let mut names = Names::default();
     let mut batch = Vec::with_capacity(256);
     while effects.recv_many(&mut batch, 256).await > 0 {
@@ -68,94 +86,182 @@ pub(crate) async fn run_effects(
                     notifications.push(n);
                     decided.push(at);
                 }
+                Effect::Replay(payload, done) => {
+                    let _ = done.send(shell.replay(&mut names, payload).await);
+                }
             }
         }
-        if !records.is_empty() {
-            let batch = EventBatch { alarm_changes: records, ..EventBatch::default() };
-            retry("write threshold alarm records", || store.events.append(batch.clone())).await;
-        }
+        shell.write_records(records).await;
         let mut audit: Vec<AlarmAuditEntry> = marks.iter().map(crate::audit::window_step).collect();
         for mark in marks {
-            retry("write a maintenance window mark", || store.entities.record_window_mark(mark.clone())).await;
+            shell.write_mark(mark).await;
         }
         for i in incidents {
-            let mut backoff = Backoff::new();
-            let site_name = loop {
-                match names.site(&store, i.incident.site_id).await {
-                    Ok(name) => break name,
-                    Err(error) => backoff.wait("read a site's name", &error).await,
-                }
-            };
-            let update = crate::sites::update(&i.incident, i.at, &i.step, i.counts, site_name);
-            retry("write a site incident", || store.entities.record_incident(update.clone())).await;
+            shell.write_incident(&mut names, &i).await;
         }
         if notifications.is_empty() {
-            write_audit(&store, audit).await;
+            shell.write_audit(audit).await;
             continue;
         }
-        let mut backoff = Backoff::new();
-        let (queued, planned) = loop {
-            match prepare(&store, &mut names, notifications.clone(), &metrics).await {
-                Ok(queued) => break queued,
-                Err(error) => backoff.wait("prepare notifications", &error).await,
-            }
-        };
-        let added = retry("queue notifications", || enqueue(store.entities.as_ref(), queued.clone())).await;
-        let planned_at = UnixMillis::now();
-        audit.extend(planned.iter().flat_map(|n| crate::audit::planned(n, planned_at)));
-        write_audit(&store, audit).await;
-        metrics.queued.inc_by(added as u64);
-        for at in decided {
-            metrics.engine_to_outbox_seconds.observe(at.elapsed().as_secs_f64());
+        if let Some(planned) = shell.queue(&mut names, notifications).await {
+            let planned_at = UnixMillis::now();
+            audit.extend(planned.iter().flat_map(|n| crate::audit::planned(n, planned_at)));
         }
-        if let Some(wake) = &outbox_wake {
-            wake.notify_one();
+        shell.write_audit(audit).await;
+        for at in decided {
+            shell.metrics.engine_to_outbox_seconds.observe(at.elapsed().as_secs_f64());
         }
     }
 }
 
-/// Writes notification audit entries, in store-sized chunks; best effort: a failure is logged
-/// and the entries are not kept (the notifications themselves are already queued).
-async fn write_audit(store: &Store, entries: Vec<AlarmAuditEntry>) {
-    for chunk in entries.chunks(MAX_AUDIT_BATCH) {
-        if let Err(error) = store.entities.record_alarm_audit(chunk.to_vec()).await {
-            tracing::warn!(message = "Notification audit entries not written.", %error);
+impl EffectsShell {
+    /// Appends threshold alarm records; given up as one dead letter per change.
+    async fn write_records(&self, records: Vec<AlarmChange>) {
+        if records.is_empty() {
             return;
         }
-    }
-}
-
-/// Runs `op` until it succeeds, backing off up to 30 s between attempts: what the engine decided
-/// must not be dropped because the store hiccuped (the queues in front wait meanwhile).
-async fn retry<T, E: std::fmt::Display + Sync, F: Future<Output = Result<T, E>>>(
-    what: &str,
-    mut op: impl FnMut() -> F,
-) -> T {
-    let mut backoff = Backoff::new();
-    loop {
-        match op().await {
-            Ok(v) => return v,
-            Err(error) => backoff.wait(what, &error).await,
+        let batch = EventBatch { alarm_changes: records, ..EventBatch::default() };
+        let store = &self.store;
+        if let Err(given_up) =
+            retry(self.retry, "write threshold alarm records", || store.events.append(batch.clone())).await
+        {
+            for change in batch.alarm_changes {
+                DeadPayload::AlarmRecord { change }.give_up(&self.dead_letters, &given_up).await;
+            }
         }
     }
-}
 
-/// Exponential backoff from 100 ms to 30 s.
-struct Backoff(Duration);
-
-impl Backoff {
-    fn log(&self, what: &str, error: &dyn std::fmt::Display) {
-        tracing::error!(message = "Alarm service store operation failed; retrying.", what, %error, delay_ms = self.0.as_millis() as u64);
+    /// Stores a site incident's step with its site's name; given up as a dead letter (its site
+    /// name left empty when that was what failed: a replay reads it again).
+    async fn write_incident(&self, names: &mut Names, incident: &IncidentEffect) {
+        let store = &self.store;
+        let site_id = incident.incident.site_id;
+        let mut attempts = Attempts::new(self.retry);
+        let site_name = loop {
+            match names.site(store, site_id).await {
+                Ok(name) => break name,
+                Err(error) => {
+                    if let Some(given_up) = attempts.failed("read a site's name", &error).await {
+                        let update = incident.update(String::new());
+                        DeadPayload::Incident { update }.give_up(&self.dead_letters, &given_up).await;
+                        return;
+                    }
+                }
+            }
+        };
+        let update = incident.update(site_name);
+        if let Err(given_up) =
+            retry(self.retry, "write a site incident", || store.entities.record_incident(update.clone())).await
+        {
+            DeadPayload::Incident { update }.give_up(&self.dead_letters, &given_up).await;
+        }
     }
 
-    fn new() -> Backoff {
-        Backoff(Duration::from_millis(100))
+    /// Stores a maintenance window's mark; given up as a dead letter.
+    async fn write_mark(&self, mark: WindowMark) {
+        let store = &self.store;
+        let written =
+            retry(self.retry, "write a maintenance window mark", || store.entities.record_window_mark(mark.clone()))
+                .await;
+        if let Err(given_up) = written {
+            DeadPayload::WindowMark { mark }.give_up(&self.dead_letters, &given_up).await;
+        }
     }
 
-    async fn wait(&mut self, what: &str, error: &(dyn std::fmt::Display + Sync)) {
-        self.log(what, error);
-        tokio::time::sleep(self.0).await;
-        self.0 = (self.0 * 2).min(Duration::from_secs(30));
+    /// Queues notifications (minus items already queued) and wakes the outbox; the notifications
+    /// as queued, or `None` when they were given up (one dead letter each).
+    async fn queue(&self, names: &mut Names, notifications: Vec<Notification>) -> Option<Vec<Notification>> {
+        let mut attempts = Attempts::new(self.retry);
+        let (queued, planned) = loop {
+            match prepare(&self.store, names, notifications.clone(), &self.metrics).await {
+                Ok(prepared) => break prepared,
+                Err(error) => {
+                    if let Some(given_up) = attempts.failed("prepare notifications", &error).await {
+                        self.give_up_notifications(&notifications, &given_up).await;
+                        return None;
+                    }
+                }
+            }
+        };
+        let entities = self.store.entities.as_ref();
+        match retry(self.retry, "queue notifications", || enqueue(entities, queued.clone())).await {
+            Ok(added) => {
+                self.metrics.queued.inc_by(added as u64);
+                if let Some(wake) = &self.outbox_wake {
+                    wake.notify_one();
+                }
+                Some(planned)
+            }
+            Err(given_up) => {
+                self.give_up_notifications(&planned, &given_up).await;
+                None
+            }
+        }
+    }
+
+    async fn give_up_notifications(&self, notifications: &[Notification], given_up: &GivenUp) {
+        for n in notifications {
+            DeadPayload::Notification(StoredNotification::from(n)).give_up(&self.dead_letters, given_up).await;
+        }
+    }
+
+    /// Carries out a dead letter's copy once (no retries: the caller sees the error and the
+    /// dead letter stays).
+    async fn replay(&self, names: &mut Names, payload: DeadPayload) -> Result<(), ReplayError> {
+        let failed = |e: &dyn std::fmt::Display| ReplayError::Failed(e.to_string());
+        match payload {
+            DeadPayload::AlarmRecord { change } => {
+                let batch = EventBatch { alarm_changes: vec![change], ..EventBatch::default() };
+                self.store.events.append(batch).await.map_err(|e| failed(&e))
+            }
+            DeadPayload::WindowMark { mark } => {
+                let audit = vec![crate::audit::window_step(&mark)];
+                self.store.entities.record_window_mark(mark).await.map_err(|e| failed(&e))?;
+                self.write_audit(audit).await;
+                Ok(())
+            }
+            DeadPayload::Notification(stored) => {
+                let n = stored
+                    .to_notification()
+                    .ok_or_else(|| ReplayError::NotReplayable("a damaged notification copy".into()))?;
+                let (queued, planned) =
+                    prepare(&self.store, names, vec![n], &self.metrics).await.map_err(|e| failed(&e))?;
+                let added = enqueue(self.store.entities.as_ref(), queued).await.map_err(|e| failed(&e))?;
+                self.metrics.queued.inc_by(added as u64);
+                if let Some(wake) = &self.outbox_wake {
+                    wake.notify_one();
+                }
+                let planned_at = UnixMillis::now();
+                self.write_audit(planned.iter().flat_map(|n| crate::audit::planned(n, planned_at)).collect()).await;
+                Ok(())
+            }
+            DeadPayload::Incident { mut update } => {
+                if update.site_name.is_empty() {
+                    update.site_name = names.site(&self.store, update.site_id).await.map_err(|e| failed(&e))?;
+                }
+                self.store.entities.record_incident(update).await.map(drop).map_err(|e| failed(&e))
+            }
+            DeadPayload::Event(_) => Err(ReplayError::NotReplayable("events are replayed into the engine".into())),
+        }
+    }
+
+    /// Writes notification audit entries, in store-sized chunks, with the same retries; entries
+    /// still refused are counted (`fleetpulse_dead_letters_total{stage="alarm_effects",
+    /// reason="audit_not_written"}`) and logged, not kept: the audit describes notifications,
+    /// which are queued already.
+    async fn write_audit(&self, entries: Vec<AlarmAuditEntry>) {
+        for chunk in entries.chunks(MAX_AUDIT_BATCH) {
+            let store = &self.store;
+            let written = retry(self.retry, "write notification audit entries", || {
+                store.entities.record_alarm_audit(chunk.to_vec())
+            })
+            .await;
+            if let Err(given_up) = written {
+                let labels = DeadLetterLabels { stage: "alarm_effects", reason: "audit_not_written" };
+                self.dead_letters.metrics().total.get_or_create(&labels).inc_by(chunk.len() as u64);
+                tracing::error!(message = "Notification audit entries not written.", entries = chunk.len(), detail = %given_up.reason.detail);
+            }
+        }
     }
 }
 

@@ -5,14 +5,22 @@ use std::time::{Duration, Instant};
 
 use fleetpulse_alarm_engine::{Action, AlarmEngine, DeviceEvent, HIGH_CPU, HIGH_MEMORY};
 use fleetpulse_proto::UnixMillis;
-use fleetpulse_store::Store;
+use fleetpulse_store::{DeadLetterReason, DeadLetterSink, Store};
 use tokio::sync::{mpsc, watch};
 
 use crate::AlarmMetrics;
 use crate::control::{Control, handle_control};
+use crate::dead::{DeadPayload, GivenUp, ReplayError, ReplayRequest, StoredNotification};
 use crate::effects::{Effect, IncidentEffect};
 use crate::sites::SiteShell;
 use crate::windows::{RESOLVE_EVERY, TASK_POLL, WindowShell};
+
+/// What the engine task reads: the shards' events, the API's controls, dead letters replayed.
+pub(crate) struct Inputs {
+    pub(crate) events: mpsc::Receiver<Vec<DeviceEvent>>,
+    pub(crate) control: mpsc::Receiver<Control>,
+    pub(crate) replays: mpsc::Receiver<ReplayRequest>,
+}
 
 /// Runs the engine until the event senders are gone or `stop` turns true. Threshold alarm
 /// records and notifications go to `effects`; when that queue is full, the engine waits.
@@ -22,14 +30,16 @@ pub(crate) async fn run_engine(
     mut windows: WindowShell,
     mut sites: SiteShell,
     store: Store,
-    mut events: mpsc::Receiver<Vec<DeviceEvent>>,
-    mut control: mpsc::Receiver<Control>,
+    inputs: Inputs,
     effects: mpsc::Sender<Effect>,
     mut stop: watch::Receiver<bool>,
     metrics: AlarmMetrics,
+    dead_letters: DeadLetterSink,
 ) {
+    let Inputs { mut events, mut control, mut replays } = inputs;
     let mut actions = Vec::new();
     let mut control_open = true;
+    let mut replays_open = true;
     let mut task_poll = tokio::time::interval(TASK_POLL);
     let mut resolve = tokio::time::interval(RESOLVE_EVERY);
     task_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -53,6 +63,11 @@ pub(crate) async fn run_engine(
             biased;
             _ = stopped(&mut stop) => {
                 crate::durable::save_if_changed(&store, &engine, &mut saved).await;
+                // Events still queued are durable but not evaluated: dead letters, not dropped.
+                events.close();
+                while let Ok(batch) = events.try_recv() {
+                    give_up_events(&dead_letters, &batch).await;
+                }
                 break;
             }
             c = control.recv(), if control_open => match c {
@@ -80,6 +95,26 @@ pub(crate) async fn run_engine(
                     }
                 }
                 None => control_open = false,
+            },
+            r = replays.recv(), if replays_open => match r {
+                Some(ReplayRequest { payload: DeadPayload::Event(stored), done }) => {
+                    let answer = match crate::dead::to_event(&stored) {
+                        Some(event) => {
+                            engine.handle_event(&event);
+                            Ok(())
+                        }
+                        None => Err(ReplayError::NotReplayable("an alarm type this build does not know".into())),
+                    };
+                    let _ = done.send(answer);
+                }
+                Some(ReplayRequest { payload, done }) => {
+                    if let Err(mpsc::error::SendError(Effect::Replay(_, done))) =
+                        effects.send(Effect::Replay(payload, done)).await
+                    {
+                        let _ = done.send(Err(ReplayError::Stopped));
+                    }
+                }
+                None => replays_open = false,
             },
             // Before the events, so that a steady stream of them does not starve it.
             _ = save_tick.tick() => crate::durable::save_if_changed(&store, &engine, &mut saved).await,
@@ -125,6 +160,7 @@ pub(crate) async fn run_engine(
         metrics.scheduled_reminders.set(i64::try_from(state.scheduled_repeats).unwrap_or(i64::MAX));
         metrics.threshold_states.set(i64::try_from(state.threshold_states).unwrap_or(i64::MAX));
         metrics.open_incidents.set(i64::try_from(state.open_incidents).unwrap_or(i64::MAX));
+        let mut effects_gone = false;
         for action in actions.drain(..) {
             let effect = match action {
                 Action::Record(change) if keep_records && (change.code == HIGH_CPU || change.code == HIGH_MEMORY) => {
@@ -139,11 +175,57 @@ pub(crate) async fn run_engine(
                 }
                 Action::Record(_) | Action::Lifecycle { .. } => continue,
             };
-            if effects.send(effect).await.is_err() {
-                return;
+            if let Err(mpsc::error::SendError(effect)) = effects.send(effect).await {
+                // The effects task is gone: what the engine decided is given up, not dropped.
+                let given_up = GivenUp {
+                    reason: DeadLetterReason { code: "stage_stopped", detail: "the effects task has stopped".into() },
+                    attempts: 1,
+                };
+                give_up(effect, &dead_letters, &given_up).await;
+                effects_gone = true;
             }
         }
+        if effects_gone {
+            // The shards find the event queue closed and give their events up in turn.
+            return;
+        }
     }
+}
+
+/// Records durable events the engine stopped before evaluating as dead letters.
+async fn give_up_events(dead_letters: &DeadLetterSink, events: &[DeviceEvent]) {
+    let at = UnixMillis::now();
+    let letters = events
+        .iter()
+        .map(|e| fleetpulse_store::NewDeadLetter {
+            stage: fleetpulse_store::DeadLetterStage::AlarmEngine,
+            reason: DeadLetterReason {
+                code: "shutdown",
+                detail: "the alarm engine stopped before evaluating it".into(),
+            },
+            enterprise_id: Some(e.enterprise_id),
+            device_id: Some(e.device_id),
+            payload: fleetpulse_store::event_payload(&crate::dead::stored_event(e)),
+            attempts: 0,
+            at,
+        })
+        .collect();
+    dead_letters.record_many(letters).await;
+}
+
+/// Records an effect that could not be handed to the effects task as a dead letter.
+async fn give_up(effect: Effect, dead_letters: &DeadLetterSink, given_up: &GivenUp) {
+    let payload = match effect {
+        Effect::Record(change) => DeadPayload::AlarmRecord { change },
+        Effect::Notify(n, _) => DeadPayload::Notification(StoredNotification::from(&n)),
+        Effect::Mark(mark) => DeadPayload::WindowMark { mark },
+        Effect::Incident(i) => DeadPayload::Incident { update: i.update(String::new()) },
+        Effect::Replay(_, done) => {
+            let _ = done.send(Err(ReplayError::Stopped));
+            return;
+        }
+    };
+    payload.give_up(dead_letters, given_up).await;
 }
 
 /// Returns once `stop` turns true (or its sender is gone).

@@ -33,12 +33,13 @@
 use std::sync::Arc;
 
 use fleetpulse_alarm_engine::{AlarmEngine, DeviceEvent};
-use fleetpulse_store::{Store, StoreError};
+use fleetpulse_store::{DeadLetterMetrics, DeadLetterSink, Store, StoreError};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 
 mod audit;
 mod control;
+mod dead;
 mod durable;
 mod effects;
 mod engine_task;
@@ -51,6 +52,7 @@ mod sites;
 mod windows;
 
 pub use control::{AlarmHandle, Control};
+pub use dead::{DeadPayload, ReplayError, RetryPolicy, StoredItem, StoredNotification};
 pub use load::engine_strategy;
 pub use metrics::AlarmMetrics;
 
@@ -58,6 +60,17 @@ pub use metrics::AlarmMetrics;
 const EFFECT_QUEUE: usize = 8_192;
 /// Capacity of the API's control queue.
 const CONTROL_QUEUE: usize = 1_024;
+/// Capacity of the queue of dead letters being replayed.
+const REPLAY_QUEUE: usize = 64;
+
+/// Settings of the service beyond its queues.
+#[derive(Debug, Clone, Default)]
+pub struct ServiceOptions {
+    /// How the effects task retries a failing store before an effect becomes a dead letter.
+    pub retry: RetryPolicy,
+    /// Where dead letters are counted (`fleetpulse_dead_letters_*`, registered by the caller).
+    pub dead_letters: DeadLetterMetrics,
+}
 
 /// The running alarm service.
 #[derive(Debug)]
@@ -84,6 +97,22 @@ impl AlarmService {
         stop: watch::Receiver<bool>,
         metrics: AlarmMetrics,
     ) -> Result<AlarmService, StoreError> {
+        Self::start_with(store, events, outbox_wake, stop, metrics, ServiceOptions::default()).await
+    }
+
+    /// [`AlarmService::start`] with `options` (retries, dead-letter counters).
+    ///
+    /// # Errors
+    ///
+    /// The store failed while loading.
+    pub async fn start_with(
+        store: Store,
+        events: mpsc::Receiver<Vec<DeviceEvent>>,
+        outbox_wake: Option<Arc<Notify>>,
+        stop: watch::Receiver<bool>,
+        metrics: AlarmMetrics,
+        options: ServiceOptions,
+    ) -> Result<AlarmService, StoreError> {
         let mut engine = AlarmEngine::new();
         load::load_strategies(&store, &mut engine).await?;
         let mut windows = windows::WindowShell::default();
@@ -102,18 +131,21 @@ impl AlarmService {
         engine.settle_incidents(fleetpulse_proto::UnixMillis::now());
         let (control_tx, control_rx) = mpsc::channel(CONTROL_QUEUE);
         let (effect_tx, effect_rx) = mpsc::channel(EFFECT_QUEUE);
+        let (replay_tx, replay_rx) = mpsc::channel(REPLAY_QUEUE);
+        let dead_letters = DeadLetterSink::new(store.entities.clone(), options.dead_letters);
         let engine_task = tokio::spawn(engine_task::run_engine(
             engine,
             windows,
             sites,
             store.clone(),
-            events,
-            control_rx,
+            engine_task::Inputs { events, control: control_rx, replays: replay_rx },
             effect_tx,
             stop,
             metrics.clone(),
+            dead_letters.clone(),
         ));
-        let effects_task = tokio::spawn(effects::run_effects(store, effect_rx, outbox_wake, metrics));
-        Ok(AlarmService { handle: AlarmHandle::new(control_tx), engine_task, effects_task })
+        let shell = effects::EffectsShell { store, outbox_wake, metrics, dead_letters, retry: options.retry };
+        let effects_task = tokio::spawn(effects::run_effects(shell, effect_rx));
+        Ok(AlarmService { handle: AlarmHandle::new(control_tx, replay_tx), engine_task, effects_task })
     }
 }

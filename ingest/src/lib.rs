@@ -257,7 +257,12 @@ impl Ingest {
             Err(error) => return Err(IngestError::Store(error.to_string())),
         }
         let (snapshot_tx, snapshot_rx) = mpsc::channel(snapshots::QUEUE_BATCHES);
-        let snapshot_task = tokio::spawn(snapshots::run(snapshot_rx, store.entities.clone(), metrics.clone()));
+        let snapshot_task = tokio::spawn(snapshots::run(
+            snapshot_rx,
+            store.entities.clone(),
+            fleetpulse_store::DeadLetterSink::new(store.entities.clone(), metrics.dead_letters.clone()),
+            metrics.clone(),
+        ));
         let mut shards = Vec::with_capacity(n_shards);
         let mut shard_tasks = Vec::with_capacity(n_shards);
         for _ in 0..n_shards {

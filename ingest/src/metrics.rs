@@ -101,6 +101,9 @@ pub struct IngestMetrics {
     pub files_refused: Family<ReasonLabel, Counter>,
     /// HTTPS ingest requests answered, by outcome (`ok`, `unauthorized`, `too_large`, ...).
     pub https_requests: Family<ReasonLabel, Counter>,
+    /// Events given up (`fleetpulse_dead_letters_*`): not registered here, the caller registers
+    /// one [`fleetpulse_store::DeadLetterMetrics`] for the process and sets it (issue 18 item 5).
+    pub dead_letters: fleetpulse_store::DeadLetterMetrics,
 }
 
 impl IngestMetrics {
@@ -138,6 +141,7 @@ impl IngestMetrics {
             file_bytes_stored: Counter::default(),
             files_refused: Family::default(),
             https_requests: Family::default(),
+            dead_letters: fleetpulse_store::DeadLetterMetrics::default(),
         };
         let r = registry.sub_registry_with_prefix("fleetpulse_ingest");
         r.register("connections_open", "Open device connections", m.connections_open.clone());

@@ -14,9 +14,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fleetpulse_alarm_engine::DeviceEvent;
+use fleetpulse_alarm_engine::{DeviceEvent, DeviceInput};
 use fleetpulse_proto::{DeviceId, EnterpriseId, UnixMillis};
-use fleetpulse_store::{DeviceSnapshotUpdate, StoreError};
+use fleetpulse_store::{
+    DeadLetterReason, DeadLetterSink, DeadLetterStage, DeviceSnapshotUpdate, NewDeadLetter, StoreError, StoredEvent,
+    StoredInput,
+};
 use tokio::sync::{mpsc, oneshot};
 
 pub(crate) use crate::batcher::{AckResult, Frame};
@@ -59,6 +62,7 @@ pub(crate) struct Shard {
     metrics: IngestMetrics,
     alarm_events: Option<mpsc::Sender<Vec<DeviceEvent>>>,
     snapshots: mpsc::Sender<Vec<DeviceSnapshotUpdate>>,
+    dead_letters: DeadLetterSink,
 }
 
 impl Shard {
@@ -75,7 +79,9 @@ impl Shard {
             missed_heartbeats: config.missed_heartbeats,
             alarm_events: alarm_events.is_some(),
         };
+        let dead_letters = DeadLetterSink::new(store.entities.clone(), metrics.dead_letters.clone());
         Shard {
+            dead_letters,
             core: ShardBatcher::new(core_config, metrics.clone()),
             epoch: Instant::now(),
             live,
@@ -143,33 +149,48 @@ impl Shard {
 
     /// Gives the alarm engine the events of the batch just committed. Waits when its queue is
     /// full (counted): the engine evaluates millions of events a second, so this is a storm's
-    /// backpressure, not a normal state; nothing is dropped.
+    /// backpressure, not a normal state; nothing is dropped. When the engine has stopped, its
+    /// events become dead letters of stage `alarm_engine` (they are durable; a replay evaluates
+    /// them).
     async fn hand_to_alarm_engine(&mut self) {
         while let Some(events) = self.core.poll_alarm_events() {
             let Some(tx) = &self.alarm_events else { continue };
             self.metrics.alarm_event_batches.inc();
-            match tx.try_send(events) {
-                Ok(()) => {}
+            let refused = match tx.try_send(events) {
+                Ok(()) => None,
                 Err(mpsc::error::TrySendError::Full(events)) => {
                     self.metrics.alarm_queue_full.inc();
-                    let _ = tx.send(events).await;
+                    tx.send(events).await.err().map(|e| e.0)
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => {}
+                Err(mpsc::error::TrySendError::Closed(events)) => Some(events),
+            };
+            if let Some(events) = refused {
+                give_up_events(&self.dead_letters, &events).await;
             }
         }
     }
 
     /// Gives the snapshot writer the status reports and online/offline transitions of the batch
-    /// just committed. Waits when its queue is full (counted), never drops.
+    /// just committed. Waits when its queue is full (counted), never drops: when the writer has
+    /// stopped, the updates are counted as dead letters of stage `snapshots` (not stored: the
+    /// next start marks every device offline, and its next report restores the snapshot).
     async fn hand_to_snapshot_writer(&mut self) {
         while let Some(updates) = self.core.poll_snapshots() {
-            match self.snapshots.try_send(updates) {
-                Ok(()) => {}
+            let refused = match self.snapshots.try_send(updates) {
+                Ok(()) => None,
                 Err(mpsc::error::TrySendError::Full(updates)) => {
                     self.metrics.snapshot_queue_full.inc();
-                    let _ = self.snapshots.send(updates).await;
+                    self.snapshots.send(updates).await.err().map(|e| e.0)
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => {}
+                Err(mpsc::error::TrySendError::Closed(updates)) => Some(updates),
+            };
+            if let Some(updates) = refused {
+                let labels = fleetpulse_store::DeadLetterLabels { stage: "snapshots", reason: "stage_stopped" };
+                self.dead_letters.metrics().total.get_or_create(&labels).inc_by(updates.len() as u64);
+                tracing::error!(
+                    message = "Device snapshot updates given up: the snapshot writer has stopped.",
+                    updates = updates.len()
+                );
             }
         }
     }
@@ -206,4 +227,33 @@ impl Shard {
             (id, result)
         })
     }
+}
+
+/// Records durable events the alarm engine could not be handed as dead letters (its task has
+/// stopped); the store writes stop at the first failure, the rest counted (`DeadLetterSink`).
+async fn give_up_events(dead_letters: &DeadLetterSink, events: &[DeviceEvent]) {
+    let at = UnixMillis::now();
+    let letters = events.iter().map(|e| NewDeadLetter {
+        stage: DeadLetterStage::AlarmEngine,
+        reason: DeadLetterReason { code: "stage_stopped", detail: "the alarm engine has stopped".into() },
+        enterprise_id: Some(e.enterprise_id),
+        device_id: Some(e.device_id),
+        payload: fleetpulse_store::event_payload(&stored_event(e)),
+        attempts: 1,
+        at,
+    });
+    dead_letters.record_many(letters.collect()).await;
+}
+
+/// A device event as a dead letter keeps it (the alarm service reads it back).
+fn stored_event(e: &DeviceEvent) -> StoredEvent {
+    let input = match &e.input {
+        DeviceInput::Alarm(a) => {
+            StoredInput::Alarm { code: a.alarm_type.code, clear: a.clear, description: a.description.clone() }
+        }
+        DeviceInput::Offline => StoredInput::Offline,
+        DeviceInput::Online => StoredInput::Online,
+        DeviceInput::Resources(sample) => StoredInput::Resources { sample: *sample },
+    };
+    StoredEvent { device_id: e.device_id, enterprise_id: e.enterprise_id, at: e.at, input }
 }

@@ -17,8 +17,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fleetpulse_proto::DeviceId;
-use fleetpulse_store::{DeviceSnapshotUpdate, DeviceStore, MAX_SNAPSHOT_BATCH};
+use fleetpulse_proto::{DeviceId, UnixMillis};
+use fleetpulse_store::{
+    DeadLetterReason, DeadLetterSink, DeadLetterStage, DeviceSnapshotUpdate, DeviceStore, MAX_SNAPSHOT_BATCH,
+    NewDeadLetter, StoreError,
+};
 use tokio::sync::mpsc;
 
 use crate::metrics::IngestMetrics;
@@ -90,6 +93,7 @@ impl SnapshotCoalescer {
 pub(crate) async fn run(
     mut rx: mpsc::Receiver<Vec<DeviceSnapshotUpdate>>,
     devices: Arc<dyn DeviceStore>,
+    dead_letters: DeadLetterSink,
     metrics: IngestMetrics,
 ) {
     let mut pending = SnapshotCoalescer::default();
@@ -109,20 +113,59 @@ pub(crate) async fn run(
             },
             _ = tick.tick() => {}
         }
-        flush(&mut pending, devices.as_ref(), &metrics).await;
+        flush(&mut pending, devices.as_ref(), &dead_letters, &metrics).await;
     }
-    // Shutdown: a few attempts, then what is left is lost (the next start marks every device
-    // offline anyway, and the next report of each device restores its snapshot).
+    // Shutdown: a few attempts, then what is left becomes dead letters (the next start marks
+    // every device offline anyway, and the next report of each device restores its snapshot).
+    let mut last_error = String::new();
     for _ in 0..3 {
         if pending.is_empty() {
             break;
         }
-        flush(&mut pending, devices.as_ref(), &metrics).await;
+        if let Some(error) = flush(&mut pending, devices.as_ref(), &dead_letters, &metrics).await {
+            last_error = error;
+        }
     }
+    let mut left = Vec::new();
+    while !pending.is_empty() {
+        left.extend(pending.take_batch());
+    }
+    give_up(&dead_letters, left, "shutdown", &last_error, 3).await;
 }
 
-/// Writes everything pending, batch by batch; a failed batch goes back and the flush stops.
-async fn flush(pending: &mut SnapshotCoalescer, devices: &dyn DeviceStore, metrics: &IngestMetrics) {
+/// The copy a dead letter of stage `snapshots` holds.
+pub fn snapshot_payload(update: &DeviceSnapshotUpdate) -> serde_json::Value {
+    serde_json::json!({ "kind": "snapshot", "update": update })
+}
+
+async fn give_up(
+    dead_letters: &DeadLetterSink,
+    updates: Vec<DeviceSnapshotUpdate>,
+    code: &'static str,
+    detail: &str,
+    attempts: u32,
+) {
+    let at = UnixMillis::now();
+    let letters = updates.into_iter().map(|u| NewDeadLetter {
+        stage: DeadLetterStage::Snapshots,
+        reason: DeadLetterReason { code, detail: detail.to_owned() },
+        enterprise_id: None,
+        device_id: Some(u.device_id),
+        payload: snapshot_payload(&u),
+        attempts,
+        at,
+    });
+    dead_letters.record_many(letters.collect()).await;
+}
+
+/// Writes everything pending, batch by batch; a failed batch goes back and the flush stops
+/// (the error is returned), unless the store refused it for good: then it is given up.
+async fn flush(
+    pending: &mut SnapshotCoalescer,
+    devices: &dyn DeviceStore,
+    dead_letters: &DeadLetterSink,
+    metrics: &IngestMetrics,
+) -> Option<String> {
     while !pending.is_empty() {
         let batch = pending.take_batch();
         let n = batch.len() as u64;
@@ -130,14 +173,19 @@ async fn flush(pending: &mut SnapshotCoalescer, devices: &dyn DeviceStore, metri
             Ok(()) => {
                 metrics.snapshot_updates.inc_by(n);
             }
+            Err(error @ (StoreError::InvalidInput(_) | StoreError::LimitExceeded(_))) => {
+                metrics.snapshot_write_errors.inc();
+                give_up(dead_letters, batch, "store_refused", &error.to_string(), 1).await;
+            }
             Err(error) => {
                 metrics.snapshot_write_errors.inc();
                 tracing::warn!(message = "Writing device snapshots failed; retrying on the next flush.", %error, devices = n);
                 pending.restore(batch);
-                return;
+                return Some(error.to_string());
             }
         }
     }
+    None
 }
 
 #[cfg(test)]

@@ -280,7 +280,7 @@ impl DeviceDashboard {
 }
 
 /// A status report as the device snapshot keeps it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DeviceReport {
     /// Server receive time of the report.
     pub at: UnixMillis,
@@ -289,8 +289,8 @@ pub struct DeviceReport {
 }
 
 /// One change to a device's persisted snapshot ([`crate::DeviceStore::update_device_snapshots`]):
-/// an online/offline transition, a status report, or both.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// an online/offline transition, a status report, or both. Serialized as a dead letter's copy.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DeviceSnapshotUpdate {
     /// The device.
     pub device_id: DeviceId,

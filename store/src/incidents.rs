@@ -36,8 +36,8 @@ pub trait IncidentStore: Send + Sync + 'static {
     ) -> Result<Vec<AlarmIncident>>;
 }
 
-/// One step of an incident, as the alarm service writes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One step of an incident, as the alarm service writes it (and a dead letter keeps it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IncidentUpdate {
     /// The enterprise.
     pub enterprise_id: EnterpriseId,

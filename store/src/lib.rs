@@ -20,6 +20,7 @@
 //!   [`WindowStore`] (maintenance windows and the marks they leave on alarms, issue 18),
 //!   [`IncidentStore`] (site incidents and their member alarms, issue 18 item 3).
 //!   [`NotificationAuditStore`] (what became of every alarm's notifications, and their retention).
+//!   [`DeadLetterStore`] (events given up after their retries, for listing and replay, issue 18).
 //! - [`EventStore`] (`events.rs`): append-only event streams (status events, resource reports,
 //!   alarm events), the aggregated alarm records, and the per-device delivery marks used to drop
 //!   duplicates.
@@ -35,6 +36,7 @@ mod alarm_lifecycle;
 mod audit;
 pub mod clickhouse;
 mod commands;
+mod dead_letters;
 mod device_sql;
 mod devices;
 pub mod embedded;
@@ -68,6 +70,7 @@ pub use accounts::*;
 pub use alarm_lifecycle::{AlarmLifecycle, Unchanged};
 pub use audit::*;
 pub use commands::*;
+pub use dead_letters::*;
 pub use devices::*;
 pub use engine_state::*;
 pub use events::*;
@@ -173,6 +176,7 @@ pub trait EntityStore:
     + NotificationAuditStore
     + TenantAdminStore
     + RpsStore
+    + DeadLetterStore
 {
 }
 
@@ -201,6 +205,7 @@ impl<T> EntityStore for T where
         + NotificationAuditStore
         + TenantAdminStore
         + RpsStore
+        + DeadLetterStore
 {
 }
 

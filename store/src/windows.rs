@@ -159,7 +159,7 @@ impl WindowMarkState {
 }
 
 /// The mark a window left on one alarm activation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct WindowMark {
     /// The alarm's enterprise.
     pub enterprise_id: EnterpriseId,

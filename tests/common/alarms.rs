@@ -90,3 +90,17 @@ pub fn notifications_in(message: &str) -> usize {
     let start = message[..pos].rfind(|c: char| !c.is_ascii_digit()).map_or(0, |i| i + 1);
     message[start..pos].parse().unwrap()
 }
+
+/// Makes the outbox table refuse inserts (`read_only`) or accept them again, from outside the
+/// server, as a real store failure: the server's writes to it fail with SQLite's own error.
+pub fn outbox_read_only(dir: &std::path::Path, read_only: bool) {
+    let db = rusqlite::Connection::open(dir.join("fleetpulse.db")).unwrap();
+    db.busy_timeout(Duration::from_secs(10)).unwrap();
+    let sql = if read_only {
+        "CREATE TRIGGER dead_letter_test_read_only BEFORE INSERT ON outbox \
+         BEGIN SELECT RAISE(ABORT, 'the outbox is read-only'); END;"
+    } else {
+        "DROP TRIGGER dead_letter_test_read_only"
+    };
+    db.execute_batch(sql).unwrap();
+}

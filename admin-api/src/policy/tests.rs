@@ -483,3 +483,13 @@ fn enterprise_permissions_gate_device_actions_and_the_rps_list() {
         assert_eq!(decide(&caller(who), &target, &t), expected, "{who:?} {target:?}");
     }
 }
+
+#[test]
+fn dead_letters_are_the_platforms_only() {
+    assert_eq!(dead_letters(&caller(Platform), None), Ok(()));
+    assert_eq!(dead_letters(&caller(Platform), Some(1)), Ok(()));
+    for who in [ChannelA, ChannelA1, EnterpriseA, NarrowedToEa1, DevicesOnly, ActingInEa, ActingInA1] {
+        assert_eq!(dead_letters(&caller(who), None), Err(Forbidden), "{who:?} lists");
+        assert_eq!(dead_letters(&caller(who), Some(1)), Err(NotFound("dead letter")), "{who:?} one");
+    }
+}

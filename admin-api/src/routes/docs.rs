@@ -423,5 +423,6 @@ pub(crate) fn operations() -> Vec<Operation> {
     .chain(crate::routes::incidents::operations())
     .chain(crate::routes::tenant_admin::operations())
     .chain(crate::routes::rps::operations())
+    .chain(crate::routes::dead_letters::operations())
     .collect()
 }

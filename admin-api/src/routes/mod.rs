@@ -8,6 +8,7 @@ pub(crate) mod alarms;
 pub(crate) mod channel_strategies;
 pub(crate) mod commands;
 pub(crate) mod dashboard;
+pub(crate) mod dead_letters;
 pub(crate) mod device_export;
 pub(crate) mod device_imports;
 pub(crate) mod device_labels;
@@ -71,6 +72,7 @@ pub(crate) fn all() -> Vec<(&'static str, MethodRouter<AppState>)> {
         tenants::routes(),
         tenant_admin::routes(),
         rps::routes(),
+        dead_letters::routes(),
         account::routes(),
         docs::routes(),
     ]

@@ -5,6 +5,7 @@ mod account;
 mod auth;
 mod commands;
 mod console;
+mod dead_letters;
 mod devices;
 mod firmware;
 mod groups;

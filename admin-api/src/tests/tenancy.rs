@@ -89,6 +89,8 @@ struct World {
     order: u64,
     /// An entry of EB's RPS device list.
     rps: u64,
+    /// A dead letter about EB's device (platform only).
+    dead_letter: u64,
 }
 
 async fn account(
@@ -296,6 +298,16 @@ async fn world() -> World {
         at: UnixMillis(1),
     };
     let rps = h.store.entities.add_rps_device(rps).await.expect("RPS entry").id.0;
+    let letter = fleetpulse_store::NewDeadLetter {
+        stage: fleetpulse_store::DeadLetterStage::AlarmEffects,
+        reason: fleetpulse_store::DeadLetterReason { code: "store_refused", detail: "test".into() },
+        enterprise_id: Some(eb),
+        device_id: Some(device),
+        payload: json!({"kind": "alarm_record"}),
+        attempts: 1,
+        at: UnixMillis(1),
+    };
+    let dead_letter = h.store.entities.record_dead_letter(letter, 10).await.expect("dead letter").0.0;
     World {
         h,
         platform,
@@ -328,6 +340,7 @@ async fn world() -> World {
         group: group.0,
         order,
         rps,
+        dead_letter,
     }
 }
 
@@ -385,6 +398,10 @@ fn foreign_request(w: &World, path: &str, method: &Method) -> Option<(String, Op
         path.replace("{id}", &w.rps.to_string())
     } else if id("/api/v1/orders/") {
         path.replace("{id}", &w.order.to_string())
+    } else if id("/api/v1/dead-letters/") {
+        path.replace("{id}", &w.dead_letter.to_string())
+    } else if matches!(path, "/api/v1/dead-letters" | "/api/v1/dead-letters/replay") {
+        format!("{path}?stage=alarm_effects")
     } else if id("/api/v1/tasks/") {
         path.replace("{id}", &w.task.to_string()).replace("{run}", &w.run.to_string())
     } else if matches!(
@@ -575,6 +592,8 @@ async fn every_route_answers_404_or_403_for_another_tenants_objects() {
     assert_eq!(b_orders[0].cancelled_at, None, "B's order is not cancelled");
     let rps = w.h.store.entities.rps_device(fleetpulse_proto::RpsDeviceId(w.rps)).await.unwrap().expect("kept");
     assert_eq!(rps.server_url, "https://rps.b.example");
+    let dead_letter = fleetpulse_store::DeadLetterId(w.dead_letter);
+    assert!(w.h.store.entities.dead_letter(dead_letter).await.unwrap().is_some(), "the dead letter is kept");
     let b_freeze = w.h.store.entities.tenant_freeze(fleetpulse_store::TenantRef::Channel(w.b)).await.unwrap();
     assert_eq!(b_freeze, None, "channel B is not frozen");
     let eb_freeze = w.h.store.entities.tenant_freeze(fleetpulse_store::TenantRef::Enterprise(w.eb)).await.unwrap();

@@ -14,6 +14,7 @@ mod account_security;
 mod accounts;
 mod audit;
 mod commands;
+mod dead_letters;
 mod devices;
 pub mod durable;
 mod engine_state;

@@ -810,6 +810,22 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX alarm_incident_members_activation ON alarm_incident_members(device_id, code, first_at);
     "#,
+    // Dead letters (issue 18 item 5): events given up after their retries, at most 10,000
+    // (the oldest deleted first).
+    r#"
+    CREATE TABLE dead_letters (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        stage         TEXT NOT NULL,
+        reason        TEXT NOT NULL,
+        detail        TEXT NOT NULL,
+        enterprise_id INTEGER,
+        device_id     INTEGER,
+        payload       TEXT NOT NULL,
+        attempts      INTEGER NOT NULL CHECK (attempts >= 0),
+        at            INTEGER NOT NULL
+    );
+    CREATE INDEX dead_letters_stage ON dead_letters(stage, id);
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -17,6 +17,7 @@ mod account_security;
 mod accounts;
 mod audit;
 mod commands;
+mod dead_letters;
 mod devices;
 mod engine_state;
 mod files;

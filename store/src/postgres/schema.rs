@@ -861,6 +861,24 @@ const MIGRATIONS: &[(&str, &str)] = &[
     CREATE INDEX alarm_incident_members_activation ON alarm_incident_members (device_id, code, first_at);
     "#,
     ),
+    (
+        "dead letters",
+        // Issue 18 item 5, as in the embedded schema: events given up after their retries.
+        r#"
+    CREATE TABLE dead_letters (
+        id            BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        stage         TEXT NOT NULL,
+        reason        TEXT NOT NULL,
+        detail        TEXT NOT NULL,
+        enterprise_id BIGINT,
+        device_id     BIGINT,
+        payload       TEXT NOT NULL,
+        attempts      BIGINT NOT NULL CHECK (attempts >= 0),
+        at            BIGINT NOT NULL
+    );
+    CREATE INDEX dead_letters_stage ON dead_letters (stage, id);
+    "#,
+    ),
 ];
 
 /// The schema version this build writes.

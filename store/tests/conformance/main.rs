@@ -20,6 +20,7 @@ mod account_security;
 mod accounts;
 mod audit;
 mod commands;
+mod dead_letters;
 mod devices;
 mod entities;
 mod events;
@@ -113,6 +114,7 @@ async fn suite(store: Store) {
     strategies::strategies(&store).await;
     windows::windows(&store).await;
     incidents::incidents(&store).await;
+    dead_letters::dead_letters(&store).await;
     outbox::outbox(&store).await;
     outbox::outbox_items(&store).await;
     outbox::outbox_except(&store).await;
