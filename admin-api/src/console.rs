@@ -96,6 +96,7 @@ const ROUTES: &[&str] = &[
     "orders",
     "statements",
     "rps",
+    "dead-letters",
 ];
 
 /// One embedded asset, under its hashed name.
@@ -236,6 +237,18 @@ mod tests {
         for no in ["/nope", "/devices/x", "/devices/1/2", "/assets", "//", "/devices/123456789012345678901"] {
             assert!(!is_console_route(no), "{no}");
         }
+    }
+
+    #[test]
+    fn every_page_of_the_apps_router_is_served_on_a_deep_link() {
+        let app = SOURCES.iter().find(|(name, _)| *name == "app.js").expect("the app is a source").1;
+        let mut pages = 0;
+        for line in app.lines().map(str::trim_start).filter(|l| l.starts_with("[/^\\/")) {
+            let first = line["[/^\\/".len()..].split(['\\', '$', '(']).next().unwrap_or_default();
+            assert!(first.is_empty() || ROUTES.contains(&first), "/{first} is routed by app.js but not in ROUTES");
+            pages += 1;
+        }
+        assert!(pages > 20, "the router's table was found ({pages} pages)");
     }
 
     #[test]
