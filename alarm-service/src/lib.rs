@@ -13,6 +13,10 @@
 //!   derived threshold alarm records (401/402, the only records the shards do not write) and
 //!   queues notifications in the durable outbox as the mailer's payloads (`payload.rs`), which the
 //!   mailer's outbox worker renders and sends.
+//! - A failing store is retried a bounded number of times (`dead.rs`, [`RetryPolicy`]); what is
+//!   still refused becomes a dead letter with its copy (issue 18 item 5), counted in
+//!   `fleetpulse_dead_letters_total`, and [`AlarmHandle::replay`] feeds it back into the engine
+//!   (events) or the effects task (records, marks, notifications).
 //! - Maintenance windows (`windows.rs`): loaded at start and when the API changes them, with
 //!   their sites and groups resolved to devices; the tasks they are tied to are watched for a
 //!   running run; the marks they leave on alarms ("suppressed by window X") are stored by the
