@@ -16,6 +16,10 @@
 //! - Site incidents (`sites.rs`): the engine's site directory read for the enterprises whose
 //!   strategies have a site-incident rule (at start, on strategy changes, every 5 minutes); the
 //!   incidents' steps stored by the effects task; open incidents saved with the durable state.
+//! - A failing store is retried a bounded number of times (`dead.rs`, [`RetryPolicy`]); what is
+//!   still refused becomes a dead letter with its copy (issue 18 item 5), counted in
+//!   `fleetpulse_dead_letters_total`, and [`AlarmHandle::replay`] feeds it back into the engine
+//!   (events) or the effects task (records, marks, notifications).
 //! - Maintenance windows (`windows.rs`): loaded at start and when the API changes them, with
 //!   their sites and groups resolved to devices; the tasks they are tied to are watched for a
 //!   running run; the marks they leave on alarms ("suppressed by window X") are stored by the
