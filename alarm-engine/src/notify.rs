@@ -76,6 +76,10 @@ impl IdempotencyKey {
                 h.update((address.len() as u64).to_be_bytes());
                 h.update(address.as_bytes());
             }
+            Receiver::Account(id) => {
+                h.update([2u8]);
+                h.update(id.0.to_be_bytes());
+            }
         }
         h.update(alarm.device.0.to_be_bytes());
         h.update(alarm.code.0.to_be_bytes());

@@ -43,9 +43,7 @@ fn stored(state: &DurableState) -> SavedEngineState {
             .map(|r| StoredResolution {
                 enterprise_id: r.enterprise_id,
                 strategy_id: r.strategy_id,
-                receiver: match &r.receiver {
-                    Receiver::Email(address) => address.clone(),
-                },
+                receiver: r.receiver.key(),
                 device_id: r.item.device_id,
                 code: r.item.code,
                 first_at: r.item.first_at,
@@ -95,7 +93,7 @@ pub(crate) async fn restore(store: &Store, engine: &mut AlarmEngine) -> Result<(
             resolved_at: r.resolved_at,
             key,
         };
-        let receiver = Receiver::Email(r.receiver);
+        let receiver = Receiver::from_key(&r.receiver);
         engine.restore_resolution(
             now,
             SavedResolution { enterprise_id: r.enterprise_id, strategy_id: r.strategy_id, receiver, item },

@@ -1,13 +1,15 @@
 //! The effects task: carries out what the engine decided. Derived threshold alarm records
 //! (401/402) are appended to the event store; notifications are checked against the items the
-//! outbox already has (queued before a restart), given the names the email shows, and queued.
+//! outbox already has (queued before a restart), given the names the email shows and their
+//! receiver's address (an account's email of now, `receivers.rs`), and queued; a notification
+//! whose receiver account was deleted or frozen is not queued, and the audit says why.
 //! A failing store is retried with backoff, never dropped: the bounded queues in front wait.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fleetpulse_alarm_engine::{Notification, Receiver};
+use fleetpulse_alarm_engine::Notification;
 use fleetpulse_mailer::{MAX_ITEMS_PER_MESSAGE, OutboxError, Queued, enqueue};
 use fleetpulse_proto::UnixMillis;
 use fleetpulse_proto::domain::AlarmChange;
@@ -17,6 +19,7 @@ use tokio::sync::{Notify, mpsc};
 use crate::AlarmMetrics;
 use crate::names::Names;
 use crate::payload::outbox_payload;
+use crate::receivers::{BatchReceivers, Resolved};
 
 /// Most item keys checked against the outbox per query.
 const KNOWN_ITEMS_CHUNK: usize = 5_000;
@@ -70,15 +73,17 @@ pub(crate) async fn run_effects(
             continue;
         }
         let mut backoff = Backoff::new();
-        let (queued, planned) = loop {
+        let (queued, planned, suppressed) = loop {
             match prepare(&store, &mut names, notifications.clone(), &metrics).await {
                 Ok(queued) => break queued,
                 Err(error) => backoff.wait("prepare notifications", &error).await,
             }
         };
         let added = retry("queue notifications", || enqueue(store.entities.as_ref(), queued.clone())).await;
+        metrics.receivers_dropped.inc_by(suppressed.len() as u64);
         let planned_at = UnixMillis::now();
-        audit.extend(planned.iter().flat_map(|n| crate::audit::planned(n, planned_at)));
+        audit.extend(planned.iter().flat_map(|(n, to)| crate::audit::planned(n, to, planned_at)));
+        audit.extend(suppressed.iter().flat_map(|(n, why)| crate::audit::suppressed_receiver(n, why, planned_at)));
         write_audit(&store, audit).await;
         metrics.queued.inc_by(added as u64);
         for at in decided {
@@ -135,14 +140,18 @@ impl Backoff {
     }
 }
 
-/// Leaves out items an earlier process queued, and adds the names the email shows; the
-/// notifications as queued too (for their audit entries).
+/// What [`prepare`] makes of a batch: the messages to queue, the notifications queued with
+/// where each goes (for their audit entries), and those left out with why.
+type Prepared = (Vec<Queued>, Vec<(Notification, Resolved)>, Vec<(Notification, String)>);
+
+/// Leaves out items an earlier process queued, resolves receivers to addresses (leaving out
+/// those of accounts deleted or frozen) and adds the names the email shows.
 async fn prepare(
     store: &Store,
     names: &mut Names,
     mut notifications: Vec<Notification>,
     metrics: &AlarmMetrics,
-) -> Result<(Vec<Queued>, Vec<Notification>), OutboxError> {
+) -> Result<Prepared, OutboxError> {
     let keys: Vec<String> = notifications.iter().flat_map(|n| n.items.iter().map(|i| i.key.to_string())).collect();
     let mut known = HashSet::new();
     for chunk in keys.chunks(KNOWN_ITEMS_CHUNK) {
@@ -156,19 +165,30 @@ async fn prepare(
     }
     let now = UnixMillis::now();
     let mut queued = Vec::with_capacity(notifications.len());
-    for n in &notifications {
+    let mut planned = Vec::with_capacity(notifications.len());
+    let mut suppressed = Vec::new();
+    let mut receivers = BatchReceivers::default();
+    for n in notifications {
+        let to = receivers.resolve(store, &n.receiver).await?;
+        let receiver = match &to {
+            Resolved::To { address, .. } => address.clone(),
+            Resolved::Gone(why) => {
+                suppressed.push((n, why.clone()));
+                continue;
+            }
+        };
         let enterprise_name = names.enterprise(store, n.enterprise_id).await?;
         let mut labels = HashMap::new();
         for item in n.items.iter().take(MAX_ITEMS_PER_MESSAGE) {
             labels.insert(item.device_id, names.device(store, item.device_id).await?);
         }
-        let Receiver::Email(receiver) = &n.receiver;
         queued.push(Queued {
-            receiver: receiver.clone(),
-            payload: outbox_payload(n, &enterprise_name, &labels),
+            receiver,
+            payload: outbox_payload(&n, &enterprise_name, &labels),
             item_keys: n.items.iter().map(|i| i.key.to_string()).collect(),
             not_before: now,
         });
+        planned.push((n, to));
     }
-    Ok((queued, notifications))
+    Ok((queued, planned, suppressed))
 }

@@ -44,6 +44,7 @@ mod load;
 mod metrics;
 mod names;
 mod payload;
+mod receivers;
 mod windows;
 
 pub use control::{AlarmHandle, Control};
