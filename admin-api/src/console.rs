@@ -53,6 +53,7 @@ const SOURCES: &[(&str, &str)] = &[
     ("page-sites.js", include_str!("../console/page-sites.js")),
     ("page-windows.js", include_str!("../console/page-windows.js")),
     ("page-alarms.js", include_str!("../console/page-alarms.js")),
+    ("strategy-receivers.js", include_str!("../console/strategy-receivers.js")),
     ("strategies-effective.js", include_str!("../console/strategies-effective.js")),
     ("page-strategies.js", include_str!("../console/page-strategies.js")),
     ("channel-strategies.js", include_str!("../console/channel-strategies.js")),
