@@ -464,6 +464,85 @@ async fn a_maintenance_window_holds_back_a_rollouts_reboots_and_notifies_what_is
     assert!(sent.as_str().unwrap().contains(&format!("Message-ID {}", message_id(&got[0]).unwrap())), "{story}");
 }
 
+/// ALM-3: a strategy's receiver may be an account: notified at its email of the moment; while it
+/// is frozen its notification is left out with a note in the audit, and the strategy's plain
+/// address still receives. The operation log records the receiver and email changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn account_receivers_follow_their_email_and_are_dropped_while_frozen() {
+    let smtp = SmtpServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), None, &mail_config(&smtp, ""));
+    let api = Api::login(&server.api()).await;
+    let (enterprise, credential) = api.enterprise("Receiver Co").await;
+    let lead = json!({"email": "lead@receiver.test", "password": "receiver-password-1", "role": "enterprise_admin",
+        "enterprise_id": enterprise});
+    let lead = api.post("/api/v1/accounts", lead).await["id"].as_u64().unwrap();
+    let id = strategy(&api, enterprise, json!({"receivers": [{"account": lead}, "ops@example.test"]})).await;
+    let mut dev = device(&server, &credential, "00156500c001").await;
+    // Alarm emails only (the new account's details email is not one), in arrival order.
+    let firing = || -> Vec<String> {
+        smtp.messages().into_iter().filter(|m| m.contains("Firing alarms for Receiver Co")).collect()
+    };
+    let firing_count = |n: usize| {
+        let firing = &firing;
+        until(
+            "alarm emails",
+            Duration::from_secs(10),
+            move || std::future::ready(firing()),
+            move |m: &Vec<String>| m.len() >= n,
+        )
+    };
+    let receivers_from = |from: usize| {
+        let mut tos: Vec<String> = firing()[from..].iter().map(|m| to(m).to_owned()).collect();
+        tos.sort();
+        tos
+    };
+
+    dev.send(&[alarm(1, 105, true, "first crash")]).await;
+    acked(&mut dev, 1).await;
+    firing_count(2).await;
+    assert_eq!(receivers_from(0), ["lead@receiver.test", "ops@example.test"]);
+
+    // The account's email changes: the next alarm goes to the new address.
+    api.put(&format!("/api/v1/accounts/{lead}/email"), json!({"email": "new-lead@receiver.test"})).await;
+    dev.send(&[alarm(2, 106, true, "no response")]).await;
+    acked(&mut dev, 2).await;
+    firing_count(4).await;
+    assert_eq!(receivers_from(2), ["new-lead@receiver.test", "ops@example.test"]);
+
+    // Frozen: its notification is left out and the audit says why; the address still receives.
+    api.post(&format!("/api/v1/accounts/{lead}/freeze"), json!({})).await;
+    dev.send(&[alarm(3, 301, true, "third")]).await;
+    acked(&mut dev, 3).await;
+    firing_count(5).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(receivers_from(4), ["ops@example.test"], "nothing more");
+    let active = api.get(&format!("/api/v1/alarms?enterprise_id={enterprise}&code=301")).await;
+    let third = active["items"][0]["id"].as_u64().unwrap();
+    let story_path = format!("/api/v1/alarms/{third}/notifications");
+    let story = until(
+        "the audit has the suppressed receiver",
+        Duration::from_secs(10),
+        || api.get(&story_path),
+        |s: &serde_json::Value| {
+            s["entries"].as_array().is_some_and(|e| e.iter().any(|x| x["event"] == "suppressed_receiver"))
+        },
+    )
+    .await;
+    let entries = story["entries"].as_array().unwrap();
+    let dropped = entries.iter().find(|e| e["event"] == "suppressed_receiver").unwrap();
+    let note = format!("receiver account {lead} frozen");
+    assert!(dropped["detail"].as_str().unwrap().starts_with(&note), "{story}");
+    assert!(entries.iter().any(|e| e["event"] == "planned" && e["receiver"] == "ops@example.test"), "{story}");
+
+    // The receiver change and the email change are in the operation log.
+    api.put(&format!("/api/v1/alarm-strategies/{id}"), json!({"name": "ops", "receivers": ["ops@example.test"]})).await;
+    let log = api.get("/api/v1/operation-logs").await.to_string();
+    for path in [format!("/api/v1/alarm-strategies/{id}"), format!("/api/v1/accounts/{lead}/email")] {
+        assert!(log.contains(&format!("\"{path}\"")), "{path} in {log}");
+    }
+}
+
 /// Issue 18 item 5: a store that refuses the alarm service's outbox writes for a moment is
 /// retried and the email sent once it is back; refusing them past the retries dead-letters the
 /// notification (reason, metric, API listing), and a replay queues it: emailed once, even when

@@ -179,19 +179,27 @@ async fn an_admin_walks_the_portal_in_a_browser() {
     let records = api.get(&format!("/api/v1/alarms?enterprise_id={acme}")).await;
     assert_eq!(records["items"][0]["status"], json!("acknowledged"), "{records}");
 
-    // Create a strategy: the API's validation message first, then saved.
+    // Create a strategy: the API's validation message first, then saved with a typed address and
+    // a ticked account of the enterprise (ALM-3), shown by name.
+    let lead = json!({"email": "lead@acme.example", "password": "first-password", "role": "enterprise_admin",
+        "enterprise_id": acme});
+    let lead = api.post("/api/v1/accounts", lead).await["id"].as_u64().unwrap();
     b.goto(&format!("{}/strategies/new?enterprise_id={acme}", server.api())).await;
     b.type_into("#strategy-form input[name=name]", "night shift").await;
     b.type_into("#strategy-form textarea[name=receivers]", "not an address").await;
     b.click_on("#save-strategy").await;
     b.wait_text("#strategy-errors", "is not an email address").await;
     b.type_into("#strategy-form textarea[name=receivers]", "noc@example.com").await;
+    b.click_on(&format!("#receiver-accounts input[name=account_{lead}]")).await;
     b.click_on("#save-strategy").await;
     b.wait_path("/strategies").await;
     b.wait_text("#strategy-list", "night shift").await;
+    b.wait_text("#strategy-list", "noc@example.com, lead@acme.example").await;
+    b.wait_text("#effective-strategies", "lead@acme.example").await;
     b.screenshot(&shot("05-strategies")).await;
     let stored = api.get(&format!("/api/v1/enterprises/{acme}/alarm-strategies")).await;
-    assert_eq!(stored["items"][0]["settings"]["receivers"], json!(["noc@example.com"]), "{stored}");
+    let receivers = json!([{"email": "noc@example.com"}, {"account": lead}]);
+    assert_eq!(stored["items"][0]["settings"]["receivers"], receivers, "{stored}");
     assert_clean(&b).await;
 
     // Log out; the channel's admin signs in and acts as its enterprise.

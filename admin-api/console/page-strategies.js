@@ -1,11 +1,13 @@
 // Alarm strategies of an enterprise: list, create, edit, enable/disable, delete, and the
-// effective list (its own and its channels', `strategies-effective.js`). The API validates every
-// field; its messages are shown as they come.
+// effective list (its own and its channels', `strategies-effective.js`). Receivers are typed
+// addresses and ticked accounts of the enterprise (`strategy-receivers.js`). The API validates
+// every field; its messages are shown as they come.
 
 import { del, get, post, put, qs } from "./api.js";
 import { badge, busy, checkbox, errorBox, field, fmtTime, h, link, loading, mount, okBox, table } from "./ui.js";
 import { enterpriseOf, enterprisePicker } from "./enterprise.js";
 import { effectiveSection } from "./strategies-effective.js";
+import { accountChoices, addressLines, formReceivers, receiverAccounts, receiverText } from "./strategy-receivers.js";
 
 export function renderList(main, ctx) {
   const enterprise = enterpriseOf(ctx);
@@ -21,6 +23,7 @@ export function renderList(main, ctx) {
     mount(slot, loading());
     try {
       const { items } = await get(`/api/v1/enterprises/${enterprise}/alarm-strategies`);
+      const accounts = await receiverAccounts(`enterprises/${enterprise}`);
       const toggle = (s) => {
         const b = h("button", { type: "button" }, s.settings.enabled ? "Disable" : "Enable");
         b.addEventListener("click", () => busy(b, notice, async () => { await post(`/api/v1/alarm-strategies/${s.id}/${s.settings.enabled ? "disable" : "enable"}`); load(); }));
@@ -36,7 +39,7 @@ export function renderList(main, ctx) {
         table([
           { label: "Name", cell: (s) => link(`/strategies/${s.id}`, s.settings.name) },
           { label: "State", cell: (s) => (s.settings.enabled ? badge("enabled") : badge("disabled")) },
-          { label: "Receivers", cell: (s) => s.settings.receivers.join(", "), wrap: true },
+          { label: "Receivers", cell: (s) => s.settings.receivers.map((r) => receiverText(r, accounts)).join(", "), wrap: true },
           { label: "Changed", cell: (s) => fmtTime(s.updated_at) },
           { label: "Actions", cell: (s) => h("span", { class: "actions" }, toggle(s), remove(s)) },
         ], items, "No strategies yet: alarms of this enterprise notify nobody.", "Alarm strategies"));
@@ -61,6 +64,12 @@ export function renderEdit(main, ctx) {
     }
     const enterprise = s ? s.enterprise_id : enterpriseOf(ctx);
     if (!enterprise) return mount(main, h("h1", {}, "New strategy"), await enterprisePicker(ctx, null, "/strategies/new", "strategy-enterprise"));
+    let accounts = [];
+    try {
+      accounts = await receiverAccounts(`enterprises/${enterprise}`);
+    } catch (e) {
+      return mount(main, h("h1", {}, id ? "Edit strategy" : "New strategy"), errorBox(e));
+    }
     const v = s ? s.settings : { name: "", enabled: true, alarm_types: [], severities: [], receivers: [], group_wait_ms: 10000, group_interval_ms: 60000, repeat_interval_ms: 14400000, thresholds: [] };
     const cpu = v.thresholds.find((t) => t.metric === "cpu");
     const mem = v.thresholds.find((t) => t.metric === "memory");
@@ -70,7 +79,8 @@ export function renderEdit(main, ctx) {
     const form = h("form", { class: "panel", id: "strategy-form" },
       field("Name", h("input", { name: "name", value: v.name, required: true })),
       checkbox("enabled", "Enabled", v.enabled),
-      field("Receivers (email addresses, one per line)", h("textarea", { name: "receivers", rows: 3 }, v.receivers.join("\n"))),
+      field("Receivers (email addresses, one per line)", h("textarea", { name: "receivers", rows: 3 }, addressLines(v.receivers))),
+      accountChoices(accounts, v.receivers),
       h("fieldset", {}, h("legend", {}, "Severities (none checked: every severity)"), ["critical", "major", "minor"].map((k) => checkbox("sev_" + k, k, v.severities.includes(k)))),
       field("Alarm type codes (comma separated; empty: every type)", h("input", { name: "alarm_types", value: v.alarm_types.join(", ") })),
       h("div", { class: "row" },
@@ -93,7 +103,7 @@ export function renderEdit(main, ctx) {
       const body = {
         name: f.name.value,
         enabled: f.enabled.checked,
-        receivers: f.receivers.value.split(/[\n,]/).map((r) => r.trim()).filter(Boolean),
+        receivers: formReceivers(f, accounts),
         severities: ["critical", "major", "minor"].filter((k) => f["sev_" + k].checked),
         alarm_types: f.alarm_types.value.split(",").map((c) => c.trim()).filter(Boolean).map(Number),
         group_wait_ms: Math.round(Number(f.group_wait.value || 0) * 1000),

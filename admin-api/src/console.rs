@@ -54,6 +54,7 @@ const SOURCES: &[(&str, &str)] = &[
     ("page-incidents.js", include_str!("../console/page-incidents.js")),
     ("page-windows.js", include_str!("../console/page-windows.js")),
     ("page-alarms.js", include_str!("../console/page-alarms.js")),
+    ("strategy-receivers.js", include_str!("../console/strategy-receivers.js")),
     ("strategies-effective.js", include_str!("../console/strategies-effective.js")),
     ("page-strategies.js", include_str!("../console/page-strategies.js")),
     ("channel-strategies.js", include_str!("../console/channel-strategies.js")),

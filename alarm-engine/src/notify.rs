@@ -71,13 +71,7 @@ impl IdempotencyKey {
         h.update(b"fleetpulse/alarm-notification/v1\0");
         h.update(group.enterprise.0.to_be_bytes());
         h.update(group.strategy.0.to_be_bytes());
-        match receiver {
-            Receiver::Email(address) => {
-                h.update([1u8]);
-                h.update((address.len() as u64).to_be_bytes());
-                h.update(address.as_bytes());
-            }
-        }
+        hash_receiver(&mut h, receiver);
         h.update(alarm.device.0.to_be_bytes());
         h.update(alarm.code.0.to_be_bytes());
         h.update(alarm.activation.0.to_be_bytes());
@@ -98,13 +92,7 @@ impl IdempotencyKey {
         h.update(b"fleetpulse/incident-notification/v1\0");
         h.update(group.enterprise.0.to_be_bytes());
         h.update(group.strategy.0.to_be_bytes());
-        match receiver {
-            Receiver::Email(address) => {
-                h.update([1u8]);
-                h.update((address.len() as u64).to_be_bytes());
-                h.update(address.as_bytes());
-            }
-        }
+        hash_receiver(&mut h, receiver);
         h.update(incident.site_id.0.to_be_bytes());
         h.update(incident.code.0.to_be_bytes());
         h.update(incident.opened_at.0.to_be_bytes());
@@ -126,6 +114,21 @@ impl IdempotencyKey {
                 }
                 IdempotencyKey::from_digest(h)
             }
+        }
+    }
+}
+
+/// Feeds a receiver into a key's digest, tagged by kind (an address by its length and bytes).
+fn hash_receiver(h: &mut Sha256, receiver: &Receiver) {
+    match receiver {
+        Receiver::Email(address) => {
+            h.update([1u8]);
+            h.update((address.len() as u64).to_be_bytes());
+            h.update(address.as_bytes());
+        }
+        Receiver::Account(id) => {
+            h.update([2u8]);
+            h.update(id.0.to_be_bytes());
         }
     }
 }

@@ -3,7 +3,7 @@
 //! A strategy is plain configuration; [`crate::AlarmEngine::set_strategies`] validates it once and
 //! keeps a compiled form, so evaluating an alarm never re-checks it.
 
-use fleetpulse_proto::{AlarmTypeCode, EnterpriseId, Severity};
+use fleetpulse_proto::{AccountId, AlarmTypeCode, EnterpriseId, Severity};
 
 use crate::incidents::SiteIncidentRule;
 use crate::threshold::ThresholdRule;
@@ -17,12 +17,34 @@ pub use fleetpulse_proto::StrategyId;
 
 /// Who a notification goes to.
 ///
-/// Only plain addresses exist yet; accounts and sub-accounts (resolved to their current address
-/// when the email is sent) come with the account store.
+/// The engine plans per receiver as configured: an account stays an account here (its
+/// notifications, groups and idempotency keys do not change when its email does); the alarm
+/// service resolves it to the account's current address when it queues the email.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Receiver {
     /// A plain email address.
     Email(String),
+    /// A portal account or sub-account (ALM-3), notified at its email of the moment.
+    Account(AccountId),
+}
+
+impl Receiver {
+    /// The receiver as one string: the address itself, or `account:<id>` for an account (no
+    /// `@`, so never taken for an address). [`Receiver::from_key`] reads it back.
+    pub fn key(&self) -> String {
+        match self {
+            Receiver::Email(address) => address.clone(),
+            Receiver::Account(id) => format!("account:{}", id.0),
+        }
+    }
+
+    /// Inverse of [`Receiver::key`].
+    pub fn from_key(key: &str) -> Receiver {
+        match key.strip_prefix("account:").and_then(|id| id.parse::<u64>().ok()) {
+            Some(id) => Receiver::Account(AccountId(id)),
+            None => Receiver::Email(key.to_owned()),
+        }
+    }
 }
 
 /// When notifications go out, with Alertmanager's meaning.
@@ -102,6 +124,15 @@ mod tests {
             site_incident: None,
         };
         assert_eq!(strategy.selects(AlarmTypeCode(code), severity), want, "{types:?} {severities:?} {code}");
+    }
+
+    #[test]
+    fn receiver_keys_round_trip() {
+        for r in [Receiver::Email("ops@example.com".into()), Receiver::Account(AccountId(42))] {
+            assert_eq!(Receiver::from_key(&r.key()), r);
+        }
+        assert_eq!(Receiver::Account(AccountId(42)).key(), "account:42");
+        assert_eq!(Receiver::from_key("account:x@example.com"), Receiver::Email("account:x@example.com".into()));
     }
 
     #[test]

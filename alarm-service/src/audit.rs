@@ -3,18 +3,47 @@
 //! receiver, which outbox message), and what maintenance windows did. The outbox worker adds
 //! what became of each message (deferred, retried, sent, failed).
 
-use fleetpulse_alarm_engine::{Notification, Receiver, Stage};
+use fleetpulse_alarm_engine::{Notification, Stage};
 use fleetpulse_proto::UnixMillis;
 use fleetpulse_store::{AlarmAuditEntry, AuditEvent, WindowMark, WindowMarkState};
 
-/// One planned entry per alarm item of `n`, queued at `at`.
-pub(crate) fn planned(n: &Notification, at: UnixMillis) -> Vec<AlarmAuditEntry> {
-    let Receiver::Email(receiver) = &n.receiver;
-    let stage = match n.stage {
+use crate::receivers::Resolved;
+
+fn stage_name(stage: Stage) -> &'static str {
+    match stage {
         Stage::Firing => "firing",
         Stage::Repeat => "reminder",
         Stage::Resolved => "resolved",
+    }
+}
+
+/// One entry per alarm item of `n`, whose receiver account is gone (`why`): not queued.
+pub(crate) fn suppressed_receiver(n: &Notification, why: &str, at: UnixMillis) -> Vec<AlarmAuditEntry> {
+    let stage = stage_name(n.stage);
+    n.items
+        .iter()
+        .map(|item| AlarmAuditEntry {
+            enterprise_id: n.enterprise_id,
+            device_id: item.device_id,
+            code: item.code,
+            first_at: item.first_at,
+            at,
+            event: AuditEvent::SuppressedReceiver,
+            receiver: Some(n.receiver.key()),
+            message_key: None,
+            detail: format!("{why}: its {stage} notification by strategy {} not sent", n.strategy_id),
+        })
+        .collect()
+}
+
+/// One planned entry per alarm item of `n`, queued at `at` to the address `to` resolved.
+pub(crate) fn planned(n: &Notification, to: &Resolved, at: UnixMillis) -> Vec<AlarmAuditEntry> {
+    let (receiver, account) = match to {
+        Resolved::To { address, account: Some(id) } => (address.clone(), format!(", to account {}", id.0)),
+        Resolved::To { address, account: None } => (address.clone(), String::new()),
+        Resolved::Gone(_) => (n.receiver.key(), String::new()),
     };
+    let stage = stage_name(n.stage);
     let others = n.items.len().saturating_sub(1);
     let grouping = match others {
         0 => "alone".to_owned(),
@@ -32,7 +61,7 @@ pub(crate) fn planned(n: &Notification, at: UnixMillis) -> Vec<AlarmAuditEntry> 
             event: AuditEvent::Planned,
             receiver: Some(receiver.clone()),
             message_key: Some(n.key.to_string()),
-            detail: format!("{stage} notification by strategy {}, {grouping}", n.strategy_id),
+            detail: format!("{stage} notification by strategy {}, {grouping}{account}", n.strategy_id),
         })
         .collect()
 }

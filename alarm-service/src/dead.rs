@@ -248,7 +248,7 @@ pub(crate) fn to_event(stored: &StoredEvent) -> Option<DeviceEvent> {
 /// A [`Notification`] as a dead letter keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredNotification {
-    /// The receiver's address.
+    /// The receiver: an address, or `account:<id>` ([`Receiver::key`]).
     pub receiver: String,
     /// The enterprise.
     pub enterprise_id: EnterpriseId,
@@ -346,9 +346,8 @@ fn stage_name(stage: Stage) -> &'static str {
 
 impl From<&Notification> for StoredNotification {
     fn from(n: &Notification) -> Self {
-        let Receiver::Email(receiver) = &n.receiver;
         StoredNotification {
-            receiver: receiver.clone(),
+            receiver: n.receiver.key(),
             enterprise_id: n.enterprise_id,
             strategy_id: n.strategy_id,
             stage: stage_name(n.stage).to_owned(),
@@ -394,7 +393,7 @@ impl StoredNotification {
             })
             .collect::<Option<Vec<_>>>()?;
         Some(Notification {
-            receiver: Receiver::Email(self.receiver.clone()),
+            receiver: Receiver::from_key(&self.receiver),
             enterprise_id: self.enterprise_id,
             strategy_id: self.strategy_id,
             stage,

@@ -45,9 +45,7 @@ fn stored(state: &DurableState) -> SavedEngineState {
             .map(|r| StoredResolution {
                 enterprise_id: r.enterprise_id,
                 strategy_id: r.strategy_id,
-                receiver: match &r.receiver {
-                    Receiver::Email(address) => address.clone(),
-                },
+                receiver: r.receiver.key(),
                 device_id: r.item.device_id,
                 code: r.item.code,
                 first_at: r.item.first_at,
@@ -135,7 +133,7 @@ pub(crate) fn restore(saved: SavedEngineState, engine: &mut AlarmEngine) {
             resolved_at: r.resolved_at,
             key,
         };
-        let receiver = Receiver::Email(r.receiver);
+        let receiver = Receiver::from_key(&r.receiver);
         engine.restore_resolution(
             now,
             SavedResolution { enterprise_id: r.enterprise_id, strategy_id: r.strategy_id, receiver, item },

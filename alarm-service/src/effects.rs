@@ -1,6 +1,8 @@
 //! The effects task: carries out what the engine decided. Derived threshold alarm records
 //! (401/402) are appended to the event store; notifications are checked against the items the
-//! outbox already has (queued before a restart), given the names the email shows, and queued.
+//! outbox already has (queued before a restart), given the names the email shows and their
+//! receiver's address (an account's email of now, `receivers.rs`), and queued; a notification
+//! whose receiver account was deleted or frozen is not queued, and the audit says why.
 //! A failing store is retried with backoff ([`RetryPolicy`]); what is still refused after the
 //! retries (or refused for good at once) becomes a dead letter with its copy (`dead.rs`), never
 //! dropped silently. Dead letters fed back ([`Effect::Replay`]) are carried out once, here.
@@ -9,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
-use fleetpulse_alarm_engine::{IncidentCounts, IncidentKey, IncidentStep, Notification, Receiver};
+use fleetpulse_alarm_engine::{IncidentCounts, IncidentKey, IncidentStep, Notification};
 use fleetpulse_mailer::{MAX_ITEMS_PER_MESSAGE, OutboxError, Queued, enqueue};
 use fleetpulse_proto::UnixMillis;
 use fleetpulse_proto::domain::AlarmChange;
@@ -22,6 +24,7 @@ use crate::AlarmMetrics;
 use crate::dead::{Attempts, DeadPayload, GivenUp, ReplayError, RetryPolicy, StoredNotification, retry};
 use crate::names::Names;
 use crate::payload::outbox_payload;
+use crate::receivers::{BatchReceivers, Resolved};
 
 /// Most item keys checked against the outbox per query.
 const KNOWN_ITEMS_CHUNK: usize = 5_000;
@@ -103,10 +106,10 @@ pub(crate) async fn run_effects(shell: EffectsShell, mut effects: mpsc::Receiver
             shell.write_audit(audit).await;
             continue;
         }
-        if let Some(planned) = shell.queue(&mut names, notifications).await {
-            let planned_at = UnixMillis::now();
-            audit.extend(planned.iter().flat_map(|n| crate::audit::planned(n, planned_at)));
-        }
+        let (planned, suppressed) = shell.queue(&mut names, notifications).await;
+        let planned_at = UnixMillis::now();
+        audit.extend(planned.iter().flat_map(|(n, to)| crate::audit::planned(n, to, planned_at)));
+        audit.extend(suppressed.iter().flat_map(|(n, why)| crate::audit::suppressed_receiver(n, why, planned_at)));
         shell.write_audit(audit).await;
         for at in decided {
             shell.metrics.engine_to_outbox_seconds.observe(at.elapsed().as_secs_f64());
@@ -168,21 +171,23 @@ impl EffectsShell {
         }
     }
 
-    /// Queues notifications (minus items already queued) and wakes the outbox; the notifications
-    /// as queued, or `None` when they were given up (one dead letter each).
-    async fn queue(&self, names: &mut Names, notifications: Vec<Notification>) -> Option<Vec<Notification>> {
+    /// Queues notifications (minus items already queued) and wakes the outbox: the
+    /// notifications queued with where each went (none when they were given up, one dead letter
+    /// each), and those left out because their receiver account is gone, with why.
+    async fn queue(&self, names: &mut Names, notifications: Vec<Notification>) -> Outcome {
         let mut attempts = Attempts::new(self.retry);
-        let (queued, planned) = loop {
+        let (queued, planned, suppressed) = loop {
             match prepare(&self.store, names, notifications.clone(), &self.metrics).await {
                 Ok(prepared) => break prepared,
                 Err(error) => {
                     if let Some(given_up) = attempts.failed("prepare notifications", &error).await {
-                        self.give_up_notifications(&notifications, &given_up).await;
-                        return None;
+                        self.give_up_notifications(notifications.iter(), &given_up).await;
+                        return (Vec::new(), Vec::new());
                     }
                 }
             }
         };
+        self.metrics.receivers_dropped.inc_by(suppressed.len() as u64);
         let entities = self.store.entities.as_ref();
         match retry(self.retry, "queue notifications", || enqueue(entities, queued.clone())).await {
             Ok(added) => {
@@ -190,16 +195,16 @@ impl EffectsShell {
                 if let Some(wake) = &self.outbox_wake {
                     wake.notify_one();
                 }
-                Some(planned)
+                (planned, suppressed)
             }
             Err(given_up) => {
-                self.give_up_notifications(&planned, &given_up).await;
-                None
+                self.give_up_notifications(planned.iter().map(|(n, _)| n), &given_up).await;
+                (Vec::new(), suppressed)
             }
         }
     }
 
-    async fn give_up_notifications(&self, notifications: &[Notification], given_up: &GivenUp) {
+    async fn give_up_notifications(&self, notifications: impl Iterator<Item = &Notification>, given_up: &GivenUp) {
         for n in notifications {
             DeadPayload::Notification(StoredNotification::from(n)).give_up(&self.dead_letters, given_up).await;
         }
@@ -224,15 +229,21 @@ impl EffectsShell {
                 let n = stored
                     .to_notification()
                     .ok_or_else(|| ReplayError::NotReplayable("a damaged notification copy".into()))?;
-                let (queued, planned) =
+                let (queued, planned, suppressed) =
                     prepare(&self.store, names, vec![n], &self.metrics).await.map_err(|e| failed(&e))?;
+                self.metrics.receivers_dropped.inc_by(suppressed.len() as u64);
                 let added = enqueue(self.store.entities.as_ref(), queued).await.map_err(|e| failed(&e))?;
                 self.metrics.queued.inc_by(added as u64);
                 if let Some(wake) = &self.outbox_wake {
                     wake.notify_one();
                 }
                 let planned_at = UnixMillis::now();
-                self.write_audit(planned.iter().flat_map(|n| crate::audit::planned(n, planned_at)).collect()).await;
+                let mut audit: Vec<AlarmAuditEntry> =
+                    planned.iter().flat_map(|(n, to)| crate::audit::planned(n, to, planned_at)).collect();
+                audit.extend(
+                    suppressed.iter().flat_map(|(n, why)| crate::audit::suppressed_receiver(n, why, planned_at)),
+                );
+                self.write_audit(audit).await;
                 Ok(())
             }
             DeadPayload::Incident { mut update } => {
@@ -265,14 +276,22 @@ impl EffectsShell {
     }
 }
 
-/// Leaves out items an earlier process queued, and adds the names the email shows; the
-/// notifications as queued too (for their audit entries).
+/// What [`EffectsShell::queue`] did: the notifications queued with where each went, and those
+/// left out with why.
+type Outcome = (Vec<(Notification, Resolved)>, Vec<(Notification, String)>);
+
+/// What [`prepare`] makes of a batch: the messages to queue, the notifications queued with
+/// where each goes (for their audit entries), and those left out with why.
+type Prepared = (Vec<Queued>, Vec<(Notification, Resolved)>, Vec<(Notification, String)>);
+
+/// Leaves out items an earlier process queued, resolves receivers to addresses (leaving out
+/// those of accounts deleted or frozen) and adds the names the email shows.
 async fn prepare(
     store: &Store,
     names: &mut Names,
     mut notifications: Vec<Notification>,
     metrics: &AlarmMetrics,
-) -> Result<(Vec<Queued>, Vec<Notification>), OutboxError> {
+) -> Result<Prepared, OutboxError> {
     let keys: Vec<String> = notifications.iter().flat_map(|n| n.items.iter().map(|i| i.key.to_string())).collect();
     let mut known = HashSet::new();
     for chunk in keys.chunks(KNOWN_ITEMS_CHUNK) {
@@ -286,7 +305,18 @@ async fn prepare(
     }
     let now = UnixMillis::now();
     let mut queued = Vec::with_capacity(notifications.len());
-    for n in &notifications {
+    let mut planned = Vec::with_capacity(notifications.len());
+    let mut suppressed = Vec::new();
+    let mut receivers = BatchReceivers::default();
+    for n in notifications {
+        let to = receivers.resolve(store, &n.receiver).await?;
+        let receiver = match &to {
+            Resolved::To { address, .. } => address.clone(),
+            Resolved::Gone(why) => {
+                suppressed.push((n, why.clone()));
+                continue;
+            }
+        };
         let enterprise_name = names.enterprise(store, n.enterprise_id).await?;
         let mut labels = HashMap::new();
         for item in n.items.iter().take(MAX_ITEMS_PER_MESSAGE) {
@@ -296,13 +326,13 @@ async fn prepare(
             Some(i) => names.site(store, i.key.site_id).await?,
             None => String::new(),
         };
-        let Receiver::Email(receiver) = &n.receiver;
         queued.push(Queued {
-            receiver: receiver.clone(),
-            payload: outbox_payload(n, &enterprise_name, &labels, &site_name),
+            receiver,
+            payload: outbox_payload(&n, &enterprise_name, &labels, &site_name),
             item_keys: n.items.iter().map(|i| i.key.to_string()).collect(),
             not_before: now,
         });
+        planned.push((n, to));
     }
-    Ok((queued, notifications))
+    Ok((queued, planned, suppressed))
 }

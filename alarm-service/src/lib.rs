@@ -52,6 +52,7 @@ mod load;
 mod metrics;
 mod names;
 mod payload;
+mod receivers;
 mod sites;
 mod windows;
 

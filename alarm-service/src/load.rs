@@ -5,7 +5,9 @@ use fleetpulse_alarm_engine::{
     AlarmEngine, AlarmStrategy, Metric, NotifySettings, Receiver, RestoredAlarm, SiteIncidentRule, ThresholdRule,
 };
 use fleetpulse_proto::{EnterpriseId, UnixMillis};
-use fleetpulse_store::{AlarmFilter, AlarmStatus, Page, Store, StoreError, StoredStrategy, ThresholdMetric};
+use fleetpulse_store::{
+    AlarmFilter, AlarmStatus, Page, Store, StoreError, StoredStrategy, StrategyReceiver, ThresholdMetric,
+};
 
 use crate::AlarmMetrics;
 
@@ -22,7 +24,14 @@ pub fn engine_strategy(s: &StoredStrategy) -> AlarmStrategy {
         enabled: settings.enabled,
         alarm_types: settings.alarm_types.clone(),
         severities: settings.severities.clone(),
-        receivers: settings.receivers.iter().map(|r| Receiver::Email(r.clone())).collect(),
+        receivers: settings
+            .receivers
+            .iter()
+            .map(|r| match r {
+                StrategyReceiver::Email(address) => Receiver::Email(address.clone()),
+                StrategyReceiver::Account(id) => Receiver::Account(*id),
+            })
+            .collect(),
         notify: NotifySettings {
             group_wait_ms: settings.group_wait_ms,
             group_interval_ms: settings.group_interval_ms,

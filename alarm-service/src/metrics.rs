@@ -17,6 +17,8 @@ pub struct AlarmMetrics {
     pub queued: Counter,
     /// Notification items left out because an earlier process had queued them.
     pub known_items_skipped: Counter,
+    /// Notifications not queued because their receiver account was deleted or frozen (ALM-3).
+    pub receivers_dropped: Counter,
     /// Active alarms in the engine.
     pub active_alarms: Gauge,
     /// Open notification groups.
@@ -42,6 +44,7 @@ impl Default for AlarmMetrics {
             restored: Counter::default(),
             queued: Counter::default(),
             known_items_skipped: Counter::default(),
+            receivers_dropped: Counter::default(),
             active_alarms: Gauge::default(),
             open_groups: Gauge::default(),
             scheduled_reminders: Gauge::default(),
@@ -65,6 +68,11 @@ impl AlarmMetrics {
             "known_items_skipped",
             "Notification items left out because they were queued before a restart",
             m.known_items_skipped.clone(),
+        );
+        r.register(
+            "receivers_dropped",
+            "Notifications not queued because their receiver account was deleted or frozen",
+            m.receivers_dropped.clone(),
         );
         r.register("active", "Active alarms in the engine", m.active_alarms.clone());
         r.register("open_groups", "Open notification groups", m.open_groups.clone());

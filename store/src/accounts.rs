@@ -39,6 +39,10 @@ pub trait AccountStore: Send + Sync + 'static {
     /// Freezes (or unfreezes) the account (TEN-2); freezing also deletes all its sessions, in
     /// the same transaction. False for an unknown account.
     async fn set_account_frozen(&self, account: AccountId, frozen: bool) -> Result<bool>;
+    /// Changes the account's login email, which is also where strategies that name the account
+    /// as a receiver send from then on (ALM-3). False for an unknown or deleted account;
+    /// [`StoreError::AlreadyExists`] if another account has that email (case-insensitive).
+    async fn set_account_email(&self, account: AccountId, email: String) -> Result<bool>;
     /// Replaces the account's password hash and sets whether it must change its password
     /// (ACC-2). False for an unknown account. Sessions are left alone (the caller ends them).
     async fn set_password(&self, account: AccountId, password_hash: String, must_change: bool) -> Result<bool>;

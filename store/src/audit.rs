@@ -69,6 +69,9 @@ pub enum AuditEvent {
     Released,
     /// The window ended with the alarm acknowledged: not notified.
     SuppressedAcknowledged,
+    /// Its receiver is an account that was deleted or frozen (ALM-3): that receiver's
+    /// notification was not queued (the strategy's other receivers still get theirs).
+    SuppressedReceiver,
     /// A receiver's or the global rate limit held the message for a later digest.
     Deferred,
     /// A transient failure; tried again later.
@@ -87,6 +90,7 @@ impl AuditEvent {
             AuditEvent::SuppressedByWindow => "suppressed_by_window",
             AuditEvent::Released => "released",
             AuditEvent::SuppressedAcknowledged => "suppressed_acknowledged",
+            AuditEvent::SuppressedReceiver => "suppressed_receiver",
             AuditEvent::Deferred => "deferred",
             AuditEvent::Retried => "retried",
             AuditEvent::Sent => "sent",
@@ -101,6 +105,7 @@ impl AuditEvent {
             AuditEvent::SuppressedByWindow,
             AuditEvent::Released,
             AuditEvent::SuppressedAcknowledged,
+            AuditEvent::SuppressedReceiver,
             AuditEvent::Deferred,
             AuditEvent::Retried,
             AuditEvent::Sent,

@@ -79,7 +79,7 @@ pub struct StoredResolution {
     pub enterprise_id: EnterpriseId,
     /// The strategy of the group.
     pub strategy_id: StrategyId,
-    /// The receiver's address.
+    /// The receiver: its address, or `account:<id>` for an account receiver (ALM-3).
     pub receiver: String,
     /// The device.
     pub device_id: DeviceId,

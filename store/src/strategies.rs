@@ -2,7 +2,7 @@
 //! engine evaluates (threshold rules, notification receivers and repeats).
 
 use async_trait::async_trait;
-use fleetpulse_proto::{AlarmTypeCode, EnterpriseId, Severity, StrategyId, UnixMillis};
+use fleetpulse_proto::{AccountId, AlarmTypeCode, EnterpriseId, Severity, StrategyId, UnixMillis};
 use serde::{Deserialize, Serialize};
 
 use crate::Result;
@@ -53,6 +53,55 @@ pub struct StoredThreshold {
     pub for_ms: u64,
 }
 
+/// Who a strategy notifies (ALM-3): a plain address, or an account or sub-account, which is
+/// notified at its email of the moment the notification is queued (not of when the strategy was
+/// saved).
+///
+/// Stored and shown as `{"email": "ops@acme.test"}` or `{"account": 42}`. Reading also takes a
+/// plain string as an address: the only form before accounts could be receivers, so settings
+/// stored then read unchanged and need no migration.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StrategyReceiver {
+    /// A plain email address.
+    Email(String),
+    /// A portal account or sub-account of the strategy's owner.
+    Account(AccountId),
+}
+
+impl StrategyReceiver {
+    /// The account, for an account receiver.
+    pub fn account(&self) -> Option<AccountId> {
+        match self {
+            StrategyReceiver::Account(id) => Some(*id),
+            StrategyReceiver::Email(_) => None,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for StrategyReceiver {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        /// The tagged form.
+        #[derive(Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        enum Tagged {
+            Email(String),
+            Account(AccountId),
+        }
+        /// Either form.
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Form {
+            Plain(String),
+            Tagged(Tagged),
+        }
+        Ok(match Form::deserialize(d)? {
+            Form::Plain(address) | Form::Tagged(Tagged::Email(address)) => StrategyReceiver::Email(address),
+            Form::Tagged(Tagged::Account(id)) => StrategyReceiver::Account(id),
+        })
+    }
+}
+
 /// An alarm strategy's settings (ALM-3), as the API edits them and the alarm engine reads them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct StrategySettings {
@@ -64,8 +113,8 @@ pub struct StrategySettings {
     pub alarm_types: Vec<AlarmTypeCode>,
     /// Selected severities (empty = all).
     pub severities: Vec<Severity>,
-    /// Email addresses notified.
-    pub receivers: Vec<String>,
+    /// Who is notified: addresses and accounts.
+    pub receivers: Vec<StrategyReceiver>,
     /// Wait before the first notification of a group.
     pub group_wait_ms: u64,
     /// Wait between notifications of an open group.
@@ -108,4 +157,31 @@ pub struct StoredStrategy {
     pub created_at: UnixMillis,
     /// Last change.
     pub updated_at: UnixMillis,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn receivers_read_both_forms_and_are_written_tagged() {
+        let read: Vec<StrategyReceiver> =
+            serde_json::from_str(r#"["old@example.com", {"email": "new@example.com"}, {"account": 42}]"#)
+                .expect("valid receivers");
+        assert_eq!(
+            read,
+            [
+                StrategyReceiver::Email("old@example.com".into()),
+                StrategyReceiver::Email("new@example.com".into()),
+                StrategyReceiver::Account(AccountId(42)),
+            ]
+        );
+        assert_eq!(
+            serde_json::to_string(&read).expect("serializes"),
+            r#"[{"email":"old@example.com"},{"email":"new@example.com"},{"account":42}]"#
+        );
+        for bad in [r#"{"phone": "1"}"#, r#"{"account": "x"}"#, "7", r#"{"account": 1, "email": "a@b.c"}"#] {
+            assert!(serde_json::from_str::<StrategyReceiver>(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -1,7 +1,7 @@
 //! Channel alarm strategies (issue 18): a channel's strategies, handed down to the enterprises of
 //! its subtree as far as each one's inheritance says (`sub_channel_levels`), with what those
 //! enterprises may do about it (`enterprises_may`: locked, opt out, override). Their receivers are
-//! the channel's own addresses (its NOC). Created, listed, read, replaced and deleted by whoever
+//! the channel's own addresses (its NOC) and accounts (`strategy_receivers.rs`). Created, listed, read, replaced and deleted by whoever
 //! sees the channel; enterprise scopes get 403, channels outside the caller's subtree 404.
 
 use axum::extract::State;
@@ -16,6 +16,7 @@ use crate::auth::AuthAdmin;
 use crate::error::ApiError;
 use crate::extract::{Json, Path};
 use crate::routes::strategies::{StrategyRequest, settings};
+use crate::routes::strategy_receivers::{ReceiverOwner, check_accounts};
 use crate::routes::tenants;
 use crate::state::AppState;
 
@@ -79,6 +80,7 @@ async fn create(
     let id = tenants::find(&ctx, &auth, id).await?.id;
     let inheritance = req.inheritance.take().unwrap_or(WHOLE_SUBTREE_LOCKED);
     let settings = settings(req)?;
+    check_accounts(&ctx, ReceiverOwner::Channel(id), &settings).await?;
     if ctx.api.store.entities.list_channel_strategies(id).await?.len() >= MAX_CHANNEL_STRATEGIES {
         return Err(ApiError::Conflict(format!("a channel has at most {MAX_CHANNEL_STRATEGIES} alarm strategies")));
     }
@@ -108,6 +110,7 @@ async fn replace(
     let channel = find(&ctx, &auth, id).await?.channel_id;
     let inheritance = req.inheritance.take().unwrap_or(WHOLE_SUBTREE_LOCKED);
     let settings = settings(req)?;
+    check_accounts(&ctx, ReceiverOwner::Channel(channel), &settings).await?;
     let updated = ctx.api.store.entities.update_channel_strategy(id, settings, inheritance, ctx.clock.now()).await?;
     changed(&ctx, channel).await;
     updated.map(Json).ok_or(ApiError::NotFound("alarm strategy"))

@@ -177,6 +177,10 @@ pub(crate) fn operations() -> Vec<Operation> {
         post_("/api/v1/accounts/{id}/unfreeze", TENANTS, "Unfreeze an account")
             .answers::<tenants::AccountBody>(200)
             .may_fail(&[409]),
+        put_("/api/v1/accounts/{id}/email", TENANTS, "Change an account's login email (strategies naming it send there)")
+            .body::<tenants::EmailBody>()
+            .answers::<tenants::AccountBody>(200)
+            .may_fail(&[409]),
         get_("/api/v1/sub-accounts", TENANTS, "The caller's sub-accounts")
             .query::<tenants::PageOnly>()
             .answers::<ListPage<tenants::AccountBody>>(200),
@@ -422,6 +426,7 @@ pub(crate) fn operations() -> Vec<Operation> {
     .chain(crate::routes::alarm_notifications::operations())
     .chain(crate::routes::incidents::operations())
     .chain(crate::routes::tenant_admin::operations())
+    .chain(crate::routes::strategy_receivers::operations())
     .chain(crate::routes::rps::operations())
     .chain(crate::routes::dead_letters::operations())
     .collect()

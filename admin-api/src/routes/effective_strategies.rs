@@ -7,13 +7,13 @@ use axum::extract::State;
 use axum::routing::{MethodRouter, get, put};
 use fleetpulse_alarm_service::inherited::{EffectiveStrategies, EngineFreedom as Freedom, Origin, Receiver, Status};
 use fleetpulse_proto::{AlarmTypeCode, ChannelId, DeviceId, EnterpriseId, Severity, StrategyId};
-use fleetpulse_store::{EnterpriseFreedom, Feature, InheritedChoice};
+use fleetpulse_store::{EnterpriseFreedom, Feature, InheritedChoice, StrategyReceiver};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::AuthAdmin;
 use crate::error::ApiError;
 use crate::extract::{Json, Path};
-use crate::routes::enterprises;
+use crate::routes::{enterprises, strategy_receivers};
 use crate::state::AppState;
 
 /// Routes of this module: (path, handlers by method).
@@ -49,7 +49,8 @@ pub(crate) struct EffectiveView {
     enabled: bool,
     alarm_types: Vec<AlarmTypeCode>,
     severities: Vec<Severity>,
-    /// The addresses it notifies.
+    /// Who it notifies, as shown: addresses, and accounts by name (`Ada Lovelace
+    /// <ada@acme.test>`, `account 42 (deleted)`, ` (frozen)` added while frozen).
     receivers: Vec<String>,
     origin: OriginView,
     /// `applies`, `choice_not_permitted` (applies: the channel does not permit the enterprise's
@@ -112,19 +113,21 @@ async fn view(
             Status::OverLimit => ("over_limit", None),
         };
         let s = &e.strategy;
+        let mut receivers = Vec::with_capacity(s.receivers.len());
+        for r in &s.receivers {
+            let stored = match r {
+                Receiver::Email(address) => StrategyReceiver::Email(address.clone()),
+                Receiver::Account(id) => StrategyReceiver::Account(*id),
+            };
+            receivers.push(strategy_receivers::label(ctx, &stored).await?);
+        }
         items.push(EffectiveView {
             id: s.id,
             name: s.name.clone(),
             enabled: s.enabled,
             alarm_types: s.alarm_types.clone(),
             severities: s.severities.clone(),
-            receivers: s
-                .receivers
-                .iter()
-                .map(|r| match r {
-                    Receiver::Email(address) => address.clone(),
-                })
-                .collect(),
+            receivers,
             origin,
             status,
             applies: e.status.applies(),

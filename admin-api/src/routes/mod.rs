@@ -31,6 +31,7 @@ pub(crate) mod session;
 pub(crate) mod sites;
 pub(crate) mod statements;
 pub(crate) mod strategies;
+pub(crate) mod strategy_receivers;
 pub(crate) mod tasks;
 pub(crate) mod tenant_admin;
 pub(crate) mod tenants;
@@ -59,6 +60,7 @@ pub(crate) fn all() -> Vec<(&'static str, MethodRouter<AppState>)> {
         strategies::routes(),
         channel_strategies::routes(),
         effective_strategies::routes(),
+        strategy_receivers::routes(),
         tasks::routes(),
         windows::routes(),
         alarm_notifications::routes(),

@@ -1,19 +1,23 @@
 //! Alarm strategies (ALM-3): per enterprise, created, listed, read, replaced, enabled or
 //! disabled, and deleted. A strategy names the alarm types and severities it selects, who is
-//! notified, how notifications are grouped and repeated, and its CPU / memory threshold rules.
+//! notified (addresses and the enterprise's accounts, `strategy_receivers.rs`), how
+//! notifications are grouped and repeated, and its CPU / memory threshold rules.
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
 use fleetpulse_proto::{AlarmTypeCode, EnterpriseId, Severity, StrategyId};
-use fleetpulse_store::{StoredSiteIncident, StoredStrategy, StoredThreshold, StrategySettings, ThresholdMetric};
+use fleetpulse_store::{
+    StoredSiteIncident, StoredStrategy, StoredThreshold, StrategyReceiver, StrategySettings, ThresholdMetric,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::AuthAdmin;
 use crate::error::ApiError;
 use crate::extract::{Json, Path};
 use crate::routes::enterprises;
+use crate::routes::strategy_receivers::{ReceiverOwner, ReceiverRequest, check_accounts};
 use crate::state::AppState;
 use crate::text;
 use fleetpulse_store::Feature;
@@ -58,7 +62,8 @@ pub(crate) struct StrategyRequest {
     alarm_types: Vec<u16>,
     #[serde(default)]
     severities: Vec<Severity>,
-    receivers: Vec<String>,
+    /// Who is notified (1 to 100): addresses and accounts.
+    receivers: Vec<ReceiverRequest>,
     #[serde(default = "default_group_wait")]
     group_wait_ms: u64,
     #[serde(default = "default_group_interval")]
@@ -127,10 +132,14 @@ pub(crate) fn settings(req: StrategyRequest) -> Result<StrategySettings, ApiErro
     if req.receivers.is_empty() || req.receivers.len() > MAX_RECEIVERS {
         return Err(ApiError::invalid(format!("a strategy has 1 to {MAX_RECEIVERS} receivers")));
     }
-    let mut receivers: Vec<String> = Vec::with_capacity(req.receivers.len());
-    for r in &req.receivers {
-        let r = email(r)?;
-        if !receivers.iter().any(|x| x.eq_ignore_ascii_case(&r)) {
+    let mut receivers: Vec<StrategyReceiver> = Vec::with_capacity(req.receivers.len());
+    for r in req.receivers {
+        let r = r.stored(email)?;
+        let repeated = receivers.iter().any(|x| match (x, &r) {
+            (StrategyReceiver::Email(x), StrategyReceiver::Email(r)) => x.eq_ignore_ascii_case(r),
+            (x, r) => x == r,
+        });
+        if !repeated {
             receivers.push(r);
         }
     }
@@ -233,6 +242,7 @@ async fn create(
     let id = enterprises::find(&ctx, &auth, id).await?.id;
     auth.require_act(&ctx, id).await?;
     let settings = enterprise_settings(req)?;
+    check_accounts(&ctx, ReceiverOwner::Enterprise(id), &settings).await?;
     if ctx.api.store.entities.list_strategies(id).await?.len() >= MAX_STRATEGIES {
         return Err(ApiError::Conflict(format!("an enterprise has at most {MAX_STRATEGIES} alarm strategies")));
     }
@@ -261,6 +271,7 @@ async fn replace(
     let enterprise = find(&ctx, &auth, id).await?.enterprise_id;
     auth.require_act(&ctx, enterprise).await?;
     let settings = enterprise_settings(req)?;
+    check_accounts(&ctx, ReceiverOwner::Enterprise(enterprise), &settings).await?;
     let updated = ctx.api.store.entities.update_strategy(id, settings, ctx.clock.now()).await?;
     changed(&ctx, enterprise).await;
     updated.map(Json).ok_or(ApiError::NotFound("alarm strategy"))

@@ -42,6 +42,7 @@ pub(crate) fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
         ("/api/v1/accounts/{id}", get(show_account)),
         ("/api/v1/accounts/{id}/freeze", post(freeze_account)),
         ("/api/v1/accounts/{id}/unfreeze", post(unfreeze_account)),
+        ("/api/v1/accounts/{id}/email", axum::routing::put(change_email)),
     ]
 }
 
@@ -366,6 +367,36 @@ async fn unfreeze_account(
     Path(id): Path<AccountId>,
 ) -> Result<Json<AccountBody>, ApiError> {
     Ok(Json(set_frozen(&ctx, &auth, id, false).await?))
+}
+
+/// The body of `PUT /api/v1/accounts/{id}/email`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EmailBody {
+    /// The new login email.
+    email: String,
+}
+
+/// `PUT /api/v1/accounts/{id}/email`: changes a visible account's login email (whoever may
+/// freeze it may); strategies that name the account as a receiver send there from then on
+/// (ALM-3). 409 if another account has it; 200 with the account.
+async fn change_email(
+    auth: AuthAdmin,
+    State(ctx): State<AppState>,
+    Path(id): Path<AccountId>,
+    Json(req): Json<EmailBody>,
+) -> Result<Json<AccountBody>, ApiError> {
+    auth.require(Feature::Accounts)?;
+    let email = crate::email_address::normalize_email(&req.email)?;
+    let mut looked = auth.decide(&ctx, Target::Freeze(id)).await?;
+    let account = looked.take_account(id).ok_or(ApiError::NotFound("account"))?;
+    let entities = &ctx.api.store.entities;
+    if !entities.set_account_email(account.id, email).await? {
+        return Err(ApiError::NotFound("account"));
+    }
+    let account = entities.account(account.id).await?.ok_or(ApiError::NotFound("account"))?;
+    tracing::info!(message = "Changed an account's email.", account = %account.id, by_account = %auth.account.id);
+    Ok(Json(AccountBody::from(account)))
 }
 
 /// Most sub-accounts one account may have.

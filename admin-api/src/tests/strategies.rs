@@ -33,7 +33,11 @@ async fn strategies_are_created_listed_edited_toggled_and_deleted() {
     let s = &created["settings"];
     assert_eq!(s["name"], "Night shift");
     assert_eq!(s["alarm_types"], json!([109, 105]), "deduplicated, order kept");
-    assert_eq!(s["receivers"], json!(["noc@example.com", "ops@example.com"]), "case-insensitive duplicates dropped");
+    assert_eq!(
+        s["receivers"],
+        json!([{"email": "noc@example.com"}, {"email": "ops@example.com"}]),
+        "case-insensitive duplicates dropped; shown tagged"
+    );
     assert_eq!((s["enabled"].clone(), s["group_wait_ms"].clone()), (json!(true), json!(10_000)));
     assert_eq!(s["thresholds"][0], json!({ "metric": "cpu", "above_centi_pct": 9000, "for_ms": 600_000 }));
 
@@ -76,6 +80,10 @@ async fn invalid_strategies_are_rejected_with_a_reason() {
         ("receivers", json!([])),
         ("receivers", json!(["not-an-address"])),
         ("receivers", json!(["a@b.co\r\nBcc: evil@x.y"])),
+        ("receivers", json!([{"email": "not-an-address"}])),
+        ("receivers", json!([{"account": "x"}])),
+        ("receivers", json!([{"account": 1, "email": "a@b.co"}])),
+        ("receivers", json!([{"phone": "+1"}])),
         ("group_interval_ms", json!(0)),
         ("repeat_interval_ms", json!(1_000)),
         ("thresholds", json!([{ "metric": "cpu", "above_percent": 120, "for_minutes": 1 }])),

@@ -4,7 +4,7 @@
 use axum::http::{Method, StatusCode};
 use fleetpulse_proto::domain::{AlarmChange, AlarmChangeKind, DeviceKey};
 use fleetpulse_proto::{AlarmTypeCode, ChannelId, EnterpriseId, Mac, UnixMillis};
-use fleetpulse_store::{EventBatch, NewAccount, NewDevice, NewDeviceLabel, Role, StrategySettings};
+use fleetpulse_store::{EventBatch, NewAccount, NewDevice, NewDeviceLabel, Role, StrategyReceiver, StrategySettings};
 use serde_json::{Value, json};
 
 use super::*;
@@ -182,7 +182,7 @@ async fn world() -> World {
         enabled: true,
         alarm_types: vec![],
         severities: vec![],
-        receivers: vec!["ops@b.example".into()],
+        receivers: vec![StrategyReceiver::Email("ops@b.example".into())],
         group_wait_ms: 0,
         group_interval_ms: 60_000,
         repeat_interval_ms: 3_600_000,
@@ -492,6 +492,7 @@ fn foreign_request(w: &World, path: &str, method: &Method) -> Option<(String, Op
         ("/api/v1/enterprises/{id}/alarm-strategy-choices", _) => {
             Some(json!({"strategy_id": w.channel_strategy, "choice": "opt_out"}))
         }
+        ("/api/v1/accounts/{id}/email", _) => Some(json!({"email": "intruder@example.com"})),
         ("/api/v1/profiles", _) => Some(json!({"enterprise_id": w.eb, "name": "intruder"})),
         ("/api/v1/profiles/{id}", _) => Some(json!({"name": "intruder"})),
         ("/api/v1/profiles/{id}/copy", _) => Some(json!({"name": "intruder"})),
@@ -749,4 +750,52 @@ async fn freezing_ends_sessions_and_refuses_logins_until_unfrozen() {
     assert_eq!(again.status, StatusCode::OK, "{}", again.text());
     let token = again.json()["token"].as_str().expect("token").to_owned();
     assert_eq!(w.h.get("/api/v1/devices", &token).await.status, StatusCode::OK);
+}
+
+/// ALM-3: a strategy notifies only its owner's accounts (an enterprise's own, a channel's own);
+/// any other account answers 404 `not_found` exactly like one that does not exist, and the
+/// receiver picker lists exactly the owner's accounts.
+#[tokio::test]
+async fn a_receiver_account_of_another_tenant_is_not_found() {
+    let w = world().await;
+    let id_of = |email: &str| {
+        let h = &w.h;
+        let email = email.to_owned();
+        async move { h.store.entities.account_by_email(&email).await.expect("read").expect("account").id.0 }
+    };
+    let (ea_admin, a_admin) = (id_of("enterprise-a@example.com").await, id_of("channel-a@example.com").await);
+    let b_admin = id_of("channel-b@example.com").await;
+    let body = |account: u64| json!({"name": "x", "receivers": [{"account": account}, "ops@a.example"]});
+    let post = |path: String, token: &str, account: u64| {
+        let (h, token) = (&w.h, token.to_owned());
+        async move { h.call(Method::POST, &path, Some(&token), Some(body(account))).await }
+    };
+    let ea_path = format!("/api/v1/enterprises/{}/alarm-strategies", w.ea);
+    let created = post(ea_path.clone(), &w.enterprise_admin, ea_admin).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text());
+    assert_eq!(created.json()["settings"]["receivers"], json!([{"account": ea_admin}, {"email": "ops@a.example"}]));
+    for foreign in [w.eb_admin, w.eb_sub, a_admin, 999_999] {
+        post(ea_path.clone(), &w.enterprise_admin, foreign).await.assert_error(StatusCode::NOT_FOUND, "not_found");
+    }
+    let a_path = format!("/api/v1/channels/{}/alarm-strategies", w.a);
+    let created = post(a_path.clone(), &w.channel_admin, a_admin).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text());
+    for foreign in [ea_admin, b_admin, w.eb_admin] {
+        post(a_path.clone(), &w.channel_admin, foreign).await.assert_error(StatusCode::NOT_FOUND, "not_found");
+    }
+    let picked = |r: Reply| -> Vec<u64> {
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        r.json()["items"].as_array().expect("items").iter().map(|a| a["id"].as_u64().expect("id")).collect()
+    };
+    let ea_accounts = format!("/api/v1/enterprises/{}/alarm-receiver-accounts", w.ea);
+    assert_eq!(picked(w.h.get(&ea_accounts, &w.enterprise_admin).await), [ea_admin]);
+    assert_eq!(
+        picked(w.h.get(&format!("/api/v1/channels/{}/alarm-receiver-accounts", w.a), &w.channel_admin).await),
+        [a_admin]
+    );
+    // The effective view names the account receivers: EA's own and channel A's handed down.
+    let effective =
+        w.h.get(&format!("/api/v1/enterprises/{}/effective-alarm-strategies", w.ea), &w.enterprise_admin).await;
+    let shown = effective.json()["items"].to_string();
+    assert!(shown.contains("enterprise-a@example.com") && shown.contains("channel-a@example.com"), "{shown}");
 }

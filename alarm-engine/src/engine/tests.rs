@@ -88,7 +88,7 @@ fn render(t: UnixMillis, action: &Action) -> String {
             Transition::Cleared { by: None } => format!("{t} cleared d{device_id}/{}", code.0),
         },
         Action::Notify(n) => {
-            let Receiver::Email(to) = &n.receiver;
+            let to = n.receiver.key();
             let stage = match n.stage {
                 Stage::Firing => "firing",
                 Stage::Repeat => "repeat",

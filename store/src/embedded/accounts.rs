@@ -171,6 +171,17 @@ impl AccountStore for EmbeddedStore {
         .await
     }
 
+    async fn set_account_email(&self, account: AccountId, email: String) -> Result<bool> {
+        let Ok(account) = i64::try_from(account.0) else { return Ok(false) };
+        self.write(1, move |c| {
+            Ok(c.prepare_cached("UPDATE accounts SET email = ?2 WHERE id = ?1 AND deleted_at IS NULL")?
+                .execute(params![account, email])
+                .map_err(|e| if is_unique_violation(&e) { StoreError::AlreadyExists("email") } else { backend(e) })?
+                > 0)
+        })
+        .await
+    }
+
     async fn set_account_frozen(&self, account: AccountId, frozen: bool) -> Result<bool> {
         let Ok(account) = i64::try_from(account.0) else { return Ok(false) };
         // One write job: the flag and the deletion of the sessions commit together.

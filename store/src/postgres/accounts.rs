@@ -294,6 +294,17 @@ impl AccountStore for PgEntityStore {
         Ok(done.rows_affected() > 0)
     }
 
+    async fn set_account_email(&self, account: AccountId, email: String) -> Result<bool> {
+        let Some(id) = db_id(account.0) else { return Ok(false) };
+        let done = sqlx::query("UPDATE accounts SET email = $2 WHERE id = $1 AND deleted_at IS NULL")
+            .bind(id)
+            .bind(email)
+            .execute(&self.pool)
+            .await
+            .map_err(unique_as("email"))?;
+        Ok(done.rows_affected() > 0)
+    }
+
     async fn set_account_frozen(&self, account: AccountId, frozen: bool) -> Result<bool> {
         let Some(id) = db_id(account.0) else { return Ok(false) };
         let mut tx = self.pool.begin().await.map_err(backend)?;

@@ -226,3 +226,21 @@ pub(crate) async fn password_change(store: &Store) {
     assert!(!s.set_password(AccountId(999_999), "x".into(), false).await.unwrap());
     assert!(!s.set_password(AccountId(u64::MAX), "x".into(), false).await.unwrap());
 }
+
+/// An account's email changes (ALM-3: where strategies naming the account send): found by its
+/// new email only, a taken email refused (case-insensitive), unknown accounts false.
+pub(crate) async fn email_change(store: &Store) {
+    let s = &store.entities;
+    let account = s.create_account(platform_admin("before@example.com")).await.unwrap();
+    s.create_account(platform_admin("taken@example.com")).await.unwrap();
+    assert!(s.set_account_email(account.id, "after@example.com".into()).await.unwrap());
+    assert_eq!(s.account(account.id).await.unwrap().unwrap().email, "after@example.com");
+    assert_eq!(s.account_by_email("AFTER@example.com").await.unwrap().map(|a| a.id), Some(account.id));
+    assert_eq!(s.account_by_email("before@example.com").await.unwrap(), None);
+    assert!(matches!(
+        s.set_account_email(account.id, "TAKEN@example.com".into()).await,
+        Err(StoreError::AlreadyExists(_))
+    ));
+    assert_eq!(s.account(account.id).await.unwrap().unwrap().email, "after@example.com", "unchanged");
+    assert!(!s.set_account_email(AccountId(999_999), "x@example.com".into()).await.unwrap());
+}

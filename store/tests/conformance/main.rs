@@ -110,6 +110,7 @@ async fn suite(store: Store) {
     accounts::login_protection(&store).await;
     accounts::session_lifecycle(&store).await;
     accounts::totp(&store).await;
+    accounts::email_change(&store).await;
     oplog::operation_log(&store).await;
     strategies::strategies(&store).await;
     windows::windows(&store).await;

@@ -29,7 +29,7 @@ pub(crate) async fn strategies(store: &Store) {
         enabled: true,
         alarm_types: vec![fleetpulse_proto::AlarmTypeCode(109), fleetpulse_proto::AlarmTypeCode(401)],
         severities: vec![fleetpulse_proto::Severity::Critical],
-        receivers: vec!["ops@example.com".into()],
+        receivers: vec![StrategyReceiver::Email("ops@example.com".into())],
         group_wait_ms: 10_000,
         group_interval_ms: 60_000,
         repeat_interval_ms: 14_400_000,
@@ -49,7 +49,9 @@ pub(crate) async fn strategies(store: &Store) {
     assert_eq!(listed, vec![first.id, second.id], "only the enterprise's own strategies, by id");
     let mut changed = settings("night shift");
     changed.enabled = false;
-    changed.receivers.push("noc@example.com".into());
+    // Receivers that are accounts (ALM-3) are kept beside addresses, in their order.
+    changed.receivers.push(StrategyReceiver::Account(fleetpulse_proto::AccountId(42)));
+    changed.receivers.push(StrategyReceiver::Email("noc@example.com".into()));
     let updated = s.update_strategy(first.id, changed.clone(), UnixMillis(20)).await.unwrap().unwrap();
     assert_eq!((updated.settings, updated.created_at, updated.updated_at), (changed, UnixMillis(10), UnixMillis(20)));
     assert!(s.delete_strategy(second.id).await.unwrap());
@@ -82,7 +84,10 @@ pub(crate) async fn inherited_strategies(store: &Store) {
         enabled: true,
         alarm_types: vec![],
         severities: vec![],
-        receivers: vec!["noc@example.com".into()],
+        receivers: vec![
+            StrategyReceiver::Email("noc@example.com".into()),
+            StrategyReceiver::Account(fleetpulse_proto::AccountId(7)),
+        ],
         group_wait_ms: 0,
         group_interval_ms: 60_000,
         repeat_interval_ms: 3_600_000,

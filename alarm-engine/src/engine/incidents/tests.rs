@@ -90,7 +90,7 @@ fn render(at: UnixMillis, action: &Action) -> Option<String> {
                 Stage::Repeat => "repeat",
                 Stage::Resolved => "resolved",
             };
-            let Receiver::Email(to) = &n.receiver;
+            let to = n.receiver.key();
             let listed = devices(n.items.iter().map(|i| i.device_id.0));
             match &n.incident {
                 Some(note) => format!(
