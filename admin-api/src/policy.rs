@@ -260,6 +260,8 @@ pub(crate) enum Target {
     SubAccounts,
     /// One of the caller's own sub-accounts.
     SubAccount(AccountId),
+    /// The deployment itself (the ingest nodes, issue 16): the platform only.
+    Deployment,
 }
 
 /// The one decision: may the caller do `target`, given the tree.
@@ -391,6 +393,7 @@ pub(crate) fn decide(caller: &Caller, target: &Target, tree: &TenantTree) -> Dec
             let own = tree.account(id)?.is_some_and(|a| a.parent == Some(caller.account));
             allow_if(own, Refusal::NotFound("account"))
         }
+        Target::Deployment => allow_if(matches!(scope, Scope::Platform), Refusal::Forbidden),
     }
 }
 

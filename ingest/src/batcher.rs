@@ -378,6 +378,18 @@ impl<W> ShardBatcher<W> {
         }
     }
 
+    /// Another node holds the device's session now (issue 16): forgets it without an offline
+    /// transition (no Offline alarm, no snapshot, no engine event); a later Open starts afresh.
+    pub(crate) fn handle_taken_over(&mut self, device: DeviceId) {
+        if let Some(state) = self.devices.remove(&device) {
+            self.detector.forget(device);
+            if state.online {
+                self.metrics.devices_online.dec();
+            }
+            self.live.push_back(LiveUpdate::Disconnected { device });
+        }
+    }
+
     /// Takes offline the devices whose heartbeat deadline passed by `now.mono`: an Offline alarm
     /// (recorded at `now.wall`) in the pending batch, an event for the engine, a snapshot update.
     pub(crate) fn handle_timeout(&mut self, now: Now) {

@@ -39,6 +39,8 @@ pub(crate) enum ShardCmd {
     Frames { device: DeviceId, frames: Vec<Frame>, at: UnixMillis, done: oneshot::Sender<AckResult> },
     /// The device's connection closed (ignored if a newer connection of the device opened since).
     Disconnected { device: DeviceId, connection: usize },
+    /// Another node holds the device's session now: forget it without an offline transition.
+    TakenOver { device: DeviceId },
 }
 
 /// Shard settings.
@@ -186,6 +188,7 @@ impl Shard {
                 self.core.handle_frames(now, device, frames, at, done);
             }
             ShardCmd::Disconnected { device, connection } => self.core.handle_disconnected(device, connection),
+            ShardCmd::TakenOver { device } => self.core.handle_taken_over(device),
         }
         self.release();
     }

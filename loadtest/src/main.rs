@@ -26,6 +26,10 @@ struct Args {
     /// QUIC address of the ingest server.
     #[arg(long, default_value = "127.0.0.1:4433")]
     quic_addr: SocketAddr,
+    /// Another ingest node's QUIC address (repeatable): devices spread over all the addresses and
+    /// move to the next one when a connection fails.
+    #[arg(long = "also-quic-addr")]
+    also_quic_addr: Vec<SocketAddr>,
     /// TLS server name to verify the server certificate against.
     #[arg(long, default_value = "localhost")]
     server_name: String,
@@ -146,6 +150,7 @@ impl Args {
         });
         LoadConfig {
             quic_addr: self.quic_addr,
+            more_quic_addrs: self.also_quic_addr,
             server_name: self.server_name,
             api: self.api,
             admin_email: self.admin_email,

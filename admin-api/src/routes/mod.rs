@@ -17,6 +17,7 @@ pub(crate) mod firmware;
 pub(crate) mod groups;
 pub(crate) mod inventory;
 pub(crate) mod listing;
+pub(crate) mod nodes;
 pub(crate) mod oplog;
 pub(crate) mod ops;
 pub(crate) mod profiles;
@@ -54,6 +55,7 @@ pub(crate) fn all() -> Vec<(&'static str, MethodRouter<AppState>)> {
         oplog::routes(),
         tenants::routes(),
         account::routes(),
+        nodes::routes(),
         docs::routes(),
     ]
     .into_iter()

@@ -9,7 +9,8 @@
 //!   letter and its seq: `h` heartbeat, `s` status, `r` resource, `a`/`c` alarm 105 raise/clear,
 //!   `m` command result, `x` rejected content;
 //! - `commit`: asks for the batch to commit; `ok bN` / `fail bN`: the store's answer;
-//! - `disconnect dN [conn=C]`, `tick` (offline detection), `metrics`.
+//! - `disconnect dN [conn=C]`, `tick` (offline detection), `taken dN` (another node took the
+//!   device's session over), `metrics`.
 //!
 //! Outputs: `ack wK ok N` / `ack wK err`, `commit bN: ...` (rows: `s`/`r`/`a` d#seq, alarm record
 //! changes `+`/`-`d/type@time, delivery `mark` d=seq), `engine ...` and `snapshots ...` (handed
@@ -202,6 +203,7 @@ fn step(core: &mut ShardBatcher<String>, metrics: &IngestMetrics, clock: &mut i6
         }
         ["disconnect", d, rest @ ..] => core.handle_disconnected(device(d), option(rest, "conn", 1) as usize),
         ["tick"] => core.handle_timeout(now),
+        ["taken", d] => core.handle_taken_over(device(d)),
         ["commit"] => match core.poll_commit() {
             Some(batch) => out.push(render_batch(&batch)),
             None => out.push("no batch".into()),
@@ -749,6 +751,25 @@ fn without_an_alarm_engine_no_events_are_collected() {
         3s ok b1
           ack w1 ok 2
           snapshots d1 online
+        ",
+    );
+}
+
+#[test]
+fn a_device_taken_over_by_another_node_is_forgotten_without_going_offline() {
+    check(
+        "
+        0s open d1
+        0s open d2
+        0s commit
+        0s ok b1
+        5s taken d1
+        31s tick
+        31s commit
+        31s ok b2
+        31s metrics
+        40s open d1 mark=3
+        40s commit
         ",
     );
 }

@@ -21,6 +21,7 @@ mod files;
 mod firmware;
 mod groups;
 mod inventory;
+mod nodes;
 mod oplog;
 mod outbox;
 mod profiles;
@@ -37,6 +38,7 @@ use fleetpulse_proto::ids::ChannelId;
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 
+pub use nodes::TakeoverListener;
 pub use schema::CURRENT_VERSION as SCHEMA_VERSION;
 
 use crate::*;

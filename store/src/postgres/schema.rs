@@ -615,6 +615,35 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ALTER TABLE firmware_chunks ALTER COLUMN bytes SET STORAGE EXTERNAL;
     "#,
     ),
+    (
+        "cluster nodes",
+        // Several ingest nodes (issue 16): membership with heartbeat leases, the node holding
+        // each device's session, named leases for one-node-at-a-time roles (the outbox sender).
+        // Times are the database's clock, unix milliseconds.
+        r#"
+    CREATE TABLE cluster_nodes (
+        id           TEXT PRIMARY KEY,
+        quic_addr    TEXT NOT NULL,
+        http_addr    TEXT NOT NULL,
+        sessions     BIGINT NOT NULL DEFAULT 0,
+        started_at   BIGINT NOT NULL,
+        heartbeat_at BIGINT NOT NULL,
+        lease_until  BIGINT NOT NULL,
+        state        TEXT NOT NULL CHECK (state IN ('up', 'down'))
+    );
+    CREATE TABLE device_sessions (
+        device_id BIGINT PRIMARY KEY REFERENCES devices (id) ON DELETE CASCADE,
+        node_id   TEXT NOT NULL,
+        since     BIGINT NOT NULL
+    );
+    CREATE INDEX device_sessions_node ON device_sessions (node_id);
+    CREATE TABLE cluster_leases (
+        name        TEXT PRIMARY KEY,
+        node_id     TEXT NOT NULL,
+        lease_until BIGINT NOT NULL
+    );
+    "#,
+    ),
 ];
 
 /// The schema version this build writes.

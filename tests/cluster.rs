@@ -1,0 +1,120 @@
+//! Several ingest nodes, one fleet (issue 16): three `fleetpulse serve` processes sharing one
+//! PostgreSQL and one ClickHouse started by the test, the load tester spreading its devices over
+//! them; one node is killed with SIGKILL mid-run and restarted.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::{Api, TestServer, metric, scaleout_config};
+use fleetpulse_testkit::clickhouse::ClickHouseServer;
+use fleetpulse_testkit::postgres::PostgresServer;
+
+/// The nodes' lease: longer than the load tester's 15 s acknowledgement timeout plus a
+/// reconnect, so every device of a killed node is back elsewhere before its lease lapses.
+const LEASE_S: u64 = 30;
+
+/// Node `n`'s configuration: the shared store, its id, the shared certificate (the first node's
+/// development certificate, so one CA verifies every node).
+fn node_config(store: &str, n: u32, tls_dir: Option<&Path>) -> String {
+    let tls = tls_dir.map_or(String::new(), |d| {
+        format!("[tls]\ncert = \"{}\"\nkey = \"{}\"\n", d.join("server.pem").display(), d.join("server.key").display())
+    });
+    format!("{store}[cluster]\nnode_id = \"n{n}\"\nlease_s = {LEASE_S}\n{tls}")
+}
+
+/// A metric summed over nodes.
+async fn total(apis: &[&Api], name: &str) -> f64 {
+    let mut sum = 0.0;
+    for api in apis {
+        sum += metric(&api.metrics().await, name);
+    }
+    sum
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_share_a_fleet_and_lose_one_without_losing_a_device() {
+    let (pg, ch) = (PostgresServer::start(), ClickHouseServer::start());
+    let store = scaleout_config(&pg, &ch, "cluster_e2e");
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let first = TestServer::start(dirs[0].path(), None, &node_config(&store, 1, None));
+    let tls = first.data_dir.join("tls");
+    let second = TestServer::start(dirs[1].path(), None, &node_config(&store, 2, Some(&tls)));
+    let third = TestServer::start(dirs[2].path(), None, &node_config(&store, 3, Some(&tls)));
+    let second_ports = (second.quic_addr, second.http_addr);
+    let mut second = Some(second);
+    let api = Api::login(&first.api()).await;
+
+    let nodes = api.get("/api/v1/nodes").await;
+    let ids: Vec<&str> = nodes["items"].as_array().unwrap().iter().map(|n| n["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["n1", "n2", "n3"], "{nodes}");
+
+    // 3,000 devices over the three nodes for 70 s; node 2 is killed after 20 s and restarted
+    // after 50 s (its spool holds acknowledged batches ClickHouse may not have yet).
+    let mut cfg = first.load_config(3_000, Duration::from_secs(70));
+    cfg.more_quic_addrs = vec![second_ports.0, third.quic_addr];
+    cfg.rate_per_device = 0.2;
+    cfg.heartbeat_interval_s = 5;
+    cfg.drain_timeout = Duration::from_secs(60);
+    let run = tokio::spawn(fleetpulse_loadtest::run(cfg));
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let claimed_before = total(&[&api], "fleetpulse_cluster_sessions_claimed_total").await;
+    assert!(claimed_before >= 900.0, "node 1 holds about a third of the fleet: {claimed_before}");
+    second.as_mut().unwrap().kill9();
+    let killed_at = std::time::Instant::now();
+
+    // Node 2's devices come back on nodes 3 and 1 before its lease lapses; then a node reaps
+    // it and finds no session left to take offline.
+    let third_api = Api::login(&third.api()).await;
+    let deadline = killed_at + Duration::from_secs(LEASE_S + 20);
+    loop {
+        let nodes = api.get("/api/v1/nodes").await;
+        let n2 = nodes["items"].as_array().unwrap().iter().find(|n| n["id"] == "n2").cloned().unwrap();
+        if n2["state"] == "down" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "node 2 never reaped: {nodes}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let failover = killed_at.elapsed();
+    assert_eq!(total(&[&api, &third_api], "fleetpulse_cluster_nodes_reaped_total").await, 1.0);
+    assert_eq!(
+        total(&[&api, &third_api], "fleetpulse_cluster_sessions_reaped_total").await,
+        0.0,
+        "a device of the lost node did not reconnect within the lease"
+    );
+
+    // Restart node 2 on its data directory: it rejoins, drains its spool, takes devices again.
+    let second = TestServer::start(dirs[1].path(), Some(second_ports), &node_config(&store, 2, Some(&tls)));
+    let report = run.await.unwrap().expect("load test");
+    println!("{}", serde_json::to_string(&report).unwrap());
+    println!("node 2 reaped {failover:?} after the kill");
+    assert_eq!(report.connections.established, 3_000);
+    assert_eq!(report.verified.missing, 0, "acknowledged messages lost across a node's death");
+    assert_eq!(report.verified.duplicated, 0);
+    assert!(report.connections.reconnects >= 900, "node 2's devices reconnected: {}", report.connections.reconnects);
+
+    // No device went offline: no Offline (109) alarm record.
+    let offline = api.get(&format!("/api/v1/alarms?enterprise_id={}&code=109", report.enterprise_id)).await;
+    assert_eq!(offline["items"].as_array().unwrap().len(), 0, "{offline}");
+
+    // The restarted node is up and takes new sessions.
+    let second_api = Api::login(&second.api()).await;
+    let mut cfg = first.load_config(300, Duration::from_secs(5));
+    cfg.quic_addr = second.quic_addr;
+    cfg.rate_per_device = 1.0;
+    let report = fleetpulse_loadtest::run(cfg).await.expect("second load test");
+    assert_eq!(report.verified.missing, 0);
+    assert!(metric(&second_api.metrics().await, "fleetpulse_cluster_sessions_claimed_total") >= 300.0);
+    let nodes = api.get("/api/v1/nodes").await;
+    let states: Vec<(&str, &str)> = nodes["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| (n["id"].as_str().unwrap(), n["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(states, [("n1", "up"), ("n2", "up"), ("n3", "up")]);
+}
