@@ -10,12 +10,12 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use fleetpulse_alarm_engine::{AlarmInput, DeviceEvent, DeviceInput, evaluate};
-use fleetpulse_ingest::{LiveState, SessionTakeover};
+use fleetpulse_ingest::{CommandSignal, LiveState, SessionTakeover};
 use fleetpulse_proto::alarm_types::OFFLINE;
 use fleetpulse_proto::{DeviceId, UnixMillis};
 use fleetpulse_store::{
-    AlarmEvent, ClusterStore, DeviceSnapshotUpdate, EventBatch, LostSession, MAX_SESSION_BATCH, MAX_SNAPSHOT_BATCH,
-    NodeAnnounce, NodeId, NodeState, Store,
+    AlarmEvent, ClusterNote, ClusterStore, DeviceSnapshotUpdate, EventBatch, LostSession, MAX_SESSION_BATCH,
+    MAX_SNAPSHOT_BATCH, NodeAnnounce, NodeId, NodeState, Store,
 };
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -34,6 +34,10 @@ const OUTBOX_LEASE: &str = "outbox";
 /// Batches of (device, online) the session recorder's queue holds before the snapshot writer
 /// waits.
 pub const PRESENCE_QUEUE: usize = 256;
+
+/// Batches of command wake-ups for other nodes queued before further ones are dropped (those
+/// devices get their commands when they next connect).
+pub const COMMAND_WAKE_QUEUE: usize = 1_024;
 
 /// Longest time a session change waits before it is recorded.
 const PRESENCE_FLUSH: Duration = Duration::from_millis(200);
@@ -268,6 +272,7 @@ impl Cluster {
         &self,
         postgres_url: String,
         takeover: SessionTakeover,
+        commands: CommandSignal,
         mut stop: watch::Receiver<bool>,
     ) -> JoinHandle<()> {
         let this = self.clone();
@@ -287,10 +292,11 @@ impl Cluster {
                 loop {
                     tokio::select! {
                         got = listener.recv() => match got {
-                            Ok(devices) => {
+                            Ok(ClusterNote::TakenOver(devices)) => {
                                 this.metrics.sessions_taken_over.inc_by(devices.len() as u64);
                                 takeover.taken_over(&devices).await;
                             }
+                            Ok(ClusterNote::Wake(devices)) => commands.wake_here(&devices),
                             Err(error) => {
                                 tracing::warn!(message = "The take-over listener failed; reconnecting.", %error);
                                 break;
@@ -355,6 +361,19 @@ impl Cluster {
                         tracing::debug!(message = "Releasing the outbox lease failed.", %error);
                     }
                     return;
+                }
+            }
+        })
+    }
+
+    /// Sends the command wake-ups for devices without a session here to every node (the one
+    /// holding the session wakes it). Ends when every [`CommandSignal`] is gone.
+    pub fn spawn_command_wakes(&self, mut rx: mpsc::Receiver<Vec<DeviceId>>) -> JoinHandle<()> {
+        let this = self.clone();
+        tokio::spawn(async move {
+            while let Some(devices) = rx.recv().await {
+                if let Err(error) = this.store.wake_elsewhere(&devices).await {
+                    tracing::warn!(message = "Waking devices on other nodes failed; they get their commands when they next connect.", %error);
                 }
             }
         })

@@ -453,7 +453,11 @@ impl Server {
                 }
                 tasks.push(c.spawn_heartbeat(store.clone(), Some(alarm_tx), ingest.live(), addrs, stopped.clone()));
                 let url = file.store.postgres_url.clone().context("the clickhouse store needs a PostgreSQL URL")?;
-                tasks.push(c.spawn_takeovers(url, ingest.takeover(), stopped));
+                tasks.push(c.spawn_takeovers(url, ingest.takeover(), ingest.command_signal(), stopped));
+                let (wake_tx, wake_rx) = tokio::sync::mpsc::channel(cluster::COMMAND_WAKE_QUEUE);
+                ingest.command_signal().forward_to(wake_tx);
+                // Not joined at stop: it ends with the last command signal.
+                drop(c.spawn_command_wakes(wake_rx));
                 Some((c, tasks, stop))
             }
             None => {

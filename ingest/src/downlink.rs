@@ -3,29 +3,58 @@
 //! The command queue lives in the store; a session sends what is queued for its device when the
 //! device connects and whenever it is woken. Whoever queues commands (the API, the task
 //! scheduler) calls [`CommandSignal::wake`] after the commands are stored. A device without a
-//! session on this node is not woken: its commands wait in the store until it connects.
+//! session on this node is handed to [`CommandSignal::forward_to`]'s queue when several nodes
+//! share the store (issue 16: the node holding its session is woken through PostgreSQL); else its
+//! commands wait in the store until it connects.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use dashmap::DashMap;
 use fleetpulse_proto::DeviceId;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc};
 
 /// The sessions of this node that can be woken, by device. Cheap to clone.
 #[derive(Debug, Clone, Default)]
 pub struct CommandSignal {
     sessions: Arc<DashMap<DeviceId, Arc<Notify>>>,
+    /// Where devices without a session here go (set once, several nodes).
+    elsewhere: Arc<OnceLock<mpsc::Sender<Vec<DeviceId>>>>,
 }
 
 impl CommandSignal {
-    /// Tells the sessions of these devices (those connected to this node) to send what is
-    /// queued for them.
+    /// Tells the sessions of these devices to send what is queued for them: those connected to
+    /// this node directly, the others through the queue given to [`Self::forward_to`] (if any;
+    /// when it is full they are not woken and get their commands when they next connect).
     pub fn wake(&self, devices: impl IntoIterator<Item = DeviceId>) {
+        let mut missed = Vec::new();
         for device in devices {
             if let Some(session) = self.sessions.get(&device) {
                 session.notify_one();
+            } else {
+                missed.push(device);
             }
         }
+        if let Some(elsewhere) = self.elsewhere.get()
+            && !missed.is_empty()
+            && elsewhere.try_send(missed).is_err()
+        {
+            tracing::warn!(message = "The command wake-up queue to other nodes is full; wake-ups dropped.");
+        }
+    }
+
+    /// Wakes the sessions of these devices on this node only (a wake-up from another node).
+    pub fn wake_here(&self, devices: &[DeviceId]) {
+        for device in devices {
+            if let Some(session) = self.sessions.get(device) {
+                session.notify_one();
+            }
+        }
+    }
+
+    /// Several nodes: wake-ups for devices without a session here go to `elsewhere`. Only the
+    /// first call counts.
+    pub fn forward_to(&self, elsewhere: mpsc::Sender<Vec<DeviceId>>) {
+        let _ = self.elsewhere.set(elsewhere);
     }
 
     /// How many sessions can be woken.

@@ -132,6 +132,10 @@ pub struct TakenOver {
 /// the payload is `<node id>:<device id>,<device id>,…` (at most [`NOTIFY_PAYLOAD_MAX`] bytes).
 pub const TAKEOVER_CHANNEL: &str = "fleetpulse_sessions_taken";
 
+/// The LISTEN/NOTIFY channel on which nodes hear which devices have new commands (the node
+/// holding a device's session wakes it); the payload is `<device id>,<device id>,…`.
+pub const COMMAND_WAKE_CHANNEL: &str = "fleetpulse_command_wake";
+
 /// Largest take-over notification payload (PostgreSQL's limit is 8,000 bytes).
 pub const NOTIFY_PAYLOAD_MAX: usize = 7_000;
 
@@ -201,6 +205,38 @@ pub trait ClusterStore: Send + Sync + 'static {
 
     /// Gives the lease `name` up if `node` holds it.
     async fn release_lease(&self, name: &str, node: &NodeId) -> Result<()>;
+
+    /// Tells every node on [`COMMAND_WAKE_CHANNEL`] that `devices` have new commands.
+    async fn wake_elsewhere(&self, devices: &[DeviceId]) -> Result<()>;
+}
+
+/// Wake-up payloads for `devices`, each at most [`NOTIFY_PAYLOAD_MAX`] bytes.
+pub fn wake_payloads(devices: &[DeviceId]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    for d in devices {
+        let id = d.0.to_string();
+        if !current.is_empty() && current.len() + id.len() + 1 > NOTIFY_PAYLOAD_MAX {
+            out.push(std::mem::take(&mut current));
+        }
+        if !current.is_empty() {
+            current.push(',');
+        }
+        current.push_str(&id);
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
+}
+
+/// What a node hears from the others.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClusterNote {
+    /// Another node took these sessions of this node over.
+    TakenOver(Vec<DeviceId>),
+    /// These devices have new commands: wake their sessions here.
+    Wake(Vec<DeviceId>),
 }
 
 impl std::fmt::Debug for dyn ClusterStore {

@@ -219,6 +219,18 @@ impl ClusterStore for PgEntityStore {
         Ok(held.is_some())
     }
 
+    async fn wake_elsewhere(&self, devices: &[DeviceId]) -> Result<()> {
+        for payload in wake_payloads(devices) {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(COMMAND_WAKE_CHANNEL)
+                .bind(payload)
+                .execute(&self.pool)
+                .await
+                .map_err(backend)?;
+        }
+        Ok(())
+    }
+
     async fn release_lease(&self, name: &str, node: &NodeId) -> Result<()> {
         sqlx::query("DELETE FROM cluster_leases WHERE name = $1 AND node_id = $2")
             .bind(name)
@@ -250,7 +262,8 @@ fn lost_from_row(r: &sqlx::postgres::PgRow) -> Result<LostSession> {
     })
 }
 
-/// Hears on [`TAKEOVER_CHANNEL`] which of one node's device sessions other nodes claimed.
+/// Hears on [`TAKEOVER_CHANNEL`] which of one node's device sessions other nodes claimed, and on
+/// [`COMMAND_WAKE_CHANNEL`] which devices have new commands.
 #[derive(Debug)]
 pub struct TakeoverListener {
     listener: sqlx::postgres::PgListener,
@@ -261,18 +274,29 @@ impl TakeoverListener {
     /// Connects to `url` and listens for `node`'s take-overs.
     pub async fn connect(url: &str, node: NodeId) -> Result<TakeoverListener> {
         let mut listener = sqlx::postgres::PgListener::connect(url).await.map_err(backend)?;
-        listener.listen(TAKEOVER_CHANNEL).await.map_err(backend)?;
+        listener.listen_all([TAKEOVER_CHANNEL, COMMAND_WAKE_CHANNEL]).await.map_err(backend)?;
         Ok(TakeoverListener { listener, node })
     }
 
     /// The next devices taken over from this node. A lost connection is re-established by the
     /// listener; notifications sent meanwhile are missed (those devices then go offline here by
     /// their heartbeats, as a device that left would).
-    pub async fn recv(&mut self) -> Result<Vec<DeviceId>> {
+    pub async fn recv(&mut self) -> Result<ClusterNote> {
         loop {
             let note = self.listener.recv().await.map_err(backend)?;
+            if note.channel() == COMMAND_WAKE_CHANNEL {
+                let ids: Option<Vec<DeviceId>> =
+                    note.payload().split(',').map(|s| s.parse().ok().map(DeviceId)).collect();
+                match ids {
+                    Some(ids) => return Ok(ClusterNote::Wake(ids)),
+                    None => {
+                        tracing::warn!(message = "Ignored a malformed command wake-up.");
+                        continue;
+                    }
+                }
+            }
             match parse_takeover(note.payload()) {
-                Some(t) if t.from == self.node => return Ok(t.devices),
+                Some(t) if t.from == self.node => return Ok(ClusterNote::TakenOver(t.devices)),
                 Some(_) => {}
                 None => tracing::warn!(message = "Ignored a malformed take-over notification."),
             }
