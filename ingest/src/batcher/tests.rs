@@ -757,19 +757,33 @@ fn without_an_alarm_engine_no_events_are_collected() {
 
 #[test]
 fn a_device_taken_over_by_another_node_is_forgotten_without_going_offline() {
+    // d1 connected elsewhere at 5 s: only d2 goes offline; d1 back here is a new session.
     check(
         "
         0s open d1
+          live d1 opened@0s seq=0
         0s open d2
+          live d2 opened@0s seq=0
         0s commit
+          commit b1: -d1/109@1ms, -d2/109@1ms
         0s ok b1
+          engine d1 online@1ms, d2 online@1ms
+          snapshots d1 online, d2 online
         5s taken d1
+          live d1 disconnected
         31s tick
+          live d2 offline
         31s commit
+          commit b2: a d2#0/109, +d2/109@31s
         31s ok b2
+          engine d2 offline@31s
+          snapshots d2 offline
         31s metrics
+          metrics online=0 offline=1 duplicates=0 store_errors=0 received heartbeat=0 status=0 resource=0 alarm=0 command_result=0
         40s open d1 mark=3
+          live d1 opened@40s seq=3
         40s commit
+          commit b3: -d1/109@40s
         ",
     );
 }
