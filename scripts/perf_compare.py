@@ -21,7 +21,13 @@ table, and everything as JSON to OUT.
 
 Environment: RUNS (3), TARGETS (fleetpulse,floor,mqtt), STEP_SECS (6), MEASURE_SECS (15),
 START_RATE (4000), COMMON_RATE (2000), MAX_RATE (128000), MAX_STEPS (7), P99_LIMIT_MS (100),
-SERVER_CORE (1), LOAD_CORE (0), NICE (-10), OUT (/tmp/fleetpulse-compare-<time>.json), FLEETPULSE_FSYNC (true).
+SERVER_CORE (1), LOAD_CORE (0), NICE (-10), OUT (/tmp/fleetpulse-compare-<time>.json), FLEETPULSE_FSYNC (true),
+FLEETPULSE_BIN (the server binary; default the release build), SERVER_PRELOAD (LD_PRELOAD for the
+fleetpulse server only, e.g. an allocator to try without a rebuild), SEARCH (1; 0 = no maximum-rate search, only the COMMON_RATE measurement: for before/after comparisons
+of one change, where the search's noise would swamp it).
+
+The load tester's own CPU per simulated message and RSS per simulated device are reported beside
+the server's (issue 14 item 5: the instrument must not be the bottleneck).
 """
 
 import json
@@ -52,6 +58,7 @@ MEASURE_SECS = env_int("MEASURE_SECS", 15)
 START_RATE = env_int("START_RATE", 4000)
 MAX_RATE = env_int("MAX_RATE", 128000)
 MAX_STEPS = env_int("MAX_STEPS", 7)
+SEARCH = env_int("SEARCH", 1)
 P99_LIMIT_US = env_int("P99_LIMIT_MS", 100) * 1000
 SERVER_CORE = ENV.get("SERVER_CORE", "1")
 # Both measured processes run at this nice value (the same for every target), so that other work
@@ -67,6 +74,20 @@ ADMIN = ("perf@localhost", "perf-password")
 
 def log(*args):
     print(*args, file=sys.stderr, flush=True)
+
+
+def measured(cmd, **kwargs):
+    """Starts a measured process in a session of its own and gives its autogroup the NICE value:
+    with the kernel's autogroup scheduling (sched_autogroup_enabled), nice orders only the processes
+    of one session, so a nice value alone does not take CPU time from other sessions' builds."""
+    proc = subprocess.Popen(cmd, start_new_session=True, **kwargs)
+    if NICE:
+        try:
+            with open(f"/proc/{proc.pid}/autogroup", "w") as f:
+                f.write(NICE)
+        except OSError:
+            pass
+    return proc
 
 
 def free_port(kind=socket.SOCK_STREAM):
@@ -114,7 +135,7 @@ class Sampler(threading.Thread):
         while not self.stop.is_set():
             try:
                 self.samples.append((time.monotonic(), proc_ticks(self.server_pid), proc_ticks(self.load_pid),
-                                     *machine_ticks(), proc_rss_kib(self.server_pid)))
+                                     *machine_ticks(), proc_rss_kib(self.server_pid), proc_rss_kib(self.load_pid)))
             except (FileNotFoundError, ProcessLookupError, IndexError):
                 pass
             time.sleep(0.2)
@@ -139,20 +160,22 @@ class Server:
         out = open(os.path.join(d, "out"), "w")
         if self.target == "fleetpulse":
             env = dict(ENV, FLEETPULSE_ADMIN_EMAIL=ADMIN[0], FLEETPULSE_ADMIN_PASSWORD=ADMIN[1], FLEETPULSE_LOG="warn")
-            args = [f"{BIN}/fleetpulse", "serve", "--data-dir", f"{d}/data", "--quic-addr", "127.0.0.1:0",
+            if ENV.get("SERVER_PRELOAD"):
+                env["LD_PRELOAD"] = ENV["SERVER_PRELOAD"]
+            args = [ENV.get("FLEETPULSE_BIN", f"{BIN}/fleetpulse"), "serve", "--data-dir", f"{d}/data", "--quic-addr", "127.0.0.1:0",
                     "--http-addr", "127.0.0.1:0"]
             if ENV.get("FLEETPULSE_FSYNC", "true") == "false":
                 with open(f"{d}/server.toml", "w") as f:
                     f.write("[store]\nfsync = false\n")
                 args += ["--config", f"{d}/server.toml"]
-            self.proc = subprocess.Popen(pin + args, stdout=out, stderr=subprocess.STDOUT, env=env)
+            self.proc = measured(pin + args, stdout=out, stderr=subprocess.STDOUT, env=env)
             line = self.wait_line(f"{d}/out", "fleetpulse listening")
             self.addr = line.split("quic=")[1].split()[0]
             self.api = "http://" + line.split("http=")[1].split()[0]
             self.ca = f"{d}/data/tls/ca.pem"
         elif self.target == "floor":
             args = [f"{BIN}/quic_floor", "--tls-dir", f"{d}/tls", "--addr", "127.0.0.1:0"]
-            self.proc = subprocess.Popen(pin + args, stdout=out, stderr=subprocess.STDOUT)
+            self.proc = measured(pin + args, stdout=out, stderr=subprocess.STDOUT)
             self.addr = self.wait_line(f"{d}/out", "quic_floor listening").split("quic=")[1].split()[0]
             self.ca = f"{d}/tls/ca.pem"
         elif self.target == "mqtt":
@@ -160,7 +183,7 @@ class Server:
             port = free_port()
             with open(f"{d}/mosquitto.conf", "a") as f:
                 f.write(f"listener {port} 127.0.0.1\ncertfile {d}/server.pem\nkeyfile {d}/server.key\n")
-            self.proc = subprocess.Popen(pin + [mosquitto_bin(), "-c", f"{d}/mosquitto.conf"], stdout=out,
+            self.proc = measured(pin + [mosquitto_bin(), "-c", f"{d}/mosquitto.conf"], stdout=out,
                                          stderr=subprocess.STDOUT)
             self.addr = f"127.0.0.1:{port}"
             deadline = time.monotonic() + 10
@@ -270,7 +293,7 @@ def load_step(server, devices, rate, burst, secs, measure=False):
     rss_before = proc_rss_kib(server.proc.pid)
     cmd = (["nice", "-n", NICE] if NICE else []) + ["taskset", "-c", LOAD_CORE] + server.load_command(devices, rate, burst, secs, report_path)
     started = time.monotonic()
-    lt = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(os.path.join(server.work, "lt.err"), "a"))
+    lt = measured(cmd, stdout=subprocess.DEVNULL, stderr=open(os.path.join(server.work, "lt.err"), "a"))
     sampler = Sampler(server.proc.pid, lt.pid)
     sampler.start()
     rc = lt.wait()
@@ -303,6 +326,8 @@ def load_step(server, devices, rate, burst, secs, measure=False):
         # Only meaningful on a fresh server: one that already served connections keeps memory.
         mid = sampler.at(started + warmup_s(devices) + secs / 2)
         out["rss_per_connection_kib"] = round((mid[5] - rss_before) / devices, 1)
+        # The load tester's whole RSS over its devices (an upper bound of what one costs it).
+        out["loadtester_rss_per_device_kib"] = round(mid[6] / devices, 1)
     if measure:
         # The window: from a second into the schedules (after the warm-up) to half a second
         # before the end of the sending phase.
@@ -316,10 +341,14 @@ def load_step(server, devices, rate, burst, secs, measure=False):
         cores = os.cpu_count() or 2
         msgs = rate * span
         out.update({
+            # A run whose server (or load tester) was starved by other processes falls far behind the
+            # offered rate; its CPU per offered message means nothing and it is left out of medians.
+            "valid": achieved >= 0.9 * rate,
             "window_s": round(span, 2),
             "server_cpu_us_per_msg": round(server_s * 1e6 / max(msgs, 1), 2),
             "server_core_use": round(server_s / span, 3),
             "loadtester_core_use": round(load_s / span, 3),
+            "loadtester_cpu_us_per_msg": round(load_s * 1e6 / max(msgs, 1), 2),
             # Busy time of both cores not spent in the server or the load tester, in cores.
             "other_load_cores": round(max(busy_s - server_s - load_s, 0) / span, 3),
             "machine_cores": cores,
@@ -364,8 +393,8 @@ def one_run(work, devices, burst):
         os.makedirs(d, exist_ok=True)
         server = Server(target, d).start()
         try:
-            best, steps = search(server, devices, burst)
-            entry = {"max_rate": best, "steps": steps, "rss_fresh_kib": steps[0].get("rss_per_connection_kib")}
+            best, steps = search(server, devices, burst) if SEARCH else (None, [])
+            entry = {"max_rate": best, "steps": steps, "rss_fresh_kib": steps[0].get("rss_per_connection_kib") if steps else None}
             if best:
                 at = int(best * 0.8)
                 m = load_step(server, devices, at, burst, MEASURE_SECS, measure=True)
@@ -374,6 +403,8 @@ def one_run(work, devices, burst):
                     f"p99 {m['latency_us']['p99'] / 1000 if 'latency_us' in m else '?'} ms, ok={m['ok']} {m['why']}")
             c = load_step(server, devices, COMMON_RATE, burst, MEASURE_SECS, measure=True)
             entry["at_common"] = c
+            if not steps:
+                entry["rss_fresh_kib"] = c.get("rss_per_connection_kib")
             log(f"  {target}: at {COMMON_RATE} msg/s: {c.get('server_cpu_us_per_msg')} µs/msg, ok={c['ok']} {c['why']}")
             results[target] = entry
         finally:
@@ -391,7 +422,7 @@ def summarize(runs):
     for target in TARGETS:
         per = [r[target] for r in runs if target in r]
         at = [p.get("at_80") or {} for p in per]
-        common = [p.get("at_common") or {} for p in per]
+        common = [c for c in (p.get("at_common") or {} for p in per) if c.get("valid", True)]
         rows[target] = {
             "max_rate": median([p["max_rate"] for p in per]),
             "cpu_us_per_msg": median([a.get("server_cpu_us_per_msg") for a in at]),
@@ -407,13 +438,18 @@ def summarize(runs):
             "common_p99_ms": median([a["latency_us"]["p99"] / 1000 for a in common if "latency_us" in a]),
             "common_missing": max([a.get("missing", 0) or 0 for a in common], default=None),
             "common_other_load_cores": median([a.get("other_load_cores") for a in common]),
+            "common_loadtester_cpu_us_per_msg": median([a.get("loadtester_cpu_us_per_msg") for a in common]),
+            "common_loadtester_rss_per_device_kib": median([a.get("loadtester_rss_per_device_kib") for a in common]),
+            "common_cpu_runs": [a.get("server_cpu_us_per_msg") for a in common],
         }
     ratios = []
     for r in runs:
         fp, fl = r.get("fleetpulse", {}), r.get("floor", {})
         a, b = (fp.get("at_80") or {}).get("server_cpu_us_per_msg"), (fl.get("at_80") or {}).get("server_cpu_us_per_msg")
-        ca = (fp.get("at_common") or {}).get("server_cpu_us_per_msg")
-        cb = (fl.get("at_common") or {}).get("server_cpu_us_per_msg")
+        fpc, flc = fp.get("at_common") or {}, fl.get("at_common") or {}
+        valid = fpc.get("valid", True) and flc.get("valid", True)
+        ca = fpc.get("server_cpu_us_per_msg") if valid else None
+        cb = flc.get("server_cpu_us_per_msg") if valid else None
         ratios.append({"cpu": a / b if a and b else None, "cpu_common": ca / cb if ca and cb else None,
                        "max_rate": fp.get("max_rate") / fl.get("max_rate") if fp.get("max_rate") and fl.get("max_rate") else None})
     summary = {"rows": rows, "fleetpulse_over_floor_cpu": median([x["cpu"] for x in ratios]),
@@ -433,11 +469,13 @@ def table(summary, devices, burst):
                      f"{f(r['rss_per_conn_kib'])} | {f(r['server_core_use'], '{:.2f}')} | {f(r['loadtester_core_use'], '{:.2f}')} | "
                      f"{f(r['other_load_cores'], '{:.2f}')} | {r['all_ok']} |")
     lines += ["", f"All at {COMMON_RATE} msg/s:", "",
-              "| target | server CPU µs/msg | ack p50 / p99 ms | missing | other load (cores) |",
-              "| --- | --- | --- | --- | --- |"]
+              "| target | server CPU µs/msg (runs) | ack p50 / p99 ms | missing | other load (cores) | load tester CPU µs/msg | load tester RSS KiB/device |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
     for t, r in summary["rows"].items():
-        lines.append(f"| {t} | {f(r['common_cpu_us_per_msg'])} | {f(r['common_p50_ms'])} / {f(r['common_p99_ms'])} | "
-                     f"{r['common_missing']} | {f(r['common_other_load_cores'], '{:.2f}')} |")
+        runs = ", ".join(f(v) for v in r["common_cpu_runs"])
+        lines.append(f"| {t} | {f(r['common_cpu_us_per_msg'])} ({runs}) | {f(r['common_p50_ms'])} / {f(r['common_p99_ms'])} | "
+                     f"{r['common_missing']} | {f(r['common_other_load_cores'], '{:.2f}')} | "
+                     f"{f(r['common_loadtester_cpu_us_per_msg'])} | {f(r['common_loadtester_rss_per_device_kib'])} |")
     lines.append("")
     lines.append(f"fleetpulse / floor at {COMMON_RATE} msg/s: CPU per message "
                  f"{f(summary['fleetpulse_over_floor_cpu_common'], '{:.2f}')}×")

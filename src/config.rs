@@ -249,6 +249,26 @@ pub struct IngestFile {
     pub enterprise_rate: Option<NonZeroU32>,
     /// Burst per enterprise.
     pub enterprise_burst: Option<NonZeroU32>,
+    /// TCP address of HTTPS ingest (ING-10, `POST /ingest/v1/...`); none: not served.
+    pub https_listen: Option<std::net::SocketAddr>,
+    /// Largest HTTPS ingest request body, bytes (default 4 MiB).
+    pub https_max_body_bytes: Option<usize>,
+    /// `[[ingest.relays]]`: relays allowed to carry the devices of one enterprise over HTTPS
+    /// ingest (ING-9).
+    #[serde(default)]
+    pub relays: Vec<RelayFile>,
+}
+
+/// One `[[ingest.relays]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelayFile {
+    /// For logs.
+    pub name: String,
+    /// The relay's own credential (`fleetpulse relay --credential`), at least 16 characters.
+    pub credential: String,
+    /// The one enterprise whose devices the relay may carry.
+    pub enterprise_id: u64,
 }
 
 /// `[store]`.

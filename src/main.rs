@@ -53,9 +53,43 @@ enum Command {
     /// Creates the platform admin if none exists (email and password from FLEETPULSE_ADMIN_EMAIL
     /// and FLEETPULSE_ADMIN_PASSWORD; a password is generated and printed if none is given).
     CreateAdmin(ServeArgs),
+    /// Runs a relay (ING-9): accepts devices over QUIC at a site and carries them upstream over
+    /// one HTTP/2 connection to the server's HTTPS ingest (docs/ingest/relay.md).
+    Relay(RelayArgs),
     /// A command-line client of the management API (login, devices, alarms, strategies, the
     /// operation log); exit codes in docs/api/ctl.md.
     Ctl(ctl::CtlArgs),
+}
+
+#[derive(Debug, Args)]
+struct RelayArgs {
+    /// The server's HTTPS ingest address (`[ingest] https_listen`).
+    #[arg(long, env = "FLEETPULSE_RELAY_UPSTREAM")]
+    upstream: SocketAddr,
+    /// The TLS name of the server's certificate.
+    #[arg(long, default_value = "localhost")]
+    upstream_name: String,
+    /// PEM CA certificate the server's certificate is verified with.
+    #[arg(long, env = "FLEETPULSE_RELAY_UPSTREAM_CA")]
+    upstream_ca: PathBuf,
+    /// UDP address devices connect to.
+    #[arg(long, default_value = "0.0.0.0:4433")]
+    listen: SocketAddr,
+    /// The relay's own credential (the server's `[[ingest.relays]]` grants it one enterprise).
+    #[arg(long, env = "FLEETPULSE_RELAY_CREDENTIAL", hide_env_values = true)]
+    credential: String,
+    /// PEM certificate chain shown to devices.
+    #[arg(long)]
+    cert: PathBuf,
+    /// PEM private key of --cert.
+    #[arg(long)]
+    key: PathBuf,
+    /// Frames buffered per device before the relay stops reading it.
+    #[arg(long, default_value_t = 1024)]
+    device_queue: usize,
+    /// Folder for the relay's endpoint keys (kept across restarts).
+    #[arg(long, env = "FLEETPULSE_RELAY_STATE_DIR", default_value = "fleetpulse-relay-state")]
+    state_dir: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -75,6 +109,9 @@ struct ServeArgs {
     /// TCP address of the HTTPS firmware download server (`[firmware] https_listen`).
     #[arg(long, env = "FLEETPULSE_FIRMWARE_ADDR")]
     firmware_addr: Option<SocketAddr>,
+    /// TCP address of HTTPS ingest (`[ingest] https_listen`).
+    #[arg(long, env = "FLEETPULSE_INGEST_HTTPS_ADDR")]
+    ingest_https_addr: Option<SocketAddr>,
     /// Store backend: `embedded` (default) or `clickhouse` (with PostgreSQL for entities).
     #[arg(long, env = "FLEETPULSE_STORE", value_enum)]
     store: Option<StoreBackend>,
@@ -118,6 +155,7 @@ fn resolve(args: ServeArgs, defaults: (&str, &str, &str)) -> anyhow::Result<Sett
     file.store.postgres_url = args.postgres_url.or(file.store.postgres_url.take());
     file.firmware.https_listen = args.firmware_addr.or(file.firmware.https_listen);
     file.cluster.node_id = args.node_id.or(file.cluster.node_id.take());
+    file.ingest.https_listen = args.ingest_https_addr.or(file.ingest.https_listen);
     file.firmware.limits()?;
     let parse = |s: &str| s.parse::<SocketAddr>().context("default address");
     Ok(Settings {
@@ -142,6 +180,11 @@ fn init_tracing() {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
+/// mimalloc instead of glibc's malloc: the ingest path allocates per read (decoded frames, acks,
+/// batches) on one thread and frees on another; measured in `docs/PERFORMANCE.md` (issue 14).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let cli = match cli.command {
@@ -160,6 +203,7 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             }
             Command::Demo { serve, devices } => demo(serve, devices).await,
+            Command::Relay(args) => relay(args).await,
             Command::Migrate(args) => {
                 let settings = resolve(args, ("fleetpulse-data", "0.0.0.0:4433", "127.0.0.1:8080"))?;
                 open_store(&settings).await?;
@@ -181,6 +225,27 @@ fn main() -> anyhow::Result<()> {
             }
         }
     })
+}
+
+/// `fleetpulse relay`: runs until SIGTERM or Ctrl-C.
+async fn relay(args: RelayArgs) -> anyhow::Result<()> {
+    use fleetpulse_ingest::relay::{Relay, RelayConfig};
+    let mut config = RelayConfig::new(
+        args.listen,
+        args.upstream,
+        args.upstream_ca,
+        args.credential,
+        TlsSource::Files { cert: args.cert, key: args.key },
+        args.state_dir,
+    );
+    config.upstream_name = args.upstream_name;
+    config.device_queue = args.device_queue.clamp(1, 65_536);
+    let relay = Relay::start(config).await.context("starting the relay")?;
+    // One parseable line: tests and scripts read the bound address from it.
+    println!("fleetpulse relay listening quic={}", relay.local_addr());
+    shutdown_signal().await;
+    relay.shutdown(Duration::from_secs(5)).await;
+    Ok(())
 }
 
 async fn bootstrap(store: &Store, email: Option<String>) -> anyhow::Result<()> {
@@ -382,6 +447,22 @@ impl Server {
         if let Some(v) = i.max_connections {
             ingest_config.max_connections = v;
         }
+        ingest_config.https_addr = i.https_listen;
+        for r in &i.relays {
+            anyhow::ensure!(
+                r.credential.len() >= 16,
+                "[[ingest.relays]] {}: the credential needs 16 characters",
+                r.name
+            );
+            ingest_config.relays.push(fleetpulse_ingest::https::RelayGrant {
+                name: r.name.clone(),
+                credential: r.credential.clone(),
+                enterprise: fleetpulse_proto::EnterpriseId(r.enterprise_id),
+            });
+        }
+        if let Some(v) = i.https_max_body_bytes {
+            ingest_config.https_max_body_bytes = v.clamp(1024, 64 << 20);
+        }
         let l = &mut ingest_config.limits;
         l.device_per_s = i.device_rate.unwrap_or(l.device_per_s);
         l.device_burst = i.device_burst.unwrap_or(l.device_burst);
@@ -544,6 +625,9 @@ impl Server {
         println!("fleetpulse listening quic={quic_addr} http={http_addr} data_dir={}", data_dir.display());
         if let Some(addr) = firmware.addr {
             println!("fleetpulse firmware downloads https={addr}");
+        }
+        if let Some(addr) = ingest.https_addr() {
+            println!("fleetpulse ingest https={addr}");
         }
         Ok(Server {
             ingest,

@@ -926,3 +926,173 @@ async fn device_groups_in_the_browser() {
     b.quit().await;
     drop(fleet);
 }
+
+/// Sets the value of the input matching `css` to a UTC date `days` from today (date inputs take
+/// typed text by the browser's locale; the value is what the form reads).
+async fn set_date(b: &Browser, css: &str, days: i64) -> String {
+    let date = b
+        .execute(
+            "const d = new Date(Date.now() + arguments[1] * 86400000).toISOString().slice(0, 10);
+             document.querySelector(arguments[0]).value = d; return d;",
+            json!([css, days]),
+        )
+        .await;
+    date.as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_are_placed_cancelled_and_stated_in_the_browser() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), None, "");
+    let api = Api::login(&server.api()).await;
+    let (acme, _) = api.enterprise("Acme").await;
+
+    let b = Browser::start().await;
+    sign_in(&b, &server, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    b.wait_path("/dashboard").await;
+    b.goto(&format!("{}/orders", server.api())).await;
+    b.wait_text("#orders-list", "No orders yet.").await;
+    // A date in the past: the API's reason in place, nothing placed.
+    b.type_into("#order-form input[name=enterprise_id]", &acme.to_string()).await;
+    b.type_into("#order-form input[name=max_devices]", "25").await;
+    set_date(&b, "#order-form input[name=effective_date]", -2).await;
+    b.click_on("#order-form button[type=submit]").await;
+    b.wait_text("#order-notice", "in the past").await;
+    // Tomorrow: placed and pending; then one effective today.
+    let tomorrow = set_date(&b, "#order-form input[name=effective_date]", 1).await;
+    b.click_on("#order-form button[type=submit]").await;
+    b.wait_text("#order-notice", "placed (pending)").await;
+    b.wait_text("#orders-list", &tomorrow).await;
+    set_date(&b, "#order-form input[name=effective_date]", 0).await;
+    b.click_on("#order-form button[type=submit]").await;
+    b.wait_text("#order-notice", "placed (active)").await;
+    b.screenshot(&shot("24-orders")).await;
+    // Only the pending order has a Cancel button; cancelling it is shown and listed.
+    let buttons = b.execute("return document.querySelectorAll('button.cancel-order').length;", json!([])).await;
+    assert_eq!(buttons, json!(1));
+    b.click_on("button.cancel-order").await;
+    b.wait_text("#orders-notice", "cancelled").await;
+    b.wait_text("#orders-list", "cancelled").await;
+    let orders = api.get(&format!("/api/v1/orders?enterprise_id={acme}")).await;
+    let statuses: Vec<&str> =
+        orders["items"].as_array().unwrap().iter().map(|o| o["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["active", "cancelled"], "{orders}");
+    // The statement: totals of both orders, and its export with the totals line.
+    b.goto(&format!("{}/statements", server.api())).await;
+    b.wait_text("#statement-totals", "2 orders, 50 devices, 600 device-months").await;
+    b.screenshot(&shot("25-statements")).await;
+    capture_downloads(&b).await;
+    b.click_on("#export-statement").await;
+    let csv = downloaded(&b, 0).await;
+    assert!(csv.starts_with("order_id,order_time,enterprise_id,enterprise,"), "{csv}");
+    assert!(csv.lines().last().unwrap().starts_with("totals,2 orders,"), "{csv}");
+    assert_clean(&b).await;
+    b.quit().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn profiles_are_deployed_in_the_browser_and_a_device_shows_its_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), None, "");
+    let api = Api::login(&server.api()).await;
+    let (acme, _) = api.enterprise("Acme").await;
+    let device = api
+        .post(
+            "/api/v1/devices",
+            json!({"enterprise_id": acme, "mac": "001565000c01", "model": "T54W", "name": "Reception"}),
+        )
+        .await;
+    let device_id = device["id"].as_u64().unwrap();
+
+    let b = Browser::start().await;
+    sign_in(&b, &server, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    b.wait_path("/dashboard").await;
+    b.click_on("#sidebar a[href='/profiles']").await;
+    choose(&b, "#profile-enterprise", &acme.to_string()).await;
+    b.wait_text("#profile-list", "No profiles yet").await;
+    // Two profiles; a bad key gets the API's message in place.
+    b.type_into("#create-profile input[name=name]", "Base").await;
+    b.type_into("#create-profile textarea[name=parameters]", "call.autoAnswer.SIP=0\nbad key=1").await;
+    b.click_on("#create-profile button[type=submit]").await;
+    b.wait_text("#profile-errors", "bad key").await;
+    b.execute(
+        "document.querySelector('#create-profile textarea[name=parameters]').value = arguments[0];",
+        json!(["call.autoAnswer.SIP=0\nphone.label=${name}"]),
+    )
+    .await;
+    b.click_on("#create-profile button[type=submit]").await;
+    b.wait_text("#profile-notice", "Profile “Base” created").await;
+    b.type_into("#create-profile input[name=name]", "Front desk").await;
+    b.type_into("#create-profile textarea[name=parameters]", "call.autoAnswer.SIP=1").await;
+    b.click_on("#create-profile button[type=submit]").await;
+    b.wait_text("#profile-notice", "Profile “Front desk” created").await;
+    let profiles = api.get(&format!("/api/v1/profiles?enterprise_id={acme}")).await;
+    let id_of = |name: &str| {
+        profiles["items"].as_array().unwrap().iter().find(|p| p["settings"]["name"] == name).unwrap()["id"]
+            .as_u64()
+            .unwrap()
+    };
+    let (base, desk) = (id_of("Base"), id_of("Front desk"));
+
+    // Deploy Base globally, Front desk to the T54W model.
+    b.wait_text("#deployments", "Nothing is deployed yet").await;
+    choose(&b, "#deployment-editor select[name=add_group]", &base.to_string()).await;
+    b.click_on("#deployment-editor-save").await;
+    b.wait_text("#deployments", "Every device").await;
+    choose(&b, "#deploy-container", "model").await;
+    b.execute(
+        "const m = document.querySelector('#deploy-member'); m.value = 'T54W';
+         m.dispatchEvent(new Event('change', {bubbles: true}));",
+        json!([]),
+    )
+    .await;
+    choose(&b, "#deployment-editor select[name=add_group]", &desk.to_string()).await;
+    b.click_on("#deployment-editor-save").await;
+    b.wait_text("#deployments", "T54W").await;
+    b.screenshot(&shot("23-profiles")).await;
+    let deployments = api.get(&format!("/api/v1/profile-deployments?enterprise_id={acme}")).await;
+    let targets: Vec<(Value, Value)> =
+        deployments["items"].as_array().unwrap().iter().map(|d| (d["target"].clone(), d["profiles"].clone())).collect();
+    assert!(targets.contains(&(json!({"container": "global"}), json!([base]))), "{deployments}");
+    assert!(targets.contains(&(json!({"container": "model", "model": "T54W"}), json!([desk]))), "{deployments}");
+
+    // Copy; deleting a deployed profile says where it is deployed.
+    b.execute("window.prompt = () => 'Base copy'; window.confirm = () => true;", json!([])).await;
+    b.click_on(&format!("button[data-copy='{base}']")).await;
+    b.wait_text("#profile-list", "Base copy").await;
+    b.click_on(&format!("button[data-delete='{desk}']")).await;
+    b.wait_text("#profile-notice", "is deployed to").await;
+    // Edit Base on its own page.
+    b.click_on(&format!("#profile-list a[href='/profiles/{base}']")).await;
+    b.wait_text("h1", "Base").await;
+    b.execute(
+        "document.querySelector('#edit-profile textarea[name=parameters]').value = arguments[0];",
+        json!(["call.autoAnswer.SIP=0\nphone.label=${name}\nlines.1.label=${mac_address}"]),
+    )
+    .await;
+    b.click_on("#edit-profile button[type=submit]").await;
+    b.wait_text("#profile-notice", "Saved “Base”").await;
+    assert_eq!(
+        api.get(&format!("/api/v1/profiles/{base}")).await["settings"]["parameters"].as_object().unwrap().len(),
+        3
+    );
+
+    // The device's Configuration tab: every key with its profile and container; Push now.
+    b.goto(&format!("{}/devices/{device_id}", server.api())).await;
+    b.wait_text("#device-status", "T54W").await;
+    b.click_on("#tab-6").await;
+    b.wait_text("#device-configuration", "lines.1.label").await;
+    let text = b.wait_text("#device-configuration", "001565000c01").await;
+    assert!(text.contains("Front desk") && text.contains("Model") && text.contains("Global"), "{text}");
+    b.wait_text("#last-provision", "Never provisioned").await;
+    b.click_on("#push-now").await;
+    b.wait_text("#push-result", "Queued 1 command(s): 3 key(s) set, 0 removed").await;
+    b.wait_text("#last-provision", "pending").await;
+    b.screenshot(&shot("24-device-configuration")).await;
+    let commands = api.get(&format!("/api/v1/devices/{device_id}/commands")).await;
+    assert_eq!(commands["items"][0]["kind"], "apply_config", "{commands}");
+    assert_eq!(commands["items"][0]["args"]["changes"]["call.autoAnswer.SIP"], "1", "{commands}");
+    b.console_log().await; // the refused delete is an expected 409
+    assert_eq!(b.execute("return window.__errors;", json!([])).await, json!([]));
+    b.quit().await;
+}

@@ -2,6 +2,9 @@
 //! numbers: import of 10,000 rows ≤ 2 s and of 100,000 rows ≤ 15 s; export of 100,000 devices
 //! ≥ 50,000 rows/s). A measured run, not criterion: each import is a one-off (a second run
 //! would update instead of add). Prints the times; the export runs five times, with the median.
+//! Then, in the same enterprise of 110,000 devices: a site CSV import of 2,000 rows (PRV-1; the
+//! enterprise's devices re-matched once per chunk of rows) and the one-enterprise dashboard
+//! with its counts by site and by group (DEV-2), five times each.
 //! `cargo bench -p fleetpulse-admin-api --bench device_import`
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -116,6 +119,60 @@ fn main() {
                 rows as f64 / took.as_secs_f64()
             );
         }
+
+        // A site CSV import of 2,000 rows: 1,998 new sites (nine of ten under a parent named by
+        // an earlier row) and two overwrites (Intranet and the first new site): the limit.
+        let mut sites = b"site_name,subnets,parent_name,location_name\n".to_vec();
+        for i in 0..1_998u32 {
+            let parent = if i % 10 == 0 { String::new() } else { format!("site-{}", i - i % 10) };
+            sites.extend(
+                format!("site-{i},20.{}.{}.0/24>10.{}.0.0/16,{parent},Floor {}\n", i / 256, i % 256, i % 200, i % 7)
+                    .as_bytes(),
+            );
+        }
+        sites.extend(b"Intranet,192.168.0.0/16,,\nsite-0,21.0.0.0/16,,Moved\n");
+        let started = Instant::now();
+        let cpu = cpu_seconds();
+        let req = Request::post(format!("/api/v1/sites/import?enterprise_id={}", e.0))
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .body(Body::from(sites))
+            .unwrap();
+        let res = app.clone().oneshot(req).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let report: serde_json::Value =
+            serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes()).unwrap();
+        let (took, cpu) = (started.elapsed(), cpu_seconds() - cpu);
+        assert_eq!((report["created"].as_u64(), report["updated"].as_u64()), (Some(1_998), Some(2)), "{report}");
+        println!(
+            "site import of 2,000 rows into an enterprise of 110,000 devices: {:.2} s ({:.0} rows/s), {cpu:.2} CPU s",
+            took.as_secs_f64(),
+            2_000.0 / took.as_secs_f64()
+        );
+
+        // The one-enterprise dashboard (by site over 2,000 sites, by group over 220,000
+        // memberships), five times.
+        let mut times = Vec::new();
+        for _ in 0..5 {
+            let started = Instant::now();
+            let req = Request::get(format!("/api/v1/dashboard?enterprise_id={}", e.0))
+                .header(header::AUTHORIZATION, format!("Bearer {token}"))
+                .body(Body::empty())
+                .unwrap();
+            let res = app.clone().oneshot(req).await.unwrap();
+            assert_eq!(res.status(), StatusCode::OK);
+            let body: serde_json::Value =
+                serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes()).unwrap();
+            times.push(started.elapsed().as_secs_f64());
+            assert_eq!(body["total"], 110_000, "{body}");
+            assert!(body["by_group"].as_array().is_some_and(|g| g.len() == 2), "{body}");
+        }
+        times.sort_by(f64::total_cmp);
+        println!(
+            "dashboard of one enterprise of 110,000 devices (by site, by group): median {:.1} ms (runs {:.1} to {:.1} ms)",
+            times[2] * 1e3,
+            times[0] * 1e3,
+            times[4] * 1e3
+        );
 
         // The export five times: each run and the median.
         let (mut rates, mut cpu_rates) = (Vec::new(), Vec::new());

@@ -17,6 +17,8 @@ import * as subAccounts from "./page-sub-accounts.js";
 import * as sites from "./page-sites.js";
 import * as firmware from "./page-firmware.js";
 import * as groups from "./page-groups.js";
+import * as orders from "./page-orders.js";
+import * as profiles from "./page-profiles.js";
 
 // Uncaught errors, for people (the console) and for the browser tests (window.__errors).
 window.__errors = [];
@@ -40,6 +42,8 @@ const ROUTES = [
   [/^\/firmware$/, firmware.render, "devices"],
   [/^\/groups$/, groups.renderList, "devices"],
   [/^\/groups\/(\d+)$/, groups.renderDetail, "devices"],
+  [/^\/profiles$/, profiles.renderList, "devices"],
+  [/^\/profiles\/(\d+)$/, profiles.renderDetail, "devices"],
   [/^\/strategies$/, strategies.renderList, "strategies"],
   [/^\/strategies\/new$/, strategies.renderEdit, "strategies"],
   [/^\/strategies\/(\d+)$/, strategies.renderEdit, "strategies"],
@@ -51,6 +55,8 @@ const ROUTES = [
   [/^\/channels\/(\d+)$/, tenants.renderChannel, "channels"],
   [/^\/account$/, account.render, null],
   [/^\/operation-log$/, oplog.render, "operation_log"],
+  [/^\/orders$/, orders.renderOrders, "orders"],
+  [/^\/statements$/, orders.renderStatements, "orders"],
 ];
 
 const NAV = [
@@ -60,11 +66,14 @@ const NAV = [
   ["/tasks", "Scheduled tasks", "devices"],
   ["/sites", "Sites", "devices"],
   ["/firmware", "Firmware", "devices"],
+  ["/profiles", "Configuration profiles", "devices"],
   ["/alarms", "Alarms", "alarms"],
   ["/strategies", "Alarm strategies", "strategies"],
   ["/tenants", "Tenants", null],
   ["/sub-accounts", "Sub-accounts", "full-account"],
   ["/operation-log", "Operation log", "operation_log"],
+  ["/orders", "Orders", "orders"],
+  ["/statements", "Statements", "orders"],
   ["/account", "Account settings", null],
 ];
 
@@ -164,7 +173,9 @@ async function route() {
       return focusMain();
     }
     markNav();
-    state.cleanup = page(main, { id: m[1], query, session: state.session, navigate, signedIn, signOut }) || null;
+    // A page answers its cleanup function, or nothing (whatever else it returns is ignored).
+    const cleanup = page(main, { id: m[1], query, session: state.session, navigate, signedIn, signOut });
+    state.cleanup = typeof cleanup === "function" ? cleanup : null;
     return focusMain();
   }
   mount(main, h("h1", {}, "Page not found"), h("p", {}, "There is no console page at this address."), h("a", { href: "/dashboard", "data-link": "" }, "Go to the dashboard"));

@@ -32,7 +32,12 @@ export function render(main, ctx) {
         h("div", { class: "grid" },
           h("div", { class: "tile", id: "tile-online" }, h("div", { class: "label" }, "Devices online"), h("div", { class: "big" }, `${d.online.toLocaleString()} / ${d.total.toLocaleString()}`),
             h("div", { class: "bar" }, h("span", { class: widthClass(d.online, d.total) }))),
-          h("div", { class: "tile" }, h("div", { class: "label" }, "Offline"), h("div", { class: "big" }, (d.total - d.online).toLocaleString()), link("/devices?online=false", "Show offline devices"))),
+          h("div", { class: "tile" }, h("div", { class: "label" }, "Offline"), h("div", { class: "big" }, (d.total - d.online).toLocaleString()), link("/devices?online=false", "Show offline devices")),
+          d.licences && d.licences.metered
+            ? h("div", { class: "tile", id: "tile-licences" }, h("div", { class: "label" }, "Licensed devices"),
+              h("div", { class: "big" }, `${d.licences.licensed.toLocaleString()} / ${d.licences.allowance.toLocaleString()}`),
+              d.licences.unlicensed ? link("/devices" + qs({ licence: "unlicensed", enterprise_id: enterprise }), `${d.licences.unlicensed.toLocaleString()} unlicensed`) : h("span", { class: "muted" }, "none unlicensed"))
+            : null),
         h("h2", {}, "By type"), table(row(), d.by_type.map((t) => ({ ...t, key: t.key.replace(/_/g, " ") })), "No devices.", "Devices by type"),
         h("h2", {}, "By model"), table(row(), d.by_model, "No devices.", "Devices by model"),
         d.models_truncated ? h("p", { class: "muted" }, "Only the most common models are listed.") : null,

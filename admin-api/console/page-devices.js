@@ -9,10 +9,11 @@ import { bulkForm, commandsPanel } from "./page-commands.js";
 import { bulkEditForm, exportCsv, managePanel } from "./page-inventory.js";
 import { deviceUpgrade } from "./page-firmware.js";
 import { groupsPanel } from "./page-groups.js";
+import { configurationPanel } from "./page-profiles.js";
 import { badge, busy, checkbox, emptyState, errorBox, field, fmtDuration, fmtTime, formValues, h, link, loading, mount, okBox, select, table } from "./ui.js";
 
 const PAGE = 50;
-const FILTERS = ["q", "group", "online", "device_type", "sip_status", "model", "firmware", "public_ip", "private_ip", "site_id", "enterprise_id", "sort", "order"];
+const FILTERS = ["q", "group", "online", "device_type", "sip_status", "licence", "model", "firmware", "public_ip", "private_ip", "site_id", "enterprise_id", "sort", "order"];
 const COLUMNS = {
   mac: ["MAC", (d) => link(`/devices/${d.id}`, d.mac || `#${d.id}`)],
   model: ["Model", (d) => d.model],
@@ -58,6 +59,7 @@ export function renderList(main, ctx) {
       field("Status", select("online", [["", "Any"], ["true", "Online"], ["false", "Offline"]], filters.online)),
       field("Type", select("device_type", [["", "Any"], ["phone", "Phone"], ["usb", "USB"], ["room_system", "Room system"], ["workspace", "Workspace"], ["other", "Other"]], filters.device_type)),
       field("SIP", select("sip_status", [["", "Any"], ["registered", "Registered"], ["partial", "Partial"], ["unregistered", "Unregistered"], ["unknown", "Unknown"]], filters.sip_status)),
+      field("Licence", select("licence", [["", "Any"], ["licensed", "Licensed"], ["unlicensed", "Unlicensed"], ["unknown", "Unknown"]], filters.licence)),
       text("model", "Model", "text"), text("firmware", "Firmware", "text"), text("public_ip", "Public IP", "text"), text("private_ip", "Private IP", "text"),
       text("site_id", "Site id (and sites below it)", "number"),
       ctx.session.enterprise_id ? null : text("enterprise_id", "Enterprise id", "number"),
@@ -184,7 +186,7 @@ export function renderList(main, ctx) {
 export function renderDetail(main, ctx) {
   const id = ctx.id;
   mount(main, h("h1", {}, `Device #${id}`), loading());
-  const tabs = ["Status", "Resources", "Alarms", "Commands & diagnostics", "Manage", "Groups"];
+  const tabs = ["Status", "Resources", "Alarms", "Commands & diagnostics", "Manage", "Groups", "Configuration"];
 
   async function load() {
     let d;
@@ -213,7 +215,7 @@ export function renderDetail(main, ctx) {
       buttons.forEach((b, j) => { b.setAttribute("aria-selected", String(i === j)); b.tabIndex = i === j ? 0 : -1; panels[j].hidden = i !== j; });
       if (loaded.has(i)) return;
       loaded.add(i);
-      [statusPanel, resourcesPanel, alarmsPanel, commandsPanel, managePanel, groupsPanel][i](panels[i], d);
+      [statusPanel, resourcesPanel, alarmsPanel, commandsPanel, managePanel, groupsPanel, configurationPanel][i](panels[i], d);
     }
     mount(main, h("h1", {}, d.name || d.mac || `Device #${id}`), h("p", {}, link("/devices", "← Devices")), tablist, Object.values(panels));
     show(0);

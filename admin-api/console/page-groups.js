@@ -9,7 +9,7 @@ import { badge, busy, emptyState, errorBox, field, formValues, h, link, loading,
 const PAGE = 50;
 
 /** An ordered list editor: rows with up / down / remove, a select to add, and a save button. */
-function orderedEditor(slot, { id, current, choices, save, label }) {
+export function orderedEditor(slot, { id, current, choices, save, label, addLabel }) {
   let list = current.map((g) => ({ id: g.id, name: g.name }));
   const errors = h("div");
   function draw() {
@@ -20,7 +20,7 @@ function orderedEditor(slot, { id, current, choices, save, label }) {
       h("button", { type: "button", class: "down", "aria-label": `Move ${g.name} down`, disabled: i === list.length - 1, onclick: () => move(i, 1) }, "↓"),
       h("button", { type: "button", class: "remove", "aria-label": `Remove ${g.name}`, onclick: () => { list.splice(i, 1); draw(); } }, "×")));
     const left = choices.filter((c) => !list.some((g) => g.id === c.id));
-    const add = select("add_group", [["", "Add a group…"], ...left.map((c) => [c.id, c.name])], "");
+    const add = select("add_group", [["", addLabel || "Add a group…"], ...left.map((c) => [c.id, c.name])], "");
     add.addEventListener("change", () => {
       const c = left.find((g) => String(g.id) === add.value);
       if (c) { list.push({ id: c.id, name: c.name }); draw(); }

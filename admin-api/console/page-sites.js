@@ -110,7 +110,10 @@ export function renderList(main, ctx) {
   const picker = h("div");
   mount(main, h("h1", {}, "Sites"), picker, notice, slot);
   if (!ctx.session.enterprise_id) enterprisePicker(ctx, enterprise).then((p) => mount(picker, p));
-  if (!enterprise) return mount(slot, h("p", { class: "muted" }, "Choose the enterprise whose sites to manage."));
+  if (!enterprise) {
+    mount(slot, h("p", { class: "muted" }, "Choose the enterprise whose sites to manage."));
+    return;
+  }
 
   async function load() {
     mount(slot, loading());

@@ -14,6 +14,7 @@ const FEATURES = [
   ["channels", "Channels"],
   ["accounts", "Accounts"],
   ["operation_log", "Operation log"],
+  ["orders", "Orders and statements"],
 ];
 
 /** Ids typed as "3, 7 12" → [3, 7, 12]; anything else is refused with its text. */

@@ -22,7 +22,7 @@ fn outbox_enterprise(account: &Account) -> EnterpriseId {
 
 /// The idempotency key of an account email: 32 hex digits of SHA-256 over a domain separator,
 /// the email's kind and what it is about.
-fn email_key(kind: &str, about: &[u8]) -> String {
+pub(crate) fn email_key(kind: &str, about: &[u8]) -> String {
     let mut h = Sha256::new();
     h.update(b"fleetpulse/account-email/v1\0");
     h.update(kind.as_bytes());

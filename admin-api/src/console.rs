@@ -45,6 +45,8 @@ const SOURCES: &[(&str, &str)] = &[
     ("page-inventory.js", include_str!("../console/page-inventory.js")),
     ("page-firmware.js", include_str!("../console/page-firmware.js")),
     ("page-groups.js", include_str!("../console/page-groups.js")),
+    ("page-orders.js", include_str!("../console/page-orders.js")),
+    ("page-profiles.js", include_str!("../console/page-profiles.js")),
     ("page-devices.js", include_str!("../console/page-devices.js")),
     ("page-tasks.js", include_str!("../console/page-tasks.js")),
     ("page-sites.js", include_str!("../console/page-sites.js")),
@@ -73,6 +75,7 @@ const ROUTES: &[&str] = &[
     "tasks",
     "sites",
     "firmware",
+    "profiles",
     "alarms",
     "strategies",
     "tenants",
@@ -81,6 +84,8 @@ const ROUTES: &[&str] = &[
     "device-imports",
     "sub-accounts",
     "channels",
+    "orders",
+    "statements",
 ];
 
 /// One embedded asset, under its hashed name.

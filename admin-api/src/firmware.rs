@@ -60,6 +60,7 @@ pub async fn upgrade_device_at(
             ApiError::LimitExceeded(refusal.to_string())
         }
         CommandRefusal::UnknownDevice => ApiError::NotFound("device"),
+        CommandRefusal::Unlicensed => ApiError::Conflict(refusal.to_string()),
         other => ApiError::Internal(format!("an upgrade command was refused: {other}")),
     })?;
     state.downlink.wake([device.id]);

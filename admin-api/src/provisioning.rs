@@ -16,8 +16,8 @@ use fleetpulse_proto::commands::{MAX_CONFIG_CHANGES, validate_internal_command};
 use fleetpulse_proto::{AccountId, CommandId, DeviceId, EnterpriseId, GroupId, SiteId, UnixMillis};
 use fleetpulse_store::resolve::{DeviceFacts, ProfileSet, ResolvedConfiguration};
 use fleetpulse_store::{
-    Command, CommandState, Device, DevicePageRequest, DeviceQuery, EntityStore, MAX_COMMAND_ARGS, NewCommand,
-    ProvisionPush, ProvisionRecord, ProvisionResult, StoreError, value_hash,
+    Command, CommandState, DeploymentTarget, Device, DevicePageRequest, DeviceQuery, EntityStore, MAX_COMMAND_ARGS,
+    NewCommand, ProvisionPush, ProvisionRecord, ProvisionResult, StoreError, value_hash,
 };
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -71,6 +71,25 @@ pub(crate) async fn profile_set(store: &dyn EntityStore, enterprise: EnterpriseI
     let profiles = store.list_profiles(enterprise).await?;
     let deployments = store.list_deployments(enterprise).await?;
     Ok(ProfileSet::new(&profiles, &deployments))
+}
+
+/// Refuses (409) to delete a container target while profiles are deployed to it (PRV-3): its
+/// devices' configuration would otherwise change without anyone saying so. `what` names the
+/// target in the message ("site HQ", "group Sales").
+pub(crate) async fn refuse_while_deployed(
+    store: &dyn EntityStore,
+    enterprise: EnterpriseId,
+    target: &DeploymentTarget,
+    what: &str,
+) -> Result<(), ApiError> {
+    let deployments = store.list_deployments(enterprise).await?;
+    match deployments.iter().find(|d| &d.target == target && !d.profiles.is_empty()) {
+        Some(d) => Err(ApiError::Conflict(format!(
+            "{what} has {} configuration profile(s) deployed to it; empty its deployment first",
+            d.profiles.len()
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// The commands of a push and the configuration it brings the device to.

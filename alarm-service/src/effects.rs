@@ -5,7 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fleetpulse_alarm_engine::{Notification, Receiver};
 use fleetpulse_mailer::{MAX_ITEMS_PER_MESSAGE, OutboxError, Queued, enqueue};
@@ -26,8 +26,8 @@ const KNOWN_ITEMS_CHUNK: usize = 5_000;
 pub(crate) enum Effect {
     /// A derived threshold alarm record change.
     Record(AlarmChange),
-    /// A notification to queue.
-    Notify(Notification),
+    /// A notification to queue, with when the engine decided it.
+    Notify(Notification, Instant),
 }
 
 /// Carries out the engine's effects until the engine task is gone; `outbox_wake` is notified
@@ -43,10 +43,14 @@ pub(crate) async fn run_effects(
     while effects.recv_many(&mut batch, 256).await > 0 {
         let mut records = Vec::new();
         let mut notifications = Vec::new();
+        let mut decided = Vec::new();
         for effect in batch.drain(..) {
             match effect {
                 Effect::Record(change) => records.push(change),
-                Effect::Notify(n) => notifications.push(n),
+                Effect::Notify(n, at) => {
+                    notifications.push(n);
+                    decided.push(at);
+                }
             }
         }
         if !records.is_empty() {
@@ -65,6 +69,9 @@ pub(crate) async fn run_effects(
         };
         let added = retry("queue notifications", || enqueue(store.entities.as_ref(), queued.clone())).await;
         metrics.queued.inc_by(added as u64);
+        for at in decided {
+            metrics.engine_to_outbox_seconds.observe(at.elapsed().as_secs_f64());
+        }
         if let Some(wake) = &outbox_wake {
             wake.notify_one();
         }

@@ -1,7 +1,7 @@
 //! The engine task: owns the [`AlarmEngine`], feeds it the shards' durable events, the API's
 //! controls and its deadlines on the wall clock, and hands its actions to the effects task.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fleetpulse_alarm_engine::{Action, AlarmEngine, DeviceEvent, HIGH_CPU, HIGH_MEMORY};
 use fleetpulse_proto::UnixMillis;
@@ -47,7 +47,12 @@ pub(crate) async fn run_engine(
             batch = events.recv() => match batch {
                 Some(batch) => {
                     metrics.events.inc_by(batch.len() as u64);
+                    let now = UnixMillis::now();
                     for event in &batch {
+                        // Millisecond precision (the event's time of receipt).
+                        #[allow(clippy::cast_precision_loss)]
+                        let age_ms = now.0.saturating_sub(event.at.0).max(0) as f64;
+                        metrics.received_to_engine_seconds.observe(age_ms / 1_000.0);
                         engine.handle_event(event);
                     }
                 }
@@ -58,6 +63,7 @@ pub(crate) async fn run_engine(
             }
         }
         engine.drain_actions(&mut actions);
+        let decided = Instant::now();
         let state = engine.stats();
         metrics.active_alarms.set(i64::try_from(state.active_alarms).unwrap_or(i64::MAX));
         metrics.open_groups.set(i64::try_from(state.open_groups).unwrap_or(i64::MAX));
@@ -68,7 +74,7 @@ pub(crate) async fn run_engine(
                 Action::Record(change) if keep_records && (change.code == HIGH_CPU || change.code == HIGH_MEMORY) => {
                     Effect::Record(change)
                 }
-                Action::Notify(n) => Effect::Notify(n),
+                Action::Notify(n) => Effect::Notify(n, decided),
                 Action::Record(_) | Action::Lifecycle { .. } => continue,
             };
             if effects.send(effect).await.is_err() {

@@ -1,4 +1,5 @@
-//! The QUIC ingest tier of fleetpulse (ING-1..8).
+//! The QUIC ingest tier of fleetpulse (ING-1..8), HTTPS ingest (ING-10) and the relay (ING-9,
+//! [`relay`]: a separate process that carries a site's devices upstream over HTTPS ingest).
 //!
 //! ```text
 //! UDP socket × N (SO_REUSEPORT) ─▶ quinn Endpoint × N ─▶ session task per connection
@@ -11,20 +12,27 @@
 //!     shard × M: dedup (device, seq) → live state, alarm engine, offline detector → EventBatch
 //!               → store.append (durable) → acks back to the sessions, in order
 //!               → (durable) status reports, online/offline → snapshot writer (coalesced, ≤ 1 s)
+//! TCP (TLS, HTTP/1.1 + HTTP/2) ─▶ https: one request = Hello + frames ─▶ the same admission,
+//!     the same shard queue; the response waits for the shard's durable answer (ING-10)
 //! ```
 //!
 //! *Architecture invariant*: a frame is acknowledged only after it is applied and, for persisted
 //! kinds, durable in the store. *Architecture invariant*: every queue is bounded; when the store
 //! or a shard falls behind, sessions stop reading and QUIC flow control slows the devices.
 
+mod admission;
 mod batcher;
 pub mod closer;
 mod commands;
 pub mod downlink;
+pub mod https;
+mod https_json;
 pub mod live;
 pub mod metrics;
 pub mod offline;
 mod outbound;
+pub mod relay;
+mod relay_upstream;
 pub mod router;
 mod session;
 mod shard;
@@ -114,6 +122,12 @@ pub struct IngestConfig {
     /// Where the devices that came online or went offline here are told, once durable, as
     /// (device, online) (issue 16: session ownership); none for one node.
     pub session_presence: Option<mpsc::Sender<Vec<(DeviceId, bool)>>>,
+    /// TCP address of HTTPS ingest (ING-10); none: not served.
+    pub https_addr: Option<SocketAddr>,
+    /// Largest HTTPS ingest request body, bytes.
+    pub https_max_body_bytes: usize,
+    /// Relays allowed to carry devices over HTTPS ingest, each for one enterprise (ING-9).
+    pub relays: Vec<https::RelayGrant>,
 }
 
 /// Default of [`IngestConfig::max_file_bytes`]: 64 MiB.
@@ -146,6 +160,9 @@ impl IngestConfig {
             upload_dir: data_dir.join("uploads"),
             mark_offline_at_start: true,
             session_presence: None,
+            https_addr: None,
+            https_max_body_bytes: https::DEFAULT_MAX_BODY_BYTES,
+            relays: Vec::new(),
         }
     }
 }
@@ -187,6 +204,8 @@ pub struct Ingest {
     accept_tasks: Vec<JoinHandle<()>>,
     snapshot_task: Option<JoinHandle<()>>,
     expiry_task: Option<JoinHandle<()>>,
+    https_addr: Option<SocketAddr>,
+    https_task: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -227,6 +246,14 @@ impl Ingest {
         let keys = tls::endpoint_keys(&config.state_dir)?;
         uploads::prepare_upload_dir(&config.upload_dir)?;
         let sockets = bind_sockets(config.quic_addr, n_endpoints)?;
+        let https = match config.https_addr {
+            Some(addr) => {
+                let mut tls = tls::https_server_config(&config.tls)?;
+                tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+                Some((https::bind(addr).await?, Arc::new(tls)))
+            }
+            None => None,
+        };
         let local_addr = sockets[0].local_addr()?;
         let live = Arc::new(LiveState::new());
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -299,8 +326,19 @@ impl Ingest {
             accept_tasks.push(tokio::spawn(accept_loop(endpoint.clone(), context.clone())));
             endpoints.push(endpoint);
         }
+        let (https_addr, https_task) = match https {
+            Some((listener, tls)) => {
+                let addr = listener.local_addr()?;
+                let task = tokio::spawn(https::serve(listener, tls, context.clone(), context.shutdown.clone()));
+                tracing::info!(message = "HTTPS ingest listening.", %addr);
+                (Some(addr), Some(task))
+            }
+            None => (None, None),
+        };
         tracing::info!(message = "Ingest listening.", addr = %local_addr, endpoints = n_endpoints, shards = n_shards);
         Ok(Ingest {
+            https_addr,
+            https_task,
             live,
             local_addr,
             endpoints,
@@ -316,6 +354,11 @@ impl Ingest {
     /// The bound UDP address.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The bound TCP address of HTTPS ingest, if it is served.
+    pub fn https_addr(&self) -> Option<SocketAddr> {
+        self.https_addr
     }
 
     /// Wakes the sessions of devices with newly queued commands (the API and the task scheduler
@@ -349,6 +392,11 @@ impl Ingest {
             t.abort();
         }
         let _ = self.shutdown.send(true);
+        if let Some(task) = self.https_task.take()
+            && tokio::time::timeout(grace, task).await.is_err()
+        {
+            tracing::warn!(message = "HTTPS ingest did not stop in time.");
+        }
         if let Some(task) = self.expiry_task.take()
             && tokio::time::timeout(grace, task).await.is_err()
         {

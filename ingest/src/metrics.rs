@@ -99,6 +99,8 @@ pub struct IngestMetrics {
     pub file_bytes_stored: Counter,
     /// File uploads refused (nothing stored), by reason.
     pub files_refused: Family<ReasonLabel, Counter>,
+    /// HTTPS ingest requests answered, by outcome (`ok`, `unauthorized`, `too_large`, ...).
+    pub https_requests: Family<ReasonLabel, Counter>,
 }
 
 impl IngestMetrics {
@@ -135,6 +137,7 @@ impl IngestMetrics {
             files_stored: Counter::default(),
             file_bytes_stored: Counter::default(),
             files_refused: Family::default(),
+            https_requests: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("fleetpulse_ingest");
         r.register("connections_open", "Open device connections", m.connections_open.clone());
@@ -175,6 +178,7 @@ impl IngestMetrics {
         r.register("files_stored", "Uploaded files stored", m.files_stored.clone());
         r.register("file_bytes_stored", "Bytes of uploaded files stored", m.file_bytes_stored.clone());
         r.register("files_refused", "File uploads refused, by reason", m.files_refused.clone());
+        r.register("https_requests", "HTTPS ingest requests answered, by outcome", m.https_requests.clone());
         m
     }
 }

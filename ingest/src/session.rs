@@ -13,19 +13,18 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use fleetpulse_proto::domain::{DeviceHello, DeviceMessage, InvalidMessage};
 use fleetpulse_proto::wire::{Downlink, Uplink, Welcome};
-use fleetpulse_proto::{DecodeError, DeviceId, EnterpriseId, FrameDecoder, FrameEncoder, UnixMillis, close_code};
-use fleetpulse_store::{NewDevice, StoreError};
+use fleetpulse_proto::{DeviceId, EnterpriseId, FrameDecoder, FrameEncoder, UnixMillis, close_code};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use quinn::{RecvStream, VarInt};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::Context;
-use crate::commands::{Answer, record_answer, send_commands};
+use crate::admission::{Admitted, admit, decode_error, protocol_error, sequence};
+use crate::commands::send_commands;
 use crate::metrics::{ReasonLabel, ScopeLabel};
 use crate::outbound::{MAX_OUTBOUND, Outbound, write_loop};
-use crate::shard::{Frame, ShardCmd};
+use crate::shard::ShardCmd;
 use crate::uploads::{Uploader, receive_uploads};
 
 /// Largest chunk read from a stream at once.
@@ -95,23 +94,6 @@ pub(crate) async fn run(incoming: quinn::Incoming, ctx: Arc<Context>) {
     }
 }
 
-fn protocol_error(ctx: &Context, reason: &'static str, code: u32, detail: String) -> Close {
-    ctx.metrics.connection_errors.get_or_create(&ReasonLabel { reason }).inc();
-    Close::new(code, detail)
-}
-
-fn decode_error(ctx: &Context, error: DecodeError) -> Close {
-    match error {
-        DecodeError::TooLarge { len, max } => protocol_error(
-            ctx,
-            "frame_too_large",
-            close_code::FRAME_TOO_LARGE,
-            format!("frame of {len} bytes exceeds {max}"),
-        ),
-        DecodeError::Malformed(e) => protocol_error(ctx, "malformed_frame", close_code::MALFORMED_FRAME, e),
-    }
-}
-
 /// Reads the next frame, `Ok(None)` when the device finished its stream.
 async fn next_uplink(
     recv: &mut RecvStream,
@@ -148,44 +130,7 @@ async fn serve(conn: &quinn::Connection, ctx: &Arc<Context>) -> Result<(), Close
         Ok(Ok(None)) => return Ok(()),
         Ok(Err(close)) => return Err(close),
     };
-    let hello = DeviceHello::try_from(hello).map_err(|e| match e {
-        InvalidMessage::ProtocolVersion(v) => {
-            let supported = fleetpulse_proto::SUPPORTED_PROTOCOL_VERSIONS;
-            let detail = format!(
-                "protocol version {v} is not supported: this server speaks versions {}..={}",
-                supported.start(),
-                supported.end()
-            );
-            protocol_error(ctx, "unsupported_version", close_code::UNSUPPORTED_VERSION, detail)
-        }
-        e => protocol_error(ctx, "bad_hello", close_code::BAD_HELLO, e.to_string()),
-    })?;
-    let enterprise = authenticate(ctx, &hello.credential).await?;
-    let registered = ctx
-        .devices
-        .register_device(NewDevice {
-            enterprise_id: enterprise,
-            key: hello.key.clone(),
-            serial: hello.serial.clone(),
-            model: hello.model.clone(),
-            firmware: hello.firmware.clone(),
-            at: UnixMillis::now(),
-        })
-        .await
-        .map_err(|e| match e {
-            StoreError::DeviceConflict => protocol_error(
-                ctx,
-                "device_conflict",
-                close_code::DEVICE_CONFLICT,
-                "device registered to another enterprise".into(),
-            ),
-            e => server_error(ctx, e),
-        })?;
-    let device = registered.device.id;
-    if registered.created {
-        tracing::debug!(message = "Device auto-added.", %device, %enterprise);
-    }
-    let committed = ctx.events.last_seq(device).await.map_err(|e| server_error(ctx, e))?;
+    let Admitted { hello, device, enterprise, committed } = admit(ctx, hello).await?;
 
     // One connection per device: a newer one replaces an older one.
     if let Some(old) = ctx.connections.insert(device, conn.clone()) {
@@ -266,30 +211,6 @@ async fn serve(conn: &quinn::Connection, ctx: &Arc<Context>) -> Result<(), Close
     result
 }
 
-fn server_error(ctx: &Context, error: StoreError) -> Close {
-    tracing::error!(message = "Store failed during a device handshake.", %error);
-    protocol_error(ctx, "server_error", close_code::SERVER_ERROR, "server error".into())
-}
-
-async fn authenticate(ctx: &Context, credential: &str) -> Result<EnterpriseId, Close> {
-    if let Some(e) = ctx.credentials.get(credential) {
-        return Ok(*e);
-    }
-    match ctx.tenants.enterprise_by_credential(credential).await {
-        Ok(Some(e)) => {
-            if ctx.credentials.len() < 100_000 {
-                ctx.credentials.insert(credential.to_owned(), e.id);
-            }
-            Ok(e.id)
-        }
-        Ok(None) => {
-            ctx.metrics.auth_failures.inc();
-            Err(Close::new(close_code::BAD_CREDENTIAL, "unknown provisioning credential"))
-        }
-        Err(e) => Err(server_error(ctx, e)),
-    }
-}
-
 async fn read_loop(
     ctx: &Context,
     device: DeviceId,
@@ -308,48 +229,11 @@ async fn read_loop(
         let mut uplink = Some(first);
         // Take every frame already buffered, so one read becomes one shard command.
         while let Some(u) = uplink {
-            match u {
-                Uplink::Hello(_) => {
-                    return Err(protocol_error(
-                        ctx,
-                        "second_hello",
-                        close_code::PROTOCOL_VIOLATION,
-                        "Hello sent twice".into(),
-                    ));
-                }
-                Uplink::Data(df) if df.seq == 0 => {
-                    return Err(protocol_error(
-                        ctx,
-                        "zero_seq",
-                        close_code::PROTOCOL_VIOLATION,
-                        "seq starts at 1".into(),
-                    ));
-                }
-                Uplink::Data(df) => match DeviceMessage::try_from(df.body) {
-                    Ok(DeviceMessage::CommandResult { command_id, progress }) => {
-                        // Durable before the frame can be acknowledged.
-                        match record_answer(ctx, device, command_id, progress.clone()).await? {
-                            Answer::Recorded => frames.push(Frame {
-                                seq: df.seq,
-                                msg: Some(DeviceMessage::CommandResult { command_id, progress }),
-                            }),
-                            Answer::Unknown(reason) => {
-                                ctx.metrics
-                                    .rejected_frames
-                                    .get_or_create(&ReasonLabel { reason: "unknown_command" })
-                                    .inc();
-                                frames.push(Frame { seq: df.seq, msg: None });
-                                let _ = out.send(Outbound::Rejected(df.seq, reason)).await;
-                            }
-                        }
-                    }
-                    Ok(msg) => frames.push(Frame { seq: df.seq, msg: Some(msg) }),
-                    Err(invalid) => {
-                        ctx.metrics.rejected_frames.get_or_create(&ReasonLabel { reason: "invalid_content" }).inc();
-                        frames.push(Frame { seq: df.seq, msg: None });
-                        let _ = out.send(Outbound::Rejected(df.seq, invalid.to_string())).await;
-                    }
-                },
+            let (frame, rejected) = sequence(ctx, device, u).await?;
+            let seq = frame.seq;
+            frames.push(frame);
+            if let Some(reason) = rejected {
+                let _ = out.send(Outbound::Rejected(seq, reason)).await;
             }
             uplink = decoder.next_frame::<Uplink>().map_err(|e| decode_error(ctx, e))?;
             if frames.len() >= 1024 {
@@ -415,5 +299,24 @@ impl Default for RateLimits {
             enterprise_per_s: n(200_000),
             enterprise_burst: n(400_000),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The size of the future `f` returns, without calling it: what a task of it allocates.
+    fn future_size<A, B, Fut, F: FnOnce(A, B) -> Fut>(_: &F) -> usize {
+        std::mem::size_of::<Fut>()
+    }
+
+    /// The session task is fleetpulse's own memory per connected device beside quinn's
+    /// connection (SPEC §8 wants it within 1 KiB; it is 6.4 KiB today, in a debug build, issue 14):
+    /// this keeps it from growing unnoticed.
+    #[test]
+    fn the_session_task_stays_within_its_budget() {
+        let size = future_size(&run);
+        assert!(size <= 7 * 1024, "a session task takes {size} bytes");
     }
 }

@@ -184,6 +184,19 @@ impl ApiClient {
         Ok(ApiClient { http, base, token: login.token })
     }
 
+    /// The server's `/metrics` text (for the stage histograms of an alarm run).
+    pub async fn metrics_text(&self) -> anyhow::Result<String> {
+        let response = self
+            .http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .context("reading /metrics")?
+            .error_for_status()
+            .context("reading /metrics")?;
+        response.text().await.context("reading /metrics")
+    }
+
     /// Creates an enterprise named `name`.
     pub async fn create_enterprise(&self, name: &str) -> anyhow::Result<Enterprise> {
         let response = self

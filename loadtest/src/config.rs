@@ -78,6 +78,22 @@ pub struct LoadConfig {
     pub file_bytes: u64,
     /// Issue commands through the API once the fleet is connected, and measure them.
     pub command_mode: Option<CommandMode>,
+    /// The server is `load_sink` (no API, nothing stored): no enterprise is created and nothing
+    /// verified; for measuring the load tester's own cost (issue 14 item 5).
+    pub sink: bool,
+    /// How the devices reach the server.
+    pub transport: Transport,
+}
+
+/// How the simulated devices reach the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Transport {
+    /// One QUIC connection per device (`quic_addr`).
+    #[default]
+    Quic,
+    /// HTTPS ingest (ING-10) at this address: `POST /ingest/v1/frames`, one keep-alive
+    /// connection per device (see `https_mode`).
+    Https(SocketAddr),
 }
 
 /// Most bytes of a fake file (`--file-bytes`).
@@ -141,6 +157,8 @@ impl Default for LoadConfig {
             file_bytes: 64 * 1024,
             command_mode: None,
             warmup: Duration::ZERO,
+            sink: false,
+            transport: Transport::Quic,
         }
     }
 }
@@ -189,7 +207,13 @@ impl LoadConfig {
                 "the command mode needs at least one command"
             );
         }
-        ensure!(!self.api.is_empty(), "the API base URL is empty");
+        if self.sink {
+            ensure!(
+                self.command_mode.is_none() && self.smtp_sink.is_none() && self.bad_credential_devices == 0,
+                "a sink has no API and no credentials: no command mode, SMTP sink or bad-credential devices"
+            );
+        }
+        ensure!(self.sink || !self.api.is_empty(), "the API base URL is empty");
         ensure!(!self.ca_cert.as_os_str().is_empty(), "the CA certificate path is empty");
         Ok(())
     }

@@ -25,6 +25,8 @@
 //! - [`report`]: the JSON [`Report`].
 //! - [`peer`]: the same devices against the reference points of `scripts/perf.sh compare`: the
 //!   QUIC floor (`quic_floor`) and an MQTT broker over TLS with QoS 1 (`fleetpulse-peerload`).
+//! - [`https_mode`]: the HTTPS transport (`--transport https`): each device posts its frames to
+//!   HTTPS ingest and keeps the same session state; the same verification.
 //! - `quic`, `fleet`, `stats`: the async shell (QUIC sessions, device tasks, phases, counters).
 //!
 //! # Invariants
@@ -44,6 +46,7 @@ pub mod config;
 pub mod device;
 pub mod download;
 mod fleet;
+pub mod https_mode;
 pub mod identity;
 pub mod messages;
 pub mod peer;
@@ -52,10 +55,11 @@ pub mod report;
 pub mod responder;
 pub mod schedule;
 pub mod smtp_sink;
+pub mod stages;
 mod stats;
 pub mod upload;
 pub mod verify;
 
-pub use config::{CommandIssue, CommandMode, LoadConfig, MessageKind, MessageMix, parse_duration};
+pub use config::{CommandIssue, CommandMode, LoadConfig, MessageKind, MessageMix, Transport, parse_duration};
 pub use fleet::{run, run_until};
 pub use report::{AlarmEmail, CommandRun, Connections, DeviceCommands, Latency, Report, Verified};

@@ -15,7 +15,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use fleetpulse_loadtest::responder::default_args;
-use fleetpulse_loadtest::{CommandIssue, CommandMode, LoadConfig, MessageMix, parse_duration};
+use fleetpulse_loadtest::{CommandIssue, CommandMode, LoadConfig, MessageMix, Transport, parse_duration};
 use tracing_subscriber::EnvFilter;
 
 /// Simulates a fleet of devices against a fleetpulse server and verifies that every
@@ -30,6 +30,13 @@ struct Args {
     /// move to the next one when a connection fails.
     #[arg(long = "also-quic-addr")]
     also_quic_addr: Vec<SocketAddr>,
+    /// How devices reach the server: `quic` (one connection per device) or `https` (HTTPS
+    /// ingest at --https-addr, one keep-alive connection per device).
+    #[arg(long, default_value = "quic", value_parser = ["quic", "https"])]
+    transport: String,
+    /// TCP address of HTTPS ingest (`[ingest] https_listen`), for --transport https.
+    #[arg(long, required_if_eq("transport", "https"))]
+    https_addr: Option<SocketAddr>,
     /// TLS server name to verify the server certificate against.
     #[arg(long, default_value = "localhost")]
     server_name: String,
@@ -37,11 +44,15 @@ struct Args {
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     api: String,
     /// Admin login used to create the enterprise and to verify.
-    #[arg(long, env = "FLEETPULSE_ADMIN_EMAIL")]
-    admin_email: String,
+    #[arg(long, env = "FLEETPULSE_ADMIN_EMAIL", required_unless_present = "sink")]
+    admin_email: Option<String>,
     /// Password of the admin login.
-    #[arg(long, env = "FLEETPULSE_ADMIN_PASSWORD", hide_env_values = true)]
-    admin_password: String,
+    #[arg(long, env = "FLEETPULSE_ADMIN_PASSWORD", hide_env_values = true, required_unless_present = "sink")]
+    admin_password: Option<String>,
+    /// The server is `load_sink` (benches): no API, nothing created or verified; measures the
+    /// load tester itself.
+    #[arg(long)]
+    sink: bool,
     /// PEM file with the CA certificate that signed the server's certificate.
     #[arg(long)]
     ca_cert: PathBuf,
@@ -148,13 +159,18 @@ impl Args {
             kind: self.command_kind.clone(),
             deadline: self.command_deadline,
         });
+        let transport = match (self.transport.as_str(), self.https_addr) {
+            ("https", Some(addr)) => Transport::Https(addr),
+            _ => Transport::Quic,
+        };
         LoadConfig {
+            transport,
             quic_addr: self.quic_addr,
             more_quic_addrs: self.also_quic_addr,
             server_name: self.server_name,
             api: self.api,
-            admin_email: self.admin_email,
-            admin_password: self.admin_password,
+            admin_email: self.admin_email.unwrap_or_default(),
+            admin_password: self.admin_password.unwrap_or_default(),
             ca_cert: self.ca_cert,
             devices: self.devices,
             duration: self.duration,
@@ -177,6 +193,7 @@ impl Args {
             command_failure_rate: self.command_failure_rate,
             file_bytes: self.file_bytes,
             command_mode,
+            sink: self.sink,
         }
     }
 }

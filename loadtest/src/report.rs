@@ -22,8 +22,11 @@ pub struct Report {
     pub rate_msgs_per_s: f64,
     /// Acknowledgement latency from each frame's intended send time, microseconds.
     pub ack_latency_us: Latency,
-    /// What the store holds for the run's devices.
+    /// What the store holds for the run's devices (all 0 against a sink, which stores nothing).
     pub verified: Verified,
+    /// The server was a sink (`--sink`): nothing was verified.
+    #[serde(default)]
+    pub sink: bool,
     /// Connection statistics.
     pub connections: Connections,
     /// Frames the server rejected as invalid (counted in `acked`, not stored).
@@ -43,6 +46,10 @@ pub struct Report {
     /// Injected alarms and their emails (only with an SMTP sink).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alarm_email: Option<AlarmEmail>,
+    /// The server's stages of the alarm → inbox path during the run, from its `/metrics` (only
+    /// with an SMTP sink, and when `/metrics` could be read).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alarm_stages: Vec<crate::stages::StageLatency>,
     /// How the devices answered the commands the server sent.
     #[serde(default)]
     pub device_commands: DeviceCommands,
@@ -271,6 +278,7 @@ mod tests {
             rate_msgs_per_s: 6.0,
             ack_latency_us: Latency { p50: 1, p90: 2, p99: 2, p999: 3, max: 4 },
             verified: Verified { stored: 7, missing: 0, duplicated: 0 },
+            sink: false,
             connections: Connections { established: 2, ..Connections::default() },
             rejected_frames: 0,
             enterprise_id: 5,
@@ -278,19 +286,21 @@ mod tests {
             not_sent: 0,
             drained: true,
             alarm_email: None,
+            alarm_stages: Vec::new(),
             device_commands: DeviceCommands { received: 2, executed: 1, repeated: 1, ..DeviceCommands::default() },
             command_run: None,
         };
         let json = serde_json::to_value(&report).expect("serializes");
         assert_eq!(json["verified"]["missing"], 0);
         assert!(json.get("alarm_email").is_none(), "no section without a sink");
+        assert!(json.get("alarm_stages").is_none(), "no stages without a sink");
         assert_eq!(json["ack_latency_us"]["p999"], 3);
         let back: Report = serde_json::from_value(json.clone()).expect("deserializes");
         assert_eq!(back, report);
         assert!(json.get("command_run").is_none(), "no section without the command mode");
         assert_eq!(json["device_commands"]["repeated"], 1);
         let mut trimmed = json;
-        for extra in ["resent", "not_sent", "drained", "device_commands"] {
+        for extra in ["resent", "not_sent", "drained", "device_commands", "sink"] {
             trimmed.as_object_mut().expect("object").remove(extra);
         }
         trimmed["ack_latency_us"].as_object_mut().expect("object").remove("p90");

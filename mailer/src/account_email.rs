@@ -53,6 +53,26 @@ pub enum AccountEmail {
         /// The generated temporary password, if the creator gave none.
         temporary_password: Option<String>,
     },
+    /// An order placed for an enterprise, or cancelled (ORD-1), to its master administrator and
+    /// its channel.
+    Order {
+        /// `placed` or `cancelled`.
+        event: String,
+        /// The order's id.
+        order_id: u64,
+        /// The enterprise's name.
+        enterprise: String,
+        /// The package.
+        package: String,
+        /// Devices it allows.
+        max_devices: u32,
+        /// Months it lasts.
+        duration_months: u32,
+        /// Its effective date (`YYYY-MM-DD`, the enterprise's time zone).
+        effective_date: String,
+        /// When it expires (Unix ms).
+        ends_at: i64,
+    },
 }
 
 impl std::fmt::Debug for AccountEmail {
@@ -69,6 +89,9 @@ impl std::fmt::Debug for AccountEmail {
                 .field("login_email", login_email)
                 .field("role", role)
                 .finish_non_exhaustive(),
+            AccountEmail::Order { event, order_id, .. } => {
+                f.debug_struct("Order").field("event", event).field("order_id", order_id).finish_non_exhaustive()
+            }
         }
     }
 }
@@ -112,6 +135,8 @@ impl AccountEmailPayload {
                 role: role.clone(),
                 temporary_password: None,
             },
+            // Nothing secret in an order email.
+            order @ AccountEmail::Order { .. } => order.clone(),
         };
         AccountEmailPayload { email, ..self.clone() }
     }
@@ -265,6 +290,35 @@ fn content(email: &AccountEmail, ctx: &RenderContext) -> (String, Vec<String>) {
                 }
             }
             ("[fleetpulse] Your fleetpulse account".to_owned(), lines)
+        }
+        AccountEmail::Order {
+            event,
+            order_id,
+            enterprise,
+            package,
+            max_devices,
+            duration_months,
+            effective_date,
+            ends_at,
+        } => {
+            let cancelled = event == "cancelled";
+            let what = if cancelled { "cancelled" } else { "placed" };
+            let mut lines = vec![
+                format!("Order {order_id} for {} was {what}.", single_line(enterprise)),
+                String::new(),
+                format!("Package: {}", single_line(package)),
+                format!("Maximum devices: {max_devices}"),
+                format!("Duration: {duration_months} months"),
+                format!("Effective date: {}", single_line(effective_date)),
+                format!("Expires: {}", rfc3339(UnixMillis(*ends_at))),
+            ];
+            if cancelled {
+                lines.push(String::new());
+                lines.push("The order will not take effect.".to_owned());
+            }
+            lines.push(String::new());
+            lines.push(format!("{portal}/#/orders"));
+            (format!("[fleetpulse] Order {order_id} {what}"), lines)
         }
     }
 }

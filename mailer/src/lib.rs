@@ -20,6 +20,7 @@ pub mod payload;
 mod receiver;
 mod render;
 mod send;
+mod smtp_pool;
 
 pub use account_email::{AccountEmail, AccountEmailPayload, StoredPayload, render_account};
 pub use config::{Security, SmtpConfig};
@@ -31,6 +32,7 @@ pub use payload::{MAX_ITEMS_PER_MESSAGE, OutboxPayload, PAYLOAD_VERSION, Payload
 pub use receiver::{MAX_RECEIVER_BYTES, parse_receiver};
 pub use render::{MAX_DIGEST_ITEMS, MAX_SUBJECT_DESCRIPTION_CHARS, RenderContext, render};
 pub use send::Mailer;
+pub use smtp_pool::{IDLE_TIMEOUT, MAX_CONNECTIONS, SendTimings};
 
 /// Everything that can go wrong in this crate.
 #[derive(Debug, thiserror::Error)]

@@ -1,10 +1,18 @@
-//! Prometheus metrics of the outbox worker (`fleetpulse_outbox_*` on `/metrics`).
+//! Prometheus metrics of the outbox worker (`fleetpulse_outbox_*` on `/metrics`), among them the
+//! mailer's stages of the alarm → inbox path (issue 20): queued → picked up → SMTP connection
+//! (new or reused) → data accepted, and the group commit of the outcomes.
 
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+/// Buckets of every stage histogram: 100 µs to ≈ 13 s, doubling (as the ingest's append).
+pub fn stage_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0001, 2.0, 18))
+}
+
 /// The numbers of the outbox worker.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct OutboxMetrics {
     /// Emails the SMTP server accepted.
     pub emails_sent: Counter,
@@ -18,6 +26,38 @@ pub struct OutboxMetrics {
     pub retried: Counter,
     /// Messages given up (permanent failure or too many attempts).
     pub failed: Counter,
+    /// Stage: a message's first attempt picked up by a pass, seconds after it was queued.
+    pub pickup_seconds: Histogram,
+    /// Stage: waiting for an SMTP connection (a pooled one, or a new one connected).
+    pub smtp_checkout_seconds: Histogram,
+    /// SMTP connections opened (the rest of the sends reused one).
+    pub smtp_connections_opened: Counter,
+    /// Stage: `MAIL FROM` until the relay accepted the data.
+    pub smtp_data_seconds: Histogram,
+    /// Stage: recording a group of outcomes in one transaction.
+    pub record_seconds: Histogram,
+    /// A message's first attempt accepted by the relay, seconds after it was queued (the
+    /// mailer's stages together).
+    pub queued_to_accepted_seconds: Histogram,
+}
+
+impl Default for OutboxMetrics {
+    fn default() -> Self {
+        OutboxMetrics {
+            emails_sent: Counter::default(),
+            messages_sent: Counter::default(),
+            digests_sent: Counter::default(),
+            deferred: Counter::default(),
+            retried: Counter::default(),
+            failed: Counter::default(),
+            pickup_seconds: stage_histogram(),
+            smtp_checkout_seconds: stage_histogram(),
+            smtp_connections_opened: Counter::default(),
+            smtp_data_seconds: stage_histogram(),
+            record_seconds: stage_histogram(),
+            queued_to_accepted_seconds: stage_histogram(),
+        }
+    }
 }
 
 impl OutboxMetrics {
@@ -32,6 +72,28 @@ impl OutboxMetrics {
         r.register("deferred", "Messages left for a later pass by a rate limit", m.deferred.clone());
         r.register("retried", "Messages that failed transiently and are retried", m.retried.clone());
         r.register("failed", "Messages given up", m.failed.clone());
+        r.register(
+            "pickup_seconds",
+            "Stage: outbox message queued until a pass picked up its first attempt",
+            m.pickup_seconds.clone(),
+        );
+        r.register(
+            "smtp_checkout_seconds",
+            "Stage: waiting for an SMTP connection (pooled or newly connected)",
+            m.smtp_checkout_seconds.clone(),
+        );
+        r.register("smtp_connections_opened", "SMTP connections opened", m.smtp_connections_opened.clone());
+        r.register(
+            "smtp_data_seconds",
+            "Stage: MAIL FROM until the relay accepted the data",
+            m.smtp_data_seconds.clone(),
+        );
+        r.register("record_seconds", "Stage: one group commit of send outcomes", m.record_seconds.clone());
+        r.register(
+            "queued_to_accepted_seconds",
+            "Outbox message queued until the relay accepted its first attempt",
+            m.queued_to_accepted_seconds.clone(),
+        );
         m
     }
 }

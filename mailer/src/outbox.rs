@@ -210,6 +210,10 @@ impl OutboxWorker {
             blocked.keys().take(fleetpulse_store::MAX_OUTBOX_EXCEPT).cloned().collect()
         };
         let due = self.outbox.due_outbox_except(now, self.config.batch, &except).await?;
+        let picked_up = UnixMillis::now();
+        for m in due.iter().filter(|m| m.attempts == 0) {
+            self.metrics.pickup_seconds.observe(seconds_between(m.created_at, picked_up));
+        }
         // Decide what goes out (rate limits), then send with bounded concurrency.
         let mut emails: Vec<(String, Vec<OutboxMessage>)> = Vec::new();
         for (receiver, messages) in by_receiver(due) {
@@ -332,7 +336,7 @@ impl OutboxWorker {
         }
         for (m, p) in accounts {
             let result = match render_account(receiver, &p, &self.render) {
-                Ok(message) => self.mailer.send(message).await,
+                Ok(message) => self.send_email(message, std::slice::from_ref(&m)).await,
                 Err(e) => Err(MailError::Permanent(format!("cannot render: {e}"))),
             };
             self.settle(now, receiver, result, vec![m], &mut stats, &mut outcomes);
@@ -341,11 +345,29 @@ impl OutboxWorker {
             return (stats, outcomes);
         }
         let result = match render(receiver, &payloads, &self.render) {
-            Ok(message) => self.mailer.send(message).await,
+            Ok(message) => self.send_email(message, &readable).await,
             Err(e) => Err(MailError::Permanent(format!("cannot render: {e}"))),
         };
         self.settle(now, receiver, result, readable, &mut stats, &mut outcomes);
         (stats, outcomes)
+    }
+
+    /// Sends one email carrying `messages`, observing the SMTP stages.
+    async fn send_email(&self, message: lettre::Message, messages: &[OutboxMessage]) -> Result<(), MailError> {
+        let (result, timings) = self.mailer.send_timed(message).await;
+        let m = &self.metrics;
+        m.smtp_checkout_seconds.observe(timings.checkout.as_secs_f64());
+        if !timings.reused {
+            m.smtp_connections_opened.inc();
+        }
+        if result.is_ok() {
+            m.smtp_data_seconds.observe(timings.data.as_secs_f64());
+            let accepted = UnixMillis::now();
+            for msg in messages.iter().filter(|msg| msg.attempts == 0) {
+                m.queued_to_accepted_seconds.observe(seconds_between(msg.created_at, accepted));
+            }
+        }
+        result
     }
 
     /// Records the outcome of sending `messages` as one email: sent, retried later with backoff
@@ -399,7 +421,10 @@ impl OutboxWorker {
         while !outcomes.is_empty() {
             let rest = outcomes.split_off(outcomes.len().min(fleetpulse_store::MAX_OUTBOX_BATCH));
             let chunk = std::mem::replace(&mut outcomes, rest);
-            if let Err(error) = self.outbox.record_outbox_attempts(chunk.clone()).await {
+            let started = Instant::now();
+            let recorded = self.outbox.record_outbox_attempts(chunk.clone()).await;
+            self.metrics.record_seconds.observe(started.elapsed().as_secs_f64());
+            if let Err(error) = recorded {
                 let mut unrecorded = self.unrecorded.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 unrecorded.extend(chunk);
                 unrecorded.extend(outcomes);
@@ -445,6 +470,14 @@ impl OutboxWorker {
 fn fault_abort_after_accept() -> bool {
     static FAULT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *FAULT.get_or_init(|| std::env::var("FLEETPULSE_FAULT").is_ok_and(|v| v == "abort-after-smtp-accept"))
+}
+
+/// Seconds from `from` to `to` (0 if the clock went back).
+fn seconds_between(from: UnixMillis, to: UnixMillis) -> f64 {
+    // Millisecond precision; exact as f64 far beyond any age an outbox message reaches.
+    #[allow(clippy::cast_precision_loss)]
+    let ms = to.0.saturating_sub(from.0).max(0) as f64;
+    ms / 1_000.0
 }
 
 /// An account email due in the outbox, with its parsed payload.

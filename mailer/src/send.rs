@@ -1,18 +1,21 @@
 //! Sending rendered messages over SMTP, with every failure classified as transient or permanent.
 
+use std::sync::Arc;
+
+use lettre::Message;
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
-use lettre::transport::smtp::{AsyncSmtpTransportBuilder, Error as SmtpError};
-use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use lettre::transport::smtp::client::{Certificate, TlsParameters};
 
 use crate::config::{Security, SmtpConfig};
+use crate::smtp_pool::{Relay, SendTimings, SmtpPool};
 use crate::{MailError, SendError};
 
-/// Sends messages through one SMTP relay, over a pool of reused connections (lettre's pool: up to
-/// 10, idle ones closed after 60 s).
+/// Sends messages through one SMTP relay, over a small pool of reused connections (up to
+/// [`crate::smtp_pool::MAX_CONNECTIONS`], idle ones closed after a minute) opened with
+/// `TCP_NODELAY` (`smtp_pool.rs`).
 #[derive(Clone)]
 pub struct Mailer {
-    transport: AsyncSmtpTransport<Tokio1Executor>,
+    pool: Arc<SmtpPool>,
     from: lettre::message::Mailbox,
 }
 
@@ -35,7 +38,7 @@ impl Mailer {
             address: config.from.clone(),
             source,
         })?;
-        let transport_error = |e: SmtpError| MailError::Transport(e.to_string());
+        let transport_error = |e: lettre::transport::smtp::Error| MailError::Transport(e.to_string());
         let tls = || -> Result<TlsParameters, MailError> {
             let mut params = TlsParameters::builder(config.host.clone());
             if let Some(path) = &config.ca_cert {
@@ -47,19 +50,24 @@ impl Mailer {
             }
             params.build_rustls().map_err(transport_error)
         };
-        let relay = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&config.host);
-        let mut builder: AsyncSmtpTransportBuilder = match config.security {
-            Security::Plain => relay,
-            Security::StartTls => relay.tls(Tls::Required(tls()?)),
-            Security::Tls => relay.tls(Tls::Wrapper(tls()?)),
+        let tls = match config.security {
+            Security::Plain => None,
+            Security::StartTls | Security::Tls => Some(tls()?),
         };
-        builder = builder.port(config.port).timeout(Some(config.timeout));
-        match (config.username, config.password) {
-            (Some(user), Some(password)) => builder = builder.credentials(Credentials::new(user, password)),
-            (None, None) => {}
+        let credentials = match (config.username, config.password) {
+            (Some(user), Some(password)) => Some(Credentials::new(user, password)),
+            (None, None) => None,
             _ => return Err(MailError::Transport("username and password must be set together".to_owned())),
-        }
-        Ok(Mailer { transport: builder.build(), from })
+        };
+        let relay = Relay {
+            host: config.host,
+            port: config.port,
+            security: config.security,
+            tls,
+            credentials,
+            timeout: config.timeout,
+        };
+        Ok(Mailer { pool: Arc::new(SmtpPool::new(relay)), from })
     }
 
     /// The configured sender, for [`crate::RenderContext::from`].
@@ -75,7 +83,13 @@ impl Mailer {
     /// (retry with backoff); [`SendError::Permanent`] for a 5xx reply or a message the client
     /// cannot send (do not retry).
     pub async fn send(&self, msg: Message) -> Result<(), SendError> {
-        self.transport.send(msg).await.map(|_| ()).map_err(classify)
+        self.send_timed(msg).await.0
+    }
+
+    /// [`Mailer::send`], with how long its SMTP stages took.
+    pub async fn send_timed(&self, msg: Message) -> (Result<(), SendError>, SendTimings) {
+        let formatted = msg.formatted();
+        self.pool.send(msg.envelope(), &formatted).await
     }
 
     /// Sends an already formatted message (as kept in the outbox) to `receiver`, from the
@@ -85,19 +99,6 @@ impl Mailer {
             receiver.parse().map_err(|e| MailError::Permanent(format!("invalid receiver {receiver:?}: {e}")))?;
         let envelope = lettre::address::Envelope::new(Some(self.from.email.clone()), vec![to])
             .map_err(|e| MailError::Permanent(format!("envelope: {e}")))?;
-        self.transport.send_raw(&envelope, formatted).await.map(|_| ()).map_err(classify)
-    }
-}
-
-/// Transient unless the server said no for good (5xx) or the client cannot send the message.
-fn classify(e: SmtpError) -> SendError {
-    // The text names the reply code ("permanent error (550): ...").
-    let text = e.to_string();
-    let code = e.status().map(u16::from);
-    if e.is_permanent() || e.is_client() || code.is_some_and(|c| (500..600).contains(&c)) {
-        MailError::Permanent(text)
-    } else {
-        // `is_transient()` (4xx), `is_timeout()`, connection and TLS failures, a garbled reply.
-        MailError::Transient(text)
+        self.pool.send(&envelope, formatted).await.0
     }
 }

@@ -110,6 +110,10 @@ id_type!(
     /// A firmware image uploaded for a model (PRV-4; assigned by the store).
     FirmwareId
 );
+id_type!(
+    /// An order placed for an enterprise (ORD-1; assigned by the store, never reused).
+    OrderId
+);
 
 /// Milliseconds since the Unix epoch, UTC.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]

@@ -291,11 +291,13 @@ pub enum Feature {
     Accounts,
     /// The operation log.
     OperationLog,
+    /// Orders and statements: place and cancel orders (ORD-1, ORD-2).
+    Orders,
 }
 
 impl Feature {
     /// Every feature.
-    pub const ALL: [Feature; 7] = [
+    pub const ALL: [Feature; 8] = [
         Feature::Devices,
         Feature::Alarms,
         Feature::Strategies,
@@ -303,6 +305,7 @@ impl Feature {
         Feature::Channels,
         Feature::Accounts,
         Feature::OperationLog,
+        Feature::Orders,
     ];
 }
 

@@ -454,6 +454,10 @@ pub enum CommandRefusal {
     /// The device does not exist, or belongs to another enterprise.
     #[error("the device does not exist in this enterprise")]
     UnknownDevice,
+    /// The device is beyond its enterprise's licence allowance (ORD-3): it keeps reporting but
+    /// gets no commands, configuration pushes or upgrades until a licence covers it.
+    #[error("the device is unlicensed: its enterprise's orders allow fewer devices")]
+    Unlicensed,
     /// The device already has [`CommandLimits::per_device`] pending commands.
     #[error("the device already has {limit} pending commands")]
     DeviceLimit {
@@ -535,6 +539,8 @@ pub(crate) struct QueueCounts {
     pub devices: HashMap<DeviceId, u64>,
     /// Pending commands per enterprise of the batch (absent: none).
     pub enterprises: HashMap<EnterpriseId, u64>,
+    /// The devices of the batch that are unlicensed (ORD-3).
+    pub unlicensed: std::collections::HashSet<DeviceId>,
 }
 
 /// Which commands of a batch may be queued at `now`, in order: each is validated, its device
@@ -552,6 +558,9 @@ pub(crate) fn admit_commands(
             c.validate(now)?;
             if counts.owners.get(&c.device_id) != Some(&c.enterprise_id) {
                 return Err(CommandRefusal::UnknownDevice);
+            }
+            if counts.unlicensed.contains(&c.device_id) {
+                return Err(CommandRefusal::Unlicensed);
             }
             let device = counts.devices.entry(c.device_id).or_default();
             if *device >= limits.per_device {
@@ -681,6 +690,7 @@ mod tests {
             owners: [(DeviceId(1), EnterpriseId(1)), (DeviceId(2), EnterpriseId(1))].into(),
             devices: [(DeviceId(1), 1)].into(),
             enterprises: [(EnterpriseId(1), 1)].into(),
+            ..QueueCounts::default()
         };
         let batch = [
             new(1, 1, "a", "{}"),
@@ -712,6 +722,22 @@ mod tests {
         assert_eq!(
             admit_commands(&batch[..1], full, limits, UnixMillis(0)),
             [Err(CommandRefusal::EnterpriseLimit { limit: 4 })]
+        );
+        // An unlicensed device (ORD-3) is refused before the limits count it.
+        let unlicensed = QueueCounts {
+            owners: [(DeviceId(1), EnterpriseId(1)), (DeviceId(2), EnterpriseId(1))].into(),
+            unlicensed: [DeviceId(2)].into(),
+            ..QueueCounts::default()
+        };
+        let limits = CommandLimits { per_device: 1, per_enterprise: 2 };
+        assert_eq!(
+            admit_commands(
+                &[new(2, 1, "a", "{}"), new(1, 1, "b", "{}"), new(1, 1, "c", "{}")],
+                unlicensed,
+                limits,
+                UnixMillis(0)
+            ),
+            [Err(CommandRefusal::Unlicensed), Ok(()), Err(CommandRefusal::DeviceLimit { limit: 1 })]
         );
     }
 

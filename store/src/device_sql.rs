@@ -115,6 +115,11 @@ fn push_filters(b: &mut Built, q: &DeviceQuery) {
         b.push(" AND d.online = ");
         b.bind(Arg::Int(i64::from(o)));
     }
+    if let Some(l) = q.licence {
+        // The index (enterprise_id, licence, id) answers it within enterprises.
+        b.push(" AND d.licence = ");
+        b.bind(Arg::Text(l.as_str().into()));
+    }
     if let Some(s) = q.sip_status {
         b.push(" AND d.sip_status = ");
         b.bind(Arg::Text(sip_name(s).into()));

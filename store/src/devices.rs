@@ -488,6 +488,8 @@ pub struct DeviceQuery {
     pub q: Option<String>,
     /// Members of this device group (PRV-2).
     pub group: Option<fleetpulse_proto::GroupId>,
+    /// Licence status (ORD-3).
+    pub licence: Option<crate::LicenceStatus>,
     /// Sort column.
     pub sort: DeviceSortColumn,
     /// Descending instead of ascending.
@@ -511,6 +513,7 @@ impl Default for DeviceQuery {
             reported_to: None,
             q: None,
             group: None,
+            licence: None,
             sort: DeviceSortColumn::Created,
             descending: false,
         }

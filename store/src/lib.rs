@@ -13,6 +13,8 @@
 //!   [`FirmwareStore`] (firmware images per enterprise, with their content).
 //!   [`ProfileStore`] (configuration profiles, deployments, provisioning records).
 //!   [`GroupStore`] (device groups, ordered memberships, default groups).
+//!   [`OrderStore`] (orders, statements, device allowances).
+//!   [`LicenceStore`] (each device's licence status, ORD-3).
 //! - [`EventStore`] (`events.rs`): append-only event streams (status events, resource reports,
 //!   alarm events), the aggregated alarm records, and the per-device delivery marks used to drop
 //!   duplicates.
@@ -36,8 +38,10 @@ mod files;
 mod firmware;
 mod groups;
 mod inventory;
+mod licences;
 mod model;
 mod oplog;
+mod orders;
 mod outbox;
 pub mod postgres;
 mod profiles;
@@ -59,8 +63,10 @@ pub use files::*;
 pub use firmware::*;
 pub use groups::*;
 pub use inventory::*;
+pub use licences::*;
 pub use model::*;
 pub use oplog::*;
+pub use orders::*;
 pub use outbox::*;
 pub use profiles::*;
 pub use sites::*;
@@ -141,6 +147,8 @@ pub trait EntityStore:
     + FirmwareStore
     + ProfileStore
     + GroupStore
+    + OrderStore
+    + LicenceStore
 {
 }
 
@@ -160,6 +168,8 @@ impl<T> EntityStore for T where
         + FirmwareStore
         + ProfileStore
         + GroupStore
+        + OrderStore
+        + LicenceStore
 {
 }
 
@@ -191,6 +201,8 @@ opaque_debug!(
     FirmwareStore,
     ProfileStore,
     GroupStore,
+    OrderStore,
+    LicenceStore,
     EntityStore,
     EventStore
 );

@@ -51,6 +51,9 @@ pub const MAX_SITE_TEXT: usize = 256;
 /// Most enterprises whose compiled matcher is kept in memory (beyond: the cache starts over).
 pub const MAX_CACHED_MATCHERS: usize = 4_096;
 
+/// Most rows one [`SiteStore::upsert_sites`] call applies (one transaction, one re-match).
+pub const MAX_SITE_UPSERTS: usize = 500;
+
 /// What a site is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -205,6 +208,90 @@ pub enum SiteChange {
     Update(SiteId, SiteEdit, UnixMillis),
 }
 
+/// One row of a site import: creates the site of that name or overwrites it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiteUpsert {
+    /// Line of the file the row came from (for its refusal).
+    pub line: u64,
+    /// The site's name (an existing site of that name is overwritten).
+    pub name: String,
+    /// Its parent by name (a site of the enterprise, maybe created by an earlier row); `None`:
+    /// a new site is a root, an existing one keeps its parent.
+    pub parent_name: Option<String>,
+    /// Description.
+    pub description: String,
+    /// Location.
+    pub location: String,
+    /// Subnets.
+    pub subnets: Vec<SiteSubnet>,
+}
+
+/// What one [`SiteUpsert`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SiteUpserted {
+    /// A new site.
+    Created(Site),
+    /// An existing site overwritten.
+    Updated(Site),
+    /// Refused; nothing changed for this row.
+    Refused {
+        /// The row's line.
+        line: u64,
+        /// The column at fault: `parent_name`, `subnets` or `site_name`.
+        column: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The change an import row makes to the enterprise's `current` sites (parents by name, among
+/// them sites created by earlier rows) and the sites as they will be ([`plan_site_change`]), or
+/// the refusal (column, reason).
+pub fn plan_upsert(
+    current: &[Site],
+    enterprise: EnterpriseId,
+    row: &SiteUpsert,
+    now: UnixMillis,
+) -> std::result::Result<(SiteChange, Vec<Site>), (&'static str, String)> {
+    let parent = match &row.parent_name {
+        None => None,
+        Some(p) => match current.iter().find(|s| &s.name == p) {
+            Some(s) => Some(s.id),
+            None => return Err(("parent_name", format!("no site is named {p:?}"))),
+        },
+    };
+    let change = match current.iter().find(|s| s.name == row.name) {
+        Some(existing) => SiteChange::Update(
+            existing.id,
+            SiteEdit {
+                parent_id: row.parent_name.is_some().then_some(parent),
+                name: None,
+                description: Some(row.description.clone()),
+                location: Some(row.location.clone()),
+                subnets: Some(row.subnets.clone()),
+            },
+            now,
+        ),
+        None => SiteChange::Create(NewSite {
+            enterprise_id: enterprise,
+            parent_id: parent,
+            name: row.name.clone(),
+            description: row.description.clone(),
+            location: row.location.clone(),
+            subnets: row.subnets.clone(),
+            at: now,
+        }),
+    };
+    match plan_site_change(current, &change) {
+        Ok(planned) => Ok((change, planned)),
+        Err(StoreError::InvalidInput(reason) | StoreError::LimitExceeded(reason)) => {
+            let column = if reason.contains("subnet") { "subnets" } else { "site_name" };
+            Err((column, reason))
+        }
+        Err(other) => Err(("", other.to_string())),
+    }
+}
+
 /// Sites of every enterprise.
 #[async_trait]
 pub trait SiteStore: Send + Sync + 'static {
@@ -217,6 +304,15 @@ pub trait SiteStore: Send + Sync + 'static {
     async fn create_site(&self, new: NewSite) -> Result<Site>;
     /// Edits a site; `None` when it does not exist. Devices are re-matched when subnets change.
     async fn update_site(&self, id: SiteId, edit: SiteEdit, now: UnixMillis) -> Result<Option<Site>>;
+    /// Applies import rows in order in one transaction (at most [`MAX_SITE_UPSERTS`]; more is
+    /// [`StoreError::LimitExceeded`]): each creates or overwrites a site ([`plan_upsert`]) or is
+    /// refused alone; the enterprise's devices are re-matched once, after the last row.
+    async fn upsert_sites(
+        &self,
+        enterprise: EnterpriseId,
+        rows: Vec<SiteUpsert>,
+        now: UnixMillis,
+    ) -> Result<Vec<SiteUpserted>>;
     /// Deletes a site: refused for Internet and Intranet and while it has child sites (named);
     /// its devices move to the site they match without it. `false` when it does not exist.
     async fn delete_site(&self, id: SiteId) -> Result<bool>;

@@ -411,3 +411,25 @@ fn scopes_ask_for_subtrees_and_enterprises_in_order() {
     let orphan = AccountNode { role: Role::ChannelAdmin, channel: None, ..node };
     assert_eq!(scope_of(&orphan, None, None, &t), Err(Refusal::Unauthorized));
 }
+
+#[test]
+fn channels_sell_down_their_tree_and_enterprises_buy_nothing_themselves() {
+    for (who, target, expected) in [
+        (Platform, Target::Sell(EB), Ok(())),
+        (ChannelA, Target::Sell(EA), Ok(())),
+        (ChannelA, Target::Sell(EA1), Ok(()) /* a sub-channel's enterprise */),
+        (ChannelA, Target::Sell(EB), Err(NotFound("enterprise"))),
+        (ChannelA, Target::Sell(NO_ENTERPRISE), Err(NotFound("enterprise"))),
+        (ChannelA1, Target::Sell(EA), Err(NotFound("enterprise")) /* the parent's */),
+        (ChannelA1, Target::Sell(EA1), Ok(())),
+        (NarrowedToEa1, Target::Sell(EA1), Ok(())),
+        (NarrowedToEa1, Target::Sell(EA), Err(NotFound("enterprise"))),
+        (ActingInA1, Target::Sell(EA1), Ok(())),
+        (ActingInA1, Target::Sell(EA), Err(NotFound("enterprise"))),
+        (EnterpriseA, Target::Sell(EA), Err(Forbidden)),
+        (EnterpriseA, Target::Sell(EB), Err(NotFound("enterprise"))),
+        (ActingInEa, Target::Sell(EA), Err(Forbidden)),
+    ] {
+        check(who, target, expected);
+    }
+}

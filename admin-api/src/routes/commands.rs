@@ -230,6 +230,7 @@ pub(crate) fn refusal_error(refusal: CommandRefusal) -> ApiError {
             ApiError::LimitExceeded(refusal.to_string())
         }
         CommandRefusal::UnknownDevice => ApiError::NotFound("device"),
+        CommandRefusal::Unlicensed => ApiError::Conflict(refusal.to_string()),
         CommandRefusal::InvalidKind
         | CommandRefusal::ArgsTooLong
         | CommandRefusal::ArgsNotJson
@@ -293,7 +294,8 @@ pub(crate) struct BulkCommand {
 /// A refusal of one device of a bulk command.
 #[derive(Debug, Serialize, schemars::JsonSchema)]
 pub(crate) struct DeviceError {
-    /// A stable code: `not_found`, `acting_required`, `limit_exceeded`, `invalid_request`.
+    /// A stable code: `not_found`, `acting_required`, `limit_exceeded`, `invalid_request`,
+    /// `conflict` (the device is unlicensed, ORD-3).
     code: String,
     message: String,
 }

@@ -5,7 +5,7 @@
 
 use axum::extract::{RawQuery, State};
 use axum::routing::{MethodRouter, get};
-use fleetpulse_store::{DeviceDashboard, DeviceQuery, SiteCount};
+use fleetpulse_store::{DeviceDashboard, DeviceQuery, LicenceCounts, SiteCount};
 use serde::Serialize;
 
 use crate::auth::AuthAdmin;
@@ -27,6 +27,9 @@ pub(crate) struct Dashboard {
     /// Devices per site of the enterprise, the busiest first (every device of the enterprise:
     /// the other filters do not apply); null unless the dashboard is of exactly one enterprise.
     by_site: Option<Vec<SiteCount>>,
+    /// The enterprise's allowance and licensed / unlicensed devices (ORD-3); null unless the
+    /// dashboard is of exactly one enterprise.
+    licences: Option<LicenceCounts>,
 }
 
 /// `GET /api/v1/dashboard?enterprise_id=&...`: counts of the devices the caller sees (scoped
@@ -55,9 +58,13 @@ async fn dashboard(
     };
     let query = DeviceQuery { enterprises, channels, ..params.query };
     let devices = ctx.api.store.entities.device_dashboard(query).await?;
-    let by_site = match one {
-        Some(e) => Some(ctx.api.store.entities.site_device_counts(e).await?),
-        None => None,
+    let (by_site, licences) = match one {
+        Some(e) => {
+            crate::licences::settle(&ctx).await?;
+            let entities = &ctx.api.store.entities;
+            (Some(entities.site_device_counts(e).await?), Some(entities.licence_counts(e).await?))
+        }
+        None => (None, None),
     };
-    Ok(Json(Dashboard { devices, by_site }))
+    Ok(Json(Dashboard { devices, by_site, licences }))
 }

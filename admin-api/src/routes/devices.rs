@@ -19,7 +19,7 @@ use crate::auth::AuthAdmin;
 use crate::error::ApiError;
 use crate::extract::{Json, Path, Query};
 use crate::state::AppState;
-use fleetpulse_store::Feature;
+use fleetpulse_store::{Feature, LicenceStatus};
 
 /// Default page of the device listing.
 const LIST_DEFAULT: u32 = 50;
@@ -74,6 +74,7 @@ pub(crate) const DEVICE_PARAMS: &[&str] = &[
     "device_type",
     "online",
     "sip_status",
+    "licence",
     "model",
     "firmware",
     "public_ip",
@@ -110,6 +111,7 @@ impl schemars::JsonSchema for DeviceParams {
                 "online" => serde_json::json!({"type": "boolean"}),
                 "device_type" => names(DeviceType::ALL.iter().map(|t| t.as_str()).collect()),
                 "sip_status" => names(vec!["registered", "partial", "unregistered", "unknown"]),
+                "licence" => names(vec!["licensed", "unlicensed", "unknown"]),
                 "sort" => names(DeviceSortColumn::ALL.iter().map(|c| c.as_str()).collect()),
                 "order" => names(vec!["asc", "desc"]),
                 _ => serde_json::json!({"type": "string"}),
@@ -197,6 +199,15 @@ pub(crate) fn parse_device_params(raw: &str) -> Result<DeviceParams, ApiError> {
                     }
                 };
                 set_once(&mut q.sip_status, &name, s)?;
+            }
+            "licence" => {
+                let l = match value.as_str() {
+                    "licensed" => LicenceStatus::Licensed,
+                    "unlicensed" => LicenceStatus::Unlicensed,
+                    "unknown" => LicenceStatus::Unknown,
+                    _ => return Err(ApiError::invalid("licence must be one of licensed, unlicensed, unknown")),
+                };
+                set_once(&mut q.licence, &name, l)?;
             }
             "group" => {
                 let id: u64 = number(&name, &value)?;
@@ -289,6 +300,7 @@ async fn list(
 ) -> Result<Json<DeviceListPage>, ApiError> {
     auth.require(Feature::Devices)?;
     let params = parse_device_params(raw.as_deref().unwrap_or(""))?;
+    crate::licences::settle(&ctx).await?;
     let (enterprises, channels) = auth.device_scope(&ctx, params.enterprises, params.channels).await?;
     let query = DeviceQuery { enterprises, channels, ..params.query };
     let page = DevicePageRequest { cursor: params.cursor, limit: params.limit.unwrap_or(LIST_DEFAULT) };
@@ -308,8 +320,9 @@ pub(crate) struct StatusModel {
     sip_registration: Vec<SipLine>,
     /// Call status from the last report.
     call_status: Option<CallStatus>,
-    /// Licence status: `unknown` until orders and licences exist (ORD-3).
-    licence_status: &'static str,
+    /// Licence status (ORD-3): `licensed` or `unlicensed` once an order of the enterprise has
+    /// started (the oldest devices up to the allowance are licensed), else `unknown`.
+    licence_status: LicenceStatus,
     /// Uptime in seconds at the last report.
     uptime_s: Option<u64>,
     /// Last reboot.
@@ -337,6 +350,7 @@ async fn show(
     Path(id): Path<DeviceId>,
 ) -> Result<Json<DeviceDetail>, ApiError> {
     auth.require(Feature::Devices)?;
+    crate::licences::settle(&ctx).await?;
     let summary = match ctx.api.store.entities.device_summary(id).await? {
         Some(d) if auth.can_see(&ctx, d.device.enterprise_id).await? => d,
         _ => return Err(ApiError::NotFound("device")),
@@ -348,7 +362,7 @@ async fn show(
         sip_status: s.sip_status,
         sip_registration: s.lines.clone(),
         call_status: s.call_status,
-        licence_status: "unknown",
+        licence_status: ctx.api.store.entities.device_licence(id).await?.unwrap_or(LicenceStatus::Unknown),
         uptime_s: s.uptime_s,
         last_reboot: s.last_reboot,
         last_report_at: s.last_report_at,

@@ -382,5 +382,6 @@ pub(crate) fn operations() -> Vec<Operation> {
     .into_iter()
     .chain(profiles::operations())
     .chain(crate::routes::groups::operations())
+    .chain(crate::routes::orders::operations())
     .collect()
 }

@@ -272,17 +272,10 @@ async fn remove(
     Path(id): Path<GroupId>,
 ) -> Result<Json<DeletedGroup>, ApiError> {
     let group = changeable(&auth, &ctx, id).await?;
-    // A group with profiles deployed to it stays until the deployment is emptied (PRV-3): its
-    // members' configuration would otherwise change without anyone saying so.
-    let deployments = ctx.api.store.entities.list_deployments(group.enterprise_id).await?;
     let target = fleetpulse_store::DeploymentTarget::Group { group_id: id };
-    if let Some(d) = deployments.iter().find(|d| d.target == target && !d.profiles.is_empty()) {
-        return Err(ApiError::Conflict(format!(
-            "group {} has {} configuration profile(s) deployed to it; empty its deployment first",
-            group.name,
-            d.profiles.len()
-        )));
-    }
+    let what = format!("group {}", group.name);
+    crate::provisioning::refuse_while_deployed(ctx.api.store.entities.as_ref(), group.enterprise_id, &target, &what)
+        .await?;
     let deleted = ctx.api.store.entities.delete_group(id).await?.ok_or(ApiError::NotFound("group"))?;
     tracing::info!(
         message = "Deleted a device group.",

@@ -20,9 +20,11 @@ pub(crate) mod listing;
 pub(crate) mod nodes;
 pub(crate) mod oplog;
 pub(crate) mod ops;
+pub(crate) mod orders;
 pub(crate) mod profiles;
 pub(crate) mod session;
 pub(crate) mod sites;
+pub(crate) mod statements;
 pub(crate) mod strategies;
 pub(crate) mod tasks;
 pub(crate) mod tenants;
@@ -52,6 +54,8 @@ pub(crate) fn all() -> Vec<(&'static str, MethodRouter<AppState>)> {
         sites::routes(),
         profiles::routes(),
         groups::routes(),
+        orders::routes(),
+        statements::routes(),
         oplog::routes(),
         tenants::routes(),
         account::routes(),

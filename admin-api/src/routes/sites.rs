@@ -11,7 +11,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{MethodRouter, get, post};
 use fleetpulse_proto::{EnterpriseId, SiteId};
-use fleetpulse_store::{Feature, NewSite, Site, SiteEdit, SiteSubnet, StoreError};
+use fleetpulse_store::{Feature, MAX_SITE_UPSERTS, NewSite, Site, SiteEdit, SiteSubnet, SiteUpsert, SiteUpserted};
 use futures_util::StreamExt;
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -249,17 +249,10 @@ async fn edit(
 async fn remove(auth: AuthAdmin, State(ctx): State<AppState>, Path(id): Path<SiteId>) -> Result<StatusCode, ApiError> {
     let site = find(&ctx, &auth, id).await?;
     auth.require_act(&ctx, site.enterprise_id).await?;
-    // A site with profiles deployed to it stays until the deployment is emptied (PRV-3): its
-    // devices' configuration would otherwise change without anyone saying so.
-    let deployments = ctx.api.store.entities.list_deployments(site.enterprise_id).await?;
     let target = fleetpulse_store::DeploymentTarget::Site { site_id: id };
-    if let Some(d) = deployments.iter().find(|d| d.target == target && !d.profiles.is_empty()) {
-        return Err(ApiError::Conflict(format!(
-            "site {} has {} configuration profile(s) deployed to it; empty its deployment first",
-            site.name,
-            d.profiles.len()
-        )));
-    }
+    let what = format!("site {}", site.name);
+    crate::provisioning::refuse_while_deployed(ctx.api.store.entities.as_ref(), site.enterprise_id, &target, &what)
+        .await?;
     if ctx.api.store.entities.delete_site(id).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
@@ -297,81 +290,53 @@ async fn import(
     let rows = csv::read(&bytes).map_err(ApiError::invalid)?;
     let store = &ctx.api.store.entities;
     let mut report = SiteImportReport::default();
-    let mut by_name: HashMap<String, Site> =
-        store.list_sites(e).await?.into_iter().map(|s| (s.name.clone(), s)).collect();
+    // Rows go to the store a chunk at a time: one transaction and one re-match of the
+    // enterprise's devices per chunk, each row still refused alone.
+    let mut chunk: Vec<SiteUpsert> = Vec::with_capacity(MAX_SITE_UPSERTS);
     for row in rows {
         report.rows += 1;
-        let row = match row {
-            Ok(r) => r,
+        match row {
+            Ok(r) => chunk.push(SiteUpsert {
+                line: r.line,
+                name: r.name,
+                parent_name: r.parent_name,
+                description: r.description,
+                location: r.location,
+                subnets: r.subnets,
+            }),
             Err(err) => {
                 report.failed += 1;
                 report.errors.push(SiteImportError { line: err.line, column: err.column, reason: err.reason });
-                continue;
             }
-        };
-        let parent = match &row.parent_name {
-            None => None,
-            Some(p) => match by_name.get(p) {
-                Some(s) => Some(s.id),
-                None => {
-                    report.failed += 1;
-                    report.errors.push(SiteImportError {
-                        line: row.line,
-                        column: "parent_name".into(),
-                        reason: format!("no site is named {p:?}"),
-                    });
-                    continue;
-                }
-            },
-        };
-        let result = match by_name.get(&row.name) {
-            Some(existing) => {
-                let edit = SiteEdit {
-                    parent_id: row.parent_name.is_some().then_some(parent),
-                    name: None,
-                    description: Some(row.description),
-                    location: Some(row.location),
-                    subnets: Some(row.subnets),
-                };
-                store.update_site(existing.id, edit, ctx.clock.now()).await.map(|s| s.map(|s| (s, false)))
-            }
-            None => {
-                let new = NewSite {
-                    enterprise_id: e,
-                    parent_id: parent,
-                    name: row.name.clone(),
-                    description: row.description,
-                    location: row.location,
-                    subnets: row.subnets,
-                    at: ctx.clock.now(),
-                };
-                store.create_site(new).await.map(|s| Some((s, true)))
-            }
-        };
-        match result {
-            Ok(Some((site, created))) => {
-                if created {
-                    report.created += 1;
-                } else {
-                    report.updated += 1;
-                }
-                by_name.insert(site.name.clone(), site);
-            }
-            Ok(None) => {
-                report.failed += 1;
-                report.errors.push(SiteImportError {
-                    line: row.line,
-                    column: String::new(),
-                    reason: "the site is gone".into(),
-                });
-            }
-            Err(StoreError::InvalidInput(reason) | StoreError::LimitExceeded(reason)) => {
-                report.failed += 1;
-                let column = if reason.contains("subnet") { "subnets" } else { "site_name" };
-                report.errors.push(SiteImportError { line: row.line, column: column.into(), reason });
-            }
-            Err(other) => return Err(other.into()),
+        }
+        if chunk.len() == MAX_SITE_UPSERTS {
+            apply_chunk(store.as_ref(), e, std::mem::take(&mut chunk), ctx.clock.now(), &mut report).await?;
         }
     }
+    if !chunk.is_empty() {
+        apply_chunk(store.as_ref(), e, chunk, ctx.clock.now(), &mut report).await?;
+    }
+    report.errors.sort_by_key(|e| e.line);
     Ok(Json(report))
+}
+
+/// Applies one chunk of import rows and adds what they did to the report.
+async fn apply_chunk(
+    store: &dyn fleetpulse_store::EntityStore,
+    enterprise: EnterpriseId,
+    rows: Vec<SiteUpsert>,
+    now: fleetpulse_proto::UnixMillis,
+    report: &mut SiteImportReport,
+) -> Result<(), ApiError> {
+    for done in store.upsert_sites(enterprise, rows, now).await? {
+        match done {
+            SiteUpserted::Created(_) => report.created += 1,
+            SiteUpserted::Updated(_) => report.updated += 1,
+            SiteUpserted::Refused { line, column, reason } => {
+                report.failed += 1;
+                report.errors.push(SiteImportError { line, column: column.into(), reason });
+            }
+        }
+    }
+    Ok(())
 }

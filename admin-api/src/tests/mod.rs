@@ -14,6 +14,7 @@ mod inventory;
 mod openapi;
 mod oplog;
 mod ops;
+mod orders;
 mod placement;
 mod portal;
 mod profiles;

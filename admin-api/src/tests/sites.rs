@@ -199,3 +199,33 @@ async fn a_site_import_applies_good_rows_and_reports_bad_ones() {
         .await
         .assert_error(StatusCode::BAD_REQUEST, "invalid_request");
 }
+
+#[tokio::test]
+async fn a_site_import_over_several_chunks_keeps_parents_and_line_order() {
+    let h = harness();
+    let platform = h.admin_token().await;
+    let channel = stored_channel(&h, "C", None).await;
+    let e = stored_enterprise(&h, "E", channel).await;
+    let device = reporting_device(&h, e, "001565000b02", "20.2.88.7", "10.1.2.3").await;
+    // 1,200 rows (three chunks of the store's 500): the last chunk's rows name parents from the
+    // first; one bad row per chunk; the device matches a site of the last chunk.
+    let mut csv = String::from("site_name,subnets,parent_name\n");
+    for i in 0..1_200u32 {
+        let parent = if i >= 1_000 { format!("s{}", i - 1_000) } else { String::new() };
+        let subnets = if i % 500 == 7 { "not a subnet".to_owned() } else { format!("20.{}.{}.0/24", i / 256, i % 256) };
+        csv.push_str(&format!("s{i},{subnets},{parent}\n"));
+    }
+    let reply = import(&h, &platform, &format!("enterprise_id={e}"), &csv).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let r = reply.json();
+    assert_eq!((r["rows"].clone(), r["created"].clone(), r["failed"].clone()), (json!(1_200), json!(1_197), json!(3)));
+    let lines: Vec<u64> =
+        r["errors"].as_array().expect("errors").iter().map(|x| x["line"].as_u64().expect("line")).collect();
+    assert_eq!(lines, [9, 509, 1009]);
+    // 20.2.88.0/24 is row 600 (s600), whose parent is none; s1100's parent is s100.
+    let detail = h.get(&format!("/api/v1/devices/{device}"), &platform).await.json();
+    assert_eq!(detail["site"]["name"], "s600", "{detail}");
+    let tree = h.get(&format!("/api/v1/sites?enterprise_id={e}"), &platform).await.json();
+    let s100 = tree["roots"].as_array().expect("roots").iter().find(|s| s["name"] == "s100").expect("s100");
+    assert_eq!(s100["children"][0]["name"], "s1100", "{s100}");
+}

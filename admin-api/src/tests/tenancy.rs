@@ -79,6 +79,8 @@ struct World {
     profile: u64,
     /// A device group of EB, with `device` as its member.
     group: u64,
+    /// A pending order of EB.
+    order: u64,
 }
 
 async fn account(
@@ -230,6 +232,20 @@ async fn world() -> World {
     let group = h.store.entities.create_group(group).await.expect("group").id;
     let members = fleetpulse_store::GroupTargets::Devices(vec![device]);
     h.store.entities.add_group_members(group, members).await.expect("members");
+    let order = fleetpulse_store::NewOrder {
+        enterprise_id: eb,
+        seller_channel_id: Some(b),
+        package: "B package".into(),
+        max_devices: 5,
+        duration_months: 12,
+        effective_date: "2999-01-01".into(),
+        starts_at: UnixMillis(i64::MAX - 2),
+        ends_at: UnixMillis(i64::MAX - 1),
+        amount: 100,
+        created_by: eb_admin.id,
+        created_at: UnixMillis(1),
+    };
+    let order = h.store.entities.create_order(order).await.expect("order").id.0;
     World {
         h,
         platform,
@@ -257,6 +273,7 @@ async fn world() -> World {
         firmware,
         profile,
         group: group.0,
+        order,
     }
 }
 
@@ -304,6 +321,8 @@ fn foreign_request(w: &World, path: &str, method: &Method) -> Option<(String, Op
         path.replace("{id}", &w.profile.to_string())
     } else if id("/api/v1/groups/") {
         path.replace("{id}", &w.group.to_string())
+    } else if id("/api/v1/orders/") {
+        path.replace("{id}", &w.order.to_string())
     } else if id("/api/v1/tasks/") {
         path.replace("{id}", &w.task.to_string()).replace("{run}", &w.run.to_string())
     } else if matches!(
@@ -325,6 +344,10 @@ fn foreign_request(w: &World, path: &str, method: &Method) -> Option<(String, Op
             | "/api/v1/profile-deployments"
             | "/api/v1/groups"
             | "/api/v1/default-groups"
+            | "/api/v1/orders"
+            | "/api/v1/orders/export"
+            | "/api/v1/statements"
+            | "/api/v1/statements/export"
     ) {
         format!("{path}?enterprise_id={}", w.eb)
     } else if matches!(
@@ -360,6 +383,10 @@ fn foreign_request(w: &World, path: &str, method: &Method) -> Option<(String, Op
         ("/api/v1/sites/{id}", _) => Some(json!({"name": "intruder"})),
         ("/api/v1/devices/{id}/groups" | "/api/v1/default-groups", _) => Some(json!({"group_ids": [w.group]})),
         ("/api/v1/groups", _) => Some(json!({"enterprise_id": w.eb, "name": "intruders"})),
+        ("/api/v1/orders", _) => Some(json!({
+            "enterprise_id": w.eb, "package": "intruder", "max_devices": 1, "duration_months": 1,
+            "effective_date": "2999-01-01"
+        })),
         ("/api/v1/groups/{id}", _) => Some(json!({"name": "intruders"})),
         ("/api/v1/groups/{id}/members" | "/api/v1/groups/{id}/members/remove", _) => {
             Some(json!({"device_ids": [w.device]}))
@@ -454,6 +481,10 @@ async fn every_route_answers_404_or_403_for_another_tenants_objects() {
     assert!(w.h.store.entities.default_groups(w.eb).await.unwrap().is_empty());
     let groups = w.h.store.entities.list_groups(None, 0, 100).await.unwrap();
     assert_eq!(groups.len(), 1, "no group was created for B");
+    let b_orders = fleetpulse_store::OrderFilter::at(UnixMillis(1));
+    let b_orders = w.h.store.entities.list_orders(&b_orders, fleetpulse_store::Page::first(10)).await.unwrap();
+    assert_eq!(b_orders.len(), 1, "no order was placed for B");
+    assert_eq!(b_orders[0].cancelled_at, None, "B's order is not cancelled");
     let alarm = w.h.store.events.alarm_record(w.alarm).await.unwrap().expect("kept");
     assert_eq!(alarm.status, fleetpulse_store::AlarmStatus::Active);
     assert_eq!(

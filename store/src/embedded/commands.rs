@@ -119,11 +119,15 @@ fn queue_counts(c: &Connection, commands: &[NewCommand]) -> Result<QueueCounts> 
     let (devices, enterprises) = batch_keys(commands);
     let devices = json_ids(devices.iter().map(|d| d.0))?;
     let mut counts = QueueCounts::default();
-    let mut owners =
-        c.prepare_cached("SELECT id, enterprise_id FROM devices WHERE id IN (SELECT value FROM json_each(?1))")?;
-    for row in owners.query_map([&devices], |r| Ok((DeviceId(r.get(0)?), EnterpriseId(r.get(1)?))))? {
-        let (device, enterprise) = row?;
+    let mut owners = c.prepare_cached(
+        "SELECT id, enterprise_id, licence = 'unlicensed' FROM devices WHERE id IN (SELECT value FROM json_each(?1))",
+    )?;
+    for row in owners.query_map([&devices], |r| Ok((DeviceId(r.get(0)?), EnterpriseId(r.get(1)?), r.get(2)?)))? {
+        let (device, enterprise, unlicensed): (DeviceId, EnterpriseId, bool) = row?;
         counts.owners.insert(device, enterprise);
+        if unlicensed {
+            counts.unlicensed.insert(device);
+        }
     }
     let mut pending = c.prepare_cached(&DEVICE_PENDING_COUNTS)?;
     for row in pending.query_map([&devices], |r| Ok((DeviceId(r.get(0)?), r.get::<_, u64>(1)?)))? {

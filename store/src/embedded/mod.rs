@@ -21,8 +21,10 @@ mod firmware;
 mod groups;
 pub mod integrity;
 mod inventory;
+mod licences;
 mod maintenance;
 mod oplog;
+mod orders;
 mod outbox;
 mod profiles;
 mod schema;
@@ -184,7 +186,10 @@ impl EmbeddedStore {
         std::thread::Builder::new().name("store-maintenance".into()).spawn(move || maintenance.run())?;
         Ok(EmbeddedStore {
             jobs: tx,
-            readers: Arc::new(ReadPool { permits: Semaphore::new(readers.len()), conns: Mutex::new(readers) }),
+            readers: Arc::new(ReadPool {
+                permits: Arc::new(Semaphore::new(readers.len())),
+                conns: Mutex::new(readers),
+            }),
             stats,
             closing,
             files_dir,
@@ -245,7 +250,7 @@ where
 /// Read-only connections, each used by one blocking task at a time.
 #[derive(Debug)]
 struct ReadPool {
-    permits: Semaphore,
+    permits: Arc<Semaphore>,
     conns: Mutex<Vec<Connection>>,
 }
 
@@ -255,7 +260,10 @@ impl ReadPool {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
-        let permit = self.permits.acquire().await.map_err(|_| StoreError::Closed)?;
+        // The permit moves into the blocking read and is released only after its connection is
+        // back in the pool: a caller cancelled while the read runs must not free a permit whose
+        // connection is still out.
+        let permit = self.permits.clone().acquire_owned().await.map_err(|_| StoreError::Closed)?;
         let conn = self
             .conns
             .lock()
@@ -263,17 +271,16 @@ impl ReadPool {
             .pop()
             .expect("a permit guarantees a free connection");
         let pool = self.clone();
-        let result = tokio::task::spawn_blocking(move || {
+        tokio::task::spawn_blocking(move || {
             let result = f(&conn);
             if let Ok(mut conns) = pool.conns.lock() {
                 conns.push(conn);
             }
+            drop(permit);
             result
         })
         .await
-        .map_err(|e| StoreError::Backend(format!("read task failed: {e}")))?;
-        drop(permit);
-        result
+        .map_err(|e| StoreError::Backend(format!("read task failed: {e}")))?
     }
 }
 

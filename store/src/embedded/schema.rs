@@ -582,6 +582,82 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX firmware_images_enterprise ON firmware_images(enterprise_id, id);
     "#,
+    // Orders (ORD-1, ORD-2, issue 17): what was sold to an enterprise, its validity as instants
+    // (local midnights in the enterprise's zone, computed by the API), cancelled only while
+    // pending. AUTOINCREMENT: order ids appear in emails and statements and are never reused.
+    // No foreign key on the accounts: an order outlives the account that placed it.
+    r#"
+    CREATE TABLE orders (
+        id                INTEGER PRIMARY KEY AUTOINCREMENT,
+        enterprise_id     INTEGER NOT NULL REFERENCES enterprises(id),
+        seller_channel_id INTEGER REFERENCES channels(id),
+        package           TEXT NOT NULL,
+        max_devices       INTEGER NOT NULL CHECK (max_devices > 0),
+        duration_months   INTEGER NOT NULL CHECK (duration_months > 0),
+        effective_date    TEXT NOT NULL,
+        starts_at         INTEGER NOT NULL,
+        ends_at           INTEGER NOT NULL CHECK (ends_at > starts_at),
+        amount            INTEGER NOT NULL CHECK (amount >= 0),
+        created_by        INTEGER NOT NULL,
+        created_at        INTEGER NOT NULL,
+        cancelled_at      INTEGER,
+        cancelled_by      INTEGER
+    );
+    CREATE INDEX orders_enterprise ON orders(enterprise_id, id);
+    CREATE INDEX orders_created ON orders(created_at);
+    "#,
+    // Licences (ORD-3, issue 17): each device's status kept in its row; per enterprise the
+    // allowance, how many devices it licenses now and the next instant an order starts or ends.
+    // Triggers keep the rule (oldest `allowance` devices licensed) in the transaction that
+    // registers, deletes or moves a device; `licences.rs` re-ranks on order changes.
+    r#"
+    ALTER TABLE devices ADD COLUMN licence TEXT NOT NULL DEFAULT 'unknown';
+    CREATE INDEX devices_licence ON devices(enterprise_id, licence, id);
+    CREATE TABLE enterprise_licences (
+        enterprise_id INTEGER PRIMARY KEY REFERENCES enterprises(id),
+        metered       INTEGER NOT NULL,
+        allowance     INTEGER NOT NULL CHECK (allowance >= 0),
+        licensed      INTEGER NOT NULL CHECK (licensed >= 0),
+        valid_until   INTEGER NOT NULL
+    );
+    CREATE INDEX enterprise_licences_due ON enterprise_licences(valid_until);
+    CREATE TRIGGER devices_licence_insert AFTER INSERT ON devices
+    WHEN EXISTS (SELECT 1 FROM enterprise_licences WHERE enterprise_id = NEW.enterprise_id AND metered = 1)
+    BEGIN
+        UPDATE devices SET licence = CASE
+            WHEN (SELECT licensed < allowance FROM enterprise_licences WHERE enterprise_id = NEW.enterprise_id)
+            THEN 'licensed' ELSE 'unlicensed' END
+        WHERE id = NEW.id;
+        UPDATE enterprise_licences SET licensed = licensed + 1
+        WHERE enterprise_id = NEW.enterprise_id AND licensed < allowance;
+    END;
+    CREATE TRIGGER devices_licence_delete AFTER DELETE ON devices WHEN OLD.licence = 'licensed'
+    BEGIN
+        UPDATE enterprise_licences SET licensed = licensed - 1 WHERE enterprise_id = OLD.enterprise_id
+            AND NOT EXISTS (SELECT 1 FROM devices WHERE enterprise_id = OLD.enterprise_id AND licence = 'unlicensed');
+        UPDATE devices SET licence = 'licensed' WHERE id =
+            (SELECT min(id) FROM devices WHERE enterprise_id = OLD.enterprise_id AND licence = 'unlicensed');
+    END;
+    CREATE TRIGGER devices_licence_move AFTER UPDATE OF enterprise_id ON devices
+    WHEN OLD.enterprise_id <> NEW.enterprise_id
+    BEGIN
+        UPDATE enterprise_licences SET licensed = licensed - 1 WHERE OLD.licence = 'licensed'
+            AND enterprise_id = OLD.enterprise_id
+            AND NOT EXISTS (SELECT 1 FROM devices WHERE enterprise_id = OLD.enterprise_id AND licence = 'unlicensed');
+        UPDATE devices SET licence = 'licensed' WHERE OLD.licence = 'licensed' AND id =
+            (SELECT min(id) FROM devices WHERE enterprise_id = OLD.enterprise_id AND licence = 'unlicensed');
+        UPDATE devices SET licence = CASE
+            WHEN NOT EXISTS (SELECT 1 FROM enterprise_licences WHERE enterprise_id = NEW.enterprise_id AND metered = 1)
+            THEN 'unknown'
+            WHEN id IN (SELECT id FROM devices WHERE enterprise_id = NEW.enterprise_id ORDER BY id
+                LIMIT coalesce((SELECT allowance FROM enterprise_licences WHERE enterprise_id = NEW.enterprise_id), 0))
+            THEN 'licensed' ELSE 'unlicensed' END
+        WHERE enterprise_id = NEW.enterprise_id;
+        UPDATE enterprise_licences SET licensed =
+            (SELECT count(*) FROM devices WHERE enterprise_id = NEW.enterprise_id AND licence = 'licensed')
+        WHERE enterprise_id = NEW.enterprise_id;
+    END;
+    "#,
 ];
 
 /// The schema version this build writes.

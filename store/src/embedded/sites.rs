@@ -9,8 +9,8 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::EmbeddedStore;
 use crate::sites::{
-    MatcherCache, SiteChange, check_delete, compile, decode_subnets, encode_subnets, plan_site_change, site_of,
-    subtree, tree_order,
+    MAX_SITE_UPSERTS, MatcherCache, SiteChange, check_delete, compile, decode_subnets, encode_subnets,
+    plan_site_change, plan_upsert, site_of, subtree, tree_order,
 };
 use crate::*;
 
@@ -123,6 +123,83 @@ fn after_change(c: &Connection, cache: &MatcherCache, enterprise: EnterpriseId) 
     Ok(())
 }
 
+/// Inserts a planned new site; answers its id.
+fn insert_site(c: &Connection, new: &NewSite) -> Result<SiteId> {
+    c.prepare_cached(
+        "INSERT INTO sites (enterprise_id, parent_id, kind, name, description, location, subnets, created_at, \
+         updated_at) VALUES (?1, ?2, 'custom', ?3, ?4, ?5, ?6, ?7, ?7)",
+    )?
+    .execute(params![
+        db(new.enterprise_id.0)?,
+        new.parent_id.map(|p| db(p.0)).transpose()?,
+        new.name,
+        new.description,
+        new.location,
+        encode_subnets(&new.subnets)?,
+        new.at.0
+    ])?;
+    Ok(SiteId(c.last_insert_rowid() as u64))
+}
+
+/// Writes a planned site's fields over its row.
+fn overwrite_site(c: &Connection, s: &Site) -> Result<()> {
+    c.prepare_cached(
+        "UPDATE sites SET parent_id = ?2, name = ?3, description = ?4, location = ?5, subnets = ?6, \
+         updated_at = ?7 WHERE id = ?1",
+    )?
+    .execute(params![
+        db(s.id.0)?,
+        s.parent_id.map(|p| db(p.0)).transpose()?,
+        s.name,
+        s.description,
+        s.location,
+        encode_subnets(&s.subnets)?,
+        s.updated_at.0
+    ])?;
+    Ok(())
+}
+
+/// [`SiteStore::upsert_sites`] in the writer's transaction: rows planned against the sites as
+/// the earlier rows left them, one re-match at the end.
+fn upsert_in(
+    c: &Connection,
+    cache: &MatcherCache,
+    enterprise: EnterpriseId,
+    rows: &[SiteUpsert],
+    now: UnixMillis,
+) -> Result<Vec<SiteUpserted>> {
+    let mut current = load_sites(c, enterprise)?;
+    if current.is_empty() {
+        return Err(StoreError::InvalidInput(format!("enterprise {enterprise} does not exist")));
+    }
+    let mut out = Vec::with_capacity(rows.len());
+    let mut changed = false;
+    for row in rows {
+        match plan_upsert(&current, enterprise, row, now) {
+            Err((column, reason)) => out.push(SiteUpserted::Refused { line: row.line, column, reason }),
+            Ok((SiteChange::Create(new), mut planned)) => {
+                let id = insert_site(c, &new)?;
+                let site = planned.last_mut().expect("a created site is planned last");
+                site.id = id;
+                out.push(SiteUpserted::Created(site.clone()));
+                current = planned;
+                changed = true;
+            }
+            Ok((SiteChange::Update(id, _, _), planned)) => {
+                let site = planned.iter().find(|s| s.id == id).expect("an updated site is planned").clone();
+                overwrite_site(c, &site)?;
+                out.push(SiteUpserted::Updated(site));
+                current = planned;
+                changed = true;
+            }
+        }
+    }
+    if changed {
+        after_change(c, cache, enterprise)?;
+    }
+    Ok(out)
+}
+
 fn db(id: u64) -> Result<i64> {
     i64::try_from(id).map_err(|_| StoreError::InvalidInput(format!("id {id} beyond i64")))
 }
@@ -149,20 +226,7 @@ impl SiteStore for EmbeddedStore {
                     return Err(StoreError::InvalidInput(format!("enterprise {} does not exist", new.enterprise_id)));
                 }
                 plan_site_change(&current, &SiteChange::Create(new.clone()))?;
-                c.prepare_cached(
-                    "INSERT INTO sites (enterprise_id, parent_id, kind, name, description, location, subnets, created_at, \
-                     updated_at) VALUES (?1, ?2, 'custom', ?3, ?4, ?5, ?6, ?7, ?7)",
-                )?
-                .execute(params![
-                    db(new.enterprise_id.0)?,
-                    new.parent_id.map(|p| db(p.0)).transpose()?,
-                    new.name,
-                    new.description,
-                    new.location,
-                    encode_subnets(&new.subnets)?,
-                    new.at.0
-                ])?;
-                let id = SiteId(c.last_insert_rowid() as u64);
+                let id = insert_site(c, &new)?;
                 after_change(c, &cache, new.enterprise_id)?;
                 site_by_id(c, id)?.ok_or_else(|| StoreError::Backend("the new site is gone".into()))
             })
@@ -208,6 +272,26 @@ impl SiteStore for EmbeddedStore {
             Err(_) => self.site_matchers.clear(),
         }
         site
+    }
+
+    async fn upsert_sites(
+        &self,
+        enterprise: EnterpriseId,
+        rows: Vec<SiteUpsert>,
+        now: UnixMillis,
+    ) -> Result<Vec<SiteUpserted>> {
+        if rows.len() > MAX_SITE_UPSERTS {
+            return Err(StoreError::LimitExceeded(format!("at most {MAX_SITE_UPSERTS} site rows per call")));
+        }
+        let cache = self.site_matchers.clone();
+        let n = rows.len().max(1);
+        let done = self.write(n, move |c| upsert_in(c, &cache, enterprise, &rows, now)).await;
+        if done.is_ok() {
+            self.site_matchers.forget(enterprise);
+        } else {
+            self.site_matchers.clear();
+        }
+        done
     }
 
     async fn delete_site(&self, id: SiteId) -> Result<bool> {

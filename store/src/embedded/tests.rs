@@ -435,3 +435,22 @@ async fn opening_sweeps_what_an_interrupted_upload_left() {
         .expect("count");
     assert_eq!(rows, 1, "the incomplete row is gone");
 }
+
+#[tokio::test]
+async fn a_cancelled_read_keeps_its_reader_until_the_read_ends() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    // A read cancelled by its caller while SQLite still runs it: its connection is out of the
+    // pool for another 200 ms.
+    let slow = store.read(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        Ok(())
+    });
+    assert!(tokio::time::timeout(std::time::Duration::from_millis(20), slow).await.is_err());
+    // As many reads as there are readers: the last must wait for the slow one, not find the pool
+    // empty.
+    assert_eq!(EmbeddedConfig::default().readers, 4);
+    let (a, b, c, d) =
+        tokio::join!(store.read(|_| Ok(1)), store.read(|_| Ok(2)), store.read(|_| Ok(3)), store.read(|_| Ok(4)));
+    assert_eq!((a.expect("a"), b.expect("b"), c.expect("c"), d.expect("d")), (1, 2, 3, 4));
+}

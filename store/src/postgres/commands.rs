@@ -48,7 +48,7 @@ fn command_from_row(r: &PgRow) -> Result<Command> {
 const LOCK_ENTERPRISES: &str = "SELECT id FROM enterprises WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE";
 
 /// The enterprise of each device of `$1`.
-const DEVICE_OWNERS: &str = "SELECT id, enterprise_id FROM devices WHERE id = ANY($1)";
+const DEVICE_OWNERS: &str = "SELECT id, enterprise_id, licence = 'unlicensed' FROM devices WHERE id = ANY($1)";
 
 /// Pending commands per device of `$1`, along `commands_device_pending`.
 static DEVICE_PENDING_COUNTS: LazyLock<String> = LazyLock::new(|| {
@@ -168,9 +168,10 @@ pub(super) async fn enqueue_in(
     let enterprises = db_ids(enterprises.iter().map(|e| e.0));
     sqlx::query(LOCK_ENTERPRISES).bind(&enterprises).execute(&mut *conn).await.map_err(backend)?;
     let mut counts = QueueCounts::default();
-    let owners: Vec<(i64, i64)> =
+    let owners: Vec<(i64, i64, bool)> =
         sqlx::query_as(DEVICE_OWNERS).bind(&devices).fetch_all(&mut *conn).await.map_err(backend)?;
-    counts.owners = owners.into_iter().map(|(d, e)| (DeviceId(row_id(d)), EnterpriseId(row_id(e)))).collect();
+    counts.unlicensed = owners.iter().filter(|o| o.2).map(|o| DeviceId(row_id(o.0))).collect();
+    counts.owners = owners.into_iter().map(|(d, e, _)| (DeviceId(row_id(d)), EnterpriseId(row_id(e)))).collect();
     let pending: Vec<(i64, i64)> = sqlx::query_as(AssertSqlSafe(DEVICE_PENDING_COUNTS.as_str()))
         .bind(&devices)
         .fetch_all(&mut *conn)

@@ -616,6 +616,94 @@ const MIGRATIONS: &[(&str, &str)] = &[
     "#,
     ),
     (
+        "orders",
+        // Orders (ORD-1, ORD-2, issue 17): what was sold to an enterprise, its validity as
+        // instants, cancelled only while pending; no foreign key on the accounts (an order
+        // outlives the account that placed it).
+        r#"
+    CREATE TABLE orders (
+        id                BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        enterprise_id     BIGINT NOT NULL REFERENCES enterprises (id),
+        seller_channel_id BIGINT REFERENCES channels (id),
+        package           TEXT NOT NULL,
+        max_devices       BIGINT NOT NULL CHECK (max_devices > 0),
+        duration_months   BIGINT NOT NULL CHECK (duration_months > 0),
+        effective_date    TEXT NOT NULL,
+        starts_at         BIGINT NOT NULL,
+        ends_at           BIGINT NOT NULL CHECK (ends_at > starts_at),
+        amount            BIGINT NOT NULL CHECK (amount >= 0),
+        created_by        BIGINT NOT NULL,
+        created_at        BIGINT NOT NULL,
+        cancelled_at      BIGINT,
+        cancelled_by      BIGINT
+    );
+    CREATE INDEX orders_enterprise ON orders (enterprise_id, id);
+    CREATE INDEX orders_created ON orders (created_at);
+    "#,
+    ),
+    (
+        "licences",
+        // Licences (ORD-3, issue 17): each device's status kept in its row; per enterprise the
+        // allowance, how many devices it licenses now and the next instant an order starts or
+        // ends. Triggers keep the rule (oldest `allowance` devices licensed) in the transaction
+        // that registers, deletes or moves a device (a registration locks the enterprise's row,
+        // so concurrent ones count right); `licences.rs` re-ranks on order changes.
+        r#"
+    ALTER TABLE devices ADD COLUMN licence TEXT NOT NULL DEFAULT 'unknown';
+    CREATE INDEX devices_licence ON devices (enterprise_id, licence, id);
+    CREATE TABLE enterprise_licences (
+        enterprise_id BIGINT PRIMARY KEY REFERENCES enterprises (id),
+        metered       BOOLEAN NOT NULL,
+        allowance     BIGINT NOT NULL CHECK (allowance >= 0),
+        licensed      BIGINT NOT NULL CHECK (licensed >= 0),
+        valid_until   BIGINT NOT NULL
+    );
+    CREATE INDEX enterprise_licences_due ON enterprise_licences (valid_until);
+    CREATE FUNCTION fleetpulse_licence_rerank(e BIGINT) RETURNS void LANGUAGE sql AS $f$
+        UPDATE devices d SET licence = CASE
+            WHEN NOT EXISTS (SELECT 1 FROM enterprise_licences l WHERE l.enterprise_id = e AND l.metered)
+            THEN 'unknown'
+            WHEN d.id IN (SELECT id FROM devices WHERE enterprise_id = e ORDER BY id
+                LIMIT coalesce((SELECT allowance FROM enterprise_licences WHERE enterprise_id = e), 0))
+            THEN 'licensed' ELSE 'unlicensed' END
+        WHERE d.enterprise_id = e;
+        UPDATE enterprise_licences SET licensed =
+            (SELECT count(*) FROM devices WHERE enterprise_id = e AND licence = 'licensed')
+        WHERE enterprise_id = e;
+    $f$;
+    CREATE FUNCTION fleetpulse_licence_device() RETURNS trigger LANGUAGE plpgsql AS $f$
+    BEGIN
+        IF TG_OP = 'INSERT' THEN
+            UPDATE enterprise_licences SET licensed = licensed + 1
+            WHERE enterprise_id = NEW.enterprise_id AND metered AND licensed < allowance;
+            IF FOUND THEN
+                UPDATE devices SET licence = 'licensed' WHERE id = NEW.id;
+            ELSIF EXISTS (SELECT 1 FROM enterprise_licences WHERE enterprise_id = NEW.enterprise_id AND metered) THEN
+                UPDATE devices SET licence = 'unlicensed' WHERE id = NEW.id;
+            END IF;
+        ELSIF TG_OP = 'DELETE' THEN
+            IF OLD.licence = 'licensed' THEN
+                UPDATE devices SET licence = 'licensed' WHERE id =
+                    (SELECT min(id) FROM devices WHERE enterprise_id = OLD.enterprise_id AND licence = 'unlicensed');
+                IF NOT FOUND THEN
+                    UPDATE enterprise_licences SET licensed = licensed - 1 WHERE enterprise_id = OLD.enterprise_id;
+                END IF;
+            END IF;
+        ELSE
+            PERFORM fleetpulse_licence_rerank(OLD.enterprise_id);
+            PERFORM fleetpulse_licence_rerank(NEW.enterprise_id);
+        END IF;
+        RETURN NULL;
+    END
+    $f$;
+    CREATE TRIGGER devices_licence_rows AFTER INSERT OR DELETE ON devices
+        FOR EACH ROW EXECUTE FUNCTION fleetpulse_licence_device();
+    CREATE TRIGGER devices_licence_move AFTER UPDATE OF enterprise_id ON devices
+        FOR EACH ROW WHEN (OLD.enterprise_id IS DISTINCT FROM NEW.enterprise_id)
+        EXECUTE FUNCTION fleetpulse_licence_device();
+    "#,
+    ),
+    (
         "cluster nodes",
         // Several ingest nodes (issue 16): membership with heartbeat leases, the node holding
         // each device's session, named leases for one-node-at-a-time roles (the outbox sender).

@@ -12,8 +12,8 @@ use sqlx::postgres::{PgConnection, PgRow};
 
 use super::{PgEntityStore, backend, db_id, row_id};
 use crate::sites::{
-    MatcherCache, SiteChange, check_delete, compile, decode_subnets, encode_subnets, plan_site_change, site_of,
-    subtree, tree_order,
+    MAX_SITE_UPSERTS, MatcherCache, SiteChange, check_delete, compile, decode_subnets, encode_subnets,
+    plan_site_change, plan_upsert, site_of, subtree, tree_order,
 };
 use crate::*;
 
@@ -169,6 +169,44 @@ async fn after_change(c: &mut PgConnection, cache: &MatcherCache, enterprise: En
     rematch_enterprise(c, enterprise, &matcher).await
 }
 
+/// Inserts a planned new site; answers its id.
+async fn insert_site(c: &mut PgConnection, new: &NewSite) -> Result<SiteId> {
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO sites (enterprise_id, parent_id, kind, name, description, location, subnets, created_at, \
+         updated_at) VALUES ($1, $2, 'custom', $3, $4, $5, $6, $7, $7) RETURNING id",
+    )
+    .bind(db(new.enterprise_id.0)?)
+    .bind(new.parent_id.map(|p| db(p.0)).transpose()?)
+    .bind(&new.name)
+    .bind(&new.description)
+    .bind(&new.location)
+    .bind(encode_subnets(&new.subnets)?)
+    .bind(new.at.0)
+    .fetch_one(&mut *c)
+    .await
+    .map_err(name_taken)?;
+    Ok(SiteId(row_id(id)))
+}
+
+/// Writes a planned site's fields over its row.
+async fn overwrite_site(c: &mut PgConnection, s: &Site) -> Result<()> {
+    sqlx::query(
+        "UPDATE sites SET parent_id = $2, name = $3, description = $4, location = $5, subnets = $6, updated_at = $7 \
+         WHERE id = $1",
+    )
+    .bind(db(s.id.0)?)
+    .bind(s.parent_id.map(|p| db(p.0)).transpose()?)
+    .bind(&s.name)
+    .bind(&s.description)
+    .bind(&s.location)
+    .bind(encode_subnets(&s.subnets)?)
+    .bind(s.updated_at.0)
+    .execute(&mut *c)
+    .await
+    .map_err(name_taken)?;
+    Ok(())
+}
+
 fn db(id: u64) -> Result<i64> {
     db_id(id).ok_or_else(|| StoreError::InvalidInput(format!("id {id} beyond i64")))
 }
@@ -203,22 +241,9 @@ impl SiteStore for PgEntityStore {
         }
         let current = load_sites(&mut tx, new.enterprise_id).await?;
         plan_site_change(&current, &SiteChange::Create(new.clone()))?;
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO sites (enterprise_id, parent_id, kind, name, description, location, subnets, created_at, \
-             updated_at) VALUES ($1, $2, 'custom', $3, $4, $5, $6, $7, $7) RETURNING id",
-        )
-        .bind(db(new.enterprise_id.0)?)
-        .bind(new.parent_id.map(|p| db(p.0)).transpose()?)
-        .bind(&new.name)
-        .bind(&new.description)
-        .bind(&new.location)
-        .bind(encode_subnets(&new.subnets)?)
-        .bind(new.at.0)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(name_taken)?;
+        let id = insert_site(&mut tx, &new).await?;
         after_change(&mut tx, &self.site_matchers, new.enterprise_id).await?;
-        let site = site_by_id(&mut tx, SiteId(row_id(id))).await?;
+        let site = site_by_id(&mut tx, id).await?;
         tx.commit().await.map_err(backend)?;
         self.site_matchers.forget(new.enterprise_id);
         site.ok_or_else(|| StoreError::Backend("the new site is gone".into()))
@@ -252,6 +277,50 @@ impl SiteStore for PgEntityStore {
         tx.commit().await.map_err(backend)?;
         self.site_matchers.forget(site.enterprise_id);
         Ok(updated)
+    }
+
+    async fn upsert_sites(
+        &self,
+        enterprise: EnterpriseId,
+        rows: Vec<SiteUpsert>,
+        now: UnixMillis,
+    ) -> Result<Vec<SiteUpserted>> {
+        if rows.len() > MAX_SITE_UPSERTS {
+            return Err(StoreError::LimitExceeded(format!("at most {MAX_SITE_UPSERTS} site rows per call")));
+        }
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        if !lock_enterprise(&mut tx, enterprise).await? {
+            return Err(StoreError::InvalidInput(format!("enterprise {enterprise} does not exist")));
+        }
+        let mut current = load_sites(&mut tx, enterprise).await?;
+        let mut out = Vec::with_capacity(rows.len());
+        let mut changed = false;
+        for row in &rows {
+            match plan_upsert(&current, enterprise, row, now) {
+                Err((column, reason)) => out.push(SiteUpserted::Refused { line: row.line, column, reason }),
+                Ok((SiteChange::Create(new), mut planned)) => {
+                    let id = insert_site(&mut tx, &new).await?;
+                    let site = planned.last_mut().expect("a created site is planned last");
+                    site.id = id;
+                    out.push(SiteUpserted::Created(site.clone()));
+                    current = planned;
+                    changed = true;
+                }
+                Ok((SiteChange::Update(id, _, _), planned)) => {
+                    let site = planned.iter().find(|s| s.id == id).expect("an updated site is planned").clone();
+                    overwrite_site(&mut tx, &site).await?;
+                    out.push(SiteUpserted::Updated(site));
+                    current = planned;
+                    changed = true;
+                }
+            }
+        }
+        if changed {
+            after_change(&mut tx, &self.site_matchers, enterprise).await?;
+        }
+        tx.commit().await.map_err(backend)?;
+        self.site_matchers.forget(enterprise);
+        Ok(out)
     }
 
     async fn delete_site(&self, id: SiteId) -> Result<bool> {

@@ -26,7 +26,9 @@ mod files;
 mod firmware;
 mod groups;
 mod inventory;
+mod licences;
 mod oplog;
+mod orders;
 mod outbox;
 mod profiles;
 mod sites;
@@ -127,9 +129,12 @@ async fn suite(store: Store) {
     inventory::inventory_devices(&store).await;
     inventory::inventory_imports(&store).await;
     sites::sites(&store).await;
+    sites::site_upserts(&store).await;
     profiles::profiles(&store).await;
     groups::groups(&store).await;
     groups::group_imports(&store).await;
+    orders::orders(&store).await;
+    licences::licences(&store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

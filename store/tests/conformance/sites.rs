@@ -212,3 +212,69 @@ pub async fn sites(store: &Store) {
     assert_eq!(s.site(hq.id).await.unwrap(), None);
     assert_eq!(s.list_sites(e).await.unwrap().len(), 2);
 }
+
+fn upsert(line: u64, name: &str, parent: Option<&str>, list: &[(&str, &[&str])]) -> SiteUpsert {
+    SiteUpsert {
+        line,
+        name: name.into(),
+        parent_name: parent.map(Into::into),
+        description: format!("{name} imported"),
+        location: "Lyon".into(),
+        subnets: subnets(list),
+    }
+}
+
+/// Import rows: in order in one transaction, parents by name among earlier rows, a refused row
+/// alone, devices re-matched once at the end.
+pub async fn site_upserts(store: &Store) {
+    let s = store.entities.as_ref();
+    let e = enterprise(s, "sites-import").await;
+    let d1 = s.register_device(new_device(e, DeviceKey::Mac(mac(0x5201)))).await.unwrap().device.id;
+    let d2 = s.register_device(new_device(e, DeviceKey::Mac(mac(0x5202)))).await.unwrap().device.id;
+    report(s, d1, "30.1.2.3", "10.1.1.1", 100).await;
+    report(s, d2, "30.2.2.3", "10.2.1.1", 100).await;
+    let existing = s.create_site(new_site(e, "Paris", None, &[("30.9.0.0/16", &[])])).await.unwrap();
+
+    let rows = vec![
+        upsert(2, "Lyon", None, &[("30.1.0.0/16", &[])]),
+        upsert(3, "Lyon annex", Some("Lyon"), &[("30.1.0.0/16", &["10.1.0.0/16"])]),
+        upsert(4, "Nowhere", Some("Atlantis"), &[]),
+        upsert(5, "Clash", None, &[("30.1.0.0/16", &["10.1.0.0/16"])]),
+        upsert(6, "Paris", None, &[("30.2.0.0/16", &[])]),
+        upsert(7, "Under Internet", Some("Internet"), &[]),
+    ];
+    let done = s.upsert_sites(e, rows, UnixMillis(50)).await.unwrap();
+    assert_eq!(done.len(), 6);
+    let SiteUpserted::Created(lyon) = &done[0] else { panic!("{:?}", done[0]) };
+    let SiteUpserted::Created(annex) = &done[1] else { panic!("{:?}", done[1]) };
+    assert_eq!((annex.parent_id, annex.location.as_str()), (Some(lyon.id), "Lyon"));
+    let refused: Vec<(u64, &str)> = done
+        .iter()
+        .filter_map(|d| match d {
+            SiteUpserted::Refused { line, column, .. } => Some((*line, *column)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(refused, [(4, "parent_name"), (5, "subnets"), (7, "site_name")]);
+    let SiteUpserted::Refused { reason, .. } = &done[3] else { unreachable!() };
+    assert!(reason.contains("Lyon annex"), "the conflicting site is named: {reason}");
+    let SiteUpserted::Updated(paris) = &done[4] else { panic!("{:?}", done[4]) };
+    assert_eq!((paris.id, paris.updated_at, paris.parent_id), (existing.id, UnixMillis(50), None));
+
+    // Stored as answered; devices re-matched.
+    assert_eq!(s.site(annex.id).await.unwrap().as_ref(), Some(annex));
+    assert_eq!(s.site(paris.id).await.unwrap().as_ref(), Some(paris));
+    assert_eq!(s.device_site_path(d1).await.unwrap(), vec![annex.id, lyon.id]);
+    assert_eq!(site_of(s, d2).await, Some(existing.id));
+    let names: Vec<String> = s.list_sites(e).await.unwrap().into_iter().map(|x| x.name).collect();
+    assert_eq!(names, ["Internet", "Intranet", "Lyon", "Paris", "Lyon annex"]);
+
+    // Nothing but refusals changes nothing; too many rows at once is refused whole.
+    let done = s.upsert_sites(e, vec![upsert(2, "Lyon", Some("Atlantis"), &[])], UnixMillis(60)).await.unwrap();
+    assert!(matches!(&done[..], [SiteUpserted::Refused { line: 2, column: "parent_name", .. }]), "{done:?}");
+    assert_eq!(s.site(lyon.id).await.unwrap().as_ref(), Some(lyon));
+    let many: Vec<SiteUpsert> =
+        (0..=MAX_SITE_UPSERTS as u64).map(|i| upsert(i + 2, &format!("s{i}"), None, &[])).collect();
+    assert!(matches!(s.upsert_sites(e, many, UnixMillis(70)).await, Err(StoreError::LimitExceeded(_))));
+    assert_eq!(s.list_sites(e).await.unwrap().len(), 5);
+}

@@ -1,0 +1,269 @@
+#!/usr/bin/env python3
+"""Alarm to inbox, fleetpulse and Prometheus Alertmanager side by side, in one run (issue 20); see
+docs/PERFORMANCE.md. Called as `scripts/perf.sh alarms-compare`.
+
+  * Alertmanager: the Debian package `prometheus-alertmanager` (installed with apt-get when
+    missing), on free loopback ports with its own storage dir, clustering off, `group_wait: 0s`
+    and one alert per group (`group_by: ['...']`), no resolved emails. `fleetpulse-amload` posts
+    the alerts to its v2 API on an open-model schedule and measures from each alert's intended
+    post time to the acceptance of the first email carrying its token.
+  * fleetpulse: `scripts/perf.sh alarms` (embedded store, fsync on, grouping off, limits out of
+    the way): `fleetpulse-loadtest` injects device alarms over QUIC and measures from each raise's
+    intended send time to the acceptance of the first email carrying its token. Every raise and
+    every clear is an email there, so fleetpulse sends twice the emails Alertmanager sends.
+  * Both measure with the load tester's own SMTP sink (`loadtest/src/smtp_sink.rs`) and tracker.
+  * Then Alertmanager's restart (RESTART_ALERTS alerts emailed, kill -9, restart on the same
+    storage dir, the same alerts posted again: how many are emailed again) and storm (STORM_ALERTS
+    alerts in one group, `group_by: [alertname]`: the largest digest). fleetpulse's counterparts
+    are the crash and storm tests of `tests/alarms.rs`.
+
+Environment: RATES (20,100,1000), SECS (30), RUNS (1), FP_DEVICES (max(200, rate)),
+RESTART_ALERTS (50), STORM_ALERTS (10000), OUT (/tmp/fleetpulse-alarms-compare-<time>.json),
+SKIP (comma list of am, fleetpulse, restart, storm).
+"""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TARGET = os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release")
+RATES = [float(r) for r in os.environ.get("RATES", "20,100,1000").split(",")]
+SECS = int(os.environ.get("SECS", "30"))
+RUNS = int(os.environ.get("RUNS", "1"))
+RESTART_ALERTS = int(os.environ.get("RESTART_ALERTS", "50"))
+STORM_ALERTS = int(os.environ.get("STORM_ALERTS", "10000"))
+SKIP = set(filter(None, os.environ.get("SKIP", "").split(",")))
+OUT = os.environ.get("OUT", f"/tmp/fleetpulse-alarms-compare-{int(time.time())}.json")
+
+
+def log(*args):
+    print(*args, file=sys.stderr, flush=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def alertmanager_binary():
+    for name in ("prometheus-alertmanager", "alertmanager"):
+        path = shutil.which(name)
+        if path:
+            return path
+    log("installing prometheus-alertmanager (apt-get)")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", "prometheus-alertmanager"],
+                   check=True, env=env, stdout=subprocess.DEVNULL)
+    path = shutil.which("prometheus-alertmanager")
+    if not path:
+        sys.exit("prometheus-alertmanager is not on PATH after installing it")
+    # The package may have started its own service; ours runs on other ports and dirs either way.
+    return path
+
+
+def build():
+    bins = ["fleetpulse", "fleetpulse-loadtest", "fleetpulse-amload"]
+    if all(os.access(os.path.join(TARGET, b), os.X_OK) for b in bins):
+        return
+    subprocess.run(["cargo", "build", "--release", "-p", "fleetpulse", "-p", "fleetpulse-loadtest"], cwd=ROOT, check=True)
+
+
+AM_CONFIG = """global:
+  smtp_smarthost: '127.0.0.1:{smtp}'
+  smtp_from: 'alertmanager@compare.test'
+  smtp_require_tls: false
+route:
+  receiver: mail
+  group_by: {group_by}
+  group_wait: 0s
+  group_interval: 1s
+  repeat_interval: 24h
+receivers:
+  - name: mail
+    email_configs:
+      - to: 'ops@compare.test'
+        send_resolved: false
+"""
+
+
+class Alertmanager:
+    """One Alertmanager on free loopback ports with its own config and storage dir."""
+
+    def __init__(self, binary, work, smtp, group_by):
+        self.binary, self.work, self.smtp = binary, work, smtp
+        self.port = free_port()
+        self.storage = os.path.join(work, "am-data")
+        os.makedirs(self.storage, exist_ok=True)
+        self.config = os.path.join(work, "alertmanager.yml")
+        with open(self.config, "w") as f:
+            f.write(AM_CONFIG.format(smtp=smtp, group_by=group_by))
+        self.proc = None
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            [self.binary, f"--config.file={self.config}", f"--storage.path={self.storage}",
+             f"--web.listen-address=127.0.0.1:{self.port}", "--cluster.listen-address=", "--log.level=warn"],
+            stdout=subprocess.DEVNULL, stderr=open(os.path.join(self.work, "am.log"), "a"))
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/-/ready", timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            if self.proc.poll() is not None:
+                sys.exit(f"alertmanager exited; see {self.work}/am.log")
+            time.sleep(0.1)
+        sys.exit("alertmanager did not become ready")
+
+    def kill9(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill9()
+
+
+def amload(am, *args):
+    cmd = [os.path.join(TARGET, "fleetpulse-amload"), "--alertmanager", f"http://127.0.0.1:{am.port}",
+           "--smtp-sink", f"127.0.0.1:{am.smtp}", *map(str, args)]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode not in (0, 3):
+        sys.exit(f"fleetpulse-amload failed ({r.returncode}): {r.stderr}")
+    return json.loads(r.stdout)
+
+
+def run_alertmanager(binary, rate):
+    work = tempfile.mkdtemp(prefix="am-compare-")
+    try:
+        am = Alertmanager(binary, work, free_port(), "['...']")
+        am.start()
+        report = amload(am, "--rate", rate, "--count", int(rate * SECS), "--drain-timeout", "30s")
+        am.stop()
+        return report
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run_fleetpulse(rate):
+    devices = int(os.environ.get("FP_DEVICES", max(200, int(rate))))
+    r = subprocess.run([os.path.join(ROOT, "scripts", "perf.sh"), "alarms", str(devices), str(rate), str(SECS)],
+                       capture_output=True, text=True, cwd=ROOT)
+    lines = [line for line in r.stdout.splitlines() if line.startswith("{")]
+    if not lines:
+        sys.exit(f"scripts/perf.sh alarms failed ({r.returncode}): {r.stderr[-2000:]}")
+    return json.loads(lines[-1])
+
+
+def restart_check(binary):
+    """RESTART_ALERTS alerts emailed; kill -9; restart on the same storage; the same alerts again."""
+    work = tempfile.mkdtemp(prefix="am-restart-")
+    try:
+        am = Alertmanager(binary, work, free_port(), "['...']")
+        am.start()
+        tag = "%08x" % int.from_bytes(os.urandom(4), "big")
+        first = amload(am, "--rate", 50, "--count", RESTART_ALERTS, "--tag", tag, "--drain-timeout", "20s")
+        am.kill9()
+        am.start()
+        again = amload(am, "--rate", 50, "--count", RESTART_ALERTS, "--tag", tag, "--drain-timeout", "10s")
+        am.stop()
+        return {"alerts": RESTART_ALERTS, "emailed_before_kill": first["alarm_email"]["emailed"],
+                "emailed_again_after_restart": again["alarm_email"]["emailed"]}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def storm_check(binary):
+    """STORM_ALERTS alerts in one group: how many emails, and the largest."""
+    work = tempfile.mkdtemp(prefix="am-storm-")
+    try:
+        am = Alertmanager(binary, work, free_port(), "[alertname]")
+        am.start()
+        r = amload(am, "--rate", 2000, "--count", STORM_ALERTS, "--drain-timeout", "60s", "--linger", "5s")
+        am.stop()
+        return {"alerts": STORM_ALERTS, "emails": r["sink_messages"], "largest_email_bytes": r["largest_email_bytes"],
+                "emailed": r["alarm_email"]["emailed"]}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def machine():
+    load = open("/proc/loadavg").read().split()[:3]
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    return {"cpus": os.cpu_count(), "cpu": cpu, "loadavg_at_start": load}
+
+
+def main():
+    build()
+    binary = alertmanager_binary()
+    version = subprocess.run([binary, "--version"], capture_output=True, text=True)
+    result = {"machine": machine(), "alertmanager": (version.stdout or version.stderr).splitlines()[0],
+              "secs": SECS, "rates": {}}
+    for rate in RATES:
+        entry = {"alertmanager": [], "fleetpulse": []}
+        for run in range(RUNS):
+            if "am" not in SKIP:
+                log(f"alertmanager at {rate}/s, run {run + 1}")
+                entry["alertmanager"].append(run_alertmanager(binary, rate))
+            if "fleetpulse" not in SKIP:
+                log(f"fleetpulse at {rate}/s, run {run + 1}")
+                entry["fleetpulse"].append(run_fleetpulse(rate))
+        result["rates"][str(rate)] = entry
+    if "restart" not in SKIP:
+        log("alertmanager restart check")
+        result["alertmanager_restart"] = restart_check(binary)
+    if "storm" not in SKIP:
+        log("alertmanager storm check")
+        result["alertmanager_storm"] = storm_check(binary)
+    result["loadavg_at_end"] = open("/proc/loadavg").read().split()[:3]
+    with open(OUT, "w") as f:
+        json.dump(result, f, indent=2)
+
+    def med(runs, q):
+        values = [r["alarm_email"]["latency_us"][q] / 1000 for r in runs if r.get("alarm_email")]
+        return statistics.median(values) if values else float("nan")
+
+    def emailed(runs):
+        return " ".join(f'{r["alarm_email"]["emailed"]}/{r["alarm_email"]["injected"]}' for r in runs if r.get("alarm_email"))
+
+    print(f"machine: {result['machine']}; {result['alertmanager']}; {SECS} s per rate; medians of {RUNS} run(s)")
+    print("| alarms/s | Alertmanager p50 / p99 (ms) | emailed | fleetpulse p50 / p99 (ms) | emailed | p50 ratio AM/fp | p99 ratio AM/fp |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for rate, entry in result["rates"].items():
+        am, fp = entry["alertmanager"], entry["fleetpulse"]
+        a50, a99, f50, f99 = med(am, "p50"), med(am, "p99"), med(fp, "p50"), med(fp, "p99")
+        r50 = a50 / f50 if f50 else float("nan")
+        r99 = a99 / f99 if f99 else float("nan")
+        print(f"| {float(rate):g} | {a50:.1f} / {a99:.1f} | {emailed(am)} | {f50:.1f} / {f99:.1f} | {emailed(fp)} | {r50:.2f} | {r99:.2f} |")
+    for rate, entry in result["rates"].items():
+        for run in entry["fleetpulse"]:
+            stages = run.get("alarm_stages") or []
+            if stages:
+                print(f"fleetpulse stages at {float(rate):g}/s: " + "; ".join(
+                    f'{s["stage"]} p50 {s["p50_us"] / 1000:.2f} ms p99 {s["p99_us"] / 1000:.2f} ms' for s in stages))
+    if "alertmanager_restart" in result:
+        print("alertmanager restart:", json.dumps(result["alertmanager_restart"]))
+    if "alertmanager_storm" in result:
+        print("alertmanager storm:", json.dumps(result["alertmanager_storm"]))
+    print(f"everything: {OUT}")
+
+
+if __name__ == "__main__":
+    main()

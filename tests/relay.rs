@@ -1,0 +1,266 @@
+//! The relay (ING-9) as real processes on loopback: `fleetpulse serve` with HTTPS ingest and a
+//! relay grant, `fleetpulse relay` processes in front of it, devices speaking the unchanged
+//! device protocol to the relays.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use common::{Api, RawDevice, TestServer, client_endpoint};
+use fleetpulse_proto::wire::{Downlink, Heartbeat, Message, ResourceReport, Uplink};
+use fleetpulse_proto::{FrameDecoder, FrameEncoder, close_code};
+
+const RELAY_CREDENTIAL: &str = "relay-site-a-0123456789";
+
+fn free_tcp() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+fn free_udp() -> SocketAddr {
+    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+fn server_config(https: SocketAddr, enterprise: Option<u64>) -> String {
+    let mut c = format!("[ingest]\nhttps_listen = \"{https}\"\n");
+    if let Some(e) = enterprise {
+        c.push_str(&format!(
+            "[[ingest.relays]]\nname = \"site-a\"\ncredential = \"{RELAY_CREDENTIAL}\"\nenterprise_id = {e}\n"
+        ));
+    }
+    c
+}
+
+/// A running `fleetpulse relay`.
+struct RelayProcess {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl RelayProcess {
+    /// Starts a relay in front of `server` (its HTTPS ingest at `https`), showing devices the
+    /// server's own certificate, on `listen`.
+    fn start(server: &TestServer, https: SocketAddr, listen: SocketAddr, state: &Path) -> RelayProcess {
+        let tls = server.data_dir.join("tls");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_fleetpulse"))
+            .args(["relay", "--upstream", &https.to_string(), "--listen", &listen.to_string()])
+            .arg("--upstream-ca")
+            .arg(tls.join("ca.pem"))
+            .arg("--cert")
+            .arg(tls.join("server.pem"))
+            .arg("--key")
+            .arg(tls.join("server.key"))
+            .arg("--state-dir")
+            .arg(state)
+            .args(["--credential", RELAY_CREDENTIAL])
+            .env("FLEETPULSE_LOG", std::env::var("FLEETPULSE_LOG").unwrap_or_else(|_| "warn".into()))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start fleetpulse relay");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let addr = loop {
+            let line = lines.next().expect("relay exited before listening").unwrap();
+            if let Some(a) = line.strip_prefix("fleetpulse relay listening quic=") {
+                break a.parse().unwrap();
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        RelayProcess { child, addr }
+    }
+
+    fn kill9(&mut self) {
+        self.child.kill().expect("kill");
+        self.child.wait().expect("reap");
+    }
+}
+
+impl Drop for RelayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A device on a raw QUIC connection to a relay.
+struct Device {
+    conn: quinn::Connection,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    decoder: FrameDecoder,
+    _endpoint: quinn::Endpoint,
+}
+
+impl Device {
+    async fn connect(relay: SocketAddr, ca: &Path) -> Device {
+        let endpoint = client_endpoint(ca);
+        let conn = endpoint.connect(relay, "localhost").unwrap().await.expect("handshake");
+        let (send, recv) = conn.open_bi().await.unwrap();
+        Device { conn, send, recv, decoder: FrameDecoder::default(), _endpoint: endpoint }
+    }
+
+    async fn send(&mut self, frames: &[Uplink]) {
+        let mut out = BytesMut::new();
+        let mut encoder = FrameEncoder::default();
+        for f in frames {
+            encoder.encode(f, &mut out).unwrap();
+        }
+        self.send.write_all(&out).await.unwrap();
+    }
+
+    async fn next(&mut self) -> Option<Downlink> {
+        loop {
+            if let Some(d) = self.decoder.next_frame::<Downlink>().expect("valid frames") {
+                return Some(d);
+            }
+            let mut buf = [0u8; 4096];
+            match tokio::time::timeout(Duration::from_secs(20), self.recv.read(&mut buf)).await.expect("answer in 20 s")
+            {
+                Ok(Some(n)) => self.decoder.push(&buf[..n]),
+                _ => return None,
+            }
+        }
+    }
+
+    async fn closed_with(&self) -> Option<u64> {
+        match tokio::time::timeout(Duration::from_secs(20), self.conn.closed()).await.expect("closed within 20 s") {
+            quinn::ConnectionError::ApplicationClosed(c) => Some(c.error_code.into_inner()),
+            _ => None,
+        }
+    }
+}
+
+fn resource(seq: u64) -> Uplink {
+    RawDevice::data(
+        seq,
+        Message::ResourceReport(ResourceReport { cpu_centi_pct: 100, mem_used_bytes: 1, mem_total_bytes: 2 }),
+    )
+}
+
+/// A server with HTTPS ingest and two enterprises, the relay granted the first:
+/// (server, https, (a, a's credential), b's credential).
+async fn server_with_grant(dir: &Path) -> (TestServer, SocketAddr, (u64, String), String) {
+    let https = free_tcp();
+    let mut server = TestServer::start(dir, None, &server_config(https, None));
+    let api = Api::login(&server.api()).await;
+    let a = api.enterprise("relay-a").await;
+    let (_, b) = api.enterprise("relay-b").await;
+    let ports = (server.quic_addr, server.http_addr);
+    server.terminate();
+    let server = TestServer::start(dir, Some(ports), &server_config(https, Some(a.0)));
+    (server, https, a, b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_carries_its_devices_refuses_another_enterprise_and_isolates_bad_frames() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, https, (enterprise, credential), other) = server_with_grant(dir.path()).await;
+    let relay = RelayProcess::start(&server, https, free_udp(), &dir.path().join("relay"));
+    let ca = server.ca_cert();
+
+    // A device of the relay's enterprise: the server's Welcome, then durable acks.
+    let mut good = Device::connect(relay.addr, &ca).await;
+    good.send(&[RawDevice::hello("001565000d01", &credential, 60)]).await;
+    let Some(Downlink::Welcome(w)) = good.next().await else { panic!("Welcome") };
+    assert_eq!(w.last_seq, 0);
+    good.send(&[resource(1), resource(2), RawDevice::data(3, Message::Heartbeat(Heartbeat { uptime_s: 1 }))]).await;
+    let mut acked = 0;
+    while acked < 3 {
+        match good.next().await {
+            Some(Downlink::Ack(a)) => acked = a.seq,
+            other => panic!("expected an Ack, got {other:?}"),
+        }
+    }
+
+    // A device of another enterprise: refused, and only it.
+    let mut stranger = Device::connect(relay.addr, &ca).await;
+    stranger.send(&[RawDevice::hello("001565000d02", &other, 60)]).await;
+    assert_eq!(stranger.closed_with().await, Some(u64::from(close_code::BAD_CREDENTIAL)));
+
+    // A device sending garbage: its session closes, not the relay's connection.
+    let mut broken = Device::connect(relay.addr, &ca).await;
+    broken.send(&[RawDevice::hello("001565000d03", &credential, 60)]).await;
+    assert!(matches!(broken.next().await, Some(Downlink::Welcome(_))));
+    let mut garbage = 8u32.to_le_bytes().to_vec();
+    garbage.extend_from_slice(&[0xff; 8]);
+    broken.send.write_all(&garbage).await.unwrap();
+    assert_eq!(broken.closed_with().await, Some(u64::from(close_code::MALFORMED_FRAME)));
+
+    // The good device carries on over the same upstream connection.
+    good.send(&[resource(4)]).await;
+    assert!(matches!(good.next().await, Some(Downlink::Ack(a)) if a.seq == 4));
+    let api = Api::login(&server.api()).await;
+    let stored = api.get(&format!("/api/v1/enterprises/{enterprise}/stored-sequences")).await;
+    let rows: Vec<u64> = stored["devices"].as_array().unwrap().iter().map(|d| d["rows"].as_u64().unwrap()).collect();
+    assert!(rows.contains(&3), "resources 1, 2 and 4 of the good device: {stored}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_over_two_relays_one_killed_with_9_lose_and_duplicate_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, https, (enterprise, credential), _) = server_with_grant(dir.path()).await;
+    let (listen_a, listen_b) = (free_udp(), free_udp());
+    let mut relay_a = RelayProcess::start(&server, https, listen_a, &dir.path().join("relay-a"));
+    let relay_b = RelayProcess::start(&server, https, listen_b, &dir.path().join("relay-b"));
+    let run = |relay: SocketAddr| {
+        let mut cfg = server.load_config(40, Duration::from_secs(12));
+        cfg.quic_addr = relay;
+        cfg.credential = Some((enterprise, credential.clone()));
+        cfg.rate_per_device = 5.0;
+        cfg.heartbeat_interval_s = 30;
+        cfg.drain_timeout = Duration::from_secs(60);
+        tokio::spawn(fleetpulse_loadtest::run(cfg))
+    };
+    let (run_a, run_b) = (run(relay_a.addr), run(relay_b.addr));
+
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    relay_a.kill9();
+    let relay_a = RelayProcess::start(&server, https, listen_a, &dir.path().join("relay-a"));
+    for (name, run) in [("a (killed)", run_a), ("b", run_b)] {
+        let report = run.await.unwrap().expect("load test");
+        println!("relay {name}: {}", serde_json::to_string(&report).unwrap());
+        assert_eq!(report.connections.established, 40, "{name}");
+        assert!(report.drained, "{name}: every frame acknowledged in the end");
+        assert_eq!(report.acked, report.sent, "{name}");
+        assert!(report.acked >= 1_000, "{name}: acked {}", report.acked);
+        assert_eq!(report.verified.missing, 0, "{name}: acknowledged = durable at the server");
+        assert_eq!(report.verified.duplicated, 0, "{name}");
+    }
+    drop((relay_a, relay_b));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_killed_with_9_behind_a_relay_loses_and_duplicates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, https, (enterprise, credential), _) = server_with_grant(dir.path()).await;
+    let relay = RelayProcess::start(&server, https, free_udp(), &dir.path().join("relay"));
+    let mut cfg = server.load_config(40, Duration::from_secs(12));
+    cfg.quic_addr = relay.addr;
+    cfg.credential = Some((enterprise, credential));
+    cfg.rate_per_device = 5.0;
+    cfg.heartbeat_interval_s = 30;
+    cfg.drain_timeout = Duration::from_secs(60);
+    let run = tokio::spawn(fleetpulse_loadtest::run(cfg));
+
+    // The server goes away under load; the relay holds its devices and retries the same frames.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let ports = (server.quic_addr, server.http_addr);
+    let mut server = server;
+    server.kill9();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let server = TestServer::start(dir.path(), Some(ports), &server_config(https, Some(enterprise)));
+    let report = run.await.unwrap().expect("load test");
+    println!("{}", serde_json::to_string(&report).unwrap());
+    assert!(report.drained, "every frame acknowledged in the end");
+    assert_eq!(report.acked, report.sent);
+    assert!(report.acked >= 1_000, "acked {}", report.acked);
+    assert_eq!(report.verified.missing, 0, "acknowledged = durable at the server");
+    assert_eq!(report.verified.duplicated, 0);
+    drop((relay, server));
+}
