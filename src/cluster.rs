@@ -3,7 +3,7 @@
 //! role, all coordinated through PostgreSQL (`ClusterStore`: leases judged by the database's
 //! clock, `FOR UPDATE SKIP LOCKED`, LISTEN/NOTIFY). The design is in `docs/cluster.md`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,6 +38,10 @@ pub const PRESENCE_QUEUE: usize = 256;
 /// Batches of command wake-ups for other nodes queued before further ones are dropped (those
 /// devices get their commands when they next connect).
 pub const COMMAND_WAKE_QUEUE: usize = 1_024;
+
+/// Batches of devices held for an offline check queued before the shards take them offline
+/// unchecked.
+pub const OFFLINE_CHECK_QUEUE: usize = 1_024;
 
 /// Longest time a session change waits before it is recorded.
 const PRESENCE_FLUSH: Duration = Duration::from_millis(200);
@@ -80,6 +84,8 @@ pub struct ClusterMetrics {
     nodes_reaped: Counter,
     sessions_reaped: Counter,
     outbox_sender: Gauge,
+    offline_checked: Counter,
+    offline_withheld: Counter,
     node_up: Family<NodeLabel, Gauge>,
     node_sessions: Family<NodeLabel, Gauge>,
 }
@@ -103,6 +109,16 @@ impl ClusterMetrics {
         );
         r.register("nodes_reaped", "Lost nodes whose sessions this node took offline", m.nodes_reaped.clone());
         r.register("sessions_reaped", "Sessions of lost nodes this node took offline", m.sessions_reaped.clone());
+        r.register(
+            "offline_checked",
+            "Devices whose heartbeats were missing here, checked against the session table before going offline",
+            m.offline_checked.clone(),
+        );
+        r.register(
+            "offline_withheld",
+            "Checked devices another live node held: forgotten here without an Offline alarm",
+            m.offline_withheld.clone(),
+        );
         r.register("outbox_sender", "1 while this node holds the outbox sender lease", m.outbox_sender.clone());
         r.register(
             "node_up",
@@ -124,6 +140,8 @@ pub struct Cluster {
     pub store: Arc<dyn ClusterStore>,
     pub id: NodeId,
     pub lease: Duration,
+    /// How long a device whose heartbeats are missing is held before its offline check.
+    pub offline_hold: Duration,
     pub metrics: ClusterMetrics,
 }
 
@@ -307,6 +325,56 @@ impl Cluster {
                 }
             }
         })
+    }
+
+    /// Checks the devices the shards hold because their heartbeats are missing, each batch
+    /// `offline_hold` after it came: those whose session another live node holds now (they moved
+    /// there; its claim may reach this node after the deadline) are forgotten here without an
+    /// Offline alarm, the others go offline. A failed check lets them go offline, as on one node.
+    /// At most [`OFFLINE_CHECK_QUEUE`] batches wait; beyond, the shards take devices offline
+    /// unchecked. Ends at `stop` or when the shards are gone.
+    pub fn spawn_offline_checks(
+        &self,
+        mut rx: mpsc::Receiver<Vec<DeviceId>>,
+        takeover: SessionTakeover,
+        mut stop: watch::Receiver<bool>,
+    ) -> JoinHandle<()> {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut waiting: VecDeque<(tokio::time::Instant, Vec<DeviceId>)> = VecDeque::new();
+            let mut open = true;
+            while open || !waiting.is_empty() {
+                let due = waiting.front().map(|(at, _)| *at);
+                tokio::select! {
+                    got = rx.recv(), if open && waiting.len() < OFFLINE_CHECK_QUEUE => match got {
+                        Some(devices) => waiting.push_back((tokio::time::Instant::now() + this.offline_hold, devices)),
+                        None => open = false,
+                    },
+                    () = async { tokio::time::sleep_until(due.expect("guarded by is_some")).await }, if due.is_some() => {
+                        if let Some((_, devices)) = waiting.pop_front() {
+                            takeover.offline_verdicts(&this.offline_verdicts(&devices).await).await;
+                        }
+                    }
+                    () = stopped(&mut stop) => return,
+                }
+            }
+        })
+    }
+
+    /// `(device, elsewhere)` for `devices`: whether another live node holds its session.
+    async fn offline_verdicts(&self, devices: &[DeviceId]) -> Vec<(DeviceId, bool)> {
+        let mut elsewhere = HashSet::new();
+        for chunk in devices.chunks(MAX_SESSION_BATCH) {
+            match self.store.sessions_held_elsewhere(&self.id, chunk).await {
+                Ok(held) => elsewhere.extend(held),
+                Err(error) => {
+                    tracing::warn!(message = "The offline check failed; those devices go offline.", %error, devices = chunk.len());
+                }
+            }
+        }
+        self.metrics.offline_checked.inc_by(devices.len() as u64);
+        self.metrics.offline_withheld.inc_by(elsewhere.len() as u64);
+        devices.iter().map(|d| (*d, elsewhere.contains(d))).collect()
     }
 
     /// Sends the outbox while this node holds the outbox lease: one node at a time sends, so each

@@ -57,6 +57,10 @@ pub struct ClusterFile {
     /// Seconds a node's lease lasts without a heartbeat (renewed every quarter of it); when it
     /// lapses, the node's devices that did not connect elsewhere go offline. Default 15.
     pub lease_s: Option<u64>,
+    /// Seconds a device whose heartbeats are missing is held before it goes offline, so that a
+    /// claim of its session by another node (it moved there) is known first. Default: half the
+    /// lease.
+    pub offline_hold_s: Option<u64>,
 }
 
 /// `[firmware]`: firmware uploads and the HTTPS download server (PRV-4, `docs/api/firmware.md`).

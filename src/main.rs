@@ -425,12 +425,16 @@ impl Server {
         let file_retention = tokio::spawn(file_retention(store.entities.clone()));
         let mut registry = prometheus_client::registry::Registry::default();
         let cluster = match cluster_store {
-            Some(store) => Some(cluster::Cluster {
-                store,
-                id: cluster::node_id(file.cluster.node_id.as_deref(), &data_dir)?,
-                lease: file.cluster.lease_s.map_or(cluster::DEFAULT_LEASE, |s| Duration::from_secs(s.max(2))),
-                metrics: cluster::ClusterMetrics::register(&mut registry),
-            }),
+            Some(store) => {
+                let lease = file.cluster.lease_s.map_or(cluster::DEFAULT_LEASE, |s| Duration::from_secs(s.max(2)));
+                Some(cluster::Cluster {
+                    store,
+                    id: cluster::node_id(file.cluster.node_id.as_deref(), &data_dir)?,
+                    lease,
+                    offline_hold: file.cluster.offline_hold_s.map_or(lease / 2, Duration::from_secs),
+                    metrics: cluster::ClusterMetrics::register(&mut registry),
+                })
+            }
             None => None,
         };
         let metrics = IngestMetrics::register(&mut registry);
@@ -517,7 +521,9 @@ impl Server {
             let (tx, rx) = tokio::sync::mpsc::channel(cluster::PRESENCE_QUEUE);
             ingest_config.session_presence = Some(tx);
             ingest_config.mark_offline_at_start = false;
-            presence = Some(rx);
+            let (check_tx, check_rx) = tokio::sync::mpsc::channel(cluster::OFFLINE_CHECK_QUEUE);
+            ingest_config.offline_checks = Some(check_tx);
+            presence = Some((rx, check_rx));
         }
         let ingest = Ingest::start(ingest_config, store.clone(), metrics).await?;
         let cluster = match cluster {
@@ -529,8 +535,9 @@ impl Server {
                 };
                 let addrs = (shown(ingest.local_addr()), shown(http_addr));
                 let mut tasks = Vec::new();
-                if let Some(rx) = presence.take() {
+                if let Some((rx, check_rx)) = presence.take() {
                     tasks.push(c.spawn_presence(rx));
+                    tasks.push(c.spawn_offline_checks(check_rx, ingest.takeover(), stopped.clone()));
                 }
                 tasks.push(c.spawn_heartbeat(store.clone(), Some(alarm_tx), ingest.live(), addrs, stopped.clone()));
                 let url = file.store.postgres_url.clone().context("the clickhouse store needs a PostgreSQL URL")?;

@@ -122,6 +122,10 @@ pub struct IngestConfig {
     /// Where the devices that came online or went offline here are told, once durable, as
     /// (device, online) (issue 16: session ownership); none for one node.
     pub session_presence: Option<mpsc::Sender<Vec<(DeviceId, bool)>>>,
+    /// Several nodes (issue 16): devices whose heartbeats are missing are sent here to be checked
+    /// against the session table before they go offline; the verdicts come back through
+    /// [`SessionTakeover::offline_verdicts`]. None (one node): they go offline at once.
+    pub offline_checks: Option<mpsc::Sender<Vec<DeviceId>>>,
     /// TCP address of HTTPS ingest (ING-10); none: not served.
     pub https_addr: Option<SocketAddr>,
     /// Largest HTTPS ingest request body, bytes.
@@ -160,6 +164,7 @@ impl IngestConfig {
             upload_dir: data_dir.join("uploads"),
             mark_offline_at_start: true,
             session_presence: None,
+            offline_checks: None,
             https_addr: None,
             https_max_body_bytes: https::DEFAULT_MAX_BODY_BYTES,
             relays: Vec::new(),
@@ -285,6 +290,7 @@ impl Ingest {
                 metrics.clone(),
                 config.alarm_events.clone(),
                 snapshot_tx.clone(),
+                config.offline_checks.clone(),
             );
             shard_tasks.push(tokio::spawn(shard.run(rx)));
             shards.push(tx);

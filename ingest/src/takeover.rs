@@ -1,5 +1,6 @@
 //! Sessions another node took over (issue 16): the shards forget those devices without an
-//! offline transition, and a connection of theirs still open here is closed.
+//! offline transition, and a connection of theirs still open here is closed; and the verdicts
+//! on devices held for an offline check.
 
 use std::sync::Weak;
 
@@ -33,6 +34,19 @@ impl SessionTakeover {
             }
             let shard = &ctx.shards[ctx.router.shard_for(device)];
             if shard.send(ShardCmd::TakenOver { device }).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// The verdicts on devices held for an offline check (see
+    /// [`crate::IngestConfig::offline_checks`]): `(device, elsewhere)`; a device another live node
+    /// holds is forgotten here without an offline transition, the others go offline now.
+    pub async fn offline_verdicts(&self, verdicts: &[(DeviceId, bool)]) {
+        let Some(ctx) = self.context.upgrade() else { return };
+        for &(device, elsewhere) in verdicts {
+            let shard = &ctx.shards[ctx.router.shard_for(device)];
+            if shard.send(ShardCmd::OfflineVerdict { device, elsewhere }).await.is_err() {
                 return;
             }
         }

@@ -191,6 +191,10 @@ pub trait ClusterStore: Send + Sync + 'static {
     /// [`TAKEOVER_CHANNEL`] in the same transaction. Devices that no longer exist are skipped.
     async fn claim_sessions(&self, node: &NodeId, devices: &[DeviceId], now: UnixMillis) -> Result<Vec<TakenOver>>;
 
+    /// Of `devices`, those whose session another node with a current lease holds (an offline
+    /// check: such a device moved there and is not offline). At most [`MAX_SESSION_BATCH`].
+    async fn sessions_held_elsewhere(&self, node: &NodeId, devices: &[DeviceId]) -> Result<Vec<DeviceId>>;
+
     /// Forgets the sessions of `devices` that `node` still holds (they went offline there).
     async fn release_sessions(&self, node: &NodeId, devices: &[DeviceId]) -> Result<()>;
 

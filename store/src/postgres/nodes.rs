@@ -153,6 +153,25 @@ impl ClusterStore for PgEntityStore {
         Ok(taken)
     }
 
+    async fn sessions_held_elsewhere(&self, node: &NodeId, devices: &[DeviceId]) -> Result<Vec<DeviceId>> {
+        check_bound("checked sessions", devices.len(), MAX_SESSION_BATCH)?;
+        if devices.is_empty() {
+            return Ok(Vec::new());
+        }
+        let held: Vec<i64> = sqlx::query_scalar(concat!(
+            "SELECT s.device_id FROM device_sessions s JOIN cluster_nodes n ON n.id = s.node_id ",
+            "WHERE s.device_id = ANY($2::bigint[]) AND s.node_id <> $1 AND n.state = 'up' AND n.lease_until > ",
+            now_ms!(),
+            " ORDER BY s.device_id"
+        ))
+        .bind(node.as_str())
+        .bind(ids(devices))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(held.into_iter().map(|id| DeviceId(row_id(id))).collect())
+    }
+
     async fn release_sessions(&self, node: &NodeId, devices: &[DeviceId]) -> Result<()> {
         check_bound("released sessions", devices.len(), MAX_SESSION_BATCH)?;
         if devices.is_empty() {

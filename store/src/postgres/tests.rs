@@ -425,6 +425,11 @@ async fn sessions_move_between_nodes_and_a_lapsed_node_loses_the_rest() {
     let moved = [devices[0], devices[1], DeviceId(999_999)];
     let taken = store.claim_sessions(&b.id, &moved, now).await.expect("b claims");
     assert_eq!(taken, vec![TakenOver { from: a.id.clone(), devices: vec![devices[0], devices[1]] }]);
+    // A's offline check: of its silent devices, B (alive) holds the first two; seen from B, A
+    // holds the third.
+    let checked = [devices[0], devices[1], devices[2]];
+    assert_eq!(store.sessions_held_elsewhere(&a.id, &checked).await.expect("check"), vec![devices[0], devices[1]]);
+    assert_eq!(store.sessions_held_elsewhere(&b.id, &checked).await.expect("check"), vec![devices[2]]);
     // A's third device went offline there.
     store.release_sessions(&a.id, &[devices[2], devices[0]]).await.expect("release");
     let nodes = store.list_nodes().await.expect("list");
@@ -434,6 +439,10 @@ async fn sessions_move_between_nodes_and_a_lapsed_node_loses_the_rest() {
     );
     // Nobody has lapsed; then A leaves: its one remaining session is lost, once.
     assert!(store.reap_lapsed_node().await.expect("reap").is_none());
+    // A session held by a node whose lease ended does not count as held elsewhere.
+    store.leave_node(&b.id).await.expect("b leaves");
+    assert!(store.sessions_held_elsewhere(&a.id, &[devices[0]]).await.expect("check").is_empty());
+    assert!(store.renew_node(&b, ttl).await.expect("b back"));
     store.leave_node(&a.id).await.expect("leave");
     let (node, lost) = store.reap_lapsed_node().await.expect("reap").expect("a lapsed");
     assert_eq!(node, a.id);
