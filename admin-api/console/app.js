@@ -19,6 +19,7 @@ import * as firmware from "./page-firmware.js";
 import * as groups from "./page-groups.js";
 import * as orders from "./page-orders.js";
 import * as profiles from "./page-profiles.js";
+import * as nodes from "./page-nodes.js";
 
 // Uncaught errors, for people (the console) and for the browser tests (window.__errors).
 window.__errors = [];
@@ -57,6 +58,7 @@ const ROUTES = [
   [/^\/operation-log$/, oplog.render, "operation_log"],
   [/^\/orders$/, orders.renderOrders, "orders"],
   [/^\/statements$/, orders.renderStatements, "orders"],
+  [/^\/nodes$/, nodes.render, "platform"],
 ];
 
 const NAV = [
@@ -74,6 +76,7 @@ const NAV = [
   ["/operation-log", "Operation log", "operation_log"],
   ["/orders", "Orders", "orders"],
   ["/statements", "Statements", "orders"],
+  ["/nodes", "Nodes", "platform"],
   ["/account", "Account settings", null],
 ];
 
@@ -85,6 +88,7 @@ function allowed(feature) {
   const s = state.session;
   if (!s || !feature) return true;
   if (feature === "full-account") return !s.features && !s.acting;
+  if (feature === "platform") return s.account.role === "platform_admin" && !s.acting && !s.features;
   return !s.features || s.features.includes(feature);
 }
 

@@ -56,6 +56,7 @@ const SOURCES: &[(&str, &str)] = &[
     ("page-sub-accounts.js", include_str!("../console/page-sub-accounts.js")),
     ("page-account.js", include_str!("../console/page-account.js")),
     ("page-oplog.js", include_str!("../console/page-oplog.js")),
+    ("page-nodes.js", include_str!("../console/page-nodes.js")),
     ("app.js", include_str!("../console/app.js")),
 ];
 
@@ -86,6 +87,7 @@ const ROUTES: &[&str] = &[
     "channels",
     "orders",
     "statements",
+    "nodes",
 ];
 
 /// One embedded asset, under its hashed name.
