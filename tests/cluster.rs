@@ -8,8 +8,10 @@ mod common;
 
 use std::path::Path;
 use std::time::Duration;
+use std::time::Instant;
 
-use common::{Api, TestServer, metric, scaleout_config};
+use common::{Api, RawDevice, TestServer, metric, scaleout_config};
+use fleetpulse_proto::wire::{Downlink, Heartbeat, Message};
 use fleetpulse_testkit::clickhouse::ClickHouseServer;
 use fleetpulse_testkit::postgres::PostgresServer;
 
@@ -87,9 +89,16 @@ async fn three_nodes_share_a_fleet_and_lose_one_without_losing_a_device() {
     // it and finds no session left to take offline.
     let third_api = Api::login(&third.api()).await;
     let deadline = killed_at + Duration::from_secs(LEASE_S + 20);
+    let mut all_back = None;
     loop {
         let nodes = api.get("/api/v1/nodes").await;
-        let n2 = nodes["items"].as_array().unwrap().iter().find(|n| n["id"] == "n2").cloned().unwrap();
+        let items = nodes["items"].as_array().unwrap();
+        let n2 = items.iter().find(|n| n["id"] == "n2").cloned().unwrap();
+        let elsewhere: u64 =
+            items.iter().filter(|n| n["id"] != "n2").map(|n| n["owned_sessions"].as_u64().unwrap()).sum();
+        if all_back.is_none() && elsewhere == u64::from(DEVICES) {
+            all_back = Some(killed_at.elapsed());
+        }
         if n2["state"] == "down" {
             break;
         }
@@ -114,7 +123,7 @@ async fn three_nodes_share_a_fleet_and_lose_one_without_losing_a_device() {
     let second = TestServer::start(dirs[1].path(), Some(second_ports), &node_config(&store, 2, Some(&tls)));
     let report = run.await.unwrap().expect("load test");
     println!("{}", serde_json::to_string(&report).unwrap());
-    println!("node 2 reaped {failover:?} after the kill");
+    println!("node 2 reaped {failover:?} after the kill; every device held by nodes 1 and 3 {all_back:?} after it");
     assert_eq!(report.connections.established, u64::from(DEVICES));
     assert_eq!(report.verified.missing, 0, "acknowledged messages lost across a node's death");
     assert_eq!(report.verified.duplicated, 0);
@@ -140,4 +149,97 @@ async fn three_nodes_share_a_fleet_and_lose_one_without_losing_a_device() {
         .map(|n| (n["id"].as_str().unwrap(), n["state"].as_str().unwrap()))
         .collect();
     assert_eq!(states, [("n1", "up"), ("n2", "up"), ("n3", "up")]);
+}
+
+/// Connects a device (heartbeat every 5 s) to `addr` and waits for its Welcome.
+async fn device_at(ca: &Path, addr: std::net::SocketAddr, mac: &str, credential: &str) -> RawDevice {
+    let mut dev = RawDevice::connect_to(ca, addr).await;
+    dev.send(&[RawDevice::hello(mac, credential, 5)]).await;
+    match dev.next().await {
+        Some(Downlink::Welcome(_)) => dev,
+        other => panic!("expected Welcome, got {other:?}"),
+    }
+}
+
+/// The race of a device moving between two live nodes, forced: its heartbeat deadline on node A
+/// passes before it connects to node B at all, so A cannot know of B's claim when the deadline
+/// passes. A holds it, checks the session table `offline_hold_s` later, finds it held by B and
+/// forgets it without an Offline alarm; a device that really went silent gets its Offline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_that_moved_after_its_deadline_gets_no_false_offline_alarm() {
+    let (pg, ch) = (PostgresServer::start(), ClickHouseServer::start());
+    let store = scaleout_config(&pg, &ch, "cluster_race");
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let fast = "[ingest]\nmissed_heartbeats = 1\n";
+    let config = |n: u32, tls: Option<&Path>| {
+        let tls = tls.map_or(String::new(), |d| {
+            format!(
+                "[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+                d.join("server.pem").display(),
+                d.join("server.key").display()
+            )
+        });
+        format!("{store}{fast}[cluster]\nnode_id = \"r{n}\"\nlease_s = 60\noffline_hold_s = 8\n{tls}")
+    };
+    let a = TestServer::start(dirs[0].path(), None, &config(1, None));
+    let tls = a.data_dir.join("tls");
+    let b = TestServer::start(dirs[1].path(), None, &config(2, Some(&tls)));
+    let api = Api::login(&a.api()).await;
+    let (_, credential) = api.enterprise("Movers").await;
+    let ca = a.ca_cert();
+
+    // Both devices on A (held there once recorded), then silent.
+    let _stays = device_at(&ca, a.quic_addr, "001565000b01", &credential).await;
+    let mut moves = device_at(&ca, a.quic_addr, "001565000b02", &credential).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let nodes = api.get("/api/v1/nodes").await;
+        if nodes["items"][0]["owned_sessions"] == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "A never recorded its sessions: {nodes}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // A's deadline for both (5 s after the last sign of life) passes; only then does the second
+    // device reach B, and it keeps its heartbeats there.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    drop(moves);
+    moves = device_at(&ca, b.quic_addr, "001565000b02", &credential).await;
+    let mut seq = 0;
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        seq += 1;
+        moves.send(&[RawDevice::data(seq, Message::Heartbeat(Heartbeat { uptime_s: seq }))]).await;
+        let checked = metric(&api.metrics().await, "fleetpulse_cluster_offline_checked_total");
+        if checked >= 2.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "A never checked its silent devices: {checked}");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert_eq!(metric(&api.metrics().await, "fleetpulse_cluster_offline_withheld_total"), 1.0);
+    // One Offline alarm, for the device that stayed silent; the mover is online (on B).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let offline = loop {
+        let offline = api.get("/api/v1/alarms?code=109").await;
+        if !offline["items"].as_array().unwrap().is_empty() {
+            break offline;
+        }
+        assert!(Instant::now() < deadline, "the silent device never went offline");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let items = offline["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{offline}");
+    // Seen from B (A's live view forgot the mover).
+    let devices = Api::login(&b.api()).await.get("/api/v1/devices?sort=mac").await;
+    let online: Vec<(String, bool)> = devices["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["mac"].as_str().unwrap().to_owned(), d["online"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(items[0]["device_id"], devices["items"][0]["id"], "{offline} {devices}");
+    assert_eq!(online, [("001565000b01".to_owned(), false), ("001565000b02".to_owned(), true)], "{devices}");
+    seq += 1;
+    moves.send(&[RawDevice::data(seq, Message::Heartbeat(Heartbeat { uptime_s: seq }))]).await;
 }
