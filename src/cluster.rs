@@ -108,7 +108,11 @@ impl ClusterMetrics {
             m.sessions_taken_over.clone(),
         );
         r.register("nodes_reaped", "Lost nodes whose sessions this node took offline", m.nodes_reaped.clone());
-        r.register("sessions_reaped", "Sessions of lost nodes this node took offline", m.sessions_reaped.clone());
+        r.register(
+            "sessions_reaped",
+            "Sessions of lost nodes this node took offline (no live node held them after the offline hold)",
+            m.sessions_reaped.clone(),
+        );
         r.register(
             "offline_checked",
             "Devices whose heartbeats were missing here, checked against the session table before going offline",
@@ -116,7 +120,7 @@ impl ClusterMetrics {
         );
         r.register(
             "offline_withheld",
-            "Checked devices another live node held: forgotten here without an Offline alarm",
+            "Checked devices (silent here, or of a lost node) another live node held: no Offline alarm",
             m.offline_withheld.clone(),
         );
         r.register("outbox_sender", "1 while this node holds the outbox sender lease", m.outbox_sender.clone());
@@ -256,17 +260,24 @@ impl Cluster {
         })
     }
 
+    /// Takes the lapsed nodes; each one's devices are checked `offline_hold` later (in a task of
+    /// their own: the heartbeat goes on), and those that no live node holds by then go offline.
     async fn reap(&self, store: &Store, alarms: Option<&mpsc::Sender<Vec<DeviceEvent>>>) {
         loop {
             match self.store.reap_lapsed_node().await {
                 Ok(None) => return,
                 Ok(Some((node, lost))) => {
-                    tracing::warn!(message = "A node's lease lapsed; taking its devices offline.", %node, devices = lost.len());
+                    tracing::warn!(message = "A node's lease lapsed; its devices not held elsewhere soon go offline.", %node, devices = lost.len());
                     self.metrics.nodes_reaped.inc();
-                    self.metrics.sessions_reaped.inc_by(lost.len() as u64);
-                    if let Err(error) = take_offline(store, alarms, &lost).await {
-                        tracing::error!(message = "Taking a lost node's devices offline failed.", %node, %error);
-                    }
+                    let (this, store, alarms) = (self.clone(), store.clone(), alarms.cloned());
+                    drop(tokio::spawn(async move {
+                        tokio::time::sleep(this.offline_hold).await;
+                        let lost = this.not_held_elsewhere(&node, lost).await;
+                        this.metrics.sessions_reaped.inc_by(lost.len() as u64);
+                        if let Err(error) = take_offline(&store, alarms.as_ref(), &lost).await {
+                            tracing::error!(message = "Taking a lost node's devices offline failed.", %node, %error);
+                        }
+                    }));
                 }
                 Err(error) => {
                     tracing::warn!(message = "Looking for lost nodes failed.", %error);
@@ -274,6 +285,24 @@ impl Cluster {
                 }
             }
         }
+    }
+
+    /// The sessions of the lost node `node` that no live node holds now (a device that
+    /// reconnected before the lease lapsed but whose claim came later is left out). A failed
+    /// check keeps them all.
+    async fn not_held_elsewhere(&self, node: &NodeId, lost: Vec<LostSession>) -> Vec<LostSession> {
+        let mut held = HashSet::new();
+        for chunk in lost.chunks(MAX_SESSION_BATCH) {
+            let devices: Vec<DeviceId> = chunk.iter().map(|l| l.device_id).collect();
+            match self.store.sessions_held_elsewhere(node, &devices).await {
+                Ok(found) => held.extend(found),
+                Err(error) => {
+                    tracing::warn!(message = "Checking a lost node's devices failed; they go offline.", %error)
+                }
+            }
+        }
+        self.metrics.offline_withheld.inc_by(held.len() as u64);
+        lost.into_iter().filter(|l| !held.contains(&l.device_id)).collect()
     }
 
     async fn refresh_node_metrics(&self) {
