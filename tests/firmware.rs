@@ -11,61 +11,15 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{ADMIN_EMAIL, ADMIN_PASSWORD, TestServer};
+use common::{Api, TestServer, until};
 use fleetpulse_admin_api::firmware::{FirmwareKey, sign_token};
 use fleetpulse_loadtest::download::{self, Download, DownloadEvent};
 use fleetpulse_proto::{DeviceId, FirmwareId, UnixMillis};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-struct Client {
-    http: reqwest::Client,
-    base: String,
-    token: String,
-}
-
-impl Client {
-    async fn login(base: &str) -> Client {
-        let http = reqwest::Client::new();
-        let reply: Value = http
-            .post(format!("{base}/api/v1/auth/login"))
-            .json(&json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        Client { http, base: base.into(), token: reply["token"].as_str().unwrap().into() }
-    }
-
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut req = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token);
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        let reply = req.send().await.unwrap();
-        let status = reply.status().as_u16();
-        (status, reply.json().await.unwrap_or(Value::Null))
-    }
-}
-
-/// Polls `read` every 100 ms until `done` holds, at most 60 s.
-async fn until<T: std::fmt::Debug, F, Fut>(what: &str, mut read: F, done: impl Fn(&T) -> bool) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = T>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let value = read().await;
-        if done(&value) {
-            return value;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{what}: still {value:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+/// How long a wait may take.
+const LIMIT: Duration = Duration::from_secs(60);
 
 /// One raw HTTPS request with a `Range` header; answers the status line, the headers and the body.
 async fn ranged_get(addr: std::net::SocketAddr, ca: &std::path::Path, target: &str, range: &str) -> (String, Vec<u8>) {
@@ -85,7 +39,7 @@ async fn ranged_get(addr: std::net::SocketAddr, ca: &std::path::Path, target: &s
 async fn a_phone_downloads_checks_and_installs_an_uploaded_image() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path(), None, "[firmware]\nhttps_listen = \"127.0.0.1:0\"\n");
-    let api = Client::login(&server.api()).await;
+    let api = Api::login(&server.api()).await;
     let (status, enterprise) =
         api.call(reqwest::Method::POST, "/api/v1/enterprises", Some(json!({"name": "fw-e2e"}))).await;
     assert_eq!(status, 201, "{enterprise}");
@@ -103,6 +57,7 @@ async fn a_phone_downloads_checks_and_installs_an_uploaded_image() {
     let devices_path = format!("/api/v1/devices?enterprise_id={e}");
     let (_, list) = until(
         "the phone connects",
+        LIMIT,
         || api.call(reqwest::Method::GET, &devices_path, None),
         |(_, v): &(u16, Value)| v["items"].as_array().is_some_and(|a| a.len() == 1),
     )
@@ -114,7 +69,7 @@ async fn a_phone_downloads_checks_and_installs_an_uploaded_image() {
     // A 3 MiB image for its model.
     let image: Vec<u8> = (0..3 * 1024 * 1024 + 17).map(|i: u32| (i % 253) as u8).collect();
     let reply = api
-        .http
+        .client
         .post(format!("{}/api/v1/firmware?enterprise_id={e}&model={model}&version=99.1.0.7", server.api()))
         .bearer_auth(&api.token)
         .body(image.clone())
@@ -142,6 +97,7 @@ async fn a_phone_downloads_checks_and_installs_an_uploaded_image() {
     let command_path = format!("/api/v1/commands/{command_id}");
     let (_, done) = until(
         "the upgrade finishes",
+        LIMIT,
         || api.call(reqwest::Method::GET, &command_path, None),
         |(_, c): &(u16, Value)| matches!(c["state"].as_str(), Some("succeeded" | "failed")),
     )
@@ -152,6 +108,7 @@ async fn a_phone_downloads_checks_and_installs_an_uploaded_image() {
     let device_path = format!("/api/v1/devices/{device_id}");
     until(
         "the new firmware is reported",
+        LIMIT,
         || api.call(reqwest::Method::GET, &device_path, None),
         |(_, d): &(u16, Value)| d["firmware"] == "99.1.0.7" || d["device"]["firmware"] == "99.1.0.7",
     )
@@ -169,7 +126,7 @@ async fn a_phone_downloads_checks_and_installs_an_uploaded_image() {
 async fn the_download_server_checks_tokens_and_serves_ranges() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path(), None, "[firmware]\nhttps_listen = \"127.0.0.1:0\"\n");
-    let api = Client::login(&server.api()).await;
+    let api = Api::login(&server.api()).await;
     let (_, enterprise) = api.call(reqwest::Method::POST, "/api/v1/enterprises", Some(json!({"name": "fw-dl"}))).await;
     let e = enterprise["id"].as_u64().unwrap();
     let (status, device) = api
@@ -183,7 +140,7 @@ async fn the_download_server_checks_tokens_and_serves_ranges() {
     let device_id = device["id"].as_u64().unwrap();
     let image: Vec<u8> = (0..(1 << 20) + 100).map(|i: u32| (i % 241) as u8).collect();
     let reply = api
-        .http
+        .client
         .post(format!("{}/api/v1/firmware?enterprise_id={e}&model=T54W&version=2", server.api()))
         .bearer_auth(&api.token)
         .body(image.clone())

@@ -196,11 +196,13 @@ async fn damaged_database_files_are_refused_checked_and_repaired() {
     let middle = root.path().join("middle");
     copy_dir(&clean, &middle);
     let bytes = std::fs::read(db(&middle)).unwrap();
-    // A free page's content is not data: take the first b-tree page from the middle on with at
-    // least four cells, and flip its first four cell pointers.
+    // A free page's content is not data, and the schema's own pages (spread through the file as
+    // migrations added to it) are not rows: take the first b-tree page of a table or index from
+    // the middle on with at least four cells, and flip its first four cell pointers.
     let mut mid = bytes.len() / page / 2;
     let cells = |p: usize| u16::from_be_bytes([bytes[p * page + 3], bytes[p * page + 4]]);
-    while ![2u8, 5, 10, 13].contains(&bytes[mid * page]) || cells(mid) < 4 {
+    let schema = schema_pages(&bytes, page);
+    while ![2u8, 5, 10, 13].contains(&bytes[mid * page]) || cells(mid) < 4 || schema.contains(&mid) {
         mid += 1;
     }
     let header = if bytes[mid * page] < 10 { 12 } else { 8 };
@@ -390,4 +392,28 @@ async fn a_full_disk_answers_503_keeps_reads_and_recovers_by_itself() {
         .collect();
     assert!(names.iter().any(|n| n == "after the full disk 1"), "{names:?}");
     assert!(!names.iter().any(|n| n.starts_with("on a full disk")), "{names:?}");
+}
+
+/// The pages (0-based) of the schema table's b-tree, walked from page 1 (its root; the file
+/// header takes its first 100 bytes).
+fn schema_pages(bytes: &[u8], page: usize) -> std::collections::HashSet<usize> {
+    let be32 = |at: usize| u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]) as usize;
+    let be16 = |at: usize| u16::from_be_bytes([bytes[at], bytes[at + 1]]) as usize;
+    let mut seen = std::collections::HashSet::new();
+    let mut todo = vec![0usize];
+    while let Some(p) = todo.pop() {
+        if !seen.insert(p) {
+            continue;
+        }
+        let header = p * page + if p == 0 { 100 } else { 0 };
+        // An interior table page: each cell starts with a child's page number, and the right-most
+        // child follows the header's cell count.
+        if bytes[header] == 5 {
+            todo.push(be32(header + 8) - 1);
+            for cell in 0..be16(header + 3) {
+                todo.push(be32(p * page + be16(header + 12 + 2 * cell)) - 1);
+            }
+        }
+    }
+    seen
 }

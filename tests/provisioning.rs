@@ -11,41 +11,15 @@ mod common;
 
 use std::time::Duration;
 
-use common::{ADMIN_EMAIL, ADMIN_PASSWORD, TestServer};
+use common::{Api, TestServer, until};
 use serde_json::{Value, json};
 
-struct Client {
-    http: reqwest::Client,
-    base: String,
-    token: String,
-}
+/// How long a wait may take: a task waits for the scheduler's next pass, at most 30 s away.
+const LIMIT: Duration = Duration::from_secs(90);
 
-impl Client {
-    async fn login(base: &str) -> Client {
-        let http = reqwest::Client::new();
-        let reply: Value = http
-            .post(format!("{base}/api/v1/auth/login"))
-            .json(&json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        Client { http, base: base.into(), token: reply["token"].as_str().unwrap().into() }
-    }
-
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut req = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token);
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        let reply = req.send().await.unwrap();
-        let status = reply.status().as_u16();
-        (status, reply.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn get(&self, path: &str) -> Value {
+/// What these flows read beyond the harness's client.
+impl Api {
+    async fn get_ok(&self, path: &str) -> Value {
         let (status, body) = self.call(reqwest::Method::GET, path, None).await;
         assert_eq!(status, 200, "{path}: {body}");
         body
@@ -53,7 +27,7 @@ impl Client {
 
     /// The device's `apply_config` commands, oldest first.
     async fn pushes(&self, device: u64) -> Vec<Value> {
-        let page = self.get(&format!("/api/v1/devices/{device}/commands?limit=100")).await;
+        let page = self.get_ok(&format!("/api/v1/devices/{device}/commands?limit=100")).await;
         let mut items: Vec<Value> =
             page["items"].as_array().unwrap().iter().filter(|c| c["kind"] == "apply_config").cloned().collect();
         items.sort_by_key(|c| c["id"].as_u64());
@@ -61,28 +35,11 @@ impl Client {
     }
 }
 
-/// Polls `read` every 100 ms until `done` holds, at most 90 s (a task waits for the
-/// scheduler's next pass, at most 30 s away).
-async fn until<T: std::fmt::Debug, F, Fut>(what: &str, mut read: F, done: impl Fn(&T) -> bool) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = T>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-    loop {
-        let value = read().await;
-        if done(&value) {
-            return value;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{what}: still {value:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// Waits until the device has `n` `apply_config` commands, all finished; answers them.
-async fn settled_pushes(api: &Client, device: u64, n: usize) -> Vec<Value> {
+async fn settled_pushes(api: &Api, device: u64, n: usize) -> Vec<Value> {
     until(
         &format!("device {device} has {n} finished pushes"),
+        LIMIT,
         || api.pushes(device),
         |p: &Vec<Value>| p.len() == n && p.iter().all(|c| matches!(c["state"].as_str(), Some("succeeded" | "failed"))),
     )
@@ -90,11 +47,12 @@ async fn settled_pushes(api: &Client, device: u64, n: usize) -> Vec<Value> {
 }
 
 /// Waits until the device detail's `last_provision` has this result; answers it.
-async fn last_provision(api: &Client, device: u64, result: &str) -> Value {
+async fn last_provision(api: &Api, device: u64, result: &str) -> Value {
     let path = format!("/api/v1/devices/{device}");
     let detail = until(
         &format!("device {device} last_provision {result}"),
-        || api.get(&path),
+        LIMIT,
+        || api.get_ok(&path),
         |d: &Value| d["status"]["last_provision"]["result"] == result,
     )
     .await;
@@ -105,7 +63,7 @@ async fn last_provision(api: &Client, device: u64, result: &str) -> Value {
 async fn profiles_reach_phones_and_only_changes_are_sent() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path(), None, "");
-    let api = Client::login(&server.api()).await;
+    let api = Api::login(&server.api()).await;
     let (status, enterprise) =
         api.call(reqwest::Method::POST, "/api/v1/enterprises", Some(json!({"name": "prov-e2e"}))).await;
     assert_eq!(status, 201, "{enterprise}");
@@ -134,7 +92,8 @@ async fn profiles_reach_phones_and_only_changes_are_sent() {
     let devices_path = format!("/api/v1/devices?enterprise_id={e}&site_id={site_id}");
     let list = until(
         "both phones report from HQ",
-        || api.get(&devices_path),
+        LIMIT,
+        || api.get_ok(&devices_path),
         |v: &Value| v["items"].as_array().is_some_and(|a| a.len() == 2),
     )
     .await;
@@ -146,7 +105,7 @@ async fn profiles_reach_phones_and_only_changes_are_sent() {
         .collect();
     let (d1, d2) = (devices[0].0, devices[1].0);
     for (i, (id, _)) in devices.iter().enumerate() {
-        assert_eq!(api.get(&format!("/api/v1/devices/{id}")).await["status"]["last_provision"], Value::Null);
+        assert_eq!(api.get_ok(&format!("/api/v1/devices/{id}")).await["status"]["last_provision"], Value::Null);
         let name = json!({"name": format!("Phone {i}")});
         let (status, _) = api.call(reqwest::Method::PATCH, &format!("/api/v1/devices/{id}"), Some(name)).await;
         assert_eq!(status, 200);
@@ -216,7 +175,7 @@ async fn profiles_reach_phones_and_only_changes_are_sent() {
         assert_eq!(pushes[1]["output"], "configuration applied: 1 set, 0 removed, 3 parameters\n");
         last_provision(&api, *id, "succeeded").await;
     }
-    let effective = api.get(&format!("/api/v1/devices/{d1}/configuration")).await;
+    let effective = api.get_ok(&format!("/api/v1/devices/{d1}/configuration")).await;
     let origins: Vec<(String, String, String)> = effective["parameters"]
         .as_array()
         .unwrap()
@@ -295,7 +254,8 @@ async fn profiles_reach_phones_and_only_changes_are_sent() {
     let runs_path = format!("/api/v1/tasks/{task_id}/runs");
     let runs = until(
         "the provision task runs",
-        || api.get(&runs_path),
+        LIMIT,
+        || api.get_ok(&runs_path),
         |r: &Value| r["items"].as_array().is_some_and(|a| !a.is_empty()),
     )
     .await;
@@ -305,7 +265,8 @@ async fn profiles_reach_phones_and_only_changes_are_sent() {
     let run_path = format!("/api/v1/tasks/{task_id}/runs/{run_id}");
     let run = until(
         "the task's command finishes",
-        || api.get(&run_path),
+        LIMIT,
+        || api.get_ok(&run_path),
         |r: &Value| r["devices"].as_array().is_some_and(|d| d.iter().any(|x| x["command_state"] == "succeeded")),
     )
     .await;

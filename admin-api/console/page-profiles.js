@@ -6,26 +6,10 @@
 import { call, del, download, get, post, put, qs } from "./api.js";
 import { orderedEditor } from "./page-groups.js";
 import { badge, busy, emptyState, errorBox, field, fmtTime, h, link, loading, mount, okBox, table } from "./ui.js";
+import { enterpriseOf, enterprisePicker } from "./enterprise.js";
 
 /** Containers, highest priority first, with what the console calls them. */
 const CONTAINERS = [["device", "Device"], ["site", "Site"], ["model", "Model"], ["group", "Group"], ["global", "Global"]];
-
-/** The enterprise the page works on: the session's own, else ?enterprise_id= (chosen below). */
-function enterpriseOf(ctx) {
-  return ctx.session.enterprise_id || Number(ctx.query.get("enterprise_id")) || null;
-}
-
-async function enterprisePicker(ctx, current) {
-  try {
-    const { items } = await get("/api/v1/enterprises", { limit: 200 });
-    if (!items.length) return h("p", { class: "muted" }, "No enterprises yet.");
-    const sel = h("select", { id: "profile-enterprise" }, h("option", { value: "" }, "Choose an enterprise"), items.map((e) => h("option", { value: e.id, selected: e.id === current }, `${e.name} (#${e.id})`)));
-    sel.addEventListener("change", () => ctx.navigate("/profiles" + qs({ enterprise_id: sel.value })));
-    return h("div", { class: "row" }, field("Enterprise", sel));
-  } catch (e) {
-    return errorBox(e);
-  }
-}
 
 /** Parameters as the editor shows them: one `key=value` line each, by key. */
 export function parametersText(parameters) {
@@ -194,7 +178,7 @@ export function renderList(main, ctx) {
   const notice = h("div", { id: "profile-notice" });
   const picker = h("div");
   mount(main, h("h1", {}, "Configuration profiles"), picker, notice, slot);
-  if (!ctx.session.enterprise_id) enterprisePicker(ctx, enterprise).then((p) => mount(picker, p));
+  if (!ctx.session.enterprise_id) enterprisePicker(ctx, enterprise, "/profiles", "profile-enterprise").then((p) => mount(picker, p));
   if (!enterprise) {
     mount(slot, h("p", { class: "muted" }, "Choose the enterprise whose profiles to manage."));
     return;

@@ -4,23 +4,7 @@
 
 import { call, del, get, post, qs, upload } from "./api.js";
 import { badge, busy, errorBox, field, fmtTime, h, link, loading, mount, okBox, table } from "./ui.js";
-
-/** The enterprise the page works on: the session's own, else ?enterprise_id= (chosen below). */
-function enterpriseOf(ctx) {
-  return ctx.session.enterprise_id || Number(ctx.query.get("enterprise_id")) || null;
-}
-
-async function enterprisePicker(ctx, current) {
-  try {
-    const { items } = await get("/api/v1/enterprises", { limit: 200 });
-    if (!items.length) return h("p", { class: "muted" }, "No enterprises yet.");
-    const sel = h("select", { id: "site-enterprise" }, h("option", { value: "" }, "Choose an enterprise"), items.map((e) => h("option", { value: e.id, selected: e.id === current }, `${e.name} (#${e.id})`)));
-    sel.addEventListener("change", () => ctx.navigate("/sites" + qs({ enterprise_id: sel.value })));
-    return h("div", { class: "row" }, field("Enterprise", sel));
-  } catch (e) {
-    return errorBox(e);
-  }
-}
+import { enterpriseOf, enterprisePicker } from "./enterprise.js";
 
 /** Subnets as the editor shows them: one public subnet per line, its private ones after ">". */
 export function subnetsText(subnets) {
@@ -109,7 +93,7 @@ export function renderList(main, ctx) {
   const notice = h("div", { id: "site-notice" });
   const picker = h("div");
   mount(main, h("h1", {}, "Sites"), picker, notice, slot);
-  if (!ctx.session.enterprise_id) enterprisePicker(ctx, enterprise).then((p) => mount(picker, p));
+  if (!ctx.session.enterprise_id) enterprisePicker(ctx, enterprise, "/sites", "site-enterprise").then((p) => mount(picker, p));
   if (!enterprise) {
     mount(slot, h("p", { class: "muted" }, "Choose the enterprise whose sites to manage."));
     return;

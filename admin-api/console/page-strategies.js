@@ -1,25 +1,11 @@
-// Alarm strategies of an enterprise: list, create, edit, enable/disable, delete. The API
-// validates every field; its messages are shown as they come.
+// Alarm strategies of an enterprise: list, create, edit, enable/disable, delete, and the
+// effective list (its own and its channels', `strategies-effective.js`). The API validates every
+// field; its messages are shown as they come.
 
 import { del, get, post, put, qs } from "./api.js";
 import { badge, busy, checkbox, errorBox, field, fmtTime, h, link, loading, mount, okBox, table } from "./ui.js";
-
-/** The enterprise the page works on: the session's own, else ?enterprise_id= (chosen below). */
-function enterpriseOf(ctx) {
-  return ctx.session.enterprise_id || Number(ctx.query.get("enterprise_id")) || null;
-}
-
-async function enterprisePicker(ctx, current, base) {
-  try {
-    const { items } = await get("/api/v1/enterprises", { limit: 200 });
-    if (!items.length) return h("p", { class: "muted" }, "No enterprises yet.");
-    const sel = h("select", { id: "strategy-enterprise" }, h("option", { value: "" }, "Choose an enterprise"), items.map((e) => h("option", { value: e.id, selected: e.id === current }, `${e.name} (#${e.id})`)));
-    sel.addEventListener("change", () => ctx.navigate(base + qs({ enterprise_id: sel.value })));
-    return h("div", { class: "row" }, field("Enterprise", sel));
-  } catch (e) {
-    return errorBox(e);
-  }
-}
+import { enterpriseOf, enterprisePicker } from "./enterprise.js";
+import { effectiveSection } from "./strategies-effective.js";
 
 export function renderList(main, ctx) {
   const enterprise = enterpriseOf(ctx);
@@ -27,8 +13,9 @@ export function renderList(main, ctx) {
   const notice = h("div");
   const picker = h("div");
   mount(main, h("h1", {}, "Alarm strategies"), picker, notice, slot);
-  if (!ctx.session.enterprise_id) enterprisePicker(ctx, enterprise, "/strategies").then((p) => mount(picker, p));
+  if (!ctx.session.enterprise_id) enterprisePicker(ctx, enterprise, "/strategies", "strategy-enterprise").then((p) => mount(picker, p));
   if (!enterprise) return mount(slot, h("p", { class: "muted" }, "Choose the enterprise whose strategies to manage."));
+  main.append(effectiveSection(enterprise, notice));
 
   async function load() {
     mount(slot, loading());
@@ -73,7 +60,7 @@ export function renderEdit(main, ctx) {
       }
     }
     const enterprise = s ? s.enterprise_id : enterpriseOf(ctx);
-    if (!enterprise) return mount(main, h("h1", {}, "New strategy"), await enterprisePicker(ctx, null, "/strategies/new"));
+    if (!enterprise) return mount(main, h("h1", {}, "New strategy"), await enterprisePicker(ctx, null, "/strategies/new", "strategy-enterprise"));
     const v = s ? s.settings : { name: "", enabled: true, alarm_types: [], severities: [], receivers: [], group_wait_ms: 10000, group_interval_ms: 60000, repeat_interval_ms: 14400000, thresholds: [] };
     const cpu = v.thresholds.find((t) => t.metric === "cpu");
     const mem = v.thresholds.find((t) => t.metric === "memory");

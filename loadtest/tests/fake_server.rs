@@ -897,6 +897,10 @@ async fn the_command_mode_sends_one_bulk_command_to_every_device() {
     assert_eq!((run.mode.as_str(), run.targets, run.issued, run.refused), ("bulk", 8, 8, 0), "{run:#?}");
     assert_eq!((run.succeeded, run.failed, run.unfinished), (0, 8, 0), "{run:#?}");
     let (delivered, stored) = (run.all_delivered_us.expect("all delivered"), run.all_stored_us.expect("all stored"));
-    assert!(delivered < stored && stored >= run.round_trip_us.p50, "{run:#?}");
+    // Percentiles are histogram values with three significant digits, rounded up to their bucket
+    // (at most 0.1 % above the value recorded); the times until all were delivered and stored
+    // are exact.
+    let p50 = run.round_trip_us.p50;
+    assert!(delivered < stored && stored >= p50 - p50 / 1000, "{run:#?}");
     assert_eq!(run.api_states, [("failed".to_owned(), 8)].into(), "{run:#?}");
 }

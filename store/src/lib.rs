@@ -5,7 +5,9 @@
 //!   in its own module with its rows: [`AccountStore`] (accounts, sessions, TOTP, lockout),
 //!   [`AccountSecurityStore`] (settings, password resets, login codes), [`TenantStore`]
 //!   (channels, enterprises), [`DeviceStore`] (devices, snapshots, lists), [`StrategyStore`]
-//!   (alarm strategies), [`OutboxStore`] (the notification outbox), [`OperationLogStore`] and
+//!   (alarm strategies), [`InheritedStrategyStore`] (channels' strategies and enterprises'
+//!   choices about them), [`EngineStateStore`] (the alarm engine's saved windows and
+//!   resolutions), [`OutboxStore`] (the notification outbox), [`OperationLogStore`] and
 //!   [`CommandStore`] (the durable per-device command queue), [`FileStore`] (files devices
 //!   upload, with their content), [`TaskStore`] (scheduled tasks, their runs and per-device
 //!   results), [`InventoryStore`] (devices added, edited, moved, deleted and imported) and
@@ -15,6 +17,8 @@
 //!   [`GroupStore`] (device groups, ordered memberships, default groups).
 //!   [`OrderStore`] (orders, statements, device allowances).
 //!   [`LicenceStore`] (each device's licence status, ORD-3).
+//!   [`WindowStore`] (maintenance windows and the marks they leave on alarms, issue 18).
+//!   [`NotificationAuditStore`] (what became of every alarm's notifications, and their retention).
 //! - [`EventStore`] (`events.rs`): append-only event streams (status events, resource reports,
 //!   alarm events), the aggregated alarm records, and the per-device delivery marks used to drop
 //!   duplicates.
@@ -27,12 +31,14 @@
 mod account_security;
 mod accounts;
 mod alarm_lifecycle;
+mod audit;
 pub mod clickhouse;
 mod cluster;
 mod commands;
 mod device_sql;
 mod devices;
 pub mod embedded;
+mod engine_state;
 mod events;
 mod files;
 mod firmware;
@@ -45,19 +51,25 @@ mod orders;
 mod outbox;
 pub mod postgres;
 mod profiles;
+mod rps;
 pub mod scaleout;
 mod sites;
 pub mod spool;
 mod strategies;
+mod strategy_inheritance;
 mod tasks;
+mod tenant_admin;
 mod tenants;
+mod windows;
 
 pub use account_security::*;
 pub use accounts::*;
 pub use alarm_lifecycle::{AlarmLifecycle, Unchanged};
+pub use audit::*;
 pub use cluster::*;
 pub use commands::*;
 pub use devices::*;
+pub use engine_state::*;
 pub use events::*;
 pub use files::*;
 pub use firmware::*;
@@ -69,10 +81,14 @@ pub use oplog::*;
 pub use orders::*;
 pub use outbox::*;
 pub use profiles::*;
+pub use rps::*;
 pub use sites::*;
 pub use strategies::*;
+pub use strategy_inheritance::*;
 pub use tasks::*;
+pub use tenant_admin::*;
 pub use tenants::*;
+pub use windows::*;
 
 use fleetpulse_proto::{DeviceId, EnterpriseId};
 use std::sync::Arc;
@@ -137,6 +153,8 @@ pub trait EntityStore:
     + TenantStore
     + DeviceStore
     + StrategyStore
+    + InheritedStrategyStore
+    + EngineStateStore
     + OutboxStore
     + OperationLogStore
     + CommandStore
@@ -149,6 +167,10 @@ pub trait EntityStore:
     + GroupStore
     + OrderStore
     + LicenceStore
+    + WindowStore
+    + NotificationAuditStore
+    + TenantAdminStore
+    + RpsStore
 {
 }
 
@@ -158,6 +180,8 @@ impl<T> EntityStore for T where
         + TenantStore
         + DeviceStore
         + StrategyStore
+        + InheritedStrategyStore
+        + EngineStateStore
         + OutboxStore
         + OperationLogStore
         + CommandStore
@@ -170,6 +194,10 @@ impl<T> EntityStore for T where
         + GroupStore
         + OrderStore
         + LicenceStore
+        + WindowStore
+        + NotificationAuditStore
+        + TenantAdminStore
+        + RpsStore
 {
 }
 
@@ -191,6 +219,8 @@ opaque_debug!(
     TenantStore,
     DeviceStore,
     StrategyStore,
+    InheritedStrategyStore,
+    EngineStateStore,
     OutboxStore,
     OperationLogStore,
     CommandStore,
@@ -203,6 +233,10 @@ opaque_debug!(
     GroupStore,
     OrderStore,
     LicenceStore,
+    WindowStore,
+    NotificationAuditStore,
+    TenantAdminStore,
+    RpsStore,
     EntityStore,
     EventStore
 );

@@ -165,6 +165,22 @@ impl Api {
             .unwrap()
     }
 
+    /// Any request; answers the status and the JSON body (`null` when there is none).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let mut req = self.client.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let reply = req.send().await.unwrap();
+        let status = reply.status().as_u16();
+        (status, reply.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
     pub async fn delete(&self, path: &str) -> reqwest::StatusCode {
         self.client.delete(format!("{}{path}", self.base)).bearer_auth(&self.token).send().await.unwrap().status()
     }
@@ -191,6 +207,23 @@ impl Api {
 
     pub async fn metrics(&self) -> String {
         self.client.get(format!("{}/metrics", self.base)).send().await.unwrap().text().await.unwrap()
+    }
+}
+
+/// Polls `read` every 100 ms until `done` holds; fails after `limit` with what it last read.
+pub async fn until<T: std::fmt::Debug, F, Fut>(what: &str, limit: Duration, mut read: F, done: impl Fn(&T) -> bool) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let value = read().await;
+        if done(&value) {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{what}: still {value:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -14,20 +14,7 @@ use super::*;
 async fn effective(h: &Harness, token: &str, device: u64) -> Vec<String> {
     let config = h.get(&format!("/api/v1/devices/{device}/configuration"), token).await;
     assert_eq!(config.status, StatusCode::OK, "{}", config.text());
-    config.json()["parameters"]
-        .as_array()
-        .expect("parameters")
-        .iter()
-        .map(|p| {
-            format!(
-                "{}={} <- {} {}",
-                p["key"].as_str().unwrap_or(""),
-                p["value"].as_str().unwrap_or(""),
-                p["origin"]["profile_name"].as_str().unwrap_or(""),
-                p["origin"]["container"].as_str().unwrap_or("")
-            )
-        })
-        .collect()
+    super::profiles::effective_lines(&config.json())
 }
 
 async fn created(h: &Harness, token: &str, path: &str, body: Value) -> u64 {

@@ -130,20 +130,7 @@ async fn profiles_resolve_push_and_report_per_device() {
     let config = call(Method::GET, format!("/api/v1/devices/{phone}/configuration"), None).await;
     assert_eq!(config.status, StatusCode::OK, "{}", config.text());
     let config = config.json();
-    let rows: Vec<String> = config["parameters"]
-        .as_array()
-        .expect("parameters")
-        .iter()
-        .map(|p| {
-            format!(
-                "{}={} <- {} {}",
-                p["key"].as_str().unwrap_or(""),
-                p["value"].as_str().unwrap_or(""),
-                p["origin"]["profile_name"].as_str().unwrap_or(""),
-                p["origin"]["container"].as_str().unwrap_or("")
-            )
-        })
-        .collect();
+    let rows = effective_lines(&config);
     assert_eq!(
         rows,
         [
@@ -249,4 +236,23 @@ async fn a_provision_task_resolves_each_device_at_run_time() {
     assert_eq!(detail["devices"].as_array().map(Vec::len), Some(2), "per-device results: {detail}");
     let device_detail = h.get(&format!("/api/v1/devices/{a}"), &token).await.json();
     assert_eq!(device_detail["status"]["last_provision"]["result"], "pending", "{device_detail}");
+}
+
+/// A device's effective configuration (its `GET …/configuration` body) as
+/// `key=value <- profile container` lines.
+pub(super) fn effective_lines(config: &Value) -> Vec<String> {
+    config["parameters"]
+        .as_array()
+        .expect("parameters")
+        .iter()
+        .map(|p| {
+            format!(
+                "{}={} <- {} {}",
+                p["key"].as_str().unwrap_or(""),
+                p["value"].as_str().unwrap_or(""),
+                p["origin"]["profile_name"].as_str().unwrap_or(""),
+                p["origin"]["container"].as_str().unwrap_or("")
+            )
+        })
+        .collect()
 }
