@@ -84,8 +84,10 @@ pub struct ClusterMetrics {
     nodes_reaped: Counter,
     sessions_reaped: Counter,
     outbox_sender: Gauge,
+    offline_held: Counter,
     offline_checked: Counter,
     offline_withheld: Counter,
+    lost_nodes_checked: Counter,
     node_up: Family<NodeLabel, Gauge>,
     node_sessions: Family<NodeLabel, Gauge>,
 }
@@ -114,6 +116,11 @@ impl ClusterMetrics {
             m.sessions_reaped.clone(),
         );
         r.register(
+            "offline_held",
+            "Devices whose heartbeats were missing here, held for the offline check",
+            m.offline_held.clone(),
+        );
+        r.register(
             "offline_checked",
             "Devices whose heartbeats were missing here, checked against the session table before going offline",
             m.offline_checked.clone(),
@@ -122,6 +129,11 @@ impl ClusterMetrics {
             "offline_withheld",
             "Checked devices (silent here, or of a lost node) another live node held: no Offline alarm",
             m.offline_withheld.clone(),
+        );
+        r.register(
+            "lost_nodes_checked",
+            "Lost nodes whose devices this node checked after the offline hold (and took offline if no live node held them)",
+            m.lost_nodes_checked.clone(),
         );
         r.register("outbox_sender", "1 while this node holds the outbox sender lease", m.outbox_sender.clone());
         r.register(
@@ -277,6 +289,7 @@ impl Cluster {
                         if let Err(error) = take_offline(&store, alarms.as_ref(), &lost).await {
                             tracing::error!(message = "Taking a lost node's devices offline failed.", %node, %error);
                         }
+                        this.metrics.lost_nodes_checked.inc();
                     }));
                 }
                 Err(error) => {
@@ -376,7 +389,10 @@ impl Cluster {
                 let due = waiting.front().map(|(at, _)| *at);
                 tokio::select! {
                     got = rx.recv(), if open && waiting.len() < OFFLINE_CHECK_QUEUE => match got {
-                        Some(devices) => waiting.push_back((tokio::time::Instant::now() + this.offline_hold, devices)),
+                        Some(devices) => {
+                            this.metrics.offline_held.inc_by(devices.len() as u64);
+                            waiting.push_back((tokio::time::Instant::now() + this.offline_hold, devices));
+                        }
                         None => open = false,
                     },
                     () = async { tokio::time::sleep_until(due.expect("guarded by is_some")).await }, if due.is_some() => {
@@ -401,8 +417,9 @@ impl Cluster {
                 }
             }
         }
-        self.metrics.offline_checked.inc_by(devices.len() as u64);
+        // Withheld before checked: whoever sees a check counted also sees what it withheld.
         self.metrics.offline_withheld.inc_by(elsewhere.len() as u64);
+        self.metrics.offline_checked.inc_by(devices.len() as u64);
         devices.iter().map(|d| (*d, elsewhere.contains(d))).collect()
     }
 
