@@ -18,7 +18,7 @@ use fleetpulse_alarm_service::{AlarmMetrics, AlarmService};
 use fleetpulse_ingest::{Ingest, IngestConfig, IngestMetrics, TlsSource};
 use fleetpulse_mailer::{Mailer, OutboxConfig, OutboxMetrics, OutboxWorker};
 use fleetpulse_store::embedded::EmbeddedConfig;
-use fleetpulse_store::{ClusterStore, Store};
+use fleetpulse_store::{ClusterStore, EngineStateOwner, Store};
 
 use config::{FileConfig, StoreBackend};
 
@@ -515,7 +515,9 @@ impl Server {
                 (Some(wake.clone()), Some(c.spawn_outbox(make, wake, stop_rx.clone())))
             }
         };
-        let alarms = AlarmService::start(store.clone(), alarm_rx, wake, stop_rx.clone(), alarm_metrics)
+        // Each node of several saves its own engine's state (issue 16).
+        let owner = cluster.as_ref().map_or(EngineStateOwner::Single, |c| EngineStateOwner::Node(c.id.clone()));
+        let alarms = AlarmService::start_for(owner, store.clone(), alarm_rx, wake, stop_rx.clone(), alarm_metrics)
             .await
             .context("starting the alarm engine")?;
         ingest_config.alarm_events = Some(alarm_tx.clone());

@@ -15,7 +15,8 @@ use fleetpulse_alarm_engine::{
 };
 use fleetpulse_proto::UnixMillis;
 use fleetpulse_store::{
-    ENGINE_STATE_VERSION, SavedEngineState, Store, StoreError, StoredResolution, StoredWindows, ThresholdMetric,
+    ENGINE_STATE_VERSION, EngineStateOwner, SavedEngineState, Store, StoreError, StoredResolution, StoredWindows,
+    ThresholdMetric,
 };
 
 /// How often the engine task saves its state when it changed.
@@ -61,8 +62,12 @@ fn stored(state: &DurableState) -> SavedEngineState {
 
 /// Puts the saved state back into `engine` (after its strategies and active alarms). A document
 /// of another version, or an item with a damaged key, is left out with a warning.
-pub(crate) async fn restore(store: &Store, engine: &mut AlarmEngine) -> Result<(), StoreError> {
-    let Some(saved) = store.entities.engine_state().await? else { return Ok(()) };
+pub(crate) async fn restore(
+    store: &Store,
+    owner: &EngineStateOwner,
+    engine: &mut AlarmEngine,
+) -> Result<(), StoreError> {
+    let Some(saved) = store.entities.engine_state(owner).await? else { return Ok(()) };
     if saved.version != ENGINE_STATE_VERSION {
         tracing::warn!(message = "Saved alarm engine state of another version ignored.", version = saved.version);
         return Ok(());
@@ -106,12 +111,17 @@ pub(crate) async fn restore(store: &Store, engine: &mut AlarmEngine) -> Result<(
 
 /// Saves the engine's state if it differs from `last` (what was saved before); keeps `last` as
 /// it was when the store fails (the next tick tries again).
-pub(crate) async fn save_if_changed(store: &Store, engine: &AlarmEngine, last: &mut Option<DurableState>) {
+pub(crate) async fn save_if_changed(
+    store: &Store,
+    owner: &EngineStateOwner,
+    engine: &AlarmEngine,
+    last: &mut Option<DurableState>,
+) {
     let state = engine.durable_state();
     if last.as_ref() == Some(&state) {
         return;
     }
-    match store.entities.save_engine_state(&stored(&state), UnixMillis::now()).await {
+    match store.entities.save_engine_state(owner, &stored(&state), UnixMillis::now()).await {
         Ok(()) => *last = Some(state),
         Err(error) => tracing::warn!(message = "Alarm engine state not saved; retrying.", %error),
     }

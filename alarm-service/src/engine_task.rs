@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use fleetpulse_alarm_engine::{Action, AlarmEngine, DeviceEvent, HIGH_CPU, HIGH_MEMORY};
 use fleetpulse_proto::UnixMillis;
-use fleetpulse_store::Store;
+use fleetpulse_store::{EngineStateOwner, Store};
 use tokio::sync::{mpsc, watch};
 
 use crate::AlarmMetrics;
@@ -17,6 +17,7 @@ use crate::windows::{RESOLVE_EVERY, TASK_POLL, WindowShell};
 /// records and notifications go to `effects`; when that queue is full, the engine waits.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn run_engine(
+    owner: EngineStateOwner,
     mut engine: AlarmEngine,
     mut windows: WindowShell,
     store: Store,
@@ -50,7 +51,7 @@ pub(crate) async fn run_engine(
         tokio::select! {
             biased;
             _ = stopped(&mut stop) => {
-                crate::durable::save_if_changed(&store, &engine, &mut saved).await;
+                crate::durable::save_if_changed(&store, &owner, &engine, &mut saved).await;
                 break;
             }
             c = control.recv(), if control_open => match c {
@@ -61,7 +62,7 @@ pub(crate) async fn run_engine(
                 None => control_open = false,
             },
             // Before the events, so that a steady stream of them does not starve it.
-            _ = save_tick.tick() => crate::durable::save_if_changed(&store, &engine, &mut saved).await,
+            _ = save_tick.tick() => crate::durable::save_if_changed(&store, &owner, &engine, &mut saved).await,
             batch = events.recv() => match batch {
                 Some(batch) => {
                     metrics.events.inc_by(batch.len() as u64);
@@ -75,7 +76,7 @@ pub(crate) async fn run_engine(
                     }
                 }
                 None => {
-                    crate::durable::save_if_changed(&store, &engine, &mut saved).await;
+                    crate::durable::save_if_changed(&store, &owner, &engine, &mut saved).await;
                     break;
                 }
             },

@@ -30,7 +30,7 @@
 use std::sync::Arc;
 
 use fleetpulse_alarm_engine::{AlarmEngine, DeviceEvent};
-use fleetpulse_store::{Store, StoreError};
+use fleetpulse_store::{EngineStateOwner, Store, StoreError};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -80,15 +80,34 @@ impl AlarmService {
         stop: watch::Receiver<bool>,
         metrics: AlarmMetrics,
     ) -> Result<AlarmService, StoreError> {
+        AlarmService::start_for(EngineStateOwner::Single, store, events, outbox_wake, stop, metrics).await
+    }
+
+    /// [`AlarmService::start`] for the engine `owner` (one node of several, issue 16): its saved
+    /// state (open threshold windows, planned resolutions) is restored from and saved to that
+    /// owner's document only.
+    ///
+    /// # Errors
+    ///
+    /// The store failed while loading.
+    pub async fn start_for(
+        owner: EngineStateOwner,
+        store: Store,
+        events: mpsc::Receiver<Vec<DeviceEvent>>,
+        outbox_wake: Option<Arc<Notify>>,
+        stop: watch::Receiver<bool>,
+        metrics: AlarmMetrics,
+    ) -> Result<AlarmService, StoreError> {
         let mut engine = AlarmEngine::new();
         load::load_strategies(&store, &mut engine).await?;
         let mut windows = windows::WindowShell::default();
         windows.load_all(&store, &mut engine).await?;
         load::restore_active_alarms(&store, &mut engine, &metrics).await?;
-        durable::restore(&store, &mut engine).await?;
+        durable::restore(&store, &owner, &mut engine).await?;
         let (control_tx, control_rx) = mpsc::channel(CONTROL_QUEUE);
         let (effect_tx, effect_rx) = mpsc::channel(EFFECT_QUEUE);
         let engine_task = tokio::spawn(engine_task::run_engine(
+            owner,
             engine,
             windows,
             store.clone(),

@@ -859,6 +859,17 @@ const MIGRATIONS: &[(&str, &str)] = &[
     );
     "#,
     ),
+    (
+        "alarm engine state per owner",
+        // Issue 16: each node of several saves its own engine's state; '' is the one engine of a
+        // single node, which keeps the document saved so far.
+        r#"
+    ALTER TABLE alarm_engine_state ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+    ALTER TABLE alarm_engine_state DROP COLUMN id;
+    ALTER TABLE alarm_engine_state ADD PRIMARY KEY (owner);
+    ALTER TABLE alarm_engine_state ALTER COLUMN owner DROP DEFAULT;
+    "#,
+    ),
 ];
 
 /// The schema version this build writes.
