@@ -42,6 +42,25 @@ pub struct FileConfig {
     /// Firmware uploads and the HTTPS download server (PRV-4).
     #[serde(default)]
     pub firmware: FirmwareFile,
+    /// Several nodes sharing the scale-out store (issue 16).
+    #[serde(default)]
+    pub cluster: ClusterFile,
+}
+
+/// `[cluster]`: this node among several sharing the scale-out store (`docs/cluster.md`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterFile {
+    /// This node's id; `--node-id` overrides it. Unset: the id in `<data_dir>/node-id`, generated
+    /// and written there at the first start.
+    pub node_id: Option<String>,
+    /// Seconds a node's lease lasts without a heartbeat (renewed every quarter of it); when it
+    /// lapses, the node's devices that did not connect elsewhere go offline. Default 15.
+    pub lease_s: Option<u64>,
+    /// Seconds a device whose heartbeats are missing is held before it goes offline, so that a
+    /// claim of its session by another node (it moved there) is known first. Default: half the
+    /// lease.
+    pub offline_hold_s: Option<u64>,
 }
 
 /// `[firmware]`: firmware uploads and the HTTPS download server (PRV-4, `docs/api/firmware.md`).

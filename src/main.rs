@@ -1,5 +1,6 @@
 //! The `fleetpulse` binary: wires ingest, store and the management API into one process (OPS-1).
 
+mod cluster;
 mod config;
 mod ctl;
 mod integrity;
@@ -16,8 +17,8 @@ use fleetpulse_admin_api::{ApiConfig, ApiState, BootstrapOutcome};
 use fleetpulse_alarm_service::{AlarmMetrics, AlarmService};
 use fleetpulse_ingest::{Ingest, IngestConfig, IngestMetrics, TlsSource};
 use fleetpulse_mailer::{Mailer, OutboxConfig, OutboxMetrics, OutboxWorker};
-use fleetpulse_store::Store;
 use fleetpulse_store::embedded::EmbeddedConfig;
+use fleetpulse_store::{ClusterStore, EngineStateOwner, Store};
 
 use config::{FileConfig, StoreBackend};
 
@@ -120,6 +121,10 @@ struct ServeArgs {
     /// PostgreSQL URL (scale-out store).
     #[arg(long, env = "FLEETPULSE_POSTGRES_URL")]
     postgres_url: Option<String>,
+    /// This node's id among several sharing the scale-out store (`[cluster] node_id`); default:
+    /// the id in `<data_dir>/node-id`, generated at the first start.
+    #[arg(long, env = "FLEETPULSE_NODE_ID")]
+    node_id: Option<String>,
     /// Start even though the embedded database holds fewer commits than were acknowledged (a
     /// lost or damaged write-ahead log, an older file restored): the loss is logged and accepted.
     #[arg(long)]
@@ -149,6 +154,7 @@ fn resolve(args: ServeArgs, defaults: (&str, &str, &str)) -> anyhow::Result<Sett
     file.store.clickhouse_url = args.clickhouse_url.or(file.store.clickhouse_url.take());
     file.store.postgres_url = args.postgres_url.or(file.store.postgres_url.take());
     file.firmware.https_listen = args.firmware_addr.or(file.firmware.https_listen);
+    file.cluster.node_id = args.node_id.or(file.cluster.node_id.take());
     file.ingest.https_listen = args.ingest_https_addr.or(file.ingest.https_listen);
     file.firmware.limits()?;
     let parse = |s: &str| s.parse::<SocketAddr>().context("default address");
@@ -274,7 +280,31 @@ async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
             },
         )
         .with_context(|| format!("opening the embedded store in {}", settings.data_dir.display())),
+        StoreBackend::Clickhouse => Store::open_scaleout(scaleout_config(settings)?)
+            .await
+            .context("opening the scale-out store (ClickHouse + PostgreSQL)"),
+    }
+}
+
+/// The store `serve` runs on: with the scale-out store, this process is a node among several
+/// (issue 16) and gets the cluster half too.
+async fn open_serving_store(settings: &Settings) -> anyhow::Result<(Store, Option<Arc<dyn ClusterStore>>)> {
+    match settings.file.store.backend.unwrap_or(StoreBackend::Embedded) {
+        StoreBackend::Embedded => Ok((open_store(settings).await?, None)),
         StoreBackend::Clickhouse => {
+            let (store, cluster) = Store::open_scaleout_node(scaleout_config(settings)?)
+                .await
+                .context("opening the scale-out store (ClickHouse + PostgreSQL)")?;
+            Ok((store, Some(cluster)))
+        }
+    }
+}
+
+/// The scale-out store's settings.
+fn scaleout_config(settings: &Settings) -> anyhow::Result<fleetpulse_store::ScaleOutConfig> {
+    let s = &settings.file.store;
+    {
+        {
             let config = fleetpulse_store::ScaleOutConfig {
                 postgres_url: s
                     .postgres_url
@@ -295,7 +325,7 @@ async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
                     ..fleetpulse_store::spool::SpoolConfig::default()
                 },
             };
-            Store::open_scaleout(config).await.context("opening the scale-out store (ClickHouse + PostgreSQL)")
+            Ok(config)
         }
     }
 }
@@ -321,6 +351,8 @@ struct Server {
     firmware_downloads: Option<tokio::sync::oneshot::Sender<()>>,
     /// Where it listens.
     firmware_addr: Option<SocketAddr>,
+    /// This node among several (scale-out store), its tasks and their stop signal.
+    cluster: Option<(cluster::Cluster, Vec<tokio::task::JoinHandle<()>>, tokio::sync::watch::Sender<bool>)>,
 }
 
 /// The firmware download server as started: the settings the API and the scheduler use.
@@ -387,7 +419,7 @@ fn outbox_config(n: &config::NotifyFile) -> OutboxConfig {
 
 impl Server {
     async fn start(settings: Settings) -> anyhow::Result<Server> {
-        let store = open_store(&settings).await?;
+        let (store, cluster_store) = open_serving_store(&settings).await?;
         let Settings { data_dir, quic_addr, http_addr, file, files, .. } = settings;
         bootstrap(&store, None).await?;
         let retention = tokio::spawn(retention(store.clone(), file.store.retention_days.unwrap_or(30)));
@@ -395,6 +427,19 @@ impl Server {
         let notification_days = file.notify.retention_days.unwrap_or(30).max(1);
         let notification_retention = tokio::spawn(notification_retention(store.entities.clone(), notification_days));
         let mut registry = prometheus_client::registry::Registry::default();
+        let cluster = match cluster_store {
+            Some(store) => {
+                let lease = file.cluster.lease_s.map_or(cluster::DEFAULT_LEASE, |s| Duration::from_secs(s.max(2)));
+                Some(cluster::Cluster {
+                    store,
+                    id: cluster::node_id(file.cluster.node_id.as_deref(), &data_dir)?,
+                    lease,
+                    offline_hold: file.cluster.offline_hold_s.map_or(lease / 2, Duration::from_secs),
+                    metrics: cluster::ClusterMetrics::register(&mut registry),
+                })
+            }
+            None => None,
+        };
         let mut metrics = IngestMetrics::register(&mut registry);
         // One set of dead-letter counters for the process (issue 18 item 5): shards, snapshot
         // writer and alarm service count into it.
@@ -442,13 +487,16 @@ impl Server {
         let (stop_alarms, stop_rx) = tokio::sync::watch::channel(false);
         let alarm_metrics = AlarmMetrics::register(&mut registry);
         let outbox_metrics = OutboxMetrics::register(&mut registry);
-        let worker = match file.smtp.clone() {
+        let make_worker = match file.smtp.clone() {
             Some(smtp) => {
                 let mailer = Mailer::new(smtp).context("the [smtp] section")?;
                 let portal = file.notify.portal_url.clone().unwrap_or_else(|| format!("http://{http_addr}"));
-                let worker = OutboxWorker::new(store.entities.clone(), mailer, &portal, outbox_config(&file.notify))
-                    .with_audit(store.entities.clone());
-                Some(worker.with_metrics(outbox_metrics))
+                let (outbox, config) = (store.entities.clone(), outbox_config(&file.notify));
+                Some(move || {
+                    OutboxWorker::new(outbox.clone(), mailer.clone(), &portal, config.clone())
+                        .with_audit(outbox.clone())
+                        .with_metrics(outbox_metrics.clone())
+                })
             }
             None => {
                 tracing::warn!(
@@ -458,8 +506,22 @@ impl Server {
             }
         };
         let (alarm_tx, alarm_rx) = tokio::sync::mpsc::channel(ALARM_EVENT_QUEUE);
-        let wake = worker.as_ref().map(OutboxWorker::waker);
-        let mut alarm_options = fleetpulse_alarm_service::ServiceOptions { dead_letters, ..Default::default() };
+        // One node sends the outbox: the worker runs here directly, or while this node holds the
+        // outbox lease (several nodes).
+        let (wake, outbox) = match (make_worker, &cluster) {
+            (None, _) => (None, None),
+            (Some(make), None) => {
+                let worker = make();
+                (Some(worker.waker()), Some(tokio::spawn(worker.run(stop_rx.clone()))))
+            }
+            (Some(make), Some(c)) => {
+                let wake = Arc::new(tokio::sync::Notify::new());
+                (Some(wake.clone()), Some(c.spawn_outbox(make, wake, stop_rx.clone())))
+            }
+        };
+        // Each node of several saves its own engine's state (issue 16).
+        let owner = cluster.as_ref().map_or(EngineStateOwner::Single, |c| EngineStateOwner::Node(c.id.clone()));
+        let mut alarm_options = fleetpulse_alarm_service::ServiceOptions { dead_letters, owner, ..Default::default() };
         if let Some(attempts) = file.notify.store_attempts {
             alarm_options.retry.attempts = attempts.max(1);
         }
@@ -467,14 +529,55 @@ impl Server {
             AlarmService::start_with(store.clone(), alarm_rx, wake, stop_rx.clone(), alarm_metrics, alarm_options)
                 .await
                 .context("starting the alarm engine")?;
-        let outbox = worker.map(|w| tokio::spawn(w.run(stop_rx)));
-        ingest_config.alarm_events = Some(alarm_tx);
+        ingest_config.alarm_events = Some(alarm_tx.clone());
+        let mut presence = None;
+        if let Some(c) = &cluster {
+            c.join(&store, &quic_addr.to_string(), &http_addr.to_string()).await?;
+            let (tx, rx) = tokio::sync::mpsc::channel(cluster::PRESENCE_QUEUE);
+            ingest_config.session_presence = Some(tx);
+            ingest_config.mark_offline_at_start = false;
+            let (check_tx, check_rx) = tokio::sync::mpsc::channel(cluster::OFFLINE_CHECK_QUEUE);
+            ingest_config.offline_checks = Some(check_tx);
+            presence = Some((rx, check_rx));
+        }
         let ingest = Ingest::start(ingest_config, store.clone(), metrics).await?;
+        let cluster = match cluster {
+            Some(c) => {
+                let (stop, stopped) = tokio::sync::watch::channel(false);
+                let shown = |a: SocketAddr| match a {
+                    a if a.ip().is_unspecified() => SocketAddr::new([127, 0, 0, 1].into(), a.port()).to_string(),
+                    a => a.to_string(),
+                };
+                let addrs = (shown(ingest.local_addr()), shown(http_addr));
+                let mut tasks = Vec::new();
+                if let Some((rx, check_rx)) = presence.take() {
+                    tasks.push(c.spawn_presence(rx));
+                    tasks.push(c.spawn_offline_checks(check_rx, ingest.takeover(), stopped.clone()));
+                }
+                tasks.push(c.spawn_heartbeat(store.clone(), Some(alarm_tx), ingest.live(), addrs, stopped.clone()));
+                let url = file.store.postgres_url.clone().context("the clickhouse store needs a PostgreSQL URL")?;
+                tasks.push(c.spawn_takeovers(url, ingest.takeover(), ingest.command_signal(), stopped));
+                let (wake_tx, wake_rx) = tokio::sync::mpsc::channel(cluster::COMMAND_WAKE_QUEUE);
+                ingest.command_signal().forward_to(wake_tx);
+                // Not joined at stop: it ends with the last command signal.
+                drop(c.spawn_command_wakes(wake_rx));
+                Some((c, tasks, stop))
+            }
+            None => {
+                drop(alarm_tx);
+                None
+            }
+        };
         // The task scheduler (TSK-1): runs due scheduled tasks and wakes their devices' sessions.
         let (stop_scheduler, scheduler_stop) = tokio::sync::watch::channel(false);
-        // Single-node assumption: a device import still running was left by a process that stopped.
+        // One node: a device import still running was left by a process that stopped. (Several
+        // nodes: it may be another node's; left alone.)
         let note = "the server stopped before the import finished".to_owned();
-        match store.entities.abort_running_device_imports(note, fleetpulse_proto::UnixMillis::now()).await {
+        let aborted = match cluster {
+            Some(_) => Ok(0),
+            None => store.entities.abort_running_device_imports(note, fleetpulse_proto::UnixMillis::now()).await,
+        };
+        match aborted {
             Ok(0) => {}
             Ok(n) => {
                 tracing::warn!(message = "Device imports left running by the last process marked aborted.", imports = n)
@@ -497,6 +600,7 @@ impl Server {
             alarms: Some(alarms.handle.clone()),
             downlink: ingest.command_signal(),
             sessions: ingest.session_closer(),
+            cluster: cluster.as_ref().map(|(c, _, _)| c.store.clone()),
         };
         let scheduler = fleetpulse_admin_api::Scheduler::new(
             state.store.entities.clone(),
@@ -566,6 +670,7 @@ impl Server {
             stop_scheduler,
             firmware_downloads: firmware.stop,
             firmware_addr: firmware.addr,
+            cluster,
         })
     }
 
@@ -581,6 +686,13 @@ impl Server {
         let _ = self.stop_scheduler.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(5), self.scheduler).await;
         self.ingest.shutdown(Duration::from_secs(10)).await;
+        if let Some((cluster, tasks, stop)) = self.cluster {
+            let _ = stop.send(true);
+            for task in tasks {
+                let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+            }
+            cluster.leave().await;
+        }
         let _ = self.http_stop.send(());
         if let Some(stop) = self.firmware_downloads {
             let _ = stop.send(());

@@ -1278,6 +1278,44 @@ async fn a_maintenance_window_is_made_in_the_browser_and_shown_on_the_alarm_it_h
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_platform_admin_sees_the_nodes_of_a_scale_out_deployment() {
+    use fleetpulse_testkit::clickhouse::ClickHouseServer;
+    use fleetpulse_testkit::postgres::PostgresServer;
+
+    let (pg, ch) = (PostgresServer::start(), ClickHouseServer::start());
+    let store = common::scaleout_config(&pg, &ch, "console_nodes");
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), None, &format!("{store}[cluster]\nnode_id = \"node-a\"\n"));
+    let api = Api::login(&server.api()).await;
+    let (_, credential) = api.enterprise("Acme").await;
+    // One phone connected: its session is this node's.
+    let phone = device(&server, &credential, "001565007701").await;
+
+    let b = Browser::start().await;
+    sign_in(&b, &server, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    b.wait_path("/dashboard").await;
+    b.click_on("#sidebar a[href='/nodes']").await;
+    b.wait_path("/nodes").await;
+    b.wait_text("#nodes-list", "node-a").await;
+    // The device's session is recorded as this node's within the recorder's flush.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        b.click_on("#nodes-refresh").await;
+        let summary = b.execute("return document.querySelector('#nodes-summary')?.textContent || '';", json!([])).await;
+        if summary == json!("1 of 1 nodes up, 1 device sessions held.") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the node's session never showed: {summary}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    b.wait_text("#nodes-list", "up").await;
+    b.screenshot(&shot("31-nodes")).await;
+    assert_clean(&b).await;
+    b.quit().await;
+    drop(phone);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_letter_is_listed_and_replayed_in_the_browser() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path(), None, "[notify]\nstore_attempts = 1\n");

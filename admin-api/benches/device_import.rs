@@ -102,6 +102,7 @@ fn main() {
             alarms: None,
             downlink: Default::default(),
             sessions: Default::default(),
+            cluster: None,
         };
         let app = app(state);
         let token = login(&app).await;

@@ -199,6 +199,7 @@ async fn fleet() -> Fleet {
         alarms: None,
         downlink: Default::default(),
         sessions: Default::default(),
+        cluster: None,
     };
     let app = app(state);
     let platform = login(&app, "bench@example.com", "bench-password").await;

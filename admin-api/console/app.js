@@ -23,6 +23,7 @@ import * as groups from "./page-groups.js";
 import * as orders from "./page-orders.js";
 import * as profiles from "./page-profiles.js";
 import * as deadLetters from "./page-dead-letters.js";
+import * as nodes from "./page-nodes.js";
 
 // Uncaught errors, for people (the console) and for the browser tests (window.__errors).
 window.__errors = [];
@@ -68,6 +69,7 @@ const ROUTES = [
   [/^\/orders$/, orders.renderOrders, "orders"],
   [/^\/statements$/, orders.renderStatements, "orders"],
   [/^\/dead-letters$/, deadLetters.render, "platform"],
+  [/^\/nodes$/, nodes.render, "platform"],
 ];
 
 const NAV = [
@@ -89,6 +91,7 @@ const NAV = [
   ["/orders", "Orders", "orders"],
   ["/statements", "Statements", "orders"],
   ["/dead-letters", "Dead letters", "platform"],
+  ["/nodes", "Nodes", "platform"],
   ["/account", "Account settings", null],
 ];
 
@@ -100,7 +103,7 @@ function allowed(feature) {
   const s = state.session;
   if (!s || !feature) return true;
   if (feature === "full-account") return !s.features && !s.acting;
-  if (feature === "platform") return s.account.role === "platform_admin" && !s.features;
+  if (feature === "platform") return s.account.role === "platform_admin" && !s.acting && !s.features;
   return !s.features || s.features.includes(feature);
 }
 

@@ -64,6 +64,7 @@ const SOURCES: &[(&str, &str)] = &[
     ("page-account.js", include_str!("../console/page-account.js")),
     ("page-oplog.js", include_str!("../console/page-oplog.js")),
     ("page-dead-letters.js", include_str!("../console/page-dead-letters.js")),
+    ("page-nodes.js", include_str!("../console/page-nodes.js")),
     ("app.js", include_str!("../console/app.js")),
 ];
 
@@ -98,6 +99,7 @@ const ROUTES: &[&str] = &[
     "statements",
     "rps",
     "dead-letters",
+    "nodes",
 ];
 
 /// One embedded asset, under its hashed name.

@@ -285,6 +285,8 @@ pub(crate) enum Target {
     SubAccounts,
     /// One of the caller's own sub-accounts.
     SubAccount(AccountId),
+    /// The deployment itself (the ingest nodes, issue 16): the platform only.
+    Deployment,
     /// Sell to an enterprise: place or cancel its orders (ORD-1). The platform sells to every
     /// enterprise, a channel to those of its subtree it sees; an enterprise scope (an enterprise
     /// admin, or a channel acting inside the enterprise) buys nothing itself (403).
@@ -435,6 +437,7 @@ pub(crate) fn decide(caller: &Caller, target: &Target, tree: &TenantTree) -> Dec
             let own = tree.account(id)?.is_some_and(|a| a.parent == Some(caller.account));
             allow_if(own, Refusal::NotFound("account"))
         }
+        Target::Deployment => allow_if(matches!(scope, Scope::Platform), Refusal::Forbidden),
         Target::Sell(id) => {
             decide(caller, &Target::EnterpriseData(id), tree)?;
             allow_if(!matches!(scope, Scope::Enterprise(_)), Refusal::Forbidden)

@@ -75,6 +75,8 @@ pub struct ApiState {
     pub downlink: fleetpulse_ingest::CommandSignal,
     /// Closes the ingest session of a device an admin deleted or moved.
     pub sessions: fleetpulse_ingest::SessionCloser,
+    /// The nodes sharing the scale-out store (issue 16); none: one node (embedded store).
+    pub cluster: Option<std::sync::Arc<dyn fleetpulse_store::ClusterStore>>,
 }
 
 /// What handlers and extractors share: the caller's state plus the API's own metrics.

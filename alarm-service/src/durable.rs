@@ -16,8 +16,8 @@ use fleetpulse_alarm_engine::{
 };
 use fleetpulse_proto::UnixMillis;
 use fleetpulse_store::{
-    ENGINE_STATE_VERSION, SavedEngineState, Store, StoreError, StoredOpenIncident, StoredResolution, StoredWindows,
-    ThresholdMetric,
+    ENGINE_STATE_VERSION, EngineStateOwner, SavedEngineState, Store, StoreError, StoredOpenIncident, StoredResolution,
+    StoredWindows, ThresholdMetric,
 };
 
 /// How often the engine task saves its state when it changed.
@@ -74,9 +74,10 @@ fn stored(state: &DurableState) -> SavedEngineState {
     }
 }
 
-/// The saved state, if there is one of this build's version (another is ignored with a warning).
-pub(crate) async fn load(store: &Store) -> Result<Option<SavedEngineState>, StoreError> {
-    let Some(saved) = store.entities.engine_state().await? else { return Ok(None) };
+/// The saved state of `owner`, if there is one of this build's version (another is ignored
+/// with a warning).
+pub(crate) async fn load(store: &Store, owner: &EngineStateOwner) -> Result<Option<SavedEngineState>, StoreError> {
+    let Some(saved) = store.entities.engine_state(owner).await? else { return Ok(None) };
     if saved.version != ENGINE_STATE_VERSION {
         tracing::warn!(message = "Saved alarm engine state of another version ignored.", version = saved.version);
         return Ok(None);
@@ -143,12 +144,17 @@ pub(crate) fn restore(saved: SavedEngineState, engine: &mut AlarmEngine) {
 
 /// Saves the engine's state if it differs from `last` (what was saved before); keeps `last` as
 /// it was when the store fails (the next tick tries again).
-pub(crate) async fn save_if_changed(store: &Store, engine: &AlarmEngine, last: &mut Option<DurableState>) {
+pub(crate) async fn save_if_changed(
+    store: &Store,
+    owner: &EngineStateOwner,
+    engine: &AlarmEngine,
+    last: &mut Option<DurableState>,
+) {
     let state = engine.durable_state();
     if last.as_ref() == Some(&state) {
         return;
     }
-    match store.entities.save_engine_state(&stored(&state), UnixMillis::now()).await {
+    match store.entities.save_engine_state(owner, &stored(&state), UnixMillis::now()).await {
         Ok(()) => *last = Some(state),
         Err(error) => tracing::warn!(message = "Alarm engine state not saved; retrying.", %error),
     }

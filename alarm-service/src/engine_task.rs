@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use fleetpulse_alarm_engine::{Action, AlarmEngine, DeviceEvent, HIGH_CPU, HIGH_MEMORY};
 use fleetpulse_proto::UnixMillis;
-use fleetpulse_store::{DeadLetterReason, DeadLetterSink, Store};
+use fleetpulse_store::{DeadLetterReason, DeadLetterSink, EngineStateOwner, Store};
 use tokio::sync::{mpsc, watch};
 
 use crate::AlarmMetrics;
@@ -26,6 +26,7 @@ pub(crate) struct Inputs {
 /// records and notifications go to `effects`; when that queue is full, the engine waits.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn run_engine(
+    owner: EngineStateOwner,
     mut engine: AlarmEngine,
     mut windows: WindowShell,
     mut sites: SiteShell,
@@ -62,7 +63,7 @@ pub(crate) async fn run_engine(
         tokio::select! {
             biased;
             _ = stopped(&mut stop) => {
-                crate::durable::save_if_changed(&store, &engine, &mut saved).await;
+                crate::durable::save_if_changed(&store, &owner, &engine, &mut saved).await;
                 // Events still queued are durable but not evaluated: dead letters, not dropped.
                 events.close();
                 while let Ok(batch) = events.try_recv() {
@@ -117,7 +118,7 @@ pub(crate) async fn run_engine(
                 None => replays_open = false,
             },
             // Before the events, so that a steady stream of them does not starve it.
-            _ = save_tick.tick() => crate::durable::save_if_changed(&store, &engine, &mut saved).await,
+            _ = save_tick.tick() => crate::durable::save_if_changed(&store, &owner, &engine, &mut saved).await,
             batch = events.recv() => match batch {
                 Some(batch) => {
                     metrics.events.inc_by(batch.len() as u64);
@@ -131,7 +132,7 @@ pub(crate) async fn run_engine(
                     }
                 }
                 None => {
-                    crate::durable::save_if_changed(&store, &engine, &mut saved).await;
+                    crate::durable::save_if_changed(&store, &owner, &engine, &mut saved).await;
                     break;
                 }
             },

@@ -37,7 +37,7 @@
 use std::sync::Arc;
 
 use fleetpulse_alarm_engine::{AlarmEngine, DeviceEvent};
-use fleetpulse_store::{DeadLetterMetrics, DeadLetterSink, Store, StoreError};
+use fleetpulse_store::{DeadLetterMetrics, DeadLetterSink, EngineStateOwner, Store, StoreError};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -73,6 +73,9 @@ const REPLAY_QUEUE: usize = 64;
 pub struct ServiceOptions {
     /// How the effects task retries a failing store before an effect becomes a dead letter.
     pub retry: RetryPolicy,
+    /// Whose saved engine state (open threshold windows, planned resolutions, open incidents)
+    /// this engine restores and saves: the single node's, or one node's of several (issue 16).
+    pub owner: EngineStateOwner,
     /// Where dead letters are counted (`fleetpulse_dead_letters_*`, registered by the caller).
     pub dead_letters: DeadLetterMetrics,
 }
@@ -124,7 +127,7 @@ impl AlarmService {
         windows.load_all(&store, &mut engine).await?;
         let mut sites = sites::SiteShell::default();
         sites.resolve_all(&store, &mut engine).await?;
-        let saved = durable::load(&store).await?;
+        let saved = durable::load(&store, &options.owner).await?;
         if let Some(saved) = &saved {
             // Before the active alarms, so that members of an open incident join it silently.
             durable::restore_incidents(saved, &mut engine);
@@ -139,6 +142,7 @@ impl AlarmService {
         let (replay_tx, replay_rx) = mpsc::channel(REPLAY_QUEUE);
         let dead_letters = DeadLetterSink::new(store.entities.clone(), options.dead_letters);
         let engine_task = tokio::spawn(engine_task::run_engine(
+            options.owner,
             engine,
             windows,
             sites,

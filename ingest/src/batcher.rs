@@ -10,7 +10,8 @@
 //! | [`handle_open`](ShardBatcher::handle_open) | a device authenticated: its delivery mark, online transition |
 //! | [`handle_frames`](ShardBatcher::handle_frames) | drops frames at or below the accepted seq, applies the rest to the pending batch, queues the waiter |
 //! | [`handle_disconnected`](ShardBatcher::handle_disconnected) | the device's current connection closed |
-//! | [`handle_timeout`](ShardBatcher::handle_timeout) | devices whose heartbeats are missing go offline |
+//! | [`handle_timeout`](ShardBatcher::handle_timeout) | devices whose heartbeats are missing go offline (or are held for a check) |
+//! | [`handle_offline_verdict`](ShardBatcher::handle_offline_verdict) | a held device goes offline, or is forgotten (it is connected to another node) |
 //! | [`handle_committed`](ShardBatcher::handle_committed) | the outcome of the batch the shell was committing |
 //!
 //! | output | what the shell does with it |
@@ -20,6 +21,7 @@
 //! | [`poll_live`](ShardBatcher::poll_live) | applies the change to [`crate::LiveState`] |
 //! | [`poll_alarm_events`](ShardBatcher::poll_alarm_events) | hands the durable device events to the alarm engine |
 //! | [`poll_snapshots`](ShardBatcher::poll_snapshots) | hands the durable snapshot updates to the snapshot writer |
+//! | [`poll_offline_checks`](ShardBatcher::poll_offline_checks) | asks whether held devices hold a session on another node; the answer comes back as `handle_offline_verdict` |
 //!
 //! *Architecture invariant*: at most one batch is committing; the next one fills meanwhile and is
 //! offered by `poll_commit` only after `handle_committed`. A waiter is answered `Ok` only once
@@ -76,6 +78,10 @@ pub(crate) struct BatcherConfig {
     pub missed_heartbeats: u32,
     /// Whether device events are collected for the alarm engine.
     pub alarm_events: bool,
+    /// Several nodes (issue 16): a device whose heartbeats are missing is held, not taken
+    /// offline, until the shell brings a verdict (it may have moved to another node whose claim
+    /// of its session is not yet known here).
+    pub hold_offline: bool,
 }
 
 /// Names one batch handed out by [`ShardBatcher::poll_commit`].
@@ -101,6 +107,9 @@ struct DeviceState {
     /// A commit of its frames failed: its frames are refused until it opens again, and the next
     /// Open takes the store's delivery mark as the accepted seq and announces it online again.
     resync: bool,
+    /// Its heartbeats are missing and it waits for an offline verdict (`hold_offline`); any sign
+    /// of life here ends the wait.
+    offline_held: bool,
     /// Time of the device's latest alarm-relevant event (alarm, resource report, offline,
     /// online); see [`DeviceState::stamp`].
     last_event_at: UnixMillis,
@@ -182,6 +191,8 @@ pub(crate) struct ShardBatcher<W> {
     live: VecDeque<LiveUpdate>,
     alarm_events: VecDeque<Vec<DeviceEvent>>,
     snapshots: VecDeque<Vec<DeviceSnapshotUpdate>>,
+    /// Held devices not yet handed out by [`Self::poll_offline_checks`].
+    offline_checks: Vec<DeviceId>,
 }
 
 impl<W> ShardBatcher<W> {
@@ -199,6 +210,7 @@ impl<W> ShardBatcher<W> {
             live: VecDeque::new(),
             alarm_events: VecDeque::new(),
             snapshots: VecDeque::new(),
+            offline_checks: Vec::new(),
         }
     }
 
@@ -229,12 +241,14 @@ impl<W> ShardBatcher<W> {
             accepted_seq: committed_seq,
             online: false,
             resync: false,
+            offline_held: false,
             last_event_at: UnixMillis(0),
         });
         let resync = std::mem::take(&mut state.resync);
         state.accepted_seq = if resync { committed_seq } else { state.accepted_seq.max(committed_seq) };
         state.heartbeat_interval_s = heartbeat_interval_s;
         state.connection = connection;
+        state.offline_held = false;
         let accepted = state.accepted_seq;
         // After a failed commit the transition is announced again: it may have been lost with it.
         if !state.online || resync {
@@ -272,6 +286,7 @@ impl<W> ShardBatcher<W> {
             return;
         };
         let enterprise = state.enterprise;
+        state.offline_held = false;
         let alarm_events = self.config.alarm_events;
         let mut persisted = false;
         for frame in frames {
@@ -378,35 +393,76 @@ impl<W> ShardBatcher<W> {
         }
     }
 
+    /// Another node holds the device's session now (issue 16): forgets it without an offline
+    /// transition (no Offline alarm, no snapshot, no engine event); a later Open starts afresh.
+    pub(crate) fn handle_taken_over(&mut self, device: DeviceId) {
+        if let Some(state) = self.devices.remove(&device) {
+            self.detector.forget(device);
+            if state.online {
+                self.metrics.devices_online.dec();
+            }
+            self.live.push_back(LiveUpdate::Disconnected { device });
+        }
+    }
+
     /// Takes offline the devices whose heartbeat deadline passed by `now.mono`: an Offline alarm
     /// (recorded at `now.wall`) in the pending batch, an event for the engine, a snapshot update.
+    /// With `hold_offline` they are held instead, for [`Self::poll_offline_checks`].
     pub(crate) fn handle_timeout(&mut self, now: Now) {
         for device in self.detector.poll_expired(now.mono) {
             let Some(state) = self.devices.get_mut(&device) else { continue };
-            if !state.online {
+            if !state.online || state.offline_held {
                 continue;
             }
-            state.online = false;
-            let at = state.stamp(now.wall);
-            let enterprise = state.enterprise;
-            self.metrics.offline_transitions.inc();
-            self.metrics.devices_online.dec();
-            self.live.push_back(LiveUpdate::Offline { device });
-            let change = evaluate(device, enterprise, at, AlarmInput::WentOffline);
-            self.pending.batch.alarms.push(AlarmEvent {
-                device_id: device,
-                enterprise_id: enterprise,
-                seq: 0,
-                at,
-                code: OFFLINE,
-                clear: false,
-                description: "missed heartbeats".into(),
-                log: None,
-            });
-            self.pending.batch.alarm_changes.push(change);
-            self.event(device, enterprise, at, DeviceInput::Offline);
-            self.presence(device, false);
+            if self.config.hold_offline {
+                state.offline_held = true;
+                self.offline_checks.push(device);
+            } else {
+                self.go_offline(now, device);
+            }
         }
+    }
+
+    /// The verdict on a held device: `elsewhere` (another live node holds its session) forgets it
+    /// as [`Self::handle_taken_over`] does, else it goes offline now. Ignored for a device that
+    /// is not held (it showed a sign of life here since, or was forgotten).
+    pub(crate) fn handle_offline_verdict(&mut self, now: Now, device: DeviceId, elsewhere: bool) {
+        let Some(state) = self.devices.get_mut(&device).filter(|s| s.offline_held) else { return };
+        state.offline_held = false;
+        if elsewhere {
+            self.handle_taken_over(device);
+        } else {
+            self.go_offline(now, device);
+        }
+    }
+
+    /// Held devices to check (each handed out once; its verdict must come back).
+    pub(crate) fn poll_offline_checks(&mut self) -> Option<Vec<DeviceId>> {
+        (!self.offline_checks.is_empty()).then(|| std::mem::take(&mut self.offline_checks))
+    }
+
+    fn go_offline(&mut self, now: Now, device: DeviceId) {
+        let Some(state) = self.devices.get_mut(&device).filter(|s| s.online) else { return };
+        state.online = false;
+        let at = state.stamp(now.wall);
+        let enterprise = state.enterprise;
+        self.metrics.offline_transitions.inc();
+        self.metrics.devices_online.dec();
+        self.live.push_back(LiveUpdate::Offline { device });
+        let change = evaluate(device, enterprise, at, AlarmInput::WentOffline);
+        self.pending.batch.alarms.push(AlarmEvent {
+            device_id: device,
+            enterprise_id: enterprise,
+            seq: 0,
+            at,
+            code: OFFLINE,
+            clear: false,
+            description: "missed heartbeats".into(),
+            log: None,
+        });
+        self.pending.batch.alarm_changes.push(change);
+        self.event(device, enterprise, at, DeviceInput::Offline);
+        self.presence(device, false);
     }
 
     /// The pending batch, to be committed now, if nothing is committing and it writes anything.

@@ -3,7 +3,9 @@
 //! The command queue lives in the store; a session sends what is queued for its device when the
 //! device connects and whenever it is woken. Whoever queues commands (the API, the task
 //! scheduler) calls [`CommandSignal::wake`] after the commands are stored. A device without a
-//! session on this node is not woken: its commands wait in the store until it connects.
+//! session on this node is handed to [`CommandSignal::forward_to`]'s queue when several nodes
+//! share the store (issue 16: the node holding its session is woken through PostgreSQL); else its
+//! commands wait in the store until it connects.
 //!
 //! Devices without a session (HTTPS ingest, relays: [`crate::https_commands`]) pick their
 //! commands up in the answer to a request. So that a heartbeat costs no store write, the signal
@@ -13,16 +15,18 @@
 //! (`POST /ingest/v1/relay/wakes`), so a device behind a relay is made to exchange at once.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use dashmap::DashMap;
 use fleetpulse_proto::DeviceId;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc};
 
 /// The sessions of this node that can be woken, by device. Cheap to clone.
 #[derive(Debug, Clone, Default)]
 pub struct CommandSignal {
     sessions: Arc<DashMap<DeviceId, Arc<Notify>>>,
+    /// Where devices without a session here go (set once, several nodes).
+    elsewhere: Arc<OnceLock<mpsc::Sender<Vec<DeviceId>>>>,
     /// Devices without a session whose queue was found empty and not woken since: one entry
     /// per such device (a few bytes), so requests of idle devices claim nothing.
     checked: Arc<DashMap<DeviceId, ()>>,
@@ -94,9 +98,28 @@ impl WokenLog {
 }
 
 impl CommandSignal {
-    /// Tells the sessions of these devices (those connected to this node) to send what is
-    /// queued for them.
+    /// Tells the sessions of these devices to send what is queued for them: those connected to
+    /// this node directly, the others through the queue given to [`Self::forward_to`] (if any;
+    /// when it is full they are not woken and get their commands when they next connect).
     pub fn wake(&self, devices: impl IntoIterator<Item = DeviceId>) {
+        let without_session = self.wake_local(devices);
+        if let Some(elsewhere) = self.elsewhere.get()
+            && !without_session.is_empty()
+            && elsewhere.try_send(without_session).is_err()
+        {
+            tracing::warn!(message = "The command wake-up queue to other nodes is full; wake-ups dropped.");
+        }
+    }
+
+    /// Wakes these devices on this node only (a wake-up from another node): their sessions here,
+    /// and, for devices without one, their next HTTPS request and the relays' log.
+    pub fn wake_here(&self, devices: &[DeviceId]) {
+        self.wake_local(devices.iter().copied());
+    }
+
+    /// Wakes the sessions here and answers the devices without one (also taken out of the
+    /// checked set and written to the relays' log).
+    fn wake_local(&self, devices: impl IntoIterator<Item = DeviceId>) -> Vec<DeviceId> {
         let mut without_session = Vec::new();
         for device in devices {
             self.checked.remove(&device);
@@ -106,6 +129,13 @@ impl CommandSignal {
             }
         }
         self.woken.push(&without_session);
+        without_session
+    }
+
+    /// Several nodes: wake-ups for devices without a session here go to `elsewhere`. Only the
+    /// first call counts.
+    pub fn forward_to(&self, elsewhere: mpsc::Sender<Vec<DeviceId>>) {
+        let _ = self.elsewhere.set(elsewhere);
     }
 
     /// The log of woken devices without a session (relays follow it).

@@ -38,6 +38,7 @@ pub mod router;
 mod session;
 mod shard;
 pub mod snapshots;
+mod takeover;
 pub mod tls;
 mod uploads;
 
@@ -58,6 +59,7 @@ pub use live::{LiveCounts, LiveDevice, LiveState};
 pub use metrics::IngestMetrics;
 pub use router::ShardRouter;
 pub use session::RateLimits;
+pub use takeover::SessionTakeover;
 pub use tls::TlsSource;
 
 /// Errors starting the ingest tier.
@@ -115,6 +117,16 @@ pub struct IngestConfig {
     pub file_retention: Duration,
     /// Folder for uploads in progress (temporary files; leftovers are deleted at start).
     pub upload_dir: std::path::PathBuf,
+    /// Marks every device offline at start (one node). Off when several nodes share the store:
+    /// each node then takes offline only the sessions it or a lost node held (issue 16).
+    pub mark_offline_at_start: bool,
+    /// Where the devices that came online or went offline here are told, once durable, as
+    /// (device, online) (issue 16: session ownership); none for one node.
+    pub session_presence: Option<mpsc::Sender<Vec<(DeviceId, bool)>>>,
+    /// Several nodes (issue 16): devices whose heartbeats are missing are sent here to be checked
+    /// against the session table before they go offline; the verdicts come back through
+    /// [`SessionTakeover::offline_verdicts`]. None (one node): they go offline at once.
+    pub offline_checks: Option<mpsc::Sender<Vec<DeviceId>>>,
     /// TCP address of HTTPS ingest (ING-10); none: not served.
     pub https_addr: Option<SocketAddr>,
     /// Largest HTTPS ingest request body, bytes.
@@ -151,6 +163,9 @@ impl IngestConfig {
             max_file_bytes: DEFAULT_MAX_FILE_BYTES,
             file_retention: DEFAULT_FILE_RETENTION,
             upload_dir: data_dir.join("uploads"),
+            mark_offline_at_start: true,
+            session_presence: None,
+            offline_checks: None,
             https_addr: None,
             https_max_body_bytes: https::DEFAULT_MAX_BODY_BYTES,
             relays: Vec::new(),
@@ -251,10 +266,12 @@ impl Ingest {
 
         let shard_config =
             shard::ShardConfig { max_batch_rows: config.max_batch_rows, missed_heartbeats: config.missed_heartbeats };
-        // Single-node assumption: a device is online only once it connects to this process.
-        match store.entities.mark_devices_offline().await {
-            Ok(n) => tracing::info!(message = "Marked devices offline until they connect again.", devices = n),
-            Err(error) => return Err(IngestError::Store(error.to_string())),
+        // One node: a device is online only once it connects to this process.
+        if config.mark_offline_at_start {
+            match store.entities.mark_devices_offline().await {
+                Ok(n) => tracing::info!(message = "Marked devices offline until they connect again.", devices = n),
+                Err(error) => return Err(IngestError::Store(error.to_string())),
+            }
         }
         let (snapshot_tx, snapshot_rx) = mpsc::channel(snapshots::QUEUE_BATCHES);
         let snapshot_task = tokio::spawn(snapshots::run(
@@ -262,6 +279,7 @@ impl Ingest {
             store.entities.clone(),
             fleetpulse_store::DeadLetterSink::new(store.entities.clone(), metrics.dead_letters.clone()),
             metrics.clone(),
+            config.session_presence.clone(),
         ));
         let mut shards = Vec::with_capacity(n_shards);
         let mut shard_tasks = Vec::with_capacity(n_shards);
@@ -274,6 +292,7 @@ impl Ingest {
                 metrics.clone(),
                 config.alarm_events.clone(),
                 snapshot_tx.clone(),
+                config.offline_checks.clone(),
             );
             shard_tasks.push(tokio::spawn(shard.run(rx)));
             shards.push(tx);
@@ -359,6 +378,11 @@ impl Ingest {
     /// Closes the session of a device an admin deleted or moved (the API calls it).
     pub fn session_closer(&self) -> SessionCloser {
         self.context.as_ref().map(|c| SessionCloser::new(c.connections.clone())).unwrap_or_default()
+    }
+
+    /// Tells the shards which devices another node took over (issue 16).
+    pub fn takeover(&self) -> SessionTakeover {
+        SessionTakeover::new(self.context.as_ref().map(Arc::downgrade).unwrap_or_default())
     }
 
     /// Live device state, for the API.

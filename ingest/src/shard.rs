@@ -42,6 +42,11 @@ pub(crate) enum ShardCmd {
     Frames { device: DeviceId, frames: Vec<Frame>, at: UnixMillis, done: oneshot::Sender<AckResult> },
     /// The device's connection closed (ignored if a newer connection of the device opened since).
     Disconnected { device: DeviceId, connection: usize },
+    /// Another node holds the device's session now: forget it without an offline transition.
+    TakenOver { device: DeviceId },
+    /// The verdict on a device held for an offline check: `elsewhere`, another live node holds
+    /// its session (forgotten here), else it goes offline.
+    OfflineVerdict { device: DeviceId, elsewhere: bool },
 }
 
 /// Shard settings.
@@ -63,6 +68,9 @@ pub(crate) struct Shard {
     alarm_events: Option<mpsc::Sender<Vec<DeviceEvent>>>,
     snapshots: mpsc::Sender<Vec<DeviceSnapshotUpdate>>,
     dead_letters: DeadLetterSink,
+    /// Several nodes: where devices whose heartbeats are missing are checked before they go
+    /// offline (verdicts come back as [`ShardCmd::OfflineVerdict`]).
+    offline_checks: Option<mpsc::Sender<Vec<DeviceId>>>,
 }
 
 impl Shard {
@@ -73,11 +81,13 @@ impl Shard {
         metrics: IngestMetrics,
         alarm_events: Option<mpsc::Sender<Vec<DeviceEvent>>>,
         snapshots: mpsc::Sender<Vec<DeviceSnapshotUpdate>>,
+        offline_checks: Option<mpsc::Sender<Vec<DeviceId>>>,
     ) -> Shard {
         let core_config = BatcherConfig {
             max_batch_rows: config.max_batch_rows,
             missed_heartbeats: config.missed_heartbeats,
             alarm_events: alarm_events.is_some(),
+            hold_offline: offline_checks.is_some(),
         };
         let dead_letters = DeadLetterSink::new(store.entities.clone(), metrics.dead_letters.clone());
         Shard {
@@ -89,6 +99,7 @@ impl Shard {
             metrics,
             alarm_events,
             snapshots,
+            offline_checks,
         }
     }
 
@@ -121,6 +132,7 @@ impl Shard {
                 _ = tick.tick() => {
                     let now = self.now();
                     self.core.handle_timeout(now);
+                    self.ask_offline_checks(now);
                     self.release();
                 }
             }
@@ -195,6 +207,27 @@ impl Shard {
         }
     }
 
+    /// Hands the held devices to the offline check; when its queue is full (or it is gone) they
+    /// go offline at once, as on one node.
+    fn ask_offline_checks(&mut self, now: Now) {
+        while let Some(devices) = self.core.poll_offline_checks() {
+            let refused = match &self.offline_checks {
+                Some(tx) => match tx.try_send(devices) {
+                    Ok(()) => continue,
+                    Err(mpsc::error::TrySendError::Full(d) | mpsc::error::TrySendError::Closed(d)) => d,
+                },
+                None => devices,
+            };
+            tracing::warn!(
+                message = "The offline check is full or gone; devices go offline unchecked.",
+                devices = refused.len()
+            );
+            for device in refused {
+                self.core.handle_offline_verdict(now, device, false);
+            }
+        }
+    }
+
     fn handle(&mut self, cmd: ShardCmd) {
         match cmd {
             ShardCmd::Open { device, enterprise, heartbeat_interval_s, committed_seq, connection } => {
@@ -207,6 +240,11 @@ impl Shard {
                 self.core.handle_frames(now, device, frames, at, done);
             }
             ShardCmd::Disconnected { device, connection } => self.core.handle_disconnected(device, connection),
+            ShardCmd::TakenOver { device } => self.core.handle_taken_over(device),
+            ShardCmd::OfflineVerdict { device, elsewhere } => {
+                let now = self.now();
+                self.core.handle_offline_verdict(now, device, elsewhere);
+            }
         }
         self.release();
     }

@@ -95,6 +95,7 @@ pub(crate) async fn run(
     devices: Arc<dyn DeviceStore>,
     dead_letters: DeadLetterSink,
     metrics: IngestMetrics,
+    presence: Option<mpsc::Sender<Vec<(DeviceId, bool)>>>,
 ) {
     let mut pending = SnapshotCoalescer::default();
     let mut tick = tokio::time::interval(FLUSH_INTERVAL);
@@ -104,6 +105,14 @@ pub(crate) async fn run(
         tokio::select! {
             received = rx.recv() => match received {
                 Some(updates) => {
+                    if let Some(presence) = &presence {
+                        let changed: Vec<(DeviceId, bool)> =
+                            updates.iter().filter_map(|u| u.online.map(|on| (u.device_id, on))).collect();
+                        // Bounded: the receiver waits when it is behind, and so do the shards.
+                        if !changed.is_empty() && presence.send(changed).await.is_err() {
+                            tracing::debug!(message = "The session ownership recorder is gone.");
+                        }
+                    }
                     pending.push(updates);
                     if pending.len() < FLUSH_ENTRIES {
                         continue;

@@ -19,6 +19,10 @@ use crate::identity::MacPlan;
 pub struct LoadConfig {
     /// The ingest server's QUIC address.
     pub quic_addr: SocketAddr,
+    /// Further ingest nodes' QUIC addresses (issue 16): device `i` starts at address
+    /// `i mod n` of [`LoadConfig::quic_addr`] and these, and moves to the next after a failed
+    /// attempt or a lost connection.
+    pub more_quic_addrs: Vec<SocketAddr>,
     /// TLS server name to verify the server certificate against.
     pub server_name: String,
     /// Base URL of the management API, e.g. `http://127.0.0.1:8080`.
@@ -140,6 +144,7 @@ impl Default for LoadConfig {
     fn default() -> Self {
         LoadConfig {
             quic_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 4433)),
+            more_quic_addrs: Vec::new(),
             server_name: "localhost".into(),
             api: "http://127.0.0.1:8080".into(),
             admin_email: String::new(),

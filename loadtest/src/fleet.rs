@@ -91,7 +91,8 @@ enum Phase {
 /// What every device task shares.
 #[derive(Debug)]
 struct Fleet {
-    server: SocketAddr,
+    /// The ingest nodes' addresses (at least one).
+    servers: Vec<SocketAddr>,
     server_name: String,
     credential: String,
     heartbeat_interval_s: u32,
@@ -226,7 +227,7 @@ pub async fn run_until(cfg: LoadConfig, stop: impl Future<Output = ()> + Send) -
 
     tracing::info!(mac_prefix = format!("{:06x}", macs.prefix()), devices = cfg.devices, "starting the run");
     let fleet = Arc::new(Fleet {
-        server: cfg.quic_addr,
+        servers: std::iter::once(cfg.quic_addr).chain(cfg.more_quic_addrs.iter().copied()).collect(),
         server_name: cfg.server_name.clone(),
         credential,
         heartbeat_interval_s: cfg.heartbeat_interval_s,
@@ -521,7 +522,10 @@ async fn device_task(
     };
     let mut device_id: Option<DeviceId> = None;
     let mut failures = 0u32;
+    // The node this device tries: spread by index, the next one after a failure.
+    let mut node = index as usize % fleet.servers.len();
     loop {
+        let server = fleet.servers[node];
         // Built per attempt: a firmware upgrade changes what the device reports.
         let hello = Uplink::Hello(dev.profile.hello(&fleet.credential, fleet.heartbeat_interval_s));
         let work = dev.work_left();
@@ -531,7 +535,7 @@ async fn device_task(
             let attempt_start = Instant::now();
             let opened = tokio::time::timeout(
                 SETUP_TIMEOUT,
-                quic::open_session(&group.endpoint, fleet.server, &fleet.server_name, &hello, &mut dev.encoder),
+                quic::open_session(&group.endpoint, server, &fleet.server_name, &hello, &mut dev.encoder),
             )
             .await;
             (opened, attempt_start)
@@ -579,6 +583,7 @@ async fn device_task(
                     SessionEnd::Closing => break,
                     SessionEnd::Reboot => continue,
                     SessionEnd::Lost(error) => {
+                        node = (node + 1) % fleet.servers.len();
                         fleet.counters.errors.incr();
                         if !note_lost(&fleet, &dev.profile, &error, "connection lost") {
                             break;
@@ -587,6 +592,7 @@ async fn device_task(
                 }
             }
             Err(error) => {
+                node = (node + 1) % fleet.servers.len();
                 fleet.counters.errors.incr();
                 if !note_lost(&fleet, &dev.profile, &error, "connection attempt failed") {
                     break;

@@ -26,6 +26,10 @@ struct Args {
     /// QUIC address of the ingest server.
     #[arg(long, default_value = "127.0.0.1:4433")]
     quic_addr: SocketAddr,
+    /// Another ingest node's QUIC address (repeatable): devices spread over all the addresses and
+    /// move to the next one when a connection fails.
+    #[arg(long = "also-quic-addr")]
+    also_quic_addr: Vec<SocketAddr>,
     /// How devices reach the server: `quic` (one connection per device), `https` (HTTPS
     /// ingest at --https-addr, one keep-alive connection per device) or `relayed` (HTTPS ingest
     /// at --https-addr as `fleetpulse relay` reaches it: --relays HTTP/2 connections with
@@ -173,6 +177,7 @@ impl Args {
             relay_credential: self.relay_credential,
             relays: self.relays,
             quic_addr: self.quic_addr,
+            more_quic_addrs: self.also_quic_addr,
             server_name: self.server_name,
             api: self.api,
             admin_email: self.admin_email.unwrap_or_default(),

@@ -1,25 +1,49 @@
 //! The alarm engine's saved state (`EngineStateStore`, issue 18 item 6): what the engine keeps in
 //! memory besides the active alarms (whose records the store has anyway) and must find again after
-//! a restart — open threshold windows and planned, unsent resolutions. One document, replaced
+//! a restart — open threshold windows and planned, unsent resolutions. One document per engine
+//! ([`EngineStateOwner`]: the one engine of a single node, or each node's of several), replaced
 //! whole; the alarm service writes it only when it changed, at most every few seconds.
 
 use async_trait::async_trait;
 use fleetpulse_proto::{AlarmTypeCode, DeviceId, EnterpriseId, StrategyId, UnixMillis};
 use serde::{Deserialize, Serialize};
 
-use crate::{Result, ThresholdMetric};
+use crate::{NodeId, Result, ThresholdMetric};
 
 /// Version of [`SavedEngineState`] this build writes; a document of another version is ignored
 /// (the engine starts without it, as before this store existed).
 pub const ENGINE_STATE_VERSION: u32 = 1;
 
+/// Whose engine a saved state is. With several nodes (issue 16) each node runs an engine for the
+/// events of the devices it holds, so each saves (and after a restart restores) its own document:
+/// one row per owner, never overwritten by another node.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub enum EngineStateOwner {
+    /// The one engine of a single-node deployment.
+    #[default]
+    Single,
+    /// The engine of this node of several.
+    Node(NodeId),
+}
+
+impl EngineStateOwner {
+    /// The stored key: empty for [`EngineStateOwner::Single`] (a node id is never empty).
+    pub fn key(&self) -> &str {
+        match self {
+            EngineStateOwner::Single => "",
+            EngineStateOwner::Node(node) => node.as_str(),
+        }
+    }
+}
+
 /// The alarm engine's saved state.
 #[async_trait]
 pub trait EngineStateStore: Send + Sync + 'static {
-    /// Replaces the saved state.
-    async fn save_engine_state(&self, state: &SavedEngineState, at: UnixMillis) -> Result<()>;
-    /// The saved state, if any was saved (of any version: the caller checks it).
-    async fn engine_state(&self) -> Result<Option<SavedEngineState>>;
+    /// Replaces `owner`'s saved state (another owner's is left as it is).
+    async fn save_engine_state(&self, owner: &EngineStateOwner, state: &SavedEngineState, at: UnixMillis)
+    -> Result<()>;
+    /// `owner`'s saved state, if it saved any (of any version: the caller checks it).
+    async fn engine_state(&self, owner: &EngineStateOwner) -> Result<Option<SavedEngineState>>;
 }
 
 /// What the engine saves.

@@ -35,6 +35,7 @@ mod accounts;
 mod alarm_lifecycle;
 mod audit;
 pub mod clickhouse;
+mod cluster;
 mod commands;
 mod dead_letters;
 mod device_sql;
@@ -69,6 +70,7 @@ pub use account_security::*;
 pub use accounts::*;
 pub use alarm_lifecycle::{AlarmLifecycle, Unchanged};
 pub use audit::*;
+pub use cluster::*;
 pub use commands::*;
 pub use dead_letters::*;
 pub use devices::*;
@@ -312,5 +314,16 @@ impl Store {
         let spool = spool::Spool::open(config.spool)?;
         let events = scaleout::SpooledEvents::start(Arc::new(events), spool).await?;
         Ok(Store { entities: Arc::new(entities), events: Arc::new(events) })
+    }
+
+    /// The scale-out store for one of several nodes (issue 16): as [`Store::open_scaleout`],
+    /// with the cluster half of the PostgreSQL store, and ClickHouse alarm records read before
+    /// each change instead of cached (another node may have changed them).
+    pub async fn open_scaleout_node(config: ScaleOutConfig) -> Result<(Store, Arc<dyn ClusterStore>)> {
+        let entities = Arc::new(postgres::PgEntityStore::connect(&config.postgres_url, 16).await?);
+        let events = clickhouse::ClickHouseEvents::connect(config.clickhouse).await?.with_shared_records();
+        let spool = spool::Spool::open(config.spool)?;
+        let events = scaleout::SpooledEvents::start(Arc::new(events), spool).await?;
+        Ok((Store { entities: entities.clone(), events: Arc::new(events) }, entities))
     }
 }

@@ -8,6 +8,12 @@
 //! idempotent, so a retry after an ambiguous failure does not double count) and then acknowledges
 //! them to the spool. When the spool is full, `append` waits: acknowledgements to devices stop
 //! instead of data being dropped.
+//!
+//! Records an earlier run left in the spool are drained without the rows whose (device, seq) the
+//! inner store already holds: with several nodes (issue 16), a device whose frames this node made
+//! durable but had not acknowledged when it died sends them again to another node, which stores
+//! them with its own receipt time (another row); draining them here afterwards would store them
+//! twice. A frame this node did acknowledge is not sent again, so it is drained as before.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -43,6 +49,9 @@ pub struct DrainStats {
     pub insert_failures: AtomicU64,
     /// Spooled records that could not be decoded (skipped and counted; never expected).
     pub undecodable_records: AtomicU64,
+    /// Rows of records left by an earlier run left out because the inner store already held
+    /// their (device, seq), stored by another node.
+    pub already_stored_rows: AtomicU64,
 }
 
 /// The highest delivery mark of every device this process has seen, and the spool record still
@@ -85,6 +94,34 @@ fn note_marks(marks: &Marks, batch: &EventBatch, id: RecordId) {
     }
 }
 
+/// Leaves out of `batch` the device-sequenced rows (status, resources, device alarms) whose
+/// (device, seq) `inner` already holds; returns how many. Delivery marks and alarm record changes
+/// stay (a mark only grows; a change of an alarm already applied is applied again as is).
+async fn without_stored(inner: &dyn EventStore, batch: &mut EventBatch) -> Result<u64> {
+    let mut devices: Vec<DeviceId> = batch
+        .status
+        .iter()
+        .map(|e| e.device_id)
+        .chain(batch.resources.iter().map(|e| e.device_id))
+        .chain(batch.alarms.iter().filter(|e| e.seq > 0).map(|e| e.device_id))
+        .collect();
+    devices.sort_unstable();
+    devices.dedup();
+    if devices.is_empty() {
+        return Ok(0);
+    }
+    let held: HashMap<DeviceId, Vec<(u64, u64)>> =
+        inner.device_sequences(&devices).await?.into_iter().map(|s| (s.device_id, s.ranges)).collect();
+    let stored = |device: &DeviceId, seq: u64| {
+        held.get(device).is_some_and(|ranges| ranges.iter().any(|&(from, to)| from <= seq && seq <= to))
+    };
+    let before = batch.rows();
+    batch.status.retain(|e| !stored(&e.device_id, e.seq));
+    batch.resources.retain(|e| !stored(&e.device_id, e.seq));
+    batch.alarms.retain(|e| e.seq == 0 || !stored(&e.device_id, e.seq));
+    Ok((before - batch.rows()) as u64)
+}
+
 impl SpooledEvents {
     /// Recovers the delivery marks of records still in the spool and starts the drainer.
     pub async fn start(inner: Arc<dyn EventStore>, spool: Spool) -> Result<SpooledEvents> {
@@ -93,6 +130,7 @@ impl SpooledEvents {
         // Nothing appends yet: a read that finds nothing within a moment has seen every record
         // (the pending count alone could include records that turn out corrupt when read).
         let mut after = None;
+        let mut recovered = None;
         for _ in 0..=spool.stats().pending_records {
             let read = spool.read_after(after, DRAIN_RECORDS, DRAIN_BYTES);
             let Ok(records) = tokio::time::timeout(Duration::from_millis(200), read).await else { break };
@@ -101,9 +139,10 @@ impl SpooledEvents {
                     note_marks(&marks, &batch, *id);
                 }
                 after = Some(*id);
+                recovered = Some(*id);
             }
         }
-        tokio::spawn(drain(inner.clone(), spool.clone(), marks.clone(), stats.clone()));
+        tokio::spawn(drain(inner.clone(), spool.clone(), marks.clone(), stats.clone(), recovered));
         Ok(SpooledEvents { inner, spool, marks, stats })
     }
 
@@ -118,8 +157,15 @@ impl SpooledEvents {
     }
 }
 
-/// Moves spooled batches into the inner store, in order, forever.
-async fn drain(inner: Arc<dyn EventStore>, spool: Spool, marks: Arc<Marks>, stats: Arc<DrainStats>) {
+/// Moves spooled batches into the inner store, in order, forever. Records up to `recovered` (left
+/// by an earlier run) go without the rows the inner store already holds.
+async fn drain(
+    inner: Arc<dyn EventStore>,
+    spool: Spool,
+    marks: Arc<Marks>,
+    stats: Arc<DrainStats>,
+    recovered: Option<RecordId>,
+) {
     let mut after: Option<RecordId> = None;
     loop {
         let records = match spool.read_after(after, DRAIN_RECORDS, DRAIN_BYTES).await {
@@ -143,6 +189,23 @@ async fn drain(inner: Arc<dyn EventStore>, spool: Spool, marks: Arc<Marks>, stat
             }
         }
         let mut backoff = Duration::from_millis(100);
+        let first = records.first().map_or(last, |(id, _)| *id);
+        if recovered.is_some_and(|r| first <= r) {
+            loop {
+                match without_stored(inner.as_ref(), &mut merged).await {
+                    Ok(dropped) => {
+                        stats.already_stored_rows.fetch_add(dropped, Ordering::Relaxed);
+                        break;
+                    }
+                    Err(error) => {
+                        stats.insert_failures.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(message = "Reading what ClickHouse holds of a recovered spool record failed; retrying.", %error);
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+        }
         while let Err(error) = inner.append(merged.clone()).await {
             stats.insert_failures.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(message = "Draining the spool failed; retrying.", %error, backoff_ms = backoff.as_millis() as u64);
@@ -255,6 +318,11 @@ impl EventStore for SpooledEvents {
                 self.stats.insert_failures.load(Ordering::Relaxed),
             ),
             counter(
+                "fleetpulse_spool_already_stored_rows",
+                "Rows of spool records left by an earlier run that ClickHouse already held (stored by another node)",
+                self.stats.already_stored_rows.load(Ordering::Relaxed),
+            ),
+            counter(
                 "fleetpulse_spool_undecodable_records",
                 "Spool records that could not be decoded",
                 self.stats.undecodable_records.load(Ordering::Relaxed),
@@ -262,5 +330,62 @@ impl EventStore for SpooledEvents {
         ];
         out.extend(self.inner.metrics());
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use fleetpulse_proto::domain::ResourceSample;
+    use fleetpulse_proto::{EnterpriseId, UnixMillis};
+
+    use super::*;
+    use crate::embedded::{EmbeddedConfig, EmbeddedStore};
+    use crate::spool::SpoolConfig;
+
+    fn resources(device: DeviceId, seqs: &[u64], at: i64) -> EventBatch {
+        let sample = ResourceSample { cpu_centi_pct: 100, mem_used_bytes: 1, mem_total_bytes: 2 };
+        EventBatch {
+            resources: seqs
+                .iter()
+                .map(|&seq| ResourceEvent {
+                    device_id: device,
+                    enterprise_id: EnterpriseId(1),
+                    seq,
+                    at: UnixMillis(at),
+                    sample,
+                })
+                .collect(),
+            delivery: vec![(device, seqs.iter().copied().max().unwrap_or(0))],
+            ..EventBatch::default()
+        }
+    }
+
+    /// A node died with seqs 2 and 3 of a device durable in its spool, unacknowledged; the device
+    /// sent them again to another node (which stored 2, with its own receipt time). The restarted
+    /// node drains 3 and leaves 2 out: each seq is stored once.
+    #[tokio::test]
+    async fn a_recovered_record_leaves_out_what_another_node_stored() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let inner: Arc<dyn EventStore> = Arc::new(
+            EmbeddedStore::open(&dir.path().join("db"), EmbeddedConfig { fsync: false, ..EmbeddedConfig::default() })
+                .expect("open store"),
+        );
+        let device = DeviceId(7);
+        inner.append(resources(device, &[1, 2], 2_000)).await.expect("the other node's rows");
+        let config = SpoolConfig { dir: dir.path().join("spool"), ..SpoolConfig::default() };
+        let spool = Spool::open(config.clone()).expect("spool");
+        let left = serde_json::to_vec(&resources(device, &[2, 3], 1_000)).expect("encode");
+        spool.append(left).await.expect("left by the dead run");
+        drop(spool);
+
+        let events = SpooledEvents::start(inner.clone(), Spool::open(config).expect("reopen")).await.expect("start");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while events.drain_stats().drained_records.load(Ordering::Relaxed) < 1 {
+            assert!(std::time::Instant::now() < deadline, "never drained");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let seqs = inner.device_sequences(&[device]).await.expect("sequences");
+        assert_eq!((seqs[0].rows, seqs[0].ranges.clone()), (3, vec![(1, 3)]));
+        assert_eq!(events.drain_stats().already_stored_rows.load(Ordering::Relaxed), 1);
     }
 }

@@ -5,6 +5,13 @@
 //! only this process holds: when the test process exits (even without running destructors, as
 //! with the shared instance in a `static`), the pipe closes and the watchdog kills the server and
 //! removes its directory. No server outlives the tests that started it.
+//!
+//! The directory is made in `/dev/shm` (a tmpfs) when there is one, else in the temporary
+//! directory; `FLEETPULSE_CLICKHOUSE_DIR` names another parent. ClickHouse writes a directory of
+//! about 40 files per insert and table (the wide parts of the 18.x server), and on this disk
+//! (ext4 mounted with `discard`) removing them ran at about 270 files a second: the 140,000 files
+//! of a three-node test took over ten minutes to delete. On a tmpfs they go at once, and merged
+//! parts are removed by the server after 5 s instead of 8 minutes, so few remain.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -70,7 +77,7 @@ impl ClickHouseServer {
         let (program, leading_args) = find_binary();
         let dir = tempfile::Builder::new()
             .prefix("fleetpulse-clickhouse-")
-            .tempdir()
+            .tempdir_in(parent_dir())
             .expect("a temporary directory for ClickHouse")
             .keep();
         let http_port = free_port();
@@ -207,6 +214,17 @@ impl Drop for ClickHouseServer {
     }
 }
 
+/// Where servers' directories are made: `FLEETPULSE_CLICKHOUSE_DIR`, else `/dev/shm` if it is a
+/// writable directory, else the temporary directory.
+fn parent_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("FLEETPULSE_CLICKHOUSE_DIR") {
+        return PathBuf::from(dir);
+    }
+    let shm = Path::new("/dev/shm");
+    let writable = shm.is_dir() && tempfile::tempdir_in(shm).is_ok();
+    if writable { shm.to_path_buf() } else { std::env::temp_dir() }
+}
+
 fn find_binary() -> (PathBuf, &'static [&'static str]) {
     CANDIDATES
         .iter()
@@ -242,6 +260,10 @@ fn write_config(dir: &Path, http_port: u16, tcp_port: u16) {
     <users_config>users.xml</users_config>
     <default_profile>default</default_profile>
     <default_database>default</default_database>
+    <merge_tree>
+        <old_parts_lifetime>5</old_parts_lifetime>
+        <cleanup_delay_period>1</cleanup_delay_period>
+    </merge_tree>
 </yandex>
 "#
     );

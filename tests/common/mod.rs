@@ -269,8 +269,13 @@ pub fn client_endpoint(ca: &Path) -> quinn::Endpoint {
 impl RawDevice {
     /// Connects and opens the stream, without sending anything.
     pub async fn connect(server: &TestServer) -> RawDevice {
-        let endpoint = client_endpoint(&server.ca_cert());
-        let conn = endpoint.connect(server.quic_addr, "localhost").unwrap().await.expect("handshake");
+        RawDevice::connect_to(&server.ca_cert(), server.quic_addr).await
+    }
+
+    /// Connects to `addr`, verified by the CA in `ca`, and opens the stream.
+    pub async fn connect_to(ca: &std::path::Path, addr: std::net::SocketAddr) -> RawDevice {
+        let endpoint = client_endpoint(ca);
+        let conn = endpoint.connect(addr, "localhost").unwrap().await.expect("handshake");
         let (send, recv) = conn.open_bi().await.unwrap();
         RawDevice {
             conn,

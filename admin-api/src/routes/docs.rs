@@ -18,7 +18,7 @@ use crate::routes::session::{
 };
 use crate::routes::{
     account, alarm_summary, alarms, channel_strategies, commands, dashboard, device_imports, device_labels, devices,
-    effective_strategies, enterprises, firmware, inventory, oplog, profiles, sites, strategies, tasks, tenants,
+    effective_strategies, enterprises, firmware, inventory, nodes, oplog, profiles, sites, strategies, tasks, tenants,
 };
 use crate::state::AppState;
 
@@ -160,6 +160,12 @@ pub(crate) fn operations() -> Vec<Operation> {
             .may_fail(&[409]),
         post_("/api/v1/enterprises/{id}/act", TENANTS, "Act inside an authorizing enterprise: a new session")
             .answers::<ActingSession>(200),
+        get_(
+            "/api/v1/nodes",
+            "nodes",
+            "The ingest nodes sharing the scale-out store, their leases and sessions (platform)",
+        )
+        .answers::<nodes::NodesPage>(200),
         get_("/api/v1/enterprises/{id}/stored-sequences", TENANTS, "Stored sequence numbers per device (load test)")
             .query::<enterprises::PageQuery>()
             .answers::<enterprises::StoredSequencesPage>(200),

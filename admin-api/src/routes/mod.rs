@@ -22,6 +22,7 @@ pub(crate) mod groups;
 pub(crate) mod incidents;
 pub(crate) mod inventory;
 pub(crate) mod listing;
+pub(crate) mod nodes;
 pub(crate) mod oplog;
 pub(crate) mod ops;
 pub(crate) mod orders;
@@ -76,6 +77,7 @@ pub(crate) fn all() -> Vec<(&'static str, MethodRouter<AppState>)> {
         rps::routes(),
         dead_letters::routes(),
         account::routes(),
+        nodes::routes(),
         docs::routes(),
     ]
     .into_iter()

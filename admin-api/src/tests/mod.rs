@@ -78,6 +78,7 @@ fn harness_with(config: ApiConfig, registry: Registry) -> Harness {
         alarms: None,
         downlink: fleetpulse_ingest::CommandSignal::default(),
         sessions: fleetpulse_ingest::SessionCloser::default(),
+        cluster: None,
     };
     let clock = ManualClock::new(fleetpulse_proto::UnixMillis::now());
     Harness { _dir: dir, store, ready, app: app_with_clock(state, clock.clock()), clock }

@@ -439,6 +439,7 @@ fn foreign_request(w: &World, path: &str, method: &Method) -> Option<(String, Op
             | "/api/v1/accounts"
             | "/api/v1/sub-accounts"
             | "/api/v1/device-labels"
+            | "/api/v1/nodes"
     ) {
         path.to_owned()
     } else {

@@ -103,7 +103,7 @@ struct Harness {
 
 impl Harness {
     fn new() -> Harness {
-        let config = BatcherConfig { max_batch_rows: 6, missed_heartbeats: 3, alarm_events: true };
+        let config = BatcherConfig { max_batch_rows: 6, missed_heartbeats: 3, alarm_events: true, hold_offline: false };
         let metrics = IngestMetrics::register(&mut Registry::default());
         Harness {
             core: ShardBatcher::new(config, metrics),

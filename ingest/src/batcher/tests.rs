@@ -9,11 +9,13 @@
 //!   letter and its seq: `h` heartbeat, `s` status, `r` resource, `a`/`c` alarm 105 raise/clear,
 //!   `m` command result, `x` rejected content;
 //! - `commit`: asks for the batch to commit; `ok bN` / `fail bN`: the store's answer;
-//! - `disconnect dN [conn=C]`, `tick` (offline detection), `metrics`.
+//! - `disconnect dN [conn=C]`, `tick` (offline detection), `taken dN` (another node took the
+//!   device's session over), `verdict dN elsewhere|offline` (the answer to an offline check),
+//!   `metrics`.
 //!
 //! Outputs: `ack wK ok N` / `ack wK err`, `commit bN: ...` (rows: `s`/`r`/`a` d#seq, alarm record
 //! changes `+`/`-`d/type@time, delivery `mark` d=seq), `engine ...` and `snapshots ...` (handed
-//! on after a commit), `live ...`, and `(full)` when the pending batch has no room.
+//! on after a commit), `live ...`, `check dN, ...` (devices held for an offline check), and `(full)` when the pending batch has no room.
 
 use fleetpulse_proto::domain::{AlarmChangeKind, CallStatus, DeviceAlarm, DeviceMessage, DeviceStatus, ResourceSample};
 use fleetpulse_proto::{AlarmTypeCode, DeviceId, EnterpriseId, UnixMillis};
@@ -26,7 +28,7 @@ const E: EnterpriseId = EnterpriseId(1);
 const HEARTBEAT_S: u32 = 10;
 
 fn config() -> BatcherConfig {
-    BatcherConfig { max_batch_rows: 20_000, missed_heartbeats: 3, alarm_events: true }
+    BatcherConfig { max_batch_rows: 20_000, missed_heartbeats: 3, alarm_events: true, hold_offline: false }
 }
 
 fn time(ms: i64) -> String {
@@ -158,6 +160,9 @@ fn drain(core: &mut ShardBatcher<String>, out: &mut Vec<String>) {
     while let Some(updates) = core.poll_snapshots() {
         out.push(format!("snapshots {}", updates.iter().map(render_snapshot).collect::<Vec<_>>().join(", ")));
     }
+    while let Some(devices) = core.poll_offline_checks() {
+        out.push(format!("check {}", devices.iter().map(|d| format!("d{d}")).collect::<Vec<_>>().join(", ")));
+    }
     if !core.has_room() {
         out.push("(full)".into());
     }
@@ -202,6 +207,8 @@ fn step(core: &mut ShardBatcher<String>, metrics: &IngestMetrics, clock: &mut i6
         }
         ["disconnect", d, rest @ ..] => core.handle_disconnected(device(d), option(rest, "conn", 1) as usize),
         ["tick"] => core.handle_timeout(now),
+        ["taken", d] => core.handle_taken_over(device(d)),
+        ["verdict", d, v] => core.handle_offline_verdict(now, device(d), *v == "elsewhere"),
         ["commit"] => match core.poll_commit() {
             Some(batch) => out.push(render_batch(&batch)),
             None => out.push("no batch".into()),
@@ -749,6 +756,86 @@ fn without_an_alarm_engine_no_events_are_collected() {
         3s ok b1
           ack w1 ok 2
           snapshots d1 online
+        ",
+    );
+}
+
+#[test]
+fn a_device_taken_over_by_another_node_is_forgotten_without_going_offline() {
+    // d1 connected elsewhere at 5 s: only d2 goes offline; d1 back here is a new session.
+    check(
+        "
+        0s open d1
+          live d1 opened@0s seq=0
+        0s open d2
+          live d2 opened@0s seq=0
+        0s commit
+          commit b1: -d1/109@1ms, -d2/109@1ms
+        0s ok b1
+          engine d1 online@1ms, d2 online@1ms
+          snapshots d1 online, d2 online
+        5s taken d1
+          live d1 disconnected
+        31s tick
+          live d2 offline
+        31s commit
+          commit b2: a d2#0/109, +d2/109@31s
+        31s ok b2
+          engine d2 offline@31s
+          snapshots d2 offline
+        31s metrics
+          metrics online=0 offline=1 duplicates=0 store_errors=0 received heartbeat=0 status=0 resource=0 alarm=0 command_result=0
+        40s open d1 mark=3
+          live d1 opened@40s seq=3
+        40s commit
+          commit b3: -d1/109@40s
+        ",
+    );
+}
+
+#[test]
+fn with_several_nodes_a_silent_device_is_held_until_the_session_table_says_where_it_is() {
+    // The race of issue 16: d1 moved to another node, whose claim is not known here when d1's
+    // heartbeats are missing; d2 really went silent; d3 is held but reconnects here before the
+    // verdict. Only d2 goes offline, when its verdict comes.
+    check_with(
+        BatcherConfig { hold_offline: true, ..config() },
+        "
+        0s open d1
+          live d1 opened@0s seq=0
+        0s open d2
+          live d2 opened@0s seq=0
+        0s open d3
+          live d3 opened@0s seq=0
+        0s commit
+          commit b1: -d1/109@1ms, -d2/109@1ms, -d3/109@1ms
+        0s ok b1
+          engine d1 online@1ms, d2 online@1ms, d3 online@1ms
+          snapshots d1 online, d2 online, d3 online
+        30s tick
+          check d1, d2, d3
+        31s tick
+        31s commit
+          no batch
+        32s open d3 mark=0 conn=2
+          live d3 opened@32s seq=0
+        33s verdict d1 elsewhere
+          live d1 disconnected
+        33s verdict d2 offline
+          live d2 offline
+        33s verdict d3 offline
+        33s verdict d1 offline
+        33s commit
+          commit b2: a d2#0/109, +d2/109@33s
+        33s ok b2
+          engine d2 offline@33s
+          snapshots d2 offline
+        33s metrics
+          metrics online=1 offline=1 duplicates=0 store_errors=0 received heartbeat=0 status=0 resource=0 alarm=0 command_result=0
+        # d3 is watched again from its reconnect: held once more at 62 s, not before.
+        61s tick
+        62s tick
+          check d3
         ",
     );
 }

@@ -27,7 +27,7 @@ pub(super) async fn bad_credential_task(
     let mut encoder = FrameEncoder::default();
     let attempt = tokio::time::timeout(
         SETUP_TIMEOUT,
-        quic::open_session(&group.endpoint, fleet.server, &fleet.server_name, &hello, &mut encoder),
+        quic::open_session(&group.endpoint, fleet.servers[0], &fleet.server_name, &hello, &mut encoder),
     );
     let result = tokio::select! {
         result = attempt => result.unwrap_or_else(|_| Err(LinkError::other("timed out waiting for the rejection"))),

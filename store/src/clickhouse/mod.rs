@@ -214,6 +214,12 @@ impl ClickHouseEvents {
         })
     }
 
+    /// Several nodes write alarm records (issue 16): no cached record state; each change reads
+    /// the current one from ClickHouse (`FINAL`) first.
+    pub fn with_shared_records(self) -> ClickHouseEvents {
+        ClickHouseEvents { records: Mutex::new(RecordCache::none()), ..self }
+    }
+
     /// The database holding the tables.
     pub fn database(&self) -> &str {
         &self.database

@@ -192,11 +192,20 @@ impl RecordCache {
         RecordCache { states: HashMap::new(), capacity: capacity.max(1) }
     }
 
+    /// A cache that keeps nothing: every change reads the record's state from ClickHouse first
+    /// (several nodes write records).
+    pub fn none() -> RecordCache {
+        RecordCache { states: HashMap::new(), capacity: 0 }
+    }
+
     pub fn get(&self, id: u64) -> Option<&RecordState> {
         self.states.get(&id)
     }
 
     pub fn insert(&mut self, state: RecordState) {
+        if self.capacity == 0 {
+            return;
+        }
         if self.states.len() >= self.capacity
             && !self.states.contains_key(&state.id)
             && let Some(victim) = self.states.keys().next().copied()

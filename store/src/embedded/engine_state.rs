@@ -1,4 +1,4 @@
-//! The alarm engine's saved state on SQLite ([`EngineStateStore`]): one JSON row.
+//! The alarm engine's saved state on SQLite ([`EngineStateStore`]): one JSON row per owner.
 
 use async_trait::async_trait;
 use fleetpulse_proto::UnixMillis;
@@ -9,25 +9,32 @@ use crate::*;
 
 #[async_trait]
 impl EngineStateStore for EmbeddedStore {
-    async fn save_engine_state(&self, state: &SavedEngineState, at: UnixMillis) -> Result<()> {
+    async fn save_engine_state(
+        &self,
+        owner: &EngineStateOwner,
+        state: &SavedEngineState,
+        at: UnixMillis,
+    ) -> Result<()> {
+        let owner = owner.key().to_owned();
         let json =
             serde_json::to_string(state).map_err(|e| StoreError::Backend(format!("encoding the engine state: {e}")))?;
         self.write(1, move |c| {
             c.prepare_cached(
-                "INSERT INTO alarm_engine_state (id, state, saved_at) VALUES (1, ?1, ?2) \
-                 ON CONFLICT (id) DO UPDATE SET state = excluded.state, saved_at = excluded.saved_at",
+                "INSERT INTO alarm_engine_state (owner, state, saved_at) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (owner) DO UPDATE SET state = excluded.state, saved_at = excluded.saved_at",
             )?
-            .execute(params![json, at.0])?;
+            .execute(params![owner, json, at.0])?;
             Ok(())
         })
         .await
     }
 
-    async fn engine_state(&self) -> Result<Option<SavedEngineState>> {
+    async fn engine_state(&self, owner: &EngineStateOwner) -> Result<Option<SavedEngineState>> {
+        let owner = owner.key().to_owned();
         let json: Option<String> = self
-            .read(|c| {
-                Ok(c.prepare_cached("SELECT state FROM alarm_engine_state WHERE id = 1")?
-                    .query_row([], |r| r.get(0))
+            .read(move |c| {
+                Ok(c.prepare_cached("SELECT state FROM alarm_engine_state WHERE owner = ?1")?
+                    .query_row([owner], |r| r.get(0))
                     .optional()?)
             })
             .await?;

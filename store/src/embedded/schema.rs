@@ -826,6 +826,19 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX dead_letters_stage ON dead_letters(stage, id);
     "#,
+    // The alarm engine's saved state per owner (issue 16: each node of several saves its own
+    // engine's; '' is the one engine of a single node, which keeps the document saved so far).
+    r#"
+    CREATE TABLE alarm_engine_state_by_owner (
+        owner    TEXT PRIMARY KEY,
+        state    TEXT NOT NULL,
+        saved_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    INSERT INTO alarm_engine_state_by_owner (owner, state, saved_at)
+        SELECT '', state, saved_at FROM alarm_engine_state;
+    DROP TABLE alarm_engine_state;
+    ALTER TABLE alarm_engine_state_by_owner RENAME TO alarm_engine_state;
+    "#,
 ];
 
 /// The schema version this build writes.

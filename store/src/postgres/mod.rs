@@ -26,6 +26,7 @@ mod groups;
 mod incidents;
 mod inventory;
 mod licences;
+mod nodes;
 mod oplog;
 mod orders;
 mod outbox;
@@ -47,6 +48,7 @@ use fleetpulse_proto::ids::ChannelId;
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 
+pub use nodes::TakeoverListener;
 pub use schema::CURRENT_VERSION as SCHEMA_VERSION;
 
 use crate::*;

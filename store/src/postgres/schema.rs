@@ -879,6 +879,46 @@ const MIGRATIONS: &[(&str, &str)] = &[
     CREATE INDEX dead_letters_stage ON dead_letters (stage, id);
     "#,
     ),
+    (
+        "cluster nodes",
+        // Several ingest nodes (issue 16): membership with heartbeat leases, the node holding
+        // each device's session, named leases for one-node-at-a-time roles (the outbox sender).
+        // Times are the database's clock, unix milliseconds.
+        r#"
+    CREATE TABLE cluster_nodes (
+        id           TEXT PRIMARY KEY,
+        quic_addr    TEXT NOT NULL,
+        http_addr    TEXT NOT NULL,
+        sessions     BIGINT NOT NULL DEFAULT 0,
+        started_at   BIGINT NOT NULL,
+        heartbeat_at BIGINT NOT NULL,
+        lease_until  BIGINT NOT NULL,
+        state        TEXT NOT NULL CHECK (state IN ('up', 'down'))
+    );
+    CREATE TABLE device_sessions (
+        device_id BIGINT PRIMARY KEY REFERENCES devices (id) ON DELETE CASCADE,
+        node_id   TEXT NOT NULL,
+        since     BIGINT NOT NULL
+    );
+    CREATE INDEX device_sessions_node ON device_sessions (node_id);
+    CREATE TABLE cluster_leases (
+        name        TEXT PRIMARY KEY,
+        node_id     TEXT NOT NULL,
+        lease_until BIGINT NOT NULL
+    );
+    "#,
+    ),
+    (
+        "alarm engine state per owner",
+        // Issue 16: each node of several saves its own engine's state; '' is the one engine of a
+        // single node, which keeps the document saved so far.
+        r#"
+    ALTER TABLE alarm_engine_state ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+    ALTER TABLE alarm_engine_state DROP COLUMN id;
+    ALTER TABLE alarm_engine_state ADD PRIMARY KEY (owner);
+    ALTER TABLE alarm_engine_state ALTER COLUMN owner DROP DEFAULT;
+    "#,
+    ),
 ];
 
 /// The schema version this build writes.

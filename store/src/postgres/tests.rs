@@ -396,3 +396,80 @@ async fn device_search_uses_the_trigram_index_where_pg_trgm_exists() {
         .expect("explain");
     assert!(plan.iter().any(|line| line.contains("devices_search_trgm")), "{plan:?}");
 }
+
+fn announce(id: &str) -> NodeAnnounce {
+    NodeAnnounce {
+        id: NodeId::parse(id).expect("valid id"),
+        quic_addr: "127.0.0.1:4433".into(),
+        http_addr: "127.0.0.1:8080".into(),
+        sessions: 0,
+    }
+}
+
+#[tokio::test]
+async fn sessions_move_between_nodes_and_a_lapsed_node_loses_the_rest() {
+    let (store, _) = store("cluster_sessions").await;
+    let e = enterprise(&store, "Cluster").await;
+    let mut devices = Vec::new();
+    for i in 1..=4 {
+        devices
+            .push(store.register_device(new_device(e.id, DeviceKey::Mac(mac(i)))).await.expect("register").device.id);
+    }
+    let (a, b) = (announce("node-a"), announce("node-b"));
+    let ttl = std::time::Duration::from_secs(60);
+    assert!(store.join_node(&a, ttl).await.expect("join a").is_empty());
+    assert!(store.join_node(&b, ttl).await.expect("join b").is_empty());
+    let now = UnixMillis(1);
+    assert!(store.claim_sessions(&a.id, &devices, now).await.expect("a claims").is_empty());
+    // B takes two over (and a device that does not exist is skipped): A is told which.
+    let moved = [devices[0], devices[1], DeviceId(999_999)];
+    let taken = store.claim_sessions(&b.id, &moved, now).await.expect("b claims");
+    assert_eq!(taken, vec![TakenOver { from: a.id.clone(), devices: vec![devices[0], devices[1]] }]);
+    // A's offline check: of its silent devices, B (alive) holds the first two; seen from B, A
+    // holds the third.
+    let checked = [devices[0], devices[1], devices[2]];
+    assert_eq!(store.sessions_held_elsewhere(&a.id, &checked).await.expect("check"), vec![devices[0], devices[1]]);
+    assert_eq!(store.sessions_held_elsewhere(&b.id, &checked).await.expect("check"), vec![devices[2]]);
+    // A's third device went offline there.
+    store.release_sessions(&a.id, &[devices[2], devices[0]]).await.expect("release");
+    let nodes = store.list_nodes().await.expect("list");
+    assert_eq!(
+        nodes.iter().map(|n| (n.id.as_str(), n.owned_sessions, n.alive)).collect::<Vec<_>>(),
+        [("node-a", 1, true), ("node-b", 2, true)]
+    );
+    // Nobody has lapsed; then A leaves: its one remaining session is lost, once.
+    assert!(store.reap_lapsed_node().await.expect("reap").is_none());
+    // A session held by a node whose lease ended does not count as held elsewhere.
+    store.leave_node(&b.id).await.expect("b leaves");
+    assert!(store.sessions_held_elsewhere(&a.id, &[devices[0]]).await.expect("check").is_empty());
+    assert!(store.renew_node(&b, ttl).await.expect("b back"));
+    store.leave_node(&a.id).await.expect("leave");
+    let (node, lost) = store.reap_lapsed_node().await.expect("reap").expect("a lapsed");
+    assert_eq!(node, a.id);
+    assert_eq!(lost, vec![LostSession { device_id: devices[3], enterprise_id: e.id }]);
+    assert!(store.reap_lapsed_node().await.expect("reap").is_none());
+    let nodes = store.list_nodes().await.expect("list");
+    assert_eq!(nodes[0].state, NodeState::Down);
+    // Renewing after being reaped says so; the node is up again.
+    assert!(!store.renew_node(&a, ttl).await.expect("renew"));
+    assert!(store.renew_node(&a, ttl).await.expect("renew"));
+    // A restarted B takes back nothing it is still connected to: its old sessions are returned.
+    let old = store.join_node(&b, ttl).await.expect("rejoin b");
+    assert_eq!(old.iter().map(|l| l.device_id).collect::<Vec<_>>(), vec![devices[0], devices[1]]);
+}
+
+#[tokio::test]
+async fn a_named_lease_has_one_holder_until_it_lapses() {
+    let (store, _) = store("cluster_leases").await;
+    let (a, b) = (NodeId::parse("a").expect("valid"), NodeId::parse("b").expect("valid"));
+    let long = std::time::Duration::from_secs(60);
+    assert!(store.hold_lease("outbox", &a, long).await.expect("a takes"));
+    assert!(!store.hold_lease("outbox", &b, long).await.expect("b waits"));
+    assert!(store.hold_lease("outbox", &a, long).await.expect("a renews"));
+    store.release_lease("outbox", &b).await.expect("not b's to release");
+    assert!(!store.hold_lease("outbox", &b, long).await.expect("still a's"));
+    store.release_lease("outbox", &a).await.expect("a gives up");
+    assert!(store.hold_lease("outbox", &b, std::time::Duration::from_millis(1)).await.expect("b takes"));
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    assert!(store.hold_lease("outbox", &a, long).await.expect("b's lapsed"));
+}

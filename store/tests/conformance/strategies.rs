@@ -142,10 +142,14 @@ pub(crate) async fn inherited_strategies(store: &Store) {
     assert_eq!(s.channel_strategy(t2.id).await.unwrap(), None);
 }
 
-/// The alarm engine's saved state (issue 18 item 6): none at first, then the latest saved.
+/// The alarm engine's saved state (issue 18 item 6): none at first, then the latest saved; one
+/// per owner (issue 16: the nodes of several never overwrite each other's).
 pub(crate) async fn engine_state(store: &Store) {
     let s = &store.entities;
-    assert_eq!(s.engine_state().await.unwrap(), None);
+    let single = EngineStateOwner::Single;
+    let n1 = EngineStateOwner::Node(fleetpulse_store::NodeId::parse("n1").unwrap());
+    let n2 = EngineStateOwner::Node(fleetpulse_store::NodeId::parse("n2").unwrap());
+    assert_eq!(s.engine_state(&single).await.unwrap(), None);
     let mut state = SavedEngineState {
         version: ENGINE_STATE_VERSION,
         windows: vec![StoredWindows {
@@ -179,9 +183,19 @@ pub(crate) async fn engine_state(store: &Store) {
             members: vec![(DeviceId(7), UnixMillis(8), false), (DeviceId(8), UnixMillis(9), true)],
         }],
     };
-    s.save_engine_state(&state, UnixMillis(20)).await.unwrap();
-    assert_eq!(s.engine_state().await.unwrap().as_ref(), Some(&state));
+    s.save_engine_state(&single, &state, UnixMillis(20)).await.unwrap();
+    assert_eq!(s.engine_state(&single).await.unwrap().as_ref(), Some(&state));
+    assert_eq!(s.engine_state(&n1).await.unwrap(), None, "another owner's");
+    let full = state.clone();
     state.resolutions.clear();
-    s.save_engine_state(&state, UnixMillis(21)).await.unwrap();
-    assert_eq!(s.engine_state().await.unwrap(), Some(state), "replaced whole");
+    s.save_engine_state(&single, &state, UnixMillis(21)).await.unwrap();
+    assert_eq!(s.engine_state(&single).await.unwrap().as_ref(), Some(&state), "replaced whole");
+    // Two nodes save their own; neither overwrites the other or the single engine's.
+    s.save_engine_state(&n1, &full, UnixMillis(22)).await.unwrap();
+    let mut other = full.clone();
+    other.windows.clear();
+    s.save_engine_state(&n2, &other, UnixMillis(23)).await.unwrap();
+    assert_eq!(s.engine_state(&n1).await.unwrap(), Some(full));
+    assert_eq!(s.engine_state(&n2).await.unwrap(), Some(other));
+    assert_eq!(s.engine_state(&single).await.unwrap(), Some(state));
 }

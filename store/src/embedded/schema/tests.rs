@@ -152,3 +152,23 @@ fn existing_accounts_need_not_change_their_password() {
         conn.query_row("SELECT must_change_password FROM accounts", [], |r| r.get(0)).expect("the account");
     assert!(!must);
 }
+
+#[test]
+fn the_saved_engine_state_stays_the_single_engines_once_keyed_by_owner() {
+    let mut conn = Connection::open_in_memory().expect("open");
+    let before = MIGRATIONS
+        .iter()
+        .position(|m| m.contains("alarm_engine_state_by_owner"))
+        .expect("the migration keying by owner");
+    for sql in &MIGRATIONS[..before] {
+        conn.execute_batch(sql).expect("migration");
+    }
+    conn.pragma_update(None, "user_version", u32::try_from(before).expect("few migrations")).expect("version");
+    conn.execute("INSERT INTO alarm_engine_state (id, state, saved_at) VALUES (1, '{}', 5)", [])
+        .expect("a state saved before");
+    assert_eq!(migrate(&mut conn).expect("migrate"), CURRENT_VERSION);
+    let (owner, saved_at): (String, i64) = conn
+        .query_row("SELECT owner, saved_at FROM alarm_engine_state", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("the state kept");
+    assert_eq!((owner.as_str(), saved_at), ("", 5), "the single engine's");
+}
