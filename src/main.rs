@@ -450,8 +450,8 @@ impl Server {
             }
         };
         let (alarm_tx, alarm_rx) = tokio::sync::mpsc::channel(ALARM_EVENT_QUEUE);
-        let wake = worker.as_ref().map(OutboxWorker::waker);
-        let alarms = AlarmService::start(store.clone(), alarm_rx, wake, stop_rx.clone(), alarm_metrics)
+        let handoff = worker.as_ref().map(OutboxWorker::handoff);
+        let alarms = AlarmService::start(store.clone(), alarm_rx, handoff, stop_rx.clone(), alarm_metrics)
             .await
             .context("starting the alarm engine")?;
         let outbox = worker.map(|w| tokio::spawn(w.run(stop_rx)));

@@ -4,15 +4,14 @@
 //! A failing store is retried with backoff, never dropped: the bounded queues in front wait.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fleetpulse_alarm_engine::{Notification, Receiver};
-use fleetpulse_mailer::{MAX_ITEMS_PER_MESSAGE, OutboxError, Queued, enqueue};
+use fleetpulse_mailer::{MAX_ITEMS_PER_MESSAGE, OutboxError, OutboxHandoff, Queued, enqueue};
 use fleetpulse_proto::UnixMillis;
 use fleetpulse_proto::domain::AlarmChange;
 use fleetpulse_store::{EventBatch, Store};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 
 use crate::AlarmMetrics;
 use crate::names::Names;
@@ -30,12 +29,12 @@ pub(crate) enum Effect {
     Notify(Notification, Instant),
 }
 
-/// Carries out the engine's effects until the engine task is gone; `outbox_wake` is notified
-/// after notifications were queued.
+/// Carries out the engine's effects until the engine task is gone; notifications are queued
+/// through `outbox` when the outbox worker runs (handed to it once durable), else only stored.
 pub(crate) async fn run_effects(
     store: Store,
     mut effects: mpsc::Receiver<Effect>,
-    outbox_wake: Option<Arc<Notify>>,
+    outbox: Option<OutboxHandoff>,
     metrics: AlarmMetrics,
 ) {
     let mut names = Names::default();
@@ -67,13 +66,17 @@ pub(crate) async fn run_effects(
                 Err(error) => backoff.wait("prepare notifications", &error).await,
             }
         };
-        let added = retry("queue notifications", || enqueue(store.entities.as_ref(), queued.clone())).await;
+        let entities = store.entities.as_ref();
+        let added = retry("queue notifications", || async {
+            match &outbox {
+                Some(handoff) => handoff.enqueue(entities, queued.clone()).await,
+                None => enqueue(entities, queued.clone()).await,
+            }
+        })
+        .await;
         metrics.queued.inc_by(added as u64);
         for at in decided {
             metrics.engine_to_outbox_seconds.observe(at.elapsed().as_secs_f64());
-        }
-        if let Some(wake) = &outbox_wake {
-            wake.notify_one();
         }
     }
 }

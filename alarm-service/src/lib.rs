@@ -21,11 +21,10 @@
 //! *Architecture invariant*: the engine's decisions are all in `fleetpulse-alarm-engine`; this
 //! crate only feeds it, keeps its clock, and carries out its actions.
 
-use std::sync::Arc;
-
 use fleetpulse_alarm_engine::{AlarmEngine, DeviceEvent};
+use fleetpulse_mailer::OutboxHandoff;
 use fleetpulse_store::{Store, StoreError};
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 mod control;
@@ -58,7 +57,8 @@ pub struct AlarmService {
 
 impl AlarmService {
     /// Loads the strategies and active alarms from `store`, then starts evaluating `events`.
-    /// `outbox_wake` is notified after notifications were queued.
+    /// Notifications are queued through `outbox` (the outbox worker's hand-off) when a worker
+    /// runs, else only stored.
     ///
     /// # Errors
     ///
@@ -66,7 +66,7 @@ impl AlarmService {
     pub async fn start(
         store: Store,
         events: mpsc::Receiver<Vec<DeviceEvent>>,
-        outbox_wake: Option<Arc<Notify>>,
+        outbox: Option<OutboxHandoff>,
         stop: watch::Receiver<bool>,
         metrics: AlarmMetrics,
     ) -> Result<AlarmService, StoreError> {
@@ -84,7 +84,7 @@ impl AlarmService {
             stop,
             metrics.clone(),
         ));
-        let effects_task = tokio::spawn(effects::run_effects(store, effect_rx, outbox_wake, metrics));
+        let effects_task = tokio::spawn(effects::run_effects(store, effect_rx, outbox, metrics));
         Ok(AlarmService { handle: AlarmHandle::new(control_tx), engine_task, effects_task })
     }
 }

@@ -14,6 +14,8 @@
 
 pub mod account_email;
 mod config;
+mod dispatch;
+mod handoff;
 mod metrics;
 pub mod outbox;
 pub mod payload;
@@ -24,6 +26,8 @@ mod smtp_pool;
 
 pub use account_email::{AccountEmail, AccountEmailPayload, StoredPayload, render_account};
 pub use config::{Security, SmtpConfig};
+pub use dispatch::OUTCOME_QUEUE;
+pub use handoff::{HANDOFF_CAPACITY, OutboxHandoff};
 pub use lettre::Message;
 pub use lettre::message::Mailbox;
 pub use metrics::OutboxMetrics;
