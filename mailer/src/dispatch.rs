@@ -7,10 +7,11 @@
 //!   after the hand-off overflowed or left a receiver over its limit (a store pass decides its
 //!   digest), and again at once while the store answers full batches of sendable messages.
 //! - **Nothing twice in one process**: a message is claimed when it is taken and released only
-//!   once its outcome is recorded; a store read leaves claimed messages out. A store read first
-//!   forgets everything handed over before it (each was durable before it was handed over, so
-//!   the read sees it), and what is handed over later is checked against what that read
-//!   returned.
+//!   once its outcome is recorded; a store read leaves claimed messages out. A hand-off copy is
+//!   taken only if no store read completed since its enqueue began (such a read may have
+//!   returned it, and it may be sent and released already); older copies are dropped and a
+//!   store read follows at once. (Found by the storm test: copies handed over late, after two
+//!   store reads, went out a second time.)
 //! - **Bounds**: [`OUTCOME_QUEUE`] sends wait for the recorder at most; beyond that the dispatcher
 //!   waits (a slow or failing store slows sending instead of growing memory). The claims are
 //!   what is in flight, what waits for the recorder and the one batch being sent.
@@ -127,7 +128,9 @@ async fn dispatch(
             }
             if Instant::now() >= store_pass_at {
                 handoff.clear();
-                match worker.due_unclaimed(UnixMillis::now()).await {
+                let read = worker.due_unclaimed(UnixMillis::now()).await;
+                handoff.read_completed();
+                match read {
                     Ok((due, full)) => {
                         last_read = due.iter().map(|m| m.id).collect();
                         let (emails, _) = worker.plan(due, true, &mut stats);
@@ -141,11 +144,12 @@ async fn dispatch(
                     }
                 }
             } else if use_handoff {
-                let fresh: Vec<OutboxMessage> = handoff
-                    .take(config.batch as usize)
-                    .into_iter()
-                    .filter(|m| !last_read.contains(&m.id) && !worker.is_claimed(m.id))
-                    .collect();
+                let (fresh, stale) = handoff.take(config.batch as usize);
+                if stale {
+                    store_pass_at = Instant::now();
+                }
+                let fresh: Vec<OutboxMessage> =
+                    fresh.into_iter().filter(|m| !last_read.contains(&m.id) && !worker.is_claimed(m.id)).collect();
                 if !fresh.is_empty() {
                     worker.metrics.handed_off.inc_by(fresh.len() as u64);
                     let (emails, needs_store_pass) = worker.plan(fresh, false, &mut stats);

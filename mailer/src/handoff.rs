@@ -23,7 +23,11 @@ pub const HANDOFF_CAPACITY: usize = 4_096;
 /// The worker's side and the queuers' side of the hand-off share this.
 #[derive(Debug)]
 struct Shared {
-    fresh: Mutex<VecDeque<OutboxMessage>>,
+    /// Fresh messages with the read epoch at the start of their enqueue.
+    fresh: Mutex<VecDeque<(u64, OutboxMessage)>>,
+    /// Store reads the worker completed. A copy tagged with an older epoch is dropped: a read
+    /// that completed after its enqueue began may have returned it (and it may be sent already).
+    epoch: AtomicU64,
     /// Messages that did not fit since the worker last looked.
     overflowed: AtomicU64,
     /// The worker's wake-up.
@@ -41,7 +45,12 @@ impl OutboxHandoff {
     /// A hand-off waking the worker through `wake`.
     pub(crate) fn new(wake: Arc<Notify>) -> OutboxHandoff {
         OutboxHandoff {
-            shared: Arc::new(Shared { fresh: Mutex::new(VecDeque::new()), overflowed: AtomicU64::new(0), wake }),
+            shared: Arc::new(Shared {
+                fresh: Mutex::new(VecDeque::new()),
+                overflowed: AtomicU64::new(0),
+                epoch: AtomicU64::new(0),
+                wake,
+            }),
         }
     }
 
@@ -55,9 +64,11 @@ impl OutboxHandoff {
     /// handed over.
     pub async fn enqueue(&self, outbox: &dyn OutboxStore, queued: Vec<Queued>) -> Result<usize, OutboxError> {
         let mut added = 0;
+        // Loaded before the store call: a store read completing after this may see the messages.
+        let epoch = self.shared.epoch.load(Ordering::SeqCst);
         let result = enqueue_returning(outbox, queued, |fresh| {
             added += fresh.len();
-            self.hand_over(fresh);
+            self.hand_over(epoch, fresh);
         })
         .await;
         self.wake();
@@ -71,7 +82,7 @@ impl OutboxHandoff {
 
     /// Hands durable, newly queued messages to the worker; those not due yet stay for the store
     /// read, those that do not fit are counted.
-    fn hand_over(&self, messages: Vec<OutboxMessage>) {
+    fn hand_over(&self, epoch: u64, messages: Vec<OutboxMessage>) {
         let now = UnixMillis::now();
         let mut fresh = self.shared.fresh.lock().unwrap_or_else(PoisonError::into_inner);
         for m in messages {
@@ -80,18 +91,34 @@ impl OutboxHandoff {
                 continue;
             }
             if fresh.len() < HANDOFF_CAPACITY {
-                fresh.push_back(m);
+                fresh.push_back((epoch, m));
             } else {
                 self.shared.overflowed.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
 
-    /// Takes up to `max` fresh messages, oldest first.
-    pub(crate) fn take(&self, max: usize) -> Vec<OutboxMessage> {
+    /// Takes up to `max` fresh messages, oldest first, and whether some were dropped because a
+    /// store read completed since their enqueue began (the store read that follows finds them).
+    pub(crate) fn take(&self, max: usize) -> (Vec<OutboxMessage>, bool) {
+        let epoch = self.shared.epoch.load(Ordering::SeqCst);
         let mut fresh = self.shared.fresh.lock().unwrap_or_else(PoisonError::into_inner);
         let n = fresh.len().min(max);
-        fresh.drain(..n).collect()
+        let mut stale = false;
+        let taken = fresh
+            .drain(..n)
+            .filter_map(|(e, m)| {
+                stale |= e != epoch;
+                (e == epoch).then_some(m)
+            })
+            .collect();
+        (taken, stale)
+    }
+
+    /// Marks a completed store read (called right after it returned, before its messages are
+    /// planned).
+    pub(crate) fn read_completed(&self) {
+        self.shared.epoch.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Forgets every message handed over so far: the worker is about to read the store, which

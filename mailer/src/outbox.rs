@@ -294,10 +294,13 @@ impl OutboxWorker {
             blocked.retain(|_, until| *until > instant);
             blocked.keys().take(fleetpulse_store::MAX_OUTBOX_EXCEPT).cloned().collect()
         };
+        // Claimed when the read starts: one released while it runs (its outcome committed after
+        // the read's snapshot) may still come back as pending, and must not be taken again.
+        let before = self.claimed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         let mut due = self.outbox.due_outbox_except(now, self.config.batch, &except).await?;
         let full = due.len() >= self.config.batch as usize;
         let claimed = self.claimed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        due.retain(|m| !claimed.contains(&m.id));
+        due.retain(|m| !claimed.contains(&m.id) && !before.contains(&m.id));
         Ok((due, full))
     }
 
