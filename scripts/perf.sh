@@ -6,6 +6,14 @@
 #   scripts/perf.sh idle DEVICES [SECONDS]                  # RSS per idle connection, setup rate
 #   scripts/perf.sh relay-idle DEVICES RELAYS [SECONDS]     # server and relay RSS per idle device behind
 #                                                           # RELAYS `fleetpulse relay` processes (ING-9)
+#   scripts/perf.sh relay-scale DEVICES RELAYS [SECONDS]    # server RSS per relayed device at scale: the load
+#                                                           # tester as RELAYS relays (--transport relayed, one
+#                                                           # HTTP/2 connection each); RSS and devices sampled
+#                                                           # every 5 s (marginal bytes per device), CPU per
+#                                                           # heartbeat once all are in (HEARTBEAT, default 300 s)
+#   scripts/perf.sh relay-flood DEVICES [SECONDS]           # DEVICES calm devices (5 frames/s) behind one real
+#                                                           # relay, alone and then beside one flooding device:
+#                                                           # their ack p99 both times and the ratio (ING-9)
 #   scripts/perf.sh alarms DEVICES ALARM_RATE SECONDS       # device alarm -> SMTP accepted latency (ALM-5)
 #   scripts/perf.sh commands DEVICES COMMANDS               # command round trip through the API (ING-8)
 #   scripts/perf.sh bulk DEVICES [KIND]                     # one bulk command to every device (ING-8)
@@ -58,6 +66,10 @@ if [ "${1:-}" = sink ]; then
     for _ in $(seq 50); do [ "$(ps -o sid= -p "$1" | tr -d ' ')" = "$1" ] && break; sleep 0.02; done
     echo "${NICE--10}" >"/proc/$1/autogroup" 2>/dev/null || true
   }
+  # UDP datagrams the kernel dropped for want of receive buffer (machine-wide: other tests on the
+  # machine count too), from before the sink starts to the end.
+  udp_drops() { awk '/^Udp:/ && $2 ~ /^[0-9]+$/ {print $6}' /proc/net/snmp; }
+  drops0=$(udp_drops)
   pin "${SERVER_CORE:-1}" "$target/load_sink" --tls-dir "$work/tls" >"$work/sink.out" 2>"$work/sink.err" &
   sink=$!
   autogroup_nice $sink
@@ -82,13 +94,19 @@ if [ "${1:-}" = sink ]; then
   sleep "$(python3 -c "print($secs - 1)")"
   l1=$(ticks $lt) s1=$(ticks $sink) w1=$(date +%s.%N) lrss=$(rss $lt) srss=$(rss $sink)
   rc=0; wait $lt || rc=$?
-  python3 - "$work/report.json" "$l0" "$l1" "$s0" "$s1" "$w0" "$w1" "$lrss" "$srss" "$(getconf CLK_TCK)" "$rate" "$rc" <<'PY'
+  drops=$(( $(udp_drops) - drops0 ))
+  # warmup_cpu_ms_per_device: each process's CPU from its start to the end of the warm-up (set-up
+  # and heartbeats) per established device: the set-up cost when every device came up in it.
+  python3 - "$work/report.json" "$l0" "$l1" "$s0" "$s1" "$w0" "$w1" "$lrss" "$srss" "$(getconf CLK_TCK)" "$rate" "$rc" "$drops" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
 l0, l1, s0, s1 = (int(x) for x in sys.argv[2:6]); w0, w1 = float(sys.argv[6]), float(sys.argv[7])
 lrss, srss, hz, rate, rc = int(sys.argv[8]), int(sys.argv[9]), int(sys.argv[10]), float(sys.argv[11]), int(sys.argv[12])
 span = w1 - w0; msgs = r["rate_msgs_per_s"] * span; n = r["connections"]["established"]
 print(json.dumps({"devices": r["devices"], "established": n, "offered_msgs_per_s": rate,
+  "reconnects": r["connections"]["reconnects"], "failed_attempts": r["connections"]["failed_attempts"],
+  "udp_rcvbuf_drops": int(sys.argv[13]),
+  "warmup_cpu_ms_per_device": {"loadtester": round(l0 / hz * 1e3 / max(n, 1), 3), "sink": round(s0 / hz * 1e3 / max(n, 1), 3)},
   "acked_msgs_per_s": round(r["rate_msgs_per_s"]), "not_sent": r["not_sent"], "errors": r["errors"],
   "loadtester_core_use": round((l1 - l0) / hz / span, 3), "sink_core_use": round((s1 - s0) / hz / span, 3),
   "loadtester_cpu_us_per_msg": round((l1 - l0) / hz * 1e6 / max(msgs, 1), 2),
@@ -101,7 +119,8 @@ fi
 case "${1:-}" in
 throughput) [ $# -eq 5 ] || usage ;;
 idle) [ $# -eq 2 ] || [ $# -eq 3 ] || usage ;;
-relay-idle) [ $# -eq 3 ] || [ $# -eq 4 ] || usage ;;
+relay-idle | relay-scale) [ $# -eq 3 ] || [ $# -eq 4 ] || usage ;;
+relay-flood) [ $# -eq 2 ] || [ $# -eq 3 ] || usage ;;
 alarms) [ $# -eq 4 ] || usage ;;
 commands) [ $# -eq 3 ] || usage ;;
 bulk) [ $# -eq 2 ] || [ $# -eq 3 ] || usage ;;
@@ -134,7 +153,7 @@ fi
 if [ "${TRANSPORT:-quic}" = https ]; then
   serve_args+=(--ingest-https-addr 127.0.0.1:0)
 fi
-if [ "$1" = relay-idle ]; then
+if [ "$1" = relay-idle ] || [ "$1" = relay-scale ] || [ "$1" = relay-flood ]; then
   # The run's enterprise is the first one created (id 1); the relays are granted it.
   cat >"$work/server.toml" <<TOML
 [ingest]
@@ -159,7 +178,7 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$server/stat"; }
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$server/status"; }
 hz=$(getconf CLK_TCK)
 transport_args=()
-if [ "${TRANSPORT:-quic}" = https ] || [ "$1" = relay-idle ]; then
+if [ "${TRANSPORT:-quic}" = https ] || [ "$1" = relay-idle ] || [ "$1" = relay-scale ] || [ "$1" = relay-flood ]; then
   until grep -q "fleetpulse ingest https=" "$work/out" 2>/dev/null; do sleep 0.1; done
   transport_args=(--transport https --https-addr "$(sed -n 's/^fleetpulse ingest https=//p' "$work/out")")
 fi
@@ -250,6 +269,93 @@ print(json.dumps({"devices": n, "relays": relays, "server_rss_before_kib": r0, "
   "relay_rss_total_kib": q1, "relay_rss_per_device_kib": round((q1 - q0) / max(n, 1), 1),
   "server_cpu_s_for_setup": (t1 - t0) / hz,
   "verified": [r["verified"] for r in reports]}))
+PY
+  ;;
+relay-flood)
+  devices=$2 secs=${3:-20}
+  https=$(sed -n 's/^fleetpulse ingest https=//p' "$work/out")
+  token=$(curl -sf "http://$http/api/v1/auth/login" -H 'Content-Type: application/json' \
+    -d "{\"email\": \"$FLEETPULSE_ADMIN_EMAIL\", \"password\": \"$FLEETPULSE_ADMIN_PASSWORD\"}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+  read -r eid cred < <(curl -sf "http://$http/api/v1/enterprises" -H "Authorization: Bearer $token" \
+    -H 'Content-Type: application/json' -d '{"name": "relay-flood"}' | python3 -c 'import json,sys; e=json.load(sys.stdin); print(e["id"], e["credential"])')
+  [ "$eid" = 1 ] || { echo "$0: the run's enterprise is $eid, not 1" >&2; exit 1; }
+  "$target/fleetpulse" relay --upstream "$https" --upstream-ca "$work/data/tls/ca.pem" --listen 127.0.0.1:0 \
+    --cert "$work/data/tls/server.pem" --key "$work/data/tls/server.key" --credential perf-relay-credential-0123 \
+    --state-dir "$work/relay" >"$work/relay.out" &
+  relay_pid=$!
+  trap 'kill "$relay_pid" 2>/dev/null || true; if [ -n "$server" ]; then kill "$server" 2>/dev/null || true; fi; rm -rf "$work"' EXIT
+  until grep -q "fleetpulse relay listening" "$work/relay.out" 2>/dev/null; do sleep 0.1; done
+  relay_addr=$(sed -n 's/^fleetpulse relay listening quic=//p' "$work/relay.out")
+  rlt() { "$target/fleetpulse-loadtest" --quic-addr "$relay_addr" --api "http://$http" --ca-cert "$work/data/tls/ca.pem" \
+    --enterprise-id "$eid" --credential "$cred" --no-progress --heartbeat-interval 30 --drain-timeout 30s "$@" >/dev/null; }
+  # Calm alone, then calm beside a flooder (one device offering 20,000 frames/s in bursts of 100).
+  rlt --devices "$devices" --rate 5 --duration "${secs}s" --warmup 3s --report "$work/calm.json"
+  rlt --devices 1 --rate 20000 --burst 100 --duration "$((secs + 6))s" --report "$work/flooder.json" &
+  flood_pid=$!
+  sleep 2
+  rlt --devices "$devices" --rate 5 --duration "${secs}s" --warmup 3s --report "$work/mixed.json"
+  wait $flood_pid || true
+  limited=$(curl -sf "http://$http/metrics" | awk '/^fleetpulse_ingest_rate_limited_total[{]scope="device"/ {print $2}')
+  python3 - "$work" "${limited:-0}" <<'PY'
+import json, sys
+work, limited = sys.argv[1], float(sys.argv[2])
+calm, mixed, flood = (json.load(open(f"{work}/{n}.json")) for n in ("calm", "mixed", "flooder"))
+p = lambda r: r["ack_latency_us"]["p99"]
+print(json.dumps({"calm_devices": calm["devices"], "calm_p99_us": p(calm), "beside_flooder_p99_us": p(mixed),
+  "p99_ratio": round(p(mixed) / max(p(calm), 1), 2), "calm_p50_us": calm["ack_latency_us"]["p50"],
+  "beside_flooder_p50_us": mixed["ack_latency_us"]["p50"],
+  "flooder_offered": flood["sent"] + flood["not_sent"], "flooder_acked": flood["acked"],
+  "flooder_acked_per_s": round(flood["rate_msgs_per_s"]), "device_rate_limit_hits": limited,
+  "verified": [calm["verified"], mixed["verified"], flood["verified"]]}))
+PY
+  ;;
+relay-scale)
+  devices=$2 relays=$3 secs=${4:-120} hb=${HEARTBEAT:-300}
+  https=$(sed -n 's/^fleetpulse ingest https=//p' "$work/out")
+  token=$(curl -sf "http://$http/api/v1/auth/login" -H 'Content-Type: application/json' \
+    -d "{\"email\": \"$FLEETPULSE_ADMIN_EMAIL\", \"password\": \"$FLEETPULSE_ADMIN_PASSWORD\"}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+  read -r eid cred < <(curl -sf "http://$http/api/v1/enterprises" -H "Authorization: Bearer $token" \
+    -H 'Content-Type: application/json' -d '{"name": "relay-scale"}' | python3 -c 'import json,sys; e=json.load(sys.stdin); print(e["id"], e["credential"])')
+  [ "$eid" = 1 ] || { echo "$0: the run's enterprise is $eid, not 1" >&2; exit 1; }
+  sleep 1; r0=$(rss_kib)
+  FLEETPULSE_RELAY_CREDENTIAL=perf-relay-credential-0123 "$target/fleetpulse-loadtest" --transport relayed \
+    --https-addr "$https" --relays "$relays" --quic-addr "$quic" --api "http://$http" --ca-cert "$work/data/tls/ca.pem" \
+    --enterprise-id "$eid" --credential "$cred" --no-progress --report "$work/report.json" --devices "$devices" \
+    --rate 0 --duration "${secs}s" --heartbeat-interval "$hb" --connect-rate "${CONNECT_RATE:-5000}" \
+    --drain-timeout 10s >"$work/lt.out" 2>&1 &
+  lt_pid=$!
+  metric() { curl -sf "http://$http/metrics" | awk -v m="$1" '$1 ~ "^"m {s += $2} END {printf "%d", s}'; }
+  : >"$work/samples"
+  for _ in $(seq 1 $((secs / 5 - 1))); do
+    sleep 5
+    printf '%s %s %s %s %s %s\n' "$(date +%s.%N)" "$(rss_kib)" "$(metric fleetpulse_devices_known)" "$(cpu_ticks)" \
+      "$(metric 'fleetpulse_ingest_frames_received_total[{]kind="heartbeat"')" \
+      "$(awk '/VmRSS/ {print $2}' "/proc/$lt_pid/status" 2>/dev/null || echo 0)" >>"$work/samples"
+  done
+  wait $lt_pid || true
+  python3 - "$work" "$r0" "$hz" "$devices" <<'PY'
+import json, sys
+work, r0, hz, want = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+rows = [list(map(float, l.split())) for l in open(f"{work}/samples") if l.strip()]
+r = json.load(open(f"{work}/report.json"))
+n = max(int(x[2]) for x in rows)
+full = [x for x in rows if x[2] >= n]           # every device in: the idle phase
+half = min((x for x in rows if x[2] >= n / 2), key=lambda x: x[0])
+last = rows[-1]
+out = {"devices": n, "relays": r.get("connections", {}), "server_rss_before_kib": r0, "server_rss_end_kib": int(last[1]),
+  "server_rss_per_device_bytes": round((last[1] - r0) * 1024 / max(n, 1)),
+  "server_rss_marginal_bytes_per_device": round((last[1] - half[1]) * 1024 / max(last[2] - half[2], 1)),
+  "loadtester_rss_kib": int(max(x[5] for x in rows)),
+  "verified": r["verified"], "errors": r["errors"]}
+if len(full) >= 2:
+    a, b = full[0], full[-1]
+    beats = b[4] - a[4]
+    out["idle_window_s"] = round(b[0] - a[0], 1)
+    out["heartbeats_in_window"] = int(beats)
+    out["server_cpu_us_per_heartbeat"] = round((b[3] - a[3]) / hz * 1e6 / max(beats, 1), 1)
+print(json.dumps(out))
+print("samples (t, rss_kib, known, cpu_ticks, heartbeats, loadtester_rss_kib):", file=sys.stderr)
+for x in rows: print(" ".join(str(int(v)) for v in x), file=sys.stderr)
 PY
   ;;
 commands | bulk)

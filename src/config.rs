@@ -202,6 +202,9 @@ pub struct NotifyFile {
     /// Outbox messages taken per pass, and so the most one digest merges (default 500, at most
     /// 10,000).
     pub batch: Option<u32>,
+    /// Days sent or given-up outbox messages, their item keys and the notification audit are
+    /// kept (default 30, at least 1).
+    pub retention_days: Option<u32>,
 }
 
 /// `[tls]`: both or neither.

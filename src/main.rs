@@ -311,6 +311,7 @@ struct Server {
     data_dir: PathBuf,
     retention: tokio::task::JoinHandle<()>,
     file_retention: tokio::task::JoinHandle<()>,
+    notification_retention: tokio::task::JoinHandle<()>,
     alarms: AlarmService,
     outbox: Option<tokio::task::JoinHandle<()>>,
     stop_alarms: tokio::sync::watch::Sender<bool>,
@@ -391,6 +392,8 @@ impl Server {
         bootstrap(&store, None).await?;
         let retention = tokio::spawn(retention(store.clone(), file.store.retention_days.unwrap_or(30)));
         let file_retention = tokio::spawn(file_retention(store.entities.clone()));
+        let notification_days = file.notify.retention_days.unwrap_or(30).max(1);
+        let notification_retention = tokio::spawn(notification_retention(store.entities.clone(), notification_days));
         let mut registry = prometheus_client::registry::Registry::default();
         let metrics = IngestMetrics::register(&mut registry);
         let mut ingest_config = IngestConfig::new(quic_addr, &data_dir);
@@ -439,7 +442,8 @@ impl Server {
             Some(smtp) => {
                 let mailer = Mailer::new(smtp).context("the [smtp] section")?;
                 let portal = file.notify.portal_url.clone().unwrap_or_else(|| format!("http://{http_addr}"));
-                let worker = OutboxWorker::new(store.entities.clone(), mailer, &portal, outbox_config(&file.notify));
+                let worker = OutboxWorker::new(store.entities.clone(), mailer, &portal, outbox_config(&file.notify))
+                    .with_audit(store.entities.clone());
                 Some(worker.with_metrics(outbox_metrics))
             }
             None => {
@@ -493,7 +497,8 @@ impl Server {
                 firmware: firmware.settings.clone(),
                 ..fleetpulse_admin_api::SchedulerConfig::default()
             },
-        );
+        )
+        .with_alarms(alarms.handle.clone());
         let scheduler = tokio::spawn(scheduler.run(scheduler_stop));
         let (http_stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (app, metrics_app) = fleetpulse_admin_api::app_and_metrics(state);
@@ -544,6 +549,7 @@ impl Server {
             data_dir,
             retention,
             file_retention,
+            notification_retention,
             alarms,
             outbox,
             stop_alarms,
@@ -561,6 +567,7 @@ impl Server {
         self.ready.store(false, Ordering::SeqCst);
         self.retention.abort();
         self.file_retention.abort();
+        self.notification_retention.abort();
         // A run it claimed but did not finish stays pending; the next start finishes it.
         let _ = self.stop_scheduler.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(5), self.scheduler).await;
@@ -609,6 +616,46 @@ async fn file_retention(files: Arc<dyn fleetpulse_store::EntityStore>) {
         }
     }
 }
+
+/// The notification retention (issue 18): sent or given-up outbox messages, their item keys
+/// and the notification audit older than `days`, deleted at start and every hour,
+/// [`NOTIFICATION_PRUNE_BATCH`] rows per table at a time until none is left.
+async fn notification_retention(store: Arc<dyn fleetpulse_store::EntityStore>, days: u32) {
+    let mut every = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        every.tick().await;
+        let before = fleetpulse_proto::UnixMillis(fleetpulse_proto::UnixMillis::now().0 - i64::from(days) * 86_400_000);
+        let mut total = fleetpulse_store::PruneCounts::default();
+        loop {
+            match store.prune_notifications(before, NOTIFICATION_PRUNE_BATCH).await {
+                Ok(n) => {
+                    total.audit += n.audit;
+                    total.outbox += n.outbox;
+                    total.items += n.items;
+                    if n.audit + n.outbox + n.items == 0 {
+                        break;
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(message = "Notification retention failed; retrying later.", %error);
+                    break;
+                }
+            }
+        }
+        if total.audit + total.outbox + total.items > 0 {
+            tracing::info!(
+                message = "Notification retention applied.",
+                days,
+                audit = total.audit,
+                outbox = total.outbox,
+                items = total.items
+            );
+        }
+    }
+}
+
+/// Rows per table one call of the notification retention deletes.
+const NOTIFICATION_PRUNE_BATCH: u32 = 5_000;
 
 /// Files one call of the file retention deletes.
 const FILE_DELETE_BATCH: u32 = 1_000;

@@ -8,8 +8,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::alarms::{acked, alarm, device, emails, mail_config, message_id, notifications_in, strategy, to};
-use common::{Api, RawDevice, TestServer, metric};
-use fleetpulse_proto::wire::{Heartbeat, Message, ResourceReport, Uplink};
+use common::{Api, RawDevice, TestServer, metric, until};
+use fleetpulse_proto::wire::{CommandResult, CommandStatus, Downlink, Heartbeat, Message, ResourceReport, Uplink};
 use fleetpulse_testkit::smtp::SmtpServer;
 use serde_json::json;
 
@@ -291,4 +291,173 @@ async fn a_cpu_threshold_raises_high_cpu_usage_and_a_low_sample_clears_it() {
     let feed = api.get(&format!("/api/v1/alarms/latest?enterprise_id={enterprise}")).await;
     assert_eq!(feed["items"][0]["code"], 401, "{feed}");
     assert_eq!(feed["unread"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_strategy_notifies_for_an_enterprise_that_has_none_and_not_for_one_that_opted_out() {
+    let smtp = SmtpServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), None, &mail_config(&smtp, ""));
+    let api = Api::login(&server.api()).await;
+    let reseller = api.post("/api/v1/channels", json!({"name": "Reseller", "allow_sub_channels": true})).await["id"]
+        .as_u64()
+        .unwrap();
+    let dealer =
+        api.post("/api/v1/channels", json!({"name": "Dealer", "parent_id": reseller})).await["id"].as_u64().unwrap();
+    let enterprise = |name: &'static str| {
+        let api = &api;
+        async move {
+            let e = api.post("/api/v1/enterprises", json!({"name": name, "channel_id": dealer})).await;
+            (e["id"].as_u64().unwrap(), e["credential"].as_str().unwrap().to_owned())
+        }
+    };
+    let (_, shop_credential) = enterprise("Shop Co").await;
+    let (quiet, quiet_credential) = enterprise("Quiet Co").await;
+    let noc = api
+        .post(
+            &format!("/api/v1/channels/{reseller}/alarm-strategies"),
+            json!({
+                "name": "Reseller NOC",
+                "receivers": ["noc@reseller.test"],
+                "group_wait_ms": 0,
+                "group_interval_ms": 1000,
+                "inheritance": {"sub_channel_levels": 1, "enterprises_may": "opt_out"},
+            }),
+        )
+        .await["id"]
+        .as_u64()
+        .unwrap();
+    let chosen = api
+        .put(
+            &format!("/api/v1/enterprises/{quiet}/alarm-strategy-choices"),
+            json!({"strategy_id": noc, "choice": "opt_out"}),
+        )
+        .await;
+    assert_eq!(chosen["items"][0]["status"], "opted_out", "{chosen}");
+
+    let mut quiet_device = device(&server, &quiet_credential, "0015650000d2").await;
+    quiet_device.send(&[alarm(1, 105, true, "quiet crash")]).await;
+    acked(&mut quiet_device, 1).await;
+    let mut shop_device = device(&server, &shop_credential, "0015650000d1").await;
+    shop_device.send(&[alarm(1, 105, true, "shop crash")]).await;
+    acked(&mut shop_device, 1).await;
+    let got = emails(&smtp, 1, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(smtp.messages().len(), 1, "only the enterprise that did not opt out: {:#?}", smtp.messages());
+    assert_eq!(to(&got[0]), "noc@reseller.test");
+    assert!(got[0].contains("Shop Co") && got[0].contains("shop crash"), "{}", got[0]);
+}
+
+/// Reads downlinks until a command arrives (acknowledgements in between are skipped); its id.
+async fn next_command(dev: &mut RawDevice) -> u64 {
+    loop {
+        match dev.next().await {
+            Some(Downlink::Command(c)) => return c.command_id,
+            Some(Downlink::Ack(_)) => {}
+            other => panic!("expected a command, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_maintenance_window_holds_back_a_rollouts_reboots_and_notifies_what_is_still_broken_at_its_end() {
+    let smtp = SmtpServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), None, &mail_config(&smtp, ""));
+    let api = Api::login(&server.api()).await;
+    let (enterprise, credential) = api.enterprise("Rollout Co").await;
+    strategy(&api, enterprise, json!({"group_wait_ms": 1000})).await;
+    let mut d1 = device(&server, &credential, "0015650000e1").await;
+    let mut d2 = device(&server, &credential, "0015650000e2").await;
+    let listed = api.get(&format!("/api/v1/devices?enterprise_id={enterprise}")).await;
+    let ids: Vec<u64> = listed["items"].as_array().unwrap().iter().map(|d| d["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids.len(), 2, "{listed}");
+
+    // A reboot rollout for both phones, and a window over their reboots and offline alarms
+    // for as long as it runs.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let task = api
+        .post(
+            "/api/v1/tasks",
+            json!({
+                "enterprise_id": enterprise, "name": "Rollout", "kind": "reboot",
+                "targets": {"device_ids": ids}, "schedule": {"kind": "once", "at": now + 1_000},
+            }),
+        )
+        .await;
+    let task_id = task["id"].as_u64().unwrap();
+    let window = json!({
+        "name": "Rollout window", "alarm_types": [202, 109],
+        "scope": {"kind": "devices", "ids": ids},
+        "timing": {"kind": "while_task", "task_id": task_id},
+    });
+    let window = api.post(&format!("/api/v1/enterprises/{enterprise}/maintenance-windows"), window).await;
+    assert_eq!(window["settings"]["name"], "Rollout window", "{window}");
+
+    // The scheduler runs the task (it looks for due tasks at least every 30 s); both phones get
+    // the command and reboot; the first comes back fine, the second does not.
+    let runs = format!("/api/v1/tasks/{task_id}/runs");
+    until(
+        "the rollout runs",
+        Duration::from_secs(60),
+        || api.get(&runs),
+        |r: &serde_json::Value| r["items"].as_array().is_some_and(|a| !a.is_empty()),
+    )
+    .await;
+    let c1 = next_command(&mut d1).await;
+    let c2 = next_command(&mut d2).await;
+    d1.send(&[alarm(1, 202, true, "rebooted for the rollout (phone 1)")]).await;
+    acked(&mut d1, 1).await;
+    d2.send(&[alarm(1, 202, true, "rebooted for the rollout (phone 2)")]).await;
+    acked(&mut d2, 1).await;
+    d1.send(&[alarm(2, 202, false, "")]).await;
+    acked(&mut d1, 2).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(smtp.messages().is_empty(), "nothing while the rollout runs: {:#?}", smtp.messages());
+    let active = api.get(&format!("/api/v1/alarms?enterprise_id={enterprise}&status=active")).await;
+    let broken = active["items"].as_array().unwrap();
+    assert_eq!(broken.len(), 1, "{active}");
+    let broken = broken[0]["id"].as_u64().unwrap();
+    let story = api.get(&format!("/api/v1/alarms/{broken}/notifications")).await;
+    assert_eq!(story["window"]["window_name"], "Rollout window", "{story}");
+    assert_eq!(story["window"]["state"], "suppressed", "{story}");
+
+    // The rollout finishes: what is still broken is notified, once; what recovered is not.
+    let done = |seq, command_id| {
+        RawDevice::data(
+            seq,
+            Message::CommandResult(CommandResult {
+                command_id,
+                status: CommandStatus::Succeeded,
+                output: String::new(),
+                reason: String::new(),
+            }),
+        )
+    };
+    d1.send(&[done(3, c1)]).await;
+    acked(&mut d1, 3).await;
+    d2.send(&[done(2, c2)]).await;
+    acked(&mut d2, 2).await;
+    let got = emails(&smtp, 1, Duration::from_secs(40)).await;
+    assert_eq!(got.len(), 1, "one email at the window's end");
+    assert!(got[0].contains("Firing alarms for Rollout Co: 1 alarm"), "{}", got[0]);
+    assert!(got[0].contains("rebooted for the rollout (phone 2)"), "{}", got[0]);
+    assert!(!got[0].contains("phone 1"), "{}", got[0]);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(smtp.messages().len(), 1, "once");
+    // The notification audit tells the whole story, the relay's reply and Message-ID included.
+    let story_path = format!("/api/v1/alarms/{broken}/notifications");
+    let story = until(
+        "the audit has the sent entry",
+        Duration::from_secs(10),
+        || api.get(&story_path),
+        |s: &serde_json::Value| s["entries"].as_array().is_some_and(|e| e.iter().any(|x| x["event"] == "sent")),
+    )
+    .await;
+    assert_eq!(story["window"]["state"], "released", "{story}");
+    let events: Vec<&str> = story["entries"].as_array().unwrap().iter().map(|e| e["event"].as_str().unwrap()).collect();
+    assert_eq!(events, ["suppressed_by_window", "released", "planned", "sent"], "{story}");
+    let sent = &story["entries"][3]["detail"];
+    assert!(sent.as_str().unwrap().starts_with("accepted: 250"), "{story}");
+    assert!(sent.as_str().unwrap().contains(&format!("Message-ID {}", message_id(&got[0]).unwrap())), "{story}");
 }

@@ -9,7 +9,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::alarms::{acked, alarm, device};
+use common::alarms::{acked, alarm, device, strategy};
 use common::{ADMIN_EMAIL, ADMIN_PASSWORD, Api, RawDevice, TestServer};
 use fleetpulse_proto::wire::{Message, ResourceReport};
 use fleetpulse_testkit::browser::Browser;
@@ -689,7 +689,7 @@ async fn sub_accounts_and_a_channel_are_managed_in_the_browser() {
     b.wait_text("#edit-permissions", "not found").await;
     b.type_into("#edit-permissions input[name=enterprises]", &globex.to_string()).await;
     b.click_on("#edit-permissions button[type=submit]").await;
-    b.wait_text("#sub-notice", "Permissions of helper@example.com saved").await;
+    b.wait_text("#sub-notice", "helper@example.com saved; its permissions apply from its next request.").await;
     b.wait_text("#sub-account-list", &format!("Only enterprises #{globex}")).await;
     let permissions = api.get(&format!("/api/v1/accounts/{hid}")).await["permissions"].clone();
     assert_eq!(
@@ -1095,4 +1095,176 @@ async fn profiles_are_deployed_in_the_browser_and_a_device_shows_its_configurati
     b.console_log().await; // the refused delete is an expected 409
     assert_eq!(b.execute("return window.__errors;", json!([])).await, json!([]));
     b.quit().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_are_frozen_moved_and_given_rps_devices_in_the_browser() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), None, "");
+    let api = Api::login(&server.api()).await;
+    let north = api.post("/api/v1/channels", json!({"name": "North"})).await["id"].as_u64().unwrap();
+    let south = api.post("/api/v1/channels", json!({"name": "South"})).await["id"].as_u64().unwrap();
+    let body = json!({"email": "north@example.com", "password": "first-password", "role": "channel_admin", "channel_id": north});
+    let north_admin = api.post("/api/v1/accounts", body).await["id"].as_u64().unwrap();
+    let helper =
+        json!({"email": "helper@example.com", "password": "first-password", "features": ["devices"], "data": "all"});
+    api.post("/api/v1/sub-accounts", helper).await;
+
+    let b = Browser::start().await;
+    sign_in(&b, &server, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    b.wait_path("/dashboard").await;
+    // TEN-1: an enterprise with its master administrator (who gets the account) and RPS.
+    b.click_on("#sidebar a[href='/tenants']").await;
+    b.type_into("#create-enterprise input[name=name]", "Umbrella").await;
+    b.type_into("#create-enterprise input[name=channel_id]", &north.to_string()).await;
+    b.type_into("#create-enterprise input[name=master_admin_email]", "boss@umbrella.example").await;
+    b.click_on("#create-enterprise input[name=rps]").await;
+    b.click_on("#create-enterprise button[type=submit]").await;
+    b.wait_text("#tenant-notice", "boss@umbrella.example was created").await;
+    let umbrella = api.get("/api/v1/enterprises?q=Umbrella").await["items"][0].clone();
+    assert_eq!((&umbrella["rps"], &umbrella["channel_id"]), (&json!(true), &json!(north)), "{umbrella}");
+    let e = umbrella["id"].as_u64().unwrap();
+    let accounts = api.get("/api/v1/accounts?q=boss%40umbrella").await;
+    assert_eq!(accounts["items"][0]["role"], "enterprise_admin", "{accounts}");
+
+    // TEN-5: freeze every account of channel North, then give back exactly those.
+    b.goto(&format!("{}/tenants", server.api())).await;
+    b.wait_text("#enterprise-list", "Umbrella").await;
+    b.click_on(&format!("[data-freeze='channels-{north}'] button")).await;
+    b.wait_text("#tenant-notice", "Froze 2 account(s)").await;
+    assert_eq!(api.get(&format!("/api/v1/accounts/{north_admin}")).await["frozen"], json!(true));
+    b.screenshot(&shot("26-tenant-frozen")).await;
+    b.click_on(&format!("[data-freeze='channels-{north}'] button + button")).await;
+    b.wait_text("#tenant-notice", "Unfroze 2 account(s)").await;
+    assert_eq!(api.get(&format!("/api/v1/accounts/{north_admin}")).await["frozen"], json!(false));
+
+    // Move Umbrella from North to South.
+    b.click_on(&format!("button[data-move='{e}']")).await;
+    b.type_into("#move-enterprise input[name=channel_id]", &south.to_string()).await;
+    b.click_on("#move-enterprise button[type=submit]").await;
+    b.wait_text("#tenant-notice", &format!("now belongs to channel #{south}")).await;
+    assert_eq!(api.get(&format!("/api/v1/enterprises/{e}")).await["channel_id"], json!(south));
+
+    // DEV-1: its RPS list; the device's lookup answers the URL.
+    b.goto(&format!("{}/rps?enterprise_id={e}", server.api())).await;
+    b.wait_text("#rps-list", "No RPS devices yet").await;
+    b.type_into("#add-rps input[name=key]", "00:15:65:12:34:56").await;
+    b.type_into("#add-rps input[name=server_url]", "https://dm.umbrella.example").await;
+    b.click_on("#add-rps button[type=submit]").await;
+    b.wait_text("#rps-list", "001565123456").await;
+    b.screenshot(&shot("27-rps-devices")).await;
+    let lookup = reqwest::get(format!("{}/api/v1/rps/redirect?mac=001565123456", server.api())).await.unwrap();
+    assert_eq!(lookup.json::<Value>().await.unwrap(), json!({"server_url": "https://dm.umbrella.example"}));
+
+    // TEN-5: a sub-account edited, then deleted (a confirmation in place).
+    b.click_on("#sidebar a[href='/sub-accounts']").await;
+    b.wait_text("#sub-account-list", "helper@example.com").await;
+    b.click_on("button[data-edit]").await;
+    b.type_into("#edit-permissions input[name=contact_name]", "Hal Helper").await;
+    b.click_on("#edit-permissions button[type=submit]").await;
+    b.wait_text("#sub-notice", "helper@example.com saved").await;
+    let subs = api.get("/api/v1/sub-accounts").await;
+    let id = subs["items"][0]["id"].as_u64().unwrap();
+    assert_eq!(api.get(&format!("/api/v1/sub-accounts/{id}")).await["contact_name"], "Hal Helper");
+    b.click_on("button[data-delete]").await;
+    b.click_on("#confirm-delete").await;
+    b.wait_text("#sub-notice", "is deleted").await;
+    b.wait_text("#sub-account-list", "No sub-accounts yet").await;
+    b.screenshot(&shot("28-sub-account-deleted")).await;
+    assert_clean(&b).await;
+    b.quit().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enterprise_sees_where_its_strategies_come_from_and_opts_out_in_the_browser() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), None, "");
+    let api = Api::login(&server.api()).await;
+    let reseller = api.post("/api/v1/channels", json!({"name": "Reseller"})).await["id"].as_u64().unwrap();
+    let shop =
+        api.post("/api/v1/enterprises", json!({"name": "Shop", "channel_id": reseller})).await["id"].as_u64().unwrap();
+
+    let b = Browser::start().await;
+    sign_in(&b, &server, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    b.wait_path("/dashboard").await;
+    // The channel's page: a strategy handed down to its enterprises, which may opt out.
+    b.goto(&format!("{}/channels/{reseller}", server.api())).await;
+    b.wait_text("#channel-strategies", "No channel strategies").await;
+    b.type_into("#channel-strategy-form input[name=name]", "Reseller NOC").await;
+    b.type_into("#channel-strategy-form textarea[name=receivers]", "not an address").await;
+    b.click_on("#save-channel-strategy").await;
+    b.wait_text("#channel-strategy-errors", "is not an email address").await;
+    b.type_into("#channel-strategy-form textarea[name=receivers]", "noc@reseller.example").await;
+    choose(&b, "#channel-strategy-form select[name=may]", "opt_out").await;
+    b.click_on("#save-channel-strategy").await;
+    b.wait_text("#channel-strategies", "noc@reseller.example").await;
+    b.wait_text("#channel-strategies", "whole subtree").await;
+    // The enterprise's strategies page says where it came from.
+    b.goto(&format!("{}/strategies?enterprise_id={shop}", server.api())).await;
+    b.wait_text("#effective-strategies", "channel Reseller (its own)").await;
+    b.wait_text("#effective-strategies", "noc@reseller.example").await;
+    b.click_on("button[aria-label='Opt out: Reseller NOC']").await;
+    b.wait_text("#effective-strategies", "opted out").await;
+    b.screenshot(&shot("30-effective-strategies")).await;
+    let effective = api.get(&format!("/api/v1/enterprises/{shop}/effective-alarm-strategies")).await;
+    assert_eq!(effective["items"][0]["status"], "opted_out", "{effective}");
+    b.click_on("button[aria-label='Inherit again: Reseller NOC']").await;
+    b.wait_text("#effective-strategies", "applies").await;
+    assert_clean(&b).await;
+    b.quit().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_maintenance_window_is_made_in_the_browser_and_shown_on_the_alarm_it_holds_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), None, "");
+    let api = Api::login(&server.api()).await;
+    let (acme, credential) = api.enterprise("Acme").await;
+    strategy(&api, acme, json!({})).await;
+
+    let b = Browser::start().await;
+    sign_in(&b, &server, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    b.wait_path("/dashboard").await;
+    b.goto(&format!("{}/windows?enterprise_id={acme}", server.api())).await;
+    b.wait_text("#window-list", "No maintenance windows").await;
+    // Every day from two minutes ago (UTC: the enterprise has no time zone) for an hour.
+    let now_s = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let start = (now_s / 60 + 24 * 60 - 2) % (24 * 60);
+    let start = format!("{:02}:{:02}", start / 60, start % 60);
+    b.goto(&format!("{}/windows/new?enterprise_id={acme}", server.api())).await;
+    b.type_into("#window-form input[name=name]", "Night works").await;
+    b.type_into("#window-form input[name=duration]", "0").await;
+    b.execute("document.querySelector('#window-form input[name=start_time]').value = arguments[0];", json!([start]))
+        .await;
+    b.click_on("#save-window").await;
+    b.wait_text("#window-errors", "1 minute to 7 days").await;
+    b.type_into("#window-form input[name=duration]", "60").await;
+    b.click_on("#save-window").await;
+    b.wait_text("#window-list", "Night works").await;
+    b.wait_text("#window-list", "every day").await;
+    b.screenshot(&shot("40-maintenance-windows")).await;
+
+    // A crash inside the window: recorded, held back, and the alarm's detail says by which window.
+    let mut phone = device(&server, &credential, "001565000c01").await;
+    phone.send(&[alarm(1, 105, true, "segfault during works")]).await;
+    acked(&mut phone, 1).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let id = loop {
+        let items = api.get(&format!("/api/v1/alarms?enterprise_id={acme}")).await["items"].clone();
+        if let Some(id) = items[0]["id"].as_u64() {
+            let story = api.get(&format!("/api/v1/alarms/{id}/notifications")).await;
+            if story["window"]["state"] == "suppressed" {
+                break id;
+            }
+        }
+        assert!(Instant::now() < deadline, "the window did not hold the alarm back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    b.goto(&format!("{}/alarms/{id}", server.api())).await;
+    b.wait_text("#alarm-window", "Suppressed by window “Night works”").await;
+    show(&b, "#alarm-notifications").await;
+    b.screenshot(&shot("41-alarm-held-by-window")).await;
+    assert_clean(&b).await;
+    b.quit().await;
+    drop(phone);
 }

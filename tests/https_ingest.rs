@@ -259,3 +259,59 @@ async fn the_load_tester_over_https_through_a_kill_9_misses_nothing() {
     assert!(report.resent > 0 || report.connections.reconnects > 0, "the kill was felt: {report:?}");
     drop(server);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_only_device_picks_its_commands_up_with_its_next_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let https = free_port();
+    let server = TestServer::start(dir.path(), None, &config(https, ""));
+    let api = Api::login(&server.api()).await;
+    let (_, credential) = api.enterprise("https-commands").await;
+    let ca = server.ca_cert();
+    let bearer = format!("Bearer {credential}");
+    let headers = [("Authorization", bearer.as_str()), ("Content-Type", "application/json")];
+    let send = |frames: serde_json::Value| {
+        let body = serde_json::json!({
+            "device": {"mac": "001565000c01", "model": "T54W", "heartbeat_interval_s": 60},
+            "frames": frames,
+        });
+        let (ca, headers) = (ca.clone(), headers);
+        async move {
+            let (status, answer) = post(https, &ca, "/ingest/v1/messages", &headers, body.to_string().as_bytes()).await;
+            assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+            serde_json::from_slice::<serde_json::Value>(&answer).unwrap()
+        }
+    };
+    let first = send(serde_json::json!([{"seq": 1, "message": {"type": "heartbeat", "uptime_s": 1}}])).await;
+    assert_eq!(first["commands"], serde_json::json!([]), "nothing queued yet: {first}");
+    let device = first["device_id"].as_u64().unwrap();
+
+    let queued = api
+        .post(
+            &format!("/api/v1/devices/{device}/commands"),
+            serde_json::json!({"kind": "ping", "args": {"target": "10.0.0.1"}}),
+        )
+        .await;
+    let id = queued["id"].as_u64().unwrap();
+
+    // The next request (a heartbeat) brings the command, its arguments as JSON.
+    let second = send(serde_json::json!([{"seq": 2, "message": {"type": "heartbeat", "uptime_s": 2}}])).await;
+    assert_eq!(second["ack"], 2);
+    let commands = second["commands"].as_array().unwrap();
+    assert_eq!(commands.len(), 1, "{second}");
+    assert_eq!(commands[0]["command_id"], id);
+    assert_eq!(commands[0]["kind"], "ping");
+    assert_eq!(commands[0]["args"]["target"], "10.0.0.1");
+
+    // Not sent twice while the device has it; its answers are recorded before their ack.
+    let third = send(serde_json::json!([
+        {"seq": 3, "message": {"type": "command_result", "command_id": id, "status": "accepted"}},
+        {"seq": 4, "message": {"type": "command_result", "command_id": id, "status": "succeeded", "output": "pong"}},
+    ]))
+    .await;
+    assert_eq!(third["ack"], 4);
+    assert_eq!(third["commands"], serde_json::json!([]), "{third}");
+    let done = api.get(&format!("/api/v1/commands/{id}")).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["output"], "pong");
+}

@@ -1,6 +1,7 @@
 //! The relay (ING-9) as real processes on loopback: `fleetpulse serve` with HTTPS ingest and a
 //! relay grant, `fleetpulse relay` processes in front of it, devices speaking the unchanged
-//! device protocol to the relays.
+//! device protocol to the relays: refusal, kill -9 of either side, malformed frames, a flooding
+//! device among 99 calm ones, commands to a device behind a relay.
 
 #![allow(clippy::unwrap_used)]
 
@@ -14,7 +15,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use common::{Api, RawDevice, TestServer, client_endpoint};
-use fleetpulse_proto::wire::{Downlink, Heartbeat, Message, ResourceReport, Uplink};
+use fleetpulse_proto::wire::{CommandResult, CommandStatus, Downlink, Heartbeat, Message, ResourceReport, Uplink};
 use fleetpulse_proto::{FrameDecoder, FrameEncoder, close_code};
 
 const RELAY_CREDENTIAL: &str = "relay-site-a-0123456789";
@@ -28,7 +29,12 @@ fn free_udp() -> SocketAddr {
 }
 
 fn server_config(https: SocketAddr, enterprise: Option<u64>) -> String {
-    let mut c = format!("[ingest]\nhttps_listen = \"{https}\"\n");
+    server_config_with(https, enterprise, "")
+}
+
+/// `extra` goes into `[ingest]` (rate limits).
+fn server_config_with(https: SocketAddr, enterprise: Option<u64>, extra: &str) -> String {
+    let mut c = format!("[ingest]\nhttps_listen = \"{https}\"\n{extra}");
     if let Some(e) = enterprise {
         c.push_str(&format!(
             "[[ingest.relays]]\nname = \"site-a\"\ncredential = \"{RELAY_CREDENTIAL}\"\nenterprise_id = {e}\n"
@@ -146,6 +152,11 @@ fn resource(seq: u64) -> Uplink {
 /// A server with HTTPS ingest and two enterprises, the relay granted the first:
 /// (server, https, (a, a's credential), b's credential).
 async fn server_with_grant(dir: &Path) -> (TestServer, SocketAddr, (u64, String), String) {
+    server_with_grant_and(dir, "").await
+}
+
+/// [`server_with_grant`] with `extra` in `[ingest]`.
+async fn server_with_grant_and(dir: &Path, extra: &str) -> (TestServer, SocketAddr, (u64, String), String) {
     let https = free_tcp();
     let mut server = TestServer::start(dir, None, &server_config(https, None));
     let api = Api::login(&server.api()).await;
@@ -153,7 +164,7 @@ async fn server_with_grant(dir: &Path) -> (TestServer, SocketAddr, (u64, String)
     let (_, b) = api.enterprise("relay-b").await;
     let ports = (server.quic_addr, server.http_addr);
     server.terminate();
-    let server = TestServer::start(dir, Some(ports), &server_config(https, Some(a.0)));
+    let server = TestServer::start(dir, Some(ports), &server_config_with(https, Some(a.0), extra));
     (server, https, a, b)
 }
 
@@ -263,4 +274,152 @@ async fn the_server_killed_with_9_behind_a_relay_loses_and_duplicates_nothing() 
     assert_eq!(report.verified.missing, 0, "acknowledged = durable at the server");
     assert_eq!(report.verified.duplicated, 0);
     drop((relay, server));
+}
+
+fn command_result(seq: u64, command_id: u64, status: CommandStatus, output: &str) -> Uplink {
+    RawDevice::data(
+        seq,
+        Message::CommandResult(CommandResult { command_id, status, output: output.into(), reason: String::new() }),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_reach_a_device_behind_a_relay_and_its_answers_come_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, https, (_, credential), _) = server_with_grant(dir.path()).await;
+    let relay = RelayProcess::start(&server, https, free_udp(), &dir.path().join("relay"));
+    let mut device = Device::connect(relay.addr, &server.ca_cert()).await;
+    device.send(&[RawDevice::hello("001565000e01", &credential, 60)]).await;
+    let Some(Downlink::Welcome(w)) = device.next().await else { panic!("Welcome") };
+
+    let api = Api::login(&server.api()).await;
+    let queued = api
+        .post(
+            &format!("/api/v1/devices/{}/commands", w.device_id),
+            serde_json::json!({"kind": "ping", "args": {"target": "10.0.0.1"}}),
+        )
+        .await;
+    let id = queued["id"].as_u64().unwrap();
+    assert_eq!(queued["state"], "queued");
+
+    // The device's next exchange (its heartbeat) brings the command back with the ack.
+    device.send(&[RawDevice::data(1, Message::Heartbeat(Heartbeat { uptime_s: 1 }))]).await;
+    let (mut acked, mut command) = (0, None);
+    while acked < 1 || command.is_none() {
+        match device.next().await {
+            Some(Downlink::Ack(a)) => acked = a.seq,
+            Some(Downlink::Command(c)) => command = Some(c),
+            other => panic!("expected the Ack and the Command, got {other:?}"),
+        }
+    }
+    let command = command.unwrap();
+    assert_eq!((command.command_id, command.kind.as_str()), (id, "ping"));
+    let sent = api.get(&format!("/api/v1/commands/{id}")).await;
+    assert_eq!(sent["state"], "sent", "{sent}");
+
+    // Its answers go up as ordinary frames, durable before their ack.
+    device
+        .send(&[
+            command_result(2, id, CommandStatus::Accepted, ""),
+            command_result(3, id, CommandStatus::Succeeded, "4 packets, 0 lost"),
+        ])
+        .await;
+    while acked < 3 {
+        match device.next().await {
+            Some(Downlink::Ack(a)) => acked = a.seq,
+            other => panic!("expected an Ack, got {other:?}"),
+        }
+    }
+    let done = api.get(&format!("/api/v1/commands/{id}")).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["output"], "4 packets, 0 lost");
+
+    // A device that says nothing gets its command too: the relay's long poll learns it was woken
+    // and makes it exchange.
+    let second =
+        api.post(&format!("/api/v1/devices/{}/commands", w.device_id), serde_json::json!({"kind": "reboot"})).await;
+    match device.next().await {
+        Some(Downlink::Command(c)) => assert_eq!(c.command_id, second["id"].as_u64().unwrap()),
+        other => panic!("expected the second Command without sending anything, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_flooding_device_is_throttled_while_its_99_neighbours_behind_the_same_relay_are_all_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    // 200 frames a second per device, bursts of 400 (above the relay's 128 frames an exchange).
+    let limits = "device_rate = 200\ndevice_burst = 400\n";
+    let (server, https, (enterprise, credential), _) = server_with_grant_and(dir.path(), limits).await;
+    let relay = RelayProcess::start(&server, https, free_udp(), &dir.path().join("relay"));
+
+    // The flooder writes as fast as the relay reads it, for the whole run.
+    let flooder = Device::connect(relay.addr, &server.ca_cert()).await;
+    let Device { conn, mut send, mut recv, _endpoint, .. } = flooder;
+    let mut hello = BytesMut::new();
+    FrameEncoder::default().encode(&RawDevice::hello("001565000f01", &credential, 60), &mut hello).unwrap();
+    send.write_all(&hello).await.unwrap();
+    let written = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let writer = {
+        let written = written.clone();
+        tokio::spawn(async move {
+            let mut encoder = FrameEncoder::default();
+            let mut seq = 0;
+            loop {
+                let mut out = BytesMut::new();
+                for _ in 0..100 {
+                    seq += 1;
+                    encoder.encode(&resource(seq), &mut out).unwrap();
+                }
+                if send.write_all(&out).await.is_err() {
+                    return;
+                }
+                written.store(seq, std::sync::atomic::Ordering::Relaxed);
+            }
+        })
+    };
+    let flooder_acked = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let reader = {
+        let acked = flooder_acked.clone();
+        tokio::spawn(async move {
+            let mut decoder = FrameDecoder::default();
+            let mut buf = vec![0u8; 16 * 1024];
+            while let Ok(Some(n)) = recv.read(&mut buf).await {
+                decoder.push(&buf[..n]);
+                while let Ok(Some(frame)) = decoder.next_frame::<Downlink>() {
+                    if let Downlink::Ack(a) = frame {
+                        acked.store(a.seq, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            }
+        })
+    };
+
+    // 99 calm devices behind the same relay: every frame acknowledged, nothing lost.
+    let mut cfg = server.load_config(99, Duration::from_secs(8));
+    cfg.quic_addr = relay.addr;
+    cfg.credential = Some((enterprise, credential));
+    cfg.rate_per_device = 5.0;
+    cfg.heartbeat_interval_s = 30;
+    cfg.drain_timeout = Duration::from_secs(30);
+    let report = fleetpulse_loadtest::run(cfg).await.expect("load test");
+    println!("calm devices: {}", serde_json::to_string(&report).unwrap());
+    assert_eq!(report.connections.established, 99);
+    assert!(report.drained, "every calm frame acknowledged");
+    assert_eq!(report.acked, report.sent);
+    assert!(report.acked >= 99 * 20, "acked {}", report.acked);
+    assert_eq!(report.verified.missing, 0);
+    assert_eq!(report.verified.duplicated, 0);
+
+    // The flooder was held back: refused by its rate limit, far behind what it tried to send.
+    let api = Api::login(&server.api()).await;
+    let limited = common::metric(&api.metrics().await, "fleetpulse_ingest_rate_limited_total{scope=\"device\"}");
+    assert!(limited >= 1.0, "the flooder hit its device rate limit");
+    let (tried, acked) =
+        (written.load(std::sync::atomic::Ordering::Relaxed), flooder_acked.load(std::sync::atomic::Ordering::Relaxed));
+    println!("flooder: wrote {tried} frames, {acked} acknowledged");
+    assert!(acked > 0, "the flooder is slowed, not cut off");
+    assert!(acked < tried, "the flooder wrote {tried} and got {acked} acknowledged");
+    writer.abort();
+    reader.abort();
+    conn.close(0u32.into(), b"done");
 }

@@ -8,12 +8,14 @@ import * as dashboard from "./page-dashboard.js";
 import * as devices from "./page-devices.js";
 import * as alarms from "./page-alarms.js";
 import * as strategies from "./page-strategies.js";
+import * as windows from "./page-windows.js";
 import * as tenants from "./page-tenants.js";
 import * as account from "./page-account.js";
 import * as oplog from "./page-oplog.js";
 import * as tasks from "./page-tasks.js";
 import * as inventory from "./page-inventory.js";
 import * as subAccounts from "./page-sub-accounts.js";
+import * as rps from "./page-rps.js";
 import * as sites from "./page-sites.js";
 import * as firmware from "./page-firmware.js";
 import * as groups from "./page-groups.js";
@@ -47,11 +49,15 @@ const ROUTES = [
   [/^\/strategies$/, strategies.renderList, "strategies"],
   [/^\/strategies\/new$/, strategies.renderEdit, "strategies"],
   [/^\/strategies\/(\d+)$/, strategies.renderEdit, "strategies"],
+  [/^\/windows$/, windows.renderList, "strategies"],
+  [/^\/windows\/new$/, windows.renderEdit, "strategies"],
+  [/^\/windows\/(\d+)$/, windows.renderEdit, "strategies"],
   [/^\/tenants$/, tenants.render, null],
   [/^\/devices\/new$/, inventory.renderAdd, "devices"],
   [/^\/device-imports$/, inventory.renderImports, "devices"],
   [/^\/device-imports\/(\d+)$/, inventory.renderImport, "devices"],
   [/^\/sub-accounts$/, subAccounts.render, null],
+  [/^\/rps$/, rps.render, "devices"],
   [/^\/channels\/(\d+)$/, tenants.renderChannel, "channels"],
   [/^\/account$/, account.render, null],
   [/^\/operation-log$/, oplog.render, "operation_log"],
@@ -67,8 +73,10 @@ const NAV = [
   ["/sites", "Sites", "devices"],
   ["/firmware", "Firmware", "devices"],
   ["/profiles", "Configuration profiles", "devices"],
+  ["/rps", "RPS devices", "devices"],
   ["/alarms", "Alarms", "alarms"],
   ["/strategies", "Alarm strategies", "strategies"],
+  ["/windows", "Maintenance windows", "strategies"],
   ["/tenants", "Tenants", null],
   ["/sub-accounts", "Sub-accounts", "full-account"],
   ["/operation-log", "Operation log", "operation_log"],

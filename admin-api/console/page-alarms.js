@@ -3,6 +3,7 @@
 
 import { ApiError, download, get, post, qs } from "./api.js";
 import { badge, busy, errorBox, field, fmtTime, formValues, h, link, loading, mount, okBox, select, table } from "./ui.js";
+import { notificationsPanel } from "./page-windows.js";
 
 const PAGE = 50;
 const FILTERS = ["status", "severity", "code", "device_id", "enterprise_id", "from", "to"];
@@ -109,7 +110,8 @@ export function renderDetail(main, ctx) {
         h("dt", {}, "Description"), h("dd", {}, a.description || "—"),
         h("dt", {}, "Acknowledged"), h("dd", {}, a.acknowledged_at ? `${fmtTime(a.acknowledged_at)} by account #${a.acknowledged_by}` : "—"),
         h("dt", {}, "Cleared"), h("dd", {}, a.cleared_at ? `${fmtTime(a.cleared_at)}${a.cleared_by ? ` by account #${a.cleared_by}` : ""}` : "—")),
-        h("div", { class: "actions" }, ack, clear, logButton)));
+        h("div", { class: "actions" }, ack, clear, logButton)),
+      notificationsPanel(id));
   }
   load();
 }

@@ -1,9 +1,11 @@
-// Alarm strategies of an enterprise: list, create, edit, enable/disable, delete. The API
-// validates every field; its messages are shown as they come.
+// Alarm strategies of an enterprise: list, create, edit, enable/disable, delete, and the
+// effective list (its own and its channels', `strategies-effective.js`). The API validates every
+// field; its messages are shown as they come.
 
 import { del, get, post, put, qs } from "./api.js";
 import { badge, busy, checkbox, errorBox, field, fmtTime, h, link, loading, mount, okBox, table } from "./ui.js";
 import { enterpriseOf, enterprisePicker } from "./enterprise.js";
+import { effectiveSection } from "./strategies-effective.js";
 
 export function renderList(main, ctx) {
   const enterprise = enterpriseOf(ctx);
@@ -13,6 +15,7 @@ export function renderList(main, ctx) {
   mount(main, h("h1", {}, "Alarm strategies"), picker, notice, slot);
   if (!ctx.session.enterprise_id) enterprisePicker(ctx, enterprise, "/strategies", "strategy-enterprise").then((p) => mount(picker, p));
   if (!enterprise) return mount(slot, h("p", { class: "muted" }, "Choose the enterprise whose strategies to manage."));
+  main.append(effectiveSection(enterprise, notice));
 
   async function load() {
     mount(slot, loading());

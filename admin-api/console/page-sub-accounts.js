@@ -1,8 +1,9 @@
 // Sub-accounts (TEN-5): the caller's sub-accounts with their permissions (the features they may
-// use, whose data they see), creating one, editing its permissions, freezing and unfreezing it.
-// Only full accounts acting for no one have sub-accounts; the API refuses the others (403).
+// use, whose data they see), creating one, editing it (contact name, permissions), deleting it
+// (a confirmation in place), freezing and unfreezing it. Only full accounts acting for no one
+// have sub-accounts; the API refuses the others (403).
 
-import { get, post, put } from "./api.js";
+import { del, get, post, put } from "./api.js";
 import { badge, busy, errorBox, field, h, loading, mount, okBox, select, table } from "./ui.js";
 
 /** The features a sub-account may be given (the API's `Feature`), with their labels. */
@@ -80,7 +81,7 @@ export function render(main, ctx) {
           { label: "Features", cell: (a) => ((a.permissions && a.permissions.features) || []).map((f) => f.replace(/_/g, " ")).join(", ") || "none", wrap: true },
           { label: "Data", cell: (a) => dataText(a.permissions && a.permissions.data), wrap: true },
           { label: "State", cell: (a) => (a.frozen ? badge("frozen") : badge("enabled", "active")) },
-          { label: "", cell: (a) => h("span", { class: "actions inline" }, editButton(a), freezeButton(a)) },
+          { label: "", cell: (a) => h("span", { class: "actions inline" }, editButton(a), freezeButton(a), deleteButton(a)) },
         ], page.items, "No sub-accounts yet: create one below.", "Sub-accounts"),
         h("div", { class: "pager" },
           h("button", { type: "button", disabled: n === 0, onclick: () => { afters.pop(); load(); } }, "Previous"),
@@ -101,26 +102,47 @@ export function render(main, ctx) {
     return b;
   }
 
-  function editButton(a) {
-    const b = h("button", { type: "button", "data-edit": a.id }, "Edit permissions");
+  function deleteButton(a) {
+    const b = h("button", { type: "button", class: "danger", "data-delete": a.id }, "Delete");
     b.addEventListener("click", () => {
-      const fields = permissionsFields(a.permissions, "edit");
+      const yes = h("button", { type: "button", class: "danger", id: "confirm-delete" }, `Delete ${a.email}`);
+      yes.addEventListener("click", () => busy(yes, notice, async () => {
+        await del(`/api/v1/sub-accounts/${a.id}`);
+        editSlot.replaceChildren();
+        mount(notice, okBox(`${a.email} is deleted: its sessions ended and it cannot sign in.`));
+        load();
+      }));
+      mount(editSlot, h("div", { class: "panel", id: "delete-sub-account" },
+        h("p", {}, `Delete ${a.email}? Its sessions end at once and it can no longer sign in; what it did stays in the operation log.`),
+        h("div", { class: "actions" }, yes, h("button", { type: "button", onclick: () => editSlot.replaceChildren() }, "Cancel"))));
+      yes.focus();
+    });
+    return b;
+  }
+
+  function editButton(a) {
+    const b = h("button", { type: "button", "data-edit": a.id }, "Edit");
+    b.addEventListener("click", () => busy(b, notice, async () => {
+      const current = await get(`/api/v1/sub-accounts/${a.id}`);
+      const fields = permissionsFields(current.permissions, "edit");
+      const name = h("input", { name: "contact_name", value: current.contact_name || "", autocomplete: "off" });
       const errors = h("div");
-      const save = h("button", { class: "primary", type: "submit" }, "Save permissions");
-      const form = h("form", { class: "panel", id: "edit-permissions", novalidate: true }, h("h2", {}, `Permissions of ${a.email}`), fields.node, errors,
+      const save = h("button", { class: "primary", type: "submit" }, "Save sub-account");
+      const form = h("form", { class: "panel", id: "edit-permissions", novalidate: true }, h("h2", {}, `Edit ${a.email}`),
+        h("div", { class: "row" }, field("Contact name", name)), fields.node, errors,
         h("div", { class: "actions" }, save, h("button", { type: "button", onclick: () => editSlot.replaceChildren() }, "Cancel")));
       form.addEventListener("submit", (e) => {
         e.preventDefault();
         busy(save, errors, async () => {
-          const changed = await put(`/api/v1/sub-accounts/${a.id}/permissions`, fields.read());
+          const changed = await put(`/api/v1/sub-accounts/${a.id}`, { contact_name: name.value.trim(), ...fields.read() });
           editSlot.replaceChildren();
-          mount(notice, okBox(`Permissions of ${changed.email} saved; they apply from its next request.`));
+          mount(notice, okBox(`${changed.email} saved; its permissions apply from its next request.`));
           load();
         });
       });
       mount(editSlot, form);
-      form.querySelector("input").focus();
-    });
+      name.focus();
+    }));
     return b;
   }
 

@@ -1,9 +1,13 @@
 // Tenants: channels and enterprises the caller sees (search, keyset paging), acting inside an
 // enterprise or a sub-channel, the enterprise's answer to its channel's authorization, accounts
-// and freezing; creating channels, enterprises and accounts; editing a channel (/channels/{id}).
+// and freezing (one account, or every account of a channel or enterprise), moving an enterprise
+// to another channel; creating channels, enterprises (with their master administrator and
+// permissions) and accounts; editing a channel (/channels/{id}), with the strategies it hands
+// down (`channel-strategies.js`).
 
 import { get, post, put, setCsrf } from "./api.js";
 import { badge, busy, checkbox, errorBox, field, fmtTime, h, link, loading, mount, okBox, select, table } from "./ui.js";
+import { channelStrategies } from "./channel-strategies.js";
 
 function pagedList(title, path, columns, emptyText, id) {
   const afters = [0];
@@ -72,9 +76,38 @@ export function render(main, ctx) {
     }));
     return b;
   };
-  const button = (label, path, after) => {
+  const button = (label, path, after, said) => {
     const b = h("button", { type: "button" }, label);
-    b.addEventListener("click", () => busy(b, notice, async () => { await post(path); mount(notice, okBox(`${label}: done.`)); after(); }));
+    b.addEventListener("click", () => busy(b, notice, async () => { const r = await post(path); mount(notice, okBox(said ? said(r) : `${label}: done.`)); after(); }));
+    return b;
+  };
+  // Freezing a whole tenant (TEN-5): every account under it; unfreezing gives back exactly those.
+  const freezeTenant = (kind, id) => h("span", { class: "actions inline", "data-freeze": `${kind}-${id}` },
+    button("Freeze accounts", `/api/v1/${kind}/${id}/freeze`, () => {}, (r) => `Froze ${r.accounts} account(s); their sessions ended.`),
+    button("Unfreeze accounts", `/api/v1/${kind}/${id}/unfreeze`, () => {}, (r) => `Unfroze ${r.accounts} account(s).`));
+  const moveSlot = h("div", { id: "move-slot" });
+  const moveButton = (e, reload) => {
+    const b = h("button", { type: "button", "data-move": e.id }, "Move…");
+    b.addEventListener("click", () => {
+      const to = h("input", { name: "channel_id", type: "number", min: 1 });
+      const errors = h("div");
+      const go = h("button", { class: "primary", type: "submit" }, "Move enterprise");
+      const form = h("form", { class: "panel", id: "move-enterprise", novalidate: true }, h("h2", {}, `Move ${e.name}`),
+        h("p", { class: "muted" }, "Its orders, licences and devices go with it; its channel authorization starts again at none."),
+        h("div", { class: "row" }, field("New channel id (empty: directly under the platform)", to)), errors,
+        h("div", { class: "actions" }, go, h("button", { type: "button", onclick: () => moveSlot.replaceChildren() }, "Cancel")));
+      form.addEventListener("submit", (ev) => {
+        ev.preventDefault();
+        busy(go, errors, async () => {
+          const moved = await post(`/api/v1/enterprises/${e.id}/move`, { channel_id: to.value ? Number(to.value) : null });
+          moveSlot.replaceChildren();
+          mount(notice, okBox(`${moved.name} now belongs to ${moved.channel_id ? "channel #" + moved.channel_id : "the platform"}.`));
+          reload();
+        });
+      });
+      mount(moveSlot, form);
+      to.focus();
+    });
     return b;
   };
 
@@ -101,17 +134,20 @@ export function render(main, ctx) {
       { label: "Name", cell: (c) => c.name },
       { label: "Id", cell: (c) => c.id },
       { label: "Parent", cell: (c) => (c.parent_id ? `#${c.parent_id}` : "—") },
-      { label: "", cell: (c) => h("span", { class: "actions inline" }, link(`/channels/${c.id}`, "Edit"), role === "channel_admin" ? act("channels", c.id, c.name) : null) },
+      { label: "", cell: (c) => h("span", { class: "actions inline" }, link(`/channels/${c.id}`, "Edit"), role === "channel_admin" ? act("channels", c.id, c.name) : null, s.acting ? null : freezeTenant("channels", c.id)) },
     ], "No channels.", "channel-list"));
     sections.push(pagedList("Enterprises", "/api/v1/enterprises", (reload) => [
       { label: "Name", cell: (e) => e.name },
       { label: "Id", cell: (e) => e.id },
       { label: "Channel", cell: (e) => (e.channel_id ? `#${e.channel_id}` : "—") },
       { label: "Time zone", cell: (e) => e.time_zone || "—" },
+      { label: "Permissions", cell: (e) => [e.device_management ? "devices" : null, e.rps ? "RPS" : null].filter(Boolean).join(", ") || "none" },
       { label: "Authorization", cell: (e) => badge(e.channel_authorization === "accepted" ? "enabled" : e.channel_authorization === "pending" ? "pending" : "unknown", e.channel_authorization) },
       { label: "Created", cell: (e) => fmtTime(e.created_at) },
       { label: "", cell: (e) => role !== "channel_admin" ? "" : e.channel_authorization === "accepted" ? act("enterprises", e.id, e.name) : e.channel_authorization === "pending" ? "waiting for the enterprise" : button("Ask for authorization", `/api/v1/enterprises/${e.id}/authorization`, reload) },
+      { label: "", cell: (e) => s.acting ? "" : h("span", { class: "actions inline" }, freezeTenant("enterprises", e.id), moveButton(e, reload)) },
     ], "No enterprises yet.", "enterprise-list"));
+    sections.push(moveSlot);
     sections.push(createForm("create-channel", "New channel", "Create channel", [
       ["name", "Name", "text"], ["parent_id", role === "platform_admin" ? "Parent channel id (empty: top level)" : "Parent channel id (empty: yours)", "number"],
       ["allow_sub_channels", "May create sub-channels", "checkbox"], ["device_management", "Device management", "checkbox"]],
@@ -119,14 +155,25 @@ export function render(main, ctx) {
     const name = h("input", { name: "name", required: true });
     const tz = h("input", { name: "time_zone", placeholder: "Europe/Berlin" });
     const channelOf = h("input", { name: "channel_id", type: "number", min: 1 });
+    const master = h("input", { name: "master_admin_email", type: "email", autocomplete: "off" });
+    const register = h("input", { name: "register_email", type: "email", autocomplete: "off" });
     const create = h("button", { class: "primary", type: "submit" }, "Create enterprise");
     const errors = h("div");
-    const form = h("form", { class: "panel", id: "create-enterprise" }, h("h2", {}, "New enterprise"), h("div", { class: "row" }, field("Name", name), field("Time zone", tz), field("Channel id (empty: yours, or none)", channelOf)), errors, h("div", { class: "actions" }, create));
+    const form = h("form", { class: "panel", id: "create-enterprise", novalidate: true }, h("h2", {}, "New enterprise"),
+      h("div", { class: "row" }, field("Name", name), field("Time zone", tz), field("Channel id (empty: yours, or none)", channelOf)),
+      h("div", { class: "row" }, field("Master administrator email (gets the admin account)", master), field("Register email", register)),
+      h("fieldset", { class: "days" }, h("legend", {}, "Permissions"), checkbox("device_management", "Device management", true), checkbox("rps", "RPS", false)),
+      errors, h("div", { class: "actions" }, create));
     form.addEventListener("submit", (e) => {
       e.preventDefault();
       busy(create, errors, async () => {
-        const made = await post("/api/v1/enterprises", { name: name.value.trim(), time_zone: tz.value.trim() || undefined, channel_id: channelOf.value ? Number(channelOf.value) : undefined });
-        mount(notice, okBox(`Enterprise “${made.name}” created (#${made.id}). Its device credential: ${made.credential}`));
+        const made = await post("/api/v1/enterprises", {
+          name: name.value.trim(), time_zone: tz.value.trim() || undefined, channel_id: channelOf.value ? Number(channelOf.value) : undefined,
+          master_admin_email: master.value.trim() || undefined, register_email: register.value.trim() || undefined,
+          device_management: form.elements.device_management.checked, rps: form.elements.rps.checked,
+        });
+        const admin = made.admin_account ? ` Its admin account ${made.admin_account.email} was created and its details emailed.` : "";
+        mount(notice, okBox(`Enterprise “${made.name}” created (#${made.id}). Its device credential: ${made.credential}.${admin}`));
         form.reset();
       });
     });
@@ -189,6 +236,7 @@ export function renderChannel(main, ctx) {
       });
     });
     mount(main, h("h1", {}, `Channel ${c.name}`), h("p", { class: "muted" }, `#${c.id}`, c.parent_id ? ` · below channel #${c.parent_id}` : " · top level", ` · created ${fmtTime(c.created_at)}`), notice, form);
+    main.append(channelStrategies(c.id));
   }
   load();
 }

@@ -81,6 +81,47 @@ pub(crate) async fn queue_account_created(
     queue(ctx, account, "account-created", &account.id.0.to_be_bytes(), email).await
 }
 
+/// TEN-1: the login of a new enterprise's admin account: its master administrator email, else
+/// its register email (the guides' "set master administrator: no", where the enterprise logs in
+/// with the email it registered), normalized; `None` when it has neither.
+pub(crate) fn enterprise_admin_email(
+    profile: &fleetpulse_store::EnterpriseProfile,
+) -> Result<Option<String>, ApiError> {
+    [&profile.master_admin_email, &profile.register_email]
+        .into_iter()
+        .find(|e| !e.is_empty())
+        .map(|e| crate::email_address::normalize_email(e))
+        .transpose()
+}
+
+/// TEN-1: creates the enterprise admin account of a new enterprise for `email`, with a
+/// generated first password it must change at first login, and queues its details.
+pub(crate) async fn create_enterprise_admin(
+    ctx: &AppState,
+    enterprise: EnterpriseId,
+    email: String,
+) -> Result<Account, ApiError> {
+    let (password, _) = initial_password(None);
+    let temporary = password.clone();
+    let password_hash =
+        crate::password::password_work(&ctx.password_checks, move || crate::password::hash_password(&password))
+            .await??;
+    let new = fleetpulse_store::NewAccount {
+        email,
+        password_hash,
+        role: fleetpulse_store::Role::EnterpriseAdmin,
+        channel_id: None,
+        enterprise_id: Some(enterprise),
+        must_change_password: true,
+        parent_id: None,
+        permissions: None,
+    };
+    let account = ctx.api.store.entities.create_account(new).await?;
+    queue_account_created(ctx, &account, Some(&temporary)).await?;
+    tracing::info!(message = "Created the enterprise's admin account.", enterprise = %enterprise, account = %account.id);
+    Ok(account)
+}
+
 /// ACC-4: issues a single-use reset token for the account (replacing any earlier one), valid
 /// for the configured `password_reset_ttl`, and queues the email with its link.
 pub(crate) async fn issue_password_reset(ctx: &AppState, account: &Account) -> Result<(), ApiError> {

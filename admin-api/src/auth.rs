@@ -154,6 +154,12 @@ impl AuthAdmin {
         Ok(looked)
     }
 
+    /// The policy's decision on `target` as it is, refusals included (for answers per item).
+    pub(crate) async fn ask(&self, ctx: &AppState, target: Target) -> Result<Decision, ApiError> {
+        let mut looked = Looked::default();
+        self.answer(ctx, &mut looked, |caller, tree| policy::decide(caller, &target, tree)).await
+    }
+
     /// Whether the policy allows `target` (a refusal is `false`).
     pub(crate) async fn allows(&self, ctx: &AppState, target: Target) -> Result<bool, ApiError> {
         let mut looked = Looked::default();
@@ -175,6 +181,16 @@ impl AuthAdmin {
     /// 404 when it does not see it, 403 `acting_required` for a channel not acting inside it.
     pub(crate) async fn require_act(&self, ctx: &AppState, enterprise: EnterpriseId) -> Result<(), ApiError> {
         self.decide(ctx, Target::ChangeInside(enterprise)).await.map(drop)
+    }
+
+    /// [`AuthAdmin::require_act`], and the enterprise's device-management permission on
+    /// ([`Target::ManageDevices`]: 403 `permission_disabled` when its channel turned it off).
+    pub(crate) async fn require_device_management(
+        &self,
+        ctx: &AppState,
+        enterprise: EnterpriseId,
+    ) -> Result<(), ApiError> {
+        self.decide(ctx, Target::ManageDevices(enterprise)).await.map(drop)
     }
 
     /// The enterprise a listing of one enterprise's objects is restricted to

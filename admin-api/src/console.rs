@@ -51,9 +51,13 @@ const SOURCES: &[(&str, &str)] = &[
     ("page-devices.js", include_str!("../console/page-devices.js")),
     ("page-tasks.js", include_str!("../console/page-tasks.js")),
     ("page-sites.js", include_str!("../console/page-sites.js")),
+    ("page-windows.js", include_str!("../console/page-windows.js")),
     ("page-alarms.js", include_str!("../console/page-alarms.js")),
+    ("strategies-effective.js", include_str!("../console/strategies-effective.js")),
     ("page-strategies.js", include_str!("../console/page-strategies.js")),
+    ("channel-strategies.js", include_str!("../console/channel-strategies.js")),
     ("page-tenants.js", include_str!("../console/page-tenants.js")),
+    ("page-rps.js", include_str!("../console/page-rps.js")),
     ("page-sub-accounts.js", include_str!("../console/page-sub-accounts.js")),
     ("page-account.js", include_str!("../console/page-account.js")),
     ("page-oplog.js", include_str!("../console/page-oplog.js")),
@@ -79,6 +83,7 @@ const ROUTES: &[&str] = &[
     "profiles",
     "alarms",
     "strategies",
+    "windows",
     "tenants",
     "account",
     "operation-log",
@@ -87,6 +92,7 @@ const ROUTES: &[&str] = &[
     "channels",
     "orders",
     "statements",
+    "rps",
 ];
 
 /// One embedded asset, under its hashed name.

@@ -43,6 +43,10 @@ pub enum ApiError {
     /// it (TEN-3).
     #[error("the enterprise has not authorized its channel to act inside it")]
     AuthorizationRequired,
+    /// 403 `permission_disabled`: the enterprise's permission (named here: device management,
+    /// RPS) is off; its channel grants it (TEN-1).
+    #[error("the enterprise's {0} permission is off: its channel can grant it")]
+    PermissionDisabled(&'static str),
     /// 404 `not_found`: the resource (named here) does not exist, or the route is unknown.
     #[error("{0} not found")]
     NotFound(&'static str),
@@ -121,6 +125,7 @@ impl ApiError {
             | ApiError::PasswordChangeRequired
             | ApiError::ActingRequired
             | ApiError::AuthorizationRequired
+            | ApiError::PermissionDisabled(_)
             | ApiError::CsrfFailed => StatusCode::FORBIDDEN,
             ApiError::InvalidResetToken => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -147,6 +152,7 @@ impl ApiError {
             ApiError::Forbidden => "forbidden",
             ApiError::ActingRequired => "acting_required",
             ApiError::AuthorizationRequired => "authorization_required",
+            ApiError::PermissionDisabled(_) => "permission_disabled",
             ApiError::PasswordChangeRequired => "password_change_required",
             ApiError::NotFound(_) => "not_found",
             ApiError::InvalidRequest(_) => "invalid_request",

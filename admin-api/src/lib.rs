@@ -118,6 +118,7 @@ fn build(state: ApiState, clock: Clock) -> (Router, AppState) {
         password_checks: Arc::new(tokio::sync::Semaphore::new(cores)),
         clock,
         login_limits: rate_limit::LoginLimiter::new(&state.config.login_rate),
+        rps_limits: rate_limit::LoginLimiter::new(&routes::rps::REDIRECT_LIMITS),
         api: state,
     });
     let router = routes::all().into_iter().fold(Router::new(), |router, (path, handlers)| router.route(path, handlers));

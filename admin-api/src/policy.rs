@@ -95,11 +95,33 @@ pub(crate) struct EnterpriseNode {
     /// The managing channel.
     pub(crate) channel: Option<ChannelId>,
     pub(crate) authorization: ChannelAuthorization,
+    /// Its permissions (TEN-1): device management, RPS.
+    pub(crate) permissions: EnterprisePermissions,
+}
+
+/// What an enterprise's channel lets it do (TEN-1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct EnterprisePermissions {
+    /// Anything sent to its devices: commands, tasks, firmware upgrades, provisioning.
+    pub(crate) device_management: bool,
+    /// Its RPS device list.
+    pub(crate) rps: bool,
+}
+
+impl Default for EnterprisePermissions {
+    fn default() -> Self {
+        EnterprisePermissions { device_management: true, rps: false }
+    }
 }
 
 impl From<&Enterprise> for EnterpriseNode {
     fn from(e: &Enterprise) -> Self {
-        EnterpriseNode { id: e.id, channel: e.channel_id, authorization: e.channel_authorization }
+        EnterpriseNode {
+            id: e.id,
+            channel: e.channel_id,
+            authorization: e.channel_authorization,
+            permissions: EnterprisePermissions { device_management: e.profile.device_management, rps: e.profile.rps },
+        }
     }
 }
 
@@ -189,6 +211,8 @@ pub(crate) enum Refusal {
     ActingRequired,
     /// 403 `authorization_required`: the enterprise has not authorized its channel.
     AuthorizationRequired,
+    /// 403 `permission_disabled`: the enterprise's permission (named) is off (TEN-1).
+    PermissionDisabled(&'static str),
     /// 400.
     Invalid(&'static str),
     /// 409.
@@ -204,6 +228,7 @@ impl From<Refusal> for ApiError {
             Refusal::Forbidden => ApiError::Forbidden,
             Refusal::ActingRequired => ApiError::ActingRequired,
             Refusal::AuthorizationRequired => ApiError::AuthorizationRequired,
+            Refusal::PermissionDisabled(what) => ApiError::PermissionDisabled(what),
             Refusal::Invalid(message) => ApiError::invalid(message),
             Refusal::Conflict(message) => ApiError::Conflict(message.into()),
         }
@@ -264,6 +289,21 @@ pub(crate) enum Target {
     /// enterprise, a channel to those of its subtree it sees; an enterprise scope (an enterprise
     /// admin, or a channel acting inside the enterprise) buys nothing itself (403).
     Sell(EnterpriseId),
+    /// Send something to the enterprise's devices (commands, tasks, firmware upgrades,
+    /// provisioning): [`Target::ChangeInside`], and the enterprise's device-management
+    /// permission on (403 `permission_disabled`; TEN-1).
+    ManageDevices(EnterpriseId),
+    /// See or change the enterprise's RPS device list (DEV-1): whoever sees the enterprise's
+    /// data, with no acting needed (the guides let a channel into an RPS enterprise without its
+    /// authorization), while the enterprise's RPS permission is on (403 `permission_disabled`).
+    Rps(EnterpriseId),
+    /// Freeze or unfreeze every account of a channel (with its subtree) or an enterprise
+    /// (TEN-5): the platform any; a channel the channels strictly below its own and the
+    /// enterprises it sees; enterprise scopes none (403).
+    FreezeTenant(fleetpulse_store::TenantRef),
+    /// Move an enterprise under another channel (`None`: directly under the platform, for the
+    /// platform only): both must be visible (404), and enterprise scopes may not (403).
+    MoveEnterprise { id: EnterpriseId, to: Option<ChannelId> },
 }
 
 /// The one decision: may the caller do `target`, given the tree.
@@ -398,6 +438,37 @@ pub(crate) fn decide(caller: &Caller, target: &Target, tree: &TenantTree) -> Dec
         Target::Sell(id) => {
             decide(caller, &Target::EnterpriseData(id), tree)?;
             allow_if(!matches!(scope, Scope::Enterprise(_)), Refusal::Forbidden)
+        }
+        Target::ManageDevices(id) => {
+            decide(caller, &Target::ChangeInside(id), tree)?;
+            let on = tree.enterprise(id)?.is_none_or(|e| e.permissions.device_management);
+            allow_if(on, Refusal::PermissionDisabled("device management"))
+        }
+        Target::Rps(id) => {
+            decide(caller, &Target::EnterpriseData(id), tree)?;
+            let on = tree.enterprise(id)?.is_some_and(|e| e.permissions.rps);
+            allow_if(on, Refusal::PermissionDisabled("RPS"))
+        }
+        Target::FreezeTenant(fleetpulse_store::TenantRef::Channel(id)) => {
+            decide(caller, &Target::Channel(id), tree)?;
+            let own = matches!(scope, Scope::Channel { channel: Some(own), .. } if *own == id);
+            allow_if(!own, Refusal::Conflict("an account cannot freeze its own channel"))
+        }
+        Target::FreezeTenant(fleetpulse_store::TenantRef::Enterprise(id)) => {
+            if matches!(scope, Scope::Enterprise(_)) {
+                return Err(Refusal::Forbidden);
+            }
+            decide(caller, &Target::Enterprise(id), tree)
+        }
+        Target::MoveEnterprise { id, to } => {
+            if matches!(scope, Scope::Enterprise(_)) {
+                return Err(Refusal::Forbidden);
+            }
+            decide(caller, &Target::Enterprise(id), tree)?;
+            match to {
+                Some(channel) => decide(caller, &Target::Channel(channel), tree),
+                None => allow_if(matches!(scope, Scope::Platform), Refusal::Invalid("channel_id is required")),
+            }
         }
     }
 }

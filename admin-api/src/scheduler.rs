@@ -82,12 +82,20 @@ pub struct Scheduler {
     signal: CommandSignal,
     clock: Clock,
     config: SchedulerConfig,
+    /// Told when a run starts, so that maintenance windows tied to the task are active at once.
+    alarms: Option<fleetpulse_alarm_service::AlarmHandle>,
 }
 
 impl Scheduler {
     /// A scheduler over the store, waking sessions through `signal`, reading time from `clock`.
     pub fn new(store: Arc<dyn EntityStore>, signal: CommandSignal, clock: Clock, config: SchedulerConfig) -> Scheduler {
-        Scheduler { store, signal, clock, config }
+        Scheduler { store, signal, clock, config, alarms: None }
+    }
+
+    /// Tells the alarm service when a task's run starts (maintenance windows tied to tasks).
+    pub fn with_alarms(mut self, alarms: fleetpulse_alarm_service::AlarmHandle) -> Scheduler {
+        self.alarms = Some(alarms);
+        self
     }
 
     /// Passes until `stop` turns true (or its sender is gone).
@@ -183,7 +191,12 @@ impl Scheduler {
         });
         let Some(d) = due_run(task, &tz, now, late_after) else { return Ok(()) };
         match self.store.claim_run(task.id, d.due, d.next, d.missed, now).await? {
-            Some(run) if run.state == RunState::Pending => self.finish(&run, now, pass).await?,
+            Some(run) if run.state == RunState::Pending => {
+                if let Some(alarms) = &self.alarms {
+                    alarms.send(fleetpulse_alarm_service::Control::TaskStarted(task.id)).await;
+                }
+                self.finish(&run, now, pass).await?;
+            }
             Some(run) => {
                 pass.missed += 1;
                 tracing::info!(message = "Recorded a missed task run.", task = %task.id, run = %run.id);
@@ -196,7 +209,17 @@ impl Scheduler {
 
     /// Resolves the run's targets, finishes it (queues its commands) and wakes their devices.
     async fn finish(&self, run: &TaskRun, now: UnixMillis, pass: &mut SchedulerPass) -> Result<(), StoreError> {
-        let (plan, pushes) = match self.store.task(run.task_id).await? {
+        let task = self.store.task(run.task_id).await?;
+        // TEN-1: an enterprise whose channel turned device management off gets nothing sent.
+        let managed = match &task {
+            Some(task) => self.store.enterprise(task.enterprise_id).await?.is_none_or(|e| e.profile.device_management),
+            None => true,
+        };
+        let (plan, pushes) = match task {
+            Some(_) if !managed => {
+                let note = Some("the enterprise's device management permission is off: nothing was sent".into());
+                (RunPlan { note, ..RunPlan::default() }, Default::default())
+            }
             Some(task) if task.kind == crate::provisioning::PROVISION_TASK => {
                 let (devices, matched, note) = self.targets(&task).await?;
                 crate::provisioning::plan_task_run(self.store.as_ref(), &task, devices, matched, note, now).await?

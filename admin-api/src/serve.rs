@@ -291,6 +291,7 @@ fn streamed_upload_max(path: &str) -> Option<u64> {
         "/api/v1/firmware" => Some(fleetpulse_store::MAX_FIRMWARE_IMAGE_BYTES),
         "/api/v1/device-imports" => Some(crate::routes::device_imports::PLATFORM_LIMIT_BYTES),
         "/api/v1/sites/import" => Some(crate::routes::sites::MAX_IMPORT_BYTES as u64),
+        "/api/v1/rps-devices/import" => Some(crate::routes::rps::MAX_IMPORT_BYTES as u64),
         _ => None,
     }
 }

@@ -88,6 +88,8 @@ pub(crate) struct AppContext {
     pub(crate) clock: Clock,
     /// Rate limits of the unauthenticated account requests.
     pub(crate) login_limits: crate::rate_limit::LoginLimiter,
+    /// Rate limits of the unauthenticated RPS redirect lookups (DEV-1): per client IP and per device.
+    pub(crate) rps_limits: crate::rate_limit::LoginLimiter,
 }
 
 /// Router state: cheap to clone.

@@ -36,7 +36,7 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use fleetpulse_proto::alarm_types::OFFLINE;
 use fleetpulse_proto::domain::{AlarmChange, AlarmChangeKind, DeviceAlarm, ResourceSample};
-use fleetpulse_proto::{AccountId, AlarmTypeCode, DeviceId, EnterpriseId, UnixMillis};
+use fleetpulse_proto::{AccountId, AlarmTypeCode, DeviceId, EnterpriseId, UnixMillis, WindowId};
 
 use crate::notify::{
     AlarmRef, Group, GroupKey, IdempotencyKey, Notification, NotifiedAlarm, RepeatDue, RepeatKey, Stage, add,
@@ -45,6 +45,7 @@ use crate::strategy::{
     AlarmStrategy, MAX_RECEIVERS_PER_STRATEGY, MAX_STRATEGIES_PER_ENTERPRISE, NotifySettings, Receiver,
 };
 use crate::threshold::{Metric, MetricRules, ThresholdOutcome, ThresholdState};
+use crate::windows::{MaintenanceStep, WindowBook};
 use crate::{AlarmInput, DeviceEvent, DeviceInput, EngineError};
 
 /// Description of the derived Offline alarm (the same text [`crate::evaluate`] uses).
@@ -71,6 +72,23 @@ pub enum Action {
     },
     /// Send this notification (through the durable outbox, keyed by its key).
     Notify(Notification),
+    /// A maintenance window held back an alarm's notification, or let go of it (issue 18).
+    Maintenance {
+        /// The device.
+        device_id: DeviceId,
+        /// Its enterprise.
+        enterprise_id: EnterpriseId,
+        /// The alarm type.
+        code: AlarmTypeCode,
+        /// Start of the alarm's activation.
+        activation: UnixMillis,
+        /// When.
+        at: UnixMillis,
+        /// The window.
+        window: WindowId,
+        /// What it did.
+        step: MaintenanceStep,
+    },
 }
 
 /// A lifecycle step of an active alarm.
@@ -196,6 +214,7 @@ pub struct AlarmEngine {
     timers: BTreeSet<(UnixMillis, GroupKey)>,
     actions: VecDeque<Action>,
     generation: u32,
+    windows: WindowBook,
 }
 
 impl Default for AlarmEngine {
@@ -218,6 +237,7 @@ impl AlarmEngine {
             timers: BTreeSet::new(),
             actions: VecDeque::new(),
             generation: 0,
+            windows: WindowBook::default(),
         }
     }
 
@@ -472,7 +492,7 @@ impl AlarmEngine {
                 first_reminder,
             },
         );
-        self.queue_firing(AlarmRef { device, code, activation: alarm.first_at }, &keys);
+        self.fire_or_hold(now, enterprise, AlarmRef { device, code, activation: alarm.first_at }, &keys);
         self.handle_timeout(now);
     }
 
@@ -490,6 +510,7 @@ impl AlarmEngine {
     /// Runs every timer due at `now`.
     pub fn handle_timeout(&mut self, now: UnixMillis) {
         let now = self.advance(now);
+        self.release_ended_windows(now);
         while let Some(&(due, key)) = self.timers.first() {
             if due > now {
                 break;
@@ -501,7 +522,11 @@ impl AlarmEngine {
     /// The earliest time [`AlarmEngine::handle_timeout`] has work (possibly nothing to send, when
     /// every alarm of a due group cleared before its flush). Never later than needed.
     pub fn next_deadline(&self) -> Option<UnixMillis> {
-        self.timers.first().map(|&(due, _)| due)
+        let groups = self.timers.first().map(|&(due, _)| due);
+        match (groups, self.windows.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// The next action, oldest first.
@@ -595,7 +620,7 @@ impl AlarmEngine {
                         first_reminder: 1,
                     },
                 );
-                self.queue_firing(AlarmRef { device, code, activation: now }, &keys);
+                self.fire_or_hold(now, enterprise, AlarmRef { device, code, activation: now }, &keys);
             }
         }
     }
@@ -640,6 +665,7 @@ impl AlarmEngine {
             AlarmChange { device_id: device, enterprise_id: enterprise, code, at: now, kind: AlarmChangeKind::Clear };
         self.actions.push_back(Action::Record(change));
         let Some(alarm) = self.alarms.remove(&(device, code)) else { return };
+        self.windows.release(device, code);
         self.actions.push_back(Action::Lifecycle {
             device_id: device,
             enterprise_id: alarm.enterprise,
@@ -815,5 +841,10 @@ fn settings_of(config: &EnterpriseConfig, key: &GroupKey) -> Option<NotifySettin
         .map(|s| s.strategy.notify)
 }
 
+mod durable;
+
+pub use durable::{DurableState, SavedResolution, SavedWindows};
+
 #[cfg(test)]
 mod tests;
+mod windows;

@@ -8,22 +8,34 @@
 //!   (used by the ingest shards).
 //! - [`AlarmEngine`] ([`engine`]): the stateful core on top of it: alarm lifecycle (ALM-2),
 //!   strategies ([`strategy`], ALM-3), threshold rules ([`threshold`], ALM-4) and notification
-//!   planning with idempotency keys ([`notify`], ALM-5), driven by `handle_*(now, ..)` inputs and
+//!   planning with idempotency keys ([`notify`], ALM-5), maintenance windows ([`windows`]), driven by `handle_*(now, ..)` inputs and
 //!   drained with [`AlarmEngine::poll_action`].
+//! - [`inheritance`]: which strategies apply to an enterprise down the tenant tree (its own and
+//!   its channels'), and where each came from.
 
 pub mod engine;
+pub mod inheritance;
 pub mod notify;
 pub mod strategy;
 pub mod threshold;
+pub mod windows;
 
-pub use engine::{Action, AlarmEngine, AlarmStatus, EngineStats, RestoredAlarm, Transition};
+pub use engine::{
+    Action, AlarmEngine, AlarmStatus, DurableState, EngineStats, RestoredAlarm, SavedResolution, SavedWindows,
+    Transition,
+};
+pub use inheritance::{
+    Choice, EffectiveStrategies, EffectiveStrategy, Freedom, Inheritance, InheritedStrategy, Origin,
+    Status as InheritedStatus,
+};
 pub use notify::{IdempotencyKey, Notification, NotifiedAlarm, Stage};
 pub use strategy::{AlarmStrategy, NotifySettings, Receiver, StrategyId};
 pub use threshold::{HIGH_CPU, HIGH_MEMORY, Metric, ThresholdRule};
+pub use windows::{MaintenanceStep, MaintenanceWindow, WindowDevices, WindowEnd, WindowSchedule};
 
 use fleetpulse_proto::alarm_types::OFFLINE;
 use fleetpulse_proto::domain::{AlarmChange, AlarmChangeKind, DeviceAlarm, ResourceSample};
-use fleetpulse_proto::{AlarmTypeCode, DeviceId, EnterpriseId, UnixMillis};
+use fleetpulse_proto::{AlarmTypeCode, DeviceId, EnterpriseId, UnixMillis, WindowId};
 
 /// Why the engine refused a configuration or an input.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -79,6 +91,20 @@ pub enum EngineError {
         max_limits: usize,
         /// Limit on distinct rules.
         max_rules: usize,
+    },
+    /// A maintenance window out of its bounds (see [`windows`]).
+    #[error("maintenance window {window}: {reason}")]
+    InvalidWindow {
+        /// The window.
+        window: WindowId,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// More windows than [`windows::MAX_WINDOWS_PER_ENTERPRISE`].
+    #[error("an enterprise has at most {max} maintenance windows")]
+    TooManyWindows {
+        /// The limit.
+        max: usize,
     },
     /// Acknowledge or clear of an alarm that is not active.
     #[error("alarm {code:?} of device {device} is not active")]

@@ -156,6 +156,11 @@ impl MetricRules {
     pub(crate) fn is_empty(&self) -> bool {
         self.rules.is_empty()
     }
+
+    /// The distinct limits, ascending (a state's window `i` belongs to `limits()[i]`).
+    pub(crate) fn limits(&self) -> &[u16] {
+        &self.limits
+    }
 }
 
 const NO_WINDOW: i64 = i64::MAX;
@@ -221,6 +226,28 @@ impl ThresholdState {
                 ThresholdOutcome::Clear
             }
             _ => ThresholdOutcome::Unchanged,
+        }
+    }
+
+    /// The [`MetricRules::generation`] its windows belong to.
+    pub(crate) fn generation(&self) -> u32 {
+        self.generation
+    }
+
+    /// The open windows: (index of the limit, start of the run above it).
+    pub(crate) fn windows(&self) -> impl Iterator<Item = (usize, UnixMillis)> + '_ {
+        self.since.iter().enumerate().filter(|(_, s)| **s != NO_WINDOW).map(|(i, &s)| (i, UnixMillis(s)))
+    }
+
+    /// Opens window `index` (of `rules`, which become the state's generation) at `since`, as a
+    /// restart restores it; an index beyond the limits is ignored.
+    pub(crate) fn restore_window(&mut self, rules: &MetricRules, index: usize, since: UnixMillis) {
+        if self.generation != rules.generation {
+            self.since = [NO_WINDOW; MAX_LIMITS_PER_METRIC];
+            self.generation = rules.generation;
+        }
+        if index < rules.limits.len().min(MAX_LIMITS_PER_METRIC) && since.0 != NO_WINDOW {
+            self.since[index] = since.0;
         }
     }
 

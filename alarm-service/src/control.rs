@@ -2,11 +2,12 @@
 //! ([`AlarmHandle`]), and how the engine task applies it.
 
 use fleetpulse_alarm_engine::AlarmEngine;
-use fleetpulse_proto::{AccountId, AlarmTypeCode, DeviceId, EnterpriseId, UnixMillis};
+use fleetpulse_proto::{AccountId, AlarmTypeCode, ChannelId, DeviceId, EnterpriseId, TaskId, UnixMillis};
 use fleetpulse_store::Store;
 use tokio::sync::mpsc;
 
 use crate::load::reload;
+use crate::windows::WindowShell;
 
 /// What the admin API tells the engine.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +36,13 @@ pub enum Control {
     },
     /// The enterprise's strategies changed in the store: reload them.
     StrategiesChanged(EnterpriseId),
+    /// The enterprise's maintenance windows changed in the store: reload them.
+    WindowsChanged(EnterpriseId),
+    /// A scheduled task's run was claimed: windows tied to the task are active from now on
+    /// (until the run has no command in progress).
+    TaskStarted(TaskId),
+    /// A channel's own strategies changed in the store: reload those of every enterprise below it.
+    ChannelStrategiesChanged(ChannelId),
 }
 
 /// The API's handle on the running service.
@@ -59,7 +67,12 @@ impl AlarmHandle {
 }
 
 /// Applies a control message.
-pub(crate) async fn handle_control(engine: &mut AlarmEngine, store: &Store, control: Control) {
+pub(crate) async fn handle_control(
+    engine: &mut AlarmEngine,
+    windows: &mut WindowShell,
+    store: &Store,
+    control: Control,
+) {
     // An alarm that is not active in the engine (cleared meanwhile, or a race with the device)
     // has nothing left to notify: the API already answered from the store.
     match control {
@@ -73,6 +86,26 @@ pub(crate) async fn handle_control(engine: &mut AlarmEngine, store: &Store, cont
             // A failed read leaves the previous strategies; the next change or start reads again.
             if let Err(error) = reload(store, engine, enterprise).await {
                 tracing::error!(message = "Cannot read changed alarm strategies.", %enterprise, %error);
+            }
+        }
+        Control::WindowsChanged(enterprise) => {
+            if let Err(error) = windows.reload(store, engine, enterprise).await {
+                tracing::error!(message = "Cannot read changed maintenance windows.", %enterprise, %error);
+            }
+        }
+        Control::TaskStarted(task) => engine.handle_task_running(UnixMillis::now(), task, true),
+        Control::ChannelStrategiesChanged(channel) => {
+            let enterprises = match crate::inherited::enterprises_below(store, channel).await {
+                Ok(enterprises) => enterprises,
+                Err(error) => {
+                    tracing::error!(message = "Cannot read the enterprises below a channel.", %channel, %error);
+                    return;
+                }
+            };
+            for enterprise in enterprises {
+                if let Err(error) = reload(store, engine, enterprise).await {
+                    tracing::error!(message = "Cannot read changed alarm strategies.", %enterprise, %error);
+                }
             }
         }
     }

@@ -10,7 +10,7 @@ use fleetpulse_alarm_engine::{Notification, Receiver};
 use fleetpulse_mailer::{MAX_ITEMS_PER_MESSAGE, OutboxError, OutboxHandoff, Queued, enqueue};
 use fleetpulse_proto::UnixMillis;
 use fleetpulse_proto::domain::AlarmChange;
-use fleetpulse_store::{EventBatch, Store};
+use fleetpulse_store::{AlarmAuditEntry, EventBatch, MAX_AUDIT_BATCH, Store, WindowMark};
 use tokio::sync::mpsc;
 
 use crate::AlarmMetrics;
@@ -27,6 +27,8 @@ pub(crate) enum Effect {
     Record(AlarmChange),
     /// A notification to queue, with when the engine decided it.
     Notify(Notification, Instant),
+    /// What a maintenance window did to an alarm, for the alarm's detail.
+    Mark(WindowMark),
 }
 
 /// Carries out the engine's effects until the engine task is gone; notifications are queued
@@ -43,9 +45,11 @@ pub(crate) async fn run_effects(
         let mut records = Vec::new();
         let mut notifications = Vec::new();
         let mut decided = Vec::new();
+        let mut marks = Vec::new();
         for effect in batch.drain(..) {
             match effect {
                 Effect::Record(change) => records.push(change),
+                Effect::Mark(mark) => marks.push(mark),
                 Effect::Notify(n, at) => {
                     notifications.push(n);
                     decided.push(at);
@@ -56,11 +60,16 @@ pub(crate) async fn run_effects(
             let batch = EventBatch { alarm_changes: records, ..EventBatch::default() };
             retry("write threshold alarm records", || store.events.append(batch.clone())).await;
         }
+        let mut audit: Vec<AlarmAuditEntry> = marks.iter().map(crate::audit::window_step).collect();
+        for mark in marks {
+            retry("write a maintenance window mark", || store.entities.record_window_mark(mark.clone())).await;
+        }
         if notifications.is_empty() {
+            write_audit(&store, audit).await;
             continue;
         }
         let mut backoff = Backoff::new();
-        let queued = loop {
+        let (queued, planned) = loop {
             match prepare(&store, &mut names, notifications.clone(), &metrics).await {
                 Ok(queued) => break queued,
                 Err(error) => backoff.wait("prepare notifications", &error).await,
@@ -74,9 +83,23 @@ pub(crate) async fn run_effects(
             }
         })
         .await;
+        let planned_at = UnixMillis::now();
+        audit.extend(planned.iter().flat_map(|n| crate::audit::planned(n, planned_at)));
+        write_audit(&store, audit).await;
         metrics.queued.inc_by(added as u64);
         for at in decided {
             metrics.engine_to_outbox_seconds.observe(at.elapsed().as_secs_f64());
+        }
+    }
+}
+
+/// Writes notification audit entries, in store-sized chunks; best effort: a failure is logged
+/// and the entries are not kept (the notifications themselves are already queued).
+async fn write_audit(store: &Store, entries: Vec<AlarmAuditEntry>) {
+    for chunk in entries.chunks(MAX_AUDIT_BATCH) {
+        if let Err(error) = store.entities.record_alarm_audit(chunk.to_vec()).await {
+            tracing::warn!(message = "Notification audit entries not written.", %error);
+            return;
         }
     }
 }
@@ -115,13 +138,14 @@ impl Backoff {
     }
 }
 
-/// Leaves out items an earlier process queued, and adds the names the email shows.
+/// Leaves out items an earlier process queued, and adds the names the email shows; the
+/// notifications as queued too (for their audit entries).
 async fn prepare(
     store: &Store,
     names: &mut Names,
     mut notifications: Vec<Notification>,
     metrics: &AlarmMetrics,
-) -> Result<Vec<Queued>, OutboxError> {
+) -> Result<(Vec<Queued>, Vec<Notification>), OutboxError> {
     let keys: Vec<String> = notifications.iter().flat_map(|n| n.items.iter().map(|i| i.key.to_string())).collect();
     let mut known = HashSet::new();
     for chunk in keys.chunks(KNOWN_ITEMS_CHUNK) {
@@ -135,7 +159,7 @@ async fn prepare(
     }
     let now = UnixMillis::now();
     let mut queued = Vec::with_capacity(notifications.len());
-    for n in notifications {
+    for n in &notifications {
         let enterprise_name = names.enterprise(store, n.enterprise_id).await?;
         let mut labels = HashMap::new();
         for item in n.items.iter().take(MAX_ITEMS_PER_MESSAGE) {
@@ -144,10 +168,10 @@ async fn prepare(
         let Receiver::Email(receiver) = &n.receiver;
         queued.push(Queued {
             receiver: receiver.clone(),
-            payload: outbox_payload(&n, &enterprise_name, &labels),
+            payload: outbox_payload(n, &enterprise_name, &labels),
             item_keys: n.items.iter().map(|i| i.key.to_string()).collect(),
             not_before: now,
         });
     }
-    Ok(queued)
+    Ok((queued, notifications))
 }

@@ -11,11 +11,14 @@ use tokio::sync::{mpsc, watch};
 use crate::AlarmMetrics;
 use crate::control::{Control, handle_control};
 use crate::effects::Effect;
+use crate::windows::{RESOLVE_EVERY, TASK_POLL, WindowShell};
 
 /// Runs the engine until the event senders are gone or `stop` turns true. Threshold alarm
 /// records and notifications go to `effects`; when that queue is full, the engine waits.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn run_engine(
     mut engine: AlarmEngine,
+    mut windows: WindowShell,
     store: Store,
     mut events: mpsc::Receiver<Vec<DeviceEvent>>,
     mut control: mpsc::Receiver<Control>,
@@ -25,6 +28,16 @@ pub(crate) async fn run_engine(
 ) {
     let mut actions = Vec::new();
     let mut control_open = true;
+    let mut task_poll = tokio::time::interval(TASK_POLL);
+    let mut resolve = tokio::time::interval(RESOLVE_EVERY);
+    task_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    resolve.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Both were just done by the start.
+    task_poll.reset();
+    resolve.reset();
+    let mut saved = None;
+    let mut save_tick = tokio::time::interval(crate::durable::SAVE_EVERY);
+    save_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         // Records of device-reported and offline alarms are written by the shards with the
         // events; the engine's own are only the derived threshold alarms. A manual clear is
@@ -36,14 +49,19 @@ pub(crate) async fn run_engine(
         });
         tokio::select! {
             biased;
-            _ = stopped(&mut stop) => break,
+            _ = stopped(&mut stop) => {
+                crate::durable::save_if_changed(&store, &engine, &mut saved).await;
+                break;
+            }
             c = control.recv(), if control_open => match c {
                 Some(c) => {
                     keep_records = !matches!(c, Control::Cleared { .. });
-                    handle_control(&mut engine, &store, c).await;
+                    handle_control(&mut engine, &mut windows, &store, c).await;
                 }
                 None => control_open = false,
             },
+            // Before the events, so that a steady stream of them does not starve it.
+            _ = save_tick.tick() => crate::durable::save_if_changed(&store, &engine, &mut saved).await,
             batch = events.recv() => match batch {
                 Some(batch) => {
                     metrics.events.inc_by(batch.len() as u64);
@@ -56,10 +74,23 @@ pub(crate) async fn run_engine(
                         engine.handle_event(event);
                     }
                 }
-                None => break,
+                None => {
+                    crate::durable::save_if_changed(&store, &engine, &mut saved).await;
+                    break;
+                }
             },
             _ = tokio::time::sleep(sleep.unwrap_or(Duration::MAX)), if sleep.is_some() => {
                 engine.handle_timeout(UnixMillis::now());
+            }
+            _ = task_poll.tick() => {
+                if let Err(error) = windows.poll_tasks(&store, &mut engine).await {
+                    tracing::error!(message = "Cannot check the tasks of maintenance windows.", %error);
+                }
+            }
+            _ = resolve.tick() => {
+                if let Err(error) = windows.resolve_again(&store, &mut engine).await {
+                    tracing::error!(message = "Cannot resolve the sites and groups of maintenance windows.", %error);
+                }
             }
         }
         engine.drain_actions(&mut actions);
@@ -75,6 +106,9 @@ pub(crate) async fn run_engine(
                     Effect::Record(change)
                 }
                 Action::Notify(n) => Effect::Notify(n, decided),
+                Action::Maintenance { device_id, enterprise_id, code, activation, at, window, step } => {
+                    Effect::Mark(windows.mark(device_id, enterprise_id, code, activation, at, window, step))
+                }
                 Action::Record(_) | Action::Lifecycle { .. } => continue,
             };
             if effects.send(effect).await.is_err() {

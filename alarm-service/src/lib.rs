@@ -13,10 +13,16 @@
 //!   derived threshold alarm records (401/402, the only records the shards do not write) and
 //!   queues notifications in the durable outbox as the mailer's payloads (`payload.rs`), which the
 //!   mailer's outbox worker renders and sends.
-//! - At start the service loads every enterprise's strategies and takes over the alarms the
+//! - Maintenance windows (`windows.rs`): loaded at start and when the API changes them, with
+//!   their sites and groups resolved to devices; the tasks they are tied to are watched for a
+//!   running run; the marks they leave on alarms ("suppressed by window X") are stored by the
+//!   effects task.
+//! - At start the service loads every enterprise's effective strategies (its own and those its
+//!   channels hand down, `inherited.rs`) and takes over the alarms the
 //!   store has as active (`load.rs`, [`AlarmEngine::restore_alarm`]); notification items the
 //!   outbox already has (queued before a restart) are left out by their idempotency keys, so
-//!   nothing is sent twice and nothing queued is forgotten.
+//!   nothing is sent twice and nothing queued is forgotten. Open threshold windows and planned
+//!   resolutions are saved while it runs and restored after the active alarms (`durable.rs`).
 //!
 //! *Architecture invariant*: the engine's decisions are all in `fleetpulse-alarm-engine`; this
 //! crate only feeds it, keeps its clock, and carries out its actions.
@@ -27,13 +33,17 @@ use fleetpulse_store::{Store, StoreError};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+mod audit;
 mod control;
+mod durable;
 mod effects;
 mod engine_task;
+pub mod inherited;
 mod load;
 mod metrics;
 mod names;
 mod payload;
+mod windows;
 
 pub use control::{AlarmHandle, Control};
 pub use load::engine_strategy;
@@ -72,11 +82,15 @@ impl AlarmService {
     ) -> Result<AlarmService, StoreError> {
         let mut engine = AlarmEngine::new();
         load::load_strategies(&store, &mut engine).await?;
+        let mut windows = windows::WindowShell::default();
+        windows.load_all(&store, &mut engine).await?;
         load::restore_active_alarms(&store, &mut engine, &metrics).await?;
+        durable::restore(&store, &mut engine).await?;
         let (control_tx, control_rx) = mpsc::channel(CONTROL_QUEUE);
         let (effect_tx, effect_rx) = mpsc::channel(EFFECT_QUEUE);
         let engine_task = tokio::spawn(engine_task::run_engine(
             engine,
+            windows,
             store.clone(),
             events,
             control_rx,

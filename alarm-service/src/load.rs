@@ -1,5 +1,5 @@
-//! What the engine reads from the store: every enterprise's strategies at start (and one
-//! enterprise's again when the API says they changed), and the alarms it takes over at start.
+//! What the engine reads from the store: every enterprise's effective strategies at start (and
+//! one enterprise's again when the API says they changed), and the alarms it takes over at start.
 
 use fleetpulse_alarm_engine::{
     AlarmEngine, AlarmStrategy, Metric, NotifySettings, Receiver, RestoredAlarm, ThresholdRule,
@@ -66,8 +66,11 @@ pub(crate) async fn reload(
     engine: &mut AlarmEngine,
     enterprise: EnterpriseId,
 ) -> Result<(), StoreError> {
-    let strategies: Vec<AlarmStrategy> =
-        store.entities.list_strategies(enterprise).await?.iter().map(engine_strategy).collect();
+    // Its own strategies and those its channels hand down, as far as its choices go.
+    let strategies: Vec<AlarmStrategy> = crate::inherited::effective_strategies(store, enterprise)
+        .await?
+        .map(|effective| effective.applied())
+        .unwrap_or_default();
     if let Err(error) = engine.set_strategies(enterprise, strategies) {
         tracing::error!(message = "Alarm strategies refused; the previous ones stay.", %enterprise, %error);
     }

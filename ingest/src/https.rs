@@ -10,6 +10,8 @@
 //! dropped and covered by the ack. A request that fails (4xx, 5xx, a lost connection) acked
 //! nothing new; the client resends the same frames with the same seqs.
 //!
+//! Commands for the device ride on a 200's answer ([`crate::https_commands`]).
+//!
 //! | status | when |
 //! | --- | --- |
 //! | 200 | frames durable; the body says up to which seq, and which were rejected |
@@ -49,7 +51,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
 
 use crate::Context;
 use crate::admission::{Admitted, authenticate_hello, decode_error, protocol_error, register, sequence};
-use crate::https_json::{JsonError, JsonFrame, JsonRejected, JsonRequest, JsonResponse};
+use crate::https_commands::{RESEND_HEADER, pickup};
+use crate::https_json::{JsonCommand, JsonError, JsonFrame, JsonRejected, JsonRequest, JsonResponse};
 use crate::metrics::{ReasonLabel, ScopeLabel};
 use crate::session::Close;
 use crate::shard::{Frame, ShardCmd};
@@ -210,6 +213,9 @@ enum Form {
     Json,
 }
 
+/// Longest a relay's long poll (`/ingest/v1/relay/wakes`) waits for a woken device.
+pub const RELAY_WAKES_WAIT: Duration = Duration::from_secs(25);
+
 /// A request's outcome before it is rendered in its form.
 #[derive(Debug)]
 struct Outcome {
@@ -218,6 +224,8 @@ struct Outcome {
     protocol_version: u16,
     ack: u64,
     rejected: Vec<(u64, String)>,
+    /// Commands claimed for the device (protocol version 2).
+    commands: Vec<fleetpulse_proto::wire::Command>,
 }
 
 /// A refused request.
@@ -245,8 +253,10 @@ impl From<Close> for Refusal {
 impl HttpsIngest {
     async fn answer(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
         let form = match req.uri().path() {
-            "/ingest/v1/frames" => Form::Frames,
-            "/ingest/v1/messages" => Form::Json,
+            "/ingest/v1/frames" => Some(Form::Frames),
+            "/ingest/v1/messages" => Some(Form::Json),
+            // A relay's long poll for its woken devices.
+            "/ingest/v1/relay/wakes" => None,
             _ => return self.plain(StatusCode::NOT_FOUND, "not_found", "no such path"),
         };
         if req.method() != Method::POST {
@@ -265,11 +275,21 @@ impl HttpsIngest {
                 }
             },
         };
+        let Some(form) = form else {
+            return match relay {
+                Some(enterprise) => self.relay_wakes(enterprise, req.uri().query()).await,
+                None => {
+                    self.ctx.metrics.auth_failures.inc();
+                    self.refuse(Close::new(close_code::BAD_CREDENTIAL, "a relay credential is required").into())
+                }
+            };
+        };
+        let resend = req.headers().contains_key(RESEND_HEADER);
         let result = match self.read_body(req).await {
             // The body's share of the budget is held until the answer is ready.
             Ok((body, _permit)) => match form {
-                Form::Frames => self.frames(&body, relay).await,
-                Form::Json => self.json(&body, credential, relay).await,
+                Form::Frames => self.frames(&body, relay, resend).await,
+                Form::Json => self.json(&body, credential, relay, resend).await,
             },
             Err(refusal) => Err(refusal),
         };
@@ -316,7 +336,7 @@ impl HttpsIngest {
     }
 
     /// The binary form: `Hello`, then `Data` frames, length-prefixed as on the QUIC stream.
-    async fn frames(&self, body: &[u8], relay: Option<EnterpriseId>) -> Result<Outcome, Refusal> {
+    async fn frames(&self, body: &[u8], relay: Option<EnterpriseId>, resend: bool) -> Result<Outcome, Refusal> {
         let ctx = &self.ctx;
         let mut decoder = FrameDecoder::new(ctx.config.max_frame_len);
         decoder.push(body);
@@ -342,7 +362,7 @@ impl HttpsIngest {
                 .into());
             }
         };
-        self.session(hello, uplinks.collect(), relay).await
+        self.session(hello, uplinks.collect(), relay, resend).await
     }
 
     /// The JSON form; the credential is the `Authorization: Bearer` token.
@@ -351,6 +371,7 @@ impl HttpsIngest {
         body: &[u8],
         credential: Option<String>,
         relay: Option<EnterpriseId>,
+        resend: bool,
     ) -> Result<Outcome, Refusal> {
         let Some(credential) = credential else {
             self.ctx.metrics.auth_failures.inc();
@@ -360,7 +381,7 @@ impl HttpsIngest {
             protocol_error(&self.ctx, "malformed_frame", close_code::MALFORMED_FRAME, format!("invalid JSON: {e}"))
         })?;
         let hello = request.device.into_hello(credential);
-        self.session(hello, request.frames.into_iter().map(JsonFrame::into_uplink).collect(), relay).await
+        self.session(hello, request.frames.into_iter().map(JsonFrame::into_uplink).collect(), relay, resend).await
     }
 
     /// One request's session: admission, the frames to the shard, the durable answer.
@@ -369,6 +390,7 @@ impl HttpsIngest {
         hello: fleetpulse_proto::wire::Hello,
         uplinks: Vec<Uplink>,
         relay: Option<EnterpriseId>,
+        resend: bool,
     ) -> Result<Outcome, Refusal> {
         let ctx = &self.ctx;
         let (hello, enterprise) = authenticate_hello(ctx, hello).await?;
@@ -474,7 +496,35 @@ impl HttpsIngest {
         .await;
         let _ = shard.send(ShardCmd::Disconnected { device, connection: session }).await;
         let (ack, rejected) = result?;
-        Ok(Outcome { device, last_seq: committed, protocol_version: hello.protocol_version, ack, rejected })
+        // After the frames: a command answer among them is recorded before anything is claimed.
+        let commands = pickup(ctx, device, hello.protocol_version, resend).await;
+        Ok(Outcome { device, last_seq: committed, protocol_version: hello.protocol_version, ack, rejected, commands })
+    }
+
+    /// A relay's long poll: the devices of its enterprise woken (commands queued) after
+    /// `?after=N`, waiting up to [`RELAY_WAKES_WAIT`] for one; `{"next": n, "devices": [ids]}`.
+    /// The relay makes those of its devices exchange, and the answers carry their commands.
+    async fn relay_wakes(&self, enterprise: EnterpriseId, query: Option<&str>) -> Response<Full<Bytes>> {
+        let after = query
+            .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("after=")))
+            .and_then(|v| v.parse::<u64>().ok());
+        let woken = self.ctx.command_signal.woken();
+        let (devices, next) = match after {
+            // The first poll learns where the log stands.
+            None => (Vec::new(), woken.since(u64::MAX).1),
+            Some(after) => woken.wait_since(after, RELAY_WAKES_WAIT).await,
+        };
+        let mut mine = Vec::new();
+        for device in devices {
+            // Only the relay's own enterprise's devices: a relay learns nothing of others.
+            if let Ok(Some(d)) = self.ctx.devices.device(device).await
+                && d.enterprise_id == enterprise
+            {
+                mine.push(device.0);
+            }
+        }
+        self.ctx.metrics.https_requests.get_or_create(&ReasonLabel { reason: "ok" }).inc();
+        json_response(StatusCode::OK, &serde_json::json!({ "next": next, "devices": mine }))
     }
 
     fn refuse(&self, refusal: Refusal) -> Response<Full<Bytes>> {
@@ -541,6 +591,7 @@ fn render(form: Form, outcome: Outcome) -> Response<Full<Bytes>> {
                 last_seq: outcome.last_seq,
                 ack: outcome.ack,
                 rejected: outcome.rejected.into_iter().map(|(seq, reason)| JsonRejected { seq, reason }).collect(),
+                commands: outcome.commands.into_iter().map(JsonCommand::from).collect(),
             };
             json_response(StatusCode::OK, &body)
         }
@@ -559,6 +610,7 @@ fn render(form: Form, outcome: Outcome) -> Response<Full<Bytes>> {
             if outcome.ack > 0 {
                 frames.push(Downlink::Ack(Ack { seq: outcome.ack }));
             }
+            frames.extend(outcome.commands.into_iter().map(Downlink::Command));
             for frame in &frames {
                 if let Err(error) = encoder.encode(frame, &mut out) {
                     // Our own frames are bounded below the frame limit; never expected.

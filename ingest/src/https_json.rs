@@ -129,6 +129,27 @@ pub(crate) struct JsonResponse {
     pub ack: u64,
     /// Frames whose content was refused (they count as acknowledged).
     pub rejected: Vec<JsonRejected>,
+    /// Commands for the device (protocol version 2), to answer with `command_result` frames.
+    pub commands: Vec<JsonCommand>,
+}
+
+/// A command for the device, as the `Command` frame carries it.
+#[derive(Debug, Serialize)]
+pub(crate) struct JsonCommand {
+    pub command_id: u64,
+    pub kind: String,
+    /// The arguments (a JSON object or `null`).
+    pub args: serde_json::Value,
+    /// Not to be started after this (server clock, milliseconds since the Unix epoch).
+    pub deadline_ms: i64,
+}
+
+impl From<wire::Command> for JsonCommand {
+    fn from(c: wire::Command) -> JsonCommand {
+        // The store holds arguments validated as JSON; anything else is passed on as text.
+        let args = serde_json::from_str(&c.args_json).unwrap_or(serde_json::Value::String(c.args_json));
+        JsonCommand { command_id: c.command_id, kind: c.kind, args, deadline_ms: c.deadline_ms }
+    }
 }
 
 /// A refused frame.

@@ -26,6 +26,7 @@ pub mod closer;
 mod commands;
 pub mod downlink;
 pub mod https;
+pub mod https_commands;
 mod https_json;
 pub mod live;
 pub mod metrics;

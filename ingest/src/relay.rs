@@ -17,6 +17,9 @@
 //! device's stream (QUIC flow control slows it), so one flooding device cannot starve the others.
 //! A malformed frame closes that device's session only.
 //!
+//! Commands for a device ride on the server's answer to its next exchange; a long poll
+//! ([`follow_wakes`]) learns which devices have new ones, and those exchange at once.
+//!
 //! Each device is authenticated by the server with its own credential (its `Hello` goes upstream
 //! unchanged); the relay authenticates itself with its own credential, which the server grants
 //! one enterprise (`[[ingest.relays]]`): a device of another enterprise is refused per device.
@@ -27,12 +30,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use dashmap::DashMap;
 use fleetpulse_proto::wire::{Downlink, Uplink};
 use fleetpulse_proto::{FrameDecoder, FrameEncoder, close_code};
 use quinn::{RecvStream, SendStream, VarInt};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 
 use crate::relay_upstream::{Failure, Upstream};
@@ -106,6 +110,8 @@ struct Shared {
     config: RelayConfig,
     upstream: Upstream,
     devices: Arc<Semaphore>,
+    /// The connected devices by the id the server gave them: what wakes their forwarder.
+    by_id: DashMap<u64, Arc<Notify>>,
 }
 
 /// A running relay.
@@ -114,6 +120,7 @@ pub struct Relay {
     endpoint: quinn::Endpoint,
     local_addr: SocketAddr,
     accept: JoinHandle<()>,
+    wakes: JoinHandle<()>,
 }
 
 impl Relay {
@@ -140,11 +147,16 @@ impl Relay {
         let endpoint =
             quinn::Endpoint::new(keys.endpoint_config(), Some(server_config), socket, Arc::new(quinn::TokioRuntime))?;
         let local_addr = endpoint.local_addr()?;
-        let shared =
-            Arc::new(Shared { devices: Arc::new(Semaphore::new(config.max_devices.max(1))), config, upstream });
+        let shared = Arc::new(Shared {
+            devices: Arc::new(Semaphore::new(config.max_devices.max(1))),
+            config,
+            upstream,
+            by_id: DashMap::new(),
+        });
+        let wakes = tokio::spawn(follow_wakes(shared.clone()));
         let accept = tokio::spawn(accept_loop(endpoint.clone(), shared));
         tracing::info!(message = "Relay listening.", addr = %local_addr);
-        Ok(Relay { endpoint, local_addr, accept })
+        Ok(Relay { endpoint, local_addr, accept, wakes })
     }
 
     /// The bound UDP address.
@@ -156,8 +168,31 @@ impl Relay {
     /// nothing they were not acknowledged is lost).
     pub async fn shutdown(self, grace: Duration) {
         self.accept.abort();
+        self.wakes.abort();
         self.endpoint.close(VarInt::from_u32(close_code::SHUTTING_DOWN), b"relay shutting down");
         let _ = tokio::time::timeout(grace, self.endpoint.wait_idle()).await;
+    }
+}
+
+/// Follows the server's log of woken devices (long polls) and wakes the forwarders of the
+/// devices connected here, which then exchange with no frames: the answer carries the commands.
+async fn follow_wakes(shared: Arc<Shared>) {
+    let mut after = None;
+    loop {
+        match shared.upstream.wakes(after).await {
+            Ok((next, devices)) => {
+                after = Some(next);
+                for id in devices {
+                    if let Some(wake) = shared.by_id.get(&id) {
+                        wake.notify_one();
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::debug!(message = "Polling the upstream for woken devices failed; retrying.", %error);
+                tokio::time::sleep(crate::relay_upstream::RETRY_AFTER).await;
+            }
+        }
     }
 }
 
@@ -208,7 +243,8 @@ async fn next_uplink(recv: &mut RecvStream, decoder: &mut FrameDecoder) -> Resul
     }
 }
 
-/// Writes the server's answer frames to the device (a `Welcome` only when `welcome`).
+/// Writes the server's answer frames to the device: its `Welcome` only when `welcome` (the
+/// answer to the device's connect), and the `Rejected`, `Ack` and `Command` frames always.
 async fn write_answer(
     send: &mut SendStream,
     encoder: &mut FrameEncoder,
@@ -217,7 +253,7 @@ async fn write_answer(
 ) -> Result<(), Close> {
     let mut out = BytesMut::new();
     for frame in answer {
-        if matches!(frame, Downlink::Welcome(_)) != welcome {
+        if matches!(frame, Downlink::Welcome(_)) && !welcome {
             continue;
         }
         encoder.encode(frame, &mut out).map_err(|e| Close::new(close_code::SERVER_ERROR, e.to_string()))?;
@@ -228,14 +264,22 @@ async fn write_answer(
     Ok(())
 }
 
-/// One exchange, retried (with the same frames) until the server answers or refuses.
-async fn exchange(shared: &Shared, hello: &Uplink, frames: &[Uplink]) -> Result<Vec<Downlink>, Close> {
+/// One exchange, retried (with the same frames, marked as a resend so that commands in a lost
+/// answer come again) until the server answers or refuses. `resend` marks the first attempt too
+/// (a device's connect: what it never accepted comes again).
+async fn exchange(
+    shared: &Shared,
+    hello: &Uplink,
+    frames: &[Uplink],
+    mut resend: bool,
+) -> Result<Vec<Downlink>, Close> {
     loop {
-        match shared.upstream.exchange(hello, frames).await {
+        match shared.upstream.exchange(hello, frames, resend).await {
             Ok(answer) => return Ok(answer),
             Err(Failure::Retry(wait)) => tokio::time::sleep(wait).await,
             Err(Failure::Close(close)) => return Err(close),
         }
+        resend = true;
     }
 }
 
@@ -255,9 +299,31 @@ async fn device_session(conn: &quinn::Connection, shared: &Shared) -> Result<(),
     };
     // The server admits the device (its own credential) and tells its mark.
     let mut encoder = FrameEncoder::default();
-    let welcome = exchange(shared, &hello, &[]).await?;
+    let welcome = exchange(shared, &hello, &[], true).await?;
     write_answer(&mut send, &mut encoder, &welcome, true).await?;
+    let Some(device_id) =
+        welcome.iter().find_map(|d| if let Downlink::Welcome(w) = d { Some(w.device_id) } else { None })
+    else {
+        return Err(Close::new(close_code::SERVER_ERROR, "the server's answer had no Welcome"));
+    };
+    let wake = Arc::new(Notify::new());
+    shared.by_id.insert(device_id, wake.clone());
+    let result = forward(shared, &hello, &wake, send, recv, decoder, encoder).await;
+    shared.by_id.remove_if(&device_id, |_, current| Arc::ptr_eq(current, &wake));
+    result
+}
 
+/// After `Welcome`: the reader queues the device's frames, the forwarder exchanges them (or
+/// nothing, when woken for commands) and writes the answers back.
+async fn forward(
+    shared: &Shared,
+    hello: &Uplink,
+    wake: &Notify,
+    mut send: SendStream,
+    mut recv: RecvStream,
+    mut decoder: FrameDecoder,
+    mut encoder: FrameEncoder,
+) -> Result<(), Close> {
     let (tx, mut rx) = mpsc::channel::<Uplink>(shared.config.device_queue.max(1));
     let reader = async move {
         loop {
@@ -274,18 +340,27 @@ async fn device_session(conn: &quinn::Connection, shared: &Shared) -> Result<(),
         }
     };
     let forwarder = async {
-        let mut frames = Vec::with_capacity(FRAMES_PER_EXCHANGE);
-        while let Some(first) = rx.recv().await {
-            frames.push(first);
+        // Allocated per exchange, not kept: room for 128 frames held by every idle device costs
+        // 128 × size_of::<Uplink>() per device for nothing.
+        let mut frames = Vec::new();
+        loop {
+            tokio::select! {
+                first = rx.recv() => match first {
+                    Some(first) => frames.push(first),
+                    None => break,
+                },
+                // Commands are waiting: an exchange without frames fetches them.
+                () = wake.notified() => {}
+            }
             while frames.len() < FRAMES_PER_EXCHANGE {
                 match rx.try_recv() {
                     Ok(frame) => frames.push(frame),
                     Err(_) => break,
                 }
             }
-            let answer = exchange(shared, &hello, &frames).await?;
+            let answer = exchange(shared, hello, &frames, false).await?;
             write_answer(&mut send, &mut encoder, &answer, false).await?;
-            frames.clear();
+            frames = Vec::new();
         }
         Ok::<(), Close>(())
     };

@@ -102,9 +102,14 @@ impl Upstream {
         Ok(sender)
     }
 
-    /// Sends the device's `hello` and `frames`; the server's answer frames (`Welcome`, any
-    /// `Rejected`, the `Ack`).
-    pub(crate) async fn exchange(&self, hello: &Uplink, frames: &[Uplink]) -> Result<Vec<Downlink>, Failure> {
+    /// Sends the device's `hello` and `frames` (`resend`: sent before, the answer was lost); the
+    /// server's answer frames (`Welcome`, any `Rejected`, the `Ack`, any `Command`s).
+    pub(crate) async fn exchange(
+        &self,
+        hello: &Uplink,
+        frames: &[Uplink],
+        resend: bool,
+    ) -> Result<Vec<Downlink>, Failure> {
         let mut encoder = FrameEncoder::default();
         let mut body = BytesMut::new();
         for frame in std::iter::once(hello).chain(frames) {
@@ -116,7 +121,11 @@ impl Upstream {
             tracing::warn!(message = "Upstream unreachable; retrying.", %error);
             Failure::Retry(RETRY_AFTER)
         })?;
-        let request = hyper::Request::post(&self.uri)
+        let mut request = hyper::Request::post(&self.uri);
+        if resend {
+            request = request.header(crate::https_commands::RESEND_HEADER, HeaderValue::from_static("1"));
+        }
+        let request = request
             .header(crate::https::RELAY_HEADER, self.credential.clone())
             .header(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"))
             // The server reserves memory for a body by its length (the limit without one).
@@ -153,6 +162,48 @@ impl Upstream {
             429 => Err(Failure::Retry(retry_after.map_or(RETRY_AFTER, Duration::from_secs))),
             500..=599 => Err(Failure::Retry(retry_after.map_or(RETRY_AFTER, Duration::from_secs))),
             _ => Err(Failure::Close(refusal(&bytes))),
+        }
+    }
+
+    /// The relay's long poll: devices of its enterprise with new commands, woken after `after`
+    /// (`None`: only where the server's log stands); `(next, device ids)`.
+    pub(crate) async fn wakes(&self, after: Option<u64>) -> Result<(u64, Vec<u64>), String> {
+        #[derive(serde::Deserialize)]
+        struct Wakes {
+            next: u64,
+            devices: Vec<u64>,
+        }
+        let mut sender = self.sender().await?;
+        let uri = match after {
+            Some(n) => format!("https://{}/ingest/v1/relay/wakes?after={n}", self.addr),
+            None => format!("https://{}/ingest/v1/relay/wakes", self.addr),
+        };
+        let request = hyper::Request::post(uri)
+            .header(crate::https::RELAY_HEADER, self.credential.clone())
+            .header(header::CONTENT_LENGTH, HeaderValue::from(0))
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| e.to_string())?;
+        let poll = async {
+            sender.ready().await.map_err(|e| e.to_string())?;
+            let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
+            let status = response.status();
+            let bytes = response.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+            if !status.is_success() {
+                return Err(format!("status {status}"));
+            }
+            serde_json::from_slice::<Wakes>(&bytes).map_err(|e| e.to_string())
+        };
+        let wait = crate::https::RELAY_WAKES_WAIT + Duration::from_secs(10);
+        match tokio::time::timeout(wait, poll).await {
+            Ok(Ok(w)) => Ok((w.next, w.devices)),
+            Ok(Err(error)) => {
+                self.forget_if_closed(&sender).await;
+                Err(error)
+            }
+            Err(_) => {
+                self.forget_if_closed(&sender).await;
+                Err("timed out".into())
+            }
         }
     }
 

@@ -41,9 +41,10 @@ pub struct LoadConfig {
     pub heartbeat_interval_s: u32,
     /// Frames generated per schedule tick and written per flush (`rate_per_device` counts frames).
     pub burst: u32,
-    /// Part of the sending phase in which devices connect but send nothing: every device's
-    /// schedule starts at the end of it (or at its connection, if later), so that connection
-    /// set-up and device registration stay out of the measured latency. Counts in `duration`.
+    /// Part of the sending phase in which devices connect and heartbeat but send no data: every
+    /// device's data starts at the end of it (or at its connection, if later), so that connection
+    /// set-up and device registration stay out of the measured latency; its heartbeats start at
+    /// its connection. Counts in `duration`.
     pub warmup: Duration,
     /// New device connections per second (token-bucket pacing), 0 = unlimited.
     pub connect_rate: u32,
@@ -79,6 +80,12 @@ pub struct LoadConfig {
     pub sink: bool,
     /// How the devices reach the server.
     pub transport: Transport,
+    /// With [`Transport::Relayed`]: the relay credential (`[[ingest.relays]]`) the simulated
+    /// relays present.
+    pub relay_credential: Option<String>,
+    /// With [`Transport::Relayed`]: how many simulated relays (one HTTP/2 connection each) carry
+    /// the devices, device `i` on relay `i % relays`.
+    pub relays: u32,
 }
 
 /// How the simulated devices reach the server.
@@ -90,6 +97,13 @@ pub enum Transport {
     /// HTTPS ingest (ING-10) at this address: `POST /ingest/v1/frames`, one keep-alive
     /// connection per device (see `https_mode`).
     Https(SocketAddr),
+    /// HTTPS ingest at this address as relays reach it (ING-9): `relays` simulated relays, one
+    /// HTTP/2 connection each with the relay credential, carry every device's exchanges (its own
+    /// `Hello` and frames) as streams; each device is admitted when it "connects" (paced by
+    /// `connect_rate`) and then exchanges only when it has frames, as behind `fleetpulse relay`.
+    /// What the server sees is what real relays send, without a QUIC connection per device on
+    /// this machine (see `https_mode`).
+    Relayed(SocketAddr),
 }
 
 /// Most bytes of a fake file (`--file-bytes`).
@@ -154,6 +168,8 @@ impl Default for LoadConfig {
             warmup: Duration::ZERO,
             sink: false,
             transport: Transport::Quic,
+            relay_credential: None,
+            relays: 1,
         }
     }
 }
@@ -192,6 +208,10 @@ impl LoadConfig {
         }
         ensure!((0.0..=1.0).contains(&self.command_failure_rate), "the command failure rate must be within 0..=1");
         ensure!(self.file_bytes <= MAX_FILE_BYTES, "a fake file is at most {MAX_FILE_BYTES} bytes");
+        if matches!(self.transport, Transport::Relayed(_)) {
+            ensure!(self.relay_credential.is_some(), "relayed devices need a relay credential");
+            ensure!((1..=1024).contains(&self.relays), "between 1 and 1,024 simulated relays");
+        }
         if let Some(mode) = &self.command_mode {
             fleetpulse_proto::commands::validate_command(&mode.kind, &mode.args)
                 .with_context(|| format!("the command mode's command {}", mode.kind))?;

@@ -20,7 +20,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -155,7 +155,7 @@ pub async fn run(cfg: LoadConfig) -> anyhow::Result<Report> {
 /// Runs the load test until `stop` resolves or `cfg.duration` passes, whichever is first; then
 /// drains, closes, verifies and reports. Writes the report to `cfg.report` if set.
 pub async fn run_until(cfg: LoadConfig, stop: impl Future<Output = ()> + Send) -> anyhow::Result<Report> {
-    if let crate::config::Transport::Https(addr) = cfg.transport {
+    if let crate::config::Transport::Https(addr) | crate::config::Transport::Relayed(addr) = cfg.transport {
         return crate::https_mode::run(cfg, addr, stop).await;
     }
     cfg.validate()?;
@@ -264,6 +264,14 @@ pub async fn run_until(cfg: LoadConfig, stop: impl Future<Output = ()> + Send) -
     if cfg.progress {
         progress.spawn(crate::stats::progress(fleet.counters.clone(), fleet.run_start));
     }
+    let acked_at_data_start = Arc::new(AtomicU64::new(0));
+    progress.spawn({
+        let (fleet, at) = (fleet.clone(), acked_at_data_start.clone());
+        async move {
+            tokio::time::sleep_until(fleet.instant_at(fleet.data_start_us)).await;
+            at.store(fleet.counters.acked.get(), Ordering::Relaxed);
+        }
+    });
 
     // Sending phase: connect devices at the configured pace until the duration ends (and the
     // command mode is done) or `stop`.
@@ -283,7 +291,8 @@ pub async fn run_until(cfg: LoadConfig, stop: impl Future<Output = ()> + Send) -
         () = stop => {}
     }
     let gen_end_us = fleet.now_us();
-    let acked_while_sending = fleet.counters.acked.get();
+    // Heartbeats acknowledged during the warm-up are not part of the sending phase's rate.
+    let acked_while_sending = fleet.counters.acked.get().saturating_sub(acked_at_data_start.load(Ordering::Relaxed));
     phase_tx.send_replace(Phase::Draining { gen_end_us });
 
     // Draining phase: wait for every device to have its frames acknowledged.
@@ -556,7 +565,8 @@ async fn device_task(
                 }
                 if dev.schedule.is_none() {
                     let start_us = now_us.max(fleet.data_start_us);
-                    dev.schedule = Some(Schedule::new(fleet.schedule, start_us, &mut rand::rng()));
+                    let schedule = Schedule::new(fleet.schedule, start_us, &mut rand::rng());
+                    dev.schedule = Some(schedule.with_heartbeats_from(now_us));
                 }
                 fleet.counters.connected.incr();
                 fleet.slots.set(index, device_id);

@@ -4,6 +4,13 @@
 //! device takes them, through the same [`DeviceSession`] state machine. Verification is the same
 //! end-to-end loss check as QUIC runs (missing and duplicated against the stored sequences).
 //!
+//! With `--transport relayed` the same devices reach HTTPS ingest as `fleetpulse relay` carries
+//! them (ING-9): `--relays` simulated relays, one HTTP/2 connection each with the relay
+//! credential, carry every device's exchanges as streams. A device "connects" (an exchange with
+//! its `Hello` alone, as a relay sends when a device connects to it; paced by `--connect-rate`)
+//! and then exchanges only when it has frames. The server cannot tell it from real relays; this
+//! machine is spared a QUIC connection per device, so a million relayed devices fit.
+//!
 //! A request that fails (a status other than 200, a lost connection) acknowledges nothing: the
 //! device reconnects and resends every pending frame with its seq; the server drops the ones it
 //! already holds.
@@ -17,13 +24,14 @@ use bytes::{Bytes, BytesMut};
 use fleetpulse_proto::wire::{DataFrame, Downlink, Uplink};
 use fleetpulse_proto::{DeviceId, EnterpriseId, FrameDecoder, FrameEncoder, UnixMillis};
 use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::{http1::SendRequest, http2};
+use hyper::header::{self, HeaderValue};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use rand::{Rng, SeedableRng};
 use tokio::task::JoinSet;
 
 use crate::api::ApiClient;
-use crate::config::{LoadConfig, MessageKind};
+use crate::config::{LoadConfig, MessageKind, Transport};
 use crate::device::DeviceSession;
 use crate::identity::MacPlan;
 use crate::messages::DeviceProfile;
@@ -84,8 +92,75 @@ impl HttpsIngestClient {
     }
 }
 
+/// The header a relay presents its credential in (the server's `RELAY_HEADER`).
+const RELAY_HEADER: &str = "x-fleetpulse-relay";
+
+/// One simulated relay: an HTTP/2 connection to HTTPS ingest, reconnected when it drops.
+#[derive(Default)]
+struct RelayLink {
+    sender: tokio::sync::Mutex<Option<http2::SendRequest<Full<Bytes>>>>,
+}
+
+impl RelayLink {
+    /// The connection's sender, connecting if there is none (or it closed).
+    async fn sender(&self, shared: &Shared) -> anyhow::Result<http2::SendRequest<Full<Bytes>>> {
+        let mut slot = self.sender.lock().await;
+        if let Some(sender) = slot.as_ref()
+            && !sender.is_closed()
+        {
+            return Ok(sender.clone());
+        }
+        let tcp = tokio::net::TcpStream::connect(shared.addr)
+            .await
+            .with_context(|| format!("connecting to {}", shared.addr))?;
+        tcp.set_nodelay(true).ok();
+        let name = rustls::pki_types::ServerName::try_from(shared.cfg.server_name.clone()).context("server name")?;
+        let stream =
+            tokio_rustls::TlsConnector::from(shared.tls.clone()).connect(name, tcp).await.context("TLS handshake")?;
+        let (sender, connection) =
+            http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await.context("HTTP/2 handshake")?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "a relay's HTTP/2 connection ended");
+            }
+        });
+        *slot = Some(sender.clone());
+        Ok(sender)
+    }
+
+    /// Posts a device's exchange (`Hello` and frames) with the relay credential.
+    async fn post(&self, shared: &Shared, body: Bytes) -> anyhow::Result<(u16, Bytes)> {
+        let mut sender = self.sender(shared).await?;
+        let credential = shared.relay_credential.clone().context("no relay credential")?;
+        let request = hyper::Request::post(format!("https://{}/ingest/v1/frames", shared.addr))
+            .header(RELAY_HEADER, credential)
+            .header(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"))
+            .header(header::CONTENT_LENGTH, HeaderValue::from(body.len()))
+            .body(Full::new(body))
+            .context("building the request")?;
+        let answer = async {
+            sender.ready().await.context("connection closed")?;
+            let response = sender.send_request(request).await.context("sending the request")?;
+            let status = response.status().as_u16();
+            let body = response.into_body().collect().await.context("reading the answer")?.to_bytes();
+            Ok::<_, anyhow::Error>((status, body))
+        }
+        .await;
+        if answer.is_err() && sender.is_closed() {
+            let mut slot = self.sender.lock().await;
+            if slot.as_ref().is_some_and(http2::SendRequest::is_closed) {
+                *slot = None;
+            }
+        }
+        answer
+    }
+}
+
 /// What the fleet shares.
 struct Shared {
+    /// The simulated relays (`--transport relayed`), empty otherwise.
+    relays: Vec<RelayLink>,
+    relay_credential: Option<HeaderValue>,
     cfg: LoadConfig,
     addr: SocketAddr,
     tls: Arc<rustls::ClientConfig>,
@@ -112,11 +187,17 @@ pub async fn run(
     stop: impl std::future::Future<Output = ()> + Send,
 ) -> anyhow::Result<Report> {
     cfg.validate()?;
+    let relayed = matches!(cfg.transport, Transport::Relayed(_));
     let tls = {
         let mut tls = (*crate::download::client_config(&cfg.ca_cert)?).clone();
-        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        tls.alpn_protocols = vec![if relayed { b"h2".to_vec() } else { b"http/1.1".to_vec() }];
         Arc::new(tls)
     };
+    let relay_credential = match (&cfg.relay_credential, relayed) {
+        (Some(c), true) => Some(HeaderValue::from_str(c).context("the relay credential")?),
+        _ => None,
+    };
+    let relays = if relayed { (0..cfg.relays).map(|_| RelayLink::default()).collect() } else { Vec::new() };
     let api = ApiClient::login(&cfg.api, &cfg.admin_email, &cfg.admin_password).await?;
     let (enterprise, credential) = match &cfg.credential {
         Some((id, credential)) => (EnterpriseId(*id), credential.clone()),
@@ -130,6 +211,8 @@ pub async fn run(
         (MacPlan::random(&mut rng), rng.random())
     };
     let shared = Arc::new(Shared {
+        relays,
+        relay_credential,
         addr,
         tls,
         credential,
@@ -231,11 +314,21 @@ async fn device_task(
     } else {
         Duration::from_secs(u64::from(cfg.heartbeat_interval_s))
     };
+    // Behind a (simulated) relay a device connects first: its `Hello` alone, at its turn.
+    let relay = (!shared.relays.is_empty()).then(|| index as usize % shared.relays.len());
+    let mut need_hello = relay.is_some();
+    if relay.is_some() && cfg.connect_rate > 0 {
+        let turn = Duration::from_secs_f64(f64::from(index) / f64::from(cfg.connect_rate));
+        tokio::select! {
+            () = tokio::time::sleep(turn) => {}
+            _ = stop.wait_for(|s| *s) => need_hello = false,
+        }
+    }
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period.mul_f64(rng.random::<f64>()), period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut drain_deadline = None;
     loop {
-        if drain_deadline.is_none() {
+        if drain_deadline.is_none() && !need_hello {
             tokio::select! {
                 _ = tick.tick() => {
                     let now = shared.now_us();
@@ -252,18 +345,18 @@ async fn device_task(
             }
         }
         if let Some(deadline) = drain_deadline
-            && (session.is_idle() || Instant::now() >= deadline)
+            && ((session.is_idle() && !need_hello) || Instant::now() >= deadline)
         {
             break;
         }
-        if session.is_idle() {
+        if session.is_idle() && !need_hello {
             continue;
         }
         if failures > 0 {
             let backoff = Duration::from_millis(100 << failures.min(4));
             tokio::time::sleep(backoff).await;
         }
-        if client.is_none() {
+        if client.is_none() && relay.is_none() {
             match HttpsIngestClient::connect(shared.addr, &cfg.server_name, shared.tls.clone()).await {
                 Ok(c) => {
                     shared.counters.established.incr();
@@ -301,11 +394,17 @@ async fn device_task(
             }
             n += 1;
         }
-        let Some(c) = client.as_mut() else { continue };
-        let answer = c.post("/ingest/v1/frames", "application/octet-stream", None, body.freeze()).await;
+        let answer = match (relay, client.as_mut()) {
+            (Some(r), _) => shared.relays[r].post(&shared, body.freeze()).await,
+            (None, Some(c)) => c.post("/ingest/v1/frames", "application/octet-stream", None, body.freeze()).await,
+            (None, None) => continue,
+        };
         match answer {
             Ok((200, bytes)) => {
                 failures = 0;
+                if std::mem::take(&mut need_hello) {
+                    shared.counters.established.incr();
+                }
                 match apply_answer(&shared, &mut session, &bytes) {
                     Ok((id, acked_to)) => {
                         device_id = Some(id);
@@ -323,7 +422,7 @@ async fn device_task(
                 shared.counters.reconnects.incr();
                 session.handle_disconnect();
                 failures += 1;
-                if status == 401 {
+                if status == 401 || status == 403 {
                     shared.counters.rejected_connections.incr();
                     break;
                 }

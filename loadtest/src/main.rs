@@ -26,13 +26,21 @@ struct Args {
     /// QUIC address of the ingest server.
     #[arg(long, default_value = "127.0.0.1:4433")]
     quic_addr: SocketAddr,
-    /// How devices reach the server: `quic` (one connection per device) or `https` (HTTPS
-    /// ingest at --https-addr, one keep-alive connection per device).
-    #[arg(long, default_value = "quic", value_parser = ["quic", "https"])]
+    /// How devices reach the server: `quic` (one connection per device), `https` (HTTPS
+    /// ingest at --https-addr, one keep-alive connection per device) or `relayed` (HTTPS ingest
+    /// at --https-addr as `fleetpulse relay` reaches it: --relays HTTP/2 connections with
+    /// --relay-credential carry all devices).
+    #[arg(long, default_value = "quic", value_parser = ["quic", "https", "relayed"])]
     transport: String,
-    /// TCP address of HTTPS ingest (`[ingest] https_listen`), for --transport https.
-    #[arg(long, required_if_eq("transport", "https"))]
+    /// TCP address of HTTPS ingest (`[ingest] https_listen`), for --transport https or relayed.
+    #[arg(long, required_if_eq_any([("transport", "https"), ("transport", "relayed")]))]
     https_addr: Option<SocketAddr>,
+    /// For --transport relayed: the relay credential (`[[ingest.relays]]`).
+    #[arg(long, env = "FLEETPULSE_RELAY_CREDENTIAL", hide_env_values = true, required_if_eq("transport", "relayed"))]
+    relay_credential: Option<String>,
+    /// For --transport relayed: simulated relays (one HTTP/2 connection each).
+    #[arg(long, default_value_t = 1)]
+    relays: u32,
     /// TLS server name to verify the server certificate against.
     #[arg(long, default_value = "localhost")]
     server_name: String,
@@ -70,8 +78,8 @@ struct Args {
     /// Frames per schedule tick, written together (the rate counts frames).
     #[arg(long, default_value_t = 1)]
     burst: u32,
-    /// Start of every device's schedule after the run start (devices connect meanwhile); part of
-    /// the duration.
+    /// Start of every device's data after the run start (devices connect and heartbeat meanwhile);
+    /// part of the duration.
     #[arg(long, default_value = "0s", value_parser = parse_duration)]
     warmup: Duration,
     /// New connections per second while connecting the fleet; 0 = unlimited.
@@ -157,10 +165,13 @@ impl Args {
         });
         let transport = match (self.transport.as_str(), self.https_addr) {
             ("https", Some(addr)) => Transport::Https(addr),
+            ("relayed", Some(addr)) => Transport::Relayed(addr),
             _ => Transport::Quic,
         };
         LoadConfig {
             transport,
+            relay_credential: self.relay_credential,
+            relays: self.relays,
             quic_addr: self.quic_addr,
             server_name: self.server_name,
             api: self.api,

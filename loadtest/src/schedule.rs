@@ -127,6 +127,19 @@ impl Schedule {
         }
     }
 
+    /// Moves the first heartbeat back by whole intervals to the earliest time at or after
+    /// `from_us`: a device heartbeats from its connect, as a real one does, while its data waits
+    /// for the run's warm-up to end. (Without heartbeats, a device connected early in a long
+    /// warm-up sent nothing, hit the 60 s idle timeout and hand-shook again in the middle of the
+    /// ramp.)
+    pub fn with_heartbeats_from(mut self, from_us: u64) -> Self {
+        let interval = self.heartbeat_interval_us;
+        if interval > 0 && self.next_heartbeat_us != u64::MAX && from_us < self.next_heartbeat_us {
+            self.next_heartbeat_us -= (self.next_heartbeat_us - from_us) / interval * interval;
+        }
+        self
+    }
+
     fn next_data_us(&self) -> u64 {
         event_us(self.data_base_us, self.tick_interval_us, self.data_generated / u64::from(self.burst))
     }
@@ -192,6 +205,24 @@ pub fn kind_of(due: Due, mix: &MessageMix, tokens: DeviceTokens, rng: &mut impl 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn heartbeats_start_at_the_connect_and_keep_their_phase_while_data_waits_for_the_warm_up() {
+        // Data and heartbeats from 100 s (the end of the warm-up), first heartbeat 7 s after it.
+        let s = Schedule::with_phases(params(1.0, 1, 30), 100_000_000, 500_000, 7_000_000, 0)
+            .with_heartbeats_from(20_000_000);
+        assert_eq!(s.next_due_us(), 47_000_000, "the first heartbeat after the connect, on the same grid");
+        let mut s = s;
+        let due: Vec<_> = std::iter::from_fn(|| s.pop_due(100_600_000)).collect();
+        let heartbeats: Vec<u64> = due.iter().filter(|d| d.slot == Slot::Heartbeat).map(|d| d.intended_us).collect();
+        assert_eq!(heartbeats, vec![47_000_000, 77_000_000]);
+        let data: Vec<u64> = due.iter().filter(|d| d.slot == Slot::Data).map(|d| d.intended_us).collect();
+        assert_eq!(data, vec![100_500_000], "no data before the warm-up ends");
+        // A connect after the first heartbeat changes nothing.
+        let late =
+            Schedule::with_phases(params(1.0, 1, 30), 100_000_000, 0, 7_000_000, 0).with_heartbeats_from(150_000_000);
+        assert_eq!(late.next_heartbeat_us, 107_000_000);
+    }
 
     fn params(rate: f64, burst: u32, heartbeat_s: u64) -> ScheduleParams {
         ScheduleParams {

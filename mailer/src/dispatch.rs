@@ -19,6 +19,10 @@
 //!   recorder had not committed yet (at most [`OUTCOME_QUEUE`] sends and those in flight), each
 //!   once more, with the same `Message-ID`.
 //!
+//! - **Audit** (issue 18): what the sends noted (sent with the relay's reply and `Message-ID`,
+//!   retried, given up) is written after each commit of the recorder, deferrals also when nothing
+//!   goes out; an entry may be written just before its own outcome's commit, never lost to it.
+//!
 //! `FLEETPULSE_OUTBOX_MODE` (only to measure these steps against each other in one binary,
 //! `docs/PERFORMANCE.md`): `passes` runs the worker as before issue 20's second round (one store
 //! read per pass, outcomes committed before the next pass), `recorder` keeps the dispatcher and
@@ -73,6 +77,7 @@ pub(crate) async fn run(worker: &OutboxWorker, stop: watch::Receiver<bool>) {
     let (outcomes, to_record) = mpsc::channel(OUTCOME_QUEUE);
     let handoff = mode == Mode::Handoff;
     tokio::join!(dispatch(worker, outcomes, stop.clone(), handoff), record(worker, to_record, stop));
+    worker.flush_audit().await;
 }
 
 /// The worker as it was before: a pass reads the store, sends, commits the outcomes, and only
@@ -160,6 +165,11 @@ async fn dispatch(
                 }
             }
             worker.count(stats);
+            // Deferrals with nothing going out: no commit of the recorder's follows to write
+            // their audit entries.
+            if stats.deferred > 0 && ready.is_empty() && in_flight.is_empty() {
+                worker.flush_audit().await;
+            }
         }
         while in_flight.len() < concurrency {
             let Some((receiver, messages)) = ready.pop_front() else { break };
@@ -223,6 +233,8 @@ async fn record(
             };
             backoff = (backoff * 2).min(RECORD_BACKOFF_MAX);
         }
+        // The audit entries of these sends, written once their outcomes are (best effort).
+        worker.flush_audit().await;
     }
 }
 

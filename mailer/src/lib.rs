@@ -13,6 +13,7 @@
 //! only uses the idempotency key's hex form (the `Message-ID`).
 
 pub mod account_email;
+mod audit;
 mod config;
 mod dispatch;
 mod handoff;

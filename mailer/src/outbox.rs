@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fleetpulse_proto::UnixMillis;
-use fleetpulse_store::{NewOutboxMessage, OutboxAttempt, OutboxMessage, OutboxState, OutboxStore};
+use fleetpulse_store::{AuditEvent, NewOutboxMessage, OutboxAttempt, OutboxMessage, OutboxState, OutboxStore};
 use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
 use governor::clock::DefaultClock;
@@ -28,6 +28,7 @@ use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLim
 use tokio::sync::Notify;
 
 use crate::account_email::{AccountEmailPayload, StoredPayload, render_account};
+use crate::audit::MessageAudit;
 use crate::handoff::OutboxHandoff;
 use crate::payload::OutboxPayload;
 use crate::{MailError, Mailer, OutboxError, OutboxMetrics, RenderContext, render};
@@ -190,6 +191,8 @@ pub struct OutboxWorker {
     /// Account emails settled in this pass, with their payloads without secrets: stored once
     /// their outcome is recorded.
     redactions: Mutex<Vec<(u64, String)>>,
+    /// What became of each message, for the notification audit.
+    audit: MessageAudit,
     per_receiver: DefaultKeyedRateLimiter<String>,
     global: DefaultDirectRateLimiter,
 }
@@ -207,6 +210,7 @@ impl OutboxWorker {
             unrecorded: Mutex::new(Vec::new()),
             claimed: Mutex::new(HashSet::new()),
             redactions: Mutex::new(Vec::new()),
+            audit: MessageAudit::default(),
             per_receiver: RateLimiter::keyed(Quota::per_minute(config.per_receiver_per_minute)),
             global: RateLimiter::direct(Quota::per_second(config.global_per_second)),
             outbox,
@@ -218,6 +222,12 @@ impl OutboxWorker {
     /// Counts what the worker does in `metrics` (registered by the caller).
     pub fn with_metrics(mut self, metrics: OutboxMetrics) -> OutboxWorker {
         self.metrics = metrics;
+        self
+    }
+
+    /// Writes what becomes of each message into the notification audit (issue 18).
+    pub fn with_audit(mut self, audit: Arc<dyn fleetpulse_store::NotificationAuditStore>) -> OutboxWorker {
+        self.audit = MessageAudit::new(audit);
         self
     }
 
@@ -280,6 +290,7 @@ impl OutboxWorker {
             }
         }
         self.record(outcomes).await?;
+        self.audit.flush().await;
         Ok(stats)
     }
 
@@ -323,6 +334,7 @@ impl OutboxWorker {
         digests: bool,
         stats: &mut PassStats,
     ) -> (Vec<(String, Vec<OutboxMessage>)>, bool) {
+        let now = UnixMillis::now();
         let mut emails: Vec<(String, Vec<OutboxMessage>)> = Vec::new();
         let mut needs_store_pass = false;
         for (receiver, messages) in by_receiver(due) {
@@ -332,6 +344,7 @@ impl OutboxWorker {
             };
             if is_blocked {
                 stats.deferred += u32::try_from(messages.len()).unwrap_or(u32::MAX);
+                self.audit.note(&messages, now, AuditEvent::Deferred, "the receiver's rate limit: the next digest");
                 continue;
             }
             let n = u32::try_from(messages.len()).ok().and_then(NonZeroU32::new);
@@ -340,6 +353,7 @@ impl OutboxWorker {
                 for m in messages {
                     if self.global.check().is_err() {
                         stats.deferred += 1;
+                        self.audit.note([&m], now, AuditEvent::Deferred, "the global rate limit: a later pass");
                         continue;
                     }
                     emails.push((receiver.clone(), vec![m]));
@@ -364,6 +378,7 @@ impl OutboxWorker {
                 }
             }
             stats.deferred += u32::try_from(messages.len()).unwrap_or(u32::MAX);
+            self.audit.note(&messages, now, AuditEvent::Deferred, "the receiver's rate limit: the next digest");
         }
         let picked_up = UnixMillis::now();
         let mut claimed = self.claimed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -472,16 +487,53 @@ impl OutboxWorker {
         if readable.is_empty() {
             return (stats, outcomes);
         }
-        let result = match render(receiver, &payloads, &self.render) {
-            Ok(message) => self.send_email(message, &readable).await,
-            Err(e) => Err(MailError::Permanent(format!("cannot render: {e}"))),
+        let (result, sent) = match render(receiver, &payloads, &self.render) {
+            Ok(message) => {
+                let id = message.headers().get_raw("Message-ID").map(str::to_owned);
+                let (result, reply) = self.send_email_replied(message, &readable).await;
+                (result, format!("{}; Message-ID {}", reply.unwrap_or_default(), id.unwrap_or_default()))
+            }
+            Err(e) => (Err(MailError::Permanent(format!("cannot render: {e}"))), String::new()),
         };
+        self.audit_outcome(now, &result, &readable, &sent);
         self.settle(now, receiver, result, readable, &mut stats, &mut outcomes);
         (stats, outcomes)
     }
 
+    /// Notes what the attempt did to alarm `messages` in the audit (before the outcome is
+    /// settled: the attempt count is the one before it).
+    fn audit_outcome(&self, now: UnixMillis, result: &Result<(), MailError>, messages: &[OutboxMessage], sent: &str) {
+        let attempts = messages.iter().map(|m| m.attempts).max().unwrap_or(0);
+        let digest = if messages.len() > 1 {
+            format!(" (one digest of {} notifications)", messages.len())
+        } else {
+            String::new()
+        };
+        match result {
+            Ok(()) => self.audit.note(messages, now, AuditEvent::Sent, &format!("accepted: {sent}{digest}")),
+            Err(MailError::Transient(e)) if attempts + 1 < self.config.max_attempts => {
+                self.audit.note(messages, now, AuditEvent::Retried, &format!("attempt {}: {e}", attempts + 1));
+            }
+            Err(e) => self.audit.note(messages, now, AuditEvent::Failed, &format!("attempt {}: {e}", attempts + 1)),
+        }
+    }
+
+    /// Writes the audit entries noted so far (after the outcomes they describe were recorded).
+    pub(crate) async fn flush_audit(&self) {
+        self.audit.flush().await;
+    }
+
     /// Sends one email carrying `messages`, observing the SMTP stages.
     async fn send_email(&self, message: lettre::Message, messages: &[OutboxMessage]) -> Result<(), MailError> {
+        self.send_email_replied(message, messages).await.0
+    }
+
+    /// [`OutboxWorker::send_email`], with the relay's reply when it accepted the email.
+    async fn send_email_replied(
+        &self,
+        message: lettre::Message,
+        messages: &[OutboxMessage],
+    ) -> (Result<(), MailError>, Option<String>) {
         let (result, timings) = self.mailer.send_timed(message).await;
         let m = &self.metrics;
         m.smtp_checkout_seconds.observe(timings.checkout.as_secs_f64());
@@ -495,7 +547,7 @@ impl OutboxWorker {
                 m.queued_to_accepted_seconds.observe(seconds_between(msg.created_at, accepted));
             }
         }
-        result
+        (result, timings.reply)
     }
 
     /// Records the outcome of sending `messages` as one email: sent, retried later with backoff

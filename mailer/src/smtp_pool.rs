@@ -58,7 +58,7 @@ pub(crate) struct Relay {
 }
 
 /// How long the two SMTP stages of one send took.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct SendTimings {
     /// Waiting for a connection: a pooled one, or a new one connected (greeting, EHLO, TLS, AUTH).
     pub checkout: Duration,
@@ -66,6 +66,8 @@ pub struct SendTimings {
     pub reused: bool,
     /// `MAIL FROM` until the relay accepted the data (`250` after the final `.`).
     pub data: Duration,
+    /// The relay's reply to the data when it accepted them (code and first line).
+    pub reply: Option<String>,
 }
 
 /// A bounded pool of connections to one relay.
@@ -130,10 +132,11 @@ impl SmtpPool {
         }
         timings.data = sending.elapsed();
         match result {
-            Ok(()) => {
+            Ok(reply) => {
                 if !conn.has_broken() {
                     self.put_idle(conn);
                 }
+                timings.reply = Some(reply);
                 (Ok(()), timings)
             }
             Err(Failure::TimedOut) => (Err(MailError::Transient("the SMTP relay timed out".into())), timings),
@@ -142,9 +145,17 @@ impl SmtpPool {
     }
 
     /// One send on `conn`, bounded by the timeout.
-    async fn send_on(&self, conn: &mut AsyncSmtpConnection, envelope: &Envelope, bytes: &[u8]) -> Result<(), Failure> {
+    async fn send_on(
+        &self,
+        conn: &mut AsyncSmtpConnection,
+        envelope: &Envelope,
+        bytes: &[u8],
+    ) -> Result<String, Failure> {
         match tokio::time::timeout(self.relay.timeout, conn.send(envelope, bytes)).await {
-            Ok(Ok(_)) => Ok(()),
+            Ok(Ok(response)) => {
+                let line = response.message().next().unwrap_or_default();
+                Ok(format!("{} {line}", response.code()))
+            }
             Ok(Err(e)) => Err(Failure::Smtp(e)),
             Err(_) => Err(Failure::TimedOut),
         }

@@ -114,6 +114,14 @@ id_type!(
     /// An order placed for an enterprise (ORD-1; assigned by the store, never reused).
     OrderId
 );
+id_type!(
+    /// A maintenance window of an enterprise (issue 18; assigned by the store, never reused).
+    WindowId
+);
+id_type!(
+    /// An entry of an enterprise's RPS device list (DEV-1: a device's provisioning server).
+    RpsDeviceId
+);
 
 /// Milliseconds since the Unix epoch, UTC.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]

@@ -23,7 +23,7 @@ pub use alarm_types::{ALARM_TYPES, AlarmType, AlarmTypeCode, Severity};
 pub use codec::{DecodeError, FrameDecoder, FrameEncoder, MAX_FRAME_LEN};
 pub use ids::{
     AccountId, ChannelId, CommandId, DeviceId, EnterpriseId, FileId, FirmwareId, GroupId, MAX_ID, Mac, MacError,
-    OrderId, ProfileId, SiteId, StrategyId, TaskId, UnixMillis, deserialize_id, parse_id,
+    OrderId, ProfileId, RpsDeviceId, SiteId, StrategyId, TaskId, UnixMillis, WindowId, deserialize_id, parse_id,
 };
 
 /// ALPN protocol identifier spoken by devices and the ingest tier.

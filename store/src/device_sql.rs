@@ -85,9 +85,21 @@ fn ids<T>(list: &[T], id: impl Fn(&T) -> u64) -> Vec<i64> {
 
 /// Appends ` AND <term>` for every filter of the query.
 fn push_filters(b: &mut Built, q: &DeviceQuery) {
-    if let Some(e) = &q.enterprises {
-        b.push(" AND d.enterprise_id IN ");
-        b.bind(Arg::Ids(ids(e, |e| e.0)));
+    match q.enterprises.as_deref() {
+        // One enterprise (an enterprise admin's list, an export) is bound with `=`: a list
+        // bound as a set hides from the planner that the rows come from one enterprise, so it
+        // sorted all of that enterprise's devices for every page instead of walking the index
+        // (enterprise_id, created_at, id) from the cursor (110 pages of 1,000: 11 s against
+        // 0.5 s).
+        Some([one]) => {
+            b.push(" AND d.enterprise_id = ");
+            b.bind(Arg::Int(i64::try_from(one.0).unwrap_or(-1)));
+        }
+        Some(e) => {
+            b.push(" AND d.enterprise_id IN ");
+            b.bind(Arg::Ids(ids(e, |e| e.0)));
+        }
+        None => {}
     }
     if let Some(c) = &q.channels {
         b.push(" AND d.enterprise_id IN (SELECT id FROM enterprises WHERE channel_id IN ");
@@ -316,7 +328,7 @@ mod tests {
     #[test]
     fn placeholders_follow_the_dialect_and_values_are_bound() {
         let q = DeviceQuery {
-            enterprises: Some(vec![EnterpriseId(3)]),
+            enterprises: Some(vec![EnterpriseId(3), EnterpriseId(4)]),
             q: Some("50%_".into()),
             sort: DeviceSortColumn::Name,
             descending: true,
@@ -336,6 +348,16 @@ mod tests {
         assert!(!pg.sql.contains("50%"), "values are never spliced");
         assert!(pg.sql.contains("d.search LIKE $2"), "{}", pg.sql);
         assert_eq!(pg.args[1], Arg::Text("%50\\%\\_%".into()), "wildcards escaped, then wrapped");
+    }
+
+    #[test]
+    fn one_enterprise_is_bound_with_equals_so_its_index_gives_the_order() {
+        let q = DeviceQuery { enterprises: Some(vec![EnterpriseId(3)]), ..DeviceQuery::default() };
+        let lite = page_sql(&q, None, 10, Dialect::Sqlite);
+        assert!(lite.sql.contains("d.enterprise_id = ?") && !lite.sql.contains("json_each"), "{}", lite.sql);
+        assert_eq!(lite.args[0], Arg::Int(3));
+        let pg = page_sql(&q, None, 10, Dialect::Postgres);
+        assert!(pg.sql.contains("d.enterprise_id = $1") && !pg.sql.contains("bigint[]"), "{}", pg.sql);
     }
 
     #[test]

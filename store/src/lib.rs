@@ -5,7 +5,9 @@
 //!   in its own module with its rows: [`AccountStore`] (accounts, sessions, TOTP, lockout),
 //!   [`AccountSecurityStore`] (settings, password resets, login codes), [`TenantStore`]
 //!   (channels, enterprises), [`DeviceStore`] (devices, snapshots, lists), [`StrategyStore`]
-//!   (alarm strategies), [`OutboxStore`] (the notification outbox), [`OperationLogStore`] and
+//!   (alarm strategies), [`InheritedStrategyStore`] (channels' strategies and enterprises'
+//!   choices about them), [`EngineStateStore`] (the alarm engine's saved windows and
+//!   resolutions), [`OutboxStore`] (the notification outbox), [`OperationLogStore`] and
 //!   [`CommandStore`] (the durable per-device command queue), [`FileStore`] (files devices
 //!   upload, with their content), [`TaskStore`] (scheduled tasks, their runs and per-device
 //!   results), [`InventoryStore`] (devices added, edited, moved, deleted and imported) and
@@ -15,6 +17,8 @@
 //!   [`GroupStore`] (device groups, ordered memberships, default groups).
 //!   [`OrderStore`] (orders, statements, device allowances).
 //!   [`LicenceStore`] (each device's licence status, ORD-3).
+//!   [`WindowStore`] (maintenance windows and the marks they leave on alarms, issue 18).
+//!   [`NotificationAuditStore`] (what became of every alarm's notifications, and their retention).
 //! - [`EventStore`] (`events.rs`): append-only event streams (status events, resource reports,
 //!   alarm events), the aggregated alarm records, and the per-device delivery marks used to drop
 //!   duplicates.
@@ -27,11 +31,13 @@
 mod account_security;
 mod accounts;
 mod alarm_lifecycle;
+mod audit;
 pub mod clickhouse;
 mod commands;
 mod device_sql;
 mod devices;
 pub mod embedded;
+mod engine_state;
 mod events;
 mod files;
 mod firmware;
@@ -44,18 +50,24 @@ mod orders;
 mod outbox;
 pub mod postgres;
 mod profiles;
+mod rps;
 pub mod scaleout;
 mod sites;
 pub mod spool;
 mod strategies;
+mod strategy_inheritance;
 mod tasks;
+mod tenant_admin;
 mod tenants;
+mod windows;
 
 pub use account_security::*;
 pub use accounts::*;
 pub use alarm_lifecycle::{AlarmLifecycle, Unchanged};
+pub use audit::*;
 pub use commands::*;
 pub use devices::*;
+pub use engine_state::*;
 pub use events::*;
 pub use files::*;
 pub use firmware::*;
@@ -67,10 +79,14 @@ pub use oplog::*;
 pub use orders::*;
 pub use outbox::*;
 pub use profiles::*;
+pub use rps::*;
 pub use sites::*;
 pub use strategies::*;
+pub use strategy_inheritance::*;
 pub use tasks::*;
+pub use tenant_admin::*;
 pub use tenants::*;
+pub use windows::*;
 
 use fleetpulse_proto::{DeviceId, EnterpriseId};
 use std::sync::Arc;
@@ -135,6 +151,8 @@ pub trait EntityStore:
     + TenantStore
     + DeviceStore
     + StrategyStore
+    + InheritedStrategyStore
+    + EngineStateStore
     + OutboxStore
     + OperationLogStore
     + CommandStore
@@ -147,6 +165,10 @@ pub trait EntityStore:
     + GroupStore
     + OrderStore
     + LicenceStore
+    + WindowStore
+    + NotificationAuditStore
+    + TenantAdminStore
+    + RpsStore
 {
 }
 
@@ -156,6 +178,8 @@ impl<T> EntityStore for T where
         + TenantStore
         + DeviceStore
         + StrategyStore
+        + InheritedStrategyStore
+        + EngineStateStore
         + OutboxStore
         + OperationLogStore
         + CommandStore
@@ -168,6 +192,10 @@ impl<T> EntityStore for T where
         + GroupStore
         + OrderStore
         + LicenceStore
+        + WindowStore
+        + NotificationAuditStore
+        + TenantAdminStore
+        + RpsStore
 {
 }
 
@@ -189,6 +217,8 @@ opaque_debug!(
     TenantStore,
     DeviceStore,
     StrategyStore,
+    InheritedStrategyStore,
+    EngineStateStore,
     OutboxStore,
     OperationLogStore,
     CommandStore,
@@ -201,6 +231,10 @@ opaque_debug!(
     GroupStore,
     OrderStore,
     LicenceStore,
+    WindowStore,
+    NotificationAuditStore,
+    TenantAdminStore,
+    RpsStore,
     EntityStore,
     EventStore
 );

@@ -222,13 +222,16 @@ pub enum TemperatureUnit {
 }
 
 /// What the guides list for an enterprise besides its name (TEN-1). Every field has a default, so
-/// a request may give only some.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+/// a request may give only some: device management on (as the guides' form has it), RPS off,
+/// the rest empty.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct EnterpriseProfile {
-    /// The enterprise may manage its devices.
+    /// The enterprise may manage its devices: with it off, nothing is sent to its devices
+    /// (commands, tasks, firmware upgrades, provisioning); they still report.
     pub device_management: bool,
-    /// The enterprise may use RPS (redirection and provisioning service).
+    /// The enterprise may use RPS (redirection and provisioning service): its RPS device list
+    /// and the redirect lookups of its devices.
     pub rps: bool,
     /// Email of the master administrator.
     pub master_admin_email: String,
@@ -244,6 +247,22 @@ pub struct EnterpriseProfile {
     pub contact: String,
     /// Contact phone.
     pub phone: String,
+}
+
+impl Default for EnterpriseProfile {
+    fn default() -> Self {
+        EnterpriseProfile {
+            device_management: true,
+            rps: false,
+            master_admin_email: String::new(),
+            register_email: String::new(),
+            country: String::new(),
+            time_zone: String::new(),
+            temperature_unit: TemperatureUnit::default(),
+            contact: String::new(),
+            phone: String::new(),
+        }
+    }
 }
 
 impl EnterpriseProfile {

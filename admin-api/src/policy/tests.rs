@@ -34,7 +34,9 @@ fn tree() -> TenantTree {
     t.subtrees.insert(A1, vec![A1, A11]);
     t.subtrees.insert(A11, vec![A11]);
     t.subtrees.insert(B, vec![B]);
-    let e = |id, channel, authorization| Some(EnterpriseNode { id, channel: Some(channel), authorization });
+    let e = |id, channel, authorization| {
+        Some(EnterpriseNode { id, channel: Some(channel), authorization, permissions: Default::default() })
+    };
     t.enterprises.insert(EA, e(EA, A, ChannelAuthorization::Accepted));
     t.enterprises.insert(EA1, e(EA1, A1, ChannelAuthorization::Pending));
     t.enterprises.insert(EB, e(EB, B, ChannelAuthorization::Accepted));
@@ -431,5 +433,53 @@ fn channels_sell_down_their_tree_and_enterprises_buy_nothing_themselves() {
         (ActingInEa, Target::Sell(EA), Err(Forbidden)),
     ] {
         check(who, target, expected);
+    }
+}
+
+#[test]
+fn enterprise_permissions_gate_device_actions_and_the_rps_list() {
+    use fleetpulse_store::TenantRef;
+    // EA without device management and with RPS; EA1 and EB as granted by default (devices
+    // managed, no RPS).
+    let mut t = tree();
+    let off = EnterprisePermissions { device_management: false, rps: true };
+    t.enterprises.insert(EA, Some(EnterpriseNode { permissions: off, ..t.enterprises[&EA].expect("EA") }));
+    let disabled = |what| Err(Refusal::PermissionDisabled(what));
+    for (who, target, expected) in [
+        (Platform, Target::ManageDevices(EA), disabled("device management")),
+        (EnterpriseA, Target::ManageDevices(EA), disabled("device management")),
+        (ActingInEa, Target::ManageDevices(EA), disabled("device management")),
+        (ChannelA, Target::ManageDevices(EA), Err(ActingRequired)),
+        (ChannelA, Target::ManageDevices(EB), Err(NotFound("enterprise"))),
+        (Platform, Target::ManageDevices(EB), Ok(())),
+        (Platform, Target::Rps(EA), Ok(())),
+        (ChannelA, Target::Rps(EA), Ok(()) /* no acting needed */),
+        (EnterpriseA, Target::Rps(EA), Ok(())),
+        (ChannelA, Target::Rps(EA1), disabled("RPS")),
+        (ChannelA, Target::Rps(EB), Err(NotFound("enterprise"))),
+        (NarrowedToEa1, Target::Rps(EA), Err(NotFound("enterprise"))),
+        (Platform, Target::FreezeTenant(TenantRef::Channel(A)), Ok(())),
+        (ChannelA, Target::FreezeTenant(TenantRef::Channel(A1)), Ok(())),
+        (
+            ChannelA,
+            Target::FreezeTenant(TenantRef::Channel(A)),
+            Err(Conflict("an account cannot freeze its own channel")),
+        ),
+        (ChannelA1, Target::FreezeTenant(TenantRef::Channel(A)), Err(NotFound("channel"))),
+        (ChannelA, Target::FreezeTenant(TenantRef::Channel(B)), Err(NotFound("channel"))),
+        (ChannelA, Target::FreezeTenant(TenantRef::Enterprise(EA1)), Ok(())),
+        (ChannelA, Target::FreezeTenant(TenantRef::Enterprise(EB)), Err(NotFound("enterprise"))),
+        (EnterpriseA, Target::FreezeTenant(TenantRef::Enterprise(EA)), Err(Forbidden)),
+        (EnterpriseA, Target::FreezeTenant(TenantRef::Channel(A)), Err(Forbidden)),
+        (Platform, Target::MoveEnterprise { id: EB, to: Some(A) }, Ok(())),
+        (Platform, Target::MoveEnterprise { id: EB, to: None }, Ok(())),
+        (ChannelA, Target::MoveEnterprise { id: EA1, to: Some(A) }, Ok(())),
+        (ChannelA, Target::MoveEnterprise { id: EA, to: Some(B) }, Err(NotFound("channel"))),
+        (ChannelA, Target::MoveEnterprise { id: EB, to: Some(A) }, Err(NotFound("enterprise"))),
+        (ChannelA, Target::MoveEnterprise { id: EA, to: None }, Err(Invalid("channel_id is required"))),
+        (ChannelA1, Target::MoveEnterprise { id: EA1, to: Some(A) }, Err(NotFound("channel")) /* up is out */),
+        (EnterpriseA, Target::MoveEnterprise { id: EA, to: Some(A) }, Err(Forbidden)),
+    ] {
+        assert_eq!(decide(&caller(who), &target, &t), expected, "{who:?} {target:?}");
     }
 }

@@ -252,7 +252,7 @@ async fn issue(
         Some(d) if auth.can_see(&ctx, d.enterprise_id).await? => d,
         _ => return Err(ApiError::NotFound("device")),
     };
-    auth.require_act(&ctx, device.enterprise_id).await?;
+    auth.require_device_management(&ctx, device.enterprise_id).await?;
     let now = ctx.clock.now();
     let (args, deadline) = checked(&req.kind, &req.args, req.deadline_s, now)?;
     let new = NewCommand {
@@ -424,11 +424,12 @@ async fn bulk(
         }
         _ => return Err(ApiError::invalid("give exactly one of device_ids and filter")),
     };
-    // Which enterprises the caller may change things inside.
-    let mut acts: HashMap<EnterpriseId, bool> = HashMap::new();
+    // Which enterprises the caller may send things to the devices of (acting inside them, and
+    // their device-management permission on).
+    let mut acts: HashMap<EnterpriseId, crate::policy::Decision> = HashMap::new();
     for e in chosen.iter().filter_map(|(_, e)| *e) {
         if let std::collections::hash_map::Entry::Vacant(slot) = acts.entry(e) {
-            slot.insert(auth.allows(&ctx, Target::ChangeInside(e)).await?);
+            slot.insert(auth.ask(&ctx, Target::ManageDevices(e)).await?);
         }
     }
     // Refusals of the API, and the slots of the commands the store answers for.
@@ -438,7 +439,10 @@ async fn bulk(
     for &(device, enterprise) in &chosen {
         match enterprise {
             None => results.push(Err(ApiError::NotFound("device"))),
-            Some(e) if !acts.get(&e).copied().unwrap_or(false) => results.push(Err(ApiError::ActingRequired)),
+            Some(e) if !acts.get(&e).is_some_and(Result::is_ok) => {
+                let refusal = acts.get(&e).and_then(|d| d.clone().err());
+                results.push(Err(refusal.map_or(ApiError::ActingRequired, ApiError::from)));
+            }
             Some(e) => {
                 slots.push(results.len());
                 results.push(Err(ApiError::Internal("not answered by the store".into())));

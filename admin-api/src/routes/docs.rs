@@ -17,8 +17,8 @@ use crate::routes::session::{
     LoginRequest, PasswordChange, SessionView, TotpDisable, TotpEnable, TotpSetup, VerifyRequest,
 };
 use crate::routes::{
-    account, alarm_summary, alarms, commands, dashboard, device_imports, device_labels, devices, enterprises, firmware,
-    inventory, oplog, profiles, sites, strategies, tasks, tenants,
+    account, alarm_summary, alarms, channel_strategies, commands, dashboard, device_imports, device_labels, devices,
+    effective_strategies, enterprises, firmware, inventory, oplog, profiles, sites, strategies, tasks, tenants,
 };
 use crate::state::AppState;
 
@@ -134,9 +134,13 @@ pub(crate) fn operations() -> Vec<Operation> {
         get_("/api/v1/enterprises", TENANTS, "Enterprises the caller sees, searchable")
             .query::<SearchQuery>()
             .answers::<ListPage<Enterprise>>(200),
-        post_("/api/v1/enterprises", TENANTS, "Create an enterprise with its profile and a fresh credential")
-            .body::<enterprises::CreateEnterprise>()
-            .answers::<Enterprise>(201)
+        post_(
+            "/api/v1/enterprises",
+            TENANTS,
+            "Create an enterprise with its profile and a fresh credential; its master administrator (else register) email gets the enterprise admin account, emailed",
+        )
+        .body::<enterprises::CreateEnterprise>()
+        .answers::<enterprises::CreatedEnterprise>(201)
             .may_fail(&[409]),
         get_("/api/v1/enterprises/{id}", TENANTS, "One enterprise").answers::<Enterprise>(200),
         put_("/api/v1/enterprises/{id}", TENANTS, "Edit an enterprise (given fields change)")
@@ -297,6 +301,43 @@ pub(crate) fn operations() -> Vec<Operation> {
         delete_("/api/v1/alarm-strategies/{id}", ALARMS, "Delete an alarm strategy").answers_raw(204, ""),
         post_("/api/v1/alarm-strategies/{id}/enable", ALARMS, "Enable a strategy").answers::<StoredStrategy>(200),
         post_("/api/v1/alarm-strategies/{id}/disable", ALARMS, "Disable a strategy").answers::<StoredStrategy>(200),
+        // Strategies down the tenant tree (issue 18).
+        get_("/api/v1/channels/{id}/alarm-strategies", ALARMS, "The channel's own alarm strategies")
+            .answers::<channel_strategies::ChannelStrategyList>(200),
+        post_(
+            "/api/v1/channels/{id}/alarm-strategies",
+            ALARMS,
+            "Create a channel strategy, handed down to its subtree",
+        )
+        .body::<strategies::StrategyRequest>()
+        .answers::<fleetpulse_store::ChannelStrategy>(201)
+        .may_fail(&[409]),
+        get_("/api/v1/channel-alarm-strategies/{id}", ALARMS, "One channel strategy")
+            .answers::<fleetpulse_store::ChannelStrategy>(200),
+        put_("/api/v1/channel-alarm-strategies/{id}", ALARMS, "Replace a channel strategy's settings and inheritance")
+            .body::<strategies::StrategyRequest>()
+            .answers::<fleetpulse_store::ChannelStrategy>(200),
+        delete_("/api/v1/channel-alarm-strategies/{id}", ALARMS, "Delete a channel strategy").answers_raw(204, ""),
+        get_(
+            "/api/v1/enterprises/{id}/effective-alarm-strategies",
+            ALARMS,
+            "Which strategies apply to the enterprise and where each came from",
+        )
+        .answers::<effective_strategies::EffectiveList>(200),
+        get_(
+            "/api/v1/devices/{id}/effective-alarm-strategies",
+            ALARMS,
+            "Which strategies evaluate the device's alarms",
+        )
+        .answers::<effective_strategies::EffectiveList>(200),
+        put_(
+            "/api/v1/enterprises/{id}/alarm-strategy-choices",
+            ALARMS,
+            "Opt out of, override or inherit again a strategy the enterprise's channels hand down",
+        )
+        .body::<effective_strategies::ChoiceRequest>()
+        .answers::<effective_strategies::EffectiveList>(200)
+        .may_fail(&[409]),
         // Scheduled tasks.
         get_("/api/v1/tasks", TASKS, "Scheduled tasks the caller sees, by id")
             .query::<tasks::TaskListQuery>()
@@ -377,5 +418,9 @@ pub(crate) fn operations() -> Vec<Operation> {
     .chain(profiles::operations())
     .chain(crate::routes::groups::operations())
     .chain(crate::routes::orders::operations())
+    .chain(crate::routes::windows::operations())
+    .chain(crate::routes::alarm_notifications::operations())
+    .chain(crate::routes::tenant_admin::operations())
+    .chain(crate::routes::rps::operations())
     .collect()
 }

@@ -136,9 +136,25 @@ fn enterprise_name(name: &str) -> Result<String, ApiError> {
     text::name("name", name, MAX_NAME_CHARS)
 }
 
+/// A new enterprise with the admin account made for it (TEN-1).
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub(crate) struct CreatedEnterprise {
+    #[serde(flatten)]
+    enterprise: Enterprise,
+    /// The enterprise admin account created for the master administrator email (else the
+    /// register email); absent when the enterprise has neither.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    admin_account: Option<crate::routes::tenants::AccountBody>,
+}
+
 /// `POST /api/v1/enterprises` `{name, channel_id?, device_management?, rps?,
 /// master_admin_email?, register_email?, country?, time_zone?, temperature_unit?, contact?,
-/// phone?}`: 201 with the enterprise and its new credential.
+/// phone?}`: 201 with the enterprise, its new credential and its admin account.
+///
+/// TEN-1: with a master administrator email (else a register email) the enterprise gets its
+/// enterprise admin account, whose details and generated first password are emailed to it
+/// through the outbox (as for accounts created by hand; it changes the password at first login).
+/// An email that already has an account is refused (409) before anything is stored.
 async fn create(
     auth: AuthAdmin,
     State(ctx): State<AppState>,
@@ -150,12 +166,24 @@ async fn create(
     auth.decide(&ctx, Target::NewEnterprise { channel: req.channel_id }).await?;
     let channel_id = req.channel_id.or_else(|| policy::home_channel(&auth.caller));
     let profile = req.profile.apply(&EnterpriseProfile::default())?;
+    let admin_email = crate::account_email::enterprise_admin_email(&profile)?;
+    let entities = &ctx.api.store.entities;
+    if let Some(email) = &admin_email
+        && entities.account_by_email(email).await?.is_some()
+    {
+        return Err(ApiError::Conflict(format!("an account with the email {email} exists already")));
+    }
     let new = NewEnterprise { profile, name, credential: secrets::random_hex::<32>(), channel_id };
-    let enterprise = ctx.api.store.entities.create_enterprise(new).await?;
+    let enterprise = entities.create_enterprise(new).await?;
     tracing::info!(message = "Created an enterprise.", enterprise_id = %enterprise.id, by_account = %auth.account.id);
+    let admin_account = match admin_email {
+        Some(email) => Some(crate::account_email::create_enterprise_admin(&ctx, enterprise.id, email).await?),
+        None => None,
+    };
     let location = HeaderValue::try_from(format!("/api/v1/enterprises/{}", enterprise.id))
         .map_err(|e| ApiError::Internal(format!("location header: {e}")))?;
-    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(enterprise)).into_response())
+    let body = CreatedEnterprise { enterprise, admin_account: admin_account.map(Into::into) };
+    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(body)).into_response())
 }
 
 /// The enterprise, or 404 if it does not exist or is outside the caller's scope.

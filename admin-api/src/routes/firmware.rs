@@ -223,7 +223,7 @@ async fn upgrade(
         Some(d) if auth.can_see(&ctx, d.enterprise_id).await? => d,
         _ => return Err(ApiError::NotFound("device")),
     };
-    auth.require_act(&ctx, device.enterprise_id).await?;
+    auth.require_device_management(&ctx, device.enterprise_id).await?;
     let command =
         crate::firmware::upgrade_device_at(&ctx.api, &device, req.image, auth.caller.account, ctx.clock.now()).await?;
     Ok((StatusCode::CREATED, Json(CommandBody::from(command))))

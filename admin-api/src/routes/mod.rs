@@ -2,8 +2,10 @@
 //! JSON fallback for unknown methods (unknown paths: `console::serve`). Listings share `listing.rs`.
 
 pub(crate) mod account;
+pub(crate) mod alarm_notifications;
 pub(crate) mod alarm_summary;
 pub(crate) mod alarms;
+pub(crate) mod channel_strategies;
 pub(crate) mod commands;
 pub(crate) mod dashboard;
 pub(crate) mod device_export;
@@ -11,6 +13,7 @@ pub(crate) mod device_imports;
 pub(crate) mod device_labels;
 pub(crate) mod devices;
 pub(crate) mod docs;
+pub(crate) mod effective_strategies;
 pub(crate) mod enterprises;
 pub(crate) mod files;
 pub(crate) mod firmware;
@@ -21,12 +24,15 @@ pub(crate) mod oplog;
 pub(crate) mod ops;
 pub(crate) mod orders;
 pub(crate) mod profiles;
+pub(crate) mod rps;
 pub(crate) mod session;
 pub(crate) mod sites;
 pub(crate) mod statements;
 pub(crate) mod strategies;
 pub(crate) mod tasks;
+pub(crate) mod tenant_admin;
 pub(crate) mod tenants;
+pub(crate) mod windows;
 
 use axum::routing::MethodRouter;
 
@@ -49,7 +55,11 @@ pub(crate) fn all() -> Vec<(&'static str, MethodRouter<AppState>)> {
         alarms::routes(),
         alarm_summary::routes(),
         strategies::routes(),
+        channel_strategies::routes(),
+        effective_strategies::routes(),
         tasks::routes(),
+        windows::routes(),
+        alarm_notifications::routes(),
         sites::routes(),
         profiles::routes(),
         groups::routes(),
@@ -57,6 +67,8 @@ pub(crate) fn all() -> Vec<(&'static str, MethodRouter<AppState>)> {
         statements::routes(),
         oplog::routes(),
         tenants::routes(),
+        tenant_admin::routes(),
+        rps::routes(),
         account::routes(),
         docs::routes(),
     ]

@@ -443,7 +443,7 @@ async fn provision(
     Path(id): Path<DeviceId>,
 ) -> Result<(StatusCode, Json<ProvisionOutcome>), ApiError> {
     let device = find_device(&ctx, &auth, id).await?;
-    auth.require_act(&ctx, device.enterprise_id).await?;
+    auth.require_device_management(&ctx, device.enterprise_id).await?;
     let outcome = provisioning::provision(&ctx, &device, auth.caller.account, ctx.clock.now()).await?;
     let status = if outcome.commands.is_empty() { StatusCode::OK } else { StatusCode::ACCEPTED };
     Ok((status, Json(outcome)))

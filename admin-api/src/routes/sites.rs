@@ -260,14 +260,15 @@ async fn remove(auth: AuthAdmin, State(ctx): State<AppState>, Path(id): Path<Sit
     }
 }
 
-/// Reads the body up to [`MAX_IMPORT_BYTES`] (chunk by chunk; refused as soon as it is over).
-async fn read_bounded(body: Body) -> Result<Vec<u8>, ApiError> {
+/// Reads an upload's body up to `limit` bytes, chunk by chunk, refused as soon as it is over
+/// ("`what` has at most N MiB"); the site and RPS CSV imports use it.
+pub(crate) async fn read_bounded(body: Body, limit: usize, what: &str) -> Result<Vec<u8>, ApiError> {
     let mut out = Vec::new();
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| ApiError::invalid(format!("the upload ended: {e}")))?;
-        if out.len() + chunk.len() > MAX_IMPORT_BYTES {
-            return Err(ApiError::invalid(format!("a site import has at most {} MiB", MAX_IMPORT_BYTES >> 20)));
+        if out.len() + chunk.len() > limit {
+            return Err(ApiError::invalid(format!("{what} has at most {} MiB", limit >> 20)));
         }
         out.extend_from_slice(&chunk);
     }
@@ -286,7 +287,7 @@ async fn import(
 ) -> Result<Json<SiteImportReport>, ApiError> {
     let e = enterprise(&ctx, &auth, q.enterprise_id).await?;
     auth.require_act(&ctx, e).await?;
-    let bytes = read_bounded(body).await?;
+    let bytes = read_bounded(body, MAX_IMPORT_BYTES, "a site import").await?;
     let rows = csv::read(&bytes).map_err(ApiError::invalid)?;
     let store = &ctx.api.store.entities;
     let mut report = SiteImportReport::default();

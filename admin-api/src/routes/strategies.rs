@@ -67,6 +67,11 @@ pub(crate) struct StrategyRequest {
     repeat_interval_ms: u64,
     #[serde(default)]
     thresholds: Vec<ThresholdRequest>,
+    /// A channel strategy's reach and what enterprises may do about it (channel strategies
+    /// only: `/api/v1/channels/{id}/alarm-strategies`, where it defaults to the whole subtree,
+    /// locked).
+    #[serde(default)]
+    pub(crate) inheritance: Option<fleetpulse_store::StrategyInheritance>,
 }
 
 fn yes() -> bool {
@@ -101,7 +106,7 @@ fn within(name: &str, value: u64, range: std::ops::RangeInclusive<u64>) -> Resul
 }
 
 /// Checks a request and turns it into stored settings.
-fn settings(req: StrategyRequest) -> Result<StrategySettings, ApiError> {
+pub(crate) fn settings(req: StrategyRequest) -> Result<StrategySettings, ApiError> {
     let name = text::name("name", &req.name, text::MAX_NAME_CHARS)?;
     let mut alarm_types = Vec::with_capacity(req.alarm_types.len());
     for code in req.alarm_types {
@@ -156,6 +161,14 @@ fn settings(req: StrategyRequest) -> Result<StrategySettings, ApiError> {
     })
 }
 
+/// [`settings`] of an enterprise's strategy, which inherits nothing further.
+fn enterprise_settings(req: StrategyRequest) -> Result<StrategySettings, ApiError> {
+    if req.inheritance.is_some() {
+        return Err(ApiError::invalid("inheritance is for channel strategies only"));
+    }
+    settings(req)
+}
+
 #[derive(Debug, Serialize, schemars::JsonSchema)]
 pub(crate) struct StrategyList {
     items: Vec<StoredStrategy>,
@@ -198,7 +211,7 @@ async fn create(
     auth.require(Feature::Strategies)?;
     let id = enterprises::find(&ctx, &auth, id).await?.id;
     auth.require_act(&ctx, id).await?;
-    let settings = settings(req)?;
+    let settings = enterprise_settings(req)?;
     if ctx.api.store.entities.list_strategies(id).await?.len() >= MAX_STRATEGIES {
         return Err(ApiError::Conflict(format!("an enterprise has at most {MAX_STRATEGIES} alarm strategies")));
     }
@@ -226,7 +239,7 @@ async fn replace(
 ) -> Result<Json<StoredStrategy>, ApiError> {
     let enterprise = find(&ctx, &auth, id).await?.enterprise_id;
     auth.require_act(&ctx, enterprise).await?;
-    let settings = settings(req)?;
+    let settings = enterprise_settings(req)?;
     let updated = ctx.api.store.entities.update_strategy(id, settings, ctx.clock.now()).await?;
     changed(&ctx, enterprise).await;
     updated.map(Json).ok_or(ApiError::NotFound("alarm strategy"))

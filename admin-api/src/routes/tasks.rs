@@ -140,7 +140,7 @@ async fn create(
         .await?
         .ok_or_else(|| ApiError::invalid("enterprise_id is required"))?;
     let enterprise = enterprises::find(&ctx, &auth, enterprise).await?;
-    auth.require_act(&ctx, enterprise.id).await?;
+    auth.require_device_management(&ctx, enterprise.id).await?;
     // A firmware upgrade task stores only its image; each run makes each device's own link.
     let args = if req.kind == fleetpulse_proto::commands::UPGRADE_FIRMWARE {
         crate::firmware::task_args(ctx.api.store.entities.as_ref(), enterprise.id, &req.args).await?
@@ -223,7 +223,11 @@ async fn show(auth: AuthAdmin, State(ctx): State<AppState>, Path(id): Path<TaskI
 /// state does not allow the change.
 async fn change(ctx: &AppState, auth: &AuthAdmin, id: TaskId, what: &str) -> Result<Json<Task>, ApiError> {
     let task = find(ctx, auth, id).await?;
-    auth.require_act(ctx, task.enterprise_id).await?;
+    if what == "resume" {
+        auth.require_device_management(ctx, task.enterprise_id).await?;
+    } else {
+        auth.require_act(ctx, task.enterprise_id).await?;
+    }
     let now = ctx.clock.now();
     let change = match what {
         "pause" => TaskChange::Pause,

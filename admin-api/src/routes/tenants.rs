@@ -82,7 +82,7 @@ async fn list(
 
 /// The channel, or 404 when it does not exist or is outside the caller's subtree.
 /// Enterprise accounts: 403.
-async fn find(ctx: &AppState, auth: &AuthAdmin, id: ChannelId) -> Result<Channel, ApiError> {
+pub(crate) async fn find(ctx: &AppState, auth: &AuthAdmin, id: ChannelId) -> Result<Channel, ApiError> {
     let mut looked = auth.decide(ctx, Target::Channel(id)).await?;
     looked.take_channel(id).ok_or(ApiError::NotFound("channel"))
 }
@@ -235,6 +235,13 @@ pub(crate) struct AccountBody {
     parent_id: Option<AccountId>,
     /// A sub-account's permissions.
     permissions: Option<Permissions>,
+}
+
+impl AccountBody {
+    /// A sub-account's permissions.
+    pub(crate) fn permissions(&self) -> Option<&Permissions> {
+        self.permissions.as_ref()
+    }
 }
 
 impl From<Account> for AccountBody {

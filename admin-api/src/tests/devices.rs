@@ -25,7 +25,8 @@ pub(super) struct Fleet {
     pub(super) devices: Vec<DeviceId>,
 }
 
-async fn token_of(
+/// Creates an account of this role and tenant and logs it in: its bearer token.
+pub(super) async fn token_of(
     h: &Harness,
     email: &str,
     role: Role,

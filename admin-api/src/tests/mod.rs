@@ -10,6 +10,7 @@ mod firmware;
 mod groups;
 mod hostile_ids;
 mod hostile_text;
+mod inherited_strategies;
 mod inventory;
 mod openapi;
 mod oplog;
@@ -24,6 +25,8 @@ mod sites;
 mod strategies;
 mod tasks;
 mod tenancy;
+mod tenant_admin;
+mod windows;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;

@@ -115,7 +115,8 @@ async fn enterprises_carry_the_guides_fields_and_are_searched_and_edited() {
     let own = format!("/api/v1/enterprises/{}", t.enterprise);
     let renamed = t.h.call(Method::PUT, &own, Some(&t.enterprise_admin), Some(json!({"name": "Acme SA"}))).await;
     assert_eq!(renamed.json()["name"], "Acme SA", "{}", renamed.text());
-    t.h.call(Method::PUT, &own, Some(&t.enterprise_admin), Some(json!({"device_management": true})))
+    // (Device management is on by default: turning it off is the change refused.)
+    t.h.call(Method::PUT, &own, Some(&t.enterprise_admin), Some(json!({"device_management": false})))
         .await
         .assert_error(StatusCode::FORBIDDEN, "forbidden");
     t.h.call(Method::PUT, &uri, Some(&t.enterprise_admin), Some(json!({"name": "mine"})))

@@ -29,6 +29,7 @@ const SELF_ROUTES: &[&str] = &[
     "/api/v1/openapi.json",
     "/api/v1/account/device-columns",
     "/api/v1/command-kinds",
+    "/api/v1/rps/redirect",
 ];
 
 /// Routes that take foreign ids in the body and answer per id: checked by content below (every
@@ -53,6 +54,10 @@ struct World {
     device: u64,
     alarm: u64,
     strategy: u64,
+    /// A maintenance window of EB.
+    window: u64,
+    /// A strategy of channel B, handed down to EB.
+    channel_strategy: u64,
     /// The enterprise admin account of EB.
     eb_admin: u64,
     /// A sub-account of channel B's admin that sees only EB2 (another enterprise of channel B):
@@ -81,6 +86,8 @@ struct World {
     group: u64,
     /// A pending order of EB.
     order: u64,
+    /// An entry of EB's RPS device list.
+    rps: u64,
 }
 
 async fn account(
@@ -178,7 +185,26 @@ async fn world() -> World {
         repeat_interval_ms: 3_600_000,
         thresholds: vec![],
     };
-    let strategy = h.store.entities.create_strategy(eb, settings, UnixMillis(1)).await.expect("strategy").id.0;
+    let strategy = h.store.entities.create_strategy(eb, settings.clone(), UnixMillis(1)).await.expect("strategy").id.0;
+    let window = fleetpulse_store::WindowSettings {
+        name: "B nightly".into(),
+        enabled: true,
+        scope: fleetpulse_store::WindowScope::Enterprise,
+        alarm_types: vec![],
+        timing: fleetpulse_store::WindowTiming::Recurring {
+            weekdays: vec![],
+            hour: 1,
+            minute: 0,
+            duration_minutes: 60,
+        },
+    };
+    let window = h.store.entities.create_window(eb, window, UnixMillis(1)).await.expect("window").id.0;
+    let inheritance = fleetpulse_store::StrategyInheritance {
+        sub_channel_levels: None,
+        enterprises_may: fleetpulse_store::EnterpriseFreedom::Override,
+    };
+    let channel_strategy =
+        h.store.entities.create_channel_strategy(b, settings, inheritance, UnixMillis(1)).await.expect("strategy").id.0;
     let label = NewDeviceLabel { account_id: eb_admin.id, name: "B online".into(), filter: "online=true".into() };
     let label = h.store.entities.create_device_label(label, UnixMillis(1)).await.expect("label").id;
     let (command, file) = super::commands::command_and_file(&h, device, eb, eb_admin.id).await;
@@ -246,6 +272,13 @@ async fn world() -> World {
         created_at: UnixMillis(1),
     };
     let order = h.store.entities.create_order(order).await.expect("order").id.0;
+    let rps = fleetpulse_store::NewRpsDevice {
+        enterprise_id: eb,
+        key: DeviceKey::Mac(Mac::parse("00156500bb02").expect("mac")),
+        server_url: "https://rps.b.example".into(),
+        at: UnixMillis(1),
+    };
+    let rps = h.store.entities.add_rps_device(rps).await.expect("RPS entry").id.0;
     World {
         h,
         platform,
@@ -259,6 +292,8 @@ async fn world() -> World {
         device: device.0,
         alarm,
         strategy,
+        window,
+        channel_strategy,
         eb_admin: eb_admin.id.0,
         sibling,
         eb_sub,
@@ -274,6 +309,7 @@ async fn world() -> World {
         profile,
         group: group.0,
         order,
+        rps,
     }
 }
 
@@ -295,8 +331,12 @@ fn foreign_request(w: &World, path: &str, method: &Method) -> Option<(String, Op
         path.replace("{id}", &w.device.to_string())
     } else if id("/api/v1/alarms/") {
         path.replace("{id}", &w.alarm.to_string())
+    } else if id("/api/v1/channel-alarm-strategies/") {
+        path.replace("{id}", &w.channel_strategy.to_string())
     } else if id("/api/v1/alarm-strategies/") {
         path.replace("{id}", &w.strategy.to_string())
+    } else if id("/api/v1/maintenance-windows/") {
+        path.replace("{id}", &w.window.to_string())
     } else if id("/api/v1/channels/") {
         path.replace("{id}", &w.b.to_string())
     } else if id("/api/v1/accounts/") {
@@ -321,6 +361,8 @@ fn foreign_request(w: &World, path: &str, method: &Method) -> Option<(String, Op
         path.replace("{id}", &w.profile.to_string())
     } else if id("/api/v1/groups/") {
         path.replace("{id}", &w.group.to_string())
+    } else if id("/api/v1/rps-devices/") {
+        path.replace("{id}", &w.rps.to_string())
     } else if id("/api/v1/orders/") {
         path.replace("{id}", &w.order.to_string())
     } else if id("/api/v1/tasks/") {
@@ -348,6 +390,8 @@ fn foreign_request(w: &World, path: &str, method: &Method) -> Option<(String, Op
             | "/api/v1/orders/export"
             | "/api/v1/statements"
             | "/api/v1/statements/export"
+            | "/api/v1/rps-devices"
+            | "/api/v1/rps-devices/import"
     ) {
         format!("{path}?enterprise_id={}", w.eb)
     } else if matches!(
@@ -387,11 +431,29 @@ fn foreign_request(w: &World, path: &str, method: &Method) -> Option<(String, Op
             "effective_date": "2999-01-01"
         })),
         ("/api/v1/groups/{id}", _) => Some(json!({"name": "intruders"})),
+        ("/api/v1/enterprises/{id}/move", _) => Some(json!({"channel_id": w.a})),
+        ("/api/v1/sub-accounts/{id}", _) => Some(json!({"contact_name": "intruder", "data": "all"})),
+        ("/api/v1/rps-devices", _) => {
+            Some(json!({"enterprise_id": w.eb, "mac": "001565000ffe", "server_url": "https://intruder.example"}))
+        }
+        ("/api/v1/rps-devices/{id}", _) => Some(json!({"server_url": "https://intruder.example"})),
         ("/api/v1/groups/{id}/members" | "/api/v1/groups/{id}/members/remove", _) => {
             Some(json!({"device_ids": [w.device]}))
         }
         ("/api/v1/devices", m) if m == Method::POST => Some(json!({"enterprise_id": w.eb, "mac": "0015650fffff"})),
-        (p, _) if p.ends_with("alarm-strategies") || p == "/api/v1/alarm-strategies/{id}" => Some(strategy_body()),
+        (p, _)
+            if p.ends_with("alarm-strategies")
+                || p == "/api/v1/alarm-strategies/{id}"
+                || p == "/api/v1/channel-alarm-strategies/{id}" =>
+        {
+            Some(strategy_body())
+        }
+        (p, _) if p.ends_with("maintenance-windows") || p == "/api/v1/maintenance-windows/{id}" => {
+            Some(json!({"name": "intruder", "timing": {"kind": "once", "start": 1, "end": 2}}))
+        }
+        ("/api/v1/enterprises/{id}/alarm-strategy-choices", _) => {
+            Some(json!({"strategy_id": w.channel_strategy, "choice": "opt_out"}))
+        }
         ("/api/v1/profiles", _) => Some(json!({"enterprise_id": w.eb, "name": "intruder"})),
         ("/api/v1/profiles/{id}", _) => Some(json!({"name": "intruder"})),
         ("/api/v1/profiles/{id}/copy", _) => Some(json!({"name": "intruder"})),
@@ -457,6 +519,12 @@ async fn every_route_answers_404_or_403_for_another_tenants_objects() {
     assert!(!eb_admin.frozen);
     let strategy = w.h.store.entities.strategy(fleetpulse_proto::StrategyId(w.strategy)).await.unwrap().expect("kept");
     assert_eq!(strategy.settings.name, "B ops");
+    let window = w.h.store.entities.window(fleetpulse_proto::WindowId(w.window)).await.unwrap().expect("kept");
+    assert_eq!(window.settings.name, "B nightly");
+    let channel_strategy = fleetpulse_proto::StrategyId(w.channel_strategy);
+    let channel_strategy = w.h.store.entities.channel_strategy(channel_strategy).await.unwrap().expect("kept");
+    assert_eq!(channel_strategy.settings.name, "B ops");
+    assert!(w.h.store.entities.strategy_choices(w.eb).await.unwrap().is_empty(), "EB chose nothing");
     let labels = w.h.store.entities.list_device_labels(fleetpulse_proto::AccountId(w.eb_admin)).await.unwrap();
     assert_eq!(labels.iter().map(|l| l.id).collect::<Vec<_>>(), [w.label]);
     let sites = w.h.store.entities.list_sites(w.eb).await.unwrap();
@@ -484,6 +552,15 @@ async fn every_route_answers_404_or_403_for_another_tenants_objects() {
     let b_orders = w.h.store.entities.list_orders(&b_orders, fleetpulse_store::Page::first(10)).await.unwrap();
     assert_eq!(b_orders.len(), 1, "no order was placed for B");
     assert_eq!(b_orders[0].cancelled_at, None, "B's order is not cancelled");
+    let rps = w.h.store.entities.rps_device(fleetpulse_proto::RpsDeviceId(w.rps)).await.unwrap().expect("kept");
+    assert_eq!(rps.server_url, "https://rps.b.example");
+    let b_freeze = w.h.store.entities.tenant_freeze(fleetpulse_store::TenantRef::Channel(w.b)).await.unwrap();
+    assert_eq!(b_freeze, None, "channel B is not frozen");
+    let eb_freeze = w.h.store.entities.tenant_freeze(fleetpulse_store::TenantRef::Enterprise(w.eb)).await.unwrap();
+    assert_eq!(eb_freeze, None, "EB is not frozen");
+    assert_eq!(w.h.store.entities.enterprise(w.eb).await.unwrap().expect("kept").channel_id, Some(w.b), "not moved");
+    let eb_sub = w.h.store.entities.account(fleetpulse_proto::AccountId(w.eb_sub)).await.unwrap().expect("not deleted");
+    assert_eq!(eb_sub.permissions.map(|p| p.features.len()), Some(fleetpulse_store::Feature::ALL.len()));
     let alarm = w.h.store.events.alarm_record(w.alarm).await.unwrap().expect("kept");
     assert_eq!(alarm.status, fleetpulse_store::AlarmStatus::Active);
     assert_eq!(

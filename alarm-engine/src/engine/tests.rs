@@ -97,6 +97,7 @@ fn render(t: UnixMillis, action: &Action) -> String {
                 n.items.iter().map(|i| format!("d{}/{}x{}", i.device_id, i.code.0, i.count)).collect();
             format!("{t} {to}/s{} {stage} {}", n.strategy_id, items.join(" "))
         }
+        Action::Maintenance { device_id, code, window, .. } => format!("{t} window {window} d{device_id}/{}", code.0),
     }
 }
 

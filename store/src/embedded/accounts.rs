@@ -62,6 +62,8 @@ fn account_filter_sql(filter: &AccountFilter, page: Page) -> Result<(String, Vec
         values.push(Box::new(q.clone()));
         values.push(Box::new(q));
     }
+    // Deleted sub-accounts are tombstones (`TenantAdminStore::delete_sub_account`).
+    terms.push("deleted_at IS NULL".into());
     terms.push("id > ?".into());
     values.push(Box::new(db_after(page.after)));
     values.push(Box::new(page.limit));
@@ -128,18 +130,22 @@ impl AccountStore for EmbeddedStore {
     async fn account_by_email(&self, email: &str) -> Result<Option<Account>> {
         let email = email.to_owned();
         self.read(move |c| {
-            Ok(c.prepare_cached(&format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE email = ?1"))?
-                .query_row([email], account_from_row)
-                .optional()?)
+            Ok(c.prepare_cached(&format!(
+                "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE email = ?1 AND deleted_at IS NULL"
+            ))?
+            .query_row([email], account_from_row)
+            .optional()?)
         })
         .await
     }
 
     async fn account(&self, id: AccountId) -> Result<Option<Account>> {
         self.read(move |c| {
-            Ok(c.prepare_cached(&format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ?1"))?
-                .query_row([id.0], account_from_row)
-                .optional()?)
+            Ok(c.prepare_cached(&format!(
+                "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ?1 AND deleted_at IS NULL"
+            ))?
+            .query_row([id.0], account_from_row)
+            .optional()?)
         })
         .await
     }
@@ -169,9 +175,12 @@ impl AccountStore for EmbeddedStore {
         let Ok(account) = i64::try_from(account.0) else { return Ok(false) };
         // One write job: the flag and the deletion of the sessions commit together.
         self.write(1, move |c| {
-            let found =
-                c.prepare_cached("UPDATE accounts SET frozen = ?2 WHERE id = ?1")?.execute(params![account, frozen])?
-                    > 0;
+            let found = c
+                .prepare_cached(
+                    "UPDATE accounts SET frozen = ?2, frozen_by = NULL WHERE id = ?1 AND deleted_at IS NULL",
+                )?
+                .execute(params![account, frozen])?
+                > 0;
             if found && frozen {
                 c.prepare_cached("DELETE FROM sessions WHERE account_id = ?1")?.execute([account])?;
             }

@@ -12,9 +12,11 @@
 
 mod account_security;
 mod accounts;
+mod audit;
 mod commands;
 mod devices;
 pub mod durable;
+mod engine_state;
 mod events;
 mod files;
 mod firmware;
@@ -27,11 +29,15 @@ mod oplog;
 mod orders;
 mod outbox;
 mod profiles;
+mod rps;
 mod schema;
 mod sites;
 mod strategies;
+mod strategy_inheritance;
 mod tasks;
+mod tenant_admin;
 mod tenants;
+mod windows;
 mod writer;
 
 use std::path::Path;

@@ -658,6 +658,129 @@ const MIGRATIONS: &[&str] = &[
         WHERE enterprise_id = NEW.enterprise_id;
     END;
     "#,
+    // One enterprise's devices in the list's default order (issue 12): an enterprise admin's
+    // list and the export walk this index from the cursor on instead of sorting every device
+    // of the enterprise for each page (`device_sql.rs` binds a single enterprise with `=`).
+    r#"
+    CREATE INDEX devices_enterprise_created ON devices(enterprise_id, created_at, id);
+    "#,
+    // Maintenance windows (issue 18): settings as one JSON document, as strategies; the mark a
+    // window left on an alarm activation, one row per activation (the latest step).
+    r#"
+    CREATE TABLE maintenance_windows (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        enterprise_id INTEGER NOT NULL REFERENCES enterprises(id),
+        settings      TEXT NOT NULL,
+        created_at    INTEGER NOT NULL,
+        updated_at    INTEGER NOT NULL
+    );
+    CREATE INDEX maintenance_windows_enterprise ON maintenance_windows(enterprise_id, id);
+    CREATE TABLE alarm_window_marks (
+        device_id     INTEGER NOT NULL,
+        code          INTEGER NOT NULL,
+        first_at      INTEGER NOT NULL,
+        enterprise_id INTEGER NOT NULL,
+        window_id     INTEGER NOT NULL,
+        window_name   TEXT NOT NULL,
+        state         TEXT NOT NULL,
+        at            INTEGER NOT NULL,
+        until         INTEGER,
+        PRIMARY KEY (device_id, code, first_at)
+    ) WITHOUT ROWID;
+    CREATE INDEX alarm_window_marks_at ON alarm_window_marks(at);
+    "#,
+    // The notification audit (issue 18): alarm entries name their activation, message entries
+    // (device_id NULL) the outbox message's key; and what the retention pass deletes by: the
+    // settled outbox by age, item keys by message.
+    r#"
+    CREATE TABLE notification_audit (
+        id            INTEGER PRIMARY KEY,
+        enterprise_id INTEGER,
+        device_id     INTEGER,
+        code          INTEGER,
+        first_at      INTEGER,
+        at            INTEGER NOT NULL,
+        event         TEXT NOT NULL,
+        receiver      TEXT,
+        message_key   TEXT,
+        detail        TEXT NOT NULL
+    );
+    CREATE INDEX notification_audit_alarm ON notification_audit(device_id, code, first_at)
+        WHERE device_id IS NOT NULL;
+    CREATE INDEX notification_audit_message ON notification_audit(message_key) WHERE device_id IS NULL;
+    CREATE INDEX notification_audit_at ON notification_audit(at);
+    CREATE INDEX outbox_settled ON outbox(state, created_at);
+    CREATE INDEX outbox_items_message ON outbox_items(message_id);
+    "#,
+    // Strategies down the tenant tree (issue 18): a strategy belongs to an enterprise or to a
+    // channel (one id space); a channel's says how far it reaches and what enterprises may do
+    // (JSON); enterprises' choices about inherited strategies. SQLite cannot drop a NOT NULL, so
+    // the table is rebuilt (nothing references it yet).
+    r#"
+    CREATE TABLE alarm_strategies_new (
+        id            INTEGER PRIMARY KEY,
+        enterprise_id INTEGER REFERENCES enterprises(id),
+        channel_id    INTEGER REFERENCES channels(id),
+        inheritance   TEXT,
+        settings      TEXT NOT NULL,
+        created_at    INTEGER NOT NULL,
+        updated_at    INTEGER NOT NULL,
+        CHECK ((enterprise_id IS NULL) <> (channel_id IS NULL)),
+        CHECK ((channel_id IS NULL) = (inheritance IS NULL))
+    );
+    INSERT INTO alarm_strategies_new (id, enterprise_id, settings, created_at, updated_at)
+        SELECT id, enterprise_id, settings, created_at, updated_at FROM alarm_strategies;
+    DROP TABLE alarm_strategies;
+    ALTER TABLE alarm_strategies_new RENAME TO alarm_strategies;
+    CREATE INDEX alarm_strategies_enterprise ON alarm_strategies(enterprise_id, id);
+    CREATE INDEX alarm_strategies_channel ON alarm_strategies(channel_id, id);
+    CREATE TABLE alarm_strategy_choices (
+        enterprise_id  INTEGER NOT NULL REFERENCES enterprises(id),
+        strategy_id    INTEGER NOT NULL REFERENCES alarm_strategies(id) ON DELETE CASCADE,
+        replacement_id INTEGER REFERENCES alarm_strategies(id) ON DELETE CASCADE,
+        at             INTEGER NOT NULL,
+        PRIMARY KEY (enterprise_id, strategy_id)
+    );
+    CREATE INDEX alarm_strategy_choices_strategy ON alarm_strategy_choices(strategy_id);
+    CREATE INDEX alarm_strategy_choices_replacement ON alarm_strategy_choices(replacement_id);
+    "#,
+    // The alarm engine's saved state (issue 18 item 6): one JSON document.
+    r#"
+    CREATE TABLE alarm_engine_state (
+        id       INTEGER PRIMARY KEY CHECK (id = 1),
+        state    TEXT NOT NULL,
+        saved_at INTEGER NOT NULL
+    );
+    "#,
+    // Tenancy (TEN-1, TEN-5, DEV-1, issue 17): a tenant freeze and the accounts it froze
+    // (`frozen_by`, so that unfreezing restores exactly those), deleted sub-accounts kept as
+    // tombstones (`deleted_at`), the RPS device list (one row per device key, unique across
+    // enterprises). Enterprises created before the device-management flag took effect had it
+    // off without meaning it (the API's default was off and it controlled nothing): it is turned
+    // on for them, so an upgrade takes no device action away.
+    r#"
+    ALTER TABLE accounts ADD COLUMN frozen_by TEXT;
+    ALTER TABLE accounts ADD COLUMN deleted_at INTEGER;
+    CREATE INDEX accounts_frozen_by ON accounts(frozen_by) WHERE frozen_by IS NOT NULL;
+    CREATE TABLE tenant_freezes (
+        kind       TEXT NOT NULL CHECK (kind IN ('channel', 'enterprise')),
+        tenant_id  INTEGER NOT NULL,
+        frozen_at  INTEGER NOT NULL,
+        frozen_by  INTEGER NOT NULL,
+        accounts   INTEGER NOT NULL CHECK (accounts >= 0),
+        PRIMARY KEY (kind, tenant_id)
+    ) WITHOUT ROWID;
+    UPDATE enterprises SET profile = json_set(profile, '$.device_management', json('true'));
+    CREATE TABLE rps_devices (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        enterprise_id INTEGER NOT NULL REFERENCES enterprises(id),
+        device_key    TEXT NOT NULL UNIQUE,
+        server_url    TEXT NOT NULL,
+        created_at    INTEGER NOT NULL,
+        updated_at    INTEGER NOT NULL
+    );
+    CREATE INDEX rps_devices_enterprise ON rps_devices(enterprise_id, id);
+    "#,
 ];
 
 /// The schema version this build writes.
@@ -687,157 +810,4 @@ pub fn migrate(conn: &mut Connection) -> Result<u32> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn migrations_apply_once_and_refuse_newer_databases() {
-        let mut conn = Connection::open_in_memory().expect("open");
-        assert_eq!(migrate(&mut conn).expect("first"), CURRENT_VERSION);
-        assert_eq!(migrate(&mut conn).expect("idempotent"), CURRENT_VERSION);
-        conn.pragma_update(None, "user_version", CURRENT_VERSION + 1).expect("bump");
-        assert!(matches!(migrate(&mut conn), Err(StoreError::Migration { .. })));
-    }
-
-    #[test]
-    fn login_protection_columns_default_for_existing_accounts() {
-        let mut conn = Connection::open_in_memory().expect("open");
-        for sql in &MIGRATIONS[..5] {
-            conn.execute_batch(sql).expect("migration");
-        }
-        conn.pragma_update(None, "user_version", 5).expect("version 5");
-        conn.execute(
-            "INSERT INTO accounts (email, password_hash, role, created_at) VALUES ('a@b', 'h', 'platform_admin', 1)",
-            [],
-        )
-        .expect("an account of version 5");
-        assert_eq!(migrate(&mut conn).expect("migrate"), CURRENT_VERSION);
-        let (failed, locked): (u32, Option<i64>) = conn
-            .query_row("SELECT failed_logins, locked_until FROM accounts", [], |r| Ok((r.get(0)?, r.get(1)?)))
-            .expect("the account");
-        assert_eq!((failed, locked), (0, None));
-    }
-
-    #[test]
-    fn session_and_totp_columns_default_for_existing_rows() {
-        let mut conn = Connection::open_in_memory().expect("open");
-        for sql in &MIGRATIONS[..7] {
-            conn.execute_batch(sql).expect("migration");
-        }
-        conn.pragma_update(None, "user_version", 7).expect("version 7");
-        conn.execute_batch(
-            "INSERT INTO accounts (id, email, password_hash, role, created_at) VALUES (1, 'a@b', 'h', 'platform_admin', 1);
-             INSERT INTO sessions (token_hash, account_id, created_at, expires_at) VALUES (x'01', 1, 1234, 9999);",
-        )
-        .expect("rows of version 7");
-        assert_eq!(migrate(&mut conn).expect("migrate"), CURRENT_VERSION);
-        let seen: i64 = conn.query_row("SELECT last_seen_at FROM sessions", [], |r| r.get(0)).expect("session");
-        assert_eq!(seen, 1234);
-        let (secret, step): (Option<Vec<u8>>, Option<i64>) = conn
-            .query_row("SELECT totp_secret, totp_last_step FROM accounts", [], |r| Ok((r.get(0)?, r.get(1)?)))
-            .expect("the account");
-        assert_eq!((secret, step), (None, None));
-        // A secret of another length is refused by the database itself.
-        assert!(conn.execute("UPDATE accounts SET totp_secret = x'0102'", []).is_err());
-    }
-
-    #[test]
-    fn tenant_columns_are_null_for_existing_rows() {
-        let mut conn = Connection::open_in_memory().expect("open");
-        conn.pragma_update(None, "foreign_keys", "ON").expect("foreign keys");
-        for sql in &MIGRATIONS[..8] {
-            conn.execute_batch(sql).expect("migration");
-        }
-        conn.pragma_update(None, "user_version", 8).expect("version 8");
-        conn.execute_batch(
-            "INSERT INTO accounts (id, email, password_hash, role, created_at) VALUES (1, 'a@b', 'h', 'platform_admin', 1);
-             INSERT INTO enterprises (id, name, credential, created_at) VALUES (1, 'e', 'c', 1);",
-        )
-        .expect("rows of version 8");
-        assert_eq!(migrate(&mut conn).expect("migrate"), CURRENT_VERSION);
-        let (channel, enterprise): (Option<i64>, Option<i64>) = conn
-            .query_row("SELECT channel_id, enterprise_id FROM accounts", [], |r| Ok((r.get(0)?, r.get(1)?)))
-            .expect("the account");
-        assert_eq!((channel, enterprise), (None, None));
-        let channel: Option<i64> =
-            conn.query_row("SELECT channel_id FROM enterprises", [], |r| r.get(0)).expect("the enterprise");
-        assert_eq!(channel, None);
-        // The database itself refuses a channel that does not exist.
-        assert!(conn.execute("UPDATE enterprises SET channel_id = 42", []).is_err());
-    }
-
-    #[test]
-    fn existing_accounts_are_not_frozen() {
-        let mut conn = Connection::open_in_memory().expect("open");
-        for sql in &MIGRATIONS[..9] {
-            conn.execute_batch(sql).expect("migration");
-        }
-        conn.pragma_update(None, "user_version", 9).expect("version 9");
-        conn.execute(
-            "INSERT INTO accounts (email, password_hash, role, created_at) VALUES ('a@b', 'h', 'platform_admin', 1)",
-            [],
-        )
-        .expect("an account of version 9");
-        assert_eq!(migrate(&mut conn).expect("migrate"), CURRENT_VERSION);
-        let frozen: bool = conn.query_row("SELECT frozen FROM accounts", [], |r| r.get(0)).expect("the account");
-        assert!(!frozen);
-    }
-
-    #[test]
-    fn existing_devices_get_an_empty_snapshot_and_their_type_on_open() {
-        let mut conn = Connection::open_in_memory().expect("open");
-        for sql in &MIGRATIONS[..11] {
-            conn.execute_batch(sql).expect("migration");
-        }
-        conn.pragma_update(None, "user_version", 11).expect("version 11");
-        conn.execute_batch(
-            "INSERT INTO enterprises (id, name, credential, created_at) VALUES (1, 'e', 'c', 1);
-             INSERT INTO devices (enterprise_id, mac, serial, model, firmware, created_at)
-                 VALUES (1, '001565aabbcc', 'SN-X', 'SIP-T48S', '1.0', 1), (1, NULL, 'SN-Y', 'UVC86', '1.0', 2);",
-        )
-        .expect("devices of version 11");
-        assert_eq!(migrate(&mut conn).expect("migrate"), CURRENT_VERSION);
-        let row: (String, bool, String, String, i64, String) = conn
-            .query_row(
-                "SELECT device_type, online, sip_status, public_ip, last_report_at, search FROM devices WHERE id = 1",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
-            )
-            .expect("the device");
-        assert_eq!(
-            row,
-            (
-                "other".into(),
-                false,
-                "unknown".into(),
-                String::new(),
-                0,
-                "001565aabbcc\u{1f}\u{1f}sn-x\u{1f}sip-t48s".into()
-            )
-        );
-        super::super::refresh_device_types(&conn).expect("refresh");
-        let types: Vec<String> = conn
-            .prepare("SELECT device_type FROM devices ORDER BY id")
-            .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
-            .expect("types");
-        assert_eq!(types, ["phone", "usb"]);
-    }
-
-    #[test]
-    fn existing_accounts_need_not_change_their_password() {
-        let mut conn = Connection::open_in_memory().expect("open");
-        for sql in &MIGRATIONS[..10] {
-            conn.execute_batch(sql).expect("migration");
-        }
-        conn.pragma_update(None, "user_version", 10).expect("version 10");
-        conn.execute(
-            "INSERT INTO accounts (email, password_hash, role, created_at) VALUES ('a@b', 'h', 'platform_admin', 1)",
-            [],
-        )
-        .expect("an account of version 10");
-        assert_eq!(migrate(&mut conn).expect("migrate"), CURRENT_VERSION);
-        let must: bool =
-            conn.query_row("SELECT must_change_password FROM accounts", [], |r| r.get(0)).expect("the account");
-        assert!(!must);
-    }
-}
+mod tests;

@@ -52,9 +52,11 @@ impl StrategyStore for EmbeddedStore {
 
     async fn strategy(&self, id: fleetpulse_proto::StrategyId) -> Result<Option<StoredStrategy>> {
         self.read(move |c| {
-            Ok(c.prepare_cached(&format!("SELECT {STRATEGY_COLUMNS} FROM alarm_strategies WHERE id = ?1"))?
-                .query_row([id.0], strategy_from_row)
-                .optional()?)
+            Ok(c.prepare_cached(&format!(
+                "SELECT {STRATEGY_COLUMNS} FROM alarm_strategies WHERE id = ?1 AND enterprise_id IS NOT NULL"
+            ))?
+            .query_row([id.0], strategy_from_row)
+            .optional()?)
         })
         .await
     }
@@ -78,9 +80,9 @@ impl StrategyStore for EmbeddedStore {
     ) -> Result<Option<StoredStrategy>> {
         let json = settings_json(&settings)?;
         self.write(1, move |c| {
-            c.prepare_cached("UPDATE alarm_strategies SET settings = ?2, updated_at = ?3 WHERE id = ?1")?
+            c.prepare_cached("UPDATE alarm_strategies SET settings = ?2, updated_at = ?3 WHERE id = ?1 AND enterprise_id IS NOT NULL")?
                 .execute(params![id.0, json, at.0])?;
-            Ok(c.prepare_cached(&format!("SELECT {STRATEGY_COLUMNS} FROM alarm_strategies WHERE id = ?1"))?
+            Ok(c.prepare_cached(&format!("SELECT {STRATEGY_COLUMNS} FROM alarm_strategies WHERE id = ?1 AND enterprise_id IS NOT NULL"))?
                 .query_row([id.0], strategy_from_row)
                 .optional()?)
         })
@@ -88,7 +90,11 @@ impl StrategyStore for EmbeddedStore {
     }
 
     async fn delete_strategy(&self, id: fleetpulse_proto::StrategyId) -> Result<bool> {
-        self.write(1, move |c| Ok(c.prepare_cached("DELETE FROM alarm_strategies WHERE id = ?1")?.execute([id.0])? > 0))
-            .await
+        self.write(1, move |c| {
+            Ok(c.prepare_cached("DELETE FROM alarm_strategies WHERE id = ?1 AND enterprise_id IS NOT NULL")?
+                .execute([id.0])?
+                > 0)
+        })
+        .await
     }
 }

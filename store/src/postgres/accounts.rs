@@ -69,8 +69,10 @@ macro_rules! account_columns {
          channel_id, enterprise_id, frozen, must_change_password, parent_id, permissions"
     };
 }
-const ACCOUNT_BY_EMAIL: &str = concat!("SELECT ", account_columns!(), " FROM accounts WHERE lower(email) = lower($1)");
-const ACCOUNT_BY_ID: &str = concat!("SELECT ", account_columns!(), " FROM accounts WHERE id = $1");
+const ACCOUNT_BY_EMAIL: &str =
+    concat!("SELECT ", account_columns!(), " FROM accounts WHERE lower(email) = lower($1) AND deleted_at IS NULL");
+const ACCOUNT_BY_ID: &str =
+    concat!("SELECT ", account_columns!(), " FROM accounts WHERE id = $1 AND deleted_at IS NULL");
 /// Every filter of [`AccountStore::list_accounts`] is a parameter (NULL: not filtering).
 const ACCOUNT_FILTERED_PAGE: &str = concat!(
     "SELECT ",
@@ -78,7 +80,7 @@ const ACCOUNT_FILTERED_PAGE: &str = concat!(
     " FROM accounts WHERE ($1::bigint[] IS NULL OR channel_id = ANY($1) OR enterprise_id = ANY($2::bigint[])) \
      AND ($5::bigint IS NULL OR parent_id = $5) AND ($6::text IS NULL OR strpos(lower(email), $6) > 0 \
      OR id IN (SELECT account_id FROM account_settings WHERE strpos(contact_search, $6) > 0)) \
-     AND id > $3 ORDER BY id LIMIT $4"
+     AND deleted_at IS NULL AND id > $3 ORDER BY id LIMIT $4"
 );
 /// Counts a wrong password: one statement, so concurrent failures each count (the row lock
 /// orders them) and the `SET` expressions all read the row as it was before this update.
@@ -295,12 +297,13 @@ impl AccountStore for PgEntityStore {
     async fn set_account_frozen(&self, account: AccountId, frozen: bool) -> Result<bool> {
         let Some(id) = db_id(account.0) else { return Ok(false) };
         let mut tx = self.pool.begin().await.map_err(backend)?;
-        let done = sqlx::query("UPDATE accounts SET frozen = $2 WHERE id = $1")
-            .bind(id)
-            .bind(frozen)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
+        let done =
+            sqlx::query("UPDATE accounts SET frozen = $2, frozen_by = NULL WHERE id = $1 AND deleted_at IS NULL")
+                .bind(id)
+                .bind(frozen)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
         let found = done.rows_affected() > 0;
         if found && frozen {
             sqlx::query("DELETE FROM sessions WHERE account_id = $1")

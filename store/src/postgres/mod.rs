@@ -15,8 +15,10 @@
 
 mod account_security;
 mod accounts;
+mod audit;
 mod commands;
 mod devices;
+mod engine_state;
 mod files;
 mod firmware;
 mod groups;
@@ -26,11 +28,15 @@ mod oplog;
 mod orders;
 mod outbox;
 mod profiles;
+mod rps;
 mod schema;
 mod sites;
 mod strategies;
+mod strategy_inheritance;
 mod tasks;
+mod tenant_admin;
 mod tenants;
+mod windows;
 
 use std::sync::Arc;
 

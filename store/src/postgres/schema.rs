@@ -703,6 +703,133 @@ const MIGRATIONS: &[(&str, &str)] = &[
         EXECUTE FUNCTION fleetpulse_licence_device();
     "#,
     ),
+    (
+        "devices by enterprise and age",
+        // One enterprise's devices in the list's default order (issue 12): an enterprise
+        // admin's list and the export read pages along this index instead of sorting.
+        r#"
+    CREATE INDEX devices_enterprise_created ON devices (enterprise_id, created_at, id);
+    "#,
+    ),
+    (
+        "maintenance windows",
+        // Maintenance windows (issue 18): settings as one JSON document, as strategies; the mark
+        // a window left on an alarm activation, one row per activation (the latest step).
+        r#"
+    CREATE TABLE maintenance_windows (
+        id            BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        enterprise_id BIGINT NOT NULL REFERENCES enterprises (id),
+        settings      TEXT NOT NULL,
+        created_at    BIGINT NOT NULL,
+        updated_at    BIGINT NOT NULL
+    );
+    CREATE INDEX maintenance_windows_enterprise ON maintenance_windows (enterprise_id, id);
+    CREATE TABLE alarm_window_marks (
+        device_id     BIGINT NOT NULL,
+        code          INTEGER NOT NULL,
+        first_at      BIGINT NOT NULL,
+        enterprise_id BIGINT NOT NULL,
+        window_id     BIGINT NOT NULL,
+        window_name   TEXT NOT NULL,
+        state         TEXT NOT NULL,
+        at            BIGINT NOT NULL,
+        until         BIGINT,
+        PRIMARY KEY (device_id, code, first_at)
+    );
+    CREATE INDEX alarm_window_marks_at ON alarm_window_marks (at);
+    "#,
+    ),
+    (
+        "notification audit",
+        // The notification audit (issue 18): alarm entries name their activation, message
+        // entries (device_id NULL) the outbox message's key; and what the retention pass deletes
+        // by: the settled outbox by age, item keys by message.
+        r#"
+    CREATE TABLE notification_audit (
+        id            BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        enterprise_id BIGINT,
+        device_id     BIGINT,
+        code          INTEGER,
+        first_at      BIGINT,
+        at            BIGINT NOT NULL,
+        event         TEXT NOT NULL,
+        receiver      TEXT,
+        message_key   TEXT,
+        detail        TEXT NOT NULL
+    );
+    CREATE INDEX notification_audit_alarm ON notification_audit (device_id, code, first_at)
+        WHERE device_id IS NOT NULL;
+    CREATE INDEX notification_audit_message ON notification_audit (message_key) WHERE device_id IS NULL;
+    CREATE INDEX notification_audit_at ON notification_audit (at);
+    CREATE INDEX outbox_settled ON outbox (state, created_at);
+    CREATE INDEX outbox_items_message ON outbox_items (message_id);
+    "#,
+    ),
+    (
+        "strategies down the tenant tree",
+        // Issue 18: a strategy belongs to an enterprise or to a channel (one id space); a
+        // channel's says how far it reaches and what enterprises may do (JSON); enterprises'
+        // choices about inherited strategies.
+        r#"
+    ALTER TABLE alarm_strategies ALTER COLUMN enterprise_id DROP NOT NULL;
+    ALTER TABLE alarm_strategies ADD COLUMN channel_id BIGINT REFERENCES channels (id);
+    ALTER TABLE alarm_strategies ADD COLUMN inheritance TEXT;
+    ALTER TABLE alarm_strategies ADD CONSTRAINT alarm_strategies_owner
+        CHECK ((enterprise_id IS NULL) <> (channel_id IS NULL));
+    ALTER TABLE alarm_strategies ADD CONSTRAINT alarm_strategies_inheritance
+        CHECK ((channel_id IS NULL) = (inheritance IS NULL));
+    CREATE INDEX alarm_strategies_channel ON alarm_strategies (channel_id, id);
+    CREATE TABLE alarm_strategy_choices (
+        enterprise_id  BIGINT NOT NULL REFERENCES enterprises (id),
+        strategy_id    BIGINT NOT NULL REFERENCES alarm_strategies (id) ON DELETE CASCADE,
+        replacement_id BIGINT REFERENCES alarm_strategies (id) ON DELETE CASCADE,
+        at             BIGINT NOT NULL,
+        PRIMARY KEY (enterprise_id, strategy_id)
+    );
+    CREATE INDEX alarm_strategy_choices_strategy ON alarm_strategy_choices (strategy_id);
+    CREATE INDEX alarm_strategy_choices_replacement ON alarm_strategy_choices (replacement_id);
+    "#,
+    ),
+    (
+        "alarm engine state",
+        // Issue 18 item 6: the alarm engine's saved state, one JSON document.
+        r#"
+    CREATE TABLE alarm_engine_state (
+        id       INTEGER PRIMARY KEY CHECK (id = 1),
+        state    TEXT NOT NULL,
+        saved_at BIGINT NOT NULL
+    );
+    "#,
+    ),
+    (
+        "tenancy",
+        // Tenancy (TEN-1, TEN-5, DEV-1, issue 17), as in the embedded schema: tenant freezes and
+        // the accounts each froze, deleted sub-accounts kept as tombstones, the RPS device list;
+        // the device-management flag turned on for enterprises created before it took effect.
+        r#"
+    ALTER TABLE accounts ADD COLUMN frozen_by TEXT;
+    ALTER TABLE accounts ADD COLUMN deleted_at BIGINT;
+    CREATE INDEX accounts_frozen_by ON accounts (frozen_by) WHERE frozen_by IS NOT NULL;
+    CREATE TABLE tenant_freezes (
+        kind       TEXT NOT NULL CHECK (kind IN ('channel', 'enterprise')),
+        tenant_id  BIGINT NOT NULL,
+        frozen_at  BIGINT NOT NULL,
+        frozen_by  BIGINT NOT NULL,
+        accounts   BIGINT NOT NULL CHECK (accounts >= 0),
+        PRIMARY KEY (kind, tenant_id)
+    );
+    UPDATE enterprises SET profile = jsonb_set(profile::jsonb, '{device_management}', 'true'::jsonb)::text;
+    CREATE TABLE rps_devices (
+        id            BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        enterprise_id BIGINT NOT NULL REFERENCES enterprises (id),
+        device_key    TEXT NOT NULL UNIQUE,
+        server_url    TEXT NOT NULL,
+        created_at    BIGINT NOT NULL,
+        updated_at    BIGINT NOT NULL
+    );
+    CREATE INDEX rps_devices_enterprise ON rps_devices (enterprise_id, id);
+    "#,
+    ),
 ];
 
 /// The schema version this build writes.

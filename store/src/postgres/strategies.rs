@@ -54,7 +54,7 @@ impl StrategyStore for PgEntityStore {
 
     async fn strategy(&self, id: fleetpulse_proto::StrategyId) -> Result<Option<StoredStrategy>> {
         let Some(id) = db_id(id.0) else { return Ok(None) };
-        sqlx::query("SELECT id, enterprise_id, settings, created_at, updated_at FROM alarm_strategies WHERE id = $1")
+        sqlx::query("SELECT id, enterprise_id, settings, created_at, updated_at FROM alarm_strategies WHERE id = $1 AND enterprise_id IS NOT NULL")
             .bind(id)
             .fetch_optional(&self.pool)
             .await
@@ -84,7 +84,7 @@ impl StrategyStore for PgEntityStore {
     ) -> Result<Option<StoredStrategy>> {
         let Some(id) = db_id(id.0) else { return Ok(None) };
         sqlx::query(
-            "UPDATE alarm_strategies SET settings = $2, updated_at = $3 WHERE id = $1 \
+            "UPDATE alarm_strategies SET settings = $2, updated_at = $3 WHERE id = $1 AND enterprise_id IS NOT NULL \
              RETURNING id, enterprise_id, settings, created_at, updated_at",
         )
         .bind(id)
@@ -100,7 +100,7 @@ impl StrategyStore for PgEntityStore {
 
     async fn delete_strategy(&self, id: fleetpulse_proto::StrategyId) -> Result<bool> {
         let Some(id) = db_id(id.0) else { return Ok(false) };
-        let done = sqlx::query("DELETE FROM alarm_strategies WHERE id = $1")
+        let done = sqlx::query("DELETE FROM alarm_strategies WHERE id = $1 AND enterprise_id IS NOT NULL")
             .bind(id)
             .execute(&self.pool)
             .await

@@ -18,6 +18,7 @@ use fleetpulse_store::*;
 
 mod account_security;
 mod accounts;
+mod audit;
 mod commands;
 mod devices;
 mod entities;
@@ -34,7 +35,9 @@ mod profiles;
 mod sites;
 mod strategies;
 mod tasks;
+mod tenant_admin;
 mod tenants;
+mod windows;
 
 /// Reads in the scale-out store lag the spool by the drain time: poll until `check` passes.
 async fn eventually<T, F, Fut>(what: &str, mut read: F, check: impl Fn(&T) -> bool) -> T
@@ -107,6 +110,7 @@ async fn suite(store: Store) {
     accounts::totp(&store).await;
     oplog::operation_log(&store).await;
     strategies::strategies(&store).await;
+    windows::windows(&store).await;
     outbox::outbox(&store).await;
     outbox::outbox_items(&store).await;
     outbox::outbox_except(&store).await;
@@ -136,6 +140,13 @@ async fn suite(store: Store) {
     groups::group_imports(&store).await;
     orders::orders(&store).await;
     licences::licences(&store).await;
+    audit::notification_audit(&store).await;
+    tenant_admin::sub_account_deletion(&store).await;
+    tenant_admin::tenant_freezes(&store).await;
+    tenant_admin::rps_devices(&store).await;
+    // Last: they create channels, whose ids the tenant cases expect to start at 1.
+    strategies::inherited_strategies(&store).await;
+    strategies::engine_state(&store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,7 @@
 //! Alarm strategies ([`StrategyStore`]).
 
 use super::*;
+use fleetpulse_proto::StrategyId;
 
 /// Alarm strategies (ALM-3): create, read, list per enterprise, update, delete.
 pub(crate) async fn strategies(store: &Store) {
@@ -50,4 +51,114 @@ pub(crate) async fn strategies(store: &Store) {
     assert_eq!(s.strategy(second.id).await.unwrap(), None);
     assert_eq!(s.update_strategy(second.id, settings("x"), UnixMillis(30)).await.unwrap(), None);
     assert_eq!(s.list_strategies(b.id).await.unwrap(), vec![other]);
+}
+
+/// Channel strategies and enterprises' choices (issue 18): channel strategies are not an
+/// enterprise's, the strategies above a channel come nearest first with their distance, choices
+/// are set, replaced and removed, and go with the strategies they name.
+pub(crate) async fn inherited_strategies(store: &Store) {
+    let s = &store.entities;
+    let top = s.create_channel(new_channel("inh-top", None, true), UnixMillis(1)).await.unwrap();
+    let mid = s.create_channel(new_channel("inh-mid", Some(top.id), true), UnixMillis(1)).await.unwrap();
+    let low = s.create_channel(new_channel("inh-low", Some(mid.id), true), UnixMillis(1)).await.unwrap();
+    let other = s.create_channel(new_channel("inh-other", None, true), UnixMillis(1)).await.unwrap();
+    let e = s
+        .create_enterprise(NewEnterprise {
+            profile: Default::default(),
+            name: "inh-e".into(),
+            credential: "inh-e".into(),
+            channel_id: Some(low.id),
+        })
+        .await
+        .unwrap();
+    let settings = |name: &str| StrategySettings {
+        name: name.into(),
+        enabled: true,
+        alarm_types: vec![],
+        severities: vec![],
+        receivers: vec!["noc@example.com".into()],
+        group_wait_ms: 0,
+        group_interval_ms: 60_000,
+        repeat_interval_ms: 3_600_000,
+        thresholds: vec![],
+    };
+    let all = StrategyInheritance { sub_channel_levels: None, enterprises_may: EnterpriseFreedom::Override };
+    let own_only = StrategyInheritance { sub_channel_levels: Some(0), enterprises_may: EnterpriseFreedom::Locked };
+    let t1 = s.create_channel_strategy(top.id, settings("top noc"), all, UnixMillis(10)).await.unwrap();
+    let m1 = s.create_channel_strategy(mid.id, settings("mid noc"), own_only, UnixMillis(11)).await.unwrap();
+    let t2 = s.create_channel_strategy(top.id, settings("top 2"), own_only, UnixMillis(12)).await.unwrap();
+    s.create_channel_strategy(other.id, settings("elsewhere"), all, UnixMillis(13)).await.unwrap();
+    invalid(s.create_channel_strategy(ChannelId(999_999), settings("x"), all, UnixMillis(1)).await, "channel");
+    assert_eq!(s.channel_strategy(t1.id).await.unwrap(), Some(t1.clone()));
+    assert_eq!(s.strategy(t1.id).await.unwrap(), None, "a channel's strategy is not an enterprise's");
+    assert!(!s.delete_strategy(t1.id).await.unwrap(), "nor deleted as one");
+    assert_eq!(s.update_strategy(t1.id, settings("x"), UnixMillis(2)).await.unwrap(), None);
+    let own = s.create_strategy(e.id, settings("own"), UnixMillis(14)).await.unwrap();
+    assert_eq!(s.channel_strategy(own.id).await.unwrap(), None, "an enterprise's strategy is not a channel's");
+    assert_eq!(s.list_strategies(e.id).await.unwrap(), vec![own.clone()]);
+    let listed: Vec<_> = s.list_channel_strategies(top.id).await.unwrap().into_iter().map(|x| x.id).collect();
+    assert_eq!(listed, vec![t1.id, t2.id]);
+    let above: Vec<(u32, StrategyId)> =
+        s.strategies_above(low.id).await.unwrap().into_iter().map(|(d, x)| (d, x.id)).collect();
+    assert_eq!(above, vec![(1, m1.id), (2, t1.id), (2, t2.id)], "nearest first, then by id");
+    assert_eq!(s.strategies_above(ChannelId(999_999)).await.unwrap(), vec![]);
+
+    let mut changed = settings("top noc, renamed");
+    changed.enabled = false;
+    let narrower = StrategyInheritance { sub_channel_levels: Some(1), enterprises_may: EnterpriseFreedom::OptOut };
+    let updated = s.update_channel_strategy(t1.id, changed.clone(), narrower, UnixMillis(20)).await.unwrap().unwrap();
+    assert_eq!((updated.settings, updated.inheritance, updated.updated_at), (changed, narrower, UnixMillis(20)));
+    assert_eq!(s.update_channel_strategy(own.id, settings("x"), all, UnixMillis(21)).await.unwrap(), None);
+
+    s.set_strategy_choice(e.id, t1.id, Some(InheritedChoice::OptOut), UnixMillis(30)).await.unwrap();
+    s.set_strategy_choice(e.id, m1.id, Some(InheritedChoice::OverrideWith(own.id)), UnixMillis(31)).await.unwrap();
+    s.set_strategy_choice(e.id, t1.id, Some(InheritedChoice::OverrideWith(own.id)), UnixMillis(32)).await.unwrap();
+    let choices: Vec<(StrategyId, InheritedChoice, UnixMillis)> =
+        s.strategy_choices(e.id).await.unwrap().into_iter().map(|c| (c.strategy_id, c.choice, c.at)).collect();
+    let over = InheritedChoice::OverrideWith(own.id);
+    assert_eq!(choices, vec![(t1.id, over, UnixMillis(32)), (m1.id, over, UnixMillis(31))]);
+    s.set_strategy_choice(e.id, t1.id, None, UnixMillis(33)).await.unwrap();
+    assert_eq!(s.strategy_choices(e.id).await.unwrap().len(), 1);
+    // Deleting the replacement removes the override; deleting the channel strategy its choices.
+    s.set_strategy_choice(e.id, t2.id, Some(InheritedChoice::OptOut), UnixMillis(34)).await.unwrap();
+    assert!(s.delete_strategy(own.id).await.unwrap());
+    let left: Vec<StrategyId> = s.strategy_choices(e.id).await.unwrap().into_iter().map(|c| c.strategy_id).collect();
+    assert_eq!(left, vec![t2.id]);
+    assert!(s.delete_channel_strategy(t2.id).await.unwrap());
+    assert!(!s.delete_channel_strategy(t2.id).await.unwrap());
+    assert!(s.strategy_choices(e.id).await.unwrap().is_empty());
+    assert_eq!(s.channel_strategy(t2.id).await.unwrap(), None);
+}
+
+/// The alarm engine's saved state (issue 18 item 6): none at first, then the latest saved.
+pub(crate) async fn engine_state(store: &Store) {
+    let s = &store.entities;
+    assert_eq!(s.engine_state().await.unwrap(), None);
+    let mut state = SavedEngineState {
+        version: ENGINE_STATE_VERSION,
+        windows: vec![StoredWindows {
+            device_id: DeviceId(7),
+            enterprise_id: EnterpriseId(3),
+            metric: ThresholdMetric::Cpu,
+            windows: vec![(9_000, UnixMillis(1_000)), (9_500, UnixMillis(2_000))],
+        }],
+        resolutions: vec![StoredResolution {
+            enterprise_id: EnterpriseId(3),
+            strategy_id: StrategyId(4),
+            receiver: "noc@example.com".into(),
+            device_id: DeviceId(7),
+            code: fleetpulse_proto::AlarmTypeCode(109),
+            first_at: UnixMillis(10),
+            latest_at: UnixMillis(11),
+            count: 2,
+            description: "The device missed its heartbeats.".into(),
+            resolved_at: Some(UnixMillis(12)),
+            key: "00112233445566778899aabbccddeeff".into(),
+        }],
+    };
+    s.save_engine_state(&state, UnixMillis(20)).await.unwrap();
+    assert_eq!(s.engine_state().await.unwrap().as_ref(), Some(&state));
+    state.resolutions.clear();
+    s.save_engine_state(&state, UnixMillis(21)).await.unwrap();
+    assert_eq!(s.engine_state().await.unwrap(), Some(state), "replaced whole");
 }
