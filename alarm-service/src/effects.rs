@@ -75,6 +75,9 @@ pub(crate) async fn run_effects(
                 Err(error) => backoff.wait("prepare notifications", &error).await,
             }
         };
+        // Taken before queueing: a message handed straight to the outbox worker may be sent
+        // (and its audit entry timed) before the queueing call returns here.
+        let planned_at = UnixMillis::now();
         let entities = store.entities.as_ref();
         let added = retry("queue notifications", || async {
             match &outbox {
@@ -83,7 +86,6 @@ pub(crate) async fn run_effects(
             }
         })
         .await;
-        let planned_at = UnixMillis::now();
         audit.extend(planned.iter().flat_map(|n| crate::audit::planned(n, planned_at)));
         write_audit(&store, audit).await;
         metrics.queued.inc_by(added as u64);

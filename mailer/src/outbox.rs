@@ -495,7 +495,9 @@ impl OutboxWorker {
             }
             Err(e) => (Err(MailError::Permanent(format!("cannot render: {e}"))), String::new()),
         };
-        self.audit_outcome(now, &result, &readable, &sent);
+        // Timed at the outcome: a fresh message's send may start in the millisecond it was
+        // planned, and the audit lists entries in time order.
+        self.audit_outcome(UnixMillis::now(), &result, &readable, &sent);
         self.settle(now, receiver, result, readable, &mut stats, &mut outcomes);
         (stats, outcomes)
     }
