@@ -19,7 +19,15 @@ docs/PERFORMANCE.md. Called as `scripts/perf.sh alarms-compare`.
 
 Environment: RATES (20,100,1000), SECS (30), RUNS (1), FP_DEVICES (max(200, rate)),
 RESTART_ALERTS (50), STORM_ALERTS (10000), OUT (/tmp/fleetpulse-alarms-compare-<time>.json),
-SKIP (comma list of am, fleetpulse, restart, storm).
+SKIP (comma list of am, fleetpulse, restart, storm), VARIANTS (comma list of fleetpulse
+variants, each `default` or tokens joined by `+`: `passes` or `recorder` for that
+FLEETPULSE_OUTBOX_MODE, `mark-inline` for FLEETPULSE_MARK_SYNC=inline; fleetpulse runs once per
+variant, right after Alertmanager at the same rate, so that the variants are measured under the
+same machine load; default: `default`, or the FLEETPULSE_OUTBOX_MODE of the environment).
+
+While the runs go on, a 4 KiB write + fdatasync is timed FSYNC_HZ (10) times a second in the
+temporary directory (the disk the embedded store writes to), so that fleetpulse's latency is
+read against the disk's own floor at the same time; FSYNC_HZ=0 turns it off.
 """
 
 import json
@@ -31,6 +39,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 
@@ -43,6 +52,39 @@ RESTART_ALERTS = int(os.environ.get("RESTART_ALERTS", "50"))
 STORM_ALERTS = int(os.environ.get("STORM_ALERTS", "10000"))
 SKIP = set(filter(None, os.environ.get("SKIP", "").split(",")))
 OUT = os.environ.get("OUT", f"/tmp/fleetpulse-alarms-compare-{int(time.time())}.json")
+MODES = [m.strip() for m in os.environ.get("VARIANTS", os.environ.get("FLEETPULSE_OUTBOX_MODE", "") or "default").split(",")]
+FSYNC_HZ = float(os.environ.get("FSYNC_HZ", "10"))
+
+
+class FsyncProbe:
+    """Times a 4 KiB write + fdatasync FSYNC_HZ times a second in a thread of its own."""
+
+    def __init__(self):
+        self.samples = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self):
+        fd, path = tempfile.mkstemp(prefix="fsync-probe-")
+        block = os.urandom(4096)
+        try:
+            while not self.stop.wait(1 / FSYNC_HZ):
+                os.lseek(fd, 0, os.SEEK_SET)
+                t = time.perf_counter()
+                os.write(fd, block)
+                os.fdatasync(fd)
+                self.samples.append(time.perf_counter() - t)
+        finally:
+            os.close(fd)
+            os.unlink(path)
+
+    def summary(self):
+        xs = sorted(self.samples)
+        if not xs:
+            return None
+        q = lambda p: xs[min(len(xs) - 1, int(p * len(xs)))] * 1000
+        return {"samples": len(xs), "p50_ms": round(q(0.5), 2), "p90_ms": round(q(0.9), 2),
+                "p99_ms": round(q(0.99), 2), "max_ms": round(xs[-1] * 1000, 2)}
 
 
 def log(*args):
@@ -162,10 +204,20 @@ def run_alertmanager(binary, rate):
         shutil.rmtree(work, ignore_errors=True)
 
 
-def run_fleetpulse(rate):
+def run_fleetpulse(rate, mode):
     devices = int(os.environ.get("FP_DEVICES", max(200, int(rate))))
+    env = dict(os.environ)
+    env.pop("FLEETPULSE_OUTBOX_MODE", None)
+    env.pop("FLEETPULSE_MARK_SYNC", None)
+    for token in mode.split("+"):
+        if token in ("passes", "recorder"):
+            env["FLEETPULSE_OUTBOX_MODE"] = token
+        elif token == "mark-inline":
+            env["FLEETPULSE_MARK_SYNC"] = "inline"
+        elif token != "default":
+            sys.exit(f"unknown variant token {token!r} in VARIANTS")
     r = subprocess.run([os.path.join(ROOT, "scripts", "perf.sh"), "alarms", str(devices), str(rate), str(SECS)],
-                       capture_output=True, text=True, cwd=ROOT)
+                       capture_output=True, text=True, cwd=ROOT, env=env)
     lines = [line for line in r.stdout.splitlines() if line.startswith("{")]
     if not lines:
         sys.exit(f"scripts/perf.sh alarms failed ({r.returncode}): {r.stderr[-2000:]}")
@@ -204,6 +256,11 @@ def storm_check(binary):
         shutil.rmtree(work, ignore_errors=True)
 
 
+def fp_key(mode):
+    """The result's key for fleetpulse's runs in outbox mode `mode`."""
+    return "fleetpulse" if mode == "default" else f"fleetpulse_{mode.replace('+', '_')}"
+
+
 def machine():
     load = open("/proc/loadavg").read().split()[:3]
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
@@ -215,16 +272,21 @@ def main():
     binary = alertmanager_binary()
     version = subprocess.run([binary, "--version"], capture_output=True, text=True)
     result = {"machine": machine(), "alertmanager": (version.stdout or version.stderr).splitlines()[0],
-              "secs": SECS, "rates": {}}
+              "secs": SECS, "variants": MODES, "rates": {}}
+    probe = FsyncProbe()
+    if FSYNC_HZ > 0:
+        probe.thread.start()
     for rate in RATES:
-        entry = {"alertmanager": [], "fleetpulse": []}
+        entry = {"alertmanager": [], **{fp_key(m): [] for m in MODES}, "loadavg": []}
         for run in range(RUNS):
+            entry["loadavg"].append(open("/proc/loadavg").read().split()[:3])
             if "am" not in SKIP:
                 log(f"alertmanager at {rate}/s, run {run + 1}")
                 entry["alertmanager"].append(run_alertmanager(binary, rate))
             if "fleetpulse" not in SKIP:
-                log(f"fleetpulse at {rate}/s, run {run + 1}")
-                entry["fleetpulse"].append(run_fleetpulse(rate))
+                for mode in MODES:
+                    log(f"fleetpulse ({mode}) at {rate}/s, run {run + 1}")
+                    entry[fp_key(mode)].append(run_fleetpulse(rate, mode))
         result["rates"][str(rate)] = entry
     if "restart" not in SKIP:
         log("alertmanager restart check")
@@ -232,6 +294,8 @@ def main():
     if "storm" not in SKIP:
         log("alertmanager storm check")
         result["alertmanager_storm"] = storm_check(binary)
+    probe.stop.set()
+    result["fsync_4k"] = probe.summary()
     result["loadavg_at_end"] = open("/proc/loadavg").read().split()[:3]
     with open(OUT, "w") as f:
         json.dump(result, f, indent=2)
@@ -243,21 +307,27 @@ def main():
     def emailed(runs):
         return " ".join(f'{r["alarm_email"]["emailed"]}/{r["alarm_email"]["injected"]}' for r in runs if r.get("alarm_email"))
 
-    print(f"machine: {result['machine']}; {result['alertmanager']}; {SECS} s per rate; medians of {RUNS} run(s)")
-    print("| alarms/s | Alertmanager p50 / p99 (ms) | emailed | fleetpulse p50 / p99 (ms) | emailed | p50 ratio AM/fp | p99 ratio AM/fp |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print(f"machine: {result['machine']}; {result['alertmanager']}; {SECS} s per rate; medians of {RUNS} run(s); "
+          f"load average at the end {' '.join(result['loadavg_at_end'])}")
+    if result["fsync_4k"]:
+        print("4 KiB write + fdatasync during the runs:", json.dumps(result["fsync_4k"]))
+    print("| alarms/s | fleetpulse variant | Alertmanager p50 / p99 (ms) | emailed | fleetpulse p50 / p99 (ms) | emailed | p50 ratio AM/fp | p99 ratio AM/fp |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for rate, entry in result["rates"].items():
-        am, fp = entry["alertmanager"], entry["fleetpulse"]
-        a50, a99, f50, f99 = med(am, "p50"), med(am, "p99"), med(fp, "p50"), med(fp, "p99")
-        r50 = a50 / f50 if f50 else float("nan")
-        r99 = a99 / f99 if f99 else float("nan")
-        print(f"| {float(rate):g} | {a50:.1f} / {a99:.1f} | {emailed(am)} | {f50:.1f} / {f99:.1f} | {emailed(fp)} | {r50:.2f} | {r99:.2f} |")
+        am = entry["alertmanager"]
+        for mode in MODES:
+            fp = entry[fp_key(mode)]
+            a50, a99, f50, f99 = med(am, "p50"), med(am, "p99"), med(fp, "p50"), med(fp, "p99")
+            r50 = a50 / f50 if f50 else float("nan")
+            r99 = a99 / f99 if f99 else float("nan")
+            print(f"| {float(rate):g} | {mode} | {a50:.1f} / {a99:.1f} | {emailed(am)} | {f50:.1f} / {f99:.1f} | {emailed(fp)} | {r50:.2f} | {r99:.2f} |")
     for rate, entry in result["rates"].items():
-        for run in entry["fleetpulse"]:
-            stages = run.get("alarm_stages") or []
-            if stages:
-                print(f"fleetpulse stages at {float(rate):g}/s: " + "; ".join(
-                    f'{s["stage"]} p50 {s["p50_us"] / 1000:.2f} ms p99 {s["p99_us"] / 1000:.2f} ms' for s in stages))
+        for mode in MODES:
+            for run in entry[fp_key(mode)]:
+                stages = run.get("alarm_stages") or []
+                if stages:
+                    print(f"fleetpulse ({mode}) stages at {float(rate):g}/s: " + "; ".join(
+                        f'{s["stage"]} p50 {s["p50_us"] / 1000:.2f} ms p99 {s["p99_us"] / 1000:.2f} ms' for s in stages))
     if "alertmanager_restart" in result:
         print("alertmanager restart:", json.dumps(result["alertmanager_restart"]))
     if "alertmanager_storm" in result:

@@ -16,7 +16,7 @@ use clap::{Args, Parser, Subcommand};
 use fleetpulse_admin_api::{ApiConfig, ApiState, BootstrapOutcome};
 use fleetpulse_alarm_service::{AlarmMetrics, AlarmService};
 use fleetpulse_ingest::{Ingest, IngestConfig, IngestMetrics, TlsSource};
-use fleetpulse_mailer::{Mailer, OutboxConfig, OutboxMetrics, OutboxWorker};
+use fleetpulse_mailer::{Mailer, OutboxConfig, OutboxHandoff, OutboxMetrics, OutboxWorker};
 use fleetpulse_store::embedded::EmbeddedConfig;
 use fleetpulse_store::{ClusterStore, EngineStateOwner, Store};
 
@@ -508,15 +508,18 @@ impl Server {
         let (alarm_tx, alarm_rx) = tokio::sync::mpsc::channel(ALARM_EVENT_QUEUE);
         // One node sends the outbox: the worker runs here directly, or while this node holds the
         // outbox lease (several nodes).
-        let (wake, outbox) = match (make_worker, &cluster) {
+        // A single node hands fresh messages straight to its worker (issue 20); a node of several
+        // only stores them and wakes its worker, if it holds the lease.
+        let (handoff, outbox) = match (make_worker, &cluster) {
             (None, _) => (None, None),
             (Some(make), None) => {
                 let worker = make();
-                (Some(worker.waker()), Some(tokio::spawn(worker.run(stop_rx.clone()))))
+                (Some(worker.handoff()), Some(tokio::spawn(worker.run(stop_rx.clone()))))
             }
             (Some(make), Some(c)) => {
                 let wake = Arc::new(tokio::sync::Notify::new());
-                (Some(wake.clone()), Some(c.spawn_outbox(make, wake, stop_rx.clone())))
+                let handoff = OutboxHandoff::store_only(wake.clone());
+                (Some(handoff), Some(c.spawn_outbox(make, wake, stop_rx.clone())))
             }
         };
         // Each node of several saves its own engine's state (issue 16).
@@ -526,7 +529,7 @@ impl Server {
             alarm_options.retry.attempts = attempts.max(1);
         }
         let alarms =
-            AlarmService::start_with(store.clone(), alarm_rx, wake, stop_rx.clone(), alarm_metrics, alarm_options)
+            AlarmService::start_with(store.clone(), alarm_rx, handoff, stop_rx.clone(), alarm_metrics, alarm_options)
                 .await
                 .context("starting the alarm engine")?;
         ingest_config.alarm_events = Some(alarm_tx.clone());

@@ -8,17 +8,16 @@
 //! dropped silently. Dead letters fed back ([`Effect::Replay`]) are carried out once, here.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 use std::time::Instant;
 
 use fleetpulse_alarm_engine::{IncidentCounts, IncidentKey, IncidentStep, Notification};
-use fleetpulse_mailer::{MAX_ITEMS_PER_MESSAGE, OutboxError, Queued, enqueue};
+use fleetpulse_mailer::{MAX_ITEMS_PER_MESSAGE, OutboxError, OutboxHandoff, Queued, enqueue};
 use fleetpulse_proto::UnixMillis;
 use fleetpulse_proto::domain::AlarmChange;
 use fleetpulse_store::{
     AlarmAuditEntry, DeadLetterLabels, DeadLetterSink, EventBatch, IncidentUpdate, MAX_AUDIT_BATCH, Store, WindowMark,
 };
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::AlarmMetrics;
 use crate::dead::{Attempts, DeadPayload, GivenUp, ReplayError, RetryPolicy, StoredNotification, retry};
@@ -63,14 +62,15 @@ impl IncidentEffect {
 /// What the effects task works with.
 pub(crate) struct EffectsShell {
     pub(crate) store: Store,
-    pub(crate) outbox_wake: Option<Arc<Notify>>,
+    pub(crate) outbox: Option<OutboxHandoff>,
     pub(crate) metrics: AlarmMetrics,
     pub(crate) dead_letters: DeadLetterSink,
     pub(crate) retry: RetryPolicy,
 }
 
-/// Carries out the engine's effects until the engine task is gone; `outbox_wake` is notified
-/// after notifications were queued.
+/// Carries out the engine's effects until the engine task is gone; notifications are queued
+/// through the shell's `outbox` hand-off when an outbox worker runs (handed to it once durable),
+/// else only stored.
 pub(crate) async fn run_effects(shell: EffectsShell, mut effects: mpsc::Receiver<Effect>) {
     let mut names = Names::default();
     let mut batch = Vec::with_capacity(256);
@@ -106,8 +106,10 @@ pub(crate) async fn run_effects(shell: EffectsShell, mut effects: mpsc::Receiver
             shell.write_audit(audit).await;
             continue;
         }
-        let (planned, suppressed) = shell.queue(&mut names, notifications).await;
+        // Taken before queueing: a message handed straight to the outbox worker may be sent
+        // (and its audit entry timed) before the queueing call returns here.
         let planned_at = UnixMillis::now();
+        let (planned, suppressed) = shell.queue(&mut names, notifications).await;
         audit.extend(planned.iter().flat_map(|(n, to)| crate::audit::planned(n, to, planned_at)));
         audit.extend(suppressed.iter().flat_map(|(n, why)| crate::audit::suppressed_receiver(n, why, planned_at)));
         shell.write_audit(audit).await;
@@ -171,7 +173,7 @@ impl EffectsShell {
         }
     }
 
-    /// Queues notifications (minus items already queued) and wakes the outbox: the
+    /// Queues notifications (minus items already queued) for the outbox worker: the
     /// notifications queued with where each went (none when they were given up, one dead letter
     /// each), and those left out because their receiver account is gone, with why.
     async fn queue(&self, names: &mut Names, notifications: Vec<Notification>) -> Outcome {
@@ -188,19 +190,25 @@ impl EffectsShell {
             }
         };
         self.metrics.receivers_dropped.inc_by(suppressed.len() as u64);
-        let entities = self.store.entities.as_ref();
-        match retry(self.retry, "queue notifications", || enqueue(entities, queued.clone())).await {
+        match retry(self.retry, "queue notifications", || self.enqueue(queued.clone())).await {
             Ok(added) => {
                 self.metrics.queued.inc_by(added as u64);
-                if let Some(wake) = &self.outbox_wake {
-                    wake.notify_one();
-                }
                 (planned, suppressed)
             }
             Err(given_up) => {
                 self.give_up_notifications(planned.iter().map(|(n, _)| n), &given_up).await;
                 (Vec::new(), suppressed)
             }
+        }
+    }
+
+    /// Queues messages through the outbox worker's hand-off (handed to it once durable, and
+    /// woken), or only stores them when no worker runs in this process.
+    async fn enqueue(&self, queued: Vec<Queued>) -> Result<usize, OutboxError> {
+        let entities = self.store.entities.as_ref();
+        match &self.outbox {
+            Some(handoff) => handoff.enqueue(entities, queued).await,
+            None => enqueue(entities, queued).await,
         }
     }
 
@@ -232,12 +240,9 @@ impl EffectsShell {
                 let (queued, planned, suppressed) =
                     prepare(&self.store, names, vec![n], &self.metrics).await.map_err(|e| failed(&e))?;
                 self.metrics.receivers_dropped.inc_by(suppressed.len() as u64);
-                let added = enqueue(self.store.entities.as_ref(), queued).await.map_err(|e| failed(&e))?;
-                self.metrics.queued.inc_by(added as u64);
-                if let Some(wake) = &self.outbox_wake {
-                    wake.notify_one();
-                }
                 let planned_at = UnixMillis::now();
+                let added = self.enqueue(queued).await.map_err(|e| failed(&e))?;
+                self.metrics.queued.inc_by(added as u64);
                 let mut audit: Vec<AlarmAuditEntry> =
                     planned.iter().flat_map(|(n, to)| crate::audit::planned(n, to, planned_at)).collect();
                 audit.extend(

@@ -34,11 +34,10 @@
 //! *Architecture invariant*: the engine's decisions are all in `fleetpulse-alarm-engine`; this
 //! crate only feeds it, keeps its clock, and carries out its actions.
 
-use std::sync::Arc;
-
 use fleetpulse_alarm_engine::{AlarmEngine, DeviceEvent};
+use fleetpulse_mailer::OutboxHandoff;
 use fleetpulse_store::{DeadLetterMetrics, DeadLetterSink, EngineStateOwner, Store, StoreError};
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 mod audit;
@@ -93,7 +92,8 @@ pub struct AlarmService {
 
 impl AlarmService {
     /// Loads the strategies and active alarms from `store`, then starts evaluating `events`.
-    /// `outbox_wake` is notified after notifications were queued.
+    /// Notifications are queued through `outbox` (the outbox worker's hand-off) when a worker
+    /// runs, else only stored.
     ///
     /// # Errors
     ///
@@ -101,11 +101,11 @@ impl AlarmService {
     pub async fn start(
         store: Store,
         events: mpsc::Receiver<Vec<DeviceEvent>>,
-        outbox_wake: Option<Arc<Notify>>,
+        outbox: Option<OutboxHandoff>,
         stop: watch::Receiver<bool>,
         metrics: AlarmMetrics,
     ) -> Result<AlarmService, StoreError> {
-        Self::start_with(store, events, outbox_wake, stop, metrics, ServiceOptions::default()).await
+        Self::start_with(store, events, outbox, stop, metrics, ServiceOptions::default()).await
     }
 
     /// [`AlarmService::start`] with `options` (retries, dead-letter counters).
@@ -116,7 +116,7 @@ impl AlarmService {
     pub async fn start_with(
         store: Store,
         events: mpsc::Receiver<Vec<DeviceEvent>>,
-        outbox_wake: Option<Arc<Notify>>,
+        outbox: Option<OutboxHandoff>,
         stop: watch::Receiver<bool>,
         metrics: AlarmMetrics,
         options: ServiceOptions,
@@ -153,7 +153,7 @@ impl AlarmService {
             metrics.clone(),
             dead_letters.clone(),
         ));
-        let shell = effects::EffectsShell { store, outbox_wake, metrics, dead_letters, retry: options.retry };
+        let shell = effects::EffectsShell { store, outbox, metrics, dead_letters, retry: options.retry };
         let effects_task = tokio::spawn(effects::run_effects(shell, effect_rx));
         Ok(AlarmService { handle: AlarmHandle::new(control_tx, replay_tx), engine_task, effects_task })
     }

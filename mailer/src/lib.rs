@@ -15,6 +15,8 @@
 pub mod account_email;
 mod audit;
 mod config;
+mod dispatch;
+mod handoff;
 mod metrics;
 pub mod outbox;
 pub mod payload;
@@ -25,6 +27,8 @@ mod smtp_pool;
 
 pub use account_email::{AccountEmail, AccountEmailPayload, StoredPayload, render_account};
 pub use config::{Security, SmtpConfig};
+pub use dispatch::OUTCOME_QUEUE;
+pub use handoff::{HANDOFF_CAPACITY, OutboxHandoff};
 pub use lettre::Message;
 pub use lettre::message::Mailbox;
 pub use metrics::OutboxMetrics;

@@ -39,6 +39,10 @@ pub struct OutboxMetrics {
     /// A message's first attempt accepted by the relay, seconds after it was queued (the
     /// mailer's stages together).
     pub queued_to_accepted_seconds: Histogram,
+    /// Fresh messages taken from the hand-off (no store read).
+    pub handed_off: Counter,
+    /// Fresh messages the full hand-off could not carry (the store read found them).
+    pub handoff_overflowed: Counter,
 }
 
 impl Default for OutboxMetrics {
@@ -56,6 +60,8 @@ impl Default for OutboxMetrics {
             smtp_data_seconds: stage_histogram(),
             record_seconds: stage_histogram(),
             queued_to_accepted_seconds: stage_histogram(),
+            handed_off: Counter::default(),
+            handoff_overflowed: Counter::default(),
         }
     }
 }
@@ -93,6 +99,12 @@ impl OutboxMetrics {
             "queued_to_accepted_seconds",
             "Outbox message queued until the relay accepted its first attempt",
             m.queued_to_accepted_seconds.clone(),
+        );
+        r.register("handed_off", "Fresh messages taken from the hand-off, without a store read", m.handed_off.clone());
+        r.register(
+            "handoff_overflowed",
+            "Fresh messages the full hand-off could not carry (read from the store instead)",
+            m.handoff_overflowed.clone(),
         );
         m
     }

@@ -7,8 +7,14 @@
 //! Delivery is at least once: a crash between the SMTP server's acceptance and the `Sent` record
 //! sends the message again after the restart (at most once more per crash), with the same
 //! `Message-ID`, so receivers can tell.
+//!
+//! The running worker ([`OutboxWorker::run`], `dispatch.rs`) takes fresh messages straight from
+//! whoever queued them ([`OutboxHandoff`]) and reads the store for the rest; outcomes are
+//! group-committed by a recorder of their own while the next messages go out. A message is
+//! *claimed* from the moment it is taken for sending until its outcome is recorded, and a claimed
+//! message is never taken again, so one process sends a message at most once per attempt.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -23,6 +29,7 @@ use tokio::sync::Notify;
 
 use crate::account_email::{AccountEmailPayload, StoredPayload, render_account};
 use crate::audit::MessageAudit;
+use crate::handoff::OutboxHandoff;
 use crate::payload::OutboxPayload;
 use crate::{MailError, Mailer, OutboxError, OutboxMetrics, RenderContext, render};
 
@@ -86,7 +93,7 @@ pub struct PassStats {
 }
 
 impl PassStats {
-    fn add(&mut self, other: PassStats) {
+    pub(crate) fn add(&mut self, other: PassStats) {
         self.sent += other.sent;
         self.emails += other.emails;
         self.digests += other.digests;
@@ -113,9 +120,20 @@ pub struct Queued {
 }
 
 /// Queues notifications in one transaction; returns how many were new (a key queued before is
-/// left alone).
+/// left alone). [`OutboxHandoff::enqueue`] does the same and hands the new ones to the worker.
 pub async fn enqueue(outbox: &dyn OutboxStore, queued: Vec<Queued>) -> Result<usize, OutboxError> {
     let mut added = 0;
+    enqueue_returning(outbox, queued, |fresh| added += fresh.len()).await?;
+    Ok(added)
+}
+
+/// Queues notifications, one transaction per store batch, and gives `fresh` the messages each
+/// batch newly queued (as the store now holds them) once that batch is durable.
+pub(crate) async fn enqueue_returning(
+    outbox: &dyn OutboxStore,
+    queued: Vec<Queued>,
+    mut fresh: impl FnMut(Vec<OutboxMessage>),
+) -> Result<(), OutboxError> {
     let now = UnixMillis::now();
     let mut queued = queued.into_iter().peekable();
     while queued.peek().is_some() {
@@ -131,9 +149,26 @@ pub async fn enqueue(outbox: &dyn OutboxStore, queued: Vec<Queued>) -> Result<us
                 not_before: q.not_before,
             })
             .collect();
-        added += outbox.enqueue_outbox_batch(chunk, now).await?.into_iter().filter(|&new| new).count();
+        let kept: Vec<OutboxMessage> = chunk
+            .iter()
+            .map(|m| OutboxMessage {
+                id: 0,
+                key: m.key.clone(),
+                enterprise_id: m.enterprise_id,
+                receiver: m.receiver.clone(),
+                payload: m.payload.clone(),
+                state: OutboxState::Pending,
+                attempts: 0,
+                next_attempt_at: m.not_before,
+                last_error: None,
+                created_at: now,
+                sent_at: None,
+            })
+            .collect();
+        let ids = outbox.enqueue_outbox_batch_ids(chunk, now).await?;
+        fresh(kept.into_iter().zip(ids).filter_map(|(m, id)| id.map(|id| OutboxMessage { id, ..m })).collect());
     }
-    Ok(added)
+    Ok(())
 }
 
 /// Sends due outbox messages.
@@ -144,33 +179,40 @@ pub struct OutboxWorker {
     render: RenderContext,
     config: OutboxConfig,
     wake: Arc<Notify>,
-    metrics: OutboxMetrics,
+    handoff: OutboxHandoff,
+    pub(crate) metrics: OutboxMetrics,
     /// Receivers over their rate limit, until when (left out of the due query meanwhile).
     blocked: Mutex<HashMap<String, Instant>>,
     /// Outcomes of sent messages the store has not taken yet.
     unrecorded: Mutex<Vec<OutboxAttempt>>,
+    /// Messages taken for sending whose outcome is not recorded yet: never taken again meanwhile.
+    /// Bounded by what is in flight and what waits for the recorder (`dispatch.rs`).
+    claimed: Mutex<HashSet<u64>>,
     /// Account emails settled in this pass, with their payloads without secrets: stored once
     /// their outcome is recorded.
     redactions: Mutex<Vec<(u64, String)>>,
-    per_receiver: DefaultKeyedRateLimiter<String>,
-    global: DefaultDirectRateLimiter,
     /// What became of each message, for the notification audit.
     audit: MessageAudit,
+    per_receiver: DefaultKeyedRateLimiter<String>,
+    global: DefaultDirectRateLimiter,
 }
 
 impl OutboxWorker {
     /// A worker sending through `mailer`, rendering with the portal's address `portal_url`.
     pub fn new(outbox: Arc<dyn OutboxStore>, mailer: Mailer, portal_url: &str, config: OutboxConfig) -> OutboxWorker {
+        let wake = Arc::new(Notify::new());
         OutboxWorker {
             render: RenderContext { from: mailer.from_mailbox().clone(), portal_url: portal_url.to_owned() },
-            wake: Arc::new(Notify::new()),
+            handoff: OutboxHandoff::new(wake.clone()),
+            wake,
             metrics: OutboxMetrics::default(),
             blocked: Mutex::new(HashMap::new()),
             unrecorded: Mutex::new(Vec::new()),
+            claimed: Mutex::new(HashSet::new()),
             redactions: Mutex::new(Vec::new()),
+            audit: MessageAudit::default(),
             per_receiver: RateLimiter::keyed(Quota::per_minute(config.per_receiver_per_minute)),
             global: RateLimiter::direct(Quota::per_second(config.global_per_second)),
-            audit: MessageAudit::default(),
             outbox,
             mailer,
             config,
@@ -184,7 +226,7 @@ impl OutboxWorker {
     }
 
     /// Writes what becomes of each message into the notification audit (issue 18).
-    pub fn with_audit(mut self, audit: std::sync::Arc<dyn fleetpulse_store::NotificationAuditStore>) -> OutboxWorker {
+    pub fn with_audit(mut self, audit: Arc<dyn fleetpulse_store::NotificationAuditStore>) -> OutboxWorker {
         self.audit = MessageAudit::new(audit);
         self
     }
@@ -195,13 +237,32 @@ impl OutboxWorker {
         self.wake.clone()
     }
 
+    /// Queues notifications and hands the fresh ones straight to this worker once they are
+    /// durable, so that they go out without a store read ([`OutboxHandoff::enqueue`]).
+    pub fn handoff(&self) -> OutboxHandoff {
+        self.handoff.clone()
+    }
+
+    pub(crate) fn hand_off_queue(&self) -> &OutboxHandoff {
+        &self.handoff
+    }
+
+    pub(crate) fn config(&self) -> &OutboxConfig {
+        &self.config
+    }
+
+    pub(crate) fn wake_signal(&self) -> &Notify {
+        &self.wake
+    }
+
     /// The delay before the retry after `attempts` attempts.
     fn backoff(&self, attempts: u32) -> Duration {
         let factor = 2u32.saturating_pow(attempts.saturating_sub(1).min(20));
         self.config.backoff_base.saturating_mul(factor).min(self.config.backoff_max)
     }
 
-    /// One pass over the messages due at `now`.
+    /// One pass over the messages due at `now`, read from the store; returns once their outcomes
+    /// are recorded.
     ///
     /// The due messages of one receiver go out one by one while its rate limit allows all of them;
     /// otherwise, if it allows one more message, they go out together as one digest; otherwise
@@ -211,6 +272,31 @@ impl OutboxWorker {
         let unrecorded =
             std::mem::take(&mut *self.unrecorded.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
         self.record(unrecorded).await?;
+        let (due, _) = self.due_unclaimed(now).await?;
+        let (emails, _) = self.plan(due, true, &mut stats);
+        let mut outcomes = Vec::new();
+        let mut emails = emails.into_iter();
+        let mut in_flight = FuturesUnordered::new();
+        loop {
+            while in_flight.len() < self.config.concurrency.max(1) {
+                let Some((receiver, messages)) = emails.next() else { break };
+                in_flight.push(self.send(now, receiver, messages));
+            }
+            let Some((sent, attempts)) = in_flight.next().await else { break };
+            stats.add(sent);
+            outcomes.extend(attempts);
+            if outcomes.len() >= RECORD_EVERY {
+                self.record(std::mem::take(&mut outcomes)).await?;
+            }
+        }
+        self.record(outcomes).await?;
+        self.audit.flush().await;
+        Ok(stats)
+    }
+
+    /// The pending messages due at `now` that are not claimed, oldest first, leaving out the
+    /// receivers over their limit; and whether the store answered a full batch (more may be due).
+    pub(crate) async fn due_unclaimed(&self, now: UnixMillis) -> Result<(Vec<OutboxMessage>, bool), OutboxError> {
         // Receivers over their limit are left out of the query, so that a receiver with a large
         // backlog does not fill every batch and starve the others.
         let except: Vec<String> = {
@@ -219,14 +305,48 @@ impl OutboxWorker {
             blocked.retain(|_, until| *until > instant);
             blocked.keys().take(fleetpulse_store::MAX_OUTBOX_EXCEPT).cloned().collect()
         };
-        let due = self.outbox.due_outbox_except(now, self.config.batch, &except).await?;
-        let picked_up = UnixMillis::now();
-        for m in due.iter().filter(|m| m.attempts == 0) {
-            self.metrics.pickup_seconds.observe(seconds_between(m.created_at, picked_up));
-        }
-        // Decide what goes out (rate limits), then send with bounded concurrency.
+        // Claimed when the read starts: one released while it runs (its outcome committed after
+        // the read's snapshot) may still come back as pending, and must not be taken again.
+        let before = self.claimed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let mut due = self.outbox.due_outbox_except(now, self.config.batch, &except).await?;
+        let full = due.len() >= self.config.batch as usize;
+        let claimed = self.claimed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        due.retain(|m| !claimed.contains(&m.id) && !before.contains(&m.id));
+        Ok((due, full))
+    }
+
+    /// Whether a message is claimed (taken for sending, its outcome not recorded yet).
+    pub(crate) fn is_claimed(&self, id: u64) -> bool {
+        self.claimed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains(&id)
+    }
+
+    /// Decides what of `due` goes out now under the rate limits, as emails (receiver, messages),
+    /// and claims their messages.
+    ///
+    /// With `digests` (a store pass), a receiver's messages go out one by one while its limit
+    /// allows all of them, else together as one digest if it allows one more, else they wait.
+    /// Without (fresh messages from the hand-off), only messages that go out one by one are
+    /// taken; a receiver whose messages do not all fit is left alone and `true` returned: a
+    /// store pass should decide for it (with what it already has waiting) at once.
+    pub(crate) fn plan(
+        &self,
+        due: Vec<OutboxMessage>,
+        digests: bool,
+        stats: &mut PassStats,
+    ) -> (Vec<(String, Vec<OutboxMessage>)>, bool) {
+        let now = UnixMillis::now();
         let mut emails: Vec<(String, Vec<OutboxMessage>)> = Vec::new();
+        let mut needs_store_pass = false;
         for (receiver, messages) in by_receiver(due) {
+            let is_blocked = !digests && {
+                let blocked = self.blocked.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                blocked.get(&receiver).is_some_and(|until| *until > Instant::now())
+            };
+            if is_blocked {
+                stats.deferred += u32::try_from(messages.len()).unwrap_or(u32::MAX);
+                self.audit.note(&messages, now, AuditEvent::Deferred, "the receiver's rate limit: the next digest");
+                continue;
+            }
             let n = u32::try_from(messages.len()).ok().and_then(NonZeroU32::new);
             let all_fit = n.is_some_and(|n| matches!(self.per_receiver.check_key_n(&receiver, n), Ok(Ok(()))));
             if all_fit {
@@ -238,6 +358,10 @@ impl OutboxWorker {
                     }
                     emails.push((receiver.clone(), vec![m]));
                 }
+                continue;
+            }
+            if !digests {
+                needs_store_pass = true;
                 continue;
             }
             match self.per_receiver.check_key(&receiver) {
@@ -256,32 +380,38 @@ impl OutboxWorker {
             stats.deferred += u32::try_from(messages.len()).unwrap_or(u32::MAX);
             self.audit.note(&messages, now, AuditEvent::Deferred, "the receiver's rate limit: the next digest");
         }
-        let mut outcomes = Vec::new();
-        let mut emails = emails.into_iter();
-        let mut in_flight = FuturesUnordered::new();
-        loop {
-            while in_flight.len() < self.config.concurrency.max(1) {
-                let Some((receiver, messages)) = emails.next() else { break };
-                in_flight.push(self.send(now, receiver, messages));
-            }
-            let Some((sent, attempts)) = in_flight.next().await else { break };
-            stats.add(sent);
-            outcomes.extend(attempts);
-            if outcomes.len() >= RECORD_EVERY {
-                self.record(std::mem::take(&mut outcomes)).await?;
+        let picked_up = UnixMillis::now();
+        let mut claimed = self.claimed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for m in emails.iter().flat_map(|(_, messages)| messages) {
+            claimed.insert(m.id);
+            if m.attempts == 0 {
+                self.metrics.pickup_seconds.observe(seconds_between(m.created_at, picked_up));
             }
         }
-        self.record(outcomes).await?;
-        self.redact().await;
-        self.audit.flush().await;
-        Ok(stats)
+        (emails, needs_store_pass)
     }
 
-    /// Removes the secrets from the payloads of the account emails settled in this pass (their
+    /// Gives up the claim on messages taken but not sent (the worker is stopping); they stay
+    /// pending in the store.
+    pub(crate) fn unclaim(&self, messages: &[OutboxMessage]) {
+        let mut claimed = self.claimed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for m in messages {
+            claimed.remove(&m.id);
+        }
+    }
+
+    /// Removes the secrets from the payloads of the account emails among `recorded` (their
     /// outcomes are recorded by now; a message still pending is left alone by the store).
-    async fn redact(&self) {
-        let redactions =
-            std::mem::take(&mut *self.redactions.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+    async fn redact(&self, recorded: &HashSet<u64>) {
+        let redactions: Vec<(u64, String)> = {
+            let mut all = self.redactions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if all.is_empty() {
+                return;
+            }
+            let (now, later) = std::mem::take(&mut *all).into_iter().partition(|(id, _)| recorded.contains(id));
+            *all = later;
+            now
+        };
         for (id, payload) in redactions {
             match self.outbox.redact_outbox_payload(id, payload).await {
                 Ok(true) => {}
@@ -292,7 +422,7 @@ impl OutboxWorker {
     }
 
     /// Renders `messages` as one email to `receiver`, sends it and records the outcome on each.
-    async fn send(
+    pub(crate) async fn send(
         &self,
         now: UnixMillis,
         receiver: String,
@@ -365,7 +495,9 @@ impl OutboxWorker {
             }
             Err(e) => (Err(MailError::Permanent(format!("cannot render: {e}"))), String::new()),
         };
-        self.audit_outcome(now, &result, &readable, &sent);
+        // Timed at the outcome: a fresh message's send may start in the millisecond it was
+        // planned, and the audit lists entries in time order.
+        self.audit_outcome(UnixMillis::now(), &result, &readable, &sent);
         self.settle(now, receiver, result, readable, &mut stats, &mut outcomes);
         (stats, outcomes)
     }
@@ -386,6 +518,11 @@ impl OutboxWorker {
             }
             Err(e) => self.audit.note(messages, now, AuditEvent::Failed, &format!("attempt {}: {e}", attempts + 1)),
         }
+    }
+
+    /// Writes the audit entries noted so far (after the outcomes they describe were recorded).
+    pub(crate) async fn flush_audit(&self) {
+        self.audit.flush().await;
     }
 
     /// Sends one email carrying `messages`, observing the SMTP stages.
@@ -459,10 +596,11 @@ impl OutboxWorker {
         }));
     }
 
-    /// Records the outcomes not yet recorded, in store-sized chunks. What fails stays in
-    /// `unrecorded` and is recorded before anything else is sent, so a store outage cannot make
-    /// the worker send a message again and again.
-    async fn record(&self, mut outcomes: Vec<OutboxAttempt>) -> Result<(), OutboxError> {
+    /// Records outcomes in store-sized chunks, then releases their messages' claims and redacts
+    /// the account emails among them. What fails stays in `unrecorded` (and claimed) and is
+    /// recorded before anything else, so a store outage cannot make the worker send a message
+    /// again and again.
+    pub(crate) async fn record(&self, mut outcomes: Vec<OutboxAttempt>) -> Result<(), OutboxError> {
         while !outcomes.is_empty() {
             let rest = outcomes.split_off(outcomes.len().min(fleetpulse_store::MAX_OUTBOX_BATCH));
             let chunk = std::mem::replace(&mut outcomes, rest);
@@ -475,37 +613,35 @@ impl OutboxWorker {
                 unrecorded.extend(outcomes);
                 return Err(error.into());
             }
+            let ids: HashSet<u64> = chunk.iter().map(|a| a.id).collect();
+            self.claimed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).retain(|id| !ids.contains(id));
+            self.redact(&ids).await;
         }
         Ok(())
     }
 
-    /// Runs passes until `stop` turns true; store failures are logged and retried.
-    pub async fn run(self, mut stop: tokio::sync::watch::Receiver<bool>) {
-        loop {
-            let pass = self.run_once(UnixMillis::now()).await;
-            if let Ok(stats) = &pass {
-                let m = &self.metrics;
-                m.emails_sent.inc_by(u64::from(stats.emails));
-                m.messages_sent.inc_by(u64::from(stats.sent));
-                m.digests_sent.inc_by(u64::from(stats.digests));
-                m.deferred.inc_by(u64::from(stats.deferred));
-                m.retried.inc_by(u64::from(stats.retried));
-                m.failed.inc_by(u64::from(stats.failed));
-            }
-            let pause = match pass {
-                Ok(stats) if stats.sent + stats.retried + stats.failed > 0 => Duration::ZERO,
-                Ok(_) => self.config.poll_interval,
-                Err(error) => {
-                    tracing::error!(message = "Outbox pass failed; retrying.", %error);
-                    self.config.poll_interval
-                }
-            };
-            tokio::select! {
-                _ = tokio::time::sleep(pause) => {}
-                _ = self.wake.notified() => {}
-                _ = stop.wait_for(|s| *s) => return,
-            }
-        }
+    /// Takes the outcomes a failed [`OutboxWorker::record`] left, to try again.
+    pub(crate) fn take_unrecorded(&self) -> Vec<OutboxAttempt> {
+        std::mem::take(&mut *self.unrecorded.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    /// Counts what was sent, retried, given up or deferred in the metrics.
+    pub(crate) fn count(&self, stats: PassStats) {
+        let m = &self.metrics;
+        m.emails_sent.inc_by(u64::from(stats.emails));
+        m.messages_sent.inc_by(u64::from(stats.sent));
+        m.digests_sent.inc_by(u64::from(stats.digests));
+        m.deferred.inc_by(u64::from(stats.deferred));
+        m.retried.inc_by(u64::from(stats.retried));
+        m.failed.inc_by(u64::from(stats.failed));
+    }
+
+    /// Sends until `stop` turns true: fresh messages from the hand-off as they come, the store's
+    /// due messages at start, every poll interval and whenever the hand-off cannot carry the
+    /// work alone; outcomes group-committed alongside (`dispatch.rs`). Store failures are logged
+    /// and retried.
+    pub async fn run(self, stop: tokio::sync::watch::Receiver<bool>) {
+        crate::dispatch::run(&self, stop).await;
     }
 }
 

@@ -36,7 +36,17 @@ pub trait OutboxStore: Send + Sync + 'static {
     /// keys, except those already recorded (by an earlier message or earlier in the batch).
     /// [`StoreError::InvalidInput`] (and nothing changes) for more than [`MAX_OUTBOX_BATCH`]
     /// messages.
-    async fn enqueue_outbox_batch(&self, messages: Vec<NewOutboxMessage>, now: UnixMillis) -> Result<Vec<bool>>;
+    async fn enqueue_outbox_batch(&self, messages: Vec<NewOutboxMessage>, now: UnixMillis) -> Result<Vec<bool>> {
+        Ok(self.enqueue_outbox_batch_ids(messages, now).await?.iter().map(Option::is_some).collect())
+    }
+    /// [`OutboxStore::enqueue_outbox_batch`], answering per message (in order) the id it was
+    /// queued under, or `None` if it was not queued; so that the sender can take a fresh message
+    /// straight from whoever queued it once it is durable, without reading it back.
+    async fn enqueue_outbox_batch_ids(
+        &self,
+        messages: Vec<NewOutboxMessage>,
+        now: UnixMillis,
+    ) -> Result<Vec<Option<u64>>>;
     /// Which of the given alarm item keys a queued outbox message recorded (each once, in any
     /// order). [`StoreError::InvalidInput`] for more than [`MAX_OUTBOX_ITEM_QUERY`] keys.
     async fn outbox_known_items(&self, keys: &[String]) -> Result<Vec<String>>;

@@ -4,8 +4,18 @@
 //!
 //! Every group commit bumps a counter row in the database (`durable_commits`: commits and rows
 //! so far) inside its transaction; once the commit is durable the writer overwrites the mark file
-//! (`fleetpulse.db.mark`) with the same numbers, fsynced, before it answers anyone. At open the
-//! database must hold at least the mark's commit count.
+//! (`fleetpulse.db.mark`) with the same numbers before it answers anyone. At open the database
+//! must hold at least the mark's commit count.
+//!
+//! The writer's commits fsync once (the WAL): the mark reaches the file (the page cache) before
+//! anyone is answered, and a thread of its own fsyncs it right after, coalescing marks written
+//! meanwhile ([`MarkFile::background`], issue 20: the second fsync was on every commit's path).
+//! A process crash (kill -9, abort) loses nothing of the mark; a power loss can leave it behind
+//! the database by the commits of the last mark fsync, never ahead of it (it is written after
+//! the commit is durable), and a mark behind the database is accepted at open. What that costs:
+//! a write-ahead log lost *together with* a power loss goes unnoticed for those last commits (the
+//! commits themselves are fsynced in the WAL, so a power loss alone loses nothing).
+//! `FLEETPULSE_MARK_SYNC=inline` puts the fsync back on the commit's path, only to measure it.
 //!
 //! | bytes  | field                                         |
 //! |--------|-----------------------------------------------|
@@ -20,6 +30,9 @@
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
 
 use rusqlite::Connection;
 
@@ -111,20 +124,64 @@ pub fn read_mark(data_dir: &Path) -> std::result::Result<Option<Durable>, String
 pub(super) struct MarkFile {
     file: File,
     fsync: bool,
+    /// Asks the mark's sync thread for one more fsync (capacity 1: a request still waiting covers
+    /// every write made before the thread takes it). `None`: [`MarkFile::write`] syncs inline.
+    syncer: Option<SyncSender<()>>,
 }
 
 impl MarkFile {
     pub(super) fn open(data_dir: &Path, fsync: bool) -> Result<MarkFile> {
         let path = data_dir.join(MARK_FILE);
         let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path)?;
-        Ok(MarkFile { file, fsync })
+        Ok(MarkFile { file, fsync, syncer: None })
     }
 
-    /// Overwrites the mark in place (32 bytes: no allocation on a full disk) and syncs it.
+    /// From now on [`MarkFile::write`] leaves the fsync to a thread of its own (see the module's
+    /// documentation), which counts its failures in `failures` and syncs once more when the
+    /// mark file is dropped. With fsync off, or `FLEETPULSE_MARK_SYNC=inline`, nothing changes.
+    pub(super) fn background(mut self, failures: Arc<AtomicU64>) -> Result<MarkFile> {
+        if !self.fsync || inline_requested() {
+            return Ok(self);
+        }
+        let file = self.file.try_clone()?;
+        let (tx, rx) = sync_channel::<()>(1);
+        std::thread::Builder::new().name("store-mark-sync".into()).spawn(move || {
+            let sync = || {
+                if let Err(error) = file.sync_data() {
+                    failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(message = "Syncing the durable mark failed; the commits themselves are durable.", %error);
+                }
+            };
+            while rx.recv().is_ok() {
+                sync();
+            }
+            sync();
+        })?;
+        self.syncer = Some(tx);
+        Ok(self)
+    }
+
+    /// Overwrites the mark in place (32 bytes: no allocation on a full disk) and syncs it, or
+    /// has it synced right after ([`MarkFile::background`]).
     pub(super) fn write(&self, d: Durable) -> std::io::Result<()> {
         self.file.write_all_at(&encode(d), 0)?;
-        if self.fsync { self.file.sync_data() } else { Ok(()) }
+        match &self.syncer {
+            // Full: a request is still waiting, and its fsync comes after this write.
+            Some(syncer) => match syncer.try_send(()) {
+                Ok(()) | Err(TrySendError::Full(())) => Ok(()),
+                Err(TrySendError::Disconnected(())) => self.file.sync_data(),
+            },
+            None if self.fsync => self.file.sync_data(),
+            None => Ok(()),
+        }
     }
+}
+
+/// `FLEETPULSE_MARK_SYNC=inline` (read once): the mark is fsynced on the commit's path, as before
+/// issue 20's third round, only to measure the difference.
+fn inline_requested() -> bool {
+    static INLINE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *INLINE.get_or_init(|| std::env::var("FLEETPULSE_MARK_SYNC").is_ok_and(|v| v == "inline"))
 }
 
 /// Compares the database with the mark at open. With `accept_loss` a database behind its mark

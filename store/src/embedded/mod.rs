@@ -175,6 +175,7 @@ impl EmbeddedStore {
             .collect::<rusqlite::Result<Vec<_>>>()?;
         let (tx, rx) = mpsc::channel(config.queue_depth.max(1));
         let stats = Arc::new(WriterStats::default());
+        let mark = mark.background(stats.mark_failures.clone())?;
         let closing = Arc::new(AtomicBool::new(false));
         let writer = writer::Writer {
             conn,

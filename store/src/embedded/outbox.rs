@@ -62,7 +62,11 @@ fn outbox_from_row(r: &Row<'_>) -> rusqlite::Result<OutboxMessage> {
 
 #[async_trait]
 impl OutboxStore for EmbeddedStore {
-    async fn enqueue_outbox_batch(&self, messages: Vec<NewOutboxMessage>, now: UnixMillis) -> Result<Vec<bool>> {
+    async fn enqueue_outbox_batch_ids(
+        &self,
+        messages: Vec<NewOutboxMessage>,
+        now: UnixMillis,
+    ) -> Result<Vec<Option<u64>>> {
         check_bound("outbox messages", messages.len(), MAX_OUTBOX_BATCH)?;
         if messages.is_empty() {
             return Ok(Vec::new());
@@ -82,13 +86,15 @@ impl OutboxStore for EmbeddedStore {
                 let added =
                     message.execute(params![m.key, m.enterprise_id.0, m.receiver, m.payload, m.not_before.0, now.0])?
                         > 0;
+                let mut id = None;
                 if added {
-                    let id = c.last_insert_rowid();
+                    let rowid = c.last_insert_rowid();
                     for key in &m.item_keys {
-                        item.execute(params![key, id])?;
+                        item.execute(params![key, rowid])?;
                     }
+                    id = Some(u64::try_from(rowid).map_err(|_| StoreError::Backend("negative outbox id".into()))?);
                 }
-                queued.push(added);
+                queued.push(id);
             }
             Ok(queued)
         })

@@ -3,7 +3,8 @@
 //! Every write is a [`WriteJob`] sent over a bounded channel (senders wait when it is full:
 //! that is the store's backpressure). The thread takes every job that is waiting, up to a row
 //! limit, applies each inside its own savepoint of one transaction, commits once (one fsync for
-//! the group), writes the durable mark ([`super::durable`]) and only then answers the jobs. A job
+//! the group), writes the durable mark ([`super::durable`], fsynced off the path) and only then
+//! answers the jobs. A job
 //! whose statements fail is rolled back alone. A commit that fails (disk full, I/O error) is
 //! retried briefly, then its jobs fail promptly with [`StoreError::Unavailable`] and the store
 //! reports itself not writable until the maintenance thread's probe commits with headroom:
@@ -92,8 +93,8 @@ pub struct WriterStats {
     /// True since a commit failed (the store cannot write); cleared by the maintenance thread's
     /// probe, a commit with [`super::maintenance::PROBE_BYTES`] of headroom.
     pub unwritable: AtomicBool,
-    /// Durable mark writes that failed (the commit itself was durable).
-    pub mark_failures: AtomicU64,
+    /// Durable mark writes or syncs that failed (the commit itself was durable).
+    pub mark_failures: Arc<AtomicU64>,
     /// Jobs rolled back alone because their statements failed.
     pub job_failures: AtomicU64,
 }

@@ -43,7 +43,11 @@ const INSERT_OUTBOX_BATCH: &str = "INSERT INTO outbox \
      ON CONFLICT (key) DO NOTHING RETURNING id, key";
 #[async_trait]
 impl OutboxStore for PgEntityStore {
-    async fn enqueue_outbox_batch(&self, messages: Vec<NewOutboxMessage>, now: UnixMillis) -> Result<Vec<bool>> {
+    async fn enqueue_outbox_batch_ids(
+        &self,
+        messages: Vec<NewOutboxMessage>,
+        now: UnixMillis,
+    ) -> Result<Vec<Option<u64>>> {
         check_bound("outbox messages", messages.len(), MAX_OUTBOX_BATCH)?;
         if messages.is_empty() {
             return Ok(Vec::new());
@@ -85,15 +89,15 @@ impl OutboxStore for PgEntityStore {
             .await
             .map_err(backend)?;
         let ids: HashMap<&str, i64> = inserted.iter().map(|(id, key)| (key.as_str(), *id)).collect();
-        let queued: Vec<bool> = messages
+        let queued: Vec<Option<i64>> = messages
             .iter()
             .enumerate()
-            .map(|(i, m)| first.get(m.key.as_str()) == Some(&i) && ids.contains_key(m.key.as_str()))
+            .map(|(i, m)| ids.get(m.key.as_str()).copied().filter(|_| first.get(m.key.as_str()) == Some(&i)))
             .collect();
         // Each item key once, claimed by the first queued message carrying it; in key order.
         let mut items: HashMap<&str, i64> = HashMap::new();
-        for (m, _) in messages.iter().zip(&queued).filter(|(_, q)| **q) {
-            let Some(&id) = ids.get(m.key.as_str()) else { continue };
+        for (m, id) in messages.iter().zip(&queued) {
+            let Some(id) = *id else { continue };
             for key in &m.item_keys {
                 items.entry(key.as_str()).or_insert(id);
             }
@@ -113,7 +117,7 @@ impl OutboxStore for PgEntityStore {
             .map_err(backend)?;
         }
         tx.commit().await.map_err(backend)?;
-        Ok(queued)
+        Ok(queued.into_iter().map(|id| id.map(row_id)).collect())
     }
 
     async fn outbox_known_items(&self, keys: &[String]) -> Result<Vec<String>> {

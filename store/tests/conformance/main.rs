@@ -119,6 +119,7 @@ async fn suite(store: Store) {
     outbox::outbox(&store).await;
     outbox::outbox_items(&store).await;
     outbox::outbox_except(&store).await;
+    outbox::outbox_ids(&store).await;
     events::events(&store).await;
     events::lifecycle(&store).await;
     events::latest_alarms(&store).await;

@@ -258,3 +258,34 @@ pub(crate) async fn outbox_except(store: &Store) {
     assert!(backlog.iter().all(|m| m.receiver == "noc@example.com"));
     assert!(backlog.windows(2).all(|w| (w[0].next_attempt_at, w[0].id) < (w[1].next_attempt_at, w[1].id)));
 }
+
+/// The ids a batch answers are the ids its messages were queued under (what the outbox worker
+/// takes a fresh message by, without reading it back); none for a message not queued (its key
+/// queued before, or earlier in the batch).
+pub(crate) async fn outbox_ids(store: &Store) {
+    let s = &store.entities;
+    let message = |key: &str| NewOutboxMessage {
+        key: key.into(),
+        enterprise_id: EnterpriseId(1),
+        receiver: "ids@example.com".into(),
+        payload: format!("payload of {key}"),
+        not_before: UnixMillis(900_000),
+        item_keys: vec![format!("{key}-item")],
+    };
+    let first =
+        s.enqueue_outbox_batch_ids(vec![message("id-1"), message("id-2"), message("id-1")], UnixMillis(800_000));
+    let first = first.await.unwrap();
+    assert!(first[0].is_some() && first[1].is_some() && first[0] != first[1] && first[2].is_none(), "{first:?}");
+    let second = s.enqueue_outbox_batch_ids(vec![message("id-2"), message("id-3")], UnixMillis(800_001));
+    let second = second.await.unwrap();
+    assert!(second[0].is_none() && second[1].is_some(), "{second:?}");
+    assert!(s.enqueue_outbox_batch_ids(Vec::new(), UnixMillis(800_002)).await.unwrap().is_empty());
+    assert_eq!(s.outbox_known_items(&["id-3-item".into()]).await.unwrap(), ["id-3-item"]);
+    for (id, key, created) in [(first[0], "id-1", 800_000), (first[1], "id-2", 800_000), (second[1], "id-3", 800_001)] {
+        let id = id.unwrap();
+        let sent = s.record_outbox_attempt(id, OutboxState::Sent, UnixMillis(900_001), UnixMillis(900_001), None);
+        let sent = sent.await.unwrap().unwrap();
+        assert_eq!((sent.id, sent.key.as_str(), sent.created_at), (id, key, UnixMillis(created)));
+        assert_eq!((sent.receiver.as_str(), sent.state), ("ids@example.com", OutboxState::Sent));
+    }
+}

@@ -1,0 +1,183 @@
+//! The running outbox worker (`OutboxWorker::run`) against a real SMTP server (aiosmtpd) and a
+//! real embedded store: fresh messages handed over by whoever queued them and messages only the
+//! store holds each go out once, their outcomes are recorded, and what a rate limit holds back
+//! stays queued.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{HashMap, HashSet};
+use std::num::NonZeroU32;
+use std::time::{Duration, Instant};
+
+use fleetpulse_mailer::{
+    Mailer, OutboxConfig, OutboxMetrics, OutboxPayload, OutboxWorker, PayloadItem, PayloadStage, Queued, Security,
+    SmtpConfig, enqueue,
+};
+use fleetpulse_proto::{DeviceId, EnterpriseId, StrategyId, UnixMillis};
+use fleetpulse_store::Store;
+use fleetpulse_store::embedded::EmbeddedConfig;
+use fleetpulse_testkit::smtp::SmtpServer;
+
+fn mailer(port: u16) -> Mailer {
+    Mailer::new(SmtpConfig {
+        host: "127.0.0.1".into(),
+        port,
+        security: Security::Plain,
+        username: None,
+        password: None,
+        from: "fleetpulse <alarms@example.com>".into(),
+        timeout: Duration::from_secs(5),
+        ca_cert: None,
+    })
+    .expect("mailer")
+}
+
+/// A one-alarm notification to `to` whose description and key are `name`.
+fn queued(name: &str, to: &str) -> Queued {
+    let key = format!("{:0>32}", name.bytes().map(|b| format!("{b:02x}")).collect::<String>());
+    let key = key[key.len() - 32..].to_owned();
+    let payload = OutboxPayload {
+        version: 1,
+        stage: PayloadStage::Firing,
+        enterprise_id: EnterpriseId(1),
+        enterprise_name: "Acme".into(),
+        strategy_id: StrategyId(1),
+        key: key.clone(),
+        items: vec![PayloadItem {
+            device_id: DeviceId(1),
+            device_label: "lobby".into(),
+            code: 105,
+            first_at: 0,
+            latest_at: 0,
+            count: 1,
+            description: name.into(),
+            resolved_at: None,
+            key: key.clone(),
+        }],
+        omitted: 0,
+        incident: None,
+    };
+    Queued { receiver: to.into(), payload, item_keys: vec![key], not_before: UnixMillis(0) }
+}
+
+fn store(dir: &std::path::Path) -> Store {
+    Store::open_embedded(dir, EmbeddedConfig { fsync: false, ..EmbeddedConfig::default() }).unwrap()
+}
+
+fn config(per_receiver_per_minute: u32) -> OutboxConfig {
+    OutboxConfig {
+        poll_interval: Duration::from_millis(50),
+        per_receiver_per_minute: NonZeroU32::new(per_receiver_per_minute).unwrap(),
+        global_per_second: NonZeroU32::new(10_000).unwrap(),
+        ..OutboxConfig::default()
+    }
+}
+
+/// How many emails carry each alarm description starting with `name`.
+fn descriptions(server: &SmtpServer, name: &str) -> HashMap<String, usize> {
+    let mut seen = HashMap::new();
+    for m in server.messages() {
+        let words: HashSet<&str> =
+            m.split(|c: char| c.is_whitespace() || c == '<' || c == '>').filter(|w| w.starts_with(name)).collect();
+        for word in words {
+            *seen.entry(word.to_owned()).or_insert(0) += 1;
+        }
+    }
+    seen
+}
+
+async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handed_over_and_stored_messages_each_go_out_once_with_their_outcomes_recorded() {
+    let server = SmtpServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path());
+    // Queued before the worker runs, as by an earlier process: only the store read finds them.
+    let before: Vec<Queued> = (0..3).map(|i| queued(&format!("msg-before-{i}"), "ops@example.com")).collect();
+    assert_eq!(enqueue(store.entities.as_ref(), before).await.unwrap(), 3);
+    let metrics = OutboxMetrics::default();
+    let worker =
+        OutboxWorker::new(store.entities.clone(), mailer(server.port()), "https://portal.example.com", config(10_000))
+            .with_metrics(metrics.clone());
+    let handoff = worker.handoff();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let running = tokio::spawn(worker.run(stopped));
+    // Fresh ones, handed over as they are queued, while store reads every 50 ms see them too.
+    for i in 0..40 {
+        let fresh = queued(&format!("msg-fresh-{i}"), &format!("r{}@example.com", i % 4));
+        assert_eq!(handoff.enqueue(store.entities.as_ref(), vec![fresh]).await.unwrap(), 1);
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    let again = queued("msg-fresh-0", "r0@example.com");
+    assert_eq!(handoff.enqueue(store.entities.as_ref(), vec![again]).await.unwrap(), 0, "a key is queued once");
+    until("43 emails", || server.messages().len() >= 43).await;
+    // Several more store reads and hand-off checks: nothing goes out twice.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    stop.send(true).unwrap();
+    running.await.unwrap();
+    let seen = descriptions(&server, "msg-");
+    assert_eq!(server.messages().len(), 43, "{seen:?}");
+    assert_eq!(seen.len(), 43, "{seen:?}");
+    assert!(seen.values().all(|&n| n == 1), "{seen:?}");
+    let later = UnixMillis(UnixMillis::now().0 + 3_600_000);
+    assert!(store.entities.due_outbox(later, 100).await.unwrap().is_empty(), "every outcome recorded as sent");
+    assert_eq!(metrics.emails_sent.get(), 43);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fresh_messages_go_out_from_the_hand_off_without_a_store_read() {
+    let server = SmtpServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path());
+    assert_eq!(enqueue(store.entities.as_ref(), vec![queued("first-0", "ops@example.com")]).await.unwrap(), 1);
+    let metrics = OutboxMetrics::default();
+    // The store is read at start and then not for an hour.
+    let config = OutboxConfig { poll_interval: Duration::from_secs(3_600), ..config(10_000) };
+    let worker = OutboxWorker::new(store.entities.clone(), mailer(server.port()), "https://portal.example.com", config)
+        .with_metrics(metrics.clone());
+    let handoff = worker.handoff();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let running = tokio::spawn(worker.run(stopped));
+    until("the store read at start", || server.messages().len() == 1).await;
+    let fresh: Vec<Queued> = (0..10).map(|i| queued(&format!("handed-{i}"), "ops@example.com")).collect();
+    assert_eq!(handoff.enqueue(store.entities.as_ref(), fresh).await.unwrap(), 10);
+    until("10 more emails", || server.messages().len() >= 11).await;
+    stop.send(true).unwrap();
+    running.await.unwrap();
+    assert_eq!(server.messages().len(), 11);
+    assert_eq!(metrics.handed_off.get(), 10);
+    let later = UnixMillis(UnixMillis::now().0 + 3_600_000);
+    assert!(store.entities.due_outbox(later, 100).await.unwrap().is_empty(), "every outcome recorded as sent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fresh_messages_over_a_receivers_limit_stay_queued_for_a_later_digest() {
+    let server = SmtpServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path());
+    let worker =
+        OutboxWorker::new(store.entities.clone(), mailer(server.port()), "https://portal.example.com", config(2));
+    let handoff = worker.handoff();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let running = tokio::spawn(worker.run(stopped));
+    for i in 0..5 {
+        let fresh = queued(&format!("limited-{i}"), "busy@example.com");
+        assert_eq!(handoff.enqueue(store.entities.as_ref(), vec![fresh]).await.unwrap(), 1);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    until("2 emails", || server.messages().len() >= 2).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    stop.send(true).unwrap();
+    running.await.unwrap();
+    assert_eq!(server.messages().len(), 2, "the limit: 2 emails a minute");
+    let pending = store.entities.due_outbox(UnixMillis(UnixMillis::now().0 + 3_600_000), 100).await.unwrap();
+    assert_eq!(pending.len(), 3, "the rest stays queued, nothing dropped: {pending:?}");
+    assert!(pending.iter().all(|m| m.attempts == 0));
+}
