@@ -36,9 +36,9 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use fleetpulse_proto::alarm_types::OFFLINE;
 use fleetpulse_proto::domain::{AlarmChange, AlarmChangeKind, DeviceAlarm, ResourceSample};
-use fleetpulse_proto::{AccountId, AlarmTypeCode, DeviceId, EnterpriseId, UnixMillis, WindowId};
+use fleetpulse_proto::{AccountId, AlarmTypeCode, DeviceId, EnterpriseId, UnixMillis};
 
-use crate::incidents::{IncidentBook, IncidentCounts, IncidentKey, IncidentStep};
+use crate::incidents::IncidentBook;
 use crate::notify::{
     AlarmRef, Group, GroupKey, IdempotencyKey, Notification, NotifiedAlarm, RepeatDue, RepeatKey, Stage, add,
 };
@@ -46,77 +46,11 @@ use crate::strategy::{
     AlarmStrategy, MAX_RECEIVERS_PER_STRATEGY, MAX_STRATEGIES_PER_ENTERPRISE, NotifySettings, Receiver,
 };
 use crate::threshold::{Metric, MetricRules, ThresholdOutcome, ThresholdState};
-use crate::windows::{MaintenanceStep, WindowBook};
+use crate::windows::WindowBook;
 use crate::{AlarmInput, DeviceEvent, DeviceInput, EngineError};
 
 /// Description of the derived Offline alarm (the same text [`crate::evaluate`] uses).
 const OFFLINE_DESCRIPTION: &str = "The device missed its heartbeats.";
-
-/// Something the engine decided; the shells carry it out.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Action {
-    /// Apply this change to the (device, type) alarm record (what [`crate::evaluate`] returns).
-    Record(AlarmChange),
-    /// An active alarm was acknowledged or cleared: who and when (ALM-2). A clear is preceded by
-    /// the matching [`Action::Record`].
-    Lifecycle {
-        /// The device.
-        device_id: DeviceId,
-        /// Its enterprise.
-        enterprise_id: EnterpriseId,
-        /// The alarm type.
-        code: AlarmTypeCode,
-        /// When.
-        at: UnixMillis,
-        /// What happened.
-        transition: Transition,
-    },
-    /// Send this notification (through the durable outbox, keyed by its key).
-    Notify(Notification),
-    /// A maintenance window held back an alarm's notification, or let go of it (issue 18).
-    Maintenance {
-        /// The device.
-        device_id: DeviceId,
-        /// Its enterprise.
-        enterprise_id: EnterpriseId,
-        /// The alarm type.
-        code: AlarmTypeCode,
-        /// Start of the alarm's activation.
-        activation: UnixMillis,
-        /// When.
-        at: UnixMillis,
-        /// The window.
-        window: WindowId,
-        /// What it did.
-        step: MaintenanceStep,
-    },
-    /// A site incident opened, changed or resolved (issue 18 item 3).
-    Incident {
-        /// The incident.
-        incident: IncidentKey,
-        /// When.
-        at: UnixMillis,
-        /// What happened.
-        step: IncidentStep,
-        /// Its counts after the step.
-        counts: IncidentCounts,
-    },
-}
-
-/// A lifecycle step of an active alarm.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Transition {
-    /// An account acknowledged it: no more reminders.
-    Acknowledged {
-        /// Who.
-        by: AccountId,
-    },
-    /// It cleared.
-    Cleared {
-        /// The account that cleared it by hand; `None` when the device recovered.
-        by: Option<AccountId>,
-    },
-}
 
 /// What the engine knows about an active alarm.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -861,8 +795,10 @@ fn settings_of(config: &EnterpriseConfig, key: &GroupKey) -> Option<NotifySettin
         .map(|s| s.strategy.notify)
 }
 
+mod action;
 mod durable;
 
+pub use action::{Action, Transition};
 pub use durable::{DurableState, SavedResolution, SavedWindows};
 
 mod incidents;
