@@ -252,11 +252,12 @@ async fn profiles_reach_phones_and_only_changes_are_sent() {
     assert_eq!(status, 201, "{task}");
     let task_id = task["id"].as_u64().unwrap();
     let runs_path = format!("/api/v1/tasks/{task_id}/runs");
+    // A run is listed from the moment it is claimed; its counts are there once it finished.
     let runs = until(
         "the provision task runs",
         LIMIT,
         || api.get_ok(&runs_path),
-        |r: &Value| r["items"].as_array().is_some_and(|a| !a.is_empty()),
+        |r: &Value| r["items"].as_array().and_then(|a| a.first()).is_some_and(|run| !run["finished_at"].is_null()),
     )
     .await;
     let run_id = runs["items"][0]["id"].as_u64().unwrap();
