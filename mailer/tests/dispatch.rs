@@ -5,64 +5,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::{mailer, queued, store};
 use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
-use fleetpulse_mailer::{
-    Mailer, OutboxConfig, OutboxMetrics, OutboxPayload, OutboxWorker, PayloadItem, PayloadStage, Queued, Security,
-    SmtpConfig, enqueue,
-};
-use fleetpulse_proto::{DeviceId, EnterpriseId, StrategyId, UnixMillis};
-use fleetpulse_store::Store;
-use fleetpulse_store::embedded::EmbeddedConfig;
+use fleetpulse_mailer::{OutboxConfig, OutboxMetrics, OutboxWorker, Queued, enqueue};
+use fleetpulse_proto::UnixMillis;
 use fleetpulse_testkit::smtp::SmtpServer;
-
-fn mailer(port: u16) -> Mailer {
-    Mailer::new(SmtpConfig {
-        host: "127.0.0.1".into(),
-        port,
-        security: Security::Plain,
-        username: None,
-        password: None,
-        from: "fleetpulse <alarms@example.com>".into(),
-        timeout: Duration::from_secs(5),
-        ca_cert: None,
-    })
-    .expect("mailer")
-}
-
-/// A one-alarm notification to `to` whose description and key are `name`.
-fn queued(name: &str, to: &str) -> Queued {
-    let key = format!("{:0>32}", name.bytes().map(|b| format!("{b:02x}")).collect::<String>());
-    let key = key[key.len() - 32..].to_owned();
-    let payload = OutboxPayload {
-        version: 1,
-        stage: PayloadStage::Firing,
-        enterprise_id: EnterpriseId(1),
-        enterprise_name: "Acme".into(),
-        strategy_id: StrategyId(1),
-        key: key.clone(),
-        items: vec![PayloadItem {
-            device_id: DeviceId(1),
-            device_label: "lobby".into(),
-            code: 105,
-            first_at: 0,
-            latest_at: 0,
-            count: 1,
-            description: name.into(),
-            resolved_at: None,
-            key: key.clone(),
-        }],
-        omitted: 0,
-        incident: None,
-    };
-    Queued { receiver: to.into(), payload, item_keys: vec![key], not_before: UnixMillis(0) }
-}
-
-fn store(dir: &std::path::Path) -> Store {
-    Store::open_embedded(dir, EmbeddedConfig { fsync: false, ..EmbeddedConfig::default() }).unwrap()
-}
 
 fn config(per_receiver_per_minute: u32) -> OutboxConfig {
     OutboxConfig {

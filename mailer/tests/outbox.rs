@@ -4,67 +4,19 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::{mailer, payload, queued, store};
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use fleetpulse_mailer::{
-    Mailer, OutboxConfig, OutboxPayload, OutboxWorker, PassStats, PayloadItem, PayloadStage, Queued, Security,
-    SmtpConfig, enqueue,
-};
-use fleetpulse_proto::{DeviceId, EnterpriseId, StrategyId, UnixMillis};
+use fleetpulse_mailer::{OutboxConfig, OutboxWorker, PassStats, enqueue};
+use fleetpulse_proto::{EnterpriseId, UnixMillis};
 use fleetpulse_store::Store;
-use fleetpulse_store::embedded::EmbeddedConfig;
 use fleetpulse_testkit::smtp::SmtpServer;
 
-fn mailer(port: u16) -> Mailer {
-    Mailer::new(SmtpConfig {
-        host: "127.0.0.1".into(),
-        port,
-        security: Security::Plain,
-        username: None,
-        password: None,
-        from: "fleetpulse <alarms@example.com>".into(),
-        timeout: Duration::from_secs(5),
-        ca_cert: None,
-    })
-    .expect("mailer")
-}
-
-/// A one-alarm notification whose description and key are `name` (keys are 32 hex digits).
-fn payload(name: &str) -> OutboxPayload {
-    let key = format!("{:0>32}", name.bytes().map(|b| format!("{b:02x}")).collect::<String>());
-    OutboxPayload {
-        version: 1,
-        stage: PayloadStage::Firing,
-        enterprise_id: EnterpriseId(1),
-        enterprise_name: "Acme".into(),
-        strategy_id: StrategyId(1),
-        key: key[key.len() - 32..].to_owned(),
-        items: vec![PayloadItem {
-            device_id: DeviceId(1),
-            device_label: "lobby".into(),
-            code: 105,
-            first_at: 0,
-            latest_at: 0,
-            count: 1,
-            description: name.into(),
-            resolved_at: None,
-            key: key[key.len() - 32..].to_owned(),
-        }],
-        omitted: 0,
-        incident: None,
-    }
-}
-
-fn store(dir: &std::path::Path) -> Store {
-    Store::open_embedded(dir, EmbeddedConfig { fsync: false, ..EmbeddedConfig::default() }).unwrap()
-}
-
 async fn queue(store: &Store, name: &str, to: &str) -> bool {
-    let payload = payload(name);
-    let item_keys = vec![payload.key.clone()];
-    let queued = Queued { receiver: to.into(), payload, item_keys, not_before: UnixMillis(0) };
-    enqueue(store.entities.as_ref(), vec![queued]).await.unwrap() == 1
+    enqueue(store.entities.as_ref(), vec![queued(name, to)]).await.unwrap() == 1
 }
 
 fn new_worker(store: &Store, port: u16, config: OutboxConfig) -> OutboxWorker {

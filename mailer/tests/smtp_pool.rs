@@ -1,13 +1,17 @@
 //! The mailer's connection pool against a scripted SMTP relay on loopback: connections are
 //! reused, bounded, and replaced once when the relay closed an idle one, without sending twice.
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use fleetpulse_mailer::{MAX_CONNECTIONS, Mailer, Message, Security, SmtpConfig};
+use fleetpulse_mailer::{MAX_CONNECTIONS, Message};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
+
+use common::mailer;
 
 /// What the relay saw.
 #[derive(Default)]
@@ -79,20 +83,6 @@ async fn session(stream: TcpStream, seen: &Seen, close_after_message: bool) -> s
             _ => write.write_all(b"250 ok\r\n").await?,
         }
     }
-}
-
-fn mailer(port: u16) -> Mailer {
-    Mailer::new(SmtpConfig {
-        host: "127.0.0.1".to_owned(),
-        port,
-        security: Security::Plain,
-        username: None,
-        password: None,
-        from: "fleetpulse <alarms@example.com>".to_owned(),
-        timeout: Duration::from_secs(5),
-        ca_cert: None,
-    })
-    .expect("mailer")
 }
 
 fn message(n: usize) -> Message {
