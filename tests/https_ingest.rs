@@ -17,7 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A free loopback TCP port (bound and released: the server binds it next).
 fn free_port() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    SocketAddr::from(([127, 0, 0, 1], fleetpulse_testkit::free_port()))
 }
 
 fn config(https: SocketAddr, extra: &str) -> String {

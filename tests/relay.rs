@@ -21,11 +21,11 @@ use fleetpulse_proto::{FrameDecoder, FrameEncoder, close_code};
 const RELAY_CREDENTIAL: &str = "relay-site-a-0123456789";
 
 fn free_tcp() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    SocketAddr::from(([127, 0, 0, 1], fleetpulse_testkit::free_port()))
 }
 
 fn free_udp() -> SocketAddr {
-    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    free_tcp()
 }
 
 fn server_config(https: SocketAddr, enterprise: Option<u64>) -> String {
