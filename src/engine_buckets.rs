@@ -89,7 +89,11 @@ impl EngineBucketMetrics {
         );
         r.register("buckets_taken", "Engine buckets this node took (its engine loaded for them)", m.taken.clone());
         r.register("buckets_released", "Engine buckets this node gave up to balance the nodes", m.released.clone());
-        r.register("buckets_lost", "Engine buckets whose lease this node failed to renew (stopped at once)", m.lost.clone());
+        r.register(
+            "buckets_lost",
+            "Engine buckets whose lease this node failed to renew (stopped at once)",
+            m.lost.clone(),
+        );
         m
     }
 }
@@ -149,7 +153,12 @@ impl EngineBuckets {
     /// returned service's `engine_task` is the router (it ends when the event senders are
     /// gone), its `effects_task` the keeper (at `stop` it gives every bucket up: each engine
     /// evaluates what it was sent, saves its state, and its lease is released).
-    pub fn start(self, events: mpsc::Receiver<Vec<DeviceEvent>>, postgres_url: String, stop: watch::Receiver<bool>) -> AlarmService {
+    pub fn start(
+        self,
+        events: mpsc::Receiver<Vec<DeviceEvent>>,
+        postgres_url: String,
+        stop: watch::Receiver<bool>,
+    ) -> AlarmService {
         let (handle, inbox) = AlarmHandle::front();
         let router = tokio::spawn(self.clone().route(events));
         drop(tokio::spawn(self.clone().front(inbox, stop.clone())));
@@ -315,9 +324,13 @@ impl EngineBuckets {
             }
             for bucket in running.keys().copied().collect::<Vec<_>>() {
                 let renewed =
-                    tokio::time::timeout(c.lease / 4, c.store.hold_lease(&engine_lease_name(bucket), &c.id, c.lease)).await;
+                    tokio::time::timeout(c.lease / 4, c.store.hold_lease(&engine_lease_name(bucket), &c.id, c.lease))
+                        .await;
                 if !matches!(renewed, Ok(Ok(true))) {
-                    tracing::warn!(message = "An engine bucket's lease could not be renewed; stopping its engine.", bucket);
+                    tracing::warn!(
+                        message = "An engine bucket's lease could not be renewed; stopping its engine.",
+                        bucket
+                    );
                     self.counters.lost.inc();
                     if let Some(r) = running.remove(&bucket) {
                         self.give_up(bucket, r, true).await;

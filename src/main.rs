@@ -531,14 +531,28 @@ impl Server {
         // One engine on a single node; on a node of several, one per enterprise bucket it holds
         // (issue 16 item 3), each owning its saved state.
         let alarms = match &cluster {
-            None => AlarmService::start_with(store.clone(), alarm_rx, handoff, stop_rx.clone(), alarm_metrics, alarm_options)
-                .await
-                .context("starting the alarm engine")?,
+            None => AlarmService::start_with(
+                store.clone(),
+                alarm_rx,
+                handoff,
+                stop_rx.clone(),
+                alarm_metrics,
+                alarm_options,
+            )
+            .await
+            .context("starting the alarm engine")?,
             Some(c) => {
                 let counters = engine_buckets::EngineBucketMetrics::register(&mut registry);
                 let url = file.store.postgres_url.clone().context("the clickhouse store needs a PostgreSQL URL")?;
-                engine_buckets::EngineBuckets::new(c.clone(), store.clone(), handoff, alarm_metrics, alarm_options, counters)
-                    .start(alarm_rx, url, stop_rx.clone())
+                engine_buckets::EngineBuckets::new(
+                    c.clone(),
+                    store.clone(),
+                    handoff,
+                    alarm_metrics,
+                    alarm_options,
+                    counters,
+                )
+                .start(alarm_rx, url, stop_rx.clone())
             }
         };
         ingest_config.alarm_events = Some(alarm_tx.clone());

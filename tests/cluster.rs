@@ -406,7 +406,8 @@ async fn an_enterprise_is_evaluated_by_its_buckets_holder_and_handed_over_when_i
     let second = TestServer::start(dirs[1].path(), None, &config(2, Some(&tls)));
     let ca = first.ca_cert();
     let mut nodes = [Some(first), Some(second)];
-    let apis = [Api::login(&nodes[0].as_ref().unwrap().api()).await, Api::login(&nodes[1].as_ref().unwrap().api()).await];
+    let apis =
+        [Api::login(&nodes[0].as_ref().unwrap().api()).await, Api::login(&nodes[1].as_ref().unwrap().api()).await];
 
     // The first node took every bucket alone; once the second joined, each holds half.
     let apis_ref = &apis;

@@ -40,7 +40,10 @@ pub struct BucketPlan {
 pub fn plan_buckets(held: &BTreeSet<u16>, elsewhere: &BTreeSet<u16>, live: usize, start: u16) -> BucketPlan {
     let target = bucket_target(live);
     if held.len() > target {
-        return BucketPlan { take: Vec::new(), release: held.iter().rev().take(held.len() - target).copied().collect() };
+        return BucketPlan {
+            take: Vec::new(),
+            release: held.iter().rev().take(held.len() - target).copied().collect(),
+        };
     }
     let take = (0..ENGINE_BUCKETS)
         .map(|i| (start % ENGINE_BUCKETS + i) % ENGINE_BUCKETS)

@@ -19,8 +19,8 @@ use fleetpulse_alarm_engine::{
 };
 use fleetpulse_proto::{AlarmTypeCode, DeviceId, EnterpriseId, TaskId, UnixMillis, WindowId};
 use fleetpulse_store::{
-    DevicePageRequest, DeviceQuery, EngineStateOwner, MAX_DEVICE_PAGE, Page, RunState, Store, StoreError, StoredWindow, WindowMark,
-    WindowMarkState, WindowScope, WindowTiming,
+    DevicePageRequest, DeviceQuery, EngineStateOwner, MAX_DEVICE_PAGE, Page, RunState, Store, StoreError, StoredWindow,
+    WindowMark, WindowMarkState, WindowScope, WindowTiming,
 };
 use jiff::tz::TimeZone;
 

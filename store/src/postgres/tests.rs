@@ -500,7 +500,12 @@ async fn engine_events_are_queued_per_bucket_in_order_and_bounded() {
 #[tokio::test]
 async fn engine_bucket_leases_are_listed_and_shown_per_node() {
     let (store, _) = store("engine_leases").await;
-    let a = NodeAnnounce { id: NodeId::parse("a").expect("valid"), quic_addr: "q".into(), http_addr: "h".into(), sessions: 0 };
+    let a = NodeAnnounce {
+        id: NodeId::parse("a").expect("valid"),
+        quic_addr: "q".into(),
+        http_addr: "h".into(),
+        sessions: 0,
+    };
     let ttl = std::time::Duration::from_secs(60);
     store.join_node(&a, ttl).await.expect("join");
     for b in [3u16, 1] {
