@@ -362,12 +362,16 @@ impl EngineBuckets {
             }
             let held: BTreeSet<u16> = running.keys().copied().collect();
             let plan = plan_buckets(&held, &elsewhere, live, start);
-            for bucket in plan.release {
-                if let Some(r) = running.remove(&bucket) {
-                    tracing::info!(message = "Giving an engine bucket up to balance the nodes.", bucket, live);
-                    self.give_up(bucket, r, false).await;
-                    self.counters.released.inc();
-                }
+            let surplus: Vec<(u16, Running)> =
+                plan.release.iter().filter_map(|b| running.remove(b).map(|r| (*b, r))).collect();
+            if !surplus.is_empty() {
+                tracing::info!(
+                    message = "Giving engine buckets up to balance the nodes.",
+                    buckets = surplus.len(),
+                    live
+                );
+                self.counters.released.inc_by(surplus.len() as u64);
+                self.give_up_all(surplus).await;
             }
             for bucket in plan.take {
                 if !matches!(c.store.hold_lease(&engine_lease_name(bucket), &c.id, c.lease).await, Ok(true)) {
@@ -386,7 +390,12 @@ impl EngineBuckets {
                 }
             }
         }
-        let giving_up: Vec<_> = std::mem::take(&mut running)
+        self.give_up_all(std::mem::take(&mut running).into_iter().collect()).await;
+    }
+
+    /// Gives `buckets` up gracefully, all at once (each waits for its own engine only).
+    async fn give_up_all(&self, buckets: Vec<(u16, Running)>) {
+        let giving_up: Vec<_> = buckets
             .into_iter()
             .map(|(bucket, r)| {
                 let this = self.clone();

@@ -240,6 +240,26 @@ async fn three_nodes_share_a_fleet_and_lose_one_without_losing_a_device() {
         .collect();
     assert_eq!(states, [("n1", "up"), ("n2", "up"), ("n3", "up")]);
     phases.done("a second load test on the restarted node");
+    // The restarted node takes its share of the engine buckets back from the two that held
+    // them all (each gives its surplus over ceil(16 / 3) up).
+    let held = wait_for(
+        "the restarted node never took engine buckets back",
+        Duration::from_secs(3 * LEASE_S / 4 + 30),
+        || async move {
+            let nodes = api.get("/api/v1/nodes").await;
+            let held: Vec<usize> = nodes["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|n| n["engine_buckets"].as_array().unwrap().len())
+                .collect();
+            let balanced = held.iter().sum::<usize>() == 16 && held.iter().all(|&h| (4..=6).contains(&h));
+            if balanced { Ok(held) } else { Err(format!("{held:?}")) }
+        },
+    )
+    .await;
+    println!("engine buckets per node after the restart: {held:?}");
+    phases.done("the restarted node takes its engine buckets back");
 
     // The teardown, timed: the nodes, then ClickHouse (with what its directory holds), then
     // PostgreSQL.
