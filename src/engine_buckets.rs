@@ -16,7 +16,7 @@ use std::time::Duration;
 use fleetpulse_alarm_engine::DeviceEvent;
 use fleetpulse_alarm_service::{
     AlarmHandle, AlarmMetrics, AlarmService, Control, FrontInbox, FrontInput, ServiceOptions, decode_control,
-    decode_events, encode_control, encode_events, plan_buckets,
+    decode_events, encode_control, encode_events, group_by_bucket, plan_buckets,
 };
 use fleetpulse_mailer::OutboxHandoff;
 use fleetpulse_store::{
@@ -178,10 +178,7 @@ impl EngineBuckets {
                     Err(_) => break,
                 }
             }
-            let mut by_bucket: BTreeMap<u16, Vec<DeviceEvent>> = BTreeMap::new();
-            for event in batches.into_iter().flatten() {
-                by_bucket.entry(engine_bucket(event.enterprise_id)).or_default().push(event);
-            }
+            let by_bucket = group_by_bucket(batches.into_iter().flatten());
             let mut remote: Vec<(u16, String, usize)> = Vec::new();
             for (bucket, events) in by_bucket {
                 let events = match held_engine(&self.held, bucket) {

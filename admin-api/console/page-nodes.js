@@ -40,7 +40,7 @@ export function render(main) {
           { label: "State", cell: stateBadge },
           { label: "Sessions held", cell: (n) => n.owned_sessions.toLocaleString() },
           { label: "Connected (reported)", cell: (n) => n.sessions.toLocaleString() },
-          { label: "Engine buckets", cell: (n) => h("span", { title: (n.engine_buckets || []).join(", ") }, String((n.engine_buckets || []).length)) },
+          { label: "Engine buckets", cell: (n) => h("span", { class: "engine-buckets", title: (n.engine_buckets || []).join(", ") }, String((n.engine_buckets || []).length)) },
           { label: "Device address (QUIC)", cell: (n) => n.quic_addr },
           { label: "API address", cell: (n) => n.http_addr },
           { label: "Joined", cell: (n) => fmtTime(n.started_at) },

@@ -8,11 +8,11 @@
 //! [`EngineStateOwner::Bucket`]: it loads and restores only its bucket's enterprises, so taking
 //! a bucket over is exactly a restart of that bucket's engine.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use fleetpulse_alarm_engine::DeviceEvent;
 use fleetpulse_proto::EnterpriseId;
-use fleetpulse_store::{ENGINE_BUCKETS, StoredEvent};
+use fleetpulse_store::{ENGINE_BUCKETS, StoredEvent, engine_bucket};
 use tokio::sync::mpsc;
 
 use crate::dead::{DeadPayload, ReplayError, ReplayRequest};
@@ -51,6 +51,16 @@ pub fn plan_buckets(held: &BTreeSet<u16>, elsewhere: &BTreeSet<u16>, live: usize
         .take(target - held.len())
         .collect();
     BucketPlan { take, release: Vec::new() }
+}
+
+/// The router's choice: `events` by the bucket of their enterprise, each bucket's in the order
+/// they came (the engine sees a device's events in order).
+pub fn group_by_bucket(events: impl IntoIterator<Item = DeviceEvent>) -> BTreeMap<u16, Vec<DeviceEvent>> {
+    let mut by_bucket: BTreeMap<u16, Vec<DeviceEvent>> = BTreeMap::new();
+    for event in events {
+        by_bucket.entry(engine_bucket(event.enterprise_id)).or_default().push(event);
+    }
+    by_bucket
 }
 
 /// A batch of events as it is queued for another node: a JSON array of the dead letters' form
@@ -145,7 +155,6 @@ mod tests {
     use fleetpulse_alarm_engine::DeviceInput;
     use fleetpulse_proto::domain::DeviceAlarm;
     use fleetpulse_proto::{AccountId, DeviceId, UnixMillis, alarm_types};
-    use fleetpulse_store::engine_bucket;
 
     fn set(items: &[u16]) -> BTreeSet<u16> {
         items.iter().copied().collect()
@@ -197,6 +206,22 @@ mod tests {
         assert_eq!(engine_bucket(EnterpriseId(1)), 1);
         assert_eq!(engine_bucket(EnterpriseId(16)), 0);
         assert_eq!(engine_bucket(EnterpriseId(35)), 3);
+    }
+
+    #[test]
+    fn the_router_groups_events_by_their_enterprises_bucket_in_order() {
+        let event = |device: u64, enterprise: u64, at: i64| DeviceEvent {
+            device_id: DeviceId(device),
+            enterprise_id: EnterpriseId(enterprise),
+            at: UnixMillis(at),
+            input: DeviceInput::Online,
+        };
+        let grouped = group_by_bucket(vec![event(1, 3, 1), event(2, 19, 2), event(3, 4, 3), event(1, 3, 4)]);
+        let seen: Vec<(u16, Vec<(u64, i64)>)> = grouped
+            .into_iter()
+            .map(|(b, events)| (b, events.iter().map(|e| (e.device_id.0, e.at.0)).collect()))
+            .collect();
+        assert_eq!(seen, vec![(3, vec![(1, 1), (2, 2), (1, 4)]), (4, vec![(3, 3)])]);
     }
 
     #[test]

@@ -58,7 +58,7 @@ mod windows;
 
 pub use buckets::{
     BucketPlan, FrontInbox, FrontInput, ReplayTicket, bucket_target, decode_control, decode_events, encode_control,
-    encode_events, plan_buckets,
+    encode_events, group_by_bucket, plan_buckets,
 };
 pub use control::{AlarmHandle, Control};
 pub use dead::{DeadPayload, ReplayError, RetryPolicy, StoredItem, StoredNotification};
