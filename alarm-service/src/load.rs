@@ -111,7 +111,9 @@ pub(crate) async fn restore_active_alarms(
     let active = AlarmFilter { status: Some(AlarmStatus::Active), ..AlarmFilter::default() };
     loop {
         let records = store.events.list_alarm_records(active.clone(), page).await?;
+        let mut restored = 0u64;
         for r in records.iter().filter(|r| owner.covers(r.enterprise_id)) {
+            restored += 1;
             engine.restore_alarm(
                 now,
                 RestoredAlarm {
@@ -126,7 +128,7 @@ pub(crate) async fn restore_active_alarms(
                 },
             );
         }
-        metrics.restored.inc_by(records.len() as u64);
+        metrics.restored.inc_by(restored);
         match records.last() {
             Some(last) if records.len() == LOAD_PAGE as usize => page = Page { after: last.id, limit: LOAD_PAGE },
             _ => return Ok(()),
