@@ -3,6 +3,7 @@
 mod cluster;
 mod config;
 mod ctl;
+mod engine_buckets;
 mod integrity;
 
 use std::net::SocketAddr;
@@ -522,16 +523,38 @@ impl Server {
                 (Some(handoff), Some(c.spawn_outbox(make, wake, stop_rx.clone())))
             }
         };
-        // Each node of several saves its own engine's state (issue 16).
-        let owner = cluster.as_ref().map_or(EngineStateOwner::Single, |c| EngineStateOwner::Node(c.id.clone()));
+        let owner = EngineStateOwner::Single;
         let mut alarm_options = fleetpulse_alarm_service::ServiceOptions { dead_letters, owner, ..Default::default() };
         if let Some(attempts) = file.notify.store_attempts {
             alarm_options.retry.attempts = attempts.max(1);
         }
-        let alarms =
-            AlarmService::start_with(store.clone(), alarm_rx, handoff, stop_rx.clone(), alarm_metrics, alarm_options)
-                .await
-                .context("starting the alarm engine")?;
+        // One engine on a single node; on a node of several, one per enterprise bucket it holds
+        // (issue 16 item 3), each owning its saved state.
+        let alarms = match &cluster {
+            None => AlarmService::start_with(
+                store.clone(),
+                alarm_rx,
+                handoff,
+                stop_rx.clone(),
+                alarm_metrics,
+                alarm_options,
+            )
+            .await
+            .context("starting the alarm engine")?,
+            Some(c) => {
+                let counters = engine_buckets::EngineBucketMetrics::register(&mut registry);
+                let url = file.store.postgres_url.clone().context("the clickhouse store needs a PostgreSQL URL")?;
+                engine_buckets::EngineBuckets::new(
+                    c.clone(),
+                    store.clone(),
+                    handoff,
+                    alarm_metrics,
+                    alarm_options,
+                    counters,
+                )
+                .start(alarm_rx, url, stop_rx.clone())
+            }
+        };
         ingest_config.alarm_events = Some(alarm_tx.clone());
         let mut presence = None;
         if let Some(c) = &cluster {

@@ -10,10 +10,13 @@ use std::path::Path;
 use std::time::Duration;
 use std::time::Instant;
 
+use common::alarms::{acked, alarm, emails, mail_config, strategy};
 use common::{Api, RawDevice, TestServer, metric, scaleout_config};
 use fleetpulse_proto::wire::{Downlink, Heartbeat, Message};
 use fleetpulse_testkit::clickhouse::ClickHouseServer;
 use fleetpulse_testkit::postgres::PostgresServer;
+use fleetpulse_testkit::smtp::SmtpServer;
+use serde_json::json;
 
 /// Devices of the load test: 100 per node. What the test asserts holds device by device (each of
 /// the killed node's devices reconnects elsewhere and is claimed within the lease, nothing
@@ -237,6 +240,26 @@ async fn three_nodes_share_a_fleet_and_lose_one_without_losing_a_device() {
         .collect();
     assert_eq!(states, [("n1", "up"), ("n2", "up"), ("n3", "up")]);
     phases.done("a second load test on the restarted node");
+    // The restarted node takes its share of the engine buckets back from the two that held
+    // them all (each gives its surplus over ceil(16 / 3) up).
+    let held = wait_for(
+        "the restarted node never took engine buckets back",
+        Duration::from_secs(3 * LEASE_S / 4 + 30),
+        || async move {
+            let nodes = api.get("/api/v1/nodes").await;
+            let held: Vec<usize> = nodes["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|n| n["engine_buckets"].as_array().unwrap().len())
+                .collect();
+            let balanced = held.iter().sum::<usize>() == 16 && held.iter().all(|&h| (4..=6).contains(&h));
+            if balanced { Ok(held) } else { Err(format!("{held:?}")) }
+        },
+    )
+    .await;
+    println!("engine buckets per node after the restart: {held:?}");
+    phases.done("the restarted node takes its engine buckets back");
 
     // The teardown, timed: the nodes, then ClickHouse (with what its directory holds), then
     // PostgreSQL.
@@ -359,4 +382,109 @@ async fn a_device_that_moved_after_its_deadline_gets_no_false_offline_alarm() {
     let _ = stop_beats.send(true);
     let _moves = beats.await.unwrap();
     assert_eq!(metric(&b_api.metrics().await, "fleetpulse_ingest_offline_transitions_total"), 0.0);
+}
+
+/// The engine buckets each node holds, by node id, as `/api/v1/nodes` shows them.
+async fn buckets(api: &Api) -> Vec<(String, Vec<u64>)> {
+    let nodes = api.get("/api/v1/nodes").await;
+    nodes["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            let held = n["engine_buckets"].as_array().unwrap().iter().map(|b| b.as_u64().unwrap()).collect();
+            (n["id"].as_str().unwrap().to_owned(), held)
+        })
+        .collect()
+}
+
+/// Issue 16 item 3: each enterprise's alarms are evaluated by the one node holding its bucket.
+/// A device connected to the other node raises an alarm: its event is queued for the holder,
+/// which emails it once, with the strategy created through the other node's API (broadcast to
+/// the holder). The holder is killed: the bucket moves to the survivor within the lease, which
+/// restores the active alarm and emails its resolution once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enterprise_is_evaluated_by_its_buckets_holder_and_handed_over_when_it_dies() {
+    const LEASE: u64 = 8;
+    let smtp = SmtpServer::start();
+    let (pg, ch) = (PostgresServer::start(), ClickHouseServer::start());
+    let store = scaleout_config(&pg, &ch, "cluster_engine");
+    let mail = mail_config(&smtp, "");
+    let config = |n: u32, tls: Option<&Path>| {
+        let tls = tls.map_or(String::new(), |d| {
+            format!(
+                "[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+                d.join("server.pem").display(),
+                d.join("server.key").display()
+            )
+        });
+        format!("{store}{mail}[cluster]\nnode_id = \"e{n}\"\nlease_s = {LEASE}\n{tls}")
+    };
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let first = TestServer::start(dirs[0].path(), None, &config(1, None));
+    let tls = first.data_dir.join("tls");
+    let second = TestServer::start(dirs[1].path(), None, &config(2, Some(&tls)));
+    let ca = first.ca_cert();
+    let mut nodes = [Some(first), Some(second)];
+    let apis =
+        [Api::login(&nodes[0].as_ref().unwrap().api()).await, Api::login(&nodes[1].as_ref().unwrap().api()).await];
+
+    // The first node took every bucket alone; once the second joined, each holds half.
+    let apis_ref = &apis;
+    let split = wait_for("the buckets were never split between the nodes", Duration::from_secs(60), || async move {
+        let held = buckets(&apis_ref[0]).await;
+        let counts: Vec<usize> = held.iter().map(|(_, b)| b.len()).collect();
+        if counts == [8, 8] { Ok(held) } else { Err(format!("{held:?}")) }
+    })
+    .await;
+
+    // An enterprise whose bucket the second node holds, or the first: `holder` evaluates it,
+    // `other` has its device and serves the API calls.
+    let (enterprise, credential) = apis[0].enterprise("Bucket Co").await;
+    let bucket = enterprise % 16;
+    let holder = split.iter().position(|(_, b)| b.contains(&bucket)).unwrap();
+    let other = 1 - holder;
+    println!("enterprise {enterprise} in bucket {bucket}, held by {}", split[holder].0);
+    strategy(&apis[other], enterprise, json!({"alarm_types": [105]})).await;
+    let other_quic = nodes[other].as_ref().unwrap().quic_addr;
+    let mut dev = RawDevice::connect_to(&ca, other_quic).await;
+    dev.send(&[RawDevice::hello("0015650e0001", &credential, 30)]).await;
+    assert!(matches!(dev.next().await, Some(Downlink::Welcome(_))));
+    dev.send(&[alarm(1, 105, true, "segfault in the bucket test")]).await;
+    acked(&mut dev, 1).await;
+    let got = emails(&smtp, 1, Duration::from_secs(30)).await;
+    assert_eq!(got.len(), 1, "the holder emailed the alarm: {got:#?}");
+    assert!(got[0].contains("Firing alarms for Bucket Co: 1 alarm"), "{}", got[0]);
+    let forwarded = metric(&apis[other].metrics().await, "fleetpulse_cluster_engine_events_forwarded_total");
+    let drained = metric(&apis[holder].metrics().await, "fleetpulse_cluster_engine_events_drained_total");
+    assert!(forwarded >= 1.0 && drained >= 1.0, "forwarded {forwarded}, drained {drained}");
+    // The device's node evaluated nothing of it: one email, not two.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(smtp.messages().len(), 1, "{:#?}", smtp.messages());
+
+    // The holder dies; the survivor takes every bucket once the lease lapsed.
+    nodes[holder].as_mut().unwrap().kill9();
+    let killed_at = Instant::now();
+    let survivor = &apis[other];
+    let survivor_id = split[other].0.clone();
+    let survivor_id = &survivor_id;
+    wait_for("the dead holder's buckets never moved", Duration::from_secs(3 * LEASE + 30), || async move {
+        let held = buckets(survivor).await;
+        let mine = held.iter().find(|(id, _)| id == survivor_id).map_or(0, |(_, b)| b.len());
+        if mine == 16 { Ok(()) } else { Err(format!("{held:?}")) }
+    })
+    .await;
+    let handover = killed_at.elapsed();
+    println!("every bucket held by the survivor {handover:?} after the kill (lease {LEASE} s)");
+
+    // The alarm clears: the new holder restored it and emails its resolution, once.
+    dev.send(&[alarm(2, 105, false, "")]).await;
+    acked(&mut dev, 2).await;
+    let got = emails(&smtp, 2, Duration::from_secs(30)).await;
+    assert_eq!(got.len(), 2, "the resolution: {got:#?}");
+    assert!(got[1].contains("Resolved alarms for Bucket Co: 1 alarm"), "{}", got[1]);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let all = smtp.messages();
+    assert_eq!(all.len(), 2, "nothing emailed twice: {all:#?}");
+    assert_eq!(metric(&survivor.metrics().await, "fleetpulse_cluster_engine_events_dropped_total"), 0.0);
 }

@@ -1302,10 +1302,14 @@ async fn the_platform_admin_sees_the_nodes_of_a_scale_out_deployment() {
     loop {
         b.click_on("#nodes-refresh").await;
         let summary = b.execute("return document.querySelector('#nodes-summary')?.textContent || '';", json!([])).await;
-        if summary == json!("1 of 1 nodes up, 1 device sessions held.") {
+        // The only node evaluates every enterprise: it holds all 16 engine buckets.
+        let buckets = b
+            .execute("return document.querySelector('#nodes-list .engine-buckets')?.textContent || '';", json!([]))
+            .await;
+        if summary == json!("1 of 1 nodes up, 1 device sessions held.") && buckets == json!("16") {
             break;
         }
-        assert!(Instant::now() < deadline, "the node's session never showed: {summary}");
+        assert!(Instant::now() < deadline, "the node's session and buckets never showed: {summary} {buckets}");
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     b.wait_text("#nodes-list", "up").await;

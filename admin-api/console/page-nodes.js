@@ -17,7 +17,7 @@ export function render(main) {
   const slot = h("div", { id: "nodes-list" }, loading());
   const refresh = h("button", { type: "button", id: "nodes-refresh", onclick: () => load() }, "Refresh");
   mount(main, h("h1", {}, "Nodes"),
-    h("p", { class: "muted" }, "Ingest nodes share the fleet: a device's session is held by the node it is connected to. A node whose lease lapses is declared down and its devices that did not reconnect elsewhere go offline."),
+    h("p", { class: "muted" }, "Ingest nodes share the fleet: a device's session is held by the node it is connected to. A node whose lease lapses is declared down and its devices that did not reconnect elsewhere go offline. Each enterprise's alarms are evaluated by the node holding its engine bucket."),
     h("div", { class: "actions" }, refresh), slot);
   let timer = null;
   let gone = false;
@@ -40,6 +40,7 @@ export function render(main) {
           { label: "State", cell: stateBadge },
           { label: "Sessions held", cell: (n) => n.owned_sessions.toLocaleString() },
           { label: "Connected (reported)", cell: (n) => n.sessions.toLocaleString() },
+          { label: "Engine buckets", cell: (n) => h("span", { class: "engine-buckets", title: (n.engine_buckets || []).join(", ") }, String((n.engine_buckets || []).length)) },
           { label: "Device address (QUIC)", cell: (n) => n.quic_addr },
           { label: "API address", cell: (n) => n.http_addr },
           { label: "Joined", cell: (n) => fmtTime(n.started_at) },

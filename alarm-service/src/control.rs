@@ -3,15 +3,17 @@
 
 use fleetpulse_alarm_engine::AlarmEngine;
 use fleetpulse_proto::{AccountId, AlarmTypeCode, ChannelId, DeviceId, EnterpriseId, TaskId, UnixMillis};
-use fleetpulse_store::Store;
+use fleetpulse_store::{EngineStateOwner, Store};
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::dead::{DeadPayload, ReplayError, ReplayRequest};
 use crate::load::reload;
 use crate::windows::WindowShell;
 
-/// What the admin API tells the engine.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What the admin API tells the engine (JSON when broadcast to the nodes of several).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Control {
     /// An account acknowledged an active alarm (already stored): stop its reminders.
     Acknowledged {
@@ -46,6 +48,20 @@ pub enum Control {
     ChannelStrategiesChanged(ChannelId),
 }
 
+impl Control {
+    /// The one enterprise the control is about, if it names one (a strategy or window change);
+    /// the others go to every engine (an engine without the alarm or task ignores it).
+    pub fn enterprise(&self) -> Option<EnterpriseId> {
+        match self {
+            Control::StrategiesChanged(e) | Control::WindowsChanged(e) => Some(*e),
+            Control::Acknowledged { .. }
+            | Control::Cleared { .. }
+            | Control::TaskStarted(_)
+            | Control::ChannelStrategiesChanged(_) => None,
+        }
+    }
+}
+
 /// The API's handle on the running service.
 #[derive(Debug, Clone)]
 pub struct AlarmHandle {
@@ -74,6 +90,13 @@ impl AlarmHandle {
         answer.await.map_err(|_| ReplayError::Stopped)?
     }
 
+    /// Hands a replay on to this handle's engine (from a [`crate::FrontInbox`]).
+    pub(crate) async fn forward_replay(&self, request: ReplayRequest) {
+        if let Err(mpsc::error::SendError(request)) = self.replays.send(request).await {
+            let _ = request.done.send(Err(ReplayError::Stopped));
+        }
+    }
+
     /// Tells the engine; waits while its queue is full. Logs (and otherwise ignores) a stopped
     /// service: the change is in the store and is read again at the next start.
     pub async fn send(&self, control: Control) {
@@ -83,13 +106,19 @@ impl AlarmHandle {
     }
 }
 
-/// Applies a control message.
+/// Applies a control message (a bucket's engine takes only its own enterprises' changes).
 pub(crate) async fn handle_control(
     engine: &mut AlarmEngine,
     windows: &mut WindowShell,
     store: &Store,
+    owner: &EngineStateOwner,
     control: Control,
 ) {
+    if let Some(enterprise) = control.enterprise()
+        && !owner.covers(enterprise)
+    {
+        return;
+    }
     // An alarm that is not active in the engine (cleared meanwhile, or a race with the device)
     // has nothing left to notify: the API already answered from the store.
     match control {
@@ -119,7 +148,7 @@ pub(crate) async fn handle_control(
                     return;
                 }
             };
-            for enterprise in enterprises {
+            for enterprise in enterprises.into_iter().filter(|e| owner.covers(*e)) {
                 if let Err(error) = reload(store, engine, enterprise).await {
                     tracing::error!(message = "Cannot read changed alarm strategies.", %enterprise, %error);
                 }

@@ -79,7 +79,7 @@ pub(crate) async fn run_engine(
                         Control::ChannelStrategiesChanged(_) => None,
                         _ => Some(Vec::new()),
                     };
-                    handle_control(&mut engine, &mut windows, &store, c).await;
+                    handle_control(&mut engine, &mut windows, &store, &owner, c).await;
                     // Strategies that gained or lost a site-incident rule: read or forget sites.
                     let result = match changed {
                         Some(enterprises) => {

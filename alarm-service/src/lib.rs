@@ -41,6 +41,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 mod audit;
+mod buckets;
 mod control;
 mod dead;
 mod durable;
@@ -55,6 +56,10 @@ mod receivers;
 mod sites;
 mod windows;
 
+pub use buckets::{
+    BucketPlan, FrontInbox, FrontInput, ReplayTicket, bucket_target, decode_control, decode_events, encode_control,
+    encode_events, group_by_bucket, plan_buckets,
+};
 pub use control::{AlarmHandle, Control};
 pub use dead::{DeadPayload, ReplayError, RetryPolicy, StoredItem, StoredNotification};
 pub use load::engine_strategy;
@@ -122,9 +127,9 @@ impl AlarmService {
         options: ServiceOptions,
     ) -> Result<AlarmService, StoreError> {
         let mut engine = AlarmEngine::new();
-        load::load_strategies(&store, &mut engine).await?;
+        load::load_strategies(&store, &mut engine, &options.owner).await?;
         let mut windows = windows::WindowShell::default();
-        windows.load_all(&store, &mut engine).await?;
+        windows.load_all(&store, &mut engine, &options.owner).await?;
         let mut sites = sites::SiteShell::default();
         sites.resolve_all(&store, &mut engine).await?;
         let saved = durable::load(&store, &options.owner).await?;
@@ -132,7 +137,7 @@ impl AlarmService {
             // Before the active alarms, so that members of an open incident join it silently.
             durable::restore_incidents(saved, &mut engine);
         }
-        load::restore_active_alarms(&store, &mut engine, &metrics).await?;
+        load::restore_active_alarms(&store, &mut engine, &metrics, &options.owner).await?;
         if let Some(saved) = saved {
             durable::restore(saved, &mut engine);
         }

@@ -6,7 +6,8 @@ use fleetpulse_alarm_engine::{
 };
 use fleetpulse_proto::{EnterpriseId, UnixMillis};
 use fleetpulse_store::{
-    AlarmFilter, AlarmStatus, Page, Store, StoreError, StoredStrategy, StrategyReceiver, ThresholdMetric,
+    AlarmFilter, AlarmStatus, EngineStateOwner, Page, Store, StoreError, StoredStrategy, StrategyReceiver,
+    ThresholdMetric,
 };
 
 use crate::AlarmMetrics;
@@ -58,12 +59,16 @@ pub fn engine_strategy(s: &StoredStrategy) -> AlarmStrategy {
     }
 }
 
-/// Reads every enterprise's strategies into the engine.
-pub(crate) async fn load_strategies(store: &Store, engine: &mut AlarmEngine) -> Result<(), StoreError> {
+/// Reads the strategies of every enterprise `owner`'s engine covers into the engine.
+pub(crate) async fn load_strategies(
+    store: &Store,
+    engine: &mut AlarmEngine,
+    owner: &EngineStateOwner,
+) -> Result<(), StoreError> {
     let mut page = Page::first(LOAD_PAGE);
     loop {
         let enterprises = store.entities.list_enterprises(page).await?;
-        for e in &enterprises {
+        for e in enterprises.iter().filter(|e| owner.covers(e.id)) {
             reload(store, engine, e.id).await?;
         }
         match enterprises.last() {
@@ -92,19 +97,23 @@ pub(crate) async fn reload(
     Ok(())
 }
 
-/// Hands the engine every alarm the store has as active, with its activation and
-/// acknowledgement, so that it keeps their keys, reminders and resolutions after a restart.
+/// Hands the engine every alarm the store has as active (of the enterprises `owner`'s engine
+/// covers), with its activation and acknowledgement, so that it keeps their keys, reminders and
+/// resolutions after a restart.
 pub(crate) async fn restore_active_alarms(
     store: &Store,
     engine: &mut AlarmEngine,
     metrics: &AlarmMetrics,
+    owner: &EngineStateOwner,
 ) -> Result<(), StoreError> {
     let now = UnixMillis::now();
     let mut page = Page::first(LOAD_PAGE);
     let active = AlarmFilter { status: Some(AlarmStatus::Active), ..AlarmFilter::default() };
     loop {
         let records = store.events.list_alarm_records(active.clone(), page).await?;
-        for r in &records {
+        let mut restored = 0u64;
+        for r in records.iter().filter(|r| owner.covers(r.enterprise_id)) {
+            restored += 1;
             engine.restore_alarm(
                 now,
                 RestoredAlarm {
@@ -119,7 +128,7 @@ pub(crate) async fn restore_active_alarms(
                 },
             );
         }
-        metrics.restored.inc_by(records.len() as u64);
+        metrics.restored.inc_by(restored);
         match records.last() {
             Some(last) if records.len() == LOAD_PAGE as usize => page = Page { after: last.id, limit: LOAD_PAGE },
             _ => return Ok(()),

@@ -19,8 +19,8 @@ use fleetpulse_alarm_engine::{
 };
 use fleetpulse_proto::{AlarmTypeCode, DeviceId, EnterpriseId, TaskId, UnixMillis, WindowId};
 use fleetpulse_store::{
-    DevicePageRequest, DeviceQuery, MAX_DEVICE_PAGE, Page, RunState, Store, StoreError, StoredWindow, WindowMark,
-    WindowMarkState, WindowScope, WindowTiming,
+    DevicePageRequest, DeviceQuery, EngineStateOwner, MAX_DEVICE_PAGE, Page, RunState, Store, StoreError, StoredWindow,
+    WindowMark, WindowMarkState, WindowScope, WindowTiming,
 };
 use jiff::tz::TimeZone;
 
@@ -40,12 +40,17 @@ pub(crate) struct WindowShell {
 }
 
 impl WindowShell {
-    /// Loads every enterprise's windows into the engine.
-    pub(crate) async fn load_all(&mut self, store: &Store, engine: &mut AlarmEngine) -> Result<(), StoreError> {
+    /// Loads the windows of every enterprise `owner`'s engine covers into the engine.
+    pub(crate) async fn load_all(
+        &mut self,
+        store: &Store,
+        engine: &mut AlarmEngine,
+        owner: &EngineStateOwner,
+    ) -> Result<(), StoreError> {
         let mut page = Page::first(LOAD_PAGE);
         loop {
             let enterprises = store.entities.list_enterprises(page).await?;
-            for e in &enterprises {
+            for e in enterprises.iter().filter(|e| owner.covers(e.id)) {
                 self.reload(store, engine, e.id).await?;
             }
             match enterprises.last() {

@@ -108,6 +108,44 @@ pub struct NodeRow {
     pub state: NodeState,
     /// Whether its lease is current now (an `up` node whose lease lapsed is about to be reaped).
     pub alive: bool,
+    /// The enterprise buckets whose alarm evaluation it holds (current `engine:<b>` leases).
+    pub engine_buckets: Vec<u16>,
+}
+
+/// A named lease as `cluster_leases` holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseRow {
+    /// The lease's name.
+    pub name: String,
+    /// The node that holds (or last held) it.
+    pub node_id: NodeId,
+    /// Whether it is current (database clock).
+    pub current: bool,
+}
+
+/// The LISTEN/NOTIFY channel on which the holder of an engine bucket hears that events of its
+/// bucket were queued for it; the payload is the bucket's number.
+pub const ENGINE_EVENTS_CHANNEL: &str = "fleetpulse_engine_events";
+
+/// The LISTEN/NOTIFY channel on which every node hears the API's alarm engine controls (a
+/// strategy or window change, an acknowledgement, a clear); the payload is the control as JSON.
+pub const ENGINE_CONTROL_CHANNEL: &str = "fleetpulse_engine_control";
+
+/// Most batches `engine_events` holds; a forward beyond it is refused (the caller counts those
+/// events as dropped). Concurrent forwards may pass it by their own size.
+pub const MAX_ENGINE_QUEUE: usize = 20_000;
+
+/// Most batches one [`ClusterStore::forward_engine_events`] or
+/// [`ClusterStore::take_engine_events`] moves.
+pub const MAX_ENGINE_BATCHES: usize = 1_000;
+
+/// What the engine-bucket listener hears.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EngineNote {
+    /// Events of this bucket were queued.
+    Events(u16),
+    /// A control for the engines, as JSON.
+    Control(String),
 }
 
 /// A device session of a node that was lost: the device is offline unless it reconnects.
@@ -212,6 +250,21 @@ pub trait ClusterStore: Send + Sync + 'static {
 
     /// Tells every node on [`COMMAND_WAKE_CHANNEL`] that `devices` have new commands.
     async fn wake_elsewhere(&self, devices: &[DeviceId]) -> Result<()>;
+
+    /// The named leases whose name starts with `prefix`, by name.
+    async fn list_leases(&self, prefix: &str) -> Result<Vec<LeaseRow>>;
+
+    /// Queues alarm event batches `(bucket, payload)` for the holders of their buckets (one
+    /// transaction, which tells each bucket on [`ENGINE_EVENTS_CHANNEL`]); returns how many of
+    /// them were queued: those beyond [`MAX_ENGINE_QUEUE`] are not. At most [`MAX_ENGINE_BATCHES`].
+    async fn forward_engine_events(&self, batches: &[(u16, String)]) -> Result<usize>;
+
+    /// Takes (deletes and returns) up to `limit` of `bucket`'s queued batches, oldest first.
+    async fn take_engine_events(&self, bucket: u16, limit: usize) -> Result<Vec<String>>;
+
+    /// Tells every node's engines `control` (JSON, at most [`NOTIFY_PAYLOAD_MAX`] bytes) on
+    /// [`ENGINE_CONTROL_CHANNEL`].
+    async fn broadcast_engine_control(&self, control: &str) -> Result<()>;
 }
 
 /// Wake-up payloads for `devices`, each at most [`NOTIFY_PAYLOAD_MAX`] bytes.

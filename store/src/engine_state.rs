@@ -22,19 +22,52 @@ pub enum EngineStateOwner {
     /// The one engine of a single-node deployment.
     #[default]
     Single,
-    /// The engine of this node of several.
+    /// The engine of this node of several (before engine buckets; no longer written).
     Node(NodeId),
+    /// The engine of one enterprise bucket of several nodes ([`engine_bucket`]): whichever node
+    /// holds the bucket's lease saves it, and the next holder restores it.
+    Bucket(u16),
 }
 
 impl EngineStateOwner {
-    /// The stored key: empty for [`EngineStateOwner::Single`] (a node id is never empty).
-    pub fn key(&self) -> &str {
+    /// The stored key: empty for [`EngineStateOwner::Single`] (a node id is never empty),
+    /// `engine:<bucket>` for a bucket (a node id never holds a `:`).
+    pub fn key(&self) -> String {
         match self {
-            EngineStateOwner::Single => "",
-            EngineStateOwner::Node(node) => node.as_str(),
+            EngineStateOwner::Single => String::new(),
+            EngineStateOwner::Node(node) => node.as_str().to_owned(),
+            EngineStateOwner::Bucket(bucket) => engine_lease_name(*bucket),
+        }
+    }
+
+    /// Whether this engine evaluates `enterprise`'s events: every one, except for a bucket's
+    /// engine, which takes its bucket's enterprises only.
+    pub fn covers(&self, enterprise: EnterpriseId) -> bool {
+        match self {
+            EngineStateOwner::Bucket(bucket) => engine_bucket(enterprise) == *bucket,
+            EngineStateOwner::Single | EngineStateOwner::Node(_) => true,
         }
     }
 }
+
+/// Enterprise buckets of a multi-node deployment: each bucket's alarm evaluation is owned by one
+/// node at a time (the lease [`engine_lease_name`]). 16 spreads evenly enough over the few nodes
+/// this tier runs (at most one bucket of difference), while each bucket an engine holds costs a
+/// lease renewal per heartbeat and, when it is taken, a load of its strategies and active alarms.
+pub const ENGINE_BUCKETS: u16 = 16;
+
+/// The bucket of `enterprise`'s alarm evaluation.
+pub fn engine_bucket(enterprise: EnterpriseId) -> u16 {
+    u16::try_from(enterprise.0 % u64::from(ENGINE_BUCKETS)).expect("below ENGINE_BUCKETS, a u16")
+}
+
+/// The named lease (and saved-state owner key) of an engine bucket: `engine:<bucket>`.
+pub fn engine_lease_name(bucket: u16) -> String {
+    format!("{ENGINE_LEASE_PREFIX}{bucket}")
+}
+
+/// The prefix of the engine buckets' lease names.
+pub const ENGINE_LEASE_PREFIX: &str = "engine:";
 
 /// The alarm engine's saved state.
 #[async_trait]

@@ -19,6 +19,7 @@ mod audit;
 mod commands;
 mod dead_letters;
 mod devices;
+mod engine_queue;
 mod engine_state;
 mod files;
 mod firmware;
@@ -48,6 +49,7 @@ use fleetpulse_proto::ids::ChannelId;
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 
+pub use engine_queue::EngineListener;
 pub use nodes::TakeoverListener;
 pub use schema::CURRENT_VERSION as SCHEMA_VERSION;
 

@@ -92,7 +92,10 @@ impl ClusterStore for PgEntityStore {
             "(SELECT count(*) FROM device_sessions s WHERE s.node_id = n.id) AS owned, ",
             "n.lease_until > ",
             now_ms!(),
-            " AS alive FROM cluster_nodes n ORDER BY n.id"
+            " AS alive, ARRAY(SELECT substr(l.name, 8)::int FROM cluster_leases l WHERE l.node_id = n.id ",
+            "AND l.name LIKE 'engine:%' AND l.lease_until > ",
+            now_ms!(),
+            " ORDER BY 1) AS buckets FROM cluster_nodes n ORDER BY n.id"
         ))
         .fetch_all(&self.pool)
         .await
@@ -112,6 +115,12 @@ impl ClusterStore for PgEntityStore {
                     owned_sessions: row_id(r.try_get("owned").map_err(backend)?),
                     state: NodeState::parse(&state),
                     alive: r.try_get("alive").map_err(backend)?,
+                    engine_buckets: r
+                        .try_get::<Vec<i32>, _>("buckets")
+                        .map_err(backend)?
+                        .into_iter()
+                        .filter_map(|b| u16::try_from(b).ok())
+                        .collect(),
                 })
             })
             .collect()
@@ -248,6 +257,22 @@ impl ClusterStore for PgEntityStore {
                 .map_err(backend)?;
         }
         Ok(())
+    }
+
+    async fn list_leases(&self, prefix: &str) -> Result<Vec<LeaseRow>> {
+        super::engine_queue::list_leases(self, prefix).await
+    }
+
+    async fn forward_engine_events(&self, batches: &[(u16, String)]) -> Result<usize> {
+        super::engine_queue::forward(self, batches).await
+    }
+
+    async fn take_engine_events(&self, bucket: u16, limit: usize) -> Result<Vec<String>> {
+        super::engine_queue::take(self, bucket, limit).await
+    }
+
+    async fn broadcast_engine_control(&self, control: &str) -> Result<()> {
+        super::engine_queue::broadcast_control(self, control).await
     }
 
     async fn release_lease(&self, name: &str, node: &NodeId) -> Result<()> {

@@ -919,6 +919,19 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ALTER TABLE alarm_engine_state ALTER COLUMN owner DROP DEFAULT;
     "#,
     ),
+    (
+        "engine events queue",
+        // Issue 16 item 3: alarm event batches of an enterprise bucket another node holds,
+        // queued for that node (it takes them oldest first), so a holder's death loses none.
+        r#"
+    CREATE TABLE engine_events (
+        id      BIGSERIAL PRIMARY KEY,
+        bucket  INTEGER NOT NULL,
+        payload TEXT NOT NULL
+    );
+    CREATE INDEX engine_events_bucket ON engine_events (bucket, id);
+    "#,
+    ),
 ];
 
 /// The schema version this build writes.

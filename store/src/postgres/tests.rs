@@ -473,3 +473,49 @@ async fn a_named_lease_has_one_holder_until_it_lapses() {
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     assert!(store.hold_lease("outbox", &a, long).await.expect("b's lapsed"));
 }
+
+#[tokio::test]
+async fn engine_events_are_queued_per_bucket_in_order_and_bounded() {
+    let (store, _) = store("engine_events").await;
+    let batches = vec![(1u16, "a".to_owned()), (2, "b".to_owned()), (1, "c".to_owned())];
+    assert_eq!(store.forward_engine_events(&batches).await.expect("forward"), 3);
+    assert_eq!(store.take_engine_events(1, 10).await.expect("take"), ["a", "c"]);
+    assert_eq!(store.take_engine_events(1, 10).await.expect("take"), Vec::<String>::new());
+    assert_eq!(store.take_engine_events(2, 1).await.expect("take"), ["b"]);
+    // Full: the queue takes what fits below its bound and refuses the rest.
+    let fill: Vec<(u16, String)> = (0..MAX_ENGINE_BATCHES).map(|i| (5, i.to_string())).collect();
+    for _ in 0..MAX_ENGINE_QUEUE / MAX_ENGINE_BATCHES - 1 {
+        assert_eq!(store.forward_engine_events(&fill).await.expect("fill"), MAX_ENGINE_BATCHES);
+    }
+    let last: Vec<(u16, String)> = (0..MAX_ENGINE_BATCHES + 1).map(|i| (6, i.to_string())).collect();
+    assert!(store.forward_engine_events(&last).await.is_err(), "above the per-call bound");
+    assert_eq!(store.forward_engine_events(&last[..MAX_ENGINE_BATCHES]).await.expect("last"), MAX_ENGINE_BATCHES);
+    assert_eq!(store.forward_engine_events(&last[..1]).await.expect("refused"), 0);
+    let taken = store.take_engine_events(6, MAX_ENGINE_BATCHES).await.expect("take");
+    assert_eq!(taken.len(), MAX_ENGINE_BATCHES);
+    assert_eq!(taken[0], "0");
+    assert_eq!(taken[999], "999");
+}
+
+#[tokio::test]
+async fn engine_bucket_leases_are_listed_and_shown_per_node() {
+    let (store, _) = store("engine_leases").await;
+    let a = NodeAnnounce {
+        id: NodeId::parse("a").expect("valid"),
+        quic_addr: "q".into(),
+        http_addr: "h".into(),
+        sessions: 0,
+    };
+    let ttl = std::time::Duration::from_secs(60);
+    store.join_node(&a, ttl).await.expect("join");
+    for b in [3u16, 1] {
+        assert!(store.hold_lease(&engine_lease_name(b), &a.id, ttl).await.expect("take"));
+    }
+    assert!(store.hold_lease("outbox", &a.id, ttl).await.expect("outbox"));
+    let leases = store.list_leases(ENGINE_LEASE_PREFIX).await.expect("list");
+    let names: Vec<(&str, bool)> = leases.iter().map(|l| (l.name.as_str(), l.current)).collect();
+    assert_eq!(names, [("engine:1", true), ("engine:3", true)]);
+    assert_eq!(store.list_nodes().await.expect("nodes")[0].engine_buckets, [1, 3]);
+    store.release_lease(&engine_lease_name(1), &a.id).await.expect("release");
+    assert_eq!(store.list_nodes().await.expect("nodes")[0].engine_buckets, [3]);
+}

@@ -195,6 +195,12 @@ pub(crate) async fn engine_state(store: &Store) {
     let mut other = full.clone();
     other.windows.clear();
     s.save_engine_state(&n2, &other, UnixMillis(23)).await.unwrap();
+    // An engine bucket's state is its own too, whichever node saves it.
+    let bucket = EngineStateOwner::Bucket(3);
+    assert_eq!(s.engine_state(&bucket).await.unwrap(), None);
+    s.save_engine_state(&bucket, &other, UnixMillis(24)).await.unwrap();
+    assert_eq!(s.engine_state(&EngineStateOwner::Bucket(3)).await.unwrap().as_ref(), Some(&other));
+    assert_eq!(s.engine_state(&EngineStateOwner::Bucket(4)).await.unwrap(), None);
     assert_eq!(s.engine_state(&n1).await.unwrap(), Some(full));
     assert_eq!(s.engine_state(&n2).await.unwrap(), Some(other));
     assert_eq!(s.engine_state(&single).await.unwrap(), Some(state));
