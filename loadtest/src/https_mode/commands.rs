@@ -120,7 +120,10 @@ mod tests {
     /// The command answers queued in the session, as `id:status[:reason]`, acknowledged.
     fn sent(session: &mut DeviceSession, commands: &mut HttpsCommands, counters: &Counters) -> Vec<String> {
         let mut out = Vec::new();
-        let mut last = 0;
+        // One request: a session that starts where the server's mark is.
+        let mark = session.first_unacked().saturating_sub(1);
+        session.handle_welcome(mark, 0, |_| {});
+        let mut last = mark;
         while let Some(t) = session.poll_transmit() {
             last = t.frame.seq;
             if let MessageKind::CommandResult(answer) = t.frame.kind {
@@ -140,6 +143,7 @@ mod tests {
         }
         session.handle_ack(last, 0, |_| {});
         commands.after_acks(session, counters);
+        session.handle_disconnect();
         out
     }
 
