@@ -522,6 +522,7 @@ async fn relays_granted_in_the_portal_carry_their_scope_only_and_are_cut_off_whe
         }
     };
     assert_eq!(code, Some(u64::from(close_code::BAD_CREDENTIAL)), "refused as an unknown relay");
+    println!("the revoked relay was refused {:?} after the revoke, at its {n}th device", revoked.elapsed());
     // The other relay's grant is untouched.
     assert!(first_exchange(shop_relay.addr, &ca, "001565000e05", &north_credential).await.is_ok());
     drop((relay, shop_relay, north_device));
