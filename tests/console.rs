@@ -1430,3 +1430,56 @@ async fn a_site_incident_is_listed_and_shown_on_its_alarms_in_the_browser() {
     assert_clean(&b).await;
     b.quit().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_is_granted_rotated_and_revoked_in_the_browser() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), None, "");
+    let api = Api::login(&server.api()).await;
+    let (acme, _) = api.enterprise("Acme").await;
+
+    let b = Browser::start().await;
+    sign_in(&b, &server, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    b.wait_path("/dashboard").await;
+    b.click_on("a[href='/relays']").await;
+    b.wait_path("/relays").await;
+    b.wait_text("#relays-list", "No relays yet").await;
+    // A refusal shows in place: no such enterprise.
+    b.type_into("#relay-name", "Lobby").await;
+    b.type_into("#relay-scope-id", "999999").await;
+    b.click_on("#relay-create").await;
+    b.wait_text("#relay-form", "not found").await;
+    b.execute("document.querySelector('#relay-scope-id').value = '';", json!([])).await;
+    b.type_into("#relay-scope-id", &acme.to_string()).await;
+    b.click_on("#relay-create").await;
+    b.wait_text("#relay-credential", "shown this once").await;
+    let value = "return document.querySelector('#relay-credential-value').textContent;";
+    let first = b.execute(value, json!([])).await.as_str().unwrap().to_owned();
+    assert!(first.starts_with("fpr_") && first.len() == 68, "{first}");
+    b.wait_text("#relays-list", "in force").await;
+    b.wait_text("#relays-list", &format!("Enterprise #{acme}")).await;
+    show(&b, "#relay-credential").await;
+    b.screenshot(&shot("60-relay-created")).await;
+    let listed = api.get("/api/v1/relays").await;
+    assert_eq!(listed["items"][0]["name"], "Lobby", "{listed}");
+    assert!(!listed.to_string().contains(&first), "the credential is never listed");
+
+    b.click_on("#relays-list button[data-rotate]").await;
+    b.wait_text("#relay-credential", "New credential").await;
+    let second = b.execute(value, json!([])).await.as_str().unwrap().to_owned();
+    assert!(second.starts_with("fpr_") && second != first, "{second}");
+    b.wait_text("#relays-notice", "refused within 5 seconds").await;
+
+    b.click_on("#relays-list button[data-revoke]").await;
+    b.wait_text("#relays-notice", "revoked").await;
+    b.wait_text("#relays-list", "revoked").await;
+    b.screenshot(&shot("61-relay-revoked")).await;
+    let grant = &api.get("/api/v1/relays").await["items"][0];
+    assert!(grant["rotated_at"].is_i64() && grant["revoked_at"].is_i64(), "{grant}");
+    assert!(b.try_find("#relays-list button[data-rotate]").await.is_none(), "a revoked grant cannot be rotated");
+    b.click_on("#relays-list button[data-delete]").await;
+    b.wait_text("#relays-list", "No relays yet").await;
+    assert_eq!(api.get("/api/v1/relays").await["items"], json!([]));
+    assert_clean(&b).await;
+    b.quit().await;
+}

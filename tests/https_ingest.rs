@@ -315,3 +315,53 @@ async fn an_https_only_device_picks_its_commands_up_with_its_next_request() {
     assert_eq!(done["state"], "succeeded", "{done}");
     assert_eq!(done["output"], "pong");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_load_testers_https_devices_answer_their_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let https = free_port();
+    let server = TestServer::start(dir.path(), None, &config(https, ""));
+    let api = Api::login(&server.api()).await;
+    let mut cfg = server.load_config(4, std::time::Duration::from_secs(10));
+    cfg.transport = fleetpulse_loadtest::Transport::Https(https);
+    cfg.rate_per_device = 2.0;
+    cfg.heartbeat_interval_s = 30;
+    let run = tokio::spawn(fleetpulse_loadtest::run(cfg));
+
+    // Once the devices registered: a ping each, and one command that needs a file upload (which
+    // the HTTPS transport cannot carry: answered failed, not left hanging).
+    let devices = common::until(
+        "the load tester's devices",
+        std::time::Duration::from_secs(20),
+        || api.get("/api/v1/devices?limit=100"),
+        |d| d["items"].as_array().is_some_and(|i| i.len() == 4),
+    )
+    .await;
+    let ids: Vec<u64> = devices["items"].as_array().unwrap().iter().map(|d| d["id"].as_u64().unwrap()).collect();
+    let pings = api
+        .post(
+            "/api/v1/commands",
+            serde_json::json!({"kind": "ping", "args": {"target": "10.0.0.1"}, "device_ids": ids}),
+        )
+        .await;
+    assert_eq!(pings["queued"], 4, "{pings}");
+    let export =
+        api.post(&format!("/api/v1/devices/{}/commands", ids[0]), serde_json::json!({"kind": "export_config"})).await;
+    let export = export["id"].as_u64().unwrap();
+
+    let report = run.await.unwrap().expect("load test");
+    println!("{}", serde_json::to_string(&report).unwrap());
+    assert!(report.drained, "every frame acknowledged, every command answered");
+    assert_eq!(report.verified.missing, 0);
+    let c = &report.device_commands;
+    assert_eq!((c.executed, c.succeeded, c.failed), (5, 4, 1), "at most once, each answered: {c:?}");
+    assert!(c.received >= 5, "{c:?}");
+    for id in &ids {
+        let commands = api.get(&format!("/api/v1/devices/{id}/commands")).await;
+        let ping = commands["items"].as_array().unwrap().iter().find(|c| c["kind"] == "ping").cloned();
+        assert_eq!(ping.as_ref().map(|c| c["state"].clone()), Some(serde_json::json!("succeeded")), "{commands}");
+    }
+    let failed = api.get(&format!("/api/v1/commands/{export}")).await;
+    assert_eq!(failed["state"], "failed", "{failed}");
+    assert!(failed["reason"].as_str().unwrap_or_default().contains("HTTPS"), "{failed}");
+}

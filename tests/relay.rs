@@ -53,6 +53,17 @@ impl RelayProcess {
     /// Starts a relay in front of `server` (its HTTPS ingest at `https`), showing devices the
     /// server's own certificate, on `listen`.
     fn start(server: &TestServer, https: SocketAddr, listen: SocketAddr, state: &Path) -> RelayProcess {
+        RelayProcess::start_with(server, https, listen, state, RELAY_CREDENTIAL)
+    }
+
+    /// [`RelayProcess::start`] with another credential (a grant made in the portal).
+    fn start_with(
+        server: &TestServer,
+        https: SocketAddr,
+        listen: SocketAddr,
+        state: &Path,
+        credential: &str,
+    ) -> RelayProcess {
         let tls = server.data_dir.join("tls");
         let mut child = Command::new(env!("CARGO_BIN_EXE_fleetpulse"))
             .args(["relay", "--upstream", &https.to_string(), "--listen", &listen.to_string()])
@@ -64,7 +75,7 @@ impl RelayProcess {
             .arg(tls.join("server.key"))
             .arg("--state-dir")
             .arg(state)
-            .args(["--credential", RELAY_CREDENTIAL])
+            .args(["--credential", credential])
             .env("FLEETPULSE_LOG", std::env::var("FLEETPULSE_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -422,4 +433,97 @@ async fn one_flooding_device_is_throttled_while_its_99_neighbours_behind_the_sam
     writer.abort();
     reader.abort();
     conn.close(0u32.into(), b"done");
+}
+
+/// The device's first exchange through a relay: `Ok` with the server's Welcome, or `Err` with
+/// the close code its session ended with.
+async fn first_exchange(relay: SocketAddr, ca: &Path, mac: &str, credential: &str) -> Result<Device, Option<u64>> {
+    let mut device = Device::connect(relay, ca).await;
+    device.send(&[RawDevice::hello(mac, credential, 60)]).await;
+    match device.next().await {
+        Some(Downlink::Welcome(_)) => Ok(device),
+        Some(other) => panic!("expected a Welcome or a close, got {other:?}"),
+        None => Err(device.closed_with().await),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relays_granted_in_the_portal_carry_their_scope_only_and_are_cut_off_when_revoked() {
+    let dir = tempfile::tempdir().unwrap();
+    let https = free_tcp();
+    // No grant in the config file: every relay here authenticates by a grant made in the portal.
+    let server = TestServer::start(dir.path(), None, &server_config(https, None));
+    let api = Api::login(&server.api()).await;
+    let ca = server.ca_cert();
+    let channel = |name: &'static str| {
+        let api = &api;
+        async move { api.post("/api/v1/channels", serde_json::json!({"name": name})).await["id"].as_u64().unwrap() }
+    };
+    let (north, south) = (channel("north").await, channel("south").await);
+    let enterprise = |name: &'static str, channel: u64| {
+        let api = &api;
+        async move {
+            let e = api.post("/api/v1/enterprises", serde_json::json!({"name": name, "channel_id": channel})).await;
+            (e["id"].as_u64().unwrap(), e["credential"].as_str().unwrap().to_owned())
+        }
+    };
+    let (north_shop, north_credential) = enterprise("north-shop", north).await;
+    let (_, south_credential) = enterprise("south-shop", south).await;
+    let grant = |scope: serde_json::Value| {
+        let api = &api;
+        async move {
+            let g = api.post("/api/v1/relays", serde_json::json!({"name": "site", "scope": scope})).await;
+            (g["id"].as_u64().unwrap(), g["credential"].as_str().unwrap().to_owned())
+        }
+    };
+
+    // A channel-scoped grant: the devices of an enterprise of the channel, not of another
+    // channel's enterprise (refused per device, the relay's connection carries on).
+    let (channel_grant, channel_credential) = grant(serde_json::json!({"channel": north})).await;
+    let relay =
+        RelayProcess::start_with(&server, https, free_udp(), &dir.path().join("relay-north"), &channel_credential);
+    let mut north_device = first_exchange(relay.addr, &ca, "001565000e01", &north_credential).await.expect("welcomed");
+    north_device.send(&[resource(1)]).await;
+    assert!(matches!(north_device.next().await, Some(Downlink::Ack(a)) if a.seq == 1));
+    let stranger = first_exchange(relay.addr, &ca, "001565000e02", &south_credential).await.err();
+    assert_eq!(stranger, Some(Some(u64::from(close_code::BAD_CREDENTIAL))), "a device of another channel's enterprise");
+    north_device.send(&[resource(2)]).await;
+    assert!(matches!(north_device.next().await, Some(Downlink::Ack(a)) if a.seq == 2));
+    // Its use is recorded (at most once a minute).
+    let path = format!("/api/v1/relays/{channel_grant}");
+    common::until("last seen", Duration::from_secs(10), || api.get(&path), |g| g["last_seen_at"].is_i64()).await;
+
+    // An enterprise-scoped grant carries that enterprise's devices.
+    let (_, shop_credential) = grant(serde_json::json!({"enterprise": north_shop})).await;
+    let shop_relay =
+        RelayProcess::start_with(&server, https, free_udp(), &dir.path().join("relay-shop"), &shop_credential);
+    let shop_device = first_exchange(shop_relay.addr, &ca, "001565000e03", &north_credential).await;
+    assert!(shop_device.is_ok(), "welcomed through the enterprise's relay");
+    let refused = first_exchange(shop_relay.addr, &ca, "001565000e04", &south_credential).await.err();
+    assert_eq!(refused, Some(Some(u64::from(close_code::BAD_CREDENTIAL))));
+
+    // Revoked: the server refuses the relay within RELAY_GRANT_TTL (5 s; 5 s more of margin for
+    // a loaded machine), every device it carries with it.
+    api.post(&format!("/api/v1/relays/{channel_grant}/revoke"), serde_json::json!({})).await;
+    let revoked = std::time::Instant::now();
+    let mut n = 0;
+    let code = loop {
+        n += 1;
+        match first_exchange(relay.addr, &ca, &format!("001565000f{n:02x}"), &north_credential).await {
+            Ok(_) => {
+                assert!(
+                    revoked.elapsed() < Duration::from_secs(10),
+                    "still welcomed {:?} after the revoke",
+                    revoked.elapsed()
+                );
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(code) => break code,
+        }
+    };
+    assert_eq!(code, Some(u64::from(close_code::BAD_CREDENTIAL)), "refused as an unknown relay");
+    println!("the revoked relay was refused {:?} after the revoke, at its {n}th device", revoked.elapsed());
+    // The other relay's grant is untouched.
+    assert!(first_exchange(shop_relay.addr, &ca, "001565000e05", &north_credential).await.is_ok());
+    drop((relay, shop_relay, north_device));
 }

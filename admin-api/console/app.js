@@ -24,6 +24,7 @@ import * as orders from "./page-orders.js";
 import * as profiles from "./page-profiles.js";
 import * as deadLetters from "./page-dead-letters.js";
 import * as nodes from "./page-nodes.js";
+import * as relays from "./page-relays.js";
 
 // Uncaught errors, for people (the console) and for the browser tests (window.__errors).
 window.__errors = [];
@@ -70,6 +71,7 @@ const ROUTES = [
   [/^\/statements$/, orders.renderStatements, "orders"],
   [/^\/dead-letters$/, deadLetters.render, "platform"],
   [/^\/nodes$/, nodes.render, "platform"],
+  [/^\/relays$/, relays.render, "devices"],
 ];
 
 const NAV = [
@@ -81,6 +83,7 @@ const NAV = [
   ["/firmware", "Firmware", "devices"],
   ["/profiles", "Configuration profiles", "devices"],
   ["/rps", "RPS devices", "devices"],
+  ["/relays", "Relays", "devices"],
   ["/alarms", "Alarms", "alarms"],
   ["/strategies", "Alarm strategies", "strategies"],
   ["/windows", "Maintenance windows", "strategies"],

@@ -65,6 +65,7 @@ const SOURCES: &[(&str, &str)] = &[
     ("page-oplog.js", include_str!("../console/page-oplog.js")),
     ("page-dead-letters.js", include_str!("../console/page-dead-letters.js")),
     ("page-nodes.js", include_str!("../console/page-nodes.js")),
+    ("page-relays.js", include_str!("../console/page-relays.js")),
     ("app.js", include_str!("../console/app.js")),
 ];
 
@@ -100,6 +101,7 @@ const ROUTES: &[&str] = &[
     "rps",
     "dead-letters",
     "nodes",
+    "relays",
 ];
 
 /// One embedded asset, under its hashed name.

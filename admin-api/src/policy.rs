@@ -306,6 +306,10 @@ pub(crate) enum Target {
     /// Move an enterprise under another channel (`None`: directly under the platform, for the
     /// platform only): both must be visible (404), and enterprise scopes may not (403).
     MoveEnterprise { id: EnterpriseId, to: Option<ChannelId> },
+    /// See or manage a relay grant of this scope (ING-9, issue 15): the platform any; a channel
+    /// account those of a channel it sees (its own or below) or of an enterprise it sees; an
+    /// enterprise scope those of its own enterprise. Others: 404 `relay`, as if absent.
+    Relay(fleetpulse_store::TenantRef),
 }
 
 /// The one decision: may the caller do `target`, given the tree.
@@ -463,6 +467,7 @@ pub(crate) fn decide(caller: &Caller, target: &Target, tree: &TenantTree) -> Dec
             }
             decide(caller, &Target::Enterprise(id), tree)
         }
+        Target::Relay(tenant) => relay(caller, tenant, tree),
         Target::MoveEnterprise { id, to } => {
             if matches!(scope, Scope::Enterprise(_)) {
                 return Err(Refusal::Forbidden);
@@ -473,6 +478,28 @@ pub(crate) fn decide(caller: &Caller, target: &Target, tree: &TenantTree) -> Dec
                 None => allow_if(matches!(scope, Scope::Platform), Refusal::Invalid("channel_id is required")),
             }
         }
+    }
+}
+
+/// [`Target::Relay`]: visibility of the scope, every "no" read as 404 `relay`.
+fn relay(caller: &Caller, tenant: fleetpulse_store::TenantRef, tree: &TenantTree) -> Decision {
+    let seen = match tenant {
+        fleetpulse_store::TenantRef::Channel(id) => {
+            if matches!(caller.scope, Scope::Enterprise(_)) {
+                return Err(Refusal::NotFound("relay"));
+            }
+            decide(caller, &Target::Channel(id), tree)
+        }
+        fleetpulse_store::TenantRef::Enterprise(id) => match caller.scope {
+            // The platform sees every enterprise that exists.
+            Scope::Platform => allow_if(tree.enterprise(id)?.is_some(), Refusal::NotFound("relay")),
+            _ => decide(caller, &Target::EnterpriseData(id), tree),
+        },
+    };
+    match seen {
+        Err(Refusal::Needs(lookup)) => Err(Refusal::Needs(lookup)),
+        Err(_) => Err(Refusal::NotFound("relay")),
+        Ok(()) => Ok(()),
     }
 }
 

@@ -17,7 +17,7 @@
 //! | 200 | frames durable; the body says up to which seq, and which were rejected |
 //! | 400 | malformed frame or JSON, no `Hello` first, a second `Hello`, seq 0, a bad `Hello` |
 //! | 401 | unknown provisioning credential, or unknown relay credential |
-//! | 403 | a relay's device of another enterprise than the relay's |
+//! | 403 | a relay's device outside the relay's scope (its enterprise, or its channel's subtree) |
 //! | 404 / 405 | another path / another method |
 //! | 409 | the device is registered to another enterprise |
 //! | 413 | body above the limit (refused before it is read) |
@@ -54,6 +54,7 @@ use crate::admission::{Admitted, authenticate_hello, decode_error, protocol_erro
 use crate::https_commands::{RESEND_HEADER, pickup};
 use crate::https_json::{JsonCommand, JsonError, JsonFrame, JsonRejected, JsonRequest, JsonResponse};
 use crate::metrics::{ReasonLabel, ScopeLabel};
+use crate::relay_auth::AuthorizedRelay;
 use crate::session::Close;
 use crate::shard::{Frame, ShardCmd};
 
@@ -75,7 +76,8 @@ const FRAMES_PER_COMMAND: usize = 1024;
 pub const BODY_BUDGET_BYTES: usize = 256 << 20;
 
 /// The header a relay ([`crate::relay`]) authenticates itself with: its own credential, granted
-/// one enterprise by `[[ingest.relays]]`.
+/// one enterprise by `[[ingest.relays]]`, or one enterprise or channel by a grant stored in the
+/// portal ([`crate::relay_auth`]).
 pub const RELAY_HEADER: &str = "x-fleetpulse-relay";
 
 /// A relay allowed to speak for the devices of one enterprise (ING-9).
@@ -267,17 +269,19 @@ impl HttpsIngest {
         let credential = bearer(req.headers());
         let relay = match req.headers().get(RELAY_HEADER).map(|v| v.to_str().unwrap_or_default()) {
             None => None,
-            Some(token) => match self.ctx.config.relays.iter().find(|g| g.credential == token) {
-                Some(grant) => Some(grant.enterprise),
-                None => {
-                    self.ctx.metrics.auth_failures.inc();
-                    return self.refuse(Close::new(close_code::BAD_CREDENTIAL, "unknown relay credential").into());
+            Some(token) => match self.ctx.relay_auth.authenticate(token).await {
+                Ok(relay) => Some(relay),
+                Err(close) => {
+                    if close.code == close_code::BAD_CREDENTIAL {
+                        self.ctx.metrics.auth_failures.inc();
+                    }
+                    return self.refuse(close.into());
                 }
             },
         };
         let Some(form) = form else {
             return match relay {
-                Some(enterprise) => self.relay_wakes(enterprise, req.uri().query()).await,
+                Some(relay) => self.relay_wakes(&relay, req.uri().query()).await,
                 None => {
                     self.ctx.metrics.auth_failures.inc();
                     self.refuse(Close::new(close_code::BAD_CREDENTIAL, "a relay credential is required").into())
@@ -288,8 +292,8 @@ impl HttpsIngest {
         let result = match self.read_body(req).await {
             // The body's share of the budget is held until the answer is ready.
             Ok((body, _permit)) => match form {
-                Form::Frames => self.frames(&body, relay, resend).await,
-                Form::Json => self.json(&body, credential, relay, resend).await,
+                Form::Frames => self.frames(&body, relay.as_ref(), resend).await,
+                Form::Json => self.json(&body, credential, relay.as_ref(), resend).await,
             },
             Err(refusal) => Err(refusal),
         };
@@ -336,7 +340,7 @@ impl HttpsIngest {
     }
 
     /// The binary form: `Hello`, then `Data` frames, length-prefixed as on the QUIC stream.
-    async fn frames(&self, body: &[u8], relay: Option<EnterpriseId>, resend: bool) -> Result<Outcome, Refusal> {
+    async fn frames(&self, body: &[u8], relay: Option<&AuthorizedRelay>, resend: bool) -> Result<Outcome, Refusal> {
         let ctx = &self.ctx;
         let mut decoder = FrameDecoder::new(ctx.config.max_frame_len);
         decoder.push(body);
@@ -370,7 +374,7 @@ impl HttpsIngest {
         &self,
         body: &[u8],
         credential: Option<String>,
-        relay: Option<EnterpriseId>,
+        relay: Option<&AuthorizedRelay>,
         resend: bool,
     ) -> Result<Outcome, Refusal> {
         let Some(credential) = credential else {
@@ -389,19 +393,23 @@ impl HttpsIngest {
         &self,
         hello: fleetpulse_proto::wire::Hello,
         uplinks: Vec<Uplink>,
-        relay: Option<EnterpriseId>,
+        relay: Option<&AuthorizedRelay>,
         resend: bool,
     ) -> Result<Outcome, Refusal> {
         let ctx = &self.ctx;
         let (hello, enterprise) = authenticate_hello(ctx, hello).await?;
-        // A relay speaks only for the devices of its enterprise: refused per device, before the
-        // device is registered.
-        if relay.is_some_and(|scope| scope != enterprise) {
+        // A relay speaks only for the devices of its scope (its enterprise, or the enterprises
+        // of its channel's subtree): refused per device, before the device is registered.
+        let in_scope = match relay {
+            Some(relay) => ctx.relay_auth.allows(relay, enterprise).await?,
+            None => true,
+        };
+        if !in_scope {
             ctx.metrics.connection_errors.get_or_create(&ReasonLabel { reason: "relay_scope" }).inc();
             return Err(Refusal {
                 status: StatusCode::FORBIDDEN,
                 close_code: close_code::BAD_CREDENTIAL,
-                reason: "this relay may not speak for devices of another enterprise".into(),
+                reason: "this relay may not speak for devices outside its scope".into(),
                 retry_after_s: None,
             });
         }
@@ -504,7 +512,7 @@ impl HttpsIngest {
     /// A relay's long poll: the devices of its enterprise woken (commands queued) after
     /// `?after=N`, waiting up to [`RELAY_WAKES_WAIT`] for one; `{"next": n, "devices": [ids]}`.
     /// The relay makes those of its devices exchange, and the answers carry their commands.
-    async fn relay_wakes(&self, enterprise: EnterpriseId, query: Option<&str>) -> Response<Full<Bytes>> {
+    async fn relay_wakes(&self, relay: &AuthorizedRelay, query: Option<&str>) -> Response<Full<Bytes>> {
         let after = query
             .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("after=")))
             .and_then(|v| v.parse::<u64>().ok());
@@ -516,9 +524,9 @@ impl HttpsIngest {
         };
         let mut mine = Vec::new();
         for device in devices {
-            // Only the relay's own enterprise's devices: a relay learns nothing of others.
+            // Only the devices of the relay's scope: a relay learns nothing of others.
             if let Ok(Some(d)) = self.ctx.devices.device(device).await
-                && d.enterprise_id == enterprise
+                && self.ctx.relay_auth.allows(relay, d.enterprise_id).await.unwrap_or(false)
             {
                 mine.push(device.0);
             }

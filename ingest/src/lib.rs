@@ -33,6 +33,7 @@ pub mod metrics;
 pub mod offline;
 mod outbound;
 pub mod relay;
+pub mod relay_auth;
 mod relay_upstream;
 pub mod router;
 mod session;
@@ -131,7 +132,8 @@ pub struct IngestConfig {
     pub https_addr: Option<SocketAddr>,
     /// Largest HTTPS ingest request body, bytes.
     pub https_max_body_bytes: usize,
-    /// Relays allowed to carry devices over HTTPS ingest, each for one enterprise (ING-9).
+    /// Relays allowed to carry devices over HTTPS ingest, each for one enterprise (ING-9), from
+    /// the config file; the portal's stored grants are accepted too ([`relay_auth`]).
     pub relays: Vec<https::RelayGrant>,
 }
 
@@ -193,6 +195,8 @@ pub(crate) struct Context {
     /// Sessions to wake when commands are queued for their device.
     command_signal: CommandSignal,
     credentials: DashMap<String, EnterpriseId>,
+    /// Relay credentials: the config file's and the portal's grants (ING-9).
+    relay_auth: relay_auth::RelayAuth,
     enterprise_limiter: DefaultKeyedRateLimiter<EnterpriseId>,
     handshakes: Arc<tokio::sync::Semaphore>,
     shutdown: watch::Receiver<bool>,
@@ -308,6 +312,7 @@ impl Ingest {
             connections: Arc::new(DashMap::new()),
             command_signal: CommandSignal::default(),
             credentials: DashMap::new(),
+            relay_auth: relay_auth::RelayAuth::new(&config.relays, store.entities.clone(), store.entities.clone()),
             enterprise_limiter: RateLimiter::keyed(
                 Quota::per_second(limits.enterprise_per_s).allow_burst(limits.enterprise_burst),
             ),

@@ -13,7 +13,12 @@
 //!
 //! A request that fails (a status other than 200, a lost connection) acknowledges nothing: the
 //! device reconnects and resends every pending frame with its seq; the server drops the ones it
-//! already holds.
+//! already holds. A device's first request and its retries carry the resend header, so that
+//! commands whose answer was lost are sent again.
+//!
+//! Commands riding on an answer are answered as a QUIC device answers them ([`commands`]).
+
+mod commands;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use bytes::{Bytes, BytesMut};
-use fleetpulse_proto::wire::{DataFrame, Downlink, Uplink};
+use fleetpulse_proto::wire::{DataFrame, Downlink, Message, Uplink};
 use fleetpulse_proto::{DeviceId, EnterpriseId, FrameDecoder, FrameEncoder, UnixMillis};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::{http1::SendRequest, http2};
@@ -35,7 +40,7 @@ use crate::config::{LoadConfig, MessageKind, Transport};
 use crate::device::DeviceSession;
 use crate::identity::MacPlan;
 use crate::messages::DeviceProfile;
-use crate::report::{Connections, DeviceCommands, Latency, Report};
+use crate::report::{Connections, Latency, Report};
 use crate::stats::{Counters, new_histogram};
 use crate::verify::{self, AckedDevice};
 
@@ -77,12 +82,28 @@ impl HttpsIngestClient {
         bearer: Option<&str>,
         body: Bytes,
     ) -> anyhow::Result<(u16, Bytes)> {
+        self.post_with(path, content_type, bearer, false, body).await
+    }
+
+    /// [`HttpsIngestClient::post`], marked as a resend (the device's first request, or a retry)
+    /// when `resend` is true.
+    pub async fn post_with(
+        &mut self,
+        path: &str,
+        content_type: &str,
+        bearer: Option<&str>,
+        resend: bool,
+        body: Bytes,
+    ) -> anyhow::Result<(u16, Bytes)> {
         self.sender.ready().await.context("connection closed")?;
         let mut request = hyper::Request::post(path)
             .header(hyper::header::HOST, "localhost")
             .header(hyper::header::CONTENT_TYPE, content_type);
         if let Some(token) = bearer {
             request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        if resend {
+            request = request.header(RESEND_HEADER, "1");
         }
         let request = request.body(Full::new(body)).context("building the request")?;
         let response = self.sender.send_request(request).await.context("sending the request")?;
@@ -94,6 +115,9 @@ impl HttpsIngestClient {
 
 /// The header a relay presents its credential in (the server's `RELAY_HEADER`).
 const RELAY_HEADER: &str = "x-fleetpulse-relay";
+
+/// The header marking a request as a resend (the server's `RESEND_HEADER`).
+const RESEND_HEADER: &str = "x-fleetpulse-resend";
 
 /// One simulated relay: an HTTP/2 connection to HTTPS ingest, reconnected when it drops.
 #[derive(Default)]
@@ -129,10 +153,14 @@ impl RelayLink {
     }
 
     /// Posts a device's exchange (`Hello` and frames) with the relay credential.
-    async fn post(&self, shared: &Shared, body: Bytes) -> anyhow::Result<(u16, Bytes)> {
+    async fn post(&self, shared: &Shared, resend: bool, body: Bytes) -> anyhow::Result<(u16, Bytes)> {
         let mut sender = self.sender(shared).await?;
         let credential = shared.relay_credential.clone().context("no relay credential")?;
-        let request = hyper::Request::post(format!("https://{}/ingest/v1/frames", shared.addr))
+        let mut request = hyper::Request::post(format!("https://{}/ingest/v1/frames", shared.addr));
+        if resend {
+            request = request.header(RESEND_HEADER, HeaderValue::from_static("1"));
+        }
+        let request = request
             .header(RELAY_HEADER, credential)
             .header(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"))
             .header(header::CONTENT_LENGTH, HeaderValue::from(body.len()))
@@ -278,7 +306,7 @@ pub async fn run(
         not_sent: c.not_sent.get(),
         drained,
         alarm_email: None,
-        device_commands: DeviceCommands::default(),
+        device_commands: commands::report(&shared.counters),
         command_run: None,
         sink: false,
         alarm_stages: Vec::new(),
@@ -304,6 +332,9 @@ async fn device_task(
     let hello = Uplink::Hello(profile.hello(&shared.credential, cfg.heartbeat_interval_s));
     let mut rng = rand::rngs::SmallRng::seed_from_u64(shared.run_seed.wrapping_add(u64::from(index)));
     let mut session = DeviceSession::new();
+    let mut commands = commands::HttpsCommands::new(cfg);
+    // The first request of a device is a resend, as a relay marks a device's connect.
+    let mut resend = true;
     let mut device_id = None;
     let mut client: Option<HttpsIngestClient> = None;
     let mut mark = 0u64;
@@ -329,7 +360,10 @@ async fn device_task(
     let mut drain_deadline = None;
     loop {
         if drain_deadline.is_none() && !need_hello {
+            // A command's answer or result is due: the device exchanges for it.
+            let wake = commands.next_wake_us().map(|due| Duration::from_micros(due.saturating_sub(shared.now_us())));
             tokio::select! {
+                () = tokio::time::sleep(wake.unwrap_or_default()), if wake.is_some() => {}
                 _ = tick.tick() => {
                     let now = shared.now_us();
                     for _ in 0..cfg.burst {
@@ -344,12 +378,17 @@ async fn device_task(
                 }
             }
         }
+        commands.pump(&mut session, shared.now_us());
         if let Some(deadline) = drain_deadline
-            && ((session.is_idle() && !need_hello) || Instant::now() >= deadline)
+            && ((session.is_idle() && !commands.is_busy() && !need_hello) || Instant::now() >= deadline)
         {
             break;
         }
         if session.is_idle() && !need_hello {
+            if drain_deadline.is_some() {
+                // Draining with a command still running: its answer is due soon.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
             continue;
         }
         if failures > 0 {
@@ -382,7 +421,10 @@ async fn device_task(
         while n < MAX_FRAMES_PER_REQUEST {
             let Some(t) = session.poll_transmit() else { break };
             let f = t.frame;
-            let message = profile.message(f.kind, f.seq, f.intended_us, shared.run_start_ms);
+            let message = match f.kind {
+                MessageKind::CommandResult(answer) => Message::CommandResult(commands.result(answer)),
+                kind => profile.message(kind, f.seq, f.intended_us, shared.run_start_ms),
+            };
             let frame = Uplink::Data(DataFrame { seq: f.seq, sent_at_ms: UnixMillis::now().0, body: message });
             if encoder.encode(&frame, &mut body).is_err() {
                 shared.counters.errors.incr();
@@ -395,17 +437,20 @@ async fn device_task(
             n += 1;
         }
         let answer = match (relay, client.as_mut()) {
-            (Some(r), _) => shared.relays[r].post(&shared, body.freeze()).await,
-            (None, Some(c)) => c.post("/ingest/v1/frames", "application/octet-stream", None, body.freeze()).await,
+            (Some(r), _) => shared.relays[r].post(&shared, resend, body.freeze()).await,
+            (None, Some(c)) => {
+                c.post_with("/ingest/v1/frames", "application/octet-stream", None, resend, body.freeze()).await
+            }
             (None, None) => continue,
         };
         match answer {
             Ok((200, bytes)) => {
                 failures = 0;
+                resend = false;
                 if std::mem::take(&mut need_hello) {
                     shared.counters.established.incr();
                 }
-                match apply_answer(&shared, &mut session, &bytes) {
+                match apply_answer(&shared, &mut session, &mut commands, &bytes) {
                     Ok((id, acked_to)) => {
                         device_id = Some(id);
                         mark = mark.max(acked_to);
@@ -422,6 +467,7 @@ async fn device_task(
                 shared.counters.reconnects.incr();
                 session.handle_disconnect();
                 failures += 1;
+                resend = true;
                 if status == 401 || status == 403 {
                     shared.counters.rejected_connections.incr();
                     break;
@@ -433,6 +479,7 @@ async fn device_task(
                 session.handle_disconnect();
                 client = None;
                 failures += 1;
+                resend = true;
             }
         }
     }
@@ -440,8 +487,14 @@ async fn device_task(
     (AckedDevice { mac, device_id, acked_persisted: session.into_acked_persisted() }, idle)
 }
 
-/// Takes an answer's `Welcome`, `Rejected` notes and `Ack`; the device id and the acked seq.
-fn apply_answer(shared: &Shared, session: &mut DeviceSession, bytes: &[u8]) -> anyhow::Result<(DeviceId, u64)> {
+/// Takes an answer's `Welcome`, `Rejected` notes, `Ack` and `Command`s; the device id and the
+/// acked seq.
+fn apply_answer(
+    shared: &Shared,
+    session: &mut DeviceSession,
+    commands: &mut commands::HttpsCommands,
+    bytes: &[u8],
+) -> anyhow::Result<(DeviceId, u64)> {
     let mut decoder = FrameDecoder::default();
     decoder.push(bytes);
     let mut device = None;
@@ -459,9 +512,11 @@ fn apply_answer(shared: &Shared, session: &mut DeviceSession, bytes: &[u8]) -> a
                 acked = a.seq;
                 shared.counters.resolved(session.handle_ack(a.seq, now, record));
             }
+            Downlink::Command(command) => commands.handle_command(&command, now, &shared.counters),
             other => bail!("unexpected {other:?}"),
         }
     }
+    commands.after_acks(session, &shared.counters);
     session.handle_disconnect();
     match device {
         Some(id) => Ok((id, acked)),

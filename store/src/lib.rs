@@ -21,6 +21,7 @@
 //!   [`IncidentStore`] (site incidents and their member alarms, issue 18 item 3).
 //!   [`NotificationAuditStore`] (what became of every alarm's notifications, and their retention).
 //!   [`DeadLetterStore`] (events given up after their retries, for listing and replay, issue 18).
+//!   [`RelayStore`] (relay grants: the credentials relays authenticate with, hashed, ING-9).
 //! - [`EventStore`] (`events.rs`): append-only event streams (status events, resource reports,
 //!   alarm events), the aggregated alarm records, and the per-device delivery marks used to drop
 //!   duplicates.
@@ -55,6 +56,7 @@ mod orders;
 mod outbox;
 pub mod postgres;
 mod profiles;
+mod relays;
 mod rps;
 pub mod scaleout;
 mod sites;
@@ -87,6 +89,7 @@ pub use oplog::*;
 pub use orders::*;
 pub use outbox::*;
 pub use profiles::*;
+pub use relays::*;
 pub use rps::*;
 pub use sites::*;
 pub use strategies::*;
@@ -179,6 +182,7 @@ pub trait EntityStore:
     + TenantAdminStore
     + RpsStore
     + DeadLetterStore
+    + RelayStore
 {
 }
 
@@ -208,6 +212,7 @@ impl<T> EntityStore for T where
         + TenantAdminStore
         + RpsStore
         + DeadLetterStore
+        + RelayStore
 {
 }
 
@@ -248,6 +253,7 @@ opaque_debug!(
     NotificationAuditStore,
     TenantAdminStore,
     RpsStore,
+    RelayStore,
     EntityStore,
     EventStore
 );

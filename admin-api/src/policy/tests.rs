@@ -493,3 +493,31 @@ fn dead_letters_are_the_platforms_only() {
         assert_eq!(dead_letters(&caller(who), Some(1)), Err(NotFound("dead letter")), "{who:?} one");
     }
 }
+
+#[test]
+fn relay_grants_are_seen_where_their_scope_is_and_are_otherwise_absent() {
+    use fleetpulse_store::TenantRef;
+    let t = tree();
+    let absent = Err(NotFound("relay"));
+    for (who, target, expected) in [
+        (Platform, TenantRef::Channel(B), Ok(())),
+        (Platform, TenantRef::Enterprise(EB), Ok(())),
+        (Platform, TenantRef::Enterprise(NO_ENTERPRISE), absent.clone()),
+        (Platform, TenantRef::Channel(GONE), absent.clone()),
+        (ChannelA, TenantRef::Channel(A), Ok(())),
+        (ChannelA, TenantRef::Channel(A11), Ok(())),
+        (ChannelA, TenantRef::Enterprise(EA1), Ok(())),
+        (ChannelA, TenantRef::Channel(B), absent.clone()),
+        (ChannelA, TenantRef::Enterprise(EB), absent.clone()),
+        (ChannelA1, TenantRef::Channel(A), absent.clone()),
+        (EnterpriseA, TenantRef::Enterprise(EA), Ok(())),
+        (EnterpriseA, TenantRef::Enterprise(EA1), absent.clone()),
+        (EnterpriseA, TenantRef::Channel(A), absent.clone()),
+        (ActingInEa, TenantRef::Enterprise(EA), Ok(())),
+        (ActingInEa, TenantRef::Channel(A), absent.clone()),
+        (NarrowedToEa1, TenantRef::Enterprise(EA1), Ok(())),
+        (NarrowedToEa1, TenantRef::Enterprise(EA), absent.clone()),
+    ] {
+        assert_eq!(decide(&caller(who), &Target::Relay(target), &t), expected, "{who:?} {target:?}");
+    }
+}

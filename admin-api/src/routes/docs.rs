@@ -435,5 +435,6 @@ pub(crate) fn operations() -> Vec<Operation> {
     .chain(crate::routes::strategy_receivers::operations())
     .chain(crate::routes::rps::operations())
     .chain(crate::routes::dead_letters::operations())
+    .chain(crate::routes::relays::operations())
     .collect()
 }

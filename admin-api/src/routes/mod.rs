@@ -27,6 +27,7 @@ pub(crate) mod oplog;
 pub(crate) mod ops;
 pub(crate) mod orders;
 pub(crate) mod profiles;
+pub(crate) mod relays;
 pub(crate) mod rps;
 pub(crate) mod session;
 pub(crate) mod sites;
@@ -76,6 +77,7 @@ pub(crate) fn all() -> Vec<(&'static str, MethodRouter<AppState>)> {
         tenant_admin::routes(),
         rps::routes(),
         dead_letters::routes(),
+        relays::routes(),
         account::routes(),
         nodes::routes(),
         docs::routes(),

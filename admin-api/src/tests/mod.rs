@@ -21,6 +21,7 @@ mod orders;
 mod placement;
 mod portal;
 mod profiles;
+mod relays;
 mod resources;
 mod sessions;
 mod sites;

@@ -37,8 +37,14 @@ const SELF_ROUTES: &[&str] = &[
 const BY_CONTENT: &[&str] = &["/api/v1/commands", "/api/v1/devices/bulk-edit"];
 
 /// Listings checked by content (they take no foreign id): nothing foreign may appear.
-const LISTINGS: &[&str] =
-    &["/api/v1/enterprises", "/api/v1/channels", "/api/v1/accounts", "/api/v1/sub-accounts", "/api/v1/device-labels"];
+const LISTINGS: &[&str] = &[
+    "/api/v1/enterprises",
+    "/api/v1/channels",
+    "/api/v1/accounts",
+    "/api/v1/sub-accounts",
+    "/api/v1/device-labels",
+    "/api/v1/relays",
+];
 
 struct World {
     h: Harness,
@@ -91,6 +97,9 @@ struct World {
     rps: u64,
     /// A dead letter about EB's device (platform only).
     dead_letter: u64,
+    /// A relay grant of EB, and one of channel B.
+    relay: u64,
+    channel_relay: u64,
 }
 
 async fn account(
@@ -308,6 +317,17 @@ async fn world() -> World {
         at: UnixMillis(1),
     };
     let dead_letter = h.store.entities.record_dead_letter(letter, 10).await.expect("dead letter").0.0;
+    let relay = |name: &str, scope: fleetpulse_store::TenantRef, hash: u8| fleetpulse_store::NewRelay {
+        name: name.into(),
+        scope,
+        credential_hash: fleetpulse_store::TokenHash([hash; 32]),
+        created_by: eb_admin.id,
+        at: UnixMillis(1),
+    };
+    let eb_relay = relay("B lobby", fleetpulse_store::TenantRef::Enterprise(eb), 1);
+    let channel_relay = relay("B sites", fleetpulse_store::TenantRef::Channel(b), 2);
+    let relay = h.store.entities.create_relay(eb_relay).await.expect("relay").id.0;
+    let channel_relay = h.store.entities.create_relay(channel_relay).await.expect("relay").id.0;
     World {
         h,
         platform,
@@ -341,6 +361,8 @@ async fn world() -> World {
         order,
         rps,
         dead_letter,
+        relay,
+        channel_relay,
     }
 }
 
@@ -402,6 +424,8 @@ fn foreign_request(w: &World, path: &str, method: &Method) -> Option<(String, Op
         path.replace("{id}", &w.dead_letter.to_string())
     } else if matches!(path, "/api/v1/dead-letters" | "/api/v1/dead-letters/replay") {
         format!("{path}?stage=alarm_effects")
+    } else if id("/api/v1/relays/") {
+        path.replace("{id}", &w.relay.to_string())
     } else if id("/api/v1/tasks/") {
         path.replace("{id}", &w.task.to_string()).replace("{run}", &w.run.to_string())
     } else if matches!(
@@ -440,6 +464,7 @@ fn foreign_request(w: &World, path: &str, method: &Method) -> Option<(String, Op
             | "/api/v1/sub-accounts"
             | "/api/v1/device-labels"
             | "/api/v1/nodes"
+            | "/api/v1/relays"
     ) {
         path.to_owned()
     } else {
@@ -479,6 +504,8 @@ fn foreign_request(w: &World, path: &str, method: &Method) -> Option<(String, Op
         ("/api/v1/groups/{id}/members" | "/api/v1/groups/{id}/members/remove", _) => {
             Some(json!({"device_ids": [w.device]}))
         }
+        ("/api/v1/relays", _) => Some(json!({"name": "intruder", "scope": {"enterprise": w.eb}})),
+        ("/api/v1/relays/{id}", _) => Some(json!({"name": "intruder"})),
         ("/api/v1/devices", m) if m == Method::POST => Some(json!({"enterprise_id": w.eb, "mac": "0015650fffff"})),
         (p, _)
             if p.ends_with("alarm-strategies")
@@ -598,6 +625,13 @@ async fn every_route_answers_404_or_403_for_another_tenants_objects() {
     assert!(w.h.store.entities.dead_letter(dead_letter).await.unwrap().is_some(), "the dead letter is kept");
     let b_freeze = w.h.store.entities.tenant_freeze(fleetpulse_store::TenantRef::Channel(w.b)).await.unwrap();
     assert_eq!(b_freeze, None, "channel B is not frozen");
+    let relay = w.h.store.entities.relay(fleetpulse_store::RelayId(w.relay)).await.unwrap().expect("kept");
+    assert_eq!(
+        (relay.name.as_str(), relay.revoked_at, relay.rotated_at),
+        ("B lobby", None, None),
+        "B's relay as it was"
+    );
+    assert_eq!(w.h.store.entities.list_relays().await.unwrap().len(), 2, "no relay was created for B");
     let eb_freeze = w.h.store.entities.tenant_freeze(fleetpulse_store::TenantRef::Enterprise(w.eb)).await.unwrap();
     assert_eq!(eb_freeze, None, "EB is not frozen");
     assert_eq!(w.h.store.entities.enterprise(w.eb).await.unwrap().expect("kept").channel_id, Some(w.b), "not moved");
@@ -632,6 +666,13 @@ async fn every_route_answers_404_or_403_for_another_tenants_objects() {
         assert!(!item_ids(&imports).contains(&w.import), "{caller}: {}", imports.text());
     }
     assert!(listed("/api/v1/channels").await.is_empty());
+    assert!(listed("/api/v1/relays").await.is_empty(), "EB's and channel B's relays are not EB2's");
+    for (caller, token) in callers {
+        let relays = w.h.get("/api/v1/relays", token).await;
+        assert_eq!(relays.status, StatusCode::OK, "{caller}: {}", relays.text());
+        let ids = item_ids(&relays);
+        assert!(!ids.contains(&w.relay) && !ids.contains(&w.channel_relay), "{caller}: {}", relays.text());
+    }
     assert!(listed("/api/v1/accounts").await.iter().all(|&a| a != w.eb_admin));
 }
 

@@ -31,6 +31,7 @@ mod oplog;
 mod orders;
 mod outbox;
 mod profiles;
+mod relays;
 mod rps;
 mod schema;
 mod sites;

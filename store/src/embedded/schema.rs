@@ -839,6 +839,22 @@ const MIGRATIONS: &[&str] = &[
     DROP TABLE alarm_engine_state;
     ALTER TABLE alarm_engine_state_by_owner RENAME TO alarm_engine_state;
     "#,
+    // Relay grants (ING-9, issue 15): the credentials relays authenticate with, as SHA-256,
+    // scoped to one enterprise or one channel (its subtree).
+    r#"
+    CREATE TABLE relays (
+        id              INTEGER PRIMARY KEY AUTOINCREMENT,
+        name            TEXT NOT NULL,
+        scope_kind      TEXT NOT NULL CHECK (scope_kind IN ('channel', 'enterprise')),
+        scope_id        INTEGER NOT NULL,
+        credential_hash BLOB NOT NULL UNIQUE,
+        created_by      INTEGER NOT NULL,
+        created_at      INTEGER NOT NULL,
+        rotated_at      INTEGER,
+        revoked_at      INTEGER,
+        last_seen_at    INTEGER
+    );
+    "#,
 ];
 
 /// The schema version this build writes.

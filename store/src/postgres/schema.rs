@@ -932,6 +932,25 @@ const MIGRATIONS: &[(&str, &str)] = &[
     CREATE INDEX engine_events_bucket ON engine_events (bucket, id);
     "#,
     ),
+    (
+        "relay grants",
+        // ING-9, issue 15: the credentials relays authenticate with, as SHA-256, scoped to one
+        // enterprise or one channel (its subtree).
+        r#"
+    CREATE TABLE relays (
+        id              BIGSERIAL PRIMARY KEY,
+        name            TEXT NOT NULL,
+        scope_kind      TEXT NOT NULL CHECK (scope_kind IN ('channel', 'enterprise')),
+        scope_id        BIGINT NOT NULL,
+        credential_hash BYTEA NOT NULL UNIQUE,
+        created_by      BIGINT NOT NULL,
+        created_at      BIGINT NOT NULL,
+        rotated_at      BIGINT,
+        revoked_at      BIGINT,
+        last_seen_at    BIGINT
+    );
+    "#,
+    ),
 ];
 
 /// The schema version this build writes.

@@ -34,6 +34,7 @@ mod oplog;
 mod orders;
 mod outbox;
 mod profiles;
+mod relays;
 mod sites;
 mod strategies;
 mod tasks;
@@ -150,6 +151,7 @@ async fn suite(store: Store) {
     tenant_admin::tenant_freezes(&store).await;
     tenant_admin::rps_devices(&store).await;
     // Last: they create channels, whose ids the tenant cases expect to start at 1.
+    relays::relays(&store).await;
     strategies::inherited_strategies(&store).await;
     strategies::engine_state(&store).await;
 }
