@@ -23,6 +23,11 @@
 #   scripts/perf.sh compare [DEVICES] [BURST]               # fleetpulse, the QUIC floor and Mosquitto side
 #                                                           # by side: pinned cores, max-rate search, CPU per
 #                                                           # message at 80 % (issue 14; scripts/perf_compare.py)
+#   scripts/perf.sh cluster NODES DEVICES RATE SECONDS      # NODES nodes on one throwaway PostgreSQL and
+#                                                           # ClickHouse, DEVICES spread over them at RATE
+#                                                           # frames/s each: acked msg/s, CPU per message of
+#                                                           # nodes, PostgreSQL, ClickHouse (issue 16;
+#                                                           # benches/src/bin/cluster_bench.rs)
 #   scripts/perf.sh sink DEVICES RATE BURST SECONDS         # the load tester itself against load_sink (issue 14
 #                                                           # item 5): its CPU per simulated message, RSS per
 #                                                           # simulated device (RATE = msg/s for the whole fleet)
@@ -34,7 +39,7 @@ cd "$(dirname "$0")/.."
 usage() {
   echo "usage: $0 throughput DEVICES RATE BURST SECONDS | idle DEVICES [SECONDS] | alarms DEVICES ALARM_RATE SECONDS" >&2
   echo "       $0 commands DEVICES COMMANDS | bulk DEVICES [KIND] | compare [DEVICES] [BURST] | alarms-compare" >&2
-  echo "       $0 sink DEVICES RATE BURST SECONDS" >&2
+  echo "       $0 sink DEVICES RATE BURST SECONDS | cluster NODES DEVICES RATE SECONDS" >&2
   exit 2
 }
 # Many devices: one TCP connection each in the MQTT mode, and the sink's and the servers' sockets.
@@ -42,6 +47,14 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 if [ "${1:-}" = alarms-compare ]; then
   shift
   exec python3 "$(dirname "$0")/alarms_compare.py" "$@"
+fi
+if [ "${1:-}" = cluster ]; then
+  [ $# -eq 5 ] || usage
+  target="${CARGO_TARGET_DIR:-target}/release"
+  [ -x "$target/cluster_bench" ] && [ -x "$target/fleetpulse" ] && [ -x "$target/fleetpulse-loadtest" ] ||
+    cargo build --release -p fleetpulse -p fleetpulse-loadtest -p fleetpulse-benches --bins
+  shift
+  exec "$target/cluster_bench" "$@"
 fi
 if [ "${1:-}" = compare ]; then
   shift

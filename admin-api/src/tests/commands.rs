@@ -3,11 +3,8 @@
 //! log, and listing and downloading a stored file.
 
 use axum::http::{Method, StatusCode, header};
-use fleetpulse_proto::domain::DeviceKey;
-use fleetpulse_proto::{AccountId, CommandId, DeviceId, EnterpriseId, FileId, Mac, UnixMillis};
-use fleetpulse_store::{
-    CommandState, FILE_CHUNK, MAX_PENDING_PER_DEVICE, NewAccount, NewCommand, NewDevice, NewFile, Page, Role,
-};
+use fleetpulse_proto::{AccountId, CommandId, DeviceId, EnterpriseId, FileId, UnixMillis};
+use fleetpulse_store::{CommandState, FILE_CHUNK, MAX_PENDING_PER_DEVICE, NewAccount, NewCommand, NewFile, Page, Role};
 use serde_json::{Value, json};
 
 use super::*;
@@ -15,15 +12,7 @@ use crate::hash_password;
 
 /// A device of the enterprise with this MAC suffix.
 async fn device(h: &Harness, e: EnterpriseId, n: u32) -> DeviceId {
-    let new = NewDevice {
-        enterprise_id: e,
-        key: DeviceKey::Mac(Mac::parse(&format!("0015650c{n:04x}")).expect("mac")),
-        serial: None,
-        model: if n.is_multiple_of(2) { "T54W".into() } else { "T46U".into() },
-        firmware: "1.0".into(),
-        at: UnixMillis(1),
-    };
-    h.store.entities.register_device(new).await.expect("device").device.id
+    h.phone(e, &format!("0015650c{n:04x}"), if n.is_multiple_of(2) { "T54W" } else { "T46U" }).await
 }
 
 /// A queued reboot for the device, and a file of 1 KiB it uploaded in answer (for the tenancy

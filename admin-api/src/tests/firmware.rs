@@ -6,9 +6,8 @@
 
 use axum::http::{Method, Request, StatusCode, header};
 use fleetpulse_ingest::CommandSignal;
-use fleetpulse_proto::domain::DeviceKey;
-use fleetpulse_proto::{AccountId, DeviceId, EnterpriseId, FirmwareId, Mac, UnixMillis};
-use fleetpulse_store::{FirmwareImage, NewDevice, NewFirmware, Page};
+use fleetpulse_proto::{AccountId, DeviceId, EnterpriseId, FirmwareId, UnixMillis};
+use fleetpulse_store::{FirmwareImage, NewFirmware, Page};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -57,15 +56,7 @@ async fn setup(config: ApiConfig) -> (Harness, String, EnterpriseId) {
 }
 
 async fn device(h: &Harness, e: EnterpriseId, n: u8, model: &str) -> DeviceId {
-    let new = NewDevice {
-        enterprise_id: e,
-        key: DeviceKey::Mac(Mac::parse(&format!("0015650f00{n:02x}")).expect("mac")),
-        serial: None,
-        model: model.into(),
-        firmware: "1.0".into(),
-        at: UnixMillis(1),
-    };
-    h.store.entities.register_device(new).await.expect("device").device.id
+    h.phone(e, &format!("0015650f00{n:02x}"), model).await
 }
 
 /// `POST /api/v1/firmware?<query>` with `bytes` as the body; `declared` sets `Content-Length`

@@ -3,9 +3,8 @@
 //! incidents an alarm is part of in its notification story.
 
 use axum::http::{Method, StatusCode};
-use fleetpulse_proto::domain::{AlarmChange, AlarmChangeKind, DeviceKey};
-use fleetpulse_proto::{AlarmTypeCode, EnterpriseId, Mac, SiteId, StrategyId, UnixMillis};
-use fleetpulse_store::{EventBatch, IncidentMember, IncidentUpdate, NewDevice};
+use fleetpulse_proto::{AlarmTypeCode, EnterpriseId, SiteId, StrategyId, UnixMillis};
+use fleetpulse_store::{IncidentMember, IncidentUpdate};
 use serde_json::json;
 
 use super::*;
@@ -47,23 +46,8 @@ async fn incidents_are_listed_and_shown_with_their_members_and_on_their_alarms()
     let token = h.admin_token().await;
     let e = h.call(Method::POST, "/api/v1/enterprises", Some(&token), Some(json!({ "name": "Acme" }))).await;
     let e = EnterpriseId(e.json()["id"].as_u64().expect("id"));
-    let new = NewDevice {
-        enterprise_id: e,
-        key: DeviceKey::Mac(Mac::parse("001565000001").expect("mac")),
-        serial: None,
-        model: "T54W".into(),
-        firmware: "1.0".into(),
-        at: UnixMillis(1),
-    };
-    let device = h.store.entities.register_device(new).await.expect("device").device.id;
-    let offline = AlarmChange {
-        device_id: device,
-        enterprise_id: e,
-        code: AlarmTypeCode(109),
-        at: UnixMillis(10),
-        kind: AlarmChangeKind::Raise { description: "offline".into() },
-    };
-    h.store.events.append(EventBatch { alarm_changes: vec![offline], ..EventBatch::default() }).await.expect("alarm");
+    let device = h.phone(e, "001565000001", "T54W").await;
+    let alarm = h.raise(e, device, 109, "offline").await;
     let update = |opened_at: i64| IncidentUpdate {
         enterprise_id: e,
         strategy_id: StrategyId(1),
@@ -96,8 +80,6 @@ async fn incidents_are_listed_and_shown_with_their_members_and_on_their_alarms()
     assert_eq!(one["members"], json!([{ "device_id": device.0, "first_at": 10, "back": false }]), "{one}");
     h.get("/api/v1/incidents/999999", &token).await.assert_error(StatusCode::NOT_FOUND, "not_found");
 
-    let filter = fleetpulse_store::AlarmFilter { enterprise: Some(e), ..Default::default() };
-    let alarm = h.store.events.list_alarm_records(filter, fleetpulse_store::Page::first(1)).await.expect("list")[0].id;
     let story = h.get(&format!("/api/v1/alarms/{alarm}/notifications"), &token).await.json();
     assert_eq!(story["incidents"], json!([older.0, newer.0]), "{story}");
 }

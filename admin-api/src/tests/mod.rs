@@ -199,3 +199,53 @@ fn item_ids(reply: &Reply) -> Vec<u64> {
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
     reply.json()["items"].as_array().expect("items").iter().map(|i| i["id"].as_u64().expect("id")).collect()
 }
+
+/// Rows the tests put straight into the store, where going through the API would only repeat
+/// what another test covers.
+impl Harness {
+    /// Registers a device of `enterprise` with this MAC (12 hex digits) and model, firmware 1.0.
+    async fn phone(
+        &self,
+        enterprise: fleetpulse_proto::EnterpriseId,
+        mac: &str,
+        model: &str,
+    ) -> fleetpulse_proto::DeviceId {
+        let new = fleetpulse_store::NewDevice {
+            enterprise_id: enterprise,
+            key: fleetpulse_proto::domain::DeviceKey::Mac(fleetpulse_proto::Mac::parse(mac).expect("a MAC")),
+            serial: None,
+            model: model.into(),
+            firmware: "1.0".into(),
+            at: fleetpulse_proto::UnixMillis(1),
+        };
+        self.store.entities.register_device(new).await.expect("device").device.id
+    }
+
+    /// Stores alarm `code` raised on `device` at 10 ms (as its shard would after the device's
+    /// frame) and answers the alarm record's id.
+    async fn raise(
+        &self,
+        enterprise: fleetpulse_proto::EnterpriseId,
+        device: fleetpulse_proto::DeviceId,
+        code: u16,
+        description: &str,
+    ) -> u64 {
+        use fleetpulse_proto::domain::{AlarmChange, AlarmChangeKind};
+        let raise = AlarmChange {
+            device_id: device,
+            enterprise_id: enterprise,
+            code: fleetpulse_proto::AlarmTypeCode(code),
+            at: fleetpulse_proto::UnixMillis(10),
+            kind: AlarmChangeKind::Raise { description: description.into() },
+        };
+        let batch = fleetpulse_store::EventBatch { alarm_changes: vec![raise], ..Default::default() };
+        self.store.events.append(batch).await.expect("alarm");
+        let filter = fleetpulse_store::AlarmFilter {
+            enterprise: Some(enterprise),
+            device: Some(device),
+            code: Some(fleetpulse_proto::AlarmTypeCode(code)),
+            ..Default::default()
+        };
+        self.store.events.list_alarm_records(filter, fleetpulse_store::Page::first(1)).await.expect("alarms")[0].id
+    }
+}

@@ -5,11 +5,8 @@
 
 use axum::http::{Method, StatusCode};
 use fleetpulse_ingest::CommandSignal;
-use fleetpulse_proto::domain::DeviceKey;
-use fleetpulse_proto::{DeviceId, EnterpriseId, Mac, TaskId, UnixMillis};
-use fleetpulse_store::{
-    EnterpriseProfile, NewAccount, NewDevice, NewEnterprise, Page, Role, RunState, TaskRun, TaskState,
-};
+use fleetpulse_proto::{DeviceId, EnterpriseId, TaskId, UnixMillis};
+use fleetpulse_store::{EnterpriseProfile, NewAccount, NewEnterprise, Page, Role, RunState, TaskRun, TaskState};
 use serde_json::{Value, json};
 
 use super::*;
@@ -29,15 +26,7 @@ async fn enterprise(h: &Harness, name: &str, time_zone: &str) -> EnterpriseId {
 }
 
 async fn device(h: &Harness, e: EnterpriseId, n: u32, model: &str) -> DeviceId {
-    let new = NewDevice {
-        enterprise_id: e,
-        key: DeviceKey::Mac(Mac::parse(&format!("0015650{n:05x}")).expect("mac")),
-        serial: None,
-        model: model.into(),
-        firmware: "1.0".into(),
-        at: UnixMillis(1),
-    };
-    h.store.entities.register_device(new).await.expect("device").device.id
+    h.phone(e, &format!("0015650{n:05x}"), model).await
 }
 
 fn scheduler(h: &Harness) -> Scheduler {

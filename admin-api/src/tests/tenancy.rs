@@ -2,9 +2,9 @@
 //! the channel tree's visibility.
 
 use axum::http::{Method, StatusCode};
-use fleetpulse_proto::domain::{AlarmChange, AlarmChangeKind, DeviceKey};
-use fleetpulse_proto::{AlarmTypeCode, ChannelId, EnterpriseId, Mac, UnixMillis};
-use fleetpulse_store::{EventBatch, NewAccount, NewDevice, NewDeviceLabel, Role, StrategyReceiver, StrategySettings};
+use fleetpulse_proto::domain::DeviceKey;
+use fleetpulse_proto::{ChannelId, EnterpriseId, Mac, UnixMillis};
+use fleetpulse_store::{NewAccount, NewDeviceLabel, Role, StrategyReceiver, StrategySettings};
 use serde_json::{Value, json};
 
 use super::*;
@@ -166,26 +166,8 @@ async fn world() -> World {
     let sibling = sub("sub-eb2@example.com", eb2).await;
     let eb_sub = h.store.entities.account_by_email("sub-eb@example.com").await.expect("read").expect("sub").id.0;
 
-    let new = NewDevice {
-        enterprise_id: eb,
-        key: DeviceKey::Mac(Mac::parse("00156500bb01").expect("mac")),
-        serial: Some("SN-B".into()),
-        model: "T54W".into(),
-        firmware: "1.0".into(),
-        at: UnixMillis(1),
-    };
-    let device = h.store.entities.register_device(new).await.expect("device").device.id;
-    let raise = AlarmChange {
-        device_id: device,
-        enterprise_id: eb,
-        code: AlarmTypeCode(105),
-        at: UnixMillis(10),
-        kind: AlarmChangeKind::Raise { description: "crash".into() },
-    };
-    h.store.events.append(EventBatch { alarm_changes: vec![raise], ..EventBatch::default() }).await.expect("alarm");
-    let filter = fleetpulse_store::AlarmFilter { enterprise: Some(eb), ..Default::default() };
-    let alarm =
-        h.store.events.list_alarm_records(filter, fleetpulse_store::Page::first(10)).await.expect("alarms")[0].id;
+    let device = h.phone(eb, "00156500bb01", "T54W").await;
+    let alarm = h.raise(eb, device, 105, "crash").await;
     let settings = StrategySettings {
         name: "B ops".into(),
         enabled: true,

@@ -2,11 +2,8 @@
 //! sites, groups, devices and tasks, 404s, and the window mark on an alarm's notifications.
 
 use axum::http::{Method, StatusCode};
-use fleetpulse_proto::domain::{AlarmChange, AlarmChangeKind, DeviceKey};
-use fleetpulse_proto::{AlarmTypeCode, Mac, UnixMillis, WindowId};
-use fleetpulse_store::{
-    AlarmAuditEntry, AuditEvent, EventBatch, MessageAuditEntry, NewDevice, WindowMark, WindowMarkState,
-};
+use fleetpulse_proto::{AlarmTypeCode, UnixMillis, WindowId};
+use fleetpulse_store::{AlarmAuditEntry, AuditEvent, MessageAuditEntry, WindowMark, WindowMarkState};
 use serde_json::json;
 
 use super::*;
@@ -110,25 +107,8 @@ async fn an_alarms_notifications_show_the_window_that_held_it_back() {
     let h = harness();
     let token = h.admin_token().await;
     let e = fleetpulse_proto::EnterpriseId(enterprise(&h, &token, "Acme").await);
-    let new = NewDevice {
-        enterprise_id: e,
-        key: DeviceKey::Mac(Mac::parse("001565000001").expect("mac")),
-        serial: None,
-        model: "T54W".into(),
-        firmware: "1.0".into(),
-        at: UnixMillis(1),
-    };
-    let device = h.store.entities.register_device(new).await.expect("device").device.id;
-    let raise = AlarmChange {
-        device_id: device,
-        enterprise_id: e,
-        code: AlarmTypeCode(202),
-        at: UnixMillis(10),
-        kind: AlarmChangeKind::Raise { description: "reboot".into() },
-    };
-    h.store.events.append(EventBatch { alarm_changes: vec![raise], ..EventBatch::default() }).await.expect("alarm");
-    let filter = fleetpulse_store::AlarmFilter { enterprise: Some(e), ..Default::default() };
-    let alarm = h.store.events.list_alarm_records(filter, fleetpulse_store::Page::first(1)).await.expect("list")[0].id;
+    let device = h.phone(e, "001565000001", "T54W").await;
+    let alarm = h.raise(e, device, 202, "reboot").await;
     let uri = format!("/api/v1/alarms/{alarm}/notifications");
     let reply = h.get(&uri, &token).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
