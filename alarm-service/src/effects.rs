@@ -95,7 +95,7 @@ pub(crate) async fn run_effects(shell: EffectsShell, mut effects: mpsc::Receiver
             }
         }
         shell.write_records(records).await;
-        let mut audit: Vec<AlarmAuditEntry> = marks.iter().map(crate::audit::window_step).collect();
+        let audit: Vec<AlarmAuditEntry> = marks.iter().map(crate::audit::window_step).collect();
         for mark in marks {
             shell.write_mark(mark).await;
         }
@@ -106,13 +106,15 @@ pub(crate) async fn run_effects(shell: EffectsShell, mut effects: mpsc::Receiver
             shell.write_audit(audit).await;
             continue;
         }
-        // The planned entries go with their outbox messages (one transaction); what is left
-        // (window steps, receivers gone, oversized entry lists) is written after.
-        audit.extend(shell.queue(&mut names, notifications).await);
+        // The window steps first (rare), so that an alarm's story lists its release before the
+        // notification it let through; the planned entries go with their outbox messages (one
+        // transaction); what is left (receivers gone, oversized entry lists) is written after.
+        shell.write_audit(audit).await;
+        let rest = shell.queue(&mut names, notifications).await;
         for at in decided {
             shell.metrics.engine_to_outbox_seconds.observe(at.elapsed().as_secs_f64());
         }
-        shell.write_audit(audit).await;
+        shell.write_audit(rest).await;
     }
 }
 
