@@ -329,6 +329,10 @@ def main():
         for mode in MODES:
             for run in entry[fp_key(mode)]:
                 stages = run.get("alarm_stages") or []
+                e = run.get("alarm_email") or {}
+                print(f"fleetpulse ({mode}) at {float(rate):g}/s: {e.get('emails')} emails, peak "
+                      f"{e.get('emails_peak_per_s')} emails/s to the one sink; devices connected in "
+                      f"{run.get('connected_in_s')} s; frames not sent {run.get('not_sent')}")
                 if stages:
                     print(f"fleetpulse ({mode}) stages at {float(rate):g}/s: " + "; ".join(
                         f'{s["stage"]} p50 {s["p50_us"] / 1000:.2f} ms p99 {s["p99_us"] / 1000:.2f} ms' for s in stages))
