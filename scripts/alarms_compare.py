@@ -21,7 +21,8 @@ Environment: RATES (20,100,1000), SECS (30), RUNS (1), FP_DEVICES (max(200, rate
 RESTART_ALERTS (50), STORM_ALERTS (10000), OUT (/tmp/fleetpulse-alarms-compare-<time>.json),
 SKIP (comma list of am, fleetpulse, restart, storm), VARIANTS (comma list of fleetpulse
 variants, each `default` or tokens joined by `+`: `passes` or `recorder` for that
-FLEETPULSE_OUTBOX_MODE, `mark-inline` for FLEETPULSE_MARK_SYNC=inline; fleetpulse runs once per
+FLEETPULSE_OUTBOX_MODE, `mark-inline` for FLEETPULSE_MARK_SYNC=inline, `audit-apart` for
+FLEETPULSE_PLANNED_AUDIT=apart (planned audit entries in a commit of their own); fleetpulse runs once per
 variant, right after Alertmanager at the same rate, so that the variants are measured under the
 same machine load; default: `default`, or the FLEETPULSE_OUTBOX_MODE of the environment).
 
@@ -209,11 +210,14 @@ def run_fleetpulse(rate, mode):
     env = dict(os.environ)
     env.pop("FLEETPULSE_OUTBOX_MODE", None)
     env.pop("FLEETPULSE_MARK_SYNC", None)
+    env.pop("FLEETPULSE_PLANNED_AUDIT", None)
     for token in mode.split("+"):
         if token in ("passes", "recorder"):
             env["FLEETPULSE_OUTBOX_MODE"] = token
         elif token == "mark-inline":
             env["FLEETPULSE_MARK_SYNC"] = "inline"
+        elif token == "audit-apart":
+            env["FLEETPULSE_PLANNED_AUDIT"] = "apart"
         elif token != "default":
             sys.exit(f"unknown variant token {token!r} in VARIANTS")
     r = subprocess.run([os.path.join(ROOT, "scripts", "perf.sh"), "alarms", str(devices), str(rate), str(SECS)],
@@ -325,6 +329,10 @@ def main():
         for mode in MODES:
             for run in entry[fp_key(mode)]:
                 stages = run.get("alarm_stages") or []
+                e = run.get("alarm_email") or {}
+                print(f"fleetpulse ({mode}) at {float(rate):g}/s: {e.get('emails')} emails, peak "
+                      f"{e.get('emails_peak_per_s')} emails/s to the one sink; devices connected in "
+                      f"{run.get('connected_in_s')} s; frames not sent {run.get('not_sent')}")
                 if stages:
                     print(f"fleetpulse ({mode}) stages at {float(rate):g}/s: " + "; ".join(
                         f'{s["stage"]} p50 {s["p50_us"] / 1000:.2f} ms p99 {s["p99_us"] / 1000:.2f} ms' for s in stages))

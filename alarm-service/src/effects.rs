@@ -95,7 +95,7 @@ pub(crate) async fn run_effects(shell: EffectsShell, mut effects: mpsc::Receiver
             }
         }
         shell.write_records(records).await;
-        let mut audit: Vec<AlarmAuditEntry> = marks.iter().map(crate::audit::window_step).collect();
+        let audit: Vec<AlarmAuditEntry> = marks.iter().map(crate::audit::window_step).collect();
         for mark in marks {
             shell.write_mark(mark).await;
         }
@@ -106,16 +106,15 @@ pub(crate) async fn run_effects(shell: EffectsShell, mut effects: mpsc::Receiver
             shell.write_audit(audit).await;
             continue;
         }
-        // Taken before queueing: a message handed straight to the outbox worker may be sent
-        // (and its audit entry timed) before the queueing call returns here.
-        let planned_at = UnixMillis::now();
-        let (planned, suppressed) = shell.queue(&mut names, notifications).await;
-        audit.extend(planned.iter().flat_map(|(n, to)| crate::audit::planned(n, to, planned_at)));
-        audit.extend(suppressed.iter().flat_map(|(n, why)| crate::audit::suppressed_receiver(n, why, planned_at)));
+        // The window steps first (rare), so that an alarm's story lists its release before the
+        // notification it let through; the planned entries go with their outbox messages (one
+        // transaction); what is left (receivers gone, oversized entry lists) is written after.
         shell.write_audit(audit).await;
+        let rest = shell.queue(&mut names, notifications).await;
         for at in decided {
             shell.metrics.engine_to_outbox_seconds.observe(at.elapsed().as_secs_f64());
         }
+        shell.write_audit(rest).await;
     }
 }
 
@@ -173,18 +172,19 @@ impl EffectsShell {
         }
     }
 
-    /// Queues notifications (minus items already queued) for the outbox worker: the
-    /// notifications queued with where each went (none when they were given up, one dead letter
-    /// each), and those left out because their receiver account is gone, with why.
-    async fn queue(&self, names: &mut Names, notifications: Vec<Notification>) -> Outcome {
+    /// Queues notifications (minus items already queued) for the outbox worker, each with its
+    /// planned audit entries in the same transaction (one dead letter each when given up), and
+    /// answers the audit entries still to write: those of notifications left out because their
+    /// receiver account is gone, and planned entries too many to go with their message.
+    async fn queue(&self, names: &mut Names, notifications: Vec<Notification>) -> Vec<AlarmAuditEntry> {
         let mut attempts = Attempts::new(self.retry);
-        let (queued, planned, suppressed) = loop {
+        let Prepared { queued, planned, suppressed, planned_apart } = loop {
             match prepare(&self.store, names, notifications.clone(), &self.metrics).await {
                 Ok(prepared) => break prepared,
                 Err(error) => {
                     if let Some(given_up) = attempts.failed("prepare notifications", &error).await {
                         self.give_up_notifications(notifications.iter(), &given_up).await;
-                        return (Vec::new(), Vec::new());
+                        return Vec::new();
                     }
                 }
             }
@@ -193,11 +193,11 @@ impl EffectsShell {
         match retry(self.retry, "queue notifications", || self.enqueue(queued.clone())).await {
             Ok(added) => {
                 self.metrics.queued.inc_by(added as u64);
-                (planned, suppressed)
+                suppressed.into_iter().chain(planned_apart).collect()
             }
             Err(given_up) => {
-                self.give_up_notifications(planned.iter().map(|(n, _)| n), &given_up).await;
-                (Vec::new(), suppressed)
+                self.give_up_notifications(planned.iter(), &given_up).await;
+                suppressed
             }
         }
     }
@@ -237,18 +237,12 @@ impl EffectsShell {
                 let n = stored
                     .to_notification()
                     .ok_or_else(|| ReplayError::NotReplayable("a damaged notification copy".into()))?;
-                let (queued, planned, suppressed) =
+                let Prepared { queued, suppressed, planned_apart, .. } =
                     prepare(&self.store, names, vec![n], &self.metrics).await.map_err(|e| failed(&e))?;
                 self.metrics.receivers_dropped.inc_by(suppressed.len() as u64);
-                let planned_at = UnixMillis::now();
                 let added = self.enqueue(queued).await.map_err(|e| failed(&e))?;
                 self.metrics.queued.inc_by(added as u64);
-                let mut audit: Vec<AlarmAuditEntry> =
-                    planned.iter().flat_map(|(n, to)| crate::audit::planned(n, to, planned_at)).collect();
-                audit.extend(
-                    suppressed.iter().flat_map(|(n, why)| crate::audit::suppressed_receiver(n, why, planned_at)),
-                );
-                self.write_audit(audit).await;
+                self.write_audit(suppressed.into_iter().chain(planned_apart).collect()).await;
                 Ok(())
             }
             DeadPayload::Incident { mut update } => {
@@ -281,13 +275,25 @@ impl EffectsShell {
     }
 }
 
-/// What [`EffectsShell::queue`] did: the notifications queued with where each went, and those
-/// left out with why.
-type Outcome = (Vec<(Notification, Resolved)>, Vec<(Notification, String)>);
+/// `FLEETPULSE_PLANNED_AUDIT=apart` (read once): planned entries are written in a commit of
+/// their own after their messages are queued, as before issue 20's joined write; only to
+/// measure the two against each other in one binary.
+fn planned_audit_apart() -> bool {
+    static APART: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *APART.get_or_init(|| std::env::var("FLEETPULSE_PLANNED_AUDIT").is_ok_and(|v| v == "apart"))
+}
 
-/// What [`prepare`] makes of a batch: the messages to queue, the notifications queued with
-/// where each goes (for their audit entries), and those left out with why.
-type Prepared = (Vec<Queued>, Vec<(Notification, Resolved)>, Vec<(Notification, String)>);
+/// What [`prepare`] makes of a batch.
+struct Prepared {
+    /// The messages to queue, each with its planned audit entries (unless in `planned_apart`).
+    queued: Vec<Queued>,
+    /// The notifications queued (for their dead letters if queueing is given up).
+    planned: Vec<Notification>,
+    /// The audit entries of notifications left out because their receiver account is gone.
+    suppressed: Vec<AlarmAuditEntry>,
+    /// Planned entries of a message carrying more than one store batch of them, written apart.
+    planned_apart: Vec<AlarmAuditEntry>,
+}
 
 /// Leaves out items an earlier process queued, resolves receivers to addresses (leaving out
 /// those of accounts deleted or frozen) and adds the names the email shows.
@@ -308,20 +314,27 @@ async fn prepare(
         let after: usize = notifications.iter().map(|n| n.items.len()).sum();
         metrics.known_items_skipped.inc_by((before - after) as u64);
     }
+    // Also the planned entries' time: taken before queueing, since a message handed straight
+    // to the outbox worker may be sent (and its audit entry timed) before queueing returns.
     let now = UnixMillis::now();
     let mut queued = Vec::with_capacity(notifications.len());
     let mut planned = Vec::with_capacity(notifications.len());
     let mut suppressed = Vec::new();
+    let mut planned_apart = Vec::new();
     let mut receivers = BatchReceivers::default();
     for n in notifications {
         let to = receivers.resolve(store, &n.receiver).await?;
         let receiver = match &to {
             Resolved::To { address, .. } => address.clone(),
             Resolved::Gone(why) => {
-                suppressed.push((n, why.clone()));
+                suppressed.extend(crate::audit::suppressed_receiver(&n, why, now));
                 continue;
             }
         };
+        let mut audit = crate::audit::planned(&n, &to, now);
+        if audit.len() > MAX_AUDIT_BATCH || planned_audit_apart() {
+            planned_apart.append(&mut audit);
+        }
         let enterprise_name = names.enterprise(store, n.enterprise_id).await?;
         let mut labels = HashMap::new();
         for item in n.items.iter().take(MAX_ITEMS_PER_MESSAGE) {
@@ -336,8 +349,9 @@ async fn prepare(
             payload: outbox_payload(&n, &enterprise_name, &labels, &site_name),
             item_keys: n.items.iter().map(|i| i.key.to_string()).collect(),
             not_before: now,
+            audit,
         });
-        planned.push((n, to));
+        planned.push(n);
     }
-    Ok((queued, planned, suppressed))
+    Ok(Prepared { queued, planned, suppressed, planned_apart })
 }

@@ -33,6 +33,9 @@ pub const TOKEN_PREFIX: &str = "lt-alarm-";
 /// Most tokens tracked at once; raises beyond it are counted as untracked.
 pub const MAX_OUTSTANDING: usize = 1_000_000;
 
+/// Most seconds of a run whose emails are counted per second (for the peak email rate).
+const MAX_EMAIL_SECONDS: usize = 24 * 3600;
+
 /// Most decimal digits of a token number (`u64::MAX` has 20).
 const MAX_DIGITS: usize = 20;
 
@@ -121,6 +124,8 @@ struct TrackerState {
     untracked: u64,
     emailed: u64,
     emails: u64,
+    /// Emails accepted per whole second after `origin` (bounded by [`MAX_EMAIL_SECONDS`]).
+    emails_per_second: Vec<u32>,
     latency: Histogram<u64>,
 }
 
@@ -137,6 +142,7 @@ impl AlarmTracker {
                 untracked: 0,
                 emailed: 0,
                 emails: 0,
+                emails_per_second: Vec::new(),
                 latency: new_histogram(),
             }),
         }
@@ -174,6 +180,13 @@ impl AlarmTracker {
         let at = self.micros(accepted);
         let mut state = self.lock();
         state.emails += 1;
+        let second = usize::try_from(at / 1_000_000).unwrap_or(usize::MAX);
+        if second < MAX_EMAIL_SECONDS {
+            if state.emails_per_second.len() <= second {
+                state.emails_per_second.resize(second + 1, 0);
+            }
+            state.emails_per_second[second] += 1;
+        }
         for n in tokens {
             if let Some(sent) = state.outstanding.remove(&n) {
                 state.emailed += 1;
@@ -197,6 +210,7 @@ impl AlarmTracker {
             latency_us: Latency::from_histogram(&state.latency),
             untracked: state.untracked,
             emails: state.emails,
+            emails_peak_per_s: state.emails_per_second.iter().copied().max().map_or(0, u64::from),
         }
     }
 }

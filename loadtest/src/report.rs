@@ -221,6 +221,10 @@ pub struct AlarmEmail {
     /// Messages the sink accepted (every firing and resolved notification, with or without a token).
     #[serde(default)]
     pub emails: u64,
+    /// The most messages the sink accepted in one whole second of the run: the rate one relay
+    /// took while a backlog waited (with none, only the offered rate).
+    #[serde(default)]
+    pub emails_peak_per_s: u64,
 }
 
 /// The result of comparing the store with the acknowledged frames (LT-3).
@@ -340,6 +344,7 @@ mod tests {
             latency_us: Latency { p50: 1, p90: 2, p99: 3, p999: 4, max: 5 },
             untracked: 1,
             emails: 16,
+            emails_peak_per_s: 7,
         };
         let json = serde_json::to_value(section).expect("serializes");
         assert_eq!(
@@ -347,7 +352,7 @@ mod tests {
             serde_json::json!({
                 "injected": 10, "emailed": 8, "missing": 1,
                 "latency_us": { "p50": 1, "p90": 2, "p99": 3, "p999": 4, "max": 5 },
-                "untracked": 1, "emails": 16
+                "untracked": 1, "emails": 16, "emails_peak_per_s": 7
             })
         );
         assert_eq!(serde_json::from_value::<AlarmEmail>(json).expect("deserializes"), section);

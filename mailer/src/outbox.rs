@@ -20,7 +20,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fleetpulse_proto::UnixMillis;
-use fleetpulse_store::{AuditEvent, NewOutboxMessage, OutboxAttempt, OutboxMessage, OutboxState, OutboxStore};
+use fleetpulse_store::{
+    AlarmAuditEntry, AuditEvent, MAX_AUDIT_BATCH, MAX_OUTBOX_BATCH, NewOutboxMessage, OutboxAttempt, OutboxMessage,
+    OutboxState, OutboxStore,
+};
 use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
 use governor::clock::DefaultClock;
@@ -117,6 +120,10 @@ pub struct Queued {
     pub item_keys: Vec<String>,
     /// Earliest time of the first attempt.
     pub not_before: UnixMillis,
+    /// The notification audit's entries of this message ("planned", one per alarm item),
+    /// recorded in the transaction that queues it, and only if it is newly queued; at most
+    /// [`fleetpulse_store::MAX_AUDIT_BATCH`] (the caller writes more on its own).
+    pub audit: Vec<AlarmAuditEntry>,
 }
 
 /// Queues notifications in one transaction; returns how many were new (a key queued before is
@@ -137,18 +144,24 @@ pub(crate) async fn enqueue_returning(
     let now = UnixMillis::now();
     let mut queued = queued.into_iter().peekable();
     while queued.peek().is_some() {
-        let chunk: Vec<NewOutboxMessage> = queued
-            .by_ref()
-            .take(fleetpulse_store::MAX_OUTBOX_BATCH)
-            .map(|q| NewOutboxMessage {
+        // One store batch: at most MAX_OUTBOX_BATCH messages and MAX_AUDIT_BATCH audit entries.
+        let mut chunk = Vec::new();
+        let mut audit = Vec::new();
+        let mut entries = 0;
+        while let Some(q) = queued.next_if(|q| {
+            chunk.len() < MAX_OUTBOX_BATCH && (chunk.is_empty() || entries + q.audit.len() <= MAX_AUDIT_BATCH)
+        }) {
+            entries += q.audit.len();
+            audit.push(q.audit);
+            chunk.push(NewOutboxMessage {
                 key: q.payload.key.clone(),
                 enterprise_id: q.payload.enterprise_id,
                 receiver: q.receiver,
                 payload: q.payload.to_json(),
                 item_keys: q.item_keys,
                 not_before: q.not_before,
-            })
-            .collect();
+            });
+        }
         let kept: Vec<OutboxMessage> = chunk
             .iter()
             .map(|m| OutboxMessage {
@@ -165,7 +178,7 @@ pub(crate) async fn enqueue_returning(
                 sent_at: None,
             })
             .collect();
-        let ids = outbox.enqueue_outbox_batch_ids(chunk, now).await?;
+        let ids = outbox.enqueue_outbox_batch_audited(chunk, audit, now).await?;
         fresh(kept.into_iter().zip(ids).filter_map(|(m, id)| id.map(|id| OutboxMessage { id, ..m })).collect());
     }
     Ok(())

@@ -202,3 +202,50 @@ async fn account_emails_go_out_alone_and_only_the_newest_of_a_kind() {
     assert_eq!(worker.run_once(UnixMillis::now()).await.unwrap(), PassStats::default());
     assert!(store.entities.due_outbox(UnixMillis(i64::MAX / 2), 10).await.unwrap().is_empty());
 }
+
+/// Messages carrying more planned audit entries than one store batch takes are queued over
+/// several batches, each message's entries in its own batch's transaction; a message queued
+/// again records none twice.
+#[tokio::test]
+async fn planned_audit_entries_are_queued_with_their_messages_across_store_batches() {
+    use fleetpulse_proto::{AlarmTypeCode, DeviceId};
+    use fleetpulse_store::{AlarmAuditEntry, AuditEvent, MAX_AUDIT_BATCH};
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path());
+    let per_message = MAX_AUDIT_BATCH / 2 + 1;
+    let with_audit = |name: &str, device: u64| {
+        let mut q = queued(name, "ops@example.com");
+        q.audit = (0..per_message as i64)
+            .map(|first_at| AlarmAuditEntry {
+                enterprise_id: EnterpriseId(1),
+                device_id: DeviceId(device),
+                code: AlarmTypeCode(105),
+                first_at: UnixMillis(first_at),
+                at: UnixMillis(1_000),
+                event: AuditEvent::Planned,
+                receiver: Some("ops@example.com".into()),
+                message_key: Some(q.payload.key.clone()),
+                detail: format!("planned {name}"),
+            })
+            .collect();
+        q
+    };
+    // Two such messages do not fit one batch's entries: two transactions, all entries kept.
+    let added = enqueue(store.entities.as_ref(), vec![with_audit("audit-1", 11), with_audit("audit-2", 12)]);
+    assert_eq!(added.await.unwrap(), 2);
+    let again = enqueue(store.entities.as_ref(), vec![with_audit("audit-1", 11), with_audit("audit-3", 13)]);
+    assert_eq!(again.await.unwrap(), 1, "audit-1 was queued before");
+    for (device, name) in [(11, "audit-1"), (12, "audit-2"), (13, "audit-3")] {
+        for first_at in [0, per_message as i64 - 1] {
+            let story =
+                store.entities.notification_audit(DeviceId(device), AlarmTypeCode(105), UnixMillis(first_at), 10);
+            let story = story.await.unwrap();
+            assert_eq!(story.len(), 1, "one planned entry per activation of {name}: {story:?}");
+            assert_eq!(
+                (story[0].event, story[0].detail.as_str()),
+                (AuditEvent::Planned, format!("planned {name}").as_str())
+            );
+        }
+    }
+}

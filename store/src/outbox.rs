@@ -46,6 +46,23 @@ pub trait OutboxStore: Send + Sync + 'static {
         &self,
         messages: Vec<NewOutboxMessage>,
         now: UnixMillis,
+    ) -> Result<Vec<Option<u64>>> {
+        self.enqueue_outbox_batch_audited(messages, Vec::new(), now).await
+    }
+    /// [`OutboxStore::enqueue_outbox_batch_ids`] with each message's alarm audit entries
+    /// (`audit[i]` belongs to `messages[i]`; a shorter list leaves the last messages without),
+    /// recorded in the same transaction as the messages and only for the messages newly queued:
+    /// an outbox row and its "planned" entries are durable together (one commit) or not at all,
+    /// and a batch queued again (a retry after an error) records no entry twice. Entries beyond
+    /// an activation's bound are left out as in
+    /// [`crate::NotificationAuditStore::record_alarm_audit`]. [`StoreError::InvalidInput`] (and
+    /// nothing changes) for more than [`MAX_OUTBOX_BATCH`] messages or more than
+    /// [`crate::MAX_AUDIT_BATCH`] entries in all.
+    async fn enqueue_outbox_batch_audited(
+        &self,
+        messages: Vec<NewOutboxMessage>,
+        audit: Vec<Vec<crate::AlarmAuditEntry>>,
+        now: UnixMillis,
     ) -> Result<Vec<Option<u64>>>;
     /// Which of the given alarm item keys a queued outbox message recorded (each once, in any
     /// order). [`StoreError::InvalidInput`] for more than [`MAX_OUTBOX_ITEM_QUERY`] keys.

@@ -56,7 +56,7 @@ pub fn payload(name: &str) -> OutboxPayload {
 pub fn queued(name: &str, to: &str) -> Queued {
     let payload = payload(name);
     let item_keys = vec![payload.key.clone()];
-    Queued { receiver: to.into(), payload, item_keys, not_before: UnixMillis(0) }
+    Queued { receiver: to.into(), payload, item_keys, not_before: UnixMillis(0), audit: Vec::new() }
 }
 
 /// An embedded store in `dir`, without fsync.

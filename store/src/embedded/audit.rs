@@ -18,30 +18,7 @@ impl NotificationAuditStore for EmbeddedStore {
             return Err(StoreError::InvalidInput(format!("at most {MAX_AUDIT_BATCH} audit entries at once")));
         }
         let rows = entries.len();
-        self.write(rows, move |c| {
-            let mut insert = c.prepare_cached(
-                "INSERT INTO notification_audit \
-                 (enterprise_id, device_id, code, first_at, at, event, receiver, message_key, detail) \
-                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9 WHERE (SELECT count(*) FROM notification_audit \
-                 WHERE device_id = ?2 AND code = ?3 AND first_at = ?4) < ?10",
-            )?;
-            for e in &entries {
-                insert.execute(params![
-                    e.enterprise_id.0,
-                    e.device_id.0,
-                    e.code.0,
-                    e.first_at.0,
-                    e.at.0,
-                    e.event.as_str(),
-                    e.receiver.as_deref().map(bounded),
-                    e.message_key.as_deref().map(bounded),
-                    bounded(&e.detail),
-                    MAX_AUDIT_PER_ACTIVATION,
-                ])?;
-            }
-            Ok(())
-        })
-        .await
+        self.write(rows, move |c| insert_alarm_audit(c, &entries)).await
     }
 
     async fn record_message_audit(&self, entries: Vec<MessageAuditEntry>) -> Result<()> {
@@ -137,4 +114,31 @@ impl NotificationAuditStore for EmbeddedStore {
         })
         .await
     }
+}
+
+/// Appends alarm entries on the writer's connection (beyond an activation's bound they are left
+/// out): [`NotificationAuditStore::record_alarm_audit`], and the entries an outbox batch
+/// records in its own transaction.
+pub(super) fn insert_alarm_audit(c: &rusqlite::Connection, entries: &[AlarmAuditEntry]) -> Result<()> {
+    let mut insert = c.prepare_cached(
+        "INSERT INTO notification_audit \
+         (enterprise_id, device_id, code, first_at, at, event, receiver, message_key, detail) \
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9 WHERE (SELECT count(*) FROM notification_audit \
+         WHERE device_id = ?2 AND code = ?3 AND first_at = ?4) < ?10",
+    )?;
+    for e in entries {
+        insert.execute(params![
+            e.enterprise_id.0,
+            e.device_id.0,
+            e.code.0,
+            e.first_at.0,
+            e.at.0,
+            e.event.as_str(),
+            e.receiver.as_deref().map(bounded),
+            e.message_key.as_deref().map(bounded),
+            bounded(&e.detail),
+            MAX_AUDIT_PER_ACTIVATION,
+        ])?;
+    }
+    Ok(())
 }

@@ -62,16 +62,19 @@ fn outbox_from_row(r: &Row<'_>) -> rusqlite::Result<OutboxMessage> {
 
 #[async_trait]
 impl OutboxStore for EmbeddedStore {
-    async fn enqueue_outbox_batch_ids(
+    async fn enqueue_outbox_batch_audited(
         &self,
         messages: Vec<NewOutboxMessage>,
+        audit: Vec<Vec<AlarmAuditEntry>>,
         now: UnixMillis,
     ) -> Result<Vec<Option<u64>>> {
         check_bound("outbox messages", messages.len(), MAX_OUTBOX_BATCH)?;
+        let entries: usize = audit.iter().map(Vec::len).sum();
+        check_bound("audit entries of an outbox batch", entries, MAX_AUDIT_BATCH)?;
         if messages.is_empty() {
             return Ok(Vec::new());
         }
-        let rows = messages.iter().map(|m| 1 + m.item_keys.len()).sum();
+        let rows = messages.iter().map(|m| 1 + m.item_keys.len()).sum::<usize>() + entries;
         // One write job: one savepoint of one commit, so the batch is applied whole or not at all.
         self.write(rows, move |c| {
             let mut message = c.prepare_cached(
@@ -95,6 +98,11 @@ impl OutboxStore for EmbeddedStore {
                     id = Some(u64::try_from(rowid).map_err(|_| StoreError::Backend("negative outbox id".into()))?);
                 }
                 queued.push(id);
+            }
+            for (entries, id) in audit.iter().zip(&queued) {
+                if id.is_some() {
+                    super::audit::insert_alarm_audit(c, entries)?;
+                }
             }
             Ok(queued)
         })

@@ -17,28 +17,7 @@ impl NotificationAuditStore for PgEntityStore {
             return Err(StoreError::InvalidInput(format!("at most {MAX_AUDIT_BATCH} audit entries at once")));
         }
         let mut tx = self.pool.begin().await.map_err(backend)?;
-        for e in &entries {
-            let (Some(enterprise), Some(device)) = (db_id(e.enterprise_id.0), db_id(e.device_id.0)) else { continue };
-            sqlx::query(
-                "INSERT INTO notification_audit \
-                 (enterprise_id, device_id, code, first_at, at, event, receiver, message_key, detail) \
-                 SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 WHERE (SELECT count(*) FROM notification_audit \
-                 WHERE device_id = $2 AND code = $3 AND first_at = $4) < $10",
-            )
-            .bind(enterprise)
-            .bind(device)
-            .bind(i32::from(e.code.0))
-            .bind(e.first_at.0)
-            .bind(e.at.0)
-            .bind(e.event.as_str())
-            .bind(e.receiver.as_deref().map(bounded))
-            .bind(e.message_key.as_deref().map(bounded))
-            .bind(bounded(&e.detail))
-            .bind(i64::from(MAX_AUDIT_PER_ACTIVATION))
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
-        }
+        insert_alarm_audit(&mut tx, &entries).await?;
         tx.commit().await.map_err(backend)
     }
 
@@ -142,4 +121,33 @@ impl NotificationAuditStore for PgEntityStore {
         tx.commit().await.map_err(backend)?;
         Ok(PruneCounts { audit, outbox, items })
     }
+}
+
+/// Appends alarm entries inside `tx` (beyond an activation's bound they are left out):
+/// [`NotificationAuditStore::record_alarm_audit`], and the entries an outbox batch records in
+/// its own transaction.
+pub(super) async fn insert_alarm_audit(tx: &mut sqlx::PgConnection, entries: &[AlarmAuditEntry]) -> Result<()> {
+    for e in entries {
+        let (Some(enterprise), Some(device)) = (db_id(e.enterprise_id.0), db_id(e.device_id.0)) else { continue };
+        sqlx::query(
+            "INSERT INTO notification_audit \
+             (enterprise_id, device_id, code, first_at, at, event, receiver, message_key, detail) \
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 WHERE (SELECT count(*) FROM notification_audit \
+             WHERE device_id = $2 AND code = $3 AND first_at = $4) < $10",
+        )
+        .bind(enterprise)
+        .bind(device)
+        .bind(i32::from(e.code.0))
+        .bind(e.first_at.0)
+        .bind(e.at.0)
+        .bind(e.event.as_str())
+        .bind(e.receiver.as_deref().map(bounded))
+        .bind(e.message_key.as_deref().map(bounded))
+        .bind(bounded(&e.detail))
+        .bind(i64::from(MAX_AUDIT_PER_ACTIVATION))
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+    }
+    Ok(())
 }

@@ -43,12 +43,14 @@ const INSERT_OUTBOX_BATCH: &str = "INSERT INTO outbox \
      ON CONFLICT (key) DO NOTHING RETURNING id, key";
 #[async_trait]
 impl OutboxStore for PgEntityStore {
-    async fn enqueue_outbox_batch_ids(
+    async fn enqueue_outbox_batch_audited(
         &self,
         messages: Vec<NewOutboxMessage>,
+        audit: Vec<Vec<AlarmAuditEntry>>,
         now: UnixMillis,
     ) -> Result<Vec<Option<u64>>> {
         check_bound("outbox messages", messages.len(), MAX_OUTBOX_BATCH)?;
+        check_bound("audit entries of an outbox batch", audit.iter().map(Vec::len).sum(), MAX_AUDIT_BATCH)?;
         if messages.is_empty() {
             return Ok(Vec::new());
         }
@@ -115,6 +117,11 @@ impl OutboxStore for PgEntityStore {
             .execute(&mut *tx)
             .await
             .map_err(backend)?;
+        }
+        for (entries, id) in audit.iter().zip(&queued) {
+            if id.is_some() {
+                super::audit::insert_alarm_audit(&mut tx, entries).await?;
+            }
         }
         tx.commit().await.map_err(backend)?;
         Ok(queued.into_iter().map(|id| id.map(row_id)).collect())

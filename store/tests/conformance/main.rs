@@ -121,6 +121,7 @@ async fn suite(store: Store) {
     outbox::outbox_items(&store).await;
     outbox::outbox_except(&store).await;
     outbox::outbox_ids(&store).await;
+    outbox::outbox_audited(&store).await;
     events::events(&store).await;
     events::lifecycle(&store).await;
     events::latest_alarms(&store).await;

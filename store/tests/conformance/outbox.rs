@@ -1,6 +1,7 @@
 //! The notification outbox ([`OutboxStore`]): idempotency keys, item keys, due messages.
 
 use super::*;
+use fleetpulse_proto::AlarmTypeCode;
 
 /// The durable notification outbox (ALM-5): one message per idempotency key, due messages in
 /// order, attempts recorded; only pending messages change.
@@ -288,4 +289,60 @@ pub(crate) async fn outbox_ids(store: &Store) {
         assert_eq!((sent.id, sent.key.as_str(), sent.created_at), (id, key, UnixMillis(created)));
         assert_eq!((sent.receiver.as_str(), sent.state), ("ids@example.com", OutboxState::Sent));
     }
+}
+
+/// A batch records its messages' planned audit entries in its own transaction, and only for
+/// the messages it newly queued: queued again (a retry), nothing is recorded twice; too many
+/// entries and nothing changes.
+pub(crate) async fn outbox_audited(store: &Store) {
+    let s = &store.entities;
+    let message = |key: &str| NewOutboxMessage {
+        key: key.into(),
+        enterprise_id: EnterpriseId(1),
+        receiver: "audited@example.com".into(),
+        payload: format!("payload of {key}"),
+        not_before: UnixMillis(900_000),
+        item_keys: vec![format!("{key}-item")],
+    };
+    let planned = |device: u64, key: &str| AlarmAuditEntry {
+        enterprise_id: EnterpriseId(1),
+        device_id: DeviceId(device),
+        code: AlarmTypeCode(105),
+        first_at: UnixMillis(700_000),
+        at: UnixMillis(800_000),
+        event: AuditEvent::Planned,
+        receiver: Some("audited@example.com".into()),
+        message_key: Some(key.into()),
+        detail: format!("planned {key}"),
+    };
+    let story = |device: u64| async move {
+        let entries = s.notification_audit(DeviceId(device), AlarmTypeCode(105), UnixMillis(700_000), 100).await;
+        entries.unwrap().into_iter().map(|e| (e.event, e.detail)).collect::<Vec<_>>()
+    };
+    let planned_of = |key: &str| (AuditEvent::Planned, format!("planned {key}"));
+    // A message with no entries (the list is shorter) leaves nothing to record.
+    let first = s.enqueue_outbox_batch_audited(
+        vec![message("au-1"), message("au-2"), message("au-3")],
+        vec![vec![planned(9_001, "au-1"), planned(9_002, "au-1")], vec![planned(9_003, "au-2")]],
+        UnixMillis(800_000),
+    );
+    let first = first.await.unwrap();
+    assert!(first.iter().all(Option::is_some), "{first:?}");
+    assert_eq!(story(9_001).await, [planned_of("au-1")]);
+    assert_eq!(story(9_002).await, [planned_of("au-1")]);
+    assert_eq!(story(9_003).await, [planned_of("au-2")]);
+    // Queued again with a new message: only the new message's entries are recorded.
+    let again = s.enqueue_outbox_batch_audited(
+        vec![message("au-1"), message("au-4")],
+        vec![vec![planned(9_001, "au-1")], vec![planned(9_001, "au-4")]],
+        UnixMillis(800_001),
+    );
+    let again = again.await.unwrap();
+    assert!(again[0].is_none() && again[1].is_some(), "{again:?}");
+    assert_eq!(story(9_001).await, [planned_of("au-1"), planned_of("au-4")]);
+    // Too many entries: refused whole, neither the message nor an entry recorded.
+    let many = vec![(0..=MAX_AUDIT_BATCH as u64).map(|_| planned(9_005, "au-5")).collect()];
+    invalid(s.enqueue_outbox_batch_audited(vec![message("au-5")], many, UnixMillis(800_002)).await, "audit entries");
+    assert!(story(9_005).await.is_empty());
+    assert!(s.outbox_known_items(&["au-5-item".into()]).await.unwrap().is_empty(), "au-5 not queued");
 }
