@@ -14,8 +14,8 @@ use fleetpulse_ingest::{CommandSignal, LiveState, SessionTakeover};
 use fleetpulse_proto::alarm_types::OFFLINE;
 use fleetpulse_proto::{DeviceId, UnixMillis};
 use fleetpulse_store::{
-    AlarmEvent, ClusterNote, ClusterStore, DeviceSnapshotUpdate, EventBatch, LostSession, MAX_SESSION_BATCH,
-    MAX_SNAPSHOT_BATCH, NodeAnnounce, NodeId, NodeState, Store,
+    AlarmEvent, ClusterNote, ClusterStore, DeviceSnapshotUpdate, EngineNote, EventBatch, LostSession,
+    MAX_SESSION_BATCH, MAX_SNAPSHOT_BATCH, NodeAnnounce, NodeId, NodeState, Store, StoreError,
 };
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -337,33 +337,16 @@ impl Cluster {
     ) -> JoinHandle<()> {
         let this = self.clone();
         tokio::spawn(async move {
-            loop {
-                let mut listener = tokio::select! {
-                    l = fleetpulse_store::postgres::TakeoverListener::connect(&postgres_url, this.id.clone()) => match l {
-                        Ok(l) => l,
-                        Err(error) => {
-                            tracing::warn!(message = "Listening for take-overs failed; retrying.", %error);
-                            tokio::time::sleep(Duration::from_secs(1)).await;
-                            continue;
-                        }
-                    },
-                    () = stopped(&mut stop) => return,
-                };
-                loop {
-                    tokio::select! {
-                        got = listener.recv() => match got {
-                            Ok(ClusterNote::TakenOver(devices)) => {
-                                this.metrics.sessions_taken_over.inc_by(devices.len() as u64);
-                                takeover.taken_over(&devices).await;
-                            }
-                            Ok(ClusterNote::Wake(devices)) => commands.wake_here(&devices),
-                            Err(error) => {
-                                tracing::warn!(message = "The take-over listener failed; reconnecting.", %error);
-                                break;
-                            }
-                        },
-                        () = stopped(&mut stop) => return,
+            let id = this.id.clone();
+            let connect = || fleetpulse_store::postgres::TakeoverListener::connect(&postgres_url, id.clone());
+            let mut notes = Reconnecting::new("take-overs", connect);
+            while let Some(note) = notes.next(&mut stop).await {
+                match note {
+                    ClusterNote::TakenOver(devices) => {
+                        this.metrics.sessions_taken_over.inc_by(devices.len() as u64);
+                        takeover.taken_over(&devices).await;
                     }
+                    ClusterNote::Wake(devices) => commands.wake_here(&devices),
                 }
             }
         })
@@ -576,6 +559,78 @@ where
 }
 
 /// Resolves once `stop` turns true (or its sender is gone); holds no borrow of it afterwards.
-async fn stopped(stop: &mut watch::Receiver<bool>) {
+pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
+}
+
+/// A PostgreSQL `LISTEN` connection that yields notes ([`ClusterNote`]s, [`EngineNote`]s).
+pub(crate) trait NoteListener {
+    /// What one notification says.
+    type Note;
+    /// The next note; an error means the connection is lost.
+    fn recv(&mut self) -> impl Future<Output = Result<Self::Note, StoreError>> + Send;
+}
+
+impl NoteListener for fleetpulse_store::postgres::TakeoverListener {
+    type Note = ClusterNote;
+    fn recv(&mut self) -> impl Future<Output = Result<ClusterNote, StoreError>> + Send {
+        fleetpulse_store::postgres::TakeoverListener::recv(self)
+    }
+}
+
+impl NoteListener for fleetpulse_store::postgres::EngineListener {
+    type Note = EngineNote;
+    fn recv(&mut self) -> impl Future<Output = Result<EngineNote, StoreError>> + Send {
+        fleetpulse_store::postgres::EngineListener::recv(self)
+    }
+}
+
+/// A listener kept open until `stop`: connected by `connect` (again every second while that
+/// fails) and connected again when the connection is lost. Notes sent while it reconnects are
+/// missed; each user says what covers them. `what` names it in the logs.
+pub(crate) struct Reconnecting<L, C> {
+    what: &'static str,
+    connect: C,
+    listener: Option<L>,
+}
+
+impl<L, C, F> Reconnecting<L, C>
+where
+    L: NoteListener,
+    C: FnMut() -> F,
+    F: Future<Output = Result<L, StoreError>>,
+{
+    pub(crate) fn new(what: &'static str, connect: C) -> Reconnecting<L, C> {
+        Reconnecting { what, connect, listener: None }
+    }
+
+    /// The next note, or `None` once `stop` turns true.
+    pub(crate) async fn next(&mut self, stop: &mut watch::Receiver<bool>) -> Option<L::Note> {
+        loop {
+            if self.listener.is_none() {
+                tokio::select! {
+                    connected = (self.connect)() => match connected {
+                        Ok(listener) => self.listener = Some(listener),
+                        Err(error) => {
+                            tracing::warn!(message = "Cannot listen to PostgreSQL; retrying.", listener = self.what, %error);
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                            continue;
+                        }
+                    },
+                    () = stopped(stop) => return None,
+                }
+            }
+            let listener = self.listener.as_mut()?;
+            tokio::select! {
+                got = listener.recv() => match got {
+                    Ok(note) => return Some(note),
+                    Err(error) => {
+                        tracing::warn!(message = "A PostgreSQL listener failed; reconnecting.", listener = self.what, %error);
+                        self.listener = None;
+                    }
+                },
+                () = stopped(stop) => return None,
+            }
+        }
+    }
 }

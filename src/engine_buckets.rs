@@ -31,7 +31,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, Reconnecting, stopped};
 
 /// Event batches queued to one bucket's engine before the router (and so the shards) wait.
 const BUCKET_EVENT_QUEUE: usize = 256;
@@ -269,37 +269,19 @@ impl EngineBuckets {
 
     /// Hears which buckets have queued events (wakes their drainers here) and the controls.
     async fn listen(self, url: String, mut stop: watch::Receiver<bool>) {
-        loop {
-            let mut listener = tokio::select! {
-                l = fleetpulse_store::postgres::EngineListener::connect(&url) => match l {
-                    Ok(l) => l,
-                    Err(error) => {
-                        tracing::warn!(message = "Listening for engine events failed; retrying.", %error);
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                        continue;
+        let mut notes =
+            Reconnecting::new("engine events", || fleetpulse_store::postgres::EngineListener::connect(&url));
+        while let Some(note) = notes.next(&mut stop).await {
+            match note {
+                EngineNote::Events(bucket) => {
+                    if let Some(engine) = held_engine(&self.held, bucket) {
+                        engine.wake.notify_one();
                     }
-                },
-                () = stopped(&mut stop) => return,
-            };
-            loop {
-                tokio::select! {
-                    got = listener.recv() => match got {
-                        Ok(EngineNote::Events(bucket)) => {
-                            if let Some(engine) = held_engine(&self.held, bucket) {
-                                engine.wake.notify_one();
-                            }
-                        }
-                        Ok(EngineNote::Control(json)) => match decode_control(&json) {
-                            Some(control) => self.deliver(control).await,
-                            None => tracing::warn!(message = "Ignored a malformed alarm engine control."),
-                        },
-                        Err(error) => {
-                            tracing::warn!(message = "The engine listener failed; reconnecting.", %error);
-                            break;
-                        }
-                    },
-                    () = stopped(&mut stop) => return,
                 }
+                EngineNote::Control(json) => match decode_control(&json) {
+                    Some(control) => self.deliver(control).await,
+                    None => tracing::warn!(message = "Ignored a malformed alarm engine control."),
+                },
             }
         }
     }
@@ -490,9 +472,4 @@ impl EngineBuckets {
             }
         }
     }
-}
-
-/// Resolves once `stop` turns true (or its sender is gone).
-async fn stopped(stop: &mut watch::Receiver<bool>) {
-    let _ = stop.wait_for(|s| *s).await;
 }
