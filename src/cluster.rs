@@ -68,10 +68,10 @@ pub fn node_id(configured: Option<&str>, data_dir: &Path) -> anyhow::Result<Node
     }
 }
 
-/// A node label.
+/// A node label (`fleetpulse_cluster_*` and `fleetpulse_cluster_engine_*` per node).
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct NodeLabel {
-    node: String,
+pub(crate) struct NodeLabel {
+    pub(crate) node: String,
 }
 
 /// `fleetpulse_cluster_*`.

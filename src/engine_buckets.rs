@@ -23,7 +23,6 @@ use fleetpulse_store::{
     ENGINE_BUCKETS, ENGINE_LEASE_PREFIX, EngineNote, EngineStateOwner, MAX_ENGINE_BATCHES, NodeState, Store,
     engine_bucket, engine_lease_name,
 };
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -31,7 +30,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::cluster::{Cluster, Reconnecting, stopped};
+use crate::cluster::{Cluster, NodeLabel, Reconnecting, stopped};
 
 /// Event batches queued to one bucket's engine before the router (and so the shards) wait.
 const BUCKET_EVENT_QUEUE: usize = 256;
@@ -51,12 +50,6 @@ const DRAIN_POLL: Duration = Duration::from_secs(2);
 
 /// How long a bucket given up may take to evaluate what it was sent, save and flush its effects.
 const GIVE_UP_WAIT: Duration = Duration::from_secs(5);
-
-/// A node label.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct NodeLabel {
-    node: String,
-}
 
 /// `fleetpulse_cluster_engine_*`.
 #[derive(Debug, Clone, Default)]
