@@ -9,8 +9,10 @@
 #   scripts/perf.sh relay-scale DEVICES RELAYS [SECONDS]    # server RSS per relayed device at scale: the load
 #                                                           # tester as RELAYS relays (--transport relayed, one
 #                                                           # HTTP/2 connection each); RSS and devices sampled
-#                                                           # every 5 s (marginal bytes per device), CPU per
-#                                                           # heartbeat once all are in (HEARTBEAT, default 300 s)
+#                                                           # every 5 s; per device: the median RSS of the idle
+#                                                           # phase (all in, load tester running), marginal
+#                                                           # from half the devices; CPU per heartbeat once all
+#                                                           # are in (HEARTBEAT, default 300 s)
 #   scripts/perf.sh relay-flood DEVICES [SECONDS]           # DEVICES calm devices (5 frames/s) behind one real
 #                                                           # relay, alone and then beside one flooding device:
 #                                                           # their ack p99 both times and the ratio (ING-9)
@@ -359,12 +361,15 @@ work, r0, hz, want = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.ar
 rows = [list(map(float, l.split())) for l in open(f"{work}/samples") if l.strip()]
 r = json.load(open(f"{work}/report.json"))
 n = max(int(x[2]) for x in rows)
-full = [x for x in rows if x[2] >= n]           # every device in: the idle phase
+# The idle phase: every device in and the load tester still running (a sample taken after it
+# ended sees the server taking the devices through their disconnects, not holding them idle).
+full = [x for x in rows if x[2] >= n and x[5] > 0] or [x for x in rows if x[2] >= n]
 half = min((x for x in rows if x[2] >= n / 2), key=lambda x: x[0])
-last = rows[-1]
-out = {"devices": n, "relays": r.get("connections", {}), "server_rss_before_kib": r0, "server_rss_end_kib": int(last[1]),
-  "server_rss_per_device_bytes": round((last[1] - r0) * 1024 / max(n, 1)),
-  "server_rss_marginal_bytes_per_device": round((last[1] - half[1]) * 1024 / max(last[2] - half[2], 1)),
+idle = sorted(x[1] for x in full)[len(full) // 2]   # median RSS of the idle phase, KiB
+out = {"devices": n, "relays": r.get("connections", {}), "server_rss_before_kib": r0, "server_rss_idle_median_kib": int(idle),
+  "server_rss_end_kib": int(rows[-1][1]),
+  "server_rss_per_device_bytes": round((idle - r0) * 1024 / max(n, 1)),
+  "server_rss_marginal_bytes_per_device": round((idle - half[1]) * 1024 / max(n - half[2], 1)),
   "loadtester_rss_kib": int(max(x[5] for x in rows)),
   "verified": r["verified"], "errors": r["errors"]}
 if len(full) >= 2:
