@@ -3,7 +3,8 @@
 # drives it with `fleetpulse-loadtest`, and reads the server's CPU time and RSS from /proc.
 #   scripts/perf.sh throughput DEVICES RATE BURST SECONDS   # CPU per message, ack latency
 #                                                           # (TRANSPORT=https: over HTTPS ingest, ING-10)
-#   scripts/perf.sh idle DEVICES [SECONDS]                  # RSS per idle connection, setup rate
+#   scripts/perf.sh idle DEVICES [SECONDS]                  # RSS per idle connection, setup rate, server
+#                                                           # CPU per session set-up (CONNECT_RATE paces)
 #   scripts/perf.sh relay-idle DEVICES RELAYS [SECONDS]     # server and relay RSS per idle device behind
 #                                                           # RELAYS `fleetpulse relay` processes (ING-9)
 #   scripts/perf.sh relay-scale DEVICES RELAYS [SECONDS]    # server RSS per relayed device at scale: the load
@@ -216,17 +217,21 @@ PY
   ;;
 idle)
   devices=$2 secs=${3:-20}
-  sleep 1; r0=$(rss_kib)
+  sleep 1; r0=$(rss_kib); t0=$(cpu_ticks)
   lt --devices "$devices" --rate 0 --duration "${secs}s" --heartbeat-interval 300 --connect-rate "${CONNECT_RATE:-0}" --drain-timeout 5s &
   lt_pid=$!
-  sleep $((secs - 2)); r1=$(rss_kib)
+  sleep $((secs - 2)); r1=$(rss_kib); t1=$(cpu_ticks)
   wait $lt_pid || true
-  python3 - "$work/report.json" "$r0" "$r1" <<'PY'
+  python3 - "$work/report.json" "$r0" "$r1" "$t0" "$t1" "$hz" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1])); r0, r1 = int(sys.argv[2]), int(sys.argv[3])
+t0, t1, hz = int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
 n = r["connections"]["established"]
+# The server's CPU from the first connection to the RSS sample: the sessions' set-up (handshake,
+# authentication, registration, Welcome, the command check) and little else (heartbeats 300 s).
 print(json.dumps({"devices": n, "rss_before_kib": r0, "rss_connected_kib": r1,
   "rss_per_device_kib": round((r1 - r0) / max(n, 1), 1),
+  "server_cpu_us_per_session": round((t1 - t0) / hz * 1e6 / max(n, 1), 1),
   "setup_rate_per_s": round(r["connections"]["setup_rate_per_s"]), "setup_latency_us": r["connections"]["setup_latency_us"]}))
 PY
   ;;
