@@ -676,10 +676,8 @@ async fn a_malformed_relay_link_request_is_refused_on_its_stream_and_the_connect
     assert!(matches!(wakes, LinkAnswer::Wakes { .. }), "{wakes:?}");
     assert!(conn.close_reason().is_none(), "the relay's connection is still up");
     let api = Api::login(&server.api()).await;
-    let malformed = common::metric(
-        &api.metrics().await,
-        "fleetpulse_ingest_relay_link_requests_total{reason=\"malformed\"}",
-    );
+    let malformed =
+        common::metric(&api.metrics().await, "fleetpulse_ingest_relay_link_requests_total{reason=\"malformed\"}");
     assert!(malformed >= 4.0, "malformed link requests are counted: {malformed}");
 }
 

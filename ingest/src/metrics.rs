@@ -187,11 +187,7 @@ impl IngestMetrics {
         r.register("file_bytes_stored", "Bytes of uploaded files stored", m.file_bytes_stored.clone());
         r.register("files_refused", "File uploads refused, by reason", m.files_refused.clone());
         r.register("https_requests", "HTTPS ingest requests answered, by outcome", m.https_requests.clone());
-        r.register(
-            "relay_link_requests",
-            "Relay link exchanges answered, by outcome",
-            m.relay_link_requests.clone(),
-        );
+        r.register("relay_link_requests", "Relay link exchanges answered, by outcome", m.relay_link_requests.clone());
         m
     }
 }

@@ -40,8 +40,8 @@ use rustls::pki_types::pem::PemObject;
 use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 
-use crate::relay_upstream::{Failure, Upstream};
 pub use crate::relay_upstream::UpstreamTransport;
+use crate::relay_upstream::{Failure, Upstream};
 use crate::session::Close;
 use crate::{IngestError, TlsSource, tls};
 

@@ -123,10 +123,15 @@ impl QuicUpstream {
     }
 
     /// One request on a stream of its own: the header and the body, then the whole answer.
-    async fn request(&self, header: LinkRequestKind, body: &[u8], limit: usize, wait: Duration) -> Result<Vec<u8>, String> {
-        let header = LinkRequest { credential: self.credential.clone(), kind: header }
-            .encode()
-            .map_err(|e| e.to_string())?;
+    async fn request(
+        &self,
+        header: LinkRequestKind,
+        body: &[u8],
+        limit: usize,
+        wait: Duration,
+    ) -> Result<Vec<u8>, String> {
+        let header =
+            LinkRequest { credential: self.credential.clone(), kind: header }.encode().map_err(|e| e.to_string())?;
         let conn = self.connection().await?;
         let exchange = async {
             // Waits for stream credit (the server's limit of exchanges at once) instead of failing.
@@ -186,7 +191,9 @@ impl QuicUpstream {
             Ok(LinkAnswer::Wakes { .. }) => {
                 Err(Failure::Close(Close::new(close_code::SERVER_ERROR, "the server answered frames with wakes")))
             }
-            Err(error) => Err(Failure::Close(Close::new(close_code::SERVER_ERROR, format!("upstream answer: {error}")))),
+            Err(error) => {
+                Err(Failure::Close(Close::new(close_code::SERVER_ERROR, format!("upstream answer: {error}"))))
+            }
         }
     }
 

@@ -354,7 +354,10 @@ mod tests {
         trailing.push(0);
         assert_eq!(LinkRequest::decode(&trailing), Err(LinkError::Trailing(1)));
         assert_eq!(LinkRequest::decode(&with(PREFIX_LEN, 0xff)), Err(LinkError::NotUtf8("the relay credential")));
-        let long = LinkRequest { credential: "x".repeat(MAX_CREDENTIAL_LEN + 1), kind: LinkRequestKind::Wakes { after: None } };
+        let long = LinkRequest {
+            credential: "x".repeat(MAX_CREDENTIAL_LEN + 1),
+            kind: LinkRequestKind::Wakes { after: None },
+        };
         assert_eq!(long.encode(), Err(LinkError::CredentialLength(MAX_CREDENTIAL_LEN + 1)));
         let empty = LinkRequest { credential: String::new(), kind: LinkRequestKind::Wakes { after: None } };
         assert_eq!(empty.encode(), Err(LinkError::CredentialLength(0)));
