@@ -6,7 +6,10 @@
 #   scripts/perf.sh idle DEVICES [SECONDS]                  # RSS per idle connection, setup rate, server
 #                                                           # CPU per session set-up (CONNECT_RATE paces)
 #   scripts/perf.sh relay-idle DEVICES RELAYS [SECONDS]     # server and relay RSS per idle device behind
-#                                                           # RELAYS `fleetpulse relay` processes (ING-9)
+#                                                           # RELAYS `fleetpulse relay` processes (ING-9),
+#                                                           # server CPU per heartbeat once all are in
+#                                                           # (HEARTBEAT, default 300 s); the relays' upstream
+#                                                           # is QUIC (UPSTREAM=https: HTTP/2 to HTTPS ingest)
 #   scripts/perf.sh relay-scale DEVICES RELAYS [SECONDS]    # server RSS per relayed device at scale: the load
 #                                                           # tester as RELAYS relays (--transport relayed, one
 #                                                           # HTTP/2 connection each); RSS and devices sampled
@@ -264,9 +267,12 @@ relay-idle)
   read -r eid cred < <(curl -sf "http://$http/api/v1/enterprises" -H "Authorization: Bearer $token" \
     -H 'Content-Type: application/json' -d '{"name": "relay-perf"}' | python3 -c 'import json,sys; e=json.load(sys.stdin); print(e["id"], e["credential"])')
   [ "$eid" = 1 ] || { echo "$0: the run's enterprise is $eid, not 1" >&2; exit 1; }
+  upstream=${UPSTREAM:-quic} hb=${HEARTBEAT:-300}
+  case "$upstream" in quic) upstream_addr=$quic ;; https) upstream_addr=$https ;; *) echo "$0: UPSTREAM=quic|https" >&2; exit 2 ;; esac
   relay_pids=() relay_addrs=()
   for i in $(seq 1 "$relays"); do
-    "$target/fleetpulse" relay --upstream "$https" --upstream-ca "$work/data/tls/ca.pem" --listen 127.0.0.1:0 \
+    "$target/fleetpulse" relay --upstream "$upstream_addr" --upstream-transport "$upstream" \
+      --upstream-ca "$work/data/tls/ca.pem" --listen 127.0.0.1:0 \
       --cert "$work/data/tls/server.pem" --key "$work/data/tls/server.key" --credential perf-relay-credential-0123 \
       --state-dir "$work/relay-$i" >"$work/relay-$i.out" &
     relay_pids+=($!)
@@ -280,21 +286,33 @@ relay-idle)
   for i in $(seq 0 $((relays - 1))); do
     "$target/fleetpulse-loadtest" --quic-addr "${relay_addrs[$i]}" --api "http://$http" --ca-cert "$work/data/tls/ca.pem" \
       --enterprise-id "$eid" --credential "$cred" --no-progress --report "$work/report-$i.json" \
-      --devices $((devices / relays)) --rate 0 --duration "${secs}s" --heartbeat-interval 300 \
+      --devices $((devices / relays)) --rate 0 --duration "${secs}s" --heartbeat-interval "$hb" \
       --connect-rate "${CONNECT_RATE:-2000}" --drain-timeout 5s >/dev/null &
     lt_pids+=($!)
   done
-  sleep $((secs - 2)); r1=$(rss_kib); q1=$(relay_rss); t1=$(cpu_ticks)
+  metric() { curl -sf "http://$http/metrics" | awk -v m="$1" '$1 ~ "^"m {s += $2} END {printf "%d", s}'; }
+  beats() { metric 'fleetpulse_ingest_frames_received_total[{]kind="heartbeat"'; }
+  # The idle window starts once every device is in (each relay's load tester connects its share
+  # at CONNECT_RATE), plus 2 s.
+  known() { metric fleetpulse_devices_known; }
+  start=$(date +%s)
+  until [ "$(known)" -ge "$devices" ] || [ $(($(date +%s) - start)) -ge $((secs - 6)) ]; do sleep 1; done
+  sleep 2; ta=$(cpu_ticks); ha=$(beats); wa=$(date +%s.%N)
+  rest=$((start + secs - 2 - $(date +%s))); if [ "$rest" -gt 0 ]; then sleep "$rest"; fi
+  r1=$(rss_kib); q1=$(relay_rss); t1=$(cpu_ticks); h1=$(beats); w1=$(date +%s.%N)
   wait "${lt_pids[@]}" || true
-  python3 - "$work" "$relays" "$r0" "$r1" "$q0" "$q1" "$t0" "$t1" "$hz" <<'PY'
+  python3 - "$work" "$relays" "$upstream" "$r0" "$r1" "$q0" "$q1" "$t0" "$t1" "$hz" "$ta" "$ha" "$h1" "$wa" "$w1" <<'PY'
 import json, sys
-work, relays = sys.argv[1], int(sys.argv[2]); r0, r1, q0, q1, t0, t1, hz = map(int, sys.argv[3:])
+work, relays, upstream = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+r0, r1, q0, q1, t0, t1, hz, ta, ha, h1 = map(int, sys.argv[4:14]); wa, w1 = map(float, sys.argv[14:16])
 reports = [json.load(open(f"{work}/report-{i}.json")) for i in range(relays)]
 n = sum(r["connections"]["established"] for r in reports)
-print(json.dumps({"devices": n, "relays": relays, "server_rss_before_kib": r0, "server_rss_connected_kib": r1,
-  "server_rss_per_device_bytes": round((r1 - r0) * 1024 / max(n, 1)),
+print(json.dumps({"upstream": upstream, "devices": n, "relays": relays, "server_rss_before_kib": r0,
+  "server_rss_connected_kib": r1, "server_rss_per_device_bytes": round((r1 - r0) * 1024 / max(n, 1)),
   "relay_rss_total_kib": q1, "relay_rss_per_device_kib": round((q1 - q0) / max(n, 1), 1),
-  "server_cpu_s_for_setup": (t1 - t0) / hz,
+  "server_cpu_s_total": (t1 - t0) / hz, "idle_window_s": round(w1 - wa, 1), "heartbeats_in_window": h1 - ha,
+  "server_cpu_s_in_window": (t1 - ta) / hz,
+  "server_cpu_us_per_heartbeat": round((t1 - ta) / hz * 1e6 / max(h1 - ha, 1), 1) if h1 > ha else None,
   "verified": [r["verified"] for r in reports]}))
 PY
   ;;

@@ -56,7 +56,8 @@ enum Command {
     /// and FLEETPULSE_ADMIN_PASSWORD; a password is generated and printed if none is given).
     CreateAdmin(ServeArgs),
     /// Runs a relay (ING-9): accepts devices over QUIC at a site and carries them upstream over
-    /// one HTTP/2 connection to the server's HTTPS ingest (docs/ingest/relay.md).
+    /// one QUIC connection to the server's ingest address, or one HTTP/2 connection to its HTTPS
+    /// ingest (docs/ingest/relay.md).
     Relay(RelayArgs),
     /// A command-line client of the management API (login, devices, alarms, strategies, the
     /// operation log); exit codes in docs/api/ctl.md.
@@ -65,9 +66,15 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct RelayArgs {
-    /// The server's HTTPS ingest address (`[ingest] https_listen`).
+    /// The server's address: its QUIC ingest address (`quic_addr`, UDP) with
+    /// `--upstream-transport quic`, its HTTPS ingest address (`[ingest] https_listen`, TCP) with
+    /// `--upstream-transport https`.
     #[arg(long, env = "FLEETPULSE_RELAY_UPSTREAM")]
     upstream: SocketAddr,
+    /// How the relay reaches the server: `quic` (one QUIC connection, ALPN fleetpulse-relay/1)
+    /// or `https` (one HTTP/2 connection to HTTPS ingest, for sites that block UDP).
+    #[arg(long, env = "FLEETPULSE_RELAY_UPSTREAM_TRANSPORT", default_value = "quic")]
+    upstream_transport: fleetpulse_ingest::relay::UpstreamTransport,
     /// The TLS name of the server's certificate.
     #[arg(long, default_value = "localhost")]
     upstream_name: String,
@@ -241,6 +248,7 @@ async fn relay(args: RelayArgs) -> anyhow::Result<()> {
         args.state_dir,
     );
     config.upstream_name = args.upstream_name;
+    config.upstream_transport = args.upstream_transport;
     config.device_queue = args.device_queue.clamp(1, 65_536);
     let relay = Relay::start(config).await.context("starting the relay")?;
     // One parseable line: tests and scripts read the bound address from it.

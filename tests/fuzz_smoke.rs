@@ -10,6 +10,8 @@
 
 #[path = "../fuzz/bodies/device_csv.rs"]
 mod device_csv;
+#[path = "../fuzz/bodies/relay_link.rs"]
+mod relay_link;
 #[path = "../fuzz/bodies/spool_records.rs"]
 mod spool_records;
 #[path = "../fuzz/bodies/uplink_frames.rs"]
@@ -126,6 +128,11 @@ fn device_csv_survives_the_corpus_and_its_mutations() {
 }
 
 #[test]
+fn relay_link_requests_and_answers_survive_the_corpus_and_its_mutations() {
+    smoke("relay_link", relay_link::run, 0x5EED_0004);
+}
+
+#[test]
 fn spool_records_survive_the_corpus_and_its_mutations() {
     smoke("spool_records", spool_records::run, 0x5EED_0002);
 }
@@ -156,8 +163,21 @@ fn the_seeds_are_committed() {
     for (id, payload) in [(1u64, &b"first"[..]), (2, b""), (3, &[0xF5, b'S', b'P', b'L'])] {
         fleetpulse_store::spool::format::encode(id, payload, &mut segment).expect("encode");
     }
+    use fleetpulse_proto::relay_link::{LinkAnswer, LinkRequest, LinkRequestKind};
+    let request = |kind| LinkRequest { credential: "relay-site-a-0123456789".into(), kind }.encode().expect("encode");
+    let frames = request(LinkRequestKind::Frames { resend: true, body_len: 4096 });
+    let wakes = request(LinkRequestKind::Wakes { after: Some(7) });
+    let refused = LinkAnswer::Refused { close_code: 1, reason: "unknown relay".into() }.encode();
+    let woken = LinkAnswer::Wakes { next: 9, devices: vec![1, 2, 3] }.encode();
+    let ok = LinkAnswer::Ok(stream.to_vec()).encode();
     // The uplink body reads its first byte as the chunk size: whole, byte by byte, in sevens.
-    let seeds: [(&str, &str, Vec<u8>); 4] = [
+    // The relay link body reads its first byte as "request (even) or answer (odd)".
+    let seeds: [(&str, &str, Vec<u8>); 9] = [
+        ("relay_link", "request-frames", [&[0u8][..], &frames].concat()),
+        ("relay_link", "request-wakes", [&[0u8][..], &wakes].concat()),
+        ("relay_link", "answer-refused", [&[1u8][..], &refused].concat()),
+        ("relay_link", "answer-wakes", [&[1u8][..], &woken].concat()),
+        ("relay_link", "answer-ok", [&[1u8][..], &ok].concat()),
         ("uplink_frames", "hello-and-heartbeat-whole", [&[255u8][..], &stream].concat()),
         ("uplink_frames", "hello-and-heartbeat-bytewise", [&[1u8][..], &stream].concat()),
         ("uplink_frames", "hello-and-heartbeat-sevens", [&[7u8][..], &stream].concat()),

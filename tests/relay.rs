@@ -1,7 +1,9 @@
 //! The relay (ING-9) as real processes on loopback: `fleetpulse serve` with HTTPS ingest and a
-//! relay grant, `fleetpulse relay` processes in front of it, devices speaking the unchanged
-//! device protocol to the relays: refusal, kill -9 of either side, malformed frames, a flooding
-//! device among 99 calm ones, commands to a device behind a relay.
+//! relay grant, `fleetpulse relay` processes in front of it (upstream over QUIC, the default, and
+//! over HTTPS), devices speaking the unchanged device protocol to the relays: refusal, kill -9 of
+//! either side, malformed frames, a flooding device among 99 calm ones, commands to a device
+//! behind a relay; and the relay link itself spoken by hand: malformed requests, a client
+//! offering the relay ALPN without a relay credential.
 
 #![allow(clippy::unwrap_used)]
 
@@ -14,7 +16,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use common::{Api, RawDevice, TestServer, client_endpoint};
+use common::{Api, RawDevice, TestServer, client_endpoint, client_endpoint_with_alpn};
+use fleetpulse_proto::relay_link::{LinkAnswer, LinkRequest, LinkRequestKind};
 use fleetpulse_proto::wire::{CommandResult, CommandStatus, Downlink, Heartbeat, Message, ResourceReport, Uplink};
 use fleetpulse_proto::{FrameDecoder, FrameEncoder, close_code};
 
@@ -43,6 +46,21 @@ fn server_config_with(https: SocketAddr, enterprise: Option<u64>, extra: &str) -
     c
 }
 
+/// How a relay reaches the server, and where.
+#[derive(Debug, Clone, Copy)]
+enum Upstream {
+    /// The server's QUIC ingest address (the relay link, the default).
+    Quic(SocketAddr),
+    /// The server's HTTPS ingest address.
+    Https(SocketAddr),
+}
+
+impl Upstream {
+    fn quic(server: &TestServer) -> Upstream {
+        Upstream::Quic(server.quic_addr)
+    }
+}
+
 /// A running `fleetpulse relay`.
 struct RelayProcess {
     child: Child,
@@ -50,23 +68,28 @@ struct RelayProcess {
 }
 
 impl RelayProcess {
-    /// Starts a relay in front of `server` (its HTTPS ingest at `https`), showing devices the
-    /// server's own certificate, on `listen`.
-    fn start(server: &TestServer, https: SocketAddr, listen: SocketAddr, state: &Path) -> RelayProcess {
-        RelayProcess::start_with(server, https, listen, state, RELAY_CREDENTIAL)
+    /// Starts a relay in front of `server` (reached by `upstream`), showing devices the server's
+    /// own certificate, on `listen`.
+    fn start(server: &TestServer, upstream: Upstream, listen: SocketAddr, state: &Path) -> RelayProcess {
+        RelayProcess::start_with(server, upstream, listen, state, RELAY_CREDENTIAL)
     }
 
     /// [`RelayProcess::start`] with another credential (a grant made in the portal).
     fn start_with(
         server: &TestServer,
-        https: SocketAddr,
+        upstream: Upstream,
         listen: SocketAddr,
         state: &Path,
         credential: &str,
     ) -> RelayProcess {
         let tls = server.data_dir.join("tls");
+        let (transport, addr) = match upstream {
+            Upstream::Quic(addr) => ("quic", addr),
+            Upstream::Https(addr) => ("https", addr),
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_fleetpulse"))
-            .args(["relay", "--upstream", &https.to_string(), "--listen", &listen.to_string()])
+            .args(["relay", "--upstream", &addr.to_string(), "--upstream-transport", transport])
+            .args(["--listen", &listen.to_string()])
             .arg("--upstream-ca")
             .arg(tls.join("ca.pem"))
             .arg("--cert")
@@ -180,10 +203,29 @@ async fn server_with_grant_and(dir: &Path, extra: &str) -> (TestServer, SocketAd
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_relay_carries_its_devices_refuses_another_enterprise_and_isolates_bad_frames() {
+async fn a_relay_over_quic_carries_its_devices_refuses_another_enterprise_and_isolates_bad_frames() {
+    carries_refuses_and_isolates(Transport::Quic).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_over_https_carries_its_devices_refuses_another_enterprise_and_isolates_bad_frames() {
+    carries_refuses_and_isolates(Transport::Https).await;
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Transport {
+    Quic,
+    Https,
+}
+
+async fn carries_refuses_and_isolates(transport: Transport) {
     let dir = tempfile::tempdir().unwrap();
     let (server, https, (enterprise, credential), other) = server_with_grant(dir.path()).await;
-    let relay = RelayProcess::start(&server, https, free_udp(), &dir.path().join("relay"));
+    let upstream = match transport {
+        Transport::Quic => Upstream::quic(&server),
+        Transport::Https => Upstream::Https(https),
+    };
+    let relay = RelayProcess::start(&server, upstream, free_udp(), &dir.path().join("relay"));
     let ca = server.ca_cert();
 
     // A device of the relay's enterprise: the server's Welcome, then durable acks.
@@ -226,10 +268,11 @@ async fn a_relay_carries_its_devices_refuses_another_enterprise_and_isolates_bad
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn devices_over_two_relays_one_killed_with_9_lose_and_duplicate_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let (server, https, (enterprise, credential), _) = server_with_grant(dir.path()).await;
+    let (server, _, (enterprise, credential), _) = server_with_grant(dir.path()).await;
+    let upstream = Upstream::quic(&server);
     let (listen_a, listen_b) = (free_udp(), free_udp());
-    let mut relay_a = RelayProcess::start(&server, https, listen_a, &dir.path().join("relay-a"));
-    let relay_b = RelayProcess::start(&server, https, listen_b, &dir.path().join("relay-b"));
+    let mut relay_a = RelayProcess::start(&server, upstream, listen_a, &dir.path().join("relay-a"));
+    let relay_b = RelayProcess::start(&server, upstream, listen_b, &dir.path().join("relay-b"));
     let run = |relay: SocketAddr| {
         let mut cfg = server.load_config(40, Duration::from_secs(12));
         cfg.quic_addr = relay;
@@ -243,7 +286,7 @@ async fn devices_over_two_relays_one_killed_with_9_lose_and_duplicate_nothing() 
 
     tokio::time::sleep(Duration::from_secs(4)).await;
     relay_a.kill9();
-    let relay_a = RelayProcess::start(&server, https, listen_a, &dir.path().join("relay-a"));
+    let relay_a = RelayProcess::start(&server, upstream, listen_a, &dir.path().join("relay-a"));
     for (name, run) in [("a (killed)", run_a), ("b", run_b)] {
         let report = run.await.unwrap().expect("load test");
         println!("relay {name}: {}", serde_json::to_string(&report).unwrap());
@@ -261,7 +304,7 @@ async fn devices_over_two_relays_one_killed_with_9_lose_and_duplicate_nothing() 
 async fn the_server_killed_with_9_behind_a_relay_loses_and_duplicates_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let (server, https, (enterprise, credential), _) = server_with_grant(dir.path()).await;
-    let relay = RelayProcess::start(&server, https, free_udp(), &dir.path().join("relay"));
+    let relay = RelayProcess::start(&server, Upstream::quic(&server), free_udp(), &dir.path().join("relay"));
     let mut cfg = server.load_config(40, Duration::from_secs(12));
     cfg.quic_addr = relay.addr;
     cfg.credential = Some((enterprise, credential));
@@ -297,8 +340,8 @@ fn command_result(seq: u64, command_id: u64, status: CommandStatus, output: &str
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_reach_a_device_behind_a_relay_and_its_answers_come_back() {
     let dir = tempfile::tempdir().unwrap();
-    let (server, https, (_, credential), _) = server_with_grant(dir.path()).await;
-    let relay = RelayProcess::start(&server, https, free_udp(), &dir.path().join("relay"));
+    let (server, _, (_, credential), _) = server_with_grant(dir.path()).await;
+    let relay = RelayProcess::start(&server, Upstream::quic(&server), free_udp(), &dir.path().join("relay"));
     let mut device = Device::connect(relay.addr, &server.ca_cert()).await;
     device.send(&[RawDevice::hello("001565000e01", &credential, 60)]).await;
     let Some(Downlink::Welcome(w)) = device.next().await else { panic!("Welcome") };
@@ -360,8 +403,8 @@ async fn one_flooding_device_is_throttled_while_its_99_neighbours_behind_the_sam
     let dir = tempfile::tempdir().unwrap();
     // 200 frames a second per device, bursts of 400 (above the relay's 128 frames an exchange).
     let limits = "device_rate = 200\ndevice_burst = 400\n";
-    let (server, https, (enterprise, credential), _) = server_with_grant_and(dir.path(), limits).await;
-    let relay = RelayProcess::start(&server, https, free_udp(), &dir.path().join("relay"));
+    let (server, _, (enterprise, credential), _) = server_with_grant_and(dir.path(), limits).await;
+    let relay = RelayProcess::start(&server, Upstream::quic(&server), free_udp(), &dir.path().join("relay"));
 
     // The flooder writes as fast as the relay reads it, for the whole run.
     let flooder = Device::connect(relay.addr, &server.ca_cert()).await;
@@ -480,8 +523,13 @@ async fn relays_granted_in_the_portal_carry_their_scope_only_and_are_cut_off_whe
     // A channel-scoped grant: the devices of an enterprise of the channel, not of another
     // channel's enterprise (refused per device, the relay's connection carries on).
     let (channel_grant, channel_credential) = grant(serde_json::json!({"channel": north})).await;
-    let relay =
-        RelayProcess::start_with(&server, https, free_udp(), &dir.path().join("relay-north"), &channel_credential);
+    let relay = RelayProcess::start_with(
+        &server,
+        Upstream::quic(&server),
+        free_udp(),
+        &dir.path().join("relay-north"),
+        &channel_credential,
+    );
     let mut north_device = first_exchange(relay.addr, &ca, "001565000e01", &north_credential).await.expect("welcomed");
     north_device.send(&[resource(1)]).await;
     assert!(matches!(north_device.next().await, Some(Downlink::Ack(a)) if a.seq == 1));
@@ -495,8 +543,13 @@ async fn relays_granted_in_the_portal_carry_their_scope_only_and_are_cut_off_whe
 
     // An enterprise-scoped grant carries that enterprise's devices.
     let (_, shop_credential) = grant(serde_json::json!({"enterprise": north_shop})).await;
-    let shop_relay =
-        RelayProcess::start_with(&server, https, free_udp(), &dir.path().join("relay-shop"), &shop_credential);
+    let shop_relay = RelayProcess::start_with(
+        &server,
+        Upstream::quic(&server),
+        free_udp(),
+        &dir.path().join("relay-shop"),
+        &shop_credential,
+    );
     let shop_device = first_exchange(shop_relay.addr, &ca, "001565000e03", &north_credential).await;
     assert!(shop_device.is_ok(), "welcomed through the enterprise's relay");
     let refused = first_exchange(shop_relay.addr, &ca, "001565000e04", &south_credential).await.err();
@@ -526,4 +579,134 @@ async fn relays_granted_in_the_portal_carry_their_scope_only_and_are_cut_off_whe
     // The other relay's grant is untouched.
     assert!(first_exchange(shop_relay.addr, &ca, "001565000e05", &north_credential).await.is_ok());
     drop((relay, shop_relay, north_device));
+}
+
+/// The relay link's header for `kind`.
+fn link_header(credential: &str, kind: LinkRequestKind) -> Vec<u8> {
+    LinkRequest { credential: credential.into(), kind }.encode().unwrap()
+}
+
+/// A frames request: the header and the frames as its body.
+fn link_frames(credential: &str, frames: &[Uplink]) -> Vec<u8> {
+    let mut body = BytesMut::new();
+    let mut encoder = FrameEncoder::default();
+    for f in frames {
+        encoder.encode(f, &mut body).unwrap();
+    }
+    let mut out = link_header(credential, LinkRequestKind::Frames { resend: false, body_len: body.len() as u64 });
+    out.extend_from_slice(&body);
+    out
+}
+
+/// One relay link request spoken by hand on a stream of its own: `bytes` written (a server that
+/// refuses early stops reading them), the stream finished, the answer read to its end.
+async fn link_request(conn: &quinn::Connection, bytes: &[u8]) -> LinkAnswer {
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    let _ = send.write_all(bytes).await;
+    let _ = send.finish();
+    let answer = tokio::time::timeout(Duration::from_secs(20), recv.read_to_end(1 << 20))
+        .await
+        .expect("an answer in 20 s")
+        .expect("an answer");
+    LinkAnswer::decode(&answer).expect("a well-formed answer")
+}
+
+fn refused_with(answer: &LinkAnswer) -> (u32, &str) {
+    match answer {
+        LinkAnswer::Refused { close_code, reason } => (*close_code, reason),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+/// A QUIC connection to the server offering only the relay link's ALPN.
+async fn relay_link(server: &TestServer) -> (quinn::Endpoint, quinn::Connection) {
+    let endpoint = client_endpoint_with_alpn(&server.ca_cert(), fleetpulse_proto::RELAY_ALPN);
+    let conn = endpoint.connect(server.quic_addr, "localhost").unwrap().await.expect("handshake");
+    (endpoint, conn)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_relay_link_request_is_refused_on_its_stream_and_the_connection_serves_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _, (_, credential), _) = server_with_grant(dir.path()).await;
+    let (_endpoint, conn) = relay_link(&server).await;
+
+    // A header of another version, one cut short, and one with an unknown kind.
+    let answer = link_request(&conn, &[9, 1, 1, 0, b'x']).await;
+    let (code, reason) = refused_with(&answer);
+    assert_eq!((code, reason.contains("version 9")), (close_code::PROTOCOL_VIOLATION, true), "{reason}");
+    let answer = link_request(&conn, &[1, 1, 5, 0, b'a']).await;
+    let (code, reason) = refused_with(&answer);
+    assert_eq!((code, reason.contains("ended")), (close_code::PROTOCOL_VIOLATION, true), "{reason}");
+    let answer = link_request(&conn, &[1, 7, 1, 0, b'a']).await;
+    assert_eq!(refused_with(&answer).0, close_code::PROTOCOL_VIOLATION);
+
+    // A body above the limit (4 MiB): refused before a byte of it is read.
+    let too_large = link_header(RELAY_CREDENTIAL, LinkRequestKind::Frames { resend: false, body_len: (4 << 20) + 1 });
+    let answer = link_request(&conn, &too_large).await;
+    let (code, reason) = refused_with(&answer);
+    assert_eq!(code, close_code::FRAME_TOO_LARGE, "{reason}");
+
+    // A body shorter than announced, and one of malformed frames.
+    let mut short = link_header(RELAY_CREDENTIAL, LinkRequestKind::Frames { resend: false, body_len: 100 });
+    short.extend_from_slice(&[0; 10]);
+    let answer = link_request(&conn, &short).await;
+    let (code, reason) = refused_with(&answer);
+    assert_eq!((code, reason.contains("10 of the 100")), (close_code::PROTOCOL_VIOLATION, true), "{reason}");
+    let mut garbage = link_header(RELAY_CREDENTIAL, LinkRequestKind::Frames { resend: false, body_len: 12 });
+    garbage.extend_from_slice(&8u32.to_le_bytes());
+    garbage.extend_from_slice(&[0xff; 8]);
+    assert_eq!(refused_with(&link_request(&conn, &garbage).await).0, close_code::MALFORMED_FRAME);
+
+    // A stream reset half-way through its header.
+    let (mut send, _recv) = conn.open_bi().await.unwrap();
+    send.write_all(&[1, 1]).await.unwrap();
+    send.reset(0u32.into()).unwrap();
+
+    // The same connection carries a device's exchange: its Welcome and the durable ack.
+    let hello = RawDevice::hello("001565000a01", &credential, 60);
+    let answer = link_request(&conn, &link_frames(RELAY_CREDENTIAL, &[hello, resource(1)])).await;
+    let LinkAnswer::Ok(frames) = answer else { panic!("expected the device's answer, got {answer:?}") };
+    let mut decoder = FrameDecoder::default();
+    decoder.push(&frames);
+    assert!(matches!(decoder.next_frame::<Downlink>().unwrap(), Some(Downlink::Welcome(_))));
+    assert!(matches!(decoder.next_frame::<Downlink>().unwrap(), Some(Downlink::Ack(a)) if a.seq == 1));
+    // And the relay's long poll.
+    let wakes = link_request(&conn, &link_header(RELAY_CREDENTIAL, LinkRequestKind::Wakes { after: None })).await;
+    assert!(matches!(wakes, LinkAnswer::Wakes { .. }), "{wakes:?}");
+    assert!(conn.close_reason().is_none(), "the relay's connection is still up");
+    let api = Api::login(&server.api()).await;
+    let malformed =
+        common::metric(&api.metrics().await, "fleetpulse_ingest_relay_link_requests_total{reason=\"malformed\"}");
+    assert!(malformed >= 4.0, "malformed link requests are counted: {malformed}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_offering_the_relay_alpn_without_a_relay_credential_submits_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _, (enterprise, credential), _) = server_with_grant(dir.path()).await;
+    let (_endpoint, conn) = relay_link(&server).await;
+    let hello = RawDevice::hello("001565000a02", &credential, 60);
+
+    // A device speaking its own protocol on the relay ALPN: not a link request.
+    let mut as_device = BytesMut::new();
+    let mut encoder = FrameEncoder::default();
+    for f in [hello.clone(), resource(1)] {
+        encoder.encode(&f, &mut as_device).unwrap();
+    }
+    assert_eq!(refused_with(&link_request(&conn, &as_device).await).0, close_code::PROTOCOL_VIOLATION);
+    // Well-formed requests with the device's own credential (or any other) as the relay's.
+    for relay_credential in [credential.as_str(), "not-a-relay-credential-at-all"] {
+        let answer = link_request(&conn, &link_frames(relay_credential, &[hello.clone(), resource(1)])).await;
+        assert_eq!(refused_with(&answer).0, close_code::BAD_CREDENTIAL, "{answer:?}");
+        let wakes = link_request(&conn, &link_header(relay_credential, LinkRequestKind::Wakes { after: None })).await;
+        assert_eq!(refused_with(&wakes).0, close_code::BAD_CREDENTIAL);
+    }
+
+    // Nothing was registered or stored.
+    let api = Api::login(&server.api()).await;
+    let listed = api.get(&format!("/api/v1/devices?enterprise_id={enterprise}")).await;
+    assert_eq!(listed["items"].as_array().unwrap().len(), 0, "{listed}");
+    let stored = api.get(&format!("/api/v1/enterprises/{enterprise}/stored-sequences")).await;
+    assert_eq!(stored["devices"].as_array().unwrap().len(), 0, "{stored}");
 }

@@ -1,5 +1,6 @@
 //! The QUIC ingest tier of fleetpulse (ING-1..8), HTTPS ingest (ING-10) and the relay (ING-9,
-//! [`relay`]: a separate process that carries a site's devices upstream over HTTPS ingest).
+//! [`relay`]: a separate process that carries a site's devices upstream over one QUIC connection
+//! to the relay link, or over HTTPS ingest).
 //!
 //! ```text
 //! UDP socket × N (SO_REUSEPORT) ─▶ quinn Endpoint × N ─▶ session task per connection
@@ -12,8 +13,9 @@
 //!     shard × M: dedup (device, seq) → live state, alarm engine, offline detector → EventBatch
 //!               → store.append (durable) → acks back to the sessions, in order
 //!               → (durable) status reports, online/offline → snapshot writer (coalesced, ≤ 1 s)
-//! TCP (TLS, HTTP/1.1 + HTTP/2) ─▶ https: one request = Hello + frames ─▶ the same admission,
-//!     the same shard queue; the response waits for the shard's durable answer (ING-10)
+//! TCP (TLS, HTTP/1.1 + HTTP/2) ─▶ https: one request = Hello + frames ─▶ exchange: the same
+//!     admission, the same shard queue; the response waits for the shard's durable answer (ING-10)
+//! QUIC, ALPN fleetpulse-relay/1 ─▶ relay_link: one stream = one relay exchange ─▶ exchange (ING-9)
 //! ```
 //!
 //! *Architecture invariant*: a frame is acknowledged only after it is applied and, for persisted
@@ -25,6 +27,7 @@ mod batcher;
 pub mod closer;
 mod commands;
 pub mod downlink;
+mod exchange;
 pub mod https;
 pub mod https_commands;
 mod https_json;
@@ -34,7 +37,9 @@ pub mod offline;
 mod outbound;
 pub mod relay;
 pub mod relay_auth;
+mod relay_link;
 mod relay_upstream;
+mod relay_upstream_quic;
 pub mod router;
 mod session;
 mod shard;
@@ -197,6 +202,8 @@ pub(crate) struct Context {
     credentials: DashMap<String, EnterpriseId>,
     /// Relay credentials: the config file's and the portal's grants (ING-9).
     relay_auth: relay_auth::RelayAuth,
+    /// What HTTPS ingest requests and relay link exchanges share (ING-9, ING-10).
+    exchanges: exchange::ExchangeState,
     enterprise_limiter: DefaultKeyedRateLimiter<EnterpriseId>,
     handshakes: Arc<tokio::sync::Semaphore>,
     shutdown: watch::Receiver<bool>,
@@ -252,7 +259,7 @@ impl Ingest {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let n_endpoints = if config.endpoints == 0 { cores } else { config.endpoints };
         let n_shards = if config.shards == 0 { cores } else { config.shards };
-        let server_config = tls::server_config(&config.tls, config.idle_timeout)?;
+        let server_config = tls::ingest_server_config(&config.tls, config.idle_timeout)?;
         let keys = tls::endpoint_keys(&config.state_dir)?;
         uploads::prepare_upload_dir(&config.upload_dir)?;
         let sockets = bind_sockets(config.quic_addr, n_endpoints)?;
@@ -313,6 +320,7 @@ impl Ingest {
             command_signal: CommandSignal::default(),
             credentials: DashMap::new(),
             relay_auth: relay_auth::RelayAuth::new(&config.relays, store.entities.clone(), store.entities.clone()),
+            exchanges: exchange::ExchangeState::new(limits),
             enterprise_limiter: RateLimiter::keyed(
                 Quota::per_second(limits.enterprise_per_s).allow_burst(limits.enterprise_burst),
             ),
@@ -327,6 +335,7 @@ impl Ingest {
             config,
         });
 
+        tokio::spawn(exchange::forget_replenished_limits(Arc::downgrade(&context)));
         let mut endpoints = Vec::with_capacity(n_endpoints);
         let mut accept_tasks = Vec::with_capacity(n_endpoints);
         for socket in sockets {

@@ -101,6 +101,9 @@ pub struct IngestMetrics {
     pub files_refused: Family<ReasonLabel, Counter>,
     /// HTTPS ingest requests answered, by outcome (`ok`, `unauthorized`, `too_large`, ...).
     pub https_requests: Family<ReasonLabel, Counter>,
+    /// Relay link exchanges (QUIC, ALPN `fleetpulse-relay/1`) answered, by outcome (`ok`,
+    /// `retry`, `malformed`, and the HTTPS refusal reasons).
+    pub relay_link_requests: Family<ReasonLabel, Counter>,
     /// Events given up (`fleetpulse_dead_letters_*`): not registered here, the caller registers
     /// one [`fleetpulse_store::DeadLetterMetrics`] for the process and sets it (issue 18 item 5).
     pub dead_letters: fleetpulse_store::DeadLetterMetrics,
@@ -141,6 +144,7 @@ impl IngestMetrics {
             file_bytes_stored: Counter::default(),
             files_refused: Family::default(),
             https_requests: Family::default(),
+            relay_link_requests: Family::default(),
             dead_letters: fleetpulse_store::DeadLetterMetrics::default(),
         };
         let r = registry.sub_registry_with_prefix("fleetpulse_ingest");
@@ -183,6 +187,7 @@ impl IngestMetrics {
         r.register("file_bytes_stored", "Bytes of uploaded files stored", m.file_bytes_stored.clone());
         r.register("files_refused", "File uploads refused, by reason", m.files_refused.clone());
         r.register("https_requests", "HTTPS ingest requests answered, by outcome", m.https_requests.clone());
+        r.register("relay_link_requests", "Relay link exchanges answered, by outcome", m.relay_link_requests.clone());
         m
     }
 }

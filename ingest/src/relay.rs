@@ -1,6 +1,7 @@
 //! `fleetpulse relay` (ING-9): runs at a site, accepts the site's devices over QUIC with the
 //! device protocol unchanged (a device cannot tell it from the server), and carries all of them
-//! upstream over one HTTP/2 connection to the server's HTTPS ingest ([`crate::relay_upstream`]).
+//! upstream over one connection ([`crate::relay_upstream`]): QUIC to the server's relay link (the
+//! default), or HTTP/2 to its HTTPS ingest for sites that block UDP.
 //!
 //! ```text
 //! device ─QUIC─▶ relay session: Hello → upstream (Hello only) → the server's Welcome → device
@@ -39,6 +40,7 @@ use rustls::pki_types::pem::PemObject;
 use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 
+pub use crate::relay_upstream::UpstreamTransport;
 use crate::relay_upstream::{Failure, Upstream};
 use crate::session::Close;
 use crate::{IngestError, TlsSource, tls};
@@ -52,8 +54,12 @@ const FRAMES_PER_EXCHANGE: usize = 128;
 pub struct RelayConfig {
     /// UDP address devices connect to.
     pub listen: SocketAddr,
-    /// The server's HTTPS ingest address (`[ingest] https_listen`).
+    /// The server's address: its QUIC ingest address (`quic_addr`) for
+    /// [`UpstreamTransport::Quic`], its HTTPS ingest address (`[ingest] https_listen`) for
+    /// [`UpstreamTransport::Https`].
     pub upstream: SocketAddr,
+    /// How the relay reaches the server.
+    pub upstream_transport: UpstreamTransport,
     /// The TLS name to verify the server's certificate against.
     pub upstream_name: String,
     /// PEM CA certificate(s) the server's certificate is verified with.
@@ -90,6 +96,7 @@ impl RelayConfig {
         RelayConfig {
             listen,
             upstream,
+            upstream_transport: UpstreamTransport::Quic,
             upstream_name: "localhost".into(),
             upstream_ca,
             credential,
@@ -141,7 +148,13 @@ impl Relay {
             .map_err(|e| IngestError::Tls(format!("TLS versions: {e}")))?
             .with_root_certificates(roots)
             .with_no_client_auth();
-        let upstream = Upstream::new(config.upstream, &config.upstream_name, client, &config.credential)?;
+        let upstream = Upstream::new(
+            config.upstream_transport,
+            config.upstream,
+            &config.upstream_name,
+            client,
+            &config.credential,
+        )?;
         let keys = tls::endpoint_keys(&config.state_dir)?;
         let socket = std::net::UdpSocket::bind(config.listen)?;
         let endpoint =

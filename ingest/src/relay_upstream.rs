@@ -1,8 +1,10 @@
-//! A relay's one upstream connection (ING-9): HTTP/2 over TLS to the server's HTTPS ingest, one
-//! request per device exchange (`POST /ingest/v1/frames` with the device's own `Hello` and the
-//! relay's credential in [`crate::https::RELAY_HEADER`]), many devices multiplexed as streams.
+//! A relay's one upstream connection (ING-9): [`Upstream`], over QUIC to the server's relay link
+//! ([`crate::relay_upstream_quic`], the default), or over HTTP/2 with TLS to the server's HTTPS
+//! ingest (here, for sites that block UDP): one request per device exchange
+//! (`POST /ingest/v1/frames` with the device's own `Hello` and the relay's credential in
+//! [`crate::https::RELAY_HEADER`]), many devices multiplexed as streams.
 //!
-//! The server answers after its shard made the frames durable, so an `Ack` the relay passes on
+//! Over either, the server answers after its shard made the frames durable, so an `Ack` the relay passes on
 //! means durable at the server, never at the relay. Failures are sorted into those worth
 //! retrying with the same frames ([`Failure::Retry`]: the connection dropped, 429, 503) and those
 //! that end the device's session ([`Failure::Close`]: bad credential, refused scope, malformed).
@@ -25,7 +27,7 @@ use crate::session::Close;
 pub(crate) const RETRY_AFTER: Duration = Duration::from_millis(500);
 
 /// Longest an upstream exchange may take before it counts as failed (and is retried).
-const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why an exchange failed.
 #[derive(Debug)]
@@ -36,8 +38,89 @@ pub(crate) enum Failure {
     Close(Close),
 }
 
-/// The upstream connection, reconnected on demand.
-pub(crate) struct Upstream {
+/// How a relay reaches the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UpstreamTransport {
+    /// QUIC to the server's QUIC ingest address, ALPN `fleetpulse-relay/1` (the default).
+    #[default]
+    Quic,
+    /// HTTP/2 over TLS to the server's HTTPS ingest address, for sites that block UDP.
+    Https,
+}
+
+impl std::str::FromStr for UpstreamTransport {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "quic" => Ok(UpstreamTransport::Quic),
+            "https" => Ok(UpstreamTransport::Https),
+            other => Err(format!("unknown upstream transport {other:?}: quic or https")),
+        }
+    }
+}
+
+impl std::fmt::Display for UpstreamTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            UpstreamTransport::Quic => "quic",
+            UpstreamTransport::Https => "https",
+        })
+    }
+}
+
+/// The upstream connection over either transport.
+#[derive(Debug)]
+pub(crate) enum Upstream {
+    /// The relay link.
+    Quic(crate::relay_upstream_quic::QuicUpstream),
+    /// HTTPS ingest.
+    Https(HttpsUpstream),
+}
+
+impl Upstream {
+    /// An upstream to `addr` over `transport`, verified for `server_name` with `tls`.
+    pub(crate) fn new(
+        transport: UpstreamTransport,
+        addr: SocketAddr,
+        server_name: &str,
+        tls: rustls::ClientConfig,
+        credential: &str,
+    ) -> Result<Upstream, crate::IngestError> {
+        Ok(match transport {
+            UpstreamTransport::Quic => {
+                Upstream::Quic(crate::relay_upstream_quic::QuicUpstream::new(addr, server_name, tls, credential)?)
+            }
+            UpstreamTransport::Https => Upstream::Https(HttpsUpstream::new(addr, server_name, tls, credential)?),
+        })
+    }
+
+    /// Sends the device's `hello` and `frames` (`resend`: sent before, the answer was lost); the
+    /// server's answer frames (`Welcome`, any `Rejected`, the `Ack`, any `Command`s).
+    pub(crate) async fn exchange(
+        &self,
+        hello: &Uplink,
+        frames: &[Uplink],
+        resend: bool,
+    ) -> Result<Vec<Downlink>, Failure> {
+        match self {
+            Upstream::Quic(u) => u.exchange(hello, frames, resend).await,
+            Upstream::Https(u) => u.exchange(hello, frames, resend).await,
+        }
+    }
+
+    /// The relay's long poll: devices of its scope with new commands, woken after `after`
+    /// (`None`: only where the server's log stands); `(next, device ids)`.
+    pub(crate) async fn wakes(&self, after: Option<u64>) -> Result<(u64, Vec<u64>), String> {
+        match self {
+            Upstream::Quic(u) => u.wakes(after).await,
+            Upstream::Https(u) => u.wakes(after).await,
+        }
+    }
+}
+
+/// The upstream connection over HTTP/2, reconnected on demand.
+pub(crate) struct HttpsUpstream {
     addr: SocketAddr,
     uri: String,
     tls: Arc<rustls::ClientConfig>,
@@ -46,26 +129,26 @@ pub(crate) struct Upstream {
     sender: tokio::sync::Mutex<Option<SendRequest<Full<Bytes>>>>,
 }
 
-impl std::fmt::Debug for Upstream {
+impl std::fmt::Debug for HttpsUpstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Upstream").field("addr", &self.addr).finish_non_exhaustive()
+        f.debug_struct("HttpsUpstream").field("addr", &self.addr).finish_non_exhaustive()
     }
 }
 
-impl Upstream {
+impl HttpsUpstream {
     /// An upstream to `addr`, verified for `server_name` with `tls` (ALPN is set to `h2`).
-    pub(crate) fn new(
+    fn new(
         addr: SocketAddr,
         server_name: &str,
         mut tls: rustls::ClientConfig,
         credential: &str,
-    ) -> Result<Upstream, crate::IngestError> {
+    ) -> Result<HttpsUpstream, crate::IngestError> {
         tls.alpn_protocols = vec![b"h2".to_vec()];
         let server_name = rustls::pki_types::ServerName::try_from(server_name.to_owned())
             .map_err(|e| crate::IngestError::Tls(format!("upstream name: {e}")))?;
         let credential =
             HeaderValue::from_str(credential).map_err(|e| crate::IngestError::Tls(format!("relay credential: {e}")))?;
-        Ok(Upstream {
+        Ok(HttpsUpstream {
             addr,
             uri: format!("https://{}/ingest/v1/frames", addr),
             tls: Arc::new(tls),
@@ -97,19 +180,13 @@ impl Upstream {
                 tracing::info!(message = "The upstream connection ended.", %error);
             }
         });
-        tracing::info!(message = "Connected upstream.", addr = %self.addr);
+        tracing::info!(message = "Connected upstream.", addr = %self.addr, transport = "https");
         *slot = Some(sender.clone());
         Ok(sender)
     }
 
-    /// Sends the device's `hello` and `frames` (`resend`: sent before, the answer was lost); the
-    /// server's answer frames (`Welcome`, any `Rejected`, the `Ack`, any `Command`s).
-    pub(crate) async fn exchange(
-        &self,
-        hello: &Uplink,
-        frames: &[Uplink],
-        resend: bool,
-    ) -> Result<Vec<Downlink>, Failure> {
+    /// [`Upstream::exchange`] over HTTP/2.
+    async fn exchange(&self, hello: &Uplink, frames: &[Uplink], resend: bool) -> Result<Vec<Downlink>, Failure> {
         let mut encoder = FrameEncoder::default();
         let mut body = BytesMut::new();
         for frame in std::iter::once(hello).chain(frames) {
@@ -158,16 +235,15 @@ impl Upstream {
             }
         };
         match status.as_u16() {
-            200 => decode(&bytes).map_err(Failure::Close),
+            200 => decode_frames(&bytes).map_err(Failure::Close),
             429 => Err(Failure::Retry(retry_after.map_or(RETRY_AFTER, Duration::from_secs))),
             500..=599 => Err(Failure::Retry(retry_after.map_or(RETRY_AFTER, Duration::from_secs))),
             _ => Err(Failure::Close(refusal(&bytes))),
         }
     }
 
-    /// The relay's long poll: devices of its enterprise with new commands, woken after `after`
-    /// (`None`: only where the server's log stands); `(next, device ids)`.
-    pub(crate) async fn wakes(&self, after: Option<u64>) -> Result<(u64, Vec<u64>), String> {
+    /// [`Upstream::wakes`] over HTTP/2.
+    async fn wakes(&self, after: Option<u64>) -> Result<(u64, Vec<u64>), String> {
         #[derive(serde::Deserialize)]
         struct Wakes {
             next: u64,
@@ -193,7 +269,7 @@ impl Upstream {
             }
             serde_json::from_slice::<Wakes>(&bytes).map_err(|e| e.to_string())
         };
-        let wait = crate::https::RELAY_WAKES_WAIT + Duration::from_secs(10);
+        let wait = crate::exchange::RELAY_WAKES_WAIT + Duration::from_secs(10);
         match tokio::time::timeout(wait, poll).await {
             Ok(Ok(w)) => Ok((w.next, w.devices)),
             Ok(Err(error)) => {
@@ -233,7 +309,8 @@ fn refusal(bytes: &[u8]) -> Close {
     }
 }
 
-fn decode(bytes: &[u8]) -> Result<Vec<Downlink>, Close> {
+/// The server's frames for a device.
+pub(crate) fn decode_frames(bytes: &[u8]) -> Result<Vec<Downlink>, Close> {
     let mut decoder = FrameDecoder::default();
     decoder.push(bytes);
     let mut out = Vec::new();

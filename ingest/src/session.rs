@@ -79,8 +79,11 @@ pub(crate) async fn run(incoming: quinn::Incoming, ctx: Arc<Context>) {
     ctx.metrics.connections_open.inc();
     let _guard = OpenGuard(ctx.metrics.clone());
     let mut shutdown = ctx.shutdown.clone();
+    // A relay (ALPN fleetpulse-relay/1) carries many devices' exchanges, each authenticated.
+    let relay_link = crate::relay_link::is_relay_link(&conn);
     let outcome = tokio::select! {
-        r = serve(&conn, &ctx) => r,
+        r = serve(&conn, &ctx), if !relay_link => r,
+        r = crate::relay_link::serve(&conn, &ctx), if relay_link => r,
         _ = shutdown.wait_for(|s| *s) => Err(Close::new(close_code::SHUTTING_DOWN, "server shutting down")),
     };
     match outcome {

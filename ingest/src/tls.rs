@@ -117,8 +117,24 @@ pub fn device_transport(idle_timeout: Duration) -> Result<TransportConfig, Inges
     Ok(t)
 }
 
-/// The quinn server configuration: TLS 1.3 only, ALPN `fleetpulse/1`.
+/// The quinn server configuration of a device endpoint: TLS 1.3 only, ALPN `fleetpulse/1`.
 pub fn server_config(source: &TlsSource, idle_timeout: Duration) -> Result<quinn::ServerConfig, IngestError> {
+    quic_server_config(source, idle_timeout, vec![fleetpulse_proto::ALPN.to_vec()])
+}
+
+/// The server's ingest endpoints: [`server_config`] that also accepts relays, ALPN
+/// `fleetpulse-relay/1` ([`crate::relay_link`]). Devices' ALPN comes first: a client offering
+/// both is a device.
+pub fn ingest_server_config(source: &TlsSource, idle_timeout: Duration) -> Result<quinn::ServerConfig, IngestError> {
+    let alpn = vec![fleetpulse_proto::ALPN.to_vec(), fleetpulse_proto::RELAY_ALPN.to_vec()];
+    quic_server_config(source, idle_timeout, alpn)
+}
+
+fn quic_server_config(
+    source: &TlsSource,
+    idle_timeout: Duration,
+    alpn: Vec<Vec<u8>>,
+) -> Result<quinn::ServerConfig, IngestError> {
     let (chain, key) = load(source)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut tls = rustls::ServerConfig::builder_with_provider(provider)
@@ -127,7 +143,7 @@ pub fn server_config(source: &TlsSource, idle_timeout: Duration) -> Result<quinn
         .with_no_client_auth()
         .with_single_cert(chain, key)
         .map_err(|e| tls_err("certificate", e))?;
-    tls.alpn_protocols = vec![fleetpulse_proto::ALPN.to_vec()];
+    tls.alpn_protocols = alpn;
     tls.max_early_data_size = 0;
     let crypto = QuicServerConfig::try_from(tls).map_err(|e| tls_err("QUIC TLS", e))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));

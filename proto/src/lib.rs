@@ -6,7 +6,8 @@
 //! - the command catalog: every command kind and its arguments ([`commands`]);
 //! - the alarm type table of SPEC §3 with stable codes and severities ([`alarm_types`]);
 //! - domain types decoded and validated from the wire ([`domain`]);
-//! - the device catalog: the kind of device a model is ([`catalog`]).
+//! - the device catalog: the kind of device a model is ([`catalog`]);
+//! - the relay link: how a relay carries its devices' exchanges to the server ([`relay_link`]).
 //!
 //! Network bytes only ever reach rkyv through its checked API (`from_bytes`), after the frame
 //! length has been checked against a maximum *before* any allocation.
@@ -17,6 +18,7 @@ pub mod codec;
 pub mod commands;
 pub mod domain;
 pub mod ids;
+pub mod relay_link;
 pub mod wire;
 
 pub use alarm_types::{ALARM_TYPES, AlarmType, AlarmTypeCode, Severity};
@@ -29,6 +31,8 @@ pub use ids::{
 
 /// ALPN protocol identifier spoken by devices and the ingest tier.
 pub const ALPN: &[u8] = b"fleetpulse/1";
+
+pub use relay_link::RELAY_ALPN;
 
 /// The newest version of the message set in [`wire`]; a device sends the highest version it
 /// speaks in its `Hello`.

@@ -247,6 +247,11 @@ pub struct RawDevice {
 }
 
 pub fn client_endpoint(ca: &Path) -> quinn::Endpoint {
+    client_endpoint_with_alpn(ca, fleetpulse_proto::ALPN)
+}
+
+/// A QUIC client endpoint trusting `ca`, offering `alpn` (a relay's: `fleetpulse-relay/1`).
+pub fn client_endpoint_with_alpn(ca: &Path, alpn: &[u8]) -> quinn::Endpoint {
     let mut roots = rustls::RootCertStore::empty();
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
@@ -259,7 +264,7 @@ pub fn client_endpoint(ca: &Path) -> quinn::Endpoint {
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    tls.alpn_protocols = vec![fleetpulse_proto::ALPN.to_vec()];
+    tls.alpn_protocols = vec![alpn.to_vec()];
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
     let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
