@@ -41,15 +41,23 @@ fn store_failed(error: StoreError) -> Close {
 /// Sends the device's queued commands: first puts the commands an earlier session sent but the
 /// device never accepted back in the queue, then claims and sends until the queue is empty, then
 /// waits for `wake`. Ends (`Ok`) when the session's writer is gone; `Err` when the store fails.
+///
+/// A device with nothing queued or sent (most sessions) costs one read here, not two writes: the
+/// session is registered for wake-ups before this runs and a wake-up is kept until awaited
+/// (`Notify::notify_one`), so a command queued after the read still wakes the loop.
 pub(crate) async fn send_commands(
     ctx: &Context,
     device: DeviceId,
     wake: &Notify,
     out: mpsc::WeakSender<Outbound>,
 ) -> Result<(), Close> {
-    let requeued = ctx.commands.requeue_unanswered(device).await.map_err(store_failed)?;
-    if requeued > 0 {
-        tracing::debug!(message = "Commands sent to an earlier session requeued.", %device, requeued);
+    if ctx.commands.has_commands_to_send(device).await.map_err(store_failed)? {
+        let requeued = ctx.commands.requeue_unanswered(device).await.map_err(store_failed)?;
+        if requeued > 0 {
+            tracing::debug!(message = "Commands sent to an earlier session requeued.", %device, requeued);
+        }
+    } else {
+        wake.notified().await;
     }
     loop {
         let claimed =

@@ -50,6 +50,11 @@ pub(crate) async fn pickup(
     signal.checking(device);
     let claimed = async {
         if requeue {
+            // A (re)connect of a device with nothing queued or sent (the usual case) costs a
+            // read, not two writes.
+            if !ctx.commands.has_commands_to_send(device).await? {
+                return Ok(Vec::new());
+            }
             ctx.commands.requeue_unanswered(device).await?;
         }
         ctx.commands.claim_commands_to_send(device, UnixMillis::now(), COMMANDS_PER_ANSWER).await

@@ -110,6 +110,10 @@ pub trait CommandStore: Send + Sync + 'static {
     /// `attempts` and the last `sent_at`, to be sent again (on reconnect; the device drops a
     /// command whose id it has executed). Answers how many.
     async fn requeue_unanswered(&self, device: DeviceId) -> Result<u64>;
+    /// Whether the device has a command that [`Self::requeue_unanswered`] or
+    /// [`Self::claim_commands_to_send`] could change (`queued` or `sent`): a read, so that a
+    /// session start of a device with none (the usual case) costs no write.
+    async fn has_commands_to_send(&self, device: DeviceId) -> Result<bool>;
     /// Applies the device's answer to its command when the transition is forward (see the
     /// table in this module): every applied update sets `accepted_at` if unset, a result sets
     /// `finished_at`, the output (truncated to [`MAX_COMMAND_OUTPUT`]) and, for a failure, the

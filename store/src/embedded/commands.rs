@@ -74,6 +74,15 @@ static REQUEUE: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
+/// Whether the device (`?1`) has a command to requeue or to claim (`queued` or `sent`).
+static HAS_TO_SEND: LazyLock<String> = LazyLock::new(|| {
+    let states = sql_state_list(&[CommandState::Queued, CommandState::Sent]);
+    format!(
+        "SELECT EXISTS (SELECT 1 FROM commands INDEXED BY commands_device_pending WHERE device_id = ?1 AND state IN {PENDING_SQL} \
+         AND state IN {states})"
+    )
+});
+
 /// Cancels the queued command `?1` at `?2` for the reason `?3`.
 static CANCEL: LazyLock<String> = LazyLock::new(|| {
     format!(
@@ -247,6 +256,11 @@ impl CommandStore for EmbeddedStore {
     async fn requeue_unanswered(&self, device: DeviceId) -> Result<u64> {
         let Ok(device) = i64::try_from(device.0) else { return Ok(0) };
         self.write(1, move |c| Ok(c.prepare_cached(&REQUEUE)?.execute([device])? as u64)).await
+    }
+
+    async fn has_commands_to_send(&self, device: DeviceId) -> Result<bool> {
+        let Ok(device) = i64::try_from(device.0) else { return Ok(false) };
+        self.read(move |c| Ok(c.prepare_cached(&HAS_TO_SEND)?.query_row([device], |row| row.get::<_, bool>(0))?)).await
     }
 
     async fn record_command_update(

@@ -97,6 +97,15 @@ static REQUEUE: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
+/// Whether the device (`$1`) has a command to requeue or to claim (`queued` or `sent`).
+static HAS_TO_SEND: LazyLock<String> = LazyLock::new(|| {
+    let states = sql_state_list(&[CommandState::Queued, CommandState::Sent]);
+    format!(
+        "SELECT EXISTS (SELECT 1 FROM commands WHERE device_id = $1 AND state IN {PENDING_SQL} \
+         AND state IN {states})"
+    )
+});
+
 /// Cancels the queued command `$1` at `$2` for the reason `$3`.
 static CANCEL: LazyLock<String> = LazyLock::new(|| {
     format!(
@@ -301,6 +310,15 @@ impl CommandStore for PgEntityStore {
         let done =
             sqlx::query(AssertSqlSafe(REQUEUE.as_str())).bind(device).execute(&self.pool).await.map_err(backend)?;
         Ok(done.rows_affected())
+    }
+
+    async fn has_commands_to_send(&self, device: DeviceId) -> Result<bool> {
+        let Some(device) = db_id(device.0) else { return Ok(false) };
+        sqlx::query_scalar(AssertSqlSafe(HAS_TO_SEND.as_str()))
+            .bind(device)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(backend)
     }
 
     async fn record_command_update(

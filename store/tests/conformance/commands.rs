@@ -188,6 +188,7 @@ pub(crate) async fn command_limits(store: &Store) {
 pub(crate) async fn command_sending(store: &Store) {
     let s = &store.entities;
     let (e, by, d) = fleet(store, 5, 2).await;
+    assert!(!s.has_commands_to_send(d[0]).await.unwrap(), "nothing queued yet");
     let queued = all_queued(
         s.enqueue_commands(
             vec![
@@ -203,6 +204,8 @@ pub(crate) async fn command_sending(store: &Store) {
         .unwrap(),
     );
     let ids: Vec<CommandId> = queued.iter().map(|c| c.id).collect();
+    assert!(s.has_commands_to_send(d[0]).await.unwrap() && s.has_commands_to_send(d[1]).await.unwrap());
+    assert!(!s.has_commands_to_send(DeviceId(987_654_321)).await.unwrap(), "an unknown device has none");
     // At the short one's deadline it is no longer sent.
     let sent = s.claim_commands_to_send(d[0], UnixMillis(LATER), 2).await.unwrap();
     assert_eq!(states(&sent), [(ids[0], CommandState::Sent), (ids[2], CommandState::Sent)]);
@@ -317,6 +320,15 @@ pub(crate) async fn command_updates(store: &Store) {
     assert_eq!(s.requeue_unanswered(d[0]).await.unwrap(), 2);
     let accepted = update(ids[3], d[0], CommandUpdate::Accepted, 130).await.unwrap().unwrap();
     assert_eq!(accepted.state, CommandState::Accepted);
+    // A sent command counts for a session start (it is requeued); accepted, running and final
+    // ones do not.
+    let lone =
+        all_queued(s.enqueue_commands(vec![command(d[1], e, by, "ping", LATER)], UnixMillis(140)).await.unwrap());
+    assert!(s.has_commands_to_send(d[1]).await.unwrap(), "queued (its other command was cancelled)");
+    assert_eq!(s.claim_commands_to_send(d[1], UnixMillis(142), 10).await.unwrap().len(), 1);
+    assert!(s.has_commands_to_send(d[1]).await.unwrap(), "sent, not accepted");
+    update(lone[0].id, d[1], CommandUpdate::Accepted, 143).await.unwrap().unwrap();
+    assert!(!s.has_commands_to_send(d[1]).await.unwrap(), "accepted: nothing to requeue or claim");
 }
 
 /// Pending commands past their deadline expire with the reason of their state, earliest
