@@ -403,16 +403,16 @@ pub(crate) async fn outbox_attempts_audited(store: &Store) {
     let planned_of = |key: &str| (AuditEvent::Planned, format!("planned {key}"));
     assert_eq!(story(9_101).await, [planned_of("oa-1"), (AuditEvent::Sent, "Sent oa-1".into())]);
     assert_eq!(story(9_102).await, [planned_of("oa-2"), (AuditEvent::Retried, "Retried oa-2".into())]);
-    let due = s.due_outbox(UnixMillis(999_999), 1_000).await.unwrap();
-    let retried = due.iter().find(|m| m.id == ids[1]).expect("oa-2 pending again");
-    assert_eq!(retried.attempts, 1);
-    assert!(due.iter().all(|m| m.id != ids[0]), "oa-1 sent");
     // Too many entries: refused whole, neither the outcome nor an entry recorded.
     let many = (0..=MAX_AUDIT_BATCH as i64).map(|i| entry("oa-2", AuditEvent::Sent, 990_000 + i)).collect();
     invalid(s.record_outbox_attempts_audited(vec![attempt(ids[1], OutboxState::Sent)], many).await, "audit entries");
     assert_eq!(story(9_102).await.len(), 2);
-    let due = s.due_outbox(UnixMillis(999_999), 1_000).await.unwrap();
-    assert_eq!(due.iter().find(|m| m.id == ids[1]).map(|m| m.attempts), Some(1), "oa-2 unchanged");
+    // oa-2 is pending after one attempt (the refused batch counted none); oa-1 stays sent.
+    let later = |id, outcome| s.record_outbox_attempt(id, outcome, UnixMillis(990_000), UnixMillis(990_000), None);
+    let retried = later(ids[1], OutboxState::Sent).await.unwrap().unwrap();
+    assert_eq!((retried.state, retried.attempts), (OutboxState::Sent, 2));
+    let sent = later(ids[0], OutboxState::Failed).await.unwrap().unwrap();
+    assert_eq!((sent.state, sent.attempts, sent.sent_at), (OutboxState::Sent, 1, Some(UnixMillis(900_001))));
     // Entries alone (deferrals, nothing sent) are written too.
     s.record_outbox_attempts_audited(Vec::new(), vec![entry("oa-2", AuditEvent::Deferred, 990_001)]).await.unwrap();
     assert_eq!(story(9_102).await.last().map(|e| e.0), Some(AuditEvent::Deferred));
