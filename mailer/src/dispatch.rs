@@ -43,7 +43,7 @@ use futures_util::stream::FuturesUnordered;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use crate::outbox::{Outcome, OutboxWorker, PassStats};
+use crate::outbox::{OutboxWorker, Outcome, PassStats};
 
 /// Sends whose outcomes may wait for the recorder at once.
 pub const OUTCOME_QUEUE: usize = 64;
@@ -58,7 +58,10 @@ fn outcome_queue() -> usize {
     *QUEUE.get_or_init(|| match std::env::var("FLEETPULSE_OUTCOME_QUEUE").map(|v| v.parse::<usize>()) {
         Ok(Ok(n)) if (1..=MAX_OUTCOME_QUEUE).contains(&n) => n,
         Ok(_) => {
-            tracing::warn!(message = "FLEETPULSE_OUTCOME_QUEUE is not a number from 1 to 4096; using the default.", default = OUTCOME_QUEUE);
+            tracing::warn!(
+                message = "FLEETPULSE_OUTCOME_QUEUE is not a number from 1 to 4096; using the default.",
+                default = OUTCOME_QUEUE
+            );
             OUTCOME_QUEUE
         }
         Err(_) => OUTCOME_QUEUE,
@@ -233,11 +236,7 @@ async fn dispatch(
 /// goes into the next. A failing store is retried with backoff (the messages stay claimed, so
 /// they are not sent again meanwhile); at stop, what still cannot be recorded is given up and
 /// logged (those messages are sent once more after the restart).
-async fn record(
-    worker: &OutboxWorker,
-    mut to_record: mpsc::Receiver<Vec<Outcome>>,
-    mut stop: watch::Receiver<bool>,
-) {
+async fn record(worker: &OutboxWorker, mut to_record: mpsc::Receiver<Vec<Outcome>>, mut stop: watch::Receiver<bool>) {
     let mut received = Vec::new();
     while to_record.recv_many(&mut received, outcome_queue()).await > 0 {
         let mut outcomes = worker.take_unrecorded();
