@@ -22,7 +22,9 @@ RESTART_ALERTS (50), STORM_ALERTS (10000), OUT (/tmp/fleetpulse-alarms-compare-<
 SKIP (comma list of am, fleetpulse, restart, storm), VARIANTS (comma list of fleetpulse
 variants, each `default` or tokens joined by `+`: `passes` or `recorder` for that
 FLEETPULSE_OUTBOX_MODE, `mark-inline` for FLEETPULSE_MARK_SYNC=inline, `audit-apart` for
-FLEETPULSE_PLANNED_AUDIT=apart (planned audit entries in a commit of their own); fleetpulse runs once per
+FLEETPULSE_PLANNED_AUDIT=apart (planned audit entries in a commit of their own), `sent-apart` for
+FLEETPULSE_SENT_AUDIT=apart (the sends' audit entries in a commit of their own after their outcomes'),
+`queue-N` for FLEETPULSE_OUTCOME_QUEUE=N (finished sends that may wait for the recorder); fleetpulse runs once per
 variant, right after Alertmanager at the same rate, so that the variants are measured under the
 same machine load; default: `default`, or the FLEETPULSE_OUTBOX_MODE of the environment).
 
@@ -211,6 +213,8 @@ def run_fleetpulse(rate, mode):
     env.pop("FLEETPULSE_OUTBOX_MODE", None)
     env.pop("FLEETPULSE_MARK_SYNC", None)
     env.pop("FLEETPULSE_PLANNED_AUDIT", None)
+    env.pop("FLEETPULSE_SENT_AUDIT", None)
+    env.pop("FLEETPULSE_OUTCOME_QUEUE", None)
     for token in mode.split("+"):
         if token in ("passes", "recorder"):
             env["FLEETPULSE_OUTBOX_MODE"] = token
@@ -218,6 +222,10 @@ def run_fleetpulse(rate, mode):
             env["FLEETPULSE_MARK_SYNC"] = "inline"
         elif token == "audit-apart":
             env["FLEETPULSE_PLANNED_AUDIT"] = "apart"
+        elif token == "sent-apart":
+            env["FLEETPULSE_SENT_AUDIT"] = "apart"
+        elif token.startswith("queue-") and token[len("queue-"):].isdigit():
+            env["FLEETPULSE_OUTCOME_QUEUE"] = token[len("queue-"):]
         elif token != "default":
             sys.exit(f"unknown variant token {token!r} in VARIANTS")
     r = subprocess.run([os.path.join(ROOT, "scripts", "perf.sh"), "alarms", str(devices), str(rate), str(SECS)],

@@ -1,8 +1,11 @@
 //! The outbox worker's entries in the notification audit (issue 18 item 4): per outbox
 //! message, when a rate limit deferred it, when it was retried and why, when the relay accepted
-//! it (its reply and the `Message-ID`) or why it was given up. Collected during a pass and
-//! written after the pass's outcomes; best effort: a failed write is logged and counted, never
-//! retried at the cost of sending.
+//! it (its reply and the `Message-ID`) or why it was given up.
+//!
+//! An attempt's entry travels with its outcome and is written in the outcome's own commit
+//! ([`fleetpulse_store::OutboxStore::record_outbox_attempts_audited`]); deferrals (no outcome)
+//! wait here and join the next commit of outcomes, or are written alone when nothing goes out.
+//! Best effort: a failed write of this buffer is logged, never retried at the cost of sending.
 
 use std::sync::{Arc, Mutex};
 
@@ -31,7 +34,31 @@ impl MessageAudit {
         MessageAudit { store: Some(store), pending: Mutex::new(Vec::new()) }
     }
 
-    /// Notes `event` with `detail` for each of `messages` at `at`.
+    /// The entries saying `event` with `detail` for each of `messages` at `at`, in their order
+    /// (none if the audit is off).
+    pub(crate) fn entries<'a>(
+        &self,
+        messages: impl IntoIterator<Item = &'a OutboxMessage>,
+        at: UnixMillis,
+        event: AuditEvent,
+        detail: &str,
+    ) -> Vec<MessageAuditEntry> {
+        if self.store.is_none() {
+            return Vec::new();
+        }
+        messages
+            .into_iter()
+            .map(|m| MessageAuditEntry {
+                message_key: m.key.clone(),
+                receiver: m.receiver.clone(),
+                at,
+                event,
+                detail: detail.to_owned(),
+            })
+            .collect()
+    }
+
+    /// Notes `event` with `detail` for each of `messages` at `at`, to be written later.
     pub(crate) fn note<'a>(
         &self,
         messages: impl IntoIterator<Item = &'a OutboxMessage>,
@@ -39,22 +66,34 @@ impl MessageAudit {
         event: AuditEvent,
         detail: &str,
     ) {
-        if self.store.is_none() {
+        self.push(self.entries(messages, at, event, detail));
+    }
+
+    /// Keeps `entries` to be written later (beyond [`MAX_PENDING`] held, they are not kept).
+    pub(crate) fn push(&self, entries: Vec<MessageAuditEntry>) {
+        let mut pending = self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let room = MAX_PENDING.saturating_sub(pending.len());
+        pending.extend(entries.into_iter().take(room));
+    }
+
+    /// Takes at most `limit` of the entries held, oldest first, to write them with a commit of
+    /// outcomes.
+    pub(crate) fn take(&self, limit: usize) -> Vec<MessageAuditEntry> {
+        let mut pending = self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = pending.len().min(limit);
+        pending.drain(..n).collect()
+    }
+
+    /// Puts back entries [`MessageAudit::take`] took, whose commit failed, ahead of the ones
+    /// held (the newest beyond [`MAX_PENDING`] are not kept).
+    pub(crate) fn restore(&self, mut entries: Vec<MessageAuditEntry>) {
+        if entries.is_empty() {
             return;
         }
         let mut pending = self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        for m in messages {
-            if pending.len() >= MAX_PENDING {
-                return;
-            }
-            pending.push(MessageAuditEntry {
-                message_key: m.key.clone(),
-                receiver: m.receiver.clone(),
-                at,
-                event,
-                detail: detail.to_owned(),
-            });
-        }
+        entries.append(&mut pending);
+        entries.truncate(MAX_PENDING);
+        *pending = entries;
     }
 
     /// Writes what was noted. A failure is logged; the entries are not kept.

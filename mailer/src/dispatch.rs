@@ -19,9 +19,13 @@
 //!   recorder had not committed yet (at most [`OUTCOME_QUEUE`] sends and those in flight), each
 //!   once more, with the same `Message-ID`.
 //!
-//! - **Audit** (issue 18): what the sends noted (sent with the relay's reply and `Message-ID`,
-//!   retried, given up) is written after each commit of the recorder, deferrals also when nothing
-//!   goes out; an entry may be written just before its own outcome's commit, never lost to it.
+//! - **Audit** (issue 18): a send's entries (sent with the relay's reply and `Message-ID`,
+//!   retried, given up) travel with its outcomes and are written in the recorder's commit of
+//!   those outcomes, one commit for both: an outcome is never recorded without its entries, nor
+//!   the reverse, and a commit tried again writes each entry once. Deferrals join the next
+//!   commit of outcomes, or are written alone when nothing goes out. `FLEETPULSE_SENT_AUDIT=apart`
+//!   writes the sends' entries in a commit of their own after each commit of outcomes (as
+//!   before issue 20's fourth round), only to measure the difference.
 //!
 //! `FLEETPULSE_OUTBOX_MODE` (only to measure these steps against each other in one binary,
 //! `docs/PERFORMANCE.md`): `passes` runs the worker as before issue 20's second round (one store
@@ -33,16 +37,36 @@ use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
 
 use fleetpulse_proto::UnixMillis;
-use fleetpulse_store::{OutboxAttempt, OutboxMessage};
+use fleetpulse_store::OutboxMessage;
 use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use crate::outbox::{OutboxWorker, PassStats};
+use crate::outbox::{OutboxWorker, Outcome, PassStats};
 
 /// Sends whose outcomes may wait for the recorder at once.
 pub const OUTCOME_QUEUE: usize = 64;
+
+/// Largest queue `FLEETPULSE_OUTCOME_QUEUE` may set.
+const MAX_OUTCOME_QUEUE: usize = 4_096;
+
+/// [`OUTCOME_QUEUE`], or `FLEETPULSE_OUTCOME_QUEUE` (1 to 4,096; only to measure what the
+/// bound costs, `docs/PERFORMANCE.md`). Read once.
+fn outcome_queue() -> usize {
+    static QUEUE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *QUEUE.get_or_init(|| match std::env::var("FLEETPULSE_OUTCOME_QUEUE").map(|v| v.parse::<usize>()) {
+        Ok(Ok(n)) if (1..=MAX_OUTCOME_QUEUE).contains(&n) => n,
+        Ok(_) => {
+            tracing::warn!(
+                message = "FLEETPULSE_OUTCOME_QUEUE is not a number from 1 to 4096; using the default.",
+                default = OUTCOME_QUEUE
+            );
+            OUTCOME_QUEUE
+        }
+        Err(_) => OUTCOME_QUEUE,
+    })
+}
 
 /// Longest pause of the recorder between attempts while the store fails.
 const RECORD_BACKOFF_MAX: Duration = Duration::from_secs(30);
@@ -74,7 +98,7 @@ pub(crate) async fn run(worker: &OutboxWorker, stop: watch::Receiver<bool>) {
     if mode == Mode::Passes {
         return run_passes(worker, stop).await;
     }
-    let (outcomes, to_record) = mpsc::channel(OUTCOME_QUEUE);
+    let (outcomes, to_record) = mpsc::channel(outcome_queue());
     let handoff = mode == Mode::Handoff;
     tokio::join!(dispatch(worker, outcomes, stop.clone(), handoff), record(worker, to_record, stop));
     worker.flush_audit().await;
@@ -110,7 +134,7 @@ type Email = (String, Vec<OutboxMessage>);
 
 async fn dispatch(
     worker: &OutboxWorker,
-    outcomes: mpsc::Sender<Vec<OutboxAttempt>>,
+    outcomes: mpsc::Sender<Vec<Outcome>>,
     mut stop: watch::Receiver<bool>,
     use_handoff: bool,
 ) {
@@ -133,7 +157,9 @@ async fn dispatch(
             }
             if Instant::now() >= store_pass_at {
                 handoff.clear();
+                let started = Instant::now();
                 let read = worker.due_unclaimed(UnixMillis::now()).await;
+                worker.metrics.store_read_seconds.observe(started.elapsed().as_secs_f64());
                 handoff.read_completed();
                 match read {
                     Ok((due, full)) => {
@@ -180,11 +206,13 @@ async fn dispatch(
         tokio::select! {
             biased;
             () = stopped(&mut stop) => break,
-            Some((stats, attempts)) = in_flight.next(), if !in_flight.is_empty() => {
+            Some((stats, settled)) = in_flight.next(), if !in_flight.is_empty() => {
                 worker.count(stats);
-                if outcomes.send(attempts).await.is_err() {
+                let finished = Instant::now();
+                if outcomes.send(settled).await.is_err() {
                     break;
                 }
+                worker.metrics.outcome_queue_wait_seconds.observe(finished.elapsed().as_secs_f64());
             }
             () = worker.wake_signal().notified(), if idle => {
                 if !use_handoff {
@@ -194,10 +222,10 @@ async fn dispatch(
             () = tokio::time::sleep_until(store_pass_at), if idle => {}
         }
     }
-    while let Some((stats, attempts)) = in_flight.next().await {
+    while let Some((stats, settled)) = in_flight.next().await {
         worker.count(stats);
         // The recorder may have given up already (store failing at stop): nothing more to do.
-        let _ = outcomes.send(attempts).await;
+        let _ = outcomes.send(settled).await;
     }
     for (_, messages) in ready {
         worker.unclaim(&messages);
@@ -208,13 +236,9 @@ async fn dispatch(
 /// goes into the next. A failing store is retried with backoff (the messages stay claimed, so
 /// they are not sent again meanwhile); at stop, what still cannot be recorded is given up and
 /// logged (those messages are sent once more after the restart).
-async fn record(
-    worker: &OutboxWorker,
-    mut to_record: mpsc::Receiver<Vec<OutboxAttempt>>,
-    mut stop: watch::Receiver<bool>,
-) {
+async fn record(worker: &OutboxWorker, mut to_record: mpsc::Receiver<Vec<Outcome>>, mut stop: watch::Receiver<bool>) {
     let mut received = Vec::new();
-    while to_record.recv_many(&mut received, OUTCOME_QUEUE).await > 0 {
+    while to_record.recv_many(&mut received, outcome_queue()).await > 0 {
         let mut outcomes = worker.take_unrecorded();
         outcomes.extend(received.drain(..).flatten());
         let mut backoff = Duration::from_millis(100);
@@ -233,7 +257,8 @@ async fn record(
             };
             backoff = (backoff * 2).min(RECORD_BACKOFF_MAX);
         }
-        // The audit entries of these sends, written once their outcomes are (best effort).
+        // What the commit could not take (deferrals beyond a store batch; with
+        // FLEETPULSE_SENT_AUDIT=apart, the sends' entries), written after it (best effort).
         worker.flush_audit().await;
     }
 }

@@ -39,6 +39,12 @@ pub struct OutboxMetrics {
     /// A message's first attempt accepted by the relay, seconds after it was queued (the
     /// mailer's stages together).
     pub queued_to_accepted_seconds: Histogram,
+    /// A finished send waiting for room in the recorder's queue (the dispatcher takes no new
+    /// work meanwhile), per send.
+    pub outcome_queue_wait_seconds: Histogram,
+    /// One store read of due messages by the running worker (its count says how often the
+    /// hand-off could not carry the work alone, beside the reads every poll interval).
+    pub store_read_seconds: Histogram,
     /// Fresh messages taken from the hand-off (no store read).
     pub handed_off: Counter,
     /// Fresh messages the full hand-off could not carry (the store read found them).
@@ -60,6 +66,8 @@ impl Default for OutboxMetrics {
             smtp_data_seconds: stage_histogram(),
             record_seconds: stage_histogram(),
             queued_to_accepted_seconds: stage_histogram(),
+            outcome_queue_wait_seconds: stage_histogram(),
+            store_read_seconds: stage_histogram(),
             handed_off: Counter::default(),
             handoff_overflowed: Counter::default(),
         }
@@ -99,6 +107,16 @@ impl OutboxMetrics {
             "queued_to_accepted_seconds",
             "Outbox message queued until the relay accepted its first attempt",
             m.queued_to_accepted_seconds.clone(),
+        );
+        r.register(
+            "outcome_queue_wait_seconds",
+            "A finished send waiting for room in the recorder's queue (the dispatcher stalls meanwhile)",
+            m.outcome_queue_wait_seconds.clone(),
+        );
+        r.register(
+            "store_read_seconds",
+            "One store read of due messages by the running worker",
+            m.store_read_seconds.clone(),
         );
         r.register("handed_off", "Fresh messages taken from the hand-off, without a store read", m.handed_off.clone());
         r.register(

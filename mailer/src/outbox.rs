@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 
 use fleetpulse_proto::UnixMillis;
 use fleetpulse_store::{
-    AlarmAuditEntry, AuditEvent, MAX_AUDIT_BATCH, MAX_OUTBOX_BATCH, NewOutboxMessage, OutboxAttempt, OutboxMessage,
-    OutboxState, OutboxStore,
+    AlarmAuditEntry, AuditEvent, MAX_AUDIT_BATCH, MAX_OUTBOX_BATCH, MessageAuditEntry, NewOutboxMessage, OutboxAttempt,
+    OutboxMessage, OutboxState, OutboxStore,
 };
 use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
@@ -104,6 +104,29 @@ impl PassStats {
         self.retried += other.retried;
         self.failed += other.failed;
     }
+}
+
+/// The outcome of one attempt at a message and the message's entry in the notification audit
+/// (sent, retried, given up; none for account emails or with the audit off): recorded in one
+/// commit ([`OutboxStore::record_outbox_attempts_audited`]).
+#[derive(Debug, Clone)]
+pub(crate) struct Outcome {
+    pub(crate) attempt: OutboxAttempt,
+    pub(crate) audit: Option<MessageAuditEntry>,
+}
+
+impl Outcome {
+    fn unaudited(attempt: OutboxAttempt) -> Outcome {
+        Outcome { attempt, audit: None }
+    }
+}
+
+/// Whether the sends' audit entries are written in their outcomes' commit (the default) or,
+/// with `FLEETPULSE_SENT_AUDIT=apart`, in a commit of their own after it (as before; only to
+/// measure the difference, `docs/PERFORMANCE.md`). Read once.
+fn sent_audit_apart() -> bool {
+    static APART: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *APART.get_or_init(|| std::env::var("FLEETPULSE_SENT_AUDIT").is_ok_and(|v| v == "apart"))
 }
 
 /// One notification to queue: its receiver and payload.
@@ -196,8 +219,8 @@ pub struct OutboxWorker {
     pub(crate) metrics: OutboxMetrics,
     /// Receivers over their rate limit, until when (left out of the due query meanwhile).
     blocked: Mutex<HashMap<String, Instant>>,
-    /// Outcomes of sent messages the store has not taken yet.
-    unrecorded: Mutex<Vec<OutboxAttempt>>,
+    /// Outcomes of sent messages (with their audit entries) the store has not taken yet.
+    unrecorded: Mutex<Vec<Outcome>>,
     /// Messages taken for sending whose outcome is not recorded yet: never taken again meanwhile.
     /// Bounded by what is in flight and what waits for the recorder (`dispatch.rs`).
     claimed: Mutex<HashSet<u64>>,
@@ -440,7 +463,7 @@ impl OutboxWorker {
         now: UnixMillis,
         receiver: String,
         messages: Vec<OutboxMessage>,
-    ) -> (PassStats, Vec<OutboxAttempt>) {
+    ) -> (PassStats, Vec<Outcome>) {
         let receiver = receiver.as_str();
         let mut stats = PassStats::default();
         let mut outcomes = Vec::with_capacity(messages.len());
@@ -460,13 +483,13 @@ impl OutboxWorker {
                     stats.failed += 1;
                     tracing::error!(message = "Notification given up: unreadable payload.", id = m.id, error = %e);
                     let error = Some(e.to_string());
-                    outcomes.push(OutboxAttempt {
+                    outcomes.push(Outcome::unaudited(OutboxAttempt {
                         id: m.id,
                         outcome: OutboxState::Failed,
                         at: now,
                         next_attempt_at: now,
                         error,
-                    });
+                    }));
                 }
             }
         }
@@ -482,20 +505,20 @@ impl OutboxWorker {
         self.redactions.lock().unwrap_or_else(std::sync::PoisonError::into_inner).append(&mut redactions);
         for (m, _) in superseded {
             tracing::debug!(message = "Account email superseded by a newer one; not sent.", id = m.id);
-            outcomes.push(OutboxAttempt {
+            outcomes.push(Outcome::unaudited(OutboxAttempt {
                 id: m.id,
                 outcome: OutboxState::Failed,
                 at: now,
                 next_attempt_at: now,
                 error: Some("superseded by a newer account email of the same kind".into()),
-            });
+            }));
         }
         for (m, p) in accounts {
             let result = match render_account(receiver, &p, &self.render) {
                 Ok(message) => self.send_email(message, std::slice::from_ref(&m)).await,
                 Err(e) => Err(MailError::Permanent(format!("cannot render: {e}"))),
             };
-            self.settle(now, receiver, result, vec![m], &mut stats, &mut outcomes);
+            outcomes.extend(self.settle(now, receiver, result, vec![m], Vec::new(), &mut stats));
         }
         if readable.is_empty() {
             return (stats, outcomes);
@@ -510,14 +533,20 @@ impl OutboxWorker {
         };
         // Timed at the outcome: a fresh message's send may start in the millisecond it was
         // planned, and the audit lists entries in time order.
-        self.audit_outcome(UnixMillis::now(), &result, &readable, &sent);
-        self.settle(now, receiver, result, readable, &mut stats, &mut outcomes);
+        let audit = self.audit_outcome(UnixMillis::now(), &result, &readable, &sent);
+        outcomes.extend(self.settle(now, receiver, result, readable, audit, &mut stats));
         (stats, outcomes)
     }
 
-    /// Notes what the attempt did to alarm `messages` in the audit (before the outcome is
-    /// settled: the attempt count is the one before it).
-    fn audit_outcome(&self, now: UnixMillis, result: &Result<(), MailError>, messages: &[OutboxMessage], sent: &str) {
+    /// The audit entries of what the attempt did to alarm `messages`, one per message in their
+    /// order (before the outcome is settled: the attempt count is the one before it).
+    fn audit_outcome(
+        &self,
+        now: UnixMillis,
+        result: &Result<(), MailError>,
+        messages: &[OutboxMessage],
+        sent: &str,
+    ) -> Vec<MessageAuditEntry> {
         let attempts = messages.iter().map(|m| m.attempts).max().unwrap_or(0);
         let digest = if messages.len() > 1 {
             format!(" (one digest of {} notifications)", messages.len())
@@ -525,15 +554,16 @@ impl OutboxWorker {
             String::new()
         };
         match result {
-            Ok(()) => self.audit.note(messages, now, AuditEvent::Sent, &format!("accepted: {sent}{digest}")),
+            Ok(()) => self.audit.entries(messages, now, AuditEvent::Sent, &format!("accepted: {sent}{digest}")),
             Err(MailError::Transient(e)) if attempts + 1 < self.config.max_attempts => {
-                self.audit.note(messages, now, AuditEvent::Retried, &format!("attempt {}: {e}", attempts + 1));
+                self.audit.entries(messages, now, AuditEvent::Retried, &format!("attempt {}: {e}", attempts + 1))
             }
-            Err(e) => self.audit.note(messages, now, AuditEvent::Failed, &format!("attempt {}: {e}", attempts + 1)),
+            Err(e) => self.audit.entries(messages, now, AuditEvent::Failed, &format!("attempt {}: {e}", attempts + 1)),
         }
     }
 
-    /// Writes the audit entries noted so far (after the outcomes they describe were recorded).
+    /// Writes the audit entries held (deferrals, and whatever a commit of outcomes could not
+    /// take) in commits of their own.
     pub(crate) async fn flush_audit(&self) {
         self.audit.flush().await;
     }
@@ -565,17 +595,18 @@ impl OutboxWorker {
         (result, timings.reply)
     }
 
-    /// Records the outcome of sending `messages` as one email: sent, retried later with backoff
-    /// (transient failure, attempts left) or given up.
+    /// The outcome of sending `messages` as one email: sent, retried later with backoff
+    /// (transient failure, attempts left) or given up; each with its entry of `audit` (in the
+    /// messages' order, or none).
     fn settle(
         &self,
         now: UnixMillis,
         receiver: &str,
         result: Result<(), MailError>,
         messages: Vec<OutboxMessage>,
+        audit: Vec<MessageAuditEntry>,
         stats: &mut PassStats,
-        outcomes: &mut Vec<OutboxAttempt>,
-    ) {
+    ) -> Vec<Outcome> {
         let attempts = messages.iter().map(|m| m.attempts).max().unwrap_or(0);
         let count = u32::try_from(messages.len()).unwrap_or(u32::MAX);
         let (outcome, next, error) = match result {
@@ -600,33 +631,51 @@ impl OutboxWorker {
                 (OutboxState::Failed, now, Some(e.to_string()))
             }
         };
-        outcomes.extend(messages.into_iter().map(|m| OutboxAttempt {
-            id: m.id,
-            outcome,
-            at: now,
-            next_attempt_at: next,
-            error: error.clone(),
-        }));
+        let mut audit = audit.into_iter();
+        messages
+            .into_iter()
+            .map(|m| Outcome {
+                attempt: OutboxAttempt { id: m.id, outcome, at: now, next_attempt_at: next, error: error.clone() },
+                audit: audit.next(),
+            })
+            .collect()
     }
 
-    /// Records outcomes in store-sized chunks, then releases their messages' claims and redacts
-    /// the account emails among them. What fails stays in `unrecorded` (and claimed) and is
-    /// recorded before anything else, so a store outage cannot make the worker send a message
-    /// again and again.
-    pub(crate) async fn record(&self, mut outcomes: Vec<OutboxAttempt>) -> Result<(), OutboxError> {
+    /// Records outcomes in store-sized chunks, each chunk with its audit entries (and the
+    /// deferrals held, as far as the store batch takes them) in one commit; then releases their
+    /// messages' claims and redacts the account emails among them. What fails stays in
+    /// `unrecorded` (and claimed) with its entries and is recorded before anything else, so a
+    /// store outage cannot make the worker send a message again and again, and a commit tried
+    /// again writes each entry once.
+    pub(crate) async fn record(&self, mut outcomes: Vec<Outcome>) -> Result<(), OutboxError> {
+        let apart = sent_audit_apart();
         while !outcomes.is_empty() {
-            let rest = outcomes.split_off(outcomes.len().min(fleetpulse_store::MAX_OUTBOX_BATCH));
+            let rest = outcomes.split_off(outcomes.len().min(MAX_OUTBOX_BATCH));
             let chunk = std::mem::replace(&mut outcomes, rest);
+            let attempts: Vec<OutboxAttempt> = chunk.iter().map(|o| o.attempt.clone()).collect();
+            let entries = chunk.iter().filter_map(|o| o.audit.clone());
             let started = Instant::now();
-            let recorded = self.outbox.record_outbox_attempts(chunk.clone()).await;
+            let (recorded, deferrals) = if apart {
+                (self.outbox.record_outbox_attempts(attempts).await, Vec::new())
+            } else {
+                // At most MAX_OUTBOX_BATCH entries of sends: the deferrals fill the rest.
+                let deferrals = self.audit.take(MAX_AUDIT_BATCH.saturating_sub(chunk.len()));
+                let audit: Vec<MessageAuditEntry> = deferrals.iter().cloned().chain(entries.clone()).collect();
+                (self.outbox.record_outbox_attempts_audited(attempts, audit).await, deferrals)
+            };
             self.metrics.record_seconds.observe(started.elapsed().as_secs_f64());
             if let Err(error) = recorded {
+                self.audit.restore(deferrals);
                 let mut unrecorded = self.unrecorded.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 unrecorded.extend(chunk);
                 unrecorded.extend(outcomes);
                 return Err(error.into());
             }
-            let ids: HashSet<u64> = chunk.iter().map(|a| a.id).collect();
+            if apart {
+                // Written by the next flush, after this commit (a commit of their own).
+                self.audit.push(entries.collect());
+            }
+            let ids: HashSet<u64> = chunk.iter().map(|o| o.attempt.id).collect();
             self.claimed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).retain(|id| !ids.contains(id));
             self.redact(&ids).await;
         }
@@ -634,7 +683,7 @@ impl OutboxWorker {
     }
 
     /// Takes the outcomes a failed [`OutboxWorker::record`] left, to try again.
-    pub(crate) fn take_unrecorded(&self) -> Vec<OutboxAttempt> {
+    pub(crate) fn take_unrecorded(&self) -> Vec<Outcome> {
         std::mem::take(&mut *self.unrecorded.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 

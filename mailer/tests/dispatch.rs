@@ -133,3 +133,88 @@ async fn fresh_messages_over_a_receivers_limit_stay_queued_for_a_later_digest() 
     assert_eq!(pending.len(), 3, "the rest stays queued, nothing dropped: {pending:?}");
     assert!(pending.iter().all(|m| m.attempts == 0));
 }
+
+/// The number of observations of histogram `name` in `registry`'s text exposition.
+fn observations(registry: &prometheus_client::registry::Registry, name: &str) -> u64 {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
+    let prefix = format!("{name}_count ");
+    text.lines().find_map(|l| l.strip_prefix(prefix.as_str())).map_or(0, |n| n.parse().unwrap())
+}
+
+/// A send's outcome and its audit entry are one commit: while the store refuses the audit
+/// entries (a trigger of the test's own on the real database), the outcomes are not recorded
+/// either and the messages are not sent again; once it takes them, the retried commit records
+/// every outcome and writes each entry once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_commit_of_outcomes_and_their_audit_is_retried_without_a_duplicate_entry() {
+    use fleetpulse_proto::{AlarmTypeCode, DeviceId, EnterpriseId};
+    use fleetpulse_store::{AlarmAuditEntry, AuditEvent};
+
+    let server = SmtpServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path());
+    let planned = |q: &mut Queued, device: u64| {
+        q.audit = vec![AlarmAuditEntry {
+            enterprise_id: EnterpriseId(1),
+            device_id: DeviceId(device),
+            code: AlarmTypeCode(105),
+            first_at: UnixMillis(1_000),
+            at: UnixMillis(1_000),
+            event: AuditEvent::Planned,
+            receiver: Some(q.receiver.clone()),
+            message_key: Some(q.payload.key.clone()),
+            detail: "planned".into(),
+        }];
+    };
+    let messages: Vec<Queued> = (0..3)
+        .map(|i| {
+            let mut q = queued(&format!("refused-{i}"), "ops@example.com");
+            planned(&mut q, 21 + i);
+            q
+        })
+        .collect();
+    assert_eq!(enqueue(store.entities.as_ref(), messages).await.unwrap(), 3);
+    // From now on every audit entry is refused, and with it the transaction that writes it.
+    let db = rusqlite::Connection::open(dir.path().join(fleetpulse_store::embedded::DB_FILE)).unwrap();
+    db.busy_timeout(Duration::from_secs(10)).unwrap();
+    db.execute_batch(
+        "CREATE TABLE test_refuse_audit (n INTEGER); INSERT INTO test_refuse_audit VALUES (1); \
+         CREATE TRIGGER test_refuse_audit BEFORE INSERT ON notification_audit \
+         WHEN EXISTS (SELECT 1 FROM test_refuse_audit) BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;",
+    )
+    .unwrap();
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = OutboxMetrics::register(&mut registry);
+    let worker =
+        OutboxWorker::new(store.entities.clone(), mailer(server.port()), "https://portal.example.com", config(10_000))
+            .with_metrics(metrics)
+            .with_audit(store.entities.clone());
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let running = tokio::spawn(worker.run(stopped));
+    until("3 emails", || server.messages().len() >= 3).await;
+    let started = Instant::now();
+    while observations(&registry, "fleetpulse_outbox_record_seconds") < 2 {
+        assert!(started.elapsed() < Duration::from_secs(20), "no commit of outcomes tried twice");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Commits were tried and refused: no outcome recorded without its entry.
+    let later = UnixMillis(UnixMillis::now().0 + 3_600_000);
+    let pending = store.entities.due_outbox(later, 100).await.unwrap();
+    assert_eq!(pending.len(), 3, "{pending:?}");
+    assert!(pending.iter().all(|m| m.attempts == 0), "{pending:?}");
+    db.execute("DELETE FROM test_refuse_audit", []).unwrap();
+    let started = Instant::now();
+    while !store.entities.due_outbox(later, 100).await.unwrap().is_empty() {
+        assert!(started.elapsed() < Duration::from_secs(20), "outcomes not recorded after the store recovered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.send(true).unwrap();
+    running.await.unwrap();
+    assert_eq!(server.messages().len(), 3, "claimed messages are not sent again while their commit fails");
+    for device in 21..24 {
+        let story = store.entities.notification_audit(DeviceId(device), AlarmTypeCode(105), UnixMillis(1_000), 10);
+        let events: Vec<AuditEvent> = story.await.unwrap().iter().map(|e| e.event).collect();
+        assert_eq!(events, [AuditEvent::Planned, AuditEvent::Sent], "device {device}");
+    }
+}

@@ -92,7 +92,22 @@ pub trait OutboxStore: Send + Sync + 'static {
     ) -> Result<Option<OutboxMessage>>;
     /// Records the outcomes of several attempts in one transaction (like
     /// [`OutboxStore::record_outbox_attempt`] for each); at most [`MAX_OUTBOX_BATCH`].
-    async fn record_outbox_attempts(&self, attempts: Vec<OutboxAttempt>) -> Result<()>;
+    async fn record_outbox_attempts(&self, attempts: Vec<OutboxAttempt>) -> Result<()> {
+        self.record_outbox_attempts_audited(attempts, Vec::new()).await
+    }
+    /// [`OutboxStore::record_outbox_attempts`] with the notification audit's entries of these
+    /// attempts (sent, retried, given up; and any other message entries, e.g. deferrals),
+    /// appended in the same transaction: the outcomes and their entries are durable together
+    /// (one commit) or not at all, so a failed commit tried again records no entry twice and
+    /// an outcome is never recorded without its entries. Entries beyond a message's bound are
+    /// left out as in [`crate::NotificationAuditStore::record_message_audit`].
+    /// [`StoreError::InvalidInput`] (and nothing changes) for more than [`MAX_OUTBOX_BATCH`]
+    /// attempts or more than [`crate::MAX_AUDIT_BATCH`] entries.
+    async fn record_outbox_attempts_audited(
+        &self,
+        attempts: Vec<OutboxAttempt>,
+        audit: Vec<crate::MessageAuditEntry>,
+    ) -> Result<()>;
     /// Replaces the payload of an outbox message that is no longer pending (sent or given up),
     /// to remove the secrets an account email carried (reset link, login code, temporary
     /// password). False (and nothing changes) for an unknown or still pending message, so a

@@ -26,25 +26,7 @@ impl NotificationAuditStore for EmbeddedStore {
             return Err(StoreError::InvalidInput(format!("at most {MAX_AUDIT_BATCH} audit entries at once")));
         }
         let rows = entries.len();
-        self.write(rows, move |c| {
-            let mut insert = c.prepare_cached(
-                "INSERT INTO notification_audit (at, event, receiver, message_key, detail) \
-                 SELECT ?1, ?2, ?3, ?4, ?5 WHERE (SELECT count(*) FROM notification_audit \
-                 WHERE device_id IS NULL AND message_key = ?4) < ?6",
-            )?;
-            for e in &entries {
-                insert.execute(params![
-                    e.at.0,
-                    e.event.as_str(),
-                    bounded(&e.receiver),
-                    bounded(&e.message_key),
-                    bounded(&e.detail),
-                    MAX_AUDIT_PER_MESSAGE,
-                ])?;
-            }
-            Ok(())
-        })
-        .await
+        self.write(rows, move |c| insert_message_audit(c, &entries)).await
     }
 
     async fn notification_audit(
@@ -138,6 +120,28 @@ pub(super) fn insert_alarm_audit(c: &rusqlite::Connection, entries: &[AlarmAudit
             e.message_key.as_deref().map(bounded),
             bounded(&e.detail),
             MAX_AUDIT_PER_ACTIVATION,
+        ])?;
+    }
+    Ok(())
+}
+
+/// Appends message entries on the writer's connection (beyond a message's bound they are left
+/// out): [`NotificationAuditStore::record_message_audit`], and the entries the outbox's outcomes
+/// record in their own transaction.
+pub(super) fn insert_message_audit(c: &rusqlite::Connection, entries: &[MessageAuditEntry]) -> Result<()> {
+    let mut insert = c.prepare_cached(
+        "INSERT INTO notification_audit (at, event, receiver, message_key, detail) \
+         SELECT ?1, ?2, ?3, ?4, ?5 WHERE (SELECT count(*) FROM notification_audit \
+         WHERE device_id IS NULL AND message_key = ?4) < ?6",
+    )?;
+    for e in entries {
+        insert.execute(params![
+            e.at.0,
+            e.event.as_str(),
+            bounded(&e.receiver),
+            bounded(&e.message_key),
+            bounded(&e.detail),
+            MAX_AUDIT_PER_MESSAGE,
         ])?;
     }
     Ok(())

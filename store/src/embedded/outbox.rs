@@ -157,17 +157,23 @@ impl OutboxStore for EmbeddedStore {
         .await
     }
 
-    async fn record_outbox_attempts(&self, attempts: Vec<OutboxAttempt>) -> Result<()> {
+    async fn record_outbox_attempts_audited(
+        &self,
+        attempts: Vec<OutboxAttempt>,
+        audit: Vec<MessageAuditEntry>,
+    ) -> Result<()> {
         check_bound("outbox attempts", attempts.len(), MAX_OUTBOX_BATCH)?;
-        if attempts.is_empty() {
+        check_bound("audit entries of outbox attempts", audit.len(), MAX_AUDIT_BATCH)?;
+        if attempts.is_empty() && audit.is_empty() {
             return Ok(());
         }
-        self.write(attempts.len(), move |c| {
+        // One write job: one savepoint of one commit, outcomes and entries together or neither.
+        self.write(attempts.len() + audit.len(), move |c| {
             let mut st = c.prepare_cached(RECORD_OUTBOX_ATTEMPT)?;
             for a in &attempts {
                 st.execute(params![a.id, a.outcome.as_str(), a.next_attempt_at.0, a.error, a.at.0])?;
             }
-            Ok(())
+            super::audit::insert_message_audit(c, &audit)
         })
         .await
     }

@@ -26,22 +26,7 @@ impl NotificationAuditStore for PgEntityStore {
             return Err(StoreError::InvalidInput(format!("at most {MAX_AUDIT_BATCH} audit entries at once")));
         }
         let mut tx = self.pool.begin().await.map_err(backend)?;
-        for e in &entries {
-            sqlx::query(
-                "INSERT INTO notification_audit (at, event, receiver, message_key, detail) \
-                 SELECT $1, $2, $3, $4, $5 WHERE (SELECT count(*) FROM notification_audit \
-                 WHERE device_id IS NULL AND message_key = $4) < $6",
-            )
-            .bind(e.at.0)
-            .bind(e.event.as_str())
-            .bind(bounded(&e.receiver))
-            .bind(bounded(&e.message_key))
-            .bind(bounded(&e.detail))
-            .bind(i64::from(MAX_AUDIT_PER_MESSAGE))
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
-        }
+        insert_message_audit(&mut tx, &entries).await?;
         tx.commit().await.map_err(backend)
     }
 
@@ -145,6 +130,29 @@ pub(super) async fn insert_alarm_audit(tx: &mut sqlx::PgConnection, entries: &[A
         .bind(e.message_key.as_deref().map(bounded))
         .bind(bounded(&e.detail))
         .bind(i64::from(MAX_AUDIT_PER_ACTIVATION))
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+    }
+    Ok(())
+}
+
+/// Appends message entries inside `tx` (beyond a message's bound they are left out):
+/// [`NotificationAuditStore::record_message_audit`], and the entries the outbox's outcomes
+/// record in their own transaction.
+pub(super) async fn insert_message_audit(tx: &mut sqlx::PgConnection, entries: &[MessageAuditEntry]) -> Result<()> {
+    for e in entries {
+        sqlx::query(
+            "INSERT INTO notification_audit (at, event, receiver, message_key, detail) \
+             SELECT $1, $2, $3, $4, $5 WHERE (SELECT count(*) FROM notification_audit \
+             WHERE device_id IS NULL AND message_key = $4) < $6",
+        )
+        .bind(e.at.0)
+        .bind(e.event.as_str())
+        .bind(bounded(&e.receiver))
+        .bind(bounded(&e.message_key))
+        .bind(bounded(&e.detail))
+        .bind(i64::from(MAX_AUDIT_PER_MESSAGE))
         .execute(&mut *tx)
         .await
         .map_err(backend)?;

@@ -157,8 +157,17 @@ impl OutboxStore for PgEntityStore {
         .collect()
     }
 
-    async fn record_outbox_attempts(&self, attempts: Vec<OutboxAttempt>) -> Result<()> {
+    async fn record_outbox_attempts_audited(
+        &self,
+        attempts: Vec<OutboxAttempt>,
+        audit: Vec<MessageAuditEntry>,
+    ) -> Result<()> {
         check_bound("outbox attempts", attempts.len(), MAX_OUTBOX_BATCH)?;
+        check_bound("audit entries of outbox attempts", audit.len(), MAX_AUDIT_BATCH)?;
+        if attempts.is_empty() && audit.is_empty() {
+            return Ok(());
+        }
+        // One transaction: the outcomes and their entries together or neither.
         let mut tx = self.pool.begin().await.map_err(backend)?;
         for a in attempts {
             let Some(id) = db_id(a.id) else { continue };
@@ -172,6 +181,7 @@ impl OutboxStore for PgEntityStore {
                 .await
                 .map_err(backend)?;
         }
+        super::audit::insert_message_audit(&mut tx, &audit).await?;
         tx.commit().await.map_err(backend)
     }
 

@@ -122,6 +122,7 @@ async fn suite(store: Store) {
     outbox::outbox_except(&store).await;
     outbox::outbox_ids(&store).await;
     outbox::outbox_audited(&store).await;
+    outbox::outbox_attempts_audited(&store).await;
     events::events(&store).await;
     events::lifecycle(&store).await;
     events::latest_alarms(&store).await;

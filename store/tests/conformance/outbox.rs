@@ -346,3 +346,74 @@ pub(crate) async fn outbox_audited(store: &Store) {
     assert!(story(9_005).await.is_empty());
     assert!(s.outbox_known_items(&["au-5-item".into()]).await.unwrap().is_empty(), "au-5 not queued");
 }
+
+/// Outcomes record their messages' audit entries in their own transaction: both or neither;
+/// too many entries and nothing changes, the outcome included.
+pub(crate) async fn outbox_attempts_audited(store: &Store) {
+    let s = &store.entities;
+    let message = |key: &str| NewOutboxMessage {
+        key: key.into(),
+        enterprise_id: EnterpriseId(1),
+        receiver: "outcomes@example.com".into(),
+        payload: format!("payload of {key}"),
+        not_before: UnixMillis(900_000),
+        item_keys: Vec::new(),
+    };
+    let planned = |device: u64, key: &str| AlarmAuditEntry {
+        enterprise_id: EnterpriseId(1),
+        device_id: DeviceId(device),
+        code: AlarmTypeCode(105),
+        first_at: UnixMillis(700_000),
+        at: UnixMillis(800_000),
+        event: AuditEvent::Planned,
+        receiver: Some("outcomes@example.com".into()),
+        message_key: Some(key.into()),
+        detail: format!("planned {key}"),
+    };
+    let entry = |key: &str, event: AuditEvent, at: i64| MessageAuditEntry {
+        message_key: key.into(),
+        receiver: "outcomes@example.com".into(),
+        at: UnixMillis(at),
+        event,
+        detail: format!("{event:?} {key}"),
+    };
+    let attempt = |id: u64, outcome: OutboxState| OutboxAttempt {
+        id,
+        outcome,
+        at: UnixMillis(900_001),
+        next_attempt_at: UnixMillis(if outcome == OutboxState::Pending { 990_000 } else { 900_001 }),
+        error: (outcome != OutboxState::Sent).then(|| "refused".to_owned()),
+    };
+    let story = |device: u64| async move {
+        let entries = s.notification_audit(DeviceId(device), AlarmTypeCode(105), UnixMillis(700_000), 100).await;
+        entries.unwrap().into_iter().map(|e| (e.event, e.detail)).collect::<Vec<_>>()
+    };
+    let ids = s.enqueue_outbox_batch_audited(
+        vec![message("oa-1"), message("oa-2")],
+        vec![vec![planned(9_101, "oa-1")], vec![planned(9_102, "oa-2")]],
+        UnixMillis(800_000),
+    );
+    let ids: Vec<u64> = ids.await.unwrap().into_iter().map(Option::unwrap).collect();
+    s.record_outbox_attempts_audited(
+        vec![attempt(ids[0], OutboxState::Sent), attempt(ids[1], OutboxState::Pending)],
+        vec![entry("oa-1", AuditEvent::Sent, 900_001), entry("oa-2", AuditEvent::Retried, 900_001)],
+    )
+    .await
+    .unwrap();
+    let planned_of = |key: &str| (AuditEvent::Planned, format!("planned {key}"));
+    assert_eq!(story(9_101).await, [planned_of("oa-1"), (AuditEvent::Sent, "Sent oa-1".into())]);
+    assert_eq!(story(9_102).await, [planned_of("oa-2"), (AuditEvent::Retried, "Retried oa-2".into())]);
+    // Too many entries: refused whole, neither the outcome nor an entry recorded.
+    let many = (0..=MAX_AUDIT_BATCH as i64).map(|i| entry("oa-2", AuditEvent::Sent, 990_000 + i)).collect();
+    invalid(s.record_outbox_attempts_audited(vec![attempt(ids[1], OutboxState::Sent)], many).await, "audit entries");
+    assert_eq!(story(9_102).await.len(), 2);
+    // oa-2 is pending after one attempt (the refused batch counted none); oa-1 stays sent.
+    let later = |id, outcome| s.record_outbox_attempt(id, outcome, UnixMillis(990_000), UnixMillis(990_000), None);
+    let retried = later(ids[1], OutboxState::Sent).await.unwrap().unwrap();
+    assert_eq!((retried.state, retried.attempts), (OutboxState::Sent, 2));
+    let sent = later(ids[0], OutboxState::Failed).await.unwrap().unwrap();
+    assert_eq!((sent.state, sent.attempts, sent.sent_at), (OutboxState::Sent, 1, Some(UnixMillis(900_001))));
+    // Entries alone (deferrals, nothing sent) are written too.
+    s.record_outbox_attempts_audited(Vec::new(), vec![entry("oa-2", AuditEvent::Deferred, 990_001)]).await.unwrap();
+    assert_eq!(story(9_102).await.last().map(|e| e.0), Some(AuditEvent::Deferred));
+}
