@@ -296,30 +296,9 @@ pub(crate) async fn outbox_ids(store: &Store) {
 /// entries and nothing changes.
 pub(crate) async fn outbox_audited(store: &Store) {
     let s = &store.entities;
-    let message = |key: &str| NewOutboxMessage {
-        key: key.into(),
-        enterprise_id: EnterpriseId(1),
-        receiver: "audited@example.com".into(),
-        payload: format!("payload of {key}"),
-        not_before: UnixMillis(900_000),
-        item_keys: vec![format!("{key}-item")],
-    };
-    let planned = |device: u64, key: &str| AlarmAuditEntry {
-        enterprise_id: EnterpriseId(1),
-        device_id: DeviceId(device),
-        code: AlarmTypeCode(105),
-        first_at: UnixMillis(700_000),
-        at: UnixMillis(800_000),
-        event: AuditEvent::Planned,
-        receiver: Some("audited@example.com".into()),
-        message_key: Some(key.into()),
-        detail: format!("planned {key}"),
-    };
-    let story = |device: u64| async move {
-        let entries = s.notification_audit(DeviceId(device), AlarmTypeCode(105), UnixMillis(700_000), 100).await;
-        entries.unwrap().into_iter().map(|e| (e.event, e.detail)).collect::<Vec<_>>()
-    };
-    let planned_of = |key: &str| (AuditEvent::Planned, format!("planned {key}"));
+    let message = |key: &str| audited_message(key, "audited@example.com", vec![format!("{key}-item")]);
+    let planned = |device, key: &str| planned_entry(device, key, "audited@example.com");
+    let story = |device| audit_story(s.as_ref(), device);
     // A message with no entries (the list is shorter) leaves nothing to record.
     let first = s.enqueue_outbox_batch_audited(
         vec![message("au-1"), message("au-2"), message("au-3")],
@@ -351,25 +330,8 @@ pub(crate) async fn outbox_audited(store: &Store) {
 /// too many entries and nothing changes, the outcome included.
 pub(crate) async fn outbox_attempts_audited(store: &Store) {
     let s = &store.entities;
-    let message = |key: &str| NewOutboxMessage {
-        key: key.into(),
-        enterprise_id: EnterpriseId(1),
-        receiver: "outcomes@example.com".into(),
-        payload: format!("payload of {key}"),
-        not_before: UnixMillis(900_000),
-        item_keys: Vec::new(),
-    };
-    let planned = |device: u64, key: &str| AlarmAuditEntry {
-        enterprise_id: EnterpriseId(1),
-        device_id: DeviceId(device),
-        code: AlarmTypeCode(105),
-        first_at: UnixMillis(700_000),
-        at: UnixMillis(800_000),
-        event: AuditEvent::Planned,
-        receiver: Some("outcomes@example.com".into()),
-        message_key: Some(key.into()),
-        detail: format!("planned {key}"),
-    };
+    let message = |key: &str| audited_message(key, "outcomes@example.com", Vec::new());
+    let planned = |device, key: &str| planned_entry(device, key, "outcomes@example.com");
     let entry = |key: &str, event: AuditEvent, at: i64| MessageAuditEntry {
         message_key: key.into(),
         receiver: "outcomes@example.com".into(),
@@ -384,10 +346,7 @@ pub(crate) async fn outbox_attempts_audited(store: &Store) {
         next_attempt_at: UnixMillis(if outcome == OutboxState::Pending { 990_000 } else { 900_001 }),
         error: (outcome != OutboxState::Sent).then(|| "refused".to_owned()),
     };
-    let story = |device: u64| async move {
-        let entries = s.notification_audit(DeviceId(device), AlarmTypeCode(105), UnixMillis(700_000), 100).await;
-        entries.unwrap().into_iter().map(|e| (e.event, e.detail)).collect::<Vec<_>>()
-    };
+    let story = |device| audit_story(s.as_ref(), device);
     let ids = s.enqueue_outbox_batch_audited(
         vec![message("oa-1"), message("oa-2")],
         vec![vec![planned(9_101, "oa-1")], vec![planned(9_102, "oa-2")]],
@@ -400,7 +359,6 @@ pub(crate) async fn outbox_attempts_audited(store: &Store) {
     )
     .await
     .unwrap();
-    let planned_of = |key: &str| (AuditEvent::Planned, format!("planned {key}"));
     assert_eq!(story(9_101).await, [planned_of("oa-1"), (AuditEvent::Sent, "Sent oa-1".into())]);
     assert_eq!(story(9_102).await, [planned_of("oa-2"), (AuditEvent::Retried, "Retried oa-2".into())]);
     // Too many entries: refused whole, neither the outcome nor an entry recorded.
@@ -416,4 +374,42 @@ pub(crate) async fn outbox_attempts_audited(store: &Store) {
     // Entries alone (deferrals, nothing sent) are written too.
     s.record_outbox_attempts_audited(Vec::new(), vec![entry("oa-2", AuditEvent::Deferred, 990_001)]).await.unwrap();
     assert_eq!(story(9_102).await.last().map(|e| e.0), Some(AuditEvent::Deferred));
+}
+
+/// A message to `receiver` under the key `key`, carrying `item_keys`.
+fn audited_message(key: &str, receiver: &str, item_keys: Vec<String>) -> NewOutboxMessage {
+    NewOutboxMessage {
+        key: key.into(),
+        enterprise_id: EnterpriseId(1),
+        receiver: receiver.into(),
+        payload: format!("payload of {key}"),
+        not_before: UnixMillis(900_000),
+        item_keys,
+    }
+}
+
+/// The "planned" entry of alarm 105 on `device` for the message `key` to `receiver`.
+fn planned_entry(device: u64, key: &str, receiver: &str) -> AlarmAuditEntry {
+    AlarmAuditEntry {
+        enterprise_id: EnterpriseId(1),
+        device_id: DeviceId(device),
+        code: AlarmTypeCode(105),
+        first_at: UnixMillis(700_000),
+        at: UnixMillis(800_000),
+        event: AuditEvent::Planned,
+        receiver: Some(receiver.into()),
+        message_key: Some(key.into()),
+        detail: format!("planned {key}"),
+    }
+}
+
+/// What [`planned_entry`] reads as in the audit.
+fn planned_of(key: &str) -> (AuditEvent, String) {
+    (AuditEvent::Planned, format!("planned {key}"))
+}
+
+/// The audit of alarm 105 on `device`, as (event, detail) in order.
+async fn audit_story(s: &dyn EntityStore, device: u64) -> Vec<(AuditEvent, String)> {
+    let entries = s.notification_audit(DeviceId(device), AlarmTypeCode(105), UnixMillis(700_000), 100).await;
+    entries.unwrap().into_iter().map(|e| (e.event, e.detail)).collect()
 }
