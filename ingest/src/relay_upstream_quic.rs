@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fleetpulse_proto::relay_link::{LinkAnswer, LinkRequest, LinkRequestKind, MAX_ANSWER_LEN, MAX_WAKES};
+use fleetpulse_proto::relay_link::{LinkAnswer, LinkRequest, LinkRequestKind, MAX_ANSWER_LEN, MAX_WAKES_ANSWER_LEN};
 use fleetpulse_proto::wire::{Downlink, Uplink};
 use fleetpulse_proto::{FrameEncoder, close_code};
 use quinn::crypto::rustls::QuicClientConfig;
@@ -201,7 +201,7 @@ impl QuicUpstream {
     /// (`None`: only where the server's log stands); `(next, device ids)`.
     pub(crate) async fn wakes(&self, after: Option<u64>) -> Result<(u64, Vec<u64>), String> {
         let wait = crate::exchange::RELAY_WAKES_WAIT + Duration::from_secs(10);
-        let answer = self.request(LinkRequestKind::Wakes { after }, &[], 13 + 8 * MAX_WAKES, wait).await?;
+        let answer = self.request(LinkRequestKind::Wakes { after }, &[], MAX_WAKES_ANSWER_LEN, wait).await?;
         match LinkAnswer::decode(&answer).map_err(|e| e.to_string())? {
             LinkAnswer::Wakes { next, devices } => Ok((next, devices)),
             LinkAnswer::Refused { close_code, reason } => Err(format!("refused ({close_code}): {reason}")),

@@ -47,6 +47,12 @@ pub const MAX_REASON_LEN: usize = 1024;
 /// Most device ids in a wakes answer (the server's woken log holds no more).
 pub const MAX_WAKES: usize = 65_536;
 
+/// Bytes of a wakes answer before its device ids: the kind, `next` and the count.
+const WAKES_HEADER_LEN: usize = 1 + 8 + 4;
+
+/// Largest wakes answer: [`MAX_WAKES`] device ids.
+pub const MAX_WAKES_ANSWER_LEN: usize = WAKES_HEADER_LEN + 8 * MAX_WAKES;
+
 /// Longest answer a relay reads: 32 commands of the largest frame, and room for the rest.
 pub const MAX_ANSWER_LEN: usize = 16 << 20;
 
@@ -257,7 +263,7 @@ impl LinkAnswer {
             }
             LinkAnswer::Wakes { next, devices } => {
                 let devices = &devices[..devices.len().min(MAX_WAKES)];
-                let mut out = Vec::with_capacity(13 + 8 * devices.len());
+                let mut out = Vec::with_capacity(WAKES_HEADER_LEN + 8 * devices.len());
                 out.push(STATUS_WAKES);
                 out.extend_from_slice(&next.to_le_bytes());
                 out.extend_from_slice(&(devices.len() as u32).to_le_bytes());
@@ -289,12 +295,12 @@ impl LinkAnswer {
                 LinkAnswer::Refused { close_code, reason: reason.to_owned() }
             }
             STATUS_WAKES => {
-                let next = u64_at(take(&mut bytes, 8, 13, got)?);
-                let n = u32_at(take(&mut bytes, 4, 13, got)?) as usize;
+                let next = u64_at(take(&mut bytes, 8, WAKES_HEADER_LEN, got)?);
+                let n = u32_at(take(&mut bytes, 4, WAKES_HEADER_LEN, got)?) as usize;
                 if n > MAX_WAKES {
                     return Err(LinkError::TooManyWakes(n));
                 }
-                let ids = take(&mut bytes, 8 * n, 13 + 8 * n, got)?;
+                let ids = take(&mut bytes, 8 * n, WAKES_HEADER_LEN + 8 * n, got)?;
                 LinkAnswer::Wakes { next, devices: ids.chunks_exact(8).map(u64_at).collect() }
             }
             other => return Err(LinkError::Status(other)),
