@@ -157,6 +157,9 @@ struct ErrorDetail {
     message: String,
 }
 
+/// How long an idle connection stays pooled: half the API's 10-s keep-alive bound.
+pub const IDLE_CONNECTION_LIFETIME: Duration = Duration::from_secs(5);
+
 /// A logged-in management API client.
 #[derive(Debug, Clone)]
 pub struct ApiClient {
@@ -171,6 +174,10 @@ impl ApiClient {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .connect_timeout(Duration::from_secs(5))
+            // The API closes a kept-alive connection that waits 10 s for its next request
+            // (`header_read_timeout_s`); one reused just as it closes is reset mid-request.
+            // Dropping idle connections well before that keeps the pool out of the race.
+            .pool_idle_timeout(IDLE_CONNECTION_LIFETIME)
             .build()
             .context("building the HTTP client")?;
         let base = base.trim_end_matches('/').to_owned();

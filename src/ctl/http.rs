@@ -62,6 +62,9 @@ impl ApiClient {
         let http = reqwest::Client::builder()
             .connect_timeout(std::time::Duration::from_secs(10))
             .timeout(std::time::Duration::from_secs(120))
+            // Below the API's 10-s bound on a kept-alive connection's wait (`header_read_timeout_s`),
+            // so a request never goes out on a connection the server is closing.
+            .pool_idle_timeout(std::time::Duration::from_secs(5))
             .build()
             .map_err(|e| CtlError::new(Exit::Other, format!("cannot build an HTTP client: {e}")))?;
         let base = base.trim_end_matches('/').to_owned();
