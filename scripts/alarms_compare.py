@@ -24,7 +24,9 @@ variants, each `default` or tokens joined by `+`: `passes` or `recorder` for tha
 FLEETPULSE_OUTBOX_MODE, `mark-inline` for FLEETPULSE_MARK_SYNC=inline, `audit-apart` for
 FLEETPULSE_PLANNED_AUDIT=apart (planned audit entries in a commit of their own), `sent-apart` for
 FLEETPULSE_SENT_AUDIT=apart (the sends' audit entries in a commit of their own after their outcomes'),
-`queue-N` for FLEETPULSE_OUTCOME_QUEUE=N (finished sends that may wait for the recorder); fleetpulse runs once per
+`queue-N` for FLEETPULSE_OUTCOME_QUEUE=N (finished sends that may wait for the recorder), `conn-N` for
+SMTP_CONNECTIONS=N (`[smtp] connections`: connections to the relay, emails in flight), `no-pipelining` for
+FLEETPULSE_SMTP_PIPELINING=off (one SMTP command per round trip); fleetpulse runs once per
 variant, right after Alertmanager at the same rate, so that the variants are measured under the
 same machine load; default: `default`, or the FLEETPULSE_OUTBOX_MODE of the environment).
 
@@ -215,6 +217,8 @@ def run_fleetpulse(rate, mode):
     env.pop("FLEETPULSE_PLANNED_AUDIT", None)
     env.pop("FLEETPULSE_SENT_AUDIT", None)
     env.pop("FLEETPULSE_OUTCOME_QUEUE", None)
+    env.pop("SMTP_CONNECTIONS", None)
+    env.pop("FLEETPULSE_SMTP_PIPELINING", None)
     for token in mode.split("+"):
         if token in ("passes", "recorder"):
             env["FLEETPULSE_OUTBOX_MODE"] = token
@@ -226,6 +230,10 @@ def run_fleetpulse(rate, mode):
             env["FLEETPULSE_SENT_AUDIT"] = "apart"
         elif token.startswith("queue-") and token[len("queue-"):].isdigit():
             env["FLEETPULSE_OUTCOME_QUEUE"] = token[len("queue-"):]
+        elif token == "no-pipelining":
+            env["FLEETPULSE_SMTP_PIPELINING"] = "off"
+        elif token.startswith("conn-") and token[len("conn-"):].isdigit():
+            env["SMTP_CONNECTIONS"] = token[len("conn-"):]
         elif token != "default":
             sys.exit(f"unknown variant token {token!r} in VARIANTS")
     r = subprocess.run([os.path.join(ROOT, "scripts", "perf.sh"), "alarms", str(devices), str(rate), str(SECS)],

@@ -39,7 +39,8 @@
 #                                                           # simulated device (RATE = msg/s for the whole fleet)
 # alarms: the server sends its notification emails to the load tester's SMTP sink (config file
 # below, grouping off); RATE (data frames per second per device, default 0), SMTP_PORT (default: a
-# free port) and ALARM_DRAIN_TIMEOUT (seconds, default 30) may be set in the environment.
+# free port), SMTP_CONNECTIONS (`[smtp] connections`, default the server's) and ALARM_DRAIN_TIMEOUT
+# (seconds, default 30) may be set in the environment.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 usage() {
@@ -161,6 +162,7 @@ host = "127.0.0.1"
 port = $smtp_port
 security = "plain"
 from = "fleetpulse <alarms@fleetpulse.test>"
+$([ -n "${SMTP_CONNECTIONS:-}" ] && echo "connections = $SMTP_CONNECTIONS")
 
 [notify]
 portal_url = "http://127.0.0.1:8080"

@@ -1,4 +1,4 @@
-//! The running outbox worker (issue 20): a dispatcher keeps up to `concurrency` emails in flight
+//! The running outbox worker (issue 20): a dispatcher keeps one email in flight per SMTP connection
 //! and takes new work as it comes, and a recorder group-commits the outcomes meanwhile, so that
 //! no email waits for the commit of an earlier one's outcome.
 //!
@@ -139,7 +139,8 @@ async fn dispatch(
     use_handoff: bool,
 ) {
     let config = worker.config();
-    let concurrency = config.concurrency.max(1);
+    // One email in flight per connection the mailer may open.
+    let concurrency = worker.connections();
     let handoff = worker.hand_off_queue();
     let mut in_flight = FuturesUnordered::new();
     let mut ready: VecDeque<Email> = VecDeque::new();

@@ -20,13 +20,14 @@ mod handoff;
 mod metrics;
 pub mod outbox;
 pub mod payload;
+mod pipelining;
 mod receiver;
 mod render;
 mod send;
 mod smtp_pool;
 
 pub use account_email::{AccountEmail, AccountEmailPayload, StoredPayload, render_account};
-pub use config::{Security, SmtpConfig};
+pub use config::{DEFAULT_CONNECTIONS, MAX_CONNECTIONS, Security, SmtpConfig};
 pub use dispatch::OUTCOME_QUEUE;
 pub use handoff::{HANDOFF_CAPACITY, OutboxHandoff};
 pub use lettre::Message;
@@ -37,7 +38,7 @@ pub use payload::{MAX_ITEMS_PER_MESSAGE, OutboxPayload, PAYLOAD_VERSION, Payload
 pub use receiver::{MAX_RECEIVER_BYTES, parse_receiver};
 pub use render::{MAX_DIGEST_ITEMS, MAX_SUBJECT_DESCRIPTION_CHARS, RenderContext, render};
 pub use send::Mailer;
-pub use smtp_pool::{IDLE_TIMEOUT, MAX_CONNECTIONS, SendTimings};
+pub use smtp_pool::{IDLE_TIMEOUT, SendTimings};
 
 /// Everything that can go wrong in this crate.
 #[derive(Debug, thiserror::Error)]

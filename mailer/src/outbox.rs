@@ -58,8 +58,6 @@ pub struct OutboxConfig {
     pub per_receiver_per_minute: NonZeroU32,
     /// Messages per second over all receivers.
     pub global_per_second: NonZeroU32,
-    /// Emails in flight at once (the SMTP connection pool holds up to 10 connections).
-    pub concurrency: usize,
 }
 
 impl Default for OutboxConfig {
@@ -73,7 +71,6 @@ impl Default for OutboxConfig {
             max_attempts: 12,
             per_receiver_per_minute: n(10),
             global_per_second: n(50),
-            concurrency: 10,
         }
     }
 }
@@ -287,6 +284,11 @@ impl OutboxWorker {
         &self.config
     }
 
+    /// Emails in flight at once: one per connection the mailer may open.
+    pub(crate) fn connections(&self) -> usize {
+        self.mailer.connections()
+    }
+
     pub(crate) fn wake_signal(&self) -> &Notify {
         &self.wake
     }
@@ -314,7 +316,7 @@ impl OutboxWorker {
         let mut emails = emails.into_iter();
         let mut in_flight = FuturesUnordered::new();
         loop {
-            while in_flight.len() < self.config.concurrency.max(1) {
+            while in_flight.len() < self.mailer.connections() {
                 let Some((receiver, messages)) = emails.next() else { break };
                 in_flight.push(self.send(now, receiver, messages));
             }

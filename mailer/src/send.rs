@@ -6,13 +6,13 @@ use lettre::Message;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, TlsParameters};
 
-use crate::config::{Security, SmtpConfig};
+use crate::config::{MAX_CONNECTIONS, Security, SmtpConfig};
 use crate::smtp_pool::{Relay, SendTimings, SmtpPool};
 use crate::{MailError, SendError};
 
-/// Sends messages through one SMTP relay, over a small pool of reused connections (up to
-/// [`crate::smtp_pool::MAX_CONNECTIONS`], idle ones closed after a minute) opened with
-/// `TCP_NODELAY` (`smtp_pool.rs`).
+/// Sends messages through one SMTP relay, over a bounded pool of reused connections (up to
+/// [`SmtpConfig::connections`], idle ones closed after a minute) opened with `TCP_NODELAY`
+/// (`smtp_pool.rs`).
 #[derive(Clone)]
 pub struct Mailer {
     pool: Arc<SmtpPool>,
@@ -31,8 +31,15 @@ impl Mailer {
     /// # Errors
     ///
     /// [`MailError::Address`] if `config.from` is not a valid mailbox, [`MailError::Transport`] if
-    /// the TLS parameters cannot be built or only one of username and password is set.
+    /// the TLS parameters cannot be built, only one of username and password is set, or
+    /// `connections` is not between 1 and [`MAX_CONNECTIONS`].
     pub fn new(config: SmtpConfig) -> Result<Mailer, MailError> {
+        if !(1..=MAX_CONNECTIONS).contains(&config.connections) {
+            return Err(MailError::Transport(format!(
+                "connections = {} is out of range: 1 to {MAX_CONNECTIONS} connections to the relay",
+                config.connections
+            )));
+        }
         let from = config.from.parse().map_err(|source| MailError::Address {
             what: "sender",
             address: config.from.clone(),
@@ -67,7 +74,12 @@ impl Mailer {
             credentials,
             timeout: config.timeout,
         };
-        Ok(Mailer { pool: Arc::new(SmtpPool::new(relay)), from })
+        Ok(Mailer { pool: Arc::new(SmtpPool::new(relay, config.connections)), from })
+    }
+
+    /// Most connections to the relay open at once, and so the emails a worker keeps in flight.
+    pub fn connections(&self) -> usize {
+        self.pool.connections()
     }
 
     /// The configured sender, for [`crate::RenderContext::from`].

@@ -6,7 +6,9 @@
 //! delayed ACK (≈ 40 ms on Linux) on every email (`docs/PERFORMANCE.md`). Here the socket is ours;
 //! lettre still speaks the protocol (EHLO, STARTTLS, AUTH, MAIL/RCPT/DATA, dot-stuffing).
 //!
-//! - At most [`MAX_CONNECTIONS`] connections are open at once; a sender beyond it waits for one.
+//! - At most `connections` (from `[smtp]`) are open at once; a sender beyond them waits for one.
+//! - Where the relay offers `PIPELINING`, an email's envelope commands go out in one write
+//!   (`pipelining.rs`): two round trips per email instead of four.
 //! - A connection goes back to the pool only after a successful send; one idle for longer than
 //!   [`IDLE_TIMEOUT`] is closed instead of reused.
 //! - A reused connection that fails without an SMTP reply (the relay closed it while idle) is
@@ -34,9 +36,6 @@ use tokio::sync::Semaphore;
 
 use crate::config::Security;
 use crate::{MailError, SendError};
-
-/// Most connections to the relay open at once.
-pub const MAX_CONNECTIONS: usize = 10;
 
 /// An idle connection older than this is closed rather than reused.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -74,8 +73,17 @@ pub struct SendTimings {
 pub(crate) struct SmtpPool {
     relay: Relay,
     hello: ClientId,
-    idle: Mutex<Vec<(AsyncSmtpConnection, Instant)>>,
+    idle: Mutex<Vec<(Connection, Instant)>>,
     slots: Semaphore,
+    /// Most connections open at once (the slots' count).
+    connections: usize,
+}
+
+/// One connection to the relay and what it offers.
+struct Connection {
+    smtp: AsyncSmtpConnection,
+    /// The relay listed `PIPELINING` (and pipelining is not turned off).
+    pipelining: bool,
 }
 
 /// Why one attempt on one connection failed.
@@ -87,14 +95,20 @@ enum Failure {
 }
 
 impl SmtpPool {
-    /// A pool for `relay`; connects lazily.
-    pub fn new(relay: Relay) -> SmtpPool {
+    /// A pool of at most `connections` connections to `relay`; connects lazily.
+    pub fn new(relay: Relay, connections: usize) -> SmtpPool {
         SmtpPool {
             relay,
             hello: ClientId::default(),
             idle: Mutex::new(Vec::new()),
-            slots: Semaphore::new(MAX_CONNECTIONS),
+            slots: Semaphore::new(connections),
+            connections,
         }
+    }
+
+    /// Most connections open at once.
+    pub fn connections(&self) -> usize {
+        self.connections
     }
 
     /// Sends `bytes` (a formatted message) to the recipients of `envelope`, on a pooled or new
@@ -133,7 +147,7 @@ impl SmtpPool {
         timings.data = sending.elapsed();
         match result {
             Ok(reply) => {
-                if !conn.has_broken() {
+                if !conn.smtp.has_broken() {
                     self.put_idle(conn);
                 }
                 timings.reply = Some(reply);
@@ -145,13 +159,15 @@ impl SmtpPool {
     }
 
     /// One send on `conn`, bounded by the timeout.
-    async fn send_on(
-        &self,
-        conn: &mut AsyncSmtpConnection,
-        envelope: &Envelope,
-        bytes: &[u8],
-    ) -> Result<String, Failure> {
-        match tokio::time::timeout(self.relay.timeout, conn.send(envelope, bytes)).await {
+    async fn send_on(&self, conn: &mut Connection, envelope: &Envelope, bytes: &[u8]) -> Result<String, Failure> {
+        let sent = async {
+            if conn.pipelining {
+                crate::pipelining::send(&mut conn.smtp, envelope, bytes).await
+            } else {
+                conn.smtp.send(envelope, bytes).await
+            }
+        };
+        match tokio::time::timeout(self.relay.timeout, sent).await {
             Ok(Ok(response)) => {
                 let line = response.message().next().unwrap_or_default();
                 Ok(format!("{} {line}", response.code()))
@@ -163,30 +179,31 @@ impl SmtpPool {
 
     /// The most recently used idle connection not older than [`IDLE_TIMEOUT`]; older ones are
     /// closed.
-    fn take_idle(&self) -> Option<AsyncSmtpConnection> {
+    fn take_idle(&self) -> Option<Connection> {
         let mut idle = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let now = Instant::now();
         idle.retain(|(_, since)| now.duration_since(*since) < IDLE_TIMEOUT);
         idle.pop().map(|(conn, _)| conn)
     }
 
-    fn put_idle(&self, conn: AsyncSmtpConnection) {
+    fn put_idle(&self, conn: Connection) {
         let mut idle = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         // Never more than the slots allow; a surplus connection is simply closed.
-        if idle.len() < MAX_CONNECTIONS {
+        if idle.len() < self.connections {
             idle.push((conn, Instant::now()));
         }
     }
 
-    /// A new connection: TCP with `TCP_NODELAY`, TLS as configured, greeting, EHLO, AUTH.
-    async fn connect(&self) -> Result<AsyncSmtpConnection, SendError> {
+    /// A new connection: TCP with `TCP_NODELAY`, TLS as configured, greeting, EHLO, a second EHLO
+    /// to learn whether the relay pipelines (lettre does not keep that), AUTH.
+    async fn connect(&self) -> Result<Connection, SendError> {
         match tokio::time::timeout(self.relay.timeout, self.connect_unbounded()).await {
             Ok(result) => result,
             Err(_) => Err(MailError::Transient("connecting to the SMTP relay timed out".into())),
         }
     }
 
-    async fn connect_unbounded(&self) -> Result<AsyncSmtpConnection, SendError> {
+    async fn connect_unbounded(&self) -> Result<Connection, SendError> {
         let relay = &self.relay;
         let tcp = TcpStream::connect((relay.host.as_str(), relay.port))
             .await
@@ -211,10 +228,12 @@ impl SmtpPool {
             }
         }
         .map_err(classify)?;
+        let pipelining = pipelining_allowed()
+            && crate::pipelining::offers_pipelining(&mut conn, &self.hello).await.map_err(classify)?;
         if let Some(credentials) = &relay.credentials {
             conn.auth(&[Mechanism::Plain, Mechanism::Login], credentials).await.map_err(classify)?;
         }
-        Ok(conn)
+        Ok(Connection { smtp: conn, pipelining })
     }
 }
 
@@ -223,6 +242,14 @@ impl SmtpPool {
 fn nodelay() -> bool {
     static NODELAY: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *NODELAY.get_or_init(|| std::env::var("FLEETPULSE_SMTP_NODELAY").map_or(true, |v| v != "off"))
+}
+
+/// Whether connections pipeline where the relay offers it: always, unless
+/// `FLEETPULSE_SMTP_PIPELINING=off` (only to measure what it gains, `scripts/perf.sh alarms`).
+/// Read once.
+fn pipelining_allowed() -> bool {
+    static PIPELINING: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *PIPELINING.get_or_init(|| std::env::var("FLEETPULSE_SMTP_PIPELINING").map_or(true, |v| v != "off"))
 }
 
 /// Transient unless the server said no for good (5xx) or the client cannot send the message.

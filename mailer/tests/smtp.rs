@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use fleetpulse_mailer::{
-    MailError, Mailer, Message, OutboxPayload, PAYLOAD_VERSION, PayloadItem, PayloadStage, RenderContext, Security,
-    SendError, SmtpConfig, render,
+    DEFAULT_CONNECTIONS, MailError, Mailer, Message, OutboxPayload, PAYLOAD_VERSION, PayloadItem, PayloadStage,
+    RenderContext, Security, SendError, SmtpConfig, render,
 };
 use fleetpulse_proto::{DeviceId, EnterpriseId, StrategyId};
 use fleetpulse_testkit::smtp::{SmtpServer, TlsMode};
@@ -20,6 +20,7 @@ fn config(port: u16) -> SmtpConfig {
         from: "fleetpulse <alarms@example.com>".to_owned(),
         timeout: Duration::from_secs(5),
         ca_cert: None,
+        connections: DEFAULT_CONNECTIONS,
     }
 }
 

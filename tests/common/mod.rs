@@ -141,10 +141,7 @@ impl Api {
     pub async fn login(base: &str) -> Api {
         // Idle connections leave the pool before the API's 10-s keep-alive bound closes them, so a
         // test that waits between requests never reuses one the server is closing.
-        let client = reqwest::Client::builder()
-            .pool_idle_timeout(std::time::Duration::from_secs(5))
-            .build()
-            .unwrap();
+        let client = reqwest::Client::builder().pool_idle_timeout(std::time::Duration::from_secs(5)).build().unwrap();
         let resp: serde_json::Value = client
             .post(format!("{base}/api/v1/auth/login"))
             .json(&serde_json::json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}))

@@ -5,13 +5,20 @@
 
 use std::time::Duration;
 
-use fleetpulse_mailer::{Mailer, OutboxPayload, PayloadItem, PayloadStage, Queued, Security, SmtpConfig};
+use fleetpulse_mailer::{
+    DEFAULT_CONNECTIONS, Mailer, OutboxPayload, PayloadItem, PayloadStage, Queued, Security, SmtpConfig,
+};
 use fleetpulse_proto::{DeviceId, EnterpriseId, StrategyId, UnixMillis};
 use fleetpulse_store::Store;
 use fleetpulse_store::embedded::EmbeddedConfig;
 
 /// A mailer for the plain SMTP server on `127.0.0.1:port`.
 pub fn mailer(port: u16) -> Mailer {
+    mailer_with_connections(port, DEFAULT_CONNECTIONS)
+}
+
+/// [`mailer`] with at most `connections` connections open at once.
+pub fn mailer_with_connections(port: u16, connections: usize) -> Mailer {
     Mailer::new(SmtpConfig {
         host: "127.0.0.1".into(),
         port,
@@ -21,6 +28,7 @@ pub fn mailer(port: u16) -> Mailer {
         from: "fleetpulse <alarms@example.com>".into(),
         timeout: Duration::from_secs(5),
         ca_cert: None,
+        connections,
     })
     .expect("mailer")
 }
