@@ -46,8 +46,9 @@ pub struct SmtpConfig {
     pub connections: usize,
 }
 
-/// Connections to the relay by default: enough that sending keeps up with 2,000 emails/s to a
-/// local relay on a loaded 2-core host (`docs/PERFORMANCE.md`, alarm to inbox, fifth round).
+/// Connections to the relay by default. With pipelining, 10 carried ≈ 2,000 emails/s to a local
+/// relay on a loaded 2-core host, and 32 did no better: each send took longer, for the same CPU
+/// (`docs/PERFORMANCE.md`, alarm to inbox, fifth round).
 pub const DEFAULT_CONNECTIONS: usize = 10;
 
 /// Most connections to the relay a config may ask for.
