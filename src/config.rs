@@ -252,6 +252,9 @@ pub struct IngestFile {
     pub missed_heartbeats: Option<u32>,
     /// Most simultaneous connections.
     pub max_connections: Option<usize>,
+    /// Most relay-link connections (ALPN `fleetpulse-relay/1`) at once, apart from
+    /// `max_connections` (default 64; at least 1).
+    pub max_relay_connections: Option<NonZeroU32>,
     /// Frames per second per device.
     pub device_rate: Option<NonZeroU32>,
     /// Burst per device.
@@ -357,6 +360,19 @@ mod tests {
         assert!(toml::from_str::<FileConfig>("[notify]\nper_receiver = 1").is_err());
         assert!(toml::from_str::<FileConfig>("quic_adr = \"x\"").is_err());
         assert!(toml::from_str::<FileConfig>("[ingest]\ndevice_rate = 0").is_err());
+    }
+
+    #[test]
+    fn max_relay_connections_is_optional_and_at_least_one() {
+        let ingest = |text: &str| toml::from_str::<FileConfig>(text).map(|c| c.ingest.max_relay_connections);
+        assert_eq!(ingest("").expect("unset"), None);
+        assert_eq!(ingest("[ingest]\nmax_relay_connections = 4").expect("valid").map(NonZeroU32::get), Some(4));
+        for bad in ["[ingest]\nmax_relay_connections = 0", "[ingest]\nmax_relay_connections = -1"] {
+            let message = ingest(bad).expect_err(bad).to_string();
+            assert!(message.contains("max_relay_connections"), "the error names the key: {message}");
+        }
+        let zero = ingest("[ingest]\nmax_relay_connections = 0").expect_err("0 is refused").to_string();
+        assert!(zero.contains("nonzero"), "the error says why: {zero}");
     }
 
     #[test]

@@ -468,6 +468,9 @@ impl Server {
         if let Some(v) = i.max_connections {
             ingest_config.max_connections = v;
         }
+        if let Some(v) = i.max_relay_connections {
+            ingest_config.max_relay_connections = v.get() as usize;
+        }
         ingest_config.https_addr = i.https_listen;
         for r in &i.relays {
             anyhow::ensure!(

@@ -3,7 +3,7 @@
 //! over HTTPS), devices speaking the unchanged device protocol to the relays: refusal, kill -9 of
 //! either side, malformed frames, a flooding device among 99 calm ones, commands to a device
 //! behind a relay; and the relay link itself spoken by hand: malformed requests, a client
-//! offering the relay ALPN without a relay credential.
+//! offering the relay ALPN without a relay credential, connections beyond the relay link's cap.
 
 #![allow(clippy::unwrap_used)]
 
@@ -709,4 +709,83 @@ async fn a_client_offering_the_relay_alpn_without_a_relay_credential_submits_not
     assert_eq!(listed["items"].as_array().unwrap().len(), 0, "{listed}");
     let stored = api.get(&format!("/api/v1/enterprises/{enterprise}/stored-sequences")).await;
     assert_eq!(stored["devices"].as_array().unwrap().len(), 0, "{stored}");
+}
+
+/// How a relay-link connection the server does not serve ended: its application close code
+/// (the handshake may finish first, or the close may come with it).
+async fn relay_link_closed_with(server: &TestServer) -> (quinn::Endpoint, Option<u64>) {
+    let endpoint = client_endpoint_with_alpn(&server.ca_cert(), fleetpulse_proto::RELAY_ALPN);
+    let error = match endpoint.connect(server.quic_addr, "localhost").unwrap().await {
+        Ok(conn) => {
+            // It serves nothing: a request on it fails, the connection closed under it.
+            let (mut send, mut recv) = match conn.open_bi().await {
+                Ok(streams) => streams,
+                Err(_) => return (endpoint, closed_code(&conn).await),
+            };
+            let _ = send.write_all(&link_header(RELAY_CREDENTIAL, LinkRequestKind::Wakes { after: None })).await;
+            let _ = send.finish();
+            let answer = tokio::time::timeout(Duration::from_secs(20), recv.read_to_end(1 << 20))
+                .await
+                .expect("the stream ends within 20 s");
+            assert!(answer.is_err(), "a connection over the cap answered: {answer:?}");
+            return (endpoint, closed_code(&conn).await);
+        }
+        Err(error) => error,
+    };
+    let code = match error {
+        quinn::ConnectionError::ApplicationClosed(c) => Some(c.error_code.into_inner()),
+        _ => None,
+    };
+    (endpoint, code)
+}
+
+async fn closed_code(conn: &quinn::Connection) -> Option<u64> {
+    match tokio::time::timeout(Duration::from_secs(20), conn.closed()).await.expect("closed within 20 s") {
+        quinn::ConnectionError::ApplicationClosed(c) => Some(c.error_code.into_inner()),
+        _ => None,
+    }
+}
+
+/// A wakes request on `conn` is answered (the relay's long poll, as the relay itself starts).
+async fn serves(conn: &quinn::Connection) -> bool {
+    let wakes = link_request(conn, &link_header(RELAY_CREDENTIAL, LinkRequestKind::Wakes { after: None })).await;
+    matches!(wakes, LinkAnswer::Wakes { .. })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_link_connections_beyond_the_cap_are_closed_before_they_are_served() {
+    let dir = tempfile::tempdir().unwrap();
+    // One relay link and one device at most: each is counted apart.
+    let caps = "max_relay_connections = 1\nmax_connections = 1\n";
+    let (server, _, _, device_credential) = server_with_grant_and(dir.path(), caps).await;
+    let api = Api::login(&server.api()).await;
+
+    let (_first_endpoint, first) = relay_link(&server).await;
+    assert!(serves(&first).await, "the first relay connection serves");
+
+    // A second one, over the cap: closed with the code that says why, serving nothing.
+    let (_second_endpoint, code) = relay_link_closed_with(&server).await;
+    assert_eq!(code, Some(u64::from(close_code::TOO_MANY_CONNECTIONS)));
+    let metrics = api.metrics().await;
+    let refused =
+        common::metric(&metrics, "fleetpulse_ingest_connection_errors_total{reason=\"too_many_relay_connections\"}");
+    assert_eq!(refused, 1.0, "the refusal is counted");
+    // A relay link takes none of the devices' connections: the one a device may have is free.
+    let mut device = RawDevice::connect(&server).await;
+    device.send(&[RawDevice::hello("001565000c01", &device_credential, 60)]).await;
+    assert!(matches!(device.next().await, Some(Downlink::Welcome(_))));
+
+    // The first is untouched.
+    assert!(serves(&first).await, "the first relay connection still serves");
+    assert!(first.close_reason().is_none());
+
+    // Once the first is gone (its session ended, so no connection is open: a session gives its
+    // slot back before it stops counting as open), a new one is served.
+    device.conn.close(0u32.into(), b"done");
+    first.close(0u32.into(), b"done");
+    let api = &api;
+    let open = move || async move { common::metric(&api.metrics().await, "fleetpulse_ingest_connections_open") };
+    common::until("open connections once the first relay is gone", Duration::from_secs(20), open, |n| *n == 0.0).await;
+    let (_third_endpoint, third) = relay_link(&server).await;
+    assert!(serves(&third).await, "a relay connection is served once a slot is free");
 }

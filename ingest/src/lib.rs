@@ -108,6 +108,10 @@ pub struct IngestConfig {
     pub max_connections: usize,
     /// Most handshakes in progress at once; more are refused and the devices retry.
     pub max_handshakes: usize,
+    /// Most relay-link connections (ALPN `fleetpulse-relay/1`) at once, apart from
+    /// `max_connections` (which counts devices); more are closed with
+    /// `close_code::TOO_MANY_CONNECTIONS` before they are widened. A site's relay holds one.
+    pub max_relay_connections: usize,
     /// Certificate source.
     pub tls: TlsSource,
     /// Folder for the persistent endpoint keys (stateless reset, connection ids).
@@ -142,6 +146,10 @@ pub struct IngestConfig {
     pub relays: Vec<https::RelayGrant>,
 }
 
+/// Default of [`IngestConfig::max_relay_connections`]: a site runs one or a few relays, each
+/// with one connection.
+pub const DEFAULT_MAX_RELAY_CONNECTIONS: usize = 64;
+
 /// Default of [`IngestConfig::max_file_bytes`]: 64 MiB.
 pub const DEFAULT_MAX_FILE_BYTES: u64 = 64 << 20;
 
@@ -163,6 +171,7 @@ impl IngestConfig {
             missed_heartbeats: 3,
             max_connections: 250_000,
             max_handshakes: 2_048,
+            max_relay_connections: DEFAULT_MAX_RELAY_CONNECTIONS,
             tls: TlsSource::Dev { dir: data_dir.join("tls") },
             state_dir: data_dir.join("tls"),
             limits: RateLimits::default(),
@@ -206,6 +215,8 @@ pub(crate) struct Context {
     exchanges: exchange::ExchangeState,
     enterprise_limiter: DefaultKeyedRateLimiter<EnterpriseId>,
     handshakes: Arc<tokio::sync::Semaphore>,
+    /// One slot per relay-link connection, held for its life (`max_relay_connections`).
+    relay_links: Arc<tokio::sync::Semaphore>,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -325,6 +336,9 @@ impl Ingest {
                 Quota::per_second(limits.enterprise_per_s).allow_burst(limits.enterprise_burst),
             ),
             handshakes: Arc::new(tokio::sync::Semaphore::new(config.max_handshakes.max(1))),
+            relay_links: Arc::new(tokio::sync::Semaphore::new(
+                config.max_relay_connections.min(tokio::sync::Semaphore::MAX_PERMITS),
+            )),
             shutdown: shutdown_rx,
             tenants: store.entities.clone(),
             devices: store.entities.clone(),

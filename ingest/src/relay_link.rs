@@ -10,12 +10,15 @@
 //! durable. A 429 or 5xx of HTTPS ingest is a [`LinkAnswer::Retry`] here, any other refusal a
 //! [`LinkAnswer::Refused`] with its close code.
 //!
-//! Bounded: at most [`LINK_STREAMS`] exchanges at once per relay connection (QUIC stream
-//! credit; the relay waits for credit rather than failing), the header within the Hello timeout,
-//! the body within [`BODY_TIMEOUT`]. A malformed header, a reset or a slow stream ends that
-//! stream only, never the relay's connection or another device's exchange. An exchange runs to
-//! its end once its body is read, even when the relay goes away (its store calls and shard
-//! commands are never cancelled half-way).
+//! Bounded: at most `max_relay_connections` relay connections at once (64 by default, apart from
+//! the devices' `max_connections`: the session takes a slot before [`serve`] widens a connection
+//! and closes one without a slot with `close_code::TOO_MANY_CONNECTIONS`), at most
+//! [`LINK_STREAMS`] exchanges at once per relay connection (QUIC stream credit; the relay waits
+//! for credit rather than failing), the header within the Hello timeout, the body within
+//! [`BODY_TIMEOUT`]. A malformed header, a reset or a slow stream ends that stream only, never
+//! the relay's connection or another device's exchange. An exchange runs to its end once its
+//! body is read, even when the relay goes away (its store calls and shard commands are never
+//! cancelled half-way).
 //!
 //! Transport settings: quinn's `ServerConfig` (and so the initial transport parameters) is per
 //! endpoint and chosen before the ALPN is known, so every connection starts with the device's

@@ -152,6 +152,10 @@ impl QuicUpstream {
             }
         };
         let answer = tokio::time::timeout(wait, exchange).await.unwrap_or_else(|_| Err("timed out".into()));
+        // A connection the server closes, whatever its code (`TOO_MANY_CONNECTIONS` when it
+        // holds `max_relay_connections` already, `SHUTTING_DOWN`, ...), fails the stream here
+        // like a lost one: forgotten, the exchange retried after `RETRY_AFTER` on a new
+        // connection; the code never closes a device (only a stream's `Refused` answer does).
         if answer.is_err() {
             self.forget_if_closed(&conn).await;
         }

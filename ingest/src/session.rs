@@ -17,7 +17,7 @@ use fleetpulse_proto::wire::{Downlink, Uplink, Welcome};
 use fleetpulse_proto::{DeviceId, EnterpriseId, FrameDecoder, FrameEncoder, UnixMillis, close_code};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use quinn::{RecvStream, VarInt};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 
 use crate::Context;
 use crate::admission::{Admitted, admit, decode_error, protocol_error, sequence};
@@ -42,12 +42,17 @@ impl Close {
     }
 }
 
-/// Decrements the open-connections gauge when the session ends, however it ends.
-struct OpenGuard(crate::metrics::IngestMetrics);
+/// Decrements the open-connections gauge when the session ends, however it ends, after giving
+/// back the relay link's slot (if it is one): a connection no longer counted open holds none.
+struct OpenGuard {
+    metrics: crate::metrics::IngestMetrics,
+    relay_slot: Option<OwnedSemaphorePermit>,
+}
 
 impl Drop for OpenGuard {
     fn drop(&mut self) {
-        self.0.connections_open.dec();
+        drop(self.relay_slot.take());
+        self.metrics.connections_open.dec();
     }
 }
 
@@ -75,12 +80,24 @@ pub(crate) async fn run(incoming: quinn::Incoming, ctx: Arc<Context>) {
         }
     };
     drop(permit);
-    ctx.metrics.connections_accepted.inc();
-    ctx.metrics.connections_open.inc();
-    let _guard = OpenGuard(ctx.metrics.clone());
-    let mut shutdown = ctx.shutdown.clone();
     // A relay (ALPN fleetpulse-relay/1) carries many devices' exchanges, each authenticated.
     let relay_link = crate::relay_link::is_relay_link(&conn);
+    // Relay links are bounded apart from devices, before one is widened (512 streams, a 16 MiB
+    // window): the slot is held for the connection's life.
+    let relay_slot = match relay_link.then(|| ctx.relay_links.clone().try_acquire_owned()) {
+        None => None,
+        Some(Ok(slot)) => Some(slot),
+        Some(Err(_)) => {
+            ctx.metrics.connection_errors.get_or_create(&ReasonLabel { reason: "too_many_relay_connections" }).inc();
+            tracing::debug!(message = "Too many relay connections; closing a new one.", remote = %conn.remote_address());
+            conn.close(VarInt::from_u32(close_code::TOO_MANY_CONNECTIONS), b"too many relay connections");
+            return;
+        }
+    };
+    ctx.metrics.connections_accepted.inc();
+    ctx.metrics.connections_open.inc();
+    let _guard = OpenGuard { metrics: ctx.metrics.clone(), relay_slot };
+    let mut shutdown = ctx.shutdown.clone();
     let outcome = tokio::select! {
         r = serve(&conn, &ctx), if !relay_link => r,
         r = crate::relay_link::serve(&conn, &ctx), if relay_link => r,

@@ -86,4 +86,7 @@ pub mod close_code {
     /// An admin moved the device to another enterprise; it must reconnect with that
     /// enterprise's credential.
     pub const DEVICE_MOVED: u32 = 13;
+    /// The server holds as many connections of this kind as it allows (relay links: `[ingest]
+    /// max_relay_connections`); the connection is closed before it is served. Reconnect later.
+    pub const TOO_MANY_CONNECTIONS: u32 = 14;
 }
