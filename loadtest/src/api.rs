@@ -158,7 +158,7 @@ struct ErrorDetail {
 }
 
 /// How long an idle connection stays pooled: half the API's 10-s keep-alive bound.
-pub const IDLE_CONNECTION_LIFETIME: Duration = Duration::from_secs(5);
+const IDLE_CONNECTION_LIFETIME: Duration = Duration::from_secs(5);
 
 /// A logged-in management API client.
 #[derive(Debug, Clone)]
