@@ -164,6 +164,9 @@ impl EmbeddedStore {
         schema::migrate(&mut conn)?;
         durable::ensure_table(&conn)?;
         let held = durable::verify(&conn, data_dir, config.accept_loss)?;
+        // The writer's statement journals (a job's savepoint after a failure, see `writer`) stay
+        // in memory: spilled, each was a temporary file created and deleted at every commit.
+        conn.pragma_update(None, "temp_store", "MEMORY")?;
         let mark = durable::MarkFile::open(data_dir, config.fsync)?;
         mark.write(held)?;
         refresh_device_types(&conn)?;
