@@ -12,9 +12,10 @@
 //! that transaction rolled back and the group applied again with a savepoint per job (jobs may
 //! be applied more than once; see [`WriteJob::apply`]).
 //!
-//! A commit that fails (disk full, I/O error) is retried briefly, then its jobs fail promptly with [`StoreError::Unavailable`] and the store
-//! reports itself not writable until the maintenance thread's probe commits with headroom:
-//! a full disk stops acknowledgements and answers callers, without losing what was acknowledged.
+//! A commit that fails (disk full, I/O error) is retried briefly, then its jobs fail promptly
+//! with [`StoreError::Unavailable`] and the store reports itself not writable until the
+//! maintenance thread's probe commits with headroom: a full disk stops acknowledgements and
+//! answers callers, without losing what was acknowledged.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
