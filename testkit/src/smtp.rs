@@ -15,6 +15,8 @@ use std::time::{Duration, Instant, SystemTime};
 const PYTHON: &str = "/usr/bin/python3";
 /// How long the server may take to accept connections.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// The server's stderr, in its temporary directory.
+const STDERR_LOG: &str = "stderr.log";
 /// Attempts at finding a free port (another process may take it before the server binds it).
 const START_ATTEMPTS: usize = 5;
 
@@ -170,7 +172,7 @@ impl SmtpServer {
         check_aiosmtpd();
         let dir = tempfile::Builder::new().prefix("fleetpulse-smtp-").tempdir().expect("a temporary directory");
         let mail_dir = dir.path().join("maildir");
-        let stderr_path = dir.path().join("stderr.log");
+        let stderr_path = dir.path().join(STDERR_LOG);
         for _ in 0..START_ATTEMPTS {
             let port = crate::free_port();
             let stderr = fs::File::create(&stderr_path).expect("create the server's stderr log");
@@ -201,9 +203,15 @@ impl SmtpServer {
 }
 
 impl Drop for SmtpServer {
+    /// Kills the server; in a test that is failing, also prints what the server wrote to its
+    /// stderr (a refused or dropped connection leaves its traceback there).
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            let stderr = fs::read_to_string(self._dir.path().join(STDERR_LOG)).unwrap_or_default();
+            eprintln!("aiosmtpd on port {} wrote to stderr:\n{stderr}", self.port);
+        }
     }
 }
 
