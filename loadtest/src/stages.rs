@@ -15,6 +15,7 @@ pub const STAGES: &[(&str, &str)] = &[
     ("fleetpulse_alarm_received_to_engine_seconds", "frame received → evaluated by the engine"),
     ("fleetpulse_alarm_engine_to_outbox_seconds", "engine decision → outbox row durable"),
     ("fleetpulse_outbox_pickup_seconds", "outbox row → picked up by the worker"),
+    ("fleetpulse_outbox_handoff_wait_seconds", "outbox row durable → taken from the hand-off"),
     ("fleetpulse_outbox_store_read_seconds", "store read of due messages (count: reads)"),
     ("fleetpulse_outbox_smtp_checkout_seconds", "SMTP connection reused or connected"),
     ("fleetpulse_outbox_smtp_data_seconds", "MAIL FROM → DATA accepted"),

@@ -180,8 +180,14 @@ async fn dispatch(
                 if stale {
                     store_pass_at = Instant::now();
                 }
-                let fresh: Vec<OutboxMessage> =
-                    fresh.into_iter().filter(|m| !last_read.contains(&m.id) && !worker.is_claimed(m.id)).collect();
+                let fresh: Vec<OutboxMessage> = fresh
+                    .into_iter()
+                    .filter(|(_, m)| !last_read.contains(&m.id) && !worker.is_claimed(m.id))
+                    .map(|(durable, m)| {
+                        worker.metrics.handoff_wait_seconds.observe(durable.elapsed().as_secs_f64());
+                        m
+                    })
+                    .collect();
                 if !fresh.is_empty() {
                     worker.metrics.handed_off.inc_by(fresh.len() as u64);
                     let (emails, needs_store_pass) = worker.plan(fresh, false, &mut stats);

@@ -9,6 +9,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
 
 use fleetpulse_proto::UnixMillis;
 use fleetpulse_store::{OutboxMessage, OutboxState, OutboxStore};
@@ -23,8 +24,9 @@ pub const HANDOFF_CAPACITY: usize = 4_096;
 /// The worker's side and the queuers' side of the hand-off share this.
 #[derive(Debug)]
 struct Shared {
-    /// Fresh messages with the read epoch at the start of their enqueue.
-    fresh: Mutex<VecDeque<(u64, OutboxMessage)>>,
+    /// Fresh messages with the read epoch at the start of their enqueue and the instant they
+    /// were handed over (durable).
+    fresh: Mutex<VecDeque<(u64, Instant, OutboxMessage)>>,
     /// Store reads the worker completed. A copy tagged with an older epoch is dropped: a read
     /// that completed after its enqueue began may have returned it (and it may be sent already).
     epoch: AtomicU64,
@@ -101,6 +103,7 @@ impl OutboxHandoff {
             return;
         }
         let now = UnixMillis::now();
+        let durable = Instant::now();
         let mut fresh = self.shared.fresh.lock().unwrap_or_else(PoisonError::into_inner);
         for m in messages {
             debug_assert!(m.state == OutboxState::Pending && m.attempts == 0, "only fresh messages are handed over");
@@ -108,25 +111,26 @@ impl OutboxHandoff {
                 continue;
             }
             if fresh.len() < HANDOFF_CAPACITY {
-                fresh.push_back((epoch, m));
+                fresh.push_back((epoch, durable, m));
             } else {
                 self.shared.overflowed.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
 
-    /// Takes up to `max` fresh messages, oldest first, and whether some were dropped because a
-    /// store read completed since their enqueue began (the store read that follows finds them).
-    pub(crate) fn take(&self, max: usize) -> (Vec<OutboxMessage>, bool) {
+    /// Takes up to `max` fresh messages, oldest first, each with the instant it was handed over
+    /// (durable), and whether some were dropped because a store read completed since their
+    /// enqueue began (the store read that follows finds them).
+    pub(crate) fn take(&self, max: usize) -> (Vec<(Instant, OutboxMessage)>, bool) {
         let epoch = self.shared.epoch.load(Ordering::SeqCst);
         let mut fresh = self.shared.fresh.lock().unwrap_or_else(PoisonError::into_inner);
         let n = fresh.len().min(max);
         let mut stale = false;
         let taken = fresh
             .drain(..n)
-            .filter_map(|(e, m)| {
+            .filter_map(|(e, durable, m)| {
                 stale |= e != epoch;
-                (e == epoch).then_some(m)
+                (e == epoch).then_some((durable, m))
             })
             .collect();
         (taken, stale)

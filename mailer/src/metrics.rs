@@ -28,6 +28,10 @@ pub struct OutboxMetrics {
     pub failed: Counter,
     /// Stage: a message's first attempt picked up by a pass, seconds after it was queued.
     pub pickup_seconds: Histogram,
+    /// Stage: a fresh message taken from the hand-off, seconds after it was handed over (its
+    /// outbox row durable). Unlike [`OutboxMetrics::pickup_seconds`], which starts when the row
+    /// was made (before its commit), this leaves out the commit the alarm service times.
+    pub handoff_wait_seconds: Histogram,
     /// Stage: waiting for an SMTP connection (a pooled one, or a new one connected).
     pub smtp_checkout_seconds: Histogram,
     /// SMTP connections opened (the rest of the sends reused one).
@@ -61,6 +65,7 @@ impl Default for OutboxMetrics {
             retried: Counter::default(),
             failed: Counter::default(),
             pickup_seconds: stage_histogram(),
+            handoff_wait_seconds: stage_histogram(),
             smtp_checkout_seconds: stage_histogram(),
             smtp_connections_opened: Counter::default(),
             smtp_data_seconds: stage_histogram(),
@@ -90,6 +95,11 @@ impl OutboxMetrics {
             "pickup_seconds",
             "Stage: outbox message queued until a pass picked up its first attempt",
             m.pickup_seconds.clone(),
+        );
+        r.register(
+            "handoff_wait_seconds",
+            "Stage: a fresh outbox message durable until the worker took it from the hand-off",
+            m.handoff_wait_seconds.clone(),
         );
         r.register(
             "smtp_checkout_seconds",

@@ -89,7 +89,8 @@ async fn fresh_messages_go_out_from_the_hand_off_without_a_store_read() {
     let dir = tempfile::tempdir().unwrap();
     let store = store(dir.path());
     assert_eq!(enqueue(store.entities.as_ref(), vec![queued("first-0", "ops@example.com")]).await.unwrap(), 1);
-    let metrics = OutboxMetrics::default();
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = OutboxMetrics::register(&mut registry);
     // The store is read at start and then not for an hour.
     let config = OutboxConfig { poll_interval: Duration::from_secs(3_600), ..config(10_000) };
     let worker = OutboxWorker::new(store.entities.clone(), mailer(server.port()), "https://portal.example.com", config)
@@ -105,6 +106,10 @@ async fn fresh_messages_go_out_from_the_hand_off_without_a_store_read() {
     running.await.unwrap();
     assert_eq!(server.messages().len(), 11);
     assert_eq!(metrics.handed_off.get(), 10);
+    // Their wait in the hand-off is timed from the moment they were durable; the message read
+    // from the store is not in it.
+    assert_eq!(observations(&registry, "fleetpulse_outbox_handoff_wait_seconds"), 10);
+    assert_eq!(observations(&registry, "fleetpulse_outbox_pickup_seconds"), 11);
     let later = UnixMillis(UnixMillis::now().0 + 3_600_000);
     assert!(store.entities.due_outbox(later, 100).await.unwrap().is_empty(), "every outcome recorded as sent");
 }
