@@ -6,9 +6,9 @@
 //! a device is admitted and its frames are judged the same way whatever carries them. Failures are
 //! a [`Close`] (a QUIC close code and a reason); HTTPS maps the code to a status.
 
-use fleetpulse_proto::domain::{DeviceHello, DeviceMessage, InvalidMessage};
+use fleetpulse_proto::domain::{CommandProgress, DeviceHello, DeviceMessage, InvalidMessage};
 use fleetpulse_proto::wire::{Hello, Uplink};
-use fleetpulse_proto::{DecodeError, DeviceId, EnterpriseId, UnixMillis, close_code};
+use fleetpulse_proto::{CommandId, DecodeError, DeviceId, EnterpriseId, UnixMillis, close_code};
 use fleetpulse_store::{NewDevice, StoreError};
 
 use crate::Context;
@@ -128,13 +128,25 @@ pub(crate) async fn authenticate(ctx: &Context, credential: &str) -> Result<Ente
     }
 }
 
-/// An uplink frame after `Hello`, judged: the frame to hand to the shard and, when its content
-/// was refused, the reason to send back as `Rejected` (the frame still takes its seq).
-pub(crate) async fn sequence(
-    ctx: &Context,
-    device: DeviceId,
-    uplink: Uplink,
-) -> Result<(Frame, Option<String>), Close> {
+/// An uplink frame after `Hello`, judged without waiting for anything.
+pub(crate) enum Judged {
+    /// The frame to hand to the shard and, when its content was refused, the reason to send back
+    /// as `Rejected` (the frame still takes its seq).
+    Frame(Frame, Option<String>),
+    /// A command's answer, which [`record`] makes durable before its frame goes to the shard.
+    Answer(PendingAnswer),
+}
+
+/// A command's answer not recorded yet.
+pub(crate) struct PendingAnswer {
+    seq: u64,
+    command_id: CommandId,
+    progress: CommandProgress,
+}
+
+/// Judges an uplink frame after `Hello`. A caller awaits [`record`] for an answer, boxed: answers
+/// are rare, and inline that future would size every session's task for every frame (issue 14).
+pub(crate) fn judge(ctx: &Context, uplink: Uplink) -> Result<Judged, Close> {
     let df = match uplink {
         Uplink::Hello(_) => {
             return Err(protocol_error(ctx, "second_hello", close_code::PROTOCOL_VIOLATION, "Hello sent twice".into()));
@@ -147,21 +159,30 @@ pub(crate) async fn sequence(
     let seq = df.seq;
     match DeviceMessage::try_from(df.body) {
         Ok(DeviceMessage::CommandResult { command_id, progress }) => {
-            // Durable before the frame can be acknowledged.
-            match record_answer(ctx, device, command_id, progress.clone()).await? {
-                Answer::Recorded => {
-                    Ok((Frame { seq, msg: Some(DeviceMessage::CommandResult { command_id, progress }) }, None))
-                }
-                Answer::Unknown(reason) => {
-                    ctx.metrics.rejected_frames.get_or_create(&ReasonLabel { reason: "unknown_command" }).inc();
-                    Ok((Frame { seq, msg: None }, Some(reason)))
-                }
-            }
+            Ok(Judged::Answer(PendingAnswer { seq, command_id, progress }))
         }
-        Ok(msg) => Ok((Frame { seq, msg: Some(msg) }, None)),
+        Ok(msg) => Ok(Judged::Frame(Frame { seq, msg: Some(msg) }, None)),
         Err(invalid) => {
             ctx.metrics.rejected_frames.get_or_create(&ReasonLabel { reason: "invalid_content" }).inc();
-            Ok((Frame { seq, msg: None }, Some(invalid.to_string())))
+            Ok(Judged::Frame(Frame { seq, msg: None }, Some(invalid.to_string())))
+        }
+    }
+}
+
+/// Records a command's answer, durable before its frame can be acknowledged: the frame to hand
+/// to the shard and, for an answer to a command the store does not know, the reason to send back
+/// as `Rejected`.
+pub(crate) async fn record(
+    ctx: &Context,
+    device: DeviceId,
+    answer: PendingAnswer,
+) -> Result<(Frame, Option<String>), Close> {
+    let PendingAnswer { seq, command_id, progress } = answer;
+    match record_answer(ctx, device, command_id, progress.clone()).await? {
+        Answer::Recorded => Ok((Frame { seq, msg: Some(DeviceMessage::CommandResult { command_id, progress }) }, None)),
+        Answer::Unknown(reason) => {
+            ctx.metrics.rejected_frames.get_or_create(&ReasonLabel { reason: "unknown_command" }).inc();
+            Ok((Frame { seq, msg: None }, Some(reason)))
         }
     }
 }

@@ -64,15 +64,12 @@ pub(crate) async fn send_commands(
             ctx.commands.claim_commands_to_send(device, UnixMillis::now(), CLAIM_BATCH).await.map_err(store_failed)?;
         let full = claimed.len() >= CLAIM_BATCH as usize;
         for command in claimed {
-            let frame = Downlink::Command(wire::Command {
-                command_id: command.id.0,
-                kind: command.kind,
-                args_json: command.args,
-                deadline_ms: command.deadline.0,
-            });
+            let frame = command_frame(command);
             // A weak sender: the writer ends once the read loop is done, whatever this task holds.
             let Some(tx) = out.upgrade() else { return Ok(()) };
-            if tx.send(Outbound::Frame(Box::new(frame))).await.is_err() {
+            // Boxed: a send is rare, and inline its future would size every session's task
+            // while it waits for a wake-up (issue 14).
+            if Box::pin(tx.send(Outbound::Frame(frame))).await.is_err() {
                 return Ok(());
             }
             ctx.metrics.commands_sent.inc();
@@ -81,6 +78,17 @@ pub(crate) async fn send_commands(
             wake.notified().await;
         }
     }
+}
+
+/// The downlink frame of a claimed command (taking all of it: nothing of the command is then
+/// held while the frame waits for room in the session's queue).
+fn command_frame(command: fleetpulse_store::Command) -> Box<Downlink> {
+    Box::new(Downlink::Command(wire::Command {
+        command_id: command.id.0,
+        kind: command.kind,
+        args_json: command.args,
+        deadline_ms: command.deadline.0,
+    }))
 }
 
 /// What became of a device's answer.

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use crate::Context;
-use crate::admission::{Admitted, authenticate_hello, decode_error, protocol_error, register, sequence};
+use crate::admission::{Admitted, Judged, authenticate_hello, decode_error, judge, protocol_error, record, register};
 use crate::https_commands::pickup;
 use crate::metrics::{ReasonLabel, ScopeLabel};
 use crate::relay_auth::AuthorizedRelay;
@@ -302,7 +302,12 @@ pub(crate) async fn session(
         let mut frames: Vec<Frame> = Vec::new();
         let total = uplinks.len();
         for (i, uplink) in uplinks.into_iter().enumerate() {
-            let (frame, refused) = sequence(ctx, device, uplink).await?;
+            // Judged apart: a temporary of the match's head would be held across the await below.
+            let judged = judge(ctx, uplink)?;
+            let (frame, refused) = match judged {
+                Judged::Frame(frame, refused) => (frame, refused),
+                Judged::Answer(answer) => Box::pin(record(ctx, device, answer)).await?,
+            };
             if let Some(reason) = refused {
                 rejected.push((frame.seq, reason));
             }

@@ -469,6 +469,6 @@ async fn accept_loop(endpoint: quinn::Endpoint, ctx: Arc<Context>) {
             incoming.refuse();
             continue;
         }
-        tokio::spawn(session::run(incoming, ctx.clone()));
+        tokio::spawn(session::run(Box::new(incoming), ctx.clone()));
     }
 }

@@ -91,7 +91,8 @@ pub(crate) async fn receive_uploads(
                 let Ok(mut recv) = accepted else { return Ok(()) };
                 if running.len() >= MAX_UPLOADS {
                     let refused = refusal("too_many_uploads", format!("at most {MAX_UPLOADS} uploads at once"));
-                    refuse(&ctx, &mut recv, &out, 0, String::new(), refused).await;
+                    // Boxed: rare, and inline it would size every session's task (issue 14).
+                    Box::pin(refuse(&ctx, &mut recv, &out, 0, String::new(), refused)).await;
                     continue;
                 }
                 running.spawn(receive_upload(ctx.clone(), uploader, recv, out.clone()));
