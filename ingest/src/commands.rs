@@ -14,11 +14,12 @@ use fleetpulse_proto::domain::CommandProgress;
 use fleetpulse_proto::wire::{self, Downlink};
 use fleetpulse_proto::{CommandId, DeviceId, UnixMillis, close_code};
 use fleetpulse_store::{CommandStore, CommandUpdate, StoreError};
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, watch};
 
 use crate::Context;
 use crate::metrics::{IngestMetrics, StatusLabel};
 use crate::outbound::Outbound;
+use crate::queue;
 use crate::session::Close;
 
 /// Commands one claim takes; the sender claims again while a claim comes back full.
@@ -49,7 +50,7 @@ pub(crate) async fn send_commands(
     ctx: &Context,
     device: DeviceId,
     wake: &Notify,
-    out: mpsc::WeakSender<Outbound>,
+    out: queue::WeakSender<Outbound>,
 ) -> Result<(), Close> {
     if ctx.commands.has_commands_to_send(device).await.map_err(store_failed)? {
         let requeued = ctx.commands.requeue_unanswered(device).await.map_err(store_failed)?;
@@ -63,13 +64,13 @@ pub(crate) async fn send_commands(
         let claimed =
             ctx.commands.claim_commands_to_send(device, UnixMillis::now(), CLAIM_BATCH).await.map_err(store_failed)?;
         let full = claimed.len() >= CLAIM_BATCH as usize;
-        for command in claimed {
-            let frame = command_frame(command);
+        // Made frames first: a command (200 bytes) held across the send below would size every
+        // session's task while it waits for a wake-up (issue 14).
+        let frames: Vec<Box<Downlink>> = claimed.into_iter().map(command_frame).collect();
+        for frame in frames {
             // A weak sender: the writer ends once the read loop is done, whatever this task holds.
             let Some(tx) = out.upgrade() else { return Ok(()) };
-            // Boxed: a send is rare, and inline its future would size every session's task
-            // while it waits for a wake-up (issue 14).
-            if Box::pin(tx.send(Outbound::Frame(frame))).await.is_err() {
+            if tx.send(Outbound::Frame(frame)).await.is_err() {
                 return Ok(());
             }
             ctx.metrics.commands_sent.inc();

@@ -35,6 +35,7 @@ pub mod live;
 pub mod metrics;
 pub mod offline;
 mod outbound;
+mod queue;
 pub mod relay;
 pub mod relay_auth;
 mod relay_link;

@@ -13,9 +13,10 @@ use fleetpulse_proto::FrameEncoder;
 use fleetpulse_proto::close_code;
 use fleetpulse_proto::wire::{Ack, Downlink, Rejected};
 use quinn::SendStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::Context;
+use crate::queue;
 use crate::session::Close;
 use crate::shard::AckResult;
 
@@ -37,7 +38,7 @@ pub(crate) const MAX_OUTBOUND: usize = 256;
 pub(crate) async fn write_loop(
     ctx: &Context,
     send: &mut SendStream,
-    mut rx: mpsc::Receiver<Outbound>,
+    mut rx: queue::Receiver<Outbound>,
     mut encoder: FrameEncoder,
 ) -> Result<(), Close> {
     let mut queue: VecDeque<Outbound> = VecDeque::new();
@@ -85,12 +86,8 @@ pub(crate) async fn write_loop(
                     }
                 }
             }
-            while queue.len() < MAX_OUTBOUND {
-                match rx.try_recv() {
-                    Ok(item) => queue.push_back(item),
-                    Err(_) => break,
-                }
-            }
+            let room = MAX_OUTBOUND.saturating_sub(queue.len());
+            rx.take_into(&mut queue, room);
             next = queue.pop_front();
         }
         if latest > acked {

@@ -25,12 +25,12 @@ use fleetpulse_proto::{CommandId, DeviceId, EnterpriseId, FILE_REFUSED, FrameDec
 use fleetpulse_store::{NewFile, StoreError};
 use quinn::{RecvStream, VarInt};
 use tokio::io::AsyncWriteExt;
-use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::Context;
 use crate::metrics::ReasonLabel;
 use crate::outbound::Outbound;
+use crate::queue;
 use crate::session::Close;
 
 /// Uploads one connection may run at once.
@@ -81,7 +81,7 @@ pub(crate) async fn receive_uploads(
     ctx: Arc<Context>,
     conn: quinn::Connection,
     uploader: Uploader,
-    out: mpsc::WeakSender<Outbound>,
+    out: queue::WeakSender<Outbound>,
 ) -> Result<(), Close> {
     // Dropping the set (the session ended) aborts the uploads; their temporary files go with them.
     let mut running: JoinSet<Result<(), Close>> = JoinSet::new();
@@ -110,7 +110,7 @@ pub(crate) async fn receive_uploads(
 async fn refuse(
     ctx: &Context,
     recv: &mut RecvStream,
-    out: &mpsc::WeakSender<Outbound>,
+    out: &queue::WeakSender<Outbound>,
     command_id: u64,
     name: String,
     refused: Refusal,
@@ -129,7 +129,7 @@ async fn receive_upload(
     ctx: Arc<Context>,
     uploader: Uploader,
     mut recv: RecvStream,
-    out: mpsc::WeakSender<Outbound>,
+    out: queue::WeakSender<Outbound>,
 ) -> Result<(), Close> {
     let header = match read_header(&mut recv).await {
         Ok(header) => header,

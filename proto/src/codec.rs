@@ -5,6 +5,8 @@
 //! and the payload is validated by rkyv's checked API before it is deserialized: malformed bytes
 //! are an error, never undefined behaviour.
 
+use std::cell::RefCell;
+
 use bytes::{Buf, BufMut, BytesMut};
 use rkyv::api::high::{HighSerializer, HighValidator};
 use rkyv::bytecheck::CheckBytes;
@@ -37,12 +39,24 @@ pub enum DecodeError {
 }
 
 /// Accumulates bytes from a stream and yields complete, validated frames.
+///
+/// A decoder with nothing buffered holds no memory: its buffer is released once every byte in it
+/// was decoded, and the aligned copy rkyv validates is a scratch buffer of the thread's, not the
+/// decoder's. A server holds one decoder per connected device, most of them idle, and a buffer
+/// kept after a 256 KiB frame would otherwise stay with its device for the connection's life.
 #[derive(Debug)]
 pub struct FrameDecoder {
     buf: BytesMut,
-    aligned: AlignedVec,
     max_len: usize,
 }
+
+thread_local! {
+    /// The aligned scratch buffer payloads are copied into for rkyv (one per thread, reused).
+    static ALIGNED: RefCell<AlignedVec> = RefCell::new(AlignedVec::new());
+}
+
+/// Largest scratch buffer a thread keeps between frames; a larger one is released after use.
+const MAX_KEPT_SCRATCH: usize = 64 * 1024;
 
 impl Default for FrameDecoder {
     fn default() -> Self {
@@ -53,7 +67,7 @@ impl Default for FrameDecoder {
 impl FrameDecoder {
     /// A decoder that rejects frames longer than `max_len` payload bytes.
     pub fn new(max_len: usize) -> Self {
-        FrameDecoder { buf: BytesMut::new(), aligned: AlignedVec::new(), max_len }
+        FrameDecoder { buf: BytesMut::new(), max_len }
     }
 
     /// Appends bytes received from the stream.
@@ -96,19 +110,36 @@ impl FrameDecoder {
             self.buf.reserve(HEADER_LEN + len - self.buf.len());
             return Ok(None);
         }
-        self.buf.advance(HEADER_LEN);
-        let payload = self.buf.split_to(len);
-        // rkyv needs its root aligned; copy the payload into an aligned scratch buffer.
-        self.aligned.clear();
-        self.aligned.extend_from_slice(&payload);
-        rkyv::from_bytes::<T, rancor::Error>(&self.aligned).map(Some).map_err(|e| DecodeError::Malformed(e.to_string()))
+        let frame = ALIGNED.with(|aligned| {
+            // rkyv needs its root aligned: the payload is copied into the thread's scratch buffer.
+            let mut aligned = aligned.borrow_mut();
+            aligned.clear();
+            aligned.extend_from_slice(&self.buf[HEADER_LEN..HEADER_LEN + len]);
+            let frame = rkyv::from_bytes::<T, rancor::Error>(&aligned);
+            if aligned.capacity() > MAX_KEPT_SCRATCH {
+                *aligned = AlignedVec::new();
+            }
+            frame
+        });
+        self.buf.advance(HEADER_LEN + len);
+        if self.buf.is_empty() {
+            // Nothing left to decode: give the buffer back rather than keep it while idle.
+            self.buf = BytesMut::new();
+        }
+        frame.map(Some).map_err(|e| DecodeError::Malformed(e.to_string()))
+    }
+
+    /// Bytes the decoder holds allocated (its buffer's capacity), for tests and sizing.
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity()
     }
 }
 
-/// Serializes messages into frames, reusing its scratch buffer.
+/// Serializes messages into frames, through the thread's scratch buffer (so an encoder kept per
+/// connection holds no memory of its own).
 #[derive(Debug, Default)]
 pub struct FrameEncoder {
-    scratch: AlignedVec,
+    _private: (),
 }
 
 /// Why a message could not be encoded.
@@ -128,20 +159,24 @@ impl FrameEncoder {
     where
         T: for<'a> Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>,
     {
-        let mut scratch = std::mem::take(&mut self.scratch);
+        // Taken out of the thread's slot for the call: serializing cannot re-enter it.
+        let mut scratch = ALIGNED.with(|aligned| std::mem::take(&mut *aligned.borrow_mut()));
         scratch.clear();
         let scratch = rkyv::api::high::to_bytes_in::<_, rancor::Error>(value, scratch)
             .map_err(|e| EncodeError::Serialize(e.to_string()))?;
         let len = scratch.len();
-        if len > MAX_FRAME_LEN {
-            self.scratch = scratch;
-            return Err(EncodeError::TooLarge(len));
+        let result = if len > MAX_FRAME_LEN {
+            Err(EncodeError::TooLarge(len))
+        } else {
+            out.reserve(HEADER_LEN + len);
+            out.put_u32_le(u32::try_from(len).expect("len <= MAX_FRAME_LEN fits u32"));
+            out.put_slice(&scratch);
+            Ok(())
+        };
+        if scratch.capacity() <= MAX_KEPT_SCRATCH {
+            ALIGNED.with(|aligned| *aligned.borrow_mut() = scratch);
         }
-        out.reserve(HEADER_LEN + len);
-        out.put_u32_le(u32::try_from(len).expect("len <= MAX_FRAME_LEN fits u32"));
-        out.put_slice(&scratch);
-        self.scratch = scratch;
-        Ok(())
+        result
     }
 }
 
@@ -233,6 +268,39 @@ mod tests {
         }
         assert_eq!(got, msgs);
         assert_eq!(dec.buffered(), 0);
+    }
+
+    /// An idle device's decoder holds nothing: the buffer goes back once every byte was decoded,
+    /// even after a large frame, and stays while a frame is only partly received.
+    #[test]
+    fn a_drained_decoder_holds_no_buffer() {
+        let alarm = Uplink::Data(DataFrame {
+            seq: 1,
+            sent_at_ms: 1,
+            body: Message::Alarm(AlarmReport {
+                code: 105,
+                action: AlarmAction::Raise,
+                description: "crash".into(),
+                log: Some(vec![7; 100_000]),
+            }),
+        });
+        let bytes = encode_all(std::slice::from_ref(&alarm));
+        let mut dec = FrameDecoder::default();
+        dec.push(&bytes[..bytes.len() - 1]);
+        assert_eq!(dec.next_frame::<Uplink>().expect("valid"), None);
+        assert!(dec.capacity() >= bytes.len() - 1, "a partial frame is kept");
+        dec.push(&bytes[bytes.len() - 1..]);
+        assert_eq!(dec.next_frame::<Uplink>().expect("valid"), Some(alarm));
+        assert_eq!(dec.capacity(), 0, "nothing buffered, nothing held");
+        // The next frame after the large one decodes as before.
+        let msgs = sample();
+        dec.push(&encode_all(&msgs));
+        let mut got = Vec::new();
+        while let Some(m) = dec.next_frame::<Uplink>().expect("valid") {
+            got.push(m);
+        }
+        assert_eq!(got, msgs);
+        assert_eq!(dec.capacity(), 0);
     }
 
     #[test]
