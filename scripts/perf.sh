@@ -5,6 +5,9 @@
 #                                                           # (TRANSPORT=https: over HTTPS ingest, ING-10)
 #   scripts/perf.sh idle DEVICES [SECONDS]                  # RSS per idle connection, setup rate, server
 #                                                           # CPU per session set-up (CONNECT_RATE paces)
+#   scripts/perf.sh floor-idle DEVICES [SECONDS]            # the same for the QUIC floor (quic_floor and
+#                                                           # fleetpulse-peerload --mode floor): a session's
+#                                                           # set-up and an idle connection without fleetpulse
 #   scripts/perf.sh relay-idle DEVICES RELAYS [SECONDS]     # server and relay RSS per idle device behind
 #                                                           # RELAYS `fleetpulse relay` processes (ING-9),
 #                                                           # server CPU per heartbeat once all are in
@@ -46,7 +49,7 @@ cd "$(dirname "$0")/.."
 usage() {
   echo "usage: $0 throughput DEVICES RATE BURST SECONDS | idle DEVICES [SECONDS] | alarms DEVICES ALARM_RATE SECONDS" >&2
   echo "       $0 commands DEVICES COMMANDS | bulk DEVICES [KIND] | compare [DEVICES] [BURST] | alarms-compare" >&2
-  echo "       $0 sink DEVICES RATE BURST SECONDS | cluster NODES DEVICES RATE SECONDS" >&2
+  echo "       $0 sink DEVICES RATE BURST SECONDS | cluster NODES DEVICES RATE SECONDS | floor-idle DEVICES [SECONDS]" >&2
   exit 2
 }
 # Many devices: one TCP connection each in the MQTT mode, and the sink's and the servers' sockets.
@@ -133,6 +136,45 @@ print(json.dumps({"devices": r["devices"], "established": n, "offered_msgs_per_s
   "loadtester_rss_kib": lrss, "loadtester_rss_per_device_kib": round(lrss / max(n, 1), 1), "sink_rss_kib": srss,
   "ack_latency_us": r["ack_latency_us"], "setup_rate_per_s": round(r["connections"]["setup_rate_per_s"]),
   "loadtest_exit": rc}))
+PY
+  exit 0
+fi
+if [ "${1:-}" = floor-idle ]; then
+  [ $# -eq 2 ] || [ $# -eq 3 ] || usage
+  devices=$2 secs=${3:-20}
+  target="${CARGO_TARGET_DIR:-target}/release"
+  [ -x "$target/quic_floor" ] && [ -x "$target/fleetpulse-peerload" ] ||
+    cargo build --release -p fleetpulse-loadtest -p fleetpulse-benches --bins
+  work=$(mktemp -d)
+  floor=
+  trap 'if [ -n "$floor" ]; then kill "$floor" 2>/dev/null || true; fi; rm -rf "$work"' EXIT
+  "$target/quic_floor" --tls-dir "$work/tls" --addr 127.0.0.1:0 >"$work/floor.out" 2>"$work/floor.err" &
+  floor=$!
+  until grep -q "quic_floor listening" "$work/floor.out" 2>/dev/null; do
+    kill -0 "$floor" 2>/dev/null || { echo "$0: quic_floor exited: $(cat "$work/floor.err")" >&2; exit 1; }
+    sleep 0.1
+  done
+  quic=$(sed 's/.*quic=\([^ ]*\).*/\1/' "$work/floor.out")
+  cpu_ticks() { awk '{print $14 + $15}' "/proc/$floor/stat"; }
+  rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$floor/status"; }
+  # As `idle` below, with the bare quinn server and `fleetpulse-peerload --mode floor`: the cost of
+  # a session's set-up and of an idle connection with fleetpulse's work removed.
+  sleep 1; r0=$(rss_kib); t0=$(cpu_ticks)
+  "$target/fleetpulse-peerload" --mode floor --addr "$quic" --ca-cert "$work/tls/ca.pem" --devices "$devices" \
+    --rate 0 --duration "${secs}s" --heartbeat-interval 300 --connect-rate "${CONNECT_RATE:-0}" --drain-timeout 5s \
+    --report "$work/report.json" >/dev/null &
+  lt_pid=$!
+  sleep $((secs - 2)); r1=$(rss_kib); t1=$(cpu_ticks)
+  wait $lt_pid || true
+  python3 - "$work/report.json" "$r0" "$r1" "$t0" "$t1" "$(getconf CLK_TCK)" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1])); r0, r1 = int(sys.argv[2]), int(sys.argv[3])
+t0, t1, hz = int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
+n = r["established"]
+print(json.dumps({"devices": n, "rss_before_kib": r0, "rss_connected_kib": r1,
+  "rss_per_device_kib": round((r1 - r0) / max(n, 1), 1),
+  "server_cpu_us_per_session": round((t1 - t0) / hz * 1e6 / max(n, 1), 1),
+  "setup_latency_us": r["setup_latency_us"], "errors": r["errors"]}))
 PY
   exit 0
 fi
