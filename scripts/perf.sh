@@ -52,6 +52,36 @@ usage() {
   echo "       $0 sink DEVICES RATE BURST SECONDS | cluster NODES DEVICES RATE SECONDS | floor-idle DEVICES [SECONDS]" >&2
   exit 2
 }
+# Idle devices (`idle`, `floor-idle`): the server's ($server) RSS and CPU time before and after
+# DEVICES connect and stay idle for SECONDS, so the CPU is the sessions' set-up (handshake,
+# authentication, registration, Welcome, the command check) and little else (heartbeats 300 s).
+# The command after the two numbers starts the load tester, which writes $work/report.json.
+idle_run() {
+  local devices=$1 secs=$2 r0 r1 t0 t1 lt_pid
+  shift 2
+  server_rss() { awk '/VmRSS/ {print $2}' "/proc/$server/status"; }
+  server_ticks() { awk '{print $14 + $15}' "/proc/$server/stat"; }
+  sleep 1; r0=$(server_rss); t0=$(server_ticks)
+  "$@" --devices "$devices" --rate 0 --duration "${secs}s" --heartbeat-interval 300 \
+    --connect-rate "${CONNECT_RATE:-0}" --drain-timeout 5s &
+  lt_pid=$!
+  sleep $((secs - 2)); r1=$(server_rss); t1=$(server_ticks)
+  wait $lt_pid || true
+  python3 - "$work/report.json" "$r0" "$r1" "$t0" "$t1" "$(getconf CLK_TCK)" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1])); r0, r1 = int(sys.argv[2]), int(sys.argv[3])
+t0, t1, hz = int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
+c = r.get("connections", r)  # fleetpulse-loadtest nests them, fleetpulse-peerload does not
+n = c["established"]
+out = {"devices": n, "rss_before_kib": r0, "rss_connected_kib": r1,
+       "rss_per_device_kib": round((r1 - r0) / max(n, 1), 1),
+       "server_cpu_us_per_session": round((t1 - t0) / hz * 1e6 / max(n, 1), 1)}
+if "setup_rate_per_s" in c:
+    out["setup_rate_per_s"] = round(c["setup_rate_per_s"])
+out["setup_latency_us"] = c["setup_latency_us"]
+print(json.dumps(out))
+PY
+}
 # Many devices: one TCP connection each in the MQTT mode, and the sink's and the servers' sockets.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 if [ "${1:-}" = alarms-compare ]; then
@@ -146,36 +176,20 @@ if [ "${1:-}" = floor-idle ]; then
   [ -x "$target/quic_floor" ] && [ -x "$target/fleetpulse-peerload" ] ||
     cargo build --release -p fleetpulse-loadtest -p fleetpulse-benches --bins
   work=$(mktemp -d)
-  floor=
-  trap 'if [ -n "$floor" ]; then kill "$floor" 2>/dev/null || true; fi; rm -rf "$work"' EXIT
+  server=
+  trap 'if [ -n "$server" ]; then kill "$server" 2>/dev/null || true; fi; rm -rf "$work"' EXIT
   "$target/quic_floor" --tls-dir "$work/tls" --addr 127.0.0.1:0 >"$work/floor.out" 2>"$work/floor.err" &
-  floor=$!
+  server=$!
   until grep -q "quic_floor listening" "$work/floor.out" 2>/dev/null; do
-    kill -0 "$floor" 2>/dev/null || { echo "$0: quic_floor exited: $(cat "$work/floor.err")" >&2; exit 1; }
+    kill -0 "$server" 2>/dev/null || { echo "$0: quic_floor exited: $(cat "$work/floor.err")" >&2; exit 1; }
     sleep 0.1
   done
   quic=$(sed 's/.*quic=\([^ ]*\).*/\1/' "$work/floor.out")
-  cpu_ticks() { awk '{print $14 + $15}' "/proc/$floor/stat"; }
-  rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$floor/status"; }
-  # As `idle` below, with the bare quinn server and `fleetpulse-peerload --mode floor`: the cost of
-  # a session's set-up and of an idle connection with fleetpulse's work removed.
-  sleep 1; r0=$(rss_kib); t0=$(cpu_ticks)
-  "$target/fleetpulse-peerload" --mode floor --addr "$quic" --ca-cert "$work/tls/ca.pem" --devices "$devices" \
-    --rate 0 --duration "${secs}s" --heartbeat-interval 300 --connect-rate "${CONNECT_RATE:-0}" --drain-timeout 5s \
-    --report "$work/report.json" >/dev/null &
-  lt_pid=$!
-  sleep $((secs - 2)); r1=$(rss_kib); t1=$(cpu_ticks)
-  wait $lt_pid || true
-  python3 - "$work/report.json" "$r0" "$r1" "$t0" "$t1" "$(getconf CLK_TCK)" <<'PY'
-import json, sys
-r = json.load(open(sys.argv[1])); r0, r1 = int(sys.argv[2]), int(sys.argv[3])
-t0, t1, hz = int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
-n = r["established"]
-print(json.dumps({"devices": n, "rss_before_kib": r0, "rss_connected_kib": r1,
-  "rss_per_device_kib": round((r1 - r0) / max(n, 1), 1),
-  "server_cpu_us_per_session": round((t1 - t0) / hz * 1e6 / max(n, 1), 1),
-  "setup_latency_us": r["setup_latency_us"], "errors": r["errors"]}))
-PY
+  # As `idle`, with the bare quinn server and `fleetpulse-peerload --mode floor`: the cost of a
+  # session's set-up and of an idle connection with fleetpulse's work removed.
+  peer() { "$target/fleetpulse-peerload" --mode floor --addr "$quic" --ca-cert "$work/tls/ca.pem" \
+             --report "$work/report.json" "$@" >/dev/null; }
+  idle_run "$devices" "$secs" peer
   exit 0
 fi
 case "${1:-}" in
@@ -263,24 +277,7 @@ print(json.dumps({"devices": r["devices"], "acked": r["acked"], "rate_msgs_per_s
 PY
   ;;
 idle)
-  devices=$2 secs=${3:-20}
-  sleep 1; r0=$(rss_kib); t0=$(cpu_ticks)
-  lt --devices "$devices" --rate 0 --duration "${secs}s" --heartbeat-interval 300 --connect-rate "${CONNECT_RATE:-0}" --drain-timeout 5s &
-  lt_pid=$!
-  sleep $((secs - 2)); r1=$(rss_kib); t1=$(cpu_ticks)
-  wait $lt_pid || true
-  python3 - "$work/report.json" "$r0" "$r1" "$t0" "$t1" "$hz" <<'PY'
-import json, sys
-r = json.load(open(sys.argv[1])); r0, r1 = int(sys.argv[2]), int(sys.argv[3])
-t0, t1, hz = int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
-n = r["connections"]["established"]
-# The server's CPU from the first connection to the RSS sample: the sessions' set-up (handshake,
-# authentication, registration, Welcome, the command check) and little else (heartbeats 300 s).
-print(json.dumps({"devices": n, "rss_before_kib": r0, "rss_connected_kib": r1,
-  "rss_per_device_kib": round((r1 - r0) / max(n, 1), 1),
-  "server_cpu_us_per_session": round((t1 - t0) / hz * 1e6 / max(n, 1), 1),
-  "setup_rate_per_s": round(r["connections"]["setup_rate_per_s"]), "setup_latency_us": r["connections"]["setup_latency_us"]}))
-PY
+  idle_run "$2" "${3:-20}" lt
   ;;
 alarms)
   devices=$2 alarm_rate=$3 secs=$4
