@@ -210,17 +210,22 @@ mod tests {
                     last_reboot_ms: Some(1),
                 }),
             }),
-            Uplink::Data(DataFrame {
-                seq: 3,
-                sent_at_ms: 7,
-                body: Message::Alarm(AlarmReport {
-                    code: 105,
-                    action: AlarmAction::Raise,
-                    description: "crash".into(),
-                    log: Some(vec![7; 1000]),
-                }),
-            }),
+            crash_alarm(3, 7, 1000),
         ]
+    }
+
+    /// A raised crash alarm (type 105) whose log is `log_len` bytes.
+    fn crash_alarm(seq: u64, sent_at_ms: i64, log_len: usize) -> Uplink {
+        Uplink::Data(DataFrame {
+            seq,
+            sent_at_ms,
+            body: Message::Alarm(AlarmReport {
+                code: 105,
+                action: AlarmAction::Raise,
+                description: "crash".into(),
+                log: Some(vec![7; log_len]),
+            }),
+        })
     }
 
     fn encode_all(msgs: &[Uplink]) -> BytesMut {
@@ -274,16 +279,7 @@ mod tests {
     /// even after a large frame, and stays while a frame is only partly received.
     #[test]
     fn a_drained_decoder_holds_no_buffer() {
-        let alarm = Uplink::Data(DataFrame {
-            seq: 1,
-            sent_at_ms: 1,
-            body: Message::Alarm(AlarmReport {
-                code: 105,
-                action: AlarmAction::Raise,
-                description: "crash".into(),
-                log: Some(vec![7; 100_000]),
-            }),
-        });
+        let alarm = crash_alarm(1, 1, 100_000);
         let bytes = encode_all(std::slice::from_ref(&alarm));
         let mut dec = FrameDecoder::default();
         dec.push(&bytes[..bytes.len() - 1]);
