@@ -7,7 +7,7 @@
 //!
 //! | input | what it does |
 //! | --- | --- |
-//! | [`handle_open`](ShardBatcher::handle_open) | a device authenticated: its delivery mark, online transition |
+//! | [`handle_open`](ShardBatcher::handle_open) | a device authenticated: its delivery mark, online transition; returns its `Welcome`'s `last_seq` |
 //! | [`handle_frames`](ShardBatcher::handle_frames) | drops frames at or below the accepted seq, applies the rest to the pending batch, queues the waiter |
 //! | [`handle_disconnected`](ShardBatcher::handle_disconnected) | the device's current connection closed |
 //! | [`handle_timeout`](ShardBatcher::handle_timeout) | devices whose heartbeats are missing go offline (or are held for a check) |
@@ -103,6 +103,10 @@ struct DeviceState {
     heartbeat_interval_s: u32,
     /// Highest seq accepted (in a committed, committing or pending batch, or applied in memory).
     accepted_seq: u64,
+    /// Highest seq acknowledged `Ok` (or the store's mark at Open): what a `Welcome` may claim.
+    /// Frames without rows (heartbeats, rejected frames) are acknowledged without moving the
+    /// store's mark, so after them this is above it.
+    acked_seq: u64,
     online: bool,
     /// A commit of its frames failed: its frames are refused until it opens again, and the next
     /// Open takes the store's delivery mark as the accepted seq and announces it online again.
@@ -225,6 +229,10 @@ impl<W> ShardBatcher<W> {
     }
 
     /// A device authenticated on `connection`; `committed_seq` is the store's delivery mark.
+    /// Returns the `last_seq` of its `Welcome`: the highest seq acknowledged to it, at least the
+    /// mark. Frames in flight (accepted, not yet acknowledged) are not claimed: the device resends
+    /// them and they are dropped as duplicates. A device that numbers on after the `Welcome`
+    /// never reuses a seq the shard would drop as a duplicate once nothing is in flight.
     pub(crate) fn handle_open(
         &mut self,
         now: Now,
@@ -233,12 +241,13 @@ impl<W> ShardBatcher<W> {
         heartbeat_interval_s: u32,
         committed_seq: u64,
         connection: usize,
-    ) {
+    ) -> u64 {
         let state = self.devices.entry(device).or_insert(DeviceState {
             enterprise,
             connection,
             heartbeat_interval_s,
             accepted_seq: committed_seq,
+            acked_seq: committed_seq,
             online: false,
             resync: false,
             offline_held: false,
@@ -246,6 +255,8 @@ impl<W> ShardBatcher<W> {
         });
         let resync = std::mem::take(&mut state.resync);
         state.accepted_seq = if resync { committed_seq } else { state.accepted_seq.max(committed_seq) };
+        state.acked_seq = state.acked_seq.max(committed_seq);
+        let welcome = state.acked_seq;
         state.heartbeat_interval_s = heartbeat_interval_s;
         state.connection = connection;
         state.offline_held = false;
@@ -271,6 +282,7 @@ impl<W> ShardBatcher<W> {
             heartbeat_interval_s,
             last_seq: accepted,
         });
+        welcome
     }
 
     /// Frames of `device` read at `at`, in order; `waiter` is answered once they are safe.
@@ -475,7 +487,7 @@ impl<W> ShardBatcher<W> {
         }
         let Pending { mut batch, waiters, marks, alarm_events, snapshots } = std::mem::take(&mut self.pending);
         if batch.is_empty() {
-            self.acks.extend(waiters.into_iter().map(|w| (w.waiter, Ok(w.ack))));
+            self.acknowledge(waiters);
             return None;
         }
         batch.delivery = marks.into_iter().collect();
@@ -508,7 +520,7 @@ impl<W> ShardBatcher<W> {
                 if !snapshots.is_empty() {
                     self.snapshots.push_back(snapshots);
                 }
-                self.acks.extend(waiters.into_iter().map(|w| (w.waiter, Ok(w.ack))));
+                self.acknowledge(waiters);
             }
             Err(error) => {
                 self.metrics.store_errors.inc();
@@ -534,6 +546,16 @@ impl<W> ShardBatcher<W> {
                 self.acks.extend(failed.into_iter().map(|w| (w.waiter, Err(()))));
                 pending.waiters = kept;
             }
+        }
+    }
+
+    /// Answers `waiters` `Ok`, in order, and moves their devices' acknowledged seqs.
+    fn acknowledge(&mut self, waiters: Vec<Waiter<W>>) {
+        for w in waiters {
+            if let Some(state) = self.devices.get_mut(&w.device) {
+                state.acked_seq = state.acked_seq.max(w.ack);
+            }
+            self.acks.push_back((w.waiter, Ok(w.ack)));
         }
     }
 

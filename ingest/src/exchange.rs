@@ -285,6 +285,7 @@ pub(crate) async fn session(
     let shard = ctx.shards[ctx.router.shard_for(device)].clone();
     let session = state.next_session.fetch_sub(1, Ordering::Relaxed);
     let shutting_down = || Refusal::from(Close::new(close_code::SHUTTING_DOWN, "server shutting down"));
+    let (welcome, last_seq) = oneshot::channel();
     shard
         .send(ShardCmd::Open {
             device,
@@ -292,9 +293,11 @@ pub(crate) async fn session(
             heartbeat_interval_s: hello.heartbeat_interval_s,
             committed_seq: committed,
             connection: session,
+            welcome,
         })
         .await
         .map_err(|_| shutting_down())?;
+    let last_seq = last_seq.await.map_err(|_| shutting_down())?;
     ctx.metrics.sessions_started.inc();
     let result = async {
         let mut rejected = Vec::new();
@@ -341,7 +344,7 @@ pub(crate) async fn session(
     let (ack, rejected) = result?;
     // After the frames: a command answer among them is recorded before anything is claimed.
     let commands = pickup(ctx, device, hello.protocol_version, resend).await;
-    Ok(Outcome { device, last_seq: committed, protocol_version: hello.protocol_version, ack, rejected, commands })
+    Ok(Outcome { device, last_seq, protocol_version: hello.protocol_version, ack, rejected, commands })
 }
 
 /// The answer to an exchange in the binary form: `Welcome`, the `Rejected` notes, the `Ack` and

@@ -177,6 +177,8 @@ async fn serve(conn: &quinn::Connection, ctx: &Arc<Context>) -> Result<(), Close
     let wake = ctx.command_signal.register(device);
     let shard = ctx.shards[ctx.router.shard_for(device)].clone();
     let result = async {
+        let shutting_down = || Close::new(close_code::SHUTTING_DOWN, "server shutting down");
+        let (welcome, last_seq) = oneshot::channel();
         shard
             .send(ShardCmd::Open {
                 device,
@@ -184,16 +186,18 @@ async fn serve(conn: &quinn::Connection, ctx: &Arc<Context>) -> Result<(), Close
                 heartbeat_interval_s,
                 committed_seq: committed,
                 connection: conn.stable_id(),
+                welcome,
             })
             .await
-            .map_err(|_| Close::new(close_code::SHUTTING_DOWN, "server shutting down"))?;
+            .map_err(|_| shutting_down())?;
+        let last_seq = last_seq.await.map_err(|_| shutting_down())?;
         let mut encoder = FrameEncoder::default();
         {
             // Scoped: what the Welcome took is gone before the session settles in.
             let mut out = BytesMut::new();
             let welcome = Downlink::Welcome(Welcome {
                 device_id: device.0,
-                last_seq: committed,
+                last_seq,
                 server_time_ms: UnixMillis::now().0,
                 protocol_version,
                 max_file_bytes: ctx.config.max_file_bytes,

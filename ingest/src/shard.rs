@@ -37,6 +37,8 @@ pub(crate) enum ShardCmd {
         heartbeat_interval_s: u32,
         committed_seq: u64,
         connection: usize,
+        /// Answered with the `last_seq` of the device's `Welcome` ([`ShardBatcher::handle_open`]).
+        welcome: oneshot::Sender<u64>,
     },
     /// Frames read from the device's stream, in order.
     Frames { device: DeviceId, frames: Vec<Frame>, at: UnixMillis, done: oneshot::Sender<AckResult> },
@@ -259,9 +261,11 @@ impl Shard {
 
     fn handle(&mut self, cmd: ShardCmd) {
         match cmd {
-            ShardCmd::Open { device, enterprise, heartbeat_interval_s, committed_seq, connection } => {
+            ShardCmd::Open { device, enterprise, heartbeat_interval_s, committed_seq, connection, welcome } => {
                 let now = self.now();
-                self.core.handle_open(now, device, enterprise, heartbeat_interval_s, committed_seq, connection);
+                let last_seq =
+                    self.core.handle_open(now, device, enterprise, heartbeat_interval_s, committed_seq, connection);
+                let _ = welcome.send(last_seq);
             }
             ShardCmd::Frames { device, frames, at, done } => {
                 self.metrics.shard_queue_depth.dec();
@@ -362,6 +366,7 @@ mod tests {
                 heartbeat_interval_s: 30,
                 committed_seq: 0,
                 connection: device as usize,
+                welcome: oneshot::channel().0,
             };
             tx.try_send(open).expect("room");
         }

@@ -245,8 +245,9 @@ pub enum Downlink {
 pub struct Welcome {
     /// The device's identifier in the store.
     pub device_id: u64,
-    /// Highest sequence number the server has applied for this device (0 if none). The device
-    /// resends frames above it and continues numbering after it.
+    /// Highest sequence number the server has acknowledged or stored for this device (0 if
+    /// none): every frame up to it is safe. The device resends its unacknowledged frames above it
+    /// and continues numbering after it (or after its own highest, if higher).
     pub last_seq: u64,
     /// Server time, milliseconds since the Unix epoch.
     pub server_time_ms: i64,

@@ -82,6 +82,8 @@ struct Device {
     skipped: HashSet<u64>,
     /// Highest acknowledgement received.
     acked: u64,
+    /// The `last_seq` of its latest `Welcome`: it resends the frames above it.
+    welcome: u64,
     /// Highest acknowledgement received since the last error (acks never go back within it).
     epoch_acked: u64,
 }
@@ -128,7 +130,14 @@ impl Harness {
         d.resend = true;
         d.connection += 1;
         let mark = self.marks.get(&device).copied().unwrap_or(0);
-        self.core.handle_open(now, DeviceId(device), EnterpriseId(1), 10, mark, d.connection);
+        let welcome = self.core.handle_open(now, DeviceId(device), EnterpriseId(1), 10, mark, d.connection);
+        assert!(welcome >= mark, "d{device}'s Welcome claims {welcome}, below the store's mark {mark}");
+        assert!(
+            welcome <= d.acked.max(mark),
+            "d{device}'s Welcome claims {welcome}, beyond its acknowledgements ({}) and the store's mark ({mark})",
+            d.acked
+        );
+        d.welcome = welcome;
     }
 
     fn send(&mut self, device: u64, back: u64, gap: bool, new: u64) {
@@ -138,10 +147,9 @@ impl Harness {
         if self.devices[device as usize].closed {
             self.open(device);
         }
-        let mark = self.marks.get(&device).copied().unwrap_or(0);
         let d = &mut self.devices[device as usize];
         let from = if std::mem::take(&mut d.resend) {
-            d.acked.max(mark) + 1
+            d.acked.max(d.welcome) + 1
         } else {
             (d.high + 1).saturating_sub(back).max(1)
         };

@@ -13,7 +13,8 @@
 //!   device's session over), `verdict dN elsewhere|offline` (the answer to an offline check),
 //!   `metrics`.
 //!
-//! Outputs: `ack wK ok N` / `ack wK err`, `commit bN: ...` (rows: `s`/`r`/`a` d#seq, alarm record
+//! Outputs: `welcome N` (an Open whose `Welcome` claims more than the store's mark: `N`),
+//! `ack wK ok N` / `ack wK err`, `commit bN: ...` (rows: `s`/`r`/`a` d#seq, alarm record
 //! changes `+`/`-`d/type@time, delivery `mark` d=seq), `engine ...` and `snapshots ...` (handed
 //! on after a commit), `live ...`, `check dN, ...` (devices held for an offline check), and `(full)` when the pending batch has no room.
 
@@ -199,7 +200,10 @@ fn step(core: &mut ShardBatcher<String>, metrics: &IngestMetrics, clock: &mut i6
         ["open", d, rest @ ..] => {
             let mark = option(rest, "mark", 0);
             let conn = option(rest, "conn", 1) as usize;
-            core.handle_open(now, device(d), E, HEARTBEAT_S, mark, conn);
+            let welcome = core.handle_open(now, device(d), E, HEARTBEAT_S, mark, conn);
+            if welcome != mark {
+                out.push(format!("welcome {welcome}"));
+            }
         }
         ["frames", d, w] => {
             let frames = frames.split_whitespace().map(frame).collect();
@@ -631,6 +635,53 @@ fn offline_and_back_online() {
           snapshots d1 offline, d1 online
         52s metrics
           metrics online=1 offline=1 duplicates=0 store_errors=0 received heartbeat=1 status=0 resource=0 alarm=0 command_result=0
+        ",
+    );
+}
+
+/// Heartbeats are acknowledged without moving the store's mark, so a reconnecting device's
+/// `Welcome` takes its acknowledged seq, not the mark: a device numbering on after the `Welcome`
+/// must not reuse seq 3, which the shard would drop as a duplicate. A frame still in flight
+/// (accepted, not yet committed) is not claimed: the device resends it, it is dropped as a
+/// duplicate and acknowledged with its commit.
+#[test]
+fn a_welcome_claims_the_acknowledged_seq_not_only_the_stores_mark() {
+    check(
+        "
+        1s open d1
+          live d1 opened@1s seq=0
+        2s frames d1 w1: s1 h2
+          live d1 status
+          live d1 seen@2s seq=2
+        2s commit
+          commit b1: s d1#1, -d1/109@1s, mark d1=2
+        2s ok b1
+          ack w1 ok 2
+          engine d1 online@1s
+          snapshots d1 online, d1 report@2s
+        3s frames d1 w2: h3
+          live d1 seen@3s seq=3
+        3s commit
+          no batch
+          ack w2 ok 3
+        4s frames d1 w3: r4
+          live d1 resources@4s
+          live d1 seen@4s seq=4
+        5s open d1 mark=2 conn=2
+          welcome 3
+          live d1 opened@5s seq=4
+        5s frames d1 w4: r4 s5
+          live d1 status
+          live d1 seen@5s seq=5
+        6s commit
+          commit b2: s d1#5, r d1#4, mark d1=5
+        6s ok b2
+          ack w3 ok 4
+          ack w4 ok 5
+          engine d1 resources@4s
+          snapshots d1 report@5s
+        7s open d1 mark=5 conn=3
+          live d1 opened@7s seq=5
         ",
     );
 }
