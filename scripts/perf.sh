@@ -4,7 +4,8 @@
 #   scripts/perf.sh throughput DEVICES RATE BURST SECONDS   # CPU per message, ack latency
 #                                                           # (TRANSPORT=https: over HTTPS ingest, ING-10)
 #   scripts/perf.sh idle DEVICES [SECONDS]                  # RSS per idle connection, setup rate, server
-#                                                           # CPU per session set-up (CONNECT_RATE paces)
+#                                                           # CPU per session set-up (CONNECT_RATE paces;
+#                                                           # KNOWN=1: a fleet the server knows reconnects)
 #   scripts/perf.sh floor-idle DEVICES [SECONDS]            # the same for the QUIC floor (quic_floor and
 #                                                           # fleetpulse-peerload --mode floor): a session's
 #                                                           # set-up and an idle connection without fleetpulse
@@ -277,7 +278,26 @@ print(json.dumps({"devices": r["devices"], "acked": r["acked"], "rate_msgs_per_s
 PY
   ;;
 idle)
-  idle_run "$2" "${3:-20}" lt
+  if [ -n "${KNOWN:-}" ]; then
+    # A fleet the server already knows (KNOWN=1): the same devices connect once first, in an
+    # enterprise made here, and close; the measured run is that fleet connecting again, as after
+    # a server restart, with no device to register.
+    api() { curl -sf -H 'content-type: application/json' ${token:+-H "authorization: Bearer $token"} \
+              -X POST "http://$http/api/v1/$1" -d "$2"; }
+    token=$(api auth/login '{"email": "perf@localhost", "password": "perf-password"}' | python3 -c 'import json, sys; print(json.load(sys.stdin)["token"])')
+    read -r enterprise credential < <(api enterprises '{"name": "perf-known-fleet"}' |
+      python3 -c 'import json, sys; e = json.load(sys.stdin); print(e["id"], e["credential"])')
+    rate=${CONNECT_RATE:-0}
+    lt --devices "$2" --rate 0 --heartbeat-interval 300 --connect-rate "$rate" --drain-timeout 5s \
+      --duration "$(python3 -c "print(round($2 / ($rate or 2000)) + 3)")s" --enterprise-id "$enterprise" --credential "$credential"
+    read -r prefix first < <(python3 -c 'import json, sys; r = json.load(open(sys.argv[1])); print(r["mac_prefix"], r["connections"]["established"])' "$work/report.json")
+    [ "$first" = "$2" ] || echo "$0: only $first of $2 devices connected before the measured run" >&2
+    sleep 2
+    known() { lt --enterprise-id "$enterprise" --credential "$credential" --mac-prefix "$prefix" "$@"; }
+    idle_run "$2" "${3:-20}" known
+  else
+    idle_run "$2" "${3:-20}" lt
+  fi
   ;;
 alarms)
   devices=$2 alarm_rate=$3 secs=$4

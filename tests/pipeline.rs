@@ -42,6 +42,39 @@ async fn a_thousand_devices_stream_and_nothing_acknowledged_is_missing() {
     assert_eq!(metric(&metrics, "fleetpulse_devices_connected"), 0.0, "the load tester closed its connections");
 }
 
+/// `--mac-prefix` names a fleet again: its devices reconnect as the devices the server knows
+/// (none is added), their numbering continues after the server's `last_seq`, and nothing of
+/// either run is missing or stored twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_named_again_reconnects_as_the_devices_the_server_knows() {
+    let _heavy = HEAVY.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), None, "");
+    let api = Api::login(&server.api()).await;
+    let enterprise = api.post("/api/v1/enterprises", serde_json::json!({ "name": "known fleet" })).await;
+    let (id, credential) = (enterprise["id"].as_u64().unwrap(), enterprise["credential"].as_str().unwrap().to_owned());
+    let mut cfg = server.load_config(50, Duration::from_secs(3));
+    cfg.rate_per_device = 4.0;
+    cfg.credential = Some((id, credential));
+    let first = fleetpulse_loadtest::run(cfg.clone()).await.expect("first run");
+    let prefix = u32::from_str_radix(&first.mac_prefix, 16).expect("the report names the fleet's prefix");
+    cfg.mac_prefix = Some(prefix);
+    let again = fleetpulse_loadtest::run(cfg).await.expect("second run");
+    println!("{}\n{}", serde_json::to_string(&first).unwrap(), serde_json::to_string(&again).unwrap());
+    assert_eq!(again.mac_prefix, first.mac_prefix);
+    for (run, report) in [("first", &first), ("second", &again)] {
+        assert_eq!(report.connections.established, 50, "{run} run");
+        assert!(report.acked > 100 && report.acked == report.sent, "{run} run: {} of {}", report.acked, report.sent);
+        let verified = (report.verified.missing, report.verified.duplicated, report.errors);
+        assert_eq!(verified, (0, 0, 0), "{run} run: missing, duplicated, errors");
+    }
+    let devices = api.get(&format!("/api/v1/devices?enterprise_id={id}&limit=100")).await;
+    let items = devices["items"].as_array().expect("items");
+    assert_eq!(items.len(), 50, "the second run added no device");
+    let stored: u64 = items.iter().map(|d| d["live"]["last_seq"].as_u64().unwrap_or(0)).sum();
+    assert!(stored >= first.sent + again.sent, "numbering continued: {stored} < {} + {}", first.sent, again.sent);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_run_then_restart_loses_nothing_acknowledged() {
     let _heavy = HEAVY.lock().await;

@@ -62,6 +62,9 @@ pub struct LoadConfig {
     pub progress: bool,
     /// Use this existing enterprise (id, provisioning credential) instead of creating one.
     pub credential: Option<(u64, String)>,
+    /// Name the devices with this 24-bit MAC prefix instead of a random one: with the enterprise
+    /// of an earlier run (`credential`), its fleet connects again as devices the server knows.
+    pub mac_prefix: Option<u32>,
     /// Injected alarm raises per second across the fleet (each cleared again before the device's
     /// next raise), on top of the data frames; 0 = none.
     pub alarm_rate: f64,
@@ -162,6 +165,7 @@ impl Default for LoadConfig {
             report: None,
             progress: false,
             credential: None,
+            mac_prefix: None,
             alarm_rate: 0.0,
             smtp_sink: None,
             alarm_receiver: "loadtest@example.com".into(),

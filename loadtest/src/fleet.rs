@@ -162,10 +162,11 @@ pub async fn run_until(cfg: LoadConfig, stop: impl Future<Output = ()> + Send) -
     cfg.validate()?;
     let client_config = quic::client_config(&cfg.ca_cert, cfg.heartbeat_interval_s)?;
     let downloads = crate::download::client_config(&cfg.ca_cert)?;
-    let (macs, run_seed, run_tag) = {
+    let (macs, run_tag) = {
         let mut rng = rand::rng();
-        (MacPlan::random(&mut rng), rng.random(), RunTag(rng.random()))
+        (cfg.mac_prefix.map_or_else(|| MacPlan::random(&mut rng), MacPlan::new), RunTag(rng.random()))
     };
+    let run_seed = macs.traits_seed();
     // The sink first: a taken port should fail the run before anything is created.
     let (tracker, sink) = match cfg.smtp_sink {
         Some(addr) => {
@@ -225,7 +226,7 @@ pub async fn run_until(cfg: LoadConfig, stop: impl Future<Output = ()> + Send) -
             .map(|endpoint| Arc::new(Group { endpoint, latency: GroupLatency::default() }))
             .collect();
 
-    tracing::info!(mac_prefix = format!("{:06x}", macs.prefix()), devices = cfg.devices, "starting the run");
+    tracing::info!(mac_prefix = %macs, devices = cfg.devices, "starting the run");
     let fleet = Arc::new(Fleet {
         servers: std::iter::once(cfg.quic_addr).chain(cfg.more_quic_addrs.iter().copied()).collect(),
         server_name: cfg.server_name.clone(),
@@ -815,6 +816,7 @@ fn build_report(
         },
         rejected_frames: c.rejected_frames.get(),
         enterprise_id: enterprise.0,
+        mac_prefix: fleet.macs.to_string(),
         resent: c.resent.get(),
         not_sent: c.not_sent.get(),
         drained,

@@ -234,10 +234,8 @@ pub async fn run(
             (created.id, created.credential)
         }
     };
-    let (macs, run_seed) = {
-        let mut rng = rand::rng();
-        (MacPlan::random(&mut rng), rng.random())
-    };
+    let macs = cfg.mac_prefix.map_or_else(|| MacPlan::random(&mut rand::rng()), MacPlan::new);
+    let run_seed = macs.traits_seed();
     let shared = Arc::new(Shared {
         relays,
         relay_credential,
@@ -302,6 +300,7 @@ pub async fn run(
         },
         rejected_frames: c.rejected_frames.get(),
         enterprise_id: enterprise.0,
+        mac_prefix: shared.macs.to_string(),
         resent: c.resent.get(),
         not_sent: c.not_sent.get(),
         drained,

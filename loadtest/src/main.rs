@@ -107,6 +107,11 @@ struct Args {
     /// Provisioning credential of --enterprise-id.
     #[arg(long, requires = "enterprise_id")]
     credential: Option<String>,
+    /// Name the devices with this MAC prefix (6 hex digits, as in an earlier run's report)
+    /// instead of a random one; with that run's --enterprise-id and --credential, its fleet
+    /// reconnects as devices the server already knows.
+    #[arg(long, value_parser = parse_mac_prefix)]
+    mac_prefix: Option<u32>,
     /// Injected alarms per second across the fleet: each device raises an "Application crash"
     /// alarm carrying a unique token and clears it before its next raise; 0 = off.
     #[arg(long, default_value_t = 0.0)]
@@ -148,6 +153,14 @@ struct Args {
     /// The deadline of each command the command mode issues.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     command_deadline: Duration,
+}
+
+fn parse_mac_prefix(s: &str) -> anyhow::Result<u32> {
+    anyhow::ensure!(
+        s.len() == 6 && s.bytes().all(|b| b.is_ascii_hexdigit()),
+        "a MAC prefix is 6 hex digits (the first three bytes of the fleet's MACs), not {s:?}"
+    );
+    Ok(u32::from_str_radix(s, 16)?)
 }
 
 fn parse_json(s: &str) -> anyhow::Result<serde_json::Value> {
@@ -196,6 +209,7 @@ impl Args {
             report: self.report,
             progress: !self.no_progress,
             credential: self.enterprise_id.zip(self.credential),
+            mac_prefix: self.mac_prefix,
             alarm_rate: self.alarm_rate,
             smtp_sink: self.smtp_sink,
             alarm_receiver: self.alarm_receiver,
@@ -366,6 +380,14 @@ mod tests {
         cfg.validate().expect("valid config");
         assert!(Args::try_parse_from(base.into_iter().chain(["--bulk-command", "--commands", "3"])).is_err());
         assert!(Args::try_parse_from(base.into_iter().chain(["--commands", "3", "--command-args", "{"])).is_err());
+    }
+
+    #[test]
+    fn a_mac_prefix_is_six_hex_digits() {
+        assert_eq!(parse_mac_prefix("00a1fF").unwrap(), 0x00a1ff);
+        for bad in ["", "abcde", "1234567", "12345g", "+12345"] {
+            assert!(parse_mac_prefix(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -33,6 +33,9 @@ pub struct Report {
     pub rejected_frames: u64,
     /// The enterprise the devices belonged to.
     pub enterprise_id: u64,
+    /// The fleet's MAC prefix (6 hex digits): `--mac-prefix` names the same devices again.
+    #[serde(default)]
+    pub mac_prefix: String,
     /// Frames written again after a reconnect (not counted again in `sent`).
     #[serde(default)]
     pub resent: u64,
@@ -286,6 +289,7 @@ mod tests {
             connections: Connections { established: 2, ..Connections::default() },
             rejected_frames: 0,
             enterprise_id: 5,
+            mac_prefix: "abcdef".into(),
             resent: 1,
             not_sent: 0,
             drained: true,
