@@ -130,14 +130,38 @@ pub fn ingest_server_config(source: &TlsSource, idle_timeout: Duration) -> Resul
     quic_server_config(source, idle_timeout, alpn)
 }
 
+/// The ring provider with TLS 1.3's AES-128-GCM-SHA256 first (issue 14), for 128-bit security at
+/// a lower set-up cost: its hash, SHA-256, runs on the CPU's SHA extensions, where ring's SHA-384
+/// of AES-256-GCM-SHA384 (rustls's and most clients' first choice) does not. Measured in
+/// `benches/benches/handshake.rs` and `docs/PERFORMANCE.md`; a message's round trip costs the same
+/// with either. Every QUIC client offers AES-128-GCM-SHA256 (RFC 9001 keys Initial packets with
+/// it, and quinn refuses a client configuration without it); the other suites stay for TLS
+/// clients that offer only them.
+fn device_crypto() -> rustls::crypto::CryptoProvider {
+    use rustls::crypto::ring::cipher_suite::{
+        TLS13_AES_128_GCM_SHA256, TLS13_AES_256_GCM_SHA384, TLS13_CHACHA20_POLY1305_SHA256,
+    };
+    rustls::crypto::CryptoProvider {
+        cipher_suites: vec![TLS13_AES_128_GCM_SHA256, TLS13_AES_256_GCM_SHA384, TLS13_CHACHA20_POLY1305_SHA256],
+        ..rustls::crypto::ring::default_provider()
+    }
+}
+
 fn quic_server_config(
     source: &TlsSource,
     idle_timeout: Duration,
     alpn: Vec<Vec<u8>>,
 ) -> Result<quinn::ServerConfig, IngestError> {
+    let crypto = QuicServerConfig::try_from(device_tls(source, alpn)?).map_err(|e| tls_err("QUIC TLS", e))?;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    config.transport_config(Arc::new(device_transport(idle_timeout)?));
+    Ok(config)
+}
+
+/// The TLS half of a device endpoint: TLS 1.3 only, no early data, AES-128-GCM-SHA256 first.
+fn device_tls(source: &TlsSource, alpn: Vec<Vec<u8>>) -> Result<rustls::ServerConfig, IngestError> {
     let (chain, key) = load(source)?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+    let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(device_crypto()))
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| tls_err("TLS versions", e))?
         .with_no_client_auth()
@@ -145,10 +169,9 @@ fn quic_server_config(
         .map_err(|e| tls_err("certificate", e))?;
     tls.alpn_protocols = alpn;
     tls.max_early_data_size = 0;
-    let crypto = QuicServerConfig::try_from(tls).map_err(|e| tls_err("QUIC TLS", e))?;
-    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    config.transport_config(Arc::new(device_transport(idle_timeout)?));
-    Ok(config)
+    // The server's order of suites decides, not the client's (most clients offer AES-256 first).
+    tls.ignore_client_order = true;
+    Ok(tls)
 }
 
 /// The TLS configuration of an HTTPS/1.1 listener with the same certificate as the QUIC
@@ -231,5 +254,41 @@ mod tests {
         let again = endpoint_keys(dir.path()).expect("keys again");
         assert_eq!(first.cid, again.cid);
         assert_eq!(std::fs::read(dir.path().join("endpoint.key")).expect("key").len(), 40);
+    }
+
+    /// A client that prefers AES-256-GCM-SHA384 (rustls's default order, like most clients) gets
+    /// AES-128-GCM-SHA256; one that offers only AES-256 still gets in.
+    #[test]
+    fn devices_get_aes_128_whatever_they_prefer() {
+        use rustls::crypto::ring::cipher_suite::{TLS13_AES_128_GCM_SHA256, TLS13_AES_256_GCM_SHA384};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let server = Arc::new(
+            device_tls(&TlsSource::Dev { dir: dir.path().into() }, vec![fleetpulse_proto::ALPN.to_vec()])
+                .expect("server TLS"),
+        );
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(CertificateDer::from_pem_file(dir.path().join("ca.pem")).expect("CA")).expect("root");
+        let negotiated = |suites: Vec<rustls::SupportedCipherSuite>| {
+            let provider =
+                rustls::crypto::CryptoProvider { cipher_suites: suites, ..rustls::crypto::ring::default_provider() };
+            let mut client = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+                .with_protocol_versions(&[&rustls::version::TLS13])
+                .expect("client versions")
+                .with_root_certificates(roots.clone())
+                .with_no_client_auth();
+            client.alpn_protocols = vec![fleetpulse_proto::ALPN.to_vec()];
+            let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+            let mut client = rustls::ClientConnection::new(Arc::new(client), name).expect("client");
+            let mut server = rustls::ServerConnection::new(server.clone()).expect("server");
+            let mut hello = Vec::new();
+            client.write_tls(&mut hello).expect("ClientHello");
+            server.read_tls(&mut hello.as_slice()).expect("read ClientHello");
+            server.process_new_packets().expect("the server accepts the ClientHello");
+            server.negotiated_cipher_suite().expect("a suite").suite()
+        };
+        let default_order = rustls::crypto::ring::default_provider().cipher_suites;
+        assert_eq!(default_order[0].suite(), TLS13_AES_256_GCM_SHA384.suite(), "the client prefers AES-256");
+        assert_eq!(negotiated(default_order), TLS13_AES_128_GCM_SHA256.suite());
+        assert_eq!(negotiated(vec![TLS13_AES_256_GCM_SHA384]), TLS13_AES_256_GCM_SHA384.suite());
     }
 }
