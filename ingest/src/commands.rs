@@ -52,33 +52,56 @@ pub(crate) async fn send_commands(
     wake: &Notify,
     out: queue::WeakSender<Outbound>,
 ) -> Result<(), Close> {
-    if ctx.commands.has_commands_to_send(device).await.map_err(store_failed)? {
-        let requeued = ctx.commands.requeue_unanswered(device).await.map_err(store_failed)?;
-        if requeued > 0 {
-            tracing::debug!(message = "Commands sent to an earlier session requeued.", %device, requeued);
-        }
-    } else {
+    // The store calls and a claimed batch are boxed: an idle session's task holds only its wait
+    // for a wake-up (issue 14).
+    if !Box::pin(requeue_unanswered(ctx, device)).await? {
         wake.notified().await;
     }
     loop {
-        let claimed =
-            ctx.commands.claim_commands_to_send(device, UnixMillis::now(), CLAIM_BATCH).await.map_err(store_failed)?;
-        let full = claimed.len() >= CLAIM_BATCH as usize;
-        // Made frames first: a command (200 bytes) held across the send below would size every
-        // session's task while it waits for a wake-up (issue 14).
-        let frames: Vec<Box<Downlink>> = claimed.into_iter().map(command_frame).collect();
-        for frame in frames {
-            // A weak sender: the writer ends once the read loop is done, whatever this task holds.
-            let Some(tx) = out.upgrade() else { return Ok(()) };
-            if tx.send(Outbound::Frame(frame)).await.is_err() {
-                return Ok(());
-            }
-            ctx.metrics.commands_sent.inc();
-        }
-        if !full {
-            wake.notified().await;
+        match Box::pin(send_claimed(ctx, device, &out)).await? {
+            Sent::WriterGone => return Ok(()),
+            Sent::Batch { full: true } => {}
+            Sent::Batch { full: false } => wake.notified().await,
         }
     }
+}
+
+/// Whether the device has commands queued or sent; those an earlier session sent and the device
+/// never accepted are put back in the queue.
+async fn requeue_unanswered(ctx: &Context, device: DeviceId) -> Result<bool, Close> {
+    if !ctx.commands.has_commands_to_send(device).await.map_err(store_failed)? {
+        return Ok(false);
+    }
+    let requeued = ctx.commands.requeue_unanswered(device).await.map_err(store_failed)?;
+    if requeued > 0 {
+        tracing::debug!(message = "Commands sent to an earlier session requeued.", %device, requeued);
+    }
+    Ok(true)
+}
+
+/// What one claim sent.
+enum Sent {
+    /// The session's writer is gone: nothing more can be sent.
+    WriterGone,
+    /// The claimed commands were sent; `full` if the claim took a whole batch (more may wait).
+    Batch { full: bool },
+}
+
+/// Claims up to [`CLAIM_BATCH`] of the device's queued commands and queues their frames.
+async fn send_claimed(ctx: &Context, device: DeviceId, out: &queue::WeakSender<Outbound>) -> Result<Sent, Close> {
+    let claimed =
+        ctx.commands.claim_commands_to_send(device, UnixMillis::now(), CLAIM_BATCH).await.map_err(store_failed)?;
+    let full = claimed.len() >= CLAIM_BATCH as usize;
+    let frames: Vec<Box<Downlink>> = claimed.into_iter().map(command_frame).collect();
+    for frame in frames {
+        // A weak sender: the writer ends once the read loop is done, whatever this task holds.
+        let Some(tx) = out.upgrade() else { return Ok(Sent::WriterGone) };
+        if tx.send(Outbound::Frame(frame)).await.is_err() {
+            return Ok(Sent::WriterGone);
+        }
+        ctx.metrics.commands_sent.inc();
+    }
+    Ok(Sent::Batch { full })
 }
 
 /// The downlink frame of a claimed command (taking all of it: nothing of the command is then
