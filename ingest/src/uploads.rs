@@ -83,16 +83,35 @@ pub(crate) async fn receive_uploads(
     uploader: Uploader,
     out: queue::WeakSender<Outbound>,
 ) -> Result<(), Close> {
-    // Dropping the set (the session ended) aborts the uploads; their temporary files go with them.
-    let mut running: JoinSet<Result<(), Close>> = JoinSet::new();
     loop {
+        // While no upload runs (most of a session's life) the task holds only this wait; the
+        // uploads, their set and the select are boxed (issue 14).
+        let Ok(first) = conn.accept_uni().await else { return Ok(()) };
+        if !Box::pin(run_uploads(&ctx, &conn, uploader, &out, first)).await? {
+            return Ok(());
+        }
+    }
+}
+
+/// Runs the upload `first` and the ones accepted beside it until none is running: `Ok(true)`,
+/// or `Ok(false)` when the connection ended. Returning drops the set, which aborts the uploads
+/// still running; their temporary files go with them.
+async fn run_uploads(
+    ctx: &Arc<Context>,
+    conn: &quinn::Connection,
+    uploader: Uploader,
+    out: &queue::WeakSender<Outbound>,
+    first: RecvStream,
+) -> Result<bool, Close> {
+    let mut running: JoinSet<Result<(), Close>> = JoinSet::new();
+    running.spawn(receive_upload(ctx.clone(), uploader, first, out.clone()));
+    while !running.is_empty() {
         tokio::select! {
             accepted = conn.accept_uni() => {
-                let Ok(mut recv) = accepted else { return Ok(()) };
+                let Ok(mut recv) = accepted else { return Ok(false) };
                 if running.len() >= MAX_UPLOADS {
                     let refused = refusal("too_many_uploads", format!("at most {MAX_UPLOADS} uploads at once"));
-                    // Boxed: rare, and inline it would size every session's task (issue 14).
-                    Box::pin(refuse(&ctx, &mut recv, &out, 0, String::new(), refused)).await;
+                    refuse(ctx, &mut recv, out, 0, String::new(), refused).await;
                     continue;
                 }
                 running.spawn(receive_upload(ctx.clone(), uploader, recv, out.clone()));
@@ -104,6 +123,7 @@ pub(crate) async fn receive_uploads(
             },
         }
     }
+    Ok(true)
 }
 
 /// Stops the stream and tells the device why on the control stream.
