@@ -3,9 +3,8 @@
 //! the one it took before, AES-256-GCM-SHA384 (rustls's first choice, and most clients'). Both
 //! ends run on one thread over loopback, so each figure is the CPU of client and server together.
 //! The client is rustls's default (it offers AES-256 first, and AES-128 as every QUIC client
-//! must); each server has fleetpulse's certificate and transport (`tls::device_transport`) and
-//! puts one suite first. That fleetpulse's own configuration picks AES-128 is a unit test of
-//! `fleetpulse_ingest::tls`.
+//! must); each server is fleetpulse's device endpoint (`tls::server_config_with_suites`) with one
+//! suite first. That fleetpulse's own order picks AES-128 is a unit test of `fleetpulse_ingest::tls`.
 //!
 //! `cargo bench -p fleetpulse-benches --bench handshake -- --noplot`
 
@@ -15,12 +14,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::Criterion;
-use fleetpulse_ingest::tls;
-use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use fleetpulse_ingest::tls::{self, TlsSource};
+use quinn::crypto::rustls::QuicClientConfig;
 use rustls::SupportedCipherSuite;
 use rustls::crypto::ring::cipher_suite::{TLS13_AES_128_GCM_SHA256, TLS13_AES_256_GCM_SHA384};
+use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 /// The bytes of a typical one-message frame (a status report) and of the server's ack.
 const FRAME: usize = 120;
@@ -39,31 +38,14 @@ fn client(ca: &Path) -> quinn::ClientConfig {
     quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls).expect("QUIC TLS")))
 }
 
-/// A server endpoint with the development certificate in `dir` and the device transport that
-/// takes `first` whatever the client prefers. Each connection answers every [`FRAME`]-byte
+/// A device endpoint with fleetpulse's configuration and the development certificate in `dir`,
+/// preferring `first` whatever the client prefers. Each connection answers every [`FRAME`]-byte
 /// frame on its first stream with [`ACK`] bytes.
 fn server(dir: &Path, first: SupportedCipherSuite) -> (quinn::Endpoint, SocketAddr) {
-    tls::ensure_dev_cert(dir).expect("certificate");
-    let chain = CertificateDer::pem_file_iter(dir.join("server.pem"))
-        .expect("chain")
-        .collect::<Result<Vec<_>, _>>()
-        .expect("chain");
-    let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).expect("key");
-    let provider = rustls::crypto::CryptoProvider {
-        cipher_suites: vec![first, TLS13_AES_128_GCM_SHA256, TLS13_AES_256_GCM_SHA384],
-        ..rustls::crypto::ring::default_provider()
-    };
-    let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(provider))
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .expect("TLS 1.3")
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .expect("certificate");
-    tls.alpn_protocols = vec![fleetpulse_proto::ALPN.to_vec()];
-    tls.max_early_data_size = 0;
-    tls.ignore_client_order = true;
-    let mut config = quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(tls).expect("QUIC TLS")));
-    config.transport_config(Arc::new(tls::device_transport(Duration::from_secs(30)).expect("transport")));
+    let suites = std::iter::once(first).chain(tls::device_suites().into_iter().filter(|s| s.suite() != first.suite()));
+    let config =
+        tls::server_config_with_suites(&TlsSource::Dev { dir: dir.into() }, Duration::from_secs(30), suites.collect())
+            .expect("server configuration");
     let endpoint = quinn::Endpoint::server(config, (Ipv4Addr::LOCALHOST, 0).into()).expect("server endpoint");
     let addr = endpoint.local_addr().expect("address");
     let accepting = endpoint.clone();

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use quinn::crypto::rustls::QuicServerConfig;
 use quinn::{IdleTimeout, TransportConfig, VarInt};
+use rustls::SupportedCipherSuite;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -119,7 +120,17 @@ pub fn device_transport(idle_timeout: Duration) -> Result<TransportConfig, Inges
 
 /// The quinn server configuration of a device endpoint: TLS 1.3 only, ALPN `fleetpulse/1`.
 pub fn server_config(source: &TlsSource, idle_timeout: Duration) -> Result<quinn::ServerConfig, IngestError> {
-    quic_server_config(source, idle_timeout, vec![fleetpulse_proto::ALPN.to_vec()])
+    server_config_with_suites(source, idle_timeout, device_suites())
+}
+
+/// [`server_config`] preferring `suites` in their order instead of [`device_suites`] (the
+/// handshake bench compares suites with it).
+pub fn server_config_with_suites(
+    source: &TlsSource,
+    idle_timeout: Duration,
+    suites: Vec<SupportedCipherSuite>,
+) -> Result<quinn::ServerConfig, IngestError> {
+    quic_server_config(source, idle_timeout, vec![fleetpulse_proto::ALPN.to_vec()], suites)
 }
 
 /// The server's ingest endpoints: [`server_config`] that also accepts relays, ALPN
@@ -127,41 +138,44 @@ pub fn server_config(source: &TlsSource, idle_timeout: Duration) -> Result<quinn
 /// both is a device.
 pub fn ingest_server_config(source: &TlsSource, idle_timeout: Duration) -> Result<quinn::ServerConfig, IngestError> {
     let alpn = vec![fleetpulse_proto::ALPN.to_vec(), fleetpulse_proto::RELAY_ALPN.to_vec()];
-    quic_server_config(source, idle_timeout, alpn)
+    quic_server_config(source, idle_timeout, alpn, device_suites())
 }
 
-/// The ring provider with TLS 1.3's AES-128-GCM-SHA256 first (issue 14), for 128-bit security at
+/// The device endpoints' TLS 1.3 suites in the server's order: AES-128-GCM-SHA256 first (issue 14), for 128-bit security at
 /// a lower set-up cost: its hash, SHA-256, runs on the CPU's SHA extensions, where ring's SHA-384
 /// of AES-256-GCM-SHA384 (rustls's and most clients' first choice) does not. Measured in
 /// `benches/benches/handshake.rs` and `docs/PERFORMANCE.md`; a message's round trip costs the same
 /// with either. Every QUIC client offers AES-128-GCM-SHA256 (RFC 9001 keys Initial packets with
 /// it, and quinn refuses a client configuration without it); the other suites stay for TLS
 /// clients that offer only them.
-fn device_crypto() -> rustls::crypto::CryptoProvider {
+pub fn device_suites() -> Vec<SupportedCipherSuite> {
     use rustls::crypto::ring::cipher_suite::{
         TLS13_AES_128_GCM_SHA256, TLS13_AES_256_GCM_SHA384, TLS13_CHACHA20_POLY1305_SHA256,
     };
-    rustls::crypto::CryptoProvider {
-        cipher_suites: vec![TLS13_AES_128_GCM_SHA256, TLS13_AES_256_GCM_SHA384, TLS13_CHACHA20_POLY1305_SHA256],
-        ..rustls::crypto::ring::default_provider()
-    }
+    vec![TLS13_AES_128_GCM_SHA256, TLS13_AES_256_GCM_SHA384, TLS13_CHACHA20_POLY1305_SHA256]
 }
 
 fn quic_server_config(
     source: &TlsSource,
     idle_timeout: Duration,
     alpn: Vec<Vec<u8>>,
+    suites: Vec<SupportedCipherSuite>,
 ) -> Result<quinn::ServerConfig, IngestError> {
-    let crypto = QuicServerConfig::try_from(device_tls(source, alpn)?).map_err(|e| tls_err("QUIC TLS", e))?;
+    let crypto = QuicServerConfig::try_from(device_tls(source, alpn, suites)?).map_err(|e| tls_err("QUIC TLS", e))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     config.transport_config(Arc::new(device_transport(idle_timeout)?));
     Ok(config)
 }
 
-/// The TLS half of a device endpoint: TLS 1.3 only, no early data, AES-128-GCM-SHA256 first.
-fn device_tls(source: &TlsSource, alpn: Vec<Vec<u8>>) -> Result<rustls::ServerConfig, IngestError> {
+/// The TLS half of a device endpoint: TLS 1.3 only, no early data, `suites` in the server's order.
+fn device_tls(
+    source: &TlsSource,
+    alpn: Vec<Vec<u8>>,
+    suites: Vec<SupportedCipherSuite>,
+) -> Result<rustls::ServerConfig, IngestError> {
     let (chain, key) = load(source)?;
-    let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(device_crypto()))
+    let provider = rustls::crypto::CryptoProvider { cipher_suites: suites, ..rustls::crypto::ring::default_provider() };
+    let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(provider))
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| tls_err("TLS versions", e))?
         .with_no_client_auth()
@@ -263,8 +277,12 @@ mod tests {
         use rustls::crypto::ring::cipher_suite::{TLS13_AES_128_GCM_SHA256, TLS13_AES_256_GCM_SHA384};
         let dir = tempfile::tempdir().expect("tempdir");
         let server = Arc::new(
-            device_tls(&TlsSource::Dev { dir: dir.path().into() }, vec![fleetpulse_proto::ALPN.to_vec()])
-                .expect("server TLS"),
+            device_tls(
+                &TlsSource::Dev { dir: dir.path().into() },
+                vec![fleetpulse_proto::ALPN.to_vec()],
+                device_suites(),
+            )
+            .expect("server TLS"),
         );
         let mut roots = rustls::RootCertStore::empty();
         roots.add(CertificateDer::from_pem_file(dir.path().join("ca.pem")).expect("CA")).expect("root");
