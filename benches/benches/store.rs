@@ -1,10 +1,13 @@
-//! Embedded store writes: rows per second of `EventStore::append` with group commit.
+//! Embedded store writes: rows per second of `EventStore::append` with group commit, and the
+//! cost of one commit shaped like those of the ingest hot path (`ingest_commit_*`).
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use fleetpulse_proto::domain::{AlarmChange, AlarmChangeKind, DeviceKey, ResourceSample};
+use fleetpulse_proto::domain::{
+    AlarmChange, AlarmChangeKind, CallStatus, DeviceKey, DeviceStatus, ResourceSample, SipLine, SipState,
+};
 use fleetpulse_proto::{AccountId, AlarmTypeCode, DeviceId, EnterpriseId, Mac, UnixMillis};
 use fleetpulse_store::embedded::EmbeddedConfig;
-use fleetpulse_store::{EventBatch, NewDevice, NewEnterprise, ResourceEvent, Store};
+use fleetpulse_store::{AlarmEvent, EventBatch, NewDevice, NewEnterprise, ResourceEvent, StatusEvent, Store};
 
 const ROWS: u64 = 10_000;
 
@@ -72,6 +75,30 @@ fn store(c: &mut Criterion) {
                 BatchSize::LargeInput,
             )
         });
+        // One commit as the ingest path makes it under `scripts/perf.sh compare 1000 20` at
+        // 40,000 msg/s: the frames of 5 devices' 20-frame flushes, in the load tester's mix
+        // (status, resource and alarm reports 1 : 1 : 0.2, each alarm also bumping its record),
+        // each device's rows after the ones it wrote before, the devices taken in turn.
+        // The figure is CPU time (every thread of the process, the store's writer included), not
+        // wall time: the time a commit waits for the disk is not the server's cost.
+        let mut commit = 0u64;
+        group.throughput(Throughput::Elements(INGEST_DEVICES * INGEST_FRAMES));
+        group.bench_function(if fsync { "ingest_commit_fsync_cpu" } else { "ingest_commit_no_fsync_cpu" }, |b| {
+            b.iter_custom(|iters| {
+                let batches: Vec<EventBatch> = (0..iters)
+                    .map(|_| {
+                        commit += 1;
+                        ingest_commit(enterprise, &devices, commit)
+                    })
+                    .collect();
+                let start = process_cpu();
+                for batch in batches {
+                    rt.block_on(store.events.append(batch)).expect("append");
+                }
+                process_cpu().saturating_sub(start)
+            })
+        });
+        group.throughput(Throughput::Elements(ROWS));
         if !fsync {
             // Alarm-record changes through the lifecycle rule: each batch raises, acknowledges or
             // clears one alarm type on each of the 1,000 devices, in turn.
@@ -91,6 +118,90 @@ fn store(c: &mut Criterion) {
         }
     }
     group.finish();
+}
+
+/// CPU time of every thread of this process so far, from `/proc/self/task/*/schedstat` (its
+/// first field is the thread's time on a CPU, in nanoseconds).
+fn process_cpu() -> std::time::Duration {
+    let mut ns = 0u64;
+    for task in std::fs::read_dir("/proc/self/task").expect("/proc/self/task") {
+        let path = task.expect("task").path().join("schedstat");
+        // A thread that ended between the listing and the read has nothing left to count.
+        if let Ok(stat) = std::fs::read_to_string(path) {
+            ns += stat.split_whitespace().next().and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+        }
+    }
+    std::time::Duration::from_nanos(ns)
+}
+
+/// Devices in one ingest-shaped commit, and frames each.
+const INGEST_DEVICES: u64 = 5;
+const INGEST_FRAMES: u64 = 20;
+
+/// The `commit`th ingest-shaped batch: `INGEST_FRAMES` frames from each of `INGEST_DEVICES`
+/// devices. Of every 11 frames, 5 are status reports, 5 resource reports and 1 an alarm; the
+/// seqs of a device continue from its previous batch.
+fn ingest_commit(enterprise: EnterpriseId, devices: &[DeviceId], commit: u64) -> EventBatch {
+    let mut batch = EventBatch::default();
+    let at = UnixMillis(1_700_000_000_000 + commit as i64);
+    for d in 0..INGEST_DEVICES {
+        let slot = (commit * INGEST_DEVICES + d) as usize;
+        let device_id = devices[slot % devices.len()];
+        // The seqs of this device's earlier batches (10,000 rows each from the benches above
+        // start at 10,001 and never reach 2^40).
+        let first = (1 << 40) + (slot / devices.len()) as u64 * INGEST_FRAMES;
+        for seq in first..first + INGEST_FRAMES {
+            match seq % 11 {
+                0..=4 => batch.status.push(StatusEvent {
+                    device_id,
+                    enterprise_id: enterprise,
+                    seq,
+                    at,
+                    status: DeviceStatus {
+                        lines: vec![SipLine {
+                            line: 1,
+                            account: format!("{:07}@loadtest.invalid", device_id.0),
+                            state: SipState::Registered,
+                        }],
+                        call_status: CallStatus::Idle,
+                        firmware: "151.86.0.15".into(),
+                        public_ip: Some([203, 0, 113, 133].into()),
+                        private_ip: Some([10, 214, 237, 181].into()),
+                        uptime_s: 1_739_464 + seq,
+                        last_reboot: Some(UnixMillis(1_794_927_987_250)),
+                    },
+                }),
+                5..=9 => batch.resources.push(ResourceEvent {
+                    device_id,
+                    enterprise_id: enterprise,
+                    seq,
+                    at,
+                    sample: ResourceSample { cpu_centi_pct: 4_200, mem_used_bytes: 1 << 28, mem_total_bytes: 1 << 30 },
+                }),
+                _ => {
+                    batch.alarms.push(AlarmEvent {
+                        device_id,
+                        enterprise_id: enterprise,
+                        seq,
+                        at,
+                        code: AlarmTypeCode(102),
+                        clear: false,
+                        description: "loadtest: registration failed".into(),
+                        log: None,
+                    });
+                    batch.alarm_changes.push(AlarmChange {
+                        device_id,
+                        enterprise_id: enterprise,
+                        code: AlarmTypeCode(102),
+                        at,
+                        kind: AlarmChangeKind::Raise { description: "loadtest: registration failed".into() },
+                    });
+                }
+            }
+        }
+        batch.delivery.push((device_id, first + INGEST_FRAMES - 1));
+    }
+    batch
 }
 
 /// One alarm-record change per device: raise, acknowledge, raise again, clear, by `round`.
