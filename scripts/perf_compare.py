@@ -22,7 +22,9 @@ table, and everything as JSON to OUT.
 Environment: RUNS (3), TARGETS (fleetpulse,floor,mqtt), STEP_SECS (6), MEASURE_SECS (15),
 START_RATE (4000), COMMON_RATE (2000), MAX_RATE (128000), MAX_STEPS (7), P99_LIMIT_MS (100),
 SERVER_CORE (1), LOAD_CORE (0), NICE (-10), OUT (/tmp/fleetpulse-compare-<time>.json), FLEETPULSE_FSYNC (true),
-FLEETPULSE_BIN (the server binary; default the release build), SERVER_PRELOAD (LD_PRELOAD for the
+FLEETPULSE_BIN (the server binary; default the release build), PREFILL_GIB (0; grow fleetpulse's
+empty database to this many GiB with a table of zero blobs before measuring: below 1 GiB SQLite
+scans its page cache at commits, see docs/PERFORMANCE.md), SERVER_PRELOAD (LD_PRELOAD for the
 fleetpulse server only, e.g. an allocator to try without a rebuild), SEARCH (1; 0 = no maximum-rate search, only the COMMON_RATE measurement: for before/after comparisons
 of one change, where the search's noise would swamp it).
 
@@ -68,6 +70,7 @@ LOAD_CORE = ENV.get("LOAD_CORE", "0")
 # Every target is also measured at this one rate, sustainable or not, so that CPU per message is
 # compared at the same offered load even where a target sustains little (fsync stalls).
 COMMON_RATE = env_int("COMMON_RATE", 2000)
+PREFILL_GIB = float(ENV.get("PREFILL_GIB", "0"))
 CONNECT_RATE = 2000
 ADMIN = ("perf@localhost", "perf-password")
 
@@ -88,6 +91,20 @@ def measured(cmd, **kwargs):
         except OSError:
             pass
     return proc
+
+
+def prefill(db, gib):
+    """Grows an embedded-store database to `gib` GiB with a table that nothing reads (fleetpulse
+    stopped). A fleet's database soon passes 1 GiB, and a smaller one costs SQLite more per commit."""
+    import sqlite3
+    c = sqlite3.connect(db)
+    c.execute("CREATE TABLE IF NOT EXISTS perf_filler (b BLOB)")
+    page_size = c.execute("PRAGMA page_size").fetchone()[0]
+    while c.execute("PRAGMA page_count").fetchone()[0] * page_size < gib * (1 << 30):
+        c.executemany("INSERT INTO perf_filler VALUES (zeroblob(1048576))", [()] * 64)
+        c.commit()
+    c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    c.close()
 
 
 def free_port(kind=socket.SOCK_STREAM):
@@ -170,6 +187,11 @@ class Server:
                 args += ["--config", f"{d}/server.toml"]
             self.proc = measured(pin + args, stdout=out, stderr=subprocess.STDOUT, env=env)
             line = self.wait_line(f"{d}/out", "fleetpulse listening")
+            if PREFILL_GIB > 0 and not os.path.exists(f"{d}/prefilled"):
+                self.stop()
+                prefill(f"{d}/data/fleetpulse.db", PREFILL_GIB)
+                open(f"{d}/prefilled", "w").close()
+                return self.start()
             self.addr = line.split("quic=")[1].split()[0]
             self.api = "http://" + line.split("http=")[1].split()[0]
             self.ca = f"{d}/data/tls/ca.pem"
