@@ -36,6 +36,7 @@ import json
 import os
 import shutil
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -94,9 +95,9 @@ def measured(cmd, **kwargs):
 
 
 def prefill(db, gib):
-    """Grows an embedded-store database to `gib` GiB with a table that nothing reads (fleetpulse
-    stopped). A fleet's database soon passes 1 GiB, and a smaller one costs SQLite more per commit."""
-    import sqlite3
+    """Grows an embedded-store database to `gib` GiB with a table that nothing reads; called while
+    fleetpulse is stopped. A fleet's database soon passes 1 GiB, and a smaller one costs SQLite
+    more per commit."""
     c = sqlite3.connect(db)
     c.execute("CREATE TABLE IF NOT EXISTS perf_filler (b BLOB)")
     page_size = c.execute("PRAGMA page_size").fetchone()[0]
