@@ -147,8 +147,8 @@ fn ingest_commit(enterprise: EnterpriseId, devices: &[DeviceId], commit: u64) ->
     for d in 0..INGEST_DEVICES {
         let slot = (commit * INGEST_DEVICES + d) as usize;
         let device_id = devices[slot % devices.len()];
-        // The seqs of this device's earlier batches (10,000 rows each from the benches above
-        // start at 10,001 and never reach 2^40).
+        // Each device's seqs start at 2^40, above those the resource bench wrote for it, and go
+        // on by INGEST_FRAMES each time the device's turn comes round again.
         let first = (1 << 40) + (slot / devices.len()) as u64 * INGEST_FRAMES;
         for seq in first..first + INGEST_FRAMES {
             match seq % 11 {
