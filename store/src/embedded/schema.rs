@@ -855,6 +855,93 @@ const MIGRATIONS: &[&str] = &[
         last_seen_at    INTEGER
     );
     "#,
+    // One index over a device's events of every kind (issue 14). Each of the three event tables
+    // kept its own `(device_id, seq)` index, so a commit holding a device's flush wrote a leaf of
+    // each: three index pages per device per commit. `device_events` holds the same entries in one
+    // tree, so the device's flush lands in one leaf. `kind` is 0 for a status event, 1 for a
+    // resource report and 2 for an alarm event; `row` is the `id` in that kind's table.
+    //
+    // The event tables are rebuilt with an explicit `id INTEGER PRIMARY KEY` (their rowid as it
+    // was): an implicit rowid may change on VACUUM, and `row` must not. The writer's append adds
+    // each new event's entry in the same statement sequence (a trigger costs a commit 11 % more);
+    // delete triggers take the entries of deleted events out, retention's included. The alarm log,
+    // the one read by device and code, gets a partial index of its own over the few alarms that
+    // carry a log.
+    r#"
+    CREATE TABLE status_events_by_id (
+        id            INTEGER PRIMARY KEY,
+        device_id     INTEGER NOT NULL,
+        enterprise_id INTEGER NOT NULL,
+        seq           INTEGER NOT NULL,
+        at            INTEGER NOT NULL,
+        sip_summary   TEXT NOT NULL,
+        call_status   TEXT NOT NULL,
+        firmware      TEXT NOT NULL,
+        public_ip     TEXT,
+        private_ip    TEXT,
+        uptime_s      INTEGER NOT NULL,
+        last_reboot   INTEGER,
+        lines         TEXT NOT NULL
+    );
+    INSERT INTO status_events_by_id
+        SELECT rowid, device_id, enterprise_id, seq, at, sip_summary, call_status, firmware, public_ip,
+               private_ip, uptime_s, last_reboot, lines FROM status_events ORDER BY rowid;
+    DROP TABLE status_events;
+    ALTER TABLE status_events_by_id RENAME TO status_events;
+    CREATE TABLE resource_reports_by_id (
+        id            INTEGER PRIMARY KEY,
+        device_id     INTEGER NOT NULL,
+        enterprise_id INTEGER NOT NULL,
+        seq           INTEGER NOT NULL,
+        at            INTEGER NOT NULL,
+        cpu_centi_pct INTEGER NOT NULL,
+        mem_used      INTEGER NOT NULL,
+        mem_total     INTEGER NOT NULL
+    );
+    INSERT INTO resource_reports_by_id
+        SELECT rowid, device_id, enterprise_id, seq, at, cpu_centi_pct, mem_used, mem_total
+        FROM resource_reports ORDER BY rowid;
+    DROP TABLE resource_reports;
+    ALTER TABLE resource_reports_by_id RENAME TO resource_reports;
+    CREATE TABLE alarm_events_by_id (
+        id            INTEGER PRIMARY KEY,
+        device_id     INTEGER NOT NULL,
+        enterprise_id INTEGER NOT NULL,
+        seq           INTEGER NOT NULL,
+        at            INTEGER NOT NULL,
+        code          INTEGER NOT NULL,
+        clear         INTEGER NOT NULL,
+        description   TEXT NOT NULL,
+        log           BLOB
+    );
+    INSERT INTO alarm_events_by_id
+        SELECT rowid, device_id, enterprise_id, seq, at, code, clear, description, log
+        FROM alarm_events ORDER BY rowid;
+    DROP TABLE alarm_events;
+    ALTER TABLE alarm_events_by_id RENAME TO alarm_events;
+    CREATE INDEX alarm_events_log ON alarm_events(device_id, code, at) WHERE log IS NOT NULL;
+
+    CREATE TABLE device_events (
+        device_id INTEGER NOT NULL,
+        seq       INTEGER NOT NULL,
+        kind      INTEGER NOT NULL,
+        row       INTEGER NOT NULL,
+        PRIMARY KEY (device_id, seq, kind, row)
+    ) WITHOUT ROWID;
+    INSERT INTO device_events (device_id, seq, kind, row)
+        SELECT device_id, seq, 0, id FROM status_events
+        UNION ALL SELECT device_id, seq, 1, id FROM resource_reports
+        UNION ALL SELECT device_id, seq, 2, id FROM alarm_events;
+    CREATE TRIGGER status_events_unindexed AFTER DELETE ON status_events BEGIN
+        DELETE FROM device_events WHERE device_id = OLD.device_id AND seq = OLD.seq AND kind = 0 AND row = OLD.id;
+    END;
+    CREATE TRIGGER resource_reports_unindexed AFTER DELETE ON resource_reports BEGIN
+        DELETE FROM device_events WHERE device_id = OLD.device_id AND seq = OLD.seq AND kind = 1 AND row = OLD.id;
+    END;
+    CREATE TRIGGER alarm_events_unindexed AFTER DELETE ON alarm_events BEGIN
+        DELETE FROM device_events WHERE device_id = OLD.device_id AND seq = OLD.seq AND kind = 2 AND row = OLD.id;
+    END;
+    "#,
 ];
 
 /// The schema version this build writes.

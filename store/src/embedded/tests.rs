@@ -1,6 +1,6 @@
 //! Behaviour of the embedded store against a real SQLite file in a temp directory.
 
-use super::events::latest_alarm_records_sql;
+use super::events::{ALARM_LOG_SQL, DEVICE_SEQUENCES_SQL, RESOURCE_HISTORY_SQL, latest_alarm_records_sql};
 use super::oplog::operation_log_sql;
 use super::outbox::{due_outbox_sql, except_slots};
 use super::*;
@@ -205,6 +205,93 @@ async fn the_latest_alarms_feed_reads_an_index_in_order() {
         "{one}"
     );
     assert!(latest_alarm_records_sql(&AlarmFilter::default(), 0).expect("valid").is_none());
+}
+
+#[tokio::test]
+async fn reads_by_device_walk_one_index_without_a_sort() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _store = open(dir.path());
+    let conn = Connection::open(dir.path().join(DB_FILE)).expect("open");
+    let values = |n: usize| (0..n).map(|i| Box::new(i as i64 + 1) as SqlValue).collect::<Vec<_>>();
+    let sequences = query_plan(&conn, DEVICE_SEQUENCES_SQL, &values(1));
+    assert!(
+        sequences.contains("SEARCH device_events USING PRIMARY KEY (device_id=?)")
+            && !sequences.contains("TEMP B-TREE"),
+        "{sequences}"
+    );
+    let history = query_plan(&conn, RESOURCE_HISTORY_SQL, &values(4));
+    assert!(
+        history.contains("SEARCH d USING PRIMARY KEY (device_id=?)")
+            && history.contains("SEARCH r USING INTEGER PRIMARY KEY (rowid=?)")
+            && !history.contains("TEMP B-TREE"),
+        "{history}"
+    );
+    let log = query_plan(&conn, ALARM_LOG_SQL, &values(2));
+    assert!(
+        log.contains("USING INDEX alarm_events_log (device_id=? AND code=?)") && !log.contains("TEMP B-TREE"),
+        "{log}"
+    );
+}
+
+/// Every event of every kind has its one entry in `device_events`, and only those: after appends
+/// of each kind (offline alarms' seq 0 included) and after retention deletes some.
+#[tokio::test]
+async fn device_events_index_every_event_and_follow_retention() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let e = enterprise(&store, "indexed").await;
+    let d = store.register_device(new_device(e.id, "001565000031")).await.expect("device").device.id;
+    let resource = |seq: u64, at: i64| ResourceEvent {
+        device_id: d,
+        enterprise_id: e.id,
+        seq,
+        at: UnixMillis(at),
+        sample: ResourceSample { cpu_centi_pct: 1, mem_used_bytes: 1, mem_total_bytes: 2 },
+    };
+    let alarm = |seq: u64, at: i64, log: Option<Vec<u8>>| AlarmEvent {
+        device_id: d,
+        enterprise_id: e.id,
+        seq,
+        at: UnixMillis(at),
+        code: fleetpulse_proto::AlarmTypeCode(101),
+        clear: false,
+        description: "x".into(),
+        log,
+    };
+    let batch = EventBatch {
+        resources: vec![resource(1, 10), resource(2, 20), resource(4, 40)],
+        alarms: vec![alarm(3, 30, Some(b"old".to_vec())), alarm(0, 35, None), alarm(5, 50, Some(b"new".to_vec()))],
+        delivery: vec![(d, 5)],
+        ..EventBatch::default()
+    };
+    store.append(batch).await.expect("append");
+    let conn = Connection::open(dir.path().join(DB_FILE)).expect("open");
+    let unmatched = |conn: &Connection| -> (i64, i64) {
+        let sql = "SELECT (SELECT count(*) FROM device_events), \
+             (SELECT count(*) FROM device_events AS d WHERE NOT EXISTS ( \
+                SELECT 1 FROM status_events WHERE d.kind = 0 AND id = d.row AND device_id = d.device_id AND seq = d.seq \
+                UNION ALL SELECT 1 FROM resource_reports WHERE d.kind = 1 AND id = d.row AND device_id = d.device_id AND seq = d.seq \
+                UNION ALL SELECT 1 FROM alarm_events WHERE d.kind = 2 AND id = d.row AND device_id = d.device_id AND seq = d.seq))";
+        conn.query_row(sql, [], |r| Ok((r.get(0)?, r.get(1)?))).expect("entries")
+    };
+    assert_eq!(unmatched(&conn), (6, 0), "one entry per event, each pointing at its row");
+    let seqs = store.device_sequences(&[d]).await.expect("sequences");
+    assert_eq!(
+        (seqs[0].rows, seqs[0].ranges.clone()),
+        (5, vec![(1, 5)]),
+        "the offline alarm's seq 0 is not the device's"
+    );
+    let history = store.resource_history(d, UnixMillis(0), UnixMillis(100), 10).await.expect("history");
+    assert_eq!(history.iter().map(|p| p.at.0).collect::<Vec<_>>(), [40, 20, 10]);
+    let log = store.alarm_log(d, fleetpulse_proto::AlarmTypeCode(101)).await.expect("log");
+    assert_eq!(log, Some((UnixMillis(50), b"new".to_vec())));
+
+    assert_eq!(store.apply_retention(UnixMillis(32)).await.expect("retention"), 3);
+    assert_eq!(unmatched(&conn), (3, 0), "retention took the deleted rows' entries with them");
+    let seqs = store.device_sequences(&[d]).await.expect("sequences");
+    assert_eq!((seqs[0].rows, seqs[0].ranges.clone()), (2, vec![(4, 5)]));
+    let log = store.alarm_log(d, fleetpulse_proto::AlarmTypeCode(101)).await.expect("log");
+    assert_eq!(log, Some((UnixMillis(50), b"new".to_vec())));
 }
 
 #[tokio::test]

@@ -172,3 +172,44 @@ fn the_saved_engine_state_stays_the_single_engines_once_keyed_by_owner() {
         .expect("the state kept");
     assert_eq!((owner.as_str(), saved_at), ("", 5), "the single engine's");
 }
+
+#[test]
+fn events_stored_before_one_index_keep_their_rows_and_get_their_entries() {
+    let mut conn = Connection::open_in_memory().expect("open");
+    let before = MIGRATIONS.iter().position(|m| m.contains("CREATE TABLE device_events")).expect("the migration");
+    for sql in &MIGRATIONS[..before] {
+        conn.execute_batch(sql).expect("migration");
+    }
+    conn.pragma_update(None, "user_version", u32::try_from(before).expect("few migrations")).expect("version");
+    // Rowids with gaps, as deletes leave them: the migration keeps each row's rowid as its id.
+    conn.execute_batch(
+        "INSERT INTO status_events (rowid, device_id, enterprise_id, seq, at, sip_summary, call_status, firmware, \
+             uptime_s, lines) VALUES (7, 1, 1, 1, 10, 'registered', 'idle', '1.0', 5, '[]');
+         INSERT INTO resource_reports (rowid, device_id, enterprise_id, seq, at, cpu_centi_pct, mem_used, mem_total) \
+             VALUES (3, 1, 1, 2, 20, 1, 1, 2), (9, 2, 1, 1, 20, 1, 1, 2);
+         INSERT INTO alarm_events (rowid, device_id, enterprise_id, seq, at, code, clear, description, log) \
+             VALUES (4, 1, 1, 0, 25, 9001, 0, 'offline', NULL), (5, 1, 1, 3, 30, 101, 0, 'crash', x'01');",
+    )
+    .expect("events stored before");
+    assert_eq!(migrate(&mut conn).expect("migrate"), CURRENT_VERSION);
+    let entries: Vec<(i64, i64, i64, i64)> = conn
+        .prepare("SELECT device_id, seq, kind, row FROM device_events")
+        .expect("entries")
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .expect("entries")
+        .collect::<rusqlite::Result<_>>()
+        .expect("entries");
+    assert_eq!(entries, [(1, 0, 2, 4), (1, 1, 0, 7), (1, 2, 1, 3), (1, 3, 2, 5), (2, 1, 1, 9)]);
+    let resources: Vec<(i64, i64)> = conn
+        .prepare("SELECT id, device_id FROM resource_reports ORDER BY id")
+        .expect("rows")
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("rows")
+        .collect::<rusqlite::Result<_>>()
+        .expect("rows");
+    assert_eq!(resources, [(3, 1), (9, 2)]);
+    // Deleting a migrated event takes its entry with it.
+    conn.execute("DELETE FROM resource_reports WHERE id = 3", []).expect("a delete");
+    let left: i64 = conn.query_row("SELECT count(*) FROM device_events", [], |r| r.get(0)).expect("entries");
+    assert_eq!(left, 4);
+}
