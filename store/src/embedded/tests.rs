@@ -294,6 +294,43 @@ async fn device_events_index_every_event_and_follow_retention() {
     assert_eq!(log, Some((UnixMillis(50), b"new".to_vec())));
 }
 
+/// SQLite rewrites a row's entry in every index whose column an UPDATE assigns, changed or not, so
+/// the statement every device report runs assigns no indexed column but the one that always
+/// changes.
+#[tokio::test]
+async fn a_report_rewrites_no_device_index_but_the_last_reports() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _store = open(dir.path());
+    let conn = Connection::open(dir.path().join(DB_FILE)).expect("open");
+    let set = super::devices::REPORT_SQL.split(" SET ").nth(1).and_then(|s| s.split(" WHERE ").next()).expect("SET");
+    let assigned: Vec<&str> = set.split(',').map(|a| a.split('=').next().expect("column").trim()).collect();
+    assert!(assigned.contains(&"sip_lines") && assigned.contains(&"last_report_at"), "{assigned:?}");
+    let mut indexed: Vec<(String, String)> = Vec::new();
+    let indexes: Vec<String> = conn
+        .prepare("SELECT name FROM pragma_index_list('devices')")
+        .expect("indexes")
+        .query_map([], |r| r.get(0))
+        .expect("indexes")
+        .collect::<rusqlite::Result<_>>()
+        .expect("indexes");
+    for index in indexes {
+        let columns: Vec<Option<String>> = conn
+            .prepare("SELECT name FROM pragma_index_info(?1)")
+            .expect("columns")
+            .query_map([&index], |r| r.get(0))
+            .expect("columns")
+            .collect::<rusqlite::Result<_>>()
+            .expect("columns");
+        indexed.extend(columns.into_iter().flatten().map(|c| (index.clone(), c)));
+    }
+    let rewritten: Vec<&(String, String)> = indexed.iter().filter(|(_, c)| assigned.contains(&c.as_str())).collect();
+    assert_eq!(
+        rewritten,
+        [&("devices_sort_last_report".to_owned(), "last_report_at".to_owned())],
+        "indexes a report rewrites"
+    );
+}
+
 #[tokio::test]
 async fn due_outbox_walks_the_due_index_in_order() {
     let dir = tempfile::tempdir().expect("tempdir");
