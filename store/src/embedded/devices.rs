@@ -112,12 +112,12 @@ pub(super) fn refresh_device_types(c: &Connection) -> Result<()> {
     Ok(())
 }
 
-/// Applies snapshot updates (distinct devices) inside the writer's transaction.
 /// What every report writes to its device's row: of these columns only `last_report_at` is
 /// indexed (a test holds it so), and it changes with every report.
 pub(super) const REPORT_SQL: &str = "UPDATE devices SET sip_status = ?2, call_status = ?3, last_report_at = ?4, \
      uptime_s = ?5, last_reboot = ?6, sip_lines = ?7 WHERE id = ?1 AND last_report_at <= ?4";
 
+/// Applies snapshot updates (distinct devices) inside the writer's transaction.
 fn apply_snapshot_updates(
     c: &Connection,
     updates: &[DeviceSnapshotUpdate],
