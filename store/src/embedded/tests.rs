@@ -241,13 +241,7 @@ async fn device_events_index_every_event_and_follow_retention() {
     let store = open(dir.path());
     let e = enterprise(&store, "indexed").await;
     let d = store.register_device(new_device(e.id, "001565000031")).await.expect("device").device.id;
-    let resource = |seq: u64, at: i64| ResourceEvent {
-        device_id: d,
-        enterprise_id: e.id,
-        seq,
-        at: UnixMillis(at),
-        sample: ResourceSample { cpu_centi_pct: 1, mem_used_bytes: 1, mem_total_bytes: 2 },
-    };
+    let resource = |seq: u64, at: i64| ResourceEvent { at: UnixMillis(at), ..resource(d, e.id, seq) };
     let alarm = |seq: u64, at: i64, log: Option<Vec<u8>>| AlarmEvent {
         device_id: d,
         enterprise_id: e.id,
@@ -305,24 +299,17 @@ async fn a_report_rewrites_no_device_index_but_the_last_reports() {
     let set = super::devices::REPORT_SQL.split(" SET ").nth(1).and_then(|s| s.split(" WHERE ").next()).expect("SET");
     let assigned: Vec<&str> = set.split(',').map(|a| a.split('=').next().expect("column").trim()).collect();
     assert!(assigned.contains(&"sip_lines") && assigned.contains(&"last_report_at"), "{assigned:?}");
-    let mut indexed: Vec<(String, String)> = Vec::new();
-    let indexes: Vec<String> = conn
-        .prepare("SELECT name FROM pragma_index_list('devices')")
+    // Every (index, column) of `devices`; an expression's column has no name and is left out.
+    let indexed: Vec<(String, String)> = conn
+        .prepare(
+            "SELECT l.name, i.name FROM pragma_index_list('devices') AS l, pragma_index_info(l.name) AS i \
+             WHERE i.name IS NOT NULL",
+        )
         .expect("indexes")
-        .query_map([], |r| r.get(0))
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
         .expect("indexes")
         .collect::<rusqlite::Result<_>>()
         .expect("indexes");
-    for index in indexes {
-        let columns: Vec<Option<String>> = conn
-            .prepare("SELECT name FROM pragma_index_info(?1)")
-            .expect("columns")
-            .query_map([&index], |r| r.get(0))
-            .expect("columns")
-            .collect::<rusqlite::Result<_>>()
-            .expect("columns");
-        indexed.extend(columns.into_iter().flatten().map(|c| (index.clone(), c)));
-    }
     let rewritten: Vec<&(String, String)> = indexed.iter().filter(|(_, c)| assigned.contains(&c.as_str())).collect();
     assert_eq!(
         rewritten,
