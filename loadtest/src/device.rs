@@ -11,6 +11,7 @@
 use std::collections::VecDeque;
 
 use crate::config::MessageKind;
+use crate::verify::SeqRuns;
 
 /// Most frames a device keeps unacknowledged; beyond it the schedule's frames stay owed.
 pub const MAX_UNACKED: usize = 10_000;
@@ -82,8 +83,8 @@ pub struct DeviceSession {
     cursor: Option<u64>,
     /// Unacknowledged frames in sequence order.
     pending: VecDeque<PendingFrame>,
-    /// Acknowledged sequence numbers of persisted kinds, ascending.
-    acked_persisted: Vec<u64>,
+    /// Acknowledged sequence numbers of persisted kinds.
+    acked_persisted: SeqRuns,
 }
 
 impl Default for DeviceSession {
@@ -100,7 +101,7 @@ impl DeviceSession {
             highest_sent: 0,
             cursor: None,
             pending: VecDeque::new(),
-            acked_persisted: Vec::new(),
+            acked_persisted: SeqRuns::default(),
         }
     }
 
@@ -129,13 +130,13 @@ impl DeviceSession {
         self.cursor.is_some()
     }
 
-    /// Acknowledged sequence numbers of persisted kinds, ascending.
-    pub fn acked_persisted(&self) -> &[u64] {
+    /// Acknowledged sequence numbers of persisted kinds.
+    pub fn acked_persisted(&self) -> &SeqRuns {
         &self.acked_persisted
     }
 
     /// Consumes the session, keeping what verification needs.
-    pub fn into_acked_persisted(self) -> Vec<u64> {
+    pub fn into_acked_persisted(self) -> SeqRuns {
         self.acked_persisted
     }
 
@@ -228,6 +229,10 @@ mod tests {
 
     fn ignore(_: u64) {}
 
+    fn seqs(runs: &SeqRuns) -> Vec<u64> {
+        runs.iter().collect()
+    }
+
     #[test]
     fn new_device_numbers_from_one_and_acks_cumulatively() {
         let mut s = DeviceSession::new();
@@ -239,12 +244,12 @@ mod tests {
         assert_eq!(sent_seqs(&mut s), [(1, false), (2, false), (3, false), (4, false)]);
         let r = s.handle_ack(3, 100, ignore);
         assert_eq!((r.acked, r.rejected, r.anomaly), (3, 0, None));
-        assert_eq!(s.acked_persisted(), [1, 3], "heartbeat 2 is acked but not persisted");
+        assert_eq!(seqs(s.acked_persisted()), [1, 3], "heartbeat 2 is acked but not persisted");
         assert_eq!(s.unacked(), 1);
         assert_eq!(s.handle_ack(2, 100, ignore).acked, 0, "an old ack resolves nothing");
         assert_eq!(s.handle_ack(4, 100, ignore).acked, 1);
         assert!(s.is_idle());
-        assert_eq!(s.into_acked_persisted(), [1, 3, 4]);
+        assert_eq!(seqs(&s.into_acked_persisted()), [1, 3, 4]);
     }
 
     #[test]
@@ -283,7 +288,7 @@ mod tests {
         assert_eq!(s.push(Status, 7), Some(7));
         assert_eq!(sent_seqs(&mut s), [(7, false)]);
         s.handle_ack(7, 60, ignore);
-        assert_eq!(s.acked_persisted(), [1, 2, 3, 4, 5, 6, 7]);
+        assert_eq!(seqs(s.acked_persisted()), [1, 2, 3, 4, 5, 6, 7]);
     }
 
     #[test]
@@ -297,7 +302,7 @@ mod tests {
         assert_eq!(s.handle_welcome(2, 5, ignore).acked, 2);
         assert_eq!(s.poll_transmit(), None);
         assert_eq!(s.push(Status, 5), Some(3));
-        assert_eq!(s.acked_persisted(), [1]);
+        assert_eq!(seqs(s.acked_persisted()), [1]);
     }
 
     #[test]
@@ -313,7 +318,7 @@ mod tests {
         assert_eq!(latencies, [7]);
         assert_eq!(s.handle_rejected(2, 8, ignore).anomaly, Some(Anomaly::RejectedUnknown { seq: 2 }));
         assert_eq!(s.handle_ack(3, 9, ignore).acked, 2);
-        assert_eq!(s.acked_persisted(), [1, 3]);
+        assert_eq!(seqs(s.acked_persisted()), [1, 3]);
     }
 
     #[test]

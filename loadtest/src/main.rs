@@ -223,6 +223,12 @@ impl Args {
     }
 }
 
+/// mimalloc instead of glibc's malloc: at 100,000 devices glibc's heap kept growing and shrinking
+/// under the steady load, and the kernel's zeroing of its fresh pages took a fifth of the load
+/// tester's CPU (`docs/PERFORMANCE.md`, issue 14 item 5).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")))

@@ -1,9 +1,12 @@
 //! The QUIC side of a simulated device: client configuration, endpoints, opening a session
 //! (connect, `Hello`, `Welcome`) and telling why a connection ended.
 
+use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use anyhow::{Context, ensure};
@@ -11,9 +14,10 @@ use bytes::BytesMut;
 use fleetpulse_proto::wire::{Downlink, Uplink, Welcome};
 use fleetpulse_proto::{ALPN, FrameDecoder, FrameEncoder};
 use quinn::crypto::rustls::QuicClientConfig;
+use quinn::udp::{RecvMeta, Transmit};
 use quinn::{
-    ClientConfig, Connection, ConnectionError, Endpoint, EndpointConfig, IdleTimeout, RecvStream, SendStream,
-    TransportConfig, VarInt,
+    AsyncUdpSocket, ClientConfig, Connection, ConnectionError, Endpoint, EndpointConfig, IdleTimeout, RecvStream,
+    SendStream, TransportConfig, UdpPoller, VarInt,
 };
 use rustls::RootCertStore;
 use rustls::pki_types::CertificateDer;
@@ -116,12 +120,62 @@ pub fn client_endpoints(count: usize, server: SocketAddr, config: &ClientConfig)
             socket.bind(&bind.into()).with_context(|| format!("binding a UDP socket to {bind}"))?;
             socket.set_nonblocking(true).context("making the UDP socket non-blocking")?;
             let runtime = quinn::default_runtime().context("no async runtime for the QUIC endpoint")?;
-            let mut endpoint = Endpoint::new(EndpointConfig::default(), None, socket.into(), runtime)
+            let socket = runtime.wrap_udp_socket(socket.into()).context("wrapping the UDP socket")?;
+            let socket = Arc::new(OneDatagramPerSend(socket));
+            let mut endpoint = Endpoint::new_with_abstract_socket(EndpointConfig::default(), None, socket, runtime)
                 .context("creating a QUIC endpoint")?;
             endpoint.set_default_client_config(config.clone());
             Ok(endpoint)
         })
         .collect()
+}
+
+/// A UDP socket that takes one datagram per send, so that no connection keeps a ten-datagram
+/// buffer.
+///
+/// quinn gives each connection a send buffer that lives as long as the connection. The first time
+/// a connection has two datagrams to send at once, quinn grows that buffer to room for as many as
+/// the socket takes in one send (ten with UDP GSO, 12 KiB), to hand them to the kernel in one
+/// call. A simulated device does that on its first 20-frame flush: at 100,000 devices, 1.2 GB
+/// allocated and zeroed in the first seconds of the sending phase, which tipped the load tester
+/// over at high rates (`docs/PERFORMANCE.md`, issue 14 item 5). With one datagram per send the
+/// buffer stays one datagram long; a flush of two datagrams takes two `sendmsg` calls.
+#[derive(Debug)]
+struct OneDatagramPerSend(Arc<dyn AsyncUdpSocket>);
+
+impl AsyncUdpSocket for OneDatagramPerSend {
+    fn create_io_poller(self: Arc<Self>) -> Pin<Box<dyn UdpPoller>> {
+        self.0.clone().create_io_poller()
+    }
+
+    fn try_send(&self, transmit: &Transmit) -> io::Result<()> {
+        self.0.try_send(transmit)
+    }
+
+    fn poll_recv(
+        &self,
+        cx: &mut TaskContext,
+        bufs: &mut [IoSliceMut<'_>],
+        meta: &mut [RecvMeta],
+    ) -> Poll<io::Result<usize>> {
+        self.0.poll_recv(cx, bufs, meta)
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.local_addr()
+    }
+
+    fn max_transmit_segments(&self) -> usize {
+        1
+    }
+
+    fn max_receive_segments(&self) -> usize {
+        self.0.max_receive_segments()
+    }
+
+    fn may_fragment(&self) -> bool {
+        self.0.may_fragment()
+    }
 }
 
 /// Why a connection (or an attempt to open one) ended.

@@ -19,8 +19,62 @@ pub struct AckedDevice {
     pub mac: Mac,
     /// Its id, if a `Welcome` told it.
     pub device_id: Option<DeviceId>,
-    /// Acknowledged sequence numbers of persisted kinds, ascending.
-    pub acked_persisted: Vec<u64>,
+    /// Acknowledged sequence numbers of persisted kinds.
+    pub acked_persisted: SeqRuns,
+}
+
+/// Ascending sequence numbers held as inclusive runs `(first, last)`: a device's acknowledged
+/// frames of persisted kinds. It grows with the gaps between runs (heartbeats, rejected frames),
+/// not with the frames: a device sending for hours keeps 16 bytes per heartbeat, not 8 per frame.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SeqRuns {
+    runs: Vec<(u64, u64)>,
+    len: u64,
+}
+
+impl SeqRuns {
+    /// Adds `seq`, which must be above every number added so far (a lower one is ignored).
+    pub fn push(&mut self, seq: u64) {
+        match self.runs.last_mut() {
+            Some((_, last)) if *last >= seq => {
+                debug_assert!(false, "{seq} added after {last}");
+                return;
+            }
+            Some((_, last)) if *last + 1 == seq => *last = seq,
+            _ => self.runs.push((seq, seq)),
+        }
+        self.len += 1;
+    }
+
+    /// How many numbers were added.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether nothing was added.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The runs, ascending and apart (each starts at least two above the last one's end).
+    pub fn runs(&self) -> &[(u64, u64)] {
+        &self.runs
+    }
+
+    /// The numbers, ascending.
+    pub fn iter(&self) -> impl Iterator<Item = u64> + '_ {
+        self.runs.iter().flat_map(|&(first, last)| first..=last)
+    }
+}
+
+impl FromIterator<u64> for SeqRuns {
+    fn from_iter<I: IntoIterator<Item = u64>>(seqs: I) -> Self {
+        let mut runs = SeqRuns::default();
+        for seq in seqs {
+            runs.push(seq);
+        }
+        runs
+    }
 }
 
 /// Number of distinct sequence numbers in inclusive `[first, last]` ranges that are sorted and
@@ -29,19 +83,24 @@ pub fn distinct_in_ranges(ranges: &[(u64, u64)]) -> u64 {
     ranges.iter().map(|&(first, last)| if first > last { 0 } else { last - first + 1 }).sum()
 }
 
-/// How many of the ascending `acked` sequence numbers lie in none of the sorted `ranges`.
-pub fn count_missing(acked: &[u64], ranges: &[(u64, u64)]) -> u64 {
-    let mut ranges = ranges.iter().copied().filter(|&(first, last)| first <= last).peekable();
-    let mut missing = 0;
-    for &seq in acked {
-        // Skip ranges that end before `seq`; `acked` ascends, so they end before every later seq too.
-        while ranges.next_if(|&(_, last)| last < seq).is_some() {}
-        match ranges.peek() {
-            Some(&(first, _)) if first <= seq => {}
-            _ => missing += 1,
+/// How many of the `acked` sequence numbers lie in none of the sorted, non-overlapping stored
+/// `ranges`, counted run against range without expanding either. A range with `first > last` is
+/// skipped.
+pub fn count_missing(acked: &SeqRuns, ranges: &[(u64, u64)]) -> u64 {
+    let ranges: Vec<(u64, u64)> = ranges.iter().copied().filter(|&(first, last)| first <= last).collect();
+    let mut next = 0;
+    let mut found = 0;
+    for &(first, last) in acked.runs() {
+        // Ranges that end before this run end before every later run too.
+        while ranges.get(next).is_some_and(|&(_, end)| end < first) {
+            next += 1;
+        }
+        // The ranges overlapping this run; the last of them may overlap the next run as well.
+        for &(start, end) in ranges[next..].iter().take_while(|&&(start, _)| start <= last) {
+            found += (end.min(last) - start.max(first)).saturating_add(1);
         }
     }
-    missing
+    acked.len() - found
 }
 
 /// Compares the devices of a run with the stored sequences of their enterprise.
@@ -61,7 +120,7 @@ pub fn verify(devices: &[AckedDevice], stored: &[StoredSequences]) -> Verified {
                 verified.duplicated += entry.rows.saturating_sub(distinct_in_ranges(&entry.ranges));
                 verified.missing += count_missing(&device.acked_persisted, &entry.ranges);
             }
-            None => verified.missing += device.acked_persisted.len() as u64,
+            None => verified.missing += device.acked_persisted.len(),
         }
     }
     verified
@@ -85,20 +144,49 @@ mod tests {
         AckedDevice {
             mac: Mac::parse(mac).expect("valid"),
             device_id: id.map(DeviceId),
-            acked_persisted: acked.to_vec(),
+            acked_persisted: acked.iter().copied().collect(),
         }
+    }
+
+    fn runs(seqs: &[u64]) -> SeqRuns {
+        seqs.iter().copied().collect()
     }
 
     #[test]
     fn range_membership() {
         let ranges = [(1, 3), (5, 5), (8, 10)];
-        assert_eq!(count_missing(&[1, 2, 3, 5, 8, 9, 10], &ranges), 0);
-        assert_eq!(count_missing(&[4, 6, 7, 11], &ranges), 4);
-        assert_eq!(count_missing(&[0, 1, 4, 5, 6, 10, 12], &ranges), 4);
-        assert_eq!(count_missing(&[1, 2], &[]), 2);
-        assert_eq!(count_missing(&[], &ranges), 0);
-        assert_eq!(count_missing(&[2], &[(3, 1), (2, 2)]), 0, "an inverted range is skipped");
-        assert_eq!(count_missing(&[u64::MAX], &[(1, u64::MAX)]), 0);
+        assert_eq!(count_missing(&runs(&[1, 2, 3, 5, 8, 9, 10]), &ranges), 0);
+        assert_eq!(count_missing(&runs(&[4, 6, 7, 11]), &ranges), 4);
+        assert_eq!(count_missing(&runs(&[0, 1, 4, 5, 6, 10, 12]), &ranges), 4);
+        assert_eq!(count_missing(&runs(&[1, 2]), &[]), 2);
+        assert_eq!(count_missing(&runs(&[]), &ranges), 0);
+        assert_eq!(count_missing(&runs(&[2]), &[(3, 1), (2, 2)]), 0, "an inverted range is skipped");
+        assert_eq!(count_missing(&runs(&[u64::MAX]), &[(1, u64::MAX)]), 0);
+    }
+
+    #[test]
+    fn runs_against_ranges_that_straddle_them() {
+        // One stored range covers the end of a run and the start of the next.
+        assert_eq!(count_missing(&runs(&[1, 2, 3, 5, 6, 7]), &[(2, 6)]), 2);
+        // One run spans several stored ranges.
+        assert_eq!(count_missing(&runs(&(1..=20).collect::<Vec<_>>()), &[(2, 3), (5, 5), (19, 30)]), 15);
+        // Every number checked one by one gives the same count.
+        let acked = runs(&[1, 2, 4, 5, 6, 9, 10, 11, 12, 15]);
+        let ranges = [(0, 1), (3, 4), (6, 10), (12, 12), (14, 20)];
+        let one_by_one = acked.iter().filter(|&seq| !ranges.iter().any(|&(f, l)| f <= seq && seq <= l)).count();
+        assert_eq!(count_missing(&acked, &ranges), one_by_one as u64);
+    }
+
+    #[test]
+    fn runs_grow_with_gaps_not_numbers() {
+        let mut acked = SeqRuns::default();
+        for seq in (1..=100_000).filter(|seq| seq % 30 != 0) {
+            acked.push(seq);
+        }
+        assert_eq!(acked.len(), 100_000 - 3_333);
+        assert_eq!(acked.runs().len(), 3_334, "one run between each two skipped numbers");
+        assert_eq!(acked.runs()[..2], [(1, 29), (31, 59)]);
+        assert_eq!(acked.iter().nth(29), Some(31));
     }
 
     #[test]

@@ -68,6 +68,11 @@ impl SinkSession {
     }
 }
 
+/// The load tester's allocator: with glibc's, a 100,000-device run could stall both sides at the
+/// start of the sending phase (`docs/PERFORMANCE.md`, issue 14 item 5).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let usage = "usage: load_sink --tls-dir DIR [--addr 127.0.0.1:0]";
     let mut tls_dir = None;

@@ -63,6 +63,10 @@ struct Args {
     report: Option<PathBuf>,
 }
 
+/// The same allocator as `fleetpulse-loadtest`, so that both load testers cost the same per device.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")))
