@@ -135,8 +135,8 @@ pub fn client_endpoints(count: usize, server: SocketAddr, config: &ClientConfig)
 ///
 /// quinn gives each connection a send buffer that lives as long as the connection. The first time
 /// a connection has two datagrams to send at once, quinn grows that buffer to room for as many as
-/// the socket takes in one send (ten with UDP GSO, 12 KiB), to hand them to the kernel in one
-/// call. A simulated device does that on its first 20-frame flush: at 100,000 devices, 1.2 GB
+/// the socket takes in one send (ten with UDP GSO, 13 KiB), to hand them to the kernel in one
+/// call. A simulated device does that on its first 20-frame flush: at 100,000 devices, 1.3 GB
 /// allocated and zeroed in the first seconds of the sending phase, which tipped the load tester
 /// over at high rates (`docs/PERFORMANCE.md`, issue 14 item 5). With one datagram per send the
 /// buffer stays one datagram long; a flush of two datagrams takes two `sendmsg` calls.

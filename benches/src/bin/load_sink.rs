@@ -68,8 +68,8 @@ impl SinkSession {
     }
 }
 
-/// The load tester's allocator: with glibc's, a 100,000-device run could stall both sides at the
-/// start of the sending phase (`docs/PERFORMANCE.md`, issue 14 item 5).
+/// The load tester's allocator (and the server's), so that the instrument and its counterpart
+/// allocate alike.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
