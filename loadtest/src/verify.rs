@@ -29,31 +29,26 @@ pub struct AckedDevice {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SeqRuns {
     runs: Vec<(u64, u64)>,
-    len: u64,
 }
 
 impl SeqRuns {
     /// Adds `seq`, which must be above every number added so far (a lower one is ignored).
     pub fn push(&mut self, seq: u64) {
         match self.runs.last_mut() {
-            Some((_, last)) if *last >= seq => {
-                debug_assert!(false, "{seq} added after {last}");
-                return;
-            }
+            Some((_, last)) if *last >= seq => debug_assert!(false, "{seq} added after {last}"),
             Some((_, last)) if *last + 1 == seq => *last = seq,
             _ => self.runs.push((seq, seq)),
         }
-        self.len += 1;
     }
 
     /// How many numbers were added.
     pub fn len(&self) -> u64 {
-        self.len
+        distinct_in_ranges(&self.runs)
     }
 
     /// Whether nothing was added.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.runs.is_empty()
     }
 
     /// The runs, ascending and apart (each starts at least two above the last one's end).
